@@ -1,0 +1,222 @@
+#!/usr/bin/env bash
+# ModularChat's one entry script. Subcommands:
+#   run            start PostgreSQL (+ Redis) when needed and run the service
+#   test           start what the tests need and run every test
+#   bench          run the benchmark program (starts and stops what it needs)
+#   token          print a signed development token: token --sub alice [--tenant t] [--role admin]
+#   eval-search    import LoCoMo conversations and print search recall (see README)
+#   stop           stop the PostgreSQL and Redis that this script started
+#   services       start PostgreSQL (+ Redis) only and print their connection strings
+#   feed           produce the local NuGet feed only
+#
+# Everything it creates lives in .local/ (git-ignored).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+STATE="$ROOT/.local"
+FEED="$STATE/feed"
+PGDATA_DIR="$STATE/postgres"
+REDIS_DIR="$STATE/redis"
+PG_PORT="${MODULARCHAT_PG_PORT:-54329}"
+REDIS_PORT="${MODULARCHAT_REDIS_PORT:-63790}"
+HOST_PROJECT="$ROOT/src/Host/ModularChat.Host.csproj"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
+
+log() { printf '\033[1;34m[build]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[build]\033[0m %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------
+# Local NuGet feed. Marten -> Weasel -> Patched.DistributedLock.Postgres needs
+# Patched.DistributedLock.Core [1.0.11,1.1.0), which the registry mirror does
+# not serve. We repack the served original DistributedLock.Core 1.0.9 (MIT,
+# same assembly name) under that id. See docs/adr/0001-local-package-feed.md.
+# ---------------------------------------------------------------------------
+ensure_feed() {
+  local target="$FEED/patched.distributedlock.core.1.0.11.nupkg"
+  [[ -f "$target" ]] && return 0
+  log "producing the local NuGet feed in .local/feed"
+  mkdir -p "$FEED"
+  local work; work="$(mktemp -d)"
+  local url="https://api.nuget.org/v3-flatcontainer/distributedlock.core/1.0.9/distributedlock.core.1.0.9.nupkg"
+  curl -fsSL --retry 3 -o "$work/original.nupkg" "$url" || die "could not download DistributedLock.Core 1.0.9 from $url"
+  mkdir -p "$work/pkg"
+  (cd "$work/pkg" && unzip -q ../original.nupkg)
+  rm -f "$work/pkg/.signature.p7s"
+  mv "$work/pkg/DistributedLock.Core.nuspec" "$work/pkg/Patched.DistributedLock.Core.nuspec"
+  sed -i -e 's|<id>DistributedLock.Core</id>|<id>Patched.DistributedLock.Core</id>|' \
+         -e 's|<version>1.0.9</version>|<version>1.0.11</version>|' \
+         "$work/pkg/Patched.DistributedLock.Core.nuspec"
+  grep -q '<id>Patched.DistributedLock.Core</id>' "$work/pkg/Patched.DistributedLock.Core.nuspec" || die "nuspec rewrite failed"
+  sed -i -e 's|DistributedLock.Core.nuspec|Patched.DistributedLock.Core.nuspec|g' "$work/pkg/_rels/.rels" 2>/dev/null || true
+  (cd "$work/pkg" && zip -qr -X "$work/patched.nupkg" .)
+  mv "$work/patched.nupkg" "$target"
+  rm -rf "$work"
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL: a project-local cluster from the machine's binaries, unless
+# ConnectionStrings__Postgres is set.
+# ---------------------------------------------------------------------------
+pg_bindir() {
+  if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then
+    pg_config --bindir; return
+  fi
+  local d; d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
+  [[ -n "$d" && -x "$d/initdb" ]] && { echo "$d"; return; }
+  die "PostgreSQL server binaries not found (install postgresql, or set ConnectionStrings__Postgres)"
+}
+
+# PostgreSQL refuses to run as root: run its tools as the 'postgres' user then.
+as_pg() {
+  if [[ "$(id -u)" == "0" ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_running() { [[ -f "$PGDATA_DIR/postmaster.pid" ]] && as_pg "$(pg_bindir)/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; }
+
+STARTED_PG=0
+ensure_postgres() {
+  if [[ -n "${ConnectionStrings__Postgres:-}" ]]; then
+    log "using ConnectionStrings__Postgres from the environment"
+    return 0
+  fi
+  local bin; bin="$(pg_bindir)"
+  mkdir -p "$STATE"
+  if [[ ! -f "$PGDATA_DIR/PG_VERSION" ]]; then
+    log "creating a PostgreSQL cluster in .local/postgres"
+    mkdir -p "$PGDATA_DIR"
+    [[ "$(id -u)" == "0" ]] && chown postgres:postgres "$PGDATA_DIR"
+    chmod 700 "$PGDATA_DIR"
+    as_pg "$bin/initdb" -D "$PGDATA_DIR" -U modularchat --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$PGDATA_DIR/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = ''
+max_connections = 300
+shared_buffers = 256MB
+fsync = on
+synchronous_commit = on
+EOF
+  fi
+  if ! pg_running; then
+    log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+    [[ "$(id -u)" == "0" ]] && chown -R postgres:postgres "$PGDATA_DIR"
+    as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 start >/dev/null \
+      || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "PostgreSQL did not start"; }
+    STARTED_PG=1
+  fi
+  "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U modularchat -d postgres -tAc "select 1 from pg_database where datname='modularchat'" | grep -q 1 \
+    || "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U modularchat modularchat
+  export ConnectionStrings__Postgres="Host=127.0.0.1;Port=$PG_PORT;Database=modularchat;Username=modularchat;Maximum Pool Size=100"
+}
+
+stop_postgres() {
+  if [[ -f "$PGDATA_DIR/PG_VERSION" ]] && pg_running; then
+    log "stopping PostgreSQL"
+    as_pg "$(pg_bindir)/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# Redis: started when redis-server exists (installed with apt-get where we
+# can); without it the service runs on its in-process cache only.
+# ---------------------------------------------------------------------------
+redis_running() { [[ -f "$REDIS_DIR/redis.pid" ]] && kill -0 "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null; }
+
+STARTED_REDIS=0
+ensure_redis() {
+  if [[ -n "${ConnectionStrings__Redis+set}" ]]; then
+    log "using ConnectionStrings__Redis from the environment${ConnectionStrings__Redis:+}"
+    return 0
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+      log "installing redis-server with apt-get"
+      (apt-get install -y -qq redis-server >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq redis-server >/dev/null 2>&1; }) \
+        || log "could not install redis-server"
+    elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+      log "installing redis-server with sudo apt-get"
+      sudo -n apt-get install -y -qq redis-server >/dev/null 2>&1 || log "could not install redis-server"
+    fi
+  fi
+  if ! command -v redis-server >/dev/null 2>&1; then
+    log "redis-server is not available: the service will run on its in-process cache only"
+    export ConnectionStrings__Redis=""
+    return 0
+  fi
+  mkdir -p "$REDIS_DIR"
+  if ! redis_running; then
+    log "starting Redis on 127.0.0.1:$REDIS_PORT"
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --dir "$REDIS_DIR" \
+      --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 50); do redis_running && break; sleep 0.1; done
+    redis_running || die "Redis did not start (see .local/redis/redis.log)"
+    STARTED_REDIS=1
+  fi
+  export ConnectionStrings__Redis="127.0.0.1:$REDIS_PORT"
+}
+
+stop_redis() {
+  if redis_running; then
+    log "stopping Redis"
+    kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do redis_running || break; sleep 0.1; done
+    rm -f "$REDIS_DIR/redis.pid"
+  fi
+}
+
+# Stop only what this invocation started (used by test and bench).
+stop_started() {
+  [[ "$STARTED_PG" == "1" ]] && stop_postgres
+  [[ "$STARTED_REDIS" == "1" ]] && stop_redis
+  return 0
+}
+
+# A development signing key, generated once per clone and never committed.
+ensure_dev_key() {
+  mkdir -p "$STATE"
+  if [[ -z "${Auth__SigningKey:-}" ]]; then
+    [[ -f "$STATE/dev-signing-key" ]] || head -c 48 /dev/urandom | base64 -w0 >"$STATE/dev-signing-key"
+    export Auth__SigningKey="$(cat "$STATE/dev-signing-key")"
+  fi
+  if [[ -z "${DataProtection__MasterKey:-}" ]]; then
+    [[ -f "$STATE/dev-master-key" ]] || head -c 32 /dev/urandom | base64 -w0 >"$STATE/dev-master-key"
+    export DataProtection__MasterKey="$(cat "$STATE/dev-master-key")"
+  fi
+}
+
+cmd="${1:-help}"; shift || true
+case "$cmd" in
+  feed)
+    ensure_feed ;;
+  services)
+    ensure_feed; ensure_postgres; ensure_redis
+    echo "ConnectionStrings__Postgres=$ConnectionStrings__Postgres"
+    echo "ConnectionStrings__Redis=${ConnectionStrings__Redis:-}" ;;
+  run)
+    ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
+    export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
+    export ASPNETCORE_URLS="${ASPNETCORE_URLS:-http://localhost:5080}"
+    log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json); ./build.sh stop stops PostgreSQL and Redis"
+    exec dotnet run --project "$HOST_PROJECT" -c Release -- "$@" ;;
+  token)
+    ensure_feed; ensure_dev_key
+    export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
+    dotnet build "$HOST_PROJECT" -c Release -v q -nologo >/dev/null
+    dotnet run --no-build --project "$HOST_PROJECT" -c Release -- token "$@" ;;
+  test)
+    ensure_feed; ensure_postgres; ensure_redis
+    trap stop_started EXIT
+    dotnet test "$ROOT/ModularChat.sln" -c Release "$@" ;;
+  bench)
+    ensure_feed; ensure_dev_key
+    dotnet run --project "$ROOT/tests/ModularChat.Benchmarks/ModularChat.Benchmarks.csproj" -c Release -- "$@" ;;
+  eval-search)
+    ensure_feed; ensure_dev_key
+    dotnet run --project "$ROOT/tests/ModularChat.Benchmarks/ModularChat.Benchmarks.csproj" -c Release -- eval-search "$@" ;;
+  stop)
+    stop_postgres; stop_redis ;;
+  help|-h|--help)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *)
+    die "unknown command '$cmd' (try ./build.sh help)" ;;
+esac

@@ -1,0 +1,156 @@
+using System.Text.Json;
+using FluentValidation;
+using JasperFx;
+using JasperFx.Events;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Mvc;
+using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Validation;
+
+namespace ModularChat.BuildingBlocks.Errors;
+
+/// <summary>
+/// Turns every exception that reaches the HTTP pipeline into an RFC 9457 ProblemDetails that
+/// names the problem. Anything a client can cause maps to a 4xx; only genuine faults give a 500,
+/// and those never carry internal details.
+/// </summary>
+public sealed partial class ProblemDetailsExceptionHandler(
+    IProblemDetailsService problemDetails,
+    ILogger<ProblemDetailsExceptionHandler> logger) : IExceptionHandler
+{
+    public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+    {
+        if (exception is OperationCanceledException && httpContext.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away: nobody is left to read a response.
+            return true;
+        }
+
+        var problem = Map(exception);
+        if (problem.Status >= 500)
+        {
+            LogUnhandled(logger, exception, httpContext.Request.Method, httpContext.Request.Path);
+        }
+
+        httpContext.Response.StatusCode = problem.Status ?? StatusCodes.Status500InternalServerError;
+        return await problemDetails.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = httpContext,
+            ProblemDetails = problem,
+            Exception = exception,
+        });
+    }
+
+    /// <summary>The ProblemDetails for an exception (public for tests of the mapping).</summary>
+    public static ProblemDetails Map(Exception exception) => exception switch
+    {
+        ValidationException validation => FromValidation(validation),
+        BadRequestException bad => new ValidationProblemDetails(new Dictionary<string, string[]> { [bad.Field] = [bad.Message] })
+        {
+            Status = StatusCodes.Status400BadRequest,
+            Title = "The request is invalid.",
+            Detail = bad.Message,
+        },
+        NotFoundException notFound => new ProblemDetails
+        {
+            Status = StatusCodes.Status404NotFound,
+            Title = $"{notFound.Resource} not found.",
+            Detail = notFound.Message,
+        },
+        ConflictException conflict => WithExtensions(new ProblemDetails
+        {
+            Status = StatusCodes.Status409Conflict,
+            Title = "The request conflicts with the current state.",
+            Detail = conflict.Message,
+        }, conflict.Extensions),
+        ConcurrencyException or EventStreamUnexpectedMaxEventIdException => new ProblemDetails
+        {
+            Status = StatusCodes.Status409Conflict,
+            Title = "The resource was changed by another request.",
+            Detail = "The expected version does not match the current version: read the resource again and retry.",
+        },
+        LimitExceededException limit => new ValidationProblemDetails(new Dictionary<string, string[]> { [limit.Field] = [limit.Message] })
+        {
+            Status = limit.PayloadTooLarge ? StatusCodes.Status413PayloadTooLarge : StatusCodes.Status422UnprocessableEntity,
+            Title = limit.PayloadTooLarge ? "The request is too large." : "A configured limit was exceeded.",
+            Detail = limit.Message,
+        },
+        BadHttpRequestException bad => FromBadHttpRequest(bad),
+        JsonException json => Malformed(json),
+        _ => new ProblemDetails
+        {
+            Status = StatusCodes.Status500InternalServerError,
+            Title = "An unexpected error occurred.",
+            Detail = "The error has been logged; quote the traceId when you report it.",
+        },
+    };
+
+    private static ProblemDetails FromValidation(ValidationException validation)
+    {
+        var errors = validation.Errors
+            .GroupBy(e => ToCamelCase(e.PropertyName))
+            .ToDictionary(g => g.Key, g => g.Select(e => e.ErrorMessage).Distinct().ToArray());
+        var isLimit = validation.Errors.Any(e => e.ErrorCode == Limits.ErrorCode);
+        return new ValidationProblemDetails(errors)
+        {
+            Status = isLimit ? StatusCodes.Status422UnprocessableEntity : StatusCodes.Status400BadRequest,
+            Title = isLimit ? "A configured limit was exceeded." : "The request is invalid.",
+            Detail = string.Join(" ", validation.Errors.Select(e => e.ErrorMessage).Distinct()),
+        };
+    }
+
+    private static ProblemDetails FromBadHttpRequest(BadHttpRequestException bad)
+    {
+        if (bad.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            return new ProblemDetails
+            {
+                Status = StatusCodes.Status413PayloadTooLarge,
+                Title = "The request is too large.",
+                Detail = "The request body exceeds the configured maximum size (Limits:MaxRequestBodyBytes).",
+            };
+        }
+
+        if (bad.InnerException is JsonException json)
+        {
+            return Malformed(json);
+        }
+
+        return new ProblemDetails
+        {
+            Status = bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : StatusCodes.Status400BadRequest,
+            Title = "The request is invalid.",
+            Detail = bad.Message,
+        };
+    }
+
+    private static ProblemDetails Malformed(JsonException json)
+    {
+        var detail = json.Path is { Length: > 0 } path
+            ? $"The request body is not valid JSON for this endpoint at '{path}' (line {json.LineNumber + 1}, byte {json.BytePositionInLine})."
+            : "The request body is not valid JSON for this endpoint.";
+        return new ProblemDetails
+        {
+            Status = StatusCodes.Status400BadRequest,
+            Title = "The request body is malformed.",
+            Detail = detail,
+        };
+    }
+
+    private static ProblemDetails WithExtensions(ProblemDetails problem, IReadOnlyDictionary<string, object?> extensions)
+    {
+        foreach (var (key, value) in extensions)
+        {
+            problem.Extensions[key] = value;
+        }
+
+        return problem;
+    }
+
+    private static string ToCamelCase(string propertyName)
+        => string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled exception for {Method} {Path}")]
+    private static partial void LogUnhandled(ILogger logger, Exception exception, string method, string path);
+}

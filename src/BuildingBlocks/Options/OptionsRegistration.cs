@@ -1,0 +1,36 @@
+using FluentValidation;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+
+namespace ModularChat.BuildingBlocks.Options;
+
+/// <summary>Binds an options class to a configuration section and validates it when the host starts.</summary>
+public static class OptionsRegistration
+{
+    /// <summary>
+    /// Binds <typeparamref name="TOptions"/> to <paramref name="section"/> and validates it with
+    /// <typeparamref name="TValidator"/> at start: a bad value stops the start with a message naming it.
+    /// </summary>
+    public static OptionsBuilder<TOptions> AddValidatedOptions<TOptions, TValidator>(this IServiceCollection services, string section)
+        where TOptions : class
+        where TValidator : class, IValidator<TOptions>, new()
+    {
+        services.AddSingleton<IValidateOptions<TOptions>>(new FluentValidateOptions<TOptions>(section, new TValidator()));
+        return services.AddOptions<TOptions>()
+            .BindConfiguration(section, o => o.ErrorOnUnknownConfiguration = false)
+            .ValidateOnStart();
+    }
+
+    private sealed class FluentValidateOptions<TOptions>(string section, IValidator<TOptions> validator) : IValidateOptions<TOptions>
+        where TOptions : class
+    {
+        public ValidateOptionsResult Validate(string? name, TOptions options)
+        {
+            var result = validator.Validate(options);
+            return result.IsValid
+                ? ValidateOptionsResult.Success
+                : ValidateOptionsResult.Fail(result.Errors.Select(e => $"Configuration '{section}:{e.PropertyName}': {e.ErrorMessage} (was '{e.AttemptedValue}')."));
+        }
+    }
+}

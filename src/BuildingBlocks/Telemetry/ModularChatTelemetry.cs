@@ -1,0 +1,21 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace ModularChat.BuildingBlocks.Telemetry;
+
+/// <summary>Names and shared sources for ModularChat's own traces and metrics.</summary>
+public static class ModularChatTelemetry
+{
+    /// <summary>The ActivitySource and Meter name of every ModularChat module.</summary>
+    public const string SourceName = "ModularChat";
+
+    /// <summary>Traces of ModularChat's own work (module operations, background jobs).</summary>
+    public static readonly ActivitySource ActivitySource = new(SourceName);
+}
+
+/// <summary>Metric names, in one place so dashboards and code agree.</summary>
+public static class MetricNames
+{
+    public const string MessagesAppended = "modularchat.messages.appended";
+    public const string MessageTokens = "modularchat.messages.tokens";
+}

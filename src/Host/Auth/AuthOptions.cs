@@ -1,0 +1,64 @@
+using System.Text;
+using FluentValidation;
+
+namespace ModularChat.Host.Auth;
+
+/// <summary>
+/// JWT bearer settings (section <c>Auth</c>). Production: set <see cref="Authority"/> (the issuer's
+/// OpenID metadata and JWKS are fetched from it). Local use: a symmetric <see cref="SigningKey"/>,
+/// which <c>./build.sh</c> generates per clone and which <c>token</c> signs development tokens with.
+/// </summary>
+public sealed class AuthOptions
+{
+    public const string Section = "Auth";
+
+    /// <summary>OpenID Connect authority (issuer URL); its JWKS validates tokens.</summary>
+    public string? Authority { get; set; }
+
+    /// <summary>Symmetric HMAC-SHA256 key (at least 32 bytes; base64 or plain text) for local tokens.</summary>
+    public string? SigningKey { get; set; }
+
+    public string Issuer { get; set; } = "modularchat-dev";
+
+    public string Audience { get; set; } = "modularchat";
+
+    /// <summary>Require https for the authority's metadata (turn off only for a local identity provider).</summary>
+    public bool RequireHttpsMetadata { get; set; } = true;
+
+    /// <summary>Tolerated clock difference between us and the token issuer.</summary>
+    public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Role claim that grants the admin endpoints.</summary>
+    public string AdminRole { get; set; } = "admin";
+
+    internal byte[]? SigningKeyBytes()
+    {
+        if (string.IsNullOrEmpty(SigningKey))
+        {
+            return null;
+        }
+
+        var buffer = new byte[SigningKey.Length];
+        return Convert.TryFromBase64String(SigningKey, buffer, out var written) && written >= 32
+            ? buffer[..written]
+            : Encoding.UTF8.GetBytes(SigningKey);
+    }
+}
+
+internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
+{
+    public AuthOptionsValidator()
+    {
+        RuleFor(o => o)
+            .Must(o => !string.IsNullOrWhiteSpace(o.Authority) || !string.IsNullOrEmpty(o.SigningKey))
+            .WithName("Authority")
+            .WithMessage("set Auth:Authority (production) or Auth:SigningKey (local use); ./build.sh run sets a development key");
+        RuleFor(o => o.SigningKeyBytes())
+            .Must(k => k is null || k.Length >= 32)
+            .WithName("SigningKey")
+            .WithMessage("must be at least 32 bytes (256 bits)");
+        RuleFor(o => o.Audience).NotEmpty();
+        RuleFor(o => o.Issuer).NotEmpty();
+        RuleFor(o => o.ClockSkew).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
+    }
+}

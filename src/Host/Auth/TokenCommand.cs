@@ -1,0 +1,40 @@
+using JasperFx.CommandLine;
+using Microsoft.Extensions.Options;
+
+namespace ModularChat.Host.Auth;
+
+public sealed class TokenInput : NetCoreInput
+{
+    [Description("Subject (user id) of the token")]
+    public string SubFlag { get; set; } = "dev";
+
+    [Description("Tenant claim; without it the subject is the tenant")]
+    public string? TenantFlag { get; set; }
+
+    [Description("Role claim(s), e.g. admin")]
+    public List<string> RoleFlag { get; set; } = [];
+
+    [Description("Lifetime in minutes (default 720)")]
+    public int MinutesFlag { get; set; } = 720;
+}
+
+/// <summary><c>token --sub alice [--tenant t] [--role admin]</c>: prints a development token on its last line.</summary>
+[Description("Print a JWT signed with the local development key", Name = "token")]
+public sealed class TokenCommand : JasperFxAsyncCommand<TokenInput>
+{
+    public override Task<bool> Execute(TokenInput input)
+    {
+        using var host = input.BuildHost();
+        var options = host.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
+        if (options.SigningKeyBytes() is null)
+        {
+            Console.Error.WriteLine("Auth:SigningKey is not set. Run ./build.sh token ... (it provides the development key), or set Auth__SigningKey.");
+            return Task.FromResult(false);
+        }
+
+        var token = DevelopmentTokens.Create(options, input.SubFlag, input.TenantFlag, input.RoleFlag, TimeSpan.FromMinutes(input.MinutesFlag));
+        Console.Error.WriteLine($"sub={input.SubFlag} tenant={input.TenantFlag ?? input.SubFlag} roles=[{string.Join(',', input.RoleFlag)}] expires in {input.MinutesFlag} min");
+        Console.WriteLine(token);
+        return Task.FromResult(true);
+    }
+}

@@ -1,0 +1,75 @@
+using Microsoft.Extensions.Caching.StackExchangeRedis;
+using Microsoft.Extensions.Options;
+using StackExchange.Redis;
+
+namespace ModularChat.Host.Infrastructure;
+
+internal static partial class CachingSetup
+{
+    /// <summary>
+    /// HybridCache: in-process L1 always, Redis as L2 when ConnectionStrings:Redis is set.
+    /// Without Redis the service runs on L1 alone and says so when it starts.
+    /// </summary>
+    public static IServiceCollection AddModularChatCaching(this IServiceCollection services, IConfiguration configuration)
+    {
+        var redis = configuration.GetConnectionString("Redis");
+        if (!string.IsNullOrWhiteSpace(redis))
+        {
+            var options = ConfigurationOptions.Parse(redis);
+            // Start and keep serving when Redis is down; reconnect in the background.
+            options.AbortOnConnectFail = false;
+            options.ConnectTimeout = 2000;
+            options.SyncTimeout = 2000;
+            options.AsyncTimeout = 2000;
+            services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(options));
+            services.AddStackExchangeRedisCache(_ => { });
+            services.AddSingleton<IConfigureOptions<RedisCacheOptions>, UseSharedMultiplexer>();
+        }
+
+        services.AddHybridCache();
+        services.AddHostedService<ReportCacheMode>();
+        return services;
+    }
+
+    private sealed class UseSharedMultiplexer(IServiceProvider services) : IConfigureOptions<RedisCacheOptions>
+    {
+        public void Configure(RedisCacheOptions options)
+        {
+            options.InstanceName = "modularchat:";
+            options.ConnectionMultiplexerFactory = () => Task.FromResult(services.GetRequiredService<IConnectionMultiplexer>());
+        }
+    }
+
+    private sealed partial class ReportCacheMode(IServiceProvider services, ILogger<ReportCacheMode> logger) : IHostedService
+    {
+        public Task StartAsync(CancellationToken cancellationToken)
+        {
+            var redis = services.GetService<IConnectionMultiplexer>();
+            if (redis is null)
+            {
+                LogNoRedis(logger);
+            }
+            else if (!redis.IsConnected)
+            {
+                LogRedisDown(logger, redis.Configuration);
+            }
+            else
+            {
+                LogRedis(logger, redis.Configuration);
+            }
+
+            return Task.CompletedTask;
+        }
+
+        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Redis is not configured (ConnectionStrings:Redis): caching runs in-process only, and cache invalidations do not reach other nodes")]
+        private static partial void LogNoRedis(ILogger logger);
+
+        [LoggerMessage(Level = LogLevel.Warning, Message = "Redis at {Redis} is not reachable: serving from the in-process cache and the database until it is")]
+        private static partial void LogRedisDown(ILogger logger, string redis);
+
+        [LoggerMessage(Level = LogLevel.Information, Message = "Cache: in-process L1 with Redis L2 at {Redis}")]
+        private static partial void LogRedis(ILogger logger, string redis);
+    }
+}

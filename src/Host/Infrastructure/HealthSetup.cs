@@ -1,0 +1,49 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using StackExchange.Redis;
+
+namespace ModularChat.Host.Infrastructure;
+
+internal static class HealthSetup
+{
+    private const string Ready = "ready";
+
+    public static IServiceCollection AddModularChatHealth(this IServiceCollection services, IConfiguration configuration)
+    {
+        var checks = services.AddHealthChecks()
+            .AddNpgSql(configuration.PostgresConnectionString(), name: "postgresql", tags: [Ready], timeout: TimeSpan.FromSeconds(3));
+        if (!string.IsNullOrWhiteSpace(configuration.GetConnectionString("Redis")))
+        {
+            // Redis is an accelerator: without it we still serve (from L1 and PostgreSQL), so it only degrades readiness.
+            checks.AddRedis(sp => sp.GetRequiredService<IConnectionMultiplexer>(), name: "redis",
+                failureStatus: HealthStatus.Degraded, tags: [Ready], timeout: TimeSpan.FromSeconds(2));
+        }
+
+        return services;
+    }
+
+    public static void MapModularChatHealth(this IEndpointRouteBuilder app)
+    {
+        app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false, ResponseWriter = WriteAsync })
+            .AllowAnonymous();
+        app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains(Ready), ResponseWriter = WriteAsync })
+            .AllowAnonymous();
+    }
+
+    private static Task WriteAsync(HttpContext context, HealthReport report)
+    {
+        context.Response.ContentType = "application/json";
+        return JsonSerializer.SerializeAsync(context.Response.Body, new
+        {
+            status = report.Status.ToString(),
+            durationMs = report.TotalDuration.TotalMilliseconds,
+            checks = report.Entries.ToDictionary(e => e.Key, e => new
+            {
+                status = e.Value.Status.ToString(),
+                description = e.Value.Description ?? e.Value.Exception?.Message,
+                durationMs = e.Value.Duration.TotalMilliseconds,
+            }),
+        }, JsonSerializerOptions.Web, context.RequestAborted);
+    }
+}

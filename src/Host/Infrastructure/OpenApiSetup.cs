@@ -1,0 +1,32 @@
+using Microsoft.AspNetCore.OpenApi;
+using Microsoft.OpenApi;
+
+namespace ModularChat.Host.Infrastructure;
+
+internal static class OpenApiSetup
+{
+    public static IServiceCollection AddModularChatOpenApi(this IServiceCollection services)
+        => services.AddOpenApi(o => o.AddDocumentTransformer<BearerSecurityScheme>());
+
+    /// <summary>Declares the JWT bearer scheme so the API page can send a token.</summary>
+    private sealed class BearerSecurityScheme : IOpenApiDocumentTransformer
+    {
+        public Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
+        {
+            document.Info.Title = "ModularChat API";
+            document.Info.Description = "Conversation memory for LLM chat applications. Every endpoint but health needs a JWT bearer token (locally: ./build.sh token --sub <you>).";
+            document.Components ??= new OpenApiComponents();
+            document.Components.SecuritySchemes ??= new Dictionary<string, IOpenApiSecurityScheme>();
+            document.Components.SecuritySchemes["Bearer"] = new OpenApiSecurityScheme
+            {
+                Type = SecuritySchemeType.Http,
+                Scheme = "bearer",
+                BearerFormat = "JWT",
+                Description = "A JWT whose 'tenant' (else 'sub') claim names the tenant.",
+            };
+            document.Security ??= [];
+            document.Security.Add(new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("Bearer", document)] = [] });
+            return Task.CompletedTask;
+        }
+    }
+}

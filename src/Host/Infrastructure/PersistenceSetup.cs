@@ -1,0 +1,82 @@
+using JasperFx;
+using JasperFx.MultiTenancy;
+using JasperFx.OpenTelemetry;
+using JasperFx.Events;
+using JasperFx.Events.Daemon;
+using Marten;
+using Marten.Services;
+using Marten.Storage;
+using ModularChat.Conversations;
+using Weasel.Core;
+using Wolverine;
+using Wolverine.Marten;
+
+namespace ModularChat.Host.Infrastructure;
+
+internal static class PersistenceSetup
+{
+    /// <summary>The PostgreSQL schema that holds every ModularChat table (Marten's and Wolverine's).</summary>
+    public const string Schema = "modularchat";
+
+    public static string PostgresConnectionString(this IConfiguration configuration)
+        => configuration.GetConnectionString("Postgres") is { Length: > 0 } cs
+            ? cs
+            : throw new InvalidOperationException(
+                "ConnectionStrings:Postgres is not set. Run ./build.sh run (it starts a local PostgreSQL), or set ConnectionStrings__Postgres.");
+
+    /// <summary>Marten on PostgreSQL: conjoined tenancy, every module's streams and projections.</summary>
+    public static IServiceCollection AddModularChatPersistence(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddMarten(sp =>
+            {
+                var options = new StoreOptions();
+                options.Connection(configuration.PostgresConnectionString());
+                options.DatabaseSchemaName = Schema;
+                options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.Default);
+                options.AutoCreateSchemaObjects = AutoCreate.CreateOrUpdate;
+
+                // Tenant = the caller's JWT tenant; a session for one tenant never sees another's rows.
+                options.Events.TenancyStyle = TenancyStyle.Conjoined;
+                options.Policies.AllDocumentsAreMultiTenanted();
+                options.Events.StreamIdentity = StreamIdentity.AsGuid;
+                options.Events.MetadataConfig.CorrelationIdEnabled = true;
+                options.Events.MetadataConfig.CausationIdEnabled = true;
+
+                // Failures in projections are loud, never silently skipped.
+                options.Projections.Errors.SkipApplyErrors = false;
+                options.Projections.Errors.SkipSerializationErrors = false;
+                options.Projections.Errors.SkipUnknownEvents = false;
+                options.Projections.RebuildErrors.SkipApplyErrors = false;
+
+                options.OpenTelemetry.TrackConnections = TrackLevel.Normal;
+                options.OpenTelemetry.TrackEventCounters();
+
+                options.ConfigureConversations();
+                return options;
+            })
+            .UseLightweightSessions()
+            .ApplyAllDatabaseChangesOnStartup()
+            .IntegrateWithWolverine(integration =>
+            {
+                // Appended events go through Wolverine's outbox in the append's own transaction.
+                integration.UseFastEventForwarding = true;
+                // Async projections and subscriptions are spread over nodes by Wolverine (never Marten's HotCold here).
+                integration.UseWolverineManagedEventSubscriptionDistribution = true;
+            });
+        return services;
+    }
+
+    /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
+    public static void ConfigureModularChatMessaging(this WolverineOptions options)
+    {
+        options.ServiceName = "modularchat";
+        options.UseRuntimeCompilation();
+        options.Policies.AutoApplyTransactions();
+        options.Policies.UseDurableLocalQueues();
+        options.Policies.UseDurableInboxOnAllListeners();
+        options.Policies.UseDurableOutboxOnAllSendingEndpoints();
+        // Each module's handler of the same event runs in its own transaction with its own retries.
+        options.MultipleHandlerBehavior = MultipleHandlerBehavior.Separated;
+        options.ConfigureConversations();
+    }
+}

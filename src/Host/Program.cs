@@ -1,0 +1,75 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using JasperFx;
+using Microsoft.AspNetCore.Http.Json;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Tenancy;
+using ModularChat.BuildingBlocks.Tokenization;
+using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Conversations;
+using ModularChat.Host.Auth;
+using ModularChat.Host.Infrastructure;
+using Scalar.AspNetCore;
+using Wolverine;
+
+var builder = WebApplication.CreateBuilder(args);
+var limits = builder.Configuration.GetSection(HostLimits.Section).Get<HostLimits>() ?? new HostLimits();
+builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxRequestBodyBytes);
+
+builder.AddModularChatTelemetry();
+builder.Services.AddSingleton(TimeProvider.System);
+builder.Services.AddHttpContextAccessor();
+builder.Services.AddScoped<ITenantContext, ClaimsTenantContext>();
+builder.Services.AddScoped<TenantSessions>();
+builder.Services.AddSingleton<ITokenCounter, O200kTokenCounter>();
+
+// HTTP surface: ProblemDetails for every error, JSON with string enums, malformed input surfaces as exceptions we map.
+builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx =>
+{
+    ctx.ProblemDetails.Instance ??= ctx.HttpContext.Request.Path;
+    ctx.ProblemDetails.Extensions["traceId"] = Activity.Current?.TraceId.ToString() ?? ctx.HttpContext.TraceIdentifier;
+});
+builder.Services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
+builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+builder.Services.Configure<JsonOptions>(o => o.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase)));
+builder.Services.AddModularChatOpenApi();
+builder.Services.AddModularChatAuthentication();
+
+// Application: Mediator (source-generated here, the only generator in the app) with validation first.
+builder.Services.AddMediator(o =>
+{
+    o.ServiceLifetime = ServiceLifetime.Scoped;
+    o.GenerateTypesAsInternal = true;
+    o.Assemblies = [typeof(ConversationsModule)];
+    o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
+});
+
+// Infrastructure.
+builder.Services.AddModularChatPersistence(builder.Configuration);
+builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging());
+builder.Services.AddModularChatCaching(builder.Configuration);
+builder.Services.AddModularChatHealth(builder.Configuration);
+
+// Modules.
+builder.Services.AddConversationsModule();
+
+var app = builder.Build();
+
+app.UseExceptionHandler();
+app.UseStatusCodePages();
+app.UseAuthentication();
+app.UseAuthorization();
+
+app.MapModularChatHealth();
+app.MapOpenApi().AllowAnonymous();
+app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
+app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
+app.MapConversationsEndpoints();
+
+// JasperFx command line: run (default), token, projections, resources, describe, ...
+return await app.RunJasperFxCommands(args);
+
+/// <summary>The entry point, visible to integration tests.</summary>
+public partial class Program;

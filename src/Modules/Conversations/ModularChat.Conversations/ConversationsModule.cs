@@ -1,0 +1,79 @@
+using FluentValidation;
+using JasperFx.Events.Projections;
+using Marten;
+using Marten.Schema;
+using Marten.Schema.Indexing.Unique;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Options;
+using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.AppendMessage;
+using ModularChat.Conversations.Features.DeleteConversation;
+using ModularChat.Conversations.Features.GetConversation;
+using ModularChat.Conversations.Features.ListConversations;
+using ModularChat.Conversations.Features.ListMessages;
+using ModularChat.Conversations.Features.RenameConversation;
+using ModularChat.Conversations.Features.StartConversation;
+using Wolverine;
+
+namespace ModularChat.Conversations;
+
+/// <summary>The Conversations module's wiring: the Host calls only these.</summary>
+public static class ConversationsModule
+{
+    /// <summary>Services, options and validators of the module.</summary>
+    public static IServiceCollection AddConversationsModule(this IServiceCollection services)
+    {
+        services.AddValidatedOptions<ConversationsOptions, ConversationsOptionsValidator>(ConversationsOptions.Section);
+        services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
+        services.AddSingleton<ConversationsMetrics>();
+        return services;
+    }
+
+    /// <summary>Event streams, projections and indexes of the module.</summary>
+    public static StoreOptions ConfigureConversations(this StoreOptions options)
+    {
+        options.Projections.Snapshot<Conversation>(SnapshotLifecycle.Inline);
+        options.Projections.Add<StoredMessageProjection>(ProjectionLifecycle.Inline);
+
+        // Keyset paging of the conversation list: newest activity first.
+        options.Schema.For<Conversation>()
+            .Duplicate(c => c.LastActivityAt, notNull: true)
+            .StartIndexesByTenantId();
+
+        options.Schema.For<StoredMessage>()
+            .Duplicate(m => m.ConversationId, notNull: true)
+            .Duplicate(m => m.Sequence, notNull: true)
+            .Duplicate(m => m.ExternalId)
+            .StartIndexesByTenantId()
+            // The database itself refuses a second message with the same sequence or external id.
+            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_stored_message_sequence", TenancyScope.PerTenant, m => m.ConversationId, m => m.Sequence)
+            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_stored_message_external_id", TenancyScope.PerTenant, m => m.ConversationId, m => m.ExternalId!);
+        return options;
+    }
+
+    /// <summary>Lets Wolverine find the module's message handlers.</summary>
+    public static WolverineOptions ConfigureConversations(this WolverineOptions options)
+    {
+        options.Discovery.IncludeAssembly(typeof(ConversationsModule).Assembly);
+        return options;
+    }
+
+    /// <summary>The module's REST endpoints under <c>/api/conversations</c>.</summary>
+    public static IEndpointRouteBuilder MapConversationsEndpoints(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/api/conversations")
+            .WithTags("Conversations")
+            .RequireAuthorization();
+        group.MapStartConversation();
+        group.MapListConversations();
+        group.MapGetConversation();
+        group.MapRenameConversation();
+        group.MapDeleteConversation();
+        group.MapAppendMessage();
+        group.MapListMessages();
+        return app;
+    }
+}

@@ -1,0 +1,14 @@
+using Marten;
+using Marten.Events.Projections;
+using ModularChat.Conversations.Contracts;
+
+namespace ModularChat.Conversations.Domain;
+
+/// <summary>Keeps one <see cref="StoredMessage"/> per appended message, inline with the append.</summary>
+public sealed partial class StoredMessageProjection : EventProjection
+{
+    public StoredMessage Create(MessageAppended e) => StoredMessage.From(e);
+
+    public void Project(ConversationDeleted e, IDocumentOperations operations)
+        => operations.DeleteWhere<StoredMessage>(m => m.ConversationId == e.ConversationId);
+}

@@ -1,0 +1,179 @@
+using FluentValidation;
+using Marten;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Tokenization;
+using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
+
+namespace ModularChat.Conversations.Features.AppendMessage;
+
+/// <summary>Body of <c>POST /api/conversations/{id}/messages</c>.</summary>
+/// <param name="ExpectedVersion">When given, the append only happens if the conversation is still at this version (409 otherwise).</param>
+public sealed record AppendMessageRequest(
+    string? Role,
+    string? Content,
+    string? ExternalId,
+    Dictionary<string, string>? Metadata,
+    DateTimeOffset? CreatedAt,
+    long? ExpectedVersion);
+
+/// <summary>Body of <c>POST /api/conversations/{id}/messages/batch</c>: appended in one transaction, all or nothing.</summary>
+public sealed record AppendMessagesRequest(List<NewMessage>? Messages, long? ExpectedVersion);
+
+/// <summary>What an append stored (or found already stored, when <see cref="Duplicate"/>).</summary>
+/// <param name="Duplicate">True when a message with the same externalId already existed: nothing new was stored.</param>
+public sealed record AppendedMessage(Guid Id, long Sequence, string? ExternalId, int TokenCount, DateTimeOffset CreatedAt, bool Duplicate);
+
+/// <summary>The result of an append: the messages and the conversation's version afterwards.</summary>
+public sealed record AppendResult(Guid ConversationId, long Version, IReadOnlyList<AppendedMessage> Messages)
+{
+    internal bool StoredAny => Messages.Any(m => !m.Duplicate);
+}
+
+internal sealed record AppendMessages(Guid ConversationId, IReadOnlyList<NewMessage> Messages, long? ExpectedVersion, bool IsBatch)
+    : ICommand<AppendResult>;
+
+internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages>
+{
+    public AppendMessagesValidator(IOptions<ConversationsOptions> options, IValidator<NewMessage> message)
+    {
+        var max = options.Value.MaxBatchSize;
+        RuleFor(c => c.Messages).NotEmpty().WithMessage("'messages' must contain at least one message.");
+        RuleFor(c => c.Messages.Count).LessThanOrEqualTo(max).OverridePropertyName("messages")
+            .WithMessage(c => $"A batch may hold at most {max} messages (was {c.Messages.Count}).").AsLimit();
+        // Batches are indexed ("messages[3].content"); a single message reports its fields plainly ("content").
+        RuleForEach(c => c.Messages).SetValidator(message).When(c => c.IsBatch && c.Messages.Count <= max);
+        RuleFor(c => c.Messages[0]).SetValidator(message).OverridePropertyName("").When(c => !c.IsBatch && c.Messages.Count == 1);
+        RuleFor(c => c.ExpectedVersion).GreaterThan(0).WithMessage("'expectedVersion' must be positive.");
+    }
+}
+
+internal sealed class AppendMessagesHandler(TenantSessions sessions, ITokenCounter tokens, TimeProvider clock, ConversationsMetrics metrics)
+    : ICommandHandler<AppendMessages, AppendResult>
+{
+    public async ValueTask<AppendResult> Handle(AppendMessages command, CancellationToken cancellationToken)
+    {
+        // CPU work before taking the stream lock.
+        var now = clock.GetUtcNow().TruncateToMicroseconds();
+        var prepared = command.Messages.Select(m =>
+        {
+            MessageRoles.TryParse(m.Role, out var role);
+            return (Message: m, Role: role, Tokens: tokens.Count(m.Content!));
+        }).ToList();
+
+        await using var session = sessions.Write();
+        var stream = await ConversationStreams.FetchForUpdate(session, command.ConversationId, command.ExpectedVersion, cancellationToken);
+        var existing = await FindExisting(session, command, cancellationToken);
+
+        var sequence = stream.Aggregate!.MessageCount;
+        var results = new List<AppendedMessage>(prepared.Count);
+        var appended = new List<MessageAppended>(prepared.Count);
+        foreach (var (message, role, tokenCount) in prepared)
+        {
+            if (message.ExternalId is { } externalId && existing.TryGetValue(externalId, out var original))
+            {
+                results.Add(original with { Duplicate = true });
+                continue;
+            }
+
+            var e = new MessageAppended(
+                command.ConversationId, Guid.CreateVersion7(), ++sequence, role, message.Content!, message.ExternalId,
+                message.Metadata, message.CreatedAt ?? now, now, tokenCount);
+            appended.Add(e);
+            var stored = new AppendedMessage(e.MessageId, e.Sequence, e.ExternalId, e.TokenCount, e.CreatedAt, Duplicate: false);
+            results.Add(stored);
+            if (e.ExternalId is not null)
+            {
+                existing[e.ExternalId] = stored; // a repeat inside the same batch is a duplicate too
+            }
+        }
+
+        if (appended.Count > 0)
+        {
+            stream.AppendMany(appended);
+            await session.SaveChangesAsync(cancellationToken);
+            metrics.Appended(appended);
+        }
+
+        return new AppendResult(command.ConversationId, stream.Aggregate.Version + appended.Count, results);
+    }
+
+    private static async Task<Dictionary<string, AppendedMessage>> FindExisting(
+        IDocumentSession session, AppendMessages command, CancellationToken cancellationToken)
+    {
+        var externalIds = command.Messages.Select(m => m.ExternalId).OfType<string>().Distinct().ToArray();
+        if (externalIds.Length == 0)
+        {
+            return new Dictionary<string, AppendedMessage>(StringComparer.Ordinal);
+        }
+
+        var found = await session.Query<StoredMessage>()
+            .Where(m => m.ConversationId == command.ConversationId && m.ExternalId.IsOneOf(externalIds))
+            .ToListAsync(cancellationToken);
+        return found.ToDictionary(
+            m => m.ExternalId!,
+            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
+            StringComparer.Ordinal);
+    }
+}
+
+internal static class AppendMessageEndpoints
+{
+    public static void MapAppendMessage(this IEndpointRouteBuilder group)
+    {
+        group.MapPost("/{id}/messages", async Task<Results<Created<MessageAppendResponse>, Ok<MessageAppendResponse>>> (
+                Guid id, AppendMessageRequest body, ISender sender, CancellationToken ct) =>
+            {
+                var message = new NewMessage(body.Role, body.Content, body.ExternalId, body.Metadata, body.CreatedAt);
+                var result = await sender.Send(new AppendMessages(id, [message], body.ExpectedVersion, IsBatch: false), ct);
+                var response = MessageAppendResponse.From(result);
+                return result.StoredAny
+                    ? TypedResults.Created($"/api/conversations/{id}/messages/{response.Sequence}", response)
+                    : TypedResults.Ok(response);
+            })
+            .WithName("AppendMessage")
+            .WithSummary("Append a message")
+            .WithDescription("Idempotent on externalId: a retry returns the original message (200) and stores nothing new.")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity);
+
+        group.MapPost("/{id}/messages/batch", async Task<Results<Created<AppendResult>, Ok<AppendResult>>> (
+                Guid id, AppendMessagesRequest body, ISender sender, CancellationToken ct) =>
+            {
+                var result = await sender.Send(new AppendMessages(id, body.Messages ?? [], body.ExpectedVersion, IsBatch: true), ct);
+                return result.StoredAny
+                    ? TypedResults.Created($"/api/conversations/{id}/messages", result)
+                    : TypedResults.Ok(result);
+            })
+            .WithName("AppendMessages")
+            .WithSummary("Append many messages in one transaction (all or nothing)")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity);
+    }
+}
+
+/// <summary>The response of a single append.</summary>
+/// <param name="Version">The conversation's version after the append: pass it as expectedVersion to append only if nothing changed since.</param>
+/// <param name="Duplicate">True when a message with the same externalId already existed and was returned instead.</param>
+public sealed record MessageAppendResponse(
+    Guid ConversationId, Guid Id, long Sequence, string? ExternalId, int TokenCount, DateTimeOffset CreatedAt, long Version, bool Duplicate)
+{
+    internal static MessageAppendResponse From(AppendResult result)
+    {
+        var m = result.Messages[0];
+        return new(result.ConversationId, m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, result.Version, m.Duplicate);
+    }
+}

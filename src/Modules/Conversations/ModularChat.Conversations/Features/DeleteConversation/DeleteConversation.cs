@@ -1,0 +1,41 @@
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
+
+namespace ModularChat.Conversations.Features.DeleteConversation;
+
+internal sealed record DeleteConversation(Guid ConversationId) : ICommand;
+
+/// <summary>
+/// Deletes a conversation for the client at once: its views go in the same transaction and
+/// <see cref="ConversationDeleted"/> tells every other module to drop what it derived from it.
+/// </summary>
+internal sealed class DeleteConversationHandler(TenantSessions sessions, TimeProvider clock) : ICommandHandler<DeleteConversation>
+{
+    public async ValueTask<Unit> Handle(DeleteConversation command, CancellationToken cancellationToken)
+    {
+        await using var session = sessions.Write();
+        var stream = await ConversationStreams.FetchForUpdate(session, command.ConversationId, expectedVersion: null, cancellationToken);
+        stream.AppendOne(new ConversationDeleted(command.ConversationId, clock.GetUtcNow().TruncateToMicroseconds()));
+        await session.SaveChangesAsync(cancellationToken);
+        return Unit.Value;
+    }
+}
+
+internal static class DeleteConversationEndpoint
+{
+    public static void MapDeleteConversation(this IEndpointRouteBuilder group) =>
+        group.MapDelete("/{id}", async Task<NoContent> (Guid id, ISender sender, CancellationToken ct) =>
+            {
+                await sender.Send(new DeleteConversation(id), ct);
+                return TypedResults.NoContent();
+            })
+            .WithName("DeleteConversation")
+            .WithSummary("Delete a conversation and everything derived from it")
+            .ProducesProblem(StatusCodes.Status404NotFound);
+}

@@ -1,0 +1,82 @@
+using System.Globalization;
+using FluentValidation;
+using Marten;
+using Marten.Linq.MatchesSql;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Paging;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Conversations.Domain;
+
+namespace ModularChat.Conversations.Features.ListConversations;
+
+/// <summary>Newest activity first, keyset-paged on (last activity, id).</summary>
+internal sealed record ListConversations(string? Cursor, int? Limit) : IQuery<Page<ConversationResponse>>;
+
+internal sealed class ListConversationsValidator : AbstractValidator<ListConversations>
+{
+    public ListConversationsValidator(IOptions<ConversationsOptions> options)
+        => RuleFor(q => q.Limit).InclusiveBetween(1, options.Value.MaxPageSize)
+            .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
+}
+
+internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions<ConversationsOptions> options)
+    : IQueryHandler<ListConversations, Page<ConversationResponse>>
+{
+    private const string CursorKind = "conv";
+
+    public async ValueTask<Page<ConversationResponse>> Handle(ListConversations query, CancellationToken cancellationToken)
+    {
+        var limit = query.Limit ?? options.Value.DefaultPageSize;
+        await using var session = sessions.Query();
+        IQueryable<Conversation> conversations = session.Query<Conversation>();
+        if (query.Cursor is not null)
+        {
+            var (activity, id) = DecodeCursor(query.Cursor);
+            conversations = conversations.Where(c => c.MatchesSql("(d.last_activity_at, d.id) < (?, ?)", activity, id));
+        }
+
+        var items = await conversations
+            .OrderByDescending(c => c.LastActivityAt).ThenByDescending(c => c.Id)
+            .Take(limit + 1)
+            .ToListAsync(cancellationToken);
+
+        string? next = null;
+        if (items.Count > limit)
+        {
+            items = items.Take(limit).ToList();
+            var last = items[^1];
+            next = Cursor.Encode(CursorKind, last.LastActivityAt.UtcTicks.ToString(CultureInfo.InvariantCulture), last.Id.ToString("N"));
+        }
+
+        return new Page<ConversationResponse>(items.Select(ConversationResponse.From).ToList(), next);
+    }
+
+    private static (DateTimeOffset Activity, Guid Id) DecodeCursor(string cursor)
+    {
+        var fields = Cursor.Decode(cursor, CursorKind, 2);
+        if (!long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
+            || ticks < DateTimeOffset.MinValue.UtcTicks || ticks > DateTimeOffset.MaxValue.UtcTicks
+            || !Guid.TryParseExact(fields[1], "N", out var id))
+        {
+            throw Cursor.Invalid();
+        }
+
+        return (new DateTimeOffset(ticks, TimeSpan.Zero), id);
+    }
+}
+
+internal static class ListConversationsEndpoint
+{
+    public static void MapListConversations(this IEndpointRouteBuilder group) =>
+        group.MapGet("/", async Task<Ok<Page<ConversationResponse>>> (string? cursor, int? limit, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new ListConversations(cursor, limit), ct)))
+            .WithName("ListConversations")
+            .WithSummary("List conversations, most recently active first")
+            .WithDescription("Pass the previous page's nextCursor as cursor to read on; nextCursor is null on the last page.")
+            .ProducesValidationProblem();
+}

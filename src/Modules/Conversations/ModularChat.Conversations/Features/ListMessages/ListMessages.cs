@@ -1,0 +1,132 @@
+using System.Globalization;
+using FluentValidation;
+using Marten;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Paging;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Conversations.Domain;
+
+namespace ModularChat.Conversations.Features.ListMessages;
+
+/// <summary>Which way a message page reads.</summary>
+public enum PageDirection
+{
+    /// <summary>Oldest first, starting at the first message.</summary>
+    Forward,
+
+    /// <summary>Newest first, starting at the latest message.</summary>
+    Backward,
+}
+
+internal sealed record ListMessages(Guid ConversationId, string? Cursor, int? Limit, string? Direction) : IQuery<Page<MessageResponse>>;
+
+internal sealed class ListMessagesValidator : AbstractValidator<ListMessages>
+{
+    public ListMessagesValidator(IOptions<ConversationsOptions> options)
+    {
+        RuleFor(q => q.Limit).InclusiveBetween(1, options.Value.MaxPageSize)
+            .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
+        RuleFor(q => q.Direction).Must(d => d is null || Enum.TryParse<PageDirection>(d, ignoreCase: true, out _))
+            .WithMessage("'direction' must be 'forward' or 'backward'.");
+    }
+}
+
+internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<ConversationsOptions> options)
+    : IQueryHandler<ListMessages, Page<MessageResponse>>
+{
+    private const string CursorKind = "msg";
+
+    public async ValueTask<Page<MessageResponse>> Handle(ListMessages query, CancellationToken cancellationToken)
+    {
+        var limit = query.Limit ?? options.Value.DefaultPageSize;
+        var (direction, after) = query.Cursor is null
+            ? (query.Direction is null ? PageDirection.Forward : Enum.Parse<PageDirection>(query.Direction, ignoreCase: true), (long?)null)
+            : DecodeCursor(query.Cursor);
+
+        await using var session = sessions.Query();
+        var batch = session.CreateBatchQuery();
+        var conversation = batch.Load<Conversation>(query.ConversationId);
+        var messages = batch.Query<StoredMessage>().Where(m => m.ConversationId == query.ConversationId);
+        messages = (direction, after) switch
+        {
+            (PageDirection.Forward, { } seq) => messages.Where(m => m.Sequence > seq),
+            (PageDirection.Backward, { } seq) => messages.Where(m => m.Sequence < seq),
+            _ => messages,
+        };
+        var items = (direction == PageDirection.Forward ? messages.OrderBy(m => m.Sequence) : messages.OrderByDescending(m => m.Sequence))
+            .Take(limit + 1)
+            .ToList();
+        await batch.Execute(cancellationToken);
+
+        if (await conversation is null)
+        {
+            throw new NotFoundException("Conversation", query.ConversationId);
+        }
+
+        var list = (await items).ToList();
+        string? next = null;
+        if (list.Count > limit)
+        {
+            list.RemoveAt(list.Count - 1);
+            next = Cursor.Encode(CursorKind, direction == PageDirection.Forward ? "f" : "b", list[^1].Sequence.ToString(CultureInfo.InvariantCulture));
+        }
+
+        return new Page<MessageResponse>(list.Select(MessageResponse.From).ToList(), next);
+    }
+
+    private static (PageDirection, long?) DecodeCursor(string cursor)
+    {
+        var fields = Cursor.Decode(cursor, CursorKind, 2);
+        var direction = fields[0] switch
+        {
+            "f" => PageDirection.Forward,
+            "b" => PageDirection.Backward,
+            _ => throw Cursor.Invalid(),
+        };
+        return long.TryParse(fields[1], NumberStyles.None, CultureInfo.InvariantCulture, out var sequence) && sequence >= 0
+            ? (direction, sequence)
+            : throw Cursor.Invalid();
+    }
+}
+
+internal sealed record GetMessage(Guid ConversationId, long Sequence) : IQuery<MessageResponse>;
+
+internal sealed class GetMessageHandler(TenantSessions sessions) : IQueryHandler<GetMessage, MessageResponse>
+{
+    public async ValueTask<MessageResponse> Handle(GetMessage query, CancellationToken cancellationToken)
+    {
+        await using var session = sessions.Query();
+        var message = await session.Query<StoredMessage>()
+            .FirstOrDefaultAsync(m => m.ConversationId == query.ConversationId && m.Sequence == query.Sequence, cancellationToken);
+        return message is null
+            ? throw new NotFoundException("Message", $"{query.ConversationId}/{query.Sequence}")
+            : MessageResponse.From(message);
+    }
+}
+
+internal static class ListMessagesEndpoints
+{
+    public static void MapListMessages(this IEndpointRouteBuilder group)
+    {
+        group.MapGet("/{id}/messages", async Task<Ok<Page<MessageResponse>>> (
+                Guid id, string? cursor, int? limit, string? direction, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new ListMessages(id, cursor, limit, direction), ct)))
+            .WithName("ListMessages")
+            .WithSummary("Page through a conversation's messages by sequence")
+            .WithDescription("direction=forward (default) starts at the first message, oldest first; direction=backward starts at the latest, newest first. Pass nextCursor as cursor to continue the same way.")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound);
+
+        group.MapGet("/{id}/messages/{sequence:long}", async Task<Ok<MessageResponse>> (Guid id, long sequence, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new GetMessage(id, sequence), ct)))
+            .WithName("GetMessage")
+            .WithSummary("Get one message by its sequence number")
+            .ProducesProblem(StatusCodes.Status404NotFound);
+    }
+}
