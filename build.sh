@@ -207,12 +207,12 @@ case "$cmd" in
     ensure_feed; ensure_postgres; ensure_redis
     trap stop_started EXIT
     dotnet test "$ROOT/ModularChat.sln" -c Release "$@" ;;
-  bench)
-    ensure_feed; ensure_dev_key
-    dotnet run --project "$ROOT/tests/ModularChat.Benchmarks/ModularChat.Benchmarks.csproj" -c Release -- "$@" ;;
-  eval-search)
-    ensure_feed; ensure_dev_key
-    dotnet run --project "$ROOT/tests/ModularChat.Benchmarks/ModularChat.Benchmarks.csproj" -c Release -- eval-search "$@" ;;
+  bench|eval-search)
+    ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
+    trap stop_started EXIT
+    dotnet build "$ROOT/ModularChat.sln" -c Release -v q -nologo >/dev/null
+    [[ "$cmd" == "eval-search" ]] && set -- eval-search "$@"
+    dotnet "$ROOT/tests/ModularChat.Benchmarks/bin/Release/net10.0/ModularChat.Benchmarks.dll" "$@" ;;
   stop)
     stop_postgres; stop_redis ;;
   help|-h|--help)

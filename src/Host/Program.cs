@@ -59,6 +59,7 @@ var app = builder.Build();
 
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+app.UseRequestBodyLimit(limits.MaxRequestBodyBytes);
 app.UseAuthentication();
 app.UseAuthorization();
 

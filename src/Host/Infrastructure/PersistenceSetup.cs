@@ -2,10 +2,8 @@ using JasperFx;
 using JasperFx.MultiTenancy;
 using JasperFx.OpenTelemetry;
 using JasperFx.Events;
-using JasperFx.Events.Daemon;
 using Marten;
-using Marten.Services;
-using Marten.Storage;
+using Npgsql;
 using ModularChat.Conversations;
 using Weasel.Core;
 using Wolverine;
@@ -24,13 +22,36 @@ internal static class PersistenceSetup
             : throw new InvalidOperationException(
                 "ConnectionStrings:Postgres is not set. Run ./build.sh run (it starts a local PostgreSQL), or set ConnectionStrings__Postgres.");
 
+    /// <summary>
+    /// Connection defaults for an OLTP workload of many small statements, unless the connection string sets them:
+    /// keep session state between uses of a pooled connection (no DISCARD ALL on every checkout) and let Npgsql
+    /// prepare the statements it sees repeatedly, so PostgreSQL parses and plans them once per connection.
+    /// </summary>
+    public static string Tuned(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
+        var given = connectionString.ToLowerInvariant();
+        if (!given.Contains("no reset on close", StringComparison.Ordinal))
+        {
+            builder.NoResetOnClose = true;
+        }
+
+        if (!given.Contains("max auto prepare", StringComparison.Ordinal))
+        {
+            builder.MaxAutoPrepare = 100;
+            builder.AutoPrepareMinUsages = 2;
+        }
+
+        return builder.ConnectionString;
+    }
+
     /// <summary>Marten on PostgreSQL: conjoined tenancy, every module's streams and projections.</summary>
     public static IServiceCollection AddModularChatPersistence(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddMarten(sp =>
             {
                 var options = new StoreOptions();
-                options.Connection(configuration.PostgresConnectionString());
+                options.Connection(Tuned(configuration.PostgresConnectionString()));
                 options.DatabaseSchemaName = Schema;
                 options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.Default);
                 options.AutoCreateSchemaObjects = AutoCreate.CreateOrUpdate;

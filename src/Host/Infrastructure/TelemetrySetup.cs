@@ -44,22 +44,29 @@ internal static class TelemetrySetup
             o.IncludeFormattedMessage = true;
         });
 
+        var exporting = !string.IsNullOrWhiteSpace(otlpEndpoint);
         var otel = builder.Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService(builder.Configuration["OpenTelemetry:ServiceName"] ?? "modularchat"))
-            .WithTracing(t => t
-                .AddAspNetCoreInstrumentation(o => o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health"))
-                .AddHttpClientInstrumentation()
-                .AddNpgsql()
-                .AddSource(TraceSources))
             .WithMetrics(m => m
                 .AddAspNetCoreInstrumentation()
                 .AddHttpClientInstrumentation()
                 .AddRuntimeInstrumentation()
                 .AddMeter(Meters));
 
-        if (!string.IsNullOrWhiteSpace(otlpEndpoint))
+        // Spans are only worth recording when they go somewhere: without an exporter, creating them is pure cost
+        // on every request. Tests and tools can still listen to the same ActivitySources directly.
+        if (exporting || builder.Configuration.GetValue<bool>("OpenTelemetry:AlwaysTrace"))
         {
-            otel.UseOtlpExporter(OpenTelemetry.Exporter.OtlpExportProtocol.Grpc, new Uri(otlpEndpoint));
+            otel.WithTracing(t => t
+                .AddAspNetCoreInstrumentation(o => o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health"))
+                .AddHttpClientInstrumentation()
+                .AddNpgsql()
+                .AddSource(TraceSources));
+        }
+
+        if (exporting)
+        {
+            otel.UseOtlpExporter(OpenTelemetry.Exporter.OtlpExportProtocol.Grpc, new Uri(otlpEndpoint!));
         }
 
         return builder;

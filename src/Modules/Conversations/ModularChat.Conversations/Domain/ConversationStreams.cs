@@ -1,5 +1,5 @@
-using Marten;
 using JasperFx.Events;
+using Marten;
 using ModularChat.BuildingBlocks.Errors;
 
 namespace ModularChat.Conversations.Domain;
@@ -7,15 +7,20 @@ namespace ModularChat.Conversations.Domain;
 internal static class ConversationStreams
 {
     /// <summary>
-    /// Fetches a conversation for appending, holding its stream's row lock until the session
-    /// commits: concurrent writers to one conversation queue up instead of failing, so every
-    /// message gets the next sequence exactly once. <paramref name="expectedVersion"/>, when
-    /// given, must match the current version (409 otherwise).
+    /// Fetches a conversation for a change, holding its stream's row lock until the session commits,
+    /// so concurrent changes queue up instead of failing (renames and deletes are rare: no need to race).
     /// </summary>
     public static async Task<IEventStream<Conversation>> FetchForUpdate(
         IDocumentSession session, Guid conversationId, long? expectedVersion, CancellationToken cancellationToken)
+        => Writable(await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken), conversationId, expectedVersion);
+
+    /// <summary>
+    /// The stream, if the conversation exists for this tenant and is at <paramref name="expectedVersion"/> when one is given.
+    /// </summary>
+    /// <exception cref="NotFoundException">No such conversation for this tenant (or it was deleted).</exception>
+    /// <exception cref="ConflictException">The conversation is at another version than expected.</exception>
+    public static IEventStream<Conversation> Writable(IEventStream<Conversation> stream, Guid conversationId, long? expectedVersion)
     {
-        var stream = await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken);
         if (stream.Aggregate is null)
         {
             throw new NotFoundException("Conversation", conversationId);

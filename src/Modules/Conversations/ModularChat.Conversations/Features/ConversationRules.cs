@@ -46,7 +46,8 @@ internal sealed class NewMessageValidator : AbstractValidator<NewMessage>
     {
         var o = options.Value;
         RuleFor(m => m.Role)
-            .NotEmpty().WithMessage("'role' is required: one of user, assistant, system, tool.")
+            .NotEmpty().WithMessage("'role' is required: one of user, assistant, system, tool.");
+        RuleFor(m => m.Role)
             .Must(r => MessageRoles.TryParse(r, out _))
             .When(m => !string.IsNullOrEmpty(m.Role))
             .WithMessage(m => $"'role' must be one of user, assistant, system, tool (was '{m.Role}').");

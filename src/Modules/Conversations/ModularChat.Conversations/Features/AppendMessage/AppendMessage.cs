@@ -55,24 +55,56 @@ internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages
     }
 }
 
+/// <summary>
+/// Appends under the conversation stream's row lock: one round trip locks and reads the conversation
+/// together with any messages that already have the same external ids, one writes, one commits.
+/// Concurrent appends to one conversation queue on the lock, so each gets the next sequence exactly
+/// once and a retried message is found rather than stored twice.
+/// </summary>
 internal sealed class AppendMessagesHandler(TenantSessions sessions, ITokenCounter tokens, TimeProvider clock, ConversationsMetrics metrics)
     : ICommandHandler<AppendMessages, AppendResult>
 {
     public async ValueTask<AppendResult> Handle(AppendMessages command, CancellationToken cancellationToken)
     {
-        // CPU work before taking the stream lock.
-        var now = clock.GetUtcNow().TruncateToMicroseconds();
+        // CPU work once, outside the retries and before touching the database.
         var prepared = command.Messages.Select(m =>
         {
             MessageRoles.TryParse(m.Role, out var role);
             return (Message: m, Role: role, Tokens: tokens.Count(m.Content!));
         }).ToList();
+        var externalIds = command.Messages.Select(m => m.ExternalId).OfType<string>().Distinct(StringComparer.Ordinal).ToArray();
 
         await using var session = sessions.Write();
-        var stream = await ConversationStreams.FetchForUpdate(session, command.ConversationId, command.ExpectedVersion, cancellationToken);
-        var existing = await FindExisting(session, command, cancellationToken);
+        var batch = session.CreateBatchQuery();
+        var fetch = batch.Events.FetchForExclusiveWriting<Conversation>(command.ConversationId);
+        var found = externalIds.Length == 0
+            ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
+            : batch.Query<StoredMessage>().Where(m => m.ConversationId == command.ConversationId && m.ExternalId.IsOneOf(externalIds)).ToList();
+        await batch.Execute(cancellationToken);
 
-        var sequence = stream.Aggregate!.MessageCount;
+        var stream = ConversationStreams.Writable(await fetch, command.ConversationId, command.ExpectedVersion);
+        var (results, appended) = Decide(command, stream.Aggregate!, prepared, await found);
+        if (appended.Count > 0)
+        {
+            stream.AppendMany(appended);
+            await session.SaveChangesAsync(cancellationToken);
+            metrics.Appended(appended);
+        }
+
+        return new AppendResult(command.ConversationId, stream.Aggregate!.Version + appended.Count, results);
+    }
+
+    /// <summary>The messages to store and what to answer for each: a message whose external id exists is returned, not stored.</summary>
+    private (List<AppendedMessage> Results, List<MessageAppended> Appended) Decide(
+        AppendMessages command, Conversation conversation, List<(NewMessage Message, MessageRole Role, int Tokens)> prepared,
+        IReadOnlyList<StoredMessage> found)
+    {
+        var now = clock.GetUtcNow().TruncateToMicroseconds();
+        var existing = found.ToDictionary(
+            m => m.ExternalId!,
+            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
+            StringComparer.Ordinal);
+        var sequence = conversation.MessageCount;
         var results = new List<AppendedMessage>(prepared.Count);
         var appended = new List<MessageAppended>(prepared.Count);
         foreach (var (message, role, tokenCount) in prepared)
@@ -95,32 +127,7 @@ internal sealed class AppendMessagesHandler(TenantSessions sessions, ITokenCount
             }
         }
 
-        if (appended.Count > 0)
-        {
-            stream.AppendMany(appended);
-            await session.SaveChangesAsync(cancellationToken);
-            metrics.Appended(appended);
-        }
-
-        return new AppendResult(command.ConversationId, stream.Aggregate.Version + appended.Count, results);
-    }
-
-    private static async Task<Dictionary<string, AppendedMessage>> FindExisting(
-        IDocumentSession session, AppendMessages command, CancellationToken cancellationToken)
-    {
-        var externalIds = command.Messages.Select(m => m.ExternalId).OfType<string>().Distinct().ToArray();
-        if (externalIds.Length == 0)
-        {
-            return new Dictionary<string, AppendedMessage>(StringComparer.Ordinal);
-        }
-
-        var found = await session.Query<StoredMessage>()
-            .Where(m => m.ConversationId == command.ConversationId && m.ExternalId.IsOneOf(externalIds))
-            .ToListAsync(cancellationToken);
-        return found.ToDictionary(
-            m => m.ExternalId!,
-            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
-            StringComparer.Ordinal);
+        return (results, appended);
     }
 }
 

@@ -1,4 +1,3 @@
-using Marten;
 using Mediator;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;

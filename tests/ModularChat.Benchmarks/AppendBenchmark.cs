@@ -1,0 +1,118 @@
+using System.Net.Http.Json;
+using System.Text.Json;
+using Npgsql;
+
+namespace ModularChat.Benchmarks;
+
+/// <summary>
+/// Appends through the HTTP API against raw single-row INSERTs of the same payloads, with the same
+/// concurrency, into a plain table on the same PostgreSQL: the baseline is measured in the same run.
+/// </summary>
+internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results)
+{
+    public const int Clients = 16;
+    private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
+    private static readonly TimeSpan HostWarmUp = TimeSpan.FromSeconds(12);
+    private static readonly TimeSpan Measure = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("BENCH_SECONDS"), out var s) ? s : 10);
+
+    /// <summary>A typical chat turn: a few sentences.</summary>
+    public static string Payload(int client, int i) =>
+        $"Client {client} turn {i}: I was thinking about the trip to Lisbon next month, and whether we should " +
+        "book the hotel near the river or the one in Alfama. The river one has better reviews, but Alfama is " +
+        "closer to the restaurants we liked. What do you think we should do about the museum tickets?";
+
+    public async Task RunAsync()
+    {
+        // The host gets a longer warm-up than the rest: its JIT tiers, connection pool and PostgreSQL's
+        // per-connection prepared statements settle during the first seconds of load.
+        var (appendRate, appendLatencies) = await SingleAppendsAsync();
+        var batchRate = await BatchAppendsAsync();
+        var raw = await RawInsertsAsync();
+
+        results.Add("append_per_second", appendRate);
+        results.Add("append_p50_ms", appendLatencies.Percentile(50));
+        results.Add("append_p99_ms", appendLatencies.Percentile(99));
+        results.Add("batch_messages_per_second", batchRate);
+        results.Add("raw_insert_per_second", raw);
+        results.Add("append_vs_raw_insert_ratio", appendRate / raw);
+        results.Add("batch_vs_raw_insert_ratio", batchRate / raw);
+    }
+
+    private async Task<double> RawInsertsAsync()
+    {
+        var builder = new NpgsqlConnectionStringBuilder(env.PostgresConnectionString) { MaxPoolSize = Clients + 4 };
+        await using var dataSource = NpgsqlDataSource.Create(builder.ConnectionString);
+        await using (var setup = dataSource.CreateCommand(
+            "drop table if exists bench_raw_insert; create table bench_raw_insert (id bigserial primary key, conversation_id uuid not null, role text not null, content text not null, created_at timestamptz not null)"))
+        {
+            await setup.ExecuteNonQueryAsync();
+        }
+
+        var conversations = Enumerable.Range(0, Clients).Select(_ => Guid.NewGuid()).ToArray();
+        var counters = new int[Clients];
+        var (rate, _) = await Load.RunAsync(Clients, WarmUp, Measure, async client =>
+        {
+            await using var command = dataSource.CreateCommand(
+                "insert into bench_raw_insert (conversation_id, role, content, created_at) values ($1, $2, $3, $4)");
+            command.Parameters.Add(new NpgsqlParameter { Value = conversations[client] });
+            command.Parameters.Add(new NpgsqlParameter { Value = "user" });
+            command.Parameters.Add(new NpgsqlParameter { Value = Payload(client, counters[client]++) });
+            command.Parameters.Add(new NpgsqlParameter { Value = DateTimeOffset.UtcNow });
+            await command.ExecuteNonQueryAsync();
+            return 1;
+        });
+        await using (var drop = dataSource.CreateCommand("drop table bench_raw_insert"))
+        {
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        return rate;
+    }
+
+    private async Task<(double, Latencies)> SingleAppendsAsync()
+    {
+        using var http = env.Client($"bench-append-{Guid.NewGuid():N}", Clients);
+        var conversations = await CreateConversationsAsync(http, Clients);
+        var counters = new int[Clients];
+        return await Load.RunAsync(Clients, HostWarmUp, Measure, async client =>
+        {
+            var i = counters[client]++;
+            using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages",
+                new { role = "user", content = Payload(client, i), externalId = $"m-{i}" });
+            response.EnsureSuccessStatusCode();
+            return 1;
+        });
+    }
+
+    private async Task<double> BatchAppendsAsync()
+    {
+        const int batchClients = 4, batchSize = 1000;
+        using var http = env.Client($"bench-batch-{Guid.NewGuid():N}", batchClients);
+        var conversations = await CreateConversationsAsync(http, batchClients);
+        var counters = new int[batchClients];
+        var (rate, _) = await Load.RunAsync(batchClients, WarmUp, Measure, async client =>
+        {
+            var first = counters[client];
+            counters[client] += batchSize;
+            var messages = Enumerable.Range(first, batchSize)
+                .Select(i => new { role = i % 2 == 0 ? "user" : "assistant", content = Payload(client, i), externalId = $"b-{i}" });
+            using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages/batch", new { messages });
+            response.EnsureSuccessStatusCode();
+            return batchSize;
+        });
+        return rate;
+    }
+
+    public static async Task<Guid[]> CreateConversationsAsync(HttpClient http, int count)
+    {
+        var ids = new Guid[count];
+        for (var i = 0; i < count; i++)
+        {
+            using var response = await http.PostAsJsonAsync("/api/conversations", new { title = $"bench {i}" });
+            response.EnsureSuccessStatusCode();
+            ids[i] = (await response.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("id").GetGuid();
+        }
+
+        return ids;
+    }
+}

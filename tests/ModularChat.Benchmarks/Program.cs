@@ -1,0 +1,54 @@
+using ModularChat.Benchmarks;
+
+// ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
+var scenarios = args.Length == 0 ? ["append"] : args;
+var results = new Measurements();
+await using var env = BenchEnvironment.FromEnvironment();
+await env.StartAsync();
+
+foreach (var scenario in scenarios)
+{
+    switch (scenario)
+    {
+        case "append":
+            await new AppendBenchmark(env, results).RunAsync();
+            break;
+        case "http-floor":
+            // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
+            using (var http = env.Client("bench-floor", AppendBenchmark.Clients))
+            {
+                var (rate, latencies) = await Load.RunAsync(AppendBenchmark.Clients, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(8), async _ =>
+                {
+                    using var response = await http.GetAsync("/health/live");
+                    response.EnsureSuccessStatusCode();
+                    return 1;
+                });
+                results.Add("http_floor_per_second", rate);
+                results.Add("http_floor_p50_ms", latencies.Percentile(50));
+            }
+
+            break;
+        case "read-floor":
+            using (var http = env.Client("bench-read", AppendBenchmark.Clients))
+            {
+                var ids = await AppendBenchmark.CreateConversationsAsync(http, AppendBenchmark.Clients);
+                var (rate, latencies) = await Load.RunAsync(AppendBenchmark.Clients, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(8), async c =>
+                {
+                    using var response = await http.GetAsync($"/api/conversations/{ids[c]}");
+                    response.EnsureSuccessStatusCode();
+                    return 1;
+                });
+                results.Add("get_conversation_per_second", rate);
+                results.Add("get_conversation_p50_ms", latencies.Percentile(50));
+            }
+
+            break;
+        default:
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append)");
+            return 2;
+    }
+}
+
+await env.StopHostAsync();
+results.Print();
+return 0;

@@ -1,0 +1,166 @@
+using System.Net;
+using Npgsql;
+using ModularChat.Testing;
+
+namespace ModularChat.Conversations.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class AppendingTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task Appending_a_message_answers_201_with_its_sequence_and_location()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var createdAt = new DateTimeOffset(2024, 5, 1, 10, 0, 0, TimeSpan.Zero);
+
+        var response = await client.PostJson($"/api/conversations/{c.Id}/messages", new
+        {
+            role = "user", content = "First!", externalId = "ext-1", metadata = new Dictionary<string, string> { ["lang"] = "en" }, createdAt,
+        });
+        var appended = await response.ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        Assert.Equal(1, appended.Sequence);
+        Assert.False(appended.Duplicate);
+        Assert.Equal(c.Version + 1, appended.Version);
+        Assert.Equal($"/api/conversations/{c.Id}/messages/1", response.Headers.Location?.ToString());
+        var stored = await (await client.GetAsync($"/api/conversations/{c.Id}/messages/1")).ReadAs<MessageDto>(HttpStatusCode.OK);
+        Assert.Equal(("user", "First!", "ext-1", "en", createdAt), (stored.Role, stored.Content, stored.ExternalId, stored.Metadata!["lang"], stored.CreatedAt));
+    }
+
+    [Fact]
+    public async Task Appending_a_message_twice_with_the_same_external_id_stores_it_once()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var message = new { role = "user", content = "Only once, please", externalId = "retry-me" };
+
+        var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages", message)).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var retry = await (await client.PostJson($"/api/conversations/{c.Id}/messages", message)).ReadAs<AppendResponseDto>(HttpStatusCode.OK);
+
+        Assert.True(retry.Duplicate);
+        Assert.Equal((first.Id, first.Sequence), (retry.Id, retry.Sequence));
+        var conversation = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(1, conversation.MessageCount);
+        Assert.Equal(1, await CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
+    public async Task A_batch_retry_returns_the_originals_and_stores_only_new_messages()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var batch = new[] { new { role = "user", content = "a", externalId = "1" }, new { role = "assistant", content = "b", externalId = "2" } };
+        var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        var again = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.OK);
+        Assert.All(again.Messages, m => Assert.True(m.Duplicate));
+        Assert.Equal(first.Messages.Select(m => m.Id), again.Messages.Select(m => m.Id));
+
+        var extended = batch.Append(new { role = "user", content = "c", externalId = "3" }).ToArray();
+        var third = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = extended })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        Assert.Equal(new[] { true, true, false }, third.Messages.Select(m => m.Duplicate));
+        Assert.Equal(3, third.Messages[2].Sequence);
+        Assert.Equal(3, await CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
+    public async Task A_batch_is_appended_in_order_in_one_transaction()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var messages = Enumerable.Range(1, 50).Select(i => new { role = "user", content = $"line {i}" }).ToArray();
+
+        var result = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        Assert.Equal(Enumerable.Range(1, 50).Select(i => (long)i), result.Messages.Select(m => m.Sequence));
+        Assert.Equal(c.Version + 50, result.Version);
+    }
+
+    [Fact]
+    public async Task A_batch_with_one_bad_message_stores_none_of_them()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var messages = new object[] { new { role = "user", content = "fine" }, new { role = "user", content = "" }, new { role = "user", content = "fine too" } };
+
+        var problem = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ShouldBeProblem(400);
+
+        Assert.True(problem.GetProperty("errors").TryGetProperty("messages[1].content", out _), problem.ToString());
+        Assert.Equal(0, await CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
+    public async Task Appending_with_a_stale_expected_version_answers_409_and_stores_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await NewConversation(client);
+        var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "one", expectedVersion = c.Version }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "two", expectedVersion = c.Version }))
+            .ShouldBeProblem(409);
+
+        Assert.Equal(first.Version, problem.GetProperty("currentVersion").GetInt64());
+        Assert.Equal(1, await CountEvents(c.Id, "message_appended"));
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "two", expectedVersion = first.Version }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+    }
+
+    [Fact]
+    public async Task Twenty_parallel_clients_keep_every_message_exactly_once_with_gap_free_sequences()
+    {
+        var user = ModularChatApp.NewUser();
+        using var setup = app.Client(user);
+        var c = await NewConversation(setup);
+        const int clients = 20, perClient = 5;
+
+        var appends = Enumerable.Range(0, clients).Select(async client =>
+        {
+            using var http = app.Client(user);
+            var results = new List<AppendResponseDto>();
+            for (var i = 0; i < perClient; i++)
+            {
+                // Every client also retries each message once: the retry must not store anything.
+                var body = new { role = "user", content = $"client {client} message {i}", externalId = $"{client}-{i}" };
+                var tasks = new[] { http.PostJson($"/api/conversations/{c.Id}/messages", body), http.PostJson($"/api/conversations/{c.Id}/messages", body) };
+                var responses = await Task.WhenAll(tasks);
+                Assert.All(responses, r => Assert.True(r.IsSuccessStatusCode, r.StatusCode.ToString()));
+                results.AddRange(await Task.WhenAll(responses.Select(r => r.ReadAs<AppendResponseDto>(r.StatusCode))));
+            }
+
+            return results;
+        });
+        var all = (await Task.WhenAll(appends)).SelectMany(r => r).ToList();
+
+        var messages = await ReadAllMessages(setup, c.Id);
+        Assert.Equal(clients * perClient, messages.Count);
+        Assert.Equal(Enumerable.Range(1, clients * perClient).Select(i => (long)i), messages.Select(m => m.Sequence));
+        Assert.Equal(clients * perClient, messages.Select(m => m.ExternalId).Distinct().Count());
+        // Each pair (original, retry) agrees on the stored message.
+        Assert.All(all.GroupBy(r => r.ExternalId), g => Assert.Single(g.Select(r => r.Sequence).Distinct()));
+        Assert.Equal(clients * perClient, all.Count(r => !r.Duplicate));
+        Assert.Equal(clients * perClient, await CountEvents(c.Id, "message_appended"));
+    }
+
+    private static async Task<ConversationDto> NewConversation(HttpClient client)
+        => await (await client.PostJson("/api/conversations", new { title = "test" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+    private static async Task<List<MessageDto>> ReadAllMessages(HttpClient client, Guid id)
+    {
+        var page = await (await client.GetAsync($"/api/conversations/{id}/messages?limit=500")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Null(page.NextCursor);
+        return page.Items;
+    }
+
+    /// <summary>Counts the stored events of a type in a stream, straight from PostgreSQL.</summary>
+    private async Task<long> CountEvents(Guid streamId, string eventType)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = @id and type = @type", connection);
+        command.Parameters.AddWithValue("id", streamId);
+        command.Parameters.AddWithValue("type", eventType);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+}

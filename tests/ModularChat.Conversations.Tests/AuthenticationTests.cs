@@ -1,0 +1,56 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using ModularChat.Host.Auth;
+using ModularChat.Testing;
+
+namespace ModularChat.Conversations.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class AuthenticationTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task No_token_answers_401_saying_a_token_is_required()
+    {
+        using var client = app.Host.Server.CreateClient();
+        var problem = await (await client.GetAsync("/api/conversations")).ShouldBeProblem(401);
+        Assert.Contains("token is required", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_expired_token_answers_401_saying_it_expired()
+    {
+        var expired = DevelopmentTokens.Create(app.Auth, "alice", lifetime: TimeSpan.FromMinutes(5), now: DateTimeOffset.UtcNow.AddHours(-1));
+        var problem = await (await Send(expired)).ShouldBeProblem(401);
+        Assert.Contains("expired", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_token_with_a_wrong_signature_answers_401()
+    {
+        var forged = DevelopmentTokens.Create(new AuthOptions { SigningKey = Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)) }, "alice");
+        var problem = await (await Send(forged)).ShouldBeProblem(401);
+        Assert.Contains("signature", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_token_for_another_audience_answers_401()
+    {
+        var other = DevelopmentTokens.Create(new AuthOptions { SigningKey = app.Auth.SigningKey, Audience = "someone-else" }, "alice");
+        await (await Send(other)).ShouldBeProblem(401);
+    }
+
+    [Fact]
+    public async Task A_valid_token_is_accepted()
+    {
+        var response = await Send(app.Token(ModularChatApp.NewUser()));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+    }
+
+    private Task<HttpResponseMessage> Send(string token)
+    {
+        var client = app.Host.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        return client.GetAsync("/api/conversations");
+    }
+}

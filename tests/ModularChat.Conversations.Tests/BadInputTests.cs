@@ -1,0 +1,138 @@
+using System.Net;
+using ModularChat.Testing;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>Anything a client can send wrong answers a 4xx ProblemDetails that names the problem, and stores nothing.</summary>
+[Collection(AppCollection.Name)]
+public sealed class BadInputTests(ConversationsApp app)
+{
+    public static TheoryData<string, string, int, string> BadMessages => new()
+    {
+        // body, field named in the answer, status, why
+        { """{"role":"user","content":""", "$.content", 400, "malformed JSON" },
+        { """{"role":"user","content":42}""", "$.content", 400, "wrong JSON type" },
+        { """{"role":"robot","content":"hi"}""", "role", 400, "unknown role" },
+        { """{"content":"hi"}""", "role", 400, "missing role" },
+        { """{"role":"user","content":""}""", "content", 400, "empty content" },
+        { """{"role":"user","content":"   "}""", "content", 400, "blank content" },
+        { """{"role":"user"}""", "content", 400, "missing content" },
+        { $$"""{"role":"user","content":"{{new string('x', 2001)}}"}""", "content", 422, "content over the configured maximum" },
+        { """{"role":"user","content":"hi","externalId":"  "}""", "externalId", 400, "blank external id" },
+        { """{"role":"user","content":"hi","expectedVersion":0}""", "expectedVersion", 400, "non-positive expected version" },
+        { """[1,2,3]""", "$", 400, "not an object" },
+        { "", "body", 400, "empty body" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadMessages))]
+    public async Task A_bad_message_answers_a_problem_naming_it_and_stores_nothing(string body, string field, int status, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = why })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}/messages", body)).ShouldBeProblem(status);
+
+        Assert.Contains(field, problem.ToString(), StringComparison.OrdinalIgnoreCase);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+        Assert.Equal(c.Version, after.Version);
+    }
+
+    [Fact]
+    public async Task An_oversize_batch_answers_422_and_stores_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = Enumerable.Range(0, 51).Select(i => new { role = "user", content = $"m{i}" });
+
+        var problem = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ShouldBeProblem(422);
+
+        Assert.Contains("at most 50", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+    }
+
+    [Fact]
+    public async Task An_empty_batch_answers_400()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = Array.Empty<object>() })).ShouldBeProblem(400);
+    }
+
+    [Fact]
+    public async Task A_request_body_over_the_configured_size_answers_413()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "big" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        // Limits:MaxRequestBodyBytes is 200,000 in this host.
+        var huge = new { messages = new[] { new { role = "user", content = "small" } }, padding = new string('p', 250_000) };
+
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", huge)).ShouldBeProblem(413);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+    }
+
+    [Theory]
+    [InlineData("/api/conversations/not-a-guid")]
+    [InlineData("/api/conversations/not-a-guid/messages")]
+    [InlineData("/api/conversations/12345/messages/1")]
+    public async Task A_malformed_id_answers_400_naming_the_id(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.GetAsync(url)).ShouldBeProblem(400);
+        Assert.Contains("id", problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task An_unknown_id_answers_404()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await (await client.GetAsync($"/api/conversations/{Guid.NewGuid()}")).ShouldBeProblem(404);
+        await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/messages", new { role = "user", content = "x" })).ShouldBeProblem(404);
+    }
+
+    [Theory]
+    [InlineData("/api/conversations?cursor=garbage")]
+    [InlineData("/api/conversations?cursor=bXNnOmZ8MQ")] // a message cursor ("msg:f|1") used on the conversation list
+    [InlineData("/api/conversations?limit=0")]
+    [InlineData("/api/conversations?limit=100000")]
+    [InlineData("/api/conversations?limit=abc")]
+    public async Task A_bad_list_cursor_or_limit_answers_400(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.GetAsync(url)).ShouldBeProblem(400);
+        Assert.Matches("cursor|limit", problem.ToString());
+    }
+
+    [Theory]
+    [InlineData("cursor=%%%")]
+    [InlineData("cursor=Y29udjoxfDI")] // a conversation-list cursor
+    [InlineData("cursor=bXNnOnh8MQ")] // "msg:x|1": unknown direction
+    [InlineData("cursor=bXNnOmZ8LTE")] // "msg:f|-1": negative sequence
+    [InlineData("direction=sideways")]
+    public async Task A_bad_message_cursor_or_direction_answers_400(string query)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "cursor" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var problem = await (await client.GetAsync($"/api/conversations/{c.Id}/messages?{query}")).ShouldBeProblem(400);
+        Assert.Matches("cursor|direction", problem.ToString());
+    }
+
+    [Fact]
+    public async Task A_title_over_the_limit_answers_422_and_creates_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await (await client.PostJson("/api/conversations", new { title = new string('t', 201) })).ShouldBeProblem(422);
+        var list = await (await client.GetAsync("/api/conversations")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Empty(list.Items);
+    }
+
+    [Fact]
+    public async Task An_unknown_route_answers_a_404_problem()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await (await client.GetAsync("/api/nothing-here")).ShouldBeProblem(404);
+    }
+}

@@ -1,0 +1,200 @@
+using System.Net;
+using Alba;
+using ModularChat.Testing;
+
+namespace ModularChat.Conversations.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class ConversationEndpointsTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task Starting_a_conversation_answers_201_with_its_id_and_location()
+    {
+        var user = ModularChatApp.NewUser();
+        var result = await app.Host.Scenario(s =>
+        {
+            s.WithRequestHeader("Authorization", $"Bearer {app.Token(user)}");
+            s.Post.Json(new { title = "Trip planning", metadata = new Dictionary<string, string> { ["app"] = "web" } }).ToUrl("/api/conversations");
+            s.StatusCodeShouldBe(HttpStatusCode.Created);
+        });
+
+        var created = await result.ReadAsJsonAsync<ConversationDto>();
+        Assert.NotEqual(Guid.Empty, created!.Id);
+        Assert.Equal("Trip planning", created.Title);
+        Assert.Equal("web", created.Metadata["app"]);
+        Assert.Equal(0, created.MessageCount);
+        Assert.Equal($"/api/conversations/{created.Id}", result.Context.Response.Headers.Location.ToString());
+
+        var get = await app.Host.Scenario(s =>
+        {
+            s.WithRequestHeader("Authorization", $"Bearer {app.Token(user)}");
+            s.Get.Url($"/api/conversations/{created.Id}");
+            s.StatusCodeShouldBeOk();
+        });
+        var fetched = await get.ReadAsJsonAsync<ConversationDto>();
+        Assert.Equal((created.Id, created.Title, created.Version), (fetched!.Id, fetched.Title, fetched.Version));
+    }
+
+    [Fact]
+    public async Task Listing_conversations_pages_by_newest_activity_with_message_counts()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var ids = new List<Guid>();
+        for (var i = 0; i < 5; i++)
+        {
+            var c = await (await client.PostJson("/api/conversations", new { title = $"c{i}" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+            ids.Add(c.Id);
+        }
+
+        // Activity on the oldest conversation moves it to the top.
+        await client.PostJson($"/api/conversations/{ids[0]}/messages", new { role = "user", content = "bump" });
+        await client.PostJson($"/api/conversations/{ids[0]}/messages", new { role = "assistant", content = "bumped" });
+
+        var seen = new List<ConversationDto>();
+        string? cursor = null;
+        var pages = 0;
+        do
+        {
+            var url = "/api/conversations?limit=2" + (cursor is null ? "" : $"&cursor={cursor}");
+            var page = await (await client.GetAsync(url)).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+            Assert.True(page.Items.Count <= 2);
+            seen.AddRange(page.Items);
+            cursor = page.NextCursor;
+            pages++;
+        }
+        while (cursor is not null && pages < 10);
+
+        Assert.Equal(3, pages);
+        Assert.Equal(5, seen.Count);
+        Assert.Equal(ids[0], seen[0].Id);
+        Assert.Equal(2, seen[0].MessageCount);
+        Assert.Equal(new[] { ids[4], ids[3], ids[2], ids[1] }, seen.Skip(1).Select(c => c.Id));
+        Assert.Equal(seen.Select(c => c.LastActivityAt).OrderByDescending(t => t), seen.Select(c => c.LastActivityAt));
+    }
+
+    [Fact]
+    public async Task Renaming_changes_the_title_and_the_version()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "old" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var renamed = await (await client.PatchJson($"/api/conversations/{c.Id}", new { title = "new" })).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal("new", renamed.Title);
+        Assert.Equal(c.Version + 1, renamed.Version);
+
+        var fetched = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal("new", fetched.Title);
+        Assert.Equal(renamed.Version, fetched.Version);
+    }
+
+    [Fact]
+    public async Task Renaming_with_a_stale_expected_version_answers_409_and_changes_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "old" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "moves the version" });
+
+        var problem = await (await client.PatchJson($"/api/conversations/{c.Id}", new { title = "new", expectedVersion = c.Version }))
+            .ShouldBeProblem(409);
+        Assert.Equal(c.Version + 1, problem.GetProperty("currentVersion").GetInt64());
+        var fetched = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal("old", fetched.Title);
+    }
+
+    [Fact]
+    public async Task Deleting_a_conversation_makes_it_and_its_messages_disappear()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "to delete" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "hello" });
+
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{c.Id}")).StatusCode);
+
+        await (await client.GetAsync($"/api/conversations/{c.Id}")).ShouldBeProblem(404);
+        await (await client.GetAsync($"/api/conversations/{c.Id}/messages")).ShouldBeProblem(404);
+        await (await client.GetAsync($"/api/conversations/{c.Id}/messages/1")).ShouldBeProblem(404);
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "again" })).ShouldBeProblem(404);
+        await (await client.DeleteAsync($"/api/conversations/{c.Id}")).ShouldBeProblem(404);
+        var list = await (await client.GetAsync("/api/conversations")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.DoesNotContain(list.Items, x => x.Id == c.Id);
+    }
+
+    [Fact]
+    public async Task Messages_page_forward_and_backward_by_sequence()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "paging" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var batch = Enumerable.Range(1, 7).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        var forward = await ReadAll(client, $"/api/conversations/{c.Id}/messages?limit=3");
+        Assert.Equal(Enumerable.Range(1, 7).Select(i => (long)i), forward.Select(m => m.Sequence));
+        Assert.Equal("message 1", forward[0].Content);
+        Assert.Equal("assistant", forward[1].Role);
+
+        var backward = await ReadAll(client, $"/api/conversations/{c.Id}/messages?limit=3&direction=backward");
+        Assert.Equal(Enumerable.Range(1, 7).Reverse().Select(i => (long)i), backward.Select(m => m.Sequence));
+
+        var one = await (await client.GetAsync($"/api/conversations/{c.Id}/messages/4")).ReadAs<MessageDto>(HttpStatusCode.OK);
+        Assert.Equal("message 4", one.Content);
+    }
+
+    [Fact]
+    public async Task Every_message_carries_its_o200k_token_count()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "tokens" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        // "Hello, world!" is 4 tokens in o200k_base: "Hello", ",", " world", "!".
+        var appended = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "Hello, world!" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        Assert.Equal(4, appended.TokenCount);
+
+        var messages = await (await client.GetAsync($"/api/conversations/{c.Id}/messages")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(4, messages.Items.Single().TokenCount);
+        var conversation = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(4, conversation.TotalTokens);
+    }
+
+    [Fact]
+    public async Task The_openapi_document_and_the_api_page_are_served_without_a_token()
+    {
+        using var anonymous = app.Host.Server.CreateClient();
+        var doc = await anonymous.GetStringAsync("/openapi/v1.json");
+        Assert.Contains("/api/conversations/{id}/messages/batch", doc, StringComparison.Ordinal);
+        Assert.Contains("bearer", doc, StringComparison.OrdinalIgnoreCase);
+        var page = await anonymous.GetAsync("/scalar/");
+        Assert.Equal(HttpStatusCode.OK, page.StatusCode);
+        Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
+    public async Task Health_endpoints_answer_without_a_token_and_report_postgres_and_redis()
+    {
+        using var anonymous = app.Host.Server.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
+        var ready = await anonymous.GetStringAsync("/health/ready");
+        using var json = System.Text.Json.JsonDocument.Parse(ready);
+        Assert.Equal("Healthy", json.RootElement.GetProperty("checks").GetProperty("postgresql").GetProperty("status").GetString());
+        Assert.Equal("Healthy", json.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("status").GetString());
+    }
+
+    private static async Task<List<MessageDto>> ReadAll(HttpClient client, string firstUrl)
+    {
+        var all = new List<MessageDto>();
+        var url = firstUrl;
+        for (var i = 0; i < 20; i++)
+        {
+            var page = await (await client.GetAsync(url)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+            all.AddRange(page.Items);
+            if (page.NextCursor is null)
+            {
+                return all;
+            }
+
+            url = firstUrl + "&cursor=" + page.NextCursor;
+        }
+
+        throw new InvalidOperationException("Paging did not end.");
+    }
+}

@@ -1,0 +1,109 @@
+using System.Net.Http.Headers;
+using System.Security.Cryptography;
+using Alba;
+using Xunit;
+using JasperFx.CommandLine;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Host.Auth;
+using Wolverine;
+
+namespace ModularChat.Testing;
+
+/// <summary>
+/// One real ModularChat host (Alba over the Host's Program) on real PostgreSQL and Redis,
+/// shared by a test collection. Tests isolate themselves by acting as their own tenant.
+/// </summary>
+public class ModularChatApp : IAsyncLifetime
+{
+    private readonly string _databaseName;
+
+    /// <param name="databaseName">
+    /// Database of this test assembly (default: derived from the fixture's assembly, prefixed by
+    /// MODULARCHAT_TEST_DB_PREFIX so several checkouts can share one PostgreSQL).
+    /// </param>
+    public ModularChatApp(string? databaseName = null)
+        => _databaseName = databaseName ?? (Environment.GetEnvironmentVariable("MODULARCHAT_TEST_DB_PREFIX") ?? "mc_") + GetType().Assembly.GetName().Name!.Replace("ModularChat.", "", StringComparison.Ordinal)
+            .Replace(".", "_", StringComparison.Ordinal).ToLowerInvariant();
+
+    public IAlbaHost Host { get; private set; } = null!;
+
+    public string PostgresConnectionString { get; private set; } = "";
+
+    public string RedisConnectionString { get; private set; } = "";
+
+    /// <summary>The auth settings the host runs with (its signing key is random per fixture).</summary>
+    public AuthOptions Auth { get; } = new() { SigningKey = Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)) };
+
+    /// <summary>Extra configuration for the host, applied over appsettings.json.</summary>
+    protected virtual IDictionary<string, string?> Settings => new Dictionary<string, string?>();
+
+    /// <summary>Extra service registrations (test doubles of external systems only, never of our own infrastructure).</summary>
+    protected virtual void ConfigureServices(IServiceCollection services)
+    {
+    }
+
+    public virtual async Task InitializeAsync()
+    {
+        PostgresConnectionString = await TestInfrastructure.PostgresAsync(_databaseName);
+        RedisConnectionString = await TestInfrastructure.RedisAsync();
+        Host = await StartHostAsync();
+    }
+
+    /// <summary>Starts another host on the same database and Redis (another node of the same deployment).</summary>
+    public Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null)
+    {
+        JasperFxEnvironment.AutoStartHost = true;
+        var settings = new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = PostgresConnectionString,
+            ["ConnectionStrings:Redis"] = RedisConnectionString,
+            ["Auth:SigningKey"] = Auth.SigningKey,
+            ["Auth:Issuer"] = Auth.Issuer,
+            ["Auth:Audience"] = Auth.Audience,
+        };
+        foreach (var (key, value) in Settings.Concat(overrides ?? new Dictionary<string, string?>()))
+        {
+            settings[key] = value;
+        }
+
+        return AlbaHost.For<Program>(builder =>
+        {
+            builder.UseEnvironment("Testing");
+            foreach (var (key, value) in settings)
+            {
+                builder.UseSetting(key, value);
+            }
+
+            builder.ConfigureServices(services =>
+            {
+                services.RunWolverineInSoloMode();
+                services.DisableAllExternalWolverineTransports();
+                ConfigureServices(services);
+            });
+        });
+    }
+
+    /// <summary>A valid token for <paramref name="subject"/> (tenant = subject unless given).</summary>
+    public string Token(string subject, string? tenant = null, params string[] roles)
+        => DevelopmentTokens.Create(Auth, subject, tenant, roles);
+
+    /// <summary>An HttpClient on the in-memory server, authenticated as <paramref name="subject"/>.</summary>
+    public HttpClient Client(string subject, string? tenant = null, params string[] roles)
+    {
+        var client = Host.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token(subject, tenant, roles));
+        return client;
+    }
+
+    /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>
+    public static string NewUser(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";
+
+    public virtual async Task DisposeAsync()
+    {
+        if (Host is not null)
+        {
+            await Host.DisposeAsync();
+        }
+    }
+}
