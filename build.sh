@@ -197,12 +197,12 @@ case "$cmd" in
     export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
     export ASPNETCORE_URLS="${ASPNETCORE_URLS:-http://localhost:5080}"
     log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json); ./build.sh stop stops PostgreSQL and Redis"
-    exec dotnet run --project "$HOST_PROJECT" -c Release -- "$@" ;;
+    exec dotnet run --no-launch-profile --project "$HOST_PROJECT" -c Release -- "$@" ;;
   token)
     ensure_feed; ensure_dev_key
     export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
     dotnet build "$HOST_PROJECT" -c Release -v q -nologo >/dev/null
-    dotnet run --no-build --project "$HOST_PROJECT" -c Release -- token "$@" ;;
+    dotnet run --no-launch-profile --no-build --project "$HOST_PROJECT" -c Release -- token "$@" ;;
   test)
     ensure_feed; ensure_postgres; ensure_redis
     trap stop_started EXIT

@@ -69,7 +69,13 @@ app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
 app.MapConversationsEndpoints();
 
-// JasperFx command line: run (default), token, projections, resources, describe, ...
+// No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
+if (args.Length == 0)
+{
+    await app.RunAsync();
+    return 0;
+}
+
 return await app.RunJasperFxCommands(args);
 
 /// <summary>The entry point, visible to integration tests.</summary>

@@ -12,7 +12,7 @@ internal static class HealthSetup
     public static IServiceCollection AddModularChatHealth(this IServiceCollection services, IConfiguration configuration)
     {
         var checks = services.AddHealthChecks()
-            .AddNpgSql(configuration.PostgresConnectionString(), name: "postgresql", tags: [Ready], timeout: TimeSpan.FromSeconds(3));
+            .AddNpgSql(sp => sp.GetRequiredService<IConfiguration>().PostgresConnectionString(), name: "postgresql", tags: [Ready], timeout: TimeSpan.FromSeconds(3));
         if (!string.IsNullOrWhiteSpace(configuration.GetConnectionString("Redis")))
         {
             // Redis is an accelerator: without it we still serve (from L1 and PostgreSQL), so it only degrades readiness.
