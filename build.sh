@@ -71,6 +71,21 @@ as_pg() {
   if [[ "$(id -u)" == "0" ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# As root, PostgreSQL runs as 'postgres', which must be able to traverse the path to .local/postgres
+# (a clone under a private temporary directory is not). Grant traverse-only permission where missing.
+ensure_pg_can_reach_state() {
+  [[ "$(id -u)" == "0" ]] || return 0
+  runuser -u postgres -- test -x "$STATE" 2>/dev/null && return 0
+  local dir="$STATE"
+  while [[ "$dir" != "/" ]]; do
+    if ! runuser -u postgres -- test -x "$dir" 2>/dev/null; then
+      log "granting traverse permission (o+x) on $dir so the postgres user can reach .local/postgres"
+      chmod o+x "$dir"
+    fi
+    dir="$(dirname "$dir")"
+  done
+}
+
 pg_running() { [[ -f "$PGDATA_DIR/postmaster.pid" ]] && as_pg "$(pg_bindir)/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; }
 
 STARTED_PG=0
@@ -81,6 +96,7 @@ ensure_postgres() {
   fi
   local bin; bin="$(pg_bindir)"
   mkdir -p "$STATE"
+  ensure_pg_can_reach_state
   if [[ ! -f "$PGDATA_DIR/PG_VERSION" ]]; then
     log "creating a PostgreSQL cluster in .local/postgres"
     mkdir -p "$PGDATA_DIR"
