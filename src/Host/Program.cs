@@ -21,7 +21,7 @@ builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxRe
 builder.AddModularChatTelemetry();
 builder.Services.AddSingleton(TimeProvider.System);
 builder.Services.AddHttpContextAccessor();
-builder.Services.AddScoped<ITenantContext, ClaimsTenantContext>();
+builder.Services.AddScoped<TenantContext>();
 builder.Services.AddScoped<TenantSessions>();
 builder.Services.AddSingleton<ITokenCounter, O200kTokenCounter>();
 

@@ -15,7 +15,7 @@ public sealed class TenantSessions(
     IDocumentStore store,
     OutboxedSessionFactory outboxedSessions,
     IMessageBus bus,
-    ITenantContext tenant)
+    TenantContext tenant)
 {
     /// <summary>The tenant the sessions are opened for.</summary>
     public string TenantId => tenant.TenantId;

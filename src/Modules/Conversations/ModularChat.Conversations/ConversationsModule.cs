@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.BuildingBlocks.Options;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.AppendMessage;
 using ModularChat.Conversations.Features.DeleteConversation;
@@ -29,6 +30,7 @@ public static class ConversationsModule
         services.AddValidatedOptions<ConversationsOptions, ConversationsOptionsValidator>(ConversationsOptions.Section);
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
+        services.AddSingleton<IConversationMessages, ConversationMessages>();
         return services;
     }
 

@@ -3,8 +3,11 @@ using Microsoft.AspNetCore.Http;
 
 namespace ModularChat.BuildingBlocks.Tenancy;
 
-/// <summary>Reads the tenant from the authenticated caller's claims.</summary>
-public sealed class ClaimsTenantContext(IHttpContextAccessor accessor) : ITenantContext
+/// <summary>
+/// The tenant of the current scope: the authenticated caller's (claims), unless background work
+/// has set one explicitly for its scope with <see cref="Use"/>.
+/// </summary>
+public sealed class TenantContext(IHttpContextAccessor accessor)
 {
     /// <summary>The claim that names the tenant explicitly.</summary>
     public const string TenantClaim = "tenant";
@@ -12,11 +15,24 @@ public sealed class ClaimsTenantContext(IHttpContextAccessor accessor) : ITenant
     /// <summary>The subject claim, used as the tenant when no tenant claim is present.</summary>
     public const string SubjectClaim = "sub";
 
-    public string TenantId => FromPrincipal(accessor.HttpContext?.User)
+    private string? _explicitTenant;
+
+    /// <summary>The tenant id: set explicitly for this scope, else the caller's JWT <c>tenant</c> claim, else its <c>sub</c>.</summary>
+    /// <exception cref="UnauthorizedAccessException">No tenant set and no authenticated caller.</exception>
+    public string TenantId => _explicitTenant
+        ?? FromPrincipal(accessor.HttpContext?.User)
         ?? throw new UnauthorizedAccessException("No authenticated tenant for this request.");
 
+    /// <summary>The authenticated subject (<c>sub</c>), when there is one.</summary>
     public string? Subject => accessor.HttpContext?.User.FindFirstValue(SubjectClaim)
         ?? accessor.HttpContext?.User.FindFirstValue(ClaimTypes.NameIdentifier);
+
+    /// <summary>Acts for <paramref name="tenantId"/> for the rest of this scope (background work, server-side writers).</summary>
+    public void Use(string tenantId)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(tenantId);
+        _explicitTenant = tenantId;
+    }
 
     /// <summary>The tenant of a principal: its <c>tenant</c> claim, else its <c>sub</c>.</summary>
     public static string? FromPrincipal(ClaimsPrincipal? user)

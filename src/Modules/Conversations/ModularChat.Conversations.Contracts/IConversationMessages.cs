@@ -1,0 +1,69 @@
+namespace ModularChat.Conversations.Contracts;
+
+/// <summary>A stored message as other modules read it.</summary>
+public sealed record ConversationMessage(
+    Guid ConversationId,
+    Guid MessageId,
+    long Sequence,
+    MessageRole Role,
+    string Content,
+    string? ExternalId,
+    IReadOnlyDictionary<string, string>? Metadata,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset AppendedAt,
+    int TokenCount);
+
+/// <summary>A conversation's current state as other modules read it.</summary>
+/// <param name="MessageCount">Number of messages, which is also the sequence of the latest one.</param>
+/// <param name="Version">The event stream's version.</param>
+public sealed record ConversationInfo(
+    Guid ConversationId,
+    string Title,
+    long MessageCount,
+    long TotalTokens,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset LastActivityAt,
+    long Version);
+
+/// <summary>A message another module writes into a conversation on the user's behalf (e.g. a chat turn).</summary>
+public sealed record NewConversationMessage(
+    MessageRole Role,
+    string Content,
+    string? ExternalId = null,
+    IReadOnlyDictionary<string, string>? Metadata = null,
+    DateTimeOffset? CreatedAt = null);
+
+/// <summary>What an append stored: the message's id and sequence, and whether it already existed (same external id).</summary>
+public sealed record AppendedConversationMessage(Guid MessageId, long Sequence, string? ExternalId, int TokenCount, bool Duplicate);
+
+/// <summary>
+/// How other modules read and write conversations without touching the Conversations module's storage.
+/// Every call names its tenant explicitly, so background work (which has no caller) uses it the same way.
+/// </summary>
+public interface IConversationMessages
+{
+    /// <summary>The conversation, or null when it does not exist for this tenant (or was deleted).</summary>
+    Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Messages with <paramref name="afterSequence"/> &lt; sequence &lt;= <paramref name="upToSequence"/>, oldest first,
+    /// in chunks of at most <paramref name="chunkSize"/> read one database page at a time: a caller that processes
+    /// each chunk before asking for the next never holds more than one chunk in memory.
+    /// </summary>
+    IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(
+        string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
+        CancellationToken cancellationToken = default);
+
+    /// <summary>Up to <paramref name="count"/> of the latest messages (before <paramref name="beforeSequence"/> when given), oldest first.</summary>
+    Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
+        string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Appends messages in one transaction with the same rules as the REST API (validation, limits, idempotency on
+    /// external id, integration events).
+    /// </summary>
+    /// <remarks>Throws the same errors as the API (not found, validation, limits), which map to 4xx ProblemDetails over HTTP.</remarks>
+    Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(
+        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages,
+        CancellationToken cancellationToken = default);
+}

@@ -1,0 +1,91 @@
+using System.Runtime.CompilerServices;
+using Marten;
+using Mediator;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Tenancy;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features;
+using ModularChat.Conversations.Features.AppendMessage;
+
+namespace ModularChat.Conversations;
+
+/// <summary>The Conversations module's side of <see cref="IConversationMessages"/>.</summary>
+internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFactory scopes) : IConversationMessages
+{
+    public async Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default)
+    {
+        await using var session = store.QuerySession(tenantId);
+        var c = await session.LoadAsync<Conversation>(conversationId, cancellationToken);
+        return c is null ? null : new ConversationInfo(c.Id, c.Title, c.MessageCount, c.TotalTokens, c.CreatedAt, c.LastActivityAt, c.Version);
+    }
+
+    public async IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(
+        string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
+        [EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkSize, 1);
+        var after = afterSequence;
+        while (after < upToSequence)
+        {
+            // A short-lived session per chunk: nothing of an earlier chunk stays referenced.
+            IReadOnlyList<StoredMessage> page;
+            await using (var session = store.QuerySession(tenantId))
+            {
+                var from = after;
+                page = await session.Query<StoredMessage>()
+                    .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
+                    .OrderBy(m => m.Sequence)
+                    .Take(chunkSize)
+                    .ToListAsync(cancellationToken);
+            }
+
+            if (page.Count == 0)
+            {
+                yield break;
+            }
+
+            after = page[^1].Sequence;
+            yield return page.Select(ToContract).ToList();
+        }
+    }
+
+    public async Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
+        string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(count, 0);
+        if (count == 0)
+        {
+            return [];
+        }
+
+        await using var session = store.QuerySession(tenantId);
+        var query = session.Query<StoredMessage>().Where(m => m.ConversationId == conversationId);
+        if (beforeSequence is { } before)
+        {
+            query = query.Where(m => m.Sequence < before);
+        }
+
+        var latest = await query.OrderByDescending(m => m.Sequence).Take(count).ToListAsync(cancellationToken);
+        return latest.Reverse().Select(ToContract).ToList();
+    }
+
+    public async Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(
+        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages, CancellationToken cancellationToken = default)
+    {
+        // Through the same command as the REST API, so validation, limits, idempotency and events are identical.
+        await using var scope = scopes.CreateAsyncScope();
+        scope.ServiceProvider.GetRequiredService<TenantContext>().Use(tenantId);
+        var command = new AppendMessages(
+            conversationId,
+            messages.Select(m => new NewMessage(MessageRoles.ToWire(m.Role), m.Content, m.ExternalId,
+                m.Metadata is null ? null : new Dictionary<string, string>(m.Metadata), m.CreatedAt)).ToList(),
+            ExpectedVersion: null,
+            IsBatch: messages.Count != 1);
+        var result = await scope.ServiceProvider.GetRequiredService<ISender>().Send(command, cancellationToken);
+        return result.Messages.Select(m => new AppendedConversationMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.Duplicate)).ToList();
+    }
+
+    private static ConversationMessage ToContract(StoredMessage m)
+        => new(m.ConversationId, m.Id, m.Sequence, m.Role, m.Content, m.ExternalId, m.Metadata, m.CreatedAt, m.AppendedAt, m.TokenCount);
+}
