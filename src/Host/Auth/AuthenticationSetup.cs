@@ -3,13 +3,12 @@ using Microsoft.AspNetCore.Authorization;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
 using ModularChat.BuildingBlocks.Options;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Host.Auth;
 
 internal static class AuthenticationSetup
 {
-    public const string AdminPolicy = "admin";
-
     public static IServiceCollection AddModularChatAuthentication(this IServiceCollection services)
     {
         services.AddValidatedOptions<AuthOptions, AuthOptionsValidator>(AuthOptions.Section);
@@ -26,7 +25,7 @@ internal static class AuthenticationSetup
         {
             // Everything needs a valid token unless it says otherwise (health, API page).
             options.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build();
-            options.AddPolicy(AdminPolicy, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.AdminRole));
+            options.AddPolicy(Policies.Admin, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.AdminRole));
         }
     }
 
