@@ -7,6 +7,8 @@ namespace ModularChat.Conversations.Domain;
 /// <summary>Keeps one <see cref="StoredMessage"/> per appended message, inline with the append.</summary>
 public sealed partial class StoredMessageProjection : EventProjection
 {
+    public StoredMessageProjection() => Name = "StoredMessages";
+
     public StoredMessage Create(MessageAppended e) => StoredMessage.From(e);
 
     public void Project(ConversationDeleted e, IDocumentOperations operations)
