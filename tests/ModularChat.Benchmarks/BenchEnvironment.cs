@@ -17,7 +17,7 @@ internal sealed class BenchEnvironment : IAsyncDisposable
 {
     private Process? _host;
 
-    public required string PostgresConnectionString { get; init; }
+    public required string PostgresConnectionString { get; set; }
 
     public string? RedisConnectionString { get; init; }
 
@@ -64,6 +64,9 @@ internal sealed class BenchEnvironment : IAsyncDisposable
             throw new InvalidOperationException($"{dll} is missing: ./build.sh bench builds it first.");
         }
 
+        // A host of our own works in a database of its own, created fresh for every run, so figures do not
+        // depend on what earlier runs (or a developer) left behind.
+        PostgresConnectionString = await FreshDatabaseAsync(PostgresConnectionString, "_bench");
         BaseAddress = new Uri($"http://127.0.0.1:{FreePort()}");
         var start = new ProcessStartInfo("dotnet", [dll])
         {
@@ -158,6 +161,26 @@ internal sealed class BenchEnvironment : IAsyncDisposable
         {
             return false;
         }
+    }
+
+    private static async Task<string> FreshDatabaseAsync(string connectionString, string suffix)
+    {
+        var target = new Npgsql.NpgsqlConnectionStringBuilder(connectionString);
+        target.Database = (target.Database ?? "modularchat") + suffix;
+        var admin = new Npgsql.NpgsqlConnectionStringBuilder(connectionString) { Database = "postgres", Pooling = false };
+        await using var connection = new Npgsql.NpgsqlConnection(admin.ConnectionString);
+        await connection.OpenAsync();
+        await using (var drop = new Npgsql.NpgsqlCommand($"drop database if exists \"{target.Database}\" with (force)", connection))
+        {
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        await using (var create = new Npgsql.NpgsqlCommand($"create database \"{target.Database}\"", connection))
+        {
+            await create.ExecuteNonQueryAsync();
+        }
+
+        return target.ConnectionString;
     }
 
     private static int FreePort()

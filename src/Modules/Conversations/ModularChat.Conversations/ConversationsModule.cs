@@ -1,8 +1,6 @@
 using FluentValidation;
 using JasperFx.Events.Projections;
 using Marten;
-using Marten.Schema;
-using Marten.Schema.Indexing.Unique;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
@@ -40,17 +38,7 @@ public static class ConversationsModule
         options.Projections.Snapshot<Conversation>(SnapshotLifecycle.Inline);
         options.Projections.Add<StoredMessageProjection>(ProjectionLifecycle.Inline);
 
-        // Keyset paging of the conversation list: newest activity first.
-        options.Schema.For<Conversation>()
-            .Duplicate(c => c.LastActivityAt, notNull: true)
-            .StartIndexesByTenantId();
-
-        // Two unique indexes on duplicated columns serve every message query (by sequence, by external id)
-        // and make the database itself refuse a second message with the same sequence or external id.
-        // No single-column indexes: each would be one more index insert per message for no query.
-        options.Schema.For<StoredMessage>()
-            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_stored_message_sequence", TenancyScope.PerTenant, m => m.ConversationId, m => m.Sequence)
-            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_stored_message_external_id", TenancyScope.PerTenant, m => m.ConversationId, m => m.ExternalId!);
+        // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).
         return options;
     }
 

@@ -1,3 +1,4 @@
+using Marten.Schema;
 using ModularChat.Conversations.Contracts;
 
 namespace ModularChat.Conversations.Domain;
@@ -27,6 +28,16 @@ public sealed partial record Conversation
 
     /// <summary>The stream version, set by Marten: the value clients pass as expectedVersion.</summary>
     public long Version { get; set; }
+
+    /// <summary>
+    /// Marten's hook for the document's storage: the list reads a tenant's conversations newest activity
+    /// first, keyset-paged on (last activity, id), which this one index serves.
+    /// </summary>
+    public static void ConfigureMarten(DocumentMapping mapping)
+    {
+        mapping.DuplicateField(nameof(LastActivityAt), notNull: true);
+        mapping.AddIndex("tenant_id", "last_activity_at", "id").Name = "ix_conversation_activity";
+    }
 
     public static Conversation Create(ConversationStarted e) => new()
     {
