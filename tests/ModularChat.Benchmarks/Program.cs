@@ -1,10 +1,11 @@
 using ModularChat.Benchmarks;
 
 // ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
-var scenarios = args.Length == 0 ? ["append"] : args;
+var scenarios = args.Length == 0 ? ["append", "chat"] : args;
 var results = new Measurements();
 await using var env = BenchEnvironment.FromEnvironment();
-await env.StartAsync();
+// The chat scenario's model runs on loopback, which a host only connects to when told so: it then starts its own host.
+await env.StartAsync(scenarios.Contains("chat") ? ChatBenchmark.HostSettings : null);
 
 foreach (var scenario in scenarios)
 {
@@ -12,6 +13,9 @@ foreach (var scenario in scenarios)
     {
         case "append":
             await new AppendBenchmark(env, results).RunAsync();
+            break;
+        case "chat":
+            await new ChatBenchmark(env, results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -44,7 +48,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, http-floor, read-floor)");
             return 2;
     }
 }

@@ -35,6 +35,12 @@ public class ModularChatApp : IAsyncLifetime
     /// <summary>The auth settings the host runs with (its signing key is random per fixture).</summary>
     public AuthOptions Auth { get; } = new() { SigningKey = Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)) };
 
+    /// <summary>
+    /// The Data Protection master key the host runs with (the service refuses to start without one outside Development).
+    /// Fixed per test database so the key ring stored there stays readable by the next run.
+    /// </summary>
+    public string MasterKey => Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes("modularchat-test-master-key:" + _databaseName)));
+
     /// <summary>Extra configuration for the host, applied over appsettings.json.</summary>
     protected virtual IDictionary<string, string?> Settings => new Dictionary<string, string?>();
 
@@ -61,6 +67,7 @@ public class ModularChatApp : IAsyncLifetime
             ["Auth:SigningKey"] = Auth.SigningKey,
             ["Auth:Issuer"] = Auth.Issuer,
             ["Auth:Audience"] = Auth.Audience,
+            ["DataProtection:MasterKey"] = MasterKey,
         };
         foreach (var (key, value) in Settings.Concat(overrides ?? new Dictionary<string, string?>()))
         {

@@ -17,4 +17,13 @@ public static class MetricNames
 {
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
+
+    // Providers: LLM calls, MCP tools, chat turns.
+    public const string LlmCallDuration = "modularchat.llm.call.duration";
+    public const string LlmTokens = "modularchat.llm.tokens";
+    public const string McpToolCalls = "modularchat.mcp.tool_calls";
+    public const string McpToolCallDuration = "modularchat.mcp.tool_call.duration";
+    public const string McpTests = "modularchat.mcp.tests";
+    public const string McpTestDuration = "modularchat.mcp.test.duration";
+    public const string ChatTurns = "modularchat.chat.turns";
 }

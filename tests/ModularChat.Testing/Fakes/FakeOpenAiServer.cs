@@ -39,6 +39,9 @@ public sealed record FakeToolCall(string Id, string Name, string ArgumentsJson);
 /// <summary>A request the fake server received.</summary>
 public sealed record RecordedRequest(string Path, string? Authorization, JsonNode Body)
 {
+    /// <summary>The <c>api-key</c> header (how Azure OpenAI clients send their key), when present.</summary>
+    public string? ApiKeyHeader { get; init; }
+
     /// <summary>The chat messages of a chat-completions request.</summary>
     public JsonArray Messages => Body["messages"]?.AsArray() ?? [];
 
@@ -64,6 +67,11 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
 
     /// <summary>Every request received, in order.</summary>
     public ConcurrentQueue<RecordedRequest> Requests { get; } = new();
+
+    /// <summary>Chat requests whose client went away before the answer was complete (a cancelled stream).</summary>
+    public int AbortedRequests => _aborted;
+
+    private int _aborted;
 
     /// <summary>When set, requests without "Authorization: Bearer {key}" answer 401 like OpenAI does.</summary>
     public string? RequiredApiKey { get; set; }
@@ -92,6 +100,9 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
         var server = new FakeOpenAiServer(app);
         app.MapPost("/v1/chat/completions", server.ChatAsync);
         app.MapPost("/v1/embeddings", server.EmbeddingsAsync);
+        // Azure OpenAI's v1 API: the same protocol under /openai/v1, the key in an api-key header.
+        app.MapPost("/openai/v1/chat/completions", server.ChatAsync);
+        app.MapPost("/openai/v1/embeddings", server.EmbeddingsAsync);
         app.MapGet("/v1/models", () => Results.Json(new { @object = "list", data = new[] { new { id = "fake-model", @object = "model" } } }));
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
@@ -100,6 +111,18 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     }
 
     private async Task ChatAsync(HttpContext context)
+    {
+        try
+        {
+            await AnswerChatAsync(context);
+        }
+        catch (Exception) when (context.RequestAborted.IsCancellationRequested)
+        {
+            Interlocked.Increment(ref _aborted);
+        }
+    }
+
+    private async Task AnswerChatAsync(HttpContext context)
     {
         var request = await RecordAsync(context);
         if (request is null)
@@ -238,9 +261,13 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     {
         var body = await JsonNode.ParseAsync(context.Request.Body) ?? new JsonObject();
         var authorization = context.Request.Headers.Authorization.ToString();
-        var request = new RecordedRequest(context.Request.Path, authorization.Length == 0 ? null : authorization, body);
+        var apiKey = context.Request.Headers["api-key"].ToString();
+        var request = new RecordedRequest(context.Request.Path, authorization.Length == 0 ? null : authorization, body)
+        {
+            ApiKeyHeader = apiKey.Length == 0 ? null : apiKey,
+        };
         Requests.Enqueue(request);
-        if (RequiredApiKey is not null && authorization != "Bearer " + RequiredApiKey)
+        if (RequiredApiKey is not null && authorization != "Bearer " + RequiredApiKey && apiKey != RequiredApiKey)
         {
             await WriteErrorAsync(context, 401, "Incorrect API key provided.", "invalid_api_key");
             return null;

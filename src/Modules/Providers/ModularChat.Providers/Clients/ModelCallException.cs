@@ -1,0 +1,88 @@
+using System.ClientModel;
+
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Http;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Clients;
+
+/// <summary>A call to a model provider failed: 502 (the provider failed or refused) or 504 (it did not answer in time).</summary>
+internal sealed class ModelCallException(int status, string title, string detail, int? providerStatus) : Exception(detail)
+{
+    public int Status { get; } = status;
+
+    public string Title { get; } = title;
+
+    /// <summary>The provider's HTTP status, when it answered.</summary>
+    public int? ProviderStatus { get; } = providerStatus;
+
+    /// <summary>
+    /// The failure for <paramref name="error"/> from <paramref name="provider"/>, its message scrubbed of the key and
+    /// anything credential-shaped. Null when the error is the caller's cancellation (nobody is waiting for an answer).
+    /// </summary>
+    public static ModelCallException? From(Exception error, ResolvedProvider provider, string model, CancellationToken callerToken)
+    {
+        if (error is OperationCanceledException && callerToken.IsCancellationRequested)
+        {
+            return null;
+        }
+
+        var secrets = new[] { provider.ApiKey };
+        switch (error)
+        {
+            case ModelCallException known:
+                return known;
+            case ClientResultException result when result.Status > 0:
+                var reason = result.Status switch
+                {
+                    401 or 403 => " Check the provider's API key and its access to the model.",
+                    404 => " Check the endpoint and the model name.",
+                    429 => " The provider is rate limiting: retry later.",
+                    _ => "",
+                };
+                return new ModelCallException(
+                    result.Status is 408 or 504 ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway,
+                    "The model provider refused or failed the request.",
+                    $"Provider '{provider.Name}' (model '{model}') answered HTTP {result.Status}: {Redaction.Scrub(FirstLine(result.Message), secrets)}.{reason}",
+                    result.Status);
+            case OperationCanceledException or TimeoutException:
+                return new ModelCallException(StatusCodes.Status504GatewayTimeout, "The model provider did not answer in time.",
+                    $"Provider '{provider.Name}' (model '{model}') did not answer within the configured time (Providers:RequestTimeout).", null);
+            default:
+                var socket = Inner<SocketException>(error);
+                var detail = socket?.SocketErrorCode switch
+                {
+                    SocketError.ConnectionRefused => $"the connection to {provider.Endpoint.Authority} was refused.",
+                    SocketError.HostNotFound or SocketError.NoData => $"the host {provider.Endpoint.Host} was not found.",
+                    SocketError.TimedOut => $"connecting to {provider.Endpoint.Authority} timed out.",
+                    _ => Redaction.Scrub(FirstLine((Inner<HttpRequestException>(error) ?? error).Message), secrets),
+                };
+                return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider could not be reached.",
+                    $"Provider '{provider.Name}' (model '{model}') could not be reached: {detail}", null);
+        }
+    }
+
+    private static T? Inner<T>(Exception? e)
+        where T : Exception
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is T t)
+            {
+                return t;
+            }
+        }
+
+        return null;
+    }
+
+    private static string FirstLine(string message)
+    {
+        var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        // The OpenAI client's messages are "HTTP 401 (type: code)" then the provider's own message.
+        var text = string.Join(" ", lines.Where(l => !l.StartsWith("HTTP ", StringComparison.Ordinal))).TrimEnd('.');
+        text = text.Length == 0 ? string.Join(" ", lines) : text;
+        return text.Length > 500 ? text[..500] + "..." : text;
+    }
+}
+

@@ -1,0 +1,162 @@
+using System.Collections.Concurrent;
+using Marten;
+using Microsoft.Extensions.Options;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Clients;
+
+/// <summary>A tenant's provider with its decrypted key: lives in this process's memory only, never serialized.</summary>
+internal sealed class ResolvedProvider(ProviderSettings settings, string? apiKey, bool keyUnreadable)
+{
+    public Guid Id { get; } = settings.Id;
+
+    public string TenantId { get; } = settings.TenantId;
+
+    public string Name { get; } = settings.Name;
+
+    public string Kind { get; } = settings.Kind;
+
+    public Uri Endpoint { get; } = new(settings.Endpoint);
+
+    public string ChatModel { get; } = settings.ChatModel;
+
+    public string? SummaryModel { get; } = settings.SummaryModel;
+
+    public string? EmbeddingModel { get; } = settings.EmbeddingModel;
+
+    public bool IsDefault { get; } = settings.IsDefault;
+
+    /// <summary>The plain key (null when the provider has none).</summary>
+    /// <exception cref="BuildingBlocks.Errors.ConflictException">The stored key cannot be decrypted.</exception>
+    public string? ApiKey => keyUnreadable
+        ? throw new BuildingBlocks.Errors.ConflictException(
+            $"The stored API key of provider '{Name}' cannot be decrypted (the encryption keys changed since it was stored): set it again with PUT /api/providers/{Id}.")
+        : apiKey;
+
+    /// <summary>Never prints the key.</summary>
+    public override string ToString() => $"{Name} ({Kind}, {Endpoint.Host})";
+}
+
+/// <summary>
+/// Tenants' provider settings with their decrypted keys, cached in process memory for
+/// <see cref="ProvidersOptions.CacheDuration"/> (never in Redis). A change made through this node drops the tenant's
+/// entry at once; other nodes see it when their entry expires. Expired entries are swept by a timer, so a decrypted
+/// key does not outlive the configured duration in the cache even when nobody asks for it again.
+/// </summary>
+internal sealed class ProviderDirectory : IDisposable
+{
+    private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, long> _generations = new(StringComparer.Ordinal);
+    private readonly IDocumentStore _store;
+    private readonly SecretBox _secrets;
+    private readonly IOptionsMonitor<ProvidersOptions> _options;
+    private readonly TimeProvider _clock;
+    private readonly ITimer _sweeper;
+
+    public ProviderDirectory(IDocumentStore store, SecretBox secrets, IOptionsMonitor<ProvidersOptions> options, TimeProvider clock)
+    {
+        _store = store;
+        _secrets = secrets;
+        _options = options;
+        _clock = clock;
+        var period = TimeSpan.FromTicks(Math.Clamp(options.CurrentValue.CacheDuration.Ticks / 4, TimeSpan.FromMilliseconds(250).Ticks, TimeSpan.FromSeconds(15).Ticks));
+        _sweeper = clock.CreateTimer(_ => Sweep(), null, period, period);
+    }
+
+    /// <summary>How many tenants' providers are in memory now.</summary>
+    public int CachedTenants => _entries.Count;
+
+    public async Task<IReadOnlyList<ResolvedProvider>> GetAllAsync(string tenantId, CancellationToken cancellationToken)
+    {
+        var now = _clock.GetUtcNow();
+        if (_entries.TryGetValue(tenantId, out var entry) && entry.ExpiresAt > now)
+        {
+            return entry.Providers;
+        }
+
+        var generation = _generations.GetValueOrDefault(tenantId);
+        IReadOnlyList<ProviderSettings> stored;
+        await using (var session = _store.QuerySession(tenantId))
+        {
+            stored = await session.Query<ProviderSettings>().OrderBy(p => p.CreatedAt).ToListAsync(cancellationToken);
+        }
+
+        var providers = stored.Select(Resolve).ToList();
+        var duration = _options.CurrentValue.CacheDuration;
+        if (duration > TimeSpan.Zero)
+        {
+            _entries[tenantId] = new Entry(providers, now + duration);
+            // A change on this node while we were reading wins: drop what we just cached.
+            if (_generations.GetValueOrDefault(tenantId) != generation)
+            {
+                _entries.TryRemove(tenantId, out _);
+            }
+        }
+
+        return providers;
+    }
+
+    /// <summary>The named provider (by name or id), else the tenant's default; null when the tenant has none.</summary>
+    public async Task<ResolvedProvider?> FindAsync(string tenantId, string? nameOrId, CancellationToken cancellationToken)
+    {
+        var all = await GetAllAsync(tenantId, cancellationToken);
+        if (string.IsNullOrWhiteSpace(nameOrId))
+        {
+            return all.FirstOrDefault(p => p.IsDefault) ?? (all.Count == 1 ? all[0] : null);
+        }
+
+        var key = nameOrId.Trim();
+        return all.FirstOrDefault(p => string.Equals(p.Name, key, StringComparison.OrdinalIgnoreCase))
+            ?? (Guid.TryParse(key, out var id) ? all.FirstOrDefault(p => p.Id == id) : null);
+    }
+
+    /// <summary>Drops the tenant's cached providers (after a change on this node).</summary>
+    public void Invalidate(string tenantId)
+    {
+        _generations.AddOrUpdate(tenantId, 1, (_, g) => g + 1);
+        _entries.TryRemove(tenantId, out _);
+    }
+
+    /// <summary>Drops everything (after a key rotation).</summary>
+    public void Clear()
+    {
+        foreach (var tenant in _entries.Keys)
+        {
+            Invalidate(tenant);
+        }
+    }
+
+    private ResolvedProvider Resolve(ProviderSettings settings)
+    {
+        if (settings.EncryptedApiKey is null)
+        {
+            return new ResolvedProvider(settings, null, keyUnreadable: false);
+        }
+
+        try
+        {
+            return new ResolvedProvider(settings, _secrets.Unprotect(settings.TenantId, settings.EncryptedApiKey, "API key"), keyUnreadable: false);
+        }
+        catch (BuildingBlocks.Errors.ConflictException)
+        {
+            return new ResolvedProvider(settings, null, keyUnreadable: true);
+        }
+    }
+
+    private void Sweep()
+    {
+        var now = _clock.GetUtcNow();
+        foreach (var (tenant, entry) in _entries)
+        {
+            if (entry.ExpiresAt <= now)
+            {
+                _entries.TryRemove(new KeyValuePair<string, Entry>(tenant, entry));
+            }
+        }
+    }
+
+    public void Dispose() => _sweeper.Dispose();
+
+    private sealed record Entry(IReadOnlyList<ResolvedProvider> Providers, DateTimeOffset ExpiresAt);
+}

@@ -1,0 +1,152 @@
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+using HttpJsonOptions = Microsoft.AspNetCore.Http.Json.JsonOptions;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Tenancy;
+using ModularChat.Providers.Clients;
+using ModularChat.Providers.Mcp;
+
+namespace ModularChat.Providers.Features.Chat;
+
+internal static class ChatEndpoint
+{
+    public static void MapChat(this IEndpointRouteBuilder group) =>
+        group.MapPost("/{id}/chat", async Task<Results<Ok<ChatTurnResponse>, ProblemHttpResult, EmptyHttpResult>> (
+                Guid id, ChatRequest body, HttpContext http, ChatTurns turns, TenantContext tenant, CancellationToken ct) =>
+            {
+                var streamed = http.Request.GetTypedHeaders().Accept.Any(a => a.MediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase));
+                await using var turn = await turns.BeginAsync(tenant.TenantId, id, body, streamed, ct);
+                try
+                {
+                    if (!streamed)
+                    {
+                        return TypedResults.Ok(await turn.RunAsync(ct));
+                    }
+
+                    await StreamAsync(http, turn, ct);
+                    return TypedResults.Empty;
+                }
+                catch (ModelCallException failure)
+                {
+                    return Problem(failure, http);
+                }
+            })
+            .WithName("Chat")
+            .WithSummary("Send the user's message and get the model's answer")
+            .WithDescription(
+                "Appends the user's message, assembles the context (summary + recent messages within the model's budget), calls the tenant's " +
+                "provider with its MCP tools, appends tool calls, tool results and the answer, and returns the answer. With 'Accept: text/event-stream' " +
+                "the answer streams as server-sent events (delta, tool-call, tool-result, then done with this response, or error); a client that " +
+                "disconnects cancels the model call. Provider failures answer 502/504 and store nothing but the user's message; without a provider, 409.")
+            .Produces<ChatTurnResponse>(StatusCodes.Status200OK, "application/json", "text/event-stream")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
+            .ProducesProblem(StatusCodes.Status502BadGateway)
+            .ProducesProblem(StatusCodes.Status504GatewayTimeout);
+
+    /// <summary>
+    /// Streams the turn as server-sent events. Nothing is sent before the model's first update, so a provider that
+    /// fails at once still gets a plain 502/504 ProblemDetails; after that, a failure is an <c>error</c> event.
+    /// </summary>
+    private static async Task StreamAsync(HttpContext http, ChatTurns.ChatTurn turn, CancellationToken ct)
+    {
+        var json = http.RequestServices.GetRequiredService<IOptions<HttpJsonOptions>>().Value.SerializerOptions;
+        var updates = new List<ChatResponseUpdate>();
+        var started = false;
+        try
+        {
+            await foreach (var update in turn.StreamAsync(ct))
+            {
+                updates.Add(update);
+                if (!started)
+                {
+                    await StartAsync(http);
+                    started = true;
+                }
+
+                foreach (var content in update.Contents)
+                {
+                    switch (content)
+                    {
+                        case TextContent { Text.Length: > 0 } text when update.Role != ChatRole.Tool:
+                            await WriteAsync(http, "delta", new { text = text.Text }, json, ct);
+                            break;
+                        case FunctionCallContent call:
+                            var origin = turn.ToolOrigins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
+                            await WriteAsync(http, "tool-call", new { callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments }, json, ct);
+                            break;
+                        case FunctionResultContent toolResult:
+                            await WriteAsync(http, "tool-result", new { callId = toolResult.CallId, failed = toolResult.Exception is not null }, json, ct);
+                            break;
+                    }
+                }
+
+                await http.Response.Body.FlushAsync(ct);
+            }
+        }
+        catch (ModelCallException failure) when (started)
+        {
+            await WriteAsync(http, "error", ProblemFor(failure, http), json, CancellationToken.None);
+            return;
+        }
+
+        var response = updates.ToChatResponse();
+        var result = await turn.CompleteAsync(response.Messages, response.Usage, ct);
+        if (!started)
+        {
+            await StartAsync(http);
+        }
+
+        await WriteAsync(http, "done", result, json, CancellationToken.None);
+        await http.Response.Body.FlushAsync(CancellationToken.None);
+    }
+
+    private static Task StartAsync(HttpContext http)
+    {
+        http.Response.StatusCode = StatusCodes.Status200OK;
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        http.Response.Headers["X-Accel-Buffering"] = "no"; // reverse proxies must not buffer the stream
+        return http.Response.StartAsync(http.RequestAborted);
+    }
+
+    private static async Task WriteAsync<T>(HttpContext http, string name, T data, JsonSerializerOptions json, CancellationToken ct)
+    {
+        await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, json)}\n\n", ct);
+    }
+
+    private static ProblemHttpResult Problem(ModelCallException failure, HttpContext http)
+    {
+        var problem = ProblemFor(failure, http);
+        return TypedResults.Problem(problem);
+    }
+
+    private static ProblemDetails ProblemFor(ModelCallException failure, HttpContext http)
+    {
+        var problem = new ProblemDetails
+        {
+            Status = failure.Status,
+            Title = failure.Title,
+            Detail = failure.Message,
+            Instance = http.Request.Path,
+            Type = failure.Status == StatusCodes.Status504GatewayTimeout
+                ? "https://tools.ietf.org/html/rfc9110#section-15.6.5"
+                : "https://tools.ietf.org/html/rfc9110#section-15.6.3",
+        };
+        if (failure.ProviderStatus is { } status)
+        {
+            problem.Extensions["providerStatus"] = status;
+        }
+
+        problem.Extensions["traceId"] = System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier;
+        return problem;
+    }
+}

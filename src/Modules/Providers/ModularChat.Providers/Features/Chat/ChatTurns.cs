@@ -1,0 +1,365 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using FluentValidation;
+using Marten;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Providers.Clients;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Mcp;
+
+namespace ModularChat.Providers.Features.Chat;
+
+/// <summary>Body of <c>POST /api/conversations/{id}/chat</c>.</summary>
+/// <param name="Content">The user's message.</param>
+/// <param name="Provider">The provider to use, by name (default: the tenant's default provider).</param>
+/// <param name="Model">The model to use (default: the provider's chat model).</param>
+/// <param name="ToolServers">The MCP servers whose tools the model may call, by name (default: all of the tenant's; [] for none).</param>
+/// <param name="ExternalId">The client's id of the user message (idempotent like any append).</param>
+public sealed record ChatRequest(string? Content, string? Provider, string? Model, List<string>? ToolServers, string? ExternalId);
+
+/// <summary>A stored message of the turn.</summary>
+public sealed record ChatMessageRef(Guid Id, long Sequence);
+
+/// <summary>The model's answer, as stored.</summary>
+public sealed record ChatAnswer(Guid Id, long Sequence, string Content);
+
+/// <summary>A tool the model called during the turn, and what it returned (both stored as tool messages).</summary>
+public sealed record ChatToolCall(string CallId, string Server, string Tool, string Arguments, string Result, bool Failed, long CallSequence, long ResultSequence);
+
+/// <summary>Tokens the provider reported for the whole turn (every round).</summary>
+public sealed record ChatUsage(long? InputTokens, long? OutputTokens, long? TotalTokens);
+
+/// <summary>How much of the conversation the model was given.</summary>
+public sealed record ChatContextInfo(int Messages, int Tokens, long? SummaryThroughSequence);
+
+/// <summary>The outcome of a chat turn.</summary>
+public sealed record ChatTurnResponse(
+    Guid ConversationId,
+    ChatMessageRef UserMessage,
+    ChatAnswer Answer,
+    IReadOnlyList<ChatToolCall> ToolCalls,
+    string Provider,
+    string Model,
+    ChatUsage Usage,
+    ChatContextInfo Context,
+    double DurationMs);
+
+internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
+{
+    public ChatRequestValidator(IOptions<ChatTurnOptions> options)
+    {
+        var max = options.Value.MaxContentLength;
+        RuleFor(r => r.Content).Must(c => !string.IsNullOrWhiteSpace(c)).WithMessage("'content' is required and must not be empty.");
+        RuleFor(r => r.Content).Must(c => c is null || c.Length <= max)
+            .WithMessage(r => $"'content' may be at most {max} characters (was {r.Content!.Length}).").WithErrorCode(BuildingBlocks.Validation.Limits.ErrorCode);
+        RuleFor(r => r.Provider).Must(p => p is null || !string.IsNullOrWhiteSpace(p)).WithMessage("'provider' must not be blank when given.");
+        RuleFor(r => r.Model).Must(m => m is null || (!string.IsNullOrWhiteSpace(m) && m.Length <= 200)).WithMessage("'model' must be a model name of at most 200 characters.");
+        RuleFor(r => r.ToolServers).Must(s => s is null || s.All(n => !string.IsNullOrWhiteSpace(n))).WithMessage("'toolServers' must hold server names.");
+    }
+}
+
+/// <summary>
+/// Runs chat turns: appends the user's message, assembles the context, calls the model with the tenant's MCP tools
+/// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds), then appends the tool calls, their
+/// results and the answer in one transaction. A failed model call appends nothing more than the user's message.
+/// Conversations are read and written through <see cref="IConversationMessages"/> only.
+/// </summary>
+internal sealed partial class ChatTurns(
+    IConversationMessages conversations,
+    ProviderDirectory providers,
+    ModelClients clients,
+    ChatContextAssembler contexts,
+    McpConnector connector,
+    IDocumentStore store,
+    IValidator<ChatRequest> validator,
+    IOptionsMonitor<ChatTurnOptions> chatOptions,
+    IOptionsMonitor<McpOptions> mcpOptions,
+    ProvidersMetrics metrics,
+    TimeProvider clock,
+    ILogger<ChatTurns> logger)
+{
+    private ProvidersMetrics Metrics => metrics;
+
+    private ILogger Logger => logger;
+
+    private IOptionsMonitor<ChatTurnOptions> ChatOptions => chatOptions;
+
+    private IConversationMessages Conversations => conversations;
+
+    /// <summary>Everything before the model call. Errors here are the caller's (400, 404, 409, 422).</summary>
+    public async Task<ChatTurn> BeginAsync(string tenantId, Guid conversationId, ChatRequest request, bool streamed, CancellationToken cancellationToken)
+    {
+        await validator.ValidateAndThrowAsync(request, cancellationToken);
+        var provider = await providers.FindAsync(tenantId, request.Provider, cancellationToken);
+        if (provider is null)
+        {
+            if (request.Provider is not null && (await providers.GetAllAsync(tenantId, cancellationToken)).Count > 0)
+            {
+                throw new BadRequestException("provider", $"'provider' names no provider of this tenant (was '{request.Provider}'): GET /api/providers lists them.");
+            }
+
+            throw new ConflictException(
+                "No LLM provider is configured for this tenant, so there is nobody to answer. Add one with POST /api/providers, e.g. " +
+                "{\"name\":\"openai\",\"kind\":\"openai-compatible\",\"endpoint\":\"https://api.openai.com/v1\",\"chatModel\":\"gpt-4o-mini\",\"apiKey\":\"sk-...\"} " +
+                "(or an Ollama, vLLM, LM Studio or Azure OpenAI endpoint). Conversations, summaries and search keep working without one.",
+                new Dictionary<string, object?> { ["addProvider"] = "POST /api/providers" });
+        }
+
+        var model = request.Model?.Trim() ?? provider.ChatModel;
+        var modelClient = clients.Chat(provider, model); // throws 409 now if the stored key cannot be decrypted
+        _ = await conversations.FindAsync(tenantId, conversationId, cancellationToken) ?? throw new NotFoundException("Conversation", conversationId);
+        var servers = await ToolServersAsync(tenantId, request.ToolServers, cancellationToken);
+
+        var user = (await conversations.AppendAsync(tenantId, conversationId,
+            [new NewConversationMessage(MessageRole.User, request.Content!, request.ExternalId)], cancellationToken))[0];
+        var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken);
+        var tools = await McpToolSession.OpenAsync(servers, connector, store, metrics, mcpOptions.CurrentValue,
+            chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
+        return new ChatTurn(this, tenantId, conversationId, provider, model, modelClient, user, context, tools, streamed);
+    }
+
+    private async Task<IReadOnlyList<McpServerConnection>> ToolServersAsync(string tenantId, List<string>? names, CancellationToken cancellationToken)
+    {
+        if (names is { Count: 0 })
+        {
+            return [];
+        }
+
+        await using var session = store.QuerySession(tenantId);
+        var all = await session.Query<McpServerConnection>().OrderBy(s => s.CreatedAt).ToListAsync(cancellationToken);
+        if (names is null)
+        {
+            return all;
+        }
+
+        var wanted = names.Select(n => ProviderSettings.Normalize(n)).Distinct().ToList();
+        var unknown = wanted.Where(n => all.All(s => s.NormalizedName != n)).ToList();
+        return unknown.Count > 0
+            ? throw new BadRequestException("toolServers", $"'toolServers' names MCP servers this tenant does not have: {string.Join(", ", unknown)}.")
+            : all.Where(s => wanted.Contains(s.NormalizedName)).ToList();
+    }
+
+    /// <summary>One turn in flight. Dispose it to close its MCP connections.</summary>
+    internal sealed class ChatTurn(
+        ChatTurns owner, string tenantId, Guid conversationId, ResolvedProvider provider, string model, IChatClient modelClient,
+        AppendedConversationMessage user, ChatContext context, McpToolSession tools, bool streamed) : IAsyncDisposable
+    {
+        private readonly long _started = Stopwatch.GetTimestamp();
+        private readonly Activity? _activity = StartActivity(provider, model, streamed);
+
+        public async Task<ChatTurnResponse> RunAsync(CancellationToken cancellationToken)
+        {
+            ChatResponse response;
+            try
+            {
+                response = await Pipeline().GetResponseAsync(context.Messages, Options(), cancellationToken);
+            }
+            catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
+            {
+                throw Failed(failure);
+            }
+            catch (OperationCanceledException)
+            {
+                owner.Metrics.ChatTurn("cancelled", streamed);
+                throw;
+            }
+
+            return await CompleteAsync(response.Messages, response.Usage, cancellationToken);
+        }
+
+        /// <summary>The model's updates as they come; call <see cref="CompleteAsync"/> with them when the stream ends.</summary>
+        public async IAsyncEnumerable<ChatResponseUpdate> StreamAsync([EnumeratorCancellation] CancellationToken cancellationToken)
+        {
+            var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
+            try
+            {
+                while (true)
+                {
+                    try
+                    {
+                        if (!await updates.MoveNextAsync())
+                        {
+                            yield break;
+                        }
+                    }
+                    catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
+                    {
+                        throw Failed(failure);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                        owner.Metrics.ChatTurn("cancelled", streamed);
+                        LogCancelled(owner.Logger, conversationId);
+                        throw;
+                    }
+
+                    yield return updates.Current;
+                }
+            }
+            finally
+            {
+                await updates.DisposeAsync();
+            }
+        }
+
+        /// <summary>Appends the tool calls, their results and the answer in one transaction, and describes the turn.</summary>
+        public async Task<ChatTurnResponse> CompleteAsync(IList<ChatMessage> produced, UsageDetails? usage, CancellationToken cancellationToken)
+        {
+            var settings = owner.ChatOptions.CurrentValue;
+            var prefix = $"chat:{user.MessageId:N}";
+            var toStore = new List<NewConversationMessage>();
+            var calls = new List<(FunctionCallContent Call, int CallIndex)>();
+            var results = new Dictionary<string, (FunctionResultContent Result, int Index)>(StringComparer.Ordinal);
+            var answerParts = new List<string>();
+            var callNumber = 0;
+            foreach (var message in produced)
+            {
+                foreach (var content in message.Contents)
+                {
+                    switch (content)
+                    {
+                        case FunctionCallContent call:
+                            var origin = tools.Origins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
+                            calls.Add((call, toStore.Count));
+                            toStore.Add(new NewConversationMessage(MessageRole.Tool,
+                                JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = call.Arguments }),
+                                $"{prefix}:call:{++callNumber}",
+                                new Dictionary<string, string>
+                                {
+                                    ["kind"] = "tool_call", ["callId"] = Cut(call.CallId, 200), ["server"] = origin.Server, ["tool"] = origin.Tool,
+                                }));
+                            break;
+                        case FunctionResultContent result:
+                            var resultText = Cut(ResultText(result), settings.MaxStoredToolResultLength);
+                            var called = calls.FirstOrDefault(c => c.Call.CallId == result.CallId).Call;
+                            var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
+                            results[result.CallId] = (result, toStore.Count);
+                            toStore.Add(new NewConversationMessage(MessageRole.Tool, resultText.Length == 0 ? "(empty result)" : resultText,
+                                $"{prefix}:result:{callNumber}",
+                                new Dictionary<string, string>
+                                {
+                                    ["kind"] = "tool_result", ["callId"] = Cut(result.CallId, 200), ["server"] = from.Server, ["tool"] = from.Tool,
+                                    ["failed"] = (result.Exception is not null).ToString().ToLowerInvariant(),
+                                }));
+                            break;
+                    }
+                }
+
+                if (message.Role == ChatRole.Assistant && !string.IsNullOrWhiteSpace(message.Text))
+                {
+                    answerParts.Add(message.Text);
+                }
+            }
+
+            var answer = answerParts.Count > 0 ? answerParts[^1].Trim() : "(the model returned no text)";
+            var duration = Stopwatch.GetElapsedTime(_started);
+            var metadata = new Dictionary<string, string>
+            {
+                ["kind"] = "answer",
+                ["provider"] = provider.Name,
+                ["model"] = model,
+                ["durationMs"] = duration.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture),
+                ["replyTo"] = user.Sequence.ToString(CultureInfo.InvariantCulture),
+            };
+            if (usage?.InputTokenCount is { } input)
+            {
+                metadata["inputTokens"] = input.ToString(CultureInfo.InvariantCulture);
+            }
+
+            if (usage?.OutputTokenCount is { } output)
+            {
+                metadata["outputTokens"] = output.ToString(CultureInfo.InvariantCulture);
+            }
+
+            if (usage?.TotalTokenCount is { } total)
+            {
+                metadata["totalTokens"] = total.ToString(CultureInfo.InvariantCulture);
+            }
+
+            toStore.Add(new NewConversationMessage(MessageRole.Assistant, answer, $"{prefix}:answer", metadata));
+
+            // The turn's outcome is stored even if the client left while it was being written.
+            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, toStore, CancellationToken.None);
+            var answerStored = stored[^1];
+            var toolCalls = calls.Select(c =>
+            {
+                var result = results.GetValueOrDefault(c.Call.CallId);
+                var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
+                return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
+                    result.Result is null ? "" : Cut(ResultText(result.Result), settings.MaxStoredToolResultLength),
+                    result.Result?.Exception is not null,
+                    stored[c.CallIndex].Sequence, result.Result is null ? 0 : stored[result.Index].Sequence);
+            }).ToList();
+
+            owner.Metrics.ChatTurn("ok", streamed);
+            _activity?.SetTag("modularchat.chat.tool_calls", toolCalls.Count);
+            return new ChatTurnResponse(conversationId, new ChatMessageRef(user.MessageId, user.Sequence),
+                new ChatAnswer(answerStored.MessageId, answerStored.Sequence, answer), toolCalls, provider.Name, model,
+                new ChatUsage(usage?.InputTokenCount, usage?.OutputTokenCount, usage?.TotalTokenCount),
+                new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
+        }
+
+        public IReadOnlyDictionary<string, ToolOrigin> ToolOrigins => tools.Origins;
+
+        private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
+            .UseFunctionInvocation(configure: f =>
+            {
+                f.MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds;
+                f.IncludeDetailedErrors = false; // exception messages could carry connection details into the model's context
+                f.AllowConcurrentInvocation = false;
+            })
+            .Build();
+
+        private Microsoft.Extensions.AI.ChatOptions Options() => new()
+        {
+            ModelId = model,
+            Tools = tools.Tools.Count > 0 ? [.. tools.Tools] : null,
+        };
+
+        private ModelCallException Failed(ModelCallException failure)
+        {
+            owner.Metrics.ChatTurn(failure.Status == 504 ? "timeout" : "provider_error", streamed);
+            _activity?.SetStatus(ActivityStatusCode.Error, failure.ProviderStatus?.ToString(CultureInfo.InvariantCulture) ?? failure.Title);
+            LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
+            return failure;
+        }
+
+        private static string ResultText(FunctionResultContent result) => result.Result switch
+        {
+            null => result.Exception is not null ? "The tool call failed." : "",
+            string s => s,
+            JsonElement { ValueKind: JsonValueKind.String } s => s.GetString() ?? "",
+            var other => JsonSerializer.Serialize(other),
+        };
+
+        private static string Cut(string text, int max) => text.Length <= max ? text : text[..max];
+
+        private static Activity? StartActivity(ResolvedProvider provider, string model, bool streamed)
+        {
+            var activity = ModularChatTelemetry.ActivitySource.StartActivity("chat turn");
+            activity?.SetTag("modularchat.provider", ModelClients.Label(provider));
+            activity?.SetTag("gen_ai.request.model", model);
+            activity?.SetTag("modularchat.chat.streamed", streamed);
+            return activity;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await tools.DisposeAsync();
+            _activity?.Dispose();
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} failed at provider {Provider} (model {Model}): {Status} {Reason}")]
+    private static partial void LogFailed(ILogger logger, Guid conversationId, string provider, string model, int status, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Chat turn in conversation {ConversationId} cancelled: the client went away")]
+    private static partial void LogCancelled(ILogger logger, Guid conversationId);
+}

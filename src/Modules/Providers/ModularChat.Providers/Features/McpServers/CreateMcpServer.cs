@@ -1,0 +1,117 @@
+using Marten;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Features.McpServers;
+
+internal sealed record CreateMcpServer(McpServerRequest Body) : ICommand<McpServerResponse>;
+
+internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options, TimeProvider clock)
+    : ICommandHandler<CreateMcpServer, McpServerResponse>
+{
+    public async ValueTask<McpServerResponse> Handle(CreateMcpServer command, CancellationToken cancellationToken)
+    {
+        var body = command.Body;
+        var tenant = sessions.TenantId;
+        await using var session = sessions.Write();
+        var all = await session.Query<McpServerConnection>().Select(s => s.NormalizedName).ToListAsync(cancellationToken);
+        var name = body.Name!.Trim();
+        if (all.Contains(ProviderSettings.Normalize(name)))
+        {
+            throw Duplicate(name);
+        }
+
+        if (all.Count >= options.Value.MaxServersPerTenant)
+        {
+            throw new LimitExceededException("name", $"A tenant may have at most {options.Value.MaxServersPerTenant} MCP servers (Mcp:MaxServersPerTenant).");
+        }
+
+        var stdio = body.Transport == McpTransports.Stdio;
+        var server = new McpServerConnection
+        {
+            Id = Guid.CreateVersion7(),
+            TenantId = tenant,
+            Name = name,
+            NormalizedName = ProviderSettings.Normalize(name),
+            Transport = body.Transport!,
+            Command = stdio ? body.Command!.Trim() : null,
+            Arguments = stdio ? body.Arguments ?? [] : [],
+            Url = stdio ? null : body.Url!.Trim(),
+            CreatedAt = clock.GetUtcNow(),
+        };
+        if (stdio)
+        {
+            Split(tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
+        }
+        else
+        {
+            Split(tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
+        }
+
+        session.Store(server);
+        try
+        {
+            await session.SaveChangesAsync(cancellationToken);
+        }
+        catch (Exception e) when (ProviderStore.IsUniqueViolation(e))
+        {
+            throw Duplicate(name);
+        }
+
+        return McpServerResponse.From(server);
+    }
+
+    /// <summary>Plain values stay plain unless their name looks secret; secret ones are encrypted.</summary>
+    private void Split(string tenant, Dictionary<string, string>? plain, Dictionary<string, string>? secret,
+        Dictionary<string, string> plainOut, Dictionary<string, StoredSecret> secretOut)
+    {
+        foreach (var (name, value) in plain ?? [])
+        {
+            if (McpServerRules.LooksSecret(name))
+            {
+                secretOut[name] = Protect(tenant, value);
+            }
+            else
+            {
+                plainOut[name] = value;
+            }
+        }
+
+        foreach (var (name, value) in secret ?? [])
+        {
+            plainOut.Remove(name);
+            secretOut[name] = Protect(tenant, value);
+        }
+    }
+
+    private StoredSecret Protect(string tenant, string value) => new() { Cipher = secrets.Protect(tenant, value), Hint = SecretBox.Hint(value) };
+
+    private static ConflictException Duplicate(string name)
+        => new($"An MCP server named '{name}' already exists: choose another name, or delete it first.",
+            new Dictionary<string, object?> { ["field"] = "name" });
+}
+
+internal static class CreateMcpServerEndpoint
+{
+    public static void MapCreateMcpServer(this IEndpointRouteBuilder group) =>
+        group.MapPost("/", async Task<Created<McpServerResponse>> (McpServerRequest body, ISender sender, CancellationToken ct) =>
+            {
+                var created = await sender.Send(new CreateMcpServer(body), ct);
+                return TypedResults.Created($"/api/mcp-servers/{created.Id}", created);
+            })
+            .WithName("CreateMcpServer")
+            .WithSummary("Add an MCP tool server (stdio, sse or streamable-http)")
+            .WithDescription("Secret headers and environment values are encrypted at rest and never returned.")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity);
+}

@@ -1,0 +1,148 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using FluentValidation;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Network;
+
+namespace ModularChat.Providers.Features.McpServers;
+
+/// <summary>Body of <c>POST /api/mcp-servers</c>.</summary>
+/// <param name="Name">Unique per tenant (case-insensitive); chat requests select servers by name.</param>
+/// <param name="Transport"><c>stdio</c>, <c>sse</c> or <c>streamable-http</c>.</param>
+/// <param name="Command">stdio: the program (must be on the service's allowlist; stdio is off unless the service enables it).</param>
+/// <param name="Arguments">stdio: its arguments.</param>
+/// <param name="Environment">stdio: environment variables. Names that look secret (…KEY, …TOKEN, …SECRET, …PASSWORD) are stored encrypted.</param>
+/// <param name="SecretEnvironment">stdio: environment variables stored encrypted and never returned.</param>
+/// <param name="Url">sse / streamable-http: the server's URL.</param>
+/// <param name="Headers">HTTP headers. Authorization, cookies and names that look secret are stored encrypted.</param>
+/// <param name="SecretHeaders">HTTP headers stored encrypted and never returned.</param>
+public sealed record McpServerRequest(
+    string? Name,
+    string? Transport,
+    string? Command,
+    List<string>? Arguments,
+    Dictionary<string, string>? Environment,
+    Dictionary<string, string>? SecretEnvironment,
+    string? Url,
+    Dictionary<string, string>? Headers,
+    Dictionary<string, string>? SecretHeaders)
+{
+    /// <summary>Never prints values.</summary>
+    public override string ToString() => $"McpServerRequest {{ Name = {Name}, Transport = {Transport} }}";
+}
+
+/// <summary>A tool of an MCP server.</summary>
+public sealed record McpToolResponse(string Name, string? Description, JsonElement InputSchema)
+{
+    internal static McpToolResponse From(McpToolInfo tool) => new(tool.Name, tool.Description, JsonDocument.Parse(tool.InputSchema).RootElement.Clone());
+}
+
+/// <summary>An MCP server as the API shows it: secret values only as masked hints.</summary>
+/// <param name="Tools">The tools of the last successful test (null before the first).</param>
+public sealed record McpServerResponse(
+    Guid Id,
+    string Name,
+    string Transport,
+    string? Command,
+    IReadOnlyList<string> Arguments,
+    IReadOnlyDictionary<string, string> Environment,
+    IReadOnlyDictionary<string, string> SecretEnvironment,
+    string? Url,
+    IReadOnlyDictionary<string, string> Headers,
+    IReadOnlyDictionary<string, string> SecretHeaders,
+    IReadOnlyList<McpToolResponse>? Tools,
+    DateTimeOffset? ToolsRefreshedAt,
+    string? ProtocolVersion,
+    string? ServerName,
+    DateTimeOffset CreatedAt)
+{
+    internal static McpServerResponse From(McpServerConnection s) => new(
+        s.Id, s.Name, s.Transport, s.Command, s.Arguments, s.Environment,
+        s.SecretEnvironment.ToDictionary(e => e.Key, e => e.Value.Hint), s.Url, s.Headers,
+        s.SecretHeaders.ToDictionary(h => h.Key, h => h.Value.Hint),
+        s.Tools?.Select(McpToolResponse.From).ToList(), s.ToolsRefreshedAt, s.ProtocolVersion, s.ServerName, s.CreatedAt);
+}
+
+internal static partial class McpServerRules
+{
+    /// <summary>Header and variable names whose values are kept secret even when sent as plain headers or environment.</summary>
+    public static bool LooksSecret(string name)
+        => SecretName().IsMatch(name) || name.Equals("cookie", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>Headers the transport sets itself.</summary>
+    public static readonly HashSet<string> ReservedHeaders = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "host", "content-length", "content-type", "transfer-encoding", "connection", "mcp-session-id", "mcp-protocol-version", "accept", "last-event-id",
+    };
+
+    [GeneratedRegex("(?i)(auth|key|token|secret|password|passwd|credential|session|signature)")]
+    private static partial Regex SecretName();
+
+    [GeneratedRegex(@"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")]
+    public static partial Regex HeaderName();
+
+    [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*$")]
+    public static partial Regex VariableName();
+}
+
+internal sealed class CreateMcpServerValidator : AbstractValidator<CreateMcpServer>
+{
+    public CreateMcpServerValidator(IOptions<McpOptions> mcp, IOptions<ProvidersOptions> providers, OutboundNetwork network)
+    {
+        var o = mcp.Value;
+        var maxName = providers.Value.MaxNameLength;
+        RuleFor(r => r.Body.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.").OverridePropertyName("name");
+        RuleFor(r => r.Body.Name).Must(n => n is null || n.Trim().Length <= maxName)
+            .WithMessage($"'name' may be at most {maxName} characters.").AsLimit().OverridePropertyName("name");
+        RuleFor(r => r.Body.Transport).Must(t => McpTransports.All.Contains(t)).OverridePropertyName("transport")
+            .WithMessage(r => $"'transport' must be one of {string.Join(", ", McpTransports.All)}" + (r.Body.Transport is null ? "." : $" (was '{r.Body.Transport}')."));
+
+        When(r => r.Body.Transport == McpTransports.Stdio, () =>
+        {
+            RuleFor(r => r.Body.Transport).Must(_ => o.Stdio.Enabled).OverridePropertyName("transport")
+                .WithMessage("'transport' stdio runs a program on this server and is disabled here (Mcp:Stdio:Enabled).");
+            RuleFor(r => r.Body.Command).Must(c => !string.IsNullOrWhiteSpace(c)).OverridePropertyName("command")
+                .WithMessage("'command' is required for the stdio transport.").When(_ => o.Stdio.Enabled);
+            RuleFor(r => r.Body.Command).Must(c => o.Stdio.AllowedCommands.Contains(c!, StringComparer.Ordinal)).OverridePropertyName("command")
+                .When(r => o.Stdio.Enabled && !string.IsNullOrWhiteSpace(r.Body.Command))
+                .WithMessage("'command' is not on this server's allowlist of stdio commands (Mcp:Stdio:AllowedCommands).");
+            RuleFor(r => r.Body.Arguments).Must(a => a is null || a.Count <= o.MaxArguments).OverridePropertyName("arguments")
+                .WithMessage($"'arguments' may have at most {o.MaxArguments} entries.").AsLimit();
+            RuleFor(r => r.Body.Arguments).Must(a => a is null || a.All(x => x is not null)).OverridePropertyName("arguments")
+                .WithMessage("'arguments' must not contain null.");
+            RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).All(n => McpServerRules.VariableName().IsMatch(n)))
+                .OverridePropertyName("environment").WithMessage("'environment' names must be letters, digits and underscores, not starting with a digit.");
+            RuleFor(r => r.Body).Must(b => Values(b.Environment, b.SecretEnvironment).All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal)))
+                .OverridePropertyName("environment").WithMessage("'environment' values must be strings without NUL characters.");
+            RuleFor(r => r.Body.Url).Empty().OverridePropertyName("url").WithMessage("'url' is for the sse and streamable-http transports, not stdio.");
+        });
+
+        When(r => r.Body.Transport is McpTransports.Sse or McpTransports.StreamableHttp, () =>
+        {
+            RuleFor(r => r.Body.Url).Custom((url, context) =>
+            {
+                if (network.Check(url, "url", out _) is { } problem)
+                {
+                    context.AddFailure("url", problem);
+                }
+            });
+            RuleFor(r => r.Body.Command).Empty().OverridePropertyName("command").WithMessage("'command' is for the stdio transport only.");
+            RuleFor(r => r.Body).Must(b => Names(b.Headers, b.SecretHeaders).Count() <= o.MaxHeaders).OverridePropertyName("headers")
+                .WithMessage($"'headers' may have at most {o.MaxHeaders} entries.").AsLimit();
+            RuleFor(r => r.Body).Must(b => Names(b.Headers, b.SecretHeaders).All(n => McpServerRules.HeaderName().IsMatch(n))).OverridePropertyName("headers")
+                .WithMessage("'headers' names must be valid HTTP header names.");
+            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(McpServerRules.ReservedHeaders.Contains)).OverridePropertyName("headers")
+                .WithMessage($"'headers' must not set {string.Join(", ", McpServerRules.ReservedHeaders)}: the transport sets them.");
+            RuleFor(r => r.Body).Must(b => Values(b.Headers, b.SecretHeaders).All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName("headers")
+                .WithMessage("'headers' values must be strings without control characters.");
+        });
+    }
+
+    private static IEnumerable<string> Names(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
+        => (plain?.Keys ?? Enumerable.Empty<string>()).Concat(secret?.Keys ?? Enumerable.Empty<string>());
+
+    private static IEnumerable<string?> Values(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
+        => (plain?.Values ?? Enumerable.Empty<string>()).Concat(secret?.Values ?? Enumerable.Empty<string>());
+}

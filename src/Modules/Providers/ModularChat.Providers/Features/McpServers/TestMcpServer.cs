@@ -1,0 +1,104 @@
+using System.Diagnostics;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Mcp;
+
+namespace ModularChat.Providers.Features.McpServers;
+
+/// <summary>The server's self-description from the handshake.</summary>
+public sealed record McpServerInfo(string Name, string? Version, string? Title);
+
+/// <summary>The outcome of an MCP server test: it always answers 200; <see cref="Success"/> tells whether the server did.</summary>
+/// <param name="Error">Why it failed: a clear sentence (refused, not found, no answer within the timeout, not MCP), free of secrets.</param>
+public sealed record McpTestResult(
+    bool Success, string Transport, double LatencyMs, string? ProtocolVersion, McpServerInfo? Server, IReadOnlyList<McpToolResponse> Tools, string? Error);
+
+internal sealed record TestMcpServer(Guid Id) : ICommand<McpTestResult>;
+
+internal sealed partial class TestMcpServerHandler(
+    TenantSessions sessions, McpConnector connector, ProvidersMetrics metrics, IOptions<McpOptions> options, TimeProvider clock,
+    ILogger<TestMcpServerHandler> logger)
+    : ICommandHandler<TestMcpServer, McpTestResult>
+{
+    public async ValueTask<McpTestResult> Handle(TestMcpServer command, CancellationToken cancellationToken)
+    {
+        await using var session = sessions.Write();
+        var server = await session.LoadAsync<McpServerConnection>(command.Id, cancellationToken) ?? throw new NotFoundException("MCP server", command.Id);
+        using var activity = ModularChatTelemetry.ActivitySource.StartActivity("mcp test");
+        activity?.SetTag("mcp.transport", server.Transport);
+        var timeout = options.Value.ConnectTimeout;
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await using var client = await connector.ConnectAsync(server, cancellationToken);
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(timeout);
+            var tools = await client.ListToolsAsync(cancellationToken: deadline.Token);
+            var latency = Stopwatch.GetElapsedTime(started);
+
+            server.Tools = tools.Select(t => new McpToolInfo
+            {
+                Name = t.Name,
+                Description = t.Description,
+                InputSchema = t.ProtocolTool.InputSchema.GetRawText(),
+            }).ToList();
+            server.ToolsRefreshedAt = clock.GetUtcNow();
+            server.ProtocolVersion = client.NegotiatedProtocolVersion;
+            var info = client.ServerInfo;
+            server.ServerName = info?.Name;
+            server.ServerVersion = info?.Version;
+            session.Store(server);
+            await session.SaveChangesAsync(cancellationToken);
+
+            metrics.McpTest(server.Transport, ok: true, latency);
+            LogTested(logger, server.Name, server.Transport, "succeeded", latency.TotalMilliseconds, server.Tools.Count);
+            return new McpTestResult(true, server.Transport, latency.TotalMilliseconds, client.NegotiatedProtocolVersion,
+                info is null ? null : new McpServerInfo(info.Name, info.Version, info.Title),
+                server.Tools.Select(McpToolResponse.From).ToList(), null);
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is not ConflictException)
+        {
+            var latency = Stopwatch.GetElapsedTime(started);
+            var error = McpConnector.Describe(e, server, timeout, SafeSecrets(server));
+            metrics.McpTest(server.Transport, ok: false, latency);
+            activity?.SetStatus(ActivityStatusCode.Error, "failed");
+            LogTested(logger, server.Name, server.Transport, "failed", latency.TotalMilliseconds, 0);
+            return new McpTestResult(false, server.Transport, latency.TotalMilliseconds, null, null, [], error);
+        }
+    }
+
+    private IReadOnlyList<string> SafeSecrets(McpServerConnection server)
+    {
+        try
+        {
+            return connector.SecretValues(server);
+        }
+        catch (ConflictException)
+        {
+            return [];
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "MCP server test of {Server} over {Transport} {Outcome} in {LatencyMs:0} ms ({ToolCount} tools)")]
+    private static partial void LogTested(ILogger logger, string server, string transport, string outcome, double latencyMs, int toolCount);
+}
+
+internal static class TestMcpServerEndpoint
+{
+    public static void MapTestMcpServer(this IEndpointRouteBuilder group) =>
+        group.MapPost("/{id}/test", async Task<Ok<McpTestResult>> (Guid id, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new TestMcpServer(id), ct)))
+            .WithName("TestMcpServer")
+            .WithSummary("Connect, perform the MCP handshake and list the tools")
+            .WithDescription("Reports protocol version, server name, tools and latency, or a clear error within Mcp:ConnectTimeout. Refreshes the cached tool list.")
+            .ProducesProblem(StatusCodes.Status404NotFound);
+}

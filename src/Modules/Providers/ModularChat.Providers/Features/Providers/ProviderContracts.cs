@@ -1,0 +1,145 @@
+using FluentValidation;
+using Marten;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Network;
+using Npgsql;
+
+namespace ModularChat.Providers.Features.Providers;
+
+/// <summary>Body of <c>POST /api/providers</c> and <c>PUT /api/providers/{id}</c>.</summary>
+/// <param name="Name">Unique per tenant (case-insensitive); chat requests can name it.</param>
+/// <param name="Kind"><c>openai-compatible</c> (OpenAI, Ollama, vLLM, LM Studio) or <c>azure-openai</c>.</param>
+/// <param name="Endpoint">The API root, e.g. <c>https://api.openai.com/v1</c> or <c>http://localhost:11434/v1</c> (openai-compatible; defaults to OpenAI), or the resource URL <c>https://NAME.openai.azure.com</c> (azure-openai).</param>
+/// <param name="ChatModel">The model that answers chat turns (azure-openai: the deployment name).</param>
+/// <param name="SummaryModel">The model that writes summaries (default: the chat model).</param>
+/// <param name="EmbeddingModel">The model that computes embeddings (none: search stays on its offline embedder).</param>
+/// <param name="ApiKey">The key, stored encrypted and never returned. On PUT, leave it out to keep the stored key; send "" to remove it.</param>
+/// <param name="IsDefault">The provider used when a request names none (the first provider is the default unless told otherwise).</param>
+public sealed record ProviderRequest(
+    string? Name,
+    string? Kind,
+    string? Endpoint,
+    string? ChatModel,
+    string? SummaryModel,
+    string? EmbeddingModel,
+    string? ApiKey,
+    bool? IsDefault);
+
+/// <summary>A provider as the API shows it: never the key, only whether there is one and a masked hint.</summary>
+public sealed record ProviderResponse(
+    Guid Id,
+    string Name,
+    string Kind,
+    string Endpoint,
+    string ChatModel,
+    string? SummaryModel,
+    string? EmbeddingModel,
+    bool HasApiKey,
+    string? ApiKeyHint,
+    bool IsDefault,
+    DateTimeOffset CreatedAt,
+    DateTimeOffset UpdatedAt)
+{
+    internal static ProviderResponse From(ProviderSettings p) => new(
+        p.Id, p.Name, p.Kind, p.Endpoint, p.ChatModel, p.SummaryModel, p.EmbeddingModel, p.EncryptedApiKey is not null, p.ApiKeyHint,
+        p.IsDefault, p.CreatedAt, p.UpdatedAt);
+}
+
+/// <summary>The fields of a provider that create and update commands share.</summary>
+internal interface IProviderFields
+{
+    string? Name { get; }
+
+    string? Kind { get; }
+
+    string? Endpoint { get; }
+
+    string? ChatModel { get; }
+
+    string? SummaryModel { get; }
+
+    string? EmbeddingModel { get; }
+
+    string? ApiKey { get; }
+
+    bool? IsDefault { get; }
+}
+
+/// <summary>Validation of a provider's fields (create and update share it). Messages never quote the key.</summary>
+internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
+    where T : IProviderFields
+{
+    protected ProviderFieldsValidator(IOptions<ProvidersOptions> options, OutboundNetwork network)
+    {
+        var o = options.Value;
+        RuleFor(r => r.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.");
+        RuleFor(r => r.Name).Must(n => n is null || n.Trim().Length <= o.MaxNameLength)
+            .WithMessage($"'name' may be at most {o.MaxNameLength} characters.").AsLimit();
+        RuleFor(r => r.Kind).Must(k => !string.IsNullOrWhiteSpace(k)).WithMessage($"'kind' is required: one of {string.Join(", ", ProviderKinds.All)}.");
+        RuleFor(r => r.Kind).Must(k => ProviderKinds.All.Contains(k)).When(r => !string.IsNullOrWhiteSpace(r.Kind))
+            .WithMessage(r => $"'kind' must be one of {string.Join(", ", ProviderKinds.All)} (was '{r.Kind}').");
+        RuleFor(r => r.Endpoint)
+            .Custom((endpoint, context) =>
+            {
+                var request = context.InstanceToValidate;
+                if (string.IsNullOrWhiteSpace(endpoint) && request.Kind != ProviderKinds.AzureOpenAi)
+                {
+                    return; // openai-compatible defaults to OpenAI's API
+                }
+
+                if (network.Check(endpoint, "endpoint", out _) is { } problem)
+                {
+                    context.AddFailure("endpoint", problem);
+                }
+            });
+        RuleFor(r => r.ChatModel).Must(m => !string.IsNullOrWhiteSpace(m)).WithMessage("'chatModel' is required (azure-openai: the deployment name).");
+        foreach (var (field, rule) in new[] { ("chatModel", RuleFor(r => r.ChatModel)), ("summaryModel", RuleFor(r => r.SummaryModel)), ("embeddingModel", RuleFor(r => r.EmbeddingModel)) })
+        {
+            rule.Must(m => m is null || m.Trim().Length <= o.MaxModelLength).WithMessage($"'{field}' may be at most {o.MaxModelLength} characters.").AsLimit();
+        }
+
+        RuleFor(r => r.ApiKey).Must(k => k is null || k.Length <= o.MaxApiKeyLength)
+            .WithMessage($"'apiKey' may be at most {o.MaxApiKeyLength} characters.").AsLimit();
+        RuleFor(r => r.ApiKey).Must(k => k is null || k.Length == 0 || (k.Trim() == k && !k.Any(char.IsControl)))
+            .WithMessage("'apiKey' must not contain spaces at its ends or control characters.");
+        RuleFor(r => r.ApiKey).Must(k => k != "").When(r => r.Kind == ProviderKinds.AzureOpenAi)
+            .WithMessage("'apiKey' is required for azure-openai.");
+    }
+}
+
+internal static class ProviderStore
+{
+    /// <summary>The endpoint to store: trimmed, OpenAI's API when an openai-compatible provider names none.</summary>
+    public static string Endpoint(IProviderFields request)
+        => string.IsNullOrWhiteSpace(request.Endpoint) ? ProviderKinds.OpenAiEndpoint : request.Endpoint.Trim().TrimEnd('/');
+
+    public static string? Optional(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
+
+    /// <summary>True when <paramref name="e"/> is PostgreSQL refusing a duplicate (the unique name index).</summary>
+    public static bool IsUniqueViolation(Exception e)
+    {
+        for (Exception? inner = e; inner is not null; inner = inner.InnerException)
+        {
+            if (inner is PostgresException { SqlState: PostgresErrorCodes.UniqueViolation })
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    /// <summary>Makes <paramref name="chosen"/> the tenant's only default.</summary>
+    public static void MakeDefault(IDocumentSession session, IEnumerable<ProviderSettings> all, ProviderSettings chosen)
+    {
+        foreach (var other in all.Where(p => p.Id != chosen.Id && p.IsDefault))
+        {
+            other.IsDefault = false;
+            session.Store(other);
+        }
+
+        chosen.IsDefault = true;
+    }
+}

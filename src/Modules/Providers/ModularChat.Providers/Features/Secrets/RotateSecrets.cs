@@ -1,0 +1,116 @@
+using JasperFx.CommandLine;
+using Marten;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
+using ModularChat.Providers.Clients;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Features.Secrets;
+
+/// <summary>What a key rotation did.</summary>
+/// <param name="KeyId">The new data-protection key every secret is now encrypted under.</param>
+/// <param name="Secrets">Secrets re-encrypted (API keys, MCP secret headers and environment values).</param>
+/// <param name="Unreadable">Secrets that could not be decrypted and were left as they were (their owners must set them again).</param>
+public sealed record SecretRotationResult(Guid KeyId, int Providers, int McpServers, int Secrets, int Unreadable);
+
+/// <summary>
+/// Key rotation: creates a new data-protection key, effective at once, and re-encrypts every stored secret of every
+/// tenant under it. Older keys stay in the ring (so anything not yet rewritten still decrypts) until they expire.
+/// </summary>
+internal sealed partial class SecretRotation(
+    IDocumentStore store, IKeyManager keys, SecretBox secrets, ProviderDirectory directory, IOptions<DataProtectionSettings> settings,
+    TimeProvider clock, ILogger<SecretRotation> logger)
+{
+    public async Task<SecretRotationResult> RotateAsync(CancellationToken cancellationToken)
+    {
+        var now = clock.GetUtcNow();
+        var key = keys.CreateNewKey(now, now + settings.Value.KeyLifetime);
+        List<ProviderSettings> providers;
+        List<McpServerConnection> servers;
+        await using (var query = store.QuerySession())
+        {
+            providers = [.. await query.Query<ProviderSettings>().Where(p => p.AnyTenant()).ToListAsync(cancellationToken)];
+            servers = [.. await query.Query<McpServerConnection>().Where(s => s.AnyTenant()).ToListAsync(cancellationToken)];
+        }
+
+        var rewritten = 0;
+        var unreadable = 0;
+        string Rewrap(string tenant, string cipher)
+        {
+            try
+            {
+                var again = secrets.Reprotect(tenant, cipher);
+                rewritten++;
+                return again;
+            }
+            catch (System.Security.Cryptography.CryptographicException)
+            {
+                unreadable++;
+                return cipher;
+            }
+        }
+
+        foreach (var tenant in providers.Select(p => p.TenantId).Concat(servers.Select(s => s.TenantId)).Distinct())
+        {
+            await using var session = store.LightweightSession(tenant);
+            foreach (var provider in providers.Where(p => p.TenantId == tenant && p.EncryptedApiKey is not null))
+            {
+                provider.EncryptedApiKey = Rewrap(tenant, provider.EncryptedApiKey!);
+                session.Store(provider);
+            }
+
+            foreach (var server in servers.Where(s => s.TenantId == tenant))
+            {
+                foreach (var secret in server.AllSecrets())
+                {
+                    secret.Cipher = Rewrap(tenant, secret.Cipher);
+                }
+
+                session.Store(server);
+            }
+
+            await session.SaveChangesAsync(cancellationToken);
+        }
+
+        directory.Clear();
+        LogRotated(logger, key.KeyId, rewritten, unreadable);
+        return new SecretRotationResult(key.KeyId, providers.Count, servers.Count, rewritten, unreadable);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Secrets rotated: new data-protection key {KeyId}; {Rewritten} secrets re-encrypted, {Unreadable} unreadable")]
+    private static partial void LogRotated(ILogger logger, Guid keyId, int rewritten, int unreadable);
+}
+
+internal static class RotateSecretsEndpoint
+{
+    public static void MapRotateSecrets(this IEndpointRouteBuilder app) =>
+        app.MapPost("/api/admin/secrets/rotate", async Task<Ok<SecretRotationResult>> (SecretRotation rotation, CancellationToken ct)
+                => TypedResults.Ok(await rotation.RotateAsync(ct)))
+            .RequireAuthorization(Policies.Admin)
+            .WithTags("Admin")
+            .WithName("RotateSecrets")
+            .WithSummary("Create a new encryption key and re-encrypt every stored secret under it (admin)")
+            .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status403Forbidden);
+}
+
+/// <summary><c>rotate-keys</c>: the same rotation from the command line, with the service's configuration.</summary>
+[Description("Create a new data-protection key and re-encrypt every stored provider key and MCP secret under it", Name = "rotate-keys")]
+public sealed class RotateKeysCommand : JasperFxAsyncCommand<NetCoreInput>
+{
+    public override async Task<bool> Execute(NetCoreInput input)
+    {
+        using var host = input.BuildHost();
+        var result = await host.Services.GetRequiredService<SecretRotation>().RotateAsync(CancellationToken.None);
+        Console.WriteLine($"new key {result.KeyId}: {result.Secrets} secrets re-encrypted ({result.Providers} providers, {result.McpServers} MCP servers), {result.Unreadable} unreadable");
+        return result.Unreadable == 0;
+    }
+}

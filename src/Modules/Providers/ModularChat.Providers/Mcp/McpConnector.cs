@@ -1,0 +1,155 @@
+using System.Net.Sockets;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using ModelContextProtocol;
+using ModelContextProtocol.Client;
+using ModelContextProtocol.Protocol;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Network;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Mcp;
+
+/// <summary>Connecting to an MCP server failed; the message is clear, bounded and free of secrets.</summary>
+internal sealed class McpConnectException(string message) : Exception(message);
+
+/// <summary>
+/// Opens MCP client sessions to a tenant's servers: stdio only for allowlisted commands (and with a minimal
+/// environment, never this service's own), HTTP transports through the SSRF-guarded client, every handshake bounded
+/// by <see cref="McpOptions.ConnectTimeout"/>. The SDK's own logging is off: its messages can carry headers.
+/// </summary>
+internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, IOptionsMonitor<McpOptions> options)
+{
+    /// <summary>Connects and completes the MCP handshake.</summary>
+    /// <exception cref="McpConnectException">The server could not be reached, refused, or did not answer in time.</exception>
+    public async Task<McpClient> ConnectAsync(McpServerConnection server, CancellationToken cancellationToken)
+    {
+        var settings = options.CurrentValue;
+        var secretValues = SecretValues(server);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(settings.ConnectTimeout);
+        try
+        {
+            var transport = Transport(server, settings);
+            return await McpClient.CreateAsync(transport, new McpClientOptions
+            {
+                ClientInfo = new Implementation { Name = "ModularChat", Version = "1.0" },
+                InitializationTimeout = settings.ConnectTimeout,
+            }, NullLoggerFactory.Instance, deadline.Token);
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new McpConnectException(Describe(e, server, settings.ConnectTimeout, secretValues));
+        }
+    }
+
+    /// <summary>The decrypted secret values of <paramref name="server"/> (to scrub them from error texts).</summary>
+    public IReadOnlyList<string> SecretValues(McpServerConnection server)
+        => server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList();
+
+    private IClientTransport Transport(McpServerConnection server, McpOptions settings)
+    {
+        if (server.Transport == McpTransports.Stdio)
+        {
+            if (!settings.Stdio.Enabled)
+            {
+                throw new McpConnectException("The stdio transport is disabled on this server (Mcp:Stdio:Enabled).");
+            }
+
+            if (server.Command is null || !settings.Stdio.AllowedCommands.Contains(server.Command, StringComparer.Ordinal))
+            {
+                throw new McpConnectException($"The command '{server.Command}' is not on this server's allowlist (Mcp:Stdio:AllowedCommands).");
+            }
+
+            // A minimal environment (PATH, HOME, ...) plus the server's own variables: never this service's configuration and keys.
+            var environment = StdioClientTransportOptions.GetDefaultEnvironmentVariables();
+            foreach (var (name, value) in server.Environment)
+            {
+                environment[name] = value;
+            }
+
+            foreach (var (name, secret) in server.SecretEnvironment)
+            {
+                environment[name] = secrets.Unprotect(server.TenantId, secret.Cipher, "MCP secret");
+            }
+
+            return new StdioClientTransport(new StdioClientTransportOptions
+            {
+                Name = server.Name,
+                Command = server.Command,
+                Arguments = server.Arguments,
+                InheritEnvironmentVariables = false,
+                EnvironmentVariables = environment,
+                ShutdownTimeout = TimeSpan.FromSeconds(2),
+            }, NullLoggerFactory.Instance);
+        }
+
+        var headers = new Dictionary<string, string>(server.Headers, StringComparer.OrdinalIgnoreCase);
+        foreach (var (name, secret) in server.SecretHeaders)
+        {
+            headers[name] = secrets.Unprotect(server.TenantId, secret.Cipher, "MCP secret header");
+        }
+
+        if (network.Check(server.Url, "url", out var url) is { } problem)
+        {
+            throw new McpConnectException(problem);
+        }
+
+        return new HttpClientTransport(new HttpClientTransportOptions
+        {
+            Name = server.Name,
+            Endpoint = url!,
+            TransportMode = server.Transport == McpTransports.Sse ? HttpTransportMode.Sse : HttpTransportMode.StreamableHttp,
+            AdditionalHeaders = headers,
+            ConnectionTimeout = settings.ConnectTimeout,
+        }, network.Client, NullLoggerFactory.Instance, ownsHttpClient: false);
+    }
+
+    /// <summary>A clear, secret-free sentence for what went wrong.</summary>
+    public static string Describe(Exception error, McpServerConnection server, TimeSpan timeout, IEnumerable<string> secretValues)
+    {
+        var where = server.Transport == McpTransports.Stdio ? $"the program '{server.Command}'" : $"{server.Url}";
+        var message = error switch
+        {
+            McpConnectException known => known.Message,
+            OperationCanceledException or TimeoutException => $"No answer from {where} within {timeout.TotalSeconds:0.#} s (Mcp:ConnectTimeout).",
+            _ when Inner<SocketException>(error) is { } socket => socket.SocketErrorCode switch
+            {
+                SocketError.ConnectionRefused => $"The connection to {where} was refused: nothing is listening there.",
+                SocketError.HostNotFound or SocketError.NoData => $"The host of {where} was not found.",
+                SocketError.TimedOut => $"Connecting to {where} timed out.",
+                _ => $"Could not connect to {where}: {socket.SocketErrorCode}.",
+            },
+            _ when Inner<HttpRequestException>(error) is { StatusCode: { } status } => $"{where} answered HTTP {(int)status} ({status}) instead of speaking MCP.",
+            _ when Inner<HttpRequestException>(error) is { } http => $"Could not connect to {where}: {http.Message}",
+            McpException mcp => $"{where} failed the MCP handshake: {mcp.Message}",
+            _ => $"Could not connect to {where}: {Innermost(error).Message}",
+        };
+        message = Redaction.Scrub(message, secretValues);
+        return message.Length > 1000 ? message[..1000] + "..." : message;
+    }
+
+    private static T? Inner<T>(Exception? e)
+        where T : Exception
+    {
+        for (; e is not null; e = e.InnerException)
+        {
+            if (e is T t)
+            {
+                return t;
+            }
+        }
+
+        return null;
+    }
+
+    private static Exception Innermost(Exception e)
+    {
+        while (e.InnerException is not null)
+        {
+            e = e.InnerException;
+        }
+
+        return e;
+    }
+}

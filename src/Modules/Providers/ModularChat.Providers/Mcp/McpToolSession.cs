@@ -1,0 +1,198 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Marten;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
+using ModelContextProtocol.Client;
+using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Providers.Domain;
+
+namespace ModularChat.Providers.Mcp;
+
+/// <summary>Where a tool offered to the model comes from.</summary>
+internal sealed record ToolOrigin(string Server, string Tool);
+
+/// <summary>
+/// The MCP tools of one chat turn. The model sees each server's cached tool list (refreshed by a test); a server is
+/// connected only when the model calls one of its tools, once per turn, and every connection ends with the turn.
+/// </summary>
+internal sealed partial class McpToolSession : IAsyncDisposable
+{
+    private readonly McpConnector _connector;
+    private readonly ProvidersMetrics _metrics;
+    private readonly McpOptions _options;
+    private readonly int _maxResultLength;
+    private readonly Dictionary<Guid, Task<McpClient>> _clients = [];
+    private readonly Lock _gate = new();
+    private readonly List<AITool> _tools = [];
+    private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
+
+    private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength)
+    {
+        _connector = connector;
+        _metrics = metrics;
+        _options = options;
+        _maxResultLength = maxResultLength;
+    }
+
+    public IReadOnlyList<AITool> Tools => _tools;
+
+    public IReadOnlyDictionary<string, ToolOrigin> Origins => _origins;
+
+    /// <summary>
+    /// The tools of <paramref name="servers"/>. A server that was never listed is listed now (and its list stored);
+    /// one that cannot be reached is left out of the turn rather than failing it.
+    /// </summary>
+    public static async Task<McpToolSession> OpenAsync(
+        IReadOnlyList<McpServerConnection> servers, McpConnector connector, IDocumentStore store, ProvidersMetrics metrics,
+        McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
+    {
+        var session = new McpToolSession(connector, metrics, options, maxResultLength);
+        foreach (var server in servers)
+        {
+            var tools = server.Tools;
+            if (tools is null)
+            {
+                try
+                {
+                    var client = await session.ClientAsync(server, cancellationToken);
+                    using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                    deadline.CancelAfter(options.ConnectTimeout);
+                    var listed = await client.ListToolsAsync(cancellationToken: deadline.Token);
+                    tools = listed.Select(t => new McpToolInfo { Name = t.Name, Description = t.Description, InputSchema = t.ProtocolTool.InputSchema.GetRawText() }).ToList();
+                    await using var write = store.LightweightSession(server.TenantId);
+                    server.Tools = tools;
+                    server.ToolsRefreshedAt = clock.GetUtcNow();
+                    write.Store(server);
+                    await write.SaveChangesAsync(cancellationToken);
+                }
+                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+                {
+                    LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, options.ConnectTimeout, []));
+                    continue;
+                }
+            }
+
+            foreach (var tool in tools)
+            {
+                var exposed = ExposedName(tool.Name);
+                if (session._origins.ContainsKey(exposed))
+                {
+                    exposed = ExposedName(server.Name + "_" + tool.Name);
+                }
+
+                if (session._origins.TryAdd(exposed, new ToolOrigin(server.Name, tool.Name)))
+                {
+                    session._tools.Add(new McpToolFunction(session, server, tool, exposed));
+                }
+            }
+        }
+
+        return session;
+    }
+
+    private Task<McpClient> ClientAsync(McpServerConnection server, CancellationToken cancellationToken)
+    {
+        lock (_gate)
+        {
+            if (!_clients.TryGetValue(server.Id, out var client) || client.IsFaulted || client.IsCanceled)
+            {
+                // Not bound to the first caller's token: a later tool call of the same turn may reuse the connection.
+                client = _connector.ConnectAsync(server, CancellationToken.None);
+                _clients[server.Id] = client;
+            }
+
+            return client.WaitAsync(cancellationToken);
+        }
+    }
+
+    /// <summary>OpenAI function names: letters, digits, '_' and '-', at most 64.</summary>
+    private static string ExposedName(string name)
+    {
+        var safe = UnsafeNameCharacters().Replace(name, "_");
+        return safe.Length > 64 ? safe[..64] : safe.Length == 0 ? "tool" : safe;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Task<McpClient>[] clients;
+        lock (_gate)
+        {
+            clients = [.. _clients.Values];
+        }
+
+        foreach (var client in clients)
+        {
+            try
+            {
+                await (await client).DisposeAsync();
+            }
+            catch (Exception e) when (e is McpConnectException or OperationCanceledException or IOException or InvalidOperationException)
+            {
+                // It never connected, or it is gone already.
+            }
+        }
+    }
+
+    [GeneratedRegex("[^A-Za-z0-9_-]")]
+    private static partial Regex UnsafeNameCharacters();
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "MCP server {Server} is left out of this chat turn: {Reason}")]
+    private static partial void LogServerSkipped(ILogger logger, string server, string reason);
+
+    /// <summary>One MCP tool as the model sees it; calling it calls the server.</summary>
+    private sealed class McpToolFunction(McpToolSession session, McpServerConnection server, McpToolInfo tool, string exposedName) : AIFunction
+    {
+        private readonly JsonElement _schema = JsonDocument.Parse(tool.InputSchema).RootElement.Clone();
+
+        public override string Name => exposedName;
+
+        public override string Description => tool.Description ?? "";
+
+        public override JsonElement JsonSchema => _schema;
+
+        protected override async ValueTask<object?> InvokeCoreAsync(AIFunctionArguments arguments, CancellationToken cancellationToken)
+        {
+            using var activity = ModularChatTelemetry.ActivitySource.StartActivity("mcp tool call", ActivityKind.Client);
+            activity?.SetTag("mcp.server", server.Name);
+            activity?.SetTag("mcp.tool", tool.Name);
+            var started = Stopwatch.GetTimestamp();
+            var ok = false;
+            try
+            {
+                var client = await session.ClientAsync(server, cancellationToken);
+                using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+                deadline.CancelAfter(session._options.ToolCallTimeout);
+                var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
+                var text = string.Join("\n", result.Content.Select(Describe));
+                ok = result.IsError != true;
+                text = ok ? text : "The tool reported an error: " + text;
+                return text.Length > session._maxResultLength ? text[..session._maxResultLength] + " [cut]" : text;
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new TimeoutException($"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.");
+            }
+            finally
+            {
+                session._metrics.ToolCall(server.Name, tool.Name, ok, Stopwatch.GetElapsedTime(started));
+                if (!ok)
+                {
+                    activity?.SetStatus(ActivityStatusCode.Error);
+                }
+            }
+        }
+
+        private static string Describe(ContentBlock block) => block switch
+        {
+            TextContentBlock text => text.Text,
+            ImageContentBlock image => $"[image {image.MimeType}]",
+            AudioContentBlock audio => $"[audio {audio.MimeType}]",
+            EmbeddedResourceBlock resource => resource.Resource is TextResourceContents t ? t.Text : $"[resource {resource.Resource.Uri}]",
+            ResourceLinkBlock link => $"[resource {link.Uri}]",
+            _ => $"[{block.Type}]",
+        };
+    }
+}

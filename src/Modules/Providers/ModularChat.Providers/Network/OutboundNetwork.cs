@@ -1,0 +1,133 @@
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.Extensions.Options;
+
+namespace ModularChat.Providers.Network;
+
+/// <summary>
+/// Every outbound connection to a tenant-chosen URL (provider endpoints, MCP servers) goes through one HttpClient
+/// whose connections are checked after DNS resolution: unless <see cref="OutboundNetworkOptions.AllowPrivateNetworks"/>,
+/// loopback, private, link-local and other non-public addresses are refused (server-side request forgery).
+/// </summary>
+internal sealed class OutboundNetwork : IDisposable
+{
+    private readonly IOptionsMonitor<OutboundNetworkOptions> _options;
+    private readonly Lazy<HttpClient> _client;
+
+    public OutboundNetwork(IOptionsMonitor<OutboundNetworkOptions> options)
+    {
+        _options = options;
+        _client = new Lazy<HttpClient>(() => new HttpClient(CreateHandler(), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan });
+    }
+
+    /// <summary>The shared client (callers set their own timeouts with cancellation tokens).</summary>
+    public HttpClient Client => _client.Value;
+
+    /// <summary>Null when <paramref name="url"/> is an acceptable target, else why not (for a 400 naming the field).</summary>
+    public string? Check(string? url, string field, out Uri? uri)
+    {
+        uri = null;
+        if (string.IsNullOrWhiteSpace(url))
+        {
+            return $"'{field}' is required.";
+        }
+
+        if (!Uri.TryCreate(url.Trim(), UriKind.Absolute, out var parsed) || parsed.Scheme is not ("http" or "https") || string.IsNullOrEmpty(parsed.Host))
+        {
+            return $"'{field}' must be an absolute http(s) URL.";
+        }
+
+        if (!string.IsNullOrEmpty(parsed.UserInfo))
+        {
+            return $"'{field}' must not carry credentials: put API keys in 'apiKey' or secret headers.";
+        }
+
+        var settings = _options.CurrentValue;
+        if (parsed.Scheme == "http" && !settings.AllowHttp)
+        {
+            return $"'{field}' must use https (OutboundNetwork:AllowHttp is off).";
+        }
+
+        if (!settings.AllowPrivateNetworks && (parsed.IsLoopback || (IPAddress.TryParse(parsed.DnsSafeHost, out var address) && !IsPublic(address))))
+        {
+            return $"'{field}' points to a loopback or private-network address, which this server does not connect to (OutboundNetwork:AllowPrivateNetworks).";
+        }
+
+        uri = parsed;
+        return null;
+    }
+
+    /// <summary>Whether <paramref name="address"/> is on the public internet.</summary>
+    public static bool IsPublic(IPAddress address)
+    {
+        if (address.IsIPv4MappedToIPv6)
+        {
+            address = address.MapToIPv4();
+        }
+
+        if (IPAddress.IsLoopback(address) || address.Equals(IPAddress.Any) || address.Equals(IPAddress.IPv6Any) || address.Equals(IPAddress.Broadcast))
+        {
+            return false;
+        }
+
+        if (address.AddressFamily == AddressFamily.InterNetwork)
+        {
+            var b = address.GetAddressBytes();
+            return !(b[0] == 0 || b[0] == 10 || b[0] == 127
+                || (b[0] == 100 && b[1] >= 64 && b[1] <= 127) // carrier-grade NAT
+                || (b[0] == 169 && b[1] == 254) // link-local, cloud metadata services
+                || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
+                || (b[0] == 192 && b[1] == 168)
+                || (b[0] == 192 && b[1] == 0 && b[2] == 0)
+                || (b[0] == 198 && (b[1] == 18 || b[1] == 19)) // benchmarking
+                || b[0] >= 224); // multicast and reserved
+        }
+
+        var v6 = address.GetAddressBytes();
+        return !(address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast
+            || (v6[0] & 0xFE) == 0xFC); // unique local fc00::/7
+    }
+
+    private SocketsHttpHandler CreateHandler() => new()
+    {
+        AllowAutoRedirect = false,
+        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+        ConnectTimeout = TimeSpan.FromSeconds(15),
+        ConnectCallback = ConnectAsync,
+    };
+
+    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
+    {
+        var host = context.DnsEndPoint.Host;
+        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        if (!_options.CurrentValue.AllowPrivateNetworks)
+        {
+            addresses = addresses.Where(IsPublic).ToArray();
+            if (addresses.Length == 0)
+            {
+                throw new HttpRequestException(
+                    $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).");
+            }
+        }
+
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(addresses, context.DnsEndPoint.Port, cancellationToken);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_client.IsValueCreated)
+        {
+            _client.Value.Dispose();
+        }
+    }
+}

@@ -1,0 +1,95 @@
+using FluentValidation;
+using JasperFx;
+using Marten;
+using Marten.Schema;
+using Marten.Schema.Indexing.Unique;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Options;
+using ModularChat.Providers.Clients;
+using ModularChat.Providers.Contracts;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Chat;
+using ModularChat.Providers.Features.McpServers;
+using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Features.Secrets;
+using ModularChat.Providers.Mcp;
+using ModularChat.Providers.Network;
+using ModularChat.Providers.Secrets;
+using Wolverine;
+
+// The rotate-keys command lives in this module; JasperFx looks for commands in assemblies that say so.
+[assembly: JasperFxAssembly]
+
+namespace ModularChat.Providers;
+
+/// <summary>The Providers module's wiring: the Host calls only these.</summary>
+public static class ProvidersModule
+{
+    /// <summary>Services, options and validators of the module, and Data Protection for stored secrets.</summary>
+    public static IServiceCollection AddProvidersModule(this IServiceCollection services)
+    {
+        services.AddValidatedOptions<ProvidersOptions, ProvidersOptionsValidator>(ProvidersOptions.Section);
+        services.AddValidatedOptions<OutboundNetworkOptions, OutboundNetworkOptionsValidator>(OutboundNetworkOptions.Section);
+        services.AddValidatedOptions<ChatTurnOptions, ChatTurnOptionsValidator>(ChatTurnOptions.Section);
+        services.AddValidatedOptions<McpOptions, McpOptionsValidator>(McpOptions.Section);
+        services.AddValidatorsFromAssemblyContaining<ProvidersOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
+        services.AddSecretProtection();
+
+        services.AddSingleton<ProvidersMetrics>();
+        services.AddSingleton<OutboundNetwork>();
+        services.AddSingleton<ProviderDirectory>();
+        services.AddSingleton<ModelClients>();
+        services.AddSingleton<McpConnector>();
+        services.AddSingleton<SecretRotation>();
+        // Other modules fall back to NoTenantAiClients (TryAdd) when this module is absent; this registration wins.
+        services.AddSingleton<ITenantAiClients, TenantAiClients>();
+        services.AddScoped<ChatContextAssembler>();
+        services.AddScoped<ChatTurns>();
+        return services;
+    }
+
+    /// <summary>Documents and indexes of the module.</summary>
+    public static StoreOptions ConfigureProviders(this StoreOptions options)
+    {
+        // Names are unique per tenant; the database itself refuses a duplicate.
+        options.Schema.For<ProviderSettings>()
+            .Duplicate(p => p.NormalizedName, notNull: true)
+            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_provider_settings_name", TenancyScope.PerTenant, p => p.NormalizedName);
+        options.Schema.For<McpServerConnection>()
+            .Duplicate(s => s.NormalizedName, notNull: true)
+            .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_mcp_server_name", TenancyScope.PerTenant, s => s.NormalizedName);
+        // The key ring is the deployment's, not a tenant's.
+        options.Schema.For<DataProtectionKeyDocument>().SingleTenanted();
+        return options;
+    }
+
+    /// <summary>Lets Wolverine find the module's message handlers (none yet).</summary>
+    public static WolverineOptions ConfigureProviders(this WolverineOptions options)
+    {
+        options.Discovery.IncludeAssembly(typeof(ProvidersModule).Assembly);
+        return options;
+    }
+
+    /// <summary>The module's REST endpoints: <c>/api/providers</c>, <c>/api/mcp-servers</c>, the chat endpoint and key rotation.</summary>
+    public static IEndpointRouteBuilder MapProvidersEndpoints(this IEndpointRouteBuilder app)
+    {
+        var providers = app.MapGroup("/api/providers").WithTags("Providers").RequireAuthorization();
+        providers.MapCreateProvider();
+        providers.MapReadProviders();
+        providers.MapUpdateProvider();
+        providers.MapDeleteProvider();
+        providers.MapTestProvider();
+
+        var mcp = app.MapGroup("/api/mcp-servers").WithTags("MCP servers").RequireAuthorization();
+        mcp.MapCreateMcpServer();
+        mcp.MapReadMcpServers();
+        mcp.MapTestMcpServer();
+
+        app.MapGroup("/api/conversations").WithTags("Chat").RequireAuthorization().MapChat();
+        app.MapRotateSecrets();
+        return app;
+    }
+}

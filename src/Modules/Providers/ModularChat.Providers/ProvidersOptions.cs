@@ -1,0 +1,164 @@
+using FluentValidation;
+
+namespace ModularChat.Providers;
+
+/// <summary>LLM provider settings handling (section <c>Providers</c>).</summary>
+public sealed class ProvidersOptions
+{
+    public const string Section = "Providers";
+
+    /// <summary>
+    /// How long a tenant's provider settings (with their decrypted keys) stay in this process's memory. Changes made
+    /// through this node drop them at once; other nodes see a change when their copy expires, so keep this short.
+    /// </summary>
+    public TimeSpan CacheDuration { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Timeout of one model call (one request to the provider).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(100);
+
+    /// <summary>Retries of a model call on 429/5xx/network errors (the OpenAI client's backoff).</summary>
+    public int MaxRetries { get; set; } = 1;
+
+    /// <summary>Timeout of <c>POST /api/providers/{id}/test</c>.</summary>
+    public TimeSpan TestTimeout { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>What the provider test asks the model.</summary>
+    public string TestPrompt { get; set; } = "Reply with the single word OK.";
+
+    /// <summary>Most providers per tenant (422 beyond).</summary>
+    public int MaxProvidersPerTenant { get; set; } = 20;
+
+    public int MaxNameLength { get; set; } = 100;
+
+    public int MaxModelLength { get; set; } = 200;
+
+    public int MaxApiKeyLength { get; set; } = 4096;
+}
+
+internal sealed class ProvidersOptionsValidator : AbstractValidator<ProvidersOptions>
+{
+    public ProvidersOptionsValidator()
+    {
+        RuleFor(o => o.CacheDuration).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromHours(1));
+        RuleFor(o => o.RequestTimeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(30));
+        RuleFor(o => o.TestTimeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10));
+        RuleFor(o => o.MaxRetries).InclusiveBetween(0, 10);
+        RuleFor(o => o.TestPrompt).NotEmpty();
+        RuleFor(o => o.MaxProvidersPerTenant).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.MaxNameLength).InclusiveBetween(1, 1000);
+        RuleFor(o => o.MaxModelLength).InclusiveBetween(1, 1000);
+        RuleFor(o => o.MaxApiKeyLength).InclusiveBetween(16, 100_000);
+    }
+}
+
+/// <summary>Outbound connections to provider endpoints and MCP servers (section <c>OutboundNetwork</c>).</summary>
+/// <remarks>
+/// Provider endpoints and MCP URLs are chosen by tenants, so every connection is a possible server-side request
+/// forgery. Unless allowed here, connections to loopback, private (RFC 1918, unique-local), link-local (cloud
+/// metadata services) and other non-public addresses are refused, both when a URL is stored (literal addresses)
+/// and when a connection is made (after DNS resolution, so a public name that resolves to a private address is
+/// refused too).
+/// </remarks>
+public sealed class OutboundNetworkOptions
+{
+    public const string Section = "OutboundNetwork";
+
+    /// <summary>Allow loopback and private-network targets (local Ollama, vLLM, LM Studio, in-house MCP servers, tests).</summary>
+    public bool AllowPrivateNetworks { get; set; }
+
+    /// <summary>Allow http:// URLs besides https:// (off in production unless the targets are trusted).</summary>
+    public bool AllowHttp { get; set; } = true;
+}
+
+internal sealed class OutboundNetworkOptionsValidator : AbstractValidator<OutboundNetworkOptions>;
+
+/// <summary>Chat turns (section <c>Chat</c>).</summary>
+public sealed class ChatTurnOptions
+{
+    public const string Section = "Chat";
+
+    /// <summary>Most model rounds of tool calls in one turn before the model must answer.</summary>
+    public int MaxToolRounds { get; set; } = 8;
+
+    /// <summary>Token budget of the context sent to the model (summary + recent messages), unless a model has its own.</summary>
+    public int ContextTokenBudget { get; set; } = 8000;
+
+    /// <summary>Per-model budgets, by model name (e.g. <c>"gpt-4o": 100000</c>).</summary>
+    public Dictionary<string, int> ModelContextBudgets { get; set; } = new(StringComparer.OrdinalIgnoreCase);
+
+    /// <summary>Most recent messages read to fill the budget.</summary>
+    public int MaxContextMessages { get; set; } = 200;
+
+    /// <summary>The system prompt that starts every context (empty: none).</summary>
+    public string SystemPrompt { get; set; } = "You are a helpful assistant.";
+
+    /// <summary>Longest tool result stored as a message (longer results are cut; keep it under Conversations:MaxContentLength).</summary>
+    public int MaxStoredToolResultLength { get; set; } = 20_000;
+
+    /// <summary>Longest tool result handed back to the model.</summary>
+    public int MaxToolResultLength { get; set; } = 50_000;
+
+    /// <summary>Longest user message content (the Conversations limits apply too).</summary>
+    public int MaxContentLength { get; set; } = 100_000;
+
+    public int BudgetFor(string model) => ModelContextBudgets.TryGetValue(model, out var budget) ? budget : ContextTokenBudget;
+}
+
+internal sealed class ChatTurnOptionsValidator : AbstractValidator<ChatTurnOptions>
+{
+    public ChatTurnOptionsValidator()
+    {
+        RuleFor(o => o.MaxToolRounds).InclusiveBetween(1, 100);
+        RuleFor(o => o.ContextTokenBudget).InclusiveBetween(100, 10_000_000);
+        RuleForEach(o => o.ModelContextBudgets).Must(b => b.Value is >= 100 and <= 10_000_000).WithMessage("budgets must be between 100 and 10,000,000 tokens");
+        RuleFor(o => o.MaxContextMessages).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.MaxStoredToolResultLength).InclusiveBetween(100, 10_000_000);
+        RuleFor(o => o.MaxToolResultLength).InclusiveBetween(100, 10_000_000);
+        RuleFor(o => o.MaxContentLength).InclusiveBetween(1, 10_000_000);
+    }
+}
+
+/// <summary>MCP tool servers (section <c>Mcp</c>).</summary>
+public sealed class McpOptions
+{
+    public const string Section = "Mcp";
+
+    /// <summary>Time allowed to connect and complete the MCP handshake (test and chat).</summary>
+    public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>Time allowed for one tool call.</summary>
+    public TimeSpan ToolCallTimeout { get; set; } = TimeSpan.FromSeconds(60);
+
+    /// <summary>Most MCP servers per tenant (422 beyond).</summary>
+    public int MaxServersPerTenant { get; set; } = 20;
+
+    public int MaxHeaders { get; set; } = 20;
+
+    public int MaxArguments { get; set; } = 50;
+
+    /// <summary>Running programs on this server for tenants: off unless enabled, and only the listed commands.</summary>
+    public McpStdioOptions Stdio { get; set; } = new();
+}
+
+/// <summary>The stdio transport (section <c>Mcp:Stdio</c>).</summary>
+public sealed class McpStdioOptions
+{
+    /// <summary>Allow stdio MCP servers at all (default off: stdio runs a program on this server).</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>Commands tenants may run, compared exactly (use full paths).</summary>
+    public List<string> AllowedCommands { get; set; } = [];
+}
+
+internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
+{
+    public McpOptionsValidator()
+    {
+        RuleFor(o => o.ConnectTimeout).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RuleFor(o => o.ToolCallTimeout).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(30));
+        RuleFor(o => o.MaxServersPerTenant).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.MaxHeaders).InclusiveBetween(0, 1000);
+        RuleFor(o => o.MaxArguments).InclusiveBetween(0, 1000);
+        RuleForEach(o => o.Stdio.AllowedCommands).NotEmpty().OverridePropertyName("Stdio.AllowedCommands");
+    }
+}

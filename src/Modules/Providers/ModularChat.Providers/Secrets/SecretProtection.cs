@@ -1,0 +1,36 @@
+using Microsoft.AspNetCore.DataProtection;
+using Microsoft.AspNetCore.DataProtection.KeyManagement;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Options;
+using Marten;
+
+namespace ModularChat.Providers.Secrets;
+
+internal static class SecretProtection
+{
+    /// <summary>Data Protection with its key ring in PostgreSQL, each key encrypted with the master key.</summary>
+    public static IServiceCollection AddSecretProtection(this IServiceCollection services)
+    {
+        services.AddValidatedOptions<DataProtectionSettings, DataProtectionSettingsValidator>(DataProtectionSettings.Section);
+        services.AddSingleton<IValidateOptions<DataProtectionSettings>, MasterKeyRequired>();
+        services.AddDataProtection().SetApplicationName("ModularChat");
+        services.AddSingleton<IConfigureOptions<KeyManagementOptions>, KeyRingInPostgres>();
+        services.AddSingleton<SecretBox>();
+        return services;
+    }
+
+    private sealed class KeyRingInPostgres(IDocumentStore store, IOptions<DataProtectionSettings> settings) : IConfigureOptions<KeyManagementOptions>
+    {
+        public void Configure(KeyManagementOptions options)
+        {
+            options.XmlRepository = new PostgresXmlRepository(store);
+            options.NewKeyLifetime = settings.Value.KeyLifetime;
+            // Without a master key (Development only, enforced at start) keys are stored unencrypted, and Data Protection says so in its log.
+            if (settings.Value.MasterKeyBytes() is { } masterKey)
+            {
+                options.XmlEncryptor = new MasterKeyXmlEncryptor(masterKey);
+            }
+        }
+    }
+}

@@ -1,0 +1,314 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Providers.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class ChatTests(ProvidersApp app)
+{
+    /// <summary>Each test answers only its own requests: the fake model serves every test of the collection.</summary>
+    private static string Marker() => "m" + Guid.NewGuid().ToString("N")[..12];
+
+    [Fact]
+    public async Task Without_a_provider_chat_answers_409_explaining_how_to_add_one_and_stores_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await client.StartConversationAsync();
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?" })).ShouldBeProblem(409);
+
+        Assert.Contains("POST /api/providers", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Empty(await client.MessagesAsync(conversation));
+    }
+
+    [Fact]
+    public async Task A_chat_turn_stores_the_user_message_and_the_answer_with_its_token_usage()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("Lisbon is lovely in May.", PromptTokens: 42, CompletionTokens: 7), app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} When should I visit Lisbon?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        Assert.Equal("Lisbon is lovely in May.", turn.Answer.Content);
+        Assert.Equal(1, turn.UserMessage.Sequence);
+        Assert.Equal(2, turn.Answer.Sequence);
+        Assert.Equal(42, turn.Usage.InputTokens);
+        Assert.Equal(7, turn.Usage.OutputTokens);
+        Assert.Equal("fake", turn.Provider);
+        Assert.Empty(turn.ToolCalls);
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("42", messages[1].Metadata!["inputTokens"]);
+        Assert.Equal("7", messages[1].Metadata!["outputTokens"]);
+        Assert.Equal("fake-model", messages[1].Metadata!["model"]);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-chat-key-0123456789abc" && r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_tool_round_trip_inside_a_chat_turn_calls_the_mcp_tool_and_stores_the_call_and_its_result()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("2 + 3 = " + request.Messages.Last(m => m?["role"]?.ToString() == "tool")!["content"])
+            : FakeReply.Calls(new FakeToolCall("call_1", "add", """{"a":2,"b":3}""")), app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} what is 2 + 3?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        Assert.Equal("2 + 3 = 5", turn.Answer.Content);
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.Equal(("calculator", "add", "5", false), (call.Server, call.Tool, call.Result, call.Failed));
+        var offered = app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+        Assert.Contains("add", offered.ToolNames);
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("tool_call", messages[1].Metadata!["kind"]);
+        Assert.Contains("\"a\"", messages[1].Content, StringComparison.Ordinal);
+        Assert.Equal(("tool_result", "5", "calculator"), (messages[2].Metadata!["kind"], messages[2].Content, messages[2].Metadata!["server"]));
+        Assert.Equal(call.CallSequence, messages[1].Sequence);
+        Assert.Equal(call.ResultSequence, messages[2].Sequence);
+    }
+
+    [Fact]
+    public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["GREETING"] = "hello from the tenant" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("done")
+            : FakeReply.Calls(
+                new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
+                new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}""")), app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} env?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        Assert.Equal(["hello from the tenant", "(unset)"], turn.ToolCalls.Select(c => c.Result));
+    }
+
+    [Fact]
+    public async Task A_streamed_answer_arrives_as_server_sent_events_and_is_stored_when_the_stream_ends()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("One two three four.", PromptTokens: 11, CompletionTokens: 4), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat")
+        {
+            Content = JsonContent($"{marker} count"),
+        };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("text/event-stream", response.Content.Headers.ContentType?.MediaType);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+        var deltas = events.Where(e => e.Name == "delta").Select(e => e.Data.GetProperty("text").GetString()).ToList();
+        Assert.True(deltas.Count >= 4, "the answer should arrive in pieces");
+        Assert.Equal("One two three four.", string.Concat(deltas));
+        var done = events.Last();
+        Assert.Equal("done", done.Name);
+        Assert.Equal("One two three four.", done.Data.GetProperty("answer").GetProperty("content").GetString());
+        Assert.Equal(11, done.Data.GetProperty("usage").GetProperty("inputTokens").GetInt64());
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("One two three four.", messages[1].Content);
+        Assert.Equal("4", messages[1].Metadata!["outputTokens"]);
+    }
+
+    [Fact]
+    public async Task A_streamed_turn_with_a_tool_call_reports_the_call_and_its_result()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new { name = "echoes", transport = "sse", url = app.Mcp.SseUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("It said ping.")
+            : FakeReply.Calls(new FakeToolCall("call_e", "echo", """{"text":"ping"}""")), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} echo") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+
+        Assert.Equal(["tool-call", "tool-result"], events.Where(e => e.Name.StartsWith("tool", StringComparison.Ordinal)).Select(e => e.Name));
+        Assert.Equal("echo", events.First(e => e.Name == "tool-call").Data.GetProperty("tool").GetString());
+        Assert.Equal("It said ping.", events.Last().Data.GetProperty("answer").GetProperty("content").GetString());
+        Assert.Equal(["user", "tool", "tool", "assistant"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var words = string.Join(' ', Enumerable.Range(1, 200).Select(i => "word" + i));
+        app.Model.Responder = Answer(marker, _ => new FakeReply(words, ChunkDelay: TimeSpan.FromMilliseconds(50)), app.Model.Responder);
+        var abortedBefore = app.Model.AbortedRequests;
+
+        using var cancel = new CancellationTokenSource();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using (var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token))
+        {
+            var stream = await response.Content.ReadAsStreamAsync(cancel.Token);
+            var buffer = new byte[256];
+            var read = await stream.ReadAsync(buffer, cancel.Token);
+            Assert.Contains("event: delta", Encoding.UTF8.GetString(buffer, 0, read), StringComparison.Ordinal);
+            await cancel.CancelAsync();
+        }
+
+        // The model call is cancelled: the fake model sees its client go away long before it would have finished (10 s).
+        await Eventually(() => app.Model.AbortedRequests > abortedBefore, TimeSpan.FromSeconds(8));
+        await Task.Delay(500);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Theory]
+    [InlineData(401, "Incorrect API key provided: sk-leaky-key-55556666.")]
+    [InlineData(500, "The server had an error while processing your request (key sk-leaky-key-55556666).")]
+    public async Task A_provider_error_answers_502_and_stores_nothing_but_the_user_message(int status, string message)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-leaky-key-55556666");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => FakeReply.Error(status, message), app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" });
+        var body = await response.Content.ReadAsStringAsync();
+        var problem = await response.ShouldBeProblem(502);
+
+        Assert.Equal(status, problem.GetProperty("providerStatus").GetInt32());
+        Assert.Contains($"HTTP {status}", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-leaky-key-55556666", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs, l => l.Contains("sk-leaky-key-55556666", StringComparison.Ordinal));
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_provider_error_before_the_first_token_of_a_stream_still_answers_a_problem()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => FakeReply.Error(500, "boom"), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} hi") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        var response = await client.SendAsync(request);
+
+        await response.ShouldBeProblem(502);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_provider_that_does_not_answer_in_time_answers_504()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("late", Delay: TimeSpan.FromSeconds(8)), app.Model.Responder);
+
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" })).ShouldBeProblem(504);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task The_context_holds_the_latest_messages_within_the_token_budget_and_leaves_tool_messages_out()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var history = Enumerable.Range(1, 40).Select(i => new
+        {
+            role = i % 10 == 0 ? "tool" : i % 2 == 1 ? "user" : "assistant",
+            content = $"message number {i} " + string.Join(' ', Enumerable.Repeat("filler", 20)),
+        }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages = history })).EnsureSuccessStatusCode();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => FakeReply.Text("ok"), app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} and now?" })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Equal("system", sent[0]!["role"]!.ToString());
+        Assert.Contains(marker, sent[^1]!["content"]!.ToString(), StringComparison.Ordinal);
+        Assert.Contains("message number 39 ", sent[^2]!["content"]!.ToString(), StringComparison.Ordinal); // the most recent history, in order
+        Assert.DoesNotContain(sent, m => m!["content"]!.ToString().StartsWith("message number 1 ", StringComparison.Ordinal)); // the oldest did not fit
+        Assert.DoesNotContain(sent, m => m!["role"]!.ToString() == "tool");
+        Assert.InRange(turn.Context.Tokens, 1, 300 + 60); // the budget (300 here) plus at most the one message that is always included
+        Assert.Equal(sent.Count - 1, turn.Context.Messages);
+    }
+
+    [Fact]
+    public async Task Chat_input_is_validated_and_names_the_field()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = " " })).ShouldNameField("content");
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", provider = "nope" })).ShouldNameField("provider");
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", toolServers = new[] { "nope" } })).ShouldNameField("toolServers");
+        await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/chat", new { content = "hi" })).ShouldBeProblem(404);
+        Assert.Empty(await client.MessagesAsync(conversation));
+    }
+
+    /// <summary>Answers requests that carry <paramref name="marker"/> with <paramref name="reply"/>, everything else as before.</summary>
+    internal static Func<RecordedRequest, FakeReply> Answer(string marker, Func<RecordedRequest, FakeReply> reply, Func<RecordedRequest, FakeReply> fallback)
+        => request => request.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) ? reply(request) : fallback(request);
+
+    private static StringContent JsonContent(string content)
+        => new(JsonSerializer.Serialize(new { content }), Encoding.UTF8, "application/json");
+
+    private static List<(string Name, JsonElement Data)> ParseEvents(string text)
+        => text.Split("\n\n", StringSplitOptions.RemoveEmptyEntries)
+            .Select(block => block.Split('\n'))
+            .Select(lines => (
+                Name: lines.First(l => l.StartsWith("event: ", StringComparison.Ordinal))[7..],
+                Data: JsonDocument.Parse(lines.First(l => l.StartsWith("data: ", StringComparison.Ordinal))[6..]).RootElement.Clone()))
+            .ToList();
+
+    private static async Task Eventually(Func<bool> condition, TimeSpan within)
+    {
+        var deadline = DateTime.UtcNow + within;
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "the condition did not become true in time");
+            await Task.Delay(50);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+using System.Net;
+using ModularChat.Testing;
+
+namespace ModularChat.Providers.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class McpServerTests(ProvidersApp app)
+{
+    [Fact]
+    public async Task Testing_a_streamable_http_server_reports_protocol_server_tools_and_latency_and_caches_the_tools()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "http", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        Assert.Null(server.Tools);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error);
+        Assert.False(string.IsNullOrEmpty(result.ProtocolVersion));
+        Assert.Equal("modularchat-test-http", result.Server!.Name);
+        Assert.Equal("2.0.0", result.Server.Version);
+        Assert.True(result.LatencyMs > 0);
+        var add = Assert.Single(result.Tools, t => t.Name == "add");
+        Assert.Contains("sum", add.Description, StringComparison.Ordinal);
+        Assert.True(add.InputSchema.GetProperty("properties").TryGetProperty("a", out _));
+
+        var cached = await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(result.Tools.Select(t => t.Name).Order(), cached.Tools!.Select(t => t.Name).Order());
+        Assert.NotNull(cached.ToolsRefreshedAt);
+        Assert.Equal("modularchat-test-http", cached.ServerName);
+    }
+
+    [Fact]
+    public async Task Testing_an_sse_server_performs_the_handshake_over_the_legacy_transport()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "sse", transport = "sse", url = app.Mcp.SseUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error);
+        Assert.Equal("sse", result.Transport);
+        Assert.Equal("modularchat-test-http", result.Server!.Name);
+        Assert.Contains(result.Tools, t => t.Name == "echo");
+    }
+
+    [Fact]
+    public async Task Testing_a_stdio_server_runs_the_allowlisted_program_and_lists_its_tools()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "stdio", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["GREETING"] = "hello", ["SERVICE_TOKEN"] = "tok-secret-123456" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        Assert.Equal("hello", server.Environment["GREETING"]);
+        Assert.False(server.Environment.ContainsKey("SERVICE_TOKEN")); // a name that looks secret is stored encrypted
+        Assert.Equal("tok...3456", server.SecretEnvironment["SERVICE_TOKEN"]);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error);
+        Assert.Equal("modularchat-test-stdio", result.Server!.Name);
+        Assert.Contains(result.Tools, t => t.Name == "get_env");
+    }
+
+    [Fact]
+    public async Task Secret_headers_are_sent_to_the_server_and_shown_only_as_hints()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            headers = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey, ["X-Client"] = "tests" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        Assert.Equal("tests", server.Headers["X-Client"]);
+        Assert.False(server.Headers.ContainsKey("X-Api-Key"));
+        Assert.Equal("mcp...2e1b", server.SecretHeaders["X-Api-Key"]);
+        var listed = await client.GetStringAsync("/api/mcp-servers");
+        Assert.DoesNotContain(ProvidersApp.McpApiKey, listed, StringComparison.Ordinal);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.True(result.Success, result.Error);
+    }
+
+    [Fact]
+    public async Task A_server_that_echoes_a_wrong_secret_header_in_its_error_does_not_leak_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        const string wrong = "wrong-secret-value-998877";
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = wrong, ["Authorization"] = "Bearer tok-abcdef123456" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var response = await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        var body = await response.Content.ReadAsStringAsync();
+        var result = await response.ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("401", result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(wrong, body, StringComparison.Ordinal);
+        Assert.DoesNotContain("tok-abcdef123456", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs, l => l.Contains(wrong, StringComparison.Ordinal) || l.Contains("tok-abcdef123456", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_refused_connection_gives_a_clear_result()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "nobody", transport = "streamable-http", url = SilentServer.RefusedUrl() }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("refused", result.Error, StringComparison.Ordinal);
+        Assert.Empty(result.Tools);
+    }
+
+    [Theory]
+    [InlineData("streamable-http")]
+    [InlineData("sse")]
+    public async Task A_server_that_never_answers_gives_a_clear_result_within_the_configured_timeout(string transport)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "silent", transport, url = app.Silent.Url }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("within 3 s", result.Error, StringComparison.Ordinal);
+        // Bounded by Mcp:ConnectTimeout (3 s here), not a hang; generous slack for a busy machine.
+        Assert.InRange(result.LatencyMs, 2500, 30_000);
+    }
+
+    [Fact]
+    public async Task A_stdio_program_that_is_not_an_mcp_server_gives_a_clear_result()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "not-mcp", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { "--version" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.False(string.IsNullOrWhiteSpace(result.Error));
+    }
+
+    public static TheoryData<string, string> BadServers => new()
+    {
+        { """{"transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },
+        { """{"name":"x","transport":"websocket","url":"http://127.0.0.1:1/"}""", "transport" },
+        { """{"name":"x","url":"http://127.0.0.1:1/"}""", "transport" },
+        { """{"name":"x","transport":"sse"}""", "url" },
+        { """{"name":"x","transport":"streamable-http","url":"nope"}""", "url" },
+        { """{"name":"x","transport":"streamable-http","url":"file:///etc/passwd"}""", "url" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"Host":"evil"}}""", "headers" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"bad header":"v"}}""", "headers" },
+        { """{"name":"x","transport":"stdio"}""", "command" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","arguments":["-c","id"]}""", "command" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadServers))]
+    public async Task Bad_mcp_server_input_answers_400_naming_the_field(string json, string field)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var response = await client.PostAsync("/api/mcp-servers", new StringContent(json, System.Text.Encoding.UTF8, "application/json"));
+        await response.ShouldNameField(field);
+    }
+
+    [Fact]
+    public async Task A_duplicate_name_answers_409_and_another_tenants_server_answers_404()
+    {
+        using var owner = app.Client(ModularChatApp.NewUser());
+        using var stranger = app.Client(ModularChatApp.NewUser());
+        var server = await (await owner.PostJson("/api/mcp-servers", new { name = "Tools", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await (await owner.PostJson("/api/mcp-servers", new { name = "tools", transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(409);
+
+        await (await stranger.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+        await (await stranger.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ShouldBeProblem(404);
+        await (await stranger.DeleteAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await owner.DeleteAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
+        await (await owner.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+    }
+
+    [Fact]
+    public void Stdio_is_off_unless_the_service_enables_it()
+    {
+        var defaults = new McpOptions();
+        Assert.False(defaults.Stdio.Enabled);
+        Assert.Empty(defaults.Stdio.AllowedCommands);
+    }
+}

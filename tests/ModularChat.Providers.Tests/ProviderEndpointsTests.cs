@@ -1,0 +1,186 @@
+using System.Net;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Providers.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class ProviderEndpointsTests(ProvidersApp app)
+{
+    [Fact]
+    public async Task A_stored_provider_shows_a_masked_hint_and_never_its_key()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        const string key = "sk-proj-abcdefghijklmnop0123wxyz";
+        var created = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        Assert.True(created.HasApiKey);
+        Assert.Equal("sk-...wxyz", created.ApiKeyHint);
+
+        foreach (var url in new[] { "/api/providers", $"/api/providers/{created.Id}" })
+        {
+            var body = await client.GetStringAsync(url);
+            Assert.DoesNotContain(key, body, StringComparison.Ordinal);
+            Assert.DoesNotContain("abcdefghijklmnop", body, StringComparison.Ordinal);
+            Assert.Contains("sk-...wxyz", body, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task The_first_provider_is_the_default_and_a_new_default_replaces_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var first = await client.AddProviderAsync(app.Model.BaseUrl, name: "first");
+        var second = await client.AddProviderAsync(app.Model.BaseUrl, name: "second");
+        Assert.True(first.IsDefault);
+        Assert.False(second.IsDefault);
+
+        var third = await client.AddProviderAsync(app.Model.BaseUrl, name: "third", isDefault: true);
+        var all = await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK);
+        Assert.True(third.IsDefault);
+        Assert.Equal(["third"], all.Where(p => p.IsDefault).Select(p => p.Name));
+
+        // Deleting the default hands the role to the oldest remaining provider.
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/providers/{third.Id}")).StatusCode);
+        all = await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK);
+        Assert.Equal(["first"], all.Where(p => p.IsDefault).Select(p => p.Name));
+    }
+
+    public static TheoryData<string, string> BadProviders => new()
+    {
+        { """{"kind":"openai-compatible","chatModel":"m"}""", "name" },
+        { """{"name":"x","kind":"anthropic","chatModel":"m"}""", "kind" },
+        { """{"name":"x","chatModel":"m"}""", "kind" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"not a url","chatModel":"m"}""", "endpoint" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"ftp://example.com/v1","chatModel":"m"}""", "endpoint" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://user:pw@example.com/v1","chatModel":"m"}""", "endpoint" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1"}""", "chatModel" },
+        { """{"name":"x","kind":"azure-openai","endpoint":"https://res.openai.azure.com","chatModel":"gpt"}""", "apiKey" },
+        { """{"name":"x","kind":"azure-openai","chatModel":"gpt","apiKey":"k-0123456789"}""", "endpoint" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadProviders))]
+    public async Task Bad_provider_input_answers_400_naming_the_field(string json, string field)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var response = await client.PostAsync("/api/providers", new StringContent(json, System.Text.Encoding.UTF8, "application/json"));
+        await response.ShouldNameField(field);
+        Assert.Empty(await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK));
+    }
+
+    [Fact]
+    public async Task A_duplicate_name_answers_409_whatever_its_case()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "Work");
+        var duplicate = await client.PostJson("/api/providers", new { name = "work", kind = "openai-compatible", chatModel = "m" });
+        var problem = await duplicate.ShouldBeProblem(409);
+        Assert.Contains("work", problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
+
+        var other = await client.AddProviderAsync(app.Model.BaseUrl, name: "other");
+        var renamed = await client.PutJson($"/api/providers/{other.Id}", new { name = "WORK", kind = "openai-compatible", chatModel = "m" });
+        await renamed.ShouldBeProblem(409);
+    }
+
+    [Fact]
+    public async Task Another_tenants_provider_answers_404_everywhere()
+    {
+        using var owner = app.Client(ModularChatApp.NewUser());
+        using var stranger = app.Client(ModularChatApp.NewUser());
+        var provider = await owner.AddProviderAsync(app.Model.BaseUrl);
+
+        await (await stranger.GetAsync($"/api/providers/{provider.Id}")).ShouldBeProblem(404);
+        await (await stranger.PutJson($"/api/providers/{provider.Id}", new { name = "mine", kind = "openai-compatible", chatModel = "m" })).ShouldBeProblem(404);
+        await (await stranger.PostAsync($"/api/providers/{provider.Id}/test", null)).ShouldBeProblem(404);
+        await (await stranger.DeleteAsync($"/api/providers/{provider.Id}")).ShouldBeProblem(404);
+        Assert.Empty(await (await stranger.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK));
+        await (await owner.GetAsync($"/api/providers/{provider.Id}")).ReadAs<ProviderDto>(HttpStatusCode.OK);
+    }
+
+    [Fact]
+    public async Task Testing_a_provider_reports_success_latency_and_the_answer()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-test-answer-key-000111");
+        app.Model.Enqueue(FakeReply.Text("OK"));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error?.Message);
+        Assert.Equal("OK", result.Answer);
+        Assert.Equal("fake-model", result.Model);
+        Assert.True(result.LatencyMs > 0);
+        Assert.Null(result.Error);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-test-answer-key-000111");
+    }
+
+    [Fact]
+    public async Task Testing_a_provider_with_a_wrong_key_reports_the_401_instead_of_failing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-wrong-key-aaaa1111bbbb");
+        app.Model.Enqueue(FakeReply.Error(401, "Incorrect API key provided: sk-wrong-key-aaaa1111bbbb."));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Equal(401, result.Error!.ProviderStatus);
+        Assert.Contains("401", result.Error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-wrong-key-aaaa1111bbbb", result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Testing_a_provider_that_cannot_be_reached_reports_why()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(new Uri(SilentServer.RefusedUrl().Replace("/mcp", "/v1", StringComparison.Ordinal)));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Null(result.Error!.ProviderStatus);
+        Assert.Contains("refused", result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Updating_without_an_api_key_keeps_the_stored_key_and_an_empty_one_removes_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-keep-me-0123456789");
+        var updated = await (await client.PutJson($"/api/providers/{provider.Id}", new
+        {
+            name = "renamed", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "other-model",
+        })).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        Assert.Equal("renamed", updated.Name);
+        Assert.Equal("other-model", updated.ChatModel);
+        Assert.True(updated.HasApiKey);
+        Assert.Equal(provider.ApiKeyHint, updated.ApiKeyHint);
+
+        // The change is seen at once (the in-process cache is dropped on change): the test call uses the new model and the kept key.
+        await client.PostAsync($"/api/providers/{provider.Id}/test", null);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-keep-me-0123456789" && r.Body["model"]?.ToString() == "other-model");
+
+        var removed = await (await client.PutJson($"/api/providers/{provider.Id}", new
+        {
+            name = "renamed", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "other-model", apiKey = "",
+        })).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        Assert.False(removed.HasApiKey);
+        Assert.Null(removed.ApiKeyHint);
+    }
+
+    [Fact]
+    public async Task An_azure_openai_provider_calls_the_v1_api_with_the_key_in_the_api_key_header()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var root = new Uri(app.Model.BaseUrl.GetLeftPart(UriPartial.Authority));
+        var provider = await client.AddProviderAsync(root, "azure-key-0123456789abcdef", kind: "azure-openai", chatModel: "my-deployment");
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error?.Message);
+        var request = app.Model.Requests.Last(r => r.Body["model"]?.ToString() == "my-deployment");
+        Assert.Equal("/openai/v1/chat/completions", request.Path);
+        Assert.Equal("azure-key-0123456789abcdef", request.ApiKeyHeader);
+        Assert.Null(request.Authorization);
+    }
+}

@@ -1,0 +1,260 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using ModelContextProtocol.Protocol;
+using ModularChat.McpTestServer;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Providers.Tests;
+
+/// <summary>
+/// The shared host of this assembly, and the real servers it talks to on loopback: an OpenAI-compatible model server,
+/// MCP servers over streamable HTTP and SSE (ModelContextProtocol.AspNetCore), the stdio MCP test program, and a
+/// listener that accepts connections and never answers. Every log line and every span the host produces is captured,
+/// so tests can look for secrets in them.
+/// </summary>
+public sealed class ProvidersApp : ModularChatApp
+{
+    /// <summary>The value the MCP HTTP server requires in X-Api-Key.</summary>
+    public const string McpApiKey = "mcp-secret-7f3a9c2e1b";
+
+    private ActivityListener? _listener;
+
+    public FakeOpenAiServer Model { get; private set; } = null!;
+
+    public McpHttpServer Mcp { get; private set; } = null!;
+
+    public SilentServer Silent { get; private set; } = null!;
+
+    public ConcurrentQueue<string> Logs { get; } = new();
+
+    public ConcurrentQueue<string> Traces { get; } = new();
+
+    /// <summary>The dotnet executable that runs the stdio test program (the only allowlisted command).</summary>
+    public static string Dotnet => Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
+
+    /// <summary>The stdio MCP test program, built beside the tests.</summary>
+    public static string StdioServerDll => Path.Combine(AppContext.BaseDirectory, "ModularChat.McpTestServer.dll");
+
+    protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
+    {
+        ["OutboundNetwork:AllowPrivateNetworks"] = "true", // everything the tests talk to is on loopback
+        ["Providers:MaxRetries"] = "0",
+        ["Providers:RequestTimeout"] = "00:00:04",
+        ["Providers:TestTimeout"] = "00:00:04",
+        ["Mcp:ConnectTimeout"] = "00:00:03",
+        ["Mcp:Stdio:Enabled"] = "true",
+        ["Mcp:Stdio:AllowedCommands:0"] = Dotnet,
+        ["Chat:ContextTokenBudget"] = "300",
+        ["Logging:LogLevel:Default"] = "Trace",
+        ["Logging:LogLevel:Microsoft.AspNetCore"] = "Debug",
+        ["Logging:LogLevel:Npgsql"] = "Debug",
+        ["OpenTelemetry:AlwaysTrace"] = "true",
+    };
+
+    protected override void ConfigureServices(IServiceCollection services)
+        => services.AddSingleton<ILoggerProvider>(new CapturingLoggerProvider(Logs));
+
+    public override async Task InitializeAsync()
+    {
+        _listener = new ActivityListener
+        {
+            ShouldListenTo = _ => true,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => Traces.Enqueue(Describe(a)),
+        };
+        ActivitySource.AddActivityListener(_listener);
+        Model = await FakeOpenAiServer.StartAsync();
+        Mcp = await McpHttpServer.StartAsync();
+        Silent = SilentServer.Start();
+        await base.InitializeAsync();
+    }
+
+    public override async Task DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await Model.DisposeAsync();
+        await Mcp.DisposeAsync();
+        Silent.Dispose();
+        _listener?.Dispose();
+    }
+
+    private static string Describe(Activity a)
+        => string.Join(" | ", new[] { a.Source.Name, a.DisplayName, a.StatusDescription ?? "" }
+            .Concat(a.TagObjects.Select(t => $"{t.Key}={t.Value}"))
+            .Concat(a.Events.SelectMany(e => e.Tags.Select(t => $"{e.Name}:{t.Key}={t.Value}")))
+            .Concat(a.Baggage.Select(b => $"{b.Key}={b.Value}")));
+
+    private sealed class CapturingLoggerProvider(ConcurrentQueue<string> sink) : ILoggerProvider
+    {
+        public ILogger CreateLogger(string categoryName) => new Logger(categoryName, sink);
+
+        public void Dispose()
+        {
+        }
+
+        private sealed class Logger(string category, ConcurrentQueue<string> sink) : ILogger
+        {
+            public IDisposable? BeginScope<TState>(TState state)
+                where TState : notnull
+            {
+                sink.Enqueue($"{category} scope: {state}");
+                return null;
+            }
+
+            public bool IsEnabled(LogLevel logLevel) => true;
+
+            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+                => sink.Enqueue($"{logLevel} {category}: {formatter(state, exception)} {exception}");
+        }
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class AppCollection : ICollectionFixture<ProvidersApp>
+{
+    public const string Name = "providers";
+}
+
+/// <summary>
+/// A real MCP server over streamable HTTP (at /mcp) and legacy SSE (at /mcp/sse) on loopback Kestrel, built with
+/// ModelContextProtocol.AspNetCore. Requests to /secured/... need X-Api-Key; a wrong one gets a 401 that echoes it,
+/// as careless servers do.
+/// </summary>
+public sealed class McpHttpServer : IAsyncDisposable
+{
+    private readonly WebApplication _app;
+
+    private McpHttpServer(WebApplication app, Uri baseUrl)
+    {
+        _app = app;
+        BaseUrl = baseUrl;
+    }
+
+    public Uri BaseUrl { get; }
+
+    public string StreamableHttpUrl => new Uri(BaseUrl, "/mcp").ToString();
+
+    public string SseUrl => new Uri(BaseUrl, "/mcp/sse").ToString();
+
+    public string SecuredUrl => new Uri(BaseUrl, "/secured/mcp").ToString();
+
+    public static async Task<McpHttpServer> StartAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        builder.Services.AddMcpServer(o => o.ServerInfo = new Implementation { Name = "modularchat-test-http", Version = "2.0.0" })
+            .WithHttpTransport(o =>
+            {
+                o.Stateless = false;
+#pragma warning disable MCP9004 // the legacy SSE transport is exactly what the SSE tests need (loopback, trusted client)
+                o.EnableLegacySse = true;
+#pragma warning restore MCP9004
+            })
+            .WithTools(TestTools.Create());
+        var app = builder.Build();
+        app.Use(async (context, next) =>
+        {
+            if (context.Request.Path.StartsWithSegments("/secured"))
+            {
+                var key = context.Request.Headers["X-Api-Key"].ToString();
+                if (key != ProvidersApp.McpApiKey)
+                {
+                    context.Response.StatusCode = 401;
+                    await context.Response.WriteAsync($"invalid X-Api-Key: {key}; Authorization: {context.Request.Headers.Authorization}");
+                    return;
+                }
+            }
+
+            await next(context);
+        });
+        app.MapMcp("/mcp");
+        app.MapMcp("/secured/mcp");
+        await app.StartAsync();
+        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        return new McpHttpServer(app, new Uri(address));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _app.StopAsync();
+        await _app.DisposeAsync();
+    }
+}
+
+/// <summary>Accepts TCP connections and never says anything: a server that hangs.</summary>
+public sealed class SilentServer : IDisposable
+{
+    private readonly TcpListener _listener;
+    private readonly List<TcpClient> _clients = [];
+    private readonly CancellationTokenSource _stop = new();
+
+    private SilentServer(TcpListener listener) => _listener = listener;
+
+    public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/mcp";
+
+    public static SilentServer Start()
+    {
+        var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        var server = new SilentServer(listener);
+        _ = server.AcceptAsync();
+        return server;
+    }
+
+    private async Task AcceptAsync()
+    {
+        try
+        {
+            while (!_stop.IsCancellationRequested)
+            {
+                var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                lock (_clients)
+                {
+                    _clients.Add(client);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+        catch (SocketException)
+        {
+        }
+    }
+
+    /// <summary>A loopback port with nothing listening (connections are refused).</summary>
+    public static string RefusedUrl()
+    {
+        var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        var port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        return $"http://127.0.0.1:{port}/mcp";
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _listener.Stop();
+        lock (_clients)
+        {
+            foreach (var client in _clients)
+            {
+                client.Dispose();
+            }
+        }
+
+        _stop.Dispose();
+    }
+}

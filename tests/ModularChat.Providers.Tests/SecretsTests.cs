@@ -1,0 +1,306 @@
+using System.Diagnostics.Metrics;
+using System.Net;
+using Marten;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+using ModularChat.Providers.Clients;
+using ModularChat.Providers.Contracts;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Secrets;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+using Npgsql;
+using StackExchange.Redis;
+
+namespace ModularChat.Providers.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class SecretsTests(ProvidersApp app)
+{
+    [Fact]
+    public async Task No_plaintext_secret_is_found_in_postgresql_redis_the_logs_or_the_traces()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var apiKey = "sk-live-" + Guid.NewGuid().ToString("N");
+        var mcpSecret = "mcp-" + Guid.NewGuid().ToString("N");
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, apiKey);
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey, ["X-Other-Secret"] = mcpSecret },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        // Use every secret: a provider test, an MCP test, a chat turn with a tool call, and a provider error that echoes the key.
+        await client.PostAsync($"/api/providers/{provider.Id}/test", null);
+        Assert.True((await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK)).Success);
+        var conversation = await client.StartConversationAsync();
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        app.Model.Responder = ChatTests.Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Error(500, $"upstream failed, Authorization: Bearer {apiKey}")
+            : FakeReply.Calls(new FakeToolCall("c", "echo", """{"text":"x"}""")), app.Model.Responder);
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = marker })).ShouldBeProblem(502);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer " + apiKey); // the key was really used
+
+        string[] secrets = [apiKey, mcpSecret, ProvidersApp.McpApiKey];
+        foreach (var secret in secrets)
+        {
+            Assert.DoesNotContain(await PostgresRowsContainingAsync(secret), r => true);
+            Assert.False(await RedisContainsAsync(secret), "Redis holds a plaintext secret");
+            Assert.DoesNotContain(app.Logs, l => l.Contains(secret, StringComparison.Ordinal));
+            Assert.DoesNotContain(app.Traces, t => t.Contains(secret, StringComparison.Ordinal));
+        }
+
+        // What is stored is the ciphertext, under a key of the ring.
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user);
+        var stored = await session.LoadAsync<ProviderSettings>(provider.Id);
+        Assert.NotNull(SecretBox.KeyIdOf(stored!.EncryptedApiKey!));
+    }
+
+    [Fact]
+    public async Task The_key_ring_in_postgresql_is_encrypted_with_the_master_key()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select data::text from modularchat.mt_doc_dataprotectionkeydocument", connection);
+        var rows = new List<string>();
+        await using (var reader = await command.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                rows.Add(reader.GetString(0));
+            }
+        }
+
+        Assert.NotEmpty(rows);
+        Assert.All(rows, r =>
+        {
+            Assert.Contains("encryptedKey", r, StringComparison.Ordinal);
+            Assert.DoesNotContain("requiresEncryption", r, StringComparison.Ordinal); // the unencrypted form of a key's secret
+        });
+    }
+
+    [Fact]
+    public async Task Key_rotation_re_encrypts_every_stored_secret_under_the_newest_key()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-rotate-me-0123456789");
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        await (await client.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(403);
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), roles: "admin");
+        var rotation = await (await admin.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
+
+        Assert.True(rotation.Secrets >= 2);
+        Assert.Equal(0, rotation.Unreadable);
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user))
+        {
+            var storedProvider = await session.LoadAsync<ProviderSettings>(provider.Id);
+            var storedServer = await session.LoadAsync<McpServerConnection>(server.Id);
+            Assert.Equal(rotation.KeyId, SecretBox.KeyIdOf(storedProvider!.EncryptedApiKey!));
+            Assert.All(storedServer!.AllSecrets(), s => Assert.Equal(rotation.KeyId, SecretBox.KeyIdOf(s.Cipher)));
+        }
+
+        // The secrets still work, and new ones are encrypted under the new key.
+        Assert.True((await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK)).Success);
+        Assert.True((await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK)).Success);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-rotate-me-0123456789");
+        var newer = await client.AddProviderAsync(app.Model.BaseUrl, "sk-after-rotation-000", name: "newer");
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user))
+        {
+            Assert.Equal(rotation.KeyId, SecretBox.KeyIdOf((await session.LoadAsync<ProviderSettings>(newer.Id))!.EncryptedApiKey!));
+        }
+    }
+
+    [Fact]
+    public async Task The_service_refuses_to_start_without_a_master_key_outside_development()
+    {
+        var error = await Record.ExceptionAsync(() => app.StartHostAsync(new Dictionary<string, string?> { ["DataProtection:MasterKey"] = "" }));
+
+        Assert.NotNull(error);
+        Assert.Contains("DataProtection:MasterKey", error.ToString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("Development", "", true)]
+    [InlineData("Testing", "", false)]
+    [InlineData("Production", "", false)]
+    [InlineData("Production", "c2VjcmV0LW1hc3Rlci1rZXktb2YtMzItYnl0ZXMtISE=", true)]
+    public void A_master_key_is_required_outside_development(string environment, string masterKey, bool starts)
+    {
+        var rule = new MasterKeyRequired(new TestEnvironment { EnvironmentName = environment });
+        var result = rule.Validate(null, new DataProtectionSettings { MasterKey = masterKey });
+        Assert.Equal(starts, result.Succeeded);
+    }
+
+    [Fact]
+    public async Task Cached_provider_settings_with_their_keys_leave_memory_when_the_cache_duration_ends()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var tenant = ModularChatApp.NewUser();
+        using var tenantClient = app.Client(tenant);
+        await tenantClient.AddProviderAsync(app.Model.BaseUrl, "sk-short-lived-0123456789");
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        var options = new TestOptionsMonitor<ProvidersOptions>(new ProvidersOptions { CacheDuration = TimeSpan.FromSeconds(30) });
+        using var directory = new ProviderDirectory(app.Host.Services.GetRequiredService<IDocumentStore>(),
+            app.Host.Services.GetRequiredService<SecretBox>(), options, clock);
+
+        var provider = await directory.FindAsync(tenant, null, CancellationToken.None);
+        Assert.Equal("sk-short-lived-0123456789", provider!.ApiKey);
+        Assert.Equal(1, directory.CachedTenants);
+
+        clock.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(1, directory.CachedTenants);
+        clock.Advance(TimeSpan.FromSeconds(20)); // the sweeper runs on the clock, without anybody asking
+        Assert.Equal(0, directory.CachedTenants);
+        Assert.DoesNotContain("sk-short", provider.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Other_modules_get_the_tenants_clients_through_the_contract()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var clients = app.Host.Services.GetRequiredService<ITenantAiClients>();
+        Assert.Null(await clients.GetChatClientAsync(tenant, AiPurpose.Chat));
+        Assert.Null(await clients.GetEmbeddingGeneratorAsync(tenant));
+
+        await client.AddProviderAsync(app.Model.BaseUrl, summaryModel: "fake-summary");
+        var summary = await clients.GetChatClientAsync(tenant, AiPurpose.Summary);
+        var chat = await clients.GetChatClientAsync(tenant, AiPurpose.Chat);
+        Assert.Equal(("fake", "fake-summary"), (summary!.ProviderName, summary.Model));
+        Assert.Equal("fake-model", chat!.Model);
+
+        var answer = await summary.Client.GetResponseAsync("summarize: hello");
+        Assert.Contains("hello", answer.Text, StringComparison.Ordinal);
+        var embeddings = await (await clients.GetEmbeddingGeneratorAsync(tenant))!.Generator.GenerateAsync(["a", "b"]);
+        Assert.Equal(2, embeddings.Count);
+    }
+
+    [Fact]
+    public async Task Model_calls_and_tool_calls_are_measured()
+    {
+        var meters = app.Host.Services.GetRequiredService<IMeterFactory>();
+        using var tokens = new MetricCollector<long>(meters, "ModularChat", "modularchat.llm.tokens");
+        using var duration = new MetricCollector<double>(meters, "ModularChat", "modularchat.llm.call.duration");
+        using var toolCalls = new MetricCollector<long>(meters, "ModularChat", "modularchat.mcp.tool_calls");
+        using var mcpTests = new MetricCollector<long>(meters, "ModularChat", "modularchat.mcp.tests");
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "calc", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        var conversation = await client.StartConversationAsync();
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        app.Model.Responder = ChatTests.Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? new FakeReply("five", PromptTokens: 30, CompletionTokens: 3)
+            : new FakeReply(ToolCalls: [new FakeToolCall("c", "add", """{"a":2,"b":3}""")], PromptTokens: 20, CompletionTokens: 5), app.Model.Responder);
+
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = marker })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var provider = $"openai-compatible:{app.Model.BaseUrl.Authority}";
+        var measured = tokens.GetMeasurementSnapshot().Where(m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["model"] == "fake-model").ToList();
+        Assert.Equal(20 + 30, measured.Where(m => (string?)m.Tags["direction"] == "input").Sum(m => m.Value)); // both rounds of the turn
+        Assert.Equal(5 + 3, measured.Where(m => (string?)m.Tags["direction"] == "output").Sum(m => m.Value));
+        Assert.Contains(duration.GetMeasurementSnapshot(), m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["outcome"] == "ok");
+        Assert.Contains(toolCalls.GetMeasurementSnapshot(), m => (string?)m.Tags["server"] == "calc" && (string?)m.Tags["tool"] == "add" && (string?)m.Tags["outcome"] == "ok");
+        Assert.Contains(mcpTests.GetMeasurementSnapshot(), m => (string?)m.Tags["transport"] == "streamable-http" && (string?)m.Tags["outcome"] == "ok");
+        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal));
+        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | mcp tool call", StringComparison.Ordinal) && t.Contains("mcp.tool=add", StringComparison.Ordinal));
+    }
+
+    private async Task<List<string>> PostgresRowsContainingAsync(string text)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var tables = new List<string>();
+        await using (var list = new NpgsqlCommand(
+            "select quote_ident(table_schema) || '.' || quote_ident(table_name) from information_schema.tables " +
+            "where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')", connection))
+        await using (var reader = await list.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                tables.Add(reader.GetString(0));
+            }
+        }
+
+        var found = new List<string>();
+        foreach (var table in tables)
+        {
+            await using var search = new NpgsqlCommand($"select count(*) from {table} t where t::text like '%' || @text || '%'", connection);
+            search.Parameters.AddWithValue("text", text);
+            if ((long)(await search.ExecuteScalarAsync())! > 0)
+            {
+                found.Add(table);
+            }
+        }
+
+        Assert.True(tables.Count > 5, "the scan must see the database's tables");
+        return found;
+    }
+
+    private async Task<bool> RedisContainsAsync(string text)
+    {
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(app.RedisConnectionString);
+        var server = redis.GetServers().First();
+        var db = redis.GetDatabase();
+        foreach (var key in server.Keys(pattern: "*", pageSize: 1000))
+        {
+            if (key.ToString().Contains(text, StringComparison.Ordinal))
+            {
+                return true;
+            }
+
+            var type = await db.KeyTypeAsync(key);
+            string dump = type switch
+            {
+                RedisType.String => (string?)await db.StringGetAsync(key) ?? "",
+                RedisType.Hash => string.Join(" ", (await db.HashGetAllAsync(key)).Select(e => $"{e.Name}={e.Value}")),
+                RedisType.List => string.Join(" ", await db.ListRangeAsync(key)),
+                RedisType.Set => string.Join(" ", await db.SetMembersAsync(key)),
+                RedisType.SortedSet => string.Join(" ", await db.SortedSetRangeByRankAsync(key)),
+                _ => "",
+            };
+            if (dump.Contains(text, StringComparison.Ordinal))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
+    private sealed record RotationDto(Guid KeyId, int Providers, int McpServers, int Secrets, int Unreadable);
+
+    private sealed class TestEnvironment : IHostEnvironment
+    {
+        public string EnvironmentName { get; set; } = "Production";
+
+        public string ApplicationName { get; set; } = "tests";
+
+        public string ContentRootPath { get; set; } = AppContext.BaseDirectory;
+
+        public Microsoft.Extensions.FileProviders.IFileProvider ContentRootFileProvider { get; set; } = new Microsoft.Extensions.FileProviders.NullFileProvider();
+    }
+
+    private sealed class TestOptionsMonitor<T>(T value) : IOptionsMonitor<T>
+    {
+        public T CurrentValue => value;
+
+        public T Get(string? name) => value;
+
+        public IDisposable? OnChange(Action<T, string?> listener) => null;
+    }
+}
