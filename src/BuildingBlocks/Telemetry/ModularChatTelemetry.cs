@@ -17,6 +17,7 @@ public static class MetricNames
 {
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
+    public const string CacheLookups = "modularchat.cache.lookups";
 
     // Providers: LLM calls, MCP tools, chat turns.
     public const string LlmCallDuration = "modularchat.llm.call.duration";

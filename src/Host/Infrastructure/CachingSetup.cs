@@ -1,5 +1,7 @@
+using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Caching;
 using StackExchange.Redis;
 
 namespace ModularChat.Host.Infrastructure;
@@ -21,12 +23,18 @@ internal static partial class CachingSetup
             options.ConnectTimeout = 2000;
             options.SyncTimeout = 2000;
             options.AsyncTimeout = 2000;
+            // A cache must not make requests wait for a Redis that is gone: fail at once while disconnected.
+            options.BacklogPolicy = BacklogPolicy.FailFast;
             services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(options));
-            services.AddStackExchangeRedisCache(_ => { });
             services.AddSingleton<IConfigureOptions<RedisCacheOptions>, UseSharedMultiplexer>();
+            services.AddSingleton(sp => new RedisCache(sp.GetRequiredService<IOptions<RedisCacheOptions>>()));
+            services.AddSingleton<IDistributedCache>(sp => new ConnectedOnlyDistributedCache(
+                sp.GetRequiredService<RedisCache>(), sp.GetRequiredService<IConnectionMultiplexer>()));
         }
 
         services.AddHybridCache();
+        services.AddSingleton<CacheGenerations>();
+        services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());
         services.AddHostedService<ReportCacheMode>();
         return services;
     }

@@ -10,13 +10,18 @@ internal sealed class ConversationsMetrics
 {
     private readonly Counter<long> _messages;
     private readonly Histogram<int> _tokens;
+    private readonly Counter<long> _cacheLookups;
 
     public ConversationsMetrics(IMeterFactory meters)
     {
         var meter = meters.Create(ModularChatTelemetry.SourceName);
         _messages = meter.CreateCounter<long>(MetricNames.MessagesAppended, "{message}", "Messages stored, by role");
         _tokens = meter.CreateHistogram<int>(MetricNames.MessageTokens, "{token}", "o200k tokens per stored message");
+        _cacheLookups = meter.CreateCounter<long>(MetricNames.CacheLookups, "{lookup}", "Cache lookups by cache and result (hit, miss)");
     }
+
+    public void CacheLookup(string cache, bool hit)
+        => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
 
     public void Appended(IReadOnlyList<MessageAppended> messages)
     {

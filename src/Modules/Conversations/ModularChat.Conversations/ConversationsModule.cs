@@ -10,6 +10,7 @@ using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.AppendMessage;
 using ModularChat.Conversations.Features.DeleteConversation;
+using ModularChat.Conversations.Features.GetContext;
 using ModularChat.Conversations.Features.GetConversation;
 using ModularChat.Conversations.Features.ListConversations;
 using ModularChat.Conversations.Features.ListMessages;
@@ -29,6 +30,8 @@ public static class ConversationsModule
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
         services.AddSingleton<IConversationMessages, ConversationMessages>();
+        services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);
+        services.AddSingleton<IConversationContexts, ConversationContexts>();
         return services;
     }
 
@@ -62,6 +65,7 @@ public static class ConversationsModule
         group.MapDeleteConversation();
         group.MapAppendMessage();
         group.MapListMessages();
+        group.MapGetContext();
         return app;
     }
 }

@@ -6,11 +6,13 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Caching;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.GetContext;
 
 namespace ModularChat.Conversations.Features.AppendMessage;
 
@@ -61,7 +63,8 @@ internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages
 /// Concurrent appends to one conversation queue on the lock, so each gets the next sequence exactly
 /// once and a retried message is found rather than stored twice.
 /// </summary>
-internal sealed class AppendMessagesHandler(TenantSessions sessions, ITokenCounter tokens, TimeProvider clock, ConversationsMetrics metrics)
+internal sealed class AppendMessagesHandler(
+    TenantSessions sessions, ITokenCounter tokens, TimeProvider clock, ConversationsMetrics metrics, CacheGenerations generations)
     : ICommandHandler<AppendMessages, AppendResult>
 {
     public async ValueTask<AppendResult> Handle(AppendMessages command, CancellationToken cancellationToken)
@@ -89,6 +92,8 @@ internal sealed class AppendMessagesHandler(TenantSessions sessions, ITokenCount
             stream.AppendMany(appended);
             await session.SaveChangesAsync(cancellationToken);
             metrics.Appended(appended);
+            // Before answering: from here on no node serves a context without these messages.
+            await generations.BumpAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
         }
 
         return new AppendResult(command.ConversationId, stream.Aggregate!.Version + appended.Count, results);

@@ -3,9 +3,11 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
+using ModularChat.BuildingBlocks.Caching;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.GetContext;
 
 namespace ModularChat.Conversations.Features.DeleteConversation;
 
@@ -15,7 +17,8 @@ internal sealed record DeleteConversation(Guid ConversationId) : ICommand;
 /// Deletes a conversation for the client at once: its views go in the same transaction and
 /// <see cref="ConversationDeleted"/> tells every other module to drop what it derived from it.
 /// </summary>
-internal sealed class DeleteConversationHandler(TenantSessions sessions, TimeProvider clock) : ICommandHandler<DeleteConversation>
+internal sealed class DeleteConversationHandler(TenantSessions sessions, TimeProvider clock, CacheGenerations generations)
+    : ICommandHandler<DeleteConversation>
 {
     public async ValueTask<Unit> Handle(DeleteConversation command, CancellationToken cancellationToken)
     {
@@ -23,6 +26,7 @@ internal sealed class DeleteConversationHandler(TenantSessions sessions, TimePro
         var stream = await ConversationStreams.FetchForUpdate(session, command.ConversationId, expectedVersion: null, cancellationToken);
         stream.AppendOne(new ConversationDeleted(command.ConversationId, clock.GetUtcNow().TruncateToMicroseconds()));
         await session.SaveChangesAsync(cancellationToken);
+        await generations.ForgetAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
         return Unit.Value;
     }
 }

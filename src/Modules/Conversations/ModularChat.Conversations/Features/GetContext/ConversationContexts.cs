@@ -1,0 +1,161 @@
+using Marten;
+using Microsoft.Extensions.Caching.Hybrid;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Caching;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
+using ModularChat.Summaries.Contracts;
+
+namespace ModularChat.Conversations.Features.GetContext;
+
+/// <summary>
+/// Builds a conversation's context: the current summary when it fits, then the most recent messages, newest
+/// first while they fit, returned oldest first. Contexts and summaries are cached per conversation under its
+/// cache generation (<see cref="CacheGenerations"/>), which every change that affects them bumps: appends,
+/// summary revisions, retention, deletion.
+/// </summary>
+internal sealed class ConversationContexts(
+    IDocumentStore store,
+    IServiceProvider services,
+    HybridCache cache,
+    CacheGenerations generations,
+    ConversationsMetrics metrics,
+    IOptionsMonitor<ContextOptions> options) : IConversationContexts
+{
+    public static string Scope(string tenantId, Guid conversationId) => $"conv:{tenantId}:{conversationId:N}";
+
+    public async Task<ConversationContext?> GetAsync(
+        string tenantId, Guid conversationId, int maxTokens, string? query = null, CancellationToken cancellationToken = default)
+    {
+        var settings = options.CurrentValue;
+        if (!settings.CacheEnabled)
+        {
+            return await BuildAsync(tenantId, conversationId, maxTokens, query, settings, generation: null, cancellationToken);
+        }
+
+        var scope = Scope(tenantId, conversationId);
+        var generation = await generations.CurrentAsync(scope);
+        if (query is not null)
+        {
+            // Query results are not cached (queries rarely repeat); the summary inside still is.
+            return await BuildAsync(tenantId, conversationId, maxTokens, query, settings, generation, cancellationToken);
+        }
+
+        var built = false;
+        var context = await cache.GetOrCreateAsync(
+            $"ctx:{scope}:g{generation}:{maxTokens}",
+            async ct =>
+            {
+                built = true;
+                return await BuildAsync(tenantId, conversationId, maxTokens, null, settings, generation, ct);
+            },
+            CacheEntry(settings),
+            [scope],
+            cancellationToken);
+        metrics.CacheLookup("context", hit: !built);
+        return context;
+    }
+
+    private async Task<ConversationContext?> BuildAsync(
+        string tenantId, Guid conversationId, int maxTokens, string? query, ContextOptions settings, long? generation,
+        CancellationToken cancellationToken)
+    {
+        await using var session = store.QuerySession(tenantId);
+        var conversation = await session.LoadAsync<Conversation>(conversationId, cancellationToken);
+        if (conversation is null)
+        {
+            return null;
+        }
+
+        var remaining = maxTokens;
+        ContextSummary? summary = null;
+        if (await CurrentSummaryAsync(tenantId, conversationId, generation, cancellationToken) is { } current
+            && current.TokenCount + settings.TokensPerMessage <= remaining)
+        {
+            summary = new ContextSummary(current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount);
+            remaining -= current.TokenCount + settings.TokensPerMessage;
+        }
+
+        // Newest first, a page at a time, until the next message does not fit.
+        var picked = new List<StoredMessage>();
+        var before = conversation.MessageCount + 1;
+        var full = false;
+        while (!full && before > 1)
+        {
+            var upper = before;
+            var page = await session.Query<StoredMessage>()
+                .Where(m => m.ConversationId == conversationId && m.Sequence < upper)
+                .OrderByDescending(m => m.Sequence)
+                .Take(settings.PageSize)
+                .ToListAsync(cancellationToken);
+            foreach (var message in page)
+            {
+                var cost = message.TokenCount + settings.TokensPerMessage;
+                if (cost > remaining)
+                {
+                    full = true;
+                    break;
+                }
+
+                picked.Add(message);
+                remaining -= cost;
+            }
+
+            if (page.Count < settings.PageSize)
+            {
+                break;
+            }
+
+            before = page[^1].Sequence;
+        }
+
+        picked.Reverse();
+        var messages = picked.Select(ToContext).ToList();
+        var firstIncluded = messages.Count > 0 ? messages[0].Sequence : conversation.MessageCount + 1;
+        var coverage = new ContextCoverage(
+            conversation.MessageCount,
+            summary?.ToSequence,
+            messages.Count > 0 ? messages[0].Sequence : null,
+            messages.Count > 0 ? messages[^1].Sequence : null,
+            Complete: (summary?.ToSequence ?? 0) >= firstIncluded - 1);
+        return new ConversationContext(conversationId, maxTokens, maxTokens - remaining, summary, messages, coverage, []);
+    }
+
+    /// <summary>The current summary, cached under <paramref name="generation"/> (null: caching is off).</summary>
+    private async Task<ConversationSummary?> CurrentSummaryAsync(string tenantId, Guid conversationId, long? generation, CancellationToken cancellationToken)
+    {
+        if (services.GetService<IConversationSummaries>() is not { } summaries)
+        {
+            return null;
+        }
+
+        if (generation is null)
+        {
+            return await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken);
+        }
+
+        var scope = Scope(tenantId, conversationId);
+        var built = false;
+        var summary = await cache.GetOrCreateAsync(
+            $"sum:{scope}:g{generation}",
+            async ct =>
+            {
+                built = true;
+                return await summaries.GetCurrentAsync(tenantId, conversationId, ct);
+            },
+            CacheEntry(options.CurrentValue),
+            [scope],
+            cancellationToken);
+        metrics.CacheLookup("summary", hit: !built);
+        return summary;
+    }
+
+    private HybridCacheEntryOptions CacheEntry(ContextOptions settings) => new()
+    {
+        Expiration = settings.CacheExpiration,
+        LocalCacheExpiration = generations.Shared ? settings.LocalCacheExpiration : settings.LocalOnlyExpiration,
+    };
+
+    private static ContextMessage ToContext(StoredMessage m) => new(m.Sequence, m.Role, m.Content, m.TokenCount, m.CreatedAt, m.ExternalId);
+}

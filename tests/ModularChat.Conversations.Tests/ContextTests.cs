@@ -1,0 +1,160 @@
+using System.Net;
+using System.Text.Json;
+using ModularChat.Testing;
+
+namespace ModularChat.Conversations.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class ContextTests(ConversationsApp app)
+{
+    private const int PerMessage = 4; // Context:TokensPerMessage
+
+    [Fact]
+    public async Task The_context_holds_the_most_recent_messages_that_fit_oldest_first_and_never_exceeds_the_budget()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, messages) = await ConversationWith(client, 12);
+
+        // Room for the last three messages exactly, and a few tokens to spare.
+        var lastThree = messages.TakeLast(3).Sum(m => m.TokenCount + PerMessage);
+        var context = await Context(client, id, lastThree + 2);
+
+        Assert.Equal(messages.TakeLast(3).Select(m => m.Sequence), context.Messages.Select(m => m.Sequence));
+        Assert.Equal(lastThree, context.TotalTokens);
+        Assert.True(context.TotalTokens <= context.MaxTokens);
+        Assert.Equal((10L, 12L, 12L), (context.Coverage.MessagesFrom!.Value, context.Coverage.MessagesTo!.Value, context.Coverage.MessageCount));
+        Assert.False(context.Coverage.Complete);
+        Assert.Null(context.Summary);
+    }
+
+    [Fact]
+    public async Task A_large_budget_gives_the_whole_conversation()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, messages) = await ConversationWith(client, 5);
+
+        var context = await Context(client, id, 100_000);
+
+        Assert.Equal(messages.Select(m => m.Content), context.Messages.Select(m => m.Content));
+        Assert.Equal(messages.Sum(m => m.TokenCount + PerMessage), context.TotalTokens);
+        Assert.True(context.Coverage.Complete);
+    }
+
+    [Fact]
+    public async Task A_budget_too_small_for_any_message_gives_an_empty_context()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, _) = await ConversationWith(client, 3);
+
+        var context = await Context(client, id, 1);
+
+        Assert.Empty(context.Messages);
+        Assert.Equal(0, context.TotalTokens);
+    }
+
+    [Theory]
+    [InlineData("maxTokens=0")]
+    [InlineData("maxTokens=-5")]
+    [InlineData("maxTokens=abc")]
+    [InlineData("maxTokens=2000000")]
+    public async Task A_bad_budget_answers_400(string query)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, _) = await ConversationWith(client, 1);
+        var problem = await (await client.GetAsync($"/api/conversations/{id}/context?{query}")).ShouldBeProblem(400);
+        Assert.Contains("maxTokens", problem.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Another_tenants_conversation_has_no_context()
+    {
+        using var owner = app.Client(ModularChatApp.NewUser());
+        using var stranger = app.Client(ModularChatApp.NewUser());
+        var (id, _) = await ConversationWith(owner, 2);
+        await (await stranger.GetAsync($"/api/conversations/{id}/context")).ShouldBeProblem(404);
+    }
+
+    [Fact]
+    public async Task A_second_node_sees_the_new_context_right_after_a_write_on_the_first()
+    {
+        await using var second = await app.StartHostAsync();
+        var user = ModularChatApp.NewUser();
+        using var first = app.Client(user);
+        using var other = second.Server.CreateClient();
+        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        var (id, _) = await ConversationWith(first, 3);
+
+        // Both nodes cache the context...
+        Assert.Equal(3, (await Context(first, id, 10_000)).Messages.Count);
+        Assert.Equal(3, (await Context(other, id, 10_000)).Messages.Count);
+
+        // ...a write on one node is visible on the other at once, and the other way round.
+        await (await first.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "written on node one" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var seenByTwo = await Context(other, id, 10_000);
+        Assert.Equal("written on node one", seenByTwo.Messages[^1].Content);
+
+        await (await other.PostJson($"/api/conversations/{id}/messages", new { role = "assistant", content = "written on node two" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var seenByOne = await Context(first, id, 10_000);
+        Assert.Equal("written on node two", seenByOne.Messages[^1].Content);
+        Assert.Equal(5, seenByOne.Messages.Count);
+    }
+
+    [Fact]
+    public async Task Repeated_reads_are_served_from_the_cache_until_something_changes()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, _) = await ConversationWith(client, 2);
+        using var lookups = new CacheLookupRecorder();
+
+        await Context(client, id, 5000);
+        await Context(client, id, 5000);
+        await Context(client, id, 5000);
+        await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "a change" });
+        var after = await Context(client, id, 5000);
+
+        Assert.Equal(3, after.Messages.Count);
+        Assert.Equal(new[] { "miss", "hit", "hit", "miss" }, lookups.Results("context"));
+    }
+
+    [Fact]
+    public async Task Without_Redis_the_context_is_still_served_and_readiness_says_degraded()
+    {
+        // A node whose Redis is unreachable (nothing listens on port 1).
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = "127.0.0.1:1,connectTimeout=200" });
+        var user = ModularChatApp.NewUser();
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        var (id, _) = await ConversationWith(client, 2);
+
+        Assert.Equal(2, (await Context(client, id, 5000)).Messages.Count);
+        await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "still works" });
+        Assert.Equal(3, (await Context(client, id, 5000)).Messages.Count);
+
+        using var anonymous = node.Server.CreateClient();
+        var ready = await anonymous.GetAsync("/health/ready");
+        using var health = JsonDocument.Parse(await ready.Content.ReadAsStringAsync());
+        Assert.Equal("Degraded", health.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("status").GetString());
+        Assert.Equal("Healthy", health.RootElement.GetProperty("checks").GetProperty("postgresql").GetProperty("status").GetString());
+    }
+
+    private static async Task<ContextDto> Context(HttpClient client, Guid id, int maxTokens)
+        => await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens={maxTokens}")).ReadAs<ContextDto>(HttpStatusCode.OK);
+
+    private static async Task<(Guid Id, List<MessageDto> Messages)> ConversationWith(HttpClient client, int count)
+    {
+        var c = await (await client.PostJson("/api/conversations", new { title = "context" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var batch = Enumerable.Range(1, count).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message number {i} talks about topic {i * 7}." });
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        var page = await (await client.GetAsync($"/api/conversations/{c.Id}/messages?limit=500")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        return (c.Id, page.Items);
+    }
+}
+
+internal sealed record ContextDto(Guid ConversationId, int MaxTokens, int TotalTokens, ContextSummaryDto? Summary, List<ContextMessageDto> Messages,
+    ContextCoverageDto Coverage, List<ContextMessageDto> SearchHits);
+
+internal sealed record ContextSummaryDto(string Text, long FromSequence, long ToSequence, int Revision, int TokenCount);
+
+internal sealed record ContextMessageDto(long Sequence, string Role, string Content, int TokenCount, DateTimeOffset CreatedAt, string? ExternalId);
+
+internal sealed record ContextCoverageDto(long MessageCount, long? SummaryThrough, long? MessagesFrom, long? MessagesTo, bool Complete);
