@@ -86,8 +86,6 @@ public sealed class ChatTurnOptions
     /// <summary>Per-model budgets, by model name (e.g. <c>"gpt-4o": 100000</c>).</summary>
     public Dictionary<string, int> ModelContextBudgets { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
-    /// <summary>Most recent messages read to fill the budget.</summary>
-    public int MaxContextMessages { get; set; } = 200;
 
     /// <summary>The system prompt that starts every context (empty: none).</summary>
     public string SystemPrompt { get; set; } = "You are a helpful assistant.";
@@ -111,7 +109,6 @@ internal sealed class ChatTurnOptionsValidator : AbstractValidator<ChatTurnOptio
         RuleFor(o => o.MaxToolRounds).InclusiveBetween(1, 100);
         RuleFor(o => o.ContextTokenBudget).InclusiveBetween(100, 10_000_000);
         RuleForEach(o => o.ModelContextBudgets).Must(b => b.Value is >= 100 and <= 10_000_000).WithMessage("budgets must be between 100 and 10,000,000 tokens");
-        RuleFor(o => o.MaxContextMessages).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxStoredToolResultLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxToolResultLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxContentLength).InclusiveBetween(1, 10_000_000);

@@ -1,9 +1,8 @@
 using Microsoft.Extensions.AI;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.Conversations.Contracts;
-using ModularChat.Summaries.Contracts;
 
 namespace ModularChat.Providers.Features.Chat;
 
@@ -14,62 +13,43 @@ namespace ModularChat.Providers.Features.Chat;
 internal sealed record ChatContext(IReadOnlyList<ChatMessage> Messages, long? SummaryThroughSequence, int MessageCount, int Tokens);
 
 /// <summary>
-/// Assembles a turn's context: system prompt, the conversation's current summary (when the Summaries module is
-/// present and has one), then the most recent messages after it, newest first until the model's token budget is
-/// spent. The latest message (the user's new one) is always included. Tool calls and results of earlier turns are
-/// left out: the assistant's answers carry their outcome, and a cut call/result pair would be refused by providers.
-/// One small class on purpose: the context contract of the Retention issue replaces it.
+/// A turn's context: the system prompt, then the conversation's context within the model's token budget
+/// (<see cref="IConversationContexts"/>: the current summary and the most recent messages, cached across nodes).
+/// Tool calls and results of earlier turns are left out: the assistant's answers carry their outcome, and a
+/// call/result pair cut in half would be refused by providers. The latest message (the user's new one) is always
+/// included, even when the budget is too small for it.
 /// </summary>
-internal sealed class ChatContextAssembler(IConversationMessages conversations, IServiceProvider services, ITokenCounter tokens, IOptionsMonitor<ChatTurnOptions> options)
+internal sealed class ChatContextAssembler(
+    IConversationContexts contexts, IConversationMessages conversations, ITokenCounter tokens, IOptionsMonitor<ChatTurnOptions> options)
 {
     public async Task<ChatContext> AssembleAsync(string tenantId, Guid conversationId, string model, CancellationToken cancellationToken)
     {
         var settings = options.CurrentValue;
-        var budget = settings.BudgetFor(model);
-        var context = new List<ChatMessage>();
-        var used = 0;
+        var messages = new List<ChatMessage>();
+        var systemTokens = 0;
         if (!string.IsNullOrWhiteSpace(settings.SystemPrompt))
         {
-            context.Add(new ChatMessage(ChatRole.System, settings.SystemPrompt));
-            used += tokens.Count(settings.SystemPrompt);
+            messages.Add(new ChatMessage(ChatRole.System, settings.SystemPrompt));
+            systemTokens = tokens.Count(settings.SystemPrompt);
         }
 
-        var summary = services.GetService<IConversationSummaries>() is { } summaries
-            ? await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken)
-            : null;
-        if (summary is not null)
+        var budget = Math.Max(1, settings.BudgetFor(model) - systemTokens);
+        var context = await contexts.GetAsync(tenantId, conversationId, budget, cancellationToken: cancellationToken)
+            ?? throw new NotFoundException("Conversation", conversationId);
+        if (context.Summary is { } summary)
         {
-            var text = "Summary of the conversation so far (messages 1 to " + summary.ToSequence + "):\n" + summary.Text;
-            context.Add(new ChatMessage(ChatRole.System, text));
-            used += summary.TokenCount > 0 ? summary.TokenCount : tokens.Count(text);
+            messages.Add(new ChatMessage(ChatRole.System, $"Summary of the conversation so far (messages 1 to {summary.ToSequence}):\n{summary.Text}"));
         }
 
-        var latest = await conversations.ReadLatestAsync(tenantId, conversationId, settings.MaxContextMessages, cancellationToken: cancellationToken);
-        var recent = new List<ConversationMessage>();
-        foreach (var message in latest.Reverse())
+        var verbatim = context.Messages.Where(m => m.Role != MessageRole.Tool).Select(m => (m.Sequence, m.Role, m.Content)).ToList();
+        if (context.Coverage.MessageCount > 0 && context.Coverage.MessagesTo != context.Coverage.MessageCount)
         {
-            if (summary is not null && message.Sequence <= summary.ToSequence)
-            {
-                break;
-            }
-
-            if (message.Role == MessageRole.Tool)
-            {
-                continue;
-            }
-
-            if (recent.Count > 0 && used + message.TokenCount > budget)
-            {
-                break;
-            }
-
-            used += message.TokenCount;
-            recent.Add(message);
+            var latest = (await conversations.ReadLatestAsync(tenantId, conversationId, 1, cancellationToken: cancellationToken)).Single();
+            verbatim.Add((latest.Sequence, latest.Role, latest.Content));
         }
 
-        recent.Reverse();
-        context.AddRange(recent.Select(m => new ChatMessage(Role(m.Role), m.Content)));
-        return new ChatContext(context, summary?.ToSequence, recent.Count, used);
+        messages.AddRange(verbatim.Select(m => new ChatMessage(Role(m.Role), m.Content)));
+        return new ChatContext(messages, context.Summary?.ToSequence, verbatim.Count, systemTokens + context.TotalTokens);
     }
 
     private static ChatRole Role(MessageRole role) => role switch
