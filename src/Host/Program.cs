@@ -49,7 +49,7 @@ builder.Services.AddMediator(o =>
 
 // Infrastructure.
 builder.Services.AddModularChatPersistence(builder.Configuration);
-builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging());
+builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration));
 builder.Services.AddModularChatCaching(builder.Configuration);
 builder.Services.AddModularChatHealth(builder.Configuration);
 

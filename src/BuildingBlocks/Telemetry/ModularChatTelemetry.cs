@@ -18,6 +18,8 @@ public static class MetricNames
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
     public const string CacheLookups = "modularchat.cache.lookups";
+    public const string RetentionMessages = "modularchat.retention.messages";
+    public const string RetentionBytes = "modularchat.retention.bytes";
 
     // Providers: LLM calls, MCP tools, chat turns.
     public const string LlmCallDuration = "modularchat.llm.call.duration";

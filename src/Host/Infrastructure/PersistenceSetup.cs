@@ -90,9 +90,13 @@ internal static class PersistenceSetup
     }
 
     /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
-    public static void ConfigureModularChatMessaging(this WolverineOptions options)
+    public static void ConfigureModularChatMessaging(this WolverineOptions options, IConfiguration configuration)
     {
         options.ServiceName = "modularchat";
+        // Handled messages carry message content; they are kept only briefly (local queues need no long
+        // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
+        options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
+        options.Durability.HandledMessageCleanupPollingTime = configuration.GetValue("Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
         options.UseRuntimeCompilation();
         options.Policies.AutoApplyTransactions();
         options.Policies.UseDurableLocalQueues();

@@ -67,3 +67,34 @@ public sealed record MessageAppended(
 
 /// <summary>A conversation was deleted: every module removes what it derived from it.</summary>
 public sealed record ConversationDeleted(Guid ConversationId, DateTimeOffset DeletedAt) : IConversationEvent;
+
+/// <summary>What retention did to a range of messages.</summary>
+public enum RetentionAction
+{
+    /// <summary>Moved out of the event stream and the hot message table into the archive; still readable.</summary>
+    Archived,
+
+    /// <summary>Removed from the database for good.</summary>
+    Deleted,
+}
+
+/// <summary>
+/// Retention archived or deleted a range of a conversation's messages, all of them covered by a stored summary
+/// revision and none among the last messages the policy keeps.
+/// </summary>
+/// <param name="FromSequence">First message sequence of the range.</param>
+/// <param name="ToSequence">Last message sequence of the range.</param>
+/// <param name="Messages">Messages in the range.</param>
+/// <param name="Bytes">UTF-8 bytes of their content.</param>
+/// <param name="Policy">The policy that decided it.</param>
+/// <param name="SummaryThrough">The last sequence the summary revision that allowed it covers.</param>
+public sealed record RetentionApplied(
+    Guid ConversationId,
+    RetentionAction Action,
+    long FromSequence,
+    long ToSequence,
+    long Messages,
+    long Bytes,
+    string Policy,
+    long SummaryThrough,
+    DateTimeOffset AppliedAt) : IConversationEvent;

@@ -6,11 +6,13 @@ using ModularChat.Conversations.Domain;
 namespace ModularChat.Conversations;
 
 /// <summary>The Conversations module's instruments (one set per process).</summary>
-internal sealed class ConversationsMetrics
+public sealed class ConversationsMetrics
 {
     private readonly Counter<long> _messages;
     private readonly Histogram<int> _tokens;
     private readonly Counter<long> _cacheLookups;
+    private readonly Counter<long> _retainedMessages;
+    private readonly Counter<long> _retainedBytes;
 
     public ConversationsMetrics(IMeterFactory meters)
     {
@@ -18,12 +20,21 @@ internal sealed class ConversationsMetrics
         _messages = meter.CreateCounter<long>(MetricNames.MessagesAppended, "{message}", "Messages stored, by role");
         _tokens = meter.CreateHistogram<int>(MetricNames.MessageTokens, "{token}", "o200k tokens per stored message");
         _cacheLookups = meter.CreateCounter<long>(MetricNames.CacheLookups, "{lookup}", "Cache lookups by cache and result (hit, miss)");
+        _retainedMessages = meter.CreateCounter<long>(MetricNames.RetentionMessages, "{message}", "Messages archived or deleted by retention, by action and policy");
+        _retainedBytes = meter.CreateCounter<long>(MetricNames.RetentionBytes, "By", "Content bytes archived or deleted by retention, by action and policy");
     }
 
-    public void CacheLookup(string cache, bool hit)
+    internal void RetentionApplied(RetentionApplied applied)
+    {
+        KeyValuePair<string, object?>[] tags = [new("action", applied.Action.ToString().ToLowerInvariant()), new("policy", applied.Policy)];
+        _retainedMessages.Add(applied.Messages, tags);
+        _retainedBytes.Add(applied.Bytes, tags);
+    }
+
+    internal void CacheLookup(string cache, bool hit)
         => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
 
-    public void Appended(IReadOnlyList<MessageAppended> messages)
+    internal void Appended(IReadOnlyList<MessageAppended> messages)
     {
         foreach (var m in messages)
         {

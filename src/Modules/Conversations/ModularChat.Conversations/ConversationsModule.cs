@@ -11,6 +11,7 @@ using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.AppendMessage;
 using ModularChat.Conversations.Features.DeleteConversation;
 using ModularChat.Conversations.Features.GetContext;
+using ModularChat.Conversations.Features.Retention;
 using ModularChat.Conversations.Features.GetConversation;
 using ModularChat.Conversations.Features.ListConversations;
 using ModularChat.Conversations.Features.ListMessages;
@@ -32,6 +33,8 @@ public static class ConversationsModule
         services.AddSingleton<IConversationMessages, ConversationMessages>();
         services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);
         services.AddSingleton<IConversationContexts, ConversationContexts>();
+        services.AddValidatedOptions<RetentionOptions, RetentionOptionsValidator>(RetentionOptions.Section);
+        services.AddSingleton<RetentionExecutor>();
         return services;
     }
 
@@ -66,6 +69,7 @@ public static class ConversationsModule
         group.MapAppendMessage();
         group.MapListMessages();
         group.MapGetContext();
+        group.MapRetention(app);
         return app;
     }
 }

@@ -29,6 +29,15 @@ public sealed partial record Conversation
     /// <summary>The stream version, set by Marten: the value clients pass as expectedVersion.</summary>
     public long Version { get; set; }
 
+    /// <summary>Messages up to this sequence were archived or deleted by retention (0: none).</summary>
+    public long RetainedThrough { get; init; }
+
+    /// <summary>UTF-8 bytes of the content of the messages still in the hot store.</summary>
+    public long HotBytes { get; init; }
+
+    /// <summary>The archived and deleted ranges, oldest first (adjacent ranges of the same action merged).</summary>
+    public IReadOnlyList<RetainedRange> Retained { get; init; } = [];
+
     /// <summary>
     /// Marten's hook for the document's storage: the list reads a tenant's conversations newest activity
     /// first, keyset-paged on (last activity, id), which this one index serves.
@@ -54,8 +63,23 @@ public sealed partial record Conversation
     {
         MessageCount = e.Sequence,
         TotalTokens = TotalTokens + e.TokenCount,
+        HotBytes = HotBytes + ContentBytes(e.Content),
         LastActivityAt = e.AppendedAt > LastActivityAt ? e.AppendedAt : LastActivityAt,
     };
 
+    public Conversation Apply(RetentionApplied e) => this with
+    {
+        RetainedThrough = Math.Max(RetainedThrough, e.ToSequence),
+        HotBytes = Math.Max(0, HotBytes - e.Bytes),
+        Retained = Retained.Count > 0 && Retained[^1].Action == e.Action && Retained[^1].ToSequence + 1 == e.FromSequence
+            ? [.. Retained.Take(Retained.Count - 1), Retained[^1] with { ToSequence = e.ToSequence, Messages = Retained[^1].Messages + e.Messages, Bytes = Retained[^1].Bytes + e.Bytes }]
+            : [.. Retained, new RetainedRange(e.Action, e.FromSequence, e.ToSequence, e.Messages, e.Bytes)],
+    };
+
+    public static long ContentBytes(string content) => System.Text.Encoding.UTF8.GetByteCount(content);
+
     public bool ShouldDelete(ConversationDeleted e) => true;
 }
+
+/// <summary>A range of messages retention archived or deleted.</summary>
+public sealed record RetainedRange(RetentionAction Action, long FromSequence, long ToSequence, long Messages, long Bytes);

@@ -12,5 +12,8 @@ public sealed partial class StoredMessageProjection : EventProjection
     public StoredMessage Create(MessageAppended e) => StoredMessage.From(e);
 
     public void Project(ConversationDeleted e, IDocumentOperations operations)
-        => operations.DeleteWhere<StoredMessage>(m => m.ConversationId == e.ConversationId);
+    {
+        operations.HardDeleteWhere<StoredMessage>(m => m.ConversationId == e.ConversationId);
+        operations.HardDeleteWhere<ArchivedMessage>(m => m.ConversationId == e.ConversationId);
+    }
 }

@@ -1,4 +1,6 @@
+using Marten;
 using Mediator;
+using Wolverine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -42,4 +44,16 @@ internal static class DeleteConversationEndpoint
             .WithName("DeleteConversation")
             .WithSummary("Delete a conversation and everything derived from it")
             .ProducesProblem(StatusCodes.Status404NotFound);
+}
+
+/// <summary>
+/// After a conversation is deleted for the client, its event stream is removed from the database for good
+/// (durably, off the request path; every other module drops what it derived on the same event).
+/// </summary>
+public static class PurgeDeletedConversationHandler
+{
+    public static Task Handle(ConversationDeleted deleted, Envelope envelope, IDocumentStore store, CancellationToken cancellationToken)
+        => envelope.TenantId is { Length: > 0 } tenant
+            ? store.Advanced.Clean.DeleteSingleEventStreamAsync(deleted.ConversationId, tenant, cancellationToken)
+            : Task.CompletedTask;
 }

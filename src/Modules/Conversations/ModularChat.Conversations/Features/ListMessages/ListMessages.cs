@@ -1,6 +1,7 @@
 using System.Globalization;
 using FluentValidation;
 using Marten;
+using Marten.Services.BatchQuerying;
 using Mediator;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -24,7 +25,8 @@ public enum PageDirection
     Backward,
 }
 
-internal sealed record ListMessages(Guid ConversationId, string? Cursor, int? Limit, string? Direction) : IQuery<Page<MessageResponse>>;
+internal sealed record ListMessages(Guid ConversationId, string? Cursor, int? Limit, string? Direction, bool IncludeArchived = false)
+    : IQuery<Page<MessageResponse>>;
 
 internal sealed class ListMessagesValidator : AbstractValidator<ListMessages>
 {
@@ -52,16 +54,10 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
         await using var session = sessions.Query();
         var batch = session.CreateBatchQuery();
         var conversation = batch.Load<Conversation>(query.ConversationId);
-        var messages = batch.Query<StoredMessage>().Where(m => m.ConversationId == query.ConversationId);
-        messages = (direction, after) switch
-        {
-            (PageDirection.Forward, { } seq) => messages.Where(m => m.Sequence > seq),
-            (PageDirection.Backward, { } seq) => messages.Where(m => m.Sequence < seq),
-            _ => messages,
-        };
-        var items = (direction == PageDirection.Forward ? messages.OrderBy(m => m.Sequence) : messages.OrderByDescending(m => m.Sequence))
-            .Take(limit + 1)
-            .ToList();
+        var hot = Page(batch.Query<StoredMessage>().Where(m => m.ConversationId == query.ConversationId), direction, after, limit);
+        var archived = query.IncludeArchived
+            ? Page(batch.Query<ArchivedMessage>().Where(m => m.ConversationId == query.ConversationId), direction, after, limit)
+            : Task.FromResult<IReadOnlyList<ArchivedMessage>>([]);
         await batch.Execute(cancellationToken);
 
         if (await conversation is null)
@@ -69,7 +65,11 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
             throw new NotFoundException("Conversation", query.ConversationId);
         }
 
-        var list = (await items).ToList();
+        // Archived messages all come before the hot ones: merge the two pages in reading order.
+        var merged = (await archived).Select(a => a.ToStored()).Concat(await hot);
+        var list = (direction == PageDirection.Forward ? merged.OrderBy(m => m.Sequence) : merged.OrderByDescending(m => m.Sequence))
+            .Take(limit + 1)
+            .ToList();
         string? next = null;
         if (list.Count > limit)
         {
@@ -78,6 +78,29 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
         }
 
         return new Page<MessageResponse>(list.Select(MessageResponse.From).ToList(), next);
+    }
+
+    // Two copies of one paging rule: Marten translates member access on the concrete document type only.
+    private static Task<IReadOnlyList<StoredMessage>> Page(IBatchedQueryable<StoredMessage> messages, PageDirection direction, long? after, int limit)
+    {
+        var filtered = (direction, after) switch
+        {
+            (PageDirection.Forward, { } seq) => messages.Where(m => m.Sequence > seq),
+            (PageDirection.Backward, { } seq) => messages.Where(m => m.Sequence < seq),
+            _ => messages,
+        };
+        return (direction == PageDirection.Forward ? filtered.OrderBy(m => m.Sequence) : filtered.OrderByDescending(m => m.Sequence)).Take(limit + 1).ToList();
+    }
+
+    private static Task<IReadOnlyList<ArchivedMessage>> Page(IBatchedQueryable<ArchivedMessage> messages, PageDirection direction, long? after, int limit)
+    {
+        var filtered = (direction, after) switch
+        {
+            (PageDirection.Forward, { } seq) => messages.Where(m => m.Sequence > seq),
+            (PageDirection.Backward, { } seq) => messages.Where(m => m.Sequence < seq),
+            _ => messages,
+        };
+        return (direction == PageDirection.Forward ? filtered.OrderBy(m => m.Sequence) : filtered.OrderByDescending(m => m.Sequence)).Take(limit + 1).ToList();
     }
 
     private static (PageDirection, long?) DecodeCursor(string cursor)
@@ -95,7 +118,7 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
     }
 }
 
-internal sealed record GetMessage(Guid ConversationId, long Sequence) : IQuery<MessageResponse>;
+internal sealed record GetMessage(Guid ConversationId, long Sequence, bool IncludeArchived = false) : IQuery<MessageResponse>;
 
 internal sealed class GetMessageHandler(TenantSessions sessions) : IQueryHandler<GetMessage, MessageResponse>
 {
@@ -104,6 +127,12 @@ internal sealed class GetMessageHandler(TenantSessions sessions) : IQueryHandler
         await using var session = sessions.Query();
         var message = await session.Query<StoredMessage>()
             .FirstOrDefaultAsync(m => m.ConversationId == query.ConversationId && m.Sequence == query.Sequence, cancellationToken);
+        if (message is null && query.IncludeArchived)
+        {
+            message = (await session.Query<ArchivedMessage>()
+                .FirstOrDefaultAsync(m => m.ConversationId == query.ConversationId && m.Sequence == query.Sequence, cancellationToken))?.ToStored();
+        }
+
         return message is null
             ? throw new NotFoundException("Message", $"{query.ConversationId}/{query.Sequence}")
             : MessageResponse.From(message);
@@ -115,16 +144,16 @@ internal static class ListMessagesEndpoints
     public static void MapListMessages(this IEndpointRouteBuilder group)
     {
         group.MapGet("/{id}/messages", async Task<Ok<Page<MessageResponse>>> (
-                Guid id, string? cursor, int? limit, string? direction, ISender sender, CancellationToken ct)
-                => TypedResults.Ok(await sender.Send(new ListMessages(id, cursor, limit, direction), ct)))
+                Guid id, string? cursor, int? limit, string? direction, bool? includeArchived, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new ListMessages(id, cursor, limit, direction, includeArchived ?? false), ct)))
             .WithName("ListMessages")
             .WithSummary("Page through a conversation's messages by sequence")
-            .WithDescription("direction=forward (default) starts at the first message, oldest first; direction=backward starts at the latest, newest first. Pass nextCursor as cursor to continue the same way.")
+            .WithDescription("direction=forward (default) starts at the first message, oldest first; direction=backward starts at the latest, newest first. Pass nextCursor as cursor to continue the same way. includeArchived=true also returns messages retention archived.")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound);
 
-        group.MapGet("/{id}/messages/{sequence:long}", async Task<Ok<MessageResponse>> (Guid id, long sequence, ISender sender, CancellationToken ct)
-                => TypedResults.Ok(await sender.Send(new GetMessage(id, sequence), ct)))
+        group.MapGet("/{id}/messages/{sequence:long}", async Task<Ok<MessageResponse>> (Guid id, long sequence, bool? includeArchived, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new GetMessage(id, sequence, includeArchived ?? false), ct)))
             .WithName("GetMessage")
             .WithSummary("Get one message by its sequence number")
             .ProducesProblem(StatusCodes.Status404NotFound);

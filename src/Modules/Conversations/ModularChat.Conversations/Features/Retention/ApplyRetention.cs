@@ -1,0 +1,27 @@
+using Marten;
+using ModularChat.Summaries.Contracts;
+using Wolverine.ErrorHandling;
+using Wolverine.Runtime.Handlers;
+
+namespace ModularChat.Conversations.Features.Retention;
+
+/// <summary>Apply the retention policy to one conversation (tenant on the envelope). Durable and retried.</summary>
+public sealed record ApplyRetention(Guid ConversationId);
+
+/// <summary>Every stored summary revision may allow retention to go further.</summary>
+public static class RetentionAfterSummaryHandler
+{
+    public static ApplyRetention Handle(SummaryRevised revised) => new(revised.ConversationId);
+}
+
+/// <summary>Runs retention off the request path, on Wolverine's durable local queue.</summary>
+public static class ApplyRetentionHandler
+{
+    public static void Configure(HandlerChain chain)
+        => chain.OnAnyException()
+            .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
+            .Then.MoveToErrorQueue();
+
+    public static Task Handle(ApplyRetention command, IDocumentSession session, RetentionExecutor executor, CancellationToken cancellationToken)
+        => executor.ApplyAsync(session, command.ConversationId, cancellationToken);
+}

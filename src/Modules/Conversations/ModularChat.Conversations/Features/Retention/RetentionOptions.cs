@@ -1,0 +1,55 @@
+using FluentValidation;
+using ModularChat.Conversations.Domain;
+
+namespace ModularChat.Conversations.Features.Retention;
+
+/// <summary>
+/// What conversations keep once summaries cover their messages (section <c>Retention</c>): a global policy and
+/// per-tenant overrides (<c>Retention:Tenants:&lt;tenant&gt;:Policy</c> / <c>KeepLast</c>).
+/// </summary>
+public sealed class RetentionOptions
+{
+    public const string Section = "Retention";
+
+    /// <summary>keep-all (default), keep-last-n, archive-after-summary or delete-after-summary.</summary>
+    public string Policy { get; set; } = "keep-all";
+
+    /// <summary>The latest messages that always stay, whatever the policy (N).</summary>
+    public int KeepLast { get; set; } = 20;
+
+    /// <summary>Per-tenant overrides of <see cref="Policy"/> and <see cref="KeepLast"/>.</summary>
+    public Dictionary<string, TenantRetentionOptions> Tenants { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>The policy of a tenant.</summary>
+    public RetentionPolicy For(string tenantId)
+    {
+        Tenants.TryGetValue(tenantId, out var tenant);
+        return new RetentionPolicy(RetentionPolicy.Names[tenant?.Policy ?? Policy], tenant?.KeepLast ?? KeepLast);
+    }
+}
+
+/// <summary>A tenant's override of the retention policy.</summary>
+public sealed class TenantRetentionOptions
+{
+    public string? Policy { get; set; }
+
+    public int? KeepLast { get; set; }
+}
+
+internal sealed class RetentionOptionsValidator : AbstractValidator<RetentionOptions>
+{
+    private static readonly string Known = string.Join(", ", RetentionPolicy.Names.Keys);
+
+    public RetentionOptionsValidator()
+    {
+        RuleFor(o => o.Policy).Must(p => RetentionPolicy.Names.ContainsKey(p)).WithMessage($"must be one of {Known}");
+        RuleFor(o => o.KeepLast).InclusiveBetween(0, 1_000_000);
+        RuleForEach(o => o.Tenants).ChildRules(t =>
+        {
+            t.RuleFor(e => e.Value.Policy).Must(p => p is null || RetentionPolicy.Names.ContainsKey(p))
+                .WithMessage(e => $"Tenants:{e.Key}:Policy must be one of {Known}");
+            t.RuleFor(e => e.Value.KeepLast).InclusiveBetween(0, 1_000_000).When(e => e.Value.KeepLast is not null)
+                .WithMessage(e => $"Tenants:{e.Key}:KeepLast must be between 0 and 1000000");
+        });
+    }
+}
