@@ -15,10 +15,28 @@ public sealed class ConversationsApp : ModularChatApp
         ["Conversations:MaxContentLength"] = "2000",
         ["Conversations:MaxBatchSize"] = "50",
         ["Limits:MaxRequestBodyBytes"] = "200000",
+        // Retention policies for the tenants of RetentionTests (the default stays keep-all).
+        [$"Retention:Tenants:{RetentionTenants.Delete}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{RetentionTenants.Delete}:KeepLast"] = "5",
+        [$"Retention:Tenants:{RetentionTenants.Archive}:Policy"] = "archive-after-summary",
+        [$"Retention:Tenants:{RetentionTenants.Archive}:KeepLast"] = "5",
+        [$"Retention:Tenants:{RetentionTenants.KeepLast}:Policy"] = "keep-last-n",
+        [$"Retention:Tenants:{RetentionTenants.KeepLast}:KeepLast"] = "3",
+        // Handled messages (which carry content) leave the inbox quickly, for the deletion cascade test.
+        ["Messaging:KeepHandledMessagesFor"] = "00:00:01",
+        ["Messaging:HandledMessageCleanupInterval"] = "00:00:01",
     };
 
     protected override void ConfigureServices(IServiceCollection services)
         => services.ConfigureWolverine(o => o.Discovery.IncludeAssembly(typeof(ConversationsApp).Assembly));
+}
+
+/// <summary>Tenants with a retention policy configured in this host.</summary>
+public static class RetentionTenants
+{
+    public const string Delete = "retention-delete";
+    public const string Archive = "retention-archive";
+    public const string KeepLast = "retention-keep-last";
 }
 
 [CollectionDefinition(Name)]

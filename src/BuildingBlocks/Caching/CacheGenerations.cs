@@ -22,6 +22,7 @@ public sealed partial class CacheGenerations : IHostedService
     public const string Channel = "modularchat:cache-invalidations";
 
     private const string KeyPrefix = "modularchat:gen:";
+    private const string TrackedPrefix = "modularchat:gen-keys:";
     private readonly IConnectionMultiplexer? _redis;
     private readonly HybridCache _cache;
     private readonly ILogger<CacheGenerations> _logger;
@@ -82,7 +83,31 @@ public sealed partial class CacheGenerations : IHostedService
         }
     }
 
-    /// <summary>Forgets a scope for good (its resource was deleted).</summary>
+    /// <summary>
+    /// Remembers that <paramref name="key"/> caches data of <paramref name="scope"/>, so <see cref="ForgetAsync"/>
+    /// can remove it from Redis (L2) as well, not only stop reading it.
+    /// </summary>
+    public async Task TrackAsync(string scope, string key, TimeSpan lifetime)
+    {
+        if (_redis is { IsConnected: true })
+        {
+            try
+            {
+                var database = _redis.GetDatabase();
+                await database.SetAddAsync(TrackedPrefix + scope, key, CommandFlags.FireAndForget).ConfigureAwait(false);
+                await database.KeyExpireAsync(TrackedPrefix + scope, lifetime, CommandFlags.FireAndForget).ConfigureAwait(false);
+            }
+            catch (RedisException e)
+            {
+                Failed(e);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Forgets a scope for good (its resource was deleted): every cached entry of it is removed from every node's
+    /// memory and from Redis, and so is its generation.
+    /// </summary>
     public async Task ForgetAsync(string scope)
     {
         await BumpAsync(scope).ConfigureAwait(false);
@@ -91,8 +116,13 @@ public sealed partial class CacheGenerations : IHostedService
         {
             try
             {
-                // A short expiry instead of a delete: a node that read the old generation a moment ago still misses.
-                await _redis.GetDatabase().KeyExpireAsync(KeyPrefix + scope, TimeSpan.FromMinutes(10)).ConfigureAwait(false);
+                var database = _redis.GetDatabase();
+                foreach (var key in await database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
+                {
+                    await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
+                }
+
+                await database.KeyDeleteAsync([TrackedPrefix + scope, KeyPrefix + scope]).ConfigureAwait(false);
             }
             catch (RedisException e)
             {

@@ -43,11 +43,13 @@ internal sealed class ConversationContexts(
         }
 
         var built = false;
+        var key = $"ctx:{scope}:g{generation}:{maxTokens}";
         var context = await cache.GetOrCreateAsync(
-            $"ctx:{scope}:g{generation}:{maxTokens}",
+            key,
             async ct =>
             {
                 built = true;
+                await generations.TrackAsync(scope, key, settings.CacheExpiration);
                 return await BuildAsync(tenantId, conversationId, maxTokens, null, settings, generation, ct);
             },
             CacheEntry(settings),
@@ -137,11 +139,13 @@ internal sealed class ConversationContexts(
 
         var scope = Scope(tenantId, conversationId);
         var built = false;
+        var key = $"sum:{scope}:g{generation}";
         var summary = await cache.GetOrCreateAsync(
-            $"sum:{scope}:g{generation}",
+            key,
             async ct =>
             {
                 built = true;
+                await generations.TrackAsync(scope, key, options.CurrentValue.CacheExpiration);
                 return await summaries.GetCurrentAsync(tenantId, conversationId, ct);
             },
             CacheEntry(options.CurrentValue),

@@ -1,0 +1,213 @@
+using System.Net;
+using System.Text.Json;
+using ModularChat.Testing;
+using Npgsql;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// Retention end to end, with the real Summaries module: 12 messages cross the first summary milestone (10), the
+/// summary covers 1-10, and the policy acts on what it covers except the last N.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class RetentionTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task Delete_after_summary_removes_covered_messages_for_real_and_keeps_the_last_n()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("deleter"), RetentionTenants.Delete);
+        var id = await ConversationWith(client, 12);
+
+        // Covered: 1-10; the last 5 (8-12) stay: 1-7 go.
+        var view = await WaitForRetention(client, id, v => v.Deleted.Count > 0);
+        Assert.Equal((1L, 7L, 7L), (view.Deleted[0].FromSequence, view.Deleted[0].ToSequence, view.Deleted[0].Messages));
+        Assert.Equal((8L, 12L), (view.Hot!.FromSequence, view.Hot.ToSequence));
+        Assert.Empty(view.Archived);
+
+        var messages = await Messages(client, id, includeArchived: true);
+        Assert.Equal(Enumerable.Range(8, 5).Select(i => (long)i), messages.Select(m => m.Sequence));
+        await (await client.GetAsync($"/api/conversations/{id}/messages/3?includeArchived=true")).ShouldBeProblem(404);
+
+        // Gone from the database itself, not only from the API.
+        Assert.Equal(0, await CountRowsMentioning("message number 3 of", id));
+        Assert.Equal(5, await CountRowsMentioning("message number", id, "mt_doc_storedmessage"));
+
+        // The conversation goes on: appends, context and the summary still work.
+        await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "after retention" });
+        var context = await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens=100000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(13, context.Messages[^1].Sequence);
+        Assert.Equal(10, context.Summary!.ToSequence);
+    }
+
+    [Fact]
+    public async Task Archive_after_summary_moves_covered_messages_out_of_the_stream_but_keeps_them_readable()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("archiver"), RetentionTenants.Archive);
+        var id = await ConversationWith(client, 12);
+
+        var view = await WaitForRetention(client, id, v => v.Archived.Count > 0);
+        Assert.Equal((1L, 7L), (view.Archived[0].FromSequence, view.Archived[0].ToSequence));
+        Assert.Equal(view.Hot!.Bytes + view.Archived[0].Bytes, view.BytesKept);
+
+        var hot = await Messages(client, id, includeArchived: false);
+        Assert.Equal(8, hot[0].Sequence);
+        var all = await Messages(client, id, includeArchived: true);
+        Assert.Equal(Enumerable.Range(1, 12).Select(i => (long)i), all.Select(m => m.Sequence));
+        Assert.Equal("Message number 3 of the conversation talks about topic 21.", all[2].Content);
+
+        // Paging through the archive and the hot messages together, both ways.
+        var backward = await Messages(client, id, includeArchived: true, direction: "backward", limit: 4);
+        Assert.Equal(Enumerable.Range(1, 12).Reverse().Select(i => (long)i), backward.Select(m => m.Sequence));
+
+        // Out of the event stream: only the archive holds them.
+        Assert.Equal(0, await CountRowsMentioning("message number 3 of", id, "mt_events"));
+        Assert.Equal(1, await CountRowsMentioning("message number 3 of", id, "mt_doc_archivedmessage"));
+    }
+
+    [Fact]
+    public async Task Keep_last_n_keeps_exactly_n_once_summarized()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("keeper"), RetentionTenants.KeepLast);
+        var id = await ConversationWith(client, 10);
+
+        var view = await WaitForRetention(client, id, v => v.Deleted.Count > 0);
+        Assert.Equal(3, view.Hot!.Messages);
+        Assert.Equal(Enumerable.Range(8, 3).Select(i => (long)i), (await Messages(client, id, includeArchived: true)).Select(m => m.Sequence));
+    }
+
+    [Fact]
+    public async Task A_message_never_summarized_is_never_removed()
+    {
+        var admin = app.Client(ModularChatApp.NewUser("admin"), RetentionTenants.Delete, "admin");
+        using var client = app.Client(ModularChatApp.NewUser("short"), RetentionTenants.Delete);
+        var id = await ConversationWith(client, 8); // below the first milestone: no summary
+
+        var queued = await admin.PostAsync("/api/admin/retention/apply", null);
+        Assert.Equal(HttpStatusCode.Accepted, queued.StatusCode);
+        await Task.Delay(TimeSpan.FromSeconds(2));
+
+        var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+        Assert.Empty(view.Deleted);
+        Assert.Equal((1L, 8L), (view.Hot!.FromSequence, view.Hot.ToSequence));
+        Assert.Equal(8, (await Messages(client, id, includeArchived: false)).Count);
+        admin.Dispose();
+    }
+
+    [Fact]
+    public async Task Keep_all_is_the_default_and_removes_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await ConversationWith(client, 12);
+        await WaitForSummary(client, id);
+        await Task.Delay(TimeSpan.FromSeconds(1));
+
+        var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+        Assert.Equal("keep-all", view.Policy);
+        Assert.Empty(view.Deleted);
+        Assert.Empty(view.Archived);
+        Assert.Equal(12, view.Hot!.Messages);
+    }
+
+    [Fact]
+    public async Task Retention_totals_are_for_admins_and_add_up()
+    {
+        var tenant = RetentionTenants.Delete;
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), tenant, "admin");
+        using var user = app.Client(ModularChatApp.NewUser("user"), tenant);
+        await (await user.GetAsync("/api/admin/retention")).ShouldBeProblem(403);
+
+        var totals = await (await admin.GetAsync("/api/admin/retention")).ReadAs<JsonElement>(HttpStatusCode.OK);
+        Assert.Equal("delete-after-summary", totals.GetProperty("policy").GetString());
+        Assert.Equal(
+            totals.GetProperty("messages").GetInt64(),
+            totals.GetProperty("hotMessages").GetInt64() + totals.GetProperty("archivedMessages").GetInt64() + totals.GetProperty("deletedMessages").GetInt64());
+        Assert.Equal(totals.GetProperty("hotBytes").GetInt64() + totals.GetProperty("archivedBytes").GetInt64(), totals.GetProperty("bytesKept").GetInt64());
+    }
+
+    private static async Task<Guid> ConversationWith(HttpClient client, int count)
+    {
+        var c = await (await client.PostJson("/api/conversations", new { title = "retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        for (var i = 1; i <= count; i++)
+        {
+            await (await client.PostJson($"/api/conversations/{c.Id}/messages",
+                new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message number {i} of the conversation talks about topic {i * 7}." }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        }
+
+        return c.Id;
+    }
+
+    private static async Task WaitForSummary(HttpClient client, Guid id)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await client.GetAsync($"/api/conversations/{id}/summary")).StatusCode != HttpStatusCode.OK)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+            if (done(view))
+            {
+                return view;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"retention did not happen within 30 s: {JsonSerializer.Serialize(view)}");
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task<List<MessageDto>> Messages(HttpClient client, Guid id, bool includeArchived, string direction = "forward", int limit = 5)
+    {
+        var all = new List<MessageDto>();
+        string? cursor = null;
+        do
+        {
+            var url = $"/api/conversations/{id}/messages?includeArchived={includeArchived}&direction={direction}&limit={limit}" + (cursor is null ? "" : $"&cursor={cursor}");
+            var page = await (await client.GetAsync(url)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+            all.AddRange(page.Items);
+            cursor = page.NextCursor;
+        }
+        while (cursor is not null);
+        return all;
+    }
+
+    /// <summary>Rows of a table (or of every ModularChat table) whose text mentions both the conversation and <paramref name="text"/>.</summary>
+    private async Task<long> CountRowsMentioning(string text, Guid conversationId, string? table = null)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var tables = new List<string>();
+        await using (var list = new NpgsqlCommand("select table_name from information_schema.tables where table_schema = 'modularchat' and table_type = 'BASE TABLE'", connection))
+        await using (var reader = await list.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                tables.Add(reader.GetString(0));
+            }
+        }
+
+        long count = 0;
+        foreach (var name in tables.Where(t => table is null || t == table))
+        {
+            await using var command = new NpgsqlCommand(
+                $"select count(*) from modularchat.\"{name}\" x where lower(x::text) like @text and x::text like @id", connection);
+            command.Parameters.AddWithValue("text", "%" + text.ToLowerInvariant() + "%");
+            command.Parameters.AddWithValue("id", "%" + conversationId + "%");
+            count += (long)(await command.ExecuteScalarAsync())!;
+        }
+
+        return count;
+    }
+}
+
+internal sealed record MessageRangeDto(long FromSequence, long ToSequence, long Messages, long Bytes);
+
+internal sealed record RetentionViewDto(Guid ConversationId, string Policy, int KeepLast, long MessageCount, MessageRangeDto? Hot,
+    List<MessageRangeDto> Archived, List<MessageRangeDto> Deleted, long BytesKept);
