@@ -17,4 +17,12 @@ public static class MetricNames
 {
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
+
+    public const string SearchQueries = "modularchat.search.queries";
+    public const string SearchDuration = "modularchat.search.duration";
+    public const string SearchEmbeddings = "modularchat.search.embeddings";
+    public const string SearchEmbeddingDuration = "modularchat.search.embedding.duration";
+    public const string SearchEmbeddingFailures = "modularchat.search.embedding.failures";
+    public const string SearchIndexVectors = "modularchat.search.index.vectors";
+    public const string SearchIndexBytes = "modularchat.search.index.bytes";
 }
