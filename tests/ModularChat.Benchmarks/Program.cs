@@ -1,8 +1,25 @@
 using ModularChat.Benchmarks;
 
 // ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
-var scenarios = args.Length == 0 ? ["append"] : args;
+// ./build.sh eval-search [folder]: search quality on LoCoMo-format conversations (see SearchEval).
 var results = new Measurements();
+if (args is ["eval-search", ..])
+{
+    var files = SearchEval.Files(args.Length > 1 ? Path.GetFullPath(args[1]) : SearchEval.DefaultFolder());
+    if (files is null)
+    {
+        return 2;
+    }
+
+    await using var evalEnv = BenchEnvironment.FromEnvironment();
+    await evalEnv.StartAsync();
+    await new SearchEval(evalEnv, results).RunAsync(files);
+    await evalEnv.StopHostAsync();
+    results.Print();
+    return 0;
+}
+
+var scenarios = args.Length == 0 ? ["append", "search"] : args;
 await using var env = BenchEnvironment.FromEnvironment();
 await env.StartAsync();
 
@@ -12,6 +29,9 @@ foreach (var scenario in scenarios)
     {
         case "append":
             await new AppendBenchmark(env, results).RunAsync();
+            break;
+        case "search":
+            await new SearchBenchmark(env, results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -44,7 +64,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, search, http-floor, read-floor)");
             return 2;
     }
 }

@@ -19,17 +19,29 @@ public sealed class SearchOptions
     /// <summary>Longest query, in characters (422 beyond).</summary>
     public int MaxQueryLength { get; set; } = 1000;
 
+    /// <summary>
+    /// Budget of entries a keyword search reads: entries are fetched through the query's rarest words while their expected
+    /// number stays within it (the rarest word is always used), so common words cannot make a search read half the tenant.
+    /// </summary>
+    public int MaxKeywordCandidates { get; set; } = 2000;
+
     /// <summary>Candidates each list (keyword, semantic) contributes to the fusion.</summary>
     public int CandidatesPerList { get; set; } = 100;
 
     /// <summary>Weight of the keyword list in reciprocal rank fusion.</summary>
     public double KeywordWeight { get; set; } = 1.0;
 
-    /// <summary>Weight of the semantic list in reciprocal rank fusion.</summary>
-    public double SemanticWeight { get; set; } = 0.6;
+    /// <summary>Weight of the semantic list in reciprocal rank fusion when the tenant embeds with a language model (OpenAI-compatible endpoint).</summary>
+    public double SemanticWeight { get; set; } = 1.0;
+
+    /// <summary>
+    /// Weight of the semantic list when the tenant uses the built-in embedder: its similarity is mostly lexical and overlaps the
+    /// keyword list, so it refines rather than leads.
+    /// </summary>
+    public double BuiltInSemanticWeight { get; set; } = 0.4;
 
     /// <summary>The k of reciprocal rank fusion: 1 / (k + rank). Larger values flatten the head of each list.</summary>
-    public int RrfK { get; set; } = 60;
+    public int RrfK { get; set; } = 20;
 
     /// <summary>BM25 term-saturation parameter of the keyword ranking.</summary>
     public double Bm25K1 { get; set; } = 1.2;
@@ -143,8 +155,10 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleFor(o => o.DefaultResults).GreaterThan(0).LessThanOrEqualTo(o => o.MaxResults).WithMessage("must be between 1 and MaxResults.");
         RuleFor(o => o.MaxQueryLength).InclusiveBetween(1, 100_000);
         RuleFor(o => o.CandidatesPerList).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.MaxKeywordCandidates).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.KeywordWeight).InclusiveBetween(0, 100);
         RuleFor(o => o.SemanticWeight).InclusiveBetween(0, 100);
+        RuleFor(o => o.BuiltInSemanticWeight).InclusiveBetween(0, 100);
         RuleFor(o => o.RrfK).InclusiveBetween(0, 10_000);
         RuleFor(o => o.Bm25K1).InclusiveBetween(0, 10);
         RuleFor(o => o.Bm25B).InclusiveBetween(0, 1);

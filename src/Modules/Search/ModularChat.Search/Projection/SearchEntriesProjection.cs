@@ -29,7 +29,8 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
     private readonly string _language;
     private readonly string[] _speakerKeys;
     private readonly string _insertSql;
-    private readonly string _deleteSql;
+    private readonly string _tombstoneSql;
+    private readonly string[] _deleteSql;
 
     public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys)
     {
@@ -46,6 +47,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         }
 
         _insertSql = InsertSql(schema);
+        _tombstoneSql = $"insert into {schema.Deletions} (tenant_id, conversation_id, deleted_at) values (^, ^, ^) on conflict (tenant_id, conversation_id) do nothing";
         _deleteSql = DeleteSql(schema);
     }
 
@@ -68,7 +70,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                     break;
                 case ConversationDeleted d:
                     Flush(operations, batch);
-                    operations.QueueSqlCommand('^', _deleteSql, operations.TenantId, d.ConversationId, d.DeletedAt.ToUniversalTime());
+                    operations.QueueSqlCommand('^', _tombstoneSql, operations.TenantId, d.ConversationId, d.DeletedAt.ToUniversalTime());
+                    foreach (var sql in _deleteSql)
+                    {
+                        operations.QueueSqlCommand('^', sql, operations.TenantId, d.ConversationId);
+                    }
+
                     break;
             }
         }
@@ -146,7 +153,13 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                    d.metadata::jsonb, d.created_at, d.content, d.search_vector, length(d.search_vector)
             from doc d cross join params p
             on conflict (tenant_id, id) do nothing
-            returning e.id, e.conversation_id, e.kind, e.lexeme_count
+            returning e.id, e.conversation_id, e.kind, e.lexeme_count, e.search_vector
+        ),
+        lexemes as (
+            insert into {s.Terms} as t (tenant_id, lexeme, documents)
+            select p.tenant_id, u.lexeme, count(*)
+            from inserted i cross join unnest(i.search_vector) u cross join params p group by p.tenant_id, u.lexeme
+            on conflict (tenant_id, lexeme) do update set documents = t.documents + excluded.documents
         ),
         counted as (
             insert into {s.Stats} as st (tenant_id, conversation_id, kind, documents, lexemes)
@@ -163,19 +176,23 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         select count(*) from inserted
         """;
 
-    private static string DeleteSql(SearchSchema s) => $"""
-        with params as (select ^::varchar as tenant_id, ^::uuid as conversation_id, ^::timestamptz as deleted_at),
-        tombstone as (
-            insert into {s.Deletions} (tenant_id, conversation_id, deleted_at)
-            select tenant_id, conversation_id, deleted_at from params
-            on conflict (tenant_id, conversation_id) do nothing
-        ),
-        entries as (delete from {s.Entries} e using params p where e.tenant_id = p.tenant_id and e.conversation_id = p.conversation_id),
-        vectors as (delete from {s.Vectors} v using params p where v.tenant_id = p.tenant_id and v.conversation_id = p.conversation_id),
-        queue as (delete from {s.Pending} q using params p where q.tenant_id = p.tenant_id and q.conversation_id = p.conversation_id),
-        stats as (delete from {s.Stats} st using params p where st.tenant_id = p.tenant_id and st.conversation_id = p.conversation_id)
-        select 1
-        """;
+    /// <summary>
+    /// Separate statements, in this order, each with its own snapshot: the entries' row locks make a concurrent embedding
+    /// commit first (or find nothing), and the vector delete that follows then sees its vectors. Placeholders: tenant, conversation.
+    /// </summary>
+    private static string[] DeleteSql(SearchSchema s) =>
+    [
+        $"""
+        update {s.Terms} t set documents = t.documents - x.n
+        from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
+              where e.tenant_id = ^ and e.conversation_id = ^ group by e.tenant_id, u.lexeme) x
+        where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
+        """,
+        $"delete from {s.Entries} where tenant_id = ^ and conversation_id = ^",
+        $"delete from {s.Vectors} where tenant_id = ^ and conversation_id = ^",
+        $"delete from {s.Pending} where tenant_id = ^ and conversation_id = ^",
+        $"delete from {s.Stats} where tenant_id = ^ and conversation_id = ^",
+    ];
 
     /// <summary>Column arrays of the entries of one flush.</summary>
     private sealed class EntryBatch

@@ -36,7 +36,7 @@ internal sealed partial class HybridSearch(
             ? Task.FromResult<IReadOnlyList<KeywordCandidate>>([])
             : keyword.SearchAsync(criteria.TenantId, criteria.Query, criteria.Filter, candidates, cancellationToken);
         var semanticTask = criteria.Mode == SearchMode.Keyword
-            ? Task.FromResult(new SemanticList([], null, null))
+            ? Task.FromResult(new SemanticList([], null, null, false))
             : SemanticAsync(criteria, candidates, cancellationToken);
         await Task.WhenAll(keywordTask, semanticTask);
         var keywordHits = await keywordTask;
@@ -51,10 +51,11 @@ internal sealed partial class HybridSearch(
             fused[hit.EntryId] = new Fused(score, hit.CreatedAt, i + 1, null);
         }
 
+        var semanticWeight = semantic.BuiltIn ? o.BuiltInSemanticWeight : o.SemanticWeight;
         for (var i = 0; i < semantic.Candidates.Count; i++)
         {
             var hit = semantic.Candidates[i];
-            var score = criteria.Mode == SearchMode.Semantic ? hit.Score : o.SemanticWeight / (o.RrfK + i + 1);
+            var score = criteria.Mode == SearchMode.Semantic ? hit.Score : semanticWeight / (o.RrfK + i + 1);
             fused[hit.EntryId] = fused.TryGetValue(hit.EntryId, out var existing)
                 ? existing with { Score = existing.Score + score, SemanticRank = i + 1 }
                 : new Fused(score, hit.CreatedAt, null, i + 1);
@@ -100,7 +101,7 @@ internal sealed partial class HybridSearch(
         {
             // The tenant's embedding service failed: answer with the keyword list rather than an error.
             LogQueryEmbeddingFailed(logger, criteria.TenantId, embedder.Model, e.GetType().Name, e.Message);
-            return new SemanticList([], embedder.Model, "The embedding service did not answer; results are keyword matches only.");
+            return new SemanticList([], embedder.Model, "The embedding service did not answer; results are keyword matches only.", false);
         }
 
         var filter = criteria.Filter;
@@ -110,7 +111,7 @@ internal sealed partial class HybridSearch(
             allowed = await keyword.WithMetadataAsync(criteria.TenantId, metadata, cancellationToken);
             if (allowed.Count == 0)
             {
-                return new SemanticList([], embedder.Model, null);
+                return new SemanticList([], embedder.Model, null, embedder.BuiltIn is not null);
             }
         }
 
@@ -118,7 +119,7 @@ internal sealed partial class HybridSearch(
             filter.ExcludeFromSequence, filter.ExcludeToSequence);
         var candidates = await vectors.SearchAsync(criteria.TenantId, embedder.Model,
             new VectorQuery(query, vectorFilter, limit, (float)o.PreviousTurnWeight, (float)o.NextTurnWeight), cancellationToken);
-        return new SemanticList(candidates, embedder.Model, null);
+        return new SemanticList(candidates, embedder.Model, null, embedder.BuiltIn is not null);
     }
 
     /// <summary>
@@ -206,7 +207,7 @@ internal sealed partial class HybridSearch(
 
     private sealed record Fused(double Score, DateTimeOffset CreatedAt, int? KeywordRank, int? SemanticRank);
 
-    private sealed record SemanticList(IReadOnlyList<VectorCandidate> Candidates, string? Model, string? Problem);
+    private sealed record SemanticList(IReadOnlyList<VectorCandidate> Candidates, string? Model, string? Problem, bool BuiltIn);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding a search query of tenant {TenantId} with {Model} failed ({ErrorType}: {Error}); answering with keyword results only")]
     private static partial void LogQueryEmbeddingFailed(ILogger logger, string tenantId, string model, string errorType, string error);

@@ -12,29 +12,45 @@ internal sealed record KeywordCandidate(Guid EntryId, double Score, DateTimeOffs
 
 /// <summary>
 /// Keyword search on PostgreSQL's full-text search. The query's lexemes (stemmed, stop words dropped, by the
-/// configured text-search configuration) are OR-ed; the GIN index on the entries' tsvector finds every entry with
-/// at least one of them. They are ranked with BM25 (term frequency taken as 1, as chat turns rarely repeat a word):
-/// each matching lexeme adds its inverse document frequency, computed in the same statement from the candidates
-/// (every entry containing a lexeme is a candidate) and the per-conversation statistics the projection keeps, and
-/// shorter entries weigh more. A message then inherits a share of its previous and next turn's scores.
+/// configured text-search configuration) are looked up in the tenant's term statistics; entries are found through
+/// the GIN index on their tsvector and ranked with BM25 (term frequency taken as 1, as chat turns rarely repeat a
+/// word): each matching lexeme adds its inverse document frequency, and shorter entries weigh more. A message then
+/// inherits a share of its previous and next turn's scores.
 /// </summary>
+/// <remarks>
+/// Common words would make every query read a large share of the tenant's entries ("good", a speaker's name in
+/// half of them). So entries are fetched through the query's rarest lexemes only, adding lexemes from the rarest up
+/// while the expected number of entries stays within <see cref="SearchOptions.MaxKeywordCandidates"/> (the rarest
+/// is always used); every lexeme still scores the entries fetched. An entry that contains only very common words of
+/// the query is not found, which costs little: such an entry would rank below those with a rarer word.
+/// </remarks>
 internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOptions> options)
 {
+    /// <summary>Most lexemes of a query that count (the rarest ones).</summary>
+    private const int MaxLexemes = 32;
+
     public async Task<IReadOnlyList<KeywordCandidate>> SearchAsync(string tenantId, string query, SearchFilter filter, int limit, CancellationToken cancellationToken)
     {
         var o = options.Value;
-        var schema = database.Schema;
         await using var connection = await database.OpenAsync(cancellationToken);
+        var statistics = await StatisticsAsync(connection, tenantId, query, filter, cancellationToken);
+        var lexemes = statistics.Lexemes.Where(l => l.Documents > 0).OrderBy(l => l.Documents).ThenBy(l => l.Lexeme, StringComparer.Ordinal).Take(MaxLexemes).ToList();
+        if (lexemes.Count == 0)
+        {
+            return [];
+        }
+
+        // Fetch through the rarest lexemes while the expected candidates (scaled to the searched scope) fit the budget.
+        var scale = statistics.Documents == 0 ? 1 : (double)statistics.ScopeDocuments / statistics.Documents;
+        var retrieval = 1;
+        var expected = lexemes[0].Documents * scale;
+        while (retrieval < lexemes.Count && expected + lexemes[retrieval].Documents * scale <= o.MaxKeywordCandidates)
+        {
+            expected += lexemes[retrieval++].Documents * scale;
+        }
+
         await using var command = new NpgsqlCommand { Connection = connection };
         var parameters = command.Parameters;
-        parameters.Add(new NpgsqlParameter { Value = tenantId });
-        parameters.Add(new NpgsqlParameter { Value = o.Language });
-        parameters.Add(new NpgsqlParameter { Value = query });
-        parameters.Add(new NpgsqlParameter { Value = o.Bm25K1 });
-        parameters.Add(new NpgsqlParameter { Value = o.Bm25B });
-        parameters.Add(new NpgsqlParameter { Value = o.PreviousTurnWeight });
-        parameters.Add(new NpgsqlParameter { Value = o.NextTurnWeight });
-        parameters.Add(new NpgsqlParameter { Value = limit });
 
         string Add(object value, NpgsqlDbType? type = null)
         {
@@ -48,21 +64,31 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
             return "$" + parameters.Count;
         }
 
-        // The scope limits both the candidates and the collection statistics.
-        var candidates = new StringBuilder();
-        var statistics = new StringBuilder();
+        var tenant = Add(tenantId);
+        var n = (double)Math.Max(statistics.Documents, 1);
+        var score = new StringBuilder();
+        foreach (var lexeme in lexemes)
+        {
+            var idf = Math.Log(1 + (Math.Max(n - lexeme.Documents, 0) + 0.5) / (lexeme.Documents + 0.5));
+            score.Append(score.Length == 0 ? "" : " + ")
+                .Append(Add(idf * (o.Bm25K1 + 1))).Append("::float8 * (e.search_vector @@ ").Append(Add(new NpgsqlTsQueryLexeme(lexeme.Lexeme))).Append(")::int");
+        }
+
+        NpgsqlTsQuery any = new NpgsqlTsQueryLexeme(lexemes[0].Lexeme);
+        foreach (var lexeme in lexemes.Skip(1).Take(retrieval - 1))
+        {
+            any = new NpgsqlTsQueryOr(any, new NpgsqlTsQueryLexeme(lexeme.Lexeme));
+        }
+
+        var scope = new StringBuilder();
         if (filter.ConversationId is { } conversationId)
         {
-            var p = Add(conversationId);
-            candidates.Append(" and e.conversation_id = ").Append(p);
-            statistics.Append(" and conversation_id = ").Append(p);
+            scope.Append(" and e.conversation_id = ").Append(Add(conversationId));
         }
 
         if (filter.Kind is { } kind)
         {
-            var p = Add((short)kind);
-            candidates.Append(" and e.kind = ").Append(p);
-            statistics.Append(" and kind = ").Append(p);
+            scope.Append(" and e.kind = ").Append(Add((short)kind));
         }
 
         var post = new StringBuilder();
@@ -91,39 +117,25 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
             post.Append(" and not (e.kind = 0 and e.sequence between ").Append(Add(lo)).Append(" and ").Append(Add(hi)).Append(')');
         }
 
+        var top = Add(limit);
+        var previous = Add(o.PreviousTurnWeight);
+        var next = Add(o.NextTurnWeight);
         // Without filters on the hits themselves, only the best smoothed scores need joining back to their entries.
-        var preLimit = post.Length == 0 ? "order by score desc limit $8 * 2 + 20" : "";
+        var preLimit = post.Length == 0 ? $"order by score desc limit {top} * 2 + 20" : "";
+        var schema = database.Schema;
         command.CommandText = $"""
-            with terms as (
-                select distinct t.lexeme, ('''' || replace(replace(t.lexeme, '\', '\\'), '''', '''''') || '''')::tsquery as query
-                from unnest(to_tsvector($2::regconfig, $3)) t
-            ),
-            q as (select string_agg(query::text, ' | ')::tsquery as any_term from terms),
-            cand as materialized (
-                select e.id, e.conversation_id, e.kind, e.sequence, e.lexeme_count, e.search_vector
-                from {schema.Entries} e cross join q
-                where e.tenant_id = $1 and e.search_vector @@ q.any_term{candidates}
-            ),
-            matched as (select c.id, t.lexeme from cand c join terms t on c.search_vector @@ t.query),
-            df as (select lexeme, count(*)::float8 as n from matched group by lexeme),
-            stats as (
-                select greatest(coalesce(sum(documents), 0), 1)::float8 as documents,
-                       greatest(coalesce(sum(lexemes), 0)::float8 / greatest(coalesce(sum(documents), 0), 1), 1) as average_length
-                from {schema.Stats} where tenant_id = $1{statistics}
-            ),
-            scored as (
-                select c.id, c.conversation_id, c.kind, c.sequence,
-                       sum(ln(1 + (greatest(s.documents - df.n, 0) + 0.5) / (df.n + 0.5)))
-                         * ($4 + 1) / (1 + $4 * (1 - $5 + $5 * c.lexeme_count / s.average_length)) as score
-                from matched m join df on df.lexeme = m.lexeme join cand c on c.id = m.id cross join stats s
-                group by c.id, c.conversation_id, c.kind, c.sequence, c.lexeme_count, s.average_length
+            with scored as materialized (
+                select e.id, e.conversation_id, e.kind, e.sequence,
+                       ({score}) / (1 + {Add(o.Bm25K1)} * (1 - {Add(o.Bm25B)} + {Add(o.Bm25B)} * e.lexeme_count / {Add(statistics.AverageLength)})) as score
+                from {schema.Entries} e
+                where e.tenant_id = {tenant} and e.search_vector @@ {Add(any)}{scope}
             ),
             messages as (
                 select conversation_id, sequence, sum(score) as score
                 from (
                     select conversation_id, sequence, score from scored where kind = 0
-                    union all select conversation_id, sequence + 1, score * $6 from scored where kind = 0 and $6 > 0
-                    union all select conversation_id, sequence - 1, score * $7 from scored where kind = 0 and $7 > 0 and sequence > 1
+                    union all select conversation_id, sequence + 1, score * {previous} from scored where kind = 0 and {previous} > 0
+                    union all select conversation_id, sequence - 1, score * {next} from scored where kind = 0 and {next} > 0 and sequence > 1
                 ) spread
                 group by conversation_id, sequence
                 {preLimit}
@@ -131,14 +143,14 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
             ranked as (
                 select e.id, e.created_at, m.score
                 from messages m join {schema.Entries} e
-                  on e.tenant_id = $1 and e.conversation_id = m.conversation_id and e.sequence = m.sequence and e.kind = 0
+                  on e.tenant_id = {tenant} and e.conversation_id = m.conversation_id and e.sequence = m.sequence and e.kind = 0
                 where true{post}
                 union all
                 select e.id, e.created_at, s.score
-                from scored s join {schema.Entries} e on e.tenant_id = $1 and e.id = s.id
+                from scored s join {schema.Entries} e on e.tenant_id = {tenant} and e.id = s.id
                 where s.kind = 1{post}
             )
-            select id, created_at, score from ranked order by score desc, id limit $8
+            select id, created_at, score from ranked order by score desc, id limit {top}
             """;
 
         var result = new List<KeywordCandidate>(limit);
@@ -150,6 +162,47 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
 
         return result;
     }
+
+    /// <summary>The query's lexemes with their document frequencies, and the tenant's and the searched scope's sizes.</summary>
+    private async Task<TermStatistics> StatisticsAsync(
+        NpgsqlConnection connection, string tenantId, string query, SearchFilter filter, CancellationToken cancellationToken)
+    {
+        var schema = database.Schema;
+        await using var batch = new NpgsqlBatch(connection);
+        var lexemes = new NpgsqlBatchCommand($"""
+            select t.lexeme, coalesce(st.documents, 0)
+            from (select distinct u.lexeme from unnest(to_tsvector($2::regconfig, $3)) u) t
+            left join {schema.Terms} st on st.tenant_id = $1 and st.lexeme = t.lexeme
+            """);
+        lexemes.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+        lexemes.Parameters.Add(new NpgsqlParameter { Value = options.Value.Language });
+        lexemes.Parameters.Add(new NpgsqlParameter { Value = query });
+        batch.BatchCommands.Add(lexemes);
+        var totals = new NpgsqlBatchCommand($"""
+            select coalesce(sum(documents), 0)::bigint, coalesce(sum(lexemes), 0)::bigint,
+                   coalesce(sum(documents) filter (where ($2::uuid is null or conversation_id = $2) and ($3::smallint is null or kind = $3)), 0)::bigint
+            from {schema.Stats} where tenant_id = $1
+            """);
+        totals.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+        totals.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.ConversationId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
+        totals.Parameters.Add(new NpgsqlParameter { Value = filter.Kind is { } k ? (short)k : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Smallint });
+        batch.BatchCommands.Add(totals);
+
+        var found = new List<(string Lexeme, long Documents)>();
+        await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            found.Add((reader.GetString(0), reader.GetInt64(1)));
+        }
+
+        await reader.NextResultAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        var documents = reader.GetInt64(0);
+        var average = documents == 0 ? 1 : Math.Max(1, reader.GetInt64(1) / (double)documents);
+        return new TermStatistics(found, documents, average, reader.GetInt64(2));
+    }
+
+    private sealed record TermStatistics(List<(string Lexeme, long Documents)> Lexemes, long Documents, double AverageLength, long ScopeDocuments);
 
     /// <summary>Ids of the tenant's entries whose metadata contains every given pair (for filtering vector hits).</summary>
     public async Task<HashSet<Guid>> WithMetadataAsync(string tenantId, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)

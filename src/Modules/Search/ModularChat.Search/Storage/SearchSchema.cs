@@ -35,6 +35,9 @@ internal sealed class SearchSchema(string schemaName)
     /// <summary>Entry counts and lexeme totals per conversation and kind: BM25's collection statistics.</summary>
     public string Stats => $"{Schema}.mc_search_stats";
 
+    /// <summary>Per tenant and lexeme, how many entries contain it: BM25's document frequencies, and what keeps common words from flooding the candidates.</summary>
+    public string Terms => $"{Schema}.mc_search_terms";
+
     /// <summary>The embedding model each tenant's vectors are built with.</summary>
     public string Models => $"{Schema}.mc_search_models";
 
@@ -42,7 +45,7 @@ internal sealed class SearchSchema(string schemaName)
     public string State => $"{Schema}.mc_search_state";
 
     /// <summary>Tables that a projection rebuild empties before replaying the events (vectors and tombstones survive).</summary>
-    public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats];
+    public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats, Terms];
 
     public IEnumerable<ISchemaObject> Objects()
     {
@@ -114,6 +117,12 @@ internal sealed class SearchSchema(string schemaName)
         stats.AddColumn("documents", "bigint").NotNull();
         stats.AddColumn("lexemes", "bigint").NotNull();
         yield return stats;
+
+        var terms = new Table(new PostgresqlObjectName(Schema, "mc_search_terms", SchemaUtils.IdentifierUsage.General));
+        terms.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        terms.AddColumn("lexeme", "text").NotNull().AsPrimaryKey();
+        terms.AddColumn("documents", "bigint").NotNull();
+        yield return terms;
 
         var models = new Table(new PostgresqlObjectName(Schema, "mc_search_models", SchemaUtils.IdentifierUsage.General));
         models.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();

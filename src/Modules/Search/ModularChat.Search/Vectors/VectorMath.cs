@@ -22,7 +22,8 @@ internal static class VectorMath
     /// <summary>8-bit symmetric quantization: <paramref name="target"/>[i] * scale ≈ <paramref name="vector"/>[i]; returns the scale.</summary>
     public static float Quantize(ReadOnlySpan<float> vector, Span<sbyte> target)
     {
-        var max = vector.Length == 0 ? 0 : TensorPrimitives.MaxMagnitude(vector);
+        // MaxMagnitude returns the element (with its sign) of largest magnitude.
+        var max = vector.Length == 0 ? 0 : MathF.Abs(TensorPrimitives.MaxMagnitude(vector));
         if (max <= 0 || float.IsNaN(max))
         {
             target.Clear();
@@ -53,7 +54,23 @@ internal static class VectorMath
         ref var rb = ref MemoryMarshal.GetReference(b);
         var i = 0;
         var sum = 0;
-        if (Vector256.IsHardwareAccelerated && length >= Vector256<sbyte>.Count)
+        if (Avx2.IsSupported && length >= Vector256<sbyte>.Count)
+        {
+            // |a| (unsigned) times b with a's sign, 32 bytes at a time: vpmaddubsw sums adjacent products into shorts
+            // (at most 2 * 127 * 127, no saturation), vpmaddwd by ones widens pairs of them into ints.
+            var ones = Vector256.Create((short)1);
+            var acc = Vector256<int>.Zero;
+            for (; i <= length - Vector256<sbyte>.Count; i += Vector256<sbyte>.Count)
+            {
+                var va = Vector256.LoadUnsafe(ref ra, (nuint)i);
+                var vb = Vector256.LoadUnsafe(ref rb, (nuint)i);
+                var pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(va), Avx2.Sign(vb, va));
+                acc = Avx2.Add(acc, Avx2.MultiplyAddAdjacent(pairs, ones));
+            }
+
+            sum = Vector256.Sum(acc);
+        }
+        else if (Vector256.IsHardwareAccelerated && length >= Vector256<sbyte>.Count)
         {
             var acc = Vector256<int>.Zero;
             for (; i <= length - Vector256<sbyte>.Count; i += Vector256<sbyte>.Count)
@@ -62,7 +79,9 @@ internal static class VectorMath
                 var vb = Vector256.LoadUnsafe(ref rb, (nuint)i);
                 var (aLow, aHigh) = Vector256.Widen(va);
                 var (bLow, bHigh) = Vector256.Widen(vb);
-                acc += MultiplyAddPairs(aLow, bLow) + MultiplyAddPairs(aHigh, bHigh);
+                var (p0, p1) = Vector256.Widen(aLow * bLow);
+                var (p2, p3) = Vector256.Widen(aHigh * bHigh);
+                acc += p0 + p1 + p2 + p3;
             }
 
             sum = Vector256.Sum(acc);
@@ -90,19 +109,5 @@ internal static class VectorMath
         }
 
         return sum;
-    }
-
-    /// <summary>Products of 16 pairs of shorts, adjacent products summed into 8 ints (one vpmaddwd on AVX2).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> MultiplyAddPairs(Vector256<short> a, Vector256<short> b)
-    {
-        if (Avx2.IsSupported)
-        {
-            return Avx2.MultiplyAddAdjacent(a, b);
-        }
-
-        // int8 * int8 fits in a short (|x| <= 127), so multiply before widening.
-        var (low, high) = Vector256.Widen(a * b);
-        return low + high;
     }
 }
