@@ -142,7 +142,9 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                 as x(id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id, metadata, created_at, content)
         ),
         doc as (
-            select x.*, setweight(to_tsvector(p.config, x.content), 'A') || setweight(to_tsvector(p.config, coalesce(x.speaker, '')), 'B') as search_vector
+            -- Angle brackets are hidden from the parser, which would otherwise drop "<...>" as an XML tag (see HitDetails).
+            select x.*, setweight(to_tsvector(p.config, translate(x.content, '<>', E'\u27E8\u27E9')), 'A')
+                        || setweight(to_tsvector(p.config, coalesce(x.speaker, '')), 'B') as search_vector
             from input x cross join params p
             where not exists (select 1 from {s.Deletions} d where d.tenant_id = p.tenant_id and d.conversation_id = x.conversation_id)
         ),

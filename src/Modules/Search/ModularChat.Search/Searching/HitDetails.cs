@@ -38,6 +38,11 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
 {
     private const char Start = '\u0002';
     private const char Stop = '\u0003';
+
+    // PostgreSQL's text-search parser takes "<...>" for an XML tag and leaves it out of headlines: the brackets travel as
+    // mathematical angle brackets (rare in chat; the projection indexes them the same way) and come back here.
+    private const char OpeningBracket = '\u27E8';
+    private const char ClosingBracket = '\u27E9';
     private const int MaxContextCharacters = 2000;
 
     public async Task<Dictionary<Guid, EntryDetails>> LoadAsync(string tenantId, string query, IReadOnlyCollection<Guid> ids, CancellationToken cancellationToken)
@@ -57,7 +62,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             select e.id, e.conversation_id, e.kind, e.sequence, e.from_sequence, e.revision, e.role, e.speaker, e.external_id, e.metadata::text,
                    e.created_at,
                    case when q.any_term is null then left(e.content, 300)
-                        else ts_headline($2::regconfig, e.content, q.any_term, $5) end
+                        else ts_headline($2::regconfig, translate(e.content, '<>', E'\u27E8\u27E9'), q.any_term, $5) end
             from {database.Schema.Entries} e cross join q
             where e.tenant_id = $1 and e.id = any($4)
             """, connection);
@@ -169,8 +174,14 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             }
             else
             {
-                plain.Append(c);
-                segment.Append(c);
+                var original = c switch
+                {
+                    OpeningBracket => '<',
+                    ClosingBracket => '>',
+                    _ => c,
+                };
+                plain.Append(original);
+                segment.Append(original);
             }
         }
 
