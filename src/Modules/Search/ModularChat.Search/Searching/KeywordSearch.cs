@@ -22,7 +22,9 @@ internal sealed record KeywordCandidate(Guid EntryId, double Score, DateTimeOffs
 /// half of them). So entries are fetched through the query's rarest lexemes only, adding lexemes from the rarest up
 /// while the expected number of entries stays within <see cref="SearchOptions.MaxKeywordCandidates"/> (the rarest
 /// is always used); every lexeme still scores the entries fetched. An entry that contains only very common words of
-/// the query is not found, which costs little: such an entry would rank below those with a rarer word.
+/// the query is not found, which costs little: such an entry would rank below those with a rarer word. When even the
+/// rarest lexeme is over the budget, entries holding both of the two rarest are fetched first, and the rarest alone
+/// only when those are too few.
 /// </remarks>
 internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOptions> options)
 {
@@ -49,6 +51,31 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
             expected += lexemes[retrieval++].Documents * scale;
         }
 
+        NpgsqlTsQuery any = new NpgsqlTsQueryLexeme(lexemes[0].Lexeme);
+        foreach (var lexeme in lexemes.Skip(1).Take(retrieval - 1))
+        {
+            any = new NpgsqlTsQueryOr(any, new NpgsqlTsQueryLexeme(lexeme.Lexeme));
+        }
+
+        // When even the rarest word is too common, entries holding both of the two rarest come first (they outscore
+        // entries with only one); the rarest alone is the fallback when they are too few.
+        if (expected > o.MaxKeywordCandidates && lexemes.Count >= 2)
+        {
+            var both = await RankAsync(connection, tenantId, filter, limit, lexemes, statistics,
+                new NpgsqlTsQueryAnd(new NpgsqlTsQueryLexeme(lexemes[0].Lexeme), new NpgsqlTsQueryLexeme(lexemes[1].Lexeme)), cancellationToken);
+            if (both.Count >= limit)
+            {
+                return both;
+            }
+        }
+
+        return await RankAsync(connection, tenantId, filter, limit, lexemes, statistics, any, cancellationToken);
+    }
+
+    private async Task<IReadOnlyList<KeywordCandidate>> RankAsync(NpgsqlConnection connection, string tenantId, SearchFilter filter, int limit,
+        List<(string Lexeme, long Documents)> lexemes, TermStatistics statistics, NpgsqlTsQuery retrieval, CancellationToken cancellationToken)
+    {
+        var o = options.Value;
         await using var command = new NpgsqlCommand { Connection = connection };
         var parameters = command.Parameters;
 
@@ -72,12 +99,6 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
             var idf = Math.Log(1 + (Math.Max(n - lexeme.Documents, 0) + 0.5) / (lexeme.Documents + 0.5));
             score.Append(score.Length == 0 ? "" : " + ")
                 .Append(Add(idf * (o.Bm25K1 + 1))).Append("::float8 * (e.search_vector @@ ").Append(Add(new NpgsqlTsQueryLexeme(lexeme.Lexeme))).Append(")::int");
-        }
-
-        NpgsqlTsQuery any = new NpgsqlTsQueryLexeme(lexemes[0].Lexeme);
-        foreach (var lexeme in lexemes.Skip(1).Take(retrieval - 1))
-        {
-            any = new NpgsqlTsQueryOr(any, new NpgsqlTsQueryLexeme(lexeme.Lexeme));
         }
 
         var scope = new StringBuilder();
@@ -128,7 +149,7 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
                 select e.id, e.conversation_id, e.kind, e.sequence,
                        ({score}) / (1 + {Add(o.Bm25K1)} * (1 - {Add(o.Bm25B)} + {Add(o.Bm25B)} * e.lexeme_count / {Add(statistics.AverageLength)})) as score
                 from {schema.Entries} e
-                where e.tenant_id = {tenant} and e.search_vector @@ {Add(any)}{scope}
+                where e.tenant_id = {tenant} and e.search_vector @@ {Add(retrieval)}{scope}
             ),
             messages as (
                 select conversation_id, sequence, sum(score) as score
