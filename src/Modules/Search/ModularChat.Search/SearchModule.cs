@@ -33,6 +33,7 @@ public static class SearchModule
         // No Providers module in the process: every tenant uses the configured or built-in embedder.
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
         services.AddSingleton<SearchDatabase>();
+        services.AddHostedService<LanguageCheck>();
         services.AddSingleton(sp => new HashedEmbedder(sp.GetRequiredService<IOptions<SearchOptions>>().Value.Embeddings.BuiltInDimensions));
         services.AddSingleton<TenantEmbedders>();
         services.AddSingleton<IVectorIndex, InMemoryVectorIndex>();

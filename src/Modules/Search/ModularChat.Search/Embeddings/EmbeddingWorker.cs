@@ -4,6 +4,7 @@ using System.Globalization;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Search.Storage;
 using ModularChat.Search.Vectors;
 using Npgsql;
@@ -174,6 +175,9 @@ internal sealed partial class EmbeddingWorker(
             }
         }
 
+        using var activity = ModularChatTelemetry.ActivitySource.StartActivity("search.embed");
+        activity?.SetTag("search.model", embedder.Model);
+        activity?.SetTag("search.entries", work.Count);
         var vectors = new List<float[]>(work.Count);
         var started = Stopwatch.GetTimestamp();
         foreach (var chunk in work.Chunk(_options.BatchSize))
