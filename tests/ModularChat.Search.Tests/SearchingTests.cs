@@ -203,12 +203,19 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
-    public async Task A_query_over_the_configured_length_is_refused_and_a_query_of_stop_words_finds_nothing_by_keyword()
+    public async Task Odd_queries_are_answered_without_errors_and_over_long_ones_are_refused()
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await (await client.GetAsync("/api/search?q=" + new string('a', 201))).ShouldBeProblem(422);
+        await client.StartConversation("words", Message("an ordinary sentence"));
+        await client.WaitForIndexing(1);
         var result = await (await client.GetAsync("/api/search?q=the+and+of&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK);
         Assert.Empty(result.Hits);
+        Assert.Empty((await (await client.GetAsync("/api/search?q=%3F%21&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+        // Characters PostgreSQL cannot store are not an error.
+        var nul = await (await client.GetAsync("/api/search?q=ordinary%00sentence&metadata=k%00=v%00")).ReadAs<SearchResult>(HttpStatusCode.OK);
+        Assert.Empty(nul.Hits);
+        Assert.NotEmpty((await client.Search("ordinary%00sentence")).Hits);
         await (await app.Host.Server.CreateClient().GetAsync("/api/search?q=x")).ShouldBeProblem(401);
     }
 }

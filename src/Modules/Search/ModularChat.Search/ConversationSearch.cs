@@ -20,7 +20,7 @@ internal sealed class ConversationSearch(HybridSearch search, SearchDatabase dat
             ExcludeFromSequence: request.ExcludeFromSequence ?? (request.ExcludeToSequence is null ? null : long.MinValue),
             ExcludeToSequence: request.ExcludeToSequence ?? (request.ExcludeFromSequence is null ? null : long.MaxValue));
         var ranking = await search.RankAsync(
-            new SearchCriteria(request.TenantId, request.Query, request.Limit, SearchMode.Hybrid, filter, Diversity: 0), cancellationToken);
+            new SearchCriteria(request.TenantId, QueryText.Clean(request.Query), request.Limit, SearchMode.Hybrid, filter, Diversity: 0), cancellationToken);
         if (ranking.Entries.Count == 0)
         {
             return [];

@@ -57,3 +57,17 @@ internal sealed record RankedEntry(Guid Id, double Score, int? KeywordRank, int?
 /// <param name="SemanticModel">The embedding model of the tenant.</param>
 /// <param name="SemanticProblem">Why the semantic list is missing, when it is (the embedding service failed).</param>
 internal sealed record SearchRanking(IReadOnlyList<RankedEntry> Entries, string? SemanticModel, string? SemanticProblem);
+
+/// <summary>Query text as PostgreSQL accepts it.</summary>
+internal static class QueryText
+{
+    /// <summary>Control characters (NUL above all, which PostgreSQL text cannot hold) become spaces.</summary>
+    public static string Clean(string text)
+        => text.AsSpan().ContainsAnyInRange('\0', '\u001f') ? string.Create(text.Length, text, (span, source) =>
+        {
+            for (var i = 0; i < source.Length; i++)
+            {
+                span[i] = char.IsControl(source[i]) ? ' ' : source[i];
+            }
+        }) : text;
+}

@@ -172,6 +172,11 @@ internal sealed class TenantVectorSet
             try
             {
                 var queryScale = quantizedQuery is null ? 0 : VectorMath.Quantize(query.Vector, quantizedQuery.AsSpan(0, _dimensions));
+                if (quantizedQuery is not null && queryScale == 0)
+                {
+                    return []; // an empty query (no words) is similar to nothing
+                }
+
                 if (scope is null)
                 {
                     for (var slot = 0; slot < _count; slot++)
@@ -324,6 +329,11 @@ internal sealed class TenantVectorSet
             if (_next[slot] != NoSlot)
             {
                 score += query.NextTurnWeight * Math.Max(0, scores[_next[slot]]);
+            }
+
+            if (score <= 0)
+            {
+                continue; // unrelated (cosine at or below zero, context included)
             }
 
             if (heap.Count < query.Limit)

@@ -79,7 +79,7 @@ internal sealed record SearchEntries(
         foreach (var item in Metadata ?? [])
         {
             var at = item.IndexOf('=', StringComparison.Ordinal);
-            pairs[item[..at]] = item[(at + 1)..];
+            pairs[QueryText.Clean(item[..at])] = QueryText.Clean(item[(at + 1)..]);
         }
 
         return pairs;
@@ -129,7 +129,7 @@ internal sealed class SearchEntriesHandler(
             query.From,
             query.To,
             query.MetadataPairs());
-        var text = query.Q!.Trim();
+        var text = QueryText.Clean(query.Q!).Trim();
         var ranking = await search.RankAsync(
             new SearchCriteria(tenantId, text, query.K ?? o.DefaultResults, mode, filter, query.Diversity ?? o.Diversity), cancellationToken);
 
