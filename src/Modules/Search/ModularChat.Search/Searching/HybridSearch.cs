@@ -90,18 +90,19 @@ internal sealed partial class HybridSearch(
     private async Task<SemanticList> SemanticAsync(SearchCriteria criteria, int limit, CancellationToken cancellationToken)
     {
         var o = options.Value;
-        var embedder = await embedders.ForTenantAsync(criteria.TenantId, cancellationToken);
-        worker.NoteModelInUse(criteria.TenantId, embedder.Model);
+        TenantEmbedder? embedder = null;
         float[] query;
         try
         {
+            embedder = await embedders.ForTenantAsync(criteria.TenantId, cancellationToken);
+            worker.NoteModelInUse(criteria.TenantId, embedder.Model);
             query = await EmbedQueryAsync(criteria.TenantId, criteria.Query, embedder, cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            // The tenant's embedding service failed: answer with the keyword list rather than an error.
-            LogQueryEmbeddingFailed(logger, criteria.TenantId, embedder.Model, e.GetType().Name, e.Message);
-            return new SemanticList([], embedder.Model, "The embedding service did not answer; results are keyword matches only.", false);
+            // The tenant's embedding service (or its provider settings) failed: answer with the keyword list rather than an error.
+            LogQueryEmbeddingFailed(logger, criteria.TenantId, embedder?.Model ?? "(unknown)", e.GetType().Name, e.Message);
+            return new SemanticList([], embedder?.Model, "The embedding service did not answer; results are keyword matches only.", false);
         }
 
         var filter = criteria.Filter;
