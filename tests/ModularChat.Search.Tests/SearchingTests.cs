@@ -145,6 +145,22 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task The_month_a_message_was_written_in_is_searchable()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("picnics",
+            Message("We had a picnic by the lake.", externalId: "march", createdAt: new DateTimeOffset(2024, 3, 10, 12, 0, 0, TimeSpan.Zero)),
+            Message("We had a picnic by the lake.", externalId: "june", createdAt: new DateTimeOffset(2024, 6, 10, 12, 0, 0, TimeSpan.Zero)));
+        await client.WaitForIndexing(2);
+
+        foreach (var mode in new[] { "keyword", "semantic", "hybrid" })
+        {
+            var hits = (await (await client.GetAsync($"/api/search?q=picnic+in+June+2024&mode={mode}")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+            Assert.Equal("june", hits[0].ExternalId);
+        }
+    }
+
+    [Fact]
     public async Task A_recent_message_outranks_an_equally_relevant_old_one()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -1,3 +1,4 @@
+using System.Globalization;
 using ModularChat.Search.Storage;
 
 namespace ModularChat.Search.Embeddings;
@@ -8,11 +9,15 @@ internal static class EmbeddingText
     /// <summary>Longest text sent to an embedding model (about 2,000 tokens: within every common model's input limit).</summary>
     public const int MaxCharacters = 8000;
 
-    /// <summary>A message is embedded with its speaker ("Caroline: I went to a support group"), so questions naming people match.</summary>
-    public static string For(EntryKind kind, string? speaker, string content)
+    /// <summary>
+    /// A message is embedded with its speaker and the month it was written ("Caroline: I went to a support group (May 2023)"),
+    /// so questions naming people or times match.
+    /// </summary>
+    public static string For(EntryKind kind, string? speaker, string content, DateTime createdAt)
     {
         var text = kind == EntryKind.Message && !string.IsNullOrWhiteSpace(speaker) ? $"{speaker}: {content}" : content;
-        return text.Length <= MaxCharacters ? text : text[..MaxCharacters];
+        var when = $" ({createdAt.ToString("MMMM yyyy", CultureInfo.InvariantCulture)})";
+        return (text.Length + when.Length <= MaxCharacters ? text : text[..(MaxCharacters - when.Length)]) + when;
     }
 
     public static long Fingerprint(string text) => unchecked((long)StableHash.Of("t:", text));

@@ -164,7 +164,7 @@ internal sealed partial class EmbeddingWorker(
             while (await reader.ReadAsync(cancellationToken))
             {
                 var kind = (EntryKind)reader.GetInt16(2);
-                var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8));
+                var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7));
                 var fingerprint = EmbeddingText.Fingerprint(text);
                 var current = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint;
                 if (!current)
