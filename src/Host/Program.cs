@@ -12,6 +12,7 @@ using ModularChat.Conversations;
 using ModularChat.Host.Auth;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Providers;
+using ModularChat.Search;
 using Scalar.AspNetCore;
 using Wolverine;
 
@@ -43,7 +44,7 @@ builder.Services.AddMediator(o =>
 {
     o.ServiceLifetime = ServiceLifetime.Scoped;
     o.GenerateTypesAsInternal = true;
-    o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule)];
+    o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule), typeof(SearchModule)];
     o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
 });
 
@@ -56,6 +57,7 @@ builder.Services.AddModularChatHealth(builder.Configuration);
 // Modules.
 builder.Services.AddConversationsModule();
 builder.Services.AddProvidersModule();
+builder.Services.AddSearchModule();
 
 var app = builder.Build();
 
@@ -71,6 +73,7 @@ app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
 app.MapConversationsEndpoints();
 app.MapProvidersEndpoints();
+app.MapSearchEndpoints();
 
 // No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
 if (args.Length == 0)

@@ -1,8 +1,25 @@
 using ModularChat.Benchmarks;
 
 // ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
-var scenarios = args.Length == 0 ? ["append", "chat"] : args;
+// ./build.sh eval-search [folder]: search quality on LoCoMo-format conversations (see SearchEval).
 var results = new Measurements();
+if (args is ["eval-search", ..])
+{
+    var files = SearchEval.Files(args.Length > 1 ? Path.GetFullPath(args[1]) : SearchEval.DefaultFolder());
+    if (files is null)
+    {
+        return 2;
+    }
+
+    await using var evalEnv = BenchEnvironment.FromEnvironment();
+    await evalEnv.StartAsync();
+    await new SearchEval(evalEnv, results).RunAsync(files);
+    await evalEnv.StopHostAsync();
+    results.Print();
+    return 0;
+}
+
+var scenarios = args.Length == 0 ? ["append", "chat", "search"] : args;
 await using var env = BenchEnvironment.FromEnvironment();
 // The chat scenario's model runs on loopback, which a host only connects to when told so: it then starts its own host.
 await env.StartAsync(scenarios.Contains("chat") ? ChatBenchmark.HostSettings : null);
@@ -16,6 +33,9 @@ foreach (var scenario in scenarios)
             break;
         case "chat":
             await new ChatBenchmark(env, results).RunAsync();
+            break;
+        case "search":
+            await new SearchBenchmark(env, results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -48,7 +68,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, http-floor, read-floor)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, search, http-floor, read-floor)");
             return 2;
     }
 }

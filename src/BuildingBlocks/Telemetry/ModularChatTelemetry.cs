@@ -29,4 +29,12 @@ public static class MetricNames
     public const string McpTests = "modularchat.mcp.tests";
     public const string McpTestDuration = "modularchat.mcp.test.duration";
     public const string ChatTurns = "modularchat.chat.turns";
+
+    public const string SearchQueries = "modularchat.search.queries";
+    public const string SearchDuration = "modularchat.search.duration";
+    public const string SearchEmbeddings = "modularchat.search.embeddings";
+    public const string SearchEmbeddingDuration = "modularchat.search.embedding.duration";
+    public const string SearchEmbeddingFailures = "modularchat.search.embedding.failures";
+    public const string SearchIndexVectors = "modularchat.search.index.vectors";
+    public const string SearchIndexBytes = "modularchat.search.index.bytes";
 }

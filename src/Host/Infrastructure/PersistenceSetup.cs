@@ -6,6 +6,7 @@ using Marten;
 using Npgsql;
 using ModularChat.Conversations;
 using ModularChat.Providers;
+using ModularChat.Search;
 using Weasel.Core;
 using Wolverine;
 using Wolverine.Marten;
@@ -75,6 +76,7 @@ internal static class PersistenceSetup
 
                 options.ConfigureConversations();
                 options.ConfigureProviders();
+                options.ConfigureSearch(sp);
                 return options;
             })
             .UseLightweightSessions()
@@ -106,5 +108,6 @@ internal static class PersistenceSetup
         options.MultipleHandlerBehavior = MultipleHandlerBehavior.Separated;
         options.ConfigureConversations();
         options.ConfigureProviders();
+        options.ConfigureSearch();
     }
 }

@@ -1,0 +1,380 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Search.Storage;
+using ModularChat.Search.Vectors;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace ModularChat.Search.Embeddings;
+
+/// <summary>
+/// Embeds entries in the background, never in the request that appended them: takes due rows of the pending
+/// queue (several nodes share it safely with SKIP LOCKED and a lease), embeds them with the tenant's current model
+/// (skipping those whose stored vector already has the same model and text), and stores the vectors. Failures
+/// are retried with exponential back-off. Every <see cref="SearchEmbeddingOptions.ModelCheckInterval"/>, and when a
+/// search notices a tenant's model for the first time, tenants whose model changed get all their entries queued again.
+/// </summary>
+internal sealed partial class EmbeddingWorker(
+    SearchDatabase database,
+    TenantEmbedders embedders,
+    IOptions<SearchOptions> options,
+    SearchMetrics metrics,
+    TimeProvider clock,
+    ILogger<EmbeddingWorker> logger) : BackgroundService
+{
+    private static readonly TimeSpan Lease = TimeSpan.FromMinutes(5);
+
+    private readonly SearchEmbeddingOptions _options = options.Value.Embeddings;
+    private readonly ConcurrentQueue<string> _modelChecks = new();
+    private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
+    private readonly SemaphoreSlim _wake = new(0, 1);
+    private long _lastModelSweep;
+
+    /// <summary>Called by searches: the first time a tenant's model is seen (or it changes), its stored vectors are checked against it.</summary>
+    public void NoteModelInUse(string tenantId, string model)
+    {
+        if (_seenModels.TryGetValue(tenantId, out var seen) && seen == model)
+        {
+            return;
+        }
+
+        _seenModels[tenantId] = model;
+        _modelChecks.Enqueue(tenantId);
+        Wake();
+    }
+
+    /// <summary>Asks the worker to look at the queue now rather than at its next poll.</summary>
+    public void Wake()
+    {
+        if (_wake.CurrentCount == 0)
+        {
+            try
+            {
+                _wake.Release();
+            }
+            catch (SemaphoreFullException)
+            {
+                // Already signalled.
+            }
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!_options.WorkerEnabled)
+        {
+            return;
+        }
+
+        _lastModelSweep = clock.GetTimestamp();
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            var processed = 0;
+            try
+            {
+                await CheckModelsAsync(stoppingToken);
+                processed = await ProcessBatchAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                // Never let an unexpected error stop the host; the queue is durable, the next round retries.
+                LogWorkerFailed(logger, e);
+            }
+
+            if (processed == 0)
+            {
+                try
+                {
+                    await _wake.WaitAsync(_options.PollInterval, stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>Embeds one claimed batch of queue rows; returns how many rows it took.</summary>
+    internal async Task<int> ProcessBatchAsync(CancellationToken cancellationToken)
+    {
+        var schema = database.Schema;
+        var claimed = new List<(string Tenant, Guid Entry, int Attempts, DateTime Lease)>();
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        await using (var claim = new NpgsqlCommand($"""
+            update {schema.Pending} p set not_before = now() + $2::interval
+            from (select tenant_id, entry_id from {schema.Pending} where not_before <= now()
+                  order by not_before limit $1 for update skip locked) due
+            where p.tenant_id = due.tenant_id and p.entry_id = due.entry_id
+            returning p.tenant_id, p.entry_id, p.attempts, p.not_before
+            """, connection))
+        {
+            claim.Parameters.Add(new NpgsqlParameter { Value = _options.BatchSize * 4 });
+            claim.Parameters.Add(new NpgsqlParameter { Value = Lease });
+            await using var reader = await claim.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                claimed.Add((reader.GetString(0), reader.GetGuid(1), reader.GetInt32(2), reader.GetFieldValue<DateTime>(3)));
+            }
+        }
+
+        foreach (var group in claimed.GroupBy(c => c.Tenant, StringComparer.Ordinal))
+        {
+            var entries = group.Select(c => c.Entry).ToArray();
+            try
+            {
+                await EmbedAsync(group.Key, entries, group.Select(c => c.Lease).ToArray(), cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                var attempts = group.Max(c => c.Attempts) + 1;
+                LogEmbeddingFailed(logger, group.Key, entries.Length, attempts, e.GetType().Name, e.Message);
+                metrics.EmbeddingFailed();
+                await DeferAsync(group.Key, entries, attempts, CancellationToken.None);
+            }
+        }
+
+        return claimed.Count;
+    }
+
+    private async Task EmbedAsync(string tenantId, Guid[] entryIds, DateTime[] leases, CancellationToken cancellationToken)
+    {
+        var schema = database.Schema;
+        var embedder = await embedders.ForTenantAsync(tenantId, cancellationToken);
+        var work = new List<Work>();
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        await using (var read = new NpgsqlCommand($"""
+            select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash
+            from {schema.Entries} e left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
+            where e.tenant_id = $1 and e.id = any($2)
+            """, connection))
+        {
+            read.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+            read.Parameters.Add(new NpgsqlParameter { Value = entryIds });
+            await using var reader = await read.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                var kind = (EntryKind)reader.GetInt16(2);
+                var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7));
+                var fingerprint = EmbeddingText.Fingerprint(text);
+                var current = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint;
+                if (!current)
+                {
+                    work.Add(new Work(reader.GetGuid(0), reader.GetGuid(1), kind, reader.GetInt64(3), reader.IsDBNull(4) ? null : reader.GetInt32(4),
+                        reader.IsDBNull(5) ? null : reader.GetString(5), reader.GetFieldValue<DateTime>(7), text, fingerprint));
+                }
+            }
+        }
+
+        using var activity = ModularChatTelemetry.ActivitySource.StartActivity("search.embed");
+        activity?.SetTag("search.model", embedder.Model);
+        activity?.SetTag("search.entries", work.Count);
+        var vectors = new List<float[]>(work.Count);
+        var started = Stopwatch.GetTimestamp();
+        foreach (var chunk in work.Chunk(_options.BatchSize))
+        {
+            var embeddings = await embedder.Generator.GenerateAsync(chunk.Select(w => w.Text), cancellationToken: cancellationToken);
+            if (embeddings.Count != chunk.Length)
+            {
+                throw new InvalidOperationException($"The embedding model returned {embeddings.Count} vectors for {chunk.Length} texts.");
+            }
+
+            foreach (var embedding in embeddings)
+            {
+                var vector = embedding.Vector.ToArray();
+                if (vector.Length == 0 || (vectors.Count > 0 && vector.Length != vectors[0].Length) || vector.Any(v => !float.IsFinite(v)))
+                {
+                    throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
+                }
+
+                vectors.Add(vector);
+            }
+        }
+
+        if (work.Count > 0)
+        {
+            metrics.Embedded(work.Count, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        }
+
+        await StoreAsync(tenantId, embedder.Model, entryIds, leases, work, vectors, cancellationToken);
+    }
+
+    /// <summary>Stores the vectors of entries that still exist and takes every processed entry off the queue, in one transaction.</summary>
+    private async Task StoreAsync(
+        string tenantId, string model, Guid[] processed, DateTime[] leases, List<Work> work, List<float[]> vectors, CancellationToken cancellationToken)
+    {
+        var schema = database.Schema;
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await using var batch = new NpgsqlBatch(connection, transaction);
+        if (work.Count > 0)
+        {
+            // Entries are share-locked first: a conversation deleted meanwhile either waits for this commit (and then deletes these
+            // vectors too) or is already gone (and nothing is written).
+            var store = new NpgsqlBatchCommand($"""
+                with live as materialized (
+                    select id from {schema.Entries} where tenant_id = $1 and id = any($2) for share
+                ),
+                x as (
+                    select * from unnest($2::uuid[], $3::uuid[], $4::smallint[], $5::bigint[], $6::integer[], $7::varchar[], $8::timestamptz[],
+                                         $9::bytea[], $10::bigint[], $11::text[])
+                        as x(entry_id, conversation_id, kind, sequence, revision, role, created_at, vector, text_hash, terms)
+                )
+                insert into {schema.Vectors} as v (tenant_id, entry_id, conversation_id, kind, sequence, revision, role, created_at, model, dimensions,
+                                                  vector, text_hash, terms)
+                select $1, x.entry_id, x.conversation_id, x.kind, x.sequence, x.revision, x.role, x.created_at, $12, $13, x.vector, x.text_hash,
+                       x.terms::integer[]
+                from x join live on live.id = x.entry_id
+                on conflict (tenant_id, entry_id) do update set
+                    conversation_id = excluded.conversation_id, kind = excluded.kind, sequence = excluded.sequence, revision = excluded.revision,
+                    role = excluded.role, created_at = excluded.created_at, model = excluded.model, dimensions = excluded.dimensions,
+                    vector = excluded.vector, text_hash = excluded.text_hash, terms = excluded.terms,
+                    txid = pg_current_xact_id(), updated_at = now()
+                """);
+            store.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Id).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.ConversationId).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => (short)w.Kind).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Sequence).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Revision).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Role).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => DateTime.SpecifyKind(w.CreatedAt, DateTimeKind.Utc)).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = vectors.Select(v => VectorBytes.FromFloats(v)).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Fingerprint).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => TermsLiteral(TextAnalyzer.TermIds(w.Text))).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = model });
+            store.Parameters.Add(new NpgsqlParameter { Value = vectors[0].Length });
+            batch.BatchCommands.Add(store);
+        }
+
+        // Only rows still under this worker's lease: an entry queued again meanwhile (a rebuild, a model change) stays queued.
+        var dequeue = new NpgsqlBatchCommand($"""
+            delete from {schema.Pending} p using unnest($2::uuid[], $3::timestamptz[]) as c(entry_id, lease)
+            where p.tenant_id = $1 and p.entry_id = c.entry_id and p.not_before = c.lease
+            """);
+        dequeue.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+        dequeue.Parameters.Add(new NpgsqlParameter { Value = processed });
+        dequeue.Parameters.Add(new NpgsqlParameter { Value = leases.Select(l => DateTime.SpecifyKind(l, DateTimeKind.Utc)).ToArray() });
+        batch.BatchCommands.Add(dequeue);
+
+        var noteModel = new NpgsqlBatchCommand($"""
+            insert into {schema.Models} (tenant_id, model, checked_at) values ($1, $2, now())
+            on conflict (tenant_id) do update set model = excluded.model, checked_at = excluded.checked_at
+            """);
+        noteModel.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+        noteModel.Parameters.Add(new NpgsqlParameter { Value = model });
+        batch.BatchCommands.Add(noteModel);
+
+        await batch.ExecuteNonQueryAsync(cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    private async Task DeferAsync(string tenantId, Guid[] entryIds, int attempts, CancellationToken cancellationToken)
+    {
+        var delay = TimeSpan.FromSeconds(Math.Min(3600, _options.RetryDelay.TotalSeconds * Math.Pow(2, Math.Min(attempts - 1, 20))));
+        try
+        {
+            await using var connection = await database.OpenAsync(cancellationToken);
+            await using var defer = new NpgsqlCommand(
+                $"update {database.Schema.Pending} set attempts = attempts + 1, not_before = now() + $3::interval where tenant_id = $1 and entry_id = any($2)",
+                connection);
+            defer.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+            defer.Parameters.Add(new NpgsqlParameter { Value = entryIds });
+            defer.Parameters.Add(new NpgsqlParameter { Value = delay });
+            await defer.ExecuteNonQueryAsync(cancellationToken);
+        }
+        catch (NpgsqlException e)
+        {
+            // The lease expires on its own: the rows come back due then.
+            LogWorkerFailed(logger, e);
+        }
+    }
+
+    /// <summary>Queues every entry of tenants whose embedding model is no longer the one their vectors were made with.</summary>
+    private async Task CheckModelsAsync(CancellationToken cancellationToken)
+    {
+        var tenants = new HashSet<string>(StringComparer.Ordinal);
+        while (_modelChecks.TryDequeue(out var tenant))
+        {
+            tenants.Add(tenant);
+        }
+
+        var now = clock.GetTimestamp();
+        var sweep = clock.GetElapsedTime(_lastModelSweep, now) >= _options.ModelCheckInterval;
+        if (tenants.Count == 0 && !sweep)
+        {
+            return;
+        }
+
+        if (sweep)
+        {
+            _lastModelSweep = now;
+        }
+
+        var schema = database.Schema;
+        var stored = new List<(string Tenant, string Model)>();
+        await using (var connection = await database.OpenAsync(cancellationToken))
+        await using (var read = new NpgsqlCommand(
+            sweep ? $"select tenant_id, model from {schema.Models}" : $"select tenant_id, model from {schema.Models} where tenant_id = any($1)", connection))
+        {
+            if (!sweep)
+            {
+                read.Parameters.Add(new NpgsqlParameter { Value = tenants.ToArray() });
+            }
+
+            await using var reader = await read.ExecuteReaderAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                stored.Add((reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        foreach (var (tenant, model) in stored)
+        {
+            var current = await embedders.ForTenantAsync(tenant, cancellationToken);
+            if (current.Model == model)
+            {
+                continue;
+            }
+
+            await using var connection = await database.OpenAsync(cancellationToken);
+            await using var requeue = new NpgsqlCommand($"""
+                with queued as (
+                    insert into {schema.Pending} (tenant_id, entry_id, conversation_id)
+                    select tenant_id, id, conversation_id from {schema.Entries} where tenant_id = $1
+                    on conflict (tenant_id, entry_id) do update set attempts = 0, not_before = now()
+                    returning 1
+                )
+                update {schema.Models} set model = $2, checked_at = now() where tenant_id = $1
+                returning (select count(*) from queued)
+                """, connection);
+            requeue.Parameters.Add(new NpgsqlParameter { Value = tenant });
+            requeue.Parameters.Add(new NpgsqlParameter { Value = current.Model });
+            var queued = await requeue.ExecuteScalarAsync(cancellationToken);
+            LogModelChanged(logger, tenant, model, current.Model, Convert.ToInt64(queued ?? 0, CultureInfo.InvariantCulture));
+        }
+    }
+
+    private static string TermsLiteral(int[] terms) => "{" + string.Join(',', terms.Select(t => t.ToString(CultureInfo.InvariantCulture))) + "}";
+
+    private sealed record Work(
+        Guid Id, Guid ConversationId, EntryKind Kind, long Sequence, int? Revision, string? Role, DateTime CreatedAt, string Text, long Fingerprint);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker failed; it tries again shortly")]
+    private static partial void LogWorkerFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding {Count} search entries of tenant {TenantId} failed (attempt {Attempts}, {ErrorType}: {Error}); they are retried later")]
+    private static partial void LogEmbeddingFailed(ILogger logger, string tenantId, int count, int attempts, string errorType, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "The embedding model of tenant {TenantId} changed from {OldModel} to {NewModel}: {Count} entries queued for embedding")]
+    private static partial void LogModelChanged(ILogger logger, string tenantId, string oldModel, string newModel, long count);
+}

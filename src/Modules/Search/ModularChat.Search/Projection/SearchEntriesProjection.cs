@@ -1,0 +1,253 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using JasperFx.Events;
+using JasperFx.Events.Projections;
+using Marten;
+using Marten.Events.Projections;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Search.Storage;
+using ModularChat.Summaries.Contracts;
+
+namespace ModularChat.Search.Projection;
+
+/// <summary>
+/// The search read model, built asynchronously from the conversation and summary event streams: one entry per
+/// message and one per summary revision, with a weighted tsvector (content, then speaker), BM25 statistics and a
+/// queue row for the embedding worker. A deleted conversation loses its entries, vectors and statistics and leaves a
+/// tombstone, so a late event (a summary finishing after the delete) cannot bring it back.
+/// </summary>
+/// <remarks>
+/// Each tenant's slice of an event page becomes a few set-based statements (unnest of arrays), not one statement
+/// per event. A rebuild empties entries, queue and statistics and replays every event; vectors are kept and reused
+/// when the text they were made from has not changed, so a rebuild does not pay for embeddings again.
+/// </remarks>
+internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
+{
+    public const string ProjectionName = "SearchEntries";
+
+    private readonly SearchSchema _schema;
+    private readonly string _language;
+    private readonly string[] _speakerKeys;
+    private readonly string _insertSql;
+    private readonly SearchRemovals _removals;
+
+    public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys)
+    {
+        _schema = schema;
+        _language = language;
+        _speakerKeys = [.. speakerKeys];
+        Name = ProjectionName;
+        IncludeType<MessageAppended>();
+        IncludeType<SummaryRevised>();
+        IncludeType<ConversationDeleted>();
+        IncludeType<RetentionApplied>();
+        foreach (var table in schema.RebuiltTables)
+        {
+            Options.DeleteDataInTableOnTeardown(table);
+        }
+
+        _insertSql = InsertSql(schema);
+        _removals = new SearchRemovals(schema);
+    }
+
+    public Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
+    {
+        // Events of one tenant, in order. Inserts are gathered until a deletion, so order is kept where it matters.
+        var batch = new EntryBatch();
+        foreach (var e in events)
+        {
+            switch (e.Data)
+            {
+                case MessageAppended m:
+                    batch.Add(m.MessageId, m.ConversationId, EntryKind.Message, m.Sequence, null, null, Roles.ToWire(m.Role),
+                        Speaker(m.Metadata), m.ExternalId, m.Metadata is { Count: > 0 } ? JsonSerializer.Serialize(m.Metadata).Replace("\\u0000", "", StringComparison.Ordinal) : null,
+                        m.CreatedAt, m.Content);
+                    break;
+                case SummaryRevised s:
+                    batch.Add(SummaryEntryId(s.ConversationId, s.Revision), s.ConversationId, EntryKind.Summary, s.ToSequence, s.FromSequence,
+                        s.Revision, null, null, null, null, s.RevisedAt, s.Text);
+                    break;
+                case ConversationDeleted d:
+                    Flush(operations, batch);
+                    _removals.Conversation(operations, d.ConversationId, d.DeletedAt);
+                    break;
+                case RetentionApplied { Action: RetentionAction.Deleted } r:
+                    // A rebuild replays the messages before the retention that deleted them: they go again.
+                    Flush(operations, batch);
+                    _removals.Messages(operations, r.ConversationId, r.FromSequence, r.ToSequence);
+                    break;
+            }
+        }
+
+        Flush(operations, batch);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The id of a summary revision's entry: stable, so a rebuild gives it the same id (and finds its vector again).</summary>
+    public static Guid SummaryEntryId(Guid conversationId, int revision)
+    {
+        Span<byte> input = stackalloc byte[20];
+        conversationId.TryWriteBytes(input);
+        BitConverter.TryWriteBytes(input[16..], revision);
+        Span<byte> hash = stackalloc byte[32];
+        SHA256.HashData(input, hash);
+        hash[6] = (byte)((hash[6] & 0x0F) | 0x80); // version 8 (custom), RFC 9562
+        hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
+        return new Guid(hash[..16], bigEndian: true);
+    }
+
+    /// <summary>The speaker of a message: the first metadata value among the configured keys (e.g. "speaker").</summary>
+    private string? Speaker(IReadOnlyDictionary<string, string>? metadata)
+    {
+        if (metadata is null)
+        {
+            return null;
+        }
+
+        foreach (var key in _speakerKeys)
+        {
+            foreach (var (k, v) in metadata)
+            {
+                if (string.Equals(k, key, StringComparison.OrdinalIgnoreCase) && !string.IsNullOrWhiteSpace(v))
+                {
+                    return v.Trim();
+                }
+            }
+        }
+
+        return null;
+    }
+
+    private void Flush(IDocumentOperations operations, EntryBatch batch)
+    {
+        if (batch.Count == 0)
+        {
+            return;
+        }
+
+        operations.QueueSqlCommand('^', _insertSql,
+            operations.TenantId, _language,
+            batch.Ids.ToArray(), batch.Conversations.ToArray(), batch.Kinds.ToArray(), batch.Sequences.ToArray(),
+            batch.FromSequences.ToArray(), batch.Revisions.ToArray(), batch.RoleValues.ToArray(), batch.Speakers.ToArray(),
+            batch.ExternalIds.ToArray(), batch.Metadata.ToArray(), batch.CreatedAt.ToArray(), batch.Contents.ToArray());
+        batch.Clear();
+    }
+
+    private static string InsertSql(SearchSchema s) => $"""
+        with params as (select ^::varchar as tenant_id, ^::regconfig as config),
+        input as (
+            select * from unnest(^::uuid[], ^::uuid[], ^::smallint[], ^::bigint[], ^::bigint[], ^::integer[], ^::varchar[], ^::varchar[],
+                                 ^::varchar[], ^::text[], ^::timestamptz[], ^::text[])
+                as x(id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id, metadata, created_at, content)
+        ),
+        doc as (
+            -- Angle brackets are hidden from the parser, which would otherwise drop "<...>" as an XML tag (see HitDetails).
+            -- The month and year a message was written are searchable too ("what did we plan in May 2023").
+            select x.*, setweight(to_tsvector(p.config, translate(x.content, '<>', E'\u27E8\u27E9')), 'A')
+                        || setweight(to_tsvector(p.config, coalesce(x.speaker, '')), 'B')
+                        || setweight(to_tsvector(p.config, to_char(x.created_at at time zone 'UTC', 'FMMonth YYYY')), 'D') as search_vector
+            from input x cross join params p
+            where not exists (select 1 from {s.Deletions} d where d.tenant_id = p.tenant_id and d.conversation_id = x.conversation_id)
+        ),
+        inserted as (
+            insert into {s.Entries} as e (tenant_id, id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id,
+                                          metadata, created_at, content, search_vector, lexeme_count)
+            select p.tenant_id, d.id, d.conversation_id, d.kind, d.sequence, d.from_sequence, d.revision, d.role, d.speaker, d.external_id,
+                   d.metadata::jsonb, d.created_at, d.content, d.search_vector, length(d.search_vector)
+            from doc d cross join params p
+            on conflict (tenant_id, id) do nothing
+            returning e.id, e.conversation_id, e.kind, e.lexeme_count, e.search_vector
+        ),
+        lexemes as (
+            insert into {s.Terms} as t (tenant_id, lexeme, documents)
+            select p.tenant_id, u.lexeme, count(*)
+            from inserted i cross join unnest(i.search_vector) u cross join params p group by p.tenant_id, u.lexeme
+            on conflict (tenant_id, lexeme) do update set documents = t.documents + excluded.documents
+        ),
+        counted as (
+            insert into {s.Stats} as st (tenant_id, conversation_id, kind, documents, lexemes)
+            select p.tenant_id, i.conversation_id, i.kind, count(*), sum(i.lexeme_count)
+            from inserted i cross join params p group by p.tenant_id, i.conversation_id, i.kind
+            on conflict (tenant_id, conversation_id, kind)
+            do update set documents = st.documents + excluded.documents, lexemes = st.lexemes + excluded.lexemes
+        ),
+        queued as (
+            insert into {s.Pending} (tenant_id, entry_id, conversation_id)
+            select p.tenant_id, i.id, i.conversation_id from inserted i cross join params p
+            on conflict (tenant_id, entry_id) do update set attempts = 0, not_before = now()
+        )
+        select count(*) from inserted
+        """;
+
+    /// <summary>Column arrays of the entries of one flush.</summary>
+    private sealed class EntryBatch
+    {
+        public List<Guid> Ids { get; } = [];
+        public List<Guid> Conversations { get; } = [];
+        public List<short> Kinds { get; } = [];
+        public List<long> Sequences { get; } = [];
+        public List<long?> FromSequences { get; } = [];
+        public List<int?> Revisions { get; } = [];
+        public List<string?> RoleValues { get; } = [];
+        public List<string?> Speakers { get; } = [];
+        public List<string?> ExternalIds { get; } = [];
+        public List<string?> Metadata { get; } = [];
+        public List<DateTimeOffset> CreatedAt { get; } = [];
+        public List<string> Contents { get; } = [];
+
+        public int Count => Ids.Count;
+
+        public void Add(Guid id, Guid conversationId, EntryKind kind, long sequence, long? fromSequence, int? revision, string? role,
+            string? speaker, string? externalId, string? metadata, DateTimeOffset createdAt, string content)
+        {
+            Ids.Add(id);
+            Conversations.Add(conversationId);
+            Kinds.Add((short)kind);
+            Sequences.Add(sequence);
+            FromSequences.Add(fromSequence);
+            Revisions.Add(revision);
+            RoleValues.Add(role);
+            Speakers.Add(WithoutNul(speaker));
+            ExternalIds.Add(WithoutNul(externalId));
+            Metadata.Add(metadata);
+            CreatedAt.Add(createdAt.ToUniversalTime());
+            Contents.Add(WithoutNul(content));
+        }
+
+        // PostgreSQL text cannot hold NUL characters: a poison value must not stall the projection for every tenant.
+        [return: System.Diagnostics.CodeAnalysis.NotNullIfNotNull(nameof(value))]
+        private static string? WithoutNul(string? value)
+            => value is not null && value.Contains('\0', StringComparison.Ordinal) ? value.Replace("\0", "", StringComparison.Ordinal) : value;
+
+        public void Clear()
+        {
+            Ids.Clear();
+            Conversations.Clear();
+            Kinds.Clear();
+            Sequences.Clear();
+            FromSequences.Clear();
+            Revisions.Clear();
+            RoleValues.Clear();
+            Speakers.Clear();
+            ExternalIds.Clear();
+            Metadata.Clear();
+            CreatedAt.Clear();
+            Contents.Clear();
+        }
+    }
+}
+
+/// <summary>Message roles as stored and filtered in search ("user", "assistant", "system", "tool").</summary>
+internal static class Roles
+{
+    public static string ToWire(MessageRole role) => role switch
+    {
+        MessageRole.User => "user",
+        MessageRole.Assistant => "assistant",
+        MessageRole.System => "system",
+        MessageRole.Tool => "tool",
+        _ => role.ToString().ToLowerInvariant(),
+    };
+
+    public static bool IsKnown(string role) => role is "user" or "assistant" or "system" or "tool";
+}

@@ -1,0 +1,79 @@
+using Marten;
+using ModularChat.Search.Storage;
+
+namespace ModularChat.Search.Projection;
+
+/// <summary>
+/// The statements that take entries out of the search read model, queued on a Marten session so they commit with
+/// whatever else it writes: a whole deleted conversation (with a tombstone, so late events cannot bring it back) or a
+/// range of messages that retention deleted for good.
+/// </summary>
+internal sealed class SearchRemovals
+{
+    private readonly string _tombstoneSql;
+    private readonly string[] _conversationSql;
+    private readonly string[] _messageRangeSql;
+
+    public SearchRemovals(SearchSchema s)
+    {
+        _tombstoneSql = $"insert into {s.Deletions} (tenant_id, conversation_id, deleted_at) values (^, ^, ^) on conflict (tenant_id, conversation_id) do nothing";
+
+        // Separate statements, in this order, each with its own snapshot: the entries' row locks make a concurrent embedding
+        // commit first (or find nothing), and the vector delete that follows then sees its vectors.
+        // Placeholders: tenant, conversation.
+        _conversationSql =
+        [
+            $"""
+            update {s.Terms} t set documents = t.documents - x.n
+            from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
+                  where e.tenant_id = ^ and e.conversation_id = ^ group by e.tenant_id, u.lexeme) x
+            where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
+            """,
+            $"delete from {s.Entries} where tenant_id = ^ and conversation_id = ^",
+            $"delete from {s.Vectors} where tenant_id = ^ and conversation_id = ^",
+            $"delete from {s.Pending} where tenant_id = ^ and conversation_id = ^",
+            $"delete from {s.Stats} where tenant_id = ^ and conversation_id = ^",
+        ];
+
+        // The same for the message entries (kind 0) of one conversation between two sequences, keeping the BM25 statistics
+        // true. Placeholders: tenant, conversation, from sequence, to sequence.
+        var messages = $"tenant_id = ^ and conversation_id = ^ and kind = {(short)EntryKind.Message} and sequence between ^ and ^";
+        _messageRangeSql =
+        [
+            $"""
+            update {s.Terms} t set documents = t.documents - x.n
+            from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
+                  where e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)} group by e.tenant_id, u.lexeme) x
+            where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
+            """,
+            $"""
+            update {s.Stats} st set documents = st.documents - x.n, lexemes = st.lexemes - x.l
+            from (select e.tenant_id, e.conversation_id, count(*) as n, coalesce(sum(e.lexeme_count), 0) as l from {s.Entries} e
+                  where e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)} group by e.tenant_id, e.conversation_id) x
+            where st.tenant_id = x.tenant_id and st.conversation_id = x.conversation_id and st.kind = {(short)EntryKind.Message}
+            """,
+            $"delete from {s.Pending} p using {s.Entries} e where p.tenant_id = e.tenant_id and p.entry_id = e.id and e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)}",
+            $"delete from {s.Entries} where {messages}",
+            $"delete from {s.Vectors} where {messages}",
+        ];
+    }
+
+    /// <summary>Everything of a deleted conversation, and its tombstone.</summary>
+    public void Conversation(IDocumentOperations operations, Guid conversationId, DateTimeOffset deletedAt)
+    {
+        operations.QueueSqlCommand('^', _tombstoneSql, operations.TenantId, conversationId, deletedAt.ToUniversalTime());
+        foreach (var sql in _conversationSql)
+        {
+            operations.QueueSqlCommand('^', sql, operations.TenantId, conversationId);
+        }
+    }
+
+    /// <summary>The message entries of a conversation from one sequence to another (both included).</summary>
+    public void Messages(IDocumentOperations operations, Guid conversationId, long fromSequence, long toSequence)
+    {
+        foreach (var sql in _messageRangeSql)
+        {
+            operations.QueueSqlCommand('^', sql, operations.TenantId, conversationId, fromSequence, toSequence);
+        }
+    }
+}

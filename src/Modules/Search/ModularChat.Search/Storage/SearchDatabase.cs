@@ -1,0 +1,25 @@
+using Marten;
+using Npgsql;
+
+namespace ModularChat.Search.Storage;
+
+/// <summary>Connections to the Marten store's PostgreSQL for the module's own SQL, and its table names.</summary>
+internal sealed class SearchDatabase(IDocumentStore store)
+{
+    public SearchSchema Schema { get; } = new(store.Options.DatabaseSchemaName);
+
+    public async Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
+    {
+        var connection = store.Storage.Database.CreateConnection();
+        try
+        {
+            await connection.OpenAsync(cancellationToken);
+            return connection;
+        }
+        catch
+        {
+            await connection.DisposeAsync();
+            throw;
+        }
+    }
+}

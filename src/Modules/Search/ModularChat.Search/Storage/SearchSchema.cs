@@ -1,0 +1,138 @@
+using Weasel.Core;
+using Weasel.Postgresql;
+using Weasel.Postgresql.Tables;
+
+namespace ModularChat.Search.Storage;
+
+/// <summary>Kinds of search entries (the <c>kind</c> column).</summary>
+internal enum EntryKind : short
+{
+    Message = 0,
+    Summary = 1,
+}
+
+/// <summary>
+/// The Search module's PostgreSQL tables, created and migrated with the rest of the Marten schema.
+/// They are plain tables rather than Marten documents because the read model needs a weighted tsvector with a GIN
+/// index, BM25 statistics and vectors as bytes, written in bulk by the projection.
+/// </summary>
+internal sealed class SearchSchema(string schemaName)
+{
+    public string Schema { get; } = schemaName;
+
+    /// <summary>One row per message and per summary revision: text, tsvector and what hits return.</summary>
+    public string Entries => $"{Schema}.mc_search_entries";
+
+    /// <summary>The embedding of each entry (float32, little-endian) with the model that made it; the source of truth of the in-memory index.</summary>
+    public string Vectors => $"{Schema}.mc_search_vectors";
+
+    /// <summary>Entries waiting for (re-)embedding by the background worker.</summary>
+    public string Pending => $"{Schema}.mc_search_pending";
+
+    /// <summary>Deleted conversations: late events for them are ignored, and every node drops their vectors from memory.</summary>
+    public string Deletions => $"{Schema}.mc_search_deletions";
+
+    /// <summary>Entry counts and lexeme totals per conversation and kind: BM25's collection statistics.</summary>
+    public string Stats => $"{Schema}.mc_search_stats";
+
+    /// <summary>Per tenant and lexeme, how many entries contain it: BM25's document frequencies, and what keeps common words from flooding the candidates.</summary>
+    public string Terms => $"{Schema}.mc_search_terms";
+
+    /// <summary>The embedding model each tenant's vectors are built with.</summary>
+    public string Models => $"{Schema}.mc_search_models";
+
+    /// <summary>A single row whose generation changes when the index must be reloaded from scratch (after a rebuild).</summary>
+    public string State => $"{Schema}.mc_search_state";
+
+    /// <summary>Tables that a projection rebuild empties before replaying the events (vectors and tombstones survive).</summary>
+    public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats, Terms];
+
+    public IEnumerable<ISchemaObject> Objects()
+    {
+        var entries = new Table(new PostgresqlObjectName(Schema, "mc_search_entries", SchemaUtils.IdentifierUsage.General));
+        entries.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        entries.AddColumn("id", "uuid").NotNull().AsPrimaryKey();
+        entries.AddColumn("conversation_id", "uuid").NotNull();
+        entries.AddColumn("kind", "smallint").NotNull();
+        entries.AddColumn("sequence", "bigint").NotNull();
+        entries.AddColumn("from_sequence", "bigint");
+        entries.AddColumn("revision", "integer");
+        entries.AddColumn("role", "varchar");
+        entries.AddColumn("speaker", "varchar");
+        entries.AddColumn("external_id", "varchar");
+        entries.AddColumn("metadata", "jsonb");
+        entries.AddColumn("created_at", "timestamp with time zone").NotNull();
+        entries.AddColumn("content", "text").NotNull();
+        entries.AddColumn("search_vector", "tsvector").NotNull();
+        entries.AddColumn("lexeme_count", "integer").NotNull();
+        entries.Indexes.Add(new IndexDefinition("ix_mc_search_entries_text") { Columns = ["search_vector"], Method = IndexMethod.gin });
+        entries.Indexes.Add(new IndexDefinition("ix_mc_search_entries_position") { Columns = ["tenant_id", "conversation_id", "sequence"] });
+        var metadata = new IndexDefinition("ix_mc_search_entries_metadata") { Columns = ["metadata"] };
+        metadata.ToGinWithJsonbPathOps();
+        entries.Indexes.Add(metadata);
+        yield return entries;
+
+        var vectors = new Table(new PostgresqlObjectName(Schema, "mc_search_vectors", SchemaUtils.IdentifierUsage.General));
+        vectors.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        vectors.AddColumn("entry_id", "uuid").NotNull().AsPrimaryKey();
+        vectors.AddColumn("conversation_id", "uuid").NotNull();
+        vectors.AddColumn("kind", "smallint").NotNull();
+        vectors.AddColumn("sequence", "bigint").NotNull();
+        vectors.AddColumn("revision", "integer");
+        vectors.AddColumn("role", "varchar");
+        vectors.AddColumn("created_at", "timestamp with time zone").NotNull();
+        vectors.AddColumn("model", "varchar").NotNull();
+        vectors.AddColumn("dimensions", "integer").NotNull();
+        vectors.AddColumn("vector", "bytea").NotNull();
+        vectors.AddColumn("text_hash", "bigint").NotNull();
+        vectors.AddColumn("terms", "integer[]").NotNull();
+        // The writing transaction's id: readers catch up with "txid >= the oldest transaction still running when I last looked".
+        vectors.AddColumn("txid", "xid8").NotNull().DefaultValueByExpression("pg_current_xact_id()");
+        vectors.AddColumn("updated_at", "timestamp with time zone").NotNull().DefaultValueByExpression("now()");
+        vectors.Indexes.Add(new IndexDefinition("ix_mc_search_vectors_txid") { Columns = ["tenant_id", "txid"] });
+        vectors.Indexes.Add(new IndexDefinition("ix_mc_search_vectors_conversation") { Columns = ["tenant_id", "conversation_id"] });
+        yield return vectors;
+
+        var pending = new Table(new PostgresqlObjectName(Schema, "mc_search_pending", SchemaUtils.IdentifierUsage.General));
+        pending.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        pending.AddColumn("entry_id", "uuid").NotNull().AsPrimaryKey();
+        pending.AddColumn("conversation_id", "uuid").NotNull();
+        pending.AddColumn("attempts", "integer").NotNull().DefaultValue(0);
+        pending.AddColumn("not_before", "timestamp with time zone").NotNull().DefaultValueByExpression("now()");
+        pending.Indexes.Add(new IndexDefinition("ix_mc_search_pending_due") { Columns = ["not_before"] });
+        yield return pending;
+
+        var deletions = new Table(new PostgresqlObjectName(Schema, "mc_search_deletions", SchemaUtils.IdentifierUsage.General));
+        deletions.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        deletions.AddColumn("conversation_id", "uuid").NotNull().AsPrimaryKey();
+        deletions.AddColumn("deleted_at", "timestamp with time zone").NotNull();
+        deletions.AddColumn("txid", "xid8").NotNull().DefaultValueByExpression("pg_current_xact_id()");
+        deletions.Indexes.Add(new IndexDefinition("ix_mc_search_deletions_txid") { Columns = ["tenant_id", "txid"] });
+        yield return deletions;
+
+        var stats = new Table(new PostgresqlObjectName(Schema, "mc_search_stats", SchemaUtils.IdentifierUsage.General));
+        stats.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        stats.AddColumn("conversation_id", "uuid").NotNull().AsPrimaryKey();
+        stats.AddColumn("kind", "smallint").NotNull().AsPrimaryKey();
+        stats.AddColumn("documents", "bigint").NotNull();
+        stats.AddColumn("lexemes", "bigint").NotNull();
+        yield return stats;
+
+        var terms = new Table(new PostgresqlObjectName(Schema, "mc_search_terms", SchemaUtils.IdentifierUsage.General));
+        terms.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        terms.AddColumn("lexeme", "text").NotNull().AsPrimaryKey();
+        terms.AddColumn("documents", "bigint").NotNull();
+        yield return terms;
+
+        var models = new Table(new PostgresqlObjectName(Schema, "mc_search_models", SchemaUtils.IdentifierUsage.General));
+        models.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        models.AddColumn("model", "varchar").NotNull();
+        models.AddColumn("checked_at", "timestamp with time zone").NotNull();
+        yield return models;
+
+        var state = new Table(new PostgresqlObjectName(Schema, "mc_search_state", SchemaUtils.IdentifierUsage.General));
+        state.AddColumn("id", "integer").NotNull().AsPrimaryKey();
+        state.AddColumn("generation", "bigint").NotNull();
+        yield return state;
+    }
+}

@@ -1,0 +1,101 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>Reading and writing the API the way a client does.</summary>
+internal static class Api
+{
+    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
+    {
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
+    };
+
+    public static async Task<T> ReadAs<T>(this HttpResponseMessage response, HttpStatusCode expected)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.StatusCode == expected, $"Expected {(int)expected} but got {(int)response.StatusCode}: {body}");
+        return JsonSerializer.Deserialize<T>(body, Json)!;
+    }
+
+    /// <summary>Asserts an RFC 9457 ProblemDetails with <paramref name="status"/> and returns it.</summary>
+    public static async Task<JsonElement> ShouldBeProblem(this HttpResponseMessage response, int status)
+    {
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True((int)response.StatusCode == status, $"Expected {status} but got {(int)response.StatusCode}: {body}");
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        return JsonDocument.Parse(body).RootElement;
+    }
+
+    public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
+        => client.PostAsJsonAsync(url, body, Json);
+
+    /// <summary>Starts a conversation and appends <paramref name="messages"/> in one batch; returns its id.</summary>
+    public static async Task<Guid> StartConversation(this HttpClient client, string title, params object[] messages)
+    {
+        var created = await (await client.PostJson("/api/conversations", new { title })).ReadAs<JsonElement>(HttpStatusCode.Created);
+        var id = created.GetProperty("id").GetGuid();
+        if (messages.Length > 0)
+        {
+            await (await client.PostJson($"/api/conversations/{id}/messages/batch", new { messages })).ReadAs<JsonElement>(HttpStatusCode.Created);
+        }
+
+        return id;
+    }
+
+    public static object Message(string content, string role = "user", string? externalId = null, object? metadata = null, DateTimeOffset? createdAt = null)
+        => new { role, content, externalId, metadata, createdAt };
+
+    public static async Task<SearchResult> Search(this HttpClient client, string query)
+        => await (await client.GetAsync("/api/search?q=" + query)).ReadAs<SearchResult>(HttpStatusCode.OK);
+
+    /// <summary>Waits until every entry of the caller's tenant is indexed and embedded (at least <paramref name="entries"/> of them).</summary>
+    public static async Task<Status> WaitForIndexing(this HttpClient client, int entries)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            var status = await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);
+            if (status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0)
+            {
+                return status;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"Indexing did not finish: {status}");
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>Polls <paramref name="read"/> until <paramref name="done"/> or a generous deadline (background work).</summary>
+    public static async Task<T> Eventually<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 60)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(seconds);
+        while (true)
+        {
+            var value = await read();
+            if (done(value) || DateTime.UtcNow > deadline)
+            {
+                return value;
+            }
+
+            await Task.Delay(100);
+        }
+    }
+}
+
+internal sealed record Status(long Entries, long Embedded, long Pending, string Model);
+
+internal sealed record Highlight(int Start, int Length);
+
+internal sealed record ContextTurn(long Sequence, string? Role, string? Speaker, string? ExternalId, DateTimeOffset CreatedAt, string Content);
+
+internal sealed record Hit(
+    Guid Id, Guid ConversationId, string Kind, long? Sequence, string? ExternalId, string? Role, string? Speaker, DateTimeOffset CreatedAt,
+    string Snippet, List<Highlight> Highlights, string HighlightedSnippet, double Score, int? KeywordRank, int? SemanticRank, int? Revision,
+    long? FromSequence, long? ToSequence, Dictionary<string, string>? Metadata, List<ContextTurn>? Before, List<ContextTurn>? After);
+
+internal sealed record Semantic(string? Model, bool Available, string? Problem);
+
+internal sealed record SearchResult(string Query, string Mode, Semantic Semantic, List<Hit> Hits);

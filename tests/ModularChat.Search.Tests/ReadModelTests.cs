@@ -1,0 +1,266 @@
+using System.Diagnostics;
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Search.Contracts;
+using ModularChat.Summaries.Contracts;
+using ModularChat.Testing;
+using Npgsql;
+using static ModularChat.Search.Tests.Api;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>The read models: summaries, deletion, rebuilds, the contract other modules call.</summary>
+[Collection(AppCollection.Name)]
+public sealed class ReadModelTests(SearchApp app)
+{
+    [Fact]
+    public async Task Summary_revisions_are_searchable_as_their_own_scope()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var id = await client.StartConversation("rome", Message("We should fly to Rome in May."), Message("Book the flights tonight.", "assistant"));
+        await AppendSummaryAsync(user, id, 1, "They plan a trip to Rome in May and will book flights.", 1, 2);
+        await AppendSummaryAsync(user, id, 2, "A May trip to Rome: flights booked, hotel near the Pantheon still open.", 1, 2);
+        await client.WaitForIndexing(4);
+
+        var summaries = (await (await client.GetAsync("/api/search?q=Pantheon+hotel&scope=summaries")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        var messages = (await (await client.GetAsync("/api/search?q=Rome&scope=messages")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        var all = (await client.Search("Rome")).Hits;
+
+        var summary = summaries[0];
+        Assert.Equal("summary", summary.Kind);
+        Assert.Equal(2, summary.Revision);
+        Assert.Equal(1, summary.FromSequence);
+        Assert.Equal(2, summary.ToSequence);
+        Assert.Null(summary.Sequence);
+        Assert.Equal(id, summary.ConversationId);
+        Assert.All(summaries, h => Assert.Equal("summary", h.Kind));
+        Assert.All(messages, h => Assert.Equal("message", h.Kind));
+        Assert.Contains(all, h => h.Kind == "summary");
+        Assert.Contains(all, h => h.Kind == "message");
+    }
+
+    [Fact]
+    public async Task Deleting_a_conversation_removes_its_search_entries_and_vectors()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var doomed = await client.StartConversation("doomed", Message("the zebra crossing by the bakery"), Message("zebra stripes everywhere", "assistant"));
+        var kept = await client.StartConversation("kept", Message("a zebra at the zoo"));
+        await AppendSummaryAsync(user, doomed, 1, "Zebras and a bakery.", 1, 2);
+        await client.WaitForIndexing(4);
+        Assert.Equal(4, await CountAsync("mc_search_vectors", user, null));
+        Assert.Equal(4, (await client.Search("zebra")).Hits.Count); // three messages and the summary
+
+        (await client.DeleteAsync($"/api/conversations/{doomed}")).EnsureSuccessStatusCode();
+
+        foreach (var table in new[] { "mc_search_entries", "mc_search_vectors", "mc_search_pending", "mc_search_stats" })
+        {
+            var left = await Eventually(() => CountAsync(table, user, doomed), n => n == 0);
+            Assert.True(left == 0, $"{table} still holds {left} rows of the deleted conversation");
+        }
+
+        Assert.Equal(1, await CountAsync("mc_search_deletions", user, doomed));
+        Assert.Equal(1, await CountAsync("mc_search_vectors", user, null));
+        var hits = (await client.Search("zebra")).Hits;
+        Assert.Equal([kept], hits.Select(h => h.ConversationId));
+
+        // A summary that finishes after the delete does not bring the conversation back.
+        await AppendSummaryAsync(user, doomed, 2, "Zebras again.", 1, 2);
+        await AppendSummaryAsync(user, kept, 1, "A zebra at the zoo.", 1, 1);
+        await client.WaitForIndexing(2);
+        Assert.Equal(0, await CountAsync("mc_search_entries", user, doomed));
+    }
+
+    [Fact]
+    public async Task A_rebuild_gives_the_same_read_model_and_results_as_the_live_build()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var first = await client.StartConversation("first",
+            Message("Planning the garden: tomatoes, basil and a lemon tree.", externalId: "g1", metadata: new { speaker = "Ana" }),
+            Message("Lemon trees need a sunny wall.", "assistant", "g2"));
+        var second = await client.StartConversation("second", Message("The lemon cake recipe needs three eggs."));
+        var deleted = await client.StartConversation("gone", Message("lemon lemon lemon"));
+        await AppendSummaryAsync(user, first, 1, "A garden plan with a lemon tree.", 1, 2);
+        await client.WaitForIndexing(5);
+        (await client.DeleteAsync($"/api/conversations/{deleted}")).EnsureSuccessStatusCode();
+        await Eventually(() => CountAsync("mc_search_entries", user, deleted), n => n == 0);
+        await client.WaitForIndexing(4);
+        var queries = new[] { "lemon", "garden+tree", "cake+eggs", "sunny" };
+        var before = await SnapshotAsync(user);
+        var resultsBefore = await ResultsAsync(client, queries);
+
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), roles: "admin");
+        await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatus>(HttpStatusCode.Accepted);
+        var status = await Eventually(
+            async () => await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<RebuildStatus>(HttpStatusCode.OK),
+            s => s.State is "succeeded" or "failed", seconds: 120);
+        Assert.Equal("succeeded", status.State);
+        await client.WaitForIndexing(4);
+
+        Assert.Equal(before, await SnapshotAsync(user));
+        Assert.Equal(resultsBefore, await ResultsAsync(client, queries));
+
+        // The live projection runs on after the rebuild.
+        await client.PostJson($"/api/conversations/{second}/messages", Message("and lemon zest on top"));
+        await client.WaitForIndexing(5);
+        Assert.Contains((await client.Search("zest")).Hits, h => h.ConversationId == second);
+    }
+
+    [Fact]
+    public async Task The_admin_rebuild_is_for_admins_only()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.PostAsync("/api/admin/search/rebuild", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await app.Host.Server.CreateClient().PostAsync("/api/admin/search/rebuild", null)).StatusCode);
+    }
+
+    [Fact]
+    public async Task The_projections_rebuild_command_rebuilds_the_search_read_model()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await client.StartConversation("cli", Message("the command line rebuilds the search index"), Message("with projections rebuild", "assistant"));
+        await client.WaitForIndexing(2);
+        var before = await SnapshotAsync(user);
+        var resultsBefore = await ResultsAsync(client, ["command+line", "projections"]);
+
+        // The host's own projection agents stop while the command runs, as they would when an operator runs it.
+        var coordinator = app.Host.Services.GetRequiredService<Marten.Events.Daemon.Coordination.IProjectionCoordinator>();
+        await coordinator.PauseAsync();
+        try
+        {
+            var (exitCode, output) = await RunHostCommandAsync("projections", "rebuild", "-p", "SearchEntries");
+            Assert.True(exitCode == 0, output);
+            Assert.Contains("SearchEntries", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await coordinator.ResumeAsync();
+        }
+
+        await client.WaitForIndexing(2);
+        Assert.Equal(before, await SnapshotAsync(user));
+        Assert.Equal(resultsBefore, await ResultsAsync(client, ["command+line", "projections"]));
+    }
+
+    [Fact]
+    public async Task Conversation_search_for_other_modules_leaves_out_the_given_range()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var id = await client.StartConversation("context",
+            Message("My sister's wedding is in Porto."),
+            Message("What a lovely city for a wedding.", "assistant"),
+            Message("Unrelated: the printer is broken."),
+            Message("Back to the wedding: we need a photographer.", "assistant"),
+            Message("And a wedding cake."));
+        var other = await client.StartConversation("other", Message("Another wedding entirely."));
+        await client.WaitForIndexing(6);
+        var search = app.Host.Services.GetRequiredService<IConversationSearch>();
+
+        var all = await search.SearchAsync(new ConversationSearchRequest(user, id, "wedding", 10));
+        var older = await search.SearchAsync(new ConversationSearchRequest(user, id, "wedding", 10, ExcludeFromSequence: 4, ExcludeToSequence: 5));
+        var foreign = await search.SearchAsync(new ConversationSearchRequest("someone-else", id, "wedding", 10));
+
+        Assert.Superset(new HashSet<long> { 1, 2, 4, 5 }, all.Select(h => h.Sequence).ToHashSet());
+        Assert.True(all.Count <= 5); // the other conversation's wedding is not in it
+        Assert.DoesNotContain(older, h => h.Sequence is 4 or 5);
+        Assert.Contains(older, h => h.Sequence == 1);
+        Assert.True(all.Zip(all.Skip(1)).All(p => p.First.Score >= p.Second.Score));
+        Assert.Empty(foreign);
+        Assert.DoesNotContain(all, h => h.MessageId == Guid.Empty);
+        Assert.NotEqual(id, other);
+    }
+
+    private async Task AppendSummaryAsync(string tenant, Guid conversationId, int revision, string text, long from, long to)
+    {
+        // As the Summaries module will: one summary stream per conversation, SummaryRevised events on it.
+        await using var session = app.Store.LightweightSession(tenant);
+        var e = new SummaryRevised(conversationId, revision, text, from, to, "test", "extractive", "test-model", "1", "A", 10, 5, TimeSpan.FromSeconds(1),
+            DateTimeOffset.UtcNow);
+        var stream = SummaryStreamId(conversationId);
+        if (revision == 1)
+        {
+            session.Events.StartStream(stream, e);
+        }
+        else
+        {
+            session.Events.Append(stream, e);
+        }
+
+        await session.SaveChangesAsync();
+    }
+
+    private static Guid SummaryStreamId(Guid conversationId)
+    {
+        var bytes = conversationId.ToByteArray();
+        bytes[0] ^= 0x5A;
+        return new Guid(bytes);
+    }
+
+    private async Task<long> CountAsync(string table, string tenant, Guid? conversationId)
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(
+            $"select count(*) from modularchat.{table} where tenant_id = $1 and ($2::uuid is null or conversation_id = $2)", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)conversationId ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Uuid });
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>Everything the projection stores for a tenant, as text, in a stable order.</summary>
+    private async Task<string> SnapshotAsync(string tenant)
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand("""
+            select string_agg(row, E'\n' order by row) from (
+                select concat_ws('|', 'entry', id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id, metadata::text,
+                                 created_at, content, search_vector::text, lexeme_count) as row
+                from modularchat.mc_search_entries where tenant_id = $1
+                union all select concat_ws('|', 'stats', conversation_id, kind, documents, lexemes) from modularchat.mc_search_stats where tenant_id = $1
+                union all select concat_ws('|', 'term', lexeme, documents) from modularchat.mc_search_terms where tenant_id = $1 and documents > 0
+                union all select concat_ws('|', 'vector', entry_id, model, dimensions, md5(vector), text_hash) from modularchat.mc_search_vectors where tenant_id = $1
+                union all select concat_ws('|', 'deleted', conversation_id) from modularchat.mc_search_deletions where tenant_id = $1
+            ) rows
+            """, connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
+        return (string)(await command.ExecuteScalarAsync())!;
+    }
+
+    private static async Task<List<string>> ResultsAsync(HttpClient client, IEnumerable<string> queries)
+    {
+        var results = new List<string>();
+        foreach (var query in queries)
+        {
+            var hits = (await client.Search(query)).Hits;
+            results.Add(query + ": " + string.Join(", ", hits.Select(h => $"{h.Id}:{h.Score:F6}:{h.Snippet}")));
+        }
+
+        return results;
+    }
+
+    /// <summary>Runs the Host's command line (the same build the tests use) against the test database.</summary>
+    private async Task<(int ExitCode, string Output)> RunHostCommandAsync(params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll");
+        var start = new ProcessStartInfo("dotnet", [dll, .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        start.Environment["ConnectionStrings__Postgres"] = app.PostgresConnectionString;
+        start.Environment["ConnectionStrings__Redis"] = app.RedisConnectionString;
+        start.Environment["Auth__SigningKey"] = app.Auth.SigningKey;
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output + await error);
+    }
+
+    private sealed record RebuildStatus(string State, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, string? Error, long? OrphanVectorsRemoved);
+}

@@ -1,0 +1,237 @@
+using System.Net;
+using ModularChat.Testing;
+using static ModularChat.Search.Tests.Api;
+
+namespace ModularChat.Search.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class SearchingTests(SearchApp app)
+{
+    [Fact]
+    public async Task A_message_is_found_by_its_words_with_its_place_and_a_highlighted_snippet()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var at = new DateTimeOffset(2025, 3, 14, 9, 30, 0, TimeSpan.Zero);
+        var id = await client.StartConversation("trip",
+            Message("Where should we stay in Lisbon?", externalId: "m-1", metadata: new { speaker = "Ana" }, createdAt: at),
+            Message("Alfama, or one of the hotels by the river <with a view>.", "assistant", "m-2", createdAt: at.AddMinutes(1)),
+            Message("Let us book the museum tickets too.", externalId: "m-3", createdAt: at.AddMinutes(2)));
+        await client.WaitForIndexing(3);
+
+        var result = await client.Search("hotel%20river");
+
+        var hit = result.Hits[0];
+        Assert.Equal(id, hit.ConversationId);
+        Assert.Equal("message", hit.Kind);
+        Assert.Equal(2, hit.Sequence);
+        Assert.Equal("m-2", hit.ExternalId);
+        Assert.Equal("assistant", hit.Role);
+        Assert.Equal(at.AddMinutes(1), hit.CreatedAt);
+        Assert.True(hit.Score > 0);
+        Assert.Equal(1, hit.KeywordRank);
+        var highlighted = hit.Highlights.Select(h => hit.Snippet.Substring(h.Start, h.Length)).ToList();
+        Assert.Contains("hotels", highlighted);
+        Assert.Contains("river", highlighted);
+        Assert.Contains("<mark>hotels</mark>", hit.HighlightedSnippet, StringComparison.Ordinal);
+        Assert.Contains("river</mark> &lt;with a view", hit.HighlightedSnippet, StringComparison.Ordinal); // the text itself is escaped
+        Assert.Equal("modularchat-hashed-v1-d1024", result.Semantic.Model);
+        Assert.True(result.Semantic.Available);
+    }
+
+    [Fact]
+    public async Task The_speaker_named_in_metadata_is_searchable_with_the_text()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("friends",
+            Message("I went to a pottery class yesterday.", metadata: new { speaker = "Caroline" }),
+            Message("I went to a pottery class last month.", "assistant", metadata: new { speaker = "Melanie" }));
+        await client.WaitForIndexing(2);
+
+        var hits = (await client.Search("pottery%20class%20Caroline")).Hits;
+
+        Assert.Equal("Caroline", hits[0].Speaker);
+    }
+
+    [Fact]
+    public async Task Semantic_search_matches_other_forms_of_a_word_that_keyword_search_misses()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("hobbies",
+            Message("My grandfather took beautiful photographs of birds."),
+            Message("We went hiking in the mountains last weekend."),
+            Message("The soup needs more salt and pepper."));
+        await client.WaitForIndexing(3);
+
+        var keyword = await (await client.GetAsync("/api/search?q=photography&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK);
+        var semantic = await (await client.GetAsync("/api/search?q=photography&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK);
+
+        Assert.Empty(keyword.Hits); // PostgreSQL stems "photography" and "photographs" differently
+        Assert.Contains("photographs", semantic.Hits[0].Snippet, StringComparison.Ordinal);
+        Assert.Equal(1, semantic.Hits[0].SemanticRank);
+    }
+
+    [Fact]
+    public async Task An_answer_is_found_through_the_question_it_answers()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("chat",
+            Message("The weather was lovely today."),
+            Message("What have you been researching lately?", "assistant"),
+            Message("Mostly agencies, and what the paperwork involves."),
+            Message("Sounds like a lot of work.", "assistant"),
+            Message("I also repainted the kitchen."));
+        await client.WaitForIndexing(5);
+
+        var result = await (await client.GetAsync("/api/search?q=what+did+she+research&k=3&context=1")).ReadAs<SearchResult>(HttpStatusCode.OK);
+
+        // The answer shares no word with the query: it is found because the question before it does.
+        var answer = Assert.Single(result.Hits, h => h.Sequence == 3);
+        Assert.Contains(result.Hits, h => h.Sequence == 2);
+        Assert.Equal(2, Assert.Single(answer.Before!).Sequence);
+        Assert.Equal(4, Assert.Single(answer.After!).Sequence);
+    }
+
+    [Fact]
+    public async Task Filters_restrict_hits_by_conversation_scope_role_time_and_metadata()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var t0 = new DateTimeOffset(2024, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        var first = await client.StartConversation("one",
+            Message("garden tomatoes are ripe", metadata: new { speaker = "Ana", topic = "garden" }, createdAt: t0),
+            Message("garden tomatoes need water", "assistant", metadata: new { speaker = "Bot" }, createdAt: t0.AddDays(10)));
+        var second = await client.StartConversation("two",
+            Message("garden tomatoes in the greenhouse", metadata: new { speaker = "Ana", topic = "greenhouse" }, createdAt: t0.AddDays(20)));
+        await client.WaitForIndexing(3);
+
+        async Task<List<Hit>> Hits(string filter)
+            => (await (await client.GetAsync("/api/search?q=garden+tomatoes&" + filter)).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+
+        Assert.Equal(3, (await Hits("")).Count);
+        Assert.All(await Hits($"conversationId={second}"), h => Assert.Equal(second, h.ConversationId));
+        Assert.Single(await Hits($"conversationId={second}"));
+        Assert.Equal(["assistant"], (await Hits("role=assistant")).Select(h => h.Role));
+        Assert.Equal([2L], (await Hits($"conversationId={first}&from=2024-01-05T00:00:00Z")).Select(h => h.Sequence!.Value));
+        Assert.Equal([first], (await Hits("to=2024-01-15T00:00:00Z")).Select(h => h.ConversationId).Distinct());
+        Assert.Equal([second], (await Hits("metadata=topic=greenhouse")).Select(h => h.ConversationId));
+        Assert.Equal(2, (await Hits("metadata=speaker=Ana")).Count);
+        Assert.Single(await Hits("metadata=speaker=Ana&metadata=topic=garden"));
+        Assert.Empty(await Hits("scope=summaries"));
+        Assert.Equal(3, (await Hits("scope=messages&mode=keyword")).Count);
+        Assert.All(await Hits("mode=semantic&role=user"), h => Assert.Equal("user", h.Role));
+    }
+
+    [Fact]
+    public async Task Results_only_ever_come_from_the_callers_tenant()
+    {
+        using var alice = app.Client(ModularChatApp.NewUser("alice"));
+        using var bob = app.Client(ModularChatApp.NewUser("bob"));
+        var alices = await alice.StartConversation("secret", Message("the launch code is pineapple"));
+        var bobs = await bob.StartConversation("secret", Message("the launch code is pineapple"));
+        await alice.WaitForIndexing(1);
+        await bob.WaitForIndexing(1);
+
+        foreach (var mode in new[] { "hybrid", "keyword", "semantic" })
+        {
+            var hits = (await (await alice.GetAsync($"/api/search?q=launch+code+pineapple&mode={mode}")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+            Assert.Equal([alices], hits.Select(h => h.ConversationId));
+            var across = await (await alice.GetAsync($"/api/search?q=pineapple&mode={mode}&conversationId={bobs}")).ReadAs<SearchResult>(HttpStatusCode.OK);
+            Assert.Empty(across.Hits);
+        }
+
+        // The same tenant claim on two subjects shares data; a different tenant claim does not.
+        using var colleague = app.Client(ModularChatApp.NewUser("carol"), tenant: "acme-" + Guid.NewGuid());
+        Assert.Empty((await colleague.Search("pineapple")).Hits);
+        await (await alice.GetAsync($"/api/conversations/{bobs}/related")).ShouldBeProblem(404);
+    }
+
+    [Fact]
+    public async Task The_month_a_message_was_written_in_is_searchable()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("picnics",
+            Message("We had a picnic by the lake.", externalId: "march", createdAt: new DateTimeOffset(2024, 3, 10, 12, 0, 0, TimeSpan.Zero)),
+            Message("We had a picnic by the lake.", externalId: "june", createdAt: new DateTimeOffset(2024, 6, 10, 12, 0, 0, TimeSpan.Zero)));
+        await client.WaitForIndexing(2);
+
+        foreach (var mode in new[] { "keyword", "semantic", "hybrid" })
+        {
+            var hits = (await (await client.GetAsync($"/api/search?q=picnic+in+June+2024&mode={mode}")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+            Assert.Equal("june", hits[0].ExternalId);
+        }
+    }
+
+    [Fact]
+    public async Task A_recent_message_outranks_an_equally_relevant_old_one()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var now = DateTimeOffset.UtcNow;
+        await client.StartConversation("old", Message("the quarterly budget review", externalId: "old", createdAt: now.AddYears(-2)));
+        await client.StartConversation("new", Message("the quarterly budget review", externalId: "new", createdAt: now.AddHours(-1)));
+        await client.WaitForIndexing(2);
+
+        var hits = (await client.Search("quarterly+budget+review")).Hits;
+
+        Assert.Equal(["new", "old"], hits.Select(h => h.ExternalId));
+        Assert.True(hits[0].Score > hits[1].Score);
+    }
+
+    [Fact]
+    public async Task Diversity_makes_room_for_a_different_hit_among_near_duplicates()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("dupes",
+            Message("Reminder: the dentist appointment is on Monday at nine.", externalId: "a"),
+            Message("Reminder: the dentist appointment is on Monday at nine!", externalId: "b"),
+            Message("Reminder: the dentist appointment is on Monday at nine.", externalId: "c"),
+            Message("The dentist said my appointment could move to Friday.", externalId: "d"));
+        await client.WaitForIndexing(4);
+
+        var plain = (await (await client.GetAsync("/api/search?q=dentist+appointment+Monday&k=2")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        var diverse = (await (await client.GetAsync("/api/search?q=dentist+appointment+Monday&k=2&diversity=0.7")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+
+        Assert.DoesNotContain(plain, h => h.ExternalId == "d");
+        Assert.Contains(diverse, h => h.ExternalId == "d");
+    }
+
+    [Theory]
+    [InlineData("", 400, "q")]
+    [InlineData("q=%20%20", 400, "q")]
+    [InlineData("q=x&k=0", 400, "k")]
+    [InlineData("q=x&k=51", 422, "k")]
+    [InlineData("q=x&k=ten", 400, null)]
+    [InlineData("q=x&scope=everything", 400, "scope")]
+    [InlineData("q=x&mode=fuzzy", 400, "mode")]
+    [InlineData("q=x&role=robot", 400, "role")]
+    [InlineData("q=x&conversationId=not-a-guid", 400, null)]
+    [InlineData("q=x&from=yesterday", 400, null)]
+    [InlineData("q=x&from=2024-02-01&to=2024-01-01", 400, "to")]
+    [InlineData("q=x&metadata=speaker", 400, "metadata[0]")]
+    [InlineData("q=x&diversity=2", 400, "diversity")]
+    [InlineData("q=x&context=6", 422, "context")]
+    public async Task Bad_search_requests_get_a_problem_naming_the_parameter(string query, int status, string? field)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.GetAsync("/api/search?" + query)).ShouldBeProblem(status);
+        if (field is not null)
+        {
+            Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), problem.ToString());
+        }
+    }
+
+    [Fact]
+    public async Task Odd_queries_are_answered_without_errors_and_over_long_ones_are_refused()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await (await client.GetAsync("/api/search?q=" + new string('a', 201))).ShouldBeProblem(422);
+        await client.StartConversation("words", Message("an ordinary sentence"));
+        await client.WaitForIndexing(1);
+        var result = await (await client.GetAsync("/api/search?q=the+and+of&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK);
+        Assert.Empty(result.Hits);
+        Assert.Empty((await (await client.GetAsync("/api/search?q=%3F%21&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+        // Characters PostgreSQL cannot store are not an error.
+        var nul = await (await client.GetAsync("/api/search?q=ordinary%00sentence&metadata=k%00=v%00")).ReadAs<SearchResult>(HttpStatusCode.OK);
+        Assert.Empty(nul.Hits);
+        Assert.NotEmpty((await client.Search("ordinary%00sentence")).Hits);
+        await (await app.Host.Server.CreateClient().GetAsync("/api/search?q=x")).ShouldBeProblem(401);
+    }
+}

@@ -1,0 +1,157 @@
+using System.Numerics.Tensors;
+using ModularChat.Search.Embeddings;
+using ModularChat.Search.Projection;
+using ModularChat.Search.Searching;
+using ModularChat.Search.Storage;
+using ModularChat.Search.Vectors;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>The pure parts: analysis, the built-in embedder, the SIMD kernels, the in-memory index, highlighting.</summary>
+public sealed class UnitTests
+{
+    [Fact]
+    public void The_analyzer_drops_stop_words_and_clitics_and_stems_inflections()
+    {
+        Assert.Equal(["caroline", "went", "lgbtq", "support", "groups"], TextAnalyzer.Tokens("Caroline's went to the LGBTQ support-groups!"));
+        Assert.Equal(["café", "münchen"], TextAnalyzer.Tokens("Café in München"));
+        Assert.Equal(TextAnalyzer.Stem("painting"), TextAnalyzer.Stem("painted"));
+        Assert.Equal(TextAnalyzer.Stem("paints"), TextAnalyzer.Stem("paint"));
+        Assert.Equal(TextAnalyzer.Stem("stories"), TextAnalyzer.Stem("story"));
+    }
+
+    [Fact]
+    public void The_built_in_embedder_is_deterministic_and_unit_length()
+    {
+        var a = new HashedEmbedder(1024).Embed("The hotels by the river have great views.");
+        var b = new HashedEmbedder(1024).Embed("The hotels by the river have great views.");
+        Assert.Equal(a, b);
+        Assert.Equal(1024, a.Length);
+        Assert.Equal(1f, TensorPrimitives.Norm(a), 3);
+        Assert.Equal("modularchat-hashed-v1-d512", new HashedEmbedder(512).ModelId);
+        Assert.All(new HashedEmbedder(256).Embed("the of and"), v => Assert.Equal(0f, v));
+    }
+
+    [Theory]
+    [InlineData("photography classes", "She took photographs in class.", "The soup needs more salt.")]
+    [InlineData("adopting a child", "We looked into adoption agencies.", "The train was late again.")]
+    [InlineData("misspeled wrods", "misspelled words everywhere", "a quiet afternoon walk")]
+    [InlineData("Mel's kids", "Melanie took her kid to the park", "Caroline read a novel")]
+    public void The_built_in_embedder_puts_related_forms_closer_than_unrelated_text(string query, string related, string unrelated)
+    {
+        var embedder = new HashedEmbedder(1024);
+        var q = embedder.Embed(query);
+        Assert.True(TensorPrimitives.Dot(q, embedder.Embed(related)) > TensorPrimitives.Dot(q, embedder.Embed(unrelated)) + 0.05f);
+    }
+
+    [Theory]
+    [InlineData(1024)]
+    [InlineData(1000)]
+    [InlineData(37)]
+    [InlineData(7)]
+    public void The_int8_dot_product_matches_the_scalar_one(int length)
+    {
+        var random = new Random(length);
+        var a = new sbyte[length];
+        var b = new sbyte[length];
+        for (var i = 0; i < length; i++)
+        {
+            a[i] = (sbyte)random.Next(-127, 128);
+            b[i] = (sbyte)random.Next(-127, 128);
+        }
+
+        Assert.Equal(a.Zip(b).Sum(p => p.First * p.Second), VectorMath.Dot(a, b));
+    }
+
+    [Fact]
+    public void Quantization_keeps_negative_peaks_and_cosine()
+    {
+        float[] vector = [-0.9f, 0.1f, 0.3f, -0.2f];
+        VectorMath.Normalize(vector);
+        var q = new sbyte[4];
+        var scale = VectorMath.Quantize(vector, q);
+        Assert.Equal(-127, q[0]);
+        Assert.Equal(1f, VectorMath.Dot(q, q) * scale * scale, 2);
+    }
+
+    [Theory]
+    [InlineData(VectorPrecision.Int8)]
+    [InlineData(VectorPrecision.Float32)]
+    public void The_vector_set_ranks_by_cosine_filters_and_lends_neighbours_their_scores(VectorPrecision precision)
+    {
+        var set = new TenantVectorSet("t", "m", precision);
+        var conversation = Guid.NewGuid();
+        var other = Guid.NewGuid();
+        var t0 = DateTimeOffset.UnixEpoch;
+        var rows = new List<VectorRow>
+        {
+            Row(conversation, 1, [1, 0, 0, 0], "user", t0),
+            Row(conversation, 2, [0, 1, 0, 0], "assistant", t0.AddDays(1)),   // the answer to turn 1
+            Row(conversation, 3, [0, 0, 1, 0], "user", t0.AddDays(2)),
+            Row(other, 1, [0.9f, 0.1f, 0, 0], "user", t0.AddDays(3)),
+            Row(other, 2, [0, 0, 0, 1], "assistant", t0.AddDays(4), "other-model"),
+        };
+        set.Apply(rows, []);
+
+        var query = new float[] { 1, 0, 0, 0 };
+        var plain = set.Search(new VectorQuery(query, new VectorFilter(), 10, 0, 0));
+        var smoothed = set.Search(new VectorQuery(query, new VectorFilter(), 10, 0.5f, 0));
+
+        Assert.Equal(4, set.Count); // the other model's vector is not held
+        Assert.Equal(rows[0].EntryId, plain[0].EntryId);
+        Assert.Equal(rows[3].EntryId, plain[1].EntryId);
+        Assert.DoesNotContain(plain, c => c.EntryId == rows[1].EntryId); // unrelated: cosine 0
+        Assert.Equal(0.5, smoothed.Single(c => c.EntryId == rows[1].EntryId).Score, 2); // but it answers turn 1
+        Assert.Equal([rows[1].EntryId], set.Search(new VectorQuery(query, new VectorFilter(Role: "assistant"), 10, 0.5f, 0)).Select(c => c.EntryId));
+        Assert.Equal(2, set.Search(new VectorQuery(query, new VectorFilter(ConversationId: other), 10, 0, 0)).Count + 1);
+        Assert.Equal(new[] { rows[1].EntryId, rows[3].EntryId }.Order(),
+            set.Search(new VectorQuery(query, new VectorFilter(From: t0.AddDays(1), To: t0.AddDays(3)), 10, 0.5f, 0)).Select(c => c.EntryId).Order());
+        Assert.Empty(set.Search(new VectorQuery(new float[4], new VectorFilter(), 10, 0.5f, 0.5f)));
+        Assert.DoesNotContain(set.Search(new VectorQuery(query, new VectorFilter(ConversationId: conversation, ExcludeFromSequence: 1, ExcludeToSequence: 2), 10, 0, 0)),
+            c => c.EntryId == rows[0].EntryId || c.EntryId == rows[1].EntryId);
+        Assert.Equal([rows[3].EntryId], set.Search(new VectorQuery(query, new VectorFilter(AllowedIds: new HashSet<Guid> { rows[3].EntryId }), 10, 0, 0)).Select(c => c.EntryId));
+
+        set.Apply([], [conversation]);
+        Assert.Equal([rows[3].EntryId], set.Search(new VectorQuery(query, new VectorFilter(), 10, 0.5f, 0.5f)).Select(c => c.EntryId));
+    }
+
+    [Fact]
+    public void The_vector_set_compacts_after_many_updates_without_changing_results()
+    {
+        var set = new TenantVectorSet("t", "m", VectorPrecision.Int8);
+        var random = new Random(3);
+        var conversation = Guid.NewGuid();
+        var rows = Enumerable.Range(1, 3000).Select(i => Row(conversation, i, [.. Enumerable.Range(0, 16).Select(_ => (float)random.NextDouble() - 0.5f)], "user", DateTimeOffset.UnixEpoch)).ToList();
+        set.Apply(rows, []);
+        var query = rows[1234].Vector;
+        var before = set.Search(new VectorQuery(query, new VectorFilter(), 5, 0.5f, 0.25f));
+
+        set.Apply(rows, []); // every vector rewritten: the old slots are dead, then compacted away
+        set.Apply(rows.Take(2000).ToList(), []);
+
+        Assert.Equal(3000, set.Count);
+        Assert.Equal(before.Select(c => c.EntryId), set.Search(new VectorQuery(query, new VectorFilter(), 5, 0.5f, 0.25f)).Select(c => c.EntryId));
+        Assert.Equal(rows[1234].EntryId, before[0].EntryId);
+    }
+
+    [Fact]
+    public void Headline_markers_become_highlight_offsets_and_escaped_marks()
+    {
+        var (snippet, highlights, html) = HitDetails.Mark("a \u27E8b\u27E9 \u0002cat\u0003 & \u0002dog\u0003");
+        Assert.Equal("a <b> cat & dog", snippet);
+        Assert.Equal([new ModularChat.Search.Searching.Highlight(6, 3), new ModularChat.Search.Searching.Highlight(12, 3)], highlights);
+        Assert.Equal("a &lt;b&gt; <mark>cat</mark> &amp; <mark>dog</mark>", html);
+    }
+
+    [Fact]
+    public void Summary_entry_ids_are_stable_per_conversation_and_revision()
+    {
+        var conversation = Guid.NewGuid();
+        Assert.Equal(SearchEntriesProjection.SummaryEntryId(conversation, 2), SearchEntriesProjection.SummaryEntryId(conversation, 2));
+        Assert.NotEqual(SearchEntriesProjection.SummaryEntryId(conversation, 1), SearchEntriesProjection.SummaryEntryId(conversation, 2));
+        Assert.NotEqual(SearchEntriesProjection.SummaryEntryId(Guid.NewGuid(), 1), SearchEntriesProjection.SummaryEntryId(conversation, 1));
+    }
+
+    private static VectorRow Row(Guid conversation, long sequence, float[] vector, string role, DateTimeOffset at, string model = "m")
+        => new(Guid.NewGuid(), conversation, EntryKind.Message, sequence, null, role, at, model, vector, [1, 2]);
+}
