@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations;
 using ModularChat.Host.Auth;
 using ModularChat.Host.Infrastructure;
+using ModularChat.Summaries;
 using Scalar.AspNetCore;
 using Wolverine;
 
@@ -42,7 +43,7 @@ builder.Services.AddMediator(o =>
 {
     o.ServiceLifetime = ServiceLifetime.Scoped;
     o.GenerateTypesAsInternal = true;
-    o.Assemblies = [typeof(ConversationsModule)];
+    o.Assemblies = [typeof(ConversationsModule), typeof(SummariesModule)];
     o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
 });
 
@@ -54,6 +55,7 @@ builder.Services.AddModularChatHealth(builder.Configuration);
 
 // Modules.
 builder.Services.AddConversationsModule();
+builder.Services.AddSummariesModule();
 
 var app = builder.Build();
 
@@ -68,6 +70,7 @@ app.MapOpenApi().AllowAnonymous();
 app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
 app.MapConversationsEndpoints();
+app.MapSummariesEndpoints();
 
 // No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
 if (args.Length == 0)

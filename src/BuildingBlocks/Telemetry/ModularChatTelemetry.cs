@@ -17,4 +17,9 @@ public static class MetricNames
 {
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
+    public const string SummaryDuration = "modularchat.summaries.duration";
+    public const string SummariesGenerated = "modularchat.summaries.generated";
+    public const string SummaryFailures = "modularchat.summaries.failures";
+    public const string SummaryLag = "modularchat.summaries.lag";
+    public const string SummaryBacklog = "modularchat.summaries.backlog";
 }

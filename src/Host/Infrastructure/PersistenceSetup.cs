@@ -5,6 +5,7 @@ using JasperFx.Events;
 using Marten;
 using Npgsql;
 using ModularChat.Conversations;
+using ModularChat.Summaries;
 using Weasel.Core;
 using Wolverine;
 using Wolverine.Marten;
@@ -73,6 +74,7 @@ internal static class PersistenceSetup
                 options.OpenTelemetry.TrackEventCounters();
 
                 options.ConfigureConversations();
+                options.ConfigureSummaries();
                 return options;
             })
             .UseLightweightSessions()
@@ -99,5 +101,6 @@ internal static class PersistenceSetup
         // Each module's handler of the same event runs in its own transaction with its own retries.
         options.MultipleHandlerBehavior = MultipleHandlerBehavior.Separated;
         options.ConfigureConversations();
+        options.ConfigureSummaries();
     }
 }
