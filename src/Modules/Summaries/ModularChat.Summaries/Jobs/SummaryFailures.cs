@@ -33,7 +33,8 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
     {
         var results = await DeadLetters.QueryAsync(
             new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = pageSize }, cancellationToken);
-        return (results.Envelopes.Select(ToFailure).OfType<SummaryFailure>().ToList(), results.TotalCount);
+        return (results.Envelopes.Select(e => (Letter: e, Job: JobOf(e))).Where(x => x.Job is not null)
+            .Select(x => ToFailure(x.Letter, x.Job!)).ToList(), results.TotalCount);
     }
 
     /// <summary>Queues the failed jobs again (all of them, or those with <paramref name="ids"/>); answers how many.</summary>
@@ -70,7 +71,7 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
             var results = await DeadLetters.QueryAsync(
                 new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = 500 }, cancellationToken);
             ids.AddRange(results.Envelopes
-                .Where(e => e.Message is SummarizeConversation job && job.ConversationId == conversationId && e.Envelope.TenantId == tenantId)
+                .Where(e => e.Envelope.TenantId == tenantId && JobOf(e)?.ConversationId == conversationId)
                 .Select(e => e.Id));
             if (results.Envelopes.Count < 500)
             {
@@ -84,8 +85,35 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
         }
     }
 
-    private static SummaryFailure? ToFailure(DeadLetterEnvelope e) => e.Message is SummarizeConversation job
-        ? new SummaryFailure(e.Id, e.Envelope.TenantId, job.ConversationId, job.Reason, job.UpToSequence, e.ExceptionType, e.ExceptionMessage,
-            e.FailedAt, e.SentAt, e.Envelope.Attempts, e.ReplayCount, e.Replayable)
-        : null;
+    /// <summary>The job of a dead letter: the store keeps the envelope with the message's serialized body, not the message.</summary>
+    private SummarizeConversation? JobOf(DeadLetterEnvelope e)
+    {
+        if (e.Message is SummarizeConversation message)
+        {
+            return message;
+        }
+
+        if (e.Envelope.Message is SummarizeConversation carried)
+        {
+            return carried;
+        }
+
+        if (e.Envelope.Data is not { Length: > 0 })
+        {
+            return null;
+        }
+
+        try
+        {
+            return runtime.Options.DetermineSerializer(e.Envelope).ReadFromData(typeof(SummarizeConversation), e.Envelope) as SummarizeConversation;
+        }
+        catch (Exception ex) when (ex is System.Text.Json.JsonException or InvalidOperationException or NotSupportedException)
+        {
+            return null; // a body this version cannot read is not listed
+        }
+    }
+
+    private static SummaryFailure ToFailure(DeadLetterEnvelope e, SummarizeConversation job)
+        => new(e.Id, e.Envelope.TenantId, job.ConversationId, job.Reason, job.UpToSequence, e.ExceptionType, e.ExceptionMessage,
+            e.FailedAt, e.SentAt, e.Envelope.Attempts, e.ReplayCount, e.Replayable);
 }

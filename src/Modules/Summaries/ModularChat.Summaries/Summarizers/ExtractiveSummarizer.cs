@@ -24,8 +24,21 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
     private const double Damping = 0.85;
     private const int Iterations = 40;
-    private const double Lambda = 0.7;
-    private const double DuplicateSimilarity = 0.6;
+
+    /// <summary>Relevance against redundancy in the maximal-marginal-relevance choice.</summary>
+    private const double Lambda = 0.5;
+
+    /// <summary>
+    /// Centrality is damped (square root): in chat the most central sentences restate the dominant topic, while the facts
+    /// worth keeping (a job lost, a trip taken) are often said once.
+    /// </summary>
+    private const double CentralityExponent = 0.5;
+
+    /// <summary>What the speakers say of themselves ("I", "my", "we") is where the events of a conversation are.</summary>
+    private const double FirstPerson = 1.3;
+
+    private const double Question = 0.5;
+    private const double DuplicateSimilarity = 0.8;
     private const double MinNewShare = 0.3;
     private const double MaxNewShare = 0.9;
 
@@ -53,7 +66,16 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
         cancellationToken.ThrowIfCancellationRequested();
         var vectors = Vectorize(units);
-        Rank(units, vectors);
+
+        // Earlier lines are ranked against everything (what stays central as the conversation goes on); new sentences only
+        // among themselves, so a new fact is not outranked for resembling less than what the summary already says.
+        var scores = new double[units.Count];
+        Rank(Enumerable.Range(0, units.Count).ToList(), vectors, scores, keep: i => i < oldCount);
+        Rank(Enumerable.Range(oldCount, units.Count - oldCount).ToList(), vectors, scores, keep: _ => true);
+        for (var i = 0; i < units.Count; i++)
+        {
+            units[i] = units[i] with { Score = Math.Pow(scores[i], CentralityExponent) * Informativeness(units[i].Text) };
+        }
         var selected = Select(units, vectors, input, oldCount);
         var text = Render(units, selected);
         if (text.Length == 0)
@@ -196,10 +218,17 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         return dot;
     }
 
-    /// <summary>Weighted PageRank over the sentence-similarity graph, times how informative each sentence is.</summary>
-    private static void Rank(List<Unit> units, List<Dictionary<string, double>> vectors)
+    /// <summary>True when every term of the smaller sentence (at least three) is in the other: it adds nothing.</summary>
+    private static bool Contained(Dictionary<string, double> a, Dictionary<string, double> b)
     {
-        var n = units.Count;
+        var (small, large) = a.Count <= b.Count ? (a, b) : (b, a);
+        return small.Count >= 3 && small.Keys.All(large.ContainsKey);
+    }
+
+    /// <summary>Weighted PageRank over the similarity graph of the <paramref name="members"/>; writes the scores of those <paramref name="keep"/> selects.</summary>
+    private static void Rank(List<int> members, List<Dictionary<string, double>> vectors, double[] scores, Func<int, bool> keep)
+    {
+        var n = members.Count;
         if (n == 0)
         {
             return;
@@ -209,7 +238,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         var postings = new Dictionary<string, List<int>>(StringComparer.Ordinal);
         for (var i = 0; i < n; i++)
         {
-            foreach (var term in vectors[i].Keys)
+            foreach (var term in vectors[members[i]].Keys)
             {
                 if (!postings.TryGetValue(term, out var list))
                 {
@@ -227,7 +256,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         for (var i = 0; i < n; i++)
         {
             edges[i] = [];
-            foreach (var (term, weight) in vectors[i])
+            foreach (var (term, weight) in vectors[members[i]])
             {
                 foreach (var j in postings[term])
                 {
@@ -241,7 +270,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
                         touched.Add(j);
                     }
 
-                    dots[j] += weight * vectors[j][term];
+                    dots[j] += weight * vectors[members[j]][term];
                 }
             }
 
@@ -288,9 +317,13 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
             (score, next) = (next, score);
         }
 
+        // Scores of graphs of different sizes compare on the same scale: the average node scores 1.
         for (var i = 0; i < n; i++)
         {
-            units[i] = units[i] with { Score = score[i] * Informativeness(units[i].Text) };
+            if (keep(members[i]))
+            {
+                scores[members[i]] = score[i] * n;
+            }
         }
     }
 
@@ -303,7 +336,14 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         var factor = Math.Min(1.0, content / 6.0) * (1 + (0.15 * Math.Min(specifics, 4)));
         if (sentence.EndsWith('?'))
         {
-            factor *= 0.6;
+            factor *= Question;
+        }
+
+        var first = words.Count(w => w is "I" or "I'm" or "I've" or "I'd" or "I'll" || w.ToLowerInvariant() is "my" or "me" or "we" or "our");
+        var second = words.Count(w => w.ToLowerInvariant() is "you" or "your" or "you're" or "you've");
+        if (first > 0 && first >= second)
+        {
+            factor *= FirstPerson;
         }
 
         // Very long sentences cost much of the budget for one fact.
@@ -318,7 +358,6 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
     private HashSet<int> Select(List<Unit> units, List<Dictionary<string, double>> vectors, SummaryMergeInput input, int oldCount)
     {
         var budget = input.Settings.MaxSummaryTokens;
-        var maxScore = units.Count == 0 ? 1 : Math.Max(units.Max(u => u.Score), double.Epsilon);
         var selected = new HashSet<int>();
         var cost = new int[units.Count];
         for (var i = 0; i < units.Count; i++)
@@ -344,6 +383,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         int Pick(List<int> candidates, int limit, int spent)
         {
             var open = candidates.Where(i => !selected.Contains(i)).ToList();
+            var maxScore = open.Count == 0 ? 1 : Math.Max(open.Max(i => units[i].Score), double.Epsilon);
             while (open.Count > 0)
             {
                 var best = -1;
@@ -355,13 +395,26 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
                         continue;
                     }
 
+                    // A repeat of anything kept is dropped; otherwise only likeness to sentences of the same side counts against
+                    // a candidate, so a new sentence that updates a fact of the summary (same names, new facts) is not held back.
                     var redundancy = 0.0;
+                    var duplicate = false;
                     foreach (var s in selected)
                     {
-                        redundancy = Math.Max(redundancy, Similarity(vectors[i], vectors[s]));
+                        var similarity = Similarity(vectors[i], vectors[s]);
+                        if (similarity > DuplicateSimilarity || Contained(vectors[i], vectors[s]))
+                        {
+                            duplicate = true;
+                            break;
+                        }
+
+                        if (units[s].Old == units[i].Old)
+                        {
+                            redundancy = Math.Max(redundancy, similarity);
+                        }
                     }
 
-                    if (redundancy > DuplicateSimilarity)
+                    if (duplicate)
                     {
                         continue;
                     }

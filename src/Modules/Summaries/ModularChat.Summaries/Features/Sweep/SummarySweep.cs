@@ -40,7 +40,7 @@ public sealed partial class SummarySweep(
     ILogger<SummarySweep> logger)
 {
     /// <summary>The advisory lock key of sweeps ("SUMSWEEP").</summary>
-    private const long LockKey = 0x53554D5357454550;
+    internal const long LockKey = 0x53554D5357454550;
 
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
 
