@@ -1,7 +1,7 @@
 using ModularChat.Benchmarks;
 
 // ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
-var scenarios = args.Length == 0 ? ["append"] : args;
+var scenarios = args.Length == 0 ? ["append", "summaries"] : args;
 var results = new Measurements();
 await using var env = BenchEnvironment.FromEnvironment();
 await env.StartAsync();
@@ -12,6 +12,9 @@ foreach (var scenario in scenarios)
     {
         case "append":
             await new AppendBenchmark(env, results).RunAsync();
+            break;
+        case "summaries":
+            await new SummaryBenchmark(results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -44,7 +47,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, summaries, http-floor, read-floor)");
             return 2;
     }
 }

@@ -7,6 +7,7 @@ using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
+using Wolverine.Marten;
 using Wolverine.Runtime.Handlers;
 
 namespace ModularChat.Summaries;
@@ -15,7 +16,7 @@ namespace ModularChat.Summaries;
 /// The module's Wolverine settings that depend on its options (applied when Wolverine starts): the batched subscription
 /// to message events, the job queue's parallelism, and the jobs' retries and timeout.
 /// </summary>
-internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : IWolverineExtension
+internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, MartenIntegration marten) : IWolverineExtension
 {
     public const string JobQueue = "summaries-jobs";
 
@@ -24,8 +25,11 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         var o = options.Value;
         if (o.Enabled)
         {
-            // One transaction per batch of message events and tenant (ADR 0003), processed in order on each node.
-            wolverine.BatchMessagesOf<MessageAppended>(batching =>
+            // Each MessageAppended commits with a compact notice in the same outbox transaction (ADR 0003); the notices are
+            // handled in batches, one transaction per batch and tenant, in order on each node.
+            marten.SubscribeToEvent<MessageAppended>()
+                .TransformedTo(e => new MessageActivity(e.Data.ConversationId, e.Data.Sequence, e.Data.TokenCount, e.Data.AppendedAt));
+            wolverine.BatchMessagesOf<MessageActivity>(batching =>
                 {
                     batching.BatchSize = o.EventBatchSize;
                     batching.TriggerTime = o.EventBatchWindow;
@@ -34,12 +38,29 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         }
         else
         {
-            // Without the handler no route exists, so appends forward nothing to this module.
+            // Without the handler (and the notice) appends forward nothing to this module.
             wolverine.Discovery.CustomizeHandlerDiscovery(q => q.Excludes.WithCondition("Summaries:Enabled is false", t => t == typeof(MessageActivityHandler)));
         }
 
         wolverine.PublishMessage<SummarizeConversation>().ToLocalQueue(JobQueue);
-        wolverine.LocalQueue(JobQueue).UseDurableInbox().MaximumParallelMessages(o.JobParallelism);
+        var jobs = wolverine.LocalQueue(JobQueue).UseDurableInbox();
+        if (o.JobParallelism == 1)
+        {
+            jobs.Sequential();
+        }
+        else
+        {
+            // Jobs of one conversation never run at once on a node: a duplicate waits its turn and then finds its range
+            // covered (a cheap no-op) instead of summarizing the same messages again and losing the race at the end.
+            wolverine.MessagePartitioning.ByMessage<SummarizeConversation>(job => job.ConversationId.ToString("N"));
+            jobs.PartitionProcessingByGroupId(o.JobParallelism switch
+            {
+                <= 3 => PartitionSlots.Three,
+                <= 5 => PartitionSlots.Five,
+                <= 7 => PartitionSlots.Seven,
+                _ => PartitionSlots.Nine,
+            });
+        }
         SummariesOptions.TryParseDelays(o.RetryDelays, out var delays);
         wolverine.Policies.Add(new SummaryFailurePolicy(delays, o.JobTimeout));
     }
@@ -57,7 +78,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
-                else if (chain.MessageType == typeof(MessageAppended[]))
+                else if (chain.MessageType == typeof(MessageActivity[]))
                 {
                     chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
                 }

@@ -53,8 +53,17 @@ public sealed class SummariesOptions
     /// <summary>The global OpenAI-compatible endpoint of the <c>llm</c> summarizer.</summary>
     public LlmSummarizerOptions Llm { get; set; } = new();
 
-    /// <summary>Summaries written at once on one node.</summary>
-    public int JobParallelism { get; set; } = 2;
+    /// <summary>
+    /// Summaries written at once on one node (most of a job's time may be spent waiting for a model); jobs of one conversation
+    /// always run one after the other. Above 1 it is rounded up to 3, 5, 7 or 9 partitions.
+    /// </summary>
+    public int JobParallelism { get; set; } = 3;
+
+    /// <summary>
+    /// Extractive merges computed at once on one node (they are CPU-bound); 0 = half the processors, at least one, so
+    /// summarizing never takes every core from the requests.
+    /// </summary>
+    public int ExtractiveParallelism { get; set; }
 
     /// <summary>Longest run of one summarization job before it is cancelled and retried.</summary>
     public TimeSpan JobTimeout { get; set; } = TimeSpan.FromMinutes(10);
@@ -229,7 +238,8 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.Llm.PromptVersion).NotEmpty();
         RuleFor(o => o.Llm.Timeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
         RuleFor(o => o.Llm.Temperature).InclusiveBetween(0f, 2f);
-        RuleFor(o => o.JobParallelism).InclusiveBetween(1, 64);
+        RuleFor(o => o.JobParallelism).InclusiveBetween(1, 9);
+        RuleFor(o => o.ExtractiveParallelism).InclusiveBetween(0, 64);
         RuleFor(o => o.JobTimeout).InclusiveBetween(TimeSpan.FromSeconds(5), TimeSpan.FromHours(6));
         RuleFor(o => o.RetryDelays).Must(d => SummariesOptions.TryParseDelays(d, out var delays) && delays.Length <= 20)
             .WithMessage("must list at most 20 positive durations separated by commas, e.g. '00:00:05,00:00:30,00:02:00'.");

@@ -5,10 +5,10 @@ using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
-/// <summary>Message events, batched per tenant (see ADR 0003): updates the activity read model and queues jobs when due.</summary>
+/// <summary>Message events (their <see cref="MessageActivity"/> notices), batched per tenant (see ADR 0003): updates the activity read model and queues jobs when due.</summary>
 public static class MessageActivityHandler
 {
-    public static Task<OutgoingMessages> Handle(MessageAppended[] messages, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
+    public static Task<OutgoingMessages> Handle(MessageActivity[] messages, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
         => scheduler.TrackAsync(messages, session, cancellationToken);
 }
 

@@ -1,19 +1,18 @@
 using Marten;
 using Microsoft.Extensions.Options;
-using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
 using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
 /// <summary>
-/// Follows message events cheaply: one transaction per batch of events (per tenant) updates each conversation's
+/// Follows message events (as <see cref="MessageActivity"/> notices) cheaply: one transaction per batch of events (per tenant) updates each conversation's
 /// <see cref="ConversationActivity"/> and, only when the strategy says a summary is due and none is pending, queues a
 /// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
 /// </summary>
 public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock, IOptions<SummariesOptions> options)
 {
-    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageAppended> messages, IDocumentSession session, CancellationToken cancellationToken)
+    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageActivity> messages, IDocumentSession session, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
         var byConversation = messages.GroupBy(m => m.ConversationId).ToList();

@@ -16,14 +16,20 @@ namespace ModularChat.Summaries.Summarizers;
 /// crowded out, and at most <see cref="MaxNewShare"/>, so earlier facts are never all dropped), then the rest is filled
 /// with the best remaining sentences of either.
 /// </remarks>
-internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConversationSummarizer
+internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer
 {
+    private readonly SemaphoreSlim _cpu = new(parallelism > 0 ? parallelism : Math.Max(1, Environment.ProcessorCount / 2));
+
     public const string SummarizerName = "extractive";
     public const string Algorithm = "textrank-mmr";
     public const string AlgorithmVersion = "extractive-v1";
 
     private const double Damping = 0.85;
-    private const int Iterations = 40;
+    private const int MaxIterations = 50;
+    private const double Converged = 1e-6;
+    private const int Neighbors = 24;
+    private const double MinEdge = 0.01;
+    private const int CommonTermFloor = 32;
 
     /// <summary>Relevance against redundancy in the maximal-marginal-relevance choice.</summary>
     private const double Lambda = 0.5;
@@ -48,7 +54,20 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
     public string PromptVersion => AlgorithmVersion;
 
-    public Task<SummaryMergeResult> MergeAsync(SummaryMergeInput input, CancellationToken cancellationToken)
+    public async Task<SummaryMergeResult> MergeAsync(SummaryMergeInput input, CancellationToken cancellationToken)
+    {
+        await _cpu.WaitAsync(cancellationToken);
+        try
+        {
+            return Merge(input, cancellationToken);
+        }
+        finally
+        {
+            _cpu.Release();
+        }
+    }
+
+    private SummaryMergeResult Merge(SummaryMergeInput input, CancellationToken cancellationToken)
     {
         var units = new List<Unit>();
         if (!string.IsNullOrWhiteSpace(input.PreviousSummary))
@@ -69,9 +88,10 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
         // Earlier lines are ranked against everything (what stays central as the conversation goes on); new sentences only
         // among themselves, so a new fact is not outranked for resembling less than what the summary already says.
+        var graph = SimilarityGraph(vectors);
         var scores = new double[units.Count];
-        Rank(Enumerable.Range(0, units.Count).ToList(), vectors, scores, keep: i => i < oldCount);
-        Rank(Enumerable.Range(oldCount, units.Count - oldCount).ToList(), vectors, scores, keep: _ => true);
+        PageRank(graph, member: _ => true, scores, keep: i => i < oldCount);
+        PageRank(graph, member: i => i >= oldCount, scores, keep: i => i >= oldCount);
         for (var i = 0; i < units.Count; i++)
         {
             units[i] = units[i] with { Score = Math.Pow(scores[i], CentralityExponent) * Informativeness(units[i].Text) };
@@ -84,7 +104,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         }
 
         var inputTokens = (input.PreviousSummary is null ? 0 : tokens.Count(input.PreviousSummary)) + input.Messages.Sum(m => m.TokenCount);
-        return Task.FromResult(new SummaryMergeResult(text, inputTokens, tokens.Count(text)));
+        return new SummaryMergeResult(text, inputTokens, tokens.Count(text));
     }
 
     private static void AddPrevious(List<Unit> units, string previous)
@@ -225,20 +245,18 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
         return small.Count >= 3 && small.Keys.All(large.ContainsKey);
     }
 
-    /// <summary>Weighted PageRank over the similarity graph of the <paramref name="members"/>; writes the scores of those <paramref name="keep"/> selects.</summary>
-    private static void Rank(List<int> members, List<Dictionary<string, double>> vectors, double[] scores, Func<int, bool> keep)
+    /// <summary>
+    /// Each sentence's strongest links to the others (cosine similarity of their TF-IDF vectors). Keeping the
+    /// <see cref="Neighbors"/> strongest per sentence keeps ranking linear in the chunk size even when every sentence of a
+    /// chunk resembles every other (a chat that repeats itself): PageRank over the full graph would be quadratic.
+    /// </summary>
+    private static List<(int To, double Weight)>[] SimilarityGraph(List<Dictionary<string, double>> vectors)
     {
-        var n = members.Count;
-        if (n == 0)
-        {
-            return;
-        }
-
-        // Postings make the similarity graph cost the shared terms, not all n² pairs.
+        var n = vectors.Count;
         var postings = new Dictionary<string, List<int>>(StringComparer.Ordinal);
         for (var i = 0; i < n; i++)
         {
-            foreach (var term in vectors[members[i]].Keys)
+            foreach (var term in vectors[i].Keys)
             {
                 if (!postings.TryGetValue(term, out var list))
                 {
@@ -249,16 +267,23 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
             }
         }
 
-        var edges = new List<(int To, double Weight)>[n];
-        var outWeight = new double[n];
+        // A term in a large share of the sentences links nearly everything to everything and weighs little (its IDF is
+        // low): leaving it out of the links keeps building the graph from going quadratic on repetitive chats.
+        var common = Math.Max(CommonTermFloor, n / 5);
+        var graph = new List<(int To, double Weight)>[n];
         var dots = new double[n];
         var touched = new List<int>();
         for (var i = 0; i < n; i++)
         {
-            edges[i] = [];
-            foreach (var (term, weight) in vectors[members[i]])
+            foreach (var (term, weight) in vectors[i])
             {
-                foreach (var j in postings[term])
+                var list = postings[term];
+                if (list.Count > common)
+                {
+                    continue;
+                }
+
+                foreach (var j in list)
                 {
                     if (j == i)
                     {
@@ -270,28 +295,72 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
                         touched.Add(j);
                     }
 
-                    dots[j] += weight * vectors[members[j]][term];
+                    dots[j] += weight * vectors[j][term];
                 }
             }
 
-            touched.Sort();
+            var edges = new List<(int To, double Weight)>(Math.Min(touched.Count, Neighbors));
             foreach (var j in touched)
             {
-                if (dots[j] > 0.01)
+                if (dots[j] > MinEdge)
                 {
-                    edges[i].Add((j, dots[j]));
-                    outWeight[i] += dots[j];
+                    edges.Add((j, dots[j]));
                 }
 
                 dots[j] = 0;
             }
 
             touched.Clear();
+            if (edges.Count > Neighbors)
+            {
+                // Strongest first, ties by position: the same input always keeps the same edges.
+                edges.Sort((x, y) => y.Weight != x.Weight ? y.Weight.CompareTo(x.Weight) : x.To.CompareTo(y.To));
+                edges.RemoveRange(Neighbors, edges.Count - Neighbors);
+            }
+
+            graph[i] = edges;
+        }
+
+        return graph;
+    }
+
+    /// <summary>
+    /// Weighted PageRank over the sentences <paramref name="member"/> selects (edges to others ignored), until it settles;
+    /// writes the scores of those <paramref name="keep"/> selects, scaled so the average sentence scores 1.
+    /// </summary>
+    private static void PageRank(List<(int To, double Weight)>[] graph, Func<int, bool> member, double[] scores, Func<int, bool> keep)
+    {
+        var members = Enumerable.Range(0, graph.Length).Where(member).ToList();
+        var n = members.Count;
+        if (n == 0)
+        {
+            return;
+        }
+
+        var index = new Dictionary<int, int>(n);
+        for (var i = 0; i < n; i++)
+        {
+            index[members[i]] = i;
+        }
+
+        var edges = new List<(int To, double Weight)>[n];
+        var outWeight = new double[n];
+        for (var i = 0; i < n; i++)
+        {
+            edges[i] = [];
+            foreach (var (to, weight) in graph[members[i]])
+            {
+                if (index.TryGetValue(to, out var j))
+                {
+                    edges[i].Add((j, weight));
+                    outWeight[i] += weight;
+                }
+            }
         }
 
         var score = Enumerable.Repeat(1.0 / n, n).ToArray();
         var next = new double[n];
-        for (var iteration = 0; iteration < Iterations; iteration++)
+        for (var iteration = 0; iteration < MaxIterations; iteration++)
         {
             var dangling = 0.0;
             Array.Fill(next, 0);
@@ -309,15 +378,20 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
                 }
             }
 
+            var change = 0.0;
             for (var i = 0; i < n; i++)
             {
                 next[i] = ((1 - Damping) / n) + (Damping * (next[i] + (dangling / n)));
+                change += Math.Abs(next[i] - score[i]);
             }
 
             (score, next) = (next, score);
+            if (change < Converged)
+            {
+                break;
+            }
         }
 
-        // Scores of graphs of different sizes compare on the same scale: the average node scores 1.
         for (var i = 0; i < n; i++)
         {
             if (keep(members[i]))
@@ -359,12 +433,20 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
     {
         var budget = input.Settings.MaxSummaryTokens;
         var selected = new HashSet<int>();
+        // Token counts are exact but only computed for sentences that come up for choice; until then a lower bound (no
+        // o200k token is longer than 64 characters) lets candidates that obviously cannot fit be skipped.
         var cost = new int[units.Count];
+        var exact = new bool[units.Count];
         for (var i = 0; i < units.Count; i++)
         {
-            // The line prefix ("- [date] Speaker: ") is paid once per line; charging it per sentence keeps the budget safe.
-            cost[i] = tokens.Count(Line(units[i], units[i].Text)) + 1;
+            cost[i] = 1 + ((Line(units[i], units[i].Text).Length + 63) / 64);
         }
+
+        // Kept up to date as sentences are chosen (each choice is compared once with every open candidate): a repeat of
+        // anything kept is out; otherwise only likeness to chosen sentences of the same side counts against a candidate,
+        // so a new sentence that updates a fact of the summary (same names, new facts) is not held back.
+        var redundancy = new double[units.Count];
+        var duplicate = new bool[units.Count];
 
         var used = 0;
         var oldIndices = Enumerable.Range(0, oldCount).ToList();
@@ -382,44 +464,20 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
         int Pick(List<int> candidates, int limit, int spent)
         {
-            var open = candidates.Where(i => !selected.Contains(i)).ToList();
+            var open = candidates.Where(i => !selected.Contains(i) && !duplicate[i]).ToList();
             var maxScore = open.Count == 0 ? 1 : Math.Max(open.Max(i => units[i].Score), double.Epsilon);
-            while (open.Count > 0)
+            while (true)
             {
                 var best = -1;
                 var bestValue = double.NegativeInfinity;
                 foreach (var i in open)
                 {
-                    if (spent + cost[i] > limit)
+                    if (duplicate[i] || spent + cost[i] > limit)
                     {
                         continue;
                     }
 
-                    // A repeat of anything kept is dropped; otherwise only likeness to sentences of the same side counts against
-                    // a candidate, so a new sentence that updates a fact of the summary (same names, new facts) is not held back.
-                    var redundancy = 0.0;
-                    var duplicate = false;
-                    foreach (var s in selected)
-                    {
-                        var similarity = Similarity(vectors[i], vectors[s]);
-                        if (similarity > DuplicateSimilarity || Contained(vectors[i], vectors[s]))
-                        {
-                            duplicate = true;
-                            break;
-                        }
-
-                        if (units[s].Old == units[i].Old)
-                        {
-                            redundancy = Math.Max(redundancy, similarity);
-                        }
-                    }
-
-                    if (duplicate)
-                    {
-                        continue;
-                    }
-
-                    var value = (Lambda * units[i].Score / maxScore) - ((1 - Lambda) * redundancy);
+                    var value = (Lambda * units[i].Score / maxScore) - ((1 - Lambda) * redundancy[i]);
                     if (value > bestValue)
                     {
                         bestValue = value;
@@ -429,15 +487,38 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens) : IConv
 
                 if (best < 0)
                 {
-                    break;
+                    return spent;
+                }
+
+                if (!exact[best])
+                {
+                    // The line prefix ("- [date] Speaker: ") is paid once per line; charging it per sentence keeps the budget safe.
+                    cost[best] = tokens.Count(Line(units[best], units[best].Text)) + 1;
+                    exact[best] = true;
+                    continue;
                 }
 
                 selected.Add(best);
                 spent += cost[best];
                 open.Remove(best);
-            }
+                for (var i = 0; i < units.Count; i++)
+                {
+                    if (selected.Contains(i) || duplicate[i])
+                    {
+                        continue;
+                    }
 
-            return spent;
+                    var similarity = Similarity(vectors[i], vectors[best]);
+                    if (similarity > DuplicateSimilarity || Contained(vectors[i], vectors[best]))
+                    {
+                        duplicate[i] = true;
+                    }
+                    else if (units[i].Old == units[best].Old)
+                    {
+                        redundancy[i] = Math.Max(redundancy[i], similarity);
+                    }
+                }
+            }
         }
     }
 

@@ -23,7 +23,7 @@ public sealed partial class SummarizerSelector(
     ILogger<SummarizerSelector> logger) : IDisposable
 {
     private readonly ConcurrentDictionary<string, IChatClient> _globalClients = new(StringComparer.Ordinal);
-    private readonly ExtractiveSummarizer _extractive = new(tokens);
+    private readonly ExtractiveSummarizer _extractive = new(tokens, options.Value.ExtractiveParallelism);
 
     public async Task<IConversationSummarizer> ForAsync(string tenantId, SummarySettings settings, CancellationToken cancellationToken)
     {
