@@ -122,7 +122,7 @@ public sealed class SweepTests(SummariesApp app)
         await using var session = store.LightweightSession(tenant);
         var activity = (await session.LoadAsync<ConversationActivity>(id))!;
         var progress = (await session.LoadAsync<SummaryProgress>(id))!;
-        activity.PendingSince = activity.PendingSince!.Value.AddHours(-2);
+        activity.PendingAt = activity.PendingAt!.Value.AddHours(-2);
         progress.RevisedAt = progress.RevisedAt.AddHours(-2);
         session.Store(activity);
         session.Store(progress);

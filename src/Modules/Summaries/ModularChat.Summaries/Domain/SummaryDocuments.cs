@@ -1,19 +1,16 @@
-using JasperFx.Metadata;
 using Marten.Metadata;
 
 namespace ModularChat.Summaries.Domain;
 
 /// <summary>
 /// What the module knows of a conversation from its message events (the read model the strategy and the sweep use;
-/// written only by the message-event handler). Id = the conversation id.
+/// written only by <c>SummariesEventSubscription</c>, which runs on one node at a time). Id = the conversation id.
 /// </summary>
-public sealed class ConversationActivity : ITenanted, IVersioned
+public sealed class ConversationActivity : ITenanted
 {
     public Guid Id { get; set; }
 
     public string? TenantId { get; set; }
-
-    public Guid Version { get; set; }
 
     /// <summary>The latest message sequence seen (the conversation's message count).</summary>
     public long LastSequence { get; set; }
@@ -23,10 +20,11 @@ public sealed class ConversationActivity : ITenanted, IVersioned
 
     public DateTimeOffset LastAppendedAt { get; set; }
 
-    /// <summary>The sequence a queued job was asked to cover; a job is pending while the coverage is below it.</summary>
+    /// <summary>The sequence the last queued job was asked to cover; a job is pending while the coverage is below it.</summary>
     public long PendingUpTo { get; set; }
 
-    public DateTimeOffset? PendingSince { get; set; }
+    /// <summary>When that job was due to start (later than it was queued when it waits for the minimum interval).</summary>
+    public DateTimeOffset? PendingAt { get; set; }
 }
 
 /// <summary>How far a conversation's summary goes (written only by summarization jobs, with each revision). Id = the conversation id.</summary>

@@ -1,38 +1,39 @@
 using Marten;
-using Microsoft.Extensions.Options;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
-using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
+/// <summary>A job the scheduler asks for, now or (after the minimum interval) at <paramref name="NotBefore"/>.</summary>
+public sealed record ScheduledJob(SummarizeConversation Job, DateTimeOffset? NotBefore);
+
 /// <summary>
-/// Follows message events (as <see cref="MessageActivity"/> notices) cheaply: one transaction per batch of events (per tenant) updates each conversation's
-/// <see cref="ConversationActivity"/> and, only when the strategy says a summary is due and none is pending, queues a
-/// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
+/// Follows a tenant's message events cheaply: one pass over a batch updates each conversation's
+/// <see cref="ConversationActivity"/> and asks for a <see cref="SummarizeConversation"/> job only when the strategy says a
+/// summary is due and none is pending. Nothing slow happens here.
 /// </summary>
-public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock, IOptions<SummariesOptions> options)
+public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock)
 {
-    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageActivity> messages, IDocumentSession session, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<ScheduledJob>> TrackAsync(
+        IReadOnlyList<MessageAppended> messages, IDocumentOperations operations, string tenantId, CancellationToken cancellationToken)
     {
-        var outgoing = new OutgoingMessages();
+        var jobs = new List<ScheduledJob>();
         var byConversation = messages.GroupBy(m => m.ConversationId).ToList();
         var ids = byConversation.Select(g => g.Key).ToArray();
 
-        var reads = session.CreateBatchQuery();
+        var reads = operations.CreateBatchQuery();
         var activitiesRead = reads.LoadMany<ConversationActivity>().ById(ids);
         var progressRead = reads.LoadMany<SummaryProgress>().ById(ids);
         await reads.Execute(cancellationToken);
         var activities = (await activitiesRead).ToDictionary(a => a.Id);
         var progress = (await progressRead).ToDictionary(p => p.Id);
 
-        var settings = settingsResolver.For(session.TenantId);
+        var settings = settingsResolver.For(tenantId);
         var now = clock.GetUtcNow();
-        var pendingTimeout = options.Value.PendingJobTimeout;
         foreach (var events in byConversation)
         {
             var id = events.Key;
-            var isNew = !activities.TryGetValue(id, out var activity);
-            activity ??= new ConversationActivity { Id = id };
+            var activity = activities.GetValueOrDefault(id) ?? new ConversationActivity { Id = id };
             foreach (var e in events)
             {
                 activity.LastSequence = Math.Max(activity.LastSequence, e.Sequence);
@@ -47,28 +48,21 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
             var covered = p?.CoveredTo ?? 0;
             var state = new SummaryState(activity.LastSequence, covered, Math.Max(0, activity.TotalTokens - (p?.CoveredTokens ?? 0)), p?.RevisedAt);
             var decision = SummaryStrategy.Decide(state, settings.Strategy, now);
-            var pending = activity.PendingUpTo > covered && activity.PendingSince > now - pendingTimeout;
-            if (decision.Due && !pending)
+            // A job scheduled to start later will read every message there is by then: no need for another. A job that may
+            // already be running might not see these messages, so another is queued; jobs of a conversation run one after
+            // the other and each re-checks the strategy first, so a surplus one is a cheap no-op.
+            var scheduledLater = activity.PendingUpTo > covered && activity.PendingAt > now;
+            if (decision.Due && !scheduledLater)
             {
                 // Lag is measured from the earliest message of this batch: the summary is due because of it or a later one.
-                var job = new SummarizeConversation(id, activity.LastSequence, decision.Reason!, events.Min(e => e.AppendedAt));
-                outgoing.Add(decision.NotBefore is { } at ? job.ScheduledAt(at) : job);
+                jobs.Add(new ScheduledJob(new SummarizeConversation(id, activity.LastSequence, decision.Reason!, events.Min(e => e.AppendedAt)), decision.NotBefore));
                 activity.PendingUpTo = activity.LastSequence;
-                activity.PendingSince = now;
+                activity.PendingAt = decision.NotBefore ?? now;
             }
 
-            if (isNew)
-            {
-                // An insert, not an upsert: two nodes meeting a new conversation at once conflict and the batch retries.
-                session.Insert(activity);
-                outgoing.Add(new VerifySummarizedConversation(id));
-            }
-            else
-            {
-                session.Store(activity);
-            }
+            operations.Store(activity);
         }
 
-        return outgoing;
+        return jobs;
     }
 }

@@ -57,11 +57,26 @@ public sealed partial class SummaryWriter(
             return outgoing;
         }
 
-        if (IsAutomatic(job.Reason) && progress is not null && progress.RevisedAt + settings.Strategy.MinInterval is var earliest && earliest > clock.GetUtcNow())
+        var reason = job.Reason;
+        if (IsAutomatic(job.Reason))
         {
-            // Too soon after the last revision: the same job runs again when the minimum interval has passed.
-            outgoing.Add(job.ScheduledAt(earliest));
-            return outgoing;
+            // Automatic jobs ask the strategy again, on the conversation as it is now: a job queued twice, or overtaken by
+            // another, does nothing; one that comes too soon after the last revision waits for the minimum interval.
+            var state = new SummaryState(conversation.MessageCount, coveredTo, Math.Max(0, conversation.TotalTokens - (progress?.CoveredTokens ?? 0)), progress?.RevisedAt);
+            var decision = SummaryStrategy.Decide(state, settings.Strategy, clock.GetUtcNow());
+            if (!decision.Due)
+            {
+                LogNotDue(logger, id, tenant, conversation.MessageCount, coveredTo);
+                return outgoing;
+            }
+
+            if (decision.NotBefore is { } earliest)
+            {
+                outgoing.Add(job.ScheduledAt(earliest));
+                return outgoing;
+            }
+
+            reason = decision.Reason!;
         }
 
         var from = rebuild ? 0 : coveredTo;
@@ -107,7 +122,7 @@ public sealed partial class SummaryWriter(
         var duration = Stopwatch.GetElapsedTime(started);
         var revision = (progress?.Revision ?? 0) + 1;
         var revisedAt = clock.GetUtcNow();
-        var revised = new SummaryRevised(id, revision, text, 1, covered, job.Reason, summarizer.Name, summarizer.Model,
+        var revised = new SummaryRevised(id, revision, text, 1, covered, reason, summarizer.Name, summarizer.Model,
             summarizer.PromptVersion, settings.Variant, inputTokens, outputTokens, duration, revisedAt);
         var stream = SummaryStreams.For(id);
         if (revision == 1)
@@ -131,13 +146,13 @@ public sealed partial class SummaryWriter(
         });
 
         var lag = job.TriggeredAt is { } triggered ? revisedAt - triggered : (TimeSpan?)null;
-        metrics.Generated(settings.Variant, summarizer.Name, summarizer.Model, job.Reason, duration, lag);
+        metrics.Generated(settings.Variant, summarizer.Name, summarizer.Model, reason, duration, lag);
         span?.SetTag("modularchat.summary.revision", revision);
         LogRevised(logger, id, tenant, revision, covered, read, text.Length, outputTokens, summarizer.Name, summarizer.Model,
-            (long)duration.TotalMilliseconds, job.Reason, settings.Variant);
+            (long)duration.TotalMilliseconds, reason, settings.Variant);
 
         outgoing.Add(new VerifySummarizedConversation(id));
-        if (await FollowUpAsync(session, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
+        if (await FollowUpAsync(tenant, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
         {
             outgoing.Add(next);
         }
@@ -146,23 +161,23 @@ public sealed partial class SummaryWriter(
     }
 
     /// <summary>Messages that arrived while this revision was written may already make the next one due.</summary>
-    private static async Task<object?> FollowUpAsync(
-        IDocumentSession session, Guid id, long covered, long coveredTokens, DateTimeOffset revisedAt, SummarySettings settings, CancellationToken cancellationToken)
+    private async Task<object?> FollowUpAsync(
+        string tenant, Guid id, long covered, long coveredTokens, DateTimeOffset revisedAt, SummarySettings settings, CancellationToken cancellationToken)
     {
-        var activity = await session.LoadAsync<ConversationActivity>(id, cancellationToken);
-        if (activity is null || activity.LastSequence <= covered)
+        var now = await conversations.FindAsync(tenant, id, cancellationToken);
+        if (now is null || now.MessageCount <= covered)
         {
             return null;
         }
 
-        var state = new SummaryState(activity.LastSequence, covered, Math.Max(0, activity.TotalTokens - coveredTokens), revisedAt);
+        var state = new SummaryState(now.MessageCount, covered, Math.Max(0, now.TotalTokens - coveredTokens), revisedAt);
         var decision = SummaryStrategy.Decide(state, settings.Strategy, revisedAt);
         if (!decision.Due)
         {
             return null;
         }
 
-        var job = new SummarizeConversation(id, activity.LastSequence, decision.Reason!, activity.LastAppendedAt);
+        var job = new SummarizeConversation(id, now.MessageCount, decision.Reason!, now.LastActivityAt);
         return decision.NotBefore is { } at ? job.ScheduledAt(at) : job;
     }
 
@@ -178,6 +193,9 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} already covers {CoveredTo} (job asked for {UpToSequence}): nothing to do")]
     private static partial void LogAlreadyCovered(ILogger logger, Guid conversationId, string tenantId, long upToSequence, long coveredTo);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "No summary due for conversation {ConversationId} of tenant {TenantId} ({MessageCount} messages, {CoveredTo} covered): nothing to do")]
+    private static partial void LogNotDue(ILogger logger, Guid conversationId, string tenantId, long messageCount, long coveredTo);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
     private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);

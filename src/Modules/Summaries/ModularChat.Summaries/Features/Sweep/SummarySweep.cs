@@ -154,7 +154,7 @@ public sealed partial class SummarySweep(
         var covered = progress?.CoveredTo ?? 0;
         var state = new SummaryState(activity.LastSequence, covered, Math.Max(0, activity.TotalTokens - (progress?.CoveredTokens ?? 0)), progress?.RevisedAt);
         var decision = SummaryStrategy.Decide(state, settings.Strategy, now);
-        var pending = activity.PendingUpTo > covered && activity.PendingSince > now - pendingTimeout;
+        var pending = activity.PendingUpTo > covered && activity.PendingAt > now - pendingTimeout;
 
         // Due later (minimum interval): its scheduled job, or the next sweep, takes care of it.
         return decision.Due && decision.NotBefore is null && !pending
