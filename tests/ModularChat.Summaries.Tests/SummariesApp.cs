@@ -35,6 +35,7 @@ public sealed class SummariesApp : ModularChatApp
     {
         ["Summaries:MinInterval"] = "00:00:00",
         ["Summaries:RetryDelays"] = "00:00:00.300,00:00:00.600",
+        ["Summaries:EventBatchWindow"] = "00:00:00.050",
         ["Summaries:Sweep:Interval"] = "00:00:00",
         ["Summaries:Sweep:JobWait"] = "00:00:30",
         ["Summaries:BacklogRefreshInterval"] = "00:00:01",

@@ -2,25 +2,46 @@ using JasperFx;
 using JasperFx.CodeGeneration;
 using Marten.Exceptions;
 using Microsoft.Extensions.Options;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
+using Wolverine.Marten;
 using Wolverine.Runtime.Handlers;
 
 namespace ModularChat.Summaries;
 
 /// <summary>
-/// The module's Wolverine settings that depend on its options (applied when Wolverine starts): the job queue, its
-/// parallelism, and the jobs' retries and timeout.
+/// The module's Wolverine settings that depend on its options (applied when Wolverine starts): the batched subscription
+/// to message events, the job queue's parallelism, and the jobs' retries and timeout.
 /// </summary>
-internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : IWolverineExtension
+internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, MartenIntegration marten) : IWolverineExtension
 {
     public const string JobQueue = "summaries-jobs";
 
     public void Configure(WolverineOptions wolverine)
     {
         var o = options.Value;
+        if (o.Enabled)
+        {
+            // Each MessageAppended commits with a compact notice in the same outbox transaction (ADR 0003); the notices are
+            // handled in batches, one transaction per batch and tenant, in order on each node.
+            marten.SubscribeToEvent<MessageAppended>()
+                .TransformedTo(e => new MessageActivity(e.Data.ConversationId, e.Data.Sequence, e.Data.TokenCount, e.Data.AppendedAt));
+            wolverine.BatchMessagesOf<MessageActivity>(batching =>
+                {
+                    batching.BatchSize = o.EventBatchSize;
+                    batching.TriggerTime = o.EventBatchWindow;
+                })
+                .Sequential();
+        }
+        else
+        {
+            // Without the handler (and the notice) appends forward nothing to this module.
+            wolverine.Discovery.CustomizeHandlerDiscovery(q => q.Excludes.WithCondition("Summaries:Enabled is false", t => t == typeof(MessageActivityHandler)));
+        }
+
         wolverine.PublishMessage<SummarizeConversation>().ToLocalQueue(JobQueue);
         var jobs = wolverine.LocalQueue(JobQueue).UseDurableInbox();
         if (o.JobParallelism == 1)
@@ -57,12 +78,16 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
+                else if (chain.MessageType == typeof(MessageActivity[]))
+                {
+                    chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
+                }
             }
         }
 
         private static bool IsConcurrentWrite(Exception e) => e switch
         {
-            ConcurrencyException or ExistingStreamIdCollisionException => true,
+            ConcurrencyException or ExistingStreamIdCollisionException or DocumentAlreadyExistsException => true,
             AggregateException a => a.InnerExceptions.All(IsConcurrentWrite),
             _ => false,
         };

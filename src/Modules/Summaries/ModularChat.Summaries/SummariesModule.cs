@@ -21,7 +21,6 @@ using ModularChat.Summaries.Features.Sweep;
 using ModularChat.Summaries.Jobs;
 using ModularChat.Summaries.Summarizers;
 using Wolverine;
-using Wolverine.Marten;
 
 namespace ModularChat.Summaries;
 
@@ -48,7 +47,6 @@ public static class SummariesModule
         services.AddHostedService<SummaryBacklogMonitor>();
         services.AddSingleton<IConversationSummaries, ConversationSummaries>();
         services.AddSingleton<IWolverineExtension, SummariesMessaging>();
-        services.SubscribeToEventsWithServices<SummariesEventSubscription>(ServiceLifetime.Singleton);
         return services;
     }
 
@@ -64,6 +62,7 @@ public static class SummariesModule
             .StartIndexesByTenantId()
             .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_summary_revision", TenancyScope.PerTenant, r => r.ConversationId, r => r.Revision);
         options.Schema.For<ConversationActivity>()
+            .UseOptimisticConcurrency(true)
             .Duplicate(a => a.PendingUpTo, notNull: true);
         options.Schema.For<SummaryProgress>()
             .Duplicate(p => p.CoveredTo, notNull: true);

@@ -21,8 +21,8 @@ public sealed class SummariesOptions
 
     /// <summary>
     /// Automatic summaries: the module follows every appended message and queues a summary when the strategy says so.
-    /// When false, the module reads no message events at all; summaries are written only on request (POST, sweep).
-    /// Deletions are always followed.
+    /// When false, the module does not subscribe to message events at all (appends forward nothing to it); summaries are
+    /// written only on request (POST, sweep). Deletions are always followed.
     /// </summary>
     public bool Enabled { get; set; } = true;
 
@@ -74,8 +74,11 @@ public sealed class SummariesOptions
     /// <summary>A queued job not done after this long is presumed lost: the conversation may be queued again.</summary>
     public TimeSpan PendingJobTimeout { get; set; } = TimeSpan.FromMinutes(30);
 
-    /// <summary>Most conversation events read and handled together (one transaction per page of the event subscription).</summary>
+    /// <summary>Most message events handled together (one transaction per batch and tenant).</summary>
     public int EventBatchSize { get; set; } = 500;
+
+    /// <summary>How long message events gather before a smaller batch is handled.</summary>
+    public TimeSpan EventBatchWindow { get; set; } = TimeSpan.FromMilliseconds(250);
 
     /// <summary>The sweep that finds missing and stale summaries.</summary>
     public SummarySweepOptions Sweep { get; set; } = new();
@@ -242,6 +245,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
             .WithMessage("must list at most 20 positive durations separated by commas, e.g. '00:00:05,00:00:30,00:02:00'.");
         RuleFor(o => o.PendingJobTimeout).GreaterThanOrEqualTo(o => o.JobTimeout).WithMessage("must be at least JobTimeout.");
         RuleFor(o => o.EventBatchSize).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.EventBatchWindow).InclusiveBetween(TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1));
         RuleFor(o => o.Sweep.Interval).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(7));
         RuleFor(o => o.Sweep.BatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.Sweep.MaxInFlight).InclusiveBetween(1, 1000);

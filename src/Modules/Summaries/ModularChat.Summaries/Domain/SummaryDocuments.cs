@@ -1,16 +1,19 @@
+using JasperFx.Metadata;
 using Marten.Metadata;
 
 namespace ModularChat.Summaries.Domain;
 
 /// <summary>
 /// What the module knows of a conversation from its message events (the read model the strategy and the sweep use;
-/// written only by <c>SummariesEventSubscription</c>, which runs on one node at a time). Id = the conversation id.
+/// written only by the message-event handler). Id = the conversation id.
 /// </summary>
-public sealed class ConversationActivity : ITenanted
+public sealed class ConversationActivity : ITenanted, IVersioned
 {
     public Guid Id { get; set; }
 
     public string? TenantId { get; set; }
+
+    public Guid Version { get; set; }
 
     /// <summary>The latest message sequence seen (the conversation's message count).</summary>
     public long LastSequence { get; set; }

@@ -5,6 +5,13 @@ using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
+/// <summary>Message events (their <see cref="MessageActivity"/> notices), batched per tenant (see ADR 0003): updates the activity read model and queues jobs when due.</summary>
+public static class MessageActivityHandler
+{
+    public static Task<OutgoingMessages> Handle(MessageActivity[] messages, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
+        => scheduler.TrackAsync(messages, session, cancellationToken);
+}
+
 /// <summary>Writes a summary revision (a durable job, with retries, then the dead-letter store).</summary>
 public static class SummarizeConversationHandler
 {
@@ -13,35 +20,35 @@ public static class SummarizeConversationHandler
         => writer.RunAsync(job, session, envelope, cancellationToken);
 }
 
-/// <summary>
-/// Removes what the module derived from a conversation: on its deletion (from <see cref="SummariesEventSubscription"/>), or
-/// when a job that finished after the deletion finds it gone.
-/// </summary>
+/// <summary>Removes what the module derived from a conversation when it is deleted (or found deleted after the fact).</summary>
 public static class SummaryCleanupHandler
 {
+    public static Task Handle(ConversationDeleted deleted, IDocumentSession session, SummaryFailures failures, CancellationToken cancellationToken)
+        => RemoveAsync(session, failures, deleted.ConversationId, cancellationToken);
+
     public static async Task Handle(
         VerifySummarizedConversation verify, IDocumentSession session, IConversationMessages conversations, SummaryFailures failures, CancellationToken cancellationToken)
     {
         if (await conversations.FindAsync(session.TenantId, verify.ConversationId, cancellationToken) is null)
         {
-            await RemoveAsync(session, session.TenantId, failures, verify.ConversationId, cancellationToken);
+            await RemoveAsync(session, failures, verify.ConversationId, cancellationToken);
         }
     }
 
     /// <summary>Every row the module holds for the conversation goes: read models, the summary stream's events, failed jobs.</summary>
-    internal static async Task RemoveAsync(IDocumentOperations operations, string tenantId, SummaryFailures failures, Guid conversationId, CancellationToken cancellationToken)
+    internal static async Task RemoveAsync(IDocumentSession session, SummaryFailures failures, Guid conversationId, CancellationToken cancellationToken)
     {
-        operations.Delete<ConversationActivity>(conversationId);
-        operations.Delete<SummaryProgress>(conversationId);
-        operations.Delete<SummaryView>(conversationId);
-        operations.DeleteWhere<SummaryRevisionView>(r => r.ConversationId == conversationId);
+        session.Delete<ConversationActivity>(conversationId);
+        session.Delete<SummaryProgress>(conversationId);
+        session.Delete<SummaryView>(conversationId);
+        session.DeleteWhere<SummaryRevisionView>(r => r.ConversationId == conversationId);
 
         // A hard delete of the summary stream, in this transaction (Marten's own helper runs outside any session).
-        var tables = operations.DocumentStore.Options.Schema;
+        var tables = session.DocumentStore.Options.Schema;
         var stream = SummaryStreams.For(conversationId);
-        operations.QueueSqlCommand($"delete from {tables.ForEvents()} where stream_id = ? and tenant_id = ?", stream, tenantId);
-        operations.QueueSqlCommand($"delete from {tables.ForStreams()} where id = ? and tenant_id = ?", stream, tenantId);
+        session.QueueSqlCommand($"delete from {tables.ForEvents()} where stream_id = ? and tenant_id = ?", stream, session.TenantId);
+        session.QueueSqlCommand($"delete from {tables.ForStreams()} where id = ? and tenant_id = ?", stream, session.TenantId);
 
-        await failures.DiscardAsync(tenantId, conversationId, cancellationToken);
+        await failures.DiscardAsync(session.TenantId, conversationId, cancellationToken);
     }
 }

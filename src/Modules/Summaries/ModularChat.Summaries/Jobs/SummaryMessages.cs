@@ -17,8 +17,15 @@ public sealed record SummarizeConversation(Guid ConversationId, long UpToSequenc
 }
 
 /// <summary>
-/// Sent after a job writes a revision: if the conversation was deleted while the job ran (its deletion was handled before
-/// the revision committed), everything the module wrote for it is removed.
+/// What the module needs of a <c>MessageAppended</c> event, forwarded instead of the event itself (see ADR 0003): the same
+/// durable local queue and outbox transaction, a fraction of the bytes (the message's content can be 100,000 characters).
+/// </summary>
+[MessageIdentity("summaries.message-activity")]
+public sealed record MessageActivity(Guid ConversationId, long Sequence, int TokenCount, DateTimeOffset AppendedAt);
+
+/// <summary>
+/// Sent after the module first writes something for a conversation: if the conversation is gone by then (its deletion
+/// overtook a message event or a job), everything the module wrote for it is removed.
 /// </summary>
 [MessageIdentity("summaries.verify-conversation")]
 public sealed record VerifySummarizedConversation(Guid ConversationId);

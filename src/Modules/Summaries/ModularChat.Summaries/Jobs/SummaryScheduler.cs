@@ -1,39 +1,36 @@
 using Marten;
-using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
+using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
-/// <summary>A job the scheduler asks for, now or (after the minimum interval) at <paramref name="NotBefore"/>.</summary>
-public sealed record ScheduledJob(SummarizeConversation Job, DateTimeOffset? NotBefore);
-
 /// <summary>
-/// Follows a tenant's message events cheaply: one pass over a batch updates each conversation's
-/// <see cref="ConversationActivity"/> and asks for a <see cref="SummarizeConversation"/> job only when the strategy says a
-/// summary is due and none is pending. Nothing slow happens here.
+/// Follows message events (as <see cref="MessageActivity"/> notices) cheaply: one transaction per batch of events and tenant
+/// updates each conversation's <see cref="ConversationActivity"/> and, only when the strategy says a summary is due, queues a
+/// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
 /// </summary>
 public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock)
 {
-    public async Task<IReadOnlyList<ScheduledJob>> TrackAsync(
-        IReadOnlyList<MessageAppended> messages, IDocumentOperations operations, string tenantId, CancellationToken cancellationToken)
+    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageActivity> messages, IDocumentSession session, CancellationToken cancellationToken)
     {
-        var jobs = new List<ScheduledJob>();
+        var outgoing = new OutgoingMessages();
         var byConversation = messages.GroupBy(m => m.ConversationId).ToList();
         var ids = byConversation.Select(g => g.Key).ToArray();
 
-        var reads = operations.CreateBatchQuery();
+        var reads = session.CreateBatchQuery();
         var activitiesRead = reads.LoadMany<ConversationActivity>().ById(ids);
         var progressRead = reads.LoadMany<SummaryProgress>().ById(ids);
         await reads.Execute(cancellationToken);
         var activities = (await activitiesRead).ToDictionary(a => a.Id);
         var progress = (await progressRead).ToDictionary(p => p.Id);
 
-        var settings = settingsResolver.For(tenantId);
+        var settings = settingsResolver.For(session.TenantId);
         var now = clock.GetUtcNow();
         foreach (var events in byConversation)
         {
             var id = events.Key;
-            var activity = activities.GetValueOrDefault(id) ?? new ConversationActivity { Id = id };
+            var isNew = !activities.TryGetValue(id, out var activity);
+            activity ??= new ConversationActivity { Id = id };
             foreach (var e in events)
             {
                 activity.LastSequence = Math.Max(activity.LastSequence, e.Sequence);
@@ -55,14 +52,24 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
             if (decision.Due && !scheduledLater)
             {
                 // Lag is measured from the earliest message of this batch: the summary is due because of it or a later one.
-                jobs.Add(new ScheduledJob(new SummarizeConversation(id, activity.LastSequence, decision.Reason!, events.Min(e => e.AppendedAt)), decision.NotBefore));
+                var job = new SummarizeConversation(id, activity.LastSequence, decision.Reason!, events.Min(e => e.AppendedAt));
+                outgoing.Add(decision.NotBefore is { } at ? job.ScheduledAt(at) : job);
                 activity.PendingUpTo = activity.LastSequence;
                 activity.PendingAt = decision.NotBefore ?? now;
             }
 
-            operations.Store(activity);
+            if (isNew)
+            {
+                // An insert, not an upsert: two nodes meeting a new conversation at once conflict and the batch retries.
+                session.Insert(activity);
+                outgoing.Add(new VerifySummarizedConversation(id));
+            }
+            else
+            {
+                session.Store(activity);
+            }
         }
 
-        return jobs;
+        return outgoing;
     }
 }
