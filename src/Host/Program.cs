@@ -13,6 +13,7 @@ using ModularChat.Host.Auth;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Providers;
 using ModularChat.Search;
+using ModularChat.Summaries;
 using Scalar.AspNetCore;
 using Wolverine;
 
@@ -44,7 +45,7 @@ builder.Services.AddMediator(o =>
 {
     o.ServiceLifetime = ServiceLifetime.Scoped;
     o.GenerateTypesAsInternal = true;
-    o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule), typeof(SearchModule)];
+    o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule), typeof(SearchModule), typeof(SummariesModule)];
     o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
 });
 
@@ -58,6 +59,7 @@ builder.Services.AddModularChatHealth(builder.Configuration);
 builder.Services.AddConversationsModule();
 builder.Services.AddProvidersModule();
 builder.Services.AddSearchModule();
+builder.Services.AddSummariesModule();
 
 var app = builder.Build();
 
@@ -74,6 +76,7 @@ app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromD
 app.MapConversationsEndpoints();
 app.MapProvidersEndpoints();
 app.MapSearchEndpoints();
+app.MapSummariesEndpoints();
 
 // No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
 if (args.Length == 0)

@@ -40,6 +40,20 @@ internal sealed class Latencies
         }
     }
 
+    public void AddAll(Latencies other)
+    {
+        double[] samples;
+        lock (other._gate)
+        {
+            samples = [.. other._samples];
+        }
+
+        lock (_gate)
+        {
+            _samples.AddRange(samples);
+        }
+    }
+
     public double Percentile(double p)
     {
         lock (_gate)

@@ -7,7 +7,8 @@ namespace ModularChat.Conversations.Tests;
 
 /// <summary>
 /// Retention end to end, with the real Summaries module: 12 messages cross the first summary milestone (10), the
-/// summary covers 1-10, and the policy acts on what it covers except the last N.
+/// summary covers at least 1-10 (the messages appended by the time its job runs), and the policy acts on what it covers
+/// except the last N.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class RetentionTests(ConversationsApp app)
@@ -18,7 +19,7 @@ public sealed class RetentionTests(ConversationsApp app)
         using var client = app.Client(ModularChatApp.NewUser("deleter"), RetentionTenants.Delete);
         var id = await ConversationWith(client, 12);
 
-        // Covered: 1-10; the last 5 (8-12) stay: 1-7 go.
+        // Covered: 1-10 at least; the last 5 (8-12) stay: 1-7 go.
         var view = await WaitForRetention(client, id, v => v.Deleted.Count > 0);
         Assert.Equal((1L, 7L, 7L), (view.Deleted[0].FromSequence, view.Deleted[0].ToSequence, view.Deleted[0].Messages));
         Assert.Equal((8L, 12L), (view.Hot!.FromSequence, view.Hot.ToSequence));
@@ -29,14 +30,14 @@ public sealed class RetentionTests(ConversationsApp app)
         await (await client.GetAsync($"/api/conversations/{id}/messages/3?includeArchived=true")).ShouldBeProblem(404);
 
         // Gone from the database itself, not only from the API.
-        Assert.Equal(0, await CountRowsMentioning("message number 3 of", id));
+        Assert.Empty(await RowsMentioning("message number 3 of", id));
         Assert.Equal(5, await CountRowsMentioning("message number", id, "mt_doc_storedmessage"));
 
         // The conversation goes on: appends, context and the summary still work.
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "after retention" });
         var context = await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens=100000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(13, context.Messages[^1].Sequence);
-        Assert.Equal(10, context.Summary!.ToSequence);
+        Assert.InRange(context.Summary!.ToSequence, 10, 12);
     }
 
     [Fact]
@@ -180,6 +181,10 @@ public sealed class RetentionTests(ConversationsApp app)
 
     /// <summary>Rows of a table (or of every ModularChat table) whose text mentions both the conversation and <paramref name="text"/>.</summary>
     private async Task<long> CountRowsMentioning(string text, Guid conversationId, string? table = null)
+        => (await RowsMentioning(text, conversationId, table)).Values.Sum();
+
+    /// <summary>Per table, the rows whose text mentions both the conversation and <paramref name="text"/> (tables without any left out).</summary>
+    private async Task<Dictionary<string, long>> RowsMentioning(string text, Guid conversationId, string? table = null)
     {
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
@@ -193,17 +198,20 @@ public sealed class RetentionTests(ConversationsApp app)
             }
         }
 
-        long count = 0;
+        var counts = new Dictionary<string, long>();
         foreach (var name in tables.Where(t => table is null || t == table))
         {
             await using var command = new NpgsqlCommand(
                 $"select count(*) from modularchat.\"{name}\" x where lower(x::text) like @text and x::text like @id", connection);
             command.Parameters.AddWithValue("text", "%" + text.ToLowerInvariant() + "%");
             command.Parameters.AddWithValue("id", "%" + conversationId + "%");
-            count += (long)(await command.ExecuteScalarAsync())!;
+            if ((long)(await command.ExecuteScalarAsync())! is > 0 and var count)
+            {
+                counts[name] = count;
+            }
         }
 
-        return count;
+        return counts;
     }
 }
 

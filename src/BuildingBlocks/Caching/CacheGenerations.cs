@@ -15,6 +15,9 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// the scope at once (memory hygiene; correctness comes from the generation).
 /// Without Redis (not configured, or down) generations are kept per node: still correct on a single node,
 /// and with several nodes the in-process entries expire after the short local-only lifetime.
+/// Nothing is left in Redis for good: a generation lives <see cref="GenerationLifetime"/> after its last read or
+/// bump (longer than any entry built with it), and deleting a resource removes its generation and entries at once.
+/// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
 public sealed partial class CacheGenerations : IHostedService
 {
@@ -27,11 +30,23 @@ public sealed partial class CacheGenerations : IHostedService
     private readonly HybridCache _cache;
     private readonly ILogger<CacheGenerations> _logger;
     private readonly ConcurrentDictionary<string, long> _local = new(StringComparer.Ordinal);
+
+    // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
+    private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, long>> _localKeys = new(StringComparer.Ordinal);
+    private readonly TimeProvider _clock;
+    private int _tracks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
     private int _redisFailing;
 
-    public CacheGenerations(IServiceProvider services, HybridCache cache, ILogger<CacheGenerations> logger)
+    /// <summary>
+    /// How long a scope's generation stays in Redis after it was last read or bumped. Cached entries must expire sooner
+    /// (they are built right after a read): then a generation that expires and restarts at 0 finds no entry to reuse.
+    /// </summary>
+    public static readonly TimeSpan GenerationLifetime = TimeSpan.FromDays(1);
+
+    public CacheGenerations(IServiceProvider services, HybridCache cache, ILogger<CacheGenerations> logger, TimeProvider? clock = null)
     {
+        _clock = clock ?? TimeProvider.System;
         _redis = services.GetService<IConnectionMultiplexer>();
         _cache = cache;
         _logger = logger;
@@ -47,7 +62,7 @@ public sealed partial class CacheGenerations : IHostedService
         {
             try
             {
-                var value = await _redis.GetDatabase().StringGetAsync(KeyPrefix + scope).ConfigureAwait(false);
+                var value = await _redis.GetDatabase().StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
                 Recovered();
                 return value.HasValue ? (long)value : 0;
             }
@@ -71,6 +86,7 @@ public sealed partial class CacheGenerations : IHostedService
             {
                 var database = _redis.GetDatabase();
                 await database.StringIncrementAsync(KeyPrefix + scope).ConfigureAwait(false);
+                await database.KeyExpireAsync(KeyPrefix + scope, GenerationLifetime, CommandFlags.FireAndForget).ConfigureAwait(false);
                 await _redis.GetSubscriber()
                     .PublishAsync(RedisChannel.Literal(Channel), _nodeId + "|" + scope, CommandFlags.FireAndForget)
                     .ConfigureAwait(false);
@@ -89,6 +105,13 @@ public sealed partial class CacheGenerations : IHostedService
     /// </summary>
     public async Task TrackAsync(string scope, string key, TimeSpan lifetime)
     {
+        var now = _clock.GetUtcNow().UtcTicks;
+        _localKeys.GetOrAdd(scope, _ => new(StringComparer.Ordinal))[key] = now + lifetime.Ticks;
+        if (Interlocked.Increment(ref _tracks) % 1024 == 0)
+        {
+            PruneLocalKeys(now);
+        }
+
         if (_redis is { IsConnected: true })
         {
             try
@@ -160,16 +183,44 @@ public sealed partial class CacheGenerations : IHostedService
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    /// <summary>Drops this node's cached entries of a scope. HybridCache also records the tag in Redis, which may be down.</summary>
+    /// <summary>Drops this node's cached entries of a scope (from Redis too: after a bump nobody reads them again).</summary>
     private async Task DropLocalAsync(string scope)
     {
-        try
+        if (!_localKeys.TryRemove(scope, out var keys))
         {
-            await _cache.RemoveByTagAsync(scope).ConfigureAwait(false);
+            return;
         }
-        catch (RedisException e)
+
+        foreach (var key in keys.Keys)
         {
-            Failed(e);
+            try
+            {
+                await _cache.RemoveAsync(key).ConfigureAwait(false);
+            }
+            catch (RedisException e)
+            {
+                Failed(e);
+            }
+        }
+    }
+
+    /// <summary>Forgets keys whose entries have expired anyway, so the registry stays as small as the cache.</summary>
+    private void PruneLocalKeys(long now)
+    {
+        foreach (var (scope, keys) in _localKeys)
+        {
+            foreach (var (key, expires) in keys)
+            {
+                if (expires < now)
+                {
+                    keys.TryRemove(key, out _);
+                }
+            }
+
+            if (keys.IsEmpty)
+            {
+                _localKeys.TryRemove(new KeyValuePair<string, ConcurrentDictionary<string, long>>(scope, keys));
+            }
         }
     }
 

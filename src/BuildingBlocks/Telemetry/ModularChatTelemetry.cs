@@ -37,4 +37,9 @@ public static class MetricNames
     public const string SearchEmbeddingFailures = "modularchat.search.embedding.failures";
     public const string SearchIndexVectors = "modularchat.search.index.vectors";
     public const string SearchIndexBytes = "modularchat.search.index.bytes";
+    public const string SummaryDuration = "modularchat.summaries.duration";
+    public const string SummariesGenerated = "modularchat.summaries.generated";
+    public const string SummaryFailures = "modularchat.summaries.failures";
+    public const string SummaryLag = "modularchat.summaries.lag";
+    public const string SummaryBacklog = "modularchat.summaries.backlog";
 }

@@ -7,6 +7,7 @@ using Npgsql;
 using ModularChat.Conversations;
 using ModularChat.Providers;
 using ModularChat.Search;
+using ModularChat.Summaries;
 using Weasel.Core;
 using Wolverine;
 using Wolverine.Marten;
@@ -77,6 +78,7 @@ internal static class PersistenceSetup
                 options.ConfigureConversations();
                 options.ConfigureProviders();
                 options.ConfigureSearch(sp);
+                options.ConfigureSummaries();
                 return options;
             })
             .UseLightweightSessions()
@@ -109,5 +111,6 @@ internal static class PersistenceSetup
         options.ConfigureConversations();
         options.ConfigureProviders();
         options.ConfigureSearch();
+        options.ConfigureSummaries();
     }
 }

@@ -34,6 +34,7 @@ public static class SearchModule
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
         services.AddSingleton<SearchDatabase>();
         services.AddHostedService<LanguageCheck>();
+        services.AddHostedService<TombstoneCleanup>();
         services.AddSingleton(sp => new HashedEmbedder(sp.GetRequiredService<IOptions<SearchOptions>>().Value.Embeddings.BuiltInDimensions));
         services.AddSingleton<TenantEmbedders>();
         services.AddSingleton<IVectorIndex, InMemoryVectorIndex>();

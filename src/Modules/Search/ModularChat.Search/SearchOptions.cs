@@ -10,6 +10,13 @@ public sealed class SearchOptions
     /// <summary>PostgreSQL text-search configuration for stemming and stop words ("english", "simple", "german"...). Changing it needs a projection rebuild.</summary>
     public string Language { get; set; } = "english";
 
+    /// <summary>
+    /// How long the tombstone of a deleted conversation is kept: while it exists, late events cannot bring the conversation
+    /// back into the read model and every node drops its vectors from memory. At least <c>VectorIndex:IdleEviction</c>, so a
+    /// node that has not refreshed a tenant's vectors since the deletion evicts them before the tombstone goes.
+    /// </summary>
+    public TimeSpan TombstoneLifetime { get; set; } = TimeSpan.FromHours(1);
+
     /// <summary>Hits returned when the request gives no k.</summary>
     public int DefaultResults { get; set; } = 10;
 
@@ -183,6 +190,8 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
             .WithMessage("is required when Embeddings:Endpoint is set.").OverridePropertyName("Embeddings:Model");
         RuleFor(o => o.VectorIndex.RefreshInterval).GreaterThanOrEqualTo(TimeSpan.Zero).OverridePropertyName("VectorIndex:RefreshInterval");
         RuleFor(o => o.VectorIndex.IdleEviction).GreaterThan(TimeSpan.Zero).OverridePropertyName("VectorIndex:IdleEviction");
+        RuleFor(o => o.TombstoneLifetime).GreaterThanOrEqualTo(o => o.VectorIndex.IdleEviction)
+            .WithMessage("must be at least VectorIndex:IdleEviction (a node may still hold the deleted conversation's vectors until then).");
         RuleFor(o => o.VectorIndex.MaxMemoryMegabytes).InclusiveBetween(1, 1_000_000).OverridePropertyName("VectorIndex:MaxMemoryMegabytes");
     }
 }

@@ -37,24 +37,25 @@ internal sealed class SearchRemovals
 
         // The same for the message entries (kind 0) of one conversation between two sequences, keeping the BM25 statistics
         // true. Placeholders: tenant, conversation, from sequence, to sequence.
-        var messages = $"tenant_id = ^ and conversation_id = ^ and kind = {(short)EntryKind.Message} and sequence between ^ and ^";
+        static string Messages(string alias) =>
+            $"{alias}tenant_id = ^ and {alias}conversation_id = ^ and {alias}kind = {(short)EntryKind.Message} and {alias}sequence between ^ and ^";
         _messageRangeSql =
         [
             $"""
             update {s.Terms} t set documents = t.documents - x.n
             from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
-                  where e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)} group by e.tenant_id, u.lexeme) x
+                  where {Messages("e.")} group by e.tenant_id, u.lexeme) x
             where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
             """,
             $"""
             update {s.Stats} st set documents = st.documents - x.n, lexemes = st.lexemes - x.l
             from (select e.tenant_id, e.conversation_id, count(*) as n, coalesce(sum(e.lexeme_count), 0) as l from {s.Entries} e
-                  where e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)} group by e.tenant_id, e.conversation_id) x
+                  where {Messages("e.")} group by e.tenant_id, e.conversation_id) x
             where st.tenant_id = x.tenant_id and st.conversation_id = x.conversation_id and st.kind = {(short)EntryKind.Message}
             """,
-            $"delete from {s.Pending} p using {s.Entries} e where p.tenant_id = e.tenant_id and p.entry_id = e.id and e.{messages.Replace(" and ", " and e.", StringComparison.Ordinal)}",
-            $"delete from {s.Entries} where {messages}",
-            $"delete from {s.Vectors} where {messages}",
+            $"delete from {s.Pending} p using {s.Entries} e where p.tenant_id = e.tenant_id and p.entry_id = e.id and {Messages("e.")}",
+            $"delete from {s.Entries} where {Messages("")}",
+            $"delete from {s.Vectors} where {Messages("")}",
         ];
     }
 

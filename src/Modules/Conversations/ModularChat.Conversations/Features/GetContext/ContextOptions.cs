@@ -1,3 +1,4 @@
+using ModularChat.BuildingBlocks.Caching;
 using FluentValidation;
 
 namespace ModularChat.Conversations.Features.GetContext;
@@ -44,7 +45,8 @@ internal sealed class ContextOptionsValidator : AbstractValidator<ContextOptions
         RuleFor(o => o.TokensPerMessage).InclusiveBetween(0, 1000);
         RuleFor(o => o.PageSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.SearchHits).InclusiveBetween(0, 100);
-        RuleFor(o => o.CacheExpiration).GreaterThan(TimeSpan.Zero);
+        RuleFor(o => o.CacheExpiration).GreaterThan(TimeSpan.Zero).LessThan(CacheGenerations.GenerationLifetime)
+            .WithMessage($"must be positive and shorter than {CacheGenerations.GenerationLifetime} (how long an unused cache generation is kept).");
         RuleFor(o => o.LocalCacheExpiration).GreaterThan(TimeSpan.Zero).LessThanOrEqualTo(o => o.CacheExpiration)
             .WithMessage("must be positive and at most CacheExpiration.");
         RuleFor(o => o.LocalOnlyExpiration).GreaterThan(TimeSpan.Zero);

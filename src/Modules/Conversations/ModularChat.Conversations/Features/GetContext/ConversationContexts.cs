@@ -53,8 +53,7 @@ internal sealed class ConversationContexts(
                 return await BuildAsync(tenantId, conversationId, maxTokens, null, settings, generation, ct);
             },
             CacheEntry(settings),
-            [scope],
-            cancellationToken);
+            cancellationToken: cancellationToken);
         metrics.CacheLookup("context", hit: !built);
         return context;
     }
@@ -149,8 +148,7 @@ internal sealed class ConversationContexts(
                 return await summaries.GetCurrentAsync(tenantId, conversationId, ct);
             },
             CacheEntry(options.CurrentValue),
-            [scope],
-            cancellationToken);
+            cancellationToken: cancellationToken);
         metrics.CacheLookup("summary", hit: !built);
         return summary;
     }

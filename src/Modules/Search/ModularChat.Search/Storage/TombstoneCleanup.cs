@@ -1,0 +1,50 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace ModularChat.Search.Storage;
+
+/// <summary>
+/// Removes the tombstones of deleted conversations once <see cref="SearchOptions.TombstoneLifetime"/> has passed, so that
+/// in the end nothing of a deleted conversation remains in the database. Every node runs it; the delete is idempotent.
+/// </summary>
+internal sealed partial class TombstoneCleanup(SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, ILogger<TombstoneCleanup> logger)
+    : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var lifetime = options.Value.TombstoneLifetime;
+        var interval = TimeSpan.FromTicks(Math.Clamp(lifetime.Ticks / 2, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(5).Ticks));
+        using var timer = new PeriodicTimer(interval, clock);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                try
+                {
+                    await RemoveExpiredAsync(lifetime, stoppingToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogCleanupFailed(logger, e);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopping.
+        }
+    }
+
+    internal async Task<int> RemoveExpiredAsync(TimeSpan lifetime, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand($"delete from {database.Schema.Deletions} where deleted_at < $1", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = (clock.GetUtcNow() - lifetime).UtcDateTime });
+        return await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing expired search tombstones failed; the next round retries")]
+    private static partial void LogCleanupFailed(ILogger logger, Exception exception);
+}

@@ -1,0 +1,87 @@
+using System.Globalization;
+using FluentValidation;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Paging;
+using ModularChat.Summaries.Jobs;
+
+namespace ModularChat.Summaries.Features.Failures;
+
+/// <summary>A page of dead-lettered summarization jobs, oldest first.</summary>
+/// <param name="Total">How many there are in all.</param>
+public sealed record SummaryFailuresPage(IReadOnlyList<SummaryFailure> Items, int Total, string? NextCursor);
+
+/// <summary>Body of the replay request: the failures to queue again, or none for all of them.</summary>
+public sealed record ReplayFailuresRequest(List<Guid>? Ids);
+
+/// <summary>How many failed jobs were queued again.</summary>
+public sealed record FailuresReplayed(int Replayed);
+
+internal sealed record ListSummaryFailures(string? Cursor, int? Limit) : IQuery<SummaryFailuresPage>;
+
+internal sealed class ListSummaryFailuresValidator : AbstractValidator<ListSummaryFailures>
+{
+    public ListSummaryFailuresValidator(IOptions<SummariesOptions> options)
+        => RuleFor(q => q.Limit).InclusiveBetween(1, options.Value.MaxPageSize)
+            .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
+}
+
+internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, IOptions<SummariesOptions> options)
+    : IQueryHandler<ListSummaryFailures, SummaryFailuresPage>
+{
+    private const string CursorKind = "sumfail";
+
+    public async ValueTask<SummaryFailuresPage> Handle(ListSummaryFailures query, CancellationToken cancellationToken)
+    {
+        var page = query.Cursor is null ? 1 : DecodeCursor(query.Cursor);
+        var limit = query.Limit ?? options.Value.DefaultPageSize;
+        var (items, total) = await failures.ListAsync(page, limit, cancellationToken);
+        var next = (long)page * limit < total ? Cursor.Encode(CursorKind, (page + 1).ToString(CultureInfo.InvariantCulture)) : null;
+        return new SummaryFailuresPage(items, total, next);
+    }
+
+    private static int DecodeCursor(string cursor)
+        => int.TryParse(Cursor.Decode(cursor, CursorKind, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var page) && page > 1
+            ? page
+            : throw Cursor.Invalid();
+}
+
+internal sealed record ReplaySummaryFailures(IReadOnlyList<Guid>? Ids) : ICommand<FailuresReplayed>;
+
+internal sealed class ReplaySummaryFailuresValidator : AbstractValidator<ReplaySummaryFailures>
+{
+    public ReplaySummaryFailuresValidator(IOptions<SummariesOptions> options)
+        => RuleFor(c => c.Ids!.Count).LessThanOrEqualTo(options.Value.MaxPageSize).OverridePropertyName("ids")
+            .When(c => c.Ids is not null)
+            .WithMessage($"'ids' may name at most {options.Value.MaxPageSize} failures; send none to replay them all.");
+}
+
+internal sealed class ReplaySummaryFailuresHandler(SummaryFailures failures) : ICommandHandler<ReplaySummaryFailures, FailuresReplayed>
+{
+    public async ValueTask<FailuresReplayed> Handle(ReplaySummaryFailures command, CancellationToken cancellationToken)
+        => new(await failures.ReplayAsync(command.Ids?.Distinct().ToList(), cancellationToken));
+}
+
+internal static class SummaryFailuresEndpoints
+{
+    public static void MapSummaryFailures(this IEndpointRouteBuilder admin)
+    {
+        admin.MapGet("/failures", async Task<Ok<SummaryFailuresPage>> (string? cursor, int? limit, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new ListSummaryFailures(cursor, limit), ct)))
+            .WithName("ListSummaryFailures")
+            .WithSummary("List summarization jobs that failed every retry (dead letters), all tenants")
+            .ProducesValidationProblem();
+
+        admin.MapPost("/failures/replay", async Task<Accepted<FailuresReplayed>> (ReplayFailuresRequest? body, ISender sender, CancellationToken ct)
+                => TypedResults.Accepted("/api/admin/summaries/failures", await sender.Send(new ReplaySummaryFailures(body?.Ids), ct)))
+            .WithName("ReplaySummaryFailures")
+            .WithSummary("Queue failed summarization jobs again")
+            .WithDescription("Body {ids: [...]} replays those failures; an empty body replays them all. The jobs are idempotent: one whose range " +
+                             "was summarized meanwhile does nothing.")
+            .ProducesValidationProblem();
+    }
+}

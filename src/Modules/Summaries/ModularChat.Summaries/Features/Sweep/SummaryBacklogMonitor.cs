@@ -1,0 +1,51 @@
+using Marten;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.Summaries.Domain;
+using Npgsql;
+
+namespace ModularChat.Summaries.Features.Sweep;
+
+/// <summary>Counts, every <see cref="SummariesOptions.BacklogRefreshInterval"/>, the conversations with a summary queued and not yet written (the backlog gauge).</summary>
+public sealed partial class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
+    : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var activity = store.Options.Schema.For<ConversationActivity>();
+        var progress = store.Options.Schema.For<SummaryProgress>();
+        var sql = $"select count(*) from {activity} a left join {progress} p on p.id = a.id and p.tenant_id = a.tenant_id " +
+                  "where a.pending_up_to > coalesce(p.covered_to, 0)";
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await using var connection = store.Storage.Database.CreateConnection();
+                await connection.OpenAsync(stoppingToken);
+                await using var command = new NpgsqlCommand(sql, connection);
+                metrics.BacklogCounted(Convert.ToInt64(await command.ExecuteScalarAsync(stoppingToken), System.Globalization.CultureInfo.InvariantCulture));
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
+            {
+                LogCountFailed(logger, e);
+            }
+
+            try
+            {
+                await Task.Delay(options.Value.BacklogRefreshInterval, clock, stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not count the summary backlog")]
+    private static partial void LogCountFailed(ILogger logger, Exception exception);
+}

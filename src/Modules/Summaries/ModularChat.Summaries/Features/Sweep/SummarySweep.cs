@@ -1,0 +1,244 @@
+using System.Diagnostics;
+using Marten;
+using Marten.Linq.MatchesSql;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Jobs;
+using Npgsql;
+using Wolverine;
+
+namespace ModularChat.Summaries.Features.Sweep;
+
+/// <summary>What a sweep does.</summary>
+/// <param name="Resummarize">Rebuild every summary from its first message (after a strategy or model change), not only missing or stale ones.</param>
+/// <param name="TenantId">Only this tenant's conversations (all tenants when null).</param>
+public sealed record SweepRequest(bool Resummarize = false, string? TenantId = null);
+
+/// <summary>Where a sweep is.</summary>
+/// <param name="Examined">Conversations read from the read model.</param>
+/// <param name="Queued">Jobs queued.</param>
+/// <param name="Finished">Queued jobs seen done.</param>
+/// <param name="Unfinished">Queued jobs not seen done within the wait (still queued, retrying or dead-lettered).</param>
+public sealed record SweepProgress(long Examined, long Queued, long Finished, long Unfinished);
+
+/// <summary>A sweep's outcome; <see cref="Ran"/> is false when another node was sweeping.</summary>
+public sealed record SweepResult(bool Ran, Guid SweepId, bool Resummarize, long Examined, long Queued, long Finished, long Unfinished, DateTimeOffset StartedAt, TimeSpan Duration);
+
+/// <summary>
+/// Finds conversations whose summary is missing or stale from the <see cref="ConversationActivity"/> read model (never by
+/// scanning messages) and queues them in pages, with at most <see cref="SummarySweepOptions.MaxInFlight"/> of its jobs
+/// outstanding at a time. One node at a time: a PostgreSQL advisory lock is held for the whole sweep.
+/// </summary>
+public sealed partial class SummarySweep(
+    IDocumentStore store,
+    IServiceScopeFactory scopes,
+    SummarySettingsResolver settingsResolver,
+    IOptions<SummariesOptions> options,
+    TimeProvider clock,
+    ILogger<SummarySweep> logger)
+{
+    /// <summary>The advisory lock key of sweeps ("SUMSWEEP").</summary>
+    internal const long LockKey = 0x53554D5357454550;
+
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
+
+    public async Task<SweepResult> RunAsync(SweepRequest request, Action<SweepProgress>? report, CancellationToken cancellationToken)
+    {
+        var sweepId = Guid.CreateVersion7();
+        var startedAt = clock.GetUtcNow();
+        var started = Stopwatch.GetTimestamp();
+        await using var lockConnection = store.Storage.Database.CreateConnection();
+        await lockConnection.OpenAsync(cancellationToken);
+        if (!await TryLockAsync(lockConnection, cancellationToken))
+        {
+            LogBusy(logger);
+            return new SweepResult(false, sweepId, request.Resummarize, 0, 0, 0, 0, startedAt, TimeSpan.Zero);
+        }
+
+        try
+        {
+            LogStarted(logger, sweepId, request.Resummarize, request.TenantId ?? "all");
+            var counts = await SweepAsync(sweepId, request, report, cancellationToken);
+            var result = new SweepResult(true, sweepId, request.Resummarize, counts.Examined, counts.Queued, counts.Finished, counts.Unfinished,
+                startedAt, Stopwatch.GetElapsedTime(started));
+            LogFinished(logger, sweepId, result.Examined, result.Queued, result.Finished, result.Unfinished, (long)result.Duration.TotalMilliseconds);
+            return result;
+        }
+        finally
+        {
+            await using var unlock = new NpgsqlCommand("select pg_advisory_unlock(@key)", lockConnection);
+            unlock.Parameters.AddWithValue("key", LockKey);
+            await unlock.ExecuteScalarAsync(CancellationToken.None);
+        }
+    }
+
+    private static async Task<bool> TryLockAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("select pg_try_advisory_lock(@key)", connection);
+        command.Parameters.AddWithValue("key", LockKey);
+        return await command.ExecuteScalarAsync(cancellationToken) is true;
+    }
+
+    private async Task<SweepProgress> SweepAsync(Guid sweepId, SweepRequest request, Action<SweepProgress>? report, CancellationToken cancellationToken)
+    {
+        var sweep = options.Value.Sweep;
+        var pendingTimeout = options.Value.PendingJobTimeout;
+        long examined = 0, queued = 0, finished = 0, unfinished = 0;
+        var inFlight = new Dictionary<(string Tenant, Guid Id), (SummarizeConversation Job, DateTimeOffset Deadline)>();
+        await using var scope = scopes.CreateAsyncScope();
+        var bus = scope.ServiceProvider.GetRequiredService<IMessageBus>();
+        Guid? after = null;
+        while (true)
+        {
+            var page = await ReadPageAsync(request.TenantId, after, sweep.BatchSize, cancellationToken);
+            if (page.Count == 0)
+            {
+                break;
+            }
+
+            after = page[^1].Activity.Id;
+            examined += page.Count;
+            var now = clock.GetUtcNow();
+            foreach (var (activity, progress) in page)
+            {
+                var tenant = activity.TenantId!;
+                var job = Candidate(sweepId, request.Resummarize, activity, progress, settingsResolver.For(tenant), now, pendingTimeout);
+                if (job is null)
+                {
+                    continue;
+                }
+
+                while (inFlight.Count >= sweep.MaxInFlight)
+                {
+                    var (done, late) = await SettleAsync(inFlight, sweepId, wait: true, cancellationToken);
+                    finished += done;
+                    unfinished += late;
+                    report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+                }
+
+                await bus.PublishAsync(job, new DeliveryOptions { TenantId = tenant });
+                inFlight[(tenant, activity.Id)] = (job, clock.GetUtcNow() + sweep.JobWait);
+                queued++;
+            }
+
+            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+        }
+
+        while (inFlight.Count > 0)
+        {
+            var (done, late) = await SettleAsync(inFlight, sweepId, wait: true, cancellationToken);
+            finished += done;
+            unfinished += late;
+            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+        }
+
+        return new SweepProgress(examined, queued, finished, unfinished);
+    }
+
+    /// <summary>The job a conversation needs, if any: every conversation on a rebuild, else the ones the strategy finds due and nobody is working on.</summary>
+    internal static SummarizeConversation? Candidate(
+        Guid sweepId, bool resummarize, ConversationActivity activity, SummaryProgress? progress, SummarySettings settings, DateTimeOffset now, TimeSpan pendingTimeout)
+    {
+        if (activity.LastSequence == 0)
+        {
+            return null;
+        }
+
+        if (resummarize)
+        {
+            return new SummarizeConversation(activity.Id, activity.LastSequence, SummaryStrategy.Resummarize, null, sweepId);
+        }
+
+        var covered = progress?.CoveredTo ?? 0;
+        var state = new SummaryState(activity.LastSequence, covered, Math.Max(0, activity.TotalTokens - (progress?.CoveredTokens ?? 0)), progress?.RevisedAt);
+        var decision = SummaryStrategy.Decide(state, settings.Strategy, now);
+        var pending = activity.PendingUpTo > covered && activity.PendingAt > now - pendingTimeout;
+
+        // Due later (minimum interval): its scheduled job, or the next sweep, takes care of it.
+        return decision.Due && decision.NotBefore is null && !pending
+            ? new SummarizeConversation(activity.Id, activity.LastSequence, decision.Reason!, null)
+            : null;
+    }
+
+    private async Task<List<(ConversationActivity Activity, SummaryProgress? Progress)>> ReadPageAsync(
+        string? tenantId, Guid? after, int size, CancellationToken cancellationToken)
+    {
+        await using var session = store.QuerySession();
+        var query = session.Query<ConversationActivity>().Where(a => a.AnyTenant());
+        if (tenantId is not null)
+        {
+            query = query.Where(a => a.TenantIsOneOf(tenantId));
+        }
+
+        if (after is { } last)
+        {
+            query = query.Where(a => a.MatchesSql("d.id > ?", last));
+        }
+
+        var activities = await query.OrderBy(a => a.Id).Take(size).ToListAsync(cancellationToken);
+        if (activities.Count == 0)
+        {
+            return [];
+        }
+
+        var ids = activities.Select(a => a.Id).ToArray();
+        var progress = (await session.Query<SummaryProgress>().Where(p => p.AnyTenant() && p.Id.IsOneOf(ids)).ToListAsync(cancellationToken))
+            .ToDictionary(p => (p.TenantId, p.Id));
+        return activities.Select(a => (a, progress.GetValueOrDefault((a.TenantId, a.Id)))).ToList();
+    }
+
+    /// <summary>Drops the jobs seen done (or gone, or past their wait) from <paramref name="inFlight"/>; waits a little when none is.</summary>
+    private async Task<(int Done, int Late)> SettleAsync(
+        Dictionary<(string Tenant, Guid Id), (SummarizeConversation Job, DateTimeOffset Deadline)> inFlight, Guid sweepId, bool wait, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            var ids = inFlight.Keys.Select(k => k.Id).Distinct().ToArray();
+            await using var session = store.QuerySession();
+            var progress = (await session.Query<SummaryProgress>().Where(p => p.AnyTenant() && p.Id.IsOneOf(ids)).ToListAsync(cancellationToken))
+                .ToDictionary(p => (p.TenantId!, p.Id));
+            var existing = (await session.Query<ConversationActivity>().Where(a => a.AnyTenant() && a.Id.IsOneOf(ids)).Select(a => new { a.TenantId, a.Id })
+                    .ToListAsync(cancellationToken))
+                .Select(a => (a.TenantId!, a.Id)).ToHashSet();
+            int done = 0, late = 0;
+            var now = clock.GetUtcNow();
+            foreach (var (key, (job, deadline)) in inFlight.ToList())
+            {
+                var p = progress.GetValueOrDefault(key);
+                var isDone = !existing.Contains(key)
+                    || (job.RebuildId is not null ? p?.RebuildId == sweepId : p?.CoveredTo >= job.UpToSequence);
+                if (isDone || now > deadline)
+                {
+                    inFlight.Remove(key);
+                    if (isDone)
+                    {
+                        done++;
+                    }
+                    else
+                    {
+                        late++;
+                    }
+                }
+            }
+
+            if (done + late > 0 || !wait || inFlight.Count == 0)
+            {
+                return (done, late);
+            }
+
+            await Task.Delay(PollInterval, clock, cancellationToken);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Summary sweep skipped: another node is sweeping")]
+    private static partial void LogBusy(ILogger logger);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Summary sweep {SweepId} started (resummarize: {Resummarize}, tenants: {Tenant})")]
+    private static partial void LogStarted(ILogger logger, Guid sweepId, bool resummarize, string tenant);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Summary sweep {SweepId} finished: {Examined} conversations examined, {Queued} queued, {Finished} done, {Unfinished} not done in time, in {DurationMs} ms")]
+    private static partial void LogFinished(ILogger logger, Guid sweepId, long examined, long queued, long finished, long unfinished, long durationMs);
+}

@@ -1,0 +1,109 @@
+using System.Threading.Channels;
+using Marten;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace ModularChat.Summaries.Features.Sweep;
+
+/// <summary>The last sweep of any node (a single document of the default tenant).</summary>
+public sealed class SummarySweepRecord
+{
+    public const string Key = "summaries-sweep";
+
+    public string Id { get; set; } = Key;
+
+    public SweepResult? Last { get; set; }
+}
+
+/// <summary>
+/// Runs sweeps in the background on this node: on the configured schedule (skipped when any node swept within half an
+/// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
+/// </summary>
+public sealed partial class SummarySweepService(
+    SummarySweep sweep,
+    IDocumentStore store,
+    IOptions<SummariesOptions> options,
+    TimeProvider clock,
+    ILogger<SummarySweepService> logger) : BackgroundService
+{
+    private readonly Channel<SweepRequest> _requests = Channel.CreateBounded<SweepRequest>(1);
+    private volatile bool _running;
+
+    /// <summary>True while this node sweeps.</summary>
+    public bool Running => _running;
+
+    /// <summary>Asks for a sweep now; false when one is already running or waiting on this node.</summary>
+    public bool TryRequest(SweepRequest request) => !_running && _requests.Writer.TryWrite(request);
+
+    /// <summary>The last sweep of any node.</summary>
+    public async Task<SweepResult?> LastAsync(CancellationToken cancellationToken)
+    {
+        await using var session = store.QuerySession();
+        return (await session.LoadAsync<SummarySweepRecord>(SummarySweepRecord.Key, cancellationToken))?.Last;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            var interval = options.Value.Sweep.Interval;
+            SweepRequest request;
+            var scheduled = false;
+            try
+            {
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                if (interval > TimeSpan.Zero)
+                {
+                    wait.CancelAfter(interval);
+                }
+
+                request = await _requests.Reader.ReadAsync(wait.Token);
+            }
+            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+            {
+                request = new SweepRequest();
+                scheduled = true;
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            _running = true;
+            try
+            {
+                if (scheduled && await SweptRecentlyAsync(interval / 2, stoppingToken))
+                {
+                    continue;
+                }
+
+                var result = await sweep.RunAsync(request, report: null, stoppingToken);
+                if (result.Ran)
+                {
+                    await using var session = store.LightweightSession();
+                    session.Store(new SummarySweepRecord { Last = result });
+                    await session.SaveChangesAsync(stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception e)
+            {
+                LogSweepFailed(logger, e);
+            }
+            finally
+            {
+                _running = false;
+            }
+        }
+    }
+
+    private async Task<bool> SweptRecentlyAsync(TimeSpan within, CancellationToken cancellationToken)
+        => await LastAsync(cancellationToken) is { } last && last.StartedAt + last.Duration > clock.GetUtcNow() - within;
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "Summary sweep failed")]
+    private static partial void LogSweepFailed(ILogger logger, Exception exception);
+}

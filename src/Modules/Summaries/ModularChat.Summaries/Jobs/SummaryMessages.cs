@@ -1,0 +1,31 @@
+using Wolverine.Attributes;
+
+namespace ModularChat.Summaries.Jobs;
+
+/// <summary>
+/// A durable job: bring the conversation's summary up to (at least) <paramref name="UpToSequence"/>. Idempotent: when the
+/// summary already covers that sequence (or, for a rebuild, was already rebuilt by <paramref name="RebuildId"/>) it does nothing.
+/// The tenant travels on the envelope.
+/// </summary>
+/// <param name="Reason">Why it was queued: the strategy's reason, "manual" or "resummarize".</param>
+/// <param name="TriggeredAt">When the message that made the summary due was stored (summary lag is measured from it).</param>
+/// <param name="RebuildId">Set for a rebuild: summarize everything again from the first message, ignoring the previous summary.</param>
+[MessageIdentity(Identity)]
+public sealed record SummarizeConversation(Guid ConversationId, long UpToSequence, string Reason, DateTimeOffset? TriggeredAt = null, Guid? RebuildId = null)
+{
+    public const string Identity = "summaries.summarize-conversation";
+}
+
+/// <summary>
+/// What the module needs of a <c>MessageAppended</c> event, forwarded instead of the event itself (see ADR 0004): the same
+/// durable local queue and outbox transaction, a fraction of the bytes (the message's content can be 100,000 characters).
+/// </summary>
+[MessageIdentity("summaries.message-activity")]
+public sealed record MessageActivity(Guid ConversationId, long Sequence, int TokenCount, DateTimeOffset AppendedAt);
+
+/// <summary>
+/// Sent after the module first writes something for a conversation: if the conversation is gone by then (its deletion
+/// overtook a message event or a job), everything the module wrote for it is removed.
+/// </summary>
+[MessageIdentity("summaries.verify-conversation")]
+public sealed record VerifySummarizedConversation(Guid ConversationId);

@@ -1,0 +1,75 @@
+using Marten;
+using ModularChat.Summaries.Domain;
+using Wolverine;
+
+namespace ModularChat.Summaries.Jobs;
+
+/// <summary>
+/// Follows message events (as <see cref="MessageActivity"/> notices) cheaply: one transaction per batch of events and tenant
+/// updates each conversation's <see cref="ConversationActivity"/> and, only when the strategy says a summary is due, queues a
+/// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
+/// </summary>
+public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock)
+{
+    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageActivity> messages, IDocumentSession session, CancellationToken cancellationToken)
+    {
+        var outgoing = new OutgoingMessages();
+        var byConversation = messages.GroupBy(m => m.ConversationId).ToList();
+        var ids = byConversation.Select(g => g.Key).ToArray();
+
+        var reads = session.CreateBatchQuery();
+        var activitiesRead = reads.LoadMany<ConversationActivity>().ById(ids);
+        var progressRead = reads.LoadMany<SummaryProgress>().ById(ids);
+        await reads.Execute(cancellationToken);
+        var activities = (await activitiesRead).ToDictionary(a => a.Id);
+        var progress = (await progressRead).ToDictionary(p => p.Id);
+
+        var settings = settingsResolver.For(session.TenantId);
+        var now = clock.GetUtcNow();
+        foreach (var events in byConversation)
+        {
+            var id = events.Key;
+            var isNew = !activities.TryGetValue(id, out var activity);
+            activity ??= new ConversationActivity { Id = id };
+            foreach (var e in events)
+            {
+                activity.LastSequence = Math.Max(activity.LastSequence, e.Sequence);
+                activity.TotalTokens += e.TokenCount;
+                if (e.AppendedAt > activity.LastAppendedAt)
+                {
+                    activity.LastAppendedAt = e.AppendedAt;
+                }
+            }
+
+            var p = progress.GetValueOrDefault(id);
+            var covered = p?.CoveredTo ?? 0;
+            var state = new SummaryState(activity.LastSequence, covered, Math.Max(0, activity.TotalTokens - (p?.CoveredTokens ?? 0)), p?.RevisedAt);
+            var decision = SummaryStrategy.Decide(state, settings.Strategy, now);
+            // A job scheduled to start later will read every message there is by then: no need for another. A job that may
+            // already be running might not see these messages, so another is queued; jobs of a conversation run one after
+            // the other and each re-checks the strategy first, so a surplus one is a cheap no-op.
+            var scheduledLater = activity.PendingUpTo > covered && activity.PendingAt > now;
+            if (decision.Due && !scheduledLater)
+            {
+                // Lag is measured from the earliest message of this batch: the summary is due because of it or a later one.
+                var job = new SummarizeConversation(id, activity.LastSequence, decision.Reason!, events.Min(e => e.AppendedAt));
+                outgoing.Add(decision.NotBefore is { } at ? job.ScheduledAt(at) : job);
+                activity.PendingUpTo = activity.LastSequence;
+                activity.PendingAt = decision.NotBefore ?? now;
+            }
+
+            if (isNew)
+            {
+                // An insert, not an upsert: two nodes meeting a new conversation at once conflict and the batch retries.
+                session.Insert(activity);
+                outgoing.Add(new VerifySummarizedConversation(id));
+            }
+            else
+            {
+                session.Store(activity);
+            }
+        }
+
+        return outgoing;
+    }
+}

@@ -1,0 +1,205 @@
+using System.Diagnostics;
+using Marten;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Summaries.Contracts;
+using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Summarizers;
+using Wolverine;
+
+namespace ModularChat.Summaries.Jobs;
+
+/// <summary>
+/// Runs one summarization job: reads the previous summary and only the messages after its coverage, one chunk at a time,
+/// merges chunk by chunk, and appends the revision to the summary stream in the job's transaction. The stream's expected
+/// version makes a second writer of the same revision fail (and retry into a no-op), so retries, duplicates and several
+/// nodes never produce two revisions for the same range.
+/// </summary>
+public sealed partial class SummaryWriter(
+    IConversationMessages conversations,
+    SummarizerSelector summarizers,
+    SummarySettingsResolver settingsResolver,
+    SummariesMetrics metrics,
+    TimeProvider clock,
+    IOptions<SummariesOptions> options,
+    ILogger<SummaryWriter> logger)
+{
+    public async Task<OutgoingMessages> RunAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
+    {
+        var outgoing = new OutgoingMessages();
+        var tenant = session.TenantId;
+        var id = job.ConversationId;
+        var settings = settingsResolver.For(tenant);
+        using var span = ModularChatTelemetry.ActivitySource.StartActivity("summaries.summarize");
+        span?.SetTag("modularchat.conversation.id", id);
+        span?.SetTag("modularchat.summary.reason", job.Reason);
+        span?.SetTag("modularchat.summary.variant", settings.Variant);
+
+        var reads = session.CreateBatchQuery();
+        var progressRead = reads.Load<SummaryProgress>(id);
+        var currentRead = reads.Load<SummaryView>(id);
+        await reads.Execute(cancellationToken);
+        var progress = await progressRead;
+        var coveredTo = progress?.CoveredTo ?? 0;
+        var rebuild = job.RebuildId is not null;
+        if (rebuild ? progress?.RebuildId == job.RebuildId : job.UpToSequence <= coveredTo)
+        {
+            LogAlreadyCovered(logger, id, tenant, job.UpToSequence, coveredTo);
+            return outgoing;
+        }
+
+        var conversation = await conversations.FindAsync(tenant, id, cancellationToken);
+        if (conversation is null)
+        {
+            LogConversationGone(logger, id, tenant);
+            return outgoing;
+        }
+
+        var reason = job.Reason;
+        if (IsAutomatic(job.Reason))
+        {
+            // Automatic jobs ask the strategy again, on the conversation as it is now: a job queued twice, or overtaken by
+            // another, does nothing; one that comes too soon after the last revision waits for the minimum interval.
+            var state = new SummaryState(conversation.MessageCount, coveredTo, Math.Max(0, conversation.TotalTokens - (progress?.CoveredTokens ?? 0)), progress?.RevisedAt);
+            var decision = SummaryStrategy.Decide(state, settings.Strategy, clock.GetUtcNow());
+            if (!decision.Due)
+            {
+                LogNotDue(logger, id, tenant, conversation.MessageCount, coveredTo);
+                return outgoing;
+            }
+
+            if (decision.NotBefore is { } earliest)
+            {
+                outgoing.Add(job.ScheduledAt(earliest));
+                return outgoing;
+            }
+
+            reason = decision.Reason!;
+        }
+
+        var from = rebuild ? 0 : coveredTo;
+        if (conversation.MessageCount <= from)
+        {
+            return outgoing;
+        }
+
+        var summarizer = await summarizers.ForAsync(tenant, settings, cancellationToken);
+        span?.SetTag("modularchat.summary.summarizer", summarizer.Name);
+        span?.SetTag("modularchat.summary.model", summarizer.Model);
+        var started = Stopwatch.GetTimestamp();
+        var text = rebuild ? null : (await currentRead)?.Text;
+        long covered = from, read = 0, messageTokens = 0;
+        int inputTokens = 0, outputTokens = 0;
+        try
+        {
+            await foreach (var chunk in conversations.ReadChunksAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
+            {
+                var merged = await summarizer.MergeAsync(new SummaryMergeInput(text, covered, chunk, settings), cancellationToken);
+                text = merged.Text;
+                inputTokens += merged.InputTokens;
+                outputTokens += merged.OutputTokens;
+                messageTokens += chunk.Sum(m => (long)m.TokenCount);
+                read += chunk.Count;
+                covered = chunk[^1].Sequence;
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            var final = envelope.Attempts > RetryCount();
+            metrics.Failed(settings.Variant, e.GetType().Name, final);
+            span?.SetStatus(ActivityStatusCode.Error, e.Message);
+            LogFailed(logger, e, id, tenant, envelope.Attempts, final ? "dead-lettered" : "will retry");
+            throw;
+        }
+
+        if (covered <= from || text is null)
+        {
+            return outgoing; // the messages went away while we read (the conversation is being deleted)
+        }
+
+        var duration = Stopwatch.GetElapsedTime(started);
+        var revision = (progress?.Revision ?? 0) + 1;
+        var revisedAt = clock.GetUtcNow();
+        var revised = new SummaryRevised(id, revision, text, 1, covered, reason, summarizer.Name, summarizer.Model,
+            summarizer.PromptVersion, settings.Variant, inputTokens, outputTokens, duration, revisedAt);
+        var stream = SummaryStreams.For(id);
+        if (revision == 1)
+        {
+            session.Events.StartStream(stream, revised);
+        }
+        else
+        {
+            session.Events.Append(stream, revision, revised);
+        }
+
+        var coveredTokens = (rebuild ? 0 : progress?.CoveredTokens ?? 0) + messageTokens;
+        session.Store(new SummaryProgress
+        {
+            Id = id,
+            CoveredTo = covered,
+            CoveredTokens = coveredTokens,
+            Revision = revision,
+            RevisedAt = revisedAt,
+            RebuildId = job.RebuildId ?? progress?.RebuildId,
+        });
+
+        var lag = job.TriggeredAt is { } triggered ? revisedAt - triggered : (TimeSpan?)null;
+        metrics.Generated(settings.Variant, summarizer.Name, summarizer.Model, reason, duration, lag);
+        span?.SetTag("modularchat.summary.revision", revision);
+        LogRevised(logger, id, tenant, revision, covered, read, text.Length, outputTokens, summarizer.Name, summarizer.Model,
+            (long)duration.TotalMilliseconds, reason, settings.Variant);
+
+        outgoing.Add(new VerifySummarizedConversation(id));
+        if (await FollowUpAsync(tenant, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
+        {
+            outgoing.Add(next);
+        }
+
+        return outgoing;
+    }
+
+    /// <summary>Messages that arrived while this revision was written may already make the next one due.</summary>
+    private async Task<object?> FollowUpAsync(
+        string tenant, Guid id, long covered, long coveredTokens, DateTimeOffset revisedAt, SummarySettings settings, CancellationToken cancellationToken)
+    {
+        var now = await conversations.FindAsync(tenant, id, cancellationToken);
+        if (now is null || now.MessageCount <= covered)
+        {
+            return null;
+        }
+
+        var state = new SummaryState(now.MessageCount, covered, Math.Max(0, now.TotalTokens - coveredTokens), revisedAt);
+        var decision = SummaryStrategy.Decide(state, settings.Strategy, revisedAt);
+        if (!decision.Due)
+        {
+            return null;
+        }
+
+        var job = new SummarizeConversation(id, now.MessageCount, decision.Reason!, now.LastActivityAt);
+        return decision.NotBefore is { } at ? job.ScheduledAt(at) : job;
+    }
+
+    internal static bool IsAutomatic(string reason) => reason is not (SummaryStrategy.Manual or SummaryStrategy.Resummarize);
+
+    private int RetryCount() => SummariesOptions.TryParseDelays(options.Value.RetryDelays, out var delays) ? delays.Length : 0;
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Summarized conversation {ConversationId} of tenant {TenantId}: revision {Revision} covers messages 1-{ToSequence} ({MessageCount} new), " +
+                  "{SummaryLength} characters / {OutputTokens} tokens by {Summarizer} ({Model}) in {DurationMs} ms, reason {Reason}, variant {Variant}")]
+    private static partial void LogRevised(ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount,
+        int summaryLength, int outputTokens, string summarizer, string model, long durationMs, string reason, string variant);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} already covers {CoveredTo} (job asked for {UpToSequence}): nothing to do")]
+    private static partial void LogAlreadyCovered(ILogger logger, Guid conversationId, string tenantId, long upToSequence, long coveredTo);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "No summary due for conversation {ConversationId} of tenant {TenantId} ({MessageCount} messages, {CoveredTo} covered): nothing to do")]
+    private static partial void LogNotDue(ILogger logger, Guid conversationId, string tenantId, long messageCount, long coveredTo);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
+    private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}: {Outcome}")]
+    private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt, string outcome);
+}

@@ -1,0 +1,95 @@
+using JasperFx;
+using JasperFx.CodeGeneration;
+using Marten.Exceptions;
+using Microsoft.Extensions.Options;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Summaries.Jobs;
+using Wolverine;
+using Wolverine.Configuration;
+using Wolverine.ErrorHandling;
+using Wolverine.Marten;
+using Wolverine.Runtime.Handlers;
+
+namespace ModularChat.Summaries;
+
+/// <summary>
+/// The module's Wolverine settings that depend on its options (applied when Wolverine starts): the batched subscription
+/// to message events, the job queue's parallelism, and the jobs' retries and timeout.
+/// </summary>
+internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, MartenIntegration marten) : IWolverineExtension
+{
+    public const string JobQueue = "summaries-jobs";
+
+    public void Configure(WolverineOptions wolverine)
+    {
+        var o = options.Value;
+        if (o.Enabled)
+        {
+            // Each MessageAppended commits with a compact notice in the same outbox transaction (ADR 0004); the notices are
+            // handled in batches, one transaction per batch and tenant, in order on each node.
+            marten.SubscribeToEvent<MessageAppended>()
+                .TransformedTo(e => new MessageActivity(e.Data.ConversationId, e.Data.Sequence, e.Data.TokenCount, e.Data.AppendedAt));
+            wolverine.BatchMessagesOf<MessageActivity>(batching =>
+                {
+                    batching.BatchSize = o.EventBatchSize;
+                    batching.TriggerTime = o.EventBatchWindow;
+                })
+                .Sequential();
+        }
+        else
+        {
+            // Without the handler (and the notice) appends forward nothing to this module.
+            wolverine.Discovery.CustomizeHandlerDiscovery(q => q.Excludes.WithCondition("Summaries:Enabled is false", t => t == typeof(MessageActivityHandler)));
+        }
+
+        wolverine.PublishMessage<SummarizeConversation>().ToLocalQueue(JobQueue);
+        var jobs = wolverine.LocalQueue(JobQueue).UseDurableInbox();
+        if (o.JobParallelism == 1)
+        {
+            jobs.Sequential();
+        }
+        else
+        {
+            // Jobs of one conversation never run at once on a node: a duplicate waits its turn and then finds its range
+            // covered (a cheap no-op) instead of summarizing the same messages again and losing the race at the end.
+            wolverine.MessagePartitioning.ByMessage<SummarizeConversation>(job => job.ConversationId.ToString("N"));
+            jobs.PartitionProcessingByGroupId(o.JobParallelism switch
+            {
+                <= 3 => PartitionSlots.Three,
+                <= 5 => PartitionSlots.Five,
+                <= 7 => PartitionSlots.Seven,
+                _ => PartitionSlots.Nine,
+            });
+        }
+        SummariesOptions.TryParseDelays(o.RetryDelays, out var delays);
+        wolverine.Policies.Add(new SummaryFailurePolicy(delays, o.JobTimeout));
+    }
+
+    /// <summary>Retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and finds nothing to do).</summary>
+    private sealed class SummaryFailurePolicy(TimeSpan[] delays, TimeSpan timeout) : IHandlerPolicy
+    {
+        public void Apply(IReadOnlyList<HandlerChain> chains, GenerationRules rules, IServiceContainer container)
+        {
+            foreach (var chain in chains)
+            {
+                if (chain.MessageType == typeof(SummarizeConversation))
+                {
+                    chain.ExecutionTimeoutInSeconds = (int)Math.Ceiling(timeout.TotalSeconds);
+                    chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
+                    chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
+                }
+                else if (chain.MessageType == typeof(MessageActivity[]))
+                {
+                    chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
+                }
+            }
+        }
+
+        private static bool IsConcurrentWrite(Exception e) => e switch
+        {
+            ConcurrencyException or ExistingStreamIdCollisionException or DocumentAlreadyExistsException => true,
+            AggregateException a => a.InnerExceptions.All(IsConcurrentWrite),
+            _ => false,
+        };
+    }
+}

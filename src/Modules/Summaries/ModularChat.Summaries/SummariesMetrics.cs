@@ -1,0 +1,58 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using ModularChat.BuildingBlocks.Telemetry;
+
+namespace ModularChat.Summaries;
+
+/// <summary>The Summaries module's instruments (one set per process). Every summary figure is tagged with the variant, for A/B comparisons.</summary>
+public sealed class SummariesMetrics
+{
+    private readonly Histogram<double> _duration;
+    private readonly Counter<long> _generated;
+    private readonly Counter<long> _failures;
+    private readonly Histogram<double> _lag;
+    private long _backlog = -1;
+
+    public SummariesMetrics(IMeterFactory meters)
+    {
+        var meter = meters.Create(ModularChatTelemetry.SourceName);
+        _duration = meter.CreateHistogram<double>(MetricNames.SummaryDuration, "s", "Time to write one summary revision");
+        _generated = meter.CreateCounter<long>(MetricNames.SummariesGenerated, "{summary}", "Summary revisions written");
+        _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry or dead_letter)");
+        _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
+        meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
+            "{conversation}", "Conversations with a summary queued and not yet written");
+    }
+
+    /// <summary>The last backlog count (-1 before the first count).</summary>
+    public long Backlog => Volatile.Read(ref _backlog);
+
+    public void Generated(string variant, string summarizer, string model, string reason, TimeSpan duration, TimeSpan? lag)
+    {
+        var tags = new TagList
+        {
+            { "variant", variant },
+            { "summarizer", summarizer },
+            { "model", model },
+            { "reason", ReasonKind(reason) },
+        };
+        _generated.Add(1, tags);
+        _duration.Record(duration.TotalSeconds, tags);
+        if (lag is { } l)
+        {
+            _lag.Record(Math.Max(0, l.TotalSeconds), tags);
+        }
+    }
+
+    public void Failed(string variant, string error, bool final)
+        => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", final ? "dead_letter" : "retry" } });
+
+    public void BacklogCounted(long conversations) => Volatile.Write(ref _backlog, conversations);
+
+    /// <summary>"milestone:50" and "milestone:100" are one series: the milestone value would make the tag unbounded.</summary>
+    private static string ReasonKind(string reason)
+    {
+        var colon = reason.IndexOf(':', StringComparison.Ordinal);
+        return colon < 0 ? reason : reason[..colon];
+    }
+}

@@ -1,0 +1,145 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using ModularChat.Testing;
+using Npgsql;
+using StackExchange.Redis;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// Deleting a conversation removes everything derived from it: with every module of the Host at work on it first
+/// (summary, retention, search entries and vectors, cached context), no row of any table of the database and no Redis
+/// key mentions it afterwards.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class DeletionCascadeTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task Nothing_of_a_deleted_conversation_remains_in_any_table_or_in_redis()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("cascade"), RetentionTenants.Archive);
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "to be deleted" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var id = conversation.Id;
+        for (var i = 1; i <= 12; i++)
+        {
+            await (await client.PostJson($"/api/conversations/{id}/messages",
+                new { role = i % 2 == 1 ? "user" : "assistant", content = $"Cascade message {i} mentions the aubergine festival." }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        }
+
+        // Everything derived exists first: a summary (and the archive retention made of what it covers), search entries with
+        // their vectors, and a cached context.
+        await Eventually(async () => (await client.GetAsync($"/api/conversations/{id}/summary")).StatusCode == HttpStatusCode.OK, "a summary");
+        await Eventually(async () => (await RowsMentioning(id)).ContainsKey("mt_doc_archivedmessage"), "archived messages");
+        var seen = "";
+        await Eventually(async () =>
+        {
+            var search = await (await client.GetAsync($"/api/search?q=aubergine&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);
+            var rows = await RowsMentioning(id);
+            seen = $"{search} / tables: {string.Join(", ", rows.Keys)}";
+            return search.GetProperty("hits").GetArrayLength() > 0 && rows.ContainsKey("mc_search_vectors");
+        }, () => "search entries and vectors: " + seen);
+        await (await client.GetAsync($"/api/conversations/{id}/context")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        var cached = await RedisKeysMentioning(id);
+        Assert.NotEmpty(cached);
+        await using (var redis = await ConnectionMultiplexer.ConnectAsync(app.RedisConnectionString))
+        {
+            // Nothing is kept in Redis for good, even for a conversation that is never deleted.
+            foreach (var key in cached)
+            {
+                var ttl = await redis.GetDatabase().KeyTimeToLiveAsync(key);
+                Assert.True(ttl is { } t && t <= TimeSpan.FromDays(1), $"{key} expires in {ttl?.ToString() ?? "never"}");
+            }
+        }
+
+        var before = await RowsMentioning(id);
+        Assert.True(before.Count >= 6, $"expected rows in many tables before the delete: {string.Join(", ", before.Keys)}");
+
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
+        await (await client.GetAsync($"/api/conversations/{id}")).ShouldBeProblem(404);
+
+        // The rest goes in the background: purges, module cleanups, then the inbox's handled messages and the search
+        // tombstone after their (here short) lifetimes.
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        Dictionary<string, long> left;
+        while ((left = await RowsMentioning(id)).Count > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(250);
+        }
+
+        Assert.True(left.Count == 0, "rows left: " + string.Join(", ", left.Select(t => $"{t.Key}={t.Value}")));
+        Assert.Empty(await RedisKeysMentioning(id));
+    }
+
+    private static Task Eventually(Func<Task<bool>> condition, string what) => Eventually(condition, () => what);
+
+    private static async Task Eventually(Func<Task<bool>> condition, Func<string> what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"no {what()} within 30 s");
+            await Task.Delay(200);
+        }
+    }
+
+    /// <summary>
+    /// Per table of every schema of the test database, the rows that mention the conversation: in any column as text, or
+    /// inside a binary column (message bodies of the Wolverine inbox and outbox are JSON stored as bytea).
+    /// </summary>
+    private async Task<Dictionary<string, long>> RowsMentioning(Guid id)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var tables = new List<(string Schema, string Name)>();
+        await using (var list = new NpgsqlCommand(
+            "select table_schema, table_name from information_schema.tables where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')",
+            connection))
+        await using (var reader = await list.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                tables.Add((reader.GetString(0), reader.GetString(1)));
+            }
+        }
+
+        Assert.Contains(tables, t => t.Name == "mt_events");
+        var text = id.ToString();
+        var hex = Convert.ToHexStringLower(Encoding.UTF8.GetBytes(text));
+        var counts = new Dictionary<string, long>();
+        foreach (var (schema, name) in tables)
+        {
+            await using var command = new NpgsqlCommand(
+                $"select count(*) from \"{schema}\".\"{name}\" x where x::text like @text or x::text like @hex or replace(x::text, '-', '') like @compact", connection);
+            command.Parameters.AddWithValue("text", $"%{text}%");
+            command.Parameters.AddWithValue("hex", $"%{hex}%");
+            command.Parameters.AddWithValue("compact", $"%{id:N}%");
+            if ((long)(await command.ExecuteScalarAsync())! is > 0 and var count)
+            {
+                counts[name] = count;
+            }
+        }
+
+        return counts;
+    }
+
+    private async Task<List<string>> RedisKeysMentioning(Guid id)
+    {
+        await using var redis = await ConnectionMultiplexer.ConnectAsync(app.RedisConnectionString);
+        var keys = new List<string>();
+        foreach (var endpoint in redis.GetEndPoints())
+        {
+            var server = redis.GetServer(endpoint);
+            foreach (var pattern in new[] { $"*{id}*", $"*{id:N}*" })
+            {
+                await foreach (var key in server.KeysAsync(pattern: pattern))
+                {
+                    keys.Add(key.ToString());
+                }
+            }
+        }
+
+        return keys;
+    }
+}

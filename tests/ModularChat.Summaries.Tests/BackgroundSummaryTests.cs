@@ -1,0 +1,237 @@
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Summaries.Contracts;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Summaries.Tests;
+
+[Collection(AppCollection.Name)]
+public sealed class BackgroundSummaryTests(SummariesApp app)
+{
+    [Fact]
+    public async Task Reaching_a_milestone_writes_a_summary_in_the_background_with_its_provenance()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+
+        await client.AppendEach(id, Api.Turns(1, 10));
+        var summary = await client.SummaryCovering(id, 10);
+
+        Assert.Equal((1, 1L, 10L), (summary.Revision, summary.FromSequence, summary.ToSequence));
+        Assert.Equal("milestone:10", summary.Reason);
+        Assert.Equal(("extractive", "textrank-mmr", "extractive-v1", "default"), (summary.Summarizer, summary.Model, summary.PromptVersion, summary.Variant));
+        Assert.True(summary.InputTokens > 0 && summary.OutputTokens > 0);
+        Assert.Equal(summary.OutputTokens, summary.TokenCount);
+        Assert.Contains("] Maria: ", summary.Text, StringComparison.Ordinal);
+        Assert.Contains("[2024-03-01]", summary.Text, StringComparison.Ordinal);
+        Assert.Equal((10L, 0L), (summary.MessageCount, summary.PendingMessages));
+    }
+
+    [Fact]
+    public async Task Before_the_first_milestone_there_is_no_summary_and_the_answer_says_so()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 3));
+
+        var problem = await (await client.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
+        Assert.Equal("Summary not found.", problem.GetProperty("title").GetString());
+        Assert.Empty(await client.History(id));
+    }
+
+    [Fact]
+    public async Task Appending_a_milestone_message_answers_at_once_while_a_slow_summarizer_works_afterwards()
+    {
+        // The tenant's summarizer is a model that takes 5 s to answer.
+        app.Llm.Responder = _ => new FakeReply("Maria and Tomas booked ten items for the trip to Lisbon.", Delay: TimeSpan.FromSeconds(5));
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 9));
+
+        using var tenth = await client.PostJson($"/api/conversations/{id}/messages", Api.Turns(10, 10).Single());
+
+        // The append has answered; the summarizer cannot have finished (it needs 5 s), so nothing waited for it.
+        Assert.Equal(HttpStatusCode.Created, tenth.StatusCode);
+        Assert.Null(await client.CurrentSummary(id));
+        var summary = await client.SummaryCovering(id, 10);
+        Assert.Equal("Maria and Tomas booked ten items for the trip to Lisbon.", summary.Text);
+        Assert.Equal(("llm", "fake-summary-model", "llm"), (summary.Summarizer, summary.Model, summary.Variant));
+        Assert.True(summary.DurationMs >= 4_000, $"the summary took {summary.DurationMs} ms: it was not the slow model");
+    }
+
+    [Fact]
+    public async Task Later_revisions_fold_new_messages_into_the_previous_summary()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        var first = await client.SummaryCovering(id, 10);
+
+        await client.AppendEach(id, Api.Turns(11, 25, "concert"));
+        var second = await client.SummaryCovering(id, 25);
+
+        Assert.Equal((2, 1L, 25L, "milestone:25"), (second.Revision, second.FromSequence, second.ToSequence, second.Reason));
+        Assert.Contains("concert", second.Text, StringComparison.Ordinal);
+        Assert.Contains("trip", second.Text, StringComparison.Ordinal);
+        var history = await client.History(id);
+        Assert.Equal(new[] { 2, 1 }, history.Select(h => h.Revision));
+        Assert.Equal(first.Text, history[1].Text);
+    }
+
+    [Fact]
+    public async Task Enough_unsummarized_tokens_make_a_summary_before_any_milestone()
+    {
+        using var client = app.Client(app.TokensTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendEach(id, Api.Turns(1, 3));
+        var summary = await client.SummaryCovering(id, 2);
+
+        Assert.Equal(("tokens", "tokens"), (summary.Reason, summary.Variant));
+    }
+
+    [Fact]
+    public async Task Requesting_a_summary_answers_202_and_the_summary_covers_every_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 4));
+
+        using var response = await client.PostAsync($"/api/conversations/{id}/summary", null);
+        var requested = await response.ReadAs<SummaryRequestedDto>(HttpStatusCode.Accepted);
+        Assert.Equal($"/api/conversations/{id}/summary", response.Headers.Location?.ToString());
+        Assert.Equal((4L, 0L, true), (requested.UpToSequence, requested.CoveredTo, requested.Queued));
+
+        var summary = await client.SummaryCovering(id, 4);
+        Assert.Equal("manual", summary.Reason);
+
+        var again = await (await client.PostAsync($"/api/conversations/{id}/summary", null)).ReadAs<SummaryRequestedDto>(HttpStatusCode.Accepted);
+        Assert.Equal((4L, false), (again.CoveredTo, again.Queued));
+    }
+
+    [Fact]
+    public async Task The_history_pages_newest_first()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        for (var i = 1; i <= 3; i++)
+        {
+            await client.AppendEach(id, Api.Turns(i, i));
+            (await client.PostAsync($"/api/conversations/{id}/summary", null)).EnsureSuccessStatusCode();
+            await client.SummaryCovering(id, i);
+        }
+
+        var page = await (await client.GetAsync($"/api/conversations/{id}/summaries?limit=2")).ReadAs<PageDto<SummaryDto>>(HttpStatusCode.OK);
+        Assert.Equal(new[] { 3, 2 }, page.Items.Select(s => s.Revision));
+        var rest = await (await client.GetAsync($"/api/conversations/{id}/summaries?limit=2&cursor={page.NextCursor}")).ReadAs<PageDto<SummaryDto>>(HttpStatusCode.OK);
+        Assert.Equal(new[] { 1 }, rest.Items.Select(s => s.Revision));
+        Assert.Null(rest.NextCursor);
+        Assert.Equal(new long[] { 1, 2, 3 }, (await client.History(id)).Select(s => s.ToSequence).Reverse());
+
+        await (await client.GetAsync($"/api/conversations/{id}/summaries?cursor=nonsense")).ShouldBeProblem(400);
+        await (await client.GetAsync($"/api/conversations/{id}/summaries?limit=0")).ShouldBeProblem(400);
+    }
+
+    [Fact]
+    public async Task Another_tenants_conversation_has_no_summary_to_read_or_request()
+    {
+        using var owner = app.Client(ModularChatApp.NewUser());
+        var id = await owner.NewConversation();
+        await owner.AppendEach(id, Api.Turns(1, 10));
+        await owner.SummaryCovering(id, 10);
+        var ownerTenant = (await owner.GetAsync($"/api/conversations/{id}")).StatusCode;
+        Assert.Equal(HttpStatusCode.OK, ownerTenant);
+
+        using var stranger = app.Client(ModularChatApp.NewUser());
+        var problem = await (await stranger.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
+        Assert.Equal("Conversation not found.", problem.GetProperty("title").GetString());
+        await (await stranger.GetAsync($"/api/conversations/{id}/summaries")).ShouldBeProblem(404);
+        await (await stranger.PostAsync($"/api/conversations/{id}/summary", null)).ShouldBeProblem(404);
+        await (await stranger.GetAsync($"/api/conversations/{Guid.NewGuid()}/summary")).ShouldBeProblem(404);
+    }
+
+    [Fact]
+    public async Task Other_modules_read_the_current_summary_through_the_contract_for_its_tenant_only()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        var summary = await client.SummaryCovering(id, 10);
+        var summaries = app.Host.Services.GetRequiredService<IConversationSummaries>();
+
+        var current = await summaries.GetCurrentAsync(tenant, id);
+
+        Assert.NotNull(current);
+        Assert.Equal((summary.Text, 1L, 10L, 1, summary.TokenCount), (current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount));
+        Assert.Null(await summaries.GetCurrentAsync("someone-else", id));
+    }
+
+    [Fact]
+    public async Task Each_revision_is_counted_and_timed_per_variant_with_its_lag()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var generated = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummariesGenerated);
+        using var duration = new MetricCollector<double>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryDuration);
+        using var lag = new MetricCollector<double>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryLag);
+        using var client = app.Client(app.TokensTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendEach(id, Api.Turns(1, 3));
+        await client.SummaryCovering(id, 2);
+
+        Assert.Contains(generated.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && Equals(m.Tags["reason"], "tokens"));
+        Assert.Contains(duration.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && m.Value >= 0);
+        Assert.Contains(lag.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && m.Value >= 0);
+    }
+
+    [Fact]
+    public async Task Automatic_summaries_wait_for_the_minimum_interval_and_count_as_backlog_meanwhile()
+    {
+        var metrics = app.Host.Services.GetRequiredService<SummariesMetrics>();
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+
+        await client.AppendEach(id, Api.Turns(11, 25));
+
+        // Milestone 25 is due, but the tenant's minimum interval is an hour: the job is scheduled, not run.
+        await Eventually.Until(() => Task.FromResult(metrics.Backlog), b => b >= 1);
+        var summary = await client.CurrentSummary(id);
+        Assert.Equal((1, 10L, 15L), (summary!.Revision, summary.ToSequence, summary.PendingMessages));
+
+        // A request is not automatic: it is written now.
+        (await client.PostAsync($"/api/conversations/{id}/summary", null)).EnsureSuccessStatusCode();
+        Assert.Equal("manual", (await client.SummaryCovering(id, 25)).Reason);
+    }
+
+    [Fact]
+    public async Task A_host_with_bad_summary_settings_refuses_to_start_and_names_the_setting()
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:Milestones"] = "50,10" }));
+
+        var all = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        Assert.Contains("Summaries:Milestones", all, StringComparison.Ordinal);
+        Assert.Contains(Flatten(error), e => e is OptionsValidationException);
+    }
+
+    private static IEnumerable<Exception> Flatten(Exception e)
+    {
+        for (var current = e; current is not null; current = current.InnerException)
+        {
+            yield return current;
+            if (current is AggregateException aggregate)
+            {
+                foreach (var inner in aggregate.InnerExceptions.SelectMany(Flatten))
+                {
+                    yield return inner;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Summaries.Domain;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+using Npgsql;
+
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>Deleting a conversation removes everything the module derived from it.</summary>
+[Collection(AppCollection.Name)]
+public sealed class DeletionTests(SummariesApp app)
+{
+    [Fact]
+    public async Task Deleting_a_conversation_removes_its_summaries_stream_and_read_models()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+        (await client.PostAsync($"/api/conversations/{id}/summary", null)).EnsureSuccessStatusCode();
+        Assert.True(await RowsAbout(id) > 0);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
+
+        await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
+        await (await client.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
+    }
+
+    [Fact]
+    public async Task A_conversation_deleted_while_its_events_are_on_their_way_leaves_nothing_behind()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 12));
+        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+
+        // Whatever order the message events, the job and the deletion are handled in, the rows go.
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
+    }
+
+    [Fact]
+    public async Task Deleting_a_conversation_discards_its_failed_jobs()
+    {
+        var topic = $"doomed-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
+            ? FakeReply.Error(500, "Model crashed.")
+            : FakeReply.Text("Fine.");
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
+
+        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+
+        await Eventually.Until(Failures, f => f.All(x => x.ConversationId != id));
+        await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
+
+        async Task<List<FailureDto>> Failures()
+            => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items;
+    }
+
+    /// <summary>Rows of every table the module writes that mention the conversation (or its summary stream).</summary>
+    private async Task<long> RowsAbout(Guid conversationId)
+    {
+        var schema = app.Host.Services.GetRequiredService<IDocumentStore>().Options.Schema;
+        var stream = SummaryStreams.For(conversationId);
+        var sql = $"""
+            select (select count(*) from {schema.For<SummaryView>()} where id = @c)
+                 + (select count(*) from {schema.For<SummaryRevisionView>()} where conversation_id = @c)
+                 + (select count(*) from {schema.For<SummaryProgress>()} where id = @c)
+                 + (select count(*) from {schema.For<ConversationActivity>()} where id = @c)
+                 + (select count(*) from {schema.ForEvents()} where stream_id = @s)
+                 + (select count(*) from {schema.ForStreams()} where id = @s)
+            """;
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.AddWithValue("c", conversationId);
+        command.Parameters.AddWithValue("s", stream);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+}

@@ -1,0 +1,198 @@
+using System.Net;
+using System.Text.RegularExpressions;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Testing;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>The llm summarizer against a real HTTP server on loopback that speaks the OpenAI chat-completions protocol.</summary>
+[Collection(AppCollection.Name)]
+public sealed partial class LlmSummarizerTests(SummariesApp app)
+{
+    /// <summary>Answers "Summary through N." where N is the last message of the request.</summary>
+    private static FakeReply SummaryThroughLastMessage(RecordedRequest request)
+    {
+        var range = Range().Match(UserText(request));
+        return FakeReply.Text(range.Success ? $"Summary through {range.Groups[2].Value}." : "Summary.");
+    }
+
+    private static string UserText(RecordedRequest request)
+        => request.Messages.LastOrDefault(m => m?["role"]?.GetValue<string>() == "user")?["content"]?.ToString() ?? "";
+
+    private static string SystemText(RecordedRequest request)
+        => request.Messages.FirstOrDefault(m => m?["role"]?.GetValue<string>() == "system")?["content"]?.ToString() ?? "";
+
+    private List<RecordedRequest> RequestsAbout(string marker)
+        => app.Llm.Requests.Where(r => UserText(r).Contains(marker, StringComparison.Ordinal)).ToList();
+
+    [Fact]
+    public async Task A_later_revision_sends_the_model_only_the_previous_summary_and_the_new_messages()
+    {
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"fold-{Guid.NewGuid():N}";
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10, topic));
+        Assert.Equal("Summary through 10.", (await client.SummaryCovering(id, 10)).Text);
+
+        await client.AppendEach(id, Api.Turns(11, 25, topic));
+        var second = await client.SummaryCovering(id, 25);
+
+        Assert.Equal(("Summary through 25.", 2, "llm-v1"), (second.Text, second.Revision, second.PromptVersion));
+        var request = RequestsAbout(topic).Last();
+        var prompt = UserText(request);
+        Assert.Contains("Current summary:\nSummary through 10.", prompt, StringComparison.Ordinal);
+        Assert.Contains("Turn 11 about", prompt, StringComparison.Ordinal);
+        Assert.Contains("Turn 25 about", prompt, StringComparison.Ordinal);
+        Assert.DoesNotContain("Turn 10 about", prompt, StringComparison.Ordinal);
+        Assert.Contains("] Maria (user): ", prompt, StringComparison.Ordinal);
+        Assert.Contains("[2024-03-01 09:11]", prompt, StringComparison.Ordinal);
+        // The length limit is part of the instructions; the request goes to the configured model with the configured key.
+        Assert.Contains("must not exceed 60 tokens", SystemText(request), StringComparison.Ordinal);
+        Assert.Equal("fake-summary-model", request.Body["model"]?.GetValue<string>());
+        Assert.Equal("Bearer global-key", request.Authorization);
+    }
+
+    [Fact]
+    public async Task A_revision_is_merged_chunk_by_chunk_never_sending_more_than_a_chunk_of_messages()
+    {
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"chunks-{Guid.NewGuid():N}";
+        using var client = app.Client(app.ChunkedLlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        var summary = await client.SummaryCovering(id, 10);
+
+        Assert.Equal("Summary through 10.", summary.Text);
+        var requests = RequestsAbout(topic);
+        Assert.Equal(3, requests.Count);
+        Assert.All(requests, r => Assert.InRange(TurnCount().Matches(UserText(r)).Count, 1, 4));
+        Assert.Contains("Current summary:\n(none yet)", UserText(requests[0]), StringComparison.Ordinal);
+        Assert.Contains("Current summary:\nSummary through 4.", UserText(requests[1]), StringComparison.Ordinal);
+        Assert.Contains("Current summary:\nSummary through 8.", UserText(requests[2]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_reply_over_the_length_limit_is_cut_back_to_whole_sentences()
+    {
+        var rambling = string.Join(' ', Enumerable.Range(1, 80).Select(i => $"Fact {i} about the trip is worth remembering."));
+        app.Llm.Responder = _ => FakeReply.Text(rambling);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, $"long-{Guid.NewGuid():N}"));
+        var summary = await client.SummaryCovering(id, 10);
+
+        Assert.InRange(summary.TokenCount, 1, 60);
+        Assert.EndsWith("worth remembering.", summary.Text, StringComparison.Ordinal);
+        Assert.StartsWith(summary.Text, rambling, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_server_error_is_retried_and_the_summary_still_arrives()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        var topic = $"flaky-{Guid.NewGuid():N}";
+        var calls = 0;
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal) && Interlocked.Increment(ref calls) == 1
+            ? FakeReply.Error(503, "The server is overloaded.")
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+
+        Assert.Equal("Summary through 10.", (await client.SummaryCovering(id, 10)).Text);
+        Assert.Equal(2, RequestsAbout(topic).Count);
+        Assert.Contains(failures.GetMeasurementSnapshot(), m => Equals(m.Tags["outcome"], "retry") && Equals(m.Tags["variant"], "llm"));
+        Assert.Single(await client.History(id));
+    }
+
+    [Fact]
+    public async Task A_model_that_does_not_answer_in_time_is_retried()
+    {
+        var topic = $"slow-{Guid.NewGuid():N}";
+        var calls = 0;
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal) && Interlocked.Increment(ref calls) == 1
+            ? new FakeReply("Too late.", Delay: TimeSpan.FromSeconds(20))
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+
+        // Llm:Timeout is 8 s here: the first attempt gives up, the retry gets the answer.
+        Assert.Equal("Summary through 10.", (await client.SummaryCovering(id, 10, seconds: 60)).Text);
+        Assert.Equal(2, RequestsAbout(topic).Count);
+    }
+
+    [Fact]
+    public async Task A_job_that_keeps_failing_is_dead_lettered_listed_for_admins_and_replayed_on_request()
+    {
+        var topic = $"poison-{Guid.NewGuid():N}";
+        var broken = true;
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal) && Volatile.Read(ref broken)
+            ? FakeReply.Error(500, "Model crashed.")
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        var failure = await Eventually.Until(
+            async () => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items
+                .FirstOrDefault(f => f.ConversationId == id),
+            f => f is not null);
+        Assert.Equal((app.LlmTenant, "milestone:10", 10L), (failure!.TenantId, failure.Reason, failure.UpToSequence));
+        Assert.Equal(3, failure.Attempts); // the first attempt and the two configured retries
+        Assert.Contains("500", failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.Equal(3, RequestsAbout(topic).Count);
+        Assert.Null(await client.CurrentSummary(id));
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/failures")).StatusCode);
+
+        Volatile.Write(ref broken, false);
+        var replayed = await (await admin.PostJson("/api/admin/summaries/failures/replay", new { ids = new[] { failure.Id, Guid.NewGuid() } }))
+            .ReadAs<ReplayedDto>(HttpStatusCode.Accepted);
+
+        Assert.Equal(1, replayed.Replayed);
+        Assert.Equal("Summary through 10.", (await client.SummaryCovering(id, 10, seconds: 60)).Text);
+        await Eventually.Until(
+            async () => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items,
+            items => items.All(f => f.ConversationId != id));
+    }
+
+    [Fact]
+    public async Task A_tenant_with_its_own_provider_is_summarized_by_its_model()
+    {
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"provider-{Guid.NewGuid():N}";
+        using var client = app.Client(app.ProviderTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        var summary = await client.SummaryCovering(id, 10);
+
+        Assert.Equal(("llm", "tenant-model", "default", "Summary through 10."), (summary.Summarizer, summary.Model, summary.Variant, summary.Text));
+        var request = RequestsAbout(topic).Single();
+        Assert.Equal("Bearer tenant-key", request.Authorization);
+        Assert.Equal("tenant-model", request.Body["model"]?.GetValue<string>());
+    }
+
+    [GeneratedRegex(@"Next messages \((\d+) to (\d+)\)")]
+    private static partial Regex Range();
+
+    [GeneratedRegex(@"Turn \d+ about")]
+    private static partial Regex TurnCount();
+}
+
+internal sealed record FailureDto(Guid Id, string? TenantId, Guid ConversationId, string Reason, long UpToSequence, string ExceptionType,
+    string ExceptionMessage, DateTimeOffset? FailedAt, int Attempts, int ReplayCount, bool Replayable);
+
+internal sealed record FailuresPageDto(List<FailureDto> Items, int Total, string? NextCursor);
+
+internal sealed record ReplayedDto(int Replayed);

@@ -1,0 +1,135 @@
+using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Features.Sweep;
+using ModularChat.Testing;
+using Npgsql;
+
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>The sweep finds missing and stale summaries from the read model and queues them; --resummarize rebuilds them all.</summary>
+[Collection(AppCollection.Name)]
+public sealed class SweepTests(SummariesApp app)
+{
+    private SummarySweep Sweep => app.Host.Services.GetRequiredService<SummarySweep>();
+
+    [Fact]
+    public async Task The_sweep_endpoint_queues_a_conversation_whose_summary_went_stale()
+    {
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+        await client.AppendEach(id, Api.Turns(11, 25));
+        // Milestone 25 is due, and its job is scheduled an hour out (the tenant's minimum interval). Two hours pass and the
+        // job is lost: the summary is stale and nothing is pending any more.
+        await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.PendingUpTo == 25);
+        await TwoHoursLater(app.PatientTenant, id);
+
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        using var started = await admin.PostJson("/api/admin/summaries/sweep", new { tenant = app.PatientTenant });
+        Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
+
+        var summary = await client.SummaryCovering(id, 25);
+        Assert.Equal((2, "milestone:25"), (summary.Revision, summary.Reason));
+        var status = await Eventually.Until(
+            async () => await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK),
+            s => !s.Running && s.Last is { Queued: >= 1 });
+        Assert.True(status.Last!.Finished >= 1);
+        Assert.False(status.Last.Resummarize);
+    }
+
+    [Fact]
+    public async Task Only_admins_may_sweep()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.PostJson("/api/admin/summaries/sweep", new { })).StatusCode);
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/sweep")).StatusCode);
+    }
+
+    [Fact]
+    public async Task Resummarize_rebuilds_every_summary_from_the_first_message_and_reports_progress()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var ids = new List<Guid>();
+        for (var i = 0; i < 3; i++)
+        {
+            var id = await client.NewConversation();
+            await client.AppendEach(id, Api.Turns(1, 12));
+            await client.SummaryCovering(id, 10);
+            ids.Add(id);
+        }
+
+        var reports = new List<SweepProgress>();
+        var result = await Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: tenant), reports.Add, CancellationToken.None);
+
+        Assert.True(result.Ran);
+        Assert.Equal((3L, 3L, 3L, 0L), (result.Examined, result.Queued, result.Finished, result.Unfinished));
+        Assert.NotEmpty(reports);
+        Assert.Equal(3, reports[^1].Finished);
+        foreach (var id in ids)
+        {
+            var current = (await client.CurrentSummary(id))!;
+            Assert.Equal(("resummarize", 1L, 12L), (current.Reason, current.FromSequence, current.ToSequence));
+        }
+    }
+
+    [Fact]
+    public async Task A_sweep_finds_nothing_to_do_when_every_summary_is_current()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+
+        var result = await Sweep.RunAsync(new SweepRequest(TenantId: tenant), null, CancellationToken.None);
+
+        Assert.Equal((1L, 0L), (result.Examined, result.Queued));
+    }
+
+    [Fact]
+    public async Task Only_one_node_sweeps_at_a_time()
+    {
+        // Another node's sweep: a session of its own holding the sweep lock (unpooled, so closing it releases the lock).
+        await using var otherNode = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Pooling = false }.ConnectionString);
+        await otherNode.OpenAsync();
+        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SummarySweep.LockKey})", otherNode))
+        {
+            await take.ExecuteScalarAsync();
+        }
+
+        var whileLocked = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
+        await otherNode.CloseAsync();
+        var afterwards = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
+
+        Assert.False(whileLocked.Ran);
+        Assert.True(afterwards.Ran);
+    }
+
+    private async Task<ConversationActivity?> Activity(string tenant, Guid id)
+    {
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(tenant);
+        return await session.LoadAsync<ConversationActivity>(id);
+    }
+
+    /// <summary>Moves the conversation's last revision and its pending job two hours into the past.</summary>
+    private async Task TwoHoursLater(string tenant, Guid id)
+    {
+        var store = app.Host.Services.GetRequiredService<IDocumentStore>();
+        await using var session = store.LightweightSession(tenant);
+        var activity = (await session.LoadAsync<ConversationActivity>(id))!;
+        var progress = (await session.LoadAsync<SummaryProgress>(id))!;
+        activity.PendingAt = activity.PendingAt!.Value.AddHours(-2);
+        progress.RevisedAt = progress.RevisedAt.AddHours(-2);
+        session.Store(activity);
+        session.Store(progress);
+        await session.SaveChangesAsync();
+    }
+}
+
+internal sealed record SweepResultDto(bool Ran, Guid SweepId, bool Resummarize, long Examined, long Queued, long Finished, long Unfinished);
+
+internal sealed record SweepStatusDto(bool Running, SweepResultDto? Last);

@@ -1,0 +1,61 @@
+namespace ModularChat.Summaries.Tests.Unit;
+
+public sealed class OptionsValidationTests
+{
+    private static IReadOnlyList<string> Errors(Action<SummariesOptions> change)
+    {
+        var options = new SummariesOptions();
+        change(options);
+        return new SummariesOptionsValidator().Validate(options).Errors.Select(e => $"{e.PropertyName}: {e.ErrorMessage}").ToList();
+    }
+
+    [Fact]
+    public void The_defaults_are_valid()
+        => Assert.Empty(Errors(_ => { }));
+
+    [Theory]
+    [InlineData("50,10", "Milestones")]
+    [InlineData("10,,x", "Milestones")]
+    [InlineData("0,10", "Milestones")]
+    public void Milestones_must_be_positive_and_ascending(string milestones, string property)
+        => Assert.Contains(Errors(o => o.Milestones = milestones), e => e.StartsWith(property, StringComparison.Ordinal));
+
+    [Fact]
+    public void Every_threshold_is_checked()
+    {
+        var errors = Errors(o =>
+        {
+            o.TokenThreshold = 0;
+            o.ChunkSize = 0;
+            o.MaxSummaryTokens = 5;
+            o.Summarizer = "magic";
+            o.RetryDelays = "00:00:05,-00:00:01";
+            o.Llm.Endpoint = "not a url";
+            o.JobParallelism = 0;
+        });
+
+        foreach (var property in new[] { "TokenThreshold", "ChunkSize", "MaxSummaryTokens", "Summarizer", "RetryDelays", "Llm.Endpoint", "JobParallelism" })
+        {
+            Assert.Contains(errors, e => e.StartsWith(property, StringComparison.Ordinal));
+        }
+    }
+
+    [Fact]
+    public void A_tenant_on_an_undefined_variant_is_refused()
+    {
+        var errors = Errors(o => o.TenantVariants["acme"] = "b");
+        Assert.Contains(errors, e => e.Contains("'acme' is on variant 'b'", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Variant_overrides_are_validated_like_the_defaults()
+    {
+        var errors = Errors(o =>
+        {
+            o.Variants["b"] = new SummaryVariantOptions { Summarizer = "gpt", Milestones = "5,1", ChunkSize = -1 };
+            o.TenantVariants["acme"] = "b";
+        });
+
+        Assert.Equal(3, errors.Count(e => e.StartsWith("Variants", StringComparison.Ordinal)));
+    }
+}
