@@ -137,6 +137,44 @@ public sealed class ContextTests(ConversationsApp app)
         Assert.Equal("Healthy", health.RootElement.GetProperty("checks").GetProperty("postgresql").GetProperty("status").GetString());
     }
 
+    [Fact]
+    public async Task A_query_adds_matching_earlier_messages_that_the_recent_ones_leave_out_within_the_budget()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "context search" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var batch = Enumerable.Range(1, 8).Select(i => new
+        {
+            role = i % 2 == 1 ? "user" : "assistant",
+            content = i == 2 ? "We booked the ferry to Zanzibar for the second week of June." : $"Message number {i} talks about topic {i * 7}.",
+        });
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        // Without a query: no hits. With one (indexing is asynchronous): the Zanzibar message, outside the recent ones.
+        Assert.Empty((await Context(client, c.Id, 60)).SearchHits);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        ContextDto context;
+        while ((context = await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100&query=when%20is%20the%20zanzibar%20ferry"))
+                   .ReadAs<ContextDto>(HttpStatusCode.OK)).SearchHits.Count == 0)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no search hit within 30 s: " + JsonSerializer.Serialize(context));
+            await Task.Delay(200);
+        }
+
+        // Best first; only messages older than the recent ones; a quarter of the budget (Context:SearchTokenShare) at most.
+        Assert.Equal(2, context.SearchHits[0].Sequence);
+        Assert.Contains("Zanzibar", context.SearchHits[0].Content, StringComparison.Ordinal);
+        Assert.NotEmpty(context.Messages);
+        Assert.All(context.SearchHits, h => Assert.True(h.Sequence < context.Messages[0].Sequence));
+        Assert.True(context.SearchHits.Sum(m => m.TokenCount + PerMessage) <= 25);
+        Assert.Equal(context.Messages.Concat(context.SearchHits).Sum(m => m.TokenCount + PerMessage), context.TotalTokens);
+        Assert.True(context.TotalTokens <= 100);
+
+        // A budget that holds the whole conversation leaves nothing for search to add.
+        var everything = await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100000&query=zanzibar")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(8, everything.Messages.Count);
+        Assert.Empty(everything.SearchHits);
+    }
+
     private static async Task<ContextDto> Context(HttpClient client, Guid id, int maxTokens)
         => await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens={maxTokens}")).ReadAs<ContextDto>(HttpStatusCode.OK);
 

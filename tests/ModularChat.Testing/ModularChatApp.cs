@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Host.Auth;
 using Wolverine;
+using Wolverine.Runtime.Agents;
 
 namespace ModularChat.Testing;
 
@@ -56,9 +57,14 @@ public class ModularChatApp : IAsyncLifetime
         Host = await StartHostAsync();
     }
 
-    /// <summary>Starts another host on the same database and Redis (another node of the same deployment).</summary>
+    /// <summary>
+    /// Starts another host on the same database and Redis (another node of the same deployment). Hosts run Wolverine in
+    /// solo mode (no leader election, so they start fast); only the first one runs the asynchronous projections, as
+    /// Wolverine would assign them to one node of a cluster.
+    /// </summary>
     public Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null)
     {
+        var runsProjections = Host is null;
         JasperFxEnvironment.AutoStartHost = true;
         var settings = new Dictionary<string, string?>
         {
@@ -86,6 +92,16 @@ public class ModularChatApp : IAsyncLifetime
             {
                 services.RunWolverineInSoloMode();
                 services.DisableAllExternalWolverineTransports();
+                if (!runsProjections)
+                {
+                    // The Marten event subscription agents (projections) are registered by Wolverine.Marten.
+                    foreach (var family in services.Where(d => d.ServiceType == typeof(IAgentFamily)
+                                 && d.ImplementationFactory?.Method.DeclaringType?.Namespace == "Wolverine.Marten").ToList())
+                    {
+                        services.Remove(family);
+                    }
+                }
+
                 ConfigureServices(services);
             });
         });

@@ -23,6 +23,12 @@ public sealed class ContextOptions
     /// <summary>Search hits added for a query (when the Search module is present).</summary>
     public int SearchHits { get; set; } = 5;
 
+    /// <summary>
+    /// With a query, the share of the budget (after the summary) kept for search hits before recent messages fill it;
+    /// what the hits leave unused is not given back, so the total stays predictable.
+    /// </summary>
+    public double SearchTokenShare { get; set; } = 0.25;
+
     /// <summary>Cache contexts and summaries (in-process L1 and Redis L2). Off: every request reads the database.</summary>
     public bool CacheEnabled { get; set; } = true;
 
@@ -45,6 +51,7 @@ internal sealed class ContextOptionsValidator : AbstractValidator<ContextOptions
         RuleFor(o => o.TokensPerMessage).InclusiveBetween(0, 1000);
         RuleFor(o => o.PageSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.SearchHits).InclusiveBetween(0, 100);
+        RuleFor(o => o.SearchTokenShare).InclusiveBetween(0, 1);
         RuleFor(o => o.CacheExpiration).GreaterThan(TimeSpan.Zero).LessThan(CacheGenerations.GenerationLifetime)
             .WithMessage($"must be positive and shorter than {CacheGenerations.GenerationLifetime} (how long an unused cache generation is kept).");
         RuleFor(o => o.LocalCacheExpiration).GreaterThan(TimeSpan.Zero).LessThanOrEqualTo(o => o.CacheExpiration)

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Caching;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
+using ModularChat.Search.Contracts;
 using ModularChat.Summaries.Contracts;
 
 namespace ModularChat.Conversations.Features.GetContext;
@@ -13,7 +14,8 @@ namespace ModularChat.Conversations.Features.GetContext;
 /// Builds a conversation's context: the current summary when it fits, then the most recent messages, newest
 /// first while they fit, returned oldest first. Contexts and summaries are cached per conversation under its
 /// cache generation (<see cref="CacheGenerations"/>), which every change that affects them bumps: appends,
-/// summary revisions, retention, deletion.
+/// summary revisions, retention, deletion. With a query and the Search module present, a share of the budget goes to
+/// the best-matching earlier messages that the recent ones do not already include.
 /// </summary>
 internal sealed class ConversationContexts(
     IDocumentStore store,
@@ -78,6 +80,11 @@ internal sealed class ConversationContexts(
             remaining -= current.TokenCount + settings.TokensPerMessage;
         }
 
+        // With a query, a share of what is left is kept for search hits.
+        var search = query is null || settings.SearchHits == 0 ? null : services.GetService<IConversationSearch>();
+        var hitBudget = search is null ? 0 : (int)(remaining * settings.SearchTokenShare);
+        remaining -= hitBudget;
+
         // Newest first, a page at a time, until the next message does not fit.
         var picked = new List<StoredMessage>();
         var before = conversation.MessageCount + 1;
@@ -120,7 +127,49 @@ internal sealed class ConversationContexts(
             messages.Count > 0 ? messages[0].Sequence : null,
             messages.Count > 0 ? messages[^1].Sequence : null,
             Complete: (summary?.ToSequence ?? 0) >= firstIncluded - 1);
-        return new ConversationContext(conversationId, maxTokens, maxTokens - remaining, summary, messages, coverage, []);
+        var hits = search is null
+            ? []
+            : await SearchHitsAsync(search, session, tenantId, conversation, query!, firstIncluded, hitBudget, settings, cancellationToken);
+        var total = maxTokens - remaining - hitBudget + hits.Sum(h => h.TokenCount + settings.TokensPerMessage);
+        return new ConversationContext(conversationId, maxTokens, total, summary, messages, coverage, hits);
+    }
+
+    /// <summary>The best matches of the query among the messages before <paramref name="firstIncluded"/>, best first, while they fit.</summary>
+    private static async Task<IReadOnlyList<ContextMessage>> SearchHitsAsync(
+        IConversationSearch search, IQuerySession session, string tenantId, Conversation conversation, string query, long firstIncluded,
+        int budget, ContextOptions settings, CancellationToken cancellationToken)
+    {
+        if (firstIncluded <= 1 || budget <= settings.TokensPerMessage)
+        {
+            return [];
+        }
+
+        var found = await search.SearchAsync(
+            new ConversationSearchRequest(tenantId, conversation.Id, query, settings.SearchHits, firstIncluded, long.MaxValue), cancellationToken);
+        var sequences = found.Select(h => h.Sequence).Where(s => s < firstIncluded).ToArray();
+        if (sequences.Length == 0)
+        {
+            return [];
+        }
+
+        // Found messages may since have been archived (still readable) or deleted by retention (then left out).
+        var batch = session.CreateBatchQuery();
+        var hot = batch.Query<StoredMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
+        var archived = batch.Query<ArchivedMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
+        await batch.Execute(cancellationToken);
+        var bySequence = (await hot).Select(ToContext).Concat((await archived).Select(ToContext)).ToDictionary(m => m.Sequence);
+
+        var hits = new List<ContextMessage>();
+        foreach (var sequence in sequences)
+        {
+            if (bySequence.TryGetValue(sequence, out var message) && message.TokenCount + settings.TokensPerMessage <= budget)
+            {
+                hits.Add(message);
+                budget -= message.TokenCount + settings.TokensPerMessage;
+            }
+        }
+
+        return hits;
     }
 
     /// <summary>The current summary, cached under <paramref name="generation"/> (null: caching is off).</summary>
@@ -160,4 +209,6 @@ internal sealed class ConversationContexts(
     };
 
     private static ContextMessage ToContext(StoredMessage m) => new(m.Sequence, m.Role, m.Content, m.TokenCount, m.CreatedAt, m.ExternalId);
+
+    private static ContextMessage ToContext(ArchivedMessage m) => new(m.Sequence, m.Role, m.Content, m.TokenCount, m.CreatedAt, m.ExternalId);
 }
