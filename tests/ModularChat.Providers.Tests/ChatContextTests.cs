@@ -14,7 +14,8 @@ public sealed class ChatContextTests(ProvidersApp app)
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
         var conversation = await client.StartConversationAsync();
-        var messages = Enumerable.Range(1, 10).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
+        // Nine messages: below the first summary milestone (10), so no summary is written meanwhile.
+        var messages = Enumerable.Range(1, 9).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
         (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
 
         await using var scope = app.Host.Services.CreateAsyncScope();
@@ -22,9 +23,41 @@ public sealed class ChatContextTests(ProvidersApp app)
             .AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None);
 
         Assert.Null(context.SummaryThroughSequence);
-        Assert.Equal(10, context.MessageCount);
+        Assert.Equal(9, context.MessageCount);
         Assert.Equal("system", context.Messages[0].Role.Value);
-        Assert.Equal(Enumerable.Range(1, 10).Select(i => $"message {i}"), context.Messages.Skip(1).Select(m => m.Text));
-        Assert.True(context.Tokens > 10);
+        Assert.Equal(Enumerable.Range(1, 9).Select(i => $"message {i}"), context.Messages.Skip(1).Select(m => m.Text));
+        Assert.True(context.Tokens > 9);
+    }
+
+    [Fact]
+    public async Task Once_the_summaries_module_has_summarized_the_conversation_the_turn_starts_from_its_summary()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var conversation = await client.StartConversationAsync();
+        var messages = Enumerable.Range(1, 12).Select(i => new
+        {
+            role = i % 2 == 1 ? "user" : "assistant",
+            content = i == 3 ? "Our budget for the kitchen renovation is twelve thousand euros." : $"Small talk number {i}.",
+        }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+
+        // The real Summaries module writes one in the background (the first milestone is 10 messages).
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await client.GetAsync($"/api/conversations/{conversation}/summary")).StatusCode != System.Net.HttpStatusCode.OK)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
+            await Task.Delay(100);
+        }
+
+        await using var scope = app.Host.Services.CreateAsyncScope();
+        var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()
+            .AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None);
+
+        Assert.InRange(context.SummaryThroughSequence!.Value, 10, 12);
+        var summary = Assert.Single(context.Messages, m => m.Role.Value == "system" && m.Text.StartsWith("Summary of the conversation", StringComparison.Ordinal));
+        Assert.Contains("kitchen renovation", summary.Text, StringComparison.Ordinal);
+        Assert.Equal("system", context.Messages[0].Role.Value);
+        Assert.Equal("Small talk number 12.", context.Messages[^1].Text);
     }
 }
