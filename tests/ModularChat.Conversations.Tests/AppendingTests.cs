@@ -1,6 +1,5 @@
 using System.Net;
 using Npgsql;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using ModularChat.Host.Auth;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

@@ -1,6 +1,5 @@
 using System.Net;
 using Alba;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

@@ -1,7 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
-using ModularChat.Testing;
 using Wolverine;
 
 namespace ModularChat.Conversations.Tests;

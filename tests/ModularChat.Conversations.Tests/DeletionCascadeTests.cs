@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
-using ModularChat.Testing;
 using Npgsql;
 using StackExchange.Redis;
 

@@ -1,6 +1,5 @@
 using System.Net;
 using ModularChat.Conversations.Contracts;
-using ModularChat.Testing;
 
 namespace ModularChat.Conversations.Tests;
 

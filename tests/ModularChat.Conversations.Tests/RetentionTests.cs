@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json;
-using ModularChat.Testing;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;

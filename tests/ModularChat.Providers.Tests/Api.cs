@@ -1,37 +1,12 @@
+global using ModularChat.Testing;
 using System.Net;
-using System.Net.Http.Json;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace ModularChat.Providers.Tests;
 
 /// <summary>Small helpers over HttpClient for reading the API the way a client does.</summary>
 internal static class Api
 {
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
-    {
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-    };
-
-    public static async Task<T> ReadAs<T>(this HttpResponseMessage response, HttpStatusCode expected)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == expected, $"Expected {(int)expected} but got {(int)response.StatusCode}: {body}");
-        return JsonSerializer.Deserialize<T>(body, Json)!;
-    }
-
-    /// <summary>Asserts an RFC 9457 ProblemDetails with <paramref name="status"/> and returns it.</summary>
-    public static async Task<JsonElement> ShouldBeProblem(this HttpResponseMessage response, int status)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True((int)response.StatusCode == status, $"Expected {status} but got {(int)response.StatusCode}: {body}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        var problem = JsonDocument.Parse(body).RootElement;
-        Assert.Equal(status, problem.GetProperty("status").GetInt32());
-        Assert.False(string.IsNullOrWhiteSpace(problem.GetProperty("title").GetString()));
-        return problem;
-    }
-
     /// <summary>Asserts a 400 whose errors name <paramref name="field"/>.</summary>
     public static async Task ShouldNameField(this HttpResponseMessage response, string field)
     {
@@ -39,12 +14,6 @@ internal static class Api
         var errors = problem.GetProperty("errors");
         Assert.True(errors.TryGetProperty(field, out _), $"Expected an error for '{field}' in {problem}");
     }
-
-    public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
-        => client.PostAsJsonAsync(url, body, Json);
-
-    public static Task<HttpResponseMessage> PutJson(this HttpClient client, string url, object body)
-        => client.PutAsJsonAsync(url, body, Json);
 
     /// <summary>A new conversation of the client's tenant.</summary>
     public static async Task<Guid> StartConversationAsync(this HttpClient client, string title = "chat")

@@ -1,6 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Providers.Features.Chat;
-using ModularChat.Testing;
 
 namespace ModularChat.Providers.Tests;
 

@@ -2,7 +2,6 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;

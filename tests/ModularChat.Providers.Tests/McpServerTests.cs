@@ -1,5 +1,4 @@
 using System.Net;
-using ModularChat.Testing;
 
 namespace ModularChat.Providers.Tests;
 

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
 using ModularChat.Providers.Network;
-using ModularChat.Testing;
 
 namespace ModularChat.Providers.Tests;
 

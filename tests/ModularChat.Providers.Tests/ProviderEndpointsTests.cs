@@ -1,5 +1,4 @@
 using System.Net;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;

@@ -11,7 +11,6 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using ModelContextProtocol.Protocol;
 using ModularChat.McpTestServer;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;

@@ -11,7 +11,6 @@ using ModularChat.Providers.Clients;
 using ModularChat.Providers.Contracts;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Secrets;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 using StackExchange.Redis;

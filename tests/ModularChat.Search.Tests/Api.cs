@@ -1,37 +1,12 @@
+global using ModularChat.Testing;
 using System.Net;
-using System.Net.Http.Json;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace ModularChat.Search.Tests;
 
 /// <summary>Reading and writing the API the way a client does.</summary>
 internal static class Api
 {
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
-    {
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-    };
-
-    public static async Task<T> ReadAs<T>(this HttpResponseMessage response, HttpStatusCode expected)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == expected, $"Expected {(int)expected} but got {(int)response.StatusCode}: {body}");
-        return JsonSerializer.Deserialize<T>(body, Json)!;
-    }
-
-    /// <summary>Asserts an RFC 9457 ProblemDetails with <paramref name="status"/> and returns it.</summary>
-    public static async Task<JsonElement> ShouldBeProblem(this HttpResponseMessage response, int status)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True((int)response.StatusCode == status, $"Expected {status} but got {(int)response.StatusCode}: {body}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        return JsonDocument.Parse(body).RootElement;
-    }
-
-    public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
-        => client.PostAsJsonAsync(url, body, Json);
-
     /// <summary>Starts a conversation and appends <paramref name="messages"/> in one batch; returns its id.</summary>
     public static async Task<Guid> StartConversation(this HttpClient client, string title, params object[] messages)
     {

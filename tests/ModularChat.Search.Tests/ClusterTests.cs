@@ -1,6 +1,5 @@
 using System.Net;
 using System.Net.Http.Headers;
-using ModularChat.Testing;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;

@@ -1,5 +1,4 @@
 using System.Net;
-using ModularChat.Testing;
 using Npgsql;
 using static ModularChat.Search.Tests.Api;
 

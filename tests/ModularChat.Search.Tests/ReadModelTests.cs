@@ -3,7 +3,6 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Search.Contracts;
 using ModularChat.Summaries.Contracts;
-using ModularChat.Testing;
 using Npgsql;
 using static ModularChat.Search.Tests.Api;
 

@@ -5,7 +5,6 @@ using Marten;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Providers.Contracts;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 using OpenAI;

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Net;
 using System.Text.Json.Nodes;
-using ModularChat.Testing;
 using Xunit.Abstractions;
 using static ModularChat.Search.Tests.Api;
 

@@ -1,5 +1,4 @@
 using System.Net;
-using ModularChat.Testing;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;

@@ -1,36 +1,12 @@
+global using ModularChat.Testing;
 using System.Net;
-using System.Net.Http.Json;
 using System.Text.Json;
-using System.Text.Json.Serialization;
 
 namespace ModularChat.Summaries.Tests;
 
 /// <summary>Small helpers over HttpClient for using the API the way a client does.</summary>
 internal static class Api
 {
-    public static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web)
-    {
-        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.CamelCase) },
-    };
-
-    public static async Task<T> ReadAs<T>(this HttpResponseMessage response, HttpStatusCode expected)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True(response.StatusCode == expected, $"Expected {(int)expected} but got {(int)response.StatusCode}: {body}");
-        return JsonSerializer.Deserialize<T>(body, Json)!;
-    }
-
-    public static async Task<JsonElement> ShouldBeProblem(this HttpResponseMessage response, int status)
-    {
-        var body = await response.Content.ReadAsStringAsync();
-        Assert.True((int)response.StatusCode == status, $"Expected {status} but got {(int)response.StatusCode}: {body}");
-        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        return JsonDocument.Parse(body).RootElement;
-    }
-
-    public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
-        => client.PostAsJsonAsync(url, body, Json);
-
     public static async Task<Guid> NewConversation(this HttpClient client, string title = "summaries")
         => (await (await client.PostJson("/api/conversations", new { title })).ReadAs<IdDto>(HttpStatusCode.Created)).Id;
 
@@ -99,7 +75,7 @@ internal static class Eventually
 
             if (DateTime.UtcNow > deadline)
             {
-                Assert.Fail($"Not done after {seconds} s; last value: {JsonSerializer.Serialize(value, Api.Json)}");
+                Assert.Fail($"Not done after {seconds} s; last value: {JsonSerializer.Serialize(value, HttpApi.Json)}");
             }
 
             await Task.Delay(100);

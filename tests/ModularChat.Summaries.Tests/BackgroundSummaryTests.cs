@@ -4,7 +4,6 @@ using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Summaries.Contracts;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Summaries.Tests;

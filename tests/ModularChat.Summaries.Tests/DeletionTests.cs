@@ -2,7 +2,6 @@ using System.Net;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Summaries.Domain;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 

@@ -1,7 +1,6 @@
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Summaries.Jobs;
-using ModularChat.Testing;
 using Wolverine;
 using Wolverine.Tracking;
 

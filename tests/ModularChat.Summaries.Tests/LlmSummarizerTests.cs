@@ -3,7 +3,6 @@ using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using ModularChat.BuildingBlocks.Telemetry;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Summaries.Tests;

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
-using ModularChat.Testing;
 using Xunit.Abstractions;
 
 namespace ModularChat.Summaries.Tests;

@@ -2,7 +2,6 @@ using System.ClientModel;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Providers.Contracts;
-using ModularChat.Testing;
 using ModularChat.Testing.Fakes;
 using OpenAI;
 

@@ -3,7 +3,6 @@ using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Features.Sweep;
-using ModularChat.Testing;
 using Npgsql;
 
 namespace ModularChat.Summaries.Tests;
