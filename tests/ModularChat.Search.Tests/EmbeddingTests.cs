@@ -13,7 +13,7 @@ public sealed class EmbeddingTests(SearchApp app)
     {
         var user = ModularChatApp.NewUser();
         app.OpenAi.Embedder = TopicEmbedding;
-        app.Providers.Use(user, "fake-embed-3");
+        await app.Providers.UseAsync(user, "fake-embed-3");
         using var client = app.Client(user);
         await client.StartConversation("cars",
             Message("I finally bought a car last week."),
@@ -41,14 +41,14 @@ public sealed class EmbeddingTests(SearchApp app)
         await client.WaitForIndexing(2);
         Assert.Equal(["modularchat-hashed-v1-d1024:1024"], await StoredModelsAsync(user));
 
-        app.Providers.Use(user, "fake-embed-large");
+        await app.Providers.UseAsync(user, "fake-embed-large");
         var models = await Eventually(() => StoredModelsAsync(user), m => m.SequenceEqual(["provider:fake-openai:fake-embed-large:4"]));
         Assert.Equal(["provider:fake-openai:fake-embed-large:4"], models);
         await client.WaitForIndexing(2);
         var hits = (await (await client.GetAsync("/api/search?q=automobile&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
         Assert.Contains("car", hits[0].Snippet, StringComparison.Ordinal);
 
-        app.Providers.Use(user, null);
+        await app.Providers.UseAsync(user, null);
         models = await Eventually(() => StoredModelsAsync(user), m => m.SequenceEqual(["modularchat-hashed-v1-d1024:1024"]));
         Assert.Equal(["modularchat-hashed-v1-d1024:1024"], models);
     }
@@ -57,7 +57,7 @@ public sealed class EmbeddingTests(SearchApp app)
     public async Task When_the_provider_fails_entries_wait_and_searches_answer_with_keyword_hits()
     {
         var user = ModularChatApp.NewUser();
-        app.Providers.Use(user, "fake-broken");
+        await app.Providers.UseAsync(user, "fake-broken");
         app.OpenAi.Embedder = text => text.Contains("violin", StringComparison.Ordinal) || text == "violin lessons"
             ? throw new InvalidOperationException("the model is down")
             : TopicEmbedding(text);
@@ -76,7 +76,7 @@ public sealed class EmbeddingTests(SearchApp app)
         }
         finally
         {
-            app.Providers.Use(user, null);
+            await app.Providers.UseAsync(user, null);
         }
     }
 

@@ -1,14 +1,12 @@
-using System.ClientModel;
+using System.Text.Json;
+using System.Net;
 using System.Collections.Concurrent;
 using Alba;
 using Marten;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
-using ModularChat.Providers.Contracts;
 using ModularChat.Testing.Fakes;
 using Npgsql;
-using OpenAI;
-using OpenAI.Embeddings;
 using Wolverine;
 
 namespace ModularChat.Search.Tests;
@@ -21,11 +19,15 @@ public sealed class SearchApp : ModularChatApp
 {
     public FakeOpenAiServer OpenAi { get; private set; } = null!;
 
-    /// <summary>Which tenants have an embedding provider (the stand-in for the Providers module, not merged here yet).</summary>
-    public TestTenantAiClients Providers { get; } = new();
+    /// <summary>Which tenants have an embedding provider (through the real Providers module).</summary>
+    public TenantProviders Providers { get; }
+
+    public SearchApp() => Providers = new TenantProviders(this);
 
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {
+        ["OutboundNetwork:AllowPrivateNetworks"] = "true", // the fake OpenAI server is on loopback
+        ["Providers:CacheDuration"] = "00:00:01",
         ["Search:Embeddings:PollInterval"] = "00:00:00.100",
         ["Search:Embeddings:ModelCheckInterval"] = "00:00:01",
         ["Search:Embeddings:RetryDelay"] = "00:00:01",
@@ -37,7 +39,6 @@ public sealed class SearchApp : ModularChatApp
     public override async Task InitializeAsync()
     {
         OpenAi = await FakeOpenAiServer.StartAsync();
-        Providers.BaseUrl = OpenAi.BaseUrl;
         await base.InitializeAsync();
     }
 
@@ -45,7 +46,6 @@ public sealed class SearchApp : ModularChatApp
 
     protected override void ConfigureServices(IServiceCollection services)
     {
-        services.AddSingleton<ITenantAiClients>(Providers);
         if (_searchOnlyNode)
         {
             // No agents (projections), no listeners: a node that only answers requests, next to the main one.
@@ -84,38 +84,42 @@ public sealed class SearchApp : ModularChatApp
     }
 }
 
-/// <summary>Tenants' embedding providers as the Providers module would hand them out: an OpenAI client on the fake server.</summary>
-public sealed class TestTenantAiClients : ITenantAiClients
+/// <summary>
+/// Tenants' embedding providers, set up the way a user does it: through the Providers module's REST API, pointing at the
+/// fake OpenAI-compatible server on loopback.
+/// </summary>
+public sealed class TenantProviders(SearchApp app)
 {
-    private readonly ConcurrentDictionary<string, string> _models = new(StringComparer.Ordinal);
-
-    public Uri BaseUrl { get; set; } = null!;
+    private readonly ConcurrentDictionary<string, Guid> _ids = new(StringComparer.Ordinal);
 
     /// <summary>From now on <paramref name="tenantId"/> embeds with <paramref name="model"/> on the fake server (null: no provider).</summary>
-    public void Use(string tenantId, string? model)
+    public async Task UseAsync(string tenantId, string? model)
     {
+        using var client = app.Client(tenantId);
         if (model is null)
         {
-            _models.TryRemove(tenantId, out _);
+            if (_ids.TryRemove(tenantId, out var removed))
+            {
+                Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/providers/{removed}")).StatusCode);
+            }
+
+            return;
+        }
+
+        var settings = new
+        {
+            name = "fake-openai", kind = "openai-compatible", endpoint = app.OpenAi.BaseUrl.ToString(), chatModel = "fake-chat",
+            embeddingModel = model, apiKey = "test-key", isDefault = true,
+        };
+        if (_ids.TryGetValue(tenantId, out var id))
+        {
+            await (await client.PutJson($"/api/providers/{id}", settings)).ReadAs<JsonElement>(HttpStatusCode.OK);
         }
         else
         {
-            _models[tenantId] = model;
+            var created = await (await client.PostJson("/api/providers", settings)).ReadAs<JsonElement>(HttpStatusCode.Created);
+            _ids[tenantId] = created.GetProperty("id").GetGuid();
         }
-    }
-
-    public Task<TenantChatClient?> GetChatClientAsync(string tenantId, AiPurpose purpose, string? providerName = null, CancellationToken cancellationToken = default)
-        => Task.FromResult<TenantChatClient?>(null);
-
-    public Task<TenantEmbeddingGenerator?> GetEmbeddingGeneratorAsync(string tenantId, CancellationToken cancellationToken = default)
-    {
-        if (!_models.TryGetValue(tenantId, out var model))
-        {
-            return Task.FromResult<TenantEmbeddingGenerator?>(null);
-        }
-
-        var generator = new EmbeddingClient(model, new ApiKeyCredential("test-key"), new OpenAIClientOptions { Endpoint = BaseUrl }).AsIEmbeddingGenerator();
-        return Task.FromResult<TenantEmbeddingGenerator?>(new TenantEmbeddingGenerator(generator, "fake-openai", model));
     }
 }
 
