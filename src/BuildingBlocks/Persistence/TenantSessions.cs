@@ -25,4 +25,11 @@ public sealed class TenantSessions(
 
     /// <summary>A unit-of-work session for the current tenant, enrolled in Wolverine's outbox.</summary>
     public IDocumentSession Write() => outboxedSessions.OpenSession((MessageContext)bus, tenant.TenantId);
+
+    /// <summary>
+    /// Publishes <paramref name="message"/> for the current tenant through the outbox of the session <see cref="Write"/>
+    /// opened: it is stored when that session commits and delivered after, and never if the session does not commit.
+    /// </summary>
+    public ValueTask PublishWithWriteAsync<T>(T message) where T : notnull
+        => bus.PublishAsync(message, new DeliveryOptions { TenantId = tenant.TenantId });
 }

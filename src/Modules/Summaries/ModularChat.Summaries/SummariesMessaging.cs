@@ -7,7 +7,6 @@ using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
-using Wolverine.Marten;
 using Wolverine.Runtime.Handlers;
 
 namespace ModularChat.Summaries;
@@ -16,7 +15,7 @@ namespace ModularChat.Summaries;
 /// The module's Wolverine settings that depend on its options (applied when Wolverine starts): the batched subscription
 /// to message events, the job queue's parallelism, and the jobs' retries and timeout.
 /// </summary>
-internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, MartenIntegration marten) : IWolverineExtension
+internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : IWolverineExtension
 {
     public const string JobQueue = "summaries-jobs";
 
@@ -25,11 +24,9 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, Mar
         var o = options.Value;
         if (o.Enabled)
         {
-            // Each MessageAppended commits with a compact notice in the same outbox transaction (ADR 0004); the notices are
+            // Each append commits with one AppendCommitted notice in the same outbox transaction (ADR 0004); the notices are
             // handled in batches, one transaction per batch and tenant, in order on each node.
-            marten.SubscribeToEvent<MessageAppended>()
-                .TransformedTo(e => new MessageActivity(e.Data.ConversationId, e.Data.Sequence, e.Data.TokenCount, e.Data.AppendedAt));
-            wolverine.BatchMessagesOf<MessageActivity>(batching =>
+            wolverine.BatchMessagesOf<AppendCommitted>(batching =>
                 {
                     batching.BatchSize = o.EventBatchSize;
                     batching.TriggerTime = o.EventBatchWindow;
@@ -39,7 +36,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, Mar
         else
         {
             // Without the handler (and the notice) appends forward nothing to this module.
-            wolverine.Discovery.CustomizeHandlerDiscovery(q => q.Excludes.WithCondition("Summaries:Enabled is false", t => t == typeof(MessageActivityHandler)));
+            wolverine.Discovery.CustomizeHandlerDiscovery(q => q.Excludes.WithCondition("Summaries:Enabled is false", t => t == typeof(AppendCommittedHandler)));
         }
 
         wolverine.PublishMessage<SummarizeConversation>().ToLocalQueue(JobQueue);
@@ -78,7 +75,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options, Mar
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
-                else if (chain.MessageType == typeof(MessageActivity[]))
+                else if (chain.MessageType == typeof(AppendCommitted[]))
                 {
                     chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
                 }

@@ -5,11 +5,11 @@ using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
-/// <summary>Message events (their <see cref="MessageActivity"/> notices), batched per tenant (see ADR 0004): updates the activity read model and queues jobs when due.</summary>
-public static class MessageActivityHandler
+/// <summary>Append notices (<see cref="AppendCommitted"/>), batched per tenant (see ADR 0004): updates the activity read model and queues jobs when due.</summary>
+public static class AppendCommittedHandler
 {
-    public static Task<OutgoingMessages> Handle(MessageActivity[] messages, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
-        => scheduler.TrackAsync(messages, session, cancellationToken);
+    public static Task<OutgoingMessages> Handle(AppendCommitted[] appends, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
+        => scheduler.TrackAsync(appends, session, cancellationToken);
 }
 
 /// <summary>Writes a summary revision (a durable job, with retries, then the dead-letter store).</summary>

@@ -17,13 +17,6 @@ public sealed record SummarizeConversation(Guid ConversationId, long UpToSequenc
 }
 
 /// <summary>
-/// What the module needs of a <c>MessageAppended</c> event, forwarded instead of the event itself (see ADR 0004): the same
-/// durable local queue and outbox transaction, a fraction of the bytes (the message's content can be 100,000 characters).
-/// </summary>
-[MessageIdentity("summaries.message-activity")]
-public sealed record MessageActivity(Guid ConversationId, long Sequence, int TokenCount, DateTimeOffset AppendedAt);
-
-/// <summary>
 /// Sent after the module first writes something for a conversation: if the conversation is gone by then (its deletion
 /// overtook a message event or a job), everything the module wrote for it is removed.
 /// </summary>

@@ -1,3 +1,4 @@
+using ModularChat.Conversations.Contracts;
 using Marten;
 using ModularChat.Summaries.Domain;
 using Wolverine;
@@ -5,13 +6,13 @@ using Wolverine;
 namespace ModularChat.Summaries.Jobs;
 
 /// <summary>
-/// Follows message events (as <see cref="MessageActivity"/> notices) cheaply: one transaction per batch of events and tenant
+/// Follows appends (their <see cref="AppendCommitted"/> notices) cheaply: one transaction per batch of notices and tenant
 /// updates each conversation's <see cref="ConversationActivity"/> and, only when the strategy says a summary is due, queues a
 /// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
 /// </summary>
 public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, TimeProvider clock)
 {
-    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<MessageActivity> messages, IDocumentSession session, CancellationToken cancellationToken)
+    public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<AppendCommitted> messages, IDocumentSession session, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
         var byConversation = messages.GroupBy(m => m.ConversationId).ToList();
@@ -33,8 +34,8 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
             activity ??= new ConversationActivity { Id = id };
             foreach (var e in events)
             {
-                activity.LastSequence = Math.Max(activity.LastSequence, e.Sequence);
-                activity.TotalTokens += e.TokenCount;
+                activity.LastSequence = Math.Max(activity.LastSequence, e.ToSequence);
+                activity.TotalTokens += e.Tokens;
                 if (e.AppendedAt > activity.LastAppendedAt)
                 {
                     activity.LastAppendedAt = e.AppendedAt;

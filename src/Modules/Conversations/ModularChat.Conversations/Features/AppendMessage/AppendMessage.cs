@@ -90,6 +90,9 @@ internal sealed class AppendMessagesHandler(
         if (appended.Count > 0)
         {
             stream.AppendMany(appended);
+            // One compact notice per transaction for modules that follow growth (Summaries), committed with the messages.
+            await sessions.PublishWithWriteAsync(new AppendCommitted(
+                command.ConversationId, appended[0].Sequence, appended[^1].Sequence, appended.Count, appended.Sum(m => (long)m.TokenCount), appended[0].AppendedAt));
             await session.SaveChangesAsync(cancellationToken);
             metrics.Appended(appended);
             // Before answering: from here on no node serves a context without these messages.
