@@ -20,9 +20,9 @@ public sealed class SummariesOptions
     public const string DefaultVariant = "default";
 
     /// <summary>
-    /// Automatic summaries: the module follows every appended message and queues a summary when the strategy says so.
-    /// When false, the module does not subscribe to message events at all (appends forward nothing to it); summaries are
-    /// written only on request (POST, sweep). Deletions are always followed.
+    /// Automatic summaries: the module follows every append (its <c>AppendCommitted</c> notice) and queues a summary when the
+    /// strategy says so. When false, the module does not handle append notices at all (appends write nothing for it);
+    /// summaries are written only on request (POST, sweep). Deletions are always followed.
     /// </summary>
     public bool Enabled { get; set; } = true;
 
@@ -74,10 +74,10 @@ public sealed class SummariesOptions
     /// <summary>A queued job not done after this long is presumed lost: the conversation may be queued again.</summary>
     public TimeSpan PendingJobTimeout { get; set; } = TimeSpan.FromMinutes(30);
 
-    /// <summary>Most message events handled together (one transaction per batch and tenant).</summary>
+    /// <summary>Most append notices handled together (one transaction per batch and tenant).</summary>
     public int EventBatchSize { get; set; } = 500;
 
-    /// <summary>How long message events gather before a smaller batch is handled.</summary>
+    /// <summary>How long append notices gather before a smaller batch is handled.</summary>
     public TimeSpan EventBatchWindow { get; set; } = TimeSpan.FromMilliseconds(250);
 
     /// <summary>The sweep that finds missing and stale summaries.</summary>
