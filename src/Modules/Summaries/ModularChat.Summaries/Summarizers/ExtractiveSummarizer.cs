@@ -1,3 +1,4 @@
+using ModularChat.BuildingBlocks.Background;
 using System.Text;
 using System.Text.RegularExpressions;
 using ModularChat.BuildingBlocks.Tokenization;
@@ -18,7 +19,8 @@ namespace ModularChat.Summaries.Summarizers;
 /// </remarks>
 internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer
 {
-    private readonly SemaphoreSlim _cpu = new(parallelism > 0 ? parallelism : Math.Max(1, Environment.ProcessorCount / 2));
+    // Merges are CPU-bound: they run on a few threads the OS schedules below requests and PostgreSQL.
+    private readonly LowPriorityCpu _cpu = new(parallelism > 0 ? parallelism : Math.Max(1, Environment.ProcessorCount / 2), "summaries-extractive");
 
     public const string SummarizerName = "extractive";
     public const string Algorithm = "textrank-mmr";
@@ -54,18 +56,8 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
 
     public string PromptVersion => AlgorithmVersion;
 
-    public async Task<SummaryMergeResult> MergeAsync(SummaryMergeInput input, CancellationToken cancellationToken)
-    {
-        await _cpu.WaitAsync(cancellationToken);
-        try
-        {
-            return Merge(input, cancellationToken);
-        }
-        finally
-        {
-            _cpu.Release();
-        }
-    }
+    public Task<SummaryMergeResult> MergeAsync(SummaryMergeInput input, CancellationToken cancellationToken)
+        => _cpu.RunAsync(() => Merge(input, cancellationToken), cancellationToken);
 
     private SummaryMergeResult Merge(SummaryMergeInput input, CancellationToken cancellationToken)
     {

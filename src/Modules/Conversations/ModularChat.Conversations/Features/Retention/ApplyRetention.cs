@@ -1,4 +1,6 @@
 using Marten;
+using Microsoft.Extensions.Options;
+using Wolverine;
 using ModularChat.Summaries.Contracts;
 using Wolverine.ErrorHandling;
 using Wolverine.Runtime.Handlers;
@@ -8,10 +10,11 @@ namespace ModularChat.Conversations.Features.Retention;
 /// <summary>Apply the retention policy to one conversation (tenant on the envelope). Durable and retried.</summary>
 public sealed record ApplyRetention(Guid ConversationId);
 
-/// <summary>Every stored summary revision may allow retention to go further.</summary>
+/// <summary>Every stored summary revision may allow retention to go further (nothing is queued under keep-all).</summary>
 public static class RetentionAfterSummaryHandler
 {
-    public static ApplyRetention Handle(SummaryRevised revised) => new(revised.ConversationId);
+    public static ApplyRetention? Handle(SummaryRevised revised, Envelope envelope, IOptionsMonitor<RetentionOptions> options)
+        => envelope.TenantId is { } tenant && options.CurrentValue.For(tenant).Action is null ? null : new ApplyRetention(revised.ConversationId);
 }
 
 /// <summary>Runs retention off the request path, on Wolverine's durable local queue.</summary>
