@@ -1,3 +1,4 @@
+using ModularChat.BuildingBlocks.Background;
 using System.Numerics.Tensors;
 using Microsoft.Extensions.AI;
 
@@ -91,23 +92,29 @@ internal sealed class HashedEmbedder
         => features[key] = features.GetValueOrDefault(key) + weight;
 }
 
-/// <summary>The built-in embedder behind Microsoft.Extensions.AI's <see cref="IEmbeddingGenerator{TInput,TEmbedding}"/>.</summary>
+/// <summary>
+/// The built-in embedder behind Microsoft.Extensions.AI's <see cref="IEmbeddingGenerator{TInput,TEmbedding}"/>, as the
+/// background worker uses it: batches are embedded on a lowest-priority thread, so indexing never competes with requests
+/// for the cores (a query's own embedding is computed in the request, at normal priority).
+/// </summary>
 internal sealed class HashedEmbeddingGenerator(HashedEmbedder embedder) : IEmbeddingGenerator<string, Embedding<float>>
 {
     private readonly EmbeddingGeneratorMetadata _metadata = new("modularchat-hashed", defaultModelId: embedder.ModelId, defaultModelDimensions: embedder.Dimensions);
+    private readonly LowPriorityCpu _cpu = new(1, "search-embeddings");
 
     public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(
         IEnumerable<string> values, EmbeddingGenerationOptions? options = null, CancellationToken cancellationToken = default)
-    {
-        var result = new GeneratedEmbeddings<Embedding<float>>();
-        foreach (var value in values)
+        => _cpu.RunAsync(() =>
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            result.Add(new Embedding<float>(embedder.Embed(value)) { ModelId = embedder.ModelId, CreatedAt = DateTimeOffset.UtcNow });
-        }
+            var result = new GeneratedEmbeddings<Embedding<float>>();
+            foreach (var value in values)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                result.Add(new Embedding<float>(embedder.Embed(value)) { ModelId = embedder.ModelId, CreatedAt = DateTimeOffset.UtcNow });
+            }
 
-        return Task.FromResult(result);
-    }
+            return result;
+        }, cancellationToken);
 
     public object? GetService(Type serviceType, object? serviceKey = null)
         => serviceKey is not null ? null
@@ -115,7 +122,5 @@ internal sealed class HashedEmbeddingGenerator(HashedEmbedder embedder) : IEmbed
             : serviceType.IsInstanceOfType(this) ? this
             : null;
 
-    public void Dispose()
-    {
-    }
+    public void Dispose() => _cpu.Dispose();
 }
