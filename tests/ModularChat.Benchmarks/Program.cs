@@ -19,7 +19,7 @@ if (args is ["eval-search", ..])
     return 0;
 }
 
-var scenarios = args.Length == 0 ? ["append", "chat", "search", "summaries"] : args;
+var scenarios = args.Length == 0 ? ["append", "chat", "search", "summaries", "context"] : args;
 await using var env = BenchEnvironment.FromEnvironment();
 // The chat scenario's model runs on loopback, which a host only connects to when told so: it then starts its own host.
 await env.StartAsync(scenarios.Contains("chat") ? ChatBenchmark.HostSettings : null);
@@ -39,6 +39,9 @@ foreach (var scenario in scenarios)
             break;
         case "summaries":
             await new SummaryBenchmark(results).RunAsync();
+            break;
+        case "context":
+            await new ContextBenchmark(results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -71,7 +74,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, search, summaries, http-floor, read-floor)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, search, summaries, context, http-floor, read-floor)");
             return 2;
     }
 }

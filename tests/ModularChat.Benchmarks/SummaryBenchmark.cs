@@ -140,7 +140,7 @@ internal sealed class SummaryBenchmark(Measurements results)
         return host;
     }
 
-    private static async Task RecreateAsync(NpgsqlConnectionStringBuilder server, string database, bool create)
+    internal static async Task RecreateAsync(NpgsqlConnectionStringBuilder server, string database, bool create)
     {
         var admin = new NpgsqlConnectionStringBuilder(server.ConnectionString) { Database = "postgres", Pooling = false };
         await using var connection = new NpgsqlConnection(admin.ConnectionString);

@@ -116,6 +116,30 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task An_append_changes_the_cached_context_but_not_the_cached_summary()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (id, _) = await ConversationWith(client, 12);
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while ((await Context(client, id, 5000)).Summary is null)
+        {
+            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
+            await Task.Delay(200);
+        }
+
+        using var lookups = new CacheLookupRecorder();
+        await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "first change" });
+        var first = await Context(client, id, 5000);
+        await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "second change" });
+        var second = await Context(client, id, 5000);
+
+        Assert.Equal("second change", second.Messages[^1].Content);
+        Assert.Equal(first.Summary, second.Summary);
+        Assert.Equal(new[] { "miss", "miss" }, lookups.Results("context"));
+        Assert.Equal("hit", lookups.Results("summary")[^1]);
+    }
+
+    [Fact]
     public async Task Without_Redis_the_context_is_still_served_and_readiness_says_degraded()
     {
         // A node whose Redis is unreachable (nothing listens on port 1).

@@ -1,4 +1,7 @@
 using Marten;
+using Npgsql;
+using Wolverine.ErrorHandling;
+using Wolverine.Runtime.Handlers;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Storage;
 
@@ -12,6 +15,15 @@ namespace ModularChat.Search.Projection;
 /// </summary>
 public static class SearchCleanupHandler
 {
+    /// <summary>
+    /// The same rows may be written by the projection at that moment (a deadlock or serialization failure is possible):
+    /// retry, then keep the message in the dead-letter store rather than lose it.
+    /// </summary>
+    public static void Configure(HandlerChain chain)
+        => chain.OnException<NpgsqlException>()
+            .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
+            .Then.MoveToErrorQueue();
+
     public static void Handle(ConversationDeleted deleted, IDocumentSession session)
         => Removals(session).Conversation(session, deleted.ConversationId, deleted.DeletedAt);
 

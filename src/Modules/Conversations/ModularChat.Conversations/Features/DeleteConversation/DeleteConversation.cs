@@ -29,6 +29,7 @@ internal sealed class DeleteConversationHandler(TenantSessions sessions, TimePro
         stream.AppendOne(new ConversationDeleted(command.ConversationId, clock.GetUtcNow().TruncateToMicroseconds()));
         await session.SaveChangesAsync(cancellationToken);
         await generations.ForgetAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
+        await generations.ForgetAsync(ConversationContexts.SummaryScope(sessions.TenantId, command.ConversationId));
         return Unit.Value;
     }
 }

@@ -25,7 +25,11 @@ internal sealed class ConversationContexts(
     ConversationsMetrics metrics,
     IOptionsMonitor<ContextOptions> options) : IConversationContexts
 {
+    /// <summary>The cache scope of a conversation's contexts: appends, summary revisions, retention and deletion change it.</summary>
     public static string Scope(string tenantId, Guid conversationId) => $"conv:{tenantId}:{conversationId:N}";
+
+    /// <summary>The cache scope of a conversation's current summary: only summary revisions and deletion change it (appends do not).</summary>
+    public static string SummaryScope(string tenantId, Guid conversationId) => $"sum:{tenantId}:{conversationId:N}";
 
     public async Task<ConversationContext?> GetAsync(
         string tenantId, Guid conversationId, int maxTokens, string? query = null, CancellationToken cancellationToken = default)
@@ -185,9 +189,11 @@ internal sealed class ConversationContexts(
             return await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken);
         }
 
-        var scope = Scope(tenantId, conversationId);
+        // Its own generation: a chat turn's append changes the context, not the summary, which stays cached.
+        var scope = SummaryScope(tenantId, conversationId);
+        var summaryGeneration = await generations.CurrentAsync(scope);
         var built = false;
-        var key = $"sum:{scope}:g{generation}";
+        var key = $"{scope}:g{summaryGeneration}";
         var summary = await cache.GetOrCreateAsync(
             key,
             async ct =>
