@@ -29,10 +29,29 @@ internal sealed partial class SecretRotation(
     IDocumentStore store, IKeyManager keys, SecretBox secrets, ProviderDirectory directory, IOptions<DataProtectionSettings> settings,
     TimeProvider clock, ILogger<SecretRotation> logger)
 {
+    /// <summary>
+    /// Data Protection refreshes its cached key ring in the background: right after a key is created, protecting may still
+    /// use the previous default key for a moment. Re-encrypting then would leave secrets under the old key.
+    /// </summary>
+    private async Task UntilProtectingUsesAsync(Guid keyId, CancellationToken cancellationToken)
+    {
+        var deadline = clock.GetUtcNow() + TimeSpan.FromSeconds(30);
+        while (SecretBox.KeyIdOf(secrets.Protect("key-rotation-probe", "probe")) != keyId)
+        {
+            if (clock.GetUtcNow() > deadline)
+            {
+                throw new InvalidOperationException($"The new data-protection key {keyId} did not become the default key within 30 s; nothing was re-encrypted.");
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(50), clock, cancellationToken);
+        }
+    }
+
     public async Task<SecretRotationResult> RotateAsync(CancellationToken cancellationToken)
     {
         var now = clock.GetUtcNow();
         var key = keys.CreateNewKey(now, now + settings.Value.KeyLifetime);
+        await UntilProtectingUsesAsync(key.KeyId, cancellationToken);
         List<ProviderSettings> providers;
         List<McpServerConnection> servers;
         await using (var query = store.QuerySession())
