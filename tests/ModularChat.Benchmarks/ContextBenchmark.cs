@@ -1,10 +1,7 @@
-using System.Collections.Concurrent;
-using System.Diagnostics.Metrics;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Testing;
 using Npgsql;
 
@@ -42,7 +39,7 @@ internal sealed class ContextBenchmark(Measurements results)
         Environment.SetEnvironmentVariable("ASPNETCORE_TEST_CONTENTROOT_MODULARCHAT_HOST", Path.Combine(BenchEnvironment.RepositoryRoot(), "src", "Host"));
         var app = new ContextBenchApp(database);
         await app.InitializeAsync();
-        using var lookups = new CacheLookups();
+        using var lookups = new CacheLookupRecorder();
         try
         {
             await ThroughputAsync(app);
@@ -103,7 +100,7 @@ internal sealed class ContextBenchmark(Measurements results)
         results.Add("context_p99_cached_vs_uncached_ratio", on.Percentile(99) / off.Percentile(99));
     }
 
-    private async Task SimulatedChatAsync(ContextBenchApp app, CacheLookups lookups)
+    private async Task SimulatedChatAsync(ContextBenchApp app, CacheLookupRecorder lookups)
     {
         Console.Error.WriteLine($"[bench] context: simulated chat, {Clients} clients x {ChatTurnsPerClient} turns");
         using var http = app.Client(ModularChatApp.NewUser("bench-chat-cache"));
@@ -123,7 +120,7 @@ internal sealed class ContextBenchmark(Measurements results)
             await WaitUntilAsync(async () => (await http.GetAsync($"/api/conversations/{id}/summary")).IsSuccessStatusCode, TimeSpan.FromMinutes(2));
         }
 
-        lookups.Reset();
+        lookups.Clear();
         await Task.WhenAll(ids.Select(async id =>
         {
             for (var turn = 0; turn < ChatTurnsPerClient; turn++)
@@ -261,49 +258,5 @@ internal sealed class ContextBenchmark(Measurements results)
             configuration["Context:CacheEnabled"] = enabled ? "true" : "false";
             configuration.Reload();
         }
-    }
-
-    /// <summary>Counts the host's <c>modularchat.cache.lookups</c> measurements by cache and result.</summary>
-    private sealed class CacheLookups : IDisposable
-    {
-        private readonly MeterListener _listener = new();
-        private readonly ConcurrentDictionary<(string Cache, string Result), long> _counts = new();
-
-        public CacheLookups()
-        {
-            _listener.InstrumentPublished = (instrument, listener) =>
-            {
-                if (instrument.Meter.Name == ModularChatTelemetry.SourceName && instrument.Name == MetricNames.CacheLookups)
-                {
-                    listener.EnableMeasurementEvents(instrument);
-                }
-            };
-            _listener.SetMeasurementEventCallback<long>((_, value, tags, _) =>
-            {
-                string cache = "", result = "";
-                foreach (var tag in tags)
-                {
-                    if (tag.Key == "cache")
-                    {
-                        cache = tag.Value as string ?? "";
-                    }
-                    else if (tag.Key == "result")
-                    {
-                        result = tag.Value as string ?? "";
-                    }
-                }
-
-                _counts.AddOrUpdate((cache, result), value, (_, v) => v + value);
-            });
-            _listener.Start();
-        }
-
-        public void Reset() => _counts.Clear();
-
-        public (long Hits, long Misses) Totals(string? cache)
-            => (_counts.Where(c => (cache is null || c.Key.Cache == cache) && c.Key.Result == "hit").Sum(c => c.Value),
-                _counts.Where(c => (cache is null || c.Key.Cache == cache) && c.Key.Result == "miss").Sum(c => c.Value));
-
-        public void Dispose() => _listener.Dispose();
     }
 }

@@ -1,10 +1,10 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 
-namespace ModularChat.Conversations.Tests;
+namespace ModularChat.Testing;
 
 /// <summary>Records the service's cache lookup measurements (modularchat.cache.lookups) while it lives.</summary>
-internal sealed class CacheLookupRecorder : IDisposable
+public sealed class CacheLookupRecorder : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentQueue<(string Cache, string Result)> _lookups = new();
@@ -38,7 +38,18 @@ internal sealed class CacheLookupRecorder : IDisposable
         _listener.Start();
     }
 
+    /// <summary>The results ("hit", "miss") of <paramref name="cache"/>'s lookups, in order.</summary>
     public IReadOnlyList<string> Results(string cache) => _lookups.Where(l => l.Cache == cache).Select(l => l.Result).ToList();
+
+    /// <summary>Hits and misses of one cache, or of all of them (null).</summary>
+    public (long Hits, long Misses) Totals(string? cache)
+    {
+        var lookups = _lookups.Where(l => cache is null || l.Cache == cache).ToList();
+        return (lookups.Count(l => l.Result == "hit"), lookups.Count(l => l.Result == "miss"));
+    }
+
+    /// <summary>Forgets what was recorded so far.</summary>
+    public void Clear() => _lookups.Clear();
 
     public void Dispose() => _listener.Dispose();
 }
