@@ -34,6 +34,11 @@ public sealed class LowPriorityCpu : IDisposable
     public Task<T> RunAsync<T>(Func<T> work, CancellationToken cancellationToken)
     {
         var done = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (_queue.IsAddingCompleted)
+        {
+            return Task.FromException<T>(new ObjectDisposedException(nameof(LowPriorityCpu)));
+        }
+
         _queue.Add(() =>
         {
             if (cancellationToken.IsCancellationRequested)

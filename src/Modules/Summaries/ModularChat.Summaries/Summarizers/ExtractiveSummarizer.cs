@@ -17,7 +17,7 @@ namespace ModularChat.Summaries.Summarizers;
 /// crowded out, and at most <see cref="MaxNewShare"/>, so earlier facts are never all dropped), then the rest is filled
 /// with the best remaining sentences of either.
 /// </remarks>
-internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer
+internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer, IDisposable
 {
     // Merges are CPU-bound: they run on a few threads the OS schedules below requests and PostgreSQL.
     private readonly LowPriorityCpu _cpu = new(parallelism > 0 ? parallelism : Math.Max(1, Environment.ProcessorCount / 2), "summaries-extractive");
@@ -58,6 +58,9 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
 
     public Task<SummaryMergeResult> MergeAsync(SummaryMergeInput input, CancellationToken cancellationToken)
         => _cpu.RunAsync(() => Merge(input, cancellationToken), cancellationToken);
+
+    /// <summary>Lets the merge threads end (work already queued still runs).</summary>
+    public void Dispose() => _cpu.Dispose();
 
     private SummaryMergeResult Merge(SummaryMergeInput input, CancellationToken cancellationToken)
     {

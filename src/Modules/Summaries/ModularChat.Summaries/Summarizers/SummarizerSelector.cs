@@ -72,6 +72,8 @@ public sealed partial class SummarizerSelector(
         {
             client.Dispose();
         }
+
+        _extractive.Dispose();
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Summarizer 'llm' is configured for tenant {TenantId} (variant {Variant}) but neither the tenant nor Summaries:Llm:Endpoint provides a model: using the extractive summarizer")]
