@@ -13,6 +13,7 @@ public sealed class ConversationsMetrics
     private readonly Counter<long> _cacheLookups;
     private readonly Counter<long> _retainedMessages;
     private readonly Counter<long> _retainedBytes;
+    private readonly Histogram<int> _appendGroups;
 
     public ConversationsMetrics(IMeterFactory meters)
     {
@@ -22,6 +23,7 @@ public sealed class ConversationsMetrics
         _cacheLookups = meter.CreateCounter<long>(MetricNames.CacheLookups, "{lookup}", "Cache lookups by cache and result (hit, miss)");
         _retainedMessages = meter.CreateCounter<long>(MetricNames.RetentionMessages, "{message}", "Messages archived or deleted by retention, by action and policy");
         _retainedBytes = meter.CreateCounter<long>(MetricNames.RetentionBytes, "By", "Content bytes archived or deleted by retention, by action and policy");
+        _appendGroups = meter.CreateHistogram<int>(MetricNames.AppendGroupSize, "{request}", "Append requests written by one transaction (group commit)");
     }
 
     internal void RetentionApplied(RetentionApplied applied)
@@ -33,6 +35,8 @@ public sealed class ConversationsMetrics
 
     internal void CacheLookup(string cache, bool hit)
         => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
+
+    internal void AppendGroup(int requests) => _appendGroups.Record(requests);
 
     internal void Appended(IReadOnlyList<MessageAppended> messages)
     {

@@ -30,6 +30,7 @@ public static class ConversationsModule
         services.AddValidatedOptions<ConversationsOptions, ConversationsOptionsValidator>(ConversationsOptions.Section);
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
+        services.AddSingleton<AppendGroups>();
         services.AddSingleton<IConversationMessages, ConversationMessages>();
         services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);
         services.AddSingleton<IConversationContexts, ConversationContexts>();

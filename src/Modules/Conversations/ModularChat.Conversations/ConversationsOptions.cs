@@ -13,6 +13,15 @@ public sealed class ConversationsOptions
     /// <summary>Most messages in one batch append (422 beyond).</summary>
     public int MaxBatchSize { get; set; } = 1000;
 
+    /// <summary>
+    /// Most messages one shared append transaction carries (group commit: appends of a tenant that arrive while its
+    /// previous transaction is written are written together). A request with at least this many messages is written on its own.
+    /// </summary>
+    public int AppendGroupMaxMessages { get; set; } = 256;
+
+    /// <summary>Append transactions one node writes at once for one tenant (0: no grouping, every request its own transaction).</summary>
+    public int AppendGroupConcurrency { get; set; } = 2;
+
     public int MaxTitleLength { get; set; } = 200;
 
     public int MaxExternalIdLength { get; set; } = 200;
@@ -34,6 +43,8 @@ internal sealed class ConversationsOptionsValidator : AbstractValidator<Conversa
     {
         RuleFor(o => o.MaxContentLength).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.MaxBatchSize).InclusiveBetween(1, 100_000);
+        RuleFor(o => o.AppendGroupMaxMessages).InclusiveBetween(1, 100_000);
+        RuleFor(o => o.AppendGroupConcurrency).InclusiveBetween(0, 64);
         RuleFor(o => o.MaxTitleLength).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxExternalIdLength).InclusiveBetween(1, 1000);
         RuleFor(o => o.MaxMetadataEntries).InclusiveBetween(0, 1000);

@@ -21,18 +21,26 @@ internal static class ConversationStreams
     /// <exception cref="ConflictException">The conversation is at another version than expected.</exception>
     public static IEventStream<Conversation> Writable(IEventStream<Conversation> stream, Guid conversationId, long? expectedVersion)
     {
-        if (stream.Aggregate is null)
+        EnsureWritable(stream.Aggregate, stream.Aggregate?.Version ?? 0, conversationId, expectedVersion);
+        return stream;
+    }
+
+    /// <summary>Throws unless the conversation exists and is at <paramref name="expectedVersion"/> (when one is given).</summary>
+    /// <param name="version">The conversation's version, including what the same transaction already decided to append.</param>
+    /// <exception cref="NotFoundException">No such conversation for this tenant (or it was deleted).</exception>
+    /// <exception cref="ConflictException">The conversation is at another version than expected.</exception>
+    public static void EnsureWritable(Conversation? conversation, long version, Guid conversationId, long? expectedVersion)
+    {
+        if (conversation is null)
         {
             throw new NotFoundException("Conversation", conversationId);
         }
 
-        if (expectedVersion is { } expected && expected != stream.Aggregate.Version)
+        if (expectedVersion is { } expected && expected != version)
         {
             throw new ConflictException(
-                $"The conversation is at version {stream.Aggregate.Version}, not the expected {expected}: read it again and retry.",
-                new Dictionary<string, object?> { ["currentVersion"] = stream.Aggregate.Version, ["expectedVersion"] = expected });
+                $"The conversation is at version {version}, not the expected {expected}: read it again and retry.",
+                new Dictionary<string, object?> { ["currentVersion"] = version, ["expectedVersion"] = expected });
         }
-
-        return stream;
     }
 }

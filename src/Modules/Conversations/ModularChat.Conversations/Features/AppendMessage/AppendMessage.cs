@@ -1,18 +1,14 @@
 using FluentValidation;
-using Marten;
 using Mediator;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
-using ModularChat.BuildingBlocks.Caching;
-using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.BuildingBlocks.Validation;
-using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
-using ModularChat.Conversations.Features.GetContext;
 
 namespace ModularChat.Conversations.Features.AppendMessage;
 
@@ -58,84 +54,23 @@ internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages
 }
 
 /// <summary>
-/// Appends under the conversation stream's row lock: one round trip locks and reads the conversation
-/// together with any messages that already have the same external ids, one writes, one commits.
-/// Concurrent appends to one conversation queue on the lock, so each gets the next sequence exactly
-/// once and a retried message is found rather than stored twice.
+/// Appends under the conversation stream's row lock, through <see cref="AppendGroups"/>: concurrent appends of a
+/// tenant share a transaction. Concurrent appends to one conversation queue on the lock (or are decided in order
+/// inside one transaction), so each gets the next sequence exactly once and a retried message is found rather than
+/// stored twice.
 /// </summary>
-internal sealed class AppendMessagesHandler(
-    TenantSessions sessions, ITokenCounter tokens, TimeProvider clock, ConversationsMetrics metrics, CacheGenerations generations)
+internal sealed class AppendMessagesHandler(TenantContext tenant, ITokenCounter tokens, AppendGroups groups)
     : ICommandHandler<AppendMessages, AppendResult>
 {
     public async ValueTask<AppendResult> Handle(AppendMessages command, CancellationToken cancellationToken)
     {
-        // CPU work once, outside the retries and before touching the database.
+        // CPU work once, before waiting for a transaction.
         var prepared = command.Messages.Select(m =>
         {
             MessageRoles.TryParse(m.Role, out var role);
             return (Message: m, Role: role, Tokens: tokens.Count(m.Content!));
         }).ToList();
-        var externalIds = command.Messages.Select(m => m.ExternalId).OfType<string>().Distinct(StringComparer.Ordinal).ToArray();
-
-        await using var session = sessions.Write();
-        var batch = session.CreateBatchQuery();
-        var fetch = batch.Events.FetchForExclusiveWriting<Conversation>(command.ConversationId);
-        var found = externalIds.Length == 0
-            ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
-            : batch.Query<StoredMessage>().Where(m => m.ConversationId == command.ConversationId && m.ExternalId.IsOneOf(externalIds)).ToList();
-        await batch.Execute(cancellationToken);
-
-        var stream = ConversationStreams.Writable(await fetch, command.ConversationId, command.ExpectedVersion);
-        var (results, appended) = Decide(command, stream.Aggregate!, prepared, await found);
-        if (appended.Count > 0)
-        {
-            stream.AppendMany(appended);
-            // One compact notice per transaction for modules that follow growth (Summaries), committed with the messages.
-            await sessions.PublishWithWriteAsync(new AppendCommitted(
-                command.ConversationId, appended[0].Sequence, appended[^1].Sequence, appended.Count, appended.Sum(m => (long)m.TokenCount), appended[0].AppendedAt));
-            await session.SaveChangesAsync(cancellationToken);
-            metrics.Appended(appended);
-            // Before answering: from here on no node serves a context without these messages.
-            await generations.BumpAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
-        }
-
-        return new AppendResult(command.ConversationId, stream.Aggregate!.Version + appended.Count, results);
-    }
-
-    /// <summary>The messages to store and what to answer for each: a message whose external id exists is returned, not stored.</summary>
-    private (List<AppendedMessage> Results, List<MessageAppended> Appended) Decide(
-        AppendMessages command, Conversation conversation, List<(NewMessage Message, MessageRole Role, int Tokens)> prepared,
-        IReadOnlyList<StoredMessage> found)
-    {
-        var now = clock.GetUtcNow().TruncateToMicroseconds();
-        var existing = found.ToDictionary(
-            m => m.ExternalId!,
-            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
-            StringComparer.Ordinal);
-        var sequence = conversation.MessageCount;
-        var results = new List<AppendedMessage>(prepared.Count);
-        var appended = new List<MessageAppended>(prepared.Count);
-        foreach (var (message, role, tokenCount) in prepared)
-        {
-            if (message.ExternalId is { } externalId && existing.TryGetValue(externalId, out var original))
-            {
-                results.Add(original with { Duplicate = true });
-                continue;
-            }
-
-            var e = new MessageAppended(
-                command.ConversationId, Guid.CreateVersion7(), ++sequence, role, message.Content!, message.ExternalId,
-                message.Metadata, message.CreatedAt ?? now, now, tokenCount);
-            appended.Add(e);
-            var stored = new AppendedMessage(e.MessageId, e.Sequence, e.ExternalId, e.TokenCount, e.CreatedAt, Duplicate: false);
-            results.Add(stored);
-            if (e.ExternalId is not null)
-            {
-                existing[e.ExternalId] = stored; // a repeat inside the same batch is a duplicate too
-            }
-        }
-
-        return (results, appended);
+        return await groups.AppendAsync(tenant.TenantId, new PreparedAppend(command.ConversationId, prepared, command.ExpectedVersion), cancellationToken);
     }
 }
 

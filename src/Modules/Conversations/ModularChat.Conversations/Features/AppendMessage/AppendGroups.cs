@@ -1,0 +1,310 @@
+using System.Collections.Concurrent;
+using JasperFx.Events;
+using Marten;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Caching;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.GetContext;
+using Wolverine;
+using Wolverine.Marten.Publishing;
+using Wolverine.Runtime;
+
+namespace ModularChat.Conversations.Features.AppendMessage;
+
+/// <summary>One append request, its CPU work done, waiting for its turn in a transaction.</summary>
+/// <param name="Messages">The messages with their parsed role and token count, in request order.</param>
+internal sealed record PreparedAppend(
+    Guid ConversationId, IReadOnlyList<(NewMessage Message, MessageRole Role, int Tokens)> Messages, long? ExpectedVersion)
+{
+    public IEnumerable<string> ExternalIds => Messages.Select(m => m.Message.ExternalId).OfType<string>();
+}
+
+/// <summary>
+/// Group commit for appends. Appends of one tenant that arrive while that tenant's previous transaction is being
+/// written are queued and then written together, in one transaction: one round trip locks the streams (in a fixed
+/// order) and reads their state and the external ids already stored, one writes every event, document and
+/// Summaries notice, one commits. Each request still gets its own answer: a 404 or 409 fails that request alone,
+/// and when the shared transaction itself fails, every request of the group is written again on its own, so a
+/// request is stored all or nothing and one bad request cannot fail the others. A lone append is written at once,
+/// as before; under load a transaction carries many appends and the round trips and commits per append fall.
+/// </summary>
+/// <remarks>
+/// Appends of a conversation keep their arrival order (the queue is ordered and a group decides them one after the
+/// other on the running state). Requests of at least <see cref="ConversationsOptions.AppendGroupMaxMessages"/>
+/// messages are written on their own, at once.
+/// </remarks>
+internal sealed class AppendGroups(
+    OutboxedSessionFactory outboxedSessions,
+    IWolverineRuntime runtime,
+    TimeProvider clock,
+    ConversationsMetrics metrics,
+    CacheGenerations generations,
+    IOptions<ConversationsOptions> options,
+    ILogger<AppendGroups> logger)
+{
+    private readonly ConcurrentDictionary<string, Lane> _lanes = new(StringComparer.Ordinal);
+
+    /// <summary>Writes <paramref name="append"/> for <paramref name="tenantId"/>, alone or with others of the same tenant.</summary>
+    /// <param name="cancellationToken">Drops the append if it is cancelled before its transaction starts; once started, it completes.</param>
+    public Task<AppendResult> AppendAsync(string tenantId, PreparedAppend append, CancellationToken cancellationToken)
+    {
+        var pending = new PendingAppend(append, cancellationToken);
+        var settings = options.Value;
+        if (append.Messages.Count >= settings.AppendGroupMaxMessages || settings.AppendGroupConcurrency == 0)
+        {
+            return WriteAloneAsync(tenantId, pending);
+        }
+
+        while (true)
+        {
+            var lane = _lanes.GetOrAdd(tenantId, static _ => new Lane());
+            lock (lane)
+            {
+                if (lane.Retired)
+                {
+                    continue; // emptied and removed meanwhile: take the new one
+                }
+
+                lane.Queue.Enqueue(pending);
+                if (lane.Writers >= settings.AppendGroupConcurrency)
+                {
+                    return pending.Completion.Task; // a writer of this lane will take it with the next group
+                }
+
+                lane.Writers++;
+            }
+
+            _ = Task.Run(() => DrainAsync(tenantId, lane));
+            return pending.Completion.Task;
+        }
+    }
+
+    private async Task<AppendResult> WriteAloneAsync(string tenantId, PendingAppend pending)
+    {
+        pending.CancellationToken.ThrowIfCancellationRequested();
+        await WriteGroupAsync(tenantId, [pending]);
+        return await pending.Completion.Task;
+    }
+
+    /// <summary>Writes the lane's queue, group after group, until it is empty.</summary>
+    private async Task DrainAsync(string tenantId, Lane lane)
+    {
+        var maxMessages = options.Value.AppendGroupMaxMessages;
+        while (true)
+        {
+            var group = new List<PendingAppend>();
+            lock (lane)
+            {
+                var messages = 0;
+                while (lane.Queue.TryPeek(out var next) && (group.Count == 0 || messages + next.Append.Messages.Count <= maxMessages))
+                {
+                    lane.Queue.Dequeue();
+                    if (next.CancellationToken.IsCancellationRequested)
+                    {
+                        next.Completion.TrySetCanceled(next.CancellationToken);
+                        continue;
+                    }
+
+                    group.Add(next);
+                    messages += next.Append.Messages.Count;
+                }
+
+                if (group.Count == 0 && lane.Queue.Count == 0)
+                {
+                    if (--lane.Writers == 0)
+                    {
+                        lane.Retired = true;
+                        _lanes.TryRemove(new KeyValuePair<string, Lane>(tenantId, lane));
+                    }
+
+                    return;
+                }
+            }
+
+            if (group.Count > 0)
+            {
+                await WriteGroupAsync(tenantId, group);
+            }
+        }
+    }
+
+    /// <summary>Writes a group in one transaction, or, when that transaction fails, each of its appends in its own.</summary>
+    private async Task WriteGroupAsync(string tenantId, List<PendingAppend> group)
+    {
+        try
+        {
+            await WriteAsync(tenantId, group);
+        }
+        catch (Exception e) when (group.Count > 1)
+        {
+            logger.LogWarning(e, "A transaction of {Count} appends failed; writing each on its own", group.Count);
+            foreach (var pending in group)
+            {
+                await WriteGroupAsync(tenantId, [pending]);
+            }
+        }
+        catch (Exception e)
+        {
+            group[0].Completion.TrySetException(e);
+        }
+    }
+
+    private async Task WriteAsync(string tenantId, List<PendingAppend> group)
+    {
+        var context = new MessageContext(runtime) { TenantId = tenantId };
+        await using var session = outboxedSessions.OpenSession(context, tenantId);
+
+        // Locks in a fixed order (by id), so two groups that share conversations cannot deadlock.
+        // Each conversation's stream and the messages it already holds with the external ids the group brings for it.
+        var batch = session.CreateBatchQuery();
+        var fetches = group.GroupBy(p => p.Append.ConversationId).OrderBy(g => g.Key).Select(g =>
+        {
+            var id = g.Key;
+            var externalIds = g.SelectMany(p => p.Append.ExternalIds).Distinct(StringComparer.Ordinal).ToArray();
+            return (Id: id,
+                Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id),
+                Found: externalIds.Length == 0
+                    ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
+                    : batch.Query<StoredMessage>().Where(m => m.ConversationId == id && m.ExternalId.IsOneOf(externalIds)).ToList());
+        }).ToList();
+        await batch.Execute(CancellationToken.None);
+
+        var streams = new Dictionary<Guid, StreamState>();
+        foreach (var (id, stream, found) in fetches)
+        {
+            streams[id] = new StreamState(await stream, await found);
+        }
+
+        var now = clock.GetUtcNow().TruncateToMicroseconds();
+        var outcomes = new List<(PendingAppend Pending, AppendResult Result)>(group.Count);
+        var failures = new List<(PendingAppend Pending, Exception Error)>();
+        foreach (var pending in group)
+        {
+            var append = pending.Append;
+            var state = streams[append.ConversationId];
+            try
+            {
+                ConversationStreams.EnsureWritable(state.Stream.Aggregate, state.Version, append.ConversationId, append.ExpectedVersion);
+            }
+            catch (Exception e) when (e is NotFoundException or ConflictException)
+            {
+                failures.Add((pending, e));
+                continue;
+            }
+
+            outcomes.Add((pending, state.Decide(append, now)));
+        }
+
+        var written = streams.Values.Where(s => s.Appended.Count > 0).ToList();
+        if (written.Count > 0)
+        {
+            foreach (var state in written)
+            {
+                var appended = state.Appended;
+                state.Stream.AppendMany(appended);
+                // One compact notice per conversation and transaction for the modules that follow growth (Summaries).
+                await context.PublishAsync(new AppendCommitted(
+                    state.Stream.Id, appended[0].Sequence, appended[^1].Sequence, appended.Count, appended.Sum(m => (long)m.TokenCount), now),
+                    new DeliveryOptions { TenantId = tenantId });
+            }
+
+            await session.SaveChangesAsync(CancellationToken.None);
+
+            // Stored: nothing after this line may throw, or the group would be written a second time.
+            try
+            {
+                metrics.AppendGroup(group.Count);
+                foreach (var state in written)
+                {
+                    metrics.Appended(state.Appended);
+                }
+
+                // Before answering: from here on no node serves a context without these messages.
+                await Task.WhenAll(written.Select(s => generations.BumpAsync(ConversationContexts.Scope(tenantId, s.Stream.Id))));
+            }
+            catch (Exception e)
+            {
+                logger.LogError(e, "Appends were stored but their caches could not be invalidated");
+            }
+        }
+
+        foreach (var (pending, error) in failures)
+        {
+            pending.Completion.TrySetException(error);
+        }
+
+        foreach (var (pending, result) in outcomes)
+        {
+            pending.Completion.TrySetResult(result);
+        }
+    }
+
+    /// <summary>The appends of one tenant waiting for a transaction, and how many writers drain them.</summary>
+    private sealed class Lane
+    {
+        public Queue<PendingAppend> Queue { get; } = new();
+
+        public int Writers { get; set; }
+
+        /// <summary>Emptied and removed from the lanes: a new append takes a new lane.</summary>
+        public bool Retired { get; set; }
+    }
+
+    private sealed class PendingAppend(PreparedAppend append, CancellationToken cancellationToken)
+    {
+        public PreparedAppend Append { get; } = append;
+
+        public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        public TaskCompletionSource<AppendResult> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
+
+    /// <summary>A locked conversation stream and what the group has decided to append to it so far.</summary>
+    private sealed class StreamState(IEventStream<Conversation> stream, IEnumerable<StoredMessage> found)
+    {
+        private readonly Dictionary<string, AppendedMessage> _existing = found.ToDictionary(
+            m => m.ExternalId!,
+            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
+            StringComparer.Ordinal);
+
+        private long _sequence = stream.Aggregate?.MessageCount ?? 0;
+
+        public IEventStream<Conversation> Stream { get; } = stream;
+
+        /// <summary>The stream's version once what the group decided so far is written.</summary>
+        public long Version { get; private set; } = stream.Aggregate?.Version ?? 0;
+
+        public List<MessageAppended> Appended { get; } = [];
+
+        /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
+        public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
+        {
+            var results = new List<AppendedMessage>(append.Messages.Count);
+            foreach (var (message, role, tokenCount) in append.Messages)
+            {
+                if (message.ExternalId is { } externalId && _existing.TryGetValue(externalId, out var original))
+                {
+                    results.Add(original with { Duplicate = true });
+                    continue;
+                }
+
+                var e = new MessageAppended(
+                    append.ConversationId, Guid.CreateVersion7(), ++_sequence, role, message.Content!, message.ExternalId,
+                    message.Metadata, message.CreatedAt ?? now, now, tokenCount);
+                Appended.Add(e);
+                Version++;
+                var stored = new AppendedMessage(e.MessageId, e.Sequence, e.ExternalId, e.TokenCount, e.CreatedAt, Duplicate: false);
+                results.Add(stored);
+                if (e.ExternalId is not null)
+                {
+                    _existing[e.ExternalId] = stored; // a repeat later in the group (or the same request) is a duplicate too
+                }
+            }
+
+            return new AppendResult(append.ConversationId, Version, results);
+        }
+    }
+}
