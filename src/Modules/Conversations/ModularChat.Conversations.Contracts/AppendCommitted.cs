@@ -1,11 +1,16 @@
 namespace ModularChat.Conversations.Contracts;
 
 /// <summary>
-/// One notice per append transaction (a single message or a whole batch), published through Wolverine's outbox in that
-/// transaction: the messages and the notice commit together, or neither does. For modules that need to know that a
-/// conversation grew, and by how much, without receiving every <see cref="MessageAppended"/> event and its content
-/// (a 1,000-message batch is one notice, not 1,000). It is a message, not an event of the conversation's stream.
+/// One notice per append transaction, published through Wolverine's outbox in that transaction: the messages and the
+/// notice commit together, or neither does. A transaction may carry the appends of several requests and conversations
+/// of one tenant (group commit); the notice lists what each conversation gained. For modules that need to know that
+/// conversations grew, and by how much, without receiving every <see cref="MessageAppended"/> event and its content
+/// (a 1,000-message batch is one entry, not 1,000). It is a message, not an event of a conversation's stream.
 /// </summary>
+/// <param name="Appends">What each conversation gained in the transaction (one entry per conversation).</param>
+public sealed record AppendsCommitted(IReadOnlyList<AppendCommitted> Appends);
+
+/// <summary>What one conversation gained in one append transaction (an entry of <see cref="AppendsCommitted"/>).</summary>
 /// <param name="ConversationId">The conversation that grew.</param>
 /// <param name="FromSequence">The first message sequence the transaction stored.</param>
 /// <param name="ToSequence">The last message sequence the transaction stored (the conversation's message count after it).</param>

@@ -24,9 +24,9 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         var o = options.Value;
         if (o.Enabled)
         {
-            // Each append commits with one AppendCommitted notice in the same outbox transaction (ADR 0004); the notices are
+            // Each append transaction commits one AppendsCommitted notice through the outbox (ADR 0004); the notices are
             // handled in batches, one transaction per batch and tenant, in order on each node.
-            wolverine.BatchMessagesOf<AppendCommitted>(batching =>
+            wolverine.BatchMessagesOf<AppendsCommitted>(batching =>
                 {
                     batching.BatchSize = o.EventBatchSize;
                     batching.TriggerTime = o.EventBatchWindow;
@@ -75,7 +75,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
-                else if (chain.MessageType == typeof(AppendCommitted[]))
+                else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {
                     chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
                 }

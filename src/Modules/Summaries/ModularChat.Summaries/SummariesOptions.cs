@@ -20,7 +20,7 @@ public sealed class SummariesOptions
     public const string DefaultVariant = "default";
 
     /// <summary>
-    /// Automatic summaries: the module follows every append (its <c>AppendCommitted</c> notice) and queues a summary when the
+    /// Automatic summaries: the module follows every append (its <c>AppendsCommitted</c> notices) and queues a summary when the
     /// strategy says so. When false, the module does not handle append notices at all (appends write nothing for it);
     /// summaries are written only on request (POST, sweep). Deletions are always followed.
     /// </summary>

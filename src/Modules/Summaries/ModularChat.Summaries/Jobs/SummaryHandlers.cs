@@ -5,11 +5,11 @@ using Wolverine;
 
 namespace ModularChat.Summaries.Jobs;
 
-/// <summary>Append notices (<see cref="AppendCommitted"/>), batched per tenant (see ADR 0004): updates the activity read model and queues jobs when due.</summary>
+/// <summary>Append notices (<see cref="AppendsCommitted"/>), batched per tenant (see ADR 0004): updates the activity read model and queues jobs when due.</summary>
 public static class AppendCommittedHandler
 {
-    public static Task<OutgoingMessages> Handle(AppendCommitted[] appends, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
-        => scheduler.TrackAsync(appends, session, cancellationToken);
+    public static Task<OutgoingMessages> Handle(AppendsCommitted[] notices, IDocumentSession session, SummaryScheduler scheduler, CancellationToken cancellationToken)
+        => scheduler.TrackAsync([.. notices.SelectMany(n => n.Appends)], session, cancellationToken);
 }
 
 /// <summary>Writes a summary revision (a durable job, with retries, then the dead-letter store).</summary>

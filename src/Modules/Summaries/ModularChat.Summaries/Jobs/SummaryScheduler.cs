@@ -6,7 +6,7 @@ using Wolverine;
 namespace ModularChat.Summaries.Jobs;
 
 /// <summary>
-/// Follows appends (their <see cref="AppendCommitted"/> notices) cheaply: one transaction per batch of notices and tenant
+/// Follows appends (the entries of their <see cref="AppendsCommitted"/> notices) cheaply: one transaction per batch of notices and tenant
 /// updates each conversation's <see cref="ConversationActivity"/> and, only when the strategy says a summary is due, queues a
 /// durable <see cref="SummarizeConversation"/> job in the same transaction. Nothing slow happens here.
 /// </summary>

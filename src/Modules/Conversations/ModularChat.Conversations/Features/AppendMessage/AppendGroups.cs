@@ -203,13 +203,14 @@ internal sealed class AppendGroups(
         {
             foreach (var state in written)
             {
-                var appended = state.Appended;
-                state.Stream.AppendMany(appended);
-                // One compact notice per conversation and transaction for the modules that follow growth (Summaries).
-                await context.PublishAsync(new AppendCommitted(
-                    state.Stream.Id, appended[0].Sequence, appended[^1].Sequence, appended.Count, appended.Sum(m => (long)m.TokenCount), now),
-                    new DeliveryOptions { TenantId = tenantId });
+                state.Stream.AppendMany(state.Appended);
             }
+
+            // One compact notice per transaction for the modules that follow growth (Summaries).
+            await context.PublishAsync(
+                new AppendsCommitted([.. written.Select(s => new AppendCommitted(
+                    s.Stream.Id, s.Appended[0].Sequence, s.Appended[^1].Sequence, s.Appended.Count, s.Appended.Sum(m => (long)m.TokenCount), now))]),
+                new DeliveryOptions { TenantId = tenantId });
 
             await session.SaveChangesAsync(CancellationToken.None);
 
