@@ -54,7 +54,7 @@ internal sealed class AppendGroups(
     /// conversation (~100 ms at 36,000 messages). The lateral subquery behind <c>offset 0</c> cannot be flattened,
     /// so each id is looked up on its own.
     /// </summary>
-    private static string ExistingExternalIds(string table) => $"""
+    internal static string ExistingExternalIds(string table) => $"""
         select m.data from unnest(?::varchar[]) as x(external_id)
         cross join lateral (select s.data from {table} s
                             where s.tenant_id = ? and s.conversation_id = ? and s.external_id = x.external_id offset 0) m
