@@ -74,7 +74,7 @@ internal sealed class Latencies
 internal static class Load
 {
     public static async Task<(double PerSecond, Latencies Latencies)> RunAsync(
-        int clients, TimeSpan warmUp, TimeSpan measure, Func<int, Task<int>> operation)
+        int clients, TimeSpan warmUp, TimeSpan measure, Func<int, Task<int>> operation, Func<Task>? afterWarmUp = null)
     {
         var latencies = new Latencies();
         long completed = 0;
@@ -95,6 +95,11 @@ internal static class Load
         }).ToArray();
 
         await Task.Delay(warmUp);
+        if (afterWarmUp is not null)
+        {
+            await afterWarmUp();
+        }
+
         Volatile.Write(ref measuring, true);
         var clock = System.Diagnostics.Stopwatch.StartNew();
         await Task.Delay(measure);

@@ -116,38 +116,3 @@ public sealed class AppendGroupTests(ConversationsApp app)
     }
 }
 
-/// <summary>The idempotency lookup's plan: one index probe per external id, whatever PostgreSQL's statistics say.</summary>
-[Collection(AppCollection.Name)]
-public sealed class ExternalIdLookupTests(ConversationsApp app)
-{
-    [Fact]
-    public async Task The_generic_plan_of_the_external_id_lookup_probes_the_index_with_every_column()
-    {
-        // Positional parameters as Marten sends them: ids, tenant, conversation.
-        var sql = Features.AppendMessage.AppendGroups.ExistingExternalIds("modularchat.mt_doc_storedmessage");
-        var position = 0;
-        sql = System.Text.RegularExpressions.Regex.Replace(sql, @"\?", _ => $"${++position}");
-
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using (var prepare = new NpgsqlCommand($"prepare lookup(varchar[], varchar, uuid) as {sql}; set plan_cache_mode = force_generic_plan", connection))
-        {
-            await prepare.ExecuteNonQueryAsync();
-        }
-
-        var plan = new List<string>();
-        await using (var explain = new NpgsqlCommand($"explain execute lookup(array['a', 'b'], 'tenant', '{Guid.NewGuid()}')", connection))
-        await using (var reader = await explain.ExecuteReaderAsync())
-        {
-            while (await reader.ReadAsync())
-            {
-                plan.Add(reader.GetString(0));
-            }
-        }
-
-        var text = string.Join('\n', plan);
-        Assert.Contains("ux_stored_message_external_id", text);
-        Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
-        Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
-    }
-}

@@ -37,7 +37,6 @@ internal sealed record PreparedAppend(
 /// messages are written on their own, at once.
 /// </remarks>
 internal sealed class AppendGroups(
-    IDocumentStore store,
     OutboxedSessionFactory outboxedSessions,
     IWolverineRuntime runtime,
     TimeProvider clock,
@@ -46,22 +45,6 @@ internal sealed class AppendGroups(
     IOptions<ConversationsOptions> options,
     ILogger<AppendGroups> logger)
 {
-    /// <summary>
-    /// The messages of a conversation that hold one of the given external ids (parameters: ids, tenant, conversation):
-    /// one probe of the unique (tenant, conversation, external id) index per id. Spelled out because PostgreSQL
-    /// planned <c>external_id = any(...)</c> (and its join forms), while its statistics still said the table was small,
-    /// as a scan of every message of the conversation with a filter: on a fresh database the lookup grew with the
-    /// conversation (~100 ms at 36,000 messages). The lateral subquery behind <c>offset 0</c> cannot be flattened,
-    /// so each id is looked up on its own.
-    /// </summary>
-    internal static string ExistingExternalIds(string table) => $"""
-        select m.data from unnest(?::varchar[]) as x(external_id)
-        cross join lateral (select s.data from {table} s
-                            where s.tenant_id = ? and s.conversation_id = ? and s.external_id = x.external_id offset 0) m
-        """;
-
-    private string? _existingExternalIds;
-
     private readonly ConcurrentDictionary<string, Lane> _lanes = new(StringComparer.Ordinal);
 
     /// <summary>Writes <paramref name="append"/> for <paramref name="tenantId"/>, alone or with others of the same tenant.</summary>
@@ -184,9 +167,8 @@ internal sealed class AppendGroups(
             return (Id: id,
                 Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id),
                 Found: externalIds.Length == 0
-                    ? Task.FromResult<IReadOnlyList<ExistingMessage>>([])
-                    : batch.Query<ExistingMessage>(
-                        _existingExternalIds ??= ExistingExternalIds(store.Options.Schema.For<StoredMessage>()), externalIds, tenantId, id));
+                    ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
+                    : batch.Query<StoredMessage>().Where(m => m.ConversationId == id && m.ExternalId.IsOneOf(externalIds)).ToList());
         }).ToList();
         await batch.Execute(CancellationToken.None);
 
@@ -282,13 +264,10 @@ internal sealed class AppendGroups(
     }
 
     /// <summary>A locked conversation stream and what the group has decided to append to it so far.</summary>
-    /// <summary>What an append answers for a message that is already stored (read from the <see cref="StoredMessage"/> document).</summary>
-    private sealed record ExistingMessage(Guid Id, long Sequence, string ExternalId, int TokenCount, DateTimeOffset CreatedAt);
-
-    private sealed class StreamState(IEventStream<Conversation> stream, IEnumerable<ExistingMessage> found)
+    private sealed class StreamState(IEventStream<Conversation> stream, IEnumerable<StoredMessage> found)
     {
         private readonly Dictionary<string, AppendedMessage> _existing = found.ToDictionary(
-            m => m.ExternalId,
+            m => m.ExternalId!,
             m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
             StringComparer.Ordinal);
 
