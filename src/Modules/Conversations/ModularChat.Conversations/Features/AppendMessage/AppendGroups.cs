@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using JasperFx.Events;
 using Marten;
+using Marten.Services.BatchQuerying;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Caching;
@@ -164,18 +165,20 @@ internal sealed class AppendGroups(
         {
             var id = g.Key;
             var externalIds = g.SelectMany(p => p.Append.ExternalIds).Distinct(StringComparer.Ordinal).ToArray();
-            return (Id: id,
-                Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id),
-                Found: externalIds.Length == 0
-                    ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
-                    : batch.Query<StoredMessage>().Where(m => m.ConversationId == id && m.ExternalId.IsOneOf(externalIds)).ToList());
+            return (Id: id, Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id), Found: FindExisting(batch, id, externalIds));
         }).ToList();
         await batch.Execute(CancellationToken.None);
 
         var streams = new Dictionary<Guid, StreamState>();
         foreach (var (id, stream, found) in fetches)
         {
-            streams[id] = new StreamState(await stream, await found);
+            var existing = new List<StoredMessage>();
+            foreach (var lookup in found)
+            {
+                existing.AddRange(await lookup);
+            }
+
+            streams[id] = new StreamState(await stream, existing);
         }
 
         var now = clock.GetUtcNow().TruncateToMicroseconds();
@@ -242,6 +245,22 @@ internal sealed class AppendGroups(
             pending.Completion.TrySetResult(result);
         }
     }
+
+    /// <summary>
+    /// The messages of a conversation that already hold one of <paramref name="externalIds"/>. A few ids are looked up one
+    /// equality each: Npgsql prepares the statement, and PostgreSQL's generic plan for <c>external_id = any($3)</c> (it
+    /// cannot know how many ids the array holds) may scan all of the conversation's messages and filter them, which
+    /// grows with the conversation, while the plan for an equality on every column of the unique index is one probe.
+    /// Many ids (a large batch) take one <c>any</c> query.
+    /// </summary>
+    private static List<Task<IReadOnlyList<StoredMessage>>> FindExisting(IBatchedQuery batch, Guid conversationId, string[] externalIds)
+        => externalIds.Length > MaxSingleLookups
+            ? [batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && m.ExternalId.IsOneOf(externalIds)).ToList()]
+            : [.. externalIds.Select(externalId =>
+                batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && m.ExternalId == externalId).ToList())];
+
+    /// <summary>Up to this many external ids of a conversation are looked up one by one (see <see cref="FindExisting"/>).</summary>
+    private const int MaxSingleLookups = 16;
 
     /// <summary>The appends of one tenant waiting for a transaction, and how many writers drain them.</summary>
     private sealed class Lane
