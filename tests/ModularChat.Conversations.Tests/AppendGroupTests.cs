@@ -1,4 +1,9 @@
 using System.Net;
+using Marten;
+using Marten.Linq;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.AppendMessage;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -116,3 +121,48 @@ public sealed class AppendGroupTests(ConversationsApp app)
     }
 }
 
+
+/// <summary>
+/// The idempotency lookup of an append: Npgsql prepares it, so PostgreSQL runs its generic plan, which must probe the
+/// unique (tenant, conversation, external id) index rather than read the conversation's messages and filter them.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class ExternalIdLookupTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task The_generic_plan_of_the_external_id_lookup_is_one_probe_of_the_unique_index()
+    {
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession("lookup-plan");
+        var command = session.Query<StoredMessage>().Where(AppendGroups.WithExternalId(Guid.NewGuid(), "ext-1")).ToCommand(FetchType.FetchMany);
+
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        // The plan PostgreSQL caches for the prepared statement (PostgreSQL 15 has no EXPLAIN (GENERIC_PLAN)).
+        var sql = command.CommandText;
+        var parameters = command.Parameters.ToList();
+        for (var i = parameters.Count - 1; i >= 0; i--)
+        {
+            sql = sql.Replace(":" + parameters[i].ParameterName, $"${i + 1}", StringComparison.Ordinal);
+        }
+
+        var values = string.Join(", ", parameters.Select(p => $"'{p.Value}'"));
+        await using (var prepare = new NpgsqlCommand($"prepare lookup as {sql}; set plan_cache_mode = force_generic_plan", connection))
+        {
+            await prepare.ExecuteNonQueryAsync();
+        }
+
+        var plan = new List<string>();
+        await using (var explain = new NpgsqlCommand($"explain execute lookup({values})", connection))
+        await using (var reader = await explain.ExecuteReaderAsync())
+        {
+            while (await reader.ReadAsync())
+            {
+                plan.Add(reader.GetString(0));
+            }
+        }
+
+        Assert.Contains(plan, line => line.Contains("ux_stored_message_external_id", StringComparison.Ordinal));
+        Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
+    }
+}

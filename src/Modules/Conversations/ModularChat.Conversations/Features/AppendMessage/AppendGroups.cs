@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Linq.Expressions;
 using JasperFx.Events;
 using Marten;
 using Marten.Services.BatchQuerying;
@@ -257,7 +258,11 @@ internal sealed class AppendGroups(
         => externalIds.Length > MaxSingleLookups
             ? [batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && m.ExternalId.IsOneOf(externalIds)).ToList()]
             : [.. externalIds.Select(externalId =>
-                batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && m.ExternalId == externalId).ToList())];
+                batch.Query<StoredMessage>().Where(WithExternalId(conversationId, externalId)).ToList())];
+
+    /// <summary>The message of a conversation with an external id: an equality on every column of the unique index.</summary>
+    internal static Expression<Func<StoredMessage, bool>> WithExternalId(Guid conversationId, string externalId)
+        => m => m.ConversationId == conversationId && m.ExternalId == externalId;
 
     /// <summary>Up to this many external ids of a conversation are looked up one by one (see <see cref="FindExisting"/>).</summary>
     private const int MaxSingleLookups = 16;
