@@ -34,9 +34,11 @@ internal sealed record PreparedAppend(
 /// as before; under load a transaction carries many appends and the round trips and commits per append fall.
 /// </summary>
 /// <remarks>
-/// Appends of a conversation keep their arrival order (the queue is ordered and a group decides them one after the
-/// other on the running state). Requests of at least <see cref="ConversationsOptions.AppendGroupMaxMessages"/>
-/// messages are written on their own, at once.
+/// Inside a group, appends are decided in arrival order on the running state of each conversation. Two groups of a
+/// tenant may be written at once (<see cref="ConversationsOptions.AppendGroupConcurrency"/>) and queue on a shared
+/// conversation's lock in either order: requests that are in flight together have no order among them, as without
+/// grouping; a client that waits for each answer before the next append keeps its order. Requests of at least
+/// <see cref="ConversationsOptions.AppendGroupMaxMessages"/> messages are written on their own, at once.
 /// </remarks>
 internal sealed class AppendGroups(
     OutboxedSessionFactory outboxedSessions,
