@@ -1,4 +1,5 @@
 global using ModularChat.Testing;
+using System.Net;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -18,3 +19,9 @@ internal sealed record AppendResponseDto(Guid ConversationId, Guid Id, long Sequ
 internal sealed record AppendedDto(Guid Id, long Sequence, string? ExternalId, int TokenCount, DateTimeOffset CreatedAt, bool Duplicate);
 
 internal sealed record BatchResponseDto(Guid ConversationId, long Version, List<AppendedDto> Messages);
+
+internal static class ConversationsApi
+{
+    public static async Task<ConversationDto> NewConversation(this HttpClient client, string title = "test")
+        => await (await client.PostJson("/api/conversations", new { title })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+}

@@ -20,8 +20,8 @@ public sealed class AppendGroupTests(ConversationsApp app)
     {
         var user = ModularChatApp.NewUser();
         using var client = app.Client(user);
-        var blocked = await NewConversation(client);
-        var target = await NewConversation(client);
+        var blocked = await client.NewConversation("group");
+        var target = await client.NewConversation("group");
 
         // Hold the first conversation's stream lock: both of the tenant's writers (Conversations:AppendGroupConcurrency=2)
         // take an append to it and wait, so everything sent meanwhile queues.
@@ -71,9 +71,6 @@ public sealed class AppendGroupTests(ConversationsApp app)
         var page = await (await client.GetAsync($"/api/conversations/{target.Id}/messages")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
         Assert.Equal(["first", "second"], page.Items.Select(m => m.Content));
     }
-
-    private static async Task<ConversationDto> NewConversation(HttpClient client)
-        => await (await client.PostJson("/api/conversations", new { title = "group" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
 
     private static async Task Execute(NpgsqlConnection connection, string sql, Guid id)
     {

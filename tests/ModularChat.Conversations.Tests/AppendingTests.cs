@@ -10,7 +10,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task Appending_a_message_answers_201_with_its_sequence_and_location()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var createdAt = new DateTimeOffset(2024, 5, 1, 10, 0, 0, TimeSpan.Zero);
 
         var response = await client.PostJson($"/api/conversations/{c.Id}/messages", new
@@ -31,7 +31,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task Appending_a_message_twice_with_the_same_external_id_stores_it_once()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var message = new { role = "user", content = "Only once, please", externalId = "retry-me" };
 
         var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages", message)).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -48,7 +48,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task A_batch_retry_returns_the_originals_and_stores_only_new_messages()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var batch = new[] { new { role = "user", content = "a", externalId = "1" }, new { role = "assistant", content = "b", externalId = "2" } };
         var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
 
@@ -67,7 +67,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task A_batch_is_appended_in_order_in_one_transaction()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var messages = Enumerable.Range(1, 50).Select(i => new { role = "user", content = $"line {i}" }).ToArray();
 
         var result = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
@@ -80,7 +80,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task A_batch_with_one_bad_message_stores_none_of_them()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var messages = new object[] { new { role = "user", content = "fine" }, new { role = "user", content = "" }, new { role = "user", content = "fine too" } };
 
         var problem = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ShouldBeProblem(400);
@@ -93,7 +93,7 @@ public sealed class AppendingTests(ConversationsApp app)
     public async Task Appending_with_a_stale_expected_version_answers_409_and_stores_nothing()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var c = await NewConversation(client);
+        var c = await client.NewConversation();
         var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "one", expectedVersion = c.Version }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
 
@@ -111,7 +111,7 @@ public sealed class AppendingTests(ConversationsApp app)
     {
         var user = ModularChatApp.NewUser();
         using var setup = app.Client(user);
-        var c = await NewConversation(setup);
+        var c = await setup.NewConversation();
         const int clients = 20, perClient = 5;
 
         var appends = Enumerable.Range(0, clients).Select(async client =>
@@ -141,9 +141,6 @@ public sealed class AppendingTests(ConversationsApp app)
         Assert.Equal(clients * perClient, all.Count(r => !r.Duplicate));
         Assert.Equal(clients * perClient, await CountEvents(c.Id, "message_appended"));
     }
-
-    private static async Task<ConversationDto> NewConversation(HttpClient client)
-        => await (await client.PostJson("/api/conversations", new { title = "test" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
 
     private static async Task<List<MessageDto>> ReadAllMessages(HttpClient client, Guid id)
     {

@@ -116,7 +116,7 @@ internal sealed class AppendGroups(
                     messages += next.Append.Messages.Count;
                 }
 
-                if (group.Count == 0 && lane.Queue.Count == 0)
+                if (group.Count == 0)
                 {
                     if (--lane.Writers == 0)
                     {
@@ -128,10 +128,7 @@ internal sealed class AppendGroups(
                 }
             }
 
-            if (group.Count > 0)
-            {
-                await WriteGroupAsync(tenantId, group);
-            }
+            await WriteGroupAsync(tenantId, group);
         }
     }
 
@@ -161,8 +158,8 @@ internal sealed class AppendGroups(
         var context = new MessageContext(runtime) { TenantId = tenantId };
         await using var session = outboxedSessions.OpenSession(context, tenantId);
 
-        // Locks in a fixed order (by id), so two groups that share conversations cannot deadlock.
-        // Each conversation's stream and the messages it already holds with the external ids the group brings for it.
+        // Each conversation's stream, locked in a fixed order (by id) so two groups that share conversations cannot
+        // deadlock, and the messages it already holds with the external ids the group brings for it.
         var batch = session.CreateBatchQuery();
         var fetches = group.GroupBy(p => p.Append.ConversationId).OrderBy(g => g.Key).Select(g =>
         {
@@ -175,13 +172,7 @@ internal sealed class AppendGroups(
         var streams = new Dictionary<Guid, StreamState>();
         foreach (var (id, stream, found) in fetches)
         {
-            var existing = new List<StoredMessage>();
-            foreach (var lookup in found)
-            {
-                existing.AddRange(await lookup);
-            }
-
-            streams[id] = new StreamState(await stream, existing);
+            streams[id] = new StreamState(await stream, (await Task.WhenAll(found)).SelectMany(m => m));
         }
 
         var now = clock.GetUtcNow().TruncateToMicroseconds();
@@ -297,14 +288,12 @@ internal sealed class AppendGroups(
             m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
             StringComparer.Ordinal);
 
-        private long _sequence = stream.Aggregate?.MessageCount ?? 0;
-
         public IEventStream<Conversation> Stream { get; } = stream;
 
-        /// <summary>The stream's version once what the group decided so far is written.</summary>
-        public long Version { get; private set; } = stream.Aggregate?.Version ?? 0;
-
         public List<MessageAppended> Appended { get; } = [];
+
+        /// <summary>The stream's version once what the group decided so far is written.</summary>
+        public long Version => (Stream.Aggregate?.Version ?? 0) + Appended.Count;
 
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
@@ -319,10 +308,9 @@ internal sealed class AppendGroups(
                 }
 
                 var e = new MessageAppended(
-                    append.ConversationId, Guid.CreateVersion7(), ++_sequence, role, message.Content!, message.ExternalId,
-                    message.Metadata, message.CreatedAt ?? now, now, tokenCount);
+                    append.ConversationId, Guid.CreateVersion7(), Stream.Aggregate!.MessageCount + Appended.Count + 1, role, message.Content!,
+                    message.ExternalId, message.Metadata, message.CreatedAt ?? now, now, tokenCount);
                 Appended.Add(e);
-                Version++;
                 var stored = new AppendedMessage(e.MessageId, e.Sequence, e.ExternalId, e.TokenCount, e.CreatedAt, Duplicate: false);
                 results.Add(stored);
                 if (e.ExternalId is not null)
