@@ -92,7 +92,9 @@ public sealed class SweepTests(SummariesApp app)
     [Fact]
     public async Task Only_one_node_sweeps_at_a_time()
     {
-        // Another node's sweep: a session of its own holding the sweep lock (unpooled, so closing it releases the lock).
+        // Another node's sweep: a session of its own holding the sweep lock. It unlocks explicitly when done: closing the
+        // connection would release the lock too, but only once the server has ended that session, which can come after
+        // the next attempt.
         await using var otherNode = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Pooling = false }.ConnectionString);
         await otherNode.OpenAsync();
         await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SummarySweep.LockKey})", otherNode))
@@ -101,7 +103,11 @@ public sealed class SweepTests(SummariesApp app)
         }
 
         var whileLocked = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
-        await otherNode.CloseAsync();
+        await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode))
+        {
+            Assert.Equal(true, await release.ExecuteScalarAsync());
+        }
+
         var afterwards = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
 
         Assert.False(whileLocked.Ran);
