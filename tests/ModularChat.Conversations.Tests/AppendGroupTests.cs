@@ -1,9 +1,6 @@
 using System.Net;
-using Marten;
-using Marten.Linq;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Domain;
-using ModularChat.Conversations.Features.AppendMessage;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -118,38 +115,29 @@ public sealed class AppendGroupTests(ConversationsApp app)
     }
 }
 
-
 /// <summary>
-/// The idempotency lookup of an append: Npgsql prepares it, so PostgreSQL runs its generic plan, which must probe the
-/// unique (tenant, conversation, external id) index rather than read the conversation's messages and filter them.
+/// The idempotency lookup of appends (<see cref="MessagesByExternalId"/>): Npgsql prepares statements, so PostgreSQL
+/// runs generic plans, and the lookup must probe the unique (tenant, conversation, external id) index once per id rather
+/// than read the conversation's messages and compare each with every id.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class ExternalIdLookupTests(ConversationsApp app)
 {
     [Fact]
-    public async Task The_generic_plan_of_the_external_id_lookup_is_one_probe_of_the_unique_index()
+    public async Task The_generic_plan_of_the_statement_run_per_external_id_is_one_probe_of_the_unique_index()
     {
-        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession("lookup-plan");
-        var command = session.Query<StoredMessage>().Where(AppendGroups.WithExternalId(Guid.NewGuid(), "ext-1")).ToCommand(FetchType.FetchMany);
-
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
-        // The plan PostgreSQL caches for the prepared statement (PostgreSQL 15 has no EXPLAIN (GENERIC_PLAN)).
-        var sql = command.CommandText;
-        var parameters = command.Parameters.ToList();
-        for (var i = parameters.Count - 1; i >= 0; i--)
-        {
-            sql = sql.Replace(":" + parameters[i].ParameterName, $"${i + 1}", StringComparison.Ordinal);
-        }
-
-        var values = string.Join(", ", parameters.Select(p => $"'{p.Value}'"));
-        await using (var prepare = new NpgsqlCommand($"prepare lookup as {sql}; set plan_cache_mode = force_generic_plan", connection))
+        // The plan PostgreSQL caches for a prepared statement (PostgreSQL 15 has no EXPLAIN (GENERIC_PLAN)); the function
+        // runs this very statement, and PL/pgSQL switches to the generic plan after a few calls, as prepared statements do.
+        var probe = MessagesByExternalId.ProbeSql("modularchat");
+        await using (var prepare = new NpgsqlCommand($"prepare lookup as {probe}; set plan_cache_mode = force_generic_plan", connection))
         {
             await prepare.ExecuteNonQueryAsync();
         }
 
         var plan = new List<string>();
-        await using (var explain = new NpgsqlCommand($"explain execute lookup({values})", connection))
+        await using (var explain = new NpgsqlCommand($"explain execute lookup('lookup-plan', '{Guid.NewGuid()}', 'ext-1')", connection))
         await using (var reader = await explain.ExecuteReaderAsync())
         {
             while (await reader.ReadAsync())
@@ -161,5 +149,32 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
         Assert.Contains(plan, line => line.Contains("ux_stored_message_external_id", StringComparison.Ordinal));
         Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
         Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_large_batch_finds_every_known_external_id_of_its_conversation_and_only_those()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await client.NewConversation();
+        var other = await client.NewConversation();
+        static object[] Messages(int from, int to) =>
+            [.. Enumerable.Range(from, to - from + 1).Select(i => new { role = "user", content = $"line {i}", externalId = $"x-{i}" })];
+        var first = new List<AppendedDto>();
+        for (var from = 1; from <= 150; from += 50) // the suite allows batches of 50
+        {
+            first.AddRange((await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = Messages(from, from + 49) }))
+                .ReadAs<BatchResponseDto>(HttpStatusCode.Created)).Messages);
+        }
+
+        // The same ids in another conversation are other messages.
+        await (await client.PostJson($"/api/conversations/{other.Id}/messages/batch", new { messages = Messages(151, 170) })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        // 30 known ids, then 20 new ones (which the other conversation holds).
+        var retry = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = Messages(121, 170) })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        Assert.Equal(first.Skip(120).Select(m => (m.Id, m.Sequence, true)), retry.Messages.Take(30).Select(m => (m.Id, m.Sequence, m.Duplicate)));
+        Assert.Equal(Enumerable.Range(151, 20).Select(i => ((long)i, $"x-{i}", false)), retry.Messages.Skip(30).Select(m => (m.Sequence, m.ExternalId!, m.Duplicate)));
+        var stored = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(170, stored.MessageCount);
     }
 }

@@ -46,6 +46,7 @@ public static class ConversationsModule
         options.Projections.Add<StoredMessageProjection>(ProjectionLifecycle.Inline);
 
         // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).
+        options.Storage.ExtendedSchemaObjects.Add(MessagesByExternalId.Create(options.DatabaseSchemaName));
         return options;
     }
 

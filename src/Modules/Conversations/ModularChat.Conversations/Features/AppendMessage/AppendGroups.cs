@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Linq.Expressions;
 using JasperFx.Events;
 using Marten;
 using Marten.Services.BatchQuerying;
@@ -42,6 +41,7 @@ internal sealed record PreparedAppend(
 /// </remarks>
 internal sealed class AppendGroups(
     OutboxedSessionFactory outboxedSessions,
+    IDocumentStore store,
     IWolverineRuntime runtime,
     TimeProvider clock,
     ConversationsMetrics metrics,
@@ -50,6 +50,7 @@ internal sealed class AppendGroups(
     ILogger<AppendGroups> logger)
 {
     private readonly ConcurrentDictionary<string, Lane> _lanes = new(StringComparer.Ordinal);
+    private readonly string _lookupSql = MessagesByExternalId.CallSql(store.Options.DatabaseSchemaName);
 
     /// <summary>Writes <paramref name="append"/> for <paramref name="tenantId"/>, alone or with others of the same tenant.</summary>
     /// <param name="cancellationToken">Drops the append if it is cancelled before its transaction starts; once started, it completes.</param>
@@ -165,14 +166,14 @@ internal sealed class AppendGroups(
         {
             var id = g.Key;
             var externalIds = g.SelectMany(p => p.Append.ExternalIds).Distinct(StringComparer.Ordinal).ToArray();
-            return (Id: id, Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id), Found: FindExisting(batch, id, externalIds));
+            return (Id: id, Stream: batch.Events.FetchForExclusiveWriting<Conversation>(id), Found: FindExisting(batch, tenantId, id, externalIds));
         }).ToList();
         await batch.Execute(CancellationToken.None);
 
         var streams = new Dictionary<Guid, StreamState>();
         foreach (var (id, stream, found) in fetches)
         {
-            streams[id] = new StreamState(await stream, (await Task.WhenAll(found)).SelectMany(m => m));
+            streams[id] = new StreamState(await stream, await found);
         }
 
         var now = clock.GetUtcNow().TruncateToMicroseconds();
@@ -241,24 +242,13 @@ internal sealed class AppendGroups(
     }
 
     /// <summary>
-    /// The messages of a conversation that already hold one of <paramref name="externalIds"/>. A few ids are looked up one
-    /// equality each: Npgsql prepares the statement, and PostgreSQL's generic plan for <c>external_id = any($3)</c> (it
-    /// cannot know how many ids the array holds) may scan all of the conversation's messages and filter them, which
-    /// grows with the conversation, while the plan for an equality on every column of the unique index is one probe.
-    /// Many ids (a large batch) take one <c>any</c> query.
+    /// The messages of a conversation that already hold one of <paramref name="externalIds"/>: one statement, one probe of
+    /// the unique index per id however large the conversation (see <see cref="MessagesByExternalId"/>).
     /// </summary>
-    private static List<Task<IReadOnlyList<StoredMessage>>> FindExisting(IBatchedQuery batch, Guid conversationId, string[] externalIds)
-        => externalIds.Length > MaxSingleLookups
-            ? [batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && m.ExternalId.IsOneOf(externalIds)).ToList()]
-            : [.. externalIds.Select(externalId =>
-                batch.Query<StoredMessage>().Where(WithExternalId(conversationId, externalId)).ToList())];
-
-    /// <summary>The message of a conversation with an external id: an equality on every column of the unique index.</summary>
-    internal static Expression<Func<StoredMessage, bool>> WithExternalId(Guid conversationId, string externalId)
-        => m => m.ConversationId == conversationId && m.ExternalId == externalId;
-
-    /// <summary>Up to this many external ids of a conversation are looked up one by one (see <see cref="FindExisting"/>).</summary>
-    private const int MaxSingleLookups = 16;
+    private Task<IReadOnlyList<StoredMessage>> FindExisting(IBatchedQuery batch, string tenantId, Guid conversationId, string[] externalIds)
+        => externalIds.Length == 0
+            ? Task.FromResult<IReadOnlyList<StoredMessage>>([])
+            : batch.Query<StoredMessage>(_lookupSql, tenantId, conversationId, externalIds);
 
     /// <summary>The appends of one tenant waiting for a transaction, and how many writers drain them.</summary>
     private sealed class Lane
