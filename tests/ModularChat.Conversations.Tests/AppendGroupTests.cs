@@ -1,6 +1,7 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.AppendMessage;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -33,7 +34,8 @@ public sealed class AppendGroupTests(ConversationsApp app)
             await WaitForLockWaiters(writer);
         }
 
-        // Sent one after the other, so they queue in this order.
+        // Sent one after the other, each once the one before is queued, so they queue in this order.
+        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
         var single = $"/api/conversations/{target.Id}/messages";
         var queued = new List<Task<HttpResponseMessage>>();
         foreach (var (url, body) in new (string, object)[]
@@ -45,10 +47,9 @@ public sealed class AppendGroupTests(ConversationsApp app)
                  })
         {
             queued.Add(client.PostJson(url, body));
-            await Task.Delay(150);
+            await WaitUntil(() => groups.QueuedFor(user) == queued.Count, $"append {queued.Count} never queued");
         }
 
-        await Task.Delay(300);
         Assert.All(queued, t => Assert.False(t.IsCompleted)); // still queued behind the lock
         await lockTransaction.RollbackAsync();
 
@@ -74,6 +75,16 @@ public sealed class AppendGroupTests(ConversationsApp app)
         await using var command = new NpgsqlCommand(sql, connection);
         command.Parameters.AddWithValue("id", id);
         await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task WaitUntil(Func<bool> condition, string failure)
+    {
+        for (var attempt = 0; attempt < 200 && !condition(); attempt++)
+        {
+            await Task.Delay(25);
+        }
+
+        Assert.True(condition(), failure);
     }
 
     /// <summary>Waits until <paramref name="count"/> sessions of the test database wait for a row lock.</summary>

@@ -18,6 +18,7 @@ public static class MetricNames
     public const string MessagesAppended = "modularchat.messages.appended";
     public const string MessageTokens = "modularchat.messages.tokens";
     public const string AppendGroupSize = "modularchat.messages.append_group.size";
+    public const string AppendGroupQueued = "modularchat.messages.append_group.queued";
     public const string CacheLookups = "modularchat.cache.lookups";
     public const string RetentionMessages = "modularchat.retention.messages";
     public const string RetentionBytes = "modularchat.retention.bytes";

@@ -14,6 +14,7 @@ public sealed class ConversationsMetrics
     private readonly Counter<long> _retainedMessages;
     private readonly Counter<long> _retainedBytes;
     private readonly Histogram<int> _appendGroups;
+    private readonly UpDownCounter<int> _appendQueue;
 
     public ConversationsMetrics(IMeterFactory meters)
     {
@@ -24,6 +25,7 @@ public sealed class ConversationsMetrics
         _retainedMessages = meter.CreateCounter<long>(MetricNames.RetentionMessages, "{message}", "Messages archived or deleted by retention, by action and policy");
         _retainedBytes = meter.CreateCounter<long>(MetricNames.RetentionBytes, "By", "Content bytes archived or deleted by retention, by action and policy");
         _appendGroups = meter.CreateHistogram<int>(MetricNames.AppendGroupSize, "{request}", "Append requests written by one transaction (group commit)");
+        _appendQueue = meter.CreateUpDownCounter<int>(MetricNames.AppendGroupQueued, "{request}", "Append requests waiting for a transaction (group commit)");
     }
 
     internal void RetentionApplied(RetentionApplied applied)
@@ -37,6 +39,8 @@ public sealed class ConversationsMetrics
         => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
 
     internal void AppendGroup(int requests) => _appendGroups.Record(requests);
+
+    internal void AppendQueue(int change) => _appendQueue.Add(change);
 
     internal void Appended(IReadOnlyList<MessageAppended> messages)
     {

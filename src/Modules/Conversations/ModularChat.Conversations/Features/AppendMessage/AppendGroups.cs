@@ -74,6 +74,7 @@ internal sealed class AppendGroups(
                 }
 
                 lane.Queue.Enqueue(pending);
+                metrics.AppendQueue(1);
                 if (lane.Writers >= settings.AppendGroupConcurrency)
                 {
                     return pending.Completion.Task; // a writer of this lane will take it with the next group
@@ -84,6 +85,20 @@ internal sealed class AppendGroups(
 
             _ = Task.Run(() => DrainAsync(tenantId, lane));
             return pending.Completion.Task;
+        }
+    }
+
+    /// <summary>How many appends of <paramref name="tenantId"/> wait for a transaction on this node.</summary>
+    internal int QueuedFor(string tenantId)
+    {
+        if (!_lanes.TryGetValue(tenantId, out var lane))
+        {
+            return 0;
+        }
+
+        lock (lane)
+        {
+            return lane.Queue.Count;
         }
     }
 
@@ -107,6 +122,7 @@ internal sealed class AppendGroups(
                 while (lane.Queue.TryPeek(out var next) && (group.Count == 0 || messages + next.Append.Messages.Count <= maxMessages))
                 {
                     lane.Queue.Dequeue();
+                    metrics.AppendQueue(-1);
                     if (next.CancellationToken.IsCancellationRequested)
                     {
                         next.Completion.TrySetCanceled(next.CancellationToken);
