@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.AppendMessage;
 using Npgsql;
@@ -21,14 +22,16 @@ public sealed class AppendGroupTests(ConversationsApp app)
         var blocked = await client.NewConversation("group");
         var target = await client.NewConversation("group");
 
-        // Hold the first conversation's stream lock: both of the tenant's writers (Conversations:AppendGroupConcurrency=2)
-        // take an append to it and wait, so everything sent meanwhile queues.
+        // Hold the first conversation's stream lock: each of the tenant's writers (Conversations:AppendGroupConcurrency)
+        // takes an append to it and waits, so everything sent meanwhile queues.
+        var writers = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupConcurrency;
+        Assert.True(writers > 0, "group commit is off");
         await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
         await holder.OpenAsync();
         await using var lockTransaction = await holder.BeginTransactionAsync();
         await Execute(holder, "select 1 from modularchat.mt_streams where id = @id for update", blocked.Id);
         var waiting = new List<Task<HttpResponseMessage>>();
-        for (var writer = 1; writer <= 2; writer++)
+        for (var writer = 1; writer <= writers; writer++)
         {
             waiting.Add(client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = $"held {writer}" }));
             await WaitForLockWaiters(writer);
