@@ -4,6 +4,8 @@ using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Search.Contracts;
 using ModularChat.Summaries.Contracts;
 using Npgsql;
+using Wolverine.Runtime;
+using Wolverine.Runtime.Agents;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -125,18 +127,23 @@ public sealed class ReadModelTests(SearchApp app)
         var before = await SnapshotAsync(user);
         var resultsBefore = await ResultsAsync(client, ["command+line", "projections"]);
 
-        // The host's own projection agents stop while the command runs, as they would when an operator runs it.
-        var coordinator = app.Host.Services.GetRequiredService<Marten.Events.Daemon.Coordination.IProjectionCoordinator>();
-        await coordinator.PauseAsync();
+        // The host's own projection agent stops while the command runs, as the service would be stopped when an operator
+        // runs it (README). Projections run as Wolverine-managed agents: Marten's projection coordinator does not stop them.
+        var agents = app.Host.Services.GetRequiredService<IWolverineRuntime>().Agents;
+        var agent = await app.Host.Services.GetRequiredService<IEventSubscriptionAgentFamily>().FindAgentUriAsync("SearchEntries:All", null, CancellationToken.None);
+        Assert.NotNull(agent);
+        Assert.Contains(agent, agents.AllRunningAgentUris());
+        await agents.StopLocallyAsync(agent);
         try
         {
+            Assert.DoesNotContain(agent, agents.AllRunningAgentUris());
             var (exitCode, output) = await RunHostCommandAsync("projections", "rebuild", "-p", "SearchEntries");
             Assert.True(exitCode == 0, output);
             Assert.Contains("SearchEntries", output, StringComparison.Ordinal);
         }
         finally
         {
-            await coordinator.ResumeAsync();
+            await agents.StartLocallyAsync(agent);
         }
 
         await client.WaitForIndexing(2);
