@@ -50,7 +50,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
                  })
         {
             queued.Add(client.PostJson(url, body));
-            await WaitUntil(() => groups.QueuedFor(user) == queued.Count, $"append {queued.Count} never queued");
+            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
         }
 
         Assert.All(queued, t => Assert.False(t.IsCompleted)); // still queued behind the lock
@@ -80,34 +80,14 @@ public sealed class AppendGroupTests(ConversationsApp app)
         await command.ExecuteNonQueryAsync();
     }
 
-    private static async Task WaitUntil(Func<bool> condition, string failure)
-    {
-        for (var attempt = 0; attempt < 200 && !condition(); attempt++)
-        {
-            await Task.Delay(25);
-        }
-
-        Assert.True(condition(), failure);
-    }
-
     /// <summary>Waits until <paramref name="count"/> sessions of the test database wait for a row lock.</summary>
     private async Task WaitForLockWaiters(int count)
     {
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
-        for (var attempt = 0; attempt < 200; attempt++)
-        {
-            await using var command = new NpgsqlCommand(
-                "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'", connection);
-            if ((long)(await command.ExecuteScalarAsync())! >= count)
-            {
-                return;
-            }
-
-            await Task.Delay(50);
-        }
-
-        Assert.Fail($"{count} appends never waited for the held stream lock");
+        await using var command = new NpgsqlCommand(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'", connection);
+        await Eventually.Until(async () => (long)(await command.ExecuteScalarAsync())!, waiters => waiters >= count, seconds: 10);
     }
 
     /// <summary>The distinct transactions (xmin) that wrote the message events of a conversation.</summary>

@@ -1,6 +1,5 @@
 global using ModularChat.Testing;
 using System.Net;
-using System.Text.Json;
 
 namespace ModularChat.Summaries.Tests;
 
@@ -57,29 +56,6 @@ internal static class Api
         while (cursor is not null);
 
         return all;
-    }
-}
-
-internal static class Eventually
-{
-    public static async Task<T> Until<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 45)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var value = await read();
-            if (done(value))
-            {
-                return value;
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                Assert.Fail($"Not done after {seconds} s; last value: {JsonSerializer.Serialize(value, HttpApi.Json)}");
-            }
-
-            await Task.Delay(100);
-        }
     }
 }
 

@@ -33,9 +33,9 @@ internal sealed record PreparedAppend(
 /// as before; under load a transaction carries many appends and the round trips and commits per append fall.
 /// </summary>
 /// <remarks>
-/// Inside a group, appends are decided in arrival order on the running state of each conversation. Two groups of a
-/// tenant may be written at once (<see cref="ConversationsOptions.AppendGroupConcurrency"/>) and queue on a shared
-/// conversation's lock in either order: requests that are in flight together have no order among them, as without
+/// Inside a group, appends are decided in arrival order on the running state of each conversation. With
+/// <see cref="ConversationsOptions.AppendGroupConcurrency"/> above one (the default is one writer per tenant and node),
+/// several groups of a tenant are written at once and queue on a shared conversation's lock in either order: requests that are in flight together have no order among them, as without
 /// grouping; a client that waits for each answer before the next append keeps its order. Requests of at least
 /// <see cref="ConversationsOptions.AppendGroupMaxMessages"/> messages are written on their own, at once.
 /// </remarks>
