@@ -43,7 +43,9 @@ public static class ConversationsModule
     public static StoreOptions ConfigureConversations(this StoreOptions options)
     {
         options.Projections.Snapshot<Conversation>(SnapshotLifecycle.Inline);
-        options.Projections.Add<StoredMessageProjection>(ProjectionLifecycle.Inline);
+        // StoredMessage is written by the projection's own set-based statement: its table must exist all the same.
+        options.Schema.For<StoredMessage>();
+        options.Projections.Add(new StoredMessageProjection(options.DatabaseSchemaName), ProjectionLifecycle.Inline);
 
         // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).
         options.Storage.ExtendedSchemaObjects.Add(MessagesByExternalId.Create(options.DatabaseSchemaName));
