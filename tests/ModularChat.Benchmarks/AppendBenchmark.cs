@@ -92,7 +92,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         using var http = env.Client($"bench-batch-{Guid.NewGuid():N}", batchClients);
         var conversations = await CreateConversationsAsync(http, batchClients);
         var counters = new int[batchClients];
-        var (rate, _) = await Load.RunAsync(batchClients, WarmUp, Measure, async client =>
+        var (rate, _) = await Load.RunAsync(batchClients, HostWarmUp, Measure, async client =>
         {
             var first = counters[client];
             counters[client] += batchSize;
