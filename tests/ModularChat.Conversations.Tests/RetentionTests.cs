@@ -65,6 +65,29 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Archived_messages_stay_searchable_when_the_search_read_model_is_rebuilt()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("archive-search"), RetentionTenants.Archive);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived.Count > 0);
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12);
+        Assert.Equal(0, await CountRowsMentioning("message number 3 of", id, "mt_events"));
+
+        // A rebuild replays the event stream, which no longer holds messages 1-7: they come from the archive.
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), RetentionTenants.Archive, "admin");
+        (await admin.PostAsync("/api/admin/search/rebuild", null)).EnsureSuccessStatusCode();
+        var status = await Eventually.Until(
+            async () => await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<JsonElement>(HttpStatusCode.OK),
+            s => s.GetProperty("state").GetString() is "succeeded" or "failed", seconds: 120);
+        Assert.Equal("succeeded", status.GetProperty("state").GetString());
+
+        Assert.Equal(Enumerable.Range(1, 12).Select(i => (long)i), await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12));
+        var hits = await (await client.GetAsync($"/api/search?q=topic+21&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);
+        Assert.Contains(hits.GetProperty("hits").EnumerateArray(),
+            h => h.GetProperty("conversationId").GetGuid() == id && h.GetProperty("sequence").GetInt64() == 3);
+    }
+
+    [Fact]
     public async Task Keep_last_n_keeps_exactly_n_once_summarized()
     {
         using var client = app.Client(ModularChatApp.NewUser("keeper"), RetentionTenants.KeepLast);
@@ -176,6 +199,24 @@ public sealed class RetentionTests(ConversationsApp app)
         }
         while (cursor is not null);
         return all;
+    }
+
+    /// <summary>The sequences of the conversation's message entries in the search read model.</summary>
+    private async Task<List<long>> SearchEntrySequences(Guid conversationId)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "select sequence from modularchat.mc_search_entries where conversation_id = @id and kind = 0 order by sequence", connection);
+        command.Parameters.AddWithValue("id", conversationId);
+        var sequences = new List<long>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            sequences.Add(reader.GetInt64(0));
+        }
+
+        return sequences;
     }
 
     /// <summary>Rows of a table (or of every ModularChat table) whose text mentions both the conversation and <paramref name="text"/>.</summary>

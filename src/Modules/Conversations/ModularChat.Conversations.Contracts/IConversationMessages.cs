@@ -54,6 +54,14 @@ public interface IConversationMessages
         string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
         CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The messages retention archived (moved out of the event stream, still readable) with <paramref name="afterSequence"/>
+    /// &lt; sequence &lt;= <paramref name="upToSequence"/>, oldest first, in chunks as <see cref="ReadChunksAsync"/> reads.
+    /// </summary>
+    IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadArchivedChunksAsync(
+        string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
+        CancellationToken cancellationToken = default);
+
     /// <summary>Up to <paramref name="count"/> of the latest messages (before <paramref name="beforeSequence"/> when given), oldest first.</summary>
     Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default);

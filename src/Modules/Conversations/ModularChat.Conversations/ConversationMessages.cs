@@ -20,35 +20,23 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
         return c is null ? null : new ConversationInfo(c.Id, c.Title, c.MessageCount, c.TotalTokens, c.CreatedAt, c.LastActivityAt, c.Version);
     }
 
-    public async IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(
+    public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(
         string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(chunkSize, 1);
-        var after = afterSequence;
-        while (after < upToSequence)
-        {
-            // A short-lived session per chunk: nothing of an earlier chunk stays referenced.
-            IReadOnlyList<StoredMessage> page;
-            await using (var session = store.QuerySession(tenantId))
-            {
-                var from = after;
-                page = await session.Query<StoredMessage>()
-                    .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
-                    .OrderBy(m => m.Sequence)
-                    .Take(chunkSize)
-                    .ToListAsync(cancellationToken);
-            }
+        CancellationToken cancellationToken = default)
+        => ChunksAsync(tenantId, afterSequence, upToSequence, chunkSize, (session, from, token) => session.Query<StoredMessage>()
+            .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
+            .OrderBy(m => m.Sequence)
+            .Take(chunkSize)
+            .ToListAsync(token), m => m.Sequence, ToContract, cancellationToken);
 
-            if (page.Count == 0)
-            {
-                yield break;
-            }
-
-            after = page[^1].Sequence;
-            yield return page.Select(ToContract).ToList();
-        }
-    }
+    public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadArchivedChunksAsync(
+        string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
+        CancellationToken cancellationToken = default)
+        => ChunksAsync(tenantId, afterSequence, upToSequence, chunkSize, (session, from, token) => session.Query<ArchivedMessage>()
+            .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
+            .OrderBy(m => m.Sequence)
+            .Take(chunkSize)
+            .ToListAsync(token), m => m.Sequence, m => ToContract(m.ToStored()), cancellationToken);
 
     public async Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default)
@@ -84,6 +72,32 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             IsBatch: messages.Count != 1);
         var result = await scope.ServiceProvider.GetRequiredService<ISender>().Send(command, cancellationToken);
         return result.Messages.Select(m => new AppendedConversationMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.Duplicate)).ToList();
+    }
+
+    /// <summary>Pages of <paramref name="page"/>, one short-lived session each: nothing of an earlier chunk stays referenced.</summary>
+    private async IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ChunksAsync<T>(
+        string tenantId, long afterSequence, long upToSequence, int chunkSize,
+        Func<IQuerySession, long, CancellationToken, Task<IReadOnlyList<T>>> page, Func<T, long> sequence, Func<T, ConversationMessage> toContract,
+        [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkSize, 1);
+        var after = afterSequence;
+        while (after < upToSequence)
+        {
+            IReadOnlyList<T> chunk;
+            await using (var session = store.QuerySession(tenantId))
+            {
+                chunk = await page(session, after, cancellationToken);
+            }
+
+            if (chunk.Count == 0)
+            {
+                yield break;
+            }
+
+            after = sequence(chunk[^1]);
+            yield return chunk.Select(toContract).ToList();
+        }
     }
 
     private static ConversationMessage ToContract(StoredMessage m)

@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Options;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Providers.Contracts;
 using ModularChat.Search.Contracts;
 using ModularChat.Search.Embeddings;
@@ -60,7 +61,7 @@ public static class SearchModule
             options.Storage.ExtendedSchemaObjects.Add(table);
         }
 
-        options.Projections.Add(new SearchEntriesProjection(schema, search.Language, search.SpeakerKeys), JasperFx.Events.Projections.ProjectionLifecycle.Async);
+        options.Projections.Add(new SearchEntriesProjection(schema, search.Language, search.SpeakerKeys, services.GetRequiredService<IConversationMessages>), JasperFx.Events.Projections.ProjectionLifecycle.Async);
         return options;
     }
 

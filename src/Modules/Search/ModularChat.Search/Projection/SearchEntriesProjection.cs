@@ -30,9 +30,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
     private readonly string[] _speakerKeys;
     private readonly string _insertSql;
     private readonly SearchRemovals _removals;
+    private readonly Func<IConversationMessages> _messages;
 
-    public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys)
+    /// <param name="messages">Reads archived messages (resolved when first needed: the store is being built when this is).</param>
+    public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys, Func<IConversationMessages> messages)
     {
+        _messages = messages;
         _schema = schema;
         _language = language;
         _speakerKeys = [.. speakerKeys];
@@ -50,7 +53,10 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         _removals = new SearchRemovals(schema);
     }
 
-    public Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
+    /// <summary>Archived messages read back per round trip when a rebuild indexes them.</summary>
+    private const int ArchiveChunk = 500;
+
+    public async Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
     {
         // Events of one tenant, in order. Inserts are gathered until a deletion, so order is kept where it matters.
         var batch = new EntryBatch();
@@ -59,9 +65,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             switch (e.Data)
             {
                 case MessageAppended m:
-                    batch.Add(m.MessageId, m.ConversationId, EntryKind.Message, m.Sequence, null, null, Roles.ToWire(m.Role),
-                        Speaker(m.Metadata), m.ExternalId, m.Metadata is { Count: > 0 } ? JsonSerializer.Serialize(m.Metadata).Replace("\\u0000", "", StringComparison.Ordinal) : null,
-                        m.CreatedAt, m.Content);
+                    AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
                     break;
                 case SummaryRevised s:
                     batch.Add(SummaryEntryId(s.ConversationId, s.Revision), s.ConversationId, EntryKind.Summary, s.ToSequence, s.FromSequence,
@@ -76,11 +80,27 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                     Flush(operations, batch);
                     _removals.Messages(operations, r.ConversationId, r.FromSequence, r.ToSequence);
                     break;
+                case RetentionApplied { Action: RetentionAction.Archived } r:
+                    // Archived messages left the event stream but stay readable, so they stay searchable: a rebuild, which
+                    // no longer replays their events, indexes them from the archive. Live they are indexed already, and the
+                    // insert leaves existing entries alone.
+                    Flush(operations, batch);
+                    await foreach (var chunk in _messages().ReadArchivedChunksAsync(
+                        operations.TenantId, r.ConversationId, r.FromSequence - 1, r.ToSequence, ArchiveChunk, cancellation))
+                    {
+                        foreach (var m in chunk)
+                        {
+                            AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
+                        }
+
+                        Flush(operations, batch);
+                    }
+
+                    break;
             }
         }
 
         Flush(operations, batch);
-        return Task.CompletedTask;
     }
 
     /// <summary>The id of a summary revision's entry: stable, so a rebuild gives it the same id (and finds its vector again).</summary>
@@ -95,6 +115,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         hash[8] = (byte)((hash[8] & 0x3F) | 0x80);
         return new Guid(hash[..16], bigEndian: true);
     }
+
+    private void AddMessage(EntryBatch batch, Guid id, Guid conversationId, long sequence, MessageRole role, string? externalId,
+        IReadOnlyDictionary<string, string>? metadata, DateTimeOffset createdAt, string content)
+        => batch.Add(id, conversationId, EntryKind.Message, sequence, null, null, Roles.ToWire(role), Speaker(metadata), externalId,
+            metadata is { Count: > 0 } ? JsonSerializer.Serialize(metadata).Replace("\\u0000", "", StringComparison.Ordinal) : null,
+            createdAt, content);
 
     /// <summary>The speaker of a message: the first metadata value among the configured keys (e.g. "speaker").</summary>
     private string? Speaker(IReadOnlyDictionary<string, string>? metadata)
