@@ -1,5 +1,10 @@
 using System.Net;
 using System.Net.Http.Headers;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Search.Projection;
+using ModularChat.Search.Storage;
+using ModularChat.Search.Vectors;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -34,5 +39,33 @@ public sealed class ClusterTests(SearchApp app)
             async () => (await (await nodeB.GetAsync("/api/search?q=lighthouse&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits,
             h => h.Count == 1);
         Assert.Equal([secondConversation], hits.Select(h => h.ConversationId));
+    }
+
+    [Fact]
+    public async Task Another_node_forgets_the_vectors_of_messages_retention_deleted()
+    {
+        var user = ModularChatApp.NewUser();
+        using var nodeA = app.Client(user);
+        await using var second = await app.StartSearchOnlyNodeAsync();
+        using var nodeB = second.Server.CreateClient();
+        nodeB.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        var conversation = await nodeA.StartConversation("harbour",
+            Message("the harbour master's logbook"), Message("ships leave the harbour at dawn", "assistant"),
+            Message("the harbour wall needs repair"), Message("harbour fees went up", "assistant"));
+        var model = (await nodeA.WaitForIndexing(4)).Model;
+        var index = second.Services.GetRequiredService<IVectorIndex>();
+        Assert.Equal(4, await index.CountAsync(user, model, CancellationToken.None)); // node B holds all four in memory
+
+        // What retention's delete does to the read model (SearchCleanupHandler and the projection run exactly this).
+        var store = app.Host.Services.GetRequiredService<IDocumentStore>();
+        await using (var session = store.LightweightSession(user))
+        {
+            new SearchRemovals(new SearchSchema(store.Options.DatabaseSchemaName)).Messages(session, conversation, 1, 2);
+            await session.SaveChangesAsync();
+        }
+
+        Assert.Equal(2, await Eventually(() => index.CountAsync(user, model, CancellationToken.None), n => n == 2));
+        var hits = (await (await nodeB.GetAsync("/api/search?q=harbour&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        Assert.Equal([3L, 4L], hits.Select(h => h.Sequence!.Value).Order());
     }
 }

@@ -56,6 +56,8 @@ internal sealed class SearchRemovals
             $"delete from {s.Pending} p using {s.Entries} e where p.tenant_id = e.tenant_id and p.entry_id = e.id and {Messages("e.")}",
             $"delete from {s.Entries} where {Messages("")}",
             $"delete from {s.Vectors} where {Messages("")}",
+            // What other nodes read to drop these vectors from memory (the projection and the cleanup handler both get here).
+            $"insert into {s.RemovedRanges} (tenant_id, conversation_id, from_sequence, to_sequence) values (^, ^, ^, ^) on conflict do nothing",
         ];
     }
 

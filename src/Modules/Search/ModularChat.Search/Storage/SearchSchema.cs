@@ -32,6 +32,9 @@ internal sealed class SearchSchema(string schemaName)
     /// <summary>Deleted conversations: late events for them are ignored, and every node drops their vectors from memory.</summary>
     public string Deletions => $"{Schema}.mc_search_deletions";
 
+    /// <summary>Message ranges retention deleted: every node drops their vectors from memory (kept as long as the tombstones).</summary>
+    public string RemovedRanges => $"{Schema}.mc_search_removed_ranges";
+
     /// <summary>Entry counts and lexeme totals per conversation and kind: BM25's collection statistics.</summary>
     public string Stats => $"{Schema}.mc_search_stats";
 
@@ -112,6 +115,16 @@ internal sealed class SearchSchema(string schemaName)
         deletions.AddColumn("txid", "xid8").NotNull().DefaultValueByExpression("pg_current_xact_id()");
         deletions.Indexes.Add(new IndexDefinition("ix_mc_search_deletions_txid") { Columns = ["tenant_id", "txid"] });
         yield return deletions;
+
+        var ranges = new Table(new PostgresqlObjectName(Schema, "mc_search_removed_ranges", SchemaUtils.IdentifierUsage.General));
+        ranges.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
+        ranges.AddColumn("conversation_id", "uuid").NotNull().AsPrimaryKey();
+        ranges.AddColumn("from_sequence", "bigint").NotNull().AsPrimaryKey();
+        ranges.AddColumn("to_sequence", "bigint").NotNull();
+        ranges.AddColumn("removed_at", "timestamp with time zone").NotNull().DefaultValueByExpression("now()");
+        ranges.AddColumn("txid", "xid8").NotNull().DefaultValueByExpression("pg_current_xact_id()");
+        ranges.Indexes.Add(new IndexDefinition("ix_mc_search_removed_ranges_txid") { Columns = ["tenant_id", "txid"] });
+        yield return ranges;
 
         var stats = new Table(new PostgresqlObjectName(Schema, "mc_search_stats", SchemaUtils.IdentifierUsage.General));
         stats.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();

@@ -6,7 +6,7 @@ using Npgsql;
 namespace ModularChat.Search.Storage;
 
 /// <summary>
-/// Removes the tombstones of deleted conversations once <see cref="SearchOptions.TombstoneLifetime"/> has passed, so that
+/// Removes the tombstones of deleted conversations (and the logged ranges of deleted messages) once <see cref="SearchOptions.TombstoneLifetime"/> has passed, so that
 /// in the end nothing of a deleted conversation remains in the database. Every node runs it; the delete is idempotent.
 /// </summary>
 internal sealed partial class TombstoneCleanup(SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, ILogger<TombstoneCleanup> logger)
@@ -40,9 +40,14 @@ internal sealed partial class TombstoneCleanup(SearchDatabase database, IOptions
     internal async Task<int> RemoveExpiredAsync(TimeSpan lifetime, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        await using var command = new NpgsqlCommand($"delete from {database.Schema.Deletions} where deleted_at < $1", connection);
+        await using var command = new NpgsqlCommand(
+            $"""
+            with tombstones as (delete from {database.Schema.Deletions} where deleted_at < $1 returning 1),
+                 ranges as (delete from {database.Schema.RemovedRanges} where removed_at < $1 returning 1)
+            select (select count(*) from tombstones) + (select count(*) from ranges)
+            """, connection);
         command.Parameters.Add(new NpgsqlParameter { Value = (clock.GetUtcNow() - lifetime).UtcDateTime });
-        return await command.ExecuteNonQueryAsync(cancellationToken);
+        return (int)(long)(await command.ExecuteScalarAsync(cancellationToken))!;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing expired search tombstones failed; the next round retries")]

@@ -116,6 +116,9 @@ internal sealed partial class InMemoryVectorIndex(
             batch.BatchCommands.Add(Command($"{SelectVectors(schema)} where tenant_id = $1 and txid >= $2::text::xid8", set.TenantId, horizon));
             batch.BatchCommands.Add(Command(
                 $"select conversation_id from {schema.Deletions} where tenant_id = $1 and txid >= $2::text::xid8", set.TenantId, horizon));
+            batch.BatchCommands.Add(Command(
+                $"select conversation_id, from_sequence, to_sequence from {schema.RemovedRanges} where tenant_id = $1 and txid >= $2::text::xid8",
+                set.TenantId, horizon));
         }
 
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
@@ -135,15 +138,22 @@ internal sealed partial class InMemoryVectorIndex(
         }
 
         var deleted = new List<Guid>();
+        var removed = new List<RemovedMessages>();
         if (!full && await reader.NextResultAsync(cancellationToken))
         {
             while (await reader.ReadAsync(cancellationToken))
             {
                 deleted.Add(reader.GetGuid(0));
             }
+
+            await reader.NextResultAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                removed.Add(new RemovedMessages(reader.GetGuid(0), reader.GetInt64(1), reader.GetInt64(2)));
+            }
         }
 
-        set.Apply(rows, deleted, reset: full);
+        set.Apply(rows, deleted, removed, reset: full);
         set.Horizon = horizonNow;
         set.Generation = generation;
         set.Loaded = true;

@@ -17,6 +17,9 @@ internal sealed record VectorRow(
     float[] Vector,
     int[] Terms);
 
+/// <summary>Messages of a conversation, from one sequence to another (both included), that retention deleted.</summary>
+internal sealed record RemovedMessages(Guid ConversationId, long FromSequence, long ToSequence);
+
 /// <summary>
 /// One tenant's vectors of one model in memory: column arrays (ids, attributes, int8 or float32 vectors in one
 /// contiguous block) scanned exactly with SIMD, links to each message's neighbouring turns, and the document
@@ -107,7 +110,7 @@ internal sealed class TenantVectorSet
     }
 
     /// <summary>Applies rows read from PostgreSQL: new and changed vectors, vectors of another model (dropped), deleted conversations.</summary>
-    public void Apply(IReadOnlyList<VectorRow> rows, IReadOnlyList<Guid> deletedConversations, bool reset = false)
+    public void Apply(IReadOnlyList<VectorRow> rows, IReadOnlyList<Guid> deletedConversations, IReadOnlyList<RemovedMessages>? removedMessages = null, bool reset = false)
     {
         _lock.EnterWriteLock();
         try
@@ -120,6 +123,11 @@ internal sealed class TenantVectorSet
             foreach (var conversationId in deletedConversations)
             {
                 RemoveConversation(conversationId);
+            }
+
+            foreach (var range in removedMessages ?? [])
+            {
+                RemoveMessages(range);
             }
 
             foreach (var row in rows)
@@ -539,6 +547,20 @@ internal sealed class TenantVectorSet
         }
 
         _terms[slot] = [];
+    }
+
+    private void RemoveMessages(RemovedMessages range)
+    {
+        if (_conversationOrdinal.TryGetValue(range.ConversationId, out var ordinal) && _conversationSlots.TryGetValue(ordinal, out var slots))
+        {
+            foreach (var slot in slots.ToArray())
+            {
+                if (_kind[slot] == (byte)EntryKind.Message && _sequence[slot] >= range.FromSequence && _sequence[slot] <= range.ToSequence)
+                {
+                    Remove(slot);
+                }
+            }
+        }
     }
 
     private void RemoveConversation(Guid conversationId)
