@@ -85,6 +85,52 @@ public sealed class McpServerTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Replacing_a_server_keeps_the_secrets_left_out_and_forgets_its_tools_when_the_connection_changes()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            headers = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey, ["X-Client"] = "tests" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        Assert.True((await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK)).Success);
+
+        // The secret header is not sent back (clients never see it): it stays; the plain one changes, so the tools must be tested again.
+        var replaced = await (await client.PutJson($"/api/mcp-servers/{server.Id}", new
+        {
+            name = "secured-2", transport = "streamable-http", url = app.Mcp.SecuredUrl, headers = new Dictionary<string, string> { ["X-Client"] = "tests-2" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(("secured-2", "tests-2", "mcp...2e1b"), (replaced.Name, replaced.Headers["X-Client"], replaced.SecretHeaders["X-Api-Key"]));
+        Assert.Null(replaced.Tools);
+        var retested = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.True(retested.Success, retested.Error); // the kept key still decrypts and is sent
+
+        // A new name alone keeps the tools of the last test.
+        var renamed = await (await client.PutJson($"/api/mcp-servers/{server.Id}", new
+        {
+            name = "secured-3", transport = "streamable-http", url = app.Mcp.SecuredUrl, headers = new Dictionary<string, string> { ["X-Client"] = "tests-2" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.NotNull(renamed.Tools);
+
+        // {} removes the secret headers: the server refuses the connection without its key.
+        var stripped = await (await client.PutJson($"/api/mcp-servers/{server.Id}", new
+        {
+            name = "secured-3", transport = "streamable-http", url = app.Mcp.SecuredUrl, secretHeaders = new Dictionary<string, string>(),
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Empty(stripped.SecretHeaders);
+        Assert.Empty(stripped.Headers);
+        var refused = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.False(refused.Success);
+        Assert.Contains("401", refused.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(ProvidersApp.McpApiKey, await client.GetStringAsync("/api/mcp-servers"), StringComparison.Ordinal);
+
+        // Invalid settings answer 400 naming the field and change nothing.
+        await (await client.PutJson($"/api/mcp-servers/{server.Id}", new { name = "x", transport = "ftp" })).ShouldNameField("transport");
+        await (await client.PutJson($"/api/mcp-servers/{server.Id}", new { name = "x", transport = "sse" })).ShouldNameField("url");
+        Assert.Equal("secured-3", (await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK)).Name);
+    }
+
+    [Fact]
     public async Task A_server_that_echoes_a_wrong_secret_header_in_its_error_does_not_leak_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -187,6 +233,10 @@ public sealed class McpServerTests(ProvidersApp app)
         await (await stranger.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
         await (await stranger.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ShouldBeProblem(404);
         await (await stranger.DeleteAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+        await (await stranger.PutJson($"/api/mcp-servers/{server.Id}", new { name = "mine", transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(404);
+        var other = await (await owner.PostJson("/api/mcp-servers", new { name = "Other", transport = "sse", url = app.Mcp.SseUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await (await owner.PutJson($"/api/mcp-servers/{other.Id}", new { name = "TOOLS", transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(409);
 
         Assert.Equal(HttpStatusCode.NoContent, (await owner.DeleteAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
         await (await owner.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);

@@ -85,6 +85,7 @@ public static class ProvidersModule
 
         var mcp = app.MapGroup("/api/mcp-servers").WithTags("MCP servers").RequireAuthorization();
         mcp.MapCreateMcpServer();
+        mcp.MapUpdateMcpServer();
         mcp.MapReadMcpServers();
         mcp.MapTestMcpServer();
 

@@ -13,7 +13,7 @@ using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Features.McpServers;
 
-internal sealed record CreateMcpServer(McpServerRequest Body) : ICommand<McpServerResponse>;
+internal sealed record CreateMcpServer(McpServerRequest Body) : ICommand<McpServerResponse>, IMcpServerCommand;
 
 internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options, TimeProvider clock)
     : ICommandHandler<CreateMcpServer, McpServerResponse>
@@ -50,11 +50,11 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
         };
         if (stdio)
         {
-            Split(tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
+            Split(secrets, tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
         }
         else
         {
-            Split(tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
+            Split(secrets, tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
         }
 
         session.Store(server);
@@ -71,14 +71,14 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
     }
 
     /// <summary>Plain values stay plain unless their name looks secret; secret ones are encrypted.</summary>
-    private void Split(string tenant, Dictionary<string, string>? plain, Dictionary<string, string>? secret,
+    internal static void Split(SecretBox secrets, string tenant, Dictionary<string, string>? plain, Dictionary<string, string>? secret,
         Dictionary<string, string> plainOut, Dictionary<string, StoredSecret> secretOut)
     {
         foreach (var (name, value) in plain ?? [])
         {
             if (McpServerRules.LooksSecret(name))
             {
-                secretOut[name] = Protect(tenant, value);
+                secretOut[name] = Protect(secrets, tenant, value);
             }
             else
             {
@@ -89,13 +89,13 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
         foreach (var (name, value) in secret ?? [])
         {
             plainOut.Remove(name);
-            secretOut[name] = Protect(tenant, value);
+            secretOut[name] = Protect(secrets, tenant, value);
         }
     }
 
-    private StoredSecret Protect(string tenant, string value) => new() { Cipher = secrets.Protect(tenant, value), Hint = SecretBox.Hint(value) };
+    private static StoredSecret Protect(SecretBox secrets, string tenant, string value) => new() { Cipher = secrets.Protect(tenant, value), Hint = SecretBox.Hint(value) };
 
-    private static ConflictException Duplicate(string name)
+    internal static ConflictException Duplicate(string name)
         => new($"An MCP server named '{name}' already exists: choose another name, or delete it first.",
             new Dictionary<string, object?> { ["field"] = "name" });
 }

@@ -87,9 +87,23 @@ internal static partial class McpServerRules
     public static partial Regex VariableName();
 }
 
-internal sealed class CreateMcpServerValidator : AbstractValidator<CreateMcpServer>
+/// <summary>A command that carries an MCP server's settings (create, replace).</summary>
+internal interface IMcpServerCommand
 {
-    public CreateMcpServerValidator(IOptions<McpOptions> mcp, IOptions<ProvidersOptions> providers, OutboundNetwork network)
+    McpServerRequest Body { get; }
+}
+
+internal sealed class CreateMcpServerValidator(IOptions<McpOptions> mcp, IOptions<ProvidersOptions> providers, OutboundNetwork network)
+    : McpServerRequestValidator<CreateMcpServer>(mcp, providers, network);
+
+internal sealed class UpdateMcpServerValidator(IOptions<McpOptions> mcp, IOptions<ProvidersOptions> providers, OutboundNetwork network)
+    : McpServerRequestValidator<UpdateMcpServer>(mcp, providers, network);
+
+/// <summary>The rules of an MCP server's settings, the same for a new server and a replaced one.</summary>
+internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
+    where T : IMcpServerCommand
+{
+    protected McpServerRequestValidator(IOptions<McpOptions> mcp, IOptions<ProvidersOptions> providers, OutboundNetwork network)
     {
         var o = mcp.Value;
         var maxName = providers.Value.MaxNameLength;

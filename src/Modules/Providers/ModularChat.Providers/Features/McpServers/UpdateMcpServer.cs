@@ -1,0 +1,129 @@
+using Marten;
+using Mediator;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Secrets;
+
+namespace ModularChat.Providers.Features.McpServers;
+
+internal sealed record UpdateMcpServer(Guid Id, McpServerRequest Body) : ICommand<McpServerResponse>, IMcpServerCommand;
+
+/// <summary>
+/// Replaces an MCP server's settings. Secret values are write-only, so a client cannot send them back: leaving
+/// <c>secretHeaders</c> / <c>secretEnvironment</c> out keeps the stored ones (unless the transport changes, which drops
+/// them with the rest of the old transport's settings), an object replaces them all (<c>{}</c> removes them).
+/// </summary>
+internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options)
+    : ICommandHandler<UpdateMcpServer, McpServerResponse>
+{
+    public async ValueTask<McpServerResponse> Handle(UpdateMcpServer command, CancellationToken cancellationToken)
+    {
+        var body = command.Body;
+        var tenant = sessions.TenantId;
+        await using var session = sessions.Write();
+        var all = await session.Query<McpServerConnection>().ToListAsync(cancellationToken);
+        var server = all.SingleOrDefault(s => s.Id == command.Id) ?? throw new NotFoundException("MCP server", command.Id);
+        var name = body.Name!.Trim();
+        if (all.Any(s => s.Id != server.Id && s.NormalizedName == ProviderSettings.Normalize(name)))
+        {
+            throw CreateMcpServerHandler.Duplicate(name);
+        }
+
+        var before = Connection(server);
+        var stdio = body.Transport == McpTransports.Stdio;
+        var sameTransport = server.Transport == body.Transport;
+        var keptEnvironment = sameTransport && body.SecretEnvironment is null ? server.SecretEnvironment : [];
+        var keptHeaders = sameTransport && body.SecretHeaders is null ? server.SecretHeaders : [];
+        server.Name = name;
+        server.NormalizedName = ProviderSettings.Normalize(name);
+        server.Transport = body.Transport!;
+        server.Command = stdio ? body.Command!.Trim() : null;
+        server.Arguments = stdio ? body.Arguments ?? [] : [];
+        server.Url = stdio ? null : body.Url!.Trim();
+        server.Environment = [];
+        server.SecretEnvironment = [];
+        server.Headers = [];
+        server.SecretHeaders = [];
+        if (stdio)
+        {
+            CreateMcpServerHandler.Split(secrets, tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
+            Keep(keptEnvironment, server.Environment, server.SecretEnvironment);
+        }
+        else
+        {
+            CreateMcpServerHandler.Split(secrets, tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
+            Keep(keptHeaders, server.Headers, server.SecretHeaders);
+            var max = options.Value.MaxHeaders;
+            if (server.Headers.Count + server.SecretHeaders.Count > max)
+            {
+                throw new LimitExceededException("headers", $"'headers' may have at most {max} entries, the kept secret headers included.");
+            }
+        }
+
+        // The tool list describes the server as last tested: a different server (or credentials) needs a new test.
+        if (Connection(server) != before)
+        {
+            server.Tools = null;
+            server.ToolsRefreshedAt = null;
+            server.ProtocolVersion = null;
+            server.ServerName = null;
+            server.ServerVersion = null;
+        }
+
+        session.Store(server);
+        try
+        {
+            await session.SaveChangesAsync(cancellationToken);
+        }
+        catch (Exception e) when (ProviderStore.IsUniqueViolation(e))
+        {
+            throw CreateMcpServerHandler.Duplicate(name);
+        }
+
+        return McpServerResponse.From(server);
+    }
+
+    /// <summary>Stored secrets the request left out stay, unless it now sends a value of the same name.</summary>
+    private static void Keep(Dictionary<string, StoredSecret> kept, Dictionary<string, string> plain, Dictionary<string, StoredSecret> secret)
+    {
+        foreach (var (name, value) in kept)
+        {
+            if (!plain.ContainsKey(name) && !secret.ContainsKey(name))
+            {
+                secret[name] = value;
+            }
+        }
+    }
+
+    /// <summary>What decides which server is reached and how (secret values by their cipher, which changes whenever one is sent).</summary>
+    private static string Connection(McpServerConnection s) => string.Join('\n',
+        [
+            s.Transport, s.Command ?? "", s.Url ?? "", string.Join('\u001f', s.Arguments),
+            .. s.Environment.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"env:{e.Key}={e.Value}"),
+            .. s.SecretEnvironment.OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"secret-env:{e.Key}={e.Value.Cipher}"),
+            .. s.Headers.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"header:{h.Key}={h.Value}"),
+            .. s.SecretHeaders.OrderBy(h => h.Key, StringComparer.Ordinal).Select(h => $"secret-header:{h.Key}={h.Value.Cipher}"),
+        ]);
+}
+
+internal static class UpdateMcpServerEndpoint
+{
+    public static void MapUpdateMcpServer(this IEndpointRouteBuilder group) =>
+        group.MapPut("/{id}", async Task<Ok<McpServerResponse>> (Guid id, McpServerRequest body, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new UpdateMcpServer(id, body), ct)))
+            .WithName("UpdateMcpServer")
+            .WithSummary("Replace an MCP server's settings")
+            .WithDescription("Leave 'secretHeaders' / 'secretEnvironment' out to keep the stored secret values (they are never returned), " +
+                "send {} to remove them. Changing what the server is or how it is reached clears its tool list until the next test.")
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status422UnprocessableEntity);
+}
