@@ -120,12 +120,7 @@ public sealed class ContextTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var (id, _) = await ConversationWith(client, 12);
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while ((await Context(client, id, 5000)).Summary is null)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
-            await Task.Delay(200);
-        }
+        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: 30, what: "No summary in the context");
 
         using var lookups = new CacheLookupRecorder();
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "first change" });
@@ -174,14 +169,10 @@ public sealed class ContextTests(ConversationsApp app)
 
         // Without a query: no hits. With one (indexing is asynchronous): the Zanzibar message, outside the recent ones.
         Assert.Empty((await Context(client, c.Id, 60)).SearchHits);
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        ContextDto context;
-        while ((context = await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100&query=when%20is%20the%20zanzibar%20ferry"))
-                   .ReadAs<ContextDto>(HttpStatusCode.OK)).SearchHits.Count == 0)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "no search hit within 30 s: " + JsonSerializer.Serialize(context));
-            await Task.Delay(200);
-        }
+        var context = await Eventually.Until(
+            async () => await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100&query=when%20is%20the%20zanzibar%20ferry"))
+                .ReadAs<ContextDto>(HttpStatusCode.OK),
+            c => c.SearchHits.Count > 0, seconds: 30, what: "No search hit");
 
         // Best first; only messages older than the recent ones; a quarter of the budget (Context:SearchTokenShare) at most.
         Assert.Equal(2, context.SearchHits[0].Sequence);

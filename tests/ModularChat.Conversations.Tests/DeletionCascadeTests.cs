@@ -29,16 +29,13 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
 
         // Everything derived exists first: a summary (and the archive retention made of what it covers), search entries with
         // their vectors, and a cached context.
-        await Eventually(async () => (await client.GetAsync($"/api/conversations/{id}/summary")).StatusCode == HttpStatusCode.OK, "a summary");
-        await Eventually(async () => (await RowsMentioning(id)).ContainsKey("mt_doc_archivedmessage"), "archived messages");
-        var seen = "";
-        await Eventually(async () =>
+        await client.WaitForSummary(id);
+        await WaitUntil(async () => (await RowsMentioning(id)).ContainsKey("mt_doc_archivedmessage"), "archived messages");
+        await Eventually.Until(async () =>
         {
             var search = await (await client.GetAsync($"/api/search?q=aubergine&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);
-            var rows = await RowsMentioning(id);
-            seen = $"{search} / tables: {string.Join(", ", rows.Keys)}";
-            return search.GetProperty("hits").GetArrayLength() > 0 && rows.ContainsKey("mc_search_vectors");
-        }, () => "search entries and vectors: " + seen);
+            return new { Hits = search.GetProperty("hits").GetArrayLength(), Tables = (await RowsMentioning(id)).Keys.ToList() };
+        }, seen => seen.Hits > 0 && seen.Tables.Contains("mc_search_vectors"), seconds: 30, what: "No search entries and vectors");
         await (await client.GetAsync($"/api/conversations/{id}/context")).ReadAs<ContextDto>(HttpStatusCode.OK);
         var cached = await RedisKeysMentioning(id);
         Assert.NotEmpty(cached);
@@ -60,28 +57,12 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
 
         // The rest goes in the background: purges, module cleanups, then the inbox's handled messages and the search
         // tombstone after their (here short) lifetimes.
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        Dictionary<string, long> left;
-        while ((left = await RowsMentioning(id)).Count > 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(250);
-        }
-
-        Assert.True(left.Count == 0, "rows left: " + string.Join(", ", left.Select(t => $"{t.Key}={t.Value}")));
+        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the conversation are left");
         Assert.Empty(await RedisKeysMentioning(id));
     }
 
-    private static Task Eventually(Func<Task<bool>> condition, string what) => Eventually(condition, () => what);
-
-    private static async Task Eventually(Func<Task<bool>> condition, Func<string> what)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"no {what()} within 30 s");
-            await Task.Delay(200);
-        }
-    }
+    private static Task WaitUntil(Func<Task<bool>> condition, string what)
+        => Eventually.Until(condition, done => done, seconds: 30, what: $"No {what}");
 
     /// <summary>
     /// Per table of every schema of the test database, the rows that mention the conversation: in any column as text, or

@@ -15,7 +15,7 @@ public sealed class IntegrationEventTests(ConversationsApp app)
         await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "hello events" });
         await client.DeleteAsync($"/api/conversations/{c.Id}");
 
-        var received = await WaitFor(() => IntegrationEventProbe.Received.Where(r => r.Event.ConversationId == c.Id).ToList(), l => l.Count >= 3);
+        var received = await Eventually.Until(() => Task.FromResult(IntegrationEventProbe.Received.Where(r => r.Event.ConversationId == c.Id).ToList()), l => l.Count >= 3);
 
         Assert.All(received, r => Assert.Equal(user, r.Tenant));
         Assert.Single(received, r => r.Event is ConversationStarted { Title: "events" });
@@ -28,29 +28,15 @@ public sealed class IntegrationEventTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var c = await (await client.PostJson("/api/conversations", new { title = "quiet" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        await WaitFor(() => IntegrationEventProbe.Received.Count(r => r.Event.ConversationId == c.Id), n => n == 1);
+        await Eventually.Until(() => Task.FromResult(IntegrationEventProbe.Received.Count(r => r.Event.ConversationId == c.Id)), n => n == 1);
 
         await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "ok", expectedVersion = 99 });
         await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "nobody", content = "bad" });
         // A later, accepted append is delivered; the rejected ones before it never are.
         await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "marker" });
-        await WaitFor(() => IntegrationEventProbe.Received.Any(r => r.Event is MessageAppended { Content: "marker" } m && m.ConversationId == c.Id), b => b);
+        await Eventually.Until(() => Task.FromResult(IntegrationEventProbe.Received.Any(r => r.Event is MessageAppended { Content: "marker" } m && m.ConversationId == c.Id)), b => b);
 
         Assert.DoesNotContain(IntegrationEventProbe.Received, r => r.Event is MessageAppended m && m.ConversationId == c.Id && m.Content != "marker");
     }
 
-    private static async Task<T> WaitFor<T>(Func<T> read, Func<T, bool> done)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (true)
-        {
-            var value = read();
-            if (done(value) || DateTime.UtcNow > deadline)
-            {
-                return value;
-            }
-
-            await Task.Delay(50);
-        }
-    }
 }

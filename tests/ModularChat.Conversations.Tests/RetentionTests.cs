@@ -121,7 +121,7 @@ public sealed class RetentionTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var id = await ConversationWith(client, 12);
-        await WaitForSummary(client, id);
+        await client.WaitForSummary(id);
         await Task.Delay(TimeSpan.FromSeconds(1));
 
         var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
@@ -160,31 +160,10 @@ public sealed class RetentionTests(ConversationsApp app)
         return c.Id;
     }
 
-    private static async Task WaitForSummary(HttpClient client, Guid id)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while ((await client.GetAsync($"/api/conversations/{id}/summary")).StatusCode != HttpStatusCode.OK)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
-            await Task.Delay(100);
-        }
-    }
-
-    private static async Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while (true)
-        {
-            var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
-            if (done(view))
-            {
-                return view;
-            }
-
-            Assert.True(DateTime.UtcNow < deadline, $"retention did not happen within 30 s: {JsonSerializer.Serialize(view)}");
-            await Task.Delay(100);
-        }
-    }
+    private static Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)
+        => Eventually.Until(
+            async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK),
+            done, seconds: 30, what: "Retention did not happen");
 
     private static async Task<List<MessageDto>> Messages(HttpClient client, Guid id, bool includeArchived, string direction = "forward", int limit = 5)
     {

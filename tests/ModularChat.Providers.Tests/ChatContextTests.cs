@@ -42,12 +42,7 @@ public sealed class ChatContextTests(ProvidersApp app)
         (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
 
         // The real Summaries module writes one in the background (the first milestone is 10 messages).
-        var deadline = DateTime.UtcNow.AddSeconds(30);
-        while ((await client.GetAsync($"/api/conversations/{conversation}/summary")).StatusCode != System.Net.HttpStatusCode.OK)
-        {
-            Assert.True(DateTime.UtcNow < deadline, "no summary within 30 s");
-            await Task.Delay(100);
-        }
+        await client.WaitForSummary(conversation);
 
         await using var scope = app.Host.Services.CreateAsyncScope();
         var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()

@@ -27,37 +27,11 @@ internal static class Api
         => await (await client.GetAsync("/api/search?q=" + query)).ReadAs<SearchResult>(HttpStatusCode.OK);
 
     /// <summary>Waits until every entry of the caller's tenant is indexed and embedded (at least <paramref name="entries"/> of them).</summary>
-    public static async Task<Status> WaitForIndexing(this HttpClient client, int entries)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(60);
-        while (true)
-        {
-            var status = await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);
-            if (status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0)
-            {
-                return status;
-            }
+    public static Task<Status> WaitForIndexing(this HttpClient client, int entries)
+        => Eventually.Until(
+            async () => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK),
+            status => status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0, seconds: 60, what: "Indexing did not finish");
 
-            Assert.True(DateTime.UtcNow < deadline, $"Indexing did not finish: {status}");
-            await Task.Delay(100);
-        }
-    }
-
-    /// <summary>Polls <paramref name="read"/> until <paramref name="done"/> or a generous deadline (background work).</summary>
-    public static async Task<T> Eventually<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 60)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(seconds);
-        while (true)
-        {
-            var value = await read();
-            if (done(value) || DateTime.UtcNow > deadline)
-            {
-                return value;
-            }
-
-            await Task.Delay(100);
-        }
-    }
 }
 
 internal sealed record Status(long Entries, long Embedded, long Pending, string Model);

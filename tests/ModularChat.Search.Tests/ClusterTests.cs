@@ -29,13 +29,13 @@ public sealed class ClusterTests(SearchApp app)
 
         var secondConversation = await nodeA.StartConversation("two", Message("a lighthouse on the cliff"));
         await nodeA.WaitForIndexing(2);
-        var hits = await Eventually(
+        var hits = await Eventually.Until(
             async () => (await (await nodeB.GetAsync("/api/search?q=lighthouse&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits,
             h => h.Count == 2);
         Assert.Equal(2, hits.Count);
 
         (await nodeA.DeleteAsync($"/api/conversations/{first}")).EnsureSuccessStatusCode();
-        hits = await Eventually(
+        hits = await Eventually.Until(
             async () => (await (await nodeB.GetAsync("/api/search?q=lighthouse&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits,
             h => h.Count == 1);
         Assert.Equal([secondConversation], hits.Select(h => h.ConversationId));
@@ -64,7 +64,7 @@ public sealed class ClusterTests(SearchApp app)
             await session.SaveChangesAsync();
         }
 
-        Assert.Equal(2, await Eventually(() => index.CountAsync(user, model, CancellationToken.None), n => n == 2));
+        Assert.Equal(2, await Eventually.Until(() => index.CountAsync(user, model, CancellationToken.None), n => n == 2));
         var hits = (await (await nodeB.GetAsync("/api/search?q=harbour&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
         Assert.Equal([3L, 4L], hits.Select(h => h.Sequence!.Value).Order());
     }

@@ -42,14 +42,14 @@ public sealed class EmbeddingTests(SearchApp app)
         Assert.Equal(["modularchat-hashed-v1-d1024:1024"], await StoredModelsAsync(user));
 
         await app.Providers.UseAsync(user, "fake-embed-large");
-        var models = await Eventually(() => StoredModelsAsync(user), m => m.SequenceEqual(["provider:fake-openai:fake-embed-large:4"]));
+        var models = await Eventually.Until(() => StoredModelsAsync(user), m => m.SequenceEqual(["provider:fake-openai:fake-embed-large:4"]));
         Assert.Equal(["provider:fake-openai:fake-embed-large:4"], models);
         await client.WaitForIndexing(2);
         var hits = (await (await client.GetAsync("/api/search?q=automobile&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
         Assert.Contains("car", hits[0].Snippet, StringComparison.Ordinal);
 
         await app.Providers.UseAsync(user, null);
-        models = await Eventually(() => StoredModelsAsync(user), m => m.SequenceEqual(["modularchat-hashed-v1-d1024:1024"]));
+        models = await Eventually.Until(() => StoredModelsAsync(user), m => m.SequenceEqual(["modularchat-hashed-v1-d1024:1024"]));
         Assert.Equal(["modularchat-hashed-v1-d1024:1024"], models);
     }
 
@@ -65,7 +65,7 @@ public sealed class EmbeddingTests(SearchApp app)
         {
             using var client = app.Client(user);
             await client.StartConversation("music", Message("My violin lessons start on Tuesday."));
-            await Eventually(() => AttemptsAsync(user), a => a > 0);
+            await Eventually.Until(() => AttemptsAsync(user), a => a > 0);
 
             var result = await (await client.GetAsync("/api/search?q=violin+lessons")).ReadAs<SearchResult>(HttpStatusCode.OK);
 

@@ -57,7 +57,7 @@ public sealed class ReadModelTests(SearchApp app)
 
         foreach (var table in new[] { "mc_search_entries", "mc_search_vectors", "mc_search_pending", "mc_search_stats" })
         {
-            var left = await Eventually(() => CountAsync(table, user, doomed), n => n == 0);
+            var left = await Eventually.Until(() => CountAsync(table, user, doomed), n => n == 0);
             Assert.True(left == 0, $"{table} still holds {left} rows of the deleted conversation");
         }
 
@@ -86,7 +86,7 @@ public sealed class ReadModelTests(SearchApp app)
         await AppendSummaryAsync(user, first, 1, "A garden plan with a lemon tree.", 1, 2);
         await client.WaitForIndexing(5);
         (await client.DeleteAsync($"/api/conversations/{deleted}")).EnsureSuccessStatusCode();
-        await Eventually(() => CountAsync("mc_search_entries", user, deleted), n => n == 0);
+        await Eventually.Until(() => CountAsync("mc_search_entries", user, deleted), n => n == 0);
         await client.WaitForIndexing(4);
         var queries = new[] { "lemon", "garden+tree", "cake+eggs", "sunny" };
         var before = await SnapshotAsync(user);
@@ -94,7 +94,7 @@ public sealed class ReadModelTests(SearchApp app)
 
         using var admin = app.Client(ModularChatApp.NewUser("admin"), roles: "admin");
         await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatus>(HttpStatusCode.Accepted);
-        var status = await Eventually(
+        var status = await Eventually.Until(
             async () => await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<RebuildStatus>(HttpStatusCode.OK),
             s => s.State is "succeeded" or "failed", seconds: 120);
         Assert.Equal("succeeded", status.State);
@@ -127,12 +127,16 @@ public sealed class ReadModelTests(SearchApp app)
         var before = await SnapshotAsync(user);
         var resultsBefore = await ResultsAsync(client, ["command+line", "projections"]);
 
-        // The host's own projection agent stops while the command runs, as the service would be stopped when an operator
-        // runs it (README). Projections run as Wolverine-managed agents: Marten's projection coordinator does not stop them.
+        // The host's own projection agent is paused while the command runs, as the service would be stopped when an operator
+        // runs it (README). Projections run as Wolverine-managed agents: Marten's projection coordinator does not stop them,
+        // and an agent only stopped is started again by Wolverine's reconciliation: it is paused, then stopped.
         var agents = app.Host.Services.GetRequiredService<IWolverineRuntime>().Agents;
         var agent = await app.Host.Services.GetRequiredService<IEventSubscriptionAgentFamily>().FindAgentUriAsync("SearchEntries:All", null, CancellationToken.None);
         Assert.NotNull(agent);
         Assert.Contains(agent, agents.AllRunningAgentUris());
+        var pause = new AgentRestrictions([]);
+        pause.PauseAgent(agent);
+        await agents.ApplyRestrictionsAsync(pause, CancellationToken.None);
         await agents.StopLocallyAsync(agent);
         try
         {
@@ -140,12 +144,20 @@ public sealed class ReadModelTests(SearchApp app)
             var (exitCode, output) = await RunHostCommandAsync("projections", "rebuild", "-p", "SearchEntries");
             Assert.True(exitCode == 0, output);
             Assert.Contains("SearchEntries", output, StringComparison.Ordinal);
+            Assert.DoesNotContain(agent, agents.AllRunningAgentUris()); // it did not come back while the command ran
         }
         finally
         {
-            await agents.StartLocallyAsync(agent);
+            var resume = new AgentRestrictions([.. pause.Current]);
+            resume.RestartAgent(agent);
+            await agents.ApplyRestrictionsAsync(resume, CancellationToken.None);
+            if (!agents.AllRunningAgentUris().Contains(agent))
+            {
+                await agents.StartLocallyAsync(agent);
+            }
         }
 
+        Assert.Contains(agent, agents.AllRunningAgentUris());
         await client.WaitForIndexing(2);
         Assert.Equal(before, await SnapshotAsync(user));
         Assert.Equal(resultsBefore, await ResultsAsync(client, ["command+line", "projections"]));

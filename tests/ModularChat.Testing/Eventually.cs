@@ -6,7 +6,8 @@ namespace ModularChat.Testing;
 /// <summary>Polls until a condition holds (background work, queues), failing with the last value seen.</summary>
 public static class Eventually
 {
-    public static async Task<T> Until<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 45)
+    /// <param name="what">What is awaited, for the failure message.</param>
+    public static async Task<T> Until<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 60, string? what = null)
     {
         var deadline = DateTime.UtcNow.AddSeconds(seconds);
         while (true)
@@ -19,7 +20,7 @@ public static class Eventually
 
             if (DateTime.UtcNow > deadline)
             {
-                Assert.Fail($"Not done after {seconds} s; last value: {JsonSerializer.Serialize(value, HttpApi.Json)}");
+                Assert.Fail($"{what ?? "Not done"} after {seconds} s; last value: {JsonSerializer.Serialize(value, HttpApi.Json)}");
             }
 
             await Task.Delay(100);

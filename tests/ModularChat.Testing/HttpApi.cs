@@ -35,6 +35,11 @@ public static class HttpApi
         return problem;
     }
 
+    /// <summary>Waits until the Summaries module has stored a summary of the conversation (it works in the background).</summary>
+    public static Task<HttpStatusCode> WaitForSummary(this HttpClient client, Guid conversationId)
+        => Eventually.Until(async () => (await client.GetAsync($"/api/conversations/{conversationId}/summary")).StatusCode,
+            status => status == HttpStatusCode.OK, seconds: 30, what: "No summary");
+
     public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
         => client.PostAsJsonAsync(url, body, Json);
 
