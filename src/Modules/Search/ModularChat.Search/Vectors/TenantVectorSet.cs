@@ -550,26 +550,20 @@ internal sealed class TenantVectorSet
     }
 
     private void RemoveMessages(RemovedMessages range)
-    {
-        if (_conversationOrdinal.TryGetValue(range.ConversationId, out var ordinal) && _conversationSlots.TryGetValue(ordinal, out var slots))
-        {
-            foreach (var slot in slots.ToArray())
-            {
-                if (_kind[slot] == (byte)EntryKind.Message && _sequence[slot] >= range.FromSequence && _sequence[slot] <= range.ToSequence)
-                {
-                    Remove(slot);
-                }
-            }
-        }
-    }
+        => RemoveConversation(range.ConversationId,
+            slot => _kind[slot] == (byte)EntryKind.Message && _sequence[slot] >= range.FromSequence && _sequence[slot] <= range.ToSequence);
 
-    private void RemoveConversation(Guid conversationId)
+    /// <summary>The conversation's entries (those <paramref name="which"/> picks, or all).</summary>
+    private void RemoveConversation(Guid conversationId, Func<int, bool>? which = null)
     {
         if (_conversationOrdinal.TryGetValue(conversationId, out var ordinal) && _conversationSlots.TryGetValue(ordinal, out var slots))
         {
             foreach (var slot in slots.ToArray())
             {
-                Remove(slot);
+                if (which is null || which(slot))
+                {
+                    Remove(slot);
+                }
             }
         }
     }

@@ -35,27 +35,8 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
             throw new LimitExceededException("name", $"A tenant may have at most {options.Value.MaxServersPerTenant} MCP servers (Mcp:MaxServersPerTenant).");
         }
 
-        var stdio = body.Transport == McpTransports.Stdio;
-        var server = new McpServerConnection
-        {
-            Id = Guid.CreateVersion7(),
-            TenantId = tenant,
-            Name = name,
-            NormalizedName = ProviderSettings.Normalize(name),
-            Transport = body.Transport!,
-            Command = stdio ? body.Command!.Trim() : null,
-            Arguments = stdio ? body.Arguments ?? [] : [],
-            Url = stdio ? null : body.Url!.Trim(),
-            CreatedAt = clock.GetUtcNow(),
-        };
-        if (stdio)
-        {
-            Split(secrets, tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
-        }
-        else
-        {
-            Split(secrets, tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
-        }
+        var server = new McpServerConnection { Id = Guid.CreateVersion7(), TenantId = tenant, CreatedAt = clock.GetUtcNow() };
+        McpServerSettings.Apply(secrets, tenant, body, server);
 
         session.Store(server);
         try
@@ -69,31 +50,6 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
 
         return McpServerResponse.From(server);
     }
-
-    /// <summary>Plain values stay plain unless their name looks secret; secret ones are encrypted.</summary>
-    internal static void Split(SecretBox secrets, string tenant, Dictionary<string, string>? plain, Dictionary<string, string>? secret,
-        Dictionary<string, string> plainOut, Dictionary<string, StoredSecret> secretOut)
-    {
-        foreach (var (name, value) in plain ?? [])
-        {
-            if (McpServerRules.LooksSecret(name))
-            {
-                secretOut[name] = Protect(secrets, tenant, value);
-            }
-            else
-            {
-                plainOut[name] = value;
-            }
-        }
-
-        foreach (var (name, value) in secret ?? [])
-        {
-            plainOut.Remove(name);
-            secretOut[name] = Protect(secrets, tenant, value);
-        }
-    }
-
-    private static StoredSecret Protect(SecretBox secrets, string tenant, string value) => new() { Cipher = secrets.Protect(tenant, value), Hint = SecretBox.Hint(value) };
 
     internal static ConflictException Duplicate(string name)
         => new($"An MCP server named '{name}' already exists: choose another name, or delete it first.",

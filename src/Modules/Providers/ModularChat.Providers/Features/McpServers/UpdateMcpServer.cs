@@ -38,33 +38,14 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
 
         var before = Connection(server);
         var stdio = body.Transport == McpTransports.Stdio;
-        var sameTransport = server.Transport == body.Transport;
-        var keptEnvironment = sameTransport && body.SecretEnvironment is null ? server.SecretEnvironment : [];
-        var keptHeaders = sameTransport && body.SecretHeaders is null ? server.SecretHeaders : [];
-        server.Name = name;
-        server.NormalizedName = ProviderSettings.Normalize(name);
-        server.Transport = body.Transport!;
-        server.Command = stdio ? body.Command!.Trim() : null;
-        server.Arguments = stdio ? body.Arguments ?? [] : [];
-        server.Url = stdio ? null : body.Url!.Trim();
-        server.Environment = [];
-        server.SecretEnvironment = [];
-        server.Headers = [];
-        server.SecretHeaders = [];
-        if (stdio)
+        var kept = server.Transport != body.Transport ? null
+            : stdio ? (body.SecretEnvironment is null ? server.SecretEnvironment : null)
+            : (body.SecretHeaders is null ? server.SecretHeaders : null);
+        McpServerSettings.Apply(secrets, tenant, body, server, kept);
+        var max = options.Value.MaxHeaders;
+        if (!stdio && server.Headers.Count + server.SecretHeaders.Count > max)
         {
-            CreateMcpServerHandler.Split(secrets, tenant, body.Environment, body.SecretEnvironment, server.Environment, server.SecretEnvironment);
-            Keep(keptEnvironment, server.Environment, server.SecretEnvironment);
-        }
-        else
-        {
-            CreateMcpServerHandler.Split(secrets, tenant, body.Headers, body.SecretHeaders, server.Headers, server.SecretHeaders);
-            Keep(keptHeaders, server.Headers, server.SecretHeaders);
-            var max = options.Value.MaxHeaders;
-            if (server.Headers.Count + server.SecretHeaders.Count > max)
-            {
-                throw new LimitExceededException("headers", $"'headers' may have at most {max} entries, the kept secret headers included.");
-            }
+            throw new LimitExceededException("headers", $"'headers' may have at most {max} entries, the kept secret headers included.");
         }
 
         // The tool list describes the server as last tested: a different server (or credentials) needs a new test.
@@ -88,18 +69,6 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         }
 
         return McpServerResponse.From(server);
-    }
-
-    /// <summary>Stored secrets the request left out stay, unless it now sends a value of the same name.</summary>
-    private static void Keep(Dictionary<string, StoredSecret> kept, Dictionary<string, string> plain, Dictionary<string, StoredSecret> secret)
-    {
-        foreach (var (name, value) in kept)
-        {
-            if (!plain.ContainsKey(name) && !secret.ContainsKey(name))
-            {
-                secret[name] = value;
-            }
-        }
     }
 
     /// <summary>What decides which server is reached and how (secret values by their cipher, which changes whenever one is sent).</summary>
