@@ -26,6 +26,19 @@ public sealed partial class CacheGenerations : IHostedService
 
     private const string KeyPrefix = "modularchat:gen:";
     private const string TrackedPrefix = "modularchat:gen-keys:";
+
+    // Each script touches one key only, so it also runs on a Redis Cluster. StackExchange.Redis sends a script's
+    // hash (EVALSHA) once the server knows it. A publish from a script reaches subscribers like any other.
+    private const string BumpScript = """
+        redis.call('INCR', KEYS[1])
+        redis.call('EXPIRE', KEYS[1], ARGV[1])
+        redis.call('PUBLISH', ARGV[2], ARGV[3])
+        """;
+
+    private const string TrackScript = """
+        redis.call('SADD', KEYS[1], ARGV[1])
+        redis.call('EXPIRE', KEYS[1], ARGV[2])
+        """;
     private readonly IConnectionMultiplexer? _redis;
     private readonly HybridCache _cache;
     private readonly ILogger<CacheGenerations> _logger;
@@ -84,12 +97,9 @@ public sealed partial class CacheGenerations : IHostedService
         {
             try
             {
-                var database = _redis.GetDatabase();
-                await database.StringIncrementAsync(KeyPrefix + scope).ConfigureAwait(false);
-                await database.KeyExpireAsync(KeyPrefix + scope, GenerationLifetime, CommandFlags.FireAndForget).ConfigureAwait(false);
-                await _redis.GetSubscriber()
-                    .PublishAsync(RedisChannel.Literal(Channel), _nodeId + "|" + scope, CommandFlags.FireAndForget)
-                    .ConfigureAwait(false);
+                // One round trip: increment, extend the lifetime, broadcast (this was three commands).
+                await _redis.GetDatabase().ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
+                    [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
                 Recovered();
             }
             catch (RedisException e)
@@ -116,9 +126,8 @@ public sealed partial class CacheGenerations : IHostedService
         {
             try
             {
-                var database = _redis.GetDatabase();
-                await database.SetAddAsync(TrackedPrefix + scope, key, CommandFlags.FireAndForget).ConfigureAwait(false);
-                await database.KeyExpireAsync(TrackedPrefix + scope, lifetime, CommandFlags.FireAndForget).ConfigureAwait(false);
+                await _redis.GetDatabase().ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
+                    [key, (long)Math.Ceiling(lifetime.TotalSeconds)], CommandFlags.FireAndForget).ConfigureAwait(false);
             }
             catch (RedisException e)
             {

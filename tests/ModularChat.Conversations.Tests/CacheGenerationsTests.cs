@@ -1,0 +1,69 @@
+using Microsoft.Extensions.Caching.Hybrid;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Caching;
+using StackExchange.Redis;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// The cache generations between two nodes of one deployment, on the real Redis: a change on one node reaches the
+/// other's generation at once, and the other node's in-process copies of that scope (only) are dropped through the
+/// broadcast.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class CacheGenerationsTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task A_change_on_one_node_moves_the_generation_everywhere_and_drops_the_other_nodes_copies_of_that_scope_only()
+    {
+        await using var second = await app.StartHostAsync();
+        var one = app.Host.Services.GetRequiredService<CacheGenerations>();
+        var two = second.Services.GetRequiredService<CacheGenerations>();
+        var cacheOnTwo = second.Services.GetRequiredService<HybridCache>();
+        var changed = "test:" + Guid.NewGuid().ToString("N");
+        var untouched = "test:" + Guid.NewGuid().ToString("N");
+
+        // Node two caches an entry of each scope (in memory and in Redis) and tracks them.
+        Assert.Equal("before", await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("before")));
+        Assert.Equal("kept", await cacheOnTwo.GetOrCreateAsync(untouched + ":entry", _ => ValueTask.FromResult("kept")));
+        await two.TrackAsync(changed, changed + ":entry", TimeSpan.FromMinutes(5));
+        await two.TrackAsync(untouched, untouched + ":entry", TimeSpan.FromMinutes(5));
+        Assert.Equal(0, await two.CurrentAsync(changed));
+
+        await one.BumpAsync(changed);
+
+        // The generation is shared: node two reads the new one without any message having to arrive.
+        Assert.Equal(1, await two.CurrentAsync(changed));
+        Assert.Equal(1, await one.CurrentAsync(changed));
+
+        // The broadcast drops node two's copy: its factory runs again. The other scope's entry is still served.
+        await Eventually.Until(
+            async () => await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("after")),
+            value => value == "after", seconds: 10, what: "Node two still serves the entry of the changed scope");
+        Assert.Equal("kept", await cacheOnTwo.GetOrCreateAsync(untouched + ":entry", _ => ValueTask.FromResult("rebuilt")));
+    }
+
+    [Fact]
+    public async Task Nothing_is_left_in_Redis_for_good()
+    {
+        var generations = app.Host.Services.GetRequiredService<CacheGenerations>();
+        var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+        var scope = "test:" + Guid.NewGuid().ToString("N");
+
+        await generations.TrackAsync(scope, scope + ":entry", TimeSpan.FromMinutes(5));
+        await generations.BumpAsync(scope);
+
+        // The bump and the tracked keys expire (the tracking is fire-and-forget: wait until it has landed).
+        var generationTtl = await redis.KeyTimeToLiveAsync("modularchat:gen:" + scope);
+        Assert.InRange(generationTtl!.Value, CacheGenerations.GenerationLifetime - TimeSpan.FromMinutes(1), CacheGenerations.GenerationLifetime);
+        var trackedTtl = await Eventually.Until(() => redis.KeyTimeToLiveAsync("modularchat:gen-keys:" + scope), ttl => ttl is not null,
+            seconds: 10, what: "The tracked keys were not stored with a lifetime");
+        Assert.InRange(trackedTtl!.Value, TimeSpan.FromMinutes(4), TimeSpan.FromMinutes(5));
+        Assert.Equal([scope + ":entry"], (await redis.SetMembersAsync("modularchat:gen-keys:" + scope)).Select(m => m.ToString()));
+
+        // Forgetting the scope removes both.
+        await generations.ForgetAsync(scope);
+        Assert.False(await redis.KeyExistsAsync("modularchat:gen:" + scope));
+        Assert.False(await redis.KeyExistsAsync("modularchat:gen-keys:" + scope));
+    }
+}
