@@ -135,6 +135,33 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Retention_runs_racing_with_appends_keep_every_message_once_and_count_what_they_archive()
+    {
+        var tenant = RetentionTenants.Archive;
+        using var client = app.Client(ModularChatApp.NewUser("racing"), tenant);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+
+        var covered = await SummaryThrough(client, id); // 10-12; no other summary is due before 25 messages
+
+        // Messages 13-24 while retention runs over and over, as the service runs it: each run may go one message
+        // further (KeepLast is 5) until the summary's end, while the next message is being appended.
+        var bus = app.Host.Services.GetRequiredService<Wolverine.IMessageBus>();
+        var appending = Append(client, id, 13, 24);
+        while (!appending.IsCompleted)
+        {
+            await bus.InvokeForTenantAsync(tenant, new ApplyRetention(id));
+        }
+
+        Assert.Equal(Sequences(13, 24), await appending);
+        var view = await WaitForRetention(client, id, v => v.Archived is [{ } range] && range.ToSequence == covered);
+        Assert.Equal((1L, covered, ContentBytes(1, covered)), (view.Archived[0].FromSequence, view.Archived[0].Messages, view.Archived[0].Bytes));
+        Assert.Equal((covered + 1, 24L, ContentBytes(covered + 1, 24)), (view.Hot!.FromSequence, view.Hot.ToSequence, view.Hot.Bytes));
+        await AssertAllMessages(client, id, 24);
+        Assert.Equal(Sequences(1, covered), await ArchivedSequences(id));
+    }
+
+    [Fact]
     public async Task Two_retentions_planned_on_the_same_state_commit_once()
     {
         var tenant = RetentionTenants.Delete;
