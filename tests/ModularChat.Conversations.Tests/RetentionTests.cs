@@ -1,5 +1,10 @@
 using System.Net;
+using System.Text;
 using System.Text.Json;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Features.Retention;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -88,6 +93,105 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Messages_appended_between_the_plan_and_the_lock_are_kept_and_the_step_is_exactly_what_was_planned()
+    {
+        var tenant = RetentionTenants.Archive;
+        using var client = app.Client(ModularChatApp.NewUser("race"), tenant);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+        var covered = await SummaryThrough(client, id); // 10-12: what the summary job saw
+
+        // KeepLast is 5: with covered + 4 messages the policy may go up to covered - 1 now.
+        await Append(client, id, 13, covered + 4);
+        var executor = app.Host.Services.GetRequiredService<RetentionExecutor>();
+        await using var session = Store.LightweightSession(tenant);
+        var plan = await executor.PlanAsync(session, id, CancellationToken.None);
+        Assert.Equal((8L, covered - 1), (plan!.Step.FromSequence, plan.Step.ToSequence));
+
+        // Appended after the plan was read, before it takes the lock: they must not be touched, and they let the policy go one further.
+        Assert.Equal([covered + 5, covered + 6], await Append(client, id, covered + 5, covered + 6));
+
+        var outcome = await executor.CommitAsync(session, plan, CancellationToken.None);
+        var applied = outcome.Applied!;
+        Assert.Equal(
+            (RetentionAction.Archived, 8L, covered - 1, covered - 8, ContentBytes(8, covered - 1)),
+            (applied.Action, applied.FromSequence, applied.ToSequence, applied.Messages, applied.Bytes));
+        Assert.True(outcome.MoreDue);
+
+        // Nothing kept is lost: every message once, gap-free, with its own content; the archive holds exactly the archived ones.
+        await AssertAllMessages(client, id, covered + 6);
+        Assert.Equal(Sequences(1, covered - 1), await ArchivedSequences(id));
+        Assert.Equal(covered, (await Messages(client, id, includeArchived: false))[0].Sequence);
+        var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+        Assert.Equal([(1L, covered - 1, covered - 1)], view.Archived.Select(r => (r.FromSequence, r.ToSequence, r.Messages)));
+        Assert.Equal((covered, covered + 6, ContentBytes(covered, covered + 6)), (view.Hot!.FromSequence, view.Hot.ToSequence, view.Hot.Bytes));
+
+        // The next run (the handler queues it) takes the rest the summary covers.
+        await using var next = Store.LightweightSession(tenant);
+        var rest = await executor.ApplyAsync(next, id, CancellationToken.None);
+        Assert.Equal((covered, covered, 1L, false), (rest.Applied!.FromSequence, rest.Applied.ToSequence, rest.Applied.Messages, rest.MoreDue));
+        await AssertAllMessages(client, id, covered + 6);
+        Assert.Equal(Sequences(1, covered), await ArchivedSequences(id));
+    }
+
+    [Fact]
+    public async Task Retention_runs_racing_with_appends_keep_every_message_once_and_count_what_they_archive()
+    {
+        var tenant = RetentionTenants.Archive;
+        using var client = app.Client(ModularChatApp.NewUser("racing"), tenant);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+
+        var covered = await SummaryThrough(client, id); // 10-12; no other summary is due before 25 messages
+
+        // Messages 13-24 while retention runs over and over, as the service runs it: each run may go one message
+        // further (KeepLast is 5) until the summary's end, while the next message is being appended.
+        var bus = app.Host.Services.GetRequiredService<Wolverine.IMessageBus>();
+        var appending = Append(client, id, 13, 24);
+        while (!appending.IsCompleted)
+        {
+            await bus.InvokeForTenantAsync(tenant, new ApplyRetention(id));
+        }
+
+        Assert.Equal(Sequences(13, 24), await appending);
+        var view = await WaitForRetention(client, id, v => v.Archived is [{ } range] && range.ToSequence == covered);
+        Assert.Equal((1L, covered, ContentBytes(1, covered)), (view.Archived[0].FromSequence, view.Archived[0].Messages, view.Archived[0].Bytes));
+        Assert.Equal((covered + 1, 24L, ContentBytes(covered + 1, 24)), (view.Hot!.FromSequence, view.Hot.ToSequence, view.Hot.Bytes));
+        await AssertAllMessages(client, id, 24);
+        Assert.Equal(Sequences(1, covered), await ArchivedSequences(id));
+    }
+
+    [Fact]
+    public async Task Two_retentions_planned_on_the_same_state_commit_once()
+    {
+        var tenant = RetentionTenants.Delete;
+        using var client = app.Client(ModularChatApp.NewUser("twice"), tenant);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }]);
+        await Append(client, id, 13, 15); // the policy may go up to 10 now
+
+        // Two nodes plan the same step without the lock; the second commits after the first.
+        var executor = app.Host.Services.GetRequiredService<RetentionExecutor>();
+        await using var first = Store.LightweightSession(tenant);
+        await using var second = Store.LightweightSession(tenant);
+        var firstPlan = await executor.PlanAsync(first, id, CancellationToken.None);
+        var secondPlan = await executor.PlanAsync(second, id, CancellationToken.None);
+        Assert.Equal((8L, 10L), (secondPlan!.Step.FromSequence, secondPlan.Step.ToSequence));
+
+        var applied = (await executor.CommitAsync(first, firstPlan!, CancellationToken.None)).Applied;
+        var stale = await executor.CommitAsync(second, secondPlan, CancellationToken.None);
+        await second.SaveChangesAsync(); // as the handler's transaction would: the dropped plan must leave nothing to write
+
+        Assert.Equal((8L, 10L, 3L, ContentBytes(8, 10)), (applied!.FromSequence, applied.ToSequence, applied.Messages, applied.Bytes));
+        Assert.Equal(RetentionOutcome.Nothing, stale);
+        var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+        Assert.Equal([(1L, 10L, 10L)], view.Deleted.Select(r => (r.FromSequence, r.ToSequence, r.Messages)));
+        Assert.Equal((11L, 15L, ContentBytes(11, 15)), (view.Hot!.FromSequence, view.Hot.ToSequence, view.Hot.Bytes));
+        Assert.Equal(2, await CountEvents(id, "retention_applied"));
+        Assert.Equal(Sequences(11, 15), (await Messages(client, id, includeArchived: true)).Select(m => m.Sequence));
+    }
+
+    [Fact]
     public async Task Keep_last_n_keeps_exactly_n_once_summarized()
     {
         using var client = app.Client(ModularChatApp.NewUser("keeper"), RetentionTenants.KeepLast);
@@ -150,14 +254,67 @@ public sealed class RetentionTests(ConversationsApp app)
     private static async Task<Guid> ConversationWith(HttpClient client, int count)
     {
         var c = await (await client.PostJson("/api/conversations", new { title = "retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        for (var i = 1; i <= count; i++)
+        await Append(client, c.Id, 1, count);
+        return c.Id;
+    }
+
+    /// <summary>Appends messages <paramref name="from"/> to <paramref name="to"/> one by one; returns the sequences they got.</summary>
+    private static async Task<List<long>> Append(HttpClient client, Guid id, long from, long to)
+    {
+        var sequences = new List<long>();
+        for (var i = from; i <= to; i++)
         {
-            await (await client.PostJson($"/api/conversations/{c.Id}/messages",
-                new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message number {i} of the conversation talks about topic {i * 7}." }))
-                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            sequences.Add((await (await client.PostJson($"/api/conversations/{id}/messages", new { role = i % 2 == 1 ? "user" : "assistant", content = Content(i) }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created)).Sequence);
         }
 
-        return c.Id;
+        return sequences;
+    }
+
+    private static string Content(long i) => $"Message number {i} of the conversation talks about topic {i * 7}.";
+
+    private static long ContentBytes(long from, long to) => Sequences(from, to).Sum(i => (long)Encoding.UTF8.GetByteCount(Content(i)));
+
+    private static List<long> Sequences(long from, long to) => [.. Enumerable.Range((int)from, (int)(to - from + 1)).Select(i => (long)i)];
+
+    private static async Task<long> SummaryThrough(HttpClient client, Guid id)
+        => (await (await client.GetAsync($"/api/conversations/{id}/summary")).ReadAs<JsonElement>(HttpStatusCode.OK)).GetProperty("toSequence").GetInt64();
+
+    /// <summary>Every message from 1 to <paramref name="count"/>, hot or archived, exactly once, in order, with the content it was sent with.</summary>
+    private static async Task AssertAllMessages(HttpClient client, Guid id, long count)
+    {
+        var all = await Messages(client, id, includeArchived: true);
+        Assert.Equal(Sequences(1, count), all.Select(m => m.Sequence));
+        Assert.All(all, m => Assert.Equal(Content(m.Sequence), m.Content));
+    }
+
+    private IDocumentStore Store => app.Host.Services.GetRequiredService<IDocumentStore>();
+
+    private async Task<List<long>> ArchivedSequences(Guid conversationId)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "select sequence from modularchat.mt_doc_archivedmessage where conversation_id = @id order by sequence", connection);
+        command.Parameters.AddWithValue("id", conversationId);
+        var sequences = new List<long>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            sequences.Add(reader.GetInt64(0));
+        }
+
+        return sequences;
+    }
+
+    private async Task<long> CountEvents(Guid streamId, string type)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = @id and type = @type", connection);
+        command.Parameters.AddWithValue("id", streamId);
+        command.Parameters.AddWithValue("type", type);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     private static Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)

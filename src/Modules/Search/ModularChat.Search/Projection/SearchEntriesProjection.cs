@@ -29,6 +29,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
     private readonly string _language;
     private readonly string[] _speakerKeys;
     private readonly string _insertSql;
+    private readonly string _unindexedSql;
     private readonly SearchRemovals _removals;
     private readonly Func<IConversationMessages> _messages;
 
@@ -50,6 +51,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         }
 
         _insertSql = InsertSql(schema);
+        _unindexedSql = $"""
+            select s from generate_series(^::bigint, ^::bigint) s
+            where not exists (select 1 from {schema.Entries} e
+                              where e.tenant_id = ^ and e.conversation_id = ^ and e.kind = {(short)EntryKind.Message} and e.sequence = s)
+            order by s
+            """;
         _removals = new SearchRemovals(schema);
     }
 
@@ -81,19 +88,22 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                     _removals.Messages(operations, r.ConversationId, r.FromSequence, r.ToSequence);
                     break;
                 case RetentionApplied { Action: RetentionAction.Archived } r:
-                    // Archived messages left the event stream but stay readable, so they stay searchable: a rebuild, which
-                    // no longer replays their events, indexes them from the archive. Live they are indexed already, and the
-                    // insert leaves existing entries alone.
+                    // Archived messages left the event stream but stay readable, so they stay searchable. Live they were
+                    // indexed when appended: nothing to read. A rebuild, which no longer replays their events, indexes them
+                    // from the archive: only the runs of the range that have no entry are read back.
                     Flush(operations, batch);
-                    await foreach (var chunk in _messages().ReadArchivedChunksAsync(
-                        operations.TenantId, r.ConversationId, r.FromSequence - 1, r.ToSequence, ArchiveChunk, cancellation))
+                    foreach (var (from, to) in await UnindexedAsync(operations, r.ConversationId, r.FromSequence, r.ToSequence, cancellation))
                     {
-                        foreach (var m in chunk)
+                        await foreach (var chunk in _messages().ReadArchivedChunksAsync(
+                            operations.TenantId, r.ConversationId, from - 1, to, ArchiveChunk, cancellation))
                         {
-                            AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
-                        }
+                            foreach (var m in chunk)
+                            {
+                                AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
+                            }
 
-                        Flush(operations, batch);
+                            Flush(operations, batch);
+                        }
                     }
 
                     break;
@@ -101,6 +111,30 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         }
 
         Flush(operations, batch);
+    }
+
+    /// <summary>
+    /// The runs of sequences between <paramref name="from"/> and <paramref name="to"/> that have no message entry, oldest
+    /// first: one probe of the (tenant, conversation, sequence) index per sequence, and no row back when all have one (live).
+    /// </summary>
+    private async Task<List<(long From, long To)>> UnindexedAsync(IDocumentOperations operations, Guid conversationId, long from, long to,
+        CancellationToken cancellation)
+    {
+        var missing = await operations.AdvancedSql.QueryAsync<long>('^', _unindexedSql, cancellation, from, to, operations.TenantId, conversationId);
+        var runs = new List<(long From, long To)>();
+        foreach (var sequence in missing)
+        {
+            if (runs.Count > 0 && runs[^1].To + 1 == sequence)
+            {
+                runs[^1] = (runs[^1].From, sequence);
+            }
+            else
+            {
+                runs.Add((sequence, sequence));
+            }
+        }
+
+        return runs;
     }
 
     /// <summary>The id of a summary revision's entry: stable, so a rebuild gives it the same id (and finds its vector again).</summary>

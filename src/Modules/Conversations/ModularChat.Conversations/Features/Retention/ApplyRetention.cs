@@ -17,7 +17,10 @@ public static class RetentionAfterSummaryHandler
         => envelope.TenantId is { } tenant && options.CurrentValue.For(tenant).Action is null ? null : new ApplyRetention(revised.ConversationId);
 }
 
-/// <summary>Runs retention off the request path, on Wolverine's durable local queue.</summary>
+/// <summary>
+/// Runs retention off the request path, on Wolverine's durable local queue. When the conversation moved on while a run
+/// worked without its lock (appends, another node's retention) and the policy allows another step, it queues itself again.
+/// </summary>
 public static class ApplyRetentionHandler
 {
     public static void Configure(HandlerChain chain)
@@ -25,6 +28,6 @@ public static class ApplyRetentionHandler
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
             .Then.MoveToErrorQueue();
 
-    public static Task Handle(ApplyRetention command, IDocumentSession session, RetentionExecutor executor, CancellationToken cancellationToken)
-        => executor.ApplyAsync(session, command.ConversationId, cancellationToken);
+    public static async Task<ApplyRetention?> Handle(ApplyRetention command, IDocumentSession session, RetentionExecutor executor, CancellationToken cancellationToken)
+        => (await executor.ApplyAsync(session, command.ConversationId, cancellationToken)).MoreDue ? new ApplyRetention(command.ConversationId) : null;
 }

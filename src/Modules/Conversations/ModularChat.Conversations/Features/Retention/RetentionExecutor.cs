@@ -1,6 +1,7 @@
 using JasperFx.Events;
 using JasperFx.Events.Protected;
 using Marten;
+using Marten.Events;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -17,8 +18,20 @@ namespace ModularChat.Conversations.Features.Retention;
 /// events are compacted away (a <c>Compacted&lt;Conversation&gt;</c> snapshot replaces them in the stream),
 /// their hot documents are hard-deleted, archived ones are copied to <see cref="ArchivedMessage"/> by the
 /// compaction's archiver first, and a <see cref="RetentionApplied"/> event records the range. All in one
-/// transaction holding the stream's lock, so appends wait and nothing is half done.
+/// transaction, so nothing is half done.
 /// </summary>
+/// <remarks>
+/// The stream's lock is held as briefly as that allows, because appends to the conversation wait for it, and with group
+/// commit (ADR 0005) so do the other appends of the tenant on the node. Everything that reads is done before the lock
+/// (<see cref="PlanAsync"/>): the step is decided on the committed conversation, and the compaction reads and folds the
+/// step's events and queues its writes. That is safe because those events cannot change: a message event keeps its
+/// version and content, and only retention compacts, always moving <see cref="Conversation.RetainedThrough"/>. Under the
+/// lock (<see cref="CommitAsync"/>) one round trip reads the conversation; if its retained range is still the one the
+/// plan saw, the queued writes are committed with <see cref="RetentionApplied"/> and no event is read under the lock.
+/// Otherwise another retention committed in between (or the conversation was deleted): the plan is dropped and a fresh
+/// one is asked for. Appends that arrived in between only make the step smaller than it could now be: it is still within
+/// the policy, and the rest is asked for at once (<see cref="RetentionOutcome.MoreDue"/>).
+/// </remarks>
 public sealed partial class RetentionExecutor(
     IServiceProvider services,
     CacheGenerations generations,
@@ -27,8 +40,27 @@ public sealed partial class RetentionExecutor(
     ConversationsMetrics metrics,
     ILogger<RetentionExecutor> logger)
 {
-    public async Task<RetentionApplied?> ApplyAsync(IDocumentSession session, Guid conversationId, CancellationToken cancellationToken)
+    /// <summary>Plans and commits one retention step of the conversation, if the policy and its summary allow one.</summary>
+    /// <param name="session">A session with nothing pending: a plan that turns out stale is dropped with everything queued on it.</param>
+    public async Task<RetentionOutcome> ApplyAsync(IDocumentSession session, Guid conversationId, CancellationToken cancellationToken)
     {
+        var plan = await PlanAsync(session, conversationId, cancellationToken);
+        return plan is null ? RetentionOutcome.Nothing : await CommitAsync(session, plan, cancellationToken);
+    }
+
+    /// <summary>
+    /// Without the stream's lock: decides the step on the committed conversation, finds the version of its last message
+    /// and runs the compaction up to it, which reads the step's events and queues its writes (and the archive copies) on
+    /// <paramref name="session"/>. Null when there is nothing to do.
+    /// </summary>
+    internal async Task<RetentionPlan?> PlanAsync(IDocumentSession session, Guid conversationId, CancellationToken cancellationToken)
+    {
+        var pending = session.PendingChanges;
+        if (pending.Operations().Any() || pending.Streams().Count > 0)
+        {
+            throw new InvalidOperationException("Retention needs a session with nothing pending: a stale plan is dropped with everything queued on it.");
+        }
+
         var tenant = session.TenantId;
         var policy = options.CurrentValue.For(tenant);
         if (policy.Action is null)
@@ -44,71 +76,149 @@ public sealed partial class RetentionExecutor(
             return null;
         }
 
-        var stream = await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken);
-        if (stream.Aggregate is not { } conversation)
+        // A session of its own: the writing session must not hold this copy in its identity map when it locks the stream.
+        await using var query = session.DocumentStore.QuerySession(tenant);
+        var conversation = await query.LoadAsync<Conversation>(conversationId, cancellationToken);
+        if (conversation is null || RetentionRule.Next(conversation.MessageCount, conversation.RetainedThrough, summary.ToSequence, policy) is not { } step)
         {
             return null;
         }
 
-        var step = RetentionRule.Next(conversation.MessageCount, conversation.RetainedThrough, summary.ToSequence, policy);
-        if (step is null)
+        // The stream holds one event per hot message, in sequence order from RetainedThrough + 1: the step's last message
+        // is the (To - From + 1)th of them. A walk over the (tenant, stream, version) index that reads no event's data.
+        var lastVersion = await query.Events.QueryAllRawEvents()
+            .Where(e => e.StreamId == conversationId && e.EventTypesAre(typeof(MessageAppended)))
+            .OrderBy(e => e.Version)
+            .Skip(checked((int)(step.ToSequence - step.FromSequence)))
+            .Select(e => e.Version)
+            .FirstOrDefaultAsync(cancellationToken);
+        if (lastVersion == 0)
         {
-            return null;
-        }
-
-        var events = await session.Events.FetchStreamAsync(conversationId, token: cancellationToken);
-        var messages = events.Where(e => e.Data is MessageAppended m && m.Sequence >= step.FromSequence && m.Sequence <= step.ToSequence).ToList();
-        if (messages.Count == 0)
-        {
-            return null;
+            return null; // deleted meanwhile
         }
 
         var now = clock.GetUtcNow();
+        var compacted = new CompactedMessages(step.Action == RetentionAction.Archived ? now : null);
         await session.Events.CompactStreamAsync<Conversation>(conversationId, request =>
         {
-            request.Version = messages[^1].Version;
+            request.Version = lastVersion;
+            request.Archiver = compacted;
             request.CancellationToken = cancellationToken;
-            if (step.Action == RetentionAction.Archived)
-            {
-                request.Archiver = new MessageArchiver(now);
-            }
         });
+        return new RetentionPlan(conversationId, policy, summary.ToSequence, conversation.RetainedThrough, step, compacted, now);
+    }
+
+    /// <summary>
+    /// Under the stream's lock: commits <paramref name="plan"/> if the conversation's retained range is still the one it
+    /// was made on, or drops everything it queued.
+    /// </summary>
+    internal async Task<RetentionOutcome> CommitAsync(IDocumentSession session, RetentionPlan plan, CancellationToken cancellationToken)
+    {
+        var tenant = session.TenantId;
+        var conversationId = plan.ConversationId;
+        var step = plan.Step;
+        var stream = await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken);
+        if (stream.Aggregate is not { } conversation)
+        {
+            session.EjectAllPendingChanges();
+            return RetentionOutcome.Nothing;
+        }
+
+        if (conversation.RetainedThrough != plan.RetainedThrough)
+        {
+            // Another retention compacted the stream since the plan read it: what the plan would compact is gone.
+            session.EjectAllPendingChanges();
+            var again = RetentionRule.Next(conversation.MessageCount, conversation.RetainedThrough, plan.SummaryThrough, plan.Policy) is not null;
+            LogStalePlan(logger, conversationId, plan.RetainedThrough, conversation.RetainedThrough, again);
+            return new RetentionOutcome(null, again);
+        }
+
+        var compacted = plan.Compacted;
+        if (compacted.Messages != step.ToSequence - step.FromSequence + 1 || compacted.FirstSequence != step.FromSequence || compacted.LastSequence != step.ToSequence)
+        {
+            // Cannot happen while only retention compacts and every compaction moves RetainedThrough: refuse, loudly.
+            session.EjectAllPendingChanges();
+            throw new InvalidOperationException(
+                $"Retention of conversation {conversationId} planned messages {step.FromSequence}-{step.ToSequence} but the compaction " +
+                $"read {compacted.Messages} messages ({compacted.FirstSequence}-{compacted.LastSequence}); nothing was changed.");
+        }
+
         session.HardDeleteWhere<StoredMessage>(m => m.ConversationId == conversationId && m.Sequence <= step.ToSequence);
         var applied = new RetentionApplied(
             conversationId,
             step.Action,
             step.FromSequence,
             step.ToSequence,
-            messages.Count,
-            messages.Sum(e => Conversation.ContentBytes(((MessageAppended)e.Data).Content)),
-            policy.Name,
-            summary.ToSequence,
-            now);
+            compacted.Messages,
+            compacted.Bytes,
+            plan.Policy.Name,
+            plan.SummaryThrough,
+            plan.At);
         stream.AppendOne(applied);
         await session.SaveChangesAsync(cancellationToken);
 
         await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
         metrics.RetentionApplied(applied);
-        LogApplied(logger, conversationId, applied.Action, applied.FromSequence, applied.ToSequence, applied.Bytes, policy.Name);
-        return applied;
+        LogApplied(logger, conversationId, applied.Action, applied.FromSequence, applied.ToSequence, applied.Bytes, plan.Policy.Name);
+
+        // Messages appended since the plan was read may let the policy go further now.
+        var more = RetentionRule.Next(conversation.MessageCount, step.ToSequence, plan.SummaryThrough, plan.Policy) is not null;
+        return new RetentionOutcome(applied, more);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Retention {Action} messages {From}-{To} ({Bytes} bytes) of conversation {ConversationId} under {Policy}")]
     private static partial void LogApplied(ILogger logger, Guid conversationId, RetentionAction action, long from, long to, long bytes, string policy);
 
-    /// <summary>Copies the messages of the events about to be compacted away into the archive.</summary>
-    private sealed class MessageArchiver(DateTimeOffset archivedAt) : IEventsArchiver<IDocumentOperations>
+    [LoggerMessage(Level = LogLevel.Information, Message = "Retention of conversation {ConversationId} was planned after message {Planned}, but another retention reached {Now} first: plan dropped (again: {Again})")]
+    private static partial void LogStalePlan(ILogger logger, Guid conversationId, long planned, long now, bool again);
+
+    /// <summary>
+    /// Sees the events the compaction folds away: counts the messages among them and their bytes and, when archiving,
+    /// copies them into the archive (queued on the same session, so they commit with the compaction or not at all).
+    /// </summary>
+    internal sealed class CompactedMessages(DateTimeOffset? archivedAt) : IEventsArchiver<IDocumentOperations>
     {
+        public long Messages { get; private set; }
+
+        public long Bytes { get; private set; }
+
+        public long FirstSequence { get; private set; }
+
+        public long LastSequence { get; private set; }
+
         public Task MaybeArchiveAsync<T>(IDocumentOperations operations, StreamCompactingRequest<T> request, IReadOnlyList<IEvent> events, CancellationToken cancellation)
             where T : class
         {
-            var archived = events.Select(e => e.Data).OfType<MessageAppended>().Select(m => ArchivedMessage.From(m, archivedAt)).ToArray();
-            if (archived.Length > 0)
+            var messages = events.Select(e => e.Data).OfType<MessageAppended>().ToArray();
+            Messages = messages.Length;
+            Bytes = messages.Sum(m => Conversation.ContentBytes(m.Content));
+            FirstSequence = messages.Length > 0 ? messages[0].Sequence : 0;
+            LastSequence = messages.Length > 0 ? messages[^1].Sequence : 0;
+            if (archivedAt is { } at && messages.Length > 0)
             {
-                operations.Store(archived);
+                operations.Store(messages.Select(m => ArchivedMessage.From(m, at)).ToArray());
             }
 
             return Task.CompletedTask;
         }
     }
 }
+
+/// <summary>What one retention run did.</summary>
+/// <param name="Applied">The step it committed, if any.</param>
+/// <param name="MoreDue">The policy allows another step now (appends or another node's retention moved the conversation on while this one ran).</param>
+public sealed record RetentionOutcome(RetentionApplied? Applied, bool MoreDue)
+{
+    public static readonly RetentionOutcome Nothing = new(null, false);
+}
+
+/// <summary>A retention step decided and prepared without the stream's lock (its writes are queued on the session).</summary>
+/// <param name="RetainedThrough">The conversation's retained range when the plan was read: the plan holds while it is unchanged.</param>
+internal sealed record RetentionPlan(
+    Guid ConversationId,
+    RetentionPolicy Policy,
+    long SummaryThrough,
+    long RetainedThrough,
+    RetentionStep Step,
+    RetentionExecutor.CompactedMessages Compacted,
+    DateTimeOffset At);
