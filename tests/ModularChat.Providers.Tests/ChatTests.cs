@@ -84,6 +84,31 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Several_tool_calls_in_one_round_store_every_result_as_its_own_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("5 and 9")
+            : FakeReply.Calls(new FakeToolCall("call_a", "add", """{"a":2,"b":3}"""), new FakeToolCall("call_b", "add", """{"a":4,"b":5}""")),
+            app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3 and 4 + 5?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(["tool_call", "tool_call", "tool_result", "tool_result"], messages[1..5].Select(m => m.Metadata!["kind"]));
+        Assert.Equal(["call_a", "call_b", "call_a", "call_b"], messages[1..5].Select(m => m.Metadata!["callId"]));
+        Assert.Equal(["5", "9"], messages[3..5].Select(m => m.Content));
+        Assert.Equal([4L, 5L], turn.ToolCalls.Select(c => c.ResultSequence));
+    }
+
+    [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
         using var client = app.Client(ModularChatApp.NewUser());
