@@ -10,7 +10,7 @@ namespace ModularChat.Providers.Tests;
 public sealed class ChatTests(ProvidersApp app)
 {
     /// <summary>Each test answers only its own requests: the fake model serves every test of the collection.</summary>
-    private static string Marker() => "m" + Guid.NewGuid().ToString("N")[..12];
+    internal static string Marker() => "m" + Guid.NewGuid().ToString("N")[..12];
 
     [Fact]
     public async Task Without_a_provider_chat_answers_409_explaining_how_to_add_one_and_stores_nothing()

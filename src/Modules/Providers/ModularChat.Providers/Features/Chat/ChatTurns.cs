@@ -235,6 +235,7 @@ internal sealed partial class ChatTurns(
                                 new Dictionary<string, string>
                                 {
                                     ["kind"] = "tool_call", ["callId"] = Cut(call.CallId, 200), ["server"] = origin.Server, ["tool"] = origin.Tool,
+                                    ["function"] = Cut(call.Name, 200), // the name the model saw, for replaying the call in later turns
                                 }));
                             break;
                         case FunctionResultContent result:
