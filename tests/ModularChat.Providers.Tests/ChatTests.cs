@@ -199,6 +199,7 @@ public sealed class ChatTests(ProvidersApp app)
         var words = string.Join(' ', Enumerable.Range(1, 200).Select(i => "word" + i));
         app.Model.Responder = Answer(marker, _ => new FakeReply(words, ChunkDelay: TimeSpan.FromMilliseconds(50)), app.Model.Responder);
         var abortedBefore = app.Model.AbortedRequests;
+        var turnsEndedBefore = StreamedTurnsEnded();
 
         using var cancel = new CancellationTokenSource();
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
@@ -213,8 +214,12 @@ public sealed class ChatTests(ProvidersApp app)
         }
 
         // The model call is cancelled: the fake model sees its client go away long before it would have finished (10 s).
-        await Eventually(() => app.Model.AbortedRequests > abortedBefore, TimeSpan.FromSeconds(8));
-        await Task.Delay(500);
+        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
+            what: "The model call was not cancelled");
+        // The turn has stored whatever it was going to store once its span ends (it ends when the turn is disposed, after
+        // any append); the collection runs one test at a time, so the streamed turn that ended is this one.
+        await Eventually.Until(() => Task.FromResult(StreamedTurnsEnded()), ended => ended > turnsEndedBefore, seconds: 8,
+            what: "The chat turn did not end");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
@@ -326,13 +331,6 @@ public sealed class ChatTests(ProvidersApp app)
                 Data: JsonDocument.Parse(lines.First(l => l.StartsWith("data: ", StringComparison.Ordinal))[6..]).RootElement.Clone()))
             .ToList();
 
-    private static async Task Eventually(Func<bool> condition, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not become true in time");
-            await Task.Delay(50);
-        }
-    }
+    private int StreamedTurnsEnded()
+        => app.Traces.Count(t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal) && t.Contains("modularchat.chat.streamed=True", StringComparison.Ordinal));
 }
