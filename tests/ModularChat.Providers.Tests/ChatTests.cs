@@ -57,8 +57,7 @@ public sealed class ChatTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
         app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
@@ -88,14 +87,11 @@ public sealed class ChatTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
-            ? FakeReply.Text("5 and 9")
-            : FakeReply.Calls(new FakeToolCall("call_a", "add", """{"a":2,"b":3}"""), new FakeToolCall("call_b", "add", """{"a":4,"b":5}""")),
-            app.Model.Responder);
+        app.Model.Responder = CallsThenAnswer(marker, "5 and 9", app.Model.Responder,
+            new FakeToolCall("call_a", "add", """{"a":2,"b":3}"""), new FakeToolCall("call_b", "add", """{"a":4,"b":5}"""));
 
         var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3 and 4 + 5?" }))
             .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
@@ -120,11 +116,9 @@ public sealed class ChatTests(ProvidersApp app)
         })).ReadAs<McpServerDto>(HttpStatusCode.Created);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
-            ? FakeReply.Text("done")
-            : FakeReply.Calls(
-                new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
-                new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}""")), app.Model.Responder);
+        app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
+            new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
+            new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}"""));
 
         var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} env?" }))
             .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
@@ -170,13 +164,10 @@ public sealed class ChatTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "echoes", transport = "sse", url = app.Mcp.SseUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("echoes", app.Mcp.SseUrl, transport: "sse");
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
-            ? FakeReply.Text("It said ping.")
-            : FakeReply.Calls(new FakeToolCall("call_e", "echo", """{"text":"ping"}""")), app.Model.Responder);
+        app.Model.Responder = CallsThenAnswer(marker, "It said ping.", app.Model.Responder, new FakeToolCall("call_e", "echo", """{"text":"ping"}"""));
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} echo") };
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
@@ -319,6 +310,11 @@ public sealed class ChatTests(ProvidersApp app)
     /// <summary>Answers requests that carry <paramref name="marker"/> with <paramref name="reply"/>, everything else as before.</summary>
     internal static Func<RecordedRequest, FakeReply> Answer(string marker, Func<RecordedRequest, FakeReply> reply, Func<RecordedRequest, FakeReply> fallback)
         => request => request.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) ? reply(request) : fallback(request);
+
+    /// <summary>Answers the requests of <paramref name="marker"/> with <paramref name="calls"/>, then with <paramref name="answer"/> once they hold tool results.</summary>
+    internal static Func<RecordedRequest, FakeReply> CallsThenAnswer(
+        string marker, string answer, Func<RecordedRequest, FakeReply> fallback, params FakeToolCall[] calls)
+        => Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool") ? FakeReply.Text(answer) : FakeReply.Calls(calls), fallback);
 
     private static StringContent JsonContent(string content)
         => new(JsonSerializer.Serialize(new { content }), Encoding.UTF8, "application/json");

@@ -25,10 +25,8 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         var conversation = await StartWithCalculatorAsync(client);
         var first = ChatTests.Marker();
         var (callA, callB) = ("call_a_" + first, "call_b_" + first);
-        app.Model.Responder = ChatTests.Answer(first, request => request.Messages.Any(m => Role(m) == "tool")
-            ? FakeReply.Text("5 and 9")
-            : FakeReply.Calls(new FakeToolCall(callA, "add", """{"a":2,"b":3}"""), new FakeToolCall(callB, "add", """{"a":4,"b":5}""")),
-            app.Model.Responder);
+        app.Model.Responder = ChatTests.CallsThenAnswer(first, "5 and 9", app.Model.Responder,
+            new FakeToolCall(callA, "add", """{"a":2,"b":3}"""), new FakeToolCall(callB, "add", """{"a":4,"b":5}"""));
         await ChatAsync(client, conversation, $"{first} 2 + 3 and 4 + 5?");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("You asked for 5 and 9."), app.Model.Responder);
@@ -57,9 +55,7 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         var first = ChatTests.Marker();
         // Long enough that the result fits in the 300-token budget of the tests, but not together with its call.
         var words = string.Join(' ', Enumerable.Repeat("pebble", 75));
-        app.Model.Responder = ChatTests.Answer(first, request => request.Messages.Any(m => Role(m) == "tool")
-            ? FakeReply.Text("Echoed.")
-            : FakeReply.Calls(new FakeToolCall("call_long", "echo", $$"""{"text":"{{words}}"}""")), app.Model.Responder);
+        app.Model.Responder = ChatTests.CallsThenAnswer(first, "Echoed.", app.Model.Responder, new FakeToolCall("call_long", "echo", $$"""{"text":"{{words}}"}"""));
         await ChatAsync(client, conversation, $"{first} echo this");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("ok"), app.Model.Responder);
@@ -129,9 +125,7 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         using var client = app.Client(user);
         var conversation = await StartWithCalculatorAsync(client);
         var first = ChatTests.Marker();
-        app.Model.Responder = ChatTests.Answer(first, request => request.Messages.Any(m => Role(m) == "tool")
-            ? FakeReply.Text("2 + 3 = 5")
-            : FakeReply.Calls(new FakeToolCall("call_off", "add", """{"a":2,"b":3}""")), app.Model.Responder);
+        app.Model.Responder = ChatTests.CallsThenAnswer(first, "2 + 3 = 5", app.Model.Responder, new FakeToolCall("call_off", "add", """{"a":2,"b":3}"""));
         await ChatAsync(client, conversation, $"{first} what is 2 + 3?");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("ok"), app.Model.Responder);
@@ -152,8 +146,7 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
     private async Task<Guid> StartWithCalculatorAsync(HttpClient client)
     {
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
         return await client.StartConversationAsync();
     }
 
