@@ -29,8 +29,10 @@ internal sealed record ContextPart(ChatMessage Message, int Tokens, int Conversa
 /// someone's mouth, so they are left out, as all tool messages were before replay. A client that wants the model to
 /// see such content appends it as a system or user message.</item>
 /// <item>The function name is the one the model was offered (metadata <c>function</c>; turns stored before it was
-/// recorded fall back to the tool's name), made a valid OpenAI function name. A tool that no longer exists or is not
-/// offered in this turn does not matter: providers check calls in the history against the name format only.</item>
+/// recorded fall back to the tool's name), made a valid OpenAI function name, so the history stays valid when the
+/// tool no longer exists or is not offered in this turn: OpenAI's chat completions do not require a past call to name
+/// a function of the request's tools, only a well-formed name. (Some gateways to other vendors' models refuse past
+/// calls in a request that offers no tools at all; <see cref="ChatTurnOptions.ReplayToolCalls"/> off avoids that.)</item>
 /// </list>
 /// </summary>
 internal static class ToolCallReplay
