@@ -30,6 +30,10 @@ internal static class Api
             name, kind, endpoint = endpoint.ToString(), chatModel, summaryModel, embeddingModel = "fake-embedding", apiKey, isDefault,
         })).ReadAs<ProviderDto>(HttpStatusCode.Created);
 
+    /// <summary>Adds an MCP server reached over HTTP (<c>streamable-http</c> or <c>sse</c>) and returns it.</summary>
+    public static async Task<McpServerDto> AddMcpServerAsync(this HttpClient client, string name, string url, string transport = "streamable-http")
+        => await (await client.PostJson("/api/mcp-servers", new { name, transport, url })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
     public static async Task<List<MessageDto>> MessagesAsync(this HttpClient client, Guid conversationId)
         => (await (await client.GetAsync($"/api/conversations/{conversationId}/messages?limit=500")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK)).Items;
 }

@@ -10,7 +10,7 @@ namespace ModularChat.Providers.Tests;
 public sealed class ChatTests(ProvidersApp app)
 {
     /// <summary>Each test answers only its own requests: the fake model serves every test of the collection.</summary>
-    private static string Marker() => "m" + Guid.NewGuid().ToString("N")[..12];
+    internal static string Marker() => "m" + Guid.NewGuid().ToString("N")[..12];
 
     [Fact]
     public async Task Without_a_provider_chat_answers_409_explaining_how_to_add_one_and_stores_nothing()
@@ -57,8 +57,7 @@ public sealed class ChatTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "calculator", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
         app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
@@ -84,6 +83,28 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Several_tool_calls_in_one_round_store_every_result_as_its_own_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "5 and 9", app.Model.Responder,
+            new FakeToolCall("call_a", "add", """{"a":2,"b":3}"""), new FakeToolCall("call_b", "add", """{"a":4,"b":5}"""));
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3 and 4 + 5?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(["tool_call", "tool_call", "tool_result", "tool_result"], messages[1..5].Select(m => m.Metadata!["kind"]));
+        Assert.Equal(["call_a", "call_b", "call_a", "call_b"], messages[1..5].Select(m => m.Metadata!["callId"]));
+        Assert.Equal(["5", "9"], messages[3..5].Select(m => m.Content));
+        Assert.Equal([4L, 5L], turn.ToolCalls.Select(c => c.ResultSequence));
+    }
+
+    [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -95,11 +116,9 @@ public sealed class ChatTests(ProvidersApp app)
         })).ReadAs<McpServerDto>(HttpStatusCode.Created);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
-            ? FakeReply.Text("done")
-            : FakeReply.Calls(
-                new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
-                new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}""")), app.Model.Responder);
+        app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
+            new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
+            new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}"""));
 
         var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} env?" }))
             .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
@@ -145,13 +164,10 @@ public sealed class ChatTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         await client.AddProviderAsync(app.Model.BaseUrl);
-        await (await client.PostJson("/api/mcp-servers", new { name = "echoes", transport = "sse", url = app.Mcp.SseUrl }))
-            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await client.AddMcpServerAsync("echoes", app.Mcp.SseUrl, transport: "sse");
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
-            ? FakeReply.Text("It said ping.")
-            : FakeReply.Calls(new FakeToolCall("call_e", "echo", """{"text":"ping"}""")), app.Model.Responder);
+        app.Model.Responder = CallsThenAnswer(marker, "It said ping.", app.Model.Responder, new FakeToolCall("call_e", "echo", """{"text":"ping"}"""));
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} echo") };
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
@@ -174,6 +190,7 @@ public sealed class ChatTests(ProvidersApp app)
         var words = string.Join(' ', Enumerable.Range(1, 200).Select(i => "word" + i));
         app.Model.Responder = Answer(marker, _ => new FakeReply(words, ChunkDelay: TimeSpan.FromMilliseconds(50)), app.Model.Responder);
         var abortedBefore = app.Model.AbortedRequests;
+        var turnsEndedBefore = StreamedTurnsEnded();
 
         using var cancel = new CancellationTokenSource();
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
@@ -188,8 +205,12 @@ public sealed class ChatTests(ProvidersApp app)
         }
 
         // The model call is cancelled: the fake model sees its client go away long before it would have finished (10 s).
-        await Eventually(() => app.Model.AbortedRequests > abortedBefore, TimeSpan.FromSeconds(8));
-        await Task.Delay(500);
+        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
+            what: "The model call was not cancelled");
+        // The turn has stored whatever it was going to store once its span ends (it ends when the turn is disposed, after
+        // any append); the collection runs one test at a time, so the streamed turn that ended is this one.
+        await Eventually.Until(() => Task.FromResult(StreamedTurnsEnded()), ended => ended > turnsEndedBefore, seconds: 8,
+            what: "The chat turn did not end");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
@@ -290,6 +311,11 @@ public sealed class ChatTests(ProvidersApp app)
     internal static Func<RecordedRequest, FakeReply> Answer(string marker, Func<RecordedRequest, FakeReply> reply, Func<RecordedRequest, FakeReply> fallback)
         => request => request.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) ? reply(request) : fallback(request);
 
+    /// <summary>Answers the requests of <paramref name="marker"/> with <paramref name="calls"/>, then with <paramref name="answer"/> once they hold tool results.</summary>
+    internal static Func<RecordedRequest, FakeReply> CallsThenAnswer(
+        string marker, string answer, Func<RecordedRequest, FakeReply> fallback, params FakeToolCall[] calls)
+        => Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool") ? FakeReply.Text(answer) : FakeReply.Calls(calls), fallback);
+
     private static StringContent JsonContent(string content)
         => new(JsonSerializer.Serialize(new { content }), Encoding.UTF8, "application/json");
 
@@ -301,13 +327,6 @@ public sealed class ChatTests(ProvidersApp app)
                 Data: JsonDocument.Parse(lines.First(l => l.StartsWith("data: ", StringComparison.Ordinal))[6..]).RootElement.Clone()))
             .ToList();
 
-    private static async Task Eventually(Func<bool> condition, TimeSpan within)
-    {
-        var deadline = DateTime.UtcNow + within;
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "the condition did not become true in time");
-            await Task.Delay(50);
-        }
-    }
+    private int StreamedTurnsEnded()
+        => app.Traces.Count(t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal) && t.Contains("modularchat.chat.streamed=True", StringComparison.Ordinal));
 }

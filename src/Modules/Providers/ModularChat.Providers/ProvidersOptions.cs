@@ -86,6 +86,11 @@ public sealed class ChatTurnOptions
     /// <summary>Per-model budgets, by model name (e.g. <c>"gpt-4o": 100000</c>).</summary>
     public Dictionary<string, int> ModelContextBudgets { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// Give the model the tool calls and results of earlier turns that fit in the context, as function calls and
+    /// results, so it remembers what its tools returned (off: only its answers, as before).
+    /// </summary>
+    public bool ReplayToolCalls { get; set; } = true;
 
     /// <summary>The system prompt that starts every context (empty: none).</summary>
     public string SystemPrompt { get; set; } = "You are a helpful assistant.";

@@ -109,7 +109,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     }
 
     /// <summary>OpenAI function names: letters, digits, '_' and '-', at most 64.</summary>
-    private static string ExposedName(string name)
+    internal static string ExposedName(string name)
     {
         var safe = UnsafeNameCharacters().Replace(name, "_");
         return safe.Length > 64 ? safe[..64] : safe.Length == 0 ? "tool" : safe;

@@ -8,29 +8,34 @@ namespace ModularChat.Providers.Features.Chat;
 
 /// <summary>What the model is given for a turn, and how much of the conversation it covers.</summary>
 /// <param name="SummaryThroughSequence">The last sequence the summary covers, when a summary was used.</param>
-/// <param name="MessageCount">Conversation messages included verbatim.</param>
-/// <param name="Tokens">o200k tokens of the whole context.</param>
+/// <param name="MessageCount">Conversation messages the context carries, verbatim or as replayed tool calls and results.</param>
+/// <param name="Tokens">o200k tokens of every message sent (text, function names, arguments and results) plus each one's framing.</param>
 internal sealed record ChatContext(IReadOnlyList<ChatMessage> Messages, long? SummaryThroughSequence, int MessageCount, int Tokens);
 
 /// <summary>
 /// A turn's context: the system prompt, then the conversation's context within the model's token budget
 /// (<see cref="IConversationContexts"/>: the current summary and the most recent messages, cached across nodes).
-/// Tool calls and results of earlier turns are left out: the assistant's answers carry their outcome, and a
-/// call/result pair cut in half would be refused by providers. The latest message (the user's new one) is always
-/// included, even when the budget is too small for it.
+/// The latest message (the user's new one) is always included, even when the budget is too small for it.
+/// With <see cref="ChatTurnOptions.ReplayToolCalls"/> (the default) the tool calls and results of earlier turns that
+/// are in the window are given to the model as function calls and results, so it remembers what its tools returned;
+/// only whole call/result pairs are (<see cref="ToolCallReplay"/>), because providers refuse a pair cut in half.
+/// Their metadata is read in one query, only when the window holds tool messages. Without replay, tool messages are
+/// left out and the assistant's answers carry their outcome.
 /// </summary>
 internal sealed class ChatContextAssembler(
     IConversationContexts contexts, IConversationMessages conversations, ITokenCounter tokens, IOptionsMonitor<ChatTurnOptions> options)
 {
+    private const int ToolMessagesChunk = 256;
+
     public async Task<ChatContext> AssembleAsync(string tenantId, Guid conversationId, string model, CancellationToken cancellationToken)
     {
         var settings = options.CurrentValue;
-        var messages = new List<ChatMessage>();
+        var parts = new List<ContextPart>();
         var systemTokens = 0;
         if (!string.IsNullOrWhiteSpace(settings.SystemPrompt))
         {
-            messages.Add(new ChatMessage(ChatRole.System, settings.SystemPrompt));
             systemTokens = tokens.Count(settings.SystemPrompt);
+            parts.Add(new ContextPart(new ChatMessage(ChatRole.System, settings.SystemPrompt), systemTokens, 0));
         }
 
         var budget = Math.Max(1, settings.BudgetFor(model) - systemTokens);
@@ -38,25 +43,58 @@ internal sealed class ChatContextAssembler(
             ?? throw new NotFoundException("Conversation", conversationId);
         if (context.Summary is { } summary)
         {
-            messages.Add(new ChatMessage(ChatRole.System, $"Summary of the conversation so far (messages 1 to {summary.ToSequence}):\n{summary.Text}"));
+            var text = $"Summary of the conversation so far (messages 1 to {summary.ToSequence}):\n{summary.Text}";
+            parts.Add(new ContextPart(new ChatMessage(ChatRole.System, text), tokens.Count(text), 0));
         }
 
-        var verbatim = context.Messages.Where(m => m.Role != MessageRole.Tool).Select(m => (m.Sequence, m.Role, m.Content)).ToList();
+        var window = context.Messages.ToList();
         if (context.Coverage.MessageCount > 0 && context.Coverage.MessagesTo != context.Coverage.MessageCount)
         {
             var latest = (await conversations.ReadLatestAsync(tenantId, conversationId, 1, cancellationToken: cancellationToken)).Single();
-            verbatim.Add((latest.Sequence, latest.Role, latest.Content));
+            window.Add(new ContextMessage(latest.Sequence, latest.Role, latest.Content, latest.TokenCount, latest.CreatedAt, latest.ExternalId));
         }
 
-        messages.AddRange(verbatim.Select(m => new ChatMessage(Role(m.Role), m.Content)));
-        return new ChatContext(messages, context.Summary?.ToSequence, verbatim.Count, systemTokens + context.TotalTokens);
+        var toolMessages = settings.ReplayToolCalls
+            ? await ToolMessagesAsync(tenantId, conversationId, window, cancellationToken)
+            : new Dictionary<long, ConversationMessage>();
+        parts.AddRange(ToolCallReplay.Replay(window, toolMessages, tokens));
+        var framing = Framing(context);
+        return new ChatContext(
+            parts.Select(p => p.Message).ToList(), context.Summary?.ToSequence, parts.Sum(p => p.ConversationMessages), parts.Sum(p => p.Tokens + framing));
     }
 
-    private static ChatRole Role(MessageRole role) => role switch
+    /// <summary>The window's tool messages as stored, with the metadata that says what they are, by sequence.</summary>
+    private async Task<IReadOnlyDictionary<long, ConversationMessage>> ToolMessagesAsync(
+        string tenantId, Guid conversationId, List<ContextMessage> window, CancellationToken cancellationToken)
     {
-        MessageRole.User => ChatRole.User,
-        MessageRole.Assistant => ChatRole.Assistant,
-        MessageRole.System => ChatRole.System,
-        _ => ChatRole.User,
-    };
+        var found = new Dictionary<long, ConversationMessage>();
+        var sequences = window.Where(m => m.Role == MessageRole.Tool).Select(m => m.Sequence).ToList();
+        if (sequences.Count == 0)
+        {
+            return found;
+        }
+
+        await foreach (var chunk in conversations.ReadChunksAsync(
+            tenantId, conversationId, sequences[0] - 1, sequences[^1], ToolMessagesChunk, cancellationToken))
+        {
+            foreach (var message in chunk.Where(m => m.Role == MessageRole.Tool))
+            {
+                found[message.Sequence] = message;
+            }
+        }
+
+        return found;
+    }
+
+    /// <summary>
+    /// Tokens a message costs beyond its content (role, separators). The Conversations module counts a fixed number per
+    /// entry of a context (its own setting), so it is read back from the context's total: what this context sends is
+    /// then counted the same way, including what it leaves out, replays differently or adds.
+    /// </summary>
+    private static int Framing(ConversationContext context)
+    {
+        var entries = context.Messages.Count + (context.Summary is null ? 0 : 1);
+        var content = (context.Summary?.TokenCount ?? 0) + context.Messages.Sum(m => m.TokenCount);
+        return entries == 0 ? 0 : Math.Max(0, (context.TotalTokens - content) / entries);
+    }
 }

@@ -219,6 +219,7 @@ internal sealed partial class ChatTurns(
             var results = new Dictionary<string, (FunctionResultContent Result, int Index)>(StringComparer.Ordinal);
             var answerParts = new List<string>();
             var callNumber = 0;
+            var resultNumber = 0; // results count on their own: two calls of one round must not share an external id (the second would be a duplicate)
             foreach (var message in produced)
             {
                 foreach (var content in message.Contents)
@@ -234,6 +235,7 @@ internal sealed partial class ChatTurns(
                                 new Dictionary<string, string>
                                 {
                                     ["kind"] = "tool_call", ["callId"] = Cut(call.CallId, 200), ["server"] = origin.Server, ["tool"] = origin.Tool,
+                                    ["function"] = Cut(call.Name, 200), // the name the model saw, for replaying the call in later turns
                                 }));
                             break;
                         case FunctionResultContent result:
@@ -242,7 +244,7 @@ internal sealed partial class ChatTurns(
                             var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
                             results[result.CallId] = (result, toStore.Count);
                             toStore.Add(new NewConversationMessage(MessageRole.Tool, resultText.Length == 0 ? "(empty result)" : resultText,
-                                $"{prefix}:result:{callNumber}",
+                                $"{prefix}:result:{++resultNumber}",
                                 new Dictionary<string, string>
                                 {
                                     ["kind"] = "tool_result", ["callId"] = Cut(result.CallId, 200), ["server"] = from.Server, ["tool"] = from.Tool,
