@@ -3,7 +3,7 @@ FROM mcr.microsoft.com/dotnet/sdk:10.0 AS build
 RUN apt-get update -qq && apt-get install -y -qq zip unzip curl >/dev/null
 WORKDIR /src
 COPY . .
-RUN ./build.sh feed && dotnet publish src/Host/ModularChat.Host.csproj -c Release -o /app
+RUN ./build.sh publish /app
 
 FROM mcr.microsoft.com/dotnet/aspnet:10.0
 WORKDIR /app

@@ -5,6 +5,7 @@
 #   bench          run the benchmark program (starts and stops what it needs)
 #   token          print a signed development token: token --sub alice [--tenant t] [--role admin]
 #   eval-search    import LoCoMo conversations and print search recall (see README)
+#   publish [dir]  a deployable build (default .local/publish): handler code generated ahead of time, ReadyToRun
 #   stop           stop the PostgreSQL and Redis that this script started
 #   services       start PostgreSQL (+ Redis) only and print their connection strings
 #   feed           produce the local NuGet feed only
@@ -200,7 +201,46 @@ ensure_dev_key() {
   fi
 }
 
+# ---------------------------------------------------------------------------
+# Handler code generated ahead of time. `publish` writes it (codegen write) into src/Host/Internal/Generated,
+# compiles it into the published Host and removes it again; see docs/adr/0007-handler-code-generated-ahead-of-time.md.
+# A copy left in the tree would be compiled into every later build and used instead of the current handlers.
+# ---------------------------------------------------------------------------
+GENERATED="$ROOT/src/Host/Internal/Generated"
+
+discard_generated() {
+  if [[ -d "$GENERATED" ]]; then
+    log "removing handler code left over from an interrupted publish (src/Host/Internal/Generated)"
+    rm -rf "$GENERATED"
+    rmdir "$ROOT/src/Host/Internal" 2>/dev/null || true
+  fi
+  return 0
+}
+
+publish_host() {
+  local out="$1" rid
+  rid="$(dotnet --info | awk '$1 == "RID:" { print $2; exit }')"
+  [[ -n "$rid" ]] || die "could not read the runtime identifier from dotnet --info"
+  discard_generated
+  trap discard_generated EXIT
+  log "building the Host"
+  dotnet build "$HOST_PROJECT" -c Release -v q -nologo
+  log "generating the Wolverine handler code ahead of time"
+  (cd "$ROOT/src/Host" && dotnet "bin/Release/net10.0/ModularChat.Host.dll" codegen write >/dev/null)
+  [[ -f "$GENERATED/WolverineHandlers/GeneratedHandlerRegistry.cs" ]] || die "codegen write wrote no handler code"
+  log "publishing to $out ($rid, ReadyToRun)"
+  # A runtime-specific build: its own bin/obj folders, so the plain build output never holds the generated handlers.
+  dotnet publish "$HOST_PROJECT" -c Release -r "$rid" --self-contained false -p:PublishReadyToRun=true -o "$out" -v q -nologo
+  rm -rf "$GENERATED"; rmdir "$ROOT/src/Host/Internal" 2>/dev/null || true
+  # The Host loads the generated handlers only when it finds them (else it compiles at run time): check they are in.
+  grep -q "Internal.Generated.WolverineHandlers" "$out/ModularChat.Host.dll" || die "the published Host does not contain the generated handler code"
+  log "published: dotnet $out/ModularChat.Host.dll (configuration: README, section Configuration)"
+}
+
 cmd="${1:-help}"; shift || true
+case "$cmd" in
+  run|test|bench|eval-search|token) discard_generated ;;
+esac
 case "$cmd" in
   feed)
     ensure_feed ;;
@@ -229,10 +269,13 @@ case "$cmd" in
     dotnet build "$ROOT/ModularChat.sln" -c Release -v q -nologo >/dev/null
     [[ "$cmd" == "eval-search" ]] && set -- eval-search "$@"
     dotnet "$ROOT/tests/ModularChat.Benchmarks/bin/Release/net10.0/ModularChat.Benchmarks.dll" "$@" ;;
+  publish)
+    ensure_feed
+    publish_host "$(mkdir -p "${1:-$STATE/publish}" && cd "${1:-$STATE/publish}" && pwd)" ;;
   stop)
     stop_postgres; stop_redis ;;
   help|-h|--help)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
     die "unknown command '$cmd' (try ./build.sh help)" ;;
 esac

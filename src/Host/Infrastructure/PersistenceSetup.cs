@@ -1,4 +1,5 @@
 using JasperFx;
+using JasperFx.CodeGeneration;
 using JasperFx.MultiTenancy;
 using JasperFx.OpenTelemetry;
 using JasperFx.Events;
@@ -16,6 +17,10 @@ namespace ModularChat.Host.Infrastructure;
 
 internal static class PersistenceSetup
 {
+    /// <summary>Whether this Host assembly carries Wolverine handler code generated ahead of time (its namespace is Wolverine's).</summary>
+    private static bool HasPreGeneratedHandlers { get; } = typeof(PersistenceSetup).Assembly.GetTypes()
+        .Any(t => t.Namespace?.StartsWith("Internal.Generated.WolverineHandlers", StringComparison.Ordinal) == true);
+
     /// <summary>The PostgreSQL schema that holds every ModularChat table (Marten's and Wolverine's).</summary>
     public const string Schema = "modularchat";
 
@@ -101,6 +106,12 @@ internal static class PersistenceSetup
         // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
         options.Durability.HandledMessageCleanupPollingTime = configuration.GetValue("Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
+        // Handler code (ADR 0007): `./build.sh publish` compiles what Wolverine generates for the handlers into this
+        // assembly ahead of time (codegen write), and then it is loaded as it is (Static: nothing is compiled at run time).
+        // The development build and the tests have none: they generate and compile it in memory on first use (Dynamic).
+        // Not Auto: it would also write the code it compiles to disk, into src/Host when run from the source tree, where
+        // the next build would compile that copy in and keep using it after the handlers change.
+        options.CodeGeneration.TypeLoadMode = HasPreGeneratedHandlers ? TypeLoadMode.Static : TypeLoadMode.Dynamic;
         options.UseRuntimeCompilation();
         options.Policies.AutoApplyTransactions();
         options.Policies.UseDurableLocalQueues();
