@@ -7,13 +7,15 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Mvc;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Validation;
+using Npgsql;
 
 namespace ModularChat.BuildingBlocks.Errors;
 
 /// <summary>
 /// Turns every exception that reaches the HTTP pipeline into an RFC 9457 ProblemDetails that
-/// names the problem. Anything a client can cause maps to a 4xx; only genuine faults give a 500,
-/// and those never carry internal details.
+/// names the problem. Anything a client can cause maps to a 4xx; a database that cannot be reached right now gives a
+/// 503 with Retry-After (clients and load balancers retry it); only genuine faults give a 500, and those never carry
+/// internal details.
 /// </summary>
 public sealed partial class ProblemDetailsExceptionHandler(
     IProblemDetailsService problemDetails,
@@ -28,7 +30,12 @@ public sealed partial class ProblemDetailsExceptionHandler(
         }
 
         var problem = Map(exception);
-        if (problem.Status >= 500)
+        if (problem.Status == StatusCodes.Status503ServiceUnavailable)
+        {
+            httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            LogDatabaseUnavailable(logger, httpContext.Request.Method, httpContext.Request.Path, exception.GetBaseException().Message);
+        }
+        else if (problem.Status >= 500)
         {
             LogUnhandled(logger, exception, httpContext.Request.Method, httpContext.Request.Path);
         }
@@ -78,6 +85,12 @@ public sealed partial class ProblemDetailsExceptionHandler(
         },
         BadHttpRequestException bad => FromBadHttpRequest(bad),
         JsonException json => Malformed(json),
+        _ when IsDatabaseUnavailable(exception) => new ProblemDetails
+        {
+            Status = StatusCodes.Status503ServiceUnavailable,
+            Title = "The service is temporarily unavailable.",
+            Detail = "Its database cannot be reached right now: retry shortly (appends with an externalId are safe to retry).",
+        },
         _ => new ProblemDetails
         {
             Status = StatusCodes.Status500InternalServerError,
@@ -85,6 +98,32 @@ public sealed partial class ProblemDetailsExceptionHandler(
             Detail = "The error has been logged; quote the traceId when you report it.",
         },
     };
+
+    /// <summary>Seconds a client is asked to wait before retrying a 503.</summary>
+    public const int RetryAfterSeconds = 5;
+
+    /// <summary>
+    /// A failure of the database connection rather than of the request: no connection, a connection lost, the pool
+    /// exhausted, the server shutting down or out of connections (Npgsql marks these transient), at any depth (Marten
+    /// and Wolverine wrap them).
+    /// </summary>
+    private static bool IsDatabaseUnavailable(Exception exception)
+    {
+        for (Exception? e = exception; e is not null; e = e.InnerException)
+        {
+            if (e is NpgsqlException { IsTransient: true })
+            {
+                return true;
+            }
+
+            if (e is AggregateException aggregate)
+            {
+                return aggregate.InnerExceptions.Any(IsDatabaseUnavailable);
+            }
+        }
+
+        return false;
+    }
 
     private static ProblemDetails FromValidation(ValidationException validation)
     {
@@ -150,6 +189,9 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static string ToCamelCase(string propertyName)
         => string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path} answered 503: the database cannot be reached ({Reason})")]
+    private static partial void LogDatabaseUnavailable(ILogger logger, string method, string path, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled exception for {Method} {Path}")]
     private static partial void LogUnhandled(ILogger logger, Exception exception, string method, string path);

@@ -1,0 +1,46 @@
+using System.Net;
+using System.Net.Http.Headers;
+using Npgsql;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// A node whose PostgreSQL goes away (a relay in front of the real server is cut): requests answer 503 with Retry-After
+/// instead of 500, and once the database is back the node serves again with nothing lost or doubled.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class DatabaseOutageTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task While_the_database_is_unreachable_requests_answer_503_with_retry_after_and_the_node_recovers_when_it_is_back()
+    {
+        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
+        await using var proxy = new TcpProxy(database.Host!, database.Port);
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("outage")));
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "before the outage", externalId = "m1" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        proxy.Cut();
+
+        var append = await client.PostJson(messages, new { role = "user", content = "during the outage", externalId = "m2" });
+        var problem = await append.ShouldBeProblem(503);
+        Assert.Contains("database", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(5), append.Headers.RetryAfter?.Delta);
+        await (await client.GetAsync("/api/conversations")).ShouldBeProblem(503);
+        await (await client.GetAsync(messages)).ShouldBeProblem(503);
+
+        proxy.Restore();
+
+        // A client retrying the refused append (same externalId) gets it stored once the database answers again.
+        var status = await Eventually.Until(
+            async () => (await client.PostJson(messages, new { role = "user", content = "during the outage", externalId = "m2" })).StatusCode,
+            code => code != HttpStatusCode.ServiceUnavailable, seconds: 30, what: "The node still answers 503");
+        Assert.Equal(HttpStatusCode.Created, status);
+        var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal([(1L, "m1"), (2L, "m2")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
+    }
+}
