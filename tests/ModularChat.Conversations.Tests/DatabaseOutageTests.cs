@@ -6,7 +6,8 @@ namespace ModularChat.Conversations.Tests;
 
 /// <summary>
 /// A node whose PostgreSQL goes away (a relay in front of the real server is cut): requests answer 503 with Retry-After
-/// instead of 500, and once the database is back the node serves again with nothing lost or doubled.
+/// instead of 500 and the node reports itself not ready (but live, so it is not restarted for it); once the database is
+/// back the node serves again with nothing lost or doubled.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class DatabaseOutageTests(ConversationsApp app)
@@ -32,6 +33,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.Equal(TimeSpan.FromSeconds(5), append.Headers.RetryAfter?.Delta);
         await (await client.GetAsync("/api/conversations")).ShouldBeProblem(503);
         await (await client.GetAsync(messages)).ShouldBeProblem(503);
+        using var anonymous = node.Server.CreateClient();
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await anonymous.GetAsync("/health/ready")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
 
         proxy.Restore();
 
@@ -40,6 +44,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
             async () => (await client.PostJson(messages, new { role = "user", content = "during the outage", externalId = "m2" })).StatusCode,
             code => code != HttpStatusCode.ServiceUnavailable, seconds: 30, what: "The node still answers 503");
         Assert.Equal(HttpStatusCode.Created, status);
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/ready")).StatusCode);
         var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
         Assert.Equal([(1L, "m1"), (2L, "m2")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
     }
