@@ -105,6 +105,31 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        // A provider that numbers its calls per round: both rounds call "call_1".
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        {
+            0 => FakeReply.Calls([new FakeToolCall("call_1", "add", """{"a":2,"b":3}""")]),
+            1 => FakeReply.Calls([new FakeToolCall("call_1", "add", """{"a":4,"b":5}""")]),
+            _ => FakeReply.Text("5, then 9"),
+        }, app.Model.Responder);
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3, then 4 + 5?" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal([("5", 2L, 3L), ("9", 4L, 5L)], turn.ToolCalls.Select(c => (c.Result, c.CallSequence, c.ResultSequence)));
+        Assert.Equal(["5", "9"], [messages[2].Content, messages[4].Content]);
+    }
+
+    [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -216,7 +216,9 @@ internal sealed partial class ChatTurns(
             var prefix = $"chat:{user.MessageId:N}";
             var toStore = new List<NewConversationMessage>();
             var calls = new List<(FunctionCallContent Call, int CallIndex)>();
-            var results = new Dictionary<string, (FunctionResultContent Result, int Index)>(StringComparer.Ordinal);
+            // Per call, its result and where it is stored. A result answers the latest unanswered call with its id: some
+            // providers number calls per round, so one id can come back in a later round of the same turn.
+            var results = new List<(FunctionResultContent? Result, int Index)>();
             var answerParts = new List<string>();
             var callNumber = 0;
             var resultNumber = 0; // results count on their own: two calls of one round must not share an external id (the second would be a duplicate)
@@ -229,6 +231,7 @@ internal sealed partial class ChatTurns(
                         case FunctionCallContent call:
                             var origin = tools.Origins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
                             calls.Add((call, toStore.Count));
+                            results.Add((null, -1));
                             toStore.Add(new NewConversationMessage(MessageRole.Tool,
                                 JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = call.Arguments }),
                                 $"{prefix}:call:{++callNumber}",
@@ -240,9 +243,14 @@ internal sealed partial class ChatTurns(
                             break;
                         case FunctionResultContent result:
                             var resultText = Cut(ResultText(result), settings.MaxStoredToolResultLength);
-                            var called = calls.FirstOrDefault(c => c.Call.CallId == result.CallId).Call;
+                            var answered = LatestUnanswered(calls, results, result.CallId);
+                            var called = answered >= 0 ? calls[answered].Call : null;
                             var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
-                            results[result.CallId] = (result, toStore.Count);
+                            if (answered >= 0)
+                            {
+                                results[answered] = (result, toStore.Count);
+                            }
+
                             toStore.Add(new NewConversationMessage(MessageRole.Tool, resultText.Length == 0 ? "(empty result)" : resultText,
                                 $"{prefix}:result:{++resultNumber}",
                                 new Dictionary<string, string>
@@ -290,9 +298,9 @@ internal sealed partial class ChatTurns(
             // The turn's outcome is stored even if the client left while it was being written.
             var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, toStore, CancellationToken.None);
             var answerStored = stored[^1];
-            var toolCalls = calls.Select(c =>
+            var toolCalls = calls.Select((c, i) =>
             {
-                var result = results.GetValueOrDefault(c.Call.CallId);
+                var result = results[i];
                 var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
                 return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
                     result.Result is null ? "" : Cut(ResultText(result.Result), settings.MaxStoredToolResultLength),
@@ -331,6 +339,20 @@ internal sealed partial class ChatTurns(
             _activity?.SetStatus(ActivityStatusCode.Error, failure.ProviderStatus?.ToString(CultureInfo.InvariantCulture) ?? failure.Title);
             LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
             return failure;
+        }
+
+        private static int LatestUnanswered(
+            List<(FunctionCallContent Call, int CallIndex)> calls, List<(FunctionResultContent? Result, int Index)> results, string callId)
+        {
+            for (var i = calls.Count - 1; i >= 0; i--)
+            {
+                if (results[i].Result is null && string.Equals(calls[i].Call.CallId, callId, StringComparison.Ordinal))
+                {
+                    return i;
+                }
+            }
+
+            return -1;
         }
 
         private static string ResultText(FunctionResultContent result) => result.Result switch
