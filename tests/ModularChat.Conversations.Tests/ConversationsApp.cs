@@ -24,6 +24,7 @@ public sealed class ConversationsApp : ModularChatApp
         // Handled messages (which carry content) leave the inbox quickly, for the deletion cascade test.
         ["Messaging:KeepHandledMessagesFor"] = "00:00:01",
         ["Messaging:HandledMessageCleanupInterval"] = "00:00:01",
+        ["Messaging:HealthCheckInterval"] = "00:00:07",
         // Search tombstones expire quickly too (at least the vector index's idle eviction).
         ["Search:TombstoneLifetime"] = "00:00:02",
         ["Search:VectorIndex:IdleEviction"] = "00:00:01",

@@ -106,6 +106,9 @@ internal static class PersistenceSetup
         // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
         options.Durability.HandledMessageCleanupPollingTime = configuration.GetValue("Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
+        // Nodes check in and the leader assigns the projections (search indexing) at this interval; after a start, a node's
+        // projections begin at about its second check (~13 s with Wolverine's default of 10 s, ~5 s with 2 s).
+        options.Durability.HealthCheckPollingTime = configuration.GetValue("Messaging:HealthCheckInterval", options.Durability.HealthCheckPollingTime);
         // Handler code (ADR 0007): `./build.sh publish` compiles what Wolverine generates for the handlers into this
         // assembly ahead of time (codegen write), and then it is loaded as it is (Static: nothing is compiled at run time).
         // The development build and the tests have none: they generate and compile it in memory on first use (Dynamic).
