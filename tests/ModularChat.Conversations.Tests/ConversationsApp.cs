@@ -21,6 +21,8 @@ public sealed class ConversationsApp : ModularChatApp
         [$"Retention:Tenants:{RetentionTenants.Archive}:KeepLast"] = "5",
         [$"Retention:Tenants:{RetentionTenants.KeepLast}:Policy"] = "keep-last-n",
         [$"Retention:Tenants:{RetentionTenants.KeepLast}:KeepLast"] = "3",
+        [$"Retention:Tenants:{RetentionTenants.Totals}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{RetentionTenants.Totals}:KeepLast"] = "5",
         // Handled messages (which carry content) leave the inbox quickly, for the deletion cascade test.
         ["Messaging:KeepHandledMessagesFor"] = "00:00:01",
         ["Messaging:HandledMessageCleanupInterval"] = "00:00:01",
@@ -40,6 +42,9 @@ public static class RetentionTenants
     public const string Delete = "retention-delete";
     public const string Archive = "retention-archive";
     public const string KeepLast = "retention-keep-last";
+
+    /// <summary>A tenant of this test run only: its totals hold nothing but what the totals test appended.</summary>
+    public static readonly string Totals = $"retention-totals-{Guid.NewGuid():N}";
 }
 
 [CollectionDefinition(Name)]

@@ -235,19 +235,22 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
-    public async Task Retention_totals_are_for_admins_and_add_up()
+    public async Task Retention_totals_are_for_admins_and_count_what_retention_did()
     {
-        var tenant = RetentionTenants.Delete;
+        // A tenant of its own, fresh for this run: the totals count exactly this conversation, whatever earlier runs left.
+        var tenant = RetentionTenants.Totals;
         using var admin = app.Client(ModularChatApp.NewUser("admin"), tenant, "admin");
         using var user = app.Client(ModularChatApp.NewUser("user"), tenant);
         await (await user.GetAsync("/api/admin/retention")).ShouldBeProblem(403);
+        var id = await ConversationWith(user, 12);
+        await WaitForRetention(user, id, v => v.Deleted.Count > 0);
 
         var totals = await (await admin.GetAsync("/api/admin/retention")).ReadAs<JsonElement>(HttpStatusCode.OK);
-        Assert.Equal("delete-after-summary", totals.GetProperty("policy").GetString());
-        Assert.Equal(
-            totals.GetProperty("messages").GetInt64(),
-            totals.GetProperty("hotMessages").GetInt64() + totals.GetProperty("archivedMessages").GetInt64() + totals.GetProperty("deletedMessages").GetInt64());
-        Assert.Equal(totals.GetProperty("hotBytes").GetInt64() + totals.GetProperty("archivedBytes").GetInt64(), totals.GetProperty("bytesKept").GetInt64());
+        long Total(string name) => totals.GetProperty(name).GetInt64();
+        Assert.Equal(("delete-after-summary", 5), (totals.GetProperty("policy").GetString(), totals.GetProperty("keepLast").GetInt32()));
+        Assert.Equal((1L, 12L, 5L, 0L, 7L), (Total("conversations"), Total("messages"), Total("hotMessages"), Total("archivedMessages"), Total("deletedMessages")));
+        Assert.Equal((ContentBytes(8, 12), 0L, ContentBytes(1, 7)), (Total("hotBytes"), Total("archivedBytes"), Total("deletedBytes")));
+        Assert.Equal(Total("hotBytes") + Total("archivedBytes"), Total("bytesKept"));
     }
 
     /// <summary>
