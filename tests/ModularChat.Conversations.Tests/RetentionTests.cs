@@ -298,22 +298,7 @@ public sealed class RetentionTests(ConversationsApp app)
 
     private IDocumentStore Store => app.Host.Services.GetRequiredService<IDocumentStore>();
 
-    private async Task<List<long>> ArchivedSequences(Guid conversationId)
-    {
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "select sequence from modularchat.mt_doc_archivedmessage where conversation_id = @id order by sequence", connection);
-        command.Parameters.AddWithValue("id", conversationId);
-        var sequences = new List<long>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            sequences.Add(reader.GetInt64(0));
-        }
-
-        return sequences;
-    }
+    private Task<List<long>> ArchivedSequences(Guid conversationId) => SequencesIn("modularchat.mt_doc_archivedmessage", conversationId);
 
     private async Task<long> CountEvents(Guid streamId, string type)
     {
@@ -346,12 +331,14 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     /// <summary>The sequences of the conversation's message entries in the search read model.</summary>
-    private async Task<List<long>> SearchEntrySequences(Guid conversationId)
+    private Task<List<long>> SearchEntrySequences(Guid conversationId) => SequencesIn("modularchat.mc_search_entries", conversationId, "and kind = 0");
+
+    /// <summary>The <c>sequence</c> column of the conversation's rows in <paramref name="table"/>, ascending.</summary>
+    private async Task<List<long>> SequencesIn(string table, Guid conversationId, string filter = "")
     {
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "select sequence from modularchat.mc_search_entries where conversation_id = @id and kind = 0 order by sequence", connection);
+        await using var command = new NpgsqlCommand($"select sequence from {table} where conversation_id = @id {filter} order by sequence", connection);
         command.Parameters.AddWithValue("id", conversationId);
         var sequences = new List<long>();
         await using var reader = await command.ExecuteReaderAsync();
