@@ -208,11 +208,15 @@ ensure_dev_key() {
 # ---------------------------------------------------------------------------
 GENERATED="$ROOT/src/Host/Internal/Generated"
 
+remove_generated() {
+  rm -rf "$GENERATED"
+  rmdir "$ROOT/src/Host/Internal" 2>/dev/null || true
+}
+
 discard_generated() {
   if [[ -d "$GENERATED" ]]; then
     log "removing handler code left over from an interrupted publish (src/Host/Internal/Generated)"
-    rm -rf "$GENERATED"
-    rmdir "$ROOT/src/Host/Internal" 2>/dev/null || true
+    remove_generated
   fi
   return 0
 }
@@ -231,7 +235,7 @@ publish_host() {
   log "publishing to $out ($rid, ReadyToRun)"
   # A runtime-specific build: its own bin/obj folders, so the plain build output never holds the generated handlers.
   dotnet publish "$HOST_PROJECT" -c Release -r "$rid" --self-contained false -p:PublishReadyToRun=true -o "$out" -v q -nologo
-  rm -rf "$GENERATED"; rmdir "$ROOT/src/Host/Internal" 2>/dev/null || true
+  remove_generated
   # The Host loads the generated handlers only when it finds them (else it compiles at run time): check they are in.
   grep -q "Internal.Generated.WolverineHandlers" "$out/ModularChat.Host.dll" || die "the published Host does not contain the generated handler code"
   log "published: dotnet $out/ModularChat.Host.dll (configuration: README, section Configuration)"

@@ -1,5 +1,4 @@
 using System.Net;
-using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -41,7 +40,7 @@ public sealed class AppendingTests(ConversationsApp app)
         Assert.Equal((first.Id, first.Sequence), (retry.Id, retry.Sequence));
         var conversation = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(1, conversation.MessageCount);
-        Assert.Equal(1, await CountEvents(c.Id, "message_appended"));
+        Assert.Equal(1, await app.CountEvents(c.Id, "message_appended"));
     }
 
     [Fact]
@@ -60,7 +59,7 @@ public sealed class AppendingTests(ConversationsApp app)
         var third = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = extended })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         Assert.Equal(new[] { true, true, false }, third.Messages.Select(m => m.Duplicate));
         Assert.Equal(3, third.Messages[2].Sequence);
-        Assert.Equal(3, await CountEvents(c.Id, "message_appended"));
+        Assert.Equal(3, await app.CountEvents(c.Id, "message_appended"));
     }
 
     [Fact]
@@ -86,7 +85,7 @@ public sealed class AppendingTests(ConversationsApp app)
         var problem = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ShouldBeProblem(400);
 
         Assert.True(problem.GetProperty("errors").TryGetProperty("messages[1].content", out _), problem.ToString());
-        Assert.Equal(0, await CountEvents(c.Id, "message_appended"));
+        Assert.Equal(0, await app.CountEvents(c.Id, "message_appended"));
     }
 
     [Fact]
@@ -101,7 +100,7 @@ public sealed class AppendingTests(ConversationsApp app)
             .ShouldBeProblem(409);
 
         Assert.Equal(first.Version, problem.GetProperty("currentVersion").GetInt64());
-        Assert.Equal(1, await CountEvents(c.Id, "message_appended"));
+        Assert.Equal(1, await app.CountEvents(c.Id, "message_appended"));
         await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "two", expectedVersion = first.Version }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
     }
@@ -139,7 +138,7 @@ public sealed class AppendingTests(ConversationsApp app)
         // Each pair (original, retry) agrees on the stored message.
         Assert.All(all.GroupBy(r => r.ExternalId), g => Assert.Single(g.Select(r => r.Sequence).Distinct()));
         Assert.Equal(clients * perClient, all.Count(r => !r.Duplicate));
-        Assert.Equal(clients * perClient, await CountEvents(c.Id, "message_appended"));
+        Assert.Equal(clients * perClient, await app.CountEvents(c.Id, "message_appended"));
     }
 
     private static async Task<List<MessageDto>> ReadAllMessages(HttpClient client, Guid id)
@@ -147,16 +146,5 @@ public sealed class AppendingTests(ConversationsApp app)
         var page = await (await client.GetAsync($"/api/conversations/{id}/messages?limit=500")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
         Assert.Null(page.NextCursor);
         return page.Items;
-    }
-
-    /// <summary>Counts the stored events of a type in a stream, straight from PostgreSQL.</summary>
-    private async Task<long> CountEvents(Guid streamId, string eventType)
-    {
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = @id and type = @type", connection);
-        command.Parameters.AddWithValue("id", streamId);
-        command.Parameters.AddWithValue("type", eventType);
-        return (long)(await command.ExecuteScalarAsync())!;
     }
 }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
+using Npgsql;
 using Wolverine;
 
 namespace ModularChat.Conversations.Tests;
@@ -34,6 +35,17 @@ public sealed class ConversationsApp : ModularChatApp
 
     protected override void ConfigureServices(IServiceCollection services)
         => services.ConfigureWolverine(o => o.Discovery.IncludeAssembly(typeof(ConversationsApp).Assembly));
+
+    /// <summary>Counts the stored events of a type in a stream, straight from PostgreSQL.</summary>
+    public async Task<long> CountEvents(Guid streamId, string eventType)
+    {
+        await using var connection = new NpgsqlConnection(PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = @id and type = @type", connection);
+        command.Parameters.AddWithValue("id", streamId);
+        command.Parameters.AddWithValue("type", eventType);
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
 }
 
 /// <summary>Tenants with a retention policy configured in this host.</summary>

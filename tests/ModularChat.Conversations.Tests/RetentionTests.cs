@@ -186,7 +186,7 @@ public sealed class RetentionTests(ConversationsApp app)
         var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
         Assert.Equal([(1L, 10L, 10L)], view.Deleted.Select(r => (r.FromSequence, r.ToSequence, r.Messages)));
         Assert.Equal((11L, 15L, ContentBytes(11, 15)), (view.Hot!.FromSequence, view.Hot.ToSequence, view.Hot.Bytes));
-        Assert.Equal(2, await CountEvents(id, "retention_applied"));
+        Assert.Equal(2, await app.CountEvents(id, "retention_applied"));
         Assert.Equal(Sequences(11, 15), (await Messages(client, id, includeArchived: true)).Select(m => m.Sequence));
     }
 
@@ -299,16 +299,6 @@ public sealed class RetentionTests(ConversationsApp app)
     private IDocumentStore Store => app.Host.Services.GetRequiredService<IDocumentStore>();
 
     private Task<List<long>> ArchivedSequences(Guid conversationId) => SequencesIn("modularchat.mt_doc_archivedmessage", conversationId);
-
-    private async Task<long> CountEvents(Guid streamId, string type)
-    {
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = @id and type = @type", connection);
-        command.Parameters.AddWithValue("id", streamId);
-        command.Parameters.AddWithValue("type", type);
-        return (long)(await command.ExecuteScalarAsync())!;
-    }
 
     private static Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)
         => Eventually.Until(

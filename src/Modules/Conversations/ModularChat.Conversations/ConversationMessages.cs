@@ -27,7 +27,7 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
             .OrderBy(m => m.Sequence)
             .Take(chunkSize)
-            .ToListAsync(token), m => m.Sequence, ToContract, cancellationToken);
+            .ToListAsync(token), ToContract, cancellationToken);
 
     public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadArchivedChunksAsync(
         string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
@@ -36,7 +36,7 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             .Where(m => m.ConversationId == conversationId && m.Sequence > from && m.Sequence <= upToSequence)
             .OrderBy(m => m.Sequence)
             .Take(chunkSize)
-            .ToListAsync(token), m => m.Sequence, m => ToContract(m.ToStored()), cancellationToken);
+            .ToListAsync(token), m => ToContract(m.ToStored()), cancellationToken);
 
     public async Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default)
@@ -77,7 +77,7 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
     /// <summary>Pages of <paramref name="page"/>, one short-lived session each: nothing of an earlier chunk stays referenced.</summary>
     private async IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ChunksAsync<T>(
         string tenantId, long afterSequence, long upToSequence, int chunkSize,
-        Func<IQuerySession, long, CancellationToken, Task<IReadOnlyList<T>>> page, Func<T, long> sequence, Func<T, ConversationMessage> toContract,
+        Func<IQuerySession, long, CancellationToken, Task<IReadOnlyList<T>>> page, Func<T, ConversationMessage> toContract,
         [EnumeratorCancellation] CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(chunkSize, 1);
@@ -95,8 +95,9 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
                 yield break;
             }
 
-            after = sequence(chunk[^1]);
-            yield return chunk.Select(toContract).ToList();
+            var messages = chunk.Select(toContract).ToList();
+            after = messages[^1].Sequence;
+            yield return messages;
         }
     }
 
