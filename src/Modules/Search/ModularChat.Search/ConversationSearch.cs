@@ -29,7 +29,7 @@ internal sealed class ConversationSearch(HybridSearch search, SearchDatabase dat
         var sequences = new Dictionary<Guid, long>(ranking.Entries.Count);
         await using (var connection = await database.OpenAsync(cancellationToken))
         await using (var command = new NpgsqlCommand(
-            $"select id, sequence from {database.Schema.Entries} where tenant_id = $1 and id = any($2) and kind = 0", connection))
+            $"select e.id, e.sequence from {database.Schema.EntriesById(1, 2)} where e.kind = 0", connection))
         {
             command.Parameters.Add(new NpgsqlParameter { Value = request.TenantId });
             command.Parameters.Add(new NpgsqlParameter { Value = ranking.Entries.Select(e => e.Id).ToArray() });

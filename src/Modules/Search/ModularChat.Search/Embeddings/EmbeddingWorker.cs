@@ -146,17 +146,20 @@ internal sealed partial class EmbeddingWorker(
         return claimed.Count;
     }
 
+    /// <summary>Reads claimed entries ($1 tenant, $2 ids) with the model and text hash of their current vectors.</summary>
+    internal static string ReadSql(SearchSchema schema) => $"""
+        select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash
+        from {schema.EntriesById(1, 2)}
+        left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
+        """;
+
     private async Task EmbedAsync(string tenantId, Guid[] entryIds, DateTime[] leases, CancellationToken cancellationToken)
     {
         var schema = database.Schema;
         var embedder = await embedders.ForTenantAsync(tenantId, cancellationToken);
         var work = new List<Work>();
         await using (var connection = await database.OpenAsync(cancellationToken))
-        await using (var read = new NpgsqlCommand($"""
-            select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash
-            from {schema.Entries} e left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
-            where e.tenant_id = $1 and e.id = any($2)
-            """, connection))
+        await using (var read = new NpgsqlCommand(ReadSql(schema), connection))
         {
             read.Parameters.Add(new NpgsqlParameter { Value = tenantId });
             read.Parameters.Add(new NpgsqlParameter { Value = entryIds });
@@ -222,7 +225,7 @@ internal sealed partial class EmbeddingWorker(
             // vectors too) or is already gone (and nothing is written).
             var store = new NpgsqlBatchCommand($"""
                 with live as materialized (
-                    select id from {schema.Entries} where tenant_id = $1 and id = any($2) for share
+                    select e.id from {schema.EntriesById(1, 2, "for share")}
                 ),
                 x as (
                     select * from unnest($2::uuid[], $3::uuid[], $4::smallint[], $5::bigint[], $6::integer[], $7::varchar[], $8::timestamptz[],
@@ -259,7 +262,7 @@ internal sealed partial class EmbeddingWorker(
         // Only rows still under this worker's lease: an entry queued again meanwhile (a rebuild, a model change) stays queued.
         var dequeue = new NpgsqlBatchCommand($"""
             delete from {schema.Pending} p using unnest($2::uuid[], $3::timestamptz[]) as c(entry_id, lease)
-            where p.tenant_id = $1 and p.entry_id = c.entry_id and p.not_before = c.lease
+            where p.tenant_id = {SearchSchema.TenantParameter(1)} and p.entry_id = c.entry_id and p.not_before = c.lease
             """);
         dequeue.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         dequeue.Parameters.Add(new NpgsqlParameter { Value = processed });
@@ -285,7 +288,7 @@ internal sealed partial class EmbeddingWorker(
         {
             await using var connection = await database.OpenAsync(cancellationToken);
             await using var defer = new NpgsqlCommand(
-                $"update {database.Schema.Pending} set attempts = attempts + 1, not_before = now() + $3::interval where tenant_id = $1 and entry_id = any($2)",
+                $"update {database.Schema.Pending} set attempts = attempts + 1, not_before = now() + $3::interval where tenant_id = {SearchSchema.TenantParameter(1)} and entry_id = any($2)",
                 connection);
             defer.Parameters.Add(new NpgsqlParameter { Value = tenantId });
             defer.Parameters.Add(new NpgsqlParameter { Value = entryIds });

@@ -63,8 +63,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
                    e.created_at,
                    case when q.any_term is null then left(e.content, 300)
                         else ts_headline($2::regconfig, translate(e.content, '<>', E'\u27E8\u27E9'), q.any_term, $5) end
-            from {database.Schema.Entries} e cross join q
-            where e.tenant_id = $1 and e.id = any($4)
+            from {database.Schema.EntriesById(1, 4)} cross join q
             """, connection);
         command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         command.Parameters.Add(new NpgsqlParameter { Value = options.Value.Language });
