@@ -12,7 +12,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
 {
     public const int Clients = 16;
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
-    private static readonly TimeSpan HostWarmUp = TimeSpan.FromSeconds(12);
+    private static readonly TimeSpan HostWarmUp = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("BENCH_HOST_WARMUP_SECONDS"), out var w) ? w : 12);
     private static readonly TimeSpan Measure = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("BENCH_SECONDS"), out var s) ? s : 10);
 
     /// <summary>A typical chat turn: a few sentences.</summary>

@@ -5,10 +5,15 @@ namespace ModularChat.BuildingBlocks.Background;
 
 /// <summary>
 /// Runs CPU-bound background work (summarizing, ranking) on a few dedicated threads that the operating system schedules
-/// below everything else: on Linux each thread takes the lowest priority (nice 19), so when requests and PostgreSQL want
-/// the cores, the background work waits instead of adding to their latency; when the machine is idle it runs at full
-/// speed. Elsewhere the threads use <see cref="ThreadPriority.Lowest"/>.
+/// below the service's other threads: on Linux each thread takes the lowest priority (nice 19), so when requests want
+/// the cores, the background work waits instead of adding to their latency; when the process is otherwise idle it runs
+/// at full speed. Elsewhere the threads use <see cref="ThreadPriority.Lowest"/>.
 /// </summary>
+/// <remarks>
+/// The priority orders the threads of this process only, not this process against PostgreSQL: Linux first shares the
+/// cores between scheduling groups (a container's cgroup; with <c>kernel.sched_autogroup_enabled</c>, each session, and
+/// every PostgreSQL backend is a session of its own), and only then by priority inside a group.
+/// </remarks>
 public sealed class LowPriorityCpu : IDisposable
 {
     private const int PrioProcess = 0;

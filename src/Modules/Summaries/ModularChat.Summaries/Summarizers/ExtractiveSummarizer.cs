@@ -19,7 +19,7 @@ namespace ModularChat.Summaries.Summarizers;
 /// </remarks>
 internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer, IDisposable
 {
-    // Merges are CPU-bound: they run on a few threads the OS schedules below requests and PostgreSQL.
+    // Merges are CPU-bound: they run on a few threads the OS schedules below the service's requests.
     private readonly LowPriorityCpu _cpu = new(parallelism > 0 ? parallelism : Math.Max(1, Environment.ProcessorCount / 2), "summaries-extractive");
 
     public const string SummarizerName = "extractive";
