@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json;
 using Npgsql;
@@ -12,8 +13,18 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
 {
     public const int Clients = 16;
     private static readonly TimeSpan WarmUp = TimeSpan.FromSeconds(3);
-    private static readonly TimeSpan HostWarmUp = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("BENCH_HOST_WARMUP_SECONDS"), out var w) ? w : 12);
-    private static readonly TimeSpan Measure = TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable("BENCH_SECONDS"), out var s) ? s : 10);
+    /// <summary>
+    /// The single appends' warm-up: a fresh host's JIT is still compiling tier-1 code (~30% of the host's CPU 25 s into
+    /// this load, ~20,000 methods during it), and 12 s of warm-up measured ~40% fewer appends per second than 45 s.
+    /// </summary>
+    private static readonly TimeSpan AppendWarmUp = Seconds("BENCH_APPEND_WARMUP_SECONDS", 45);
+
+    /// <summary>The batches' warm-up, after the single appends: the host is warm by then.</summary>
+    private static readonly TimeSpan BatchWarmUp = Seconds("BENCH_BATCH_WARMUP_SECONDS", 12);
+    private static readonly TimeSpan Measure = Seconds("BENCH_SECONDS", 10);
+
+    private static TimeSpan Seconds(string variable, double fallback)
+        => TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable(variable), CultureInfo.InvariantCulture, out var s) ? s : fallback);
 
     /// <summary>A typical chat turn: a few sentences.</summary>
     public static string Payload(int client, int i) =>
@@ -26,8 +37,8 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         // The baseline first, while the host is idle: measured last, it shared the machine with the indexing of
         // everything the batch phase had just appended and came out two to four times too low.
         var raw = await RawInsertsAsync();
-        // The host gets a longer warm-up than the rest: its JIT tiers, connection pool and PostgreSQL's
-        // per-connection prepared statements settle during the first seconds of load.
+        // The host gets a longer warm-up than the rest (AppendWarmUp): its JIT tiers, connection pool and PostgreSQL's
+        // per-connection prepared statements settle under load.
         var (appendRate, appendLatencies) = await SingleAppendsAsync();
         var batchRate = await BatchAppendsAsync();
 
@@ -76,14 +87,34 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         using var http = env.Client($"bench-append-{Guid.NewGuid():N}", Clients);
         var conversations = await CreateConversationsAsync(http, Clients);
         var counters = new int[Clients];
-        return await Load.RunAsync(Clients, HostWarmUp, Measure, async client =>
+        long backlogBefore = 0;
+        var measured = await Load.RunAsync(Clients, AppendWarmUp, Measure, async client =>
         {
             var i = counters[client]++;
             using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages",
                 new { role = "user", content = Payload(client, i), externalId = $"m-{i}" });
             response.EnsureSuccessStatusCode();
             return 1;
-        }, AnalyzeAsync);
+        }, async () =>
+        {
+            await AnalyzeAsync();
+            backlogBefore = await SearchBacklogAsync();
+        });
+
+        // Whether the background work kept up with the appends while they were measured, or was left behind.
+        results.Add("append_search_backlog_growth", await SearchBacklogAsync() - backlogBefore);
+        return measured;
+    }
+
+    /// <summary>Appended messages that have no search entry yet.</summary>
+    private async Task<long> SearchBacklogAsync()
+    {
+        await using var dataSource = NpgsqlDataSource.Create(env.PostgresConnectionString);
+        await using var count = dataSource.CreateCommand("""
+            select (select count(*) from modularchat.mt_events where type = 'message_appended')
+                 - (select count(*) from modularchat.mc_search_entries where kind = 0)
+            """);
+        return (long)(await count.ExecuteScalarAsync())!;
     }
 
     private async Task<double> BatchAppendsAsync()
@@ -92,7 +123,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         using var http = env.Client($"bench-batch-{Guid.NewGuid():N}", batchClients);
         var conversations = await CreateConversationsAsync(http, batchClients);
         var counters = new int[batchClients];
-        var (rate, _) = await Load.RunAsync(batchClients, HostWarmUp, Measure, async client =>
+        var (rate, _) = await Load.RunAsync(batchClients, BatchWarmUp, Measure, async client =>
         {
             var first = counters[client];
             counters[client] += batchSize;
