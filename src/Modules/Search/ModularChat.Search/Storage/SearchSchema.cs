@@ -58,7 +58,8 @@ internal sealed class SearchSchema(string schemaName)
 
     /// <summary>
     /// A FROM item, alias <c>e</c>: the tenant's (<c>$<paramref name="tenantParameter"/></c>) entries whose ids are in the
-    /// array <c>$<paramref name="idsParameter"/></c>, each found by one probe of the primary key.
+    /// array <c>$<paramref name="idsParameter"/></c>, each found by one probe of the primary key (an id given twice gives
+    /// its entry twice).
     /// </summary>
     /// <remarks>
     /// A tenant that is not in the tables' statistics yet (new since the last ANALYZE, typically one importing its
