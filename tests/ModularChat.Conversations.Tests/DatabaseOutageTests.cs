@@ -48,4 +48,37 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
         Assert.Equal([(1L, "m1"), (2L, "m2")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
     }
+
+    [Fact]
+    public async Task A_database_that_does_not_answer_in_time_gives_503_saying_so_and_the_retry_is_stored_once()
+    {
+        // A node whose commands time out after 3 s (long enough for its start on a busy machine), and a conversation whose stream lock another session holds.
+        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("slow")));
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "slow" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
+        await holder.OpenAsync();
+        await using var lockTransaction = await holder.BeginTransactionAsync();
+        await using (var lockStream = new NpgsqlCommand("select 1 from modularchat.mt_streams where id = @id for update", holder))
+        {
+            lockStream.Parameters.AddWithValue("id", conversation.Id);
+            await lockStream.ExecuteNonQueryAsync();
+        }
+
+        var append = await client.PostJson(messages, new { role = "user", content = "while locked", externalId = "m1" });
+
+        var problem = await append.ShouldBeProblem(503);
+        Assert.Contains("did not answer in time", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(5), append.Headers.RetryAfter?.Delta);
+
+        await lockTransaction.RollbackAsync();
+        var retried = await (await client.PostJson(messages, new { role = "user", content = "while locked", externalId = "m1" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        Assert.Equal(1, retried.Sequence);
+        var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal([(1L, "m1")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
+    }
 }

@@ -13,8 +13,8 @@ namespace ModularChat.BuildingBlocks.Errors;
 
 /// <summary>
 /// Turns every exception that reaches the HTTP pipeline into an RFC 9457 ProblemDetails that
-/// names the problem. Anything a client can cause maps to a 4xx; a database that cannot be reached right now gives a
-/// 503 with Retry-After (clients and load balancers retry it); only genuine faults give a 500, and those never carry
+/// names the problem. Anything a client can cause maps to a 4xx; a database that cannot be reached right now, or does
+/// not answer in time, gives a 503 with Retry-After (clients and load balancers retry it); only genuine faults give a 500, and those never carry
 /// internal details.
 /// </summary>
 public sealed partial class ProblemDetailsExceptionHandler(
@@ -33,7 +33,8 @@ public sealed partial class ProblemDetailsExceptionHandler(
         if (problem.Status == StatusCodes.Status503ServiceUnavailable)
         {
             httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            LogDatabaseUnavailable(logger, httpContext.Request.Method, httpContext.Request.Path, exception.GetBaseException().Message);
+            LogDatabaseUnavailable(logger, httpContext.Request.Method, httpContext.Request.Path,
+                IsDatabaseTimeout(exception) ? "did not answer in time" : "cannot be reached", exception.GetBaseException().Message);
         }
         else if (problem.Status >= 500)
         {
@@ -89,7 +90,9 @@ public sealed partial class ProblemDetailsExceptionHandler(
         {
             Status = StatusCodes.Status503ServiceUnavailable,
             Title = "The service is temporarily unavailable.",
-            Detail = "Its database cannot be reached right now: retry shortly (appends with an externalId are safe to retry).",
+            Detail = IsDatabaseTimeout(exception)
+                ? "Its database did not answer in time (it is overloaded, or the data is locked by other work): nothing of this request was stored; retry shortly (appends with an externalId are safe to retry)."
+                : "Its database cannot be reached right now: retry shortly (appends with an externalId are safe to retry).",
         },
         _ => new ProblemDetails
         {
@@ -99,26 +102,32 @@ public sealed partial class ProblemDetailsExceptionHandler(
         },
     };
 
+    /// <summary>A database command that ran past its timeout (Npgsql's <c>Command Timeout</c>), at any depth.</summary>
+    private static bool IsDatabaseTimeout(Exception exception) => InChain(exception, e => e is TimeoutException);
+
     /// <summary>Seconds a client is asked to wait before retrying a 503.</summary>
     public const int RetryAfterSeconds = 5;
 
     /// <summary>
     /// A failure of the database connection rather than of the request: no connection, a connection lost, the pool
-    /// exhausted, the server shutting down or out of connections (Npgsql marks these transient), at any depth (Marten
-    /// and Wolverine wrap them).
+    /// exhausted, the server shutting down or out of connections, a command past its timeout (Npgsql marks these
+    /// transient), at any depth (Marten and Wolverine wrap them).
     /// </summary>
-    private static bool IsDatabaseUnavailable(Exception exception)
+    private static bool IsDatabaseUnavailable(Exception exception) => InChain(exception, e => e is NpgsqlException { IsTransient: true });
+
+    /// <summary>Whether <paramref name="exception"/> or one it wraps (inner exceptions, aggregates) matches.</summary>
+    private static bool InChain(Exception exception, Func<Exception, bool> match)
     {
         for (Exception? e = exception; e is not null; e = e.InnerException)
         {
-            if (e is NpgsqlException { IsTransient: true })
+            if (match(e))
             {
                 return true;
             }
 
             if (e is AggregateException aggregate)
             {
-                return aggregate.InnerExceptions.Any(IsDatabaseUnavailable);
+                return aggregate.InnerExceptions.Any(inner => InChain(inner, match));
             }
         }
 
@@ -190,8 +199,8 @@ public sealed partial class ProblemDetailsExceptionHandler(
     private static string ToCamelCase(string propertyName)
         => string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path} answered 503: the database cannot be reached ({Reason})")]
-    private static partial void LogDatabaseUnavailable(ILogger logger, string method, string path, string reason);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path} answered 503: the database {Failure} ({Reason})")]
+    private static partial void LogDatabaseUnavailable(ILogger logger, string method, string path, string failure, string reason);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Unhandled exception for {Method} {Path}")]
     private static partial void LogUnhandled(ILogger logger, Exception exception, string method, string path);
