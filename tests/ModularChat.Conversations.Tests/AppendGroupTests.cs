@@ -146,6 +146,66 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task The_probe_stays_on_the_unique_index_for_a_tenant_and_conversation_the_statistics_do_not_know_yet()
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        // A copy of the messages table (same columns and indexes) whose statistics are exactly these: one tenant with 16
+        // conversations, analyzed before the newcomer's first message, and long external ids (within the default limit),
+        // which make the unique index the largest of the table.
+        var scratch = $"probe_{Guid.NewGuid():N}";
+        await Execute(connection, $"""
+            create schema {scratch};
+            create table {scratch}.mt_doc_storedmessage (like modularchat.mt_doc_storedmessage including all);
+            insert into {scratch}.mt_doc_storedmessage (tenant_id, id, data, conversation_id, sequence, external_id)
+                select 'resident', gen_random_uuid(), jsonb_build_object(),
+                       ('00000000-0000-0000-0000-0000000000' || lpad((g % 16)::text, 2, '0'))::uuid, g, repeat('x', 180) || g
+                from generate_series(1, 40000) g;
+            analyze {scratch}.mt_doc_storedmessage;
+            """);
+        try
+        {
+            // As PL/pgSQL plans the first calls: with the values.
+            var probe = MessagesByExternalId.ProbeSql(scratch);
+            var plan = await ExplainProbe(connection, probe);
+            var visible = await ExplainProbe(connection, probe.Replace("(select $1::varchar)", "$1", StringComparison.Ordinal)
+                .Replace("(select $2::uuid)", "$2", StringComparison.Ordinal));
+
+            Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal)
+                && line.Contains("conversation_id = $1", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
+            Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
+            // With the tenant and the conversation visible, the same probe reads the conversation and filters it.
+            Assert.Contains(visible, line => line.Contains("Filter: ((external_id)", StringComparison.Ordinal));
+        }
+        finally
+        {
+            await Execute(connection, $"drop schema {scratch} cascade");
+        }
+    }
+
+    private static async Task Execute(NpgsqlConnection connection, string sql)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private static async Task<List<string>> ExplainProbe(NpgsqlConnection connection, string probe)
+    {
+        await using var explain = new NpgsqlCommand($"explain (costs off) {probe}", connection);
+        explain.Parameters.Add(new NpgsqlParameter { Value = "newcomer" });
+        explain.Parameters.Add(new NpgsqlParameter { Value = Guid.NewGuid() });
+        explain.Parameters.Add(new NpgsqlParameter { Value = "b-1" });
+        var plan = new List<string>();
+        await using var reader = await explain.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            plan.Add(reader.GetString(0));
+        }
+
+        return plan;
+    }
+
+    [Fact]
     public async Task A_large_batch_finds_every_known_external_id_of_its_conversation_and_only_those()
     {
         using var client = app.Client(ModularChatApp.NewUser());
