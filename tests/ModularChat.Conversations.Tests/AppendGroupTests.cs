@@ -130,15 +130,8 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
             await prepare.ExecuteNonQueryAsync();
         }
 
-        var plan = new List<string>();
-        await using (var explain = new NpgsqlCommand($"explain execute lookup('lookup-plan', '{Guid.NewGuid()}', 'ext-1')", connection))
-        await using (var reader = await explain.ExecuteReaderAsync())
-        {
-            while (await reader.ReadAsync())
-            {
-                plan.Add(reader.GetString(0));
-            }
-        }
+        await using var explain = new NpgsqlCommand($"explain execute lookup('lookup-plan', '{Guid.NewGuid()}', 'ext-1')", connection);
+        var plan = await PlanLines(explain);
 
         Assert.Contains(plan, line => line.Contains("ux_stored_message_external_id", StringComparison.Ordinal));
         Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
@@ -195,6 +188,12 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
         explain.Parameters.Add(new NpgsqlParameter { Value = "newcomer" });
         explain.Parameters.Add(new NpgsqlParameter { Value = Guid.NewGuid() });
         explain.Parameters.Add(new NpgsqlParameter { Value = "b-1" });
+        return await PlanLines(explain);
+    }
+
+    /// <summary>The lines of an EXPLAIN.</summary>
+    private static async Task<List<string>> PlanLines(NpgsqlCommand explain)
+    {
         var plan = new List<string>();
         await using var reader = await explain.ExecuteReaderAsync();
         while (await reader.ReadAsync())
