@@ -97,7 +97,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
             return 1;
         }, async () =>
         {
-            await AnalyzeAsync();
+            await env.AnalyzeAsync();
             backlogBefore = await SearchBacklogAsync();
         });
 
@@ -132,21 +132,8 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
             using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages/batch", new { messages });
             response.EnsureSuccessStatusCode();
             return batchSize;
-        }, AnalyzeAsync);
+        }, env.AnalyzeAsync);
         return rate;
-    }
-
-    /// <summary>
-    /// Refreshes PostgreSQL's statistics after the warm-up, as autovacuum keeps them on a database that has been running
-    /// for a while (pgbench vacuums before it measures, too). The benchmark's database is created for the run: without
-    /// this, the planner measured here is one that still believes the tables it just filled are empty.
-    /// </summary>
-    private async Task AnalyzeAsync()
-    {
-        await using var dataSource = NpgsqlDataSource.Create(env.PostgresConnectionString);
-        await using var analyze = dataSource.CreateCommand("analyze");
-        analyze.CommandTimeout = 120;
-        await analyze.ExecuteNonQueryAsync();
     }
 
     public static async Task<Guid[]> CreateConversationsAsync(HttpClient http, int count)
