@@ -53,13 +53,17 @@ public sealed class SearchApp : ModularChatApp
         }
     }
 
-    /// <summary>Another node on the same database and Redis that answers searches but runs no background work.</summary>
-    public async Task<IAlbaHost> StartSearchOnlyNodeAsync()
+    /// <summary>
+    /// Another node on the same database and Redis that answers searches but runs no background work, with
+    /// <paramref name="settings"/> on top of this host's.
+    /// </summary>
+    public async Task<IAlbaHost> StartSearchOnlyNodeAsync(IDictionary<string, string?>? settings = null)
     {
         _searchOnlyNode = true;
         try
         {
-            return await StartHostAsync(new Dictionary<string, string?> { ["Search:Embeddings:WorkerEnabled"] = "false" });
+            var overrides = new Dictionary<string, string?>(settings ?? new Dictionary<string, string?>()) { ["Search:Embeddings:WorkerEnabled"] = "false" };
+            return await StartHostAsync(overrides);
         }
         finally
         {

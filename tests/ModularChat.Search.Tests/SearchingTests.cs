@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -172,6 +173,34 @@ public sealed class SearchingTests(SearchApp app)
 
         Assert.Equal(["new", "old"], hits.Select(h => h.ExternalId));
         Assert.True(hits[0].Score > hits[1].Score);
+    }
+
+    [Fact]
+    public async Task Over_the_candidate_budget_keyword_search_scores_the_best_entries_not_the_first_stored()
+    {
+        // A node that scores at most 3 keyword candidates per search, and ranks by BM25 alone (no share of neighbouring
+        // turns), so the best entries for one word are its shortest messages.
+        await using var node = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?>
+        {
+            ["Search:MaxKeywordCandidates"] = "3",
+            ["Search:PreviousTurnWeight"] = "0",
+            ["Search:NextTurnWeight"] = "0",
+        });
+        var user = ModularChatApp.NewUser();
+        using var writer = app.Client(user);
+        using var reader = node.Server.CreateClient();
+        reader.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        string[] filler = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"];
+        // Longest first: the three best-scoring messages are the last ones stored.
+        var messages = Enumerable.Range(0, 8)
+            .Select(i => Message(string.Join(' ', filler.Take(8 - i).Prepend("marmalade")), externalId: $"words-{9 - i}"))
+            .ToArray();
+        await writer.StartConversation("breakfast", messages);
+        await writer.WaitForIndexing(8);
+
+        var hits = (await reader.Search("marmalade&mode=keyword&k=3")).Hits;
+
+        Assert.Equal(["words-2", "words-3", "words-4"], hits.Select(h => h.ExternalId));
     }
 
     [Fact]

@@ -29,6 +29,7 @@ public sealed class SearchOptions
     /// <summary>
     /// Budget of entries a keyword search reads: entries are fetched through the query's rarest words while their expected
     /// number stays within it (the rarest word is always used), so common words cannot make a search read half the tenant.
+    /// Matches beyond it (a query of everyday words only) are scored, and only this many of the best go on to ranking.
     /// </summary>
     public int MaxKeywordCandidates { get; set; } = 2000;
 

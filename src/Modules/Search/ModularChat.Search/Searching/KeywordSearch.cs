@@ -24,7 +24,9 @@ internal sealed record KeywordCandidate(Guid EntryId, double Score, DateTimeOffs
 /// is always used); every lexeme still scores the entries fetched. An entry that contains only very common words of
 /// the query is not found, which costs little: such an entry would rank below those with a rarer word. When even the
 /// rarest lexeme is over the budget, entries holding both of the two rarest are fetched first, and the rarest alone
-/// only when those are too few.
+/// only when those are too few. Matches can still outnumber the budget (a query of everyday words only): all are
+/// scored, and the best <see cref="SearchOptions.MaxKeywordCandidates"/> of them go on to the neighbouring-turn shares
+/// and the ranking, the part whose cost grows fastest with the matches.
 /// </remarks>
 internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOptions> options)
 {
@@ -150,6 +152,7 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
                        ({score}) / (1 + {Add(o.Bm25K1)} * (1 - {Add(o.Bm25B)} + {Add(o.Bm25B)} * e.lexeme_count / {Add(statistics.AverageLength)})) as score
                 from {schema.Entries} e
                 where e.tenant_id = {tenant} and e.search_vector @@ {Add(retrieval)}{scope}
+                order by score desc limit {Add(o.MaxKeywordCandidates)}
             ),
             messages as (
                 select conversation_id, sequence, sum(score) as score
