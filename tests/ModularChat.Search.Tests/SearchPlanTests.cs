@@ -1,13 +1,16 @@
 using ModularChat.Search.Embeddings;
+using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace ModularChat.Search.Tests;
 
 /// <summary>
-/// Lookups of entries by id stay probes of the primary key for a tenant that PostgreSQL's statistics do not know yet
-/// (<see cref="SearchSchema.TenantParameter"/>): a tenant importing its history is new since the last ANALYZE, and
-/// it is estimated at a row or two when the planner can read its id.
+/// Lookups of entries by id, and the keyword search's joins of its best turns back to their entries, stay probes of an
+/// index for a tenant that PostgreSQL's statistics do not know yet (<see cref="SearchSchema.TenantParameter"/>): a
+/// tenant importing its history is new since the last ANALYZE, and it is estimated at a row or two when the planner
+/// can read its id.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class SearchPlanTests(SearchApp app)
@@ -16,13 +19,11 @@ public sealed class SearchPlanTests(SearchApp app)
     public async Task The_embedding_worker_reads_a_tenant_unknown_to_the_statistics_by_probes_of_the_primary_keys()
     {
         await using var connection = await app.OpenConnectionAsync();
-        var scratch = $"plan_{Guid.NewGuid():N}";
-        // Copies of the entries and vectors tables (same columns and indexes) in a schema of their own, so that their
-        // statistics are exactly these: 20 tenants of 2,000 entries, analyzed before the newcomer's first row.
+        // Copies of the entries and vectors tables whose statistics are exactly these: 20 tenants of 2,000 entries,
+        // analyzed before the newcomer's first row.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries", "mc_search_vectors");
+        var scratch = copy.Schema;
         await Execute(connection, $"""
-            create schema {scratch};
-            create table {scratch}.mc_search_entries (like modularchat.mc_search_entries including all);
-            create table {scratch}.mc_search_vectors (like modularchat.mc_search_vectors including all);
             insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
                 select 'resident-' || (g % 20), gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1
                 from generate_series(1, 40000) g;
@@ -31,31 +32,73 @@ public sealed class SearchPlanTests(SearchApp app)
             analyze {scratch}.mc_search_entries;
             analyze {scratch}.mc_search_vectors;
             """);
-        try
+        var ids = Enumerable.Range(0, 256).Select(_ => Guid.NewGuid()).ToArray();
+        var sql = EmbeddingWorker.ReadSql(new SearchSchema(scratch));
+
+        var plan = await Explain(connection, sql, "newcomer", ids);
+        var visible = await Explain(connection, sql.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), "newcomer", ids);
+
+        // Per id: one probe of the entries' primary key (tenant and id), then one of the vectors' (tenant and entry).
+        Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("tenant_id)::text = ($0)::text) AND (id = k.id)", StringComparison.Ordinal));
+        Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (entry_id = x.id)", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
+        // The same statement with the tenant visible scans the tenant's entries and filters them by id.
+        Assert.Contains(visible, l => l.Contains("Filter: (id = k.id)", StringComparison.Ordinal));
+
+        // The entries the worker share-locks before storing vectors, and the entries of search hits, are found the same way.
+        var locked = await Explain(connection, $"select e.id from {new SearchSchema(scratch).EntriesById(1, 2, "for share")}", "newcomer", ids);
+        Assert.Contains(locked, l => l.Contains("LockRows", StringComparison.Ordinal));
+        Assert.Contains(locked, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (id = k.id)", StringComparison.Ordinal));
+        Assert.DoesNotContain(locked, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Keyword_search_for_a_tenant_unknown_to_the_statistics_joins_its_best_turns_back_by_probes()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        // 20 tenants of 2,000 entries (100 conversations of 20 turns each) analyzed, then a newcomer of the same size.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries");
+        var scratch = copy.Schema;
+        await Execute(connection, $"""
+            insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
+                select 'resident-' || (g % 20), gen_random_uuid(), md5('c' || (g % 2000))::uuid, 0, g / 2000 + 1, now(), 'text',
+                       to_tsvector('simple', 'word' || (g % 97) || ' word' || (g % 89)), 2
+                from generate_series(0, 39999) g;
+            analyze {scratch}.mc_search_entries;
+            insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
+                select 'newcomer', gen_random_uuid(), md5('n' || (g % 100))::uuid, 0, g / 100 + 1, now(), 'text',
+                       to_tsvector('simple', 'word' || (g % 97) || ' word' || (g % 89)), 2
+                from generate_series(0, 1999) g;
+            """);
+        var statistics = new KeywordSearch.TermStatistics([("word7", 21)], 2000, 2, 2000);
+        await using var command = KeywordSearch.RankCommand(new SearchSchema(scratch), new SearchOptions(), "newcomer", new SearchFilter(), 10,
+            statistics.Lexemes, statistics, new NpgsqlTsQueryLexeme("word7"));
+
+        var plan = await Explain(connection, command.CommandText, command.Parameters);
+        var visible = await Explain(connection, command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
+
+        // The best turns (and summaries) are joined back to their entries by one probe of an index each.
+        Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal)
+            && l.Contains("AND (conversation_id = scored.conversation_id) AND (sequence = scored.sequence)", StringComparison.Ordinal));
+        Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (id = s.id)", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("Join Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
+        // With the tenant visible, each of them is looked for among all of the tenant's entries.
+        Assert.Contains(visible, l => l.Contains("Join Filter: ((scored.conversation_id = e.conversation_id)", StringComparison.Ordinal));
+    }
+
+    /// <summary>Empty copies of search tables (same columns and indexes) in a schema of their own, dropped at the end.</summary>
+    private sealed class ScratchTables(NpgsqlConnection connection, string schema) : IAsyncDisposable
+    {
+        public string Schema => schema;
+
+        public static async Task<ScratchTables> CreateAsync(NpgsqlConnection connection, params string[] tables)
         {
-            var ids = Enumerable.Range(0, 256).Select(_ => Guid.NewGuid()).ToArray();
-            var sql = EmbeddingWorker.ReadSql(new SearchSchema(scratch));
-
-            var plan = await Explain(connection, sql, "newcomer", ids);
-            var visible = await Explain(connection, sql.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), "newcomer", ids);
-
-            // Per id: one probe of the entries' primary key (tenant and id), then one of the vectors' (tenant and entry).
-            Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("tenant_id)::text = ($0)::text) AND (id = k.id)", StringComparison.Ordinal));
-            Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (entry_id = x.id)", StringComparison.Ordinal));
-            Assert.DoesNotContain(plan, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
-            // The same statement with the tenant visible scans the tenant's entries and filters them by id.
-            Assert.Contains(visible, l => l.Contains("Filter: (id = k.id)", StringComparison.Ordinal));
-
-            // The entries the worker share-locks before storing vectors, and the entries of search hits, are found the same way.
-            var locked = await Explain(connection, $"select e.id from {new SearchSchema(scratch).EntriesById(1, 2, "for share")}", "newcomer", ids);
-            Assert.Contains(locked, l => l.Contains("LockRows", StringComparison.Ordinal));
-            Assert.Contains(locked, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (id = k.id)", StringComparison.Ordinal));
-            Assert.DoesNotContain(locked, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
+            var schema = $"plan_{Guid.NewGuid():N}";
+            await Execute(connection, $"create schema {schema}; " + string.Concat(tables.Select(t => $"create table {schema}.{t} (like modularchat.{t} including all);")));
+            return new ScratchTables(connection, schema);
         }
-        finally
-        {
-            await Execute(connection, $"drop schema {scratch} cascade");
-        }
+
+        public async ValueTask DisposeAsync() => await Execute(connection, $"drop schema {schema} cascade");
     }
 
     private static async Task Execute(NpgsqlConnection connection, string sql)
@@ -65,11 +108,17 @@ public sealed class SearchPlanTests(SearchApp app)
     }
 
     /// <summary>The plan of one execution with these values (as the first executions of the statement are planned).</summary>
-    private static async Task<List<string>> Explain(NpgsqlConnection connection, string sql, string tenantId, Guid[] ids)
+    private static Task<List<string>> Explain(NpgsqlConnection connection, string sql, string tenantId, Guid[] ids)
+        => Explain(connection, sql, [new NpgsqlParameter { Value = tenantId }, new NpgsqlParameter { Value = ids }]);
+
+    private static async Task<List<string>> Explain(NpgsqlConnection connection, string sql, IEnumerable<NpgsqlParameter> parameters)
     {
         await using var command = new NpgsqlCommand($"explain (costs off) {sql}", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
-        command.Parameters.Add(new NpgsqlParameter { Value = ids });
+        foreach (var parameter in parameters)
+        {
+            command.Parameters.Add(parameter.Clone());
+        }
+
         var plan = new List<string>();
         await using var reader = await command.ExecuteReaderAsync();
         while (await reader.ReadAsync())

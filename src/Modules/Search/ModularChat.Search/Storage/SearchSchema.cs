@@ -69,7 +69,7 @@ internal sealed class SearchSchema(string schemaName)
     /// 3 s per batch of 256 at 150,000 entries, so a bulk import slowed down as it grew). Here the ids drive a lateral
     /// subquery with a limit, which is planned for one id at a time, and the tenant is hidden behind a sub-select
     /// (<see cref="TenantParameter"/>), so it is estimated from the number of distinct tenants instead: the primary key
-    /// is then the only sensible index (<c>SearchPlanTests</c>). Only for lookups by id: searches need the tenant's real size.
+    /// is then the only sensible index (<c>SearchPlanTests</c>). Keyword searches hide it as well (<c>KeywordSearch.RankCommand</c>).
     /// </remarks>
     /// <param name="locking">A locking clause for the entries read (<c>for share</c>), or empty.</param>
     public string EntriesById(int tenantParameter, int idsParameter, string locking = "") =>
