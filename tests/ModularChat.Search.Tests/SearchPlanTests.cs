@@ -86,6 +86,30 @@ public sealed class SearchPlanTests(SearchApp app)
         Assert.Contains(visible, l => l.Contains("Join Filter: ((scored.conversation_id = e.conversation_id)", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task Keyword_matches_are_fetched_from_the_tenants_part_of_the_text_index()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        // 4 tenants of 50,000 entries; the searched word is in 1 of 997 entries of each.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries");
+        await Execute(connection, $"""
+            insert into {copy.Schema}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
+                select 'tenant-' || (g % 4), gen_random_uuid(), md5('c' || (g % 2000))::uuid, 0, g / 2000 + 1, now(), 'text',
+                       to_tsvector('simple', 'word' || (g % 997) || ' common'), 2
+                from generate_series(0, 199999) g;
+            analyze {copy.Schema}.mc_search_entries;
+            """);
+        var statistics = new KeywordSearch.TermStatistics([("word7", 50)], 50_000, 2, 50_000);
+        await using var command = KeywordSearch.RankCommand(new SearchSchema(copy.Schema), new SearchOptions(), "tenant-1", new SearchFilter(), 10,
+            statistics.Lexemes, statistics, new NpgsqlTsQueryLexeme("word7"));
+
+        var plan = await Explain(connection, command.CommandText, command.Parameters);
+
+        // One scan of the GIN index over (tenant, text) finds the tenant's matches, not every tenant's.
+        Assert.Contains(plan, l => l.Contains("Index Cond: (((tenant_id)::text = ($0)::text) AND (search_vector @@ '''word7'''::tsquery))", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("BitmapAnd", StringComparison.Ordinal));
+    }
+
     /// <summary>Empty copies of search tables (same columns and indexes) in a schema of their own, dropped at the end.</summary>
     private sealed class ScratchTables(NpgsqlConnection connection, string schema) : IAsyncDisposable
     {

@@ -81,6 +81,7 @@ internal sealed class SearchSchema(string schemaName)
 
     public IEnumerable<ISchemaObject> Objects()
     {
+        yield return new Extension("btree_gin");
         var entries = new Table(new PostgresqlObjectName(Schema, "mc_search_entries", SchemaUtils.IdentifierUsage.General));
         entries.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
         entries.AddColumn("id", "uuid").NotNull().AsPrimaryKey();
@@ -97,7 +98,8 @@ internal sealed class SearchSchema(string schemaName)
         entries.AddColumn("content", "text").NotNull();
         entries.AddColumn("search_vector", "tsvector").NotNull();
         entries.AddColumn("lexeme_count", "integer").NotNull();
-        entries.Indexes.Add(new IndexDefinition("ix_mc_search_entries_text") { Columns = ["search_vector"], Method = IndexMethod.gin });
+        // Over the tenant and the text (btree_gin), so that one scan finds exactly the tenant's matches of a query.
+        entries.Indexes.Add(new IndexDefinition("ix_mc_search_entries_tenant_text") { Columns = ["tenant_id", "search_vector"], Method = IndexMethod.gin });
         entries.Indexes.Add(new IndexDefinition("ix_mc_search_entries_position") { Columns = ["tenant_id", "conversation_id", "sequence"] });
         var metadata = new IndexDefinition("ix_mc_search_entries_metadata") { Columns = ["metadata"] };
         metadata.ToGinWithJsonbPathOps();
