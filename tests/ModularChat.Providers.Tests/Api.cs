@@ -34,6 +34,10 @@ internal static class Api
     public static async Task<McpServerDto> AddMcpServerAsync(this HttpClient client, string name, string url, string transport = "streamable-http")
         => await (await client.PostJson("/api/mcp-servers", new { name, transport, url })).ReadAs<McpServerDto>(HttpStatusCode.Created);
 
+    /// <summary>A chat turn in <paramref name="conversationId"/> that must succeed (200), and its answer.</summary>
+    public static async Task<ChatTurnDto> ChatAsync(this HttpClient client, Guid conversationId, string content)
+        => await (await client.PostJson($"/api/conversations/{conversationId}/chat", new { content })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
     public static async Task<List<MessageDto>> MessagesAsync(this HttpClient client, Guid conversationId)
         => (await (await client.GetAsync($"/api/conversations/{conversationId}/messages?limit=500")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK)).Items;
 }

@@ -33,8 +33,7 @@ public sealed class ChatTests(ProvidersApp app)
         var marker = Marker();
         app.Model.Responder = Answer(marker, _ => new FakeReply("Lisbon is lovely in May.", PromptTokens: 42, CompletionTokens: 7), app.Model.Responder);
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} When should I visit Lisbon?" }))
-            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} When should I visit Lisbon?");
 
         Assert.Equal("Lisbon is lovely in May.", turn.Answer.Content);
         Assert.Equal(1, turn.UserMessage.Sequence);
@@ -56,16 +55,13 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task A_tool_round_trip_inside_a_chat_turn_calls_the_mcp_tool_and_stores_the_call_and_its_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
-        var conversation = await client.StartConversationAsync();
+        var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
             ? FakeReply.Text("2 + 3 = " + request.Messages.Last(m => m?["role"]?.ToString() == "tool")!["content"])
             : FakeReply.Calls(new FakeToolCall("call_1", "add", """{"a":2,"b":3}""")), app.Model.Responder);
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} what is 2 + 3?" }))
-            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} what is 2 + 3?");
 
         Assert.Equal("2 + 3 = 5", turn.Answer.Content);
         var call = Assert.Single(turn.ToolCalls);
@@ -86,15 +82,12 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task Several_tool_calls_in_one_round_store_every_result_as_its_own_message()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
-        var conversation = await client.StartConversationAsync();
+        var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "5 and 9", app.Model.Responder,
             new FakeToolCall("call_a", "add", """{"a":2,"b":3}"""), new FakeToolCall("call_b", "add", """{"a":4,"b":5}"""));
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3 and 4 + 5?" }))
-            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} 2 + 3 and 4 + 5?");
 
         var messages = await client.MessagesAsync(conversation);
         Assert.Equal(["user", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
@@ -108,9 +101,7 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
-        var conversation = await client.StartConversationAsync();
+        var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         // A provider that numbers its calls per round: both rounds call "call_1".
         app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
@@ -120,8 +111,7 @@ public sealed class ChatTests(ProvidersApp app)
             _ => FakeReply.Text("5, then 9"),
         }, app.Model.Responder);
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} 2 + 3, then 4 + 5?" }))
-            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} 2 + 3, then 4 + 5?");
 
         var messages = await client.MessagesAsync(conversation);
         Assert.Equal(["user", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
@@ -145,8 +135,7 @@ public sealed class ChatTests(ProvidersApp app)
             new FakeToolCall("c1", "get_env", """{"name":"GREETING"}"""),
             new FakeToolCall("c2", "get_env", """{"name":"ConnectionStrings__Postgres"}"""));
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} env?" }))
-            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} env?");
 
         Assert.Equal(["hello from the tenant", "(unset)"], turn.ToolCalls.Select(c => c.Result));
     }
@@ -306,7 +295,7 @@ public sealed class ChatTests(ProvidersApp app)
         var marker = Marker();
         app.Model.Responder = Answer(marker, _ => FakeReply.Text("ok"), app.Model.Responder);
 
-        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} and now?" })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        var turn = await client.ChatAsync(conversation, $"{marker} and now?");
 
         var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
         Assert.Equal("system", sent[0]!["role"]!.ToString());

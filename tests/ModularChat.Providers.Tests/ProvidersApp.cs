@@ -38,6 +38,17 @@ public sealed class ProvidersApp : ModularChatApp
 
     public ConcurrentQueue<string> Traces { get; } = new();
 
+    /// <summary>
+    /// Gives the client's tenant a provider on the fake model and the calculator MCP server (streamable HTTP), and
+    /// starts a conversation.
+    /// </summary>
+    public async Task<Guid> StartWithCalculatorAsync(HttpClient client)
+    {
+        await client.AddProviderAsync(Model.BaseUrl);
+        await client.AddMcpServerAsync("calculator", Mcp.StreamableHttpUrl);
+        return await client.StartConversationAsync();
+    }
+
     /// <summary>The dotnet executable that runs the stdio test program (the only allowlisted command).</summary>
     public static string Dotnet => Environment.ProcessPath is { } path && Path.GetFileNameWithoutExtension(path) == "dotnet" ? path : "dotnet";
 

@@ -206,7 +206,7 @@ public sealed class SecretsTests(ProvidersApp app)
             ? new FakeReply("five", PromptTokens: 30, CompletionTokens: 3)
             : new FakeReply(ToolCalls: [new FakeToolCall("c", "add", """{"a":2,"b":3}""")], PromptTokens: 20, CompletionTokens: 5), app.Model.Responder);
 
-        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = marker })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        await client.ChatAsync(conversation, marker);
 
         var provider = $"openai-compatible:{app.Model.BaseUrl.Authority}";
         var measured = tokens.GetMeasurementSnapshot().Where(m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["model"] == "fake-model").ToList();

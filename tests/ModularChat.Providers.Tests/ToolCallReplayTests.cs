@@ -1,4 +1,3 @@
-using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.DependencyInjection;
@@ -22,16 +21,16 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
     public async Task The_next_turn_gives_the_model_the_earlier_tool_calls_and_their_results_under_the_same_call_ids()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var conversation = await StartWithCalculatorAsync(client);
+        var conversation = await app.StartWithCalculatorAsync(client);
         var first = ChatTests.Marker();
         var (callA, callB) = ("call_a_" + first, "call_b_" + first);
         app.Model.Responder = ChatTests.CallsThenAnswer(first, "5 and 9", app.Model.Responder,
             new FakeToolCall(callA, "add", """{"a":2,"b":3}"""), new FakeToolCall(callB, "add", """{"a":4,"b":5}"""));
-        await ChatAsync(client, conversation, $"{first} 2 + 3 and 4 + 5?");
+        await client.ChatAsync(conversation, $"{first} 2 + 3 and 4 + 5?");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("You asked for 5 and 9."), app.Model.Responder);
 
-        var turn = await ChatAsync(client, conversation, $"{second} what were the sums?");
+        var turn = await client.ChatAsync(conversation, $"{second} what were the sums?");
 
         var sent = SentFor(second);
         Assert.Equal(["system", "user", "assistant", "tool", "tool", "assistant", "user"], sent.Select(Role));
@@ -51,16 +50,16 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
     public async Task A_tool_result_whose_call_fell_out_of_the_window_is_not_sent_without_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var conversation = await StartWithCalculatorAsync(client);
+        var conversation = await app.StartWithCalculatorAsync(client);
         var first = ChatTests.Marker();
         // Long enough that the result fits in the 300-token budget of the tests, but not together with its call.
         var words = string.Join(' ', Enumerable.Repeat("pebble", 75));
         app.Model.Responder = ChatTests.CallsThenAnswer(first, "Echoed.", app.Model.Responder, new FakeToolCall("call_long", "echo", $$"""{"text":"{{words}}"}"""));
-        await ChatAsync(client, conversation, $"{first} echo this");
+        await client.ChatAsync(conversation, $"{first} echo this");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("ok"), app.Model.Responder);
 
-        var turn = await ChatAsync(client, conversation, $"{second} and now?");
+        var turn = await client.ChatAsync(conversation, $"{second} and now?");
 
         // The premise: newest first within the budget, the window reaches the result but not its call.
         var stored = await client.MessagesAsync(conversation);
@@ -104,7 +103,7 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         var marker = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(marker, _ => FakeReply.Text("ok"), app.Model.Responder);
 
-        var turn = await ChatAsync(client, conversation, $"{marker} thanks");
+        var turn = await client.ChatAsync(conversation, $"{marker} thanks");
 
         var sent = SentFor(marker);
         Assert.Equal(["system", "user", "assistant", "tool", "assistant", "user"], sent.Select(Role));
@@ -123,17 +122,17 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
     {
         var user = ModularChatApp.NewUser();
         using var client = app.Client(user);
-        var conversation = await StartWithCalculatorAsync(client);
+        var conversation = await app.StartWithCalculatorAsync(client);
         var first = ChatTests.Marker();
         app.Model.Responder = ChatTests.CallsThenAnswer(first, "2 + 3 = 5", app.Model.Responder, new FakeToolCall("call_off", "add", """{"a":2,"b":3}"""));
-        await ChatAsync(client, conversation, $"{first} what is 2 + 3?");
+        await client.ChatAsync(conversation, $"{first} what is 2 + 3?");
         var second = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(second, _ => FakeReply.Text("ok"), app.Model.Responder);
 
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:ReplayToolCalls"] = "false" });
         using var withoutReplay = node.Server.CreateClient();
         withoutReplay.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
-        var turn = await ChatAsync(withoutReplay, conversation, $"{second} and 3 + 4?");
+        var turn = await withoutReplay.ChatAsync(conversation, $"{second} and 3 + 4?");
 
         var sent = SentFor(second);
         Assert.Equal(["system", "user", "assistant", "user"], sent.Select(Role));
@@ -142,16 +141,6 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         Assert.Equal(3, turn.Context.Messages);
         Assert.Equal(SentTokens(sent), turn.Context.Tokens);
     }
-
-    private async Task<Guid> StartWithCalculatorAsync(HttpClient client)
-    {
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("calculator", app.Mcp.StreamableHttpUrl);
-        return await client.StartConversationAsync();
-    }
-
-    private static async Task<ChatTurnDto> ChatAsync(HttpClient client, Guid conversation, string content)
-        => await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content })).ReadAs<ChatTurnDto>(HttpStatusCode.OK);
 
     /// <summary>The messages of the last request the fake model received for <paramref name="marker"/>.</summary>
     private JsonArray SentFor(string marker) => app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
