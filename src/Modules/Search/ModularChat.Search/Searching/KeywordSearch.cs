@@ -98,7 +98,8 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
     /// ANALYZE, in a database whose tenants all fit the statistics, is estimated at a row or two when its id is
     /// visible: the best turns were then joined back to their entries by a nested loop over all of the tenant's
     /// entries for each of them, and the matches fetched by reading every entry of the tenant (0.4-0.8 s at 50,000
-    /// entries of a newcomer among five tenants, where ~10 ms is right; <c>SearchPlanTests</c>). Hidden, it is estimated at an average tenant's size.
+    /// entries of a newcomer among five tenants, where ~10 ms is right; <c>SearchPlanTests</c>). Hidden, it is
+    /// estimated at an average tenant's size.
     /// </remarks>
     internal static NpgsqlCommand RankCommand(SearchSchema schema, SearchOptions o, string tenantId, SearchFilter filter, int limit,
         IReadOnlyList<(string Lexeme, long Documents)> lexemes, TermStatistics statistics, NpgsqlTsQuery retrieval)
