@@ -123,6 +123,9 @@ EOF
   fi
   "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U modularchat -d postgres -tAc "select 1 from pg_database where datname='modularchat'" | grep -q 1 \
     || "$bin/createdb" -h 127.0.0.1 -p "$PG_PORT" -U modularchat modularchat
+  # The search index needs btree_gin, one of PostgreSQL's contrib modules (Debian's server package includes them).
+  "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U modularchat -d postgres -tAc "select 1 from pg_available_extensions where name='btree_gin'" | grep -q 1 \
+    || die "PostgreSQL's btree_gin extension is not installed: install the contrib modules of PostgreSQL $("$bin/pg_ctl" --version | grep -oE '[0-9]+' | head -n1) (e.g. postgresql-contrib)"
   export ConnectionStrings__Postgres="Host=127.0.0.1;Port=$PG_PORT;Database=modularchat;Username=modularchat;Maximum Pool Size=100"
 }
 
@@ -137,7 +140,8 @@ stop_postgres() {
 # Redis: started when redis-server exists (installed with apt-get where we
 # can); without it the service runs on its in-process cache only.
 # ---------------------------------------------------------------------------
-redis_running() { [[ -f "$REDIS_DIR/redis.pid" ]] && kill -0 "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null; }
+# Redis removes its pid file as it exits, so the file may vanish between a test and a read: read it once.
+redis_running() { local pid; pid="$(cat "$REDIS_DIR/redis.pid" 2>/dev/null)" && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }
 
 STARTED_REDIS=0
 ensure_redis() {
