@@ -98,14 +98,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         await using var command = new NpgsqlCommand(
             "select distinct xmin::text from modularchat.mt_events where stream_id = @id and type = 'message_appended'", connection);
         command.Parameters.AddWithValue("id", streamId);
-        var result = new List<string>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            result.Add(reader.GetString(0));
-        }
-
-        return result;
+        return await command.ReadStringsAsync();
     }
 }
 
@@ -131,7 +124,7 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
         }
 
         await using var explain = new NpgsqlCommand($"explain execute lookup('lookup-plan', '{Guid.NewGuid()}', 'ext-1')", connection);
-        var plan = await PlanLines(explain);
+        var plan = await explain.ReadStringsAsync();
 
         Assert.Contains(plan, line => line.Contains("ux_stored_message_external_id", StringComparison.Ordinal));
         Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
@@ -146,62 +139,26 @@ public sealed class ExternalIdLookupTests(ConversationsApp app)
         // A copy of the messages table (same columns and indexes) whose statistics are exactly these: one tenant with 16
         // conversations, analyzed before the newcomer's first message, and long external ids (within the default limit),
         // which make the unique index the largest of the table.
-        var scratch = $"probe_{Guid.NewGuid():N}";
-        await Execute(connection, $"""
-            create schema {scratch};
-            create table {scratch}.mt_doc_storedmessage (like modularchat.mt_doc_storedmessage including all);
-            insert into {scratch}.mt_doc_storedmessage (tenant_id, id, data, conversation_id, sequence, external_id)
+        await using var copy = await ScratchTables.CreateAsync(connection, "mt_doc_storedmessage");
+        await connection.ExecuteAsync($"""
+            insert into {copy.Schema}.mt_doc_storedmessage (tenant_id, id, data, conversation_id, sequence, external_id)
                 select 'resident', gen_random_uuid(), jsonb_build_object(),
                        ('00000000-0000-0000-0000-0000000000' || lpad((g % 16)::text, 2, '0'))::uuid, g, repeat('x', 180) || g
                 from generate_series(1, 40000) g;
-            analyze {scratch}.mt_doc_storedmessage;
+            analyze {copy.Schema}.mt_doc_storedmessage;
             """);
-        try
-        {
-            // As PL/pgSQL plans the first calls: with the values.
-            var probe = MessagesByExternalId.ProbeSql(scratch);
-            var plan = await ExplainProbe(connection, probe);
-            var visible = await ExplainProbe(connection, probe.Replace("(select $1::varchar)", "$1", StringComparison.Ordinal)
-                .Replace("(select $2::uuid)", "$2", StringComparison.Ordinal));
 
-            Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal)
-                && line.Contains("conversation_id = $1", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
-            Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
-            // With the tenant and the conversation visible, the same probe reads the conversation and filters it.
-            Assert.Contains(visible, line => line.Contains("Filter: ((external_id)", StringComparison.Ordinal));
-        }
-        finally
-        {
-            await Execute(connection, $"drop schema {scratch} cascade");
-        }
-    }
+        // As PL/pgSQL plans the first calls: with the values.
+        var probe = MessagesByExternalId.ProbeSql(copy.Schema);
+        var plan = await connection.ExplainAsync(probe, "newcomer", Guid.NewGuid(), "b-1");
+        var visible = await connection.ExplainAsync(probe.Replace("(select $1::varchar)", "$1", StringComparison.Ordinal)
+            .Replace("(select $2::uuid)", "$2", StringComparison.Ordinal), "newcomer", Guid.NewGuid(), "b-1");
 
-    private static async Task Execute(NpgsqlConnection connection, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    private static async Task<List<string>> ExplainProbe(NpgsqlConnection connection, string probe)
-    {
-        await using var explain = new NpgsqlCommand($"explain (costs off) {probe}", connection);
-        explain.Parameters.Add(new NpgsqlParameter { Value = "newcomer" });
-        explain.Parameters.Add(new NpgsqlParameter { Value = Guid.NewGuid() });
-        explain.Parameters.Add(new NpgsqlParameter { Value = "b-1" });
-        return await PlanLines(explain);
-    }
-
-    /// <summary>The lines of an EXPLAIN.</summary>
-    private static async Task<List<string>> PlanLines(NpgsqlCommand explain)
-    {
-        var plan = new List<string>();
-        await using var reader = await explain.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            plan.Add(reader.GetString(0));
-        }
-
-        return plan;
+        Assert.Contains(plan, line => line.Contains("Index Cond", StringComparison.Ordinal)
+            && line.Contains("conversation_id = $1", StringComparison.Ordinal) && line.Contains("external_id", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, line => line.Contains("Filter", StringComparison.Ordinal));
+        // With the tenant and the conversation visible, the same probe reads the conversation and filters it.
+        Assert.Contains(visible, line => line.Contains("Filter: ((external_id)", StringComparison.Ordinal));
     }
 
     [Fact]

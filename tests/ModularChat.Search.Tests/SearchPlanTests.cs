@@ -1,7 +1,6 @@
 using ModularChat.Search.Embeddings;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
-using Npgsql;
 using NpgsqlTypes;
 
 namespace ModularChat.Search.Tests;
@@ -23,7 +22,7 @@ public sealed class SearchPlanTests(SearchApp app)
         // analyzed before the newcomer's first row.
         await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries", "mc_search_vectors");
         var scratch = copy.Schema;
-        await Execute(connection, $"""
+        await connection.ExecuteAsync($"""
             insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
                 select 'resident-' || (g % 20), gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1
                 from generate_series(1, 40000) g;
@@ -35,8 +34,8 @@ public sealed class SearchPlanTests(SearchApp app)
         var ids = Enumerable.Range(0, 256).Select(_ => Guid.NewGuid()).ToArray();
         var sql = EmbeddingWorker.ReadSql(new SearchSchema(scratch));
 
-        var plan = await Explain(connection, sql, "newcomer", ids);
-        var visible = await Explain(connection, sql.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), "newcomer", ids);
+        var plan = await connection.ExplainAsync(sql, "newcomer", ids);
+        var visible = await connection.ExplainAsync(sql.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), "newcomer", ids);
 
         // Per id: one probe of the entries' primary key (tenant and id), then one of the vectors' (tenant and entry).
         Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("tenant_id)::text = ($0)::text) AND (id = k.id)", StringComparison.Ordinal));
@@ -46,7 +45,7 @@ public sealed class SearchPlanTests(SearchApp app)
         Assert.Contains(visible, l => l.Contains("Filter: (id = k.id)", StringComparison.Ordinal));
 
         // The entries the worker share-locks before storing vectors, and the entries of search hits, are found the same way.
-        var locked = await Explain(connection, $"select e.id from {new SearchSchema(scratch).EntriesById(1, 2, "for share")}", "newcomer", ids);
+        var locked = await connection.ExplainAsync($"select e.id from {new SearchSchema(scratch).EntriesById(1, 2, "for share")}", "newcomer", ids);
         Assert.Contains(locked, l => l.Contains("LockRows", StringComparison.Ordinal));
         Assert.Contains(locked, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (id = k.id)", StringComparison.Ordinal));
         Assert.DoesNotContain(locked, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
@@ -59,7 +58,7 @@ public sealed class SearchPlanTests(SearchApp app)
         // 20 tenants of 2,000 entries (100 conversations of 20 turns each) analyzed, then a newcomer of the same size.
         await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries");
         var scratch = copy.Schema;
-        await Execute(connection, $"""
+        await connection.ExecuteAsync($"""
             insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
                 select 'resident-' || (g % 20), gen_random_uuid(), md5('c' || (g % 2000))::uuid, 0, g / 2000 + 1, now(), 'text',
                        to_tsvector('simple', 'word' || (g % 97) || ' word' || (g % 89)), 2
@@ -74,8 +73,8 @@ public sealed class SearchPlanTests(SearchApp app)
         await using var command = KeywordSearch.RankCommand(new SearchSchema(scratch), new SearchOptions(), "newcomer", new SearchFilter(), 10,
             statistics.Lexemes, statistics, new NpgsqlTsQueryLexeme("word7"));
 
-        var plan = await Explain(connection, command.CommandText, command.Parameters);
-        var visible = await Explain(connection, command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
+        var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
+        var visible = await connection.ExplainAsync(command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
 
         // The best turns (and summaries) are joined back to their entries by one probe of an index each.
         Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal)
@@ -92,7 +91,7 @@ public sealed class SearchPlanTests(SearchApp app)
         await using var connection = await app.OpenConnectionAsync();
         // 4 tenants of 50,000 entries; the searched word is in 1 of 997 entries of each.
         await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries");
-        await Execute(connection, $"""
+        await connection.ExecuteAsync($"""
             insert into {copy.Schema}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
                 select 'tenant-' || (g % 4), gen_random_uuid(), md5('c' || (g % 2000))::uuid, 0, g / 2000 + 1, now(), 'text',
                        to_tsvector('simple', 'word' || (g % 997) || ' common'), 2
@@ -103,53 +102,10 @@ public sealed class SearchPlanTests(SearchApp app)
         await using var command = KeywordSearch.RankCommand(new SearchSchema(copy.Schema), new SearchOptions(), "tenant-1", new SearchFilter(), 10,
             statistics.Lexemes, statistics, new NpgsqlTsQueryLexeme("word7"));
 
-        var plan = await Explain(connection, command.CommandText, command.Parameters);
+        var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
 
         // One scan of the GIN index over (tenant, text) finds the tenant's matches, not every tenant's.
         Assert.Contains(plan, l => l.Contains("Index Cond: (((tenant_id)::text = ($0)::text) AND (search_vector @@ '''word7'''::tsquery))", StringComparison.Ordinal));
         Assert.DoesNotContain(plan, l => l.Contains("BitmapAnd", StringComparison.Ordinal));
-    }
-
-    /// <summary>Empty copies of search tables (same columns and indexes) in a schema of their own, dropped at the end.</summary>
-    private sealed class ScratchTables(NpgsqlConnection connection, string schema) : IAsyncDisposable
-    {
-        public string Schema => schema;
-
-        public static async Task<ScratchTables> CreateAsync(NpgsqlConnection connection, params string[] tables)
-        {
-            var schema = $"plan_{Guid.NewGuid():N}";
-            await Execute(connection, $"create schema {schema}; " + string.Concat(tables.Select(t => $"create table {schema}.{t} (like modularchat.{t} including all);")));
-            return new ScratchTables(connection, schema);
-        }
-
-        public async ValueTask DisposeAsync() => await Execute(connection, $"drop schema {schema} cascade");
-    }
-
-    private static async Task Execute(NpgsqlConnection connection, string sql)
-    {
-        await using var command = new NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    /// <summary>The plan of one execution with these values (as the first executions of the statement are planned).</summary>
-    private static Task<List<string>> Explain(NpgsqlConnection connection, string sql, string tenantId, Guid[] ids)
-        => Explain(connection, sql, [new NpgsqlParameter { Value = tenantId }, new NpgsqlParameter { Value = ids }]);
-
-    private static async Task<List<string>> Explain(NpgsqlConnection connection, string sql, IEnumerable<NpgsqlParameter> parameters)
-    {
-        await using var command = new NpgsqlCommand($"explain (costs off) {sql}", connection);
-        foreach (var parameter in parameters)
-        {
-            command.Parameters.Add(parameter.Clone());
-        }
-
-        var plan = new List<string>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            plan.Add(reader.GetString(0));
-        }
-
-        return plan;
     }
 }
