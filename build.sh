@@ -192,6 +192,26 @@ stop_started() {
   return 0
 }
 
+# The tests' hosts write their warnings and errors to one file per test assembly in $MODULARCHAT_TEST_LOGS
+# (tests/ModularChat.Testing/TestLogs.cs), as the test console shows none of them. Each unhandled exception there
+# answered a request with a 500: print them (the first 10, 60 lines each), whether the tests passed or not.
+report_unhandled() {
+  local found
+  found="$(awk '
+    function flush() {
+      if (entry ~ /Unhandled exception for/ && ++n <= 10) printf "--- %s\n%s", file, entry
+      entry = ""; lines = 0
+    }
+    FNR == 1 { flush(); file = FILENAME }
+    /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9][0-9][0-9] / { flush() }
+    { if (++lines <= 60) entry = entry $0 "\n" }
+    END { flush(); if (n > 10) printf "... and %d more\n", n - 10 }
+  ' "$MODULARCHAT_TEST_LOGS"/*.log 2>/dev/null || true)"
+  [[ -z "$found" ]] && return 0
+  log "the service answered 500 (an unhandled exception) during the tests; from the hosts' logs in $MODULARCHAT_TEST_LOGS:"
+  printf '%s\n' "$found" >&2
+}
+
 # A development signing key, generated once per clone and never committed.
 ensure_dev_key() {
   mkdir -p "$STATE"
@@ -270,7 +290,12 @@ case "$cmd" in
   test)
     ensure_feed; ensure_postgres; ensure_redis
     trap stop_started EXIT
-    dotnet test "$ROOT/ModularChat.sln" -c Release "$@" ;;
+    export MODULARCHAT_TEST_LOGS="${MODULARCHAT_TEST_LOGS:-$STATE/test-logs}"
+    mkdir -p "$MODULARCHAT_TEST_LOGS" && rm -f "$MODULARCHAT_TEST_LOGS"/*.log
+    status=0
+    dotnet test "$ROOT/ModularChat.sln" -c Release "$@" || status=$?
+    report_unhandled
+    exit "$status" ;;
   bench|eval-search)
     ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
     trap stop_started EXIT

@@ -83,6 +83,7 @@ public class ModularChatApp : IAsyncLifetime
         return AlbaHost.For<Program>(builder =>
         {
             builder.UseEnvironment("Testing");
+            builder.ConfigureLogging(logging => TestLogs.AddTo(logging, GetType().Assembly.GetName().Name!));
             foreach (var (key, value) in settings)
             {
                 builder.UseSetting(key, value);
