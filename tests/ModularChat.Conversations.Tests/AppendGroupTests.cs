@@ -34,7 +34,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         for (var writer = 1; writer <= writers; writer++)
         {
             waiting.Add(client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = $"held {writer}" }));
-            await WaitForLockWaiters(writer);
+            await app.WaitForLockWaiters(writer);
         }
 
         // Sent one after the other, each once the one before is queued, so they queue in this order.
@@ -78,16 +78,6 @@ public sealed class AppendGroupTests(ConversationsApp app)
         await using var command = new NpgsqlCommand(sql, connection);
         command.Parameters.AddWithValue("id", id);
         await command.ExecuteNonQueryAsync();
-    }
-
-    /// <summary>Waits until <paramref name="count"/> sessions of the test database wait for a row lock.</summary>
-    private async Task WaitForLockWaiters(int count)
-    {
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'", connection);
-        await Eventually.Until(async () => (long)(await command.ExecuteScalarAsync())!, waiters => waiters >= count, seconds: 10);
     }
 
     /// <summary>The distinct transactions (xmin) that wrote the message events of a conversation.</summary>

@@ -36,6 +36,17 @@ public sealed class ConversationsApp : ModularChatApp
     protected override void ConfigureServices(IServiceCollection services)
         => services.ConfigureWolverine(o => o.Discovery.IncludeAssembly(typeof(ConversationsApp).Assembly));
 
+    /// <summary>Waits until <paramref name="count"/> sessions of the test database wait for a lock.</summary>
+    public async Task WaitForLockWaiters(int count)
+    {
+        await using var connection = new NpgsqlConnection(PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'", connection);
+        await Eventually.Until(async () => (long)(await command.ExecuteScalarAsync())!, waiters => waiters >= count, seconds: 10,
+            what: $"{count} sessions waiting for a lock");
+    }
+
     /// <summary>Counts the stored events of a type in a stream, straight from PostgreSQL.</summary>
     public async Task<long> CountEvents(Guid streamId, string eventType)
     {

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
+using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.Retention;
 using Npgsql;
 
@@ -131,6 +132,36 @@ public sealed class RetentionTests(ConversationsApp app)
         Assert.Equal((covered, covered, 1L, false), (rest.Applied!.FromSequence, rest.Applied.ToSequence, rest.Applied.Messages, rest.MoreDue));
         await AssertAllMessages(client, id, covered + 6);
         Assert.Equal(Sequences(1, covered), await ArchivedSequences(id));
+    }
+
+    [Fact]
+    public async Task A_run_that_finds_messages_appended_while_it_waited_for_the_lock_queues_the_next_run_itself()
+    {
+        var tenant = RetentionTenants.Archive;
+        using var client = app.Client(ModularChatApp.NewUser("requeue"), tenant);
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+        var covered = await SummaryThrough(client, id); // 12; no other summary is due before 25 messages
+        await Append(client, id, 13, covered + 4); // KeepLast is 5: the policy may go up to covered - 1 now
+
+        // An append holds the conversation's lock while a run plans its step and then waits for the lock.
+        await using var appending = Store.LightweightSession(tenant);
+        var stream = await appending.Events.FetchForExclusiveWriting<Conversation>(id);
+        var run = app.Host.Services.GetRequiredService<Wolverine.IMessageBus>().InvokeForTenantAsync(tenant, new ApplyRetention(id));
+        await app.WaitForLockWaiters(1);
+
+        // The append commits two messages: the policy may now go one further than the run planned.
+        var at = DateTimeOffset.UtcNow;
+        stream.AppendMany(Sequences(covered + 5, covered + 6).Select(i => (object)new MessageAppended(
+            id, Guid.CreateVersion7(), i, i % 2 == 1 ? MessageRole.User : MessageRole.Assistant, Content(i), null, null, at, at, 12)));
+        await appending.SaveChangesAsync();
+        await run;
+
+        // The run committed what it planned and queued the next run with it, which takes the rest: nothing else triggers it.
+        var view = await WaitForRetention(client, id, v => v.Archived is [{ } range] && range.ToSequence == covered);
+        Assert.Equal([(1L, covered)], view.Archived.Select(r => (r.FromSequence, r.ToSequence)));
+        Assert.Equal(3, await app.CountEvents(id, "retention_applied")); // 1-7, then 8 to covered - 1, then covered
+        await AssertAllMessages(client, id, covered + 6);
     }
 
     [Fact]

@@ -19,7 +19,9 @@ public static class RetentionAfterSummaryHandler
 
 /// <summary>
 /// Runs retention off the request path, on Wolverine's durable local queue. When the conversation moved on while a run
-/// worked without its lock (appends, another node's retention) and the policy allows another step, it queues itself again.
+/// worked without its lock (appends, another node's retention) and the policy allows another step, it queues itself again,
+/// in the step's own transaction: the executor commits the step itself (its cache invalidation must follow the commit),
+/// and Wolverine drops a message cascaded from a handler whose session has already committed.
 /// </summary>
 public static class ApplyRetentionHandler
 {
@@ -28,6 +30,7 @@ public static class ApplyRetentionHandler
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
             .Then.MoveToErrorQueue();
 
-    public static async Task<ApplyRetention?> Handle(ApplyRetention command, IDocumentSession session, RetentionExecutor executor, CancellationToken cancellationToken)
-        => (await executor.ApplyAsync(session, command.ConversationId, cancellationToken)).MoreDue ? new ApplyRetention(command.ConversationId) : null;
+    public static async Task Handle(
+        ApplyRetention command, IDocumentSession session, IMessageContext context, RetentionExecutor executor, CancellationToken cancellationToken)
+        => await executor.ApplyAsync(session, command.ConversationId, cancellationToken, () => context.PublishAsync(command));
 }

@@ -42,10 +42,15 @@ public sealed partial class RetentionExecutor(
 {
     /// <summary>Plans and commits one retention step of the conversation, if the policy and its summary allow one.</summary>
     /// <param name="session">A session with nothing pending: a plan that turns out stale is dropped with everything queued on it.</param>
-    public async Task<RetentionOutcome> ApplyAsync(IDocumentSession session, Guid conversationId, CancellationToken cancellationToken)
+    /// <param name="queueNextRun">
+    /// Called when another step is due (<see cref="RetentionOutcome.MoreDue"/>), before anything is committed: what it
+    /// queues on the session's outbox is committed with the step.
+    /// </param>
+    public async Task<RetentionOutcome> ApplyAsync(
+        IDocumentSession session, Guid conversationId, CancellationToken cancellationToken, Func<ValueTask>? queueNextRun = null)
     {
         var plan = await PlanAsync(session, conversationId, cancellationToken);
-        return plan is null ? RetentionOutcome.Nothing : await CommitAsync(session, plan, cancellationToken);
+        return plan is null ? RetentionOutcome.Nothing : await CommitAsync(session, plan, cancellationToken, queueNextRun);
     }
 
     /// <summary>
@@ -112,7 +117,9 @@ public sealed partial class RetentionExecutor(
     /// Under the stream's lock: commits <paramref name="plan"/> if the conversation's retained range is still the one it
     /// was made on, or drops everything it queued.
     /// </summary>
-    internal async Task<RetentionOutcome> CommitAsync(IDocumentSession session, RetentionPlan plan, CancellationToken cancellationToken)
+    /// <param name="queueNextRun">See <see cref="ApplyAsync"/>.</param>
+    internal async Task<RetentionOutcome> CommitAsync(
+        IDocumentSession session, RetentionPlan plan, CancellationToken cancellationToken, Func<ValueTask>? queueNextRun = null)
     {
         var tenant = session.TenantId;
         var conversationId = plan.ConversationId;
@@ -130,6 +137,11 @@ public sealed partial class RetentionExecutor(
             session.EjectAllPendingChanges();
             var again = RetentionRule.Next(conversation.MessageCount, conversation.RetainedThrough, plan.SummaryThrough, plan.Policy) is not null;
             LogStalePlan(logger, conversationId, plan.RetainedThrough, conversation.RetainedThrough, again);
+            if (again && queueNextRun is not null)
+            {
+                await queueNextRun();
+            }
+
             return new RetentionOutcome(null, again);
         }
 
@@ -155,14 +167,20 @@ public sealed partial class RetentionExecutor(
             plan.SummaryThrough,
             plan.At);
         stream.AppendOne(applied);
+
+        // Messages appended since the plan was read may let the policy go further now. The next run is queued before the
+        // commit, so it is committed with this step (Wolverine sends nothing a handler enqueues after its session committed).
+        var more = RetentionRule.Next(conversation.MessageCount, step.ToSequence, plan.SummaryThrough, plan.Policy) is not null;
+        if (more && queueNextRun is not null)
+        {
+            await queueNextRun();
+        }
+
         await session.SaveChangesAsync(cancellationToken);
 
         await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
         metrics.RetentionApplied(applied);
         LogApplied(logger, conversationId, applied.Action, applied.FromSequence, applied.ToSequence, applied.Bytes, plan.Policy.Name);
-
-        // Messages appended since the plan was read may let the policy go further now.
-        var more = RetentionRule.Next(conversation.MessageCount, step.ToSequence, plan.SummaryThrough, plan.Policy) is not null;
         return new RetentionOutcome(applied, more);
     }
 
