@@ -45,6 +45,8 @@ public static class ConversationsModule
         options.Projections.Snapshot<Conversation>(SnapshotLifecycle.Inline);
         // StoredMessage is written by the projection's own set-based statement: its table must exist all the same.
         options.Schema.For<StoredMessage>();
+        // Registered so that its table is created at start-up: otherwise Marten creates it on first use, inside a request.
+        options.Schema.For<ArchivedMessage>();
         options.Projections.Add(new StoredMessageProjection(options.DatabaseSchemaName), ProjectionLifecycle.Inline);
 
         // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).
