@@ -4,9 +4,10 @@ using System.Net.Sockets;
 namespace ModularChat.Testing;
 
 /// <summary>
-/// A loopback TCP relay in front of a real server (PostgreSQL here), so a test can take the server away from a host and
-/// give it back: <see cref="Cut"/> drops every relayed connection and refuses new ones; <see cref="Restore"/> relays
-/// again. The server itself is untouched.
+/// A loopback TCP relay in front of a real server (PostgreSQL, Redis), so a test can take the server away from a host and
+/// give it back: <see cref="Cut"/> drops every relayed connection and refuses new ones; <see cref="Stall"/> keeps them
+/// open but passes nothing either way, as a server that stopped answering; <see cref="Restore"/> relays again. The server
+/// itself is untouched.
 /// </summary>
 public sealed class TcpProxy : IAsyncDisposable
 {
@@ -17,6 +18,7 @@ public sealed class TcpProxy : IAsyncDisposable
     private TcpListener? _listener;
     private CancellationTokenSource _stop = new();
     private Task _accepting = Task.CompletedTask;
+    private TaskCompletionSource _flowing = Flowing();
 
     public TcpProxy(string targetHost, int targetPort)
     {
@@ -57,9 +59,34 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
-    /// <summary>Relays again.</summary>
+    /// <summary>
+    /// Holds every byte from now on, both ways, on the open connections and on new ones (which are accepted): the
+    /// server's answers stop coming, without any connection closing.
+    /// </summary>
+    public void Stall()
+    {
+        lock (_gate)
+        {
+            if (_flowing.Task.IsCompleted)
+            {
+                _flowing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+            }
+        }
+    }
+
+    /// <summary>Relays again (what a stall held goes through).</summary>
     public void Restore()
     {
+        lock (_gate)
+        {
+            _flowing.TrySetResult();
+        }
+
+        if (_listener is not null && !_stop.IsCancellationRequested)
+        {
+            return; // only stalled: still listening
+        }
+
         _stop = new CancellationTokenSource();
         _listener = new TcpListener(IPAddress.Loopback, Port);
         _listener.Start();
@@ -98,7 +125,7 @@ public sealed class TcpProxy : IAsyncDisposable
             await outbound.ConnectAsync(_targetHost, _targetPort, stop);
             await using var a = inbound.GetStream();
             await using var b = outbound.GetStream();
-            await Task.WhenAny(a.CopyToAsync(b, stop), b.CopyToAsync(a, stop));
+            await Task.WhenAny(CopyAsync(a, b, stop), CopyAsync(b, a, stop));
         }
         catch (Exception e) when (e is IOException or SocketException or OperationCanceledException or ObjectDisposedException)
         {
@@ -115,6 +142,31 @@ public sealed class TcpProxy : IAsyncDisposable
             inbound.Dispose();
             outbound.Dispose();
         }
+    }
+
+    /// <summary>Copies <paramref name="from"/> to <paramref name="to"/>, each chunk once the relay flows.</summary>
+    private async Task CopyAsync(Stream from, Stream to, CancellationToken stop)
+    {
+        var buffer = new byte[81920];
+        int read;
+        while ((read = await from.ReadAsync(buffer, stop)) > 0)
+        {
+            Task flowing;
+            lock (_gate)
+            {
+                flowing = _flowing.Task;
+            }
+
+            await flowing.WaitAsync(stop);
+            await to.WriteAsync(buffer.AsMemory(0, read), stop);
+        }
+    }
+
+    private static TaskCompletionSource Flowing()
+    {
+        var flowing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        flowing.SetResult();
+        return flowing;
     }
 
     public async ValueTask DisposeAsync()

@@ -1,8 +1,6 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Caching.Hybrid;
-using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Logging;
 using StackExchange.Redis;
 
 namespace ModularChat.BuildingBlocks.Caching;
@@ -13,13 +11,13 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// commits, so no node can read an entry built before the change: the next read on any node misses and
 /// rebuilds. Each bump is also broadcast on a Redis channel so every node drops its in-process copies of
 /// the scope at once (memory hygiene; correctness comes from the generation).
-/// Without Redis (not configured, or down) generations are kept per node: still correct on a single node,
+/// Without Redis (not configured, down, or not answering: see <see cref="RedisAvailability"/>) generations are kept per node: still correct on a single node,
 /// and with several nodes the in-process entries expire after the short local-only lifetime.
 /// Nothing is left in Redis for good: a generation lives <see cref="GenerationLifetime"/> after its last read or
 /// bump (longer than any entry built with it), and deleting a resource removes its generation and entries at once.
 /// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
-public sealed partial class CacheGenerations : IHostedService
+public sealed class CacheGenerations : IHostedService
 {
     /// <summary>Redis channel on which bumps are broadcast.</summary>
     public const string Channel = "modularchat:cache-invalidations";
@@ -39,9 +37,8 @@ public sealed partial class CacheGenerations : IHostedService
         redis.call('SADD', KEYS[1], ARGV[1])
         redis.call('EXPIRE', KEYS[1], ARGV[2])
         """;
-    private readonly IConnectionMultiplexer? _redis;
+    private readonly RedisAvailability _redis;
     private readonly HybridCache _cache;
-    private readonly ILogger<CacheGenerations> _logger;
     private readonly ConcurrentDictionary<string, long> _local = new(StringComparer.Ordinal);
 
     // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
@@ -49,7 +46,6 @@ public sealed partial class CacheGenerations : IHostedService
     private readonly TimeProvider _clock;
     private int _tracks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
-    private int _redisFailing;
 
     /// <summary>
     /// How long a scope's generation stays in Redis after it was last read or bumped. Cached entries must expire sooner
@@ -57,31 +53,30 @@ public sealed partial class CacheGenerations : IHostedService
     /// </summary>
     public static readonly TimeSpan GenerationLifetime = TimeSpan.FromDays(1);
 
-    public CacheGenerations(IServiceProvider services, HybridCache cache, ILogger<CacheGenerations> logger, TimeProvider? clock = null)
+    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null)
     {
         _clock = clock ?? TimeProvider.System;
-        _redis = services.GetService<IConnectionMultiplexer>();
+        _redis = redis;
         _cache = cache;
-        _logger = logger;
     }
 
     /// <summary>True when generations are shared through Redis right now.</summary>
-    public bool Shared => _redis is { IsConnected: true } && Volatile.Read(ref _redisFailing) == 0;
+    public bool Shared => _redis.Usable;
 
     /// <summary>The current generation of <paramref name="scope"/> (0 until its first change).</summary>
     public async Task<long> CurrentAsync(string scope)
     {
-        if (_redis is { IsConnected: true })
+        if (_redis.Usable)
         {
             try
             {
-                var value = await _redis.GetDatabase().StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
-                Recovered();
+                var value = await _redis.Redis!.GetDatabase().StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
+                _redis.Succeeded();
                 return value.HasValue ? (long)value : 0;
             }
-            catch (RedisException e)
+            catch (Exception e) when (RedisAvailability.IsFailure(e))
             {
-                Failed(e);
+                _redis.Failed(e);
             }
         }
 
@@ -93,18 +88,18 @@ public sealed partial class CacheGenerations : IHostedService
     {
         _local.AddOrUpdate(scope, 1, (_, g) => g + 1);
         await DropLocalAsync(scope).ConfigureAwait(false);
-        if (_redis is { IsConnected: true })
+        if (_redis.Usable)
         {
             try
             {
                 // One round trip: increment, extend the lifetime, broadcast (this was three commands).
-                await _redis.GetDatabase().ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
+                await _redis.Redis!.GetDatabase().ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
                     [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
-                Recovered();
+                _redis.Succeeded();
             }
-            catch (RedisException e)
+            catch (Exception e) when (RedisAvailability.IsFailure(e))
             {
-                Failed(e);
+                _redis.Failed(e);
             }
         }
     }
@@ -122,16 +117,16 @@ public sealed partial class CacheGenerations : IHostedService
             PruneLocalKeys(now);
         }
 
-        if (_redis is { IsConnected: true })
+        if (_redis.Usable)
         {
             try
             {
-                await _redis.GetDatabase().ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
+                await _redis.Redis!.GetDatabase().ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
                     [key, (long)Math.Ceiling(lifetime.TotalSeconds)], CommandFlags.FireAndForget).ConfigureAwait(false);
             }
-            catch (RedisException e)
+            catch (Exception e) when (RedisAvailability.IsFailure(e))
             {
-                Failed(e);
+                _redis.Failed(e);
             }
         }
     }
@@ -144,11 +139,11 @@ public sealed partial class CacheGenerations : IHostedService
     {
         await BumpAsync(scope).ConfigureAwait(false);
         _local.TryRemove(scope, out _);
-        if (_redis is { IsConnected: true })
+        if (_redis.Usable)
         {
             try
             {
-                var database = _redis.GetDatabase();
+                var database = _redis.Redis!.GetDatabase();
                 foreach (var key in await database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
                 {
                     await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
@@ -156,23 +151,23 @@ public sealed partial class CacheGenerations : IHostedService
 
                 await database.KeyDeleteAsync([TrackedPrefix + scope, KeyPrefix + scope]).ConfigureAwait(false);
             }
-            catch (RedisException e)
+            catch (Exception e) when (RedisAvailability.IsFailure(e))
             {
-                Failed(e);
+                _redis.Failed(e);
             }
         }
     }
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        if (_redis is null)
+        if (_redis.Redis is not { } redis)
         {
             return;
         }
 
         try
         {
-            await _redis.GetSubscriber().SubscribeAsync(RedisChannel.Literal(Channel), (channel, message) =>
+            await redis.GetSubscriber().SubscribeAsync(RedisChannel.Literal(Channel), (channel, message) =>
             {
                 // "<node>|<scope>": our own bumps already dropped our entries.
                 var text = (string?)message ?? "";
@@ -183,10 +178,10 @@ public sealed partial class CacheGenerations : IHostedService
                 }
             }).ConfigureAwait(false);
         }
-        catch (RedisException e)
+        catch (Exception e) when (RedisAvailability.IsFailure(e))
         {
             // The multiplexer resubscribes when Redis comes back.
-            Failed(e);
+            _redis.Failed(e);
         }
     }
 
@@ -206,9 +201,9 @@ public sealed partial class CacheGenerations : IHostedService
             {
                 await _cache.RemoveAsync(key).ConfigureAwait(false);
             }
-            catch (RedisException e)
+            catch (Exception e) when (RedisAvailability.IsFailure(e))
             {
-                Failed(e);
+                _redis.Failed(e);
             }
         }
     }
@@ -232,26 +227,4 @@ public sealed partial class CacheGenerations : IHostedService
             }
         }
     }
-
-    private void Failed(RedisException e)
-    {
-        if (Interlocked.Exchange(ref _redisFailing, 1) == 0)
-        {
-            LogRedisFailing(_logger, e);
-        }
-    }
-
-    private void Recovered()
-    {
-        if (Interlocked.Exchange(ref _redisFailing, 0) == 1)
-        {
-            LogRedisBack(_logger);
-        }
-    }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Redis is failing: cache generations fall back to this node only until it answers again")]
-    private static partial void LogRedisFailing(ILogger logger, Exception exception);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "Redis answers again: cache generations are shared across nodes")]
-    private static partial void LogRedisBack(ILogger logger);
 }

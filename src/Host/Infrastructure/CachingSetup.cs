@@ -20,18 +20,38 @@ internal static partial class CachingSetup
             var options = ConfigurationOptions.Parse(redis);
             // Start and keep serving when Redis is down; reconnect in the background.
             options.AbortOnConnectFail = false;
-            options.ConnectTimeout = 2000;
-            options.SyncTimeout = 2000;
-            options.AsyncTimeout = 2000;
+            // A cache that does not answer within 2 s is treated as down (RedisAvailability), unless the connection string says otherwise.
+            var given = redis.ToLowerInvariant();
+            foreach (var (key, set) in new (string, Action<int>)[]
+                     {
+                         ("connecttimeout=", ms => options.ConnectTimeout = ms),
+                         ("synctimeout=", ms => options.SyncTimeout = ms),
+                         ("asynctimeout=", ms => options.AsyncTimeout = ms),
+                     })
+            {
+                if (!given.Contains(key, StringComparison.Ordinal))
+                {
+                    set(2000);
+                }
+            }
+
             // A cache must not make requests wait for a Redis that is gone: fail at once while disconnected.
             options.BacklogPolicy = BacklogPolicy.FailFast;
             services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(options));
             services.AddSingleton<IConfigureOptions<RedisCacheOptions>, UseSharedMultiplexer>();
             services.AddSingleton(sp => new RedisCache(sp.GetRequiredService<IOptions<RedisCacheOptions>>()));
             services.AddSingleton<IDistributedCache>(sp => new ConnectedOnlyDistributedCache(
-                sp.GetRequiredService<RedisCache>(), sp.GetRequiredService<IConnectionMultiplexer>()));
+                sp.GetRequiredService<RedisCache>(), sp.GetRequiredService<RedisAvailability>()));
         }
 
+        var retryInterval = configuration.GetValue("Cache:RedisRetryInterval", TimeSpan.FromSeconds(5));
+        if (retryInterval <= TimeSpan.Zero)
+        {
+            throw new InvalidOperationException($"Cache:RedisRetryInterval must be positive, not {retryInterval}.");
+        }
+
+        services.AddSingleton(sp => new RedisAvailability(
+            sp.GetService<IConnectionMultiplexer>(), retryInterval, sp.GetRequiredService<ILogger<RedisAvailability>>()));
         services.AddHybridCache();
         services.AddSingleton<CacheGenerations>();
         services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());

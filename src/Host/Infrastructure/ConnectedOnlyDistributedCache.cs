@@ -1,66 +1,94 @@
 using System.Buffers;
 using Microsoft.Extensions.Caching.Distributed;
-using StackExchange.Redis;
+using ModularChat.BuildingBlocks.Caching;
 
 namespace ModularChat.Host.Infrastructure;
 
 /// <summary>
-/// HybridCache's L2, skipped while Redis is disconnected: a read is a miss and a write is dropped at once,
-/// instead of each waiting for a connection timeout and logging an error. Requests keep being served from
-/// the in-process L1 and the database; readiness reports Redis as degraded meanwhile.
+/// HybridCache's L2, skipped while Redis is not usable (disconnected, or failing or timing out within the last
+/// <see cref="RedisAvailability.RetryInterval"/>): a read is a miss and a write or removal is dropped at once, instead of
+/// each waiting for a timeout and failing the request. A command that fails counts as a miss or a dropped write too,
+/// and makes the node leave Redis alone for a while. Requests keep being served from the in-process L1 and the database;
+/// readiness reports Redis as degraded meanwhile.
 /// </summary>
-internal sealed class ConnectedOnlyDistributedCache(IBufferDistributedCache inner, IConnectionMultiplexer redis) : IBufferDistributedCache
+internal sealed class ConnectedOnlyDistributedCache(IBufferDistributedCache inner, RedisAvailability redis) : IBufferDistributedCache
 {
-    private bool Up => redis.IsConnected;
+    public byte[]? Get(string key) => Try(() => inner.Get(key), null);
 
-    public byte[]? Get(string key) => Up ? inner.Get(key) : null;
+    public Task<byte[]?> GetAsync(string key, CancellationToken token = default) => TryAsync(() => inner.GetAsync(key, token), null);
 
-    public Task<byte[]?> GetAsync(string key, CancellationToken token = default) => Up ? inner.GetAsync(key, token) : Task.FromResult<byte[]?>(null);
-
-    public void Set(string key, byte[] value, DistributedCacheEntryOptions options)
-    {
-        if (Up)
-        {
-            inner.Set(key, value, options);
-        }
-    }
+    public void Set(string key, byte[] value, DistributedCacheEntryOptions options) => Try(() => inner.Set(key, value, options));
 
     public Task SetAsync(string key, byte[] value, DistributedCacheEntryOptions options, CancellationToken token = default)
-        => Up ? inner.SetAsync(key, value, options, token) : Task.CompletedTask;
+        => TryAsync(() => inner.SetAsync(key, value, options, token));
 
-    public void Refresh(string key)
+    public void Refresh(string key) => Try(() => inner.Refresh(key));
+
+    public Task RefreshAsync(string key, CancellationToken token = default) => TryAsync(() => inner.RefreshAsync(key, token));
+
+    public void Remove(string key) => Try(() => inner.Remove(key));
+
+    public Task RemoveAsync(string key, CancellationToken token = default) => TryAsync(() => inner.RemoveAsync(key, token));
+
+    public bool TryGet(string key, IBufferWriter<byte> destination) => Try(() => inner.TryGet(key, destination), false);
+
+    public async ValueTask<bool> TryGetAsync(string key, IBufferWriter<byte> destination, CancellationToken token = default)
+        => await TryAsync(async () => await inner.TryGetAsync(key, destination, token), false);
+
+    public void Set(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options) => Try(() => inner.Set(key, value, options));
+
+    public async ValueTask SetAsync(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options, CancellationToken token = default)
+        => await TryAsync(async () => await inner.SetAsync(key, value, options, token));
+
+    private T Try<T>(Func<T> call, T unavailable)
     {
-        if (Up)
+        if (!redis.Usable)
         {
-            inner.Refresh(key);
+            return unavailable;
+        }
+
+        try
+        {
+            var result = call();
+            redis.Succeeded();
+            return result;
+        }
+        catch (Exception e) when (RedisAvailability.IsFailure(e))
+        {
+            redis.Failed(e);
+            return unavailable;
         }
     }
 
-    public Task RefreshAsync(string key, CancellationToken token = default) => Up ? inner.RefreshAsync(key, token) : Task.CompletedTask;
-
-    public void Remove(string key)
+    private void Try(Action call) => Try(() =>
     {
-        if (Up)
+        call();
+        return true;
+    }, false);
+
+    private async Task<T> TryAsync<T>(Func<Task<T>> call, T unavailable)
+    {
+        if (!redis.Usable)
         {
-            inner.Remove(key);
+            return unavailable;
+        }
+
+        try
+        {
+            var result = await call();
+            redis.Succeeded();
+            return result;
+        }
+        catch (Exception e) when (RedisAvailability.IsFailure(e))
+        {
+            redis.Failed(e);
+            return unavailable;
         }
     }
 
-    public Task RemoveAsync(string key, CancellationToken token = default) => Up ? inner.RemoveAsync(key, token) : Task.CompletedTask;
-
-    public bool TryGet(string key, IBufferWriter<byte> destination) => Up && inner.TryGet(key, destination);
-
-    public ValueTask<bool> TryGetAsync(string key, IBufferWriter<byte> destination, CancellationToken token = default)
-        => Up ? inner.TryGetAsync(key, destination, token) : ValueTask.FromResult(false);
-
-    public void Set(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options)
+    private Task TryAsync(Func<Task> call) => TryAsync(async () =>
     {
-        if (Up)
-        {
-            inner.Set(key, value, options);
-        }
-    }
-
-    public ValueTask SetAsync(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options, CancellationToken token = default)
-        => Up ? inner.SetAsync(key, value, options, token) : ValueTask.CompletedTask;
+        await call();
+        return true;
+    }, false);
 }

@@ -1,0 +1,68 @@
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace ModularChat.BuildingBlocks.Caching;
+
+/// <summary>
+/// Whether this node talks to Redis right now. Redis is only a cache: a command that fails, or gets no answer within the
+/// client's timeout, must not fail the request that made it. After such a failure the node works without Redis for
+/// <see cref="RetryInterval"/> (otherwise every request would wait out the timeout again, once per command), then tries
+/// it again. Without Redis configured, it is never used.
+/// </summary>
+public sealed partial class RedisAvailability
+{
+    private readonly ILogger<RedisAvailability> _logger;
+    private readonly TimeProvider _clock;
+    private long _retryAtTicks;
+    private int _failing;
+
+    public RedisAvailability(IConnectionMultiplexer? redis, TimeSpan retryInterval, ILogger<RedisAvailability> logger, TimeProvider? clock = null)
+    {
+        Redis = redis;
+        RetryInterval = retryInterval;
+        _logger = logger;
+        _clock = clock ?? TimeProvider.System;
+    }
+
+    /// <summary>The configured Redis, if any.</summary>
+    public IConnectionMultiplexer? Redis { get; }
+
+    /// <summary>How long the node works without Redis after a command failed or timed out.</summary>
+    public TimeSpan RetryInterval { get; }
+
+    /// <summary>Redis is configured and connected, and no command failed within the last <see cref="RetryInterval"/>.</summary>
+    public bool Usable => Redis is { IsConnected: true }
+        && (Volatile.Read(ref _failing) == 0 || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _retryAtTicks));
+
+    /// <summary>
+    /// What a Redis command throws when Redis fails or does not answer in time (StackExchange.Redis's timeout is a
+    /// <see cref="TimeoutException"/>, not a <see cref="RedisException"/>).
+    /// </summary>
+    public static bool IsFailure(Exception exception) => exception is RedisException or RedisTimeoutException;
+
+    /// <summary>A command failed: Redis is left alone for <see cref="RetryInterval"/>.</summary>
+    public void Failed(Exception exception)
+    {
+        Interlocked.Exchange(ref _retryAtTicks, _clock.GetUtcNow().UtcTicks + RetryInterval.Ticks);
+        if (Interlocked.Exchange(ref _failing, 1) == 0)
+        {
+            LogFailing(_logger, RetryInterval, exception);
+        }
+    }
+
+    /// <summary>A command succeeded.</summary>
+    public void Succeeded()
+    {
+        if (Volatile.Read(ref _failing) == 1 && Interlocked.Exchange(ref _failing, 0) == 1)
+        {
+            LogBack(_logger);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Redis is failing: this node caches in process only and keeps cache generations to itself, trying Redis again every {RetryInterval}")]
+    private static partial void LogFailing(ILogger logger, TimeSpan retryInterval, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Redis answers again: cache generations are shared across nodes")]
+    private static partial void LogBack(ILogger logger);
+}

@@ -1,0 +1,64 @@
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Caching;
+using StackExchange.Redis;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// A node whose Redis stops answering while its connections stay open (a relay in front of the real Redis holds every
+/// byte): Redis is only a cache, so every request still succeeds with what it stored or read, and the node goes back to
+/// Redis once it answers again.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class RedisOutageTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task While_Redis_does_not_answer_reads_writes_and_deletes_still_succeed()
+    {
+        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
+        {
+            DnsEndPoint dns => (dns.Host, dns.Port),
+            IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+            var other => throw new NotSupportedException($"Redis at {other}"),
+        };
+        await using var proxy = new TcpProxy(host, port);
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
+            ["Cache:RedisRetryInterval"] = "00:00:01",
+        });
+        var redis = node.Services.GetRequiredService<RedisAvailability>();
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("stalled-redis")));
+        var kept = await client.NewConversation("kept");
+        var gone = await client.NewConversation("gone");
+        foreach (var conversation in new[] { kept, gone })
+        {
+            await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "before" }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            await (await client.GetAsync($"/api/conversations/{conversation.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        }
+
+        Assert.True(redis.Usable);
+
+        proxy.Stall();
+
+        await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "assistant", content = "during" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        Assert.False(redis.Usable); // the append's cache invalidation timed out: the node leaves Redis alone for a while
+        var context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(["before", "during"], context.Messages.Select(m => m.Content));
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{gone.Id}")).StatusCode);
+        await (await client.GetAsync($"/api/conversations/{gone.Id}")).ShouldBeProblem(404);
+
+        proxy.Restore();
+        await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 10, what: "Redis is not tried again");
+
+        await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "user", content = "after" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
+        Assert.True(redis.Usable); // these went through Redis again
+    }
+}
