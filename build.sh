@@ -193,13 +193,14 @@ stop_started() {
 }
 
 # The tests' hosts write their warnings and errors to one file per test assembly in $MODULARCHAT_TEST_LOGS
-# (tests/ModularChat.Testing/TestLogs.cs), as the test console shows none of them. Each unhandled exception there
-# answered a request with a 500: print them (the first 10, 60 lines each), whether the tests passed or not.
+# (tests/ModularChat.Testing/TestLogs.cs), as the test console shows none of them. Print the entries that are bugs
+# whether or not a test noticed (the first 10, 60 lines each): each unhandled exception answered a request with a 500,
+# and Wolverine only warns when it drops a message a handler enqueued after its transaction had committed.
 report_unhandled() {
   local found
   found="$(awk '
     function flush() {
-      if (entry ~ /Unhandled exception for/ && ++n <= 10) printf "--- %s\n%s", file, entry
+      if (entry ~ /Unhandled exception for|will not be sent/ && ++n <= 10) printf "--- %s\n%s", file, entry
       entry = ""; lines = 0
     }
     FNR == 1 { flush(); file = FILENAME }
@@ -208,7 +209,7 @@ report_unhandled() {
     END { flush(); if (n > 10) printf "... and %d more\n", n - 10 }
   ' "$MODULARCHAT_TEST_LOGS"/*.log 2>/dev/null || true)"
   [[ -z "$found" ]] && return 0
-  log "the service answered 500 (an unhandled exception) during the tests; from the hosts' logs in $MODULARCHAT_TEST_LOGS:"
+  log "the service answered 500 (an unhandled exception) or dropped a message during the tests; from the hosts' logs in $MODULARCHAT_TEST_LOGS:"
   printf '%s\n' "$found" >&2
 }
 
