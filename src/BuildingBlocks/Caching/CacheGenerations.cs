@@ -63,24 +63,17 @@ public sealed class CacheGenerations : IHostedService
     /// <summary>True when generations are shared through Redis right now.</summary>
     public bool Shared => _redis.Usable;
 
+    private IDatabase Database => _redis.Redis!.GetDatabase();
+
     /// <summary>The current generation of <paramref name="scope"/> (0 until its first change).</summary>
     public async Task<long> CurrentAsync(string scope)
     {
-        if (_redis.Usable)
+        var shared = await _redis.TryAsync<long?>(async () =>
         {
-            try
-            {
-                var value = await _redis.Redis!.GetDatabase().StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
-                _redis.Succeeded();
-                return value.HasValue ? (long)value : 0;
-            }
-            catch (Exception e) when (RedisAvailability.IsFailure(e))
-            {
-                _redis.Failed(e);
-            }
-        }
-
-        return _local.GetValueOrDefault(scope);
+            var value = await Database.StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
+            return value.HasValue ? (long)value : 0;
+        }, null).ConfigureAwait(false);
+        return shared ?? _local.GetValueOrDefault(scope);
     }
 
     /// <summary>Marks <paramref name="scope"/> changed: every node's entries built before now stop being read.</summary>
@@ -88,20 +81,10 @@ public sealed class CacheGenerations : IHostedService
     {
         _local.AddOrUpdate(scope, 1, (_, g) => g + 1);
         await DropLocalAsync(scope).ConfigureAwait(false);
-        if (_redis.Usable)
-        {
-            try
-            {
-                // One round trip: increment, extend the lifetime, broadcast (this was three commands).
-                await _redis.Redis!.GetDatabase().ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
-                    [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
-                _redis.Succeeded();
-            }
-            catch (Exception e) when (RedisAvailability.IsFailure(e))
-            {
-                _redis.Failed(e);
-            }
-        }
+
+        // One round trip: increment, extend the lifetime, broadcast (this was three commands).
+        await _redis.TryAsync(() => Database.ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
+            [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope])).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -119,9 +102,10 @@ public sealed class CacheGenerations : IHostedService
 
         if (_redis.Usable)
         {
+            // Fire and forget: it returns before Redis answers, so it proves nothing about Redis (no TryAsync).
             try
             {
-                await _redis.Redis!.GetDatabase().ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
+                await Database.ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
                     [key, (long)Math.Ceiling(lifetime.TotalSeconds)], CommandFlags.FireAndForget).ConfigureAwait(false);
             }
             catch (Exception e) when (RedisAvailability.IsFailure(e))
@@ -139,23 +123,15 @@ public sealed class CacheGenerations : IHostedService
     {
         await BumpAsync(scope).ConfigureAwait(false);
         _local.TryRemove(scope, out _);
-        if (_redis.Usable)
+        await _redis.TryAsync(async () =>
         {
-            try
+            foreach (var key in await Database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
             {
-                var database = _redis.Redis!.GetDatabase();
-                foreach (var key in await database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
-                {
-                    await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
-                }
+                await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
+            }
 
-                await database.KeyDeleteAsync([TrackedPrefix + scope, KeyPrefix + scope]).ConfigureAwait(false);
-            }
-            catch (Exception e) when (RedisAvailability.IsFailure(e))
-            {
-                _redis.Failed(e);
-            }
-        }
+            await Database.KeyDeleteAsync([TrackedPrefix + scope, KeyPrefix + scope]).ConfigureAwait(false);
+        }).ConfigureAwait(false);
     }
 
     public async Task StartAsync(CancellationToken cancellationToken)
@@ -195,16 +171,10 @@ public sealed class CacheGenerations : IHostedService
             return;
         }
 
+        // HybridCache's Redis layer (ConnectedOnlyDistributedCache) turns Redis failures into no-ops itself.
         foreach (var key in keys.Keys)
         {
-            try
-            {
-                await _cache.RemoveAsync(key).ConfigureAwait(false);
-            }
-            catch (Exception e) when (RedisAvailability.IsFailure(e))
-            {
-                _redis.Failed(e);
-            }
+            await _cache.RemoveAsync(key).ConfigureAwait(false);
         }
     }
 

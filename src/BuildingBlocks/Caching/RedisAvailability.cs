@@ -59,6 +59,65 @@ public sealed partial class RedisAvailability
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="command"/> when Redis is usable. A failure or timeout is recorded (<see cref="Failed"/>) and,
+    /// like an unusable Redis, gives <paramref name="unavailable"/>; success is recorded too.
+    /// </summary>
+    public async Task<T> TryAsync<T>(Func<Task<T>> command, T unavailable)
+    {
+        if (!Usable)
+        {
+            return unavailable;
+        }
+
+        try
+        {
+            var result = await command().ConfigureAwait(false);
+            Succeeded();
+            return result;
+        }
+        catch (Exception e) when (IsFailure(e))
+        {
+            Failed(e);
+            return unavailable;
+        }
+    }
+
+    /// <inheritdoc cref="TryAsync{T}(Func{Task{T}}, T)"/>
+    public Task TryAsync(Func<Task> command) => TryAsync(async () =>
+    {
+        await command().ConfigureAwait(false);
+        return true;
+    }, false);
+
+    /// <inheritdoc cref="TryAsync{T}(Func{Task{T}}, T)"/>
+    public T Try<T>(Func<T> command, T unavailable)
+    {
+        if (!Usable)
+        {
+            return unavailable;
+        }
+
+        try
+        {
+            var result = command();
+            Succeeded();
+            return result;
+        }
+        catch (Exception e) when (IsFailure(e))
+        {
+            Failed(e);
+            return unavailable;
+        }
+    }
+
+    /// <inheritdoc cref="TryAsync{T}(Func{Task{T}}, T)"/>
+    public void Try(Action command) => Try(() =>
+    {
+        command();
+        return true;
+    }, false);
+
     [LoggerMessage(Level = LogLevel.Warning,
         Message = "Redis is failing: this node caches in process only and keeps cache generations to itself, trying Redis again every {RetryInterval}")]
     private static partial void LogFailing(ILogger logger, TimeSpan retryInterval, Exception exception);

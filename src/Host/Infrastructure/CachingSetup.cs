@@ -22,17 +22,19 @@ internal static partial class CachingSetup
             options.AbortOnConnectFail = false;
             // A cache that does not answer within 2 s is treated as down (RedisAvailability), unless the connection string says otherwise.
             var given = redis.ToLowerInvariant();
-            foreach (var (key, set) in new (string, Action<int>)[]
-                     {
-                         ("connecttimeout=", ms => options.ConnectTimeout = ms),
-                         ("synctimeout=", ms => options.SyncTimeout = ms),
-                         ("asynctimeout=", ms => options.AsyncTimeout = ms),
-                     })
+            if (!given.Contains("connecttimeout=", StringComparison.Ordinal))
             {
-                if (!given.Contains(key, StringComparison.Ordinal))
-                {
-                    set(2000);
-                }
+                options.ConnectTimeout = 2000;
+            }
+
+            if (!given.Contains("synctimeout=", StringComparison.Ordinal))
+            {
+                options.SyncTimeout = 2000;
+            }
+
+            if (!given.Contains("asynctimeout=", StringComparison.Ordinal))
+            {
+                options.AsyncTimeout = 2000;
             }
 
             // A cache must not make requests wait for a Redis that is gone: fail at once while disconnected.

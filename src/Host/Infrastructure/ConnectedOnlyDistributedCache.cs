@@ -13,82 +13,31 @@ namespace ModularChat.Host.Infrastructure;
 /// </summary>
 internal sealed class ConnectedOnlyDistributedCache(IBufferDistributedCache inner, RedisAvailability redis) : IBufferDistributedCache
 {
-    public byte[]? Get(string key) => Try(() => inner.Get(key), null);
+    public byte[]? Get(string key) => redis.Try(() => inner.Get(key), null);
 
-    public Task<byte[]?> GetAsync(string key, CancellationToken token = default) => TryAsync(() => inner.GetAsync(key, token), null);
+    public Task<byte[]?> GetAsync(string key, CancellationToken token = default) => redis.TryAsync(() => inner.GetAsync(key, token), null);
 
-    public void Set(string key, byte[] value, DistributedCacheEntryOptions options) => Try(() => inner.Set(key, value, options));
+    public void Set(string key, byte[] value, DistributedCacheEntryOptions options) => redis.Try(() => inner.Set(key, value, options));
 
     public Task SetAsync(string key, byte[] value, DistributedCacheEntryOptions options, CancellationToken token = default)
-        => TryAsync(() => inner.SetAsync(key, value, options, token));
+        => redis.TryAsync(() => inner.SetAsync(key, value, options, token));
 
-    public void Refresh(string key) => Try(() => inner.Refresh(key));
+    public void Refresh(string key) => redis.Try(() => inner.Refresh(key));
 
-    public Task RefreshAsync(string key, CancellationToken token = default) => TryAsync(() => inner.RefreshAsync(key, token));
+    public Task RefreshAsync(string key, CancellationToken token = default) => redis.TryAsync(() => inner.RefreshAsync(key, token));
 
-    public void Remove(string key) => Try(() => inner.Remove(key));
+    public void Remove(string key) => redis.Try(() => inner.Remove(key));
 
-    public Task RemoveAsync(string key, CancellationToken token = default) => TryAsync(() => inner.RemoveAsync(key, token));
+    public Task RemoveAsync(string key, CancellationToken token = default) => redis.TryAsync(() => inner.RemoveAsync(key, token));
 
-    public bool TryGet(string key, IBufferWriter<byte> destination) => Try(() => inner.TryGet(key, destination), false);
+    public bool TryGet(string key, IBufferWriter<byte> destination) => redis.Try(() => inner.TryGet(key, destination), false);
 
     public async ValueTask<bool> TryGetAsync(string key, IBufferWriter<byte> destination, CancellationToken token = default)
-        => await TryAsync(async () => await inner.TryGetAsync(key, destination, token), false);
+        => await redis.TryAsync(async () => await inner.TryGetAsync(key, destination, token), false);
 
-    public void Set(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options) => Try(() => inner.Set(key, value, options));
+    public void Set(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options)
+        => redis.Try(() => inner.Set(key, value, options));
 
     public async ValueTask SetAsync(string key, ReadOnlySequence<byte> value, DistributedCacheEntryOptions options, CancellationToken token = default)
-        => await TryAsync(async () => await inner.SetAsync(key, value, options, token));
-
-    private T Try<T>(Func<T> call, T unavailable)
-    {
-        if (!redis.Usable)
-        {
-            return unavailable;
-        }
-
-        try
-        {
-            var result = call();
-            redis.Succeeded();
-            return result;
-        }
-        catch (Exception e) when (RedisAvailability.IsFailure(e))
-        {
-            redis.Failed(e);
-            return unavailable;
-        }
-    }
-
-    private void Try(Action call) => Try(() =>
-    {
-        call();
-        return true;
-    }, false);
-
-    private async Task<T> TryAsync<T>(Func<Task<T>> call, T unavailable)
-    {
-        if (!redis.Usable)
-        {
-            return unavailable;
-        }
-
-        try
-        {
-            var result = await call();
-            redis.Succeeded();
-            return result;
-        }
-        catch (Exception e) when (RedisAvailability.IsFailure(e))
-        {
-            redis.Failed(e);
-            return unavailable;
-        }
-    }
-
-    private Task TryAsync(Func<Task> call) => TryAsync(async () =>
-    {
-        await call();
-        return true;
-    }, false);
+        => await redis.TryAsync(async () => await inner.SetAsync(key, value, options, token));
 }
