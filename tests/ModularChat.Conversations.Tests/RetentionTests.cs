@@ -97,9 +97,7 @@ public sealed class RetentionTests(ConversationsApp app)
     {
         var tenant = RetentionTenants.Archive;
         using var client = app.Client(ModularChatApp.NewUser("race"), tenant);
-        var id = await ConversationWith(client, 12);
-        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
-        var covered = await SummaryThrough(client, id); // 12: the summary job saw the whole batch
+        var (id, covered) = await ArchivedThroughSeven(client);
 
         // KeepLast is 5: with covered + 4 messages the policy may go up to covered - 1 now.
         await Append(client, id, 13, covered + 4);
@@ -139,9 +137,7 @@ public sealed class RetentionTests(ConversationsApp app)
     {
         var tenant = RetentionTenants.Archive;
         using var client = app.Client(ModularChatApp.NewUser("requeue"), tenant);
-        var id = await ConversationWith(client, 12);
-        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
-        var covered = await SummaryThrough(client, id); // 12; no other summary is due before 25 messages
+        var (id, covered) = await ArchivedThroughSeven(client);
         await Append(client, id, 13, covered + 4); // KeepLast is 5: the policy may go up to covered - 1 now
 
         // An append holds the conversation's lock while a run plans its step and then waits for the lock.
@@ -169,10 +165,7 @@ public sealed class RetentionTests(ConversationsApp app)
     {
         var tenant = RetentionTenants.Archive;
         using var client = app.Client(ModularChatApp.NewUser("racing"), tenant);
-        var id = await ConversationWith(client, 12);
-        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
-
-        var covered = await SummaryThrough(client, id); // 12; no other summary is due before 25 messages
+        var (id, covered) = await ArchivedThroughSeven(client);
 
         // Messages 13-24 while retention runs over and over, as the service runs it: each run may go one message
         // further (KeepLast is 5) until the summary's end, while the next message is being appended.
@@ -295,6 +288,17 @@ public sealed class RetentionTests(ConversationsApp app)
         var messages = Sequences(1, count).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = Content(i) });
         await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         return c.Id;
+    }
+
+    /// <summary>
+    /// A conversation of 12 messages under the archive policy (KeepLast 5) once retention archived 1-7, and the sequence
+    /// its summary covers: 12, as the summary job saw the whole batch; no other summary is due before 25 messages.
+    /// </summary>
+    private static async Task<(Guid Id, long Covered)> ArchivedThroughSeven(HttpClient client)
+    {
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+        return (id, await SummaryThrough(client, id));
     }
 
     /// <summary>Appends messages <paramref name="from"/> to <paramref name="to"/> one by one; returns the sequences they got.</summary>
