@@ -20,6 +20,14 @@ public sealed class BadInputTests(ConversationsApp app)
         { """{"role":"user","content":"hi","externalId":"  "}""", "externalId", 400, "blank external id" },
         { """{"role":"user","content":"hi","expectedVersion":0}""", "expectedVersion", 400, "non-positive expected version" },
         { """[1,2,3]""", "$", 400, "not an object" },
+        // PostgreSQL stores no NUL character in text or jsonb: refused where the body is read, before the database.
+        { """{"role":"user","content":"a\u0000b"}""", "content", 400, "NUL in content" },
+        { """{"role":"user","content":"hi","externalId":"e\u0000"}""", "externalId", 400, "NUL in external id" },
+        { """{"role":"user","content":"hi","metadata":{"k":"v\u0000"}}""", "metadata.k", 400, "NUL in a metadata value" },
+        { """{"role":"user","content":"hi","metadata":{"k\u0000":"v"}}""", "metadata", 400, "NUL in a metadata key" },
+        // The ends of .NET's range are clients' "no date"; PostgreSQL would store them as -infinity/infinity.
+        { """{"role":"user","content":"hi","createdAt":"0001-01-01T00:00:00Z"}""", "createdAt", 400, "createdAt of DateTimeOffset.MinValue" },
+        { """{"role":"user","content":"hi","createdAt":"9999-12-31T23:59:59.9999999Z"}""", "createdAt", 400, "createdAt of DateTimeOffset.MaxValue" },
         { "", "body", 400, "empty body" },
     };
 
@@ -50,6 +58,33 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Contains("at most 50", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(0, after.MessageCount);
+    }
+
+    [Fact]
+    public async Task A_batch_with_a_NUL_character_in_one_message_answers_400_naming_it_and_stores_none_of_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}/messages/batch",
+            """{"messages":[{"role":"user","content":"fine"},{"role":"user","content":"not\u0000fine"}]}""")).ShouldBeProblem(400);
+
+        Assert.Contains("messages[1].content", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+        // The conversation takes good appends afterwards.
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "fine" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+    }
+
+    [Fact]
+    public async Task A_title_with_a_NUL_character_answers_400_and_creates_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.PostRaw("/api/conversations", """{"title":"a\u0000b"}""")).ShouldBeProblem(400);
+
+        Assert.Contains("'title'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var list = await (await client.GetAsync("/api/conversations")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Empty(list.Items);
     }
 
     [Fact]

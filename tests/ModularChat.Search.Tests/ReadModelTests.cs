@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Contracts;
 using ModularChat.Summaries.Contracts;
 using Npgsql;
@@ -190,6 +191,30 @@ public sealed class ReadModelTests(SearchApp app)
         Assert.Empty(foreign);
         Assert.DoesNotContain(all, h => h.MessageId == Guid.Empty);
         Assert.NotEqual(id, other);
+    }
+
+    [Fact]
+    public async Task A_message_dated_at_an_end_of_the_date_range_is_indexed_and_indexing_goes_on()
+    {
+        // The API now refuses such a createdAt (PostgreSQL stores it as -infinity, which has no month): an event stored
+        // before that, or by another writer, must still be indexed rather than stop the index for every tenant.
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var id = await client.StartConversation("dates");
+        await using (var session = app.Store.LightweightSession(user))
+        {
+            session.Events.Append(id, new MessageAppended(id, Guid.CreateVersion7(), 1, MessageRole.User, "an undated postcard from Lisbon", null, null,
+                DateTimeOffset.MinValue, DateTimeOffset.UtcNow, 6));
+            await session.SaveChangesAsync();
+        }
+
+        (await client.PostJson($"/api/conversations/{id}/messages", Message("a dated letter from Porto"))).EnsureSuccessStatusCode();
+        await client.WaitForIndexing(2);
+
+        var postcard = (await client.Search("postcard&mode=keyword")).Hits[0];
+        Assert.Equal(1, postcard.Sequence);
+        Assert.Equal(DateTimeOffset.MinValue, postcard.CreatedAt);
+        Assert.Equal(2, (await client.Search("letter&mode=keyword")).Hits[0].Sequence);
     }
 
     private async Task AppendSummaryAsync(string tenant, Guid conversationId, int revision, string text, long from, long to)

@@ -86,6 +86,13 @@ public sealed partial class ProblemDetailsExceptionHandler(
         },
         BadHttpRequestException bad => FromBadHttpRequest(bad),
         JsonException json => Malformed(json),
+        _ when InChain(exception, e => e is PostgresException { SqlState: PostgresErrorCodes.UntranslatableCharacter or PostgresErrorCodes.CharacterNotInRepertoire }) => new ProblemDetails
+        {
+            // What the request body's check (StorableTextJsonConverter) cannot see, e.g. a query-string value.
+            Status = StatusCodes.Status400BadRequest,
+            Title = "The request is invalid.",
+            Detail = $"The request holds text that cannot be stored: {UnstorableTextException.Reason}. Nothing was stored.",
+        },
         _ when IsDatabaseUnavailable(exception) => new ProblemDetails
         {
             Status = StatusCodes.Status503ServiceUnavailable,
@@ -175,6 +182,18 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static ProblemDetails Malformed(JsonException json)
     {
+        if (json is UnstorableTextException)
+        {
+            var field = json.Path is { Length: > 2 } at && at.StartsWith("$.", StringComparison.Ordinal) ? at[2..] : "body";
+            var message = $"'{field}': {UnstorableTextException.Reason}.";
+            return new ValidationProblemDetails(new Dictionary<string, string[]> { [field] = [message] })
+            {
+                Status = StatusCodes.Status400BadRequest,
+                Title = "The request is invalid.",
+                Detail = message,
+            };
+        }
+
         var detail = json.Path is { Length: > 0 } path
             ? $"The request body is not valid JSON for this endpoint at '{path}' (line {json.LineNumber + 1}, byte {json.BytePositionInLine})."
             : "The request body is not valid JSON for this endpoint.";

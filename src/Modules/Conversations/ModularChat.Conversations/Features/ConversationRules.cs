@@ -60,6 +60,11 @@ internal sealed class NewMessageValidator : AbstractValidator<NewMessage>
             .Must(e => e is null || !string.IsNullOrWhiteSpace(e)).WithMessage("'externalId' must not be blank when given.")
             .Must(e => e is null || e.Length <= o.MaxExternalIdLength)
             .WithMessage($"'externalId' may be at most {o.MaxExternalIdLength} characters.");
+        // The two ends of .NET's range are what clients send for "no date" (and PostgreSQL would store them as
+        // -infinity/infinity, which no month, year or age can be computed from).
+        RuleFor(m => m.CreatedAt)
+            .Must(c => c is null || (c > DateTimeOffset.MinValue && c < DateTimeOffset.MaxValue))
+            .WithMessage(m => $"'createdAt' must be a real date, not {m.CreatedAt:O} (leave it out to use the time the message is stored).");
         ConversationRules.Metadata(RuleFor(m => m.Metadata), o);
     }
 }

@@ -205,7 +205,8 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             -- The month and year a message was written are searchable too ("what did we plan in May 2023").
             select x.*, setweight(to_tsvector(p.config, translate(x.content, '<>', E'\u27E8\u27E9')), 'A')
                         || setweight(to_tsvector(p.config, coalesce(x.speaker, '')), 'B')
-                        || setweight(to_tsvector(p.config, to_char(x.created_at at time zone 'UTC', 'FMMonth YYYY')), 'D') as search_vector
+                        -- coalesce: to_char has no month for -infinity/infinity (a date stored before the API refused them).
+                        || setweight(to_tsvector(p.config, coalesce(to_char(x.created_at at time zone 'UTC', 'FMMonth YYYY'), '')), 'D') as search_vector
             from input x cross join params p
             where not exists (select 1 from {s.Deletions} d where d.tenant_id = p.tenant_id and d.conversation_id = x.conversation_id)
         ),
