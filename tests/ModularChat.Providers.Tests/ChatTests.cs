@@ -79,6 +79,27 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task NUL_characters_from_the_model_are_left_out_of_what_the_turn_stores()
+    {
+        // PostgreSQL stores no NUL character: the model's text cannot fail the turn with it (a client's own text is refused).
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("2 + 3\0 = 5")
+            : FakeReply.Calls(new FakeToolCall("call\0_1", "add", """{"a":2,"b":3}""")), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} what is 2 + 3?");
+
+        Assert.Equal("2 + 3 = 5", turn.Answer.Content);
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(("call_1", "call_1"), (messages[1].Metadata!["callId"], messages[2].Metadata!["callId"]));
+        Assert.Equal("5", messages[2].Content);
+        Assert.Equal("2 + 3 = 5", messages[3].Content);
+    }
+
+    [Fact]
     public async Task Several_tool_calls_in_one_round_store_every_result_as_its_own_message()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -91,7 +91,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
             // What the request body's check (StorableTextJsonConverter) cannot see, e.g. a query-string value.
             Status = StatusCodes.Status400BadRequest,
             Title = "The request is invalid.",
-            Detail = $"The request holds text that cannot be stored: {UnstorableTextException.Reason}. Nothing was stored.",
+            Detail = "The request holds text that cannot be stored (the NUL character, U+0000, \\u0000). Nothing was stored.",
         },
         _ when IsDatabaseUnavailable(exception) => new ProblemDetails
         {

@@ -268,7 +268,7 @@ internal sealed partial class ChatTurns(
                 }
             }
 
-            var answer = answerParts.Count > 0 ? answerParts[^1].Trim() : "(the model returned no text)";
+            var answer = answerParts.Count > 0 ? Storable(answerParts[^1].Trim()) : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -295,8 +295,10 @@ internal sealed partial class ChatTurns(
 
             toStore.Add(new NewConversationMessage(MessageRole.Assistant, answer, $"{prefix}:answer", metadata));
 
-            // The turn's outcome is stored even if the client left while it was being written.
-            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, toStore, CancellationToken.None);
+            // The turn's outcome is stored even if the client left while it was being written. What the model and the
+            // tool servers wrote is stored without NUL characters, which PostgreSQL cannot store (a client's own text
+            // with one is refused with a 400 instead).
+            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, toStore.Select(Storable).ToList(), CancellationToken.None);
             var answerStored = stored[^1];
             var toolCalls = calls.Select((c, i) =>
             {
@@ -364,6 +366,14 @@ internal sealed partial class ChatTurns(
         };
 
         private static string Cut(string text, int max) => text.Length <= max ? text : text[..max];
+
+        private static string Storable(string text) => text.Contains('\0', StringComparison.Ordinal) ? text.Replace("\0", "", StringComparison.Ordinal) : text;
+
+        private static NewConversationMessage Storable(NewConversationMessage message) => message with
+        {
+            Content = Storable(message.Content),
+            Metadata = message.Metadata?.ToDictionary(m => Storable(m.Key), m => Storable(m.Value), StringComparer.Ordinal),
+        };
 
         private static Activity? StartActivity(ResolvedProvider provider, string model, bool streamed)
         {
