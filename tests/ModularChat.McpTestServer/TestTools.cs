@@ -13,7 +13,7 @@ public static class TestTools
             McpServerTool.Create((int a, int b) => a + b, new McpServerToolCreateOptions { Name = "add", Description = "Adds two integers and returns the sum." }),
             McpServerTool.Create((string text) => text, new McpServerToolCreateOptions { Name = "echo", Description = "Returns the text it is given." }),
             McpServerTool.Create(string () => throw new InvalidOperationException("the tool failed on purpose"),
-                new McpServerToolCreateOptions { Name = "fail", Description = "Always fails." }),
+                new McpServerToolCreateOptions { Name = "fail", Description = "Always fails.\0" /* a NUL: PostgreSQL cannot store it */ }),
         ];
         if (environment)
         {

@@ -23,6 +23,8 @@ public sealed class McpServerTests(ProvidersApp app)
         var add = Assert.Single(result.Tools, t => t.Name == "add");
         Assert.Contains("sum", add.Description, StringComparison.Ordinal);
         Assert.True(add.InputSchema.GetProperty("properties").TryGetProperty("a", out _));
+        // The server's "fail" tool describes itself with a NUL character: stored (and answered) without it.
+        Assert.Equal("Always fails.", Assert.Single(result.Tools, t => t.Name == "fail").Description);
 
         var cached = await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
         Assert.Equal(result.Tools.Select(t => t.Name).Order(), cached.Tools!.Select(t => t.Name).Order());

@@ -92,6 +92,20 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task NUL_characters_in_the_model_reply_are_left_out_of_the_stored_summary()
+    {
+        // PostgreSQL stores no NUL character: with one, every attempt of the job failed until it was dead-lettered.
+        app.Llm.Responder = _ => FakeReply.Text("They plan\0 a trip to Lisbon.");
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, $"nul-{Guid.NewGuid():N}"));
+        var summary = await client.SummaryCovering(id, 10);
+
+        Assert.Equal("They plan a trip to Lisbon.", summary.Text);
+    }
+
+    [Fact]
     public async Task A_server_error_is_retried_and_the_summary_still_arrives()
     {
         var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();

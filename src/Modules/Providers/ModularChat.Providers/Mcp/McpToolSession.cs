@@ -61,7 +61,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                     deadline.CancelAfter(options.ConnectTimeout);
                     var listed = await client.ListToolsAsync(cancellationToken: deadline.Token);
-                    tools = listed.Select(t => new McpToolInfo { Name = t.Name, Description = t.Description, InputSchema = t.ProtocolTool.InputSchema.GetRawText() }).ToList();
+                    tools = listed.Select(McpConnector.ToStored).ToList();
                     await using var write = store.LightweightSession(server.TenantId);
                     server.Tools = tools;
                     server.ToolsRefreshedAt = clock.GetUtcNow();

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using Microsoft.Extensions.AI;
 using ModularChat.BuildingBlocks.Tokenization;
+using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Summaries.Summarizers;
 
@@ -49,7 +50,7 @@ internal sealed class LlmSummarizer(IChatClient client, string model, TimeSpan t
             throw new TimeoutException($"The model '{model}' did not answer within {timeout}.");
         }
 
-        var reply = response.Text.Trim();
+        var reply = StorableText.WithoutNul(response.Text).Trim();
         var text = Text.FitWholeSentences(reply, maxTokens, tokens, mayBeCutOff: response.FinishReason == ChatFinishReason.Length);
         if (text.Length == 0)
         {

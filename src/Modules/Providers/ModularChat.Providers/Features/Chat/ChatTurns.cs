@@ -9,6 +9,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Domain;
@@ -268,7 +269,7 @@ internal sealed partial class ChatTurns(
                 }
             }
 
-            var answer = answerParts.Count > 0 ? Storable(answerParts[^1].Trim()) : "(the model returned no text)";
+            var answer = answerParts.Count > 0 ? StorableText.WithoutNul(answerParts[^1].Trim()) : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -367,12 +368,10 @@ internal sealed partial class ChatTurns(
 
         private static string Cut(string text, int max) => text.Length <= max ? text : text[..max];
 
-        private static string Storable(string text) => text.Contains('\0', StringComparison.Ordinal) ? text.Replace("\0", "", StringComparison.Ordinal) : text;
-
         private static NewConversationMessage Storable(NewConversationMessage message) => message with
         {
-            Content = Storable(message.Content),
-            Metadata = message.Metadata?.ToDictionary(m => Storable(m.Key), m => Storable(m.Value), StringComparer.Ordinal),
+            Content = StorableText.WithoutNul(message.Content),
+            Metadata = message.Metadata?.ToDictionary(m => StorableText.WithoutNul(m.Key), m => StorableText.WithoutNul(m.Value), StringComparer.Ordinal),
         };
 
         private static Activity? StartActivity(ResolvedProvider provider, string model, bool streamed)

@@ -9,6 +9,7 @@ using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Mcp;
 
@@ -45,17 +46,12 @@ internal sealed partial class TestMcpServerHandler(
             var tools = await client.ListToolsAsync(cancellationToken: deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started);
 
-            server.Tools = tools.Select(t => new McpToolInfo
-            {
-                Name = t.Name,
-                Description = t.Description,
-                InputSchema = t.ProtocolTool.InputSchema.GetRawText(),
-            }).ToList();
+            server.Tools = tools.Select(McpConnector.ToStored).ToList();
             server.ToolsRefreshedAt = clock.GetUtcNow();
             server.ProtocolVersion = client.NegotiatedProtocolVersion;
             var info = client.ServerInfo;
-            server.ServerName = info?.Name;
-            server.ServerVersion = info?.Version;
+            server.ServerName = info?.Name is null ? null : StorableText.WithoutNul(info.Name);
+            server.ServerVersion = info?.Version is null ? null : StorableText.WithoutNul(info.Version);
             session.Store(server);
             await session.SaveChangesAsync(cancellationToken);
 
