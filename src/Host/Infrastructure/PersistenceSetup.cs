@@ -31,17 +31,20 @@ internal static class PersistenceSetup
                 "ConnectionStrings:Postgres is not set. Run ./build.sh run (it starts a local PostgreSQL), or set ConnectionStrings__Postgres.");
 
     /// <summary>
-    /// Connection defaults, unless the connection string sets them: keep session state between uses of a pooled
-    /// connection (no DISCARD ALL on every checkout).
+    /// Connection defaults for an OLTP workload of many small statements, unless the connection string sets them:
+    /// keep session state between uses of a pooled connection (no DISCARD ALL on every checkout) and let Npgsql
+    /// prepare the statements it sees repeatedly, so PostgreSQL parses and plans them once per connection.
     /// </summary>
     /// <remarks>
-    /// Npgsql's automatic preparation (<c>Max Auto Prepare</c>) is left at Npgsql's default, off. It was on (100 statements,
-    /// from the second use), and on a freshly started host, statements that failed in PostgreSQL while their batches were
-    /// being prepared (text PostgreSQL cannot store) left Npgsql's record of the connection's prepared statements out of
-    /// step with the server's: later requests on those pooled connections, which any tenant's request may take, failed
-    /// with "Received unexpected backend message DataRow" (Npgsql 10.0.3, in 3 of 3 runs; none in 2 with it off;
-    /// upstream npgsql/npgsql#6391 reports the same kind of corruption after a rollback). Any failing statement, not
-    /// only bad text, can start it. A connection string that sets <c>Max Auto Prepare</c> still gets it.
+    /// Automatic preparation is worth ~30% more single appends on the 2-core machine (two alternating pairs of
+    /// <c>./build.sh bench append</c>, 2026-12-02: ~1,080 against ~800 appends/s; batches about the same). It has a known
+    /// failure: on a freshly started host, statements that PostgreSQL refused for a parameter value (text holding a NUL
+    /// character, in a batch that was preparing them) left pooled connections out of step with the server, and the next
+    /// request on each, of any tenant, failed with "Received unexpected backend message DataRow" (Npgsql 10.0.3;
+    /// npgsql/npgsql#6391 reports the same kind of corruption). Npgsql then closes that connection and its transaction
+    /// rolls back, so nothing half-written stays. Every known source of such a value is refused or cleaned before the
+    /// database now (StorableTextJsonConverter, StorableText); a statement that times out while being prepared did not
+    /// do it. Should the error show up again, <c>Max Auto Prepare=0</c> in the connection string turns preparation off.
     /// </remarks>
     public static string Tuned(string connectionString)
     {
@@ -50,6 +53,12 @@ internal static class PersistenceSetup
         if (!given.Contains("no reset on close", StringComparison.Ordinal))
         {
             builder.NoResetOnClose = true;
+        }
+
+        if (!given.Contains("max auto prepare", StringComparison.Ordinal))
+        {
+            builder.MaxAutoPrepare = 100;
+            builder.AutoPrepareMinUsages = 2;
         }
 
         return builder.ConnectionString;
