@@ -46,7 +46,8 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "assistant", content = "during" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        Assert.False(redis.Usable); // the append's cache invalidation timed out: the node leaves Redis alone for a while
+        // The append's cache invalidation timed out: the node leaves Redis alone for a while.
+        Assert.False(redis.Usable, $"Redis still counted as usable after a stalled append (connected: {redis.Redis?.IsConnected})");
         var context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(["before", "during"], context.Messages.Select(m => m.Content));
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{gone.Id}")).StatusCode);
@@ -59,6 +60,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
         context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
-        Assert.True(redis.Usable); // these went through Redis again
+        // These went through Redis again.
+        Assert.True(redis.Usable, $"Redis not usable after it answered again (connected: {redis.Redis?.IsConnected})");
     }
 }
