@@ -29,18 +29,6 @@ public sealed class StorableTextJsonConverter : JsonConverter<string>
         => value is not null && !StorableText.IsStorable(value) ? throw new UnstorableTextException() : value;
 }
 
-/// <summary>Text PostgreSQL can store in <c>text</c> and <c>jsonb</c>: anything but the NUL character (U+0000).</summary>
-public static class StorableText
-{
-    public static bool IsStorable(string text) => !text.Contains('\0', StringComparison.Ordinal);
-
-    /// <summary>
-    /// <paramref name="text"/> without NUL characters: for text the service did not get from the client (a model's
-    /// answer, a tool's result), which is stored without them rather than failing; a client's own text is refused.
-    /// </summary>
-    public static string WithoutNul(string text) => IsStorable(text) ? text : text.Replace("\0", "", StringComparison.Ordinal);
-}
-
 /// <summary>A request body's string holds a character that cannot be stored (the NUL character, U+0000).</summary>
 /// <remarks>A <see cref="JsonException"/>, so the serializer adds the path of the string before the request fails.</remarks>
 public sealed class UnstorableTextException() : JsonException(Reason)
