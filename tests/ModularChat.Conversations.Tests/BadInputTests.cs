@@ -119,6 +119,20 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Contains("id", problem.GetProperty("detail").GetString(), StringComparison.OrdinalIgnoreCase);
     }
 
+    [Theory]
+    [InlineData("abc")]
+    [InlineData("1.5")]
+    [InlineData("99999999999999999999")]
+    public async Task A_malformed_sequence_answers_400_naming_it(string sequence)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "sequence" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.GetAsync($"/api/conversations/{c.Id}/messages/{sequence}")).ShouldBeProblem(400);
+
+        Assert.Contains("sequence", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task An_unknown_id_answers_404()
     {

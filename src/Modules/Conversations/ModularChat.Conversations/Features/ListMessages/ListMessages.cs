@@ -152,7 +152,7 @@ internal static class ListMessagesEndpoints
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound);
 
-        group.MapGet("/{id}/messages/{sequence:long}", async Task<Ok<MessageResponse>> (Guid id, long sequence, bool? includeArchived, ISender sender, CancellationToken ct)
+        group.MapGet("/{id}/messages/{sequence}", async Task<Ok<MessageResponse>> (Guid id, long sequence, bool? includeArchived, ISender sender, CancellationToken ct)
                 => TypedResults.Ok(await sender.Send(new GetMessage(id, sequence, includeArchived ?? false), ct)))
             .WithName("GetMessage")
             .WithSummary("Get one message by its sequence number")
