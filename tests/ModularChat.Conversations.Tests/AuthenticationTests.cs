@@ -39,6 +39,35 @@ public sealed class AuthenticationTests(ConversationsApp app)
         await (await Send(other)).ShouldBeProblem(401);
     }
 
+    [Theory]
+    [InlineData("alice", "a\0b", "control characters")]
+    [InlineData("alice", "tenant\n2", "control characters")]
+    [InlineData("alice", null, null)] // accepted: the subject is the tenant
+    [InlineData("", null, "names no tenant")]
+    public async Task A_token_whose_tenant_cannot_be_used_answers_401_saying_why(string subject, string? tenant, string? why)
+    {
+        var response = await Send(DevelopmentTokens.Create(app.Auth, subject, tenant));
+
+        if (why is null)
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            return;
+        }
+
+        var problem = await response.ShouldBeProblem(401);
+        Assert.Contains(why, problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_token_with_a_tenant_over_the_maximum_length_answers_401()
+    {
+        var problem = await (await Send(DevelopmentTokens.Create(app.Auth, "alice", new string('t', 257)))).ShouldBeProblem(401);
+        Assert.Contains("longer than 256", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        var longest = await Send(DevelopmentTokens.Create(app.Auth, "alice", new string('t', 256)));
+        Assert.Equal(HttpStatusCode.OK, longest.StatusCode);
+    }
+
     [Fact]
     public async Task A_valid_token_is_accepted()
     {

@@ -34,6 +34,22 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
         _explicitTenant = tenantId;
     }
 
+    /// <summary>The longest tenant id accepted (it is part of every row's key and index entries).</summary>
+    public const int MaxTenantIdLength = 256;
+
+    /// <summary>
+    /// Why <paramref name="tenantId"/> (a principal's, see <see cref="FromPrincipal"/>) cannot be used as a tenant id, or
+    /// null when it can: there must be one, of at most <see cref="MaxTenantIdLength"/> characters, without control
+    /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier).
+    /// </summary>
+    public static string? Unusable(string? tenantId) => tenantId switch
+    {
+        null => $"it names no tenant: it needs a '{TenantClaim}' or '{SubjectClaim}' claim",
+        { Length: > MaxTenantIdLength } => $"its tenant ('{TenantClaim}', else '{SubjectClaim}') is longer than {MaxTenantIdLength} characters",
+        _ when tenantId.Any(char.IsControl) => $"its tenant ('{TenantClaim}', else '{SubjectClaim}') holds control characters",
+        _ => null,
+    };
+
     /// <summary>The tenant of a principal: its <c>tenant</c> claim, else its <c>sub</c>.</summary>
     public static string? FromPrincipal(ClaimsPrincipal? user)
     {

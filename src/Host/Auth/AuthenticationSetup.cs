@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Security;
+using ModularChat.BuildingBlocks.Tenancy;
 
 namespace ModularChat.Host.Auth;
 
@@ -58,7 +59,18 @@ internal static class AuthenticationSetup
                 NameClaimType = "sub",
                 RoleClaimType = "role",
             };
-            options.Events = new JwtBearerEvents { OnChallenge = WriteProblemAsync };
+            options.Events = new JwtBearerEvents { OnChallenge = WriteProblemAsync, OnTokenValidated = RequireUsableTenant };
+        }
+
+        /// <summary>A token whose tenant cannot be used is refused here, before any request reads or writes with it.</summary>
+        private static Task RequireUsableTenant(TokenValidatedContext context)
+        {
+            if (TenantContext.Unusable(TenantContext.FromPrincipal(context.Principal)) is { } reason)
+            {
+                context.Fail(new UnusableTenantException($"The bearer token is valid, but {reason}."));
+            }
+
+            return Task.CompletedTask;
         }
 
         private static async Task WriteProblemAsync(JwtBearerChallengeContext context)
@@ -70,6 +82,7 @@ internal static class AuthenticationSetup
                 SecurityTokenInvalidSignatureException or SecurityTokenSignatureKeyNotFoundException => "The bearer token's signature is not valid.",
                 SecurityTokenInvalidAudienceException => "The bearer token is not meant for this service (audience).",
                 SecurityTokenInvalidIssuerException => "The bearer token comes from an issuer this service does not trust.",
+                UnusableTenantException unusable => unusable.Message,
                 not null => "The bearer token is not valid.",
                 null => "A bearer token is required: send 'Authorization: Bearer <token>' (locally, ./build.sh token --sub <you> prints one).",
             };
@@ -86,3 +99,6 @@ internal static class AuthenticationSetup
         }
     }
 }
+
+/// <summary>A valid token whose tenant (its <c>tenant</c> claim, else <c>sub</c>) cannot be used as a tenant id.</summary>
+internal sealed class UnusableTenantException(string message) : SecurityTokenValidationException(message);
