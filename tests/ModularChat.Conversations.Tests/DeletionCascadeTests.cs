@@ -61,6 +61,50 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         Assert.Empty(await RedisKeysMentioning(id));
     }
 
+    [Fact]
+    public async Task Appends_and_reads_racing_the_deletion_answer_201_200_or_404_and_leave_nothing_behind()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("race"));
+        var id = (await (await client.PostJson("/api/conversations", new { title = "raced" })).ReadAs<ConversationDto>(HttpStatusCode.Created)).Id;
+        var answers = new System.Collections.Concurrent.ConcurrentQueue<(string What, HttpStatusCode Status)>();
+        using var deleted = new CancellationTokenSource();
+
+        // Eight clients append singles and batches and read the context and the messages until, after the deletion,
+        // their appends are refused.
+        var racers = Enumerable.Range(0, 8).Select(n => Task.Run(async () =>
+        {
+            for (var i = 0; i < 200; i++)
+            {
+                var (what, response) = (i % 4) switch
+                {
+                    0 => ("append", await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = $"racer {n} turn {i}", externalId = $"r{n}-{i}" })),
+                    1 => ("batch", await client.PostJson($"/api/conversations/{id}/messages/batch",
+                        new { messages = Enumerable.Range(0, 5).Select(k => new { role = "assistant", content = $"racer {n} turn {i}.{k}" }) })),
+                    2 => ("context", await client.GetAsync($"/api/conversations/{id}/context?maxTokens=300")),
+                    _ => ("messages", await client.GetAsync($"/api/conversations/{id}/messages?limit=20&direction=backward")),
+                };
+                answers.Enqueue((what, response.StatusCode));
+                response.Dispose();
+                if (deleted.IsCancellationRequested && what is "append" or "batch" && response.StatusCode == HttpStatusCode.NotFound)
+                {
+                    return;
+                }
+            }
+        })).ToList();
+        await Eventually.Until(() => Task.FromResult(answers.Count), n => n >= 40, what: "The racers did not get going");
+
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
+        await deleted.CancelAsync();
+        await Task.WhenAll(racers);
+
+        var unexpected = answers.Where(a => a.Status is not (HttpStatusCode.OK or HttpStatusCode.Created or HttpStatusCode.NotFound)).ToList();
+        Assert.True(unexpected.Count == 0, "Unexpected answers: " + string.Join(", ", unexpected.Take(10)));
+        Assert.Contains(answers, a => a.What == "batch" && a.Status == HttpStatusCode.Created);
+        Assert.Contains(answers, a => a.What is "append" or "batch" && a.Status == HttpStatusCode.NotFound);
+        await (await client.GetAsync($"/api/conversations/{id}")).ShouldBeProblem(404);
+        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the raced conversation are left");
+    }
+
     private static Task WaitUntil(Func<Task<bool>> condition, string what)
         => Eventually.Until(condition, done => done, seconds: 30, what: $"No {what}");
 
