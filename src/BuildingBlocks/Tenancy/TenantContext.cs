@@ -45,10 +45,12 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     public static string? Unusable(string? tenantId) => tenantId switch
     {
         null => $"it names no tenant: it needs a '{TenantClaim}' or '{SubjectClaim}' claim",
-        { Length: > MaxTenantIdLength } => $"its tenant ('{TenantClaim}', else '{SubjectClaim}') is longer than {MaxTenantIdLength} characters",
-        _ when tenantId.Any(char.IsControl) => $"its tenant ('{TenantClaim}', else '{SubjectClaim}') holds control characters",
+        { Length: > MaxTenantIdLength } => $"{ItsTenant} is longer than {MaxTenantIdLength} characters",
+        _ when tenantId.Any(char.IsControl) => $"{ItsTenant} holds control characters",
         _ => null,
     };
+
+    private const string ItsTenant = $"its tenant ('{TenantClaim}', else '{SubjectClaim}')";
 
     /// <summary>The tenant of a principal: its <c>tenant</c> claim, else its <c>sub</c>.</summary>
     public static string? FromPrincipal(ClaimsPrincipal? user)

@@ -22,20 +22,10 @@ internal static partial class CachingSetup
             options.AbortOnConnectFail = false;
             // A cache that does not answer within 2 s is treated as down (RedisAvailability), unless the connection string says otherwise.
             var given = redis.ToLowerInvariant();
-            if (!given.Contains("connecttimeout=", StringComparison.Ordinal))
-            {
-                options.ConnectTimeout = 2000;
-            }
-
-            if (!given.Contains("synctimeout=", StringComparison.Ordinal))
-            {
-                options.SyncTimeout = 2000;
-            }
-
-            if (!given.Contains("asynctimeout=", StringComparison.Ordinal))
-            {
-                options.AsyncTimeout = 2000;
-            }
+            bool Given(string setting) => given.Contains(setting + "=", StringComparison.Ordinal);
+            options.ConnectTimeout = Given("connecttimeout") ? options.ConnectTimeout : 2000;
+            options.SyncTimeout = Given("synctimeout") ? options.SyncTimeout : 2000;
+            options.AsyncTimeout = Given("asynctimeout") ? options.AsyncTimeout : 2000;
 
             // A cache must not make requests wait for a Redis that is gone: fail at once while disconnected.
             options.BacklogPolicy = BacklogPolicy.FailFast;

@@ -44,7 +44,8 @@ internal static class PersistenceSetup
     /// npgsql/npgsql#6391 reports the same kind of corruption). Npgsql then closes that connection and its transaction
     /// rolls back, so nothing half-written stays. Every known source of such a value is refused or cleaned before the
     /// database now (StorableTextJsonConverter, StorableText); a statement that timed out while being prepared (a held
-    /// stream lock, three rounds on a fresh host) did not do it. Should the error show up again, <c>Max Auto Prepare=0</c> in the connection string turns preparation off.
+    /// stream lock, three rounds on a fresh host) did not do it. Should the error show up again, <c>Max Auto Prepare=0</c>
+    /// in the connection string turns preparation off.
     /// </remarks>
     public static string Tuned(string connectionString)
     {

@@ -269,7 +269,7 @@ internal sealed partial class ChatTurns(
                 }
             }
 
-            var answer = answerParts.Count > 0 ? StorableText.WithoutNul(answerParts[^1].Trim()) : "(the model returned no text)";
+            var answer = answerParts.Count > 0 ? answerParts[^1].Trim() : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -299,7 +299,8 @@ internal sealed partial class ChatTurns(
             // The turn's outcome is stored even if the client left while it was being written. What the model and the
             // tool servers wrote is stored without NUL characters, which PostgreSQL cannot store (a client's own text
             // with one is refused with a 400 instead).
-            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, toStore.Select(Storable).ToList(), CancellationToken.None);
+            var storable = toStore.Select(Storable).ToList();
+            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, storable, CancellationToken.None);
             var answerStored = stored[^1];
             var toolCalls = calls.Select((c, i) =>
             {
@@ -314,7 +315,7 @@ internal sealed partial class ChatTurns(
             owner.Metrics.ChatTurn("ok", streamed);
             _activity?.SetTag("modularchat.chat.tool_calls", toolCalls.Count);
             return new ChatTurnResponse(conversationId, new ChatMessageRef(user.MessageId, user.Sequence),
-                new ChatAnswer(answerStored.MessageId, answerStored.Sequence, answer), toolCalls, provider.Name, model,
+                new ChatAnswer(answerStored.MessageId, answerStored.Sequence, storable[^1].Content), toolCalls, provider.Name, model,
                 new ChatUsage(usage?.InputTokenCount, usage?.OutputTokenCount, usage?.TotalTokenCount),
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
