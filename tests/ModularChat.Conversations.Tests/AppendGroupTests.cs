@@ -73,6 +73,124 @@ public sealed class AppendGroupTests(ConversationsApp app)
         Assert.Equal(["first", "second"], page.Items.Select(m => m.Content));
     }
 
+    [Fact]
+    public async Task After_a_group_of_several_appends_the_writer_waits_for_as_many_to_queue_and_writes_them_together()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var blocked = await client.NewConversation("held");
+        var target = await client.NewConversation("cohort");
+        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
+
+        // Long enough that only the fourth append can end the wait. The options are the host's own instance, read at
+        // each wait; tests of a collection run one at a time.
+        using var wait = WaitSetTo(TimeSpan.FromSeconds(30));
+        await using var holder = await HoldStreamLock(blocked.Id);
+        var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
+        await app.WaitForLockWaiters(1);
+        var cohort = new List<Task<HttpResponseMessage>>();
+        for (var i = 1; i <= 3; i++)
+        {
+            cohort.Add(client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = $"turn {i}" }));
+            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == cohort.Count, seconds: 10);
+        }
+
+        // The held append's group is answered; four appends were in flight during it, three are queued: the writer waits.
+        await holder.DisposeAsync();
+        await (await held).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await Task.Delay(200);
+        Assert.All(cohort, t => Assert.False(t.IsCompleted));
+
+        cohort.Add(client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = "turn 4" }));
+        var answers = await Task.WhenAll(cohort).WaitAsync(TimeSpan.FromSeconds(20));
+
+        foreach (var answer in answers)
+        {
+            await answer.ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        }
+
+        Assert.Single(await Transactions(target.Id));
+        var page = await (await client.GetAsync($"/api/conversations/{target.Id}/messages")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(["turn 1", "turn 2", "turn 3", "turn 4"], page.Items.Select(m => m.Content));
+    }
+
+    [Fact]
+    public async Task The_wait_for_appends_that_do_not_come_ends_after_the_configured_time_and_a_lone_client_never_waits()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var blocked = await client.NewConversation("held");
+        var target = await client.NewConversation("late");
+        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
+
+        // A group of two (the held append and one queued behind it) leaves the writer expecting two: only one comes.
+        using (WaitSetTo(TimeSpan.FromMilliseconds(300)))
+        {
+            await using var holder = await HoldStreamLock(blocked.Id);
+            var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
+            await app.WaitForLockWaiters(1);
+            var late = client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = "late" });
+            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == 1, seconds: 10);
+            await holder.DisposeAsync();
+
+            await (await held.WaitAsync(TimeSpan.FromSeconds(20))).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            await (await late.WaitAsync(TimeSpan.FromSeconds(20))).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        }
+
+        // One client, one append at a time: each group holds one append, so nothing is waited for, however long the wait.
+        using (WaitSetTo(TimeSpan.FromMinutes(5)))
+        {
+            for (var i = 1; i <= 5; i++)
+            {
+                var answer = await client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = $"alone {i}" })
+                    .WaitAsync(TimeSpan.FromSeconds(30));
+                await answer.ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            }
+        }
+    }
+
+    /// <summary>Sets <see cref="ConversationsOptions.AppendGroupWait"/> on the host until disposed.</summary>
+    private IDisposable WaitSetTo(TimeSpan wait)
+    {
+        var settings = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value;
+        Assert.Equal(1, settings.AppendGroupConcurrency); // one writer per tenant: the one that waits
+        var before = settings.AppendGroupWait;
+        settings.AppendGroupWait = wait;
+        return new Restore(() => settings.AppendGroupWait = before);
+    }
+
+    /// <summary>Holds a conversation stream's row lock until disposed (rolled back).</summary>
+    private async Task<StreamLock> HoldStreamLock(Guid streamId)
+    {
+        var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var transaction = await connection.BeginTransactionAsync();
+        await Execute(connection, "select 1 from modularchat.mt_streams where id = @id for update", streamId);
+        return new StreamLock(connection, transaction);
+    }
+
+    private sealed class StreamLock(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        private bool _released;
+
+        public async ValueTask DisposeAsync()
+        {
+            if (_released)
+            {
+                return;
+            }
+
+            _released = true;
+            await transaction.RollbackAsync();
+            await connection.DisposeAsync();
+        }
+    }
+
+    private sealed class Restore(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
+    }
+
     private static async Task Execute(NpgsqlConnection connection, string sql, Guid id)
     {
         await using var command = new NpgsqlCommand(sql, connection);

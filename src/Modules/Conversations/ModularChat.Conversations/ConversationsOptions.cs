@@ -26,6 +26,12 @@ public sealed class ConversationsOptions
     /// </summary>
     public int AppendGroupConcurrency { get; set; } = 1;
 
+    /// <summary>
+    /// Longest a tenant's writer waits, after a transaction of several appends, for as many appends as were in flight
+    /// to queue again before it writes the next group (zero: never waits). A lone client never waits.
+    /// </summary>
+    public TimeSpan AppendGroupWait { get; set; } = TimeSpan.FromMilliseconds(2);
+
     public int MaxTitleLength { get; set; } = 200;
 
     public int MaxExternalIdLength { get; set; } = 200;
@@ -49,6 +55,7 @@ internal sealed class ConversationsOptionsValidator : AbstractValidator<Conversa
         RuleFor(o => o.MaxBatchSize).InclusiveBetween(1, 100_000);
         RuleFor(o => o.AppendGroupMaxMessages).InclusiveBetween(1, 100_000);
         RuleFor(o => o.AppendGroupConcurrency).InclusiveBetween(0, 64);
+        RuleFor(o => o.AppendGroupWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromSeconds(1));
         RuleFor(o => o.MaxTitleLength).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxExternalIdLength).InclusiveBetween(1, 1000);
         RuleFor(o => o.MaxMetadataEntries).InclusiveBetween(0, 1000);

@@ -38,6 +38,13 @@ internal sealed record PreparedAppend(
 /// several groups of a tenant are written at once and queue on a shared conversation's lock in either order: requests that are in flight together have no order among them, as without
 /// grouping; a client that waits for each answer before the next append keeps its order. Requests of at least
 /// <see cref="ConversationsOptions.AppendGroupMaxMessages"/> messages are written on their own, at once.
+/// <para>
+/// Under steady load the answered requests' clients come back while the next group is being written, so without
+/// more they split into two cohorts that take turns, each group half of what is in flight. So after a group of
+/// several appends the writer waits, up to <see cref="ConversationsOptions.AppendGroupWait"/>, until as many appends are
+/// queued as were in flight in the cycle just written (PostgreSQL's <c>commit_delay</c> with <c>commit_siblings</c> is the
+/// same idea). A lone client never waits: its group held one append. ADR 0005 has the measurements.
+/// </para>
 /// </remarks>
 internal sealed class AppendGroups(
     OutboxedSessionFactory outboxedSessions,
@@ -73,7 +80,7 @@ internal sealed class AppendGroups(
                     continue; // emptied and removed meanwhile: take the new one
                 }
 
-                lane.Queue.Enqueue(pending);
+                lane.Enqueue(pending);
                 metrics.AppendQueue(1);
                 if (lane.Writers >= settings.AppendGroupConcurrency)
                 {
@@ -113,8 +120,14 @@ internal sealed class AppendGroups(
     private async Task DrainAsync(string tenantId, Lane lane)
     {
         var maxMessages = options.Value.AppendGroupMaxMessages;
+        var inFlight = 0; // appends in flight during the last group's write: its own and those queued meanwhile
         while (true)
         {
+            if (inFlight > 1)
+            {
+                await lane.GatherAsync(inFlight, options.Value.AppendGroupWait, clock);
+            }
+
             var group = new List<PendingAppend>();
             lock (lane)
             {
@@ -146,6 +159,10 @@ internal sealed class AppendGroups(
             }
 
             await WriteGroupAsync(tenantId, group);
+            lock (lane)
+            {
+                inFlight = Math.Min(group.Count + lane.Queue.Count, maxMessages);
+            }
         }
     }
 
@@ -267,9 +284,53 @@ internal sealed class AppendGroups(
             : batch.Query<StoredMessage>(_lookupSql, tenantId, conversationId, externalIds);
 
     /// <summary>The appends of one tenant waiting for a transaction, and how many writers drain them.</summary>
+    /// <remarks>Guarded by a lock on the lane itself.</remarks>
     private sealed class Lane
     {
+        private TaskCompletionSource? _gathering;
+        private int _gatherTarget;
+
         public Queue<PendingAppend> Queue { get; } = new();
+
+        /// <summary>Queues an append; the caller holds the lane's lock.</summary>
+        public void Enqueue(PendingAppend pending)
+        {
+            Queue.Enqueue(pending);
+            if (_gathering is not null && Queue.Count >= _gatherTarget)
+            {
+                _gathering.TrySetResult();
+            }
+        }
+
+        /// <summary>
+        /// Waits until <paramref name="count"/> appends are queued or <paramref name="wait"/> has passed. One writer
+        /// gathers at a time (another writer of the lane goes on at once).
+        /// </summary>
+        public async Task GatherAsync(int count, TimeSpan wait, TimeProvider clock)
+        {
+            if (wait <= TimeSpan.Zero)
+            {
+                return;
+            }
+
+            TaskCompletionSource gathering;
+            lock (this)
+            {
+                if (Queue.Count >= count || _gathering is not null)
+                {
+                    return;
+                }
+
+                _gathering = gathering = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+                _gatherTarget = count;
+            }
+
+            await Task.WhenAny(gathering.Task, Task.Delay(wait, clock));
+            lock (this)
+            {
+                _gathering = null;
+            }
+        }
 
         public int Writers { get; set; }
 
