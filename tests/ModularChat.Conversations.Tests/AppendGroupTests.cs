@@ -149,6 +149,48 @@ public sealed class AppendGroupTests(ConversationsApp app)
         }
     }
 
+    [Fact]
+    public async Task The_writer_does_not_wait_for_more_appends_once_the_queue_holds_a_full_group_of_messages()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var blocked = await client.NewConversation("held");
+        var target = await client.NewConversation("batches");
+        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
+        var maxMessages = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupMaxMessages;
+        const int perBatch = 50; // the suite's MaxBatchSize
+        var batches = maxMessages / perBatch + 1; // one more than a group can take
+        Assert.True(batches > 1);
+
+        using var wait = WaitSetTo(TimeSpan.FromSeconds(5));
+        await using var holder = await HoldStreamLock(blocked.Id);
+        var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
+        await app.WaitForLockWaiters(1);
+        var queued = new List<Task<HttpResponseMessage>>();
+        for (var b = 0; b < batches; b++)
+        {
+            var messages = Enumerable.Range(b * perBatch + 1, perBatch).Select(i => new { role = "user", content = $"line {i}" }).ToArray();
+            queued.Add(client.PostJson($"/api/conversations/{target.Id}/messages/batch", new { messages }));
+            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
+        }
+
+        // More appends were in flight than are queued, but the queue already holds more than one group's messages: the
+        // writer goes on at once (well inside the 5 s wait) with as many batches as fit.
+        await holder.DisposeAsync();
+        await (await held).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var full = await Task.WhenAll(queued.Take(batches - 1)).WaitAsync(TimeSpan.FromSeconds(4));
+        foreach (var answer in full)
+        {
+            await answer.ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        }
+
+        // The last one did not fit: it is written after the wait for its group ends.
+        await (await queued[^1].WaitAsync(TimeSpan.FromSeconds(30))).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        var stored = await (await client.GetAsync($"/api/conversations/{target.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(batches * perBatch, stored.MessageCount);
+        Assert.Equal(2, (await Transactions(target.Id)).Count);
+    }
+
     /// <summary>Sets <see cref="ConversationsOptions.AppendGroupWait"/> on the host until disposed.</summary>
     private IDisposable WaitSetTo(TimeSpan wait)
     {

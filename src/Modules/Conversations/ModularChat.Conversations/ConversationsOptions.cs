@@ -28,7 +28,7 @@ public sealed class ConversationsOptions
 
     /// <summary>
     /// Longest a tenant's writer waits, after a transaction of several appends, for as many appends as were in flight
-    /// to queue again before it writes the next group (zero: never waits). A lone client never waits.
+    /// (or a full group of messages) to queue again before it writes the next group (zero: never waits). A lone client never waits.
     /// </summary>
     public TimeSpan AppendGroupWait { get; set; } = TimeSpan.FromMilliseconds(2);
 

@@ -125,7 +125,7 @@ internal sealed class AppendGroups(
         {
             if (inFlight > 1)
             {
-                await lane.GatherAsync(inFlight, options.Value.AppendGroupWait, clock);
+                await lane.GatherAsync(inFlight, maxMessages, options.Value.AppendGroupWait, clock);
             }
 
             var group = new List<PendingAppend>();
@@ -134,7 +134,7 @@ internal sealed class AppendGroups(
                 var messages = 0;
                 while (lane.Queue.TryPeek(out var next) && (group.Count == 0 || messages + next.Append.Messages.Count <= maxMessages))
                 {
-                    lane.Queue.Dequeue();
+                    lane.Dequeue();
                     metrics.AppendQueue(-1);
                     if (next.CancellationToken.IsCancellationRequested)
                     {
@@ -288,7 +288,9 @@ internal sealed class AppendGroups(
     private sealed class Lane
     {
         private TaskCompletionSource? _gathering;
-        private int _gatherTarget;
+        private int _gatherAppends;
+        private int _gatherMessages;
+        private int _queuedMessages;
 
         public Queue<PendingAppend> Queue { get; } = new();
 
@@ -296,17 +298,21 @@ internal sealed class AppendGroups(
         public void Enqueue(PendingAppend pending)
         {
             Queue.Enqueue(pending);
-            if (_gathering is not null && Queue.Count >= _gatherTarget)
+            _queuedMessages += pending.Append.Messages.Count;
+            if (_gathering is not null && Gathered(_gatherAppends, _gatherMessages))
             {
                 _gathering.TrySetResult();
             }
         }
 
+        /// <summary>Takes the next append off the queue; the caller holds the lane's lock.</summary>
+        public void Dequeue() => _queuedMessages -= Queue.Dequeue().Append.Messages.Count;
+
         /// <summary>
-        /// Waits until <paramref name="count"/> appends are queued or <paramref name="wait"/> has passed. One writer
-        /// gathers at a time (another writer of the lane goes on at once).
+        /// Waits until <paramref name="appends"/> appends, or a full group of <paramref name="messages"/> messages, are
+        /// queued, or <paramref name="wait"/> has passed. One writer gathers at a time (another writer of the lane goes on at once).
         /// </summary>
-        public async Task GatherAsync(int count, TimeSpan wait, TimeProvider clock)
+        public async Task GatherAsync(int appends, int messages, TimeSpan wait, TimeProvider clock)
         {
             if (wait <= TimeSpan.Zero)
             {
@@ -316,13 +322,13 @@ internal sealed class AppendGroups(
             TaskCompletionSource gathering;
             lock (this)
             {
-                if (Queue.Count >= count || _gathering is not null)
+                if (Gathered(appends, messages) || _gathering is not null)
                 {
                     return;
                 }
 
                 _gathering = gathering = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-                _gatherTarget = count;
+                (_gatherAppends, _gatherMessages) = (appends, messages);
             }
 
             await Task.WhenAny(gathering.Task, Task.Delay(wait, clock));
@@ -331,6 +337,8 @@ internal sealed class AppendGroups(
                 _gathering = null;
             }
         }
+
+        private bool Gathered(int appends, int messages) => Queue.Count >= appends || _queuedMessages >= messages;
 
         public int Writers { get; set; }
 
