@@ -26,10 +26,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         // takes an append to it and waits, so everything sent meanwhile queues.
         var writers = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupConcurrency;
         Assert.True(writers > 0, "group commit is off");
-        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
-        await holder.OpenAsync();
-        await using var lockTransaction = await holder.BeginTransactionAsync();
-        await Execute(holder, "select 1 from modularchat.mt_streams where id = @id for update", blocked.Id);
+        await using var holder = await HoldStreamLock(blocked.Id);
         var waiting = new List<Task<HttpResponseMessage>>();
         for (var writer = 1; writer <= writers; writer++)
         {
@@ -38,7 +35,6 @@ public sealed class AppendGroupTests(ConversationsApp app)
         }
 
         // Sent one after the other, each once the one before is queued, so they queue in this order.
-        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
         var single = $"/api/conversations/{target.Id}/messages";
         var queued = new List<Task<HttpResponseMessage>>();
         foreach (var (url, body) in new (string, object)[]
@@ -49,12 +45,11 @@ public sealed class AppendGroupTests(ConversationsApp app)
                      ($"{single}/batch", new { messages = new[] { new { role = "assistant", content = "first again", externalId = "e1" }, new { role = "assistant", content = "second", externalId = "e2" } } }),
                  })
         {
-            queued.Add(client.PostJson(url, body));
-            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
+            await Queue(user, queued, client.PostJson(url, body));
         }
 
         Assert.All(queued, t => Assert.False(t.IsCompleted)); // still queued behind the lock
-        await lockTransaction.RollbackAsync();
+        await holder.DisposeAsync();
 
         Assert.All(await Task.WhenAll(waiting), r => Assert.Equal(HttpStatusCode.Created, r.StatusCode));
         var first = await (await queued[0]).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -80,19 +75,16 @@ public sealed class AppendGroupTests(ConversationsApp app)
         using var client = app.Client(user);
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("cohort");
-        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
 
         // Long enough that only the fourth append can end the wait. The options are the host's own instance, read at
         // each wait; tests of a collection run one at a time.
         using var wait = WaitSetTo(TimeSpan.FromSeconds(30));
-        await using var holder = await HoldStreamLock(blocked.Id);
-        var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
-        await app.WaitForLockWaiters(1);
+        var (holder, held) = await HoldAnAppend(client, blocked.Id);
+        await using var _ = holder;
         var cohort = new List<Task<HttpResponseMessage>>();
         for (var i = 1; i <= 3; i++)
         {
-            cohort.Add(client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = $"turn {i}" }));
-            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == cohort.Count, seconds: 10);
+            await Queue(user, cohort, client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = $"turn {i}" }));
         }
 
         // The held append's group is answered; four appends were in flight during it, three are queued: the writer waits.
@@ -121,16 +113,15 @@ public sealed class AppendGroupTests(ConversationsApp app)
         using var client = app.Client(user);
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("late");
-        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
 
         // A group of two (the held append and one queued behind it) leaves the writer expecting two: only one comes.
         using (WaitSetTo(TimeSpan.FromMilliseconds(300)))
         {
-            await using var holder = await HoldStreamLock(blocked.Id);
-            var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
-            await app.WaitForLockWaiters(1);
-            var late = client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = "late" });
-            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == 1, seconds: 10);
+            var (holder, held) = await HoldAnAppend(client, blocked.Id);
+            await using var _ = holder;
+            List<Task<HttpResponseMessage>> queued = [];
+            await Queue(user, queued, client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = "late" }));
+            var late = queued[0];
             await holder.DisposeAsync();
 
             await (await held.WaitAsync(TimeSpan.FromSeconds(20))).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -156,22 +147,19 @@ public sealed class AppendGroupTests(ConversationsApp app)
         using var client = app.Client(user);
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("batches");
-        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
         var maxMessages = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupMaxMessages;
         const int perBatch = 50; // the suite's MaxBatchSize
         var batches = maxMessages / perBatch + 1; // one more than a group can take
         Assert.True(batches > 1);
 
         using var wait = WaitSetTo(TimeSpan.FromSeconds(5));
-        await using var holder = await HoldStreamLock(blocked.Id);
-        var held = client.PostJson($"/api/conversations/{blocked.Id}/messages", new { role = "user", content = "held" });
-        await app.WaitForLockWaiters(1);
+        var (holder, held) = await HoldAnAppend(client, blocked.Id);
+        await using var _ = holder;
         var queued = new List<Task<HttpResponseMessage>>();
         for (var b = 0; b < batches; b++)
         {
             var messages = Enumerable.Range(b * perBatch + 1, perBatch).Select(i => new { role = "user", content = $"line {i}" }).ToArray();
-            queued.Add(client.PostJson($"/api/conversations/{target.Id}/messages/batch", new { messages }));
-            await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
+            await Queue(user, queued, client.PostJson($"/api/conversations/{target.Id}/messages/batch", new { messages }));
         }
 
         // More appends were in flight than are queued, but the queue already holds more than one group's messages: the
@@ -199,6 +187,23 @@ public sealed class AppendGroupTests(ConversationsApp app)
         var before = settings.AppendGroupWait;
         settings.AppendGroupWait = wait;
         return new Restore(() => settings.AppendGroupWait = before);
+    }
+
+    /// <summary>Holds <paramref name="conversationId"/>'s stream lock and sends an append to it, which the tenant's writer takes and waits with.</summary>
+    private async Task<(StreamLock Lock, Task<HttpResponseMessage> Held)> HoldAnAppend(HttpClient client, Guid conversationId)
+    {
+        var holder = await HoldStreamLock(conversationId);
+        var held = client.PostJson($"/api/conversations/{conversationId}/messages", new { role = "user", content = "held" });
+        await app.WaitForLockWaiters(1);
+        return (holder, held);
+    }
+
+    /// <summary>Adds <paramref name="request"/> to <paramref name="queued"/> once it waits in <paramref name="user"/>'s queue, so requests queue in the order sent.</summary>
+    private async Task Queue(string user, List<Task<HttpResponseMessage>> queued, Task<HttpResponseMessage> request)
+    {
+        queued.Add(request);
+        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
+        await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
     }
 
     /// <summary>Holds a conversation stream's row lock until disposed (rolled back).</summary>

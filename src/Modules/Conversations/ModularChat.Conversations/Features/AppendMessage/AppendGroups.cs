@@ -161,7 +161,7 @@ internal sealed class AppendGroups(
             await WriteGroupAsync(tenantId, group);
             lock (lane)
             {
-                inFlight = Math.Min(group.Count + lane.Queue.Count, maxMessages);
+                inFlight = group.Count + lane.Queue.Count;
             }
         }
     }
