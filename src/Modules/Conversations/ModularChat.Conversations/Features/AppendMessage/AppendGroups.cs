@@ -331,7 +331,8 @@ internal sealed class AppendGroups(
                 (_gatherAppends, _gatherMessages) = (appends, messages);
             }
 
-            await Task.WhenAny(gathering.Task, Task.Delay(wait, clock));
+            // WaitAsync drops its timer as soon as the queue is gathered (a Task.Delay would keep it until it fired); a timeout is no error.
+            await gathering.Task.WaitAsync(wait, clock).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             lock (this)
             {
                 _gathering = null;
