@@ -123,6 +123,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         using var http = env.Client($"bench-batch-{Guid.NewGuid():N}", batchClients);
         var conversations = await CreateConversationsAsync(http, batchClients);
         var counters = new int[batchClients];
+        long backlogBefore = 0;
         var (rate, _) = await Load.RunAsync(batchClients, BatchWarmUp, Measure, async client =>
         {
             var first = counters[client];
@@ -132,7 +133,14 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
             using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages/batch", new { messages });
             response.EnsureSuccessStatusCode();
             return batchSize;
-        }, env.AnalyzeAsync);
+        }, async () =>
+        {
+            await env.AnalyzeAsync();
+            backlogBefore = await SearchBacklogAsync();
+        });
+
+        // Whether the search indexing kept up with the batches while they were measured, or fell behind (and by how much).
+        results.Add("batch_search_backlog_growth", await SearchBacklogAsync() - backlogBefore);
         return rate;
     }
 
