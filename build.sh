@@ -25,6 +25,12 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 
 log() { printf '\033[1;34m[build]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[build]\033[0m %s\n' "$*" >&2; exit 1; }
+# A server's log that has grown past 10 MiB is kept as <name>.1 (replacing the previous one) before the server starts again.
+rotate_log() {
+  local file="$1"
+  [[ -f "$file" ]] && (( $(stat -c %s "$file") > 10 * 1024 * 1024 )) && mv -f "$file" "$file.1"
+  return 0
+}
 
 # ---------------------------------------------------------------------------
 # Local NuGet feed. Marten -> Weasel -> Patched.DistributedLock.Postgres needs
@@ -117,6 +123,7 @@ EOF
   if ! pg_running; then
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     [[ "$(id -u)" == "0" ]] && chown -R postgres:postgres "$PGDATA_DIR"
+    rotate_log "$PGDATA_DIR/server.log"
     as_pg "$bin/pg_ctl" -D "$PGDATA_DIR" -l "$PGDATA_DIR/server.log" -w -t 60 start >/dev/null \
       || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "PostgreSQL did not start"; }
     STARTED_PG=1
@@ -167,6 +174,7 @@ ensure_redis() {
   mkdir -p "$REDIS_DIR"
   if ! redis_running; then
     log "starting Redis on 127.0.0.1:$REDIS_PORT"
+    rotate_log "$REDIS_DIR/redis.log"
     redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes --dir "$REDIS_DIR" \
       --pidfile "$REDIS_DIR/redis.pid" --logfile "$REDIS_DIR/redis.log" --save "" --appendonly no >/dev/null
     for _ in $(seq 1 50); do redis_running && break; sleep 0.1; done
