@@ -24,7 +24,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
 
         // Hold the first conversation's stream lock: each of the tenant's writers (Conversations:AppendGroupConcurrency)
         // takes an append to it and waits, so everything sent meanwhile queues.
-        var writers = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupConcurrency;
+        var writers = Settings.AppendGroupConcurrency;
         Assert.True(writers > 0, "group commit is off");
         await using var holder = await HoldStreamLock(blocked.Id);
         var waiting = new List<Task<HttpResponseMessage>>();
@@ -147,7 +147,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         using var client = app.Client(user);
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("batches");
-        var maxMessages = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value.AppendGroupMaxMessages;
+        var maxMessages = Settings.AppendGroupMaxMessages;
         const int perBatch = 50; // the suite's MaxBatchSize
         var batches = maxMessages / perBatch + 1; // one more than a group can take
         Assert.True(batches > 1);
@@ -179,10 +179,13 @@ public sealed class AppendGroupTests(ConversationsApp app)
         Assert.Equal(2, (await Transactions(target.Id)).Count);
     }
 
+    /// <summary>The host's own options instance: what the append writers read.</summary>
+    private ConversationsOptions Settings => app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value;
+
     /// <summary>Sets <see cref="ConversationsOptions.AppendGroupWait"/> on the host until disposed.</summary>
     private IDisposable WaitSetTo(TimeSpan wait)
     {
-        var settings = app.Host.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value;
+        var settings = Settings;
         Assert.Equal(1, settings.AppendGroupConcurrency); // one writer per tenant: the one that waits
         var before = settings.AppendGroupWait;
         settings.AppendGroupWait = wait;

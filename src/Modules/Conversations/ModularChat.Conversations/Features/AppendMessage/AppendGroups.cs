@@ -105,7 +105,7 @@ internal sealed class AppendGroups(
 
         lock (lane)
         {
-            return lane.Queue.Count;
+            return lane.Count;
         }
     }
 
@@ -132,7 +132,7 @@ internal sealed class AppendGroups(
             lock (lane)
             {
                 var messages = 0;
-                while (lane.Queue.TryPeek(out var next) && (group.Count == 0 || messages + next.Append.Messages.Count <= maxMessages))
+                while (lane.TryPeek(out var next) && (group.Count == 0 || messages + next.Append.Messages.Count <= maxMessages))
                 {
                     lane.Dequeue();
                     metrics.AppendQueue(-1);
@@ -161,7 +161,7 @@ internal sealed class AppendGroups(
             await WriteGroupAsync(tenantId, group);
             lock (lane)
             {
-                inFlight = group.Count + lane.Queue.Count;
+                inFlight = group.Count + lane.Count;
             }
         }
     }
@@ -292,12 +292,18 @@ internal sealed class AppendGroups(
         private int _gatherMessages;
         private int _queuedMessages;
 
-        public Queue<PendingAppend> Queue { get; } = new();
+        private readonly Queue<PendingAppend> _queue = new();
+
+        /// <summary>Appends queued; the caller holds the lane's lock.</summary>
+        public int Count => _queue.Count;
+
+        /// <summary>The next append, left on the queue; the caller holds the lane's lock.</summary>
+        public bool TryPeek([System.Diagnostics.CodeAnalysis.MaybeNullWhen(false)] out PendingAppend next) => _queue.TryPeek(out next);
 
         /// <summary>Queues an append; the caller holds the lane's lock.</summary>
         public void Enqueue(PendingAppend pending)
         {
-            Queue.Enqueue(pending);
+            _queue.Enqueue(pending);
             _queuedMessages += pending.Append.Messages.Count;
             if (_gathering is not null && Gathered(_gatherAppends, _gatherMessages))
             {
@@ -306,7 +312,7 @@ internal sealed class AppendGroups(
         }
 
         /// <summary>Takes the next append off the queue; the caller holds the lane's lock.</summary>
-        public void Dequeue() => _queuedMessages -= Queue.Dequeue().Append.Messages.Count;
+        public void Dequeue() => _queuedMessages -= _queue.Dequeue().Append.Messages.Count;
 
         /// <summary>
         /// Waits until <paramref name="appends"/> appends, or a full group of <paramref name="messages"/> messages, are
@@ -339,7 +345,7 @@ internal sealed class AppendGroups(
             }
         }
 
-        private bool Gathered(int appends, int messages) => Queue.Count >= appends || _queuedMessages >= messages;
+        private bool Gathered(int appends, int messages) => _queue.Count >= appends || _queuedMessages >= messages;
 
         public int Writers { get; set; }
 
