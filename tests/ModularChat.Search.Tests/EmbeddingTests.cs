@@ -80,6 +80,43 @@ public sealed class EmbeddingTests(SearchApp app)
         }
     }
 
+    [Fact]
+    public async Task Vectors_are_stored_as_int8_and_one_of_another_format_is_read_then_embedded_again()
+    {
+        var user = ModularChatApp.NewUser();
+        app.OpenAi.Embedder = TopicEmbedding;
+        await app.Providers.UseAsync(user, "fake-embed-3");
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("formats", Message("I finally bought a car last week."), Message("Our dog chased the mailman again."));
+            await client.WaitForIndexing(2);
+            Assert.Equal([8, 8], await VectorLengthsAsync(user)); // 4 dimensions: a float32 scale and a byte each
+
+            // A float32 vector (the only format before 2026-12-02) is read as it was written: here, the car message as one about dogs.
+            var before = await ScoreOfCarAsync(client, "cat");
+            var car = await ExecuteAsync<Guid>(
+                "select id from modularchat.mc_search_entries where tenant_id = $1 and content like '%car%'", user);
+            await ExecuteAsync<int>(
+                "update modularchat.mc_search_vectors set vector = $2, txid = pg_current_xact_id() where tenant_id = $1 and entry_id = $3 returning 1",
+                user, TopicEmbedding("dog").SelectMany(BitConverter.GetBytes).ToArray(), car);
+            Assert.Equal([8, 16], await VectorLengthsAsync(user));
+            var after = await ScoreOfCarAsync(client, "cat");
+            Assert.True(after - before > 0.8, $"{before} -> {after}"); // its own cosine with "cat" went from ~0 to ~1
+
+            // Queued again (an edit, a rebuild), it is embedded again in the configured format although its model and text are unchanged.
+            await ExecuteAsync<int>(
+                "insert into modularchat.mc_search_pending (tenant_id, entry_id, conversation_id) " +
+                "select tenant_id, id, conversation_id from modularchat.mc_search_entries where tenant_id = $1 and id = $2 returning 1", user, car);
+            Assert.Equal([8, 8], await Eventually.Until(() => VectorLengthsAsync(user), l => l.SequenceEqual([8, 8])));
+            Assert.Equal(before, await ScoreOfCarAsync(client, "cat"), 3);
+        }
+        finally
+        {
+            await app.Providers.UseAsync(user, null);
+        }
+    }
+
     /// <summary>A tiny "language model": one dimension per topic, synonyms included.</summary>
     private static float[] TopicEmbedding(string text)
     {
@@ -104,6 +141,40 @@ public sealed class EmbeddingTests(SearchApp app)
         }
 
         return models;
+    }
+
+    private static async Task<double> ScoreOfCarAsync(HttpClient client, string query)
+    {
+        var hits = (await (await client.GetAsync($"/api/search?q={query}&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        return hits.Single(h => h.Snippet.Contains("car", StringComparison.Ordinal)).Score;
+    }
+
+    private async Task<List<int>> VectorLengthsAsync(string tenant)
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(
+            "select octet_length(vector) from modularchat.mc_search_vectors where tenant_id = $1 order by 1", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
+        var lengths = new List<int>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            lengths.Add(reader.GetInt32(0));
+        }
+
+        return lengths;
+    }
+
+    private async Task<T> ExecuteAsync<T>(string sql, params object[] parameters)
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var parameter in parameters)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = parameter });
+        }
+
+        return (T)(await command.ExecuteScalarAsync())!;
     }
 
     private async Task<int> AttemptsAsync(string tenant)

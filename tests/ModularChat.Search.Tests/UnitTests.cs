@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using ModularChat.Search.Embeddings;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Searching;
@@ -72,6 +73,37 @@ public sealed class UnitTests
         var scale = VectorMath.Quantize(vector, q);
         Assert.Equal(-127, q[0]);
         Assert.Equal(1f, VectorMath.Dot(q, q) * scale * scale, 2);
+    }
+
+    [Fact]
+    public void Stored_vectors_are_told_apart_by_length_and_read_back()
+    {
+        var random = new Random(7);
+        var vector = Enumerable.Range(0, 1024).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
+        var unit = vector.ToArray();
+        VectorMath.Normalize(unit);
+
+        var int8 = VectorBytes.Encode(vector, VectorPrecision.Int8);
+        var float32 = VectorBytes.Encode(vector, VectorPrecision.Float32);
+
+        Assert.Equal(1028, int8.Length);
+        Assert.Equal(4096, float32.Length);
+        Assert.Equal(VectorPrecision.Int8, VectorBytes.FormatOf(int8.Length, 1024));
+        Assert.Equal(VectorPrecision.Float32, VectorBytes.FormatOf(float32.Length, 1024));
+        Assert.Null(VectorBytes.FormatOf(2048, 1024));
+        Assert.Equal(vector, VectorBytes.Decode(float32, 1024)); // exact
+        var restored = VectorBytes.Decode(int8, 1024);
+        Assert.True(TensorPrimitives.CosineSimilarity(unit, restored) > 0.999f);
+        var error = new float[1024];
+        TensorPrimitives.Subtract(unit, restored, error);
+        Assert.InRange(MathF.Abs(TensorPrimitives.MaxMagnitude(error)), 0f, 0.001f); // at most half a step of 1/127 of the largest component
+        Assert.Empty(VectorBytes.Decode(int8.AsSpan(1), 1024)); // neither format: skipped, not misread
+
+        // Quantizing what was read gives back the stored bytes, so the in-memory index holds exactly what was stored.
+        VectorMath.Normalize(restored);
+        var again = new sbyte[1024];
+        VectorMath.Quantize(restored, again);
+        Assert.Equal(int8.AsSpan(4).ToArray(), MemoryMarshal.AsBytes(again.AsSpan()).ToArray());
     }
 
     [Theory]

@@ -131,7 +131,11 @@ public sealed class SearchEmbeddingOptions
 /// <summary>How vectors are held in memory for nearest-neighbour search (section <c>Search:VectorIndex</c>).</summary>
 public sealed class VectorIndexOptions
 {
-    /// <summary>Int8: 1 byte per dimension (a quarter of float32, same recall here); Float32: exact cosine on the stored floats.</summary>
+    /// <summary>
+    /// How vectors are stored in PostgreSQL and held in memory. Int8: 1 byte per dimension (a quarter of float32, same
+    /// recall here, and cheaper to write); Float32: exact cosine on the model's floats. Either format is read; a vector stored
+    /// in the other one is embedded again when its entry is next queued (a rebuild queues them all).
+    /// </summary>
     public VectorPrecision Precision { get; set; } = VectorPrecision.Int8;
 
     /// <summary>How stale a node's copy of a tenant's vectors may be before a search catches up with PostgreSQL.</summary>
@@ -144,7 +148,7 @@ public sealed class VectorIndexOptions
     public int MaxMemoryMegabytes { get; set; } = 2048;
 }
 
-/// <summary>How vectors are held in memory.</summary>
+/// <summary>How vectors are stored and held in memory.</summary>
 public enum VectorPrecision
 {
     /// <summary>8-bit scalar quantization per vector (default).</summary>

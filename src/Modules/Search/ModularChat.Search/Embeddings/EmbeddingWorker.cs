@@ -30,6 +30,7 @@ internal sealed partial class EmbeddingWorker(
     private static readonly TimeSpan Lease = TimeSpan.FromMinutes(5);
 
     private readonly SearchEmbeddingOptions _options = options.Value.Embeddings;
+    private readonly VectorPrecision _precision = options.Value.VectorIndex.Precision;
     private readonly ConcurrentQueue<string> _modelChecks = new();
     private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _wake = new(0, 1);
@@ -148,7 +149,8 @@ internal sealed partial class EmbeddingWorker(
 
     /// <summary>Reads claimed entries ($1 tenant, $2 ids) with the model and text hash of their current vectors.</summary>
     internal static string ReadSql(SearchSchema schema) => $"""
-        select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash
+        select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash,
+               v.dimensions, octet_length(v.vector)
         from {schema.EntriesById(1, 2)}
         left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
         """;
@@ -169,7 +171,9 @@ internal sealed partial class EmbeddingWorker(
                 var kind = (EntryKind)reader.GetInt16(2);
                 var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7));
                 var fingerprint = EmbeddingText.Fingerprint(text);
-                var current = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint;
+                // A vector of another format (the precision setting changed since) is made again, like one of another model.
+                var current = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint
+                    && VectorBytes.FormatOf(reader.GetInt32(12), reader.GetInt32(11)) == _precision;
                 if (!current)
                 {
                     work.Add(new Work(reader.GetGuid(0), reader.GetGuid(1), kind, reader.GetInt64(3), reader.IsDBNull(4) ? null : reader.GetInt32(4),
@@ -251,7 +255,7 @@ internal sealed partial class EmbeddingWorker(
             store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Revision).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Integer });
             store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Role).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Varchar });
             store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => DateTime.SpecifyKind(w.CreatedAt, DateTimeKind.Utc)).ToArray() });
-            store.Parameters.Add(new NpgsqlParameter { Value = vectors.Select(v => VectorBytes.FromFloats(v)).ToArray() });
+            store.Parameters.Add(new NpgsqlParameter { Value = vectors.Select(v => VectorBytes.Encode(v, _precision)).ToArray() });
             store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => w.Fingerprint).ToArray() });
             store.Parameters.Add(new NpgsqlParameter { Value = work.Select(w => TermsLiteral(TextAnalyzer.TermIds(w.Text))).ToArray() });
             store.Parameters.Add(new NpgsqlParameter { Value = model });

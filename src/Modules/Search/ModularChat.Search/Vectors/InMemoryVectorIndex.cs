@@ -1,6 +1,5 @@
 using System.Collections.Concurrent;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.Search.Storage;
@@ -200,7 +199,7 @@ internal sealed partial class InMemoryVectorIndex(
     }
 
     private static string SelectVectors(SearchSchema schema)
-        => $"select entry_id, conversation_id, kind, sequence, revision, role, created_at, model, vector, terms from {schema.Vectors}";
+        => $"select entry_id, conversation_id, kind, sequence, revision, role, created_at, model, vector, terms, dimensions from {schema.Vectors}";
 
     private static NpgsqlBatchCommand Command(string sql, params object[] parameters)
     {
@@ -222,7 +221,7 @@ internal sealed partial class InMemoryVectorIndex(
         reader.IsDBNull(5) ? null : reader.GetString(5),
         reader.GetFieldValue<DateTimeOffset>(6),
         reader.GetString(7),
-        VectorBytes.ToFloats(reader.GetFieldValue<byte[]>(8)),
+        VectorBytes.Decode(reader.GetFieldValue<byte[]>(8), reader.GetInt32(10)),
         reader.GetFieldValue<int[]>(9));
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loaded {Count} vectors of tenant {TenantId} (model {Model}) into memory in {Milliseconds:F0} ms")]
@@ -230,35 +229,4 @@ internal sealed partial class InMemoryVectorIndex(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Evicted the vectors of tenant {TenantId} from memory ({Bytes} bytes) to stay within the memory budget")]
     private static partial void LogEvicted(ILogger logger, string tenantId, long bytes);
-}
-
-/// <summary>Vectors as stored in PostgreSQL: float32, little-endian, in a bytea.</summary>
-internal static class VectorBytes
-{
-    public static byte[] FromFloats(ReadOnlySpan<float> vector)
-    {
-        var bytes = MemoryMarshal.AsBytes(vector).ToArray();
-        if (!BitConverter.IsLittleEndian)
-        {
-            for (var i = 0; i < bytes.Length; i += 4)
-            {
-                Array.Reverse(bytes, i, 4);
-            }
-        }
-
-        return bytes;
-    }
-
-    public static float[] ToFloats(byte[] bytes)
-    {
-        if (!BitConverter.IsLittleEndian)
-        {
-            for (var i = 0; i + 4 <= bytes.Length; i += 4)
-            {
-                Array.Reverse(bytes, i, 4);
-            }
-        }
-
-        return MemoryMarshal.Cast<byte, float>(bytes.AsSpan(0, bytes.Length / 4 * 4)).ToArray();
-    }
 }
