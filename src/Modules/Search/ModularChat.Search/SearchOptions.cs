@@ -128,7 +128,7 @@ public sealed class SearchEmbeddingOptions
     public string? ApiKey { get; set; }
 }
 
-/// <summary>How vectors are held in memory for nearest-neighbour search (section <c>Search:VectorIndex</c>).</summary>
+/// <summary>How vectors are stored and held in memory for nearest-neighbour search (section <c>Search:VectorIndex</c>).</summary>
 public sealed class VectorIndexOptions
 {
     /// <summary>
