@@ -95,15 +95,18 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
                 new { role = "user", content = Payload(client, i), externalId = $"m-{i}" });
             response.EnsureSuccessStatusCode();
             return 1;
-        }, async () =>
-        {
-            await env.AnalyzeAsync();
-            backlogBefore = await SearchBacklogAsync();
-        });
+        }, async () => backlogBefore = await AnalyzeThenReadBacklogAsync());
 
         // Whether the background work kept up with the appends while they were measured, or was left behind.
         results.Add("append_search_backlog_growth", await SearchBacklogAsync() - backlogBefore);
         return measured;
+    }
+
+    /// <summary>After a warm-up: statistics as a long-running database would have them, then the search backlog to measure from.</summary>
+    private async Task<long> AnalyzeThenReadBacklogAsync()
+    {
+        await env.AnalyzeAsync();
+        return await SearchBacklogAsync();
     }
 
     /// <summary>Appended messages that have no search entry yet.</summary>
@@ -133,11 +136,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
             using var response = await http.PostAsJsonAsync($"/api/conversations/{conversations[client]}/messages/batch", new { messages });
             response.EnsureSuccessStatusCode();
             return batchSize;
-        }, async () =>
-        {
-            await env.AnalyzeAsync();
-            backlogBefore = await SearchBacklogAsync();
-        });
+        }, async () => backlogBefore = await AnalyzeThenReadBacklogAsync());
 
         // Whether the search indexing kept up with the batches while they were measured, or fell behind (and by how much).
         results.Add("batch_search_backlog_growth", await SearchBacklogAsync() - backlogBefore);

@@ -127,21 +127,8 @@ public sealed class EmbeddingTests(SearchApp app)
         return vector.Select(v => v / norm).ToArray();
     }
 
-    private async Task<List<string>> StoredModelsAsync(string tenant)
-    {
-        await using var connection = await app.OpenConnectionAsync();
-        await using var command = new NpgsqlCommand(
-            "select distinct model || ':' || dimensions from modularchat.mc_search_vectors where tenant_id = $1 order by 1", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
-        var models = new List<string>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            models.Add(reader.GetString(0));
-        }
-
-        return models;
-    }
+    private Task<List<string>> StoredModelsAsync(string tenant) => QueryAsync<string>(
+        "select distinct model || ':' || dimensions from modularchat.mc_search_vectors where tenant_id = $1 order by 1", tenant);
 
     private static async Task<double> ScoreOfCarAsync(HttpClient client, string query)
     {
@@ -149,23 +136,17 @@ public sealed class EmbeddingTests(SearchApp app)
         return hits.Single(h => h.Snippet.Contains("car", StringComparison.Ordinal)).Score;
     }
 
-    private async Task<List<int>> VectorLengthsAsync(string tenant)
-    {
-        await using var connection = await app.OpenConnectionAsync();
-        await using var command = new NpgsqlCommand(
-            "select octet_length(vector) from modularchat.mc_search_vectors where tenant_id = $1 order by 1", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
-        var lengths = new List<int>();
-        await using var reader = await command.ExecuteReaderAsync();
-        while (await reader.ReadAsync())
-        {
-            lengths.Add(reader.GetInt32(0));
-        }
+    private Task<List<int>> VectorLengthsAsync(string tenant)
+        => QueryAsync<int>("select octet_length(vector) from modularchat.mc_search_vectors where tenant_id = $1 order by 1", tenant);
 
-        return lengths;
-    }
+    private Task<int> AttemptsAsync(string tenant)
+        => ExecuteAsync<int>("select coalesce(max(attempts), 0) from modularchat.mc_search_pending where tenant_id = $1", tenant);
 
-    private async Task<T> ExecuteAsync<T>(string sql, params object[] parameters)
+    /// <summary>The first column of the first row.</summary>
+    private async Task<T> ExecuteAsync<T>(string sql, params object[] parameters) => (await QueryAsync<T>(sql, parameters))[0];
+
+    /// <summary>The first column of every row.</summary>
+    private async Task<List<T>> QueryAsync<T>(string sql, params object[] parameters)
     {
         await using var connection = await app.OpenConnectionAsync();
         await using var command = new NpgsqlCommand(sql, connection);
@@ -174,14 +155,13 @@ public sealed class EmbeddingTests(SearchApp app)
             command.Parameters.Add(new NpgsqlParameter { Value = parameter });
         }
 
-        return (T)(await command.ExecuteScalarAsync())!;
-    }
+        var values = new List<T>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            values.Add(reader.GetFieldValue<T>(0));
+        }
 
-    private async Task<int> AttemptsAsync(string tenant)
-    {
-        await using var connection = await app.OpenConnectionAsync();
-        await using var command = new NpgsqlCommand("select coalesce(max(attempts), 0) from modularchat.mc_search_pending where tenant_id = $1", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = tenant });
-        return (int)(await command.ExecuteScalarAsync())!;
+        return values;
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
 
 namespace ModularChat.Search.Vectors;
@@ -60,8 +61,8 @@ internal static class VectorBytes
                 return floats;
             case VectorPrecision.Int8:
                 var vector = new float[dimensions];
-                VectorMath.AddDequantized(
-                    MemoryMarshal.Cast<byte, sbyte>(bytes[ScaleBytes..]), BinaryPrimitives.ReadSingleLittleEndian(bytes), vector, new float[dimensions]);
+                TensorPrimitives.ConvertChecked(MemoryMarshal.Cast<byte, sbyte>(bytes[ScaleBytes..]), vector.AsSpan());
+                TensorPrimitives.Multiply(vector, BinaryPrimitives.ReadSingleLittleEndian(bytes), vector);
                 return vector;
             default:
                 return [];
