@@ -214,23 +214,8 @@ public sealed class BackgroundSummaryTests(SummariesApp app)
     {
         var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:Milestones"] = "50,10" }));
 
-        var all = string.Join(" | ", Flatten(error).Select(e => e.Message));
+        var all = string.Join(" | ", Exceptions.Flatten(error).Select(e => e.Message));
         Assert.Contains("Summaries:Milestones", all, StringComparison.Ordinal);
-        Assert.Contains(Flatten(error), e => e is OptionsValidationException);
-    }
-
-    private static IEnumerable<Exception> Flatten(Exception e)
-    {
-        for (var current = e; current is not null; current = current.InnerException)
-        {
-            yield return current;
-            if (current is AggregateException aggregate)
-            {
-                foreach (var inner in aggregate.InnerExceptions.SelectMany(Flatten))
-                {
-                    yield return inner;
-                }
-            }
-        }
+        Assert.Contains(Exceptions.Flatten(error), e => e is OptionsValidationException);
     }
 }

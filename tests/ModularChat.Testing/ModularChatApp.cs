@@ -24,8 +24,11 @@ public class ModularChatApp : IAsyncLifetime
     /// MODULARCHAT_TEST_DB_PREFIX so several checkouts can share one PostgreSQL).
     /// </param>
     public ModularChatApp(string? databaseName = null)
-        => _databaseName = databaseName ?? (Environment.GetEnvironmentVariable("MODULARCHAT_TEST_DB_PREFIX") ?? "mc_") + GetType().Assembly.GetName().Name!.Replace("ModularChat.", "", StringComparison.Ordinal)
-            .Replace(".", "_", StringComparison.Ordinal).ToLowerInvariant();
+        => _databaseName = databaseName ?? TestDatabase(GetType().Assembly.GetName().Name!.Replace("ModularChat.", "", StringComparison.Ordinal)
+            .Replace(".", "_", StringComparison.Ordinal).ToLowerInvariant());
+
+    /// <summary><paramref name="name"/> with this checkout's test database prefix (MODULARCHAT_TEST_DB_PREFIX, else <c>mc_</c>).</summary>
+    public static string TestDatabase(string name) => (Environment.GetEnvironmentVariable("MODULARCHAT_TEST_DB_PREFIX") ?? "mc_") + name;
 
     public IAlbaHost Host { get; private set; } = null!;
 

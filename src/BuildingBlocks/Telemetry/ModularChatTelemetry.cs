@@ -22,6 +22,8 @@ public static class MetricNames
     public const string CacheLookups = "modularchat.cache.lookups";
     public const string RetentionMessages = "modularchat.retention.messages";
     public const string RetentionBytes = "modularchat.retention.bytes";
+    public const string AppendRate = "modularchat.messages.append_rate";
+    public const string BackgroundYield = "modularchat.background.yield.duration";
 
     // Providers: LLM calls, MCP tools, chat turns.
     public const string LlmCallDuration = "modularchat.llm.call.duration";

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
@@ -30,6 +31,7 @@ public static class ConversationsModule
         services.AddValidatedOptions<ConversationsOptions, ConversationsOptionsValidator>(ConversationsOptions.Section);
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
+        services.AddAppendBursts();
         services.AddSingleton<AppendGroups>();
         services.AddSingleton<IConversationMessages, ConversationMessages>();
         services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);

@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Providers.Contracts;
@@ -34,6 +35,7 @@ public static class SearchModule
         // No Providers module in the process: every tenant uses the configured or built-in embedder.
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
         services.AddSingleton<SearchDatabase>();
+        services.AddAppendBursts();
         services.AddHostedService<LanguageCheck>();
         services.AddHostedService<TombstoneCleanup>();
         services.AddSingleton(sp => new HashedEmbedder(sp.GetRequiredService<IOptions<SearchOptions>>().Value.Embeddings.BuiltInDimensions));
@@ -61,7 +63,8 @@ public static class SearchModule
             options.Storage.ExtendedSchemaObjects.Add(table);
         }
 
-        options.Projections.Add(new SearchEntriesProjection(schema, search.Language, search.SpeakerKeys, services.GetRequiredService<IConversationMessages>), JasperFx.Events.Projections.ProjectionLifecycle.Async);
+        options.Projections.Add(new SearchEntriesProjection(schema, search.Language, search.SpeakerKeys, services.GetRequiredService<IConversationMessages>,
+            services.GetRequiredService<AppendBursts>()), JasperFx.Events.Projections.ProjectionLifecycle.Async);
         return options;
     }
 

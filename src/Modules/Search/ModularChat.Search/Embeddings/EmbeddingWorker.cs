@@ -4,6 +4,7 @@ using System.Globalization;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Search.Storage;
 using ModularChat.Search.Vectors;
@@ -24,6 +25,7 @@ internal sealed partial class EmbeddingWorker(
     TenantEmbedders embedders,
     IOptions<SearchOptions> options,
     SearchMetrics metrics,
+    AppendBursts bursts,
     TimeProvider clock,
     ILogger<EmbeddingWorker> logger) : BackgroundService
 {
@@ -78,6 +80,7 @@ internal sealed partial class EmbeddingWorker(
             var processed = 0;
             try
             {
+                await YieldToBurstAsync(stoppingToken);
                 await CheckModelsAsync(stoppingToken);
                 processed = await ProcessBatchAsync(stoppingToken);
             }
@@ -102,6 +105,26 @@ internal sealed partial class EmbeddingWorker(
                     return;
                 }
             }
+        }
+    }
+
+    /// <summary>
+    /// While this node ingests a burst of appends, waits for it to end, or until the oldest due row of the queue is
+    /// <see cref="BuildingBlocks.Background.BackgroundOptions.MaxYieldLag"/> old.
+    /// </summary>
+    private async Task YieldToBurstAsync(CancellationToken cancellationToken)
+    {
+        if (!bursts.Bursting)
+        {
+            return;
+        }
+
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var oldest = new NpgsqlCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()", connection);
+        if (await oldest.ExecuteScalarAsync(cancellationToken) is DateTime due)
+        {
+            await connection.CloseAsync();
+            await bursts.YieldAsync(new DateTimeOffset(due, TimeSpan.Zero), "search.embedding", cancellationToken);
         }
     }
 

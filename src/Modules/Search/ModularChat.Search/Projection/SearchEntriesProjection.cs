@@ -4,6 +4,7 @@ using JasperFx.Events;
 using JasperFx.Events.Projections;
 using Marten;
 using Marten.Events.Projections;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Storage;
 using ModularChat.Summaries.Contracts;
@@ -32,11 +33,15 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
     private readonly string _unindexedSql;
     private readonly SearchRemovals _removals;
     private readonly Func<IConversationMessages> _messages;
+    private readonly AppendBursts _bursts;
 
     /// <param name="messages">Reads archived messages (resolved when first needed: the store is being built when this is).</param>
-    public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys, Func<IConversationMessages> messages)
+    /// <param name="bursts">Indexing waits while this node ingests a burst of appends (up to its lag limit), and catches up after.</param>
+    public SearchEntriesProjection(SearchSchema schema, string language, IReadOnlyList<string> speakerKeys, Func<IConversationMessages> messages,
+        AppendBursts bursts)
     {
         _messages = messages;
+        _bursts = bursts;
         _schema = schema;
         _language = language;
         _speakerKeys = [.. speakerKeys];
@@ -65,6 +70,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
 
     public async Task ApplyAsync(IDocumentOperations operations, IReadOnlyList<IEvent> events, CancellationToken cancellation)
     {
+        if (events.Count > 0)
+        {
+            // Before any statement of this page: nothing is held while it waits. A rebuild's old events never wait.
+            await _bursts.YieldAsync(events[0].Timestamp, "search.indexing", cancellation);
+        }
+
         // Events of one tenant, in order. Inserts are gathered until a deletion, so order is kept where it matters.
         var batch = new EntryBatch();
         foreach (var e in events)

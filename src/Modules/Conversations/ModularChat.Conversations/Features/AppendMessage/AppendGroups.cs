@@ -4,6 +4,7 @@ using Marten;
 using Marten.Services.BatchQuerying;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Caching;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.Conversations.Contracts;
@@ -52,6 +53,7 @@ internal sealed class AppendGroups(
     IWolverineRuntime runtime,
     TimeProvider clock,
     ConversationsMetrics metrics,
+    AppendBursts bursts,
     CacheGenerations generations,
     IOptions<ConversationsOptions> options,
     ILogger<AppendGroups> logger)
@@ -249,6 +251,7 @@ internal sealed class AppendGroups(
             try
             {
                 metrics.AppendGroup(group.Count);
+                bursts.Record(written.Sum(s => s.Appended.Count));
                 foreach (var state in written)
                 {
                     metrics.Appended(state.Appended);

@@ -1,0 +1,167 @@
+using System.Diagnostics.Metrics;
+using FluentValidation;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Options;
+using ModularChat.BuildingBlocks.Telemetry;
+
+namespace ModularChat.BuildingBlocks.Background;
+
+/// <summary>When background work steps aside for a burst of appends (configuration section <c>Background</c>).</summary>
+public sealed class BackgroundOptions
+{
+    public const string Section = "Background";
+
+    /// <summary>
+    /// Messages appended on this node in the last second from which the node counts as ingesting a burst (a bulk import:
+    /// batches), and background work that can wait (search indexing, embedding) waits for the burst to end. 0: never.
+    /// The default is above what single chat appends reach, so live chat traffic is indexed as it comes.
+    /// </summary>
+    public int YieldAboveMessagesPerSecond { get; set; } = 5000;
+
+    /// <summary>
+    /// How far behind the appends background work may fall while it waits for a burst: work older than this runs even
+    /// while the burst goes on, so under a long burst the work keeps this lag instead of stopping.
+    /// </summary>
+    public TimeSpan MaxYieldLag { get; set; } = TimeSpan.FromSeconds(60);
+}
+
+internal sealed class BackgroundOptionsValidator : AbstractValidator<BackgroundOptions>
+{
+    public BackgroundOptionsValidator()
+    {
+        RuleFor(o => o.YieldAboveMessagesPerSecond).GreaterThanOrEqualTo(0);
+        RuleFor(o => o.MaxYieldLag).GreaterThan(TimeSpan.Zero).LessThanOrEqualTo(TimeSpan.FromDays(1));
+    }
+}
+
+/// <summary>
+/// The rate at which this node appends messages, and the place where background work waits while that rate is a
+/// burst. The write path reports every commit (<see cref="Record"/>); work that can be done later (indexing what was
+/// appended) calls <see cref="YieldAsync"/> before each piece, with the age of the oldest thing it is about to do.
+/// </summary>
+/// <remarks>
+/// Background work and appends share the cores and PostgreSQL. During a bulk import the indexing would run flat out
+/// beside it and fall behind anyway; stepping aside lets the import finish sooner, and the indexing catches up after it,
+/// never more than <see cref="BackgroundOptions.MaxYieldLag"/> behind. The rate is this node's own: on a cluster each node
+/// yields to the appends it serves, which is where its cores go.
+/// </remarks>
+public sealed class AppendBursts
+{
+    private const int Buckets = 10;
+    private static readonly TimeSpan Bucket = TimeSpan.FromMilliseconds(100);
+    private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(100);
+
+    private readonly TimeProvider _clock;
+    private readonly BackgroundOptions _options;
+    private readonly Counter<double> _yielded;
+    private readonly long[] _counts = new long[Buckets];
+    private readonly long[] _slots = new long[Buckets];
+    private readonly Lock _gate = new();
+    private readonly long _timestampsPerBucket;
+
+    public AppendBursts(TimeProvider clock, IOptions<BackgroundOptions> options, IMeterFactory meters)
+    {
+        _clock = clock;
+        _options = options.Value;
+        _timestampsPerBucket = Math.Max(1, (long)(clock.TimestampFrequency * Bucket.TotalSeconds));
+        var meter = meters.Create(ModularChatTelemetry.SourceName);
+        _yielded = meter.CreateCounter<double>(MetricNames.BackgroundYield, "s", "Time background work waited for a burst of appends to end, by work");
+        meter.CreateObservableGauge(MetricNames.AppendRate, () => MessagesLastSecond, "{message}/s", "Messages appended on this node in the last second");
+    }
+
+    /// <summary>Messages appended on this node over the last second.</summary>
+    public long MessagesLastSecond
+    {
+        get
+        {
+            var now = Slot();
+            lock (_gate)
+            {
+                long sum = 0;
+                for (var i = 0; i < Buckets; i++)
+                {
+                    if (now - _slots[i] < Buckets)
+                    {
+                        sum += _counts[i];
+                    }
+                }
+
+                return sum;
+            }
+        }
+    }
+
+    /// <summary>True while this node appends at least <see cref="BackgroundOptions.YieldAboveMessagesPerSecond"/> messages a second.</summary>
+    public bool Bursting => _options.YieldAboveMessagesPerSecond > 0 && MessagesLastSecond >= _options.YieldAboveMessagesPerSecond;
+
+    /// <summary>Counts <paramref name="messages"/> just committed.</summary>
+    public void Record(int messages)
+    {
+        var slot = Slot();
+        lock (_gate)
+        {
+            var i = (int)(slot % Buckets);
+            if (_slots[i] != slot)
+            {
+                _slots[i] = slot;
+                _counts[i] = 0;
+            }
+
+            _counts[i] += messages;
+        }
+    }
+
+    /// <summary>
+    /// Waits while a burst lasts, unless or until the oldest pending piece of work, from <paramref name="oldestPending"/>,
+    /// is <see cref="BackgroundOptions.MaxYieldLag"/> old. Returns at once when there is no burst.
+    /// </summary>
+    /// <param name="work">Names the waiting work in the metric.</param>
+    /// <returns>How long it waited.</returns>
+    public async ValueTask<TimeSpan> YieldAsync(DateTimeOffset oldestPending, string work, CancellationToken cancellationToken)
+    {
+        if (!Bursting)
+        {
+            return TimeSpan.Zero;
+        }
+
+        var started = _clock.GetTimestamp();
+        var due = oldestPending + _options.MaxYieldLag;
+        while (Bursting)
+        {
+            var left = due - _clock.GetUtcNow();
+            if (left <= TimeSpan.Zero)
+            {
+                break;
+            }
+
+            await Task.Delay(left < Poll ? left : Poll, _clock, cancellationToken);
+        }
+
+        var waited = _clock.GetElapsedTime(started);
+        _yielded.Add(waited.TotalSeconds, new KeyValuePair<string, object?>("work", work));
+        return waited;
+    }
+
+    /// <summary>The number of the 100 ms bucket now falls in, on the monotonic clock.</summary>
+    private long Slot() => _clock.GetTimestamp() / _timestampsPerBucket;
+}
+
+/// <summary>Registration of <see cref="AppendBursts"/>.</summary>
+public static class AppendBurstsRegistration
+{
+    /// <summary>The node's <see cref="AppendBursts"/> and its validated <see cref="BackgroundOptions"/> (once, however often called).</summary>
+    public static IServiceCollection AddAppendBursts(this IServiceCollection services)
+    {
+        if (services.Any(d => d.ServiceType == typeof(AppendBursts)))
+        {
+            return services;
+        }
+
+        services.AddValidatedOptions<BackgroundOptions, BackgroundOptionsValidator>(BackgroundOptions.Section);
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<AppendBursts>();
+        return services;
+    }
+}

@@ -1,0 +1,218 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Net;
+using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Telemetry;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>
+/// A host on a database of its own whose background work steps aside for any append (one message a second is a burst
+/// here) and falls at most <see cref="MaxLag"/> behind.
+/// </summary>
+public sealed class BurstApp() : ModularChatApp(TestDatabase("search_bursts"))
+{
+    public static readonly TimeSpan MaxLag = TimeSpan.FromSeconds(8);
+
+    protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
+    {
+        ["Background:YieldAboveMessagesPerSecond"] = "1",
+        ["Background:MaxYieldLag"] = MaxLag.ToString(),
+        ["Search:Embeddings:PollInterval"] = "00:00:00.100",
+    };
+}
+
+/// <summary>
+/// Search indexing yields to a burst of appends on its node: while one tenant imports, what another appends waits to be
+/// indexed, and is indexed when the import ends, or once it has waited the allowed lag if the import goes on.
+/// </summary>
+public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
+{
+    [Fact]
+    public async Task Indexing_waits_while_another_tenant_imports_and_catches_up_when_the_import_ends()
+    {
+        using var reader = app.Client(ModularChatApp.NewUser());
+        using var yielded = new MetricCollector<double>(app.Host.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.BackgroundYield);
+        await using (var import = await Import.StartAsync(app))
+        {
+            await reader.StartConversation("during the import", Api.Message("the lighthouse keeper's ledger"));
+            await Task.Delay(TimeSpan.FromSeconds(3)); // well inside the allowed lag
+            Assert.Equal(0, (await StatusAsync(reader)).Entries);
+        }
+
+        await Eventually.Until(() => StatusAsync(reader), s => s.Entries == 1, seconds: 30, what: "The message was not indexed after the import");
+        Assert.Single((await reader.Search("lighthouse")).Hits);
+        Assert.Contains(yielded.GetMeasurementSnapshot(), m => (string?)m.Tags["work"] == "search.indexing" && m.Value > 1);
+    }
+
+    [Fact]
+    public async Task Under_an_import_that_goes_on_indexing_falls_behind_no_further_than_the_allowed_lag()
+    {
+        using var reader = app.Client(ModularChatApp.NewUser());
+        await using var import = await Import.StartAsync(app);
+        await reader.StartConversation("during a long import", Api.Message("the lighthouse keeper's ledger"));
+        var appended = Stopwatch.StartNew();
+
+        await Eventually.Until(() => StatusAsync(reader), s => s.Entries == 1, seconds: 60, what: "The message was not indexed during the import");
+        var indexedAfter = appended.Elapsed;
+        var importedMeanwhile = import.Appended;
+        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        Assert.True(import.Appended > importedMeanwhile, "the import was still going on");
+        Assert.True(indexedAfter >= BurstApp.MaxLag - TimeSpan.FromSeconds(1), $"indexed after {indexedAfter}, before the lag limit");
+    }
+
+    [Theory]
+    [InlineData("Background:YieldAboveMessagesPerSecond", "-1")]
+    [InlineData("Background:MaxYieldLag", "00:00:00")]
+    public async Task A_host_with_a_bad_burst_setting_refuses_to_start_and_names_the_setting(string setting, string value)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = value }));
+        Assert.Contains(Exceptions.Flatten(error), e => e is OptionsValidationException && e.Message.Contains(setting, StringComparison.Ordinal));
+    }
+
+    private static async Task<Status> StatusAsync(HttpClient client)
+        => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);
+
+    /// <summary>Another tenant appending a message every 50 ms until disposed: a burst for this host.</summary>
+    private sealed class Import : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly HttpClient _client;
+        private Task _loop = Task.CompletedTask;
+        private int _appended;
+
+        private Import(HttpClient client) => _client = client;
+
+        public int Appended => Volatile.Read(ref _appended);
+
+        /// <summary>Starts importing and returns once the host counts it as a burst.</summary>
+        public static async Task<Import> StartAsync(BurstApp app)
+        {
+            var import = new Import(app.Client(ModularChatApp.NewUser("importer")));
+            var conversation = await import._client.StartConversation("import");
+            import._loop = import.RunAsync(conversation);
+            var bursts = app.Host.Services.GetRequiredService<AppendBursts>();
+            await Eventually.Until(() => Task.FromResult(bursts.Bursting && import.Appended >= 3), started => started, seconds: 30, what: "The import did not start");
+            return import;
+        }
+
+        private async Task RunAsync(Guid conversation)
+        {
+            for (var i = 0; !_stop.IsCancellationRequested; i++)
+            {
+                await (await _client.PostJson($"/api/conversations/{conversation}/messages", Api.Message($"imported line {i}")))
+                    .ReadAs<JsonElement>(HttpStatusCode.Created);
+                Interlocked.Increment(ref _appended);
+                await Task.Delay(TimeSpan.FromMilliseconds(50), CancellationToken.None);
+            }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _loop;
+            _client.Dispose();
+            _stop.Dispose();
+        }
+    }
+}
+
+/// <summary>The burst detector and the wait, on a fake clock.</summary>
+public sealed class AppendBurstsTests : IDisposable
+{
+    private static readonly TimeSpan Step = TimeSpan.FromMilliseconds(100);
+    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2026, 12, 2, 12, 0, 0, TimeSpan.Zero));
+    private readonly ServiceProvider _services = new ServiceCollection().AddMetrics().BuildServiceProvider();
+
+    private IMeterFactory Meters => _services.GetRequiredService<IMeterFactory>();
+
+    private AppendBursts Bursts(int threshold, int maxLagSeconds = 60) => new(_clock,
+        Options.Create(new BackgroundOptions { YieldAboveMessagesPerSecond = threshold, MaxYieldLag = TimeSpan.FromSeconds(maxLagSeconds) }), Meters);
+
+    [Fact]
+    public void A_burst_is_the_threshold_reached_by_the_messages_of_the_last_second()
+    {
+        var bursts = Bursts(threshold: 1000);
+        bursts.Record(600);
+        _clock.Advance(TimeSpan.FromMilliseconds(500));
+        Assert.False(bursts.Bursting);
+        bursts.Record(400);
+        Assert.Equal(1000, bursts.MessagesLastSecond);
+        Assert.True(bursts.Bursting);
+
+        _clock.Advance(TimeSpan.FromMilliseconds(600)); // the first 600 are more than a second old
+        Assert.Equal(400, bursts.MessagesLastSecond);
+        Assert.False(bursts.Bursting);
+        _clock.Advance(TimeSpan.FromSeconds(1));
+        Assert.Equal(0, bursts.MessagesLastSecond);
+
+        var never = Bursts(threshold: 0);
+        never.Record(1_000_000);
+        Assert.False(never.Bursting);
+    }
+
+    [Fact]
+    public async Task Yielding_waits_while_the_burst_lasts_and_counts_the_wait()
+    {
+        var bursts = Bursts(threshold: 100);
+        using var yielded = new MetricCollector<double>(Meters, ModularChatTelemetry.SourceName, MetricNames.BackgroundYield);
+        Assert.Equal(TimeSpan.Zero, await bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None)); // no burst: at once
+
+        bursts.Record(100);
+        var waiting = bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask();
+        for (var i = 0; i < 30; i++)
+        {
+            await StepAsync();
+            bursts.Record(100);
+            Assert.False(waiting.IsCompleted);
+        }
+
+        // The appends stop: the burst is over once their last second has passed.
+        var waited = await FinishAsync(waiting, bursts);
+        Assert.InRange(waited, TimeSpan.FromSeconds(3.9), TimeSpan.FromSeconds(4.2));
+        var measurement = Assert.Single(yielded.GetMeasurementSnapshot());
+        Assert.Equal(waited.TotalSeconds, measurement.Value, 6);
+        Assert.Equal("test", measurement.Tags["work"]);
+    }
+
+    [Fact]
+    public async Task A_burst_that_goes_on_is_left_once_the_oldest_work_is_as_old_as_the_lag_limit()
+    {
+        var bursts = Bursts(threshold: 100, maxLagSeconds: 10);
+        bursts.Record(100);
+        var waiting = bursts.YieldAsync(_clock.GetUtcNow() - TimeSpan.FromSeconds(8), "test", CancellationToken.None).AsTask();
+        var waited = await FinishAsync(waiting, bursts, appendMeanwhile: true);
+        Assert.InRange(waited, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2.1));
+        Assert.True(bursts.Bursting);
+    }
+
+    /// <summary>Moves the clock on in steps (appending a burst's worth at each when asked) until the wait is over.</summary>
+    private async Task<TimeSpan> FinishAsync(Task<TimeSpan> waiting, AppendBursts bursts, bool appendMeanwhile = false)
+    {
+        for (var i = 0; i < 100 && !waiting.IsCompleted; i++)
+        {
+            await StepAsync();
+            if (appendMeanwhile)
+            {
+                bursts.Record(100);
+            }
+        }
+
+        Assert.True(waiting.IsCompleted, "still waiting after 10 s of clock");
+        return await waiting;
+    }
+
+    /// <summary>One step of the fake clock, then a moment of real time for the waiting loop to run on.</summary>
+    private async Task StepAsync()
+    {
+        _clock.Advance(Step);
+        await Task.Delay(5);
+    }
+
+    public void Dispose() => _services.Dispose();
+}
