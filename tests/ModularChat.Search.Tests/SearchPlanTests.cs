@@ -1,4 +1,5 @@
 using ModularChat.Search.Embeddings;
+using ModularChat.Search.Features.Status;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
 using NpgsqlTypes;
@@ -18,19 +19,8 @@ public sealed class SearchPlanTests(SearchApp app)
     public async Task The_embedding_worker_reads_a_tenant_unknown_to_the_statistics_by_probes_of_the_primary_keys()
     {
         await using var connection = await app.OpenConnectionAsync();
-        // Copies of the entries and vectors tables whose statistics are exactly these: 20 tenants of 2,000 entries,
-        // analyzed before the newcomer's first row.
-        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries", "mc_search_vectors");
+        await using var copy = await ResidentsAsync(connection);
         var scratch = copy.Schema;
-        await connection.ExecuteAsync($"""
-            insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
-                select 'resident-' || (g % 20), gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1
-                from generate_series(1, 40000) g;
-            insert into {scratch}.mc_search_vectors (tenant_id, entry_id, conversation_id, kind, sequence, created_at, model, dimensions, vector, text_hash, terms)
-                select tenant_id, id, conversation_id, kind, sequence, created_at, 'm', 1, '\x00000000', 0, array[]::integer[] from {scratch}.mc_search_entries;
-            analyze {scratch}.mc_search_entries;
-            analyze {scratch}.mc_search_vectors;
-            """);
         var ids = Enumerable.Range(0, 256).Select(_ => Guid.NewGuid()).ToArray();
         var sql = EmbeddingWorker.ReadSql(new SearchSchema(scratch));
 
@@ -49,6 +39,41 @@ public sealed class SearchPlanTests(SearchApp app)
         Assert.Contains(locked, l => l.Contains("LockRows", StringComparison.Ordinal));
         Assert.Contains(locked, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("AND (id = k.id)", StringComparison.Ordinal));
         Assert.DoesNotContain(locked, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_search_status_of_a_tenant_unknown_to_the_statistics_does_not_match_each_vector_against_all_its_entries()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var copy = await ResidentsAsync(connection, "mc_search_pending");
+        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), "newcomer", "m");
+
+        var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
+        var visible = await connection.ExplainAsync(command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
+
+        // With the tenant visible, each vector was looked for among all of the tenant's entries (100 s for 20,000 of them).
+        Assert.Contains(visible, l => l.Contains("Join Filter: (v.entry_id = e.id)", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("Join Filter", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// Copies of the search tables (entries and vectors filled, <paramref name="more"/> empty) whose statistics are
+    /// exactly these: 20 tenants of 2,000 entries with a vector each, analyzed before any row of the tenant "newcomer".
+    /// </summary>
+    private static async Task<ScratchTables> ResidentsAsync(Npgsql.NpgsqlConnection connection, params string[] more)
+    {
+        var copy = await ScratchTables.CreateAsync(connection, ["mc_search_entries", "mc_search_vectors", .. more]);
+        var scratch = copy.Schema;
+        await connection.ExecuteAsync($"""
+            insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
+                select 'resident-' || (g % 20), gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1
+                from generate_series(1, 40000) g;
+            insert into {scratch}.mc_search_vectors (tenant_id, entry_id, conversation_id, kind, sequence, created_at, model, dimensions, vector, text_hash, terms)
+                select tenant_id, id, conversation_id, kind, sequence, created_at, 'm', 1, '\x00000000', 0, array[]::integer[] from {scratch}.mc_search_entries;
+            analyze {scratch}.mc_search_entries;
+            analyze {scratch}.mc_search_vectors;
+            """);
+        return copy;
     }
 
     [Fact]
