@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Json;
 using System.Text.Json;
@@ -22,6 +23,9 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
     /// <summary>The batches' warm-up, after the single appends: the host is warm by then.</summary>
     private static readonly TimeSpan BatchWarmUp = Seconds("BENCH_BATCH_WARMUP_SECONDS", 12);
     private static readonly TimeSpan Measure = Seconds("BENCH_SECONDS", 10);
+
+    /// <summary>The longest the benchmark waits for the batches to be indexed.</summary>
+    private static readonly TimeSpan CatchUpLimit = TimeSpan.FromMinutes(10);
 
     private static TimeSpan Seconds(string variable, double fallback)
         => TimeSpan.FromSeconds(double.TryParse(Environment.GetEnvironmentVariable(variable), CultureInfo.InvariantCulture, out var s) ? s : fallback);
@@ -140,6 +144,16 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
 
         // Whether the search indexing kept up with the batches while they were measured, or fell behind (and by how much).
         results.Add("batch_search_backlog_growth", await SearchBacklogAsync() - backlogBefore);
+
+        // What the burst's speed costs: how long after it everything it appended is searchable. Waiting also leaves the
+        // next scenario a host that is not still indexing this one's messages.
+        var catchUp = Stopwatch.StartNew();
+        while (await SearchBacklogAsync() > 0 && catchUp.Elapsed < CatchUpLimit)
+        {
+            await Task.Delay(TimeSpan.FromSeconds(1));
+        }
+
+        results.Add("batch_search_catch_up_seconds", catchUp.Elapsed.TotalSeconds);
         return rate;
     }
 
