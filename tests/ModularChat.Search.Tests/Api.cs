@@ -26,10 +26,14 @@ internal static class Api
     public static async Task<SearchResult> Search(this HttpClient client, string query)
         => await (await client.GetAsync("/api/search?q=" + query)).ReadAs<SearchResult>(HttpStatusCode.OK);
 
+    /// <summary>The caller's indexing progress.</summary>
+    public static async Task<Status> SearchStatus(this HttpClient client)
+        => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);
+
     /// <summary>Waits until every entry of the caller's tenant is indexed and embedded (at least <paramref name="entries"/> of them).</summary>
     public static Task<Status> WaitForIndexing(this HttpClient client, int entries)
         => Eventually.Until(
-            async () => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK),
+            client.SearchStatus,
             status => status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0, seconds: 60, what: "Indexing did not finish");
 
 }

@@ -42,10 +42,10 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
         {
             await reader.StartConversation("during the import", Api.Message("the lighthouse keeper's ledger"));
             await Task.Delay(TimeSpan.FromSeconds(3)); // well inside the allowed lag
-            Assert.Equal(0, (await StatusAsync(reader)).Entries);
+            Assert.Equal(0, (await reader.SearchStatus()).Entries);
         }
 
-        await Eventually.Until(() => StatusAsync(reader), s => s.Entries == 1, seconds: 30, what: "The message was not indexed after the import");
+        await Eventually.Until(reader.SearchStatus, s => s.Entries == 1, seconds: 30, what: "The message was not indexed after the import");
         Assert.Single((await reader.Search("lighthouse")).Hits);
         Assert.Contains(yielded.GetMeasurementSnapshot(), m => (string?)m.Tags["work"] == "search.indexing" && m.Value > 1);
     }
@@ -58,7 +58,7 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
         await reader.StartConversation("during a long import", Api.Message("the lighthouse keeper's ledger"));
         var appended = Stopwatch.StartNew();
 
-        await Eventually.Until(() => StatusAsync(reader), s => s.Entries == 1, seconds: 60, what: "The message was not indexed during the import");
+        await Eventually.Until(reader.SearchStatus, s => s.Entries == 1, seconds: 60, what: "The message was not indexed during the import");
         var indexedAfter = appended.Elapsed;
         var importedMeanwhile = import.Appended;
         await Task.Delay(TimeSpan.FromMilliseconds(300));
@@ -74,9 +74,6 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
         var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = value }));
         Assert.Contains(Exceptions.Flatten(error), e => e is OptionsValidationException && e.Message.Contains(setting, StringComparison.Ordinal));
     }
-
-    private static async Task<Status> StatusAsync(HttpClient client)
-        => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);
 
     /// <summary>Another tenant appending a message every 50 ms until disposed: a burst for this host.</summary>
     private sealed class Import : IAsyncDisposable

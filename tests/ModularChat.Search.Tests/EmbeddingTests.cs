@@ -72,7 +72,7 @@ public sealed class EmbeddingTests(SearchApp app)
             Assert.False(result.Semantic.Available);
             Assert.NotNull(result.Semantic.Problem);
             Assert.Contains("violin", Assert.Single(result.Hits).Snippet, StringComparison.Ordinal);
-            Assert.Equal(1, (await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK)).Pending);
+            Assert.Equal(1, (await client.SearchStatus()).Pending);
         }
         finally
         {

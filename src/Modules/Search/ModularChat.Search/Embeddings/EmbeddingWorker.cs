@@ -114,18 +114,18 @@ internal sealed partial class EmbeddingWorker(
     /// </summary>
     private async Task YieldToBurstAsync(CancellationToken cancellationToken)
     {
-        if (!bursts.Bursting)
+        if (bursts.Bursting && await OldestDueAsync(cancellationToken) is { } due)
         {
-            return;
+            await bursts.YieldAsync(due, "search.embedding", cancellationToken);
         }
+    }
 
+    /// <summary>When the longest-waiting due row of the queue became due, if any is.</summary>
+    private async Task<DateTimeOffset?> OldestDueAsync(CancellationToken cancellationToken)
+    {
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var oldest = new NpgsqlCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()", connection);
-        if (await oldest.ExecuteScalarAsync(cancellationToken) is DateTime due)
-        {
-            await connection.CloseAsync();
-            await bursts.YieldAsync(new DateTimeOffset(due, TimeSpan.Zero), "search.embedding", cancellationToken);
-        }
+        return await oldest.ExecuteScalarAsync(cancellationToken) is DateTime due ? new DateTimeOffset(due, TimeSpan.Zero) : null;
     }
 
     /// <summary>Embeds one claimed batch of queue rows; returns how many rows it took.</summary>
