@@ -56,6 +56,95 @@ public sealed class SearchPlanTests(SearchApp app)
         Assert.DoesNotContain(plan, l => l.Contains("Join Filter", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task The_embedding_queue_is_claimed_and_dequeued_by_row_address_whatever_its_statistics_say()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        // The queue as an ANALYZE between two bursts leaves it: analyzed empty over pages that held rows, then 20,000 rows due.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_pending");
+        var pending = $"{copy.Schema}.mc_search_pending";
+        await connection.ExecuteAsync($"""
+            insert into {pending} (tenant_id, entry_id, conversation_id) select 't', gen_random_uuid(), gen_random_uuid() from generate_series(1, 10000);
+            delete from {pending};
+            analyze {pending};
+            insert into {pending} (tenant_id, entry_id, conversation_id, not_before)
+                select 't', gen_random_uuid(), gen_random_uuid(), now() - interval '1 hour' + g * interval '1 ms' from generate_series(1, 20000) g;
+            """);
+        var schema = new SearchSchema(copy.Schema);
+        object[] claim = [256, TimeSpan.FromMinutes(5)];
+        IEnumerable<Npgsql.NpgsqlParameter> claimed = EmbeddingWorker.ClaimParameters(
+            [new(new NpgsqlTid(0, 1), "t", Guid.NewGuid(), 0, DateTime.UtcNow), new(new NpgsqlTid(0, 2), "t", Guid.NewGuid(), 0, DateTime.UtcNow)]);
+
+        // The statement the claim replaced, a join on the key, is planned to run its locking subquery once per queued row.
+        var joined = await connection.ExplainAsync($"""
+            update {pending} p set not_before = now() + $2::interval
+            from (select tenant_id, entry_id from {pending} where not_before <= now() order by not_before limit $1 for update skip locked) due
+            where p.tenant_id = due.tenant_id and p.entry_id = due.entry_id
+            """, claim);
+        Assert.Contains(joined, l => l.Contains("Join Filter", StringComparison.Ordinal));
+
+        // As first planned, and as planned once for all executions (Npgsql prepares statements it runs often).
+        foreach (var mode in new[] { "force_custom_plan", "force_generic_plan" })
+        {
+            await connection.ExecuteAsync($"set plan_cache_mode = {mode}");
+            var plans = new[]
+            {
+                await connection.ExplainAsync(EmbeddingWorker.ClaimSql(schema), claim),
+                await connection.ExplainAsync(EmbeddingWorker.DequeueSql(schema), claimed),
+                await connection.ExplainAsync(EmbeddingWorker.DeferSql(schema), claimed.Append(new Npgsql.NpgsqlParameter { Value = TimeSpan.FromMinutes(1) })),
+            };
+            foreach (var plan in plans)
+            {
+                // One fetch per claimed row address; nothing else reads the queue but the claim's walk of the due index.
+                Assert.Contains(plan, l => l.Contains("Tid Scan", StringComparison.Ordinal) && !l.Contains("Range", StringComparison.Ordinal));
+                Assert.DoesNotContain(plan, l => l.Contains("Seq Scan", StringComparison.Ordinal) || l.Contains("Join", StringComparison.Ordinal)
+                    || l.Contains("Nested Loop", StringComparison.Ordinal) || l.Contains("pkey", StringComparison.Ordinal));
+            }
+        }
+    }
+
+    [Fact]
+    public async Task The_embedding_queue_is_not_claimed_with_a_plan_made_while_it_was_empty()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_pending");
+        var pending = $"{copy.Schema}.mc_search_pending";
+        var statement = $"claim_{Guid.NewGuid():N}";
+        // Emptied and vacuumed (to no pages at all), then planned once for all executions, as PostgreSQL does for a statement
+        // Npgsql prepared.
+        await connection.ExecuteAsync($"insert into {pending} (tenant_id, entry_id, conversation_id) select 't', gen_random_uuid(), gen_random_uuid() from generate_series(1, 1000)");
+        await connection.ExecuteAsync($"delete from {pending}");
+        await connection.ExecuteAsync($"vacuum {pending}");
+        await connection.ExecuteAsync($"""
+            prepare {statement}(integer, interval) as {EmbeddingWorker.ClaimSql(new SearchSchema(copy.Schema))};
+            set plan_cache_mode = force_generic_plan;
+            """);
+        await ExplainClaimAsync();
+        await connection.ExecuteAsync($"""
+            insert into {pending} (tenant_id, entry_id, conversation_id, not_before)
+                select 't', gen_random_uuid(), gen_random_uuid(), now() - interval '1 hour' + g * interval '1 ms' from generate_series(1, 20000) g;
+            """);
+
+        // That plan, kept after 20,000 rows came, reads and sorts all of them to lease a few.
+        Assert.Contains(await ExplainClaimAsync(), l => l.Contains("Seq Scan", StringComparison.Ordinal));
+
+        // The worker's transactions plan for the queue as it is (with the same session setting).
+        await using var transaction = await connection.BeginTransactionAsync();
+        await connection.ExecuteAsync(EmbeddingWorker.PlannedForThisQueue);
+        var plan = await ExplainClaimAsync();
+        Assert.Contains(plan, l => l.Contains("Index Scan using", StringComparison.Ordinal) && l.Contains("not_before", StringComparison.Ordinal));
+        Assert.Contains(plan, l => l.Contains("Tid Scan", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("Seq Scan", StringComparison.Ordinal));
+        await transaction.RollbackAsync();
+        await connection.ExecuteAsync($"deallocate {statement}; reset plan_cache_mode");
+
+        async Task<List<string>> ExplainClaimAsync()
+        {
+            await using var explain = new Npgsql.NpgsqlCommand($"explain (costs off) execute {statement}(256, '5 minutes')", connection);
+            return await explain.ReadStringsAsync();
+        }
+    }
+
     /// <summary>
     /// Copies of the search tables (entries and vectors filled, <paramref name="more"/> empty) whose statistics are
     /// exactly these: 20 tenants of 2,000 entries with a vector each, analyzed before any row of the tenant "newcomer".
