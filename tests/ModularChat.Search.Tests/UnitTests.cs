@@ -155,7 +155,7 @@ public sealed class UnitTests
         var conversation = Guid.NewGuid();
         var rows = Enumerable.Range(1, 3000).Select(i => Row(conversation, i, [.. Enumerable.Range(0, 16).Select(_ => (float)random.NextDouble() - 0.5f)], "user", DateTimeOffset.UnixEpoch)).ToList();
         set.Apply(rows, []);
-        var query = rows[1234].Vector;
+        var query = VectorBytes.Decode(rows[1234].Stored, rows[1234].Dimensions);
         var before = set.Search(new VectorQuery(query, new VectorFilter(), 5, 0.5f, 0.25f));
 
         set.Apply(rows, []); // every vector rewritten: the old slots are dead, then compacted away
@@ -184,6 +184,43 @@ public sealed class UnitTests
         Assert.NotEqual(SearchEntriesProjection.SummaryEntryId(Guid.NewGuid(), 1), SearchEntriesProjection.SummaryEntryId(conversation, 1));
     }
 
-    private static VectorRow Row(Guid conversation, long sequence, float[] vector, string role, DateTimeOffset at, string model = "m")
-        => new(Guid.NewGuid(), conversation, EntryKind.Message, sequence, null, role, at, model, vector, [1, 2]);
+    [Fact]
+    public void An_int8_vector_set_takes_stored_int8_vectors_as_they_are_and_others_as_before()
+    {
+        var random = new Random(5);
+        var conversation = Guid.NewGuid();
+        var vectors = Enumerable.Range(0, 200).Select(_ => Enumerable.Range(0, 1024).Select(_ => (float)random.NextDouble() * 2 - 1).ToArray()).ToList();
+        var stored = vectors.Select((v, i) => Row(conversation, i + 1, v, "user", DateTimeOffset.UnixEpoch, precision: VectorPrecision.Int8)).ToList();
+        // The odd one out: int8 bytes whose largest magnitude is not 127 (not written by VectorBytes.Encode).
+        var halved = stored[0].Stored.ToArray();
+        for (var i = 4; i < halved.Length; i++)
+        {
+            halved[i] = (byte)(sbyte)((sbyte)halved[i] / 2);
+        }
+
+        stored[0] = stored[0] with { Stored = halved };
+        var set = new TenantVectorSet("t", "m", VectorPrecision.Int8);
+        set.Apply(stored, []);
+
+        var held = set.Vectors(stored.Select(r => r.EntryId).ToList());
+        foreach (var row in stored)
+        {
+            // What the set held when every vector was decoded to floats, normalized and quantized again.
+            var unit = VectorBytes.Decode(row.Stored, row.Dimensions);
+            VectorMath.Normalize(unit);
+            var quantized = new sbyte[unit.Length];
+            var scale = VectorMath.Quantize(unit, quantized);
+            var expected = quantized.Select(q => q * scale).ToArray();
+            Assert.Equal(expected, held[row.EntryId], (a, b) => Math.Abs(a - b) < 1e-6f);
+            Assert.Equal(1, System.Numerics.Tensors.TensorPrimitives.Norm(held[row.EntryId]), 2);
+        }
+
+        Assert.False(VectorBytes.TryReadUnitInt8(halved, 1024, new sbyte[1024], out _));
+        Assert.True(VectorBytes.TryReadUnitInt8(stored[1].Stored, 1024, new sbyte[1024], out _));
+        Assert.False(VectorBytes.TryReadUnitInt8(VectorBytes.Encode(vectors[1], VectorPrecision.Float32), 1024, new sbyte[1024], out _));
+    }
+
+    private static VectorRow Row(Guid conversation, long sequence, float[] vector, string role, DateTimeOffset at, string model = "m",
+        VectorPrecision precision = VectorPrecision.Float32)
+        => new(Guid.NewGuid(), conversation, EntryKind.Message, sequence, null, role, at, model, VectorBytes.Encode(vector, precision), vector.Length, [1, 2]);
 }

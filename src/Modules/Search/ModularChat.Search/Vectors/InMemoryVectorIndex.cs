@@ -221,7 +221,8 @@ internal sealed partial class InMemoryVectorIndex(
         reader.IsDBNull(5) ? null : reader.GetString(5),
         reader.GetFieldValue<DateTimeOffset>(6),
         reader.GetString(7),
-        VectorBytes.Decode(reader.GetFieldValue<byte[]>(8), reader.GetInt32(10)),
+        reader.GetFieldValue<byte[]>(8),
+        reader.GetInt32(10),
         reader.GetFieldValue<int[]>(9));
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Loaded {Count} vectors of tenant {TenantId} (model {Model}) into memory in {Milliseconds:F0} ms")]

@@ -4,7 +4,10 @@ using ModularChat.Search.Storage;
 
 namespace ModularChat.Search.Vectors;
 
-/// <summary>A vector as stored in PostgreSQL, with the attributes search filters on.</summary>
+/// <summary>
+/// A vector as stored in PostgreSQL (<paramref name="Stored"/>, in one of <see cref="VectorBytes"/>' formats, of
+/// <paramref name="Dimensions"/> dimensions), with the attributes search filters on.
+/// </summary>
 internal sealed record VectorRow(
     Guid EntryId,
     Guid ConversationId,
@@ -14,7 +17,8 @@ internal sealed record VectorRow(
     string? Role,
     DateTimeOffset CreatedAt,
     string Model,
-    float[] Vector,
+    byte[] Stored,
+    int Dimensions,
     int[] Terms);
 
 /// <summary>Messages of a conversation, from one sequence to another (both included), that retention deleted.</summary>
@@ -137,7 +141,8 @@ internal sealed class TenantVectorSet
                     Remove(existing);
                 }
 
-                if (row.Model == Model && row.Vector.Length > 0 && (_dimensions == 0 || row.Vector.Length == _dimensions))
+                if (row.Model == Model && VectorBytes.FormatOf(row.Stored.Length, row.Dimensions) is not null
+                    && (_dimensions == 0 || row.Dimensions == _dimensions))
                 {
                     Add(row);
                 }
@@ -415,6 +420,11 @@ internal sealed class TenantVectorSet
         }
     }
 
+    /// <summary>The slot's vector in the stored format of <see cref="Precision"/> (which <see cref="Add"/> takes back as it is).</summary>
+    private byte[] StoredOf(int slot) => Precision == VectorPrecision.Int8
+        ? VectorBytes.Int8(_quantized.AsSpan(slot * _dimensions, _dimensions), _scales[slot])
+        : VectorBytes.Encode(_floats.AsSpan(slot * _dimensions, _dimensions), VectorPrecision.Float32);
+
     private float[] VectorOf(int slot)
     {
         var vector = new float[_dimensions];
@@ -426,7 +436,7 @@ internal sealed class TenantVectorSet
     {
         if (_dimensions == 0)
         {
-            _dimensions = row.Vector.Length;
+            _dimensions = row.Dimensions;
         }
 
         if (_count == _ids.Length)
@@ -454,14 +464,21 @@ internal sealed class TenantVectorSet
         _next[slot] = NoSlot;
         _terms[slot] = row.Terms;
 
-        var unit = row.Vector.ToArray();
-        VectorMath.Normalize(unit);
         if (Precision == VectorPrecision.Int8)
         {
-            _scales[slot] = VectorMath.Quantize(unit, _quantized.AsSpan(slot * _dimensions, _dimensions));
+            // Stored as int8, a vector is copied as it is: decoding it to floats to quantize it again gave the same bytes.
+            var target = _quantized.AsSpan(slot * _dimensions, _dimensions);
+            if (!VectorBytes.TryReadUnitInt8(row.Stored, row.Dimensions, target, out _scales[slot]))
+            {
+                var unit = VectorBytes.Decode(row.Stored, row.Dimensions);
+                VectorMath.Normalize(unit);
+                _scales[slot] = VectorMath.Quantize(unit, target);
+            }
         }
         else
         {
+            var unit = VectorBytes.Decode(row.Stored, row.Dimensions);
+            VectorMath.Normalize(unit);
             unit.CopyTo(_floats.AsSpan(slot * _dimensions, _dimensions));
         }
 
@@ -601,7 +618,7 @@ internal sealed class TenantVectorSet
             if (_alive[slot])
             {
                 rows.Add(new VectorRow(_ids[slot], _conversationIds[_conversation[slot]], (EntryKind)_kind[slot], _sequence[slot],
-                    _revision[slot], RoleName(_role[slot]), new DateTimeOffset(_createdTicks[slot], TimeSpan.Zero), Model, VectorOf(slot), _terms[slot]));
+                    _revision[slot], RoleName(_role[slot]), new DateTimeOffset(_createdTicks[slot], TimeSpan.Zero), Model, StoredOf(slot), _dimensions, _terms[slot]));
             }
         }
 

@@ -34,9 +34,16 @@ internal static class VectorBytes
         // The in-memory index quantizes unit vectors: stored the same way, loading them gives back the same bytes.
         var unit = vector.ToArray();
         VectorMath.Normalize(unit);
-        var bytes = new byte[ScaleBytes + vector.Length];
-        var scale = VectorMath.Quantize(unit, MemoryMarshal.Cast<byte, sbyte>(bytes.AsSpan(ScaleBytes)));
+        var quantized = new sbyte[vector.Length];
+        return Int8(quantized, VectorMath.Quantize(unit, quantized));
+    }
+
+    /// <summary>The <see cref="VectorPrecision.Int8"/> format of a quantized vector: <paramref name="scale"/>, then the bytes.</summary>
+    public static byte[] Int8(ReadOnlySpan<sbyte> quantized, float scale)
+    {
+        var bytes = new byte[ScaleBytes + quantized.Length];
         BinaryPrimitives.WriteSingleLittleEndian(bytes, scale);
+        MemoryMarshal.AsBytes(quantized).CopyTo(bytes.AsSpan(ScaleBytes));
         return bytes;
     }
 
@@ -45,6 +52,37 @@ internal static class VectorBytes
         : length == dimensions * sizeof(float) ? VectorPrecision.Float32
         : length == dimensions + ScaleBytes ? VectorPrecision.Int8
         : null;
+
+    /// <summary>
+    /// Reads an <see cref="VectorPrecision.Int8"/> vector as the in-memory index holds it (the quantized unit vector and
+    /// its scale) without decoding it to floats: <see cref="Encode"/> quantizes a unit vector so that its largest
+    /// magnitude is 127, and normalizing and quantizing the decoded vector again gives back the same bytes with a scale of
+    /// 1 / |q|. False, and nothing written, for any other vector (Float32, or int8 written otherwise).
+    /// </summary>
+    public static bool TryReadUnitInt8(ReadOnlySpan<byte> stored, int dimensions, Span<sbyte> target, out float scale)
+    {
+        scale = 0;
+        if (FormatOf(stored.Length, dimensions) != VectorPrecision.Int8)
+        {
+            return false;
+        }
+
+        var quantized = MemoryMarshal.Cast<byte, sbyte>(stored[ScaleBytes..]);
+        var largest = 0;
+        foreach (var value in quantized)
+        {
+            largest = Math.Max(largest, Math.Abs((int)value));
+        }
+
+        if (largest != 127)
+        {
+            return false;
+        }
+
+        quantized.CopyTo(target);
+        scale = 1f / MathF.Sqrt(VectorMath.Dot(quantized, quantized));
+        return true;
+    }
 
     /// <summary>The stored vector as floats (an Int8 one scaled back), or an empty array when its length fits neither format.</summary>
     public static float[] Decode(ReadOnlySpan<byte> bytes, int dimensions)
