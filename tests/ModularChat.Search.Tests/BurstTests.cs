@@ -132,6 +132,25 @@ public sealed class AppendBurstsTests : IDisposable
         Options.Create(new BackgroundOptions { YieldAboveMessagesPerSecond = threshold, MaxYieldLag = TimeSpan.FromSeconds(maxLagSeconds) }), Meters);
 
     [Fact]
+    public void The_clusters_sampled_rate_is_a_burst_too_while_its_sample_is_fresh()
+    {
+        var bursts = Bursts(threshold: 1000);
+        bursts.ObserveCluster(999);
+        Assert.False(bursts.Bursting);
+        bursts.ObserveCluster(1500); // another node imports: nothing appended here
+        Assert.Equal(0, bursts.MessagesLastSecond);
+        Assert.True(bursts.Bursting);
+
+        _clock.Advance(AppendBursts.ClusterSampleLifetime + Step); // sampling stopped: the node goes by its own rate
+        Assert.Equal(0, bursts.ClusterEventsPerSecond);
+        Assert.False(bursts.Bursting);
+
+        var never = Bursts(threshold: 0);
+        never.ObserveCluster(1_000_000);
+        Assert.False(never.Bursting);
+    }
+
+    [Fact]
     public void A_burst_is_the_threshold_reached_by_the_messages_of_the_last_second()
     {
         var bursts = Bursts(threshold: 1000);

@@ -44,8 +44,9 @@ internal sealed class BackgroundOptionsValidator : AbstractValidator<BackgroundO
 /// <remarks>
 /// Background work and appends share the cores and PostgreSQL. During a bulk import the indexing would run flat out
 /// beside it and fall behind anyway; stepping aside lets the import finish sooner, and the indexing catches up after it,
-/// never more than <see cref="BackgroundOptions.MaxYieldLag"/> behind. The rate is this node's own: on a cluster each node
-/// yields to the appends it serves, which is where its cores go.
+/// never more than <see cref="BackgroundOptions.MaxYieldLag"/> behind. Two rates count: this node's own (immediate), and the
+/// cluster's, sampled every second from the event store by the Conversations module, so that the node running the
+/// projections also steps aside for an import served by another node.
 /// </remarks>
 public sealed class AppendBursts
 {
@@ -60,6 +61,8 @@ public sealed class AppendBursts
     private readonly long[] _slots = new long[Buckets];
     private readonly Lock _gate = new();
     private readonly long _timestampsPerBucket;
+    private long _clusterRate;
+    private long? _clusterSampledAt;
 
     public AppendBursts(TimeProvider clock, IOptions<BackgroundOptions> options, IMeterFactory meters)
     {
@@ -69,6 +72,7 @@ public sealed class AppendBursts
         var meter = meters.Create(ModularChatTelemetry.SourceName);
         _yielded = meter.CreateCounter<double>(MetricNames.BackgroundYield, "s", "Time background work waited for a burst of appends to end, by work");
         meter.CreateObservableGauge(MetricNames.AppendRate, () => MessagesLastSecond, "{message}/s", "Messages appended on this node in the last second");
+        meter.CreateObservableGauge(MetricNames.ClusterAppendRate, () => ClusterEventsPerSecond, "{event}/s", "Events the cluster appended per second, as last sampled");
     }
 
     /// <summary>Messages appended on this node over the last second.</summary>
@@ -93,8 +97,41 @@ public sealed class AppendBursts
         }
     }
 
-    /// <summary>True while this node appends at least <see cref="BackgroundOptions.YieldAboveMessagesPerSecond"/> messages a second.</summary>
-    public bool Bursting => _options.YieldAboveMessagesPerSecond > 0 && MessagesLastSecond >= _options.YieldAboveMessagesPerSecond;
+    /// <summary>
+    /// Events appended per second by the whole cluster, as last sampled from the event store (see
+    /// <see cref="ObserveCluster"/>); 0 when no sample is fresher than <see cref="ClusterSampleLifetime"/>.
+    /// </summary>
+    public long ClusterEventsPerSecond
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _clusterSampledAt is { } at && _clock.GetElapsedTime(at) <= ClusterSampleLifetime ? _clusterRate : 0;
+            }
+        }
+    }
+
+    /// <summary>How long a cluster-wide sample counts: a node whose sampling stopped falls back to its own rate.</summary>
+    public static readonly TimeSpan ClusterSampleLifetime = TimeSpan.FromSeconds(3);
+
+    /// <summary>
+    /// True while this node appends, or the cluster appends events, at <see cref="BackgroundOptions.YieldAboveMessagesPerSecond"/>
+    /// or more a second: the node that runs the projections steps aside for an import that another node serves.
+    /// </summary>
+    public bool Bursting => _options.YieldAboveMessagesPerSecond > 0
+        && (MessagesLastSecond >= _options.YieldAboveMessagesPerSecond || ClusterEventsPerSecond >= _options.YieldAboveMessagesPerSecond);
+
+    /// <summary>Records the cluster's append rate, sampled from the event store's sequence.</summary>
+    public void ObserveCluster(long eventsPerSecond)
+    {
+        var now = _clock.GetTimestamp();
+        lock (_gate)
+        {
+            _clusterRate = Math.Max(0, eventsPerSecond);
+            _clusterSampledAt = now;
+        }
+    }
 
     /// <summary>Counts <paramref name="messages"/> just committed.</summary>
     public void Record(int messages)

@@ -23,6 +23,7 @@ public static class MetricNames
     public const string RetentionMessages = "modularchat.retention.messages";
     public const string RetentionBytes = "modularchat.retention.bytes";
     public const string AppendRate = "modularchat.messages.append_rate";
+    public const string ClusterAppendRate = "modularchat.events.cluster_append_rate";
     public const string BackgroundYield = "modularchat.background.yield.duration";
 
     // Providers: LLM calls, MCP tools, chat turns.

@@ -32,6 +32,7 @@ public static class ConversationsModule
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
         services.AddAppendBursts();
+        services.AddHostedService<ClusterAppendRate>();
         services.AddSingleton<AppendGroups>();
         services.AddSingleton<IConversationMessages, ConversationMessages>();
         services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);
