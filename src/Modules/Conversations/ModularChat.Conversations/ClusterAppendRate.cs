@@ -38,7 +38,7 @@ internal sealed partial class ClusterAppendRate(
                 await SampleAsync(stoppingToken);
                 _failing = false;
             }
-            catch (Exception e) when (e is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
                 // Without samples the node goes by its own rate (a sample counts for a few seconds only).
                 if (!_failing)

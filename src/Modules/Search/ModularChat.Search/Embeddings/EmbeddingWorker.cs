@@ -125,15 +125,10 @@ internal sealed partial class EmbeddingWorker(
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await using var batch = new NpgsqlBatch(connection, transaction)
-        {
-            BatchCommands =
-            {
-                new NpgsqlBatchCommand(PlannedForThisQueue),
-                new NpgsqlBatchCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()"),
-            },
-        };
-        var due = await batch.ExecuteScalarAsync(cancellationToken);
+        await PlanForThisQueueAsync(connection, transaction, cancellationToken);
+
+        await using var oldest = new NpgsqlCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()", connection, transaction);
+        var due = await oldest.ExecuteScalarAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return due is DateTime at ? new DateTimeOffset(at, TimeSpan.Zero) : null;
     }
@@ -146,10 +141,7 @@ internal sealed partial class EmbeddingWorker(
         await using (var connection = await database.OpenAsync(cancellationToken))
         await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
         {
-            await using (var plans = new NpgsqlCommand(PlannedForThisQueue, connection, transaction))
-            {
-                await plans.ExecuteNonQueryAsync(cancellationToken);
-            }
+            await PlanForThisQueueAsync(connection, transaction, cancellationToken);
 
             await using (var claim = new NpgsqlCommand(ClaimSql(schema), connection, transaction))
             {
@@ -203,6 +195,12 @@ internal sealed partial class EmbeddingWorker(
     /// (0.1-0.4 s at ~100,000 rows).
     /// </summary>
     internal const string PlannedForThisQueue = "set local plan_cache_mode = force_custom_plan";
+
+    private static async Task PlanForThisQueueAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
+    {
+        await using var plans = new NpgsqlCommand(PlannedForThisQueue, connection, transaction);
+        await plans.ExecuteNonQueryAsync(cancellationToken);
+    }
 
     /// <summary>
     /// Leases up to $1 due rows for $2 and returns them with their row addresses. The queue's statistics are stale by
