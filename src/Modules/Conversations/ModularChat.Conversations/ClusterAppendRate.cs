@@ -19,7 +19,9 @@ internal sealed partial class ClusterAppendRate(
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(1);
 
-    private readonly string _sql = $"select last_value from {store.Options.Events.DatabaseSchemaName}.mt_events_sequence";
+    /// <summary>The numbers handed out so far (a sequence that never handed one out shows its start value, not yet taken).</summary>
+    private readonly string _sql =
+        $"select case when is_called then last_value else last_value - 1 end from {store.Options.Events.DatabaseSchemaName}.mt_events_sequence";
     private (long Value, long At)? _last;
     private bool _failing;
 
