@@ -464,22 +464,20 @@ internal sealed class TenantVectorSet
         _next[slot] = NoSlot;
         _terms[slot] = row.Terms;
 
-        if (Precision == VectorPrecision.Int8)
-        {
-            // Stored as int8, a vector is copied as it is: decoding it to floats to quantize it again gave the same bytes.
-            var target = _quantized.AsSpan(slot * _dimensions, _dimensions);
-            if (!VectorBytes.TryReadUnitInt8(row.Stored, row.Dimensions, target, out _scales[slot]))
-            {
-                var unit = VectorBytes.Decode(row.Stored, row.Dimensions);
-                VectorMath.Normalize(unit);
-                _scales[slot] = VectorMath.Quantize(unit, target);
-            }
-        }
-        else
+        // Stored as int8, a vector is copied as it is: decoding it to floats to quantize it again gave the same bytes.
+        var int8 = Precision == VectorPrecision.Int8;
+        if (!int8 || !VectorBytes.TryReadUnitInt8(row.Stored, row.Dimensions, _quantized.AsSpan(slot * _dimensions, _dimensions), out _scales[slot]))
         {
             var unit = VectorBytes.Decode(row.Stored, row.Dimensions);
             VectorMath.Normalize(unit);
-            unit.CopyTo(_floats.AsSpan(slot * _dimensions, _dimensions));
+            if (int8)
+            {
+                _scales[slot] = VectorMath.Quantize(unit, _quantized.AsSpan(slot * _dimensions, _dimensions));
+            }
+            else
+            {
+                unit.CopyTo(_floats.AsSpan(slot * _dimensions, _dimensions));
+            }
         }
 
         _slotById[row.EntryId] = slot;

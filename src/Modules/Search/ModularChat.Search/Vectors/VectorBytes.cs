@@ -68,13 +68,7 @@ internal static class VectorBytes
         }
 
         var quantized = MemoryMarshal.Cast<byte, sbyte>(stored[ScaleBytes..]);
-        var largest = 0;
-        foreach (var value in quantized)
-        {
-            largest = Math.Max(largest, Math.Abs((int)value));
-        }
-
-        if (largest != 127)
+        if (Math.Abs((int)TensorPrimitives.MaxMagnitude(quantized)) != 127)
         {
             return false;
         }
