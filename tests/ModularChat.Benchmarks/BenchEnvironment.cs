@@ -58,7 +58,8 @@ internal sealed class BenchEnvironment : IAsyncDisposable
             return;
         }
 
-        var dll = Path.Combine(RepositoryRoot(), "src", "Host", "bin", "Release", "net10.0", "ModularChat.Host.dll");
+        var dll = Environment.GetEnvironmentVariable("BENCH_HOST_DLL")
+            ?? Path.Combine(RepositoryRoot(), "src", "Host", "bin", "Release", "net10.0", "ModularChat.Host.dll");
         if (!File.Exists(dll))
         {
             throw new InvalidOperationException($"{dll} is missing: ./build.sh bench builds it first.");
