@@ -81,7 +81,7 @@ public sealed class EmbeddingTests(SearchApp app)
     }
 
     [Fact]
-    public async Task Vectors_are_stored_as_int8_and_one_of_another_format_is_read_then_embedded_again()
+    public async Task Vectors_are_stored_as_int8_and_a_float32_one_is_read_then_quantized_without_calling_the_model()
     {
         var user = ModularChatApp.NewUser();
         app.OpenAi.Embedder = TopicEmbedding;
@@ -104,18 +104,33 @@ public sealed class EmbeddingTests(SearchApp app)
             var after = await ScoreOfCarAsync(client, "cat");
             Assert.True(after - before > 0.8, $"{before} -> {after}"); // its own cosine with "cat" went from ~0 to ~1
 
-            // Queued again (an edit, a rebuild), it is embedded again in the configured format although its model and text are unchanged.
-            await ExecuteAsync<int>(
-                "insert into modularchat.mc_search_pending (tenant_id, entry_id, conversation_id) " +
-                "select tenant_id, id, conversation_id from modularchat.mc_search_entries where tenant_id = $1 and id = $2 returning 1", user, car);
+            // Queued again (a rebuild), it is written again in the configured format from the floats stored, as the model gave
+            // them for this text (here: the dog's), without a call to the model, which would only answer the same at a price.
+            var carEmbeddings = CarEmbeddingRequests();
+            await RequeueAsync(user, car);
             Assert.Equal([8, 8], await Eventually.Until(() => VectorLengthsAsync(user), l => l.SequenceEqual([8, 8])));
-            Assert.Equal(before, await ScoreOfCarAsync(client, "cat"), 3);
+            var quantized = await ScoreOfCarAsync(client, "cat");
+            Assert.True(Math.Abs(quantized - after) < 0.02, $"{after} -> {quantized}"); // still the dog's vector, now in int8
+            Assert.Equal(carEmbeddings, CarEmbeddingRequests());
+
+            // An int8 vector of another text (an edit) is embedded again: the model is asked for the car message.
+            await ExecuteAsync<int>(
+                "update modularchat.mc_search_vectors set text_hash = text_hash + 1 where tenant_id = $1 and entry_id = $2 returning 1", user, car);
+            await RequeueAsync(user, car);
+            await Eventually.Until(() => Task.FromResult(CarEmbeddingRequests()), n => n > carEmbeddings, what: "a request to embed the car message");
+            Assert.Equal(before, await Eventually.Until(() => ScoreOfCarAsync(client, "cat"), s => Math.Abs(s - before) < 1e-3), 3);
         }
         finally
         {
             await app.Providers.UseAsync(user, null);
         }
     }
+
+    private int CarEmbeddingRequests() => app.OpenAi.Requests.Count(r => r.Path == "/v1/embeddings" && r.Body.ToJsonString().Contains("bought a car", StringComparison.Ordinal));
+
+    private Task<int> RequeueAsync(string tenant, Guid entry) => ExecuteAsync<int>(
+        "insert into modularchat.mc_search_pending (tenant_id, entry_id, conversation_id) " +
+        "select tenant_id, id, conversation_id from modularchat.mc_search_entries where tenant_id = $1 and id = $2 returning 1", tenant, entry);
 
     /// <summary>A tiny "language model": one dimension per topic, synonyms included.</summary>
     private static float[] TopicEmbedding(string text)

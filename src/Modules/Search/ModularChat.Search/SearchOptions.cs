@@ -133,8 +133,9 @@ public sealed class VectorIndexOptions
 {
     /// <summary>
     /// How vectors are stored in PostgreSQL and held in memory. Int8: 1 byte per dimension (a quarter of float32, same
-    /// recall here, and cheaper to write); Float32: exact cosine on the model's floats. Either format is read; a vector stored
-    /// in the other one is embedded again when its entry is next queued (a rebuild queues them all).
+    /// recall here, and cheaper to write); Float32: exact cosine on the model's floats. Either format is read; when an entry
+    /// is next queued (a rebuild queues them all), a float32 vector is quantized to int8 without calling the model, and an
+    /// int8 one is embedded again under Float32 (its floats cannot be recovered).
     /// </summary>
     public VectorPrecision Precision { get; set; } = VectorPrecision.Int8;
 

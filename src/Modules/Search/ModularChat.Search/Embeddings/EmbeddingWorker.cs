@@ -180,7 +180,7 @@ internal sealed partial class EmbeddingWorker(
     /// <summary>Reads claimed entries ($1 tenant, $2 ids) with the model and text hash of their current vectors.</summary>
     internal static string ReadSql(SearchSchema schema) => $"""
         select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash,
-               v.dimensions, octet_length(v.vector)
+               v.dimensions, octet_length(v.vector), case when octet_length(v.vector) = v.dimensions * 4 then v.vector end
         from {schema.EntriesById(1, 2)}
         left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
         """;
@@ -260,23 +260,31 @@ internal sealed partial class EmbeddingWorker(
                 var kind = (EntryKind)reader.GetInt16(2);
                 var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7));
                 var fingerprint = EmbeddingText.Fingerprint(text);
-                // A vector of another format (the precision setting changed since) is made again, like one of another model.
-                var current = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint
-                    && VectorBytes.FormatOf(reader.GetInt32(12), reader.GetInt32(11)) == _precision;
-                if (!current)
+                var sameEmbedding = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint;
+                var format = sameEmbedding ? VectorBytes.FormatOf(reader.GetInt32(12), reader.GetInt32(11)) : null;
+                if (format == _precision)
                 {
-                    work.Add(new Work(reader.GetGuid(0), reader.GetGuid(1), kind, reader.GetInt64(3), reader.IsDBNull(4) ? null : reader.GetInt32(4),
-                        reader.IsDBNull(5) ? null : reader.GetString(5), reader.GetFieldValue<DateTime>(7), text, fingerprint));
+                    continue;
                 }
+
+                // A vector of another format (the precision setting changed since) is written again in this one. The model's
+                // floats of a float32 vector are quantized here, without asking the model (a paid call, for what it answered
+                // before); an int8 vector cannot give the floats back, so for float32 the entry is embedded again.
+                var floats = format == VectorPrecision.Float32 && _precision == VectorPrecision.Int8
+                    ? VectorBytes.Decode(reader.GetFieldValue<byte[]>(13), reader.GetInt32(11))
+                    : null;
+                work.Add(new Work(reader.GetGuid(0), reader.GetGuid(1), kind, reader.GetInt64(3), reader.IsDBNull(4) ? null : reader.GetInt32(4),
+                    reader.IsDBNull(5) ? null : reader.GetString(5), reader.GetFieldValue<DateTime>(7), text, fingerprint, floats));
             }
         }
 
         using var activity = ModularChatTelemetry.ActivitySource.StartActivity("search.embed");
         activity?.SetTag("search.model", embedder.Model);
         activity?.SetTag("search.entries", work.Count);
-        var vectors = new List<float[]>(work.Count);
+        var toEmbed = work.Where(w => w.Floats is null).ToList();
+        var embedded = new Dictionary<Guid, float[]>(toEmbed.Count);
         var started = Stopwatch.GetTimestamp();
-        foreach (var chunk in work.Chunk(_options.BatchSize))
+        foreach (var chunk in toEmbed.Chunk(_options.BatchSize))
         {
             var embeddings = await embedder.Generator.GenerateAsync(chunk.Select(w => w.Text), cancellationToken: cancellationToken);
             if (embeddings.Count != chunk.Length)
@@ -284,21 +292,24 @@ internal sealed partial class EmbeddingWorker(
                 throw new InvalidOperationException($"The embedding model returned {embeddings.Count} vectors for {chunk.Length} texts.");
             }
 
-            foreach (var embedding in embeddings)
+            for (var i = 0; i < chunk.Length; i++)
             {
-                var vector = embedding.Vector.ToArray();
-                if (vector.Length == 0 || (vectors.Count > 0 && vector.Length != vectors[0].Length) || vector.Any(v => !float.IsFinite(v)))
-                {
-                    throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
-                }
-
-                vectors.Add(vector);
+                embedded[chunk[i].Id] = embeddings[i].Vector.ToArray();
             }
         }
 
-        if (work.Count > 0)
+        if (toEmbed.Count > 0)
         {
-            metrics.Embedded(work.Count, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+            metrics.Embedded(toEmbed.Count, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        }
+
+        var vectors = work.Select(w => w.Floats ?? embedded[w.Id]).ToList();
+        foreach (var vector in vectors)
+        {
+            if (vector.Length == 0 || vector.Length != vectors[0].Length || vector.Any(v => !float.IsFinite(v)))
+            {
+                throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
+            }
         }
 
         await StoreAsync(tenantId, embedder.Model, claims, work, vectors, cancellationToken);
@@ -459,8 +470,10 @@ internal sealed partial class EmbeddingWorker(
 
     private static string TermsLiteral(int[] terms) => "{" + string.Join(',', terms.Select(t => t.ToString(CultureInfo.InvariantCulture))) + "}";
 
+    /// <param name="Floats">The model's vector as stored before in float32, to be written again in int8; null: to embed.</param>
     private sealed record Work(
-        Guid Id, Guid ConversationId, EntryKind Kind, long Sequence, int? Revision, string? Role, DateTime CreatedAt, string Text, long Fingerprint);
+        Guid Id, Guid ConversationId, EntryKind Kind, long Sequence, int? Revision, string? Role, DateTime CreatedAt, string Text, long Fingerprint,
+        float[]? Floats);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker failed; it tries again shortly")]
     private static partial void LogWorkerFailed(ILogger logger, Exception exception);
