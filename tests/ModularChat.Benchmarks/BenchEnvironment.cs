@@ -38,6 +38,23 @@ internal sealed class BenchEnvironment : IAsyncDisposable
         throw new InvalidOperationException("Run the benchmark from inside the ModularChat repository (./build.sh bench).");
     }
 
+    /// <summary>
+    /// Takes the repository's benchmark lock (an exclusive lock on <c>.local/bench.lock</c>, released when the process
+    /// ends however it ends), or null when another run holds it.
+    /// </summary>
+    public static FileStream? TryLockRun()
+    {
+        var folder = Directory.CreateDirectory(Path.Combine(RepositoryRoot(), ".local"));
+        try
+        {
+            return new FileStream(Path.Combine(folder.FullName, "bench.lock"), FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
     public static BenchEnvironment FromEnvironment() => new()
     {
         PostgresConnectionString = Environment.GetEnvironmentVariable("ConnectionStrings__Postgres")

@@ -2,6 +2,15 @@ using ModularChat.Benchmarks;
 
 // ./build.sh bench [scenario...]: prints progress on stderr and, at the end, one name=value line per figure on stdout.
 // ./build.sh eval-search [folder]: search quality on LoCoMo-format conversations (see SearchEval).
+// One run at a time: a run recreates the benchmark's databases, so a second one would drop them under the first one's
+// host, and the figures of two runs sharing the two cores would mean nothing anyway.
+using var runLock = BenchEnvironment.TryLockRun();
+if (runLock is null)
+{
+    Console.Error.WriteLine("[bench] another benchmark is running from this repository (it holds .local/bench.lock): wait for it to end");
+    return 2;
+}
+
 var results = new Measurements();
 if (args is ["eval-search", ..])
 {
