@@ -178,9 +178,11 @@ internal sealed partial class EmbeddingWorker(
     }
 
     /// <summary>Reads claimed entries ($1 tenant, $2 ids) with the model and text hash of their current vectors.</summary>
-    internal static string ReadSql(SearchSchema schema) => $"""
+    /// <param name="float32Vectors">Also reads the vectors stored in float32 (to quantize them for an int8 index).</param>
+    internal static string ReadSql(SearchSchema schema, bool float32Vectors = false) => $"""
         select e.id, e.conversation_id, e.kind, e.sequence, e.revision, e.role, e.speaker, e.created_at, e.content, v.model, v.text_hash,
-               v.dimensions, octet_length(v.vector), case when octet_length(v.vector) = v.dimensions * 4 then v.vector end
+               v.dimensions, octet_length(v.vector),
+               {(float32Vectors ? "case when octet_length(v.vector) = v.dimensions * 4 then v.vector end" : "null::bytea")}
         from {schema.EntriesById(1, 2)}
         left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
         """;
@@ -250,7 +252,7 @@ internal sealed partial class EmbeddingWorker(
         var embedder = await embedders.ForTenantAsync(tenantId, cancellationToken);
         var work = new List<Work>();
         await using (var connection = await database.OpenAsync(cancellationToken))
-        await using (var read = new NpgsqlCommand(ReadSql(schema), connection))
+        await using (var read = new NpgsqlCommand(ReadSql(schema, _precision == VectorPrecision.Int8), connection))
         {
             read.Parameters.Add(new NpgsqlParameter { Value = tenantId });
             read.Parameters.Add(new NpgsqlParameter { Value = entryIds });
