@@ -125,10 +125,9 @@ internal sealed partial class EmbeddingWorker(
     {
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await PlanForThisQueueAsync(connection, transaction, cancellationToken);
-
-        await using var oldest = new NpgsqlCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()", connection, transaction);
-        var due = await oldest.ExecuteScalarAsync(cancellationToken);
+        await using var batch = QueueBatch(connection, transaction);
+        batch.BatchCommands.Add(new NpgsqlBatchCommand($"select min(not_before) from {database.Schema.Pending} where not_before <= now()"));
+        var due = await batch.ExecuteScalarAsync(cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return due is DateTime at ? new DateTimeOffset(at, TimeSpan.Zero) : null;
     }
@@ -141,13 +140,13 @@ internal sealed partial class EmbeddingWorker(
         await using (var connection = await database.OpenAsync(cancellationToken))
         await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
         {
-            await PlanForThisQueueAsync(connection, transaction, cancellationToken);
-
-            await using (var claim = new NpgsqlCommand(ClaimSql(schema), connection, transaction))
+            await using (var batch = QueueBatch(connection, transaction))
             {
+                var claim = new NpgsqlBatchCommand(ClaimSql(schema));
                 claim.Parameters.Add(new NpgsqlParameter { Value = _options.BatchSize * 4 });
                 claim.Parameters.Add(new NpgsqlParameter { Value = Lease });
-                await using var reader = await claim.ExecuteReaderAsync(cancellationToken);
+                batch.BatchCommands.Add(claim);
+                await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
                 {
                     claimed.Add(new Claim(reader.GetFieldValue<NpgsqlTid>(0), reader.GetString(1), reader.GetGuid(2), reader.GetInt32(3),
@@ -198,11 +197,12 @@ internal sealed partial class EmbeddingWorker(
     /// </summary>
     internal const string PlannedForThisQueue = "set local plan_cache_mode = force_custom_plan";
 
-    private static async Task PlanForThisQueueAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
-    {
-        await using var plans = new NpgsqlCommand(PlannedForThisQueue, connection, transaction);
-        await plans.ExecuteNonQueryAsync(cancellationToken);
-    }
+    /// <summary>
+    /// A batch for statements on the queue, <see cref="PlannedForThisQueue"/> first, in the same round trip (Npgsql's
+    /// readers and scalars skip its empty result).
+    /// </summary>
+    private static NpgsqlBatch QueueBatch(NpgsqlConnection connection, NpgsqlTransaction transaction)
+        => new(connection, transaction) { BatchCommands = { new NpgsqlBatchCommand(PlannedForThisQueue) } };
 
     /// <summary>
     /// Leases up to $1 due rows for $2 and returns them with their row addresses. The queue's statistics are stale by
@@ -324,8 +324,7 @@ internal sealed partial class EmbeddingWorker(
         var schema = database.Schema;
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await using var batch = new NpgsqlBatch(connection, transaction);
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(PlannedForThisQueue));
+        await using var batch = QueueBatch(connection, transaction);
         if (work.Count > 0)
         {
             // Entries are share-locked first: a conversation deleted meanwhile either waits for this commit (and then deletes these
@@ -389,8 +388,7 @@ internal sealed partial class EmbeddingWorker(
         {
             await using var connection = await database.OpenAsync(cancellationToken);
             await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-            await using var batch = new NpgsqlBatch(connection, transaction);
-            batch.BatchCommands.Add(new NpgsqlBatchCommand(PlannedForThisQueue));
+            await using var batch = QueueBatch(connection, transaction);
             var defer = new NpgsqlBatchCommand(DeferSql(database.Schema));
             defer.Parameters.AddRange(ClaimParameters(claims));
             defer.Parameters.Add(new NpgsqlParameter { Value = delay });
