@@ -22,7 +22,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app)
 
         Assert.Equal((1, 1L, 10L), (summary.Revision, summary.FromSequence, summary.ToSequence));
         Assert.Equal("milestone:10", summary.Reason);
-        Assert.Equal(("extractive", "textrank-mmr", "extractive-v1", "default"), (summary.Summarizer, summary.Model, summary.PromptVersion, summary.Variant));
+        Assert.Equal(("extractive", "textrank-mmr", "extractive-v2", "default"), (summary.Summarizer, summary.Model, summary.PromptVersion, summary.Variant));
         Assert.True(summary.InputTokens > 0 && summary.OutputTokens > 0);
         Assert.Equal(summary.OutputTokens, summary.TokenCount);
         Assert.Contains("] Maria: ", summary.Text, StringComparison.Ordinal);

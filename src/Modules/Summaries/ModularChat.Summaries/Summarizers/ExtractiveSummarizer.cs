@@ -12,10 +12,11 @@ namespace ModularChat.Summaries.Summarizers;
 /// Deterministic: the same input always gives the same summary.
 /// </summary>
 /// <remarks>
-/// Incremental: the lines of the previous summary compete with the sentences of the new chunk. The new chunk gets a share
-/// of the budget proportional to the messages it stands for (at least <see cref="MinNewShare"/>, so a late chunk is never
-/// crowded out, and at most <see cref="MaxNewShare"/>, so earlier facts are never all dropped), then the rest is filled
-/// with the best remaining sentences of either.
+/// Incremental: the lines of the previous summary compete with the sentences of the new chunk. Each side first gets a share
+/// of the budget proportional to the messages it stands for (the new chunk at most <see cref="MaxNewShare"/>, so earlier
+/// facts are never all dropped), then the rest is filled with the best remaining sentences of either. Shares in
+/// proportion keep the summary from depending on how the conversation was cut into merges: a job that happens to run
+/// a few messages before the end leaves a small last chunk, which gets a small reserve and competes for the rest.
 /// </remarks>
 internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer, IDisposable
 {
@@ -24,7 +25,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
 
     public const string SummarizerName = "extractive";
     public const string Algorithm = "textrank-mmr";
-    public const string AlgorithmVersion = "extractive-v1";
+    public const string AlgorithmVersion = "extractive-v2";
 
     private const double Damping = 0.85;
     private const int MaxIterations = 50;
@@ -47,7 +48,6 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
 
     private const double Question = 0.5;
     private const double DuplicateSimilarity = 0.8;
-    private const double MinNewShare = 0.3;
     private const double MaxNewShare = 0.9;
 
     public string Name => SummarizerName;
@@ -449,12 +449,12 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
         if (oldCount > 0 && newIndices.Count > 0)
         {
             var newMessages = (double)input.Messages.Count;
-            var share = Math.Clamp(newMessages / (newMessages + Math.Max(1, input.PreviouslyCoveredMessages)), MinNewShare, MaxNewShare);
-            used = Pick(oldIndices, (int)(budget * (1 - share)), used);
+            var share = Math.Min(newMessages / (newMessages + Math.Max(1, input.PreviouslyCoveredMessages)), MaxNewShare);
+            used = Pick(newIndices, (int)(budget * share), used);
+            used = Pick(oldIndices, used + (int)(budget * (1 - share)), used);
         }
 
-        used = Pick(newIndices, budget, used);
-        Pick(oldIndices, budget, used);
+        Pick([.. oldIndices, .. newIndices], budget, used);
         return selected;
 
         int Pick(List<int> candidates, int limit, int spent)
