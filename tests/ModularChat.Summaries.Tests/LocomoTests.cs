@@ -86,11 +86,11 @@ public sealed partial class LocomoTests(SummariesApp app, ITestOutputHelper outp
             t.Speaker == conversation.SpeakerA ? MessageRole.User : MessageRole.Assistant, t.Text, t.DiaId,
             new Dictionary<string, string> { ["speaker"] = t.Speaker }, t.At, t.At, tokens.Count(t.Text))).ToList();
 
-        // The milestones, then a job at any point between the last milestone and the end (or none), then the end.
-        int?[] cuts = [null, .. Enumerable.Range(0, 33).Select(i => (int?)(205 + (i * 5))), messages.Count - 1];
+        // The milestones, a token-threshold job anywhere after the 100th message (none before: too few tokens) or none, the end.
+        int?[] cuts = [null, .. Enumerable.Range(21, 53).Where(i => i != 40).Select(i => (int?)(i * 5)), messages.Count - 1];
         foreach (var cut in cuts)
         {
-            int[] points = [10, 25, 50, 100, 200, .. cut is { } c ? [c] : Array.Empty<int>(), messages.Count];
+            int[] points = [.. new[] { 10, 25, 50, 100, 200, cut ?? 0, messages.Count }.Where(p => p > 0).Order()];
             string? text = null;
             var covered = 0;
             foreach (var point in points)
