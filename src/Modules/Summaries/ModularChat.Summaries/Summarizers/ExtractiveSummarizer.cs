@@ -15,7 +15,7 @@ namespace ModularChat.Summaries.Summarizers;
 /// Incremental: the lines of the previous summary compete with the sentences of the new chunk. Each side first gets a share
 /// of the budget proportional to the messages it stands for (the new chunk at most <see cref="MaxNewShare"/>, so earlier
 /// facts are never all dropped), then the rest is filled with the best remaining sentences of either. Shares in
-/// proportion keep the summary from depending on how the conversation was cut into merges: a job that happens to run
+/// proportion make what is kept depend little on how the conversation was cut into merges: a job that happens to run
 /// a few messages before the end leaves a small last chunk, which gets a small reserve and competes for the rest.
 /// </remarks>
 internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int parallelism = 0) : IConversationSummarizer, IDisposable
