@@ -207,6 +207,25 @@ public sealed class AppendBurstsTests : IDisposable
         Assert.True(bursts.Bursting);
     }
 
+    [Fact]
+    public void Work_that_reschedules_itself_is_put_off_during_a_burst_until_it_is_as_old_as_the_lag_limit()
+    {
+        var bursts = Bursts(threshold: 100, maxLagSeconds: 10);
+        using var yielded = new MetricCollector<double>(Meters, ModularChatTelemetry.SourceName, MetricNames.BackgroundYield);
+        var due = _clock.GetUtcNow();
+        Assert.False(bursts.ShouldDefer(due)); // no burst
+
+        bursts.Record(100);
+        Assert.True(bursts.ShouldDefer(due));
+        Assert.True(bursts.ShouldDefer(due - TimeSpan.FromSeconds(9.9)));
+        Assert.False(bursts.ShouldDefer(due - TimeSpan.FromSeconds(10))); // as old as the limit: runs during the burst
+
+        bursts.RecordDeferral(TimeSpan.FromSeconds(1), "summaries");
+        var measurement = Assert.Single(yielded.GetMeasurementSnapshot());
+        Assert.Equal(1.0, measurement.Value);
+        Assert.Equal("summaries", measurement.Tags["work"]);
+    }
+
     /// <summary>Moves the clock on in steps (appending a burst's worth at each when asked) until the wait is over.</summary>
     private async Task<TimeSpan> FinishAsync(Task<TimeSpan> waiting, AppendBursts bursts, bool appendMeanwhile = false)
     {

@@ -15,7 +15,7 @@ public sealed class BackgroundOptions
 
     /// <summary>
     /// Messages appended on this node in the last second from which the node counts as ingesting a burst (a bulk import:
-    /// batches), and background work that can wait (search indexing, embedding) waits for the burst to end. 0: never.
+    /// batches), and background work that can wait (search indexing, embedding, automatic summaries) waits for the burst to end. 0: never.
     /// The default is above what single chat appends reach, so live chat traffic is indexed as it comes.
     /// </summary>
     public int YieldAboveMessagesPerSecond { get; set; } = 5000;
@@ -180,6 +180,17 @@ public sealed class AppendBursts
         _yielded.Add(waited.TotalSeconds, new KeyValuePair<string, object?>("work", work));
         return waited;
     }
+
+    /// <summary>
+    /// For work that puts itself off (a durable job rescheduled) instead of waiting in <see cref="YieldAsync"/>: whether
+    /// work that became due at <paramref name="dueSince"/> should step aside now, that is while a burst lasts and until it
+    /// is <see cref="BackgroundOptions.MaxYieldLag"/> old. The caller records each deferral with <see cref="RecordDeferral"/>.
+    /// </summary>
+    public bool ShouldDefer(DateTimeOffset dueSince) => Bursting && _clock.GetUtcNow() < dueSince + _options.MaxYieldLag;
+
+    /// <summary>Counts <paramref name="deferral"/> of <paramref name="work"/> put off for a burst (the same metric as <see cref="YieldAsync"/>).</summary>
+    public void RecordDeferral(TimeSpan deferral, string work)
+        => _yielded.Add(deferral.TotalSeconds, new KeyValuePair<string, object?>("work", work));
 
     /// <summary>The number of the 100 ms bucket now falls in, on the monotonic clock.</summary>
     private long Slot() => _clock.GetTimestamp() / _timestampsPerBucket;

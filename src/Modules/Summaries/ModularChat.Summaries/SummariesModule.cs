@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Contracts;
@@ -35,6 +36,7 @@ public static class SummariesModule
 
         // Without the Providers module no tenant has a provider: summaries use the configured summarizer.
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
+        services.AddAppendBursts();
         services.AddSingleton<SummariesMetrics>();
         services.AddSingleton<SummarySettingsResolver>();
         services.AddSingleton<SummarizerSelector>();

@@ -80,6 +80,13 @@ public sealed class SummariesOptions
     /// <summary>How long append notices gather before a smaller batch is handled.</summary>
     public TimeSpan EventBatchWindow { get; set; } = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>
+    /// While a burst of appends is on (<c>Background:YieldAboveMessagesPerSecond</c>), how long an automatic job puts itself
+    /// off before it looks again (no longer than <c>Background:MaxYieldLag</c> after what made it due, all told). Each look is
+    /// a rescheduled durable message: shorter means summaries sooner after the burst, longer means less work during it.
+    /// </summary>
+    public TimeSpan BurstRecheckInterval { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>The sweep that finds missing and stale summaries.</summary>
     public SummarySweepOptions Sweep { get; set; } = new();
 
@@ -246,6 +253,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.PendingJobTimeout).GreaterThanOrEqualTo(o => o.JobTimeout).WithMessage("must be at least JobTimeout.");
         RuleFor(o => o.EventBatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.EventBatchWindow).InclusiveBetween(TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1));
+        RuleFor(o => o.BurstRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
         RuleFor(o => o.Sweep.Interval).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(7));
         RuleFor(o => o.Sweep.BatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.Sweep.MaxInFlight).InclusiveBetween(1, 1000);

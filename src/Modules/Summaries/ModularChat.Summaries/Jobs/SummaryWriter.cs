@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Marten;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Contracts;
@@ -23,6 +24,7 @@ public sealed partial class SummaryWriter(
     SummarySettingsResolver settingsResolver,
     SummariesMetrics metrics,
     TimeProvider clock,
+    AppendBursts bursts,
     IOptions<SummariesOptions> options,
     ILogger<SummaryWriter> logger)
 {
@@ -36,6 +38,17 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.conversation.id", id);
         span?.SetTag("modularchat.summary.reason", job.Reason);
         span?.SetTag("modularchat.summary.variant", settings.Variant);
+
+        // A bulk import is on (ADR 0008): an automatic summary can wait, at most Background:MaxYieldLag after what made it
+        // due. Decided before any read: during a long import each due conversation's job comes back every recheck.
+        if (IsAutomatic(job.Reason) && job.TriggeredAt is { } triggeredAt && bursts.ShouldDefer(triggeredAt))
+        {
+            var recheck = options.Value.BurstRecheckInterval;
+            outgoing.Add(job.ScheduledAt(clock.GetUtcNow() + recheck));
+            bursts.RecordDeferral(recheck, "summaries");
+            LogDeferred(logger, id, tenant);
+            return outgoing;
+        }
 
         var reads = session.CreateBatchQuery();
         var progressRead = reads.Load<SummaryProgress>(id);
@@ -196,6 +209,9 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "No summary due for conversation {ConversationId} of tenant {TenantId} ({MessageCount} messages, {CoveredTo} covered): nothing to do")]
     private static partial void LogNotDue(ILogger logger, Guid conversationId, string tenantId, long messageCount, long coveredTo);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
+    private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
     private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);

@@ -1,0 +1,101 @@
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>
+/// A host on a database of its own (so no other node of the tests picks up its rescheduled jobs) whose background work
+/// steps aside for a few batches a second, and falls at most <see cref="MaxLag"/> behind.
+/// </summary>
+public sealed class SummariesBurstApp() : ModularChatApp(TestDatabase("summaries_bursts"))
+{
+    public static readonly TimeSpan MaxLag = TimeSpan.FromSeconds(6);
+
+    protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
+    {
+        ["Background:YieldAboveMessagesPerSecond"] = "100",
+        ["Background:MaxYieldLag"] = MaxLag.ToString(),
+        ["Summaries:BurstRecheckInterval"] = "00:00:00.500",
+        ["Summaries:EventBatchWindow"] = "00:00:00.050",
+    };
+}
+
+/// <summary>
+/// Automatic summaries step aside for a bulk import (ADR 0008): a summary that falls due during the import is put off
+/// while it lasts, and no longer than <c>Background:MaxYieldLag</c>.
+/// </summary>
+public sealed class BurstTests(SummariesBurstApp app) : IClassFixture<SummariesBurstApp>
+{
+    [Fact]
+    public async Task A_due_summary_waits_for_a_burst_of_appends_to_end()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("burst"));
+        var quiet = await client.NewConversation("quiet");
+        var busy = await client.NewConversation("busy");
+
+        await using (var import = new BulkImport(client, busy))
+        {
+            await import.Running();
+
+            // The quiet conversation reaches its first milestone while the import goes on...
+            await client.AppendEach(quiet, Api.Turns(1, 10));
+            await Task.Delay(TimeSpan.FromSeconds(3)); // well inside the allowed lag
+            Assert.Null(await client.CurrentSummary(quiet));
+        }
+
+        // ...and is summarized once the import has stopped.
+        var summary = await client.SummaryCovering(quiet, 10);
+        Assert.Equal("milestone:10", summary.Reason);
+    }
+
+    [Fact]
+    public async Task A_burst_that_goes_on_puts_a_summary_off_no_longer_than_the_lag_limit()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("burst"));
+        var quiet = await client.NewConversation("quiet");
+        var busy = await client.NewConversation("busy");
+
+        await using var import = new BulkImport(client, busy);
+        await import.Running();
+        await client.AppendEach(quiet, Api.Turns(1, 10));
+        var due = DateTimeOffset.UtcNow;
+        var summary = await client.SummaryCovering(quiet, 10, seconds: 30);
+
+        // Written while the import went on, once the messages that made it due were as old as the lag limit (without a
+        // burst it comes within a second).
+        Assert.False(import.Stopped, "the import stopped");
+        Assert.InRange(summary.RevisedAt - due, SummariesBurstApp.MaxLag - TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(30));
+    }
+
+    /// <summary>Batches of 50 messages every 100 ms into one conversation (a few hundred messages a second) until disposed.</summary>
+    private sealed class BulkImport : IAsyncDisposable
+    {
+        private readonly CancellationTokenSource _stop = new();
+        private readonly Task _running;
+        private int _batches;
+
+        public BulkImport(HttpClient client, Guid conversation)
+        {
+            _running = Task.Run(async () =>
+            {
+                var next = 1;
+                while (!_stop.IsCancellationRequested)
+                {
+                    await client.AppendBatch(conversation, Api.Turns(next, next + 49, "import"));
+                    next += 50;
+                    Interlocked.Increment(ref _batches);
+                    await Task.Delay(100);
+                }
+            });
+        }
+
+        public bool Stopped => _running.IsCompleted;
+
+        /// <summary>Once three batches are in (150 messages, above the threshold of 100 a second): the burst is on.</summary>
+        public Task Running() => Eventually.Until(() => Task.FromResult(Volatile.Read(ref _batches)), n => n >= 3 || _running.IsCompleted, 20);
+
+        public async ValueTask DisposeAsync()
+        {
+            await _stop.CancelAsync();
+            await _running;
+            _stop.Dispose();
+        }
+    }
+}
