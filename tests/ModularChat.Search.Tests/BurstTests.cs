@@ -78,43 +78,33 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
     /// <summary>Another tenant appending a message every 50 ms until disposed: a burst for this host.</summary>
     private sealed class Import : IAsyncDisposable
     {
-        private readonly CancellationTokenSource _stop = new();
         private readonly HttpClient _client;
-        private Task _loop = Task.CompletedTask;
-        private int _appended;
+        private RepeatingLoad? _load;
 
         private Import(HttpClient client) => _client = client;
 
-        public int Appended => Volatile.Read(ref _appended);
+        public int Appended => _load?.Steps ?? 0;
 
         /// <summary>Starts importing and returns once the host counts it as a burst.</summary>
         public static async Task<Import> StartAsync(BurstApp app)
         {
             var import = new Import(app.Client(ModularChatApp.NewUser("importer")));
             var conversation = await import._client.StartConversation("import");
-            import._loop = import.RunAsync(conversation);
+            import._load = new RepeatingLoad(async i => await (await import._client.PostJson($"/api/conversations/{conversation}/messages", Api.Message($"imported line {i}")))
+                .ReadAs<JsonElement>(HttpStatusCode.Created), TimeSpan.FromMilliseconds(50));
             var bursts = app.Host.Services.GetRequiredService<AppendBursts>();
             await Eventually.Until(() => Task.FromResult(bursts.Bursting && import.Appended >= 3), started => started, seconds: 30, what: "The import did not start");
             return import;
         }
 
-        private async Task RunAsync(Guid conversation)
-        {
-            for (var i = 0; !_stop.IsCancellationRequested; i++)
-            {
-                await (await _client.PostJson($"/api/conversations/{conversation}/messages", Api.Message($"imported line {i}")))
-                    .ReadAs<JsonElement>(HttpStatusCode.Created);
-                Interlocked.Increment(ref _appended);
-                await Task.Delay(TimeSpan.FromMilliseconds(50), CancellationToken.None);
-            }
-        }
-
         public async ValueTask DisposeAsync()
         {
-            await _stop.CancelAsync();
-            await _loop;
+            if (_load is not null)
+            {
+                await _load.DisposeAsync();
+            }
+
             _client.Dispose();
-            _stop.Dispose();
         }
     }
 }

@@ -30,9 +30,9 @@ public sealed class BurstTests(SummariesBurstApp app) : IClassFixture<SummariesB
         var quiet = await client.NewConversation("quiet");
         var busy = await client.NewConversation("busy");
 
-        await using (var import = new BulkImport(client, busy))
+        await using (var import = Import(client, busy))
         {
-            await import.Running();
+            await Running(import);
 
             // The quiet conversation reaches its first milestone while the import goes on...
             await client.AppendEach(quiet, Api.Turns(1, 10));
@@ -52,8 +52,8 @@ public sealed class BurstTests(SummariesBurstApp app) : IClassFixture<SummariesB
         var quiet = await client.NewConversation("quiet");
         var busy = await client.NewConversation("busy");
 
-        await using var import = new BulkImport(client, busy);
-        await import.Running();
+        await using var import = Import(client, busy);
+        await Running(import);
         await client.AppendEach(quiet, Api.Turns(1, 10));
         var due = DateTimeOffset.UtcNow;
         var summary = await client.SummaryCovering(quiet, 10, seconds: 30);
@@ -65,37 +65,10 @@ public sealed class BurstTests(SummariesBurstApp app) : IClassFixture<SummariesB
     }
 
     /// <summary>Batches of 50 messages every 100 ms into one conversation (a few hundred messages a second) until disposed.</summary>
-    private sealed class BulkImport : IAsyncDisposable
-    {
-        private readonly CancellationTokenSource _stop = new();
-        private readonly Task _running;
-        private int _batches;
+    private static RepeatingLoad Import(HttpClient client, Guid conversation)
+        => new(i => client.AppendBatch(conversation, Api.Turns((i * 50) + 1, (i * 50) + 50, "import")), TimeSpan.FromMilliseconds(100));
 
-        public BulkImport(HttpClient client, Guid conversation)
-        {
-            _running = Task.Run(async () =>
-            {
-                var next = 1;
-                while (!_stop.IsCancellationRequested)
-                {
-                    await client.AppendBatch(conversation, Api.Turns(next, next + 49, "import"));
-                    next += 50;
-                    Interlocked.Increment(ref _batches);
-                    await Task.Delay(100);
-                }
-            });
-        }
-
-        public bool Stopped => _running.IsCompleted;
-
-        /// <summary>Once three batches are in (150 messages, above the threshold of 100 a second): the burst is on.</summary>
-        public Task Running() => Eventually.Until(() => Task.FromResult(Volatile.Read(ref _batches)), n => n >= 3 || _running.IsCompleted, 20);
-
-        public async ValueTask DisposeAsync()
-        {
-            await _stop.CancelAsync();
-            await _running;
-            _stop.Dispose();
-        }
-    }
+    /// <summary>Once three batches are in (150 messages, above the threshold of 100 a second): the burst is on.</summary>
+    private static Task Running(RepeatingLoad import)
+        => Eventually.Until(() => Task.FromResult(import.Steps), n => n >= 3 || import.Stopped, 20);
 }

@@ -283,12 +283,13 @@ internal sealed partial class EmbeddingWorker(
         using var activity = ModularChatTelemetry.ActivitySource.StartActivity("search.embed");
         activity?.SetTag("search.model", embedder.Model);
         activity?.SetTag("search.entries", work.Count);
-        var toEmbed = work.Where(w => w.Floats is null).ToList();
-        var embedded = new Dictionary<Guid, float[]>(toEmbed.Count);
+        // In work order: the stored floats where there are some, the model's answer for the rest.
+        var vectors = work.Select(w => w.Floats).ToArray();
+        var toEmbed = Enumerable.Range(0, work.Count).Where(i => vectors[i] is null).ToList();
         var started = Stopwatch.GetTimestamp();
         foreach (var chunk in toEmbed.Chunk(_options.BatchSize))
         {
-            var embeddings = await embedder.Generator.GenerateAsync(chunk.Select(w => w.Text), cancellationToken: cancellationToken);
+            var embeddings = await embedder.Generator.GenerateAsync(chunk.Select(i => work[i].Text), cancellationToken: cancellationToken);
             if (embeddings.Count != chunk.Length)
             {
                 throw new InvalidOperationException($"The embedding model returned {embeddings.Count} vectors for {chunk.Length} texts.");
@@ -296,7 +297,7 @@ internal sealed partial class EmbeddingWorker(
 
             for (var i = 0; i < chunk.Length; i++)
             {
-                embedded[chunk[i].Id] = embeddings[i].Vector.ToArray();
+                vectors[chunk[i]] = embeddings[i].Vector.ToArray();
             }
         }
 
@@ -305,21 +306,21 @@ internal sealed partial class EmbeddingWorker(
             metrics.Embedded(toEmbed.Count, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
         }
 
-        var vectors = work.Select(w => w.Floats ?? embedded[w.Id]).ToList();
-        foreach (var vector in vectors)
+        var complete = Array.ConvertAll(vectors, v => v!);
+        foreach (var vector in complete)
         {
-            if (vector.Length == 0 || vector.Length != vectors[0].Length || vector.Any(v => !float.IsFinite(v)))
+            if (vector.Length == 0 || vector.Length != complete[0].Length || vector.Any(v => !float.IsFinite(v)))
             {
                 throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
             }
         }
 
-        await StoreAsync(tenantId, embedder.Model, claims, work, vectors, cancellationToken);
+        await StoreAsync(tenantId, embedder.Model, claims, work, complete, cancellationToken);
     }
 
     /// <summary>Stores the vectors of entries that still exist and takes every processed entry off the queue, in one transaction.</summary>
     private async Task StoreAsync(
-        string tenantId, string model, Claim[] processed, List<Work> work, List<float[]> vectors, CancellationToken cancellationToken)
+        string tenantId, string model, Claim[] processed, List<Work> work, float[][] vectors, CancellationToken cancellationToken)
     {
         var schema = database.Schema;
         await using var connection = await database.OpenAsync(cancellationToken);
