@@ -1,5 +1,7 @@
 using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
 using ModularChat.BuildingBlocks.Caching;
 using StackExchange.Redis;
 
@@ -68,9 +70,66 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         Assert.InRange(trackedTtl!.Value, TimeSpan.FromMinutes(4), TimeSpan.FromMinutes(5));
         Assert.Equal([scope + ":entry"], (await redis.SetMembersAsync("modularchat:gen-keys:" + scope)).Select(m => m.ToString()));
 
-        // Forgetting the scope removes both.
+        // Forgetting the scope removes the entries and their list; the generation, bumped, stays until it expires.
         await generations.ForgetAsync(scope);
-        Assert.False(await redis.KeyExistsAsync("modularchat:gen:" + scope));
+        Assert.False(await redis.KeyExistsAsync("modularchat:" + scope + ":entry"));
         Assert.False(await redis.KeyExistsAsync("modularchat:gen-keys:" + scope));
+        Assert.Equal(2, await generations.CurrentAsync(scope));
+        Assert.InRange((await redis.KeyTimeToLiveAsync("modularchat:gen:" + scope))!.Value,
+            CacheGenerations.GenerationLifetime - TimeSpan.FromMinutes(1), CacheGenerations.GenerationLifetime);
+    }
+
+    [Fact]
+    public async Task An_entry_that_lands_after_its_resource_was_deleted_is_never_read()
+    {
+        var generations = app.Host.Services.GetRequiredService<CacheGenerations>();
+        var cache = app.Host.Services.GetRequiredService<HybridCache>();
+        var scope = "test:" + Guid.NewGuid().ToString("N");
+
+        // An entry is built at the scope's generation; the resource is deleted before the entry's write reaches Redis
+        // (HybridCache writes it after handing the value back), so the deletion does not remove it.
+        var built = await generations.CurrentAsync(scope);
+        await generations.TrackAsync(scope, $"{scope}:g{built}", TimeSpan.FromMinutes(5));
+        await generations.ForgetAsync(scope);
+        await cache.SetAsync($"{scope}:g{built}", "deleted resource's data");
+
+        // A read after the deletion does not use that generation, so it does not find the late entry.
+        var current = await generations.CurrentAsync(scope);
+        Assert.NotEqual(built, current);
+        Assert.Equal("rebuilt", await cache.GetOrCreateAsync($"{scope}:g{current}", _ => ValueTask.FromResult("rebuilt")));
+    }
+}
+
+/// <summary>A node's own generations (what it uses while Redis is not) are forgotten once unused, as Redis forgets its.</summary>
+public sealed class LocalCacheGenerationsTests
+{
+    [Fact]
+    public async Task A_generation_unused_for_its_lifetime_is_forgotten_and_one_in_use_is_kept()
+    {
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var services = new ServiceCollection().AddHybridCache().Services.BuildServiceProvider();
+        var generations = new CacheGenerations(
+            new RedisAvailability(null, TimeSpan.FromSeconds(5), NullLogger<RedisAvailability>.Instance, clock),
+            services.GetRequiredService<HybridCache>(), clock);
+        Assert.False(generations.Shared);
+
+        await generations.BumpAsync("unused");
+        await generations.BumpAsync("unused");
+        await generations.BumpAsync("read");
+        await generations.BumpAsync("bumped");
+        Assert.Equal(2, await generations.CurrentAsync("unused"));
+
+        // Half a lifetime later one scope is read and one bumped again; the third is left alone.
+        clock.Advance(CacheGenerations.GenerationLifetime / 2);
+        Assert.Equal(1, await generations.CurrentAsync("read"));
+        await generations.BumpAsync("bumped");
+
+        // A lifetime after its last use, the next bump clears the unused generation away: it starts again at 0. The
+        // others are kept.
+        clock.Advance(CacheGenerations.GenerationLifetime / 2 + TimeSpan.FromMinutes(1));
+        await generations.BumpAsync("other");
+        Assert.Equal(0, await generations.CurrentAsync("unused"));
+        Assert.Equal(1, await generations.CurrentAsync("read"));
+        Assert.Equal(2, await generations.CurrentAsync("bumped"));
     }
 }

@@ -58,7 +58,19 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         // The rest goes in the background: purges, module cleanups, then the inbox's handled messages and the search
         // tombstone after their (here short) lifetimes.
         await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the conversation are left");
-        Assert.Empty(await RedisKeysMentioning(id));
+
+        // In Redis only the two cache generations (context and summary) are left: counters, kept until they expire so that
+        // an entry built just before the deletion and written after it is never read (CacheGenerationsTests).
+        var left = await RedisKeysMentioning(id);
+        Assert.Equal(2, left.Count);
+        await using var redisAfter = await ConnectionMultiplexer.ConnectAsync(app.RedisConnectionString);
+        foreach (var key in left)
+        {
+            Assert.StartsWith("modularchat:gen:", key, StringComparison.Ordinal);
+            Assert.True(long.TryParse((string?)await redisAfter.GetDatabase().StringGetAsync(key), out _), $"{key} holds more than a counter");
+            var ttl = await redisAfter.GetDatabase().KeyTimeToLiveAsync(key);
+            Assert.True(ttl is { } t && t <= TimeSpan.FromDays(1), $"{key} expires in {ttl?.ToString() ?? "never"}");
+        }
     }
 
     [Fact]

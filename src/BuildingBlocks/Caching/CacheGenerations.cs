@@ -14,7 +14,8 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// Without Redis (not configured, down, or not answering: see <see cref="RedisAvailability"/>) generations are kept per node: still correct on a single node,
 /// and with several nodes the in-process entries expire after the short local-only lifetime.
 /// Nothing is left in Redis for good: a generation lives <see cref="GenerationLifetime"/> after its last read or
-/// bump (longer than any entry built with it), and deleting a resource removes its generation and entries at once.
+/// bump (longer than any entry built with it), and deleting a resource removes its entries at once (its generation,
+/// bumped, expires like any other).
 /// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
 public sealed class CacheGenerations : IHostedService
@@ -39,12 +40,13 @@ public sealed class CacheGenerations : IHostedService
         """;
     private readonly RedisAvailability _redis;
     private readonly HybridCache _cache;
-    private readonly ConcurrentDictionary<string, long> _local = new(StringComparer.Ordinal);
+    // This node's own generations (used while Redis is not), with when each was last read or bumped.
+    private readonly ConcurrentDictionary<string, LocalGeneration> _local = new(StringComparer.Ordinal);
 
     // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, long>> _localKeys = new(StringComparer.Ordinal);
     private readonly TimeProvider _clock;
-    private int _tracks;
+    private long _nextPruneTicks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
 
     /// <summary>
@@ -52,6 +54,9 @@ public sealed class CacheGenerations : IHostedService
     /// (they are built right after a read): then a generation that expires and restarts at 0 finds no entry to reuse.
     /// </summary>
     public static readonly TimeSpan GenerationLifetime = TimeSpan.FromDays(1);
+
+    /// <summary>How often this node clears its registries of expired keys and unused generations.</summary>
+    public static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(1);
 
     public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null)
     {
@@ -73,13 +78,26 @@ public sealed class CacheGenerations : IHostedService
             var value = await Database.StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
             return value.HasValue ? (long)value : 0;
         }, null).ConfigureAwait(false);
-        return shared ?? _local.GetValueOrDefault(scope);
+        if (shared is { } value)
+        {
+            return value;
+        }
+
+        if (!_local.TryGetValue(scope, out var local))
+        {
+            return 0;
+        }
+
+        _local.TryUpdate(scope, local with { TouchedTicks = _clock.GetUtcNow().UtcTicks }, local);
+        return local.Value;
     }
 
     /// <summary>Marks <paramref name="scope"/> changed: every node's entries built before now stop being read.</summary>
     public async Task BumpAsync(string scope)
     {
-        _local.AddOrUpdate(scope, 1, (_, g) => g + 1);
+        var now = _clock.GetUtcNow().UtcTicks;
+        _local.AddOrUpdate(scope, static (_, now) => new(1, now), static (_, g, now) => new(g.Value + 1, now), now);
+        PruneWhenDue(now);
         await DropLocalAsync(scope).ConfigureAwait(false);
 
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
@@ -95,10 +113,7 @@ public sealed class CacheGenerations : IHostedService
     {
         var now = _clock.GetUtcNow().UtcTicks;
         _localKeys.GetOrAdd(scope, _ => new(StringComparer.Ordinal))[key] = now + lifetime.Ticks;
-        if (Interlocked.Increment(ref _tracks) % 1024 == 0)
-        {
-            PruneLocalKeys(now);
-        }
+        PruneWhenDue(now);
 
         if (_redis.Usable)
         {
@@ -117,12 +132,14 @@ public sealed class CacheGenerations : IHostedService
 
     /// <summary>
     /// Forgets a scope for good (its resource was deleted): every cached entry of it is removed from every node's
-    /// memory and from Redis, and so is its generation.
+    /// memory and from Redis. Its generation is bumped and kept until it expires (<see cref="GenerationLifetime"/>
+    /// after its last read), not deleted: HybridCache writes an entry to Redis after handing the value back, so an entry
+    /// built just before the deletion can land after this removal; with the generation restarted at 0 the next read
+    /// would find it and serve the deleted resource. Kept, the generation is past every entry built before it.
     /// </summary>
     public async Task ForgetAsync(string scope)
     {
         await BumpAsync(scope).ConfigureAwait(false);
-        _local.TryRemove(scope, out _);
         await _redis.TryAsync(async () =>
         {
             foreach (var key in await Database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
@@ -130,7 +147,7 @@ public sealed class CacheGenerations : IHostedService
                 await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
             }
 
-            await Database.KeyDeleteAsync([TrackedPrefix + scope, KeyPrefix + scope]).ConfigureAwait(false);
+            await Database.KeyDeleteAsync(TrackedPrefix + scope).ConfigureAwait(false);
         }).ConfigureAwait(false);
     }
 
@@ -178,6 +195,31 @@ public sealed class CacheGenerations : IHostedService
         }
     }
 
+    /// <summary>
+    /// At most once per <see cref="PruneInterval"/>: forgets the keys whose entries have expired anyway, and the local
+    /// generations unused for <see cref="GenerationLifetime"/> (as Redis forgets its own), so both stay as small as what
+    /// this node has cached lately instead of growing with every scope it ever touched.
+    /// </summary>
+    private void PruneWhenDue(long now)
+    {
+        var due = Interlocked.Read(ref _nextPruneTicks);
+        if (now < due || Interlocked.CompareExchange(ref _nextPruneTicks, now + PruneInterval.Ticks, due) != due)
+        {
+            return;
+        }
+
+        // Inline: once a minute, a pass over what this node touched within a day (a few milliseconds at 100,000 scopes).
+        PruneLocalKeys(now);
+        var unusedSince = now - GenerationLifetime.Ticks;
+        foreach (var (scope, generation) in _local)
+        {
+            if (generation.TouchedTicks < unusedSince)
+            {
+                _local.TryRemove(new KeyValuePair<string, LocalGeneration>(scope, generation));
+            }
+        }
+    }
+
     /// <summary>Forgets keys whose entries have expired anyway, so the registry stays as small as the cache.</summary>
     private void PruneLocalKeys(long now)
     {
@@ -197,4 +239,6 @@ public sealed class CacheGenerations : IHostedService
             }
         }
     }
+
+    private readonly record struct LocalGeneration(long Value, long TouchedTicks);
 }
