@@ -141,6 +141,29 @@ public sealed class BadInputTests(ConversationsApp app)
         await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/messages", new { role = "user", content = "x" })).ShouldBeProblem(404);
     }
 
+    // The nil id is a well-formed id that no conversation has (Marten refuses a stream under it: these answered 500).
+    [Theory]
+    [InlineData("GET", "")]
+    [InlineData("PATCH", "", """{"title":"renamed"}""")]
+    [InlineData("DELETE", "")]
+    [InlineData("POST", "/messages", """{"role":"user","content":"hello"}""")]
+    [InlineData("POST", "/messages/batch", """{"messages":[{"role":"user","content":"hello"}]}""")]
+    [InlineData("GET", "/messages")]
+    [InlineData("GET", "/context")]
+    [InlineData("POST", "/summary", "{}")]
+    public async Task The_nil_id_answers_404_on_every_conversation_endpoint(string method, string path, string? body = null)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        using var request = new HttpRequestMessage(new HttpMethod(method), $"/api/conversations/{Guid.Empty}{path}");
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json");
+        }
+
+        var problem = await (await client.SendAsync(request)).ShouldBeProblem(404);
+        Assert.Contains(Guid.Empty.ToString(), problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("/api/conversations?cursor=garbage")]
     [InlineData("/api/conversations?cursor=bXNnOmZ8MQ")] // a message cursor ("msg:f|1") used on the conversation list

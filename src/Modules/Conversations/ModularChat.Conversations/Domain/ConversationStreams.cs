@@ -12,7 +12,23 @@ internal static class ConversationStreams
     /// </summary>
     public static async Task<IEventStream<Conversation>> FetchForUpdate(
         IDocumentSession session, Guid conversationId, long? expectedVersion, CancellationToken cancellationToken)
-        => Writable(await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken), conversationId, expectedVersion);
+    {
+        EnsureCanExist(conversationId);
+        return Writable(await session.Events.FetchForExclusiveWriting<Conversation>(conversationId, cancellationToken), conversationId, expectedVersion);
+    }
+
+    /// <summary>
+    /// The nil id is never a conversation's (ids are made by the service, and Marten refuses a stream under it): it is
+    /// not found, before anything asks Marten for it.
+    /// </summary>
+    /// <exception cref="NotFoundException">The id is <see cref="Guid.Empty"/>.</exception>
+    public static void EnsureCanExist(Guid conversationId)
+    {
+        if (conversationId == Guid.Empty)
+        {
+            throw new NotFoundException("Conversation", conversationId);
+        }
+    }
 
     /// <summary>
     /// The stream, if the conversation exists for this tenant and is at <paramref name="expectedVersion"/> when one is given.

@@ -65,6 +65,7 @@ internal sealed class AppendGroups(
     /// <param name="cancellationToken">Drops the append if it is cancelled before its transaction starts; once started, it completes.</param>
     public Task<AppendResult> AppendAsync(string tenantId, PreparedAppend append, CancellationToken cancellationToken)
     {
+        ConversationStreams.EnsureCanExist(append.ConversationId); // never into a group: it would fail the group's fetch
         var pending = new PendingAppend(append, cancellationToken);
         var settings = options.Value;
         if (append.Messages.Count >= settings.AppendGroupMaxMessages || settings.AppendGroupConcurrency == 0)
