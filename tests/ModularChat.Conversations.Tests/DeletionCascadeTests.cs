@@ -117,6 +117,38 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the raced conversation are left");
     }
 
+    [Fact]
+    public async Task A_deleted_conversations_events_are_removed_only_behind_the_daemon_so_it_never_pauses_on_them()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("purge"));
+        var id = (await (await client.PostJson("/api/conversations", new { title = "purged" })).ReadAs<ConversationDto>(HttpStatusCode.Created)).Id;
+        await (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "soon gone" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        async Task<long> Scalar(string sql)
+        {
+            await using var command = new NpgsqlCommand(sql, connection);
+            command.Parameters.AddWithValue("id", id);
+            return await command.ExecuteScalarAsync() is long value ? value : 0;
+        }
+
+        // The daemon has read the conversation's events so far; its deletion adds one more, which it has not.
+        var before = await Scalar("select max(seq_id) from modularchat.mt_events where stream_id = @id");
+        await WaitUntil(async () => await Scalar("select last_seq_id from modularchat.mt_event_progression where name = 'HighWaterMark'") >= before,
+            "high-water mark past the conversation's events");
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
+        var after = await Scalar("select last_value from modularchat.mt_events_sequence");
+
+        // The stream is removed, and the high-water mark passes the deletion's event without skipping it as a stuck gap
+        // (removed above the mark, the daemon would pause every asynchronous projection on it for its stale-gap time).
+        await WaitUntil(async () => await Scalar("select count(*) from modularchat.mt_events where stream_id = @id") == 0, "purge of the stream");
+        await WaitUntil(async () => await Scalar("select last_seq_id from modularchat.mt_event_progression where name = 'HighWaterMark'") >= after,
+            "high-water mark past the deletion");
+        Assert.Equal(0, await Scalar(
+            $"select count(*) from modularchat.mt_high_water_skips where starting_sequence < {after} and ending_sequence > {before}"));
+    }
+
     private static Task WaitUntil(Func<Task<bool>> condition, string what)
         => Eventually.Until(condition, done => done, seconds: 30, what: $"No {what}");
 

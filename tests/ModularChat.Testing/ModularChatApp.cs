@@ -48,6 +48,12 @@ public class ModularChatApp : IAsyncLifetime
     /// <summary>Extra configuration for the host, applied over appsettings.json.</summary>
     protected virtual IDictionary<string, string?> Settings => new Dictionary<string, string?>();
 
+    /// <summary>
+    /// Whether the first host runs the asynchronous projections (Marten's daemon: search indexing, the high-water mark);
+    /// hosts started after it never do.
+    /// </summary>
+    protected virtual bool RunsAsyncProjections => true;
+
     /// <summary>Extra service registrations (test doubles of external systems only, never of our own infrastructure).</summary>
     protected virtual void ConfigureServices(IServiceCollection services)
     {
@@ -67,7 +73,7 @@ public class ModularChatApp : IAsyncLifetime
     /// </summary>
     public Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null)
     {
-        var runsProjections = Host is null;
+        var runsProjections = Host is null && RunsAsyncProjections;
         JasperFxEnvironment.AutoStartHost = true;
         var settings = new Dictionary<string, string?>
         {

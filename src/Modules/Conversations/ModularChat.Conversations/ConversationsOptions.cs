@@ -32,6 +32,12 @@ public sealed class ConversationsOptions
     /// </summary>
     public TimeSpan AppendGroupWait { get; set; } = TimeSpan.FromMilliseconds(2);
 
+    /// <summary>
+    /// Longest a deleted conversation's event stream waits for the asynchronous projections' high-water mark to pass
+    /// its last event before it is removed anyway (removed before, its events make Marten's daemon pause on the gap).
+    /// </summary>
+    public TimeSpan PurgeMaxWait { get; set; } = TimeSpan.FromMinutes(5);
+
     public int MaxTitleLength { get; set; } = 200;
 
     public int MaxExternalIdLength { get; set; } = 200;
@@ -56,6 +62,7 @@ internal sealed class ConversationsOptionsValidator : AbstractValidator<Conversa
         RuleFor(o => o.AppendGroupMaxMessages).InclusiveBetween(1, 100_000);
         RuleFor(o => o.AppendGroupConcurrency).InclusiveBetween(0, 64);
         RuleFor(o => o.AppendGroupWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromSeconds(1));
+        RuleFor(o => o.PurgeMaxWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.MaxTitleLength).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxExternalIdLength).InclusiveBetween(1, 1000);
         RuleFor(o => o.MaxMetadataEntries).InclusiveBetween(0, 1000);

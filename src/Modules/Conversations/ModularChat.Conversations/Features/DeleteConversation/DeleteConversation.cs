@@ -1,5 +1,8 @@
+using JasperFx.Events.Projections;
 using Marten;
 using Mediator;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using Wolverine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -48,13 +51,69 @@ internal static class DeleteConversationEndpoint
 }
 
 /// <summary>
+/// A deleted conversation's event stream, waiting to be removed from the database until the asynchronous projections'
+/// high-water mark has passed its last event.
+/// </summary>
+public sealed record PurgeDeletedConversation(Guid ConversationId, string TenantId, DateTimeOffset DeletedAt, int Attempt);
+
+/// <summary>
 /// After a conversation is deleted for the client, its event stream is removed from the database for good
 /// (durably, off the request path; every other module drops what it derived on the same event).
 /// </summary>
+/// <remarks>
+/// Not at once: the deletion's own event (and any appends just before it) may not be read yet by Marten's asynchronous
+/// daemon, and events removed above its high-water mark look to it like a transaction still in flight: it stops every
+/// asynchronous projection (search indexing) for its stale-gap time (3 s) before it skips them, on every deletion. So the
+/// purge waits, re-checking with a growing delay, until the high-water mark has passed the stream's last event, or at
+/// most <see cref="ConversationsOptions.PurgeMaxWait"/> (then the daemon skips the gap, once).
+/// </remarks>
 public static class PurgeDeletedConversationHandler
 {
-    public static Task Handle(ConversationDeleted deleted, Envelope envelope, IDocumentStore store, CancellationToken cancellationToken)
+    /// <summary>The longest pause between two checks of the high-water mark.</summary>
+    public static readonly TimeSpan MaxRecheckDelay = TimeSpan.FromSeconds(30);
+
+    public static Task Handle(
+        ConversationDeleted deleted, Envelope envelope, IDocumentStore store, IMessageBus bus, TimeProvider clock,
+        IOptions<ConversationsOptions> options, ILogger<PurgeDeletedConversation> logger, CancellationToken cancellationToken)
         => envelope.TenantId is { Length: > 0 } tenant
-            ? store.Advanced.Clean.DeleteSingleEventStreamAsync(deleted.ConversationId, tenant, cancellationToken)
+            ? Handle(new PurgeDeletedConversation(deleted.ConversationId, tenant, deleted.DeletedAt, Attempt: 0),
+                store, bus, clock, options, logger, cancellationToken)
             : Task.CompletedTask;
+
+    public static async Task Handle(
+        PurgeDeletedConversation purge, IDocumentStore store, IMessageBus bus, TimeProvider clock,
+        IOptions<ConversationsOptions> options, ILogger<PurgeDeletedConversation> logger, CancellationToken cancellationToken)
+    {
+        await using (var session = store.QuerySession(purge.TenantId))
+        {
+            var last = await session.Events.QueryAllRawEvents()
+                .Where(e => e.StreamId == purge.ConversationId)
+                .OrderByDescending(e => e.Sequence)
+                .Select(e => e.Sequence)
+                .FirstOrDefaultAsync(cancellationToken);
+            if (last == 0)
+            {
+                return; // purged already (a redelivery)
+            }
+
+            var highWater = (await store.Advanced.AllProjectionProgress(token: cancellationToken))
+                .FirstOrDefault(p => p.ShardName == ShardState.HighWaterMark)?.Sequence ?? 0;
+            var waited = clock.GetUtcNow() - purge.DeletedAt;
+            if (highWater < last)
+            {
+                if (waited < options.Value.PurgeMaxWait)
+                {
+                    var delay = TimeSpan.FromTicks(Math.Min(MaxRecheckDelay.Ticks, TimeSpan.FromMilliseconds(500).Ticks << Math.Min(purge.Attempt, 16)));
+                    await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, delay, new DeliveryOptions { TenantId = purge.TenantId });
+                    return;
+                }
+
+                logger.LogWarning(
+                    "Purging deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) has not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
+                    purge.ConversationId, waited, highWater, last);
+            }
+        }
+
+        await store.Advanced.Clean.DeleteSingleEventStreamAsync(purge.ConversationId, purge.TenantId, cancellationToken);
+    }
 }
