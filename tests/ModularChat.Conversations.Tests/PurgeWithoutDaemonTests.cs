@@ -11,12 +11,19 @@ public sealed class NoDaemonApp() : ModularChatApp(TestDatabase("conversations_n
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {
         ["Conversations:PurgeMaxWait"] = "00:00:02",
+        ["Retention:MaxProjectionWait"] = "00:00:03",
+        [$"Retention:Tenants:{ArchiveTenant}:Policy"] = "archive-after-summary",
+        [$"Retention:Tenants:{ArchiveTenant}:KeepLast"] = "5",
     };
+
+    /// <summary>A tenant of this test run only (its first summary is the test's).</summary>
+    public static readonly string ArchiveTenant = $"no-daemon-archive-{Guid.NewGuid():N}";
 }
 
 /// <summary>
-/// A deleted conversation's events wait for the daemon's high-water mark (DeletionCascadeTests), but not for ever: with
-/// no daemon running they are removed after <c>Conversations:PurgeMaxWait</c>.
+/// What removes events from the store waits for Marten's daemon to have read them, but not for ever: with no daemon
+/// running, a deleted conversation's events are removed after <c>Conversations:PurgeMaxWait</c>, and a retention step
+/// compacts after <c>Retention:MaxProjectionWait</c> (not at once, as it would without the wait).
 /// </summary>
 public sealed class PurgeWithoutDaemonTests(NoDaemonApp app) : IClassFixture<NoDaemonApp>
 {
@@ -43,5 +50,32 @@ public sealed class PurgeWithoutDaemonTests(NoDaemonApp app) : IClassFixture<NoD
             seconds: 30, what: "The deleted conversation's events are still there");
         Assert.True(await Scalar("select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'") < last,
             "The high-water mark moved: the purge did not have to wait it out");
+    }
+
+    [Fact]
+    public async Task A_retention_step_waits_for_the_projections_to_read_what_it_compacts_at_most_the_longest_wait()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("retention-no-daemon"), NoDaemonApp.ArchiveTenant);
+        var id = (await (await client.PostJson("/api/conversations", new { title = "retained" })).ReadAs<ConversationDto>(HttpStatusCode.Created)).Id;
+        var messages = Enumerable.Range(1, 12).Select(i => new { role = "user", content = $"Message {i} before the summary." });
+        await (await client.PostJson($"/api/conversations/{id}/messages/batch", new { messages })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+
+        // The summary (milestone 10) lets retention archive 1-7; no projection reads the events, so the step waits out
+        // Retention:MaxProjectionWait (3 s) from the summary on, then goes ahead.
+        var view = await Eventually.Until(
+            async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK),
+            v => v.Archived.Count > 0, seconds: 30, what: "Retention never archived");
+        Assert.Equal((1L, 7L), (view.Archived[0].FromSequence, view.Archived[0].ToSequence));
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            """
+            select extract(epoch from (select max(timestamp) from modularchat.mt_events where stream_id = @id and type = 'retention_applied')
+                 - (select min(timestamp) from modularchat.mt_events where type = 'summary_revised' and tenant_id = @tenant))
+            """, connection);
+        command.Parameters.AddWithValue("id", id);
+        command.Parameters.AddWithValue("tenant", NoDaemonApp.ArchiveTenant);
+        var seconds = Convert.ToDouble(await command.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(seconds >= 2.9, $"Retention compacted {seconds:0.00} s after the summary: it did not wait for the projections");
     }
 }

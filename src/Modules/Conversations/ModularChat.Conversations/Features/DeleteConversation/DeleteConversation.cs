@@ -1,4 +1,3 @@
-using JasperFx.Events.Projections;
 using Marten;
 using Mediator;
 using Microsoft.Extensions.Logging;
@@ -62,16 +61,12 @@ public sealed record PurgeDeletedConversation(Guid ConversationId, string Tenant
 /// </summary>
 /// <remarks>
 /// Not at once: the deletion's own event (and any appends just before it) may not be read yet by Marten's asynchronous
-/// daemon, and events removed above its high-water mark look to it like a transaction still in flight: it stops every
-/// asynchronous projection (search indexing) for its stale-gap time (3 s) before it skips them, on every deletion. So the
-/// purge waits, re-checking with a growing delay, until the high-water mark has passed the stream's last event, or at
-/// most <see cref="ConversationsOptions.PurgeMaxWait"/> (then the daemon skips the gap, once).
+/// daemon (<see cref="DaemonProgress"/>). So the purge waits, re-checking with a growing delay, until the high-water mark
+/// has passed the stream's last event, or at most <see cref="ConversationsOptions.PurgeMaxWait"/> (then the daemon skips
+/// the gap, once).
 /// </remarks>
 public static class PurgeDeletedConversationHandler
 {
-    /// <summary>The longest pause between two checks of the high-water mark.</summary>
-    public static readonly TimeSpan MaxRecheckDelay = TimeSpan.FromSeconds(30);
-
     public static Task Handle(
         ConversationDeleted deleted, Envelope envelope, IDocumentStore store, IMessageBus bus, TimeProvider clock,
         IOptions<ConversationsOptions> options, ILogger<PurgeDeletedConversation> logger, CancellationToken cancellationToken)
@@ -96,15 +91,14 @@ public static class PurgeDeletedConversationHandler
                 return; // purged already (a redelivery)
             }
 
-            var highWater = (await store.Advanced.AllProjectionProgress(token: cancellationToken))
-                .FirstOrDefault(p => p.ShardName == ShardState.HighWaterMark)?.Sequence ?? 0;
+            var (highWater, _) = await DaemonProgress.ReadAsync(store, cancellationToken);
             var waited = clock.GetUtcNow() - purge.DeletedAt;
             if (highWater < last)
             {
                 if (waited < options.Value.PurgeMaxWait)
                 {
-                    var delay = TimeSpan.FromTicks(Math.Min(MaxRecheckDelay.Ticks, TimeSpan.FromMilliseconds(500).Ticks << Math.Min(purge.Attempt, 16)));
-                    await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, delay, new DeliveryOptions { TenantId = purge.TenantId });
+                    await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt),
+                        new DeliveryOptions { TenantId = purge.TenantId });
                     return;
                 }
 

@@ -1,6 +1,7 @@
 using Marten;
 using Microsoft.Extensions.Options;
 using Wolverine;
+using ModularChat.Conversations.Domain;
 using ModularChat.Summaries.Contracts;
 using Wolverine.ErrorHandling;
 using Wolverine.Runtime.Handlers;
@@ -8,7 +9,9 @@ using Wolverine.Runtime.Handlers;
 namespace ModularChat.Conversations.Features.Retention;
 
 /// <summary>Apply the retention policy to one conversation (tenant on the envelope). Durable and retried.</summary>
-public sealed record ApplyRetention(Guid ConversationId);
+/// <param name="WaitingSince">Set on a run rescheduled while its step waits for the asynchronous projections: since when.</param>
+/// <param name="Attempt">How many times the step has been rescheduled so (the pause grows with it).</param>
+public sealed record ApplyRetention(Guid ConversationId, DateTimeOffset? WaitingSince = null, int Attempt = 0);
 
 /// <summary>Every stored summary revision may allow retention to go further (nothing is queued under keep-all).</summary>
 public static class RetentionAfterSummaryHandler
@@ -31,6 +34,16 @@ public static class ApplyRetentionHandler
             .Then.MoveToErrorQueue();
 
     public static async Task Handle(
-        ApplyRetention command, IDocumentSession session, IMessageContext context, RetentionExecutor executor, CancellationToken cancellationToken)
-        => await executor.ApplyAsync(session, command.ConversationId, cancellationToken, () => context.PublishAsync(command));
+        ApplyRetention command, IDocumentSession session, IMessageContext context, RetentionExecutor executor, TimeProvider clock,
+        CancellationToken cancellationToken)
+    {
+        var waitingSince = command.WaitingSince ?? clock.GetUtcNow();
+        var outcome = await executor.ApplyAsync(
+            session, command.ConversationId, cancellationToken, () => context.PublishAsync(new ApplyRetention(command.ConversationId)), waitingSince);
+        if (outcome.WaitsForProjections)
+        {
+            // Nothing was changed: the session commits only this, through the outbox.
+            await context.ScheduleAsync(command with { WaitingSince = waitingSince, Attempt = command.Attempt + 1 }, DaemonProgress.RecheckDelay(command.Attempt));
+        }
+    }
 }

@@ -46,11 +46,49 @@ public sealed partial class RetentionExecutor(
     /// Called when another step is due (<see cref="RetentionOutcome.MoreDue"/>), before anything is committed: what it
     /// queues on the session's outbox is committed with the step.
     /// </param>
+    /// <param name="waitingSince">
+    /// Since when this run's step has been waiting for the asynchronous projections (null: it has not): the step waits for
+    /// them at most <see cref="RetentionOptions.MaxProjectionWait"/> after that (<see cref="RetentionOutcome.WaitsForProjections"/>).
+    /// </param>
     public async Task<RetentionOutcome> ApplyAsync(
-        IDocumentSession session, Guid conversationId, CancellationToken cancellationToken, Func<ValueTask>? queueNextRun = null)
+        IDocumentSession session, Guid conversationId, CancellationToken cancellationToken, Func<ValueTask>? queueNextRun = null,
+        DateTimeOffset? waitingSince = null)
     {
         var plan = await PlanAsync(session, conversationId, cancellationToken);
-        return plan is null ? RetentionOutcome.Nothing : await CommitAsync(session, plan, cancellationToken, queueNextRun);
+        if (plan is null)
+        {
+            return RetentionOutcome.Nothing;
+        }
+
+        if (await MustWaitForProjectionsAsync(session.DocumentStore, plan, waitingSince ?? clock.GetUtcNow(), cancellationToken))
+        {
+            session.EjectAllPendingChanges();
+            return RetentionOutcome.Waiting;
+        }
+
+        return await CommitAsync(session, plan, cancellationToken, queueNextRun);
+    }
+
+    /// <summary>
+    /// Whether a projection has not read every event the step compacts away yet (see <see cref="DaemonProgress"/>), and
+    /// the step may still wait for it.
+    /// </summary>
+    private async Task<bool> MustWaitForProjectionsAsync(IDocumentStore store, RetentionPlan plan, DateTimeOffset waitingSince, CancellationToken cancellationToken)
+    {
+        var (_, slowest) = await DaemonProgress.ReadAsync(store, cancellationToken);
+        if (slowest >= plan.Compacted.LastEventSequence)
+        {
+            return false;
+        }
+
+        var waited = clock.GetUtcNow() - waitingSince;
+        if (waited < options.CurrentValue.MaxProjectionWait)
+        {
+            return true;
+        }
+
+        LogUnreadCompacted(logger, plan.ConversationId, waited, slowest, plan.Compacted.LastEventSequence);
+        return false;
     }
 
     /// <summary>
@@ -187,6 +225,9 @@ public sealed partial class RetentionExecutor(
     [LoggerMessage(Level = LogLevel.Information, Message = "Retention {Action} messages {From}-{To} ({Bytes} bytes) of conversation {ConversationId} under {Policy}")]
     private static partial void LogApplied(ILogger logger, Guid conversationId, RetentionAction action, long from, long to, long bytes, string policy);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Retention of conversation {ConversationId} compacts events the asynchronous projections have not read after waiting {Waited} (slowest at {Slowest}, the step's last event {Last}): they will not see them")]
+    private static partial void LogUnreadCompacted(ILogger logger, Guid conversationId, TimeSpan waited, long slowest, long last);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "Retention of conversation {ConversationId} was planned after message {Planned}, but another retention reached {Now} first: plan dropped (again: {Again})")]
     private static partial void LogStalePlan(ILogger logger, Guid conversationId, long planned, long now, bool again);
 
@@ -204,9 +245,13 @@ public sealed partial class RetentionExecutor(
 
         public long LastSequence { get; private set; }
 
+        /// <summary>The event store's sequence number of the last event folded away.</summary>
+        public long LastEventSequence { get; private set; }
+
         public Task MaybeArchiveAsync<T>(IDocumentOperations operations, StreamCompactingRequest<T> request, IReadOnlyList<IEvent> events, CancellationToken cancellation)
             where T : class
         {
+            LastEventSequence = events.Count > 0 ? events.Max(e => e.Sequence) : 0;
             var messages = events.Select(e => e.Data).OfType<MessageAppended>().ToArray();
             Messages = messages.Length;
             Bytes = messages.Sum(m => Conversation.ContentBytes(m.Content));
@@ -228,6 +273,12 @@ public sealed partial class RetentionExecutor(
 public sealed record RetentionOutcome(RetentionApplied? Applied, bool MoreDue)
 {
     public static readonly RetentionOutcome Nothing = new(null, false);
+
+    /// <summary>A step is due but waits for the asynchronous projections: nothing was changed, run again later.</summary>
+    public static readonly RetentionOutcome Waiting = new(null, false) { WaitsForProjections = true };
+
+    /// <summary>See <see cref="Waiting"/>.</summary>
+    public bool WaitsForProjections { get; private init; }
 }
 
 /// <summary>A retention step decided and prepared without the stream's lock (its writes are queued on the session).</summary>

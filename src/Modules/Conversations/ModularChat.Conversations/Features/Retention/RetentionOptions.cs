@@ -17,6 +17,12 @@ public sealed class RetentionOptions
     /// <summary>The latest messages that always stay, whatever the policy (N).</summary>
     public int KeepLast { get; set; } = 20;
 
+    /// <summary>
+    /// Longest a retention step waits for every asynchronous projection (search indexing) to have read the events it
+    /// compacts away; after that it goes ahead, and what the projections had not read they never see.
+    /// </summary>
+    public TimeSpan MaxProjectionWait { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>Per-tenant overrides of <see cref="Policy"/> and <see cref="KeepLast"/>.</summary>
     public Dictionary<string, TenantRetentionOptions> Tenants { get; set; } = new(StringComparer.Ordinal);
 
@@ -44,6 +50,7 @@ internal sealed class RetentionOptionsValidator : AbstractValidator<RetentionOpt
     {
         RuleFor(o => o.Policy).Must(p => RetentionPolicy.Names.ContainsKey(p)).WithMessage($"must be one of {Known}");
         RuleFor(o => o.KeepLast).InclusiveBetween(0, 1_000_000);
+        RuleFor(o => o.MaxProjectionWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleForEach(o => o.Tenants).ChildRules(t =>
         {
             t.RuleFor(e => e.Value.Policy).Must(p => p is null || RetentionPolicy.Names.ContainsKey(p))

@@ -1,0 +1,29 @@
+using JasperFx.Events.Projections;
+using Marten;
+
+namespace ModularChat.Conversations.Domain;
+
+/// <summary>
+/// How far Marten's asynchronous daemon has read the event store. Events removed from the store (a deleted conversation's
+/// stream, a retention compaction) before the daemon read them are a problem twice over: above its high-water mark they
+/// look like a transaction still in flight, and it holds every asynchronous projection for its stale-gap time (3 s)
+/// before it skips them; and a projection that has not read them never sees them (search would never index messages
+/// that are archived, not deleted). So what removes events waits for the daemon first, for a bounded time.
+/// </summary>
+internal static class DaemonProgress
+{
+    /// <summary>The daemon's high-water mark (every event up to it is committed and visible to it) and the lowest
+    /// sequence that every asynchronous projection has processed (0 while one has not started).</summary>
+    public static async Task<(long HighWaterMark, long SlowestProjection)> ReadAsync(IDocumentStore store, CancellationToken cancellationToken)
+    {
+        var progress = (await store.Advanced.AllProjectionProgress(token: cancellationToken)).ToDictionary(p => p.ShardName, p => p.Sequence);
+        var highWater = progress.GetValueOrDefault(ShardState.HighWaterMark);
+        var shards = ((StoreOptions)store.Options).Projections.AllShards();
+        var slowest = shards.Count == 0 ? highWater : shards.Min(s => progress.GetValueOrDefault(s.Name.Identity));
+        return (highWater, slowest);
+    }
+
+    /// <summary>The pause before the next look at the daemon: 0.5 s, doubling with each attempt, at most 30 s.</summary>
+    public static TimeSpan RecheckDelay(int attempt)
+        => TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(30).Ticks, TimeSpan.FromMilliseconds(500).Ticks << Math.Clamp(attempt, 0, 16)));
+}
