@@ -53,6 +53,43 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_node_that_started_while_Redis_was_away_gets_the_broadcasts_once_it_is_back()
+    {
+        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
+        {
+            System.Net.DnsEndPoint dns => (dns.Host, dns.Port),
+            System.Net.IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+            var other => throw new NotSupportedException($"Redis at {other}"),
+        };
+        await using var proxy = new TcpProxy(host, port);
+        proxy.Cut();
+        await using var second = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
+            ["Cache:RedisRetryInterval"] = "00:00:01",
+        });
+        var two = second.Services.GetRequiredService<CacheGenerations>();
+        Assert.False(two.Shared); // it could not subscribe when it started
+
+        proxy.Restore();
+        await Eventually.Until(() => Task.FromResult(two.Shared), shared => shared, seconds: 30, what: "Node two never reconnected to Redis");
+
+        var cacheOnTwo = second.Services.GetRequiredService<HybridCache>();
+        var changed = "test:" + Guid.NewGuid().ToString("N");
+        Assert.Equal("before", await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("before")));
+        await two.TrackAsync(changed, changed + ":entry", TimeSpan.FromMinutes(5));
+        var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+        await Eventually.Until(() => redis.KeyExistsAsync("modularchat:" + changed + ":entry"), stored => stored,
+            seconds: 10, what: "Node two's entry never reached Redis");
+
+        await app.Host.Services.GetRequiredService<CacheGenerations>().BumpAsync(changed);
+
+        await Eventually.Until(
+            async () => await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("after")),
+            value => value == "after", seconds: 10, what: "Node two missed the broadcast: it still serves the entry of the changed scope");
+    }
+
+    [Fact]
     public async Task Nothing_is_left_in_Redis_for_good()
     {
         var generations = app.Host.Services.GetRequiredService<CacheGenerations>();
