@@ -126,23 +126,29 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
+        long before = 0;
         async Task<long> Scalar(string sql)
         {
             await using var command = new NpgsqlCommand(sql, connection);
             command.Parameters.AddWithValue("id", id);
+            command.Parameters.AddWithValue("before", before);
             return await command.ExecuteScalarAsync() is long value ? value : 0;
         }
 
-        // The daemon has read the conversation's events so far; its deletion adds one more, which it has not.
-        var before = await Scalar("select max(seq_id) from modularchat.mt_events where stream_id = @id");
+        // The daemon has read the conversation's events so far. A summary revision written just now (its own stream) and
+        // the deletion add events it has not read yet.
+        before = await Scalar("select max(seq_id) from modularchat.mt_events where stream_id = @id");
         await WaitUntil(async () => await Scalar("select last_seq_id from modularchat.mt_event_progression where name = 'HighWaterMark'") >= before,
             "high-water mark past the conversation's events");
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJson($"/api/conversations/{id}/summary", new { })).StatusCode);
+        await client.WaitForSummary(id);
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
         var after = await Scalar("select last_value from modularchat.mt_events_sequence");
 
         // The stream is removed, and the high-water mark passes the deletion's event without skipping it as a stuck gap
         // (removed above the mark, the daemon would pause every asynchronous projection on it for its stale-gap time).
-        await WaitUntil(async () => await Scalar("select count(*) from modularchat.mt_events where stream_id = @id") == 0, "purge of the stream");
+        await WaitUntil(async () => await Scalar("select count(*) from modularchat.mt_events where stream_id = @id or (seq_id > @before and data::text like '%' || @id::text || '%')") == 0,
+            "purge of the conversation's and its summary's streams");
         await WaitUntil(async () => await Scalar("select last_seq_id from modularchat.mt_event_progression where name = 'HighWaterMark'") >= after,
             "high-water mark past the deletion");
         Assert.Equal(0, await Scalar(

@@ -87,6 +87,12 @@ public sealed class SummariesOptions
     /// </summary>
     public TimeSpan BurstRecheckInterval { get; set; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// Longest a deleted conversation's summary stream waits for Marten's daemon to read past its last event before it
+    /// is removed anyway (ADR 0009).
+    /// </summary>
+    public TimeSpan PurgeMaxWait { get; set; } = TimeSpan.FromMinutes(5);
+
     /// <summary>The sweep that finds missing and stale summaries.</summary>
     public SummarySweepOptions Sweep { get; set; } = new();
 
@@ -254,6 +260,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.EventBatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.EventBatchWindow).InclusiveBetween(TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1));
         RuleFor(o => o.BurstRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RuleFor(o => o.PurgeMaxWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.Sweep.Interval).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(7));
         RuleFor(o => o.Sweep.BatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.Sweep.MaxInFlight).InclusiveBetween(1, 1000);

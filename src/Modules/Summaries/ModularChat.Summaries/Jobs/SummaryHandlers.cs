@@ -1,4 +1,7 @@
 using Marten;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
 using Wolverine;
@@ -23,32 +26,75 @@ public static class SummarizeConversationHandler
 /// <summary>Removes what the module derived from a conversation when it is deleted (or found deleted after the fact).</summary>
 public static class SummaryCleanupHandler
 {
-    public static Task Handle(ConversationDeleted deleted, IDocumentSession session, SummaryFailures failures, CancellationToken cancellationToken)
-        => RemoveAsync(session, failures, deleted.ConversationId, cancellationToken);
+    public static Task Handle(
+        ConversationDeleted deleted, IDocumentSession session, IMessageContext context, TimeProvider clock, SummaryFailures failures,
+        CancellationToken cancellationToken)
+        => RemoveAsync(session, context, clock, failures, deleted.ConversationId, cancellationToken);
 
     public static async Task Handle(
-        VerifySummarizedConversation verify, IDocumentSession session, IConversationMessages conversations, SummaryFailures failures, CancellationToken cancellationToken)
+        VerifySummarizedConversation verify, IDocumentSession session, IMessageContext context, TimeProvider clock,
+        IConversationMessages conversations, SummaryFailures failures, CancellationToken cancellationToken)
     {
         if (await conversations.FindAsync(session.TenantId, verify.ConversationId, cancellationToken) is null)
         {
-            await RemoveAsync(session, failures, verify.ConversationId, cancellationToken);
+            await RemoveAsync(session, context, clock, failures, verify.ConversationId, cancellationToken);
         }
     }
 
-    /// <summary>Every row the module holds for the conversation goes: read models, the summary stream's events, failed jobs.</summary>
-    internal static async Task RemoveAsync(IDocumentSession session, SummaryFailures failures, Guid conversationId, CancellationToken cancellationToken)
+    /// <summary>
+    /// A deleted conversation's summary stream goes once Marten's daemon has read past its last event (ADR 0009): removed
+    /// at once, a revision written just before the deletion left a hole above the high-water mark that held every
+    /// asynchronous projection for 3 s. At most <see cref="SummariesOptions.PurgeMaxWait"/> after the deletion.
+    /// </summary>
+    public static async Task Handle(
+        PurgeSummaryStream purge, IDocumentSession session, IMessageContext context, TimeProvider clock, IOptions<SummariesOptions> options,
+        ILogger<PurgeSummaryStream> logger, CancellationToken cancellationToken)
+    {
+        var stream = SummaryStreams.For(purge.ConversationId);
+        var last = await session.Events.QueryAllRawEvents()
+            .Where(e => e.StreamId == stream)
+            .OrderByDescending(e => e.Sequence)
+            .Select(e => e.Sequence)
+            .FirstOrDefaultAsync(cancellationToken);
+        var (highWater, _) = await DaemonProgress.ReadAsync(session.DocumentStore, cancellationToken);
+        if (last > highWater)
+        {
+            var waited = clock.GetUtcNow() - purge.RequestedAt;
+            if (waited < options.Value.PurgeMaxWait)
+            {
+                await context.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt));
+                return;
+            }
+
+            logger.LogWarning(
+                "Removing the summary stream of deleted conversation {ConversationId} after {Waited} although the daemon's high-water mark ({HighWater}) has not reached its last event ({Last})",
+                purge.ConversationId, waited, highWater, last);
+        }
+
+        // A hard delete of the stream, in this transaction (Marten's own helper runs outside any session).
+        var tables = session.DocumentStore.Options.Schema;
+        session.QueueSqlCommand($"delete from {tables.ForEvents()} where stream_id = ? and tenant_id = ?", stream, session.TenantId);
+        session.QueueSqlCommand($"delete from {tables.ForStreams()} where id = ? and tenant_id = ?", stream, session.TenantId);
+    }
+
+    /// <summary>
+    /// Every row the module holds for the conversation goes: read models and failed jobs at once, the summary stream's
+    /// events once the daemon has read them (<see cref="PurgeSummaryStream"/>, queued in this transaction).
+    /// </summary>
+    internal static async Task RemoveAsync(
+        IDocumentSession session, IMessageContext context, TimeProvider clock, SummaryFailures failures, Guid conversationId,
+        CancellationToken cancellationToken)
     {
         session.Delete<ConversationActivity>(conversationId);
         session.Delete<SummaryProgress>(conversationId);
         session.Delete<SummaryView>(conversationId);
         session.DeleteWhere<SummaryRevisionView>(r => r.ConversationId == conversationId);
-
-        // A hard delete of the summary stream, in this transaction (Marten's own helper runs outside any session).
-        var tables = session.DocumentStore.Options.Schema;
-        var stream = SummaryStreams.For(conversationId);
-        session.QueueSqlCommand($"delete from {tables.ForEvents()} where stream_id = ? and tenant_id = ?", stream, session.TenantId);
-        session.QueueSqlCommand($"delete from {tables.ForStreams()} where id = ? and tenant_id = ?", stream, session.TenantId);
-
+        await context.PublishAsync(new PurgeSummaryStream(conversationId, clock.GetUtcNow()));
         await failures.DiscardAsync(session.TenantId, conversationId, cancellationToken);
     }
 }
+
+/// <summary>A deleted conversation's summary stream, to be removed once the daemon has read past it (tenant on the envelope).</summary>
+/// <param name="RequestedAt">When the removal was asked for: it waits for the daemon at most <see cref="SummariesOptions.PurgeMaxWait"/> after.</param>
+/// <param name="Attempt">How many times it has been put off (the pause grows with it).</param>
+public sealed record PurgeSummaryStream(Guid ConversationId, DateTimeOffset RequestedAt, int Attempt = 0);

@@ -1,7 +1,7 @@
 using Marten;
 using Microsoft.Extensions.Options;
 using Wolverine;
-using ModularChat.Conversations.Domain;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Summaries.Contracts;
 using Wolverine.ErrorHandling;
 using Wolverine.Runtime.Handlers;

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Caching;
 using ModularChat.Conversations.Contracts;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.GetContext;
 using ModularChat.Summaries.Contracts;

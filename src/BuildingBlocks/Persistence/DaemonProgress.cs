@@ -1,16 +1,16 @@
 using JasperFx.Events.Projections;
 using Marten;
 
-namespace ModularChat.Conversations.Domain;
+namespace ModularChat.BuildingBlocks.Persistence;
 
 /// <summary>
 /// How far Marten's asynchronous daemon has read the event store. Events removed from the store (a deleted conversation's
-/// stream, a retention compaction) before the daemon read them are a problem twice over: above its high-water mark they
+/// stream and its summary stream, a retention compaction) before the daemon read them are a problem twice over: above its high-water mark they
 /// look like a transaction still in flight, and it holds every asynchronous projection for its stale-gap time (3 s)
 /// before it skips them; and a projection that has not read them never sees them (search would never index messages
-/// that are archived, not deleted). So what removes events waits for the daemon first, for a bounded time.
+/// that are archived, not deleted). So what removes events waits for the daemon first, for a bounded time (ADR 0009).
 /// </summary>
-internal static class DaemonProgress
+public static class DaemonProgress
 {
     /// <summary>The daemon's high-water mark (every event up to it is committed and visible to it) and the lowest
     /// sequence that every asynchronous projection has processed (0 while one has not started).</summary>
