@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -286,6 +287,51 @@ public sealed class ChatTests(ProvidersApp app)
 
         await response.ShouldBeProblem(502);
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_stream_request_answered_with_no_stream_at_all_answers_502_and_stores_nothing_but_the_user_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody: """{"error":"this gateway has no model here"}"""), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} hi") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        var problem = await (await client.SendAsync(request)).ShouldBeProblem(502);
+
+        Assert.Contains("ended its stream without sending anything", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task An_answer_longer_than_a_message_may_be_is_stored_cut_and_marked(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var limit = app.Host.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<ChatTurnOptions>>().Value.MaxContentLength;
+        var longAnswer = string.Concat(Enumerable.Repeat("All work and no play. ", (limit / 22) + 100)).Trim();
+        app.Model.Responder = Answer(marker, _ => FakeReply.Text(longAnswer), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        var response = await client.SendAsync(request);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(longAnswer[..limit], messages[1].Content);
+        Assert.Equal(("true", longAnswer.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            (messages[1].Metadata!["truncated"], messages[1].Metadata!["answerLength"]));
     }
 
     [Fact]

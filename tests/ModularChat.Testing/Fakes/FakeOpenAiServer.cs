@@ -16,6 +16,8 @@ namespace ModularChat.Testing.Fakes;
 /// <param name="ToolCalls">Tool calls instead of (or besides) text; finish_reason becomes "tool_calls".</param>
 /// <param name="Status">HTTP status; anything but 200 answers an OpenAI-style error body with <paramref name="ErrorMessage"/>.</param>
 /// <param name="Delay">Wait before answering (or between streamed chunks, when <paramref name="ChunkDelay"/> is set).</param>
+/// <param name="RawBody">Answered as it is, with status 200 and <c>application/json</c>, to a plain or a streaming request
+/// alike: something that is not the protocol, as a misconfigured gateway answers.</param>
 public sealed record FakeReply(
     string? Content = null,
     IReadOnlyList<FakeToolCall>? ToolCalls = null,
@@ -24,7 +26,8 @@ public sealed record FakeReply(
     TimeSpan Delay = default,
     TimeSpan ChunkDelay = default,
     int? PromptTokens = null,
-    int? CompletionTokens = null)
+    int? CompletionTokens = null,
+    string? RawBody = null)
 {
     public static FakeReply Text(string content) => new(content);
 
@@ -139,6 +142,13 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
         if (reply.Status != 200)
         {
             await WriteErrorAsync(context, reply.Status, reply.ErrorMessage ?? "error");
+            return;
+        }
+
+        if (reply.RawBody is not null)
+        {
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync(reply.RawBody, context.RequestAborted);
             return;
         }
 

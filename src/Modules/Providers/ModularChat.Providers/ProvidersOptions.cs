@@ -101,7 +101,10 @@ public sealed class ChatTurnOptions
     /// <summary>Longest tool result handed back to the model.</summary>
     public int MaxToolResultLength { get; set; } = 50_000;
 
-    /// <summary>Longest user message content (the Conversations limits apply too).</summary>
+    /// <summary>
+    /// Longest user message content, and longest answer stored (a longer answer is stored cut, with metadata
+    /// <c>truncated</c> and <c>answerLength</c>). Keep it under Conversations:MaxContentLength.
+    /// </summary>
     public int MaxContentLength { get; set; } = 100_000;
 
     public int BudgetFor(string model) => ModelContextBudgets.TryGetValue(model, out var budget) ? budget : ContextTokenBudget;

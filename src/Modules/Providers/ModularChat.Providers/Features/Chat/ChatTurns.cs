@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using FluentValidation;
 using Marten;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -179,16 +180,15 @@ internal sealed partial class ChatTurns(
         public async IAsyncEnumerable<ChatResponseUpdate> StreamAsync([EnumeratorCancellation] CancellationToken cancellationToken)
         {
             var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
+            var any = false;
             try
             {
                 while (true)
                 {
+                    bool moved;
                     try
                     {
-                        if (!await updates.MoveNextAsync())
-                        {
-                            yield break;
-                        }
+                        moved = await updates.MoveNextAsync();
                     }
                     catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
                     {
@@ -201,6 +201,21 @@ internal sealed partial class ChatTurns(
                         throw;
                     }
 
+                    if (!moved)
+                    {
+                        if (!any)
+                        {
+                            // Not even a role or a finish reason: what answered is no chat-completions stream (a gateway's
+                            // error page, a JSON error with status 200). As in the plain call, that is the provider failing.
+                            throw Failed(new ModelCallException(StatusCodes.Status502BadGateway, "The model provider sent no answer.",
+                                $"Provider '{provider.Name}' (model '{model}') ended its stream without sending anything: check that the endpoint is an OpenAI-compatible API.",
+                                null));
+                        }
+
+                        yield break;
+                    }
+
+                    any = true;
                     yield return updates.Current;
                 }
             }
@@ -279,6 +294,15 @@ internal sealed partial class ChatTurns(
                 ["durationMs"] = duration.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture),
                 ["replyTo"] = user.Sequence.ToString(CultureInfo.InvariantCulture),
             };
+            if (answer.Length > settings.MaxContentLength)
+            {
+                // Longer than a message may be: stored cut, and marked, rather than refusing the turn (the client asked
+                // nothing wrong) and losing an answer that was paid for.
+                metadata["truncated"] = "true";
+                metadata["answerLength"] = answer.Length.ToString(CultureInfo.InvariantCulture);
+                answer = answer[..settings.MaxContentLength];
+            }
+
             if (usage?.InputTokenCount is { } input)
             {
                 metadata["inputTokens"] = input.ToString(CultureInfo.InvariantCulture);
