@@ -162,6 +162,13 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
         var doc = await anonymous.GetStringAsync("/openapi/v1.json");
         Assert.Contains("/api/conversations/{id}/messages/batch", doc, StringComparison.Ordinal);
         Assert.Contains("bearer", doc, StringComparison.OrdinalIgnoreCase);
+        // Nullable strings are typed (the generator left them as empty schemas, "anything").
+        var schemas = System.Text.Json.Nodes.JsonNode.Parse(doc)!["components"]!["schemas"]!;
+        foreach (var property in new[] { "role", "content", "externalId" })
+        {
+            Assert.Equal("""["null","string"]""", schemas["AppendMessageRequest"]!["properties"]![property]!["type"]?.ToJsonString());
+        }
+
         var page = await anonymous.GetAsync("/scalar/");
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);
         Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);

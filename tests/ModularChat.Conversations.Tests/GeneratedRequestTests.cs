@@ -142,7 +142,7 @@ public sealed class GeneratedRequestTests(ConversationsApp app)
         {
             JsonArray types => types.Select(t => t!.GetValue<string>()).FirstOrDefault(t => t != "null"),
             JsonValue single => single.GetValue<string>(),
-            _ => schema["properties"] is not null ? "object" : "string", // the document shows a nullable string as {}
+            _ => schema["properties"] is not null ? "object" : "string", // an untyped schema: taken as text
         };
         switch (type)
         {

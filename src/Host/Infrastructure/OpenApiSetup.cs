@@ -6,7 +6,26 @@ namespace ModularChat.Host.Infrastructure;
 internal static class OpenApiSetup
 {
     public static IServiceCollection AddModularChatOpenApi(this IServiceCollection services)
-        => services.AddOpenApi(o => o.AddDocumentTransformer<BearerSecurityScheme>());
+        => services.AddOpenApi(o =>
+        {
+            o.AddDocumentTransformer<BearerSecurityScheme>();
+            o.AddSchemaTransformer(TypeNullableStrings);
+        });
+
+    /// <summary>
+    /// A <c>string?</c> property (a message's role and content, an external id, a title...) comes out of the generator
+    /// as an empty schema, "anything": clients generated from the document would type it as such. It is a string or null.
+    /// </summary>
+    private static Task TypeNullableStrings(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken cancellationToken)
+    {
+        if (context.JsonPropertyInfo?.PropertyType == typeof(string) && schema.Type is null
+            && schema.OneOf is not { Count: > 0 } && schema.AnyOf is not { Count: > 0 } && schema.AllOf is not { Count: > 0 })
+        {
+            schema.Type = JsonSchemaType.String | JsonSchemaType.Null;
+        }
+
+        return Task.CompletedTask;
+    }
 
     /// <summary>Declares the JWT bearer scheme so the API page can send a token.</summary>
     private sealed class BearerSecurityScheme : IOpenApiDocumentTransformer
