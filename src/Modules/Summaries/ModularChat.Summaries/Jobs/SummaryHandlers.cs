@@ -51,24 +51,19 @@ public static class SummaryCleanupHandler
         ILogger<PurgeSummaryStream> logger, CancellationToken cancellationToken)
     {
         var stream = SummaryStreams.For(purge.ConversationId);
-        var last = await session.Events.QueryAllRawEvents()
-            .Where(e => e.StreamId == stream)
-            .OrderByDescending(e => e.Sequence)
-            .Select(e => e.Sequence)
-            .FirstOrDefaultAsync(cancellationToken);
-        var (highWater, _) = await DaemonProgress.ReadAsync(session.DocumentStore, cancellationToken);
-        if (last > highWater)
+        var last = await DaemonProgress.LastEventAsync(session, stream, cancellationToken);
+        var check = await DaemonProgress.CheckRemovalAsync(session.DocumentStore, last, purge.RequestedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
+        if (check.Wait)
         {
-            var waited = clock.GetUtcNow() - purge.RequestedAt;
-            if (waited < options.Value.PurgeMaxWait)
-            {
-                await context.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt));
-                return;
-            }
+            await context.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt));
+            return;
+        }
 
+        if (check.Unread)
+        {
             logger.LogWarning(
                 "Removing the summary stream of deleted conversation {ConversationId} after {Waited} although the daemon's high-water mark ({HighWater}) has not reached its last event ({Last})",
-                purge.ConversationId, waited, highWater, last);
+                purge.ConversationId, check.Waited, check.HighWaterMark, last);
         }
 
         // A hard delete of the stream, in this transaction (Marten's own helper runs outside any session).

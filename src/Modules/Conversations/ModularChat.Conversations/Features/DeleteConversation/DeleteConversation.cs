@@ -79,33 +79,30 @@ public static class PurgeDeletedConversationHandler
         PurgeDeletedConversation purge, IDocumentStore store, IMessageBus bus, TimeProvider clock,
         IOptions<ConversationsOptions> options, ILogger<PurgeDeletedConversation> logger, CancellationToken cancellationToken)
     {
+        long last;
         await using (var session = store.QuerySession(purge.TenantId))
         {
-            var last = await session.Events.QueryAllRawEvents()
-                .Where(e => e.StreamId == purge.ConversationId)
-                .OrderByDescending(e => e.Sequence)
-                .Select(e => e.Sequence)
-                .FirstOrDefaultAsync(cancellationToken);
-            if (last == 0)
-            {
-                return; // purged already (a redelivery)
-            }
+            last = await DaemonProgress.LastEventAsync(session, purge.ConversationId, cancellationToken);
+        }
 
-            var (highWater, _) = await DaemonProgress.ReadAsync(store, cancellationToken);
-            var waited = clock.GetUtcNow() - purge.DeletedAt;
-            if (highWater < last)
-            {
-                if (waited < options.Value.PurgeMaxWait)
-                {
-                    await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt),
-                        new DeliveryOptions { TenantId = purge.TenantId });
-                    return;
-                }
+        if (last == 0)
+        {
+            return; // purged already (a redelivery)
+        }
 
-                logger.LogWarning(
-                    "Purging deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) has not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
-                    purge.ConversationId, waited, highWater, last);
-            }
+        var check = await DaemonProgress.CheckRemovalAsync(store, last, purge.DeletedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
+        if (check.Wait)
+        {
+            await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt),
+                new DeliveryOptions { TenantId = purge.TenantId });
+            return;
+        }
+
+        if (check.Unread)
+        {
+            logger.LogWarning(
+                "Purging deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) has not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
+                purge.ConversationId, check.Waited, check.HighWaterMark, last);
         }
 
         await store.Advanced.Clean.DeleteSingleEventStreamAsync(purge.ConversationId, purge.TenantId, cancellationToken);
