@@ -61,7 +61,7 @@ internal sealed record McpServerDto(Guid Id, string Name, string Transport, stri
 internal sealed record McpServerInfoDto(string Name, string? Version, string? Title);
 
 internal sealed record McpTestDto(bool Success, string Transport, double LatencyMs, string? ProtocolVersion, McpServerInfoDto? Server, List<McpToolDto> Tools,
-    string? Error);
+    string? Error, List<string> Warnings);
 
 internal sealed record MessageDto(Guid Id, long Sequence, string Role, string Content, string? ExternalId, Dictionary<string, string>? Metadata, int TokenCount);
 

@@ -80,6 +80,48 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_that_answers_with_an_error_gives_the_model_its_words_and_the_call_is_marked_failed()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await client.AddMcpServerAsync("unruly", app.Mcp.UnrulyUrl("error"));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "both failed", app.Model.Responder,
+            new FakeToolCall("call_x", "explode", """{"text":"now"}"""), new FakeToolCall("call_f", "fail", "{}"));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try both");
+
+        // A JSON-RPC error answer (it used to reach the model as "Error: Function failed.") and a result marked isError.
+        var explode = turn.ToolCalls.Single(c => c.Tool == "explode");
+        Assert.True(explode.Failed);
+        Assert.StartsWith("The tool reported an error:", explode.Result, StringComparison.Ordinal);
+        Assert.Contains("explode exploded: the disk is full", explode.Result, StringComparison.Ordinal);
+        var fail = turn.ToolCalls.Single(c => c.Tool == "fail");
+        Assert.True(fail.Failed);
+        Assert.StartsWith("The tool reported an error:", fail.Result, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Contains(sent, m => m?["role"]?.ToString() == "tool" && m["content"]!.ToString().Contains("the disk is full", StringComparison.Ordinal));
+        var results = (await client.MessagesAsync(conversation)).Where(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result").ToList();
+        Assert.Equal(2, results.Count);
+        Assert.All(results, r => Assert.Equal("true", r.Metadata!["failed"]));
+    }
+
+    [Fact]
+    public async Task A_turn_offers_the_model_at_most_the_configured_number_of_tools()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client); // 3 tools
+        await client.AddMcpServerAsync("many", app.Mcp.UnrulyUrl("many")); // 128 kept of its 300
+        var marker = Marker();
+
+        await client.ChatAsync(conversation, $"{marker} which tools do you have?");
+
+        var offered = app.Model.Requests.Single(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames;
+        Assert.Equal(128, offered.Count); // Mcp:MaxToolsPerTurn, of 131
+        Assert.Equal(offered.Count, offered.Distinct().Count());
+    }
+
+    [Fact]
     public async Task NUL_characters_from_the_model_are_left_out_of_what_the_turn_stores()
     {
         // PostgreSQL stores no NUL character: the model's text cannot fail the turn with it (a client's own text is refused).

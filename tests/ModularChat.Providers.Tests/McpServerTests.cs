@@ -200,6 +200,49 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.False(string.IsNullOrWhiteSpace(result.Error));
     }
 
+    [Fact]
+    public async Task A_tool_list_with_unusable_entries_keeps_the_usable_tools_and_names_each_one_left_out()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await client.AddMcpServerAsync("odd", app.Mcp.UnrulyUrl("odd"));
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // Before, a single bad entry failed the whole test (a name with a NUL failed it with PostgreSQL's error text).
+        Assert.True(result.Success, result.Error);
+        Assert.Equal(UnrulyMcpServer.OddKeeps, result.Tools.Select(t => t.Name));
+        Assert.Equal(1_024, result.Tools.Single(t => t.Name == "verbose").Description!.Length); // Mcp:MaxToolDescriptionLength
+        Assert.Equal("object", result.Tools.Single(t => t.Name == "bare").InputSchema.GetProperty("type").GetString());
+        Assert.Collection(result.Warnings,
+            w => Assert.Equal("An entry of the tool list is not an object; it is left out.", w),
+            w => Assert.Equal("A tool without a name is left out.", w),
+            w => Assert.Equal("The tool 'badname' is left out: its name contains control characters.", w),
+            w => Assert.Contains("its name is longer than 128 characters", w, StringComparison.Ordinal),
+            w => Assert.Equal("The tool 'lookup' is listed twice; the first is kept.", w),
+            w => Assert.Equal("The tool 'stringly' is left out: its inputSchema is not a JSON schema of an object.", w),
+            w => Assert.Equal("The tool 'shapeless' is left out: its inputSchema is not a JSON schema of an object.", w),
+            w => Assert.Contains("The tool 'enormous' is left out: its inputSchema has 20,", w, StringComparison.Ordinal));
+
+        var stored = await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(UnrulyMcpServer.OddKeeps, stored.Tools!.Select(t => t.Name));
+    }
+
+    [Theory]
+    [InlineData("many", 128, "The server lists more than 128 tools; the first 128 are kept (Mcp:MaxToolsPerServer).")]
+    [InlineData("endless", 20, "The server's tool list has more than 20 pages; the tools of the first 20 are kept (Mcp:MaxToolListPages).")]
+    [InlineData("loop", 3, "The server's tool list came back to an earlier page (cursor 'a'); listing stopped there.")]
+    public async Task A_tool_list_that_does_not_end_is_cut_off_with_a_warning(string mode, int kept, string warning)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await client.AddMcpServerAsync(mode, app.Mcp.UnrulyUrl(mode));
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success, result.Error);
+        Assert.Equal(kept, result.Tools.Count);
+        Assert.Equal(warning, Assert.Single(result.Warnings));
+    }
+
     public static TheoryData<string, string> BadServers => new()
     {
         { """{"transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },

@@ -158,6 +158,9 @@ public sealed class McpHttpServer : IAsyncDisposable
 
     public string SecuredUrl => new Uri(BaseUrl, "/secured/mcp").ToString();
 
+    /// <summary>The hand-written server of <see cref="UnrulyMcpServer"/> in one of its modes.</summary>
+    public string UnrulyUrl(string mode) => new Uri(BaseUrl, "/unruly/" + mode).ToString();
+
     public static async Task<McpHttpServer> StartAsync()
     {
         var builder = WebApplication.CreateSlimBuilder();
@@ -190,6 +193,7 @@ public sealed class McpHttpServer : IAsyncDisposable
         });
         app.MapMcp("/mcp");
         app.MapMcp("/secured/mcp");
+        app.MapUnrulyMcp();
         await app.StartAsync();
         var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
         return new McpHttpServer(app, new Uri(address));

@@ -141,6 +141,21 @@ public sealed class McpOptions
 
     public int MaxArguments { get; set; } = 50;
 
+    /// <summary>Most tools kept of one server's list (a test warns about the rest); 128 is also OpenAI's limit per request.</summary>
+    public int MaxToolsPerServer { get; set; } = 128;
+
+    /// <summary>Most pages of a server's tool list read (a server that pages forever is cut off).</summary>
+    public int MaxToolListPages { get; set; } = 20;
+
+    /// <summary>Longest tool description kept (longer ones are cut): OpenAI refuses function descriptions over 1,024.</summary>
+    public int MaxToolDescriptionLength { get; set; } = 1_024;
+
+    /// <summary>Longest input schema (JSON characters) of a tool offered to models: a larger one leaves the tool out.</summary>
+    public int MaxToolSchemaLength { get; set; } = 16_384;
+
+    /// <summary>Most tools offered to the model in one chat turn, over all the turn's servers (the rest are left out and logged).</summary>
+    public int MaxToolsPerTurn { get; set; } = 128;
+
     /// <summary>Running programs on this server for tenants: off unless enabled, and only the listed commands.</summary>
     public McpStdioOptions Stdio { get; set; } = new();
 }
@@ -164,6 +179,11 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
         RuleFor(o => o.MaxServersPerTenant).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxHeaders).InclusiveBetween(0, 1000);
         RuleFor(o => o.MaxArguments).InclusiveBetween(0, 1000);
+        RuleFor(o => o.MaxToolsPerServer).InclusiveBetween(1, 10_000);
+        RuleFor(o => o.MaxToolListPages).InclusiveBetween(1, 1_000);
+        RuleFor(o => o.MaxToolDescriptionLength).InclusiveBetween(0, 1_000_000);
+        RuleFor(o => o.MaxToolSchemaLength).InclusiveBetween(100, 10_000_000);
+        RuleFor(o => o.MaxToolsPerTurn).InclusiveBetween(0, 10_000);
         RuleForEach(o => o.Stdio.AllowedCommands).NotEmpty().OverridePropertyName("Stdio.AllowedCommands");
     }
 }

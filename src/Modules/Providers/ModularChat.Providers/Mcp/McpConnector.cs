@@ -4,7 +4,6 @@ using Microsoft.Extensions.Options;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
-using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Network;
 using ModularChat.Providers.Secrets;
@@ -106,17 +105,6 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
         }, network.Client, NullLoggerFactory.Instance, ownsHttpClient: false);
     }
 
-    /// <summary>
-    /// What is kept of a listed tool. A server's own text is stored without NUL characters, which PostgreSQL cannot
-    /// store: one such description failed the whole list (the server was left out of chat turns).
-    /// </summary>
-    public static McpToolInfo ToStored(McpClientTool tool) => new()
-    {
-        Name = tool.Name,
-        Description = tool.Description is null ? null : StorableText.WithoutNul(tool.Description),
-        InputSchema = tool.ProtocolTool.InputSchema.GetRawText(),
-    };
-
     /// <summary>A clear, secret-free sentence for what went wrong.</summary>
     public static string Describe(Exception error, McpServerConnection server, TimeSpan timeout, IEnumerable<string> secretValues)
     {
@@ -124,6 +112,7 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
         var message = error switch
         {
             McpConnectException known => known.Message,
+            McpListException listing => $"{where} did not list its tools: {listing.Message}",
             OperationCanceledException or TimeoutException => $"No answer from {where} within {timeout.TotalSeconds:0.#} s (Mcp:ConnectTimeout).",
             _ when Inner<SocketException>(error) is { } socket => socket.SocketErrorCode switch
             {

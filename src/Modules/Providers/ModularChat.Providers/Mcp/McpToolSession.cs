@@ -4,10 +4,12 @@ using System.Text.RegularExpressions;
 using Marten;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
+using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Mcp;
 
@@ -28,6 +30,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly List<AITool> _tools = [];
     private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
+    private readonly HashSet<FunctionCallContent> _failed = new(ReferenceEqualityComparer.Instance);
 
     private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength)
     {
@@ -40,6 +43,26 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public IReadOnlyList<AITool> Tools => _tools;
 
     public IReadOnlyDictionary<string, ToolOrigin> Origins => _origins;
+
+    /// <summary>
+    /// Whether <paramref name="call"/> failed although it answered the model: the tool reported an error (a result marked
+    /// isError, or a JSON-RPC error) or did not answer in time. A call that threw is marked by its result's exception.
+    /// </summary>
+    public bool Failed(FunctionCallContent call)
+    {
+        lock (_gate)
+        {
+            return _failed.Contains(call);
+        }
+    }
+
+    private void MarkFailed(FunctionCallContent call)
+    {
+        lock (_gate)
+        {
+            _failed.Add(call);
+        }
+    }
 
     /// <summary>
     /// The tools of <paramref name="servers"/>. A server that was never listed is listed now (and its list stored);
@@ -60,8 +83,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     var client = await session.ClientAsync(server, cancellationToken);
                     using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                     deadline.CancelAfter(options.ConnectTimeout);
-                    var listed = await client.ListToolsAsync(cancellationToken: deadline.Token);
-                    tools = listed.Select(McpConnector.ToStored).ToList();
+                    var listing = await McpToolCatalog.ListAsync(client, options, deadline.Token);
+                    foreach (var warning in listing.Warnings)
+                    {
+                        LogToolListWarning(logger, server.Name, warning);
+                    }
+
+                    tools = [.. listing.Tools];
                     await using var write = store.LightweightSession(server.TenantId);
                     server.Tools = tools;
                     server.ToolsRefreshedAt = clock.GetUtcNow();
@@ -77,6 +105,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
 
             foreach (var tool in tools)
             {
+                if (session._tools.Count >= options.MaxToolsPerTurn)
+                {
+                    LogToolsLeftOut(logger, options.MaxToolsPerTurn, server.Name);
+                    return session;
+                }
+
                 var exposed = ExposedName(tool.Name);
                 if (session._origins.ContainsKey(exposed))
                 {
@@ -139,6 +173,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     [GeneratedRegex("[^A-Za-z0-9_-]")]
     private static partial Regex UnsafeNameCharacters();
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "MCP server {Server}'s tool list: {Warning}")]
+    private static partial void LogToolListWarning(ILogger logger, string server, string warning);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "This chat turn offers the model {Max} tools (Mcp:MaxToolsPerTurn); the rest, from MCP server {Server} on, are left out")]
+    private static partial void LogToolsLeftOut(ILogger logger, int max, string server);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "MCP server {Server} is left out of this chat turn: {Reason}")]
     private static partial void LogServerSkipped(ILogger logger, string server, string reason);
 
@@ -165,15 +205,31 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 var client = await session.ClientAsync(server, cancellationToken);
                 using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 deadline.CancelAfter(session._options.ToolCallTimeout);
-                var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
-                var text = string.Join("\n", result.Content.Select(Describe));
-                ok = result.IsError != true;
-                text = ok ? text : "The tool reported an error: " + text;
+                string text;
+                try
+                {
+                    var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
+                    text = string.Join("\n", result.Content.Select(Describe));
+                    ok = result.IsError != true;
+                    text = ok ? text : "The tool reported an error: " + text;
+                }
+                catch (McpProtocolException e)
+                {
+                    // The server's own JSON-RPC error answer: the model gets its words (free of our secrets), as with a result
+                    // marked isError, rather than the bare "Function failed" of an exception.
+                    text = "The tool reported an error: " + Redaction.Scrub(e.Message, session._connector.SecretValues(server));
+                }
+                catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+                {
+                    text = $"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.";
+                }
+
+                if (!ok && FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)
+                {
+                    session.MarkFailed(call);
+                }
+
                 return text.Length > session._maxResultLength ? text[..session._maxResultLength] + " [cut]" : text;
-            }
-            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-            {
-                throw new TimeoutException($"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.");
             }
             finally
             {

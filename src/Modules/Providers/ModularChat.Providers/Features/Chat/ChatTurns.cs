@@ -272,7 +272,7 @@ internal sealed partial class ChatTurns(
                                 new Dictionary<string, string>
                                 {
                                     ["kind"] = "tool_result", ["callId"] = Cut(result.CallId, 200), ["server"] = from.Server, ["tool"] = from.Tool,
-                                    ["failed"] = (result.Exception is not null).ToString().ToLowerInvariant(),
+                                    ["failed"] = (result.Exception is not null || called is not null && tools.Failed(called)).ToString().ToLowerInvariant(),
                                 }));
                             break;
                     }
@@ -332,7 +332,7 @@ internal sealed partial class ChatTurns(
                 var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
                 return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
                     result.Result is null ? "" : Cut(ResultText(result.Result), settings.MaxStoredToolResultLength),
-                    result.Result?.Exception is not null,
+                    result.Result?.Exception is not null || tools.Failed(c.Call),
                     stored[c.CallIndex].Sequence, result.Result is null ? 0 : stored[result.Index].Sequence);
             }).ToList();
 

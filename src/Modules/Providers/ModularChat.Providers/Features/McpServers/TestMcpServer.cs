@@ -20,8 +20,10 @@ public sealed record McpServerInfo(string Name, string? Version, string? Title);
 
 /// <summary>The outcome of an MCP server test: it always answers 200; <see cref="Success"/> tells whether the server did.</summary>
 /// <param name="Error">Why it failed: a clear sentence (refused, not found, no answer within the timeout, not MCP), free of secrets.</param>
+/// <param name="Warnings">What of the server's tool list was left out, and why (an unusable entry, too many tools, ...).</param>
 public sealed record McpTestResult(
-    bool Success, string Transport, double LatencyMs, string? ProtocolVersion, McpServerInfo? Server, IReadOnlyList<McpToolResponse> Tools, string? Error);
+    bool Success, string Transport, double LatencyMs, string? ProtocolVersion, McpServerInfo? Server, IReadOnlyList<McpToolResponse> Tools, string? Error,
+    IReadOnlyList<string> Warnings);
 
 internal sealed record TestMcpServer(Guid Id) : ICommand<McpTestResult>;
 
@@ -43,10 +45,10 @@ internal sealed partial class TestMcpServerHandler(
             await using var client = await connector.ConnectAsync(server, cancellationToken);
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             deadline.CancelAfter(timeout);
-            var tools = await client.ListToolsAsync(cancellationToken: deadline.Token);
+            var listing = await McpToolCatalog.ListAsync(client, options.Value, deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started);
 
-            server.Tools = tools.Select(McpConnector.ToStored).ToList();
+            server.Tools = [.. listing.Tools];
             server.ToolsRefreshedAt = clock.GetUtcNow();
             server.ProtocolVersion = client.NegotiatedProtocolVersion;
             var info = client.ServerInfo;
@@ -59,7 +61,7 @@ internal sealed partial class TestMcpServerHandler(
             LogTested(logger, server.Name, server.Transport, "succeeded", latency.TotalMilliseconds, server.Tools.Count);
             return new McpTestResult(true, server.Transport, latency.TotalMilliseconds, client.NegotiatedProtocolVersion,
                 info is null ? null : new McpServerInfo(info.Name, info.Version, info.Title),
-                server.Tools.Select(McpToolResponse.From).ToList(), null);
+                server.Tools.Select(McpToolResponse.From).ToList(), null, listing.Warnings);
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is not ConflictException)
         {
@@ -68,7 +70,7 @@ internal sealed partial class TestMcpServerHandler(
             metrics.McpTest(server.Transport, ok: false, latency);
             activity?.SetStatus(ActivityStatusCode.Error, "failed");
             LogTested(logger, server.Name, server.Transport, "failed", latency.TotalMilliseconds, 0);
-            return new McpTestResult(false, server.Transport, latency.TotalMilliseconds, null, null, [], error);
+            return new McpTestResult(false, server.Transport, latency.TotalMilliseconds, null, null, [], error, []);
         }
     }
 
@@ -95,6 +97,6 @@ internal static class TestMcpServerEndpoint
                 => TypedResults.Ok(await sender.Send(new TestMcpServer(id), ct)))
             .WithName("TestMcpServer")
             .WithSummary("Connect, perform the MCP handshake and list the tools")
-            .WithDescription("Reports protocol version, server name, tools and latency, or a clear error within Mcp:ConnectTimeout. Refreshes the cached tool list.")
+            .WithDescription("Reports protocol version, server name, tools and latency, or a clear error within Mcp:ConnectTimeout. Refreshes the cached tool list. Tools a model cannot be offered (no name, no object schema, too large, beyond Mcp:MaxToolsPerServer) are left out, each with a warning.")
             .ProducesProblem(StatusCodes.Status404NotFound);
 }

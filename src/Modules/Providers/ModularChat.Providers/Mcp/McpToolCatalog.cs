@@ -1,0 +1,198 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using ModelContextProtocol;
+using ModelContextProtocol.Client;
+using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Providers.Domain;
+
+namespace ModularChat.Providers.Mcp;
+
+/// <summary>A server's answer to tools/list was an error or not a list of tools.</summary>
+internal sealed class McpListException(string message) : Exception(message);
+
+/// <summary>A server's tools as they are kept, and a sentence for each thing left out of them.</summary>
+internal sealed record McpToolListing(IReadOnlyList<McpToolInfo> Tools, IReadOnlyList<string> Warnings);
+
+/// <summary>
+/// Lists a server's tools page by page and keeps those a model can be offered. A server's list is its own to get
+/// wrong: an entry without a usable name or an object schema, a name that cannot be stored, a description or schema
+/// too large for a model request, or thousands of tools. Each such entry is left out with a warning instead of failing
+/// the whole server (the SDK's own listing refuses the list at the first bad schema), and the list is bounded: at most
+/// <see cref="McpOptions.MaxToolsPerServer"/> tools from at most <see cref="McpOptions.MaxToolListPages"/> pages.
+/// </summary>
+internal static class McpToolCatalog
+{
+    /// <summary>The MCP specification's longest tool name.</summary>
+    public const int MaxNameLength = 128;
+
+    private const int MaxWarnings = 20;
+
+    /// <exception cref="McpListException">The server answered tools/list with an error or with something else than a list.</exception>
+    public static async Task<McpToolListing> ListAsync(McpClient client, McpOptions options, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ListPagesAsync(client, options, cancellationToken);
+        }
+        catch (McpException e)
+        {
+            throw new McpListException(e.Message);
+        }
+    }
+
+    private static async Task<McpToolListing> ListPagesAsync(McpClient client, McpOptions options, CancellationToken cancellationToken)
+    {
+        var listing = new Listing(options);
+        string? cursor = null;
+        var cursors = new HashSet<string>(StringComparer.Ordinal);
+        for (var page = 1; ; page++)
+        {
+            var response = await client.SendRequestAsync(new JsonRpcRequest
+            {
+                Method = RequestMethods.ToolsList,
+                Params = cursor is null ? new JsonObject() : new JsonObject { ["cursor"] = cursor },
+            }, cancellationToken);
+            if (response.Result is not JsonObject result || result["tools"] is not JsonArray tools)
+            {
+                throw new McpListException("its answer has no 'tools' list.");
+            }
+
+            foreach (var entry in tools)
+            {
+                if (listing.Full)
+                {
+                    break;
+                }
+
+                listing.Add(entry);
+            }
+
+            cursor = result["nextCursor"] is JsonValue next && next.TryGetValue<string>(out var text) && text.Length > 0 ? text : null;
+            if (listing.Full)
+            {
+                if (cursor is not null || tools.Count > listing.TakenFromLastPage)
+                {
+                    listing.Warn($"The server lists more than {options.MaxToolsPerServer} tools; the first {options.MaxToolsPerServer} are kept (Mcp:MaxToolsPerServer).");
+                }
+
+                break;
+            }
+
+            if (cursor is null)
+            {
+                break;
+            }
+
+            if (!cursors.Add(cursor))
+            {
+                listing.Warn($"The server's tool list came back to an earlier page (cursor '{Shorten(cursor, 40)}'); listing stopped there.");
+                break;
+            }
+
+            if (page == options.MaxToolListPages)
+            {
+                listing.Warn($"The server's tool list has more than {options.MaxToolListPages} pages; the tools of the first {options.MaxToolListPages} are kept (Mcp:MaxToolListPages).");
+                break;
+            }
+
+            listing.NextPage();
+        }
+
+        return listing.Result();
+    }
+
+    private static string Shorten(string text, int max) => text.Length <= max ? text : text[..max] + "...";
+
+    private sealed class Listing(McpOptions options)
+    {
+        private readonly List<McpToolInfo> _tools = [];
+        private readonly List<string> _warnings = [];
+        private readonly HashSet<string> _names = new(StringComparer.Ordinal);
+        private int _unsaid;
+
+        public bool Full => _tools.Count >= options.MaxToolsPerServer;
+
+        public int TakenFromLastPage { get; private set; }
+
+        public void NextPage() => TakenFromLastPage = 0;
+
+        public void Add(JsonNode? entry)
+        {
+            TakenFromLastPage++;
+            if (entry is not JsonObject tool)
+            {
+                Warn("An entry of the tool list is not an object; it is left out.");
+                return;
+            }
+
+            var name = tool["name"] is JsonValue n && n.TryGetValue<string>(out var s) ? s : null;
+            if (string.IsNullOrWhiteSpace(name))
+            {
+                Warn("A tool without a name is left out.");
+                return;
+            }
+
+            var shown = Shorten(StorableText.WithoutNul(name), 60);
+            if (name.Any(char.IsControl) || name.Length > MaxNameLength)
+            {
+                Warn(name.Length > MaxNameLength
+                    ? $"The tool '{shown}' is left out: its name is longer than {MaxNameLength} characters."
+                    : $"The tool '{shown}' is left out: its name contains control characters.");
+                return;
+            }
+
+            if (!_names.Add(name))
+            {
+                Warn($"The tool '{shown}' is listed twice; the first is kept.");
+                return;
+            }
+
+            var schema = tool["inputSchema"] ?? new JsonObject { ["type"] = "object" };
+            if (schema is not JsonObject schemaObject || schemaObject["type"] is not JsonValue type
+                || !type.TryGetValue<string>(out var typeName) || typeName != "object"
+                || schemaObject["properties"] is { } properties && properties is not JsonObject)
+            {
+                Warn($"The tool '{shown}' is left out: its inputSchema is not a JSON schema of an object.");
+                return;
+            }
+
+            var schemaText = schema.ToJsonString();
+            if (schemaText.Length > options.MaxToolSchemaLength)
+            {
+                Warn($"The tool '{shown}' is left out: its inputSchema has {schemaText.Length.ToString("N0", CultureInfo.InvariantCulture)} characters, more than {options.MaxToolSchemaLength.ToString("N0", CultureInfo.InvariantCulture)} (Mcp:MaxToolSchemaLength).");
+                return;
+            }
+
+            var description = tool["description"] is JsonValue d && d.TryGetValue<string>(out var text) ? StorableText.WithoutNul(text) : null;
+            if (description?.Length > options.MaxToolDescriptionLength)
+            {
+                description = description[..options.MaxToolDescriptionLength];
+            }
+
+            _tools.Add(new McpToolInfo { Name = name, Description = description, InputSchema = schemaText });
+        }
+
+        public void Warn(string warning)
+        {
+            if (_warnings.Count < MaxWarnings)
+            {
+                _warnings.Add(warning);
+            }
+            else
+            {
+                _unsaid++;
+            }
+        }
+
+        public McpToolListing Result()
+        {
+            if (_unsaid > 0)
+            {
+                _warnings.Add($"... and {_unsaid} more warnings.");
+            }
+
+            return new McpToolListing(_tools, _warnings);
+        }
+    }
+}

@@ -1,0 +1,107 @@
+using System.Globalization;
+using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+
+namespace ModularChat.Providers.Tests;
+
+/// <summary>
+/// An MCP server over streamable HTTP (JSON answers) written by hand, so that it can answer what the SDK's server never
+/// would: tool lists with unusable entries, thousands of tools, endless or looping pages, JSON-RPC errors from a tool.
+/// Mapped at <c>/unruly/{mode}</c> beside <see cref="McpHttpServer"/>'s well-behaved endpoints.
+/// </summary>
+internal static class UnrulyMcpServer
+{
+    /// <summary>The tools of mode <c>odd</c> that are fit to keep (the rest of its list is not).</summary>
+    public static readonly string[] OddKeeps = ["lookup", "verbose", "bare"];
+
+    public static void MapUnrulyMcp(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/unruly/{mode}", async (string mode, HttpContext context) =>
+        {
+            var request = await JsonNode.ParseAsync(context.Request.Body) ?? new JsonObject();
+            var id = request["id"]?.DeepClone();
+            if (id is null)
+            {
+                return Results.Accepted(); // a notification
+            }
+
+            var method = request["method"]?.GetValue<string>();
+            var parameters = request["params"] as JsonObject;
+            var answer = method switch
+            {
+                "initialize" => Result(id, new JsonObject
+                {
+                    ["protocolVersion"] = parameters?["protocolVersion"]?.DeepClone(),
+                    ["capabilities"] = new JsonObject { ["tools"] = new JsonObject() },
+                    ["serverInfo"] = new JsonObject { ["name"] = "unruly-" + mode, ["version"] = "0.1" },
+                }),
+                "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
+                "tools/call" => Error(id, -32000, $"{parameters?["name"]} exploded: the disk is full"),
+                _ => Error(id, -32601, "Method not found"),
+            };
+            return Results.Text(answer.ToJsonString(), "application/json");
+        });
+        app.MapGet("/unruly/{mode}", () => Results.StatusCode(StatusCodes.Status405MethodNotAllowed));
+        app.MapDelete("/unruly/{mode}", () => Results.Ok());
+    }
+
+    private static JsonObject ToolPage(string mode, string? cursor) => mode switch
+    {
+        // 300 tools, 100 a page.
+        "many" => Page(Enumerable.Range(int.Parse(cursor ?? "0", CultureInfo.InvariantCulture), 100).Select(i => Tool($"tool_{i}")),
+            cursor == "200" ? null : (int.Parse(cursor ?? "0", CultureInfo.InvariantCulture) + 100).ToString(CultureInfo.InvariantCulture)),
+        // One tool a page, and always another page.
+        "endless" => Page([Tool("page_" + (cursor ?? "0"))], (int.Parse(cursor ?? "0", CultureInfo.InvariantCulture) + 1).ToString(CultureInfo.InvariantCulture)),
+        // Pages a -> b -> a -> ...
+        "loop" => Page([Tool("loop_" + (cursor ?? "start"))], cursor == "a" ? "b" : "a"),
+        "error" => Page([Tool("explode")], null),
+        "odd" => Page(
+        [
+            Tool("lookup"),
+            JsonValue.Create(42),
+            new JsonObject { ["description"] = "no name", ["inputSchema"] = new JsonObject { ["type"] = "object" } },
+            Tool("bad\0name"), // PostgreSQL cannot store a NUL: it failed the whole list
+            Tool(new string('n', 129)),
+            Tool("lookup", "listed twice"),
+            new JsonObject { ["name"] = "stringly", ["inputSchema"] = new JsonObject { ["type"] = "string" } },
+            new JsonObject { ["name"] = "shapeless", ["inputSchema"] = new JsonObject { ["type"] = "object", ["properties"] = "none" } },
+            new JsonObject
+            {
+                ["name"] = "enormous",
+                ["inputSchema"] = new JsonObject
+                {
+                    ["type"] = "object",
+                    ["properties"] = new JsonObject { ["q"] = new JsonObject { ["type"] = "string", ["description"] = new string('d', 20_000) } },
+                },
+            },
+            Tool("verbose", new string('v', 5_000)),
+            new JsonObject { ["name"] = "bare" }, // no inputSchema: taken as an object without properties
+        ], null),
+        _ => Page([Tool("echo")], null),
+    };
+
+    private static JsonObject Tool(string name, string? description = null) => new()
+    {
+        ["name"] = name,
+        ["description"] = description ?? "The tool " + name,
+        ["inputSchema"] = new JsonObject { ["type"] = "object", ["properties"] = new JsonObject { ["text"] = new JsonObject { ["type"] = "string" } } },
+    };
+
+    private static JsonObject Page(IEnumerable<JsonNode?> tools, string? nextCursor)
+    {
+        var page = new JsonObject { ["tools"] = new JsonArray([.. tools]) };
+        if (nextCursor is not null)
+        {
+            page["nextCursor"] = nextCursor;
+        }
+
+        return page;
+    }
+
+    private static JsonObject Result(JsonNode id, JsonObject result) => new() { ["jsonrpc"] = "2.0", ["id"] = id, ["result"] = result };
+
+    private static JsonObject Error(JsonNode id, int code, string message)
+        => new() { ["jsonrpc"] = "2.0", ["id"] = id, ["error"] = new JsonObject { ["code"] = code, ["message"] = message } };
+}
