@@ -107,6 +107,24 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_result_larger_than_a_response_may_be_fails_the_call_and_not_the_turn()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await client.AddMcpServerAsync("flood", app.Mcp.UnrulyUrl("flood-call"));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "too much", app.Model.Responder, new FakeToolCall("call_f", "flood", "{}"));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} flood me");
+
+        // 9 MiB against OutboundNetwork:MaxResponseBytes = 8 MiB: never read into memory whole, nor stored, nor sent on.
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.True(call.Result.Length < 100, call.Result);
+        Assert.Equal("too much", turn.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_turn_offers_the_model_at_most_the_configured_number_of_tools()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -243,6 +243,18 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Equal(warning, Assert.Single(result.Warnings));
     }
 
+    [Fact]
+    public async Task A_tool_list_larger_than_a_response_may_be_fails_the_test_naming_the_limit()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await client.AddMcpServerAsync("flood", app.Mcp.UnrulyUrl("flood"));
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("OutboundNetwork:MaxResponseBytes", result.Error, StringComparison.Ordinal);
+    }
+
     public static TheoryData<string, string> BadServers => new()
     {
         { """{"transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },

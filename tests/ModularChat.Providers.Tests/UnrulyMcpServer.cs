@@ -29,6 +29,30 @@ internal static class UnrulyMcpServer
 
             var method = request["method"]?.GetValue<string>();
             var parameters = request["params"] as JsonObject;
+            if (mode == "flood" && method == "tools/list" || mode == "flood-call" && method == "tools/call")
+            {
+                // More than OutboundNetwork:MaxResponseBytes (8 MiB in the tests): the list streamed without a length,
+                // the tool's result with one.
+                var flood = new string('f', 9 * 1024 * 1024);
+                var result = method == "tools/list"
+                    ? Page([Tool("flood"), Tool("flood_2", flood)], null)
+                    : new JsonObject { ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = flood }) };
+                var bytes = System.Text.Encoding.UTF8.GetBytes(Result(id, result).ToJsonString());
+                if (method == "tools/call")
+                {
+                    return Results.Bytes(bytes, "application/json");
+                }
+
+                context.Response.ContentType = "application/json";
+                await context.Response.StartAsync();
+                for (var offset = 0; offset < bytes.Length; offset += 64 * 1024)
+                {
+                    await context.Response.Body.WriteAsync(bytes.AsMemory(offset, Math.Min(64 * 1024, bytes.Length - offset)));
+                }
+
+                return Results.Empty;
+            }
+
             var answer = method switch
             {
                 "initialize" => Result(id, new JsonObject
@@ -57,6 +81,7 @@ internal static class UnrulyMcpServer
         // Pages a -> b -> a -> ...
         "loop" => Page([Tool("loop_" + (cursor ?? "start"))], cursor == "a" ? "b" : "a"),
         "error" => Page([Tool("explode")], null),
+        "flood-call" => Page([Tool("flood")], null),
         "odd" => Page(
         [
             Tool("lookup"),

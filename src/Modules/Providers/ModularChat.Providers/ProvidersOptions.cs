@@ -68,9 +68,18 @@ public sealed class OutboundNetworkOptions
 
     /// <summary>Allow http:// URLs besides https:// (off in production unless the targets are trusted).</summary>
     public bool AllowHttp { get; set; } = true;
+
+    /// <summary>
+    /// Most bytes read of one response from a provider or MCP server (a larger one fails the call): a tenant's server
+    /// cannot make this service read gigabytes into memory.
+    /// </summary>
+    public long MaxResponseBytes { get; set; } = 64L * 1024 * 1024;
 }
 
-internal sealed class OutboundNetworkOptionsValidator : AbstractValidator<OutboundNetworkOptions>;
+internal sealed class OutboundNetworkOptionsValidator : AbstractValidator<OutboundNetworkOptions>
+{
+    public OutboundNetworkOptionsValidator() => RuleFor(o => o.MaxResponseBytes).InclusiveBetween(1024, 16L * 1024 * 1024 * 1024);
+}
 
 /// <summary>Chat turns (section <c>Chat</c>).</summary>
 public sealed class ChatTurnOptions

@@ -17,7 +17,11 @@ internal sealed class OutboundNetwork : IDisposable
     public OutboundNetwork(IOptionsMonitor<OutboundNetworkOptions> options)
     {
         _options = options;
-        _client = new Lazy<HttpClient>(() => new HttpClient(CreateHandler(), disposeHandler: true) { Timeout = Timeout.InfiniteTimeSpan });
+        _client = new Lazy<HttpClient>(() => new HttpClient(
+            new ResponseSizeLimit(() => _options.CurrentValue.MaxResponseBytes) { InnerHandler = CreateHandler() }, disposeHandler: true)
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        });
     }
 
     /// <summary>The shared client (callers set their own timeouts with cancellation tokens).</summary>
