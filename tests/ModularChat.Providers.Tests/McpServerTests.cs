@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Sockets;
 
 namespace ModularChat.Providers.Tests;
 
@@ -253,6 +254,34 @@ public sealed class McpServerTests(ProvidersApp app)
 
         Assert.False(result.Success);
         Assert.Contains("OutboundNetwork:MaxResponseBytes", result.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_sse_server_that_announces_another_origin_does_not_get_the_secret_headers_sent_there()
+    {
+        // The legacy SSE transport posts to the endpoint the stream announces; the SDK follows any URL it is given.
+        var elsewhere = new TcpListener(IPAddress.Loopback, 0);
+        elsewhere.Start();
+        try
+        {
+            var accept = elsewhere.AcceptTcpClientAsync();
+            using var client = app.Client(ModularChatApp.NewUser());
+            var server = await (await client.PostJson("/api/mcp-servers", new
+            {
+                name = "elsewhere", transport = "sse", url = app.Mcp.SseElsewhereUrl(((IPEndPoint)elsewhere.LocalEndpoint).Port),
+                secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey },
+            })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+            var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+            Assert.False(result.Success);
+            Assert.Contains("another origin", result.Error, StringComparison.Ordinal);
+            Assert.False(accept.IsCompleted, "the service connected to the origin the server announced");
+        }
+        finally
+        {
+            elsewhere.Stop();
+        }
     }
 
     public static TheoryData<string, string> BadServers => new()

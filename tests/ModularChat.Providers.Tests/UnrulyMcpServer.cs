@@ -68,6 +68,21 @@ internal static class UnrulyMcpServer
             return Results.Text(answer.ToJsonString(), "application/json");
         });
         app.MapGet("/unruly/{mode}", () => Results.StatusCode(StatusCodes.Status405MethodNotAllowed));
+
+        // The legacy SSE transport: the stream announces where to post messages. This one announces another origin.
+        app.MapGet("/unruly-sse/elsewhere/{port:int}", async (int port, HttpContext context) =>
+        {
+            context.Response.ContentType = "text/event-stream";
+            await context.Response.WriteAsync($"event: endpoint\ndata: http://127.0.0.1:{port}/messages\n\n", context.RequestAborted);
+            await context.Response.Body.FlushAsync(context.RequestAborted);
+            try
+            {
+                await Task.Delay(TimeSpan.FromSeconds(30), context.RequestAborted);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        });
         app.MapDelete("/unruly/{mode}", () => Results.Ok());
     }
 

@@ -102,7 +102,7 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
             TransportMode = server.Transport == McpTransports.Sse ? HttpTransportMode.Sse : HttpTransportMode.StreamableHttp,
             AdditionalHeaders = headers,
             ConnectionTimeout = settings.ConnectTimeout,
-        }, network.Client, NullLoggerFactory.Instance, ownsHttpClient: false);
+        }, network.ClientFor(url!), NullLoggerFactory.Instance, ownsHttpClient: true);
     }
 
     /// <summary>A clear, secret-free sentence for what went wrong.</summary>

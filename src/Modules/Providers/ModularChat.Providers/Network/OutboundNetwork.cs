@@ -12,20 +12,27 @@ namespace ModularChat.Providers.Network;
 internal sealed class OutboundNetwork : IDisposable
 {
     private readonly IOptionsMonitor<OutboundNetworkOptions> _options;
+    private readonly Lazy<HttpMessageHandler> _handler;
     private readonly Lazy<HttpClient> _client;
 
     public OutboundNetwork(IOptionsMonitor<OutboundNetworkOptions> options)
     {
         _options = options;
-        _client = new Lazy<HttpClient>(() => new HttpClient(
-            new ResponseSizeLimit(() => _options.CurrentValue.MaxResponseBytes) { InnerHandler = CreateHandler() }, disposeHandler: true)
-        {
-            Timeout = Timeout.InfiniteTimeSpan,
-        });
+        _handler = new Lazy<HttpMessageHandler>(() => new ResponseSizeLimit(() => _options.CurrentValue.MaxResponseBytes) { InnerHandler = CreateHandler() });
+        _client = new Lazy<HttpClient>(() => new HttpClient(_handler.Value, disposeHandler: false) { Timeout = Timeout.InfiniteTimeSpan });
     }
 
     /// <summary>The shared client (callers set their own timeouts with cancellation tokens).</summary>
     public HttpClient Client => _client.Value;
+
+    /// <summary>
+    /// A client, on the shared connections, that contacts <paramref name="origin"/>'s scheme, host and port only. For
+    /// a protocol in which the server names further URLs (MCP's legacy SSE transport posts to the endpoint its stream
+    /// announces): a server that names another origin must not get the connection's secret headers sent there.
+    /// Disposing it leaves the shared connections open.
+    /// </summary>
+    public HttpClient ClientFor(Uri origin)
+        => new(new SameOrigin(origin) { InnerHandler = _handler.Value }, disposeHandler: false) { Timeout = Timeout.InfiniteTimeSpan };
 
     /// <summary>Null when <paramref name="url"/> is an acceptable target, else why not (for a 400 naming the field).</summary>
     public string? Check(string? url, string field, out Uri? uri)
@@ -132,6 +139,31 @@ internal sealed class OutboundNetwork : IDisposable
         if (_client.IsValueCreated)
         {
             _client.Value.Dispose();
+        }
+
+        if (_handler.IsValueCreated)
+        {
+            _handler.Value.Dispose();
+        }
+    }
+
+    private sealed class SameOrigin(Uri origin) : DelegatingHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var target = request.RequestUri;
+            if (target is null || Uri.Compare(target, origin, UriComponents.SchemeAndServer, UriFormat.UriEscaped, StringComparison.OrdinalIgnoreCase) != 0)
+            {
+                throw new HttpRequestException(
+                    $"The server at {origin.GetLeftPart(UriPartial.Authority)} pointed this connection at {target?.GetLeftPart(UriPartial.Authority) ?? "nothing"}, another origin; only its own is contacted.");
+            }
+
+            return base.SendAsync(request, cancellationToken);
+        }
+
+        // The inner handler is the shared one: never disposed with this one.
+        protected override void Dispose(bool disposing)
+        {
         }
     }
 }
