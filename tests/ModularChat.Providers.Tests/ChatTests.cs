@@ -125,6 +125,23 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_that_does_not_answer_in_time_is_reported_to_the_model_and_marked_failed()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} wake it");
+
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout in these tests
+        Assert.Equal("it slept", turn.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_turn_offers_the_model_at_most_the_configured_number_of_tools()
     {
         using var client = app.Client(ModularChatApp.NewUser());

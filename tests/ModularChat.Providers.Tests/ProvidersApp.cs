@@ -63,6 +63,7 @@ public sealed class ProvidersApp : ModularChatApp
         ["Providers:RequestTimeout"] = "00:00:04",
         ["Providers:TestTimeout"] = "00:00:04",
         ["Mcp:ConnectTimeout"] = "00:00:03",
+        ["Mcp:ToolCallTimeout"] = "00:00:03",
         ["OutboundNetwork:MaxResponseBytes"] = (8 * 1024 * 1024).ToString(CultureInfo.InvariantCulture),
         ["Mcp:Stdio:Enabled"] = "true",
         ["Mcp:Stdio:AllowedCommands:0"] = Dotnet,

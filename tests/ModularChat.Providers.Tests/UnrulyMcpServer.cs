@@ -53,6 +53,19 @@ internal static class UnrulyMcpServer
                 return Results.Empty;
             }
 
+            if (mode == "hang" && method == "tools/call")
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromSeconds(30), context.RequestAborted); // past Mcp:ToolCallTimeout
+                }
+                catch (OperationCanceledException)
+                {
+                }
+
+                return Results.Empty;
+            }
+
             var answer = method switch
             {
                 "initialize" => Result(id, new JsonObject
@@ -97,6 +110,7 @@ internal static class UnrulyMcpServer
         "loop" => Page([Tool("loop_" + (cursor ?? "start"))], cursor == "a" ? "b" : "a"),
         "error" => Page([Tool("explode")], null),
         "flood-call" => Page([Tool("flood")], null),
+        "hang" => Page([Tool("sleepy")], null),
         "odd" => Page(
         [
             Tool("lookup"),
