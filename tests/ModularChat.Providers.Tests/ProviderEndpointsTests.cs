@@ -141,6 +141,24 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Contains("refused", result.Error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("<html><body>Sign in to the gateway</body></html>", "not JSON")]
+    [InlineData("""{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[]}""", "without choices")]
+    public async Task Testing_a_provider_that_answers_something_else_than_the_protocol_says_so(string body, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl);
+        app.Model.Enqueue(new FakeReply(RawBody: body));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        // It used to say the provider "could not be reached", with the JSON reader's or a list index's complaint.
+        Assert.False(result.Success);
+        Assert.Null(result.Error!.ProviderStatus);
+        Assert.Contains("answered with something that is not an OpenAI-compatible response", result.Error.Message, StringComparison.Ordinal);
+        Assert.Contains(why, result.Error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Updating_without_an_api_key_keeps_the_stored_key_and_an_empty_one_removes_it()
     {

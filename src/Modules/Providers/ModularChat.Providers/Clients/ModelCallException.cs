@@ -48,6 +48,13 @@ internal sealed class ModelCallException(int status, string title, string detail
             case OperationCanceledException or TimeoutException:
                 return new ModelCallException(StatusCodes.Status504GatewayTimeout, "The model provider did not answer in time.",
                     $"Provider '{provider.Name}' (model '{model}') did not answer within the configured time (Providers:RequestTimeout).", null);
+            case var _ when Inner<System.Text.Json.JsonException>(error) is { } json:
+                // Something answered 200 that is not JSON: a gateway's or a login page, a proxy's error text.
+                return NotTheProtocol(provider, model, $"not JSON ({Redaction.Scrub(FirstLine(json.Message), secrets)})");
+            case ArgumentOutOfRangeException or IndexOutOfRangeException or KeyNotFoundException or FormatException
+                when Inner<HttpRequestException>(error) is null:
+                // JSON, but not a chat completion: the OpenAI client trips over what is missing (an empty 'choices').
+                return NotTheProtocol(provider, model, "a chat completion without choices or with fields missing");
             default:
                 var socket = Inner<SocketException>(error);
                 var detail = socket?.SocketErrorCode switch
@@ -61,6 +68,11 @@ internal sealed class ModelCallException(int status, string title, string detail
                     $"Provider '{provider.Name}' (model '{model}') could not be reached: {detail}", null);
         }
     }
+
+    private static ModelCallException NotTheProtocol(ResolvedProvider provider, string model, string what) => new(
+        StatusCodes.Status502BadGateway, "The model provider's answer could not be read.",
+        $"Provider '{provider.Name}' (model '{model}') answered with something that is not an OpenAI-compatible response: {what}. Check the endpoint (it usually ends in /v1).",
+        null);
 
     private static T? Inner<T>(Exception? e)
         where T : Exception
