@@ -296,6 +296,12 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"bad header":"v"}}""", "headers" },
         { """{"name":"x","transport":"stdio"}""", "command" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","arguments":["-c","id"]}""", "command" },
+        // Variables that change which code an allowlisted program loads.
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"LD_PRELOAD":"/tmp/evil.so"}}""", "environment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"PATH":"/tmp/bin"}}""", "environment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"NODE_OPTIONS":"--require /tmp/evil.js"}}""", "environment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"DOTNET_STARTUP_HOOKS":"/tmp/evil.dll"}}""", "environment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"UV_INDEX_URL":"https://evil.example/simple"}}""", "environment" },
     };
 
     [Theory]

@@ -5,6 +5,7 @@ using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.McpServers;
 using ModularChat.Providers.Network;
 using ModularChat.Providers.Secrets;
 
@@ -59,6 +60,12 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
             if (server.Command is null || !settings.Stdio.AllowedCommands.Contains(server.Command, StringComparer.Ordinal))
             {
                 throw new McpConnectException($"The command '{server.Command}' is not on this server's allowlist (Mcp:Stdio:AllowedCommands).");
+            }
+
+            // Refused when stored since; a server stored before keeps its settings but does not run with them.
+            if (server.Environment.Keys.Concat(server.SecretEnvironment.Keys).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } loader)
+            {
+                throw new McpConnectException($"The environment variable {loader} is not allowed for stdio programs: it changes which code the program loads. Remove it (PUT /api/mcp-servers/{{id}}).");
             }
 
             // A minimal environment (PATH, HOME, ...) plus the server's own variables: never this service's configuration and keys.

@@ -77,6 +77,16 @@ internal static partial class McpServerRules
         "host", "content-length", "content-type", "transfer-encoding", "connection", "mcp-session-id", "mcp-protocol-version", "accept", "last-event-id",
     };
 
+    /// <summary>
+    /// Variables a tenant may not give a stdio program: they change which code the program, its runtime or its package
+    /// manager loads (a preloaded library, a startup hook, a module path, a package index), which would turn an
+    /// allowlisted command into any program. A program that needs one gets it from a wrapper script the allowlist names.
+    /// </summary>
+    public static bool ChangesWhatRuns(string name) => LoaderVariable().IsMatch(name);
+
+    [GeneratedRegex("(?i)^(LD_|DYLD_|DOTNET_|CORECLR_|COREHOST_|COMPLUS_|PYTHON|PERL5|PERLLIB$|RUBY|GEM_|BUNDLE_|NODE_|NPM_CONFIG_|YARN_|UV_|PIP_|JAVA_TOOL_OPTIONS$|_JAVA_OPTIONS$|JDK_JAVA_OPTIONS$|CLASSPATH$|BASH_ENV$|ENV$|SHELLOPTS$|PS4$|PATH$|GCONV_PATH$|GLIBC_TUNABLES$|MALLOC_)")]
+    private static partial Regex LoaderVariable();
+
     [GeneratedRegex("(?i)(auth|key|token|secret|password|passwd|credential|session|signature)")]
     private static partial Regex SecretName();
 
@@ -128,6 +138,15 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage("'arguments' must not contain null.");
             RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).All(n => McpServerRules.VariableName().IsMatch(n)))
                 .OverridePropertyName("environment").WithMessage("'environment' names must be letters, digits and underscores, not starting with a digit.");
+            RuleFor(r => r.Body).Custom((b, context) =>
+            {
+                if (Names(b.Environment, b.SecretEnvironment).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } name)
+                {
+                    context.AddFailure("environment",
+                        $"'environment' may not set {name}: it changes which code the program loads (LD_*, DOTNET_*, NODE_*, PYTHON*, PATH, package " +
+                        "indexes, ...). Set it in a wrapper script and allowlist that script instead.");
+                }
+            });
             RuleFor(r => r.Body).Must(b => Values(b.Environment, b.SecretEnvironment).All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal)))
                 .OverridePropertyName("environment").WithMessage("'environment' values must be strings without NUL characters.");
             RuleFor(r => r.Body.Url).Empty().OverridePropertyName("url").WithMessage("'url' is for the sse and streamable-http transports, not stdio.");
