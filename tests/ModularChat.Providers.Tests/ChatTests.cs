@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
@@ -139,6 +140,30 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.True(call.Failed);
         Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout in these tests
         Assert.Equal("it slept", turn.Answer.Content);
+    }
+
+    [Fact]
+    public async Task Servers_never_listed_are_listed_at_once_and_those_that_do_not_answer_are_left_out()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        using var first = SilentServer.Start();
+        using var second = SilentServer.Start();
+        await client.AddMcpServerAsync("silent-1", first.Url);
+        await client.AddMcpServerAsync("silent-2", second.Url);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "5", app.Model.Responder, new FakeToolCall("call_1", "add", """{"a":2,"b":3}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add");
+
+        // Each silent server holds its listing for Mcp:ConnectTimeout (3 s here). One after the other, the second would
+        // have been reached only when the first had timed out, and every turn would wait for the sum.
+        Assert.Equal("5", turn.ToolCalls.Single().Result);
+        Assert.NotNull(first.FirstAccepted);
+        Assert.NotNull(second.FirstAccepted);
+        Assert.True(Stopwatch.GetElapsedTime(Math.Min(first.FirstAccepted.Value, second.FirstAccepted.Value), Math.Max(first.FirstAccepted.Value, second.FirstAccepted.Value))
+            < TimeSpan.FromSeconds(1.5), "the silent servers were listed one after the other");
+        Assert.Equal(["add", "echo", "fail"], app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames.Order());
     }
 
     [Fact]

@@ -221,6 +221,9 @@ public sealed class SilentServer : IDisposable
 
     private SilentServer(TcpListener listener) => _listener = listener;
 
+    /// <summary>When the first connection was accepted (<see cref="Stopwatch.GetTimestamp"/>), if one was.</summary>
+    public long? FirstAccepted { get; private set; }
+
     public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/mcp";
 
     public static SilentServer Start()
@@ -241,6 +244,7 @@ public sealed class SilentServer : IDisposable
                 var client = await _listener.AcceptTcpClientAsync(_stop.Token);
                 lock (_clients)
                 {
+                    FirstAccepted ??= Stopwatch.GetTimestamp();
                     _clients.Add(client);
                 }
             }

@@ -65,42 +65,24 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     }
 
     /// <summary>
-    /// The tools of <paramref name="servers"/>. A server that was never listed is listed now (and its list stored);
-    /// one that cannot be reached is left out of the turn rather than failing it.
+    /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once (a turn
+    /// waits for the slowest, not for their sum), and their lists stored; one that cannot be reached is left out of the
+    /// turn rather than failing it.
     /// </summary>
     public static async Task<McpToolSession> OpenAsync(
         IReadOnlyList<McpServerConnection> servers, McpConnector connector, IDocumentStore store, ProvidersMetrics metrics,
         McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
         var session = new McpToolSession(connector, metrics, options, maxResultLength);
-        foreach (var server in servers)
+        var lists = await Task.WhenAll(servers.Select(server => server.Tools is { } known
+            ? Task.FromResult<List<McpToolInfo>?>(known)
+            : session.ListAsync(server, store, clock, logger, cancellationToken)));
+        for (var i = 0; i < servers.Count; i++)
         {
-            var tools = server.Tools;
+            var (server, tools) = (servers[i], lists[i]);
             if (tools is null)
             {
-                try
-                {
-                    var client = await session.ClientAsync(server, cancellationToken);
-                    using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                    deadline.CancelAfter(options.ConnectTimeout);
-                    var listing = await McpToolCatalog.ListAsync(client, options, deadline.Token);
-                    foreach (var warning in listing.Warnings)
-                    {
-                        LogToolListWarning(logger, server.Name, warning);
-                    }
-
-                    tools = [.. listing.Tools];
-                    await using var write = store.LightweightSession(server.TenantId);
-                    server.Tools = tools;
-                    server.ToolsRefreshedAt = clock.GetUtcNow();
-                    write.Store(server);
-                    await write.SaveChangesAsync(cancellationToken);
-                }
-                catch (Exception e) when (!cancellationToken.IsCancellationRequested)
-                {
-                    LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, options.ConnectTimeout, []));
-                    continue;
-                }
+                continue;
             }
 
             foreach (var tool in tools)
@@ -125,6 +107,35 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
 
         return session;
+    }
+
+    /// <summary>Lists a server that was never listed and stores its list; null (and logged) when it cannot be reached.</summary>
+    private async Task<List<McpToolInfo>?> ListAsync(
+        McpServerConnection server, IDocumentStore store, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var client = await ClientAsync(server, cancellationToken);
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(_options.ConnectTimeout);
+            var listing = await McpToolCatalog.ListAsync(client, _options, deadline.Token);
+            foreach (var warning in listing.Warnings)
+            {
+                LogToolListWarning(logger, server.Name, warning);
+            }
+
+            await using var write = store.LightweightSession(server.TenantId);
+            server.Tools = [.. listing.Tools];
+            server.ToolsRefreshedAt = clock.GetUtcNow();
+            write.Store(server);
+            await write.SaveChangesAsync(cancellationToken);
+            return server.Tools;
+        }
+        catch (Exception e) when (!cancellationToken.IsCancellationRequested)
+        {
+            LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, []));
+            return null;
+        }
     }
 
     private Task<McpClient> ClientAsync(McpServerConnection server, CancellationToken cancellationToken)
