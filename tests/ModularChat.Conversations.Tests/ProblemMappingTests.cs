@@ -20,6 +20,15 @@ public sealed class ProblemMappingTests
     }
 
     [Fact]
+    public void A_lost_optimistic_concurrency_race_answers_409_also_as_marten_wraps_it()
+    {
+        // Marten throws the ConcurrencyException of a versioned document inside an AggregateException of the batch.
+        var problem = ProblemDetailsExceptionHandler.Map(new AggregateException(new JasperFx.ConcurrencyException(typeof(object), Guid.NewGuid())));
+
+        Assert.Equal(409, problem.Status);
+    }
+
+    [Fact]
     public void Any_other_database_error_is_still_a_500()
     {
         var problem = ProblemDetailsExceptionHandler.Map(new PostgresException("division by zero", "ERROR", "ERROR", PostgresErrorCodes.DivisionByZero));

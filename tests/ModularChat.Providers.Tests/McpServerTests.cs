@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Net.Sockets;
 
 namespace ModularChat.Providers.Tests;
@@ -282,6 +283,53 @@ public sealed class McpServerTests(ProvidersApp app)
         {
             elsewhere.Stop();
         }
+    }
+
+    [Fact]
+    public async Task A_change_made_while_a_test_runs_is_kept_and_the_test_stores_nothing_over_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (server, test, release) = await TestHeldAtListingAsync(client);
+        var replaced = await client.PutAsync($"/api/mcp-servers/{server.Id}", JsonContent.Create(new
+        {
+            name = "renamed", transport = "streamable-http", url = app.Mcp.UnrulyUrl("odd"),
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey },
+        }));
+        Assert.Equal(HttpStatusCode.OK, replaced.StatusCode);
+        release();
+        var result = await (await test).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // The test wrote back the server as it had read it, tools and all, over the change.
+        Assert.True(result.Success, result.Error);
+        Assert.Contains(result.Warnings, w => w.Contains("while it was being tested", StringComparison.Ordinal));
+        var stored = await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(("renamed", app.Mcp.UnrulyUrl("odd")), (stored.Name, stored.Url));
+        Assert.True(stored.SecretHeaders.ContainsKey("X-Api-Key"));
+        Assert.Null(stored.Tools);
+    }
+
+    [Fact]
+    public async Task A_server_deleted_while_a_test_runs_stays_deleted()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (server, test, release) = await TestHeldAtListingAsync(client);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
+        release();
+        await (await test).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
+        Assert.DoesNotContain(await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK), s => s.Id == server.Id);
+    }
+
+    /// <summary>A new server's test, started and held while the server is asked for its tools, until <c>release</c>.</summary>
+    private async Task<(McpServerDto Server, Task<HttpResponseMessage> Test, Action Release)> TestHeldAtListingAsync(HttpClient client)
+    {
+        var key = Guid.NewGuid().ToString("N");
+        var (listing, release) = UnrulyMcpServer.Gate(key);
+        var server = await client.AddMcpServerAsync("gated", app.Mcp.UnrulyUrl("gated-" + key));
+        var test = client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        await listing.WaitAsync(TimeSpan.FromSeconds(10));
+        return (server, test, release);
     }
 
     public static TheoryData<string, string> BadServers => new()

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text.Json.Nodes;
 using Microsoft.AspNetCore.Builder;
@@ -13,6 +14,19 @@ namespace ModularChat.Providers.Tests;
 /// </summary>
 internal static class UnrulyMcpServer
 {
+    private static readonly ConcurrentDictionary<string, (TaskCompletionSource Listing, TaskCompletionSource Release)> Gates = new();
+
+    /// <summary>
+    /// A gate for mode <c>gated-{key}</c>: its tools/list answers only once <c>release</c> is called, and
+    /// <c>listing</c> completes when the list was asked for (a test then changes the server in between).
+    /// </summary>
+    public static (Task Listing, Action Release) Gate(string key)
+    {
+        var gate = Gates.GetOrAdd(key, _ => (new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously),
+            new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)));
+        return (gate.Listing.Task, () => gate.Release.TrySetResult());
+    }
+
     /// <summary>The tools of mode <c>odd</c> that are fit to keep (the rest of its list is not).</summary>
     public static readonly string[] OddKeeps = ["lookup", "verbose", "bare"];
 
@@ -51,6 +65,12 @@ internal static class UnrulyMcpServer
                 }
 
                 return Results.Empty;
+            }
+
+            if (mode.StartsWith("gated-", StringComparison.Ordinal) && method == "tools/list" && Gates.TryGetValue(mode[6..], out var gate))
+            {
+                gate.Listing.TrySetResult();
+                await gate.Release.Task.WaitAsync(TimeSpan.FromSeconds(10), context.RequestAborted);
             }
 
             if (mode == "hang" && method == "tools/call")

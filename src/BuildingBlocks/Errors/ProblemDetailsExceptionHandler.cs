@@ -72,7 +72,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
             Title = "The request conflicts with the current state.",
             Detail = conflict.Message,
         }, conflict.Extensions),
-        ConcurrencyException or EventStreamUnexpectedMaxEventIdException => new ProblemDetails
+        _ when InChain(exception, e => e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException) => new ProblemDetails
         {
             Status = StatusCodes.Status409Conflict,
             Title = "The resource was changed by another request.",

@@ -55,10 +55,13 @@ public static class ProvidersModule
     public static StoreOptions ConfigureProviders(this StoreOptions options)
     {
         // Names are unique per tenant; the database itself refuses a duplicate.
+        // Versioned: a write of a copy read before another write fails (ConcurrencyException) instead of undoing it.
         options.Schema.For<ProviderSettings>()
+            .UseOptimisticConcurrency(true)
             .Duplicate(p => p.NormalizedName, notNull: true)
             .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_provider_settings_name", TenancyScope.PerTenant, p => p.NormalizedName);
         options.Schema.For<McpServerConnection>()
+            .UseOptimisticConcurrency(true)
             .Duplicate(s => s.NormalizedName, notNull: true)
             .UniqueIndex(UniqueIndexType.DuplicatedField, "ux_mcp_server_name", TenancyScope.PerTenant, s => s.NormalizedName);
         // The key ring is the deployment's, not a tenant's.

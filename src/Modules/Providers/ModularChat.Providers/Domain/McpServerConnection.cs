@@ -1,3 +1,5 @@
+using JasperFx.Metadata;
+
 namespace ModularChat.Providers.Domain;
 
 /// <summary>The transports an MCP server can be reached over.</summary>
@@ -30,8 +32,15 @@ public sealed class McpToolInfo
 }
 
 /// <summary>A tenant's connection to an MCP tool server (one document per server).</summary>
-public sealed class McpServerConnection
+public sealed class McpServerConnection : IVersioned
 {
+    /// <summary>
+    /// Marten's version of the stored document: a write of a copy read before another write (a test or a chat turn
+    /// storing the tools it listed, a key rotation) fails instead of overwriting that write or bringing back a deleted
+    /// server.
+    /// </summary>
+    public Guid Version { get; set; }
+
     public Guid Id { get; set; }
 
     public string TenantId { get; set; } = "";

@@ -1,3 +1,5 @@
+using JasperFx.Metadata;
+
 namespace ModularChat.Providers.Domain;
 
 /// <summary>The kinds of LLM provider a tenant can configure.</summary>
@@ -16,8 +18,11 @@ public static class ProviderKinds
 }
 
 /// <summary>A tenant's LLM provider settings (one document per provider). The API key is stored encrypted only.</summary>
-public sealed class ProviderSettings
+public sealed class ProviderSettings : IVersioned
 {
+    /// <summary>Marten's version of the stored document: a key rotation's write of an older copy fails instead of undoing a change.</summary>
+    public Guid Version { get; set; }
+
     public Guid Id { get; set; }
 
     public string TenantId { get; set; } = "";

@@ -9,6 +9,7 @@ using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
 using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Mcp;
@@ -127,8 +128,16 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             await using var write = store.LightweightSession(server.TenantId);
             server.Tools = [.. listing.Tools];
             server.ToolsRefreshedAt = clock.GetUtcNow();
-            write.Store(server);
-            await write.SaveChangesAsync(cancellationToken);
+            write.Update(server); // never over a change or a deletion made meanwhile
+            try
+            {
+                await write.SaveChangesAsync(cancellationToken);
+            }
+            catch (Exception e) when (ProviderStore.IsStale(e))
+            {
+                // The server changed while it was listed: this turn uses the list, the next one lists it again.
+            }
+
             return server.Tools;
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)

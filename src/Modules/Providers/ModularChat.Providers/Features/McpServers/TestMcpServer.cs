@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
 using ModularChat.Providers.Mcp;
 
 namespace ModularChat.Providers.Features.McpServers;
@@ -54,14 +55,23 @@ internal sealed partial class TestMcpServerHandler(
             var info = client.ServerInfo;
             server.ServerName = info?.Name is null ? null : StorableText.WithoutNul(info.Name);
             server.ServerVersion = info?.Version is null ? null : StorableText.WithoutNul(info.Version);
-            session.Store(server);
-            await session.SaveChangesAsync(cancellationToken);
+            // Only over the server as it was read: a change or a deletion made while the test ran is kept.
+            session.Update(server);
+            var warnings = listing.Warnings;
+            try
+            {
+                await session.SaveChangesAsync(cancellationToken);
+            }
+            catch (Exception e) when (ProviderStore.IsStale(e))
+            {
+                warnings = [.. warnings, "The server was changed or deleted while it was being tested: what the test found was not stored. Test it again."];
+            }
 
             metrics.McpTest(server.Transport, ok: true, latency);
             LogTested(logger, server.Name, server.Transport, "succeeded", latency.TotalMilliseconds, server.Tools.Count);
             return new McpTestResult(true, server.Transport, latency.TotalMilliseconds, client.NegotiatedProtocolVersion,
                 info is null ? null : new McpServerInfo(info.Name, info.Version, info.Title),
-                server.Tools.Select(McpToolResponse.From).ToList(), null, listing.Warnings);
+                server.Tools.Select(McpToolResponse.From).ToList(), null, warnings);
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is not ConflictException)
         {

@@ -1,5 +1,7 @@
 using FluentValidation;
+using JasperFx;
 using Marten;
+using Marten.Exceptions;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
@@ -130,6 +132,17 @@ internal static class ProviderStore
 
         return false;
     }
+
+    /// <summary>
+    /// True when <paramref name="e"/> is Marten refusing the write of a versioned document read before another write
+    /// changed or deleted it (Marten wraps it in an AggregateException).
+    /// </summary>
+    public static bool IsStale(Exception e) => e switch
+    {
+        ConcurrencyException or NonExistentDocumentException => true,
+        AggregateException aggregate => aggregate.InnerExceptions.Any(IsStale),
+        _ => e.InnerException is { } inner && IsStale(inner),
+    };
 
     /// <summary>Makes <paramref name="chosen"/> the tenant's only default.</summary>
     public static void MakeDefault(IDocumentSession session, IEnumerable<ProviderSettings> all, ProviderSettings chosen)

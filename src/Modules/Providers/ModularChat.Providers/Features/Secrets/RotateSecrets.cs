@@ -8,9 +8,11 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
 using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Features.Secrets;
@@ -62,7 +64,47 @@ internal sealed partial class SecretRotation(
 
         var rewritten = 0;
         var unreadable = 0;
-        string Rewrap(string tenant, string cipher)
+        foreach (var tenant in providers.Select(p => p.TenantId).Concat(servers.Select(s => s.TenantId)).Distinct())
+        {
+            var (tenantProviders, tenantServers) = (providers.Where(p => p.TenantId == tenant).ToList(), servers.Where(s => s.TenantId == tenant).ToList());
+            for (var attempt = 1; ; attempt++)
+            {
+                var counts = await RewrapTenantAsync(tenant, tenantProviders, tenantServers, cancellationToken);
+                if (counts is { } done)
+                {
+                    (rewritten, unreadable) = (rewritten + done.Rewritten, unreadable + done.Unreadable);
+                    break;
+                }
+
+                if (attempt == MaxAttemptsPerTenant)
+                {
+                    throw new ConflictException($"The secrets of tenant '{tenant}' kept changing while they were re-encrypted ({attempt} attempts); run the rotation again.");
+                }
+
+                // A provider or MCP server of the tenant was changed or deleted since it was read: read them again.
+                await using var query = store.QuerySession(tenant);
+                tenantProviders = [.. await query.Query<ProviderSettings>().ToListAsync(cancellationToken)];
+                tenantServers = [.. await query.Query<McpServerConnection>().ToListAsync(cancellationToken)];
+            }
+        }
+
+        directory.Clear();
+        LogRotated(logger, key.KeyId, rewritten, unreadable);
+        return new SecretRotationResult(key.KeyId, providers.Count, servers.Count, rewritten, unreadable);
+    }
+
+    private const int MaxAttemptsPerTenant = 5;
+
+    /// <summary>
+    /// Re-encrypts one tenant's secrets in one transaction, each document over the version it was read at; null when one
+    /// of them was changed or deleted meanwhile (nothing is written then: the caller reads them again).
+    /// </summary>
+    private async Task<(int Rewritten, int Unreadable)?> RewrapTenantAsync(
+        string tenant, List<ProviderSettings> providers, List<McpServerConnection> servers, CancellationToken cancellationToken)
+    {
+        var rewritten = 0;
+        var unreadable = 0;
+        string Rewrap(string cipher)
         {
             try
             {
@@ -77,31 +119,32 @@ internal sealed partial class SecretRotation(
             }
         }
 
-        foreach (var tenant in providers.Select(p => p.TenantId).Concat(servers.Select(s => s.TenantId)).Distinct())
+        await using var session = store.LightweightSession(tenant);
+        foreach (var provider in providers.Where(p => p.EncryptedApiKey is not null))
         {
-            await using var session = store.LightweightSession(tenant);
-            foreach (var provider in providers.Where(p => p.TenantId == tenant && p.EncryptedApiKey is not null))
-            {
-                provider.EncryptedApiKey = Rewrap(tenant, provider.EncryptedApiKey!);
-                session.Store(provider);
-            }
-
-            foreach (var server in servers.Where(s => s.TenantId == tenant))
-            {
-                foreach (var secret in server.AllSecrets())
-                {
-                    secret.Cipher = Rewrap(tenant, secret.Cipher);
-                }
-
-                session.Store(server);
-            }
-
-            await session.SaveChangesAsync(cancellationToken);
+            provider.EncryptedApiKey = Rewrap(provider.EncryptedApiKey!);
+            session.Update(provider);
         }
 
-        directory.Clear();
-        LogRotated(logger, key.KeyId, rewritten, unreadable);
-        return new SecretRotationResult(key.KeyId, providers.Count, servers.Count, rewritten, unreadable);
+        foreach (var server in servers)
+        {
+            foreach (var secret in server.AllSecrets())
+            {
+                secret.Cipher = Rewrap(secret.Cipher);
+            }
+
+            session.Update(server);
+        }
+
+        try
+        {
+            await session.SaveChangesAsync(cancellationToken);
+            return (rewritten, unreadable);
+        }
+        catch (Exception e) when (ProviderStore.IsStale(e))
+        {
+            return null;
+        }
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Secrets rotated: new data-protection key {KeyId}; {Rewritten} secrets re-encrypted, {Unreadable} unreadable")]
