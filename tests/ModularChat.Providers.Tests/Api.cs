@@ -56,7 +56,7 @@ internal sealed record McpToolDto(string Name, string? Description, JsonElement 
 
 internal sealed record McpServerDto(Guid Id, string Name, string Transport, string? Command, List<string> Arguments, Dictionary<string, string> Environment,
     Dictionary<string, string> SecretEnvironment, string? Url, Dictionary<string, string> Headers, Dictionary<string, string> SecretHeaders,
-    List<McpToolDto>? Tools, DateTimeOffset? ToolsRefreshedAt, string? ProtocolVersion, string? ServerName);
+    List<McpToolDto>? Tools, DateTimeOffset? ToolsRefreshedAt, string? ProtocolVersion, string? ServerName, DateTimeOffset? ListingFailedAt = null);
 
 internal sealed record McpServerInfoDto(string Name, string? Version, string? Title);
 

@@ -143,7 +143,7 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
-    public async Task Servers_never_listed_are_listed_at_once_and_those_that_do_not_answer_are_left_out()
+    public async Task Servers_never_listed_are_listed_at_once_and_those_that_do_not_answer_are_left_out_for_a_while()
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var conversation = await app.StartWithCalculatorAsync(client);
@@ -164,6 +164,13 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.True(Stopwatch.GetElapsedTime(Math.Min(first.FirstAccepted.Value, second.FirstAccepted.Value), Math.Max(first.FirstAccepted.Value, second.FirstAccepted.Value))
             < TimeSpan.FromSeconds(1.5), "the silent servers were listed one after the other");
         Assert.Equal(["add", "echo", "fail"], app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames.Order());
+
+        // The failure is remembered (Mcp:UnreachableRetryAfter): the next turn does not wait for them again.
+        var servers = await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK);
+        Assert.All(servers.Where(s => s.Name.StartsWith("silent", StringComparison.Ordinal)), s => Assert.NotNull(s.ListingFailedAt));
+        var accepted = (first.Accepted, second.Accepted);
+        await client.ChatAsync(conversation, "and again?");
+        Assert.Equal(accepted, (first.Accepted, second.Accepted));
     }
 
     [Fact]

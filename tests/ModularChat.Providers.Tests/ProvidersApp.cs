@@ -224,6 +224,18 @@ public sealed class SilentServer : IDisposable
     /// <summary>When the first connection was accepted (<see cref="Stopwatch.GetTimestamp"/>), if one was.</summary>
     public long? FirstAccepted { get; private set; }
 
+    /// <summary>Connections accepted so far.</summary>
+    public int Accepted
+    {
+        get
+        {
+            lock (_clients)
+            {
+                return _clients.Count;
+            }
+        }
+    }
+
     public string Url => $"http://127.0.0.1:{((IPEndPoint)_listener.LocalEndpoint).Port}/mcp";
 
     public static SilentServer Start()

@@ -162,6 +162,12 @@ public sealed class McpOptions
     /// <summary>Longest input schema (JSON characters) of a tool offered to models: a larger one leaves the tool out.</summary>
     public int MaxToolSchemaLength { get; set; } = 16_384;
 
+    /// <summary>
+    /// How long chat turns leave out a server never listed whose listing failed, rather than waiting for it every turn
+    /// (0: try every turn). A test lists it at once.
+    /// </summary>
+    public TimeSpan UnreachableRetryAfter { get; set; } = TimeSpan.FromMinutes(2);
+
     /// <summary>Most tools offered to the model in one chat turn, over all the turn's servers (the rest are left out and logged).</summary>
     public int MaxToolsPerTurn { get; set; } = 128;
 
@@ -193,6 +199,7 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
         RuleFor(o => o.MaxToolDescriptionLength).InclusiveBetween(0, 1_000_000);
         RuleFor(o => o.MaxToolSchemaLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxToolsPerTurn).InclusiveBetween(0, 10_000);
+        RuleFor(o => o.UnreachableRetryAfter).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleForEach(o => o.Stdio.AllowedCommands).NotEmpty().OverridePropertyName("Stdio.AllowedCommands");
     }
 }

@@ -76,6 +76,12 @@ public sealed class McpServerConnection : IVersioned
 
     public DateTimeOffset? ToolsRefreshedAt { get; set; }
 
+    /// <summary>
+    /// When a chat turn last failed to list this server (it was never listed): turns leave it out until
+    /// <c>Mcp:UnreachableRetryAfter</c> has passed, instead of waiting for it every time. A test or a changed connection clears it.
+    /// </summary>
+    public DateTimeOffset? ListingFailedAt { get; set; }
+
     public string? ProtocolVersion { get; set; }
 
     public string? ServerName { get; set; }

@@ -75,9 +75,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
         var session = new McpToolSession(connector, metrics, options, maxResultLength);
-        var lists = await Task.WhenAll(servers.Select(server => server.Tools is { } known
-            ? Task.FromResult<List<McpToolInfo>?>(known)
-            : session.ListAsync(server, store, clock, logger, cancellationToken)));
+        var lists = await Task.WhenAll(servers.Select(server => server switch
+        {
+            { Tools: { } known } => Task.FromResult<List<McpToolInfo>?>(known),
+            { ListingFailedAt: { } failed } when clock.GetUtcNow() < failed + options.UnreachableRetryAfter
+                => LeftOutUntil(logger, server, failed + options.UnreachableRetryAfter),
+            _ => session.ListAsync(server, store, clock, logger, cancellationToken),
+        }));
         for (var i = 0; i < servers.Count; i++)
         {
             var (server, tools) = (servers[i], lists[i]);
@@ -110,7 +114,16 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         return session;
     }
 
-    /// <summary>Lists a server that was never listed and stores its list; null (and logged) when it cannot be reached.</summary>
+    private static Task<List<McpToolInfo>?> LeftOutUntil(ILogger logger, McpServerConnection server, DateTimeOffset retryAt)
+    {
+        LogServerSkipped(logger, server.Name, $"its tools could not be listed lately; turns try again from {retryAt:u} (Mcp:UnreachableRetryAfter), a test at once");
+        return Task.FromResult<List<McpToolInfo>?>(null);
+    }
+
+    /// <summary>
+    /// Lists a server that was never listed and stores its list; null (logged, and the failure stored so that the next
+    /// turns do not wait for it again) when it cannot be reached.
+    /// </summary>
     private async Task<List<McpToolInfo>?> ListAsync(
         McpServerConnection server, IDocumentStore store, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
@@ -143,7 +156,23 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
             LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, []));
+            await RecordUnreachableAsync(server, store, clock, cancellationToken);
             return null;
+        }
+    }
+
+    private static async Task RecordUnreachableAsync(McpServerConnection server, IDocumentStore store, TimeProvider clock, CancellationToken cancellationToken)
+    {
+        await using var write = store.LightweightSession(server.TenantId);
+        server.ListingFailedAt = clock.GetUtcNow();
+        write.Update(server);
+        try
+        {
+            await write.SaveChangesAsync(cancellationToken);
+        }
+        catch (Exception e) when (ProviderStore.IsStale(e))
+        {
+            // Changed or deleted meanwhile: the next turn sees it as it is now.
         }
     }
 

@@ -41,6 +41,7 @@ public sealed record McpToolResponse(string Name, string? Description, JsonEleme
 
 /// <summary>An MCP server as the API shows it: secret values only as masked hints.</summary>
 /// <param name="Tools">The tools of the last successful test (null before the first).</param>
+/// <param name="ListingFailedAt">When a chat turn last failed to list the server's tools (before any test listed them): turns leave it out for <c>Mcp:UnreachableRetryAfter</c>.</param>
 public sealed record McpServerResponse(
     Guid Id,
     string Name,
@@ -56,13 +57,14 @@ public sealed record McpServerResponse(
     DateTimeOffset? ToolsRefreshedAt,
     string? ProtocolVersion,
     string? ServerName,
-    DateTimeOffset CreatedAt)
+    DateTimeOffset CreatedAt,
+    DateTimeOffset? ListingFailedAt)
 {
     internal static McpServerResponse From(McpServerConnection s) => new(
         s.Id, s.Name, s.Transport, s.Command, s.Arguments, s.Environment,
         s.SecretEnvironment.ToDictionary(e => e.Key, e => e.Value.Hint), s.Url, s.Headers,
         s.SecretHeaders.ToDictionary(h => h.Key, h => h.Value.Hint),
-        s.Tools?.Select(McpToolResponse.From).ToList(), s.ToolsRefreshedAt, s.ProtocolVersion, s.ServerName, s.CreatedAt);
+        s.Tools?.Select(McpToolResponse.From).ToList(), s.ToolsRefreshedAt, s.ProtocolVersion, s.ServerName, s.CreatedAt, s.ListingFailedAt);
 }
 
 internal static partial class McpServerRules

@@ -51,6 +51,7 @@ internal sealed partial class TestMcpServerHandler(
 
             server.Tools = [.. listing.Tools];
             server.ToolsRefreshedAt = clock.GetUtcNow();
+            server.ListingFailedAt = null;
             server.ProtocolVersion = client.NegotiatedProtocolVersion;
             var info = client.ServerInfo;
             server.ServerName = info?.Name is null ? null : StorableText.WithoutNul(info.Name);

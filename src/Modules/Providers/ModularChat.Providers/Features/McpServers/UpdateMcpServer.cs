@@ -53,6 +53,7 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         {
             server.Tools = null;
             server.ToolsRefreshedAt = null;
+            server.ListingFailedAt = null;
             server.ProtocolVersion = null;
             server.ServerName = null;
             server.ServerVersion = null;
