@@ -80,8 +80,10 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(call.ResultSequence, messages[2].Sequence);
     }
 
-    [Fact]
-    public async Task A_tool_that_answers_with_an_error_gives_the_model_its_words_and_the_call_is_marked_failed()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_tool_that_answers_with_an_error_gives_the_model_its_words_and_the_call_is_marked_failed(bool streamed)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var conversation = await app.StartWithCalculatorAsync(client);
@@ -90,7 +92,20 @@ public sealed class ChatTests(ProvidersApp app)
         app.Model.Responder = CallsThenAnswer(marker, "both failed", app.Model.Responder,
             new FakeToolCall("call_x", "explode", """{"text":"now"}"""), new FakeToolCall("call_f", "fail", "{}"));
 
-        var turn = await client.ChatAsync(conversation, $"{marker} try both");
+        ChatTurnDto turn;
+        if (streamed)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} try both") };
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.All(events.Where(e => e.Name == "tool-result"), e => Assert.True(e.Data.GetProperty("failed").GetBoolean(), e.Data.ToString()));
+            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+        }
+        else
+        {
+            turn = await client.ChatAsync(conversation, $"{marker} try both");
+        }
 
         // A JSON-RPC error answer (it used to reach the model as "Error: Function failed.") and a result marked isError.
         var explode = turn.ToolCalls.Single(c => c.Tool == "explode");

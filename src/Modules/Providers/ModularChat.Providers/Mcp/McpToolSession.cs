@@ -32,6 +32,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly List<AITool> _tools = [];
     private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
     private readonly HashSet<FunctionCallContent> _failed = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<string, bool> _latestFailed = new(StringComparer.Ordinal);
 
     private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength)
     {
@@ -57,11 +58,24 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
     }
 
-    private void MarkFailed(FunctionCallContent call)
+    /// <summary>Whether the latest call with <paramref name="callId"/> failed that way (for a result streamed as it comes).</summary>
+    public bool LatestFailed(string callId)
     {
         lock (_gate)
         {
-            _failed.Add(call);
+            return _latestFailed.GetValueOrDefault(callId);
+        }
+    }
+
+    private void Record(FunctionCallContent call, bool ok)
+    {
+        lock (_gate)
+        {
+            _latestFailed[call.CallId] = !ok;
+            if (!ok)
+            {
+                _failed.Add(call);
+            }
         }
     }
 
@@ -273,9 +287,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     text = $"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.";
                 }
 
-                if (!ok && FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)
+                if (FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)
                 {
-                    session.MarkFailed(call);
+                    session.Record(call, ok);
                 }
 
                 return text.Length > session._maxResultLength ? text[..session._maxResultLength] + " [cut]" : text;

@@ -84,7 +84,7 @@ internal static class ChatEndpoint
                             await WriteAsync(http, "tool-call", new { callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments }, json, ct);
                             break;
                         case FunctionResultContent toolResult:
-                            await WriteAsync(http, "tool-result", new { callId = toolResult.CallId, failed = toolResult.Exception is not null }, json, ct);
+                            await WriteAsync(http, "tool-result", new { callId = toolResult.CallId, failed = toolResult.Exception is not null || turn.ToolFailed(toolResult.CallId) }, json, ct);
                             break;
                     }
                 }

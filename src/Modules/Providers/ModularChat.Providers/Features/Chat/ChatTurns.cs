@@ -346,6 +346,9 @@ internal sealed partial class ChatTurns(
 
         public IReadOnlyDictionary<string, ToolOrigin> ToolOrigins => tools.Origins;
 
+        /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, or no answer in time).</summary>
+        public bool ToolFailed(string callId) => tools.LatestFailed(callId);
+
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
             .UseFunctionInvocation(configure: f =>
             {
