@@ -218,7 +218,7 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Collection(result.Warnings,
             w => Assert.Equal("An entry of the tool list is not an object; it is left out.", w),
             w => Assert.Equal("A tool without a name is left out.", w),
-            w => Assert.Equal("The tool 'badname' is left out: its name contains control characters.", w),
+            w => Assert.Equal("The tool 'bad?name' is left out: its name contains control characters.", w),
             w => Assert.Contains("its name is longer than 128 characters", w, StringComparison.Ordinal),
             w => Assert.Equal("The tool 'lookup' is listed twice; the first is kept.", w),
             w => Assert.Equal("The tool 'stringly' is left out: its inputSchema is not a JSON schema of an object.", w),

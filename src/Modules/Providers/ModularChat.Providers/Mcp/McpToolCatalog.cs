@@ -102,7 +102,12 @@ internal static class McpToolCatalog
         return listing.Result();
     }
 
-    private static string Shorten(string text, int max) => text.Length <= max ? text : text[..max] + "...";
+    /// <summary>A server's text as a warning quotes it: short, and with no control character to garble a log line or a terminal.</summary>
+    private static string Shorten(string text, int max)
+    {
+        var shown = string.Concat(text.Take(max).Select(c => char.IsControl(c) ? '?' : c));
+        return text.Length <= max ? shown : shown + "...";
+    }
 
     private sealed class Listing(McpOptions options)
     {
@@ -133,7 +138,7 @@ internal static class McpToolCatalog
                 return;
             }
 
-            var shown = Shorten(StorableText.WithoutNul(name), 60);
+            var shown = Shorten(name, 60);
             if (name.Any(char.IsControl) || name.Length > MaxNameLength)
             {
                 Warn(name.Length > MaxNameLength
