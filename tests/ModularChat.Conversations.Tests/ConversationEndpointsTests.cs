@@ -169,6 +169,12 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
             Assert.Equal("""["null","string"]""", schemas["AppendMessageRequest"]!["properties"]![property]!["type"]?.ToJsonString());
         }
 
+        // So are lists of strings (they came out as arrays of anything), wherever they are.
+        var untyped = Descendants(System.Text.Json.Nodes.JsonNode.Parse(doc)!)
+            .Where(n => n is System.Text.Json.Nodes.JsonObject o && o["type"]?.ToJsonString() is { } t && t.Contains("array", StringComparison.Ordinal) && o["items"] is null)
+            .Select(n => n!.GetPath()).ToList();
+        Assert.Empty(untyped);
+
         var page = await anonymous.GetAsync("/scalar/");
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);
         Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);
@@ -184,6 +190,13 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
         Assert.Equal("Healthy", json.RootElement.GetProperty("checks").GetProperty("postgresql").GetProperty("status").GetString());
         Assert.Equal("Healthy", json.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("status").GetString());
     }
+
+    private static IEnumerable<System.Text.Json.Nodes.JsonNode?> Descendants(System.Text.Json.Nodes.JsonNode? node) => node switch
+    {
+        System.Text.Json.Nodes.JsonObject o => o.Select(p => p.Value).SelectMany(Descendants).Prepend(node),
+        System.Text.Json.Nodes.JsonArray a => a.SelectMany(Descendants).Prepend(node),
+        _ => [node],
+    };
 
     private static async Task<List<MessageDto>> ReadAll(HttpClient client, string firstUrl)
     {

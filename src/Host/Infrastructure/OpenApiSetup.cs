@@ -10,6 +10,7 @@ internal static class OpenApiSetup
         {
             o.AddDocumentTransformer<BearerSecurityScheme>();
             o.AddSchemaTransformer(TypeNullableStrings);
+            o.AddSchemaTransformer(TypeStringArrays);
         });
 
     /// <summary>
@@ -22,6 +23,21 @@ internal static class OpenApiSetup
             && schema.OneOf is not { Count: > 0 } && schema.AnyOf is not { Count: > 0 } && schema.AllOf is not { Count: > 0 })
         {
             schema.Type = JsonSchemaType.String | JsonSchemaType.Null;
+        }
+
+        return Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// A list of strings (a stdio server's arguments, a test's warnings, validation errors, repeated query values) comes
+    /// out as an array without <c>items</c>, "an array of anything", for the same reason: its items are strings.
+    /// </summary>
+    private static Task TypeStringArrays(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken cancellationToken)
+    {
+        if (schema.Type is { } type && type.HasFlag(JsonSchemaType.Array) && schema.Items is null
+            && context.JsonTypeInfo.ElementType is { } element && (Nullable.GetUnderlyingType(element) ?? element) == typeof(string))
+        {
+            schema.Items = new OpenApiSchema { Type = JsonSchemaType.String };
         }
 
         return Task.CompletedTask;
