@@ -174,6 +174,10 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
             .Where(n => n is System.Text.Json.Nodes.JsonObject o && o["type"]?.ToJsonString() is { } t && t.Contains("array", StringComparison.Ordinal) && o["items"] is null)
             .Select(n => n!.GetPath()).ToList();
         Assert.Empty(untyped);
+        var anything = Descendants(System.Text.Json.Nodes.JsonNode.Parse(doc)!["paths"])
+            .Where(n => n is System.Text.Json.Nodes.JsonObject { Count: 0 } && n.Parent is System.Text.Json.Nodes.JsonObject parent && parent["in"] is not null)
+            .Select(n => n!.GetPath()).ToList();
+        Assert.Empty(anything); // query parameters such as cursor, q and direction are strings
 
         var page = await anonymous.GetAsync("/scalar/");
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);

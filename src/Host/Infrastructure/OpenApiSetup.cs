@@ -14,12 +14,13 @@ internal static class OpenApiSetup
         });
 
     /// <summary>
-    /// A <c>string?</c> property (a message's role and content, an external id, a title...) comes out of the generator
-    /// as an empty schema, "anything": clients generated from the document would type it as such. It is a string or null.
+    /// A <c>string?</c> property (a message's role and content, an external id, a title...) or query parameter (a
+    /// cursor, a search's q, a direction) comes out of the generator as an empty schema, "anything": clients generated
+    /// from the document would type it as such. It is a string or null.
     /// </summary>
     private static Task TypeNullableStrings(OpenApiSchema schema, OpenApiSchemaTransformerContext context, CancellationToken cancellationToken)
     {
-        if (context.JsonPropertyInfo?.PropertyType == typeof(string) && schema.Type is null
+        if ((context.JsonPropertyInfo?.PropertyType ?? context.JsonTypeInfo.Type) == typeof(string) && schema.Type is null
             && schema.OneOf is not { Count: > 0 } && schema.AnyOf is not { Count: > 0 } && schema.AllOf is not { Count: > 0 })
         {
             schema.Type = JsonSchemaType.String | JsonSchemaType.Null;
