@@ -61,6 +61,61 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_summary_job_failing_at_the_tenants_provider_logs_its_error_without_the_key()
+    {
+        // The Summaries module calls the tenant's provider through ITenantAiClients; a careless provider echoes the key.
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var apiKey = "sk-live-" + Guid.NewGuid().ToString("N");
+        await client.AddProviderAsync(app.Model.BaseUrl, apiKey, summaryModel: "fake-summary");
+        var conversation = await client.StartConversationAsync();
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        app.Model.Responder = ChatTests.Answer(marker, _ => FakeReply.Error(401, $"Incorrect API key provided: {apiKey}."), app.Model.Responder);
+        await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = $"{marker} remember this" });
+
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostAsync($"/api/conversations/{conversation}/summary", null)).StatusCode);
+
+        var failed = await Eventually.Until(
+            () => Task.FromResult(app.Logs.FirstOrDefault(l => l.Contains($"Summarizing conversation {conversation}", StringComparison.Ordinal))),
+            l => l is not null);
+        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer " + apiKey && r.Body["model"]?.GetValue<string>() == "fake-summary");
+        Assert.Contains("401", failed, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs, l => l.Contains(apiKey, StringComparison.Ordinal));
+        Assert.DoesNotContain(await PostgresRowsContainingAsync(apiKey), r => true);
+    }
+
+    [Fact]
+    public async Task Search_embedding_failing_at_the_tenants_provider_logs_its_error_without_the_key()
+    {
+        // The Search module embeds a tenant's messages with the tenant's embedding model; a careless provider echoes the key.
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var apiKey = "sk-live-" + Guid.NewGuid().ToString("N");
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        app.Model.EmbeddingFailure = request => request.Body["input"]?.ToJsonString().Contains(marker, StringComparison.Ordinal) == true
+            ? FakeReply.Error(401, $"Incorrect API key provided: {apiKey}.")
+            : null;
+        try
+        {
+            await client.AddProviderAsync(app.Model.BaseUrl, apiKey);
+            var conversation = await client.StartConversationAsync();
+            await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = $"{marker} find me later" });
+
+            var failed = await Eventually.Until(
+                () => Task.FromResult(app.Logs.FirstOrDefault(l => l.Contains($"search entries of tenant {user} failed", StringComparison.Ordinal))),
+                l => l is not null);
+            Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer " + apiKey && r.Path.EndsWith("embeddings", StringComparison.Ordinal));
+            Assert.Contains("401", failed, StringComparison.Ordinal);
+            Assert.DoesNotContain(app.Logs, l => l.Contains(apiKey, StringComparison.Ordinal));
+            Assert.DoesNotContain(await PostgresRowsContainingAsync(apiKey), r => true);
+        }
+        finally
+        {
+            app.Model.EmbeddingFailure = _ => null;
+        }
+    }
+
+    [Fact]
     public async Task The_key_ring_in_postgresql_is_encrypted_with_the_master_key()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -83,6 +83,9 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     public Func<RecordedRequest, FakeReply> Responder { get; set; } = request =>
         FakeReply.Text("You said: " + (request.Messages.LastOrDefault(m => m?["role"]?.GetValue<string>() == "user")?["content"]?.ToString() ?? ""));
 
+    /// <summary>An error to answer an embeddings request with instead of embeddings (null: none, the default).</summary>
+    public Func<RecordedRequest, FakeReply?> EmbeddingFailure { get; set; } = _ => null;
+
     /// <summary>Computes embeddings. Default: a deterministic 8-dimensional vector per input.</summary>
     public Func<string, float[]> Embedder { get; set; } = DefaultEmbedding;
 
@@ -241,6 +244,12 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
         var request = await RecordAsync(context);
         if (request is null)
         {
+            return;
+        }
+
+        if (EmbeddingFailure(request) is { Status: not 200 } failure)
+        {
+            await WriteErrorAsync(context, failure.Status, failure.ErrorMessage ?? "error");
             return;
         }
 

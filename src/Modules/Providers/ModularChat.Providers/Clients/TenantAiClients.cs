@@ -14,14 +14,14 @@ internal sealed class TenantAiClients(ProviderDirectory directory, ModelClients 
         }
 
         var model = purpose == AiPurpose.Summary && !string.IsNullOrWhiteSpace(provider.SummaryModel) ? provider.SummaryModel : provider.ChatModel;
-        return new TenantChatClient(clients.Chat(provider, model), provider.Name, model);
+        return new TenantChatClient(new ExplainedFailuresChatClient(clients.Chat(provider, model), provider, model), provider.Name, model);
     }
 
     public async Task<TenantEmbeddingGenerator?> GetEmbeddingGeneratorAsync(string tenantId, CancellationToken cancellationToken = default)
     {
         var provider = await directory.FindAsync(tenantId, null, cancellationToken);
         return provider?.EmbeddingModel is { Length: > 0 } model
-            ? new TenantEmbeddingGenerator(clients.Embeddings(provider, model), provider.Name, model)
+            ? new TenantEmbeddingGenerator(new ExplainedFailuresEmbeddingGenerator(clients.Embeddings(provider, model), provider, model), provider.Name, model)
             : null;
     }
 }
