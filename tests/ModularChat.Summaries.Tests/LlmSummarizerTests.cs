@@ -52,7 +52,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         // The length limit is part of the instructions; the request goes to the configured model with the configured key.
         Assert.Contains("must not exceed 60 tokens", SystemText(request), StringComparison.Ordinal);
         Assert.Equal("fake-summary-model", request.Body["model"]?.GetValue<string>());
-        Assert.Equal("Bearer global-key", request.Authorization);
+        Assert.Equal("Bearer " + SummariesApp.GlobalKey, request.Authorization);
     }
 
     [Fact]
@@ -153,15 +153,9 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
             ? FakeReply.Error(500, "Model crashed.")
             : SummaryThroughLastMessage(r);
         using var client = app.Client(app.LlmTenant);
-        var id = await client.NewConversation();
-        await client.AppendBatch(id, Api.Turns(1, 10, topic));
-
         using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
-        var failure = await Eventually.Until(
-            async () => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items
-                .FirstOrDefault(f => f.ConversationId == id),
-            f => f is not null);
-        Assert.Equal((app.LlmTenant, "milestone:10", 10L), (failure!.TenantId, failure.Reason, failure.UpToSequence));
+        var (id, failure) = await DeadLetteredAsync(client, admin, topic);
+        Assert.Equal((app.LlmTenant, "milestone:10", 10L), (failure.TenantId, failure.Reason, failure.UpToSequence));
         Assert.Equal(3, failure.Attempts); // the first attempt and the two configured retries
         Assert.Contains("500", failure.ExceptionMessage, StringComparison.Ordinal);
         Assert.Equal(3, RequestsAbout(topic).Count);
@@ -180,6 +174,23 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_model_server_that_echoes_the_key_in_its_error_does_not_get_it_into_the_failure_record()
+    {
+        var topic = $"echo-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal)
+            ? FakeReply.Error(401, $"Incorrect API key provided: {SummariesApp.GlobalKey}. You can find your API key at ...")
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        var (id, failure) = await DeadLetteredAsync(client, admin, topic);
+
+        Assert.Contains("401", failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.Contains("Incorrect API key provided", failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.DoesNotContain(SummariesApp.GlobalKey, failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.Contains(RequestsAbout(topic), r => r.Authorization == "Bearer " + SummariesApp.GlobalKey);
+    }
+
+    [Fact]
     public async Task A_tenant_with_its_own_provider_is_summarized_by_its_model()
     {
         app.Llm.Responder = SummaryThroughLastMessage;
@@ -194,6 +205,18 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         var request = RequestsAbout(topic).Single();
         Assert.Equal("Bearer tenant-key", request.Authorization);
         Assert.Equal("tenant-model", request.Body["model"]?.GetValue<string>());
+    }
+
+    /// <summary>A conversation about <paramref name="topic"/> reaching its first milestone, and its job once dead-lettered.</summary>
+    private static async Task<(Guid Id, FailureDto Failure)> DeadLetteredAsync(HttpClient client, HttpClient admin, string topic)
+    {
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        var failure = await Eventually.Until(
+            async () => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items
+                .FirstOrDefault(f => f.ConversationId == id),
+            f => f is not null);
+        return (id, failure!);
     }
 
     [GeneratedRegex(@"Next messages \((\d+) to (\d+)\)")]

@@ -28,6 +28,9 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant with its own LLM provider (through <see cref="ITenantAiClients"/>), on the default (extractive) variant.</summary>
     public string ProviderTenant { get; } = NewUser("provider");
 
+    /// <summary>The key of the global summary model (<c>Summaries:Llm:ApiKey</c>).</summary>
+    public const string GlobalKey = "global-key-5f1c9a";
+
     public FakeOpenAiServer Llm { get; private set; } = null!;
 
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
@@ -39,7 +42,7 @@ public sealed class SummariesApp : ModularChatApp
         ["Summaries:Sweep:JobWait"] = "00:00:30",
         ["Summaries:BacklogRefreshInterval"] = "00:00:01",
         ["Summaries:Llm:Endpoint"] = Llm.BaseUrl.ToString(),
-        ["Summaries:Llm:ApiKey"] = "global-key",
+        ["Summaries:Llm:ApiKey"] = GlobalKey,
         ["Summaries:Llm:Model"] = "fake-summary-model",
         ["Summaries:Llm:Timeout"] = "00:00:08",
         ["Summaries:Variants:llm:Summarizer"] = "llm",

@@ -2,7 +2,7 @@ using System.ClientModel;
 
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Http;
-using ModularChat.Providers.Secrets;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Providers.Clients;
 

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.McpServers;
 using ModularChat.Providers.Network;

@@ -7,10 +7,10 @@ using Microsoft.Extensions.Logging;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
-using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Mcp;
 

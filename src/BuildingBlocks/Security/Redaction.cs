@@ -1,13 +1,13 @@
 using System.Text.RegularExpressions;
 
-namespace ModularChat.Providers.Secrets;
+namespace ModularChat.BuildingBlocks.Security;
 
 /// <summary>
 /// Removes secrets from texts that come from outside (provider error messages, MCP errors, exception messages)
 /// before they reach a log, a trace or a response: the known secrets themselves, and anything shaped like a
 /// credential (bearer tokens, sk- keys, "api-key: ..." pairs), since a proxy may echo a header we did not send.
 /// </summary>
-internal static partial class Redaction
+public static partial class Redaction
 {
     public const string Mask = "***";
 
