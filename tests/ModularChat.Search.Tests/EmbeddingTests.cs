@@ -1,4 +1,7 @@
 using System.Net;
+using Microsoft.Extensions.AI;
+using ModularChat.BuildingBlocks.Security;
+using ModularChat.Testing.Fakes;
 using Npgsql;
 using static ModularChat.Search.Tests.Api;
 
@@ -29,6 +32,35 @@ public sealed class EmbeddingTests(SearchApp app)
         Assert.Contains("car", result.Hits[0].Snippet, StringComparison.Ordinal);
         Assert.Contains(app.OpenAi.Requests, r => r.Path == "/v1/embeddings" && r.Body["model"]?.ToString() == "fake-embed-3" && r.Authorization == "Bearer test-key");
         Assert.Equal([(string)"provider:fake-openai:fake-embed-3:4"], await StoredModelsAsync(user));
+    }
+
+    [Fact]
+    public async Task The_global_embedding_endpoints_errors_reach_the_worker_without_its_key()
+    {
+        // Search:Embeddings:Endpoint/ApiKey (the model for tenants without a provider) is wrapped the same way: a server
+        // that echoes the key in its error must not get it into the worker's log line.
+        const string key = "sk-global-embedding-7c1e";
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        app.OpenAi.EmbeddingFailure = r => r.Body["input"]?.ToJsonString().Contains(marker, StringComparison.Ordinal) == true
+            ? FakeReply.Error(401, $"Incorrect API key provided: {key}.")
+            : null;
+        try
+        {
+            using var generator = new ScrubbedFailuresEmbeddingGenerator(
+                new OpenAI.Embeddings.EmbeddingClient("global-embed", new System.ClientModel.ApiKeyCredential(key),
+                    new OpenAI.OpenAIClientOptions { Endpoint = app.OpenAi.BaseUrl }).AsIEmbeddingGenerator(), key);
+
+            var failure = await Assert.ThrowsAsync<ModelServerException>(() => generator.GenerateAsync([marker]));
+
+            Assert.Contains("401", failure.Message, StringComparison.Ordinal);
+            Assert.Contains("Incorrect API key provided", failure.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain(key, failure.Message, StringComparison.Ordinal);
+            Assert.Contains(app.OpenAi.Requests, r => r.Authorization == "Bearer " + key);
+        }
+        finally
+        {
+            app.OpenAi.EmbeddingFailure = _ => null;
+        }
     }
 
     [Fact]

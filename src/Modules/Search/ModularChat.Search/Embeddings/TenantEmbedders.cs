@@ -2,6 +2,7 @@ using System.ClientModel;
 using System.Collections.Concurrent;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Contracts;
 using OpenAI;
 using OpenAI.Embeddings;
@@ -35,8 +36,10 @@ internal sealed class TenantEmbedders : IDisposable
         _default = string.IsNullOrWhiteSpace(embeddings.Endpoint)
             ? BuiltIn
             : new TenantEmbedder(
-                new EmbeddingClient(embeddings.Model, new ApiKeyCredential(string.IsNullOrEmpty(embeddings.ApiKey) ? "none" : embeddings.ApiKey),
-                    new OpenAIClientOptions { Endpoint = new Uri(embeddings.Endpoint) }).AsIEmbeddingGenerator(),
+                new ScrubbedFailuresEmbeddingGenerator(
+                    new EmbeddingClient(embeddings.Model, new ApiKeyCredential(string.IsNullOrEmpty(embeddings.ApiKey) ? "none" : embeddings.ApiKey),
+                        new OpenAIClientOptions { Endpoint = new Uri(embeddings.Endpoint) }).AsIEmbeddingGenerator(),
+                    embeddings.ApiKey),
                 $"openai-compatible:{new Uri(embeddings.Endpoint).Authority}:{embeddings.Model}",
                 null);
     }

@@ -4,6 +4,7 @@ using System.Collections.Concurrent;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.Providers.Contracts;
 using ModularChat.Summaries.Domain;
