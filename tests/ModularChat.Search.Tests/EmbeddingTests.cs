@@ -46,9 +46,9 @@ public sealed class EmbeddingTests(SearchApp app)
             : null;
         try
         {
-            using var generator = new ScrubbedFailuresEmbeddingGenerator(
+            using var generator = new FailureTranslatingEmbeddingGenerator(
                 new OpenAI.Embeddings.EmbeddingClient("global-embed", new System.ClientModel.ApiKeyCredential(key),
-                    new OpenAI.OpenAIClientOptions { Endpoint = app.OpenAi.BaseUrl }).AsIEmbeddingGenerator(), key);
+                    new OpenAI.OpenAIClientOptions { Endpoint = app.OpenAi.BaseUrl }).AsIEmbeddingGenerator(), ModelFailures.Scrubbed(key));
 
             var failure = await Assert.ThrowsAsync<ModelServerException>(() => generator.GenerateAsync([marker]));
 

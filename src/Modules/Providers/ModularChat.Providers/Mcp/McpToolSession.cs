@@ -152,42 +152,26 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 LogToolListWarning(logger, server.Name, warning);
             }
 
-            await using var write = store.LightweightSession(server.TenantId);
             server.Tools = [.. listing.Tools];
             server.ToolsRefreshedAt = clock.GetUtcNow();
-            write.Update(server); // never over a change or a deletion made meanwhile
-            try
-            {
-                await write.SaveChangesAsync(cancellationToken);
-            }
-            catch (Exception e) when (ProviderStore.IsStale(e))
-            {
-                // The server changed while it was listed: this turn uses the list, the next one lists it again.
-            }
-
+            await SaveIfUnchangedAsync(server, store, cancellationToken); // if it changed meanwhile, the next turn lists it again
             return server.Tools;
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
             LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, []));
-            await RecordUnreachableAsync(server, store, clock, cancellationToken);
+            server.ListingFailedAt = clock.GetUtcNow();
+            await SaveIfUnchangedAsync(server, store, cancellationToken);
             return null;
         }
     }
 
-    private static async Task RecordUnreachableAsync(McpServerConnection server, IDocumentStore store, TimeProvider clock, CancellationToken cancellationToken)
+    /// <summary>Stores what a turn learnt of <paramref name="server"/>, never over a change or a deletion made meanwhile.</summary>
+    private static async Task SaveIfUnchangedAsync(McpServerConnection server, IDocumentStore store, CancellationToken cancellationToken)
     {
         await using var write = store.LightweightSession(server.TenantId);
-        server.ListingFailedAt = clock.GetUtcNow();
         write.Update(server);
-        try
-        {
-            await write.SaveChangesAsync(cancellationToken);
-        }
-        catch (Exception e) when (ProviderStore.IsStale(e))
-        {
-            // Changed or deleted meanwhile: the next turn sees it as it is now.
-        }
+        await ProviderStore.TrySaveUnchangedAsync(write, cancellationToken);
     }
 
     private Task<McpClient> ClientAsync(McpServerConnection server, CancellationToken cancellationToken)

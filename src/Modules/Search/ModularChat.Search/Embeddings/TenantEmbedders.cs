@@ -36,10 +36,10 @@ internal sealed class TenantEmbedders : IDisposable
         _default = string.IsNullOrWhiteSpace(embeddings.Endpoint)
             ? BuiltIn
             : new TenantEmbedder(
-                new ScrubbedFailuresEmbeddingGenerator(
+                new FailureTranslatingEmbeddingGenerator(
                     new EmbeddingClient(embeddings.Model, new ApiKeyCredential(string.IsNullOrEmpty(embeddings.ApiKey) ? "none" : embeddings.ApiKey),
                         new OpenAIClientOptions { Endpoint = new Uri(embeddings.Endpoint) }).AsIEmbeddingGenerator(),
-                    embeddings.ApiKey),
+                    ModelFailures.Scrubbed(embeddings.ApiKey)),
                 $"openai-compatible:{new Uri(embeddings.Endpoint).Authority}:{embeddings.Model}",
                 null);
     }

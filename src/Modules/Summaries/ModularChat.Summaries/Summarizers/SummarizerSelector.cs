@@ -64,7 +64,7 @@ public sealed partial class SummarizerSelector(
         };
         var key = string.IsNullOrEmpty(llm.ApiKey) ? "unused" : llm.ApiKey;
         var inner = new OpenAI.Chat.ChatClient(model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
-        return new ChatClientBuilder(new ScrubbedFailuresChatClient(inner, llm.ApiKey)).UseOpenTelemetry().Build();
+        return new ChatClientBuilder(new FailureTranslatingChatClient(inner, ModelFailures.Scrubbed(llm.ApiKey))).UseOpenTelemetry().Build();
     }
 
     public void Dispose()

@@ -58,15 +58,9 @@ internal sealed partial class TestMcpServerHandler(
             server.ServerVersion = info?.Version is null ? null : StorableText.WithoutNul(info.Version);
             // Only over the server as it was read: a change or a deletion made while the test ran is kept.
             session.Update(server);
-            var warnings = listing.Warnings;
-            try
-            {
-                await session.SaveChangesAsync(cancellationToken);
-            }
-            catch (Exception e) when (ProviderStore.IsStale(e))
-            {
-                warnings = [.. warnings, "The server was changed or deleted while it was being tested: what the test found was not stored. Test it again."];
-            }
+            var warnings = await ProviderStore.TrySaveUnchangedAsync(session, cancellationToken)
+                ? listing.Warnings
+                : [.. listing.Warnings, "The server was changed or deleted while it was being tested: what the test found was not stored. Test it again."];
 
             metrics.McpTest(server.Transport, ok: true, latency);
             LogTested(logger, server.Name, server.Transport, "succeeded", latency.TotalMilliseconds, server.Tools.Count);

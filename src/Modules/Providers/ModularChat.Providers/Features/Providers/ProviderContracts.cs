@@ -134,10 +134,24 @@ internal static class ProviderStore
     }
 
     /// <summary>
-    /// True when <paramref name="e"/> is Marten refusing the write of a versioned document read before another write
-    /// changed or deleted it (Marten wraps it in an AggregateException).
+    /// Saves <paramref name="session"/>'s versioned updates (providers, MCP servers) unless one of their documents was
+    /// changed or deleted since it was read: then nothing is written and the answer is false, the other write kept.
     /// </summary>
-    public static bool IsStale(Exception e) => e switch
+    public static async Task<bool> TrySaveUnchangedAsync(IDocumentSession session, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await session.SaveChangesAsync(cancellationToken);
+            return true;
+        }
+        catch (Exception e) when (IsStale(e))
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Marten refusing the write of a versioned document read before another write changed or deleted it (wrapped in an AggregateException).</summary>
+    private static bool IsStale(Exception e) => e switch
     {
         ConcurrencyException or NonExistentDocumentException => true,
         AggregateException aggregate => aggregate.InnerExceptions.Any(IsStale),

@@ -136,15 +136,7 @@ internal sealed partial class SecretRotation(
             session.Update(server);
         }
 
-        try
-        {
-            await session.SaveChangesAsync(cancellationToken);
-            return (rewritten, unreadable);
-        }
-        catch (Exception e) when (ProviderStore.IsStale(e))
-        {
-            return null;
-        }
+        return await ProviderStore.TrySaveUnchangedAsync(session, cancellationToken) ? (rewritten, unreadable) : null;
     }
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Secrets rotated: new data-protection key {KeyId}; {Rewritten} secrets re-encrypted, {Unreadable} unreadable")]
