@@ -4,9 +4,6 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -169,9 +166,7 @@ public sealed class McpHttpServer : IAsyncDisposable
 
     public static async Task<McpHttpServer> StartAsync()
     {
-        var builder = WebApplication.CreateSlimBuilder();
-        builder.WebHost.UseUrls("http://127.0.0.1:0");
-        builder.Logging.ClearProviders();
+        var builder = LoopbackServer.CreateBuilder();
         builder.Services.AddMcpServer(o => o.ServerInfo = new Implementation { Name = "modularchat-test-http", Version = "2.0.0" })
             .WithHttpTransport(o =>
             {
@@ -200,9 +195,7 @@ public sealed class McpHttpServer : IAsyncDisposable
         app.MapMcp("/mcp");
         app.MapMcp("/secured/mcp");
         app.MapUnrulyMcp();
-        await app.StartAsync();
-        var address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        return new McpHttpServer(app, new Uri(address));
+        return new McpHttpServer(app, new Uri(await LoopbackServer.StartAsync(app)));
     }
 
     public async ValueTask DisposeAsync()

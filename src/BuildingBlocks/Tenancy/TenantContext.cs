@@ -42,15 +42,14 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     /// null when it can: there must be one, of at most <see cref="MaxTenantIdLength"/> characters, without control
     /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier).
     /// </summary>
-    public static string? Unusable(string? tenantId) => tenantId switch
+    /// <param name="tenantClaim">The claim the token's issuer names the tenant with, for the reason's wording.</param>
+    public static string? Unusable(string? tenantId, string tenantClaim = TenantClaim) => tenantId switch
     {
-        null => $"it names no tenant: it needs a '{TenantClaim}' or '{SubjectClaim}' claim",
-        { Length: > MaxTenantIdLength } => $"{ItsTenant} is longer than {MaxTenantIdLength} characters",
-        _ when tenantId.Any(char.IsControl) => $"{ItsTenant} holds control characters",
+        null => $"it names no tenant: it needs a '{tenantClaim}' or '{SubjectClaim}' claim",
+        { Length: > MaxTenantIdLength } => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') is longer than {MaxTenantIdLength} characters",
+        _ when tenantId.Any(char.IsControl) => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') holds control characters",
         _ => null,
     };
-
-    private const string ItsTenant = $"its tenant ('{TenantClaim}', else '{SubjectClaim}')";
 
     /// <summary>The tenant of a principal: its <c>tenant</c> claim, else its <c>sub</c>.</summary>
     public static string? FromPrincipal(ClaimsPrincipal? user)

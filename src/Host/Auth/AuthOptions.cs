@@ -28,8 +28,23 @@ public sealed class AuthOptions
     /// <summary>Tolerated clock difference between us and the token issuer.</summary>
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Role claim that grants the admin endpoints.</summary>
+    /// <summary>Role (the value of a <see cref="RoleClaim"/> claim) that grants the admin endpoints.</summary>
     public string AdminRole { get; set; } = "admin";
+
+    /// <summary>
+    /// The claim that names the caller's tenant. Identity providers name it differently (Entra ID: <c>tid</c>; Auth0 and
+    /// Keycloak: whatever claim a mapper adds); its value becomes the tenant id.
+    /// </summary>
+    public string TenantClaim { get; set; } = "tenant";
+
+    /// <summary>
+    /// Refuse a token without a <see cref="TenantClaim"/> instead of making its subject (<c>sub</c>) the tenant. Turn it on
+    /// where every caller belongs to an organization: a subject can then never be taken for a tenant's id.
+    /// </summary>
+    public bool RequireTenantClaim { get; set; }
+
+    /// <summary>The claim that holds the caller's roles (Entra ID: <c>roles</c>); a JSON array gives several.</summary>
+    public string RoleClaim { get; set; } = "role";
 
     internal byte[]? SigningKeyBytes()
     {
@@ -59,6 +74,9 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
             .WithMessage("must be at least 32 bytes (256 bits)");
         RuleFor(o => o.Audience).NotEmpty();
         RuleFor(o => o.Issuer).NotEmpty();
+        RuleFor(o => o.TenantClaim).NotEmpty();
+        RuleFor(o => o.RoleClaim).NotEmpty();
+        RuleFor(o => o.AdminRole).NotEmpty();
         RuleFor(o => o.ClockSkew).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
     }
 }

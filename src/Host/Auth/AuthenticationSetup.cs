@@ -1,7 +1,10 @@
+using System.Globalization;
+using System.Security.Claims;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.Extensions.Options;
 using Microsoft.IdentityModel.Tokens;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Tenancy;
@@ -57,15 +60,48 @@ internal static class AuthenticationSetup
                 IssuerSigningKey = key is null ? null : new SymmetricSecurityKey(key),
                 ValidateIssuerSigningKey = true,
                 NameClaimType = "sub",
-                RoleClaimType = "role",
+                RoleClaimType = settings.RoleClaim,
             };
-            options.Events = new JwtBearerEvents { OnChallenge = WriteProblemAsync, OnTokenValidated = RequireUsableTenant };
+            options.Events = new JwtBearerEvents
+            {
+                OnChallenge = WriteProblemAsync,
+                OnTokenValidated = context => RequireUsableTenant(context, settings),
+            };
         }
 
-        /// <summary>A token whose tenant cannot be used is refused here, before any request reads or writes with it.</summary>
-        private static Task RequireUsableTenant(TokenValidatedContext context)
+        /// <summary>
+        /// The tenant is read from the configured claim (<see cref="AuthOptions.TenantClaim"/>), copied to the claim the
+        /// service reads (<see cref="TenantContext.TenantClaim"/>); a token whose tenant cannot be used is refused here,
+        /// before any request reads or writes with it.
+        /// </summary>
+        private static Task RequireUsableTenant(TokenValidatedContext context, AuthOptions settings)
         {
-            if (TenantContext.Unusable(TenantContext.FromPrincipal(context.Principal)) is { } reason)
+            if (context.Principal?.Identity is not ClaimsIdentity identity)
+            {
+                return Task.CompletedTask;
+            }
+
+            var named = identity.FindAll(settings.TenantClaim).Select(c => c.Value).Where(v => !string.IsNullOrWhiteSpace(v)).Distinct(StringComparer.Ordinal).ToList();
+            if (settings.TenantClaim != TenantContext.TenantClaim)
+            {
+                foreach (var claim in identity.FindAll(TenantContext.TenantClaim).ToList())
+                {
+                    identity.RemoveClaim(claim); // only the configured claim names the tenant
+                }
+
+                if (named.Count == 1)
+                {
+                    identity.AddClaim(new Claim(TenantContext.TenantClaim, named[0]));
+                }
+            }
+
+            var reason = named.Count switch
+            {
+                > 1 => $"it names {named.Count} tenants ('{settings.TenantClaim}'): a caller acts for one",
+                0 when settings.RequireTenantClaim => $"it has no '{settings.TenantClaim}' claim, which names the tenant (Auth:RequireTenantClaim)",
+                _ => TenantContext.Unusable(TenantContext.FromPrincipal(context.Principal), settings.TenantClaim),
+            };
+            if (reason is not null)
             {
                 context.Fail(new UnusableTenantException($"The bearer token is valid, but {reason}."));
             }
@@ -76,6 +112,15 @@ internal static class AuthenticationSetup
         private static async Task WriteProblemAsync(JwtBearerChallengeContext context)
         {
             context.HandleResponse();
+            if (context.AuthenticateFailure is not null && await KeysUnavailableAsync(context))
+            {
+                // Without the authority's keys no token can be checked: a 401 would tell clients their token is bad.
+                context.Response.Headers.RetryAfter = ProblemDetailsExceptionHandler.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+                await WriteAsync(context, StatusCodes.Status503ServiceUnavailable, "The service is temporarily unavailable.",
+                    "The identity provider (Auth:Authority) cannot be reached for its signing keys, so no bearer token can be checked right now: retry shortly.");
+                return;
+            }
+
             var detail = context.AuthenticateFailure switch
             {
                 SecurityTokenExpiredException expired => $"The bearer token expired at {expired.Expires:O}.",
@@ -86,16 +131,45 @@ internal static class AuthenticationSetup
                 not null => "The bearer token is not valid.",
                 null => "A bearer token is required: send 'Authorization: Bearer <token>' (locally, ./build.sh token --sub <you> prints one).",
             };
-            context.Response.StatusCode = StatusCodes.Status401Unauthorized;
             context.Response.Headers.WWWAuthenticate = context.AuthenticateFailure is null
                 ? "Bearer"
                 : "Bearer error=\"invalid_token\"";
+            await WriteAsync(context, StatusCodes.Status401Unauthorized, "Authentication required.", detail);
+        }
+
+        /// <summary>
+        /// Whether tokens are checked with an authority's published keys and those cannot be fetched (a node that started
+        /// while the identity provider was down has none; one that fetched them keeps them through an outage).
+        /// </summary>
+        private static async Task<bool> KeysUnavailableAsync(JwtBearerChallengeContext context)
+        {
+            if (context.Options.ConfigurationManager is not { } keys)
+            {
+                return false;
+            }
+
+            try
+            {
+                await keys.GetConfigurationAsync(context.HttpContext.RequestAborted);
+                return false;
+            }
+            catch (Exception e) when (!context.HttpContext.RequestAborted.IsCancellationRequested)
+            {
+                context.HttpContext.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(AuthenticationSetup))
+                    .LogWarning("The identity provider's signing keys cannot be fetched from {Authority}: {Reason}", context.Options.Authority, e.Message);
+                return true;
+            }
+        }
+
+        private static Task WriteAsync(JwtBearerChallengeContext context, int status, string title, string detail)
+        {
+            context.Response.StatusCode = status;
             var problems = context.HttpContext.RequestServices.GetRequiredService<IProblemDetailsService>();
-            await problems.WriteAsync(new ProblemDetailsContext
+            return problems.WriteAsync(new ProblemDetailsContext
             {
                 HttpContext = context.HttpContext,
-                ProblemDetails = { Status = StatusCodes.Status401Unauthorized, Title = "Authentication required.", Detail = detail },
-            });
+                ProblemDetails = { Status = status, Title = title, Detail = detail },
+            }).AsTask();
         }
     }
 }
