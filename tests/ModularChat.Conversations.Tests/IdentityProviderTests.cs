@@ -8,7 +8,7 @@ namespace ModularChat.Conversations.Tests;
 
 /// <summary>
 /// A host configured as in production: <c>Auth:Authority</c> names an OpenID Connect provider (a real one on loopback)
-/// whose published keys validate tokens, no local signing key, the tenant in Entra ID's <c>tid</c> claim, roles in
+/// whose published keys validate tokens (a local signing key left configured beside it does not count), the tenant in Entra ID's <c>tid</c> claim, roles in
 /// <c>roles</c>, and tokens without a tenant refused.
 /// </summary>
 public sealed class IdentityProviderApp() : ModularChatApp(TestDatabase("conversations_identity_provider"))
@@ -21,7 +21,6 @@ public sealed class IdentityProviderApp() : ModularChatApp(TestDatabase("convers
     {
         ["Auth:Authority"] = Provider.Issuer,
         ["Auth:RequireHttpsMetadata"] = "false",
-        ["Auth:SigningKey"] = "",
         ["Auth:TenantClaim"] = "tid",
         ["Auth:RequireTenantClaim"] = "true",
         ["Auth:RoleClaim"] = "roles",
@@ -98,12 +97,14 @@ public sealed class IdentityProviderTests(IdentityProviderApp app) : IClassFixtu
         var forged = await Client(app.Provider.CreateToken(app.Auth.Audience, claims, key: FakeIdentityProvider.UnknownKey())).GetAsync("/api/conversations");
         var otherIssuer = await Client(app.Provider.CreateToken(app.Auth.Audience, claims, issuer: "https://login.example.com/")).GetAsync("/api/conversations");
         var otherAudience = await Client(app.Provider.CreateToken("another-api", claims)).GetAsync("/api/conversations");
-        var development = await Client(ModularChat.Host.Auth.DevelopmentTokens.Create(app.Auth, "alice", ModularChatApp.NewUser("org"))).GetAsync("/api/conversations");
+        // Signed with the local key the host is also configured with, as if the authority had issued it.
+        var localKey = new Microsoft.IdentityModel.Tokens.SymmetricSecurityKey(Convert.FromBase64String(app.Auth.SigningKey!));
+        var development = await Client(app.Provider.CreateToken(app.Auth.Audience, claims, key: localKey)).GetAsync("/api/conversations");
 
         Assert.Contains("signature", (await forged.ShouldBeProblem(401)).GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Contains("issuer", (await otherIssuer.ShouldBeProblem(401)).GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Contains("audience", (await otherAudience.ShouldBeProblem(401)).GetProperty("detail").GetString(), StringComparison.Ordinal);
-        await development.ShouldBeProblem(401); // the local signing key is not configured: only the authority's keys count
+        await development.ShouldBeProblem(401); // with an authority only its keys count
     }
 
     [Fact]

@@ -57,7 +57,9 @@ internal static class AuthenticationSetup
                 ValidateLifetime = true,
                 RequireExpirationTime = true,
                 ClockSkew = settings.ClockSkew,
-                IssuerSigningKey = key is null ? null : new SymmetricSecurityKey(key),
+                // With an authority only its published keys count: a local key left configured beside it (compose's
+                // default, a development key) would let whoever knows it sign tokens for any tenant.
+                IssuerSigningKey = key is null || !string.IsNullOrWhiteSpace(settings.Authority) ? null : new SymmetricSecurityKey(key),
                 ValidateIssuerSigningKey = true,
                 NameClaimType = "sub",
                 RoleClaimType = settings.RoleClaim,

@@ -82,7 +82,9 @@ public sealed class FakeIdentityProvider : IAsyncDisposable
             IssuedAt = now,
             NotBefore = now.AddSeconds(-5),
             Expires = now + (lifetime ?? TimeSpan.FromHours(1)),
-            SigningCredentials = new SigningCredentials(key ?? signing, SecurityAlgorithms.RsaSha256),
+            SigningCredentials = key is SymmetricSecurityKey
+                ? new SigningCredentials(key, SecurityAlgorithms.HmacSha256)
+                : new SigningCredentials(key ?? signing, SecurityAlgorithms.RsaSha256),
         });
     }
 
