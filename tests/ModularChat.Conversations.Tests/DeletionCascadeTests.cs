@@ -23,14 +23,15 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         for (var i = 1; i <= 12; i++)
         {
             await (await client.PostJson($"/api/conversations/{id}/messages",
-                new { role = i % 2 == 1 ? "user" : "assistant", content = $"Cascade message {i} mentions the aubergine festival." }))
+                new { role = i % 2 == 1 ? "user" : "assistant", content = $"Cascade message {i} mentions the aubergine festival.", externalId = $"cascade-{i}" }))
                 .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
         }
 
-        // Everything derived exists first: a summary (and the archive retention made of what it covers), search entries with
-        // their vectors, and a cached context.
+        // Everything derived exists first: a summary (and the archive retention made of what it covers, with the archived
+        // messages' external ids), search entries with their vectors, and a cached context.
         await client.WaitForSummary(id);
         await WaitUntil(async () => (await RowsMentioning(id)).ContainsKey("mt_doc_archivedmessage"), "archived messages");
+        Assert.Contains("mt_doc_retiredexternalid", (await RowsMentioning(id)).Keys);
         await Eventually.Until(async () =>
         {
             var search = await (await client.GetAsync($"/api/search?q=aubergine&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);

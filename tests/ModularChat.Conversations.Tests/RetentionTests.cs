@@ -44,6 +44,26 @@ public sealed class RetentionTests(ConversationsApp app)
         Assert.InRange(context.Summary!.ToSequence, 10, 12);
     }
 
+    [Theory]
+    [InlineData(RetentionTenants.Delete)]
+    [InlineData(RetentionTenants.Archive)]
+    public async Task An_append_retried_with_the_external_id_of_a_message_retention_took_away_answers_the_original(string tenant)
+    {
+        using var client = app.Client(ModularChatApp.NewUser("retrier"), tenant);
+        var id = await ConversationWith(client, 12, externalIds: true);
+        await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }] || v.Archived is [{ ToSequence: 7 }]);
+
+        var retry = await (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = Content(3), externalId = "ext-3" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.OK);
+        Assert.Equal((3L, true, "ext-3"), (retry.Sequence, retry.Duplicate, retry.ExternalId));
+
+        // The whole import sent again (a client that lost the first answer): nothing new, every message its original.
+        var again = await (await client.PostJson($"/api/conversations/{id}/messages/batch", Batch(12, externalIds: true))).ReadAs<BatchResponseDto>(HttpStatusCode.OK);
+        Assert.All(again.Messages, m => Assert.True(m.Duplicate));
+        Assert.Equal(Sequences(1, 12), again.Messages.Select(m => m.Sequence));
+        Assert.Equal(12, (await (await client.GetAsync($"/api/conversations/{id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+    }
+
     [Fact]
     public async Task Archive_after_summary_moves_covered_messages_out_of_the_stream_but_keeps_them_readable()
     {
@@ -282,13 +302,23 @@ public sealed class RetentionTests(ConversationsApp app)
     /// it see all of them. Appended one by one, a job that ran between two appends (a slow request on a busy machine)
     /// would see fewer, and retention would keep the last N of fewer messages.
     /// </summary>
-    private static async Task<Guid> ConversationWith(HttpClient client, int count)
+    /// <param name="externalIds">Give message i the external id <c>ext-i</c>.</param>
+    private static async Task<Guid> ConversationWith(HttpClient client, int count, bool externalIds = false)
     {
         var c = await (await client.PostJson("/api/conversations", new { title = "retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        var messages = Sequences(1, count).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = Content(i) });
-        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", Batch(count, externalIds))).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         return c.Id;
     }
+
+    private static object Batch(int count, bool externalIds) => new
+    {
+        messages = Sequences(1, count).Select(i => new
+        {
+            role = i % 2 == 1 ? "user" : "assistant",
+            content = Content(i),
+            externalId = externalIds ? $"ext-{i}" : null,
+        }),
+    };
 
     /// <summary>
     /// A conversation of 12 messages under the archive policy (KeepLast 5) once retention archived 1-7, and the sequence

@@ -50,6 +50,7 @@ public static class ConversationsModule
         options.Schema.For<StoredMessage>();
         // Registered so that its table is created at start-up: otherwise Marten creates it on first use, inside a request.
         options.Schema.For<ArchivedMessage>();
+        options.Schema.For<RetiredExternalId>();
         options.Projections.Add(new StoredMessageProjection(options.DatabaseSchemaName), ProjectionLifecycle.Inline);
 
         // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).

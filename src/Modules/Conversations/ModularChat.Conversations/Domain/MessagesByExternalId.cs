@@ -5,7 +5,8 @@ namespace ModularChat.Conversations.Domain;
 
 /// <summary>
 /// The idempotency lookup of appends: the stored messages of a conversation that hold any of a list of external ids,
-/// found by one probe of the unique (tenant, conversation, external id) index per id.
+/// found by one probe of the unique (tenant, conversation, external id) index per id, and for an id no hot message holds,
+/// one probe of the keys of the messages retention archived or deleted (<see cref="RetiredExternalId"/>).
 /// </summary>
 /// <remarks>
 /// A single statement of the form <c>external_id = any($3)</c> is not safe here. Npgsql prepares it, and PostgreSQL's
@@ -34,6 +35,13 @@ public static class MessagesByExternalId
     public static string ProbeSql(string schema) =>
         $"select d.data from {schema}.mt_doc_storedmessage d where d.tenant_id = (select $1::varchar) and d.conversation_id = (select $2::uuid) and d.external_id = $3";
 
+    /// <summary>
+    /// The same probe of the idempotency keys retention kept for messages it took out of the hot table
+    /// (<see cref="RetiredExternalId"/>, whose JSON reads as a stored message's); run only for ids the first probe missed.
+    /// </summary>
+    public static string RetiredProbeSql(string schema) =>
+        $"select d.data from {schema}.mt_doc_retiredexternalid d where d.tenant_id = (select $1::varchar) and d.conversation_id = (select $2::uuid) and d.external_id = $3";
+
     /// <summary>The call a batch query sends: Marten reads the single <c>data</c> column as the document.</summary>
     public static string CallSql(string schema) => $"select m.data from {schema}.{FunctionName}(?::varchar, ?::uuid, ?::varchar[]) as m(data)";
 
@@ -41,8 +49,10 @@ public static class MessagesByExternalId
     public static Function Create(string schema)
     {
         // Written as pg_get_functiondef prints it, so schema comparison finds nothing to change on the next start.
-        var probe = ProbeSql(schema).Replace("$1", "p_tenant", StringComparison.Ordinal)
+        static string Parameterized(string sql) => sql.Replace("$1", "p_tenant", StringComparison.Ordinal)
             .Replace("$2", "p_conversation", StringComparison.Ordinal).Replace("$3", "p_external_id", StringComparison.Ordinal);
+        var probe = Parameterized(ProbeSql(schema));
+        var retired = Parameterized(RetiredProbeSql(schema));
         var body = $"""
             CREATE OR REPLACE FUNCTION {schema}.{FunctionName}(p_tenant character varying, p_conversation uuid, p_external_ids character varying[])
              RETURNS SETOF jsonb
@@ -54,6 +64,9 @@ public static class MessagesByExternalId
             begin
               foreach p_external_id in array p_external_ids loop
                 return query {probe};
+                if not found then
+                  return query {retired};
+                end if;
               end loop;
             end
             $function$;

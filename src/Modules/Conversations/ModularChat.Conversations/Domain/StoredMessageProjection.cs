@@ -56,6 +56,7 @@ public sealed class StoredMessageProjection : ProjectionBase, IProjection
                     Flush(operations, serializer, messages);
                     operations.HardDeleteWhere<StoredMessage>(m => m.ConversationId == d.ConversationId);
                     operations.HardDeleteWhere<ArchivedMessage>(m => m.ConversationId == d.ConversationId);
+                    operations.HardDeleteWhere<RetiredExternalId>(m => m.ConversationId == d.ConversationId);
                     break;
             }
         }

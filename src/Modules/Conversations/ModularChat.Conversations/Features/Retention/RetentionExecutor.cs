@@ -233,8 +233,9 @@ public sealed partial class RetentionExecutor(
     private static partial void LogStalePlan(ILogger logger, Guid conversationId, long planned, long now, bool again);
 
     /// <summary>
-    /// Sees the events the compaction folds away: counts the messages among them and their bytes and, when archiving,
-    /// copies them into the archive (queued on the same session, so they commit with the compaction or not at all).
+    /// Sees the events the compaction folds away: counts the messages among them and their bytes, keeps the external ids
+    /// among them (<see cref="RetiredExternalId"/>) and, when archiving, copies them into the archive (queued on the same
+    /// session, so they commit with the compaction or not at all).
     /// </summary>
     internal sealed class CompactedMessages(DateTimeOffset? archivedAt) : IEventsArchiver<IDocumentOperations>
     {
@@ -261,6 +262,13 @@ public sealed partial class RetentionExecutor(
             if (archivedAt is { } at && messages.Length > 0)
             {
                 operations.Store(messages.Select(m => ArchivedMessage.From(m, at)).ToArray());
+            }
+
+            // Archived or deleted, a message's external id stays known: an append retried with it is still a duplicate.
+            var keys = messages.Select(RetiredExternalId.From).OfType<RetiredExternalId>().ToArray();
+            if (keys.Length > 0)
+            {
+                operations.Store(keys);
             }
 
             return Task.CompletedTask;
