@@ -65,6 +65,32 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task The_retention_command_applies_a_policy_given_to_it_in_development_as_in_production()
+    {
+        // The service runs this tenant under keep-all; the command is given delete-after-summary (KeepLast 5).
+        var tenant = ModularChatApp.NewUser("retention-command");
+        using var client = app.Client(ModularChatApp.NewUser("operator"), tenant);
+        var id = await ConversationWith(client, 12);
+        await client.WaitForSummary(id);
+        Assert.Equal(12, await SummaryThrough(client, id));
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, seconds: 30, what: "the messages indexed for search");
+
+        var (exit, output) = await app.RunHostCommandAsync(
+            new Dictionary<string, string>
+            {
+                ["ASPNETCORE_ENVIRONMENT"] = "Development", // where the container validates scopes
+                [$"Retention__Tenants__{tenant}__Policy"] = "delete-after-summary",
+                [$"Retention__Tenants__{tenant}__KeepLast"] = "5",
+            },
+            "retention", "--tenant", tenant);
+
+        Assert.True(exit == 0, output);
+        Assert.Contains("1 changed", output, StringComparison.Ordinal);
+        var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
+        Assert.Equal([(1L, 7L)], view.Deleted.Select(r => (r.FromSequence, r.ToSequence)));
+    }
+
+    [Fact]
     public async Task Archive_after_summary_moves_covered_messages_out_of_the_stream_but_keeps_them_readable()
     {
         using var client = app.Client(ModularChatApp.NewUser("archiver"), RetentionTenants.Archive);

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
 using Alba;
@@ -127,6 +128,36 @@ public class ModularChatApp : IAsyncLifetime
         var client = Host.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token(subject, tenant, roles));
         return client;
+    }
+
+    /// <summary>
+    /// Runs the Host's command line (the same build the tests use, as an operator would: <c>dotnet ModularChat.Host.dll
+    /// &lt;command&gt;</c>) against this fixture's database and Redis, with <paramref name="environment"/> on top.
+    /// </summary>
+    public async Task<(int ExitCode, string Output)> RunHostCommandAsync(IDictionary<string, string>? environment, params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll");
+        var start = new ProcessStartInfo("dotnet", [dll, .. args])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        start.Environment["ConnectionStrings__Postgres"] = PostgresConnectionString;
+        start.Environment["ConnectionStrings__Redis"] = RedisConnectionString;
+        start.Environment["Auth__SigningKey"] = Auth.SigningKey;
+        start.Environment["DataProtection__MasterKey"] = MasterKey;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
+        await process.WaitForExitAsync(timeout.Token);
+        return (process.ExitCode, await output + await error);
     }
 
     /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>

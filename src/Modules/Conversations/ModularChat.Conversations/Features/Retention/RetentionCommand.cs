@@ -37,7 +37,8 @@ public sealed class RetentionCommand : JasperFxAsyncCommand<RetentionInput>
         {
             var options = host.Services.GetRequiredService<IOptionsMonitor<RetentionOptions>>().CurrentValue;
             var store = host.Services.GetRequiredService<IDocumentStore>();
-            var bus = host.Services.GetRequiredService<IMessageBus>();
+            using var scope = host.Services.CreateScope(); // the bus is scoped (resolving it from the root fails where scopes are validated)
+            var bus = scope.ServiceProvider.GetRequiredService<IMessageBus>();
             var candidates = await CandidatesAsync(store, input.TenantFlag);
 
             int examined = 0, applied = 0, unchanged = 0, failed = 0;
@@ -77,7 +78,8 @@ public sealed class RetentionCommand : JasperFxAsyncCommand<RetentionInput>
             }
 
             Console.WriteLine($"retention: {examined} conversations over their policy's limit, {applied} changed, {unchanged} unchanged " +
-                              $"(no summary covers their older messages yet), {failed} failed");
+                              $"(no summary covers their older messages yet, or the step waits for search indexing to read them: the service " +
+                              $"applies it then), {failed} failed");
             return failed == 0;
         }
         finally
