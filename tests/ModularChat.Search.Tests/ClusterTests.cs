@@ -42,6 +42,19 @@ public sealed class ClusterTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_node_that_does_not_run_the_search_projection_refuses_to_rebuild_it()
+    {
+        await using var second = await app.StartSearchOnlyNodeAsync();
+        using var admin = second.Server.CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("admin"), null, "admin"));
+
+        var problem = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ShouldBeProblem(409);
+
+        Assert.Contains("does not run the search projection", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal("idle", (await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.OK)).GetProperty("state").GetString());
+    }
+
+    [Fact]
     public async Task Another_node_forgets_the_vectors_of_messages_retention_deleted()
     {
         var user = ModularChatApp.NewUser();

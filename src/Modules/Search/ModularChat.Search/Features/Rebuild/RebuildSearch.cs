@@ -6,10 +6,12 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Storage;
 using Npgsql;
+using Wolverine.Runtime;
 using Wolverine.Runtime.Agents;
 
 namespace ModularChat.Search.Features.Rebuild;
@@ -56,8 +58,19 @@ internal sealed partial class SearchRebuilds(
     }
 
     /// <summary>Starts a rebuild unless one is running; returns the status either way.</summary>
+    /// <exception cref="ConflictException">This node does not run the search projection (another node of the cluster does, or none yet).</exception>
     public SearchRebuildStatus Start()
     {
+        if (!RunsTheProjection())
+        {
+            // Rebuilt here while another node's agent runs the projection, both write its progress and the running agent
+            // stops for good ("out of order"): nothing would be indexed for any tenant until the nodes restart.
+            throw new ConflictException(
+                "This node does not run the search projection (another node of the cluster does, or it is not assigned yet), " +
+                "so it cannot rebuild it: send the request again (a load balancer may route it to the node that runs it), or " +
+                "stop the service and run `projections rebuild -p SearchEntries`.");
+        }
+
         lock (_gate)
         {
             if (_status.State != "running")
@@ -68,6 +81,14 @@ internal sealed partial class SearchRebuilds(
 
             return _status;
         }
+    }
+
+    /// <summary>Whether the search projection's agent runs on this node (Wolverine assigns it to one node of the cluster).</summary>
+    private bool RunsTheProjection()
+    {
+        var shard = $"/{SearchEntriesProjection.ProjectionName}/All".ToLowerInvariant();
+        return services.GetRequiredService<IWolverineRuntime>().Agents.AllRunningAgentUris()
+            .Any(uri => uri.Scheme == "event-subscriptions" && uri.AbsolutePath.EndsWith(shard, StringComparison.OrdinalIgnoreCase));
     }
 
     private async Task RunAsync()
@@ -148,7 +169,9 @@ internal static class RebuildSearchEndpoints
         group.MapPost("/", Accepted<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Accepted(Path, rebuilds.Start()))
             .WithName("RebuildSearch")
             .WithSummary("Rebuild the search read model from the event store (admin)")
-            .WithDescription("Starts a rebuild in the background (or reports the running one): 202 with its status; poll GET for progress.")
+            .WithDescription("Starts a rebuild in the background (or reports the running one): 202 with its status; poll GET for progress. " +
+                             "409 on a node that does not run the search projection (in a cluster, one node does).")
+            .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status403Forbidden);
         group.MapGet("/", Ok<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Ok(rebuilds.Status))
