@@ -65,6 +65,26 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Retention_does_not_change_the_version_clients_pass_as_expected_version()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("versioned"), RetentionTenants.Delete);
+        var c = await (await client.PostJson("/api/conversations", new { title = "retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var batch = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", Batch(12, externalIds: false))).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        await WaitForRetention(client, c.Id, v => v.Deleted is [{ ToSequence: 7 }]);
+
+        // The client goes on from the version of its last answer: retention ran in between, the client changed nothing.
+        Assert.Equal(batch.Version, (await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).Version);
+        var next = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "next", expectedVersion = batch.Version }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        Assert.Equal(batch.Version + 1, next.Version);
+
+        // A client's own change still moves it, and a stale version is still refused.
+        var renamed = await (await client.PatchJson($"/api/conversations/{c.Id}", new { title = "renamed", expectedVersion = next.Version })).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(next.Version + 1, renamed.Version);
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "stale", expectedVersion = next.Version })).ShouldBeProblem(409);
+    }
+
+    [Fact]
     public async Task The_retention_command_applies_a_policy_given_to_it_in_development_as_in_production()
     {
         // The service runs this tenant under keep-all; the command is given delete-after-summary (KeepLast 5).

@@ -15,7 +15,7 @@ public sealed record ConversationMessage(
 
 /// <summary>A conversation's current state as other modules read it.</summary>
 /// <param name="MessageCount">Number of messages, which is also the sequence of the latest one.</param>
-/// <param name="Version">The event stream's version.</param>
+/// <param name="Version">The conversation's version as clients see it (and pass as expectedVersion): its start, messages and renames; background retention does not change it.</param>
 public sealed record ConversationInfo(
     Guid ConversationId,
     string Title,

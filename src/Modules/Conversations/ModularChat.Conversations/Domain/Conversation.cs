@@ -26,8 +26,21 @@ public sealed partial record Conversation
 
     public long TotalTokens { get; init; }
 
-    /// <summary>The stream version, set by Marten: the value clients pass as expectedVersion.</summary>
+    /// <summary>The stream version, set by Marten (every event counts, retention's too).</summary>
     public long Version { get; set; }
+
+    /// <summary>
+    /// The retention steps applied to the conversation (each a <see cref="RetentionApplied"/> event on its stream). Retention
+    /// runs in the background and changes nothing a client sees as the conversation, so it does not count in
+    /// <see cref="ClientVersion"/>.
+    /// </summary>
+    public long RetentionSteps { get; init; }
+
+    /// <summary>
+    /// The version clients see and pass as expectedVersion: the changes clients make (its start, messages, renames), not
+    /// the background's. A client that appends with the version of its last answer is not refused because retention ran.
+    /// </summary>
+    public long ClientVersion => Version - RetentionSteps;
 
     /// <summary>Messages up to this sequence were archived or deleted by retention (0: none).</summary>
     public long RetainedThrough { get; init; }
@@ -69,6 +82,7 @@ public sealed partial record Conversation
 
     public Conversation Apply(RetentionApplied e) => this with
     {
+        RetentionSteps = RetentionSteps + 1,
         RetainedThrough = Math.Max(RetainedThrough, e.ToSequence),
         HotBytes = Math.Max(0, HotBytes - e.Bytes),
         Retained = Retained.Count > 0 && Retained[^1].Action == e.Action && Retained[^1].ToSequence + 1 == e.FromSequence

@@ -37,7 +37,7 @@ internal static class ConversationStreams
     /// <exception cref="ConflictException">The conversation is at another version than expected.</exception>
     public static IEventStream<Conversation> Writable(IEventStream<Conversation> stream, Guid conversationId, long? expectedVersion)
     {
-        EnsureWritable(stream.Aggregate, stream.Aggregate?.Version ?? 0, conversationId, expectedVersion);
+        EnsureWritable(stream.Aggregate, stream.Aggregate?.ClientVersion ?? 0, conversationId, expectedVersion);
         return stream;
     }
 

@@ -14,7 +14,7 @@ public sealed record ConversationResponse(
     long Version)
 {
     internal static ConversationResponse From(Conversation c)
-        => new(c.Id, c.Title, c.Metadata, c.CreatedAt, c.LastActivityAt, c.MessageCount, c.TotalTokens, c.Version);
+        => new(c.Id, c.Title, c.Metadata, c.CreatedAt, c.LastActivityAt, c.MessageCount, c.TotalTokens, c.ClientVersion);
 }
 
 /// <summary>A message as the API returns it.</summary>

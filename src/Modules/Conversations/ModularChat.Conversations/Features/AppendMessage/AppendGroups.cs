@@ -378,8 +378,8 @@ internal sealed class AppendGroups(
 
         public List<MessageAppended> Appended { get; } = [];
 
-        /// <summary>The stream's version once what the group decided so far is written.</summary>
-        public long Version => (Stream.Aggregate?.Version ?? 0) + Appended.Count;
+        /// <summary>The conversation's version (as clients see it) once what the group decided so far is written.</summary>
+        public long Version => (Stream.Aggregate?.ClientVersion ?? 0) + Appended.Count;
 
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
