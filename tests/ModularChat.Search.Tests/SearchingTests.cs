@@ -203,6 +203,31 @@ public sealed class SearchingTests(SearchApp app)
         Assert.Equal(["words-2", "words-3", "words-4"], hits.Select(h => h.ExternalId));
     }
 
+    [Theory]
+    [InlineData("role=user")]
+    [InlineData("metadata=src%3Dsingle")]
+    [InlineData("to=2023-12-31T00:00:00Z")]
+    public async Task A_keyword_match_that_fits_the_filters_is_found_however_many_better_matches_do_not_fit_them(string filter)
+    {
+        // A node that scores at most 3 keyword candidates per search: the 8 short assistant turns outscore the long
+        // user message, which alone fits the filter.
+        await using var node = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?> { ["Search:MaxKeywordCandidates"] = "3" });
+        var user = ModularChatApp.NewUser();
+        using var writer = app.Client(user);
+        using var reader = node.Server.CreateClient();
+        reader.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        await writer.StartConversation("stand", Enumerable.Range(0, 8).Select(i => Message($"banana {i}", role: "assistant")).ToArray());
+        await writer.StartConversation("bakery", Message(
+            "Yesterday I finally baked the banana bread my grandmother wrote down years ago, with walnuts and cinnamon on top",
+            externalId: "single", metadata: new { src = "single" }, createdAt: new DateTimeOffset(2023, 1, 15, 12, 0, 0, TimeSpan.Zero)));
+        await writer.WaitForIndexing(9);
+        Assert.DoesNotContain((await reader.Search("banana&mode=keyword")).Hits, h => h.ExternalId == "single");
+
+        var hits = (await reader.Search("banana&mode=keyword&" + filter)).Hits;
+
+        Assert.Equal(["single"], hits.Select(h => h.ExternalId));
+    }
+
     [Fact]
     public async Task Diversity_makes_room_for_a_different_hit_among_near_duplicates()
     {
