@@ -39,6 +39,34 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task Highlight_markers_in_a_message_do_not_highlight_its_words()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("markers", Message("ctrl \u0002marker\u0003 pizzeria end"));
+        await client.WaitForIndexing(1);
+
+        var hit = Assert.Single((await client.Search("pizzeria&mode=keyword")).Hits);
+
+        // The markers ts_headline is given cannot be smuggled in through the text: they show as U+FFFD, unhighlighted.
+        Assert.Equal(["pizzeria"], hit.Highlights.Select(h => hit.Snippet.Substring(h.Start, h.Length)));
+        Assert.StartsWith("ctrl \uFFFDmarker\uFFFD <mark>pizzeria</mark>", hit.HighlightedSnippet, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_snippet_shows_the_angle_brackets_a_message_holds()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("brackets", Message("angle \u27E8vector\u27E9 <b>tag</b> pizzeria"));
+        await client.WaitForIndexing(1);
+
+        var hit = Assert.Single((await client.Search("pizzeria&mode=keyword")).Hits);
+
+        Assert.Equal("angle \u27E8vector\u27E9 <b>tag</b> pizzeria", hit.Snippet);
+        Assert.Equal(["pizzeria"], hit.Highlights.Select(h => hit.Snippet.Substring(h.Start, h.Length)));
+        Assert.Equal("angle \u27E8vector\u27E9 &lt;b&gt;tag&lt;/b&gt; <mark>pizzeria</mark>", hit.HighlightedSnippet);
+    }
+
+    [Fact]
     public async Task The_speaker_named_in_metadata_is_searchable_with_the_text()
     {
         using var client = app.Client(ModularChatApp.NewUser());
