@@ -46,7 +46,7 @@ public sealed class SearchPlanTests(SearchApp app)
     {
         await using var connection = await app.OpenConnectionAsync();
         await using var copy = await ResidentsAsync(connection, "mc_search_pending");
-        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), "newcomer", "m");
+        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), app.Store.Options.Events.DatabaseSchemaName, "newcomer", "m");
 
         var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
         var visible = await connection.ExplainAsync(command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
