@@ -38,7 +38,7 @@ internal static class Api
 
 }
 
-internal sealed record Status(long Entries, long Embedded, long Pending, string Model);
+internal sealed record Status(long Entries, long Embedded, long Pending, string Model, long IndexingLag, bool UpToDate);
 
 internal sealed record Highlight(int Start, int Length);
 

@@ -46,7 +46,7 @@ public sealed class SearchPlanTests(SearchApp app)
     {
         await using var connection = await app.OpenConnectionAsync();
         await using var copy = await ResidentsAsync(connection, "mc_search_pending");
-        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), "newcomer", "m");
+        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), app.Store.Options.Events.DatabaseSchemaName, "newcomer", "m");
 
         var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
         var visible = await connection.ExplainAsync(command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
@@ -165,8 +165,10 @@ public sealed class SearchPlanTests(SearchApp app)
         return copy;
     }
 
-    [Fact]
-    public async Task Keyword_search_for_a_tenant_unknown_to_the_statistics_joins_its_best_turns_back_by_probes()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)] // a filter on the hits orders the matches by whether they fit it before the budget's cut
+    public async Task Keyword_search_for_a_tenant_unknown_to_the_statistics_joins_its_best_turns_back_by_probes(bool filtered)
     {
         await using var connection = await app.OpenConnectionAsync();
         // 20 tenants of 2,000 entries (100 conversations of 20 turns each) analyzed, then a newcomer of the same size.
@@ -184,7 +186,8 @@ public sealed class SearchPlanTests(SearchApp app)
                 from generate_series(0, 1999) g;
             """);
         var statistics = new KeywordSearch.TermStatistics([("word7", 21)], 2000, 2, 2000);
-        await using var command = KeywordSearch.RankCommand(new SearchSchema(scratch), new SearchOptions(), "newcomer", new SearchFilter(), 10,
+        await using var command = KeywordSearch.RankCommand(new SearchSchema(scratch), new SearchOptions(), "newcomer",
+            filtered ? new SearchFilter(Role: "user", From: DateTimeOffset.UnixEpoch) : new SearchFilter(), 10,
             statistics.Lexemes, statistics, new NpgsqlTsQueryLexeme("word7"));
 
         var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);

@@ -39,6 +39,34 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task Highlight_markers_in_a_message_do_not_highlight_its_words()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("markers", Message("ctrl \u0002marker\u0003 pizzeria end"));
+        await client.WaitForIndexing(1);
+
+        var hit = Assert.Single((await client.Search("pizzeria&mode=keyword")).Hits);
+
+        // The markers ts_headline is given cannot be smuggled in through the text: they show as U+FFFD, unhighlighted.
+        Assert.Equal(["pizzeria"], hit.Highlights.Select(h => hit.Snippet.Substring(h.Start, h.Length)));
+        Assert.StartsWith("ctrl \uFFFDmarker\uFFFD <mark>pizzeria</mark>", hit.HighlightedSnippet, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_snippet_shows_the_angle_brackets_a_message_holds()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("brackets", Message("angle \u27E8vector\u27E9 <b>tag</b> pizzeria"));
+        await client.WaitForIndexing(1);
+
+        var hit = Assert.Single((await client.Search("pizzeria&mode=keyword")).Hits);
+
+        Assert.Equal("angle \u27E8vector\u27E9 <b>tag</b> pizzeria", hit.Snippet);
+        Assert.Equal(["pizzeria"], hit.Highlights.Select(h => hit.Snippet.Substring(h.Start, h.Length)));
+        Assert.Equal("angle \u27E8vector\u27E9 &lt;b&gt;tag&lt;/b&gt; <mark>pizzeria</mark>", hit.HighlightedSnippet);
+    }
+
+    [Fact]
     public async Task The_speaker_named_in_metadata_is_searchable_with_the_text()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -201,6 +229,31 @@ public sealed class SearchingTests(SearchApp app)
         var hits = (await reader.Search("marmalade&mode=keyword&k=3")).Hits;
 
         Assert.Equal(["words-2", "words-3", "words-4"], hits.Select(h => h.ExternalId));
+    }
+
+    [Theory]
+    [InlineData("role=user")]
+    [InlineData("metadata=src%3Dsingle")]
+    [InlineData("to=2023-12-31T00:00:00Z")]
+    public async Task A_keyword_match_that_fits_the_filters_is_found_however_many_better_matches_do_not_fit_them(string filter)
+    {
+        // A node that scores at most 3 keyword candidates per search: the 8 short assistant turns outscore the long
+        // user message, which alone fits the filter.
+        await using var node = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?> { ["Search:MaxKeywordCandidates"] = "3" });
+        var user = ModularChatApp.NewUser();
+        using var writer = app.Client(user);
+        using var reader = node.Server.CreateClient();
+        reader.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        await writer.StartConversation("stand", Enumerable.Range(0, 8).Select(i => Message($"banana {i}", role: "assistant")).ToArray());
+        await writer.StartConversation("bakery", Message(
+            "Yesterday I finally baked the banana bread my grandmother wrote down years ago, with walnuts and cinnamon on top",
+            externalId: "single", metadata: new { src = "single" }, createdAt: new DateTimeOffset(2023, 1, 15, 12, 0, 0, TimeSpan.Zero)));
+        await writer.WaitForIndexing(9);
+        Assert.DoesNotContain((await reader.Search("banana&mode=keyword")).Hits, h => h.ExternalId == "single");
+
+        var hits = (await reader.Search("banana&mode=keyword&" + filter)).Hits;
+
+        Assert.Equal(["single"], hits.Select(h => h.ExternalId));
     }
 
     [Fact]

@@ -169,10 +169,11 @@ public sealed class UnitTests
     [Fact]
     public void Headline_markers_become_highlight_offsets_and_escaped_marks()
     {
-        var (snippet, highlights, html) = HitDetails.Mark("a \u27E8b\u27E9 \u0002cat\u0003 & \u0002dog\u0003");
-        Assert.Equal("a <b> cat & dog", snippet);
+        // "<" and ">" travel as U+000E and U+000F; other characters (angle brackets too) come back as they are.
+        var (snippet, highlights, html) = HitDetails.Mark("a \u000Eb\u000F \u0002cat\u0003 & \u0002dog\u0003 \u27E8v\u27E9");
+        Assert.Equal("a <b> cat & dog \u27E8v\u27E9", snippet);
         Assert.Equal([new ModularChat.Search.Searching.Highlight(6, 3), new ModularChat.Search.Searching.Highlight(12, 3)], highlights);
-        Assert.Equal("a &lt;b&gt; <mark>cat</mark> &amp; <mark>dog</mark>", html);
+        Assert.Equal("a &lt;b&gt; <mark>cat</mark> &amp; <mark>dog</mark> \u27E8v\u27E9", html);
     }
 
     [Fact]

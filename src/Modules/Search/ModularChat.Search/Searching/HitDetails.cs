@@ -40,10 +40,19 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
     private const char Stop = '\u0003';
 
     // PostgreSQL's text-search parser takes "<...>" for an XML tag and leaves it out of headlines: the brackets travel as
-    // mathematical angle brackets (rare in chat; the projection indexes them the same way) and come back here.
-    private const char OpeningBracket = '\u27E8';
-    private const char ClosingBracket = '\u27E9';
+    // two control characters (blanks to the parser, like the angle brackets the projection indexes them as) and come back
+    // here. Those control characters and the markers would be read as brackets and highlights if a message held them: in
+    // the text given to ts_headline they become U+FFFD, the only characters a snippet does not show as written.
+    private const char OpeningBracket = '\u000E';
+    private const char ClosingBracket = '\u000F';
+    private const char Replaced = '\uFFFD';
     private const int MaxContextCharacters = 2000;
+
+    /// <summary>What the text given to ts_headline replaces (<c>translate</c>'s second argument)...</summary>
+    private static readonly string Escaped = new(['<', '>', Start, Stop, OpeningBracket, ClosingBracket]);
+
+    /// <summary>... and by what (its third).</summary>
+    private static readonly string Escapes = new([OpeningBracket, ClosingBracket, Replaced, Replaced, Replaced, Replaced]);
 
     public async Task<Dictionary<Guid, EntryDetails>> LoadAsync(string tenantId, string query, IReadOnlyCollection<Guid> ids, CancellationToken cancellationToken)
     {
@@ -61,8 +70,8 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             )
             select e.id, e.conversation_id, e.kind, e.sequence, e.from_sequence, e.revision, e.role, e.speaker, e.external_id, e.metadata::text,
                    e.created_at,
-                   case when q.any_term is null then left(e.content, 300)
-                        else ts_headline($2::regconfig, translate(e.content, '<>', E'\u27E8\u27E9'), q.any_term, $5) end
+                   case when q.any_term is null then left(translate(e.content, $6, $7), 300)
+                        else ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $5) end
             from {database.Schema.EntriesById(1, 4)} cross join q
             """, connection);
         command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
@@ -73,6 +82,8 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
         {
             Value = $"StartSel=\"{Start}\", StopSel=\"{Stop}\", MaxWords=35, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \"",
         });
+        command.Parameters.Add(new NpgsqlParameter { Value = Escaped });
+        command.Parameters.Add(new NpgsqlParameter { Value = Escapes });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {

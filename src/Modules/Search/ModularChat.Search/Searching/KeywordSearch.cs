@@ -26,7 +26,8 @@ internal sealed record KeywordCandidate(Guid EntryId, double Score, DateTimeOffs
 /// rarest lexeme is over the budget, entries holding both of the two rarest are fetched first, and the rarest alone
 /// only when those are too few. Matches can still outnumber the budget (a query of everyday words only): all are
 /// scored, and the best <see cref="SearchOptions.MaxKeywordCandidates"/> of them go on to the neighbouring-turn shares
-/// and the ranking, the part whose cost grows fastest with the matches.
+/// and the ranking, the part whose cost grows fastest with the matches. Filters on the hits (role, time, metadata) choose
+/// which matches go first: those that fit them, then the others for their shares to neighbouring turns.
 /// </remarks>
 internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOptions> options)
 {
@@ -172,13 +173,17 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
         var next = Add(o.NextTurnWeight);
         // Without filters on the hits themselves, only the best smoothed scores need joining back to their entries.
         var preLimit = post.Length == 0 ? $"order by score desc limit {top} * 2 + 20" : "";
+        // With them, the entries that fit the filters go before the budget's cut (then the rest, best first, for their
+        // shares to neighbouring turns): cutting first dropped exact matches that fit the filters whenever more than the
+        // budget of better-scoring entries did not (a user's message among thousands of short assistant turns).
+        var fitsFirst = post.Length == 0 ? "" : $"(true{post}) is true desc, ";
         command.CommandText = $"""
             with scored as materialized (
                 select e.id, e.conversation_id, e.kind, e.sequence,
                        ({score}) / (1 + {Add(o.Bm25K1)} * (1 - {Add(o.Bm25B)} + {Add(o.Bm25B)} * e.lexeme_count / {Add(statistics.AverageLength)})) as score
                 from {schema.Entries} e
                 where e.tenant_id = {tenant} and e.search_vector @@ {Add(retrieval)}{scope}
-                order by score desc limit {Add(o.MaxKeywordCandidates)}
+                order by {fitsFirst}score desc limit {Add(o.MaxKeywordCandidates)}
             ),
             messages as (
                 select conversation_id, sequence, sum(score) as score

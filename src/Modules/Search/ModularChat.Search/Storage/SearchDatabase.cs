@@ -8,6 +8,9 @@ internal sealed class SearchDatabase(IDocumentStore store)
 {
     public SearchSchema Schema { get; } = new(store.Options.DatabaseSchemaName);
 
+    /// <summary>The schema of Marten's event tables (<c>mt_events</c>, <c>mt_event_progression</c>).</summary>
+    public string EventsSchema { get; } = store.Options.Events.DatabaseSchemaName;
+
     public async Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
     {
         var connection = store.Storage.Database.CreateConnection();
