@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
@@ -142,7 +141,7 @@ public sealed class ReadModelTests(SearchApp app)
         try
         {
             Assert.DoesNotContain(agent, agents.AllRunningAgentUris());
-            var (exitCode, output) = await RunHostCommandAsync("projections", "rebuild", "-p", "SearchEntries");
+            var (exitCode, output) = await app.RunHostCommandAsync(null, "projections", "rebuild", "-p", "SearchEntries");
             Assert.True(exitCode == 0, output);
             Assert.Contains("SearchEntries", output, StringComparison.Ordinal);
             Assert.DoesNotContain(agent, agents.AllRunningAgentUris()); // it did not come back while the command ran
@@ -282,27 +281,6 @@ public sealed class ReadModelTests(SearchApp app)
         }
 
         return results;
-    }
-
-    /// <summary>Runs the Host's command line (the same build the tests use) against the test database.</summary>
-    private async Task<(int ExitCode, string Output)> RunHostCommandAsync(params string[] args)
-    {
-        var dll = Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll");
-        var start = new ProcessStartInfo("dotnet", [dll, .. args])
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = AppContext.BaseDirectory,
-        };
-        start.Environment["ConnectionStrings__Postgres"] = app.PostgresConnectionString;
-        start.Environment["ConnectionStrings__Redis"] = app.RedisConnectionString;
-        start.Environment["Auth__SigningKey"] = app.Auth.SigningKey;
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEndAsync();
-        var error = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(3));
-        await process.WaitForExitAsync(timeout.Token);
-        return (process.ExitCode, await output + await error);
     }
 
     private sealed record RebuildStatus(string State, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, string? Error, long? OrphanVectorsRemoved);
