@@ -207,6 +207,25 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal("tenant-model", request.Body["model"]?.GetValue<string>());
     }
 
+    [Fact]
+    public async Task A_huge_reply_without_a_sentence_end_is_cut_to_the_budget()
+    {
+        var topic = $"rambling-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal)
+            ? FakeReply.Text(string.Concat(Enumerable.Repeat("word ", 200_000)))
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        var summary = await client.SummaryCovering(id, 10);
+
+        // The llm variant's budget is 60 tokens.
+        Assert.InRange(summary.TokenCount, 1, 60);
+        Assert.StartsWith("word word", summary.Text, StringComparison.Ordinal);
+        Assert.EndsWith("…", summary.Text, StringComparison.Ordinal);
+    }
+
     /// <summary>A conversation about <paramref name="topic"/> reaching its first milestone, and its job once dead-lettered.</summary>
     private static async Task<(Guid Id, FailureDto Failure)> DeadLetteredAsync(HttpClient client, HttpClient admin, string topic)
     {

@@ -117,6 +117,14 @@ public sealed partial class SummaryWriter(
                 read += chunk.Count;
                 covered = chunk[^1].Sequence;
             }
+
+            if (read > 0 && string.IsNullOrWhiteSpace(text))
+            {
+                // A summary stands for the messages it covers: retention may remove them once it is stored. An empty one would
+                // leave nothing in their place, so the job fails (retries, then the dead-letter store) rather than store it.
+                throw new InvalidOperationException(
+                    $"The {summarizer.Name} summarizer ({summarizer.Model}) wrote an empty summary for messages {from + 1}-{covered}: not stored.");
+            }
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
