@@ -51,7 +51,7 @@ public sealed class DeletionTests(SummariesApp app)
         using var client = app.Client(app.LlmTenant);
         var id = await client.NewConversation();
         await client.AppendBatch(id, Api.Turns(1, 10, topic));
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
         await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
 
         (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();

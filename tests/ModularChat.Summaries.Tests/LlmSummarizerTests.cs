@@ -153,7 +153,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
             ? FakeReply.Error(500, "Model crashed.")
             : SummaryThroughLastMessage(r);
         using var client = app.Client(app.LlmTenant);
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
         var (id, failure) = await DeadLetteredAsync(client, admin, topic);
         Assert.Equal((app.LlmTenant, "milestone:10", 10L), (failure.TenantId, failure.Reason, failure.UpToSequence));
         Assert.Equal(3, failure.Attempts); // the first attempt and the two configured retries
@@ -181,7 +181,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
             ? FakeReply.Error(401, $"Incorrect API key provided: {SummariesApp.GlobalKey}. You can find your API key at ...")
             : SummaryThroughLastMessage(r);
         using var client = app.Client(app.LlmTenant);
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
         var (id, failure) = await DeadLetteredAsync(client, admin, topic);
 
         Assert.Contains("401", failure.ExceptionMessage, StringComparison.Ordinal);
@@ -206,6 +206,69 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal("Bearer tenant-key", request.Authorization);
         Assert.Equal("tenant-model", request.Body["model"]?.GetValue<string>());
     }
+
+    [Fact]
+    public async Task A_huge_reply_without_a_sentence_end_is_cut_to_the_budget()
+    {
+        var topic = $"rambling-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal)
+            ? FakeReply.Text(string.Concat(Enumerable.Repeat("word ", 200_000)))
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        var summary = await client.SummaryCovering(id, 10);
+
+        // The llm variant's budget is 60 tokens.
+        Assert.InRange(summary.TokenCount, 1, 60);
+        Assert.StartsWith("word word", summary.Text, StringComparison.Ordinal);
+        Assert.EndsWith("…", summary.Text, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Each_tenants_admin_lists_and_replays_only_the_failed_jobs_of_its_own_tenant()
+    {
+        var aliceTopic = $"poison-alice-{Guid.NewGuid():N}";
+        var bobTopic = $"poison-bob-{Guid.NewGuid():N}";
+        var aliceBroken = true;
+        app.Llm.Responder = r => UserText(r) is var text
+                                 && ((text.Contains(aliceTopic, StringComparison.Ordinal) && Volatile.Read(ref aliceBroken)) || text.Contains(bobTopic, StringComparison.Ordinal))
+            ? FakeReply.Error(500, "Model crashed.")
+            : SummaryThroughLastMessage(r);
+        using var alice = app.Client(app.LlmTenant);
+        using var aliceAdmin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
+        using var bob = app.Client(app.ChunkedLlmTenant);
+        using var bobAdmin = app.Client(ModularChatApp.NewUser("admin"), app.ChunkedLlmTenant, "admin");
+        var (aliceId, _) = await DeadLetteredAsync(alice, aliceAdmin, aliceTopic);
+        var (bobId, bobFailure) = await DeadLetteredAsync(bob, bobAdmin, bobTopic);
+
+        var aliceSees = await FailuresAsync(aliceAdmin);
+        var bobSees = await FailuresAsync(bobAdmin);
+        Assert.All(aliceSees.Items, f => Assert.Equal(app.LlmTenant, f.TenantId));
+        Assert.DoesNotContain(aliceSees.Items, f => f.ConversationId == bobId);
+        Assert.Equal(aliceSees.Items.Count, aliceSees.Total);
+        Assert.All(bobSees.Items, f => Assert.Equal(app.ChunkedLlmTenant, f.TenantId));
+        Assert.DoesNotContain(bobSees.Items, f => f.ConversationId == aliceId);
+
+        // Another tenant's failure, and an explicit empty list, replay nothing.
+        Assert.Equal(0, (await (await aliceAdmin.PostJson(ReplayPath, new { ids = new[] { bobFailure.Id } })).ReadAs<ReplayedDto>(HttpStatusCode.Accepted)).Replayed);
+        Assert.Equal(0, (await (await aliceAdmin.PostJson(ReplayPath, new { ids = Array.Empty<Guid>() })).ReadAs<ReplayedDto>(HttpStatusCode.Accepted)).Replayed);
+
+        // No ids: all of alice's tenant, none of bob's.
+        Volatile.Write(ref aliceBroken, false);
+        var replayed = await (await aliceAdmin.PostJson(ReplayPath, new { })).ReadAs<ReplayedDto>(HttpStatusCode.Accepted);
+        Assert.InRange(replayed.Replayed, 1, aliceSees.Total);
+        Assert.Equal("Summary through 10.", (await alice.SummaryCovering(aliceId, 10, seconds: 60)).Text);
+        var bobsNow = (await FailuresAsync(bobAdmin)).Items.Single(f => f.ConversationId == bobId);
+        Assert.Equal((0, false), (bobsNow.ReplayCount, bobsNow.Replayable));
+        Assert.Equal(3, RequestsAbout(bobTopic).Count);
+    }
+
+    private const string ReplayPath = "/api/admin/summaries/failures/replay";
+
+    private static async Task<FailuresPageDto> FailuresAsync(HttpClient admin)
+        => await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
 
     /// <summary>A conversation about <paramref name="topic"/> reaching its first milestone, and its job once dead-lettered.</summary>
     private static async Task<(Guid Id, FailureDto Failure)> DeadLetteredAsync(HttpClient client, HttpClient admin, string topic)

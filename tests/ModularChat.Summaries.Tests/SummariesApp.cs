@@ -28,6 +28,21 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant with its own LLM provider (through <see cref="ITenantAiClients"/>), on the default (extractive) variant.</summary>
     public string ProviderTenant { get; } = NewUser("provider");
 
+    /// <summary>A tenant whose covered messages are archived (archive-after-summary), all but the last 5.</summary>
+    public string ArchiveTenant { get; } = NewUser("archive");
+
+    /// <summary>A tenant whose covered messages are deleted (delete-after-summary), all but the last 5.</summary>
+    public string DeleteTenant { get; } = NewUser("delete");
+
+    /// <summary>A tenant whose covered messages are all archived (archive-after-summary, KeepLast 0).</summary>
+    public string ArchiveAllTenant { get; } = NewUser("archive-all");
+
+    /// <summary>A tenant whose covered messages are all deleted (delete-after-summary, KeepLast 0).</summary>
+    public string DeleteAllTenant { get; } = NewUser("delete-all");
+
+    /// <summary>A tenant due by tokens only (as <see cref="TokensTenant"/>) whose covered messages are archived, all but the last 5.</summary>
+    public string TokensArchiveTenant { get; } = NewUser("tokens-archive");
+
     /// <summary>The key of the global summary model (<c>Summaries:Llm:ApiKey</c>).</summary>
     public const string GlobalKey = "global-key-5f1c9a";
 
@@ -56,6 +71,17 @@ public sealed class SummariesApp : ModularChatApp
         [$"Summaries:TenantVariants:{ChunkedLlmTenant}"] = "llm-chunks",
         [$"Summaries:TenantVariants:{TokensTenant}"] = "tokens",
         [$"Summaries:TenantVariants:{PatientTenant}"] = "patient",
+        [$"Summaries:TenantVariants:{TokensArchiveTenant}"] = "tokens",
+        [$"Retention:Tenants:{ArchiveTenant}:Policy"] = "archive-after-summary",
+        [$"Retention:Tenants:{ArchiveTenant}:KeepLast"] = "5",
+        [$"Retention:Tenants:{DeleteTenant}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{DeleteTenant}:KeepLast"] = "5",
+        [$"Retention:Tenants:{ArchiveAllTenant}:Policy"] = "archive-after-summary",
+        [$"Retention:Tenants:{ArchiveAllTenant}:KeepLast"] = "0",
+        [$"Retention:Tenants:{DeleteAllTenant}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{DeleteAllTenant}:KeepLast"] = "0",
+        [$"Retention:Tenants:{TokensArchiveTenant}:Policy"] = "archive-after-summary",
+        [$"Retention:Tenants:{TokensArchiveTenant}:KeepLast"] = "5",
     };
 
     public override async Task InitializeAsync()

@@ -71,6 +71,38 @@ public sealed partial class ExtractiveSummarizerTests
         Assert.All(summary.Split('\n'), l => Assert.EndsWith(".", l, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("one-word")]
+    [InlineData("words")]
+    [InlineData("log")]
+    public async Task A_message_that_is_one_sentence_longer_than_the_budget_is_cut_to_fit_rather_than_dropped(string kind)
+    {
+        var content = kind switch
+        {
+            "one-word" => new string('a', 5_000),
+            "words" => string.Concat(Enumerable.Repeat("text ", 3_000)),
+            _ => string.Concat(Enumerable.Range(1, 120).Select(i => $"2024-05-01T10:{i % 60:00}:00Z worker-{i % 4} INFO job {i} done in {i * 7} ms; ")),
+        };
+
+        var summary = await Summarize([Message(1, "Anna", content)], maxTokens: 200);
+
+        Assert.InRange(Tokens.Count(summary), 1, 200);
+        Assert.StartsWith("- [2024-05-01] Anna: " + content[..10], summary, StringComparison.Ordinal);
+        Assert.EndsWith("…", summary, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_chunk_of_only_instructions_and_tool_output_still_gets_a_summary()
+    {
+        var messages = new[]
+        {
+            Message(1, "system", "You are a helpful travel assistant that always answers in French.", MessageRole.System),
+            Message(2, "tool", "Search results: train Alfa Pendular departs Lisbon Oriente at 08:39.", MessageRole.Tool),
+        };
+
+        Assert.Contains("08:39", await Summarize(messages), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Repeated_statements_appear_once()
     {

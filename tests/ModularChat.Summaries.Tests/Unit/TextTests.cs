@@ -31,10 +31,28 @@ public sealed class TextTests
     }
 
     [Fact]
-    public void A_single_sentence_over_the_limit_is_kept_whole_rather_than_cut()
+    public void A_single_sentence_over_the_limit_is_cut_at_a_word_boundary()
     {
         var sentence = "This one sentence goes on and on about the many museums, restaurants, beaches and viewpoints of Lisbon.";
-        Assert.Equal(sentence, Text.FitWholeSentences(sentence, 5, Tokens, mayBeCutOff: false));
+
+        var fitted = Text.FitWholeSentences(sentence, 10, Tokens, mayBeCutOff: false);
+
+        Assert.InRange(Tokens.Count(fitted) + 1, 2, 10);
+        Assert.EndsWith("…", fitted, StringComparison.Ordinal);
+        Assert.StartsWith(fitted[..^1] + " ", sentence, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void A_huge_reply_without_a_sentence_end_is_cut_to_the_limit(bool cutOff)
+    {
+        var reply = string.Concat(Enumerable.Repeat("word ", 200_000)).Trim();
+
+        var fitted = Text.FitWholeSentences(reply, 60, Tokens, mayBeCutOff: cutOff);
+
+        Assert.InRange(Tokens.Count(fitted) + 1, 2, 60);
+        Assert.StartsWith("word word", fitted, StringComparison.Ordinal);
     }
 
     [Fact]

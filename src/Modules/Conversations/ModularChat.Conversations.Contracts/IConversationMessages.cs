@@ -15,6 +15,7 @@ public sealed record ConversationMessage(
 
 /// <summary>A conversation's current state as other modules read it.</summary>
 /// <param name="MessageCount">Number of messages, which is also the sequence of the latest one.</param>
+/// <param name="TotalTokens">Tokens of every message ever appended (archived and deleted ones included).</param>
 /// <param name="Version">The conversation's version as clients see it (and pass as expectedVersion): its start, messages and renames; background retention does not change it.</param>
 public sealed record ConversationInfo(
     Guid ConversationId,
@@ -23,7 +24,17 @@ public sealed record ConversationInfo(
     long TotalTokens,
     DateTimeOffset CreatedAt,
     DateTimeOffset LastActivityAt,
-    long Version);
+    long Version)
+{
+    /// <summary>
+    /// The ranges retention archived or deleted, oldest first (empty when it has touched nothing). Archived messages are
+    /// read with <see cref="IConversationMessages.ReadArchivedChunksAsync"/>; deleted ones are gone from the database.
+    /// </summary>
+    public IReadOnlyList<RetainedMessages> Retained { get; init; } = [];
+}
+
+/// <summary>A range of messages retention archived or deleted (<see cref="ConversationInfo.Retained"/>).</summary>
+public sealed record RetainedMessages(RetentionAction Action, long FromSequence, long ToSequence);
 
 /// <summary>A message another module writes into a conversation on the user's behalf (e.g. a chat turn).</summary>
 public sealed record NewConversationMessage(

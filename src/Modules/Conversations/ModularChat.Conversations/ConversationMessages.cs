@@ -17,7 +17,10 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
     {
         await using var session = store.QuerySession(tenantId);
         var c = await session.LoadAsync<Conversation>(conversationId, cancellationToken);
-        return c is null ? null : new ConversationInfo(c.Id, c.Title, c.MessageCount, c.TotalTokens, c.CreatedAt, c.LastActivityAt, c.ClientVersion);
+        return c is null ? null : new ConversationInfo(c.Id, c.Title, c.MessageCount, c.TotalTokens, c.CreatedAt, c.LastActivityAt, c.ClientVersion)
+        {
+            Retained = c.Retained.Select(r => new RetainedMessages(r.Action, r.FromSequence, r.ToSequence)).ToList(),
+        };
     }
 
     public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(

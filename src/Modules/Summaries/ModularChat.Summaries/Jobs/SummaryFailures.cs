@@ -23,65 +23,84 @@ public sealed record SummaryFailure(
     int ReplayCount,
     bool Replayable);
 
-/// <summary>The summarization jobs in Wolverine's durable dead-letter store: list, replay, and discard a conversation's.</summary>
+/// <summary>
+/// The summarization jobs in Wolverine's durable dead-letter store, one tenant's at a time: list, replay, and discard a
+/// conversation's. The store is shared by every tenant (one database) and cannot filter on the tenant itself, so the
+/// tenant's jobs are picked from all of them by their envelope's tenant.
+/// </summary>
 public sealed class SummaryFailures(IWolverineRuntime runtime)
 {
+    private const int ScanPageSize = 500;
+
     private IDeadLetters DeadLetters => runtime.Storage.DeadLetters;
 
-    /// <summary>One page (1-based) of failed jobs, oldest first, and how many there are in all.</summary>
-    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(int page, int pageSize, CancellationToken cancellationToken)
+    /// <summary>One page (1-based) of the tenant's failed jobs, oldest first, and how many it has in all.</summary>
+    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int page, int pageSize, CancellationToken cancellationToken)
     {
-        var results = await DeadLetters.QueryAsync(
-            new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = pageSize }, cancellationToken);
-        return (results.Envelopes.Select(e => (Letter: e, Job: JobOf(e))).Where(x => x.Job is not null)
-            .Select(x => ToFailure(x.Letter, x.Job!)).ToList(), results.TotalCount);
+        var all = await OfTenantAsync(tenantId, cancellationToken);
+        return (all.Skip((page - 1) * pageSize).Take(pageSize).Select(x => ToFailure(x.Letter, x.Job)).ToList(), all.Count);
     }
 
-    /// <summary>Queues the failed jobs again (all of them, or those with <paramref name="ids"/>); answers how many.</summary>
-    public async Task<int> ReplayAsync(IReadOnlyCollection<Guid>? ids, CancellationToken cancellationToken)
+    /// <summary>
+    /// Queues the tenant's failed jobs again: all of them when <paramref name="ids"/> is null, else those of the ids that are
+    /// the tenant's summarization jobs (none for an empty list); answers how many.
+    /// </summary>
+    public async Task<int> ReplayAsync(string tenantId, IReadOnlyCollection<Guid>? ids, CancellationToken cancellationToken)
     {
-        if (ids is { Count: > 0 })
+        Guid[] ours;
+        if (ids is null)
         {
-            // Ids take precedence over every other criterion in Wolverine's query: keep only our own jobs.
+            ours = (await OfTenantAsync(tenantId, cancellationToken)).Select(x => x.Letter.Id).ToArray();
+        }
+        else if (ids.Count == 0)
+        {
+            return 0;
+        }
+        else
+        {
+            // Ids take precedence over every other criterion in Wolverine's query: keep only the tenant's own jobs.
             var found = await DeadLetters.QueryAsync(new DeadLetterEnvelopeQuery(ids.ToArray()) { PageSize = ids.Count }, cancellationToken);
-            var ours = found.Envelopes.Where(e => e.MessageType == SummarizeConversation.Identity).Select(e => e.Id).ToArray();
-            if (ours.Length > 0)
-            {
-                await DeadLetters.ReplayAsync(new DeadLetterEnvelopeQuery(ours), cancellationToken);
-            }
-
-            return ours.Length;
+            ours = found.Envelopes.Where(e => e.MessageType == SummarizeConversation.Identity && e.Envelope.TenantId == tenantId).Select(e => e.Id).ToArray();
         }
 
-        var all = await DeadLetters.QueryAsync(new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageSize = 1 }, cancellationToken);
-        if (all.TotalCount > 0)
+        foreach (var batch in ours.Chunk(ScanPageSize))
         {
-            await DeadLetters.ReplayAsync(new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageSize = 0 }, cancellationToken);
+            await DeadLetters.ReplayAsync(new DeadLetterEnvelopeQuery(batch), cancellationToken);
         }
 
-        return all.TotalCount;
+        return ours.Length;
     }
 
     /// <summary>Removes the failed jobs of a deleted conversation.</summary>
     public async Task DiscardAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken)
     {
-        var ids = new List<Guid>();
+        var ids = (await OfTenantAsync(tenantId, cancellationToken)).Where(x => x.Job.ConversationId == conversationId).Select(x => x.Letter.Id).ToArray();
+        if (ids.Length > 0)
+        {
+            await DeadLetters.DiscardAsync(new DeadLetterEnvelopeQuery(ids), cancellationToken);
+        }
+    }
+
+    /// <summary>Every failed summarization job of the tenant, in the store's order (oldest first), read a page at a time.</summary>
+    private async Task<List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>> OfTenantAsync(string tenantId, CancellationToken cancellationToken)
+    {
+        var found = new List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>();
         for (var page = 1; ; page++)
         {
             var results = await DeadLetters.QueryAsync(
-                new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = 500 }, cancellationToken);
-            ids.AddRange(results.Envelopes
-                .Where(e => e.Envelope.TenantId == tenantId && JobOf(e)?.ConversationId == conversationId)
-                .Select(e => e.Id));
-            if (results.Envelopes.Count < 500)
+                new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = ScanPageSize }, cancellationToken);
+            foreach (var letter in results.Envelopes)
             {
-                break;
+                if (letter.Envelope.TenantId == tenantId && JobOf(letter) is { } job)
+                {
+                    found.Add((letter, job));
+                }
             }
-        }
 
-        if (ids.Count > 0)
-        {
-            await DeadLetters.DiscardAsync(new DeadLetterEnvelopeQuery(ids.ToArray()), cancellationToken);
+            if (results.Envelopes.Count < ScanPageSize)
+            {
+                return found;
+            }
         }
     }
 

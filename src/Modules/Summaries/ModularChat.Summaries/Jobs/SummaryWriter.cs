@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.CompilerServices;
 using Marten;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -92,9 +93,26 @@ public sealed partial class SummaryWriter(
             reason = decision.Reason!;
         }
 
-        var from = rebuild ? 0 : coveredTo;
+        var current = await currentRead;
+        var (from, text) = rebuild ? RebuildBase(conversation, current) : (coveredTo, current?.Text);
         if (conversation.MessageCount <= from)
         {
+            if (rebuild && progress is not null)
+            {
+                // Retention deleted everything up to the last message: the summary that covered them is all that is left and
+                // stays as it is; the rebuild is done with it (a sweep waits for this mark).
+                session.Store(new SummaryProgress
+                {
+                    Id = id,
+                    CoveredTo = progress.CoveredTo,
+                    CoveredTokens = progress.CoveredTo == conversation.MessageCount ? conversation.TotalTokens : progress.CoveredTokens,
+                    Revision = progress.Revision,
+                    RevisedAt = progress.RevisedAt,
+                    RebuildId = job.RebuildId,
+                });
+                LogNothingToReread(logger, id, tenant, from);
+            }
+
             return outgoing;
         }
 
@@ -102,12 +120,11 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.summary.summarizer", summarizer.Name);
         span?.SetTag("modularchat.summary.model", summarizer.Model);
         var started = Stopwatch.GetTimestamp();
-        var text = rebuild ? null : (await currentRead)?.Text;
         long covered = from, read = 0, messageTokens = 0;
         int inputTokens = 0, outputTokens = 0;
         try
         {
-            await foreach (var chunk in conversations.ReadChunksAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
+            await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
             {
                 var merged = await summarizer.MergeAsync(new SummaryMergeInput(text, covered, chunk, settings), cancellationToken);
                 text = merged.Text;
@@ -116,6 +133,14 @@ public sealed partial class SummaryWriter(
                 messageTokens += chunk.Sum(m => (long)m.TokenCount);
                 read += chunk.Count;
                 covered = chunk[^1].Sequence;
+            }
+
+            if (read > 0 && string.IsNullOrWhiteSpace(text))
+            {
+                // A summary stands for the messages it covers: retention may remove them once it is stored. An empty one would
+                // leave nothing in their place, so the job fails (retries, then the dead-letter store) rather than store it.
+                throw new InvalidOperationException(
+                    $"The {summarizer.Name} summarizer ({summarizer.Model}) wrote an empty summary for messages {from + 1}-{covered}: not stored.");
             }
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -147,7 +172,11 @@ public sealed partial class SummaryWriter(
             session.Events.Append(stream, revision, revised);
         }
 
-        var coveredTokens = (rebuild ? 0 : progress?.CoveredTokens ?? 0) + messageTokens;
+        // Through the last message, the revision covers every token the conversation ever had (archived and deleted messages
+        // included, which a rebuild does not all re-read); the token threshold compares the conversation's total with this.
+        var coveredTokens = covered == conversation.MessageCount
+            ? conversation.TotalTokens
+            : (rebuild ? 0 : progress?.CoveredTokens ?? 0) + messageTokens;
         session.Store(new SummaryProgress
         {
             Id = id,
@@ -171,6 +200,60 @@ public sealed partial class SummaryWriter(
         }
 
         return outgoing;
+    }
+
+    /// <summary>
+    /// Where a rebuild starts: from nothing when every message can be read again (hot or archived); after the last message
+    /// retention deleted otherwise, from the current summary, which covers that range (retention removes only what a stored
+    /// revision covers) and is the only record of it. The messages after it are folded into it as an incremental revision is.
+    /// </summary>
+    private static (long From, string? Text) RebuildBase(ConversationInfo conversation, SummaryView? current)
+    {
+        var deletedThrough = conversation.Retained.Where(r => r.Action == RetentionAction.Deleted).Select(r => r.ToSequence).DefaultIfEmpty(0).Max();
+        return deletedThrough > 0 && current is not null && current.ToSequence >= deletedThrough
+            ? (deletedThrough, current.Text)
+            : (0, null);
+    }
+
+    /// <summary>
+    /// Messages after <paramref name="after"/> through <paramref name="upTo"/> in sequence order, in chunks, the archived ones
+    /// (retention moved them out of the hot table) merged in where the hot ones leave a gap. Read hot first: retention only
+    /// moves messages from hot to archive, so a message missing from the hot read is in the archive read after it. A gap
+    /// neither fills was deleted meanwhile: the job fails and its retry starts from the summary that covered it.
+    /// </summary>
+    private async IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadMessagesAsync(
+        string tenant, Guid id, long after, long upTo, int chunkSize, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var next = after + 1;
+        await foreach (var hot in conversations.ReadChunksAsync(tenant, id, after, upTo, chunkSize, cancellationToken))
+        {
+            if (hot[0].Sequence > next)
+            {
+                await foreach (var archived in conversations.ReadArchivedChunksAsync(tenant, id, next - 1, hot[0].Sequence - 1, chunkSize, cancellationToken))
+                {
+                    next = archived[^1].Sequence + 1;
+                    yield return archived;
+                }
+
+                if (hot[0].Sequence > next)
+                {
+                    throw new InvalidOperationException(
+                        $"Messages {next}-{hot[0].Sequence - 1} of conversation {id} were deleted while the summary was written: it will start again from the summary that covers them.");
+                }
+            }
+
+            next = hot[^1].Sequence + 1;
+            yield return hot;
+        }
+
+        if (next <= upTo)
+        {
+            // No hot message left after these (all archived, or archived while read).
+            await foreach (var archived in conversations.ReadArchivedChunksAsync(tenant, id, next - 1, upTo, chunkSize, cancellationToken))
+            {
+                yield return archived;
+            }
+        }
     }
 
     /// <summary>Messages that arrived while this revision was written may already make the next one due.</summary>
@@ -212,6 +295,10 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
     private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Rebuild of the summary of conversation {ConversationId} of tenant {TenantId}: retention deleted messages 1-{DeletedThrough}, nothing is left to read again; the current summary stays")]
+    private static partial void LogNothingToReread(ILogger logger, Guid conversationId, string tenantId, long deletedThrough);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
     private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);

@@ -78,6 +78,13 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
             AddMessages(units, input.Messages, informativeOnly: false);
         }
 
+        if (units.Count == 0)
+        {
+            // Only instructions or tool output, and no summary yet: an empty summary would stand for these messages (and let
+            // retention remove them), so they speak for themselves.
+            AddMessages(units, input.Messages, informativeOnly: false, allRoles: true);
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
         var vectors = Vectorize(units);
 
@@ -131,11 +138,11 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
         }
     }
 
-    private static void AddMessages(List<Unit> units, IReadOnlyList<ConversationMessage> messages, bool informativeOnly)
+    private static void AddMessages(List<Unit> units, IReadOnlyList<ConversationMessage> messages, bool informativeOnly, bool allRoles = false)
     {
         foreach (var m in messages)
         {
-            if (m.Role is MessageRole.System or MessageRole.Tool)
+            if (!allRoles && m.Role is MessageRole.System or MessageRole.Tool)
             {
                 continue; // instructions and tool output are not what the people said
             }
@@ -429,12 +436,13 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
         var budget = input.Settings.MaxSummaryTokens;
         var selected = new HashSet<int>();
         // Token counts are exact but only computed for sentences that come up for choice; until then a lower bound (no
-        // o200k token is longer than 64 characters) lets candidates that obviously cannot fit be skipped.
+        // o200k token is longer than 64 characters) lets candidates that obviously cannot fit be skipped. A sentence over the
+        // whole budget is cut to fit it when it comes up (see below), so no bound is above the budget.
         var cost = new int[units.Count];
         var exact = new bool[units.Count];
         for (var i = 0; i < units.Count; i++)
         {
-            cost[i] = 1 + ((Line(units[i], units[i].Text).Length + 63) / 64);
+            cost[i] = Math.Min(budget, 1 + ((Line(units[i], units[i].Text).Length + 63) / 64));
         }
 
         // Kept up to date as sentences are chosen (each choice is compared once with every open candidate): a repeat of
@@ -488,7 +496,20 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
                 if (!exact[best])
                 {
                     // The line prefix ("- [date] Speaker: ") is paid once per line; charging it per sentence keeps the budget safe.
-                    cost[best] = tokens.Count(Line(units[best], units[best].Text)) + 1;
+                    var unit = units[best];
+                    cost[best] = tokens.Count(Line(unit, unit.Text)) + 1;
+                    if (cost[best] > budget)
+                    {
+                        // One sentence longer than the whole budget (a long word, a pasted log without sentence ends): skipped, it
+                        // would leave its messages unrepresented (an empty summary when it is all they say), so it is cut to fit.
+                        var shortened = Text.Shorten(unit.Text, budget, t => tokens.Count(Line(unit, t)) + 1);
+                        if (shortened.Length > 0)
+                        {
+                            units[best] = unit with { Text = shortened };
+                            cost[best] = tokens.Count(Line(units[best], shortened)) + 1;
+                        }
+                    }
+
                     exact[best] = true;
                     continue;
                 }

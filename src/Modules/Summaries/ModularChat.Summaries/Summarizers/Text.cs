@@ -71,8 +71,9 @@ internal static partial class Text
 
     /// <summary>
     /// The longest prefix of whole sentences within <paramref name="maxTokens"/>. A trailing fragment that does not end like a
-    /// sentence is dropped when <paramref name="mayBeCutOff"/> (the writer stopped at its length limit). When even the first
-    /// sentence is over the limit, it is kept whole: a summary is never cut inside a sentence.
+    /// sentence is dropped when <paramref name="mayBeCutOff"/> (the writer stopped at its length limit). When there is no
+    /// whole sentence to keep (the first one is over the limit, or the text is one unfinished sentence), the first sentence
+    /// is cut at a word boundary to fit (<see cref="Shorten"/>): never empty for a text with words, never over the limit.
     /// </summary>
     public static string FitWholeSentences(string text, int maxTokens, ITokenCounter tokens, bool mayBeCutOff)
     {
@@ -88,15 +89,26 @@ internal static partial class Text
             {
                 var sentence = sentences[s];
                 var isLast = l == lines.Length - 1 && s == sentences.Count - 1;
+                var nothingKept = kept.Count == 0 && keptOnLine.Count == 0;
                 if (isLast && mayBeCutOff && !EndsLikeSentence(sentence))
                 {
+                    if (nothingKept)
+                    {
+                        keptOnLine.Add(Shorten(sentence, maxTokens, s => tokens.Count(s) + 1));
+                    }
+
                     stop = true;
                     break;
                 }
 
                 var cost = tokens.Count(sentence) + 1;
-                if (used + cost > maxTokens && (kept.Count > 0 || keptOnLine.Count > 0))
+                if (used + cost > maxTokens)
                 {
+                    if (nothingKept)
+                    {
+                        keptOnLine.Add(Shorten(sentence, maxTokens, s => tokens.Count(s) + 1));
+                    }
+
                     stop = true;
                     break;
                 }
@@ -117,6 +129,62 @@ internal static partial class Text
         }
 
         return string.Join('\n', kept).Trim();
+    }
+
+    /// <summary>
+    /// <paramref name="text"/> whole when its <paramref name="cost"/> is within <paramref name="maxTokens"/>; else its longest
+    /// start that is, cut at a word boundary when there is one in the second half of that start, and marked with an ellipsis.
+    /// For a sentence too long for any budget (one long word, a pasted log without sentence ends), which would otherwise be
+    /// lost whole. Empty only when not even one character fits.
+    /// </summary>
+    /// <param name="cost">What a candidate costs in tokens (the caller's line prefix and separators included).</param>
+    public static string Shorten(string text, int maxTokens, Func<string, int> cost)
+    {
+        text = text.Trim();
+        if (cost(text) <= maxTokens)
+        {
+            return text;
+        }
+
+        // Binary search on the cut (tokens grow with the prefix); no o200k token is longer than a few dozen characters,
+        // so a fitting start is never longer than 256 characters a token, which bounds the search on huge texts.
+        int fits = 0, high = (int)Math.Min(text.Length - 1, (long)maxTokens * 256);
+        while (fits < high)
+        {
+            var mid = (fits + high + 1) / 2;
+            if (cost(Cut(text, mid)) <= maxTokens)
+            {
+                fits = mid;
+            }
+            else
+            {
+                high = mid - 1;
+            }
+        }
+
+        if (fits == 0)
+        {
+            return "";
+        }
+
+        var boundary = text.LastIndexOfAny([' ', '\t', '\n'], fits);
+        if (boundary > fits / 2 && Cut(text, boundary) is { Length: > 1 } atWord && cost(atWord) <= maxTokens)
+        {
+            return atWord;
+        }
+
+        return Cut(text, fits);
+    }
+
+    /// <summary>The first <paramref name="length"/> characters (never half a surrogate pair), trimmed, with an ellipsis.</summary>
+    private static string Cut(string text, int length)
+    {
+        if (length > 0 && char.IsHighSurrogate(text[length - 1]))
+        {
+            length--;
+        }
+
+        return text[..length].TrimEnd() + "…";
     }
 
     /// <summary>Words (letters or digits) of a text, as written.</summary>

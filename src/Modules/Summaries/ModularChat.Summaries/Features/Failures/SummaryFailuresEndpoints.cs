@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Paging;
+using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.Summaries.Jobs;
 
 namespace ModularChat.Summaries.Features.Failures;
@@ -15,7 +16,10 @@ namespace ModularChat.Summaries.Features.Failures;
 /// <param name="Total">How many there are in all.</param>
 public sealed record SummaryFailuresPage(IReadOnlyList<SummaryFailure> Items, int Total, string? NextCursor);
 
-/// <summary>Body of the replay request: the failures to queue again, or none for all of them.</summary>
+/// <summary>
+/// Body of the replay request: the failures to queue again (an empty list queues none), or no <c>ids</c> (or no body) for all
+/// of the caller's tenant.
+/// </summary>
 public sealed record ReplayFailuresRequest(List<Guid>? Ids);
 
 /// <summary>How many failed jobs were queued again.</summary>
@@ -30,7 +34,7 @@ internal sealed class ListSummaryFailuresValidator : AbstractValidator<ListSumma
             .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
 }
 
-internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, IOptions<SummariesOptions> options)
+internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, TenantContext tenant, IOptions<SummariesOptions> options)
     : IQueryHandler<ListSummaryFailures, SummaryFailuresPage>
 {
     private const string CursorKind = "sumfail";
@@ -39,7 +43,7 @@ internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, IOpti
     {
         var page = query.Cursor is null ? 1 : DecodeCursor(query.Cursor);
         var limit = query.Limit ?? options.Value.DefaultPageSize;
-        var (items, total) = await failures.ListAsync(page, limit, cancellationToken);
+        var (items, total) = await failures.ListAsync(tenant.TenantId, page, limit, cancellationToken);
         var next = (long)page * limit < total ? Cursor.Encode(CursorKind, (page + 1).ToString(CultureInfo.InvariantCulture)) : null;
         return new SummaryFailuresPage(items, total, next);
     }
@@ -57,13 +61,13 @@ internal sealed class ReplaySummaryFailuresValidator : AbstractValidator<ReplayS
     public ReplaySummaryFailuresValidator(IOptions<SummariesOptions> options)
         => RuleFor(c => c.Ids!.Count).LessThanOrEqualTo(options.Value.MaxPageSize).OverridePropertyName("ids")
             .When(c => c.Ids is not null)
-            .WithMessage($"'ids' may name at most {options.Value.MaxPageSize} failures; send none to replay them all.");
+            .WithMessage($"'ids' may name at most {options.Value.MaxPageSize} failures; leave 'ids' out to replay them all.");
 }
 
-internal sealed class ReplaySummaryFailuresHandler(SummaryFailures failures) : ICommandHandler<ReplaySummaryFailures, FailuresReplayed>
+internal sealed class ReplaySummaryFailuresHandler(SummaryFailures failures, TenantContext tenant) : ICommandHandler<ReplaySummaryFailures, FailuresReplayed>
 {
     public async ValueTask<FailuresReplayed> Handle(ReplaySummaryFailures command, CancellationToken cancellationToken)
-        => new(await failures.ReplayAsync(command.Ids?.Distinct().ToList(), cancellationToken));
+        => new(await failures.ReplayAsync(tenant.TenantId, command.Ids?.Distinct().ToList(), cancellationToken));
 }
 
 internal static class SummaryFailuresEndpoints
@@ -73,14 +77,15 @@ internal static class SummaryFailuresEndpoints
         admin.MapGet("/failures", async Task<Ok<SummaryFailuresPage>> (string? cursor, int? limit, ISender sender, CancellationToken ct)
                 => TypedResults.Ok(await sender.Send(new ListSummaryFailures(cursor, limit), ct)))
             .WithName("ListSummaryFailures")
-            .WithSummary("List summarization jobs that failed every retry (dead letters), all tenants")
+            .WithSummary("List the caller's tenant's summarization jobs that failed every retry (dead letters)")
             .ProducesValidationProblem();
 
         admin.MapPost("/failures/replay", async Task<Accepted<FailuresReplayed>> (ReplayFailuresRequest? body, ISender sender, CancellationToken ct)
                 => TypedResults.Accepted("/api/admin/summaries/failures", await sender.Send(new ReplaySummaryFailures(body?.Ids), ct)))
             .WithName("ReplaySummaryFailures")
-            .WithSummary("Queue failed summarization jobs again")
-            .WithDescription("Body {ids: [...]} replays those failures; an empty body replays them all. The jobs are idempotent: one whose range " +
+            .WithSummary("Queue the caller's tenant's failed summarization jobs again")
+            .WithDescription("Body {ids: [...]} replays those of the tenant's failures ({ids: []} replays none); an empty body, or no ids, replays " +
+                             "all of the tenant's. Other tenants' failures are neither listed nor replayed. The jobs are idempotent: one whose range " +
                              "was summarized meanwhile does nothing.")
             .ProducesValidationProblem();
     }

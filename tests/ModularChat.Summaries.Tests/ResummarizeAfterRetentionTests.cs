@@ -1,0 +1,128 @@
+using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Features.Sweep;
+
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>
+/// A rebuild (resummarize) after retention archived or deleted covered messages: archived ones are read again from the
+/// archive, deleted ones are represented by the summary that covered them, and the revision still stands for 1..N.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class ResummarizeAfterRetentionTests(SummariesApp app)
+{
+    private static readonly string[] Words =
+        ["amber", "birch", "cobalt", "dune", "ember", "fjord", "garnet", "harbor", "indigo", "juniper", "krypton", "lagoon"];
+
+    private SummarySweep Sweep => app.Host.Services.GetRequiredService<SummarySweep>();
+
+    [Fact]
+    public async Task A_rebuild_after_archiving_reads_the_archived_messages_again()
+    {
+        using var client = app.Client(app.ArchiveTenant);
+        var id = await FactsSummarizedAndRetained(client, archived: 7);
+
+        var result = await Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: app.ArchiveTenant), null, CancellationToken.None);
+
+        Assert.Equal((1L, 0L), (result.Finished, result.Unfinished));
+        var rebuilt = (await client.CurrentSummary(id))!;
+        Assert.Equal((2, "resummarize", 1L, 12L), (rebuilt.Revision, rebuilt.Reason, rebuilt.FromSequence, rebuilt.ToSequence));
+        Assert.All(Words, w => Assert.Contains(w, rebuilt.Text, StringComparison.Ordinal));
+        var context = await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens=100000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.True(context.Coverage.Complete);
+        Assert.All(Words, w => Assert.Contains(w, context.Summary!.Text, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_rebuild_after_deleting_starts_from_the_summary_that_covered_the_deleted_messages()
+    {
+        using var client = app.Client(app.DeleteTenant);
+        var id = await FactsSummarizedAndRetained(client, deleted: 7);
+
+        var result = await Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: app.DeleteTenant), null, CancellationToken.None);
+
+        Assert.Equal((1L, 0L), (result.Finished, result.Unfinished));
+        var rebuilt = (await client.CurrentSummary(id))!;
+        Assert.Equal((2, "resummarize", 1L, 12L), (rebuilt.Revision, rebuilt.Reason, rebuilt.FromSequence, rebuilt.ToSequence));
+        // Facts 1-7 exist nowhere but in revision 1: the rebuild kept them.
+        Assert.All(Words, w => Assert.Contains(w, rebuilt.Text, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("archive")]
+    [InlineData("delete")]
+    public async Task A_rebuild_of_a_conversation_with_no_hot_message_left_finishes_without_waiting_for_the_job_wait(string policy)
+    {
+        var tenant = policy == "archive" ? app.ArchiveAllTenant : app.DeleteAllTenant;
+        using var client = app.Client(tenant);
+        var id = policy == "archive" ? await FactsSummarizedAndRetained(client, archived: 12) : await FactsSummarizedAndRetained(client, deleted: 12);
+
+        var result = await Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: tenant), null, CancellationToken.None);
+
+        // Summaries:Sweep:JobWait is 30 s here: a rebuild that never reports would hold the sweep that long and count as unfinished.
+        Assert.Equal((1L, 1L, 0L), (result.Queued, result.Finished, result.Unfinished));
+        Assert.InRange(result.Duration, TimeSpan.Zero, TimeSpan.FromSeconds(20));
+        var current = (await client.CurrentSummary(id))!;
+        Assert.Equal(12L, current.ToSequence);
+        Assert.All(Words, w => Assert.Contains(w, current.Text, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task After_a_rebuild_a_tiny_append_does_not_make_a_summary_due_by_tokens()
+    {
+        // Due by tokens only (threshold 60): the 12 facts are well over it, one short message is not.
+        using var client = app.Client(app.TokensArchiveTenant);
+        var id = await FactsSummarizedAndRetained(client, archived: 7);
+        var result = await Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: app.TokensArchiveTenant), null, CancellationToken.None);
+        Assert.Equal((1L, 0L), (result.Finished, result.Unfinished));
+        Assert.Equal(2, (await client.CurrentSummary(id))!.Revision);
+
+        (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "ok" })).EnsureSuccessStatusCode();
+
+        var activity = await Eventually.Until(() => Activity(app.TokensArchiveTenant, id), a => a?.LastSequence == 13);
+        Assert.True(activity!.PendingUpTo < 13, "a summary job was queued for one short message");
+        await Task.Delay(TimeSpan.FromSeconds(2));
+        Assert.Equal(2, (await client.History(id)).Count);
+    }
+
+    /// <summary>
+    /// Twelve messages, each with its own fact (a code word), in one batch; waits for revision 1 (1-12) and for retention to
+    /// archive or delete 1-<paramref name="archived"/> / 1-<paramref name="deleted"/>.
+    /// </summary>
+    private static async Task<Guid> FactsSummarizedAndRetained(HttpClient client, long archived = 0, long deleted = 0)
+    {
+        var id = await client.NewConversation("facts");
+        await client.AppendBatch(id, Enumerable.Range(1, 12).Select(i => (object)new
+        {
+            role = i % 2 == 1 ? "user" : "assistant",
+            content = $"Fact {i}: the secret code word number {i} is {Words[i - 1]}.",
+            createdAt = new DateTimeOffset(2024, 3, 1, 9, 0, 0, TimeSpan.Zero).AddMinutes(i),
+        }));
+        var first = await client.SummaryCovering(id, 12);
+        Assert.Equal(1, first.Revision);
+        Assert.All(Words, w => Assert.Contains(w, first.Text, StringComparison.Ordinal));
+        await Eventually.Until(
+            async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionDto>(HttpStatusCode.OK),
+            v => (archived == 0 || v.Archived.Any(r => r.ToSequence == archived)) && (deleted == 0 || v.Deleted.Any(r => r.ToSequence == deleted)),
+            what: "retention");
+        return id;
+    }
+
+    private async Task<ConversationActivity?> Activity(string tenant, Guid id)
+    {
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(tenant);
+        return await session.LoadAsync<ConversationActivity>(id);
+    }
+
+    private sealed record RangeDto(long FromSequence, long ToSequence);
+
+    private sealed record RetentionDto(List<RangeDto> Archived, List<RangeDto> Deleted);
+
+    private sealed record ContextSummaryDto(string Text, long ToSequence);
+
+    private sealed record CoverageDto(bool Complete);
+
+    private sealed record ContextDto(ContextSummaryDto? Summary, CoverageDto Coverage);
+}
