@@ -3,7 +3,7 @@
 #   run            start PostgreSQL (+ Redis) when needed and run the service
 #   test           start what the tests need and run every test
 #   bench          run the benchmark program (starts and stops what it needs)
-#   token          print a signed development token: token --sub alice [--tenant t] [--role admin]
+#   token          print a signed development token: token --sub alice [--tenant t] [--role admin [operator]]
 #   eval-search    import LoCoMo conversations and print search recall (see README)
 #   publish [dir]  a deployable build (default .local/publish): handler code generated ahead of time, ReadyToRun
 #   stop           stop the PostgreSQL and Redis that this script started

@@ -145,7 +145,7 @@ public sealed class RetentionTests(ConversationsApp app)
         Assert.Equal(0, await CountRowsMentioning("message number 3 of", id, "mt_events"));
 
         // A rebuild replays the event stream, which no longer holds messages 1-7: they come from the archive.
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), RetentionTenants.Archive, "admin");
+        using var admin = app.Client(ModularChatApp.NewUser("operator"), RetentionTenants.Archive, "operator");
         (await admin.PostAsync("/api/admin/search/rebuild", null)).EnsureSuccessStatusCode();
         var status = await Eventually.Until(
             async () => await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<JsonElement>(HttpStatusCode.OK),

@@ -24,7 +24,7 @@ public sealed class SchemaTests(ConversationsApp app)
                 var before = await SchemaObjectsAsync(database);
 
                 using var client = node.Server.CreateClient();
-                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("schema"), roles: "admin"));
+                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("schema"), null, "admin", "operator"));
                 await UseTheEndpoints(client);
 
                 Assert.Equal(before, await SchemaObjectsAsync(database));

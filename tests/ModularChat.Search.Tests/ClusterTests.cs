@@ -46,7 +46,7 @@ public sealed class ClusterTests(SearchApp app)
     {
         await using var second = await app.StartSearchOnlyNodeAsync();
         using var admin = second.Server.CreateClient();
-        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("admin"), null, "admin"));
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
 
         var problem = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ShouldBeProblem(409);
 

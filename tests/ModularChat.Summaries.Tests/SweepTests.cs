@@ -26,7 +26,7 @@ public sealed class SweepTests(SummariesApp app)
         await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.PendingUpTo == 25);
         await TwoHoursLater(app.PatientTenant, id);
 
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), null, "admin");
+        using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
         using var started = await admin.PostJson("/api/admin/summaries/sweep", new { tenant = app.PatientTenant });
         Assert.Equal(HttpStatusCode.Accepted, started.StatusCode);
 
@@ -40,11 +40,15 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
-    public async Task Only_admins_may_sweep()
+    public async Task Only_the_services_operators_may_sweep()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        Assert.Equal(HttpStatusCode.Forbidden, (await client.PostJson("/api/admin/summaries/sweep", new { })).StatusCode);
-        Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/sweep")).StatusCode);
+        // A sweep reaches other tenants (or all): neither a user nor a tenant's administrator may start or watch one.
+        foreach (var roles in new[] { Array.Empty<string>(), ["admin"] })
+        {
+            using var client = app.Client(ModularChatApp.NewUser(), null, roles);
+            Assert.Equal(HttpStatusCode.Forbidden, (await client.PostJson("/api/admin/summaries/sweep", new { tenant = app.PatientTenant })).StatusCode);
+            Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/sweep")).StatusCode);
+        }
     }
 
     [Fact]

@@ -28,8 +28,14 @@ public sealed class AuthOptions
     /// <summary>Tolerated clock difference between us and the token issuer.</summary>
     public TimeSpan ClockSkew { get; set; } = TimeSpan.FromSeconds(30);
 
-    /// <summary>Role (the value of a <see cref="RoleClaim"/> claim) that grants the admin endpoints.</summary>
+    /// <summary>Role (the value of a <see cref="RoleClaim"/> claim) that grants the admin endpoints of the caller's own tenant.</summary>
     public string AdminRole { get; set; } = "admin";
+
+    /// <summary>
+    /// Role that grants the operations on every tenant at once: rotating the encryption key, rebuilding the search read
+    /// model, summary sweeps. Give it to the service's operators, never to a tenant's administrators.
+    /// </summary>
+    public string OperatorRole { get; set; } = "operator";
 
     /// <summary>
     /// The claim that names the caller's tenant. Identity providers name it differently (Entra ID: <c>tid</c>; Auth0 and
@@ -77,6 +83,7 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
         RuleFor(o => o.TenantClaim).NotEmpty();
         RuleFor(o => o.RoleClaim).NotEmpty();
         RuleFor(o => o.AdminRole).NotEmpty();
+        RuleFor(o => o.OperatorRole).NotEmpty().NotEqual(o => o.AdminRole).WithMessage("must differ from Auth:AdminRole (a tenant's administrators must not act on every tenant)");
         RuleFor(o => o.ClockSkew).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
     }
 }

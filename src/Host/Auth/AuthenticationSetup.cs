@@ -30,6 +30,7 @@ internal static class AuthenticationSetup
             // Everything needs a valid token unless it says otherwise (health, API page).
             options.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build();
             options.AddPolicy(Policies.Admin, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.AdminRole));
+            options.AddPolicy(Policies.Operator, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.OperatorRole));
         }
     }
 

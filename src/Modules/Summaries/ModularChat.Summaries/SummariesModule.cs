@@ -93,7 +93,8 @@ public static class SummariesModule
             .WithTags("Summaries (admin)")
             .RequireAuthorization(Policies.Admin);
         admin.MapSummaryFailures();
-        admin.MapSweep();
+        // A sweep reaches any tenant (or all): the service's operators' business, not a tenant's administrators'.
+        app.MapGroup("/api/admin/summaries").WithTags("Summaries (admin)").RequireAuthorization(Policies.Operator).MapSweep();
         return app;
     }
 }

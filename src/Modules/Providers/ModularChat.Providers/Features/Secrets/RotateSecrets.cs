@@ -148,10 +148,10 @@ internal static class RotateSecretsEndpoint
     public static void MapRotateSecrets(this IEndpointRouteBuilder app) =>
         app.MapPost("/api/admin/secrets/rotate", async Task<Ok<SecretRotationResult>> (SecretRotation rotation, CancellationToken ct)
                 => TypedResults.Ok(await rotation.RotateAsync(ct)))
-            .RequireAuthorization(Policies.Admin)
+            .RequireAuthorization(Policies.Operator)
             .WithTags("Admin")
             .WithName("RotateSecrets")
-            .WithSummary("Create a new encryption key and re-encrypt every stored secret under it (admin)")
+            .WithSummary("Create a new encryption key and re-encrypt every stored secret under it (operator role)")
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status403Forbidden);
 }

@@ -165,10 +165,10 @@ internal static class RebuildSearchEndpoints
 
     public static void MapRebuildSearch(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup(Path).WithTags("Search administration").RequireAuthorization(Policies.Admin);
+        var group = app.MapGroup(Path).WithTags("Search administration").RequireAuthorization(Policies.Operator);
         group.MapPost("/", Accepted<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Accepted(Path, rebuilds.Start()))
             .WithName("RebuildSearch")
-            .WithSummary("Rebuild the search read model from the event store (admin)")
+            .WithSummary("Rebuild the search read model from the event store (operator role)")
             .WithDescription("Starts a rebuild in the background (or reports the running one): 202 with its status; poll GET for progress. " +
                              "409 on a node that does not run the search projection (in a cluster, one node does).")
             .ProducesProblem(StatusCodes.Status409Conflict)
@@ -176,6 +176,6 @@ internal static class RebuildSearchEndpoints
             .ProducesProblem(StatusCodes.Status403Forbidden);
         group.MapGet("/", Ok<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Ok(rebuilds.Status))
             .WithName("SearchRebuildStatus")
-            .WithSummary("Status of the last search rebuild started on this node (admin)");
+            .WithSummary("Status of the last search rebuild started on this node (operator role)");
     }
 }
