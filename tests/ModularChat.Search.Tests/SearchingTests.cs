@@ -67,6 +67,23 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_short_message_is_its_own_snippet_whole_with_its_match_marked()
+    {
+        const string text = "Yeah, I painted that lake sunrise last year! It's special to me.";
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("short", Message(text));
+        await client.StartConversation("tags", Message("<script>x</script> I love 😀 pizzeria end"));
+        await client.WaitForIndexing(2);
+
+        var special = Assert.Single((await client.Search("special&mode=keyword")).Hits);
+        var pizzeria = Assert.Single((await client.Search("pizzeria&mode=keyword")).Hits);
+
+        Assert.Equal(text, special.Snippet);
+        Assert.Equal(["special"], special.Highlights.Select(h => special.Snippet.Substring(h.Start, h.Length)));
+        Assert.Equal("<script>x</script> I love 😀 pizzeria end", pizzeria.Snippet);
+    }
+
+    [Fact]
     public async Task The_speaker_named_in_metadata_is_searchable_with_the_text()
     {
         using var client = app.Client(ModularChatApp.NewUser());

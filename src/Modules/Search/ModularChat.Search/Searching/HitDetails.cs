@@ -54,6 +54,12 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
     /// <summary>... and by what (its third).</summary>
     private static readonly string Escapes = new([OpeningBracket, ClosingBracket, Replaced, Replaced, Replaced, Replaced]);
 
+    /// <summary>
+    /// A text up to this many characters is its own snippet, whole, with its matches marked: ts_headline's fragments would
+    /// drop words at either end of a short message (and the punctuation before its first word).
+    /// </summary>
+    private const int WholeTextLength = 300;
+
     public async Task<Dictionary<Guid, EntryDetails>> LoadAsync(string tenantId, string query, IReadOnlyCollection<Guid> ids, CancellationToken cancellationToken)
     {
         var result = new Dictionary<Guid, EntryDetails>(ids.Count);
@@ -70,7 +76,8 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             )
             select e.id, e.conversation_id, e.kind, e.sequence, e.from_sequence, e.revision, e.role, e.speaker, e.external_id, e.metadata::text,
                    e.created_at,
-                   case when q.any_term is null then left(translate(e.content, $6, $7), 300)
+                   case when q.any_term is null then left(translate(e.content, $6, $7), {WholeTextLength})
+                        when char_length(e.content) <= {WholeTextLength} then ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $8)
                         else ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $5) end
             from {database.Schema.EntriesById(1, 4)} cross join q
             """, connection);
@@ -84,6 +91,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
         });
         command.Parameters.Add(new NpgsqlParameter { Value = Escaped });
         command.Parameters.Add(new NpgsqlParameter { Value = Escapes });
+        command.Parameters.Add(new NpgsqlParameter { Value = $"StartSel=\"{Start}\", StopSel=\"{Stop}\", HighlightAll=true" });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
