@@ -37,7 +37,8 @@ public static class MessagesByExternalId
 
     /// <summary>
     /// The same probe of the idempotency keys retention kept for messages it took out of the hot table
-    /// (<see cref="RetiredExternalId"/>, whose JSON reads as a stored message's); run only for ids the first probe missed.
+    /// (<see cref="RetiredExternalId"/>, whose JSON reads as a stored message's); run only for ids the first probe missed, and
+    /// only when the conversation has any (one probe per call finds out: most conversations never had retention).
     /// </summary>
     public static string RetiredProbeSql(string schema) =>
         $"select d.data from {schema}.mt_doc_retiredexternalid d where d.tenant_id = (select $1::varchar) and d.conversation_id = (select $2::uuid) and d.external_id = $3";
@@ -53,6 +54,7 @@ public static class MessagesByExternalId
             .Replace("$2", "p_conversation", StringComparison.Ordinal).Replace("$3", "p_external_id", StringComparison.Ordinal);
         var probe = Parameterized(ProbeSql(schema));
         var retired = Parameterized(RetiredProbeSql(schema));
+        var anyRetired = Parameterized($"select 1 from {schema}.mt_doc_retiredexternalid d where d.tenant_id = (select $1::varchar) and d.conversation_id = (select $2::uuid)");
         var body = $"""
             CREATE OR REPLACE FUNCTION {schema}.{FunctionName}(p_tenant character varying, p_conversation uuid, p_external_ids character varying[])
              RETURNS SETOF jsonb
@@ -61,10 +63,11 @@ public static class MessagesByExternalId
             AS $function$
             declare
               p_external_id character varying;
+              p_has_retired boolean := exists ({anyRetired});
             begin
               foreach p_external_id in array p_external_ids loop
                 return query {probe};
-                if not found then
+                if not found and p_has_retired then
                   return query {retired};
                 end if;
               end loop;
