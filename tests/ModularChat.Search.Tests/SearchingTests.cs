@@ -155,6 +155,7 @@ public sealed class SearchingTests(SearchApp app)
         Assert.All(await Hits($"conversationId={second}"), h => Assert.Equal(second, h.ConversationId));
         Assert.Single(await Hits($"conversationId={second}"));
         Assert.Equal(["assistant"], (await Hits("role=assistant")).Select(h => h.Role));
+        Assert.Equal(["assistant"], (await Hits("role=Assistant")).Select(h => h.Role)); // any case, as appends take it
         Assert.Equal([2L], (await Hits($"conversationId={first}&from=2024-01-05T00:00:00Z")).Select(h => h.Sequence!.Value));
         Assert.Equal([first], (await Hits("to=2024-01-15T00:00:00Z")).Select(h => h.ConversationId).Distinct());
         Assert.Equal([second], (await Hits("metadata=topic=greenhouse")).Select(h => h.ConversationId));

@@ -321,5 +321,8 @@ internal static class Roles
         _ => role.ToString().ToLowerInvariant(),
     };
 
-    public static bool IsKnown(string role) => role is "user" or "assistant" or "system" or "tool";
+    public static bool IsKnown(string role) => Normalized(role) is "user" or "assistant" or "system" or "tool";
+
+    /// <summary>A role as a query names it, in the wire form (any case is taken, as appends take it).</summary>
+    public static string Normalized(string role) => role.Trim().ToLowerInvariant();
 }

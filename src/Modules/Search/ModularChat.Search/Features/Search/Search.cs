@@ -125,7 +125,7 @@ internal sealed class SearchEntriesHandler(
         var filter = new SearchFilter(
             query.ConversationId,
             query.Scope is null ? SearchScope.All : Enum.Parse<SearchScope>(query.Scope, ignoreCase: true),
-            query.Role,
+            query.Role is null ? null : Roles.Normalized(query.Role),
             query.From,
             query.To,
             query.MetadataPairs());
