@@ -54,6 +54,65 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_turn_retried_with_its_external_id_answers_the_stored_turn_without_asking_the_model_again()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = 0;
+        app.Model.Responder = Answer(marker, _ => new FakeReply($"Answer number {Interlocked.Increment(ref asked)}.", PromptTokens: 9, CompletionTokens: 3), app.Model.Responder);
+        var body = new { content = $"{marker} When should I visit Lisbon?", externalId = "turn-1" };
+
+        var first = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ReadAs<JsonElement>(HttpStatusCode.OK);
+        var retried = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ReadAs<JsonElement>(HttpStatusCode.OK);
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(body), Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var streamed = await client.SendAsync(request);
+        var done = Assert.Single(ParseEvents(await streamed.Content.ReadAsStringAsync()));
+
+        Assert.Equal(1, asked);
+        Assert.False(first.GetProperty("replayed").GetBoolean());
+        foreach (var again in new[] { retried, done.Data })
+        {
+            Assert.True(again.GetProperty("replayed").GetBoolean());
+            Assert.Equal(first.GetProperty("answer").ToString(), again.GetProperty("answer").ToString());
+            Assert.Equal(3, again.GetProperty("usage").GetProperty("outputTokens").GetInt64());
+        }
+
+        Assert.Equal("done", done.Name);
+        Assert.Equal(["user", "assistant"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_streamed_turn_whose_conversation_is_deleted_while_it_answers_ends_with_an_error_event()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("one two three four five six", ChunkDelay: TimeSpan.FromMilliseconds(250)), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} count slowly") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        var streaming = client.SendAsync(request);
+        await Eventually.Until(() => Task.FromResult(app.Model.Requests.Any(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal))), asked => asked,
+            seconds: 10, what: "the model asked");
+        (await client.DeleteAsync($"/api/conversations/{conversation}")).EnsureSuccessStatusCode();
+
+        using var response = await streaming;
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+
+        Assert.Contains(events, e => e.Name == "delta");
+        var last = events[^1];
+        Assert.Equal("error", last.Name);
+        Assert.Equal(404, last.Data.GetProperty("status").GetInt32());
+    }
+
+    [Fact]
     public async Task A_tool_round_trip_inside_a_chat_turn_calls_the_mcp_tool_and_stores_the_call_and_its_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

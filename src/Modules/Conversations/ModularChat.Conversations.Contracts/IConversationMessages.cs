@@ -73,6 +73,12 @@ public interface IConversationMessages
         string tenantId, Guid conversationId, long afterSequence, long upToSequence, int chunkSize,
         CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The message holding <paramref name="externalId"/>, hot or archived; null when none does (or retention deleted it).
+    /// </summary>
+    Task<ConversationMessage?> FindByExternalIdAsync(
+        string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default);
+
     /// <summary>Up to <paramref name="count"/> of the latest messages (before <paramref name="beforeSequence"/> when given), oldest first.</summary>
     Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default);

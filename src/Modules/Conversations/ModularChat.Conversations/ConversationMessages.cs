@@ -41,6 +41,24 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             .Take(chunkSize)
             .ToListAsync(token), m => ToContract(m.ToStored()), cancellationToken);
 
+    public async Task<ConversationMessage?> FindByExternalIdAsync(
+        string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default)
+    {
+        await using var session = store.QuerySession(tenantId);
+        var hot = await session.Query<StoredMessage>()
+            .Where(m => m.ConversationId == conversationId && m.ExternalId == externalId)
+            .FirstOrDefaultAsync(cancellationToken);
+        if (hot is not null)
+        {
+            return ToContract(hot);
+        }
+
+        var archived = await session.Query<ArchivedMessage>()
+            .Where(m => m.ConversationId == conversationId && m.ExternalId == externalId)
+            .FirstOrDefaultAsync(cancellationToken);
+        return archived is null ? null : ToContract(archived.ToStored());
+    }
+
     public async Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default)
     {

@@ -7,7 +7,9 @@ using HttpJsonOptions = Microsoft.AspNetCore.Http.Json.JsonOptions;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Mcp;
@@ -99,7 +101,23 @@ internal static class ChatEndpoint
         }
 
         var response = updates.ToChatResponse();
-        var result = await turn.CompleteAsync(response.Messages, response.Usage, ct);
+        ChatTurnResponse result;
+        try
+        {
+            result = await turn.CompleteAsync(response.Messages, response.Usage, ct);
+        }
+        catch (Exception e) when (started && !http.RequestAborted.IsCancellationRequested)
+        {
+            // The answer streamed, but storing it failed (the conversation deleted meanwhile, the database unreachable): the
+            // client gets an error event it can act on, not a stream cut short; the exception is logged as the handler would.
+            var problem = ProblemDetailsExceptionHandler.Map(e);
+            problem.Instance = http.Request.Path;
+            http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ChatEndpoint))
+                .Log(problem.Status >= 500 ? LogLevel.Error : LogLevel.Information, e, "A streamed chat turn's answer could not be stored ({Status})", problem.Status);
+            await WriteAsync(http, "error", problem, json, CancellationToken.None);
+            return;
+        }
+
         if (!started)
         {
             await StartAsync(http);

@@ -51,7 +51,14 @@ public sealed record ChatTurnResponse(
     string Model,
     ChatUsage Usage,
     ChatContextInfo Context,
-    double DurationMs);
+    double DurationMs)
+{
+    /// <summary>
+    /// True when the request repeated the external id of a turn that was answered already: this is that stored turn (no
+    /// model was asked again; its tool calls are in the conversation, not repeated here).
+    /// </summary>
+    public bool Replayed { get; init; }
+}
 
 internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 {
@@ -121,6 +128,16 @@ internal sealed partial class ChatTurns(
 
         var user = (await conversations.AppendAsync(tenantId, conversationId,
             [new NewConversationMessage(MessageRole.User, request.Content!, request.ExternalId)], cancellationToken))[0];
+        if (user.Duplicate && await conversations.FindByExternalIdAsync(tenantId, conversationId, ChatTurn.AnswerId(user), cancellationToken) is { } answered)
+        {
+            // A retry of a turn that was answered (the client lost the answer): the stored turn, without asking the model
+            // again (a paid call, tool calls with their effects, and an answer other than the stored one).
+            var noTools = await McpToolSession.OpenAsync([], connector, store, metrics, mcpOptions.CurrentValue,
+                chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
+            return new ChatTurn(this, tenantId, conversationId, provider, model, modelClient, user, new ChatContext([], null, 0, 0), noTools, streamed,
+                ChatTurn.Replayed(conversationId, user, answered));
+        }
+
         var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken);
         var tools = await McpToolSession.OpenAsync(servers, connector, store, metrics, mcpOptions.CurrentValue,
             chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
@@ -151,13 +168,40 @@ internal sealed partial class ChatTurns(
     /// <summary>One turn in flight. Dispose it to close its MCP connections.</summary>
     internal sealed class ChatTurn(
         ChatTurns owner, string tenantId, Guid conversationId, ResolvedProvider provider, string model, IChatClient modelClient,
-        AppendedConversationMessage user, ChatContext context, McpToolSession tools, bool streamed) : IAsyncDisposable
+        AppendedConversationMessage user, ChatContext context, McpToolSession tools, bool streamed, ChatTurnResponse? replay = null)
+        : IAsyncDisposable
     {
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
 
+        /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
+        public static string AnswerId(AppendedConversationMessage user) => $"chat:{user.MessageId:N}:answer";
+
+        /// <summary>
+        /// The stored turn, as a retry of it answers: the user's message and the stored answer, with the provider, model and
+        /// usage the answer recorded; its tool calls are not repeated (they are in the conversation) and the context is not
+        /// assembled again (0).
+        /// </summary>
+        public static ChatTurnResponse Replayed(Guid conversationId, AppendedConversationMessage user, ConversationMessage answer)
+        {
+            string? Meta(string key) => answer.Metadata?.GetValueOrDefault(key);
+            long? Number(string key) => long.TryParse(Meta(key), NumberStyles.Integer, CultureInfo.InvariantCulture, out var n) ? n : null;
+            return new ChatTurnResponse(conversationId, new ChatMessageRef(user.MessageId, user.Sequence),
+                new ChatAnswer(answer.MessageId, answer.Sequence, answer.Content), [], Meta("provider") ?? "", Meta("model") ?? "",
+                new ChatUsage(Number("inputTokens"), Number("outputTokens"), Number("totalTokens")),
+                new ChatContextInfo(0, 0, null), Number("durationMs") ?? 0)
+            {
+                Replayed = true,
+            };
+        }
+
         public async Task<ChatTurnResponse> RunAsync(CancellationToken cancellationToken)
         {
+            if (replay is not null)
+            {
+                return replay;
+            }
+
             ChatResponse response;
             try
             {
@@ -179,6 +223,11 @@ internal sealed partial class ChatTurns(
         /// <summary>The model's updates as they come; call <see cref="CompleteAsync"/> with them when the stream ends.</summary>
         public async IAsyncEnumerable<ChatResponseUpdate> StreamAsync([EnumeratorCancellation] CancellationToken cancellationToken)
         {
+            if (replay is not null)
+            {
+                yield break; // nothing streams: the stored turn is the "done" event
+            }
+
             var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
             var any = false;
             try
@@ -228,6 +277,11 @@ internal sealed partial class ChatTurns(
         /// <summary>Appends the tool calls, their results and the answer in one transaction, and describes the turn.</summary>
         public async Task<ChatTurnResponse> CompleteAsync(IList<ChatMessage> produced, UsageDetails? usage, CancellationToken cancellationToken)
         {
+            if (replay is not null)
+            {
+                return replay;
+            }
+
             var settings = owner.ChatOptions.CurrentValue;
             var prefix = $"chat:{user.MessageId:N}";
             var toStore = new List<NewConversationMessage>();
