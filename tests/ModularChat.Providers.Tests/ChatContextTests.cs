@@ -29,6 +29,26 @@ public sealed class ChatContextTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task What_the_turn_sends_stays_within_the_models_budget_with_the_system_prompt_and_the_summary()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var conversation = await client.StartConversationAsync();
+        var messages = Enumerable.Range(1, 40).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} talks about the weather." }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        await client.WaitForSummary(conversation);
+
+        await using var scope = app.Host.Services.CreateAsyncScope();
+        var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()
+            .AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None);
+
+        var budget = scope.ServiceProvider.GetRequiredService<Microsoft.Extensions.Options.IOptions<ChatTurnOptions>>().Value.ContextTokenBudget;
+        Assert.NotNull(context.SummaryThroughSequence);
+        Assert.InRange(context.MessageCount, 2, 39); // the budget is full: more messages than fit
+        Assert.InRange(context.Tokens, budget - 40, budget);
+    }
+
+    [Fact]
     public async Task Once_the_summaries_module_has_summarized_the_conversation_the_turn_starts_from_its_summary()
     {
         var tenant = ModularChatApp.NewUser();

@@ -27,18 +27,40 @@ internal sealed class ChatContextAssembler(
 {
     private const int ToolMessagesChunk = 256;
 
+    /// <remarks>
+    /// The conversation's share of the budget is the model's budget less the system prompt. What the turn then sends
+    /// costs a little more than the conversation context it was given (the system prompt's framing, the summary's
+    /// heading, replayed calls' function names): when that runs over the budget, the context is asked again for that
+    /// much less (at most twice), so what is sent stays within the budget.
+    /// </remarks>
     public async Task<ChatContext> AssembleAsync(string tenantId, Guid conversationId, string model, CancellationToken cancellationToken)
     {
         var settings = options.CurrentValue;
-        var parts = new List<ContextPart>();
-        var systemTokens = 0;
-        if (!string.IsNullOrWhiteSpace(settings.SystemPrompt))
+        var budget = settings.BudgetFor(model);
+        var systemTokens = string.IsNullOrWhiteSpace(settings.SystemPrompt) ? 0 : tokens.Count(settings.SystemPrompt);
+        var conversationBudget = Math.Max(1, budget - systemTokens);
+        for (var attempt = 1; ; attempt++)
         {
-            systemTokens = tokens.Count(settings.SystemPrompt);
+            var assembled = await AssembleWithinAsync(tenantId, conversationId, settings, systemTokens, conversationBudget, cancellationToken);
+            var over = assembled.Tokens - budget;
+            if (over <= 0 || attempt == 3 || conversationBudget == 1)
+            {
+                return assembled; // (only the latest message, when it alone is over the budget, can still run over: it is always sent)
+            }
+
+            conversationBudget = Math.Max(1, conversationBudget - over);
+        }
+    }
+
+    private async Task<ChatContext> AssembleWithinAsync(
+        string tenantId, Guid conversationId, ChatTurnOptions settings, int systemTokens, int budget, CancellationToken cancellationToken)
+    {
+        var parts = new List<ContextPart>();
+        if (systemTokens > 0)
+        {
             parts.Add(new ContextPart(new ChatMessage(ChatRole.System, settings.SystemPrompt), systemTokens, 0));
         }
 
-        var budget = Math.Max(1, settings.BudgetFor(model) - systemTokens);
         var context = await contexts.GetAsync(tenantId, conversationId, budget, cancellationToken: cancellationToken)
             ?? throw new NotFoundException("Conversation", conversationId);
         if (context.Summary is { } summary)
