@@ -155,7 +155,8 @@ public sealed class SecretsTests(ProvidersApp app)
         await (await client.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(403);
         // The key is every tenant's: a tenant's administrator may not rotate it, the service's operator may.
         using var tenantAdmin = app.Client(ModularChatApp.NewUser("admin"), roles: "admin");
-        await (await tenantAdmin.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(403);
+        var forbidden = await (await tenantAdmin.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(403);
+        Assert.Contains("needs the role 'operator' in the bearer token's 'role' claim", forbidden.GetProperty("detail").GetString(), StringComparison.Ordinal);
         using var operatorClient = app.Client(ModularChatApp.NewUser("operator"), roles: "operator");
         var rotation = await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
 

@@ -40,6 +40,14 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_sweep_for_a_tenant_id_no_tenant_can_have_answers_400()
+    {
+        using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
+        var problem = await (await admin.PostJson("/api/admin/summaries/sweep", new { tenant = new string('t', 300) })).ShouldBeProblem(400);
+        Assert.Contains("longer than 256", problem.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Only_the_services_operators_may_sweep()
     {
         // A sweep reaches other tenants (or all): neither a user nor a tenant's administrator may start or watch one.

@@ -20,6 +20,7 @@ internal static class AuthenticationSetup
         services.AddSingleton<IConfigureOptions<AuthorizationOptions>, ConfigureAuthorization>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
         services.AddAuthorization();
+        services.AddSingleton<IAuthorizationMiddlewareResultHandler, ForbiddenProblems>();
         return services;
     }
 

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Tenancy;
 
 namespace ModularChat.Summaries.Features.Sweep;
 
@@ -21,7 +22,11 @@ internal sealed record StartSweep(bool Resummarize, string? Tenant) : ICommand<S
 internal sealed class StartSweepValidator : AbstractValidator<StartSweep>
 {
     public StartSweepValidator()
-        => RuleFor(c => c.Tenant).Must(t => t is null || !string.IsNullOrWhiteSpace(t)).WithMessage("'tenant' must not be blank when given.");
+    {
+        RuleFor(c => c.Tenant).Must(t => t is null || !string.IsNullOrWhiteSpace(t)).WithMessage("'tenant' must not be blank when given.");
+        RuleFor(c => c.Tenant).Must(t => t is null || t.Trim().Length <= TenantContext.MaxTenantIdLength)
+            .WithMessage($"'tenant' is longer than {TenantContext.MaxTenantIdLength} characters, which no tenant id is.");
+    }
 }
 
 internal sealed class StartSweepHandler(SummarySweepService sweeps) : ICommandHandler<StartSweep, SweepStatus>
