@@ -88,6 +88,45 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_failed_turn_retried_after_the_conversation_went_on_answers_409_instead_of_answering_another_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = 0;
+        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
+        var body = new { content = $"{marker} What about Porto?", externalId = "porto" };
+
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(502);
+        (await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = "Something else meanwhile." })).EnsureSuccessStatusCode();
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(409);
+
+        Assert.Contains("was not answered", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, asked);
+        Assert.Equal(["user", "user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_failed_turn_retried_at_once_is_asked_again()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = 0;
+        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
+        var body = new { content = $"{marker} What about Porto?", externalId = "porto-again" };
+
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(502);
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ReadAs<JsonElement>(HttpStatusCode.OK);
+
+        Assert.Equal("Answered.", turn.GetProperty("answer").GetProperty("content").GetString());
+        Assert.Equal(1, turn.GetProperty("userMessage").GetProperty("sequence").GetInt64());
+        Assert.Equal(2, asked);
+    }
+
+    [Fact]
     public async Task A_streamed_turn_whose_conversation_is_deleted_while_it_answers_ends_with_an_error_event()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -138,6 +138,16 @@ internal sealed partial class ChatTurns(
                 ChatTurn.Replayed(conversationId, user, answered));
         }
 
+        if (user.Duplicate && (await conversations.FindAsync(tenantId, conversationId, cancellationToken))?.MessageCount is { } latest && latest > user.Sequence)
+        {
+            // A retry of a turn that was not answered (the model failed), after the conversation went on: the context ends
+            // with the latest message, so the model would answer that one, not the message retried.
+            throw new ConflictException(
+                $"The turn of message {user.Sequence} (externalId '{request.ExternalId}') was not answered, and the conversation went on since " +
+                $"(message {latest}): a retry would answer the latest message instead. Ask again as a new turn (another externalId).",
+                new Dictionary<string, object?> { ["messageSequence"] = user.Sequence, ["latestSequence"] = latest });
+        }
+
         var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken);
         var tools = await McpToolSession.OpenAsync(servers, connector, store, metrics, mcpOptions.CurrentValue,
             chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
