@@ -88,6 +88,25 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Identical_turns_sent_at_once_all_answer_with_the_one_answer_stored()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = 0;
+        app.Model.Responder = Answer(marker, _ => new FakeReply($"Answer number {Interlocked.Increment(ref asked)}.", Delay: TimeSpan.FromMilliseconds(500)), app.Model.Responder);
+        var body = new { content = $"{marker} Is it raining?", externalId = "same" };
+
+        var turns = await Task.WhenAll(Enumerable.Range(0, 3).Select(async _ =>
+            await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ReadAs<JsonElement>(HttpStatusCode.OK)));
+
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "assistant"], messages.Select(m => m.Role));
+        Assert.All(turns, t => Assert.Equal(messages[1].Content, t.GetProperty("answer").GetProperty("content").GetString()));
+    }
+
+    [Fact]
     public async Task A_failed_turn_retried_after_the_conversation_went_on_answers_409_instead_of_answering_another_message()
     {
         using var client = app.Client(ModularChatApp.NewUser());

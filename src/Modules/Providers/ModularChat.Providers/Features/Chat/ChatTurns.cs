@@ -390,6 +390,15 @@ internal sealed partial class ChatTurns(
             var storable = toStore.Select(Storable).ToList();
             var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, storable, CancellationToken.None);
             var answerStored = stored[^1];
+            if (answerStored.Duplicate
+                && await owner.Conversations.FindByExternalIdAsync(tenantId, conversationId, AnswerId(user), CancellationToken.None) is { } first)
+            {
+                // The same turn ran twice at once (a retry sent before the first answer was stored): the first answer stored
+                // is the turn's, and this one answers with it rather than with text that was never stored.
+                owner.Metrics.ChatTurn("ok", streamed);
+                return Replayed(conversationId, user, first);
+            }
+
             var toolCalls = calls.Select((c, i) =>
             {
                 var result = results[i];
