@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
@@ -56,10 +57,8 @@ public sealed class ChatTests(ProvidersApp app)
     [Fact]
     public async Task A_turn_retried_with_its_external_id_answers_the_stored_turn_without_asking_the_model_again()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
         var asked = 0;
         app.Model.Responder = Answer(marker, _ => new FakeReply($"Answer number {Interlocked.Increment(ref asked)}.", PromptTokens: 9, CompletionTokens: 3), app.Model.Responder);
         var body = new { content = $"{marker} When should I visit Lisbon?", externalId = "turn-1" };
@@ -90,10 +89,8 @@ public sealed class ChatTests(ProvidersApp app)
     [Fact]
     public async Task Identical_turns_sent_at_once_all_answer_with_the_one_answer_stored()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
         var asked = 0;
         app.Model.Responder = Answer(marker, _ => new FakeReply($"Answer number {Interlocked.Increment(ref asked)}.", Delay: TimeSpan.FromMilliseconds(500)), app.Model.Responder);
         var body = new { content = $"{marker} Is it raining?", externalId = "same" };
@@ -109,12 +106,10 @@ public sealed class ChatTests(ProvidersApp app)
     [Fact]
     public async Task A_failed_turn_retried_after_the_conversation_went_on_answers_409_instead_of_answering_another_message()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
-        var asked = 0;
-        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        var asked = new StrongBox<int>();
+        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked.Value) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
         var body = new { content = $"{marker} What about Porto?", externalId = "porto" };
 
         await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(502);
@@ -122,19 +117,17 @@ public sealed class ChatTests(ProvidersApp app)
         var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(409);
 
         Assert.Contains("was not answered", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
-        Assert.Equal(1, asked);
+        Assert.Equal(1, asked.Value);
         Assert.Equal(["user", "user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
     [Fact]
     public async Task A_failed_turn_retried_at_once_is_asked_again()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
-        var asked = 0;
-        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        var asked = new StrongBox<int>();
+        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked.Value) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Answered."), app.Model.Responder);
         var body = new { content = $"{marker} What about Porto?", externalId = "porto-again" };
 
         await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(502);
@@ -142,16 +135,14 @@ public sealed class ChatTests(ProvidersApp app)
 
         Assert.Equal("Answered.", turn.GetProperty("answer").GetProperty("content").GetString());
         Assert.Equal(1, turn.GetProperty("userMessage").GetProperty("sequence").GetInt64());
-        Assert.Equal(2, asked);
+        Assert.Equal(2, asked.Value);
     }
 
     [Fact]
     public async Task A_streamed_turn_whose_conversation_is_deleted_while_it_answers_ends_with_an_error_event()
     {
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
         app.Model.Responder = Answer(marker, _ => new FakeReply("one two three four five six", ChunkDelay: TimeSpan.FromMilliseconds(250)), app.Model.Responder);
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} count slowly") };
@@ -627,6 +618,14 @@ public sealed class ChatTests(ProvidersApp app)
         await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", toolServers = new[] { "nope" } })).ShouldNameField("toolServers");
         await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/chat", new { content = "hi" })).ShouldBeProblem(404);
         Assert.Empty(await client.MessagesAsync(conversation));
+    }
+
+    /// <summary>A fresh tenant with the fake provider, a conversation, and a marker to route the fake model's answers by.</summary>
+    private async Task<(HttpClient Client, Guid Conversation, string Marker)> ChattingAsync()
+    {
+        var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
+        return (client, await client.StartConversationAsync(), Marker());
     }
 
     /// <summary>Answers requests that carry <paramref name="marker"/> with <paramref name="reply"/>, everything else as before.</summary>
