@@ -500,7 +500,7 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(status, problem.GetProperty("providerStatus").GetInt32());
         Assert.Contains($"HTTP {status}", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.DoesNotContain("sk-leaky-key-55556666", body, StringComparison.Ordinal);
-        Assert.DoesNotContain(app.Logs, l => l.Contains("sk-leaky-key-55556666", StringComparison.Ordinal));
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains("sk-leaky-key-55556666", StringComparison.Ordinal));
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 

@@ -153,7 +153,7 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Contains("401", result.Error, StringComparison.Ordinal);
         Assert.DoesNotContain(wrong, body, StringComparison.Ordinal);
         Assert.DoesNotContain("tok-abcdef123456", body, StringComparison.Ordinal);
-        Assert.DoesNotContain(app.Logs, l => l.Contains(wrong, StringComparison.Ordinal) || l.Contains("tok-abcdef123456", StringComparison.Ordinal));
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(wrong, StringComparison.Ordinal) || l.Contains("tok-abcdef123456", StringComparison.Ordinal));
     }
 
     [Fact]

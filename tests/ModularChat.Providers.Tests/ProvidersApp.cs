@@ -32,7 +32,7 @@ public sealed class ProvidersApp : ModularChatApp
 
     public SilentServer Silent { get; private set; } = null!;
 
-    public ConcurrentQueue<string> Logs { get; } = new();
+    public CapturedLogs Logs { get; } = new();
 
     public ConcurrentQueue<string> Traces { get; } = new();
 
@@ -72,7 +72,7 @@ public sealed class ProvidersApp : ModularChatApp
     };
 
     protected override void ConfigureServices(IServiceCollection services)
-        => services.AddSingleton<ILoggerProvider>(new CapturingLoggerProvider(Logs));
+        => services.AddSingleton<ILoggerProvider>(Logs);
 
     public override async Task InitializeAsync()
     {
@@ -103,30 +103,6 @@ public sealed class ProvidersApp : ModularChatApp
             .Concat(a.TagObjects.Select(t => $"{t.Key}={t.Value}"))
             .Concat(a.Events.SelectMany(e => e.Tags.Select(t => $"{e.Name}:{t.Key}={t.Value}")))
             .Concat(a.Baggage.Select(b => $"{b.Key}={b.Value}")));
-
-    private sealed class CapturingLoggerProvider(ConcurrentQueue<string> sink) : ILoggerProvider
-    {
-        public ILogger CreateLogger(string categoryName) => new Logger(categoryName, sink);
-
-        public void Dispose()
-        {
-        }
-
-        private sealed class Logger(string category, ConcurrentQueue<string> sink) : ILogger
-        {
-            public IDisposable? BeginScope<TState>(TState state)
-                where TState : notnull
-            {
-                sink.Enqueue($"{category} scope: {state}");
-                return null;
-            }
-
-            public bool IsEnabled(LogLevel logLevel) => true;
-
-            public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-                => sink.Enqueue($"{logLevel} {category}: {formatter(state, exception)} {exception}");
-        }
-    }
 }
 
 [CollectionDefinition(Name)]

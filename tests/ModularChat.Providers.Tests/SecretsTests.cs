@@ -50,7 +50,7 @@ public sealed class SecretsTests(ProvidersApp app)
         {
             Assert.DoesNotContain(await PostgresRowsContainingAsync(secret), r => true);
             Assert.False(await RedisContainsAsync(secret), "Redis holds a plaintext secret");
-            Assert.DoesNotContain(app.Logs, l => l.Contains(secret, StringComparison.Ordinal));
+            Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(secret, StringComparison.Ordinal));
             Assert.DoesNotContain(app.Traces, t => t.Contains(secret, StringComparison.Ordinal));
         }
 
@@ -76,11 +76,11 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostAsync($"/api/conversations/{conversation}/summary", null)).StatusCode);
 
         var failed = await Eventually.Until(
-            () => Task.FromResult(app.Logs.FirstOrDefault(l => l.Contains($"Summarizing conversation {conversation}", StringComparison.Ordinal))),
+            () => Task.FromResult(app.Logs.Lines.FirstOrDefault(l => l.Contains($"Summarizing conversation {conversation}", StringComparison.Ordinal))),
             l => l is not null);
         Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer " + apiKey && r.Body["model"]?.GetValue<string>() == "fake-summary");
         Assert.Contains("401", failed, StringComparison.Ordinal);
-        Assert.DoesNotContain(app.Logs, l => l.Contains(apiKey, StringComparison.Ordinal));
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(apiKey, StringComparison.Ordinal));
         Assert.DoesNotContain(await PostgresRowsContainingAsync(apiKey), r => true);
     }
 
@@ -102,11 +102,11 @@ public sealed class SecretsTests(ProvidersApp app)
             await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = $"{marker} find me later" });
 
             var failed = await Eventually.Until(
-                () => Task.FromResult(app.Logs.FirstOrDefault(l => l.Contains($"search entries of tenant {user} failed", StringComparison.Ordinal))),
+                () => Task.FromResult(app.Logs.Lines.FirstOrDefault(l => l.Contains($"search entries of tenant {user} failed", StringComparison.Ordinal))),
                 l => l is not null);
             Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer " + apiKey && r.Path.EndsWith("embeddings", StringComparison.Ordinal));
             Assert.Contains("401", failed, StringComparison.Ordinal);
-            Assert.DoesNotContain(app.Logs, l => l.Contains(apiKey, StringComparison.Ordinal));
+            Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(apiKey, StringComparison.Ordinal));
             Assert.DoesNotContain(await PostgresRowsContainingAsync(apiKey), r => true);
         }
         finally

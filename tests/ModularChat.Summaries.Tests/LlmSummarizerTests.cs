@@ -1,7 +1,9 @@
+using System.Globalization;
 using System.Net;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Testing.Fakes;
 
@@ -23,6 +25,16 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
 
     private static string SystemText(RecordedRequest request)
         => request.Messages.FirstOrDefault(m => m?["role"]?.GetValue<string>() == "system")?["content"]?.ToString() ?? "";
+
+    /// <summary>What the summary writer logged about failures of the jobs of conversation <paramref name="id"/>.</summary>
+    private List<LogEntry> WriterEntriesAbout(Guid id)
+        => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummaryWriter", StringComparison.Ordinal) && e.Level >= LogLevel.Warning && e.Level < LogLevel.None
+            && e.Message.Contains($"Summarizing conversation {id}", StringComparison.Ordinal)).ToList();
+
+    /// <summary>Wolverine's entries for failed attempts of summary jobs (logged under the message type's name).</summary>
+    private List<LogEntry> JobFailureEntries()
+        => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummarizeConversation", StringComparison.Ordinal)
+            && e.Message.StartsWith("Failed to process message", StringComparison.Ordinal)).ToList();
 
     private List<RecordedRequest> RequestsAbout(string marker)
         => app.Llm.Requests.Where(r => UserText(r).Contains(marker, StringComparison.Ordinal)).ToList();
@@ -124,6 +136,10 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal(2, RequestsAbout(topic).Count);
         Assert.Contains(failures.GetMeasurementSnapshot(), m => Equals(m.Tags["outcome"], "retry") && Equals(m.Tags["variant"], "llm"));
         Assert.Single(await client.History(id));
+        // A failure that a retry mends is a warning, not an error (operators page on errors).
+        Assert.Equal(LogLevel.Warning, Assert.Single(WriterEntriesAbout(id)).Level);
+        Assert.NotEmpty(JobFailureEntries());
+        Assert.All(JobFailureEntries(), e => Assert.Equal(LogLevel.Warning, e.Level));
     }
 
     [Fact]
@@ -159,6 +175,12 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal(3, failure.Attempts); // the first attempt and the two configured retries
         Assert.Contains("500", failure.ExceptionMessage, StringComparison.Ordinal);
         Assert.Equal(3, RequestsAbout(topic).Count);
+        // One error for the job, when it is dead-lettered; its failed attempts are warnings, Wolverine's entries for them too.
+        Assert.Equal(
+            [(LogLevel.Warning, 1), (LogLevel.Warning, 2), (LogLevel.Error, 3)],
+            WriterEntriesAbout(id).Select(e => (e.Level, Attempt: int.Parse(AttemptNumber().Match(e.Message).Groups[1].Value, CultureInfo.InvariantCulture))));
+        Assert.Contains("dead-lettered", WriterEntriesAbout(id).Last().Message, StringComparison.Ordinal);
+        Assert.All(JobFailureEntries(), e => Assert.Equal(LogLevel.Warning, e.Level));
         Assert.Null(await client.CurrentSummary(id));
         Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/failures")).StatusCode);
 
@@ -284,6 +306,9 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
 
     [GeneratedRegex(@"Next messages \((\d+) to (\d+)\)")]
     private static partial Regex Range();
+
+    [GeneratedRegex(@"failed on attempt (\d+)")]
+    private static partial Regex AttemptNumber();
 
     [GeneratedRegex(@"Turn \d+ about")]
     private static partial Regex TurnCount();

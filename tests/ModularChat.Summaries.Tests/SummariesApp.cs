@@ -48,6 +48,9 @@ public sealed class SummariesApp : ModularChatApp
 
     public FakeOpenAiServer Llm { get; private set; } = null!;
 
+    /// <summary>What the hosts log, every level.</summary>
+    public CapturedLogs Logs { get; } = new();
+
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {
         ["Summaries:MinInterval"] = "00:00:00",
@@ -92,7 +95,10 @@ public sealed class SummariesApp : ModularChatApp
     }
 
     protected override void ConfigureServices(IServiceCollection services)
-        => services.AddSingleton<ITenantAiClients>(new OneTenantWithAProvider(this));
+    {
+        services.AddSingleton<ITenantAiClients>(new OneTenantWithAProvider(this));
+        services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(Logs);
+    }
 
     public override async Task DisposeAsync()
     {

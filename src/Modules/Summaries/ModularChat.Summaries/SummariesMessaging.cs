@@ -1,6 +1,7 @@
 using JasperFx;
 using JasperFx.CodeGeneration;
 using Marten.Exceptions;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Jobs;
@@ -72,6 +73,9 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                 if (chain.MessageType == typeof(SummarizeConversation))
                 {
                     chain.ExecutionTimeoutInSeconds = (int)Math.Ceiling(timeout.TotalSeconds);
+                    // A failed attempt is expected (a model's 429 or 503) and retried: Wolverine's own entry for it is a warning,
+                    // and the writer logs the last attempt, the one that dead-letters the job, as the error it is.
+                    chain.FailureLogLevel = LogLevel.Warning;
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }

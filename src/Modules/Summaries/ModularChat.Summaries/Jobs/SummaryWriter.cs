@@ -148,7 +148,15 @@ public sealed partial class SummaryWriter(
             var final = envelope.Attempts > RetryCount();
             metrics.Failed(settings.Variant, e.GetType().Name, final);
             span?.SetStatus(ActivityStatusCode.Error, e.Message);
-            LogFailed(logger, e, id, tenant, envelope.Attempts, final ? "dead-lettered" : "will retry");
+            if (final)
+            {
+                LogDeadLettered(logger, e, id, tenant, envelope.Attempts);
+            }
+            else
+            {
+                LogFailed(logger, e, id, tenant, envelope.Attempts);
+            }
+
             throw;
         }
 
@@ -303,6 +311,10 @@ public sealed partial class SummaryWriter(
     [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
     private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}: {Outcome}")]
-    private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt, string outcome);
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}: will retry")]
+    private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
+
+    [LoggerMessage(Level = LogLevel.Error,
+        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}, the last: dead-lettered (an admin can replay it)")]
+    private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
 }
