@@ -87,6 +87,39 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Empty(list.Items);
     }
 
+    [Theory]
+    [InlineData("""{"messages":[null]}""", "messages[0]")]
+    [InlineData("""{"messages":[{"role":"user","content":"fine"},null]}""", "messages[1]")]
+    [InlineData("""{"messages":[{"role":"user","content":"fine","metadata":{"k":null}}]}""", "messages[0].metadata")]
+    public async Task A_batch_holding_a_null_answers_400_naming_it_and_stores_none_of_it(string body, string field)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}/messages/batch", body)).ShouldBeProblem(400);
+
+        Assert.Contains(field, problem.ToString(), StringComparison.Ordinal);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+    }
+
+    [Theory]
+    [InlineData("/api/conversations", """{"title":"t","metadata":{"k":null}}""")]
+    [InlineData("/messages", """{"role":"user","content":"hi","metadata":{"k":null}}""")]
+    public async Task A_null_metadata_value_answers_400_naming_it(string path, string body)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        if (path.StartsWith('/') && !path.StartsWith("/api", StringComparison.Ordinal))
+        {
+            var c = await (await client.PostJson("/api/conversations", new { title = "meta" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+            path = $"/api/conversations/{c.Id}{path}";
+        }
+
+        var problem = await (await client.PostRaw(path, body)).ShouldBeProblem(400);
+
+        Assert.Contains("metadata", problem.ToString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task An_empty_batch_answers_400()
     {

@@ -47,6 +47,9 @@ internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages
         RuleFor(c => c.Messages.Count).LessThanOrEqualTo(max).OverridePropertyName("messages")
             .WithMessage(c => $"A batch may hold at most {max} messages (was {c.Messages.Count}).").AsLimit();
         // Batches are indexed ("messages[3].content"); a single message reports its fields plainly ("content").
+        // A JSON null in the array is no message (the child validator would skip it and the handler fail on it).
+        RuleForEach(c => c.Messages).NotNull().OverridePropertyName("messages")
+            .WithMessage((_, _) => "Each of 'messages' must be a message object, not null.").When(c => c.IsBatch && c.Messages.Count <= max);
         RuleForEach(c => c.Messages).SetValidator(message).When(c => c.IsBatch && c.Messages.Count <= max);
         RuleFor(c => c.Messages[0]).SetValidator(message).OverridePropertyName("").When(c => !c.IsBatch && c.Messages.Count == 1);
         RuleFor(c => c.ExpectedVersion).GreaterThan(0).WithMessage("'expectedVersion' must be positive.");
