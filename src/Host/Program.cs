@@ -18,7 +18,7 @@ using Scalar.AspNetCore;
 using Wolverine;
 
 var builder = WebApplication.CreateBuilder(args);
-var limits = builder.Configuration.GetSection(HostLimits.Section).Get<HostLimits>() ?? new HostLimits();
+var limits = HostLimits.From(builder.Configuration);
 builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxRequestBodyBytes);
 
 builder.AddModularChatTelemetry();

@@ -37,14 +37,14 @@ internal static class TelemetrySetup
     /// </summary>
     public static WebApplicationBuilder AddModularChatTelemetry(this WebApplicationBuilder builder)
     {
-        var otlpEndpoint = builder.Configuration["OpenTelemetry:OtlpEndpoint"] ?? builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"];
+        var otlpEndpoint = OtlpEndpoint(builder.Configuration);
         builder.Logging.AddOpenTelemetry(o =>
         {
             o.IncludeScopes = true;
             o.IncludeFormattedMessage = true;
         });
 
-        var exporting = !string.IsNullOrWhiteSpace(otlpEndpoint);
+        var exporting = otlpEndpoint is not null;
         var otel = builder.Services.AddOpenTelemetry()
             .ConfigureResource(r => r.AddService(builder.Configuration["OpenTelemetry:ServiceName"] ?? "modularchat"))
             .WithMetrics(m => m
@@ -66,9 +66,29 @@ internal static class TelemetrySetup
 
         if (exporting)
         {
-            otel.UseOtlpExporter(OpenTelemetry.Exporter.OtlpExportProtocol.Grpc, new Uri(otlpEndpoint!));
+            otel.UseOtlpExporter(OpenTelemetry.Exporter.OtlpExportProtocol.Grpc, otlpEndpoint!);
         }
 
         return builder;
+    }
+
+    /// <summary>
+    /// The OTLP endpoint, when one is configured: an absolute http(s) URL, or the start stops with a message naming the
+    /// setting (the exporter would otherwise fail with a bare "Invalid URI" and no name).
+    /// </summary>
+    private static Uri? OtlpEndpoint(IConfiguration configuration)
+    {
+        var (setting, value) = configuration["OpenTelemetry:OtlpEndpoint"] is { } own
+            ? ("OpenTelemetry:OtlpEndpoint", own)
+            : ("OTEL_EXPORTER_OTLP_ENDPOINT", configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return null;
+        }
+
+        return Uri.TryCreate(value.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+            ? uri
+            : throw new InvalidOperationException(
+                $"Configuration '{setting}' must be an absolute http or https URL of an OTLP collector, e.g. http://localhost:4317 (was '{value}').");
     }
 }

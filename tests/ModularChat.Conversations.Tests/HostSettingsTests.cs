@@ -1,0 +1,21 @@
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>Settings the host reads before its services exist stop the start with a message naming them, as the validated options do.</summary>
+[Collection(AppCollection.Name)]
+public sealed class HostSettingsTests(ConversationsApp app)
+{
+    [Theory]
+    [InlineData("Limits:MaxRequestBodyBytes", "0")] // every request with a body would answer 413
+    [InlineData("Limits:MaxRequestBodyBytes", "-1")]
+    [InlineData("Limits:MaxRequestBodyBytes", "lots")]
+    [InlineData("OpenTelemetry:OtlpEndpoint", "notaurl")]
+    [InlineData("OpenTelemetry:OtlpEndpoint", "ftp://collector:4317")]
+    [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317:x")]
+    public async Task A_bad_value_stops_the_start_naming_the_setting(string setting, string value)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = value }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is InvalidOperationException
+            && e.Message.Contains($"'{setting}'", StringComparison.Ordinal) && e.Message.Contains(value, StringComparison.Ordinal));
+    }
+}
