@@ -153,6 +153,9 @@ public sealed class ContextTests(ConversationsApp app)
         using var health = JsonDocument.Parse(await ready.Content.ReadAsStringAsync());
         Assert.Equal("Degraded", health.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("status").GetString());
         Assert.Equal("Healthy", health.RootElement.GetProperty("checks").GetProperty("postgresql").GetProperty("status").GetString());
+        // Anyone may ask: the answer names no address, port or client internals (the log has the details).
+        var redis = health.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("description").GetString();
+        Assert.Equal("Redis is unreachable; see the service's log.", redis);
     }
 
     [Fact]

@@ -34,7 +34,11 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await (await client.GetAsync("/api/conversations")).ShouldBeProblem(503);
         await (await client.GetAsync(messages)).ShouldBeProblem(503);
         using var anonymous = node.Server.CreateClient();
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await anonymous.GetAsync("/health/ready")).StatusCode);
+        var ready = await anonymous.GetAsync("/health/ready");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        var readiness = await ready.Content.ReadAsStringAsync();
+        Assert.DoesNotContain(proxy.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), readiness, StringComparison.Ordinal);
+        Assert.Contains("PostgreSQL is unreachable", readiness, StringComparison.Ordinal);
         Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
 
         proxy.Restore();

@@ -31,6 +31,31 @@ internal static class HealthSetup
             .AllowAnonymous();
     }
 
+    /// <summary>
+    /// What the anonymous health answer says about a check. Never the exception's own text: a client library's message
+    /// carries addresses, ports and its internals (StackExchange.Redis: thread-pool counts, client name, version), which
+    /// an unauthenticated caller should not learn. The health check service logs the exception itself.
+    /// </summary>
+    private static string? Describe(string name, HealthReportEntry entry)
+    {
+        if (entry.Status == HealthStatus.Healthy)
+        {
+            return null;
+        }
+
+        var what = name switch
+        {
+            "postgresql" => "PostgreSQL",
+            "redis" => "Redis",
+            _ => name,
+        };
+        return entry.Exception switch
+        {
+            TimeoutException or OperationCanceledException => $"{what} did not answer in time; see the service's log.",
+            _ => $"{what} is unreachable; see the service's log.",
+        };
+    }
+
     private static Task WriteAsync(HttpContext context, HealthReport report)
     {
         context.Response.ContentType = "application/json";
@@ -41,7 +66,7 @@ internal static class HealthSetup
             checks = report.Entries.ToDictionary(e => e.Key, e => new
             {
                 status = e.Value.Status.ToString(),
-                description = e.Value.Description ?? e.Value.Exception?.Message,
+                description = Describe(e.Key, e.Value),
                 durationMs = e.Value.Duration.TotalMilliseconds,
             }),
         }, JsonSerializerOptions.Web, context.RequestAborted);
