@@ -192,6 +192,39 @@ public sealed class ContextTests(ConversationsApp app)
         Assert.Empty(everything.SearchHits);
     }
 
+    [Fact]
+    public async Task A_message_appended_while_Redis_was_away_is_in_every_nodes_context_once_Redis_is_back()
+    {
+        // Node A reaches Redis through a proxy that can cut it off; the fixture's host (node B) reaches Redis directly.
+        var redis = StackExchange.Redis.ConfigurationOptions.Parse(app.RedisConnectionString);
+        var (host, port) = redis.EndPoints.Single() switch
+        {
+            System.Net.DnsEndPoint dns => (dns.Host, dns.Port),
+            System.Net.IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+            var other => throw new InvalidOperationException($"Unexpected Redis endpoint {other}"),
+        };
+        await using var proxy = new TcpProxy(host, port);
+        redis.EndPoints.Clear();
+        redis.EndPoints.Add("127.0.0.1", proxy.Port);
+        await using var nodeA = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = redis.ToString() });
+        var user = ModularChatApp.NewUser();
+        using var a = nodeA.Server.CreateClient();
+        a.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var b = app.Client(user);
+        var (id, _) = await ConversationWith(a, 2);
+        Assert.Equal(2, (await Context(a, id, 5000)).Messages.Count); // cached in Redis under the current generation
+
+        proxy.Cut();
+        await (await a.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "said while Redis was away" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        Assert.Equal(3, (await Context(a, id, 5000)).Messages.Count); // node A knows (its own generation)
+        proxy.Restore();
+
+        // The bump node A could not make is made once Redis answers: no node reads the entry cached before the append.
+        await Eventually.Until(() => Context(b, id, 5000), c => c.Messages.Count == 3, seconds: 30, what: "Node B still serves the context cached before the append");
+        Assert.Equal(3, (await Context(a, id, 5000)).Messages.Count);
+    }
+
     private static async Task<ContextDto> Context(HttpClient client, Guid id, int maxTokens)
         => await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens={maxTokens}")).ReadAs<ContextDto>(HttpStatusCode.OK);
 

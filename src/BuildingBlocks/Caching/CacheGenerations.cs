@@ -16,6 +16,10 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// Nothing is left in Redis for good: a generation lives <see cref="GenerationLifetime"/> after its last read or
 /// bump (longer than any entry built with it), and deleting a resource removes its entries at once (its generation,
 /// bumped, expires like any other).
+/// A bump that cannot reach Redis (it is down or not answering) is remembered and made in Redis as soon as Redis
+/// answers again (checked every <see cref="MissedBumpInterval"/>, and before this node reads that scope's generation):
+/// otherwise Redis would come back with the generation of before the change, and every node would serve the entries
+/// built before it from Redis until they expired.
 /// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
 public sealed class CacheGenerations : IHostedService
@@ -45,6 +49,10 @@ public sealed class CacheGenerations : IHostedService
 
     // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, long>> _localKeys = new(StringComparer.Ordinal);
+    // Scopes whose bump this node could not make in Redis: made there as soon as Redis answers again.
+    private readonly ConcurrentDictionary<string, byte> _missedBumps = new(StringComparer.Ordinal);
+    private ITimer? _missedBumpTimer;
+    private int _sharingMissedBumps;
     private readonly TimeProvider _clock;
     private long _nextPruneTicks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
@@ -54,6 +62,9 @@ public sealed class CacheGenerations : IHostedService
     /// (they are built right after a read): then a generation that expires and restarts at 0 finds no entry to reuse.
     /// </summary>
     public static readonly TimeSpan GenerationLifetime = TimeSpan.FromDays(1);
+
+    /// <summary>How often this node tries to make in Redis the bumps it could not make while Redis was away.</summary>
+    public static readonly TimeSpan MissedBumpInterval = TimeSpan.FromSeconds(1);
 
     /// <summary>How often this node clears its registries of expired keys and unused generations.</summary>
     public static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(1);
@@ -73,6 +84,11 @@ public sealed class CacheGenerations : IHostedService
     /// <summary>The current generation of <paramref name="scope"/> (0 until its first change).</summary>
     public async Task<long> CurrentAsync(string scope)
     {
+        if (!_missedBumps.IsEmpty && _missedBumps.ContainsKey(scope))
+        {
+            await ShareBumpAsync(scope).ConfigureAwait(false); // else Redis's generation is older than this node's change
+        }
+
         var shared = await _redis.TryAsync<long?>(async () =>
         {
             var value = await Database.StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
@@ -99,10 +115,57 @@ public sealed class CacheGenerations : IHostedService
         _local.AddOrUpdate(scope, static (_, now) => new(1, now), static (_, g, now) => new(g.Value + 1, now), now);
         PruneWhenDue(now);
         await DropLocalAsync(scope).ConfigureAwait(false);
+        await ShareBumpAsync(scope).ConfigureAwait(false);
+    }
+
+    /// <summary>Bumps <paramref name="scope"/> in Redis, or remembers it for when Redis answers again.</summary>
+    private async Task ShareBumpAsync(string scope)
+    {
+        if (_redis.Redis is null)
+        {
+            return; // no Redis configured: generations are this node's alone
+        }
 
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
-        await _redis.TryAsync(() => Database.ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
-            [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope])).ConfigureAwait(false);
+        var shared = await _redis.TryAsync(async () =>
+        {
+            await Database.ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
+                [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
+            return true;
+        }, false).ConfigureAwait(false);
+        if (shared)
+        {
+            _missedBumps.TryRemove(scope, out _);
+        }
+        else
+        {
+            _missedBumps.TryAdd(scope, 0);
+        }
+    }
+
+    /// <summary>Makes in Redis the bumps it missed, once it answers again (one pass at a time).</summary>
+    private async Task ShareMissedBumpsAsync()
+    {
+        if (_missedBumps.IsEmpty || !_redis.Usable || Interlocked.Exchange(ref _sharingMissedBumps, 1) == 1)
+        {
+            return;
+        }
+
+        try
+        {
+            foreach (var scope in _missedBumps.Keys)
+            {
+                await ShareBumpAsync(scope).ConfigureAwait(false);
+                if (!_redis.Usable)
+                {
+                    break; // away again: the next pass goes on
+                }
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _sharingMissedBumps, 0);
+        }
     }
 
     /// <summary>
@@ -158,6 +221,8 @@ public sealed class CacheGenerations : IHostedService
             return;
         }
 
+        _missedBumpTimer = _clock.CreateTimer(_ => _ = ShareMissedBumpsAsync(), null, MissedBumpInterval, MissedBumpInterval);
+
         try
         {
             await redis.GetSubscriber().SubscribeAsync(RedisChannel.Literal(Channel), (channel, message) =>
@@ -178,7 +243,15 @@ public sealed class CacheGenerations : IHostedService
         }
     }
 
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (_missedBumpTimer is { } timer)
+        {
+            await timer.DisposeAsync().ConfigureAwait(false);
+        }
+
+        await ShareMissedBumpsAsync().ConfigureAwait(false); // a last try before the node goes
+    }
 
     /// <summary>Drops this node's cached entries of a scope (from Redis too: after a bump nobody reads them again).</summary>
     private async Task DropLocalAsync(string scope)
