@@ -48,6 +48,7 @@ public static class ProvidersModule
         services.AddSingleton<ITenantAiClients, TenantAiClients>();
         services.AddScoped<ChatContextAssembler>();
         services.AddScoped<ChatTurns>();
+        services.AddSingleton<ChatShutdown>();
         return services;
     }
 

@@ -116,6 +116,12 @@ public sealed class ChatTurnOptions
     /// </summary>
     public int MaxContentLength { get; set; } = 100_000;
 
+    /// <summary>
+    /// When the node stops, how long a turn still waiting for its model may go on before it answers 503 (keep it under
+    /// the host's shutdown timeout, 30 s by default, so the answer reaches the client).
+    /// </summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(20);
+
     public int BudgetFor(string model) => ModelContextBudgets.TryGetValue(model, out var budget) ? budget : ContextTokenBudget;
 }
 
@@ -129,6 +135,7 @@ internal sealed class ChatTurnOptionsValidator : AbstractValidator<ChatTurnOptio
         RuleFor(o => o.MaxStoredToolResultLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxToolResultLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxContentLength).InclusiveBetween(1, 10_000_000);
+        RuleFor(o => o.ShutdownGrace).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
     }
 }
 

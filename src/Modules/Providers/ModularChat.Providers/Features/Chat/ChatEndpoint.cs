@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -20,23 +21,29 @@ internal static class ChatEndpoint
 {
     public static void MapChat(this IEndpointRouteBuilder group) =>
         group.MapPost("/{id}/chat", async Task<Results<Ok<ChatTurnResponse>, ProblemHttpResult, EmptyHttpResult>> (
-                Guid id, ChatRequest body, HttpContext http, ChatTurns turns, TenantContext tenant, CancellationToken ct) =>
+                Guid id, ChatRequest body, HttpContext http, ChatTurns turns, TenantContext tenant, ChatShutdown shutdown, CancellationToken ct) =>
             {
                 var streamed = http.Request.GetTypedHeaders().Accept.Any(a => a.MediaType.Equals("text/event-stream", StringComparison.OrdinalIgnoreCase));
                 await using var turn = await turns.BeginAsync(tenant.TenantId, id, body, streamed, ct);
+                using var running = CancellationTokenSource.CreateLinkedTokenSource(ct, shutdown.Token);
                 try
                 {
                     if (!streamed)
                     {
-                        return TypedResults.Ok(await turn.RunAsync(ct));
+                        return TypedResults.Ok(await turn.RunAsync(running.Token));
                     }
 
-                    await StreamAsync(http, turn, ct);
+                    await StreamAsync(http, turn, shutdown, running.Token);
                     return TypedResults.Empty;
                 }
                 catch (ModelCallException failure)
                 {
                     return Problem(failure, http);
+                }
+                catch (OperationCanceledException e) when (shutdown.Stopped(e, http.RequestAborted))
+                {
+                    http.Response.Headers.RetryAfter = ProblemDetailsExceptionHandler.RetryAfterSeconds.ToString(CultureInfo.InvariantCulture);
+                    return TypedResults.Problem(ShuttingDown(http));
                 }
             })
             .WithName("Chat")
@@ -52,13 +59,14 @@ internal static class ChatEndpoint
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status422UnprocessableEntity)
             .ProducesProblem(StatusCodes.Status502BadGateway)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
             .ProducesProblem(StatusCodes.Status504GatewayTimeout);
 
     /// <summary>
     /// Streams the turn as server-sent events. Nothing is sent before the model's first update, so a provider that
     /// fails at once still gets a plain 502/504 ProblemDetails; after that, a failure is an <c>error</c> event.
     /// </summary>
-    private static async Task StreamAsync(HttpContext http, ChatTurns.ChatTurn turn, CancellationToken ct)
+    private static async Task StreamAsync(HttpContext http, ChatTurns.ChatTurn turn, ChatShutdown shutdown, CancellationToken ct)
     {
         var json = http.RequestServices.GetRequiredService<IOptions<HttpJsonOptions>>().Value.SerializerOptions;
         var updates = new List<ChatResponseUpdate>();
@@ -97,6 +105,12 @@ internal static class ChatEndpoint
         catch (ModelCallException failure) when (started)
         {
             await WriteAsync(http, "error", ProblemFor(failure, http), json, CancellationToken.None);
+            return;
+        }
+        catch (OperationCanceledException e) when (started && shutdown.Stopped(e, http.RequestAborted))
+        {
+            await WriteAsync(http, "error", ShuttingDown(http), json, CancellationToken.None);
+            await http.Response.Body.FlushAsync(CancellationToken.None);
             return;
         }
 
@@ -140,6 +154,18 @@ internal static class ChatEndpoint
     {
         await http.Response.WriteAsync($"event: {name}\ndata: {JsonSerializer.Serialize(data, json)}\n\n", ct);
     }
+
+    /// <summary>The answer of a turn the node stopped before its model answered (see <see cref="ChatShutdown"/>).</summary>
+    private static ProblemDetails ShuttingDown(HttpContext http) => new()
+    {
+        Status = StatusCodes.Status503ServiceUnavailable,
+        Title = "The service is shutting down.",
+        Detail = "This node stopped before the model answered. The message is stored: send the turn again with the same externalId " +
+            "(another node answers it) or as a new turn.",
+        Instance = http.Request.Path,
+        Type = "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        Extensions = { ["traceId"] = System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier },
+    };
 
     private static ProblemHttpResult Problem(ModelCallException failure, HttpContext http)
     {

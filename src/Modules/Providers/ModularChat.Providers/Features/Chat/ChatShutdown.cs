@@ -1,0 +1,47 @@
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace ModularChat.Providers.Features.Chat;
+
+/// <summary>
+/// Ends the chat turns still waiting for their model when the node stops. A model can take a minute to answer while
+/// the host waits at most its shutdown timeout (30 s by default) for requests to finish, then drops them: their clients
+/// got no answer at all. So when the node starts stopping, turns get <see cref="ChatTurnOptions.ShutdownGrace"/> to
+/// finish; those still running then stop and answer 503 with Retry-After (or an <c>error</c> event when streaming), in
+/// time for the answer to reach the client. Their user message is stored: sent again with the same <c>externalId</c> it
+/// is answered then.
+/// </summary>
+internal sealed class ChatShutdown : IDisposable
+{
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly CancellationTokenRegistration _registration;
+
+    public ChatShutdown(IHostApplicationLifetime lifetime, IOptions<ChatTurnOptions> options)
+    {
+        var grace = options.Value.ShutdownGrace;
+        _registration = lifetime.ApplicationStopping.Register(() =>
+        {
+            try
+            {
+                _stopping.CancelAfter(grace);
+            }
+            catch (ObjectDisposedException)
+            {
+                // Disposed with the container while stopping: nothing is left to stop.
+            }
+        });
+    }
+
+    /// <summary>Cancelled <see cref="ChatTurnOptions.ShutdownGrace"/> after the node began to stop.</summary>
+    public CancellationToken Token => _stopping.Token;
+
+    /// <summary>Whether <paramref name="error"/> is a turn stopped by the node stopping (its client is still there).</summary>
+    public bool Stopped(Exception error, CancellationToken clientGone)
+        => error is OperationCanceledException && _stopping.IsCancellationRequested && !clientGone.IsCancellationRequested;
+
+    public void Dispose()
+    {
+        _registration.Dispose();
+        _stopping.Dispose();
+    }
+}
