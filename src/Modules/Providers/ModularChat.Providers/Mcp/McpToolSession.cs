@@ -258,7 +258,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
                     text = string.Join("\n", result.Content.Select(Describe));
                     ok = result.IsError != true;
-                    text = ok ? text : "The tool reported an error: " + text;
+                    // The server's own words, as with a JSON-RPC error below: free of our secrets and of anything credential-shaped
+                    // before they reach the model, the turn's answer and the stored conversation.
+                    text = ok ? text : "The tool reported an error: " + Redaction.Scrub(text, session._connector.SecretValues(server));
                 }
                 catch (McpProtocolException e)
                 {
