@@ -230,6 +230,27 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_error_result_that_quotes_a_credential_reaches_the_model_and_the_conversation_without_it()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        await client.AddMcpServerAsync("leaky", app.Mcp.UnrulyUrl("leaky"));
+        app.Model.Responder = CallsThenAnswer(marker, "it broke", app.Model.Responder, new FakeToolCall("call_l", "leak", "{}"));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try it");
+
+        // A result marked isError: its text used to go on as the server wrote it (a JSON-RPC error's was scrubbed).
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.StartsWith("The tool reported an error: tool broke Bearer ", call.Result, StringComparison.Ordinal);
+        const string token = "abcdefghijklmnopqrstuvwxyz123456";
+        Assert.DoesNotContain(token, call.Result, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Where(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Select(r => r.Body.ToJsonString());
+        Assert.All(sent, body => Assert.DoesNotContain(token, body, StringComparison.Ordinal));
+        Assert.All(await client.MessagesAsync(conversation), m => Assert.DoesNotContain(token, m.Content, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_tool_result_larger_than_a_response_may_be_fails_the_call_and_not_the_turn()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -9,7 +9,8 @@ namespace ModularChat.Providers.Tests;
 
 /// <summary>
 /// An MCP server over streamable HTTP (JSON answers) written by hand, so that it can answer what the SDK's server never
-/// would: tool lists with unusable entries, thousands of tools, endless or looping pages, JSON-RPC errors from a tool.
+/// would: tool lists with unusable entries, thousands of tools, endless or looping pages, JSON-RPC errors from a tool, an
+/// error result that quotes a credential.
 /// Mapped at <c>/unruly/{mode}</c> beside <see cref="McpHttpServer"/>'s well-behaved endpoints.
 /// </summary>
 internal static class UnrulyMcpServer
@@ -26,6 +27,9 @@ internal static class UnrulyMcpServer
             new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)));
         return (gate.Listing.Task, () => gate.Release.TrySetResult());
     }
+
+    /// <summary>What the tool of mode <c>leaky</c> puts in the error result it answers with: a credential, as careless servers do.</summary>
+    public const string LeakedCredential = "Bearer abcdefghijklmnopqrstuvwxyz123456";
 
     /// <summary>The tools of mode <c>odd</c> that are fit to keep (the rest of its list is not).</summary>
     public static readonly string[] OddKeeps = ["lookup", "verbose", "bare"];
@@ -95,6 +99,11 @@ internal static class UnrulyMcpServer
                     ["serverInfo"] = new JsonObject { ["name"] = "unruly-" + mode, ["version"] = "0.1" },
                 }),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
+                "tools/call" when mode == "leaky" => Result(id, new JsonObject
+                {
+                    ["isError"] = true,
+                    ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "tool broke " + LeakedCredential }),
+                }),
                 "tools/call" => Error(id, -32000, $"{parameters?["name"]} exploded: the disk is full"),
                 _ => Error(id, -32601, "Method not found"),
             };
@@ -129,6 +138,7 @@ internal static class UnrulyMcpServer
         // Pages a -> b -> a -> ...
         "loop" => Page([Tool("loop_" + (cursor ?? "start"))], cursor == "a" ? "b" : "a"),
         "error" => Page([Tool("explode")], null),
+        "leaky" => Page([Tool("leak")], null),
         "flood-call" => Page([Tool("flood")], null),
         "hang" => Page([Tool("sleepy")], null),
         "odd" => Page(

@@ -42,6 +42,7 @@ public static class ProvidersModule
         services.AddSingleton<OutboundNetwork>();
         services.AddSingleton<ProviderDirectory>();
         services.AddSingleton<ModelClients>();
+        services.AddSingleton<McpStdioProcesses>();
         services.AddSingleton<McpConnector>();
         services.AddSingleton<SecretRotation>();
         // Other modules fall back to NoTenantAiClients (TryAdd) when this module is absent; this registration wins.

@@ -17,12 +17,20 @@ internal sealed class McpConnectException(string message) : Exception(message);
 
 /// <summary>
 /// Opens MCP client sessions to a tenant's servers: stdio only for allowlisted commands (and with a minimal
-/// environment, never this service's own), HTTP transports through the SSRF-guarded client, every handshake bounded
-/// by <see cref="McpOptions.ConnectTimeout"/>. The SDK's own logging is off: its messages can carry headers.
+/// environment, never this service's own; what the program writes is bounded by
+/// <see cref="OutboundNetworkOptions.MaxResponseBytes"/> as HTTP answers are), HTTP transports through the SSRF-guarded
+/// client, every handshake bounded by <see cref="McpOptions.ConnectTimeout"/>. The SDK's own logging is off: its
+/// messages can carry headers.
 /// </summary>
-internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, IOptionsMonitor<McpOptions> options)
+internal sealed class McpConnector(
+    OutboundNetwork network, SecretBox secrets, McpStdioProcesses processes, IOptionsMonitor<McpOptions> options,
+    IOptionsMonitor<OutboundNetworkOptions> networkOptions)
 {
-    /// <summary>Connects and completes the MCP handshake.</summary>
+    /// <summary>
+    /// Connects and completes the MCP handshake, within <see cref="McpOptions.ConnectTimeout"/>. A caller that goes on
+    /// with the connection under the same bound (a test, a listing) passes its own deadline as
+    /// <paramref name="cancellationToken"/>: then its end is not told apart here, it ends the call as it is.
+    /// </summary>
     /// <exception cref="McpConnectException">The server could not be reached, refused, or did not answer in time.</exception>
     public async Task<McpClient> ConnectAsync(McpServerConnection server, CancellationToken cancellationToken)
     {
@@ -81,15 +89,8 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
                 environment[name] = secrets.Unprotect(server.TenantId, secret.Cipher, "MCP secret");
             }
 
-            return new StdioClientTransport(new StdioClientTransportOptions
-            {
-                Name = server.Name,
-                Command = server.Command,
-                Arguments = server.Arguments,
-                InheritEnvironmentVariables = false,
-                EnvironmentVariables = environment,
-                ShutdownTimeout = TimeSpan.FromSeconds(2),
-            }, NullLoggerFactory.Instance);
+            // Not the SDK's StdioClientTransport: it reads a line of any length (see McpStdioTransport).
+            return new McpStdioTransport(processes, server.Name, server.Command, server.Arguments, environment, networkOptions.CurrentValue.MaxResponseBytes);
         }
 
         var headers = new Dictionary<string, string>(server.Headers, StringComparer.OrdinalIgnoreCase);
@@ -120,6 +121,7 @@ internal sealed class McpConnector(OutboundNetwork network, SecretBox secrets, I
         var message = error switch
         {
             McpConnectException known => known.Message,
+            _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
             McpListException listing => $"{where} did not list its tools: {listing.Message}",
             OperationCanceledException or TimeoutException => $"No answer from {where} within {timeout.TotalSeconds:0.#} s (Mcp:ConnectTimeout).",
             _ when Inner<SocketException>(error) is { } socket => socket.SocketErrorCode switch

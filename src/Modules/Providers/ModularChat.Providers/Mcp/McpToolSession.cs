@@ -80,22 +80,42 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     }
 
     /// <summary>
-    /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once (a turn
-    /// waits for the slowest, not for their sum), and their lists stored; one that cannot be reached is left out of the
-    /// turn rather than failing it.
+    /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once and
+    /// under one deadline, <see cref="McpOptions.ConnectTimeout"/> from now, for the handshake and the listing together
+    /// (a turn waits for the slowest, not for their sum), and their lists stored; one that cannot be reached is left out
+    /// of the turn rather than failing it.
     /// </summary>
     public static async Task<McpToolSession> OpenAsync(
         IReadOnlyList<McpServerConnection> servers, McpConnector connector, IDocumentStore store, ProvidersMetrics metrics,
         McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
         var session = new McpToolSession(connector, metrics, options, maxResultLength);
-        var lists = await Task.WhenAll(servers.Select(server => server switch
+        try
         {
-            { Tools: { } known } => Task.FromResult<List<McpToolInfo>?>(known),
-            { ListingFailedAt: { } failed } when clock.GetUtcNow() < failed + options.UnreachableRetryAfter
-                => LeftOutUntil(logger, server, failed + options.UnreachableRetryAfter),
-            _ => session.ListAsync(server, store, clock, logger, cancellationToken),
-        }));
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(options.ConnectTimeout);
+            var lists = await Task.WhenAll(servers.Select(server => server switch
+            {
+                { Tools: { } known } => Task.FromResult<List<McpToolInfo>?>(known),
+                { ListingFailedAt: { } failed } when clock.GetUtcNow() < failed + options.UnreachableRetryAfter
+                    => LeftOutUntil(logger, server, failed + options.UnreachableRetryAfter),
+                // On the thread pool: what a connection does before its first wait (starting a program, decrypting its
+                // secrets) does not hold up the next server's.
+                _ => Task.Run(() => session.ListAsync(server, store, clock, logger, deadline.Token, cancellationToken), CancellationToken.None),
+            }));
+            session.Offer(servers, lists, options, logger);
+            return session;
+        }
+        catch
+        {
+            await session.DisposeAsync(); // the turn was cancelled: the connections made so far end here, not never
+            throw;
+        }
+    }
+
+    /// <summary>What the model is offered: the servers' tools in order, each under a name unique in the turn, at most <see cref="McpOptions.MaxToolsPerTurn"/>.</summary>
+    private void Offer(IReadOnlyList<McpServerConnection> servers, List<McpToolInfo>?[] lists, McpOptions options, ILogger logger)
+    {
         for (var i = 0; i < servers.Count; i++)
         {
             var (server, tools) = (servers[i], lists[i]);
@@ -106,26 +126,24 @@ internal sealed partial class McpToolSession : IAsyncDisposable
 
             foreach (var tool in tools)
             {
-                if (session._tools.Count >= options.MaxToolsPerTurn)
+                if (_tools.Count >= options.MaxToolsPerTurn)
                 {
                     LogToolsLeftOut(logger, options.MaxToolsPerTurn, server.Name);
-                    return session;
+                    return;
                 }
 
                 var exposed = ExposedName(tool.Name);
-                if (session._origins.ContainsKey(exposed))
+                if (_origins.ContainsKey(exposed))
                 {
                     exposed = ExposedName(server.Name + "_" + tool.Name);
                 }
 
-                if (session._origins.TryAdd(exposed, new ToolOrigin(server.Name, tool.Name)))
+                if (_origins.TryAdd(exposed, new ToolOrigin(server.Name, tool.Name)))
                 {
-                    session._tools.Add(new McpToolFunction(session, server, tool, exposed));
+                    _tools.Add(new McpToolFunction(this, server, tool, exposed));
                 }
             }
         }
-
-        return session;
     }
 
     private static Task<List<McpToolInfo>?> LeftOutUntil(ILogger logger, McpServerConnection server, DateTimeOffset retryAt)
@@ -135,18 +153,26 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     }
 
     /// <summary>
-    /// Lists a server that was never listed and stores its list; null (logged, and the failure stored so that the next
-    /// turns do not wait for it again) when it cannot be reached.
+    /// Lists a server that was never listed, by <paramref name="deadline"/>, and stores its list; null (logged, and the
+    /// failure stored so that the next turns do not wait for it again) when it cannot be reached. The connection is kept
+    /// for the turn's tool calls only when the listing succeeded: else it ends at once (a stdio program is killed), not
+    /// with the turn, which may go on waiting for its model for minutes.
     /// </summary>
     private async Task<List<McpToolInfo>?> ListAsync(
-        McpServerConnection server, IDocumentStore store, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
+        McpServerConnection server, IDocumentStore store, TimeProvider clock, ILogger logger, CancellationToken deadline,
+        CancellationToken cancellationToken)
     {
+        McpClient? client = null;
         try
         {
-            var client = await ClientAsync(server, cancellationToken);
-            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            deadline.CancelAfter(_options.ConnectTimeout);
-            var listing = await McpToolCatalog.ListAsync(client, _options, deadline.Token);
+            client = await _connector.ConnectAsync(server, deadline);
+            var listing = await McpToolCatalog.ListAsync(client, _options, deadline);
+            lock (_gate)
+            {
+                _clients[server.Id] = Task.FromResult(client);
+            }
+
+            client = null;
             foreach (var warning in listing.Warnings)
             {
                 LogToolListWarning(logger, server.Name, warning);
@@ -159,10 +185,31 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
+            await AbandonAsync(client);
             LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, []));
             server.ListingFailedAt = clock.GetUtcNow();
             await SaveIfUnchangedAsync(server, store, cancellationToken);
             return null;
+        }
+        catch
+        {
+            await AbandonAsync(client);
+            throw;
+        }
+    }
+
+    private static async Task AbandonAsync(McpClient? client)
+    {
+        try
+        {
+            if (client is not null)
+            {
+                await client.DisposeAsync();
+            }
+        }
+        catch (Exception e) when (e is OperationCanceledException or IOException or InvalidOperationException)
+        {
+            // It is gone already.
         }
     }
 
@@ -258,7 +305,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
                     text = string.Join("\n", result.Content.Select(Describe));
                     ok = result.IsError != true;
-                    text = ok ? text : "The tool reported an error: " + text;
+                    // The server's own words, as with a JSON-RPC error below: free of our secrets and of anything credential-shaped
+                    // before they reach the model, the turn's answer and the stored conversation.
+                    text = ok ? text : "The tool reported an error: " + Redaction.Scrub(text, session._connector.SecretValues(server));
                 }
                 catch (McpProtocolException e)
                 {

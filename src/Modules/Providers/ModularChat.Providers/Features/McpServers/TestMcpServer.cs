@@ -43,9 +43,10 @@ internal sealed partial class TestMcpServerHandler(
         var started = Stopwatch.GetTimestamp();
         try
         {
-            await using var client = await connector.ConnectAsync(server, cancellationToken);
+            // One deadline for the handshake and the listing together: the test answers within Mcp:ConnectTimeout, as it says.
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             deadline.CancelAfter(timeout);
+            await using var client = await connector.ConnectAsync(server, deadline.Token);
             var listing = await McpToolCatalog.ListAsync(client, options.Value, deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started);
 

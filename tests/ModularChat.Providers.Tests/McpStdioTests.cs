@@ -1,0 +1,191 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Providers.Tests;
+
+/// <summary>
+/// stdio MCP programs that misbehave (the test program's <c>--misbehave</c> modes): what the service reads of them is
+/// bounded, they answer within <c>Mcp:ConnectTimeout</c> (3 s here), and none outlives its connection or the service.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class McpStdioTests(ProvidersApp app)
+{
+    [Fact]
+    public async Task A_stdio_program_that_writes_a_message_without_end_fails_the_test_naming_the_limit_and_is_stopped()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (server, pidFile) = await AddStdioServerAsync(client, "flood");
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // It used to be read into memory until the timeout (gigabytes), and the test reported a timeout.
+        Assert.False(result.Success);
+        Assert.Contains("longer than 8,388,608 bytes (OutboundNetwork:MaxResponseBytes)", result.Error, StringComparison.Ordinal);
+        await GoneAsync(await PidAsync(pidFile));
+    }
+
+    [Fact]
+    public async Task A_chat_turn_leaves_out_a_stdio_program_that_writes_a_message_without_end_and_stops_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var (_, pidFile) = await AddStdioServerAsync(client, "flood");
+        var marker = ChatTests.Marker();
+        app.Model.Responder = ChatTests.Answer(marker, _ => FakeReply.Text("fine"), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} anything?");
+
+        Assert.Equal("fine", turn.Answer.Content);
+        Assert.Equal(["add", "echo", "fail"], app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames.Order());
+        Assert.Contains(app.Logs.Lines, l => l.Contains("MCP server flood is left out of this chat turn", StringComparison.Ordinal)
+            && l.Contains("(OutboundNetwork:MaxResponseBytes)", StringComparison.Ordinal));
+        await GoneAsync(await PidAsync(pidFile));
+    }
+
+    [Theory]
+    [InlineData("hang-initialize")]
+    [InlineData("hang-list")]
+    public async Task A_stdio_program_that_does_not_answer_fails_the_test_within_the_connect_timeout_and_is_stopped(string how)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var (server, pidFile) = await AddStdioServerAsync(client, how);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("within 3 s (Mcp:ConnectTimeout)", result.Error, StringComparison.Ordinal);
+        // One deadline for the handshake and the listing, and a teardown that kills rather than waits for the program to
+        // exit by itself (a program that answered initialize, then hung, took 4.4 s before; about 3.3 s now).
+        Assert.InRange(result.LatencyMs, 2_900, 3_800);
+        await GoneAsync(await PidAsync(pidFile));
+    }
+
+    [Fact]
+    public async Task A_chat_turn_lists_its_servers_at_once_within_the_connect_timeout()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var (_, initializeHangs) = await AddStdioServerAsync(client, "hang-initialize");
+        var (_, listHangs) = await AddStdioServerAsync(client, "hang-list");
+        var marker = ChatTests.Marker();
+        app.Model.Responder = ChatTests.Answer(marker, _ => FakeReply.Text("fine"), app.Model.Responder);
+
+        var started = Stopwatch.GetTimestamp();
+        var turn = await client.ChatAsync(conversation, $"{marker} anything?");
+        var elapsed = Stopwatch.GetElapsedTime(started);
+
+        Assert.Equal("fine", turn.Answer.Content);
+        Assert.Equal(["add", "echo", "fail"], app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames.Order());
+        // Both hang: the turn waits Mcp:ConnectTimeout (3 s) once, for both together, not for their sum. (The rest of a
+        // first turn of a new tenant takes about 2 s here, so this bound does not tell one deadline from one per step.)
+        Assert.True(elapsed < TimeSpan.FromSeconds(8), $"the turn took {elapsed.TotalSeconds:0.0} s");
+        Assert.Contains(app.Logs.Lines, l => l.Contains("MCP server hang-initialize is left out of this chat turn", StringComparison.Ordinal)
+            && l.Contains("within 3 s (Mcp:ConnectTimeout)", StringComparison.Ordinal));
+        await GoneAsync(await PidAsync(initializeHangs));
+        await GoneAsync(await PidAsync(listHangs));
+    }
+
+    [Fact]
+    public async Task A_stdio_program_whose_listing_timed_out_is_stopped_before_the_turn_asks_its_model()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var (_, pidFile) = await AddStdioServerAsync(client, "hang-list");
+        var marker = ChatTests.Marker();
+        bool? runningWhenAsked = null;
+        app.Model.Responder = ChatTests.Answer(marker, _ =>
+        {
+            // The turn goes on (here: asks its model, which may take minutes) without the server whose listing timed out:
+            // its program must not run on until the turn ends (nor, if the service stops meanwhile, after it).
+            runningWhenAsked = !Gone(int.Parse(File.ReadAllText(pidFile), CultureInfo.InvariantCulture), TimeSpan.FromSeconds(3));
+            return FakeReply.Text("fine");
+        }, app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} anything?");
+
+        Assert.Equal("fine", turn.Answer.Content);
+        Assert.False(runningWhenAsked, "the program whose listing timed out still ran while the turn asked its model");
+    }
+
+    [Fact]
+    public async Task A_stdio_program_still_running_when_the_service_stops_is_stopped_with_it()
+    {
+        // A host of its own, to stop: there the listing waits long (Mcp:ConnectTimeout 2 min), so the program runs when it stops.
+        var host = await app.StartHostAsync(new Dictionary<string, string?> { ["Mcp:ConnectTimeout"] = "00:02:00" });
+        var user = ModularChatApp.NewUser();
+        using var client = host.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var (_, pidFile) = await AddStdioServerAsync(client, "hang-list");
+        var turn = client.PostJson($"/api/conversations/{conversation}/chat", new { content = "anything?" });
+        var pid = await PidAsync(pidFile);
+        Assert.False(Gone(pid, TimeSpan.Zero));
+
+        await host.DisposeAsync();
+
+        // It used to be left running, reparented to init.
+        await GoneAsync(pid);
+        try
+        {
+            (await turn).Dispose();
+        }
+        catch (Exception e) when (e is HttpRequestException or OperationCanceledException or ObjectDisposedException or InvalidOperationException)
+        {
+            // The host stopped under the request.
+        }
+    }
+
+    /// <summary>Adds a stdio server running the test program in <paramref name="how"/>, and the file it writes its process id to.</summary>
+    private static async Task<(McpServerDto Server, string PidFile)> AddStdioServerAsync(HttpClient client, string how)
+    {
+        var pidFile = Path.Combine(Path.GetTempPath(), $"mcp-{how}-{Guid.NewGuid():N}.pid");
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = how.StartsWith("hang", StringComparison.Ordinal) ? how : "flood", transport = "stdio", command = ProvidersApp.Dotnet,
+            arguments = new[] { ProvidersApp.StdioServerDll, "--pid-file", pidFile, "--misbehave", how },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        return (server, pidFile);
+    }
+
+    private static async Task<int> PidAsync(string pidFile)
+        => int.Parse(await Eventually.Until(
+            async () => File.Exists(pidFile) ? await File.ReadAllTextAsync(pidFile) : "",
+            text => text.Length > 0, seconds: 30, what: "The program wrote no process id"), CultureInfo.InvariantCulture);
+
+    private static Task GoneAsync(int pid)
+        => Eventually.Until(() => Task.FromResult(Gone(pid, TimeSpan.Zero)), gone => gone, seconds: 10, what: $"Process {pid} still runs");
+
+    /// <summary>Whether process <paramref name="pid"/> has ended (a zombie has), waiting up to <paramref name="wait"/> for it to.</summary>
+    private static bool Gone(int pid, TimeSpan wait)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(wait.TotalSeconds * Stopwatch.Frequency);
+        while (true)
+        {
+            var stat = $"/proc/{pid}/stat";
+            var gone = !File.Exists(stat) || TryRead(stat) is not { } text || text[(text.LastIndexOf(')') + 2)..].StartsWith('Z');
+            if (gone || Stopwatch.GetTimestamp() > deadline)
+            {
+                return gone;
+            }
+
+            Thread.Sleep(50);
+        }
+    }
+
+    private static string? TryRead(string path)
+    {
+        try
+        {
+            return File.ReadAllText(path);
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+}
