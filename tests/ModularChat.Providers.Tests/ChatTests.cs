@@ -629,17 +629,21 @@ public sealed class ChatTests(ProvidersApp app)
     [Fact]
     public async Task Turns_still_waiting_for_their_model_when_the_node_stops_answer_503_in_time_and_keep_the_users_message()
     {
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:ShutdownGrace"] = "00:00:01" });
+        // A real process with Kestrel, stopped with SIGTERM: the host then waits up to 30 s for requests, then drops them.
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
+        {
+            ["Chat__ShutdownGrace"] = "00:00:01",
+            ["OutboundNetwork__AllowPrivateNetworks"] = "true",
+        });
         var user = ModularChatApp.NewUser();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var client = node.Client(app.Token(user));
         await client.AddProviderAsync(app.Model.BaseUrl, "sk-chat-key-0123456789abc");
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        // Slower than the host waits for requests when it stops (30 s): the plain turn's model says nothing, the streamed one begins its stream.
+        // Slower than the host waits for requests when it stops: the plain turn's model says nothing, the streamed one begins its stream.
         app.Model.Responder = Answer(marker, r => r.Stream
-            ? new FakeReply("first words then a long silence", ChunkDelay: TimeSpan.FromSeconds(40))
-            : new FakeReply("too late", Delay: TimeSpan.FromSeconds(40)), app.Model.Responder);
+            ? new FakeReply("first words then a long silence", ChunkDelay: TimeSpan.FromSeconds(60))
+            : new FakeReply("too late", Delay: TimeSpan.FromSeconds(60)), app.Model.Responder);
         var plain = client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} plain", externalId = "plain" });
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} streamed") };
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
@@ -647,17 +651,16 @@ public sealed class ChatTests(ProvidersApp app)
         await Eventually.Until(() => Task.FromResult(app.Model.Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal))), n => n == 2);
         using var started = await streamed; // its first update arrived: the answer has begun
 
-        var stopping = node.StopAsync();
+        node.Terminate();
 
-        using var refused = await plain.WaitAsync(TimeSpan.FromSeconds(20));
+        using var refused = await plain.WaitAsync(TimeSpan.FromSeconds(25));
         var problem = await refused.ShouldBeProblem(503);
         Assert.Contains("shutting down", problem.GetProperty("title").GetString(), StringComparison.Ordinal);
         Assert.NotNull(refused.Headers.RetryAfter);
-        var events = ParseEvents(await started.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(20)));
-        var (name, data) = events[^1];
+        var (name, data) = ParseEvents(await started.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(25)))[^1];
         Assert.Equal("error", name);
         Assert.Equal(503, data.GetProperty("status").GetInt32());
-        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         var messages = await app.Client(user).MessagesAsync(conversation);
         Assert.Equal(["user", "user"], messages.Select(m => m.Role)); // the questions are kept; no answer was stored
     }

@@ -160,6 +160,46 @@ public class ModularChatApp : IAsyncLifetime
         return (process.ExitCode, await output + await error);
     }
 
+    /// <summary>
+    /// Starts the Host as its own process on a free loopback port (the same build the tests use, with Kestrel, as an operator
+    /// runs it) against this fixture's database and Redis, with <paramref name="environment"/> on top, and waits until it
+    /// answers. For what an in-memory test server does not do the same way, such as draining requests when the process is
+    /// told to stop.
+    /// </summary>
+    public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null)
+    {
+        var port = HostProcess.FreePort();
+        var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll")])
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = AppContext.BaseDirectory,
+        };
+        start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        start.Environment["ConnectionStrings__Postgres"] = PostgresConnectionString;
+        start.Environment["ConnectionStrings__Redis"] = RedisConnectionString;
+        start.Environment["Auth__SigningKey"] = Auth.SigningKey;
+        start.Environment["Auth__Issuer"] = Auth.Issuer;
+        start.Environment["Auth__Audience"] = Auth.Audience;
+        start.Environment["DataProtection__MasterKey"] = MasterKey;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
+
+        var host = new HostProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}"));
+        try
+        {
+            await host.WaitUntilLiveAsync(TimeSpan.FromMinutes(2));
+            return host;
+        }
+        catch
+        {
+            await host.DisposeAsync();
+            throw;
+        }
+    }
+
     /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>
     public static string NewUser(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";
 
