@@ -44,6 +44,50 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Equal(["first"], all.Where(p => p.IsDefault).Select(p => p.Name));
     }
 
+    [Fact]
+    public async Task Providers_added_at_once_as_the_default_are_all_added_and_the_last_one_applied_is_the_default()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => client.PostJson("/api/providers", new
+        {
+            name = $"p{i}", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "m", isDefault = true,
+        })));
+
+        // Each one read the others and turned their flag off: all but one used to fail with a 409 about a version nobody sent.
+        foreach (var response in responses)
+        {
+            await response.ReadAs<ProviderDto>(HttpStatusCode.Created);
+        }
+
+        var all = await (await client.GetAsync("/api/providers")).ReadAs<List<StoredProviderDto>>(HttpStatusCode.OK);
+        Assert.Equal(8, all.Count);
+        var only = Assert.Single(all, p => p.IsDefault);
+        Assert.Equal(all.Max(p => p.CreatedAt), only.CreatedAt);
+    }
+
+    [Fact]
+    public async Task Mcp_servers_added_at_once_stop_at_the_tenants_maximum()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        // Mcp:MaxServersPerTenant is 20; each request used to count the others before any of them was stored.
+        var responses = await Task.WhenAll(Enumerable.Range(0, 26).Select(i => client.PostJson("/api/mcp-servers", new
+        {
+            name = $"s{i}", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl,
+        })));
+
+        Assert.Equal(20, responses.Count(r => r.StatusCode == HttpStatusCode.Created));
+        foreach (var refused in responses.Where(r => r.StatusCode != HttpStatusCode.Created))
+        {
+            await refused.ShouldBeProblem(422);
+        }
+
+        Assert.Equal(20, (await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK)).Count);
+    }
+
+    private sealed record StoredProviderDto(Guid Id, string Name, bool IsDefault, DateTimeOffset CreatedAt);
+
     public static TheoryData<string, string> BadProviders => new()
     {
         { """{"kind":"openai-compatible","chatModel":"m"}""", "name" },
