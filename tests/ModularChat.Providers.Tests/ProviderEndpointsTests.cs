@@ -99,7 +99,31 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1"}""", "chatModel" },
         { """{"name":"x","kind":"azure-openai","endpoint":"https://res.openai.azure.com","chatModel":"gpt"}""", "apiKey" },
         { """{"name":"x","kind":"azure-openai","chatModel":"gpt","apiKey":"k-0123456789"}""", "endpoint" },
+        // Values that could never work: a key an HTTP header cannot carry, a model name with a line break, a URL too long to be an API root.
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","apiKey":"sk-ünïcode-kéy-1234"}""", "apiKey" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\nk"}""", "chatModel" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","summaryModel":"s\u0007"}""", "summaryModel" },
+        { $$"""{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1/{{new string('a', 100_000)}}","chatModel":"m"}""", "endpoint" },
+        // Credentials in the query string, like those in user:password@.
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?api_key=zzz","chatModel":"m"}""", "endpoint" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?x=1&access_token=zzz","chatModel":"m"}""", "endpoint" },
     };
+
+    [Fact]
+    public async Task A_query_string_without_credentials_is_kept()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(new Uri("https://example.com/v1?api-version=2024-10-21"));
+        Assert.Equal("https://example.com/v1?api-version=2024-10-21", provider.Endpoint);
+    }
+
+    [Fact]
+    public async Task A_chat_model_with_control_characters_answers_400()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", model = "a\nb" })).ShouldNameField("model");
+    }
 
     [Theory]
     [MemberData(nameof(BadProviders))]

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Options;
 
 namespace ModularChat.Providers.Network;
@@ -9,7 +10,7 @@ namespace ModularChat.Providers.Network;
 /// whose connections are checked after DNS resolution: unless <see cref="OutboundNetworkOptions.AllowPrivateNetworks"/>,
 /// loopback, private, link-local and other non-public addresses are refused (server-side request forgery).
 /// </summary>
-internal sealed class OutboundNetwork : IDisposable
+internal sealed partial class OutboundNetwork : IDisposable
 {
     private readonly IOptionsMonitor<OutboundNetworkOptions> _options;
     private readonly Lazy<HttpMessageHandler> _handler;
@@ -67,6 +68,44 @@ internal sealed class OutboundNetwork : IDisposable
         uri = parsed;
         return null;
     }
+
+    /// <summary>
+    /// Null when <paramref name="url"/> may be stored as given, else why not: what <see cref="Check"/> asks, and besides
+    /// at most <see cref="MaxUrlLength"/> characters and no credential in its query. Those two are asked of new
+    /// settings only, so that a server stored before keeps connecting.
+    /// </summary>
+    public string? CheckNew(string? url, string field)
+    {
+        if (url is { Length: > MaxUrlLength })
+        {
+            return $"'{field}' may be at most {MaxUrlLength} characters.";
+        }
+
+        if (Check(url, field, out var parsed) is { } problem)
+        {
+            return problem;
+        }
+
+        return CredentialInQuery(parsed!.Query) is { } parameter
+            ? $"'{field}' must not carry credentials (its query parameter '{parameter}'): put API keys in 'apiKey' or secret headers."
+            : null;
+    }
+
+    /// <summary>Longest URL accepted: longer ones are refused by many servers and proxies, and are no API root.</summary>
+    public const int MaxUrlLength = 2048;
+
+    /// <summary>
+    /// The first query parameter whose name says it carries a credential (<c>api_key</c>, <c>token</c>, <c>sig</c>, ...),
+    /// if any. Refused like a URL's user and password: URLs are shown in the API and may be logged. Other query
+    /// parameters (an API version, a profile) are kept.
+    /// </summary>
+    internal static string? CredentialInQuery(string query)
+        => query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries)
+            .Select(p => Uri.UnescapeDataString(p.Split('=', 2)[0].Replace('+', ' ')))
+            .FirstOrDefault(name => CredentialName().IsMatch(name));
+
+    [GeneratedRegex(@"(?i)(key|token|secret|passw|pwd|auth|credential|signature|session|^(sig|code|pass|jwt|bearer)$)")]
+    private static partial Regex CredentialName();
 
     /// <summary>
     /// Whether <paramref name="address"/> is on the public internet. The one classification of both checks: when a URL

@@ -91,7 +91,7 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
                     return; // openai-compatible defaults to OpenAI's API
                 }
 
-                if (network.Check(endpoint, "endpoint", out _) is { } problem)
+                if (network.CheckNew(endpoint, "endpoint") is { } problem)
                 {
                     context.AddFailure("endpoint", problem);
                 }
@@ -100,12 +100,16 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
         foreach (var (field, rule) in new[] { ("chatModel", RuleFor(r => r.ChatModel)), ("summaryModel", RuleFor(r => r.SummaryModel)), ("embeddingModel", RuleFor(r => r.EmbeddingModel)) })
         {
             rule.Must(m => m is null || m.Trim().Length <= o.MaxModelLength).WithMessage($"'{field}' may be at most {o.MaxModelLength} characters.").AsLimit();
+            rule.Must(m => m is null || !m.Any(char.IsControl)).WithMessage($"'{field}' must not contain control characters (line breaks, tabs, ...).");
         }
 
         RuleFor(r => r.ApiKey).Must(k => k is null || k.Length <= o.MaxApiKeyLength)
             .WithMessage($"'apiKey' may be at most {o.MaxApiKeyLength} characters.").AsLimit();
         RuleFor(r => r.ApiKey).Must(k => k is null || k.Length == 0 || (k.Trim() == k && !k.Any(char.IsControl)))
             .WithMessage("'apiKey' must not contain spaces at its ends or control characters.");
+        // Sent in an HTTP header (Authorization, api-key), which carries ASCII only: any other key could never be used.
+        RuleFor(r => r.ApiKey).Must(k => k is null || k.All(char.IsAscii))
+            .WithMessage("'apiKey' must hold ASCII characters only: it is sent in an HTTP header, which carries nothing else.");
         RuleFor(r => r.ApiKey).Must(k => k != "").When(r => r.Kind == ProviderKinds.AzureOpenAi)
             .WithMessage("'apiKey' is required for azure-openai.");
     }
