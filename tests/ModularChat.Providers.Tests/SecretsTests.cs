@@ -10,7 +10,6 @@ using Microsoft.Extensions.Time.Testing;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Contracts;
 using ModularChat.Providers.Domain;
-using ModularChat.Providers.Features.Secrets;
 using ModularChat.Providers.Secrets;
 using ModularChat.Testing.Fakes;
 using Npgsql;
@@ -223,7 +222,7 @@ public sealed class SecretsTests(ProvidersApp app)
         // A rotation running on another node (its lock held here) refuses the request at once, and no key is added.
         await using var otherNode = new NpgsqlConnection(app.PostgresConnectionString);
         await otherNode.OpenAsync();
-        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SecretRotation.LockKey})", otherNode))
+        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({RotationLockKey})", otherNode))
         {
             await take.ExecuteScalarAsync();
         }
@@ -233,7 +232,7 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Contains("rotation is already in progress", busy.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal(keys, await KeyCountAsync());
 
-        await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({SecretRotation.LockKey})", otherNode))
+        await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({RotationLockKey})", otherNode))
         {
             await release.ExecuteScalarAsync();
         }
@@ -338,6 +337,9 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal));
         Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | mcp tool call", StringComparison.Ordinal) && t.Contains("mcp.tool=add", StringComparison.Ordinal));
     }
+
+    /// <summary>The advisory lock of key rotations (SecretRotation.LockKey, "KEYROTAT"), spelled out as another node would.</summary>
+    private const long RotationLockKey = 0x4B4559524F544154;
 
     /// <summary>Keys in the data-protection key ring.</summary>
     private async Task<long> KeyCountAsync()
