@@ -350,7 +350,38 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"NODE_OPTIONS":"--require /tmp/evil.js"}}""", "environment" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"DOTNET_STARTUP_HOOKS":"/tmp/evil.dll"}}""", "environment" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"UV_INDEX_URL":"https://evil.example/simple"}}""", "environment" },
+        // Header values HTTP cannot carry, credentials in the URL's query, a URL too long to be a server's.
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"X-Api-Key":"sk-ünïcode-kéy-1234"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Team":"équipe"}}""", "headers" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/mcp?token=zzz"}""", "url" },
+        { $$"""{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/{{new string('a', 100_000)}}"}""", "url" },
     };
+
+    [Fact]
+    public async Task Mcp_server_settings_over_their_limits_answer_422_naming_the_field()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var big = new string('v', 1_000_000);
+        var stdio = new { name = "x", transport = "stdio", command = ProvidersApp.Dotnet };
+        var http = new { name = "x", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl };
+        var cases = new (object Body, string Field)[]
+        {
+            (new { stdio.name, stdio.transport, stdio.command, arguments = new[] { big } }, "arguments"),
+            (new { stdio.name, stdio.transport, stdio.command, environment = Enumerable.Range(0, 200).ToDictionary(i => $"V{i}", i => "x") }, "environment"),
+            (new { stdio.name, stdio.transport, stdio.command, environment = new Dictionary<string, string> { ["BIG"] = big } }, "environment"),
+            (new { stdio.name, stdio.transport, stdio.command, secretEnvironment = new Dictionary<string, string> { ["BIG"] = big } }, "secretEnvironment"),
+            (new { http.name, http.transport, http.url, headers = new Dictionary<string, string> { ["X-Big"] = big } }, "headers"),
+            (new { http.name, http.transport, http.url, secretHeaders = new Dictionary<string, string> { ["X-Big"] = big } }, "secretHeaders"),
+        };
+
+        foreach (var (body, field) in cases)
+        {
+            var problem = await (await client.PostJson("/api/mcp-servers", body)).ShouldBeProblem(422);
+            Assert.True(problem.GetProperty("errors").TryGetProperty(field, out _), $"Expected an error for '{field}' in {problem}");
+        }
+
+        Assert.Empty(await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK));
+    }
 
     [Theory]
     [MemberData(nameof(BadServers))]

@@ -24,6 +24,11 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         await (await client.PostJson("/api/providers", new { name = "y", kind = "openai-compatible", endpoint = "http://169.254.169.254/latest", chatModel = "m" }))
             .ShouldNameField("endpoint");
         await (await client.PostJson("/api/mcp-servers", new { name = "z", transport = "sse", url = "http://10.0.0.5/sse" })).ShouldNameField("url");
+        // Loopback carried inside IPv6: NAT64 and 6to4.
+        await (await client.PostJson("/api/providers", new { name = "n", kind = "openai-compatible", endpoint = $"http://[64:ff9b::7f00:1]:{app.Model.BaseUrl.Port}/v1", chatModel = "m" }))
+            .ShouldNameField("endpoint");
+        await (await client.PostJson("/api/mcp-servers", new { name = "s", transport = "streamable-http", url = $"http://[2002:7f00:1::]:{app.Mcp.BaseUrl.Port}/mcp" }))
+            .ShouldNameField("url");
 
         var requestsBefore = app.Model.Requests.Count;
         var result = await (await client.PostAsync($"/api/providers/{byName.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
@@ -43,8 +48,23 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     [InlineData("fd00::1", false)]
     [InlineData("fe80::1", false)]
     [InlineData("::ffff:10.0.0.1", false)]
+    [InlineData("64:ff9b::7f00:1", false)] // NAT64 of 127.0.0.1
+    [InlineData("64:ff9b::a9fe:a9fe", false)] // NAT64 of 169.254.169.254
+    [InlineData("64:ff9b:1::808:808", false)] // local-use NAT64, whatever it carries
+    [InlineData("2002:7f00:1::", false)] // 6to4 of 127.0.0.1
+    [InlineData("2002:c0a8:101::1", false)] // 6to4 of 192.168.1.1
+    [InlineData("2001:0:4136:e378:8000:63bf:80ff:fffe", false)] // Teredo, client 127.0.0.1 (inverted)
+    [InlineData("2001:0:a00:1::f7f7:f7f7", false)] // Teredo, server 10.0.0.1
+    [InlineData("::127.0.0.1", false)] // IPv4-compatible
+    [InlineData("::a00:1", false)] // IPv4-compatible 10.0.0.1
+    [InlineData("::ffff:0:7f00:1", false)] // IPv4-translated
+    [InlineData("2001:db8::1", false)] // documentation
+    [InlineData("100::1", false)] // discard-only
     [InlineData("8.8.8.8", true)]
     [InlineData("2606:4700:4700::1111", true)]
+    [InlineData("64:ff9b::808:808", true)] // NAT64 of 8.8.8.8
+    [InlineData("2002:808:808::1", true)] // 6to4 of 8.8.8.8
+    [InlineData("2001:0:4136:e378:8000:63bf:f7f7:f7f7", true)] // Teredo, server 65.54.227.120, client 8.8.8.8
     public void Only_public_addresses_count_as_public(string address, bool isPublic)
         => Assert.Equal(isPublic, OutboundNetwork.IsPublic(IPAddress.Parse(address)));
 }

@@ -44,6 +44,50 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Equal(["first"], all.Where(p => p.IsDefault).Select(p => p.Name));
     }
 
+    [Fact]
+    public async Task Providers_added_at_once_as_the_default_are_all_added_and_the_last_one_applied_is_the_default()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(i => client.PostJson("/api/providers", new
+        {
+            name = $"p{i}", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "m", isDefault = true,
+        })));
+
+        // Each one read the others and turned their flag off: all but one used to fail with a 409 about a version nobody sent.
+        foreach (var response in responses)
+        {
+            await response.ReadAs<ProviderDto>(HttpStatusCode.Created);
+        }
+
+        var all = await (await client.GetAsync("/api/providers")).ReadAs<List<StoredProviderDto>>(HttpStatusCode.OK);
+        Assert.Equal(8, all.Count);
+        var only = Assert.Single(all, p => p.IsDefault);
+        Assert.Equal(all.Max(p => p.CreatedAt), only.CreatedAt);
+    }
+
+    [Fact]
+    public async Task Mcp_servers_added_at_once_stop_at_the_tenants_maximum()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        // Mcp:MaxServersPerTenant is 20; each request used to count the others before any of them was stored.
+        var responses = await Task.WhenAll(Enumerable.Range(0, 26).Select(i => client.PostJson("/api/mcp-servers", new
+        {
+            name = $"s{i}", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl,
+        })));
+
+        Assert.Equal(20, responses.Count(r => r.StatusCode == HttpStatusCode.Created));
+        foreach (var refused in responses.Where(r => r.StatusCode != HttpStatusCode.Created))
+        {
+            await refused.ShouldBeProblem(422);
+        }
+
+        Assert.Equal(20, (await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK)).Count);
+    }
+
+    private sealed record StoredProviderDto(Guid Id, string Name, bool IsDefault, DateTimeOffset CreatedAt);
+
     public static TheoryData<string, string> BadProviders => new()
     {
         { """{"kind":"openai-compatible","chatModel":"m"}""", "name" },
@@ -55,7 +99,31 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1"}""", "chatModel" },
         { """{"name":"x","kind":"azure-openai","endpoint":"https://res.openai.azure.com","chatModel":"gpt"}""", "apiKey" },
         { """{"name":"x","kind":"azure-openai","chatModel":"gpt","apiKey":"k-0123456789"}""", "endpoint" },
+        // Values that could never work: a key an HTTP header cannot carry, a model name with a line break, a URL too long to be an API root.
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","apiKey":"sk-ünïcode-kéy-1234"}""", "apiKey" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\nk"}""", "chatModel" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","summaryModel":"s\u0007"}""", "summaryModel" },
+        { $$"""{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1/{{new string('a', 100_000)}}","chatModel":"m"}""", "endpoint" },
+        // Credentials in the query string, like those in user:password@.
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?api_key=zzz","chatModel":"m"}""", "endpoint" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?x=1&access_token=zzz","chatModel":"m"}""", "endpoint" },
     };
+
+    [Fact]
+    public async Task A_query_string_without_credentials_is_kept()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(new Uri("https://example.com/v1?api-version=2024-10-21"));
+        Assert.Equal("https://example.com/v1?api-version=2024-10-21", provider.Endpoint);
+    }
+
+    [Fact]
+    public async Task A_chat_model_with_control_characters_answers_400()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", model = "a\nb" })).ShouldNameField("model");
+    }
 
     [Theory]
     [MemberData(nameof(BadProviders))]

@@ -182,6 +182,66 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Key_rotations_requested_at_once_run_one_at_a_time_and_a_refused_one_adds_no_key()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-rotated-at-once-0123456789");
+        using var operatorClient = app.Client(ModularChatApp.NewUser("operator"), roles: "operator");
+        var keysBefore = await KeyCountAsync();
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => operatorClient.PostAsync("/api/admin/secrets/rotate", null)));
+
+        // Each one rotated or was refused at once, never a 500 (it was, after waiting 30 s for a key that another one outdated).
+        var statuses = responses.Select(r => (int)r.StatusCode).ToList();
+        Assert.True(statuses.All(s => s is 200 or 409), string.Join(", ", statuses));
+        var rotations = new List<RotationDto>();
+        foreach (var response in responses)
+        {
+            if (response.StatusCode == HttpStatusCode.OK)
+            {
+                rotations.Add(await response.ReadAs<RotationDto>(HttpStatusCode.OK));
+            }
+            else
+            {
+                var refused = await response.ShouldBeProblem(409);
+                Assert.Contains("rotation is already in progress", refused.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            }
+        }
+
+        Assert.NotEmpty(rotations);
+        Assert.Equal(keysBefore + rotations.Count, await KeyCountAsync()); // a refused request adds no key
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user))
+        {
+            var stored = await session.LoadAsync<ProviderSettings>(provider.Id);
+            Assert.Contains(SecretBox.KeyIdOf(stored!.EncryptedApiKey!), rotations.Select(r => (Guid?)r.KeyId));
+        }
+
+        Assert.True((await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK)).Success);
+
+        // A rotation running on another node (its lock held here) refuses the request at once, and no key is added.
+        await using var otherNode = new NpgsqlConnection(app.PostgresConnectionString);
+        await otherNode.OpenAsync();
+        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({RotationLockKey})", otherNode))
+        {
+            await take.ExecuteScalarAsync();
+        }
+
+        var keys = await KeyCountAsync();
+        var busy = await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(409);
+        Assert.Contains("rotation is already in progress", busy.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(keys, await KeyCountAsync());
+
+        await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({RotationLockKey})", otherNode))
+        {
+            await release.ExecuteScalarAsync();
+        }
+
+        await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
+        Assert.Equal(keys + 1, await KeyCountAsync());
+    }
+
+    [Fact]
     public async Task The_service_refuses_to_start_without_a_master_key_outside_development()
     {
         var error = await Record.ExceptionAsync(() => app.StartHostAsync(new Dictionary<string, string?> { ["DataProtection:MasterKey"] = "" }));
@@ -276,6 +336,18 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Contains(mcpTests.GetMeasurementSnapshot(), m => (string?)m.Tags["transport"] == "streamable-http" && (string?)m.Tags["outcome"] == "ok");
         Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal));
         Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | mcp tool call", StringComparison.Ordinal) && t.Contains("mcp.tool=add", StringComparison.Ordinal));
+    }
+
+    /// <summary>The advisory lock of key rotations (SecretRotation.LockKey, "KEYROTAT"), spelled out as another node would.</summary>
+    private const long RotationLockKey = 0x4B4559524F544154;
+
+    /// <summary>Keys in the data-protection key ring.</summary>
+    private async Task<long> KeyCountAsync()
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_doc_dataprotectionkeydocument", connection);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     private async Task<List<string>> PostgresRowsContainingAsync(string text)

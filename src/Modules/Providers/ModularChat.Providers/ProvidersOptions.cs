@@ -157,6 +157,18 @@ public sealed class McpOptions
 
     public int MaxArguments { get; set; } = 50;
 
+    /// <summary>Longest stdio argument (a process's whole argument list is bounded by the OS, one string to 128 KiB on Linux).</summary>
+    public int MaxArgumentLength { get; set; } = 4096;
+
+    /// <summary>Most stdio environment variables, plain and secret together.</summary>
+    public int MaxEnvironmentVariables { get; set; } = 50;
+
+    /// <summary>
+    /// Longest header or environment variable name or value (plain or secret): servers refuse large headers (431; the
+    /// whole header block is usually limited to 8-32 KiB), and a program's environment shares the OS's bound with its arguments.
+    /// </summary>
+    public int MaxValueLength { get; set; } = 4096;
+
     /// <summary>Most tools kept of one server's list (a test warns about the rest); 128 is also OpenAI's limit per request.</summary>
     public int MaxToolsPerServer { get; set; } = 128;
 
@@ -201,6 +213,9 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
         RuleFor(o => o.MaxServersPerTenant).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxHeaders).InclusiveBetween(0, 1000);
         RuleFor(o => o.MaxArguments).InclusiveBetween(0, 1000);
+        RuleFor(o => o.MaxArgumentLength).InclusiveBetween(1, 131_072);
+        RuleFor(o => o.MaxEnvironmentVariables).InclusiveBetween(0, 1000);
+        RuleFor(o => o.MaxValueLength).InclusiveBetween(1, 131_072);
         RuleFor(o => o.MaxToolsPerServer).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxToolListPages).InclusiveBetween(1, 1_000);
         RuleFor(o => o.MaxToolDescriptionLength).InclusiveBetween(0, 1_000_000);

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using System.Text.RegularExpressions;
 using Microsoft.Extensions.Options;
 
 namespace ModularChat.Providers.Network;
@@ -9,7 +10,7 @@ namespace ModularChat.Providers.Network;
 /// whose connections are checked after DNS resolution: unless <see cref="OutboundNetworkOptions.AllowPrivateNetworks"/>,
 /// loopback, private, link-local and other non-public addresses are refused (server-side request forgery).
 /// </summary>
-internal sealed class OutboundNetwork : IDisposable
+internal sealed partial class OutboundNetwork : IDisposable
 {
     private readonly IOptionsMonitor<OutboundNetworkOptions> _options;
     private readonly Lazy<HttpMessageHandler> _handler;
@@ -68,7 +69,56 @@ internal sealed class OutboundNetwork : IDisposable
         return null;
     }
 
-    /// <summary>Whether <paramref name="address"/> is on the public internet.</summary>
+    /// <summary>
+    /// Null when <paramref name="url"/> may be stored as given, else why not: what <see cref="Check"/> asks, and besides
+    /// at most <see cref="MaxUrlLength"/> characters and no credential in its query. Those two are asked of new
+    /// settings only, so that a server stored before keeps connecting.
+    /// </summary>
+    public string? CheckNew(string? url, string field)
+    {
+        if (url is { Length: > MaxUrlLength })
+        {
+            return $"'{field}' may be at most {MaxUrlLength} characters.";
+        }
+
+        if (Check(url, field, out var parsed) is { } problem)
+        {
+            return problem;
+        }
+
+        return CredentialInQuery(parsed!.Query) is { } parameter
+            ? $"'{field}' must not carry credentials (its query parameter '{parameter}'): put API keys in 'apiKey' or secret headers."
+            : null;
+    }
+
+    /// <summary>Longest URL accepted: longer ones are refused by many servers and proxies, and are no API root.</summary>
+    public const int MaxUrlLength = 2048;
+
+    /// <summary>
+    /// The first query parameter whose name says it carries a credential (<c>api_key</c>, <c>token</c>, <c>sig</c>, ...),
+    /// if any. Refused like a URL's user and password: URLs are shown in the API and may be logged. Other query
+    /// parameters (an API version, a profile) are kept.
+    /// </summary>
+    internal static string? CredentialInQuery(string query)
+        => query.TrimStart('?').Split('&', StringSplitOptions.RemoveEmptyEntries)
+            .Select(p => Uri.UnescapeDataString(p.Split('=', 2)[0].Replace('+', ' ')))
+            .FirstOrDefault(name => CredentialName().IsMatch(name));
+
+    [GeneratedRegex(@"(?i)(key|token|secret|passw|pwd|auth|credential|signature|session|^(sig|code|pass|jwt|bearer)$)")]
+    private static partial Regex CredentialName();
+
+    /// <summary>
+    /// Whether <paramref name="address"/> is on the public internet. The one classification of both checks: when a URL
+    /// is stored (<see cref="Check"/>) and when a connection is made (after DNS resolution).
+    /// </summary>
+    /// <remarks>
+    /// IPv6 forms that carry an IPv4 address reach that address through a translator or tunnel, so they are only as
+    /// public as the address they carry: IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96), IPv4-compatible
+    /// (::/96), NAT64 (64:ff9b::/96), 6to4 (2002::/16, the address in bits 16-48) and Teredo (2001::/32: the server's
+    /// address in bits 32-64 and the client's, inverted, in the last 32 bits; both must be public). Local-use NAT64
+    /// (64:ff9b:1::/48) is a site's own translator and never public, nor are documentation (2001:db8::/32) and
+    /// discard-only (100::/64) addresses.
+    /// </remarks>
     public static bool IsPublic(IPAddress address)
     {
         if (address.IsIPv4MappedToIPv6)
@@ -83,21 +133,51 @@ internal sealed class OutboundNetwork : IDisposable
 
         if (address.AddressFamily == AddressFamily.InterNetwork)
         {
-            var b = address.GetAddressBytes();
-            return !(b[0] == 0 || b[0] == 10 || b[0] == 127
-                || (b[0] == 100 && b[1] >= 64 && b[1] <= 127) // carrier-grade NAT
-                || (b[0] == 169 && b[1] == 254) // link-local, cloud metadata services
-                || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
-                || (b[0] == 192 && b[1] == 168)
-                || (b[0] == 192 && b[1] == 0 && b[2] == 0)
-                || (b[0] == 198 && (b[1] == 18 || b[1] == 19)) // benchmarking
-                || b[0] >= 224); // multicast and reserved
+            return IsPublicIPv4(address.GetAddressBytes());
         }
 
         var v6 = address.GetAddressBytes();
-        return !(address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast
-            || (v6[0] & 0xFE) == 0xFC); // unique local fc00::/7
+        if (address.IsIPv6LinkLocal || address.IsIPv6SiteLocal || address.IsIPv6Multicast
+            || (v6[0] & 0xFE) == 0xFC // unique local fc00::/7
+            || StartsWith(v6, 0x00, 0x64, 0xFF, 0x9B, 0x00, 0x01) // local-use NAT64 64:ff9b:1::/48
+            || StartsWith(v6, 0x20, 0x01, 0x0D, 0xB8) // documentation 2001:db8::/32
+            || StartsWith(v6, 0x01, 0x00, 0, 0, 0, 0, 0, 0)) // discard-only 100::/64
+        {
+            return false;
+        }
+
+        if (StartsWith(v6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0) // IPv4-compatible ::a.b.c.d
+            || StartsWith(v6, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0) // IPv4-translated ::ffff:0:a.b.c.d
+            || StartsWith(v6, 0x00, 0x64, 0xFF, 0x9B, 0, 0, 0, 0, 0, 0, 0, 0)) // NAT64 64:ff9b::a.b.c.d
+        {
+            return IsPublicIPv4(v6.AsSpan(12, 4));
+        }
+
+        if (StartsWith(v6, 0x20, 0x02)) // 6to4 2002:AABB:CCDD::/48
+        {
+            return IsPublicIPv4(v6.AsSpan(2, 4));
+        }
+
+        if (StartsWith(v6, 0x20, 0x01, 0x00, 0x00)) // Teredo 2001::/32
+        {
+            Span<byte> client = [(byte)~v6[12], (byte)~v6[13], (byte)~v6[14], (byte)~v6[15]];
+            return IsPublicIPv4(v6.AsSpan(4, 4)) && IsPublicIPv4(client);
+        }
+
+        return true;
     }
+
+    private static bool StartsWith(byte[] address, params ReadOnlySpan<byte> prefix) => address.AsSpan().StartsWith(prefix);
+
+    private static bool IsPublicIPv4(ReadOnlySpan<byte> b)
+        => !(b[0] == 0 || b[0] == 10 || b[0] == 127
+            || (b[0] == 100 && b[1] >= 64 && b[1] <= 127) // carrier-grade NAT
+            || (b[0] == 169 && b[1] == 254) // link-local, cloud metadata services
+            || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
+            || (b[0] == 192 && b[1] == 168)
+            || (b[0] == 192 && b[1] == 0 && b[2] == 0)
+            || (b[0] == 198 && (b[1] == 18 || b[1] == 19)) // benchmarking
+            || b[0] >= 224); // multicast, reserved and broadcast
 
     private SocketsHttpHandler CreateHandler() => new()
     {

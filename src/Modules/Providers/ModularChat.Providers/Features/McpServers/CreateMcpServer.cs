@@ -23,6 +23,7 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
         var body = command.Body;
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
+        await ProviderStore.LockTenantAsync(session, ProviderStore.McpServersLock, cancellationToken);
         var all = await session.Query<McpServerConnection>().Select(s => s.NormalizedName).ToListAsync(cancellationToken);
         var name = body.Name!.Trim();
         if (all.Contains(ProviderSettings.Normalize(name)))

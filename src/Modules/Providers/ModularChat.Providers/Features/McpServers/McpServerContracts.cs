@@ -138,6 +138,14 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage($"'arguments' may have at most {o.MaxArguments} entries.").AsLimit();
             RuleFor(r => r.Body.Arguments).Must(a => a is null || a.All(x => x is not null)).OverridePropertyName("arguments")
                 .WithMessage("'arguments' must not contain null.");
+            RuleFor(r => r.Body.Arguments).Must(a => a is null || a.All(x => x is null || x.Length <= o.MaxArgumentLength)).OverridePropertyName("arguments")
+                .WithMessage($"'arguments' may each be at most {o.MaxArgumentLength} characters (Mcp:MaxArgumentLength).").AsLimit();
+            RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).Count() <= o.MaxEnvironmentVariables).OverridePropertyName("environment")
+                .WithMessage($"'environment' and 'secretEnvironment' may have at most {o.MaxEnvironmentVariables} entries together (Mcp:MaxEnvironmentVariables).").AsLimit();
+            RuleFor(r => r.Body.Environment).Must(e => Fits(e, o.MaxValueLength)).OverridePropertyName("environment")
+                .WithMessage($"'environment' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
+            RuleFor(r => r.Body.SecretEnvironment).Must(e => Fits(e, o.MaxValueLength)).OverridePropertyName("secretEnvironment")
+                .WithMessage($"'secretEnvironment' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
             RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).All(n => McpServerRules.VariableName().IsMatch(n)))
                 .OverridePropertyName("environment").WithMessage("'environment' names must be letters, digits and underscores, not starting with a digit.");
             RuleFor(r => r.Body).Custom((b, context) =>
@@ -158,7 +166,7 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
         {
             RuleFor(r => r.Body.Url).Custom((url, context) =>
             {
-                if (network.Check(url, "url", out _) is { } problem)
+                if (network.CheckNew(url, "url") is { } problem)
                 {
                     context.AddFailure("url", problem);
                 }
@@ -172,8 +180,23 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage($"'headers' must not set {string.Join(", ", McpServerRules.ReservedHeaders)}: the transport sets them.");
             RuleFor(r => r.Body).Must(b => Values(b.Headers, b.SecretHeaders).All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName("headers")
                 .WithMessage("'headers' values must be strings without control characters.");
+            RuleFor(r => r.Body.Headers).Must(h => Fits(h, o.MaxValueLength)).OverridePropertyName("headers")
+                .WithMessage($"'headers' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
+            RuleFor(r => r.Body.SecretHeaders).Must(h => Fits(h, o.MaxValueLength)).OverridePropertyName("secretHeaders")
+                .WithMessage($"'secretHeaders' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
+            // HTTP headers carry ASCII only: any other value could never be sent.
+            RuleFor(r => r.Body.Headers).Must(AsciiValues).OverridePropertyName("headers")
+                .WithMessage("'headers' values must hold ASCII characters only: HTTP headers carry nothing else.");
+            RuleFor(r => r.Body.SecretHeaders).Must(AsciiValues).OverridePropertyName("secretHeaders")
+                .WithMessage("'secretHeaders' values must hold ASCII characters only: HTTP headers carry nothing else.");
         });
     }
+
+    private static bool Fits(Dictionary<string, string>? entries, int max)
+        => entries is null || entries.All(e => e.Key.Length <= max && (e.Value is null || e.Value.Length <= max));
+
+    private static bool AsciiValues(Dictionary<string, string>? entries)
+        => entries is null || entries.Values.All(v => v is null || v.All(char.IsAscii));
 
     private static IEnumerable<string> Names(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
         => (plain?.Keys ?? Enumerable.Empty<string>()).Concat(secret?.Keys ?? Enumerable.Empty<string>());

@@ -39,6 +39,7 @@ internal sealed class CreateProviderHandler(
     {
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
+        await ProviderStore.LockTenantAsync(session, ProviderStore.ProvidersLock, cancellationToken);
         var all = await session.Query<ProviderSettings>().ToListAsync(cancellationToken);
         var name = command.Name!.Trim();
         if (all.Any(p => p.NormalizedName == ProviderSettings.Normalize(name)))

@@ -19,6 +19,7 @@ internal sealed class DeleteProviderHandler(TenantSessions sessions, ProviderDir
     {
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
+        await ProviderStore.LockTenantAsync(session, ProviderStore.ProvidersLock, cancellationToken);
         var all = await session.Query<ProviderSettings>().OrderBy(p => p.CreatedAt).ToListAsync(cancellationToken);
         var provider = all.SingleOrDefault(p => p.Id == command.Id) ?? throw new NotFoundException("Provider", command.Id);
         session.Delete(provider);

@@ -91,7 +91,7 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
                     return; // openai-compatible defaults to OpenAI's API
                 }
 
-                if (network.Check(endpoint, "endpoint", out _) is { } problem)
+                if (network.CheckNew(endpoint, "endpoint") is { } problem)
                 {
                     context.AddFailure("endpoint", problem);
                 }
@@ -100,12 +100,16 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
         foreach (var (field, rule) in new[] { ("chatModel", RuleFor(r => r.ChatModel)), ("summaryModel", RuleFor(r => r.SummaryModel)), ("embeddingModel", RuleFor(r => r.EmbeddingModel)) })
         {
             rule.Must(m => m is null || m.Trim().Length <= o.MaxModelLength).WithMessage($"'{field}' may be at most {o.MaxModelLength} characters.").AsLimit();
+            rule.Must(m => m is null || !m.Any(char.IsControl)).WithMessage($"'{field}' must not contain control characters (line breaks, tabs, ...).");
         }
 
         RuleFor(r => r.ApiKey).Must(k => k is null || k.Length <= o.MaxApiKeyLength)
             .WithMessage($"'apiKey' may be at most {o.MaxApiKeyLength} characters.").AsLimit();
         RuleFor(r => r.ApiKey).Must(k => k is null || k.Length == 0 || (k.Trim() == k && !k.Any(char.IsControl)))
             .WithMessage("'apiKey' must not contain spaces at its ends or control characters.");
+        // Sent in an HTTP header (Authorization, api-key), which carries ASCII only: any other key could never be used.
+        RuleFor(r => r.ApiKey).Must(k => k is null || k.All(char.IsAscii))
+            .WithMessage("'apiKey' must hold ASCII characters only: it is sent in an HTTP header, which carries nothing else.");
         RuleFor(r => r.ApiKey).Must(k => k != "").When(r => r.Kind == ProviderKinds.AzureOpenAi)
             .WithMessage("'apiKey' is required for azure-openai.");
     }
@@ -157,6 +161,32 @@ internal static class ProviderStore
         AggregateException aggregate => aggregate.InnerExceptions.Any(IsStale),
         _ => e.InnerException is { } inner && IsStale(inner),
     };
+
+    /// <summary>What <see cref="LockTenantAsync"/> serialises: a tenant's providers, or its MCP servers.</summary>
+    public const string ProvidersLock = "providers";
+
+    /// <inheritdoc cref="ProvidersLock"/>
+    public const string McpServersLock = "mcp-servers";
+
+    /// <summary>
+    /// Starts <paramref name="session"/>'s transaction and waits until no other write of the tenant's
+    /// <paramref name="what"/> is in one (a PostgreSQL advisory lock, released when the transaction ends, on any node).
+    /// Call it before reading what the write depends on. Providers made default at once each read the others and
+    /// turned their flag off: all but one failed on the stale versions with a 409 asking for a version nobody sent;
+    /// one at a time, each sees the one before, the last one applied is the default, and counts (the per-tenant
+    /// maximum) hold.
+    /// </summary>
+    public static async Task LockTenantAsync(IDocumentSession session, string what, CancellationToken cancellationToken)
+    {
+        await session.BeginTransactionAsync(cancellationToken);
+        await using var command = new NpgsqlCommand("select pg_advisory_xact_lock(@key)", session.Connection);
+        command.Parameters.AddWithValue("key", TenantLockKey(what, session.TenantId));
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    /// <summary>The advisory lock key of one tenant's <paramref name="what"/> (a hash: two tenants sharing one only wait for each other).</summary>
+    internal static long TenantLockKey(string what, string tenant)
+        => BitConverter.ToInt64(System.Security.Cryptography.SHA256.HashData(System.Text.Encoding.UTF8.GetBytes($"modularchat:{what}:{tenant}")), 0);
 
     /// <summary>Makes <paramref name="chosen"/> the tenant's only default.</summary>
     public static void MakeDefault(IDocumentSession session, IEnumerable<ProviderSettings> all, ProviderSettings chosen)

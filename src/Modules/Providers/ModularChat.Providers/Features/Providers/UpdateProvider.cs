@@ -31,6 +31,7 @@ internal sealed class UpdateProviderHandler(TenantSessions sessions, SecretBox s
     {
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
+        await ProviderStore.LockTenantAsync(session, ProviderStore.ProvidersLock, cancellationToken);
         var all = await session.Query<ProviderSettings>().ToListAsync(cancellationToken);
         var provider = all.SingleOrDefault(p => p.Id == command.Id) ?? throw new NotFoundException("Provider", command.Id);
         var name = command.Name!.Trim();

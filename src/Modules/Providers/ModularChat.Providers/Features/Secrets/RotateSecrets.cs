@@ -14,6 +14,7 @@ using ModularChat.Providers.Clients;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
 using ModularChat.Providers.Secrets;
+using Npgsql;
 
 namespace ModularChat.Providers.Features.Secrets;
 
@@ -26,6 +27,9 @@ public sealed record SecretRotationResult(Guid KeyId, int Providers, int McpServ
 /// <summary>
 /// Key rotation: creates a new data-protection key, effective at once, and re-encrypts every stored secret of every
 /// tenant under it. Older keys stay in the ring (so anything not yet rewritten still decrypts) until they expire.
+/// One rotation at a time over every node (a PostgreSQL advisory lock, held from before the key is created until the
+/// last secret is rewritten): two rotations at once each created a key, only the later one became the default, and
+/// the other waited for its own key in vain and failed, leaving an orphan key in the ring.
 /// </summary>
 internal sealed partial class SecretRotation(
     IDocumentStore store, IKeyManager keys, SecretBox secrets, ProviderDirectory directory, IOptions<DataProtectionSettings> settings,
@@ -49,7 +53,49 @@ internal sealed partial class SecretRotation(
         }
     }
 
+    /// <summary>The advisory lock key of key rotations ("KEYROTAT").</summary>
+    internal const long LockKey = 0x4B4559524F544154;
+
+    /// <summary>Rotates the key, unless another rotation is running.</summary>
+    /// <exception cref="ConflictException">
+    /// Another rotation is running (on any node): this one did nothing. Refused rather than queued, because the running
+    /// one already gives what was asked (a new key with every secret under it) and an operator's repeated request
+    /// should not wait for it and then add yet another key.
+    /// </exception>
     public async Task<SecretRotationResult> RotateAsync(CancellationToken cancellationToken)
+    {
+        await using var lockConnection = store.Storage.Database.CreateConnection();
+        await lockConnection.OpenAsync(cancellationToken);
+        if (!await TryLockAsync(lockConnection, cancellationToken))
+        {
+            LogBusy(logger);
+            throw new ConflictException(
+                "A key rotation is already in progress (on this node or another): this request created no key and re-encrypted nothing. " +
+                "The running rotation gives every secret a new key; to rotate again, send the request once it has finished.",
+                new Dictionary<string, object?> { ["rotationInProgress"] = true });
+        }
+
+        try
+        {
+            return await RotateLockedAsync(cancellationToken);
+        }
+        finally
+        {
+            // Released explicitly: the connection goes back to the pool, which does not reset it (No Reset On Close).
+            await using var unlock = new NpgsqlCommand("select pg_advisory_unlock(@key)", lockConnection);
+            unlock.Parameters.AddWithValue("key", LockKey);
+            await unlock.ExecuteScalarAsync(CancellationToken.None);
+        }
+    }
+
+    private static async Task<bool> TryLockAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("select pg_try_advisory_lock(@key)", connection);
+        command.Parameters.AddWithValue("key", LockKey);
+        return await command.ExecuteScalarAsync(cancellationToken) is true;
+    }
+
+    private async Task<SecretRotationResult> RotateLockedAsync(CancellationToken cancellationToken)
     {
         var now = clock.GetUtcNow();
         var key = keys.CreateNewKey(now, now + settings.Value.KeyLifetime);
@@ -139,6 +185,9 @@ internal sealed partial class SecretRotation(
         return await ProviderStore.TrySaveUnchangedAsync(session, cancellationToken) ? (rewritten, unreadable) : null;
     }
 
+    [LoggerMessage(Level = LogLevel.Information, Message = "Key rotation refused: another rotation is in progress")]
+    private static partial void LogBusy(ILogger logger);
+
     [LoggerMessage(Level = LogLevel.Warning, Message = "Secrets rotated: new data-protection key {KeyId}; {Rewritten} secrets re-encrypted, {Unreadable} unreadable")]
     private static partial void LogRotated(ILogger logger, Guid keyId, int rewritten, int unreadable);
 }
@@ -152,8 +201,10 @@ internal static class RotateSecretsEndpoint
             .WithTags("Admin")
             .WithName("RotateSecrets")
             .WithSummary("Create a new encryption key and re-encrypt every stored secret under it (operator role)")
+            .WithDescription("One rotation at a time over all nodes: a request made while another rotation runs answers 409 and changes nothing.")
             .ProducesProblem(StatusCodes.Status401Unauthorized)
-            .ProducesProblem(StatusCodes.Status403Forbidden);
+            .ProducesProblem(StatusCodes.Status403Forbidden)
+            .ProducesProblem(StatusCodes.Status409Conflict);
 }
 
 /// <summary><c>rotate-keys</c>: the same rotation from the command line, with the service's configuration.</summary>
@@ -163,7 +214,17 @@ public sealed class RotateKeysCommand : JasperFxAsyncCommand<NetCoreInput>
     public override async Task<bool> Execute(NetCoreInput input)
     {
         using var host = input.BuildHost();
-        var result = await host.Services.GetRequiredService<SecretRotation>().RotateAsync(CancellationToken.None);
+        SecretRotationResult result;
+        try
+        {
+            result = await host.Services.GetRequiredService<SecretRotation>().RotateAsync(CancellationToken.None);
+        }
+        catch (ConflictException busy)
+        {
+            await Console.Error.WriteLineAsync(busy.Message);
+            return false;
+        }
+
         Console.WriteLine($"new key {result.KeyId}: {result.Secrets} secrets re-encrypted ({result.Providers} providers, {result.McpServers} MCP servers), {result.Unreadable} unreadable");
         return result.Unreadable == 0;
     }
