@@ -179,6 +179,17 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
             .Select(n => n!.GetPath()).ToList();
         Assert.Empty(anything); // query parameters such as cursor, q and direction are strings
 
+        // The answers every authenticated endpoint can give are declared on each; 403 where a role is needed.
+        var operations = System.Text.Json.Nodes.JsonNode.Parse(doc)!["paths"]!.AsObject()
+            .Where(p => p.Key.StartsWith("/api/", StringComparison.Ordinal))
+            .SelectMany(p => p.Value!.AsObject().Where(o => o.Value?["responses"] is not null)
+                .Select(o => (Name: $"{o.Key} {p.Key}", Responses: o.Value!["responses"]!.AsObject().Select(r => r.Key).ToHashSet())))
+            .ToList();
+        Assert.NotEmpty(operations);
+        Assert.All(operations, o => Assert.True(o.Responses.IsSupersetOf(["401", "503"]), $"{o.Name}: {string.Join(", ", o.Responses)}"));
+        Assert.All(operations.Where(o => o.Name.Contains(" /api/admin/", StringComparison.Ordinal)), o => Assert.Contains("403", o.Responses));
+        Assert.DoesNotContain("403", operations.Single(o => o.Name == "post /api/conversations").Responses);
+
         var page = await anonymous.GetAsync("/scalar/");
         Assert.Equal(HttpStatusCode.OK, page.StatusCode);
         Assert.Equal("text/html", page.Content.Headers.ContentType?.MediaType);

@@ -1,3 +1,5 @@
+using Microsoft.AspNetCore.Authorization;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.OpenApi;
 
@@ -9,6 +11,7 @@ internal static class OpenApiSetup
         => services.AddOpenApi(o =>
         {
             o.AddDocumentTransformer<BearerSecurityScheme>();
+            o.AddOperationTransformer<CommonErrorResponses>();
             o.AddSchemaTransformer(TypeNullableStrings);
             o.AddSchemaTransformer(TypeStringArrays);
         });
@@ -63,6 +66,46 @@ internal static class OpenApiSetup
             document.Security ??= [];
             document.Security.Add(new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference("Bearer", document)] = [] });
             return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>
+    /// The error answers every authenticated endpoint can give besides its own, so clients generated from the document know
+    /// them: 401 (no valid token), 403 where the endpoint needs a role, 503 with Retry-After (the database, or the identity
+    /// provider's keys, unreachable or too slow). Each endpoint declares only its own (404, 409, 422...).
+    /// </summary>
+    private sealed class CommonErrorResponses : IOpenApiOperationTransformer
+    {
+        private const string ProblemJson = "application/problem+json";
+
+        public async Task TransformAsync(OpenApiOperation operation, OpenApiOperationTransformerContext context, CancellationToken cancellationToken)
+        {
+            var metadata = context.Description.ActionDescriptor.EndpointMetadata;
+            var authorization = metadata.OfType<IAuthorizeData>().ToList();
+            if (authorization.Count == 0 || metadata.OfType<IAllowAnonymous>().Any())
+            {
+                return;
+            }
+
+            operation.Responses ??= [];
+            var problem = operation.Responses.Values
+                .Select(r => r.Content is { } content && content.TryGetValue(ProblemJson, out var media) ? media.Schema : null)
+                .FirstOrDefault(s => s is not null)
+                ?? await context.GetOrCreateSchemaAsync(typeof(ProblemDetails), null, cancellationToken);
+            Add("401", "No valid bearer token: missing, expired, not signed by a trusted key, or naming no tenant.");
+            if (authorization.Any(a => !string.IsNullOrEmpty(a.Policy) || !string.IsNullOrEmpty(a.Roles)))
+            {
+                Add("403", "The token lacks the role this endpoint needs (the answer names the role and the claim it is read from).");
+            }
+
+            Add("503", "The database or the identity provider's keys cannot be reached, or did not answer in time: retry after Retry-After.");
+
+            void Add(string status, string description)
+                => operation.Responses.TryAdd(status, new OpenApiResponse
+                {
+                    Description = description,
+                    Content = new Dictionary<string, OpenApiMediaType> { [ProblemJson] = new() { Schema = problem } },
+                });
         }
     }
 }
