@@ -9,12 +9,12 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
 using ModularChat.Providers.Secrets;
-using Npgsql;
 
 namespace ModularChat.Providers.Features.Secrets;
 
@@ -64,9 +64,8 @@ internal sealed partial class SecretRotation(
     /// </exception>
     public async Task<SecretRotationResult> RotateAsync(CancellationToken cancellationToken)
     {
-        await using var lockConnection = store.Storage.Database.CreateConnection();
-        await lockConnection.OpenAsync(cancellationToken);
-        if (!await TryLockAsync(lockConnection, cancellationToken))
+        await using var held = await ClusterLock.TryAcquireAsync(store, LockKey, cancellationToken);
+        if (held is null)
         {
             LogBusy(logger);
             throw new ConflictException(
@@ -75,24 +74,7 @@ internal sealed partial class SecretRotation(
                 new Dictionary<string, object?> { ["rotationInProgress"] = true });
         }
 
-        try
-        {
-            return await RotateLockedAsync(cancellationToken);
-        }
-        finally
-        {
-            // Released explicitly: the connection goes back to the pool, which does not reset it (No Reset On Close).
-            await using var unlock = new NpgsqlCommand("select pg_advisory_unlock(@key)", lockConnection);
-            unlock.Parameters.AddWithValue("key", LockKey);
-            await unlock.ExecuteScalarAsync(CancellationToken.None);
-        }
-    }
-
-    private static async Task<bool> TryLockAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
-    {
-        await using var command = new NpgsqlCommand("select pg_try_advisory_lock(@key)", connection);
-        command.Parameters.AddWithValue("key", LockKey);
-        return await command.ExecuteScalarAsync(cancellationToken) is true;
+        return await RotateLockedAsync(cancellationToken);
     }
 
     private async Task<SecretRotationResult> RotateLockedAsync(CancellationToken cancellationToken)

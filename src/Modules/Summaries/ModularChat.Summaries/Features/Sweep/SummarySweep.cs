@@ -1,12 +1,12 @@
 using System.Diagnostics;
-using Marten;
 using Marten.Linq.MatchesSql;
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Jobs;
-using Npgsql;
 using Wolverine;
 
 namespace ModularChat.Summaries.Features.Sweep;
@@ -49,36 +49,19 @@ public sealed partial class SummarySweep(
         var sweepId = Guid.CreateVersion7();
         var startedAt = clock.GetUtcNow();
         var started = Stopwatch.GetTimestamp();
-        await using var lockConnection = store.Storage.Database.CreateConnection();
-        await lockConnection.OpenAsync(cancellationToken);
-        if (!await TryLockAsync(lockConnection, cancellationToken))
+        await using var held = await ClusterLock.TryAcquireAsync(store, LockKey, cancellationToken);
+        if (held is null)
         {
             LogBusy(logger);
             return new SweepResult(false, sweepId, request.Resummarize, 0, 0, 0, 0, startedAt, TimeSpan.Zero);
         }
 
-        try
-        {
-            LogStarted(logger, sweepId, request.Resummarize, request.TenantId ?? "all");
-            var counts = await SweepAsync(sweepId, request, report, cancellationToken);
-            var result = new SweepResult(true, sweepId, request.Resummarize, counts.Examined, counts.Queued, counts.Finished, counts.Unfinished,
-                startedAt, Stopwatch.GetElapsedTime(started));
-            LogFinished(logger, sweepId, result.Examined, result.Queued, result.Finished, result.Unfinished, (long)result.Duration.TotalMilliseconds);
-            return result;
-        }
-        finally
-        {
-            await using var unlock = new NpgsqlCommand("select pg_advisory_unlock(@key)", lockConnection);
-            unlock.Parameters.AddWithValue("key", LockKey);
-            await unlock.ExecuteScalarAsync(CancellationToken.None);
-        }
-    }
-
-    private static async Task<bool> TryLockAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
-    {
-        await using var command = new NpgsqlCommand("select pg_try_advisory_lock(@key)", connection);
-        command.Parameters.AddWithValue("key", LockKey);
-        return await command.ExecuteScalarAsync(cancellationToken) is true;
+        LogStarted(logger, sweepId, request.Resummarize, request.TenantId ?? "all");
+        var counts = await SweepAsync(sweepId, request, report, cancellationToken);
+        var result = new SweepResult(true, sweepId, request.Resummarize, counts.Examined, counts.Queued, counts.Finished, counts.Unfinished,
+            startedAt, Stopwatch.GetElapsedTime(started));
+        LogFinished(logger, sweepId, result.Examined, result.Queued, result.Finished, result.Unfinished, (long)result.Duration.TotalMilliseconds);
+        return result;
     }
 
     private async Task<SweepProgress> SweepAsync(Guid sweepId, SweepRequest request, Action<SweepProgress>? report, CancellationToken cancellationToken)
