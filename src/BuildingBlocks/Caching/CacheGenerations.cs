@@ -84,7 +84,8 @@ public sealed class CacheGenerations : IHostedService
     /// <summary>The current generation of <paramref name="scope"/> (0 until its first change).</summary>
     public async Task<long> CurrentAsync(string scope)
     {
-        if (!_missedBumps.IsEmpty && _missedBumps.ContainsKey(scope))
+        // ContainsKey reads without a lock; IsEmpty, when empty, takes every lock of the dictionary (this is on every read).
+        if (_missedBumps.ContainsKey(scope))
         {
             await ShareBumpAsync(scope).ConfigureAwait(false); // else Redis's generation is older than this node's change
         }
