@@ -101,6 +101,79 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Patching_metadata_merges_it_and_a_null_removes_a_key()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new
+        {
+            title = "meta",
+            metadata = new Dictionary<string, string> { ["app"] = "web", ["lang"] = "en" },
+        })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var patched = await (await client.PatchJson($"/api/conversations/{c.Id}", new
+        {
+            metadata = new Dictionary<string, string?> { ["lang"] = "fr", ["theme"] = "dark", ["app"] = null },
+        })).ReadAs<ConversationDto>(HttpStatusCode.OK);
+
+        var expected = new Dictionary<string, string> { ["lang"] = "fr", ["theme"] = "dark" };
+        Assert.Equal(expected, patched.Metadata);
+        Assert.Equal("meta", patched.Title);
+        Assert.Equal(c.Version + 1, patched.Version);
+        var fetched = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(expected, fetched.Metadata);
+        Assert.Equal(patched.Version, fetched.Version);
+        var listed = await (await client.GetAsync("/api/conversations")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Equal(expected, Assert.Single(listed.Items, x => x.Id == c.Id).Metadata);
+    }
+
+    [Fact]
+    public async Task Patching_title_and_metadata_together_counts_two_changes_and_a_repeat_changes_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "old" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var change = new { title = "new", metadata = new { app = "web" } };
+
+        var first = await (await client.PatchJson($"/api/conversations/{c.Id}", change)).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(("new", "web", c.Version + 2), (first.Title, first.Metadata["app"], first.Version));
+
+        // The same change again (a client's retry) appends nothing: the version stays, so the client's next expectedVersion holds.
+        var repeat = await (await client.PatchJson($"/api/conversations/{c.Id}", change)).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(first.Version, repeat.Version);
+        var fetched = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(("new", first.Version), (fetched.Title, fetched.Version));
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "hi", expectedVersion = first.Version }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+    }
+
+    [Fact]
+    public async Task Invalid_patches_answer_400_or_422_and_change_nothing()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var full = Enumerable.Range(0, 32).ToDictionary(i => $"k{i}", i => "v");
+        var c = await (await client.PostJson("/api/conversations", new { title = "kept", metadata = full })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var url = $"/api/conversations/{c.Id}";
+
+        var empty = await (await client.PatchJson(url, new { })).ShouldBeProblem(400);
+        Assert.Contains("'title', 'metadata'", empty.GetProperty("errors").GetProperty("body")[0].GetString());
+        await (await client.PatchJson(url, new { title = "  " })).ShouldBeProblem(400);
+        await (await client.PatchJson(url, new { metadata = new Dictionary<string, string> { [""] = "x" } })).ShouldBeProblem(400);
+        await (await client.PatchJson(url, new { metadata = new Dictionary<string, string> { [new string('k', 65)] = "x" } })).ShouldBeProblem(422);
+
+        // 32 entries is the default maximum: one more, even with a removal of a key that is not there, is too many.
+        var tooMany = await (await client.PatchJson(url, new { title = "changed", metadata = new Dictionary<string, string?> { ["k32"] = "v", ["absent"] = null } }))
+            .ShouldBeProblem(422);
+        Assert.Contains("33", tooMany.GetProperty("errors").GetProperty("metadata")[0].GetString());
+        // Swapping one key for another keeps the count.
+        var swapped = await (await client.PatchJson(url, new { metadata = new Dictionary<string, string?> { ["k32"] = "v", ["k0"] = null } }))
+            .ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(32, swapped.Metadata.Count);
+
+        var fetched = await (await client.GetAsync(url)).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(("kept", c.Version + 1), (fetched.Title, fetched.Version));
+        Assert.False(fetched.Metadata.ContainsKey("k0"));
+    }
+
+    [Fact]
     public async Task Deleting_a_conversation_makes_it_and_its_messages_disappear()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -93,4 +93,8 @@ public sealed class IntegrationEventProbeHandler
     public static void Handle(ConversationStarted e, Envelope envelope) => IntegrationEventProbe.Received.Enqueue((envelope.TenantId, e));
 
     public static void Handle(ConversationDeleted e, Envelope envelope) => IntegrationEventProbe.Received.Enqueue((envelope.TenantId, e));
+
+    public static void Handle(ConversationRenamed e, Envelope envelope) => IntegrationEventProbe.Received.Enqueue((envelope.TenantId, e));
+
+    public static void Handle(ConversationMetadataChanged e, Envelope envelope) => IntegrationEventProbe.Received.Enqueue((envelope.TenantId, e));
 }

@@ -13,13 +13,16 @@ public sealed class IntegrationEventTests(ConversationsApp app)
         using var client = app.Client(user);
         var c = await (await client.PostJson("/api/conversations", new { title = "events" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "hello events" });
+        await client.PatchJson($"/api/conversations/{c.Id}", new { title = "renamed", metadata = new { app = "web" } });
         await client.DeleteAsync($"/api/conversations/{c.Id}");
 
-        var received = await Eventually.Until(() => Task.FromResult(IntegrationEventProbe.Received.Where(r => r.Event.ConversationId == c.Id).ToList()), l => l.Count >= 3);
+        var received = await Eventually.Until(() => Task.FromResult(IntegrationEventProbe.Received.Where(r => r.Event.ConversationId == c.Id).ToList()), l => l.Count >= 5);
 
         Assert.All(received, r => Assert.Equal(user, r.Tenant));
         Assert.Single(received, r => r.Event is ConversationStarted { Title: "events" });
         Assert.Single(received, r => r.Event is MessageAppended { Sequence: 1, Content: "hello events", Role: MessageRole.User });
+        Assert.Single(received, r => r.Event is ConversationRenamed { Title: "renamed" });
+        Assert.Single(received, r => r.Event is ConversationMetadataChanged m && m.Metadata.Count == 1 && m.Metadata["app"] == "web");
         Assert.Single(received, r => r.Event is ConversationDeleted);
     }
 

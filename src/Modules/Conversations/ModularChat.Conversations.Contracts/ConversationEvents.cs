@@ -42,6 +42,15 @@ public sealed record ConversationStarted(
 /// <summary>A conversation's title changed.</summary>
 public sealed record ConversationRenamed(Guid ConversationId, string Title, DateTimeOffset RenamedAt) : IConversationEvent;
 
+/// <summary>A conversation's metadata changed.</summary>
+/// <param name="ConversationId">The conversation.</param>
+/// <param name="Metadata">All of its metadata after the change (not only the keys that changed).</param>
+/// <param name="ChangedAt">When it changed (server time).</param>
+public sealed record ConversationMetadataChanged(
+    Guid ConversationId,
+    IReadOnlyDictionary<string, string> Metadata,
+    DateTimeOffset ChangedAt) : IConversationEvent;
+
 /// <summary>A message was added to a conversation.</summary>
 /// <param name="ConversationId">The conversation.</param>
 /// <param name="MessageId">The message's own id.</param>

@@ -16,7 +16,7 @@ using ModularChat.Conversations.Features.Retention;
 using ModularChat.Conversations.Features.GetConversation;
 using ModularChat.Conversations.Features.ListConversations;
 using ModularChat.Conversations.Features.ListMessages;
-using ModularChat.Conversations.Features.RenameConversation;
+using ModularChat.Conversations.Features.UpdateConversation;
 using ModularChat.Conversations.Features.StartConversation;
 using Wolverine;
 
@@ -74,7 +74,7 @@ public static class ConversationsModule
         group.MapStartConversation();
         group.MapListConversations();
         group.MapGetConversation();
-        group.MapRenameConversation();
+        group.MapUpdateConversation();
         group.MapDeleteConversation();
         group.MapAppendMessage();
         group.MapListMessages();

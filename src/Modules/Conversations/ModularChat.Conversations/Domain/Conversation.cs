@@ -37,7 +37,7 @@ public sealed partial record Conversation
     public long RetentionSteps { get; init; }
 
     /// <summary>
-    /// The version clients see and pass as expectedVersion: the changes clients make (its start, messages, renames), not
+    /// The version clients see and pass as expectedVersion: the changes clients make (its start, messages, renames, metadata changes), not
     /// the background's. A client that appends with the version of its last answer is not refused because retention ran.
     /// </summary>
     public long ClientVersion => Version - RetentionSteps;
@@ -71,6 +71,8 @@ public sealed partial record Conversation
     };
 
     public Conversation Apply(ConversationRenamed e) => this with { Title = e.Title };
+
+    public Conversation Apply(ConversationMetadataChanged e) => this with { Metadata = e.Metadata };
 
     public Conversation Apply(MessageAppended e) => this with
     {

@@ -25,13 +25,26 @@ internal static class ConversationRules
     {
         rule.Must(m => m is null || m.Count <= options.MaxMetadataEntries)
             .WithMessage($"'metadata' may have at most {options.MaxMetadataEntries} entries.").AsLimit();
-        rule.Must(m => m is null || m.Keys.All(k => !string.IsNullOrWhiteSpace(k)))
-            .WithMessage("'metadata' keys must not be empty.");
-        rule.Must(m => m is null || m.Keys.All(k => k.Length <= options.MaxMetadataKeyLength))
-            .WithMessage($"'metadata' keys may be at most {options.MaxMetadataKeyLength} characters.").AsLimit();
         rule.Must(m => m is null || m.Values.All(v => v is not null))
             .WithMessage("'metadata' values must be strings, not null.");
-        rule.Must(m => m is null || m.Values.All(v => v is null || v.Length <= options.MaxMetadataValueLength))
+        Entries(rule, m => m?.Keys, m => m?.Values, options);
+    }
+
+    /// <summary>
+    /// The rules for a merge patch of metadata (a <c>null</c> value removes its key). The entry count can only be checked
+    /// against the stored metadata, by the handler.
+    /// </summary>
+    public static void MetadataPatch<T>(IRuleBuilder<T, Dictionary<string, string?>?> rule, ConversationsOptions options)
+        => Entries(rule, m => m?.Keys, m => m?.Values, options);
+
+    private static void Entries<T, TMetadata>(
+        IRuleBuilder<T, TMetadata> rule, Func<TMetadata, IEnumerable<string>?> keys, Func<TMetadata, IEnumerable<string?>?> values, ConversationsOptions options)
+    {
+        rule.Must(m => keys(m)?.All(k => !string.IsNullOrWhiteSpace(k)) ?? true)
+            .WithMessage("'metadata' keys must not be empty.");
+        rule.Must(m => keys(m)?.All(k => k.Length <= options.MaxMetadataKeyLength) ?? true)
+            .WithMessage($"'metadata' keys may be at most {options.MaxMetadataKeyLength} characters.").AsLimit();
+        rule.Must(m => values(m)?.All(v => v is null || v.Length <= options.MaxMetadataValueLength) ?? true)
             .WithMessage($"'metadata' values may be at most {options.MaxMetadataValueLength} characters.").AsLimit();
     }
 
