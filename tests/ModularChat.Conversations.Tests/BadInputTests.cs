@@ -103,6 +103,38 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Equal(0, after.MessageCount);
     }
 
+    public static TheoryData<string, string, int> BadBatchMessages => new()
+    {
+        // the second message of a batch, the field its error is named by, status
+        { """{"role":"robot","content":"b"}""", "messages[1].role", 400 },
+        { """{"content":"b"}""", "messages[1].role", 400 },
+        { """{"role":"user","content":""}""", "messages[1].content", 400 },
+        { $$"""{"role":"user","content":"{{new string('x', 2001)}}"}""", "messages[1].content", 422 },
+        { """{"role":"user","content":"b","externalId":"  "}""", "messages[1].externalId", 400 },
+        { $$"""{"role":"user","content":"b","externalId":"{{new string('e', 201)}}"}""", "messages[1].externalId", 400 },
+        { """{"role":"user","content":"b","metadata":{"":"v"}}""", "messages[1].metadata", 400 },
+        { """{"role":"user","content":"b","createdAt":"0001-01-01T00:00:00Z"}""", "messages[1].createdAt", 400 },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadBatchMessages))]
+    public async Task A_bad_message_in_a_batch_is_named_by_its_place_in_the_batch(string second, string field, int status)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}/messages/batch",
+            $$"""{"messages":[{"role":"user","content":"a"},{{second}}]}""")).ShouldBeProblem(status);
+
+        // Named where the field is (the key of errors) and in the messages a client shows: which message, not just 'role'.
+        var error = Assert.Single(problem.GetProperty("errors").EnumerateObject());
+        Assert.Equal(field, error.Name);
+        Assert.StartsWith($"'{field}' ", error.Value[0].GetString(), StringComparison.Ordinal);
+        Assert.StartsWith($"'{field}' ", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+    }
+
     [Theory]
     [InlineData("/api/conversations", """{"title":"t","metadata":{"k":null}}""")]
     [InlineData("/messages", """{"role":"user","content":"hi","metadata":{"k":null}}""")]

@@ -143,16 +143,37 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static ProblemDetails FromValidation(ValidationException validation)
     {
-        var errors = validation.Errors
-            .GroupBy(e => ToCamelCase(e.PropertyName))
-            .ToDictionary(g => g.Key, g => g.Select(e => e.ErrorMessage).Distinct().ToArray());
+        var failures = validation.Errors.Select(e =>
+        {
+            var field = ToCamelCase(e.PropertyName);
+            return (Field: field, Message: QualifiedMessage(field, e.ErrorMessage));
+        }).ToList();
+        var errors = failures
+            .GroupBy(f => f.Field)
+            .ToDictionary(g => g.Key, g => g.Select(f => f.Message).Distinct().ToArray());
         var isLimit = validation.Errors.Any(e => e.ErrorCode == Limits.ErrorCode);
         return new ValidationProblemDetails(errors)
         {
             Status = isLimit ? StatusCodes.Status422UnprocessableEntity : StatusCodes.Status400BadRequest,
             Title = isLimit ? "A configured limit was exceeded." : "The request is invalid.",
-            Detail = string.Join(" ", validation.Errors.Select(e => e.ErrorMessage).Distinct()),
+            Detail = string.Join(" ", failures.Select(f => f.Message).Distinct()),
         };
+    }
+
+    /// <summary>
+    /// A validator of one item names its field plainly ("'role' must be ..."), as it does for a request of one item;
+    /// inside a collection ("messages[1].role") the message names the field by its path, so that it says which item.
+    /// </summary>
+    private static string QualifiedMessage(string field, string message)
+    {
+        var leaf = field.LastIndexOf('.');
+        if (leaf < 0 || field.IndexOf('[', StringComparison.Ordinal) < 0)
+        {
+            return message;
+        }
+
+        var plain = $"'{field[(leaf + 1)..]}'";
+        return message.StartsWith(plain, StringComparison.Ordinal) ? $"'{field}'{message[plain.Length..]}" : message;
     }
 
     private static ProblemDetails FromBadHttpRequest(BadHttpRequestException bad)
