@@ -136,6 +136,37 @@ public sealed class BadInputTests(ConversationsApp app)
     }
 
     [Theory]
+    [InlineData("/messages", "null")]
+    [InlineData("/messages", "")]
+    [InlineData("/messages/batch", "null")]
+    public async Task A_missing_request_body_answers_400_saying_so_in_the_clients_terms(string path, string body)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "body" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}{path}", body)).ShouldBeProblem(400);
+
+        // Not ASP.NET's "Implicit body inferred for parameter \"body\" but no body was provided. Did you mean to use a Service instead?"
+        Assert.Equal("The request body is required (a JSON object).", problem.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("/api/conversations/not-a-guid", "id", "'not-a-guid' is not a valid value for 'id': expected a UUID.")]
+    [InlineData("/api/conversations?limit=ten", "limit", "'ten' is not a valid value for 'limit': expected a whole number.")]
+    [InlineData("/api/conversations/00000000-0000-0000-0000-000000000001/messages/first", "sequence", "'first' is not a valid value for 'sequence': expected a whole number.")]
+    [InlineData("/api/conversations/00000000-0000-0000-0000-000000000001/messages?includeArchived=maybe", "includeArchived", "'maybe' is not a valid value for 'includeArchived': expected true or false.")]
+    public async Task A_route_or_query_value_of_the_wrong_kind_answers_400_naming_it_without_the_frameworks_wording(string url, string field, string detail)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.GetAsync(url)).ShouldBeProblem(400);
+
+        // Not "Failed to bind parameter \"Guid id\" from \"not-a-guid\"."
+        Assert.Equal(detail, problem.GetProperty("detail").GetString());
+        Assert.Equal([detail], problem.GetProperty("errors").GetProperty(field).EnumerateArray().Select(e => e.GetString()));
+    }
+
+    [Theory]
     [InlineData("/api/conversations", """{"title":"t","metadata":{"k":null}}""")]
     [InlineData("/messages", """{"role":"user","content":"hi","metadata":{"k":null}}""")]
     public async Task A_null_metadata_value_answers_400_naming_it(string path, string body)

@@ -269,3 +269,32 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Null(request.Authorization);
     }
 }
+
+/// <summary>The framework's binding errors answer in the client's terms on this module's endpoints too.</summary>
+[Collection(AppCollection.Name)]
+public sealed class ProviderBindingErrorTests(ProvidersApp app)
+{
+    [Theory]
+    [InlineData("/api/providers/not-a-guid/test")]
+    [InlineData("/api/mcp-servers/not-a-guid/test")]
+    public async Task An_id_that_is_not_a_UUID_answers_400_naming_it(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.PostAsync(url, null)).ShouldBeProblem(400);
+
+        Assert.Equal("'not-a-guid' is not a valid value for 'id': expected a UUID.", problem.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("/api/providers")]
+    [InlineData("/api/mcp-servers")]
+    public async Task A_null_body_answers_400_saying_the_body_is_required(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.PostRaw(url, "null")).ShouldBeProblem(400);
+
+        Assert.Equal("The request body is required (a JSON object).", problem.GetProperty("detail").GetString());
+    }
+}
