@@ -182,6 +182,20 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Testing_a_provider_leaves_control_characters_out_of_the_answer_but_keeps_tabs_and_line_breaks()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl);
+        app.Model.Enqueue(FakeReply.Text("O\0K\u0001 \u001b[1mbold\tcell\r\nnext\u007f"));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        // The NUL, SOH and ESC came back as they were: a client that shows the sample showed them too.
+        Assert.True(result.Success, result.Error?.Message);
+        Assert.Equal("OK [1mbold\tcell\r\nnext\u007f", result.Answer);
+    }
+
+    [Fact]
     public async Task Testing_a_provider_with_a_wrong_key_reports_the_401_instead_of_failing()
     {
         using var client = app.Client(ModularChatApp.NewUser());
