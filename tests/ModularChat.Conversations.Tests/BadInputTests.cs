@@ -103,6 +103,69 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Equal(0, after.MessageCount);
     }
 
+    public static TheoryData<string, string, int> BadBatchMessages => new()
+    {
+        // the second message of a batch, the field its error is named by, status
+        { """{"role":"robot","content":"b"}""", "messages[1].role", 400 },
+        { """{"content":"b"}""", "messages[1].role", 400 },
+        { """{"role":"user","content":""}""", "messages[1].content", 400 },
+        { $$"""{"role":"user","content":"{{new string('x', 2001)}}"}""", "messages[1].content", 422 },
+        { """{"role":"user","content":"b","externalId":"  "}""", "messages[1].externalId", 400 },
+        { $$"""{"role":"user","content":"b","externalId":"{{new string('e', 201)}}"}""", "messages[1].externalId", 400 },
+        { """{"role":"user","content":"b","metadata":{"":"v"}}""", "messages[1].metadata", 400 },
+        { """{"role":"user","content":"b","createdAt":"0001-01-01T00:00:00Z"}""", "messages[1].createdAt", 400 },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadBatchMessages))]
+    public async Task A_bad_message_in_a_batch_is_named_by_its_place_in_the_batch(string second, string field, int status)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "batch" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}/messages/batch",
+            $$"""{"messages":[{"role":"user","content":"a"},{{second}}]}""")).ShouldBeProblem(status);
+
+        // Named where the field is (the key of errors) and in the messages a client shows: which message, not just 'role'.
+        var error = Assert.Single(problem.GetProperty("errors").EnumerateObject());
+        Assert.Equal(field, error.Name);
+        Assert.StartsWith($"'{field}' ", error.Value[0].GetString(), StringComparison.Ordinal);
+        Assert.StartsWith($"'{field}' ", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(0, after.MessageCount);
+    }
+
+    [Theory]
+    [InlineData("/messages", "null")]
+    [InlineData("/messages", "")]
+    [InlineData("/messages/batch", "null")]
+    public async Task A_missing_request_body_answers_400_saying_so_in_the_clients_terms(string path, string body)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "body" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        var problem = await (await client.PostRaw($"/api/conversations/{c.Id}{path}", body)).ShouldBeProblem(400);
+
+        // Not ASP.NET's "Implicit body inferred for parameter \"body\" but no body was provided. Did you mean to use a Service instead?"
+        Assert.Equal("The request body is required (a JSON object).", problem.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("/api/conversations/not-a-guid", "id", "'not-a-guid' is not a valid value for 'id': expected a UUID.")]
+    [InlineData("/api/conversations?limit=ten", "limit", "'ten' is not a valid value for 'limit': expected a whole number.")]
+    [InlineData("/api/conversations/00000000-0000-0000-0000-000000000001/messages/first", "sequence", "'first' is not a valid value for 'sequence': expected a whole number.")]
+    [InlineData("/api/conversations/00000000-0000-0000-0000-000000000001/messages?includeArchived=maybe", "includeArchived", "'maybe' is not a valid value for 'includeArchived': expected true or false.")]
+    public async Task A_route_or_query_value_of_the_wrong_kind_answers_400_naming_it_without_the_frameworks_wording(string url, string field, string detail)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.GetAsync(url)).ShouldBeProblem(400);
+
+        // Not "Failed to bind parameter \"Guid id\" from \"not-a-guid\"."
+        Assert.Equal(detail, problem.GetProperty("detail").GetString());
+        Assert.Equal([detail], problem.GetProperty("errors").GetProperty(field).EnumerateArray().Select(e => e.GetString()));
+    }
+
     [Theory]
     [InlineData("/api/conversations", """{"title":"t","metadata":{"k":null}}""")]
     [InlineData("/messages", """{"role":"user","content":"hi","metadata":{"k":null}}""")]

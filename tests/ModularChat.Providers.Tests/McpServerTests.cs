@@ -245,11 +245,13 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Equal(warning, Assert.Single(result.Warnings));
     }
 
-    [Fact]
-    public async Task A_tool_list_larger_than_a_response_may_be_fails_the_test_naming_the_limit()
+    [Theory]
+    [InlineData("streamable-http")]
+    [InlineData("sse")]
+    public async Task A_tool_list_larger_than_a_response_may_be_fails_the_test_naming_the_limit(string transport)
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var server = await client.AddMcpServerAsync("flood", app.Mcp.UnrulyUrl("flood"));
+        var server = await client.AddMcpServerAsync("flood", transport == "sse" ? app.Mcp.UnrulySseUrl("flood") : app.Mcp.UnrulyUrl("flood"), transport);
 
         var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
 

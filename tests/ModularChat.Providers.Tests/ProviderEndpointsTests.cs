@@ -182,6 +182,20 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Testing_a_provider_leaves_control_characters_out_of_the_answer_but_keeps_tabs_and_line_breaks()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl);
+        app.Model.Enqueue(FakeReply.Text("O\0K\u0001 \u001b[1mbold\tcell\r\nnext\u007f"));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        // The NUL, SOH and ESC came back as they were: a client that shows the sample showed them too.
+        Assert.True(result.Success, result.Error?.Message);
+        Assert.Equal("OK [1mbold\tcell\r\nnext\u007f", result.Answer);
+    }
+
+    [Fact]
     public async Task Testing_a_provider_with_a_wrong_key_reports_the_401_instead_of_failing()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -267,5 +281,34 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Equal("/openai/v1/chat/completions", request.Path);
         Assert.Equal("azure-key-0123456789abcdef", request.ApiKeyHeader);
         Assert.Null(request.Authorization);
+    }
+}
+
+/// <summary>The framework's binding errors answer in the client's terms on this module's endpoints too.</summary>
+[Collection(AppCollection.Name)]
+public sealed class ProviderBindingErrorTests(ProvidersApp app)
+{
+    [Theory]
+    [InlineData("/api/providers/not-a-guid/test")]
+    [InlineData("/api/mcp-servers/not-a-guid/test")]
+    public async Task An_id_that_is_not_a_UUID_answers_400_naming_it(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.PostAsync(url, null)).ShouldBeProblem(400);
+
+        Assert.Equal("'not-a-guid' is not a valid value for 'id': expected a UUID.", problem.GetProperty("detail").GetString());
+    }
+
+    [Theory]
+    [InlineData("/api/providers")]
+    [InlineData("/api/mcp-servers")]
+    public async Task A_null_body_answers_400_saying_the_body_is_required(string url)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var problem = await (await client.PostRaw(url, "null")).ShouldBeProblem(400);
+
+        Assert.Equal("The request body is required (a JSON object).", problem.GetProperty("detail").GetString());
     }
 }

@@ -137,6 +137,9 @@ public sealed class McpHttpServer : IAsyncDisposable
     /// <summary>The hand-written server of <see cref="UnrulyMcpServer"/> in one of its modes.</summary>
     public string UnrulyUrl(string mode) => new Uri(BaseUrl, "/unruly/" + mode).ToString();
 
+    /// <summary>The hand-written server of <see cref="UnrulyMcpServer"/> in one of its modes, over the legacy SSE transport.</summary>
+    public string UnrulySseUrl(string mode) => new Uri(BaseUrl, "/unruly-sse/" + mode).ToString();
+
     /// <summary>A legacy SSE server whose stream tells the client to post its messages to <paramref name="port"/> on loopback.</summary>
     public string SseElsewhereUrl(int port) => new Uri(BaseUrl, "/unruly-sse/elsewhere/" + port.ToString(CultureInfo.InvariantCulture)).ToString();
 

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -10,12 +11,15 @@ namespace ModularChat.Providers.Tests;
 /// <summary>
 /// An MCP server over streamable HTTP (JSON answers) written by hand, so that it can answer what the SDK's server never
 /// would: tool lists with unusable entries, thousands of tools, endless or looping pages, JSON-RPC errors from a tool, an
-/// error result that quotes a credential.
-/// Mapped at <c>/unruly/{mode}</c> beside <see cref="McpHttpServer"/>'s well-behaved endpoints.
+/// error result that quotes a credential, a tool list larger than a response may be (also over the legacy SSE transport).
+/// Mapped at <c>/unruly/{mode}</c> and <c>/unruly-sse/{mode}</c> beside <see cref="McpHttpServer"/>'s well-behaved endpoints.
 /// </summary>
 internal static class UnrulyMcpServer
 {
     private static readonly ConcurrentDictionary<string, (TaskCompletionSource Listing, TaskCompletionSource Release)> Gates = new();
+
+    /// <summary>The replies each open SSE stream (<c>/unruly-sse/{mode}</c>) has yet to send, by its session.</summary>
+    private static readonly ConcurrentDictionary<string, Channel<JsonObject>> SseSessions = new();
 
     /// <summary>
     /// A gate for mode <c>gated-{key}</c>: its tools/list answers only once <c>release</c> is called, and
@@ -51,10 +55,9 @@ internal static class UnrulyMcpServer
             {
                 // More than OutboundNetwork:MaxResponseBytes (8 MiB in the tests): the list streamed without a length,
                 // the tool's result with one.
-                var flood = new string('f', 9 * 1024 * 1024);
                 var result = method == "tools/list"
-                    ? Page([Tool("flood"), Tool("flood_2", flood)], null)
-                    : new JsonObject { ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = flood }) };
+                    ? FloodPage()
+                    : new JsonObject { ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = Flood() }) };
                 var bytes = System.Text.Encoding.UTF8.GetBytes(Result(id, result).ToJsonString());
                 if (method == "tools/call")
                 {
@@ -92,12 +95,7 @@ internal static class UnrulyMcpServer
 
             var answer = method switch
             {
-                "initialize" => Result(id, new JsonObject
-                {
-                    ["protocolVersion"] = parameters?["protocolVersion"]?.DeepClone(),
-                    ["capabilities"] = new JsonObject { ["tools"] = new JsonObject() },
-                    ["serverInfo"] = new JsonObject { ["name"] = "unruly-" + mode, ["version"] = "0.1" },
-                }),
+                "initialize" => Initialize(id, mode, parameters),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
                 "tools/call" when mode == "leaky" => Result(id, new JsonObject
                 {
@@ -126,7 +124,64 @@ internal static class UnrulyMcpServer
             }
         });
         app.MapDelete("/unruly/{mode}", () => Results.Ok());
+
+        // The legacy SSE transport, answering on its stream: mode flood answers tools/list with more than
+        // OutboundNetwork:MaxResponseBytes in one event.
+        app.MapGet("/unruly-sse/{mode}", async (string mode, HttpContext context) =>
+        {
+            var session = Guid.NewGuid().ToString("N");
+            var replies = Channel.CreateUnbounded<JsonObject>();
+            SseSessions[session] = replies;
+            try
+            {
+                context.Response.ContentType = "text/event-stream";
+                await context.Response.WriteAsync($"event: endpoint\ndata: /unruly-sse/{mode}/messages?session={session}\n\n", context.RequestAborted);
+                await context.Response.Body.FlushAsync(context.RequestAborted);
+                await foreach (var reply in replies.Reader.ReadAllAsync(context.RequestAborted))
+                {
+                    await context.Response.WriteAsync($"event: message\ndata: {reply.ToJsonString()}\n\n", context.RequestAborted);
+                    await context.Response.Body.FlushAsync(context.RequestAborted);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            finally
+            {
+                SseSessions.TryRemove(session, out _);
+            }
+        });
+        app.MapPost("/unruly-sse/{mode}/messages", async (string mode, string session, HttpContext context) =>
+        {
+            var request = await JsonNode.ParseAsync(context.Request.Body) ?? new JsonObject();
+            var id = request["id"]?.DeepClone();
+            if (id is null || !SseSessions.TryGetValue(session, out var replies))
+            {
+                return Results.Accepted();
+            }
+
+            await replies.Writer.WriteAsync(request["method"]?.GetValue<string>() switch
+            {
+                "initialize" => Initialize(id, mode, request["params"] as JsonObject),
+                "tools/list" when mode == "flood" => Result(id, FloodPage()),
+                "tools/list" => Result(id, Page([Tool("echo")], null)),
+                _ => Error(id, -32601, "Method not found"),
+            });
+            return Results.Accepted();
+        });
     }
+
+    /// <summary>More than OutboundNetwork:MaxResponseBytes (8 MiB in the tests).</summary>
+    private static string Flood() => new('f', 9 * 1024 * 1024);
+
+    private static JsonObject FloodPage() => Page([Tool("flood"), Tool("flood_2", Flood())], null);
+
+    private static JsonObject Initialize(JsonNode id, string mode, JsonObject? parameters) => Result(id, new JsonObject
+    {
+        ["protocolVersion"] = parameters?["protocolVersion"]?.DeepClone(),
+        ["capabilities"] = new JsonObject { ["tools"] = new JsonObject() },
+        ["serverInfo"] = new JsonObject { ["name"] = "unruly-" + mode, ["version"] = "0.1" },
+    });
 
     private static JsonObject ToolPage(string mode, string? cursor) => mode switch
     {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using FluentValidation;
 using JasperFx;
 using JasperFx.Events;
@@ -54,12 +55,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
     public static ProblemDetails Map(Exception exception) => exception switch
     {
         ValidationException validation => FromValidation(validation),
-        BadRequestException bad => new ValidationProblemDetails(new Dictionary<string, string[]> { [bad.Field] = [bad.Message] })
-        {
-            Status = StatusCodes.Status400BadRequest,
-            Title = "The request is invalid.",
-            Detail = bad.Message,
-        },
+        BadRequestException bad => Invalid(bad.Field, bad.Message),
         NotFoundException notFound => new ProblemDetails
         {
             Status = StatusCodes.Status404NotFound,
@@ -143,16 +139,37 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static ProblemDetails FromValidation(ValidationException validation)
     {
-        var errors = validation.Errors
-            .GroupBy(e => ToCamelCase(e.PropertyName))
-            .ToDictionary(g => g.Key, g => g.Select(e => e.ErrorMessage).Distinct().ToArray());
+        var failures = validation.Errors.Select(e =>
+        {
+            var field = ToCamelCase(e.PropertyName);
+            return (Field: field, Message: QualifiedMessage(field, e.ErrorMessage));
+        }).ToList();
+        var errors = failures
+            .GroupBy(f => f.Field)
+            .ToDictionary(g => g.Key, g => g.Select(f => f.Message).Distinct().ToArray());
         var isLimit = validation.Errors.Any(e => e.ErrorCode == Limits.ErrorCode);
         return new ValidationProblemDetails(errors)
         {
             Status = isLimit ? StatusCodes.Status422UnprocessableEntity : StatusCodes.Status400BadRequest,
             Title = isLimit ? "A configured limit was exceeded." : "The request is invalid.",
-            Detail = string.Join(" ", validation.Errors.Select(e => e.ErrorMessage).Distinct()),
+            Detail = string.Join(" ", failures.Select(f => f.Message).Distinct()),
         };
+    }
+
+    /// <summary>
+    /// A validator of one item names its field plainly ("'role' must be ..."), as it does for a request of one item;
+    /// inside a collection ("messages[1].role") the message names the field by its path, so that it says which item.
+    /// </summary>
+    private static string QualifiedMessage(string field, string message)
+    {
+        var leaf = field.LastIndexOf('.');
+        if (leaf < 0 || field.IndexOf('[', StringComparison.Ordinal) < 0)
+        {
+            return message;
+        }
+
+        var plain = $"'{field[(leaf + 1)..]}'";
+        return message.StartsWith(plain, StringComparison.Ordinal) ? $"'{field}'{message[plain.Length..]}" : message;
     }
 
     private static ProblemDetails FromBadHttpRequest(BadHttpRequestException bad)
@@ -172,13 +189,83 @@ public sealed partial class ProblemDetailsExceptionHandler(
             return Malformed(json);
         }
 
+        // The minimal-API binder (RouteHandlerOptions.ThrowOnBadRequest) words its errors for the developer of the
+        // endpoint: C# types and parameter names, "Did you mean to use a Service instead?". Said to the client instead.
+        var message = bad.Message;
+        if (BindingFailed().Match(message) is { Success: true } binding)
+        {
+            return Invalid(binding.Groups["name"].Value,
+                $"'{Shortened(binding.Groups["value"].Value)}' is not a valid value for '{binding.Groups["name"].Value}'{Expected(binding.Groups["type"].Value)}.");
+        }
+
+        var required = RequiredNotProvided().Match(message);
+        if (BodyNotProvided().IsMatch(message) || required.Success && required.Groups["source"].Value == "body")
+        {
+            return new ProblemDetails
+            {
+                Status = StatusCodes.Status400BadRequest,
+                Title = "The request is invalid.",
+                Detail = "The request body is required (a JSON object).",
+            };
+        }
+
+        if (required.Success)
+        {
+            return Invalid(required.Groups["name"].Value, $"'{required.Groups["name"].Value}' is required (in the {required.Groups["source"].Value}).");
+        }
+
+        if (BodyUnreadable().IsMatch(message))
+        {
+            return new ProblemDetails
+            {
+                Status = StatusCodes.Status400BadRequest,
+                Title = "The request body is malformed.",
+                Detail = "The request body is not valid JSON for this endpoint.",
+            };
+        }
+
         return new ProblemDetails
         {
             Status = bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : StatusCodes.Status400BadRequest,
             Title = "The request is invalid.",
-            Detail = bad.Message,
+            Detail = message,
         };
     }
+
+    private static ValidationProblemDetails Invalid(string field, string message)
+        => new(new Dictionary<string, string[]> { [field] = [message] })
+        {
+            Status = StatusCodes.Status400BadRequest,
+            Title = "The request is invalid.",
+            Detail = message,
+        };
+
+    /// <summary>What a value of a route or query parameter's type looks like, in the client's terms (not C#'s).</summary>
+    private static string Expected(string type) => type.Replace("Nullable<", "", StringComparison.Ordinal).TrimEnd('?', '>') switch
+    {
+        "Guid" => ": expected a UUID",
+        "int" or "long" or "short" or "Int32" or "Int64" or "Int16" => ": expected a whole number",
+        "bool" or "Boolean" => ": expected true or false",
+        "DateTimeOffset" or "DateTime" => ": expected an ISO 8601 date and time",
+        _ => "",
+    };
+
+    /// <summary>A client's value quoted back, cut to a length a message can hold.</summary>
+    private static string Shortened(string value) => value.Length > 100 ? value[..100] + "..." : value;
+
+    // The wording of Microsoft.AspNetCore.Http.RequestDelegateFactory's exceptions (parameters are named as in the
+    // route or query string: no endpoint renames them).
+    [GeneratedRegex("""^Failed to bind parameter "(?<type>.+) (?<name>[^ "]+)" from "(?<value>.*)"\.$""", RegexOptions.Singleline)]
+    private static partial Regex BindingFailed();
+
+    [GeneratedRegex("""^Implicit body inferred for parameter "[^"]*" but no body was provided\.""")]
+    private static partial Regex BodyNotProvided();
+
+    [GeneratedRegex("""^Required parameter "(?<type>.+) (?<name>[^ "]+)" was not provided from (?<source>.+)\.$""", RegexOptions.Singleline)]
+    private static partial Regex RequiredNotProvided();
+
+    [GeneratedRegex("""^Failed to read parameter ".+" from the request body as (JSON|form)\.$""", RegexOptions.Singleline)]
+    private static partial Regex BodyUnreadable();
 
     private static ProblemDetails Malformed(JsonException json)
     {

@@ -15,7 +15,7 @@ using ModularChat.Providers.Clients;
 namespace ModularChat.Providers.Features.Providers;
 
 /// <summary>The outcome of a provider test: it always answers 200; <see cref="Success"/> tells whether the provider did.</summary>
-/// <param name="Answer">The model's answer (cut at 500 characters).</param>
+/// <param name="Answer">The model's answer (cut at 500 characters), without control characters other than tabs and line breaks.</param>
 /// <param name="Error">Why the call failed, with the provider's HTTP status when it answered (a 401 means a bad key).</param>
 public sealed record ProviderTestResult(
     bool Success, string Provider, string Model, double LatencyMs, string? Answer, long? InputTokens, long? OutputTokens, ProviderTestError? Error);
@@ -45,7 +45,7 @@ internal sealed partial class TestProviderHandler(
             var client = clients.Chat(provider, model, timeout);
             var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, options.Value.TestPrompt)], cancellationToken: deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-            var answer = response.Text.Trim();
+            var answer = Printable(response.Text).Trim();
             LogTested(logger, provider.Name, ModelClients.Label(provider), "succeeded", latency);
             return new ProviderTestResult(true, provider.Name, model, latency, answer.Length > 500 ? answer[..500] : answer,
                 response.Usage?.InputTokenCount, response.Usage?.OutputTokenCount, null);
@@ -61,6 +61,15 @@ internal sealed partial class TestProviderHandler(
             return new ProviderTestResult(false, provider.Name, model, latency, null, null, null, new ProviderTestError(failure.ProviderStatus, message));
         }
     }
+
+    /// <summary>
+    /// The model's text as a client can show it: without the C0 control characters (a NUL, an escape sequence's ESC)
+    /// other than tabs and line breaks, which a remote model may send and a terminal or page would act on.
+    /// </summary>
+    private static string Printable(string text)
+        => text.Any(IsUnprintable) ? string.Concat(text.Where(c => !IsUnprintable(c))) : text;
+
+    private static bool IsUnprintable(char c) => c < ' ' && c is not ('\t' or '\n' or '\r');
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Provider test of {Provider} ({Label}) {Outcome} in {LatencyMs:0} ms")]
     private static partial void LogTested(ILogger logger, string provider, string label, string outcome, double latencyMs);
