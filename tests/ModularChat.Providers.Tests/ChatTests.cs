@@ -28,6 +28,23 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_streamed_turn_without_a_provider_answers_the_same_409_problem()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await client.StartConversationAsync();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat")
+        {
+            Content = new StringContent("""{"content":"hello?"}""", Encoding.UTF8, "application/json"),
+        };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+
+        var problem = await (await client.SendAsync(request)).ShouldBeProblem(409);
+
+        Assert.Contains("POST /api/providers", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Empty(await client.MessagesAsync(conversation));
+    }
+
+    [Fact]
     public async Task A_chat_turn_stores_the_user_message_and_the_answer_with_its_token_usage()
     {
         using var client = app.Client(ModularChatApp.NewUser());
