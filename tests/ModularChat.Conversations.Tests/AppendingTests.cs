@@ -106,6 +106,30 @@ public sealed class AppendingTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_retry_with_its_expected_version_answers_the_original_and_a_partly_new_one_409()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await client.NewConversation();
+        var message = new { role = "user", content = "hello", externalId = "e1", expectedVersion = c.Version };
+        var first = await (await client.PostJson($"/api/conversations/{c.Id}/messages", message)).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        // The client lost the answer and sends the same request again: it was stored, so it is answered, not refused as stale.
+        var retry = await (await client.PostJson($"/api/conversations/{c.Id}/messages", message)).ReadAs<AppendResponseDto>(HttpStatusCode.OK);
+        Assert.True(retry.Duplicate);
+        Assert.Equal((first.Id, first.Sequence, first.Version), (retry.Id, retry.Sequence, retry.Version));
+
+        var batch = new { messages = new[] { new { role = "user", content = "a", externalId = "b1" }, new { role = "assistant", content = "b", externalId = "b2" } }, expectedVersion = first.Version };
+        var stored = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", batch)).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        var batchRetry = await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", batch)).ReadAs<BatchResponseDto>(HttpStatusCode.OK);
+        Assert.Equal(stored.Messages.Select(m => m.Id), batchRetry.Messages.Select(m => m.Id));
+
+        // A request that would store something still needs the version it expects.
+        var partlyNew = new { messages = new[] { new { role = "user", content = "a", externalId = "b1" }, new { role = "user", content = "new", externalId = "b3" } }, expectedVersion = first.Version };
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", partlyNew)).ShouldBeProblem(409);
+        Assert.Equal(3, await app.CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
     public async Task Twenty_parallel_clients_keep_every_message_exactly_once_with_gap_free_sequences()
     {
         var user = ModularChatApp.NewUser();

@@ -221,7 +221,10 @@ internal sealed class AppendGroups(
             var state = streams[append.ConversationId];
             try
             {
-                ConversationStreams.EnsureWritable(state.Stream.Aggregate, state.Version, append.ConversationId, append.ExpectedVersion);
+                // A retry of a stored append (every message's external id known) answers the original, whatever version it
+                // expected: the version moved because of that append itself.
+                var expected = state.HoldsAll(append) ? null : append.ExpectedVersion;
+                ConversationStreams.EnsureWritable(state.Stream.Aggregate, state.Version, append.ConversationId, expected);
             }
             catch (Exception e) when (e is NotFoundException or ConflictException)
             {
@@ -380,6 +383,10 @@ internal sealed class AppendGroups(
 
         /// <summary>The conversation's version (as clients see it) once what the group decided so far is written.</summary>
         public long Version => (Stream.Aggregate?.ClientVersion ?? 0) + Appended.Count;
+
+        /// <summary>Whether every message of <paramref name="append"/> has an external id the conversation already holds (nothing to store).</summary>
+        public bool HoldsAll(PreparedAppend append)
+            => append.Messages.All(m => m.Message.ExternalId is { } externalId && _existing.ContainsKey(externalId));
 
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
