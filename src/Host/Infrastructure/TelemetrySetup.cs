@@ -1,6 +1,7 @@
 using ModularChat.BuildingBlocks.Telemetry;
 using Npgsql;
 using OpenTelemetry;
+using OpenTelemetry.Exporter;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Resources;
 using OpenTelemetry.Trace;
@@ -33,11 +34,13 @@ internal static class TelemetrySetup
 
     /// <summary>
     /// OpenTelemetry traces, metrics and logs. Exported over OTLP when an endpoint is configured
-    /// (OTEL_EXPORTER_OTLP_ENDPOINT or OpenTelemetry:OtlpEndpoint); collected but not exported otherwise.
+    /// (OTEL_EXPORTER_OTLP_ENDPOINT or OpenTelemetry:OtlpEndpoint), over gRPC or OTLP/HTTP (OTEL_EXPORTER_OTLP_PROTOCOL or
+    /// OpenTelemetry:OtlpProtocol); collected but not exported otherwise.
     /// </summary>
     public static WebApplicationBuilder AddModularChatTelemetry(this WebApplicationBuilder builder)
     {
         var otlpEndpoint = OtlpEndpoint(builder.Configuration);
+        var otlpProtocol = OtlpProtocol(builder.Configuration);
         builder.Logging.AddOpenTelemetry(o =>
         {
             o.IncludeScopes = true;
@@ -66,7 +69,11 @@ internal static class TelemetrySetup
 
         if (exporting)
         {
-            otel.UseOtlpExporter(OpenTelemetry.Exporter.OtlpExportProtocol.Grpc, otlpEndpoint!);
+            // The endpoint is a base URL either way: with UseOtlpExporter the SDK adds /v1/traces, /v1/metrics and /v1/logs
+            // to it for OTLP/HTTP (each signal's options keep appending the path when the endpoint comes from the default
+            // options, unlike AddOtlpExporter with an endpoint set in code). Everything else, OTEL_EXPORTER_OTLP_HEADERS
+            // among it, the SDK still reads from the configuration.
+            otel.UseOtlpExporter(otlpProtocol, otlpEndpoint!);
         }
 
         return builder;
@@ -78,10 +85,8 @@ internal static class TelemetrySetup
     /// </summary>
     private static Uri? OtlpEndpoint(IConfiguration configuration)
     {
-        var (setting, value) = configuration["OpenTelemetry:OtlpEndpoint"] is { } own
-            ? ("OpenTelemetry:OtlpEndpoint", own)
-            : ("OTEL_EXPORTER_OTLP_ENDPOINT", configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]);
-        if (string.IsNullOrWhiteSpace(value))
+        var (setting, value) = OwnOrStandard(configuration, "OpenTelemetry:OtlpEndpoint", "OTEL_EXPORTER_OTLP_ENDPOINT");
+        if (value is null)
         {
             return null;
         }
@@ -91,4 +96,26 @@ internal static class TelemetrySetup
             : throw new InvalidOperationException(
                 $"Configuration '{setting}' must be an absolute http or https URL of an OTLP collector, e.g. http://localhost:4317 (was '{value}').");
     }
+
+    /// <summary>
+    /// The OTLP protocol: <c>grpc</c> (the default) or <c>http/protobuf</c>. Another value stops the start with a message
+    /// naming the setting (the SDK would ignore it and send gRPC to a collector that does not speak it).
+    /// </summary>
+    private static OtlpExportProtocol OtlpProtocol(IConfiguration configuration)
+    {
+        var (setting, value) = OwnOrStandard(configuration, "OpenTelemetry:OtlpProtocol", "OTEL_EXPORTER_OTLP_PROTOCOL");
+        return value?.Trim().ToLowerInvariant() switch
+        {
+            null or "grpc" => OtlpExportProtocol.Grpc,
+            "http/protobuf" => OtlpExportProtocol.HttpProtobuf,
+            _ => throw new InvalidOperationException(
+                $"Configuration '{setting}' must be grpc or http/protobuf, the OTLP protocols the exporter speaks (was '{value}')."),
+        };
+    }
+
+    /// <summary>ModularChat's own setting when it has a value, else the standard OpenTelemetry variable; blank counts as unset.</summary>
+    private static (string Setting, string? Value) OwnOrStandard(IConfiguration configuration, string own, string standard)
+        => !string.IsNullOrWhiteSpace(configuration[own]) ? (own, configuration[own])
+            : !string.IsNullOrWhiteSpace(configuration[standard]) ? (standard, configuration[standard])
+            : (own, null);
 }

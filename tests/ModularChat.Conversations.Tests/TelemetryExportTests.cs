@@ -1,0 +1,84 @@
+using System.Net;
+using ModularChat.Testing.Fakes;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// The Host, run as its own process with the variables an operator sets, exports its traces, metrics and logs to a real
+/// OTLP collector on loopback: over the protocol configured, to each signal's path under the endpoint, with the headers of
+/// OTEL_EXPORTER_OTLP_HEADERS, and without the secrets of the requests it served.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class TelemetryExportTests(ConversationsApp app)
+{
+    private const string CollectorAuthorization = "Bearer collector-secret";
+
+    [Theory]
+    // The standard variables alone: gRPC by default.
+    [InlineData(null, null, false)]
+    // OTLP/HTTP by the standard variable: the SDK adds /v1/traces, /v1/metrics and /v1/logs to the endpoint.
+    [InlineData("http/protobuf", null, false)]
+    // ModularChat's own settings win over the standard variable; paths are added under an endpoint's own path too
+    // (hosted collectors have one, e.g. https://otlp.example.com/otlp).
+    [InlineData("grpc", "http/protobuf", true)]
+    public async Task Traces_metrics_and_logs_reach_an_otlp_collector_with_its_headers_and_without_secrets(
+        string? otelProtocol, string? ownProtocol, bool ownEndpoint)
+    {
+        var grpc = (ownProtocol ?? otelProtocol ?? "grpc") == "grpc";
+        await using var collector = await FakeOtlpCollector.StartAsync(grpc);
+        await using var model = await FakeOpenAiServer.StartAsync();
+        var basePath = ownEndpoint ? "/otlp" : "";
+        var serviceName = "modularchat-otlp-" + Guid.NewGuid().ToString("N")[..8];
+        var environment = new Dictionary<string, string>
+        {
+            [ownEndpoint ? "OpenTelemetry__OtlpEndpoint" : "OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.BaseUrl + basePath.TrimStart('/'),
+            ["OTEL_EXPORTER_OTLP_HEADERS"] = "authorization=" + CollectorAuthorization,
+            ["OpenTelemetry__ServiceName"] = serviceName,
+            // Export within a fraction of a second rather than the SDK's 5 s (spans, logs) and 60 s (metrics).
+            ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
+            ["OTEL_BLRP_SCHEDULE_DELAY"] = "200",
+            ["OTEL_METRIC_EXPORT_INTERVAL"] = "500",
+            ["OutboundNetwork__AllowPrivateNetworks"] = "true", // the fake model is on loopback
+        };
+        if (otelProtocol is not null)
+        {
+            environment["OTEL_EXPORTER_OTLP_PROTOCOL"] = otelProtocol;
+        }
+
+        if (ownProtocol is not null)
+        {
+            environment["OpenTelemetry__OtlpProtocol"] = ownProtocol;
+        }
+
+        await using var host = await app.StartHostProcessAsync(environment);
+
+        // Real requests carrying secrets: the bearer token on each, a provider's API key sent on to the model.
+        var token = app.Token(ModularChatApp.NewUser());
+        var apiKey = "sk-live-" + Guid.NewGuid().ToString("N");
+        using var client = host.Client(token);
+        var conversation = await client.NewConversation();
+        Assert.Equal(HttpStatusCode.Created, (await client.PostJson($"/api/conversations/{conversation.Id}/messages",
+            new { role = "user", content = "hello" })).StatusCode);
+        Assert.Equal(HttpStatusCode.Created, (await client.PostJson("/api/providers", new
+        {
+            name = "model", kind = "openai-compatible", endpoint = model.BaseUrl.ToString(), chatModel = "fake-model", apiKey,
+        })).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJson($"/api/conversations/{conversation.Id}/chat", new { content = "hi" })).StatusCode);
+        Assert.Contains(model.Requests, r => r.Authorization == "Bearer " + apiKey); // the key was really used
+
+        var paths = collector.SignalPaths(basePath);
+        var exports = await Eventually.Until(() => Task.FromResult(collector.Exports.ToList()), received =>
+                Has(received, paths[0], serviceName, "POST /api/conversations/{id}/messages", "chat turn")
+                && Has(received, paths[1], serviceName, "modularchat.messages.appended")
+                && Has(received, paths[2], serviceName, "Application started"),
+            seconds: 20, what: $"Traces, metrics and logs at {string.Join(", ", paths)}");
+
+        Assert.All(exports, e => Assert.Contains(e.Path, paths));
+        Assert.All(exports, e => Assert.Equal(CollectorAuthorization, e.Authorization));
+        Assert.Empty(exports.Where(e => e.Contains(token)).Select(e => e.Path)); // where the bearer token went, if anywhere
+        Assert.Empty(exports.Where(e => e.Contains(apiKey)).Select(e => e.Path));
+    }
+
+    private static bool Has(List<OtlpExport> exports, string path, params string[] texts)
+        => texts.All(text => exports.Any(e => e.Path == path && e.Contains(text)));
+}
