@@ -18,6 +18,7 @@ public sealed class BadInputTests(ConversationsApp app)
         { """{"role":"user"}""", "content", 400, "missing content" },
         { $$"""{"role":"user","content":"{{new string('x', 2001)}}"}""", "content", 422, "content over the configured maximum" },
         { """{"role":"user","content":"hi","externalId":"  "}""", "externalId", 400, "blank external id" },
+        { $$"""{"role":"user","content":"hi","externalId":"{{new string('e', 201)}}"}""", "externalId", 422, "external id over the configured maximum" },
         { """{"role":"user","content":"hi","expectedVersion":0}""", "expectedVersion", 400, "non-positive expected version" },
         { """[1,2,3]""", "$", 400, "not an object" },
         // PostgreSQL stores no NUL character in text or jsonb: refused where the body is read, before the database.
@@ -111,7 +112,7 @@ public sealed class BadInputTests(ConversationsApp app)
         { """{"role":"user","content":""}""", "messages[1].content", 400 },
         { $$"""{"role":"user","content":"{{new string('x', 2001)}}"}""", "messages[1].content", 422 },
         { """{"role":"user","content":"b","externalId":"  "}""", "messages[1].externalId", 400 },
-        { $$"""{"role":"user","content":"b","externalId":"{{new string('e', 201)}}"}""", "messages[1].externalId", 400 },
+        { $$"""{"role":"user","content":"b","externalId":"{{new string('e', 201)}}"}""", "messages[1].externalId", 422 },
         { """{"role":"user","content":"b","metadata":{"":"v"}}""", "messages[1].metadata", 400 },
         { """{"role":"user","content":"b","createdAt":"0001-01-01T00:00:00Z"}""", "messages[1].createdAt", 400 },
     };
@@ -294,6 +295,12 @@ public sealed class BadInputTests(ConversationsApp app)
         await (await client.PostJson("/api/conversations", new { title = new string('t', 201) })).ShouldBeProblem(422);
         var list = await (await client.GetAsync("/api/conversations")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
         Assert.Empty(list.Items);
+
+        // The limit is the stored title's: the spaces around it are trimmed, so they do not count.
+        var padded = await (await client.PostJson("/api/conversations", new { title = $"  {new string('t', 200)}  " })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        Assert.Equal(new string('t', 200), padded.Title);
+        var renamed = await (await client.PatchJson($"/api/conversations/{padded.Id}", new { title = $" {new string('u', 200)} " })).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(new string('u', 200), renamed.Title);
     }
 
     [Fact]

@@ -48,8 +48,9 @@ internal static class ConversationRules
             .WithMessage($"'metadata' values may be at most {options.MaxMetadataValueLength} characters.").AsLimit();
     }
 
+    /// <summary>The title's length as stored: without the spaces around it, which are trimmed.</summary>
     public static void Title<T>(IRuleBuilder<T, string?> rule, ConversationsOptions options)
-        => rule.Must(t => t is null || t.Length <= options.MaxTitleLength)
+        => rule.Must(t => t is null || t.Trim().Length <= options.MaxTitleLength)
             .WithMessage($"'title' may be at most {options.MaxTitleLength} characters.").AsLimit();
 }
 
@@ -72,7 +73,7 @@ internal sealed class NewMessageValidator : AbstractValidator<NewMessage>
         RuleFor(m => m.ExternalId)
             .Must(e => e is null || !string.IsNullOrWhiteSpace(e)).WithMessage("'externalId' must not be blank when given.")
             .Must(e => e is null || e.Length <= o.MaxExternalIdLength)
-            .WithMessage($"'externalId' may be at most {o.MaxExternalIdLength} characters.");
+            .WithMessage($"'externalId' may be at most {o.MaxExternalIdLength} characters.").AsLimit();
         // The two ends of .NET's range are what clients send for "no date" (and PostgreSQL would store them as
         // -infinity/infinity, which no month, year or age can be computed from).
         RuleFor(m => m.CreatedAt)
