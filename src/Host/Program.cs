@@ -32,6 +32,7 @@ builder.Services.AddSingleton<ITokenCounter, O200kTokenCounter>();
 builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx =>
 {
     ctx.ProblemDetails.Instance ??= ctx.HttpContext.Request.Path;
+    StatusCodeProblems.AddDetail(ctx);
     ctx.ProblemDetails.Extensions["traceId"] = Activity.Current?.TraceId.ToString() ?? ctx.HttpContext.TraceIdentifier;
 });
 // After AddProblemDetails: for requests whose Accept names no JSON type, which the framework's writer declines.

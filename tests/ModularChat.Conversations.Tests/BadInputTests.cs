@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -200,9 +201,44 @@ public sealed class BadInputTests(ConversationsApp app)
         // Limits:MaxRequestBodyBytes is 200,000 in this host.
         var huge = new { messages = new[] { new { role = "user", content = "small" } }, padding = new string('p', 250_000) };
 
-        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", huge)).ShouldBeProblem(413);
+        var json = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(huge);
+
+        // Announced by Content-Length, and sent chunked (no length: found out while the body is read).
+        using var sized = new ByteArrayContent(json);
+        sized.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+        using var chunked = new StreamContent(new UnknownLengthStream(json));
+        chunked.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
+        foreach (var content in new HttpContent[] { sized, chunked })
+        {
+            var problem = await (await client.PostAsync($"/api/conversations/{c.Id}/messages/batch", content)).ShouldBeProblem(413);
+            Assert.Contains("Limits:MaxRequestBodyBytes", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
         var after = await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(0, after.MessageCount);
+    }
+
+    [Fact]
+    public async Task Errors_the_framework_answers_by_status_say_what_to_change()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "status" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        using var text = new StringContent("""{"role":"user","content":"hi"}""", System.Text.Encoding.UTF8, "text/plain");
+        var unsupported = await (await client.PostAsync($"/api/conversations/{c.Id}/messages", text)).ShouldBeProblem(415);
+        Assert.Contains("application/json", unsupported.GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        var method = await (await client.PutAsync($"/api/conversations/{c.Id}", JsonContent.Create(new { title = "x" }))).ShouldBeProblem(405);
+        Assert.Matches("PUT is not allowed on this path; it takes .*PATCH", method.GetProperty("detail").GetString());
+
+        var nowhere = await (await client.GetAsync("/api/no-such-thing")).ShouldBeProblem(404);
+        Assert.Contains("/openapi/v1.json", nowhere.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>A body whose length the client does not announce (HttpClient sends it chunked).</summary>
+    private sealed class UnknownLengthStream(byte[] bytes) : MemoryStream(bytes)
+    {
+        public override bool CanSeek => false;
     }
 
     [Theory]

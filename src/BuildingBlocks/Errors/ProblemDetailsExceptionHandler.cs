@@ -180,7 +180,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
             {
                 Status = StatusCodes.Status413PayloadTooLarge,
                 Title = "The request is too large.",
-                Detail = "The request body exceeds the configured maximum size (Limits:MaxRequestBodyBytes).",
+                Detail = StatusCodeProblems.TooLarge,
             };
         }
 

@@ -1,0 +1,32 @@
+using Microsoft.AspNetCore.Http;
+
+namespace ModularChat.BuildingBlocks.Errors;
+
+/// <summary>
+/// Details for the errors the framework answers without an exception of ours, with a status only (status code pages):
+/// a body over the size limit found while the binder read it, a body that is not JSON, a method the path does not take,
+/// a path with no endpoint. Their ProblemDetails had a title ("Content Too Large") and nothing saying what to change.
+/// </summary>
+public static class StatusCodeProblems
+{
+    /// <summary>What a 413 says, wherever the size limit is found out.</summary>
+    public const string TooLarge = "The request body exceeds the configured maximum size (Limits:MaxRequestBodyBytes).";
+
+    /// <summary>Fills in <see cref="Microsoft.AspNetCore.Mvc.ProblemDetails.Detail"/> when nothing else did.</summary>
+    public static void AddDetail(ProblemDetailsContext context)
+    {
+        var problem = context.ProblemDetails;
+        var request = context.HttpContext.Request;
+        problem.Detail ??= problem.Status switch
+        {
+            StatusCodes.Status413PayloadTooLarge => TooLarge,
+            StatusCodes.Status415UnsupportedMediaType => "The request body must be JSON, sent with 'Content-Type: application/json'.",
+            StatusCodes.Status405MethodNotAllowed => context.HttpContext.Response.Headers.Allow is { Count: > 0 } allow
+                ? $"{request.Method} is not allowed on this path; it takes {allow}."
+                : $"{request.Method} is not allowed on this path.",
+            StatusCodes.Status404NotFound when context.HttpContext.GetEndpoint() is null
+                => "There is no endpoint at this path: the OpenAPI document at /openapi/v1.json lists them.",
+            _ => null,
+        };
+    }
+}
