@@ -116,6 +116,36 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_context_larger_than_a_mebibyte_is_cached_too_for_the_other_nodes()
+    {
+        await using var second = await app.StartHostAsync();
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        using var other = second.Server.CreateClient();
+        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        var c = await client.NewConversation();
+        for (var b = 0; b < 12; b++)
+        {
+            var batch = Enumerable.Range(1, 50).Select(i => new
+            {
+                role = "user",
+                content = string.Join(' ', Enumerable.Range(0, 200).Select(w => $"word{(b * 50 + i) * 7 + w}")),
+            });
+            await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        }
+
+        using var lookups = new CacheLookupRecorder();
+        var first = await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=1000000");
+        var size = (await first.Content.ReadAsByteArrayAsync()).Length;
+        var fromRedis = await Context(other, c.Id, 1_000_000);
+
+        // HybridCache's default limit (1 MiB) kept it out of Redis, with an error logged on every read.
+        Assert.True(size > 1024 * 1024, $"The context is {size} bytes");
+        Assert.Equal(600, fromRedis.Messages.Count);
+        Assert.Equal(new[] { "miss", "hit" }, lookups.Results("context"));
+    }
+
+    [Fact]
     public async Task An_append_changes_the_cached_context_but_not_the_cached_summary()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -13,6 +13,7 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317:x")]
     [InlineData("OpenTelemetry:OtlpProtocol", "http/json")] // a protocol of the specification the .NET exporter does not speak
     [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "http")]
+    [InlineData("Cache:MaxEntryBytes", "1000")]
     public async Task A_bad_value_stops_the_start_naming_the_setting(string setting, string value)
     {
         var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = value }));

@@ -44,7 +44,15 @@ internal static partial class CachingSetup
 
         services.AddSingleton(sp => new RedisAvailability(
             sp.GetService<IConnectionMultiplexer>(), retryInterval, sp.GetRequiredService<ILogger<RedisAvailability>>()));
-        services.AddHybridCache();
+        // A context is as large as the budget asked for (up to Context:MaxMaxTokens): HybridCache's default of 1 MiB left
+        // every context of more than ~250,000 tokens uncached, with an error logged on each read.
+        var maxEntryBytes = configuration.GetValue("Cache:MaxEntryBytes", 16L * 1024 * 1024);
+        if (maxEntryBytes is < 64 * 1024 or > 1024L * 1024 * 1024)
+        {
+            throw new InvalidOperationException($"Configuration 'Cache:MaxEntryBytes' must be between 65536 (64 KiB) and 1073741824 (1 GiB), not {maxEntryBytes}.");
+        }
+
+        services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
         services.AddSingleton<CacheGenerations>();
         services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());
         services.AddHostedService<ReportCacheMode>();
