@@ -106,6 +106,23 @@ public sealed class AppendingTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_client_time_is_kept_to_the_microsecond_as_the_database_and_search_keep_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await client.NewConversation();
+        var precise = new DateTimeOffset(2024, 5, 1, 10, 0, 0, TimeSpan.FromHours(2)).AddTicks(12_345_678); // 1.2345678 s
+        var kept = new DateTimeOffset(2024, 5, 1, 10, 0, 1, TimeSpan.FromHours(2)).AddTicks(2_345_670);
+
+        var appended = await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "when?", createdAt = precise }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var stored = await (await client.GetAsync($"/api/conversations/{c.Id}/messages/1")).ReadAs<MessageDto>(HttpStatusCode.OK);
+
+        Assert.Equal(kept, appended.CreatedAt);
+        Assert.Equal(kept, stored.CreatedAt);
+        Assert.Equal(kept.Offset, stored.CreatedAt.Offset);
+    }
+
+    [Fact]
     public async Task A_retry_with_its_expected_version_answers_the_original_and_a_partly_new_one_409()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -402,7 +402,7 @@ internal sealed class AppendGroups(
 
                 var e = new MessageAppended(
                     append.ConversationId, Guid.CreateVersion7(), Stream.Aggregate!.MessageCount + Appended.Count + 1, role, message.Content!,
-                    message.ExternalId, message.Metadata, message.CreatedAt ?? now, now, tokenCount);
+                    message.ExternalId, message.Metadata, message.CreatedAt?.TruncateToMicroseconds() ?? now, now, tokenCount);
                 Appended.Add(e);
                 var stored = new AppendedMessage(e.MessageId, e.Sequence, e.ExternalId, e.TokenCount, e.CreatedAt, Duplicate: false);
                 results.Add(stored);
