@@ -28,10 +28,13 @@ if (args is ["eval-search", ..])
     return 0;
 }
 
-var scenarios = args.Length == 0 ? ["append", "chat", "search", "summaries", "context"] : args;
+var scenarios = args.Length == 0 ? ["append", "chat", "search", "summaries", "context", "tokens"] : args;
 await using var env = BenchEnvironment.FromEnvironment();
-// The chat scenario's model runs on loopback, which a host only connects to when told so: it then starts its own host.
-await env.StartAsync(scenarios.Contains("chat") ? ChatBenchmark.HostSettings : null);
+if (!scenarios.All(s => s == "tokens"))
+{
+    // The chat scenario's model runs on loopback, which a host only connects to when told so: it then starts its own host.
+    await env.StartAsync(scenarios.Contains("chat") ? ChatBenchmark.HostSettings : null);
+}
 
 foreach (var scenario in scenarios)
 {
@@ -51,6 +54,9 @@ foreach (var scenario in scenarios)
             break;
         case "context":
             await new ContextBenchmark(results).RunAsync();
+            break;
+        case "tokens":
+            await new TokenBenchmark(results).RunAsync();
             break;
         case "http-floor":
             // The cost of the HTTP round trip alone (anonymous liveness probe): the ceiling any endpoint can reach here.
@@ -83,7 +89,7 @@ foreach (var scenario in scenarios)
 
             break;
         default:
-            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, search, summaries, context, http-floor, read-floor)");
+            Console.Error.WriteLine($"unknown scenario '{scenario}' (known: append, chat, search, summaries, context, tokens, http-floor, read-floor)");
             return 2;
     }
 }

@@ -10,6 +10,14 @@ public interface ITokenCounter
 }
 
 /// <summary>o200k_base token counts through Microsoft.ML.Tokenizers (thread-safe, one instance per process).</summary>
+/// <remarks>
+/// Exact for every text, in time linear in its length (n log n within one pre-token) from Microsoft.ML.Tokenizers 3.0.0 on,
+/// whose byte-pair merge keeps its candidates in a heap for pre-tokens over 128 bytes. Up to 2.0.1 the merge rescanned the
+/// whole pre-token after each step, quadratic in its length: a 100,000-character message the pre-tokenizer keeps in one
+/// piece (one CJK character or Latin letter repeated, CJK without punctuation, emoji) took 5-40 s to count, against
+/// ~0.1 s for ordinary text. The counts did not change (the same ids on this repository's texts and 3,000 generated
+/// ones); the benchmark's <c>tokens</c> scenario keeps the worst case's cost per character near the ordinary one's.
+/// </remarks>
 public sealed class O200kTokenCounter : ITokenCounter
 {
     private readonly Tokenizer _tokenizer = TiktokenTokenizer.CreateForEncoding("o200k_base");
