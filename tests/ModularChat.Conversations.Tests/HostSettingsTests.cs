@@ -21,4 +21,21 @@ public sealed class HostSettingsTests(ConversationsApp app)
         Assert.Contains(Exceptions.Flatten(error), e => e is InvalidOperationException
             && e.Message.Contains($"'{setting}'", StringComparison.Ordinal) && e.Message.Contains(value, StringComparison.Ordinal));
     }
+
+    [Fact]
+    public async Task The_log_names_where_Redis_is_but_never_its_user_or_password()
+    {
+        const string password = "RedisPw-Never-Logged-42";
+        var redis = StackExchange.Redis.ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0].ToString()!;
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
+        {
+            // The node logs where its cache is when it starts (reachable or not, the same way).
+            ["ConnectionStrings__Redis"] = $"{app.RedisConnectionString},user=cache-user,password={password}",
+        });
+
+        var output = await Eventually.Until(() => Task.FromResult(node.Output), o => o.Contains($" at {redis}", StringComparison.Ordinal), what: "Nothing logged about Redis");
+
+        Assert.DoesNotContain(password, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("cache-user", output, StringComparison.Ordinal);
+    }
 }

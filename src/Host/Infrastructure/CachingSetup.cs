@@ -79,17 +79,20 @@ internal static partial class CachingSetup
             }
             else if (!redis.IsConnected)
             {
-                LogRedisDown(logger, redis.Configuration);
+                LogRedisDown(logger, EndPoints(redis));
             }
             else
             {
-                LogRedis(logger, redis.Configuration);
+                LogRedis(logger, EndPoints(redis));
             }
 
             return Task.CompletedTask;
         }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        /// <summary>Where Redis is, without the rest of the connection string (it may hold a user and password).</summary>
+        private static string EndPoints(IConnectionMultiplexer redis) => string.Join(", ", redis.GetEndPoints().Select(e => e.ToString()));
 
         [LoggerMessage(Level = LogLevel.Warning, Message = "Redis is not configured (ConnectionStrings:Redis): caching runs in-process only, and cache invalidations do not reach other nodes")]
         private static partial void LogNoRedis(ILogger logger);
