@@ -38,4 +38,21 @@ public sealed class HostSettingsTests(ConversationsApp app)
         Assert.DoesNotContain(password, output, StringComparison.Ordinal);
         Assert.DoesNotContain("cache-user", output, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Started_from_another_directory_the_host_reads_the_settings_beside_it()
+    {
+        var elsewhere = Directory.CreateTempSubdirectory("modularchat-cwd-");
+        try
+        {
+            await using var node = await app.StartHostProcessAsync(workingDirectory: elsewhere.FullName);
+
+            var output = await Eventually.Until(() => Task.FromResult(node.Output), o => o.Contains("Content root path:", StringComparison.Ordinal), what: "No content root logged");
+            Assert.Contains($"Content root path: {AppContext.BaseDirectory.TrimEnd(Path.DirectorySeparatorChar)}", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            elsewhere.Delete(recursive: true);
+        }
+    }
 }

@@ -166,14 +166,15 @@ public class ModularChatApp : IAsyncLifetime
     /// answers. For what an in-memory test server does not do the same way, such as draining requests when the process is
     /// told to stop.
     /// </summary>
-    public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null)
+    /// <param name="workingDirectory">Where the process starts (the build's directory unless given).</param>
+    public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
         var port = HostProcess.FreePort();
         var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll")])
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
         start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
         start.Environment["ConnectionStrings__Postgres"] = PostgresConnectionString;
