@@ -32,6 +32,7 @@ public sealed class ConversationsApp : ModularChatApp
         ["Messaging:KeepHandledMessagesFor"] = "00:00:01",
         ["Messaging:HandledMessageCleanupInterval"] = "00:00:01",
         ["Messaging:HealthCheckInterval"] = "00:00:07",
+        ["Messaging:StaleNodeTimeout"] = "00:00:25",
         // Search tombstones expire quickly too (at least the vector index's idle eviction).
         ["Search:TombstoneLifetime"] = "00:00:02",
         ["Search:VectorIndex:IdleEviction"] = "00:00:01",

@@ -13,6 +13,7 @@ public sealed class MessagingSettingsTests(ConversationsApp app)
         var durability = app.Host.Services.GetRequiredService<IWolverineRuntime>().Options.Durability;
 
         Assert.Equal(TimeSpan.FromSeconds(7), durability.HealthCheckPollingTime);
+        Assert.Equal(TimeSpan.FromSeconds(25), durability.StaleNodeTimeout);
         Assert.Equal(TimeSpan.FromSeconds(1), durability.KeepAfterMessageHandling);
         Assert.Equal(TimeSpan.FromSeconds(1), durability.HandledMessageCleanupPollingTime);
     }

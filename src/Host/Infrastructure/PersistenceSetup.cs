@@ -121,6 +121,16 @@ internal static class PersistenceSetup
         // Nodes check in and the leader assigns the projections (search indexing) at this interval; after a start, a node's
         // projections begin at about its second check (~13 s with Wolverine's default of 10 s, ~5 s with 2 s).
         options.Durability.HealthCheckPollingTime = configuration.GetValue("Messaging:HealthCheckInterval", options.Durability.HealthCheckPollingTime);
+        // A node that stops checking in (killed, cut off from the database) keeps its projections and the messages it had
+        // claimed until it has been silent this long and then seen so at two checks: after a crash, search indexing (and
+        // whatever else that node ran) pauses for about this long plus two check intervals.
+        options.Durability.StaleNodeTimeout = configuration.GetValue("Messaging:StaleNodeTimeout", options.Durability.StaleNodeTimeout);
+        if (options.Durability.StaleNodeTimeout < 2 * options.Durability.HealthCheckPollingTime)
+        {
+            throw new InvalidOperationException(
+                $"Configuration 'Messaging:StaleNodeTimeout' must be at least twice Messaging:HealthCheckInterval ({options.Durability.HealthCheckPollingTime}), " +
+                $"or a node that is only slow to check in is taken for dead (was {options.Durability.StaleNodeTimeout}).");
+        }
         // Handler code (ADR 0007): `./build.sh publish` compiles what Wolverine generates for the handlers into this
         // assembly ahead of time (codegen write), and then it is loaded as it is (Static: nothing is compiled at run time).
         // The development build and the tests have none: they generate and compile it in memory on first use (Dynamic).
