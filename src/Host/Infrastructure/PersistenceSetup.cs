@@ -107,6 +107,17 @@ internal static class PersistenceSetup
                 // Async projections and subscriptions are spread over nodes by Wolverine (never Marten's HotCold here).
                 integration.UseWolverineManagedEventSubscriptionDistribution = true;
             });
+
+        // Marten's own command log (set up by AddMarten when the store is built), with a lost concurrency race below Error.
+        var store = services.Last(d => d.ServiceType == typeof(IDocumentStore) && d.ImplementationFactory is not null);
+        services.Remove(store);
+        services.AddSingleton<IDocumentStore>(sp =>
+        {
+            var built = (IDocumentStore)store.ImplementationFactory!(sp);
+            var options = sp.GetRequiredService<StoreOptions>();
+            options.Logger(new ConcurrencyConflictsBelowError(options.Logger(), sp.GetRequiredService<ILogger<IDocumentStore>>()));
+            return built;
+        });
         return services;
     }
 

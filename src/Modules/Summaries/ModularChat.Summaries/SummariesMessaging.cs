@@ -81,6 +81,10 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {
+                    // Each node follows its own appends, so two nodes update the same conversation's activity now and then: the
+                    // loser retries at once, a routine race logged as a warning. Should every retry lose, Wolverine moves the
+                    // batch to the dead-letter store and logs that as an error.
+                    chain.FailureLogLevel = LogLevel.Warning;
                     chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
                 }
             }

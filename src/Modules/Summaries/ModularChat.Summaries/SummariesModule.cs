@@ -68,6 +68,8 @@ public static class SummariesModule
             .Duplicate(a => a.PendingUpTo, notNull: true);
         options.Schema.For<SummaryProgress>()
             .Duplicate(p => p.CoveredTo, notNull: true);
+        options.Schema.For<SummaryClaim>()
+            .UseOptimisticConcurrency(true);
         options.Schema.For<SummarySweepRecord>();
         return options;
     }

@@ -88,6 +88,12 @@ public sealed class SummariesOptions
     public TimeSpan BurstRecheckInterval { get; set; } = TimeSpan.FromSeconds(5);
 
     /// <summary>
+    /// How long a job puts itself off when another job (usually on another node) is writing the same revision, before it
+    /// looks again; by then it usually finds the revision written and does nothing.
+    /// </summary>
+    public TimeSpan ClaimRecheckInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>
     /// Longest a deleted conversation's summary stream waits for Marten's daemon to read past its last event before it
     /// is removed anyway (ADR 0009).
     /// </summary>
@@ -260,6 +266,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.EventBatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.EventBatchWindow).InclusiveBetween(TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1));
         RuleFor(o => o.BurstRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RuleFor(o => o.ClaimRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
         RuleFor(o => o.PurgeMaxWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.Sweep.Interval).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(7));
         RuleFor(o => o.Sweep.BatchSize).InclusiveBetween(1, 10_000);

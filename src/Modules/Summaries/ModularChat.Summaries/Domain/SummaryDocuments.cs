@@ -49,3 +49,27 @@ public sealed class SummaryProgress : ITenanted
     /// <summary>The rebuild (resummarize run) the summary was last rebuilt by.</summary>
     public Guid? RebuildId { get; set; }
 }
+
+/// <summary>
+/// Which job is writing a conversation's next revision, until when (taken before the model is called, in its own short
+/// transaction; optimistic concurrency makes two takers of the same claim conflict). A second job for that revision puts
+/// itself off while the claim holds instead of paying for the same summary; an expired claim (its node died) can be taken
+/// over. Id = the conversation id.
+/// </summary>
+public sealed class SummaryClaim : ITenanted, IVersioned
+{
+    public Guid Id { get; set; }
+
+    public string? TenantId { get; set; }
+
+    public Guid Version { get; set; }
+
+    /// <summary>The revision being written.</summary>
+    public int Revision { get; set; }
+
+    /// <summary>The envelope of the job writing it (its retries keep the claim).</summary>
+    public Guid JobId { get; set; }
+
+    /// <summary>When the claim lapses: the job's timeout after it was taken, by when the job has ended one way or the other.</summary>
+    public DateTimeOffset Until { get; set; }
+}

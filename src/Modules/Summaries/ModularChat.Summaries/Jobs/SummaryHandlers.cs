@@ -82,6 +82,7 @@ public static class SummaryCleanupHandler
     {
         session.Delete<ConversationActivity>(conversationId);
         session.Delete<SummaryProgress>(conversationId);
+        session.Delete<SummaryClaim>(conversationId);
         session.Delete<SummaryView>(conversationId);
         session.DeleteWhere<SummaryRevisionView>(r => r.ConversationId == conversationId);
         await context.PublishAsync(new PurgeSummaryStream(conversationId, clock.GetUtcNow()));

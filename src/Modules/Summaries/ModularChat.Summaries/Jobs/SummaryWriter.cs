@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Runtime.CompilerServices;
+using JasperFx;
 using Marten;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -116,6 +117,16 @@ public sealed partial class SummaryWriter(
             return outgoing;
         }
 
+        // The model is called only by the job that holds the claim on this revision: another job for it (a duplicate, often
+        // queued by another node that saw the same appends) looks again later, by when it usually finds it written.
+        var revision = (progress?.Revision ?? 0) + 1;
+        if (!await TryClaimAsync(session, id, revision, envelope.Id, cancellationToken))
+        {
+            outgoing.Add(job.ScheduledAt(clock.GetUtcNow() + options.Value.ClaimRecheckInterval));
+            LogClaimedElsewhere(logger, id, tenant, revision);
+            return outgoing;
+        }
+
         var summarizer = await summarizers.ForAsync(tenant, settings, cancellationToken);
         span?.SetTag("modularchat.summary.summarizer", summarizer.Name);
         span?.SetTag("modularchat.summary.model", summarizer.Model);
@@ -157,6 +168,8 @@ public sealed partial class SummaryWriter(
                 LogFailed(logger, e, id, tenant, envelope.Attempts);
             }
 
+            // Until this job's retry, another job for the revision may try the model (as a duplicate did before claims).
+            await ReleaseClaimAsync(session, id, envelope.Id);
             throw;
         }
 
@@ -166,7 +179,6 @@ public sealed partial class SummaryWriter(
         }
 
         var duration = Stopwatch.GetElapsedTime(started);
-        var revision = (progress?.Revision ?? 0) + 1;
         var revisedAt = clock.GetUtcNow();
         var revised = new SummaryRevised(id, revision, text, 1, covered, reason, summarizer.Name, summarizer.Model,
             summarizer.PromptVersion, settings.Variant, inputTokens, outputTokens, duration, revisedAt);
@@ -208,6 +220,61 @@ public sealed partial class SummaryWriter(
         }
 
         return outgoing;
+    }
+
+    /// <summary>
+    /// Takes the claim on revision <paramref name="revision"/> of the conversation for job <paramref name="jobId"/>, committed
+    /// at once (before the model call): false when another job holds a live claim on it or took it first, or a later revision
+    /// is claimed.
+    /// </summary>
+    private async Task<bool> TryClaimAsync(IDocumentSession jobSession, Guid id, int revision, Guid jobId, CancellationToken cancellationToken)
+    {
+        await using var session = jobSession.DocumentStore.LightweightSession(jobSession.TenantId);
+        var claim = await session.LoadAsync<SummaryClaim>(id, cancellationToken);
+        var now = clock.GetUtcNow();
+        // A claim on a later revision means this one is written already (this job read the progress before it was).
+        if (claim is not null && (claim.Revision > revision || (claim.Revision == revision && claim.JobId != jobId && claim.Until > now)))
+        {
+            return false;
+        }
+
+        if (claim is null)
+        {
+            session.Insert(new SummaryClaim { Id = id, Revision = revision, JobId = jobId, Until = now + options.Value.JobTimeout });
+        }
+        else
+        {
+            // The loaded version is the expected one: a job that took it meanwhile makes this one conflict.
+            claim.Revision = revision;
+            claim.JobId = jobId;
+            claim.Until = now + options.Value.JobTimeout;
+            session.Update(claim);
+        }
+
+        try
+        {
+            await session.SaveChangesAsync(cancellationToken);
+            return true;
+        }
+        catch (Exception e) when (e is ConcurrencyException or DocumentAlreadyExistsException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Gives up this job's claim (its attempt failed); best effort: a claim left behind lapses after the job's timeout.</summary>
+    private async Task ReleaseClaimAsync(IDocumentSession jobSession, Guid id, Guid jobId)
+    {
+        try
+        {
+            await using var session = jobSession.DocumentStore.LightweightSession(jobSession.TenantId);
+            session.DeleteWhere<SummaryClaim>(c => c.Id == id && c.JobId == jobId);
+            await session.SaveChangesAsync(CancellationToken.None);
+        }
+        catch (Exception e)
+        {
+            LogClaimNotReleased(logger, e, id, jobSession.TenantId);
+        }
     }
 
     /// <summary>
@@ -300,6 +367,14 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "No summary due for conversation {ConversationId} of tenant {TenantId} ({MessageCount} messages, {CoveredTo} covered): nothing to do")]
     private static partial void LogNotDue(ILogger logger, Guid conversationId, string tenantId, long messageCount, long coveredTo);
+
+    [LoggerMessage(Level = LogLevel.Debug,
+        Message = "Revision {Revision} of the summary of conversation {ConversationId} of tenant {TenantId} is being written by another job: looking again later")]
+    private static partial void LogClaimedElsewhere(ILogger logger, Guid conversationId, string tenantId, int revision);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "The claim on the summary of conversation {ConversationId} of tenant {TenantId} could not be released: it lapses after Summaries:JobTimeout")]
+    private static partial void LogClaimNotReleased(ILogger logger, Exception exception, Guid conversationId, string tenantId);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
     private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);

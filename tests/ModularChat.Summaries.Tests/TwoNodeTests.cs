@@ -1,0 +1,83 @@
+using System.Net.Http.Headers;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using ModularChat.Testing.Fakes;
+using Npgsql;
+
+namespace ModularChat.Summaries.Tests;
+
+/// <summary>Two nodes on one database, each following its own appends: one model call per revision, no error for their routine races.</summary>
+[Collection(AppCollection.Name)]
+public sealed class TwoNodeTests(SummariesApp app)
+{
+    [Fact]
+    public async Task Two_nodes_appending_to_the_same_conversations_call_the_model_once_per_revision_and_log_no_error()
+    {
+        var marker = $"twonode{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder;
+        // A slow model: both nodes' jobs for a milestone would be calling it at the same time.
+        app.Llm.Responder = r => UserText(r).Contains(marker, StringComparison.Ordinal)
+            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Delay: TimeSpan.FromSeconds(3))
+            : previous(r);
+        var errorsBefore = app.Logs.Entries.Count(e => e.Level >= LogLevel.Error && e.Level < LogLevel.None);
+        try
+        {
+            await using var otherNode = await app.StartHostAsync();
+            using var nodeA = app.Client(app.LlmTenant);
+            using var nodeB = otherNode.Server.CreateClient();
+            nodeB.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
+
+            var conversations = new List<(Guid Id, string Topic)>();
+            for (var c = 0; c < 8; c++)
+            {
+                conversations.Add((await nodeA.NewConversation(), $"{marker}c{c}"));
+            }
+
+            // Every message goes through the other node than the one before it, all conversations in step: both nodes
+            // see each conversation reach its first milestone (10).
+            for (var i = 1; i <= 12; i++)
+            {
+                var node = i % 2 == 1 ? nodeA : nodeB;
+                await Task.WhenAll(conversations.Select(c => node.AppendEach(c.Id, Api.Turns(i, i, c.Topic))));
+            }
+
+            foreach (var (id, _) in conversations)
+            {
+                await nodeA.SummaryCovering(id, 10, seconds: 90);
+            }
+
+            // Until nothing about these conversations is left in either node's queues (jobs put off included).
+            await Eventually.Until(() => PendingEnvelopesAbout(conversations.Select(c => c.Id)), n => n == 0, 120, "messages about the conversations still queued");
+
+            foreach (var (id, topic) in conversations)
+            {
+                var revisions = (await nodeA.History(id)).Count;
+                var calls = app.Llm.Requests.Count(r => UserText(r).Contains(topic + ":", StringComparison.Ordinal));
+                Assert.True(revisions >= 1);
+                Assert.Equal(revisions, calls);
+            }
+
+            var errors = app.Logs.Entries.Where(e => e.Level >= LogLevel.Error && e.Level < LogLevel.None).Skip(errorsBefore).Select(e => e.ToString()).ToList();
+            Assert.Empty(errors);
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
+    }
+
+    private static string UserText(RecordedRequest request)
+        => string.Join("\n", request.Messages.Where(m => m?["role"]?.GetValue<string>() == "user").Select(m => m?["content"]?.ToString()));
+
+    /// <summary>Envelopes not yet handled (incoming, running or scheduled) whose message names one of the conversations.</summary>
+    private async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and exists (select 1 from unnest(@ids) i where position(i in body) > 0)",
+            connection);
+        command.Parameters.AddWithValue("ids", ids.Select(id => Encoding.UTF8.GetBytes(id.ToString())).ToArray());
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+}
