@@ -79,8 +79,7 @@ public sealed class ContextTests(ConversationsApp app)
         await using var second = await app.StartHostAsync();
         var user = ModularChatApp.NewUser();
         using var first = app.Client(user);
-        using var other = second.Server.CreateClient();
-        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var other = ClientOf(second, user);
         var (id, _) = await ConversationWith(first, 3);
 
         // Both nodes cache the context...
@@ -121,8 +120,7 @@ public sealed class ContextTests(ConversationsApp app)
         await using var second = await app.StartHostAsync();
         var user = ModularChatApp.NewUser();
         using var client = app.Client(user);
-        using var other = second.Server.CreateClient();
-        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var other = ClientOf(second, user);
         var c = await client.NewConversation();
         for (var b = 0; b < 12; b++)
         {
@@ -253,6 +251,14 @@ public sealed class ContextTests(ConversationsApp app)
         // The bump node A could not make is made once Redis answers: no node reads the entry cached before the append.
         await Eventually.Until(() => Context(b, id, 5000), c => c.Messages.Count == 3, seconds: 30, what: "Node B still serves the context cached before the append");
         Assert.Equal(3, (await Context(a, id, 5000)).Messages.Count);
+    }
+
+    /// <summary>A client of another node of the fixture's database, signed in as <paramref name="user"/>.</summary>
+    private HttpClient ClientOf(Alba.IAlbaHost node, string user)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        return client;
     }
 
     private static async Task<ContextDto> Context(HttpClient client, Guid id, int maxTokens)

@@ -43,38 +43,23 @@ internal sealed partial class ConcurrencyConflictsBelowError(IMartenLogger inner
         public void LogSuccess(NpgsqlBatch batch) => inner.LogSuccess(batch);
 
         public void LogFailure(NpgsqlCommand command, Exception ex)
-        {
-            if (IsConflict(ex))
-            {
-                LogConflict(logger, ex, command.CommandText);
-            }
-            else
-            {
-                inner.LogFailure(command, ex);
-            }
-        }
+            => Log(ex, () => command.CommandText, () => inner.LogFailure(command, ex));
 
         public void LogFailure(NpgsqlBatch batch, Exception ex)
-        {
-            if (IsConflict(ex))
-            {
-                LogConflict(logger, ex, string.Join(";\n", batch.BatchCommands.Cast<NpgsqlBatchCommand>().Select(c => c.CommandText)));
-            }
-            else
-            {
-                inner.LogFailure(batch, ex);
-            }
-        }
+            => Log(ex, () => string.Join(";\n", batch.BatchCommands.Cast<NpgsqlBatchCommand>().Select(c => c.CommandText)), () => inner.LogFailure(batch, ex));
 
-        public void LogFailure(Exception ex, string message)
+        public void LogFailure(Exception ex, string message) => Log(ex, () => message, () => inner.LogFailure(ex, message));
+
+        /// <summary>A lost race at Debug with what was sent; any other failure as Marten logs it.</summary>
+        private void Log(Exception ex, Func<string> sent, Action asMartenLogsIt)
         {
             if (IsConflict(ex))
             {
-                LogConflict(logger, ex, message);
+                LogConflict(logger, ex, sent());
             }
             else
             {
-                inner.LogFailure(ex, message);
+                asMartenLogsIt();
             }
         }
 

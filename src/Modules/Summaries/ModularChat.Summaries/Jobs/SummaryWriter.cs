@@ -238,17 +238,15 @@ public sealed partial class SummaryWriter(
             return false;
         }
 
+        var taken = claim ?? new SummaryClaim { Id = id };
+        (taken.Revision, taken.JobId, taken.Until) = (revision, jobId, now + options.Value.JobTimeout);
         if (claim is null)
         {
-            session.Insert(new SummaryClaim { Id = id, Revision = revision, JobId = jobId, Until = now + options.Value.JobTimeout });
+            session.Insert(taken); // another job's insert of it first makes this one conflict
         }
         else
         {
-            // The loaded version is the expected one: a job that took it meanwhile makes this one conflict.
-            claim.Revision = revision;
-            claim.JobId = jobId;
-            claim.Until = now + options.Value.JobTimeout;
-            session.Update(claim);
+            session.Update(taken); // the loaded version is the expected one: a job that took it meanwhile makes this one conflict
         }
 
         try
