@@ -97,6 +97,52 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Deployments_with_different_key_prefixes_share_one_Redis_without_touching_each_other()
+    {
+        // A staging deployment whose database is a copy of production's has the same conversation ids: only the prefix
+        // keeps its cache apart.
+        await using var staging = await app.StartHostAsync(new Dictionary<string, string?> { ["Cache:RedisKeyPrefix"] = "staging:" });
+        var production = app.Host.Services.GetRequiredService<CacheGenerations>();
+        var copy = staging.Services.GetRequiredService<CacheGenerations>();
+        var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+        var scope = "test:" + Guid.NewGuid().ToString("N");
+
+        // What each publishes, on a connection of the test's own: Redis delivers one connection's messages in order.
+        var published = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        await using var listener = await ConnectionMultiplexer.ConnectAsync(app.RedisConnectionString);
+        foreach (var channel in new[] { production.Channel, copy.Channel })
+        {
+            await listener.GetSubscriber().SubscribeAsync(RedisChannel.Literal(channel),
+                (from, message) => published.Enqueue($"{from}={message.ToString().Split('|')[1]}"));
+        }
+
+        Assert.Equal("staging:cache-invalidations", copy.Channel);
+        Assert.Equal("modularchat:cache-invalidations", production.Channel);
+
+        // The copy caches an entry of the scope: it lands under its own prefix only.
+        var cacheOnCopy = staging.Services.GetRequiredService<HybridCache>();
+        Assert.Equal("staging data", await cacheOnCopy.GetOrCreateAsync(scope + ":entry", _ => ValueTask.FromResult("staging data")));
+        await Eventually.Until(() => redis.KeyExistsAsync("staging:" + scope + ":entry"), stored => stored,
+            seconds: 10, what: "The staging entry never reached Redis");
+        Assert.False(await redis.KeyExistsAsync("modularchat:" + scope + ":entry"));
+
+        // A change in production moves production's generation and is broadcast on production's channel only.
+        await production.BumpAsync(scope);
+        Assert.Equal(1, await production.CurrentAsync(scope));
+        Assert.Equal(0, await copy.CurrentAsync(scope));
+        Assert.True(await redis.KeyExistsAsync("modularchat:gen:" + scope));
+        Assert.False(await redis.KeyExistsAsync("staging:gen:" + scope));
+        await Eventually.Until(() => Task.FromResult(published.Count), count => count == 1, seconds: 10, what: "Production's bump was not broadcast");
+
+        await copy.BumpAsync(scope);
+        await copy.BumpAsync(scope);
+        Assert.Equal(2, await copy.CurrentAsync(scope));
+        Assert.Equal(1, await production.CurrentAsync(scope));
+        var all = await Eventually.Until(() => Task.FromResult(published.ToArray()), seen => seen.Length >= 3, seconds: 10, what: "Staging's bumps were not broadcast");
+        Assert.Equal([$"modularchat:cache-invalidations={scope}", $"staging:cache-invalidations={scope}", $"staging:cache-invalidations={scope}"], all);
+    }
+
+    [Fact]
     public async Task Nothing_is_left_in_Redis_for_good()
     {
         var generations = app.Host.Services.GetRequiredService<CacheGenerations>();

@@ -14,6 +14,8 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("OpenTelemetry:OtlpProtocol", "http/json")] // a protocol of the specification the .NET exporter does not speak
     [InlineData("OTEL_EXPORTER_OTLP_PROTOCOL", "http")]
     [InlineData("Cache:MaxEntryBytes", "1000")]
+    [InlineData("Cache:RedisKeyPrefix", "my app:")]
+    [InlineData("Cache:RedisKeyPrefix", "{app}:")] // a Redis Cluster hash tag: every key on one shard
     [InlineData("Messaging:StaleNodeTimeout", "00:00:05")] // under two health checks (7 s in this fixture): live nodes would be ejected
     public async Task A_bad_value_stops_the_start_naming_the_setting(string setting, string value)
     {

@@ -24,11 +24,11 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// </summary>
 public sealed class CacheGenerations : IHostedService
 {
-    /// <summary>Redis channel on which bumps are broadcast.</summary>
-    public const string Channel = "modularchat:cache-invalidations";
-
-    private const string KeyPrefix = "modularchat:gen:";
-    private const string TrackedPrefix = "modularchat:gen-keys:";
+    /// <summary>
+    /// What every key this service writes to Redis starts with, unless <c>Cache:RedisKeyPrefix</c> says otherwise: the
+    /// generations, the tracked keys, HybridCache's entries and the broadcast channel.
+    /// </summary>
+    public const string DefaultKeyPrefix = "modularchat:";
 
     // Each script touches one key only, so it also runs on a Redis Cluster. StackExchange.Redis sends a script's
     // hash (EVALSHA) once the server knows it. A publish from a script reaches subscribers like any other.
@@ -56,6 +56,8 @@ public sealed class CacheGenerations : IHostedService
     private readonly TimeProvider _clock;
     private long _nextPruneTicks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
+    private readonly string _generationPrefix;
+    private readonly string _trackedPrefix;
 
     /// <summary>
     /// How long a scope's generation stays in Redis after it was last read or bumped. Cached entries must expire sooner
@@ -69,12 +71,22 @@ public sealed class CacheGenerations : IHostedService
     /// <summary>How often this node clears its registries of expired keys and unused generations.</summary>
     public static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(1);
 
-    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null)
+    /// <param name="keyPrefix">
+    /// What this deployment's Redis keys and channel start with: deployments that share one Redis stay apart only with
+    /// different prefixes (a staging copy of production's database has the same conversation ids).
+    /// </param>
+    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix)
     {
         _clock = clock ?? TimeProvider.System;
         _redis = redis;
         _cache = cache;
+        _generationPrefix = keyPrefix + "gen:";
+        _trackedPrefix = keyPrefix + "gen-keys:";
+        Channel = keyPrefix + "cache-invalidations";
     }
+
+    /// <summary>Redis channel on which bumps are broadcast.</summary>
+    public string Channel { get; }
 
     /// <summary>True when generations are shared through Redis right now.</summary>
     public bool Shared => _redis.Usable;
@@ -92,7 +104,7 @@ public sealed class CacheGenerations : IHostedService
 
         var shared = await _redis.TryAsync<long?>(async () =>
         {
-            var value = await Database.StringGetSetExpiryAsync(KeyPrefix + scope, GenerationLifetime).ConfigureAwait(false);
+            var value = await Database.StringGetSetExpiryAsync(_generationPrefix + scope, GenerationLifetime).ConfigureAwait(false);
             return value.HasValue ? (long)value : 0;
         }, null).ConfigureAwait(false);
         if (shared is { } value)
@@ -130,7 +142,7 @@ public sealed class CacheGenerations : IHostedService
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
         var shared = await _redis.TryAsync(async () =>
         {
-            await Database.ScriptEvaluateAsync(BumpScript, [KeyPrefix + scope],
+            await Database.ScriptEvaluateAsync(BumpScript, [_generationPrefix + scope],
                 [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
             return true;
         }, false).ConfigureAwait(false);
@@ -184,7 +196,7 @@ public sealed class CacheGenerations : IHostedService
             // Fire and forget: it returns before Redis answers, so it proves nothing about Redis (no TryAsync).
             try
             {
-                await Database.ScriptEvaluateAsync(TrackScript, [TrackedPrefix + scope],
+                await Database.ScriptEvaluateAsync(TrackScript, [_trackedPrefix + scope],
                     [key, (long)Math.Ceiling(lifetime.TotalSeconds)], CommandFlags.FireAndForget).ConfigureAwait(false);
             }
             catch (Exception e) when (RedisAvailability.IsFailure(e))
@@ -206,12 +218,12 @@ public sealed class CacheGenerations : IHostedService
         await BumpAsync(scope).ConfigureAwait(false);
         await _redis.TryAsync(async () =>
         {
-            foreach (var key in await Database.SetMembersAsync(TrackedPrefix + scope).ConfigureAwait(false))
+            foreach (var key in await Database.SetMembersAsync(_trackedPrefix + scope).ConfigureAwait(false))
             {
                 await _cache.RemoveAsync(key.ToString()).ConfigureAwait(false);
             }
 
-            await Database.KeyDeleteAsync(TrackedPrefix + scope).ConfigureAwait(false);
+            await Database.KeyDeleteAsync(_trackedPrefix + scope).ConfigureAwait(false);
         }).ConfigureAwait(false);
     }
 

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Caching.Distributed;
+using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Caching;
@@ -14,6 +15,7 @@ internal static partial class CachingSetup
     /// </summary>
     public static IServiceCollection AddModularChatCaching(this IServiceCollection services, IConfiguration configuration)
     {
+        var keyPrefix = RedisKeyPrefix(configuration);
         var redis = configuration.GetConnectionString("Redis");
         if (!string.IsNullOrWhiteSpace(redis))
         {
@@ -30,7 +32,7 @@ internal static partial class CachingSetup
             // A cache must not make requests wait for a Redis that is gone: fail at once while disconnected.
             options.BacklogPolicy = BacklogPolicy.FailFast;
             services.AddSingleton<IConnectionMultiplexer>(_ => ConnectionMultiplexer.Connect(options));
-            services.AddSingleton<IConfigureOptions<RedisCacheOptions>, UseSharedMultiplexer>();
+            services.AddSingleton<IConfigureOptions<RedisCacheOptions>>(sp => new UseSharedMultiplexer(sp, keyPrefix));
             services.AddSingleton(sp => new RedisCache(sp.GetRequiredService<IOptions<RedisCacheOptions>>()));
             services.AddSingleton<IDistributedCache>(sp => new ConnectedOnlyDistributedCache(
                 sp.GetRequiredService<RedisCache>(), sp.GetRequiredService<RedisAvailability>()));
@@ -53,22 +55,39 @@ internal static partial class CachingSetup
         }
 
         services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
-        services.AddSingleton<CacheGenerations>();
+        services.AddSingleton(sp => new CacheGenerations(
+            sp.GetRequiredService<RedisAvailability>(), sp.GetRequiredService<HybridCache>(), keyPrefix: keyPrefix));
         services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());
-        services.AddHostedService<ReportCacheMode>();
+        services.AddHostedService(sp => new ReportCacheMode(sp, keyPrefix, sp.GetRequiredService<ILogger<ReportCacheMode>>()));
         return services;
     }
 
-    private sealed class UseSharedMultiplexer(IServiceProvider services) : IConfigureOptions<RedisCacheOptions>
+    /// <summary>
+    /// <c>Cache:RedisKeyPrefix</c>: what every key and the channel start with (letters, digits and <c>:_-.</c>, at most
+    /// 64). Without braces, so no key's Redis Cluster hash tag is the prefix (every key would land on one shard).
+    /// </summary>
+    private static string RedisKeyPrefix(IConfiguration configuration)
+    {
+        var prefix = configuration["Cache:RedisKeyPrefix"] ?? CacheGenerations.DefaultKeyPrefix;
+        if (prefix.Length is 0 or > 64 || !prefix.All(c => char.IsAsciiLetterOrDigit(c) || c is ':' or '_' or '-' or '.'))
+        {
+            throw new InvalidOperationException(
+                $"Configuration 'Cache:RedisKeyPrefix' must be 1 to 64 ASCII letters, digits or ':', '_', '-', '.', not \"{prefix}\".");
+        }
+
+        return prefix;
+    }
+
+    private sealed class UseSharedMultiplexer(IServiceProvider services, string keyPrefix) : IConfigureOptions<RedisCacheOptions>
     {
         public void Configure(RedisCacheOptions options)
         {
-            options.InstanceName = "modularchat:";
+            options.InstanceName = keyPrefix;
             options.ConnectionMultiplexerFactory = () => Task.FromResult(services.GetRequiredService<IConnectionMultiplexer>());
         }
     }
 
-    private sealed partial class ReportCacheMode(IServiceProvider services, ILogger<ReportCacheMode> logger) : IHostedService
+    private sealed partial class ReportCacheMode(IServiceProvider services, string keyPrefix, ILogger<ReportCacheMode> logger) : IHostedService
     {
         public Task StartAsync(CancellationToken cancellationToken)
         {
@@ -83,7 +102,7 @@ internal static partial class CachingSetup
             }
             else
             {
-                LogRedis(logger, EndPoints(redis));
+                LogRedis(logger, EndPoints(redis), keyPrefix);
             }
 
             return Task.CompletedTask;
@@ -100,7 +119,7 @@ internal static partial class CachingSetup
         [LoggerMessage(Level = LogLevel.Warning, Message = "Redis at {Redis} is not reachable: serving from the in-process cache and the database until it is")]
         private static partial void LogRedisDown(ILogger logger, string redis);
 
-        [LoggerMessage(Level = LogLevel.Information, Message = "Cache: in-process L1 with Redis L2 at {Redis}")]
-        private static partial void LogRedis(ILogger logger, string redis);
+        [LoggerMessage(Level = LogLevel.Information, Message = "Cache: in-process L1 with Redis L2 at {Redis}, keys prefixed {RedisKeyPrefix}")]
+        private static partial void LogRedis(ILogger logger, string redis, string redisKeyPrefix);
     }
 }
