@@ -84,6 +84,23 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_message_of_one_word_too_long_for_the_text_parser_shows_its_beginning()
+    {
+        // PostgreSQL's parser ignores words over 2047 characters, so ts_headline has nothing to show for such a message.
+        var blob = string.Concat(Enumerable.Repeat("QmFzZTY0", 400));
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.StartConversation("pasted", Message(blob), Message($"  {blob}  "));
+        await client.WaitForIndexing(2);
+
+        var hits = (await client.Search(blob[..40] + "&mode=semantic")).Hits;
+
+        Assert.Equal(2, hits.Count);
+        Assert.Equal(blob[..300], hits.Single(h => h.Sequence == 1).Snippet);
+        Assert.Equal("  " + blob[..298], hits.Single(h => h.Sequence == 2).Snippet);
+        Assert.All(hits, h => Assert.Empty(h.Highlights));
+    }
+
+    [Fact]
     public async Task The_speaker_named_in_metadata_is_searchable_with_the_text()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -56,7 +56,9 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
 
     /// <summary>
     /// A text up to this many characters is its own snippet, whole, with its matches marked: ts_headline's fragments would
-    /// drop words at either end of a short message (and the punctuation before its first word).
+    /// drop words at either end of a short message (and the punctuation before its first word). Where ts_headline shows
+    /// nothing (a query with no words, or a text whose only word is too long for the parser: over 2047 characters, such as
+    /// a pasted key or base64 blob found by meaning), the snippet is the text's first this many characters.
     /// </summary>
     private const int WholeTextLength = 300;
 
@@ -76,10 +78,13 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             )
             select e.id, e.conversation_id, e.kind, e.sequence, e.from_sequence, e.revision, e.role, e.speaker, e.external_id, e.metadata::text,
                    e.created_at,
-                   case when q.any_term is null then left(translate(e.content, $6, $7), {WholeTextLength})
-                        when char_length(e.content) <= {WholeTextLength} then ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $8)
-                        else ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $5) end
+                   case when btrim(coalesce(h.headline, '')) = '' then left(translate(e.content, $6, $7), {WholeTextLength}) else h.headline end
             from {database.Schema.EntriesById(1, 4)} cross join q
+            cross join lateral (
+                select case when q.any_term is null then null
+                            when char_length(e.content) <= {WholeTextLength} then ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $8)
+                            else ts_headline($2::regconfig, translate(e.content, $6, $7), q.any_term, $5) end as headline
+            ) h
             """, connection);
         command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         command.Parameters.Add(new NpgsqlParameter { Value = options.Value.Language });
