@@ -139,6 +139,36 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_turn_retried_after_retention_deleted_its_answer_answers_409_saying_so_without_asking_the_model()
+    {
+        using var client = app.Client(app.DeletingTenant);
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = new StrongBox<int>();
+        app.Model.Responder = Answer(marker, _ => { Interlocked.Increment(ref asked.Value); return FakeReply.Text("Try the trams."); }, app.Model.Responder);
+        var body = new { content = $"{marker} How do I get around Lisbon?", externalId = "lisbon" };
+        (await client.PostJson($"/api/conversations/{conversation}/chat", body)).EnsureSuccessStatusCode();
+
+        // The conversation reaches the first milestone (10): once summarized, retention deletes all ten messages.
+        var more = Enumerable.Range(3, 8).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} about Lisbon." });
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages = more })).EnsureSuccessStatusCode();
+        await Eventually.Until(() => client.MessagesAsync(conversation), messages => messages.Count == 0, seconds: 60,
+            what: "Retention never deleted the summarized messages");
+        var askedBefore = asked.Value; // the summary may have asked the tenant's model too
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(409);
+
+        var detail = problem.GetProperty("detail").GetString();
+        Assert.Contains("was answered (message 2)", detail, StringComparison.Ordinal);
+        Assert.Contains("retention", detail, StringComparison.Ordinal);
+        Assert.Equal(1, problem.GetProperty("messageSequence").GetInt64());
+        Assert.Equal(2, problem.GetProperty("answerSequence").GetInt64());
+        Assert.Equal(askedBefore, asked.Value);
+        Assert.Empty(await client.MessagesAsync(conversation));
+    }
+
+    [Fact]
     public async Task A_failed_turn_retried_at_once_is_asked_again()
     {
         var (client, conversation, marker) = await ChattingAsync();
@@ -633,7 +663,9 @@ public sealed class ChatTests(ProvidersApp app)
 
         var turn = await client.ChatAsync(conversation, $"{marker} and now?");
 
-        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        // The turn's own request ends with the user's message. (The conversation's background summaries ask the tenant's
+        // model too, and one that runs after the turn has the marker in its transcript.)
+        var sent = app.Model.Requests.Last(r => r.Messages.LastOrDefault()?["content"]?.ToString() == $"{marker} and now?").Messages;
         Assert.Equal("system", sent[0]!["role"]!.ToString());
         Assert.Contains(marker, sent[^1]!["content"]!.ToString(), StringComparison.Ordinal);
         Assert.Contains("message number 39 ", sent[^2]!["content"]!.ToString(), StringComparison.Ordinal); // the most recent history, in order

@@ -28,6 +28,9 @@ public sealed class ProvidersApp : ModularChatApp
 
     public FakeOpenAiServer Model { get; private set; } = null!;
 
+    /// <summary>A tenant whose retention deletes every message a summary covers (milestone 10).</summary>
+    public string DeletingTenant { get; } = NewUser("deleting");
+
     public McpHttpServer Mcp { get; private set; } = null!;
 
     public SilentServer Silent { get; private set; } = null!;
@@ -69,6 +72,8 @@ public sealed class ProvidersApp : ModularChatApp
         ["Logging:LogLevel:Microsoft.AspNetCore"] = "Debug",
         ["Logging:LogLevel:Npgsql"] = "Debug",
         ["OpenTelemetry:AlwaysTrace"] = "true",
+        [$"Retention:Tenants:{DeletingTenant}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{DeletingTenant}:KeepLast"] = "0",
     };
 
     protected override void ConfigureServices(IServiceCollection services)

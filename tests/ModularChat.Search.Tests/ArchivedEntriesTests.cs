@@ -119,6 +119,9 @@ public sealed class ArchivedEntriesTests(SearchApp app)
         public Task<ConversationMessage?> FindByExternalIdAsync(string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default)
             => throw new NotSupportedException();
 
+        public Task<long?> FindDeletedSequenceAsync(string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default)
+            => throw new NotSupportedException();
+
         public Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages,
             CancellationToken cancellationToken = default)
             => throw new NotSupportedException();

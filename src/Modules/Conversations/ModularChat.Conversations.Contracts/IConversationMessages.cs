@@ -79,6 +79,13 @@ public interface IConversationMessages
     Task<ConversationMessage?> FindByExternalIdAsync(
         string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default);
 
+    /// <summary>
+    /// The sequence of the message that held <paramref name="externalId"/> when retention has deleted it (its idempotency
+    /// key is kept, its content is not); null when no deleted message held it.
+    /// </summary>
+    Task<long?> FindDeletedSequenceAsync(
+        string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default);
+
     /// <summary>Up to <paramref name="count"/> of the latest messages (before <paramref name="beforeSequence"/> when given), oldest first.</summary>
     Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default);

@@ -59,6 +59,24 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
         return archived is null ? null : ToContract(archived.ToStored());
     }
 
+    public async Task<long?> FindDeletedSequenceAsync(
+        string tenantId, Guid conversationId, string externalId, CancellationToken cancellationToken = default)
+    {
+        // Retention keeps the key of every message it takes out of the hot table; those it archived are still readable.
+        await using var session = store.QuerySession(tenantId);
+        var retired = await session.Query<RetiredExternalId>()
+            .Where(k => k.ConversationId == conversationId && k.ExternalId == externalId)
+            .FirstOrDefaultAsync(cancellationToken);
+        if (retired is null)
+        {
+            return null;
+        }
+
+        var archived = await session.Query<ArchivedMessage>()
+            .AnyAsync(m => m.ConversationId == conversationId && m.ExternalId == externalId, cancellationToken);
+        return archived ? null : retired.Sequence;
+    }
+
     public async Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(
         string tenantId, Guid conversationId, int count, long? beforeSequence = null, CancellationToken cancellationToken = default)
     {

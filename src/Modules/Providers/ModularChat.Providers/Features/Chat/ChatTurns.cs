@@ -139,6 +139,16 @@ internal sealed partial class ChatTurns(
                 ChatTurn.Replayed(conversationId, user, answered));
         }
 
+        if (user.Duplicate && await conversations.FindDeletedSequenceAsync(tenantId, conversationId, ChatTurn.AnswerId(user), cancellationToken) is { } deleted)
+        {
+            // A retry of a turn that was answered, after retention deleted the answer: nothing to replay, and asking the
+            // model again would answer whatever the context now ends with.
+            throw new ConflictException(
+                $"The turn of message {user.Sequence} (externalId '{request.ExternalId}') was answered (message {deleted}), but retention has " +
+                "since deleted the answer with the messages a summary covers, so it cannot be replayed. Ask again as a new turn (another externalId).",
+                new Dictionary<string, object?> { ["messageSequence"] = user.Sequence, ["answerSequence"] = deleted });
+        }
+
         if (user.Duplicate && (await conversations.FindAsync(tenantId, conversationId, cancellationToken))?.MessageCount is { } latest && latest > user.Sequence)
         {
             // A retry of a turn that was not answered (the model failed), after the conversation went on: the context ends
