@@ -316,6 +316,8 @@ public sealed class BadInputTests(ConversationsApp app)
     [InlineData("cursor=bXNnOnh8MQ")] // "msg:x|1": unknown direction
     [InlineData("cursor=bXNnOmZ8LTE")] // "msg:f|-1": negative sequence
     [InlineData("direction=sideways")]
+    [InlineData("direction=forward&cursor=bXNnOmJ8MQ")] // "msg:b|1": a backward cursor
+    [InlineData("cursor=bXNnOmZ8MQ&direction=Backward")] // "msg:f|1": a forward cursor
     public async Task A_bad_message_cursor_or_direction_answers_400(string query)
     {
         using var client = app.Client(ModularChatApp.NewUser());

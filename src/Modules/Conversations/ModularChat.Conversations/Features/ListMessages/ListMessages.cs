@@ -47,9 +47,14 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
     public async ValueTask<Page<MessageResponse>> Handle(ListMessages query, CancellationToken cancellationToken)
     {
         var limit = query.Limit ?? options.Value.DefaultPageSize;
-        var (direction, after) = query.Cursor is null
-            ? (query.Direction is null ? PageDirection.Forward : Enum.Parse<PageDirection>(query.Direction, ignoreCase: true), (long?)null)
-            : DecodeCursor(query.Cursor);
+        var asked = query.Direction is null ? (PageDirection?)null : Enum.Parse<PageDirection>(query.Direction, ignoreCase: true);
+        var (direction, after) = query.Cursor is null ? (asked ?? PageDirection.Forward, (long?)null) : DecodeCursor(query.Cursor);
+        if (asked is { } given && given != direction)
+        {
+            // A cursor goes on the way its page went; a client that sends it with the other direction has mixed two walks.
+            throw new BadRequestException("direction",
+                $"'direction' is '{Name(given)}' but the cursor continues {Name(direction)}: leave 'direction' out with a cursor, or start again without one.");
+        }
 
         await using var session = sessions.Query();
         var batch = session.CreateBatchQuery();
@@ -102,6 +107,8 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
         };
         return (direction == PageDirection.Forward ? filtered.OrderBy(m => m.Sequence) : filtered.OrderByDescending(m => m.Sequence)).Take(limit + 1).ToList();
     }
+
+    private static string Name(PageDirection direction) => direction == PageDirection.Forward ? "forward" : "backward";
 
     private static (PageDirection, long?) DecodeCursor(string cursor)
     {
