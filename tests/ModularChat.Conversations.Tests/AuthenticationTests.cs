@@ -42,6 +42,10 @@ public sealed class AuthenticationTests(ConversationsApp app)
     [Theory]
     [InlineData("alice", "a\0b", "control characters")]
     [InlineData("alice", "tenant\n2", "control characters")]
+    [InlineData("alice", " acme", "white space")]
+    [InlineData("alice", "acme\u00A0", "white space")]
+    [InlineData(" alice", null, "white space")] // the subject is the tenant
+    [InlineData("alice", "acme corp", null)] // accepted: white space inside
     [InlineData("alice", null, null)] // accepted: the subject is the tenant
     [InlineData("", null, "names no tenant")]
     public async Task A_token_whose_tenant_cannot_be_used_answers_401_saying_why(string subject, string? tenant, string? why)

@@ -40,7 +40,8 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     /// <summary>
     /// Why <paramref name="tenantId"/> (a principal's, see <see cref="FromPrincipal"/>) cannot be used as a tenant id, or
     /// null when it can: there must be one, of at most <see cref="MaxTenantIdLength"/> characters, without control
-    /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier).
+    /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier) nor white space at
+    /// either end.
     /// </summary>
     /// <param name="tenantClaim">The claim the token's issuer names the tenant with, for the reason's wording.</param>
     public static string? Unusable(string? tenantId, string tenantClaim = TenantClaim) => tenantId switch
@@ -48,6 +49,9 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
         null => $"it names no tenant: it needs a '{tenantClaim}' or '{SubjectClaim}' claim",
         { Length: > MaxTenantIdLength } => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') is longer than {MaxTenantIdLength} characters",
         _ when tenantId.Any(char.IsControl) => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') holds control characters",
+        // Taken as written, " acme" would be a tenant of its own, empty, beside "acme": a split nobody would notice.
+        _ when char.IsWhiteSpace(tenantId[0]) || char.IsWhiteSpace(tenantId[^1])
+            => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') begins or ends with white space: it would be another tenant than '{tenantId.Trim()}'",
         _ => null,
     };
 
