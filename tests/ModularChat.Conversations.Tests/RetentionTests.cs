@@ -139,12 +139,18 @@ public sealed class RetentionTests(ConversationsApp app)
     public async Task Archived_messages_stay_searchable_when_the_search_read_model_is_rebuilt()
     {
         using var client = app.Client(ModularChatApp.NewUser("archive-search"), RetentionTenants.Archive);
-        var id = await ConversationWith(client, 12);
-        await WaitForRetention(client, id, v => v.Archived.Count > 0);
+        var (id, _) = await ArchivedThroughSeven(client);
         await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12);
         Assert.Equal(0, await CountRowsMentioning("message number 3 of", id, "mt_events"));
 
-        // A rebuild replays the event stream, which no longer holds messages 1-7: they come from the archive.
+        // A second step (the summary at 25 covers 1-25: 8-20 go) compacts the stream past the first step's event, which
+        // was appended after message 12: the stream keeps one retention event, the second's.
+        await Append(client, id, 13, 25);
+        await WaitForRetention(client, id, v => v.Archived is [{ FromSequence: 1, ToSequence: 20 }]);
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 25);
+        Assert.Equal(1, await RetentionEventsIn(id));
+
+        // A rebuild replays the event stream, which no longer holds messages 1-20: they come from the archive.
         using var admin = app.Client(ModularChatApp.NewUser("operator"), RetentionTenants.Archive, "operator");
         (await admin.PostAsync("/api/admin/search/rebuild", null)).EnsureSuccessStatusCode();
         var status = await Eventually.Until(
@@ -152,10 +158,20 @@ public sealed class RetentionTests(ConversationsApp app)
             s => s.GetProperty("state").GetString() is "succeeded" or "failed", seconds: 120);
         Assert.Equal("succeeded", status.GetProperty("state").GetString());
 
-        Assert.Equal(Enumerable.Range(1, 12).Select(i => (long)i), await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12));
+        Assert.Equal(Enumerable.Range(1, 25).Select(i => (long)i), await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 25));
         var hits = await (await client.GetAsync($"/api/search?q=topic+21&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);
         Assert.Contains(hits.GetProperty("hits").EnumerateArray(),
             h => h.GetProperty("conversationId").GetGuid() == id && h.GetProperty("sequence").GetInt64() == 3);
+    }
+
+    /// <summary>The retention events left in the conversation's stream (compaction folds those before the compacted version).</summary>
+    private async Task<long> RetentionEventsIn(Guid conversationId)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand("select count(*) from modularchat.mt_events where stream_id = $1 and type = 'retention_applied'", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = conversationId });
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     [Fact]

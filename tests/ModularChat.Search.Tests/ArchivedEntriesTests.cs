@@ -30,6 +30,7 @@ public sealed class ArchivedEntriesTests(SearchApp app)
         var live = ModularChatApp.NewUser();
         await ApplyAsync(live, projection, [.. Enumerable.Range(1, 6).Select(archive.Appended)]);
         var indexed = await EntriesAsync(live, conversationId);
+        archive.ArchivedThrough = 4;
         await ApplyAsync(live, projection, [Archived(conversationId, 1, 4)]);
         Assert.Empty(archive.Reads);
         Assert.Equal(indexed, await EntriesAsync(live, conversationId)); // the very same row versions (xmin)
@@ -44,9 +45,18 @@ public sealed class ArchivedEntriesTests(SearchApp app)
         archive.Reads.Clear();
         var partial = ModularChatApp.NewUser();
         await ApplyAsync(partial, projection, [archive.Appended(1), archive.Appended(4)]);
+        archive.ArchivedThrough = 5;
         await ApplyAsync(partial, projection, [archive.Appended(6), Archived(conversationId, 1, 5)]);
         Assert.Equal([(partial, 1L, 3L), (partial, 4L, 5L)], archive.Reads);
         Assert.Equal(indexed.Select(e => e.Sequence), (await EntriesAsync(partial, conversationId)).Select(e => e.Sequence));
+
+        // A later step (5) compacted the stream past the first step's event (1-4), which a rebuild then never meets: the
+        // later step's event brings back every range archived before it.
+        archive.Reads.Clear();
+        var folded = ModularChatApp.NewUser();
+        await ApplyAsync(folded, projection, [archive.Appended(6), Archived(conversationId, 5, 5)]);
+        Assert.Equal([(folded, 0L, 5L)], archive.Reads);
+        Assert.Equal(indexed.Select(e => e.Sequence), (await EntriesAsync(folded, conversationId)).Select(e => e.Sequence));
     }
 
     private static IEvent Archived(Guid conversationId, long from, long to)
@@ -87,6 +97,9 @@ public sealed class ArchivedEntriesTests(SearchApp app)
 
         public ConcurrentQueue<(string Tenant, long After, long UpTo)> Reads { get; } = new();
 
+        /// <summary>The conversation's archived range now (1 to this), as the projection reads it.</summary>
+        public long ArchivedThrough { get; set; }
+
         public IEvent Appended(int sequence)
         {
             var m = Message(sequence);
@@ -106,7 +119,10 @@ public sealed class ArchivedEntriesTests(SearchApp app)
             => new(conversationId, _ids[sequence], sequence, MessageRole.User, $"Archived message {sequence} about the lighthouse.", null, null, _at, _at, 8);
 
         public Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default)
-            => throw new NotSupportedException();
+            => Task.FromResult<ConversationInfo?>(new ConversationInfo(conversationId, "archive", count, 8L * count, _at, _at, count)
+            {
+                Retained = [new RetainedMessages(RetentionAction.Archived, 1, ArchivedThrough)],
+            });
 
         public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(string tenantId, Guid conversationId, long afterSequence, long upToSequence,
             int chunkSize, CancellationToken cancellationToken = default)

@@ -93,35 +93,55 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                     Flush(operations, batch);
                     _removals.Conversation(operations, d.ConversationId, d.DeletedAt);
                     break;
-                case RetentionApplied { Action: RetentionAction.Deleted } r:
-                    // A rebuild replays the messages before the retention that deleted them: they go again.
+                case RetentionApplied r:
                     Flush(operations, batch);
-                    _removals.Messages(operations, r.ConversationId, r.FromSequence, r.ToSequence);
-                    break;
-                case RetentionApplied { Action: RetentionAction.Archived } r:
-                    // Archived messages left the event stream but stay readable, so they stay searchable. Live they were
-                    // indexed when appended: nothing to read. A rebuild, which no longer replays their events, indexes them
-                    // from the archive: only the runs of the range that have no entry are read back.
-                    Flush(operations, batch);
-                    foreach (var (from, to) in await UnindexedAsync(operations, r.ConversationId, r.FromSequence, r.ToSequence, cancellation))
+                    if (r.Action == RetentionAction.Deleted)
                     {
-                        await foreach (var chunk in _messages().ReadArchivedChunksAsync(
-                            operations.TenantId, r.ConversationId, from - 1, to, ArchiveChunk, cancellation))
-                        {
-                            foreach (var m in chunk)
-                            {
-                                AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
-                            }
-
-                            Flush(operations, batch);
-                        }
+                        // A rebuild replays the messages before the retention that deleted them: they go again.
+                        _removals.Messages(operations, r.ConversationId, r.FromSequence, r.ToSequence);
                     }
 
+                    await IndexArchiveAsync(operations, batch, r, cancellation);
                     break;
             }
         }
 
         Flush(operations, batch);
+    }
+
+    /// <summary>
+    /// Archived messages left the event stream but stay readable, so they stay searchable. Live they were indexed when
+    /// appended: nothing is read. A rebuild, which no longer replays their events, indexes them from the archive: only the
+    /// runs that have no entry are read back.
+    /// </summary>
+    /// <remarks>
+    /// The archived ranges are the conversation's (read now), up to this step's end, not only the step's own: a later
+    /// step's compaction folds this event into the stream's snapshot when messages were appended after it, and a rebuild
+    /// then never sees it. The latest step's event is never folded (a compaction always appends one), so on rebuild it
+    /// brings back every archived range before it.
+    /// </remarks>
+    private async Task IndexArchiveAsync(IDocumentOperations operations, EntryBatch batch, RetentionApplied step, CancellationToken cancellation)
+    {
+        var conversation = await _messages().FindAsync(operations.TenantId, step.ConversationId, cancellation);
+        var archived = conversation?.Retained
+            .Where(r => r.Action == RetentionAction.Archived && r.FromSequence <= step.ToSequence)
+            .Select(r => (r.FromSequence, Math.Min(r.ToSequence, step.ToSequence))) ?? []; // deleted since: its deletion event follows
+        foreach (var (rangeFrom, rangeTo) in archived)
+        {
+            foreach (var (from, to) in await UnindexedAsync(operations, step.ConversationId, rangeFrom, rangeTo, cancellation))
+            {
+                await foreach (var chunk in _messages().ReadArchivedChunksAsync(
+                    operations.TenantId, step.ConversationId, from - 1, to, ArchiveChunk, cancellation))
+                {
+                    foreach (var m in chunk)
+                    {
+                        AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
+                    }
+
+                    Flush(operations, batch);
+                }
+            }
+        }
     }
 
     /// <summary>
