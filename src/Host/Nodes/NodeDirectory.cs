@@ -1,5 +1,6 @@
 using System.Text.Json;
 using Marten;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 using NpgsqlTypes;
 using Weasel.Core;
@@ -124,18 +125,5 @@ internal sealed class NodeDirectory(IDocumentStore store)
         return nodes;
     }
 
-    private async Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
-    {
-        var connection = store.Storage.Database.CreateConnection();
-        try
-        {
-            await connection.OpenAsync(cancellationToken);
-            return connection;
-        }
-        catch
-        {
-            await connection.DisposeAsync();
-            throw;
-        }
-    }
+    private Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken) => store.OpenConnectionAsync(cancellationToken);
 }
