@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations;
 using ModularChat.Host.Auth;
 using ModularChat.Host.Infrastructure;
+using ModularChat.Host.Nodes;
 using ModularChat.Providers;
 using ModularChat.Search;
 using ModularChat.Summaries;
@@ -61,6 +62,7 @@ builder.Services.AddModularChatPersistence(builder.Configuration);
 builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration));
 builder.Services.AddModularChatCaching(builder.Configuration);
 builder.Services.AddModularChatHealth(builder.Configuration);
+builder.Services.AddModularChatNodes();
 
 // Modules.
 builder.Services.AddConversationsModule();
@@ -77,6 +79,7 @@ app.UseAuthentication();
 app.UseAuthorization();
 
 app.MapModularChatHealth();
+app.MapModularChatNodes();
 app.MapOpenApi().AllowAnonymous();
 app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();

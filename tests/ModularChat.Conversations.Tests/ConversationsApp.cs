@@ -38,8 +38,14 @@ public sealed class ConversationsApp : ModularChatApp
         ["Search:VectorIndex:IdleEviction"] = "00:00:01",
     };
 
+    /// <summary>What the hosts log, every level.</summary>
+    public CapturedLogs Logs { get; } = new();
+
     protected override void ConfigureServices(IServiceCollection services)
-        => services.ConfigureWolverine(o => o.Discovery.IncludeAssembly(typeof(ConversationsApp).Assembly));
+    {
+        services.ConfigureWolverine(o => o.Discovery.IncludeAssembly(typeof(ConversationsApp).Assembly));
+        services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(Logs);
+    }
 
     /// <summary>Waits until <paramref name="count"/> sessions of the test database wait for a lock.</summary>
     public async Task WaitForLockWaiters(int count)

@@ -55,6 +55,7 @@ public sealed class SchemaTests(ConversationsApp app)
                      $"/api/conversations/{conversation.Id}/related", $"/api/conversations/{conversation.Id}/summary",
                      $"/api/conversations/{conversation.Id}/summaries", "/api/search?q=one", "/api/search/status", "/api/providers",
                      "/api/mcp-servers", "/api/admin/retention", "/api/admin/summaries/failures", "/api/admin/summaries/sweep",
+                     "/api/admin/nodes",
                  })
         {
             var status = (await client.GetAsync(read)).StatusCode;

@@ -6,6 +6,7 @@ using JasperFx.Events;
 using Marten;
 using Npgsql;
 using ModularChat.Conversations;
+using ModularChat.Host.Nodes;
 using ModularChat.Providers;
 using ModularChat.Search;
 using ModularChat.Summaries;
@@ -91,6 +92,9 @@ internal static class PersistenceSetup
 
                 options.OpenTelemetry.TrackConnections = TrackLevel.Normal;
                 options.OpenTelemetry.TrackEventCounters();
+
+                // The node list (GET /api/admin/nodes) is the deployment's, not a tenant's.
+                options.Storage.ExtendedSchemaObjects.Add(NodeDirectory.Table(Schema));
 
                 options.ConfigureConversations();
                 options.ConfigureProviders();

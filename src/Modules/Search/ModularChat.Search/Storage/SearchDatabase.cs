@@ -1,4 +1,5 @@
 using Marten;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
 namespace ModularChat.Search.Storage;
@@ -11,18 +12,5 @@ internal sealed class SearchDatabase(IDocumentStore store)
     /// <summary>The schema of Marten's event tables (<c>mt_events</c>, <c>mt_event_progression</c>).</summary>
     public string EventsSchema { get; } = store.Options.Events.DatabaseSchemaName;
 
-    public async Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken)
-    {
-        var connection = store.Storage.Database.CreateConnection();
-        try
-        {
-            await connection.OpenAsync(cancellationToken);
-            return connection;
-        }
-        catch
-        {
-            await connection.DisposeAsync();
-            throw;
-        }
-    }
+    public Task<NpgsqlConnection> OpenAsync(CancellationToken cancellationToken) => store.OpenConnectionAsync(cancellationToken);
 }

@@ -1,0 +1,64 @@
+using Wolverine.Runtime;
+
+namespace ModularChat.Host.Nodes;
+
+/// <summary>
+/// Keeps this node's row in <see cref="NodeDirectory"/>: written when the node starts, refreshed at every
+/// <c>Messaging:HealthCheckInterval</c> (when Wolverine's nodes check in too) and removed when it stops. Rows silent for
+/// <c>Messaging:StaleNodeTimeout</c> (a killed node) are ignored and removed by whichever node looks next, as Wolverine
+/// takes such a node for dead after that long. After each refresh it compares the live nodes with this one
+/// (<see cref="PeerSettingsLog"/>).
+/// </summary>
+internal sealed partial class NodeHeartbeat(
+    LocalNode local, NodeDirectory directory, PeerSettingsLog peers, IWolverineRuntime runtime, ILogger<NodeHeartbeat> logger) : BackgroundService
+{
+    /// <summary>How long a stopping node waits for its row's removal (the others drop it after the stale timeout anyway).</summary>
+    private static readonly TimeSpan RemoveTimeout = TimeSpan.FromSeconds(5);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var durability = runtime.Options.Durability;
+        using var timer = new PeriodicTimer(durability.HealthCheckPollingTime);
+        try
+        {
+            do
+            {
+                try
+                {
+                    var self = local.Describe();
+                    peers.Observe(self, await directory.RefreshAsync(self, durability.StaleNodeTimeout, stoppingToken), durability.StaleNodeTimeout);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogRefreshFailed(logger, e);
+                }
+            }
+            while (await timer.WaitForNextTickAsync(stoppingToken));
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // Stopping.
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(RemoveTimeout);
+        try
+        {
+            await directory.RemoveAsync(local.Id, timeout.Token);
+        }
+        catch (Exception e)
+        {
+            LogRemoveFailed(logger, e, runtime.Options.Durability.StaleNodeTimeout);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Recording this node in the node list failed; the next check retries")]
+    private static partial void LogRefreshFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing this node from the node list failed; the other nodes drop it after {StaleAfter}")]
+    private static partial void LogRemoveFailed(ILogger logger, Exception exception, TimeSpan staleAfter);
+}

@@ -1,0 +1,86 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace ModularChat.Host.Nodes;
+
+/// <summary>
+/// One hash per configuration section that changes what background work produces, so that nodes sharing one database can
+/// tell that they run with different settings without showing them to each other: with different milestones, retention
+/// policies or vector settings, a summary, a retention step or an embedding differs by the node that happens to pick it
+/// up (one node deletes what another keeps).
+/// </summary>
+/// <remarks>
+/// What is hashed is the configuration as the node was started with it (appsettings.json, environment variables, ...),
+/// key by key: a default left in code and the same value written out hash differently. Never hashed, so never stored:
+/// connection strings and Auth (not listed), and any setting whose name says it is a secret (<see cref="IsSecretName"/>),
+/// wherever it sits in a section: the hash of a low-entropy secret can be reversed by trying candidates. A URL's user
+/// information and query (where keys are sometimes passed) are left out too. Settings that size one node rather than
+/// decide results (<see cref="NodeSized"/>) are left out, so nodes of different sizes do not warn.
+/// </remarks>
+internal static class SettingsFingerprint
+{
+    /// <summary>The compared sections (and single settings), in the order they are reported.</summary>
+    public static IReadOnlyList<string> Sections => SectionOrder;
+
+    private static readonly string[] SectionOrder =
+    [
+        "Cache:RedisKeyPrefix", "Chat", "Context", "Conversations", "Limits", "Mcp", "OutboundNetwork", "Providers", "Retention", "Search", "Summaries",
+    ];
+
+    /// <summary>Settings that size one node (work at once, memory, whether it embeds at all): nodes may differ in them.</summary>
+    private static readonly HashSet<string> NodeSized = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "Summaries:JobParallelism",
+        "Summaries:ExtractiveParallelism",
+        "Search:VectorIndex:MaxMemoryMegabytes",
+        "Search:Embeddings:WorkerEnabled",
+    };
+
+    /// <summary>Name endings of secrets (compared without case): <c>ApiKey</c>, <c>MasterKey</c>, <c>AccessToken</c>, <c>ClientSecret</c>...</summary>
+    private static readonly string[] SecretEndings = ["key", "keys", "token", "secret", "secrets", "password", "passwd", "pwd", "credential", "credentials"];
+
+    /// <summary>Name parts of secrets wherever they appear (<c>PasswordFile</c>, <c>SecretHeaders</c>, <c>ConnectionString</c>).</summary>
+    private static readonly string[] SecretParts = ["password", "secret", "credential", "connectionstring"];
+
+    /// <summary>Section name to hash (16 hex digits of SHA-256 over its sorted settings) for every compared section.</summary>
+    public static IReadOnlyDictionary<string, string> Compute(IConfiguration configuration)
+    {
+        var hashes = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var section in SectionOrder)
+        {
+            var lines = configuration.GetSection(section).AsEnumerable()
+                .Where(s => !string.IsNullOrEmpty(s.Value) && !NodeSized.Contains(s.Key) && !s.Key.Split(':').Any(IsSecretName))
+                .Select(s => $"{s.Key.ToLowerInvariant()}={Scrubbed(s.Value!)}")
+                .Order(StringComparer.Ordinal);
+            var hash = SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n', lines)));
+            hashes[section] = Convert.ToHexStringLower(hash, 0, 8);
+        }
+
+        return hashes;
+    }
+
+    /// <summary>The sections whose hashes differ (or that only one of the two has), in <see cref="Sections"/> order.</summary>
+    public static IReadOnlyList<string> Differences(IReadOnlyDictionary<string, string> mine, IReadOnlyDictionary<string, string> theirs)
+        => mine.Keys.Union(theirs.Keys)
+            .Where(s => !mine.TryGetValue(s, out var a) || !theirs.TryGetValue(s, out var b) || a != b)
+            .OrderBy(s => Array.IndexOf(SectionOrder, s) is var i and >= 0 ? i : int.MaxValue).ThenBy(s => s, StringComparer.Ordinal)
+            .ToList();
+
+    /// <summary>
+    /// Whether one part of a setting's path names a secret: it ends like one (<c>ApiKey</c>, <c>SigningKey</c>,
+    /// <c>BearerToken</c>) or holds a secret's word anywhere (<c>Password</c>, <c>Secret</c>). Counts such as
+    /// <c>MaxSummaryTokens</c> and <c>TokenThreshold</c> and names such as <c>RedisKeyPrefix</c> are settings, not secrets;
+    /// <c>Search:SpeakerMetadataKeys</c> ends like one and is left out, at the cost of not comparing it.
+    /// </summary>
+    public static bool IsSecretName(string name)
+    {
+        var lower = name.ToLowerInvariant();
+        return SecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)) || SecretParts.Any(p => lower.Contains(p, StringComparison.Ordinal));
+    }
+
+    /// <summary>An http(s) URL without its user information and query, where a password or key may be passed; any other value as it is.</summary>
+    private static string Scrubbed(string value)
+        => Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+            ? new UriBuilder(uri) { UserName = "", Password = "", Query = "", Fragment = "" }.Uri.ToString()
+            : value;
+}
