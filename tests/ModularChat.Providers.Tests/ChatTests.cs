@@ -678,7 +678,11 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("error", name);
         Assert.Equal(503, data.GetProperty("status").GetInt32());
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
-        var messages = await app.Client(user).MessagesAsync(conversation);
+        // The process ran on a database of its own (see StartHostProcessAsync): read what it kept through a node on that one.
+        await using var reader = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = await app.ProcessDatabaseAsync() });
+        using var readerClient = reader.Server.CreateClient();
+        readerClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        var messages = await readerClient.MessagesAsync(conversation);
         Assert.Equal(["user", "user"], messages.Select(m => m.Role)); // the questions are kept; no answer was stored
     }
 
