@@ -291,6 +291,7 @@ public sealed class ChatTests(ProvidersApp app)
         using var client = app.Client(ModularChatApp.NewUser());
         var conversation = await app.StartWithCalculatorAsync(client);
         await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        using var _ = app.ShortMcpTimeouts();
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
 
@@ -298,7 +299,7 @@ public sealed class ChatTests(ProvidersApp app)
 
         var call = Assert.Single(turn.ToolCalls);
         Assert.True(call.Failed);
-        Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout in these tests
+        Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout under ShortMcpTimeouts
         Assert.Equal("it slept", turn.Answer.Content);
     }
 
@@ -309,6 +310,7 @@ public sealed class ChatTests(ProvidersApp app)
         var conversation = await app.StartWithCalculatorAsync(client);
         using var first = SilentServer.Start();
         using var second = SilentServer.Start();
+        using var _ = app.ShortMcpTimeouts();
         await client.AddMcpServerAsync("silent-1", first.Url);
         await client.AddMcpServerAsync("silent-2", second.Url);
         var marker = Marker();

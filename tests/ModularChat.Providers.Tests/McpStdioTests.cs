@@ -7,7 +7,8 @@ namespace ModularChat.Providers.Tests;
 
 /// <summary>
 /// stdio MCP programs that misbehave (the test program's <c>--misbehave</c> modes): what the service reads of them is
-/// bounded, they answer within <c>Mcp:ConnectTimeout</c> (3 s here), and none outlives its connection or the service.
+/// bounded, they answer within <c>Mcp:ConnectTimeout</c> (3 s in the tests of a program that does not answer), and none
+/// outlives its connection or the service.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class McpStdioTests(ProvidersApp app)
@@ -51,6 +52,7 @@ public sealed class McpStdioTests(ProvidersApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var (server, pidFile) = await AddStdioServerAsync(client, how);
+        using var _ = app.ShortMcpTimeouts();
 
         var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
 
@@ -69,6 +71,7 @@ public sealed class McpStdioTests(ProvidersApp app)
         var conversation = await app.StartWithCalculatorAsync(client);
         var (_, initializeHangs) = await AddStdioServerAsync(client, "hang-initialize");
         var (_, listHangs) = await AddStdioServerAsync(client, "hang-list");
+        using var _ = app.ShortMcpTimeouts();
         var marker = ChatTests.Marker();
         app.Model.Responder = ChatTests.Answer(marker, _ => FakeReply.Text("fine"), app.Model.Responder);
 
@@ -94,6 +97,7 @@ public sealed class McpStdioTests(ProvidersApp app)
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var (_, pidFile) = await AddStdioServerAsync(client, "hang-list");
+        using var _ = app.ShortMcpTimeouts();
         var marker = ChatTests.Marker();
         bool? runningWhenAsked = null;
         app.Model.Responder = ChatTests.Answer(marker, _ =>
