@@ -65,6 +65,9 @@ public sealed class ProvidersApp : ModularChatApp
         // anything but the timeout. A test of what happens at the deadline shortens it with ShortMcpTimeouts.
         ["Mcp:ConnectTimeout"] = "00:00:30",
         ["Mcp:ToolCallTimeout"] = "00:00:30",
+        // The stdio test program speaks MCP 2026-07-28: started slowly, it answered the handshake's server/discover after
+        // the SDK's 5 s, when the client had already sent initialize instead, which it then refused.
+        ["Mcp:DiscoverProbeTimeout"] = "00:00:25",
         ["OutboundNetwork:MaxResponseBytes"] = (8 * 1024 * 1024).ToString(CultureInfo.InvariantCulture),
         ["Mcp:Stdio:Enabled"] = "true",
         ["Mcp:Stdio:AllowedCommands:0"] = Dotnet,
