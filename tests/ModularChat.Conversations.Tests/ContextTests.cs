@@ -148,7 +148,7 @@ public sealed class ContextTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var (id, _) = await ConversationWith(client, 12);
-        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: 30, what: "No summary in the context");
+        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: Eventually.BackgroundSeconds, what: "No summary in the context");
 
         using var lookups = new CacheLookupRecorder();
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "first change" });
@@ -203,7 +203,7 @@ public sealed class ContextTests(ConversationsApp app)
         var context = await Eventually.Until(
             async () => await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100&query=when%20is%20the%20zanzibar%20ferry"))
                 .ReadAs<ContextDto>(HttpStatusCode.OK),
-            c => c.SearchHits.Count > 0, seconds: 30, what: "No search hit");
+            c => c.SearchHits.Count > 0, seconds: Eventually.BackgroundSeconds, what: "No search hit");
 
         // Best first; only messages older than the recent ones; a quarter of the budget (Context:SearchTokenShare) at most.
         Assert.Equal(2, context.SearchHits[0].Sequence);

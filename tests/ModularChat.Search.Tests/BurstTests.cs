@@ -45,7 +45,7 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
             Assert.Equal(0, (await reader.SearchStatus()).Entries);
         }
 
-        await Eventually.Until(reader.SearchStatus, s => s.Entries == 1, seconds: 30, what: "The message was not indexed after the import");
+        await Eventually.Until(reader.SearchStatus, s => s.Entries == 1, seconds: Eventually.BackgroundSeconds, what: "The message was not indexed after the import");
         Assert.Single((await reader.Search("lighthouse")).Hits);
         Assert.Contains(yielded.GetMeasurementSnapshot(), m => (string?)m.Tags["work"] == "search.indexing" && m.Value > 1);
     }
