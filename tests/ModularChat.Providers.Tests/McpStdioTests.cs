@@ -58,9 +58,11 @@ public sealed class McpStdioTests(ProvidersApp app)
 
         Assert.False(result.Success);
         Assert.Contains("within 3 s (Mcp:ConnectTimeout)", result.Error, StringComparison.Ordinal);
-        // One deadline for the handshake and the listing, and a teardown that kills rather than waits for the program to
-        // exit by itself (a program that answered initialize, then hung, took 4.4 s before; about 3.3 s now).
-        Assert.InRange(result.LatencyMs, 2_900, 3_800);
+        // One deadline for the handshake and the listing (one each would take 6 s or more). The teardown kills rather than
+        // waits for the program to exit by itself (a program that answered initialize, then hung, took 4.4 s before; about
+        // 3.3 s now), but that second is not told apart on a busy machine: 3.97 s once, with every test assembly at once
+        // on two cores, against a bound of 3.8 s.
+        Assert.InRange(result.LatencyMs, 2_900, 5_900);
         await GoneAsync(await PidAsync(pidFile));
     }
 
