@@ -1,5 +1,7 @@
 using System.Net;
 using System.Text.Json;
+using Microsoft.Extensions.DependencyInjection;
+using StackExchange.Redis;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -135,6 +137,9 @@ public sealed class ContextTests(ConversationsApp app)
         using var lookups = new CacheLookupRecorder();
         var first = await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=1000000");
         var size = (await first.Content.ReadAsByteArrayAsync()).Length;
+        // HybridCache writes the entry to Redis after it has handed the context back: the other node finds it there once it
+        // has landed (a write of more than a mebibyte, on a busy machine not within the next request: "miss", "miss").
+        await Eventually.Until(() => ContextKeysInRedis(user, c.Id), n => n > 0, seconds: 30, what: "The context never reached Redis");
         var fromRedis = await Context(other, c.Id, 1_000_000);
 
         // HybridCache's default limit (1 MiB) kept it out of Redis, with an error logged on every read.
@@ -148,7 +153,7 @@ public sealed class ContextTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var (id, _) = await ConversationWith(client, 12);
-        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: 30, what: "No summary in the context");
+        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: Eventually.BackgroundSeconds, what: "No summary in the context");
 
         using var lookups = new CacheLookupRecorder();
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "first change" });
@@ -203,7 +208,7 @@ public sealed class ContextTests(ConversationsApp app)
         var context = await Eventually.Until(
             async () => await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=100&query=when%20is%20the%20zanzibar%20ferry"))
                 .ReadAs<ContextDto>(HttpStatusCode.OK),
-            c => c.SearchHits.Count > 0, seconds: 30, what: "No search hit");
+            c => c.SearchHits.Count > 0, seconds: Eventually.BackgroundSeconds, what: "No search hit");
 
         // Best first; only messages older than the recent ones; a quarter of the budget (Context:SearchTokenShare) at most.
         Assert.Equal(2, context.SearchHits[0].Sequence);
@@ -251,6 +256,22 @@ public sealed class ContextTests(ConversationsApp app)
         // The bump node A could not make is made once Redis answers: no node reads the entry cached before the append.
         await Eventually.Until(() => Context(b, id, 5000), c => c.Messages.Count == 3, seconds: 30, what: "Node B still serves the context cached before the append");
         Assert.Equal(3, (await Context(a, id, 5000)).Messages.Count);
+    }
+
+    /// <summary>How many of the conversation's cached contexts (any generation and budget) are in Redis.</summary>
+    private async Task<int> ContextKeysInRedis(string tenant, Guid conversationId)
+    {
+        var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>();
+        var found = 0;
+        foreach (var endpoint in redis.GetEndPoints())
+        {
+            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:*"))
+            {
+                found++;
+            }
+        }
+
+        return found;
     }
 
     /// <summary>A client of another node of the fixture's database, signed in as <paramref name="user"/>.</summary>

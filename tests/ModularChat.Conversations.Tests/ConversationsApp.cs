@@ -26,7 +26,7 @@ public sealed class ConversationsApp : ModularChatApp
         [$"Retention:Tenants:{RetentionTenants.Totals}:KeepLast"] = "5",
         // A conversation that crosses a second milestone within MinInterval gets its next summary job scheduled for then; that
         // job (ids only) stays in the inbox until it runs, also after a deletion. Short here, so the deletion tests can
-        // expect an empty inbox within their 30 s (the default, a minute, left one behind in 2 of 5 runs).
+        // expect an empty inbox soon (the default, a minute, left one behind in 2 of 5 runs when they waited 30 s).
         ["Summaries:MinInterval"] = "00:00:05",
         // Handled messages (which carry content) leave the inbox quickly, for the deletion cascade test.
         ["Messaging:KeepHandledMessagesFor"] = "00:00:01",

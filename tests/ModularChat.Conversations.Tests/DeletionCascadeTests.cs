@@ -36,7 +36,7 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         {
             var search = await (await client.GetAsync($"/api/search?q=aubergine&conversationId={id}")).ReadAs<JsonElement>(HttpStatusCode.OK);
             return new { Hits = search.GetProperty("hits").GetArrayLength(), Tables = (await RowsMentioning(id)).Keys.ToList() };
-        }, seen => seen.Hits > 0 && seen.Tables.Contains("mc_search_vectors"), seconds: 30, what: "No search entries and vectors");
+        }, seen => seen.Hits > 0 && seen.Tables.Contains("mc_search_vectors"), seconds: Eventually.BackgroundSeconds, what: "No search entries and vectors");
         await (await client.GetAsync($"/api/conversations/{id}/context")).ReadAs<ContextDto>(HttpStatusCode.OK);
         var cached = await RedisKeysMentioning(id);
         Assert.NotEmpty(cached);
@@ -58,7 +58,7 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
 
         // The rest goes in the background: purges, module cleanups, then the inbox's handled messages and the search
         // tombstone after their (here short) lifetimes.
-        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the conversation are left");
+        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: Eventually.BackgroundSeconds, what: "Rows of the conversation are left");
 
         // In Redis only the two cache generations (context and summary) are left: counters, kept until they expire so that
         // an entry built just before the deletion and written after it is never read (CacheGenerationsTests).
@@ -115,7 +115,7 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         Assert.Contains(answers, a => a.What == "batch" && a.Status == HttpStatusCode.Created);
         Assert.Contains(answers, a => a.What is "append" or "batch" && a.Status == HttpStatusCode.NotFound);
         await (await client.GetAsync($"/api/conversations/{id}")).ShouldBeProblem(404);
-        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: 30, what: "Rows of the raced conversation are left");
+        await Eventually.Until(() => RowsMentioning(id), left => left.Count == 0, seconds: Eventually.BackgroundSeconds, what: "Rows of the raced conversation are left");
     }
 
     [Fact]
@@ -157,7 +157,7 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
     }
 
     private static Task WaitUntil(Func<Task<bool>> condition, string what)
-        => Eventually.Until(condition, done => done, seconds: 30, what: $"No {what}");
+        => Eventually.Until(condition, done => done, seconds: Eventually.BackgroundSeconds, what: $"No {what}");
 
     /// <summary>
     /// Per table of every schema of the test database, the rows that mention the conversation: in any column as text, or

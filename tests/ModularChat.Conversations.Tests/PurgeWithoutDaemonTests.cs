@@ -47,7 +47,7 @@ public sealed class PurgeWithoutDaemonTests(NoDaemonApp app) : IClassFixture<NoD
         var last = await Scalar("select last_value from modularchat.mt_events_sequence");
 
         await Eventually.Until(() => Scalar("select count(*) from modularchat.mt_events where stream_id = @id"), left => left == 0,
-            seconds: 30, what: "The deleted conversation's events are still there");
+            seconds: Eventually.BackgroundSeconds, what: "The deleted conversation's events are still there");
         Assert.True(await Scalar("select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'") < last,
             "The high-water mark moved: the purge did not have to wait it out");
     }
@@ -64,7 +64,7 @@ public sealed class PurgeWithoutDaemonTests(NoDaemonApp app) : IClassFixture<NoD
         // Retention:MaxProjectionWait (3 s) from the summary on, then goes ahead.
         var view = await Eventually.Until(
             async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK),
-            v => v.Archived.Count > 0, seconds: 30, what: "Retention never archived");
+            v => v.Archived.Count > 0, seconds: Eventually.BackgroundSeconds, what: "Retention never archived");
         Assert.Equal((1L, 7L), (view.Archived[0].FromSequence, view.Archived[0].ToSequence));
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();

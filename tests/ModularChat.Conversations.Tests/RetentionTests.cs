@@ -93,7 +93,7 @@ public sealed class RetentionTests(ConversationsApp app)
         var id = await ConversationWith(client, 12);
         await client.WaitForSummary(id);
         Assert.Equal(12, await SummaryThrough(client, id));
-        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, seconds: 30, what: "the messages indexed for search");
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, seconds: Eventually.BackgroundSeconds, what: "the messages indexed for search");
 
         var (exit, output) = await app.RunHostCommandAsync(
             new Dictionary<string, string>
@@ -430,7 +430,7 @@ public sealed class RetentionTests(ConversationsApp app)
     private static Task<RetentionViewDto> WaitForRetention(HttpClient client, Guid id, Func<RetentionViewDto, bool> done)
         => Eventually.Until(
             async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK),
-            done, seconds: 30, what: "Retention did not happen");
+            done, seconds: Eventually.BackgroundSeconds, what: "Retention did not happen");
 
     private static async Task<List<MessageDto>> Messages(HttpClient client, Guid id, bool includeArchived, string direction = "forward", int limit = 5)
     {

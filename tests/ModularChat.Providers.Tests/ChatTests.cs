@@ -321,6 +321,7 @@ public sealed class ChatTests(ProvidersApp app)
         using var client = app.Client(ModularChatApp.NewUser());
         var conversation = await app.StartWithCalculatorAsync(client);
         await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        using var _ = app.ShortMcpTimeouts();
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
 
@@ -328,7 +329,7 @@ public sealed class ChatTests(ProvidersApp app)
 
         var call = Assert.Single(turn.ToolCalls);
         Assert.True(call.Failed);
-        Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout in these tests
+        Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout under ShortMcpTimeouts
         Assert.Equal("it slept", turn.Answer.Content);
     }
 
@@ -339,6 +340,7 @@ public sealed class ChatTests(ProvidersApp app)
         var conversation = await app.StartWithCalculatorAsync(client);
         using var first = SilentServer.Start();
         using var second = SilentServer.Start();
+        using var _ = app.ShortMcpTimeouts();
         await client.AddMcpServerAsync("silent-1", first.Url);
         await client.AddMcpServerAsync("silent-2", second.Url);
         var marker = Marker();
@@ -710,7 +712,11 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("error", name);
         Assert.Equal(503, data.GetProperty("status").GetInt32());
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
-        var messages = await app.Client(user).MessagesAsync(conversation);
+        // The process ran on a database of its own (see StartHostProcessAsync): read what it kept through a node on that one.
+        await using var reader = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = await app.ProcessDatabaseAsync() });
+        using var readerClient = reader.Server.CreateClient();
+        readerClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        var messages = await readerClient.MessagesAsync(conversation);
         Assert.Equal(["user", "user"], messages.Select(m => m.Role)); // the questions are kept; no answer was stored
     }
 

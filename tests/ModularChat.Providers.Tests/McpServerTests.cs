@@ -178,6 +178,7 @@ public sealed class McpServerTests(ProvidersApp app)
         using var client = app.Client(ModularChatApp.NewUser());
         var server = await (await client.PostJson("/api/mcp-servers", new { name = "silent", transport, url = app.Silent.Url }))
             .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        using var _ = app.ShortMcpTimeouts();
 
         var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
 

@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 using ModelContextProtocol.Protocol;
 using ModularChat.McpTestServer;
 using ModularChat.Testing.Fakes;
@@ -62,8 +63,14 @@ public sealed class ProvidersApp : ModularChatApp
         ["Providers:MaxRetries"] = "0",
         ["Providers:RequestTimeout"] = "00:00:04",
         ["Providers:TestTimeout"] = "00:00:04",
-        ["Mcp:ConnectTimeout"] = "00:00:03",
-        ["Mcp:ToolCallTimeout"] = "00:00:03",
+        // Generous: a stdio program is a new dotnet process, and on a busy machine (CI runs every test assembly at once on
+        // two cores) starting it, or answering a tool call, took more than the 3 s these were once, failing tests about
+        // anything but the timeout. A test of what happens at the deadline shortens it with ShortMcpTimeouts.
+        ["Mcp:ConnectTimeout"] = "00:00:30",
+        ["Mcp:ToolCallTimeout"] = "00:00:30",
+        // The stdio test program speaks MCP 2026-07-28: started slowly, it answered the handshake's server/discover after
+        // the SDK's 5 s, when the client had already sent initialize instead, which it then refused.
+        ["Mcp:DiscoverProbeTimeout"] = "00:00:25",
         ["OutboundNetwork:MaxResponseBytes"] = (8 * 1024 * 1024).ToString(CultureInfo.InvariantCulture),
         ["Mcp:Stdio:Enabled"] = "true",
         ["Mcp:Stdio:AllowedCommands:0"] = Dotnet,
@@ -78,6 +85,41 @@ public sealed class ProvidersApp : ModularChatApp
 
     protected override void ConfigureServices(IServiceCollection services)
         => services.AddSingleton<ILoggerProvider>(Logs);
+
+    /// <summary>
+    /// Sets Mcp:ConnectTimeout and Mcp:ToolCallTimeout to <see cref="ShortMcpTimeout"/> on the host until disposed, for the
+    /// tests of what happens when a server does not answer in time. The options are the host's own instances, read at each
+    /// connection and call (IOptions and IOptionsMonitor keep one each); the tests of the collection run one at a time.
+    /// </summary>
+    public IDisposable ShortMcpTimeouts()
+    {
+        var settings = new[]
+        {
+            Host.Services.GetRequiredService<IOptions<McpOptions>>().Value,
+            Host.Services.GetRequiredService<IOptionsMonitor<McpOptions>>().CurrentValue,
+        };
+        var before = settings.Select(o => (o.ConnectTimeout, o.ToolCallTimeout)).ToArray();
+        foreach (var options in settings)
+        {
+            (options.ConnectTimeout, options.ToolCallTimeout) = (ShortMcpTimeout, ShortMcpTimeout);
+        }
+
+        return new Restore(() =>
+        {
+            for (var i = 0; i < settings.Length; i++)
+            {
+                (settings[i].ConnectTimeout, settings[i].ToolCallTimeout) = before[i];
+            }
+        });
+    }
+
+    /// <summary>The MCP timeouts under <see cref="ShortMcpTimeouts"/> (the messages the tests expect say "3 s").</summary>
+    public static readonly TimeSpan ShortMcpTimeout = TimeSpan.FromSeconds(3);
+
+    private sealed class Restore(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
+    }
 
     public override async Task InitializeAsync()
     {

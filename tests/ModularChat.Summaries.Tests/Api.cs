@@ -38,7 +38,7 @@ internal static class Api
     }
 
     /// <summary>Polls until the current summary covers <paramref name="toSequence"/> (background work: a generous deadline, no timing assertion).</summary>
-    public static async Task<SummaryDto> SummaryCovering(this HttpClient client, Guid conversation, long toSequence, int seconds = 45)
+    public static async Task<SummaryDto> SummaryCovering(this HttpClient client, Guid conversation, long toSequence, int seconds = Eventually.BackgroundSeconds)
         => await Eventually.Until(() => client.CurrentSummary(conversation), s => s is not null && s.ToSequence >= toSequence, seconds)
            ?? throw new InvalidOperationException("no summary");
 

@@ -4,7 +4,8 @@ using Microsoft.Extensions.Logging;
 namespace ModularChat.Testing;
 
 /// <summary>One entry a host logged.</summary>
-public sealed record LogEntry(LogLevel Level, string Category, EventId EventId, string Message, Exception? Exception)
+/// <param name="Mark">The <see cref="CapturedLogs.Mark"/> of the code that logged it, if it ran under one.</param>
+public sealed record LogEntry(LogLevel Level, string Category, EventId EventId, string Message, Exception? Exception, string? Mark = null)
 {
     public override string ToString() => $"{Level} {Category}: {Message} {Exception}";
 }
@@ -15,7 +16,20 @@ public sealed record LogEntry(LogLevel Level, string Category, EventId EventId, 
 /// </summary>
 public sealed class CapturedLogs : ILoggerProvider
 {
+    private static readonly AsyncLocal<string?> CurrentMark = new();
     private readonly ConcurrentQueue<LogEntry> _entries = new();
+
+    /// <summary>
+    /// Marks what the calling code logs, directly or through the code it awaits (the host's services it calls), with
+    /// <paramref name="mark"/> until disposed: a test can tell its own entries from those of the host's background work
+    /// (queues, the projection daemon, what earlier tests left running), which log into the same hosts meanwhile.
+    /// </summary>
+    public static IDisposable Mark(string mark)
+    {
+        var before = CurrentMark.Value;
+        CurrentMark.Value = mark;
+        return new Unmark(() => CurrentMark.Value = before);
+    }
 
     public IEnumerable<LogEntry> Entries => _entries;
 
@@ -33,13 +47,18 @@ public sealed class CapturedLogs : ILoggerProvider
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull
         {
-            sink.Enqueue(new LogEntry(LogLevel.None, category, default, $"scope: {state}", null));
+            sink.Enqueue(new LogEntry(LogLevel.None, category, default, $"scope: {state}", null, CurrentMark.Value));
             return null;
         }
 
         public bool IsEnabled(LogLevel logLevel) => true;
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
-            => sink.Enqueue(new LogEntry(logLevel, category, eventId, formatter(state, exception), exception));
+            => sink.Enqueue(new LogEntry(logLevel, category, eventId, formatter(state, exception), exception, CurrentMark.Value));
+    }
+
+    private sealed class Unmark(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
     }
 }

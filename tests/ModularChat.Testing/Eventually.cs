@@ -6,6 +6,14 @@ namespace ModularChat.Testing;
 /// <summary>Polls until a condition holds (background work, queues), failing with the last value seen.</summary>
 public static class Eventually
 {
+    /// <summary>
+    /// The deadline for what a request sets off through Wolverine's queues and Marten's daemon, in one step or several (a
+    /// summary, the retention step after it, search indexing, the purges after a deletion). Passing tests never wait it
+    /// out. With every test assembly at once on two busy cores (as CI runs them) a summary came 42 s after its append:
+    /// extractive merges run at the lowest CPU priority (LowPriorityCpu, nice 19), which is what they get least of then.
+    /// </summary>
+    public const int BackgroundSeconds = 120;
+
     /// <param name="what">What is awaited, for the failure message.</param>
     public static async Task<T> Until<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = 60, string? what = null)
     {

@@ -38,7 +38,7 @@ public static class HttpApi
     /// <summary>Waits until the Summaries module has stored a summary of the conversation (it works in the background).</summary>
     public static Task<HttpStatusCode> WaitForSummary(this HttpClient client, Guid conversationId)
         => Eventually.Until(async () => (await client.GetAsync($"/api/conversations/{conversationId}/summary")).StatusCode,
-            status => status == HttpStatusCode.OK, seconds: 30, what: "No summary");
+            status => status == HttpStatusCode.OK, seconds: Eventually.BackgroundSeconds, what: "No summary");
 
     public static Task<HttpResponseMessage> PostJson(this HttpClient client, string url, object body)
         => client.PostAsJsonAsync(url, body, Json);

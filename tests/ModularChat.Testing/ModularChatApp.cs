@@ -162,13 +162,20 @@ public class ModularChatApp : IAsyncLifetime
 
     /// <summary>
     /// Starts the Host as its own process on a free loopback port (the same build the tests use, with Kestrel, as an operator
-    /// runs it) against this fixture's database and Redis, with <paramref name="environment"/> on top, and waits until it
-    /// answers. For what an in-memory test server does not do the same way, such as draining requests when the process is
-    /// told to stop.
+    /// runs it) against this fixture's Redis, with <paramref name="environment"/> on top, and waits until it answers. For
+    /// what an in-memory test server does not do the same way, such as draining requests when the process is told to stop.
+    /// <para>
+    /// It runs on a database of its own (<see cref="ProcessDatabaseAsync"/>), not this fixture's: it is a node of its own
+    /// cluster (the fixture's hosts run in solo mode), so it runs the asynchronous projections too, and two daemons on one
+    /// database make one of them fail with ProgressionProgressOutOfOrderException, which Wolverine does not restart: the
+    /// fixture's search indexing stopped for the rest of the run, and every later test waiting for search or for retention
+    /// (which waits for the projections) failed.
+    /// </para>
     /// </summary>
     /// <param name="workingDirectory">Where the process starts (the build's directory unless given).</param>
     public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null, string? workingDirectory = null)
     {
+        var database = await ProcessDatabaseAsync();
         var port = HostProcess.FreePort();
         var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll")])
         {
@@ -177,7 +184,7 @@ public class ModularChatApp : IAsyncLifetime
             WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
         start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
-        start.Environment["ConnectionStrings__Postgres"] = PostgresConnectionString;
+        start.Environment["ConnectionStrings__Postgres"] = database;
         start.Environment["ConnectionStrings__Redis"] = RedisConnectionString;
         start.Environment["Auth__SigningKey"] = Auth.SigningKey;
         start.Environment["Auth__Issuer"] = Auth.Issuer;
@@ -200,6 +207,13 @@ public class ModularChatApp : IAsyncLifetime
             throw;
         }
     }
+
+    /// <summary>
+    /// The database the host processes of <see cref="StartHostProcessAsync"/> run on (this fixture's database name with
+    /// <c>_processes</c>, created if needed). A test reads what a process stored through a node of its own on it:
+    /// <c>StartHostAsync</c> with <c>ConnectionStrings:Postgres</c> set to it (a node after the first runs no projections).
+    /// </summary>
+    public Task<string> ProcessDatabaseAsync() => TestInfrastructure.PostgresAsync(_databaseName + "_processes");
 
     /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>
     public static string NewUser(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";

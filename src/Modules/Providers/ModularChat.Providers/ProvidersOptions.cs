@@ -147,6 +147,14 @@ public sealed class McpOptions
     /// <summary>Time allowed to connect and complete the MCP handshake (test and chat).</summary>
     public TimeSpan ConnectTimeout { get; set; } = TimeSpan.FromSeconds(10);
 
+    /// <summary>
+    /// How long the handshake waits for an answer to its first request (<c>server/discover</c>, of the 2026-07-28 revision)
+    /// before it takes the server for an older one and sends <c>initialize</c> instead (the SDK's 5 s by default; always
+    /// within <see cref="ConnectTimeout"/>). A server that does speak 2026-07-28 but answers later (a stdio program still
+    /// starting on a busy machine) then refuses that <c>initialize</c>, and the connection fails.
+    /// </summary>
+    public TimeSpan DiscoverProbeTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Time allowed for one tool call.</summary>
     public TimeSpan ToolCallTimeout { get; set; } = TimeSpan.FromSeconds(60);
 
@@ -209,6 +217,7 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
     public McpOptionsValidator()
     {
         RuleFor(o => o.ConnectTimeout).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RuleFor(o => o.DiscoverProbeTimeout).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
         RuleFor(o => o.ToolCallTimeout).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(30));
         RuleFor(o => o.MaxServersPerTenant).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxHeaders).InclusiveBetween(0, 1000);

@@ -45,6 +45,7 @@ internal sealed class McpConnector(
             {
                 ClientInfo = new Implementation { Name = "ModularChat", Version = "1.0" },
                 InitializationTimeout = settings.ConnectTimeout,
+                DiscoverProbeTimeout = settings.DiscoverProbeTimeout,
             }, NullLoggerFactory.Instance, deadline.Token);
         }
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
