@@ -92,9 +92,10 @@ public sealed class SearchingTests(SearchApp app)
         await client.StartConversation("pasted", Message(blob), Message($"  {blob}  "));
         await client.WaitForIndexing(2);
 
-        var hits = (await client.Search(blob[..40] + "&mode=semantic")).Hits;
+        // The two messages pass the summary's token threshold: the summary, which quotes them, may be found too.
+        var hits = (await client.Search(blob[..40] + "&mode=semantic")).Hits.Where(h => h.Kind == "message").ToList();
 
-        Assert.Equal(2, hits.Count);
+        Assert.Equal([1L, 2L], hits.Select(h => h.Sequence).Order());
         Assert.Equal(blob[..300], hits.Single(h => h.Sequence == 1).Snippet);
         Assert.Equal("  " + blob[..298], hits.Single(h => h.Sequence == 2).Snippet);
         Assert.All(hits, h => Assert.Empty(h.Highlights));
