@@ -65,6 +65,34 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Messages_an_older_build_archived_without_keys_get_them_at_start_and_a_retry_answers_the_original()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("upgraded"), RetentionTenants.Archive);
+        var id = await ConversationWith(client, 12, externalIds: true);
+        await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
+
+        // As a build before 2026-12-03 left it: the archive, and no key of the messages it holds.
+        await using (var connection = new NpgsqlConnection(app.PostgresConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var command = new NpgsqlCommand("delete from modularchat.mt_doc_retiredexternalid where conversation_id = $1", connection);
+            command.Parameters.Add(new NpgsqlParameter { Value = id });
+            Assert.Equal(7, await command.ExecuteNonQueryAsync());
+        }
+
+        // What a node does at start (in the background); then a second pass finds nothing left to do.
+        var backfill = app.Host.Services.GetRequiredService<RetiredKeysBackfill>();
+        Assert.Contains(app.Host.Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>(), s => ReferenceEquals(s, backfill));
+        Assert.InRange(await backfill.RunAsync(CancellationToken.None), 7, int.MaxValue);
+        Assert.Equal(0, await backfill.RunAsync(CancellationToken.None));
+
+        var retry = await (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = Content(3), externalId = "ext-3" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.OK);
+        Assert.Equal((3L, true, "ext-3"), (retry.Sequence, retry.Duplicate, retry.ExternalId));
+        Assert.Equal(12, (await (await client.GetAsync($"/api/conversations/{id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+    }
+
+    [Fact]
     public async Task Retention_does_not_change_the_version_clients_pass_as_expected_version()
     {
         using var client = app.Client(ModularChatApp.NewUser("versioned"), RetentionTenants.Delete);

@@ -33,6 +33,8 @@ public static class ConversationsModule
         services.AddSingleton<ConversationsMetrics>();
         services.AddAppendBursts();
         services.AddHostedService<ClusterAppendRate>();
+        services.AddSingleton<RetiredKeysBackfill>();
+        services.AddHostedService(sp => sp.GetRequiredService<RetiredKeysBackfill>());
         services.AddSingleton<AppendGroups>();
         services.AddSingleton<IConversationMessages, ConversationMessages>();
         services.AddValidatedOptions<ContextOptions, ContextOptionsValidator>(ContextOptions.Section);

@@ -1,0 +1,94 @@
+using Marten;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Conversations.Domain;
+using Npgsql;
+
+namespace ModularChat.Conversations.Features.Retention;
+
+/// <summary>
+/// At start-up, in the background: records the idempotency key (<see cref="RetiredExternalId"/>) of every archived message
+/// that has an external id and no key. Builds before 2026-12-03 archived messages without one, so after an upgrade a retried
+/// append (or an import sent again) with such an id would store the message a second time. The keys of messages those builds
+/// deleted are gone with them. Once every key exists, a start costs one scan of the archive's external ids.
+/// </summary>
+/// <remarks>
+/// Several nodes starting at once write the same keys (a store is an upsert). A conversation deleted while its keys are
+/// written may keep a few orphan keys (small rows nothing reads).
+/// </remarks>
+internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<RetiredKeysBackfill> logger) : BackgroundService
+{
+    private const int Page = 1000;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            var recorded = await RunAsync(stoppingToken);
+            if (recorded > 0)
+            {
+                LogRecorded(logger, recorded);
+            }
+        }
+        catch (Exception e) when (e is NpgsqlException or Marten.Exceptions.MartenCommandException or InvalidOperationException && !stoppingToken.IsCancellationRequested)
+        {
+            LogFailed(logger, e); // the next start tries again
+        }
+    }
+
+    /// <summary>Records the missing keys, a page at a time; returns how many.</summary>
+    public async Task<int> RunAsync(CancellationToken cancellationToken)
+    {
+        var schema = store.Options.DatabaseSchemaName;
+        var sql = $"""
+            select a.tenant_id, a.id, a.conversation_id, a.sequence, a.data ->> 'ExternalId', (a.data ->> 'TokenCount')::int, (a.data ->> 'CreatedAt')::timestamptz
+            from {schema}.mt_doc_archivedmessage a
+            where a.data ->> 'ExternalId' is not null
+              and not exists (select 1 from {schema}.mt_doc_retiredexternalid r where r.tenant_id = a.tenant_id and r.id = a.id)
+            limit {Page}
+            """;
+        var recorded = 0;
+        while (true)
+        {
+            var missing = new List<(string Tenant, RetiredExternalId Key)>();
+            await using (var connection = await store.OpenConnectionAsync(cancellationToken))
+            await using (var command = new NpgsqlCommand(sql, connection))
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
+            {
+                while (await reader.ReadAsync(cancellationToken))
+                {
+                    missing.Add((reader.GetString(0), new RetiredExternalId
+                    {
+                        Id = reader.GetGuid(1),
+                        ConversationId = reader.GetGuid(2),
+                        Sequence = reader.GetInt64(3),
+                        ExternalId = reader.GetString(4),
+                        TokenCount = reader.GetInt32(5),
+                        CreatedAt = reader.GetFieldValue<DateTimeOffset>(6),
+                    }));
+                }
+            }
+
+            foreach (var tenant in missing.GroupBy(m => m.Tenant, StringComparer.Ordinal))
+            {
+                await using var session = store.LightweightSession(tenant.Key);
+                session.Store(tenant.Select(m => m.Key).ToArray());
+                await session.SaveChangesAsync(cancellationToken);
+            }
+
+            recorded += missing.Count;
+            if (missing.Count < Page)
+            {
+                return recorded;
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Recorded the idempotency keys of {Count} archived messages (archived by a build that kept none): a retry with their external ids answers the original")]
+    private static partial void LogRecorded(ILogger logger, int count);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not record the idempotency keys of messages archived by an older build; the next start tries again")]
+    private static partial void LogFailed(ILogger logger, Exception exception);
+}
