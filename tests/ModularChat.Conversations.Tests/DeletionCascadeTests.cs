@@ -1,6 +1,9 @@
 using System.Net;
 using System.Text;
 using System.Text.Json;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 using StackExchange.Redis;
 
@@ -154,6 +157,78 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
             "high-water mark past the deletion");
         Assert.Equal(0, await Scalar(
             $"select count(*) from modularchat.mt_high_water_skips where starting_sequence < {after} and ending_sequence > {before}"));
+    }
+
+    [Fact]
+    public async Task A_stream_is_removed_with_what_an_append_in_flight_commits_to_it_and_only_once_the_daemon_has_read_that()
+    {
+        using var client = app.Client(ModularChatApp.NewUser("inflight"));
+        var id = (await (await client.PostJson("/api/conversations", new { title = "raced" })).ReadAs<ConversationDto>(HttpStatusCode.Created)).Id;
+        Assert.Equal(HttpStatusCode.OK, (await client.PatchJson($"/api/conversations/{id}", new { title = "raced again" })).StatusCode);
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        async Task<long> Scalar(string sql, NpgsqlConnection? on = null)
+        {
+            await using var command = new NpgsqlCommand(sql, on ?? connection);
+            command.Parameters.AddWithValue("id", id);
+            return await command.ExecuteScalarAsync() is long value ? value : 0;
+        }
+
+        var before = await Scalar("select max(seq_id) from modularchat.mt_events where stream_id = @id");
+        await WaitUntil(async () => await Scalar("select last_seq_id from modularchat.mt_event_progression where name = 'HighWaterMark'") >= before,
+            "high-water mark past the conversation's events");
+        string tenant;
+        await using (var read = new NpgsqlCommand("select tenant_id from modularchat.mt_streams where id = @id", connection))
+        {
+            read.Parameters.AddWithValue("id", id);
+            tenant = (string)(await read.ExecuteScalarAsync())!;
+        }
+
+        // An append in flight, as Marten's append function writes one: its event (a second rename) and the stream's new
+        // version, not committed yet.
+        await using var writer = new NpgsqlConnection(app.PostgresConnectionString);
+        await writer.OpenAsync();
+        var transaction = await writer.BeginTransactionAsync();
+        var inFlight = await Scalar("""
+            insert into modularchat.mt_events (seq_id, id, stream_id, version, data, type, timestamp, tenant_id, mt_dotnet_type)
+            select nextval('modularchat.mt_events_sequence'), gen_random_uuid(), stream_id, version + 1, data, type, now(), tenant_id, mt_dotnet_type
+            from modularchat.mt_events where stream_id = @id order by version desc limit 1
+            returning seq_id
+            """, writer);
+        await Scalar("update modularchat.mt_streams set version = version + 1 where id = @id", writer);
+
+        var store = app.Host.Services.GetRequiredService<IDocumentStore>();
+        var removal = Task.Run(() => DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None));
+
+        // The removal waits for the append (it reads the stream's last event only then)...
+        await WaitUntil(async () => await Scalar(
+            "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_streams%for update%'") > 0,
+            "removal waiting for the append in flight");
+        Assert.False(removal.IsCompleted);
+        await transaction.CommitAsync();
+
+        // ... so it counts the appended event, and removes nothing before the daemon has read it.
+        var first = await removal;
+        Assert.True(first.Found);
+        Assert.Equal(inFlight, first.LastEvent);
+        Assert.True(first.Wait || first.HighWaterMark >= inFlight, $"Removed at high-water mark {first.HighWaterMark}, below the appended event {inFlight}");
+        if (first.Wait)
+        {
+            Assert.Equal(1, await Scalar("select count(*) from modularchat.mt_events where seq_id = " + inFlight));
+        }
+
+        var last = first;
+        while (last.Wait)
+        {
+            await Task.Delay(200);
+            last = await DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None);
+        }
+
+        Assert.False(last.Unread);
+        Assert.Equal(0, await Scalar("select count(*) from modularchat.mt_events where stream_id = @id"));
+        Assert.Equal(0, await Scalar("select count(*) from modularchat.mt_streams where id = @id"));
+        Assert.False((await DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None)).Found);
+        Assert.Equal(0, await Scalar($"select count(*) from modularchat.mt_high_water_skips where starting_sequence < {inFlight} and ending_sequence >= {inFlight}"));
     }
 
     private static Task WaitUntil(Func<Task<bool>> condition, string what)

@@ -1,5 +1,6 @@
 using JasperFx.Events.Projections;
 using Marten;
+using Npgsql;
 
 namespace ModularChat.BuildingBlocks.Persistence;
 
@@ -23,25 +24,55 @@ public static class DaemonProgress
         return (highWater, slowest);
     }
 
-    /// <summary>The event store's sequence number of a stream's last event, in the session's tenant (0: it has none).</summary>
-    public static Task<long> LastEventAsync(IQuerySession session, Guid streamId, CancellationToken cancellationToken)
-        => session.Events.QueryAllRawEvents()
-            .Where(e => e.StreamId == streamId)
-            .OrderByDescending(e => e.Sequence)
-            .Select(e => e.Sequence)
-            .FirstOrDefaultAsync(cancellationToken);
-
     /// <summary>
-    /// Whether a stream whose last event is <paramref name="lastEvent"/> may be removed now: not while the high-water mark
-    /// is below it, unless it has waited <paramref name="maxWait"/> since <paramref name="since"/> (then it goes, unread).
+    /// Removes a stream (its events and its row) of tenant <paramref name="tenantId"/> once the high-water mark has passed its
+    /// last event, or unread once <paramref name="maxWait"/> has passed since <paramref name="since"/>; otherwise removes
+    /// nothing and answers <see cref="StreamRemoval.Wait"/>.
     /// </summary>
-    public static async Task<StreamRemoval> CheckRemovalAsync(
-        IDocumentStore store, long lastEvent, DateTimeOffset since, TimeSpan maxWait, TimeProvider clock, CancellationToken cancellationToken)
+    /// <remarks>
+    /// One transaction that locks the stream's row before it reads the last event: an append in flight holds that row (its
+    /// events' foreign key, or the version update) until it commits, so its events are counted; one that starts later
+    /// waits for the removal and then fails on the missing stream. Reading the last event first and deleting afterwards
+    /// (as this did before) removed a revision committed in between, above the high-water mark: the daemon stood still on
+    /// the hole for its stale-gap time, then skipped it.
+    /// </remarks>
+    public static async Task<StreamRemoval> RemoveStreamAsync(
+        IDocumentStore store, string tenantId, Guid streamId, DateTimeOffset since, TimeSpan maxWait, TimeProvider clock, CancellationToken cancellationToken)
     {
+        var events = store.Options.Schema.ForEvents();
+        var streams = store.Options.Schema.ForStreams();
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+
+        // Separate statements: the read must see what a writer it waited for committed (a new snapshot).
+        if (await ScalarAsync(connection, $"select 1 from {streams} where id = @stream and tenant_id = @tenant for update", streamId, tenantId, cancellationToken) is null)
+        {
+            return new StreamRemoval(Wait: false, Unread: false, Found: false, LastEvent: 0, HighWaterMark: 0, clock.GetUtcNow() - since);
+        }
+
+        var last = (long)(await ScalarAsync(connection, $"select coalesce(max(seq_id), 0) from {events} where stream_id = @stream and tenant_id = @tenant", streamId, tenantId, cancellationToken))!;
         var (highWater, _) = await ReadAsync(store, cancellationToken);
         var waited = clock.GetUtcNow() - since;
-        var unread = highWater < lastEvent;
-        return new StreamRemoval(Wait: unread && waited < maxWait, Unread: unread, highWater, waited);
+        var unread = highWater < last;
+        var removal = new StreamRemoval(Wait: unread && waited < maxWait, Unread: unread, Found: true, last, highWater, waited);
+        if (removal.Wait)
+        {
+            return removal; // the transaction rolls back, releasing the row
+        }
+
+        await ScalarAsync(connection, $"delete from {events} where stream_id = @stream and tenant_id = @tenant", streamId, tenantId, cancellationToken);
+        await ScalarAsync(connection, $"delete from {streams} where id = @stream and tenant_id = @tenant", streamId, tenantId, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return removal;
+    }
+
+    private static async Task<object?> ScalarAsync(NpgsqlConnection connection, string sql, Guid streamId, string tenantId, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.AddWithValue("stream", streamId);
+        command.Parameters.AddWithValue("tenant", tenantId);
+        return await command.ExecuteScalarAsync(cancellationToken);
     }
 
     /// <summary>The pause before the next look at the daemon: 0.5 s, doubling with each attempt, at most 30 s.</summary>
@@ -49,7 +80,8 @@ public static class DaemonProgress
         => TimeSpan.FromTicks(Math.Min(TimeSpan.FromSeconds(30).Ticks, TimeSpan.FromMilliseconds(500).Ticks << Math.Clamp(attempt, 0, 16)));
 }
 
-/// <summary>What <see cref="DaemonProgress.CheckRemovalAsync"/> found.</summary>
-/// <param name="Wait">Put the removal off (<see cref="DaemonProgress.RecheckDelay"/>).</param>
+/// <summary>What <see cref="DaemonProgress.RemoveStreamAsync"/> found (and did).</summary>
+/// <param name="Wait">Nothing was removed: put the removal off (<see cref="DaemonProgress.RecheckDelay"/>).</param>
 /// <param name="Unread">The daemon has not read the stream's last event (when not waiting: it goes anyway, worth a warning).</param>
-public sealed record StreamRemoval(bool Wait, bool Unread, long HighWaterMark, TimeSpan Waited);
+/// <param name="Found">The stream was there (false: removed already, nothing done).</param>
+public sealed record StreamRemoval(bool Wait, bool Unread, bool Found, long LastEvent, long HighWaterMark, TimeSpan Waited);

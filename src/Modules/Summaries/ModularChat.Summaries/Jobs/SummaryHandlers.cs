@@ -50,26 +50,18 @@ public static class SummaryCleanupHandler
         PurgeSummaryStream purge, IDocumentSession session, IMessageContext context, TimeProvider clock, IOptions<SummariesOptions> options,
         ILogger<PurgeSummaryStream> logger, CancellationToken cancellationToken)
     {
-        var stream = SummaryStreams.For(purge.ConversationId);
-        var last = await DaemonProgress.LastEventAsync(session, stream, cancellationToken);
-        var check = await DaemonProgress.CheckRemovalAsync(session.DocumentStore, last, purge.RequestedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
+        var check = await DaemonProgress.RemoveStreamAsync(session.DocumentStore, session.TenantId, SummaryStreams.For(purge.ConversationId),
+            purge.RequestedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
         if (check.Wait)
         {
             await context.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt));
-            return;
         }
-
-        if (check.Unread)
+        else if (check.Unread)
         {
             logger.LogWarning(
-                "Removing the summary stream of deleted conversation {ConversationId} after {Waited} although the daemon's high-water mark ({HighWater}) has not reached its last event ({Last})",
-                purge.ConversationId, check.Waited, check.HighWaterMark, last);
+                "Removed the summary stream of deleted conversation {ConversationId} after {Waited} although the daemon's high-water mark ({HighWater}) had not reached its last event ({Last})",
+                purge.ConversationId, check.Waited, check.HighWaterMark, check.LastEvent);
         }
-
-        // A hard delete of the stream, in this transaction (Marten's own helper runs outside any session).
-        var tables = session.DocumentStore.Options.Schema;
-        session.QueueSqlCommand($"delete from {tables.ForEvents()} where stream_id = ? and tenant_id = ?", stream, session.TenantId);
-        session.QueueSqlCommand($"delete from {tables.ForStreams()} where id = ? and tenant_id = ?", stream, session.TenantId);
     }
 
     /// <summary>

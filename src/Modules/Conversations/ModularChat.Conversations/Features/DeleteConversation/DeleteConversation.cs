@@ -79,32 +79,17 @@ public static class PurgeDeletedConversationHandler
         PurgeDeletedConversation purge, IDocumentStore store, IMessageBus bus, TimeProvider clock,
         IOptions<ConversationsOptions> options, ILogger<PurgeDeletedConversation> logger, CancellationToken cancellationToken)
     {
-        long last;
-        await using (var session = store.QuerySession(purge.TenantId))
-        {
-            last = await DaemonProgress.LastEventAsync(session, purge.ConversationId, cancellationToken);
-        }
-
-        if (last == 0)
-        {
-            return; // purged already (a redelivery)
-        }
-
-        var check = await DaemonProgress.CheckRemovalAsync(store, last, purge.DeletedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
+        var check = await DaemonProgress.RemoveStreamAsync(store, purge.TenantId, purge.ConversationId, purge.DeletedAt, options.Value.PurgeMaxWait, clock, cancellationToken);
         if (check.Wait)
         {
             await bus.ScheduleAsync(purge with { Attempt = purge.Attempt + 1 }, DaemonProgress.RecheckDelay(purge.Attempt),
                 new DeliveryOptions { TenantId = purge.TenantId });
-            return;
         }
-
-        if (check.Unread)
+        else if (check.Unread)
         {
             logger.LogWarning(
-                "Purging deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) has not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
-                purge.ConversationId, check.Waited, check.HighWaterMark, last);
+                "Purged deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) had not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
+                purge.ConversationId, check.Waited, check.HighWaterMark, check.LastEvent);
         }
-
-        await store.Advanced.Clean.DeleteSingleEventStreamAsync(purge.ConversationId, purge.TenantId, cancellationToken);
     }
 }
