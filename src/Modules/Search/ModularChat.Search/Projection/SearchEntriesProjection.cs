@@ -254,6 +254,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             insert into {s.Terms} as t (tenant_id, lexeme, documents)
             select p.tenant_id, u.lexeme, count(*)
             from inserted i cross join unnest(i.search_vector) u cross join params p group by p.tenant_id, u.lexeme
+            order by u.lexeme collate "C" -- the order in which removals lock them (SearchRemovals.TermsDecrement)
             on conflict (tenant_id, lexeme) do update set documents = t.documents + excluded.documents
         ),
         counted as (

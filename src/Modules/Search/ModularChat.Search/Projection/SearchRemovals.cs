@@ -23,12 +23,7 @@ internal sealed class SearchRemovals
         // Placeholders: tenant, conversation.
         _conversationSql =
         [
-            $"""
-            update {s.Terms} t set documents = t.documents - x.n
-            from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
-                  where e.tenant_id = ^ and e.conversation_id = ^ group by e.tenant_id, u.lexeme) x
-            where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
-            """,
+            TermsDecrement(s, "e.tenant_id = ^ and e.conversation_id = ^"),
             $"delete from {s.Entries} where tenant_id = ^ and conversation_id = ^",
             $"delete from {s.Vectors} where tenant_id = ^ and conversation_id = ^",
             $"delete from {s.Pending} where tenant_id = ^ and conversation_id = ^",
@@ -41,12 +36,7 @@ internal sealed class SearchRemovals
             $"{alias}tenant_id = ^ and {alias}conversation_id = ^ and {alias}kind = {(short)EntryKind.Message} and {alias}sequence between ^ and ^";
         _messageRangeSql =
         [
-            $"""
-            update {s.Terms} t set documents = t.documents - x.n
-            from (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
-                  where {Messages("e.")} group by e.tenant_id, u.lexeme) x
-            where t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
-            """,
+            TermsDecrement(s, Messages("e.")),
             $"""
             update {s.Stats} st set documents = st.documents - x.n, lexemes = st.lexemes - x.l
             from (select e.tenant_id, e.conversation_id, count(*) as n, coalesce(sum(e.lexeme_count), 0) as l from {s.Entries} e
@@ -60,6 +50,22 @@ internal sealed class SearchRemovals
             $"insert into {s.RemovedRanges} (tenant_id, conversation_id, from_sequence, to_sequence) values (^, ^, ^, ^) on conflict do nothing",
         ];
     }
+
+    /// <summary>
+    /// Takes the entries' lexemes (those of <paramref name="entries"/>, a condition on alias <c>e</c>) off the tenant's
+    /// document frequencies. The rows are locked in lexeme order first, the order in which the projection adds to them
+    /// (<see cref="SearchEntriesProjection"/>): two removals of one tenant that share words (two conversations deleted at
+    /// once) otherwise locked them in their join's order and could deadlock.
+    /// </summary>
+    internal static string TermsDecrement(SearchSchema s, string entries) => $"""
+        with x as (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
+                   where {entries} group by e.tenant_id, u.lexeme),
+             locked as materialized (select t.tenant_id, t.lexeme, x.n from {s.Terms} t
+                                     join x on t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
+                                     order by t.lexeme collate "C" for update of t)
+        update {s.Terms} t set documents = t.documents - l.n
+        from locked l where t.tenant_id = l.tenant_id and t.lexeme = l.lexeme
+        """;
 
     /// <summary>Everything of a deleted conversation, and its tombstone.</summary>
     public void Conversation(IDocumentOperations operations, Guid conversationId, DateTimeOffset deletedAt)

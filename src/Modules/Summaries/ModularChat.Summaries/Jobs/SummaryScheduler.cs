@@ -15,7 +15,9 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
     public async Task<OutgoingMessages> TrackAsync(IReadOnlyList<AppendCommitted> messages, IDocumentSession session, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
-        var byConversation = messages.GroupBy(m => m.ConversationId).ToList();
+        // In id order: two batches of a tenant (two nodes) that meet the same new conversations insert their rows in one
+        // order and cannot deadlock on them (one waits, then conflicts and retries).
+        var byConversation = messages.GroupBy(m => m.ConversationId).OrderBy(g => g.Key).ToList();
         var ids = byConversation.Select(g => g.Key).ToArray();
 
         var reads = session.CreateBatchQuery();
