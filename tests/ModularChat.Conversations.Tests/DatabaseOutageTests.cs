@@ -85,4 +85,50 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
         Assert.Equal([(1L, "m1")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
     }
+
+    [Fact]
+    public async Task A_notice_whose_handler_meets_the_database_away_waits_for_it_and_is_handled_once_it_is_back()
+    {
+        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
+        await using var proxy = new TcpProxy(database.Host!, database.Port);
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("away")));
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "away" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "first" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        await using var direct = new NpgsqlConnection(app.PostgresConnectionString);
+        await direct.OpenAsync();
+        await using var observer = new NpgsqlConnection(app.PostgresConnectionString); // outside the holding transaction: pg_stat_activity is read once per transaction
+        await observer.OpenAsync();
+        async Task<long> Scalar(string sql, NpgsqlConnection? on = null)
+        {
+            await using var command = new NpgsqlCommand(sql, on ?? observer);
+            command.Parameters.AddWithValue("id", conversation.Id);
+            return await command.ExecuteScalarAsync() is long value ? value : 0;
+        }
+
+        // Summaries follows the appends through their notices: the conversation's activity counts the first message.
+        const string counted = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
+        await Eventually.Until(() => Scalar(counted), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+
+        // The next notice's handler waits on that row (another session holds it) when the database goes away.
+        var holding = await direct.BeginTransactionAsync();
+        await Scalar("select 1 from modularchat.mt_doc_conversationactivity where id = @id for update", direct);
+        await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await Eventually.Until(
+            () => Scalar("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()"),
+            n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The second notice's handler did not reach the held row");
+        proxy.Cut();
+        await holding.RollbackAsync();
+        // Longer than Wolverine's default took to give up (three attempts at once).
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        proxy.Restore();
+
+        // The notice was tried again once the database was back: nothing went to the dead-letter store.
+        await Eventually.Until(() => Scalar(counted), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
+        Assert.Equal(0, await Scalar("select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'"));
+    }
 }

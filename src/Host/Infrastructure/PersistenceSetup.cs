@@ -5,6 +5,7 @@ using JasperFx.OpenTelemetry;
 using JasperFx.Events;
 using Marten;
 using Npgsql;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations;
 using ModularChat.Host.Nodes;
 using ModularChat.Providers;
@@ -159,6 +160,8 @@ internal static class PersistenceSetup
         options.Policies.UseDurableOutboxOnAllSendingEndpoints();
         // Each module's handler of the same event runs in its own transaction with its own retries.
         options.MultipleHandlerBehavior = MultipleHandlerBehavior.Separated;
+        // Any handler that meets the database away waits for it and tries again, whatever its own rules (DatabaseOutages).
+        options.WaitForTheDatabase();
         options.ConfigureConversations();
         options.ConfigureProviders();
         options.ConfigureSearch();

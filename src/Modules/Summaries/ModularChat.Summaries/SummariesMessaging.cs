@@ -3,6 +3,7 @@ using JasperFx.CodeGeneration;
 using Marten.Exceptions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Jobs;
 using Wolverine;
@@ -77,7 +78,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // and the writer logs the last attempt, the one that dead-letters the job, as the error it is.
                     chain.FailureLogLevel = LogLevel.Warning;
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
-                    chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
+                    chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "the model or the job failed").ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {

@@ -2,6 +2,7 @@ using Marten;
 using Npgsql;
 using Wolverine.ErrorHandling;
 using Wolverine.Runtime.Handlers;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Storage;
 
@@ -16,11 +17,12 @@ namespace ModularChat.Search.Projection;
 public static class SearchCleanupHandler
 {
     /// <summary>
-    /// The same rows may be written by the projection at that moment (a deadlock or serialization failure is possible):
-    /// retry, then keep the message in the dead-letter store rather than lose it.
+    /// Another database error: retry, then keep the message in the dead-letter store rather than lose it. (A deadlock or
+    /// serialization failure with the projection, which may write the same rows at that moment, and the database away
+    /// are retried for as long as it takes: <see cref="DatabaseOutages"/>.)
     /// </summary>
     public static void Configure(HandlerChain chain)
-        => chain.OnException<NpgsqlException>()
+        => chain.OnException(e => e is NpgsqlException && !DatabaseOutages.IsDatabaseAway(e), "a database error")
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
             .Then.MoveToErrorQueue();
 

@@ -1,6 +1,7 @@
 using Marten;
 using Microsoft.Extensions.Options;
 using Wolverine;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Summaries.Contracts;
 using Wolverine.ErrorHandling;
@@ -29,7 +30,7 @@ public static class RetentionAfterSummaryHandler
 public static class ApplyRetentionHandler
 {
     public static void Configure(HandlerChain chain)
-        => chain.OnAnyException()
+        => chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "retention failed") // the database away: DatabaseOutages
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
             .Then.MoveToErrorQueue();
 
