@@ -183,12 +183,41 @@ public sealed class AppendBurstsTests : IDisposable
             Assert.False(waiting.IsCompleted);
         }
 
-        // The appends stop: the burst is over once their last second has passed.
+        // The appends stop (the last at 3 s): the burst is over at 4 s, and the wait once the settle time has passed since.
         var waited = await FinishAsync(waiting, bursts);
-        Assert.InRange(waited, TimeSpan.FromSeconds(3.9), TimeSpan.FromSeconds(4.2));
+        Assert.InRange(waited, TimeSpan.FromSeconds(3) + AppendBursts.BurstSettle - Step, TimeSpan.FromSeconds(3) + AppendBursts.BurstSettle + 2 * Step);
         var measurement = Assert.Single(yielded.GetMeasurementSnapshot());
         Assert.Equal(waited.TotalSeconds, measurement.Value, 6);
         Assert.Equal("test", measurement.Tags["work"]);
+    }
+
+    [Fact]
+    public async Task A_moment_without_appends_inside_a_burst_does_not_end_the_wait()
+    {
+        var bursts = Bursts(threshold: 100);
+        bursts.Record(100);
+        var waiting = bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask();
+
+        // One commit of the import takes two seconds (a busy machine): for a second the node's rate is no burst.
+        for (var i = 0; i < 20; i++)
+        {
+            await StepAsync();
+        }
+
+        Assert.False(bursts.Bursting);
+        Assert.False(waiting.IsCompleted);
+        Assert.True(bursts.ShouldDefer(_clock.GetUtcNow()));
+
+        // The import goes on: so does the wait, until the appends stop.
+        for (var i = 0; i < 10; i++)
+        {
+            bursts.Record(100);
+            await StepAsync();
+            Assert.False(waiting.IsCompleted);
+        }
+
+        var waited = await FinishAsync(waiting, bursts);
+        Assert.InRange(waited, TimeSpan.FromSeconds(2.9) + AppendBursts.BurstSettle - Step, TimeSpan.FromSeconds(2.9) + AppendBursts.BurstSettle + 2 * Step);
     }
 
     [Fact]

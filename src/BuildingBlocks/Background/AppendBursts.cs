@@ -63,6 +63,7 @@ public sealed class AppendBursts
     private readonly long _timestampsPerBucket;
     private long _clusterRate;
     private long? _clusterSampledAt;
+    private long? _burstSeenAt;
 
     public AppendBursts(TimeProvider clock, IOptions<BackgroundOptions> options, IMeterFactory meters)
     {
@@ -80,19 +81,10 @@ public sealed class AppendBursts
     {
         get
         {
-            var now = Slot();
+            var now = Slot(_clock.GetTimestamp());
             lock (_gate)
             {
-                long sum = 0;
-                for (var i = 0; i < Buckets; i++)
-                {
-                    if (now - _slots[i] < Buckets)
-                    {
-                        sum += _counts[i];
-                    }
-                }
-
-                return sum;
+                return SumSince(now);
             }
         }
     }
@@ -116,11 +108,19 @@ public sealed class AppendBursts
     public static readonly TimeSpan ClusterSampleLifetime = TimeSpan.FromSeconds(3);
 
     /// <summary>
+    /// How long work that steps aside (<see cref="YieldAsync"/>, <see cref="ShouldDefer"/>) goes on stepping aside after the
+    /// rate last reached the threshold. <see cref="Bursting"/> looks at one second only, so a single commit of an import
+    /// that takes a second (on a busy machine: what stepping aside is for) ends it for a moment; a wait that polled in
+    /// that moment ended, and the work ran in the middle of the import. Longer than the slowest append seen under test
+    /// load (1.8 s on two busy cores); after a real burst the work starts this much later.
+    /// </summary>
+    public static readonly TimeSpan BurstSettle = TimeSpan.FromSeconds(3);
+
+    /// <summary>
     /// True while this node appends, or the cluster appends events, at <see cref="BackgroundOptions.YieldAboveMessagesPerSecond"/>
     /// or more a second: the node that runs the projections steps aside for an import that another node serves.
     /// </summary>
-    public bool Bursting => _options.YieldAboveMessagesPerSecond > 0
-        && (MessagesLastSecond >= _options.YieldAboveMessagesPerSecond || ClusterEventsPerSecond >= _options.YieldAboveMessagesPerSecond);
+    public bool Bursting => Reaches(MessagesLastSecond) || Reaches(ClusterEventsPerSecond);
 
     /// <summary>Records the cluster's append rate, sampled from the event store's sequence.</summary>
     public void ObserveCluster(long eventsPerSecond)
@@ -130,13 +130,18 @@ public sealed class AppendBursts
         {
             _clusterRate = Math.Max(0, eventsPerSecond);
             _clusterSampledAt = now;
+            if (Reaches(_clusterRate))
+            {
+                _burstSeenAt = now;
+            }
         }
     }
 
     /// <summary>Counts <paramref name="messages"/> just committed.</summary>
     public void Record(int messages)
     {
-        var slot = Slot();
+        var now = _clock.GetTimestamp();
+        var slot = Slot(now);
         lock (_gate)
         {
             var i = (int)(slot % Buckets);
@@ -147,6 +152,30 @@ public sealed class AppendBursts
             }
 
             _counts[i] += messages;
+            if (Reaches(SumSince(slot)))
+            {
+                _burstSeenAt = now;
+            }
+        }
+    }
+
+    /// <summary>
+    /// True while a burst lasts and until <see cref="BurstSettle"/> has passed since the rate last reached the threshold
+    /// (a commit or a sample that did): a moment without appends inside an import does not end it.
+    /// </summary>
+    private bool InBurst
+    {
+        get
+        {
+            if (Bursting)
+            {
+                return true;
+            }
+
+            lock (_gate)
+            {
+                return _burstSeenAt is { } at && _clock.GetElapsedTime(at) < BurstSettle;
+            }
         }
     }
 
@@ -158,14 +187,14 @@ public sealed class AppendBursts
     /// <returns>How long it waited.</returns>
     public async ValueTask<TimeSpan> YieldAsync(DateTimeOffset oldestPending, string work, CancellationToken cancellationToken)
     {
-        if (!Bursting)
+        if (!InBurst)
         {
             return TimeSpan.Zero;
         }
 
         var started = _clock.GetTimestamp();
         var due = oldestPending + _options.MaxYieldLag;
-        while (Bursting)
+        while (InBurst)
         {
             var left = due - _clock.GetUtcNow();
             if (left <= TimeSpan.Zero)
@@ -186,14 +215,32 @@ public sealed class AppendBursts
     /// work that became due at <paramref name="dueSince"/> should step aside now, that is while a burst lasts and until it
     /// is <see cref="BackgroundOptions.MaxYieldLag"/> old. The caller records each deferral with <see cref="RecordDeferral"/>.
     /// </summary>
-    public bool ShouldDefer(DateTimeOffset dueSince) => Bursting && _clock.GetUtcNow() < dueSince + _options.MaxYieldLag;
+    public bool ShouldDefer(DateTimeOffset dueSince) => InBurst && _clock.GetUtcNow() < dueSince + _options.MaxYieldLag;
 
     /// <summary>Counts <paramref name="deferral"/> of <paramref name="work"/> put off for a burst (the same metric as <see cref="YieldAsync"/>).</summary>
     public void RecordDeferral(TimeSpan deferral, string work)
         => _yielded.Add(deferral.TotalSeconds, new KeyValuePair<string, object?>("work", work));
 
-    /// <summary>The number of the 100 ms bucket now falls in, on the monotonic clock.</summary>
-    private long Slot() => _clock.GetTimestamp() / _timestampsPerBucket;
+    /// <summary>The number of the 100 ms bucket <paramref name="timestamp"/> falls in, on the monotonic clock.</summary>
+    private long Slot(long timestamp) => timestamp / _timestampsPerBucket;
+
+    /// <summary>Messages of the second up to bucket <paramref name="now"/> (under the lock).</summary>
+    private long SumSince(long now)
+    {
+        long sum = 0;
+        for (var i = 0; i < Buckets; i++)
+        {
+            if (now - _slots[i] < Buckets)
+            {
+                sum += _counts[i];
+            }
+        }
+
+        return sum;
+    }
+
+    /// <summary>Whether <paramref name="rate"/> a second is a burst (never when yielding is off).</summary>
+    private bool Reaches(long rate) => _options.YieldAboveMessagesPerSecond > 0 && rate >= _options.YieldAboveMessagesPerSecond;
 }
 
 /// <summary>Registration of <see cref="AppendBursts"/>.</summary>
