@@ -163,7 +163,7 @@ public sealed class AppendBursts
     /// True while a burst lasts and until <see cref="BurstSettle"/> has passed since the rate last reached the threshold
     /// (a commit or a sample that did): a moment without appends inside an import does not end it.
     /// </summary>
-    private bool InBurst
+    public bool InBurst
     {
         get
         {

@@ -114,7 +114,7 @@ internal sealed partial class EmbeddingWorker(
     /// </summary>
     private async Task YieldToBurstAsync(CancellationToken cancellationToken)
     {
-        if (bursts.Bursting && await OldestDueAsync(cancellationToken) is { } due)
+        if (bursts.InBurst && await OldestDueAsync(cancellationToken) is { } due)
         {
             await bursts.YieldAsync(due, "search.embedding", cancellationToken);
         }
