@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
+using Alba;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -15,12 +16,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     [Fact]
     public async Task While_the_database_is_unreachable_requests_answer_503_with_retry_after_and_the_node_recovers_when_it_is_back()
     {
-        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
-        await using var proxy = new TcpProxy(database.Host!, database.Port);
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("outage")));
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy);
+        using var client = Client(node, "outage");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
         await (await client.PostJson(messages, new { role = "user", content = "before the outage", externalId = "m1" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -89,12 +87,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     [Fact]
     public async Task A_notice_whose_handler_meets_the_database_away_waits_for_it_and_is_handled_once_it_is_back()
     {
-        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
-        await using var proxy = new TcpProxy(database.Host!, database.Port);
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("away")));
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy);
+        using var client = Client(node, "away");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "away" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
         await (await client.PostJson(messages, new { role = "user", content = "first" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -130,5 +125,26 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // The notice was tried again once the database was back: nothing went to the dead-letter store.
         await Eventually.Until(() => Scalar(counted), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
         Assert.Equal(0, await Scalar("select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'"));
+    }
+
+    /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>
+    private TcpProxy PostgresProxy()
+    {
+        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
+        return new TcpProxy(database.Host!, database.Port);
+    }
+
+    /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>.</summary>
+    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy)
+    {
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        return app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
+    }
+
+    private HttpClient Client(IAlbaHost node, string user)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser(user)));
+        return client;
     }
 }
