@@ -10,7 +10,8 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// within a second of an outage: an append's notice to Summaries among them, so the conversation's activity missed those
 /// messages and its summary came late or never. Every handler waits for the database instead and tries again, as long as
 /// it takes (with a growing pause, at most <see cref="MaxPause"/>); handlers' own failure rules leave these failures to this
-/// one (<see cref="IsDatabaseAway"/>).
+/// one (<see cref="IsDatabaseAway"/>). Except summary jobs: each attempt may call the model again, so they keep their
+/// bounded retries, then the dead-letter store.
 /// </summary>
 public static class DatabaseOutages
 {

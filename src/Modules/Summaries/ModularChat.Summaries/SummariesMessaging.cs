@@ -3,7 +3,6 @@ using JasperFx.CodeGeneration;
 using Marten.Exceptions;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
-using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Jobs;
 using Wolverine;
@@ -78,7 +77,10 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // and the writer logs the last attempt, the one that dead-letters the job, as the error it is.
                     chain.FailureLogLevel = LogLevel.Warning;
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
-                    chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "the model or the job failed").ScheduleRetry(delays).Then.MoveToErrorQueue();
+                    // The database away included (unlike other handlers, DatabaseOutages): each attempt may call the model
+                    // again, so a job does not do so every 30 s for as long as the database stays away or slow; the sweep
+                    // and a replay from the dead-letter store bring it back.
+                    chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {

@@ -5,7 +5,6 @@ using Marten;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
-using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Contracts;
@@ -157,8 +156,7 @@ public sealed partial class SummaryWriter(
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            // The database away is retried for as long as it lasts (DatabaseOutages): never the final attempt.
-            var final = envelope.Attempts > RetryCount() && !DatabaseOutages.IsDatabaseAway(e);
+            var final = envelope.Attempts > RetryCount();
             metrics.Failed(settings.Variant, e.GetType().Name, final);
             span?.SetStatus(ActivityStatusCode.Error, e.Message);
             if (final)
