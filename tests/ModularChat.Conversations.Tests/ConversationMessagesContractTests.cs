@@ -27,6 +27,42 @@ public sealed class ConversationMessagesContractTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Tallies_page_through_a_tenants_conversations_with_messages_in_id_order()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var ids = new List<Guid>();
+        foreach (var count in new[] { 3, 0, 2 })
+        {
+            var c = await (await client.PostJson("/api/conversations", new { title = "tally" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+            if (count > 0)
+            {
+                var batch = Enumerable.Range(1, count).Select(i => new { role = "user", content = $"message {i}" });
+                await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+                ids.Add(c.Id);
+            }
+        }
+
+        var all = await Messages.ListTalliesAsync(tenant, null, 10);
+        var first = await Messages.ListTalliesAsync(tenant, null, 1);
+        var second = await Messages.ListTalliesAsync(tenant, (tenant, first[0].ConversationId), 1);
+        var none = await Messages.ListTalliesAsync(tenant, (tenant, second[0].ConversationId), 1);
+
+        // The empty conversation is left out; counts and tokens are the conversation's own.
+        Assert.Equal(ids.Order(), all.Select(t => t.ConversationId));
+        Assert.All(all, t => Assert.Equal(tenant, t.TenantId));
+        foreach (var tally in all)
+        {
+            var info = (await Messages.FindAsync(tenant, tally.ConversationId))!;
+            Assert.Equal((info.MessageCount, info.TotalTokens), (tally.MessageCount, tally.TotalTokens));
+            Assert.True((info.LastActivityAt - tally.LastActivityAt).Duration() < TimeSpan.FromMicroseconds(1)); // PostgreSQL keeps microseconds
+        }
+
+        Assert.Equal(all.Select(t => t.ConversationId), first.Concat(second).Select(t => t.ConversationId));
+        Assert.Empty(none);
+    }
+
+    [Fact]
     public async Task The_latest_messages_come_oldest_first()
     {
         var (tenant, id) = await ConversationWith(10);

@@ -128,6 +128,10 @@ public sealed class ArchivedEntriesTests(SearchApp app)
             int chunkSize, CancellationToken cancellationToken = default)
             => throw new NotSupportedException();
 
+        public Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(string? tenantId, (string TenantId, Guid ConversationId)? after, int limit,
+            CancellationToken cancellationToken = default)
+            => throw new NotSupportedException();
+
         public Task<IReadOnlyList<ConversationMessage>> ReadLatestAsync(string tenantId, Guid conversationId, int count, long? beforeSequence = null,
             CancellationToken cancellationToken = default)
             => throw new NotSupportedException();

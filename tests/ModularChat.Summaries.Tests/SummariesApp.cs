@@ -58,6 +58,7 @@ public sealed class SummariesApp : ModularChatApp
         ["Summaries:EventBatchWindow"] = "00:00:00.050",
         ["Summaries:Sweep:Interval"] = "00:00:00",
         ["Summaries:Sweep:JobWait"] = "00:00:30",
+        ["Summaries:Sweep:NoticeSettle"] = "00:00:00",
         ["Summaries:BacklogRefreshInterval"] = "00:00:01",
         ["Summaries:Llm:Endpoint"] = Llm.BaseUrl.ToString(),
         ["Summaries:Llm:ApiKey"] = GlobalKey,

@@ -40,6 +40,48 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_sweep_catches_up_on_appends_whose_notices_were_lost_and_summarizes_what_they_made_due()
+    {
+        using var client = app.Client(app.PatientTenant);
+        // One conversation's notices of messages 11-25 were lost (its activity still says 10, nothing pending, and its
+        // summary is two hours old): milestone 25 is due, but nothing in the read model says so.
+        var behind = await client.NewConversation();
+        await client.AppendEach(behind, Api.Turns(1, 10));
+        await client.SummaryCovering(behind, 10);
+        await client.AppendEach(behind, Api.Turns(11, 25));
+        await Eventually.Until(() => Activity(app.PatientTenant, behind), a => a?.PendingUpTo == 25);
+        await TwoHoursLater(app.PatientTenant, behind);
+        var tokens = (await Activity(app.PatientTenant, behind))!.TotalTokens;
+        await Rewrite(app.PatientTenant, behind, a =>
+        {
+            a.LastSequence = 10;
+            a.PendingUpTo = 0;
+            a.PendingAt = null;
+        });
+        // Another's activity was never written (its first notice lost): no sweep saw it.
+        var unseen = await client.NewConversation();
+        await client.AppendEach(unseen, Api.Turns(1, 5));
+        await Eventually.Until(() => Activity(app.PatientTenant, unseen), a => a?.LastSequence == 5);
+        var unseenTokens = (await Activity(app.PatientTenant, unseen))!.TotalTokens;
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(app.PatientTenant))
+        {
+            session.Delete<ConversationActivity>(unseen);
+            await session.SaveChangesAsync();
+        }
+
+        var result = await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
+
+        var summary = await client.SummaryCovering(behind, 25);
+        Assert.Equal((2, "milestone:25"), (summary.Revision, summary.Reason));
+        Assert.True(result.Queued >= 1, $"queued {result.Queued}");
+        var caughtUp = (await Activity(app.PatientTenant, behind))!;
+        Assert.Equal((25L, tokens), (caughtUp.LastSequence, caughtUp.TotalTokens));
+        var found = await Activity(app.PatientTenant, unseen);
+        Assert.NotNull(found);
+        Assert.Equal((5L, unseenTokens), (found.LastSequence, found.TotalTokens));
+    }
+
+    [Fact]
     public async Task A_sweep_for_a_tenant_id_no_tenant_can_have_answers_400()
     {
         using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
@@ -130,6 +172,15 @@ public sealed class SweepTests(SummariesApp app)
     {
         await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(tenant);
         return await session.LoadAsync<ConversationActivity>(id);
+    }
+
+    private async Task Rewrite(string tenant, Guid id, Action<ConversationActivity> change)
+    {
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(tenant);
+        var activity = (await session.LoadAsync<ConversationActivity>(id))!;
+        change(activity);
+        session.Store(activity);
+        await session.SaveChangesAsync();
     }
 
     /// <summary>Moves the conversation's last revision and its pending job two hours into the past.</summary>

@@ -47,6 +47,10 @@ public sealed record NewConversationMessage(
 /// <summary>What an append stored: the message's id and sequence, and whether it already existed (same external id).</summary>
 public sealed record AppendedConversationMessage(Guid MessageId, long Sequence, string? ExternalId, int TokenCount, bool Duplicate);
 
+/// <summary>A live conversation's counts, as <see cref="IConversationMessages.ListTalliesAsync"/> pages through them.</summary>
+/// <param name="MessageCount">Its last message's sequence (messages retention took out included).</param>
+public sealed record ConversationTally(string TenantId, Guid ConversationId, long MessageCount, long TotalTokens, DateTimeOffset LastActivityAt);
+
 /// <summary>
 /// How other modules read and write conversations without touching the Conversations module's storage.
 /// Every call names its tenant explicitly, so background work (which has no caller) uses it the same way.
@@ -55,6 +59,14 @@ public interface IConversationMessages
 {
     /// <summary>The conversation, or null when it does not exist for this tenant (or was deleted).</summary>
     Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Up to <paramref name="limit"/> live conversations with messages, of every tenant (or of <paramref name="tenantId"/>),
+    /// in (tenant, id) order after <paramref name="after"/>: for a module to check, now and then, that it followed every
+    /// append (one index range per page, whatever the number of conversations).
+    /// </summary>
+    Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(
+        string? tenantId, (string TenantId, Guid ConversationId)? after, int limit, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Messages with <paramref name="afterSequence"/> &lt; sequence &lt;= <paramref name="upToSequence"/>, oldest first,

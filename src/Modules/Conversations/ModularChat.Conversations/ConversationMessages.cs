@@ -1,6 +1,8 @@
 using System.Runtime.CompilerServices;
 using Marten;
 using Mediator;
+using Npgsql;
+using NpgsqlTypes;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.Conversations.Contracts;
@@ -21,6 +23,38 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
         {
             Retained = c.Retained.Select(r => new RetainedMessages(r.Action, r.FromSequence, r.ToSequence)).ToList(),
         };
+    }
+
+    public async Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(
+        string? tenantId, (string TenantId, Guid ConversationId)? after, int limit, CancellationToken cancellationToken = default)
+    {
+        // Across tenants, so plain SQL over the documents' table, in its primary key's order (tenant, id).
+        var table = store.Options.Schema.For<Conversation>();
+        var sql = $"""
+            select tenant_id, id, (data ->> 'MessageCount')::bigint, (data ->> 'TotalTokens')::bigint, (data ->> 'LastActivityAt')::timestamptz
+            from {table}
+            where (data ->> 'MessageCount')::bigint > 0
+              and (@tenant::varchar is null or tenant_id = @tenant)
+              and (@afterTenant::varchar is null or (tenant_id, id) > (@afterTenant, @afterId))
+            order by tenant_id, id
+            limit @limit
+            """;
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Varchar) { Value = (object?)tenantId ?? DBNull.Value });
+        command.Parameters.Add(new NpgsqlParameter("afterTenant", NpgsqlDbType.Varchar) { Value = (object?)after?.TenantId ?? DBNull.Value });
+        command.Parameters.Add(new NpgsqlParameter("afterId", NpgsqlDbType.Uuid) { Value = after?.ConversationId ?? Guid.Empty });
+        command.Parameters.AddWithValue("limit", limit);
+        var tallies = new List<ConversationTally>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            tallies.Add(new ConversationTally(reader.GetString(0), reader.GetGuid(1), reader.GetInt64(2), reader.GetInt64(3),
+                reader.GetFieldValue<DateTimeOffset>(4)));
+        }
+
+        return tallies;
     }
 
     public IAsyncEnumerable<IReadOnlyList<ConversationMessage>> ReadChunksAsync(

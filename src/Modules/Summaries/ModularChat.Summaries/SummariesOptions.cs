@@ -207,6 +207,12 @@ public sealed class SummarySweepOptions
 
     /// <summary>How long a sweep waits for a queued job before it counts it as unfinished and moves on.</summary>
     public TimeSpan JobWait { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>
+    /// How long ago a conversation's last append must be before a sweep corrects the activity it finds behind (notices
+    /// of recent appends may still be on their way, and each adds its tokens to the activity when it arrives).
+    /// </summary>
+    public TimeSpan NoticeSettle { get; set; } = TimeSpan.FromMinutes(1);
 }
 
 /// <summary>A named variant: each value given replaces the module-wide one for the tenants on the variant.</summary>
@@ -272,6 +278,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.Sweep.BatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.Sweep.MaxInFlight).InclusiveBetween(1, 1000);
         RuleFor(o => o.Sweep.JobWait).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromHours(6));
+        RuleFor(o => o.Sweep.NoticeSettle).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.MaxPageSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.DefaultPageSize).GreaterThan(0).LessThanOrEqualTo(o => o.MaxPageSize).WithMessage("must be between 1 and MaxPageSize.");
         RuleFor(o => o.BacklogRefreshInterval).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));

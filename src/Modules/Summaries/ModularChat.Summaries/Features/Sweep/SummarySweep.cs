@@ -1,10 +1,12 @@
 using System.Diagnostics;
+using JasperFx;
 using Marten.Linq.MatchesSql;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Jobs;
 using Wolverine;
@@ -33,6 +35,7 @@ public sealed record SweepResult(bool Ran, Guid SweepId, bool Resummarize, long 
 /// </summary>
 public sealed partial class SummarySweep(
     IDocumentStore store,
+    IConversationMessages conversations,
     IServiceScopeFactory scopes,
     SummarySettingsResolver settingsResolver,
     IOptions<SummariesOptions> options,
@@ -72,6 +75,12 @@ public sealed partial class SummarySweep(
         var inFlight = new Dictionary<(string Tenant, Guid Id), (SummarizeConversation Job, DateTimeOffset Deadline)>();
         await using var scope = scopes.CreateAsyncScope();
         var bus = scope.ServiceProvider.GetRequiredService<IMessageBus>();
+        var caughtUp = await CatchUpActivityAsync(request.TenantId, sweep.BatchSize, bus, cancellationToken);
+        if (caughtUp > 0)
+        {
+            LogCaughtUp(logger, sweepId, caughtUp);
+        }
+
         Guid? after = null;
         while (true)
         {
@@ -118,6 +127,89 @@ public sealed partial class SummarySweep(
         }
 
         return new SweepProgress(examined, queued, finished, unfinished);
+    }
+
+    /// <summary>
+    /// Brings up to date the activity of conversations whose appends this module did not follow (their notices were lost:
+    /// dead-lettered when the database was away, before handlers waited for it; or queued by builds before 2026-12-01,
+    /// whose notice type is gone), so the pass that follows finds the summaries they need. A conversation without an
+    /// activity row was invisible to sweeps. Reads the conversations a page at a time and writes only the rows behind.
+    /// </summary>
+    private async Task<long> CatchUpActivityAsync(string? tenantId, int pageSize, IMessageBus bus, CancellationToken cancellationToken)
+    {
+        long caughtUp = 0;
+        (string, Guid)? after = null;
+        while (true)
+        {
+            var page = await conversations.ListTalliesAsync(tenantId, after, pageSize, cancellationToken);
+            if (page.Count == 0)
+            {
+                return caughtUp;
+            }
+
+            after = (page[^1].TenantId, page[^1].ConversationId);
+            var settled = clock.GetUtcNow() - options.Value.Sweep.NoticeSettle;
+            foreach (var tenant in page.Where(t => t.LastActivityAt < settled).GroupBy(t => t.TenantId))
+            {
+                IReadOnlyList<ConversationActivity> known;
+                await using (var session = store.QuerySession(tenant.Key))
+                {
+                    known = await session.LoadManyAsync<ConversationActivity>(cancellationToken, tenant.Select(t => t.ConversationId));
+                }
+
+                var followed = known.ToDictionary(a => a.Id, a => a.LastSequence);
+                foreach (var tally in tenant.Where(t => followed.GetValueOrDefault(t.ConversationId) < t.MessageCount))
+                {
+                    if (await CatchUpAsync(tally, cancellationToken))
+                    {
+                        caughtUp++;
+                        // As for a conversation met for the first time: one deleted meanwhile loses the row again.
+                        await bus.PublishAsync(new VerifySummarizedConversation(tally.ConversationId), new DeliveryOptions { TenantId = tally.TenantId });
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>Writes one conversation's activity as its counts say (false: it was up to date by the time it looked again).</summary>
+    private async Task<bool> CatchUpAsync(ConversationTally tally, CancellationToken cancellationToken)
+    {
+        for (var attempt = 0; attempt < 3; attempt++)
+        {
+            await using var session = store.LightweightSession(tally.TenantId);
+            var activity = await session.LoadAsync<ConversationActivity>(tally.ConversationId, cancellationToken);
+            if (activity?.LastSequence >= tally.MessageCount)
+            {
+                return false;
+            }
+
+            if (activity is null)
+            {
+                session.Insert(new ConversationActivity
+                {
+                    Id = tally.ConversationId, LastSequence = tally.MessageCount, TotalTokens = tally.TotalTokens, LastAppendedAt = tally.LastActivityAt,
+                });
+            }
+            else
+            {
+                activity.LastSequence = tally.MessageCount;
+                activity.TotalTokens = Math.Max(activity.TotalTokens, tally.TotalTokens);
+                activity.LastAppendedAt = tally.LastActivityAt > activity.LastAppendedAt ? tally.LastActivityAt : activity.LastAppendedAt;
+                session.Store(activity);
+            }
+
+            try
+            {
+                await session.SaveChangesAsync(cancellationToken);
+                return true;
+            }
+            catch (Exception e) when (e is ConcurrencyException or DocumentAlreadyExistsException)
+            {
+                // A notice's handler wrote the row meanwhile: look again.
+            }
+        }
+
+        return false;
     }
 
     /// <summary>The job a conversation needs, if any: every conversation on a rebuild, else the ones the strategy finds due and nobody is working on.</summary>
@@ -220,6 +312,10 @@ public sealed partial class SummarySweep(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Summary sweep {SweepId} started (resummarize: {Resummarize}, tenants: {Tenant})")]
     private static partial void LogStarted(ILogger logger, Guid sweepId, bool resummarize, string tenant);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Summary sweep {SweepId} found {Count} conversations whose appends Summaries had not followed (their notices were lost) and brought their activity up to date")]
+    private static partial void LogCaughtUp(ILogger logger, Guid sweepId, long count);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "Summary sweep {SweepId} finished: {Examined} conversations examined, {Queued} queued, {Finished} done, {Unfinished} not done in time, in {DurationMs} ms")]
