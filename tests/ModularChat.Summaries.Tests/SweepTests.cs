@@ -17,14 +17,8 @@ public sealed class SweepTests(SummariesApp app)
     public async Task The_sweep_endpoint_queues_a_conversation_whose_summary_went_stale()
     {
         using var client = app.Client(app.PatientTenant);
-        var id = await client.NewConversation();
-        await client.AppendEach(id, Api.Turns(1, 10));
-        await client.SummaryCovering(id, 10);
-        await client.AppendEach(id, Api.Turns(11, 25));
-        // Milestone 25 is due, and its job is scheduled an hour out (the tenant's minimum interval). Two hours pass and the
-        // job is lost: the summary is stale and nothing is pending any more.
-        await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.PendingUpTo == 25);
-        await TwoHoursLater(app.PatientTenant, id);
+        var id = await ScheduledAt25TwoHoursAgo(client);
+        // The job is lost: the summary is stale and nothing is pending any more.
 
         using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
         using var started = await admin.PostJson("/api/admin/summaries/sweep", new { tenant = app.PatientTenant });
@@ -45,12 +39,7 @@ public sealed class SweepTests(SummariesApp app)
         using var client = app.Client(app.PatientTenant);
         // One conversation's notices of messages 11-25 were lost (its activity still says 10, nothing pending, and its
         // summary is two hours old): milestone 25 is due, but nothing in the read model says so.
-        var behind = await client.NewConversation();
-        await client.AppendEach(behind, Api.Turns(1, 10));
-        await client.SummaryCovering(behind, 10);
-        await client.AppendEach(behind, Api.Turns(11, 25));
-        await Eventually.Until(() => Activity(app.PatientTenant, behind), a => a?.PendingUpTo == 25);
-        await TwoHoursLater(app.PatientTenant, behind);
+        var behind = await ScheduledAt25TwoHoursAgo(client);
         var tokens = (await Activity(app.PatientTenant, behind))!.TotalTokens;
         await Rewrite(app.PatientTenant, behind, a =>
         {
@@ -172,6 +161,21 @@ public sealed class SweepTests(SummariesApp app)
     {
         await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(tenant);
         return await session.LoadAsync<ConversationActivity>(id);
+    }
+
+    /// <summary>
+    /// A conversation of the patient tenant summarized at milestone 10, then grown to 25: milestone 25 is due, and its job
+    /// is scheduled an hour out (the tenant's minimum interval); then two hours pass (<see cref="TwoHoursLater"/>).
+    /// </summary>
+    private async Task<Guid> ScheduledAt25TwoHoursAgo(HttpClient client)
+    {
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+        await client.AppendEach(id, Api.Turns(11, 25));
+        await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.PendingUpTo == 25);
+        await TwoHoursLater(app.PatientTenant, id);
+        return id;
     }
 
     private async Task Rewrite(string tenant, Guid id, Action<ConversationActivity> change)
