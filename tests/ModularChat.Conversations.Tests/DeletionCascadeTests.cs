@@ -198,7 +198,8 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         await Scalar("update modularchat.mt_streams set version = version + 1 where id = @id", writer);
 
         var store = app.Host.Services.GetRequiredService<IDocumentStore>();
-        var removal = Task.Run(() => DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None));
+        Task<StreamRemoval> Remove() => DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None);
+        var removal = Task.Run(Remove);
 
         // The removal waits for the append (it reads the stream's last event only then)...
         await WaitUntil(async () => await Scalar(
@@ -221,13 +222,13 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
         while (last.Wait)
         {
             await Task.Delay(200);
-            last = await DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None);
+            last = await Remove();
         }
 
         Assert.False(last.Unread);
         Assert.Equal(0, await Scalar("select count(*) from modularchat.mt_events where stream_id = @id"));
         Assert.Equal(0, await Scalar("select count(*) from modularchat.mt_streams where id = @id"));
-        Assert.False((await DaemonProgress.RemoveStreamAsync(store, tenant, id, DateTimeOffset.UtcNow, TimeSpan.FromMinutes(5), TimeProvider.System, CancellationToken.None)).Found);
+        Assert.False((await Remove()).Found);
         Assert.Equal(0, await Scalar($"select count(*) from modularchat.mt_high_water_skips where starting_sequence < {inFlight} and ending_sequence >= {inFlight}"));
     }
 

@@ -41,8 +41,7 @@ public static class DaemonProgress
     {
         var events = store.Options.Schema.ForEvents();
         var streams = store.Options.Schema.ForStreams();
-        await using var connection = store.Storage.Database.CreateConnection();
-        await connection.OpenAsync(cancellationToken);
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
 
         // Separate statements: the read must see what a writer it waited for committed (a new snapshot).

@@ -4,6 +4,7 @@ using Mediator;
 using Npgsql;
 using NpgsqlTypes;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
@@ -39,8 +40,7 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             order by tenant_id, id
             limit @limit
             """;
-        await using var connection = store.Storage.Database.CreateConnection();
-        await connection.OpenAsync(cancellationToken);
+        await using var connection = await store.OpenConnectionAsync(cancellationToken);
         await using var command = new NpgsqlCommand(sql, connection);
         command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Varchar) { Value = (object?)tenantId ?? DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter("afterTenant", NpgsqlDbType.Varchar) { Value = (object?)after?.TenantId ?? DBNull.Value });

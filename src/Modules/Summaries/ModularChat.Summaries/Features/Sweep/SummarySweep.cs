@@ -183,18 +183,21 @@ public sealed partial class SummarySweep(
                 return false;
             }
 
-            if (activity is null)
+            var isNew = activity is null;
+            activity ??= new ConversationActivity { Id = tally.ConversationId };
+            activity.LastSequence = tally.MessageCount;
+            activity.TotalTokens = Math.Max(activity.TotalTokens, tally.TotalTokens);
+            if (tally.LastActivityAt > activity.LastAppendedAt)
             {
-                session.Insert(new ConversationActivity
-                {
-                    Id = tally.ConversationId, LastSequence = tally.MessageCount, TotalTokens = tally.TotalTokens, LastAppendedAt = tally.LastActivityAt,
-                });
+                activity.LastAppendedAt = tally.LastActivityAt;
+            }
+
+            if (isNew)
+            {
+                session.Insert(activity);
             }
             else
             {
-                activity.LastSequence = tally.MessageCount;
-                activity.TotalTokens = Math.Max(activity.TotalTokens, tally.TotalTokens);
-                activity.LastAppendedAt = tally.LastActivityAt > activity.LastAppendedAt ? tally.LastActivityAt : activity.LastAppendedAt;
                 session.Store(activity);
             }
 
