@@ -88,7 +88,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_notice_whose_handler_meets_the_database_away_waits_for_it_and_is_handled_once_it_is_back()
     {
         await using var proxy = PostgresProxy();
-        await using var node = await StartNodeAsync(proxy);
+        // Failures while the database answers are bounded; those while it is away (three here) must not count.
+        await using var node = await StartNodeAsync(proxy, new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3" });
         using var client = Client(node, "away");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "away" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
@@ -127,6 +128,51 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.Equal(0, await Scalar("select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'"));
     }
 
+    [Fact]
+    public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
+    {
+        // Commands time out after 3 s, and a notice's handler may fail twice while the database answers.
+        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
+            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
+        });
+        using var client = Client(node, "stuck");
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "first" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
+        await observer.OpenAsync();
+        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
+        await holder.OpenAsync();
+        async Task<long> Scalar(string sql, NpgsqlConnection on)
+        {
+            await using var command = new NpgsqlCommand(sql, on);
+            command.Parameters.AddWithValue("id", conversation.Id);
+            return await command.ExecuteScalarAsync() is long value ? value : 0;
+        }
+
+        const string counted = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
+        const string deadLettered = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
+        await Eventually.Until(() => Scalar(counted, observer), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+
+        // The activity row stays locked by another session: every attempt of the next notice's handler times out.
+        var holding = await holder.BeginTransactionAsync();
+        await Scalar("select 1 from modularchat.mt_doc_conversationactivity where id = @id for update", holder);
+        await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        // Two timeouts (3 s each, 0.25 s apart) while the database answers: the notice is dead-lettered, not tried forever.
+        await Eventually.Until(() => Scalar(deadLettered, observer), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
+        await holding.RollbackAsync();
+        Assert.Equal(1, await Scalar(counted, observer));
+
+        // Replayed (as an operator would) once the lock is gone: the notice is handled and counts the second message.
+        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'", observer);
+        await Eventually.Until(() => Scalar(counted, observer), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
+        Assert.Equal(0, await Scalar(deadLettered, observer));
+    }
+
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>
     private TcpProxy PostgresProxy()
     {
@@ -135,10 +181,10 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>.</summary>
-    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy)
+    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy, Dictionary<string, string?>? settings = null)
     {
         var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        return app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
+        return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
     }
 
     private HttpClient Client(IAlbaHost node, string user)

@@ -1,6 +1,12 @@
+using System.Globalization;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 using Wolverine;
 using Wolverine.ErrorHandling;
+using Wolverine.Runtime;
 
 namespace ModularChat.BuildingBlocks.Messaging;
 
@@ -8,15 +14,31 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// A database that is away for a while (a restart, a failover, the network) fails whatever a message handler does, through
 /// no fault of the message. Wolverine's default (three attempts at once, then the dead-letter store) dropped such messages
 /// within a second of an outage: an append's notice to Summaries among them, so the conversation's activity missed those
-/// messages and its summary came late or never. Every handler waits for the database instead and tries again, as long as
-/// it takes (with a growing pause, at most <see cref="MaxPause"/>); handlers' own failure rules leave these failures to this
-/// one (<see cref="IsDatabaseAway"/>). Except summary jobs: each attempt may call the model again, so they keep their
-/// bounded retries, then the dead-letter store.
+/// messages and its summary came late or never. Every handler waits for the database instead and tries again, with a
+/// growing pause (at most <see cref="MaxPause"/>), as long as the database does not answer; handlers' own failure rules
+/// leave these failures to this one (<see cref="IsDatabaseAway"/>). Except summary jobs: each attempt may call the model
+/// again, so they keep their bounded retries, then the dead-letter store.
 /// </summary>
+/// <remarks>
+/// The same errors also come from a database that answers: a statement past its command timeout (data locked for good, a
+/// runaway query), a deadlock. Those may be the message's own doing and would otherwise be tried every 30 s forever, so
+/// after each failure the database is asked <c>select 1</c>: a failure while it answers counts, and the
+/// <see cref="MaxAttemptsWhileUp"/>-th sends the message to the dead-letter store like any other failure (an error in the
+/// log; replayable). Failures while it does not answer never count.
+/// </remarks>
 public static class DatabaseOutages
 {
     /// <summary>The longest pause between two attempts while the database stays away.</summary>
     public static readonly TimeSpan MaxPause = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long the database has to answer <c>select 1</c> after a failure before it counts as away.</summary>
+    public static readonly TimeSpan ProbeTimeout = TimeSpan.FromSeconds(5);
+
+    /// <summary>The default of <c>Messaging:MaxAttemptsWhileDatabaseAnswers</c>.</summary>
+    public const int MaxAttemptsWhileUp = 10;
+
+    /// <summary>The envelope header counting a message's failures while the database answered (on this node, since it claimed the message).</summary>
+    public const string FailuresWhileUpHeader = "modularchat-database-failures-while-up";
 
     /// <summary>
     /// A failure that another attempt may not meet: Npgsql's transient errors (the connection refused, broken or timed
@@ -40,10 +62,24 @@ public static class DatabaseOutages
         _ => MaxPause,
     };
 
-    /// <summary>Applies the rule to every handler (after their own rules, which must not match <see cref="IsDatabaseAway"/>).</summary>
-    public static void WaitForTheDatabase(this WolverineOptions options)
-        => options.Policies.OnException(IsDatabaseAway).CustomActionIndefinitely(async (runtime, lifecycle, _) =>
+    /// <summary>
+    /// Applies the rule to every handler (after their own rules, which must not match <see cref="IsDatabaseAway"/>).
+    /// </summary>
+    /// <param name="maxAttemptsWhileUp">Failures of one message while the database answers before it goes to the dead-letter store.</param>
+    public static void WaitForTheDatabase(this WolverineOptions options, int maxAttemptsWhileUp = MaxAttemptsWhileUp)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxAttemptsWhileUp, 1);
+        options.Policies.OnException(IsDatabaseAway).CustomActionIndefinitely(async (runtime, lifecycle, exception) =>
         {
+            if (lifecycle.Envelope is { } envelope && await AnswersAsync(runtime) && CountFailureWhileUp(envelope) >= maxAttemptsWhileUp)
+            {
+                runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
+                    exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
+                    envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
+                await lifecycle.MoveToDeadLetterQueueAsync(exception);
+                return;
+            }
+
             try
             {
                 await Task.Delay(PauseAfter(lifecycle.Envelope?.Attempts ?? 1), runtime.Cancellation);
@@ -55,4 +91,32 @@ public static class DatabaseOutages
 
             await lifecycle.DeferAsync();
         }, "wait for the database, then try again");
+    }
+
+    /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws).</summary>
+    private static async Task<bool> AnswersAsync(IWolverineRuntime runtime)
+    {
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(runtime.Cancellation);
+            timeout.CancelAfter(ProbeTimeout);
+            await using var connection = await runtime.Services.GetRequiredService<IDocumentStore>().OpenConnectionAsync(timeout.Token);
+            await using var command = new NpgsqlCommand("select 1", connection);
+            await command.ExecuteScalarAsync(timeout.Token);
+            return true;
+        }
+        catch (Exception e) when (e is NpgsqlException or OperationCanceledException or TimeoutException or IOException or System.Net.Sockets.SocketException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>Counts one more failure of <paramref name="envelope"/> while the database answered, in its headers (kept while the node holds it).</summary>
+    private static int CountFailureWhileUp(Envelope envelope)
+    {
+        var failures = envelope.Headers.TryGetValue(FailuresWhileUpHeader, out var value)
+            && int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var counted) ? counted + 1 : 1;
+        envelope.Headers[FailuresWhileUpHeader] = failures.ToString(CultureInfo.InvariantCulture);
+        return failures;
+    }
 }

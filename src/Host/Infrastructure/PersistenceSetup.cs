@@ -160,8 +160,15 @@ internal static class PersistenceSetup
         options.Policies.UseDurableOutboxOnAllSendingEndpoints();
         // Each module's handler of the same event runs in its own transaction with its own retries.
         options.MultipleHandlerBehavior = MultipleHandlerBehavior.Separated;
-        // Any handler that meets the database away waits for it and tries again, whatever its own rules (DatabaseOutages).
-        options.WaitForTheDatabase();
+        // Any handler that meets the database away waits for it and tries again, whatever its own rules (DatabaseOutages);
+        // the same errors while the database answers (a statement that always times out) count, and end in the dead-letter store.
+        var maxAttemptsWhileUp = configuration.GetValue("Messaging:MaxAttemptsWhileDatabaseAnswers", DatabaseOutages.MaxAttemptsWhileUp);
+        if (maxAttemptsWhileUp < 1)
+        {
+            throw new InvalidOperationException($"Configuration 'Messaging:MaxAttemptsWhileDatabaseAnswers' must be at least 1 (was {maxAttemptsWhileUp}).");
+        }
+
+        options.WaitForTheDatabase(maxAttemptsWhileUp);
         options.ConfigureConversations();
         options.ConfigureProviders();
         options.ConfigureSearch();
