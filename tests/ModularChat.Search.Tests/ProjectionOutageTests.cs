@@ -1,0 +1,54 @@
+using System.Net;
+using Npgsql;
+using static ModularChat.Search.Tests.Api;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>
+/// The node that runs search indexing (Marten's projection daemon, assigned by Wolverine's leader) loses its database for
+/// longer than a node may stay silent, and gets it back: indexing resumes by itself, without a restart, and nothing
+/// appended before or after the outage is missing from the index.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class ProjectionOutageTests(SearchApp app)
+{
+    [Fact]
+    public async Task Search_indexing_resumes_without_a_restart_after_the_database_was_away_longer_than_the_stale_node_timeout()
+    {
+        // A node of its own cluster (a process, on a database of its own: it runs the projections, as in production),
+        // reaching PostgreSQL through a relay the test can cut. It checks in every 2 s and counts as stale after 4 s of silence.
+        var database = new NpgsqlConnectionStringBuilder(await app.ProcessDatabaseAsync());
+        await using var proxy = new TcpProxy(database.Host!, database.Port);
+        var throughProxy = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = throughProxy.ConnectionString,
+            ["Messaging__HealthCheckInterval"] = "00:00:02",
+            ["Messaging__StaleNodeTimeout"] = "00:00:04",
+        });
+        var user = ModularChatApp.NewUser("outage");
+        using var client = node.Client(app.Token(user));
+        var conversation = await client.StartConversation("outage", Message("the quartermaster counted the barrels"));
+        await Eventually.Until(() => Hits(client, "quartermaster"), n => n == 1, seconds: 90, what: "The node did not index before the outage");
+
+        proxy.Cut();
+        await Eventually.Until(
+            async () => (await client.GetAsync("/health/ready")).StatusCode, status => status == HttpStatusCode.ServiceUnavailable,
+            seconds: 30, what: "The node did not notice the outage");
+        await Task.Delay(TimeSpan.FromSeconds(8)); // twice the stale-node timeout: the node's own record is stale when it is back
+        proxy.Restore();
+
+        await Eventually.Until(
+            async () => (await client.GetAsync("/health/ready")).StatusCode, status => status == HttpStatusCode.OK,
+            seconds: 60, what: "The node did not become ready again");
+        (await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = "the navigator charted the reef" }))
+            .EnsureSuccessStatusCode();
+        await Eventually.Until(() => Hits(client, "navigator"), n => n == 1, seconds: 90, what: "Indexing did not resume after the outage");
+        Assert.Equal(1, await Hits(client, "quartermaster"));
+        Assert.DoesNotContain("ProgressionProgressOutOfOrderException", node.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>The messages that hold <paramref name="word"/> (a neighbouring turn of a match is ranked too, without highlights).</summary>
+    private static async Task<int> Hits(HttpClient client, string word)
+        => (await (await client.GetAsync($"/api/search?q={word}&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits.Count(h => h.Highlights.Count > 0);
+}
