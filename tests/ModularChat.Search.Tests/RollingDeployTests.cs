@@ -1,0 +1,64 @@
+using System.Net;
+using static ModularChat.Search.Tests.Api;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>
+/// A rolling deploy: nodes of one cluster (host processes, leader election and agent assignment as in production) are
+/// started and stopped one after the other, so the search projection moves from node to node. It must run on exactly
+/// one node at a time (two daemons on one database stop each other's indexing) and never stop for good.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class RollingDeployTests(SearchApp app)
+{
+    private static readonly Dictionary<string, string> Cluster = new()
+    {
+        ["Messaging__HealthCheckInterval"] = "00:00:02",
+        ["Messaging__StaleNodeTimeout"] = "00:00:04",
+    };
+
+    [Fact]
+    public async Task Search_indexing_follows_the_projection_from_node_to_node_as_each_is_replaced()
+    {
+        var token = app.Token(ModularChatApp.NewUser("rolling"));
+        var outputs = new List<string>();
+        var running = await app.StartHostProcessAsync(Cluster);
+        try
+        {
+            using var client = running.Client(token);
+            var conversation = await client.StartConversation("rolling", Message("the first watch began at dusk"));
+            await Eventually.Until(() => Hits(client, "dusk"), n => n == 1, seconds: 90, what: "The first node did not index");
+
+            foreach (var word in new[] { "harbour", "lantern", "compass" })
+            {
+                // The next version starts beside the running one, then the running one is stopped as a deploy would (SIGTERM).
+                var next = await app.StartHostProcessAsync(Cluster);
+                var stopping = running;
+                running = next;
+                stopping.Terminate();
+                Assert.Equal(0, await stopping.WaitForExitAsync(TimeSpan.FromMinutes(1)));
+                outputs.Add(stopping.Output);
+                await stopping.DisposeAsync();
+
+                using var nextClient = next.Client(token);
+                (await nextClient.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = $"the {word} of the watch" }))
+                    .EnsureSuccessStatusCode();
+                await Eventually.Until(() => Hits(nextClient, word), n => n == 1, seconds: 90, what: $"Nothing indexed '{word}' after the deploy");
+            }
+
+            using var last = running.Client(token);
+            Assert.Equal(1, await Hits(last, "dusk"));
+            outputs.Add(running.Output);
+        }
+        finally
+        {
+            await running.DisposeAsync();
+        }
+
+        Assert.All(outputs, output => Assert.DoesNotContain("ProgressionProgressOutOfOrderException", output, StringComparison.Ordinal));
+    }
+
+    /// <summary>The messages that hold <paramref name="word"/> (a neighbouring turn of a match is ranked too, without highlights).</summary>
+    private static async Task<int> Hits(HttpClient client, string word)
+        => (await (await client.GetAsync($"/api/search?q={word}&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits.Count(h => h.Highlights.Count > 0);
+}
