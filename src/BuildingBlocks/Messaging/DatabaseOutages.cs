@@ -76,6 +76,7 @@ public static class DatabaseOutages
                 runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
                     exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
                     envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
+                envelope.Headers.Remove(FailuresWhileUpHeader); // stored with the message: a replay starts counting afresh
                 await lifecycle.MoveToDeadLetterQueueAsync(exception);
                 return;
             }
