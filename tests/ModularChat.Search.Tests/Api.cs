@@ -26,6 +26,10 @@ internal static class Api
     public static async Task<SearchResult> Search(this HttpClient client, string query)
         => await (await client.GetAsync("/api/search?q=" + query)).ReadAs<SearchResult>(HttpStatusCode.OK);
 
+    /// <summary>How many of the caller's messages a keyword search finds holding <paramref name="word"/> (a neighbouring turn of a match is ranked too, without highlights).</summary>
+    public static async Task<int> KeywordMatches(this HttpClient client, string word)
+        => (await client.Search(word + "&mode=keyword")).Hits.Count(h => h.Highlights.Count > 0);
+
     /// <summary>The caller's indexing progress.</summary>
     public static async Task<Status> SearchStatus(this HttpClient client)
         => await (await client.GetAsync("/api/search/status")).ReadAs<Status>(HttpStatusCode.OK);

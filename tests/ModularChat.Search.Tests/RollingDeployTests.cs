@@ -1,4 +1,3 @@
-using System.Net;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -27,7 +26,7 @@ public sealed class RollingDeployTests(SearchApp app)
         {
             using var client = running.Client(token);
             var conversation = await client.StartConversation("rolling", Message("the first watch began at dusk"));
-            await Eventually.Until(() => Hits(client, "dusk"), n => n == 1, seconds: 90, what: "The first node did not index");
+            await Eventually.Until(() => client.KeywordMatches("dusk"), n => n == 1, seconds: 90, what: "The first node did not index");
 
             foreach (var word in new[] { "harbour", "lantern", "compass" })
             {
@@ -43,11 +42,11 @@ public sealed class RollingDeployTests(SearchApp app)
                 using var nextClient = next.Client(token);
                 (await nextClient.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = $"the {word} of the watch" }))
                     .EnsureSuccessStatusCode();
-                await Eventually.Until(() => Hits(nextClient, word), n => n == 1, seconds: 90, what: $"Nothing indexed '{word}' after the deploy");
+                await Eventually.Until(() => nextClient.KeywordMatches(word), n => n == 1, seconds: 90, what: $"Nothing indexed '{word}' after the deploy");
             }
 
             using var last = running.Client(token);
-            Assert.Equal(1, await Hits(last, "dusk"));
+            Assert.Equal(1, await last.KeywordMatches("dusk"));
             outputs.Add(running.Output);
         }
         finally
@@ -57,8 +56,4 @@ public sealed class RollingDeployTests(SearchApp app)
 
         Assert.All(outputs, output => Assert.DoesNotContain("ProgressionProgressOutOfOrderException", output, StringComparison.Ordinal));
     }
-
-    /// <summary>The messages that hold <paramref name="word"/> (a neighbouring turn of a match is ranked too, without highlights).</summary>
-    private static async Task<int> Hits(HttpClient client, string word)
-        => (await (await client.GetAsync($"/api/search?q={word}&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits.Count(h => h.Highlights.Count > 0);
 }
