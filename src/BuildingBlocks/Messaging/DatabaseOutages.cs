@@ -77,7 +77,12 @@ public static class DatabaseOutages
                     exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
                     envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
                 envelope.Headers.Remove(FailuresWhileUpHeader); // stored with the message: a replay starts counting afresh
+                // What Wolverine's own "move to the error queue" does: store it there, settle it with its receiver (a batch's
+                // pending count included), and count and log it as dead-lettered (its wolverine-dead-letter-queue metric).
                 await lifecycle.MoveToDeadLetterQueueAsync(exception);
+                await lifecycle.CompleteAsync();
+                runtime.MessageTracking.MessageFailed(envelope, exception);
+                runtime.MessageTracking.MovedToErrorQueue(envelope, exception);
                 return;
             }
 
