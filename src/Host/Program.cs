@@ -95,7 +95,7 @@ if (args.Length == 0)
     return 0;
 }
 
-return await app.RunJasperFxCommands(args);
+return await app.RunJasperFxCommands(TokenCommand.MergeRepeatedRoles(args));
 
 /// <summary>The entry point, visible to integration tests.</summary>
 public partial class Program;

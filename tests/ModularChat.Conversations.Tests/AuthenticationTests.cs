@@ -17,6 +17,40 @@ public sealed class AuthenticationTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task The_token_command_keeps_every_repeated_role_and_names_claims_as_the_service_reads_them()
+    {
+        var (exit, output) = await app.RunHostCommandAsync(null, "token", "--sub", "carol", "--role", "admin", "--role", "operator");
+        Assert.True(exit == 0, output);
+        // Standard output (the token alone on its line) comes first, then standard error (what it holds).
+        static string TokenIn(string output) => output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Last(line => line.StartsWith("eyJ", StringComparison.Ordinal) && line.Count(c => c == '.') == 2);
+        var token = TokenIn(output);
+        Assert.Equal(["admin", "operator"], new Microsoft.IdentityModel.JsonWebTokens.JsonWebToken(token).Claims.Where(c => c.Type == "role").Select(c => c.Value));
+        using var client = app.Host.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/admin/retention")).StatusCode); // the admin role counts
+
+        // A deployment that reads the tenant and roles from other claims gets its development tokens in those claims.
+        (exit, output) = await app.RunHostCommandAsync(
+            new Dictionary<string, string> { ["Auth__TenantClaim"] = "tid", ["Auth__RoleClaim"] = "roles" },
+            "token", "--sub", "carol", "--tenant", "acme", "--role", "admin");
+        Assert.True(exit == 0, output);
+        var renamed = new Microsoft.IdentityModel.JsonWebTokens.JsonWebToken(TokenIn(output));
+        Assert.Equal("acme", renamed.Claims.Single(c => c.Type == "tid").Value);
+        Assert.Equal("admin", renamed.Claims.Single(c => c.Type == "roles").Value);
+        Assert.DoesNotContain(renamed.Claims, c => c.Type is "tenant" or "role");
+    }
+
+    [Fact]
+    public void Repeated_role_flags_are_merged_for_the_token_command_only()
+    {
+        Assert.Equal(["token", "--sub", "a", "--minutes", "5", "--role", "x", "y", "z"],
+            TokenCommand.MergeRepeatedRoles(["token", "--role", "x", "--sub", "a", "-r", "y", "z", "--minutes", "5"]));
+        Assert.Equal(["token", "--sub", "a"], TokenCommand.MergeRepeatedRoles(["token", "--sub", "a"]));
+        Assert.Equal(["projections", "--role", "x", "--role", "y"], TokenCommand.MergeRepeatedRoles(["projections", "--role", "x", "--role", "y"]));
+    }
+
+    [Fact]
     public async Task An_expired_token_answers_401_saying_it_expired()
     {
         var expired = DevelopmentTokens.Create(app.Auth, "alice", lifetime: TimeSpan.FromMinutes(5), now: DateTimeOffset.UtcNow.AddHours(-1));

@@ -7,7 +7,10 @@ namespace ModularChat.Host.Auth;
 /// <summary>Signs tokens with the local symmetric key, for development, tests and benchmarks.</summary>
 public static class DevelopmentTokens
 {
-    /// <summary>A signed JWT for <paramref name="subject"/>, optionally with a tenant and roles.</summary>
+    /// <summary>
+    /// A signed JWT for <paramref name="subject"/>, optionally with a tenant and roles, under the claim names the service reads
+    /// (<see cref="AuthOptions.TenantClaim"/>, <see cref="AuthOptions.RoleClaim"/>).
+    /// </summary>
     public static string Create(
         AuthOptions options, string subject, string? tenant = null, IEnumerable<string>? roles = null,
         TimeSpan? lifetime = null, DateTimeOffset? now = null)
@@ -18,10 +21,10 @@ public static class DevelopmentTokens
         var claims = new List<Claim> { new("sub", subject) };
         if (!string.IsNullOrWhiteSpace(tenant))
         {
-            claims.Add(new Claim("tenant", tenant));
+            claims.Add(new Claim(options.TenantClaim, tenant));
         }
 
-        claims.AddRange((roles ?? []).Select(r => new Claim("role", r)));
+        claims.AddRange((roles ?? []).Select(r => new Claim(options.RoleClaim, r)));
         var descriptor = new SecurityTokenDescriptor
         {
             Issuer = options.Issuer,

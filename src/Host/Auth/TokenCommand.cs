@@ -19,6 +19,10 @@ public sealed class TokenInput : NetCoreInput
 }
 
 /// <summary><c>token --sub alice [--tenant t] [--role admin]</c>: prints a development token on its last line.</summary>
+/// <remarks>
+/// The command line gives a list flag the values of its last occurrence only, so <c>--role a --role b</c> would mean
+/// <c>--role b</c>: <see cref="MergeRepeatedRoles"/> turns it into <c>--role a b</c> before the arguments are parsed.
+/// </remarks>
 [Description("Print a JWT signed with the local development key", Name = "token")]
 public sealed class TokenCommand : JasperFxAsyncCommand<TokenInput>
 {
@@ -36,5 +40,38 @@ public sealed class TokenCommand : JasperFxAsyncCommand<TokenInput>
         Console.Error.WriteLine($"sub={input.SubFlag} tenant={input.TenantFlag ?? input.SubFlag} roles=[{string.Join(',', input.RoleFlag)}] expires in {input.MinutesFlag} min");
         Console.WriteLine(token);
         return Task.FromResult(true);
+    }
+
+    /// <summary>
+    /// For the <c>token</c> command, every value of every <c>--role</c> (or <c>-r</c>) flag, given once as
+    /// <c>--role v1 v2 ...</c> at the end; other arguments, and other commands' arguments, as they were.
+    /// </summary>
+    public static string[] MergeRepeatedRoles(string[] args)
+    {
+        if (args.Length == 0 || !string.Equals(args[0], "token", StringComparison.OrdinalIgnoreCase))
+        {
+            return args;
+        }
+
+        var others = new List<string>();
+        var roles = new List<string>();
+        var flags = 0;
+        for (var i = 0; i < args.Length; i++)
+        {
+            if (args[i] is "--role" or "-r")
+            {
+                flags++;
+                while (i + 1 < args.Length && !args[i + 1].StartsWith('-'))
+                {
+                    roles.Add(args[++i]);
+                }
+            }
+            else
+            {
+                others.Add(args[i]);
+            }
+        }
+
+        return flags == 0 ? args : [.. others, "--role", .. roles];
     }
 }
