@@ -70,6 +70,53 @@ public sealed class TwoNodeTests(SummariesApp app)
         }
     }
 
+    [Fact]
+    public async Task Summary_jobs_queued_on_a_node_that_stops_are_done_by_the_node_that_remains()
+    {
+        var marker = $"handover{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder;
+        // A slow model, and a node that runs one job at a time: when it stops, most of its jobs are still queued.
+        app.Llm.Responder = r => UserText(r).Contains(marker, StringComparison.Ordinal)
+            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Delay: TimeSpan.FromSeconds(3))
+            : previous(r);
+        try
+        {
+            var conversations = new List<Guid>();
+            var stopping = await app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:JobParallelism"] = "1" });
+            try
+            {
+                using var client = stopping.Server.CreateClient();
+                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
+                for (var c = 0; c < 4; c++)
+                {
+                    var id = await client.NewConversation();
+                    conversations.Add(id);
+                    await client.AppendEach(id, Api.Turns(1, 10, $"{marker}c{c}"));
+                }
+
+                // Its first job is calling the model; the other three wait behind it.
+                await Eventually.Until(() => Task.FromResult(app.Llm.Requests.Count(r => UserText(r).Contains(marker, StringComparison.Ordinal))),
+                    n => n >= 1, Eventually.BackgroundSeconds, "the stopping node's first job did not call the model");
+                Assert.True(await PendingEnvelopesAbout(conversations) >= 3, "the stopping node had no jobs queued");
+            }
+            finally
+            {
+                await stopping.DisposeAsync(); // a graceful stop, as in a deploy
+            }
+
+            // The remaining node (it saw none of these appends) takes over the queued jobs and writes every summary.
+            using var remaining = app.Client(app.LlmTenant);
+            foreach (var id in conversations)
+            {
+                await remaining.SummaryCovering(id, 10, seconds: 90);
+            }
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
+    }
+
     private static string UserText(RecordedRequest request)
         => string.Join("\n", request.Messages.Where(m => m?["role"]?.GetValue<string>() == "user").Select(m => m?["content"]?.ToString()));
 
