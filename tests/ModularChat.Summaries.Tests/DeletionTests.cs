@@ -45,22 +45,30 @@ public sealed class DeletionTests(SummariesApp app)
     public async Task Deleting_a_conversation_discards_its_failed_jobs()
     {
         var topic = $"doomed-{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder; // other tests' conversations keep the answers they expect
         app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
             ? FakeReply.Error(500, "Model crashed.")
-            : FakeReply.Text("Fine.");
-        using var client = app.Client(app.LlmTenant);
-        var id = await client.NewConversation();
-        await client.AppendBatch(id, Api.Turns(1, 10, topic));
-        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
-        await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
+            : previous(r);
+        try
+        {
+            using var client = app.Client(app.LlmTenant);
+            var id = await client.NewConversation();
+            await client.AppendBatch(id, Api.Turns(1, 10, topic));
+            using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
+            await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
 
-        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
 
-        await Eventually.Until(Failures, f => f.All(x => x.ConversationId != id));
-        await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
+            await Eventually.Until(Failures, f => f.All(x => x.ConversationId != id));
+            await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
 
-        async Task<List<FailureDto>> Failures()
-            => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items;
+            async Task<List<FailureDto>> Failures()
+                => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items;
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
     }
 
     /// <summary>Rows of every table the module writes that mention the conversation (or its summary stream).</summary>
