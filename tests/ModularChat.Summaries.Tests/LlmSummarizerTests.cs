@@ -140,6 +140,11 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal(LogLevel.Warning, Assert.Single(WriterEntriesAbout(id)).Level);
         Assert.NotEmpty(JobFailureEntries());
         Assert.All(JobFailureEntries(), e => Assert.Equal(LogLevel.Warning, e.Level));
+        // Wolverine's own line for the retry it scheduled ("was rescheduled to queue", an Error in Wolverine's code) too.
+        var rescheduled = app.Logs.Entries.Where(e => e.Category == "Wolverine.Runtime.WolverineRuntime" && e.EventId.Id == 109
+            && e.Message.Contains("was rescheduled", StringComparison.Ordinal) && e.Message.Contains(app.LlmTenant, StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(rescheduled);
+        Assert.All(rescheduled, e => Assert.Equal(LogLevel.Warning, e.Level));
     }
 
     [Fact]

@@ -46,6 +46,7 @@ internal static class TelemetrySetup
             o.IncludeScopes = true;
             o.IncludeFormattedMessage = true;
         });
+        WolverineRetryLogLevel.Register(builder.Services); // Wolverine's retries at Warning, not Error
 
         var exporting = otlpEndpoint is not null;
         var otel = builder.Services.AddOpenTelemetry()
