@@ -16,9 +16,7 @@ public sealed class TwoNodeTests(SummariesApp app)
         var marker = $"twonode{Guid.NewGuid():N}";
         var previous = app.Llm.Responder;
         // A slow model: both nodes' jobs for a milestone would be calling it at the same time.
-        app.Llm.Responder = r => UserText(r).Contains(marker, StringComparison.Ordinal)
-            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Delay: TimeSpan.FromSeconds(3))
-            : previous(r);
+        app.Llm.Responder = SlowAbout(marker, previous);
         // Every error the hosts log counts, so start once the work earlier tests left queued is done: their jobs against a
         // failing model go on retrying for seconds after they end (each retry and the dead-lettering are errors), and under
         // load they ran into this test's window.
@@ -76,9 +74,7 @@ public sealed class TwoNodeTests(SummariesApp app)
         var marker = $"handover{Guid.NewGuid():N}";
         var previous = app.Llm.Responder;
         // A slow model, and a node that runs one job at a time: when it stops, most of its jobs are still queued.
-        app.Llm.Responder = r => UserText(r).Contains(marker, StringComparison.Ordinal)
-            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Delay: TimeSpan.FromSeconds(3))
-            : previous(r);
+        app.Llm.Responder = SlowAbout(marker, previous);
         try
         {
             var conversations = new List<Guid>();
@@ -116,6 +112,12 @@ public sealed class TwoNodeTests(SummariesApp app)
             app.Llm.Responder = previous;
         }
     }
+
+    /// <summary>A model that answers requests about <paramref name="marker"/> after 3 s, and the rest as <paramref name="previous"/> does.</summary>
+    private static Func<RecordedRequest, FakeReply> SlowAbout(string marker, Func<RecordedRequest, FakeReply> previous)
+        => r => UserText(r).Contains(marker, StringComparison.Ordinal)
+            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Delay: TimeSpan.FromSeconds(3))
+            : previous(r);
 
     private static string UserText(RecordedRequest request)
         => string.Join("\n", request.Messages.Where(m => m?["role"]?.GetValue<string>() == "user").Select(m => m?["content"]?.ToString()));
