@@ -99,20 +99,14 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await direct.OpenAsync();
         await using var observer = new NpgsqlConnection(app.PostgresConnectionString); // outside the holding transaction: pg_stat_activity is read once per transaction
         await observer.OpenAsync();
-        async Task<long> Scalar(string sql, NpgsqlConnection? on = null)
-        {
-            await using var command = new NpgsqlCommand(sql, on ?? observer);
-            command.Parameters.AddWithValue("id", conversation.Id);
-            return await command.ExecuteScalarAsync() is long value ? value : 0;
-        }
+        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
 
         // Summaries follows the appends through their notices: the conversation's activity counts the first message.
-        const string counted = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
-        await Eventually.Until(() => Scalar(counted), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
 
         // The next notice's handler waits on that row (another session holds it) when the database goes away.
         var holding = await direct.BeginTransactionAsync();
-        await Scalar("select 1 from modularchat.mt_doc_conversationactivity where id = @id for update", direct);
+        await Scalar(LockActivitySql, direct);
         await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
         await Eventually.Until(
             () => Scalar("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()"),
@@ -124,8 +118,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         proxy.Restore();
 
         // The notice was tried again once the database was back: nothing went to the dead-letter store.
-        await Eventually.Until(() => Scalar(counted), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
-        Assert.Equal(0, await Scalar("select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'"));
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
+        Assert.Equal(0, await Scalar(DeadLetteredSql));
     }
 
     [Fact]
@@ -146,31 +140,41 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await observer.OpenAsync();
         await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
         await holder.OpenAsync();
-        async Task<long> Scalar(string sql, NpgsqlConnection on)
-        {
-            await using var command = new NpgsqlCommand(sql, on);
-            command.Parameters.AddWithValue("id", conversation.Id);
-            return await command.ExecuteScalarAsync() is long value ? value : 0;
-        }
+        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
 
-        const string counted = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
-        const string deadLettered = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
-        await Eventually.Until(() => Scalar(counted, observer), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
         var holding = await holder.BeginTransactionAsync();
-        await Scalar("select 1 from modularchat.mt_doc_conversationactivity where id = @id for update", holder);
+        await Scalar(LockActivitySql, holder);
         await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
 
         // Two timeouts (3 s each, 0.25 s apart) while the database answers: the notice is dead-lettered, not tried forever.
-        await Eventually.Until(() => Scalar(deadLettered, observer), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
+        await Eventually.Until(() => Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
         await holding.RollbackAsync();
-        Assert.Equal(1, await Scalar(counted, observer));
+        Assert.Equal(1, await Scalar(CountedSql));
 
         // Replayed (as an operator would) once the lock is gone: the notice is handled and counts the second message.
-        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'", observer);
-        await Eventually.Until(() => Scalar(counted, observer), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
-        Assert.Equal(0, await Scalar(deadLettered, observer));
+        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'");
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
+        Assert.Equal(0, await Scalar(DeadLetteredSql));
+    }
+
+    /// <summary>How many messages of the conversation <c>@id</c> Summaries' activity counts (its notices handled).</summary>
+    private const string CountedSql = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
+
+    /// <summary>Holds the conversation's activity row (in the caller's transaction), where a notice's handler waits.</summary>
+    private const string LockActivitySql = "select 1 from modularchat.mt_doc_conversationactivity where id = @id for update";
+
+    /// <summary>Dead-lettered messages about the conversation.</summary>
+    private const string DeadLetteredSql = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
+
+    /// <summary>The bigint <paramref name="sql"/> returns on <paramref name="connection"/> with <c>@id</c> = <paramref name="conversationId"/> (0 for none).</summary>
+    private static async Task<long> ScalarAbout(Guid conversationId, string sql, NpgsqlConnection connection)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.AddWithValue("id", conversationId);
+        return await command.ExecuteScalarAsync() is long value ? value : 0;
     }
 
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>

@@ -20,11 +20,9 @@ public sealed class ProjectionOutageTests(SearchApp app)
         var database = new NpgsqlConnectionStringBuilder(await app.ProcessDatabaseAsync());
         await using var proxy = new TcpProxy(database.Host!, database.Port);
         var throughProxy = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>(FastCluster())
         {
             ["ConnectionStrings__Postgres"] = throughProxy.ConnectionString,
-            ["Messaging__HealthCheckInterval"] = "00:00:02",
-            ["Messaging__StaleNodeTimeout"] = "00:00:04",
         });
         var user = ModularChatApp.NewUser("outage");
         using var client = node.Client(app.Token(user));

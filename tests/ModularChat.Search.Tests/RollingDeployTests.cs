@@ -10,18 +10,12 @@ namespace ModularChat.Search.Tests;
 [Collection(AppCollection.Name)]
 public sealed class RollingDeployTests(SearchApp app)
 {
-    private static readonly Dictionary<string, string> Cluster = new()
-    {
-        ["Messaging__HealthCheckInterval"] = "00:00:02",
-        ["Messaging__StaleNodeTimeout"] = "00:00:04",
-    };
-
     [Fact]
     public async Task Search_indexing_follows_the_projection_from_node_to_node_as_each_is_replaced()
     {
         var token = app.Token(ModularChatApp.NewUser("rolling"));
         var outputs = new List<string>();
-        var running = await app.StartHostProcessAsync(Cluster);
+        var running = await app.StartHostProcessAsync(FastCluster());
         try
         {
             using var client = running.Client(token);
@@ -31,7 +25,7 @@ public sealed class RollingDeployTests(SearchApp app)
             foreach (var word in new[] { "harbour", "lantern", "compass" })
             {
                 // The next version starts beside the running one, then the running one is stopped as a deploy would (SIGTERM).
-                var next = await app.StartHostProcessAsync(Cluster);
+                var next = await app.StartHostProcessAsync(FastCluster());
                 var stopping = running;
                 running = next;
                 stopping.Terminate();
