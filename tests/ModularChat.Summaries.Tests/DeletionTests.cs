@@ -42,6 +42,40 @@ public sealed class DeletionTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_conversation_deleted_while_the_model_writes_its_summary_leaves_nothing_behind()
+    {
+        // The test above leaves the order to chance; here it is fixed: the job has read the messages and waits for the
+        // model when the conversation is deleted (and its rows purged), and the model answers afterwards.
+        var topic = $"in-flight-{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder;
+        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
+            ? new FakeReply($"They talked about {topic}.", Delay: TimeSpan.FromSeconds(3))
+            : previous(r);
+        try
+        {
+            using var client = app.Client(app.LlmTenant);
+            var id = await client.NewConversation();
+            await client.AppendBatch(id, Api.Turns(1, 10, topic));
+            await Eventually.Until(() => Task.FromResult(ModelCallsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
+
+            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+            await Task.Delay(TimeSpan.FromSeconds(3.5)); // the model has answered: the job goes on with a deleted conversation
+
+            // Once nothing about the conversation is queued any more (the job, its retries, the checks it sends), nothing is left.
+            await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
+            Assert.Equal(0, await RowsAbout(id));
+            await (await client.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
+            Assert.Equal(1, ModelCallsAbout(topic)); // its job ended with the deletion: no retry asked the model again
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
+
+        int ModelCallsAbout(string marker) => app.Llm.Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Deleting_a_conversation_discards_its_failed_jobs()
     {
         var topic = $"doomed-{Guid.NewGuid():N}";

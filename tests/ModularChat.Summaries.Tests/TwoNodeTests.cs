@@ -1,5 +1,4 @@
 using System.Net.Http.Headers;
-using System.Text;
 using Microsoft.Extensions.Logging;
 using ModularChat.Testing.Fakes;
 using Npgsql;
@@ -49,7 +48,7 @@ public sealed class TwoNodeTests(SummariesApp app)
             }
 
             // Until nothing about these conversations is left in either node's queues (jobs put off included).
-            await Eventually.Until(() => PendingEnvelopesAbout(conversations.Select(c => c.Id)), n => n == 0, 120, "messages about the conversations still queued");
+            await Eventually.Until(() => app.PendingEnvelopesAbout(conversations.Select(c => c.Id)), n => n == 0, 120, "messages about the conversations still queued");
 
             foreach (var (id, topic) in conversations)
             {
@@ -93,7 +92,7 @@ public sealed class TwoNodeTests(SummariesApp app)
                 // Its first job is calling the model; the other three wait behind it.
                 await Eventually.Until(() => Task.FromResult(app.Llm.Requests.Count(r => UserText(r).Contains(marker, StringComparison.Ordinal))),
                     n => n >= 1, Eventually.BackgroundSeconds, "the stopping node's first job did not call the model");
-                Assert.True(await PendingEnvelopesAbout(conversations) >= 3, "the stopping node had no jobs queued");
+                Assert.True(await app.PendingEnvelopesAbout(conversations) >= 3, "the stopping node had no jobs queued");
             }
             finally
             {
@@ -130,18 +129,6 @@ public sealed class TwoNodeTests(SummariesApp app)
         await using var command = new NpgsqlCommand(
             "select count(*) from modularchat.wolverine_incoming_envelopes where status = 'Incoming' or (status = 'Scheduled' and execution_time < now() + interval '1 minute')",
             connection);
-        return (long)(await command.ExecuteScalarAsync())!;
-    }
-
-    /// <summary>Envelopes not yet handled (incoming, running or scheduled) whose message names one of the conversations.</summary>
-    private async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids)
-    {
-        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and exists (select 1 from unnest(@ids) i where position(i in body) > 0)",
-            connection);
-        command.Parameters.AddWithValue("ids", ids.Select(id => Encoding.UTF8.GetBytes(id.ToString())).ToArray());
         return (long)(await command.ExecuteScalarAsync())!;
     }
 }
