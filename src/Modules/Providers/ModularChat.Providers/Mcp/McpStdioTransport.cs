@@ -4,6 +4,7 @@ using System.Text;
 using System.Threading.Channels;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Providers.Mcp;
 
@@ -225,23 +226,14 @@ internal sealed class McpStdioTransport(
     /// <paramref name="tooLong"/> as soon as a line passes <paramref name="maxLineBytes"/>, before the SDK has buffered
     /// more than that; at its end, fails with what <paramref name="ended"/> says, if anything.
     /// </summary>
-    private sealed class LineLimitedStream(Stream inner, long maxLineBytes, Func<Exception> tooLong, Func<Task<Exception?>> ended) : Stream
+    private sealed class LineLimitedStream(Stream inner, long maxLineBytes, Func<Exception> tooLong, Func<Task<Exception?>> ended)
+        : ReadOnlyWrapperStream(inner, ownsInner: true)
     {
         private long _lineBytes;
 
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            var read = await inner.ReadAsync(buffer, cancellationToken);
+            var read = await Inner.ReadAsync(buffer, cancellationToken);
             if (read == 0)
             {
                 return await ended() is { } error ? throw error : 0;
@@ -250,9 +242,6 @@ internal sealed class McpStdioTransport(
             Count(buffer.Span[..read]);
             return read;
         }
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken)
-            => ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
 
         public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
 
@@ -275,26 +264,6 @@ internal sealed class McpStdioTransport(
             {
                 throw tooLong();
             }
-        }
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                inner.Dispose();
-            }
-
-            base.Dispose(disposing);
         }
     }
 }
