@@ -252,21 +252,11 @@ internal sealed class AppendGroups(
             await session.SaveChangesAsync(CancellationToken.None);
 
             // Stored: nothing after this line may throw, or the group would be written a second time.
-            try
+            metrics.AppendGroup(group.Count);
+            bursts.Record(written.Sum(s => s.Appended.Count));
+            foreach (var state in written)
             {
-                metrics.AppendGroup(group.Count);
-                bursts.Record(written.Sum(s => s.Appended.Count));
-                foreach (var state in written)
-                {
-                    metrics.Appended(state.Appended);
-                }
-
-                // Before answering: from here on no node serves a context without these messages.
-                await Task.WhenAll(written.Select(s => generations.BumpAsync(ConversationContexts.Scope(tenantId, s.Stream.Id))));
-            }
-            catch (Exception e)
-            {
-                logger.LogError(e, "Appends were stored but their caches could not be invalidated");
+                metrics.Appended(state.Appended);
             }
         }
 
@@ -275,9 +265,29 @@ internal sealed class AppendGroups(
             pending.Completion.TrySetException(error);
         }
 
-        foreach (var (pending, result) in outcomes)
+        // The writer goes on with the next group while the caches are invalidated: the round trip to Redis is not the
+        // next transaction's business.
+        _ = AnswerAsync(tenantId, written, outcomes);
+    }
+
+    /// <summary>Invalidates the cached contexts of the conversations written, then answers the appends stored.</summary>
+    private async Task AnswerAsync(string tenantId, List<StreamState> written, List<(PendingAppend Pending, AppendResult Result)> outcomes)
+    {
+        try
         {
-            pending.Completion.TrySetResult(result);
+            // Before answering: from here on no node serves a context without these messages.
+            await Task.WhenAll(written.Select(s => generations.BumpAsync(ConversationContexts.Scope(tenantId, s.Stream.Id))));
+        }
+        catch (Exception e)
+        {
+            logger.LogError(e, "Appends were stored but their caches could not be invalidated");
+        }
+        finally
+        {
+            foreach (var (pending, result) in outcomes)
+            {
+                pending.Completion.TrySetResult(result);
+            }
         }
     }
 
