@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
+using ModularChat.BuildingBlocks.Messaging;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -159,6 +160,50 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(() => Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
         Assert.Equal(0, await Scalar(DeadLetteredSql));
     }
+
+    [Fact]
+    public async Task A_message_handled_on_its_own_is_dead_lettered_without_its_failure_count_so_a_replay_counts_afresh()
+    {
+        // As above, with a message Wolverine hands over alone, not in a batch: Summaries' clean-up after a deletion, which
+        // deletes the conversation's activity row. The count of failures travels in the message's headers, which are
+        // stored with it in the dead-letter store.
+        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
+            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
+        });
+        using var client = Client(node, "stuck-cleanup");
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "first" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
+        await observer.OpenAsync();
+        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
+        await holder.OpenAsync();
+        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The notice was not handled");
+
+        var holding = await holder.BeginTransactionAsync();
+        await Scalar(LockActivitySql, holder);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(() => Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
+        Assert.Equal(0, await Scalar(DeadLetteredSql + $" and encode(body, 'escape') like '%{DatabaseOutages.FailuresWhileUpHeader}%'"));
+
+        // Replayed while the row is still held: its first failure counts as the first, so it is tried again (not
+        // dead-lettered at once, as with its stored count of 2), and handled once the row is let go.
+        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'");
+        await Eventually.Until(() => Scalar(DeadLetteredSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The dead letter was not replayed");
+        await Eventually.Until(() => Scalar(WaitingOnTheLockSql), n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not run");
+        await Eventually.Until(() => Scalar(WaitingOnTheLockSql), n => n == 0, seconds: 10, what: "The replayed clean-up's first attempt did not time out");
+        await holding.RollbackAsync();
+        await Eventually.Until(() => Scalar(CountedSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not remove the activity");
+        Assert.Equal(0, await Scalar(DeadLetteredSql));
+    }
+
+    /// <summary>Sessions waiting for a lock on a row of the activity table (the clean-up's delete behind the held row).</summary>
+    private const string WaitingOnTheLockSql =
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_doc_conversationactivity%' and @id is not null";
 
     /// <summary>How many messages of the conversation <c>@id</c> Summaries' activity counts (its notices handled).</summary>
     private const string CountedSql = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
