@@ -126,13 +126,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     [Fact]
     public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
     {
-        // Commands time out after 3 s, and a notice's handler may fail twice while the database answers.
-        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
-            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
-        });
+        await using var node = await StartImpatientNodeAsync();
         using var client = Client(node, "stuck");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
@@ -167,12 +161,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // As above, with a message Wolverine hands over alone, not in a batch: Summaries' clean-up after a deletion, which
         // deletes the conversation's activity row. The count of failures travels in the message's headers, which are
         // stored with it in the dead-letter store.
-        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
-            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
-        });
+        await using var node = await StartImpatientNodeAsync();
         using var client = Client(node, "stuck-cleanup");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "first" }))
@@ -220,6 +209,17 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await using var command = new NpgsqlCommand(sql, connection);
         command.Parameters.AddWithValue("id", conversationId);
         return await command.ExecuteScalarAsync() is long value ? value : 0;
+    }
+
+    /// <summary>A node of its own whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
+    private Task<IAlbaHost> StartImpatientNodeAsync()
+    {
+        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
+        return app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
+            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
+        });
     }
 
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>
