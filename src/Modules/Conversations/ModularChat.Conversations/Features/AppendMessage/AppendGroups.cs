@@ -252,11 +252,18 @@ internal sealed class AppendGroups(
             await session.SaveChangesAsync(CancellationToken.None);
 
             // Stored: nothing after this line may throw, or the group would be written a second time.
-            metrics.AppendGroup(group.Count);
-            bursts.Record(written.Sum(s => s.Appended.Count));
-            foreach (var state in written)
+            try
             {
-                metrics.Appended(state.Appended);
+                metrics.AppendGroup(group.Count);
+                bursts.Record(written.Sum(s => s.Appended.Count));
+                foreach (var state in written)
+                {
+                    metrics.Appended(state.Appended);
+                }
+            }
+            catch (Exception e)
+            {
+                logger.LogError(e, "Appends were stored but could not be counted");
             }
         }
 
