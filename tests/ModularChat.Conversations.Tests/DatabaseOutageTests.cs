@@ -91,27 +91,14 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await using var proxy = PostgresProxy();
         // Failures while the database answers are bounded; those while it is away (three here) must not count.
         await using var node = await StartNodeAsync(proxy, new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3" });
-        using var client = Client(node, "away");
-        var conversation = await (await client.PostJson("/api/conversations", new { title = "away" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        var messages = $"/api/conversations/{conversation.Id}/messages";
-        await (await client.PostJson(messages, new { role = "user", content = "first" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-
-        await using var direct = new NpgsqlConnection(app.PostgresConnectionString);
-        await direct.OpenAsync();
-        await using var observer = new NpgsqlConnection(app.PostgresConnectionString); // outside the holding transaction: pg_stat_activity is read once per transaction
-        await observer.OpenAsync();
-        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
-
-        // Summaries follows the appends through their notices: the conversation's activity counts the first message.
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+        await using var conversation = await CountedConversationAsync(node, "away");
 
         // The next notice's handler waits on that row (another session holds it) when the database goes away.
-        var holding = await direct.BeginTransactionAsync();
-        await Scalar(LockActivitySql, direct);
-        await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
         await Eventually.Until(
-            () => Scalar("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()"),
-            n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The second notice's handler did not reach the held row");
+            () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
+            what: "The second notice's handler did not reach the held row");
         proxy.Cut();
         await holding.RollbackAsync();
         // Longer than Wolverine's default took to give up (three attempts at once).
@@ -119,40 +106,29 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         proxy.Restore();
 
         // The notice was tried again once the database was back: nothing went to the dead-letter store.
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
-        Assert.Equal(0, await Scalar(DeadLetteredSql));
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
+        Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
     }
 
     [Fact]
     public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
     {
         await using var node = await StartImpatientNodeAsync();
-        using var client = Client(node, "stuck");
-        var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        var messages = $"/api/conversations/{conversation.Id}/messages";
-        await (await client.PostJson(messages, new { role = "user", content = "first" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
-        await observer.OpenAsync();
-        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
-        await holder.OpenAsync();
-        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
-
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+        await using var conversation = await CountedConversationAsync(node, "stuck");
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
-        var holding = await holder.BeginTransactionAsync();
-        await Scalar(LockActivitySql, holder);
-        await (await client.PostJson(messages, new { role = "user", content = "second" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
 
         // Two timeouts (3 s each, 0.25 s apart) while the database answers: the notice is dead-lettered, not tried forever.
-        await Eventually.Until(() => Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
+        await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
         await holding.RollbackAsync();
-        Assert.Equal(1, await Scalar(CountedSql));
+        Assert.Equal(1, await conversation.Scalar(CountedSql));
 
         // Replayed (as an operator would) once the lock is gone: the notice is handled and counts the second message.
-        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'");
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
-        Assert.Equal(0, await Scalar(DeadLetteredSql));
+        await conversation.Scalar(ReplaySql);
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
+        Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
     }
 
     [Fact]
@@ -162,61 +138,98 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // deletes the conversation's activity row. The count of failures travels in the message's headers, which are
         // stored with it in the dead-letter store.
         await using var node = await StartImpatientNodeAsync();
-        using var client = Client(node, "stuck-cleanup");
-        var conversation = await (await client.PostJson("/api/conversations", new { title = "stuck" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "first" }))
-            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
-        await observer.OpenAsync();
-        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
-        await holder.OpenAsync();
-        Task<long> Scalar(string sql, NpgsqlConnection? on = null) => ScalarAbout(conversation.Id, sql, on ?? observer);
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The notice was not handled");
+        await using var conversation = await CountedConversationAsync(node, "stuck-cleanup");
         // The check Summaries sends after its first write for a conversation would delete the row too, once the
         // conversation is gone: it must be done before the row is held.
-        await Eventually.Until(() => Scalar(PendingSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "Messages about the conversation still queued");
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
 
-        var holding = await holder.BeginTransactionAsync();
-        await Scalar(LockActivitySql, holder);
-        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        var holding = await conversation.HoldActivityAsync();
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
         const string CleanUpDeadLetteredSql = DeadLetteredSql + " and message_type like '%ConversationDeleted'";
-        await Eventually.Until(() => Scalar(CleanUpDeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
-        Assert.Equal(0, await Scalar(CleanUpDeadLetteredSql + $" and encode(body, 'escape') like '%{DatabaseOutages.FailuresWhileUpHeader}%'"));
+        await Eventually.Until(() => conversation.Scalar(CleanUpDeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
+        Assert.Equal(0, await conversation.Scalar(CleanUpDeadLetteredSql + $" and encode(body, 'escape') like '%{DatabaseOutages.FailuresWhileUpHeader}%'"));
 
         // Replayed while the row is still held: its first failure counts as the first, so it is tried again (not
         // dead-lettered at once, as with its stored count of 2), and handled once the row is let go.
-        await Scalar("update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'");
-        await Eventually.Until(() => Scalar(CleanUpDeadLetteredSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The dead letter was not replayed");
-        await Eventually.Until(() => Scalar(WaitingOnTheLockSql), n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not run");
-        await Eventually.Until(() => Scalar(WaitingOnTheLockSql), n => n == 0, seconds: 10, what: "The replayed clean-up's first attempt did not time out");
+        await conversation.Scalar(ReplaySql);
+        await Eventually.Until(() => conversation.Scalar(CleanUpDeadLetteredSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The dead letter was not replayed");
+        await Eventually.Until(() => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not run");
+        await Eventually.Until(() => conversation.Scalar(WaitingOnTheActivitySql), n => n == 0, seconds: 10, what: "The replayed clean-up's first attempt did not time out");
         await holding.RollbackAsync();
-        await Eventually.Until(() => Scalar(CountedSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not remove the activity");
-        Assert.Equal(0, await Scalar(DeadLetteredSql));
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not remove the activity");
+        Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
     }
 
-    /// <summary>Messages about the conversation not yet handled (queued, running or scheduled).</summary>
-    private const string PendingSql =
-        "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and encode(body, 'escape') like '%' || @id::text || '%'";
-
-    /// <summary>Sessions waiting for a lock on a row of the activity table (the clean-up's delete behind the held row).</summary>
-    private const string WaitingOnTheLockSql =
-        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_doc_conversationactivity%' and @id is not null";
+    /// <summary>Sessions waiting for a lock on a row of the activity table (a handler behind the held row).</summary>
+    private const string WaitingOnTheActivitySql =
+        "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()";
 
     /// <summary>How many messages of the conversation <c>@id</c> Summaries' activity counts (its notices handled).</summary>
     private const string CountedSql = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
 
-    /// <summary>Holds the conversation's activity row (in the caller's transaction), where a notice's handler waits.</summary>
-    private const string LockActivitySql = "select 1 from modularchat.mt_doc_conversationactivity where id = @id for update";
-
     /// <summary>Dead-lettered messages about the conversation.</summary>
     private const string DeadLetteredSql = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
 
-    /// <summary>The bigint <paramref name="sql"/> returns on <paramref name="connection"/> with <c>@id</c> = <paramref name="conversationId"/> (0 for none).</summary>
-    private static async Task<long> ScalarAbout(Guid conversationId, string sql, NpgsqlConnection connection)
+    /// <summary>Marks the dead-lettered messages about the conversation for replay, as an operator would (README).</summary>
+    private const string ReplaySql = "update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'";
+
+    /// <summary>
+    /// A new conversation of <paramref name="user"/> on <paramref name="node"/> whose first message Summaries' activity
+    /// counts (its notice handled).
+    /// </summary>
+    private async Task<WatchedConversation> CountedConversationAsync(IAlbaHost node, string user)
     {
-        await using var command = new NpgsqlCommand(sql, connection);
-        command.Parameters.AddWithValue("id", conversationId);
-        return await command.ExecuteScalarAsync() is long value ? value : 0;
+        var client = Client(node, user);
+        var created = await (await client.PostJson("/api/conversations", new { title = user })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var conversation = new WatchedConversation(client, created.Id, await OpenAsync(), await OpenAsync());
+        await conversation.AppendAsync("first");
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
+        return conversation;
+    }
+
+    private async Task<NpgsqlConnection> OpenAsync()
+    {
+        var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        return connection;
+    }
+
+    /// <summary>
+    /// A conversation with its client, a connection that reads the database and one that holds its activity row (so the
+    /// reads stay outside the holding transaction: pg_stat_activity is read once per transaction).
+    /// </summary>
+    private sealed class WatchedConversation(HttpClient client, Guid id, NpgsqlConnection observer, NpgsqlConnection holder) : IAsyncDisposable
+    {
+        public HttpClient Client => client;
+
+        public Guid Id => id;
+
+        public async Task AppendAsync(string content)
+            => await (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        /// <summary>Locks the conversation's activity row, where Summaries' handlers wait, until the returned transaction ends.</summary>
+        public async Task<NpgsqlTransaction> HoldActivityAsync()
+        {
+            var holding = await holder.BeginTransactionAsync();
+            await Scalar("select 1 from modularchat.mt_doc_conversationactivity where id = @id for update", holder);
+            return holding;
+        }
+
+        /// <summary>The bigint <paramref name="sql"/> returns with <c>@id</c> = the conversation (0 for none).</summary>
+        public async Task<long> Scalar(string sql, NpgsqlConnection? on = null)
+        {
+            await using var command = new NpgsqlCommand(sql, on ?? observer);
+            command.Parameters.AddWithValue("id", id);
+            return await command.ExecuteScalarAsync() is long value ? value : 0;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            client.Dispose();
+            await observer.DisposeAsync();
+            await holder.DisposeAsync();
+        }
     }
 
     /// <summary>A node of its own whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>

@@ -1,10 +1,8 @@
 using System.ClientModel;
-using System.Text;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Providers.Contracts;
 using ModularChat.Testing.Fakes;
-using Npgsql;
 using OpenAI;
 
 namespace ModularChat.Summaries.Tests;
@@ -101,18 +99,6 @@ public sealed class SummariesApp : ModularChatApp
     {
         services.AddSingleton<ITenantAiClients>(new OneTenantWithAProvider(this));
         services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(Logs);
-    }
-
-    /// <summary>Envelopes not yet handled (incoming, running or scheduled) whose message names one of the conversations.</summary>
-    public async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids)
-    {
-        await using var connection = new NpgsqlConnection(PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new NpgsqlCommand(
-            "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and exists (select 1 from unnest(@ids) i where position(i in body) > 0)",
-            connection);
-        command.Parameters.AddWithValue("ids", ids.Select(id => Encoding.UTF8.GetBytes(id.ToString())).ToArray());
-        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     public override async Task DisposeAsync()

@@ -7,6 +7,7 @@ using JasperFx.CommandLine;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Host.Auth;
+using Npgsql;
 using Wolverine;
 using Wolverine.Runtime.Agents;
 
@@ -36,6 +37,18 @@ public class ModularChatApp : IAsyncLifetime
     public string PostgresConnectionString { get; private set; } = "";
 
     public string RedisConnectionString { get; private set; } = "";
+
+    /// <summary>Envelopes not yet handled (incoming, running or scheduled) whose message names one of the conversations.</summary>
+    public async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids)
+    {
+        await using var connection = new NpgsqlConnection(PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and exists (select 1 from unnest(@ids) i where position(i in body) > 0)",
+            connection);
+        command.Parameters.AddWithValue("ids", ids.Select(id => System.Text.Encoding.UTF8.GetBytes(id.ToString())).ToArray());
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
 
     /// <summary>The auth settings the host runs with (its signing key is random per fixture).</summary>
     public AuthOptions Auth { get; } = new() { SigningKey = Convert.ToBase64String(RandomNumberGenerator.GetBytes(48)) };
