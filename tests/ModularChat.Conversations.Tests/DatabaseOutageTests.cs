@@ -113,8 +113,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     [Fact]
     public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
     {
-        await using var node = await StartImpatientNodeAsync();
-        await using var conversation = await CountedConversationAsync(node, "stuck");
+        var database = await app.DatabaseOfItsOwnAsync("impatient");
+        await using var node = await StartImpatientNodeAsync(database);
+        await using var conversation = await CountedConversationAsync(node, "stuck", database);
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
         var holding = await conversation.HoldActivityAsync();
@@ -137,11 +138,13 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // As above, with a message Wolverine hands over alone, not in a batch: Summaries' clean-up after a deletion, which
         // deletes the conversation's activity row. The count of failures travels in the message's headers, which are
         // stored with it in the dead-letter store.
-        await using var node = await StartImpatientNodeAsync();
-        await using var conversation = await CountedConversationAsync(node, "stuck-cleanup");
+        // The node is alone on its database, so the replay is its to handle (with its bound and its command timeout).
+        var database = await app.DatabaseOfItsOwnAsync("impatient");
+        await using var node = await StartImpatientNodeAsync(database);
+        await using var conversation = await CountedConversationAsync(node, "stuck-cleanup", database);
         // The check Summaries sends after its first write for a conversation would delete the row too, once the
         // conversation is gone: it must be done before the row is held.
-        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
             what: "Messages about the conversation still queued");
 
         var holding = await conversation.HoldActivityAsync();
@@ -176,21 +179,22 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
 
     /// <summary>
     /// A new conversation of <paramref name="user"/> on <paramref name="node"/> whose first message Summaries' activity
-    /// counts (its notice handled).
+    /// counts (its notice handled), watched directly on the node's <paramref name="database"/> (this fixture's unless given).
     /// </summary>
-    private async Task<WatchedConversation> CountedConversationAsync(IAlbaHost node, string user)
+    private async Task<WatchedConversation> CountedConversationAsync(IAlbaHost node, string user, string? database = null)
     {
         var client = Client(node, user);
         var created = await (await client.PostJson("/api/conversations", new { title = user })).ReadAs<ConversationDto>(HttpStatusCode.Created);
-        var conversation = new WatchedConversation(client, created.Id, await OpenAsync(), await OpenAsync());
+        database ??= app.PostgresConnectionString;
+        var conversation = new WatchedConversation(client, created.Id, await OpenAsync(database), await OpenAsync(database));
         await conversation.AppendAsync("first");
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The first notice was not handled");
         return conversation;
     }
 
-    private async Task<NpgsqlConnection> OpenAsync()
+    private static async Task<NpgsqlConnection> OpenAsync(string database)
     {
-        var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        var connection = new NpgsqlConnection(database);
         await connection.OpenAsync();
         return connection;
     }
@@ -232,10 +236,10 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         }
     }
 
-    /// <summary>A node of its own whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
-    private Task<IAlbaHost> StartImpatientNodeAsync()
+    /// <summary>A node on <paramref name="database"/> whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
+    private Task<IAlbaHost> StartImpatientNodeAsync(string database)
     {
-        var shortTimeout = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { CommandTimeout = 3 };
+        var shortTimeout = new NpgsqlConnectionStringBuilder(database) { CommandTimeout = 3 };
         return app.StartHostAsync(new Dictionary<string, string?>
         {
             ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,

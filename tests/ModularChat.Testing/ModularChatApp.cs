@@ -39,9 +39,10 @@ public class ModularChatApp : IAsyncLifetime
     public string RedisConnectionString { get; private set; } = "";
 
     /// <summary>Envelopes not yet handled (incoming, running or scheduled) whose message names one of the conversations.</summary>
-    public async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids)
+    /// <param name="database">The database whose inbox is read (this fixture's unless given).</param>
+    public async Task<long> PendingEnvelopesAbout(IEnumerable<Guid> ids, string? database = null)
     {
-        await using var connection = new NpgsqlConnection(PostgresConnectionString);
+        await using var connection = new NpgsqlConnection(database ?? PostgresConnectionString);
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(
             "select count(*) from modularchat.wolverine_incoming_envelopes where status <> 'Handled' and exists (select 1 from unnest(@ids) i where position(i in body) > 0)",
@@ -226,7 +227,14 @@ public class ModularChatApp : IAsyncLifetime
     /// <c>_processes</c>, created if needed). A test reads what a process stored through a node of its own on it:
     /// <c>StartHostAsync</c> with <c>ConnectionStrings:Postgres</c> set to it (a node after the first runs no projections).
     /// </summary>
-    public Task<string> ProcessDatabaseAsync() => TestInfrastructure.PostgresAsync(_databaseName + "_processes");
+    public Task<string> ProcessDatabaseAsync() => DatabaseOfItsOwnAsync("processes");
+
+    /// <summary>
+    /// A database beside this fixture's (its name with <c>_</c> and <paramref name="suffix"/>, created if needed), for a node
+    /// that must be alone on its database: the fixture's hosts run in solo mode, so each of them claims what is left in the
+    /// shared inbox (a replayed dead letter, for one) and a test cannot tell which node handles it.
+    /// </summary>
+    public Task<string> DatabaseOfItsOwnAsync(string suffix) => TestInfrastructure.PostgresAsync($"{_databaseName}_{suffix}");
 
     /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>
     public static string NewUser(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";
