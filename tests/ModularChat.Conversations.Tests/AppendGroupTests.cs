@@ -42,7 +42,8 @@ public sealed class AppendGroupTests(ConversationsApp app)
                      (single, new { role = "user", content = "first", externalId = "e1" }),
                      ($"/api/conversations/{Guid.NewGuid()}/messages", new { role = "user", content = "to nowhere" }),
                      (single, new { role = "user", content = "stale", expectedVersion = 999 }),
-                     ($"{single}/batch", new { messages = new[] { new { role = "assistant", content = "first again", externalId = "e1" }, new { role = "assistant", content = "second", externalId = "e2" } } }),
+                     ($"{single}/batch", new { messages = new[] { new { role = "user", content = "first", externalId = "e1" }, new { role = "assistant", content = "second", externalId = "e2" } } }),
+                     (single, new { role = "assistant", content = "second, edited", externalId = "e2" }),
                  })
         {
             await Queue(user, queued, client.PostJson(url, body));
@@ -56,6 +57,8 @@ public sealed class AppendGroupTests(ConversationsApp app)
         await (await queued[1]).ShouldBeProblem(404);
         await (await queued[2]).ShouldBeProblem(409);
         var batch = await (await queued[3]).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        var edited = await (await queued[4]).ShouldBeProblem(409); // the id an earlier append of the group stored, other content
+        Assert.Equal(("e2", 2), (edited.GetProperty("externalId").GetString(), edited.GetProperty("sequence").GetInt64()));
 
         Assert.Equal((1, "e1", false), (first.Sequence, first.ExternalId, first.Duplicate));
         Assert.Equal([(1L, "e1", true), (2L, "e2", false)], batch.Messages.Select(m => (m.Sequence, m.ExternalId!, m.Duplicate)));

@@ -44,6 +44,55 @@ public sealed class AppendingTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task An_external_id_sent_again_with_another_role_or_content_is_refused_with_409_naming_the_original()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await client.NewConversation();
+        var messages = $"/api/conversations/{c.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "Book the hotel", externalId = "m-1" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        await (await client.PostJson(messages, new { role = "assistant", content = "Done", externalId = "m-2" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        var edited = await (await client.PostJson(messages, new { role = "user", content = "Book the flight", externalId = "m-1" })).ShouldBeProblem(409);
+        Assert.Contains("externalId 'm-1' already names message 1", edited.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains("another content", edited.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(("m-1", 1), (edited.GetProperty("externalId").GetString(), edited.GetProperty("sequence").GetInt64()));
+        var otherRole = await (await client.PostJson(messages, new { role = "assistant", content = "Book the hotel", externalId = "m-1" })).ShouldBeProblem(409);
+        Assert.Contains("another role", otherRole.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        // In a batch: nothing of it is stored, also not its new messages.
+        var batch = new[] { new { role = "user", content = "Thanks", externalId = "m-3" }, new { role = "assistant", content = "Not done", externalId = "m-2" } };
+        var refused = await (await client.PostJson($"{messages}/batch", new { messages = batch })).ShouldBeProblem(409);
+        Assert.Equal(("m-2", 2), (refused.GetProperty("externalId").GetString(), refused.GetProperty("sequence").GetInt64()));
+
+        // A retry may stamp its metadata and time anew: still the same message.
+        var retry = await (await client.PostJson(messages, new
+        {
+            role = "user", content = "Book the hotel", externalId = "m-1", metadata = new Dictionary<string, string> { ["try"] = "2" }, createdAt = DateTimeOffset.UtcNow,
+        })).ReadAs<AppendResponseDto>(HttpStatusCode.OK);
+        Assert.Equal((1L, true), (retry.Sequence, retry.Duplicate));
+        var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(["Book the hotel", "Done"], page.Items.Select(m => m.Content));
+        Assert.Equal(2, await app.CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
+    public async Task A_batch_that_uses_one_external_id_for_two_different_messages_is_refused_and_one_repeated_message_is_stored_once()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await client.NewConversation();
+        var batch = $"/api/conversations/{c.Id}/messages/batch";
+
+        var twoMessages = new[] { new { role = "user", content = "a", externalId = "x" }, new { role = "user", content = "b", externalId = "x" } };
+        var problem = await (await client.PostJson(batch, new { messages = twoMessages })).ShouldBeProblem(409);
+        Assert.Contains("externalId 'x' names two different messages of this request", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(0, await app.CountEvents(c.Id, "message_appended"));
+
+        var repeated = new[] { new { role = "user", content = "a", externalId = "x" }, new { role = "user", content = "a", externalId = "x" } };
+        var stored = await (await client.PostJson(batch, new { messages = repeated })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        Assert.Equal([(1L, false), (1L, true)], stored.Messages.Select(m => (m.Sequence, m.Duplicate)));
+        Assert.Equal(1, await app.CountEvents(c.Id, "message_appended"));
+    }
+
+    [Fact]
     public async Task A_batch_retry_returns_the_originals_and_stores_only_new_messages()
     {
         using var client = app.Client(ModularChatApp.NewUser());

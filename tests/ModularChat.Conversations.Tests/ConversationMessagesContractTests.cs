@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.Conversations.Contracts;
 
 namespace ModularChat.Conversations.Tests;
@@ -97,6 +98,22 @@ public sealed class ConversationMessagesContractTests(ConversationsApp app)
         var info = await Messages.FindAsync(tenant, id);
         Assert.Equal(2, info!.MessageCount);
         await Assert.ThrowsAnyAsync<Exception>(() => Messages.AppendAsync("someone-else", id, [new NewConversationMessage(MessageRole.User, "x")]));
+    }
+
+    [Fact]
+    public async Task A_server_side_append_refuses_another_message_under_a_known_external_id_unless_the_first_stored_wins()
+    {
+        var (tenant, id) = await ConversationWith(1);
+        var first = await Messages.AppendAsync(tenant, id, [new NewConversationMessage(MessageRole.Assistant, "The first run's answer", "turn-1:answer")]);
+
+        var conflict = await Assert.ThrowsAsync<ConflictException>(
+            () => Messages.AppendAsync(tenant, id, [new NewConversationMessage(MessageRole.Assistant, "The second run's answer", "turn-1:answer")]));
+        Assert.Equal(2L, conflict.Extensions["sequence"]);
+        var raced = await Messages.AppendAsync(
+            tenant, id, [new NewConversationMessage(MessageRole.Assistant, "The second run's answer", "turn-1:answer")], firstStoredWins: true);
+
+        Assert.Equal((first.Single().MessageId, 2L, true), (raced.Single().MessageId, raced.Single().Sequence, raced.Single().Duplicate));
+        Assert.Equal("The first run's answer", (await Messages.ReadLatestAsync(tenant, id, 1)).Single().Content);
     }
 
     private async Task<(string Tenant, Guid Id)> ConversationWith(int messages)

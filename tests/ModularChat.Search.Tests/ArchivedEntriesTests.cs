@@ -143,7 +143,7 @@ public sealed class ArchivedEntriesTests(SearchApp app)
             => throw new NotSupportedException();
 
         public Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages,
-            CancellationToken cancellationToken = default)
+            bool firstStoredWins = false, CancellationToken cancellationToken = default)
             => throw new NotSupportedException();
     }
 }

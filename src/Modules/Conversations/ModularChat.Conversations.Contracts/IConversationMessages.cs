@@ -106,8 +106,13 @@ public interface IConversationMessages
     /// Appends messages in one transaction with the same rules as the REST API (validation, limits, idempotency on
     /// external id, integration events).
     /// </summary>
-    /// <remarks>Throws the same errors as the API (not found, validation, limits), which map to 4xx ProblemDetails over HTTP.</remarks>
+    /// <remarks>Throws the same errors as the API (not found, validation, limits, conflict), which map to 4xx ProblemDetails over HTTP.</remarks>
+    /// <param name="firstStoredWins">
+    /// False (as over HTTP): a message whose external id the conversation already holds with another role or content is a
+    /// conflict (nothing of the call is stored). True: the message stored first is answered (<c>Duplicate</c>), for a writer
+    /// that may race itself with different text under one id (two runs of one chat turn).
+    /// </param>
     Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(
-        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages,
+        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages, bool firstStoredWins = false,
         CancellationToken cancellationToken = default);
 }

@@ -132,7 +132,8 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
     }
 
     public async Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(
-        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages, CancellationToken cancellationToken = default)
+        string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages, bool firstStoredWins = false,
+        CancellationToken cancellationToken = default)
     {
         // Through the same command as the REST API, so validation, limits, idempotency and events are identical.
         await using var scope = scopes.CreateAsyncScope();
@@ -142,7 +143,8 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             messages.Select(m => new NewMessage(MessageRoles.ToWire(m.Role), m.Content, m.ExternalId,
                 m.Metadata is null ? null : new Dictionary<string, string>(m.Metadata), m.CreatedAt)).ToList(),
             ExpectedVersion: null,
-            IsBatch: messages.Count != 1);
+            IsBatch: messages.Count != 1,
+            FirstStoredWins: firstStoredWins);
         var result = await scope.ServiceProvider.GetRequiredService<ISender>().Send(command, cancellationToken);
         return result.Messages.Select(m => new AppendedConversationMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.Duplicate)).ToList();
     }

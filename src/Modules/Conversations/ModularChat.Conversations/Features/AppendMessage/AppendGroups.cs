@@ -18,8 +18,13 @@ namespace ModularChat.Conversations.Features.AppendMessage;
 
 /// <summary>One append request, its CPU work done, waiting for its turn in a transaction.</summary>
 /// <param name="Messages">The messages with their parsed role and token count, in request order.</param>
+/// <param name="FirstStoredWins">
+/// Whether a message whose external id the conversation holds with another role or content is answered with the one
+/// stored (a writer racing itself, such as two runs of one chat turn) instead of refused with a 409.
+/// </param>
 internal sealed record PreparedAppend(
-    Guid ConversationId, IReadOnlyList<(NewMessage Message, MessageRole Role, int Tokens)> Messages, long? ExpectedVersion)
+    Guid ConversationId, IReadOnlyList<(NewMessage Message, MessageRole Role, int Tokens)> Messages, long? ExpectedVersion,
+    bool FirstStoredWins = false)
 {
     public IEnumerable<string> ExternalIds => Messages.Select(m => m.Message.ExternalId).OfType<string>();
 }
@@ -225,6 +230,10 @@ internal sealed class AppendGroups(
                 // expected: the version moved because of that append itself.
                 var expected = state.HoldsAll(append) ? null : append.ExpectedVersion;
                 ConversationStreams.EnsureWritable(state.Stream.Aggregate, state.Version, append.ConversationId, expected);
+                if (!append.FirstStoredWins)
+                {
+                    state.EnsureRetriesMatch(append);
+                }
             }
             catch (Exception e) when (e is NotFoundException or ConflictException)
             {
@@ -389,9 +398,11 @@ internal sealed class AppendGroups(
     /// <summary>A locked conversation stream and what the group has decided to append to it so far.</summary>
     private sealed class StreamState(IEventStream<Conversation> stream, IEnumerable<StoredMessage> found)
     {
-        private readonly Dictionary<string, AppendedMessage> _existing = found.ToDictionary(
+        // A key retention took out of the hot messages (RetiredExternalId) reads as a stored message without content.
+        private readonly Dictionary<string, KnownMessage> _existing = found.ToDictionary(
             m => m.ExternalId!,
-            m => new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true),
+            m => new KnownMessage(
+                new AppendedMessage(m.Id, m.Sequence, m.ExternalId, m.TokenCount, m.CreatedAt, Duplicate: true), m.Role, m.Content.Length == 0 ? null : m.Content),
             StringComparer.Ordinal);
 
         public IEventStream<Conversation> Stream { get; } = stream;
@@ -405,6 +416,48 @@ internal sealed class AppendGroups(
         public bool HoldsAll(PreparedAppend append)
             => append.Messages.All(m => m.Message.ExternalId is { } externalId && _existing.ContainsKey(externalId));
 
+        /// <summary>
+        /// Refuses (409) an append that brings an external id the conversation holds, or that an earlier message of the same
+        /// request holds, with another role or content: that is another message, not a retry, and answering the stored one
+        /// would tell the client that a message was stored when it was dropped. Metadata and createdAt may differ (a retry
+        /// may stamp them anew). A key whose message retention took away has no content to compare: its retry is answered.
+        /// </summary>
+        public void EnsureRetriesMatch(PreparedAppend append)
+        {
+            Dictionary<string, (MessageRole Role, string Content)>? earlier = null;
+            foreach (var (message, role, _) in append.Messages)
+            {
+                if (message.ExternalId is not { } externalId)
+                {
+                    continue;
+                }
+
+                if (_existing.TryGetValue(externalId, out var known))
+                {
+                    if (known.Content is { } content && (known.Role != role || !string.Equals(content, message.Content, StringComparison.Ordinal)))
+                    {
+                        throw new ConflictException(
+                            $"externalId '{externalId}' already names message {known.Answer.Sequence} of this conversation, with another " +
+                            $"{(known.Role != role ? "role" : "content")}: a retry sends the same role and content; another message needs another externalId.",
+                            new Dictionary<string, object?> { ["externalId"] = externalId, ["sequence"] = known.Answer.Sequence });
+                    }
+                }
+                else if ((earlier ??= new(StringComparer.Ordinal)).TryGetValue(externalId, out var first))
+                {
+                    if (first.Role != role || !string.Equals(first.Content, message.Content, StringComparison.Ordinal))
+                    {
+                        throw new ConflictException(
+                            $"externalId '{externalId}' names two different messages of this request: another message needs another externalId.",
+                            new Dictionary<string, object?> { ["externalId"] = externalId });
+                    }
+                }
+                else
+                {
+                    earlier[externalId] = (role, message.Content!);
+                }
+            }
+        }
+
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
         {
@@ -413,7 +466,7 @@ internal sealed class AppendGroups(
             {
                 if (message.ExternalId is { } externalId && _existing.TryGetValue(externalId, out var original))
                 {
-                    results.Add(original with { Duplicate = true });
+                    results.Add(original.Answer);
                     continue;
                 }
 
@@ -425,11 +478,15 @@ internal sealed class AppendGroups(
                 results.Add(stored);
                 if (e.ExternalId is not null)
                 {
-                    _existing[e.ExternalId] = stored; // a repeat later in the group (or the same request) is a duplicate too
+                    // A repeat later in the group (or the same request) is a duplicate too.
+                    _existing[e.ExternalId] = new KnownMessage(stored with { Duplicate = true }, role, e.Content);
                 }
             }
 
             return new AppendResult(append.ConversationId, Version, results);
         }
     }
+
+    /// <summary>A message the conversation holds under an external id: the answer to its retry, and what a retry must match (no content once retention took it).</summary>
+    private sealed record KnownMessage(AppendedMessage Answer, MessageRole Role, string? Content);
 }

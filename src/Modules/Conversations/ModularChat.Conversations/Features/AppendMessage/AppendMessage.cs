@@ -35,7 +35,9 @@ public sealed record AppendResult(Guid ConversationId, long Version, IReadOnlyLi
     internal bool StoredAny => Messages.Any(m => !m.Duplicate);
 }
 
-internal sealed record AppendMessages(Guid ConversationId, IReadOnlyList<NewMessage> Messages, long? ExpectedVersion, bool IsBatch)
+/// <param name="FirstStoredWins">See <see cref="PreparedAppend.FirstStoredWins"/> (false: a changed retry answers 409).</param>
+internal sealed record AppendMessages(
+    Guid ConversationId, IReadOnlyList<NewMessage> Messages, long? ExpectedVersion, bool IsBatch, bool FirstStoredWins = false)
     : ICommand<AppendResult>;
 
 internal sealed class AppendMessagesValidator : AbstractValidator<AppendMessages>
@@ -73,7 +75,7 @@ internal sealed class AppendMessagesHandler(TenantContext tenant, ITokenCounter 
             MessageRoles.TryParse(m.Role, out var role);
             return (Message: m, Role: role, Tokens: tokens.Count(m.Content!));
         }).ToList();
-        return await groups.AppendAsync(tenant.TenantId, new PreparedAppend(command.ConversationId, prepared, command.ExpectedVersion), cancellationToken);
+        return await groups.AppendAsync(tenant.TenantId, new PreparedAppend(command.ConversationId, prepared, command.ExpectedVersion, command.FirstStoredWins), cancellationToken);
     }
 }
 
@@ -93,7 +95,7 @@ internal static class AppendMessageEndpoints
             })
             .WithName("AppendMessage")
             .WithSummary("Append a message")
-            .WithDescription("Idempotent on externalId: a retry returns the original message (200) and stores nothing new.")
+            .WithDescription("Idempotent on externalId: a retry returns the original message (200) and stores nothing new; the same externalId with another role or content is refused (409).")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)

@@ -128,7 +128,7 @@ internal sealed partial class ChatTurns(
         var servers = await ToolServersAsync(tenantId, request.ToolServers, cancellationToken);
 
         var user = (await conversations.AppendAsync(tenantId, conversationId,
-            [new NewConversationMessage(MessageRole.User, request.Content!, request.ExternalId)], cancellationToken))[0];
+            [new NewConversationMessage(MessageRole.User, request.Content!, request.ExternalId)], cancellationToken: cancellationToken))[0];
         if (user.Duplicate && await conversations.FindByExternalIdAsync(tenantId, conversationId, ChatTurn.AnswerId(user), cancellationToken) is { } answered)
         {
             // A retry of a turn that was answered (the client lost the answer): the stored turn, without asking the model
@@ -399,7 +399,8 @@ internal sealed partial class ChatTurns(
             // tool servers wrote is stored without NUL characters, which PostgreSQL cannot store (a client's own text
             // with one is refused with a 400 instead).
             var storable = toStore.Select(Storable).ToList();
-            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, storable, CancellationToken.None);
+            // Another run of the same turn may have stored its own answer first under the same ids: that one is the turn's.
+            var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, storable, firstStoredWins: true, CancellationToken.None);
             var answerStored = stored[^1];
             if (answerStored.Duplicate
                 && await owner.Conversations.FindByExternalIdAsync(tenantId, conversationId, AnswerId(user), CancellationToken.None) is { } first)
