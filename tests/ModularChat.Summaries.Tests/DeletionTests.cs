@@ -76,6 +76,68 @@ public sealed class DeletionTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_revision_appended_while_its_stream_is_removed_takes_no_sequence_numbers_the_daemon_would_wait_on()
+    {
+        // The job of revision 2 waits for the model when the summary stream's removal (after a deletion) locks the
+        // stream's row, as DaemonProgress.RemoveStreamAsync does; the job's append comes to that row, the removal commits.
+        var topic = $"purged-{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder;
+        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
+            ? new FakeReply($"Then they talked about {topic}.", Delay: TimeSpan.FromSeconds(3))
+            : previous(r);
+        try
+        {
+            using var client = app.Client(app.LlmTenant);
+            var id = await client.NewConversation();
+            await client.AppendBatch(id, Api.Turns(1, 10));
+            await client.SummaryCovering(id, 10);
+            await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+            await connection.OpenAsync();
+            var before = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
+
+            await client.AppendBatch(id, Api.Turns(11, 25, topic)); // the next milestone: revision 2
+            await Eventually.Until(() => Task.FromResult(ModelCallsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
+            await using (var removal = await connection.BeginTransactionAsync())
+            {
+                var stream = new NpgsqlParameter("s", SummaryStreams.For(id));
+                await ScalarAsync(connection, "select 1 from modularchat.mt_streams where id = @s for update", stream);
+                await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
+                await observer.OpenAsync();
+                await Eventually.Until(
+                    () => ScalarAsync(observer, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_quick_append_events%'"),
+                    n => n > 0, Eventually.BackgroundSeconds, "the job's append did not reach the locked stream");
+                await ScalarAsync(connection, "delete from modularchat.mt_events where stream_id = @s", stream.Clone());
+                await ScalarAsync(connection, "delete from modularchat.mt_streams where id = @s", stream.Clone());
+                await removal.CommitAsync();
+            }
+
+            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+            await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
+
+            // Once the daemon has read everything appended since, it has skipped no hole (it would have after 3 s).
+            var after = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
+            await Eventually.Until(() => ScalarAsync(connection, "select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'"),
+                mark => mark >= after, Eventually.BackgroundSeconds, "the daemon's high-water mark did not reach the last event");
+            Assert.Equal(0, await ScalarAsync(connection,
+                "select count(*) from modularchat.mt_high_water_skips where ending_sequence > @before and starting_sequence < @after",
+                new NpgsqlParameter("before", before), new NpgsqlParameter("after", after)));
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
+
+        int ModelCallsAbout(string marker) => app.Llm.Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+    }
+
+    private static async Task<long> ScalarAsync(NpgsqlConnection connection, string sql, params NpgsqlParameter[] parameters)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.AddRange(parameters);
+        return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, System.Globalization.CultureInfo.InvariantCulture);
+    }
+
+    [Fact]
     public async Task Deleting_a_conversation_discards_its_failed_jobs()
     {
         var topic = $"doomed-{Guid.NewGuid():N}";

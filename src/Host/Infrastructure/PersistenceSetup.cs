@@ -85,6 +85,13 @@ internal static class PersistenceSetup
                 options.Events.MetadataConfig.CorrelationIdEnabled = true;
                 options.Events.MetadataConfig.CausationIdEnabled = true;
 
+                // An append that expects a stream version locks the stream's row before it takes sequence numbers. Without
+                // it, a summary revision appended while a deleted conversation's summary stream was being removed took its
+                // numbers, then failed on the stream's foreign key: numbers that never commit are a hole the daemon waits
+                // on for 3 s before it skips it (every asynchronous projection held). With it, such an append waits for
+                // the removal and fails before taking any. Appends to conversations hold that lock already.
+                options.Events.UseExclusiveLockOnConcurrentAppends = true;
+
                 // Failures in projections are loud, never silently skipped.
                 options.Projections.Errors.SkipApplyErrors = false;
                 options.Projections.Errors.SkipSerializationErrors = false;
