@@ -47,32 +47,20 @@ public sealed class DeletionTests(SummariesApp app)
         // The test above leaves the order to chance; here it is fixed: the job has read the messages and waits for the
         // model when the conversation is deleted (and its rows purged), and the model answers afterwards.
         var topic = $"in-flight-{Guid.NewGuid():N}";
-        var previous = app.Llm.Responder;
-        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
-            ? new FakeReply($"They talked about {topic}.", Delay: TimeSpan.FromSeconds(3))
-            : previous(r);
-        try
-        {
-            using var client = app.Client(app.LlmTenant);
-            var id = await client.NewConversation();
-            await client.AppendBatch(id, Api.Turns(1, 10, topic));
-            await Eventually.Until(() => Task.FromResult(ModelCallsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
+        using var slow = app.Llm.AnswerAbout(topic, new FakeReply($"They talked about {topic}.", Delay: TimeSpan.FromSeconds(3)));
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        await Eventually.Until(() => Task.FromResult(app.Llm.RequestsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
 
-            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
-            await Task.Delay(TimeSpan.FromSeconds(3.5)); // the model has answered: the job goes on with a deleted conversation
+        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+        await Task.Delay(TimeSpan.FromSeconds(3.5)); // the model has answered: the job goes on with a deleted conversation
 
-            // Once nothing about the conversation is queued any more (the job, its retries, the checks it sends), nothing is left.
-            await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
-            Assert.Equal(0, await RowsAbout(id));
-            await (await client.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
-            Assert.Equal(1, ModelCallsAbout(topic)); // its job ended with the deletion: no retry asked the model again
-        }
-        finally
-        {
-            app.Llm.Responder = previous;
-        }
-
-        int ModelCallsAbout(string marker) => app.Llm.Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+        // Once nothing about the conversation is queued any more (the job, its retries, the checks it sends), nothing is left.
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
+        Assert.Equal(0, await RowsAbout(id));
+        await (await client.GetAsync($"/api/conversations/{id}/summary")).ShouldBeProblem(404);
+        Assert.Equal(1, app.Llm.RequestsAbout(topic)); // its job ended with the deletion: no retry asked the model again
     }
 
     [Fact]
@@ -81,53 +69,41 @@ public sealed class DeletionTests(SummariesApp app)
         // The job of revision 2 waits for the model when the summary stream's removal (after a deletion) locks the
         // stream's row, as DaemonProgress.RemoveStreamAsync does; the job's append comes to that row, the removal commits.
         var topic = $"purged-{Guid.NewGuid():N}";
-        var previous = app.Llm.Responder;
-        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
-            ? new FakeReply($"Then they talked about {topic}.", Delay: TimeSpan.FromSeconds(3))
-            : previous(r);
-        try
+        using var slow = app.Llm.AnswerAbout(topic, new FakeReply($"Then they talked about {topic}.", Delay: TimeSpan.FromSeconds(3)));
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var before = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
+
+        await client.AppendBatch(id, Api.Turns(11, 25, topic)); // the next milestone: revision 2
+        await Eventually.Until(() => Task.FromResult(app.Llm.RequestsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
+        await using (var removal = await connection.BeginTransactionAsync())
         {
-            using var client = app.Client(app.LlmTenant);
-            var id = await client.NewConversation();
-            await client.AppendBatch(id, Api.Turns(1, 10));
-            await client.SummaryCovering(id, 10);
-            await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
-            await connection.OpenAsync();
-            var before = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
-
-            await client.AppendBatch(id, Api.Turns(11, 25, topic)); // the next milestone: revision 2
-            await Eventually.Until(() => Task.FromResult(ModelCallsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
-            await using (var removal = await connection.BeginTransactionAsync())
-            {
-                var stream = new NpgsqlParameter("s", SummaryStreams.For(id));
-                await ScalarAsync(connection, "select 1 from modularchat.mt_streams where id = @s for update", stream);
-                await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
-                await observer.OpenAsync();
-                await Eventually.Until(
-                    () => ScalarAsync(observer, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_quick_append_events%'"),
-                    n => n > 0, Eventually.BackgroundSeconds, "the job's append did not reach the locked stream");
-                await ScalarAsync(connection, "delete from modularchat.mt_events where stream_id = @s", stream.Clone());
-                await ScalarAsync(connection, "delete from modularchat.mt_streams where id = @s", stream.Clone());
-                await removal.CommitAsync();
-            }
-
-            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
-            await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
-
-            // Once the daemon has read everything appended since, it has skipped no hole (it would have after 3 s).
-            var after = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
-            await Eventually.Until(() => ScalarAsync(connection, "select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'"),
-                mark => mark >= after, Eventually.BackgroundSeconds, "the daemon's high-water mark did not reach the last event");
-            Assert.Equal(0, await ScalarAsync(connection,
-                "select count(*) from modularchat.mt_high_water_skips where ending_sequence > @before and starting_sequence < @after",
-                new NpgsqlParameter("before", before), new NpgsqlParameter("after", after)));
-        }
-        finally
-        {
-            app.Llm.Responder = previous;
+            var stream = new NpgsqlParameter("s", SummaryStreams.For(id));
+            await ScalarAsync(connection, "select 1 from modularchat.mt_streams where id = @s for update", stream);
+            await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
+            await observer.OpenAsync();
+            await Eventually.Until(
+                () => ScalarAsync(observer, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_quick_append_events%'"),
+                n => n > 0, Eventually.BackgroundSeconds, "the job's append did not reach the locked stream");
+            await ScalarAsync(connection, "delete from modularchat.mt_events where stream_id = @s", stream.Clone());
+            await ScalarAsync(connection, "delete from modularchat.mt_streams where id = @s", stream.Clone());
+            await removal.CommitAsync();
         }
 
-        int ModelCallsAbout(string marker) => app.Llm.Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
+
+        // Once the daemon has read everything appended since, it has skipped no hole (it would have after 3 s).
+        var after = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
+        await Eventually.Until(() => ScalarAsync(connection, "select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'"),
+            mark => mark >= after, Eventually.BackgroundSeconds, "the daemon's high-water mark did not reach the last event");
+        Assert.Equal(0, await ScalarAsync(connection,
+            "select count(*) from modularchat.mt_high_water_skips where ending_sequence > @before and starting_sequence < @after",
+            new NpgsqlParameter("before", before), new NpgsqlParameter("after", after)));
     }
 
     private static async Task<long> ScalarAsync(NpgsqlConnection connection, string sql, params NpgsqlParameter[] parameters)
@@ -141,30 +117,20 @@ public sealed class DeletionTests(SummariesApp app)
     public async Task Deleting_a_conversation_discards_its_failed_jobs()
     {
         var topic = $"doomed-{Guid.NewGuid():N}";
-        var previous = app.Llm.Responder; // other tests' conversations keep the answers they expect
-        app.Llm.Responder = r => r.Messages.ToJsonString().Contains(topic, StringComparison.Ordinal)
-            ? FakeReply.Error(500, "Model crashed.")
-            : previous(r);
-        try
-        {
-            using var client = app.Client(app.LlmTenant);
-            var id = await client.NewConversation();
-            await client.AppendBatch(id, Api.Turns(1, 10, topic));
-            using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
-            await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
+        using var failing = app.Llm.AnswerAbout(topic, FakeReply.Error(500, "Model crashed."));
+        using var client = app.Client(app.LlmTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
+        await Eventually.Until(Failures, f => f.Any(x => x.ConversationId == id));
 
-            (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
+        (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
 
-            await Eventually.Until(Failures, f => f.All(x => x.ConversationId != id));
-            await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
+        await Eventually.Until(Failures, f => f.All(x => x.ConversationId != id));
+        await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
 
-            async Task<List<FailureDto>> Failures()
-                => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items;
-        }
-        finally
-        {
-            app.Llm.Responder = previous;
-        }
+        async Task<List<FailureDto>> Failures()
+            => (await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK)).Items;
     }
 
     /// <summary>Rows of every table the module writes that mention the conversation (or its summary stream).</summary>

@@ -84,6 +84,20 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     /// <summary>Computes embeddings. Default: a deterministic 8-dimensional vector per input.</summary>
     public Func<string, float[]> Embedder { get; set; } = DefaultEmbedding;
 
+    /// <summary>
+    /// Answers the chat requests that mention <paramref name="marker"/> with <paramref name="reply"/>, the others as before,
+    /// until the returned scope is disposed (other tests' conversations keep the answers they expect).
+    /// </summary>
+    public IDisposable AnswerAbout(string marker, FakeReply reply)
+    {
+        var fallback = Responder;
+        Responder = r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) ? reply : fallback(r);
+        return new ResponderScope(this, fallback);
+    }
+
+    /// <summary>The chat requests received that mention <paramref name="marker"/>.</summary>
+    public int RequestsAbout(string marker) => Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
+
     /// <summary>Answers the next chat requests in order with <paramref name="replies"/>, then falls back to the previous responder.</summary>
     public void Enqueue(params FakeReply[] replies)
     {
@@ -348,5 +362,10 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     {
         await _app.StopAsync();
         await _app.DisposeAsync();
+    }
+
+    private sealed class ResponderScope(FakeOpenAiServer server, Func<RecordedRequest, FakeReply> previous) : IDisposable
+    {
+        public void Dispose() => server.Responder = previous;
     }
 }
