@@ -44,8 +44,12 @@ public sealed class SearchApp : ModularChatApp
 
     private bool _searchOnlyNode;
 
+    /// <summary>What the hosts log, every level.</summary>
+    public CapturedLogs Logs { get; } = new();
+
     protected override void ConfigureServices(IServiceCollection services)
     {
+        services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(Logs);
         if (_searchOnlyNode)
         {
             // No agents (projections), no listeners: a node that only answers requests, next to the main one.

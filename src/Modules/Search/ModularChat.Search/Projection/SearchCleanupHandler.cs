@@ -18,8 +18,8 @@ public static class SearchCleanupHandler
 {
     /// <summary>
     /// Another database error: retry, then keep the message in the dead-letter store rather than lose it. (A deadlock or
-    /// serialization failure with the projection, which may write the same rows at that moment, and the database away
-    /// are retried for as long as it takes: <see cref="DatabaseOutages"/>.)
+    /// serialization failure, and the database away, are retried for as long as it takes: <see cref="DatabaseOutages"/>.
+    /// The projection, which may write the same rows at that moment, is waited for: <see cref="SearchRemovals.LockTenantTerms"/>.)
     /// </summary>
     public static void Configure(HandlerChain chain)
         => chain.OnException(e => e is NpgsqlException && !DatabaseOutages.IsDatabaseAway(e), "a database error")
@@ -27,13 +27,17 @@ public static class SearchCleanupHandler
             .Then.MoveToErrorQueue();
 
     public static void Handle(ConversationDeleted deleted, IDocumentSession session)
-        => Removals(session).Conversation(session, deleted.ConversationId, deleted.DeletedAt);
+    {
+        SearchRemovals.LockTenantTerms(session);
+        Removals(session).Conversation(session, deleted.ConversationId, deleted.DeletedAt);
+    }
 
     public static void Handle(RetentionApplied applied, IDocumentSession session)
     {
         // Archived messages stay readable, so they stay searchable while the read model holds them.
         if (applied.Action == RetentionAction.Deleted)
         {
+            SearchRemovals.LockTenantTerms(session);
             Removals(session).Messages(session, applied.ConversationId, applied.FromSequence, applied.ToSequence);
         }
     }

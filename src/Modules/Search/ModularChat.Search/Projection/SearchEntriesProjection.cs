@@ -74,6 +74,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         {
             // Before any statement of this page: nothing is held while it waits. A rebuild's old events never wait.
             await _bursts.YieldAsync(events[0].Timestamp, "search.indexing", cancellation);
+            SearchRemovals.LockTenantTerms(operations);
         }
 
         // Events of one tenant, in order. Inserts are gathered until a deletion, so order is kept where it matters.

@@ -67,6 +67,15 @@ internal sealed class SearchRemovals
         from locked l where t.tenant_id = l.tenant_id and t.lexeme = l.lexeme
         """;
 
+    /// <summary>
+    /// Makes the session's transaction the only one writing the tenant's term counts until it ends; queued first by every
+    /// writer of them (the projection's page, the cleanup handler). Each statement locks the terms it changes in lexeme
+    /// order, but a projection page runs several such statements (inserts, a deletion's removal, more inserts), so a
+    /// removal by the cleanup handler at that moment could still take words in between and deadlock with it.
+    /// </summary>
+    public static void LockTenantTerms(IDocumentOperations operations)
+        => operations.QueueSqlCommand('^', "select pg_advisory_xact_lock(hashtextextended('modularchat.mc_search_terms:' || ^, 0))", operations.TenantId);
+
     /// <summary>Everything of a deleted conversation, and its tombstone.</summary>
     public void Conversation(IDocumentOperations operations, Guid conversationId, DateTimeOffset deletedAt)
     {
