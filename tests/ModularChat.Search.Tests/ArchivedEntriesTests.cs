@@ -28,25 +28,25 @@ public sealed class ArchivedEntriesTests(SearchApp app)
 
         // Live: messages 1-6 were indexed as they were appended; retention then archives 1-4.
         var live = ModularChatApp.NewUser();
-        await ApplyAsync(live, projection, [.. Enumerable.Range(1, 6).Select(archive.Appended)]);
+        await app.ApplyPageAsync(live, projection, [.. Enumerable.Range(1, 6).Select(archive.Appended)]);
         var indexed = await EntriesAsync(live, conversationId);
         archive.ArchivedThrough = 4;
-        await ApplyAsync(live, projection, [Archived(conversationId, 1, 4)]);
+        await app.ApplyPageAsync(live, projection, [Archived(conversationId, 1, 4)]);
         Assert.Empty(archive.Reads);
         Assert.Equal(indexed, await EntriesAsync(live, conversationId)); // the very same row versions (xmin)
 
         // A rebuild no longer replays 1-4 (compacted away): they are read from the archive and indexed again.
         var rebuilt = ModularChatApp.NewUser();
-        await ApplyAsync(rebuilt, projection, [archive.Appended(5), archive.Appended(6), Archived(conversationId, 1, 4)]);
+        await app.ApplyPageAsync(rebuilt, projection, [archive.Appended(5), archive.Appended(6), Archived(conversationId, 1, 4)]);
         Assert.Equal([(rebuilt, 0L, 4L)], archive.Reads);
         Assert.Equal(indexed.Select(e => (e.Sequence, e.Id)), (await EntriesAsync(rebuilt, conversationId)).Select(e => (e.Sequence, e.Id)));
 
         // Only the runs without an entry are read.
         archive.Reads.Clear();
         var partial = ModularChatApp.NewUser();
-        await ApplyAsync(partial, projection, [archive.Appended(1), archive.Appended(4)]);
+        await app.ApplyPageAsync(partial, projection, [archive.Appended(1), archive.Appended(4)]);
         archive.ArchivedThrough = 5;
-        await ApplyAsync(partial, projection, [archive.Appended(6), Archived(conversationId, 1, 5)]);
+        await app.ApplyPageAsync(partial, projection, [archive.Appended(6), Archived(conversationId, 1, 5)]);
         Assert.Equal([(partial, 1L, 3L), (partial, 4L, 5L)], archive.Reads);
         Assert.Equal(indexed.Select(e => e.Sequence), (await EntriesAsync(partial, conversationId)).Select(e => e.Sequence));
 
@@ -54,7 +54,7 @@ public sealed class ArchivedEntriesTests(SearchApp app)
         // later step's event brings back every range archived before it.
         archive.Reads.Clear();
         var folded = ModularChatApp.NewUser();
-        await ApplyAsync(folded, projection, [archive.Appended(6), Archived(conversationId, 5, 5)]);
+        await app.ApplyPageAsync(folded, projection, [archive.Appended(6), Archived(conversationId, 5, 5)]);
         Assert.Equal([(folded, 0L, 5L)], archive.Reads);
         Assert.Equal(indexed.Select(e => e.Sequence), (await EntriesAsync(folded, conversationId)).Select(e => e.Sequence));
     }
@@ -62,13 +62,6 @@ public sealed class ArchivedEntriesTests(SearchApp app)
     private static IEvent Archived(Guid conversationId, long from, long to)
         => new Event<RetentionApplied>(new RetentionApplied(conversationId, RetentionAction.Archived, from, to, to - from + 1, 100, "archive-after-summary", to,
             DateTimeOffset.UtcNow));
-
-    private async Task ApplyAsync(string tenant, SearchEntriesProjection projection, IReadOnlyList<IEvent> events)
-    {
-        await using var session = app.Store.LightweightSession(tenant);
-        await projection.ApplyAsync(session, events, CancellationToken.None);
-        await session.SaveChangesAsync();
-    }
 
     /// <summary>The message entries of a conversation with the transaction that last wrote each row.</summary>
     private async Task<List<(long Sequence, Guid Id, string Xmin)>> EntriesAsync(string tenant, Guid conversationId)

@@ -2,10 +2,12 @@ using System.Text.Json;
 using System.Net;
 using System.Collections.Concurrent;
 using Alba;
+using JasperFx.Events;
 using Marten;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Testing.Fakes;
+using ModularChat.Search.Projection;
 using Npgsql;
 using Wolverine;
 
@@ -84,6 +86,14 @@ public sealed class SearchApp : ModularChatApp
     }
 
     public IDocumentStore Store => Host.Services.GetRequiredService<IDocumentStore>();
+
+    /// <summary>Applies <paramref name="events"/> as one page of the projection for <paramref name="tenant"/>, in one transaction, as the daemon would.</summary>
+    internal async Task ApplyPageAsync(string tenant, SearchEntriesProjection projection, IReadOnlyList<IEvent> events)
+    {
+        await using var session = Store.LightweightSession(tenant);
+        await projection.ApplyAsync(session, events, CancellationToken.None);
+        await session.SaveChangesAsync();
+    }
 
     public override async Task DisposeAsync()
     {

@@ -28,7 +28,7 @@ public sealed class TermCountLockTests(SearchApp app)
         var projection = new SearchEntriesProjection(new SearchSchema("modularchat"), "english", [],
             () => throw new NotSupportedException("no archive is read"), app.Host.Services.GetRequiredService<AppendBursts>());
         Guid deleted = Guid.NewGuid(), other = Guid.NewGuid(), third = Guid.NewGuid();
-        await ApplyAsync(tenant, projection, [Appended(deleted, "alpha bravo"), Appended(third, "mike")]);
+        await app.ApplyPageAsync(tenant, projection, [Appended(deleted, "alpha bravo"), Appended(third, "mike")]);
 
         // Another session holds the word "mike": the page below stops there, holding "bravo" (its insert takes both, in order).
         await using var holder = await app.OpenConnectionAsync();
@@ -39,7 +39,7 @@ public sealed class TermCountLockTests(SearchApp app)
         // The page: a message with "bravo mike", then the deletion of the conversation with "alpha bravo".
         var mark = $"term-lock-{Guid.NewGuid():N}";
         using var marked = CapturedLogs.Mark(mark);
-        var page = ApplyAsync(tenant, projection, [Appended(other, "bravo mike"), Deleted(deleted)]);
+        var page = app.ApplyPageAsync(tenant, projection, [Appended(other, "bravo mike"), Deleted(deleted)]);
         await Eventually.Until(() => ScalarAsync(observer, WaitingOnTermsSql), n => n == 1, 30, "the page did not reach the held word");
         // Meanwhile the cleanup handler removes the same conversation (it took "alpha" first, before waiting on "bravo").
         var cleanup = Task.Run(async () =>
@@ -66,13 +66,6 @@ public sealed class TermCountLockTests(SearchApp app)
             DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, 2));
 
     private static IEvent Deleted(Guid conversationId) => new Event<ConversationDeleted>(new ConversationDeleted(conversationId, DateTimeOffset.UtcNow));
-
-    private async Task ApplyAsync(string tenant, SearchEntriesProjection projection, IReadOnlyList<IEvent> events)
-    {
-        await using var session = app.Store.LightweightSession(tenant);
-        await projection.ApplyAsync(session, events, CancellationToken.None);
-        await session.SaveChangesAsync();
-    }
 
     /// <summary>The tenant's words and how many entries hold each.</summary>
     private async Task<List<(string Lexeme, long Documents)>> TermsAsync(string tenant)
