@@ -434,29 +434,27 @@ internal sealed class AppendGroups(
 
                 if (_existing.TryGetValue(externalId, out var known))
                 {
-                    if (known.Content is { } content && (known.Role != role || !string.Equals(content, message.Content, StringComparison.Ordinal)))
+                    if (known.Content is { } content && Difference((known.Role, content), role, message.Content!) is { } what)
                     {
                         throw new ConflictException(
                             $"externalId '{externalId}' already names message {known.Answer.Sequence} of this conversation, with another " +
-                            $"{(known.Role != role ? "role" : "content")}: a retry sends the same role and content; another message needs another externalId.",
+                            $"{what}: a retry sends the same role and content; another message needs another externalId.",
                             new Dictionary<string, object?> { ["externalId"] = externalId, ["sequence"] = known.Answer.Sequence });
                     }
                 }
-                else if ((earlier ??= new(StringComparer.Ordinal)).TryGetValue(externalId, out var first))
+                else if (!(earlier ??= new(StringComparer.Ordinal)).TryAdd(externalId, (role, message.Content!))
+                         && Difference(earlier[externalId], role, message.Content!) is not null)
                 {
-                    if (first.Role != role || !string.Equals(first.Content, message.Content, StringComparison.Ordinal))
-                    {
-                        throw new ConflictException(
-                            $"externalId '{externalId}' names two different messages of this request: another message needs another externalId.",
-                            new Dictionary<string, object?> { ["externalId"] = externalId });
-                    }
-                }
-                else
-                {
-                    earlier[externalId] = (role, message.Content!);
+                    throw new ConflictException(
+                        $"externalId '{externalId}' names two different messages of this request: another message needs another externalId.",
+                        new Dictionary<string, object?> { ["externalId"] = externalId });
                 }
             }
         }
+
+        /// <summary>What a message of <paramref name="role"/> and <paramref name="content"/> differs from <paramref name="first"/> in ("role", "content"), or null.</summary>
+        private static string? Difference((MessageRole Role, string Content) first, MessageRole role, string content)
+            => first.Role != role ? "role" : string.Equals(first.Content, content, StringComparison.Ordinal) ? null : "content";
 
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
