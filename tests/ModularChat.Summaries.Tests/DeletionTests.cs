@@ -76,21 +76,21 @@ public sealed class DeletionTests(SummariesApp app)
         await client.SummaryCovering(id, 10);
         await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
         await connection.OpenAsync();
-        var before = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
+        var before = await connection.ScalarAsync("select last_value from modularchat.mt_events_sequence");
 
         await client.AppendBatch(id, Api.Turns(11, 25, topic)); // the next milestone: revision 2
         await Eventually.Until(() => Task.FromResult(app.Llm.RequestsAbout(topic)), n => n >= 1, Eventually.BackgroundSeconds, "the summary job did not call the model");
         await using (var removal = await connection.BeginTransactionAsync())
         {
-            var stream = new NpgsqlParameter("s", SummaryStreams.For(id));
-            await ScalarAsync(connection, "select 1 from modularchat.mt_streams where id = @s for update", stream);
+            var stream = SummaryStreams.For(id);
+            await connection.ScalarAsync("select 1 from modularchat.mt_streams where id = $1 for update", stream);
             await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
             await observer.OpenAsync();
             await Eventually.Until(
-                () => ScalarAsync(observer, "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_quick_append_events%'"),
+                () => observer.ScalarAsync("select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mt_quick_append_events%'"),
                 n => n > 0, Eventually.BackgroundSeconds, "the job's append did not reach the locked stream");
-            await ScalarAsync(connection, "delete from modularchat.mt_events where stream_id = @s", stream.Clone());
-            await ScalarAsync(connection, "delete from modularchat.mt_streams where id = @s", stream.Clone());
+            await connection.ScalarAsync("delete from modularchat.mt_events where stream_id = $1", stream);
+            await connection.ScalarAsync("delete from modularchat.mt_streams where id = $1", stream);
             await removal.CommitAsync();
         }
 
@@ -98,19 +98,11 @@ public sealed class DeletionTests(SummariesApp app)
         await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
 
         // Once the daemon has read everything appended since, it has skipped no hole (it would have after 3 s).
-        var after = await ScalarAsync(connection, "select last_value from modularchat.mt_events_sequence");
-        await Eventually.Until(() => ScalarAsync(connection, "select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'"),
+        var after = await connection.ScalarAsync("select last_value from modularchat.mt_events_sequence");
+        await Eventually.Until(() => connection.ScalarAsync("select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'"),
             mark => mark >= after, Eventually.BackgroundSeconds, "the daemon's high-water mark did not reach the last event");
-        Assert.Equal(0, await ScalarAsync(connection,
-            "select count(*) from modularchat.mt_high_water_skips where ending_sequence > @before and starting_sequence < @after",
-            new NpgsqlParameter("before", before), new NpgsqlParameter("after", after)));
-    }
-
-    private static async Task<long> ScalarAsync(NpgsqlConnection connection, string sql, params NpgsqlParameter[] parameters)
-    {
-        await using var command = new NpgsqlCommand(sql, connection);
-        command.Parameters.AddRange(parameters);
-        return Convert.ToInt64(await command.ExecuteScalarAsync() ?? 0L, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Equal(0, await connection.ScalarAsync(
+            "select count(*) from modularchat.mt_high_water_skips where ending_sequence > $1 and starting_sequence < $2", before, after));
     }
 
     [Fact]

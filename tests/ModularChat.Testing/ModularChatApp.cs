@@ -97,19 +97,11 @@ public class ModularChatApp : IAsyncLifetime
             {
                 return await BuildHostAsync(overrides);
             }
-            catch (Exception e) when (attempt < 3 && IsDeadlock(e))
+            catch (Exception e) when (attempt < 3 && Sql.IsDeadlock(e))
             {
             }
         }
     }
-
-    private static bool IsDeadlock(Exception? e) => e switch
-    {
-        null => false,
-        PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected } => true,
-        AggregateException aggregate => aggregate.InnerExceptions.Any(IsDeadlock),
-        _ => IsDeadlock(e.InnerException),
-    };
 
     private Task<IAlbaHost> BuildHostAsync(IDictionary<string, string?>? overrides)
     {
