@@ -86,24 +86,48 @@ public class ModularChatApp : IAsyncLifetime
     /// solo mode (no leader election, so they start fast); only the first one runs the asynchronous projections, as
     /// Wolverine would assign them to one node of a cluster.
     /// </summary>
-    public async Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null)
+    /// <remarks>
+    /// A start that fails stops and disposes what it had started before it throws (the host is never handed back, so nothing
+    /// else could): a node left half-started would go on claiming the shared inbox's envelopes in solo mode for the rest of
+    /// the test run.
+    /// </remarks>
+    /// <param name="services">Extra registrations for this host only, after the fixture's own.</param>
+    public async Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null, Action<IServiceCollection>? services = null)
     {
         // A node starting in solo mode releases the ownership of every envelope in the inbox in one statement (Wolverine's
         // ReleaseAllOwnershipAsync), which can deadlock with a running node marking its envelopes handled: the start then
         // fails (seen once in a full run). Started again, it goes through.
         for (var attempt = 1; ; attempt++)
         {
+            var start = new StartAttempt();
             try
             {
-                return await BuildHostAsync(overrides);
+                return await BuildHostAsync(overrides, collection =>
+                {
+                    start.Register(collection);
+                    services?.Invoke(collection);
+                });
             }
-            catch (Exception e) when (attempt < 3 && Sql.IsDeadlock(e))
+            catch (Exception e)
             {
+                try
+                {
+                    await start.UndoAsync();
+                }
+                catch (Exception undo)
+                {
+                    throw new AggregateException("The host failed to start, and stopping what it had started failed too.", e, undo);
+                }
+
+                if (attempt >= 3 || !Sql.IsDeadlock(e))
+                {
+                    throw;
+                }
             }
         }
     }
 
-    private Task<IAlbaHost> BuildHostAsync(IDictionary<string, string?>? overrides)
+    private Task<IAlbaHost> BuildHostAsync(IDictionary<string, string?>? overrides, Action<IServiceCollection> extra)
     {
         var runsProjections = Host is null && RunsAsyncProjections;
         JasperFxEnvironment.AutoStartHost = true;
@@ -145,6 +169,7 @@ public class ModularChatApp : IAsyncLifetime
                 }
 
                 ConfigureServices(services);
+                extra(services);
             });
         });
     }
