@@ -33,6 +33,7 @@ public sealed class ConversationsApp : ModularChatApp
         ["Messaging:HandledMessageCleanupInterval"] = "00:00:01",
         ["Messaging:HealthCheckInterval"] = "00:00:07",
         ["Messaging:StaleNodeTimeout"] = "00:00:25",
+        ["Messaging:DeadLetterRetention"] = "3.00:00:00",
         // Search tombstones expire quickly too (at least the vector index's idle eviction).
         ["Search:TombstoneLifetime"] = "00:00:02",
         ["Search:VectorIndex:IdleEviction"] = "00:00:01",

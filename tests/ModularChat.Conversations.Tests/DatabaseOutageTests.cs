@@ -125,6 +125,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
         await holding.RollbackAsync();
         Assert.Equal(1, await conversation.Scalar(CountedSql));
+        // It is kept for Messaging:DeadLetterRetention (3 days in this fixture), then Wolverine deletes it.
+        Assert.InRange(await conversation.Scalar(ExpiresInSecondsSql), TimeSpan.FromDays(3).TotalSeconds - 120, TimeSpan.FromDays(3).TotalSeconds);
 
         // Replayed (as an operator would) once the lock is gone: the notice is handled and counts the second message.
         await conversation.Scalar(ReplaySql);
@@ -170,6 +172,10 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
 
     /// <summary>How many messages of the conversation <c>@id</c> Summaries' activity counts (its notices handled).</summary>
     private const string CountedSql = "select (data->>'LastSequence')::bigint from modularchat.mt_doc_conversationactivity where id = @id";
+
+    /// <summary>In how many seconds the dead letters about the conversation expire (the soonest).</summary>
+    private const string ExpiresInSecondsSql =
+        "select extract(epoch from min(expires) - now())::bigint from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
 
     /// <summary>Dead-lettered messages about the conversation.</summary>
     private const string DeadLetteredSql = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";

@@ -154,6 +154,21 @@ internal static class PersistenceSetup
                 $"Configuration 'Messaging:StaleNodeTimeout' must be at least twice Messaging:HealthCheckInterval ({options.Durability.HealthCheckPollingTime}), " +
                 $"or a node that is only slow to check in is taken for dead (was {options.Durability.StaleNodeTimeout}).");
         }
+        // Messages that failed for good wait in the dead-letter store for an operator to replay them. With a retention they
+        // are deleted that long after they failed (Wolverine's durability agent looks hourly), replayed or not: a clean-up
+        // after a deletion among them would then never be done. So by default they are kept until replayed or discarded.
+        var deadLetterRetention = configuration.GetValue("Messaging:DeadLetterRetention", TimeSpan.Zero);
+        if (deadLetterRetention < TimeSpan.Zero)
+        {
+            throw new InvalidOperationException($"Configuration 'Messaging:DeadLetterRetention' must not be negative (was {deadLetterRetention}); 0 keeps dead letters until they are replayed.");
+        }
+
+        options.Durability.DeadLetterQueueExpirationEnabled = deadLetterRetention > TimeSpan.Zero;
+        if (options.Durability.DeadLetterQueueExpirationEnabled)
+        {
+            options.Durability.DeadLetterQueueExpiration = deadLetterRetention;
+        }
+
         // Handler code (ADR 0007): `./build.sh publish` compiles what Wolverine generates for the handlers into this
         // assembly ahead of time (codegen write), and then it is loaded as it is (Static: nothing is compiled at run time).
         // The development build and the tests have none: they generate and compile it in memory on first use (Dynamic).
