@@ -1,7 +1,9 @@
 using System.Net;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Jobs;
 using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
 
@@ -68,6 +70,31 @@ public sealed class SweepTests(SummariesApp app)
         var found = await Activity(app.PatientTenant, unseen);
         Assert.NotNull(found);
         Assert.Equal((5L, unseenTokens), (found.LastSequence, found.TotalTokens));
+    }
+
+    [Fact]
+    public async Task A_notice_that_arrives_after_a_sweep_counted_its_messages_does_not_count_their_tokens_again()
+    {
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 5));
+        await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.LastSequence == 5);
+        var tokens = (await Activity(app.PatientTenant, id))!.TotalTokens;
+        // The notice of messages 4-5 is late: the activity says 3 until it comes, and the sweep catches up first.
+        await Rewrite(app.PatientTenant, id, a =>
+        {
+            a.LastSequence = 3;
+            a.TotalTokens = 1;
+        });
+        await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
+        Assert.Equal((5L, tokens), ((await Activity(app.PatientTenant, id))!.LastSequence, (await Activity(app.PatientTenant, id))!.TotalTokens));
+
+        // The late notice (messages 4-5), and one of a sixth message appended after the sweep.
+        var now = DateTimeOffset.UtcNow;
+        await Track(app.PatientTenant, new AppendCommitted(id, 4, 5, 2, 17, now), new AppendCommitted(id, 6, 6, 1, 11, now));
+
+        var activity = (await Activity(app.PatientTenant, id))!;
+        Assert.Equal((6L, tokens + 11), (activity.LastSequence, activity.TotalTokens));
     }
 
     [Fact]
@@ -176,6 +203,14 @@ public sealed class SweepTests(SummariesApp app)
         await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.PendingUpTo == 25);
         await TwoHoursLater(app.PatientTenant, id);
         return id;
+    }
+
+    /// <summary>Handles append notices as the module's handler does (one transaction for the batch).</summary>
+    private async Task Track(string tenant, params AppendCommitted[] notices)
+    {
+        await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(tenant);
+        await app.Host.Services.GetRequiredService<SummaryScheduler>().TrackAsync(notices, session, CancellationToken.None);
+        await session.SaveChangesAsync();
     }
 
     private async Task Rewrite(string tenant, Guid id, Action<ConversationActivity> change)

@@ -209,8 +209,9 @@ public sealed class SummarySweepOptions
     public TimeSpan JobWait { get; set; } = TimeSpan.FromMinutes(5);
 
     /// <summary>
-    /// How long ago a conversation's last append must be before a sweep corrects the activity it finds behind (notices
-    /// of recent appends may still be on their way, and each adds its tokens to the activity when it arrives).
+    /// How long ago a conversation's last append must be before a sweep corrects the activity it finds behind: notices of
+    /// recent appends may still be on their way and would do it anyway (a notice that arrives after a sweep counted its
+    /// messages adds nothing: <see cref="Domain.ConversationActivity.CaughtUpTo"/>).
     /// </summary>
     public TimeSpan NoticeSettle { get; set; } = TimeSpan.FromMinutes(1);
 }

@@ -5,7 +5,7 @@ namespace ModularChat.Summaries.Domain;
 
 /// <summary>
 /// What the module knows of a conversation from its message events (the read model the strategy and the sweep use;
-/// written only by the message-event handler). Id = the conversation id.
+/// written by the message-event handler, and by a sweep that finds it behind the conversation). Id = the conversation id.
 /// </summary>
 public sealed class ConversationActivity : ITenanted, IVersioned
 {
@@ -28,6 +28,12 @@ public sealed class ConversationActivity : ITenanted, IVersioned
 
     /// <summary>When that job was due to start (later than it was queued when it waits for the minimum interval).</summary>
     public DateTimeOffset? PendingAt { get; set; }
+
+    /// <summary>
+    /// The message count a sweep last brought this row up to from the conversation's own counts (0: never). The tokens of
+    /// messages 1..this are counted already: a notice about them that arrives later adds nothing.
+    /// </summary>
+    public long CaughtUpTo { get; set; }
 }
 
 /// <summary>How far a conversation's summary goes (written only by summarization jobs, with each revision). Id = the conversation id.</summary>

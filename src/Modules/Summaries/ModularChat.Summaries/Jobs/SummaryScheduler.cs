@@ -36,6 +36,13 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
             activity ??= new ConversationActivity { Id = id };
             foreach (var e in events)
             {
+                if (e.ToSequence <= activity.CaughtUpTo)
+                {
+                    // Late: a sweep already counted these messages from the conversation's own counts (a transaction's
+                    // messages are all in the counts or none of them, so a notice is either wholly counted or not at all).
+                    continue;
+                }
+
                 activity.LastSequence = Math.Max(activity.LastSequence, e.ToSequence);
                 activity.TotalTokens += e.Tokens;
                 if (e.AppendedAt > activity.LastAppendedAt)
