@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Caching;
 using StackExchange.Redis;
 
@@ -16,13 +17,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
     [Fact]
     public async Task While_Redis_does_not_answer_reads_writes_and_deletes_still_succeed()
     {
-        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
-        {
-            DnsEndPoint dns => (dns.Host, dns.Port),
-            IPEndPoint ip => (ip.Address.ToString(), ip.Port),
-            var other => throw new NotSupportedException($"Redis at {other}"),
-        };
-        await using var proxy = new TcpProxy(host, port);
+        await using var proxy = RedisProxy();
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
             ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
@@ -62,5 +57,49 @@ public sealed class RedisOutageTests(ConversationsApp app)
         Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
         // These went through Redis again.
         Assert.True(redis.Usable, $"Redis not usable after it answered again (connected: {redis.Redis?.IsConnected})");
+    }
+
+    [Fact]
+    public async Task A_node_that_stops_before_Redis_answers_again_warns_about_the_invalidations_it_could_not_make()
+    {
+        await using var proxy = RedisProxy();
+        var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
+            ["Cache:RedisRetryInterval"] = "00:00:01",
+        });
+        var mark = $"stopping-{Guid.NewGuid():N}";
+        try
+        {
+            using var client = node.Server.CreateClient();
+            client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("stopping-without-redis")));
+            var conversation = await client.NewConversation("changed while Redis is away");
+            proxy.Stall();
+            await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "during" }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            Assert.False(node.Services.GetRequiredService<RedisAvailability>().Usable);
+        }
+        finally
+        {
+            using (CapturedLogs.Mark(mark))
+            {
+                await node.DisposeAsync();
+            }
+        }
+
+        var warning = Assert.Single(app.Logs.Entries, e => e.Mark == mark && e.Category == typeof(CacheGenerations).FullName && e.Level == LogLevel.Warning);
+        Assert.Contains("with 1 cache invalidations", warning.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>A relay in front of the test Redis, to stall it for one node.</summary>
+    private TcpProxy RedisProxy()
+    {
+        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
+        {
+            DnsEndPoint dns => (dns.Host, dns.Port),
+            IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+            var other => throw new NotSupportedException($"Redis at {other}"),
+        };
+        return new TcpProxy(host, port);
     }
 }

@@ -1,6 +1,8 @@
 using System.Collections.Concurrent;
 using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
 using StackExchange.Redis;
 
 namespace ModularChat.BuildingBlocks.Caching;
@@ -22,7 +24,7 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// built before it from Redis until they expired.
 /// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
-public sealed class CacheGenerations : IHostedService
+public sealed partial class CacheGenerations : IHostedService
 {
     /// <summary>
     /// What every key this service writes to Redis starts with, unless <c>Cache:RedisKeyPrefix</c> says otherwise: the
@@ -44,6 +46,7 @@ public sealed class CacheGenerations : IHostedService
         """;
     private readonly RedisAvailability _redis;
     private readonly HybridCache _cache;
+    private readonly ILogger _logger;
     // This node's own generations (used while Redis is not), with when each was last read or bumped.
     private readonly ConcurrentDictionary<string, LocalGeneration> _local = new(StringComparer.Ordinal);
 
@@ -75,8 +78,9 @@ public sealed class CacheGenerations : IHostedService
     /// What this deployment's Redis keys and channel start with: deployments that share one Redis stay apart only with
     /// different prefixes (a staging copy of production's database has the same conversation ids).
     /// </param>
-    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix)
+    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix, ILogger<CacheGenerations>? logger = null)
     {
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
         _clock = clock ?? TimeProvider.System;
         _redis = redis;
         _cache = cache;
@@ -264,7 +268,17 @@ public sealed class CacheGenerations : IHostedService
         }
 
         await ShareMissedBumpsAsync().ConfigureAwait(false); // a last try before the node goes
+        if (!_missedBumps.IsEmpty)
+        {
+            // Nobody will make them once this node is gone: when Redis answers again, the other nodes can read entries built
+            // before these changes from it until the entries expire.
+            LogMissedBumpsLost(_logger, _missedBumps.Count);
+        }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "This node stops with {Count} cache invalidations it could not make in Redis (it did not answer): once Redis answers again, other nodes may serve cached contexts from before those changes until the entries expire (Context:CacheExpiration); flush the deployment's Redis keys to be sure")]
+    private static partial void LogMissedBumpsLost(ILogger logger, int count);
 
     /// <summary>Drops this node's cached entries of a scope (from Redis too: after a bump nobody reads them again).</summary>
     private async Task DropLocalAsync(string scope)

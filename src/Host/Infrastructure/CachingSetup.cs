@@ -56,7 +56,8 @@ internal static partial class CachingSetup
 
         services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
         services.AddSingleton(sp => new CacheGenerations(
-            sp.GetRequiredService<RedisAvailability>(), sp.GetRequiredService<HybridCache>(), keyPrefix: keyPrefix));
+            sp.GetRequiredService<RedisAvailability>(), sp.GetRequiredService<HybridCache>(), keyPrefix: keyPrefix,
+            logger: sp.GetRequiredService<ILogger<CacheGenerations>>()));
         services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());
         services.AddHostedService(sp => new ReportCacheMode(sp, keyPrefix, sp.GetRequiredService<ILogger<ReportCacheMode>>()));
         return services;
