@@ -1,4 +1,5 @@
 using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
 using Wolverine.Runtime;
 
 namespace ModularChat.Conversations.Tests;
@@ -21,10 +22,17 @@ public sealed class MessagingSettingsTests(ConversationsApp app)
     }
 
     [Fact]
-    public async Task Dead_letters_are_kept_until_replayed_when_their_retention_is_zero_as_by_default()
+    public async Task With_a_retention_of_zero_dead_letters_are_kept_and_the_expiry_column_of_the_other_nodes_stays()
     {
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Messaging:DeadLetterRetention"] = "00:00:00" });
 
-        Assert.False(node.Services.GetRequiredService<IWolverineRuntime>().Options.Durability.DeadLetterQueueExpirationEnabled);
+        var durability = node.Services.GetRequiredService<IWolverineRuntime>().Options.Durability;
+        Assert.True(durability.DeadLetterQueueExpiration > TimeSpan.FromDays(99 * 365), $"kept for {durability.DeadLetterQueueExpiration}");
+        // Wolverine's expiry column exists only while its expiration is on: a node with it off dropped the column when it
+        // started, and the fixture's nodes (3 days) failed to write or delete expiring dead letters.
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        Assert.Equal(1L, await connection.ScalarAsync(
+            "select count(*) from information_schema.columns where table_schema = 'modularchat' and table_name = 'wolverine_dead_letters' and column_name = 'expires'"));
     }
 }

@@ -133,6 +133,9 @@ internal static class PersistenceSetup
         return services;
     }
 
+    /// <summary>The expiry of a dead letter kept until it is replayed (<c>Messaging:DeadLetterRetention</c> 0).</summary>
+    internal static readonly TimeSpan KeptDeadLetterLifetime = TimeSpan.FromDays(100 * 365);
+
     /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
     public static void ConfigureModularChatMessaging(this WolverineOptions options, IConfiguration configuration)
     {
@@ -156,18 +159,17 @@ internal static class PersistenceSetup
         }
         // Messages that failed for good wait in the dead-letter store for an operator to replay them. With a retention they
         // are deleted that long after they failed (Wolverine's durability agent looks hourly), replayed or not: a clean-up
-        // after a deletion among them would then never be done. So by default they are kept until replayed or discarded.
+        // after a deletion among them would then never be done. So by default they are kept: Wolverine's expiration stays
+        // on with an expiry a century out, because it keeps the expiry in a column that exists only while expiration is on,
+        // and a node started with it off drops that column (schema migration at start) from under the nodes that use it.
         var deadLetterRetention = configuration.GetValue("Messaging:DeadLetterRetention", TimeSpan.Zero);
         if (deadLetterRetention < TimeSpan.Zero)
         {
             throw new InvalidOperationException($"Configuration 'Messaging:DeadLetterRetention' must not be negative (was {deadLetterRetention}); 0 keeps dead letters until they are replayed.");
         }
 
-        options.Durability.DeadLetterQueueExpirationEnabled = deadLetterRetention > TimeSpan.Zero;
-        if (options.Durability.DeadLetterQueueExpirationEnabled)
-        {
-            options.Durability.DeadLetterQueueExpiration = deadLetterRetention;
-        }
+        options.Durability.DeadLetterQueueExpirationEnabled = true;
+        options.Durability.DeadLetterQueueExpiration = deadLetterRetention > TimeSpan.Zero ? deadLetterRetention : KeptDeadLetterLifetime;
 
         // Handler code (ADR 0007): `./build.sh publish` compiles what Wolverine generates for the handlers into this
         // assembly ahead of time (codegen write), and then it is loaded as it is (Static: nothing is compiled at run time).
