@@ -55,13 +55,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
     [Fact]
     public async Task A_node_that_started_while_Redis_was_away_gets_the_broadcasts_once_it_is_back()
     {
-        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
-        {
-            System.Net.DnsEndPoint dns => (dns.Host, dns.Port),
-            System.Net.IPEndPoint ip => (ip.Address.ToString(), ip.Port),
-            var other => throw new NotSupportedException($"Redis at {other}"),
-        };
-        await using var proxy = new TcpProxy(host, port);
+        await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
         proxy.Cut();
         await using var second = await app.StartHostAsync(new Dictionary<string, string?>
         {

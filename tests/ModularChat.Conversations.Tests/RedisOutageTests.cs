@@ -2,7 +2,6 @@ using System.Net;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Caching;
-using StackExchange.Redis;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -17,7 +16,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
     [Fact]
     public async Task While_Redis_does_not_answer_reads_writes_and_deletes_still_succeed()
     {
-        await using var proxy = RedisProxy();
+        await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
             ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
@@ -62,7 +61,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
     [Fact]
     public async Task A_node_that_stops_before_Redis_answers_again_warns_about_the_invalidations_it_could_not_make()
     {
-        await using var proxy = RedisProxy();
+        await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
         var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
             ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
@@ -89,17 +88,5 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         var warning = Assert.Single(app.Logs.Entries, e => e.Mark == mark && e.Category == typeof(CacheGenerations).FullName && e.Level == LogLevel.Warning);
         Assert.Contains("with 1 cache invalidations", warning.Message, StringComparison.Ordinal);
-    }
-
-    /// <summary>A relay in front of the test Redis, to stall it for one node.</summary>
-    private TcpProxy RedisProxy()
-    {
-        var (host, port) = ConfigurationOptions.Parse(app.RedisConnectionString).EndPoints[0] switch
-        {
-            DnsEndPoint dns => (dns.Host, dns.Port),
-            IPEndPoint ip => (ip.Address.ToString(), ip.Port),
-            var other => throw new NotSupportedException($"Redis at {other}"),
-        };
-        return new TcpProxy(host, port);
     }
 }

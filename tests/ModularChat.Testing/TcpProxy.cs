@@ -31,6 +31,18 @@ public sealed class TcpProxy : IAsyncDisposable
         Restore();
     }
 
+    /// <summary>A relay in front of the Redis that <paramref name="redisConnectionString"/> names (its first endpoint).</summary>
+    public static TcpProxy InFrontOfRedis(string redisConnectionString)
+    {
+        var (host, port) = StackExchange.Redis.ConfigurationOptions.Parse(redisConnectionString).EndPoints[0] switch
+        {
+            DnsEndPoint dns => (dns.Host, dns.Port),
+            IPEndPoint ip => (ip.Address.ToString(), ip.Port),
+            var other => throw new NotSupportedException($"Redis at {other}"),
+        };
+        return new TcpProxy(host, port);
+    }
+
     /// <summary>The loopback port to connect to instead of the server's.</summary>
     public int Port { get; }
 
