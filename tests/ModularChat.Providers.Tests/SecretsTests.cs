@@ -182,6 +182,78 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_key_changed_while_a_rotation_rewrites_it_is_kept_and_ends_up_under_the_new_key()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-before-the-rotation-0123");
+        // On a node of its own, the owner replaces the key just before the rotation writes the provider it read earlier.
+        var change = new ChangeBeforeTheRotationWrites(provider.Id);
+        await using var node = await app.StartHostAsync(services: s => s.ConfigureMarten(o => o.Listeners.Add(change)));
+        using var owner = node.Server.CreateClient();
+        owner.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        change.Change = async () => await (await owner.PutJson($"/api/providers/{provider.Id}", new
+        {
+            name = provider.Name, kind = provider.Kind, endpoint = provider.Endpoint, chatModel = provider.ChatModel,
+            embeddingModel = provider.EmbeddingModel, apiKey = "sk-changed-during-rotation-4567",
+        })).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        using var operatorClient = node.Server.CreateClient();
+        operatorClient.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+
+        var rotation = await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
+
+        // The rotation's first write met the changed provider, read it again and rewrote the new key, not the old one.
+        Assert.True(change.Changed);
+        Assert.Equal(2, change.RotationWrites);
+        Assert.Equal(0, rotation.Unreadable);
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user))
+        {
+            Assert.Equal(rotation.KeyId, SecretBox.KeyIdOf((await session.LoadAsync<ProviderSettings>(provider.Id))!.EncryptedApiKey!));
+        }
+
+        Assert.True((await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK)).Success);
+        Assert.Equal("Bearer sk-changed-during-rotation-4567", app.Model.Requests.Last().Authorization);
+    }
+
+    /// <summary>Runs <see cref="Change"/> once, when a session (the rotation's) is about to write the provider.</summary>
+    private sealed class ChangeBeforeTheRotationWrites(Guid providerId) : DocumentSessionListenerBase
+    {
+        private int _changed;
+        private int _rotationWrites;
+
+        public Func<Task> Change { get; set; } = () => Task.CompletedTask;
+
+        public bool Changed => Volatile.Read(ref _changed) == 1;
+
+        /// <summary>Writes of the provider other than the change's own (the rotation's).</summary>
+        public int RotationWrites => Volatile.Read(ref _rotationWrites);
+
+        private volatile bool _changing;
+
+        public override async Task BeforeSaveChangesAsync(IDocumentSession session, CancellationToken token)
+        {
+            if (_changing || !session.PendingChanges.UpdatesFor<ProviderSettings>().Any(p => p.Id == providerId))
+            {
+                return; // the change's own write, or another document
+            }
+
+            Interlocked.Increment(ref _rotationWrites);
+            if (Interlocked.Exchange(ref _changed, 1) == 0)
+            {
+                _changing = true;
+                try
+                {
+                    await Change();
+                }
+                finally
+                {
+                    _changing = false;
+                }
+            }
+        }
+    }
+
+    [Fact]
     public async Task Key_rotations_requested_at_once_run_one_at_a_time_and_a_refused_one_adds_no_key()
     {
         var user = ModularChatApp.NewUser();
