@@ -29,6 +29,7 @@ public sealed class NodeSettingsTests
     [InlineData("TokensPerMessage")]
     [InlineData("Milestones")]
     [InlineData("Policy")]
+    [InlineData("SpeakerMetadataKeys")]
     public void A_setting_that_only_mentions_keys_or_tokens_is_compared(string name) => Assert.False(SettingsFingerprint.IsSecretName(name));
 
     [Fact]
@@ -69,6 +70,7 @@ public sealed class NodeSettingsTests
             ["Cache:RedisKeyPrefix"] = "b:",
         })));
         Assert.Equal(["Search"], SettingsFingerprint.Differences(hashes, Hashes(baseline, new() { ["Search:VectorIndex:Precision"] = "Float32" })));
+        Assert.Equal(["Search"], SettingsFingerprint.Differences(hashes, Hashes(baseline, new() { ["Search:SpeakerMetadataKeys:0"] = "author" })));
     }
 
     [Fact]

@@ -39,6 +39,9 @@ internal static class SettingsFingerprint
     /// <summary>Name endings of secrets (compared without case): <c>ApiKey</c>, <c>MasterKey</c>, <c>AccessToken</c>, <c>ClientSecret</c>...</summary>
     private static readonly string[] SecretEndings = ["key", "keys", "token", "secret", "secrets", "password", "passwd", "pwd", "credential", "credentials"];
 
+    /// <summary>Name endings that look like a secret's and are not: the names of metadata keys (<c>SpeakerMetadataKeys</c>).</summary>
+    private static readonly string[] NotSecretEndings = ["metadatakey", "metadatakeys"];
+
     /// <summary>Name parts of secrets wherever they appear (<c>PasswordFile</c>, <c>SecretHeaders</c>, <c>ConnectionString</c>).</summary>
     private static readonly string[] SecretParts = ["password", "secret", "credential", "connectionstring"];
 
@@ -69,13 +72,14 @@ internal static class SettingsFingerprint
     /// <summary>
     /// Whether one part of a setting's path names a secret: it ends like one (<c>ApiKey</c>, <c>SigningKey</c>,
     /// <c>BearerToken</c>) or holds a secret's word anywhere (<c>Password</c>, <c>Secret</c>). Counts such as
-    /// <c>MaxSummaryTokens</c> and <c>TokenThreshold</c> and names such as <c>RedisKeyPrefix</c> are settings, not secrets;
-    /// <c>Search:SpeakerMetadataKeys</c> ends like one and is left out, at the cost of not comparing it.
+    /// <c>MaxSummaryTokens</c> and <c>TokenThreshold</c> and names such as <c>RedisKeyPrefix</c> are settings, not secrets,
+    /// and so are the names of metadata keys (<c>Search:SpeakerMetadataKeys</c>), which end like one.
     /// </summary>
     public static bool IsSecretName(string name)
     {
         var lower = name.ToLowerInvariant();
-        return SecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)) || SecretParts.Any(p => lower.Contains(p, StringComparison.Ordinal));
+        return SecretParts.Any(p => lower.Contains(p, StringComparison.Ordinal))
+            || (SecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)) && !NotSecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)));
     }
 
     /// <summary>An http(s) URL without its user information and query, where a password or key may be passed; any other value as it is.</summary>
