@@ -55,6 +55,27 @@ public sealed class ClusterTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_rebuild_of_more_events_than_the_online_limit_is_refused_before_anything_is_emptied()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await client.StartConversation("kept", Message("the ferry timetable for Sunday"));
+        await client.WaitForIndexing(1);
+        await using var node = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?> { ["Search:MaxOnlineRebuildEvents"] = "1" });
+        using var admin = node.Server.CreateClient();
+        admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+
+        var problem = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ShouldBeProblem(409);
+
+        Assert.Contains("Search:MaxOnlineRebuildEvents", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Contains("--shard-timeout", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.True(problem.GetProperty("events").GetInt64() > 1);
+        Assert.Equal(1, problem.GetProperty("maxOnlineRebuildEvents").GetInt64());
+        Assert.Equal("idle", (await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.OK)).GetProperty("state").GetString());
+        Assert.Single((await (await client.GetAsync("/api/search?q=ferry")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+    }
+
+    [Fact]
     public async Task Another_node_forgets_the_vectors_of_messages_retention_deleted()
     {
         var user = ModularChatApp.NewUser();

@@ -17,6 +17,15 @@ public sealed class SearchOptions
     /// </summary>
     public TimeSpan TombstoneLifetime { get; set; } = TimeSpan.FromHours(1);
 
+    /// <summary>
+    /// The most events (the event store's high-water mark) a rebuild through <c>POST /api/admin/search/rebuild</c> may replay;
+    /// 0: no limit. Such a rebuild empties the read model and must replay within the event store's 5 minutes (JasperFx's
+    /// shard timeout, which Wolverine's rebuild does not let the caller set): one that runs out of time is reported failed
+    /// with the read model half rebuilt. A larger store is rebuilt with the CLI and <c>--shard-timeout</c>. The default is
+    /// half of what the development machine replayed in 5 minutes (~6,600 messages a second).
+    /// </summary>
+    public long MaxOnlineRebuildEvents { get; set; } = 1_000_000;
+
     /// <summary>Hits returned when the request gives no k.</summary>
     public int DefaultResults { get; set; } = 10;
 
@@ -196,6 +205,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
             .WithMessage("is required when Embeddings:Endpoint is set.").OverridePropertyName("Embeddings:Model");
         RuleFor(o => o.VectorIndex.RefreshInterval).GreaterThanOrEqualTo(TimeSpan.Zero).OverridePropertyName("VectorIndex:RefreshInterval");
         RuleFor(o => o.VectorIndex.IdleEviction).GreaterThan(TimeSpan.Zero).OverridePropertyName("VectorIndex:IdleEviction");
+        RuleFor(o => o.MaxOnlineRebuildEvents).GreaterThanOrEqualTo(0);
         RuleFor(o => o.TombstoneLifetime).GreaterThanOrEqualTo(o => o.VectorIndex.IdleEviction)
             .WithMessage("must be at least VectorIndex:IdleEviction (a node may still hold the deleted conversation's vectors until then).");
         RuleFor(o => o.VectorIndex.MaxMemoryMegabytes).InclusiveBetween(1, 1_000_000).OverridePropertyName("VectorIndex:MaxMemoryMegabytes");

@@ -1,3 +1,4 @@
+using Marten;
 using Marten.Events.Daemon.Coordination;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -6,6 +7,8 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Search.Projection;
@@ -28,7 +31,8 @@ public sealed record SearchRebuildStatus(string State, DateTimeOffset? StartedAt
 /// removed and every node reloads its in-memory index. Runs in the background on the node that received the request.
 /// </summary>
 internal sealed partial class SearchRebuilds(
-    IServiceProvider services, SearchDatabase database, TimeProvider clock, IHostApplicationLifetime lifetime, ILogger<SearchRebuilds> logger)
+    IServiceProvider services, SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, IHostApplicationLifetime lifetime,
+    ILogger<SearchRebuilds> logger)
 {
     private readonly Lock _gate = new();
     private SearchRebuildStatus _status = new("idle", null, null, null, null);
@@ -58,9 +62,32 @@ internal sealed partial class SearchRebuilds(
     }
 
     /// <summary>Starts a rebuild unless one is running; returns the status either way.</summary>
-    /// <exception cref="ConflictException">This node does not run the search projection (another node of the cluster does, or none yet).</exception>
-    public SearchRebuildStatus Start()
+    /// <exception cref="ConflictException">
+    /// The event store holds more events than <see cref="SearchOptions.MaxOnlineRebuildEvents"/>, or this node does not run the
+    /// search projection (another node of the cluster does, or none yet).
+    /// </exception>
+    public async Task<SearchRebuildStatus> StartAsync(CancellationToken cancellationToken)
     {
+        if (Status.State == "running")
+        {
+            return Status;
+        }
+
+        var limit = options.Value.MaxOnlineRebuildEvents;
+        if (limit > 0)
+        {
+            var (events, _) = await DaemonProgress.ReadAsync(services.GetRequiredService<IDocumentStore>(), cancellationToken);
+            if (events > limit)
+            {
+                // Refused before anything is emptied: a replay that runs out of the event store's time leaves the read model half built.
+                throw new ConflictException(
+                    $"The event store holds {events} events, more than a rebuild here may replay (Search:MaxOnlineRebuildEvents, {limit}): " +
+                    "it must finish within the event store's 5-minute rebuild time, or it fails with the read model half rebuilt. " +
+                    "Stop the service and run `projections rebuild -p SearchEntries --shard-timeout 6h`, or raise the setting.",
+                    new Dictionary<string, object?> { ["events"] = events, ["maxOnlineRebuildEvents"] = limit });
+            }
+        }
+
         if (!RunsTheProjection())
         {
             // Rebuilt here while another node's agent runs the projection, both write its progress and the running agent
@@ -166,11 +193,13 @@ internal static class RebuildSearchEndpoints
     public static void MapRebuildSearch(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup(Path).WithTags("Search administration").RequireAuthorization(Policies.Operator);
-        group.MapPost("/", Accepted<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Accepted(Path, rebuilds.Start()))
+        group.MapPost("/", async Task<Accepted<SearchRebuildStatus>> (SearchRebuilds rebuilds, CancellationToken cancellationToken)
+                => TypedResults.Accepted(Path, await rebuilds.StartAsync(cancellationToken)))
             .WithName("RebuildSearch")
             .WithSummary("Rebuild the search read model from the event store (operator role)")
             .WithDescription("Starts a rebuild in the background (or reports the running one): 202 with its status; poll GET for progress. " +
-                             "409 on a node that does not run the search projection (in a cluster, one node does).")
+                             "409 on a node that does not run the search projection (in a cluster, one node does), or when the event store " +
+                             "holds more events than Search:MaxOnlineRebuildEvents (use the CLI).")
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status403Forbidden);
