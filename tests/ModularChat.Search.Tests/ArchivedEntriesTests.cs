@@ -2,10 +2,7 @@ using System.Collections.Concurrent;
 using System.Runtime.CompilerServices;
 using JasperFx.Events;
 using Microsoft.Extensions.DependencyInjection;
-using ModularChat.BuildingBlocks.Background;
 using ModularChat.Conversations.Contracts;
-using ModularChat.Search.Projection;
-using ModularChat.Search.Storage;
 using Npgsql;
 
 namespace ModularChat.Search.Tests;
@@ -23,8 +20,7 @@ public sealed class ArchivedEntriesTests(SearchApp app)
     {
         var conversationId = Guid.NewGuid();
         var archive = new RecordingArchive(conversationId, 6);
-        var projection = new SearchEntriesProjection(new SearchSchema("modularchat"), "english", [], () => archive,
-            app.Host.Services.GetRequiredService<AppendBursts>());
+        var projection = app.Projection(() => archive);
 
         // Live: messages 1-6 were indexed as they were appended; retention then archives 1-4.
         var live = ModularChatApp.NewUser();

@@ -7,7 +7,10 @@ using Marten;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Testing.Fakes;
+using ModularChat.BuildingBlocks.Background;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Projection;
+using ModularChat.Search.Storage;
 using Npgsql;
 using Wolverine;
 
@@ -86,6 +89,13 @@ public sealed class SearchApp : ModularChatApp
     }
 
     public IDocumentStore Store => Host.Services.GetRequiredService<IDocumentStore>();
+
+    /// <summary>
+    /// The search projection as the host configures it (English, default speaker keys), reading archived messages from
+    /// <paramref name="archive"/>, for tests that apply pages by hand (<see cref="ApplyPageAsync"/>).
+    /// </summary>
+    internal SearchEntriesProjection Projection(Func<IConversationMessages> archive)
+        => new(new SearchSchema("modularchat"), "english", [], archive, Host.Services.GetRequiredService<AppendBursts>());
 
     /// <summary>Applies <paramref name="events"/> as one page of the projection for <paramref name="tenant"/>, in one transaction, as the daemon would.</summary>
     internal async Task ApplyPageAsync(string tenant, SearchEntriesProjection projection, IReadOnlyList<IEvent> events)

@@ -1,9 +1,7 @@
 using JasperFx.Events;
 using Microsoft.Extensions.DependencyInjection;
-using ModularChat.BuildingBlocks.Background;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Projection;
-using ModularChat.Search.Storage;
 using Npgsql;
 
 namespace ModularChat.Search.Tests;
@@ -25,8 +23,7 @@ public sealed class TermCountLockTests(SearchApp app)
     public async Task A_page_of_the_projection_and_a_removal_of_one_tenant_that_share_words_wait_for_each_other_instead_of_deadlocking()
     {
         var tenant = ModularChatApp.NewUser("terms");
-        var projection = new SearchEntriesProjection(new SearchSchema("modularchat"), "english", [],
-            () => throw new NotSupportedException("no archive is read"), app.Host.Services.GetRequiredService<AppendBursts>());
+        var projection = app.Projection(() => throw new NotSupportedException("no archive is read"));
         Guid deleted = Guid.NewGuid(), other = Guid.NewGuid(), third = Guid.NewGuid();
         await app.ApplyPageAsync(tenant, projection, [Appended(deleted, "alpha bravo"), Appended(third, "mike")]);
 

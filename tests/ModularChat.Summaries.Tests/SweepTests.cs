@@ -87,7 +87,8 @@ public sealed class SweepTests(SummariesApp app)
             a.TotalTokens = 1;
         });
         await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
-        Assert.Equal((5L, tokens), ((await Activity(app.PatientTenant, id))!.LastSequence, (await Activity(app.PatientTenant, id))!.TotalTokens));
+        var caughtUp = (await Activity(app.PatientTenant, id))!;
+        Assert.Equal((5L, tokens), (caughtUp.LastSequence, caughtUp.TotalTokens));
 
         // The late notice (messages 4-5), and one of a sixth message appended after the sweep.
         var now = DateTimeOffset.UtcNow;
