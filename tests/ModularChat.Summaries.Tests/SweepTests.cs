@@ -6,6 +6,7 @@ using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Jobs;
 using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
+using Wolverine;
 
 namespace ModularChat.Summaries.Tests;
 
@@ -85,6 +86,7 @@ public sealed class SweepTests(SummariesApp app)
         {
             a.LastSequence = 3;
             a.TotalTokens = 1;
+            a.CountedTo = 3;
         });
         await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
         var caughtUp = (await Activity(app.PatientTenant, id))!;
@@ -96,6 +98,31 @@ public sealed class SweepTests(SummariesApp app)
 
         var activity = (await Activity(app.PatientTenant, id))!;
         Assert.Equal((6L, tokens + 11), (activity.LastSequence, activity.TotalTokens));
+    }
+
+    [Fact]
+    public async Task A_notice_delivered_twice_or_overtaken_by_a_later_one_counts_its_tokens_once()
+    {
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 2));
+        var first = await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.LastSequence == 2);
+
+        // Through the module's own queue, as Wolverine delivers them: the notice of messages 1-2 again (at-least-once), then
+        // those of messages 5 and 3-4 (another node's, overtaking), each twice. Notices of a node are handled in order, so
+        // the last one's arrival means all were handled.
+        var bus = app.Host.Services.GetRequiredService<IMessageBus>();
+        var now = DateTimeOffset.UtcNow;
+        foreach (var notice in new[] { (1L, 2L, 1000L), (5, 5, 7), (5, 5, 7), (3, 4, 5), (3, 4, 5), (6, 6, 11) })
+        {
+            await bus.PublishAsync(
+                new AppendsCommitted([new AppendCommitted(id, notice.Item1, notice.Item2, (int)(notice.Item2 - notice.Item1 + 1), notice.Item3, now)]),
+                new DeliveryOptions { TenantId = app.PatientTenant });
+        }
+
+        var activity = await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.LastSequence == 6);
+        Assert.Equal(first!.TotalTokens + 7 + 5 + 11, activity!.TotalTokens);
+        Assert.Equal((6L, 0), (activity.CountedTo, activity.CountedAhead.Count));
     }
 
     [Fact]

@@ -211,7 +211,7 @@ public sealed class SummarySweepOptions
     /// <summary>
     /// How long ago a conversation's last append must be before a sweep corrects the activity it finds behind: notices of
     /// recent appends may still be on their way and would do it anyway (a notice that arrives after a sweep counted its
-    /// messages adds nothing: <see cref="Domain.ConversationActivity.CaughtUpTo"/>).
+    /// messages adds nothing: <see cref="Domain.ConversationActivity.CountedTo"/>).
     /// </summary>
     public TimeSpan NoticeSettle { get; set; } = TimeSpan.FromMinutes(1);
 }

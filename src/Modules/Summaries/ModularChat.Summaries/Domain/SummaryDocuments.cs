@@ -30,11 +30,73 @@ public sealed class ConversationActivity : ITenanted, IVersioned
     public DateTimeOffset? PendingAt { get; set; }
 
     /// <summary>
-    /// The message count a sweep last brought this row up to from the conversation's own counts (0: never). The tokens of
-    /// messages 1..this are counted already: a notice about them that arrives later adds nothing.
+    /// Every message 1..this has its tokens in <see cref="TotalTokens"/>: a notice about them (delivered twice, or late after a
+    /// sweep brought this row up to the conversation's own counts) adds nothing.
     /// </summary>
-    public long CaughtUpTo { get; set; }
+    public long CountedTo { get; set; }
+
+    /// <summary>
+    /// Message ranges above <see cref="CountedTo"/> counted before a range below them (their notices came first: another node's,
+    /// or a retried batch), in order, disjoint and not adjacent. Empty unless notices arrive out of order.
+    /// </summary>
+    public List<CountedRange> CountedAhead { get; set; } = [];
+
+    /// <summary>Gaps kept below counted ranges at most: past it, the lowest gap (most likely a lost notice) is given up as counted.</summary>
+    public const int MaxCountedAhead = 16;
+
+    /// <summary>
+    /// Records that the messages <paramref name="from"/>..<paramref name="to"/> (one append transaction's) are counted;
+    /// false when they were already, so the caller adds their tokens only on true. Transactions store disjoint ranges and
+    /// a notice is wholly counted or not at all, so containment is the test.
+    /// </summary>
+    public bool Count(long from, long to)
+    {
+        if (CountedTo == 0 && CountedAhead.Count == 0 && LastSequence > 0)
+        {
+            // A row written before ranges were recorded: everything it saw was counted.
+            CountedTo = LastSequence;
+        }
+
+        if (to <= CountedTo || CountedAhead.Exists(r => r.From <= from && to <= r.To))
+        {
+            return false;
+        }
+
+        CountedAhead.Add(new CountedRange(Math.Max(from, CountedTo + 1), to));
+        CountedAhead.Sort((a, b) => a.From.CompareTo(b.From));
+        var merged = new List<CountedRange>(CountedAhead.Count);
+        foreach (var range in CountedAhead)
+        {
+            if (merged.Count > 0 && range.From <= merged[^1].To + 1)
+            {
+                merged[^1] = merged[^1] with { To = Math.Max(merged[^1].To, range.To) };
+            }
+            else
+            {
+                merged.Add(range);
+            }
+        }
+
+        while (merged.Count > 0 && (merged[0].From <= CountedTo + 1 || merged.Count > MaxCountedAhead))
+        {
+            CountedTo = Math.Max(CountedTo, merged[0].To);
+            merged.RemoveAt(0);
+        }
+
+        CountedAhead = merged;
+        return true;
+    }
+
+    /// <summary>A sweep brought the row up to the conversation's own counts: messages 1..<paramref name="messageCount"/> are all counted.</summary>
+    public void CountedUpTo(long messageCount)
+    {
+        CountedTo = Math.Max(CountedTo, messageCount);
+        CountedAhead.RemoveAll(r => r.To <= CountedTo);
+    }
 }
+
+/// <summary>Message sequences <paramref name="From"/>..<paramref name="To"/> (inclusive).</summary>
+public sealed record CountedRange(long From, long To);
 
 /// <summary>How far a conversation's summary goes (written only by summarization jobs, with each revision). Id = the conversation id.</summary>
 public sealed class SummaryProgress : ITenanted

@@ -36,10 +36,10 @@ public sealed class SummaryScheduler(SummarySettingsResolver settingsResolver, T
             activity ??= new ConversationActivity { Id = id };
             foreach (var e in events)
             {
-                if (e.ToSequence <= activity.CaughtUpTo)
+                if (!activity.Count(e.FromSequence, e.ToSequence))
                 {
-                    // Late: a sweep already counted these messages from the conversation's own counts (a transaction's
-                    // messages are all in the counts or none of them, so a notice is either wholly counted or not at all).
+                    // Counted already: the notice was delivered twice (Wolverine delivers at least once), or a sweep counted
+                    // these messages from the conversation's own counts before it came.
                     continue;
                 }
 

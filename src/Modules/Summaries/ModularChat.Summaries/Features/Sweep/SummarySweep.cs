@@ -187,7 +187,7 @@ public sealed partial class SummarySweep(
             activity ??= new ConversationActivity { Id = tally.ConversationId };
             activity.LastSequence = tally.MessageCount;
             activity.TotalTokens = Math.Max(activity.TotalTokens, tally.TotalTokens);
-            activity.CaughtUpTo = tally.MessageCount; // a notice about these messages still on its way must not count them again
+            activity.CountedUpTo(tally.MessageCount); // a notice about these messages still on its way must not count them again
             if (tally.LastActivityAt > activity.LastAppendedAt)
             {
                 activity.LastAppendedAt = tally.LastActivityAt;
