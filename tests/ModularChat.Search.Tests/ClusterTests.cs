@@ -5,6 +5,8 @@ using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Storage;
 using ModularChat.Search.Vectors;
+using Npgsql;
+using Wolverine.Runtime;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -48,10 +50,12 @@ public sealed class ClusterTests(SearchApp app)
         using var admin = second.Server.CreateClient();
         admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
 
+        var before = await RebuildStatus(admin);
+
         var problem = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ShouldBeProblem(409);
 
         Assert.Contains("does not run the search projection", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
-        Assert.Equal("idle", (await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.OK)).GetProperty("state").GetString());
+        Assert.Equal(before, await RebuildStatus(admin));
     }
 
     [Fact]
@@ -65,14 +69,85 @@ public sealed class ClusterTests(SearchApp app)
         using var admin = node.Server.CreateClient();
         admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
 
+        var before = await RebuildStatus(admin);
+
         var problem = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ShouldBeProblem(409);
 
         Assert.Contains("Search:MaxOnlineRebuildEvents", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Contains("--shard-timeout", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.True(problem.GetProperty("events").GetInt64() > 1);
         Assert.Equal(1, problem.GetProperty("maxOnlineRebuildEvents").GetInt64());
-        Assert.Equal("idle", (await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.OK)).GetProperty("state").GetString());
+        Assert.Equal(before, await RebuildStatus(admin));
         Assert.Single((await (await client.GetAsync("/api/search?q=ferry")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+    }
+
+    [Fact]
+    public async Task A_rebuild_whose_node_stopped_is_reported_failed_on_every_node_and_another_may_start()
+    {
+        // A rebuild recorded as running on a node that has not been heard from for an hour (killed mid-rebuild).
+        var killed = Guid.NewGuid();
+        await WriteRebuildRow(killed, "now() - interval '1 hour'");
+        await using var second = await app.StartSearchOnlyNodeAsync();
+        using var other = Operator(second.Server.CreateClient());
+        using var admin = Operator(app.Host.Server.CreateClient());
+
+        var reported = await RebuildStatus(other);
+        Assert.Equal(("failed", killed), (reported.State, reported.Node));
+        Assert.Contains("stopped before it finished", reported.Error, StringComparison.Ordinal);
+
+        var started = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatusDto>(HttpStatusCode.Accepted);
+        Assert.Equal(("running", MainNode), (started.State, started.Node));
+        var finished = await Eventually.Until(() => RebuildStatus(admin), s => s.State != "running", seconds: 120);
+        Assert.Equal(("succeeded", started.StartedAt), (finished.State, finished.StartedAt));
+        // The node that did not run it reports the same rebuild.
+        Assert.Equal(finished, await RebuildStatus(other));
+    }
+
+    [Fact]
+    public async Task A_running_rebuild_refreshes_its_heartbeat_so_that_no_node_takes_it_for_cut_off()
+    {
+        using var admin = Operator(app.Host.Server.CreateClient());
+        // The rebuild's clean-up deletes orphan vectors: while the test holds the table, the rebuild cannot finish.
+        await using var connection = await app.OpenConnectionAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        await using (var locking = new NpgsqlCommand($"lock table {new SearchSchema(app.Store.Options.DatabaseSchemaName).Vectors} in access exclusive mode", connection, transaction))
+        {
+            await locking.ExecuteNonQueryAsync();
+        }
+
+        var started = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatusDto>(HttpStatusCode.Accepted);
+        var first = await Heartbeat();
+        // Refreshed at the node's health-check interval (Messaging:HealthCheckInterval), while the rebuild is still held up.
+        await Eventually.Until(Heartbeat, beat => beat > first, seconds: 60);
+        var meanwhile = await RebuildStatus(admin);
+        await transaction.RollbackAsync();
+
+        Assert.Equal(("running", started.StartedAt, MainNode), (meanwhile.State, meanwhile.StartedAt, meanwhile.Node));
+        var finished = await Eventually.Until(() => RebuildStatus(admin), s => s.State != "running", seconds: 120);
+        Assert.Equal(("succeeded", started.StartedAt), (finished.State, finished.StartedAt));
+    }
+
+    [Fact]
+    public async Task A_rebuild_running_on_another_node_is_reported_and_not_started_a_second_time()
+    {
+        var elsewhere = Guid.NewGuid();
+        var run = await WriteRebuildRow(elsewhere, "now()");
+        try
+        {
+            using var admin = Operator(app.Host.Server.CreateClient());
+
+            var answer = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatusDto>(HttpStatusCode.Accepted);
+
+            Assert.Equal(("running", elsewhere), (answer.State, answer.Node));
+            Assert.Equal(answer, await RebuildStatus(admin));
+            await using var connection = await app.OpenConnectionAsync();
+            await using var command = new NpgsqlCommand($"select run_id from {Rebuilds} where id = 1", connection);
+            Assert.Equal(run, await command.ExecuteScalarAsync());
+        }
+        finally
+        {
+            await WriteRebuildRow(elsewhere, "now() - interval '1 hour'"); // cut off: the next rebuild may start
+        }
     }
 
     [Fact]
@@ -102,4 +177,43 @@ public sealed class ClusterTests(SearchApp app)
         var hits = (await (await nodeB.GetAsync("/api/search?q=harbour&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
         Assert.Equal([3L, 4L], hits.Select(h => h.Sequence!.Value).Order());
     }
+
+    private Guid MainNode => app.Host.Services.GetRequiredService<IWolverineRuntime>().Options.UniqueNodeId;
+
+    private string Rebuilds => new SearchSchema(app.Store.Options.DatabaseSchemaName).Rebuilds;
+
+    private HttpClient Operator(HttpClient client)
+    {
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+        return client;
+    }
+
+    private async Task<DateTime> Heartbeat()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand($"select heartbeat_at from {Rebuilds} where id = 1", connection);
+        return (DateTime)(await command.ExecuteScalarAsync())!;
+    }
+
+    private static async Task<RebuildStatusDto> RebuildStatus(HttpClient admin)
+        => await (await admin.GetAsync("/api/admin/search/rebuild")).ReadAs<RebuildStatusDto>(HttpStatusCode.OK);
+
+    /// <summary>Records a running rebuild of <paramref name="node"/> last heard from at <paramref name="heartbeat"/> (SQL); returns its run id.</summary>
+    private async Task<Guid> WriteRebuildRow(Guid node, string heartbeat)
+    {
+        var run = Guid.NewGuid();
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand($"""
+            insert into {Rebuilds} (id, run_id, state, started_at, node, heartbeat_at) values (1, $1, 'running', now(), $2, {heartbeat})
+            on conflict (id) do update set run_id = excluded.run_id, state = excluded.state, started_at = excluded.started_at,
+                finished_at = null, error = null, orphan_vectors_removed = null, node = excluded.node, heartbeat_at = excluded.heartbeat_at
+            """, connection)
+        {
+            Parameters = { new() { Value = run }, new() { Value = node } },
+        };
+        await command.ExecuteNonQueryAsync();
+        return run;
+    }
+
+    private sealed record RebuildStatusDto(string State, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, string? Error, long? OrphanVectorsRemoved, Guid? Node);
 }

@@ -47,6 +47,9 @@ internal sealed class SearchSchema(string schemaName)
     /// <summary>A single row whose generation changes when the index must be reloaded from scratch (after a rebuild).</summary>
     public string State => $"{Schema}.mc_search_state";
 
+    /// <summary>A single row: the deployment's last rebuild of the read model through the API (its status and heartbeat).</summary>
+    public string Rebuilds => $"{Schema}.mc_search_rebuilds";
+
     /// <summary>Tables that a projection rebuild empties before replaying the events (vectors and tombstones survive).</summary>
     public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats, Terms];
 
@@ -182,5 +185,17 @@ internal sealed class SearchSchema(string schemaName)
         state.AddColumn("id", "integer").NotNull().AsPrimaryKey();
         state.AddColumn("generation", "bigint").NotNull();
         yield return state;
+
+        var rebuilds = new Table(new PostgresqlObjectName(Schema, "mc_search_rebuilds", SchemaUtils.IdentifierUsage.General));
+        rebuilds.AddColumn("id", "integer").NotNull().AsPrimaryKey();
+        rebuilds.AddColumn("run_id", "uuid").NotNull();
+        rebuilds.AddColumn("state", "varchar").NotNull();
+        rebuilds.AddColumn("started_at", "timestamp with time zone").NotNull();
+        rebuilds.AddColumn("finished_at", "timestamp with time zone");
+        rebuilds.AddColumn("error", "text");
+        rebuilds.AddColumn("orphan_vectors_removed", "bigint");
+        rebuilds.AddColumn("node", "uuid").NotNull();
+        rebuilds.AddColumn("heartbeat_at", "timestamp with time zone").NotNull();
+        yield return rebuilds;
     }
 }

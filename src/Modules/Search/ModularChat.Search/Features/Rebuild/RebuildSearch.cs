@@ -19,10 +19,16 @@ using Wolverine.Runtime.Agents;
 
 namespace ModularChat.Search.Features.Rebuild;
 
-/// <summary>Where a rebuild of the search read model stands.</summary>
-/// <param name="State">"idle" (none since this node started), "running", "succeeded" or "failed".</param>
+/// <summary>Where the deployment's last rebuild of the search read model stands (the same on every node).</summary>
+/// <param name="State">"idle" (none yet), "running", "succeeded" or "failed".</param>
+/// <param name="Error">Why it failed, also when the node running it stopped before it finished.</param>
 /// <param name="OrphanVectorsRemoved">Vectors whose entry no longer exists after the replay, removed at the end.</param>
-public sealed record SearchRebuildStatus(string State, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, string? Error, long? OrphanVectorsRemoved);
+/// <param name="Node">The node that ran it (its id in the node list).</param>
+public sealed record SearchRebuildStatus(
+    string State, DateTimeOffset? StartedAt, DateTimeOffset? FinishedAt, string? Error, long? OrphanVectorsRemoved, Guid? Node = null)
+{
+    public static readonly SearchRebuildStatus Idle = new("idle", null, null, null, null);
+}
 
 /// <summary>
 /// Rebuilds the search read model on demand (what <c>projections rebuild</c> does from the command line): the
@@ -30,26 +36,23 @@ public sealed record SearchRebuildStatus(string State, DateTimeOffset? StartedAt
 /// reused for unchanged texts, so no embedding is paid twice; at the end, vectors whose entry did not come back are
 /// removed and every node reloads its in-memory index. Runs in the background on the node that received the request.
 /// </summary>
+/// <remarks>
+/// The last rebuild's status is one row of <see cref="SearchSchema.Rebuilds"/>, so every node reports it and one rebuild
+/// runs at a time in the deployment. The running node refreshes the row's heartbeat at each
+/// <c>Messaging:HealthCheckInterval</c>; a running rebuild whose heartbeat is older than <c>Messaging:StaleNodeTimeout</c>
+/// (by the database's clock) was cut off with its node: it is reported failed, and a new request may start another.
+/// </remarks>
 internal sealed partial class SearchRebuilds(
     IServiceProvider services, SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, IHostApplicationLifetime lifetime,
     ILogger<SearchRebuilds> logger)
 {
+    /// <summary>How long a node stopping during a rebuild waits to record it failed (else it is found stale later).</summary>
+    private static readonly TimeSpan FinishTimeout = TimeSpan.FromSeconds(5);
+
     private readonly Lock _gate = new();
-    private SearchRebuildStatus _status = new("idle", null, null, null, null);
     private Task _running = Task.CompletedTask;
 
-    public SearchRebuildStatus Status
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _status;
-            }
-        }
-    }
-
-    /// <summary>The running rebuild (completed when none runs).</summary>
+    /// <summary>The rebuild this node runs (completed when none runs).</summary>
     public Task Running
     {
         get
@@ -61,16 +64,58 @@ internal sealed partial class SearchRebuilds(
         }
     }
 
-    /// <summary>Starts a rebuild unless one is running; returns the status either way.</summary>
+    private IWolverineRuntime Runtime => services.GetRequiredService<IWolverineRuntime>();
+
+    private Guid NodeId => Runtime.Options.UniqueNodeId;
+
+    private TimeSpan StaleAfter => Runtime.Options.Durability.StaleNodeTimeout;
+
+    /// <summary>The deployment's last rebuild, as recorded.</summary>
+    public async Task<SearchRebuildStatus> StatusAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand($"""
+            select state, started_at, finished_at, error, orphan_vectors_removed, node, heartbeat_at,
+                   state = 'running' and heartbeat_at < now() - $1 as stale
+            from {database.Schema.Rebuilds} where id = 1
+            """, connection)
+        {
+            Parameters = { new() { Value = StaleAfter } },
+        };
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        if (!await reader.ReadAsync(cancellationToken))
+        {
+            return SearchRebuildStatus.Idle;
+        }
+
+        var status = new SearchRebuildStatus(
+            reader.GetString(0),
+            reader.GetFieldValue<DateTimeOffset>(1),
+            reader.IsDBNull(2) ? null : reader.GetFieldValue<DateTimeOffset>(2),
+            reader.IsDBNull(3) ? null : reader.GetString(3),
+            reader.IsDBNull(4) ? null : reader.GetInt64(4),
+            reader.GetGuid(5));
+        return reader.GetBoolean(7)
+            ? status with
+            {
+                State = "failed",
+                Error = $"The node running the rebuild ({status.Node}) stopped before it finished: last heard from at " +
+                        $"{reader.GetFieldValue<DateTimeOffset>(6):O}. The read model may be half rebuilt: start another.",
+            }
+            : status;
+    }
+
+    /// <summary>Starts a rebuild unless one is running in the deployment; returns the status either way.</summary>
     /// <exception cref="ConflictException">
     /// The event store holds more events than <see cref="SearchOptions.MaxOnlineRebuildEvents"/>, or this node does not run the
     /// search projection (another node of the cluster does, or none yet).
     /// </exception>
     public async Task<SearchRebuildStatus> StartAsync(CancellationToken cancellationToken)
     {
-        if (Status.State == "running")
+        var current = await StatusAsync(cancellationToken);
+        if (current.State == "running")
         {
-            return Status;
+            return current;
         }
 
         var limit = options.Value.MaxOnlineRebuildEvents;
@@ -98,49 +143,141 @@ internal sealed partial class SearchRebuilds(
                 "stop the service and run `projections rebuild -p SearchEntries`.");
         }
 
+        var run = Guid.NewGuid();
+        if (await ClaimAsync(run, cancellationToken) is not { } started)
+        {
+            // Another request (here or on another node) started one since: report it.
+            return await StatusAsync(cancellationToken);
+        }
+
         lock (_gate)
         {
-            if (_status.State != "running")
-            {
-                _status = new SearchRebuildStatus("running", clock.GetUtcNow(), null, null, null);
-                _running = Task.Run(RunAsync);
-            }
-
-            return _status;
+            _running = Task.Run(() => RunAsync(run));
         }
+
+        return started;
     }
 
     /// <summary>Whether the search projection's agent runs on this node (Wolverine assigns it to one node of the cluster).</summary>
     private bool RunsTheProjection()
     {
         var shard = $"/{SearchEntriesProjection.ProjectionName}/All".ToLowerInvariant();
-        return services.GetRequiredService<IWolverineRuntime>().Agents.AllRunningAgentUris()
+        return Runtime.Agents.AllRunningAgentUris()
             .Any(uri => uri.Scheme == "event-subscriptions" && uri.AbsolutePath.EndsWith(shard, StringComparison.OrdinalIgnoreCase));
     }
 
-    private async Task RunAsync()
+    /// <summary>Records <paramref name="run"/> as the running rebuild unless another one runs (null then).</summary>
+    private async Task<SearchRebuildStatus?> ClaimAsync(Guid run, CancellationToken cancellationToken)
+    {
+        var now = clock.GetUtcNow();
+        var started = now.AddTicks(-(now.Ticks % 10)); // as PostgreSQL keeps it (microseconds), so that every answer gives the same time
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand($"""
+            insert into {database.Schema.Rebuilds} as r (id, run_id, state, started_at, node, heartbeat_at)
+            values (1, $1, 'running', $2, $3, now())
+            on conflict (id) do update set run_id = excluded.run_id, state = excluded.state, started_at = excluded.started_at,
+                finished_at = null, error = null, orphan_vectors_removed = null, node = excluded.node, heartbeat_at = excluded.heartbeat_at
+            where r.state <> 'running' or r.heartbeat_at < now() - $4
+            """, connection)
+        {
+            Parameters =
+            {
+                new() { Value = run },
+                new() { Value = started },
+                new() { Value = NodeId },
+                new() { Value = StaleAfter },
+            },
+        };
+        return await command.ExecuteNonQueryAsync(cancellationToken) == 1
+            ? new SearchRebuildStatus("running", started, null, null, null, NodeId)
+            : null;
+    }
+
+    private async Task RunAsync(Guid run)
     {
         var cancellation = lifetime.ApplicationStopping;
+        using var beating = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        var heartbeat = BeatAsync(run, beating.Token);
+        string state;
+        string? error = null;
+        long? removed = null;
         try
         {
             LogStarted(logger);
             await RebuildProjectionAsync(cancellation);
-            var removed = await CleanUpAsync(cancellation);
-            lock (_gate)
-            {
-                _status = _status with { State = "succeeded", FinishedAt = clock.GetUtcNow(), OrphanVectorsRemoved = removed };
-            }
-
-            LogFinished(logger, removed);
+            removed = await CleanUpAsync(cancellation);
+            state = "succeeded";
+            LogFinished(logger, removed.Value);
         }
         catch (Exception e)
         {
             LogFailed(logger, e);
-            lock (_gate)
+            state = "failed";
+            error = cancellation.IsCancellationRequested ? "The node stopped during the rebuild: the read model may be half rebuilt." : e.Message;
+        }
+
+        await beating.CancelAsync();
+        await heartbeat;
+        using var timeout = new CancellationTokenSource(FinishTimeout);
+        try
+        {
+            await FinishAsync(run, state, error, removed, timeout.Token);
+        }
+        catch (Exception e)
+        {
+            LogNotRecorded(logger, e, state, StaleAfter);
+        }
+    }
+
+    /// <summary>Keeps the rebuild's heartbeat fresh while it runs, so that no node takes it for cut off.</summary>
+    private async Task BeatAsync(Guid run, CancellationToken cancellationToken)
+    {
+        using var timer = new PeriodicTimer(Runtime.Options.Durability.HealthCheckPollingTime);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(cancellationToken))
             {
-                _status = _status with { State = "failed", FinishedAt = clock.GetUtcNow(), Error = e.Message };
+                try
+                {
+                    await using var connection = await database.OpenAsync(cancellationToken);
+                    await using var command = new NpgsqlCommand(
+                        $"update {database.Schema.Rebuilds} set heartbeat_at = now() where id = 1 and run_id = $1", connection)
+                    {
+                        Parameters = { new() { Value = run } },
+                    };
+                    await command.ExecuteNonQueryAsync(cancellationToken);
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    LogHeartbeatFailed(logger, e);
+                }
             }
         }
+        catch (OperationCanceledException)
+        {
+            // Finished (or the node is stopping).
+        }
+    }
+
+    /// <summary>Records the outcome, unless another rebuild took over the row (this one was taken for cut off meanwhile).</summary>
+    private async Task FinishAsync(Guid run, string state, string? error, long? removed, CancellationToken cancellationToken)
+    {
+        await using var connection = await database.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand($"""
+            update {database.Schema.Rebuilds} set state = $2, finished_at = $3, error = $4, orphan_vectors_removed = $5, heartbeat_at = now()
+            where id = 1 and run_id = $1
+            """, connection)
+        {
+            Parameters =
+            {
+                new() { Value = run },
+                new() { Value = state },
+                new() { Value = clock.GetUtcNow() },
+                new() { Value = (object?)error ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text },
+                new() { Value = (object?)removed ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Bigint },
+            },
+        };
+        await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
     private async Task RebuildProjectionAsync(CancellationToken cancellation)
@@ -184,6 +321,12 @@ internal sealed partial class SearchRebuilds(
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Rebuilding the search read model failed")]
     private static partial void LogFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing the search rebuild's heartbeat failed; the next check retries")]
+    private static partial void LogHeartbeatFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The search rebuild's outcome ({State}) could not be recorded: it is reported failed once its heartbeat is older than {StaleAfter}")]
+    private static partial void LogNotRecorded(ILogger logger, Exception exception, string state, TimeSpan staleAfter);
 }
 
 internal static class RebuildSearchEndpoints
@@ -197,14 +340,15 @@ internal static class RebuildSearchEndpoints
                 => TypedResults.Accepted(Path, await rebuilds.StartAsync(cancellationToken)))
             .WithName("RebuildSearch")
             .WithSummary("Rebuild the search read model from the event store (operator role)")
-            .WithDescription("Starts a rebuild in the background (or reports the running one): 202 with its status; poll GET for progress. " +
+            .WithDescription("Starts a rebuild in the background (or reports the one running on any node): 202 with its status; poll GET for progress. " +
                              "409 on a node that does not run the search projection (in a cluster, one node does), or when the event store " +
                              "holds more events than Search:MaxOnlineRebuildEvents (use the CLI).")
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status403Forbidden);
-        group.MapGet("/", Ok<SearchRebuildStatus> (SearchRebuilds rebuilds) => TypedResults.Ok(rebuilds.Status))
+        group.MapGet("/", async Task<Ok<SearchRebuildStatus>> (SearchRebuilds rebuilds, CancellationToken cancellationToken)
+                => TypedResults.Ok(await rebuilds.StatusAsync(cancellationToken)))
             .WithName("SearchRebuildStatus")
-            .WithSummary("Status of the last search rebuild started on this node (operator role)");
+            .WithSummary("Status of the deployment's last search rebuild, whichever node ran it (operator role)");
     }
 }
