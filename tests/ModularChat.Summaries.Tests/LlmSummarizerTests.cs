@@ -1,10 +1,13 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Headers;
+using Alba;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Summaries.Features.Sweep;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Summaries.Tests;
@@ -35,6 +38,14 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
     private List<LogEntry> JobFailureEntries()
         => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummarizeConversation", StringComparison.Ordinal)
             && e.Message.StartsWith("Failed to process message", StringComparison.Ordinal)).ToList();
+
+    /// <summary>A client of another node of the deployment, as the tenant's user.</summary>
+    private HttpClient ClientOf(IAlbaHost node, string tenant)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(tenant));
+        return client;
+    }
 
     private List<RecordedRequest> RequestsAbout(string marker)
         => app.Llm.Requests.Where(r => UserText(r).Contains(marker, StringComparison.Ordinal)).ToList();
@@ -85,6 +96,89 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Contains("Current summary:\n(none yet)", UserText(requests[0]), StringComparison.Ordinal);
         Assert.Contains("Current summary:\nSummary through 4.", UserText(requests[1]), StringComparison.Ordinal);
         Assert.Contains("Current summary:\nSummary through 8.", UserText(requests[2]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_long_backlog_is_summarized_in_parts_of_at_most_MaxChunksPerJob_chunks_each_stored_as_a_revision()
+    {
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"parts-{Guid.NewGuid():N}";
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:MaxChunksPerJob"] = "2" });
+        using var client = ClientOf(node, app.ChunkedLlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 25, topic));
+        await client.SummaryCovering(id, 25);
+
+        // Chunks of 4, two per job: each job stores the revision so far and queues the rest, which goes on from it at once
+        // (the strategy is not asked again: no minimum interval, the same reason).
+        var history = (await client.History(id)).OrderBy(s => s.Revision).ToList();
+        Assert.Equal([8L, 16L, 24L, 25L], history.Select(s => s.ToSequence));
+        Assert.All(history, s => Assert.Equal("milestone:25", s.Reason));
+        Assert.Equal("Summary through 25.", history[^1].Text);
+        // Every chunk went to the model once, each after the summary of the chunks before it.
+        var requests = RequestsAbout(topic);
+        Assert.Equal(7, requests.Count);
+        Assert.Contains("Current summary:\nSummary through 8.", UserText(requests[2]), StringComparison.Ordinal);
+        Assert.Contains("Current summary:\nSummary through 16.", UserText(requests[4]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_rebuild_in_parts_starts_from_the_first_message_and_counts_as_done_only_with_its_last_part()
+    {
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"reparts-{Guid.NewGuid():N}";
+        // A tenant of its own (the rebuild is the tenant's), on the chunks-of-4 variant on this node.
+        var tenant = ModularChatApp.NewUser("llm-chunks");
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Summaries:MaxChunksPerJob"] = "2",
+            [$"Summaries:TenantVariants:{tenant}"] = "llm-chunks",
+        });
+        using var client = ClientOf(node, tenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+        await client.SummaryCovering(id, 10);
+        var calls = RequestsAbout(topic).Count;
+
+        var result = await node.Services.GetRequiredService<SummarySweep>()
+            .RunAsync(new SweepRequest(Resummarize: true, TenantId: tenant), null, CancellationToken.None);
+
+        Assert.Equal((1L, 1L, 0L), (result.Queued, result.Finished, result.Unfinished));
+        var rebuilt = (await client.History(id)).Where(s => s.Reason == "resummarize").OrderBy(s => s.Revision).ToList();
+        Assert.Equal([8L, 10L], rebuilt.Select(s => s.ToSequence));
+        var requests = RequestsAbout(topic)[calls..];
+        Assert.Equal(3, requests.Count);
+        Assert.Contains("Current summary:\n(none yet)", UserText(requests[0]), StringComparison.Ordinal);
+        Assert.Contains("Current summary:\nSummary through 8.", UserText(requests[2]), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_backlog_the_model_needs_longer_than_the_job_timeout_for_is_summarized_in_parts_instead_of_timing_out()
+    {
+        // 4 chunks at 3 s each: one job would need 12 s of its 10. Without parts it was cancelled at the timeout and every
+        // retry started over from the first chunk, paying for each chunk again; with the same timeout on every node (as
+        // deployed) each retry was cancelled too, and the summary was dead-lettered, never written. (Here a retry may run
+        // on the fixture's own node, whose timeout is the default.)
+        var topic = $"slow-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal)
+            ? SummaryThroughLastMessage(r) with { Delay = TimeSpan.FromSeconds(3) }
+            : SummaryThroughLastMessage(r);
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Summaries:JobTimeout"] = "00:00:10",
+            ["Summaries:MaxChunksPerJob"] = "0",
+        });
+        using var client = ClientOf(node, app.ChunkedLlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 13, topic));
+        var summary = await client.SummaryCovering(id, 13, seconds: 90);
+
+        Assert.Equal("Summary through 13.", summary.Text);
+        // A job stops once half its time has gone (after the second chunk, 6 s): two parts, and no chunk sent twice.
+        Assert.Equal([8L, 13L], (await client.History(id)).OrderBy(s => s.Revision).Select(s => s.ToSequence));
+        Assert.Equal(4, RequestsAbout(topic).Count);
     }
 
     [Fact]

@@ -65,8 +65,19 @@ public sealed class SummariesOptions
     /// </summary>
     public int ExtractiveParallelism { get; set; }
 
-    /// <summary>Longest run of one summarization job before it is cancelled and retried.</summary>
+    /// <summary>
+    /// Longest run of one summarization job before it is cancelled and retried. A job stops folding chunks once half of it
+    /// has gone, stores the revision so far and queues the rest (<see cref="MaxChunksPerJob"/>), so a long backlog on a slow
+    /// model is never cut off.
+    /// </summary>
     public TimeSpan JobTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// Most chunks (<see cref="ChunkSize"/> messages each) one job folds into the summary; with more to read, it stores the
+    /// revision so far and queues a job for the rest behind the others, so one long backlog (an imported history) does not
+    /// hold a job slot from other conversations' summaries. 0 = no limit (half of <see cref="JobTimeout"/> still applies).
+    /// </summary>
+    public int MaxChunksPerJob { get; set; } = 25;
 
     /// <summary>Delays before each retry of a failed job (comma-separated, growing); after the last, the job is dead-lettered.</summary>
     public string RetryDelays { get; set; } = "00:00:05,00:00:30,00:02:00,00:10:00";
@@ -267,6 +278,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.JobParallelism).InclusiveBetween(1, 9);
         RuleFor(o => o.ExtractiveParallelism).InclusiveBetween(0, 64);
         RuleFor(o => o.JobTimeout).InclusiveBetween(TimeSpan.FromSeconds(5), TimeSpan.FromHours(6));
+        RuleFor(o => o.MaxChunksPerJob).InclusiveBetween(0, 1_000_000);
         RuleFor(o => o.RetryDelays).Must(d => SummariesOptions.TryParseDelays(d, out var delays) && delays.Length <= 20)
             .WithMessage("must list at most 20 positive durations separated by commas, e.g. '00:00:05,00:00:30,00:02:00'.");
         RuleFor(o => o.PendingJobTimeout).GreaterThanOrEqualTo(o => o.JobTimeout).WithMessage("must be at least JobTimeout.");

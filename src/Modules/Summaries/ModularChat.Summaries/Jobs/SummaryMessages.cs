@@ -10,8 +10,13 @@ namespace ModularChat.Summaries.Jobs;
 /// <param name="Reason">Why it was queued: the strategy's reason, "manual" or "resummarize".</param>
 /// <param name="TriggeredAt">When the message that made the summary due was stored (summary lag is measured from it).</param>
 /// <param name="RebuildId">Set for a rebuild: summarize everything again from the first message, ignoring the previous summary.</param>
+/// <param name="Continues">
+/// Queued by a job that stopped part way (<see cref="SummariesOptions.MaxChunksPerJob"/>, or half its time gone) after storing
+/// the revision so far: it goes on from that revision at once, without asking the strategy again (a rebuild included).
+/// </param>
 [MessageIdentity(Identity)]
-public sealed record SummarizeConversation(Guid ConversationId, long UpToSequence, string Reason, DateTimeOffset? TriggeredAt = null, Guid? RebuildId = null)
+public sealed record SummarizeConversation(
+    Guid ConversationId, long UpToSequence, string Reason, DateTimeOffset? TriggeredAt = null, Guid? RebuildId = null, bool Continues = false)
 {
     public const string Identity = "summaries.summarize-conversation";
 }

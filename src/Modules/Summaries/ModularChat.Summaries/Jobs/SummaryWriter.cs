@@ -73,7 +73,7 @@ public sealed partial class SummaryWriter(
         }
 
         var reason = job.Reason;
-        if (IsAutomatic(job.Reason))
+        if (IsAutomatic(job.Reason) && !job.Continues)
         {
             // Automatic jobs ask the strategy again, on the conversation as it is now: a job queued twice, or overtaken by
             // another, does nothing; one that comes too soon after the last revision waits for the minimum interval.
@@ -95,7 +95,9 @@ public sealed partial class SummaryWriter(
         }
 
         var current = await currentRead;
-        var (from, text) = rebuild ? RebuildBase(conversation, current) : (coveredTo, current?.Text);
+        // A rebuild's continuation goes on from the revision its first part stored, as an incremental revision does.
+        var restart = rebuild && !job.Continues;
+        var (from, text) = restart ? RebuildBase(conversation, current) : (coveredTo, current?.Text);
         if (conversation.MessageCount <= from)
         {
             if (rebuild && progress is not null)
@@ -132,7 +134,8 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.summary.model", summarizer.Model);
         var started = Stopwatch.GetTimestamp();
         long covered = from, read = 0, messageTokens = 0;
-        int inputTokens = 0, outputTokens = 0;
+        int inputTokens = 0, outputTokens = 0, chunks = 0;
+        var partial = false;
         try
         {
             await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
@@ -144,6 +147,12 @@ public sealed partial class SummaryWriter(
                 messageTokens += chunk.Sum(m => (long)m.TokenCount);
                 read += chunk.Count;
                 covered = chunk[^1].Sequence;
+                chunks++;
+                if (covered < conversation.MessageCount && MustStop(chunks, started))
+                {
+                    partial = true; // the revision so far is stored below and the rest queued as a job of its own
+                    break;
+                }
             }
 
             if (read > 0 && string.IsNullOrWhiteSpace(text))
@@ -196,7 +205,7 @@ public sealed partial class SummaryWriter(
         // included, which a rebuild does not all re-read); the token threshold compares the conversation's total with this.
         var coveredTokens = covered == conversation.MessageCount
             ? conversation.TotalTokens
-            : (rebuild ? 0 : progress?.CoveredTokens ?? 0) + messageTokens;
+            : (restart ? 0 : progress?.CoveredTokens ?? 0) + messageTokens;
         session.Store(new SummaryProgress
         {
             Id = id,
@@ -204,7 +213,8 @@ public sealed partial class SummaryWriter(
             CoveredTokens = coveredTokens,
             Revision = revision,
             RevisedAt = revisedAt,
-            RebuildId = job.RebuildId ?? progress?.RebuildId,
+            // A rebuild is done (a sweep waits for this mark) when its last part is stored.
+            RebuildId = partial ? progress?.RebuildId : job.RebuildId ?? progress?.RebuildId,
         });
 
         var lag = job.TriggeredAt is { } triggered ? revisedAt - triggered : (TimeSpan?)null;
@@ -214,12 +224,29 @@ public sealed partial class SummaryWriter(
             (long)duration.TotalMilliseconds, reason, settings.Variant);
 
         outgoing.Add(new VerifySummarizedConversation(id));
-        if (await FollowUpAsync(tenant, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
+        if (partial)
+        {
+            LogContinued(logger, id, tenant, revision, covered, conversation.MessageCount, chunks);
+            outgoing.Add(job with { UpToSequence = conversation.MessageCount, Reason = reason, Continues = true });
+        }
+        else if (await FollowUpAsync(tenant, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
         {
             outgoing.Add(next);
         }
 
         return outgoing;
+    }
+
+    /// <summary>
+    /// Whether a job that has folded <paramref name="chunks"/> chunks, and has more to read, stops here: at
+    /// <see cref="SummariesOptions.MaxChunksPerJob"/> (other conversations' jobs get their turn), or once half of
+    /// <see cref="SummariesOptions.JobTimeout"/> has gone (the next chunk's model call could run it past the timeout, which
+    /// would throw away every merge made so far and start over).
+    /// </summary>
+    private bool MustStop(int chunks, long started)
+    {
+        var o = options.Value;
+        return (o.MaxChunksPerJob > 0 && chunks >= o.MaxChunksPerJob) || Stopwatch.GetElapsedTime(started) >= o.JobTimeout / 2;
     }
 
     /// <summary>
@@ -359,6 +386,11 @@ public sealed partial class SummaryWriter(
                   "{SummaryLength} characters / {OutputTokens} tokens by {Summarizer} ({Model}) in {DurationMs} ms, reason {Reason}, variant {Variant}")]
     private static partial void LogRevised(ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount,
         int summaryLength, int outputTokens, string summarizer, string model, long durationMs, string reason, string variant);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Summary of conversation {ConversationId} of tenant {TenantId} stopped after {Chunks} chunks: revision {Revision} covers messages " +
+                  "1-{ToSequence} of {MessageCount}, the rest is queued")]
+    private static partial void LogContinued(ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount, int chunks);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} already covers {CoveredTo} (job asked for {UpToSequence}): nothing to do")]
     private static partial void LogAlreadyCovered(ILogger logger, Guid conversationId, string tenantId, long upToSequence, long coveredTo);
