@@ -381,12 +381,16 @@ internal sealed class SummaryBenchmark(Measurements results)
 
     private sealed record Revision(string Reason, long ToSequence, DateTimeOffset RevisedAt);
 
-    /// <summary>An in-process host whose automatic summaries are off: the backlog builds up untouched until the job runs.</summary>
+    /// <summary>
+    /// An in-process host whose automatic summaries are off: the backlog builds up untouched until the job runs. One job
+    /// folds the whole backlog (no <c>Summaries:MaxChunksPerJob</c>), so the peak is that of the backlog measured.
+    /// </summary>
     private sealed class BackgroundSummariesOff(string database) : ModularChatApp(database)
     {
         protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
         {
             ["Summaries:Enabled"] = "false",
+            ["Summaries:MaxChunksPerJob"] = "0",
             ["Summaries:Sweep:Interval"] = "00:00:00",
             ["Logging:LogLevel:Default"] = "Warning",
         };
