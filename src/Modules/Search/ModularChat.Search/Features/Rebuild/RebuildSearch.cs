@@ -49,21 +49,6 @@ internal sealed partial class SearchRebuilds(
     /// <summary>How long a node stopping during a rebuild waits to record it failed (else it is found stale later).</summary>
     private static readonly TimeSpan FinishTimeout = TimeSpan.FromSeconds(5);
 
-    private readonly Lock _gate = new();
-    private Task _running = Task.CompletedTask;
-
-    /// <summary>The rebuild this node runs (completed when none runs).</summary>
-    public Task Running
-    {
-        get
-        {
-            lock (_gate)
-            {
-                return _running;
-            }
-        }
-    }
-
     private IWolverineRuntime Runtime => services.GetRequiredService<IWolverineRuntime>();
 
     private Guid NodeId => Runtime.Options.UniqueNodeId;
@@ -150,11 +135,7 @@ internal sealed partial class SearchRebuilds(
             return await StatusAsync(cancellationToken);
         }
 
-        lock (_gate)
-        {
-            _running = Task.Run(() => RunAsync(run));
-        }
-
+        _ = Task.Run(() => RunAsync(run)); // records its own outcome, failures included
         return started;
     }
 
