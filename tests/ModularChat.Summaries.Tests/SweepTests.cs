@@ -126,6 +126,27 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_sweep_counts_the_messages_of_a_notice_lost_between_two_that_came()
+    {
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 5));
+        var tokens = (await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.LastSequence == 5))!.TotalTokens;
+        // The notice of messages 3-4 never came; those of 1-2 and 5 did: the activity is at the last message, with a gap.
+        await Rewrite(app.PatientTenant, id, a =>
+        {
+            a.TotalTokens = 20;
+            a.CountedTo = 2;
+            a.CountedAhead = [new CountedRange(5, 5)];
+        });
+
+        await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
+
+        var activity = (await Activity(app.PatientTenant, id))!;
+        Assert.Equal((5L, tokens, 5L, 0), (activity.LastSequence, activity.TotalTokens, activity.CountedTo, activity.CountedAhead.Count));
+    }
+
+    [Fact]
     public async Task A_sweep_for_a_tenant_id_no_tenant_can_have_answers_400()
     {
         using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
