@@ -39,6 +39,14 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummarizeConversation", StringComparison.Ordinal)
             && e.Message.StartsWith("Failed to process message", StringComparison.Ordinal)).ToList();
 
+    /// <summary>The revisions a node stores part way (<see cref="MetricNames.SummaryParts"/>).</summary>
+    private static MetricCollector<long> PartsOf(IAlbaHost node)
+        => new(node.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryParts);
+
+    /// <summary>Why each of the variant's parts stopped, in order.</summary>
+    private static List<string?> StoppedBy(MetricCollector<long> parts, string variant)
+        => [.. parts.GetMeasurementSnapshot().Where(m => Equals(m.Tags["variant"], variant)).Select(m => m.Tags["stopped_by"]?.ToString())];
+
     /// <summary>A client of another node of the deployment, as the tenant's user.</summary>
     private HttpClient ClientOf(IAlbaHost node, string tenant)
     {
@@ -104,6 +112,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         app.Llm.Responder = SummaryThroughLastMessage;
         var topic = $"parts-{Guid.NewGuid():N}";
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:MaxChunksPerJob"] = "2" });
+        using var parts = PartsOf(node);
         using var client = ClientOf(node, app.ChunkedLlmTenant);
         var id = await client.NewConversation();
 
@@ -121,6 +130,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.Equal(7, requests.Count);
         Assert.Contains("Current summary:\nSummary through 8.", UserText(requests[2]), StringComparison.Ordinal);
         Assert.Contains("Current summary:\nSummary through 16.", UserText(requests[4]), StringComparison.Ordinal);
+        Assert.Equal(["max_chunks", "max_chunks", "max_chunks"], StoppedBy(parts, "llm-chunks"));
     }
 
     [Fact]
@@ -169,6 +179,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
             ["Summaries:JobTimeout"] = "00:00:10",
             ["Summaries:MaxChunksPerJob"] = "0",
         });
+        using var parts = PartsOf(node);
         using var client = ClientOf(node, app.ChunkedLlmTenant);
         var id = await client.NewConversation();
 
@@ -179,6 +190,7 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         // A job stops once half its time has gone (after the second chunk, 6 s): two parts, and no chunk sent twice.
         Assert.Equal([8L, 13L], (await client.History(id)).OrderBy(s => s.Revision).Select(s => s.ToSequence));
         Assert.Equal(4, RequestsAbout(topic).Count);
+        Assert.Equal(["job_time"], StoppedBy(parts, "llm-chunks"));
     }
 
     [Fact]

@@ -11,6 +11,7 @@ public sealed class SummariesMetrics
     private readonly Counter<long> _generated;
     private readonly Counter<long> _failures;
     private readonly Histogram<double> _lag;
+    private readonly Counter<long> _parts;
     private long _backlog = -1;
 
     public SummariesMetrics(IMeterFactory meters)
@@ -19,6 +20,8 @@ public sealed class SummariesMetrics
         _duration = meter.CreateHistogram<double>(MetricNames.SummaryDuration, "s", "Time to write one summary revision");
         _generated = meter.CreateCounter<long>(MetricNames.SummariesGenerated, "{summary}", "Summary revisions written");
         _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry or dead_letter)");
+        _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
+            "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -43,6 +46,9 @@ public sealed class SummariesMetrics
             _lag.Record(Math.Max(0, l.TotalSeconds), tags);
         }
     }
+
+    /// <summary>A job stored its revision part way and queued the rest (<paramref name="stoppedBy"/>: max_chunks or job_time).</summary>
+    public void StoppedPartWay(string variant, string stoppedBy) => _parts.Add(1, new TagList { { "variant", variant }, { "stopped_by", stoppedBy } });
 
     public void Failed(string variant, string error, bool final)
         => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", final ? "dead_letter" : "retry" } });

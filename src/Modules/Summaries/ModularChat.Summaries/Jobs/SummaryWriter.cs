@@ -135,7 +135,7 @@ public sealed partial class SummaryWriter(
         var started = Stopwatch.GetTimestamp();
         long covered = from, read = 0, messageTokens = 0;
         int inputTokens = 0, outputTokens = 0, chunks = 0;
-        var partial = false;
+        string? stoppedBy = null;
         try
         {
             await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
@@ -148,9 +148,9 @@ public sealed partial class SummaryWriter(
                 read += chunk.Count;
                 covered = chunk[^1].Sequence;
                 chunks++;
-                if (covered < conversation.MessageCount && MustStop(chunks, started))
+                if (covered < conversation.MessageCount && StopsHere(chunks, started) is { } cause)
                 {
-                    partial = true; // the revision so far is stored below and the rest queued as a job of its own
+                    stoppedBy = cause; // the revision so far is stored below and the rest queued as a job of its own
                     break;
                 }
             }
@@ -214,7 +214,7 @@ public sealed partial class SummaryWriter(
             Revision = revision,
             RevisedAt = revisedAt,
             // A rebuild is done (a sweep waits for this mark) when its last part is stored.
-            RebuildId = partial ? progress?.RebuildId : job.RebuildId ?? progress?.RebuildId,
+            RebuildId = stoppedBy is not null ? progress?.RebuildId : job.RebuildId ?? progress?.RebuildId,
         });
 
         var lag = job.TriggeredAt is { } triggered ? revisedAt - triggered : (TimeSpan?)null;
@@ -224,9 +224,10 @@ public sealed partial class SummaryWriter(
             (long)duration.TotalMilliseconds, reason, settings.Variant);
 
         outgoing.Add(new VerifySummarizedConversation(id));
-        if (partial)
+        if (stoppedBy is not null)
         {
-            LogContinued(logger, id, tenant, revision, covered, conversation.MessageCount, chunks);
+            metrics.StoppedPartWay(settings.Variant, stoppedBy);
+            LogContinued(logger, id, tenant, revision, covered, conversation.MessageCount, chunks, stoppedBy);
             outgoing.Add(job with { UpToSequence = conversation.MessageCount, Reason = reason, Continues = true });
         }
         else if (await FollowUpAsync(tenant, id, covered, coveredTokens, revisedAt, settings, cancellationToken) is { } next)
@@ -238,15 +239,17 @@ public sealed partial class SummaryWriter(
     }
 
     /// <summary>
-    /// Whether a job that has folded <paramref name="chunks"/> chunks, and has more to read, stops here: at
-    /// <see cref="SummariesOptions.MaxChunksPerJob"/> (other conversations' jobs get their turn), or once half of
-    /// <see cref="SummariesOptions.JobTimeout"/> has gone (the next chunk's model call could run it past the timeout, which
-    /// would throw away every merge made so far and start over).
+    /// Whether a job that has folded <paramref name="chunks"/> chunks, and has more to read, stops here, and why: at
+    /// <see cref="SummariesOptions.MaxChunksPerJob"/> (<c>max_chunks</c>: other conversations' jobs get their turn), or once
+    /// half of <see cref="SummariesOptions.JobTimeout"/> has gone (<c>job_time</c>: the next chunk's model call could run it
+    /// past the timeout, which would throw away every merge made so far and start over). Null: it goes on.
     /// </summary>
-    private bool MustStop(int chunks, long started)
+    private string? StopsHere(int chunks, long started)
     {
         var o = options.Value;
-        return (o.MaxChunksPerJob > 0 && chunks >= o.MaxChunksPerJob) || Stopwatch.GetElapsedTime(started) >= o.JobTimeout / 2;
+        return o.MaxChunksPerJob > 0 && chunks >= o.MaxChunksPerJob ? "max_chunks"
+            : Stopwatch.GetElapsedTime(started) >= o.JobTimeout / 2 ? "job_time"
+            : null;
     }
 
     /// <summary>
@@ -388,9 +391,10 @@ public sealed partial class SummaryWriter(
         int summaryLength, int outputTokens, string summarizer, string model, long durationMs, string reason, string variant);
 
     [LoggerMessage(Level = LogLevel.Information,
-        Message = "Summary of conversation {ConversationId} of tenant {TenantId} stopped after {Chunks} chunks: revision {Revision} covers messages " +
-                  "1-{ToSequence} of {MessageCount}, the rest is queued")]
-    private static partial void LogContinued(ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount, int chunks);
+        Message = "Summary of conversation {ConversationId} of tenant {TenantId} stopped after {Chunks} chunks ({StoppedBy}): revision {Revision} covers " +
+                  "messages 1-{ToSequence} of {MessageCount}, the rest is queued")]
+    private static partial void LogContinued(
+        ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount, int chunks, string stoppedBy);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} already covers {CoveredTo} (job asked for {UpToSequence}): nothing to do")]
     private static partial void LogAlreadyCovered(ILogger logger, Guid conversationId, string tenantId, long upToSequence, long coveredTo);
