@@ -45,7 +45,6 @@ public static class MetricNames
     public const string SummaryDuration = "modularchat.summaries.duration";
     public const string SummariesGenerated = "modularchat.summaries.generated";
     public const string SummaryFailures = "modularchat.summaries.failures";
-
     public const string SummaryParts = "modularchat.summaries.parts";
     public const string SummaryLag = "modularchat.summaries.lag";
     public const string SummaryBacklog = "modularchat.summaries.backlog";

@@ -62,6 +62,12 @@ public sealed class ConversationActivity : ITenanted, IVersioned
             return false;
         }
 
+        if (CountedAhead.Count == 0 && from <= CountedTo + 1)
+        {
+            CountedTo = to; // in order, the usual case
+            return true;
+        }
+
         CountedAhead.Add(new CountedRange(Math.Max(from, CountedTo + 1), to));
         CountedAhead.Sort((a, b) => a.From.CompareTo(b.From));
         var merged = new List<CountedRange>(CountedAhead.Count);
@@ -77,13 +83,14 @@ public sealed class ConversationActivity : ITenanted, IVersioned
             }
         }
 
-        while (merged.Count > 0 && (merged[0].From <= CountedTo + 1 || merged.Count > MaxCountedAhead))
+        while (merged.Count > MaxCountedAhead)
         {
-            CountedTo = Math.Max(CountedTo, merged[0].To);
+            CountedTo = merged[0].To;
             merged.RemoveAt(0);
         }
 
         CountedAhead = merged;
+        AbsorbAhead();
         return true;
     }
 
@@ -92,6 +99,16 @@ public sealed class ConversationActivity : ITenanted, IVersioned
     {
         CountedTo = Math.Max(CountedTo, messageCount);
         CountedAhead.RemoveAll(r => r.To <= CountedTo);
+    }
+
+    /// <summary>Moves the ranges counted ahead that now reach down to <see cref="CountedTo"/> (a gap closed) into it.</summary>
+    private void AbsorbAhead()
+    {
+        while (CountedAhead.Count > 0 && CountedAhead[0].From <= CountedTo + 1)
+        {
+            CountedTo = Math.Max(CountedTo, CountedAhead[0].To);
+            CountedAhead.RemoveAt(0);
+        }
     }
 }
 
