@@ -66,6 +66,17 @@ public sealed class CountedMessagesTests
     }
 
     [Fact]
+    public void A_sweep_that_counts_up_to_just_below_a_range_counted_ahead_closes_the_gap()
+    {
+        // Messages 3-4's notice was lost, 5's came: the sweep's counts reach 4, so nothing is missing any more.
+        var activity = new ConversationActivity();
+        Count(activity, (1, 2), (5, 5));
+        activity.CountedUpTo(4);
+
+        Assert.Equal((5L, 0), (activity.CountedTo, activity.CountedAhead.Count));
+    }
+
+    [Fact]
     public void Past_the_most_gaps_kept_the_lowest_gap_is_given_up_as_counted()
     {
         // Every other message's notice lost (dead-lettered, say): the ranges counted ahead stay bounded.

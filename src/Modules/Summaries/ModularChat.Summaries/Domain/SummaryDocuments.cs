@@ -98,7 +98,7 @@ public sealed class ConversationActivity : ITenanted, IVersioned
     public void CountedUpTo(long messageCount)
     {
         CountedTo = Math.Max(CountedTo, messageCount);
-        CountedAhead.RemoveAll(r => r.To <= CountedTo);
+        AbsorbAhead();
     }
 
     /// <summary>Moves the ranges counted ahead that now reach down to <see cref="CountedTo"/> (a gap closed) into it.</summary>
