@@ -128,6 +128,41 @@ public sealed class ClusterTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_rebuild_taken_over_by_another_stops_instead_of_running_beside_it()
+    {
+        using var admin = Operator(app.Host.Server.CreateClient());
+        // As in the heartbeat test, the test holds the vectors' table: the rebuild waits in its clean-up.
+        await using var connection = await app.OpenConnectionAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        await using (var locking = new NpgsqlCommand($"lock table {new SearchSchema(app.Store.Options.DatabaseSchemaName).Vectors} in access exclusive mode", connection, transaction))
+        {
+            await locking.ExecuteNonQueryAsync();
+        }
+
+        var elsewhere = Guid.NewGuid();
+        try
+        {
+            await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatusDto>(HttpStatusCode.Accepted);
+            Assert.Equal(1, await Eventually.Until(CleanUpsWaiting, n => n == 1, seconds: 120));
+
+            // Another node took this one for cut off (its database was out of reach for longer than the stale timeout) and
+            // started its own: at its next heartbeat this rebuild finds the row taken and stops, lock or not.
+            var other = await WriteRebuildRow(elsewhere, "now()");
+
+            Assert.Equal(0, await Eventually.Until(CleanUpsWaiting, n => n == 0, seconds: 60));
+            var status = await RebuildStatus(admin);
+            Assert.Equal(("running", elsewhere), (status.State, status.Node));
+            await using var command = new NpgsqlCommand($"select run_id from {Rebuilds} where id = 1", connection, transaction);
+            Assert.Equal(other, await command.ExecuteScalarAsync());
+        }
+        finally
+        {
+            await transaction.RollbackAsync();
+            await WriteRebuildRow(elsewhere, "now() - interval '1 hour'"); // cut off: the next rebuild may start
+        }
+    }
+
+    [Fact]
     public async Task A_rebuild_running_on_another_node_is_reported_and_not_started_a_second_time()
     {
         var elsewhere = Guid.NewGuid();
@@ -193,6 +228,16 @@ public sealed class ClusterTests(SearchApp app)
         await using var connection = await app.OpenConnectionAsync();
         await using var command = new NpgsqlCommand($"select heartbeat_at from {Rebuilds} where id = 1", connection);
         return (DateTime)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>Rebuild clean-ups (the orphan vectors' delete) waiting for a lock.</summary>
+    private async Task<long> CleanUpsWaiting()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(
+            "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock' and query like '%with orphans as%' and pid <> pg_backend_pid()",
+            connection);
+        return (long)(await command.ExecuteScalarAsync())!;
     }
 
     private static async Task<RebuildStatusDto> RebuildStatus(HttpClient admin)

@@ -176,9 +176,12 @@ internal sealed partial class SearchRebuilds(
 
     private async Task RunAsync(Guid run)
     {
-        var cancellation = lifetime.ApplicationStopping;
+        var stopping = lifetime.ApplicationStopping;
+        // Cancelled when the node stops, or when another rebuild took the row over (this one was taken for cut off).
+        using var running = CancellationTokenSource.CreateLinkedTokenSource(stopping);
+        var cancellation = running.Token;
         using var beating = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        var heartbeat = BeatAsync(run, beating.Token);
+        var heartbeat = BeatAsync(run, running, beating.Token);
         string state;
         string? error = null;
         long? removed = null;
@@ -190,11 +193,16 @@ internal sealed partial class SearchRebuilds(
             state = "succeeded";
             LogFinished(logger, removed.Value);
         }
+        catch (OperationCanceledException) when (cancellation.IsCancellationRequested && !stopping.IsCancellationRequested)
+        {
+            // Taken over (logged by the heartbeat): the row is the other rebuild's, so nothing below records this one.
+            state = "failed";
+        }
         catch (Exception e)
         {
             LogFailed(logger, e);
             state = "failed";
-            error = cancellation.IsCancellationRequested ? "The node stopped during the rebuild: the read model may be half rebuilt." : e.Message;
+            error = stopping.IsCancellationRequested ? "The node stopped during the rebuild: the read model may be half rebuilt." : e.Message;
         }
 
         await beating.CancelAsync();
@@ -210,8 +218,13 @@ internal sealed partial class SearchRebuilds(
         }
     }
 
-    /// <summary>Keeps the rebuild's heartbeat fresh while it runs, so that no node takes it for cut off.</summary>
-    private async Task BeatAsync(Guid run, CancellationToken cancellationToken)
+    /// <summary>
+    /// Keeps the rebuild's heartbeat fresh while it runs, so that no node takes it for cut off. When the row is no longer
+    /// this run's, another rebuild started after this node was taken for cut off (its database unreachable for longer
+    /// than <c>Messaging:StaleNodeTimeout</c>): <paramref name="running"/> is cancelled, so that two rebuilds do not
+    /// replay into the same tables, and the other one's outcome is the one reported.
+    /// </summary>
+    private async Task BeatAsync(Guid run, CancellationTokenSource running, CancellationToken cancellationToken)
     {
         using var timer = new PeriodicTimer(Runtime.Options.Durability.HealthCheckPollingTime);
         try
@@ -226,7 +239,12 @@ internal sealed partial class SearchRebuilds(
                     {
                         Parameters = { new() { Value = run } },
                     };
-                    await command.ExecuteNonQueryAsync(cancellationToken);
+                    if (await command.ExecuteNonQueryAsync(cancellationToken) == 0)
+                    {
+                        LogTakenOver(logger, StaleAfter);
+                        await running.CancelAsync();
+                        return;
+                    }
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
@@ -290,7 +308,13 @@ internal sealed partial class SearchRebuilds(
                 on conflict (id) do update set generation = {schema.State}.generation + 1
             )
             select count(*) from orphans
-            """, connection);
+            """, connection)
+        {
+            // One statement over every vector: on a large store it can take longer than the connection's command timeout,
+            // which would fail the rebuild after its whole replay. It runs as long as it needs, stopped only by the node
+            // stopping or another rebuild taking over (its heartbeat keeps it reported as running meanwhile).
+            CommandTimeout = 0,
+        };
         return (long)(await command.ExecuteScalarAsync(cancellation) ?? 0L);
     }
 
@@ -305,6 +329,9 @@ internal sealed partial class SearchRebuilds(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Refreshing the search rebuild's heartbeat failed; the next check retries")]
     private static partial void LogHeartbeatFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Another search rebuild took over from this one, which had not refreshed its heartbeat for {StaleAfter}: this one stops")]
+    private static partial void LogTakenOver(ILogger logger, TimeSpan staleAfter);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "The search rebuild's outcome ({State}) could not be recorded: it is reported failed once its heartbeat is older than {StaleAfter}")]
     private static partial void LogNotRecorded(ILogger logger, Exception exception, string state, TimeSpan staleAfter);
