@@ -72,6 +72,66 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Listing_filtered_by_metadata_keeps_the_conversations_that_have_every_pair_and_pages_through_them()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        async Task<Guid> Start(string title, Dictionary<string, string> metadata)
+            => (await (await client.PostJson("/api/conversations", new { title, metadata })).ReadAs<ConversationDto>(HttpStatusCode.Created)).Id;
+
+        var aliceWeb1 = await Start("a1", new() { ["userId"] = "alice", ["channel"] = "web" });
+        var bob = await Start("b", new() { ["userId"] = "bob", ["channel"] = "web" });
+        var aliceMobile = await Start("a2", new() { ["userId"] = "alice", ["channel"] = "mobile" });
+        var aliceWeb2 = await Start("a3", new() { ["userId"] = "alice", ["channel"] = "web", ["ref"] = "a=b" });
+        await Start("none", []);
+        // A metadata change moves a conversation into the filter, or out of it.
+        (await client.PatchJson($"/api/conversations/{aliceMobile}", new { metadata = new Dictionary<string, string?> { ["channel"] = "web" } })).EnsureSuccessStatusCode();
+        (await client.PatchJson($"/api/conversations/{aliceWeb1}", new { metadata = new Dictionary<string, string?> { ["userId"] = null } })).EnsureSuccessStatusCode();
+
+        async Task<List<Guid>> List(string query)
+        {
+            var ids = new List<Guid>();
+            string? cursor = null;
+            do
+            {
+                var page = await (await client.GetAsync($"/api/conversations?limit=1&{query}" + (cursor is null ? "" : $"&cursor={cursor}")))
+                    .ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+                ids.AddRange(page.Items.Select(c => c.Id));
+                cursor = page.NextCursor;
+            }
+            while (cursor is not null && ids.Count < 10);
+            return ids;
+        }
+
+        // Newest activity first, a page at a time (a metadata change is not activity: the order is by start or last message).
+        Assert.Equal([aliceWeb2, aliceMobile], await List("metadata=userId=alice&metadata=channel=web"));
+        Assert.Equal([aliceWeb2, aliceMobile], await List("metadata=userId=alice"));
+        Assert.Equal([aliceWeb2], await List("metadata=ref=a%3Db")); // split at the first '=': the value may hold more
+        Assert.Equal([bob], await List("metadata=userId=bob&metadata=userId=bob"));
+        Assert.Empty(await List("metadata=userId=alice&metadata=userId=bob")); // one key cannot hold two values
+        Assert.Empty(await List("metadata=userId=ALICE")); // exact
+        Assert.Empty(await List("metadata=userId="));
+        // Another tenant's conversations with the same metadata are not listed.
+        using var other = app.Client(ModularChatApp.NewUser());
+        var page = await (await other.GetAsync("/api/conversations?metadata=userId=alice")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Empty(page.Items);
+    }
+
+    [Fact]
+    public async Task Bad_metadata_filters_answer_400_or_422_naming_the_problem()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.GetAsync("/api/conversations?metadata=userId")).ShouldBeProblem(400);
+        Assert.Contains("key=value", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        problem = await (await client.GetAsync("/api/conversations?metadata==alice")).ShouldBeProblem(400);
+        Assert.Contains("key=value", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        problem = await (await client.GetAsync("/api/conversations?metadata=userId=a%00b")).ShouldBeProblem(400);
+        Assert.Contains("NUL", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var many = string.Join('&', Enumerable.Range(0, 33).Select(i => $"metadata=k{i}=v"));
+        problem = await (await client.GetAsync($"/api/conversations?{many}")).ShouldBeProblem(422);
+        Assert.Contains("Conversations:MaxMetadataEntries", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Renaming_changes_the_title_and_the_version()
     {
         using var client = app.Client(ModularChatApp.NewUser());

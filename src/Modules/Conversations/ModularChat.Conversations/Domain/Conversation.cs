@@ -53,12 +53,14 @@ public sealed partial record Conversation
 
     /// <summary>
     /// Marten's hook for the document's storage: the list reads a tenant's conversations newest activity
-    /// first, keyset-paged on (last activity, id), which this one index serves.
+    /// first, keyset-paged on (last activity, id), which the first index serves; filtered by metadata, it matches by
+    /// containment, which the second (GIN, <c>jsonb_path_ops</c>, over the metadata alone) serves.
     /// </summary>
     public static void ConfigureMarten(DocumentMapping mapping)
     {
         mapping.DuplicateField(nameof(LastActivityAt), notNull: true);
         mapping.AddIndex("tenant_id", "last_activity_at", "id").Name = "ix_conversation_activity";
+        mapping.AddGinIndexToDataMember([typeof(Conversation).GetProperty(nameof(Metadata))!]).Name = "ix_conversation_metadata";
     }
 
     public static Conversation Create(ConversationStarted e) => new()

@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using FluentValidation;
 using Marten;
 using Marten.Linq.MatchesSql;
@@ -10,18 +11,38 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Paging;
 using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations.Domain;
 
 namespace ModularChat.Conversations.Features.ListConversations;
 
 /// <summary>Newest activity first, keyset-paged on (last activity, id).</summary>
-internal sealed record ListConversations(string? Cursor, int? Limit) : IQuery<Page<ConversationResponse>>;
+/// <param name="Metadata">Filters, "key=value" (split at the first '='): only conversations whose metadata has every one.</param>
+internal sealed record ListConversations(string? Cursor, int? Limit, string[]? Metadata = null) : IQuery<Page<ConversationResponse>>
+{
+    /// <summary>The filters as one JSON object each, for PostgreSQL's containment (<c>@&gt;</c>).</summary>
+    public IEnumerable<string> MetadataFilters() => (Metadata ?? []).Distinct(StringComparer.Ordinal).Select(filter =>
+    {
+        var at = filter.IndexOf('=', StringComparison.Ordinal);
+        return JsonSerializer.Serialize(new Dictionary<string, string> { [filter[..at]] = filter[(at + 1)..] });
+    });
+}
 
 internal sealed class ListConversationsValidator : AbstractValidator<ListConversations>
 {
     public ListConversationsValidator(IOptions<ConversationsOptions> options)
-        => RuleFor(q => q.Limit).InclusiveBetween(1, options.Value.MaxPageSize)
-            .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
+    {
+        var o = options.Value;
+        RuleFor(q => q.Limit).InclusiveBetween(1, o.MaxPageSize)
+            .WithMessage($"'limit' must be between 1 and {o.MaxPageSize}.");
+        // A conversation holds at most MaxMetadataEntries entries, so more filters could never all match.
+        RuleFor(q => q.Metadata).Must(m => m is null || m.Length <= o.MaxMetadataEntries)
+            .WithMessage($"At most {o.MaxMetadataEntries} 'metadata' filters (Conversations:MaxMetadataEntries).").AsLimit();
+        RuleForEach(q => q.Metadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
+            .WithMessage("'metadata' filters are key=value, e.g. metadata=userId=42.");
+        RuleForEach(q => q.Metadata).Must(m => m is null || StorableText.IsStorable(m))
+            .WithMessage("'metadata' filters must not contain the NUL character (U+0000): no stored metadata holds it.");
+    }
 }
 
 internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions<ConversationsOptions> options)
@@ -34,6 +55,12 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         await using var session = sessions.Query();
         IQueryable<Conversation> conversations = session.Query<Conversation>();
+        foreach (var filter in query.MetadataFilters())
+        {
+            // Containment, which the GIN index on the metadata serves (see Conversation.ConfigureMarten).
+            conversations = conversations.Where(c => c.MatchesSql("d.data -> 'Metadata' @> ?::jsonb", filter));
+        }
+
         if (query.Cursor is not null)
         {
             var (activity, id) = DecodeCursor(query.Cursor);
@@ -73,10 +100,11 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
 internal static class ListConversationsEndpoint
 {
     public static void MapListConversations(this IEndpointRouteBuilder group) =>
-        group.MapGet("/", async Task<Ok<Page<ConversationResponse>>> (string? cursor, int? limit, ISender sender, CancellationToken ct)
-                => TypedResults.Ok(await sender.Send(new ListConversations(cursor, limit), ct)))
+        group.MapGet("/", async Task<Ok<Page<ConversationResponse>>> (string? cursor, int? limit, string[]? metadata, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(new ListConversations(cursor, limit, metadata), ct)))
             .WithName("ListConversations")
             .WithSummary("List conversations, most recently active first")
-            .WithDescription("Pass the previous page's nextCursor as cursor to read on; nextCursor is null on the last page.")
+            .WithDescription("Pass the previous page's nextCursor as cursor to read on, with the same metadata filters; nextCursor is null on the last page. " +
+                             "metadata=key=value (repeatable) keeps only the conversations whose metadata has every pair (exact, case-sensitive).")
             .ProducesValidationProblem();
 }
