@@ -109,11 +109,7 @@ public sealed class ClusterTests(SearchApp app)
         using var admin = Operator(app.Host.Server.CreateClient());
         // The rebuild's clean-up deletes orphan vectors: while the test holds the table, the rebuild cannot finish.
         await using var connection = await app.OpenConnectionAsync();
-        await using var transaction = await connection.BeginTransactionAsync();
-        await using (var locking = new NpgsqlCommand($"lock table {new SearchSchema(app.Store.Options.DatabaseSchemaName).Vectors} in access exclusive mode", connection, transaction))
-        {
-            await locking.ExecuteNonQueryAsync();
-        }
+        await using var transaction = await LockVectorsAsync(connection);
 
         var started = await (await admin.PostAsync("/api/admin/search/rebuild", null)).ReadAs<RebuildStatusDto>(HttpStatusCode.Accepted);
         var first = await Heartbeat();
@@ -133,11 +129,7 @@ public sealed class ClusterTests(SearchApp app)
         using var admin = Operator(app.Host.Server.CreateClient());
         // As in the heartbeat test, the test holds the vectors' table: the rebuild waits in its clean-up.
         await using var connection = await app.OpenConnectionAsync();
-        await using var transaction = await connection.BeginTransactionAsync();
-        await using (var locking = new NpgsqlCommand($"lock table {new SearchSchema(app.Store.Options.DatabaseSchemaName).Vectors} in access exclusive mode", connection, transaction))
-        {
-            await locking.ExecuteNonQueryAsync();
-        }
+        await using var transaction = await LockVectorsAsync(connection);
 
         var elsewhere = Guid.NewGuid();
         try
@@ -228,6 +220,16 @@ public sealed class ClusterTests(SearchApp app)
         await using var connection = await app.OpenConnectionAsync();
         await using var command = new NpgsqlCommand($"select heartbeat_at from {Rebuilds} where id = 1", connection);
         return (DateTime)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>Holds the vectors' table, which a rebuild's clean-up needs, until the returned transaction ends.</summary>
+    private async Task<NpgsqlTransaction> LockVectorsAsync(NpgsqlConnection connection)
+    {
+        var transaction = await connection.BeginTransactionAsync();
+        await using var locking = new NpgsqlCommand(
+            $"lock table {new SearchSchema(app.Store.Options.DatabaseSchemaName).Vectors} in access exclusive mode", connection, transaction);
+        await locking.ExecuteNonQueryAsync();
+        return transaction;
     }
 
     /// <summary>Rebuild clean-ups (the orphan vectors' delete) waiting for a lock.</summary>
