@@ -107,6 +107,9 @@ public sealed class ArchivedEntriesTests(SearchApp app)
         private ConversationMessage Message(int sequence)
             => new(conversationId, _ids[sequence], sequence, MessageRole.User, $"Archived message {sequence} about the lighthouse.", null, null, _at, _at, 8);
 
+        public Task<IReadOnlyList<Guid>> FindIdsByMetadataAsync(string tenantId, IReadOnlyCollection<KeyValuePair<string, string>> metadata, int limit,
+            CancellationToken cancellationToken = default) => throw new NotSupportedException();
+
         public Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default)
             => Task.FromResult<ConversationInfo?>(new ConversationInfo(conversationId, "archive", count, 8L * count, _at, _at, count)
             {

@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Text.Json;
 using static ModularChat.Search.Tests.Api;
 
 namespace ModularChat.Search.Tests;
@@ -185,6 +186,68 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task Conversation_metadata_restricts_hits_to_the_conversations_that_have_it_in_every_mode()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        async Task<Guid> Start(string title, object metadata, params object[] messages)
+        {
+            var id = (await (await client.PostJson("/api/conversations", new { title, metadata })).ReadAs<JsonElement>(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+            await (await client.PostJson($"/api/conversations/{id}/messages/batch", new { messages })).ReadAs<JsonElement>(HttpStatusCode.Created);
+            return id;
+        }
+
+        var aliceWeb = await Start("a1", new { userId = "alice", channel = "web" },
+            Message("the lighthouse keeper's diary"), Message("a lighthouse on the cliff", "assistant"));
+        var aliceMobile = await Start("a2", new { userId = "alice", channel = "mobile" }, Message("lighthouse tours start at noon"));
+        var bob = await Start("b", new { userId = "bob" }, Message("the lighthouse was painted red"));
+        await client.WaitForIndexing(4);
+
+        async Task<Guid[]> Conversations(string filter)
+            => (await (await client.GetAsync("/api/search?q=lighthouse&" + filter)).ReadAs<SearchResult>(HttpStatusCode.OK))
+                .Hits.Select(h => h.ConversationId).Distinct().Order().ToArray();
+
+        foreach (var mode in new[] { "hybrid", "keyword", "semantic" })
+        {
+            Assert.Equal(new[] { aliceWeb, aliceMobile, bob }.Order(), await Conversations($"mode={mode}"));
+            Assert.Equal(new[] { aliceWeb, aliceMobile }.Order(), await Conversations($"mode={mode}&conversationMetadata=userId=alice"));
+            Assert.Equal([aliceWeb], await Conversations($"mode={mode}&conversationMetadata=userId=alice&conversationMetadata=channel=web"));
+            Assert.Equal([bob], await Conversations($"mode={mode}&conversationMetadata=userId=bob"));
+            Assert.Empty(await Conversations($"mode={mode}&conversationMetadata=userId=carol"));
+            Assert.Empty(await Conversations($"mode={mode}&conversationMetadata=userId=alice&conversationMetadata=userId=bob"));
+            // With a conversation id as well, both must hold.
+            Assert.Empty(await Conversations($"mode={mode}&conversationId={bob}&conversationMetadata=userId=alice"));
+            Assert.Equal([bob], await Conversations($"mode={mode}&conversationId={bob}&conversationMetadata=userId=bob"));
+        }
+
+        // The filter reads the conversations as they are now: a metadata change applies to the next search.
+        (await client.PatchJson($"/api/conversations/{bob}", new { metadata = new Dictionary<string, string?> { ["userId"] = "alice" } })).EnsureSuccessStatusCode();
+        Assert.Equal(new[] { aliceWeb, aliceMobile, bob }.Order(), await Conversations("conversationMetadata=userId=alice"));
+        var web = await (await client.GetAsync("/api/search?q=lighthouse&mode=keyword&conversationMetadata=userId=alice&conversationMetadata=channel=web"))
+            .ReadAs<SearchResult>(HttpStatusCode.OK);
+        Assert.Equal([1L, 2L], web.Hits.Select(h => h.Sequence!.Value).Order()); // both of aliceWeb's messages
+    }
+
+    [Fact]
+    public async Task A_conversation_metadata_filter_that_matches_too_many_conversations_answers_422()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        foreach (var title in new[] { "one", "two" })
+        {
+            (await client.PostJson("/api/conversations", new { title, metadata = new { userId = "alice" } })).EnsureSuccessStatusCode();
+        }
+
+        await using var node = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?> { ["Search:MaxFilteredConversations"] = "1" });
+        using var limited = node.Server.CreateClient();
+        limited.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+
+        var problem = await (await limited.GetAsync("/api/search?q=anything&conversationMetadata=userId=alice")).ShouldBeProblem(422);
+
+        Assert.Contains("Search:MaxFilteredConversations", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        (await limited.GetAsync("/api/search?q=anything&conversationMetadata=userId=bob")).EnsureSuccessStatusCode();
+    }
+
+    [Fact]
     public async Task Results_only_ever_come_from_the_callers_tenant()
     {
         using var alice = app.Client(ModularChatApp.NewUser("alice"));
@@ -323,6 +386,8 @@ public sealed class SearchingTests(SearchApp app)
     [InlineData("q=x&from=yesterday", 400, null)]
     [InlineData("q=x&from=2024-02-01&to=2024-01-01", 400, "to")]
     [InlineData("q=x&metadata=speaker", 400, "metadata[0]")]
+    [InlineData("q=x&conversationMetadata=userId", 400, "conversationMetadata[0]")]
+    [InlineData("q=x&conversationMetadata=userId=a%00b", 400, "conversationMetadata[0]")]
     [InlineData("q=x&diversity=2", 400, "diversity")]
     [InlineData("q=x&context=6", 422, "context")]
     public async Task Bad_search_requests_get_a_problem_naming_the_parameter(string query, int status, string? field)

@@ -26,6 +26,9 @@ public sealed record ConversationInfo(
     DateTimeOffset LastActivityAt,
     long Version)
 {
+    /// <summary>The conversation's metadata.</summary>
+    public IReadOnlyDictionary<string, string> Metadata { get; init; } = new Dictionary<string, string>();
+
     /// <summary>
     /// The ranges retention archived or deleted, oldest first (empty when it has touched nothing). Archived messages are
     /// read with <see cref="IConversationMessages.ReadArchivedChunksAsync"/>; deleted ones are gone from the database.
@@ -59,6 +62,13 @@ public interface IConversationMessages
 {
     /// <summary>The conversation, or null when it does not exist for this tenant (or was deleted).</summary>
     Task<ConversationInfo?> FindAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken = default);
+
+    /// <summary>
+    /// Ids of up to <paramref name="limit"/> of the tenant's conversations whose metadata holds every pair of
+    /// <paramref name="metadata"/> (exact; two values for one key match nothing), newest activity first.
+    /// </summary>
+    Task<IReadOnlyList<Guid>> FindIdsByMetadataAsync(
+        string tenantId, IReadOnlyCollection<KeyValuePair<string, string>> metadata, int limit, CancellationToken cancellationToken = default);
 
     /// <summary>
     /// Up to <paramref name="limit"/> live conversations with messages, of every tenant (or of <paramref name="tenantId"/>),

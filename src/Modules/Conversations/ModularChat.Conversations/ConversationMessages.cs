@@ -23,7 +23,19 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
         return c is null ? null : new ConversationInfo(c.Id, c.Title, c.MessageCount, c.TotalTokens, c.CreatedAt, c.LastActivityAt, c.ClientVersion)
         {
             Retained = c.Retained.Select(r => new RetainedMessages(r.Action, r.FromSequence, r.ToSequence)).ToList(),
+            Metadata = c.Metadata,
         };
+    }
+
+    public async Task<IReadOnlyList<Guid>> FindIdsByMetadataAsync(
+        string tenantId, IReadOnlyCollection<KeyValuePair<string, string>> metadata, int limit, CancellationToken cancellationToken = default)
+    {
+        await using var session = store.QuerySession(tenantId);
+        return await session.Query<Conversation>().WithMetadata(metadata)
+            .OrderByDescending(c => c.LastActivityAt).ThenByDescending(c => c.Id)
+            .Select(c => c.Id)
+            .Take(limit)
+            .ToListAsync(cancellationToken);
     }
 
     public async Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(

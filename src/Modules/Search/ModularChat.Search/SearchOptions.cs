@@ -36,6 +36,12 @@ public sealed class SearchOptions
     public int MaxQueryLength { get; set; } = 1000;
 
     /// <summary>
+    /// Most conversations a <c>conversationMetadata</c> filter may match (422 beyond, asking for a narrower filter): their
+    /// ids go into the search's statements and select the in-memory vectors conversation by conversation.
+    /// </summary>
+    public int MaxFilteredConversations { get; set; } = 10_000;
+
+    /// <summary>
     /// Budget of entries a keyword search reads: entries are fetched through the query's rarest words while their expected
     /// number stays within it (the rarest word is always used), so common words cannot make a search read half the tenant.
     /// Matches beyond it (a query of everyday words only) are scored, and only this many of the best go on to ranking.
@@ -176,6 +182,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleFor(o => o.MaxResults).InclusiveBetween(1, 1000);
         RuleFor(o => o.DefaultResults).GreaterThan(0).LessThanOrEqualTo(o => o.MaxResults).WithMessage("must be between 1 and MaxResults.");
         RuleFor(o => o.MaxQueryLength).InclusiveBetween(1, 100_000);
+        RuleFor(o => o.MaxFilteredConversations).InclusiveBetween(1, 1_000_000);
         RuleFor(o => o.CandidatesPerList).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxKeywordCandidates).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.KeywordWeight).InclusiveBetween(0, 100);

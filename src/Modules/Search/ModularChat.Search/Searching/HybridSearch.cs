@@ -117,7 +117,7 @@ internal sealed partial class HybridSearch(
         }
 
         var vectorFilter = new VectorFilter(filter.ConversationId, filter.Kind, filter.Role, filter.From, filter.To, allowed,
-            filter.ExcludeFromSequence, filter.ExcludeToSequence);
+            filter.ExcludeFromSequence, filter.ExcludeToSequence, filter.ConversationIds);
         var candidates = await vectors.SearchAsync(criteria.TenantId, embedder.Model,
             new VectorQuery(query, vectorFilter, limit, (float)o.PreviousTurnWeight, (float)o.NextTurnWeight), cancellationToken);
         return new SemanticList(candidates, embedder.Model, null, embedder.BuiltIn is not null);

@@ -136,6 +136,10 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
         {
             scope.Append(" and e.conversation_id = ").Append(Add(conversationId));
         }
+        else if (filter.ConversationIds is { } conversationIds)
+        {
+            scope.Append(" and e.conversation_id = any(").Append(Add(conversationIds.ToArray(), NpgsqlDbType.Array | NpgsqlDbType.Uuid)).Append(')');
+        }
 
         if (filter.Kind is { } kind)
         {
@@ -227,12 +231,17 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
         batch.BatchCommands.Add(lexemes);
         var totals = new NpgsqlBatchCommand($"""
             select coalesce(sum(documents), 0)::bigint, coalesce(sum(lexemes), 0)::bigint,
-                   coalesce(sum(documents) filter (where ($2::uuid is null or conversation_id = $2) and ($3::smallint is null or kind = $3)), 0)::bigint
+                   coalesce(sum(documents) filter (where ($2::uuid is null or conversation_id = $2) and ($3::smallint is null or kind = $3)
+                                                   and ($4::uuid[] is null or conversation_id = any($4))), 0)::bigint
             from {schema.Stats} where tenant_id = $1
             """);
         totals.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         totals.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.ConversationId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
         totals.Parameters.Add(new NpgsqlParameter { Value = filter.Kind is { } k ? (short)k : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Smallint });
+        totals.Parameters.Add(new NpgsqlParameter
+        {
+            Value = filter.ConversationIds?.ToArray() ?? (object)DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid,
+        });
         batch.BatchCommands.Add(totals);
 
         var found = new List<(string Lexeme, long Documents)>();

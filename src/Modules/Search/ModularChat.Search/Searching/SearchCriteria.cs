@@ -37,7 +37,8 @@ internal sealed record SearchFilter(
     DateTimeOffset? To = null,
     IReadOnlyDictionary<string, string>? Metadata = null,
     long? ExcludeFromSequence = null,
-    long? ExcludeToSequence = null)
+    long? ExcludeToSequence = null,
+    IReadOnlyCollection<Guid>? ConversationIds = null)
 {
     public EntryKind? Kind => Scope switch
     {

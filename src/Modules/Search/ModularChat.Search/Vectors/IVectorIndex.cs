@@ -11,7 +11,8 @@ internal sealed record VectorFilter(
     DateTimeOffset? To = null,
     IReadOnlySet<Guid>? AllowedIds = null,
     long? ExcludeFromSequence = null,
-    long? ExcludeToSequence = null);
+    long? ExcludeToSequence = null,
+    IReadOnlyCollection<Guid>? ConversationIds = null);
 
 /// <summary>A nearest-neighbour query: a unit-length vector, a filter, how many, and how much neighbouring turns add.</summary>
 internal sealed record VectorQuery(float[] Vector, VectorFilter Filter, int Limit, float PreviousTurnWeight, float NextTurnWeight);

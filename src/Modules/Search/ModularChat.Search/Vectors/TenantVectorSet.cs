@@ -179,6 +179,22 @@ internal sealed class TenantVectorSet
                     return [];
                 }
             }
+            else if (filter.ConversationIds is { } conversationIds)
+            {
+                scope = [];
+                foreach (var id in conversationIds)
+                {
+                    if (_conversationOrdinal.TryGetValue(id, out var ordinal) && _conversationSlots.TryGetValue(ordinal, out var slots))
+                    {
+                        scope.AddRange(slots);
+                    }
+                }
+
+                if (scope.Count == 0)
+                {
+                    return [];
+                }
+            }
 
             var scores = ArrayPool<float>.Shared.Rent(_count);
             var quantizedQuery = Precision == VectorPrecision.Int8 ? ArrayPool<sbyte>.Shared.Rent(_dimensions) : null;

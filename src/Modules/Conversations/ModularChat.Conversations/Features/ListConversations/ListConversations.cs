@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using FluentValidation;
 using Marten;
 using Marten.Linq.MatchesSql;
@@ -18,15 +17,7 @@ namespace ModularChat.Conversations.Features.ListConversations;
 
 /// <summary>Newest activity first, keyset-paged on (last activity, id).</summary>
 /// <param name="Metadata">Filters, "key=value" (split at the first '='): only conversations whose metadata has every one.</param>
-internal sealed record ListConversations(string? Cursor, int? Limit, string[]? Metadata = null) : IQuery<Page<ConversationResponse>>
-{
-    /// <summary>The filters as one JSON object each, for PostgreSQL's containment (<c>@&gt;</c>).</summary>
-    public IEnumerable<string> MetadataFilters() => (Metadata ?? []).Distinct(StringComparer.Ordinal).Select(filter =>
-    {
-        var at = filter.IndexOf('=', StringComparison.Ordinal);
-        return JsonSerializer.Serialize(new Dictionary<string, string> { [filter[..at]] = filter[(at + 1)..] });
-    });
-}
+internal sealed record ListConversations(string? Cursor, int? Limit, string[]? Metadata = null) : IQuery<Page<ConversationResponse>>;
 
 internal sealed class ListConversationsValidator : AbstractValidator<ListConversations>
 {
@@ -54,13 +45,7 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
     {
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         await using var session = sessions.Query();
-        IQueryable<Conversation> conversations = session.Query<Conversation>();
-        foreach (var filter in query.MetadataFilters())
-        {
-            // Containment, which the GIN index on the metadata serves (see Conversation.ConfigureMarten).
-            conversations = conversations.Where(c => c.MatchesSql("d.data -> 'Metadata' @> ?::jsonb", filter));
-        }
-
+        var conversations = session.Query<Conversation>().WithMetadata(ConversationMetadataFilter.Pairs(query.Metadata));
         if (query.Cursor is not null)
         {
             var (activity, id) = DecodeCursor(query.Cursor);

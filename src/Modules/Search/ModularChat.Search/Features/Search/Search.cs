@@ -6,8 +6,10 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.BuildingBlocks.Validation;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
@@ -68,7 +70,8 @@ internal sealed record SearchEntries(
     string[]? Metadata,
     string? Mode,
     double? Diversity,
-    int? Context) : IQuery<SearchResponse>
+    int? Context,
+    string[]? ConversationMetadata = null) : IQuery<SearchResponse>
 {
     public const int MaxMetadataFilters = 16;
 
@@ -84,6 +87,13 @@ internal sealed record SearchEntries(
 
         return pairs;
     }
+
+    /// <summary>The conversation metadata filters as pairs, as given (two values for one key match no conversation).</summary>
+    public List<KeyValuePair<string, string>> ConversationMetadataPairs() => (ConversationMetadata ?? []).Select(item =>
+    {
+        var at = item.IndexOf('=', StringComparison.Ordinal);
+        return KeyValuePair.Create(item[..at], item[(at + 1)..]);
+    }).ToList();
 }
 
 internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
@@ -106,6 +116,12 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
             .WithMessage($"At most {SearchEntries.MaxMetadataFilters} 'metadata' filters.").AsLimit();
         RuleForEach(q => q.Metadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
             .WithMessage("'metadata' filters are key=value, e.g. metadata=speaker=Caroline.");
+        RuleFor(q => q.ConversationMetadata).Must(m => m is null || m.Length <= SearchEntries.MaxMetadataFilters)
+            .WithMessage($"At most {SearchEntries.MaxMetadataFilters} 'conversationMetadata' filters.").AsLimit();
+        RuleForEach(q => q.ConversationMetadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
+            .WithMessage("'conversationMetadata' filters are key=value, e.g. conversationMetadata=userId=42.");
+        RuleForEach(q => q.ConversationMetadata).Must(m => m is null || StorableText.IsStorable(m))
+            .WithMessage("'conversationMetadata' filters must not contain the NUL character (U+0000): no stored metadata holds it.");
         RuleFor(q => q.Diversity).InclusiveBetween(0, 1).WithMessage("'diversity' must be between 0 (off) and 1.");
         RuleFor(q => q.Context).GreaterThanOrEqualTo(0).WithMessage("'context' must not be negative.");
         RuleFor(q => q.Context).LessThanOrEqualTo(o.MaxContextTurns).WithMessage($"'context' may be at most {o.MaxContextTurns} turns.").AsLimit();
@@ -113,7 +129,8 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
 }
 
 internal sealed class SearchEntriesHandler(
-    TenantContext tenant, HybridSearch search, HitDetails details, IOptions<SearchOptions> options, SearchMetrics metrics)
+    TenantContext tenant, HybridSearch search, HitDetails details, IConversationMessages conversations, IOptions<SearchOptions> options,
+    SearchMetrics metrics)
     : IQueryHandler<SearchEntries, SearchResponse>
 {
     public async ValueTask<SearchResponse> Handle(SearchEntries query, CancellationToken cancellationToken)
@@ -122,14 +139,22 @@ internal sealed class SearchEntriesHandler(
         var o = options.Value;
         var tenantId = tenant.TenantId;
         var mode = query.Mode is null ? SearchMode.Hybrid : Enum.Parse<SearchMode>(query.Mode, ignoreCase: true);
+        var text = QueryText.Clean(query.Q!).Trim();
+        var conversationIds = await ConversationsAsync(query, tenantId, o, cancellationToken);
+        if (conversationIds is { Count: 0 })
+        {
+            // No conversation of the tenant has that metadata (now): nothing to rank.
+            return new SearchResponse(text, mode, new SemanticStatus(null, mode != SearchMode.Keyword, null), []);
+        }
+
         var filter = new SearchFilter(
             query.ConversationId,
             query.Scope is null ? SearchScope.All : Enum.Parse<SearchScope>(query.Scope, ignoreCase: true),
             query.Role is null ? null : Roles.Normalized(query.Role),
             query.From,
             query.To,
-            query.MetadataPairs());
-        var text = QueryText.Clean(query.Q!).Trim();
+            query.MetadataPairs(),
+            ConversationIds: conversationIds);
         var ranking = await search.RankAsync(
             new SearchCriteria(tenantId, text, query.K ?? o.DefaultResults, mode, filter, query.Diversity ?? o.Diversity), cancellationToken);
 
@@ -160,6 +185,37 @@ internal sealed class SearchEntriesHandler(
             : new SemanticStatus(ranking.SemanticModel, ranking.SemanticProblem is null, ranking.SemanticProblem);
         return new SearchResponse(text, mode, semantic, hits);
     }
+
+    /// <summary>
+    /// The conversations a <c>conversationMetadata</c> filter selects, as the Conversations module has them now (null
+    /// without one; with <c>conversationId</c> too, that one if it matches).
+    /// </summary>
+    private async Task<IReadOnlyCollection<Guid>?> ConversationsAsync(SearchEntries query, string tenantId, SearchOptions o, CancellationToken cancellationToken)
+    {
+        if (query.ConversationMetadata is not { Length: > 0 })
+        {
+            return null;
+        }
+
+        var pairs = query.ConversationMetadataPairs();
+        if (query.ConversationId is { } only)
+        {
+            var conversation = await conversations.FindAsync(tenantId, only, cancellationToken);
+            var matches = conversation is not null
+                          && pairs.All(p => conversation.Metadata.TryGetValue(p.Key, out var value) && string.Equals(value, p.Value, StringComparison.Ordinal));
+            return matches ? null : [];
+        }
+
+        var ids = await conversations.FindIdsByMetadataAsync(tenantId, pairs, o.MaxFilteredConversations + 1, cancellationToken);
+        if (ids.Count > o.MaxFilteredConversations)
+        {
+            throw new LimitExceededException("conversationMetadata",
+                $"'conversationMetadata' matches more than {o.MaxFilteredConversations} conversations (Search:MaxFilteredConversations): " +
+                "narrow it with another pair, or search one conversation with conversationId.");
+        }
+
+        return ids;
+    }
 }
 
 internal static class SearchEndpoint
@@ -167,14 +223,16 @@ internal static class SearchEndpoint
     public static void MapSearch(this IEndpointRouteBuilder group) =>
         group.MapGet("/", async Task<Ok<SearchResponse>> (
                 string? q, int? k, Guid? conversationId, string? scope, string? role, DateTimeOffset? from, DateTimeOffset? to,
-                string[]? metadata, string? mode, double? diversity, int? context, ISender sender, CancellationToken ct)
-                => TypedResults.Ok(await sender.Send(new SearchEntries(q, k, conversationId, scope, role, from, to, metadata, mode, diversity, context), ct)))
+                string[]? metadata, string? mode, double? diversity, int? context, string[]? conversationMetadata, ISender sender, CancellationToken ct)
+                => TypedResults.Ok(await sender.Send(
+                    new SearchEntries(q, k, conversationId, scope, role, from, to, metadata, mode, diversity, context, conversationMetadata), ct)))
             .WithName("Search")
             .WithSummary("Search messages and summaries (hybrid keyword + semantic)")
             .WithDescription(
                 "Ranks the caller's messages and summary revisions: PostgreSQL full-text (BM25) and embedding similarity, fused by reciprocal " +
                 "rank fusion, with a recency prior and neighbouring-turn context. Filters: conversationId, scope (messages, summaries, all), role, " +
-                "from/to (message time), metadata=key=value (repeatable). mode=keyword|semantic ranks with one list only; diversity (0-1) " +
+                "from/to (message time), metadata=key=value (repeatable; a message's own metadata), conversationMetadata=key=value (repeatable; " +
+                "only conversations whose metadata has every pair, e.g. one end user's). mode=keyword|semantic ranks with one list only; diversity (0-1) " +
                 "re-orders for variety (MMR); context=n returns n turns around each message hit. Indexing is asynchronous: a message " +
                 "appended a moment ago may not be found yet.")
             .ProducesValidationProblem()
