@@ -27,12 +27,7 @@ internal sealed class ListConversationsValidator : AbstractValidator<ListConvers
         RuleFor(q => q.Limit).InclusiveBetween(1, o.MaxPageSize)
             .WithMessage($"'limit' must be between 1 and {o.MaxPageSize}.");
         // A conversation holds at most MaxMetadataEntries entries, so more filters could never all match.
-        RuleFor(q => q.Metadata).Must(m => m is null || m.Length <= o.MaxMetadataEntries)
-            .WithMessage($"At most {o.MaxMetadataEntries} 'metadata' filters (Conversations:MaxMetadataEntries).").AsLimit();
-        RuleForEach(q => q.Metadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
-            .WithMessage("'metadata' filters are key=value, e.g. metadata=userId=42.");
-        RuleForEach(q => q.Metadata).Must(m => m is null || StorableText.IsStorable(m))
-            .WithMessage("'metadata' filters must not contain the NUL character (U+0000): no stored metadata holds it.");
+        this.KeyValueFilterRules(q => q.Metadata, "metadata", o.MaxMetadataEntries, "userId=42", "Conversations:MaxMetadataEntries");
     }
 }
 

@@ -112,16 +112,9 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
             .WithMessage("'mode' must be 'hybrid', 'keyword' or 'semantic'.");
         RuleFor(q => q.Role).Must(r => r is null || Roles.IsKnown(r)).WithMessage("'role' must be one of user, assistant, system, tool.");
         RuleFor(q => q.To).Must((q, to) => q.From is null || to is null || q.From <= to).WithMessage("'to' must not be before 'from'.");
-        RuleFor(q => q.Metadata).Must(m => m is null || m.Length <= SearchEntries.MaxMetadataFilters)
-            .WithMessage($"At most {SearchEntries.MaxMetadataFilters} 'metadata' filters.").AsLimit();
-        RuleForEach(q => q.Metadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
-            .WithMessage("'metadata' filters are key=value, e.g. metadata=speaker=Caroline.");
-        RuleFor(q => q.ConversationMetadata).Must(m => m is null || m.Length <= SearchEntries.MaxMetadataFilters)
-            .WithMessage($"At most {SearchEntries.MaxMetadataFilters} 'conversationMetadata' filters.").AsLimit();
-        RuleForEach(q => q.ConversationMetadata).Must(m => m is not null && m.IndexOf('=', StringComparison.Ordinal) > 0)
-            .WithMessage("'conversationMetadata' filters are key=value, e.g. conversationMetadata=userId=42.");
-        RuleForEach(q => q.ConversationMetadata).Must(m => m is null || StorableText.IsStorable(m))
-            .WithMessage("'conversationMetadata' filters must not contain the NUL character (U+0000): no stored metadata holds it.");
+        // A message metadata filter is matched against indexed text, which has no NUL characters: they are cleaned, not refused.
+        this.KeyValueFilterRules(q => q.Metadata, "metadata", SearchEntries.MaxMetadataFilters, "speaker=Caroline", refuseNul: false);
+        this.KeyValueFilterRules(q => q.ConversationMetadata, "conversationMetadata", SearchEntries.MaxMetadataFilters, "userId=42");
         RuleFor(q => q.Diversity).InclusiveBetween(0, 1).WithMessage("'diversity' must be between 0 (off) and 1.");
         RuleFor(q => q.Context).GreaterThanOrEqualTo(0).WithMessage("'context' must not be negative.");
         RuleFor(q => q.Context).LessThanOrEqualTo(o.MaxContextTurns).WithMessage($"'context' may be at most {o.MaxContextTurns} turns.").AsLimit();
