@@ -29,6 +29,34 @@ public sealed class RelatedConversationsTests(SearchApp app)
     }
 
     [Fact]
+    public async Task Conversation_metadata_limits_the_related_conversations_to_those_that_have_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        async Task<Guid> Start(string title, string user, params object[] messages)
+        {
+            var id = (await (await client.PostJson("/api/conversations", new { title, metadata = new { userId = user } }))
+                .ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.Created)).GetProperty("id").GetGuid();
+            await (await client.PostJson($"/api/conversations/{id}/messages/batch", new { messages })).ReadAs<System.Text.Json.JsonElement>(HttpStatusCode.Created);
+            return id;
+        }
+
+        var bread = await Start("bread", "alice", Message("My sourdough bread did not rise."), Message("Feed the sourdough starter.", "assistant"));
+        var bobsBaking = await Start("baking", "bob", Message("How long should sourdough bread rise?"), Message("A sourdough dough rises slowly.", "assistant"));
+        var cars = await Start("cars", "alice", Message("The car battery died this morning."), Message("Replace the battery.", "assistant"));
+        await client.WaitForIndexing(6);
+
+        async Task<Guid[]> Related(string filter)
+            => [.. (await (await client.GetAsync($"/api/conversations/{bread}/related?k=5&{filter}")).ReadAs<RelatedResponse>(HttpStatusCode.OK))
+                .Related.Select(r => r.ConversationId)];
+
+        Assert.Equal([bobsBaking, cars], await Related(""));
+        Assert.Equal([cars], await Related("conversationMetadata=userId=alice"));
+        Assert.Equal([bobsBaking], await Related("conversationMetadata=userId=bob"));
+        Assert.Empty(await Related("conversationMetadata=userId=carol"));
+        await (await client.GetAsync($"/api/conversations/{bread}/related?conversationMetadata=userId")).ShouldBeProblem(400);
+    }
+
+    [Fact]
     public async Task Unknown_conversations_and_bad_k_get_problems()
     {
         using var client = app.Client(ModularChatApp.NewUser());

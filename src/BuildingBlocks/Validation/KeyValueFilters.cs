@@ -25,4 +25,11 @@ public static class KeyValueFilters
                 .WithMessage($"'{name}' filters must not contain the NUL character (U+0000): no stored metadata holds it.");
         }
     }
+
+    /// <summary>Filters that passed <see cref="KeyValueFilterRules{T}"/> as pairs, split at the first '='.</summary>
+    public static List<KeyValuePair<string, string>> Pairs(IEnumerable<string>? filters) => (filters ?? []).Select(filter =>
+    {
+        var at = filter.IndexOf('=', StringComparison.Ordinal);
+        return KeyValuePair.Create(filter[..at], filter[(at + 1)..]);
+    }).ToList();
 }

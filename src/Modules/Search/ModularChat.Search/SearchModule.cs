@@ -46,6 +46,7 @@ public static class SearchModule
         services.AddHostedService(sp => sp.GetRequiredService<EmbeddingWorker>());
         services.AddSingleton<KeywordSearch>();
         services.AddSingleton<HybridSearch>();
+        services.AddSingleton<ConversationMetadataScope>();
         services.AddSingleton<HitDetails>();
         services.AddSingleton<SearchRebuilds>();
         services.AddSingleton<IConversationSearch, ConversationSearch>();

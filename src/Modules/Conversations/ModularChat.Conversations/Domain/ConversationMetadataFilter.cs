@@ -17,12 +17,4 @@ internal static class ConversationMetadataFilter
 
         return conversations;
     }
-
-    /// <summary>"key=value" filters as pairs, split at the first '=' (validated before).</summary>
-    public static IEnumerable<KeyValuePair<string, string>> Pairs(IEnumerable<string>? filters)
-        => (filters ?? []).Select(filter =>
-        {
-            var at = filter.IndexOf('=', StringComparison.Ordinal);
-            return KeyValuePair.Create(filter[..at], filter[(at + 1)..]);
-        });
 }

@@ -42,9 +42,13 @@ internal interface IVectorIndex
     /// <summary>Stored unit vectors of the given entries (those that have one).</summary>
     Task<IReadOnlyDictionary<Guid, float[]>> GetVectorsAsync(string tenantId, string model, IReadOnlyCollection<Guid> entryIds, CancellationToken cancellationToken);
 
-    /// <summary>The tenant's conversations most similar to <paramref name="conversationId"/> (centroids of messages and latest summary).</summary>
+    /// <summary>
+    /// The tenant's conversations most similar to <paramref name="conversationId"/> (centroids of messages and latest
+    /// summary), among <paramref name="among"/> only when given.
+    /// </summary>
     Task<IReadOnlyList<RelatedConversationScore>> RelatedAsync(
-        string tenantId, string model, Guid conversationId, int limit, float summaryWeight, CancellationToken cancellationToken);
+        string tenantId, string model, Guid conversationId, int limit, float summaryWeight, CancellationToken cancellationToken,
+        IReadOnlySet<Guid>? among = null);
 
     /// <summary>Number of vectors of the model the index holds for the tenant.</summary>
     Task<int> CountAsync(string tenantId, string model, CancellationToken cancellationToken);

@@ -37,8 +37,9 @@ internal sealed partial class InMemoryVectorIndex(
         => (await AcquireAsync(tenantId, model, cancellationToken)).Vectors(entryIds);
 
     public async Task<IReadOnlyList<RelatedConversationScore>> RelatedAsync(
-        string tenantId, string model, Guid conversationId, int limit, float summaryWeight, CancellationToken cancellationToken)
-        => (await AcquireAsync(tenantId, model, cancellationToken)).Related(conversationId, limit, summaryWeight);
+        string tenantId, string model, Guid conversationId, int limit, float summaryWeight, CancellationToken cancellationToken,
+        IReadOnlySet<Guid>? among = null)
+        => (await AcquireAsync(tenantId, model, cancellationToken)).Related(conversationId, limit, summaryWeight, among);
 
     public async Task<int> CountAsync(string tenantId, string model, CancellationToken cancellationToken)
         => (await AcquireAsync(tenantId, model, cancellationToken)).Count;

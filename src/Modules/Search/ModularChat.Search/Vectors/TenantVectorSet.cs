@@ -282,7 +282,7 @@ internal sealed class TenantVectorSet
     }
 
     /// <summary>Conversations ranked by cosine similarity of their centroids to <paramref name="conversationId"/>'s.</summary>
-    public List<RelatedConversationScore> Related(Guid conversationId, int limit, float summaryWeight)
+    public List<RelatedConversationScore> Related(Guid conversationId, int limit, float summaryWeight, IReadOnlySet<Guid>? among = null)
     {
         _lock.EnterReadLock();
         try
@@ -299,7 +299,7 @@ internal sealed class TenantVectorSet
             var scores = new List<RelatedConversationScore>();
             foreach (var (ordinal, _) in _conversationSlots)
             {
-                if (ordinal == target)
+                if (ordinal == target || (among is not null && !among.Contains(_conversationIds[ordinal])))
                 {
                     continue;
                 }

@@ -40,7 +40,7 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
     {
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         await using var session = sessions.Query();
-        var conversations = session.Query<Conversation>().WithMetadata(ConversationMetadataFilter.Pairs(query.Metadata));
+        var conversations = session.Query<Conversation>().WithMetadata(KeyValueFilters.Pairs(query.Metadata));
         if (query.Cursor is not null)
         {
             var (activity, id) = DecodeCursor(query.Cursor);

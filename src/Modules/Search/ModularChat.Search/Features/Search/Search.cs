@@ -6,10 +6,8 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
-using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tenancy;
 using ModularChat.BuildingBlocks.Validation;
-using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
@@ -87,13 +85,6 @@ internal sealed record SearchEntries(
 
         return pairs;
     }
-
-    /// <summary>The conversation metadata filters as pairs, as given (two values for one key match no conversation).</summary>
-    public List<KeyValuePair<string, string>> ConversationMetadataPairs() => (ConversationMetadata ?? []).Select(item =>
-    {
-        var at = item.IndexOf('=', StringComparison.Ordinal);
-        return KeyValuePair.Create(item[..at], item[(at + 1)..]);
-    }).ToList();
 }
 
 internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
@@ -122,7 +113,7 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
 }
 
 internal sealed class SearchEntriesHandler(
-    TenantContext tenant, HybridSearch search, HitDetails details, IConversationMessages conversations, IOptions<SearchOptions> options,
+    TenantContext tenant, HybridSearch search, HitDetails details, ConversationMetadataScope scope, IOptions<SearchOptions> options,
     SearchMetrics metrics)
     : IQueryHandler<SearchEntries, SearchResponse>
 {
@@ -133,7 +124,7 @@ internal sealed class SearchEntriesHandler(
         var tenantId = tenant.TenantId;
         var mode = query.Mode is null ? SearchMode.Hybrid : Enum.Parse<SearchMode>(query.Mode, ignoreCase: true);
         var text = QueryText.Clean(query.Q!).Trim();
-        var conversationIds = await ConversationsAsync(query, tenantId, o, cancellationToken);
+        var conversationIds = await ConversationsAsync(query, tenantId, cancellationToken);
         if (conversationIds is { Count: 0 })
         {
             // No conversation of the tenant has that metadata (now): nothing to rank.
@@ -180,34 +171,22 @@ internal sealed class SearchEntriesHandler(
     }
 
     /// <summary>
-    /// The conversations a <c>conversationMetadata</c> filter selects, as the Conversations module has them now (null
-    /// without one; with <c>conversationId</c> too, that one if it matches).
+    /// The conversations a <c>conversationMetadata</c> filter selects (null without one; with <c>conversationId</c> too, that
+    /// one if it matches).
     /// </summary>
-    private async Task<IReadOnlyCollection<Guid>?> ConversationsAsync(SearchEntries query, string tenantId, SearchOptions o, CancellationToken cancellationToken)
+    private async Task<IReadOnlyCollection<Guid>?> ConversationsAsync(SearchEntries query, string tenantId, CancellationToken cancellationToken)
     {
-        if (query.ConversationMetadata is not { Length: > 0 })
+        if (query.ConversationMetadata is not { Length: > 0 } filters)
         {
             return null;
         }
 
-        var pairs = query.ConversationMetadataPairs();
         if (query.ConversationId is { } only)
         {
-            var conversation = await conversations.FindAsync(tenantId, only, cancellationToken);
-            var matches = conversation is not null
-                          && pairs.All(p => conversation.Metadata.TryGetValue(p.Key, out var value) && string.Equals(value, p.Value, StringComparison.Ordinal));
-            return matches ? null : [];
+            return await scope.MatchesAsync(tenantId, only, filters, cancellationToken) ? null : [];
         }
 
-        var ids = await conversations.FindIdsByMetadataAsync(tenantId, pairs, o.MaxFilteredConversations + 1, cancellationToken);
-        if (ids.Count > o.MaxFilteredConversations)
-        {
-            throw new LimitExceededException("conversationMetadata",
-                $"'conversationMetadata' matches more than {o.MaxFilteredConversations} conversations (Search:MaxFilteredConversations): " +
-                "narrow it with another pair, or search one conversation with conversationId.");
-        }
-
-        return ids;
+        return await scope.MatchingAsync(tenantId, filters, cancellationToken);
     }
 }
 
