@@ -77,10 +77,9 @@ internal sealed record SearchEntries(
     public Dictionary<string, string> MetadataPairs()
     {
         var pairs = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var item in Metadata ?? [])
+        foreach (var (key, value) in KeyValueFilters.Pairs(Metadata))
         {
-            var at = item.IndexOf('=', StringComparison.Ordinal);
-            pairs[QueryText.Clean(item[..at])] = QueryText.Clean(item[(at + 1)..]);
+            pairs[QueryText.Clean(key)] = QueryText.Clean(value);
         }
 
         return pairs;
