@@ -20,7 +20,7 @@ using Wolverine;
 
 var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = ContentRoot.For(args) });
 var limits = HostLimits.From(builder.Configuration);
-builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = limits.MaxRequestBodyBytes);
+builder.WebHost.ConfigureKestrel(k => limits.ApplyTo(k.Limits));
 
 builder.AddModularChatTelemetry();
 builder.Services.AddSingleton(TimeProvider.System);

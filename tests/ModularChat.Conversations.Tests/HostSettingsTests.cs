@@ -1,3 +1,7 @@
+using System.Net;
+using System.Net.Http.Json;
+using System.Text.Json;
+
 namespace ModularChat.Conversations.Tests;
 
 /// <summary>Settings the host reads before its services exist stop the start with a message naming them, as the validated options do.</summary>
@@ -8,6 +12,8 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("Limits:MaxRequestBodyBytes", "0")] // every request with a body would answer 413
     [InlineData("Limits:MaxRequestBodyBytes", "-1")]
     [InlineData("Limits:MaxRequestBodyBytes", "lots")]
+    [InlineData("Limits:MaxRequestLineBytes", "4096")] // under Kestrel's own limit
+    [InlineData("Limits:MaxRequestLineBytes", "99999999999")]
     [InlineData("OpenTelemetry:OtlpEndpoint", "notaurl")]
     [InlineData("OpenTelemetry:OtlpEndpoint", "ftp://collector:4317")]
     [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4317:x")]
@@ -58,5 +64,34 @@ public sealed class HostSettingsTests(ConversationsApp app)
         {
             elsewhere.Delete(recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task Queries_at_their_length_limit_in_any_script_get_through_the_web_server()
+    {
+        await using var node = await app.StartHostProcessAsync();
+        using var client = node.Client(app.Token(ModularChatApp.NewUser()));
+        var conversation = await client.NewConversation();
+        Assert.Equal(HttpStatusCode.Created, (await client.PostJson($"/api/conversations/{conversation.Id}/messages",
+            new { role = "user", content = "東京で会いましょう" })).StatusCode);
+
+        // Percent-encoded, each of these characters takes 9 bytes: Kestrel's own 8 KiB request line refused both (a bare 414).
+        var q = string.Concat(Enumerable.Repeat("東京", 500)); // Search:MaxQueryLength, 1,000 characters
+        var search = await client.GetAsync($"/api/search?q={Uri.EscapeDataString(q)}&mode=keyword");
+        Assert.Equal(HttpStatusCode.OK, search.StatusCode);
+        Assert.Equal(q, (await search.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("query").GetString());
+
+        var query = string.Concat(Enumerable.Repeat("会い", 1000)); // the context's 2,000 characters
+        var context = await client.GetAsync($"/api/conversations/{conversation.Id}/context?maxTokens=1000&query={Uri.EscapeDataString(query)}");
+        Assert.Equal(HttpStatusCode.OK, context.StatusCode);
+
+        // Past the service's own limit, yet inside the line's: its ProblemDetails names the limit, not the web server's empty 414.
+        var tooLong = await client.GetAsync($"/api/search?q={Uri.EscapeDataString(q + q + q)}");
+        Assert.Equal(HttpStatusCode.UnprocessableEntity, tooLong.StatusCode);
+        Assert.Contains("'q' may be at most 1000 characters", (await tooLong.Content.ReadFromJsonAsync<JsonElement>()).GetProperty("detail").GetString(), StringComparison.Ordinal);
+
+        // Past Limits:MaxRequestLineBytes (64 KiB): the web server's 414, before the service.
+        var huge = await client.GetAsync($"/api/search?q={new string('a', 70 * 1024)}");
+        Assert.Equal(HttpStatusCode.RequestUriTooLong, huge.StatusCode);
     }
 }
