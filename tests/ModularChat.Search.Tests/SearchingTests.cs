@@ -213,6 +213,11 @@ public sealed class SearchingTests(SearchApp app)
             Assert.Equal([aliceWeb], await Conversations($"mode={mode}&conversationMetadata=userId=alice&conversationMetadata=channel=web"));
             Assert.Equal([bob], await Conversations($"mode={mode}&conversationMetadata=userId=bob"));
             Assert.Empty(await Conversations($"mode={mode}&conversationMetadata=userId=carol"));
+            // Matching no conversation, the answer still names the embedding model as any other does.
+            var unfiltered = await (await client.GetAsync($"/api/search?q=lighthouse&mode={mode}")).ReadAs<SearchResult>(HttpStatusCode.OK);
+            var none = await (await client.GetAsync($"/api/search?q=lighthouse&mode={mode}&conversationMetadata=userId=carol")).ReadAs<SearchResult>(HttpStatusCode.OK);
+            Assert.Equal(unfiltered.Semantic, none.Semantic);
+            Assert.Equal(mode != "keyword", none.Semantic.Model is not null);
             Assert.Empty(await Conversations($"mode={mode}&conversationMetadata=userId=alice&conversationMetadata=userId=bob"));
             // With a conversation id as well, both must hold.
             Assert.Empty(await Conversations($"mode={mode}&conversationId={bob}&conversationMetadata=userId=alice"));

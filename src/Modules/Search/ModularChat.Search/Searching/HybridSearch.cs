@@ -32,7 +32,7 @@ internal sealed partial class HybridSearch(
         activity?.SetTag("search.mode", criteria.Mode.ToString());
         var o = options.Value;
         var candidates = Math.Max(o.CandidatesPerList, criteria.Limit * (criteria.Diversity > 0 ? 5 : 1));
-        var keywordTask = criteria.Mode == SearchMode.Semantic
+        var keywordTask = criteria.Mode == SearchMode.Semantic || criteria.Filter.ConversationIds is { Count: 0 }
             ? Task.FromResult<IReadOnlyList<KeywordCandidate>>([])
             : keyword.SearchAsync(criteria.TenantId, criteria.Query, criteria.Filter, candidates, cancellationToken);
         var semanticTask = criteria.Mode == SearchMode.Keyword
@@ -96,6 +96,11 @@ internal sealed partial class HybridSearch(
         {
             embedder = await embedders.ForTenantAsync(criteria.TenantId, cancellationToken);
             worker.NoteModelInUse(criteria.TenantId, embedder.Model);
+            if (criteria.Filter.ConversationIds is { Count: 0 })
+            {
+                return new SemanticList([], embedder.Model, null, embedder.BuiltIn is not null); // no conversation to look in: the query is not embedded
+            }
+
             query = await EmbedQueryAsync(criteria.TenantId, criteria.Query, embedder, cancellationToken);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)

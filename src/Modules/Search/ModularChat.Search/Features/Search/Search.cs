@@ -123,13 +123,8 @@ internal sealed class SearchEntriesHandler(
         var tenantId = tenant.TenantId;
         var mode = query.Mode is null ? SearchMode.Hybrid : Enum.Parse<SearchMode>(query.Mode, ignoreCase: true);
         var text = QueryText.Clean(query.Q!).Trim();
+        // Empty when no conversation of the tenant has that metadata (now): nothing is ranked, and the answer says so as any other.
         var conversationIds = await ConversationsAsync(query, tenantId, cancellationToken);
-        if (conversationIds is { Count: 0 })
-        {
-            // No conversation of the tenant has that metadata (now): nothing to rank.
-            return new SearchResponse(text, mode, new SemanticStatus(null, mode != SearchMode.Keyword, null), []);
-        }
-
         var filter = new SearchFilter(
             query.ConversationId,
             query.Scope is null ? SearchScope.All : Enum.Parse<SearchScope>(query.Scope, ignoreCase: true),
