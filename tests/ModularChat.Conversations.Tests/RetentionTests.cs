@@ -71,20 +71,47 @@ public sealed class RetentionTests(ConversationsApp app)
         var id = await ConversationWith(client, 12, externalIds: true);
         await WaitForRetention(client, id, v => v.Archived is [{ ToSequence: 7 }]);
 
-        // As a build before 2026-12-03 left it: the archive, and no key of the messages it holds.
-        await using (var connection = new NpgsqlConnection(app.PostgresConnectionString))
+        // Rows a statement on this conversation changes (or, for a query, returns).
+        async Task<int> Sql(string sql)
         {
+            await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
             await connection.OpenAsync();
-            await using var command = new NpgsqlCommand("delete from modularchat.mt_doc_retiredexternalid where conversation_id = $1", connection);
+            await using var command = new NpgsqlCommand(sql, connection);
             command.Parameters.Add(new NpgsqlParameter { Value = id });
-            Assert.Equal(7, await command.ExecuteNonQueryAsync());
+            if (!sql.StartsWith("select", StringComparison.Ordinal))
+            {
+                return await command.ExecuteNonQueryAsync();
+            }
+
+            await using var reader = await command.ExecuteReaderAsync();
+            var rows = 0;
+            while (await reader.ReadAsync())
+            {
+                rows++;
+            }
+
+            return rows;
         }
+
+        // As a build before 2026-12-03 left it: the archive, and no key of the messages it holds.
+        Assert.Equal(7, await Sql("delete from modularchat.mt_doc_retiredexternalid where conversation_id = $1"));
 
         // What a node does at start (in the background); then a second pass finds nothing left to do.
         var backfill = app.Host.Services.GetRequiredService<RetiredKeysBackfill>();
         Assert.Contains(app.Host.Services.GetServices<Microsoft.Extensions.Hosting.IHostedService>(), s => ReferenceEquals(s, backfill));
         Assert.InRange(await backfill.RunAsync(CancellationToken.None), 7, int.MaxValue);
         Assert.Equal(0, await backfill.RunAsync(CancellationToken.None));
+
+        // A later pass reads only what was archived since the last complete one (less an hour), not the whole archive:
+        // a key missing from a row written two days ago stays missing...
+        Assert.Equal(1, await Sql("delete from modularchat.mt_doc_retiredexternalid where conversation_id = $1 and (data ->> 'Sequence')::bigint = 1"));
+        Assert.Equal(1, await Sql("update modularchat.mt_doc_archivedmessage set mt_last_modified = now() - interval '2 days' where conversation_id = $1 and sequence = 1"));
+        Assert.Equal(0, await backfill.RunAsync(CancellationToken.None));
+        Assert.Equal(6, await Sql("select 1 from modularchat.mt_doc_retiredexternalid where conversation_id = $1"));
+        // ...while a pass with no mark, the first after an upgrade, reads it all.
+        await Sql("delete from modularchat.mt_doc_retiredkeysbackfillmark");
+        Assert.InRange(await backfill.RunAsync(CancellationToken.None), 1, int.MaxValue);
+        Assert.Equal(7, await Sql("select 1 from modularchat.mt_doc_retiredexternalid where conversation_id = $1"));
 
         var retry = await (await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = Content(3), externalId = "ext-3" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.OK);

@@ -53,6 +53,7 @@ public static class ConversationsModule
         // Registered so that its table is created at start-up: otherwise Marten creates it on first use, inside a request.
         options.Schema.For<ArchivedMessage>();
         options.Schema.For<RetiredExternalId>();
+        options.Schema.For<RetiredKeysBackfillMark>().SingleTenanted();
         options.Projections.Add(new StoredMessageProjection(options.DatabaseSchemaName), ProjectionLifecycle.Inline);
 
         // Conversation and StoredMessage configure their own columns and indexes (ConfigureMarten).

@@ -32,7 +32,11 @@ public sealed record ArchivedMessage
 
     public DateTimeOffset ArchivedAt { get; init; }
 
-    /// <summary>Marten's storage hook: one index, by tenant, conversation and sequence.</summary>
+    /// <summary>
+    /// Marten's storage hook: an index by tenant, conversation and sequence, and one by the time each row was written
+    /// (Marten's <c>mt_last_modified</c>), with which the retired keys' backfill at start reads only what was archived
+    /// since its last complete pass (<see cref="RetiredKeysBackfillMark"/>).
+    /// </summary>
     public static void ConfigureMarten(DocumentMapping mapping)
     {
         mapping.DuplicateField(nameof(ConversationId), notNull: true);
@@ -40,6 +44,7 @@ public sealed record ArchivedMessage
         var bySequence = mapping.AddIndex("tenant_id", "conversation_id", "sequence");
         bySequence.IsUnique = true;
         bySequence.Name = "ux_archived_message_sequence";
+        mapping.AddIndex("mt_last_modified").Name = "ix_archived_message_written";
     }
 
     public static ArchivedMessage From(MessageAppended e, DateTimeOffset archivedAt) => new()

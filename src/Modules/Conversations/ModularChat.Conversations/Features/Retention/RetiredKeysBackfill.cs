@@ -4,6 +4,7 @@ using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Domain;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace ModularChat.Conversations.Features.Retention;
 
@@ -11,11 +12,16 @@ namespace ModularChat.Conversations.Features.Retention;
 /// At start-up, in the background: records the idempotency key (<see cref="RetiredExternalId"/>) of every archived message
 /// that has an external id and no key. Builds before 2026-12-03 archived messages without one, so after an upgrade a retried
 /// append (or an import sent again) with such an id would store the message a second time. The keys of messages those builds
-/// deleted are gone with them. Once every key exists, a start costs one scan of the archive's external ids.
+/// deleted are gone with them.
 /// </summary>
 /// <remarks>
-/// Several nodes starting at once write the same keys (a store is an upsert). A conversation deleted while its keys are
-/// written may keep a few orphan keys (small rows nothing reads).
+/// The first complete pass reads the whole archive; each complete pass then records where the next one starts
+/// (<see cref="RetiredKeysBackfillMark"/>: its own start on PostgreSQL's clock, less <see cref="Overlap"/> for
+/// transactions still open then), and later starts read only the rows written since, through an index on the time a row
+/// was written. So a start no longer scans an archive that only grows, and rows an older build archives during a
+/// rolling upgrade are still found by the next start. Several nodes starting at once write the same keys (a store is
+/// an upsert) and each its own mark, any of which is safe. A conversation deleted while its keys are written may keep a
+/// few orphan keys (small rows nothing reads).
 /// </remarks>
 internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<RetiredKeysBackfill> logger) : BackgroundService
 {
@@ -37,7 +43,14 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
         }
     }
 
-    /// <summary>Records the missing keys, a page at a time; returns how many.</summary>
+    /// <summary>
+    /// How far before a pass's start the next pass reads again: a row is stamped with its transaction's start, so a
+    /// transaction that began before the pass and committed after it wrote rows the pass did not see, stamped before it.
+    /// Archiving transactions take seconds.
+    /// </summary>
+    internal static readonly TimeSpan Overlap = TimeSpan.FromHours(1);
+
+    /// <summary>Records the missing keys of the rows archived since the last complete pass, a page at a time; returns how many.</summary>
     public async Task<int> RunAsync(CancellationToken cancellationToken)
     {
         var schema = store.Options.DatabaseSchemaName;
@@ -45,17 +58,32 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
             select a.tenant_id, a.id, a.conversation_id, a.sequence, a.data ->> 'ExternalId', (a.data ->> 'TokenCount')::int, (a.data ->> 'CreatedAt')::timestamptz
             from {schema}.mt_doc_archivedmessage a
             where a.data ->> 'ExternalId' is not null
+              and (@from::timestamptz is null or a.mt_last_modified >= @from)
               and not exists (select 1 from {schema}.mt_doc_retiredexternalid r where r.tenant_id = a.tenant_id and r.id = a.id)
             limit {Page}
             """;
+        RetiredKeysBackfillMark? mark;
+        await using (var session = store.QuerySession())
+        {
+            mark = await session.LoadAsync<RetiredKeysBackfillMark>(RetiredKeysBackfillMark.Archive, cancellationToken);
+        }
+
+        DateTimeOffset startedAt;
+        await using (var connection = await store.OpenConnectionAsync(cancellationToken))
+        await using (var now = new NpgsqlCommand("select now()", connection))
+        {
+            startedAt = new DateTimeOffset((DateTime)(await now.ExecuteScalarAsync(cancellationToken))!, TimeSpan.Zero); // timestamptz reads as UTC
+        }
+
         var recorded = 0;
         while (true)
         {
             var missing = new List<(string Tenant, RetiredExternalId Key)>();
             await using (var connection = await store.OpenConnectionAsync(cancellationToken))
             await using (var command = new NpgsqlCommand(sql, connection))
-            await using (var reader = await command.ExecuteReaderAsync(cancellationToken))
             {
+                command.Parameters.Add(new NpgsqlParameter("from", NpgsqlDbType.TimestampTz) { Value = (object?)mark?.ReadFrom ?? DBNull.Value });
+                await using var reader = await command.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
                 {
                     missing.Add((reader.GetString(0), new RetiredExternalId
@@ -80,9 +108,17 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
             recorded += missing.Count;
             if (missing.Count < Page)
             {
-                return recorded;
+                break;
             }
         }
+
+        await using (var session = store.LightweightSession())
+        {
+            session.Store(new RetiredKeysBackfillMark { ReadFrom = startedAt - Overlap, CompletedAt = startedAt });
+            await session.SaveChangesAsync(cancellationToken);
+        }
+
+        return recorded;
     }
 
     [LoggerMessage(Level = LogLevel.Information,
