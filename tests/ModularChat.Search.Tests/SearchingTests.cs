@@ -186,6 +186,29 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task Metadata_holding_a_backslash_and_u0000_as_written_is_indexed_and_indexing_goes_on()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        // A backslash, then "u0000" (JSON "\\u0000"), no NUL character. Taking "\u0000" out of the JSON text turned the
+        // first into another value and the second into invalid JSON, which stalled indexing for every tenant.
+        const string path = @"C:\u0000\reports", note = @"see \u0000";
+        var id = await client.StartConversation("escapes",
+            Message("the quarterly reports folder", metadata: new { path }),
+            Message("the quarterly reports are late", metadata: new { note }),
+            Message("the quarterly reports are here"));
+        await client.WaitForIndexing(3);
+
+        async Task<Hit> Only(string key, string value)
+            => Assert.Single((await (await client.GetAsync($"/api/search?q=quarterly+reports&metadata={Uri.EscapeDataString(key + "=" + value)}"))
+                .ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+
+        var byPath = await Only("path", path);
+        Assert.Equal((id, 1L, path), (byPath.ConversationId, byPath.Sequence!.Value, byPath.Metadata!["path"]));
+        var byNote = await Only("note", note);
+        Assert.Equal((id, 2L, note), (byNote.ConversationId, byNote.Sequence!.Value, byNote.Metadata!["note"]));
+    }
+
+    [Fact]
     public async Task Conversation_metadata_restricts_hits_to_the_conversations_that_have_it_in_every_mode()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -185,7 +185,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
     private void AddMessage(EntryBatch batch, Guid id, Guid conversationId, long sequence, MessageRole role, string? externalId,
         IReadOnlyDictionary<string, string>? metadata, DateTimeOffset createdAt, string content)
         => batch.Add(id, conversationId, EntryKind.Message, sequence, null, null, Roles.ToWire(role), Speaker(metadata), externalId,
-            metadata is { Count: > 0 } ? JsonSerializer.Serialize(metadata).Replace("\\u0000", "", StringComparison.Ordinal) : null,
+            metadata is { Count: > 0 } ? JsonSerializer.Serialize(EntryBatch.WithoutNul(metadata)) : null,
             createdAt, content);
 
     /// <summary>The speaker of a message: the first metadata value among the configured keys (e.g. "speaker").</summary>
@@ -312,6 +312,16 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         [return: System.Diagnostics.CodeAnalysis.NotNullIfNotNull(nameof(value))]
         private static string? WithoutNul(string? value)
             => value is not null && value.Contains('\0', StringComparison.Ordinal) ? value.Replace("\0", "", StringComparison.Ordinal) : value;
+
+        /// <summary>
+        /// Metadata without NUL characters in its keys and values, cleaned before it is serialized: taking the escape
+        /// <c>\u0000</c> out of the JSON text instead cut a value holding a backslash and <c>u0000</c> as written (JSON
+        /// <c>"\\u0000"</c>) into invalid JSON, and the failing statement stalled the projection for every tenant.
+        /// </summary>
+        public static IReadOnlyDictionary<string, string> WithoutNul(IReadOnlyDictionary<string, string> metadata)
+            => metadata.Any(p => p.Key.Contains('\0', StringComparison.Ordinal) || p.Value.Contains('\0', StringComparison.Ordinal))
+                ? metadata.GroupBy(p => WithoutNul(p.Key), StringComparer.Ordinal).ToDictionary(g => g.Key, g => WithoutNul(g.First().Value), StringComparer.Ordinal)
+                : metadata;
 
         public void Clear()
         {
