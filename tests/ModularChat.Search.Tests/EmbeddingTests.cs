@@ -35,6 +35,38 @@ public sealed class EmbeddingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_query_is_embedded_by_each_tenants_own_provider_when_two_tenants_name_theirs_alike()
+    {
+        // The same provider name and model (the model id both tenants' vectors carry); their endpoints could differ.
+        var (alice, bob) = (ModularChatApp.NewUser("alice"), ModularChatApp.NewUser("bob"));
+        await app.Providers.UseAsync(alice, "fake-embed-3");
+        await app.Providers.UseAsync(bob, "fake-embed-3");
+        try
+        {
+            var query = "orchids" + Guid.NewGuid().ToString("N");
+            int Embedded() => app.OpenAi.Requests.Count(r => r.Path == "/v1/embeddings" && r.Body["input"]!.ToJsonString().Contains(query, StringComparison.Ordinal));
+            async Task Search(string user)
+            {
+                using var client = app.Client(user);
+                var result = await (await client.GetAsync($"/api/search?q={query}&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK);
+                Assert.Equal("provider:fake-openai:fake-embed-3", result.Semantic.Model);
+            }
+
+            await Search(alice);
+            await Search(alice);
+            Assert.Equal(1, Embedded()); // a tenant's repeated search is embedded once
+
+            await Search(bob);
+            Assert.Equal(2, Embedded()); // by bob's provider, not alice's vector
+        }
+        finally
+        {
+            await app.Providers.UseAsync(alice, null);
+            await app.Providers.UseAsync(bob, null);
+        }
+    }
+
+    [Fact]
     public async Task The_global_embedding_endpoints_errors_reach_the_worker_without_its_key()
     {
         // Search:Embeddings:Endpoint/ApiKey (the model for tenants without a provider) is wrapped the same way: a server

@@ -24,7 +24,7 @@ internal sealed partial class HybridSearch(
     TimeProvider clock,
     ILogger<HybridSearch> logger)
 {
-    private readonly ConcurrentDictionary<(string Model, string Query), float[]> _queryEmbeddings = new();
+    private readonly ConcurrentDictionary<(string TenantId, string Model, string Query), float[]> _queryEmbeddings = new();
 
     public async Task<SearchRanking> RankAsync(SearchCriteria criteria, CancellationToken cancellationToken)
     {
@@ -131,7 +131,9 @@ internal sealed partial class HybridSearch(
     /// <summary>
     /// The query's unit vector. With the built-in embedder, each query word is weighted by its rarity among the tenant's
     /// entries (inverse document frequency), so "Caroline" in a tenant where she speaks every other turn counts for less
-    /// than "adoption"; other models embed the text as it is (cached briefly: users repeat searches).
+    /// than "adoption"; other models embed the text as it is (cached: users repeat searches). The cache is the tenant's:
+    /// a provider's model id names the provider only as the tenant named it, so two tenants' "openai" may be two
+    /// endpoints, and one tenant's endpoint must neither answer for another nor learn what another searched.
     /// </summary>
     private async Task<float[]> EmbedQueryAsync(string tenantId, string text, TenantEmbedder embedder, CancellationToken cancellationToken)
     {
@@ -148,7 +150,7 @@ internal sealed partial class HybridSearch(
             return builtIn.Embed(text, stem => weights.GetValueOrDefault(stem, 1f));
         }
 
-        if (_queryEmbeddings.TryGetValue((embedder.Model, text), out var cached))
+        if (_queryEmbeddings.TryGetValue((tenantId, embedder.Model, text), out var cached))
         {
             return cached;
         }
@@ -161,7 +163,7 @@ internal sealed partial class HybridSearch(
             _queryEmbeddings.Clear();
         }
 
-        _queryEmbeddings[(embedder.Model, text)] = vector;
+        _queryEmbeddings[(tenantId, embedder.Model, text)] = vector;
         return vector;
     }
 
