@@ -298,6 +298,66 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_server_left_out_for_an_error_that_repeats_its_secret_is_logged_without_the_secret()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        const string secret = "wkspc4e1f9a2b7c3d55"; // no shape the general scrubbing knows (not sk-..., Bearer ..., key=...)
+        var name = "echo-" + Marker();
+        (await client.PostJson("/api/mcp-servers", new
+        {
+            name, transport = "streamable-http", url = app.Mcp.UnrulyUrl("echo-key"),
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = secret },
+        })).EnsureSuccessStatusCode();
+
+        // Never tested, so the turn lists its tools first; the listing fails and the server is left out of the turn.
+        var turn = await client.ChatAsync(conversation, $"{Marker()} hello");
+
+        Assert.Empty(turn.ToolCalls);
+        var line = await Eventually.Until(() => Task.FromResult(app.Logs.Lines.FirstOrDefault(l => l.Contains($"MCP server {name} is left out", StringComparison.Ordinal))),
+            l => l is not null, what: "No line about the server left out");
+        Assert.Contains("unknown workspace key", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(secret, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_tool_server_whose_secret_no_longer_decrypts_fails_its_calls_and_not_the_stored_turn()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "vault", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        Assert.True((await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK)).Success);
+
+        // As after the encryption keys changed without the old ones: the stored header no longer decrypts.
+        var store = app.Host.Services.GetRequiredService<Marten.IDocumentStore>();
+        await using (var session = store.LightweightSession(user))
+        {
+            var stored = (await session.LoadAsync<ModularChat.Providers.Domain.McpServerConnection>(server.Id))!;
+            var cipher = stored.SecretHeaders["X-Api-Key"].Cipher.ToCharArray();
+            cipher[^8] = cipher[^8] == 'A' ? 'B' : 'A';
+            stored.SecretHeaders["X-Api-Key"].Cipher = new string(cipher);
+            session.Store(stored);
+            await session.SaveChangesAsync();
+        }
+
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "no vault today", app.Model.Responder, new FakeToolCall("call_v", "add", """{"a":1,"b":2}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add them");
+
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("no vault today", turn.Answer.Content);
+        Assert.Contains(await client.MessagesAsync(conversation), m => m.Content == "no vault today");
+    }
+
+    [Fact]
     public async Task A_tool_result_larger_than_a_response_may_be_fails_the_call_and_not_the_turn()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -96,6 +96,8 @@ internal static class UnrulyMcpServer
             var answer = method switch
             {
                 "initialize" => Initialize(id, mode, parameters),
+                // A server that names the key it was sent in its error, as some do ("unknown workspace key ...").
+                "tools/list" when mode == "echo-key" => Error(id, -32000, $"unknown workspace key {context.Request.Headers["X-Api-Key"]}"),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
                 "tools/call" when mode == "leaky" => Result(id, new JsonObject
                 {

@@ -4,6 +4,7 @@ using Microsoft.Extensions.Options;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.McpServers;
@@ -55,8 +56,25 @@ internal sealed class McpConnector(
     }
 
     /// <summary>The decrypted secret values of <paramref name="server"/> (to scrub them from error texts).</summary>
+    /// <exception cref="ConflictException">A secret cannot be decrypted.</exception>
     public IReadOnlyList<string> SecretValues(McpServerConnection server)
         => server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList();
+
+    /// <summary>
+    /// The secret values of <paramref name="server"/> to scrub from an error text about it: none when they cannot be
+    /// decrypted (then they were never sent either).
+    /// </summary>
+    public IReadOnlyList<string> SecretValuesToScrub(McpServerConnection server)
+    {
+        try
+        {
+            return SecretValues(server);
+        }
+        catch (ConflictException)
+        {
+            return [];
+        }
+    }
 
     private IClientTransport Transport(McpServerConnection server, McpOptions settings)
     {

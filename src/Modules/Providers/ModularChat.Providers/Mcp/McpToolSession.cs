@@ -7,6 +7,7 @@ using Microsoft.Extensions.Logging;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
@@ -186,7 +187,8 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         catch (Exception e) when (!cancellationToken.IsCancellationRequested)
         {
             await AbandonAsync(client);
-            LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, []));
+            // The secrets too: a server's error may repeat what it was sent (the connect step scrubs them the same way).
+            LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, _connector.SecretValuesToScrub(server)));
             server.ListingFailedAt = clock.GetUtcNow();
             await SaveIfUnchangedAsync(server, store, cancellationToken);
             return null;
@@ -257,9 +259,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             {
                 await (await client).DisposeAsync();
             }
-            catch (Exception e) when (e is McpConnectException or OperationCanceledException or IOException or InvalidOperationException)
+            catch (Exception e) when (e is McpConnectException or ConflictException or OperationCanceledException or IOException or InvalidOperationException)
             {
-                // It never connected, or it is gone already.
+                // It never connected (its secrets could not even be decrypted: ConflictException), or it is gone already.
             }
         }
     }

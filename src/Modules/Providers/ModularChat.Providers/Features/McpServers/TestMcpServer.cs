@@ -72,23 +72,11 @@ internal sealed partial class TestMcpServerHandler(
         catch (Exception e) when (!cancellationToken.IsCancellationRequested && e is not ConflictException)
         {
             var latency = Stopwatch.GetElapsedTime(started);
-            var error = McpConnector.Describe(e, server, timeout, SafeSecrets(server));
+            var error = McpConnector.Describe(e, server, timeout, connector.SecretValuesToScrub(server));
             metrics.McpTest(server.Transport, ok: false, latency);
             activity?.SetStatus(ActivityStatusCode.Error, "failed");
             LogTested(logger, server.Name, server.Transport, "failed", latency.TotalMilliseconds, 0);
             return new McpTestResult(false, server.Transport, latency.TotalMilliseconds, null, null, [], error, []);
-        }
-    }
-
-    private IReadOnlyList<string> SafeSecrets(McpServerConnection server)
-    {
-        try
-        {
-            return connector.SecretValues(server);
-        }
-        catch (ConflictException)
-        {
-            return [];
         }
     }
 
