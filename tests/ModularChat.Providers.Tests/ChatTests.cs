@@ -346,15 +346,23 @@ public sealed class ChatTests(ProvidersApp app)
             await session.SaveChangesAsync();
         }
 
-        var marker = Marker();
-        app.Model.Responder = CallsThenAnswer(marker, "no vault today", app.Model.Responder, new FakeToolCall("call_v", "add", """{"a":1,"b":2}"""));
+        try
+        {
+            var marker = Marker();
+            app.Model.Responder = CallsThenAnswer(marker, "no vault today", app.Model.Responder, new FakeToolCall("call_v", "add", """{"a":1,"b":2}"""));
 
-        var turn = await client.ChatAsync(conversation, $"{marker} add them");
+            var turn = await client.ChatAsync(conversation, $"{marker} add them");
 
-        var call = Assert.Single(turn.ToolCalls);
-        Assert.True(call.Failed);
-        Assert.Equal("no vault today", turn.Answer.Content);
-        Assert.Contains(await client.MessagesAsync(conversation), m => m.Content == "no vault today");
+            var call = Assert.Single(turn.ToolCalls);
+            Assert.True(call.Failed);
+            Assert.Equal("no vault today", turn.Answer.Content);
+            Assert.Contains(await client.MessagesAsync(conversation), m => m.Content == "no vault today");
+        }
+        finally
+        {
+            // A secret no key can read would count as unreadable in every later key rotation of the shared database.
+            Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
+        }
     }
 
     [Fact]
