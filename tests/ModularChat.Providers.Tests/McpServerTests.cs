@@ -135,6 +135,48 @@ public sealed class McpServerTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Stored_secrets_are_kept_for_the_same_server_only()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var http = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secured", transport = "streamable-http", url = app.Mcp.SecuredUrl,
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = ProvidersApp.McpApiKey },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        // Another host without the secret headers: refused, and nothing changes.
+        var elsewhere = app.Mcp.SecuredUrl.Replace("127.0.0.1", "127.0.0.2", StringComparison.Ordinal);
+        await (await client.PutJson($"/api/mcp-servers/{http.Id}", new { name = "secured", transport = "streamable-http", url = elsewhere })).ShouldNameField("secretHeaders");
+        Assert.Equal(app.Mcp.SecuredUrl, (await (await client.GetAsync($"/api/mcp-servers/{http.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK)).Url);
+
+        // Another path on the same server keeps them; sent again they may move.
+        var samePlace = await (await client.PutJson($"/api/mcp-servers/{http.Id}", new { name = "secured", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal("mcp...2e1b", samePlace.SecretHeaders["X-Api-Key"]);
+        (await client.PutJson($"/api/mcp-servers/{http.Id}", new
+        {
+            name = "secured", transport = "streamable-http", url = elsewhere, secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = "for-there-0123" },
+        })).EnsureSuccessStatusCode();
+
+        // A stdio server is the program its command line runs: other arguments need the secret variables sent again.
+        var stdio = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            secretEnvironment = new Dictionary<string, string> { ["VAULT_TOKEN"] = "vault-token-0123456789" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+        {
+            name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll, "--verbose" },
+        })).ShouldNameField("secretEnvironment");
+        var sameProgram = await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+        {
+            name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(["VAULT_TOKEN"], sameProgram.SecretEnvironment.Keys);
+    }
+
+    [Fact]
     public async Task A_server_that_echoes_a_wrong_secret_header_in_its_error_does_not_leak_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());

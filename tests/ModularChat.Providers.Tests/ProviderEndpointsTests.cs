@@ -268,6 +268,36 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_stored_key_is_kept_for_the_same_server_only()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-stay-home-0123456789");
+        object Settings(string endpoint, string? apiKey = null)
+            => apiKey is null
+                ? new { name = "p", kind = "openai-compatible", endpoint, chatModel = "m" }
+                : new { name = "p", kind = "openai-compatible", endpoint, chatModel = "m", apiKey };
+
+        // Pointed at another server without the key: refused, so that nobody reads a key by redirecting its owner's settings.
+        var elsewhere = $"http://127.0.0.2:{app.Model.BaseUrl.Port}/v1";
+        await (await client.PutJson($"/api/providers/{provider.Id}", Settings(elsewhere))).ShouldNameField("apiKey");
+        var unchanged = await (await client.GetAsync($"/api/providers/{provider.Id}")).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        Assert.Equal((app.Model.BaseUrl.ToString().TrimEnd('/'), "sk-...6789"), (unchanged.Endpoint, unchanged.ApiKeyHint));
+
+        // Another path on the same server (scheme, host and port) keeps it; so does the host written in capitals.
+        var samePlace = new Uri(app.Model.BaseUrl, "/openai/v1").ToString();
+        Assert.True((await (await client.PutJson($"/api/providers/{provider.Id}", Settings(samePlace))).ReadAs<ProviderDto>(HttpStatusCode.OK)).HasApiKey);
+        var capitals = app.Model.BaseUrl.ToString().Replace("http://", "HTTP://", StringComparison.Ordinal);
+        Assert.True((await (await client.PutJson($"/api/providers/{provider.Id}", Settings(capitals))).ReadAs<ProviderDto>(HttpStatusCode.OK)).HasApiKey);
+
+        // With the key sent again, or removed, it may move.
+        var moved = await (await client.PutJson($"/api/providers/{provider.Id}", Settings(elsewhere, "sk-for-there-0123456789"))).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        Assert.Equal((elsewhere, "sk-...6789"), (moved.Endpoint, moved.ApiKeyHint));
+        var keyless = await (await client.PutJson($"/api/providers/{provider.Id}", Settings(app.Model.BaseUrl.ToString(), ""))).ReadAs<ProviderDto>(HttpStatusCode.OK);
+        Assert.False(keyless.HasApiKey);
+        Assert.True((await client.PutJson($"/api/providers/{provider.Id}", Settings(elsewhere))).IsSuccessStatusCode); // no key to keep
+    }
+
+    [Fact]
     public async Task An_azure_openai_provider_calls_the_v1_api_with_the_key_in_the_api_key_header()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -18,7 +18,8 @@ internal sealed record UpdateMcpServer(Guid Id, McpServerRequest Body) : IComman
 /// <summary>
 /// Replaces an MCP server's settings. Secret values are write-only, so a client cannot send them back: leaving
 /// <c>secretHeaders</c> / <c>secretEnvironment</c> out keeps the stored ones (unless the transport changes, which drops
-/// them with the rest of the old transport's settings), an object replaces them all (<c>{}</c> removes them).
+/// them with the rest of the old transport's settings; for another host, program or arguments they must be sent again),
+/// an object replaces them all (<c>{}</c> removes them).
 /// </summary>
 internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options)
     : ICommandHandler<UpdateMcpServer, McpServerResponse>
@@ -41,6 +42,11 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         var kept = server.Transport != body.Transport ? null
             : stdio ? (body.SecretEnvironment is null ? server.SecretEnvironment : null)
             : (body.SecretHeaders is null ? server.SecretHeaders : null);
+        if (kept is { Count: > 0 })
+        {
+            EnsureSameServer(server, body, stdio);
+        }
+
         McpServerSettings.Apply(secrets, tenant, body, server, kept);
         var max = options.Value.MaxHeaders;
         if (!stdio && server.Headers.Count + server.SecretHeaders.Count > max)
@@ -72,6 +78,28 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         return McpServerResponse.From(server);
     }
 
+    /// <summary>
+    /// Refuses to keep stored secrets for another server: headers for a URL on another host, variables for another
+    /// program or other arguments (a stdio server is whatever its command line runs). They are never returned, and
+    /// pointing the settings elsewhere must not read them either.
+    /// </summary>
+    private static void EnsureSameServer(McpServerConnection server, McpServerRequest body, bool stdio)
+    {
+        if (!stdio && !ProviderStore.SameServer(server.Url, body.Url?.Trim()))
+        {
+            throw new BadRequestException("secretHeaders",
+                $"'secretHeaders' must be sent again when 'url' moves to another server ({ProviderStore.Origin(server.Url)} to " +
+                $"{ProviderStore.Origin(body.Url?.Trim())}): stored secret headers are only sent to the server they were given for. Send {{}} to remove them.");
+        }
+
+        if (stdio && (server.Command != body.Command?.Trim() || !server.Arguments.SequenceEqual(body.Arguments ?? [])))
+        {
+            throw new BadRequestException("secretEnvironment",
+                "'secretEnvironment' must be sent again when 'command' or 'arguments' change: stored secret variables are only given " +
+                "to the program they were given for. Send {} to remove them.");
+        }
+    }
+
     /// <summary>What decides which server is reached and how (secret values by their cipher, which changes whenever one is sent).</summary>
     private static string Connection(McpServerConnection s) => string.Join('\n',
         [
@@ -91,7 +119,9 @@ internal static class UpdateMcpServerEndpoint
             .WithName("UpdateMcpServer")
             .WithSummary("Replace an MCP server's settings")
             .WithDescription("Leave 'secretHeaders' / 'secretEnvironment' out to keep the stored secret values (they are never returned), " +
-                "send {} to remove them. Changing what the server is or how it is reached clears its tool list until the next test.")
+                "send {} to remove them. They are kept for the same server only: a 'url' on another scheme, host or port, or another " +
+                "'command' or 'arguments', needs them sent again (400 otherwise). Changing what the server is or how it is reached " +
+                "clears its tool list until the next test.")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)

@@ -123,6 +123,19 @@ internal static class ProviderStore
 
     public static string? Optional(string? value) => string.IsNullOrWhiteSpace(value) ? null : value.Trim();
 
+    /// <summary>
+    /// Whether two URLs reach the same server: scheme, host and port alike (the path may differ). A stored secret that
+    /// a client leaves out of an update is kept only for the same server: it is never returned, and it must not be
+    /// readable either by pointing its owner's settings at a server of one's own.
+    /// </summary>
+    public static bool SameServer(string? before, string? after)
+        => Uri.TryCreate(before, UriKind.Absolute, out var b) && Uri.TryCreate(after, UriKind.Absolute, out var a)
+           && string.Equals(b.GetLeftPart(UriPartial.Authority), a.GetLeftPart(UriPartial.Authority), StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>The origin of <paramref name="url"/> for a message (scheme, host and port), or the text as it is.</summary>
+    public static string Origin(string? url)
+        => Uri.TryCreate(url, UriKind.Absolute, out var u) ? u.GetLeftPart(UriPartial.Authority) : url ?? "";
+
     /// <summary>True when <paramref name="e"/> is PostgreSQL refusing a duplicate (the unique name index).</summary>
     public static bool IsUniqueViolation(Exception e)
     {

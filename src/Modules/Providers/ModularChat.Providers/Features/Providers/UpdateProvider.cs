@@ -40,10 +40,18 @@ internal sealed class UpdateProviderHandler(TenantSessions sessions, SecretBox s
             throw CreateProviderHandler.Duplicate(name);
         }
 
+        var endpoint = ProviderStore.Endpoint(command);
+        if (command.ApiKey is null && provider.EncryptedApiKey is not null && !ProviderStore.SameServer(provider.Endpoint, endpoint))
+        {
+            throw new BadRequestException("apiKey",
+                $"'apiKey' must be sent again when 'endpoint' moves to another server ({ProviderStore.Origin(provider.Endpoint)} to " +
+                $"{ProviderStore.Origin(endpoint)}): the stored key is only sent to the server it was given for. Send \"\" to remove it.");
+        }
+
         provider.Name = name;
         provider.NormalizedName = ProviderSettings.Normalize(name);
         provider.Kind = command.Kind!;
-        provider.Endpoint = ProviderStore.Endpoint(command);
+        provider.Endpoint = endpoint;
         provider.ChatModel = command.ChatModel!.Trim();
         provider.SummaryModel = ProviderStore.Optional(command.SummaryModel);
         provider.EmbeddingModel = ProviderStore.Optional(command.EmbeddingModel);
@@ -51,7 +59,7 @@ internal sealed class UpdateProviderHandler(TenantSessions sessions, SecretBox s
         switch (command.ApiKey)
         {
             case null:
-                break; // keep the stored key (clients never see it, so they cannot send it back)
+                break; // keep the stored key (clients never see it, so they cannot send it back); the same server only, see above
             case "":
                 provider.EncryptedApiKey = null;
                 provider.ApiKeyHint = null;
@@ -105,7 +113,8 @@ internal static class UpdateProviderEndpoint
                     id, body.Name, body.Kind, body.Endpoint, body.ChatModel, body.SummaryModel, body.EmbeddingModel, body.ApiKey, body.IsDefault), ct)))
             .WithName("UpdateProvider")
             .WithSummary("Replace a provider's settings")
-            .WithDescription("Leave 'apiKey' out to keep the stored key, send \"\" to remove it.")
+            .WithDescription("Leave 'apiKey' out to keep the stored key, send \"\" to remove it. A stored key is kept for the same server only: " +
+                "when 'endpoint' moves to another scheme, host or port, 'apiKey' must be sent again (400 otherwise).")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict);
