@@ -74,6 +74,31 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task An_activity_row_a_deleted_conversation_left_behind_goes_with_the_job_a_sweep_queues_for_it()
+    {
+        var tenant = ModularChatApp.NewUser("orphan");
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 5));
+        await Eventually.Until(() => Activity(tenant, id), a => a?.LastSequence == 5);
+        Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
+        await Eventually.Until(() => Activity(tenant, id), a => a is null);
+
+        // As a notice's batch leaves it when it read the row before the deletion and stored it after: back, with a summary due.
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(tenant))
+        {
+            session.Store(new ConversationActivity { Id = id, LastSequence = 12, TotalTokens = 300 });
+            await session.SaveChangesAsync();
+        }
+
+        var result = await Sweep.RunAsync(new SweepRequest(TenantId: tenant), null, CancellationToken.None);
+
+        // The job finds the conversation gone and removes the row: the sweep sees it done instead of waiting Sweep:JobWait.
+        Assert.Equal((1L, 1L, 0L), (result.Queued, result.Finished, result.Unfinished));
+        Assert.Null(await Activity(tenant, id));
+    }
+
+    [Fact]
     public async Task A_notice_that_arrives_after_a_sweep_counted_its_messages_does_not_count_their_tokens_again()
     {
         using var client = app.Client(app.PatientTenant);
