@@ -99,6 +99,32 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_job_that_finds_nothing_due_takes_its_conversation_off_the_backlog()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 10));
+        await client.SummaryCovering(id, 10);
+        await client.AppendEach(id, Api.Turns(11, 11));
+        await Eventually.Until(() => Activity(tenant, id), a => a?.LastSequence == 11);
+
+        // As the notice of message 11 leaves it when it comes while the job for 10 is still running: milestone 10 looks
+        // due to it, so it queues a job for 11 and marks it pending.
+        await Rewrite(tenant, id, a =>
+        {
+            a.PendingUpTo = 11;
+            a.PendingAt = DateTimeOffset.UtcNow;
+        });
+        var bus = app.Host.Services.GetRequiredService<IMessageBus>();
+        await bus.PublishAsync(new SummarizeConversation(id, 11, "milestone:10"), new DeliveryOptions { TenantId = tenant });
+
+        // The job finds nothing due (10 is covered) and lowers the mark it was queued with: the conversation waits for nothing.
+        await Eventually.Until(() => Activity(tenant, id), a => a?.PendingUpTo == 10, what: "The pending mark stayed above the coverage");
+        Assert.Equal(1, (await client.SummaryCovering(id, 10)).Revision);
+    }
+
+    [Fact]
     public async Task A_notice_that_arrives_after_a_sweep_counted_its_messages_does_not_count_their_tokens_again()
     {
         using var client = app.Client(app.PatientTenant);

@@ -85,6 +85,7 @@ public sealed partial class SummaryWriter(
             if (!decision.Due)
             {
                 LogNotDue(logger, id, tenant, conversation.MessageCount, coveredTo);
+                ReleasePending(session, id, job.UpToSequence, coveredTo);
                 return outgoing;
             }
 
@@ -381,6 +382,23 @@ public sealed partial class SummaryWriter(
 
         var job = new SummarizeConversation(id, now.MessageCount, decision.Reason!, now.LastActivityAt);
         return decision.NotBefore is { } at ? job.ScheduledAt(at) : job;
+    }
+
+    /// <summary>
+    /// Lowers the conversation's pending mark to its coverage when it is still the one this job was queued with. A notice
+    /// that came while the previous job ran (an assistant's answer right after the message that reached a milestone)
+    /// queued this one with its own mark; finding nothing due, it left the mark above the coverage until the next
+    /// revision, and the backlog gauge counted the conversation as waiting for a summary all that time. A mark a later
+    /// notice set (another job) is left alone; so is the document's version: a notice's batch that read the row before
+    /// stores its own view.
+    /// </summary>
+    private static void ReleasePending(IDocumentSession session, Guid id, long jobMark, long coveredTo)
+    {
+        var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
+        session.QueueSqlCommand(
+            $"update {table} set pending_up_to = ?, data = jsonb_set(data, '{{PendingUpTo}}', to_jsonb(?::bigint)) " +
+            "where tenant_id = ? and id = ? and pending_up_to = ? and pending_up_to > ?",
+            coveredTo, coveredTo, session.TenantId, id, jobMark, coveredTo);
     }
 
     internal static bool IsAutomatic(string reason) => reason is not (SummaryStrategy.Manual or SummaryStrategy.Resummarize);
