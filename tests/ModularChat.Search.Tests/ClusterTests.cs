@@ -205,6 +205,51 @@ public sealed class ClusterTests(SearchApp app)
         Assert.Equal([3L, 4L], hits.Select(h => h.Sequence!.Value).Order());
     }
 
+    [Fact]
+    public async Task A_node_that_did_not_search_for_longer_than_the_tombstones_live_forgets_what_was_deleted_meanwhile()
+    {
+        var user = ModularChatApp.NewUser();
+        using var nodeA = app.Client(user);
+        // Tombstones (deleted conversations) and removed ranges live 2 s on this node, idle vector sets 1 s.
+        await using var second = await app.StartSearchOnlyNodeAsync(new Dictionary<string, string?>
+        {
+            ["Search:TombstoneLifetime"] = "00:00:02",
+            ["Search:VectorIndex:IdleEviction"] = "00:00:01",
+        });
+        var kept = await nodeA.StartConversation("kept", Message("the lighthouse keeper's diary"));
+        var gone = await nodeA.StartConversation("gone", Message("a lighthouse on the cliff"), Message("the lighthouse lamp was lit", "assistant"));
+        var model = (await nodeA.WaitForIndexing(3)).Model;
+        var index = second.Services.GetRequiredService<IVectorIndex>();
+        Assert.Equal(3, await index.CountAsync(user, model, CancellationToken.None));
+
+        // Deleted while node B searches nothing for this tenant, nor for any other (so nothing evicts its set), until the
+        // tombstone is gone.
+        (await nodeA.DeleteAsync($"/api/conversations/{gone}")).EnsureSuccessStatusCode();
+        await Eventually.Until(async () => (await nodeA.SearchStatus()).Entries, n => n == 1);
+        await Eventually.Until(async () => await TombstonesOf(gone), n => n == 0, what: "The tombstone was not removed");
+
+        Assert.Equal(1, await index.CountAsync(user, model, CancellationToken.None));
+        var hits = (await (await second.Server.CreateClient().SendAsync(Authorized(HttpMethod.Get, "/api/search?q=lighthouse&mode=semantic&k=1", user)))
+            .ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+        Assert.Equal([kept], hits.Select(h => h.ConversationId));
+    }
+
+    private async Task<long> TombstonesOf(Guid conversation)
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand($"select count(*) from {new SearchSchema(app.Store.Options.DatabaseSchemaName).Deletions} where conversation_id = $1", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = conversation });
+        return (long)(await command.ExecuteScalarAsync())!;
+    }
+
+    private HttpRequestMessage Authorized(HttpMethod method, string path, string user)
+    {
+        var request = new HttpRequestMessage(method, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        return request;
+    }
+
     private Guid MainNode => app.Host.Services.GetRequiredService<IWolverineRuntime>().Options.UniqueNodeId;
 
     private string Rebuilds => new SearchSchema(app.Store.Options.DatabaseSchemaName).Rebuilds;

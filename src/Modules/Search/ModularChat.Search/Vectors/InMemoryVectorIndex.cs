@@ -83,7 +83,11 @@ internal sealed partial class InMemoryVectorIndex(
                 return; // another search refreshed it while this one waited
             }
 
-            if (!await CatchUpAsync(set, full: !set.Loaded, cancellationToken))
+            // A set not refreshed for IdleEviction is read again whole, as if it had been evicted (Sweep evicts idle sets only
+            // when some search runs): the tombstones and removed ranges an incremental catch-up relies on live only
+            // TombstoneLifetime (at least IdleEviction), so past it the deletions since the set's horizon may be gone.
+            var stale = set.Loaded && clock.GetElapsedTime(set.LastRefreshTicks, started) >= _options.IdleEviction;
+            if (!await CatchUpAsync(set, full: !set.Loaded || stale, cancellationToken))
             {
                 await CatchUpAsync(set, full: true, cancellationToken); // a rebuild happened: start over
             }
