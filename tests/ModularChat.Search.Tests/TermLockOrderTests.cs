@@ -85,7 +85,14 @@ public sealed class TermLockOrderTests(SearchApp app)
         Assert.Equal(lexemes.Where(l => string.CompareOrdinal(l, middle) > 0), free.Order(StringComparer.Ordinal));
 
         await held.RollbackAsync();
-        Assert.Equal(lexemes.Count, await removal);
+        await removal;
+        // The conversation held every word of the tenant, so none is left (words no entry holds are removed).
+        await using (var left = new NpgsqlCommand("select count(*) from modularchat.mc_search_terms where tenant_id = @tenant", remover, removing))
+        {
+            left.Parameters.AddWithValue("tenant", user);
+            Assert.Equal(0L, (long)(await left.ExecuteScalarAsync())!);
+        }
+
         await removing.RollbackAsync();
     }
 }

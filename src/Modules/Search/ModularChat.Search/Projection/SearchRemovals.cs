@@ -53,18 +53,23 @@ internal sealed class SearchRemovals
 
     /// <summary>
     /// Takes the entries' lexemes (those of <paramref name="entries"/>, a condition on alias <c>e</c>) off the tenant's
-    /// document frequencies. The rows are locked in lexeme order first, the order in which the projection adds to them
+    /// document frequencies, and removes the words no entry holds any more: the words of a deleted conversation (names,
+    /// numbers) must not stay behind in the database, and the table would otherwise grow with every word ever indexed.
+    /// The rows are locked in lexeme order first, the order in which the projection adds to them
     /// (<see cref="SearchEntriesProjection"/>): two removals of one tenant that share words (two conversations deleted at
-    /// once) otherwise locked them in their join's order and could deadlock.
+    /// once) otherwise locked them in their join's order and could deadlock. The rows deleted and those updated are
+    /// disjoint, so no row is changed twice in the statement.
     /// </summary>
     internal static string TermsDecrement(SearchSchema s, string entries) => $"""
         with x as (select e.tenant_id, u.lexeme, count(*) as n from {s.Entries} e cross join unnest(e.search_vector) u
                    where {entries} group by e.tenant_id, u.lexeme),
              locked as materialized (select t.tenant_id, t.lexeme, x.n from {s.Terms} t
                                      join x on t.tenant_id = x.tenant_id and t.lexeme = x.lexeme
-                                     order by t.lexeme collate "C" for update of t)
+                                     order by t.lexeme collate "C" for update of t),
+             gone as (delete from {s.Terms} t using locked l
+                      where t.tenant_id = l.tenant_id and t.lexeme = l.lexeme and t.documents <= l.n returning 1)
         update {s.Terms} t set documents = t.documents - l.n
-        from locked l where t.tenant_id = l.tenant_id and t.lexeme = l.lexeme
+        from locked l where t.tenant_id = l.tenant_id and t.lexeme = l.lexeme and t.documents > l.n
         """;
 
     /// <summary>
