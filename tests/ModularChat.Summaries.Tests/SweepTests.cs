@@ -284,6 +284,49 @@ public sealed class SweepTests(SummariesApp app)
         Assert.True(afterwards.Ran);
     }
 
+    [Fact]
+    public async Task A_requested_sweep_waits_for_another_nodes_sweep_and_then_runs()
+    {
+        await using var otherNode = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Pooling = false }.ConnectionString);
+        await otherNode.OpenAsync();
+        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SummarySweep.LockKey})", otherNode))
+        {
+            await take.ExecuteScalarAsync();
+        }
+
+        using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
+        var tenant = ModularChatApp.NewUser("requested");
+        bool unlocked = false;
+        try
+        {
+            var requested = DateTimeOffset.UtcNow;
+            Assert.Equal(HttpStatusCode.Accepted, (await admin.PostJson("/api/admin/summaries/sweep", new { resummarize = true, tenant })).StatusCode);
+
+            // While the other node sweeps, the request waits (it used to be dropped: 202, then nothing).
+            await Task.Delay(TimeSpan.FromSeconds(4)); // two retries (every 2 s)
+            Assert.True((await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK)).Running);
+
+            await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode))
+            {
+                Assert.Equal(true, await release.ExecuteScalarAsync());
+                unlocked = true;
+            }
+
+            var status = await Eventually.Until(
+                async () => await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK),
+                s => !s.Running && s.Last is { Resummarize: true, Ran: true } last && last.StartedAt > requested, what: "The requested sweep did not run");
+            Assert.True(status.Last!.StartedAt > requested.AddSeconds(2)); // after the other node's, not at once
+        }
+        finally
+        {
+            if (!unlocked)
+            {
+                await using var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode);
+                await release.ExecuteScalarAsync();
+            }
+        }
+    }
+
     private async Task<ConversationActivity?> Activity(string tenant, Guid id)
     {
         await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(tenant);
@@ -337,6 +380,6 @@ public sealed class SweepTests(SummariesApp app)
     }
 }
 
-internal sealed record SweepResultDto(bool Ran, Guid SweepId, bool Resummarize, long Examined, long Queued, long Finished, long Unfinished);
+internal sealed record SweepResultDto(bool Ran, Guid SweepId, bool Resummarize, long Examined, long Queued, long Finished, long Unfinished, DateTimeOffset StartedAt = default);
 
 internal sealed record SweepStatusDto(bool Running, SweepResultDto? Last);

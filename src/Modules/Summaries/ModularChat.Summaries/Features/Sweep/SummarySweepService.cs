@@ -27,6 +27,9 @@ public sealed partial class SummarySweepService(
     TimeProvider clock,
     ILogger<SummarySweepService> logger) : BackgroundService
 {
+    /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
+    internal static readonly TimeSpan BusyRetryInterval = TimeSpan.FromSeconds(2);
+
     private readonly Channel<SweepRequest> _requests = Channel.CreateBounded<SweepRequest>(1);
     private volatile bool _running;
 
@@ -79,6 +82,15 @@ public sealed partial class SummarySweepService(
                 }
 
                 var result = await sweep.RunAsync(request, report: null, stoppingToken);
+                while (!result.Ran && !scheduled)
+                {
+                    // Another node is sweeping. A scheduled sweep is done by it; a requested one (a rebuild, one tenant)
+                    // may be another sweep altogether, so it runs after it instead of being dropped after its 202.
+                    LogRequestWaits(logger, BusyRetryInterval.TotalSeconds);
+                    await Task.Delay(BusyRetryInterval, clock, stoppingToken);
+                    result = await sweep.RunAsync(request, report: null, stoppingToken);
+                }
+
                 if (result.Ran)
                 {
                     await using var session = store.LightweightSession();
@@ -103,6 +115,9 @@ public sealed partial class SummarySweepService(
 
     private async Task<bool> SweptRecentlyAsync(TimeSpan within, CancellationToken cancellationToken)
         => await LastAsync(cancellationToken) is { } last && last.StartedAt + last.Duration > clock.GetUtcNow() - within;
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "The requested summary sweep waits for another node's sweep to end (trying again every {Seconds} s)")]
+    private static partial void LogRequestWaits(ILogger logger, double seconds);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Summary sweep failed")]
     private static partial void LogSweepFailed(ILogger logger, Exception exception);
