@@ -37,6 +37,61 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         Assert.Equal(requestsBefore, app.Model.Requests.Count);
     }
 
+    [Fact]
+    public async Task A_provider_stored_with_http_is_refused_when_connecting_once_http_is_turned_off()
+    {
+        var user = ModularChatApp.NewUser();
+        using var allowed = app.Client(user);
+        var provider = await allowed.AddProviderAsync(app.Model.BaseUrl, name: "plain"); // http, allowed when stored
+
+        await using var strict = await app.StartHostAsync(new Dictionary<string, string?> { ["OutboundNetwork:AllowHttp"] = "false" });
+        using var client = strict.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+
+        var requestsBefore = app.Model.Requests.Count;
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("OutboundNetwork:AllowHttp", result.Error!.Message, StringComparison.Ordinal);
+        Assert.Equal(requestsBefore, app.Model.Requests.Count); // the key never went out in clear text
+    }
+
+    [Fact]
+    public async Task Outbound_calls_do_not_go_through_a_system_proxy_where_the_address_rules_would_judge_the_proxy()
+    {
+        using var proxy = SilentServer.Start();
+        var previous = HttpClient.DefaultProxy;
+        HttpClient.DefaultProxy = new EveryRequest(new Uri(proxy.Url).GetLeftPart(UriPartial.Authority));
+        try
+        {
+            // A node started now (its outbound client is made after the proxy is set, as with HTTP_PROXY in its environment).
+            await using var node = await app.StartHostAsync();
+            var user = ModularChatApp.NewUser();
+            using var client = node.Server.CreateClient();
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+            var provider = await client.AddProviderAsync(app.Model.BaseUrl);
+
+            var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+            Assert.True(result.Success, result.Error?.Message);
+            Assert.Equal(0, proxy.Accepted);
+        }
+        finally
+        {
+            HttpClient.DefaultProxy = previous;
+        }
+    }
+
+    /// <summary>A proxy for every request, loopback ones included (WebProxy leaves those out).</summary>
+    private sealed class EveryRequest(string proxy) : IWebProxy
+    {
+        public ICredentials? Credentials { get; set; }
+
+        public Uri GetProxy(Uri destination) => new(proxy);
+
+        public bool IsBypassed(Uri host) => false;
+    }
+
     [Theory]
     [InlineData("127.0.0.1", false)]
     [InlineData("10.1.2.3", false)]

@@ -182,6 +182,9 @@ internal sealed partial class OutboundNetwork : IDisposable
     private SocketsHttpHandler CreateHandler() => new()
     {
         AllowAutoRedirect = false,
+        // No system proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY): through one, the connection below would be the proxy's and
+        // the address rules would judge the proxy instead of the server the tenant named, which the proxy would reach.
+        UseProxy = false,
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
         ConnectTimeout = TimeSpan.FromSeconds(15),
         ConnectCallback = ConnectAsync,
@@ -190,6 +193,14 @@ internal sealed partial class OutboundNetwork : IDisposable
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
     {
         var host = context.DnsEndPoint.Host;
+        // Checked when a URL is stored, and again here: a provider or server stored with http before the setting was
+        // turned off must not go on sending its key in clear text.
+        if (!_options.CurrentValue.AllowHttp && context.InitialRequestMessage.RequestUri?.Scheme == Uri.UriSchemeHttp)
+        {
+            throw new HttpRequestException(
+                $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.");
+        }
+
         var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
         if (!_options.CurrentValue.AllowPrivateNetworks)
         {
