@@ -211,6 +211,21 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_key_that_a_long_provider_error_repeats_where_it_is_cut_short_is_not_shown_in_part()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        const string key = "wk-9f8e7d6c5b4a39281706f5e4d3c2b1a0ffee";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        // The provider's words are cut at 500 characters: here inside the key.
+        app.Model.Enqueue(FakeReply.Error(401, new string('x', 490) + key + " was refused"));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.DoesNotContain(key[..8], result.Error!.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Testing_a_provider_that_cannot_be_reached_reports_why()
     {
         using var client = app.Client(ModularChatApp.NewUser());

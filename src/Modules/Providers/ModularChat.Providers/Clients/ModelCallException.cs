@@ -43,14 +43,14 @@ internal sealed class ModelCallException(int status, string title, string detail
                 return new ModelCallException(
                     result.Status is 408 or 504 ? StatusCodes.Status504GatewayTimeout : StatusCodes.Status502BadGateway,
                     "The model provider refused or failed the request.",
-                    $"Provider '{provider.Name}' (model '{model}') answered HTTP {result.Status}: {Redaction.Scrub(FirstLine(result.Message), secrets)}.{reason}",
+                    $"Provider '{provider.Name}' (model '{model}') answered HTTP {result.Status}: {FirstLine(Redaction.Scrub(result.Message, secrets))}.{reason}",
                     result.Status);
             case OperationCanceledException or TimeoutException:
                 return new ModelCallException(StatusCodes.Status504GatewayTimeout, "The model provider did not answer in time.",
                     $"Provider '{provider.Name}' (model '{model}') did not answer within the configured time (Providers:RequestTimeout).", null);
             case var _ when Inner<System.Text.Json.JsonException>(error) is { } json:
                 // Something answered 200 that is not JSON: a gateway's or a login page, a proxy's error text.
-                return NotTheProtocol(provider, model, $"not JSON ({Redaction.Scrub(FirstLine(json.Message), secrets)})");
+                return NotTheProtocol(provider, model, $"not JSON ({FirstLine(Redaction.Scrub(json.Message, secrets))})");
             case ArgumentOutOfRangeException or IndexOutOfRangeException or KeyNotFoundException or FormatException
                 when Inner<HttpRequestException>(error) is null:
                 // JSON, but not a chat completion: the OpenAI client trips over what is missing (an empty 'choices').
@@ -62,7 +62,7 @@ internal sealed class ModelCallException(int status, string title, string detail
                     SocketError.ConnectionRefused => $"the connection to {provider.Endpoint.Authority} was refused.",
                     SocketError.HostNotFound or SocketError.NoData => $"the host {provider.Endpoint.Host} was not found.",
                     SocketError.TimedOut => $"connecting to {provider.Endpoint.Authority} timed out.",
-                    _ => Redaction.Scrub(FirstLine((Inner<HttpRequestException>(error) ?? error).Message), secrets),
+                    _ => FirstLine(Redaction.Scrub((Inner<HttpRequestException>(error) ?? error).Message, secrets)),
                 };
                 return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider could not be reached.",
                     $"Provider '{provider.Name}' (model '{model}') could not be reached: {detail}", null);
@@ -88,6 +88,7 @@ internal sealed class ModelCallException(int status, string title, string detail
         return null;
     }
 
+    /// <summary>The provider's own words, at most 500 characters: cut after the secrets are taken out, never before (a key cut in two is no longer found).</summary>
     private static string FirstLine(string message)
     {
         var lines = message.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
