@@ -28,6 +28,22 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task With_providers_but_none_the_default_chat_says_so_instead_of_that_there_is_none()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "one", isDefault: false);
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "two", isDefault: false);
+        var conversation = await client.StartConversationAsync();
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?" })).ShouldBeProblem(409);
+
+        Assert.Contains("has 2 providers but none is the default", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Empty(await client.MessagesAsync(conversation));
+        // Named, one of them answers.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?", provider = "two" })).StatusCode);
+    }
+
+    [Fact]
     public async Task A_streamed_turn_without_a_provider_answers_the_same_409_problem()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -110,9 +110,19 @@ internal sealed partial class ChatTurns(
         var provider = await providers.FindAsync(tenantId, request.Provider, cancellationToken);
         if (provider is null)
         {
-            if (request.Provider is not null && (await providers.GetAllAsync(tenantId, cancellationToken)).Count > 0)
+            var all = await providers.GetAllAsync(tenantId, cancellationToken);
+            if (request.Provider is not null && all.Count > 0)
             {
                 throw new BadRequestException("provider", $"'provider' names no provider of this tenant (was '{request.Provider}'): GET /api/providers lists them.");
+            }
+
+            if (all.Count > 0)
+            {
+                // Several providers, each stored with isDefault false: there are providers, just none to pick by itself.
+                throw new ConflictException(
+                    $"This tenant has {all.Count} providers but none is the default: name one with 'provider' " +
+                    "(GET /api/providers lists them) or make one the default with PUT /api/providers/{id} and \"isDefault\": true.",
+                    new Dictionary<string, object?> { ["providers"] = all.Count });
             }
 
             throw new ConflictException(
