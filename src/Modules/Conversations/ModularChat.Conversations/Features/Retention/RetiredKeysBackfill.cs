@@ -53,20 +53,22 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
     /// <summary>Records the missing keys of the rows archived since the last complete pass, a page at a time; returns how many.</summary>
     public async Task<int> RunAsync(CancellationToken cancellationToken)
     {
-        var schema = store.Options.DatabaseSchemaName;
-        var sql = $"""
-            select a.tenant_id, a.id, a.conversation_id, a.sequence, a.data ->> 'ExternalId', (a.data ->> 'TokenCount')::int, (a.data ->> 'CreatedAt')::timestamptz
-            from {schema}.mt_doc_archivedmessage a
-            where a.data ->> 'ExternalId' is not null
-              and (@from::timestamptz is null or a.mt_last_modified >= @from)
-              and not exists (select 1 from {schema}.mt_doc_retiredexternalid r where r.tenant_id = a.tenant_id and r.id = a.id)
-            limit {Page}
-            """;
         RetiredKeysBackfillMark? mark;
         await using (var session = store.QuerySession())
         {
             mark = await session.LoadAsync<RetiredKeysBackfillMark>(RetiredKeysBackfillMark.Archive, cancellationToken);
         }
+
+        var schema = store.Options.DatabaseSchemaName;
+        var since = mark is null ? "" : "and a.mt_last_modified >= @from"; // no mark: the whole archive
+        var sql = $"""
+            select a.tenant_id, a.id, a.conversation_id, a.sequence, a.data ->> 'ExternalId', (a.data ->> 'TokenCount')::int, (a.data ->> 'CreatedAt')::timestamptz
+            from {schema}.mt_doc_archivedmessage a
+            where a.data ->> 'ExternalId' is not null
+              {since}
+              and not exists (select 1 from {schema}.mt_doc_retiredexternalid r where r.tenant_id = a.tenant_id and r.id = a.id)
+            limit {Page}
+            """;
 
         DateTimeOffset startedAt;
         await using (var connection = await store.OpenConnectionAsync(cancellationToken))
@@ -82,7 +84,11 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
             await using (var connection = await store.OpenConnectionAsync(cancellationToken))
             await using (var command = new NpgsqlCommand(sql, connection))
             {
-                command.Parameters.Add(new NpgsqlParameter("from", NpgsqlDbType.TimestampTz) { Value = (object?)mark?.ReadFrom ?? DBNull.Value });
+                if (mark is not null)
+                {
+                    command.Parameters.Add(new NpgsqlParameter("from", NpgsqlDbType.TimestampTz) { Value = mark.ReadFrom });
+                }
+
                 await using var reader = await command.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
                 {
