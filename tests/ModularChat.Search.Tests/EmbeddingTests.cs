@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Testing.Fakes;
 using Npgsql;
@@ -140,6 +141,75 @@ public sealed class EmbeddingTests(SearchApp app)
         }
         finally
         {
+            await app.Providers.UseAsync(user, null);
+        }
+    }
+
+    [Fact]
+    public async Task An_entry_the_model_refuses_waits_alone_and_the_entries_claimed_with_it_are_embedded()
+    {
+        // A text the model does not take (here: longer than its context, as OpenAI answers it) fails the whole call it is in.
+        const string marker = "zqx-refused-text";
+        var user = ModularChatApp.NewUser();
+        app.OpenAi.Embedder = TopicEmbedding;
+        app.OpenAi.EmbeddingFailure = r => r.Body["input"]?.ToJsonString().Contains(marker, StringComparison.Ordinal) == true
+            ? new FakeReply(Status: 400, ErrorMessage: "This model's maximum context length is 8192 tokens, however you requested 9120 tokens")
+            : null;
+        await app.Providers.UseAsync(user, "fake-embed-3");
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("mixed",
+                Message("I finally bought a car last week."),
+                Message("The recipe calls for two onions."),
+                Message($"Here is the whole log: {marker}"),
+                Message("Our dog chased the mailman again."),
+                Message("My violin lessons start on Tuesday."));
+            await Eventually.Until(() => AttemptsAsync(user), a => a > 0);
+
+            // The four others are embedded and found; only the refused one waits, and the log says which it is.
+            Assert.Equal(4, await Eventually.Until(() => ExecuteAsync<int>(
+                "select count(*)::int from modularchat.mc_search_vectors where tenant_id = $1", user), n => n == 4));
+            var refused = await ExecuteAsync<Guid>(
+                "select id from modularchat.mc_search_entries where tenant_id = $1 and content like '%' || $2 || '%'", user, marker);
+            Assert.Equal([refused], await QueryAsync<Guid>("select entry_id from modularchat.mc_search_pending where tenant_id = $1", user));
+            var hits = (await (await client.GetAsync("/api/search?q=automobile&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits;
+            Assert.Contains("car", hits[0].Snippet, StringComparison.Ordinal);
+            Assert.Contains(app.Logs.Entries, e => e.Level == LogLevel.Warning && e.Message.Contains($"refused search entry {refused}", StringComparison.Ordinal)
+                && e.Message.Contains("maximum context length", StringComparison.Ordinal));
+        }
+        finally
+        {
+            app.OpenAi.EmbeddingFailure = _ => null;
+            await app.Providers.UseAsync(user, null);
+        }
+    }
+
+    [Fact]
+    public async Task A_model_that_refuses_every_input_is_asked_twice_per_attempt_not_once_per_entry()
+    {
+        // A model name the server does not know, answered 400 as some servers do: no one text is at fault.
+        var user = ModularChatApp.NewUser();
+        app.OpenAi.EmbeddingFailure = r => r.Body["model"]?.ToString() == "fake-unknown-model"
+            ? new FakeReply(Status: 400, ErrorMessage: "model 'fake-unknown-model' not found")
+            : null;
+        await app.Providers.UseAsync(user, "fake-unknown-model");
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("many", Enumerable.Range(1, 8).Select(i => Message($"Message number {i} about nothing much.")).ToArray());
+            await Eventually.Until(() => AttemptsAsync(user), a => a >= 2);
+
+            // Each attempt sends the batch, then its shortest text alone; splitting the batch down to each text would take 15 calls.
+            var before = await AttemptsAsync(user);
+            var requests = app.OpenAi.Requests.Count(r => r.Path == "/v1/embeddings" && r.Body["model"]?.ToString() == "fake-unknown-model");
+            var after = await AttemptsAsync(user);
+            Assert.InRange(requests, 2 * before, 2 * after + 2); // + a round whose calls are made and whose attempt is not yet counted
+            Assert.Equal(8, (await client.SearchStatus()).Pending);
+        }
+        finally
+        {
+            app.OpenAi.EmbeddingFailure = _ => null;
             await app.Providers.UseAsync(user, null);
         }
     }

@@ -1,10 +1,21 @@
+using System.ClientModel;
 using System.Runtime.CompilerServices;
 using Microsoft.Extensions.AI;
 
 namespace ModularChat.BuildingBlocks.Security;
 
+/// <summary>A failed call to a model server, as the modules using it see it, with what the server answered.</summary>
+public interface IModelCallFailure
+{
+    /// <summary>The model server's HTTP status, when it answered.</summary>
+    int? ProviderStatus { get; }
+}
+
 /// <summary>A call to a model server configured for the whole service failed; the message is scrubbed of its key and anything credential-shaped.</summary>
-public sealed class ModelServerException(string message) : Exception(message);
+public sealed class ModelServerException(string message, int? providerStatus = null) : Exception(message), IModelCallFailure
+{
+    public int? ProviderStatus { get; } = providerStatus;
+}
 
 /// <summary>
 /// Turns what a model client throws into the exception its callers should see (<paramref name="translate"/>; null keeps
@@ -77,5 +88,14 @@ public static class ModelFailures
     /// <paramref name="apiKey"/>.
     /// </summary>
     public static Func<Exception, CancellationToken, Exception?> Scrubbed(string? apiKey)
-        => (e, _) => e is OperationCanceledException ? null : new ModelServerException(Redaction.Scrub(e.Message, [apiKey]));
+        => (e, _) => e is OperationCanceledException
+            ? null
+            : new ModelServerException(Redaction.Scrub(e.Message, [apiKey]), e is ClientResultException { Status: > 0 } result ? result.Status : null);
+
+    /// <summary>
+    /// Whether the model server refused the request for what it was asked (HTTP 400, 413 or 422: an input longer than the
+    /// model takes, a text it cannot read), as opposed to failing it (a 5xx, a rate limit, a timeout, no answer), which
+    /// asking again later may cure. Only a refusal can be the fault of one input among several.
+    /// </summary>
+    public static bool RefusedTheInput(Exception failure) => failure is IModelCallFailure { ProviderStatus: 400 or 413 or 422 };
 }

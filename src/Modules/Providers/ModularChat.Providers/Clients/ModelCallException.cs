@@ -7,7 +7,7 @@ using ModularChat.BuildingBlocks.Security;
 namespace ModularChat.Providers.Clients;
 
 /// <summary>A call to a model provider failed: 502 (the provider failed or refused) or 504 (it did not answer in time).</summary>
-internal sealed class ModelCallException(int status, string title, string detail, int? providerStatus) : Exception(detail)
+internal sealed class ModelCallException(int status, string title, string detail, int? providerStatus) : Exception(detail), IModelCallFailure
 {
     public int Status { get; } = status;
 

@@ -5,6 +5,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Search.Storage;
 using ModularChat.Search.Vectors;
@@ -162,14 +163,16 @@ internal sealed partial class EmbeddingWorker(
             var claims = group.ToArray();
             try
             {
-                await EmbedAsync(group.Key, claims, cancellationToken);
+                if (await EmbedAsync(group.Key, claims, cancellationToken) is { Length: > 0 } notEmbedded)
+                {
+                    await DeferAsync(notEmbedded, CancellationToken.None);
+                }
             }
             catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
             {
-                var attempts = claims.Max(c => c.Attempts) + 1;
-                LogEmbeddingFailed(logger, group.Key, claims.Length, attempts, e.GetType().Name, e.Message);
+                LogEmbeddingFailed(logger, group.Key, claims.Length, claims.Max(c => c.Attempts) + 1, e.GetType().Name, e.Message);
                 metrics.EmbeddingFailed();
-                await DeferAsync(claims, attempts, CancellationToken.None);
+                await DeferAsync(claims, CancellationToken.None);
             }
         }
 
@@ -245,7 +248,14 @@ internal sealed partial class EmbeddingWorker(
         new() { Value = claims.Select(c => c.Lease).ToArray() },
     ];
 
-    private async Task EmbedAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
+    /// <summary>
+    /// Embeds the claimed entries of one tenant and stores what it could; returns the claims of the entries it could not
+    /// embed (to be retried later). A model that fails (an error, a rate limit, no answer) leaves every entry not yet
+    /// embedded for later. A model that refuses the input of a call (HTTP 400, 413, 422) usually refuses one text
+    /// among several (one longer than the model takes): the call is then split until that text is alone, so the others
+    /// are stored and only it waits, instead of it holding back every entry claimed with it, at every retry.
+    /// </summary>
+    private async Task<Claim[]> EmbedAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
     {
         var entryIds = claims.Select(c => c.Entry).ToArray();
         var schema = database.Schema;
@@ -283,11 +293,118 @@ internal sealed partial class EmbeddingWorker(
         using var activity = ModularChatTelemetry.ActivitySource.StartActivity("search.embed");
         activity?.SetTag("search.model", embedder.Model);
         activity?.SetTag("search.entries", work.Count);
-        // In work order: the stored floats where there are some, the model's answer for the rest.
+        // In work order: the stored floats where there are some, the model's answer for the rest (null while it has none).
         var vectors = work.Select(w => w.Floats).ToArray();
-        var toEmbed = Enumerable.Range(0, work.Count).Where(i => vectors[i] is null).ToList();
+        var toEmbed = Enumerable.Range(0, work.Count).Where(i => vectors[i] is null).ToArray();
         var started = Stopwatch.GetTimestamp();
+        var (refused, failure) = await GenerateAsync(embedder, work, vectors, toEmbed, cancellationToken);
+        var embedded = toEmbed.Count(i => vectors[i] is not null);
+        if (embedded > 0)
+        {
+            metrics.Embedded(embedded, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+        }
+
+        var attempts = claims.ToDictionary(c => c.Entry, c => c.Attempts + 1);
+        foreach (var (index, error) in refused)
+        {
+            LogEntryRefused(logger, tenantId, work[index].Id, work[index].ConversationId, work[index].Text.Length, attempts[work[index].Id],
+                error.GetType().Name, error.Message);
+            metrics.EmbeddingFailed();
+        }
+
+        var waiting = toEmbed.Where(i => vectors[i] is null).Select(i => work[i].Id).ToHashSet();
+        if (failure is not null)
+        {
+            var left = waiting.Count - refused.Count;
+            LogEmbeddingFailed(logger, tenantId, left, work.Where(w => waiting.Contains(w.Id)).Max(w => attempts[w.Id]), failure.GetType().Name, failure.Message);
+            metrics.EmbeddingFailed();
+        }
+
+        var done = work.Where((_, i) => vectors[i] is not null).ToList();
+        var complete = vectors.OfType<float[]>().ToArray();
+        foreach (var vector in complete)
+        {
+            if (vector.Length == 0 || vector.Length != complete[0].Length || vector.Any(v => !float.IsFinite(v)))
+            {
+                throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
+            }
+        }
+
+        var processed = claims.Where(c => !waiting.Contains(c.Entry)).ToArray();
+        if (processed.Length > 0)
+        {
+            await StoreAsync(tenantId, embedder.Model, processed, done, complete, cancellationToken);
+        }
+
+        return claims.Where(c => waiting.Contains(c.Entry)).ToArray();
+    }
+
+    /// <summary>
+    /// Asks the model for the vectors of the texts at <paramref name="toEmbed"/>, <see cref="SearchEmbeddingOptions.BatchSize"/>
+    /// at a time, and writes them into <paramref name="vectors"/>. Returns the texts the model refused on their own, and
+    /// the failure that stopped it early (the texts it had not embedded then are left without a vector).
+    /// </summary>
+    private async Task<(List<(int Index, Exception Error)> Refused, Exception? Failure)> GenerateAsync(
+        TenantEmbedder embedder, List<Work> work, float[]?[] vectors, int[] toEmbed, CancellationToken cancellationToken)
+    {
+        var refused = new List<(int Index, Exception Error)>();
         foreach (var chunk in toEmbed.Chunk(_options.BatchSize))
+        {
+            try
+            {
+                await EmbedChunkAsync(chunk, isolate: true);
+            }
+            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+            {
+                return (refused, e);
+            }
+        }
+
+        return (refused, null);
+
+        async Task EmbedChunkAsync(int[] chunk, bool isolate)
+        {
+            if (chunk.Length == 0)
+            {
+                return;
+            }
+
+            try
+            {
+                await CallAsync(chunk);
+            }
+            catch (Exception refusal) when (ModelFailures.RefusedTheInput(refusal))
+            {
+                if (chunk.Length == 1)
+                {
+                    refused.Add((chunk[0], refusal));
+                    return;
+                }
+
+                if (isolate)
+                {
+                    // One text, or every text? The shortest alone tells (a model that refuses it refuses anything: a wrong
+                    // model name, a parameter it does not take), at the price of one call: only then is the chunk split,
+                    // which for one refused text among 64 takes ~12 calls, and would for every text take 127.
+                    var shortest = chunk.MinBy(i => work[i].Text.Length);
+                    try
+                    {
+                        await CallAsync([shortest]);
+                    }
+                    catch (Exception again) when (ModelFailures.RefusedTheInput(again))
+                    {
+                        throw new ModelRefusedEveryInputException(refusal);
+                    }
+
+                    chunk = [.. chunk.Where(i => i != shortest)];
+                }
+
+                await EmbedChunkAsync(chunk[..(chunk.Length / 2)], isolate: false);
+                await EmbedChunkAsync(chunk[(chunk.Length / 2)..], isolate: false);
+            }
+        }
+
+        async Task CallAsync(int[] chunk)
         {
             var embeddings = await embedder.Generator.GenerateAsync(chunk.Select(i => work[i].Text), cancellationToken: cancellationToken);
             if (embeddings.Count != chunk.Length)
@@ -300,22 +417,6 @@ internal sealed partial class EmbeddingWorker(
                 vectors[chunk[i]] = embeddings[i].Vector.ToArray();
             }
         }
-
-        if (toEmbed.Count > 0)
-        {
-            metrics.Embedded(toEmbed.Count, embedder.BuiltIn is not null, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
-        }
-
-        var complete = Array.ConvertAll(vectors, v => v!);
-        foreach (var vector in complete)
-        {
-            if (vector.Length == 0 || vector.Length != complete[0].Length || vector.Any(v => !float.IsFinite(v)))
-            {
-                throw new InvalidOperationException($"The embedding model returned an invalid vector ({vector.Length} dimensions).");
-            }
-        }
-
-        await StoreAsync(tenantId, embedder.Model, claims, work, complete, cancellationToken);
     }
 
     /// <summary>Stores the vectors of entries that still exist and takes every processed entry off the queue, in one transaction.</summary>
@@ -382,8 +483,10 @@ internal sealed partial class EmbeddingWorker(
         await transaction.CommitAsync(cancellationToken);
     }
 
-    private async Task DeferAsync(Claim[] claims, int attempts, CancellationToken cancellationToken)
+    /// <summary>Puts claimed rows back for later, after the back-off of their next attempt.</summary>
+    private async Task DeferAsync(Claim[] claims, CancellationToken cancellationToken)
     {
+        var attempts = claims.Max(c => c.Attempts) + 1;
         var delay = TimeSpan.FromSeconds(Math.Min(3600, _options.RetryDelay.TotalSeconds * Math.Pow(2, Math.Min(attempts - 1, 20))));
         try
         {
@@ -482,6 +585,14 @@ internal sealed partial class EmbeddingWorker(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding {Count} search entries of tenant {TenantId} failed (attempt {Attempts}, {ErrorType}: {Error}); they are retried later")]
     private static partial void LogEmbeddingFailed(ILogger logger, string tenantId, int count, int attempts, string errorType, string error);
 
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The embedding model of tenant {TenantId} refused search entry {EntryId} of conversation {ConversationId} ({Length} characters, attempt {Attempts}, {ErrorType}: {Error}); the entries claimed with it are stored, it is retried later")]
+    private static partial void LogEntryRefused(
+        ILogger logger, string tenantId, Guid entryId, Guid conversationId, int length, int attempts, string errorType, string error);
+
     [LoggerMessage(Level = LogLevel.Information, Message = "The embedding model of tenant {TenantId} changed from {OldModel} to {NewModel}: {Count} entries queued for embedding")]
     private static partial void LogModelChanged(ILogger logger, string tenantId, string oldModel, string newModel, long count);
+
+    /// <summary>The model refused a call's inputs and also the shortest of them alone: it refuses any input, not one of them.</summary>
+    private sealed class ModelRefusedEveryInputException(Exception refusal)
+        : Exception($"The model refuses every input, even the shortest alone: {refusal.Message}", refusal);
 }
