@@ -116,6 +116,29 @@ public sealed class ConversationMessagesContractTests(ConversationsApp app)
         Assert.Equal("The first run's answer", (await Messages.ReadLatestAsync(tenant, id, 1)).Single().Content);
     }
 
+    [Fact]
+    public async Task When_the_first_stored_wins_nothing_of_a_later_run_is_stored_not_even_messages_the_first_run_had_not()
+    {
+        // Two runs of one chat turn: the first used one tool and was stored; the second used two and finished later.
+        var (tenant, id) = await ConversationWith(1);
+        NewConversationMessage Tool(string externalId, string content) => new(MessageRole.Tool, content, externalId);
+        var first = await Messages.AppendAsync(tenant, id,
+            [Tool("turn-1:call:1", "weather(Lisbon)"), Tool("turn-1:result:1", "sunny"), new(MessageRole.Assistant, "It is sunny.", "turn-1:answer")],
+            firstStoredWins: true);
+
+        var raced = await Messages.AppendAsync(tenant, id,
+            [Tool("turn-1:call:1", "weather(Lisbon)"), Tool("turn-1:call:2", "weather(Porto)"), Tool("turn-1:result:1", "sunny"),
+             Tool("turn-1:result:2", "rainy"), new(MessageRole.Assistant, "Sunny in Lisbon, rainy in Porto.", "turn-1:answer")],
+            firstStoredWins: true);
+
+        Assert.All(raced, m => Assert.True(m.Duplicate));
+        Assert.Equal([first[0].Sequence, 0, first[1].Sequence, 0, first[2].Sequence], raced.Select(m => m.Sequence));
+        Assert.Equal(first[2].MessageId, raced[^1].MessageId);
+        Assert.Equal(4, (await Messages.FindAsync(tenant, id))!.MessageCount);
+        Assert.Equal(["message 1", "weather(Lisbon)", "sunny", "It is sunny."], (await Messages.ReadLatestAsync(tenant, id, 10)).Select(m => m.Content));
+        Assert.Null(await Messages.FindByExternalIdAsync(tenant, id, "turn-1:call:2"));
+    }
+
     private async Task<(string Tenant, Guid Id)> ConversationWith(int messages)
     {
         var tenant = ModularChatApp.NewUser();

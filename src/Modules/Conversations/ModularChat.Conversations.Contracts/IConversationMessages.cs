@@ -119,8 +119,10 @@ public interface IConversationMessages
     /// <remarks>Throws the same errors as the API (not found, validation, limits, conflict), which map to 4xx ProblemDetails over HTTP.</remarks>
     /// <param name="firstStoredWins">
     /// False (as over HTTP): a message whose external id the conversation already holds with another role or content is a
-    /// conflict (nothing of the call is stored). True: the message stored first is answered (<c>Duplicate</c>), for a writer
-    /// that may race itself with different text under one id (two runs of one chat turn).
+    /// conflict (nothing of the call is stored). True, for a writer that may race itself with different messages under the
+    /// same ids (two runs of one chat turn): when the conversation holds any of the call's external ids, another run was
+    /// stored first and nothing of this call is stored. Every message is then answered as a <c>Duplicate</c>: with the
+    /// message stored under its id, or, where the first run stored none, with an empty id and sequence 0.
     /// </param>
     Task<IReadOnlyList<AppendedConversationMessage>> AppendAsync(
         string tenantId, Guid conversationId, IReadOnlyList<NewConversationMessage> messages, bool firstStoredWins = false,

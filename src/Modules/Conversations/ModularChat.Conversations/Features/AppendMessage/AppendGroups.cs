@@ -19,8 +19,10 @@ namespace ModularChat.Conversations.Features.AppendMessage;
 /// <summary>One append request, its CPU work done, waiting for its turn in a transaction.</summary>
 /// <param name="Messages">The messages with their parsed role and token count, in request order.</param>
 /// <param name="FirstStoredWins">
-/// Whether a message whose external id the conversation holds with another role or content is answered with the one
-/// stored (a writer racing itself, such as two runs of one chat turn) instead of refused with a 409.
+/// Whether an append that brings an external id the conversation holds is another run of a writer racing itself (two
+/// runs of one chat turn) rather than a retry: nothing of it is stored, even with another role or content (no 409), and
+/// each message is answered with the one stored under its id, or, where the first run stored none, as a duplicate with
+/// no id and sequence 0.
 /// </param>
 internal sealed record PreparedAppend(
     Guid ConversationId, IReadOnlyList<(NewMessage Message, MessageRole Role, int Tokens)> Messages, long? ExpectedVersion,
@@ -459,6 +461,17 @@ internal sealed class AppendGroups(
         /// <summary>The messages of <paramref name="append"/> to store and the answer for each: a known external id is returned, not stored.</summary>
         public AppendResult Decide(PreparedAppend append, DateTimeOffset now)
         {
+            if (append.FirstStoredWins && append.Messages.Any(m => m.Message.ExternalId is { } id && _existing.ContainsKey(id)))
+            {
+                // Another run of the same writer was stored first, and its messages are the outcome: nothing of this run is
+                // stored, not even the messages the first run did not have (another run's tool calls would otherwise follow
+                // the first run's answer, and be replayed in later turns).
+                return new AppendResult(append.ConversationId, Version, [.. append.Messages.Select(m =>
+                    m.Message.ExternalId is { } id && _existing.TryGetValue(id, out var first)
+                        ? first.Answer
+                        : new AppendedMessage(Guid.Empty, 0, m.Message.ExternalId, m.Tokens, now, Duplicate: true))]);
+            }
+
             var results = new List<AppendedMessage>(append.Messages.Count);
             foreach (var (message, role, tokenCount) in append.Messages)
             {

@@ -412,11 +412,16 @@ internal sealed partial class ChatTurns(
             // Another run of the same turn may have stored its own answer first under the same ids: that one is the turn's.
             var stored = await owner.Conversations.AppendAsync(tenantId, conversationId, storable, firstStoredWins: true, CancellationToken.None);
             var answerStored = stored[^1];
-            if (answerStored.Duplicate
-                && await owner.Conversations.FindByExternalIdAsync(tenantId, conversationId, AnswerId(user), CancellationToken.None) is { } first)
+            if (answerStored.Duplicate)
             {
-                // The same turn ran twice at once (a retry sent before the first answer was stored): the first answer stored
-                // is the turn's, and this one answers with it rather than with text that was never stored.
+                // The same turn ran twice at once (a retry sent before the first answer was stored): the run stored first is
+                // the turn's, nothing of this one was stored, and this one answers with the first's answer rather than with
+                // text that was never stored.
+                var first = await owner.Conversations.FindByExternalIdAsync(tenantId, conversationId, AnswerId(user), CancellationToken.None)
+                    ?? throw new ConflictException(
+                        $"Another run of the turn of message {user.Sequence} was stored first, and retention has since deleted its answer, so it " +
+                        "cannot be replayed. Ask again as a new turn (another externalId).",
+                        new Dictionary<string, object?> { ["messageSequence"] = user.Sequence });
                 owner.Metrics.ChatTurn("ok", streamed);
                 return Replayed(conversationId, user, first);
             }
