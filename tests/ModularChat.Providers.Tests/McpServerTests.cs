@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Sockets;
+using Npgsql;
 
 namespace ModularChat.Providers.Tests;
 
@@ -86,6 +87,48 @@ public sealed class McpServerTests(ProvidersApp app)
 
         var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
         Assert.True(result.Success, result.Error);
+    }
+
+    [Fact]
+    public async Task A_server_deleted_while_an_update_of_it_is_applied_stays_deleted()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "short-lived", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        // The update reads the server, then waits to write it while a delete holds its row; the delete commits first.
+        await using var deleting = new NpgsqlConnection(app.PostgresConnectionString);
+        await deleting.OpenAsync();
+        await using var transaction = await deleting.BeginTransactionAsync();
+        await using (var hold = new NpgsqlCommand("select 1 from modularchat.mt_doc_mcpserverconnection where tenant_id = @t and id = @id for update", deleting, transaction))
+        {
+            hold.Parameters.AddWithValue("t", tenant);
+            hold.Parameters.AddWithValue("id", server.Id);
+            Assert.Equal(1, await hold.ExecuteScalarAsync());
+        }
+
+        var update = client.PutJson($"/api/mcp-servers/{server.Id}", new { name = "renamed", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl });
+        await using var observer = new NpgsqlConnection(app.PostgresConnectionString);
+        await observer.OpenAsync();
+        await Eventually.Until(async () =>
+        {
+            await using var waiting = new NpgsqlCommand(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%mcpserverconnection%' and pid <> pg_backend_pid()", observer);
+            return (long)(await waiting.ExecuteScalarAsync())!;
+        }, n => n > 0, what: "the update waiting for the server's row");
+        await using (var delete = new NpgsqlCommand("delete from modularchat.mt_doc_mcpserverconnection where tenant_id = @t and id = @id", deleting, transaction))
+        {
+            delete.Parameters.AddWithValue("t", tenant);
+            delete.Parameters.AddWithValue("id", server.Id);
+            Assert.Equal(1, await delete.ExecuteNonQueryAsync());
+        }
+
+        await transaction.CommitAsync();
+
+        await (await update).ShouldBeProblem(404);
+        await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+        Assert.Equal("[]", await client.GetStringAsync("/api/mcp-servers"));
     }
 
     [Fact]

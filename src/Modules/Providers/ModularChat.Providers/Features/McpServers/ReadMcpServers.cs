@@ -7,6 +7,7 @@ using Microsoft.AspNetCore.Routing;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Providers;
 
 namespace ModularChat.Providers.Features.McpServers;
 
@@ -41,6 +42,7 @@ internal sealed class DeleteMcpServerHandler(TenantSessions sessions) : ICommand
     public async ValueTask<Unit> Handle(DeleteMcpServer command, CancellationToken cancellationToken)
     {
         await using var session = sessions.Write();
+        await ProviderStore.LockTenantAsync(session, ProviderStore.McpServersLock, cancellationToken);
         var server = await session.LoadAsync<McpServerConnection>(command.Id, cancellationToken) ?? throw new NotFoundException("MCP server", command.Id);
         session.Delete(server);
         await session.SaveChangesAsync(cancellationToken);

@@ -29,6 +29,8 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         var body = command.Body;
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
+        // One write of the tenant's servers at a time (a DELETE meanwhile is seen, not undone).
+        await ProviderStore.LockTenantAsync(session, ProviderStore.McpServersLock, cancellationToken);
         var all = await session.Query<McpServerConnection>().ToListAsync(cancellationToken);
         var server = all.SingleOrDefault(s => s.Id == command.Id) ?? throw new NotFoundException("MCP server", command.Id);
         var name = body.Name!.Trim();
@@ -65,7 +67,8 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
             server.ServerVersion = null;
         }
 
-        session.Store(server);
+        // An update, never an insert: a server deleted since it was read (by a write that did not wait for the lock) stays deleted.
+        session.Update(server);
         try
         {
             await session.SaveChangesAsync(cancellationToken);
@@ -73,6 +76,15 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         catch (Exception e) when (ProviderStore.IsUniqueViolation(e))
         {
             throw CreateMcpServerHandler.Duplicate(name);
+        }
+        catch (Exception e) when (ProviderStore.IsStale(e))
+        {
+            // Written since it was read by what does not take the lock (a test or a chat turn storing the tool list, a key rotation), or deleted.
+            await using var read = sessions.Query();
+            _ = await read.LoadAsync<McpServerConnection>(command.Id, cancellationToken) ?? throw new NotFoundException("MCP server", command.Id);
+            throw new ConflictException(
+                $"MCP server '{server.Name}' was changed by another request while this one was applied (a test or a chat turn storing its tool " +
+                "list): nothing was changed. Send the update again.");
         }
 
         return McpServerResponse.From(server);

@@ -168,7 +168,7 @@ internal static class ProviderStore
     }
 
     /// <summary>Marten refusing the write of a versioned document read before another write changed or deleted it (wrapped in an AggregateException).</summary>
-    private static bool IsStale(Exception e) => e switch
+    public static bool IsStale(Exception e) => e switch
     {
         ConcurrencyException or NonExistentDocumentException => true,
         AggregateException aggregate => aggregate.InnerExceptions.Any(IsStale),
