@@ -29,6 +29,7 @@ public sealed class BadInputTests(ConversationsApp app)
         { """{"role":"user","content":"hi","metadata":{"k\u0000":"v"}}""", "metadata", 400, "NUL in a metadata key" },
         // The ends of .NET's range are clients' "no date"; PostgreSQL would store them as -infinity/infinity.
         { """{"role":"user","content":"hi","createdAt":"0001-01-01T00:00:00Z"}""", "createdAt", 400, "createdAt of DateTimeOffset.MinValue" },
+        { """{"role":"user","content":"hi","createdAt":"0001-01-01T00:00:00.0000001Z"}""", "createdAt", 400, "createdAt stored as DateTimeOffset.MinValue" },
         { """{"role":"user","content":"hi","createdAt":"9999-12-31T23:59:59.9999999Z"}""", "createdAt", 400, "createdAt of DateTimeOffset.MaxValue" },
         { "", "body", 400, "empty body" },
     };

@@ -75,9 +75,10 @@ internal sealed class NewMessageValidator : AbstractValidator<NewMessage>
             .Must(e => e is null || e.Length <= o.MaxExternalIdLength)
             .WithMessage($"'externalId' may be at most {o.MaxExternalIdLength} characters.").AsLimit();
         // The two ends of .NET's range are what clients send for "no date" (and PostgreSQL would store them as
-        // -infinity/infinity, which no month, year or age can be computed from).
+        // -infinity/infinity, which no month, year or age can be computed from). Judged as stored, to the microsecond: a
+        // tick after the first is stored as the first.
         RuleFor(m => m.CreatedAt)
-            .Must(c => c is null || (c > DateTimeOffset.MinValue && c < DateTimeOffset.MaxValue))
+            .Must(c => c is null || (c.Value.TruncateToMicroseconds() > DateTimeOffset.MinValue && c < DateTimeOffset.MaxValue))
             .WithMessage(m => $"'createdAt' must be a real date, not {m.CreatedAt:O} (leave it out to use the time the message is stored).");
         ConversationRules.Metadata(RuleFor(m => m.Metadata), o);
     }
