@@ -226,6 +226,45 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_message_read_both_hot_and_archived_across_a_retention_commit_is_listed_and_found_once()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var c = await (await client.PostJson("/api/conversations", new { title = "snapshots" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var batch = Enumerable.Range(1, 8).Select(i => new
+        {
+            role = i % 2 == 1 ? "user" : "assistant",
+            content = i == 2 ? "We booked the ferry to Pemba for the second week of June." : $"Message number {i} talks about topic {i * 7}.",
+        });
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        const string query = "/context?maxTokens=100&query=when%20is%20the%20pemba%20ferry";
+        await Eventually.Until(async () => await (await client.GetAsync($"/api/conversations/{c.Id}{query}")).ReadAs<ContextDto>(HttpStatusCode.OK),
+            c => c.SearchHits.Count > 0, seconds: Eventually.BackgroundSeconds, what: "No search hit");
+
+        // Retention moves a message from the hot table to the archive in one transaction, but a request reads the two in
+        // separate statements: one that runs across that commit reads the message in both. Here it is in both for good.
+        var second = (await client.GetAsync($"/api/conversations/{c.Id}/messages?limit=2")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        var hot = (await second).Items[1];
+        await using (var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().LightweightSession(tenant))
+        {
+            session.Store(new ModularChat.Conversations.Domain.ArchivedMessage
+            {
+                Id = hot.Id, ConversationId = c.Id, Sequence = 2, Role = ModularChat.Conversations.Contracts.MessageRole.Assistant, Content = hot.Content,
+                CreatedAt = DateTimeOffset.UtcNow, AppendedAt = DateTimeOffset.UtcNow, TokenCount = 14, ArchivedAt = DateTimeOffset.UtcNow,
+            });
+            await session.SaveChangesAsync();
+        }
+
+        var listed = await (await client.GetAsync($"/api/conversations/{c.Id}/messages?includeArchived=true&limit=50")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i), listed.Items.Select(m => m.Sequence));
+        var backward = await (await client.GetAsync($"/api/conversations/{c.Id}/messages?includeArchived=true&direction=backward&limit=50"))
+            .ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(Enumerable.Range(1, 8).Select(i => (long)i).Reverse(), backward.Items.Select(m => m.Sequence));
+        var context = await (await client.GetAsync($"/api/conversations/{c.Id}{query}")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(2, Assert.Single(context.SearchHits, h => h.Sequence == 2).Sequence);
+    }
+
+    [Fact]
     public async Task A_message_appended_while_Redis_was_away_is_in_every_nodes_context_once_Redis_is_back()
     {
         // Node A reaches Redis through a proxy that can cut it off; the fixture's host (node B) reaches Redis directly.

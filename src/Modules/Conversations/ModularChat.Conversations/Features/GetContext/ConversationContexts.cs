@@ -161,7 +161,8 @@ internal sealed class ConversationContexts(
         var hot = batch.Query<StoredMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
         var archived = batch.Query<ArchivedMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
         await batch.Execute(cancellationToken);
-        var bySequence = (await hot).Select(ToContext).Concat((await archived).Select(ToContext)).ToDictionary(m => m.Sequence);
+        // Read in two statements: a message retention moved between them is in both.
+        var bySequence = (await hot).Select(ToContext).Concat((await archived).Select(ToContext)).DistinctBy(m => m.Sequence).ToDictionary(m => m.Sequence);
 
         var hits = new List<ContextMessage>();
         foreach (var sequence in sequences)

@@ -70,9 +70,11 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
             throw new NotFoundException("Conversation", query.ConversationId);
         }
 
-        // Archived messages all come before the hot ones: merge the two pages in reading order.
+        // Archived messages all come before the hot ones: merge the two pages in reading order. The two reads are separate
+        // statements: one message that retention moved between them is in both (never in neither: the hot one is read first).
         var merged = (await archived).Select(a => a.ToStored()).Concat(await hot);
         var list = (direction == PageDirection.Forward ? merged.OrderBy(m => m.Sequence) : merged.OrderByDescending(m => m.Sequence))
+            .DistinctBy(m => m.Sequence)
             .Take(limit + 1)
             .ToList();
         string? next = null;
