@@ -78,6 +78,53 @@ public sealed class DeletionCascadeTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_deletion_whose_save_fails_after_its_commit_still_takes_the_conversation_out_of_the_caches()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var c = await (await client.PostJson("/api/conversations", new { title = "cached" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await (await client.PostJson($"/api/conversations/{c.Id}/messages", new { role = "user", content = "Remember the blue door." }))
+            .ReadAs<JsonElement>(HttpStatusCode.Created);
+        await (await client.GetAsync($"/api/conversations/{c.Id}/context")).ReadAs<JsonElement>(HttpStatusCode.OK); // now cached
+
+        // After the commit, Marten still runs the outbox's delivery and the listeners, with the request's token: a client
+        // that leaves then, or any error there, fails the save of a deletion that is stored.
+        var listeners = ((DocumentStore)app.Host.Services.GetRequiredService<IDocumentStore>()).Options.Listeners;
+        var failing = new FailsAfterCommit(tenant);
+        listeners.Add(failing);
+        try
+        {
+            var deleted = await client.DeleteAsync($"/api/conversations/{c.Id}");
+            Assert.False(deleted.IsSuccessStatusCode);
+            Assert.True(failing.Failed);
+        }
+        finally
+        {
+            listeners.Remove(failing);
+        }
+
+        await (await client.GetAsync($"/api/conversations/{c.Id}")).ShouldBeProblem(404);
+        await (await client.GetAsync($"/api/conversations/{c.Id}/context")).ShouldBeProblem(404);
+    }
+
+    /// <summary>Fails the first save of <paramref name="tenant"/> that stores a deletion, after its commit.</summary>
+    private sealed class FailsAfterCommit(string tenant) : DocumentSessionListenerBase
+    {
+        public bool Failed { get; private set; }
+
+        public override Task AfterCommitAsync(IDocumentSession session, Marten.Services.IChangeSet commit, CancellationToken token)
+        {
+            if (!Failed && session.TenantId == tenant && commit.GetEvents().Any(e => e.Data is ModularChat.Conversations.Contracts.ConversationDeleted))
+            {
+                Failed = true;
+                throw new OperationCanceledException("The client left after the commit.");
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+
+    [Fact]
     public async Task Appends_and_reads_racing_the_deletion_answer_201_200_or_404_and_leave_nothing_behind()
     {
         using var client = app.Client(ModularChatApp.NewUser("race"));

@@ -29,9 +29,19 @@ internal sealed class DeleteConversationHandler(TenantSessions sessions, TimePro
         await using var session = sessions.Write();
         var stream = await ConversationStreams.FetchForUpdate(session, command.ConversationId, expectedVersion: null, cancellationToken);
         stream.AppendOne(new ConversationDeleted(command.ConversationId, clock.GetUtcNow().TruncateToMicroseconds()));
-        await session.SaveChangesAsync(cancellationToken);
-        await generations.ForgetAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
-        await generations.ForgetAsync(ConversationContexts.SummaryScope(sessions.TenantId, command.ConversationId));
+        try
+        {
+            // Not cancelled by the client leaving: once the commit is sent, the caches must hear of it.
+            await session.SaveChangesAsync(CancellationToken.None);
+        }
+        finally
+        {
+            // Also when the save failed after its commit (the outbox's delivery after it): the deletion may be stored. For a
+            // conversation that is still there, forgetting its cached context costs one cache miss.
+            await generations.ForgetAsync(ConversationContexts.Scope(sessions.TenantId, command.ConversationId));
+            await generations.ForgetAsync(ConversationContexts.SummaryScope(sessions.TenantId, command.ConversationId));
+        }
+
         return Unit.Value;
     }
 }

@@ -215,7 +215,17 @@ public sealed partial class RetentionExecutor(
             await queueNextRun();
         }
 
-        await session.SaveChangesAsync(cancellationToken);
+        try
+        {
+            await session.SaveChangesAsync(CancellationToken.None);
+        }
+        catch
+        {
+            // The save may have failed after its commit (the outbox's delivery after it): then the step is stored, and its
+            // retry finds nothing left to do and would not bump either. A bump for a step not stored costs one cache miss.
+            await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
+            throw;
+        }
 
         await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
         metrics.RetentionApplied(applied);
