@@ -265,6 +265,27 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_message_appended_on_a_node_that_left_Redis_alone_after_a_failed_read_is_in_the_other_nodes_context_at_once()
+    {
+        await using var nodeA = await app.StartHostAsync();
+        var user = ModularChatApp.NewUser();
+        using var a = ClientOf(nodeA, user);
+        using var b = app.Client(user);
+        var (id, _) = await ConversationWith(a, 2);
+        Assert.Equal(2, (await Context(b, id, 5000)).Messages.Count); // cached by node B, in its memory and in Redis
+
+        // One Redis command of node A failed (a large read that timed out): for Cache:RedisRetryInterval A reads without Redis.
+        var redisOfA = nodeA.Services.GetRequiredService<ModularChat.BuildingBlocks.Caching.RedisAvailability>();
+        redisOfA.Failed(new RedisException("a read timed out"));
+        Assert.False(redisOfA.Usable);
+        await (await a.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "said right after the failed read" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+
+        // Redis itself is fine: the append's bump reached it, and node B no longer serves what it cached before.
+        Assert.Equal(3, (await Context(b, id, 5000)).Messages.Count);
+    }
+
+    [Fact]
     public async Task A_message_appended_while_Redis_was_away_is_in_every_nodes_context_once_Redis_is_back()
     {
         // Node A reaches Redis through a proxy that can cut it off; the fixture's host (node B) reaches Redis directly.

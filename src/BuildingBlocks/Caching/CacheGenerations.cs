@@ -56,6 +56,7 @@ public sealed partial class CacheGenerations : IHostedService
     private readonly ConcurrentDictionary<string, byte> _missedBumps = new(StringComparer.Ordinal);
     private ITimer? _missedBumpTimer;
     private int _sharingMissedBumps;
+    private long _bumpsFailingUntilTicks;
     private readonly TimeProvider _clock;
     private long _nextPruneTicks;
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
@@ -70,6 +71,9 @@ public sealed partial class CacheGenerations : IHostedService
 
     /// <summary>How often this node tries to make in Redis the bumps it could not make while Redis was away.</summary>
     public static readonly TimeSpan MissedBumpInterval = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a request waits for its bump while Redis is slow (then it is made later, as a missed one).</summary>
+    public static readonly TimeSpan BumpWait = TimeSpan.FromMilliseconds(250);
 
     /// <summary>How often this node clears its registries of expired keys and unused generations.</summary>
     public static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(1);
@@ -135,8 +139,15 @@ public sealed partial class CacheGenerations : IHostedService
         await ShareBumpAsync(scope).ConfigureAwait(false);
     }
 
-    /// <summary>Bumps <paramref name="scope"/> in Redis, or remembers it for when Redis answers again.</summary>
-    private async Task ShareBumpAsync(string scope)
+    /// <summary>
+    /// Bumps <paramref name="scope"/> in Redis, or remembers it for when Redis answers again. Other nodes read the
+    /// generation from Redis, so a bump is tried even while this node leaves Redis alone for its reads after one failed
+    /// (a slow read must not let other nodes serve what this change replaced), waiting for it at most
+    /// <see cref="BumpWait"/>. After a bump failed, the bumps of requests are only remembered for
+    /// <see cref="MissedBumpInterval"/> (a Redis that does not answer delays one request a second, not every one); the
+    /// timer's passes (<paramref name="retrying"/>) try anyway.
+    /// </summary>
+    private async Task ShareBumpAsync(string scope, bool retrying = false)
     {
         if (_redis.Redis is null)
         {
@@ -144,12 +155,11 @@ public sealed partial class CacheGenerations : IHostedService
         }
 
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
-        var shared = await _redis.TryAsync(async () =>
-        {
-            await Database.ScriptEvaluateAsync(BumpScript, [_generationPrefix + scope],
-                [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false);
-            return true;
-        }, false).ConfigureAwait(false);
+        var shared = (retrying || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _bumpsFailingUntilTicks))
+            && await _redis.TryDespiteBackoffAsync(
+                async () => await Database.ScriptEvaluateAsync(BumpScript, [_generationPrefix + scope],
+                    [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false),
+                BumpWait).ConfigureAwait(false);
         if (shared)
         {
             _missedBumps.TryRemove(scope, out _);
@@ -157,13 +167,17 @@ public sealed partial class CacheGenerations : IHostedService
         else
         {
             _missedBumps.TryAdd(scope, 0);
+            if (_redis.Redis.IsConnected)
+            {
+                Interlocked.Exchange(ref _bumpsFailingUntilTicks, _clock.GetUtcNow().UtcTicks + MissedBumpInterval.Ticks);
+            }
         }
     }
 
     /// <summary>Makes in Redis the bumps it missed, once it answers again (one pass at a time).</summary>
     private async Task ShareMissedBumpsAsync()
     {
-        if (_missedBumps.IsEmpty || !_redis.Usable || Interlocked.Exchange(ref _sharingMissedBumps, 1) == 1)
+        if (_missedBumps.IsEmpty || _redis.Redis is not { IsConnected: true } || Interlocked.Exchange(ref _sharingMissedBumps, 1) == 1)
         {
             return;
         }
@@ -172,10 +186,10 @@ public sealed partial class CacheGenerations : IHostedService
         {
             foreach (var scope in _missedBumps.Keys)
             {
-                await ShareBumpAsync(scope).ConfigureAwait(false);
-                if (!_redis.Usable)
+                await ShareBumpAsync(scope, retrying: true).ConfigureAwait(false);
+                if (_missedBumps.ContainsKey(scope))
                 {
-                    break; // away again: the next pass goes on
+                    break; // still away: the next pass goes on
                 }
             }
         }

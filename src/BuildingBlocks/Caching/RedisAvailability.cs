@@ -83,6 +83,45 @@ public sealed partial class RedisAvailability
         }
     }
 
+    /// <summary>
+    /// Runs <paramref name="command"/> when Redis is connected, even within the <see cref="RetryInterval"/> after another
+    /// command failed: for the writes other nodes rely on (a cache generation's bump), which one slow read must not hold
+    /// back. Waits for it at most <paramref name="wait"/>, then answers false (as for a failure) while the command goes
+    /// on; its outcome is recorded either way.
+    /// </summary>
+    public async Task<bool> TryDespiteBackoffAsync(Func<Task> command, TimeSpan wait)
+    {
+        if (Redis is not { IsConnected: true })
+        {
+            return false;
+        }
+
+        var run = RunAsync();
+        try
+        {
+            return await run.WaitAsync(wait, _clock).ConfigureAwait(false);
+        }
+        catch (TimeoutException)
+        {
+            return false;
+        }
+
+        async Task<bool> RunAsync()
+        {
+            try
+            {
+                await command().ConfigureAwait(false);
+                Succeeded();
+                return true;
+            }
+            catch (Exception e) when (IsFailure(e))
+            {
+                Failed(e);
+                return false;
+            }
+        }
+    }
+
     /// <inheritdoc cref="TryAsync{T}(Func{Task{T}}, T)"/>
     public Task TryAsync(Func<Task> command) => TryAsync(async () =>
     {
