@@ -48,4 +48,15 @@ public sealed class RetentionRuleTests
         var step = RetentionRule.Next(57, 0, 57, new RetentionPolicy(RetentionPolicyKind.KeepLastN, 7))!;
         Assert.Equal(57 - 7, step.ToSequence);
     }
+
+    [Fact]
+    public void A_long_covered_history_is_retained_in_steps_of_at_most_the_configured_size()
+    {
+        var capped = new RetentionPolicy(RetentionPolicyKind.ArchiveAfterSummary, 20, MaxMessagesPerStep: 2000);
+
+        Assert.Equal(new RetentionStep(RetentionAction.Archived, 1, 2000), RetentionRule.Next(10_000, 0, 10_000, capped));
+        Assert.Equal(new RetentionStep(RetentionAction.Archived, 8001, 9980), RetentionRule.Next(10_000, 8000, 10_000, capped));
+        Assert.Null(RetentionRule.Next(10_000, 9980, 10_000, capped));
+        Assert.Equal(new RetentionStep(RetentionAction.Archived, 1, 9980), RetentionRule.Next(10_000, 0, 10_000, capped with { MaxMessagesPerStep = 0 }));
+    }
 }

@@ -19,7 +19,10 @@ public enum RetentionPolicyKind
 }
 
 /// <summary>A policy as configured: what to do, and how many of the latest messages always stay.</summary>
-public sealed record RetentionPolicy(RetentionPolicyKind Kind, int KeepLast)
+/// <param name="MaxMessagesPerStep">
+/// The most messages one step archives or deletes (0: no limit); the rest is done by the steps that follow at once.
+/// </param>
+public sealed record RetentionPolicy(RetentionPolicyKind Kind, int KeepLast, int MaxMessagesPerStep = 0)
 {
     public static readonly IReadOnlyDictionary<string, RetentionPolicyKind> Names = new Dictionary<string, RetentionPolicyKind>(StringComparer.OrdinalIgnoreCase)
     {
@@ -48,7 +51,9 @@ public static class RetentionRule
     /// <summary>
     /// The next range to archive or delete, or null. A message is only ever touched when a stored summary
     /// covers it (sequence &lt;= <paramref name="summaryThrough"/>) and it is not among the last
-    /// <see cref="RetentionPolicy.KeepLast"/> messages; ranges already retained are never touched again.
+    /// <see cref="RetentionPolicy.KeepLast"/> messages; ranges already retained are never touched again. A step holds
+    /// at most <see cref="RetentionPolicy.MaxMessagesPerStep"/> messages: it is read into memory and written in one
+    /// transaction that holds the conversation's lock, which appends to it wait for.
     /// </summary>
     public static RetentionStep? Next(long messageCount, long retainedThrough, long? summaryThrough, RetentionPolicy policy)
     {
@@ -58,6 +63,11 @@ public static class RetentionRule
         }
 
         var through = Math.Min(covered, messageCount - policy.KeepLast);
+        if (policy.MaxMessagesPerStep > 0)
+        {
+            through = Math.Min(through, retainedThrough + policy.MaxMessagesPerStep);
+        }
+
         return through > retainedThrough ? new RetentionStep(action, retainedThrough + 1, through) : null;
     }
 }

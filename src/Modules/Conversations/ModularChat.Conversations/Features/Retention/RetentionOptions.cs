@@ -23,6 +23,13 @@ public sealed class RetentionOptions
     /// </summary>
     public TimeSpan MaxProjectionWait { get; set; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// The most messages one retention step archives or deletes (0: no limit). A step is read into memory and written in
+    /// one transaction that holds the conversation's lock: a long history summarized before its policy was switched on is
+    /// retained in several steps, one after the other, rather than in one that makes the conversation's appends wait.
+    /// </summary>
+    public int MaxMessagesPerStep { get; set; } = 5000;
+
     /// <summary>Per-tenant overrides of <see cref="Policy"/> and <see cref="KeepLast"/>.</summary>
     public Dictionary<string, TenantRetentionOptions> Tenants { get; set; } = new(StringComparer.Ordinal);
 
@@ -30,7 +37,7 @@ public sealed class RetentionOptions
     public RetentionPolicy For(string tenantId)
     {
         Tenants.TryGetValue(tenantId, out var tenant);
-        return new RetentionPolicy(RetentionPolicy.Names[tenant?.Policy ?? Policy], tenant?.KeepLast ?? KeepLast);
+        return new RetentionPolicy(RetentionPolicy.Names[tenant?.Policy ?? Policy], tenant?.KeepLast ?? KeepLast, MaxMessagesPerStep);
     }
 }
 
@@ -51,6 +58,7 @@ internal sealed class RetentionOptionsValidator : AbstractValidator<RetentionOpt
         RuleFor(o => o.Policy).Must(p => RetentionPolicy.Names.ContainsKey(p)).WithMessage($"must be one of {Known}");
         RuleFor(o => o.KeepLast).InclusiveBetween(0, 1_000_000);
         RuleFor(o => o.MaxProjectionWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
+        RuleFor(o => o.MaxMessagesPerStep).Must(m => m == 0 || m is >= 100 and <= 1_000_000).WithMessage("must be 0 (no limit) or between 100 and 1000000");
         RuleForEach(o => o.Tenants).ChildRules(t =>
         {
             t.RuleFor(e => e.Value.Policy).Must(p => p is null || RetentionPolicy.Names.ContainsKey(p))
