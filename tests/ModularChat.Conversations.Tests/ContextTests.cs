@@ -149,6 +149,35 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Contexts_of_many_budgets_share_a_few_cache_entries_and_each_is_exactly_what_its_budget_holds()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var (id, _) = await ConversationWith(client, 40);
+        // Once summarized (the 25-message milestone's revision covers all 40), nothing changes the context while the budgets are read.
+        await Eventually.Until(() => Context(client, id, 5000), c => c.Summary?.ToSequence == 40, seconds: Eventually.BackgroundSeconds, what: "No summary of all 40");
+        var uncached = await app.StartHostAsync(new Dictionary<string, string?> { ["Context:CacheEnabled"] = "false" });
+        await using var _ = uncached;
+        using var reference = ClientOf(uncached, user);
+
+        // 120 budgets, from a few messages' worth to the whole conversation: each its own entry before, in memory and in Redis.
+        using var lookups = new CacheLookupRecorder();
+        foreach (var budget in Enumerable.Range(1, 120).Select(i => i * 7))
+        {
+            var cached = await Context(client, id, budget);
+            var built = await Context(reference, id, budget); // assembled without any cache
+            Assert.Equal(built.Messages.Select(m => m.Sequence), cached.Messages.Select(m => m.Sequence));
+            Assert.Equal((built.TotalTokens, built.Summary?.Revision, built.Coverage), (cached.TotalTokens, cached.Summary?.Revision, cached.Coverage));
+        }
+
+        // 7 to 840 tokens fall in one window (1,024 tokens): one entry, built once; twice when the invalidation that follows
+        // the summary's revision (asynchronous, after the revision is readable) lands during the pass. Before: 120 of each.
+        Assert.InRange(lookups.Results("context").Count(r => r == "miss"), 1, 2);
+        await Eventually.Until(() => ContextKeysInRedis(user, id, "*:w1024:*"), n => n > 0, seconds: 30, what: "The context never reached Redis");
+        Assert.InRange(await ContextKeysInRedis(user, id, "*:w1024:*"), 1, 2);
+    }
+
+    [Fact]
     public async Task An_append_changes_the_cached_context_but_not_the_cached_summary()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -319,13 +348,13 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     /// <summary>How many of the conversation's cached contexts (any generation and budget) are in Redis.</summary>
-    private async Task<int> ContextKeysInRedis(string tenant, Guid conversationId)
+    private async Task<int> ContextKeysInRedis(string tenant, Guid conversationId, string rest = "*")
     {
         var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>();
         var found = 0;
         foreach (var endpoint in redis.GetEndPoints())
         {
-            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:*"))
+            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:{rest}"))
             {
                 found++;
             }

@@ -1,3 +1,4 @@
+using System.Numerics;
 using Marten;
 using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.DependencyInjection;
@@ -37,7 +38,8 @@ internal sealed class ConversationContexts(
         var settings = options.CurrentValue;
         if (!settings.CacheEnabled)
         {
-            return await BuildAsync(tenantId, conversationId, maxTokens, query, settings, generation: null, cancellationToken);
+            var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, generation: null, cancellationToken);
+            return window is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, query, window, settings, cancellationToken);
         }
 
         var scope = Scope(tenantId, conversationId);
@@ -45,28 +47,40 @@ internal sealed class ConversationContexts(
         if (query is not null)
         {
             // Query results are not cached (queries rarely repeat); the summary inside still is.
-            return await BuildAsync(tenantId, conversationId, maxTokens, query, settings, generation, cancellationToken);
+            var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, generation, cancellationToken);
+            return window is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, query, window, settings, cancellationToken);
         }
 
+        // One entry per power of two of the budget, not per budget: a client that varies maxTokens (or one that asks for
+        // every value) would otherwise store a copy of the conversation's latest messages per value, in this node's memory
+        // and in the Redis every tenant shares. Any budget up to the window's is cut from it exactly.
+        var tokens = WindowTokens(maxTokens);
         var built = false;
-        var key = $"ctx:{scope}:g{generation}:{maxTokens}";
-        var context = await cache.GetOrCreateAsync(
+        var key = $"ctx:{scope}:g{generation}:w{tokens}:p{settings.TokensPerMessage}";
+        var cached = await cache.GetOrCreateAsync(
             key,
             async ct =>
             {
                 built = true;
                 await generations.TrackAsync(scope, key, settings.CacheExpiration);
-                return await BuildAsync(tenantId, conversationId, maxTokens, null, settings, generation, ct);
+                return await LoadWindowAsync(tenantId, conversationId, tokens, settings, generation, ct);
             },
             CacheEntry(settings),
             cancellationToken: cancellationToken);
         metrics.CacheLookup("context", hit: !built);
-        return context;
+        return cached is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, null, cached, settings, cancellationToken);
     }
 
-    private async Task<ConversationContext?> BuildAsync(
-        string tenantId, Guid conversationId, int maxTokens, string? query, ContextOptions settings, long? generation,
-        CancellationToken cancellationToken)
+    /// <summary>The budget of the window a context of <paramref name="maxTokens"/> is cut from: the next power of two, at least 1,024.</summary>
+    internal static int WindowTokens(int maxTokens) => (int)Math.Min(int.MaxValue, Math.Max(1024u, BitOperations.RoundUpToPowerOf2((uint)maxTokens)));
+
+    /// <summary>
+    /// What every context of a conversation up to <paramref name="tokens"/> is made of: its current summary and its latest
+    /// messages, newest first, until they cost <paramref name="tokens"/> or more (each with
+    /// <see cref="ContextOptions.TokensPerMessage"/>), or all of them. Null when the conversation does not exist.
+    /// </summary>
+    private async Task<ContextWindow?> LoadWindowAsync(
+        string tenantId, Guid conversationId, int tokens, ContextOptions settings, long? generation, CancellationToken cancellationToken)
     {
         await using var session = store.QuerySession(tenantId);
         var conversation = await session.LoadAsync<Conversation>(conversationId, cancellationToken);
@@ -75,25 +89,15 @@ internal sealed class ConversationContexts(
             return null;
         }
 
-        var remaining = maxTokens;
-        ContextSummary? summary = null;
-        if (await CurrentSummaryAsync(tenantId, conversationId, generation, cancellationToken) is { } current
-            && current.TokenCount + settings.TokensPerMessage <= remaining)
-        {
-            summary = new ContextSummary(current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount);
-            remaining -= current.TokenCount + settings.TokensPerMessage;
-        }
+        var current = await CurrentSummaryAsync(tenantId, conversationId, generation, cancellationToken);
+        var summary = current is null ? null : new ContextSummary(current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount);
 
-        // With a query, a share of what is left is kept for search hits.
-        var search = query is null || settings.SearchHits == 0 ? null : services.GetService<IConversationSearch>();
-        var hitBudget = search is null ? 0 : (int)(remaining * settings.SearchTokenShare);
-        remaining -= hitBudget;
-
-        // Newest first, a page at a time, until the next message does not fit.
-        var picked = new List<StoredMessage>();
+        // Newest first, a page at a time, until they cost the window's tokens (the message that crosses it included: it
+        // is the one that tells a context of that size where to stop).
+        var newest = new List<ContextMessage>();
+        long cost = 0;
         var before = conversation.MessageCount + 1;
-        var full = false;
-        while (!full && before > 1)
+        while (cost < tokens && before > 1)
         {
             var upper = before;
             var page = await session.Query<StoredMessage>()
@@ -103,15 +107,12 @@ internal sealed class ConversationContexts(
                 .ToListAsync(cancellationToken);
             foreach (var message in page)
             {
-                var cost = message.TokenCount + settings.TokensPerMessage;
-                if (cost > remaining)
+                newest.Add(ToContext(message));
+                cost += message.TokenCount + settings.TokensPerMessage;
+                if (cost >= tokens)
                 {
-                    full = true;
                     break;
                 }
-
-                picked.Add(message);
-                remaining -= cost;
             }
 
             if (page.Count < settings.PageSize)
@@ -122,25 +123,66 @@ internal sealed class ConversationContexts(
             before = page[^1].Sequence;
         }
 
+        return new ContextWindow(conversation.MessageCount, summary, newest);
+    }
+
+    /// <summary>
+    /// The context of <paramref name="maxTokens"/> cut from <paramref name="window"/> (loaded for that many tokens or more):
+    /// the summary when it fits, then the latest messages while they fit, and with a query a share of the budget for the
+    /// best-matching earlier messages.
+    /// </summary>
+    private async Task<ConversationContext> AssembleAsync(
+        string tenantId, Guid conversationId, int maxTokens, string? query, ContextWindow window, ContextOptions settings,
+        CancellationToken cancellationToken)
+    {
+        var remaining = maxTokens;
+        ContextSummary? summary = null;
+        if (window.Summary is { } current && current.TokenCount + settings.TokensPerMessage <= remaining)
+        {
+            summary = current;
+            remaining -= current.TokenCount + settings.TokensPerMessage;
+        }
+
+        // With a query, a share of what is left is kept for search hits.
+        var search = query is null || settings.SearchHits == 0 ? null : services.GetService<IConversationSearch>();
+        var hitBudget = search is null ? 0 : (int)(remaining * settings.SearchTokenShare);
+        remaining -= hitBudget;
+
+        var picked = new List<ContextMessage>();
+        foreach (var message in window.NewestFirst)
+        {
+            var cost = message.TokenCount + settings.TokensPerMessage;
+            if (cost > remaining)
+            {
+                break;
+            }
+
+            picked.Add(message);
+            remaining -= cost;
+        }
+
         picked.Reverse();
-        var messages = picked.Select(ToContext).ToList();
-        var firstIncluded = messages.Count > 0 ? messages[0].Sequence : conversation.MessageCount + 1;
+        var firstIncluded = picked.Count > 0 ? picked[0].Sequence : window.MessageCount + 1;
         var coverage = new ContextCoverage(
-            conversation.MessageCount,
+            window.MessageCount,
             summary?.ToSequence,
-            messages.Count > 0 ? messages[0].Sequence : null,
-            messages.Count > 0 ? messages[^1].Sequence : null,
+            picked.Count > 0 ? picked[0].Sequence : null,
+            picked.Count > 0 ? picked[^1].Sequence : null,
             Complete: (summary?.ToSequence ?? 0) >= firstIncluded - 1);
-        var hits = search is null
-            ? []
-            : await SearchHitsAsync(search, session, tenantId, conversation, query!, firstIncluded, hitBudget, settings, cancellationToken);
+        IReadOnlyList<ContextMessage> hits = [];
+        if (search is not null)
+        {
+            await using var session = store.QuerySession(tenantId);
+            hits = await SearchHitsAsync(search, session, tenantId, conversationId, query!, firstIncluded, hitBudget, settings, cancellationToken);
+        }
+
         var total = maxTokens - remaining - hitBudget + hits.Sum(h => h.TokenCount + settings.TokensPerMessage);
-        return new ConversationContext(conversationId, maxTokens, total, summary, messages, coverage, hits);
+        return new ConversationContext(conversationId, maxTokens, total, summary, picked, coverage, hits);
     }
 
     /// <summary>The best matches of the query among the messages before <paramref name="firstIncluded"/>, best first, while they fit.</summary>
     private static async Task<IReadOnlyList<ContextMessage>> SearchHitsAsync(
-        IConversationSearch search, IQuerySession session, string tenantId, Conversation conversation, string query, long firstIncluded,
+        IConversationSearch search, IQuerySession session, string tenantId, Guid conversationId, string query, long firstIncluded,
         int budget, ContextOptions settings, CancellationToken cancellationToken)
     {
         if (firstIncluded <= 1 || budget <= settings.TokensPerMessage)
@@ -149,7 +191,7 @@ internal sealed class ConversationContexts(
         }
 
         var found = await search.SearchAsync(
-            new ConversationSearchRequest(tenantId, conversation.Id, query, settings.SearchHits, firstIncluded, long.MaxValue), cancellationToken);
+            new ConversationSearchRequest(tenantId, conversationId, query, settings.SearchHits, firstIncluded, long.MaxValue), cancellationToken);
         var sequences = found.Select(h => h.Sequence).Where(s => s < firstIncluded).ToArray();
         if (sequences.Length == 0)
         {
@@ -158,8 +200,8 @@ internal sealed class ConversationContexts(
 
         // Found messages may since have been archived (still readable) or deleted by retention (then left out).
         var batch = session.CreateBatchQuery();
-        var hot = batch.Query<StoredMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
-        var archived = batch.Query<ArchivedMessage>().Where(m => m.ConversationId == conversation.Id && sequences.Contains(m.Sequence)).ToList();
+        var hot = batch.Query<StoredMessage>().Where(m => m.ConversationId == conversationId && sequences.Contains(m.Sequence)).ToList();
+        var archived = batch.Query<ArchivedMessage>().Where(m => m.ConversationId == conversationId && sequences.Contains(m.Sequence)).ToList();
         await batch.Execute(cancellationToken);
         // Read in two statements: a message retention moved between them is in both.
         var bySequence = (await hot).Select(ToContext).Concat((await archived).Select(ToContext)).DistinctBy(m => m.Sequence).ToDictionary(m => m.Sequence);
@@ -219,3 +261,9 @@ internal sealed class ConversationContexts(
 
     private static ContextMessage ToContext(ArchivedMessage m) => new(m.Sequence, m.Role, m.Content, m.TokenCount, m.CreatedAt, m.ExternalId);
 }
+
+/// <summary>
+/// What a conversation's contexts up to some budget are cut from (cached per budget's power of two): its message count,
+/// current summary and latest messages, newest first.
+/// </summary>
+internal sealed record ContextWindow(long MessageCount, ContextSummary? Summary, IReadOnlyList<ContextMessage> NewestFirst);
