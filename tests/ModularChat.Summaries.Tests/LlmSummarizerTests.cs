@@ -307,6 +307,20 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_tenant_whose_provider_cannot_be_used_has_its_failed_attempts_logged_and_the_last_one_as_an_error()
+    {
+        using var client = app.Client(app.BrokenProviderTenant);
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.BrokenProviderTenant, "admin");
+        var (id, failure) = await DeadLetteredAsync(client, admin, $"broken-{Guid.NewGuid():N}");
+
+        Assert.Contains("cannot be decrypted", failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.Equal(
+            [(LogLevel.Warning, 1), (LogLevel.Warning, 2), (LogLevel.Error, 3)],
+            WriterEntriesAbout(id).Select(e => (e.Level, Attempt: int.Parse(AttemptNumber().Match(e.Message).Groups[1].Value, CultureInfo.InvariantCulture))));
+        Assert.Contains("cannot be decrypted", WriterEntriesAbout(id).Last().Exception?.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_model_server_that_echoes_the_key_in_its_error_does_not_get_it_into_the_failure_record()
     {
         var topic = $"echo-{Guid.NewGuid():N}";

@@ -28,6 +28,9 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant with its own LLM provider (through <see cref="ITenantAiClients"/>), on the default (extractive) variant.</summary>
     public string ProviderTenant { get; } = NewUser("provider");
 
+    /// <summary>A tenant whose provider cannot be used: its stored key no longer decrypts (the Providers module then answers 409).</summary>
+    public string BrokenProviderTenant { get; } = NewUser("broken-provider");
+
     /// <summary>A tenant whose covered messages are archived (archive-after-summary), all but the last 5.</summary>
     public string ArchiveTenant { get; } = NewUser("archive");
 
@@ -115,6 +118,12 @@ public sealed class SummariesApp : ModularChatApp
     {
         public Task<TenantChatClient?> GetChatClientAsync(string tenantId, AiPurpose purpose, string? providerName = null, CancellationToken cancellationToken = default)
         {
+            if (tenantId == app.BrokenProviderTenant)
+            {
+                throw new ModularChat.BuildingBlocks.Errors.ConflictException(
+                    "The API key stored for provider 'tenant-openai' cannot be decrypted with the service's current keys.");
+            }
+
             if (tenantId != app.ProviderTenant || purpose != AiPurpose.Summary)
             {
                 return Task.FromResult<TenantChatClient?>(null);

@@ -133,15 +133,18 @@ public sealed partial class SummaryWriter(
             return outgoing;
         }
 
-        var summarizer = await summarizers.ForAsync(tenant, settings, cancellationToken);
-        span?.SetTag("modularchat.summary.summarizer", summarizer.Name);
-        span?.SetTag("modularchat.summary.model", summarizer.Model);
+        IConversationSummarizer summarizer = null!;
         var started = Stopwatch.GetTimestamp();
         long covered = from, read = 0, messageTokens = 0;
         int inputTokens = 0, outputTokens = 0, chunks = 0;
         string? stoppedBy = null;
         try
         {
+            // In the attempt: a tenant's provider that cannot be used (its stored key no longer decrypts) fails the job like
+            // its model would, logged, counted and with the claim released, not dead-lettered without a word.
+            summarizer = await summarizers.ForAsync(tenant, settings, cancellationToken);
+            span?.SetTag("modularchat.summary.summarizer", summarizer.Name);
+            span?.SetTag("modularchat.summary.model", summarizer.Model);
             await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
             {
                 var merged = await summarizer.MergeAsync(new SummaryMergeInput(text, covered, chunk, settings), cancellationToken);
