@@ -70,6 +70,46 @@ public sealed class ResummarizeAfterRetentionTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_rebuild_with_nothing_to_read_again_waits_while_another_job_writes_the_next_revision()
+    {
+        using var client = app.Client(app.DeleteAllClaimedTenant);
+        var id = await FactsSummarizedAndRetained(client, deleted: 12);
+        var store = app.Host.Services.GetRequiredService<IDocumentStore>();
+
+        // Another job holds the claim on revision 2 (new messages came and its model is writing): what the rebuild would mark
+        // done now, from the progress it read, that job is about to replace.
+        var writer = Guid.NewGuid();
+        await using (var session = store.LightweightSession(app.DeleteAllClaimedTenant))
+        {
+            var claim = await session.LoadAsync<SummaryClaim>(id) ?? new SummaryClaim { Id = id };
+            (claim.Revision, claim.JobId, claim.Until) = (2, writer, DateTimeOffset.UtcNow.AddMinutes(5));
+            session.Store(claim);
+            await session.SaveChangesAsync();
+        }
+
+        var sweep = Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: app.DeleteAllClaimedTenant), null, CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(3)); // the rebuild's job ran meanwhile (it marks itself done in milliseconds when it may)
+        Assert.Null((await Progress(store, id))!.RebuildId);
+
+        // The other job is done with it: the rebuild, looking again, marks itself done.
+        await using (var session = store.LightweightSession(app.DeleteAllClaimedTenant))
+        {
+            session.Delete<SummaryClaim>(id);
+            await session.SaveChangesAsync();
+        }
+
+        var result = await sweep;
+        Assert.Equal((1L, 1L, 0L), (result.Queued, result.Finished, result.Unfinished));
+        Assert.NotNull((await Progress(store, id))!.RebuildId);
+    }
+
+    private async Task<SummaryProgress?> Progress(IDocumentStore store, Guid id)
+    {
+        await using var session = store.QuerySession(app.DeleteAllClaimedTenant);
+        return await session.LoadAsync<SummaryProgress>(id);
+    }
+
+    [Fact]
     public async Task After_a_rebuild_a_tiny_append_does_not_make_a_summary_due_by_tokens()
     {
         // Due by tokens only (threshold 60): the 12 facts are well over it, one short message is not.

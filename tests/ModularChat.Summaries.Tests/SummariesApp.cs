@@ -43,6 +43,9 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant whose covered messages are all deleted (delete-after-summary, KeepLast 0).</summary>
     public string DeleteAllTenant { get; } = NewUser("delete-all");
 
+    /// <summary>Like <see cref="DeleteAllTenant"/>, for the one test that counts what a sweep of it queues besides the others'.</summary>
+    public string DeleteAllClaimedTenant { get; } = NewUser("delete-all-claimed");
+
     /// <summary>A tenant due by tokens only (as <see cref="TokensTenant"/>) whose covered messages are archived, all but the last 5.</summary>
     public string TokensArchiveTenant { get; } = NewUser("tokens-archive");
 
@@ -87,6 +90,8 @@ public sealed class SummariesApp : ModularChatApp
         [$"Retention:Tenants:{ArchiveAllTenant}:KeepLast"] = "0",
         [$"Retention:Tenants:{DeleteAllTenant}:Policy"] = "delete-after-summary",
         [$"Retention:Tenants:{DeleteAllTenant}:KeepLast"] = "0",
+        [$"Retention:Tenants:{DeleteAllClaimedTenant}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{DeleteAllClaimedTenant}:KeepLast"] = "0",
         [$"Retention:Tenants:{TokensArchiveTenant}:Policy"] = "archive-after-summary",
         [$"Retention:Tenants:{TokensArchiveTenant}:KeepLast"] = "5",
     };

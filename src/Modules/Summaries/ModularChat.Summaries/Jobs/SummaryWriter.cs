@@ -30,6 +30,9 @@ public sealed partial class SummaryWriter(
     IOptions<SummariesOptions> options,
     ILogger<SummaryWriter> logger)
 {
+    /// <summary>How long the claim a rebuild takes only to mark itself done holds: until its job has committed (milliseconds).</summary>
+    private static readonly TimeSpan MarkClaimHold = TimeSpan.FromSeconds(30);
+
     public async Task<OutgoingMessages> RunAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
@@ -107,7 +110,17 @@ public sealed partial class SummaryWriter(
             if (rebuild && progress is not null)
             {
                 // Retention deleted everything up to the last message: the summary that covered them is all that is left and
-                // stays as it is; the rebuild is done with it (a sweep waits for this mark).
+                // stays as it is; the rebuild is done with it (a sweep waits for this mark). Written, like a revision, only by
+                // the job that holds the claim on the next revision: a job writing that revision meanwhile (messages came)
+                // would otherwise have its progress overwritten with the one read before it, and every later revision of
+                // the conversation would fail on the stream's version. Held until this job has committed, not longer.
+                if (!await TryClaimAsync(session, id, progress.Revision + 1, envelope.Id, cancellationToken, MarkClaimHold))
+                {
+                    outgoing.Add(job.ScheduledAt(clock.GetUtcNow() + options.Value.ClaimRecheckInterval));
+                    LogClaimedElsewhere(logger, id, tenant, progress.Revision + 1);
+                    return outgoing;
+                }
+
                 session.Store(new SummaryProgress
                 {
                     Id = id,
@@ -264,7 +277,9 @@ public sealed partial class SummaryWriter(
     /// at once (before the model call): false when another job holds a live claim on it or took it first, or a later revision
     /// is claimed.
     /// </summary>
-    private async Task<bool> TryClaimAsync(IDocumentSession jobSession, Guid id, int revision, Guid jobId, CancellationToken cancellationToken)
+    /// <param name="holdFor">How long the claim holds (default: <see cref="SummariesOptions.JobTimeout"/>).</param>
+    private async Task<bool> TryClaimAsync(
+        IDocumentSession jobSession, Guid id, int revision, Guid jobId, CancellationToken cancellationToken, TimeSpan? holdFor = null)
     {
         await using var session = jobSession.DocumentStore.LightweightSession(jobSession.TenantId);
         var claim = await session.LoadAsync<SummaryClaim>(id, cancellationToken);
@@ -276,7 +291,7 @@ public sealed partial class SummaryWriter(
         }
 
         var taken = claim ?? new SummaryClaim { Id = id };
-        (taken.Revision, taken.JobId, taken.Until) = (revision, jobId, now + options.Value.JobTimeout);
+        (taken.Revision, taken.JobId, taken.Until) = (revision, jobId, now + (holdFor ?? options.Value.JobTimeout));
         if (claim is null)
         {
             session.Insert(taken); // another job's insert of it first makes this one conflict
