@@ -19,7 +19,7 @@ public sealed class NodeSettingsTests
     [InlineData("DbPasswordFile")]
     [InlineData("Credentials")]
     [InlineData("ConnectionString")]
-    public void A_setting_named_like_a_secret_is_a_secret(string name) => Assert.True(SettingsFingerprint.IsSecretName(name));
+    public void A_setting_named_like_a_secret_is_a_secret(string name) => Assert.True(ModularChat.BuildingBlocks.Security.SecretSettings.IsSecretName(name));
 
     [Theory]
     [InlineData("RedisKeyPrefix")]
@@ -30,7 +30,7 @@ public sealed class NodeSettingsTests
     [InlineData("Milestones")]
     [InlineData("Policy")]
     [InlineData("SpeakerMetadataKeys")]
-    public void A_setting_that_only_mentions_keys_or_tokens_is_compared(string name) => Assert.False(SettingsFingerprint.IsSecretName(name));
+    public void A_setting_that_only_mentions_keys_or_tokens_is_compared(string name) => Assert.False(ModularChat.BuildingBlocks.Security.SecretSettings.IsSecretName(name));
 
     [Fact]
     public void Secrets_and_a_urls_credentials_change_no_hash_and_every_other_value_changes_its_sections()

@@ -322,6 +322,26 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Contains("DataProtection:MasterKey", error.ToString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_master_key_in_the_wrong_format_stops_the_start_without_being_printed()
+    {
+        // 32 random bytes as hex (openssl rand -hex 32), a common slip: valid base64 too, but of 48 bytes, so refused.
+        var hexKey = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+        var previous = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+        var error = await Record.ExceptionAsync(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["DataProtection:MasterKey"] = hexKey,
+            ["DataProtection:PreviousMasterKeys:0"] = previous,
+        }));
+
+        Assert.NotNull(error);
+        Assert.Contains("DataProtection:MasterKey", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("DataProtection:PreviousMasterKeys[0]", error.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(hexKey, error.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(previous, error.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(hexKey, StringComparison.Ordinal) || l.Contains(previous, StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("Development", "", true)]
     [InlineData("Testing", "", false)]

@@ -1,6 +1,7 @@
 using FluentValidation;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.BuildingBlocks.Options;
 
@@ -29,7 +30,16 @@ public static class OptionsRegistration
             var result = validator.Validate(options);
             return result.IsValid
                 ? ValidateOptionsResult.Success
-                : ValidateOptionsResult.Fail(result.Errors.Select(e => $"Configuration '{section}:{e.PropertyName}': {e.ErrorMessage} (was '{e.AttemptedValue}')."));
+                : ValidateOptionsResult.Fail(result.Errors.Select(e => $"Configuration '{section}:{e.PropertyName}': {e.ErrorMessage}{Was(e)}."));
         }
+
+        /// <summary>
+        /// The value refused, for the operator to see what was read; never a secret's (a failed start is printed, to the
+        /// console and the logs), and a URL without its user information and query.
+        /// </summary>
+        private string Was(FluentValidation.Results.ValidationFailure failure)
+            => SecretSettings.IsSecretPath($"{section}:{failure.PropertyName}")
+                ? " (the value is not shown: it is a secret)"
+                : $" (was '{SecretSettings.Scrubbed(Convert.ToString(failure.AttemptedValue, System.Globalization.CultureInfo.InvariantCulture) ?? "")}')";
     }
 }

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Host.Nodes;
 
@@ -12,7 +13,7 @@ namespace ModularChat.Host.Nodes;
 /// <remarks>
 /// What is hashed is the configuration as the node was started with it (appsettings.json, environment variables, ...),
 /// key by key: a default left in code and the same value written out hash differently. Never hashed, so never stored:
-/// connection strings and Auth (not listed), and any setting whose name says it is a secret (<see cref="IsSecretName"/>),
+/// connection strings and Auth (not listed), and any setting whose name says it is a secret (<see cref="SecretSettings.IsSecretName"/>),
 /// wherever it sits in a section: the hash of a low-entropy secret can be reversed by trying candidates. A URL's user
 /// information and query (where keys are sometimes passed) are left out too. Settings that size one node rather than
 /// decide results (<see cref="NodeSized"/>) are left out, so nodes of different sizes do not warn.
@@ -36,15 +37,6 @@ internal static class SettingsFingerprint
         "Search:Embeddings:WorkerEnabled",
     };
 
-    /// <summary>Name endings of secrets (compared without case): <c>ApiKey</c>, <c>MasterKey</c>, <c>AccessToken</c>, <c>ClientSecret</c>...</summary>
-    private static readonly string[] SecretEndings = ["key", "keys", "token", "secret", "secrets", "password", "passwd", "pwd", "credential", "credentials"];
-
-    /// <summary>Name endings that look like a secret's and are not: the names of metadata keys (<c>SpeakerMetadataKeys</c>).</summary>
-    private static readonly string[] NotSecretEndings = ["metadatakey", "metadatakeys"];
-
-    /// <summary>Name parts of secrets wherever they appear (<c>PasswordFile</c>, <c>SecretHeaders</c>, <c>ConnectionString</c>).</summary>
-    private static readonly string[] SecretParts = ["password", "secret", "credential", "connectionstring"];
-
     /// <summary>Section name to hash (16 hex digits of SHA-256 over its sorted settings) for every compared section.</summary>
     public static IReadOnlyDictionary<string, string> Compute(IConfiguration configuration)
     {
@@ -52,8 +44,8 @@ internal static class SettingsFingerprint
         foreach (var section in SectionOrder)
         {
             var lines = configuration.GetSection(section).AsEnumerable()
-                .Where(s => !string.IsNullOrEmpty(s.Value) && !NodeSized.Contains(s.Key) && !s.Key.Split(':').Any(IsSecretName))
-                .Select(s => $"{s.Key.ToLowerInvariant()}={Scrubbed(s.Value!)}")
+                .Where(s => !string.IsNullOrEmpty(s.Value) && !NodeSized.Contains(s.Key) && !SecretSettings.IsSecretPath(s.Key))
+                .Select(s => $"{s.Key.ToLowerInvariant()}={SecretSettings.Scrubbed(s.Value!)}")
                 .Order(StringComparer.Ordinal);
             var hash = SHA256.HashData(Encoding.UTF8.GetBytes(string.Join('\n', lines)));
             hashes[section] = Convert.ToHexStringLower(hash, 0, 8);
@@ -68,23 +60,4 @@ internal static class SettingsFingerprint
             .Where(s => !mine.TryGetValue(s, out var a) || !theirs.TryGetValue(s, out var b) || a != b)
             .OrderBy(s => Array.IndexOf(SectionOrder, s) is var i and >= 0 ? i : int.MaxValue).ThenBy(s => s, StringComparer.Ordinal)
             .ToList();
-
-    /// <summary>
-    /// Whether one part of a setting's path names a secret: it ends like one (<c>ApiKey</c>, <c>SigningKey</c>,
-    /// <c>BearerToken</c>) or holds a secret's word anywhere (<c>Password</c>, <c>Secret</c>). Counts such as
-    /// <c>MaxSummaryTokens</c> and <c>TokenThreshold</c> and names such as <c>RedisKeyPrefix</c> are settings, not secrets,
-    /// and so are the names of metadata keys (<c>Search:SpeakerMetadataKeys</c>), which end like one.
-    /// </summary>
-    public static bool IsSecretName(string name)
-    {
-        var lower = name.ToLowerInvariant();
-        return SecretParts.Any(p => lower.Contains(p, StringComparison.Ordinal))
-            || (SecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)) && !NotSecretEndings.Any(e => lower.EndsWith(e, StringComparison.Ordinal)));
-    }
-
-    /// <summary>An http(s) URL without its user information and query, where a password or key may be passed; any other value as it is.</summary>
-    private static string Scrubbed(string value)
-        => Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
-            ? new UriBuilder(uri) { UserName = "", Password = "", Query = "", Fragment = "" }.Uri.ToString()
-            : value;
 }
