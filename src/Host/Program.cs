@@ -75,6 +75,7 @@ var app = builder.Build();
 app.UseExceptionHandler();
 app.UseStatusCodePages();
 app.UseRequestBodyLimit(limits.MaxRequestBodyBytes);
+app.UseJsonCharsetCheck();
 app.UseAuthentication();
 app.UseAuthorization();
 

@@ -236,6 +236,29 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Contains("/openapi/v1.json", nowhere.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("application/json; charset=windows-1252", 415)]
+    [InlineData("application/json; charset=bogus", 415)]
+    [InlineData("application/json; charset=\"utf-8\"", 201)]
+    [InlineData("application/json; charset=UTF-8", 201)]
+    public async Task A_json_body_in_a_charset_the_service_cannot_read_answers_415_naming_it(string contentType, int status)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "charsets" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        using var body = new ByteArrayContent("""{"role":"user","content":"hi"}"""u8.ToArray());
+        body.Headers.TryAddWithoutValidation("Content-Type", contentType);
+
+        var response = await client.PostAsync($"/api/conversations/{c.Id}/messages", body);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        if (status == 415)
+        {
+            var problem = await response.ShouldBeProblem(415);
+            Assert.Contains("charset", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.Equal(0, (await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+        }
+    }
+
     /// <summary>A body whose length the client does not announce (HttpClient sends it chunked).</summary>
     private sealed class UnknownLengthStream(byte[] bytes) : MemoryStream(bytes)
     {

@@ -107,6 +107,23 @@ public sealed class IdentityProviderTests(IdentityProviderApp app) : IClassFixtu
         await development.ShouldBeProblem(401); // with an authority only its keys count
     }
 
+    [Theory]
+    [InlineData("true", "http://127.0.0.1:9/realms/acme", "must use https")]
+    [InlineData("false", "keycloak/realms/acme", "absolute http(s) URL")]
+    public async Task An_authority_the_token_handler_would_refuse_stops_the_start_instead_of_failing_every_request(
+        string requireHttps, string authority, string why)
+    {
+        var error = await Record.ExceptionAsync(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Auth:Authority"] = authority,
+            ["Auth:RequireHttpsMetadata"] = requireHttps,
+        }));
+
+        Assert.NotNull(error);
+        Assert.Contains("Auth:Authority", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains(why, error.ToString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task After_the_authority_rolls_its_keys_over_tokens_signed_with_the_new_key_are_accepted()
     {

@@ -74,6 +74,16 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
             .Must(o => !string.IsNullOrWhiteSpace(o.Authority) || !string.IsNullOrEmpty(o.SigningKey))
             .WithName("Authority")
             .WithMessage("set Auth:Authority (production) or Auth:SigningKey (local use); ./build.sh run sets a development key");
+        // Checked here, not at the first request: JwtBearer reads the authority when a request is authenticated, so an
+        // authority it refuses made every request answer 500, health checks included, on a node that had started.
+        RuleFor(o => o.Authority)
+            .Must(a => Uri.TryCreate(a!.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http")
+            .When(o => !string.IsNullOrWhiteSpace(o.Authority))
+            .WithMessage("must be the identity provider's absolute http(s) URL, e.g. https://login.example.com/realms/acme");
+        RuleFor(o => o.Authority)
+            .Must(a => new Uri(a!.Trim()).Scheme == "https")
+            .When(o => o.RequireHttpsMetadata && Uri.TryCreate(o.Authority?.Trim(), UriKind.Absolute, out var uri) && uri.Scheme == "http")
+            .WithMessage("must use https, unless Auth:RequireHttpsMetadata is false (the keys that sign tokens must not be fetched in clear text)");
         RuleFor(o => o.SigningKeyBytes())
             .Must(k => k is null || k.Length >= 32)
             .WithName("SigningKey")

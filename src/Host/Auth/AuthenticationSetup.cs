@@ -46,7 +46,7 @@ internal static class AuthenticationSetup
             var key = settings.SigningKeyBytes();
             if (!string.IsNullOrWhiteSpace(settings.Authority))
             {
-                options.Authority = settings.Authority;
+                options.Authority = settings.Authority.Trim();
                 options.RequireHttpsMetadata = settings.RequireHttpsMetadata;
             }
 
