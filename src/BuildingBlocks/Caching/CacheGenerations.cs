@@ -53,7 +53,9 @@ public sealed partial class CacheGenerations : IHostedService
     // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, long>> _localKeys = new(StringComparer.Ordinal);
     // Scopes whose bump this node could not make in Redis: made there as soon as Redis answers again.
-    private readonly ConcurrentDictionary<string, byte> _missedBumps = new(StringComparer.Ordinal);
+    // With a count of the misses, so a bump that succeeds removes only the misses it was sent after: one missed while it
+    // was on its way (its change may have come after the increment) stays, and is made by the next pass.
+    private readonly ConcurrentDictionary<string, long> _missedBumps = new(StringComparer.Ordinal);
     private ITimer? _missedBumpTimer;
     private int _sharingMissedBumps;
     private long _bumpsFailingUntilTicks;
@@ -147,13 +149,14 @@ public sealed partial class CacheGenerations : IHostedService
     /// <see cref="MissedBumpInterval"/> (a Redis that does not answer delays one request a second, not every one); the
     /// timer's passes (<paramref name="retrying"/>) try anyway.
     /// </summary>
-    private async Task ShareBumpAsync(string scope, bool retrying = false)
+    private async Task<bool> ShareBumpAsync(string scope, bool retrying = false)
     {
         if (_redis.Redis is null)
         {
-            return; // no Redis configured: generations are this node's alone
+            return true; // no Redis configured: generations are this node's alone
         }
 
+        var missedBefore = _missedBumps.TryGetValue(scope, out var misses);
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
         var shared = (retrying || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _bumpsFailingUntilTicks))
             && await _redis.TryDespiteBackoffAsync(
@@ -162,16 +165,21 @@ public sealed partial class CacheGenerations : IHostedService
                 BumpWait).ConfigureAwait(false);
         if (shared)
         {
-            _missedBumps.TryRemove(scope, out _);
+            if (missedBefore)
+            {
+                _missedBumps.TryRemove(KeyValuePair.Create(scope, misses));
+            }
         }
         else
         {
-            _missedBumps.TryAdd(scope, 0);
+            _missedBumps.AddOrUpdate(scope, 1, static (_, count) => count + 1);
             if (_redis.Redis.IsConnected)
             {
                 Interlocked.Exchange(ref _bumpsFailingUntilTicks, _clock.GetUtcNow().UtcTicks + MissedBumpInterval.Ticks);
             }
         }
+
+        return shared;
     }
 
     /// <summary>Makes in Redis the bumps it missed, once it answers again (one pass at a time).</summary>
@@ -186,8 +194,7 @@ public sealed partial class CacheGenerations : IHostedService
         {
             foreach (var scope in _missedBumps.Keys)
             {
-                await ShareBumpAsync(scope, retrying: true).ConfigureAwait(false);
-                if (_missedBumps.ContainsKey(scope))
+                if (!await ShareBumpAsync(scope, retrying: true).ConfigureAwait(false))
                 {
                     break; // still away: the next pass goes on
                 }
