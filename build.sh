@@ -147,8 +147,19 @@ stop_postgres() {
 # Redis: started when redis-server exists (installed with apt-get where we
 # can); without it the service runs on its in-process cache only.
 # ---------------------------------------------------------------------------
-# Redis removes its pid file as it exits, so the file may vanish between a test and a read: read it once.
-redis_running() { local pid; pid="$(cat "$REDIS_DIR/redis.pid" 2>/dev/null)" && [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }
+# Redis removes its pid file as it exits, so the file may vanish between a test and a read: read it once. A file left
+# by a Redis that did not exit cleanly (a container restart, a reboot) can name a process that is something else now:
+# only a live redis-server counts (by /proc where there is one), and a stale file is removed, so that Redis is started
+# again and `stop` never signals another process.
+redis_pid() {
+  local pid; pid="$(cat "$REDIS_DIR/redis.pid" 2>/dev/null)" || return 1
+  [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null \
+    && { [[ ! -r "/proc/$pid/comm" ]] || [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == redis-server* ]]; } \
+    && { echo "$pid"; return 0; }
+  rm -f "$REDIS_DIR/redis.pid"
+  return 1
+}
+redis_running() { redis_pid >/dev/null; }
 
 STARTED_REDIS=0
 ensure_redis() {
@@ -185,9 +196,10 @@ ensure_redis() {
 }
 
 stop_redis() {
-  if redis_running; then
+  local pid
+  if pid="$(redis_pid)"; then
     log "stopping Redis"
-    kill "$(cat "$REDIS_DIR/redis.pid")" 2>/dev/null || true
+    kill "$pid" 2>/dev/null || true
     for _ in $(seq 1 50); do redis_running || break; sleep 0.1; done
     rm -f "$REDIS_DIR/redis.pid"
   fi
@@ -297,8 +309,9 @@ case "$cmd" in
     dotnet build "$HOST_PROJECT" -c Release -v q -nologo >/dev/null
     dotnet run --no-launch-profile --no-build --project "$HOST_PROJECT" -c Release -- token "$@" ;;
   test)
-    ensure_feed; ensure_postgres; ensure_redis
+    # Set first: what this run started is stopped also when a later step fails.
     trap stop_started EXIT
+    ensure_feed; ensure_postgres; ensure_redis
     export MODULARCHAT_TEST_LOGS="${MODULARCHAT_TEST_LOGS:-$STATE/test-logs}"
     mkdir -p "$MODULARCHAT_TEST_LOGS" && rm -f "$MODULARCHAT_TEST_LOGS"/*.log
     status=0
@@ -306,8 +319,8 @@ case "$cmd" in
     report_unhandled
     exit "$status" ;;
   bench|eval-search)
-    ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
     trap stop_started EXIT
+    ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
     dotnet build "$ROOT/ModularChat.sln" -c Release -v q -nologo >/dev/null
     [[ "$cmd" == "eval-search" ]] && set -- eval-search "$@"
     dotnet "$ROOT/tests/ModularChat.Benchmarks/bin/Release/net10.0/ModularChat.Benchmarks.dll" "$@" ;;
@@ -315,7 +328,11 @@ case "$cmd" in
     ensure_feed
     publish_host "$(mkdir -p "${1:-$STATE/publish}" && cd "${1:-$STATE/publish}" && pwd)" ;;
   stop)
-    stop_postgres; stop_redis ;;
+    # Redis too when stopping PostgreSQL fails.
+    status=0
+    stop_postgres || status=$?
+    stop_redis
+    exit "$status" ;;
   help|-h|--help)
     sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
   *)
