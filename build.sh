@@ -38,9 +38,28 @@ rotate_log() {
 # not serve. We repack the served original DistributedLock.Core 1.0.9 (MIT,
 # same assembly name) under that id. See docs/adr/0001-local-package-feed.md.
 # ---------------------------------------------------------------------------
+# Debian packages the script needs, installed with apt-get where it can (as root, or with sudo without a password).
+ensure_tools() {
+  local missing=() tool
+  for tool in "$@"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done
+  (( ${#missing[@]} == 0 )) && return 0
+  if [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${missing[*]} with apt-get"
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1; } || true
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then
+    log "installing ${missing[*]} with sudo apt-get"
+    sudo -n apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 || true
+  fi
+  for tool in "${missing[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is needed to build the local NuGet feed: install it (Debian/Ubuntu: apt-get install $tool)"
+  done
+}
+
 ensure_feed() {
   local target="$FEED/patched.distributedlock.core.1.0.11.nupkg"
   [[ -f "$target" ]] && return 0
+  ensure_tools curl unzip zip
   log "producing the local NuGet feed in .local/feed"
   mkdir -p "$FEED"
   local work; work="$(mktemp -d)"
