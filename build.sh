@@ -84,11 +84,19 @@ ensure_feed() {
 # ConnectionStrings__Postgres is set.
 # ---------------------------------------------------------------------------
 pg_bindir() {
+  # The cluster's own major version first: another major version's pg_ctl refuses its data directory (after an upgrade
+  # installed a newer PostgreSQL beside it, the cluster would no longer be reused).
+  local v; v="$(cat "$PGDATA_DIR/PG_VERSION" 2>/dev/null || true)"
+  if [[ -n "$v" && -x "/usr/lib/postgresql/$v/bin/pg_ctl" ]]; then
+    echo "/usr/lib/postgresql/$v/bin"; return
+  fi
   if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then
     pg_config --bindir; return
   fi
   local d; d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)"
   [[ -n "$d" && -x "$d/initdb" ]] && { echo "$d"; return; }
+  # Elsewhere (Fedora, RHEL, Homebrew) the server's tools are on the PATH.
+  command -v initdb >/dev/null 2>&1 && { dirname "$(command -v initdb)"; return; }
   die "PostgreSQL server binaries not found (install postgresql, or set ConnectionStrings__Postgres)"
 }
 
