@@ -92,12 +92,17 @@ internal sealed class ConversationContexts(
         var current = await CurrentSummaryAsync(tenantId, conversationId, generation, cancellationToken);
         var summary = current is null ? null : new ContextSummary(current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount);
 
-        // Newest first, a page at a time, until they cost the window's tokens (the message that crosses it included: it
-        // is the one that tells a context of that size where to stop).
+        // A budget the summary fits in leaves the messages what the summary does not take; a smaller one leaves them less
+        // than the summary's cost. So the messages of every budget up to the window's cost at most the larger of the two.
+        var summaryCost = summary is null ? 0 : summary.TokenCount + settings.TokensPerMessage;
+        long needed = summaryCost > 0 && summaryCost <= tokens ? Math.Max(tokens - summaryCost, summaryCost - 1) : tokens;
+
+        // Newest first, a page at a time, until they cost that much (the message that crosses it included: it is the one
+        // that tells a context of that size where to stop).
         var newest = new List<ContextMessage>();
         long cost = 0;
         var before = conversation.MessageCount + 1;
-        while (cost < tokens && before > 1)
+        while (cost < needed && before > 1)
         {
             var upper = before;
             var page = await session.Query<StoredMessage>()
@@ -109,7 +114,7 @@ internal sealed class ConversationContexts(
             {
                 newest.Add(ToContext(message));
                 cost += message.TokenCount + settings.TokensPerMessage;
-                if (cost >= tokens)
+                if (cost >= needed)
                 {
                     break;
                 }
