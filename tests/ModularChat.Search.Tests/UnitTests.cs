@@ -22,6 +22,29 @@ public sealed class UnitTests
     }
 
     [Fact]
+    public void An_entry_is_embedded_within_the_token_budget_whatever_its_script()
+    {
+        var tokens = new ModularChat.BuildingBlocks.Tokenization.O200kTokenCounter();
+        var may = new DateTime(2023, 5, 8, 0, 0, 0, DateTimeKind.Utc);
+        // 7,000 characters of Japanese: within the 8,000-character cut, but several thousand tokens.
+        var japanese = string.Concat(Enumerable.Repeat("今日は図書館で歴史の本を読みました。", 400))[..7000];
+        var english = "I went to a support group yesterday and it was really powerful.";
+
+        var cut = EmbeddingText.For(EntryKind.Message, "Yuki", japanese, may, 500, tokens);
+        var whole = EmbeddingText.For(EntryKind.Message, "Caroline", english, may, 500, tokens);
+
+        Assert.True(tokens.Count(japanese) > 3000, tokens.Count(japanese).ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.InRange(tokens.Count(cut), 400, 500);
+        Assert.StartsWith("Yuki: 今日は", cut, StringComparison.Ordinal);
+        Assert.EndsWith(" (May 2023)", cut, StringComparison.Ordinal);
+        Assert.Equal($"Caroline: {english} (May 2023)", whole);
+        // Emoji are two UTF-16 characters and several tokens each: never cut between the two halves of one.
+        var emoji = EmbeddingText.For(EntryKind.Message, null, string.Concat(Enumerable.Repeat("🎉", 2000)), may, 100, tokens);
+        Assert.InRange(tokens.Count(emoji), 50, 100);
+        Assert.False(char.IsHighSurrogate(emoji[emoji.Length - " (May 2023)".Length - 1]));
+    }
+
+    [Fact]
     public void The_built_in_embedder_is_deterministic_and_unit_length()
     {
         var a = new HashedEmbedder(1024).Embed("The hotels by the river have great views.");

@@ -7,6 +7,12 @@ public interface ITokenCounter
 {
     /// <summary>The number of o200k tokens in <paramref name="text"/>.</summary>
     int Count(string text);
+
+    /// <summary>
+    /// The length of the longest start of <paramref name="text"/> that holds at most <paramref name="maxTokens"/> o200k
+    /// tokens (the whole text's length when it holds no more).
+    /// </summary>
+    int PrefixLength(string text, int maxTokens);
 }
 
 /// <summary>o200k_base token counts through Microsoft.ML.Tokenizers (thread-safe, one instance per process).</summary>
@@ -23,4 +29,14 @@ public sealed class O200kTokenCounter : ITokenCounter
     private readonly Tokenizer _tokenizer = TiktokenTokenizer.CreateForEncoding("o200k_base");
 
     public int Count(string text) => string.IsNullOrEmpty(text) ? 0 : _tokenizer.CountTokens(text);
+
+    public int PrefixLength(string text, int maxTokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(maxTokens);
+        // A token holds at least one byte of UTF-8, and a UTF-16 character is at most three of them: a text that short fits
+        // without counting (most messages, against an embedding model's budget).
+        return string.IsNullOrEmpty(text) || (long)text.Length * 3 <= maxTokens
+            ? text?.Length ?? 0
+            : _tokenizer.GetIndexByTokenCount(text, maxTokens, out _, out _);
+    }
 }

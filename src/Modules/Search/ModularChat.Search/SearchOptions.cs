@@ -121,6 +121,12 @@ public sealed class SearchEmbeddingOptions
     /// <summary>Entries embedded per call to the generator.</summary>
     public int BatchSize { get; set; } = 64;
 
+    /// <summary>
+    /// The most o200k tokens of an entry's text that are embedded (the rest is left out of its vector, not of keyword
+    /// search); below the input limit of the models in use (many local ones take 512).
+    /// </summary>
+    public int MaxInputTokens { get; set; } = 2000;
+
     /// <summary>How often the worker looks for work when the queue was empty.</summary>
     public TimeSpan PollInterval { get; set; } = TimeSpan.FromMilliseconds(500);
 
@@ -202,6 +208,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleForEach(o => o.SpeakerMetadataKeys).NotEmpty();
         RuleFor(o => o.Embeddings.BuiltInDimensions).InclusiveBetween(64, 8192).OverridePropertyName("Embeddings:BuiltInDimensions");
         RuleFor(o => o.Embeddings.BatchSize).InclusiveBetween(1, 2048).OverridePropertyName("Embeddings:BatchSize");
+        RuleFor(o => o.Embeddings.MaxInputTokens).InclusiveBetween(64, 100_000).OverridePropertyName("Embeddings:MaxInputTokens");
         RuleFor(o => o.Embeddings.PollInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:PollInterval");
         RuleFor(o => o.Embeddings.ModelCheckInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:ModelCheckInterval");
         RuleFor(o => o.Embeddings.RetryDelay).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:RetryDelay");

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.Search.Storage;
 using ModularChat.Search.Vectors;
 using Npgsql;
@@ -27,6 +28,7 @@ internal sealed partial class EmbeddingWorker(
     IOptions<SearchOptions> options,
     SearchMetrics metrics,
     AppendBursts bursts,
+    ITokenCounter tokens,
     TimeProvider clock,
     ILogger<EmbeddingWorker> logger) : BackgroundService
 {
@@ -270,7 +272,8 @@ internal sealed partial class EmbeddingWorker(
             while (await reader.ReadAsync(cancellationToken))
             {
                 var kind = (EntryKind)reader.GetInt16(2);
-                var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7));
+                var text = EmbeddingText.For(kind, reader.IsDBNull(6) ? null : reader.GetString(6), reader.GetString(8), reader.GetFieldValue<DateTime>(7),
+                    _options.MaxInputTokens, tokens);
                 var fingerprint = EmbeddingText.Fingerprint(text);
                 var sameEmbedding = !reader.IsDBNull(9) && reader.GetString(9) == embedder.Model && reader.GetInt64(10) == fingerprint;
                 var format = sameEmbedding ? VectorBytes.FormatOf(reader.GetInt32(12), reader.GetInt32(11)) : null;
