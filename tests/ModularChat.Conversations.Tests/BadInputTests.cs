@@ -259,6 +259,16 @@ public sealed class BadInputTests(ConversationsApp app)
         }
     }
 
+    [Fact]
+    public async Task A_request_without_a_body_is_not_judged_by_the_charset_of_a_stray_content_type()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/api/conversations") { Content = new ByteArrayContent([]) };
+        request.Content.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=bogus");
+
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(request)).StatusCode);
+    }
+
     /// <summary>A body whose length the client does not announce (HttpClient sends it chunked).</summary>
     private sealed class UnknownLengthStream(byte[] bytes) : MemoryStream(bytes)
     {

@@ -14,7 +14,8 @@ internal static class JsonCharset
     public static IApplicationBuilder UseJsonCharsetCheck(this IApplicationBuilder app) => app.Use(async (context, next) =>
     {
         var request = context.Request;
-        if (request.ContentType is { } contentType
+        if (HasBody(request)
+            && request.ContentType is { } contentType
             && MediaTypeHeaderValue.TryParse(contentType, out var media)
             && media.Charset.HasValue
             && IsJson(media))
@@ -46,6 +47,10 @@ internal static class JsonCharset
 
         await next(context);
     });
+
+    /// <summary>A request that sends a body (a GET with a stray Content-Type header reads none, and is left alone).</summary>
+    private static bool HasBody(HttpRequest request)
+        => request.ContentLength > 0 || (request.ContentLength is null && request.Headers.TransferEncoding.Count > 0);
 
     private static bool IsJson(MediaTypeHeaderValue media)
         => media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
