@@ -63,13 +63,12 @@ public sealed partial class RedisAvailability
     /// Runs <paramref name="command"/> when Redis is usable. A failure or timeout is recorded (<see cref="Failed"/>) and,
     /// like an unusable Redis, gives <paramref name="unavailable"/>; success is recorded too.
     /// </summary>
-    public async Task<T> TryAsync<T>(Func<Task<T>> command, T unavailable)
-    {
-        if (!Usable)
-        {
-            return unavailable;
-        }
+    public Task<T> TryAsync<T>(Func<Task<T>> command, T unavailable)
+        => Usable ? RecordedAsync(command, unavailable) : Task.FromResult(unavailable);
 
+    /// <summary>Runs <paramref name="command"/>, recording its success or failure; a failure gives <paramref name="unavailable"/>.</summary>
+    private async Task<T> RecordedAsync<T>(Func<Task<T>> command, T unavailable)
+    {
         try
         {
             var result = await command().ConfigureAwait(false);
@@ -96,7 +95,11 @@ public sealed partial class RedisAvailability
             return false;
         }
 
-        var run = RunAsync();
+        var run = RecordedAsync(async () =>
+        {
+            await command().ConfigureAwait(false);
+            return true;
+        }, false);
         try
         {
             return await run.WaitAsync(wait, _clock).ConfigureAwait(false);
@@ -104,21 +107,6 @@ public sealed partial class RedisAvailability
         catch (TimeoutException)
         {
             return false;
-        }
-
-        async Task<bool> RunAsync()
-        {
-            try
-            {
-                await command().ConfigureAwait(false);
-                Succeeded();
-                return true;
-            }
-            catch (Exception e) when (IsFailure(e))
-            {
-                Failed(e);
-                return false;
-            }
         }
     }
 

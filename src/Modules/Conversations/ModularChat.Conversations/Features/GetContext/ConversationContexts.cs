@@ -36,20 +36,15 @@ internal sealed class ConversationContexts(
         string tenantId, Guid conversationId, int maxTokens, string? query = null, CancellationToken cancellationToken = default)
     {
         var settings = options.CurrentValue;
-        if (!settings.CacheEnabled)
+        if (!settings.CacheEnabled || query is not null)
         {
-            var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, generation: null, cancellationToken);
+            // Query results are not cached (queries rarely repeat); the summary inside still is, unless caching is off.
+            var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, settings.CacheEnabled, cancellationToken);
             return window is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, query, window, settings, cancellationToken);
         }
 
         var scope = Scope(tenantId, conversationId);
         var generation = await generations.CurrentAsync(scope);
-        if (query is not null)
-        {
-            // Query results are not cached (queries rarely repeat); the summary inside still is.
-            var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, generation, cancellationToken);
-            return window is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, query, window, settings, cancellationToken);
-        }
 
         // One entry per power of two of the budget, not per budget: a client that varies maxTokens (or one that asks for
         // every value) would otherwise store a copy of the conversation's latest messages per value, in this node's memory
@@ -63,7 +58,7 @@ internal sealed class ConversationContexts(
             {
                 built = true;
                 await generations.TrackAsync(scope, key, settings.CacheExpiration);
-                return await LoadWindowAsync(tenantId, conversationId, tokens, settings, generation, ct);
+                return await LoadWindowAsync(tenantId, conversationId, tokens, settings, cachedSummary: true, ct);
             },
             CacheEntry(settings),
             cancellationToken: cancellationToken);
@@ -80,7 +75,7 @@ internal sealed class ConversationContexts(
     /// <see cref="ContextOptions.TokensPerMessage"/>), or all of them. Null when the conversation does not exist.
     /// </summary>
     private async Task<ContextWindow?> LoadWindowAsync(
-        string tenantId, Guid conversationId, int tokens, ContextOptions settings, long? generation, CancellationToken cancellationToken)
+        string tenantId, Guid conversationId, int tokens, ContextOptions settings, bool cachedSummary, CancellationToken cancellationToken)
     {
         await using var session = store.QuerySession(tenantId);
         var conversation = await session.LoadAsync<Conversation>(conversationId, cancellationToken);
@@ -89,7 +84,7 @@ internal sealed class ConversationContexts(
             return null;
         }
 
-        var current = await CurrentSummaryAsync(tenantId, conversationId, generation, cancellationToken);
+        var current = await CurrentSummaryAsync(tenantId, conversationId, cachedSummary, cancellationToken);
         var summary = current is null ? null : new ContextSummary(current.Text, current.FromSequence, current.ToSequence, current.Revision, current.TokenCount);
 
         // A budget the summary fits in leaves the messages what the summary does not take; a smaller one leaves them less
@@ -224,15 +219,15 @@ internal sealed class ConversationContexts(
         return hits;
     }
 
-    /// <summary>The current summary, cached under <paramref name="generation"/> (null: caching is off).</summary>
-    private async Task<ConversationSummary?> CurrentSummaryAsync(string tenantId, Guid conversationId, long? generation, CancellationToken cancellationToken)
+    /// <summary>The current summary, from the cache when <paramref name="cached"/> (under the summary's own generation).</summary>
+    private async Task<ConversationSummary?> CurrentSummaryAsync(string tenantId, Guid conversationId, bool cached, CancellationToken cancellationToken)
     {
         if (services.GetService<IConversationSummaries>() is not { } summaries)
         {
             return null;
         }
 
-        if (generation is null)
+        if (!cached)
         {
             return await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken);
         }

@@ -219,15 +219,13 @@ public sealed partial class RetentionExecutor(
         {
             await session.SaveChangesAsync(CancellationToken.None);
         }
-        catch
+        finally
         {
-            // The save may have failed after its commit (the outbox's delivery after it): then the step is stored, and its
+            // Also when the save failed after its commit (the outbox's delivery after it): then the step is stored, and its
             // retry finds nothing left to do and would not bump either. A bump for a step not stored costs one cache miss.
             await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
-            throw;
         }
 
-        await generations.BumpAsync(ConversationContexts.Scope(tenant, conversationId));
         metrics.RetentionApplied(applied);
         LogApplied(logger, conversationId, applied.Action, applied.FromSequence, applied.ToSequence, applied.Bytes, plan.Policy.Name);
         return new RetentionOutcome(applied, more);
