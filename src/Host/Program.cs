@@ -69,6 +69,7 @@ builder.Services.AddConversationsModule();
 builder.Services.AddProvidersModule();
 builder.Services.AddSearchModule();
 builder.Services.AddSummariesModule();
+builder.Services.AddCrossModuleSettings();
 
 var app = builder.Build();
 

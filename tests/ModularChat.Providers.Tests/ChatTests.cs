@@ -382,6 +382,32 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Blank_tool_results_a_blank_answer_and_oversized_arguments_are_stored_without_refusing_the_turn()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        var longText = new string('x', 25_000); // its call's JSON is longer than Chat:MaxStoredToolResultLength (20,000)
+        app.Model.Responder = CallsThenAnswer(marker, "\u0000", app.Model.Responder,
+            new FakeToolCall("call_blank", "echo", """{"text":" "}"""),
+            new FakeToolCall("call_nul", "echo", """{"text":"\u0000"}"""),
+            new FakeToolCall("call_long", "echo", $$"""{"text":"{{longText}}"}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} echo nothing");
+
+        // Before: a tool message of white space (or of NULs, stored without them) was refused as empty content, and the whole
+        // turn with it (a 400 naming messages[k].content, nothing after the user's message stored, the answer lost).
+        Assert.Equal("(the model returned no text)", turn.Answer.Content);
+        Assert.Equal(["(empty result)", "(empty result)", new string('x', 20_000)], turn.ToolCalls.Select(c => c.Result));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "tool", "tool", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        var longCall = messages.Single(m => m.Metadata?.GetValueOrDefault("callId") == "call_long" && m.Metadata["kind"] == "tool_call");
+        Assert.Equal("true", longCall.Metadata!["truncated"]);
+        Assert.DoesNotContain(longText, longCall.Content, StringComparison.Ordinal);
+        Assert.Equal("(the model returned no text)", messages[^1].Content);
+    }
+
+    [Fact]
     public async Task A_tool_result_larger_than_a_response_may_be_fails_the_call_and_not_the_turn()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -717,6 +743,33 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(longAnswer[..limit], messages[1].Content);
         Assert.Equal(("true", longAnswer.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)),
             (messages[1].Metadata!["truncated"], messages[1].Metadata!["answerLength"]));
+    }
+
+    [Fact]
+    public async Task Where_messages_are_shorter_than_the_chat_limits_answers_and_tool_results_are_cut_to_the_messages_limit()
+    {
+        // Chat:MaxContentLength and MaxStoredToolResultLength keep their defaults (100,000 and 20,000); messages hold 3,000.
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxContentLength"] = "3000" });
+        var user = ModularChatApp.NewUser();
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        var longAnswer = string.Concat(Enumerable.Repeat("All work and no play. ", 200)).Trim();
+        app.Model.Responder = CallsThenAnswer(marker, longAnswer, app.Model.Responder,
+            new FakeToolCall("call_big", "echo", $$"""{"text":"{{new string('y', 5_000)}}"}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} talk");
+
+        // Before: the answer (4,399 characters) and the tool's result were refused as messages (422) after the model was paid for.
+        Assert.Equal(longAnswer[..3000], turn.Answer.Content);
+        Assert.Equal(new string('y', 3000), Assert.Single(turn.ToolCalls).Result);
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("true", messages[1].Metadata!["truncated"]); // the call, without its arguments
+        Assert.Equal(("true", longAnswer.Length.ToString(System.Globalization.CultureInfo.InvariantCulture)),
+            (messages[3].Metadata!["truncated"], messages[3].Metadata!["answerLength"]));
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = new string('z', 3001) })).ShouldBeProblem(422);
     }
 
     [Fact]

@@ -97,6 +97,13 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
                 metadata = new Dictionary<string, string> { ["kind"] = "tool_call", ["callId"] = "imported", ["tool"] = "crm.lookup" },
             },
             new { role = "tool", content = "customer 7 is Ada", metadata = new Dictionary<string, string> { ["kind"] = "tool_result", ["callId"] = "imported" } },
+            // A call a chat turn stored without its arguments (they were too long): neither it nor its result goes back.
+            new
+            {
+                role = "tool", content = """{"tool":"add","server":"calc","arguments":null}""",
+                metadata = new Dictionary<string, string> { ["kind"] = "tool_call", ["callId"] = "cut", ["tool"] = "add", ["truncated"] = "true" },
+            },
+            new { role = "tool", content = "3", metadata = new Dictionary<string, string> { ["kind"] = "tool_result", ["callId"] = "cut" } },
             new { role = "assistant", content = "Customer 7 is Ada; it is sunny." },
         };
         (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
@@ -114,6 +121,7 @@ public sealed class ToolCallReplayTests(ProvidersApp app)
         Assert.DoesNotContain("sunny, 21", wire, StringComparison.Ordinal);
         Assert.DoesNotContain("ghost", wire, StringComparison.Ordinal);
         Assert.DoesNotContain("lonely", wire, StringComparison.Ordinal);
+        Assert.DoesNotContain("\"cut\"", wire, StringComparison.Ordinal);
         Assert.Equal(5, turn.Context.Messages);
     }
 

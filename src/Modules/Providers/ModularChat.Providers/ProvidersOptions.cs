@@ -104,7 +104,10 @@ public sealed class ChatTurnOptions
     /// <summary>The system prompt that starts every context (empty: none).</summary>
     public string SystemPrompt { get; set; } = "You are a helpful assistant.";
 
-    /// <summary>Longest tool result stored as a message (longer results are cut; keep it under Conversations:MaxContentLength).</summary>
+    /// <summary>
+    /// Longest tool result stored as a message (longer results are cut; a tool call whose arguments are longer is stored
+    /// without them). At most Conversations:MaxContentLength: a larger value is taken as that (the host sees to it).
+    /// </summary>
     public int MaxStoredToolResultLength { get; set; } = 20_000;
 
     /// <summary>Longest tool result handed back to the model.</summary>
@@ -112,7 +115,7 @@ public sealed class ChatTurnOptions
 
     /// <summary>
     /// Longest user message content, and longest answer stored (a longer answer is stored cut, with metadata
-    /// <c>truncated</c> and <c>answerLength</c>). Keep it under Conversations:MaxContentLength.
+    /// <c>truncated</c> and <c>answerLength</c>). At most Conversations:MaxContentLength: a larger value is taken as that.
     /// </summary>
     public int MaxContentLength { get; set; } = 100_000;
 

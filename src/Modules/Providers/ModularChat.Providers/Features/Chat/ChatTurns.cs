@@ -333,14 +333,22 @@ internal sealed partial class ChatTurns(
                             var origin = tools.Origins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
                             calls.Add((call, toStore.Count));
                             results.Add((null, -1));
-                            toStore.Add(new NewConversationMessage(MessageRole.Tool,
-                                JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = call.Arguments }),
-                                $"{prefix}:call:{++callNumber}",
-                                new Dictionary<string, string>
-                                {
-                                    ["kind"] = "tool_call", ["callId"] = Cut(call.CallId, 200), ["server"] = origin.Server, ["tool"] = origin.Tool,
-                                    ["function"] = Cut(call.Name, 200), // the name the model saw, for replaying the call in later turns
-                                }));
+                            var callMetadata = new Dictionary<string, string>
+                            {
+                                ["kind"] = "tool_call", ["callId"] = Cut(call.CallId, 200), ["server"] = origin.Server, ["tool"] = origin.Tool,
+                                ["function"] = Cut(call.Name, 200), // the name the model saw, for replaying the call in later turns
+                            };
+                            var callText = JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = call.Arguments });
+                            if (callText.Length > settings.MaxStoredToolResultLength)
+                            {
+                                // Arguments cut in the middle would not be JSON: the call is stored without them, marked, and
+                                // never replayed to the model (ToolCallReplay), rather than refusing the turn it belongs to.
+                                callMetadata[ToolCallReplay.TruncatedKey] = "true";
+                                callMetadata["argumentsLength"] = callText.Length.ToString(CultureInfo.InvariantCulture);
+                                callText = JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = (object?)null });
+                            }
+
+                            toStore.Add(new NewConversationMessage(MessageRole.Tool, StoredText(callText, "(no call)"), $"{prefix}:call:{++callNumber}", callMetadata));
                             break;
                         case FunctionResultContent result:
                             var resultText = Cut(ResultText(result), settings.MaxStoredToolResultLength);
@@ -352,7 +360,7 @@ internal sealed partial class ChatTurns(
                                 results[answered] = (result, toStore.Count);
                             }
 
-                            toStore.Add(new NewConversationMessage(MessageRole.Tool, resultText.Length == 0 ? "(empty result)" : resultText,
+                            toStore.Add(new NewConversationMessage(MessageRole.Tool, StoredText(resultText, "(empty result)"),
                                 $"{prefix}:result:{++resultNumber}",
                                 new Dictionary<string, string>
                                 {
@@ -363,9 +371,9 @@ internal sealed partial class ChatTurns(
                     }
                 }
 
-                if (message.Role == ChatRole.Assistant && !string.IsNullOrWhiteSpace(message.Text))
+                if (message.Role == ChatRole.Assistant && !string.IsNullOrWhiteSpace(StorableText.WithoutNul(message.Text)))
                 {
-                    answerParts.Add(message.Text);
+                    answerParts.Add(StorableText.WithoutNul(message.Text));
                 }
             }
 
@@ -431,7 +439,7 @@ internal sealed partial class ChatTurns(
                 var result = results[i];
                 var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
                 return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
-                    result.Result is null ? "" : Cut(ResultText(result.Result), settings.MaxStoredToolResultLength),
+                    result.Result is null ? "" : storable[result.Index].Content, // as stored
                     result.Result?.Exception is not null || tools.Failed(c.Call),
                     stored[c.CallIndex].Sequence, result.Result is null ? 0 : stored[result.Index].Sequence);
             }).ToList();
@@ -495,6 +503,17 @@ internal sealed partial class ChatTurns(
         };
 
         private static string Cut(string text, int max) => text.Length <= max ? text : text[..max];
+
+        /// <summary>
+        /// <paramref name="text"/> as a message can hold it: without NUL characters, and <paramref name="placeholder"/> when
+        /// nothing but white space is left (a tool answering " ", or only NULs), since a message must have content and a
+        /// refused message would refuse the whole turn, answer included.
+        /// </summary>
+        private static string StoredText(string text, string placeholder)
+        {
+            var storable = StorableText.WithoutNul(text);
+            return string.IsNullOrWhiteSpace(storable) ? placeholder : storable;
+        }
 
         private static NewConversationMessage Storable(NewConversationMessage message) => message with
         {

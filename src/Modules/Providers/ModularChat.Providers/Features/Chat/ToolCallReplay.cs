@@ -37,6 +37,12 @@ internal sealed record ContextPart(ChatMessage Message, int Tokens, int Conversa
 /// </summary>
 internal static class ToolCallReplay
 {
+    /// <summary>
+    /// Metadata of a tool call stored without its arguments (they were longer than a stored tool message may be): it is
+    /// never replayed, and so neither is its result.
+    /// </summary>
+    public const string TruncatedKey = "truncated";
+
     /// <param name="window">The context's messages, oldest first.</param>
     /// <param name="toolMessages">The window's tool messages as stored (with their metadata), by sequence; empty: leave every tool message out.</param>
     public static List<ContextPart> Replay(
@@ -123,7 +129,8 @@ internal static class ToolCallReplay
 
     private static Call? AsCall(ConversationMessage message, ITokenCounter tokens)
     {
-        if (Metadata(message, "kind") != "tool_call" || Metadata(message, "callId") is not { Length: > 0 } callId)
+        if (Metadata(message, "kind") != "tool_call" || Metadata(message, "callId") is not { Length: > 0 } callId
+            || Metadata(message, TruncatedKey) == "true") // stored without its arguments: the call cannot be given back as it was
         {
             return null;
         }
