@@ -269,6 +269,40 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(request)).StatusCode);
     }
 
+    [Theory]
+    [InlineData("application/json; charset=windows-1252", 415)]
+    [InlineData("application/json; charset=\"utf-8\"", 201)]
+    public async Task A_body_without_length_or_chunking_as_http2_sends_it_is_judged_by_its_charset_too(string contentType, int status)
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var c = await (await client.PostJson("/api/conversations", new { title = "charsets" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        // Neither Content-Length nor Transfer-Encoding: over HTTP/2 the server knows from the stream that a body follows.
+        var context = await app.Host.Server.SendAsync(http =>
+        {
+            http.Request.Method = "POST";
+            http.Request.Path = $"/api/conversations/{c.Id}/messages";
+            http.Request.Protocol = "HTTP/2";
+            http.Request.Headers.Authorization = "Bearer " + app.Token(user);
+            http.Request.ContentType = contentType;
+            http.Request.Body = new MemoryStream("""{"role":"user","content":"hi"}"""u8.ToArray());
+            http.Features.Set<Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature>(new BodyFollows());
+        });
+
+        Assert.Null(context.Request.ContentLength);
+        Assert.Equal(0, context.Request.Headers.TransferEncoding.Count);
+        Assert.Equal(status, context.Response.StatusCode); // before: 500 for the unknown charset
+        Assert.Equal(status == 201 ? 1 : 0,
+            (await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+    }
+
+    /// <summary>What Kestrel's HTTP/2 stream says of a request whose headers do not end the stream.</summary>
+    private sealed class BodyFollows : Microsoft.AspNetCore.Http.Features.IHttpRequestBodyDetectionFeature
+    {
+        public bool CanHaveBody => true;
+    }
+
     /// <summary>A body whose length the client does not announce (HttpClient sends it chunked).</summary>
     private sealed class UnknownLengthStream(byte[] bytes) : MemoryStream(bytes)
     {
@@ -350,6 +384,8 @@ public sealed class BadInputTests(ConversationsApp app)
     [InlineData("cursor=bXNnOnh8MQ")] // "msg:x|1": unknown direction
     [InlineData("cursor=bXNnOmZ8LTE")] // "msg:f|-1": negative sequence
     [InlineData("direction=sideways")]
+    [InlineData("direction=1")] // a number, once read as backward
+    [InlineData("direction=forward&direction=backward")] // sent twice ("forward,backward"), once read as backward
     [InlineData("direction=forward&cursor=bXNnOmJ8MQ")] // "msg:b|1": a backward cursor
     [InlineData("cursor=bXNnOmZ8MQ&direction=Backward")] // "msg:f|1": a forward cursor
     public async Task A_bad_message_cursor_or_direction_answers_400(string query)

@@ -1,4 +1,5 @@
 using System.Text;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Net.Http.Headers;
 
 namespace ModularChat.Host.Infrastructure;
@@ -14,7 +15,7 @@ internal static class JsonCharset
     public static IApplicationBuilder UseJsonCharsetCheck(this IApplicationBuilder app) => app.Use(async (context, next) =>
     {
         var request = context.Request;
-        if (HasBody(request)
+        if (HasBody(context)
             && request.ContentType is { } contentType
             && MediaTypeHeaderValue.TryParse(contentType, out var media)
             && media.Charset.HasValue
@@ -48,9 +49,17 @@ internal static class JsonCharset
         await next(context);
     });
 
-    /// <summary>A request that sends a body (a GET with a stray Content-Type header reads none, and is left alone).</summary>
-    private static bool HasBody(HttpRequest request)
-        => request.ContentLength > 0 || (request.ContentLength is null && request.Headers.TransferEncoding.Count > 0);
+    /// <summary>
+    /// A request that sends a body (a GET with a stray Content-Type header reads none, and is left alone). Over HTTP/2 and
+    /// HTTP/3 a body need not announce its length, nor be chunked: the server knows whether one follows the headers.
+    /// </summary>
+    private static bool HasBody(HttpContext context)
+    {
+        var request = context.Request;
+        return request.ContentLength > 0
+               || (request.ContentLength is null
+                   && (request.Headers.TransferEncoding.Count > 0 || context.Features.Get<IHttpRequestBodyDetectionFeature>()?.CanHaveBody == true));
+    }
 
     private static bool IsJson(MediaTypeHeaderValue media)
         => media.MediaType.Equals("application/json", StringComparison.OrdinalIgnoreCase)
