@@ -409,6 +409,10 @@ public sealed class SearchingTests(SearchApp app)
     [InlineData("q=x&k=ten", 400, null)]
     [InlineData("q=x&scope=everything", 400, "scope")]
     [InlineData("q=x&mode=fuzzy", 400, "mode")]
+    [InlineData("q=x&mode=3", 400, "mode")] // a number: no mode of that value exists
+    [InlineData("q=x&mode=keyword&mode=semantic", 400, "mode")] // sent twice ("keyword,semantic"), once read as a third mode
+    [InlineData("q=x&scope=messages,summaries", 400, "scope")]
+    [InlineData("q=x&scope=1", 400, "scope")]
     [InlineData("q=x&role=robot", 400, "role")]
     [InlineData("q=x&conversationId=not-a-guid", 400, null)]
     [InlineData("q=x&from=yesterday", 400, null)]

@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Paging;
+using ModularChat.BuildingBlocks.Validation;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Domain;
 
@@ -34,7 +35,7 @@ internal sealed class ListMessagesValidator : AbstractValidator<ListMessages>
     {
         RuleFor(q => q.Limit).InclusiveBetween(1, options.Value.MaxPageSize)
             .WithMessage($"'limit' must be between 1 and {options.Value.MaxPageSize}.");
-        RuleFor(q => q.Direction).Must(d => d is null || Enum.TryParse<PageDirection>(d, ignoreCase: true, out _))
+        RuleFor(q => q.Direction).Must(d => d is null || EnumNames.TryParse<PageDirection>(d, out _))
             .WithMessage("'direction' must be 'forward' or 'backward'.");
     }
 }
@@ -47,7 +48,7 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
     public async ValueTask<Page<MessageResponse>> Handle(ListMessages query, CancellationToken cancellationToken)
     {
         var limit = query.Limit ?? options.Value.DefaultPageSize;
-        var asked = query.Direction is null ? (PageDirection?)null : Enum.Parse<PageDirection>(query.Direction, ignoreCase: true);
+        var asked = query.Direction is null ? (PageDirection?)null : EnumNames.Parse<PageDirection>(query.Direction);
         var (direction, after) = query.Cursor is null ? (asked ?? PageDirection.Forward, (long?)null) : DecodeCursor(query.Cursor);
         if (asked is { } given && given != direction)
         {

@@ -96,9 +96,9 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
             .WithMessage($"'q' may be at most {o.MaxQueryLength} characters.").AsLimit();
         RuleFor(q => q.K).GreaterThan(0).WithMessage("'k' must be at least 1.");
         RuleFor(q => q.K).LessThanOrEqualTo(o.MaxResults).WithMessage($"'k' may be at most {o.MaxResults}.").AsLimit();
-        RuleFor(q => q.Scope).Must(s => s is null || Enum.TryParse<SearchScope>(s, ignoreCase: true, out _))
+        RuleFor(q => q.Scope).Must(s => s is null || EnumNames.TryParse<SearchScope>(s, out _))
             .WithMessage("'scope' must be 'messages', 'summaries' or 'all'.");
-        RuleFor(q => q.Mode).Must(m => m is null || Enum.TryParse<SearchMode>(m, ignoreCase: true, out _))
+        RuleFor(q => q.Mode).Must(m => m is null || EnumNames.TryParse<SearchMode>(m, out _))
             .WithMessage("'mode' must be 'hybrid', 'keyword' or 'semantic'.");
         RuleFor(q => q.Role).Must(r => r is null || Roles.IsKnown(r)).WithMessage("'role' must be one of user, assistant, system, tool.");
         RuleFor(q => q.To).Must((q, to) => q.From is null || to is null || q.From <= to).WithMessage("'to' must not be before 'from'.");
@@ -121,13 +121,13 @@ internal sealed class SearchEntriesHandler(
         var started = Stopwatch.GetTimestamp();
         var o = options.Value;
         var tenantId = tenant.TenantId;
-        var mode = query.Mode is null ? SearchMode.Hybrid : Enum.Parse<SearchMode>(query.Mode, ignoreCase: true);
+        var mode = query.Mode is null ? SearchMode.Hybrid : EnumNames.Parse<SearchMode>(query.Mode);
         var text = QueryText.Clean(query.Q!).Trim();
         // Empty when no conversation of the tenant has that metadata (now): nothing is ranked, and the answer says so as any other.
         var conversationIds = await ConversationsAsync(query, tenantId, cancellationToken);
         var filter = new SearchFilter(
             query.ConversationId,
-            query.Scope is null ? SearchScope.All : Enum.Parse<SearchScope>(query.Scope, ignoreCase: true),
+            query.Scope is null ? SearchScope.All : EnumNames.Parse<SearchScope>(query.Scope),
             query.Role is null ? null : Roles.Normalized(query.Role),
             query.From,
             query.To,
