@@ -442,6 +442,11 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"X-Api-Key":"sk-ünïcode-kéy-1234"}}""", "secretHeaders" },
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Team":"équipe"}}""", "headers" },
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/mcp?token=zzz"}""", "url" },
+        // One header named twice (names ignore case), or one a request cannot carry: the server could never be reached with
+        // them (before, stored, then every test failed "An item with the same key has already been added").
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Trace":"a","x-trace":"b"}}""", "headers" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Team":"a"},"secretHeaders":{"x-team":"b"}}""", "headers" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"Content-Encoding":"gzip"}}""", "headers" },
         { $$"""{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/{{new string('a', 100_000)}}"}""", "url" },
     };
 

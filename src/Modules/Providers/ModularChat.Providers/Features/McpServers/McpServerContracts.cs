@@ -80,6 +80,16 @@ internal static partial class McpServerRules
     };
 
     /// <summary>
+    /// Headers of a body rather than of a request: HTTP clients keep them on the content, and a request header of that name
+    /// is dropped without a word.
+    /// </summary>
+    public static bool IsContentHeader(string name)
+        => name.StartsWith("content-", StringComparison.OrdinalIgnoreCase)
+           || name.Equals("expires", StringComparison.OrdinalIgnoreCase)
+           || name.Equals("last-modified", StringComparison.OrdinalIgnoreCase)
+           || name.Equals("allow", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
     /// Variables a tenant may not give a stdio program: they change which code the program, its runtime or its package
     /// manager loads (a preloaded library, a startup hook, a module path, a package index), which would turn an
     /// allowlisted command into any program. A program that needs one gets it from a wrapper script the allowlist names.
@@ -178,6 +188,18 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage("'headers' names must be valid HTTP header names.");
             RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(McpServerRules.ReservedHeaders.Contains)).OverridePropertyName("headers")
                 .WithMessage($"'headers' must not set {string.Join(", ", McpServerRules.ReservedHeaders)}: the transport sets them.");
+            // Header names ignore case: two that differ only in it (or one in both dictionaries) would be one header, which
+            // the connection could never send (it failed every test and was left out of every chat turn).
+            RuleFor(r => r.Body).Custom((b, context) =>
+            {
+                if (Names(b.Headers, b.SecretHeaders).GroupBy(n => n, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                {
+                    context.AddFailure("headers",
+                        $"'headers' and 'secretHeaders' name '{twice.Key}' more than once (header names ignore case): give each header once.");
+                }
+            });
+            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(McpServerRules.IsContentHeader)).OverridePropertyName("headers")
+                .WithMessage("'headers' must not set the headers of a body (Content-*, Expires, Last-Modified, Allow): they describe what the transport sends.");
             RuleFor(r => r.Body).Must(b => Values(b.Headers, b.SecretHeaders).All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName("headers")
                 .WithMessage("'headers' values must be strings without control characters.");
             RuleFor(r => r.Body.Headers).Must(h => Fits(h, o.MaxValueLength)).OverridePropertyName("headers")
