@@ -25,6 +25,8 @@ public sealed class ChatTests(ProvidersApp app)
 
         Assert.Contains("POST /api/providers", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Empty(await client.MessagesAsync(conversation));
+        // A conversation that does not exist is a 404 first, provider or not (before: the same 409).
+        await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/chat", new { content = "hello?" })).ShouldBeProblem(404);
     }
 
     [Fact]

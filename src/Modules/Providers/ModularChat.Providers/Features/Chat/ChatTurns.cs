@@ -107,6 +107,8 @@ internal sealed partial class ChatTurns(
     public async Task<ChatTurn> BeginAsync(string tenantId, Guid conversationId, ChatRequest request, bool streamed, CancellationToken cancellationToken)
     {
         await validator.ValidateAndThrowAsync(request, cancellationToken);
+        // The conversation first: a client that names one that does not exist hears that, not how to add a provider.
+        _ = await conversations.FindAsync(tenantId, conversationId, cancellationToken) ?? throw new NotFoundException("Conversation", conversationId);
         var provider = await providers.FindAsync(tenantId, request.Provider, cancellationToken);
         if (provider is null)
         {
@@ -134,7 +136,6 @@ internal sealed partial class ChatTurns(
 
         var model = request.Model?.Trim() ?? provider.ChatModel;
         var modelClient = clients.Chat(provider, model); // throws 409 now if the stored key cannot be decrypted
-        _ = await conversations.FindAsync(tenantId, conversationId, cancellationToken) ?? throw new NotFoundException("Conversation", conversationId);
         var servers = await ToolServersAsync(tenantId, request.ToolServers, cancellationToken);
 
         var user = (await conversations.AppendAsync(tenantId, conversationId,
