@@ -294,6 +294,10 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
         Assert.All(JobFailureEntries(), e => Assert.Equal(LogLevel.Warning, e.Level));
         Assert.Null(await client.CurrentSummary(id));
         Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/failures")).StatusCode);
+        // A page far past the end (a cursor a client made up) is empty; before, its offset overflowed to the first page.
+        var farCursor = System.Buffers.Text.Base64Url.EncodeToString("sumfail:2147483647"u8);
+        var far = await (await admin.GetAsync($"/api/admin/summaries/failures?limit=100&cursor={farCursor}")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
+        Assert.Equal((0, true, null), (far.Items.Count, far.Total >= 1, far.NextCursor));
 
         Volatile.Write(ref broken, false);
         var replayed = await (await admin.PostJson("/api/admin/summaries/failures/replay", new { ids = new[] { failure.Id, Guid.NewGuid() } }))

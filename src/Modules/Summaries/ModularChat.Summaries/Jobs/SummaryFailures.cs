@@ -38,7 +38,9 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
     public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int page, int pageSize, CancellationToken cancellationToken)
     {
         var all = await OfTenantAsync(tenantId, cancellationToken);
-        return (all.Skip((page - 1) * pageSize).Take(pageSize).Select(x => ToFailure(x.Letter, x.Job)).ToList(), all.Count);
+        // In long: a page number from a cursor a client altered must not overflow back to the first page.
+        var skip = (int)Math.Min((long)(page - 1) * pageSize, int.MaxValue);
+        return (all.Skip(skip).Take(pageSize).Select(x => ToFailure(x.Letter, x.Job)).ToList(), all.Count);
     }
 
     /// <summary>
