@@ -217,6 +217,15 @@ public sealed class McpServerTests(ProvidersApp app)
             environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug" },
         })).ReadAs<McpServerDto>(HttpStatusCode.OK);
         Assert.Equal(["VAULT_TOKEN"], sameProgram.SecretEnvironment.Keys);
+        // The same program sent through a proxy of someone else's, or trusting their certificates, is not the same either.
+        foreach (var (name, value) in new[] { ("HTTPS_PROXY", "http://127.0.0.1:8888"), ("https_proxy", "http://127.0.0.1:8888"), ("SSL_CERT_FILE", "/tmp/mine.pem") })
+        {
+            await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+            {
+                name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+                environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug", [name] = value },
+            })).ShouldNameField("secretEnvironment");
+        }
     }
 
     [Fact]

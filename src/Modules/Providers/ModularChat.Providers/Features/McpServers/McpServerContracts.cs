@@ -99,6 +99,15 @@ internal static partial class McpServerRules
     [GeneratedRegex("(?i)^(LD_|DYLD_|DOTNET_|CORECLR_|COREHOST_|COMPLUS_|PYTHON|PERL5|PERLLIB$|RUBY|GEM_|BUNDLE_|NODE_|NPM_CONFIG_|YARN_|UV_|PIP_|JAVA_TOOL_OPTIONS$|_JAVA_OPTIONS$|JDK_JAVA_OPTIONS$|CLASSPATH$|BASH_ENV$|ENV$|SHELLOPTS$|PS4$|PATH$|GCONV_PATH$|GLIBC_TUNABLES$|MALLOC_)")]
     private static partial Regex LoaderVariable();
 
+    /// <summary>
+    /// Variables that send a program's network traffic elsewhere (proxies) or make it trust other servers (certificate
+    /// files, git's settings): changing them changes who receives what the program sends.
+    /// </summary>
+    public static bool RoutesTraffic(string name) => TrafficVariable().IsMatch(name);
+
+    [GeneratedRegex("(?i)^(HTTPS?_PROXY|ALL_PROXY|NO_PROXY|FTP_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_.*)$")]
+    private static partial Regex TrafficVariable();
+
     [GeneratedRegex("(?i)(auth|key|token|secret|password|passwd|credential|session|signature)")]
     private static partial Regex SecretName();
 

@@ -110,7 +110,21 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
                 "'secretEnvironment' must be sent again when 'command' or 'arguments' change: stored secret variables are only given " +
                 "to the program they were given for. Send {} to remove them.");
         }
+
+        if (stdio && Traffic(server.Environment) != Traffic(body.Environment))
+        {
+            // Through a proxy of one's own, or trusting one's own certificate authority, the same program would hand its
+            // secrets to whoever changed the plain variables.
+            throw new BadRequestException("secretEnvironment",
+                "'secretEnvironment' must be sent again when a variable that routes or trusts the program's network traffic changes " +
+                "(proxies such as HTTPS_PROXY, certificate files such as SSL_CERT_FILE): stored secret variables are only given to the " +
+                "program as it was set up when they were sent. Send {} to remove them.");
+        }
     }
+
+    private static string Traffic(IReadOnlyDictionary<string, string>? environment)
+        => string.Join('\n', (environment ?? new Dictionary<string, string>()).Where(e => McpServerRules.RoutesTraffic(e.Key))
+            .OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key}={e.Value}"));
 
     /// <summary>What decides which server is reached and how (secret values by their cipher, which changes whenever one is sent).</summary>
     private static string Connection(McpServerConnection s) => string.Join('\n',
