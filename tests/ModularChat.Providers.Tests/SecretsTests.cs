@@ -54,11 +54,34 @@ public sealed class SecretsTests(ProvidersApp app)
             Assert.DoesNotContain(app.Traces, t => t.Contains(secret, StringComparison.Ordinal));
         }
 
+        // Nor does the node's cache of the tenant's providers hold it in plain text (before: the decrypted key, for 30 s).
+        var cached = CachedProviders(user);
+        Assert.Equal(provider.Id, Assert.Single(cached).Id);
+        Assert.DoesNotContain(cached.SelectMany(StringFields), value => value.Contains(apiKey, StringComparison.Ordinal));
+        Assert.Equal(apiKey, cached[0].ApiKey); // decrypted when asked
+
         // What is stored is the ciphertext, under a key of the ring.
         await using var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user);
         var stored = await session.LoadAsync<ProviderSettings>(provider.Id);
         Assert.NotNull(SecretBox.KeyIdOf(stored!.EncryptedApiKey!));
     }
+
+    /// <summary>The providers this node's <see cref="ProviderDirectory"/> holds for <paramref name="tenant"/>, as cached.</summary>
+    private List<ResolvedProvider> CachedProviders(string tenant)
+    {
+        var directory = app.Host.Services.GetRequiredService<ProviderDirectory>();
+        var entries = (System.Collections.IDictionary)typeof(ProviderDirectory)
+            .GetField("_entries", System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic)!.GetValue(directory)!;
+        var entry = entries[tenant] ?? throw new InvalidOperationException($"Nothing cached for {tenant}");
+        return ((IEnumerable<ResolvedProvider>)entry.GetType().GetProperty("Providers")!.GetValue(entry)!).ToList();
+    }
+
+    /// <summary>Every string an object holds in its own fields (what a heap dump of the cache would show).</summary>
+    private static IEnumerable<string> StringFields(object value)
+        => value.GetType().GetFields(System.Reflection.BindingFlags.Instance | System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public)
+            .Where(f => f.FieldType == typeof(string))
+            .Select(f => (string?)f.GetValue(value))
+            .OfType<string>();
 
     [Fact]
     public async Task A_summary_job_failing_at_the_tenants_provider_logs_its_error_without_the_key()

@@ -6,9 +6,14 @@ using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Clients;
 
-/// <summary>A tenant's provider with its decrypted key: lives in this process's memory only, never serialized.</summary>
-internal sealed class ResolvedProvider(ProviderSettings settings, string? apiKey, bool keyUnreadable)
+/// <summary>
+/// A tenant's provider as calls use it. Its key is held encrypted, as stored, and decrypted each time a call asks for it:
+/// the plain key is never kept, in the cache or anywhere else, beyond the client built for one call.
+/// </summary>
+internal sealed class ResolvedProvider(ProviderSettings settings, SecretBox? secrets)
 {
+    private readonly string? _encryptedApiKey = settings.EncryptedApiKey;
+
     public Guid Id { get; } = settings.Id;
 
     public string TenantId { get; } = settings.TenantId;
@@ -29,20 +34,36 @@ internal sealed class ResolvedProvider(ProviderSettings settings, string? apiKey
 
     /// <summary>The plain key (null when the provider has none).</summary>
     /// <exception cref="BuildingBlocks.Errors.ConflictException">The stored key cannot be decrypted.</exception>
-    public string? ApiKey => keyUnreadable
-        ? throw new BuildingBlocks.Errors.ConflictException(
-            $"The stored API key of provider '{Name}' cannot be decrypted (the encryption keys changed since it was stored): set it again with PUT /api/providers/{Id}.")
-        : apiKey;
+    public string? ApiKey
+    {
+        get
+        {
+            if (_encryptedApiKey is null || secrets is null)
+            {
+                return null;
+            }
+
+            try
+            {
+                return secrets.Unprotect(TenantId, _encryptedApiKey, "API key");
+            }
+            catch (BuildingBlocks.Errors.ConflictException)
+            {
+                throw new BuildingBlocks.Errors.ConflictException(
+                    $"The stored API key of provider '{Name}' cannot be decrypted (the encryption keys changed since it was stored): set it again with PUT /api/providers/{Id}.");
+            }
+        }
+    }
 
     /// <summary>Never prints the key.</summary>
     public override string ToString() => $"{Name} ({Kind}, {Endpoint.Host})";
 }
 
 /// <summary>
-/// Tenants' provider settings with their decrypted keys, cached in process memory for
-/// <see cref="ProvidersOptions.CacheDuration"/> (never in Redis). A change made through this node drops the tenant's
-/// entry at once; other nodes see it when their entry expires. Expired entries are swept by a timer, so a decrypted
-/// key does not outlive the configured duration in the cache even when nobody asks for it again.
+/// Tenants' provider settings, cached in process memory for <see cref="ProvidersOptions.CacheDuration"/> (never in
+/// Redis) with their keys encrypted as stored (<see cref="ResolvedProvider.ApiKey"/> decrypts on each use). A change
+/// made through this node drops the tenant's entry at once; other nodes see it when their entry expires. Expired entries
+/// are swept by a timer.
 /// </summary>
 internal sealed class ProviderDirectory : IDisposable
 {
@@ -127,22 +148,7 @@ internal sealed class ProviderDirectory : IDisposable
         }
     }
 
-    private ResolvedProvider Resolve(ProviderSettings settings)
-    {
-        if (settings.EncryptedApiKey is null)
-        {
-            return new ResolvedProvider(settings, null, keyUnreadable: false);
-        }
-
-        try
-        {
-            return new ResolvedProvider(settings, _secrets.Unprotect(settings.TenantId, settings.EncryptedApiKey, "API key"), keyUnreadable: false);
-        }
-        catch (BuildingBlocks.Errors.ConflictException)
-        {
-            return new ResolvedProvider(settings, null, keyUnreadable: true);
-        }
-    }
+    private ResolvedProvider Resolve(ProviderSettings settings) => new(settings, _secrets);
 
     private void Sweep()
     {
