@@ -85,10 +85,11 @@ app.MapModularChatNodes();
 app.MapOpenApi().AllowAnonymous();
 app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
-app.MapConversationsEndpoints();
-app.MapProvidersEndpoints();
-app.MapSearchEndpoints();
-app.MapSummariesEndpoints();
+var modules = app.MapGroup("").RefuseRepeatedQueryValues();
+modules.MapConversationsEndpoints();
+modules.MapProvidersEndpoints();
+modules.MapSearchEndpoints();
+modules.MapSummariesEndpoints();
 
 // No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
 if (args.Length == 0)

@@ -397,6 +397,21 @@ public sealed class BadInputTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_query_parameter_that_takes_one_value_sent_twice_answers_400_naming_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "twice" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+
+        // Before: the context searched for "wedding,cake", which nobody asked.
+        var problem = await (await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=500&query=wedding&query=cake")).ShouldBeProblem(400);
+
+        Assert.True(problem.GetProperty("errors").TryGetProperty("query", out _), problem.ToString());
+        // Parameters that take several values still do.
+        var both = await (await client.GetAsync("/api/conversations?metadata=a%3D1&metadata=b%3D2")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Empty(both.Items);
+    }
+
+    [Fact]
     public async Task A_title_over_the_limit_answers_422_and_creates_nothing()
     {
         using var client = app.Client(ModularChatApp.NewUser());

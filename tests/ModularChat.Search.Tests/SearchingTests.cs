@@ -422,6 +422,7 @@ public sealed class SearchingTests(SearchApp app)
     [InlineData("q=x&conversationMetadata=userId=a%00b", 400, "conversationMetadata[0]")]
     [InlineData("q=x&diversity=2", 400, "diversity")]
     [InlineData("q=x&context=6", 422, "context")]
+    [InlineData("q=pizza&q=pasta", 400, "q")] // before: a search for "pizza,pasta"
     public async Task Bad_search_requests_get_a_problem_naming_the_parameter(string query, int status, string? field)
     {
         using var client = app.Client(ModularChatApp.NewUser());
