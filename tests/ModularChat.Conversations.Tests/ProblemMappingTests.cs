@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Http;
 using ModularChat.BuildingBlocks.Errors;
 using Npgsql;
 
@@ -26,6 +27,18 @@ public sealed class ProblemMappingTests
         var problem = ProblemDetailsExceptionHandler.Map(new AggregateException(new JasperFx.ConcurrencyException(typeof(object), Guid.NewGuid())));
 
         Assert.Equal(409, problem.Status);
+    }
+
+    [Fact]
+    public void Json_the_service_cannot_read_back_is_its_own_fault_not_a_malformed_request()
+    {
+        // A stored or cached document that no longer reads (the request body's errors arrive wrapped by the binding).
+        var stored = ProblemDetailsExceptionHandler.Map(new System.Text.Json.JsonException("'x' is an invalid start of a value.", "$.metadata", 0, 1));
+        var body = ProblemDetailsExceptionHandler.Map(new BadHttpRequestException(
+            "Failed to read parameter \"NewMessage body\" from the request body as JSON.", new System.Text.Json.JsonException("bad", "$.role", 0, 1)));
+
+        Assert.Equal(500, stored.Status); // before: 400 "The request body is not valid JSON"
+        Assert.Equal(400, body.Status);
     }
 
     [Fact]

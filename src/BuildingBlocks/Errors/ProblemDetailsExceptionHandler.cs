@@ -80,8 +80,9 @@ public sealed partial class ProblemDetailsExceptionHandler(
             Title = limit.PayloadTooLarge ? "The request is too large." : "A configured limit was exceeded.",
             Detail = limit.Message,
         },
+        // A body that is not the JSON an endpoint takes arrives wrapped (the framework's binding); a bare JsonException
+        // comes from the service reading its own data (a stored or cached document), which is no fault of the request.
         BadHttpRequestException bad => FromBadHttpRequest(bad),
-        JsonException json => Malformed(json),
         _ when InChain(exception, e => e is PostgresException { SqlState: PostgresErrorCodes.UntranslatableCharacter or PostgresErrorCodes.CharacterNotInRepertoire }) => new ProblemDetails
         {
             // What the request body's check (StorableTextJsonConverter) cannot see, e.g. a query-string value.
