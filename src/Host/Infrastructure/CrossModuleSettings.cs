@@ -17,7 +17,16 @@ internal static class CrossModuleSettings
     {
         services.AddOptions<ChatTurnOptions>().PostConfigure<IOptions<ConversationsOptions>>((chat, conversations) =>
         {
-            var max = conversations.Value.MaxContentLength;
+            int max;
+            try
+            {
+                max = conversations.Value.MaxContentLength;
+            }
+            catch (OptionsValidationException)
+            {
+                return; // the Conversations settings are refused at start on their own, once
+            }
+
             chat.MaxContentLength = Math.Min(chat.MaxContentLength, max);
             chat.MaxStoredToolResultLength = Math.Min(chat.MaxStoredToolResultLength, max);
         });

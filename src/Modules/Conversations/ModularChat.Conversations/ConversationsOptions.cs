@@ -64,7 +64,10 @@ internal sealed class ConversationsOptionsValidator : AbstractValidator<Conversa
         RuleFor(o => o.AppendGroupWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromSeconds(1));
         RuleFor(o => o.PurgeMaxWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.MaxTitleLength).InclusiveBetween(1, 10_000);
-        RuleFor(o => o.MaxExternalIdLength).InclusiveBetween(1, 1000);
+        // The unique index on (tenant, conversation, external id) holds rows of at most 2,704 bytes: a tenant id of 256
+        // characters and an external id of 400, all of four UTF-8 bytes and not compressible, still fit (1,000 did not:
+        // such an append failed in PostgreSQL, a 500).
+        RuleFor(o => o.MaxExternalIdLength).InclusiveBetween(1, 400);
         RuleFor(o => o.MaxMetadataEntries).InclusiveBetween(0, 1000);
         RuleFor(o => o.MaxMetadataKeyLength).InclusiveBetween(1, 1000);
         RuleFor(o => o.MaxMetadataValueLength).InclusiveBetween(1, 1_000_000);
