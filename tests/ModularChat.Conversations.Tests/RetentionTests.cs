@@ -14,8 +14,8 @@ namespace ModularChat.Conversations.Tests;
 /// Retention end to end, with the real Summaries module: 12 messages cross the first summary milestone (10), the
 /// summary covers what its job saw, and the policy acts on what it covers except the last N.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class RetentionTests(ConversationsApp app)
+[Collection(RetentionCollection.Name)]
+public sealed class RetentionTests(RetentionApp app)
 {
     [Fact]
     public async Task Delete_after_summary_removes_covered_messages_for_real_and_keeps_the_last_n()
@@ -45,10 +45,11 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Theory]
-    [InlineData(RetentionTenants.Delete)]
-    [InlineData(RetentionTenants.Archive)]
-    public async Task An_append_retried_with_the_external_id_of_a_message_retention_took_away_answers_the_original(string tenant)
+    [InlineData(nameof(RetentionTenants.Delete))]
+    [InlineData(nameof(RetentionTenants.Archive))]
+    public async Task An_append_retried_with_the_external_id_of_a_message_retention_took_away_answers_the_original(string policy)
     {
+        var tenant = policy == nameof(RetentionTenants.Delete) ? RetentionTenants.Delete : RetentionTenants.Archive;
         using var client = app.Client(ModularChatApp.NewUser("retrier"), tenant);
         var id = await ConversationWith(client, 12, externalIds: true);
         await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }] || v.Archived is [{ ToSequence: 7 }]);
