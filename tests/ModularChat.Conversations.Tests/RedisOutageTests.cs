@@ -50,6 +50,9 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         proxy.Restore();
         await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 10, what: "Redis is not tried again");
+        // The bump the stalled append could not make is made in Redis once it answers (generation 1, "before", then 2):
+        // only then is what the node caches next under the generation every node reads.
+        await Eventually.Until(() => GenerationInRedis(user, kept.Id), g => g >= 2, seconds: 10, what: "The missed bump was not made in Redis");
         var cachedBefore = await ContextKeysInRedis(user, kept.Id);
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "user", content = "after" }))
@@ -68,6 +71,14 @@ public sealed class RedisOutageTests(ConversationsApp app)
         var fromRedis = await (await other.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(["before", "during", "after"], fromRedis.Messages.Select(m => m.Content));
         Assert.Equal(["hit"], lookups.Results("context"));
+    }
+
+    /// <summary>The conversation's context generation in Redis (0 when there is none).</summary>
+    private async Task<long> GenerationInRedis(string tenant, Guid conversationId)
+    {
+        var value = await app.Host.Services.GetRequiredService<StackExchange.Redis.IConnectionMultiplexer>().GetDatabase()
+            .StringGetAsync($"modularchat:gen:conv:{tenant}:{conversationId:N}");
+        return value.HasValue ? (long)value : 0;
     }
 
     /// <summary>The Redis keys of the conversation's cached contexts (any generation and budget).</summary>
