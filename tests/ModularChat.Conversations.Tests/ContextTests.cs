@@ -134,6 +134,10 @@ public sealed class ContextTests(ConversationsApp app)
             await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         }
 
+        // The summaries its milestones made due, and the context invalidations that follow each revision, are done: none
+        // moves the generation between the two reads (the second node then read a newer one and missed, under load).
+        await Eventually.Until(() => app.PendingEnvelopesAbout([c.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Work about the conversation still queued");
         using var lookups = new CacheLookupRecorder(app.Host, second);
         var first = await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=1000000");
         var size = (await first.Content.ReadAsByteArrayAsync()).Length;
