@@ -16,9 +16,15 @@ public sealed class ModuleBoundaryTests
 
     public static TheoryData<string> ModuleNames => new(Modules.Select(m => m.GetName().Name!));
 
+    /// <summary>The modules, each with its Contracts.</summary>
+    private static readonly string[] ExpectedModules = ["ModularChat.Conversations", "ModularChat.Providers", "ModularChat.Search", "ModularChat.Summaries"];
+
+    /// <summary>What depends on no module implementation: each module's Contracts and the BuildingBlocks (ordinal order).</summary>
+    private static readonly string[] SharedAssemblies = [.. ExpectedModules.Select(m => m + ".Contracts").Append("ModularChat.BuildingBlocks").Order(StringComparer.Ordinal)];
+
     [Fact]
     public void The_modules_are_found()
-        => Assert.Contains("ModularChat.Conversations", Modules.Select(m => m.GetName().Name));
+        => Assert.Equal(ExpectedModules, Modules.Select(m => m.GetName().Name!).Order(StringComparer.Ordinal));
 
     [Theory]
     [MemberData(nameof(ModuleNames))]
@@ -32,7 +38,11 @@ public sealed class ModuleBoundaryTests
     public void Contracts_and_building_blocks_depend_on_no_module_implementation()
     {
         var modules = Modules.Select(m => m.GetName().Name!).ToArray();
-        foreach (var shared in Assemblies.Where(a => a.GetName().Name!.EndsWith(".Contracts", StringComparison.Ordinal) || a.GetName().Name == "ModularChat.BuildingBlocks"))
+        var checkedAssemblies = Assemblies.Where(a => a.GetName().Name!.EndsWith(".Contracts", StringComparison.Ordinal) || a.GetName().Name == "ModularChat.BuildingBlocks").ToList();
+        // Every module's Contracts and the BuildingBlocks are checked (a loop over none would pass), against types there are.
+        Assert.Equal(SharedAssemblies, checkedAssemblies.Select(a => a.GetName().Name!).Order(StringComparer.Ordinal));
+        Assert.NotEmpty(ForbiddenTypes(modules));
+        foreach (var shared in checkedAssemblies)
         {
             Assert.Empty(Violations(shared, modules));
         }
@@ -41,7 +51,9 @@ public sealed class ModuleBoundaryTests
     [Fact]
     public void Contracts_depend_on_nothing_but_other_contracts()
     {
-        foreach (var contracts in Assemblies.Where(a => a.GetName().Name!.EndsWith(".Contracts", StringComparison.Ordinal)))
+        var allContracts = Assemblies.Where(a => a.GetName().Name!.EndsWith(".Contracts", StringComparison.Ordinal)).ToList();
+        Assert.Equal(SharedAssemblies.Where(n => n.EndsWith(".Contracts", StringComparison.Ordinal)), allContracts.Select(a => a.GetName().Name!).Order(StringComparer.Ordinal));
+        foreach (var contracts in allContracts)
         {
             var references = contracts.GetReferencedAssemblies().Select(r => r.Name!)
                 .Where(n => n.StartsWith("ModularChat.", StringComparison.Ordinal) && !n.EndsWith(".Contracts", StringComparison.Ordinal));
@@ -60,12 +72,7 @@ public sealed class ModuleBoundaryTests
     /// <summary>Types of <paramref name="assembly"/> that use any type of the <paramref name="forbiddenAssemblies"/>.</summary>
     private static IReadOnlyList<string> Violations(Assembly assembly, string[] forbiddenAssemblies)
     {
-        // Full type names, not namespace prefixes: "ModularChat.X." would also match the allowed "ModularChat.X.Contracts".
-        var forbiddenTypes = Assemblies.Where(a => forbiddenAssemblies.Contains(a.GetName().Name))
-            .SelectMany(a => a.GetTypes())
-            .Where(t => !t.FullName!.Contains('<', StringComparison.Ordinal))
-            .Select(t => t.FullName!)
-            .ToArray();
+        var forbiddenTypes = ForbiddenTypes(forbiddenAssemblies);
         if (forbiddenTypes.Length == 0)
         {
             return [];
@@ -74,6 +81,15 @@ public sealed class ModuleBoundaryTests
         var result = Types.InAssembly(assembly).ShouldNot().HaveDependencyOnAny(forbiddenTypes).GetResult();
         return result.FailingTypeNames?.ToList() ?? [];
     }
+
+    /// <summary>The full names of the types of <paramref name="forbiddenAssemblies"/>.</summary>
+    private static string[] ForbiddenTypes(string[] forbiddenAssemblies)
+        // Full type names, not namespace prefixes: "ModularChat.X." would also match the allowed "ModularChat.X.Contracts".
+        => Assemblies.Where(a => forbiddenAssemblies.Contains(a.GetName().Name))
+            .SelectMany(a => a.GetTypes())
+            .Where(t => !t.FullName!.Contains('<', StringComparison.Ordinal))
+            .Select(t => t.FullName!)
+            .ToArray();
 
     private static bool IsModule(string name)
         => name.StartsWith("ModularChat.", StringComparison.Ordinal)

@@ -1,5 +1,6 @@
 using System.Net;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using Microsoft.Extensions.Options;
 using ModularChat.Conversations.Domain;
 using ModularChat.Conversations.Features.AppendMessage;
@@ -146,37 +147,51 @@ public sealed class AppendGroupTests(ConversationsApp app)
     [Fact]
     public async Task The_writer_does_not_wait_for_more_appends_once_the_queue_holds_a_full_group_of_messages()
     {
+        // A node whose writers wait on a clock that only the test moves: what is written before it moves did not wait.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(services: s => s.AddSingleton(sp => ActivatorUtilities.CreateInstance<AppendGroups>(sp, (TimeProvider)clock)));
+        var settings = node.Services.GetRequiredService<IOptions<ConversationsOptions>>().Value; // the node's own instance
+        Assert.Equal(1, settings.AppendGroupConcurrency); // one writer per tenant: the one that waits
+        settings.AppendGroupWait = TimeSpan.FromSeconds(5);
+        var groups = node.Services.GetRequiredService<AppendGroups>();
         var user = ModularChatApp.NewUser();
-        using var client = app.Client(user);
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("batches");
-        var maxMessages = Settings.AppendGroupMaxMessages;
+        var maxMessages = settings.AppendGroupMaxMessages;
         const int perBatch = 50; // the suite's MaxBatchSize
         var batches = maxMessages / perBatch + 1; // one more than a group can take
         Assert.True(batches > 1);
 
-        using var wait = WaitSetTo(TimeSpan.FromSeconds(5));
         var (holder, held) = await HoldAnAppend(client, blocked.Id);
         await using var _ = holder;
         var queued = new List<Task<HttpResponseMessage>>();
         for (var b = 0; b < batches; b++)
         {
             var messages = Enumerable.Range(b * perBatch + 1, perBatch).Select(i => new { role = "user", content = $"line {i}" }).ToArray();
-            await Queue(user, queued, client.PostJson($"/api/conversations/{target.Id}/messages/batch", new { messages }));
+            await Queue(groups, user, queued, client.PostJson($"/api/conversations/{target.Id}/messages/batch", new { messages }));
         }
 
         // More appends were in flight than are queued, but the queue already holds more than one group's messages: the
-        // writer goes on at once (well inside the 5 s wait) with as many batches as fit.
+        // writer goes on at once with as many batches as fit. The clock has not moved, so it cannot have waited.
         await holder.DisposeAsync();
         await (await held).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        var full = await Task.WhenAll(queued.Take(batches - 1)).WaitAsync(TimeSpan.FromSeconds(4));
+        var full = await Task.WhenAll(queued.Take(batches - 1)).WaitAsync(TimeSpan.FromSeconds(60));
         foreach (var answer in full)
         {
             await answer.ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         }
 
-        // The last one did not fit: it is written after the wait for its group ends.
-        await (await queued[^1].WaitAsync(TimeSpan.FromSeconds(30))).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        // The last one did not fit: it waits for its group until the wait ends, which takes the clock moving.
+        Assert.Equal(1, groups.QueuedFor(user));
+        Assert.False(queued[^1].IsCompleted, "The batch that did not fit into the group was written without waiting for its own group");
+        await Eventually.Until(() =>
+        {
+            clock.Advance(TimeSpan.FromSeconds(5));
+            return Task.FromResult(queued[^1].IsCompleted);
+        }, done => done, seconds: 30, what: "The last batch was not written once its group's wait had passed");
+        await (await queued[^1]).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         var stored = await (await client.GetAsync($"/api/conversations/{target.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(batches * perBatch, stored.MessageCount);
         Assert.Equal(2, (await Transactions(target.Id)).Count);
@@ -205,10 +220,13 @@ public sealed class AppendGroupTests(ConversationsApp app)
     }
 
     /// <summary>Adds <paramref name="request"/> to <paramref name="queued"/> once it waits in <paramref name="user"/>'s queue, so requests queue in the order sent.</summary>
-    private async Task Queue(string user, List<Task<HttpResponseMessage>> queued, Task<HttpResponseMessage> request)
+    private Task Queue(string user, List<Task<HttpResponseMessage>> queued, Task<HttpResponseMessage> request)
+        => Queue(app.Host.Services.GetRequiredService<AppendGroups>(), user, queued, request);
+
+    /// <summary>As above, on the node whose append queues are <paramref name="groups"/>.</summary>
+    private static async Task Queue(AppendGroups groups, string user, List<Task<HttpResponseMessage>> queued, Task<HttpResponseMessage> request)
     {
         queued.Add(request);
-        var groups = app.Host.Services.GetRequiredService<AppendGroups>();
         await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
     }
 

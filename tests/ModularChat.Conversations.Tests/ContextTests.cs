@@ -104,7 +104,7 @@ public sealed class ContextTests(ConversationsApp app)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var (id, _) = await ConversationWith(client, 2);
-        using var lookups = new CacheLookupRecorder();
+        using var lookups = new CacheLookupRecorder(app.Host);
 
         await Context(client, id, 5000);
         await Context(client, id, 5000);
@@ -134,7 +134,11 @@ public sealed class ContextTests(ConversationsApp app)
             await (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = batch })).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         }
 
-        using var lookups = new CacheLookupRecorder();
+        // The summaries its milestones made due, and the context invalidations that follow each revision, are done: none
+        // moves the generation between the two reads (the second node then read a newer one and missed, under load).
+        await Eventually.Until(() => app.PendingEnvelopesAbout([c.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Work about the conversation still queued");
+        using var lookups = new CacheLookupRecorder(app.Host, second);
         var first = await client.GetAsync($"/api/conversations/{c.Id}/context?maxTokens=1000000");
         var size = (await first.Content.ReadAsByteArrayAsync()).Length;
         // HybridCache writes the entry to Redis after it has handed the context back: the other node finds it there once it
@@ -161,7 +165,7 @@ public sealed class ContextTests(ConversationsApp app)
         using var reference = ClientOf(uncached, user);
 
         // 120 budgets, from a few messages' worth to the whole conversation: each its own entry before, in memory and in Redis.
-        using var lookups = new CacheLookupRecorder();
+        using var lookups = new CacheLookupRecorder(app.Host, uncached);
         foreach (var budget in Enumerable.Range(1, 120).Select(i => i * 7))
         {
             var cached = await Context(client, id, budget);
@@ -184,7 +188,7 @@ public sealed class ContextTests(ConversationsApp app)
         var (id, _) = await ConversationWith(client, 12);
         await Eventually.Until(() => Context(client, id, 5000), c => c.Summary is not null, seconds: Eventually.BackgroundSeconds, what: "No summary in the context");
 
-        using var lookups = new CacheLookupRecorder();
+        using var lookups = new CacheLookupRecorder(app.Host);
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "first change" });
         var first = await Context(client, id, 5000);
         await client.PostJson($"/api/conversations/{id}/messages", new { role = "user", content = "second change" });

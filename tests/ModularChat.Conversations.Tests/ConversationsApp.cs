@@ -7,8 +7,18 @@ using Wolverine;
 namespace ModularChat.Conversations.Tests;
 
 /// <summary>The shared host of this assembly, with a probe that records the integration events Wolverine delivers.</summary>
-public sealed class ConversationsApp : ModularChatApp
+public class ConversationsApp : ModularChatApp
 {
+    public ConversationsApp()
+    {
+    }
+
+    /// <param name="databaseName">A database of its own (see <see cref="RetentionApp"/>).</param>
+    protected ConversationsApp(string databaseName)
+        : base(databaseName)
+    {
+    }
+
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {
         // Small limits so the limit tests need small payloads.
@@ -71,12 +81,15 @@ public sealed class ConversationsApp : ModularChatApp
     }
 }
 
-/// <summary>Tenants with a retention policy configured in this host.</summary>
+/// <summary>
+/// Tenants with a retention policy configured in this host, of this test run only (the test databases persist across
+/// runs): an operation on a whole tenant (an admin's retention apply, its totals) sees nothing but this run's conversations.
+/// </summary>
 public static class RetentionTenants
 {
-    public const string Delete = "retention-delete";
-    public const string Archive = "retention-archive";
-    public const string KeepLast = "retention-keep-last";
+    public static readonly string Delete = $"retention-delete-{Guid.NewGuid():N}";
+    public static readonly string Archive = $"retention-archive-{Guid.NewGuid():N}";
+    public static readonly string KeepLast = $"retention-keep-last-{Guid.NewGuid():N}";
 
     /// <summary>A tenant of this test run only: its totals hold nothing but what the totals test appended.</summary>
     public static readonly string Totals = $"retention-totals-{Guid.NewGuid():N}";
@@ -86,6 +99,18 @@ public static class RetentionTenants
 public sealed class AppCollection : ICollectionFixture<ConversationsApp>
 {
     public const string Name = "conversations";
+}
+
+/// <summary>
+/// The same host on a database of its own, for the retention tests (the users of <see cref="RetentionTenants"/>, the
+/// longest tests of the assembly): their collection runs beside <see cref="AppCollection"/> instead of after it.
+/// </summary>
+public sealed class RetentionApp() : ConversationsApp(TestDatabase("conversations_retention"));
+
+[CollectionDefinition(Name)]
+public sealed class RetentionCollection : ICollectionFixture<RetentionApp>
+{
+    public const string Name = "conversations-retention";
 }
 
 /// <summary>A downstream subscriber, as another module would be: it only sees Contracts events and the envelope's tenant.</summary>

@@ -14,8 +14,8 @@ namespace ModularChat.Conversations.Tests;
 /// (summary, retention, search entries and vectors, cached context), no row of any table of the database and no Redis
 /// key mentions it afterwards.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class DeletionCascadeTests(ConversationsApp app)
+[Collection(RetentionCollection.Name)]
+public sealed class DeletionCascadeTests(RetentionApp app)
 {
     [Fact]
     public async Task Nothing_of_a_deleted_conversation_remains_in_any_table_or_in_redis()

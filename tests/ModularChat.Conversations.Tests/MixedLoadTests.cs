@@ -11,8 +11,8 @@ namespace ModularChat.Conversations.Tests;
 /// and nothing the service removed made Marten's daemon pause on a hole in the event sequence (ADR 0009). (A load of
 /// this kind against the running service found the deletions' and retention's holes.)
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class MixedLoadTests(ConversationsApp app)
+[Collection(RetentionCollection.Name)]
+public sealed class MixedLoadTests(RetentionApp app)
 {
     [Fact]
     public async Task Concurrent_appends_summaries_retention_and_deletions_keep_every_message_and_never_stall_the_daemon()

@@ -16,6 +16,12 @@ public sealed class NoDaemonApp() : ModularChatApp(TestDatabase("conversations_n
         [$"Retention:Tenants:{ArchiveTenant}:KeepLast"] = "5",
     };
 
+    /// <summary>What the host logs, every level.</summary>
+    public CapturedLogs Logs { get; } = new();
+
+    protected override void ConfigureServices(Microsoft.Extensions.DependencyInjection.IServiceCollection services)
+        => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(services, Logs);
+
     /// <summary>A tenant of this test run only (its first summary is the test's).</summary>
     public static readonly string ArchiveTenant = $"no-daemon-archive-{Guid.NewGuid():N}";
 }
@@ -44,12 +50,17 @@ public sealed class PurgeWithoutDaemonTests(NoDaemonApp app) : IClassFixture<NoD
         }
 
         Assert.Equal(HttpStatusCode.NoContent, (await client.DeleteAsync($"/api/conversations/{id}")).StatusCode);
-        var last = await Scalar("select last_value from modularchat.mt_events_sequence");
 
         await Eventually.Until(() => Scalar("select count(*) from modularchat.mt_events where stream_id = @id"), left => left == 0,
             seconds: Eventually.BackgroundSeconds, what: "The deleted conversation's events are still there");
-        Assert.True(await Scalar("select coalesce(max(last_seq_id), 0) from modularchat.mt_event_progression where name = 'HighWaterMark'") < last,
-            "The high-water mark moved: the purge did not have to wait it out");
+        // The purge went ahead without the daemon, and only once it had waited PurgeMaxWait (2 s) since the deletion (it
+        // says so right after its removal has committed).
+        bool IsPurge(LogEntry e) => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning
+            && e.Message.StartsWith($"Purged deleted conversation {id} after ", StringComparison.Ordinal);
+        await Eventually.Until(() => Task.FromResult(app.Logs.Entries.Count(IsPurge)), n => n > 0, seconds: 30, what: "The purge never said it went ahead without the daemon");
+        var purged = Assert.Single(app.Logs.Entries, IsPurge);
+        var waited = TimeSpan.Parse(purged.Message.Split(" after ")[1].Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(waited >= TimeSpan.FromSeconds(2), $"The purge waited only {waited}: {purged.Message}");
     }
 
     [Fact]

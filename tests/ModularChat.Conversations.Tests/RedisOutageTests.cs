@@ -23,8 +23,9 @@ public sealed class RedisOutageTests(ConversationsApp app)
             ["Cache:RedisRetryInterval"] = "00:00:01",
         });
         var redis = node.Services.GetRequiredService<RedisAvailability>();
+        var user = ModularChatApp.NewUser("stalled-redis");
         using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("stalled-redis")));
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
         var kept = await client.NewConversation("kept");
         var gone = await client.NewConversation("gone");
         foreach (var conversation in new[] { kept, gone })
@@ -49,13 +50,51 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         proxy.Restore();
         await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 10, what: "Redis is not tried again");
+        // The bump the stalled append could not make is made in Redis once it answers (generation 1, "before", then 2):
+        // only then is what the node caches next under the generation every node reads.
+        await Eventually.Until(() => GenerationInRedis(user, kept.Id), g => g >= 2, seconds: 10, what: "The missed bump was not made in Redis");
+        var cachedBefore = await ContextKeysInRedis(user, kept.Id);
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "user", content = "after" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
         context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
-        // These went through Redis again.
         Assert.True(redis.Usable, $"Redis not usable after it answered again (connected: {redis.Redis?.IsConnected})");
+
+        // These went through Redis again: the node cached the new context there, under the generation its append bumped
+        // there, so another node (the fixture's, on Redis directly, with nothing of this conversation in memory) reads it
+        // from Redis as a hit.
+        await Eventually.Until(async () => (await ContextKeysInRedis(user, kept.Id)).Except(cachedBefore).ToList(), added => added.Count > 0,
+            seconds: 30, what: "The context read after Redis came back never reached Redis");
+        using var lookups = new CacheLookupRecorder(app.Host);
+        using var other = app.Client(user);
+        var fromRedis = await (await other.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        Assert.Equal(["before", "during", "after"], fromRedis.Messages.Select(m => m.Content));
+        Assert.Equal(["hit"], lookups.Results("context"));
+    }
+
+    /// <summary>The conversation's context generation in Redis (0 when there is none).</summary>
+    private async Task<long> GenerationInRedis(string tenant, Guid conversationId)
+    {
+        var value = await app.Host.Services.GetRequiredService<StackExchange.Redis.IConnectionMultiplexer>().GetDatabase()
+            .StringGetAsync($"modularchat:gen:conv:{tenant}:{conversationId:N}");
+        return value.HasValue ? (long)value : 0;
+    }
+
+    /// <summary>The Redis keys of the conversation's cached contexts (any generation and budget).</summary>
+    private async Task<List<string>> ContextKeysInRedis(string tenant, Guid conversationId)
+    {
+        var redis = app.Host.Services.GetRequiredService<StackExchange.Redis.IConnectionMultiplexer>();
+        var keys = new List<string>();
+        foreach (var endpoint in redis.GetEndPoints())
+        {
+            await foreach (var key in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:*"))
+            {
+                keys.Add(key.ToString());
+            }
+        }
+
+        return keys;
     }
 
     [Fact]

@@ -14,8 +14,8 @@ namespace ModularChat.Conversations.Tests;
 /// Retention end to end, with the real Summaries module: 12 messages cross the first summary milestone (10), the
 /// summary covers what its job saw, and the policy acts on what it covers except the last N.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class RetentionTests(ConversationsApp app)
+[Collection(RetentionCollection.Name)]
+public sealed class RetentionTests(RetentionApp app)
 {
     [Fact]
     public async Task Delete_after_summary_removes_covered_messages_for_real_and_keeps_the_last_n()
@@ -45,10 +45,11 @@ public sealed class RetentionTests(ConversationsApp app)
     }
 
     [Theory]
-    [InlineData(RetentionTenants.Delete)]
-    [InlineData(RetentionTenants.Archive)]
-    public async Task An_append_retried_with_the_external_id_of_a_message_retention_took_away_answers_the_original(string tenant)
+    [InlineData(nameof(RetentionTenants.Delete))]
+    [InlineData(nameof(RetentionTenants.Archive))]
+    public async Task An_append_retried_with_the_external_id_of_a_message_retention_took_away_answers_the_original(string policy)
     {
+        var tenant = policy == nameof(RetentionTenants.Delete) ? RetentionTenants.Delete : RetentionTenants.Archive;
         using var client = app.Client(ModularChatApp.NewUser("retrier"), tenant);
         var id = await ConversationWith(client, 12, externalIds: true);
         await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }] || v.Archived is [{ ToSequence: 7 }]);
@@ -369,9 +370,12 @@ public sealed class RetentionTests(ConversationsApp app)
         using var client = app.Client(ModularChatApp.NewUser("short"), RetentionTenants.Delete);
         var id = await ConversationWith(client, 8); // below the first milestone: no summary
 
-        var queued = await admin.PostAsync("/api/admin/retention/apply", null);
-        Assert.Equal(HttpStatusCode.Accepted, queued.StatusCode);
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        // 8 messages over the 5 kept: the conversation is a candidate, so a run of retention is queued for it (before
+        // the answer, in the inbox). Once nothing about it is pending, that run has happened and found nothing to remove.
+        var queued = await (await admin.PostAsync("/api/admin/retention/apply", null)).ReadAs<JsonElement>(HttpStatusCode.Accepted);
+        Assert.True(queued.GetProperty("conversations").GetInt32() >= 1, $"Nothing queued: {queued}");
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "The retention run of the conversation never ran");
 
         var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
         Assert.Empty(view.Deleted);
@@ -386,7 +390,10 @@ public sealed class RetentionTests(ConversationsApp app)
         using var client = app.Client(ModularChatApp.NewUser());
         var id = await ConversationWith(client, 12);
         await client.WaitForSummary(id);
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The revision's notice (queued in the revision's own transaction) is what would queue retention: once nothing
+        // about the conversation is pending, it has been handled, and whatever it queued has run.
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "The summary's notice was never handled");
 
         var view = await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionViewDto>(HttpStatusCode.OK);
         Assert.Equal("keep-all", view.Policy);

@@ -13,7 +13,8 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         var user = ModularChatApp.NewUser();
         using var allowed = app.Client(user);
         // Stored through the permissive host (the tests' own), by name: the strict node must refuse it when it connects.
-        var byName = await allowed.AddProviderAsync(new Uri($"http://localhost:{app.Model.BaseUrl.Port}/v1"), name: "local");
+        var key = $"sk-local-{Guid.NewGuid():N}";
+        var byName = await allowed.AddProviderAsync(new Uri($"http://localhost:{app.Model.BaseUrl.Port}/v1"), key, name: "local");
 
         await using var strict = await app.StartHostAsync(new Dictionary<string, string?> { ["OutboundNetwork:AllowPrivateNetworks"] = "false" });
         using var client = strict.Server.CreateClient();
@@ -30,11 +31,10 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         await (await client.PostJson("/api/mcp-servers", new { name = "s", transport = "streamable-http", url = $"http://[2002:7f00:1::]:{app.Mcp.BaseUrl.Port}/mcp" }))
             .ShouldNameField("url");
 
-        var requestsBefore = app.Model.Requests.Count;
         var result = await (await client.PostAsync($"/api/providers/{byName.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
         Assert.False(result.Success);
         Assert.Contains("private-network", result.Error!.Message, StringComparison.Ordinal);
-        Assert.Equal(requestsBefore, app.Model.Requests.Count);
+        Assert.Equal(0, app.Model.RequestsWith(key)); // nothing with the provider's key reached the model
     }
 
     [Fact]
@@ -42,18 +42,18 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     {
         var user = ModularChatApp.NewUser();
         using var allowed = app.Client(user);
-        var provider = await allowed.AddProviderAsync(app.Model.BaseUrl, name: "plain"); // http, allowed when stored
+        var key = $"sk-plain-{Guid.NewGuid():N}";
+        var provider = await allowed.AddProviderAsync(app.Model.BaseUrl, key, name: "plain"); // http, allowed when stored
 
         await using var strict = await app.StartHostAsync(new Dictionary<string, string?> { ["OutboundNetwork:AllowHttp"] = "false" });
         using var client = strict.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
 
-        var requestsBefore = app.Model.Requests.Count;
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 
         Assert.False(result.Success);
         Assert.Contains("OutboundNetwork:AllowHttp", result.Error!.Message, StringComparison.Ordinal);
-        Assert.Equal(requestsBefore, app.Model.Requests.Count); // the key never went out in clear text
+        Assert.Equal(0, app.Model.RequestsWith(key)); // the key never went out in clear text
     }
 
     [Fact]

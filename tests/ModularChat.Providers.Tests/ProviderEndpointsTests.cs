@@ -168,8 +168,9 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     public async Task Testing_a_provider_reports_success_latency_and_the_answer()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-test-answer-key-000111");
-        app.Model.Enqueue(FakeReply.Text("OK"));
+        var key = $"sk-test-answer-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, FakeReply.Text("OK"));
 
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 
@@ -178,15 +179,16 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Equal("fake-model", result.Model);
         Assert.True(result.LatencyMs > 0);
         Assert.Null(result.Error);
-        Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-test-answer-key-000111");
+        Assert.Equal(1, app.Model.RequestsWith(key));
     }
 
     [Fact]
     public async Task Testing_a_provider_leaves_control_characters_out_of_the_answer_but_keeps_tabs_and_line_breaks()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var provider = await client.AddProviderAsync(app.Model.BaseUrl);
-        app.Model.Enqueue(FakeReply.Text("O\0K\u0001 \u001b[1mbold\tcell\r\nnext\u007f"));
+        var key = $"sk-test-control-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, FakeReply.Text("O\0K\u0001 \u001b[1mbold\tcell\r\nnext\u007f"));
 
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 
@@ -199,30 +201,33 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     public async Task Testing_a_provider_with_a_wrong_key_reports_the_401_instead_of_failing()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var provider = await client.AddProviderAsync(app.Model.BaseUrl, "sk-wrong-key-aaaa1111bbbb");
-        app.Model.Enqueue(FakeReply.Error(401, "Incorrect API key provided: sk-wrong-key-aaaa1111bbbb."));
+        var key = $"sk-wrong-key-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, FakeReply.Error(401, $"Incorrect API key provided: {key}."));
 
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 
         Assert.False(result.Success);
         Assert.Equal(401, result.Error!.ProviderStatus);
         Assert.Contains("401", result.Error.Message, StringComparison.Ordinal);
-        Assert.DoesNotContain("sk-wrong-key-aaaa1111bbbb", result.Error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(key, result.Error.Message, StringComparison.Ordinal);
+        Assert.Equal(1, app.Model.RequestsWith(key));
     }
 
     [Fact]
     public async Task A_key_that_a_long_provider_error_repeats_where_it_is_cut_short_is_not_shown_in_part()
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        const string key = "wk-9f8e7d6c5b4a39281706f5e4d3c2b1a0ffee";
+        var key = $"wk-{Guid.NewGuid():N}{Guid.NewGuid():N}"[..38];
         var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
         // The provider's words are cut at 500 characters: here inside the key.
-        app.Model.Enqueue(FakeReply.Error(401, new string('x', 490) + key + " was refused"));
+        using var _ = app.Model.AnswerFor(key, FakeReply.Error(401, new string('x', 490) + key + " was refused"));
 
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 
         Assert.False(result.Success);
         Assert.DoesNotContain(key[..8], result.Error!.Message, StringComparison.Ordinal);
+        Assert.Equal(1, app.Model.RequestsWith(key));
     }
 
     [Fact]
@@ -244,8 +249,9 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     public async Task Testing_a_provider_that_answers_something_else_than_the_protocol_says_so(string body, string why)
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        var provider = await client.AddProviderAsync(app.Model.BaseUrl);
-        app.Model.Enqueue(new FakeReply(RawBody: body));
+        var key = $"sk-test-raw-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply(RawBody: body));
 
         var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
 

@@ -243,6 +243,12 @@ public sealed class SilentServer : IDisposable
     /// <summary>When the first connection was accepted (<see cref="Stopwatch.GetTimestamp"/>), if one was.</summary>
     public long? FirstAccepted { get; private set; }
 
+    /// <summary>
+    /// When a client first closed a connection it had made (<see cref="Stopwatch.GetTimestamp"/>: it gave up waiting), if
+    /// one did. Read (and dropped) is whatever the client sends meanwhile; nothing is ever answered.
+    /// </summary>
+    public long? FirstClosed { get; private set; }
+
     /// <summary>Connections accepted so far.</summary>
     public int Accepted
     {
@@ -278,6 +284,8 @@ public sealed class SilentServer : IDisposable
                     FirstAccepted ??= Stopwatch.GetTimestamp();
                     _clients.Add(client);
                 }
+
+                _ = WatchAsync(client);
             }
         }
         catch (OperationCanceledException)
@@ -285,6 +293,30 @@ public sealed class SilentServer : IDisposable
         }
         catch (SocketException)
         {
+        }
+    }
+
+    /// <summary>Reads what the client sends until it closes the connection (or the server stops), then notes when.</summary>
+    private async Task WatchAsync(TcpClient client)
+    {
+        var buffer = new byte[4096];
+        try
+        {
+            var stream = client.GetStream();
+            while (await stream.ReadAsync(buffer, _stop.Token) > 0)
+            {
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException or SocketException or InvalidOperationException)
+        {
+        }
+
+        if (!_stop.IsCancellationRequested)
+        {
+            lock (_clients)
+            {
+                FirstClosed ??= Stopwatch.GetTimestamp();
+            }
         }
     }
 

@@ -430,12 +430,15 @@ public sealed class SecretsTests(ProvidersApp app)
         using var toolCalls = new MetricCollector<long>(meters, "ModularChat", "modularchat.mcp.tool_calls");
         using var mcpTests = new MetricCollector<long>(meters, "ModularChat", "modularchat.mcp.tests");
         using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
+        var model = $"fake-model-{Guid.NewGuid():N}"; // a model of this test's own: the measurements of other tenants' calls are not counted
+        await client.AddProviderAsync(app.Model.BaseUrl, chatModel: model);
         var server = await (await client.PostJson("/api/mcp-servers", new { name = "calc", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
             .ReadAs<McpServerDto>(HttpStatusCode.Created);
         await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
         var conversation = await client.StartConversationAsync();
         var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        var responder = app.Model.Responder;
+        using var restore = new Restore(() => app.Model.Responder = responder);
         app.Model.Responder = ChatTests.Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
             ? new FakeReply("five", PromptTokens: 30, CompletionTokens: 3)
             : new FakeReply(ToolCalls: [new FakeToolCall("c", "add", """{"a":2,"b":3}""")], PromptTokens: 20, CompletionTokens: 5), app.Model.Responder);
@@ -443,7 +446,7 @@ public sealed class SecretsTests(ProvidersApp app)
         await client.ChatAsync(conversation, marker);
 
         var provider = $"openai-compatible:{app.Model.BaseUrl.Authority}";
-        var measured = tokens.GetMeasurementSnapshot().Where(m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["model"] == "fake-model").ToList();
+        var measured = tokens.GetMeasurementSnapshot().Where(m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["model"] == model).ToList();
         Assert.Equal(20 + 30, measured.Where(m => (string?)m.Tags["direction"] == "input").Sum(m => m.Value)); // both rounds of the turn
         Assert.Equal(5 + 3, measured.Where(m => (string?)m.Tags["direction"] == "output").Sum(m => m.Value));
         Assert.Contains(duration.GetMeasurementSnapshot(), m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["outcome"] == "ok");
@@ -528,6 +531,11 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     private sealed record RotationDto(Guid KeyId, int Providers, int McpServers, int Secrets, int Unreadable);
+
+    private sealed class Restore(Action restore) : IDisposable
+    {
+        public void Dispose() => restore();
+    }
 
     private sealed class TestEnvironment : IHostEnvironment
     {

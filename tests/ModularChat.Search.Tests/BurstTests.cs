@@ -54,6 +54,7 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
     public async Task Under_an_import_that_goes_on_indexing_falls_behind_no_further_than_the_allowed_lag()
     {
         using var reader = app.Client(ModularChatApp.NewUser());
+        using var yielded = new MetricCollector<double>(app.Host.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.BackgroundYield);
         await using var import = await Import.StartAsync(app);
         await reader.StartConversation("during a long import", Api.Message("the lighthouse keeper's ledger"));
         var appended = Stopwatch.StartNew();
@@ -66,6 +67,13 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
         Assert.False(import.Stopped, "the import stopped");
         await Eventually.Until(() => Task.FromResult(import.Appended), n => n > importedMeanwhile, seconds: 30, what: "The import appended nothing more");
         Assert.True(indexedAfter >= BurstApp.MaxLag - TimeSpan.FromSeconds(1), $"indexed after {indexedAfter}, before the lag limit");
+
+        // No further: the indexing waited for the import, each time at most until its oldest event was MaxLag old, as the
+        // host measured its own waits (ended by the first poll after the limit: 100 ms, plus the scheduling of a busy machine).
+        var waits = yielded.GetMeasurementSnapshot().Where(m => (string?)m.Tags["work"] == "search.indexing").Select(m => m.Value).ToList();
+        Assert.NotEmpty(waits);
+        Assert.Contains(waits, w => w >= (BurstApp.MaxLag - TimeSpan.FromSeconds(1)).TotalSeconds);
+        Assert.All(waits, w => Assert.True(w <= (BurstApp.MaxLag + TimeSpan.FromSeconds(3)).TotalSeconds, $"the indexing waited {w} s, beyond the lag limit"));
     }
 
     [Theory]
@@ -118,7 +126,7 @@ public sealed class BurstTests(BurstApp app) : IClassFixture<BurstApp>
 public sealed class AppendBurstsTests : IDisposable
 {
     private static readonly TimeSpan Step = TimeSpan.FromMilliseconds(100);
-    private readonly FakeTimeProvider _clock = new(new DateTimeOffset(2026, 12, 2, 12, 0, 0, TimeSpan.Zero));
+    private readonly ArmedTimers _clock = new(new FakeTimeProvider(new DateTimeOffset(2026, 12, 2, 12, 0, 0, TimeSpan.Zero)));
     private readonly ServiceProvider _services = new ServiceCollection().AddMetrics().BuildServiceProvider();
 
     private IMeterFactory Meters => _services.GetRequiredService<IMeterFactory>();
@@ -175,7 +183,7 @@ public sealed class AppendBurstsTests : IDisposable
         Assert.Equal(TimeSpan.Zero, await bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None)); // no burst: at once
 
         bursts.Record(100);
-        var waiting = bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask();
+        var waiting = _clock.Watch(bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask());
         for (var i = 0; i < 30; i++)
         {
             await StepAsync();
@@ -196,7 +204,7 @@ public sealed class AppendBurstsTests : IDisposable
     {
         var bursts = Bursts(threshold: 100);
         bursts.Record(100);
-        var waiting = bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask();
+        var waiting = _clock.Watch(bursts.YieldAsync(_clock.GetUtcNow(), "test", CancellationToken.None).AsTask());
 
         // One commit of the import takes two seconds (a busy machine): for a second the node's rate is no burst.
         for (var i = 0; i < 20; i++)
@@ -225,7 +233,7 @@ public sealed class AppendBurstsTests : IDisposable
     {
         var bursts = Bursts(threshold: 100, maxLagSeconds: 10);
         bursts.Record(100);
-        var waiting = bursts.YieldAsync(_clock.GetUtcNow() - TimeSpan.FromSeconds(8), "test", CancellationToken.None).AsTask();
+        var waiting = _clock.Watch(bursts.YieldAsync(_clock.GetUtcNow() - TimeSpan.FromSeconds(8), "test", CancellationToken.None).AsTask());
         var waited = await FinishAsync(waiting, bursts, appendMeanwhile: true);
         Assert.InRange(waited, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(2.1));
         Assert.True(bursts.Bursting);
@@ -266,12 +274,90 @@ public sealed class AppendBurstsTests : IDisposable
         return await waiting;
     }
 
-    /// <summary>One step of the fake clock, then a moment of real time for the waiting loop to run on.</summary>
+    /// <summary>
+    /// One step of the fake clock, then until the waiting loop has taken it: it has either armed its next timer (a delay
+    /// on this clock) or finished. The loop runs on the thread pool; this waits for what it did, not for an amount of time.
+    /// </summary>
     private async Task StepAsync()
     {
         _clock.Advance(Step);
-        await Task.Delay(5);
+        var idle = Stopwatch.StartNew();
+        while (_clock.Armed == 0 && !_clock.NothingWaits)
+        {
+            Assert.True(idle.Elapsed < TimeSpan.FromSeconds(30), "The waiting loop neither armed a timer nor finished");
+            await Task.Yield();
+        }
     }
 
     public void Dispose() => _services.Dispose();
+
+    /// <summary>A fake clock that knows how many of its timers are armed (created, neither fired nor disposed).</summary>
+    private sealed class ArmedTimers(FakeTimeProvider inner) : TimeProvider
+    {
+        private int _armed;
+        private Task? _waiting;
+
+        public int Armed => Volatile.Read(ref _armed);
+
+        /// <summary>True when no wait is going on (none started, or it finished).</summary>
+        public bool NothingWaits => _waiting is null or { IsCompleted: true };
+
+        /// <summary>The wait whose timers <see cref="Armed"/> counts, for <see cref="NothingWaits"/>.</summary>
+        public Task<TimeSpan> Watch(Task<TimeSpan> waiting)
+        {
+            _waiting = waiting;
+            return waiting;
+        }
+
+        public void Advance(TimeSpan delta) => inner.Advance(delta);
+
+        public override DateTimeOffset GetUtcNow() => inner.GetUtcNow();
+
+        public override long GetTimestamp() => inner.GetTimestamp();
+
+        public override long TimestampFrequency => inner.TimestampFrequency;
+
+        public override TimeZoneInfo LocalTimeZone => inner.LocalTimeZone;
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period)
+        {
+            var timer = new Timer(this);
+            Interlocked.Increment(ref _armed);
+            timer.Inner = inner.CreateTimer(s =>
+            {
+                timer.Disarm();
+                callback(s);
+            }, state, dueTime, period);
+            return timer;
+        }
+
+        private sealed class Timer(ArmedTimers clock) : ITimer
+        {
+            private int _disarmed;
+
+            public ITimer Inner { get; set; } = null!;
+
+            public void Disarm()
+            {
+                if (Interlocked.Exchange(ref _disarmed, 1) == 0)
+                {
+                    Interlocked.Decrement(ref clock._armed);
+                }
+            }
+
+            public bool Change(TimeSpan dueTime, TimeSpan period) => Inner.Change(dueTime, period);
+
+            public void Dispose()
+            {
+                Disarm();
+                Inner.Dispose();
+            }
+
+            public ValueTask DisposeAsync()
+            {
+                Disarm();
+                return Inner.DisposeAsync();
+            }
+        }
+    }
 }

@@ -10,8 +10,14 @@ namespace ModularChat.Search.Tests;
 
 /// <summary>Embeddings from a tenant's OpenAI-compatible provider, model changes, failures.</summary>
 [Collection(AppCollection.Name)]
-public sealed class EmbeddingTests(SearchApp app)
+public sealed class EmbeddingTests(SearchApp app) : IDisposable
 {
+    // Tests replace the fake model's embedder (a throwing one, too); each test gives back what it found when it ends.
+    private readonly Func<string, float[]> _embedder = app.OpenAi.Embedder;
+    private readonly Func<RecordedRequest, FakeReply?> _embeddingFailure = app.OpenAi.EmbeddingFailure;
+
+    public void Dispose() => (app.OpenAi.Embedder, app.OpenAi.EmbeddingFailure) = (_embedder, _embeddingFailure);
+
     [Fact]
     public async Task A_tenant_with_a_provider_is_embedded_by_its_OpenAI_compatible_endpoint()
     {

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Contracts;
@@ -184,14 +185,25 @@ public sealed class ReadModelTests(SearchApp app)
         var older = await search.SearchAsync(new ConversationSearchRequest(user, id, "wedding", 10, ExcludeFromSequence: 4, ExcludeToSequence: 5));
         var foreign = await search.SearchAsync(new ConversationSearchRequest("someone-else", id, "wedding", 10));
 
+        var mine = await MessageIdsAsync(client, id);
+        var others = await MessageIdsAsync(client, other);
+        Assert.Single(others);
         Assert.Superset(new HashSet<long> { 1, 2, 4, 5 }, all.Select(h => h.Sequence).ToHashSet());
-        Assert.True(all.Count <= 5); // the other conversation's wedding is not in it
+        // The other conversation's wedding is not in it: every hit is a message of this conversation.
+        Assert.DoesNotContain(all, h => others.Contains(h.MessageId));
+        Assert.All(all, h => Assert.Contains(h.MessageId, mine));
         Assert.DoesNotContain(older, h => h.Sequence is 4 or 5);
         Assert.Contains(older, h => h.Sequence == 1);
         Assert.True(all.Zip(all.Skip(1)).All(p => p.First.Score >= p.Second.Score));
         Assert.Empty(foreign);
         Assert.DoesNotContain(all, h => h.MessageId == Guid.Empty);
-        Assert.NotEqual(id, other);
+    }
+
+    /// <summary>The ids of the conversation's messages.</summary>
+    private static async Task<HashSet<Guid>> MessageIdsAsync(HttpClient client, Guid conversation)
+    {
+        var page = await (await client.GetAsync($"/api/conversations/{conversation}/messages?limit=500")).ReadAs<JsonElement>(HttpStatusCode.OK);
+        return page.GetProperty("items").EnumerateArray().Select(m => m.GetProperty("id").GetGuid()).ToHashSet();
     }
 
     [Fact]

@@ -182,7 +182,9 @@ public sealed class SearchingTests(SearchApp app)
         Assert.Single(await Hits("metadata=speaker=Ana&metadata=topic=garden"));
         Assert.Empty(await Hits("scope=summaries"));
         Assert.Equal(3, (await Hits("scope=messages&mode=keyword")).Count);
-        Assert.All(await Hits("mode=semantic&role=user"), h => Assert.Equal("user", h.Role));
+        var semanticUsers = await Hits("mode=semantic&role=user");
+        Assert.Equal(new[] { first, second }.Order(), semanticUsers.Select(h => h.ConversationId).Order());
+        Assert.All(semanticUsers, h => Assert.Equal("user", h.Role));
     }
 
     [Fact]
@@ -278,7 +280,8 @@ public sealed class SearchingTests(SearchApp app)
     [Fact]
     public async Task Results_only_ever_come_from_the_callers_tenant()
     {
-        using var alice = app.Client(ModularChatApp.NewUser("alice"));
+        var aliceSubject = ModularChatApp.NewUser("alice");
+        using var alice = app.Client(aliceSubject);
         using var bob = app.Client(ModularChatApp.NewUser("bob"));
         var alices = await alice.StartConversation("secret", Message("the launch code is pineapple"));
         var bobs = await bob.StartConversation("secret", Message("the launch code is pineapple"));
@@ -293,9 +296,11 @@ public sealed class SearchingTests(SearchApp app)
             Assert.Empty(across.Hits);
         }
 
-        // The same tenant claim on two subjects shares data; a different tenant claim does not.
-        using var colleague = app.Client(ModularChatApp.NewUser("carol"), tenant: "acme-" + Guid.NewGuid());
-        Assert.Empty((await colleague.Search("pineapple")).Hits);
+        // The same tenant claim on two subjects shares data (alice's tenant is her subject); a different tenant claim does not.
+        using var colleague = app.Client(ModularChatApp.NewUser("carol"), tenant: aliceSubject);
+        Assert.Equal([alices], (await colleague.Search("pineapple")).Hits.Select(h => h.ConversationId));
+        using var stranger = app.Client(ModularChatApp.NewUser("dave"), tenant: "acme-" + Guid.NewGuid());
+        Assert.Empty((await stranger.Search("pineapple")).Hits);
         await (await alice.GetAsync($"/api/conversations/{bobs}/related")).ShouldBeProblem(404);
     }
 

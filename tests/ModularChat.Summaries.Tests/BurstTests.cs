@@ -16,6 +16,12 @@ public sealed class SummariesBurstApp() : ModularChatApp(TestDatabase("summaries
     /// </summary>
     public string ImportTenant { get; } = NewUser("importer");
 
+    /// <summary>What the host logs (the summary writer's Debug entries too: a job put off for a burst says so).</summary>
+    public CapturedLogs Logs { get; } = new();
+
+    protected override void ConfigureServices(Microsoft.Extensions.DependencyInjection.IServiceCollection services)
+        => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(services, Logs);
+
     protected override IDictionary<string, string?> Settings => new Dictionary<string, string?>
     {
         ["Background:YieldAboveMessagesPerSecond"] = "100",
@@ -25,7 +31,13 @@ public sealed class SummariesBurstApp() : ModularChatApp(TestDatabase("summaries
         ["Summaries:Variants:import:Milestones"] = "1000000",
         ["Summaries:Variants:import:TokenThreshold"] = "10000000",
         [$"Summaries:TenantVariants:{ImportTenant}"] = "import",
+        ["Logging:LogLevel:ModularChat.Summaries.Jobs.SummaryWriter"] = "Debug",
     };
+
+    /// <summary>How many times the summary job of <paramref name="conversation"/> was put off for a burst.</summary>
+    public int Deferrals(Guid conversation)
+        => Logs.Entries.Count(e => e.Message.StartsWith($"Summary of conversation {conversation} ", StringComparison.Ordinal)
+            && e.Message.EndsWith("put off: a burst of appends is on", StringComparison.Ordinal));
 }
 
 /// <summary>
@@ -48,7 +60,9 @@ public sealed class BurstTests(SummariesBurstApp app) : IClassFixture<SummariesB
 
             // The quiet conversation reaches its first milestone while the import goes on...
             await client.AppendEach(quiet, Api.Turns(1, 10));
-            await Task.Delay(TimeSpan.FromSeconds(3)); // well inside the allowed lag
+            // ...its job runs, and is put off (rescheduled for after BurstRecheckInterval): nothing was written meanwhile.
+            await Eventually.Until(() => Task.FromResult(app.Deferrals(quiet)), n => n >= 1, seconds: 30, what: "The summary job was not put off");
+            Assert.False(import.Stopped, "the import stopped");
             Assert.Null(await client.CurrentSummary(quiet));
         }
 

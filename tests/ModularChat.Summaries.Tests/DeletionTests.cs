@@ -36,8 +36,10 @@ public sealed class DeletionTests(SummariesApp app)
         await client.AppendBatch(id, Api.Turns(1, 12));
         (await client.DeleteAsync($"/api/conversations/{id}")).EnsureSuccessStatusCode();
 
-        // Whatever order the message events, the job and the deletion are handled in, the rows go.
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        // Whatever order the message events, the job and the deletion are handled in, the rows go: once nothing about the
+        // conversation is queued any more (the notices, stored with the appends and the deletion, the job and what it sends),
+        // nothing is left.
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, Eventually.BackgroundSeconds, "messages about the conversation still queued");
         await Eventually.Until(() => RowsAbout(id), rows => rows == 0);
     }
 

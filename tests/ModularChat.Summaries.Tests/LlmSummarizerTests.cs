@@ -14,8 +14,13 @@ namespace ModularChat.Summaries.Tests;
 
 /// <summary>The llm summarizer against a real HTTP server on loopback that speaks the OpenAI chat-completions protocol.</summary>
 [Collection(AppCollection.Name)]
-public sealed partial class LlmSummarizerTests(SummariesApp app)
+public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
 {
+    // Tests replace the fake model's responder (one collection: one test at a time); each gets the responder it found back.
+    private readonly Func<RecordedRequest, FakeReply> _responder = app.Llm.Responder;
+
+    public void Dispose() => app.Llm.Responder = _responder;
+
     /// <summary>Answers "Summary through N." where N is the last message of the request.</summary>
     private static FakeReply SummaryThroughLastMessage(RecordedRequest request)
     {
@@ -315,13 +320,18 @@ public sealed partial class LlmSummarizerTests(SummariesApp app)
     {
         using var client = app.Client(app.BrokenProviderTenant);
         using var admin = app.Client(ModularChatApp.NewUser("admin"), app.BrokenProviderTenant, "admin");
-        var (id, failure) = await DeadLetteredAsync(client, admin, $"broken-{Guid.NewGuid():N}");
+        var topic = $"broken-{Guid.NewGuid():N}";
+        var (id, failure) = await DeadLetteredAsync(client, admin, topic);
 
-        Assert.Contains("cannot be decrypted", failure.ExceptionMessage, StringComparison.Ordinal);
+        // What the Providers module says of its stored key (its id, for the owner to set it again).
+        var reason = $"The stored API key of provider '{SummariesApp.TenantProviderName}' cannot be decrypted";
+        Assert.Contains(reason, failure.ExceptionMessage, StringComparison.Ordinal);
+        Assert.Contains($"PUT /api/providers/{app.BrokenProvider}", failure.ExceptionMessage, StringComparison.Ordinal);
         Assert.Equal(
             [(LogLevel.Warning, 1), (LogLevel.Warning, 2), (LogLevel.Error, 3)],
             WriterEntriesAbout(id).Select(e => (e.Level, Attempt: int.Parse(AttemptNumber().Match(e.Message).Groups[1].Value, CultureInfo.InvariantCulture))));
-        Assert.Contains("cannot be decrypted", WriterEntriesAbout(id).Last().Exception?.Message, StringComparison.Ordinal);
+        Assert.Contains(reason, WriterEntriesAbout(id).Last().Exception?.Message, StringComparison.Ordinal);
+        Assert.Empty(RequestsAbout(topic)); // the model was never asked
     }
 
     [Fact]

@@ -88,7 +88,9 @@ public sealed class ResummarizeAfterRetentionTests(SummariesApp app)
         }
 
         var sweep = Sweep.RunAsync(new SweepRequest(Resummarize: true, TenantId: app.DeleteAllClaimedTenant), null, CancellationToken.None);
-        await Task.Delay(TimeSpan.FromSeconds(3)); // the rebuild's job ran meanwhile (it marks itself done in milliseconds when it may)
+        // The rebuild's job ran and found the claim held: it looks again later (a job scheduled ClaimRecheckInterval out),
+        // without marking itself done.
+        await Eventually.Until(() => app.ScheduledJobsAbout(id), jobs => jobs.Count > 0, Eventually.BackgroundSeconds, "The rebuild's job never backed off");
         Assert.Null((await Progress(store, id))!.RebuildId);
 
         // The other job is done with it: the rebuild, looking again, marks itself done.

@@ -1,9 +1,5 @@
-using System.ClientModel;
-using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
-using ModularChat.Providers.Contracts;
 using ModularChat.Testing.Fakes;
-using OpenAI;
 
 namespace ModularChat.Summaries.Tests;
 
@@ -25,11 +21,26 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant whose automatic summaries are at least an hour apart.</summary>
     public string PatientTenant { get; } = NewUser("patient");
 
-    /// <summary>A tenant with its own LLM provider (through <see cref="ITenantAiClients"/>), on the default (extractive) variant.</summary>
+    /// <summary>
+    /// A tenant with its own LLM provider (<see cref="TenantProvider"/>, set up through <c>POST /api/providers</c>: summary
+    /// model "tenant-model" on <see cref="Llm"/>, key "tenant-key"), on the default (extractive) variant.
+    /// </summary>
     public string ProviderTenant { get; } = NewUser("provider");
 
-    /// <summary>A tenant whose provider cannot be used: its stored key no longer decrypts (the Providers module then answers 409).</summary>
+    /// <summary>
+    /// A tenant whose provider (<see cref="BrokenProvider"/>, set up as <see cref="ProviderTenant"/>'s) cannot be used: its
+    /// stored key was made undecryptable, as after the encryption keys changed without the old ones.
+    /// </summary>
     public string BrokenProviderTenant { get; } = NewUser("broken-provider");
+
+    /// <summary>The name of both tenants' providers.</summary>
+    public const string TenantProviderName = "tenant-openai";
+
+    /// <summary>The id of <see cref="ProviderTenant"/>'s provider.</summary>
+    public Guid TenantProvider { get; private set; }
+
+    /// <summary>The id of <see cref="BrokenProviderTenant"/>'s provider.</summary>
+    public Guid BrokenProvider { get; private set; }
 
     /// <summary>A tenant whose covered messages are archived (archive-after-summary), all but the last 5.</summary>
     public string ArchiveTenant { get; } = NewUser("archive");
@@ -70,6 +81,8 @@ public sealed class SummariesApp : ModularChatApp
         ["Summaries:Llm:ApiKey"] = GlobalKey,
         ["Summaries:Llm:Model"] = "fake-summary-model",
         ["Summaries:Llm:Timeout"] = "00:00:08",
+        ["OutboundNetwork:AllowPrivateNetworks"] = "true", // the tenants' providers are the fake server on loopback
+        ["Providers:CacheDuration"] = "00:00:01",
         ["Summaries:Variants:llm:Summarizer"] = "llm",
         ["Summaries:Variants:llm:MaxSummaryTokens"] = "60",
         ["Summaries:Variants:llm-chunks:Summarizer"] = "llm",
@@ -101,46 +114,58 @@ public sealed class SummariesApp : ModularChatApp
         Llm = await FakeOpenAiServer.StartAsync();
         Llm.RequiredApiKey = null;
         await base.InitializeAsync();
+        TenantProvider = await AddProviderAsync(ProviderTenant);
+        BrokenProvider = await AddProviderAsync(BrokenProviderTenant);
+        await using var session = Host.Services.GetRequiredService<Marten.IDocumentStore>().LightweightSession(BrokenProviderTenant);
+        var stored = (await session.LoadAsync<ModularChat.Providers.Domain.ProviderSettings>(BrokenProvider))!;
+        var cipher = stored.EncryptedApiKey!.ToCharArray();
+        cipher[^8] = cipher[^8] == 'A' ? 'B' : 'A';
+        stored.EncryptedApiKey = new string(cipher);
+        session.Store(stored);
+        await session.SaveChangesAsync();
+    }
+
+    /// <summary>Gives <paramref name="tenant"/> a provider on <see cref="Llm"/> as its owner would, through the API.</summary>
+    private async Task<Guid> AddProviderAsync(string tenant)
+    {
+        using var client = Client(tenant);
+        var created = await (await client.PostJson("/api/providers", new
+        {
+            name = TenantProviderName, kind = "openai-compatible", endpoint = Llm.BaseUrl.ToString(), chatModel = "tenant-chat-model",
+            summaryModel = "tenant-model", apiKey = "tenant-key", isDefault = true,
+        })).ReadAs<System.Text.Json.JsonElement>(System.Net.HttpStatusCode.Created);
+        return created.GetProperty("id").GetGuid();
     }
 
     protected override void ConfigureServices(IServiceCollection services)
     {
-        services.AddSingleton<ITenantAiClients>(new OneTenantWithAProvider(this));
         services.AddSingleton<Microsoft.Extensions.Logging.ILoggerProvider>(Logs);
+    }
+
+    /// <summary>When the summary jobs about the conversation that wait in the inbox as scheduled are to run.</summary>
+    public async Task<List<DateTimeOffset>> ScheduledJobsAbout(Guid id)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(
+            "select execution_time from modularchat.wolverine_incoming_envelopes where status = 'Scheduled' and message_type = @type and position(@id in body) > 0",
+            connection);
+        command.Parameters.AddWithValue("type", ModularChat.Summaries.Jobs.SummarizeConversation.Identity);
+        command.Parameters.AddWithValue("id", System.Text.Encoding.UTF8.GetBytes(id.ToString()));
+        var times = new List<DateTimeOffset>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            times.Add(await reader.GetFieldValueAsync<DateTimeOffset>(0));
+        }
+
+        return times;
     }
 
     public override async Task DisposeAsync()
     {
         await base.DisposeAsync();
         await Llm.DisposeAsync();
-    }
-
-    /// <summary>
-    /// Stands in for the Providers module (built separately): <see cref="ProviderTenant"/> has a provider whose summary model
-    /// is "tenant-model" on the fake server; no other tenant has one.
-    /// </summary>
-    private sealed class OneTenantWithAProvider(SummariesApp app) : ITenantAiClients
-    {
-        public Task<TenantChatClient?> GetChatClientAsync(string tenantId, AiPurpose purpose, string? providerName = null, CancellationToken cancellationToken = default)
-        {
-            if (tenantId == app.BrokenProviderTenant)
-            {
-                throw new ModularChat.BuildingBlocks.Errors.ConflictException(
-                    "The API key stored for provider 'tenant-openai' cannot be decrypted with the service's current keys.");
-            }
-
-            if (tenantId != app.ProviderTenant || purpose != AiPurpose.Summary)
-            {
-                return Task.FromResult<TenantChatClient?>(null);
-            }
-
-            var client = new OpenAI.Chat.ChatClient("tenant-model", new ApiKeyCredential("tenant-key"), new OpenAIClientOptions { Endpoint = app.Llm.BaseUrl })
-                .AsIChatClient();
-            return Task.FromResult<TenantChatClient?>(new TenantChatClient(client, "tenant-openai", "tenant-model"));
-        }
-
-        public Task<TenantEmbeddingGenerator?> GetEmbeddingGeneratorAsync(string tenantId, CancellationToken cancellationToken = default)
-            => Task.FromResult<TenantEmbeddingGenerator?>(null);
     }
 }
 

@@ -1,19 +1,45 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using Alba;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace ModularChat.Testing;
 
 /// <summary>Records the service's cache lookup measurements (modularchat.cache.lookups) while it lives.</summary>
+/// <remarks>
+/// A <see cref="MeterListener"/> hears every meter of the process: without hosts given, it records the lookups of every
+/// host in the process (those of other test collections running meanwhile too). Given hosts, it records only theirs: each
+/// host creates its meters through its own <see cref="IMeterFactory"/>, which is the <see cref="Meter.Scope"/> of them.
+/// </remarks>
 public sealed class CacheLookupRecorder : IDisposable
 {
     private readonly MeterListener _listener = new();
     private readonly ConcurrentQueue<(string Cache, string Result)> _lookups = new();
 
+    /// <summary>Records the lookups of every host in the process (for a process that runs one deployment, a benchmark's).</summary>
     public CacheLookupRecorder()
+        : this((IReadOnlyList<object>?)null)
+    {
+    }
+
+    /// <summary>Records the lookups of <paramref name="hosts"/> only.</summary>
+    public CacheLookupRecorder(params IAlbaHost[] hosts)
+        : this(hosts.Select(h => h.Services).ToArray())
+    {
+    }
+
+    /// <summary>Records the lookups of the hosts whose services are <paramref name="services"/> only.</summary>
+    public CacheLookupRecorder(params IServiceProvider[] services)
+        : this(Scopes(services))
+    {
+    }
+
+    private CacheLookupRecorder(IReadOnlyList<object>? scopes)
     {
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name == "ModularChat" && instrument.Name == "modularchat.cache.lookups")
+            if (instrument.Meter.Name == "ModularChat" && instrument.Name == "modularchat.cache.lookups"
+                && (scopes is null || scopes.Any(scope => ReferenceEquals(scope, instrument.Meter.Scope))))
             {
                 listener.EnableMeasurementEvents(instrument);
             }
@@ -46,6 +72,16 @@ public sealed class CacheLookupRecorder : IDisposable
     {
         var lookups = _lookups.Where(l => cache is null || l.Cache == cache).ToList();
         return (lookups.Count(l => l.Result == "hit"), lookups.Count(l => l.Result == "miss"));
+    }
+
+    private static IReadOnlyList<object> Scopes(IServiceProvider[] services)
+    {
+        if (services.Length == 0)
+        {
+            throw new ArgumentException("Give the hosts whose lookups to record, or use the constructor without any.", nameof(services));
+        }
+
+        return services.Select(s => (object)s.GetRequiredService<IMeterFactory>()).ToArray();
     }
 
     /// <summary>Forgets what was recorded so far.</summary>

@@ -91,6 +91,7 @@ public class ModularChatApp : IAsyncLifetime
     /// else could): a node left half-started would go on claiming the shared inbox's envelopes in solo mode for the rest of
     /// the test run.
     /// </remarks>
+    /// <param name="overrides">Settings for this host only, over the fixture's; a null value leaves the setting out.</param>
     /// <param name="services">Extra registrations for this host only, after the fixture's own.</param>
     public async Task<IAlbaHost> StartHostAsync(IDictionary<string, string?>? overrides = null, Action<IServiceCollection>? services = null)
     {
@@ -140,9 +141,21 @@ public class ModularChatApp : IAsyncLifetime
             ["Auth:Audience"] = Auth.Audience,
             ["DataProtection:MasterKey"] = MasterKey,
         };
-        foreach (var (key, value) in Settings.Concat(overrides ?? new Dictionary<string, string?>()))
+        foreach (var (key, value) in Settings)
         {
             settings[key] = value;
+        }
+
+        foreach (var (key, value) in overrides ?? new Dictionary<string, string?>())
+        {
+            if (value is null)
+            {
+                settings.Remove(key); // left out: the host's own appsettings.json and defaults apply
+            }
+            else
+            {
+                settings[key] = value;
+            }
         }
 
         return AlbaHost.For<Program>(builder =>

@@ -95,6 +95,23 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
         return new ResponderScope(this, fallback);
     }
 
+    /// <summary>
+    /// Answers the chat requests that carry <paramref name="apiKey"/> (as a bearer token or an api-key header) with
+    /// <paramref name="reply"/>, the others as before, until the returned scope is disposed: for requests that carry no
+    /// marker of the test (a provider test's prompt), a key of the test's own tells them from everyone else's.
+    /// </summary>
+    public IDisposable AnswerFor(string apiKey, FakeReply reply)
+    {
+        var fallback = Responder;
+        Responder = r => Carries(r, apiKey) ? reply : fallback(r);
+        return new ResponderScope(this, fallback);
+    }
+
+    /// <summary>The requests received (chat and embeddings) that carry <paramref name="apiKey"/>.</summary>
+    public int RequestsWith(string apiKey) => Requests.Count(r => Carries(r, apiKey));
+
+    private static bool Carries(RecordedRequest request, string apiKey) => request.Authorization == "Bearer " + apiKey || request.ApiKeyHeader == apiKey;
+
     /// <summary>The chat requests received that mention <paramref name="marker"/>.</summary>
     public int RequestsAbout(string marker) => Requests.Count(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
 
