@@ -77,12 +77,11 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
         // Checked here, not at the first request: JwtBearer reads the authority when a request is authenticated, so an
         // authority it refuses made every request answer 500, health checks included, on a node that had started.
         RuleFor(o => o.Authority)
-            .Must(a => Uri.TryCreate(a!.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http")
+            .Must(a => HttpUri(a) is not null)
             .When(o => !string.IsNullOrWhiteSpace(o.Authority))
             .WithMessage("must be the identity provider's absolute http(s) URL, e.g. https://login.example.com/realms/acme");
         RuleFor(o => o.Authority)
-            .Must(a => new Uri(a!.Trim()).Scheme == "https")
-            .When(o => o.RequireHttpsMetadata && Uri.TryCreate(o.Authority?.Trim(), UriKind.Absolute, out var uri) && uri.Scheme == "http")
+            .Must((o, a) => !o.RequireHttpsMetadata || HttpUri(a) is not { Scheme: "http" })
             .WithMessage("must use https, unless Auth:RequireHttpsMetadata is false (the keys that sign tokens must not be fetched in clear text)");
         RuleFor(o => o.SigningKeyBytes())
             .Must(k => k is null || k.Length >= 32)
@@ -96,4 +95,8 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
         RuleFor(o => o.OperatorRole).NotEmpty().NotEqual(o => o.AdminRole).WithMessage("must differ from Auth:AdminRole (a tenant's administrators must not act on every tenant)");
         RuleFor(o => o.ClockSkew).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
     }
+
+    /// <summary>The authority as an absolute http(s) URL, else null.</summary>
+    private static Uri? HttpUri(string? authority)
+        => Uri.TryCreate(authority?.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http" ? uri : null;
 }

@@ -10,8 +10,8 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Paging;
-using ModularChat.BuildingBlocks.Validation;
 using ModularChat.BuildingBlocks.Persistence;
+using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations.Domain;
 
 namespace ModularChat.Conversations.Features.ListMessages;

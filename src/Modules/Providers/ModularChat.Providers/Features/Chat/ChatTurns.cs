@@ -349,7 +349,7 @@ internal sealed partial class ChatTurns(
                                 callText = JsonSerializer.Serialize(new { tool = origin.Tool, server = origin.Server, arguments = (object?)null });
                             }
 
-                            toStore.Add(new NewConversationMessage(MessageRole.Tool, StoredText(callText, "(no call)"), $"{prefix}:call:{++callNumber}", callMetadata));
+                            toStore.Add(new NewConversationMessage(MessageRole.Tool, callText, $"{prefix}:call:{++callNumber}", callMetadata));
                             break;
                         case FunctionResultContent result:
                             var resultText = Cut(ResultText(result), settings.MaxStoredToolResultLength);
@@ -372,9 +372,9 @@ internal sealed partial class ChatTurns(
                     }
                 }
 
-                if (message.Role == ChatRole.Assistant && !string.IsNullOrWhiteSpace(StorableText.WithoutNul(message.Text)))
+                if (message.Role == ChatRole.Assistant && StorableText.WithoutNul(message.Text) is var said && !string.IsNullOrWhiteSpace(said))
                 {
-                    answerParts.Add(StorableText.WithoutNul(message.Text));
+                    answerParts.Add(said);
                 }
             }
 
