@@ -379,21 +379,36 @@ public sealed class BadInputTests(ConversationsApp app)
     }
 
     [Theory]
-    [InlineData("cursor=%%%")]
-    [InlineData("cursor=Y29udjoxfDI")] // a conversation-list cursor
-    [InlineData("cursor=bXNnOnh8MQ")] // "msg:x|1": unknown direction
-    [InlineData("cursor=bXNnOmZ8LTE")] // "msg:f|-1": negative sequence
-    [InlineData("direction=sideways")]
-    [InlineData("direction=1")] // a number, once read as backward
-    [InlineData("direction=forward&direction=backward")] // sent twice ("forward,backward"), once read as backward
-    [InlineData("direction=forward&cursor=bXNnOmJ8MQ")] // "msg:b|1": a backward cursor
-    [InlineData("cursor=bXNnOmZ8MQ&direction=Backward")] // "msg:f|1": a forward cursor
-    public async Task A_bad_message_cursor_or_direction_answers_400(string query)
+    [InlineData("cursor=%%%", "cursor")]
+    [InlineData("cursor=Y29udjoxfDI", "cursor")] // a conversation-list cursor
+    [InlineData("cursor=bXNnOmZ8MQ", "cursor")] // "msg:f|1": the shape of cursors before they were bound to their list
+    [InlineData("cursor=msg:{scope}|x|1", "cursor")] // unknown direction
+    [InlineData("cursor=msg:{scope}|f|-1", "cursor")] // negative sequence
+    [InlineData("cursor=msg:{scope}|f", "cursor")] // a field short
+    [InlineData("direction=sideways", "direction")]
+    [InlineData("direction=1", "direction")] // a number, once read as backward
+    [InlineData("direction=forward&direction=backward", "direction")] // sent twice ("forward,backward"), once read as backward
+    [InlineData("direction=forward&cursor=msg:{scope}|b|1", "direction")] // a backward cursor
+    [InlineData("cursor=msg:{scope}|f|1&direction=Backward", "direction")] // a forward cursor
+    public async Task A_bad_message_cursor_or_direction_answers_400(string query, string named)
     {
         using var client = app.Client(ModularChatApp.NewUser());
         var c = await (await client.PostJson("/api/conversations", new { title = "cursor" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        if (query.Contains("cursor=msg:", StringComparison.Ordinal))
+        {
+            // Made from a real cursor of this conversation, so that only the part the case is about is wrong.
+            (await client.PostJson($"/api/conversations/{c.Id}/messages/batch", new { messages = new[] { new { role = "user", content = "a" }, new { role = "user", content = "b" } } }))
+                .EnsureSuccessStatusCode();
+            var real = (await (await client.GetAsync($"/api/conversations/{c.Id}/messages?limit=1")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK)).NextCursor!;
+            var text = System.Text.Encoding.UTF8.GetString(System.Buffers.Text.Base64Url.DecodeFromChars(real));
+            var scope = text["msg:".Length..text.IndexOf('|', StringComparison.Ordinal)];
+            query = string.Join('&', query.Split('&').Select(p => p.StartsWith("cursor=msg:", StringComparison.Ordinal)
+                ? "cursor=" + System.Buffers.Text.Base64Url.EncodeToString(System.Text.Encoding.UTF8.GetBytes(p["cursor=".Length..].Replace("{scope}", scope, StringComparison.Ordinal)))
+                : p));
+        }
+
         var problem = await (await client.GetAsync($"/api/conversations/{c.Id}/messages?{query}")).ShouldBeProblem(400);
-        Assert.Matches("cursor|direction", problem.ToString());
+        Assert.Equal(named, Assert.Single(problem.GetProperty("errors").EnumerateObject()).Name);
     }
 
     [Fact]

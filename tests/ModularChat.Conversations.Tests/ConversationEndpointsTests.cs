@@ -117,6 +117,49 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_cursor_continues_only_the_list_it_was_issued_for()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        foreach (var title in new[] { "c1", "c2", "c3" })
+        {
+            (await client.PostJson("/api/conversations", new { title, metadata = new Dictionary<string, string> { ["userId"] = "alice", ["channel"] = "web" } }))
+                .EnsureSuccessStatusCode();
+        }
+
+        var first = await (await client.GetAsync("/api/conversations?limit=1&metadata=userId=alice&metadata=channel=web")).ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.NotNull(first.NextCursor);
+        // The same filters in another order, or repeated, are the same list: the walk goes on.
+        var second = await (await client.GetAsync($"/api/conversations?limit=1&metadata=channel=web&metadata=userId=alice&metadata=channel=web&cursor={first.NextCursor}"))
+            .ReadAs<PageDto<ConversationDto>>(HttpStatusCode.OK);
+        Assert.Equal("c2", Assert.Single(second.Items).Title);
+        // Other filters, or none, are another list: its keyset walk would start in the middle of it.
+        foreach (var filters in new[] { "metadata=userId=alice", "metadata=userId=alice&metadata=channel=mobile", "" })
+        {
+            var problem = await (await client.GetAsync($"/api/conversations?limit=1&{filters}&cursor={first.NextCursor}")).ShouldBeProblem(400);
+            Assert.Contains("other parameters", problem.GetProperty("errors").GetProperty("cursor")[0].GetString(), StringComparison.Ordinal);
+        }
+
+        var one = await client.NewConversation("one");
+        var two = await client.NewConversation("two");
+        foreach (var id in new[] { one.Id, two.Id })
+        {
+            (await client.PostJson($"/api/conversations/{id}/messages/batch",
+                new { messages = Enumerable.Range(1, 3).Select(i => new { role = "user", content = $"m{i}" }) })).EnsureSuccessStatusCode();
+        }
+
+        var page = await (await client.GetAsync($"/api/conversations/{one.Id}/messages?limit=1")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        var next = await (await client.GetAsync($"/api/conversations/{one.Id}/messages?limit=1&includeArchived=false&cursor={page.NextCursor}"))
+            .ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal(2, Assert.Single(next.Items).Sequence);
+        // Another conversation's cursor, or the same one with archived messages asked for, is a 400 naming it.
+        foreach (var url in new[] { $"/api/conversations/{two.Id}/messages?limit=1", $"/api/conversations/{one.Id}/messages?limit=1&includeArchived=true" })
+        {
+            var problem = await (await client.GetAsync($"{url}&cursor={page.NextCursor}")).ShouldBeProblem(400);
+            Assert.Contains("other parameters (conversation, includeArchived)", problem.GetProperty("errors").GetProperty("cursor")[0].GetString(), StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task Bad_metadata_filters_answer_400_or_422_naming_the_problem()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -138,6 +138,10 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         Assert.Equal(new long[] { 1, 2, 3 }, (await client.History(id)).Select(s => s.ToSequence).Reverse());
 
         await (await client.GetAsync($"/api/conversations/{id}/summaries?cursor=nonsense")).ShouldBeProblem(400);
+        // A cursor continues its own conversation's history only.
+        var other = await client.NewConversation();
+        var problem = await (await client.GetAsync($"/api/conversations/{other}/summaries?limit=2&cursor={page.NextCursor}")).ShouldBeProblem(400);
+        Assert.Contains("other parameters (conversation)", problem.GetProperty("errors").GetProperty("cursor")[0].GetString(), StringComparison.Ordinal);
         await (await client.GetAsync($"/api/conversations/{id}/summaries?limit=0")).ShouldBeProblem(400);
     }
 

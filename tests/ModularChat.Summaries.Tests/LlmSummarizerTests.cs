@@ -300,9 +300,17 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
         Assert.Null(await client.CurrentSummary(id));
         Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/failures")).StatusCode);
         // A page far past the end (a cursor a client made up) is empty; before, its offset overflowed to the first page.
-        var farCursor = System.Buffers.Text.Base64Url.EncodeToString("sumfail:2147483647"u8);
+        var farCursor = System.Buffers.Text.Base64Url.EncodeToString("sumfailat:-|2147483647"u8);
         var far = await (await admin.GetAsync($"/api/admin/summaries/failures?limit=100&cursor={farCursor}")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
         Assert.Equal((0, true, null), (far.Items.Count, far.Total >= 1, far.NextCursor));
+        // A cursor holds how many failures came before its page, so the next page may ask another limit.
+        var all = await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
+        var afterOne = System.Buffers.Text.Base64Url.EncodeToString("sumfailat:-|1"u8);
+        var rest = await (await admin.GetAsync($"/api/admin/summaries/failures?limit=100&cursor={afterOne}")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
+        // (Another test's job may be dead-lettered meanwhile: it comes last.)
+        Assert.Equal(all.Items.Skip(1).Select(f => f.Id), rest.Items.Take(all.Items.Count - 1).Select(f => f.Id));
+        var first = await (await admin.GetAsync("/api/admin/summaries/failures?limit=1")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
+        Assert.Equal(first.Total > 1 ? afterOne : null, first.NextCursor);
 
         Volatile.Write(ref broken, false);
         var replayed = await (await admin.PostJson("/api/admin/summaries/failures/replay", new { ids = new[] { failure.Id, Guid.NewGuid() } }))

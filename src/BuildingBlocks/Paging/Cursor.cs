@@ -1,22 +1,27 @@
 using System.Buffers.Text;
+using System.Security.Cryptography;
 using System.Text;
 using ModularChat.BuildingBlocks.Errors;
 
 namespace ModularChat.BuildingBlocks.Paging;
 
 /// <summary>
-/// Opaque pagination cursors: a kind prefix and '|'-separated fields, base64url-encoded.
-/// Clients treat them as opaque; a cursor of the wrong kind or shape is a 400.
+/// Opaque pagination cursors: a kind prefix, a fingerprint of the list's scope and '|'-separated fields, base64url-encoded.
+/// The scope is what chose the list (its conversation, its filters): a cursor continues only the list it was issued for,
+/// so one sent with other filters or for another conversation is a 400 rather than a walk that skips or repeats items.
+/// Clients treat cursors as opaque; a cursor of the wrong kind, scope or shape is a 400.
 /// </summary>
 public static class Cursor
 {
-    /// <summary>Encodes <paramref name="fields"/> under <paramref name="kind"/>.</summary>
-    public static string Encode(string kind, params string[] fields)
-        => Base64Url.EncodeToString(Encoding.UTF8.GetBytes(kind + ":" + string.Join('|', fields)));
+    /// <summary>Encodes <paramref name="fields"/> under <paramref name="kind"/>, bound to <paramref name="scope"/>.</summary>
+    public static string Encode(string kind, CursorScope scope, params string[] fields)
+        => Base64Url.EncodeToString(Encoding.UTF8.GetBytes(kind + ":" + scope.Fingerprint + "|" + string.Join('|', fields)));
 
-    /// <summary>Decodes a cursor of <paramref name="kind"/> with exactly <paramref name="fieldCount"/> fields.</summary>
-    /// <exception cref="BadRequestException">The cursor is not one this API issued for this kind of list.</exception>
-    public static string[] Decode(string cursor, string kind, int fieldCount, string parameterName = "cursor")
+    /// <summary>Decodes a cursor of <paramref name="kind"/> issued for <paramref name="scope"/>, with exactly <paramref name="fieldCount"/> fields.</summary>
+    /// <exception cref="BadRequestException">
+    /// The cursor is not one this API issued for this kind of list, or it was issued for the same list with other parameters.
+    /// </exception>
+    public static string[] Decode(string cursor, string kind, CursorScope scope, int fieldCount, string parameterName = "cursor")
     {
         string text;
         try
@@ -34,12 +39,67 @@ public static class Cursor
         }
 
         var fields = text[(kind.Length + 1)..].Split('|');
-        return fields.Length == fieldCount ? fields : throw Invalid(parameterName);
+        if (fields.Length != fieldCount + 1)
+        {
+            throw Invalid(parameterName);
+        }
+
+        return fields[0] == scope.Fingerprint
+            ? fields[1..]
+            : throw new BadRequestException(parameterName,
+                $"'{parameterName}' continues a list read with other parameters ({scope.Describes}): send it with the same ones as the page it came from, or start again without it.");
     }
 
     /// <summary>The error for a cursor that does not decode.</summary>
     public static BadRequestException Invalid(string parameterName = "cursor")
         => new(parameterName, $"'{parameterName}' is not a valid cursor for this list: pass the value of 'nextCursor' from a previous page unchanged.");
+}
+
+/// <summary>
+/// What chose a paged list, which its cursors are bound to: named parts (a conversation id, a filter) in a fixed order.
+/// Only a fingerprint travels in the cursor (a hash: the cursor does not repeat the filters' values).
+/// </summary>
+public readonly record struct CursorScope
+{
+    private readonly string? _fingerprint;
+    private readonly string? _describes;
+
+    private CursorScope(string fingerprint, string describes)
+    {
+        _fingerprint = fingerprint;
+        _describes = describes;
+    }
+
+    /// <summary>A list chosen by nothing but its kind (and the caller's tenant).</summary>
+    public static CursorScope None => default;
+
+    /// <summary>The first 9 bytes of the SHA-256 of the parts, base64url (12 characters); "-" for <see cref="None"/>.</summary>
+    internal string Fingerprint => _fingerprint ?? "-";
+
+    /// <summary>Names the parts, for the error message of a cursor sent with other ones.</summary>
+    internal string Describes => _describes ?? "none";
+
+    /// <summary>
+    /// A scope of <paramref name="parts"/>: names and values. Values may hold any character (each is length-prefixed); order
+    /// the parts the same way on every call (sort a filter list whose order does not matter).
+    /// </summary>
+    public static CursorScope Of(params (string Name, string Value)[] parts)
+    {
+        if (parts.Length == 0)
+        {
+            return None;
+        }
+
+        var text = new StringBuilder();
+        foreach (var (name, value) in parts)
+        {
+            text.Append(name.Length).Append(':').Append(name).Append(value.Length).Append(':').Append(value);
+        }
+
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString()));
+        var describes = string.Join(", ", parts.Select(p => p.Name).Distinct(StringComparer.Ordinal));
+        return new CursorScope(Base64Url.EncodeToString(hash.AsSpan(0, 9)), describes);
+    }
 }
 
 /// <summary>One page of a list and the cursor of the next page (null on the last page).</summary>

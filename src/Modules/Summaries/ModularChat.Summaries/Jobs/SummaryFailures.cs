@@ -35,11 +35,9 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
     private IDeadLetters DeadLetters => runtime.Storage.DeadLetters;
 
     /// <summary>One page (1-based) of the tenant's failed jobs, oldest first, and how many it has in all.</summary>
-    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int page, int pageSize, CancellationToken cancellationToken)
+    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int skip, int pageSize, CancellationToken cancellationToken)
     {
         var all = await OfTenantAsync(tenantId, cancellationToken);
-        // In long: a page number from a cursor a client altered must not overflow back to the first page.
-        var skip = (int)Math.Min((long)(page - 1) * pageSize, int.MaxValue);
         return (all.Skip(skip).Take(pageSize).Select(x => ToFailure(x.Letter, x.Job)).ToList(), all.Count);
     }
 

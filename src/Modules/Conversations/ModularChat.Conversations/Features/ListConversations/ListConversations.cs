@@ -41,9 +41,11 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         await using var session = sessions.Query();
         var conversations = session.Query<Conversation>().WithMetadata(KeyValueFilters.Pairs(query.Metadata));
+        // Every filter must match, so their order and repeats do not change the list.
+        var scope = CursorScope.Of([.. (query.Metadata ?? []).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(f => ("metadata", f))]);
         if (query.Cursor is not null)
         {
-            var (activity, id) = DecodeCursor(query.Cursor);
+            var (activity, id) = DecodeCursor(query.Cursor, scope);
             conversations = conversations.Where(c => c.MatchesSql("(d.last_activity_at, d.id) < (?, ?)", activity, id));
         }
 
@@ -57,15 +59,15 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
         {
             items = items.Take(limit).ToList();
             var last = items[^1];
-            next = Cursor.Encode(CursorKind, last.LastActivityAt.UtcTicks.ToString(CultureInfo.InvariantCulture), last.Id.ToString("N"));
+            next = Cursor.Encode(CursorKind, scope, last.LastActivityAt.UtcTicks.ToString(CultureInfo.InvariantCulture), last.Id.ToString("N"));
         }
 
         return new Page<ConversationResponse>(items.Select(ConversationResponse.From).ToList(), next);
     }
 
-    private static (DateTimeOffset Activity, Guid Id) DecodeCursor(string cursor)
+    private static (DateTimeOffset Activity, Guid Id) DecodeCursor(string cursor, CursorScope scope)
     {
-        var fields = Cursor.Decode(cursor, CursorKind, 2);
+        var fields = Cursor.Decode(cursor, CursorKind, scope, 2);
         if (!long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
             || ticks < DateTimeOffset.MinValue.UtcTicks || ticks > DateTimeOffset.MaxValue.UtcTicks
             || !Guid.TryParseExact(fields[1], "N", out var id))
@@ -84,7 +86,7 @@ internal static class ListConversationsEndpoint
                 => TypedResults.Ok(await sender.Send(new ListConversations(cursor, limit, metadata), ct)))
             .WithName("ListConversations")
             .WithSummary("List conversations, most recently active first")
-            .WithDescription("Pass the previous page's nextCursor as cursor to read on, with the same metadata filters; nextCursor is null on the last page. " +
+            .WithDescription("Pass the previous page's nextCursor as cursor to read on, with the same metadata filters (a cursor sent with other filters is a 400); nextCursor is null on the last page. " +
                              "metadata=key=value (repeatable) keeps only the conversations whose metadata has every pair (exact, case-sensitive).")
             .ProducesValidationProblem();
 }

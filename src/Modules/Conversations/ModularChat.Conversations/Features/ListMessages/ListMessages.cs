@@ -49,7 +49,8 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
     {
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         var asked = query.Direction is null ? (PageDirection?)null : EnumNames.Parse<PageDirection>(query.Direction);
-        var (direction, after) = query.Cursor is null ? (asked ?? PageDirection.Forward, (long?)null) : DecodeCursor(query.Cursor);
+        var scope = CursorScope.Of(("conversation", query.ConversationId.ToString("N")), ("includeArchived", query.IncludeArchived ? "true" : "false"));
+        var (direction, after) = query.Cursor is null ? (asked ?? PageDirection.Forward, (long?)null) : DecodeCursor(query.Cursor, scope);
         if (asked is { } given && given != direction)
         {
             // A cursor goes on the way its page went; a client that sends it with the other direction has mixed two walks.
@@ -82,7 +83,7 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
         if (list.Count > limit)
         {
             list.RemoveAt(list.Count - 1);
-            next = Cursor.Encode(CursorKind, direction == PageDirection.Forward ? "f" : "b", list[^1].Sequence.ToString(CultureInfo.InvariantCulture));
+            next = Cursor.Encode(CursorKind, scope, direction == PageDirection.Forward ? "f" : "b", list[^1].Sequence.ToString(CultureInfo.InvariantCulture));
         }
 
         return new Page<MessageResponse>(list.Select(MessageResponse.From).ToList(), next);
@@ -113,9 +114,9 @@ internal sealed class ListMessagesHandler(TenantSessions sessions, IOptions<Conv
 
     private static string Name(PageDirection direction) => direction == PageDirection.Forward ? "forward" : "backward";
 
-    private static (PageDirection, long?) DecodeCursor(string cursor)
+    private static (PageDirection, long?) DecodeCursor(string cursor, CursorScope scope)
     {
-        var fields = Cursor.Decode(cursor, CursorKind, 2);
+        var fields = Cursor.Decode(cursor, CursorKind, scope, 2);
         var direction = fields[0] switch
         {
             "f" => PageDirection.Forward,
@@ -158,7 +159,7 @@ internal static class ListMessagesEndpoints
                 => TypedResults.Ok(await sender.Send(new ListMessages(id, cursor, limit, direction, includeArchived ?? false), ct)))
             .WithName("ListMessages")
             .WithSummary("Page through a conversation's messages by sequence")
-            .WithDescription("direction=forward (default) starts at the first message, oldest first; direction=backward starts at the latest, newest first. Pass nextCursor as cursor to continue the same way. includeArchived=true also returns messages retention archived.")
+            .WithDescription("direction=forward (default) starts at the first message, oldest first; direction=backward starts at the latest, newest first. Pass nextCursor as cursor to continue the same way, with the same includeArchived (a cursor of another conversation or sent with another includeArchived is a 400). includeArchived=true also returns messages retention archived.")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound);
 

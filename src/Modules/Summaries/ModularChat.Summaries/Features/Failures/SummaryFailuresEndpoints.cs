@@ -37,20 +37,21 @@ internal sealed class ListSummaryFailuresValidator : AbstractValidator<ListSumma
 internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, TenantContext tenant, IOptions<SummariesOptions> options)
     : IQueryHandler<ListSummaryFailures, SummaryFailuresPage>
 {
-    private const string CursorKind = "sumfail";
+    // The cursor holds how many failures came before the next page (not a page number: the next page may ask another limit).
+    private const string CursorKind = "sumfailat";
 
     public async ValueTask<SummaryFailuresPage> Handle(ListSummaryFailures query, CancellationToken cancellationToken)
     {
-        var page = query.Cursor is null ? 1 : DecodeCursor(query.Cursor);
+        var skip = query.Cursor is null ? 0 : DecodeCursor(query.Cursor);
         var limit = query.Limit ?? options.Value.DefaultPageSize;
-        var (items, total) = await failures.ListAsync(tenant.TenantId, page, limit, cancellationToken);
-        var next = (long)page * limit < total ? Cursor.Encode(CursorKind, (page + 1).ToString(CultureInfo.InvariantCulture)) : null;
+        var (items, total) = await failures.ListAsync(tenant.TenantId, skip, limit, cancellationToken);
+        var next = (long)skip + limit < total ? Cursor.Encode(CursorKind, CursorScope.None, (skip + limit).ToString(CultureInfo.InvariantCulture)) : null;
         return new SummaryFailuresPage(items, total, next);
     }
 
     private static int DecodeCursor(string cursor)
-        => int.TryParse(Cursor.Decode(cursor, CursorKind, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var page) && page > 1
-            ? page
+        => int.TryParse(Cursor.Decode(cursor, CursorKind, CursorScope.None, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var skip) && skip > 0
+            ? skip
             : throw Cursor.Invalid();
 }
 

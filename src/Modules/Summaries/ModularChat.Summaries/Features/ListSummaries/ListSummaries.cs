@@ -33,7 +33,8 @@ internal sealed class ListSummariesHandler(TenantSessions sessions, IConversatio
 
     public async ValueTask<Page<SummaryResponse>> Handle(ListSummaries query, CancellationToken cancellationToken)
     {
-        var before = query.Cursor is null ? (int?)null : DecodeCursor(query.Cursor);
+        var scope = CursorScope.Of(("conversation", query.ConversationId.ToString("N")));
+        var before = query.Cursor is null ? (int?)null : DecodeCursor(query.Cursor, scope);
         if (await conversations.FindAsync(sessions.TenantId, query.ConversationId, cancellationToken) is null)
         {
             throw new NotFoundException("Conversation", query.ConversationId);
@@ -52,14 +53,14 @@ internal sealed class ListSummariesHandler(TenantSessions sessions, IConversatio
         if (items.Count > limit)
         {
             items = items.Take(limit).ToList();
-            next = Cursor.Encode(CursorKind, items[^1].Revision.ToString(CultureInfo.InvariantCulture));
+            next = Cursor.Encode(CursorKind, scope, items[^1].Revision.ToString(CultureInfo.InvariantCulture));
         }
 
         return new Page<SummaryResponse>(items.Select(r => SummaryResponse.From(r.Summary, tokens)).ToList(), next);
     }
 
-    private static int DecodeCursor(string cursor)
-        => int.TryParse(Cursor.Decode(cursor, CursorKind, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var revision) && revision > 0
+    private static int DecodeCursor(string cursor, CursorScope scope)
+        => int.TryParse(Cursor.Decode(cursor, CursorKind, scope, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var revision) && revision > 0
             ? revision
             : throw Cursor.Invalid();
 }
