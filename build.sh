@@ -122,6 +122,24 @@ ensure_pg_can_reach_state() {
 
 pg_running() { [[ -f "$PGDATA_DIR/postmaster.pid" ]] && as_pg "$(pg_bindir)/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; }
 
+# After the machine (or its container) restarted without a clean stop, postmaster.pid names a process id that may now
+# belong to another program: pg_ctl then reports the cluster running, and PostgreSQL refuses to start over the file.
+# The file is this cluster's only when its process is a PostgreSQL server working in this data directory.
+clear_stale_pid_file() {
+  local file="$PGDATA_DIR/postmaster.pid" pid comm cwd
+  [[ -f "$file" ]] || return 0
+  pid="$(head -n1 "$file" | tr -dc '0-9')"
+  if [[ -n "$pid" && -e "/proc/$pid" ]]; then
+    comm="$(cat "/proc/$pid/comm" 2>/dev/null || true)"
+    cwd="$(readlink -f "/proc/$pid/cwd" 2>/dev/null || true)"
+    if [[ "$comm" == postgres* && ( -z "$cwd" || "$cwd" == "$(readlink -f "$PGDATA_DIR")" ) ]]; then
+      return 0
+    fi
+  fi
+  log "removing .local/postgres/postmaster.pid left by a PostgreSQL that is no longer running (its process ${pid:-?} is ${comm:-gone})"
+  rm -f "$file"
+}
+
 STARTED_PG=0
 ensure_postgres() {
   if [[ -n "${ConnectionStrings__Postgres:-}" ]]; then
@@ -147,6 +165,7 @@ fsync = on
 synchronous_commit = on
 EOF
   fi
+  clear_stale_pid_file
   if ! pg_running; then
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
     [[ "$(id -u)" == "0" ]] && chown -R postgres:postgres "$PGDATA_DIR"
@@ -164,6 +183,7 @@ EOF
 }
 
 stop_postgres() {
+  [[ -f "$PGDATA_DIR/PG_VERSION" ]] && clear_stale_pid_file
   if [[ -f "$PGDATA_DIR/PG_VERSION" ]] && pg_running; then
     log "stopping PostgreSQL"
     as_pg "$(pg_bindir)/pg_ctl" -D "$PGDATA_DIR" -m fast -w stop >/dev/null
