@@ -557,3 +557,17 @@ public sealed class SecretsTests(ProvidersApp app)
         public IDisposable? OnChange(Action<T, string?> listener) => null;
     }
 }
+
+public sealed class SecretHintTests
+{
+    [Theory]
+    [InlineData("sk-proj-abcdefghijklmnop0123wxyz", "sk-...wxyz")] // 32 characters: an API key's prefix tells keys apart
+    [InlineData("0123456789abcdefghijklmnopqrstu", "...rstu")] // 31
+    [InlineData("vault-token-0123456789", "...6789")] // 22
+    [InlineData("0123456789abcdefghi", "...hi")] // 19
+    [InlineData("  0123456789  ", "...89")] // 10, around blanks
+    [InlineData("012345678", "***")] // 9
+    [InlineData("", "***")]
+    public void A_hint_shows_at_most_about_a_fifth_of_the_secret(string secret, string hint)
+        => Assert.Equal(hint, SecretBox.Hint(secret)); // a 16-character token showed 7 of its characters before ("tok...3456")
+}

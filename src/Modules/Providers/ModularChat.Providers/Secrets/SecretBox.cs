@@ -55,14 +55,18 @@ internal sealed class SecretBox(IDataProtectionProvider provider)
         }
     }
 
-    /// <summary>A hint that identifies a secret to its owner without revealing it: <c>sk-...abcd</c>.</summary>
+    /// <summary>
+    /// A hint that identifies a secret to its owner without revealing it: <c>sk-...abcd</c>. It shows at most about a fifth
+    /// of the secret (a 16-character token showing 7 would leave too little to guess).
+    /// </summary>
     public static string Hint(string secret)
     {
         var s = secret.Trim();
         return s.Length switch
         {
-            >= 16 => $"{s[..3]}...{s[^4..]}",
-            >= 8 => $"...{s[^2..]}",
+            >= 32 => $"{s[..3]}...{s[^4..]}",
+            >= 20 => $"...{s[^4..]}",
+            >= 10 => $"...{s[^2..]}",
             _ => "***",
         };
     }
