@@ -906,6 +906,20 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Contains("add", app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
     }
 
+    [Fact]
+    public async Task A_provider_is_chosen_by_name_in_any_unicode_form()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "first");
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "\uff37\uff4f\uff52\uff4b"); // full-width letters
+        var conversation = await client.StartConversationAsync();
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?", provider = "work" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        Assert.Equal("\uff37\uff4f\uff52\uff4b", turn.Provider);
+    }
+
     /// <summary>A fresh tenant with the fake provider, a conversation, and a marker to route the fake model's answers by.</summary>
     private async Task<(HttpClient Client, Guid Conversation, string Marker)> ChattingAsync()
     {
