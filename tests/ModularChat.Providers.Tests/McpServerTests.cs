@@ -461,6 +461,8 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Team":"a"},"secretHeaders":{"x-team":"b"}}""", "headers" },
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"Content-Encoding":"gzip"}}""", "headers" },
         { $$"""{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/{{new string('a', 100_000)}}"}""", "url" },
+        // A lone surrogate (\udc00 with no high half) is no text: refused where the body is read, naming the field.
+        { """{"name":"x\udc00","transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },
     };
 
     [Fact]

@@ -107,6 +107,8 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\nk"}""", "chatModel" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","summaryModel":"s\u0007"}""", "summaryModel" },
         { $$"""{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1/{{new string('a', 100_000)}}","chatModel":"m"}""", "endpoint" },
+        // A lone surrogate (\ud800 with no low half) is no text: refused where the body is read, naming the field.
+        { """{"name":"x\ud800","kind":"openai-compatible","chatModel":"m"}""", "name" },
         // Credentials in the query string, like those in user:password@.
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?api_key=zzz","chatModel":"m"}""", "endpoint" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?x=1&access_token=zzz","chatModel":"m"}""", "endpoint" },
