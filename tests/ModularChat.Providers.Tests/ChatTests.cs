@@ -877,6 +877,49 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Empty(await client.MessagesAsync(conversation));
     }
 
+    [Fact]
+    public async Task Tool_servers_are_chosen_by_name_in_any_unicode_form_even_as_stored_before_names_were_normalized()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var server = await client.AddMcpServerAsync("Cafe\u0301", app.Mcp.StreamableHttpUrl); // e and U+0301
+        await using (var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().LightweightSession(user))
+        {
+            // As a version before this one stored it: NormalizedName was Trim().ToLowerInvariant(), e and U+0301 kept apart.
+            var stored = (await session.LoadAsync<ModularChat.Providers.Domain.McpServerConnection>(server.Id))!;
+            stored.NormalizedName = "cafe\u0301";
+            session.Store(stored);
+            await session.SaveChangesAsync();
+        }
+
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "5", app.Model.Responder, new FakeToolCall("call_1", "add", """{"a":2,"b":3}"""));
+
+        // Named with the composed É (U+00C9), upper case.
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} add", toolServers = new[] { "CAF\u00c9" } }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.Equal(("Cafe\u0301", "add", "5"), (call.Server, call.Tool, call.Result));
+        Assert.Contains("add", app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
+    }
+
+    [Fact]
+    public async Task A_provider_is_chosen_by_name_in_any_unicode_form()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "first");
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "\uff37\uff4f\uff52\uff4b"); // full-width letters
+        var conversation = await client.StartConversationAsync();
+
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?", provider = "work" }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        Assert.Equal("\uff37\uff4f\uff52\uff4b", turn.Provider);
+    }
+
     /// <summary>A fresh tenant with the fake provider, a conversation, and a marker to route the fake model's answers by.</summary>
     private async Task<(HttpClient Client, Guid Conversation, string Marker)> ChattingAsync()
     {

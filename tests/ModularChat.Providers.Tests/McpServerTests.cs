@@ -1,6 +1,9 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Net.Sockets;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Providers.Domain;
 using Npgsql;
 
 namespace ModularChat.Providers.Tests;
@@ -458,6 +461,8 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"X-Team":"a"},"secretHeaders":{"x-team":"b"}}""", "headers" },
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","headers":{"Content-Encoding":"gzip"}}""", "headers" },
         { $$"""{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/{{new string('a', 100_000)}}"}""", "url" },
+        // A lone surrogate (\udc00 with no high half) is no text: refused where the body is read, naming the field.
+        { """{"name":"x\udc00","transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },
     };
 
     [Fact]
@@ -514,6 +519,45 @@ public sealed class McpServerTests(ProvidersApp app)
 
         Assert.Equal(HttpStatusCode.NoContent, (await owner.DeleteAsync($"/api/mcp-servers/{server.Id}")).StatusCode);
         await (await owner.GetAsync($"/api/mcp-servers/{server.Id}")).ShouldBeProblem(404);
+    }
+
+    [Theory]
+    [InlineData("Caf\u00e9", "Cafe\u0301")] // composed (NFC), then decomposed (NFD): the same letters on screen
+    [InlineData("\uff34\uff4f\uff4f\uff4c\uff53", "tools")] // full-width letters, then ASCII
+    public async Task A_server_name_written_in_another_unicode_form_answers_409_on_create_and_on_rename(string taken, string sameName)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddMcpServerAsync(taken, app.Mcp.StreamableHttpUrl);
+
+        var problem = await (await client.PostJson("/api/mcp-servers", new { name = sameName, transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(409);
+
+        Assert.Equal("name", problem.GetProperty("field").GetString());
+        Assert.Contains($"'{sameName}'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var other = await client.AddMcpServerAsync("other", app.Mcp.SseUrl, "sse");
+        var renamed = await client.PutJson($"/api/mcp-servers/{other.Id}", new { name = sameName, transport = "sse", url = app.Mcp.SseUrl });
+        Assert.Equal("name", (await renamed.ShouldBeProblem(409)).GetProperty("field").GetString());
+        Assert.Equal([taken, "other"], (await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK)).Select(s => s.Name));
+    }
+
+    [Fact]
+    public async Task A_server_stored_before_names_were_normalized_is_still_a_duplicate()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            // As a version before this one stored it: NormalizedName was Trim().ToLowerInvariant(), full-width letters kept.
+            session.Store(new McpServerConnection
+            {
+                Id = Guid.CreateVersion7(), TenantId = user, Name = "\uff34\uff4f\uff4f\uff4c\uff53", NormalizedName = "\uff54\uff4f\uff4f\uff4c\uff53",
+                Transport = McpTransports.Sse, Url = app.Mcp.SseUrl, CreatedAt = DateTimeOffset.UtcNow,
+            });
+            await session.SaveChangesAsync();
+        }
+
+        await (await client.PostJson("/api/mcp-servers", new { name = "TOOLS", transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(409);
+        var other = await client.AddMcpServerAsync("other", app.Mcp.SseUrl, "sse");
+        await (await client.PutJson($"/api/mcp-servers/{other.Id}", new { name = "tools", transport = "sse", url = app.Mcp.SseUrl })).ShouldBeProblem(409);
     }
 
     [Fact]

@@ -1,4 +1,7 @@
 using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Providers.Domain;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -104,6 +107,8 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\nk"}""", "chatModel" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","summaryModel":"s\u0007"}""", "summaryModel" },
         { $$"""{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1/{{new string('a', 100_000)}}","chatModel":"m"}""", "endpoint" },
+        // A lone surrogate (\ud800 with no low half) is no text: refused where the body is read, naming the field.
+        { """{"name":"x\ud800","kind":"openai-compatible","chatModel":"m"}""", "name" },
         // Credentials in the query string, like those in user:password@.
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?api_key=zzz","chatModel":"m"}""", "endpoint" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1?x=1&access_token=zzz","chatModel":"m"}""", "endpoint" },
@@ -147,6 +152,57 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         var other = await client.AddProviderAsync(app.Model.BaseUrl, name: "other");
         var renamed = await client.PutJson($"/api/providers/{other.Id}", new { name = "WORK", kind = "openai-compatible", chatModel = "m" });
         await renamed.ShouldBeProblem(409);
+    }
+
+    [Theory]
+    [InlineData("Caf\u00e9", "Cafe\u0301")] // composed (NFC), then decomposed (NFD): the same letters on screen
+    [InlineData("Cafe\u0301", "CAF\u00c9")]
+    [InlineData("\uff2f\uff50\uff45\uff4e", "open")] // full-width letters, then ASCII
+    [InlineData("\ufb01les", "Files")] // the fi ligature
+    public async Task A_name_written_in_another_unicode_form_answers_409_on_create_and_on_rename(string taken, string sameName)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, name: taken);
+
+        var duplicate = await client.PostJson("/api/providers", new { name = sameName, kind = "openai-compatible", chatModel = "m" });
+
+        var problem = await duplicate.ShouldBeProblem(409);
+        Assert.Equal("name", problem.GetProperty("field").GetString());
+        Assert.Contains($"'{sameName}'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        var other = await client.AddProviderAsync(app.Model.BaseUrl, name: "other");
+        var renamed = await client.PutJson($"/api/providers/{other.Id}", new { name = sameName, kind = "openai-compatible", chatModel = "m" });
+        Assert.Equal("name", (await renamed.ShouldBeProblem(409)).GetProperty("field").GetString());
+        Assert.Equal([taken, "other"], (await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK)).Select(p => p.Name));
+    }
+
+    [Fact]
+    public async Task A_provider_stored_before_names_were_normalized_is_still_a_duplicate_and_its_next_write_stores_the_new_form()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var store = app.Host.Services.GetRequiredService<IDocumentStore>();
+        var now = DateTimeOffset.UtcNow;
+        var old = new ProviderSettings
+        {
+            // As a version before this one stored it: NormalizedName was Trim().ToLowerInvariant(), e and U+0301 kept apart.
+            Id = Guid.CreateVersion7(), TenantId = user, Name = "Cafe\u0301", NormalizedName = "cafe\u0301", Kind = ProviderKinds.OpenAiCompatible,
+            Endpoint = app.Model.BaseUrl.ToString().TrimEnd('/'), ChatModel = "m", IsDefault = true, CreatedAt = now, UpdatedAt = now,
+        };
+        await using (var session = store.LightweightSession(user))
+        {
+            session.Store(old);
+            await session.SaveChangesAsync();
+        }
+
+        await (await client.PostJson("/api/providers", new { name = "Caf\u00e9", kind = "openai-compatible", chatModel = "m" })).ShouldBeProblem(409);
+        var other = await client.AddProviderAsync(app.Model.BaseUrl, name: "other");
+        await (await client.PutJson($"/api/providers/{other.Id}", new { name = "CAF\u00c9", kind = "openai-compatible", chatModel = "m" })).ShouldBeProblem(409);
+
+        // Written again (its own name kept), it holds the new form, which the database's unique index then sees.
+        await (await client.PutJson($"/api/providers/{old.Id}", new { name = "Cafe\u0301", kind = "openai-compatible", chatModel = "m2" }))
+            .ReadAs<ProviderDto>(HttpStatusCode.OK);
+        await using var read = store.QuerySession(user);
+        Assert.Equal("caf\u00e9", (await read.LoadAsync<ProviderSettings>(old.Id))!.NormalizedName);
     }
 
     [Fact]

@@ -270,10 +270,10 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static ProblemDetails Malformed(JsonException json)
     {
-        if (json is UnstorableTextException)
+        if (json is UnstorableTextException unstorable)
         {
             var field = json.Path is { Length: > 2 } at && at.StartsWith("$.", StringComparison.Ordinal) ? at[2..] : "body";
-            var message = $"'{field}': {UnstorableTextException.Reason}.";
+            var message = $"'{field}': {unstorable.Reason}.";
             return new ValidationProblemDetails(new Dictionary<string, string[]> { [field] = [message] })
             {
                 Status = StatusCodes.Status400BadRequest,

@@ -118,7 +118,10 @@ internal sealed class ProviderDirectory : IDisposable
         return providers;
     }
 
-    /// <summary>The named provider (by name or id), else the tenant's default; null when the tenant has none.</summary>
+    /// <summary>
+    /// The named provider (by name, compared as <see cref="ProviderSettings.SameName"/> compares it, or by id), else the
+    /// tenant's default; null when the tenant has none.
+    /// </summary>
     public async Task<ResolvedProvider?> FindAsync(string tenantId, string? nameOrId, CancellationToken cancellationToken)
     {
         var all = await GetAllAsync(tenantId, cancellationToken);
@@ -128,7 +131,7 @@ internal sealed class ProviderDirectory : IDisposable
         }
 
         var key = nameOrId.Trim();
-        return all.FirstOrDefault(p => string.Equals(p.Name, key, StringComparison.OrdinalIgnoreCase))
+        return all.FirstOrDefault(p => ProviderSettings.SameName(p.Name, key))
             ?? (Guid.TryParse(key, out var id) ? all.FirstOrDefault(p => p.Id == id) : null);
     }
 

@@ -47,6 +47,7 @@ public sealed class McpServerConnection : IVersioned
 
     public string Name { get; set; } = "";
 
+    /// <summary><see cref="Name"/> as <see cref="ProviderSettings.Normalize"/> makes it, for the unique index (see <see cref="ProviderSettings.NormalizedName"/>).</summary>
     public string NormalizedName { get; set; } = "";
 
     public string Transport { get; set; } = McpTransports.StreamableHttp;

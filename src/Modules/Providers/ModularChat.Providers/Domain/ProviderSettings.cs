@@ -1,3 +1,4 @@
+using ICU4N.Text;
 using JasperFx.Metadata;
 
 namespace ModularChat.Providers.Domain;
@@ -29,7 +30,11 @@ public sealed class ProviderSettings : IVersioned
 
     public string Name { get; set; } = "";
 
-    /// <summary>Lower-cased <see cref="Name"/>: names are unique per tenant regardless of case.</summary>
+    /// <summary>
+    /// <see cref="Name"/> as <see cref="Normalize"/> makes it, for the unique index: names are unique per tenant regardless
+    /// of case and Unicode form. Documents written before names were Unicode-normalized hold it trimmed and lower-cased
+    /// only, so checks compare <see cref="Name"/> itself (<see cref="SameName"/>); each write stores the current form.
+    /// </summary>
     public string NormalizedName { get; set; } = "";
 
     public string Kind { get; set; } = ProviderKinds.OpenAiCompatible;
@@ -54,5 +59,19 @@ public sealed class ProviderSettings : IVersioned
 
     public DateTimeOffset UpdatedAt { get; set; }
 
-    public static string Normalize(string name) => name.Trim().ToLowerInvariant();
+    /// <summary>
+    /// The form provider and MCP server names are compared in: Unicode NFKC (a composed é and e with a combining accent
+    /// alike, full-width letters and ligatures as their plain letters), trimmed, lower-cased.
+    /// </summary>
+    /// <remarks>
+    /// NFKC by ICU4N: the service runs with InvariantGlobalization, where <see cref="string.Normalize()"/> returns
+    /// anything but ASCII unchanged. ICU4N leaves a lone surrogate as it is instead of throwing.
+    /// </remarks>
+    public static string Normalize(string name) => Normalizer2.NFKCInstance.Normalize(name).Trim().ToLowerInvariant();
+
+    /// <summary>
+    /// Whether a stored document's <paramref name="storedName"/> is the same name as <paramref name="name"/>. Compares
+    /// the names themselves, not a stored <see cref="NormalizedName"/>, which may be of an older form.
+    /// </summary>
+    public static bool SameName(string storedName, string name) => Normalize(storedName) == Normalize(name);
 }

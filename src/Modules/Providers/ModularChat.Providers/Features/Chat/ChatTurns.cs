@@ -190,11 +190,11 @@ internal sealed partial class ChatTurns(
             return all;
         }
 
-        var wanted = names.Select(n => ProviderSettings.Normalize(n)).Distinct().ToList();
-        var unknown = wanted.Where(n => all.All(s => s.NormalizedName != n)).ToList();
+        var wanted = names.Select(ProviderSettings.Normalize).Distinct().ToList();
+        var unknown = wanted.Where(n => !all.Any(s => ProviderSettings.SameName(s.Name, n))).ToList();
         return unknown.Count > 0
             ? throw new BadRequestException("toolServers", $"'toolServers' names MCP servers this tenant does not have: {string.Join(", ", unknown)}.")
-            : all.Where(s => wanted.Contains(s.NormalizedName)).ToList();
+            : all.Where(s => wanted.Any(n => ProviderSettings.SameName(s.Name, n))).ToList();
     }
 
     /// <summary>One turn in flight. Dispose it to close its MCP connections.</summary>

@@ -24,9 +24,9 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
         var tenant = sessions.TenantId;
         await using var session = sessions.Write();
         await ProviderStore.LockTenantAsync(session, ProviderStore.McpServersLock, cancellationToken);
-        var all = await session.Query<McpServerConnection>().Select(s => s.NormalizedName).ToListAsync(cancellationToken);
+        var all = await session.Query<McpServerConnection>().Select(s => s.Name).ToListAsync(cancellationToken);
         var name = body.Name!.Trim();
-        if (all.Contains(ProviderSettings.Normalize(name)))
+        if (all.Any(n => ProviderSettings.SameName(n, name)))
         {
             throw Duplicate(name);
         }
