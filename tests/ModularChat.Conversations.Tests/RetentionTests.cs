@@ -353,6 +353,69 @@ public sealed class RetentionTests(RetentionApp app)
     }
 
     [Fact]
+    public async Task A_context_cached_before_retention_holds_none_of_the_removed_messages_right_after_it_on_either_node()
+    {
+        var tenant = RetentionTenants.Delete;
+        var user = ModularChatApp.NewUser("cached");
+        await using var second = await app.StartHostAsync();
+        using var client = app.Client(user, tenant);
+        using var other = second.Server.CreateClient();
+        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user, tenant));
+        var id = await ConversationWith(client, 12);
+        await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }]);
+        await Append(client, id, 13, 15); // the policy may go up to 10 now
+        // The invalidation that follows the summary's revision has run: from here only retention changes the context.
+        await Eventually.Until(() => app.PendingEnvelopesAbout([id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Work about the conversation still queued");
+
+        // Node one builds the context and puts it in Redis, node two reads it from there; then each serves it from memory.
+        using var lookups = new CacheLookupRecorder(app.Host, second);
+        Assert.Equal(Sequences(8, 15), await ContextSequences(client, id));
+        await Eventually.Until(() => ContextKeysInRedis(tenant, id), keys => keys > 0, seconds: 30, what: "The context never reached Redis");
+        Assert.Equal(Sequences(8, 15), await ContextSequences(other, id));
+        Assert.Equal(Sequences(8, 15), await ContextSequences(client, id));
+        Assert.Equal(Sequences(8, 15), await ContextSequences(other, id));
+        Assert.Equal(["miss", "hit", "hit", "hit"], lookups.Results("context"));
+
+        // Retention deletes 8-10 on node one, as its handler runs it (a run that has to wait for the projections changes nothing).
+        var executor = app.Host.Services.GetRequiredService<RetentionExecutor>();
+        var outcome = await Eventually.Until(
+            async () =>
+            {
+                await using var session = Store.LightweightSession(tenant);
+                return await executor.ApplyAsync(session, id, CancellationToken.None);
+            },
+            o => !o.WaitsForProjections, seconds: Eventually.BackgroundSeconds, what: "Retention kept waiting for the projections");
+        Assert.Equal((8L, 10L), (outcome.Applied!.FromSequence, outcome.Applied.ToSequence));
+
+        // Right after it, neither node serves what it cached before.
+        lookups.Clear();
+        Assert.Equal(Sequences(11, 15), await ContextSequences(client, id));
+        Assert.Equal(Sequences(11, 15), await ContextSequences(other, id));
+        Assert.Equal("miss", lookups.Results("context")[0]);
+    }
+
+    /// <summary>The sequences of the messages in the conversation's context with room for all of them.</summary>
+    private static async Task<List<long>> ContextSequences(HttpClient client, Guid id)
+        => [.. (await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens=100000")).ReadAs<ContextDto>(HttpStatusCode.OK)).Messages.Select(m => m.Sequence)];
+
+    /// <summary>How many of the conversation's cached contexts (any generation and budget) are in Redis.</summary>
+    private async Task<int> ContextKeysInRedis(string tenant, Guid conversationId)
+    {
+        var redis = app.Host.Services.GetRequiredService<StackExchange.Redis.IConnectionMultiplexer>();
+        var found = 0;
+        foreach (var endpoint in redis.GetEndPoints())
+        {
+            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:*"))
+            {
+                found++;
+            }
+        }
+
+        return found;
+    }
+
+    [Fact]
     public async Task Keep_last_n_keeps_exactly_n_once_summarized()
     {
         using var client = app.Client(ModularChatApp.NewUser("keeper"), RetentionTenants.KeepLast);

@@ -1,0 +1,144 @@
+using System.Net;
+using Microsoft.Extensions.Caching.Hybrid;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using ModularChat.BuildingBlocks.Caching;
+using StackExchange.Redis;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// Which missed bumps (<see cref="CacheGenerations"/>: bumps a node could not make in Redis) a successful bump clears: only
+/// those recorded before it was sent. A node's <see cref="CacheGenerations"/> on the real Redis behind a relay that holds
+/// its bytes, on a fake clock: Redis answers exactly when the relay lets it, and a bump's wait
+/// (<see cref="CacheGenerations.BumpWait"/>) runs out exactly when the test moves the clock past it.
+/// </summary>
+public sealed class MissedBumpTests : IAsyncLifetime
+{
+    private readonly FakeTimeProvider _clock = new(DateTimeOffset.UtcNow);
+    private readonly string _scope = "test:" + Guid.NewGuid().ToString("N");
+    private TcpProxy _proxy = null!;
+    private ConnectionMultiplexer _node = null!;
+    private ConnectionMultiplexer _redis = null!;
+    private ServiceProvider _services = null!;
+    private CacheGenerations _generations = null!;
+
+    public async Task InitializeAsync()
+    {
+        var redis = await TestInfrastructure.RedisAsync();
+        _proxy = TcpProxy.InFrontOfRedis(redis);
+        var relayed = ConfigurationOptions.Parse(redis);
+        relayed.EndPoints.Clear();
+        relayed.EndPoints.Add(IPAddress.Loopback, _proxy.Port);
+        _node = await ConnectionMultiplexer.ConnectAsync(relayed);
+        _redis = await ConnectionMultiplexer.ConnectAsync(redis); // the test's own view of Redis, not relayed
+        _services = new ServiceCollection().AddHybridCache().Services.BuildServiceProvider();
+        _generations = new CacheGenerations(
+            new RedisAvailability(_node, TimeSpan.FromSeconds(5), NullLogger<RedisAvailability>.Instance, _clock),
+            _services.GetRequiredService<HybridCache>(), _clock);
+    }
+
+    [Fact]
+    public async Task A_bump_missed_while_another_bump_of_its_scope_is_on_its_way_is_kept_when_that_one_succeeds_and_made_by_the_next_pass()
+    {
+        // The node's pass over its missed bumps runs every MissedBumpInterval of the fake clock.
+        await _generations.StartAsync(CancellationToken.None);
+        _proxy.Stall();
+
+        // Two changes of the scope: their bumps are sent one after the other while Redis does not answer. The first one's
+        // wait runs out while the second is on its way: its miss is recorded after the second was sent.
+        var missed = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        var onItsWay = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        await missed;
+        Assert.False(onItsWay.IsCompleted);
+
+        // Redis answers within the second bump's wait: it succeeds (the first one's increment lands too, before it).
+        _proxy.Restore();
+        await onItsWay;
+        Assert.Equal(2, await GenerationInRedis(_scope));
+
+        // That success may not clear the miss: the change it stands for may have come after the increment. The next pass
+        // makes it in Redis.
+        _clock.Advance(CacheGenerations.MissedBumpInterval);
+        await Eventually.Until(() => GenerationInRedis(_scope), generation => generation >= 3, seconds: 10,
+            what: "The bump missed while another was on its way was never made in Redis");
+    }
+
+    [Fact]
+    public async Task A_bump_sent_after_one_miss_does_not_clear_another_recorded_while_it_was_on_its_way()
+    {
+        // Not started (no pass of its own): what makes a missed bump here is the read of the scope's generation, which makes
+        // a pending one first.
+        await MissWhileRedisDoesNotAnswer(_scope);
+        _clock.Advance(CacheGenerations.MissedBumpInterval); // requests try Redis again
+
+        // A miss is pending when the second of these bumps is sent; the first one's wait runs out while that one is on its way.
+        _proxy.Stall();
+        var missed = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        var onItsWay = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        await missed;
+        Assert.False(onItsWay.IsCompleted);
+        _proxy.Restore();
+        await onItsWay;
+        Assert.Equal(3, await GenerationInRedis(_scope)); // every increment landed, the missed ones late
+
+        // The success cleared the miss it was sent after, not the one recorded meanwhile: the next read makes that one first.
+        _clock.Advance(CacheGenerations.MissedBumpInterval);
+        Assert.Equal(4, await _generations.CurrentAsync(_scope));
+        Assert.Equal(4, await _generations.CurrentAsync(_scope));
+        Assert.Equal(4, await GenerationInRedis(_scope));
+    }
+
+    [Fact]
+    public async Task A_bump_that_succeeds_after_a_miss_clears_it()
+    {
+        // Not started (no pass of its own): what makes a missed bump here is the read of the scope's generation, which makes
+        // a pending one first. The other scope, missed at the same time and not bumped since, shows that it does.
+        var other = "test:" + Guid.NewGuid().ToString("N");
+        await MissWhileRedisDoesNotAnswer(_scope, other);
+        _clock.Advance(CacheGenerations.MissedBumpInterval); // requests try Redis again
+
+        await _generations.BumpAsync(_scope);
+        Assert.Equal(2, await GenerationInRedis(_scope)); // the missed increment landed late, then this one
+
+        Assert.Equal(2, await _generations.CurrentAsync(_scope));
+        Assert.Equal(2, await _generations.CurrentAsync(other)); // its missed increment, late, and the one the read made
+        Assert.Equal(2, await GenerationInRedis(_scope));
+        Assert.Equal(2, await GenerationInRedis(other));
+    }
+
+    /// <summary>
+    /// Bumps <paramref name="scopes"/> while Redis does not answer, until their wait runs out: missed bumps. Redis then
+    /// answers again (the increments land late) and requests leave it alone for <see cref="CacheGenerations.MissedBumpInterval"/>.
+    /// </summary>
+    private async Task MissWhileRedisDoesNotAnswer(params string[] scopes)
+    {
+        _proxy.Stall();
+        var bumps = scopes.Select(_generations.BumpAsync).ToList();
+        _clock.Advance(CacheGenerations.BumpWait);
+        await Task.WhenAll(bumps);
+        _proxy.Restore();
+    }
+
+    /// <summary>The scope's generation in Redis (0 when there is none), read past the relay.</summary>
+    private async Task<long> GenerationInRedis(string scope)
+    {
+        var value = await _redis.GetDatabase().StringGetAsync(CacheGenerations.DefaultKeyPrefix + "gen:" + scope);
+        return value.HasValue ? (long)value : 0;
+    }
+
+    public async Task DisposeAsync()
+    {
+        _proxy.Restore();
+        await _generations.StopAsync(CancellationToken.None);
+        await _node.DisposeAsync();
+        await _redis.DisposeAsync();
+        await _services.DisposeAsync();
+        await _proxy.DisposeAsync();
+    }
+}
