@@ -53,9 +53,12 @@ public sealed partial class CacheGenerations : IHostedService
     // Keys this node cached, per scope, with when they expire: what a bump drops from this node's memory.
     private readonly ConcurrentDictionary<string, ConcurrentDictionary<string, long>> _localKeys = new(StringComparer.Ordinal);
     // Scopes whose bump this node could not make in Redis: made there as soon as Redis answers again.
-    // With a count of the misses, so a bump that succeeds removes only the misses it was sent after: one missed while it
-    // was on its way (its change may have come after the increment) stays, and is made by the next pass.
+    // With a stamp of the last miss, unique across this node's misses, so a bump that succeeds removes only the misses it
+    // was sent after: one missed while it was on its way (its change may have come after the increment) stays, and is made
+    // by the next pass. (A count would not do: once another bump cleared it, a new miss counted 1 again and looked like
+    // the one a bump still on its way had seen.)
     private readonly ConcurrentDictionary<string, long> _missedBumps = new(StringComparer.Ordinal);
+    private long _lastMissStamp;
     private ITimer? _missedBumpTimer;
     private int _sharingMissedBumps;
     private long _bumpsFailingUntilTicks;
@@ -156,7 +159,7 @@ public sealed partial class CacheGenerations : IHostedService
             return true; // no Redis configured: generations are this node's alone
         }
 
-        var missedBefore = _missedBumps.TryGetValue(scope, out var misses);
+        var missedBefore = _missedBumps.TryGetValue(scope, out var lastMiss);
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
         var shared = (retrying || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _bumpsFailingUntilTicks))
             && await _redis.TryDespiteBackoffAsync(
@@ -167,12 +170,12 @@ public sealed partial class CacheGenerations : IHostedService
         {
             if (missedBefore)
             {
-                _missedBumps.TryRemove(KeyValuePair.Create(scope, misses));
+                _missedBumps.TryRemove(KeyValuePair.Create(scope, lastMiss));
             }
         }
         else
         {
-            _missedBumps.AddOrUpdate(scope, 1, static (_, count) => count + 1);
+            _missedBumps[scope] = Interlocked.Increment(ref _lastMissStamp);
             if (_redis.Redis.IsConnected)
             {
                 Interlocked.Exchange(ref _bumpsFailingUntilTicks, _clock.GetUtcNow().UtcTicks + MissedBumpInterval.Ticks);
