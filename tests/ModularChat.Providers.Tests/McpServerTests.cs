@@ -466,6 +466,21 @@ public sealed class McpServerTests(ProvidersApp app)
     };
 
     [Fact]
+    public async Task A_header_the_transport_sets_is_refused_with_one_message_naming_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var problem = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "x", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl, headers = new Dictionary<string, string> { ["Content-Type"] = "text/plain" },
+        })).ShouldBeProblem(400);
+
+        // It is reserved and a body's header too: one message, not both.
+        var message = Assert.Single(problem.GetProperty("errors").GetProperty("headers").EnumerateArray()).GetString();
+        Assert.Contains("content-type", message, StringComparison.Ordinal);
+        Assert.Single(problem.GetProperty("errors").EnumerateObject());
+    }
+
+    [Fact]
     public async Task Mcp_server_settings_over_their_limits_answer_422_naming_the_field()
     {
         using var client = app.Client(ModularChatApp.NewUser());

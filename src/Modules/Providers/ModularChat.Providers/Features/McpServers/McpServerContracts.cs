@@ -207,7 +207,9 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                         $"'headers' and 'secretHeaders' name '{twice.Key}' more than once (header names ignore case): give each header once.");
                 }
             });
-            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(McpServerRules.IsContentHeader)).OverridePropertyName("headers")
+            // Content-Length and Content-Type are reserved above: one message for one header.
+            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(n => McpServerRules.IsContentHeader(n) && !McpServerRules.ReservedHeaders.Contains(n)))
+                .OverridePropertyName("headers")
                 .WithMessage("'headers' must not set the headers of a body (Content-*, Expires, Last-Modified, Allow): they describe what the transport sends.");
             RuleFor(r => r.Body).Must(b => Values(b.Headers, b.SecretHeaders).All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName("headers")
                 .WithMessage("'headers' values must be strings without control characters.");
