@@ -112,6 +112,23 @@ public sealed class MissedBumpTests : IAsyncLifetime
         Assert.Equal(2, await GenerationInRedis(other));
     }
 
+    [Fact]
+    public async Task While_a_missed_bump_cannot_be_made_a_read_of_its_scope_gets_no_generation_to_cache_under()
+    {
+        // Redis answers again, and requests leave it alone for a while: the miss waits for the timer or the interval's end.
+        await MissWhileRedisDoesNotAnswer(_scope);
+        var untouched = "test:" + Guid.NewGuid().ToString("N");
+
+        // Redis's generation (and what is cached under it in Redis) may be of before this node's change: not to be used. Before,
+        // the read returned it, and the node could serve its own request what it had cached before the change.
+        Assert.Null(await _generations.CurrentAsync(_scope));
+        Assert.Equal(0, await _generations.CurrentAsync(untouched)); // other scopes are read as usual
+
+        // Once the miss can be made, the read makes it first and has a generation again.
+        _clock.Advance(CacheGenerations.MissedBumpInterval);
+        Assert.Equal(2, await _generations.CurrentAsync(_scope));
+    }
+
     /// <summary>
     /// Bumps <paramref name="scopes"/> while Redis does not answer, until their wait runs out: missed bumps. Redis then
     /// answers again (the increments land late) and requests leave it alone for <see cref="CacheGenerations.MissedBumpInterval"/>.

@@ -57,15 +57,20 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "user", content = "after" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
-        Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
         Assert.True(redis.Usable, $"Redis not usable after it answered again (connected: {redis.Redis?.IsConnected})");
 
-        // These went through Redis again: the node cached the new context there, under the generation its append bumped
-        // there, so another node (the fixture's, on Redis directly, with nothing of this conversation in memory) reads it
-        // from Redis as a hit.
-        await Eventually.Until(async () => (await ContextKeysInRedis(user, kept.Id)).Except(cachedBefore).ToList(), added => added.Count > 0,
-            seconds: 30, what: "The context read after Redis came back never reached Redis");
+        // These go through Redis again: once the node has made its missed bumps there (until then it reads without the
+        // cache: what Redis holds may be of before its changes), it caches the new context there, under the generation its
+        // append bumped there, so another node (the fixture's, on Redis directly, with nothing of this conversation in
+        // memory) reads it from Redis as a hit.
+        await Eventually.Until(
+            async () =>
+            {
+                context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+                Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
+                return (await ContextKeysInRedis(user, kept.Id)).Except(cachedBefore).ToList();
+            },
+            added => added.Count > 0, seconds: 30, what: "The context read after Redis came back never reached Redis");
         using var lookups = new CacheLookupRecorder(app.Host);
         using var other = app.Client(user);
         var fromRedis = await (await other.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);

@@ -106,15 +106,17 @@ public sealed partial class CacheGenerations : IHostedService
 
     private IDatabase Database => _redis.Redis!.GetDatabase();
 
-    /// <summary>The current generation of <paramref name="scope"/> (0 until its first change).</summary>
-    public async Task<long> CurrentAsync(string scope)
+    /// <summary>
+    /// The current generation of <paramref name="scope"/> (0 until its first change); null while a change this node made
+    /// to the scope is not in Redis yet (its bump missed and cannot be made now) although Redis answers reads: Redis's
+    /// generation, and the entries cached in Redis under it, may be of before that change, so the caller reads without
+    /// the cache (this node would otherwise not see its own change for up to <see cref="MissedBumpInterval"/>).
+    /// </summary>
+    public async Task<long?> CurrentAsync(string scope)
     {
         // ContainsKey reads without a lock; IsEmpty, when empty, takes every lock of the dictionary (this is on every read).
-        if (_missedBumps.ContainsKey(scope))
-        {
-            await ShareBumpAsync(scope).ConfigureAwait(false); // else Redis's generation is older than this node's change
-        }
-
+        // Made first: else Redis's generation is older than this node's change.
+        var behind = _missedBumps.ContainsKey(scope) && !await ShareBumpAsync(scope).ConfigureAwait(false);
         var shared = await _redis.TryAsync<long?>(async () =>
         {
             var value = await Database.StringGetSetExpiryAsync(_generationPrefix + scope, GenerationLifetime).ConfigureAwait(false);
@@ -122,7 +124,7 @@ public sealed partial class CacheGenerations : IHostedService
         }, null).ConfigureAwait(false);
         if (shared is { } value)
         {
-            return value;
+            return behind ? null : value;
         }
 
         if (!_local.TryGetValue(scope, out var local))

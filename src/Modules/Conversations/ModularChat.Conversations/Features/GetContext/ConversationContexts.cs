@@ -36,15 +36,14 @@ internal sealed class ConversationContexts(
         string tenantId, Guid conversationId, int maxTokens, string? query = null, CancellationToken cancellationToken = default)
     {
         var settings = options.CurrentValue;
-        if (!settings.CacheEnabled || query is not null)
+        var scope = Scope(tenantId, conversationId);
+        // No generation: a change of this node's is not in Redis yet, and what Redis holds may be of before it.
+        if (!settings.CacheEnabled || query is not null || await generations.CurrentAsync(scope) is not { } generation)
         {
             // Query results are not cached (queries rarely repeat); the summary inside still is, unless caching is off.
             var window = await LoadWindowAsync(tenantId, conversationId, maxTokens, settings, settings.CacheEnabled, cancellationToken);
             return window is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, query, window, settings, cancellationToken);
         }
-
-        var scope = Scope(tenantId, conversationId);
-        var generation = await generations.CurrentAsync(scope);
 
         // One entry per power of two of the budget, not per budget: a client that varies maxTokens (or one that asks for
         // every value) would otherwise store a copy of the conversation's latest messages per value, in this node's memory
@@ -227,14 +226,12 @@ internal sealed class ConversationContexts(
             return null;
         }
 
-        if (!cached)
+        // Its own generation: a chat turn's append changes the context, not the summary, which stays cached.
+        var scope = SummaryScope(tenantId, conversationId);
+        if (!cached || await generations.CurrentAsync(scope) is not { } summaryGeneration)
         {
             return await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken);
         }
-
-        // Its own generation: a chat turn's append changes the context, not the summary, which stays cached.
-        var scope = SummaryScope(tenantId, conversationId);
-        var summaryGeneration = await generations.CurrentAsync(scope);
         var built = false;
         var key = $"{scope}:g{summaryGeneration}";
         var summary = await cache.GetOrCreateAsync(
