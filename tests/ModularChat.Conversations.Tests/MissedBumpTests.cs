@@ -44,20 +44,9 @@ public sealed class MissedBumpTests : IAsyncLifetime
     {
         // The node's pass over its missed bumps runs every MissedBumpInterval of the fake clock.
         await _generations.StartAsync(CancellationToken.None);
-        _proxy.Stall();
 
-        // Two changes of the scope: their bumps are sent one after the other while Redis does not answer. The first one's
-        // wait runs out while the second is on its way: its miss is recorded after the second was sent.
-        var missed = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
-        var onItsWay = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
-        await missed;
-        Assert.False(onItsWay.IsCompleted);
-
-        // Redis answers within the second bump's wait: it succeeds (the first one's increment lands too, before it).
-        _proxy.Restore();
-        await onItsWay;
+        // The second bump succeeds (the first one's increment lands too, before it).
+        await MissOneWhileTheNextIsOnItsWay();
         Assert.Equal(2, await GenerationInRedis(_scope));
 
         // That success may not clear the miss: the change it stands for may have come after the increment. The next pass
@@ -75,16 +64,8 @@ public sealed class MissedBumpTests : IAsyncLifetime
         await MissWhileRedisDoesNotAnswer(_scope);
         _clock.Advance(CacheGenerations.MissedBumpInterval); // requests try Redis again
 
-        // A miss is pending when the second of these bumps is sent; the first one's wait runs out while that one is on its way.
-        _proxy.Stall();
-        var missed = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
-        var onItsWay = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
-        await missed;
-        Assert.False(onItsWay.IsCompleted);
-        _proxy.Restore();
-        await onItsWay;
+        // A miss is pending when the second of these bumps is sent.
+        await MissOneWhileTheNextIsOnItsWay();
         Assert.Equal(3, await GenerationInRedis(_scope)); // every increment landed, the missed ones late
 
         // The success cleared the miss it was sent after, not the one recorded meanwhile: the next read makes that one first.
@@ -127,6 +108,24 @@ public sealed class MissedBumpTests : IAsyncLifetime
         // Once the miss can be made, the read makes it first and has a generation again.
         _clock.Advance(CacheGenerations.MissedBumpInterval);
         Assert.Equal(2, await _generations.CurrentAsync(_scope));
+    }
+
+    /// <summary>
+    /// Two changes of the scope: their bumps are sent one after the other while Redis does not answer. The first one's wait
+    /// runs out while the second is on its way: its miss is recorded after the second was sent. Redis then answers within
+    /// the second bump's wait, which succeeds.
+    /// </summary>
+    private async Task MissOneWhileTheNextIsOnItsWay()
+    {
+        _proxy.Stall();
+        var missed = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        var onItsWay = _generations.BumpAsync(_scope);
+        _clock.Advance(CacheGenerations.BumpWait / 2);
+        await missed;
+        Assert.False(onItsWay.IsCompleted);
+        _proxy.Restore();
+        await onItsWay;
     }
 
     /// <summary>
