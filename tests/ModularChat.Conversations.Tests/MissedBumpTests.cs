@@ -110,6 +110,24 @@ public sealed class MissedBumpTests : IAsyncLifetime
         Assert.Equal(2, await _generations.CurrentAsync(_scope));
     }
 
+    [Fact]
+    public async Task Requests_try_Redis_again_one_interval_after_the_last_bump_that_failed_however_often_they_read_meanwhile()
+    {
+        await MissWhileRedisDoesNotAnswer(_scope);
+
+        // Reads within the interval do not try (nor start it again): the scope is read without the cache meanwhile.
+        for (var i = 0; i < 4; i++)
+        {
+            _clock.Advance(CacheGenerations.MissedBumpInterval / 5);
+            Assert.Null(await _generations.CurrentAsync(_scope));
+        }
+
+        // One interval after the failure, a read tries, makes the miss, and has a generation again. Before, each read in the
+        // interval started it again: a node read every second or more often would never have tried.
+        _clock.Advance(CacheGenerations.MissedBumpInterval / 5);
+        Assert.Equal(2, await _generations.CurrentAsync(_scope));
+    }
+
     /// <summary>
     /// Two changes of the scope: their bumps are sent one after the other while Redis does not answer. The first one's wait
     /// runs out while the second is on its way: its miss is recorded after the second was sent. Redis then answers within

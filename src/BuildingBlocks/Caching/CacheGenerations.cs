@@ -116,7 +116,7 @@ public sealed partial class CacheGenerations : IHostedService
     {
         // ContainsKey reads without a lock; IsEmpty, when empty, takes every lock of the dictionary (this is on every read).
         // Made first: else Redis's generation is older than this node's change.
-        var behind = _missedBumps.ContainsKey(scope) && !await ShareBumpAsync(scope).ConfigureAwait(false);
+        var behind = _missedBumps.ContainsKey(scope) && !await ShareBumpAsync(scope, change: false).ConfigureAwait(false);
         var shared = await _redis.TryAsync<long?>(async () =>
         {
             var value = await Database.StringGetSetExpiryAsync(_generationPrefix + scope, GenerationLifetime).ConfigureAwait(false);
@@ -143,7 +143,7 @@ public sealed partial class CacheGenerations : IHostedService
         _local.AddOrUpdate(scope, static (_, now) => new(1, now), static (_, g, now) => new(g.Value + 1, now), now);
         PruneWhenDue(now);
         await DropLocalAsync(scope).ConfigureAwait(false);
-        await ShareBumpAsync(scope).ConfigureAwait(false);
+        await ShareBumpAsync(scope, change: true).ConfigureAwait(false);
     }
 
     /// <summary>
@@ -151,10 +151,11 @@ public sealed partial class CacheGenerations : IHostedService
     /// generation from Redis, so a bump is tried even while this node leaves Redis alone for its reads after one failed
     /// (a slow read must not let other nodes serve what this change replaced), waiting for it at most
     /// <see cref="BumpWait"/>. After a bump failed, the bumps of requests are only remembered for
-    /// <see cref="MissedBumpInterval"/> (a Redis that does not answer delays one request a second, not every one); the
-    /// timer's passes (<paramref name="retrying"/>) try anyway.
+    /// <see cref="MissedBumpInterval"/> from that failure (a Redis that does not answer delays one request a second, not
+    /// every one); the timer's passes (<paramref name="retrying"/>) try anyway. <paramref name="change"/>: the bump stands
+    /// for a new change (a miss is recorded when it is not made), not for a miss recorded before (which stays until made).
     /// </summary>
-    private async Task<bool> ShareBumpAsync(string scope, bool retrying = false)
+    private async Task<bool> ShareBumpAsync(string scope, bool change, bool retrying = false)
     {
         if (_redis.Redis is null)
         {
@@ -162,8 +163,12 @@ public sealed partial class CacheGenerations : IHostedService
         }
 
         var missedBefore = _missedBumps.TryGetValue(scope, out var lastMiss);
+        // Only a bump that was tried and failed starts the interval again: one skipped within it does not, else a node
+        // with a request a second would never try again (and, since reads of a scope with a miss go without the cache,
+        // would read those scopes from the database until its traffic stopped).
+        var attempt = retrying || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _bumpsFailingUntilTicks);
         // One round trip: increment, extend the lifetime, broadcast (this was three commands).
-        var shared = (retrying || _clock.GetUtcNow().UtcTicks >= Interlocked.Read(ref _bumpsFailingUntilTicks))
+        var shared = attempt
             && await _redis.TryDespiteBackoffAsync(
                 async () => await Database.ScriptEvaluateAsync(BumpScript, [_generationPrefix + scope],
                     [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false),
@@ -174,17 +179,21 @@ public sealed partial class CacheGenerations : IHostedService
             {
                 _missedBumps.TryRemove(KeyValuePair.Create(scope, lastMiss));
             }
-        }
-        else
-        {
-            _missedBumps[scope] = Interlocked.Increment(ref _lastMissStamp);
-            if (_redis.Redis.IsConnected)
-            {
-                Interlocked.Exchange(ref _bumpsFailingUntilTicks, _clock.GetUtcNow().UtcTicks + MissedBumpInterval.Ticks);
-            }
+
+            return true;
         }
 
-        return shared;
+        if (change)
+        {
+            _missedBumps[scope] = Interlocked.Increment(ref _lastMissStamp);
+        }
+
+        if (attempt && _redis.Redis.IsConnected)
+        {
+            Interlocked.Exchange(ref _bumpsFailingUntilTicks, _clock.GetUtcNow().UtcTicks + MissedBumpInterval.Ticks);
+        }
+
+        return false;
     }
 
     /// <summary>Makes in Redis the bumps it missed, once it answers again (one pass at a time).</summary>
@@ -199,7 +208,7 @@ public sealed partial class CacheGenerations : IHostedService
         {
             foreach (var scope in _missedBumps.Keys)
             {
-                if (!await ShareBumpAsync(scope, retrying: true).ConfigureAwait(false))
+                if (!await ShareBumpAsync(scope, change: false, retrying: true).ConfigureAwait(false))
                 {
                     break; // still away: the next pass goes on
                 }
