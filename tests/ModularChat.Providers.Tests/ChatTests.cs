@@ -872,7 +872,13 @@ public sealed class ChatTests(ProvidersApp app)
 
         await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = " " })).ShouldNameField("content");
         await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", provider = "nope" })).ShouldNameField("provider");
-        await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", toolServers = new[] { "nope" } })).ShouldNameField("toolServers");
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", toolServers = new[] { " Nöpe ", "Nöpe" } })).ShouldBeProblem(400);
+        // The unknown names as sent (trimmed), once each; not in the form they are compared in.
+        Assert.EndsWith("does not have: Nöpe.", problem.GetProperty("errors").GetProperty("toolServers")[0].GetString(), StringComparison.Ordinal);
+        // More names than a tenant can have servers (Mcp:MaxServersPerTenant, 20): each was compared with each server before.
+        problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hi", toolServers = Enumerable.Range(0, 21).Select(i => $"s{i}") }))
+            .ShouldBeProblem(422);
+        Assert.True(problem.GetProperty("errors").TryGetProperty("toolServers", out _), problem.ToString());
         await (await client.PostJson($"/api/conversations/{Guid.NewGuid()}/chat", new { content = "hi" })).ShouldBeProblem(404);
         Assert.Empty(await client.MessagesAsync(conversation));
     }

@@ -159,6 +159,9 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     [InlineData("Cafe\u0301", "CAF\u00c9")]
     [InlineData("\uff2f\uff50\uff45\uff4e", "open")] // full-width letters, then ASCII
     [InlineData("\ufb01les", "Files")] // the fi ligature
+    [InlineData("Stra\u00dfe", "STRASSE")] // the sharp s folds to ss, as its capital form is written
+    [InlineData("Wo\u200brk", "work")] // a zero-width space inside: invisible
+    [InlineData("\u03a3\u03bf\u03c6\u03af\u03b1\u03c2", "\u03c3\u03bf\u03c6\u03af\u03b1\u03c3")] // Greek final sigma and capital sigma
     public async Task A_name_written_in_another_unicode_form_answers_409_on_create_and_on_rename(string taken, string sameName)
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -173,6 +176,21 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         var renamed = await client.PutJson($"/api/providers/{other.Id}", new { name = sameName, kind = "openai-compatible", chatModel = "m" });
         Assert.Equal("name", (await renamed.ShouldBeProblem(409)).GetProperty("field").GetString());
         Assert.Equal([taken, "other"], (await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK)).Select(p => p.Name));
+    }
+
+    [Fact]
+    public async Task A_name_that_grows_past_the_limit_once_normalized_answers_422_not_500()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        // 100 characters as sent, 1,800 in NFKC (U+FDFA is a phrase of 18): ~3.3 kB, more than PostgreSQL's index rows hold.
+        var response = await client.PostJson("/api/providers", new { name = new string('\ufdfa', 100), kind = "openai-compatible", chatModel = "m" });
+
+        var problem = await response.ShouldBeProblem(422);
+        Assert.True(problem.GetProperty("errors").TryGetProperty("name", out _), problem.ToString());
+        response = await client.PostJson("/api/mcp-servers", new { name = new string('\ufdfa', 100), transport = "streamable-http", url = app.Mcp.StreamableHttpUrl });
+        problem = await response.ShouldBeProblem(422);
+        Assert.True(problem.GetProperty("errors").TryGetProperty("name", out _), problem.ToString());
+        Assert.Empty(await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK));
     }
 
     [Fact]

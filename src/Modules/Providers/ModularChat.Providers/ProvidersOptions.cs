@@ -45,7 +45,9 @@ internal sealed class ProvidersOptionsValidator : AbstractValidator<ProvidersOpt
         RuleFor(o => o.MaxRetries).InclusiveBetween(0, 10);
         RuleFor(o => o.TestPrompt).NotEmpty();
         RuleFor(o => o.MaxProvidersPerTenant).InclusiveBetween(1, 10_000);
-        RuleFor(o => o.MaxNameLength).InclusiveBetween(1, 1000);
+        // Names are in a unique index with the tenant id: 400 four-byte characters and a 256-character tenant id still fit
+        // PostgreSQL's ~2.7 kB btree rows (as Conversations:MaxExternalIdLength).
+        RuleFor(o => o.MaxNameLength).InclusiveBetween(1, 400);
         RuleFor(o => o.MaxModelLength).InclusiveBetween(1, 1000);
         RuleFor(o => o.MaxApiKeyLength).InclusiveBetween(16, 100_000);
     }

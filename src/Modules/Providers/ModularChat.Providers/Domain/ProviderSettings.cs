@@ -60,14 +60,23 @@ public sealed class ProviderSettings : IVersioned
     public DateTimeOffset UpdatedAt { get; set; }
 
     /// <summary>
-    /// The form provider and MCP server names are compared in: Unicode NFKC (a composed é and e with a combining accent
-    /// alike, full-width letters and ligatures as their plain letters), trimmed, lower-cased.
+    /// The form provider and MCP server names are compared in: Unicode NFKC with case folding (NFKC_Casefold: a composed é
+    /// and e with a combining accent alike, full-width letters and ligatures as their plain letters, any case, ß as ss,
+    /// invisible characters such as the zero-width space and the soft hyphen removed), trimmed.
     /// </summary>
     /// <remarks>
-    /// NFKC by ICU4N: the service runs with InvariantGlobalization, where <see cref="string.Normalize()"/> returns
-    /// anything but ASCII unchanged. ICU4N leaves a lone surrogate as it is instead of throwing.
+    /// By ICU4N: the service runs with InvariantGlobalization, where <see cref="string.Normalize()"/> returns anything but
+    /// ASCII unchanged (ADR 0010). ICU4N leaves a lone surrogate as it is instead of throwing. Applying it twice gives the
+    /// same as once.
     /// </remarks>
-    public static string Normalize(string name) => Normalizer2.NFKCInstance.Normalize(name).Trim().ToLowerInvariant();
+    public static string Normalize(string name) => Normalizer2.NFKCCaseFoldInstance.Normalize(name).Trim();
+
+    /// <summary>
+    /// Whether <paramref name="name"/> is at most <paramref name="maxLength"/> characters, as sent (trimmed) and as
+    /// compared: some characters stand for many (U+FDFA is 18 in NFKC), and the compared form is stored in a unique index
+    /// whose rows PostgreSQL limits (~2.7 kB).
+    /// </summary>
+    public static bool FitsLength(string? name, int maxLength) => name is null || (name.Trim().Length <= maxLength && Normalize(name).Length <= maxLength);
 
     /// <summary>
     /// Whether a stored document's <paramref name="storedName"/> is the same name as <paramref name="name"/>. Compares

@@ -62,7 +62,7 @@ public sealed record ChatTurnResponse(
 
 internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 {
-    public ChatRequestValidator(IOptions<ChatTurnOptions> options)
+    public ChatRequestValidator(IOptions<ChatTurnOptions> options, IOptions<McpOptions> mcp)
     {
         var max = options.Value.MaxContentLength;
         RuleFor(r => r.Content).Must(c => !string.IsNullOrWhiteSpace(c)).WithMessage("'content' is required and must not be empty.");
@@ -72,6 +72,10 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
         RuleFor(r => r.Model).Must(m => m is null || (!string.IsNullOrWhiteSpace(m) && m.Length <= 200)).WithMessage("'model' must be a model name of at most 200 characters.");
         RuleFor(r => r.Model).Must(m => m is null || !m.Any(char.IsControl)).WithMessage("'model' must not contain control characters (line breaks, tabs, ...).");
         RuleFor(r => r.ToolServers).Must(s => s is null || s.All(n => !string.IsNullOrWhiteSpace(n))).WithMessage("'toolServers' must hold server names.");
+        // A tenant has at most that many servers, so more names could never all be known.
+        var servers = mcp.Value.MaxServersPerTenant;
+        RuleFor(r => r.ToolServers).Must(s => s is null || s.Count <= servers)
+            .WithMessage($"'toolServers' may name at most {servers} servers (Mcp:MaxServersPerTenant).").WithErrorCode(BuildingBlocks.Validation.Limits.ErrorCode);
     }
 }
 
@@ -190,11 +194,14 @@ internal sealed partial class ChatTurns(
             return all;
         }
 
-        var wanted = names.Select(ProviderSettings.Normalize).Distinct().ToList();
-        var unknown = wanted.Where(n => !all.Any(s => ProviderSettings.SameName(s.Name, n))).ToList();
+        // Each name normalized once (the stored one too: documents of older versions hold an older NormalizedName).
+        var asked = names.Select(n => (Sent: n.Trim(), Name: ProviderSettings.Normalize(n))).ToList();
+        var known = all.Select(s => ProviderSettings.Normalize(s.Name)).ToList();
+        var unknown = asked.Where(a => !known.Contains(a.Name)).Select(a => a.Sent).Distinct(StringComparer.Ordinal).ToList();
+        var wanted = asked.Select(a => a.Name).ToHashSet(StringComparer.Ordinal);
         return unknown.Count > 0
             ? throw new BadRequestException("toolServers", $"'toolServers' names MCP servers this tenant does not have: {string.Join(", ", unknown)}.")
-            : all.Where(s => wanted.Any(n => ProviderSettings.SameName(s.Name, n))).ToList();
+            : all.Where((_, i) => wanted.Contains(known[i])).ToList();
     }
 
     /// <summary>One turn in flight. Dispose it to close its MCP connections.</summary>

@@ -139,8 +139,8 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
         var o = mcp.Value;
         var maxName = providers.Value.MaxNameLength;
         RuleFor(r => r.Body.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.").OverridePropertyName("name");
-        RuleFor(r => r.Body.Name).Must(n => n is null || n.Trim().Length <= maxName)
-            .WithMessage($"'name' may be at most {maxName} characters.").AsLimit().OverridePropertyName("name");
+        RuleFor(r => r.Body.Name).Must(n => ProviderSettings.FitsLength(n, maxName))
+            .WithMessage($"'name' may be at most {maxName} characters, also in the form names are compared in (some characters stand for several).").AsLimit().OverridePropertyName("name");
         RuleFor(r => r.Body.Transport).Must(t => McpTransports.All.Contains(t)).OverridePropertyName("transport")
             .WithMessage(r => $"'transport' must be one of {string.Join(", ", McpTransports.All)}" + (r.Body.Transport is null ? "." : $" (was '{r.Body.Transport}')."));
 

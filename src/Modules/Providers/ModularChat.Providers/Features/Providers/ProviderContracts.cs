@@ -77,8 +77,8 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
     {
         var o = options.Value;
         RuleFor(r => r.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.");
-        RuleFor(r => r.Name).Must(n => n is null || n.Trim().Length <= o.MaxNameLength)
-            .WithMessage($"'name' may be at most {o.MaxNameLength} characters.").AsLimit();
+        RuleFor(r => r.Name).Must(n => ProviderSettings.FitsLength(n, o.MaxNameLength))
+            .WithMessage($"'name' may be at most {o.MaxNameLength} characters, also in the form names are compared in (some characters stand for several).").AsLimit();
         RuleFor(r => r.Kind).Must(k => !string.IsNullOrWhiteSpace(k)).WithMessage($"'kind' is required: one of {string.Join(", ", ProviderKinds.All)}.");
         RuleFor(r => r.Kind).Must(k => ProviderKinds.All.Contains(k)).When(r => !string.IsNullOrWhiteSpace(r.Kind))
             .WithMessage(r => $"'kind' must be one of {string.Join(", ", ProviderKinds.All)} (was '{r.Kind}').");
