@@ -237,6 +237,22 @@ public sealed class BadInputTests(ConversationsApp app)
     }
 
     [Theory]
+    [InlineData(new byte[] { 0x63, 0x61, 0x66, 0xe9 }, "UTF-8")] // "café" in Latin-1, sent as UTF-8
+    [InlineData(new byte[] { 0x5c, 0x75, 0x64, 0x38, 0x30, 0x30 }, "lone surrogate")] // the escape \ud800, half of a pair
+    public async Task Text_that_is_not_unicode_answers_400_naming_the_field_and_what_is_wrong(byte[] content, string named)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "bytes" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        using var body = new ByteArrayContent([.. "{\"role\":\"user\",\"content\":\""u8, .. content, .. "\"}"u8]);
+        body.Headers.TryAddWithoutValidation("Content-Type", "application/json; charset=utf-8");
+
+        var problem = await (await client.PostAsync($"/api/conversations/{c.Id}/messages", body)).ShouldBeProblem(400);
+
+        Assert.Contains(named, Assert.Single(problem.GetProperty("errors").GetProperty("content").EnumerateArray()).GetString(), StringComparison.Ordinal);
+        Assert.Equal(0, (await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+    }
+
+    [Theory]
     [InlineData("application/json; charset=windows-1252", 415)]
     [InlineData("application/json; charset=bogus", 415)]
     [InlineData("application/json; charset=\"utf-8\"", 201)]

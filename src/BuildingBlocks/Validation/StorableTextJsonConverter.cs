@@ -35,20 +35,25 @@ public sealed class StorableTextJsonConverter : JsonConverter<string>
         }
         catch (InvalidOperationException) when (reader.TokenType is JsonTokenType.String or JsonTokenType.PropertyName)
         {
-            // A string token that does not decode to UTF-16: an unpaired surrogate escape (other tokens keep the reader's own error).
-            throw new UnstorableTextException(UnstorableTextException.LoneSurrogate);
+            // A string token that does not decode to UTF-16 (other tokens keep the reader's own error): bytes that are not
+            // UTF-8 (the reader checks them only now), else an unpaired surrogate escape.
+            var utf8 = reader.HasValueSequence ? System.Buffers.BuffersExtensions.ToArray(reader.ValueSequence) : reader.ValueSpan;
+            throw new UnstorableTextException(System.Text.Unicode.Utf8.IsValid(utf8) ? UnstorableTextException.LoneSurrogate : UnstorableTextException.NotUtf8);
         }
 
         return value is not null && !StorableText.IsStorable(value) ? throw new UnstorableTextException(UnstorableTextException.Nul) : value;
     }
 }
 
-/// <summary>A request body's string holds what cannot be stored: the NUL character (U+0000) or a lone surrogate.</summary>
+/// <summary>A request body's string holds what cannot be stored: the NUL character (U+0000), a lone surrogate, or bytes that are not UTF-8.</summary>
 /// <remarks>A <see cref="JsonException"/>, so the serializer adds the path of the string before the request fails.</remarks>
 public sealed class UnstorableTextException(string reason) : JsonException(reason)
 {
     /// <summary>The NUL character, for the client.</summary>
     public const string Nul = "text must not contain the NUL character (U+0000, \\u0000): it cannot be stored";
+
+    /// <summary>Bytes that are not UTF-8, for the client.</summary>
+    public const string NotUtf8 = "text must be UTF-8: the body holds bytes that are not (send it in UTF-8, as its charset says)";
 
     /// <summary>A lone surrogate, for the client.</summary>
     public const string LoneSurrogate =
