@@ -141,7 +141,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         // A cursor continues its own conversation's history only.
         var other = await client.NewConversation();
         var problem = await (await client.GetAsync($"/api/conversations/{other}/summaries?limit=2&cursor={page.NextCursor}")).ShouldBeProblem(400);
-        Assert.Contains("other parameters (conversation)", problem.GetProperty("errors").GetProperty("cursor")[0].GetString(), StringComparison.Ordinal);
+        Assert.Contains("issued for another list", problem.GetProperty("errors").GetProperty("cursor")[0].GetString(), StringComparison.Ordinal);
         await (await client.GetAsync($"/api/conversations/{id}/summaries?limit=0")).ShouldBeProblem(400);
     }
 

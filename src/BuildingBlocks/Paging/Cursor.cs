@@ -47,7 +47,7 @@ public static class Cursor
         return fields[0] == scope.Fingerprint
             ? fields[1..]
             : throw new BadRequestException(parameterName,
-                $"'{parameterName}' continues a list read with other parameters ({scope.Describes}): send it with the same ones as the page it came from, or start again without it.");
+                $"'{parameterName}' was issued for another list (another conversation, or other filters): send it with the same parameters as the page it came from, or start again without it.");
     }
 
     /// <summary>The error for a cursor that does not decode.</summary>
@@ -62,22 +62,14 @@ public static class Cursor
 public readonly record struct CursorScope
 {
     private readonly string? _fingerprint;
-    private readonly string? _describes;
 
-    private CursorScope(string fingerprint, string describes)
-    {
-        _fingerprint = fingerprint;
-        _describes = describes;
-    }
+    private CursorScope(string fingerprint) => _fingerprint = fingerprint;
 
     /// <summary>A list chosen by nothing but its kind (and the caller's tenant).</summary>
     public static CursorScope None => default;
 
     /// <summary>The first 9 bytes of the SHA-256 of the parts, base64url (12 characters); "-" for <see cref="None"/>.</summary>
     internal string Fingerprint => _fingerprint ?? "-";
-
-    /// <summary>Names the parts, for the error message of a cursor sent with other ones.</summary>
-    internal string Describes => _describes ?? "none";
 
     /// <summary>
     /// A scope of <paramref name="parts"/>: names and values. Values may hold any character (each is length-prefixed); order
@@ -97,8 +89,7 @@ public readonly record struct CursorScope
         }
 
         var hash = SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString()));
-        var describes = string.Join(", ", parts.Select(p => p.Name).Distinct(StringComparer.Ordinal));
-        return new CursorScope(Base64Url.EncodeToString(hash.AsSpan(0, 9)), describes);
+        return new CursorScope(Base64Url.EncodeToString(hash.AsSpan(0, 9)));
     }
 }
 

@@ -34,7 +34,7 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
 
     private IDeadLetters DeadLetters => runtime.Storage.DeadLetters;
 
-    /// <summary>One page (1-based) of the tenant's failed jobs, oldest first, and how many it has in all.</summary>
+    /// <summary>One page of the tenant's failed jobs, oldest first, after the first <paramref name="skip"/>, and how many it has in all.</summary>
     public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int skip, int pageSize, CancellationToken cancellationToken)
     {
         var all = await OfTenantAsync(tenantId, cancellationToken);

@@ -232,6 +232,7 @@ internal sealed class ConversationContexts(
         {
             return await summaries.GetCurrentAsync(tenantId, conversationId, cancellationToken);
         }
+
         var built = false;
         var key = $"{scope}:g{summaryGeneration}";
         var summary = await cache.GetOrCreateAsync(
