@@ -181,9 +181,27 @@ public sealed class SecretsTests(ProvidersApp app)
         var forbidden = await (await tenantAdmin.PostAsync("/api/admin/secrets/rotate", null)).ShouldBeProblem(403);
         Assert.Contains("needs the role 'operator' in the bearer token's 'role' claim", forbidden.GetProperty("detail").GetString(), StringComparison.Ordinal);
         using var operatorClient = app.Client(ModularChatApp.NewUser("operator"), roles: "operator");
+        // Hints as stored before they showed at most about a fifth of a secret: the rotation makes them again.
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            var old = (await session.LoadAsync<ProviderSettings>(provider.Id))!;
+            old.ApiKeyHint = "sk-...6789";
+            session.Update(old);
+            var oldServer = (await session.LoadAsync<McpServerConnection>(server.Id))!;
+            foreach (var secret in oldServer.AllSecrets())
+            {
+                secret.Hint = "mcp...2e1b";
+            }
+
+            session.Update(oldServer);
+            await session.SaveChangesAsync();
+        }
+
         var rotation = await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
 
         Assert.True(rotation.Secrets >= 2);
+        Assert.Equal("...6789", (await (await client.GetAsync($"/api/providers/{provider.Id}")).ReadAs<ProviderDto>(HttpStatusCode.OK)).ApiKeyHint);
+        Assert.Equal("...2e1b", (await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK)).SecretHeaders["X-Api-Key"]);
         Assert.Equal(0, rotation.Unreadable);
         await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().QuerySession(user))
         {

@@ -34,11 +34,15 @@ internal sealed class SecretBox(IDataProtectionProvider provider)
         }
     }
 
-    /// <summary>The same secret encrypted again under the key ring's current key (key rotation).</summary>
-    public string Reprotect(string tenantId, string ciphertext)
+    /// <summary>
+    /// The same secret encrypted again under the key ring's current key (key rotation), and its hint as made today (hints
+    /// are made when a secret is stored: one stored under an older rule gets the current one).
+    /// </summary>
+    public (string Cipher, string Hint) Reprotect(string tenantId, string ciphertext)
     {
         var protector = Protector(tenantId);
-        return protector.Protect(protector.Unprotect(ciphertext));
+        var secret = protector.Unprotect(ciphertext);
+        return (protector.Protect(secret), Hint(secret));
     }
 
     /// <summary>The id of the data-protection key that encrypted <paramref name="ciphertext"/>.</summary>

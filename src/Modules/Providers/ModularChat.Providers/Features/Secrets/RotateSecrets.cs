@@ -132,7 +132,7 @@ internal sealed partial class SecretRotation(
     {
         var rewritten = 0;
         var unreadable = 0;
-        string Rewrap(string cipher)
+        (string Cipher, string Hint)? Rewrap(string cipher)
         {
             try
             {
@@ -143,14 +143,18 @@ internal sealed partial class SecretRotation(
             catch (System.Security.Cryptography.CryptographicException)
             {
                 unreadable++;
-                return cipher;
+                return null; // left as it is
             }
         }
 
         await using var session = store.LightweightSession(tenant);
         foreach (var provider in providers.Where(p => p.EncryptedApiKey is not null))
         {
-            provider.EncryptedApiKey = Rewrap(provider.EncryptedApiKey!);
+            if (Rewrap(provider.EncryptedApiKey!) is { } again)
+            {
+                (provider.EncryptedApiKey, provider.ApiKeyHint) = again;
+            }
+
             session.Update(provider);
         }
 
@@ -158,7 +162,10 @@ internal sealed partial class SecretRotation(
         {
             foreach (var secret in server.AllSecrets())
             {
-                secret.Cipher = Rewrap(secret.Cipher);
+                if (Rewrap(secret.Cipher) is { } again)
+                {
+                    (secret.Cipher, secret.Hint) = again;
+                }
             }
 
             session.Update(server);
