@@ -299,13 +299,13 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
         Assert.All(JobFailureEntries(), e => Assert.Equal(LogLevel.Warning, e.Level));
         Assert.Null(await client.CurrentSummary(id));
         Assert.Equal(HttpStatusCode.Forbidden, (await client.GetAsync("/api/admin/summaries/failures")).StatusCode);
-        // A page far past the end (a cursor a client made up) is empty; before, its offset overflowed to the first page.
-        var farCursor = System.Buffers.Text.Base64Url.EncodeToString("sumfailat:-|2147483647"u8);
+        // A page far past the end (a cursor a client made up) is empty.
+        var farCursor = System.Buffers.Text.Base64Url.EncodeToString(System.Text.Encoding.UTF8.GetBytes($"sumfailk:-|{DateTimeOffset.MaxValue.UtcTicks}|{Guid.Empty:N}"));
         var far = await (await admin.GetAsync($"/api/admin/summaries/failures?limit=100&cursor={farCursor}")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
         Assert.Equal((0, true, null), (far.Items.Count, far.Total >= 1, far.NextCursor));
-        // A cursor holds how many failures came before its page, so the next page may ask another limit.
+        // A cursor holds the last failure of its page (when it failed, its id): the next page starts after it, with any limit.
         var all = await (await admin.GetAsync("/api/admin/summaries/failures?limit=100")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
-        var afterOne = System.Buffers.Text.Base64Url.EncodeToString("sumfailat:-|1"u8);
+        var afterOne = System.Buffers.Text.Base64Url.EncodeToString(System.Text.Encoding.UTF8.GetBytes($"sumfailk:-|{all.Items[0].FailedAt!.Value.UtcTicks}|{all.Items[0].Id:N}"));
         var rest = await (await admin.GetAsync($"/api/admin/summaries/failures?limit=100&cursor={afterOne}")).ReadAs<FailuresPageDto>(HttpStatusCode.OK);
         // (Another test's job may be dead-lettered meanwhile: it comes last.)
         Assert.Equal(all.Items.Skip(1).Select(f => f.Id), rest.Items.Take(all.Items.Count - 1).Select(f => f.Id));

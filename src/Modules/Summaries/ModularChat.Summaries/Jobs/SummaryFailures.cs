@@ -34,11 +34,21 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
 
     private IDeadLetters DeadLetters => runtime.Storage.DeadLetters;
 
-    /// <summary>One page of the tenant's failed jobs, oldest first, after the first <paramref name="skip"/>, and how many it has in all.</summary>
-    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total)> ListAsync(string tenantId, int skip, int pageSize, CancellationToken cancellationToken)
+    /// <summary>
+    /// One page of the tenant's failed jobs, oldest first (by when they failed, then by id), those after
+    /// <paramref name="after"/> when given; how many it has in all, and whether more follow the page. Keyset, not offset:
+    /// failures replayed from an earlier page leave the list without moving the next page's start.
+    /// </summary>
+    public async Task<(IReadOnlyList<SummaryFailure> Items, int Total, bool More)> ListAsync(
+        string tenantId, (DateTimeOffset FailedAt, Guid Id)? after, int pageSize, CancellationToken cancellationToken)
     {
         var all = await OfTenantAsync(tenantId, cancellationToken);
-        return (all.Skip(skip).Take(pageSize).Select(x => ToFailure(x.Letter, x.Job)).ToList(), all.Count);
+        var ordered = all.Select(x => ToFailure(x.Letter, x.Job)).OrderBy(f => f.FailedAt ?? DateTimeOffset.MinValue).ThenBy(f => f.Id);
+        var rest = after is { } a
+            ? ordered.Where(f => (f.FailedAt ?? DateTimeOffset.MinValue) > a.FailedAt || ((f.FailedAt ?? DateTimeOffset.MinValue) == a.FailedAt && f.Id.CompareTo(a.Id) > 0))
+            : ordered;
+        var page = rest.Take(pageSize + 1).ToList();
+        return (page.Take(pageSize).ToList(), all.Count, page.Count > pageSize);
     }
 
     /// <summary>

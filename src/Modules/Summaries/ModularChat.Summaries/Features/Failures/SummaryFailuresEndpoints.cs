@@ -37,22 +37,30 @@ internal sealed class ListSummaryFailuresValidator : AbstractValidator<ListSumma
 internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, TenantContext tenant, IOptions<SummariesOptions> options)
     : IQueryHandler<ListSummaryFailures, SummaryFailuresPage>
 {
-    // The cursor holds how many failures came before the next page (not a page number: the next page may ask another limit).
-    private const string CursorKind = "sumfailat";
+    // The cursor holds the last failure of its page (when it failed, its id): the next page starts after it, wherever it is
+    // now (failures replayed meanwhile leave the list), and may ask another limit.
+    private const string CursorKind = "sumfailk";
 
     public async ValueTask<SummaryFailuresPage> Handle(ListSummaryFailures query, CancellationToken cancellationToken)
     {
-        var skip = query.Cursor is null ? 0 : DecodeCursor(query.Cursor);
+        var after = query.Cursor is null ? ((DateTimeOffset, Guid)?)null : DecodeCursor(query.Cursor);
         var limit = query.Limit ?? options.Value.DefaultPageSize;
-        var (items, total) = await failures.ListAsync(tenant.TenantId, skip, limit, cancellationToken);
-        var next = (long)skip + limit < total ? Cursor.Encode(CursorKind, CursorScope.None, (skip + limit).ToString(CultureInfo.InvariantCulture)) : null;
+        var (items, total, more) = await failures.ListAsync(tenant.TenantId, after, limit, cancellationToken);
+        var next = more && items.Count > 0
+            ? Cursor.Encode(CursorKind, CursorScope.None, (items[^1].FailedAt ?? DateTimeOffset.MinValue).UtcTicks.ToString(CultureInfo.InvariantCulture), items[^1].Id.ToString("N"))
+            : null;
         return new SummaryFailuresPage(items, total, next);
     }
 
-    private static int DecodeCursor(string cursor)
-        => int.TryParse(Cursor.Decode(cursor, CursorKind, CursorScope.None, 1)[0], NumberStyles.None, CultureInfo.InvariantCulture, out var skip) && skip > 0
-            ? skip
+    private static (DateTimeOffset, Guid) DecodeCursor(string cursor)
+    {
+        var fields = Cursor.Decode(cursor, CursorKind, CursorScope.None, 2);
+        return long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
+               && ticks <= DateTimeOffset.MaxValue.UtcTicks
+               && Guid.TryParseExact(fields[1], "N", out var id)
+            ? (new DateTimeOffset(ticks, TimeSpan.Zero), id)
             : throw Cursor.Invalid();
+    }
 }
 
 internal sealed record ReplaySummaryFailures(IReadOnlyList<Guid>? Ids) : ICommand<FailuresReplayed>;
