@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Providers.Domain;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -924,6 +925,37 @@ public sealed class ChatTests(ProvidersApp app)
             .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
 
         Assert.Equal("\uff37\uff4f\uff52\uff4b", turn.Provider);
+    }
+
+    [Fact]
+    public async Task A_provider_name_that_two_providers_stored_before_normalization_share_answers_409_naming_both()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var conversation = await client.StartConversationAsync();
+        // As a version before names were compared in their Unicode form stored them: "Café" composed and decomposed, two names.
+        var now = DateTimeOffset.UtcNow;
+        ProviderSettings Old(string name, string normalized) => new()
+        {
+            Id = Guid.CreateVersion7(), TenantId = user, Name = name, NormalizedName = normalized, Kind = ProviderKinds.OpenAiCompatible,
+            Endpoint = app.Model.BaseUrl.ToString().TrimEnd('/'), ChatModel = "m", CreatedAt = now, UpdatedAt = now,
+        };
+        var (composed, decomposed) = (Old("Caf\u00e9", "caf\u00e9"), Old("Cafe\u0301", "cafe\u0301"));
+        await using (var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().LightweightSession(user))
+        {
+            session.Store(composed, decomposed);
+            await session.SaveChangesAsync();
+        }
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?", provider = "caf\u00e9" })).ShouldBeProblem(409);
+
+        Assert.Contains("2 providers", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(new[] { composed.Id, decomposed.Id }.Order(), problem.GetProperty("providers").EnumerateArray().Select(e => e.GetGuid()).Order());
+        Assert.Empty(await client.MessagesAsync(conversation));
+        // Either one by its id still works.
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = "hello?", provider = decomposed.Id.ToString() }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        Assert.Equal("Cafe\u0301", turn.Provider);
     }
 
     /// <summary>A fresh tenant with the fake provider, a conversation, and a marker to route the fake model's answers by.</summary>

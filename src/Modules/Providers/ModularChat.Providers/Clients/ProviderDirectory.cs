@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Marten;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Secrets;
 
@@ -119,9 +120,13 @@ internal sealed class ProviderDirectory : IDisposable
     }
 
     /// <summary>
-    /// The named provider (by name, compared as <see cref="ProviderSettings.SameName"/> compares it, or by id), else the
+    /// The named provider (by name, compared as <see cref="ProviderSettings.Normalize"/> makes it, or by id), else the
     /// tenant's default; null when the tenant has none.
     /// </summary>
+    /// <exception cref="ConflictException">
+    /// The name is that of two providers or more: stored before names were compared in their Unicode form (ADR 0010),
+    /// they are the same name now, and which one is meant cannot be told.
+    /// </exception>
     public async Task<ResolvedProvider?> FindAsync(string tenantId, string? nameOrId, CancellationToken cancellationToken)
     {
         var all = await GetAllAsync(tenantId, cancellationToken);
@@ -131,8 +136,17 @@ internal sealed class ProviderDirectory : IDisposable
         }
 
         var key = nameOrId.Trim();
-        return all.FirstOrDefault(p => ProviderSettings.SameName(p.Name, key))
-            ?? (Guid.TryParse(key, out var id) ? all.FirstOrDefault(p => p.Id == id) : null);
+        var name = ProviderSettings.Normalize(key);
+        var named = all.Where(p => ProviderSettings.Normalize(p.Name) == name).ToList();
+        return named.Count switch
+        {
+            1 => named[0],
+            > 1 => throw new ConflictException(
+                $"'{key}' is the name of {named.Count} providers of this tenant (stored before names were compared in their Unicode form, they are the same name now): " +
+                $"rename or delete all but one (PUT /api/providers/{{id}}), or choose one by its id.",
+                new Dictionary<string, object?> { ["providers"] = named.Select(p => p.Id).ToList() }),
+            _ => Guid.TryParse(key, out var id) ? all.FirstOrDefault(p => p.Id == id) : null,
+        };
     }
 
     /// <summary>Drops the tenant's cached providers (after a change on this node).</summary>
