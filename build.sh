@@ -132,13 +132,10 @@ clear_stale_pid_file() {
   # ps works on every Unix (macOS has no /proc) and for processes of other users; the working directory only where /proc
   # tells it (PostgreSQL works in its data directory).
   if [[ -n "$pid" ]] && comm="$(ps -p "$pid" -o comm= 2>/dev/null)"; then
-    cwd=""
     [[ -d "/proc/$pid" ]] && cwd="$(readlink -f "/proc/$pid/cwd" 2>/dev/null || true)"
     if [[ "$(basename "${comm// /}")" == postgres* && ( -z "$cwd" || "$cwd" == "$(readlink -f "$PGDATA_DIR")" ) ]]; then
       return 0
     fi
-  else
-    comm=""
   fi
   log "removing .local/postgres/postmaster.pid left by a PostgreSQL that is no longer running (its process ${pid:-?} is ${comm:-gone})"
   rm -f "$file"

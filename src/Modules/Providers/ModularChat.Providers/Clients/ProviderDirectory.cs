@@ -21,6 +21,9 @@ internal sealed class ResolvedProvider(ProviderSettings settings, SecretBox? sec
 
     public string Name { get; } = settings.Name;
 
+    /// <summary><see cref="Name"/> in the form names are compared in (made once, when the tenant's providers are read).</summary>
+    public string ComparedName { get; } = ProviderSettings.Normalize(settings.Name);
+
     public string Kind { get; } = settings.Kind;
 
     public Uri Endpoint { get; } = new(settings.Endpoint);
@@ -137,7 +140,7 @@ internal sealed class ProviderDirectory : IDisposable
 
         var key = nameOrId.Trim();
         var name = ProviderSettings.Normalize(key);
-        var named = all.Where(p => ProviderSettings.Normalize(p.Name) == name).ToList();
+        var named = all.Where(p => p.ComparedName == name).ToList();
         return named.Count switch
         {
             1 => named[0],

@@ -33,7 +33,7 @@ public sealed class ProviderSettings : IVersioned
     /// <summary>
     /// <see cref="Name"/> as <see cref="Normalize"/> makes it, for the unique index: names are unique per tenant regardless
     /// of case and Unicode form. Documents written before names were Unicode-normalized hold it trimmed and lower-cased
-    /// only, so checks compare <see cref="Name"/> itself (<see cref="SameName"/>); each write stores the current form.
+    /// only, so checks compare <see cref="Name"/> itself (<see cref="NameTaken"/>); each write stores the current form.
     /// </summary>
     public string NormalizedName { get; set; } = "";
 
@@ -79,8 +79,12 @@ public sealed class ProviderSettings : IVersioned
     public static bool FitsLength(string? name, int maxLength) => name is null || (name.Trim().Length <= maxLength && Normalize(name).Length <= maxLength);
 
     /// <summary>
-    /// Whether a stored document's <paramref name="storedName"/> is the same name as <paramref name="name"/>. Compares
-    /// the names themselves, not a stored <see cref="NormalizedName"/>, which may be of an older form.
+    /// Whether <paramref name="name"/> is one of <paramref name="storedNames"/>, the names of stored documents. Compares the
+    /// names themselves, not a stored <see cref="NormalizedName"/>, which may be of an older form.
     /// </summary>
-    public static bool SameName(string storedName, string name) => Normalize(storedName) == Normalize(name);
+    public static bool NameTaken(IEnumerable<string> storedNames, string name)
+    {
+        var compared = Normalize(name);
+        return storedNames.Any(n => Normalize(n) == compared);
+    }
 }

@@ -43,13 +43,14 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
         string tenantId, (DateTimeOffset FailedAt, Guid Id)? after, int pageSize, CancellationToken cancellationToken)
     {
         var all = await OfTenantAsync(tenantId, cancellationToken);
-        var ordered = all.Select(x => ToFailure(x.Letter, x.Job)).OrderBy(f => f.FailedAt ?? DateTimeOffset.MinValue).ThenBy(f => f.Id);
-        var rest = after is { } a
-            ? ordered.Where(f => (f.FailedAt ?? DateTimeOffset.MinValue) > a.FailedAt || ((f.FailedAt ?? DateTimeOffset.MinValue) == a.FailedAt && f.Id.CompareTo(a.Id) > 0))
-            : ordered;
+        var ordered = all.Select(x => ToFailure(x.Letter, x.Job)).OrderBy(PageKey);
+        var rest = after is { } a ? ordered.Where(f => PageKey(f).CompareTo(a) > 0) : ordered;
         var page = rest.Take(pageSize + 1).ToList();
         return (page.Take(pageSize).ToList(), all.Count, page.Count > pageSize);
     }
+
+    /// <summary>Where a failure stands in the list: when it failed (the oldest first), then its id.</summary>
+    public static (DateTimeOffset FailedAt, Guid Id) PageKey(SummaryFailure failure) => (failure.FailedAt ?? DateTimeOffset.MinValue, failure.Id);
 
     /// <summary>
     /// Queues the tenant's failed jobs again: all of them when <paramref name="ids"/> is null, else those of the ids that are

@@ -26,7 +26,7 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
         await ProviderStore.LockTenantAsync(session, ProviderStore.McpServersLock, cancellationToken);
         var all = await session.Query<McpServerConnection>().Select(s => s.Name).ToListAsync(cancellationToken);
         var name = body.Name!.Trim();
-        if (all.Any(n => ProviderSettings.SameName(n, name)))
+        if (ProviderSettings.NameTaken(all, name))
         {
             throw Duplicate(name);
         }

@@ -9,7 +9,7 @@ using ModularChat.Providers.Network;
 namespace ModularChat.Providers.Features.McpServers;
 
 /// <summary>Body of <c>POST /api/mcp-servers</c>.</summary>
-/// <param name="Name">Unique per tenant, compared after Unicode normalization (NFKC) and case-insensitively; chat requests select servers by name.</param>
+/// <param name="Name">Unique per tenant, compared after Unicode normalization with case folding (NFKC_Casefold); chat requests select servers by name.</param>
 /// <param name="Transport"><c>stdio</c>, <c>sse</c> or <c>streamable-http</c>.</param>
 /// <param name="Command">stdio: the program (must be on the service's allowlist; stdio is off unless the service enables it).</param>
 /// <param name="Arguments">stdio: its arguments.</param>

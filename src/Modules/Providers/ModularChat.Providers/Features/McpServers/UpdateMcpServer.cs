@@ -34,7 +34,7 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
         var all = await session.Query<McpServerConnection>().ToListAsync(cancellationToken);
         var server = all.SingleOrDefault(s => s.Id == command.Id) ?? throw new NotFoundException("MCP server", command.Id);
         var name = body.Name!.Trim();
-        if (all.Any(s => s.Id != server.Id && ProviderSettings.SameName(s.Name, name)))
+        if (ProviderSettings.NameTaken(all.Where(s => s.Id != server.Id).Select(s => s.Name), name))
         {
             throw CreateMcpServerHandler.Duplicate(name);
         }

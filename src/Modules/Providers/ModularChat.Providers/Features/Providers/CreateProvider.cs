@@ -42,7 +42,7 @@ internal sealed class CreateProviderHandler(
         await ProviderStore.LockTenantAsync(session, ProviderStore.ProvidersLock, cancellationToken);
         var all = await session.Query<ProviderSettings>().ToListAsync(cancellationToken);
         var name = command.Name!.Trim();
-        if (all.Any(p => ProviderSettings.SameName(p.Name, name)))
+        if (ProviderSettings.NameTaken(all.Select(p => p.Name), name))
         {
             throw Duplicate(name);
         }

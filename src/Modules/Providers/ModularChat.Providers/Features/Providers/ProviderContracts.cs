@@ -11,7 +11,7 @@ using Npgsql;
 namespace ModularChat.Providers.Features.Providers;
 
 /// <summary>Body of <c>POST /api/providers</c> and <c>PUT /api/providers/{id}</c>.</summary>
-/// <param name="Name">Unique per tenant, compared after Unicode normalization (NFKC) and case-insensitively; chat requests can name it.</param>
+/// <param name="Name">Unique per tenant, compared after Unicode normalization with case folding (NFKC_Casefold); chat requests can name it.</param>
 /// <param name="Kind"><c>openai-compatible</c> (OpenAI, Ollama, vLLM, LM Studio) or <c>azure-openai</c>.</param>
 /// <param name="Endpoint">The API root, e.g. <c>https://api.openai.com/v1</c> or <c>http://localhost:11434/v1</c> (openai-compatible; defaults to OpenAI), or the resource URL <c>https://NAME.openai.azure.com</c> (azure-openai).</param>
 /// <param name="ChatModel">The model that answers chat turns (azure-openai: the deployment name).</param>

@@ -35,7 +35,7 @@ internal sealed class UpdateProviderHandler(TenantSessions sessions, SecretBox s
         var all = await session.Query<ProviderSettings>().ToListAsync(cancellationToken);
         var provider = all.SingleOrDefault(p => p.Id == command.Id) ?? throw new NotFoundException("Provider", command.Id);
         var name = command.Name!.Trim();
-        if (all.Any(p => p.Id != provider.Id && ProviderSettings.SameName(p.Name, name)))
+        if (ProviderSettings.NameTaken(all.Where(p => p.Id != provider.Id).Select(p => p.Name), name))
         {
             throw CreateProviderHandler.Duplicate(name);
         }

@@ -46,8 +46,8 @@ internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, Tenan
         var after = query.Cursor is null ? ((DateTimeOffset, Guid)?)null : DecodeCursor(query.Cursor);
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         var (items, total, more) = await failures.ListAsync(tenant.TenantId, after, limit, cancellationToken);
-        var next = more && items.Count > 0
-            ? Cursor.Encode(CursorKind, CursorScope.None, (items[^1].FailedAt ?? DateTimeOffset.MinValue).UtcTicks.ToString(CultureInfo.InvariantCulture), items[^1].Id.ToString("N"))
+        var next = more && items.Count > 0 && SummaryFailures.PageKey(items[^1]) is var (failedAt, id)
+            ? Cursor.Encode(CursorKind, CursorScope.None, failedAt.UtcTicks.ToString(CultureInfo.InvariantCulture), id.ToString("N"))
             : null;
         return new SummaryFailuresPage(items, total, next);
     }
