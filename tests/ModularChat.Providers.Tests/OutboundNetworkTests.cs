@@ -82,6 +82,73 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         }
     }
 
+    [Fact]
+    public async Task Through_the_configured_proxy_providers_and_MCP_servers_are_reached_and_the_address_rules_judge_the_servers_named()
+    {
+        // Public addresses (documentation range) that only the proxy reaches: it routes them to the loopback fakes.
+        var modelPort = app.Model.BaseUrl.Port;
+        const string password = "pr0xy-pa55-9d4e7c";
+        using var proxy = ForwardProxy.Start(
+            new Dictionary<string, int> { ["203.0.113.7:80"] = modelPort, ["203.0.113.8:80"] = app.Mcp.BaseUrl.Port, ["203.0.113.9:443"] = modelPort },
+            credentials: ("egress", password));
+        var user = ModularChatApp.NewUser();
+        using var allowed = app.Client(user);
+        var privateKey = $"sk-private-{Guid.NewGuid():N}";
+        var toPrivate = await allowed.AddProviderAsync(new Uri("http://10.0.0.5/v1"), privateKey, name: "in-house"); // stored where allowed
+
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["OutboundNetwork:AllowPrivateNetworks"] = "false",
+            ["OutboundNetwork:Proxy"] = proxy.AddressWith("egress", password),
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+
+        var key = $"sk-proxied-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(new Uri($"http://203.0.113.7{app.Model.BaseUrl.AbsolutePath}"), key, name: "proxied");
+        var tested = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        Assert.True(tested.Success, tested.Error?.Message);
+        Assert.True(app.Model.RequestsWith(key) > 0);
+        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://203.0.113.7/", StringComparison.Ordinal));
+        Assert.True(proxy.Challenged > 0); // it asked for credentials, and they were given
+
+        var server = await client.AddMcpServerAsync("calculator", $"http://203.0.113.8{new Uri(app.Mcp.StreamableHttpUrl).AbsolutePath}");
+        var listed = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.True(listed.Success, listed.Error);
+        Assert.NotEmpty(listed.Tools);
+        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://203.0.113.8/", StringComparison.Ordinal));
+
+        // https goes through a tunnel (CONNECT): the fake speaks plain http, so the handshake fails and no key is sent.
+        var tlsKey = $"sk-tunnel-{Guid.NewGuid():N}";
+        var tunnelled = await client.AddProviderAsync(new Uri($"https://203.0.113.9{app.Model.BaseUrl.AbsolutePath}"), tlsKey, name: "tunnelled");
+        var overTls = await (await client.PostAsync($"/api/providers/{tunnelled.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        Assert.False(overTls.Success);
+        Assert.Contains("CONNECT 203.0.113.9:443", proxy.Served);
+        Assert.Equal(0, app.Model.RequestsWith(tlsKey));
+
+        // A private target is refused here, before the proxy (which would reach it) sees the request.
+        var refused = await (await client.PostAsync($"/api/providers/{toPrivate.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        Assert.False(refused.Success);
+        Assert.Contains("private-network", refused.Error!.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(proxy.Served, r => r.Contains("10.0.0.5", StringComparison.Ordinal));
+
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(password, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("proxy.example:3128")]
+    [InlineData("https://egress:hunter2-proxy@proxy.example:3128")] // https to the proxy is not offered
+    [InlineData("http://egress:hunter2-proxy@proxy.example:3128/path")]
+    [InlineData("socks5://proxy.example:1080")]
+    public async Task A_proxy_setting_that_is_not_an_http_proxy_address_stops_the_start_naming_it_but_not_its_password(string proxy)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["OutboundNetwork:Proxy"] = proxy }));
+
+        Assert.Contains(Exceptions.Flatten(error),
+            e => e is Microsoft.Extensions.Options.OptionsValidationException && e.Message.Contains("Proxy", StringComparison.Ordinal));
+        Assert.DoesNotContain("hunter2", error.ToString(), StringComparison.Ordinal);
+    }
+
     /// <summary>A proxy for every request, loopback ones included (WebProxy leaves those out).</summary>
     private sealed class EveryRequest(string proxy) : IWebProxy
     {

@@ -1,3 +1,4 @@
+using System.Net;
 using FluentValidation;
 
 namespace ModularChat.Providers;
@@ -76,11 +77,48 @@ public sealed class OutboundNetworkOptions
     /// cannot make this service read gigabytes into memory.
     /// </summary>
     public long MaxResponseBytes { get; set; } = 64L * 1024 * 1024;
+
+    /// <summary>
+    /// An HTTP proxy that outbound calls go through (<c>http://host:port</c>, with <c>user:password@</c> when it asks for
+    /// credentials), for networks whose only way out is a proxy; read at start. Loopback targets are reached directly.
+    /// The address rules still judge the server a tenant named, not the proxy: before each request its name is resolved
+    /// here and every address must be public (a name that does not resolve here is refused), unless
+    /// <see cref="AllowPrivateNetworks"/>, which leaves the judging to the proxy.
+    /// </summary>
+    public string? Proxy { get; set; }
+
+    /// <summary>The proxy's address without its credentials, and the credentials; null without a proxy.</summary>
+    internal (Uri Address, NetworkCredential? Credentials)? ProxyParts()
+    {
+        if (string.IsNullOrWhiteSpace(Proxy) || !Uri.TryCreate(Proxy.Trim(), UriKind.Absolute, out var uri))
+        {
+            return null;
+        }
+
+        var address = new UriBuilder(uri) { UserName = "", Password = "", Path = "/", Query = "", Fragment = "" }.Uri;
+        if (uri.UserInfo.Length == 0)
+        {
+            return (address, null);
+        }
+
+        var parts = uri.UserInfo.Split(':', 2);
+        return (address, new NetworkCredential(Uri.UnescapeDataString(parts[0]), parts.Length > 1 ? Uri.UnescapeDataString(parts[1]) : ""));
+    }
 }
 
 internal sealed class OutboundNetworkOptionsValidator : AbstractValidator<OutboundNetworkOptions>
 {
-    public OutboundNetworkOptionsValidator() => RuleFor(o => o.MaxResponseBytes).InclusiveBetween(1024, 16L * 1024 * 1024 * 1024);
+    public OutboundNetworkOptionsValidator()
+    {
+        RuleFor(o => o.MaxResponseBytes).InclusiveBetween(1024, 16L * 1024 * 1024 * 1024);
+        // The message never repeats the value: it may hold the proxy's password.
+        RuleFor(o => o.Proxy).Must(BeAProxyAddress!).When(o => !string.IsNullOrWhiteSpace(o.Proxy))
+            .WithMessage("must be an http proxy's address, http://host:port (with user:password@ when it asks for credentials), without a path or query.");
+    }
+
+    private static bool BeAProxyAddress(string proxy)
+        => Uri.TryCreate(proxy.Trim(), UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp && uri.Host.Length > 0
+            && uri.AbsolutePath == "/" && uri.Query.Length == 0 && uri.Fragment.Length == 0;
 }
 
 /// <summary>Chat turns (section <c>Chat</c>).</summary>

@@ -19,7 +19,7 @@ internal sealed partial class OutboundNetwork : IDisposable
     public OutboundNetwork(IOptionsMonitor<OutboundNetworkOptions> options)
     {
         _options = options;
-        _handler = new Lazy<HttpMessageHandler>(() => new ResponseSizeLimit(() => _options.CurrentValue.MaxResponseBytes) { InnerHandler = CreateHandler() });
+        _handler = new Lazy<HttpMessageHandler>(() => new ResponseSizeLimit(() => _options.CurrentValue.MaxResponseBytes) { InnerHandler = CreateHandlers() });
         _client = new Lazy<HttpClient>(() => new HttpClient(_handler.Value, disposeHandler: false) { Timeout = Timeout.InfiniteTimeSpan });
     }
 
@@ -179,36 +179,96 @@ internal sealed partial class OutboundNetwork : IDisposable
             || (b[0] == 198 && (b[1] == 18 || b[1] == 19)) // benchmarking
             || b[0] >= 224); // multicast, reserved and broadcast
 
-    private SocketsHttpHandler CreateHandler() => new()
+    /// <summary>The connections; with a proxy (read once, at the first call), each request's target is judged before it goes to the proxy.</summary>
+    private HttpMessageHandler CreateHandlers()
     {
-        AllowAutoRedirect = false,
-        // No system proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY): through one, the connection below would be the proxy's and
-        // the address rules would judge the proxy instead of the server the tenant named, which the proxy would reach.
-        UseProxy = false,
-        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
-        ConnectTimeout = TimeSpan.FromSeconds(15),
-        ConnectCallback = ConnectAsync,
-    };
-
-    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancellationToken)
-    {
-        var host = context.DnsEndPoint.Host;
-        // Checked when a URL is stored, and again here: a provider or server stored with http before the setting was
-        // turned off must not go on sending its key in clear text.
-        if (!_options.CurrentValue.AllowHttp && context.InitialRequestMessage.RequestUri?.Scheme == Uri.UriSchemeHttp)
+        if (_options.CurrentValue.ProxyParts() is not { } proxy)
         {
-            throw new HttpRequestException(
-                $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.");
+            return CreateHandler(null);
         }
 
-        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
-        if (!_options.CurrentValue.AllowPrivateNetworks)
+        // WebProxy reaches loopback targets directly: those connections are judged by ConnectAsync, as without a proxy.
+        var webProxy = new WebProxy(proxy.Address, BypassOnLocal: false) { Credentials = proxy.Credentials };
+        return new ProxiedTargets(this) { InnerHandler = CreateHandler(webProxy) };
+    }
+
+    private SocketsHttpHandler CreateHandler(WebProxy? proxy) => new()
+    {
+        AllowAutoRedirect = false,
+        // No system proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), only the one configured: through a proxy the connection
+        // below is the proxy's, so the address rules must judge each request's target before it is sent (ProxiedTargets).
+        UseProxy = proxy is not null,
+        Proxy = proxy,
+        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+        ConnectTimeout = TimeSpan.FromSeconds(15),
+        ConnectCallback = (context, cancellationToken) => ConnectAsync(context, proxy?.Address, cancellationToken),
+    };
+
+    /// <summary>
+    /// Null when a request to <paramref name="target"/> may go out, else why not: plain http when it is off, and unless
+    /// private networks are allowed, any address of the target's name that is not public (or a name that does not resolve).
+    /// </summary>
+    private async ValueTask<string?> RefusalAsync(Uri target, CancellationToken cancellationToken)
+    {
+        var settings = _options.CurrentValue;
+        var host = target.DnsSafeHost;
+        if (!settings.AllowHttp && target.Scheme == Uri.UriSchemeHttp)
         {
-            addresses = addresses.Where(IsPublic).ToArray();
-            if (addresses.Length == 0)
+            return $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.";
+        }
+
+        if (settings.AllowPrivateNetworks)
+        {
+            return null;
+        }
+
+        IPAddress[] addresses;
+        try
+        {
+            addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        }
+        catch (SocketException)
+        {
+            addresses = [];
+        }
+
+        return addresses.Length == 0
+            ? $"Connection to '{host}' refused: its name does not resolve here, so its addresses cannot be checked before the proxy reaches them (OutboundNetwork:AllowPrivateNetworks is off)."
+            : addresses.All(IsPublic)
+                ? null
+                : $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).";
+    }
+
+    private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, Uri? proxy, CancellationToken cancellationToken)
+    {
+        var host = context.DnsEndPoint.Host;
+        var target = context.InitialRequestMessage.RequestUri;
+        IPAddress[] addresses;
+        if (proxy is not null && string.Equals(host, proxy.DnsSafeHost, StringComparison.OrdinalIgnoreCase) && context.DnsEndPoint.Port == proxy.Port)
+        {
+            // The operator's proxy, wherever it is. Every request's target was judged before it was sent (ProxiedTargets),
+            // the ones that bypass the proxy too: a target that is the proxy's own address was judged as a target.
+            addresses = IPAddress.TryParse(host, out var proxyAddress) ? [proxyAddress] : await Dns.GetHostAddressesAsync(host, cancellationToken);
+        }
+        else
+        {
+            // Checked when a URL is stored, and again here: a provider or server stored with http before the setting was
+            // turned off must not go on sending its key in clear text.
+            if (!_options.CurrentValue.AllowHttp && target?.Scheme == Uri.UriSchemeHttp)
             {
                 throw new HttpRequestException(
-                    $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).");
+                    $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.");
+            }
+
+            addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
+            if (!_options.CurrentValue.AllowPrivateNetworks)
+            {
+                addresses = addresses.Where(IsPublic).ToArray();
+                if (addresses.Length == 0)
+                {
+                    throw new HttpRequestException(
+                        $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).");
+                }
             }
         }
 
@@ -235,6 +295,23 @@ internal sealed partial class OutboundNetwork : IDisposable
         if (_handler.IsValueCreated)
         {
             _handler.Value.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Through a proxy, judges each request's target before it is sent: a connection to the proxy carries requests for
+    /// many targets (plain http ones share it), and the proxy resolves names itself.
+    /// </summary>
+    private sealed class ProxiedTargets(OutboundNetwork network) : DelegatingHandler
+    {
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.RequestUri is { } target && await network.RefusalAsync(target, cancellationToken) is { } refusal)
+            {
+                throw new HttpRequestException(refusal);
+            }
+
+            return await base.SendAsync(request, cancellationToken);
         }
     }
 
