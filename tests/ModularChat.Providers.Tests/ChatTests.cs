@@ -187,6 +187,33 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_failed_turn_retried_after_retention_deleted_its_message_answers_409_saying_so_without_asking_the_model()
+    {
+        using var client = app.Client(app.DeletingTenant);
+        await client.AddProviderAsync(app.Model.BaseUrl, name: "museums"); // the tenant is shared: the first provider added is its default
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = new StrongBox<int>();
+        // The turn fails; what asks next (the summary, when the tenant's model writes it) is answered.
+        app.Model.Responder = Answer(marker, _ => Interlocked.Increment(ref asked.Value) == 1 ? FakeReply.Error(500, "boom") : FakeReply.Text("Museums."),
+            app.Model.Responder);
+        var body = new { content = $"{marker} Which museum opens on Mondays?", externalId = "mondays" };
+        await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(502);
+
+        // Summarized now: retention deletes the one message (the tenant keeps none of what a summary covers).
+        (await client.PostAsync($"/api/conversations/{conversation}/summary", null)).EnsureSuccessStatusCode();
+        await Eventually.Until(() => client.MessagesAsync(conversation), messages => messages.Count == 0, seconds: 60,
+            what: "Retention never deleted the summarized message");
+        var askedBefore = asked.Value;
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", body)).ShouldBeProblem(409);
+
+        Assert.Contains("taken out of the conversation by retention", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, problem.GetProperty("messageSequence").GetInt64());
+        Assert.Equal(askedBefore, asked.Value);
+    }
+
+    [Fact]
     public async Task A_failed_turn_retried_at_once_is_asked_again()
     {
         var (client, conversation, marker) = await ChattingAsync();

@@ -72,7 +72,13 @@ internal sealed class ChatContextAssembler(
         var window = context.Messages.ToList();
         if (context.Coverage.MessageCount > 0 && context.Coverage.MessagesTo != context.Coverage.MessageCount)
         {
-            var latest = (await conversations.ReadLatestAsync(tenantId, conversationId, 1, cancellationToken: cancellationToken)).Single();
+            // The turn's own message must reach the model even when it alone is over the budget; retention may have taken
+            // it out meanwhile (a summary covers it and none is kept), after a failed attempt that a client now retries.
+            var latest = (await conversations.ReadLatestAsync(tenantId, conversationId, 1, cancellationToken: cancellationToken)).SingleOrDefault()
+                ?? throw new ConflictException(
+                    $"Message {context.Coverage.MessageCount}, the one this turn answers, has been taken out of the conversation by retention (a summary " +
+                    "covers it), so the model would not see it. Ask again as a new turn (another externalId).",
+                    new Dictionary<string, object?> { ["messageSequence"] = context.Coverage.MessageCount });
             window.Add(new ContextMessage(latest.Sequence, latest.Role, latest.Content, latest.TokenCount, latest.CreatedAt, latest.ExternalId));
         }
 
