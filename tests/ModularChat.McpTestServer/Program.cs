@@ -5,7 +5,8 @@ using ModularChat.McpTestServer;
 // A small MCP server over stdio for the tests: stdout carries the protocol, so nothing else is written there.
 //   --pid-file <path>   writes the process id there first (a test then checks the process is gone when it should be)
 //   --misbehave <how>   instead of serving: flood (after reading initialize, writes bytes without a newline, endlessly),
-//                       hang-initialize (never answers initialize), hang-list (answers initialize, never tools/list)
+//                       hang-initialize (never answers initialize), hang-list (answers initialize, never tools/list),
+//                       dump-environment (prints its MC_ variables to stderr, a ..._TOKEN one in a long line too, and exits 3)
 var pidFile = Option("--pid-file");
 if (pidFile is not null)
 {

@@ -151,6 +151,32 @@ public sealed class McpStdioTests(ProvidersApp app)
         }
     }
 
+    [Fact]
+    public async Task A_program_that_prints_its_secrets_to_stderr_and_exits_is_reported_without_any_part_of_them()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        const string token = "ghp_Zq8Rw2Lm5Nx7Kc4Vb1Tj9Hs6Pd3Fa0Ye2Ug"; // from column 490: cut at 500 in the long line
+        const string password = "pw-4f7d2c9e1b3a";
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "dumps", transport = "stdio", command = ProvidersApp.Dotnet,
+            arguments = new[] { ProvidersApp.StdioServerDll, "--misbehave", "dump-environment" },
+            secretEnvironment = new Dictionary<string, string> { ["MC_TOKEN"] = token, ["MC_PASSWORD"] = password },
+            environment = new Dictionary<string, string> { ["MC_REGION"] = "eu-west" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Contains("exited (exit code 3)", result.Error, StringComparison.Ordinal);
+        Assert.True(result.Error!.Contains("short MC_REGION=eu-west", StringComparison.Ordinal), result.Error); // stderr is reported
+        Assert.Contains("short MC_TOKEN=***", result.Error, StringComparison.Ordinal);
+        Assert.Contains("config MC_TOKEN=***", result.Error, StringComparison.Ordinal); // the part before the cut, masked too
+        Assert.DoesNotContain(token[..6], result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(password[..6], result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(token[..6], StringComparison.Ordinal));
+    }
+
     /// <summary>Adds a stdio server running the test program in <paramref name="how"/>, and the file it writes its process id to.</summary>
     private static async Task<(McpServerDto Server, string PidFile)> AddStdioServerAsync(HttpClient client, string how)
     {

@@ -18,18 +18,46 @@ public static partial class Redaction
             return text ?? "";
         }
 
-        foreach (var secret in secrets ?? [])
+        // Longest first: a secret that holds another (a token and the header that carries it) would otherwise lose only
+        // the shorter one's part, and the rest of it stay.
+        foreach (var secret in Scrubbed(secrets))
         {
-            if (!string.IsNullOrEmpty(secret) && secret.Length >= 4)
-            {
-                text = text.Replace(secret, Mask, StringComparison.Ordinal);
-            }
+            text = text.Replace(secret, Mask, StringComparison.Ordinal);
         }
 
         text = Bearer().Replace(text, "$1 " + Mask);
         text = OpenAiKey().Replace(text, "sk-" + Mask);
         return Credential().Replace(text, "$1$2" + Mask);
     }
+
+    /// <summary>
+    /// <see cref="Scrub"/> for a text that was cut from a longer one before it could be scrubbed (read with a bound): a
+    /// secret that ran on past the cut ends the text with its first characters, which are masked too.
+    /// </summary>
+    public static string ScrubCut(string? text, IEnumerable<string?>? secrets = null)
+    {
+        var known = Scrubbed(secrets);
+        text = Scrub(text, known);
+        foreach (var secret in known)
+        {
+            for (var kept = Math.Min(secret.Length - 1, text.Length); kept >= MinLength; kept--)
+            {
+                if (text.AsSpan().EndsWith(secret.AsSpan(0, kept), StringComparison.Ordinal))
+                {
+                    text = text[..^kept] + Mask;
+                    break;
+                }
+            }
+        }
+
+        return text;
+    }
+
+    /// <summary>Shorter secrets are not looked for: they would mask ordinary words.</summary>
+    private const int MinLength = 4;
+
+    private static List<string> Scrubbed(IEnumerable<string?>? secrets)
+        => (secrets ?? []).OfType<string>().Where(s => s.Length >= MinLength).Distinct(StringComparer.Ordinal).OrderByDescending(s => s.Length).ToList();
 
     [GeneratedRegex(@"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}")]
     private static partial Regex Bearer();

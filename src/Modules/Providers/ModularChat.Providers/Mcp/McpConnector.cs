@@ -41,7 +41,7 @@ internal sealed class McpConnector(
         deadline.CancelAfter(settings.ConnectTimeout);
         try
         {
-            var transport = Transport(server, settings);
+            var transport = Transport(server, settings, secretValues);
             return await McpClient.CreateAsync(transport, new McpClientOptions
             {
                 ClientInfo = new Implementation { Name = "ModularChat", Version = "1.0" },
@@ -76,7 +76,7 @@ internal sealed class McpConnector(
         }
     }
 
-    private IClientTransport Transport(McpServerConnection server, McpOptions settings)
+    private IClientTransport Transport(McpServerConnection server, McpOptions settings, IReadOnlyList<string> secretValues)
     {
         if (server.Transport == McpTransports.Stdio)
         {
@@ -109,7 +109,7 @@ internal sealed class McpConnector(
             }
 
             // Not the SDK's StdioClientTransport: it reads a line of any length (see McpStdioTransport).
-            return new McpStdioTransport(processes, server.Name, server.Command, server.Arguments, environment, networkOptions.CurrentValue.MaxResponseBytes);
+            return new McpStdioTransport(processes, server.Name, server.Command, server.Arguments, environment, networkOptions.CurrentValue.MaxResponseBytes, secretValues);
         }
 
         var headers = new Dictionary<string, string>(server.Headers, StringComparer.OrdinalIgnoreCase);

@@ -4,6 +4,7 @@ using System.Text;
 using System.Threading.Channels;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Providers.Mcp;
@@ -22,7 +23,8 @@ internal sealed class McpStdioException(string message) : IOException(message);
 /// killed with everything it started, without the SDK's wait for it to exit by itself first.
 /// </summary>
 internal sealed class McpStdioTransport(
-    McpStdioProcesses processes, string name, string command, IReadOnlyList<string> arguments, IDictionary<string, string?> environment, long maxMessageBytes)
+    McpStdioProcesses processes, string name, string command, IReadOnlyList<string> arguments, IDictionary<string, string?> environment, long maxMessageBytes,
+    IReadOnlyList<string> secrets)
     : IClientTransport
 {
     private static readonly UTF8Encoding Utf8 = new(encoderShouldEmitUTF8Identifier: false);
@@ -56,7 +58,7 @@ internal sealed class McpStdioTransport(
         }
 
         var process = processes.Start(start);
-        var session = new Session(processes, process, command, maxMessageBytes);
+        var session = new Session(processes, process, command, maxMessageBytes, secrets);
         try
         {
             var output = new LineLimitedStream(process.StandardOutput.BaseStream, maxMessageBytes, session.TooLong, session.EndedAsync);
@@ -80,12 +82,14 @@ internal sealed class McpStdioTransport(
         private readonly Process _process;
         private readonly string _command;
         private readonly long _maxMessageBytes;
+        private readonly IReadOnlyList<string> _secrets;
         private readonly Queue<string> _stderrTail = new();
         private readonly Task _stderr;
         private int _closed;
 
-        public Session(McpStdioProcesses processes, Process process, string command, long maxMessageBytes)
+        public Session(McpStdioProcesses processes, Process process, string command, long maxMessageBytes, IReadOnlyList<string> secrets)
         {
+            _secrets = secrets;
             _processes = processes;
             _process = process;
             _command = command;
@@ -173,6 +177,7 @@ internal sealed class McpStdioTransport(
             var bytes = new byte[4096];
             var chars = new char[Utf8.GetMaxCharCount(bytes.Length)];
             var line = new StringBuilder();
+            var cut = false;
             try
             {
                 int read;
@@ -183,16 +188,24 @@ internal sealed class McpStdioTransport(
                     {
                         if (c == '\n')
                         {
-                            Keep(line);
+                            Keep(line, cut);
+                            cut = false;
                         }
-                        else if (line.Length < StderrLineLength && c != '\r')
+                        else if (c != '\r')
                         {
-                            line.Append(char.IsControl(c) ? '?' : c);
+                            if (line.Length < StderrLineLength)
+                            {
+                                line.Append(char.IsControl(c) ? '?' : c);
+                            }
+                            else
+                            {
+                                cut = true;
+                            }
                         }
                     }
                 }
 
-                Keep(line);
+                Keep(line, cut);
             }
             catch (Exception e) when (e is IOException or ObjectDisposedException)
             {
@@ -200,13 +213,23 @@ internal sealed class McpStdioTransport(
             }
         }
 
-        private void Keep(StringBuilder line)
+        /// <summary>
+        /// Keeps a line of stderr without the server's secrets (a program may print its environment): a line cut before
+        /// it could be scrubbed also loses the first characters of a secret that ran past the cut.
+        /// </summary>
+        private void Keep(StringBuilder line, bool cut)
         {
             if (line.Length == 0)
             {
                 return;
             }
 
+            if (cut && char.IsHighSurrogate(line[^1]))
+            {
+                line.Length--; // half a character
+            }
+
+            var kept = cut ? Redaction.ScrubCut(line.ToString(), _secrets) : Redaction.Scrub(line.ToString(), _secrets);
             lock (_stderrTail)
             {
                 if (_stderrTail.Count == StderrTailLines)
@@ -214,7 +237,7 @@ internal sealed class McpStdioTransport(
                     _stderrTail.Dequeue();
                 }
 
-                _stderrTail.Enqueue(line.ToString());
+                _stderrTail.Enqueue(kept);
             }
 
             line.Clear();
