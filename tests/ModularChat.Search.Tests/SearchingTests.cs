@@ -211,6 +211,27 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_word_of_two_thousand_letters_from_a_tenant_with_a_long_non_ASCII_id_is_indexed_and_indexing_goes_on()
+    {
+        // 256 three-byte characters (the longest tenant id) and a word that does not compress: their term-count key was
+        // ~2.8 kB, past what a PostgreSQL index row holds, and the failing statement stalled indexing for every tenant.
+        var random = new Random();
+        var tenant = new string(Enumerable.Range(0, 256).Select(_ => (char)(0x4E00 + random.Next(0x5000))).ToArray());
+        var word = new string(Enumerable.Range(0, 2040).Select(_ => (char)('a' + random.Next(26))).ToArray());
+        using var client = app.Client(ModularChatApp.NewUser(), tenant);
+        var id = await client.StartConversation("long word", Message($"the harbour pilot wrote {word}"));
+        using var other = app.Client(ModularChatApp.NewUser());
+        var next = await other.StartConversation("after it", Message("the harbour pilot came aboard at dawn"));
+
+        await client.WaitForIndexing(1);
+        await other.WaitForIndexing(1);
+
+        var hit = Assert.Single((await (await client.GetAsync("/api/search?q=harbour+pilot&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits);
+        Assert.Equal(id, hit.ConversationId);
+        Assert.Equal(next, Assert.Single((await (await other.GetAsync("/api/search?q=harbour+pilot&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits).ConversationId);
+    }
+
+    [Fact]
     public async Task Conversation_metadata_restricts_hits_to_the_conversations_that_have_it_in_every_mode()
     {
         using var client = app.Client(ModularChatApp.NewUser());

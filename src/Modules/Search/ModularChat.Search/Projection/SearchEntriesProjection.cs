@@ -225,6 +225,9 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         batch.Clear();
     }
 
+    /// <summary>Longest word (in UTF-8 bytes) whose documents are counted in the term counts' (tenant, lexeme) index.</summary>
+    internal const int MaxCountedLexemeBytes = 1500;
+
     private static string InsertSql(SearchSchema s) => $"""
         with params as (select ^::varchar as tenant_id, ^::regconfig as config),
         input as (
@@ -254,7 +257,12 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         lexemes as (
             insert into {s.Terms} as t (tenant_id, lexeme, documents)
             select p.tenant_id, u.lexeme, count(*)
-            from inserted i cross join unnest(i.search_vector) u cross join params p group by p.tenant_id, u.lexeme
+            from inserted i cross join unnest(i.search_vector) u cross join params p
+            -- A PostgreSQL index row holds ~2.7 kB: a tenant id of 256 non-ASCII characters (up to 768 bytes) and a word of random letters
+            -- (to_tsvector keeps words up to 2 kB) would not fit, and the failing statement would stall indexing for every
+            -- tenant. Such words are still indexed and found, only left out of the counts (taken as rare).
+            where octet_length(u.lexeme) <= {MaxCountedLexemeBytes}
+            group by p.tenant_id, u.lexeme
             order by u.lexeme collate "C" -- the order in which removals lock them (SearchRemovals.TermsDecrement)
             on conflict (tenant_id, lexeme) do update set documents = t.documents + excluded.documents
         ),
