@@ -16,7 +16,34 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
     private readonly Func<string, float[]> _embedder = app.OpenAi.Embedder;
     private readonly Func<RecordedRequest, FakeReply?> _embeddingFailure = app.OpenAi.EmbeddingFailure;
 
-    public void Dispose() => (app.OpenAi.Embedder, app.OpenAi.EmbeddingFailure) = (_embedder, _embeddingFailure);
+    public void Dispose() => (app.OpenAi.Embedder, app.OpenAi.EmbeddingFailure, app.OpenAi.RawEmbedding) = (_embedder, _embeddingFailure, _ => null);
+
+    [Theory]
+    [InlineData("semantic")]
+    [InlineData("hybrid")]
+    public async Task A_query_embedding_out_of_range_answers_with_keyword_hits_saying_so(string mode)
+    {
+        var user = ModularChatApp.NewUser();
+        app.OpenAi.Embedder = TopicEmbedding;
+        await app.Providers.UseAsync(user, "fake-embed-3");
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("cars", Message("I finally bought a car last week."), Message("The recipe calls for two onions."));
+            await client.WaitForIndexing(2);
+            var query = "car " + Guid.NewGuid().ToString("N");
+            app.OpenAi.RawEmbedding = text => text == query ? "[1e39, 0.5, 0.25, 0.125]" : null; // past a float's range: infinite
+
+            var result = await (await client.GetAsync($"/api/search?q={Uri.EscapeDataString(query)}&mode={mode}&diversity=0.5")).ReadAs<SearchResult>(HttpStatusCode.OK);
+
+            Assert.NotNull(result.Semantic.Problem);
+            Assert.All(result.Hits, h => Assert.True(double.IsFinite(h.Score)));
+        }
+        finally
+        {
+            await app.Providers.UseAsync(user, null);
+        }
+    }
 
     [Fact]
     public async Task A_tenant_with_a_provider_is_embedded_by_its_OpenAI_compatible_endpoint()

@@ -85,6 +85,12 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     public Func<string, float[]> Embedder { get; set; } = DefaultEmbedding;
 
     /// <summary>
+    /// The embedding of a text as raw JSON, when not null, instead of <see cref="Embedder"/>'s: for what a float array
+    /// cannot say, such as a number out of a float's range (a broken model's <c>1e39</c>).
+    /// </summary>
+    public Func<string, string?> RawEmbedding { get; set; } = _ => null;
+
+    /// <summary>
     /// Answers the chat requests that mention <paramref name="marker"/> with <paramref name="reply"/>, the others as before,
     /// until the returned scope is disposed (other tests' conversations keep the answers they expect).
     /// </summary>
@@ -283,7 +289,7 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
             {
                 ["object"] = "embedding",
                 ["index"] = i,
-                ["embedding"] = new JsonArray(Embedder(texts[i]).Select(v => (JsonNode)v).ToArray()),
+                ["embedding"] = RawEmbedding(texts[i]) is { } raw ? JsonNode.Parse(raw) : new JsonArray(Embedder(texts[i]).Select(v => (JsonNode)v).ToArray()),
             });
         }
 

@@ -158,6 +158,12 @@ internal sealed partial class HybridSearch(
         var embedding = await embedder.Generator.GenerateAsync([text], cancellationToken: cancellationToken);
         var vector = embedding[0].Vector.ToArray();
         VectorMath.Normalize(vector);
+        if (vector.Length == 0 || !vector.All(float.IsFinite) || vector.All(v => v == 0))
+        {
+            // As the worker refuses such a vector for an entry: a number past a float's range (infinite) made every score NaN.
+            throw new InvalidOperationException($"The embedding model returned an invalid vector for the query ({vector.Length} dimensions, not all finite or all zero).");
+        }
+
         if (_queryEmbeddings.Count > 1000)
         {
             _queryEmbeddings.Clear();
@@ -194,6 +200,11 @@ internal sealed partial class HybridSearch(
                     bestValue = value;
                     best = i;
                 }
+            }
+
+            if (best < 0)
+            {
+                break; // no value to compare (NaN scores): what was chosen stands
             }
 
             taken[best] = true;
