@@ -439,6 +439,25 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_result_stored_cut_is_marked_and_not_cut_inside_a_character()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        // An emoji (two UTF-16 units) across Chat:MaxStoredToolResultLength (20,000): cut between its halves, it was stored as U+FFFD.
+        var text = new string('x', 19_999) + "\U0001F600" + new string('y', 100);
+        app.Model.Responder = CallsThenAnswer(marker, "Echoed.", app.Model.Responder, new FakeToolCall("call_emoji", "echo", JsonSerializer.Serialize(new { text })));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} echo it");
+
+        Assert.Equal(new string('x', 19_999), Assert.Single(turn.ToolCalls).Result);
+        var stored = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(new string('x', 19_999), stored.Content);
+        Assert.Equal("true", stored.Metadata!["truncated"]);
+        Assert.Equal("20101", stored.Metadata["resultLength"]);
+    }
+
+    [Fact]
     public async Task A_tool_result_larger_than_a_response_may_be_fails_the_call_and_not_the_turn()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -10,6 +10,7 @@ using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.McpServers;
 using ModularChat.Providers.Network;
 using ModularChat.Providers.Secrets;
+using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Providers.Mcp;
 
@@ -156,7 +157,7 @@ internal sealed class McpConnector(
             _ => $"Could not connect to {where}: {Innermost(error).Message}",
         };
         message = Redaction.Scrub(message, secretValues);
-        return message.Length > 1000 ? message[..1000] + "..." : message;
+        return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;
     }
 
     private static T? Inner<T>(Exception? e)

@@ -172,7 +172,7 @@ internal static class McpToolCatalog
             var description = tool["description"] is JsonValue d && d.TryGetValue<string>(out var text) ? StorableText.WithoutNul(text) : null;
             if (description?.Length > options.MaxToolDescriptionLength)
             {
-                description = description[..options.MaxToolDescriptionLength];
+                description = StorableText.Prefix(description, options.MaxToolDescriptionLength);
             }
 
             _tools.Add(new McpToolInfo { Name = name, Description = description, InputSchema = schemaText });

@@ -12,6 +12,7 @@ using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
+using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Providers.Mcp;
 
@@ -327,7 +328,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     session.Record(call, ok);
                 }
 
-                return text.Length > session._maxResultLength ? text[..session._maxResultLength] + " [cut]" : text;
+                return text.Length > session._maxResultLength ? StorableText.Prefix(text, session._maxResultLength) + " [cut]" : text;
             }
             finally
             {

@@ -76,7 +76,7 @@ internal sealed class LlmSummarizer(IChatClient client, string model, TimeSpan t
         text.Append(":\n");
         foreach (var m in input.Messages)
         {
-            var content = m.Content.Length > MaxMessageChars ? m.Content[..MaxMessageChars] + " [...]" : m.Content;
+            var content = m.Content.Length > MaxMessageChars ? StorableText.Prefix(m.Content, MaxMessageChars) + " [...]" : m.Content;
             text.Append('[').Append(m.CreatedAt.UtcDateTime.ToString("yyyy-MM-dd HH:mm", CultureInfo.InvariantCulture)).Append("] ")
                 .Append(MessageSpeakers.Of(m)).Append(" (").Append(m.Role.ToString().ToLowerInvariant()).Append("): ")
                 .Append(content.ReplaceLineEndings(" ")).Append('\n');

@@ -359,7 +359,8 @@ internal sealed partial class ChatTurns(
                             toStore.Add(new NewConversationMessage(MessageRole.Tool, callText, $"{prefix}:call:{++callNumber}", callMetadata));
                             break;
                         case FunctionResultContent result:
-                            var resultText = Cut(ResultText(result), settings.MaxStoredToolResultLength);
+                            var fullResult = ResultText(result);
+                            var resultText = Cut(fullResult, settings.MaxStoredToolResultLength);
                             var answered = LatestUnanswered(calls, results, result.CallId);
                             var called = answered >= 0 ? calls[answered].Call : null;
                             var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
@@ -368,13 +369,20 @@ internal sealed partial class ChatTurns(
                                 results[answered] = (result, toStore.Count);
                             }
 
+                            var resultMetadata = new Dictionary<string, string>
+                            {
+                                ["kind"] = "tool_result", ["callId"] = Cut(result.CallId, 200), ["server"] = from.Server, ["tool"] = from.Tool,
+                                ["failed"] = (result.Exception is not null || called is not null && tools.Failed(called)).ToString().ToLowerInvariant(),
+                            };
+                            if (resultText.Length < fullResult.Length)
+                            {
+                                // Stored cut (the model was given it whole, up to Chat:MaxToolResultLength): marked, as a cut answer is.
+                                resultMetadata["truncated"] = "true";
+                                resultMetadata["resultLength"] = fullResult.Length.ToString(CultureInfo.InvariantCulture);
+                            }
+
                             toStore.Add(new NewConversationMessage(MessageRole.Tool, StoredText(resultText, "(empty result)"),
-                                $"{prefix}:result:{++resultNumber}",
-                                new Dictionary<string, string>
-                                {
-                                    ["kind"] = "tool_result", ["callId"] = Cut(result.CallId, 200), ["server"] = from.Server, ["tool"] = from.Tool,
-                                    ["failed"] = (result.Exception is not null || called is not null && tools.Failed(called)).ToString().ToLowerInvariant(),
-                                }));
+                                $"{prefix}:result:{++resultNumber}", resultMetadata));
                             break;
                     }
                 }
@@ -401,7 +409,7 @@ internal sealed partial class ChatTurns(
                 // nothing wrong) and losing an answer that was paid for.
                 metadata["truncated"] = "true";
                 metadata["answerLength"] = answer.Length.ToString(CultureInfo.InvariantCulture);
-                answer = answer[..settings.MaxContentLength];
+                answer = StorableText.Prefix(answer, settings.MaxContentLength);
             }
 
             if (usage?.InputTokenCount is { } input)
@@ -510,7 +518,7 @@ internal sealed partial class ChatTurns(
             var other => JsonSerializer.Serialize(other),
         };
 
-        private static string Cut(string text, int max) => text.Length <= max ? text : text[..max];
+        private static string Cut(string text, int max) => StorableText.Prefix(text, max);
 
         /// <summary>
         /// <paramref name="text"/> as a message can hold it: without NUL characters, and <paramref name="placeholder"/> when

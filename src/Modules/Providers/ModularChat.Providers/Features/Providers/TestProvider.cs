@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Clients;
+using ModularChat.BuildingBlocks.Validation;
 
 namespace ModularChat.Providers.Features.Providers;
 
@@ -47,7 +48,7 @@ internal sealed partial class TestProviderHandler(
             var latency = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
             var answer = Printable(response.Text).Trim();
             LogTested(logger, provider.Name, ModelClients.Label(provider), "succeeded", latency);
-            return new ProviderTestResult(true, provider.Name, model, latency, answer.Length > 500 ? answer[..500] : answer,
+            return new ProviderTestResult(true, provider.Name, model, latency, StorableText.Prefix(answer, 500),
                 response.Usage?.InputTokenCount, response.Usage?.OutputTokenCount, null);
         }
         catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
