@@ -255,6 +255,7 @@ public sealed class BadInputTests(ConversationsApp app)
     [Theory]
     [InlineData("application/json; charset=windows-1252", 415)]
     [InlineData("application/json; charset=bogus", 415)]
+    [InlineData("application/json; charset=utf-7", 415)] // known to .NET but turned off (SYSLIB0001): answered 500
     [InlineData("application/json; charset=\"utf-8\"", 201)]
     [InlineData("application/json; charset=UTF-8", 201)]
     public async Task A_json_body_in_a_charset_the_service_cannot_read_answers_415_naming_it(string contentType, int status)

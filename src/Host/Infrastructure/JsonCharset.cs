@@ -77,8 +77,9 @@ internal static class JsonCharset
             _ = Encoding.GetEncoding(charset);
             return true;
         }
-        catch (ArgumentException)
+        catch (Exception e) when (e is ArgumentException or NotSupportedException)
         {
+            // NotSupportedException: an encoding .NET knows but has turned off (UTF-7, SYSLIB0001), which answered 500.
             return false;
         }
     }
