@@ -276,6 +276,42 @@ public sealed class BadInputTests(ConversationsApp app)
         }
     }
 
+    public static TheoryData<string, byte[], int, string?> BodiesInOtherCharsets => new()
+    {
+        // charset, the content's bytes (inside the JSON string), status, what is stored
+        { "iso-8859-1", [0x63, 0x61, 0x66, 0xe9], 201, "caf\u00e9" },
+        { "utf-16", System.Text.Encoding.Unicode.GetBytes("caf\u00e9"), 201, "caf\u00e9" },
+        // Bytes the charset does not have: before, stored as "caf?" and "\ufffd", text the client never sent.
+        { "us-ascii", [0x63, 0x61, 0x66, 0xe9], 400, null },
+        { "utf-16", [0x61, 0x00, 0x00, 0xd8], 400, null }, // "a" then a lone high surrogate
+    };
+
+    [Theory]
+    [MemberData(nameof(BodiesInOtherCharsets))]
+    public async Task A_body_in_another_charset_is_read_in_it_strictly_and_bytes_it_does_not_have_answer_400(string charset, byte[] content, int status, string? stored)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "charsets" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var encoding = System.Text.Encoding.GetEncoding(charset);
+        using var body = new ByteArrayContent([.. encoding.GetBytes("{\"role\":\"user\",\"content\":\""), .. content, .. encoding.GetBytes("\"}")]);
+        body.Headers.TryAddWithoutValidation("Content-Type", $"application/json; charset={charset}");
+
+        var response = await client.PostAsync($"/api/conversations/{c.Id}/messages", body);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        var messages = await (await client.GetAsync($"/api/conversations/{c.Id}/messages")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        if (stored is null)
+        {
+            var problem = await response.ShouldBeProblem(400);
+            Assert.Contains($"'{charset}'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.Empty(messages.Items);
+        }
+        else
+        {
+            Assert.Equal(stored, Assert.Single(messages.Items).Content);
+        }
+    }
+
     [Fact]
     public async Task A_request_without_a_body_is_not_judged_by_the_charset_of_a_stray_content_type()
     {
