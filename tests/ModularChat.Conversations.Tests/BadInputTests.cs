@@ -494,10 +494,13 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Equal(new string('u', 200), renamed.Title);
     }
 
-    [Fact]
-    public async Task An_unknown_route_answers_a_404_problem()
+    [Theory]
+    [InlineData("/api/nothing-here")]
+    [InlineData("/openapi/v2.json")] // before: the OpenAPI endpoint's own 404, in text/plain
+    public async Task An_unknown_route_answers_a_404_problem(string path)
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await (await client.GetAsync("/api/nothing-here")).ShouldBeProblem(404);
+        var problem = await (await client.GetAsync(path)).ShouldBeProblem(404);
+        Assert.Contains("/openapi/v1.json", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 }
