@@ -82,7 +82,9 @@ app.UseAuthorization();
 
 app.MapModularChatHealth();
 app.MapModularChatNodes();
-app.MapOpenApi().AllowAnonymous();
+// The one document there is, at a fixed path: the default pattern (/openapi/{documentName}.json) answered any other name
+// with its own 404 in text/plain instead of a ProblemDetails.
+app.MapOpenApi("/openapi/v1.json").AllowAnonymous();
 app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
 app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
 var modules = app.MapGroup("").RefuseRepeatedQueryValues();

@@ -255,6 +255,7 @@ public sealed class BadInputTests(ConversationsApp app)
     [Theory]
     [InlineData("application/json; charset=windows-1252", 415)]
     [InlineData("application/json; charset=bogus", 415)]
+    [InlineData("application/json; charset=utf-7", 415)] // known to .NET but turned off (SYSLIB0001): answered 500
     [InlineData("application/json; charset=\"utf-8\"", 201)]
     [InlineData("application/json; charset=UTF-8", 201)]
     public async Task A_json_body_in_a_charset_the_service_cannot_read_answers_415_naming_it(string contentType, int status)
@@ -272,6 +273,42 @@ public sealed class BadInputTests(ConversationsApp app)
             var problem = await response.ShouldBeProblem(415);
             Assert.Contains("charset", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
             Assert.Equal(0, (await (await client.GetAsync($"/api/conversations/{c.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK)).MessageCount);
+        }
+    }
+
+    public static TheoryData<string, byte[], int, string?> BodiesInOtherCharsets => new()
+    {
+        // charset, the content's bytes (inside the JSON string), status, what is stored
+        { "iso-8859-1", [0x63, 0x61, 0x66, 0xe9], 201, "caf\u00e9" },
+        { "utf-16", System.Text.Encoding.Unicode.GetBytes("caf\u00e9"), 201, "caf\u00e9" },
+        // Bytes the charset does not have: before, stored as "caf?" and "\ufffd", text the client never sent.
+        { "us-ascii", [0x63, 0x61, 0x66, 0xe9], 400, null },
+        { "utf-16", [0x61, 0x00, 0x00, 0xd8], 400, null }, // "a" then a lone high surrogate
+    };
+
+    [Theory]
+    [MemberData(nameof(BodiesInOtherCharsets))]
+    public async Task A_body_in_another_charset_is_read_in_it_strictly_and_bytes_it_does_not_have_answer_400(string charset, byte[] content, int status, string? stored)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var c = await (await client.PostJson("/api/conversations", new { title = "charsets" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var encoding = System.Text.Encoding.GetEncoding(charset);
+        using var body = new ByteArrayContent([.. encoding.GetBytes("{\"role\":\"user\",\"content\":\""), .. content, .. encoding.GetBytes("\"}")]);
+        body.Headers.TryAddWithoutValidation("Content-Type", $"application/json; charset={charset}");
+
+        var response = await client.PostAsync($"/api/conversations/{c.Id}/messages", body);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        var messages = await (await client.GetAsync($"/api/conversations/{c.Id}/messages")).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        if (stored is null)
+        {
+            var problem = await response.ShouldBeProblem(400);
+            Assert.Contains($"'{charset}'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.Empty(messages.Items);
+        }
+        else
+        {
+            Assert.Equal(stored, Assert.Single(messages.Items).Content);
         }
     }
 
@@ -457,10 +494,13 @@ public sealed class BadInputTests(ConversationsApp app)
         Assert.Equal(new string('u', 200), renamed.Title);
     }
 
-    [Fact]
-    public async Task An_unknown_route_answers_a_404_problem()
+    [Theory]
+    [InlineData("/api/nothing-here")]
+    [InlineData("/openapi/v2.json")] // before: the OpenAPI endpoint's own 404, in text/plain
+    public async Task An_unknown_route_answers_a_404_problem(string path)
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await (await client.GetAsync("/api/nothing-here")).ShouldBeProblem(404);
+        var problem = await (await client.GetAsync(path)).ShouldBeProblem(404);
+        Assert.Contains("/openapi/v1.json", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 }

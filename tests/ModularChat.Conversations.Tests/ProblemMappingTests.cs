@@ -20,6 +20,21 @@ public sealed class ProblemMappingTests
         Assert.Contains("NUL character", problem.Detail, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(400, "chunked encoding is malformed")] // Kestrel: "Bad chunk size data.", "Unexpected end of request content."
+    [InlineData(408, "did not arrive in time")] // Kestrel: a body slower than MinRequestBodyDataRate
+    public void A_body_the_web_server_could_not_finish_reading_answers_a_problem_saying_why(int status, string said)
+    {
+        // Kestrel answers these with the status only (a bare 400 or 408), which the status code page wrote with its title
+        // alone ("Bad Request", "Request Timeout"). Seen against Kestrel: a chunk size that is not hexadecimal, a body
+        // announced longer than it is.
+        var context = new ProblemDetailsContext { HttpContext = new DefaultHttpContext(), ProblemDetails = { Status = status } };
+
+        StatusCodeProblems.AddDetail(context);
+
+        Assert.Contains(said, context.ProblemDetails.Detail, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_lost_optimistic_concurrency_race_answers_409_also_as_marten_wraps_it()
     {

@@ -4,8 +4,8 @@ namespace ModularChat.BuildingBlocks.Errors;
 
 /// <summary>
 /// Details for the errors the framework answers without an exception of ours, with a status only (status code pages):
-/// a body over the size limit found while the binder read it, a body that is not JSON, a method the path does not take,
-/// a path with no endpoint. Their ProblemDetails had a title ("Content Too Large") and nothing saying what to change.
+/// a body over the size limit found while the binder read it, a body that is not JSON, a body the web server could not
+/// finish reading, a method the path does not take, a path with no endpoint. Their ProblemDetails had a title ("Content Too Large") and nothing saying what to change.
 /// </summary>
 public static class StatusCodeProblems
 {
@@ -20,6 +20,12 @@ public static class StatusCodeProblems
         problem.Detail ??= problem.Status switch
         {
             StatusCodes.Status413PayloadTooLarge => TooLarge,
+            // The binder answers a body the web server failed to read (BadHttpRequestException) with the exception's
+            // status only: a bare 400 is a body that could not be read, a 408 one that did not arrive in time.
+            StatusCodes.Status400BadRequest => "The request body could not be read: it ended before the length it announced, " +
+                                               "or its chunked encoding is malformed. Nothing was stored; send it again.",
+            StatusCodes.Status408RequestTimeout => "The request body did not arrive in time (the server reads a body at a minimum " +
+                                                   "rate, Kestrel's MinRequestBodyDataRate). Nothing was stored; send it again.",
             StatusCodes.Status415UnsupportedMediaType => "The request body must be JSON, sent with 'Content-Type: application/json'.",
             StatusCodes.Status405MethodNotAllowed => context.HttpContext.Response.Headers.Allow is { Count: > 0 } allow
                 ? $"{request.Method} is not allowed on this path; it takes {allow}."
