@@ -1,6 +1,7 @@
 using System.Net;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Summaries.Contracts;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Features.Sweep;
 
@@ -48,6 +49,39 @@ public sealed class ResummarizeAfterRetentionTests(SummariesApp app)
         Assert.Equal((2, "resummarize", 1L, 12L), (rebuilt.Revision, rebuilt.Reason, rebuilt.FromSequence, rebuilt.ToSequence));
         // Facts 1-7 exist nowhere but in revision 1: the rebuild kept them.
         Assert.All(Words, w => Assert.Contains(w, rebuilt.Text, StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_summary_left_short_of_deleted_messages_by_a_racing_rebuild_goes_on_from_the_revision_that_covers_them(bool newMessages)
+    {
+        // Retention deleted 1-7 under revision 1 (1-12) while a rebuild, started from nothing before, read messages 1-3 and
+        // then stored revision 2 covering only those: messages 4-7 are in revision 1 alone, and every later job failed on them.
+        var tenant = newMessages ? app.DeleteTenant : app.DeleteAllTenant;
+        using var client = app.Client(tenant);
+        var id = newMessages ? await FactsSummarizedAndRetained(client, deleted: 7) : await FactsSummarizedAndRetained(client, deleted: 12);
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(tenant))
+        {
+            session.Events.Append(SummaryStreams.For(id), 2, new SummaryRevised(id, 2, "Facts one to three were told.", 1, 3, "resummarize",
+                "extractive", "none", "v1", "default", 0, 0, TimeSpan.Zero, DateTimeOffset.UtcNow));
+            var progress = (await session.LoadAsync<SummaryProgress>(id))!;
+            (progress.CoveredTo, progress.Revision) = (3, 2);
+            session.Store(progress);
+            await session.SaveChangesAsync();
+        }
+
+        if (newMessages)
+        {
+            await client.AppendBatch(id, Enumerable.Range(13, 2).Select(i => (object)new { role = "user", content = $"Fact {i} is about the weather." }));
+        }
+
+        (await client.PostAsync($"/api/conversations/{id}/summary", null)).EnsureSuccessStatusCode();
+
+        var last = newMessages ? 14L : 12L;
+        var healed = await client.SummaryCovering(id, last);
+        Assert.Equal((3, 1L, last), (healed.Revision, healed.FromSequence, healed.ToSequence));
+        Assert.All(Words.Take(7), w => Assert.Contains(w, healed.Text, StringComparison.Ordinal)); // told only in revision 1
     }
 
     [Theory]

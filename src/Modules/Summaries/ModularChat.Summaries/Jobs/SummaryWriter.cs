@@ -104,8 +104,8 @@ public sealed partial class SummaryWriter(
         var current = await currentRead;
         // A rebuild's continuation goes on from the revision its first part stored, as an incremental revision does.
         var restart = rebuild && !job.Continues;
-        var (from, text) = restart ? RebuildBase(conversation, current) : (coveredTo, current?.Text);
-        if (conversation.MessageCount <= from)
+        var (from, text, restated) = await BaseAsync(session, conversation, current, coveredTo, restart, cancellationToken);
+        if (conversation.MessageCount <= from && !restated)
         {
             if (rebuild && progress is not null)
             {
@@ -202,7 +202,7 @@ public sealed partial class SummaryWriter(
             throw;
         }
 
-        if (covered <= from || text is null)
+        if ((covered <= from && !restated) || text is null)
         {
             return outgoing; // the messages went away while we read (the conversation is being deleted)
         }
@@ -328,16 +328,43 @@ public sealed partial class SummaryWriter(
     }
 
     /// <summary>
-    /// Where a rebuild starts: from nothing when every message can be read again (hot or archived); after the last message
-    /// retention deleted otherwise, from the current summary, which covers that range (retention removes only what a stored
-    /// revision covers) and is the only record of it. The messages after it are folded into it as an incremental revision is.
+    /// Where a revision starts: an incremental one (or a rebuild's continuation) after the current summary's coverage,
+    /// with its text. A rebuild from nothing when every message can be read again (hot or archived); after the last message
+    /// retention deleted otherwise, from the summary that covers that range (retention removes only what a stored revision
+    /// covers), the only record of it: the messages after it are folded into it as an incremental revision's are.
     /// </summary>
-    private static (long From, string? Text) RebuildBase(ConversationInfo conversation, SummaryView? current)
+    /// <remarks>
+    /// Retention decides on the revision it read: a rebuild that stored a revision covering less (it stopped part way, or
+    /// started from nothing before retention deleted) while retention deleted past it left the current summary short of
+    /// messages nobody can read any more, and every later job failed on them. Such a job goes on from the newest revision
+    /// of the history that covers them instead.
+    /// </remarks>
+    private async Task<(long From, string? Text, bool Restated)> BaseAsync(
+        IDocumentSession session, ConversationInfo conversation, SummaryView? current, long coveredTo, bool restart, CancellationToken cancellationToken)
     {
         var deletedThrough = conversation.Retained.Where(r => r.Action == RetentionAction.Deleted).Select(r => r.ToSequence).DefaultIfEmpty(0).Max();
-        return deletedThrough > 0 && current is not null && current.ToSequence >= deletedThrough
-            ? (deletedThrough, current.Text)
-            : (0, null);
+        if (deletedThrough <= (restart ? 0 : coveredTo))
+        {
+            return restart ? (0, null, false) : (coveredTo, current?.Text, false);
+        }
+
+        if (current is not null && current.ToSequence >= deletedThrough)
+        {
+            return (deletedThrough, current.Text, false);
+        }
+
+        var covering = await session.Query<SummaryRevisionView>()
+            .Where(r => r.ConversationId == conversation.ConversationId && r.Summary.ToSequence >= deletedThrough)
+            .OrderByDescending(r => r.Revision)
+            .FirstOrDefaultAsync(cancellationToken);
+        if (covering is null)
+        {
+            return restart ? (0, null, false) : (coveredTo, current?.Text, false); // nothing covers them: the read fails on the gap, as before
+        }
+
+        // Stored again even with nothing after it to read: the current summary must stand for them again.
+        LogShortCoverage(logger, conversation.ConversationId, session.TenantId, current?.ToSequence ?? 0, deletedThrough, covering.Revision);
+        return (deletedThrough, covering.Summary.Text, true);
     }
 
     /// <summary>
@@ -376,8 +403,17 @@ public sealed partial class SummaryWriter(
             // No hot message left after these (all archived, or archived while read).
             await foreach (var archived in conversations.ReadArchivedChunksAsync(tenant, id, next - 1, upTo, chunkSize, cancellationToken))
             {
+                next = archived[^1].Sequence + 1;
                 yield return archived;
             }
+        }
+
+        if (next <= upTo && await conversations.FindAsync(tenant, id, cancellationToken) is not null)
+        {
+            // The last ones were deleted while read: a revision stored now would claim less than the one they were deleted
+            // under. Its retry starts from that one (the conversation being deleted instead ends the job quietly).
+            throw new InvalidOperationException(
+                $"Messages {next}-{upTo} of conversation {id} were deleted while the summary was written: it will start again from the summary that covers them.");
         }
     }
 
@@ -434,6 +470,10 @@ public sealed partial class SummaryWriter(
                   "messages 1-{ToSequence} of {MessageCount}, the rest is queued")]
     private static partial void LogContinued(
         ILogger logger, Guid conversationId, string tenantId, int revision, long toSequence, long messageCount, int chunks, string stoppedBy);
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "Summary of conversation {ConversationId} of tenant {TenantId} covers messages up to {CoveredTo}, but retention deleted up to {DeletedThrough} (a rebuild stored a shorter revision meanwhile): going on from revision {Revision}, which covers them")]
+    private static partial void LogShortCoverage(ILogger logger, Guid conversationId, string tenantId, long coveredTo, long deletedThrough, int revision);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} already covers {CoveredTo} (job asked for {UpToSequence}): nothing to do")]
     private static partial void LogAlreadyCovered(ILogger logger, Guid conversationId, string tenantId, long upToSequence, long coveredTo);
