@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Security.Cryptography;
+using Microsoft.IdentityModel.JsonWebTokens;
+using Microsoft.IdentityModel.Tokens;
 using ModularChat.Host.Auth;
 
 namespace ModularChat.Conversations.Tests;
@@ -94,6 +96,27 @@ public sealed class AuthenticationTests(ConversationsApp app)
 
         var problem = await response.ShouldBeProblem(401);
         Assert.Contains(why, problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("   ")]
+    [InlineData("", "acme")] // the first value was read: blank, so the subject became the tenant
+    public async Task A_token_whose_tenant_claim_is_empty_answers_401_instead_of_becoming_its_subject_s_tenant(params string[] tenants)
+    {
+        var key = new SymmetricSecurityKey(app.Auth.SigningKeyBytes()!);
+        var token = new JsonWebTokenHandler().CreateToken(new SecurityTokenDescriptor
+        {
+            Issuer = app.Auth.Issuer,
+            Audience = app.Auth.Audience,
+            Claims = new Dictionary<string, object> { ["sub"] = ModularChatApp.NewUser("alice"), ["tenant"] = tenants.Length == 1 ? tenants[0] : tenants },
+            Expires = DateTime.UtcNow.AddMinutes(5),
+            SigningCredentials = new SigningCredentials(key, SecurityAlgorithms.HmacSha256),
+        });
+
+        var problem = await (await Send(token)).ShouldBeProblem(401);
+
+        Assert.Contains("'tenant' claim is empty", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
     }
 
     [Fact]

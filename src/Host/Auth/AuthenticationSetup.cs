@@ -85,7 +85,8 @@ internal static class AuthenticationSetup
                 return Task.CompletedTask;
             }
 
-            var named = identity.FindAll(settings.TenantClaim).Select(c => c.Value).Where(v => !string.IsNullOrWhiteSpace(v)).Distinct(StringComparer.Ordinal).ToList();
+            var values = identity.FindAll(settings.TenantClaim).Select(c => c.Value).ToList();
+            var named = values.Where(v => !string.IsNullOrWhiteSpace(v)).Distinct(StringComparer.Ordinal).ToList();
             if (settings.TenantClaim != TenantContext.TenantClaim)
             {
                 foreach (var claim in identity.FindAll(TenantContext.TenantClaim).ToList())
@@ -99,7 +100,9 @@ internal static class AuthenticationSetup
                 }
             }
 
-            var reason = named.Count switch
+            // A blank value names no tenant: taken for none, the caller became the tenant of its subject (a list that begins
+            // with one, ["", "acme"], too), which Auth:RequireTenantClaim is there to prevent.
+            var reason = values.Any(string.IsNullOrWhiteSpace) ? $"its '{settings.TenantClaim}' claim is empty: it names no tenant" : named.Count switch
             {
                 > 1 => $"it names {named.Count} tenants ('{settings.TenantClaim}'): a caller acts for one",
                 0 when settings.RequireTenantClaim => $"it has no '{settings.TenantClaim}' claim, which names the tenant (Auth:RequireTenantClaim)",
