@@ -436,6 +436,7 @@ public sealed class McpServerTests(ProvidersApp app)
     public static TheoryData<string, string> BadServers => new()
     {
         { """{"transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },
+        { """{"name":"\u200B\u00AD","transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" }, // invisible characters only
         { """{"name":"x","transport":"websocket","url":"http://127.0.0.1:1/"}""", "transport" },
         { """{"name":"x","url":"http://127.0.0.1:1/"}""", "transport" },
         { """{"name":"x","transport":"sse"}""", "url" },

@@ -94,6 +94,7 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     public static TheoryData<string, string> BadProviders => new()
     {
         { """{"kind":"openai-compatible","chatModel":"m"}""", "name" },
+        { """{"name":"\u200B","kind":"openai-compatible","chatModel":"m"}""", "name" }, // a zero-width space: no name
         { """{"name":"x","kind":"anthropic","chatModel":"m"}""", "kind" },
         { """{"name":"x","chatModel":"m"}""", "kind" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"not a url","chatModel":"m"}""", "endpoint" },

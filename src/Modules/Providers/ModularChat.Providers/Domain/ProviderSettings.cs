@@ -71,6 +71,9 @@ public sealed class ProviderSettings : IVersioned
     /// </remarks>
     public static string Normalize(string name) => Normalizer2.NFKCCaseFoldInstance.Normalize(name).Trim();
 
+    /// <summary>Whether <paramref name="name"/> has a character that counts: white space and invisible characters alone are no name.</summary>
+    public static bool IsGiven(string? name) => !string.IsNullOrWhiteSpace(name) && Normalize(name).Length > 0;
+
     /// <summary>
     /// Whether <paramref name="name"/> is at most <paramref name="maxLength"/> characters, as sent (trimmed) and as
     /// compared: some characters stand for many (U+FDFA is 18 in NFKC), and the compared form is stored in a unique index

@@ -138,7 +138,8 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
     {
         var o = mcp.Value;
         var maxName = providers.Value.MaxNameLength;
-        RuleFor(r => r.Body.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.").OverridePropertyName("name");
+        RuleFor(r => r.Body.Name).Must(ProviderSettings.IsGiven).WithMessage("'name' is required (white space and invisible characters alone do not count).")
+            .OverridePropertyName("name");
         RuleFor(r => r.Body.Name).Must(n => ProviderSettings.FitsLength(n, maxName))
             .WithMessage($"'name' may be at most {maxName} characters, also in the form names are compared in (some characters stand for several).").AsLimit().OverridePropertyName("name");
         RuleFor(r => r.Body.Transport).Must(t => McpTransports.All.Contains(t)).OverridePropertyName("transport")

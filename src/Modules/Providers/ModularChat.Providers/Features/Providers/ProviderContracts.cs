@@ -76,7 +76,7 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
     protected ProviderFieldsValidator(IOptions<ProvidersOptions> options, OutboundNetwork network)
     {
         var o = options.Value;
-        RuleFor(r => r.Name).Must(n => !string.IsNullOrWhiteSpace(n)).WithMessage("'name' is required.");
+        RuleFor(r => r.Name).Must(ProviderSettings.IsGiven).WithMessage("'name' is required (white space and invisible characters alone do not count).");
         RuleFor(r => r.Name).Must(n => ProviderSettings.FitsLength(n, o.MaxNameLength))
             .WithMessage($"'name' may be at most {o.MaxNameLength} characters, also in the form names are compared in (some characters stand for several).").AsLimit();
         RuleFor(r => r.Kind).Must(k => !string.IsNullOrWhiteSpace(k)).WithMessage($"'kind' is required: one of {string.Join(", ", ProviderKinds.All)}.");
