@@ -197,12 +197,15 @@ public sealed class SweepTests(SummariesApp app)
         Assert.Equal((5L, tokens, 5L, 0), (activity.LastSequence, activity.TotalTokens, activity.CountedTo, activity.CountedAhead.Count));
     }
 
-    [Fact]
-    public async Task A_sweep_for_a_tenant_id_no_tenant_can_have_answers_400()
+    [Theory]
+    [InlineData(300, "longer than 256")]
+    [InlineData(0, "control characters")]
+    public async Task A_sweep_for_a_tenant_id_no_tenant_can_have_answers_400(int length, string why)
     {
         using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
-        var problem = await (await admin.PostJson("/api/admin/summaries/sweep", new { tenant = new string('t', 300) })).ShouldBeProblem(400);
-        Assert.Contains("longer than 256", problem.ToString(), StringComparison.Ordinal);
+        var tenant = length > 0 ? new string('t', length) : "acme";
+        var problem = await (await admin.PostJson("/api/admin/summaries/sweep", new { tenant })).ShouldBeProblem(400);
+        Assert.Contains(why, problem.ToString(), StringComparison.Ordinal);
     }
 
     [Fact]

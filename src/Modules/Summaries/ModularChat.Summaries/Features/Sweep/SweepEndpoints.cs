@@ -26,6 +26,8 @@ internal sealed class StartSweepValidator : AbstractValidator<StartSweep>
         RuleFor(c => c.Tenant).Must(t => t is null || !string.IsNullOrWhiteSpace(t)).WithMessage("'tenant' must not be blank when given.");
         RuleFor(c => c.Tenant).Must(t => t is null || t.Trim().Length <= TenantContext.MaxTenantIdLength)
             .WithMessage($"'tenant' is longer than {TenantContext.MaxTenantIdLength} characters, which no tenant id is.");
+        RuleFor(c => c.Tenant).Must(t => t is null || !t.Any(char.IsControl))
+            .WithMessage("'tenant' holds control characters, which no tenant id does.");
     }
 }
 
