@@ -1,4 +1,5 @@
 using System.Net;
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 using Microsoft.Extensions.Options;
@@ -195,6 +196,60 @@ public sealed class AppendGroupTests(ConversationsApp app)
         var stored = await (await client.GetAsync($"/api/conversations/{target.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(batches * perBatch, stored.MessageCount);
         Assert.Equal(2, (await Transactions(target.Id)).Count);
+    }
+
+    [Fact]
+    public async Task A_group_whose_save_fails_after_its_commit_is_answered_as_stored_and_not_written_again()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var blocked = await client.NewConversation("group");
+        var target = await client.NewConversation("group");
+        var (holder, held) = await HoldAnAppend(client, blocked.Id);
+        var queued = new List<Task<HttpResponseMessage>>();
+        for (var i = 1; i <= 3; i++)
+        {
+            // No external id: written a second time, each would be stored twice.
+            await Queue(user, queued, client.PostJson($"/api/conversations/{target.Id}/messages", new { role = "user", content = $"message {i}" }));
+        }
+
+        var listeners = ((DocumentStore)app.Host.Services.GetRequiredService<IDocumentStore>()).Options.Listeners;
+        var failing = new FailsAfterCommit(target.Id);
+        listeners.Add(failing);
+        try
+        {
+            await holder.DisposeAsync();
+            (await held).EnsureSuccessStatusCode();
+            var answers = await Task.WhenAll(queued);
+
+            Assert.True(failing.Failed);
+            Assert.All(answers, r => Assert.Equal(HttpStatusCode.Created, r.StatusCode));
+        }
+        finally
+        {
+            listeners.Remove(failing);
+        }
+
+        var stored = await (await client.GetAsync($"/api/conversations/{target.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
+        Assert.Equal(3, stored.MessageCount);
+        Assert.Single(await Transactions(target.Id));
+    }
+
+    /// <summary>Fails, once, the save of the group that appends to <paramref name="conversationId"/>, after its commit (as the outbox's delivery may).</summary>
+    private sealed class FailsAfterCommit(Guid conversationId) : DocumentSessionListenerBase
+    {
+        public bool Failed { get; private set; }
+
+        public override Task AfterCommitAsync(IDocumentSession session, Marten.Services.IChangeSet commit, CancellationToken token)
+        {
+            if (!Failed && commit.GetEvents().Any(e => e.StreamId == conversationId && e.Data is ModularChat.Conversations.Contracts.MessageAppended))
+            {
+                Failed = true;
+                throw new InvalidOperationException("The outbox's delivery failed after the commit.");
+            }
+
+            return Task.CompletedTask;
+        }
     }
 
     /// <summary>The host's own options instance: what the append writers read.</summary>

@@ -260,7 +260,22 @@ internal sealed class AppendGroups(
                     s.Stream.Id, s.Appended[0].Sequence, s.Appended[^1].Sequence, s.Appended.Count, s.Appended.Sum(m => (long)m.TokenCount), now))]),
                 new DeliveryOptions { TenantId = tenantId });
 
-            await session.SaveChangesAsync(CancellationToken.None);
+            // An event of the group, to tell a save that failed after its commit (the outbox's delivery, a listener) from one
+            // that stored nothing: written again, the group's appends without an external id would be stored twice.
+            var marker = session.PendingChanges.Streams().SelectMany(s => s.Events).Select(e => e.Id).FirstOrDefault();
+            try
+            {
+                await session.SaveChangesAsync(CancellationToken.None);
+            }
+            catch (Exception e) when (marker != Guid.Empty)
+            {
+                if (!await StoredAsync(session.DocumentStore, tenantId, marker))
+                {
+                    throw;
+                }
+
+                logger.LogWarning(e, "A transaction of {Count} appends was committed, but its save failed after the commit: the appends are answered as stored", group.Count);
+            }
 
             // Stored: nothing after this line may throw, or the group would be written a second time.
             try
@@ -286,6 +301,21 @@ internal sealed class AppendGroups(
         // The writer goes on with the next group while the caches are invalidated: the round trip to Redis is not the
         // next transaction's business.
         _ = AnswerAsync(tenantId, written, outcomes);
+    }
+
+    /// <summary>Whether the event <paramref name="eventId"/> was stored (false also when that cannot be told: the group is then written again, as before).</summary>
+    private async Task<bool> StoredAsync(IDocumentStore store, string tenantId, Guid eventId)
+    {
+        try
+        {
+            await using var query = store.QuerySession(tenantId);
+            return await query.Events.QueryAllRawEvents().AnyAsync(e => e.Id == eventId);
+        }
+        catch (Exception e)
+        {
+            logger.LogWarning(e, "Could not tell whether a failed transaction of appends was committed");
+            return false;
+        }
     }
 
     /// <summary>Invalidates the cached contexts of the conversations written, then answers the appends stored.</summary>
