@@ -63,6 +63,7 @@ builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Con
 builder.Services.AddModularChatCaching(builder.Configuration);
 builder.Services.AddModularChatHealth(builder.Configuration);
 builder.Services.AddModularChatNodes();
+builder.Services.AddRequestEncodings();
 
 // Modules.
 builder.Services.AddConversationsModule();
@@ -75,6 +76,7 @@ var app = builder.Build();
 
 app.UseExceptionHandler();
 app.UseStatusCodePages();
+app.UseRequestEncodings(); // before the limit: it counts what a compressed body decompresses to
 app.UseRequestBodyLimit(limits.MaxRequestBodyBytes);
 app.UseJsonCharsetCheck();
 app.UseAuthentication();

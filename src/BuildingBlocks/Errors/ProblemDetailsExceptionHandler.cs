@@ -190,6 +190,15 @@ public sealed partial class ProblemDetailsExceptionHandler(
             return Malformed(json);
         }
 
+        for (Exception? e = bad; e is not null; e = e.InnerException)
+        {
+            if (e is BadHttpRequestException { InnerException: InvalidDataException } undecodable)
+            {
+                // A compressed body that is not valid data of its Content-Encoding (the host's request decompression says which).
+                return new ProblemDetails { Status = StatusCodes.Status400BadRequest, Title = "The request body is malformed.", Detail = undecodable.Message };
+            }
+        }
+
         // The minimal-API binder (RouteHandlerOptions.ThrowOnBadRequest) words its errors for the developer of the
         // endpoint: C# types and parameter names, "Did you mean to use a Service instead?". Said to the client instead.
         var message = bad.Message;

@@ -12,6 +12,12 @@ public static class StatusCodeProblems
     /// <summary>What a 413 says, wherever the size limit is found out.</summary>
     public const string TooLarge = "The request body exceeds the configured maximum size (Limits:MaxRequestBodyBytes).";
 
+    /// <summary>
+    /// The feature a stream under the request body sets when it fails the read for a reason the client should hear (a
+    /// compressed body that is not valid data of its encoding): the binder answers such a failure with a bare 400.
+    /// </summary>
+    public sealed record BodyProblem(string Detail);
+
     /// <summary>Fills in <see cref="Microsoft.AspNetCore.Mvc.ProblemDetails.Detail"/> when nothing else did.</summary>
     public static void AddDetail(ProblemDetailsContext context)
     {
@@ -22,6 +28,7 @@ public static class StatusCodeProblems
             StatusCodes.Status413PayloadTooLarge => TooLarge,
             // The binder answers a body the web server failed to read (BadHttpRequestException) with the exception's
             // status only: a bare 400 is a body that could not be read, a 408 one that did not arrive in time.
+            StatusCodes.Status400BadRequest when context.HttpContext.Features.Get<BodyProblem>() is { } body => body.Detail,
             StatusCodes.Status400BadRequest => "The request body could not be read: it ended before the length it announced, " +
                                                "or its chunked encoding is malformed. Nothing was stored; send it again.",
             StatusCodes.Status408RequestTimeout => "The request body did not arrive in time (the server reads a body at a minimum " +

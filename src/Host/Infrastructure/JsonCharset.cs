@@ -118,7 +118,7 @@ internal static class JsonCharset
         return true;
     }
 
-    private static Task WriteProblemAsync(HttpContext context, int status, string title, string detail)
+    internal static Task WriteProblemAsync(HttpContext context, int status, string title, string detail)
     {
         context.Response.StatusCode = status;
         return context.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
@@ -129,7 +129,7 @@ internal static class JsonCharset
     }
 
     /// <summary>The charset as the client sent it, cut and without control characters (it is echoed back).</summary>
-    private static string Shown(string charset)
+    internal static string Shown(string charset)
     {
         var printable = new string([.. charset.Where(c => !char.IsControl(c))]);
         return printable.Length > 40 ? printable[..40] + "..." : printable;
