@@ -214,7 +214,7 @@ internal sealed partial class OutboundNetwork : IDisposable
         var host = target.DnsSafeHost;
         if (!settings.AllowHttp && target.Scheme == Uri.UriSchemeHttp)
         {
-            return $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.";
+            return HttpRefused(host);
         }
 
         if (settings.AllowPrivateNetworks)
@@ -236,7 +236,7 @@ internal sealed partial class OutboundNetwork : IDisposable
             ? $"Connection to '{host}' refused: its name does not resolve here, so its addresses cannot be checked before the proxy reaches them (OutboundNetwork:AllowPrivateNetworks is off)."
             : addresses.All(IsPublic)
                 ? null
-                : $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).";
+                : PrivateRefused(host);
     }
 
     private async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, Uri? proxy, CancellationToken cancellationToken)
@@ -256,8 +256,7 @@ internal sealed partial class OutboundNetwork : IDisposable
             // turned off must not go on sending its key in clear text.
             if (!_options.CurrentValue.AllowHttp && target?.Scheme == Uri.UriSchemeHttp)
             {
-                throw new HttpRequestException(
-                    $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.");
+                throw new HttpRequestException(HttpRefused(host));
             }
 
             addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
@@ -266,8 +265,7 @@ internal sealed partial class OutboundNetwork : IDisposable
                 addresses = addresses.Where(IsPublic).ToArray();
                 if (addresses.Length == 0)
                 {
-                    throw new HttpRequestException(
-                        $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).");
+                    throw new HttpRequestException(PrivateRefused(host));
                 }
             }
         }
@@ -297,6 +295,12 @@ internal sealed partial class OutboundNetwork : IDisposable
             _handler.Value.Dispose();
         }
     }
+
+    private static string HttpRefused(string host)
+        => $"Connection to '{host}' refused: plain http is not allowed (OutboundNetwork:AllowHttp is off); change the URL to https.";
+
+    private static string PrivateRefused(string host)
+        => $"Connection to '{host}' refused: it is a loopback or private-network address (OutboundNetwork:AllowPrivateNetworks is off).";
 
     /// <summary>
     /// Through a proxy, judges each request's target before it is sent: a connection to the proxy carries requests for
