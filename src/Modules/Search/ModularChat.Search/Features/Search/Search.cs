@@ -91,7 +91,9 @@ internal sealed class SearchEntriesValidator : AbstractValidator<SearchEntries>
     public SearchEntriesValidator(IOptions<SearchOptions> options)
     {
         var o = options.Value;
-        RuleFor(q => q.Q).Must(q => !string.IsNullOrWhiteSpace(q)).WithMessage("'q' is required: the text to search for.");
+        // NUL characters are dropped from the query (no stored text holds them): one of nothing else is no query.
+        RuleFor(q => q.Q).Must(q => !string.IsNullOrWhiteSpace(q?.Replace("\0", "", StringComparison.Ordinal)))
+            .WithMessage("'q' is required: the text to search for.");
         RuleFor(q => q.Q).Must(q => q is null || q.Length <= o.MaxQueryLength)
             .WithMessage($"'q' may be at most {o.MaxQueryLength} characters.").AsLimit();
         RuleFor(q => q.K).GreaterThan(0).WithMessage("'k' must be at least 1.");
