@@ -190,13 +190,11 @@ public sealed partial class ProblemDetailsExceptionHandler(
             return Malformed(json);
         }
 
-        for (Exception? e = bad; e is not null; e = e.InnerException)
+        if (bad.InnerException is InvalidDataException)
         {
-            if (e is BadHttpRequestException { InnerException: InvalidDataException } undecodable)
-            {
-                // A compressed body that is not valid data of its Content-Encoding (the host's request decompression says which).
-                return new ProblemDetails { Status = StatusCodes.Status400BadRequest, Title = "The request body is malformed.", Detail = undecodable.Message };
-            }
+            // A compressed body that is not valid data of its Content-Encoding, found by a middleware reading it (the host's
+            // request decompression says which).
+            return new ProblemDetails { Status = StatusCodes.Status400BadRequest, Title = "The request body is malformed.", Detail = bad.Message };
         }
 
         // The minimal-API binder (RouteHandlerOptions.ThrowOnBadRequest) words its errors for the developer of the

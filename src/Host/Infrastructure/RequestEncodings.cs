@@ -22,31 +22,29 @@ internal static class RequestEncodings
         app.Use(async (context, next) =>
         {
             var sent = context.Request.Headers.ContentEncoding;
-            if (sent.Count == 0)
+            if (sent.Count > 0)
             {
-                await next(context);
-                return;
+                var names = sent.SelectMany(v => (v ?? "").Split(',')).Select(v => v.Trim())
+                    .Where(v => v.Length > 0 && !v.Equals("identity", StringComparison.OrdinalIgnoreCase)).ToList();
+                var known = context.RequestServices.GetRequiredService<IOptions<RequestDecompressionOptions>>().Value.DecompressionProviders.Keys;
+                if (names.Count > 1 || names.Any(n => !known.Contains(n, StringComparer.OrdinalIgnoreCase)))
+                {
+                    await JsonCharset.WriteProblemAsync(context, StatusCodes.Status415UnsupportedMediaType, "Unsupported Media Type",
+                        $"The request body's Content-Encoding '{JsonCharset.Shown(string.Join(", ", names))}' is not one this service reads: " +
+                        $"send the body uncompressed, or compressed once with one of {string.Join(", ", known.Order(StringComparer.Ordinal))}.");
+                    return;
+                }
+
+                if (names.Count == 0)
+                {
+                    context.Request.Headers.ContentEncoding = default; // identity: nothing to undo
+                }
+                else
+                {
+                    context.Features.Set(new CompressedBody(names[0]));
+                }
             }
 
-            var names = sent.SelectMany(v => (v ?? "").Split(',')).Select(v => v.Trim())
-                .Where(v => v.Length > 0 && !v.Equals("identity", StringComparison.OrdinalIgnoreCase)).ToList();
-            var known = context.RequestServices.GetRequiredService<IOptions<RequestDecompressionOptions>>().Value.DecompressionProviders.Keys;
-            if (names.Count > 1 || names.Any(n => !known.Contains(n, StringComparer.OrdinalIgnoreCase)))
-            {
-                await JsonCharset.WriteProblemAsync(context, StatusCodes.Status415UnsupportedMediaType, "Unsupported Media Type",
-                    $"The request body's Content-Encoding '{JsonCharset.Shown(string.Join(", ", names))}' is not one this service reads: " +
-                    $"send the body uncompressed, or compressed once with one of {string.Join(", ", known.Order(StringComparer.Ordinal))}.");
-                return;
-            }
-
-            if (names.Count == 0)
-            {
-                context.Request.Headers.ContentEncoding = default; // identity: nothing to undo
-                await next(context);
-                return;
-            }
-
-            context.Features.Set(new CompressedBody(names[0]));
             await next(context);
         });
 
