@@ -16,7 +16,54 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
     private readonly Func<string, float[]> _embedder = app.OpenAi.Embedder;
     private readonly Func<RecordedRequest, FakeReply?> _embeddingFailure = app.OpenAi.EmbeddingFailure;
 
-    public void Dispose() => (app.OpenAi.Embedder, app.OpenAi.EmbeddingFailure, app.OpenAi.RawEmbedding) = (_embedder, _embeddingFailure, _ => null);
+    public void Dispose() => (app.OpenAi.Embedder, app.OpenAi.EmbeddingFailure, app.OpenAi.RawEmbedding, app.OpenAi.BeforeEmbedding)
+        = (_embedder, _embeddingFailure, _ => null, _ => Task.CompletedTask);
+
+    [Fact]
+    public async Task A_tenant_whose_model_is_slow_does_not_hold_back_other_tenants_embeddings()
+    {
+        // The slow tenant's model takes its time (it answers only when the test lets it, as a model answering in 95 s would,
+        // within the request timeout, so nothing fails or is deferred); the others' entries are embedded meanwhile.
+        const string marker = "zqx-slow-model";
+        var slow = ModularChatApp.NewUser();
+        var other = ModularChatApp.NewUser();
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        app.OpenAi.Embedder = TopicEmbedding;
+        app.OpenAi.BeforeEmbedding = async r =>
+        {
+            if (r.Body["input"]?.ToJsonString().Contains(marker, StringComparison.Ordinal) == true)
+            {
+                held.TrySetResult();
+                await answer.Task;
+            }
+        };
+        await app.Providers.UseAsync(slow, "fake-embed-3");
+        try
+        {
+            using var slowClient = app.Client(slow);
+            await slowClient.StartConversation("slow", Message($"I finally bought a car last week. {marker}"), Message($"The recipe calls for two onions. {marker}"));
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            using var otherClient = app.Client(other);
+            await otherClient.StartConversation("pets", Message("Our dog chased the mailman again."), Message("My violin lessons start on Tuesday."));
+            var status = await otherClient.WaitForIndexing(2);
+
+            Assert.Equal(2, status.Embedded);
+            Assert.False(answer.Task.IsCompleted);
+            Assert.Equal(2, (await slowClient.SearchStatus()).Pending);
+
+            // Nothing of the slow tenant is lost or failed: once its model answers, its entries are embedded.
+            answer.SetResult();
+            Assert.Equal(2, (await slowClient.WaitForIndexing(2)).Embedded);
+            Assert.Equal(0, await AttemptsAsync(slow));
+        }
+        finally
+        {
+            answer.TrySetResult();
+            await app.Providers.UseAsync(slow, null);
+        }
+    }
 
     [Theory]
     [InlineData("semantic")]

@@ -35,6 +35,7 @@ internal static class SettingsFingerprint
         "Summaries:ExtractiveParallelism",
         "Search:VectorIndex:MaxMemoryMegabytes",
         "Search:Embeddings:WorkerEnabled",
+        "Search:Embeddings:MaxConcurrentTenants",
     };
 
     /// <summary>Section name to hash (16 hex digits of SHA-256 over its sorted settings) for every compared section.</summary>

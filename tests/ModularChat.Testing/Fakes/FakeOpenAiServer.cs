@@ -81,6 +81,12 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
     /// <summary>An error to answer an embeddings request with instead of embeddings (null: none, the default).</summary>
     public Func<RecordedRequest, FakeReply?> EmbeddingFailure { get; set; } = _ => null;
 
+    /// <summary>
+    /// Awaited before an embeddings request is answered (default: nothing to wait for): a test holds back a slow model's
+    /// answers with it, and releases them when it is done.
+    /// </summary>
+    public Func<RecordedRequest, Task> BeforeEmbedding { get; set; } = _ => Task.CompletedTask;
+
     /// <summary>Computes embeddings. Default: a deterministic 8-dimensional vector per input.</summary>
     public Func<string, float[]> Embedder { get; set; } = DefaultEmbedding;
 
@@ -274,6 +280,7 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
             return;
         }
 
+        await BeforeEmbedding(request);
         if (EmbeddingFailure(request) is { Status: not 200 } failure)
         {
             await WriteErrorAsync(context, failure.Status, failure.ErrorMessage ?? "error");

@@ -122,6 +122,13 @@ public sealed class SearchEmbeddingOptions
     public int BatchSize { get; set; } = 64;
 
     /// <summary>
+    /// Most tenants whose entries one node embeds at once, each with its own model. A tenant is embedded by one claim at a
+    /// time on a node, and the next claims go to other tenants' entries: one tenant's slow model (or large backlog) holds
+    /// one of these, not the others' search.
+    /// </summary>
+    public int MaxConcurrentTenants { get; set; } = 4;
+
+    /// <summary>
     /// The most o200k tokens of an entry's text that are embedded (the rest is left out of its vector, not of keyword
     /// search); below the input limit of the models in use (many local ones take 512).
     /// </summary>
@@ -208,6 +215,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleForEach(o => o.SpeakerMetadataKeys).NotEmpty();
         RuleFor(o => o.Embeddings.BuiltInDimensions).InclusiveBetween(64, 8192).OverridePropertyName("Embeddings:BuiltInDimensions");
         RuleFor(o => o.Embeddings.BatchSize).InclusiveBetween(1, 2048).OverridePropertyName("Embeddings:BatchSize");
+        RuleFor(o => o.Embeddings.MaxConcurrentTenants).InclusiveBetween(1, 64).OverridePropertyName("Embeddings:MaxConcurrentTenants");
         RuleFor(o => o.Embeddings.MaxInputTokens).InclusiveBetween(64, 100_000).OverridePropertyName("Embeddings:MaxInputTokens");
         RuleFor(o => o.Embeddings.PollInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:PollInterval");
         RuleFor(o => o.Embeddings.ModelCheckInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:ModelCheckInterval");

@@ -18,7 +18,9 @@ namespace ModularChat.Search.Embeddings;
 /// <summary>
 /// Embeds entries in the background, never in the request that appended them: takes due rows of the pending
 /// queue (several nodes share it safely with SKIP LOCKED and a lease), embeds them with the tenant's current model
-/// (skipping those whose stored vector already has the same model and text), and stores the vectors. Failures
+/// (skipping those whose stored vector already has the same model and text), and stores the vectors. Tenants are
+/// embedded side by side, at most <see cref="SearchEmbeddingOptions.MaxConcurrentTenants"/> at once and each by one claim
+/// at a time, so one tenant's slow model or large backlog does not hold back the others. Failures
 /// are retried with exponential back-off. Every <see cref="SearchEmbeddingOptions.ModelCheckInterval"/>, and when a
 /// search notices a tenant's model for the first time, tenants whose model changed get all their entries queued again.
 /// </summary>
@@ -38,6 +40,9 @@ internal sealed partial class EmbeddingWorker(
     private readonly VectorPrecision _precision = options.Value.VectorIndex.Precision;
     private readonly ConcurrentQueue<string> _modelChecks = new();
     private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
+
+    /// <summary>The tenants whose claimed rows this node is embedding now (the next claims leave their rows to later).</summary>
+    private readonly ConcurrentDictionary<string, byte> _inFlight = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _wake = new(0, 1);
     private long _lastModelSweep;
 
@@ -78,18 +83,27 @@ internal sealed partial class EmbeddingWorker(
         }
 
         _lastModelSweep = clock.GetTimestamp();
+        var running = new HashSet<Task>();
         while (!stoppingToken.IsCancellationRequested)
         {
-            var processed = 0;
+            running.RemoveWhere(t => t.IsCompleted);
+            var started = 0;
             try
             {
                 await YieldToBurstAsync(stoppingToken);
                 await CheckModelsAsync(stoppingToken);
-                processed = await ProcessBatchAsync(stoppingToken);
+                if (_inFlight.Count < _options.MaxConcurrentTenants)
+                {
+                    foreach (var group in await ClaimAsync(_options.MaxConcurrentTenants - _inFlight.Count, stoppingToken))
+                    {
+                        running.Add(EmbedTenantAsync(group.Key, [.. group], stoppingToken));
+                        started++;
+                    }
+                }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
-                return;
+                break;
             }
             catch (Exception e)
             {
@@ -97,17 +111,29 @@ internal sealed partial class EmbeddingWorker(
                 LogWorkerFailed(logger, e);
             }
 
-            if (processed == 0)
+            if (started == 0)
             {
+                // Nothing due for a tenant not already being embedded, or no tenant slot free: a tenant's embedding that ends
+                // wakes the worker, as do appends and searches.
                 try
                 {
                     await _wake.WaitAsync(_options.PollInterval, stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
-                    return;
+                    break;
                 }
             }
+        }
+
+        // Stopping: the tenants' embeddings end on the same token; what they had not stored stays queued (their leases expire).
+        try
+        {
+            await Task.WhenAll(running);
+        }
+        catch (Exception e) when (e is OperationCanceledException || stoppingToken.IsCancellationRequested)
+        {
+            // Cancelled with the host.
         }
     }
 
@@ -135,19 +161,23 @@ internal sealed partial class EmbeddingWorker(
         return due is DateTime at ? new DateTimeOffset(at, TimeSpan.Zero) : null;
     }
 
-    /// <summary>Embeds one claimed batch of queue rows; returns how many rows it took.</summary>
-    internal async Task<int> ProcessBatchAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Leases due queue rows of at most <paramref name="tenants"/> tenants that this node is not embedding already (the
+    /// tenants whose rows have waited longest first), grouped by tenant, and marks those tenants in flight.
+    /// </summary>
+    private async Task<IReadOnlyList<IGrouping<string, Claim>>> ClaimAsync(int tenants, CancellationToken cancellationToken)
     {
-        var schema = database.Schema;
         var claimed = new List<Claim>();
         await using (var connection = await database.OpenAsync(cancellationToken))
         await using (var transaction = await connection.BeginTransactionAsync(cancellationToken))
         {
             await using (var batch = QueueBatch(connection, transaction))
             {
-                var claim = new NpgsqlBatchCommand(ClaimSql(schema));
+                var claim = new NpgsqlBatchCommand(ClaimSql(database.Schema));
                 claim.Parameters.Add(new NpgsqlParameter { Value = _options.BatchSize * 4 });
                 claim.Parameters.Add(new NpgsqlParameter { Value = Lease });
+                claim.Parameters.Add(new NpgsqlParameter { Value = _inFlight.Keys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+                claim.Parameters.Add(new NpgsqlParameter { Value = tenants });
                 batch.BatchCommands.Add(claim);
                 await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
@@ -160,25 +190,41 @@ internal sealed partial class EmbeddingWorker(
             await transaction.CommitAsync(cancellationToken);
         }
 
-        foreach (var group in claimed.GroupBy(c => c.Tenant, StringComparer.Ordinal))
+        var groups = claimed.GroupBy(c => c.Tenant, StringComparer.Ordinal).ToList();
+        foreach (var group in groups)
         {
-            var claims = group.ToArray();
-            try
-            {
-                if (await EmbedAsync(group.Key, claims, cancellationToken) is { Length: > 0 } notEmbedded)
-                {
-                    await DeferAsync(notEmbedded, CancellationToken.None);
-                }
-            }
-            catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-            {
-                LogEmbeddingFailed(logger, group.Key, claims.Length, claims.Max(c => c.Attempts) + 1, e.GetType().Name, e.Message);
-                metrics.EmbeddingFailed();
-                await DeferAsync(claims, CancellationToken.None);
-            }
+            _inFlight.TryAdd(group.Key, 0);
         }
 
-        return claimed.Count;
+        return groups;
+    }
+
+    /// <summary>
+    /// Embeds one tenant's claimed rows, beside the other tenants' (each call waits on that tenant's own model), and puts
+    /// back what it could not embed; then lets the worker claim that tenant's next rows.
+    /// </summary>
+    private async Task EmbedTenantAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
+    {
+        try
+        {
+            // Off the worker's loop at once: the loop goes on claiming for other tenants while this one waits on its model.
+            await Task.Yield();
+            if (await EmbedAsync(tenantId, claims, cancellationToken) is { Length: > 0 } notEmbedded)
+            {
+                await DeferAsync(notEmbedded, CancellationToken.None);
+            }
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            LogEmbeddingFailed(logger, tenantId, claims.Length, claims.Max(c => c.Attempts) + 1, e.GetType().Name, e.Message);
+            metrics.EmbeddingFailed();
+            await DeferAsync(claims, CancellationToken.None);
+        }
+        finally
+        {
+            _inFlight.TryRemove(tenantId, out _);
+            Wake();
+        }
     }
 
     /// <summary>Reads claimed entries ($1 tenant, $2 ids) with the model and text hash of their current vectors.</summary>
@@ -210,15 +256,24 @@ internal sealed partial class EmbeddingWorker(
         => new(connection, transaction) { BatchCommands = { new NpgsqlBatchCommand(PlannedForThisQueue) } };
 
     /// <summary>
-    /// Leases up to $1 due rows for $2 and returns them with their row addresses. The queue's statistics are stale by
-    /// nature (it fills and empties between two ANALYZEs, and one that finds it empty makes every scan of it look like a
-    /// row), so the rows are found by their addresses: with the lease taken in a join on the key, PostgreSQL planned
-    /// the locking subquery once per queued row (13 s per claim at ~50,000 rows).
+    /// Leases up to $1 due rows for $2 and returns them with their row addresses: rows of at most $4 tenants, not of those
+    /// in $3 (the tenants this node is embedding already), those among the $1 longest-waiting due rows of the others whose
+    /// rows have waited longest. The queue's statistics are stale by nature (it fills and empties between two ANALYZEs,
+    /// and one that finds it empty makes every scan of it look like a row), so the rows are found by their addresses:
+    /// with the lease taken in a join on the key, PostgreSQL planned the locking subquery once per queued row (13 s per
+    /// claim at ~50,000 rows).
     /// </summary>
     internal static string ClaimSql(SearchSchema schema) => $"""
         update {schema.Pending} p set not_before = now() + $2::interval
-        where p.ctid = any(array(select ctid from {schema.Pending} where not_before <= now()
-                                 order by not_before limit $1 for update skip locked))
+        where p.ctid = any(array(
+            select ctid from {schema.Pending}
+            where not_before <= now()
+              and tenant_id = any(array(
+                  select tenant_id from (select tenant_id, not_before from {schema.Pending}
+                                         where not_before <= now() and tenant_id <> all($3::text[])
+                                         order by not_before limit $1) oldest
+                  group by tenant_id order by min(not_before) limit $4))
+            order by not_before limit $1 for update skip locked))
         returning p.ctid, p.tenant_id, p.entry_id, p.attempts, p.not_before
         """;
 
