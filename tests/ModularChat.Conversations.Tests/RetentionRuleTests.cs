@@ -1,5 +1,7 @@
+using Microsoft.Extensions.Configuration;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
+using ModularChat.Conversations.Features.Retention;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -7,6 +9,21 @@ namespace ModularChat.Conversations.Tests;
 public sealed class RetentionRuleTests
 {
     private static readonly RetentionPolicy Delete20 = new(RetentionPolicyKind.DeleteAfterSummary, 20);
+
+    [Fact]
+    public void A_tenants_override_applies_whatever_the_case_its_configuration_keys_are_written_in()
+    {
+        // Configuration merges keys that differ only in case: the two sources make one override, for a tenant written in a third case.
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Retention:Tenants:Acme:Policy"] = "delete-after-summary" })
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["RETENTION:TENANTS:ACME:KEEPLAST"] = "5" })
+            .Build();
+        var options = new RetentionOptions();
+        configuration.GetSection(RetentionOptions.Section).Bind(options);
+
+        Assert.Equal(new RetentionPolicy(RetentionPolicyKind.DeleteAfterSummary, 5, options.MaxMessagesPerStep), options.For("acme"));
+        Assert.Equal(new RetentionPolicy(RetentionPolicyKind.KeepAll, 20, options.MaxMessagesPerStep), options.For("acme-two"));
+    }
 
     [Fact]
     public void Keep_all_never_removes_anything()

@@ -1,3 +1,6 @@
+using Microsoft.Extensions.Configuration;
+using ModularChat.Summaries.Domain;
+
 namespace ModularChat.Summaries.Tests.Unit;
 
 public sealed class OptionsValidationTests
@@ -38,6 +41,30 @@ public sealed class OptionsValidationTests
         {
             Assert.Contains(errors, e => e.StartsWith(property, StringComparison.Ordinal));
         }
+    }
+
+    [Fact]
+    public void A_tenants_variant_applies_whatever_the_case_its_configuration_keys_are_written_in()
+    {
+        // Configuration merges keys that differ only in case; the variant is recorded under the name its section has.
+        var configuration = new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?>
+            {
+                ["Summaries:Variants:Short:Milestones"] = "3,6",
+                ["Summaries:TenantVariants:ACME"] = "SHORT",
+                ["Summaries:TenantVariants:Other"] = "DEFAULT",
+            })
+            .Build();
+        var options = new SummariesOptions();
+        configuration.GetSection(SummariesOptions.Section).Bind(options);
+        var resolver = new SummarySettingsResolver(Microsoft.Extensions.Options.Options.Create(options));
+
+        Assert.Empty(new SummariesOptionsValidator().Validate(options).Errors);
+        var acme = resolver.For("acme");
+        Assert.Equal("Short", acme.Variant);
+        Assert.Equal([3L, 6L], acme.Strategy.Milestones);
+        Assert.Equal(SummariesOptions.DefaultVariant, resolver.For("other").Variant);
+        Assert.Equal(SummariesOptions.DefaultVariant, resolver.For("acme-two").Variant);
     }
 
     [Fact]

@@ -19,6 +19,9 @@ public sealed class SummariesOptions
     /// <summary>The variant tenants are on unless <see cref="TenantVariants"/> names another.</summary>
     public const string DefaultVariant = "default";
 
+    /// <summary>Whether a variant name is the default's, in any case (configuration names are).</summary>
+    public static bool IsDefaultVariant(string name) => string.Equals(name, DefaultVariant, StringComparison.OrdinalIgnoreCase);
+
     /// <summary>
     /// Automatic summaries: the module follows every append (its <c>AppendsCommitted</c> notices) and queues a summary when the
     /// strategy says so. When false, the module does not handle append notices at all (appends write nothing for it);
@@ -122,11 +125,14 @@ public sealed class SummariesOptions
     /// <summary>Most revisions per page (and failures per page of the admin list).</summary>
     public int MaxPageSize { get; set; } = 100;
 
-    /// <summary>Named variants: overrides of the settings above, for the tenants listed in <see cref="TenantVariants"/>.</summary>
-    public Dictionary<string, SummaryVariantOptions> Variants { get; set; } = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Named variants: overrides of the settings above, for the tenants listed in <see cref="TenantVariants"/>. Names in
+    /// any case, as .NET's configuration merges keys that differ only in case.
+    /// </summary>
+    public Dictionary<string, SummaryVariantOptions> Variants { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
-    /// <summary>Tenant id to variant name.</summary>
-    public Dictionary<string, string> TenantVariants { get; set; } = new(StringComparer.Ordinal);
+    /// <summary>Tenant id (in any case, as configuration keys are) to variant name.</summary>
+    public Dictionary<string, string> TenantVariants { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
     internal static bool TryParseMilestones(string? text, out long[] milestones)
     {
@@ -298,7 +304,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
 
         RuleForEach(o => o.Variants).ChildRules(variant =>
         {
-            variant.RuleFor(v => v.Key).Must(k => !string.IsNullOrWhiteSpace(k) && k != SummariesOptions.DefaultVariant)
+            variant.RuleFor(v => v.Key).Must(k => !string.IsNullOrWhiteSpace(k) && !SummariesOptions.IsDefaultVariant(k))
                 .WithMessage("variant names must not be empty or 'default'.");
             variant.RuleFor(v => v.Value.Milestones).Must(m => SummariesOptions.TryParseMilestones(m, out _))
                 .When(v => v.Value.Milestones is not null).WithMessage("must list positive, strictly ascending message counts separated by commas.");
@@ -315,7 +321,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         }).OverridePropertyName("Variants");
 
         RuleForEach(o => o.TenantVariants)
-            .Must((o, pair) => pair.Value == SummariesOptions.DefaultVariant || o.Variants.ContainsKey(pair.Value))
+            .Must((o, pair) => SummariesOptions.IsDefaultVariant(pair.Value) || o.Variants.ContainsKey(pair.Value))
             .WithMessage((o, pair) => $"tenant '{pair.Key}' is on variant '{pair.Value}', which is not defined under Summaries:Variants.")
             .OverridePropertyName("TenantVariants");
     }

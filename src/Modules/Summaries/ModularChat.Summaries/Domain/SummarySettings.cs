@@ -24,7 +24,10 @@ public sealed class SummarySettingsResolver(IOptions<SummariesOptions> options)
     public SummarySettings For(string? tenantId)
     {
         var o = options.Value;
-        var variant = tenantId is not null && o.TenantVariants.TryGetValue(tenantId, out var name) ? name : SummariesOptions.DefaultVariant;
+        // The variant as its section names it (configuration keys are matched in any case; revisions and metrics record one name).
+        var variant = tenantId is not null && o.TenantVariants.TryGetValue(tenantId, out var name) && !SummariesOptions.IsDefaultVariant(name)
+            ? o.Variants.Keys.FirstOrDefault(k => string.Equals(k, name, StringComparison.OrdinalIgnoreCase)) ?? name
+            : SummariesOptions.DefaultVariant;
         return _byVariant.GetOrAdd(variant, v => Build(o, v));
     }
 

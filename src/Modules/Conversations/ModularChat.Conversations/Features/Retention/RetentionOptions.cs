@@ -30,8 +30,12 @@ public sealed class RetentionOptions
     /// </summary>
     public int MaxMessagesPerStep { get; set; } = 5000;
 
-    /// <summary>Per-tenant overrides of <see cref="Policy"/> and <see cref="KeepLast"/>.</summary>
-    public Dictionary<string, TenantRetentionOptions> Tenants { get; set; } = new(StringComparer.Ordinal);
+    /// <summary>
+    /// Per-tenant overrides of <see cref="Policy"/> and <see cref="KeepLast"/>, by tenant id in any case: .NET's
+    /// configuration merges keys that differ only in case (an override written <c>Acme</c> in one file and <c>acme</c> in
+    /// an environment variable is one override), so it cannot tell such tenants apart either.
+    /// </summary>
+    public Dictionary<string, TenantRetentionOptions> Tenants { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
     /// <summary>The policy of a tenant.</summary>
     public RetentionPolicy For(string tenantId)
