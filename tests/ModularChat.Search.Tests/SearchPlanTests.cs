@@ -71,7 +71,7 @@ public sealed class SearchPlanTests(SearchApp app)
                 select 't', gen_random_uuid(), gen_random_uuid(), now() - interval '1 hour' + g * interval '1 ms' from generate_series(1, 20000) g;
             """);
         var schema = new SearchSchema(copy.Schema);
-        object[] claim = [256, TimeSpan.FromMinutes(5), new[] { "u" }, 4];
+        object[] claim = [256, TimeSpan.FromMinutes(5), new[] { "u" }];
         IEnumerable<Npgsql.NpgsqlParameter> claimed = EmbeddingWorker.ClaimParameters(
             [new(new NpgsqlTid(0, 1), "t", Guid.NewGuid(), 0, DateTime.UtcNow), new(new NpgsqlTid(0, 2), "t", Guid.NewGuid(), 0, DateTime.UtcNow)]);
 
@@ -116,7 +116,7 @@ public sealed class SearchPlanTests(SearchApp app)
         await connection.ExecuteAsync($"delete from {pending}");
         await connection.ExecuteAsync($"vacuum {pending}");
         await connection.ExecuteAsync($"""
-            prepare {statement}(integer, interval, text[], integer) as {EmbeddingWorker.ClaimSql(new SearchSchema(copy.Schema))};
+            prepare {statement}(integer, interval, text[]) as {EmbeddingWorker.ClaimSql(new SearchSchema(copy.Schema))};
             set plan_cache_mode = force_generic_plan;
             """);
         await ExplainClaimAsync();
@@ -140,7 +140,7 @@ public sealed class SearchPlanTests(SearchApp app)
 
         async Task<List<string>> ExplainClaimAsync()
         {
-            await using var explain = new Npgsql.NpgsqlCommand($"explain (costs off) execute {statement}(256, '5 minutes', '{{u}}', 4)", connection);
+            await using var explain = new Npgsql.NpgsqlCommand($"explain (costs off) execute {statement}(256, '5 minutes', '{{u}}')", connection);
             return await explain.ReadStringsAsync();
         }
     }

@@ -41,8 +41,14 @@ internal sealed partial class EmbeddingWorker(
     private readonly ConcurrentQueue<string> _modelChecks = new();
     private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
 
-    /// <summary>The tenants whose claimed rows this node is embedding now (the next claims leave their rows to later).</summary>
+    /// <summary>The tenants whose claimed rows this node is embedding or about to (the next claims leave their rows to later).</summary>
     private readonly ConcurrentDictionary<string, byte> _inFlight = new(StringComparer.Ordinal);
+
+    /// <summary>The tenants' places: how many tenants' claimed rows are embedded at once.</summary>
+    private SemaphoreSlim? _places;
+
+    /// <summary>Claimed tenants waiting for a place (the worker claims no more while some are).</summary>
+    private int _waiting;
     private readonly SemaphoreSlim _wake = new(0, 1);
     private long _lastModelSweep;
 
@@ -83,21 +89,31 @@ internal sealed partial class EmbeddingWorker(
         }
 
         _lastModelSweep = clock.GetTimestamp();
+        _places = new SemaphoreSlim(_options.MaxConcurrentTenants);
         var running = new HashSet<Task>();
+        // When a claim that left tenants out found nothing: the next such claim waits for the poll interval, as finding that
+        // out walks the due rows of the tenants left out (an import's backlog), and a tenant's embedding ends every few
+        // hundred rows.
+        long? foundNothingAt = null;
         while (!stoppingToken.IsCancellationRequested)
         {
             running.RemoveWhere(t => t.IsCompleted);
-            var started = 0;
+            var full = false;
             try
             {
                 await YieldToBurstAsync(stoppingToken);
                 await CheckModelsAsync(stoppingToken);
-                if (_inFlight.Count < _options.MaxConcurrentTenants)
+                var leftOut = _inFlight.Keys.ToArray();
+                var mayClaim = Volatile.Read(ref _waiting) == 0 && _places.CurrentCount > 0
+                    && (leftOut.Length == 0 || foundNothingAt is not { } at || clock.GetElapsedTime(at) >= _options.PollInterval);
+                if (mayClaim)
                 {
-                    foreach (var group in await ClaimAsync(_options.MaxConcurrentTenants - _inFlight.Count, stoppingToken))
+                    var (groups, rows) = await ClaimAsync(leftOut, stoppingToken);
+                    foundNothingAt = rows == 0 && leftOut.Length > 0 ? clock.GetTimestamp() : null;
+                    full = rows == _options.BatchSize * 4;
+                    foreach (var group in groups)
                     {
                         running.Add(EmbedTenantAsync(group.Key, [.. group], stoppingToken));
-                        started++;
                     }
                 }
             }
@@ -111,10 +127,10 @@ internal sealed partial class EmbeddingWorker(
                 LogWorkerFailed(logger, e);
             }
 
-            if (started == 0)
+            if (!full)
             {
-                // Nothing due for a tenant not already being embedded, or no tenant slot free: a tenant's embedding that ends
-                // wakes the worker, as do appends and searches.
+                // Nothing more due for a tenant not already being embedded, or every place taken: a tenant's embedding that
+                // ends wakes the worker, as do searches noticing a new model.
                 try
                 {
                     await _wake.WaitAsync(_options.PollInterval, stoppingToken);
@@ -162,10 +178,10 @@ internal sealed partial class EmbeddingWorker(
     }
 
     /// <summary>
-    /// Leases due queue rows of at most <paramref name="tenants"/> tenants that this node is not embedding already (the
-    /// tenants whose rows have waited longest first), grouped by tenant, and marks those tenants in flight.
+    /// Leases the longest-waiting due queue rows of tenants not in <paramref name="leftOut"/> (those this node is embedding
+    /// already), grouped by tenant, and marks those tenants in flight; returns the groups and how many rows they hold.
     /// </summary>
-    private async Task<IReadOnlyList<IGrouping<string, Claim>>> ClaimAsync(int tenants, CancellationToken cancellationToken)
+    private async Task<(List<IGrouping<string, Claim>> Groups, int Rows)> ClaimAsync(string[] leftOut, CancellationToken cancellationToken)
     {
         var claimed = new List<Claim>();
         await using (var connection = await database.OpenAsync(cancellationToken))
@@ -176,8 +192,7 @@ internal sealed partial class EmbeddingWorker(
                 var claim = new NpgsqlBatchCommand(ClaimSql(database.Schema));
                 claim.Parameters.Add(new NpgsqlParameter { Value = _options.BatchSize * 4 });
                 claim.Parameters.Add(new NpgsqlParameter { Value = Lease });
-                claim.Parameters.Add(new NpgsqlParameter { Value = _inFlight.Keys.ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-                claim.Parameters.Add(new NpgsqlParameter { Value = tenants });
+                claim.Parameters.Add(new NpgsqlParameter { Value = leftOut, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
                 batch.BatchCommands.Add(claim);
                 await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
                 while (await reader.ReadAsync(cancellationToken))
@@ -196,7 +211,7 @@ internal sealed partial class EmbeddingWorker(
             _inFlight.TryAdd(group.Key, 0);
         }
 
-        return groups;
+        return (groups, claimed.Count);
     }
 
     /// <summary>
@@ -205,10 +220,15 @@ internal sealed partial class EmbeddingWorker(
     /// </summary>
     private async Task EmbedTenantAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
     {
+        var placed = false;
+        Interlocked.Increment(ref _waiting);
         try
         {
             // Off the worker's loop at once: the loop goes on claiming for other tenants while this one waits on its model.
             await Task.Yield();
+            await _places!.WaitAsync(cancellationToken);
+            placed = true;
+            Interlocked.Decrement(ref _waiting);
             if (await EmbedAsync(tenantId, claims, cancellationToken) is { Length: > 0 } notEmbedded)
             {
                 await DeferAsync(notEmbedded, CancellationToken.None);
@@ -222,6 +242,15 @@ internal sealed partial class EmbeddingWorker(
         }
         finally
         {
+            if (placed)
+            {
+                _places!.Release();
+            }
+            else
+            {
+                Interlocked.Decrement(ref _waiting);
+            }
+
             _inFlight.TryRemove(tenantId, out _);
             Wake();
         }
@@ -256,24 +285,15 @@ internal sealed partial class EmbeddingWorker(
         => new(connection, transaction) { BatchCommands = { new NpgsqlBatchCommand(PlannedForThisQueue) } };
 
     /// <summary>
-    /// Leases up to $1 due rows for $2 and returns them with their row addresses: rows of at most $4 tenants, not of those
-    /// in $3 (the tenants this node is embedding already), those among the $1 longest-waiting due rows of the others whose
-    /// rows have waited longest. The queue's statistics are stale by nature (it fills and empties between two ANALYZEs,
-    /// and one that finds it empty makes every scan of it look like a row), so the rows are found by their addresses:
-    /// with the lease taken in a join on the key, PostgreSQL planned the locking subquery once per queued row (13 s per
-    /// claim at ~50,000 rows).
+    /// Leases up to $1 due rows for $2, the longest-waiting of tenants not in $3, and returns them with their row addresses.
+    /// The queue's statistics are stale by nature (it fills and empties between two ANALYZEs, and one that finds it empty
+    /// makes every scan of it look like a row), so the rows are found by their addresses: with the lease taken in a join
+    /// on the key, PostgreSQL planned the locking subquery once per queued row (13 s per claim at ~50,000 rows).
     /// </summary>
     internal static string ClaimSql(SearchSchema schema) => $"""
         update {schema.Pending} p set not_before = now() + $2::interval
-        where p.ctid = any(array(
-            select ctid from {schema.Pending}
-            where not_before <= now()
-              and tenant_id = any(array(
-                  select tenant_id from (select tenant_id, not_before from {schema.Pending}
-                                         where not_before <= now() and tenant_id <> all($3::text[])
-                                         order by not_before limit $1) oldest
-                  group by tenant_id order by min(not_before) limit $4))
-            order by not_before limit $1 for update skip locked))
+        where p.ctid = any(array(select ctid from {schema.Pending} where not_before <= now() and tenant_id <> all($3::text[])
+                                 order by not_before limit $1 for update skip locked))
         returning p.ctid, p.tenant_id, p.entry_id, p.attempts, p.not_before
         """;
 
