@@ -142,11 +142,13 @@ clear_stale_pid_file() {
 }
 
 STARTED_PG=0
+LOCAL_PG=0   # 1: the service uses this script's PostgreSQL in .local (started now or before)
 ensure_postgres() {
   if [[ -n "${ConnectionStrings__Postgres:-}" ]]; then
     log "using ConnectionStrings__Postgres from the environment"
     return 0
   fi
+  LOCAL_PG=1
   local bin; bin="$(pg_bindir)"
   mkdir -p "$STATE"
   ensure_pg_can_reach_state
@@ -210,6 +212,7 @@ redis_pid() {
 redis_running() { redis_pid >/dev/null; }
 
 STARTED_REDIS=0
+LOCAL_REDIS=0   # 1: the service uses this script's Redis in .local
 ensure_redis() {
   if [[ -n "${ConnectionStrings__Redis+set}" ]]; then
     log "using ConnectionStrings__Redis from the environment${ConnectionStrings__Redis:+}"
@@ -240,6 +243,7 @@ ensure_redis() {
     redis_running || die "Redis did not start (see .local/redis/redis.log)"
     STARTED_REDIS=1
   fi
+  LOCAL_REDIS=1
   export ConnectionStrings__Redis="127.0.0.1:$REDIS_PORT"
 }
 
@@ -349,7 +353,10 @@ case "$cmd" in
     ensure_feed; ensure_postgres; ensure_redis; ensure_dev_key
     export ASPNETCORE_ENVIRONMENT="${ASPNETCORE_ENVIRONMENT:-Development}"
     export ASPNETCORE_URLS="${ASPNETCORE_URLS:-http://localhost:5080}"
-    log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json); ./build.sh stop stops PostgreSQL and Redis"
+    local_servers=""
+    [[ "$LOCAL_PG" == "1" ]] && local_servers="PostgreSQL"
+    [[ "$LOCAL_REDIS" == "1" ]] && local_servers="${local_servers:+$local_servers and }Redis"
+    log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json)${local_servers:+; ./build.sh stop stops its $local_servers in .local}"
     exec dotnet run --no-launch-profile --project "$HOST_PROJECT" -c Release -- "$@" ;;
   token)
     ensure_feed; ensure_dev_key

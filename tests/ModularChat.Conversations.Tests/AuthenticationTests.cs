@@ -44,6 +44,18 @@ public sealed class AuthenticationTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task The_token_command_refuses_a_blank_tenant_or_subject_instead_of_printing_a_token_for_another_tenant()
+    {
+        foreach (var (flags, message) in new[] { (new[] { "--sub", "carol", "--tenant", " " }, "--tenant needs a tenant id"), (["--sub", ""], "--sub needs a subject") })
+        {
+            var (exit, output) = await app.RunHostCommandAsync(null, ["token", .. flags]);
+            Assert.True(exit != 0, output);
+            Assert.Contains(message, output, StringComparison.Ordinal);
+            Assert.DoesNotContain("eyJ", output, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public void Repeated_role_flags_are_merged_for_the_token_command_only()
     {
         Assert.Equal(["token", "--sub", "a", "--minutes", "5", "--role", "x", "y", "z"],

@@ -28,6 +28,16 @@ public sealed class TokenCommand : JasperFxAsyncCommand<TokenInput>
 {
     public override Task<bool> Execute(TokenInput input)
     {
+        // A blank value would make a token without the claim (the subject then being the tenant), not one with a blank
+        // claim, which the service refuses: say so rather than print a token for another tenant than asked.
+        if (string.IsNullOrWhiteSpace(input.SubFlag) || input.TenantFlag is { } tenant && string.IsNullOrWhiteSpace(tenant))
+        {
+            Console.Error.WriteLine(string.IsNullOrWhiteSpace(input.SubFlag)
+                ? "--sub needs a subject (user id)."
+                : "--tenant needs a tenant id; leave the flag out to make the subject the tenant.");
+            return Task.FromResult(false);
+        }
+
         using var host = input.BuildHost();
         var options = host.Services.GetRequiredService<IOptions<AuthOptions>>().Value;
         if (options.SigningKeyBytes() is null)

@@ -53,7 +53,7 @@ internal static class OpenApiSetup
         public Task TransformAsync(OpenApiDocument document, OpenApiDocumentTransformerContext context, CancellationToken cancellationToken)
         {
             document.Info.Title = "ModularChat API";
-            document.Info.Description = "Conversation memory for LLM chat applications. Every endpoint but health needs a JWT bearer token (locally: ./build.sh token --sub <you>).";
+            document.Info.Description = "Conversation memory for LLM chat applications. Every endpoint needs a JWT bearer token (locally: ./build.sh token --sub <you>) but health, this document and the API page.";
             document.Components ??= new OpenApiComponents();
             document.Components.SecuritySchemes ??= new Dictionary<string, IOpenApiSecurityScheme>();
             document.Components.SecuritySchemes["Bearer"] = new OpenApiSecurityScheme
