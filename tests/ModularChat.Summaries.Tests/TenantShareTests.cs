@@ -87,47 +87,14 @@ public sealed class TenantShareTests(SummariesShareApp app) : IClassFixture<Summ
     {
         using var slow = app.Client(app.SlowTenant);
         using var fast = app.Client(ModularChatApp.NewUser("fast"));
-        var share = app.Host.Services.GetRequiredService<TenantJobShares>().Share;
-        Assert.Equal(app.Slots - 1, share);
-
-        // Two conversations of the slow tenant in each slot: without a share its held jobs would take every slot, and the
-        // other tenant's job would wait behind one of them wherever it went.
-        var conversations = new List<(Guid Id, string Topic)>();
-        var perSlot = new int[app.Slots];
-        while (conversations.Count < 2 * app.Slots)
-        {
-            var id = await slow.NewConversation("slow");
-            if (perSlot[app.Slot(id)]++ < 2)
-            {
-                conversations.Add((id, $"topic{conversations.Count}x"));
-            }
-        }
-
-        var released = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var calls = new ConcurrentQueue<Guid>();
-        app.Llm.Responder = request =>
-        {
-            var text = request.Messages.ToJsonString();
-            calls.Enqueue(conversations.FirstOrDefault(c => text.Contains(c.Topic, StringComparison.Ordinal)).Id);
-            return new FakeReply("Maria and Tomas booked the items of their trip to Lisbon.", Hold: released.Task);
-        };
-
+        var model = await HoldBackAsync(slow);
         try
         {
-            // Each reaches its first milestone: a job each, whose model call is held.
-            foreach (var (id, topic) in conversations)
-            {
-                await slow.AppendBatch(id, Api.Turns(1, 10, topic));
-            }
-
-            await Eventually.Until(() => Task.FromResult(calls.Count), n => n >= share, Eventually.BackgroundSeconds,
-                "The slow tenant's summaries did not reach its model");
-            Assert.DoesNotContain(Guid.Empty, calls);
+            await model.ReachedAsync(Share);
 
             // The other tenant's conversation goes to a slot where none of the slow tenant's held jobs runs (behind a running
-            // job a slot waits, share or not: the share bounds that wait to one job). When they run in every slot (no share),
-            // any slot does.
-            var held = calls.Select(app.Slot).ToHashSet();
+            // job a slot waits, share or not). When they run in every slot (no share), any slot does.
+            var held = model.Calls.Select(app.Slot).ToHashSet();
             Guid quick;
             do
             {
@@ -141,40 +108,169 @@ public sealed class TenantShareTests(SummariesShareApp app) : IClassFixture<Summ
             // Written while the slow tenant's model still holds its calls: the slow tenant ran its share at once, no more
             // (alone on a node it would too), and put its other jobs off.
             Assert.Equal("milestone:10", summary.Reason);
-            Assert.False(released.Task.IsCompleted);
-            Assert.Equal(share, calls.Count);
-            Assert.Contains(app.Logs.Entries, e => e.Message.Contains($"of tenant {app.SlowTenant} put off for", StringComparison.Ordinal));
+            Assert.All(model.Gates.Values, gate => Assert.False(gate.Task.IsCompleted));
+            Assert.Equal(Share, model.Calls.Count);
+            Assert.NotEmpty(model.PutOff());
         }
         finally
         {
-            released.TrySetResult();
+            model.ReleaseAll();
         }
 
-        // Released, every conversation of the slow tenant is summarized: its jobs were put off, none was lost, and each called
-        // the model once (a job put off reads nothing and calls nothing until it runs).
-        foreach (var (id, _) in conversations)
+        await AllSummarizedOnceAsync(slow, model);
+    }
+
+    [Fact]
+    public async Task Another_tenants_job_queued_behind_a_slow_tenants_running_job_waits_for_that_one_only()
+    {
+        using var slow = app.Client(app.SlowTenant);
+        using var fast = app.Client(ModularChatApp.NewUser("fast"));
+        var model = await HoldBackAsync(slow);
+        try
+        {
+            await model.ReachedAsync(Share);
+
+            // One of the slow tenant's running jobs, the slow tenant's other job queued behind it in its slot, and, once the
+            // slow tenant's jobs in the slot it does not hold have been put off, another tenant's job behind both.
+            var first = model.Calls.First();
+            var slot = app.Slot(first);
+            var behind = model.Conversations.Single(c => c.Id != first && app.Slot(c.Id) == slot).Id;
+            await Eventually.Until(() => Task.FromResult(model.PutOff().Count), n => n > 0, Eventually.BackgroundSeconds,
+                "None of the slow tenant's jobs was put off");
+            Guid quick;
+            do
+            {
+                quick = await fast.NewConversation("fast");
+            }
+            while (app.Slot(quick) != slot);
+
+            await fast.AppendBatch(quick, Api.Turns(1, 10));
+
+            // The running job ends just after one of the slow tenant's jobs was put off again (so it is due back soon)...
+            var deferrals = model.Deferrals();
+            await Eventually.Until(() => Task.FromResult(model.Deferrals()), n => n > deferrals, Eventually.BackgroundSeconds,
+                "The slow tenant's jobs put off did not come back");
+            model.Gates[first].SetResult();
+
+            // ...and the other tenant's job runs next in that slot: the slow tenant's job queued before it gives its place to
+            // the slow tenant's jobs put off before (they go first, oldest first) and puts itself off.
+            var summary = await fast.SummaryCovering(quick, 10);
+            Assert.Equal("milestone:10", summary.Reason);
+            Assert.DoesNotContain(behind, model.Calls);
+            Assert.Contains(behind, model.PutOff());
+        }
+        finally
+        {
+            model.ReleaseAll();
+        }
+
+        await AllSummarizedOnceAsync(slow, model);
+    }
+
+    private int Share => app.Host.Services.GetRequiredService<TenantJobShares>().Share;
+
+    /// <summary>
+    /// Two new conversations of the slow tenant in each slot (without a share its held jobs would take every slot: another
+    /// tenant's job would wait behind one of them wherever it went), whose model calls are held until released; each
+    /// reaches its first milestone.
+    /// </summary>
+    private async Task<HeldModel> HoldBackAsync(HttpClient slow)
+    {
+        Assert.Equal(app.Slots - 1, Share);
+        var conversations = new List<(Guid Id, string Topic)>();
+        var perSlot = new int[app.Slots];
+        while (conversations.Count < 2 * app.Slots)
+        {
+            var id = await slow.NewConversation("slow");
+            if (perSlot[app.Slot(id)]++ < 2)
+            {
+                conversations.Add((id, $"topic{Guid.NewGuid():N}x"));
+            }
+        }
+
+        var model = new HeldModel(app, conversations);
+        app.Llm.Responder = model.Answer;
+        foreach (var (id, topic) in conversations)
+        {
+            await slow.AppendBatch(id, Api.Turns(1, 10, topic));
+        }
+
+        return model;
+    }
+
+    /// <summary>
+    /// Released, every conversation of the slow tenant is summarized: its jobs were put off, none was lost, and each called the
+    /// model once (a job put off reads nothing and calls nothing until it runs); none is left queued or scheduled.
+    /// </summary>
+    private async Task AllSummarizedOnceAsync(HttpClient slow, HeldModel model)
+    {
+        foreach (var (id, _) in model.Conversations)
         {
             Assert.Equal(10, (await slow.SummaryCovering(id, 10)).ToSequence);
         }
 
-        Assert.Equal(conversations.Select(c => c.Id).Order(), calls.Order());
+        Assert.Equal(model.Conversations.Select(c => c.Id).Order(), model.Calls.Order());
+        await Eventually.Until(() => app.PendingEnvelopesAbout(model.Conversations.Select(c => c.Id)), n => n == 0, Eventually.BackgroundSeconds,
+            "Jobs of the slow tenant are still queued or scheduled");
 
         // A job put off moved its conversation's pending mark to when it looks again (a sweep does not take it for lost, appends
         // meanwhile queue no second job), and the activity reads back as the module stores it.
-        var putOff = conversations.Where(c => app.Logs.Entries.Any(e => e.Message.Contains($"conversation {c.Id} of tenant {app.SlowTenant} put off for", StringComparison.Ordinal)))
-            .Select(c => c.Id).ToList();
+        var putOff = model.PutOff();
         Assert.NotEmpty(putOff);
-        await using (var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().QuerySession(app.SlowTenant))
+        await using var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().QuerySession(app.SlowTenant);
+        foreach (var activity in await session.LoadManyAsync<Domain.ConversationActivity>(putOff))
         {
-            foreach (var activity in await session.LoadManyAsync<Domain.ConversationActivity>(putOff))
+            Assert.Equal(10, activity.PendingUpTo);
+            Assert.True(activity.PendingAt >= activity.LastAppendedAt + TimeSpan.FromMilliseconds(500),
+                $"pending since {activity.PendingAt:O}, last append {activity.LastAppendedAt:O}");
+        }
+    }
+
+    /// <summary>The slow tenant's model: records which conversation each call is about and holds it until its gate opens.</summary>
+    private sealed class HeldModel(SummariesShareApp app, List<(Guid Id, string Topic)> conversations)
+    {
+        private readonly ConcurrentQueue<Guid> _calls = new();
+
+        public List<(Guid Id, string Topic)> Conversations => conversations;
+
+        public Dictionary<Guid, TaskCompletionSource> Gates { get; } =
+            conversations.ToDictionary(c => c.Id, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+
+        /// <summary>The conversations whose summaries called the model, in the order of the calls.</summary>
+        public List<Guid> Calls => [.. _calls];
+
+        public FakeReply Answer(RecordedRequest request)
+        {
+            var text = request.Messages.ToJsonString();
+            var id = conversations.FirstOrDefault(c => text.Contains(c.Topic, StringComparison.Ordinal)).Id;
+            var reply = new FakeReply("Maria and Tomas booked the items of their trip to Lisbon.");
+            if (id == Guid.Empty)
             {
-                Assert.Equal(10, activity.PendingUpTo);
-                Assert.True(activity.PendingAt >= activity.LastAppendedAt + TimeSpan.FromMilliseconds(500),
-                    $"pending since {activity.PendingAt:O}, last append {activity.LastAppendedAt:O}");
+                return reply; // another test's, left running by its failure
+            }
+
+            _calls.Enqueue(id);
+            return reply with { Hold = Gates[id].Task };
+        }
+
+        public Task ReachedAsync(int calls)
+            => Eventually.Until(() => Task.FromResult(Calls.Count), n => n >= calls, Eventually.BackgroundSeconds, "The slow tenant's summaries did not reach its model");
+
+        /// <summary>How many times the host put off one of these conversations' jobs for the slow tenant's share.</summary>
+        public int Deferrals() => app.Logs.Entries.Count(e => conversations.Any(c => IsPutOff(e.Message, c.Id)));
+
+        /// <summary>The conversations whose job was put off at least once.</summary>
+        public List<Guid> PutOff() => [.. conversations.Select(c => c.Id).Where(id => app.Logs.Entries.Any(e => IsPutOff(e.Message, id)))];
+
+        public void ReleaseAll()
+        {
+            foreach (var gate in Gates.Values)
+            {
+                gate.TrySetResult();
             }
         }
 
-        await Eventually.Until(() => app.PendingEnvelopesAbout(conversations.Select(c => c.Id)), n => n == 0, Eventually.BackgroundSeconds,
-            "Jobs of the slow tenant are still queued or scheduled");
+        private bool IsPutOff(string message, Guid id)
+            => message.StartsWith($"Summary of conversation {id} of tenant {app.SlowTenant} put off for ", StringComparison.Ordinal);
     }
 }

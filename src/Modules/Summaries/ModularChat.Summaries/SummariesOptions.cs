@@ -62,7 +62,8 @@ public sealed class SummariesOptions
     /// <summary>
     /// Most jobs of one tenant that run at once on one node, so that a tenant whose model is slow, or that has thousands of
     /// summaries due (an import), leaves job slots to the others. A job of a tenant that already runs this many puts itself off
-    /// (<see cref="TenantShareRecheck"/>) and looks again. 0 = one less than <see cref="JobParallelism"/>, at least 1;
+    /// (<see cref="TenantShareRecheck"/>) and looks again; the tenant's jobs put off go first, oldest first. 0 = one less than
+    /// <see cref="JobParallelism"/>, at least 1;
     /// <see cref="JobParallelism"/> (or 1 when it is 1) sets no limit, as a single-tenant deployment may want.
     /// </summary>
     public int MaxJobsPerTenant { get; set; }

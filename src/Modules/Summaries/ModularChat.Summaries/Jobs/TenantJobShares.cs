@@ -8,17 +8,18 @@ namespace ModularChat.Summaries.Jobs;
 /// counts from <see cref="Enter"/> to the disposal of its <see cref="TenantTurn"/> (in a <c>using</c>, whatever ends it).
 /// </summary>
 /// <remarks>
+/// <para>A tenant's jobs put off go first, oldest first: a job starts only when a place of its tenant is free after one is
+/// kept for each of its tenant's jobs put off before it that is due back within a recheck. Without that, the job queued right
+/// behind a finished one in its slot (a partition is a sequential queue, a conversation always in the same one) would take
+/// the place every time: a slow tenant's backlog would run back to back in the slots it holds, another tenant's job queued
+/// there would wait for all of it, and its jobs in the other slots, put off again and again, would wait for ever (a rebuild,
+/// the rest of a long backlog). So a tenant past its share runs its jobs as they come back, in the order they were first put
+/// off; the time of the first deferral travels with the job (<see cref="SummarizeConversation.DeferredSince"/>), so it keeps
+/// its place in the line across deferrals, and on the node that runs it next.</para>
 /// <para>A job put off comes back after a recheck delay that grows with the number of its tenant's jobs put off before it
 /// (<see cref="SummariesOptions.TenantShareRecheck"/> times 1 + those / the share, at most <see cref="MaxRecheck"/>): the
 /// first ones of the line look again soon, the last ones rarely, so a tenant with thousands of jobs waiting reschedules a few
 /// a second, not thousands every recheck.</para>
-/// <para>Jobs that come back compete for a free place with the tenant's jobs that never waited, and the job queued right
-/// behind a finished one in its slot usually gets there first. So that none is passed over for ever (a rebuild, the rest of
-/// a long backlog), a job put off for longer than <see cref="SummariesOptions.JobTimeout"/> (by then every job that ran when
-/// it was first put off has ended) has first claim: while it is due back within a recheck, one place of its tenant is kept
-/// for the longest-waiting such job, and younger jobs of the tenant are put off. The time of the first deferral travels
-/// with the job (<see cref="SummarizeConversation.DeferredSince"/>), so a job keeps its place in the line across deferrals,
-/// and on whichever node runs it next.</para>
 /// </remarks>
 public sealed class TenantJobShares
 {
@@ -27,16 +28,16 @@ public sealed class TenantJobShares
 
     /// <summary>
     /// How long after its recheck time a job put off is still expected back: Wolverine moves scheduled jobs to the queue at
-    /// its polling interval (5 s), and the job may queue behind another in its slot. Past this the node forgets it (it went to
-    /// another node, or its conversation was deleted); coming back later, it is remembered again with its own first deferral.
+    /// its polling interval (5 s). Past this the node forgets it and keeps no place for it (it went to another node, waits
+    /// behind a long job in its slot, or its conversation was deleted); coming back later, it is remembered again with its
+    /// own first deferral.
     /// </summary>
-    public static readonly TimeSpan ReturnGrace = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan ReturnGrace = TimeSpan.FromSeconds(10);
 
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Tenant> _tenants = new(StringComparer.Ordinal);
     private readonly int _share;
     private readonly TimeSpan _recheck;
-    private readonly TimeSpan _firstClaimAfter;
     private DateTimeOffset _forgotten = DateTimeOffset.MinValue;
 
     public TenantJobShares(IOptions<SummariesOptions> options)
@@ -45,7 +46,6 @@ public sealed class TenantJobShares
         _share = o.EffectiveMaxJobsPerTenant;
         Limited = _share < o.JobParallelism;
         _recheck = o.TenantShareRecheck;
-        _firstClaimAfter = o.JobTimeout;
     }
 
     /// <summary>False when the share is the whole node (one slot, or <c>MaxJobsPerTenant</c> at <c>JobParallelism</c>): every job starts.</summary>
@@ -56,8 +56,8 @@ public sealed class TenantJobShares
 
     /// <summary>
     /// A job of <paramref name="tenant"/> about <paramref name="conversation"/> wants to start: it starts (and counts until the
-    /// turn is disposed) unless its tenant runs its share here, or a place is kept for one of its tenant's jobs that waited
-    /// longer; else the turn says how long it puts itself off.
+    /// turn is disposed) unless its tenant runs its share here, or the free places are kept for its tenant's jobs put off
+    /// before it; else the turn says how long it puts itself off.
     /// </summary>
     /// <param name="deferredSince">When the job was first put off for its tenant's share (null: never).</param>
     public TenantTurn Enter(string tenant, Guid conversation, DateTimeOffset? deferredSince, DateTimeOffset now)
@@ -77,19 +77,16 @@ public sealed class TenantJobShares
             }
 
             var since = deferredSince is { } d && d < now ? d : now;
-            var kept = 0;
-            var ahead = 0;
+            int ahead = 0, kept = 0;
             foreach (var (other, waiter) in t.Waiting)
             {
-                if (other == conversation || !IsBefore(waiter.Since, other, since, conversation))
+                if (other != conversation && IsBefore(waiter.Since, other, since, conversation))
                 {
-                    continue;
-                }
-
-                ahead++;
-                if (kept == 0 && waiter.Since <= now - _firstClaimAfter && waiter.Due <= now + _recheck)
-                {
-                    kept = 1;
+                    ahead++;
+                    if (waiter.Due <= now + _recheck)
+                    {
+                        kept++;
+                    }
                 }
             }
 
