@@ -59,7 +59,7 @@ public sealed partial class SummaryWriter(
 
         // The tenant runs its share of this node's job slots (a slow model, an import): this job, whatever its kind, leaves
         // the slot to other tenants' jobs and looks again later, before it reads anything. Counted until the job ends, however.
-        using var turn = shares.Enter(tenant, id, job.DeferredSince, clock.GetUtcNow());
+        using var turn = shares.Enter(tenant, id, job.DeferredSince);
         if (!turn.Started)
         {
             var at = clock.GetUtcNow() + turn.Delay;

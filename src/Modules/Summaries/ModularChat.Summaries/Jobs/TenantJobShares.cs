@@ -3,19 +3,23 @@ using Microsoft.Extensions.Options;
 namespace ModularChat.Summaries.Jobs;
 
 /// <summary>
-/// Each tenant's share of this node's summary job slots (<see cref="SummariesOptions.MaxJobsPerTenant"/>): how many jobs of
-/// each tenant run here now, and which of its jobs were put off because it ran its share. Node-local and exact: a job
-/// counts from <see cref="Enter"/> to the disposal of its <see cref="TenantTurn"/> (in a <c>using</c>, whatever ends it).
+/// Each tenant's share of this node's summary job slots (<see cref="SummariesOptions.MaxJobsPerTenant"/>): which jobs of each
+/// tenant run here now, and which were put off because it ran its share. Node-local and exact: a job counts from
+/// <see cref="Enter"/> to the disposal of its <see cref="TenantTurn"/> (in a <c>using</c>, whatever ends the job).
 /// </summary>
 /// <remarks>
-/// <para>A tenant's jobs put off go first, oldest first: a job starts only when a place of its tenant is free after one is
-/// kept for each of its tenant's jobs put off before it that is due back within a recheck. Without that, the job queued right
-/// behind a finished one in its slot (a partition is a sequential queue, a conversation always in the same one) would take
-/// the place every time: a slow tenant's backlog would run back to back in the slots it holds, another tenant's job queued
-/// there would wait for all of it, and its jobs in the other slots, put off again and again, would wait for ever (a rebuild,
-/// the rest of a long backlog). So a tenant past its share runs its jobs as they come back, in the order they were first put
-/// off; the time of the first deferral travels with the job (<see cref="SummarizeConversation.DeferredSince"/>), so it keeps
-/// its place in the line across deferrals, and on the node that runs it next.</para>
+/// <para>While a tenant's jobs are slow (one of them has run for <see cref="SummariesOptions.TenantShareRecheck"/> or longer,
+/// or its last one here did), its jobs put off go first, oldest first: a job starts only if a place of its tenant is free
+/// after one is kept for each of its tenant's jobs put off before it that is due back within a recheck. Without that, the job
+/// queued right behind a finished one in its slot (a partition is a sequential queue, a conversation always in the same one)
+/// would take the place every time: the slow tenant's backlog would run back to back in the slots it holds, another
+/// tenant's job queued there would wait for all of it, and the slow tenant's jobs in the other slots, put off again and
+/// again, might never run (a rebuild, the rest of a long backlog). A tenant whose jobs are quick gets no such order:
+/// keeping a place until a job put off comes back (Wolverine polls scheduled jobs every 5 s) would cost more than its jobs,
+/// and another tenant waits little behind them; there a job put off for longer than <see cref="SummariesOptions.JobTimeout"/>
+/// has the next place. The time of the first deferral travels with the job
+/// (<see cref="SummarizeConversation.DeferredSince"/>): a job keeps its place in the line across deferrals, and on the node
+/// that runs it next.</para>
 /// <para>A job put off comes back after a recheck delay that grows with the number of its tenant's jobs put off before it
 /// (<see cref="SummariesOptions.TenantShareRecheck"/> times 1 + those / the share, at most <see cref="MaxRecheck"/>): the
 /// first ones of the line look again soon, the last ones rarely, so a tenant with thousands of jobs waiting reschedules a few
@@ -36,16 +40,20 @@ public sealed class TenantJobShares
 
     private readonly Lock _lock = new();
     private readonly Dictionary<string, Tenant> _tenants = new(StringComparer.Ordinal);
+    private readonly TimeProvider _clock;
     private readonly int _share;
     private readonly TimeSpan _recheck;
+    private readonly TimeSpan _firstClaimAfter;
     private DateTimeOffset _forgotten = DateTimeOffset.MinValue;
 
-    public TenantJobShares(IOptions<SummariesOptions> options)
+    public TenantJobShares(IOptions<SummariesOptions> options, TimeProvider clock)
     {
         var o = options.Value;
+        _clock = clock;
         _share = o.EffectiveMaxJobsPerTenant;
         Limited = _share < o.JobParallelism;
         _recheck = o.TenantShareRecheck;
+        _firstClaimAfter = o.JobTimeout;
     }
 
     /// <summary>False when the share is the whole node (one slot, or <c>MaxJobsPerTenant</c> at <c>JobParallelism</c>): every job starts.</summary>
@@ -60,13 +68,14 @@ public sealed class TenantJobShares
     /// before it; else the turn says how long it puts itself off.
     /// </summary>
     /// <param name="deferredSince">When the job was first put off for its tenant's share (null: never).</param>
-    public TenantTurn Enter(string tenant, Guid conversation, DateTimeOffset? deferredSince, DateTimeOffset now)
+    public TenantTurn Enter(string tenant, Guid conversation, DateTimeOffset? deferredSince)
     {
         if (!Limited)
         {
             return TenantTurn.Unlimited;
         }
 
+        var now = _clock.GetUtcNow();
         lock (_lock)
         {
             ForgetLapsed(now);
@@ -77,24 +86,25 @@ public sealed class TenantJobShares
             }
 
             var since = deferredSince is { } d && d < now ? d : now;
+            var slow = t.LastDuration >= _recheck || t.Started.Exists(s => now - s >= _recheck);
             int ahead = 0, kept = 0;
             foreach (var (other, waiter) in t.Waiting)
             {
                 if (other != conversation && IsBefore(waiter.Since, other, since, conversation))
                 {
                     ahead++;
-                    if (waiter.Due <= now + _recheck)
+                    if (waiter.Due <= now + _recheck && (slow || (kept == 0 && waiter.Since <= now - _firstClaimAfter)))
                     {
                         kept++;
                     }
                 }
             }
 
-            if (t.Running + kept < _share)
+            if (t.Started.Count + kept < _share)
             {
-                t.Running++;
+                t.Started.Add(now);
                 t.Waiting.Remove(conversation);
-                return new TenantTurn(this, tenant, t.Running, t.Waiting.Count);
+                return new TenantTurn(this, tenant, now, t.Started.Count, t.Waiting.Count);
             }
 
             var delay = _recheck * (1 + (ahead / _share));
@@ -104,7 +114,7 @@ public sealed class TenantJobShares
             }
 
             t.Waiting[conversation] = new Waiter(since, now + delay);
-            return new TenantTurn(delay, since, t.Running, t.Waiting.Count);
+            return new TenantTurn(delay, since, t.Started.Count, t.Waiting.Count);
         }
     }
 
@@ -113,18 +123,19 @@ public sealed class TenantJobShares
     {
         lock (_lock)
         {
-            return _tenants.TryGetValue(tenant, out var t) ? t.Running : 0;
+            return _tenants.TryGetValue(tenant, out var t) ? t.Started.Count : 0;
         }
     }
 
-    internal void Leave(string tenant)
+    internal void Leave(string tenant, DateTimeOffset started)
     {
+        var now = _clock.GetUtcNow();
         lock (_lock)
         {
-            if (_tenants.TryGetValue(tenant, out var t))
+            if (_tenants.TryGetValue(tenant, out var t) && t.Started.Remove(started))
             {
-                t.Running--;
-                if (t.Running <= 0 && t.Waiting.Count == 0)
+                t.LastDuration = now - started;
+                if (t.Started.Count == 0 && t.Waiting.Count == 0)
                 {
                     _tenants.Remove(tenant);
                 }
@@ -158,7 +169,7 @@ public sealed class TenantJobShares
             }
 
             lapsed?.ForEach(c => t.Waiting.Remove(c));
-            if (t.Running <= 0 && t.Waiting.Count == 0)
+            if (t.Started.Count == 0 && t.Waiting.Count == 0)
             {
                 (idle ??= []).Add(tenant);
             }
@@ -169,7 +180,11 @@ public sealed class TenantJobShares
 
     private sealed class Tenant
     {
-        public int Running;
+        /// <summary>When each of the tenant's running jobs started.</summary>
+        public readonly List<DateTimeOffset> Started = [];
+
+        /// <summary>How long the tenant's last job that ended here ran.</summary>
+        public TimeSpan LastDuration;
 
         /// <summary>The tenant's jobs put off and expected back, by conversation (a conversation's jobs never run at once).</summary>
         public readonly Dictionary<Guid, Waiter> Waiting = [];
@@ -188,11 +203,12 @@ public sealed class TenantTurn : IDisposable
 
     private readonly TenantJobShares? _shares;
     private readonly string? _tenant;
+    private readonly DateTimeOffset _started;
     private int _left;
 
-    internal TenantTurn(TenantJobShares shares, string tenant, int running, int waiting)
+    internal TenantTurn(TenantJobShares shares, string tenant, DateTimeOffset started, int running, int waiting)
     {
-        (_shares, _tenant, Started, Running, Waiting) = (shares, tenant, true, running, waiting);
+        (_shares, _tenant, _started, Started, Running, Waiting) = (shares, tenant, started, true, running, waiting);
     }
 
     internal TenantTurn(TimeSpan delay, DateTimeOffset since, int running, int waiting)
@@ -218,7 +234,7 @@ public sealed class TenantTurn : IDisposable
     {
         if (_shares is not null && Interlocked.Exchange(ref _left, 1) == 0)
         {
-            _shares.Leave(_tenant!);
+            _shares.Leave(_tenant!, _started);
         }
     }
 }
