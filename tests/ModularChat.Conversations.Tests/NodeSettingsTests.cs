@@ -58,6 +58,7 @@ public sealed class NodeSettingsTests
             ["Summaries:Variants:b:Llm:ApiKey"] = "two",
             ["Summaries:Llm:Endpoint"] = "https://user:two@llm.example/v1?api-key=two",
             ["Summaries:JobParallelism"] = "8",
+            ["Summaries:MaxJobsPerTenant"] = "4",
             ["Cache:RedisRetryInterval"] = "00:00:09",
             ["Auth:SigningKey"] = "two",
             ["ConnectionStrings:Postgres"] = "Host=a;Password=two",

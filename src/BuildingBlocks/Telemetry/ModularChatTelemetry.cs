@@ -48,4 +48,5 @@ public static class MetricNames
     public const string SummaryParts = "modularchat.summaries.parts";
     public const string SummaryLag = "modularchat.summaries.lag";
     public const string SummaryBacklog = "modularchat.summaries.backlog";
+    public const string SummaryDeferrals = "modularchat.summaries.deferrals";
 }

@@ -32,6 +32,7 @@ internal static class SettingsFingerprint
     private static readonly HashSet<string> NodeSized = new(StringComparer.OrdinalIgnoreCase)
     {
         "Summaries:JobParallelism",
+        "Summaries:MaxJobsPerTenant",
         "Summaries:ExtractiveParallelism",
         "Search:VectorIndex:MaxMemoryMegabytes",
         "Search:Embeddings:WorkerEnabled",

@@ -43,6 +43,32 @@ public sealed class OptionsValidationTests
         }
     }
 
+    [Theory]
+    [InlineData(3, 0)]
+    [InlineData(3, 1)]
+    [InlineData(3, 3)]
+    [InlineData(1, 1)]
+    [InlineData(9, 9)]
+    public void A_tenant_share_from_0_to_the_job_parallelism_is_valid(int parallelism, int share)
+        => Assert.Empty(Errors(o => (o.JobParallelism, o.MaxJobsPerTenant) = (parallelism, share)));
+
+    [Theory]
+    [InlineData(3, -1)]
+    [InlineData(3, 4)]
+    [InlineData(1, 2)]
+    public void A_tenant_share_outside_0_to_the_job_parallelism_is_refused_naming_it(int parallelism, int share)
+    {
+        var error = Assert.Single(Errors(o => (o.JobParallelism, o.MaxJobsPerTenant) = (parallelism, share)));
+        Assert.Equal(
+            $"MaxJobsPerTenant: must be between 0 and JobParallelism ({parallelism}): the jobs of one tenant that run at once on a node, " +
+            "0 for one less than JobParallelism (at least 1), JobParallelism for no limit.",
+            error);
+    }
+
+    [Fact]
+    public void The_tenant_share_recheck_is_checked()
+        => Assert.Contains(Errors(o => o.TenantShareRecheck = TimeSpan.Zero), e => e.StartsWith("TenantShareRecheck", StringComparison.Ordinal));
+
     [Fact]
     public void A_tenants_variant_applies_whatever_the_case_its_configuration_keys_are_written_in()
     {

@@ -13,6 +13,7 @@ namespace ModularChat.Testing.Fakes;
 /// <param name="Delay">Wait before answering (or between streamed chunks, when <paramref name="ChunkDelay"/> is set).</param>
 /// <param name="RawBody">Answered as it is, with status 200 and <c>application/json</c>, to a plain or a streaming request
 /// alike: something that is not the protocol, as a misconfigured gateway answers.</param>
+/// <param name="Hold">When set, the answer waits for it to complete (a test releases a model it holds back), after <paramref name="Delay"/>.</param>
 public sealed record FakeReply(
     string? Content = null,
     IReadOnlyList<FakeToolCall>? ToolCalls = null,
@@ -22,7 +23,8 @@ public sealed record FakeReply(
     TimeSpan ChunkDelay = default,
     int? PromptTokens = null,
     int? CompletionTokens = null,
-    string? RawBody = null)
+    string? RawBody = null,
+    Task? Hold = null)
 {
     public static FakeReply Text(string content) => new(content);
 
@@ -173,6 +175,11 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
         if (reply.Delay > TimeSpan.Zero && reply.ChunkDelay == TimeSpan.Zero)
         {
             await Task.Delay(reply.Delay, context.RequestAborted);
+        }
+
+        if (reply.Hold is { } hold)
+        {
+            await hold.WaitAsync(context.RequestAborted);
         }
 
         if (reply.Status != 200)

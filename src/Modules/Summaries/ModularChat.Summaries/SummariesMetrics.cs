@@ -12,6 +12,7 @@ public sealed class SummariesMetrics
     private readonly Counter<long> _failures;
     private readonly Histogram<double> _lag;
     private readonly Counter<long> _parts;
+    private readonly Counter<long> _deferrals;
     private long _backlog = -1;
 
     public SummariesMetrics(IMeterFactory meters)
@@ -22,6 +23,8 @@ public sealed class SummariesMetrics
         _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry or dead_letter)");
         _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
             "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
+        _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",
+            "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -49,6 +52,9 @@ public sealed class SummariesMetrics
 
     /// <summary>A job stored its revision part way and queued the rest (<paramref name="stoppedBy"/>: max_chunks or job_time).</summary>
     public void StoppedPartWay(string variant, string stoppedBy) => _parts.Add(1, new TagList { { "variant", variant }, { "stopped_by", stoppedBy } });
+
+    /// <summary>A job put itself off before reading anything (<paramref name="reason"/>: tenant_share or burst).</summary>
+    public void Deferred(string variant, string reason) => _deferrals.Add(1, new TagList { { "variant", variant }, { "reason", reason } });
 
     public void Failed(string variant, string error, bool final)
         => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", final ? "dead_letter" : "retry" } });

@@ -41,6 +41,7 @@ public static class SummariesModule
         services.AddSingleton<SummarySettingsResolver>();
         services.AddSingleton<SummarizerSelector>();
         services.AddSingleton<SummaryScheduler>();
+        services.AddSingleton<TenantJobShares>();
         services.AddSingleton<SummaryWriter>();
         services.AddSingleton<SummaryFailures>();
         services.AddSingleton<SummarySweep>();

@@ -63,6 +63,24 @@ public sealed class SummariesOptions
     public int JobParallelism { get; set; } = 3;
 
     /// <summary>
+    /// Most jobs of one tenant that run at once on one node, so that a tenant whose model is slow, or that has thousands of
+    /// summaries due (an import), leaves job slots to the others. A job of a tenant that already runs this many puts itself off
+    /// (<see cref="TenantShareRecheck"/>) and looks again; the tenant's jobs put off go first, oldest first. 0 = one less than
+    /// <see cref="JobParallelism"/>, at least 1;
+    /// <see cref="JobParallelism"/> (or 1 when it is 1) sets no limit, as a single-tenant deployment may want.
+    /// </summary>
+    public int MaxJobsPerTenant { get; set; }
+
+    /// <summary>
+    /// How long a job puts itself off when its tenant already runs <see cref="MaxJobsPerTenant"/> jobs on the node, before it
+    /// looks again; longer for a job with many of its tenant's jobs put off before it (see <see cref="Jobs.TenantJobShares"/>).
+    /// </summary>
+    public TimeSpan TenantShareRecheck { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>The tenant share in effect: <see cref="MaxJobsPerTenant"/>, or its default for 0.</summary>
+    internal int EffectiveMaxJobsPerTenant => MaxJobsPerTenant > 0 ? MaxJobsPerTenant : Math.Max(1, JobParallelism - 1);
+
+    /// <summary>
     /// Extractive merges computed at once on one node (they are CPU-bound); 0 = half the processors, at least one, so
     /// summarizing never takes every core from the requests.
     /// </summary>
@@ -282,6 +300,9 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.Llm.Timeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromHours(1));
         RuleFor(o => o.Llm.Temperature).InclusiveBetween(0f, 2f);
         RuleFor(o => o.JobParallelism).InclusiveBetween(1, 9);
+        RuleFor(o => o.MaxJobsPerTenant).Must((o, share) => share >= 0 && share <= Math.Max(1, o.JobParallelism))
+            .WithMessage(o => $"must be between 0 and JobParallelism ({o.JobParallelism}): the jobs of one tenant that run at once on a node, " +
+                              "0 for one less than JobParallelism (at least 1), JobParallelism for no limit.");
         RuleFor(o => o.ExtractiveParallelism).InclusiveBetween(0, 64);
         RuleFor(o => o.JobTimeout).InclusiveBetween(TimeSpan.FromSeconds(5), TimeSpan.FromHours(6));
         RuleFor(o => o.MaxChunksPerJob).InclusiveBetween(0, 1_000_000);
@@ -291,6 +312,7 @@ internal sealed class SummariesOptionsValidator : AbstractValidator<SummariesOpt
         RuleFor(o => o.EventBatchSize).InclusiveBetween(1, 10_000);
         RuleFor(o => o.EventBatchWindow).InclusiveBetween(TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(1));
         RuleFor(o => o.BurstRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(5));
+        RuleFor(o => o.TenantShareRecheck).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(1));
         RuleFor(o => o.ClaimRecheckInterval).InclusiveBetween(TimeSpan.FromMilliseconds(100), TimeSpan.FromMinutes(10));
         RuleFor(o => o.PurgeMaxWait).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleFor(o => o.Sweep.Interval).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(7));

@@ -14,9 +14,14 @@ namespace ModularChat.Summaries.Jobs;
 /// Queued by a job that stopped part way (<see cref="SummariesOptions.MaxChunksPerJob"/>, or half its time gone) after storing
 /// the revision so far: it goes on from that revision at once, without asking the strategy again (a rebuild included).
 /// </param>
+/// <param name="DeferredSince">
+/// When the job was first put off because its tenant ran its share of the node's job slots (<see cref="TenantJobShares"/>):
+/// its place in its tenant's line, kept across deferrals and nodes. Null for a job never put off, and again once it starts.
+/// </param>
 [MessageIdentity(Identity)]
 public sealed record SummarizeConversation(
-    Guid ConversationId, long UpToSequence, string Reason, DateTimeOffset? TriggeredAt = null, Guid? RebuildId = null, bool Continues = false)
+    Guid ConversationId, long UpToSequence, string Reason, DateTimeOffset? TriggeredAt = null, Guid? RebuildId = null, bool Continues = false,
+    DateTimeOffset? DeferredSince = null)
 {
     public const string Identity = "summaries.summarize-conversation";
 }

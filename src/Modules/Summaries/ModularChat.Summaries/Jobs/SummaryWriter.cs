@@ -27,6 +27,7 @@ public sealed partial class SummaryWriter(
     SummariesMetrics metrics,
     TimeProvider clock,
     AppendBursts bursts,
+    TenantJobShares shares,
     IOptions<SummariesOptions> options,
     ILogger<SummaryWriter> logger)
 {
@@ -51,9 +52,26 @@ public sealed partial class SummaryWriter(
             var recheck = options.Value.BurstRecheckInterval;
             outgoing.Add(job.ScheduledAt(clock.GetUtcNow() + recheck));
             bursts.RecordDeferral(recheck, "summaries");
+            metrics.Deferred(settings.Variant, "burst");
             LogDeferred(logger, id, tenant);
             return outgoing;
         }
+
+        // The tenant runs its share of this node's job slots (a slow model, an import): this job, whatever its kind, leaves
+        // the slot to other tenants' jobs and looks again later, before it reads anything. Counted until the job ends, however.
+        using var turn = shares.Enter(tenant, id, job.DeferredSince);
+        if (!turn.Started)
+        {
+            var at = clock.GetUtcNow() + turn.Delay;
+            outgoing.Add((job with { DeferredSince = turn.Since }).ScheduledAt(at));
+            KeepPending(session, id, job.UpToSequence, at);
+            metrics.Deferred(settings.Variant, "tenant_share");
+            LogShareDeferred(logger, id, tenant, turn.Running, shares.Share, (long)turn.Delay.TotalMilliseconds, turn.Waiting);
+            return outgoing;
+        }
+
+        // Its place in the line served: what it queues (a continuation, a later look) starts a line of its own.
+        job = job with { DeferredSince = null };
 
         var reads = session.CreateBatchQuery();
         var progressRead = reads.Load<SummaryProgress>(id);
@@ -455,6 +473,20 @@ public sealed partial class SummaryWriter(
             coveredTo, coveredTo, session.TenantId, id, jobMark, coveredTo);
     }
 
+    /// <summary>
+    /// Moves the conversation's pending mark's start time to <paramref name="at"/>, when the mark is still the one this job was
+    /// queued with: the job is alive, only put off. A sweep takes a mark older than <see cref="SummariesOptions.PendingJobTimeout"/>
+    /// for a lost job and queues another (a tenant's share can put a job off for longer than that), and appends meanwhile
+    /// queue no second job for it (it reads every message there is when it runs), as for a job scheduled for later.
+    /// </summary>
+    private static void KeepPending(IDocumentSession session, Guid id, long jobMark, DateTimeOffset at)
+    {
+        var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
+        session.QueueSqlCommand(
+            $"update {table} set data = jsonb_set(data, '{{PendingAt}}', to_jsonb(?::text)) where tenant_id = ? and id = ? and pending_up_to = ?",
+            at.ToString("O", System.Globalization.CultureInfo.InvariantCulture), session.TenantId, id, jobMark);
+    }
+
     internal static bool IsAutomatic(string reason) => reason is not (SummaryStrategy.Manual or SummaryStrategy.Resummarize);
 
     private int RetryCount() => SummariesOptions.TryParseDelays(options.Value.RetryDelays, out var delays) ? delays.Length : 0;
@@ -491,6 +523,11 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
     private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);
+
+    [LoggerMessage(Level = LogLevel.Debug,
+        Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off for {DelayMs} ms: its tenant runs {Running} jobs on this node, " +
+                  "its share is {Share} ({Waiting} put off)")]
+    private static partial void LogShareDeferred(ILogger logger, Guid conversationId, string tenantId, int running, int share, long delayMs, int waiting);
 
     [LoggerMessage(Level = LogLevel.Information,
         Message = "Rebuild of the summary of conversation {ConversationId} of tenant {TenantId}: retention deleted messages 1-{DeletedThrough}, nothing is left to read again; the current summary stays")]
