@@ -1,3 +1,5 @@
+using Marten;
+using Npgsql;
 using Wolverine.Persistence.Durability;
 using Wolverine.Persistence.Durability.DeadLetterManagement;
 using Wolverine.Runtime;
@@ -28,7 +30,7 @@ public sealed record SummaryFailure(
 /// conversation's. The store is shared by every tenant (one database) and cannot filter on the tenant itself, so the
 /// tenant's jobs are picked from all of them by their envelope's tenant.
 /// </summary>
-public sealed class SummaryFailures(IWolverineRuntime runtime)
+public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore store)
 {
     private const int ScanPageSize = 500;
 
@@ -82,14 +84,47 @@ public sealed class SummaryFailures(IWolverineRuntime runtime)
         return ours.Length;
     }
 
-    /// <summary>Removes the failed jobs of a deleted conversation.</summary>
+    /// <summary>
+    /// Removes the failed jobs of a deleted conversation. Run at every deletion, so it does not read every tenant's dead
+    /// letters: PostgreSQL finds those whose stored message names the conversation (a job's body holds its id as text),
+    /// and only those are read and checked (the tenant's job of this conversation) before they go.
+    /// </summary>
     public async Task DiscardAsync(string tenantId, Guid conversationId, CancellationToken cancellationToken)
     {
-        var ids = (await OfTenantAsync(tenantId, cancellationToken)).Where(x => x.Job.ConversationId == conversationId).Select(x => x.Letter.Id).ToArray();
+        var candidates = await NamingAsync(conversationId, cancellationToken);
+        if (candidates.Length == 0)
+        {
+            return;
+        }
+
+        var found = await DeadLetters.QueryAsync(new DeadLetterEnvelopeQuery(candidates) { PageSize = candidates.Length }, cancellationToken);
+        var ids = found.Envelopes
+            .Where(e => e.MessageType == SummarizeConversation.Identity && e.Envelope.TenantId == tenantId && JobOf(e)?.ConversationId == conversationId)
+            .Select(e => e.Id)
+            .ToArray();
         if (ids.Length > 0)
         {
             await DeadLetters.DiscardAsync(new DeadLetterEnvelopeQuery(ids), cancellationToken);
         }
+    }
+
+    /// <summary>The ids of the summarization jobs in the dead-letter store whose stored body contains the conversation's id.</summary>
+    private async Task<Guid[]> NamingAsync(Guid conversationId, CancellationToken cancellationToken)
+    {
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(
+            $"select id from {store.Options.DatabaseSchemaName}.wolverine_dead_letters where message_type = $1 and position($2 in body) > 0", connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = SummarizeConversation.Identity });
+        command.Parameters.Add(new NpgsqlParameter { Value = System.Text.Encoding.UTF8.GetBytes(conversationId.ToString()) });
+        var ids = new List<Guid>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            ids.Add(reader.GetGuid(0));
+        }
+
+        return [.. ids];
     }
 
     /// <summary>Every failed summarization job of the tenant, in the store's order (oldest first), read a page at a time.</summary>
