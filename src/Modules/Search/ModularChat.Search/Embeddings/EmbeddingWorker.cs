@@ -41,14 +41,14 @@ internal sealed partial class EmbeddingWorker(
     private readonly ConcurrentQueue<string> _modelChecks = new();
     private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
 
-    /// <summary>The tenants whose claimed rows this node is embedding or about to (the next claims leave their rows to later).</summary>
+    /// <summary>
+    /// The tenants whose claimed rows this node is embedding or waiting for a place to (the next claims leave their rows
+    /// to later); fewer than the places means none waits and one is free.
+    /// </summary>
     private readonly ConcurrentDictionary<string, byte> _inFlight = new(StringComparer.Ordinal);
 
     /// <summary>The tenants' places: how many tenants' claimed rows are embedded at once.</summary>
     private SemaphoreSlim? _places;
-
-    /// <summary>Claimed tenants waiting for a place (the worker claims no more while some are).</summary>
-    private int _waiting;
     private readonly SemaphoreSlim _wake = new(0, 1);
     private long _lastModelSweep;
 
@@ -104,7 +104,7 @@ internal sealed partial class EmbeddingWorker(
                 await YieldToBurstAsync(stoppingToken);
                 await CheckModelsAsync(stoppingToken);
                 var leftOut = _inFlight.Keys.ToArray();
-                var mayClaim = Volatile.Read(ref _waiting) == 0 && _places.CurrentCount > 0
+                var mayClaim = leftOut.Length < _options.MaxConcurrentTenants
                     && (leftOut.Length == 0 || foundNothingAt is not { } at || clock.GetElapsedTime(at) >= _options.PollInterval);
                 if (mayClaim)
                 {
@@ -221,14 +221,12 @@ internal sealed partial class EmbeddingWorker(
     private async Task EmbedTenantAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
     {
         var placed = false;
-        Interlocked.Increment(ref _waiting);
         try
         {
             // Off the worker's loop at once: the loop goes on claiming for other tenants while this one waits on its model.
             await Task.Yield();
             await _places!.WaitAsync(cancellationToken);
             placed = true;
-            Interlocked.Decrement(ref _waiting);
             if (await EmbedAsync(tenantId, claims, cancellationToken) is { Length: > 0 } notEmbedded)
             {
                 await DeferAsync(notEmbedded, CancellationToken.None);
@@ -245,10 +243,6 @@ internal sealed partial class EmbeddingWorker(
             if (placed)
             {
                 _places!.Release();
-            }
-            else
-            {
-                Interlocked.Decrement(ref _waiting);
             }
 
             _inFlight.TryRemove(tenantId, out _);
