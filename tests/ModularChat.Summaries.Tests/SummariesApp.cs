@@ -12,8 +12,11 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>Tenants on the <c>llm</c> variant (global endpoint = <see cref="Llm"/>).</summary>
     public string LlmTenant { get; } = NewUser("llm");
 
-    /// <summary>Tenants on the <c>llm</c> variant that read 4 messages at a time.</summary>
-    public string ChunkedLlmTenant { get; } = NewUser("llm-chunks");
+    /// <summary>
+    /// Tenants on the <c>llm</c> variant that read 4 messages at a time. Its id holds <see cref="LlmTenant"/>'s (a tenant's
+    /// failed jobs are found by their envelope's text, then checked: the other tenant's must not be taken for its own).
+    /// </summary>
+    public string ChunkedLlmTenant => LlmTenant + "-chunks";
 
     /// <summary>A tenant whose summaries are due by tokens only (milestones out of reach, threshold 60 tokens).</summary>
     public string TokensTenant { get; } = NewUser("tokens");

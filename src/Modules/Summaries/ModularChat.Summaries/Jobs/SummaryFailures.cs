@@ -27,8 +27,9 @@ public sealed record SummaryFailure(
 
 /// <summary>
 /// The summarization jobs in Wolverine's durable dead-letter store, one tenant's at a time: list, replay, and discard a
-/// conversation's. The store is shared by every tenant (one database) and cannot filter on the tenant itself, so the
-/// tenant's jobs are picked from all of them by their envelope's tenant.
+/// conversation's. The store is shared by every tenant (one database) and has no tenant column, so PostgreSQL first finds
+/// the jobs whose stored envelope holds the tenant's id (or the conversation's) as text, and only those are read and
+/// checked (their envelope's tenant, their job) before they are listed, replayed or discarded.
 /// </summary>
 public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore store)
 {
@@ -109,14 +110,20 @@ public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore st
     }
 
     /// <summary>The ids of the summarization jobs in the dead-letter store whose stored body contains the conversation's id.</summary>
-    private async Task<Guid[]> NamingAsync(Guid conversationId, CancellationToken cancellationToken)
+    private Task<Guid[]> NamingAsync(Guid conversationId, CancellationToken cancellationToken) => NamingAsync(conversationId.ToString(), cancellationToken);
+
+    /// <summary>
+    /// The ids of the summarization jobs in the dead-letter store whose stored body (the envelope: its headers, the tenant's
+    /// among them, and the job) contains <paramref name="text"/>: a superset of those it names, read at one moment.
+    /// </summary>
+    private async Task<Guid[]> NamingAsync(string text, CancellationToken cancellationToken)
     {
         await using var connection = store.Storage.Database.CreateConnection();
         await connection.OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand(
             $"select id from {store.Options.DatabaseSchemaName}.wolverine_dead_letters where message_type = $1 and position($2 in body) > 0", connection);
         command.Parameters.Add(new NpgsqlParameter { Value = SummarizeConversation.Identity });
-        command.Parameters.Add(new NpgsqlParameter { Value = System.Text.Encoding.UTF8.GetBytes(conversationId.ToString()) });
+        command.Parameters.Add(new NpgsqlParameter { Value = System.Text.Encoding.UTF8.GetBytes(text) });
         var ids = new List<Guid>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -127,27 +134,27 @@ public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore st
         return [.. ids];
     }
 
-    /// <summary>Every failed summarization job of the tenant, in the store's order (oldest first), read a page at a time.</summary>
+    /// <summary>
+    /// Every failed summarization job of the tenant: those whose envelope names it, found by PostgreSQL in one statement (so a
+    /// replay that takes letters out meanwhile cannot make the scan skip one, as paging by offset could), read 500 at a time
+    /// and kept when their envelope is the tenant's (another tenant's id may contain this one's).
+    /// </summary>
     private async Task<List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>> OfTenantAsync(string tenantId, CancellationToken cancellationToken)
     {
         var found = new List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>();
-        for (var page = 1; ; page++)
+        foreach (var chunk in (await NamingAsync(tenantId, cancellationToken)).Chunk(ScanPageSize))
         {
-            var results = await DeadLetters.QueryAsync(
-                new DeadLetterEnvelopeQuery { MessageType = SummarizeConversation.Identity, PageNumber = page, PageSize = ScanPageSize }, cancellationToken);
+            var results = await DeadLetters.QueryAsync(new DeadLetterEnvelopeQuery(chunk) { PageSize = chunk.Length }, cancellationToken);
             foreach (var letter in results.Envelopes)
             {
-                if (letter.Envelope.TenantId == tenantId && JobOf(letter) is { } job)
+                if (letter.MessageType == SummarizeConversation.Identity && letter.Envelope.TenantId == tenantId && JobOf(letter) is { } job)
                 {
                     found.Add((letter, job));
                 }
             }
-
-            if (results.Envelopes.Count < ScanPageSize)
-            {
-                return found;
-            }
         }
+
+        return found;
     }
 
     /// <summary>The job of a dead letter: the store keeps the envelope with the message's serialized body, not the message.</summary>
