@@ -52,7 +52,7 @@ internal static class Api
 
 }
 
-internal sealed record Status(long Entries, long Embedded, long Pending, string Model, long IndexingLag, bool UpToDate);
+internal sealed record Status(long Entries, long Embedded, long Pending, long Refused, string Model, long IndexingLag, bool UpToDate);
 
 internal sealed record Highlight(int Start, int Length);
 

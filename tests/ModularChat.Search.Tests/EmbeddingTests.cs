@@ -1,7 +1,11 @@
 using System.Net;
+using System.Diagnostics.Metrics;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Security;
+using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 using static ModularChat.Search.Tests.Api;
@@ -266,6 +270,53 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
     }
 
     [Fact]
+    public async Task An_entry_the_model_keeps_refusing_is_given_up_counted_as_refused_and_queued_again_when_the_model_changes()
+    {
+        const string marker = "zqx-always-refused";
+        var user = ModularChatApp.NewUser();
+        using var givenUp = new MetricCollector<long>(
+            app.Host.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SearchEmbeddingsGivenUp);
+        app.OpenAi.Embedder = TopicEmbedding;
+        app.OpenAi.EmbeddingFailure = r => r.Body["model"]?.ToString() == "fake-embed-3" && r.Body["input"]?.ToJsonString().Contains(marker, StringComparison.Ordinal) == true
+            ? new FakeReply(Status: 400, ErrorMessage: "This model's maximum context length is 8192 tokens, however you requested 9120 tokens")
+            : null;
+        await app.Providers.UseAsync(user, "fake-embed-3");
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("kept refusing", Message("I finally bought a car last week."), Message($"Here is the whole log: {marker}"));
+
+            // Search:Embeddings:MaxRefusedAttempts is 3 here: refused at its third attempt, the entry is no longer retried. The
+            // status counts it apart, and does not wait for it.
+            var status = await Eventually.Until(client.SearchStatus, s => s.Refused > 0, seconds: 60, what: "The refused entry was not given up");
+            Assert.Equal((2L, 1L, 0L, 1L, true), (status.Entries, status.Embedded, status.Pending, status.Refused, status.UpToDate));
+            var refused = await ExecuteAsync<Guid>(
+                "select id from modularchat.mc_search_entries where tenant_id = $1 and content like '%' || $2 || '%'", user, marker);
+            Assert.Equal((3, true), await QueryRowAsync<int, bool>(
+                "select attempts, not_before = 'infinity' from modularchat.mc_search_pending where tenant_id = $1 and entry_id = $2", user, refused));
+            // A warning for each refusal that is retried, an error for the one that gives it up.
+            var logged = app.Logs.Entries.Where(e => e.Message.Contains($"refused search entry {refused}", StringComparison.Ordinal)).Select(e => e.Level);
+            Assert.Equal([LogLevel.Warning, LogLevel.Warning, LogLevel.Error], logged);
+            Assert.Contains(app.Logs.Entries, e => e.Level == LogLevel.Error && e.Message.Contains("no longer retried", StringComparison.Ordinal)
+                && e.Message.Contains("maximum context length", StringComparison.Ordinal));
+            Assert.Equal(1, givenUp.GetMeasurementSnapshot().Sum(m => m.Value));
+            // Keyword search still finds it.
+            Assert.Equal(refused, (await (await client.GetAsync($"/api/search?q={marker}&mode=keyword")).ReadAs<SearchResult>(HttpStatusCode.OK)).Hits[0].Id);
+
+            // Another model is asked again (this one takes the text).
+            await app.Providers.UseAsync(user, "fake-embed-4");
+            var after = await Eventually.Until(client.SearchStatus, s => s.Model.EndsWith("fake-embed-4", StringComparison.Ordinal) && s.Embedded == 2,
+                seconds: 60, what: "The refused entry was not embedded by the next model");
+            Assert.Equal((0L, 0L, true), (after.Pending, after.Refused, after.UpToDate));
+        }
+        finally
+        {
+            app.OpenAi.EmbeddingFailure = _ => null;
+            await app.Providers.UseAsync(user, null);
+        }
+    }
+
+    [Fact]
     public async Task A_model_that_refuses_every_input_is_asked_twice_per_attempt_not_once_per_entry()
     {
         // A model name the server does not know, answered 400 as some servers do: no one text is at fault.
@@ -370,6 +421,21 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
 
     private Task<int> AttemptsAsync(string tenant)
         => ExecuteAsync<int>("select coalesce(max(attempts), 0) from modularchat.mc_search_pending where tenant_id = $1", tenant);
+
+    /// <summary>The first two columns of the first row.</summary>
+    private async Task<(T1, T2)> QueryRowAsync<T1, T2>(string sql, params object[] parameters)
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        foreach (var parameter in parameters)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = parameter });
+        }
+
+        await using var reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        return (reader.GetFieldValue<T1>(0), reader.GetFieldValue<T2>(1));
+    }
 
     /// <summary>The first column of the first row.</summary>
     private async Task<T> ExecuteAsync<T>(string sql, params object[] parameters) => (await QueryAsync<T>(sql, parameters))[0];

@@ -36,6 +36,7 @@ public sealed class SearchApp : ModularChatApp
         ["Search:Embeddings:PollInterval"] = "00:00:00.100",
         ["Search:Embeddings:ModelCheckInterval"] = "00:00:01",
         ["Search:Embeddings:RetryDelay"] = "00:00:01",
+        ["Search:Embeddings:MaxRefusedAttempts"] = "3",
         ["Search:VectorIndex:RefreshInterval"] = "00:00:00",
         ["Search:MaxQueryLength"] = "200",
         ["Search:MaxResults"] = "50",

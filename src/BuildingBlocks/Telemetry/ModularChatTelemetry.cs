@@ -40,6 +40,7 @@ public static class MetricNames
     public const string SearchEmbeddings = "modularchat.search.embeddings";
     public const string SearchEmbeddingDuration = "modularchat.search.embedding.duration";
     public const string SearchEmbeddingFailures = "modularchat.search.embedding.failures";
+    public const string SearchEmbeddingsGivenUp = "modularchat.search.embedding.given_up";
     public const string SearchIndexVectors = "modularchat.search.index.vectors";
     public const string SearchIndexBytes = "modularchat.search.index.bytes";
     public const string SummaryDuration = "modularchat.summaries.duration";

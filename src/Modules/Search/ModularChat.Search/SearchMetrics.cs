@@ -12,6 +12,7 @@ internal sealed class SearchMetrics
     private readonly Counter<long> _embeddings;
     private readonly Histogram<double> _embeddingDuration;
     private readonly Counter<long> _embeddingFailures;
+    private readonly Counter<long> _givenUp;
 
     public SearchMetrics(IMeterFactory meters, IVectorIndex index)
     {
@@ -21,6 +22,8 @@ internal sealed class SearchMetrics
         _embeddings = meter.CreateCounter<long>(MetricNames.SearchEmbeddings, "{entry}", "Entries embedded in the background, by generator");
         _embeddingDuration = meter.CreateHistogram<double>(MetricNames.SearchEmbeddingDuration, "ms", "Time to embed one batch of entries, by generator");
         _embeddingFailures = meter.CreateCounter<long>(MetricNames.SearchEmbeddingFailures, "{batch}", "Embedding batches that failed and were deferred");
+        _givenUp = meter.CreateCounter<long>(
+            MetricNames.SearchEmbeddingsGivenUp, "{entry}", "Entries whose text the embedding model kept refusing, left out of semantic search");
         meter.CreateObservableGauge(MetricNames.SearchIndexVectors, () => index.Statistics().Vectors, "{vector}", "Vectors held in memory for search on this node");
         meter.CreateObservableGauge(MetricNames.SearchIndexBytes, () => index.Statistics().Bytes, "By", "Approximate memory of the in-memory vector index on this node");
     }
@@ -40,4 +43,6 @@ internal sealed class SearchMetrics
     }
 
     public void EmbeddingFailed() => _embeddingFailures.Add(1);
+
+    public void EmbeddingsGivenUp(int count) => _givenUp.Add(count);
 }

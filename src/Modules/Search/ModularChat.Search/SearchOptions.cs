@@ -144,6 +144,14 @@ public sealed class SearchEmbeddingOptions
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromSeconds(15);
 
     /// <summary>
+    /// The attempt at which an entry whose text the model refuses on its own (HTTP 400, 413, 422 for it alone) is given up:
+    /// it is no longer retried and stays out of semantic search (keyword search finds it) until it is queued again (the
+    /// tenant's model changes, or search is rebuilt). A model that fails as a whole (an error, a rate limit, no answer, or
+    /// a refusal of every text) is retried without end: no one entry is at fault.
+    /// </summary>
+    public int MaxRefusedAttempts { get; set; } = 10;
+
+    /// <summary>
     /// Optional OpenAI-compatible embeddings endpoint (OpenAI, Ollama, vLLM...) for tenants without a provider of their
     /// own, e.g. http://localhost:11434/v1. Empty: the built-in embedder.
     /// </summary>
@@ -220,6 +228,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleFor(o => o.Embeddings.PollInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:PollInterval");
         RuleFor(o => o.Embeddings.ModelCheckInterval).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:ModelCheckInterval");
         RuleFor(o => o.Embeddings.RetryDelay).GreaterThan(TimeSpan.Zero).OverridePropertyName("Embeddings:RetryDelay");
+        RuleFor(o => o.Embeddings.MaxRefusedAttempts).InclusiveBetween(1, 1000).OverridePropertyName("Embeddings:MaxRefusedAttempts");
         RuleFor(o => o.Embeddings.Endpoint).Must(e => Uri.TryCreate(e, UriKind.Absolute, out var u) && u.Scheme is "http" or "https")
             .When(o => !string.IsNullOrWhiteSpace(o.Embeddings.Endpoint))
             .WithMessage("must be an absolute http(s) URL such as http://localhost:11434/v1.").OverridePropertyName("Embeddings:Endpoint");

@@ -227,9 +227,17 @@ internal sealed partial class EmbeddingWorker(
             await Task.Yield();
             await _places!.WaitAsync(cancellationToken);
             placed = true;
-            if (await EmbedAsync(tenantId, claims, cancellationToken) is { Length: > 0 } notEmbedded)
+            var (notEmbedded, refused) = await EmbedAsync(tenantId, claims, cancellationToken);
+            // An entry the model has refused on its own at its last allowed attempt is given up; the others wait for their next.
+            var givenUp = notEmbedded.Where(c => refused.Contains(c.Entry) && GivesUp(c.Attempts + 1)).ToArray();
+            if (givenUp.Length > 0)
             {
-                await DeferAsync(notEmbedded, CancellationToken.None);
+                await GiveUpAsync(givenUp, CancellationToken.None);
+            }
+
+            if (givenUp.Length < notEmbedded.Length)
+            {
+                await DeferAsync([.. notEmbedded.Except(givenUp)], CancellationToken.None);
             }
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
@@ -310,6 +318,13 @@ internal sealed partial class EmbeddingWorker(
     internal static string DeferSql(SearchSchema schema)
         => $"update {schema.Pending} set attempts = attempts + 1, not_before = now() + $4::interval where {StillLeased}";
 
+    /// <summary>
+    /// Leaves the claimed rows that are still leased on the queue, one attempt more, never due (until queued again): PostgreSQL
+    /// 15 has no infinite interval, so the time itself is <c>infinity</c>.
+    /// </summary>
+    internal static string GiveUpSql(SearchSchema schema)
+        => $"update {schema.Pending} set attempts = attempts + 1, not_before = 'infinity' where {StillLeased}";
+
     /// <summary>The parameters of <see cref="StillLeased"/> for these claims.</summary>
     internal static NpgsqlParameter[] ClaimParameters(IReadOnlyCollection<Claim> claims) =>
     [
@@ -321,12 +336,13 @@ internal sealed partial class EmbeddingWorker(
 
     /// <summary>
     /// Embeds the claimed entries of one tenant and stores what it could; returns the claims of the entries it could not
-    /// embed (to be retried later). A model that fails (an error, a rate limit, no answer) leaves every entry not yet
-    /// embedded for later. A model that refuses the input of a call (HTTP 400, 413, 422) usually refuses one text
-    /// among several (one longer than the model takes): the call is then split until that text is alone, so the others
-    /// are stored and only it waits, instead of it holding back every entry claimed with it, at every retry.
+    /// embed (to be retried later), and which of those the model refused on their own. A model that fails (an error, a
+    /// rate limit, no answer) leaves every entry not yet embedded for later. A model that refuses the input of a call
+    /// (HTTP 400, 413, 422) usually refuses one text among several (one longer than the model takes): the call is then
+    /// split until that text is alone, so the others are stored and only it waits, instead of it holding back every entry
+    /// claimed with it, at every retry.
     /// </summary>
-    private async Task<Claim[]> EmbedAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
+    private async Task<(Claim[] NotEmbedded, HashSet<Guid> Refused)> EmbedAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
     {
         var entryIds = claims.Select(c => c.Entry).ToArray();
         var schema = database.Schema;
@@ -379,8 +395,16 @@ internal sealed partial class EmbeddingWorker(
         var attempts = claims.ToDictionary(c => c.Entry, c => c.Attempts + 1);
         foreach (var (index, error) in refused)
         {
-            LogEntryRefused(logger, tenantId, work[index].Id, work[index].ConversationId, work[index].Text.Length, attempts[work[index].Id],
-                error.GetType().Name, error.Message);
+            var (entry, attempt) = (work[index], attempts[work[index].Id]);
+            if (GivesUp(attempt))
+            {
+                LogEntryGivenUp(logger, tenantId, entry.Id, entry.ConversationId, entry.Text.Length, attempt, error.GetType().Name, error.Message);
+            }
+            else
+            {
+                LogEntryRefused(logger, tenantId, entry.Id, entry.ConversationId, entry.Text.Length, attempt, error.GetType().Name, error.Message);
+            }
+
             metrics.EmbeddingFailed();
         }
 
@@ -408,7 +432,7 @@ internal sealed partial class EmbeddingWorker(
             await StoreAsync(tenantId, embedder.Model, processed, done, complete, cancellationToken);
         }
 
-        return claims.Where(c => waiting.Contains(c.Entry)).ToArray();
+        return (claims.Where(c => waiting.Contains(c.Entry)).ToArray(), refused.Select(r => work[r.Index].Id).ToHashSet());
     }
 
     /// <summary>
@@ -555,19 +579,41 @@ internal sealed partial class EmbeddingWorker(
         await transaction.CommitAsync(cancellationToken);
     }
 
+    /// <summary>Whether an entry the model refused on its own at <paramref name="attempt"/> is given up.</summary>
+    private bool GivesUp(int attempt) => attempt >= _options.MaxRefusedAttempts;
+
     /// <summary>Puts claimed rows back for later, after the back-off of their next attempt.</summary>
-    private async Task DeferAsync(Claim[] claims, CancellationToken cancellationToken)
+    private Task DeferAsync(Claim[] claims, CancellationToken cancellationToken)
     {
         var attempts = claims.Max(c => c.Attempts) + 1;
         var delay = TimeSpan.FromSeconds(Math.Min(3600, _options.RetryDelay.TotalSeconds * Math.Pow(2, Math.Min(attempts - 1, 20))));
+        return PutBackAsync(claims, DeferSql(database.Schema), delay, cancellationToken);
+    }
+
+    /// <summary>
+    /// Leaves entries the model kept refusing on the queue, never due (<c>infinity</c>): out of the claims and of the status's
+    /// pending entries, counted as refused, until a model change or a rebuild queues them again (which makes them due).
+    /// </summary>
+    private async Task GiveUpAsync(Claim[] claims, CancellationToken cancellationToken)
+    {
+        metrics.EmbeddingsGivenUp(claims.Length);
+        await PutBackAsync(claims, GiveUpSql(database.Schema), null, cancellationToken);
+    }
+
+    /// <summary>Puts claimed rows back with <paramref name="sql"/> (<see cref="DeferSql"/> with its delay, or <see cref="GiveUpSql"/>).</summary>
+    private async Task PutBackAsync(Claim[] claims, string sql, TimeSpan? delay, CancellationToken cancellationToken)
+    {
         try
         {
             await using var connection = await database.OpenAsync(cancellationToken);
             await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
             await using var batch = QueueBatch(connection, transaction);
-            var defer = new NpgsqlBatchCommand(DeferSql(database.Schema));
+            var defer = new NpgsqlBatchCommand(sql);
             defer.Parameters.AddRange(ClaimParameters(claims));
-            defer.Parameters.Add(new NpgsqlParameter { Value = delay });
+            if (delay is { } after)
+            {
+                defer.Parameters.Add(new NpgsqlParameter { Value = after });
+            }
             batch.BatchCommands.Add(defer);
             await batch.ExecuteNonQueryAsync(cancellationToken);
             await transaction.CommitAsync(cancellationToken);
@@ -656,6 +702,10 @@ internal sealed partial class EmbeddingWorker(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding {Count} search entries of tenant {TenantId} failed (attempt {Attempts}, {ErrorType}: {Error}); they are retried later")]
     private static partial void LogEmbeddingFailed(ILogger logger, string tenantId, int count, int attempts, string errorType, string error);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "The embedding model of tenant {TenantId} refused search entry {EntryId} of conversation {ConversationId} on its own again ({Length} characters, attempt {Attempts} of Search:Embeddings:MaxRefusedAttempts, {ErrorType}: {Error}); it is no longer retried and stays out of semantic search (keyword search finds it) until the tenant's embedding model changes or search is rebuilt")]
+    private static partial void LogEntryGivenUp(
+        ILogger logger, string tenantId, Guid entryId, Guid conversationId, int length, int attempts, string errorType, string error);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The embedding model of tenant {TenantId} refused search entry {EntryId} of conversation {ConversationId} ({Length} characters, attempt {Attempts}, {ErrorType}: {Error}); the entries claimed with it are stored, it is retried later")]
     private static partial void LogEntryRefused(

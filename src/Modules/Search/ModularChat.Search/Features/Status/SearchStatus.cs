@@ -15,6 +15,10 @@ namespace ModularChat.Search.Features.Status;
 /// <param name="Entries">Messages and summary revisions in the search read model.</param>
 /// <param name="Embedded">Entries with a vector of the tenant's current model.</param>
 /// <param name="Pending">Entries waiting for the embedding worker (only those already in the read model).</param>
+/// <param name="Refused">
+/// Entries whose text the tenant's embedding model kept refusing (<c>Search:Embeddings:MaxRefusedAttempts</c>): no longer
+/// retried, found by keyword search only, until the model changes or search is rebuilt. Not counted in <see cref="Pending"/>.
+/// </param>
 /// <param name="Model">The tenant's current embedding model.</param>
 /// <param name="IndexingLag">
 /// Events appended to the store that the search projection has not read yet. It is counted over all tenants (the
@@ -23,9 +27,9 @@ namespace ModularChat.Search.Features.Status;
 /// </param>
 /// <param name="UpToDate">
 /// True when the projection has read every appended event and no entry waits for embedding: searches then see everything
-/// written before the request. <see cref="Pending"/> alone says 0 before the projection has queued new messages.
+/// written before the request (refused entries by keyword only). <see cref="Pending"/> alone says 0 before the projection has queued new messages.
 /// </param>
-public sealed record SearchStatusResponse(long Entries, long Embedded, long Pending, string Model, long IndexingLag, bool UpToDate);
+public sealed record SearchStatusResponse(long Entries, long Embedded, long Pending, long Refused, string Model, long IndexingLag, bool UpToDate);
 
 internal sealed record GetSearchStatus : IQuery<SearchStatusResponse>;
 
@@ -42,8 +46,8 @@ internal sealed class GetSearchStatusHandler(TenantContext tenant, SearchDatabas
         command.Connection = connection;
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
-        var (pending, lag) = (reader.GetInt64(2), reader.GetInt64(3));
-        return new SearchStatusResponse(reader.GetInt64(0), reader.GetInt64(1), pending, embedder.Model, lag, pending == 0 && lag == 0);
+        var (pending, refused, lag) = (reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
+        return new SearchStatusResponse(reader.GetInt64(0), reader.GetInt64(1), pending, refused, embedder.Model, lag, pending == 0 && lag == 0);
     }
 
     /// <summary>
@@ -61,7 +65,8 @@ internal sealed class GetSearchStatusHandler(TenantContext tenant, SearchDatabas
             select (select count(*) from {schema.Entries} where tenant_id = {tenant}),
                    (select count(*) from {schema.Vectors} v where v.tenant_id = {tenant} and v.model = $2
                       and exists (select 1 from {schema.Entries} e where e.tenant_id = {tenant} and e.id = v.entry_id)),
-                   (select count(*) from {schema.Pending} where tenant_id = {tenant}),
+                   (select count(*) from {schema.Pending} where tenant_id = {tenant} and not_before < 'infinity'),
+                   (select count(*) from {schema.Pending} where tenant_id = {tenant} and not_before = 'infinity'),
                    greatest(coalesce((select max(seq_id) from {eventsSchema}.mt_events), 0)
                        - coalesce((select last_seq_id from {eventsSchema}.mt_event_progression where name = $3), 0), 0)
             """);
