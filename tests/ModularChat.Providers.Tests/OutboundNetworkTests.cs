@@ -149,6 +149,57 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         Assert.DoesNotContain("hunter2", error.ToString(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Targets_on_the_proxy_bypass_list_are_reached_directly_and_the_others_through_the_proxy()
+    {
+        // The proxy would reach every one of these (it routes them to the fake model), so only the bypass list keeps one from it.
+        var modelPort = app.Model.BaseUrl.Port;
+        using var proxy = ForwardProxy.Start(new Dictionary<string, int>
+        {
+            ["models.public.invalid:80"] = modelPort, ["ollama.corp.invalid:80"] = modelPort, ["corp.invalid.example:80"] = modelPort,
+        });
+        var user = ModularChatApp.NewUser();
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["OutboundNetwork:Proxy"] = proxy.Address.ToString(),
+            ["OutboundNetwork:ProxyBypass"] = ".corp.invalid, 198.51.100.0/24",
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        var path = app.Model.BaseUrl.AbsolutePath;
+
+        // Not on the list: through the proxy. A name that merely contains a listed one is not under it.
+        foreach (var host in new[] { "models.public.invalid", "corp.invalid.example" })
+        {
+            var key = $"sk-proxied-{Guid.NewGuid():N}";
+            var provider = await client.AddProviderAsync(new Uri($"http://{host}{path}"), key, name: host);
+            var tested = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+            Assert.True(tested.Success, tested.Error?.Message);
+            Assert.Contains(proxy.Served, r => r.StartsWith($"POST http://{host}/", StringComparison.Ordinal));
+            Assert.True(app.Model.RequestsWith(key) > 0);
+        }
+
+        // Under a listed name: directly, where the name does not resolve, so the test fails without the proxy seeing it.
+        var directKey = $"sk-direct-{Guid.NewGuid():N}";
+        var direct = await client.AddProviderAsync(new Uri($"http://ollama.corp.invalid{path}"), directKey, name: "in-house");
+        var failed = await (await client.PostAsync($"/api/providers/{direct.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        Assert.False(failed.Success);
+        Assert.DoesNotContain(proxy.Served, r => r.Contains("ollama.corp.invalid", StringComparison.Ordinal));
+        Assert.Equal(0, app.Model.RequestsWith(directKey));
+    }
+
+    [Fact]
+    public async Task A_proxy_bypass_entry_that_is_no_host_address_or_range_stops_the_start_naming_it()
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["OutboundNetwork:Proxy"] = "http://proxy.example:3128", ["OutboundNetwork:ProxyBypass"] = "corp.example, 10.0.0.0/33",
+        }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is Microsoft.Extensions.Options.OptionsValidationException
+            && e.Message.Contains("ProxyBypass", StringComparison.Ordinal) && e.Message.Contains("'10.0.0.0/33'", StringComparison.Ordinal));
+    }
+
     /// <summary>A proxy for every request, loopback ones included (WebProxy leaves those out).</summary>
     private sealed class EveryRequest(string proxy) : IWebProxy
     {

@@ -1,5 +1,6 @@
 using System.Net;
 using FluentValidation;
+using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers;
 
@@ -87,6 +88,14 @@ public sealed class OutboundNetworkOptions
     /// </summary>
     public string? Proxy { get; set; }
 
+    /// <summary>
+    /// Targets reached without <see cref="Proxy"/>, as in <c>NO_PROXY</c>: host names (each with the names under it:
+    /// <c>corp.example</c> or <c>.corp.example</c>), IP addresses and CIDR ranges, separated by commas. For in-house model
+    /// and MCP servers the proxy does not reach (with <see cref="AllowPrivateNetworks"/>, for private addresses). Loopback
+    /// targets are always reached directly. The address rules judge these connections as any other.
+    /// </summary>
+    public string? ProxyBypass { get; set; }
+
     /// <summary>The proxy's address without its credentials, and the credentials; null without a proxy.</summary>
     internal (Uri Address, NetworkCredential? Credentials)? ProxyParts()
     {
@@ -114,6 +123,14 @@ internal sealed class OutboundNetworkOptionsValidator : AbstractValidator<Outbou
         // The message never repeats the value: it may hold the proxy's password.
         RuleFor(o => o.Proxy).Must(BeAProxyAddress!).When(o => !string.IsNullOrWhiteSpace(o.Proxy))
             .WithMessage("must be an http proxy's address, http://host:port (with user:password@ when it asks for credentials), without a path or query.");
+        RuleFor(o => o.ProxyBypass).Custom((value, context) =>
+        {
+            if (!ProxyBypassList.TryParse(value, out _, out var invalid))
+            {
+                context.AddFailure(
+                    $"'{invalid}' is not a host name (corp.example, .corp.example), an IP address or a CIDR range (10.0.0.0/8); separate entries with commas.");
+            }
+        });
     }
 
     private static bool BeAProxyAddress(string proxy)

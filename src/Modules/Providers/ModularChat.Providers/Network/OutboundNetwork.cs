@@ -187,12 +187,13 @@ internal sealed partial class OutboundNetwork : IDisposable
             return CreateHandler(null);
         }
 
-        // WebProxy reaches loopback targets directly: those connections are judged by ConnectAsync, as without a proxy.
-        var webProxy = new WebProxy(proxy.Address, BypassOnLocal: false) { Credentials = proxy.Credentials };
-        return new ProxiedTargets(this) { InnerHandler = CreateHandler(webProxy) };
+        // Loopback targets and those of the bypass list are reached directly: those connections are judged by ConnectAsync, as without a proxy.
+        ProxyBypassList.TryParse(_options.CurrentValue.ProxyBypass, out var bypass, out _); // validated at start
+        var configured = new ConfiguredProxy(proxy.Address, proxy.Credentials, bypass);
+        return new ProxiedTargets(this) { InnerHandler = CreateHandler(configured) };
     }
 
-    private SocketsHttpHandler CreateHandler(WebProxy? proxy) => new()
+    private SocketsHttpHandler CreateHandler(ConfiguredProxy? proxy) => new()
     {
         AllowAutoRedirect = false,
         // No system proxy (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY), only the one configured: through a proxy the connection
@@ -203,6 +204,18 @@ internal sealed partial class OutboundNetwork : IDisposable
         ConnectTimeout = TimeSpan.FromSeconds(15),
         ConnectCallback = (context, cancellationToken) => ConnectAsync(context, proxy?.Address, cancellationToken),
     };
+
+    /// <summary>The configured proxy, for every target but loopback ones and those of <see cref="OutboundNetworkOptions.ProxyBypass"/>.</summary>
+    private sealed class ConfiguredProxy(Uri address, ICredentials? credentials, ProxyBypassList bypass) : IWebProxy
+    {
+        public Uri Address => address;
+
+        public ICredentials? Credentials { get; set; } = credentials;
+
+        public Uri GetProxy(Uri destination) => address;
+
+        public bool IsBypassed(Uri host) => host.IsLoopback || bypass.Matches(host.DnsSafeHost);
+    }
 
     /// <summary>
     /// Null when a request to <paramref name="target"/> may go out, else why not: plain http when it is off, and unless
