@@ -41,6 +41,8 @@ internal static class RequestEncodings
                 }
                 else
                 {
+                    // One encoding, with identity around it or not: the decompression reads a header of that one name only.
+                    context.Request.Headers.ContentEncoding = names[0];
                     context.Features.Set(new CompressedBody(names[0]));
                 }
             }
@@ -65,7 +67,11 @@ internal static class RequestEncodings
     /// <summary>The encoding a request's body came in (set before the decompression removes the header).</summary>
     private sealed record CompressedBody(string Encoding);
 
-    /// <summary>Turns the decompression's <see cref="InvalidDataException"/> into a 400 naming the encoding.</summary>
+    /// <summary>
+    /// Turns what the decompression throws on data that is not of its encoding into a 400 naming the encoding: gzip's and
+    /// deflate's <see cref="InvalidDataException"/>, Brotli's <see cref="InvalidOperationException"/> ("Decoder ran into
+    /// invalid data").
+    /// </summary>
     private sealed class DecodedBody(Stream inner, string encoding, IFeatureCollection features) : ReadOnlyWrapperStream(inner, ownsInner: false)
     {
         public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
@@ -74,7 +80,7 @@ internal static class RequestEncodings
             {
                 return await Inner.ReadAsync(buffer, cancellationToken);
             }
-            catch (InvalidDataException e)
+            catch (Exception e) when (IsInvalidData(e))
             {
                 throw Invalid(e);
             }
@@ -88,13 +94,16 @@ internal static class RequestEncodings
             {
                 return Inner.Read(buffer);
             }
-            catch (InvalidDataException e)
+            catch (Exception e) when (IsInvalidData(e))
             {
                 throw Invalid(e);
             }
         }
 
-        private BadHttpRequestException Invalid(InvalidDataException e)
+        private bool IsInvalidData(Exception e)
+            => e is InvalidDataException || (e is InvalidOperationException && string.Equals(encoding, "br", StringComparison.OrdinalIgnoreCase));
+
+        private BadHttpRequestException Invalid(Exception e)
         {
             var detail = $"The request body is not valid '{encoding}' data, as its Content-Encoding says. Nothing was stored.";
             features.Set(new StatusCodeProblems.BodyProblem(detail)); // the binder answers a bare 400: its detail comes from here
