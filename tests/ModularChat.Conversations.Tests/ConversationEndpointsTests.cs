@@ -382,6 +382,24 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
         Assert.Equal("Healthy", json.RootElement.GetProperty("checks").GetProperty("redis").GetProperty("status").GetString());
     }
 
+    [Theory]
+    [InlineData("POST", "/health/live")]
+    [InlineData("DELETE", "/health/live")]
+    [InlineData("PUT", "/health/ready")]
+    public async Task Health_endpoints_answer_only_get_and_head(string method, string path)
+    {
+        using var anonymous = app.Host.Server.CreateClient();
+        using var client = app.Client(ModularChatApp.NewUser());
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.SendAsync(new HttpRequestMessage(HttpMethod.Head, path))).StatusCode);
+
+        var response = await client.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+
+        // Another method is no health request: 405 naming the methods, or, without a token, 401 as for any other path.
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal(["GET", "HEAD"], response.Content.Headers.Allow.Order(StringComparer.Ordinal));
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.SendAsync(new HttpRequestMessage(new HttpMethod(method), path))).StatusCode);
+    }
+
     private static IEnumerable<System.Text.Json.Nodes.JsonNode?> Descendants(System.Text.Json.Nodes.JsonNode? node) => node switch
     {
         System.Text.Json.Nodes.JsonObject o => o.Select(p => p.Value).SelectMany(Descendants).Prepend(node),

@@ -25,9 +25,12 @@ internal static class HealthSetup
 
     public static void MapModularChatHealth(this IEndpointRouteBuilder app)
     {
+        // GET and HEAD only (MapHealthChecks answers every method): a POST or DELETE answers 405 with Allow, as elsewhere.
         app.MapHealthChecks("/health/live", new HealthCheckOptions { Predicate = _ => false, ResponseWriter = WriteAsync })
+            .WithMetadata(new HttpMethodMetadata([HttpMethods.Get, HttpMethods.Head]))
             .AllowAnonymous();
         app.MapHealthChecks("/health/ready", new HealthCheckOptions { Predicate = c => c.Tags.Contains(Ready), ResponseWriter = WriteAsync })
+            .WithMetadata(new HttpMethodMetadata([HttpMethods.Get, HttpMethods.Head]))
             .AllowAnonymous();
     }
 
