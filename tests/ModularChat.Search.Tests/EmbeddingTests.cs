@@ -317,6 +317,24 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
     }
 
     [Fact]
+    public async Task The_status_is_not_up_to_date_while_a_model_change_has_not_queued_the_entries_again()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        await client.StartConversation("model change", Message("I finally bought a car last week."));
+        Assert.True((await client.WaitForIndexing(1)).UpToDate);
+
+        // As right after the tenant's model changed: its vectors are another model's, and nothing is queued yet (the worker
+        // notices a change at its next model check, at most Search:Embeddings:ModelCheckInterval later).
+        await ExecuteAsync<int>("update modularchat.mc_search_models set model = 'retired-model' where tenant_id = $1 returning 1", user);
+        var changed = await client.SearchStatus();
+
+        Assert.False(changed.UpToDate);
+        // The worker queues the entries again (its model check), and the status is up to date once they are embedded.
+        await Eventually.Until(client.SearchStatus, s => s.UpToDate && s.Embedded == 1, seconds: 60, what: "The status did not come back up to date");
+    }
+
+    [Fact]
     public async Task A_model_that_refuses_every_input_is_asked_twice_per_attempt_not_once_per_entry()
     {
         // A model name the server does not know, answered 400 as some servers do: no one text is at fault.

@@ -45,7 +45,7 @@ public sealed class SearchPlanTests(SearchApp app)
     public async Task The_search_status_of_a_tenant_unknown_to_the_statistics_does_not_match_each_vector_against_all_its_entries()
     {
         await using var connection = await app.OpenConnectionAsync();
-        await using var copy = await ResidentsAsync(connection, "mc_search_pending");
+        await using var copy = await ResidentsAsync(connection, "mc_search_pending", "mc_search_models");
         await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), app.Store.Options.Events.DatabaseSchemaName, "newcomer", "m");
 
         var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);

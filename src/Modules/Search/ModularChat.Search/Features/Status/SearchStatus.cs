@@ -26,8 +26,10 @@ namespace ModularChat.Search.Features.Status;
 /// above 0 while another tenant's messages wait, and it stays above 0 while the projection is stopped.
 /// </param>
 /// <param name="UpToDate">
-/// True when the projection has read every appended event and no entry waits for embedding: searches then see everything
-/// written before the request (refused entries by keyword only). <see cref="Pending"/> alone says 0 before the projection has queued new messages.
+/// True when the projection has read every appended event, no entry waits for embedding, and the tenant's entries were
+/// queued again since its embedding model last changed (until the worker notices a change, <see cref="Pending"/> is 0
+/// while the vectors are the old model's): searches then see everything written before the request (refused entries by
+/// keyword only). <see cref="Pending"/> alone says 0 before the projection has queued new messages.
 /// </param>
 public sealed record SearchStatusResponse(long Entries, long Embedded, long Pending, long Refused, string Model, long IndexingLag, bool UpToDate);
 
@@ -47,7 +49,8 @@ internal sealed class GetSearchStatusHandler(TenantContext tenant, SearchDatabas
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         await reader.ReadAsync(cancellationToken);
         var (pending, refused, lag) = (reader.GetInt64(2), reader.GetInt64(3), reader.GetInt64(4));
-        return new SearchStatusResponse(reader.GetInt64(0), reader.GetInt64(1), pending, refused, embedder.Model, lag, pending == 0 && lag == 0);
+        var modelNoticed = reader.IsDBNull(5) || reader.GetString(5) == embedder.Model;
+        return new SearchStatusResponse(reader.GetInt64(0), reader.GetInt64(1), pending, refused, embedder.Model, lag, pending == 0 && lag == 0 && modelNoticed);
     }
 
     /// <summary>
@@ -68,7 +71,8 @@ internal sealed class GetSearchStatusHandler(TenantContext tenant, SearchDatabas
                    (select count(*) from {schema.Pending} where tenant_id = {tenant} and not_before < 'infinity'),
                    (select count(*) from {schema.Pending} where tenant_id = {tenant} and not_before = 'infinity'),
                    greatest(coalesce((select max(seq_id) from {eventsSchema}.mt_events), 0)
-                       - coalesce((select last_seq_id from {eventsSchema}.mt_event_progression where name = $3), 0), 0)
+                       - coalesce((select last_seq_id from {eventsSchema}.mt_event_progression where name = $3), 0), 0),
+                   (select model from {schema.Models} where tenant_id = $1)
             """);
         command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         command.Parameters.Add(new NpgsqlParameter { Value = model });
