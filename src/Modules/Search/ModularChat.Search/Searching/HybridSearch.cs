@@ -107,7 +107,10 @@ internal sealed partial class HybridSearch(
         {
             // The tenant's embedding service (or its provider settings) failed: answer with the keyword list rather than an error.
             LogQueryEmbeddingFailed(logger, criteria.TenantId, embedder?.Model ?? "(unknown)", e.GetType().Name, e.Message);
-            return new SemanticList([], embedder?.Model, "The embedding service did not answer; results are keyword matches only.", false);
+            var problem = e is UnusableQueryVectorException
+                ? "The embedding service answered the query with an unusable vector (numbers out of range, or none); results are keyword matches only."
+                : "The embedding service failed to embed the query; results are keyword matches only.";
+            return new SemanticList([], embedder?.Model, problem, false);
         }
 
         var filter = criteria.Filter;
@@ -161,7 +164,7 @@ internal sealed partial class HybridSearch(
         if (vector.Length == 0 || !vector.All(float.IsFinite) || vector.All(v => v == 0))
         {
             // As the worker refuses such a vector for an entry: a number past a float's range (infinite) made every score NaN.
-            throw new InvalidOperationException($"The embedding model returned an invalid vector for the query ({vector.Length} dimensions, not all finite or all zero).");
+            throw new UnusableQueryVectorException($"The embedding model returned an invalid vector for the query ({vector.Length} dimensions, not all finite or all zero).");
         }
 
         if (_queryEmbeddings.Count > 1000)
@@ -231,3 +234,6 @@ internal sealed partial class HybridSearch(
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding a search query of tenant {TenantId} with {Model} failed ({ErrorType}: {Error}); answering with keyword results only")]
     private static partial void LogQueryEmbeddingFailed(ILogger logger, string tenantId, string model, string errorType, string error);
 }
+
+/// <summary>The embedding model answered a query with a vector that cannot be searched with (empty, all zero, or not finite).</summary>
+internal sealed class UnusableQueryVectorException(string message) : InvalidOperationException(message);
