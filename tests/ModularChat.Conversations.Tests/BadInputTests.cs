@@ -228,6 +228,19 @@ public sealed class BadInputTests(ConversationsApp app)
         using var text = new StringContent("""{"role":"user","content":"hi"}""", System.Text.Encoding.UTF8, "text/plain");
         var unsupported = await (await client.PostAsync($"/api/conversations/{c.Id}/messages", text)).ShouldBeProblem(415);
         Assert.Contains("application/json", unsupported.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        // No Content-Type, or one that does not parse: the same answer (the binder refuses those itself).
+        foreach (var contentType in new[] { null, "application/json;;;" })
+        {
+            using var body = new ByteArrayContent("""{"role":"user","content":"hi"}"""u8.ToArray());
+            if (contentType is not null)
+            {
+                body.Headers.TryAddWithoutValidation("Content-Type", contentType);
+            }
+
+            var refused = await (await client.PostAsync($"/api/conversations/{c.Id}/messages", body)).ShouldBeProblem(415);
+            Assert.Equal((unsupported.GetProperty("title").GetString(), unsupported.GetProperty("detail").GetString()),
+                (refused.GetProperty("title").GetString(), refused.GetProperty("detail").GetString()));
+        }
 
         var method = await (await client.PutAsync($"/api/conversations/{c.Id}", JsonContent.Create(new { title = "x" }))).ShouldBeProblem(405);
         Assert.Matches("PUT is not allowed on this path; it takes .*PATCH", method.GetProperty("detail").GetString());

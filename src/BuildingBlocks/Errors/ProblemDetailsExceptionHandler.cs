@@ -232,6 +232,13 @@ public sealed partial class ProblemDetailsExceptionHandler(
             };
         }
 
+        if (bad.StatusCode == StatusCodes.Status415UnsupportedMediaType)
+        {
+            // A Content-Type the binder cannot read as JSON (none, or a malformed one such as "application/json;;;"): said as
+            // the status code pages say it for another media type.
+            return new ProblemDetails { Status = bad.StatusCode, Title = "Unsupported Media Type", Detail = StatusCodeProblems.NotJson };
+        }
+
         return new ProblemDetails
         {
             Status = bad.StatusCode is >= 400 and < 500 ? bad.StatusCode : StatusCodes.Status400BadRequest,

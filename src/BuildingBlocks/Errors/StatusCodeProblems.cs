@@ -12,6 +12,9 @@ public static class StatusCodeProblems
     /// <summary>What a 413 says, wherever the size limit is found out.</summary>
     public const string TooLarge = "The request body exceeds the configured maximum size (Limits:MaxRequestBodyBytes).";
 
+    /// <summary>What a 415 for a body that is not declared JSON says, whoever finds it out (the status code pages or the binder).</summary>
+    public const string NotJson = "The request body must be JSON, sent with 'Content-Type: application/json'.";
+
     /// <summary>
     /// The feature a stream under the request body sets when it fails the read for a reason the client should hear (a
     /// compressed body that is not valid data of its encoding): the binder answers such a failure with a bare 400.
@@ -33,7 +36,7 @@ public static class StatusCodeProblems
                                                "or its chunked encoding is malformed. Nothing was stored; send it again.",
             StatusCodes.Status408RequestTimeout => "The request body did not arrive in time (the server reads a body at a minimum " +
                                                    "rate, Kestrel's MinRequestBodyDataRate). Nothing was stored; send it again.",
-            StatusCodes.Status415UnsupportedMediaType => "The request body must be JSON, sent with 'Content-Type: application/json'.",
+            StatusCodes.Status415UnsupportedMediaType => NotJson,
             StatusCodes.Status405MethodNotAllowed => context.HttpContext.Response.Headers.Allow is { Count: > 0 } allow
                 ? $"{request.Method} is not allowed on this path; it takes {allow}."
                 : $"{request.Method} is not allowed on this path.",
