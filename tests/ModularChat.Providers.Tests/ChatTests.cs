@@ -770,6 +770,42 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    /// <summary>Chat completions that are JSON but cannot be read: a lone surrogate, no choices at all, a count past 32 bits.</summary>
+    public static TheoryData<string, string> UnreadableCompletions => new()
+    {
+        {
+            """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"A\ud800B"},"finish_reason":"stop"}]}""",
+            "surrogate"
+        },
+        { """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":null}""", "'Null'" },
+        {
+            """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":3000000000}}""",
+            "format"
+        },
+    };
+
+    [Theory]
+    [MemberData(nameof(UnreadableCompletions))]
+    public async Task An_answer_that_cannot_be_read_answers_502_saying_so_and_not_that_the_provider_could_not_be_reached(string body, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody: body), app.Model.Responder);
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" })).ShouldBeProblem(502);
+
+        // It used to say "could not be reached", with the JSON reader's complaint, about a provider that had answered.
+        var detail = problem.GetProperty("detail").GetString()!;
+        Assert.Equal("The model provider's answer could not be read.", problem.GetProperty("title").GetString());
+        Assert.Contains("Provider 'fake' (model 'fake-model') answered with something that could not be read", detail, StringComparison.Ordinal);
+        Assert.Contains(why, detail, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("could not be reached", detail, StringComparison.Ordinal);
+        Assert.False(problem.TryGetProperty("providerStatus", out _));
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]

@@ -337,6 +337,24 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Contains(why, result.Error.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [MemberData(nameof(ChatTests.UnreadableCompletions), MemberType = typeof(ChatTests))]
+    public async Task Testing_a_provider_whose_answer_cannot_be_read_says_so_and_not_that_it_could_not_be_reached(string body, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var key = $"sk-test-unreadable-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply(RawBody: body));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Null(result.Error!.ProviderStatus);
+        Assert.Contains("answered with something that could not be read", result.Error.Message, StringComparison.Ordinal);
+        Assert.Contains(why, result.Error.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("could not be reached", result.Error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Updating_without_an_api_key_keeps_the_stored_key_and_an_empty_one_removes_it()
     {
