@@ -89,6 +89,39 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-chat-key-0123456789abc" && r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_negative_token_count_from_the_model_is_neither_reported_nor_stored_as_a_count(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("Fine.", PromptTokens: -1, CompletionTokens: 7), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} count") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        using var response = await client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var turn = streamed ? ParseEvents(text).Last().Data : JsonDocument.Parse(text).RootElement;
+
+        // It used to report and store inputTokens -1 (and a total of 6, counting it).
+        var usage = turn.GetProperty("usage");
+        Assert.Equal(JsonValueKind.Null, usage.GetProperty("inputTokens").ValueKind);
+        Assert.Equal(7, usage.GetProperty("outputTokens").GetInt64());
+        Assert.Equal(JsonValueKind.Null, usage.GetProperty("totalTokens").ValueKind);
+        var answer = (await client.MessagesAsync(conversation))[1];
+        Assert.False(answer.Metadata!.ContainsKey("inputTokens"), string.Join(", ", answer.Metadata));
+        Assert.False(answer.Metadata.ContainsKey("totalTokens"), string.Join(", ", answer.Metadata));
+        Assert.Equal("7", answer.Metadata["outputTokens"]);
+    }
+
     [Fact]
     public async Task A_turn_retried_with_its_external_id_answers_the_stored_turn_without_asking_the_model_again()
     {

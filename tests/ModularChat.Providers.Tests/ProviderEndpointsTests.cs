@@ -356,6 +356,20 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Testing_a_provider_that_reports_a_negative_token_count_reports_no_count()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var key = $"sk-test-negative-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply("pong", PromptTokens: 5, CompletionTokens: -3));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success);
+        Assert.Equal((5L, (long?)null), (result.InputTokens!.Value, result.OutputTokens));
+    }
+
+    [Fact]
     public async Task Updating_without_an_api_key_keeps_the_stored_key_and_an_empty_one_removes_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());
