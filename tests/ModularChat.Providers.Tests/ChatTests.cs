@@ -803,6 +803,37 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    [Fact]
+    public async Task An_error_the_model_reports_in_the_middle_of_its_stream_fails_the_turn_with_an_error_event_and_stores_nothing_but_the_user_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-leaky-key-77778888");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("The first half of", StreamEnd:
+            ["""{"error":{"message":"The server had an error while processing your request (key sk-leaky-key-77778888).","type":"server_error","param":null,"code":null}}"""]),
+            app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var events = ParseEvents(body);
+
+        // It used to end with "done", the answer stored as "(the model returned no text)" or as the half that came.
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode); // the stream had begun
+        var error = events.Last();
+        Assert.Equal("error", error.Name);
+        Assert.Equal(502, error.Data.GetProperty("status").GetInt32());
+        Assert.Equal("The model provider failed while answering.", error.Data.GetProperty("title").GetString());
+        var detail = error.Data.GetProperty("detail").GetString()!;
+        Assert.Contains("Provider 'fake' (model 'fake-model') reported an error in its stream (server_error)", detail, StringComparison.Ordinal);
+        Assert.Contains("The server had an error while processing your request", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-leaky-key-77778888", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(events, e => e.Name == "done");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
     /// <summary>Chat completions that are JSON but cannot be read: a lone surrogate, no choices at all, a count past 32 bits.</summary>
     public static TheoryData<string, string> UnreadableCompletions => new()
     {
