@@ -356,6 +356,44 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.All(results, r => Assert.Equal("true", r.Metadata!["failed"]));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_call_of_a_tool_the_model_was_not_offered_is_reported_and_stored_as_failed_and_the_model_is_told(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "no such tool", app.Model.Responder, new FakeToolCall("call_n", "delete_everything", """{"really":true}"""));
+
+        ChatTurnDto turn;
+        if (streamed)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} go") };
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
+            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+        }
+        else
+        {
+            turn = await client.ChatAsync(conversation, $"{marker} go");
+        }
+
+        // It used to be reported and stored as a call that did not fail, with the result "Error: Requested function ... not found.".
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal(("", "delete_everything"), (call.Server, call.Tool));
+        Assert.Equal("The tool 'delete_everything' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.",
+            call.Result);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Contains(sent, m => m?["role"]?.ToString() == "tool" && m["content"]!.ToString() == call.Result);
+        var result = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(("true", call.Result), (result.Metadata!["failed"], result.Content));
+        Assert.Equal("no such tool", turn.Answer.Content);
+    }
+
     [Fact]
     public async Task A_tool_error_result_that_quotes_a_credential_reaches_the_model_and_the_conversation_without_it()
     {
