@@ -142,6 +142,8 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
             .OverridePropertyName("name");
         RuleFor(r => r.Body.Name).Must(n => ProviderSettings.FitsLength(n, maxName))
             .WithMessage($"'name' may be at most {maxName} characters, also in the form names are compared in (some characters stand for several).").AsLimit().OverridePropertyName("name");
+        RuleFor(r => r.Body.Name).Must(ProviderSettings.HasNoControlCharacters).OverridePropertyName("name")
+            .WithMessage("'name' must not contain control characters (line breaks, tabs, ...).");
         RuleFor(r => r.Body.Transport).Must(t => McpTransports.All.Contains(t)).OverridePropertyName("transport")
             .WithMessage(r => $"'transport' must be one of {string.Join(", ", McpTransports.All)}" + (r.Body.Transport is null ? "." : $" (was '{r.Body.Transport}')."));
 
