@@ -89,6 +89,39 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Contains(app.Model.Requests, r => r.Authorization == "Bearer sk-chat-key-0123456789abc" && r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_negative_token_count_from_the_model_is_neither_reported_nor_stored_as_a_count(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("Fine.", PromptTokens: -1, CompletionTokens: 7), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} count") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        using var response = await client.SendAsync(request);
+        var text = await response.Content.ReadAsStringAsync();
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var turn = streamed ? ParseEvents(text).Last().Data : JsonDocument.Parse(text).RootElement;
+
+        // It used to report and store inputTokens -1 (and a total of 6, counting it).
+        var usage = turn.GetProperty("usage");
+        Assert.Equal(JsonValueKind.Null, usage.GetProperty("inputTokens").ValueKind);
+        Assert.Equal(7, usage.GetProperty("outputTokens").GetInt64());
+        Assert.Equal(JsonValueKind.Null, usage.GetProperty("totalTokens").ValueKind);
+        var answer = (await client.MessagesAsync(conversation))[1];
+        Assert.False(answer.Metadata!.ContainsKey("inputTokens"), string.Join(", ", answer.Metadata));
+        Assert.False(answer.Metadata.ContainsKey("totalTokens"), string.Join(", ", answer.Metadata));
+        Assert.Equal("7", answer.Metadata["outputTokens"]);
+    }
+
     [Fact]
     public async Task A_turn_retried_with_its_external_id_answers_the_stored_turn_without_asking_the_model_again()
     {
@@ -321,6 +354,44 @@ public sealed class ChatTests(ProvidersApp app)
         var results = (await client.MessagesAsync(conversation)).Where(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result").ToList();
         Assert.Equal(2, results.Count);
         Assert.All(results, r => Assert.Equal("true", r.Metadata!["failed"]));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_call_of_a_tool_the_model_was_not_offered_is_reported_and_stored_as_failed_and_the_model_is_told(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "no such tool", app.Model.Responder, new FakeToolCall("call_n", "delete_everything", """{"really":true}"""));
+
+        ChatTurnDto turn;
+        if (streamed)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} go") };
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
+            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+        }
+        else
+        {
+            turn = await client.ChatAsync(conversation, $"{marker} go");
+        }
+
+        // It used to be reported and stored as a call that did not fail, with the result "Error: Requested function ... not found.".
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal(("", "delete_everything"), (call.Server, call.Tool));
+        Assert.Equal("The tool 'delete_everything' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.",
+            call.Result);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Contains(sent, m => m?["role"]?.ToString() == "tool" && m["content"]!.ToString() == call.Result);
+        var result = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(("true", call.Result), (result.Metadata!["failed"], result.Content));
+        Assert.Equal("no such tool", turn.Answer.Content);
     }
 
     [Fact]
@@ -767,6 +838,73 @@ public sealed class ChatTests(ProvidersApp app)
         var problem = await (await client.SendAsync(request)).ShouldBeProblem(502);
 
         Assert.Contains("ended its stream without sending anything", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task An_error_the_model_reports_in_the_middle_of_its_stream_fails_the_turn_with_an_error_event_and_stores_nothing_but_the_user_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-leaky-key-77778888");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("The first half of", StreamEnd:
+            ["""{"error":{"message":"The server had an error while processing your request (key sk-leaky-key-77778888).","type":"server_error","param":null,"code":null}}"""]),
+            app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var events = ParseEvents(body);
+
+        // It used to end with "done", the answer stored as "(the model returned no text)" or as the half that came.
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode); // the stream had begun
+        var error = events.Last();
+        Assert.Equal("error", error.Name);
+        Assert.Equal(502, error.Data.GetProperty("status").GetInt32());
+        Assert.Equal("The model provider failed while answering.", error.Data.GetProperty("title").GetString());
+        var detail = error.Data.GetProperty("detail").GetString()!;
+        Assert.Contains("Provider 'fake' (model 'fake-model') reported an error in its stream (server_error)", detail, StringComparison.Ordinal);
+        Assert.Contains("The server had an error while processing your request", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-leaky-key-77778888", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(events, e => e.Name == "done");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    /// <summary>Chat completions that are JSON but cannot be read: a lone surrogate, no choices at all, a count past 32 bits.</summary>
+    public static TheoryData<string, string> UnreadableCompletions => new()
+    {
+        {
+            """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"A\ud800B"},"finish_reason":"stop"}]}""",
+            "surrogate"
+        },
+        { """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":null}""", "'Null'" },
+        {
+            """{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":3000000000}}""",
+            "format"
+        },
+    };
+
+    [Theory]
+    [MemberData(nameof(UnreadableCompletions))]
+    public async Task An_answer_that_cannot_be_read_answers_502_saying_so_and_not_that_the_provider_could_not_be_reached(string body, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody: body), app.Model.Responder);
+
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" })).ShouldBeProblem(502);
+
+        // It used to say "could not be reached", with the JSON reader's complaint, about a provider that had answered.
+        var detail = problem.GetProperty("detail").GetString()!;
+        Assert.Equal("The model provider's answer could not be read.", problem.GetProperty("title").GetString());
+        Assert.Contains("Provider 'fake' (model 'fake-model') answered with something that could not be read", detail, StringComparison.Ordinal);
+        Assert.Contains(why, detail, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("could not be reached", detail, StringComparison.Ordinal);
+        Assert.False(problem.TryGetProperty("providerStatus", out _));
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 

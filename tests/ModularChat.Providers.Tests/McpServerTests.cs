@@ -449,7 +449,7 @@ public sealed class McpServerTests(ProvidersApp app)
         // Variables that change which code an allowlisted program loads.
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"LD_PRELOAD":"/tmp/evil.so"}}""", "environment" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"PATH":"/tmp/bin"}}""", "environment" },
-        { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"NODE_OPTIONS":"--require /tmp/evil.js"}}""", "environment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"NODE_OPTIONS":"--require /tmp/evil.js"}}""", "secretEnvironment" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"DOTNET_STARTUP_HOOKS":"/tmp/evil.dll"}}""", "environment" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","environment":{"UV_INDEX_URL":"https://evil.example/simple"}}""", "environment" },
         // Header values HTTP cannot carry, credentials in the URL's query, a URL too long to be a server's.
@@ -464,7 +464,65 @@ public sealed class McpServerTests(ProvidersApp app)
         { $$"""{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/{{new string('a', 100_000)}}"}""", "url" },
         // A lone surrogate (\udc00 with no high half) is no text: refused where the body is read, naming the field.
         { """{"name":"x\udc00","transport":"sse","url":"http://127.0.0.1:1/sse"}""", "name" },
+        // The settings of the other transports, which were dropped without a word (and so never checked), as 'command' is refused.
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","arguments":["--verbose"]}""", "arguments" },
+        { """{"name":"x","transport":"sse","url":"http://127.0.0.1:1/sse","environment":{"REGION":"eu"}}""", "environment" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretEnvironment":{"LD_PRELOAD":"/tmp/evil.so"}}""", "secretEnvironment" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","headers":{"X-Team":"a"}}""", "headers" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","secretHeaders":{"Authorization":"Bearer zzz"}}""", "secretHeaders" },
+        // What is wrong with a secret header (or variable) is named by its own field, not by 'headers' ('environment').
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"bad header":"v"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"Host":"evil"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"Content-Encoding":"gzip"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"X-Api-Key":"a\r\nX-Other: b"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"X-Key":"a","x-key":"b"}}""", "secretHeaders" },
+        { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"1BAD":"v"}}""", "secretEnvironment" },
     };
+
+    [Fact]
+    public async Task Settings_of_another_transport_are_refused_naming_the_field_and_nothing_is_stored()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var environment = Enumerable.Range(0, 51).ToDictionary(i => $"V{i}", i => "x");
+
+        // Accepted before and dropped without a word: 51 variables (more than Mcp:MaxEnvironmentVariables) and a loader variable.
+        var response = await client.PostJson("/api/mcp-servers", new
+        {
+            name = "x", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl, arguments = new[] { "--flag" }, environment,
+            secretEnvironment = new Dictionary<string, string> { ["LD_PRELOAD"] = "/tmp/evil.so" },
+        });
+
+        var errors = (await response.ShouldBeProblem(400)).GetProperty("errors");
+        Assert.Equal(["arguments", "environment", "secretEnvironment"], errors.EnumerateObject().Select(e => e.Name).Order());
+        Assert.Contains("for the stdio transport only", errors.GetProperty("environment")[0].GetString(), StringComparison.Ordinal);
+        Assert.Empty(await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK));
+    }
+
+    [Fact]
+    public async Task A_server_sent_back_as_it_was_read_is_accepted_with_the_empty_settings_of_the_other_transport()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var http = await client.AddMcpServerAsync("http", app.Mcp.StreamableHttpUrl);
+        var stdio = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "stdio", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["REGION"] = "eu" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        // What a GET shows holds every field, those of the other transport empty: a client that sends it back is not refused.
+        foreach (var server in new[] { http, stdio })
+        {
+            var read = await (await client.GetAsync($"/api/mcp-servers/{server.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+            var updated = await (await client.PutJson($"/api/mcp-servers/{server.Id}", new
+            {
+                read.Name, read.Transport, read.Command, read.Arguments, read.Environment, read.Url, read.Headers,
+                secretEnvironment = new Dictionary<string, string>(), secretHeaders = new Dictionary<string, string>(),
+            })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+            Assert.Equal((read.Command, read.Url), (updated.Command, updated.Url));
+            Assert.Equal(read.Arguments, updated.Arguments);
+            Assert.Equal(read.Environment, updated.Environment);
+        }
+    }
 
     [Fact]
     public async Task A_header_the_transport_sets_is_refused_with_one_message_naming_it()

@@ -177,6 +177,38 @@ public sealed class McpStdioTests(ProvidersApp app)
         Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(token[..6], StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("missing", "No such file or directory")]
+    [InlineData("not executable", "Permission denied")]
+    public async Task A_stdio_program_that_cannot_be_started_is_reported_by_its_command_and_why_without_the_services_directory(string how, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var directory = Directory.CreateTempSubdirectory("mc-stdio-");
+        var command = Path.Combine(directory.FullName, "server");
+        if (how == "not executable")
+        {
+            await File.WriteAllTextAsync(command, "#!/bin/sh\nexit 0\n"); // without the permission to run
+        }
+
+        try
+        {
+            using var _ = app.AllowStdioCommands(command);
+            var server = await (await client.PostJson("/api/mcp-servers", new { name = "broken", transport = "stdio", command }))
+                .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+            var result = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+            // It used to say "An error occurred trying to start process '...' with working directory '<the service's own directory>'".
+            Assert.False(result.Success);
+            Assert.DoesNotContain(Environment.CurrentDirectory, result.Error, StringComparison.Ordinal);
+            Assert.Equal($"The program '{command}' could not be started: {why}.", result.Error);
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
     /// <summary>Adds a stdio server running the test program in <paramref name="how"/>, and the file it writes its process id to.</summary>
     private static async Task<(McpServerDto Server, string PidFile)> AddStdioServerAsync(HttpClient client, string how)
     {

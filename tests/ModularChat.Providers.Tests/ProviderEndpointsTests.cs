@@ -179,6 +179,72 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Equal([taken, "other"], (await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK)).Select(p => p.Name));
     }
 
+    [Theory]
+    [InlineData("two\nlines")]
+    [InlineData("carriage\rreturn")]
+    [InlineData("a\ttab")]
+    [InlineData("trailing line break\n")] // stored trimmed before, so the name itself was kept: refused all the same
+    [InlineData("escape \u001b[31mred")]
+    [InlineData("next line \u0085(C1)")]
+    [InlineData("delete \u007f")]
+    public async Task A_provider_or_mcp_server_name_with_control_characters_answers_400_naming_it_on_create_and_on_rename(string name)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, name: "fine");
+        var server = await client.AddMcpServerAsync("tools", app.Mcp.StreamableHttpUrl);
+
+        // Names are written into logs: one with a line break could forge a line. Model names were refused so already.
+        await (await client.PostJson("/api/providers", new { name, kind = "openai-compatible", chatModel = "m" })).ShouldNameField("name");
+        await (await client.PutJson($"/api/providers/{provider.Id}", new { name, kind = "openai-compatible", chatModel = "m" })).ShouldNameField("name");
+        await (await client.PostJson("/api/mcp-servers", new { name, transport = "streamable-http", url = app.Mcp.StreamableHttpUrl })).ShouldNameField("name");
+        await (await client.PutJson($"/api/mcp-servers/{server.Id}", new { name, transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ShouldNameField("name");
+
+        Assert.Equal(["fine"], (await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK)).Select(p => p.Name));
+        Assert.Equal(["tools"], (await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK)).Select(s => s.Name));
+    }
+
+    [Fact]
+    public async Task A_provider_and_an_mcp_server_stored_with_a_line_break_in_their_names_keep_working_until_renamed()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var now = DateTimeOffset.UtcNow;
+        // As a build that let such names through stored them.
+        var provider = new ProviderSettings
+        {
+            Id = Guid.CreateVersion7(), TenantId = user, Name = "old\nprovider", NormalizedName = ProviderSettings.Normalize("old\nprovider"),
+            Kind = ProviderKinds.OpenAiCompatible, Endpoint = app.Model.BaseUrl.ToString().TrimEnd('/'), ChatModel = "fake-model", IsDefault = true,
+            CreatedAt = now, UpdatedAt = now,
+        };
+        var server = new McpServerConnection
+        {
+            Id = Guid.CreateVersion7(), TenantId = user, Name = "old\ttools", NormalizedName = ProviderSettings.Normalize("old\ttools"),
+            Transport = McpTransports.StreamableHttp, Url = app.Mcp.StreamableHttpUrl, CreatedAt = now,
+        };
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            session.Store(provider);
+            session.Store(server);
+            await session.SaveChangesAsync();
+        }
+
+        Assert.Equal(["old\nprovider"], (await (await client.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK)).Select(p => p.Name));
+        var conversation = await client.StartConversationAsync();
+        var marker = ChatTests.Marker();
+        var turn = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi", provider = "old\nprovider", toolServers = new[] { "old\ttools" } }))
+            .ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+        Assert.Equal("old\nprovider", turn.Provider);
+        Assert.Contains("add", app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
+
+        // Written again, each needs a name without them.
+        await (await client.PutJson($"/api/providers/{provider.Id}", new { name = "old\nprovider", kind = "openai-compatible", chatModel = "m" })).ShouldNameField("name");
+        Assert.Equal("old provider", (await (await client.PutJson($"/api/providers/{provider.Id}", new { name = "old provider", kind = "openai-compatible", chatModel = "m" }))
+            .ReadAs<ProviderDto>(HttpStatusCode.OK)).Name);
+        Assert.Equal("old tools", (await (await client.PutJson($"/api/mcp-servers/{server.Id}", new { name = "old tools", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.OK)).Name);
+    }
+
     [Fact]
     public async Task A_name_that_grows_past_the_limit_once_normalized_answers_422_not_500()
     {
@@ -335,6 +401,38 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Null(result.Error!.ProviderStatus);
         Assert.Contains("answered with something that is not an OpenAI-compatible response", result.Error.Message, StringComparison.Ordinal);
         Assert.Contains(why, result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(ChatTests.UnreadableCompletions), MemberType = typeof(ChatTests))]
+    public async Task Testing_a_provider_whose_answer_cannot_be_read_says_so_and_not_that_it_could_not_be_reached(string body, string why)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var key = $"sk-test-unreadable-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply(RawBody: body));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Null(result.Error!.ProviderStatus);
+        Assert.Contains("answered with something that could not be read", result.Error.Message, StringComparison.Ordinal);
+        Assert.Contains(why, result.Error.Message, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("could not be reached", result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Testing_a_provider_that_reports_a_negative_token_count_reports_no_count()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var key = $"sk-test-negative-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply("pong", PromptTokens: 5, CompletionTokens: -3));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        Assert.True(result.Success);
+        Assert.Equal((5L, (long?)null), (result.InputTokens!.Value, result.OutputTokens));
     }
 
     [Fact]

@@ -113,6 +113,32 @@ public sealed class ProvidersApp : ModularChatApp
         });
     }
 
+    /// <summary>
+    /// Adds <paramref name="commands"/> to Mcp:Stdio:AllowedCommands on the host until disposed (the host's own option
+    /// instances, as <see cref="ShortMcpTimeouts"/> changes them), for tests of programs other than the test program.
+    /// </summary>
+    public IDisposable AllowStdioCommands(params string[] commands)
+    {
+        var settings = new[]
+        {
+            Host.Services.GetRequiredService<IOptions<McpOptions>>().Value,
+            Host.Services.GetRequiredService<IOptionsMonitor<McpOptions>>().CurrentValue,
+        }.Distinct().ToArray();
+        var before = settings.Select(o => o.Stdio.AllowedCommands.ToList()).ToArray();
+        foreach (var options in settings)
+        {
+            options.Stdio.AllowedCommands.AddRange(commands);
+        }
+
+        return new Restore(() =>
+        {
+            for (var i = 0; i < settings.Length; i++)
+            {
+                settings[i].Stdio.AllowedCommands = before[i];
+            }
+        });
+    }
+
     /// <summary>The MCP timeouts under <see cref="ShortMcpTimeouts"/> (the messages the tests expect say "3 s").</summary>
     public static readonly TimeSpan ShortMcpTimeout = TimeSpan.FromSeconds(3);
 

@@ -14,6 +14,9 @@ namespace ModularChat.Testing.Fakes;
 /// <param name="RawBody">Answered as it is, with status 200 and <c>application/json</c>, to a plain or a streaming request
 /// alike: something that is not the protocol, as a misconfigured gateway answers.</param>
 /// <param name="Hold">When set, the answer waits for it to complete (a test releases a model it holds back), after <paramref name="Delay"/>.</param>
+/// <param name="StreamEnd">To a streaming request: the data of the events sent, as they are, after the text of the answer
+/// instead of its end (finish reason, usage, <c>[DONE]</c>), after which the stream ends: what a model that fails in the
+/// middle of its answer sends, such as OpenAI's <c>{"error":{"message":...,"type":"server_error"}}</c>.</param>
 public sealed record FakeReply(
     string? Content = null,
     IReadOnlyList<FakeToolCall>? ToolCalls = null,
@@ -24,7 +27,8 @@ public sealed record FakeReply(
     int? PromptTokens = null,
     int? CompletionTokens = null,
     string? RawBody = null,
-    Task? Hold = null)
+    Task? Hold = null,
+    IReadOnlyList<string>? StreamEnd = null)
 {
     public static FakeReply Text(string content) => new(content);
 
@@ -245,6 +249,17 @@ public sealed class FakeOpenAiServer : IAsyncDisposable
             }
 
             await Send(Chunk(new JsonObject { ["content"] = piece }, null));
+        }
+
+        if (reply.StreamEnd is { } end)
+        {
+            foreach (var data in end)
+            {
+                await context.Response.WriteAsync("data: " + data + "\n\n", context.RequestAborted);
+                await context.Response.Body.FlushAsync(context.RequestAborted);
+            }
+
+            return;
         }
 
         var index = 0;

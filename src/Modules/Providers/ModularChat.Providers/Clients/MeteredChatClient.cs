@@ -8,6 +8,8 @@ namespace ModularChat.Providers.Clients;
 /// <summary>
 /// Measures every call to the model: duration, tokens in and out by provider and model, and a span per call.
 /// Below function invocation, so each round of a tool-using turn is one call. Records no content and no key.
+/// A token count below 0 is no count: it is taken out of the usage (null, unknown) before anything reads it, and so is
+/// the total that counted it.
 /// </summary>
 internal sealed class MeteredChatClient(IChatClient inner, string provider, string model, ProvidersMetrics metrics) : DelegatingChatClient(inner)
 {
@@ -18,6 +20,7 @@ internal sealed class MeteredChatClient(IChatClient inner, string provider, stri
         try
         {
             var response = await base.GetResponseAsync(messages, options, cancellationToken);
+            Counted(response.Usage);
             Record(activity, started, ok: true, response.Usage, "chat");
             return response;
         }
@@ -43,6 +46,7 @@ internal sealed class MeteredChatClient(IChatClient inner, string provider, stri
                 {
                     if (content is UsageContent u)
                     {
+                        Counted(u.Details);
                         (usage ??= new UsageDetails()).Add(u.Details);
                     }
                 }
@@ -56,6 +60,23 @@ internal sealed class MeteredChatClient(IChatClient inner, string provider, stri
         {
             Record(activity, started, ok, usage, "chat.stream");
         }
+    }
+
+    /// <summary>Takes out of <paramref name="usage"/> the counts below 0 a provider reported, and the total when it counted one.</summary>
+    private static void Counted(UsageDetails? usage)
+    {
+        if (usage is null)
+        {
+            return;
+        }
+
+        if (usage.InputTokenCount < 0 || usage.OutputTokenCount < 0 || usage.TotalTokenCount < 0)
+        {
+            usage.TotalTokenCount = null;
+        }
+
+        usage.InputTokenCount = usage.InputTokenCount < 0 ? null : usage.InputTokenCount;
+        usage.OutputTokenCount = usage.OutputTokenCount < 0 ? null : usage.OutputTokenCount;
     }
 
     private Activity? Start(string operation)

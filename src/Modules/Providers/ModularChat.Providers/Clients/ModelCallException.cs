@@ -45,16 +45,28 @@ internal sealed class ModelCallException(int status, string title, string detail
                     "The model provider refused or failed the request.",
                     $"Provider '{provider.Name}' (model '{model}') answered HTTP {result.Status}: {FirstLine(Redaction.Scrub(result.Message, secrets))}.{reason}",
                     result.Status);
+            case var _ when Inner<ModelStreamErrorException>(error) is { } streamed:
+                // The provider answered 200, streamed, then reported a failure in an event of the stream (OpenAI's
+                // {"error": {...}}): the answer is not complete, whatever came before.
+                return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider failed while answering.",
+                    $"Provider '{provider.Name}' (model '{model}') reported an error in its stream" +
+                    (streamed.Type is { Length: > 0 } type ? $" ({FirstLine(Redaction.Scrub(type, secrets))})" : "") +
+                    $": {FirstLine(Redaction.Scrub(streamed.Message, secrets))}.", null);
             case OperationCanceledException or TimeoutException:
                 return new ModelCallException(StatusCodes.Status504GatewayTimeout, "The model provider did not answer in time.",
                     $"Provider '{provider.Name}' (model '{model}') did not answer within the configured time (Providers:RequestTimeout).", null);
             case var _ when Inner<System.Text.Json.JsonException>(error) is { } json:
                 // Something answered 200 that is not JSON: a gateway's or a login page, a proxy's error text.
                 return NotTheProtocol(provider, model, $"not JSON ({FirstLine(Redaction.Scrub(json.Message, secrets))})");
-            case ArgumentOutOfRangeException or IndexOutOfRangeException or KeyNotFoundException or FormatException
-                when Inner<HttpRequestException>(error) is null:
+            case ArgumentOutOfRangeException or IndexOutOfRangeException or KeyNotFoundException when !FromTransport(error):
                 // JSON, but not a chat completion: the OpenAI client trips over what is missing (an empty 'choices').
                 return NotTheProtocol(provider, model, "a chat completion without choices or with fields missing");
+            case var _ when !FromTransport(error) && Unreadable(error) is { } unreadable:
+                // JSON of the protocol's shape that the client cannot read: text with a lone surrogate escape ("\ud800"), a
+                // null where a list belongs ("choices": null), a count past 32 bits. The provider answered: it was reached.
+                return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider's answer could not be read.",
+                    $"Provider '{provider.Name}' (model '{model}') answered with something that could not be read: " +
+                    $"{FirstLine(Redaction.Scrub(Describe(unreadable), secrets))}.", null);
             default:
                 var socket = Inner<SocketException>(error);
                 var detail = socket?.SocketErrorCode switch
@@ -73,6 +85,33 @@ internal sealed class ModelCallException(int status, string title, string detail
         StatusCodes.Status502BadGateway, "The model provider's answer could not be read.",
         $"Provider '{provider.Name}' (model '{model}') answered with something that is not an OpenAI-compatible response: {what}. Check the endpoint (it usually ends in /v1).",
         null);
+
+    /// <summary>Whether <paramref name="error"/> comes from the connection (refused, reset, cut, TLS), not from reading what arrived.</summary>
+    private static bool FromTransport(Exception error)
+        => Inner<HttpRequestException>(error) is not null || Inner<IOException>(error) is not null || Inner<SocketException>(error) is not null;
+
+    /// <summary>
+    /// The exception of <paramref name="error"/> that says the answer could not be read: the JSON reader's (a string that
+    /// is no UTF-16 text, an element of another kind than the protocol's), or a number out of its type's range.
+    /// </summary>
+    private static Exception? Unreadable(Exception error)
+    {
+        for (Exception? e = error; e is not null; e = e.InnerException)
+        {
+            if (e is InvalidOperationException or FormatException or OverflowException or InvalidCastException or ArgumentException)
+            {
+                return e;
+            }
+        }
+
+        return null;
+    }
+
+    private static string Describe(Exception unreadable) => unreadable switch
+    {
+        FormatException or OverflowException => $"a value in a form or of a size the client does not read, such as a token count past 32 bits ({unreadable.Message.TrimEnd('.')})",
+        _ => unreadable.Message,
+    };
 
     private static T? Inner<T>(Exception? e)
         where T : Exception

@@ -10,7 +10,8 @@ namespace ModularChat.Providers.Clients;
 
 /// <summary>
 /// Builds Microsoft.Extensions.AI clients for a tenant's provider over the OpenAI .NET client (chat completions),
-/// through the SSRF-guarded HttpClient, with the configured timeout and retries, measured by <see cref="MeteredChatClient"/>.
+/// through the SSRF-guarded HttpClient, with the configured timeout and retries, measured by <see cref="MeteredChatClient"/>;
+/// an error event inside a streamed answer fails it (<see cref="StreamedErrorPolicy"/>).
 /// </summary>
 /// <remarks>
 /// azure-openai goes through the same OpenAI client: Azure OpenAI's v1 API lives under <c>{endpoint}/openai/v1</c>,
@@ -56,6 +57,9 @@ internal sealed class ModelClients(OutboundNetwork network, IOptionsMonitor<Prov
         {
             clientOptions.AddPolicy(new AzureApiKeyHeader(), PipelinePosition.BeforeTransport);
         }
+
+        // An error event in a streamed answer fails it, instead of ending it as if the model had finished.
+        clientOptions.AddPolicy(new StreamedErrorPolicy(), PipelinePosition.BeforeTransport);
 
         return clientOptions;
     }

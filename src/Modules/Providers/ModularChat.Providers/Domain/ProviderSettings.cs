@@ -75,6 +75,13 @@ public sealed class ProviderSettings : IVersioned
     public static bool IsGiven(string? name) => !string.IsNullOrWhiteSpace(name) && Normalize(name).Length > 0;
 
     /// <summary>
+    /// Whether <paramref name="name"/> is free of control characters (line breaks, tabs, escapes, C1 controls), as model
+    /// names are: names are written into logs, where a line break would start a line of the sender's making. Names stored
+    /// before this rule keep working; they are refused when written again.
+    /// </summary>
+    public static bool HasNoControlCharacters(string? name) => name is null || !name.Any(char.IsControl);
+
+    /// <summary>
     /// Whether <paramref name="name"/> is at most <paramref name="maxLength"/> characters, as sent (trimmed) and as
     /// compared: some characters stand for many (U+FDFA is 18 in NFKC), and the compared form is stored in a unique index
     /// whose rows PostgreSQL limits (~2.7 kB).

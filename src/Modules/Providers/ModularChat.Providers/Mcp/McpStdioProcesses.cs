@@ -1,3 +1,4 @@
+using System.ComponentModel;
 using System.Diagnostics;
 using Microsoft.Extensions.Hosting;
 
@@ -20,6 +21,10 @@ internal sealed class McpStdioProcesses : IDisposable
         => _stopped = lifetime.ApplicationStopped.Register(KillAll); // after the requests in flight were given their time to end
 
     /// <summary>Starts <paramref name="start"/> and tracks it; refused once the host is stopping.</summary>
+    /// <exception cref="McpStdioException">
+    /// The program could not be started: the message names it and the system's reason, and nothing of this service (the
+    /// runtime's own message names the service's working directory, which a tenant has no business knowing).
+    /// </exception>
     public Process Start(ProcessStartInfo start)
     {
         lock (_gate)
@@ -29,7 +34,22 @@ internal sealed class McpStdioProcesses : IDisposable
                 throw new McpConnectException("This service is stopping: it starts no more programs.");
             }
 
-            var process = Process.Start(start) ?? throw new IOException("The program could not be started.");
+            Process? process;
+            try
+            {
+                process = Process.Start(start);
+            }
+            catch (Win32Exception e)
+            {
+                // The reason alone, as the system words it for the error number ("No such file or directory", "Permission denied").
+                throw new McpStdioException($"The program '{start.FileName}' could not be started: {new Win32Exception(e.NativeErrorCode).Message.TrimEnd('.')}.");
+            }
+
+            if (process is null)
+            {
+                throw new McpStdioException($"The program '{start.FileName}' could not be started.");
+            }
+
             _running.Add(process);
             return process;
         }
@@ -68,7 +88,7 @@ internal sealed class McpStdioProcesses : IDisposable
         {
             process.Kill(entireProcessTree: true);
         }
-        catch (Exception e) when (e is InvalidOperationException or System.ComponentModel.Win32Exception or NotSupportedException)
+        catch (Exception e) when (e is InvalidOperationException or Win32Exception or NotSupportedException)
         {
             // It has exited already (or was never started).
         }

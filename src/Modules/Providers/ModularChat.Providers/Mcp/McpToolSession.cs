@@ -69,6 +69,18 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// What the model is told when it calls <paramref name="call"/>, a tool it was not offered (a name of its own making, or
+    /// of another turn's tools); the call is marked failed, as a tool that reported an error is.
+    /// </summary>
+    public string NotOffered(FunctionCallContent call)
+    {
+        Record(call, ok: false);
+        var name = call.Name.Length > McpToolCatalog.MaxNameLength ? StorableText.Prefix(call.Name, McpToolCatalog.MaxNameLength) + "..." : call.Name;
+        name = string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
+        return $"The tool '{name}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+    }
+
     private void Record(FunctionCallContent call, bool ok)
     {
         lock (_gate)

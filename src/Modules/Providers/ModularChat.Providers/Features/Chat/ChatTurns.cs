@@ -474,11 +474,11 @@ internal sealed partial class ChatTurns(
         public bool ToolFailed(string callId) => tools.LatestFailed(callId);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
-            .UseFunctionInvocation(configure: f =>
+            .Use(inner => new TurnFunctionInvocation(inner, tools)
             {
-                f.MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds;
-                f.IncludeDetailedErrors = false; // exception messages could carry connection details into the model's context
-                f.AllowConcurrentInvocation = false;
+                MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds,
+                IncludeDetailedErrors = false, // exception messages could carry connection details into the model's context
+                AllowConcurrentInvocation = false,
             })
             .Build();
 

@@ -1,3 +1,4 @@
+using System.Linq.Expressions;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using FluentValidation;
@@ -142,6 +143,8 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
             .OverridePropertyName("name");
         RuleFor(r => r.Body.Name).Must(n => ProviderSettings.FitsLength(n, maxName))
             .WithMessage($"'name' may be at most {maxName} characters, also in the form names are compared in (some characters stand for several).").AsLimit().OverridePropertyName("name");
+        RuleFor(r => r.Body.Name).Must(ProviderSettings.HasNoControlCharacters).OverridePropertyName("name")
+            .WithMessage("'name' must not contain control characters (line breaks, tabs, ...).");
         RuleFor(r => r.Body.Transport).Must(t => McpTransports.All.Contains(t)).OverridePropertyName("transport")
             .WithMessage(r => $"'transport' must be one of {string.Join(", ", McpTransports.All)}" + (r.Body.Transport is null ? "." : $" (was '{r.Body.Transport}')."));
 
@@ -162,24 +165,14 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage($"'arguments' may each be at most {o.MaxArgumentLength} characters (Mcp:MaxArgumentLength).").AsLimit();
             RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).Count() <= o.MaxEnvironmentVariables).OverridePropertyName("environment")
                 .WithMessage($"'environment' and 'secretEnvironment' may have at most {o.MaxEnvironmentVariables} entries together (Mcp:MaxEnvironmentVariables).").AsLimit();
-            RuleFor(r => r.Body.Environment).Must(e => Fits(e, o.MaxValueLength)).OverridePropertyName("environment")
-                .WithMessage($"'environment' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
-            RuleFor(r => r.Body.SecretEnvironment).Must(e => Fits(e, o.MaxValueLength)).OverridePropertyName("secretEnvironment")
-                .WithMessage($"'secretEnvironment' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
-            RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).All(n => McpServerRules.VariableName().IsMatch(n)))
-                .OverridePropertyName("environment").WithMessage("'environment' names must be letters, digits and underscores, not starting with a digit.");
-            RuleFor(r => r.Body).Custom((b, context) =>
-            {
-                if (Names(b.Environment, b.SecretEnvironment).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } name)
-                {
-                    context.AddFailure("environment",
-                        $"'environment' may not set {name}: it changes which code the program loads (LD_*, DOTNET_*, NODE_*, PYTHON*, PATH, package " +
-                        "indexes, ...). Set it in a wrapper script and allowlist that script instead.");
-                }
-            });
-            RuleFor(r => r.Body).Must(b => Values(b.Environment, b.SecretEnvironment).All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal)))
-                .OverridePropertyName("environment").WithMessage("'environment' values must be strings without NUL characters.");
+            EnvironmentRules(r => r.Body.Environment, "environment", o.MaxValueLength);
+            EnvironmentRules(r => r.Body.SecretEnvironment, "secretEnvironment", o.MaxValueLength);
             RuleFor(r => r.Body.Url).Empty().OverridePropertyName("url").WithMessage("'url' is for the sse and streamable-http transports, not stdio.");
+            // Settings of the other transports were dropped without a word; refused as 'url' is (empty ones are what a GET shows).
+            RuleFor(r => r.Body.Headers).Must(h => h is not { Count: > 0 }).OverridePropertyName("headers")
+                .WithMessage("'headers' are for the sse and streamable-http transports, not stdio.");
+            RuleFor(r => r.Body.SecretHeaders).Must(h => h is not { Count: > 0 }).OverridePropertyName("secretHeaders")
+                .WithMessage("'secretHeaders' are for the sse and streamable-http transports, not stdio.");
         });
 
         When(r => r.Body.Transport is McpTransports.Sse or McpTransports.StreamableHttp, () =>
@@ -192,39 +185,74 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 }
             });
             RuleFor(r => r.Body.Command).Empty().OverridePropertyName("command").WithMessage("'command' is for the stdio transport only.");
+            // Were dropped without a word (and so never checked: any number of entries, any variable), while 'command' was refused.
+            RuleFor(r => r.Body.Arguments).Must(a => a is not { Count: > 0 }).OverridePropertyName("arguments")
+                .WithMessage("'arguments' are for the stdio transport only.");
+            RuleFor(r => r.Body.Environment).Must(e => e is not { Count: > 0 }).OverridePropertyName("environment")
+                .WithMessage("'environment' is for the stdio transport only.");
+            RuleFor(r => r.Body.SecretEnvironment).Must(e => e is not { Count: > 0 }).OverridePropertyName("secretEnvironment")
+                .WithMessage("'secretEnvironment' is for the stdio transport only.");
             RuleFor(r => r.Body).Must(b => Names(b.Headers, b.SecretHeaders).Count() <= o.MaxHeaders).OverridePropertyName("headers")
                 .WithMessage($"'headers' may have at most {o.MaxHeaders} entries.").AsLimit();
-            RuleFor(r => r.Body).Must(b => Names(b.Headers, b.SecretHeaders).All(n => McpServerRules.HeaderName().IsMatch(n))).OverridePropertyName("headers")
-                .WithMessage("'headers' names must be valid HTTP header names.");
-            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(McpServerRules.ReservedHeaders.Contains)).OverridePropertyName("headers")
-                .WithMessage($"'headers' must not set {string.Join(", ", McpServerRules.ReservedHeaders)}: the transport sets them.");
+            HeaderRules(r => r.Body.Headers, "headers", o.MaxValueLength);
+            HeaderRules(r => r.Body.SecretHeaders, "secretHeaders", o.MaxValueLength);
             // Header names ignore case: two that differ only in it (or one in both dictionaries) would be one header, which
             // the connection could never send (it failed every test and was left out of every chat turn).
             RuleFor(r => r.Body).Custom((b, context) =>
             {
-                if (Names(b.Headers, b.SecretHeaders).GroupBy(n => n, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1) is { } twice)
+                var twice = Names(b.Headers, b.SecretHeaders).GroupBy(n => n, StringComparer.OrdinalIgnoreCase).FirstOrDefault(g => g.Count() > 1);
+                if (twice is not null)
                 {
-                    context.AddFailure("headers",
+                    // Named in secretHeaders only: that field's mistake; else 'headers' (both, or the plain ones).
+                    var field = b.Headers?.Keys.Any(k => string.Equals(k, twice.Key, StringComparison.OrdinalIgnoreCase)) == true ? "headers" : "secretHeaders";
+                    context.AddFailure(field,
                         $"'headers' and 'secretHeaders' name '{twice.Key}' more than once (header names ignore case): give each header once.");
                 }
             });
-            // Content-Length and Content-Type are reserved above: one message for one header.
-            RuleFor(r => r.Body).Must(b => !Names(b.Headers, b.SecretHeaders).Any(n => McpServerRules.IsContentHeader(n) && !McpServerRules.ReservedHeaders.Contains(n)))
-                .OverridePropertyName("headers")
-                .WithMessage("'headers' must not set the headers of a body (Content-*, Expires, Last-Modified, Allow): they describe what the transport sends.");
-            RuleFor(r => r.Body).Must(b => Values(b.Headers, b.SecretHeaders).All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName("headers")
-                .WithMessage("'headers' values must be strings without control characters.");
-            RuleFor(r => r.Body.Headers).Must(h => Fits(h, o.MaxValueLength)).OverridePropertyName("headers")
-                .WithMessage($"'headers' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
-            RuleFor(r => r.Body.SecretHeaders).Must(h => Fits(h, o.MaxValueLength)).OverridePropertyName("secretHeaders")
-                .WithMessage($"'secretHeaders' names and values may be at most {o.MaxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
-            // HTTP headers carry ASCII only: any other value could never be sent.
-            RuleFor(r => r.Body.Headers).Must(AsciiValues).OverridePropertyName("headers")
-                .WithMessage("'headers' values must hold ASCII characters only: HTTP headers carry nothing else.");
-            RuleFor(r => r.Body.SecretHeaders).Must(AsciiValues).OverridePropertyName("secretHeaders")
-                .WithMessage("'secretHeaders' values must hold ASCII characters only: HTTP headers carry nothing else.");
         });
     }
+
+    /// <summary>The rules of one dictionary of a stdio program's variables, its errors named by <paramref name="field"/>.</summary>
+    private void EnvironmentRules(Expression<Func<T, Dictionary<string, string>?>> variables, string field, int maxValueLength)
+    {
+        RuleFor(variables).Must(e => Fits(e, maxValueLength)).OverridePropertyName(field)
+            .WithMessage($"'{field}' names and values may be at most {maxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
+        RuleFor(variables).Must(e => Keys(e).All(n => McpServerRules.VariableName().IsMatch(n))).OverridePropertyName(field)
+            .WithMessage($"'{field}' names must be letters, digits and underscores, not starting with a digit.");
+        RuleFor(variables).Custom((e, context) =>
+        {
+            if (Keys(e).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } name)
+            {
+                context.AddFailure(field,
+                    $"'{field}' may not set {name}: it changes which code the program loads (LD_*, DOTNET_*, NODE_*, PYTHON*, PATH, package " +
+                    "indexes, ...). Set it in a wrapper script and allowlist that script instead.");
+            }
+        });
+        RuleFor(variables).Must(e => e is null || e.Values.All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal))).OverridePropertyName(field)
+            .WithMessage($"'{field}' values must be strings without NUL characters.");
+    }
+
+    /// <summary>The rules of one dictionary of HTTP headers, its errors named by <paramref name="field"/>.</summary>
+    private void HeaderRules(Expression<Func<T, Dictionary<string, string>?>> headers, string field, int maxValueLength)
+    {
+        RuleFor(headers).Must(h => Keys(h).All(n => McpServerRules.HeaderName().IsMatch(n))).OverridePropertyName(field)
+            .WithMessage($"'{field}' names must be valid HTTP header names.");
+        RuleFor(headers).Must(h => !Keys(h).Any(McpServerRules.ReservedHeaders.Contains)).OverridePropertyName(field)
+            .WithMessage($"'{field}' must not set {string.Join(", ", McpServerRules.ReservedHeaders)}: the transport sets them.");
+        // Content-Length and Content-Type are reserved above: one message for one header.
+        RuleFor(headers).Must(h => !Keys(h).Any(n => McpServerRules.IsContentHeader(n) && !McpServerRules.ReservedHeaders.Contains(n)))
+            .OverridePropertyName(field)
+            .WithMessage($"'{field}' must not set the headers of a body (Content-*, Expires, Last-Modified, Allow): they describe what the transport sends.");
+        RuleFor(headers).Must(h => h is null || h.Values.All(v => v is not null && !v.Any(char.IsControl))).OverridePropertyName(field)
+            .WithMessage($"'{field}' values must be strings without control characters.");
+        RuleFor(headers).Must(h => Fits(h, maxValueLength)).OverridePropertyName(field)
+            .WithMessage($"'{field}' names and values may be at most {maxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
+        // HTTP headers carry ASCII only: any other value could never be sent.
+        RuleFor(headers).Must(AsciiValues).OverridePropertyName(field)
+            .WithMessage($"'{field}' values must hold ASCII characters only: HTTP headers carry nothing else.");
+    }
+
+    private static IEnumerable<string> Keys(Dictionary<string, string>? entries) => entries?.Keys ?? Enumerable.Empty<string>();
 
     private static bool Fits(Dictionary<string, string>? entries, int max)
         => entries is null || entries.All(e => e.Key.Length <= max && (e.Value is null || e.Value.Length <= max));
@@ -234,7 +262,4 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
 
     private static IEnumerable<string> Names(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
         => (plain?.Keys ?? Enumerable.Empty<string>()).Concat(secret?.Keys ?? Enumerable.Empty<string>());
-
-    private static IEnumerable<string?> Values(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
-        => (plain?.Values ?? Enumerable.Empty<string>()).Concat(secret?.Values ?? Enumerable.Empty<string>());
 }

@@ -79,6 +79,7 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
         RuleFor(r => r.Name).Must(ProviderSettings.IsGiven).WithMessage("'name' is required (white space and invisible characters alone do not count).");
         RuleFor(r => r.Name).Must(n => ProviderSettings.FitsLength(n, o.MaxNameLength))
             .WithMessage($"'name' may be at most {o.MaxNameLength} characters, also in the form names are compared in (some characters stand for several).").AsLimit();
+        RuleFor(r => r.Name).Must(ProviderSettings.HasNoControlCharacters).WithMessage("'name' must not contain control characters (line breaks, tabs, ...).");
         RuleFor(r => r.Kind).Must(k => !string.IsNullOrWhiteSpace(k)).WithMessage($"'kind' is required: one of {string.Join(", ", ProviderKinds.All)}.");
         RuleFor(r => r.Kind).Must(k => ProviderKinds.All.Contains(k)).When(r => !string.IsNullOrWhiteSpace(r.Kind))
             .WithMessage(r => $"'kind' must be one of {string.Join(", ", ProviderKinds.All)} (was '{r.Kind}').");
