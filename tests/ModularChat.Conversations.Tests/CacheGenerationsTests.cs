@@ -2,6 +2,7 @@ using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
+using System.Net;
 using ModularChat.BuildingBlocks.Caching;
 using StackExchange.Redis;
 
@@ -30,7 +31,8 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         Assert.Equal("kept", await cacheOnTwo.GetOrCreateAsync(untouched + ":entry", _ => ValueTask.FromResult("kept")));
         await two.TrackAsync(changed, changed + ":entry", TimeSpan.FromMinutes(5));
         await two.TrackAsync(untouched, untouched + ":entry", TimeSpan.FromMinutes(5));
-        Assert.Equal(0, await two.CurrentAsync(changed));
+        var first = await two.CurrentAsync(changed);
+        Assert.NotNull(first);
 
         // HybridCache writes an entry to Redis after it has handed the value back: a drop that reached Redis before
         // that write would leave the old copy there for node two to read again. (The product's keys carry the
@@ -42,8 +44,8 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         await one.BumpAsync(changed);
 
         // The generation is shared: node two reads the new one without any message having to arrive.
-        Assert.Equal(1, await two.CurrentAsync(changed));
-        Assert.Equal(1, await one.CurrentAsync(changed));
+        Assert.Equal(first + 1, await two.CurrentAsync(changed));
+        Assert.Equal(first + 1, await one.CurrentAsync(changed));
 
         // The broadcast drops node two's copy: its factory runs again. The other scope's entry is still served.
         await Eventually.Until(
@@ -127,17 +129,19 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         Assert.False(await redis.KeyExistsAsync("modularchat:" + scope + ":entry"));
 
         // A change in production moves production's generation and is broadcast on production's channel only.
+        Assert.False(await redis.KeyExistsAsync("staging:gen:" + scope));
         await production.BumpAsync(scope);
-        Assert.Equal(1, await production.CurrentAsync(scope));
-        Assert.Equal(0, await copy.CurrentAsync(scope));
         Assert.True(await redis.KeyExistsAsync("modularchat:gen:" + scope));
         Assert.False(await redis.KeyExistsAsync("staging:gen:" + scope));
+        var productionAfter = await production.CurrentAsync(scope);
+        var copyFirst = await copy.CurrentAsync(scope);
+        Assert.NotEqual(productionAfter, copyFirst);
         await Eventually.Until(() => Task.FromResult(published.Count), count => count == 1, seconds: 10, what: "Production's bump was not broadcast");
 
         await copy.BumpAsync(scope);
         await copy.BumpAsync(scope);
-        Assert.Equal(2, await copy.CurrentAsync(scope));
-        Assert.Equal(1, await production.CurrentAsync(scope));
+        Assert.Equal(copyFirst + 2, await copy.CurrentAsync(scope));
+        Assert.Equal(productionAfter, await production.CurrentAsync(scope));
         var all = await Eventually.Until(() => Task.FromResult(published.ToArray()), seen => seen.Length >= 3, seconds: 10, what: "Staging's bumps were not broadcast");
         Assert.Equal([$"modularchat:cache-invalidations={scope}", $"staging:cache-invalidations={scope}", $"staging:cache-invalidations={scope}"], all);
     }
@@ -149,6 +153,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
         var scope = "test:" + Guid.NewGuid().ToString("N");
 
+        var first = await generations.CurrentAsync(scope);
         await generations.TrackAsync(scope, scope + ":entry", TimeSpan.FromMinutes(5));
         await generations.BumpAsync(scope);
 
@@ -164,10 +169,48 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         await generations.ForgetAsync(scope);
         Assert.False(await redis.KeyExistsAsync("modularchat:" + scope + ":entry"));
         Assert.False(await redis.KeyExistsAsync("modularchat:gen-keys:" + scope));
-        Assert.Equal(2, await generations.CurrentAsync(scope));
+        Assert.Equal(first + 2, await generations.CurrentAsync(scope));
         Assert.InRange((await redis.KeyTimeToLiveAsync("modularchat:gen:" + scope))!.Value,
             CacheGenerations.GenerationLifetime - TimeSpan.FromMinutes(1), CacheGenerations.GenerationLifetime);
     }
+
+    [Fact]
+    public async Task A_redis_that_restarts_empty_does_not_bring_back_the_generations_of_entries_cached_before()
+    {
+        // Node one builds the context (into its memory and Redis), node two reads it from Redis into its own memory.
+        await using var second = await app.StartHostAsync();
+        var user = ModularChatApp.NewUser();
+        using var one = app.Client(user);
+        using var two = second.Server.CreateClient();
+        two.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        var conversation = await one.NewConversation("restart");
+        await (await one.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "message 1" }))
+            .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        foreach (var node in new[] { one, two })
+        {
+            Assert.Equal(["message 1"], await ContextAsync(node, conversation.Id));
+        }
+
+        // Redis restarts empty (without persistence, or a failover to an empty server): the scope's generation is gone.
+        var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
+        Assert.True(await redis.KeyDeleteAsync($"modularchat:gen:conv:{user}:{conversation.Id:N}"));
+
+        // Counted again from 0, the next changes' generations were those the nodes' entries of before are keyed on (in memory
+        // on both nodes and in Redis): every read served the context of message 1 until the entries expired.
+        for (var n = 2; n <= 4; n++)
+        {
+            await (await two.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = $"message {n}" }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            foreach (var node in new[] { two, one })
+            {
+                Assert.Equal($"message {n}", (await ContextAsync(node, conversation.Id))[^1]);
+            }
+        }
+    }
+
+    private static async Task<List<string>> ContextAsync(HttpClient client, Guid conversationId)
+        => (await (await client.GetAsync($"/api/conversations/{conversationId}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK))
+            .Messages.Select(m => m.Content).ToList();
 
     [Fact]
     public async Task An_entry_that_lands_after_its_resource_was_deleted_is_never_read()

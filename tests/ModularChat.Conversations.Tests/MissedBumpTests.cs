@@ -36,7 +36,7 @@ public sealed class MissedBumpTests : IAsyncLifetime
         _services = new ServiceCollection().AddHybridCache().Services.BuildServiceProvider();
         _generations = new CacheGenerations(
             new RedisAvailability(_node, TimeSpan.FromSeconds(5), NullLogger<RedisAvailability>.Instance, _clock),
-            _services.GetRequiredService<HybridCache>(), _clock);
+            _services.GetRequiredService<HybridCache>(), _clock, firstGeneration: () => 0); // counted from 0: these tests count increments
     }
 
     [Fact]

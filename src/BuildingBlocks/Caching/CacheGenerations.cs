@@ -22,6 +22,10 @@ namespace ModularChat.BuildingBlocks.Caching;
 /// answers again (checked every <see cref="MissedBumpInterval"/>, and before this node reads that scope's generation):
 /// otherwise Redis would come back with the generation of before the change, and every node would serve the entries
 /// built before it from Redis until they expired.
+/// A generation starts in Redis at a random number, the first time its scope is read or changed there, not at 0: a Redis
+/// that restarts empty (no persistence, a failover to an empty server) would otherwise count the scopes' generations
+/// again from 0, up to numbers the nodes' in-process entries of before the restart are keyed on, and every node would
+/// serve those (the context of before the last appends) until they expired.
 /// (HybridCache's own tag invalidation is not used: it writes a Redis key per tag that lives for years.)
 /// </summary>
 public sealed partial class CacheGenerations : IHostedService
@@ -35,9 +39,21 @@ public sealed partial class CacheGenerations : IHostedService
     // Each script touches one key only, so it also runs on a Redis Cluster. StackExchange.Redis sends a script's
     // hash (EVALSHA) once the server knows it. A publish from a script reaches subscribers like any other.
     private const string BumpScript = """
+        if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[4]) end
         redis.call('INCR', KEYS[1])
         redis.call('EXPIRE', KEYS[1], ARGV[1])
         redis.call('PUBLISH', ARGV[2], ARGV[3])
+        """;
+
+    // The generation, its lifetime extended; a scope Redis does not know starts at ARGV[2] (a random number).
+    private const string ReadScript = """
+        local value = redis.call('GET', KEYS[1])
+        if value then
+          redis.call('EXPIRE', KEYS[1], ARGV[1])
+          return value
+        end
+        redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[1])
+        return ARGV[2]
         """;
 
     private const string TrackScript = """
@@ -67,10 +83,12 @@ public sealed partial class CacheGenerations : IHostedService
     private readonly string _nodeId = Guid.NewGuid().ToString("N");
     private readonly string _generationPrefix;
     private readonly string _trackedPrefix;
+    private readonly Func<long> _firstGeneration;
 
     /// <summary>
     /// How long a scope's generation stays in Redis after it was last read or bumped. Cached entries must expire sooner
-    /// (they are built right after a read): then a generation that expires and restarts at 0 finds no entry to reuse.
+    /// (they are built right after a read): then a generation that expires and starts again (at a new random number)
+    /// finds no entry to reuse.
     /// </summary>
     public static readonly TimeSpan GenerationLifetime = TimeSpan.FromDays(1);
 
@@ -87,8 +105,12 @@ public sealed partial class CacheGenerations : IHostedService
     /// What this deployment's Redis keys and channel start with: deployments that share one Redis stay apart only with
     /// different prefixes (a staging copy of production's database has the same conversation ids).
     /// </param>
-    public CacheGenerations(RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix, ILogger<CacheGenerations>? logger = null)
+    /// <param name="firstGeneration">Where a scope's generation starts in Redis (a random number unless a test says otherwise).</param>
+    public CacheGenerations(
+        RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix, ILogger<CacheGenerations>? logger = null,
+        Func<long>? firstGeneration = null)
     {
+        _firstGeneration = firstGeneration ?? RandomFirstGeneration;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _clock = clock ?? TimeProvider.System;
         _redis = redis;
@@ -97,6 +119,12 @@ public sealed partial class CacheGenerations : IHostedService
         _trackedPrefix = keyPrefix + "gen-keys:";
         Channel = keyPrefix + "cache-invalidations";
     }
+
+    /// <summary>
+    /// A random start between 2^40 and 2^52: no number an entry of before a restart of Redis can be keyed on (those counted
+    /// from another random start, or, before this start existed, from 0), and exact in any script's arithmetic.
+    /// </summary>
+    private static long RandomFirstGeneration() => Random.Shared.NextInt64(1L << 40, 1L << 52);
 
     /// <summary>Redis channel on which bumps are broadcast.</summary>
     public string Channel { get; }
@@ -107,7 +135,8 @@ public sealed partial class CacheGenerations : IHostedService
     private IDatabase Database => _redis.Redis!.GetDatabase();
 
     /// <summary>
-    /// The current generation of <paramref name="scope"/> (0 until its first change); null while a change this node made
+    /// The current generation of <paramref name="scope"/> (in Redis a random start until its first change, with this node
+    /// alone 0); null while a change this node made
     /// to the scope is not in Redis yet (its bump missed and cannot be made now) although Redis answers reads: Redis's
     /// generation, and the entries cached in Redis under it, may be of before that change, so the caller reads without
     /// the cache (this node would otherwise not see its own change for up to <see cref="MissedBumpInterval"/>).
@@ -117,11 +146,9 @@ public sealed partial class CacheGenerations : IHostedService
         // ContainsKey reads without a lock; IsEmpty, when empty, takes every lock of the dictionary (this is on every read).
         // Made first: else Redis's generation is older than this node's change.
         var behind = _missedBumps.ContainsKey(scope) && !await ShareBumpAsync(scope, change: false).ConfigureAwait(false);
-        var shared = await _redis.TryAsync<long?>(async () =>
-        {
-            var value = await Database.StringGetSetExpiryAsync(_generationPrefix + scope, GenerationLifetime).ConfigureAwait(false);
-            return value.HasValue ? (long)value : 0;
-        }, null).ConfigureAwait(false);
+        var shared = await _redis.TryAsync<long?>(async () => (long)await Database.ScriptEvaluateAsync(
+                ReadScript, [_generationPrefix + scope], [(long)GenerationLifetime.TotalSeconds, _firstGeneration()]).ConfigureAwait(false),
+            null).ConfigureAwait(false);
         if (shared is { } value)
         {
             return behind ? null : value;
@@ -171,7 +198,7 @@ public sealed partial class CacheGenerations : IHostedService
         var shared = attempt
             && await _redis.TryDespiteBackoffAsync(
                 async () => await Database.ScriptEvaluateAsync(BumpScript, [_generationPrefix + scope],
-                    [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope]).ConfigureAwait(false),
+                    [(long)GenerationLifetime.TotalSeconds, Channel, _nodeId + "|" + scope, _firstGeneration()]).ConfigureAwait(false),
                 BumpWait).ConfigureAwait(false);
         if (shared)
         {
