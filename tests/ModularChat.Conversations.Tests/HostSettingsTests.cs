@@ -24,6 +24,9 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("Cache:RedisKeyPrefix", "{app}:")] // a Redis Cluster hash tag: every key on one shard
     [InlineData("Messaging:StaleNodeTimeout", "00:00:05")] // under two health checks (7 s in this fixture): live nodes would be ejected
     [InlineData("Messaging:DeadLetterRetention", "-1.00:00:00")]
+    [InlineData("Messaging:HealthCheckInterval", "00:00:00")] // the node heartbeat's timer threw, naming only its 'period'
+    [InlineData("Messaging:HealthCheckInterval", "-00:00:01")]
+    [InlineData("Messaging:HandledMessageCleanupInterval", "00:00:00")]
     [InlineData("Conversations:MaxExternalIdLength", "1000")] // longer than the unique index's rows can be (non-ASCII ids answered 500)
     public async Task A_bad_value_stops_the_start_naming_the_setting(string setting, string value)
     {

@@ -136,6 +136,18 @@ internal static class PersistenceSetup
     /// <summary>The expiry of a dead letter kept until it is replayed (<c>Messaging:DeadLetterRetention</c> 0).</summary>
     internal static readonly TimeSpan KeptDeadLetterLifetime = TimeSpan.FromDays(100 * 365);
 
+    /// <summary>
+    /// An interval of <paramref name="setting"/> (<paramref name="fallback"/> when not set); zero or negative stops the start
+    /// naming it (a timer of that period threw from a background service, naming only its parameter).
+    /// </summary>
+    private static TimeSpan Positive(IConfiguration configuration, string setting, TimeSpan fallback)
+    {
+        var value = configuration.GetValue(setting, fallback);
+        return value > TimeSpan.Zero
+            ? value
+            : throw new InvalidOperationException($"Configuration '{setting}' must be a positive time span such as 00:00:10 (was {value}).");
+    }
+
     /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
     public static void ConfigureModularChatMessaging(this WolverineOptions options, IConfiguration configuration)
     {
@@ -143,10 +155,10 @@ internal static class PersistenceSetup
         // Handled messages carry message content; they are kept only briefly (local queues need no long
         // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
-        options.Durability.HandledMessageCleanupPollingTime = configuration.GetValue("Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
+        options.Durability.HandledMessageCleanupPollingTime = Positive(configuration, "Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
         // Nodes check in and the leader assigns the projections (search indexing) at this interval; after a start, a node's
         // projections begin at about its second check (~13 s with Wolverine's default of 10 s, ~5 s with 2 s).
-        options.Durability.HealthCheckPollingTime = configuration.GetValue("Messaging:HealthCheckInterval", options.Durability.HealthCheckPollingTime);
+        options.Durability.HealthCheckPollingTime = Positive(configuration, "Messaging:HealthCheckInterval", options.Durability.HealthCheckPollingTime);
         // A node that stops checking in (killed, cut off from the database) keeps its projections and the messages it had
         // claimed until it has been silent this long and then seen so at two checks: after a crash, search indexing (and
         // whatever else that node ran) pauses for about this long plus two check intervals.
