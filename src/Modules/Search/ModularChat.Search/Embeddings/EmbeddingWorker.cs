@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Numerics;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -95,10 +96,12 @@ internal sealed partial class EmbeddingWorker(
         // out walks the due rows of the tenants left out (an import's backlog), and a tenant's embedding ends every few
         // hundred rows.
         long? foundNothingAt = null;
+        var failedRounds = 0; // rounds in a row that failed (the database away): the worker waits longer and logs less
         while (!stoppingToken.IsCancellationRequested)
         {
             running.RemoveWhere(t => t.IsCompleted);
             var full = false;
+            var wait = _options.PollInterval;
             try
             {
                 await YieldToBurstAsync(stoppingToken);
@@ -116,6 +119,12 @@ internal sealed partial class EmbeddingWorker(
                         running.Add(EmbedTenantAsync(group.Key, [.. group], stoppingToken));
                     }
                 }
+
+                if (failedRounds > 0)
+                {
+                    LogWorkerRecovered(logger, failedRounds);
+                    failedRounds = 0;
+                }
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -123,17 +132,29 @@ internal sealed partial class EmbeddingWorker(
             }
             catch (Exception e)
             {
-                // Never let an unexpected error stop the host; the queue is durable, the next round retries.
-                LogWorkerFailed(logger, e);
+                // Never let an unexpected error stop the host; the queue is durable, the next round retries. A failure that
+                // repeats (the database away) is logged once with its exception, then at each doubling of the count, and the
+                // rounds draw apart (doubling, at most MaxFailedRoundWait): one warning a poll flooded the log in an outage.
+                failedRounds++;
+                if (failedRounds == 1)
+                {
+                    LogWorkerFailed(logger, e);
+                }
+                else if (BitOperations.IsPow2(failedRounds))
+                {
+                    LogWorkerStillFailing(logger, failedRounds, e.GetType().Name, e.Message);
+                }
+
+                wait = TimeSpan.FromTicks(Math.Min(MaxFailedRoundWait.Ticks, _options.PollInterval.Ticks << Math.Min(failedRounds, 20)));
             }
 
-            if (!full)
+            if (!full || failedRounds > 0)
             {
                 // Nothing more due for a tenant not already being embedded, or every place taken: a tenant's embedding that
                 // ends wakes the worker, as do searches noticing a new model.
                 try
                 {
-                    await _wake.WaitAsync(_options.PollInterval, stoppingToken);
+                    await _wake.WaitAsync(wait, stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
@@ -267,6 +288,9 @@ internal sealed partial class EmbeddingWorker(
         from {schema.EntriesById(1, 2)}
         left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
         """;
+
+    /// <summary>The longest wait between two rounds of the worker while they keep failing.</summary>
+    internal static readonly TimeSpan MaxFailedRoundWait = TimeSpan.FromSeconds(30);
 
     /// <summary>A queue row this worker leased: where it is (ctid), whose entry, and until when.</summary>
     internal readonly record struct Claim(NpgsqlTid Row, string Tenant, Guid Entry, int Attempts, DateTime Lease);
@@ -699,6 +723,12 @@ internal sealed partial class EmbeddingWorker(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker failed; it tries again shortly")]
     private static partial void LogWorkerFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker has failed {Rounds} rounds in a row ({ErrorType}: {Error}); it tries again less often, at most every 30 s")]
+    private static partial void LogWorkerStillFailing(ILogger logger, int rounds, string errorType, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "The search embedding worker works again after {Rounds} failed rounds")]
+    private static partial void LogWorkerRecovered(ILogger logger, int rounds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding {Count} search entries of tenant {TenantId} failed (attempt {Attempts}, {ErrorType}: {Error}); they are retried later")]
     private static partial void LogEmbeddingFailed(ILogger logger, string tenantId, int count, int attempts, string errorType, string error);
