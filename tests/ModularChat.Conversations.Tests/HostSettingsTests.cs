@@ -54,6 +54,25 @@ public sealed class HostSettingsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Readiness_probes_while_redis_is_down_do_not_log_a_warning_each()
+    {
+        // Redis configured where nothing listens: the node says so once; the probes answer Degraded without logging it each time.
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Redis"] = "127.0.0.1:1,connectTimeout=200,abortConnect=false",
+        });
+        using var probe = node.Client();
+        for (var i = 0; i < 3; i++)
+        {
+            var ready = await probe.GetAsync("/health/ready");
+            Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+            Assert.Contains("Degraded", await ready.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        Assert.DoesNotContain("Health check redis", node.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Started_from_another_directory_the_host_reads_the_settings_beside_it()
     {
         var elsewhere = Directory.CreateTempSubdirectory("modularchat-cwd-");
