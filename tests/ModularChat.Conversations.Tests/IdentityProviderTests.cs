@@ -125,6 +125,21 @@ public sealed class IdentityProviderTests(IdentityProviderApp app) : IClassFixtu
     }
 
     [Fact]
+    public async Task Neither_an_authority_nor_a_signing_key_stops_the_start_saying_to_set_one()
+    {
+        var error = await Record.ExceptionAsync(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Auth:Authority"] = "",
+            ["Auth:SigningKey"] = "",
+        }));
+
+        Assert.NotNull(error);
+        var message = Assert.Single(Exceptions.Flatten(error).OfType<Microsoft.Extensions.Options.OptionsValidationException>()).Message;
+        Assert.Contains("'Auth:Authority': set Auth:Authority (production) or Auth:SigningKey", message, StringComparison.Ordinal);
+        Assert.DoesNotContain("AuthOptions", message, StringComparison.Ordinal); // the options class's name, said as the value read
+    }
+
+    [Fact]
     public async Task After_the_authority_rolls_its_keys_over_tokens_signed_with_the_new_key_are_accepted()
     {
         // A provider and a node of their own: the rollover must not change the keys the other tests' node knows, nor may

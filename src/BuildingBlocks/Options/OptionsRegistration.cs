@@ -38,7 +38,9 @@ public static class OptionsRegistration
         /// console and the logs), and a URL without its user information and query.
         /// </summary>
         private string Was(FluentValidation.Results.ValidationFailure failure)
-            => SecretSettings.IsSecretPath($"{section}:{failure.PropertyName}")
+            => failure.AttemptedValue is TOptions
+                ? "" // a rule over several settings: no one value to show (it printed the options class's name)
+                : SecretSettings.IsSecretPath($"{section}:{failure.PropertyName}")
                 ? " (the value is not shown: it is a secret)"
                 : $" (was '{SecretSettings.Scrubbed(Convert.ToString(failure.AttemptedValue, System.Globalization.CultureInfo.InvariantCulture) ?? "")}')";
     }
