@@ -36,6 +36,17 @@ public sealed class HostSettingsTests(ConversationsApp app)
             && e.Message.Contains($"'{setting}'", StringComparison.Ordinal) && e.Message.Contains(value, StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("ConnectionStrings:Postgres", "Host=127.0.0.1;Port=abc;Password=pg-secret-1")] // Npgsql said "Couldn't set port"
+    [InlineData("ConnectionStrings:Redis", "127.0.0.1:notaport,password=redis-secret-1")] // StackExchange.Redis said "No endpoints specified"
+    public async Task A_malformed_connection_string_stops_the_start_naming_the_setting_but_not_its_value(string setting, string value)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = value }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is InvalidOperationException && e.Message.Contains($"'{setting}'", StringComparison.Ordinal));
+        Assert.DoesNotContain("secret-1", error.ToString(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task The_log_names_where_Redis_is_but_never_its_user_or_password()
     {

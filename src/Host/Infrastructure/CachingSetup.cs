@@ -19,7 +19,22 @@ internal static partial class CachingSetup
         var redis = configuration.GetConnectionString("Redis");
         if (!string.IsNullOrWhiteSpace(redis))
         {
-            var options = ConfigurationOptions.Parse(redis);
+            ConfigurationOptions options;
+            try
+            {
+                options = ConfigurationOptions.Parse(redis);
+                if (options.EndPoints.Count == 0)
+                {
+                    throw new ArgumentException("no host:port is given");
+                }
+            }
+            catch (ArgumentException e)
+            {
+                // The value is not repeated: it may hold the password.
+                throw new InvalidOperationException(
+                    $"Configuration 'ConnectionStrings:Redis' is not a valid Redis connection string (host:port, then options such as password=...): {e.Message}", e);
+            }
+
             // Start and keep serving when Redis is down; reconnect in the background.
             options.AbortOnConnectFail = false;
             // A cache that does not answer within 2 s is treated as down (RedisAvailability), unless the connection string says otherwise.

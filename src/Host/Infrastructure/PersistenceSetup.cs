@@ -27,10 +27,24 @@ internal static class PersistenceSetup
     public const string Schema = "modularchat";
 
     public static string PostgresConnectionString(this IConfiguration configuration)
-        => configuration.GetConnectionString("Postgres") is { Length: > 0 } cs
-            ? cs
-            : throw new InvalidOperationException(
+    {
+        if (configuration.GetConnectionString("Postgres") is not { Length: > 0 } cs)
+        {
+            throw new InvalidOperationException(
                 "ConnectionStrings:Postgres is not set. Run ./build.sh run (it starts a local PostgreSQL), or set ConnectionStrings__Postgres.");
+        }
+
+        try
+        {
+            _ = new NpgsqlConnectionStringBuilder(cs);
+            return cs;
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException)
+        {
+            // Npgsql names only its keyword ("Couldn't set port (Parameter 'port')"); the value is not repeated (it may hold the password).
+            throw new InvalidOperationException($"Configuration 'ConnectionStrings:Postgres' is not a valid PostgreSQL connection string: {e.Message}", e);
+        }
+    }
 
     /// <summary>
     /// Connection defaults for an OLTP workload of many small statements, unless the connection string sets them:
