@@ -106,6 +106,7 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         // Values that could never work: a key an HTTP header cannot carry, a model name with a line break, a URL too long to be an API root.
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","apiKey":"sk-ünïcode-kéy-1234"}""", "apiKey" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\nk"}""", "chatModel" },
+        { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"o\u2028k"}""", "chatModel" },
         { """{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1","chatModel":"m","summaryModel":"s\u0007"}""", "summaryModel" },
         { $$"""{"name":"x","kind":"openai-compatible","endpoint":"https://example.com/v1/{{new string('a', 100_000)}}","chatModel":"m"}""", "endpoint" },
         // A lone surrogate (\ud800 with no low half) is no text: refused where the body is read, naming the field.
@@ -187,6 +188,8 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     [InlineData("escape \u001b[31mred")]
     [InlineData("next line \u0085(C1)")]
     [InlineData("delete \u007f")]
+    [InlineData("line\u2028separator")] // shown as a line break by some log viewers
+    [InlineData("paragraph\u2029separator")]
     public async Task A_provider_or_mcp_server_name_with_control_characters_answers_400_naming_it_on_create_and_on_rename(string name)
     {
         using var client = app.Client(ModularChatApp.NewUser());

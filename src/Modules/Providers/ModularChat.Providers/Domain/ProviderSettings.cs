@@ -75,11 +75,15 @@ public sealed class ProviderSettings : IVersioned
     public static bool IsGiven(string? name) => !string.IsNullOrWhiteSpace(name) && Normalize(name).Length > 0;
 
     /// <summary>
-    /// Whether <paramref name="name"/> is free of control characters (line breaks, tabs, escapes, C1 controls), as model
-    /// names are: names are written into logs, where a line break would start a line of the sender's making. Names stored
-    /// before this rule keep working; they are refused when written again.
+    /// Whether <paramref name="name"/> is free of control characters (line breaks, tabs, escapes, C1 controls) and of
+    /// Unicode's line and paragraph separators (U+2028, U+2029), as model names are: names are written into logs, where a
+    /// line break would start a line of the sender's making. Names stored before this rule keep working; they are refused
+    /// when written again.
     /// </summary>
-    public static bool HasNoControlCharacters(string? name) => name is null || !name.Any(char.IsControl);
+    public static bool HasNoControlCharacters(string? name) => name is null || !name.Any(BreaksALine);
+
+    /// <summary>A control character, or a character that some log viewers show as a line break (U+2028, U+2029).</summary>
+    public static bool BreaksALine(char c) => char.IsControl(c) || c is '\u2028' or '\u2029';
 
     /// <summary>
     /// Whether <paramref name="name"/> is at most <paramref name="maxLength"/> characters, as sent (trimmed) and as

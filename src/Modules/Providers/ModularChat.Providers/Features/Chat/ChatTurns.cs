@@ -70,7 +70,7 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
             .WithMessage(r => $"'content' may be at most {max} characters (was {r.Content!.Length}).").WithErrorCode(BuildingBlocks.Validation.Limits.ErrorCode);
         RuleFor(r => r.Provider).Must(p => p is null || !string.IsNullOrWhiteSpace(p)).WithMessage("'provider' must not be blank when given.");
         RuleFor(r => r.Model).Must(m => m is null || (!string.IsNullOrWhiteSpace(m) && m.Length <= 200)).WithMessage("'model' must be a model name of at most 200 characters.");
-        RuleFor(r => r.Model).Must(m => m is null || !m.Any(char.IsControl)).WithMessage("'model' must not contain control characters (line breaks, tabs, ...).");
+        RuleFor(r => r.Model).Must(ProviderSettings.HasNoControlCharacters).WithMessage("'model' must not contain control characters (line breaks, tabs, ...).");
         RuleFor(r => r.ToolServers).Must(s => s is null || s.All(n => !string.IsNullOrWhiteSpace(n))).WithMessage("'toolServers' must hold server names.");
         // A tenant has at most that many servers, so more names could never all be known.
         var servers = mcp.Value.MaxServersPerTenant;

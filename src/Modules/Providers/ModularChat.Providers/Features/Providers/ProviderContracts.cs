@@ -101,7 +101,7 @@ internal abstract class ProviderFieldsValidator<T> : AbstractValidator<T>
         foreach (var (field, rule) in new[] { ("chatModel", RuleFor(r => r.ChatModel)), ("summaryModel", RuleFor(r => r.SummaryModel)), ("embeddingModel", RuleFor(r => r.EmbeddingModel)) })
         {
             rule.Must(m => m is null || m.Trim().Length <= o.MaxModelLength).WithMessage($"'{field}' may be at most {o.MaxModelLength} characters.").AsLimit();
-            rule.Must(m => m is null || !m.Any(char.IsControl)).WithMessage($"'{field}' must not contain control characters (line breaks, tabs, ...).");
+            rule.Must(ProviderSettings.HasNoControlCharacters).WithMessage($"'{field}' must not contain control characters (line breaks, tabs, ...).");
         }
 
         RuleFor(r => r.ApiKey).Must(k => k is null || k.Length <= o.MaxApiKeyLength)
