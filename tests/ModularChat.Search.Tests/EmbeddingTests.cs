@@ -440,26 +440,18 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
     private Task<int> AttemptsAsync(string tenant)
         => ExecuteAsync<int>("select coalesce(max(attempts), 0) from modularchat.mc_search_pending where tenant_id = $1", tenant);
 
-    /// <summary>The first two columns of the first row.</summary>
+    /// <summary>The first two columns of the only row.</summary>
     private async Task<(T1, T2)> QueryRowAsync<T1, T2>(string sql, params object[] parameters)
-    {
-        await using var connection = await app.OpenConnectionAsync();
-        await using var command = new NpgsqlCommand(sql, connection);
-        foreach (var parameter in parameters)
-        {
-            command.Parameters.Add(new NpgsqlParameter { Value = parameter });
-        }
-
-        await using var reader = await command.ExecuteReaderAsync();
-        Assert.True(await reader.ReadAsync());
-        return (reader.GetFieldValue<T1>(0), reader.GetFieldValue<T2>(1));
-    }
+        => Assert.Single(await RowsAsync(sql, parameters, reader => (reader.GetFieldValue<T1>(0), reader.GetFieldValue<T2>(1))));
 
     /// <summary>The first column of the first row.</summary>
     private async Task<T> ExecuteAsync<T>(string sql, params object[] parameters) => (await QueryAsync<T>(sql, parameters))[0];
 
     /// <summary>The first column of every row.</summary>
-    private async Task<List<T>> QueryAsync<T>(string sql, params object[] parameters)
+    private Task<List<T>> QueryAsync<T>(string sql, params object[] parameters) => RowsAsync(sql, parameters, reader => reader.GetFieldValue<T>(0));
+
+    /// <summary>Every row, as <paramref name="row"/> reads it.</summary>
+    private async Task<List<T>> RowsAsync<T>(string sql, object[] parameters, Func<NpgsqlDataReader, T> row)
     {
         await using var connection = await app.OpenConnectionAsync();
         await using var command = new NpgsqlCommand(sql, connection);
@@ -472,7 +464,7 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
         await using var reader = await command.ExecuteReaderAsync();
         while (await reader.ReadAsync())
         {
-            values.Add(reader.GetFieldValue<T>(0));
+            values.Add(row(reader));
         }
 
         return values;

@@ -260,6 +260,5 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
     private static bool AsciiValues(Dictionary<string, string>? entries)
         => entries is null || entries.Values.All(v => v is null || v.All(char.IsAscii));
 
-    private static IEnumerable<string> Names(Dictionary<string, string>? plain, Dictionary<string, string>? secret)
-        => (plain?.Keys ?? Enumerable.Empty<string>()).Concat(secret?.Keys ?? Enumerable.Empty<string>());
+    private static IEnumerable<string> Names(Dictionary<string, string>? plain, Dictionary<string, string>? secret) => Keys(plain).Concat(Keys(secret));
 }
