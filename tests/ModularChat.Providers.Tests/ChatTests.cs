@@ -824,20 +824,49 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
-    [Fact]
-    public async Task A_stream_request_answered_with_no_stream_at_all_answers_502_and_stores_nothing_but_the_user_message()
+    [Theory]
+    [InlineData("{}", "ended its stream without sending anything")]
+    [InlineData("""{"error":"this gateway has no model here (key sk-leaky-key-12123434)"}""", "reported an error instead of an answer: this gateway has no model here")]
+    public async Task A_stream_request_answered_with_no_stream_at_all_answers_502_and_stores_nothing_but_the_user_message(string answer, string why)
     {
         using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-leaky-key-12123434");
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody: """{"error":"this gateway has no model here"}"""), app.Model.Responder);
+        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody: answer), app.Model.Responder);
 
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} hi") };
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
-        var problem = await (await client.SendAsync(request)).ShouldBeProblem(502);
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        var problem = await response.ShouldBeProblem(502);
 
-        Assert.Contains("ended its stream without sending anything", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        // A gateway's error answered as plain JSON to a stream request used to be "a stream that ended without anything".
+        Assert.Contains(why, problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-leaky-key-12123434", body, StringComparison.Ordinal);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task An_error_a_gateway_answers_with_status_200_answers_502_with_its_words_and_stores_nothing_but_the_user_message()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "sk-leaky-key-56567878");
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply(RawBody:
+            """{"error":{"message":"Rate limit exceeded: free-models-per-day (key sk-leaky-key-56567878)","code":429}}"""), app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" });
+        var body = await response.Content.ReadAsStringAsync();
+        var problem = await response.ShouldBeProblem(502);
+
+        // It used to say "a chat completion without choices or with fields missing", without the gateway's reason.
+        var detail = problem.GetProperty("detail").GetString()!;
+        Assert.Equal("The model provider refused or failed the request.", problem.GetProperty("title").GetString());
+        Assert.Contains("Provider 'fake' (model 'fake-model') reported an error instead of an answer (429): Rate limit exceeded: free-models-per-day", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-leaky-key-56567878", body, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains("sk-leaky-key-56567878", StringComparison.Ordinal));
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 

@@ -390,6 +390,8 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     [Theory]
     [InlineData("<html><body>Sign in to the gateway</body></html>", "not JSON")]
     [InlineData("""{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"fake-model","choices":[]}""", "without choices")]
+    // A top-level "error" that is null is no error, and the JSON is no chat completion either.
+    [InlineData("""{"error":null}""", "without choices")]
     public async Task Testing_a_provider_that_answers_something_else_than_the_protocol_says_so(string body, string why)
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -404,6 +406,23 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Null(result.Error!.ProviderStatus);
         Assert.Contains("answered with something that is not an OpenAI-compatible response", result.Error.Message, StringComparison.Ordinal);
         Assert.Contains(why, result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Testing_a_provider_that_answers_an_error_with_status_200_reports_its_words()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var key = $"sk-test-gateway-{Guid.NewGuid():N}";
+        var provider = await client.AddProviderAsync(app.Model.BaseUrl, key);
+        using var _ = app.Model.AnswerFor(key, new FakeReply(RawBody:
+            $$$"""{"error":{"message":"No endpoints found for fake-model (key {{{key}}})","type":"not_found"}}"""));
+
+        var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+        // It used to say "a chat completion without choices or with fields missing".
+        Assert.False(result.Success);
+        Assert.Contains("reported an error instead of an answer (not_found): No endpoints found for fake-model", result.Error!.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(key[..8], result.Error.Message, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -45,13 +45,14 @@ internal sealed class ModelCallException(int status, string title, string detail
                     "The model provider refused or failed the request.",
                     $"Provider '{provider.Name}' (model '{model}') answered HTTP {result.Status}: {FirstLine(Redaction.Scrub(result.Message, secrets))}.{reason}",
                     result.Status);
-            case var _ when Inner<ModelStreamErrorException>(error) is { } streamed:
-                // The provider answered 200, streamed, then reported a failure in an event of the stream (OpenAI's
-                // {"error": {...}}): the answer is not complete, whatever came before.
-                return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider failed while answering.",
-                    $"Provider '{provider.Name}' (model '{model}') reported an error in its stream" +
-                    (streamed.Type is { Length: > 0 } type ? $" ({FirstLine(Redaction.Scrub(type, secrets))})" : "") +
-                    $": {FirstLine(Redaction.Scrub(streamed.Message, secrets))}.", null);
+            case var _ when Inner<ModelReportedErrorException>(error) is { } reported:
+                // The provider answered 200, then reported a failure: in an event of its stream (OpenAI's
+                // {"error": {...}}), so the answer is not complete whatever came before, or as the whole answer.
+                return new ModelCallException(StatusCodes.Status502BadGateway,
+                    reported.Streamed ? "The model provider failed while answering." : "The model provider refused or failed the request.",
+                    $"Provider '{provider.Name}' (model '{model}') reported an error {(reported.Streamed ? "in its stream" : "instead of an answer")}" +
+                    (reported.Type is { Length: > 0 } type ? $" ({FirstLine(Redaction.Scrub(type, secrets))})" : "") +
+                    $": {FirstLine(Redaction.Scrub(reported.Message, secrets))}.", null);
             case OperationCanceledException or TimeoutException:
                 return new ModelCallException(StatusCodes.Status504GatewayTimeout, "The model provider did not answer in time.",
                     $"Provider '{provider.Name}' (model '{model}') did not answer within the configured time (Providers:RequestTimeout).", null);

@@ -4,57 +4,101 @@ using System.Text.Json;
 namespace ModularChat.Providers.Clients;
 
 /// <summary>
-/// The provider reported an error inside a streamed answer (an event <c>data: {"error": {...}}</c>, as OpenAI sends when
-/// the model fails mid-stream); <see cref="Exception.Message"/> is the provider's own message, not yet scrubbed.
+/// The provider reported an error in an answer of status 200: inside a streamed answer (an event
+/// <c>data: {"error": {...}}</c>, as OpenAI sends when the model fails mid-stream), or as the whole body of a plain one
+/// (as some gateways answer when the model behind them fails or a quota is spent); <see cref="Exception.Message"/> is the
+/// provider's own message, not yet scrubbed.
 /// </summary>
-internal sealed class ModelStreamErrorException(string message, string? type) : Exception(message)
+internal sealed class ModelReportedErrorException(string message, string? type, bool streamed) : Exception(message)
 {
     /// <summary>The error's <c>type</c> (or <c>code</c>), when it has one: <c>server_error</c>, ...</summary>
     public string? Type { get; } = type;
+
+    /// <summary>Whether it came in a stream (after some of the answer, perhaps), rather than as the whole answer.</summary>
+    public bool Streamed { get; } = streamed;
 }
 
 /// <summary>
-/// Makes an error event in a streamed chat completion fail the stream. The OpenAI client reads such an event as an update
-/// without choices and goes on (Microsoft.Extensions.AI passes it on as an update with no content), so the turn ended as
-/// if the model had finished, with whatever text came before. This policy watches the server-sent events of a successful
-/// <c>text/event-stream</c> response as the client reads them, and throws <see cref="ModelStreamErrorException"/> at the
-/// first event whose JSON has a top-level <c>error</c>.
+/// Makes an error reported in an answer of status 200 fail the call with the provider's own words. The OpenAI client reads
+/// an error event of a stream as an update without choices and goes on (Microsoft.Extensions.AI passes it on as an update
+/// with no content), so the turn ended as if the model had finished, with whatever text came before; and it reads a plain
+/// answer <c>{"error": {...}}</c> as a chat completion without choices, which said nothing of the provider's reason. This
+/// policy watches the server-sent events of a successful <c>text/event-stream</c> response as the client reads them, and
+/// looks into a successful buffered (plain) response, and throws <see cref="ModelReportedErrorException"/> at the first
+/// JSON with a top-level <c>error</c>.
 /// </summary>
 internal sealed class StreamedErrorPolicy : PipelinePolicy
 {
     public override void Process(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
     {
         ProcessNext(message, pipeline, currentIndex);
+        if (PlainAnswerToAStream(message) is { } response)
+        {
+            response.BufferContent();
+        }
+
         Watch(message);
     }
 
     public override async ValueTask ProcessAsync(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
     {
         await ProcessNextAsync(message, pipeline, currentIndex).ConfigureAwait(false);
+        if (PlainAnswerToAStream(message) is { } response)
+        {
+            await response.BufferContentAsync(message.CancellationToken).ConfigureAwait(false);
+        }
+
         Watch(message);
     }
 
+    /// <summary>
+    /// The response, when a stream was asked for and a successful plain JSON answer came: a gateway's error, as a rule. It
+    /// is read whole (the client then reads the copy), so that its words are not lost as "a stream that ended empty".
+    /// </summary>
+    private static PipelineResponse? PlainAnswerToAStream(PipelineMessage message)
+        => !message.BufferResponse && message.Response is { IsError: false } response
+            && ContentType(response)?.Contains("json", StringComparison.OrdinalIgnoreCase) == true
+            ? response
+            : null;
+
     private static void Watch(PipelineMessage message)
     {
-        if (message.Response is { IsError: false, ContentStream: { } stream } response
-            && response.Headers.TryGetValue("Content-Type", out var type)
-            && type?.TrimStart().StartsWith("text/event-stream", StringComparison.OrdinalIgnoreCase) == true)
+        if (message.Response is not { IsError: false } response)
+        {
+            return;
+        }
+
+        if (message.BufferResponse || PlainAnswerToAStream(message) is not null)
+        {
+            // The whole answer has been read: only one that names "error" is parsed.
+            var body = response.Content.ToMemory().Span;
+            if (body.IndexOf(StreamedErrorWatcher.ErrorName) >= 0 && StreamedErrorWatcher.Error(body, streamed: false) is { } error)
+            {
+                throw error;
+            }
+        }
+        else if (response.ContentStream is { } stream
+            && ContentType(response)?.TrimStart().StartsWith("text/event-stream", StringComparison.OrdinalIgnoreCase) == true)
         {
             response.ContentStream = new StreamedErrorWatcher(stream);
         }
     }
+
+    private static string? ContentType(PipelineResponse response)
+        => response.Headers.TryGetValue("Content-Type", out var type) ? type : null;
 }
 
 /// <summary>
 /// Passes a server-sent event stream through unchanged, reading its lines as they go by; a <c>data:</c> line holding a
-/// JSON object with an <c>error</c> property throws <see cref="ModelStreamErrorException"/>. Only lines that hold the
+/// JSON object with an <c>error</c> property throws <see cref="ModelReportedErrorException"/>. Only lines that hold the
 /// bytes <c>"error"</c> are parsed, and a line is kept only up to <see cref="MaxLine"/> bytes (an error event is short).
 /// </summary>
 internal sealed class StreamedErrorWatcher(Stream inner) : Stream
 {
     private const int MaxLine = 64 * 1024;
     private static readonly byte[] DataField = "data:"u8.ToArray();
-    private static readonly byte[] ErrorName = "\"error\""u8.ToArray();
+    /// <summary>The bytes a line (or a plain answer) must hold to be parsed at all.</summary>
+    internal static ReadOnlySpan<byte> ErrorName => "\"error\""u8;
 
     private readonly MemoryStream _line = new();
     private bool _lineTooLong;
@@ -138,7 +182,7 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
 
             var data = line[DataField.Length..];
             data = data.StartsWith(" "u8) ? data[1..] : data;
-            if (Error(data) is { } error)
+            if (Error(data, streamed: true) is { } error)
             {
                 throw error;
             }
@@ -150,7 +194,7 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
     }
 
     /// <summary>The error that <paramref name="data"/> reports, if it is a JSON object with an <c>error</c> property that is not null.</summary>
-    internal static ModelStreamErrorException? Error(ReadOnlySpan<byte> data)
+    internal static ModelReportedErrorException? Error(ReadOnlySpan<byte> data, bool streamed)
     {
         JsonDocument document;
         try
@@ -173,10 +217,10 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
 
             return error.ValueKind switch
             {
-                JsonValueKind.String => new ModelStreamErrorException(Text(error) ?? "", null),
-                JsonValueKind.Object => new ModelStreamErrorException(
-                    Text(error, "message") ?? error.GetRawText(), Text(error, "type") ?? Text(error, "code")),
-                _ => new ModelStreamErrorException(error.GetRawText(), null),
+                JsonValueKind.String => new ModelReportedErrorException(Text(error) ?? "", null, streamed),
+                JsonValueKind.Object => new ModelReportedErrorException(
+                    Text(error, "message") ?? error.GetRawText(), Text(error, "type") ?? Text(error, "code"), streamed),
+                _ => new ModelReportedErrorException(error.GetRawText(), null, streamed),
             };
         }
     }
