@@ -249,6 +249,43 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task The_summaries_command_reports_progress_while_its_jobs_retry_and_leaves_them_queued_for_the_service()
+    {
+        var tenant = ModularChatApp.NewUser("sweep-command");
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        await client.AppendEach(id, Api.Turns(1, 12));
+        await client.SummaryCovering(id, 10);
+
+        // The command summarizes this tenant with a model where nothing listens: its job fails and waits for its retry.
+        var (exit, output) = await app.RunHostCommandAsync(
+            new Dictionary<string, string>
+            {
+                ["Summaries__Sweep__JobWait"] = "00:00:06",
+                ["Summaries__Variants__unreachable__Summarizer"] = "llm",
+                [$"Summaries__TenantVariants__{tenant}"] = "unreachable",
+                ["Summaries__Llm__Endpoint"] = "http://127.0.0.1:9/v1",
+                ["Summaries__Llm__ApiKey"] = "unused-key",
+                ["Summaries__Llm__Model"] = "unused-model",
+                ["OutboundNetwork__AllowPrivateNetworks"] = "true",
+            },
+            "summaries", "--resummarize", "--tenant", tenant);
+
+        // It used to print nothing until the job's wait was over.
+        Assert.True(exit != 0, output);
+        // Once when the job is queued, then at least once while it waits (every half of the 6 s wait at most).
+        var waiting = output.Split('\n').Count(l => l.Contains("examined 1, queued 1, done 0, waiting for 1, not done in time 0", StringComparison.Ordinal));
+        Assert.True(waiting >= 2, output);
+        Assert.Contains("1 conversations examined, 1 queued, 0 done, 1 not done in time", output, StringComparison.Ordinal);
+        Assert.Contains("stay queued: the service's nodes carry them on", output, StringComparison.Ordinal);
+
+        // This fixture's node carries the job on, with its own settings (no model for this tenant).
+        var rebuilt = await Eventually.Until(() => client.CurrentSummary(id), s => s?.Reason == "resummarize",
+            seconds: Eventually.BackgroundSeconds, what: "the summary rebuilt by the job the command left queued");
+        Assert.Equal((1L, 12L), (rebuilt!.FromSequence, rebuilt.ToSequence));
+    }
+
+    [Fact]
     public async Task A_sweep_finds_nothing_to_do_when_every_summary_is_current()
     {
         var tenant = ModularChatApp.NewUser();

@@ -32,7 +32,8 @@ public sealed class SummariesCommand : JasperFxAsyncCommand<SummariesInput>
         {
             var sweep = host.Services.GetRequiredService<SummarySweep>();
             var result = await sweep.RunAsync(new SweepRequest(input.ResummarizeFlag, input.TenantFlag), p =>
-                Console.WriteLine($"examined {p.Examined}, queued {p.Queued}, done {p.Finished}, not done in time {p.Unfinished}"), CancellationToken.None);
+                Console.WriteLine($"examined {p.Examined}, queued {p.Queued}, done {p.Finished}, waiting for {p.Waiting}, not done in time {p.Unfinished}"),
+                CancellationToken.None);
             if (!result.Ran)
             {
                 Console.Error.WriteLine("Another node is sweeping right now: try again when it has finished.");
@@ -41,6 +42,12 @@ public sealed class SummariesCommand : JasperFxAsyncCommand<SummariesInput>
 
             Console.WriteLine($"sweep {result.SweepId} finished in {result.Duration.TotalSeconds:0.0} s: {result.Examined} conversations examined, " +
                               $"{result.Queued} queued, {result.Finished} done, {result.Unfinished} not done in time (still queued, retrying or failed)");
+            if (result.Unfinished > 0)
+            {
+                Console.WriteLine("The jobs not done in time stay queued: the service's nodes carry them on (at once, or at the start of " +
+                                  "the next one), and a job that keeps failing ends among the dead letters (GET /api/admin/summaries/failures).");
+            }
+
             return result.Unfinished == 0;
         }
         finally

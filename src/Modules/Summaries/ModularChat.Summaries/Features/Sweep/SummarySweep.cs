@@ -23,7 +23,8 @@ public sealed record SweepRequest(bool Resummarize = false, string? TenantId = n
 /// <param name="Queued">Jobs queued.</param>
 /// <param name="Finished">Queued jobs seen done.</param>
 /// <param name="Unfinished">Queued jobs not seen done within the wait (still queued, retrying or dead-lettered).</param>
-public sealed record SweepProgress(long Examined, long Queued, long Finished, long Unfinished);
+/// <param name="Waiting">Queued jobs the sweep is still waiting for.</param>
+public sealed record SweepProgress(long Examined, long Queued, long Finished, long Unfinished, long Waiting);
 
 /// <summary>A sweep's outcome; <see cref="Ran"/> is false when another node was sweeping.</summary>
 public sealed record SweepResult(bool Ran, Guid SweepId, bool Resummarize, long Examined, long Queued, long Finished, long Unfinished, DateTimeOffset StartedAt, TimeSpan Duration);
@@ -46,6 +47,9 @@ public sealed partial class SummarySweep(
     internal const long LockKey = 0x53554D5357454550;
 
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Longest time between two progress reports while jobs are awaited (half the job wait when that is shorter).</summary>
+    private static readonly TimeSpan MaxReportInterval = TimeSpan.FromSeconds(10);
 
     public async Task<SweepResult> RunAsync(SweepRequest request, Action<SweepProgress>? report, CancellationToken cancellationToken)
     {
@@ -107,7 +111,7 @@ public sealed partial class SummarySweep(
                     var (done, late) = await SettleAsync(inFlight, sweepId, wait: true, cancellationToken);
                     finished += done;
                     unfinished += late;
-                    report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+                    report?.Invoke(new SweepProgress(examined, queued, finished, unfinished, inFlight.Count));
                 }
 
                 await bus.PublishAsync(job, new DeliveryOptions { TenantId = tenant });
@@ -115,7 +119,7 @@ public sealed partial class SummarySweep(
                 queued++;
             }
 
-            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished, inFlight.Count));
         }
 
         while (inFlight.Count > 0)
@@ -123,10 +127,10 @@ public sealed partial class SummarySweep(
             var (done, late) = await SettleAsync(inFlight, sweepId, wait: true, cancellationToken);
             finished += done;
             unfinished += late;
-            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished));
+            report?.Invoke(new SweepProgress(examined, queued, finished, unfinished, inFlight.Count));
         }
 
-        return new SweepProgress(examined, queued, finished, unfinished);
+        return new SweepProgress(examined, queued, finished, unfinished, 0);
     }
 
     /// <summary>
@@ -280,6 +284,8 @@ public sealed partial class SummarySweep(
     private async Task<(int Done, int Late)> SettleAsync(
         Dictionary<(string Tenant, Guid Id), (SummarizeConversation Job, DateTimeOffset Deadline)> inFlight, Guid sweepId, bool wait, CancellationToken cancellationToken)
     {
+        // While jobs retry, nothing settles for up to the job wait: the progress is reported meanwhile all the same.
+        var reportAt = clock.GetUtcNow() + TimeSpan.FromTicks(Math.Min(MaxReportInterval.Ticks, options.Value.Sweep.JobWait.Ticks / 2));
         while (true)
         {
             var ids = inFlight.Keys.Select(k => k.Id).Distinct().ToArray();
@@ -310,7 +316,7 @@ public sealed partial class SummarySweep(
                 }
             }
 
-            if (done + late > 0 || !wait || inFlight.Count == 0)
+            if (done + late > 0 || !wait || inFlight.Count == 0 || now >= reportAt)
             {
                 return (done, late);
             }
