@@ -394,6 +394,42 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("no such tool", turn.Answer.Content);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_call_of_a_tool_when_none_were_offered_is_stored_as_failed_and_the_model_is_told(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "nothing to call", app.Model.Responder, new FakeToolCall("call_z", "search_web", """{"q":"x"}"""));
+
+        ChatTurnDto turn;
+        if (streamed)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} go") };
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
+            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+        }
+        else
+        {
+            turn = await client.ChatAsync(conversation, $"{marker} go");
+        }
+
+        Assert.Empty(app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The tool 'search_web' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.",
+            call.Result);
+        var result = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(("true", call.Result), (result.Metadata!["failed"], result.Content));
+        Assert.Equal("nothing to call", turn.Answer.Content);
+    }
+
     [Fact]
     public async Task A_tool_error_result_that_quotes_a_credential_reaches_the_model_and_the_conversation_without_it()
     {
