@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Security.Cryptography;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
@@ -96,6 +97,12 @@ public sealed class AuthenticationTests(ConversationsApp app)
     [InlineData("alice", "acme corp", null)] // accepted: white space inside
     [InlineData("alice", null, null)] // accepted: the subject is the tenant
     [InlineData("", null, "names no tenant")]
+    // Another tenant than "acme" that reads as "acme", or that breaks or turns a log line.
+    [InlineData("alice", "acme\u200B", "invisible or layout character (U+200B)")]
+    [InlineData("alice", "acme\u202Eevil", "invisible or layout character (U+202E)")]
+    [InlineData("alice", "a\u2028fail: forged", "invisible or layout character (U+2028)")]
+    [InlineData("alice\u2060", null, "invisible or layout character (U+2060)")] // the subject is the tenant
+    [InlineData("alice", "ACME Ünïcödé 株式会社", null)] // accepted: letters of any script
     public async Task A_token_whose_tenant_cannot_be_used_answers_401_saying_why(string subject, string? tenant, string? why)
     {
         var response = await Send(DevelopmentTokens.Create(app.Auth, subject, tenant));
@@ -129,6 +136,49 @@ public sealed class AuthenticationTests(ConversationsApp app)
         var problem = await (await Send(token)).ShouldBeProblem(401);
 
         Assert.Contains("'tenant' claim is empty", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("[]", "'tenant' claim is empty")]
+    [InlineData("null", "'tenant' claim is empty")]
+    [InlineData("true", "'tenant' claim is not a string (a boolean)")]
+    [InlineData("4.2", "'tenant' claim is not a string (a number with a fraction)")]
+    [InlineData("""{"id":"acme"}""", "'tenant' claim is not a string (a JSON object or list)")]
+    [InlineData("42", null)] // accepted: a whole number, as some issuers write organization ids
+    public async Task A_token_whose_tenant_claim_is_no_text_answers_401_instead_of_becoming_its_subject_s_tenant_or_the_values_text(string tenant, string? why)
+    {
+        var subject = ModularChatApp.NewUser("alice");
+        var response = await Send(Signed($$"""{"sub":"{{subject}}","tenant":{{tenant}}}"""));
+
+        // It used to take [] and null for no claim (the subject became the tenant) and true, 4.2 or the object as text.
+        if (why is null)
+        {
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var created = await app.Host.Server.CreateClient().SendAsync(new HttpRequestMessage(HttpMethod.Post, "/api/conversations")
+            {
+                Headers = { Authorization = new AuthenticationHeaderValue("Bearer", Signed($$"""{"sub":"{{subject}}","tenant":{{tenant}}}""")) },
+                Content = JsonContent.Create(new { title = "numbered" }),
+            });
+            Assert.Equal(HttpStatusCode.Created, created.StatusCode);
+            var listed = await (await Send(app.Token(subject, tenant))).Content.ReadAsStringAsync();
+            Assert.Contains("numbered", listed, StringComparison.Ordinal); // the tenant "42", as if written "42"
+            return;
+        }
+
+        var problem = await response.ShouldBeProblem(401);
+        Assert.Contains(why, problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+    }
+
+    /// <summary>A token with exactly <paramref name="claims"/> (JSON) besides the issuer, audience and expiry, signed with the service's key.</summary>
+    private string Signed(string claims)
+    {
+        var payload = System.Text.Json.Nodes.JsonNode.Parse(claims)!.AsObject();
+        payload["iss"] = app.Auth.Issuer;
+        payload["aud"] = app.Auth.Audience;
+        payload["exp"] = DateTimeOffset.UtcNow.AddMinutes(5).ToUnixTimeSeconds();
+        var unsigned = Base64UrlEncoder.Encode("""{"alg":"HS256","typ":"JWT"}""") + "." + Base64UrlEncoder.Encode(payload.ToJsonString());
+        var signature = HMACSHA256.HashData(app.Auth.SigningKeyBytes()!, System.Text.Encoding.ASCII.GetBytes(unsigned));
+        return unsigned + "." + Base64UrlEncoder.Encode(signature);
     }
 
     [Fact]

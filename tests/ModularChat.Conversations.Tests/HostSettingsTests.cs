@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -45,6 +46,28 @@ public sealed class HostSettingsTests(ConversationsApp app)
 
         Assert.Contains(Exceptions.Flatten(error), e => e is InvalidOperationException && e.Message.Contains($"'{setting}'", StringComparison.Ordinal));
         Assert.DoesNotContain("secret-1", error.ToString(), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("Auth:SigningKey", PublishedKeys.ComposeSigningKey)] // anyone could sign a token for any tenant, as an operator
+    [InlineData("DataProtection:MasterKey", PublishedKeys.ComposeMasterKey)] // anyone reading the database could decrypt its API keys
+    public async Task A_key_published_in_docker_compose_stops_the_start_outside_development_without_being_printed(string setting, string key)
+    {
+        // The keys refused are the ones docker-compose.yml falls back to.
+        var root = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(root.FullName, "ModularChat.sln")))
+        {
+            root = root.Parent!;
+        }
+
+        Assert.Contains($":-{key}}}", await File.ReadAllTextAsync(Path.Combine(root.FullName, "docker-compose.yml")), StringComparison.Ordinal);
+
+        // This fixture's hosts run in the "Testing" environment, as a staging or production node would not be Development.
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { [setting] = $" {key}" }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is Microsoft.Extensions.Options.OptionsValidationException
+            && e.Message.Contains($"'{setting}' is the key published in docker-compose.yml", StringComparison.Ordinal));
+        Assert.DoesNotContain(key, error.ToString(), StringComparison.Ordinal);
     }
 
     [Fact]

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Contracts;
 using ModularChat.Providers.Domain;
@@ -388,6 +389,8 @@ public sealed class SecretsTests(ProvidersApp app)
     [InlineData("Testing", "", false)]
     [InlineData("Production", "", false)]
     [InlineData("Production", "c2VjcmV0LW1hc3Rlci1rZXktb2YtMzItYnl0ZXMtISE=", true)]
+    [InlineData("Production", PublishedKeys.ComposeMasterKey, false)] // docker-compose.yml's, which anyone can read
+    [InlineData("Development", PublishedKeys.ComposeMasterKey, true)]
     public void A_master_key_is_required_outside_development(string environment, string masterKey, bool starts)
     {
         var rule = new MasterKeyRequired(new TestEnvironment { EnvironmentName = environment });

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Claims;
 using Microsoft.AspNetCore.Http;
 
@@ -40,8 +41,8 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
     /// <summary>
     /// Why <paramref name="tenantId"/> (a principal's, see <see cref="FromPrincipal"/>) cannot be used as a tenant id, or
     /// null when it can: there must be one, of at most <see cref="MaxTenantIdLength"/> characters, without control
-    /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier) nor white space at
-    /// either end.
+    /// characters (PostgreSQL cannot store a NUL, and the others have no place in an identifier), invisible or layout
+    /// characters (zero-width, bidirectional controls, line separators), nor white space at either end.
     /// </summary>
     /// <param name="tenantClaim">The claim the token's issuer names the tenant with, for the reason's wording.</param>
     public static string? Unusable(string? tenantId, string tenantClaim = TenantClaim) => tenantId switch
@@ -49,11 +50,19 @@ public sealed class TenantContext(IHttpContextAccessor accessor)
         null => $"it names no tenant: it needs a '{tenantClaim}' or '{SubjectClaim}' claim",
         { Length: > MaxTenantIdLength } => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') is longer than {MaxTenantIdLength} characters",
         _ when tenantId.Any(char.IsControl) => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') holds control characters",
+        // "acme" with a zero-width space or a right-to-left override would be another tenant that reads as "acme" (or as
+        // something else) wherever its id is shown, and a line separator starts a line of the sender's making in a log.
+        _ when tenantId.FirstOrDefault(Invisible) is var c && c != default
+            => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') holds an invisible or layout character (U+{(int)c:X4}): it would read as another tenant",
         // Taken as written, " acme" would be a tenant of its own, empty, beside "acme": a split nobody would notice.
         _ when char.IsWhiteSpace(tenantId[0]) || char.IsWhiteSpace(tenantId[^1])
             => $"its tenant ('{tenantClaim}', else '{SubjectClaim}') begins or ends with white space: it would be another tenant than '{tenantId.Trim()}'",
         _ => null,
     };
+
+    /// <summary>A formatting character (zero-width, bidirectional control, soft hyphen, ...) or a line or paragraph separator.</summary>
+    private static bool Invisible(char c) => CharUnicodeInfo.GetUnicodeCategory(c)
+        is UnicodeCategory.Format or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator;
 
     /// <summary>The tenant of a principal: its <c>tenant</c> claim, else its <c>sub</c>.</summary>
     public static string? FromPrincipal(ClaimsPrincipal? user)

@@ -1,5 +1,7 @@
 using System.Text;
 using FluentValidation;
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Host.Auth;
 
@@ -99,4 +101,13 @@ internal sealed class AuthOptionsValidator : AbstractValidator<AuthOptions>
     /// <summary>The authority as an absolute http(s) URL, else null.</summary>
     private static Uri? HttpUri(string? authority)
         => Uri.TryCreate(authority?.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "https" or "http" ? uri : null;
+}
+
+/// <summary>Outside Development, the signing key published in docker-compose.yml is refused (<see cref="PublishedKeys"/>): anyone could sign tokens with it.</summary>
+internal sealed class PublishedSigningKeyRefused(IHostEnvironment environment) : IValidateOptions<AuthOptions>
+{
+    public ValidateOptionsResult Validate(string? name, AuthOptions options)
+        => !environment.IsDevelopment() && PublishedKeys.IsPublished(options.SigningKey)
+            ? ValidateOptionsResult.Fail(PublishedKeys.Refusal($"{AuthOptions.Section}:SigningKey", environment.EnvironmentName))
+            : ValidateOptionsResult.Success;
 }

@@ -1,8 +1,10 @@
 using System.Globalization;
 using System.Security.Claims;
+using System.Text.Json;
 using Microsoft.AspNetCore.Authentication.JwtBearer;
 using Microsoft.AspNetCore.Authorization;
 using Microsoft.Extensions.Options;
+using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Options;
@@ -16,6 +18,7 @@ internal static class AuthenticationSetup
     public static IServiceCollection AddModularChatAuthentication(this IServiceCollection services)
     {
         services.AddValidatedOptions<AuthOptions, AuthOptionsValidator>(AuthOptions.Section);
+        services.AddSingleton<IValidateOptions<AuthOptions>, PublishedSigningKeyRefused>();
         services.AddSingleton<IConfigureOptions<JwtBearerOptions>, ConfigureJwtBearer>();
         services.AddSingleton<IConfigureOptions<AuthorizationOptions>, ConfigureAuthorization>();
         services.AddAuthentication(JwtBearerDefaults.AuthenticationScheme).AddJwtBearer();
@@ -85,7 +88,8 @@ internal static class AuthenticationSetup
                 return Task.CompletedTask;
             }
 
-            var values = identity.FindAll(settings.TenantClaim).Select(c => c.Value).ToList();
+            var claims = identity.FindAll(settings.TenantClaim).ToList();
+            var values = claims.Select(c => c.Value).ToList();
             var named = values.Where(v => !string.IsNullOrWhiteSpace(v)).Distinct(StringComparer.Ordinal).ToList();
             if (settings.TenantClaim != TenantContext.TenantClaim)
             {
@@ -100,9 +104,7 @@ internal static class AuthenticationSetup
                 }
             }
 
-            // A blank value names no tenant: taken for none, the caller became the tenant of its subject (a list that begins
-            // with one, ["", "acme"], too), which Auth:RequireTenantClaim is there to prevent.
-            var reason = values.Any(string.IsNullOrWhiteSpace) ? $"its '{settings.TenantClaim}' claim is empty: it names no tenant" : named.Count switch
+            var reason = ClaimProblem(context.SecurityToken, claims, settings.TenantClaim) ?? named.Count switch
             {
                 > 1 => $"it names {named.Count} tenants ('{settings.TenantClaim}'): a caller acts for one",
                 0 when settings.RequireTenantClaim => $"it has no '{settings.TenantClaim}' claim, which names the tenant (Auth:RequireTenantClaim)",
@@ -114,6 +116,46 @@ internal static class AuthenticationSetup
             }
 
             return Task.CompletedTask;
+        }
+
+        /// <summary>Why the tenant claim's values (<paramref name="claims"/>) name no usable tenant, whatever they say; null when they may.</summary>
+        private static string? ClaimProblem(SecurityToken? token, List<Claim> claims, string name)
+        {
+            // A blank value names no tenant: taken for none, the caller became the tenant of its subject (a list that begins
+            // with one, ["", "acme"], too), which Auth:RequireTenantClaim is there to prevent. An empty list or a null is no
+            // claim at all to the token handler: the subject became the tenant the same way.
+            if (claims.Any(c => string.IsNullOrWhiteSpace(c.Value)) || (claims.Count == 0 && HasPayloadProperty(token, name)))
+            {
+                return $"its '{name}' claim is empty: it names no tenant";
+            }
+
+            // true, 4.2 or {"id": "acme"} taken as text would be a tenant of the token handler's wording, not the issuer's.
+            return claims.FirstOrDefault(c => !IsText(c)) is { } odd
+                ? $"its '{name}' claim is not a string (a {Kind(odd)}): it must name the tenant as text"
+                : null;
+        }
+
+        /// <summary>A claim of text, or of a whole number (an issuer's numeric organization id reads the same either way).</summary>
+        private static bool IsText(Claim claim) => claim.ValueType is ClaimValueTypes.String or ClaimValueTypes.Integer or ClaimValueTypes.Integer32
+            or ClaimValueTypes.Integer64 or ClaimValueTypes.UInteger32 or ClaimValueTypes.UInteger64;
+
+        private static string Kind(Claim claim) => claim.ValueType switch
+        {
+            ClaimValueTypes.Boolean => "boolean",
+            ClaimValueTypes.Double => "number with a fraction",
+            _ => "JSON object or list",
+        };
+
+        /// <summary>Whether the token's payload has a property <paramref name="name"/>, of any value.</summary>
+        private static bool HasPayloadProperty(SecurityToken? token, string name)
+        {
+            if (token is not JsonWebToken jwt)
+            {
+                return false;
+            }
+
+            using var payload = JsonDocument.Parse(Base64UrlEncoder.DecodeBytes(jwt.EncodedPayload));
+            return payload.RootElement.ValueKind == JsonValueKind.Object && payload.RootElement.TryGetProperty(name, out _);
         }
 
         private static async Task WriteProblemAsync(JwtBearerChallengeContext context)

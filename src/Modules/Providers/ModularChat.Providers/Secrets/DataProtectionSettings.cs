@@ -1,6 +1,7 @@
 using FluentValidation;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Security;
 
 namespace ModularChat.Providers.Secrets;
 
@@ -55,11 +56,18 @@ internal sealed class DataProtectionSettingsValidator : AbstractValidator<DataPr
     }
 }
 
-/// <summary>Outside Development, the service refuses to start without a master key (stored keys would be readable by anyone who reads the database).</summary>
+/// <summary>
+/// Outside Development, the service refuses to start without a master key (stored keys would be readable by anyone who
+/// reads the database), or with the one published in docker-compose.yml (<see cref="PublishedKeys"/>).
+/// </summary>
 internal sealed class MasterKeyRequired(IHostEnvironment environment) : IValidateOptions<DataProtectionSettings>
 {
     public ValidateOptionsResult Validate(string? name, DataProtectionSettings options)
-        => environment.IsDevelopment() || !string.IsNullOrWhiteSpace(options.MasterKey)
+        => environment.IsDevelopment()
+            ? ValidateOptionsResult.Success
+            : PublishedKeys.IsPublished(options.MasterKey)
+            ? ValidateOptionsResult.Fail(PublishedKeys.Refusal($"{DataProtectionSettings.Section}:MasterKey", environment.EnvironmentName))
+            : !string.IsNullOrWhiteSpace(options.MasterKey)
             ? ValidateOptionsResult.Success
             : ValidateOptionsResult.Fail(
                 $"Configuration '{DataProtectionSettings.Section}:MasterKey' is required outside Development (environment '{environment.EnvironmentName}'): " +
