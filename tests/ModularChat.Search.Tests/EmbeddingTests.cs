@@ -1,5 +1,6 @@
 using System.Net;
 using System.Diagnostics.Metrics;
+using System.Text.Json;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
@@ -332,6 +333,44 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
         Assert.False(changed.UpToDate);
         // The worker queues the entries again (its model check), and the status is up to date once they are embedded.
         await Eventually.Until(client.SearchStatus, s => s.UpToDate && s.Embedded == 1, seconds: 60, what: "The status did not come back up to date");
+    }
+
+    [Fact]
+    public async Task An_entry_embedded_with_a_tenants_new_model_before_the_model_check_does_not_hide_the_change_from_it()
+    {
+        // A node of its own that checks a tenant's model only when a search first meets it, not every so often.
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>(FastCluster())
+        {
+            ["Search__Embeddings__ModelCheckInterval"] = "01:00:00",
+            ["OutboundNetwork__AllowPrivateNetworks"] = "true",
+            ["Providers__CacheDuration"] = "00:00:01",
+        });
+        app.OpenAi.Embedder = TopicEmbedding;
+        using var client = node.Client(app.Token(ModularChatApp.NewUser("model-change")));
+        var conversation = await client.StartConversation("model change", Message("I finally bought a car last week."));
+        var builtIn = (await client.WaitForIndexing(1)).Model;
+
+        // The tenant's model changes; the next entry is embedded with it before any check has queued the others again.
+        await (await client.PostJson("/api/providers", new
+        {
+            name = "fake-openai", kind = "openai-compatible", endpoint = app.OpenAi.BaseUrl.ToString(), chatModel = "fake-chat",
+            embeddingModel = "fake-embed-3", apiKey = "test-key",
+        })).ReadAs<JsonElement>(HttpStatusCode.Created);
+        await Eventually.Until(client.SearchStatus, s => s.Model != builtIn, what: "The node did not see the tenant's new model");
+        (await client.PostJson($"/api/conversations/{conversation}/messages", new { role = "user", content = "The recipe calls for two onions." }))
+            .EnsureSuccessStatusCode();
+        var afterNewEntry = await Eventually.Until(client.SearchStatus, s => s.Entries == 2 && s.Pending == 0 && s.Embedded == 1,
+            what: "The new entry was not embedded with the new model");
+
+        // Storing its vector used to record the new model as the one the tenant's vectors were made with: the check then
+        // found nothing changed, and the first entry stayed out of semantic search for good, with the status up to date.
+        Assert.False(afterNewEntry.UpToDate);
+        await client.Search("automobile"); // a search makes the node check the tenant's model
+        var status = await Eventually.Until(client.SearchStatus, s => s.UpToDate, seconds: 60, what: "The status did not come back up to date");
+        Assert.Equal((2L, 2L), (status.Entries, status.Embedded));
+        // The node's in-memory vectors follow the stored ones within a moment.
+        await Eventually.Until(async () => await (await client.GetAsync("/api/search?q=automobile&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK),
+            r => r.Hits.Count > 0 && r.Hits[0].Snippet.Contains("car", StringComparison.Ordinal), seconds: 20, what: "Semantic search did not find the first entry");
     }
 
     [Fact]

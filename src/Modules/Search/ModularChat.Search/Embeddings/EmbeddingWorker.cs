@@ -591,9 +591,12 @@ internal sealed partial class EmbeddingWorker(
         dequeue.Parameters.AddRange(ClaimParameters(processed));
         batch.BatchCommands.Add(dequeue);
 
+        // The tenant's first vectors record the model they are made with. Later ones leave the record as it is: it says which
+        // model the tenant's vectors were all last queued for, and only the model check, which queues them all again for
+        // the model of now, may change it (a vector of the new model stored first made the check find nothing changed).
         var noteModel = new NpgsqlBatchCommand($"""
             insert into {schema.Models} (tenant_id, model, checked_at) values ($1, $2, now())
-            on conflict (tenant_id) do update set model = excluded.model, checked_at = excluded.checked_at
+            on conflict (tenant_id) do nothing
             """);
         noteModel.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         noteModel.Parameters.Add(new NpgsqlParameter { Value = model });
