@@ -102,6 +102,12 @@ if (args.Length == 0)
     return 0;
 }
 
+if (await ProjectionsCommandGuard.RefusalAsync(app.Services, args) is { } refusal)
+{
+    await Console.Error.WriteLineAsync(refusal);
+    return 1;
+}
+
 return await app.RunJasperFxCommands(TokenCommand.MergeRepeatedRoles(args));
 
 /// <summary>The entry point, visible to integration tests.</summary>

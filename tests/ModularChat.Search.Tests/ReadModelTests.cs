@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Contracts;
 using ModularChat.Summaries.Contracts;
@@ -141,6 +142,10 @@ public sealed class ReadModelTests(SearchApp app)
         pause.PauseAgent(agent);
         await agents.ApplyRestrictionsAsync(pause, CancellationToken.None);
         await agents.StopLocallyAsync(agent);
+        // And the node leaves the node list (its heartbeat stopped), as a stopped service does: the command refuses to run
+        // beside a live node.
+        var heartbeat = app.Host.Services.GetServices<IHostedService>().Single(s => s.GetType().Name == "NodeHeartbeat");
+        await heartbeat.StopAsync(CancellationToken.None);
         try
         {
             Assert.DoesNotContain(agent, agents.AllRunningAgentUris());
@@ -151,6 +156,7 @@ public sealed class ReadModelTests(SearchApp app)
         }
         finally
         {
+            await heartbeat.StartAsync(CancellationToken.None);
             var resume = new AgentRestrictions([.. pause.Current]);
             resume.RestartAgent(agent);
             await agents.ApplyRestrictionsAsync(resume, CancellationToken.None);

@@ -1,0 +1,28 @@
+using static ModularChat.Search.Tests.Api;
+
+namespace ModularChat.Search.Tests;
+
+/// <summary>The command line's projection commands beside running nodes.</summary>
+[Collection(AppCollection.Name)]
+public sealed class ProjectionCommandTests(SearchApp app)
+{
+    [Fact]
+    public async Task The_command_lines_rebuild_is_refused_while_nodes_run_and_their_indexing_goes_on()
+    {
+        // This fixture's node runs (and has written its row of the node list) on the database the command is given.
+        var (exit, output) = await app.RunHostCommandAsync(null, "projections", "rebuild", "-p", "SearchEntries");
+
+        // It used to rebuild beside the running node, whose search projection then stopped for good (out of order).
+        Assert.True(exit == 1, output);
+        Assert.Contains("node(s) of this deployment are running", output, StringComparison.Ordinal);
+        Assert.Contains("POST /api/admin/search/rebuild", output, StringComparison.Ordinal);
+        using var client = app.Client(ModularChatApp.NewUser("after-refused-rebuild"));
+        await client.StartConversation("after", Message("the lighthouse keeper wound the clock"));
+        await Eventually.Until(() => client.KeywordMatches("lighthouse"), n => n == 1, what: "The running node did not index after the refused rebuild");
+
+        // Listing the projections writes nothing: it runs.
+        var (listed, list) = await app.RunHostCommandAsync(null, "projections", "list");
+        Assert.True(listed == 0, list);
+        Assert.Contains("SearchEntries", list, StringComparison.Ordinal);
+    }
+}
