@@ -76,6 +76,31 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task Reading_the_context_of_conversations_that_do_not_exist_leaves_nothing_in_redis()
+    {
+        var user = ModularChatApp.NewUser("made-up-ids");
+        using var client = app.Client(user);
+        var ids = Enumerable.Range(0, 5).Select(_ => Guid.NewGuid()).ToList();
+        foreach (var id in ids)
+        {
+            foreach (var budget in new[] { 500, 3000, 100_000 })
+            {
+                await (await client.GetAsync($"/api/conversations/{id}/context?maxTokens={budget}")).ShouldBeProblem(404);
+            }
+        }
+
+        // Each made-up id used to leave its generation (kept a day), the list of its entries and a cached "not found" per
+        // budget window in the Redis every tenant shares: a caller could fill it with reads.
+        await Task.Delay(500); // HybridCache writes to Redis after it answers
+        Assert.Equal(0, await KeysInRedis($"modularchat:*{user}*"));
+
+        // One that exists has its context cached as before.
+        var (real, _) = await ConversationWith(client, 2);
+        (await client.GetAsync($"/api/conversations/{real}/context")).EnsureSuccessStatusCode();
+        await Eventually.Until(() => ContextKeysInRedis(user, real), n => n > 0, seconds: 30, what: "The context never reached Redis");
+    }
+
+    [Fact]
     public async Task A_second_node_sees_the_new_context_right_after_a_write_on_the_first()
     {
         await using var second = await app.StartHostAsync();
@@ -352,13 +377,16 @@ public sealed class ContextTests(ConversationsApp app)
     }
 
     /// <summary>How many of the conversation's cached contexts (any generation and budget) are in Redis.</summary>
-    private async Task<int> ContextKeysInRedis(string tenant, Guid conversationId, string rest = "*")
+    private Task<int> ContextKeysInRedis(string tenant, Guid conversationId, string rest = "*")
+        => KeysInRedis($"modularchat:ctx:conv:{tenant}:{conversationId:N}:{rest}");
+
+    private async Task<int> KeysInRedis(string pattern)
     {
         var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>();
         var found = 0;
         foreach (var endpoint in redis.GetEndPoints())
         {
-            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: $"modularchat:ctx:conv:{tenant}:{conversationId:N}:{rest}"))
+            await foreach (var _ in redis.GetServer(endpoint).KeysAsync(pattern: pattern))
             {
                 found++;
             }

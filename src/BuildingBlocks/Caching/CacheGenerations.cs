@@ -56,6 +56,11 @@ public sealed partial class CacheGenerations : IHostedService
         return ARGV[2]
         """;
 
+    // Deletes the generation if it is still ARGV[1] (nothing bumped it since it was read).
+    private const string DiscardScript = """
+        if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+        """;
+
     private const string TrackScript = """
         redis.call('SADD', KEYS[1], ARGV[1])
         redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -162,6 +167,15 @@ public sealed partial class CacheGenerations : IHostedService
         _local.TryUpdate(scope, local with { TouchedTicks = _clock.GetUtcNow().UtcTicks }, local);
         return local.Value;
     }
+
+    /// <summary>
+    /// Takes back the generation a read of <paramref name="scope"/> gave (<paramref name="generation"/>) when the resource
+    /// turned out not to exist, unless a change bumped it since: a read of every id, each made up, would otherwise leave a
+    /// key per id in the Redis every tenant shares for <see cref="GenerationLifetime"/>. The next read starts the scope at
+    /// a new random number, past nothing cached under this one.
+    /// </summary>
+    public Task DiscardAsync(string scope, long generation)
+        => _redis.TryAsync(async () => await Database.ScriptEvaluateAsync(DiscardScript, [_generationPrefix + scope], [generation]).ConfigureAwait(false));
 
     /// <summary>Marks <paramref name="scope"/> changed: every node's entries built before now stop being read.</summary>
     public async Task BumpAsync(string scope)

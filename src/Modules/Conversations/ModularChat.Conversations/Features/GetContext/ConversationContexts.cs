@@ -51,19 +51,36 @@ internal sealed class ConversationContexts(
         var tokens = WindowTokens(maxTokens);
         var built = false;
         var key = $"ctx:{scope}:g{generation}:w{tokens}:p{settings.TokensPerMessage}";
-        var cached = await cache.GetOrCreateAsync(
-            key,
-            async ct =>
-            {
-                built = true;
-                await generations.TrackAsync(scope, key, settings.CacheExpiration);
-                return await LoadWindowAsync(tenantId, conversationId, tokens, settings, cachedSummary: true, ct);
-            },
-            CacheEntry(settings),
-            cancellationToken: cancellationToken);
+        ContextWindow? cached; // null: an entry of an older build, which cached a conversation that did not exist
+        try
+        {
+            cached = await cache.GetOrCreateAsync<ContextWindow?>(
+                key,
+                async ct =>
+                {
+                    built = true;
+                    // A conversation that does not exist is not cached: every made-up id read would leave entries behind.
+                    var window = await LoadWindowAsync(tenantId, conversationId, tokens, settings, cachedSummary: true, ct)
+                        ?? throw new NoSuchConversationException();
+                    await generations.TrackAsync(scope, key, settings.CacheExpiration);
+                    return window;
+                },
+                CacheEntry(settings),
+                cancellationToken: cancellationToken);
+        }
+        catch (NoSuchConversationException)
+        {
+            metrics.CacheLookup("context", hit: false);
+            await generations.DiscardAsync(scope, generation);
+            return null;
+        }
+
         metrics.CacheLookup("context", hit: !built);
         return cached is null ? null : await AssembleAsync(tenantId, conversationId, maxTokens, null, cached, settings, cancellationToken);
     }
+
+    /// <summary>The factory's way of saying there is no such conversation (a value it returned would be cached).</summary>
+    private sealed class NoSuchConversationException : Exception;
 
     /// <summary>The budget of the window a context of <paramref name="maxTokens"/> is cut from: the next power of two, at least 1,024.</summary>
     internal static int WindowTokens(int maxTokens) => (int)Math.Min(int.MaxValue, Math.Max(1024u, BitOperations.RoundUpToPowerOf2((uint)maxTokens)));
