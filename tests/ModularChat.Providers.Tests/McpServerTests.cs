@@ -205,30 +205,56 @@ public sealed class McpServerTests(ProvidersApp app)
         })).EnsureSuccessStatusCode();
 
         // A stdio server is the program its command line runs: other arguments need the secret variables sent again.
+        const string api = "https://api.example.com";
         var stdio = await (await client.PostJson("/api/mcp-servers", new
         {
             name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
             secretEnvironment = new Dictionary<string, string> { ["VAULT_TOKEN"] = "vault-token-0123456789" },
         })).ReadAs<McpServerDto>(HttpStatusCode.Created);
         await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
         {
             name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll, "--verbose" },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
         })).ShouldNameField("secretEnvironment");
         var sameProgram = await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
         {
             name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
-            environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug" },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
         })).ReadAs<McpServerDto>(HttpStatusCode.OK);
         Assert.Equal(["VAULT_TOKEN"], sameProgram.SecretEnvironment.Keys);
-        // The same program sent through a proxy of someone else's, or trusting their certificates, is not the same either.
-        foreach (var (name, value) in new[] { ("HTTPS_PROXY", "http://127.0.0.1:8888"), ("https_proxy", "http://127.0.0.1:8888"), ("SSL_CERT_FILE", "/tmp/mine.pem") })
+        // Nor is the same program with other plain variables: one may tell it where to send the secret (its API's address,
+        // a proxy, a certificate file), and no list of such names is complete. Changed, added, removed, or a new secret value.
+        Dictionary<string, string>[] changes =
+        [
+            new() { ["API_BASE_URL"] = "http://127.0.0.1:8888" },
+            new() { ["API_BASE_URL"] = api, ["LOG_LEVEL"] = "debug" },
+            new() { ["API_BASE_URL"] = api, ["HTTPS_PROXY"] = "http://127.0.0.1:8888" },
+            new() { ["API_BASE_URL"] = api, ["SSL_CERT_FILE"] = "/tmp/mine.pem" },
+            new() { ["API_BASE_URL"] = api, ["API_TOKEN"] = "mine-0123456789" },
+            [],
+        ];
+        foreach (var environment in changes)
         {
-            await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+            var refused = await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
             {
-                name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
-                environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug", [name] = value },
-            })).ShouldNameField("secretEnvironment");
+                name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll }, environment,
+            });
+            var errors = (await refused.ShouldBeProblem(400)).GetProperty("errors");
+            Assert.Contains("when 'environment' changes", errors.GetProperty("secretEnvironment")[0].GetString(), StringComparison.Ordinal);
         }
+
+        var unchanged = await (await client.GetAsync($"/api/mcp-servers/{stdio.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(api, unchanged.Environment["API_BASE_URL"]);
+        Assert.Equal(["VAULT_TOKEN"], unchanged.SecretEnvironment.Keys);
+        // Sent again, they go with the new settings.
+        var moved = await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+        {
+            name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = "http://127.0.0.1:8888" },
+            secretEnvironment = new Dictionary<string, string> { ["VAULT_TOKEN"] = "for-there-0123456789" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal("...6789", moved.SecretEnvironment["VAULT_TOKEN"]);
     }
 
     [Fact]

@@ -163,15 +163,6 @@ internal static partial class McpServerRules
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*\*?$")]
     public static partial Regex AllowedEnvironmentEntry();
 
-    /// <summary>
-    /// Variables that send a program's network traffic elsewhere (proxies) or make it trust other servers (certificate
-    /// files, git's settings): changing them changes who receives what the program sends.
-    /// </summary>
-    public static bool RoutesTraffic(string name) => TrafficVariable().IsMatch(name);
-
-    [GeneratedRegex("(?i)^(HTTPS?_PROXY|ALL_PROXY|NO_PROXY|FTP_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_.*)$")]
-    private static partial Regex TrafficVariable();
-
     [GeneratedRegex("(?i)(auth|key|token|secret|password|passwd|credential|session|signature)")]
     private static partial Regex SecretName();
 
