@@ -150,6 +150,7 @@ internal sealed class McpConnector(
             _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
             McpListException listing => $"{where} did not list its tools: {listing.Message}",
             OperationCanceledException or TimeoutException => $"No answer from {where} within {timeout.TotalSeconds:0.#} s (Mcp:ConnectTimeout).",
+            _ when Inner<OutboundRefusedException>(error) is { } rule => $"Could not connect to {where}: {rule.Message}",
             _ when Inner<SocketException>(error) is { } socket => socket.SocketErrorCode switch
             {
                 SocketError.ConnectionRefused => $"The connection to {where} was refused: nothing is listening there.",
