@@ -452,6 +452,43 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_result_that_echoes_the_servers_secret_headers_reaches_the_model_and_the_conversation_without_them()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        const string key = "wk+9f3c2a7e1d5b<6"; // no shape the general scrubbing knows; JSON escapes '+' and '<'
+        const string bearer = "Bearer tok-7d1e4c9a2f6b";
+        (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "echo", transport = "streamable-http", url = app.Mcp.UnrulyUrl("echo-headers"),
+            headers = new Dictionary<string, string> { ["X-Client"] = "tests" },
+            secretHeaders = new Dictionary<string, string> { ["X-Api-Key"] = key, ["Authorization"] = bearer },
+        })).EnsureSuccessStatusCode();
+        // The model repeats what the tool said, as models do.
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("The tool said: " + request.Messages.Last(m => m?["role"]?.ToString() == "tool")!["content"])
+            : FakeReply.Calls(new FakeToolCall("call_h", "headers", "{}")), app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} which headers?" });
+        var body = await response.Content.ReadAsStringAsync();
+        var turn = await response.ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        // A successful result went on as the server wrote it (only results marked isError were scrubbed).
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.False(call.Failed);
+        Assert.Contains("X-Client: tests", call.Result, StringComparison.Ordinal); // the rest of the result is kept
+        Assert.Contains("X-Api-Key: ***", call.Result, StringComparison.Ordinal);
+        string[] leaks = [key, "wk\\u002B9f3c2a7e1d5b", "tok-7d1e4c9a2f6b"];
+        foreach (var leak in leaks)
+        {
+            Assert.DoesNotContain(leak, body, StringComparison.OrdinalIgnoreCase);
+            Assert.All(app.Model.Requests.Where(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)),
+                r => Assert.DoesNotContain(leak, r.Body.ToJsonString(), StringComparison.OrdinalIgnoreCase));
+            Assert.All(await client.MessagesAsync(conversation), m => Assert.DoesNotContain(leak, m.Content, StringComparison.OrdinalIgnoreCase));
+        }
+    }
+
+    [Fact]
     public async Task A_server_left_out_for_an_error_that_repeats_its_secret_is_logged_without_the_secret()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -205,30 +205,56 @@ public sealed class McpServerTests(ProvidersApp app)
         })).EnsureSuccessStatusCode();
 
         // A stdio server is the program its command line runs: other arguments need the secret variables sent again.
+        const string api = "https://api.example.com";
         var stdio = await (await client.PostJson("/api/mcp-servers", new
         {
             name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
             secretEnvironment = new Dictionary<string, string> { ["VAULT_TOKEN"] = "vault-token-0123456789" },
         })).ReadAs<McpServerDto>(HttpStatusCode.Created);
         await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
         {
             name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll, "--verbose" },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
         })).ShouldNameField("secretEnvironment");
         var sameProgram = await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
         {
             name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
-            environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug" },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = api },
         })).ReadAs<McpServerDto>(HttpStatusCode.OK);
         Assert.Equal(["VAULT_TOKEN"], sameProgram.SecretEnvironment.Keys);
-        // The same program sent through a proxy of someone else's, or trusting their certificates, is not the same either.
-        foreach (var (name, value) in new[] { ("HTTPS_PROXY", "http://127.0.0.1:8888"), ("https_proxy", "http://127.0.0.1:8888"), ("SSL_CERT_FILE", "/tmp/mine.pem") })
+        // Nor is the same program with other plain variables: one may tell it where to send the secret (its API's address,
+        // a proxy, a certificate file), and no list of such names is complete. Changed, added, removed, or a new secret value.
+        Dictionary<string, string>[] changes =
+        [
+            new() { ["API_BASE_URL"] = "http://127.0.0.1:8888" },
+            new() { ["API_BASE_URL"] = api, ["LOG_LEVEL"] = "debug" },
+            new() { ["API_BASE_URL"] = api, ["HTTPS_PROXY"] = "http://127.0.0.1:8888" },
+            new() { ["API_BASE_URL"] = api, ["SSL_CERT_FILE"] = "/tmp/mine.pem" },
+            new() { ["API_BASE_URL"] = api, ["API_TOKEN"] = "mine-0123456789" },
+            [],
+        ];
+        foreach (var environment in changes)
         {
-            await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+            var refused = await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
             {
-                name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
-                environment = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug", [name] = value },
-            })).ShouldNameField("secretEnvironment");
+                name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll }, environment,
+            });
+            var errors = (await refused.ShouldBeProblem(400)).GetProperty("errors");
+            Assert.Contains("when 'environment' changes", errors.GetProperty("secretEnvironment")[0].GetString(), StringComparison.Ordinal);
         }
+
+        var unchanged = await (await client.GetAsync($"/api/mcp-servers/{stdio.Id}")).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal(api, unchanged.Environment["API_BASE_URL"]);
+        Assert.Equal(["VAULT_TOKEN"], unchanged.SecretEnvironment.Keys);
+        // Sent again, they go with the new settings.
+        var moved = await (await client.PutJson($"/api/mcp-servers/{stdio.Id}", new
+        {
+            name = "local-2", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["API_BASE_URL"] = "http://127.0.0.1:8888" },
+            secretEnvironment = new Dictionary<string, string> { ["VAULT_TOKEN"] = "for-there-0123456789" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.OK);
+        Assert.Equal("...6789", moved.SecretEnvironment["VAULT_TOKEN"]);
     }
 
     [Fact]
@@ -478,6 +504,142 @@ public sealed class McpServerTests(ProvidersApp app)
         { """{"name":"x","transport":"streamable-http","url":"http://127.0.0.1:1/","secretHeaders":{"X-Key":"a","x-key":"b"}}""", "secretHeaders" },
         { """{"name":"x","transport":"stdio","command":"/bin/sh","secretEnvironment":{"1BAD":"v"}}""", "secretEnvironment" },
     };
+
+    [Theory]
+    [InlineData("environment", "GIT_CONFIG_COUNT", "1")] // git's settings as variables: core.fsmonitor, core.pager, ... run commands
+    [InlineData("secretEnvironment", "GIT_CONFIG_KEY_0", "core.fsmonitor")]
+    [InlineData("environment", "GIT_SSH_COMMAND", "sh -c id")]
+    [InlineData("environment", "SHELL", "/tmp/evil")]
+    [InlineData("environment", "EDITOR", "id")]
+    [InlineData("environment", "VISUAL", "id")]
+    [InlineData("environment", "PAGER", "id")]
+    [InlineData("environment", "GIT_PAGER", "id")]
+    [InlineData("environment", "MANPAGER", "id")]
+    [InlineData("environment", "LESSOPEN", "|id %s")]
+    [InlineData("environment", "LESSCLOSE", "id %s %s")]
+    [InlineData("environment", "SSH_ASKPASS", "/tmp/evil")]
+    [InlineData("environment", "GIT_ASKPASS", "/tmp/evil")]
+    [InlineData("environment", "SUDO_ASKPASS", "/tmp/evil")]
+    [InlineData("environment", "OPENSSL_CONF", "/tmp/evil.cnf")]
+    [InlineData("environment", "OPENSSL_MODULES", "/tmp")]
+    [InlineData("environment", "OPENSSL_ENGINES", "/tmp")]
+    [InlineData("environment", "LUA_INIT", "os.execute('id')")]
+    [InlineData("environment", "LUA_INIT_5_4", "os.execute('id')")]
+    [InlineData("environment", "LUA_PATH", "/tmp/?.lua")]
+    [InlineData("environment", "LUA_CPATH", "/tmp/?.so")]
+    [InlineData("environment", "PHPRC", "/tmp")]
+    [InlineData("environment", "PHP_INI_SCAN_DIR", "/tmp")]
+    [InlineData("environment", "BASHOPTS", "extdebug")]
+    [InlineData("environment", "SHELLOPTS", "xtrace")]
+    [InlineData("environment", "PROMPT_COMMAND", "id")]
+    [InlineData("environment", "PS4", "$(id)")]
+    [InlineData("environment", "HOME", "/tmp/evil")]
+    [InlineData("environment", "XDG_CONFIG_HOME", "/tmp/evil")]
+    [InlineData("environment", "BROWSER", "id")]
+    [InlineData("environment", "TAR_OPTIONS", "--to-command=id")]
+    [InlineData("environment", "JAVA_OPTS", "-javaagent:/tmp/evil.jar")]
+    [InlineData("environment", "KUBECONFIG", "/tmp/evil")]
+    [InlineData("environment", "RUSTC_WRAPPER", "/tmp/evil")]
+    [InlineData("environment", "GOFLAGS", "-toolexec=/tmp/evil")]
+    [InlineData("environment", "PERL5OPT", "-Mevil")]
+    [InlineData("environment", "PYTHONSTARTUP", "/tmp/evil.py")]
+    [InlineData("environment", "PYTHONPATH", "/tmp")]
+    [InlineData("environment", "NODE_OPTIONS", "--require /tmp/evil.js")]
+    [InlineData("environment", "RUBYOPT", "-r/tmp/evil")]
+    [InlineData("environment", "JAVA_TOOL_OPTIONS", "-javaagent:/tmp/evil.jar")]
+    [InlineData("secretEnvironment", "DOTNET_STARTUP_HOOKS", "/tmp/evil.dll")]
+    public async Task A_variable_that_makes_an_allowlisted_program_run_other_code_is_refused_naming_it(string field, string name, string value)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+
+        var response = await client.PostJson("/api/mcp-servers", new Dictionary<string, object>
+        {
+            ["name"] = "x", ["transport"] = "stdio", ["command"] = ProvidersApp.Dotnet, ["arguments"] = new[] { ProvidersApp.StdioServerDll },
+            [field] = new Dictionary<string, string> { ["LOG_LEVEL"] = "debug", [name] = value },
+        });
+
+        var errors = (await response.ShouldBeProblem(400)).GetProperty("errors");
+        Assert.Equal([field], errors.EnumerateObject().Select(e => e.Name));
+        Assert.Contains($"may not set {name}:", errors.GetProperty(field)[0].GetString(), StringComparison.Ordinal);
+        Assert.Empty(await (await client.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK));
+    }
+
+    [Fact]
+    public async Task Variables_that_only_configure_a_program_stay_allowed()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var environment = new Dictionary<string, string>
+        {
+            ["LOG_LEVEL"] = "debug", ["RUST_LOG"] = "info", ["API_BASE_URL"] = "https://api.example.com", ["GITHUB_HOST"] = "github.example.com",
+            ["HTTPS_PROXY"] = "http://proxy.example:3128", ["LANG"] = "C.UTF-8", ["TZ"] = "UTC", ["MANAGER_URL"] = "https://m.example.com",
+            ["LESSON"] = "1",
+        };
+
+        var server = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "x", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll }, environment,
+            secretEnvironment = new Dictionary<string, string> { ["GITHUB_TOKEN"] = "ghp-0123456789abcdef" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        Assert.Equal(environment.Keys.Order(), server.Environment.Keys.Order());
+    }
+
+    [Fact]
+    public async Task When_the_operator_lists_the_variables_stdio_programs_may_get_any_other_is_refused_when_stored_and_when_run()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var pidFile = Path.Combine(Path.GetTempPath(), $"mcp-env-{Guid.NewGuid():N}.pid");
+        // Stored before the operator listed the variables.
+        var before = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "before", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll, "--pid-file", pidFile },
+            environment = new Dictionary<string, string> { ["GREETING"] = "hello", ["LOG_FORMAT"] = "json" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        using var _ = app.AllowStdioEnvironment("GREETING", "MC_*");
+
+        var allowed = await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "allowed", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+            environment = new Dictionary<string, string> { ["GREETING"] = "hello", ["MC_REGION"] = "eu-west" },
+            secretEnvironment = new Dictionary<string, string> { ["MC_TOKEN"] = "mc-token-0123456789" },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var plain = await client.PostJson("/api/mcp-servers", new
+        {
+            name = "plain", transport = "stdio", command = ProvidersApp.Dotnet,
+            environment = new Dictionary<string, string> { ["GREETING"] = "hello", ["LOG_FORMAT"] = "json" },
+        });
+        var message = (await plain.ShouldBeProblem(400)).GetProperty("errors").GetProperty("environment")[0].GetString();
+        Assert.Equal(
+            "'environment' may not set LOG_FORMAT: stdio programs here may only be given GREETING, MC_* (Mcp:Stdio:AllowedEnvironment; " +
+            "names compared exactly, '*' ends a prefix).", message);
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "secret", transport = "stdio", command = ProvidersApp.Dotnet, secretEnvironment = new Dictionary<string, string> { ["API_TOKEN"] = "tok-0123456789" },
+        })).ShouldNameField("secretEnvironment");
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "case", transport = "stdio", command = ProvidersApp.Dotnet, environment = new Dictionary<string, string> { ["mc_region"] = "eu-west" },
+        })).ShouldNameField("environment"); // a program sees mc_region and MC_REGION as two variables
+
+        var ran = await (await client.PostAsync($"/api/mcp-servers/{allowed.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.True(ran.Success, ran.Error);
+        var refused = await (await client.PostAsync($"/api/mcp-servers/{before.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+        Assert.False(refused.Success);
+        Assert.Equal(
+            "The environment variable LOG_FORMAT is not one stdio programs may be given here (Mcp:Stdio:AllowedEnvironment). Remove it (PUT /api/mcp-servers/{id}).",
+            refused.Error);
+        Assert.False(File.Exists(pidFile), "the program was started");
+    }
+
+    [Fact]
+    public async Task An_allowed_environment_entry_that_is_no_variable_name_stops_the_start_naming_it()
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Mcp:Stdio:AllowedEnvironment:0"] = "GITHUB-*" }));
+
+        Assert.Contains(Exceptions.Flatten(error),
+            e => e is Microsoft.Extensions.Options.OptionsValidationException && e.Message.Contains("Mcp:Stdio:AllowedEnvironment", StringComparison.Ordinal)
+                && e.Message.Contains("GITHUB-*", StringComparison.Ordinal));
+    }
 
     [Fact]
     public async Task Settings_of_another_transport_are_refused_naming_the_field_and_nothing_is_stored()

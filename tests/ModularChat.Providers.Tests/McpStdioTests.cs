@@ -1,6 +1,9 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
+using Marten;
+using Microsoft.Extensions.DependencyInjection;
+using ModularChat.Providers.Domain;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -202,6 +205,58 @@ public sealed class McpStdioTests(ProvidersApp app)
             Assert.False(result.Success);
             Assert.DoesNotContain(Environment.CurrentDirectory, result.Error, StringComparison.Ordinal);
             Assert.Equal($"The program '{command}' could not be started: {why}.", result.Error);
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_server_stored_with_git_settings_in_its_environment_does_not_run_its_program_and_none_can_be_stored()
+    {
+        // An allowlisted wrapper that runs git (as many do, to find their repository): git takes its settings from
+        // GIT_CONFIG_COUNT/KEY_n/VALUE_n too, and core.fsmonitor is a command that 'git status' runs.
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var directory = Directory.CreateTempSubdirectory("mc-git-");
+        var ran = Path.Combine(directory.FullName, "ran");
+        var script = Path.Combine(directory.FullName, "server");
+        await File.WriteAllTextAsync(script,
+            "#!/bin/sh\nrepo=$(mktemp -d) && cd \"$repo\" && git init -q && git status >/dev/null 2>&1; cd /; rm -rf \"$repo\"\n" +
+            $"exec '{ProvidersApp.Dotnet}' '{ProvidersApp.StdioServerDll}'\n");
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        var environment = new Dictionary<string, string>
+        {
+            ["GIT_CONFIG_COUNT"] = "1", ["GIT_CONFIG_KEY_0"] = "core.fsmonitor", ["GIT_CONFIG_VALUE_0"] = $"touch '{ran}'; echo",
+        };
+        try
+        {
+            using var _ = app.AllowStdioCommands(script);
+            // As a version that did not refuse them stored it.
+            var id = Guid.CreateVersion7();
+            await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+            {
+                session.Store(new McpServerConnection
+                {
+                    Id = id, TenantId = user, Name = "git", NormalizedName = "git", Transport = McpTransports.Stdio, Command = script,
+                    Environment = new Dictionary<string, string>(environment), CreatedAt = DateTimeOffset.UtcNow,
+                });
+                await session.SaveChangesAsync();
+            }
+
+            var result = await (await client.PostAsync($"/api/mcp-servers/{id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+            Assert.False(File.Exists(ran), "git ran the command of core.fsmonitor");
+            Assert.False(result.Success);
+            Assert.Contains("The environment variable GIT_CONFIG_", result.Error, StringComparison.Ordinal);
+            Assert.Contains("is not allowed for stdio programs", result.Error, StringComparison.Ordinal);
+            await (await client.PostJson("/api/mcp-servers", new { name = "git-2", transport = "stdio", command = script, environment }))
+                .ShouldNameField("environment");
         }
         finally
         {

@@ -38,6 +38,32 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_name_whose_private_addresses_are_left_out_is_reported_by_the_rule_not_as_a_refused_connection()
+    {
+        // This machine's own name: loopback (where the fakes listen) and usually its interface's address too. Where the rule
+        // leaves out the private ones, the connection goes to the rest, if any, and nothing listens there either.
+        var name = Dns.GetHostName();
+        var user = ModularChatApp.NewUser();
+        using var allowed = app.Client(user);
+        var provider = await allowed.AddProviderAsync(new Uri($"http://{name}:{app.Model.BaseUrl.Port}/v1"), $"sk-own-{Guid.NewGuid():N}", name: "own");
+        var server = await allowed.AddMcpServerAsync("own", $"http://{name}:{app.Mcp.BaseUrl.Port}/mcp");
+
+        await using var strict = await app.StartHostAsync(new Dictionary<string, string?> { ["OutboundNetwork:AllowPrivateNetworks"] = "false" });
+        using var client = strict.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+
+        var tested = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        var listed = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // They said "the connection to vm:5392 was refused" and "nothing is listening there".
+        Assert.False(tested.Success);
+        Assert.Contains("(OutboundNetwork:AllowPrivateNetworks is off)", tested.Error!.Message, StringComparison.Ordinal);
+        Assert.False(listed.Success);
+        Assert.Contains("(OutboundNetwork:AllowPrivateNetworks is off)", listed.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain("nothing is listening", listed.Error, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_provider_stored_with_http_is_refused_when_connecting_once_http_is_turned_off()
     {
         var user = ModularChatApp.NewUser();

@@ -139,6 +139,32 @@ public sealed class ProvidersApp : ModularChatApp
         });
     }
 
+    /// <summary>
+    /// Sets Mcp:Stdio:AllowedEnvironment on the host to <paramref name="names"/> until disposed (the host's own option
+    /// instances, as <see cref="AllowStdioCommands"/> changes them).
+    /// </summary>
+    public IDisposable AllowStdioEnvironment(params string[] names)
+    {
+        var settings = new[]
+        {
+            Host.Services.GetRequiredService<IOptions<McpOptions>>().Value,
+            Host.Services.GetRequiredService<IOptionsMonitor<McpOptions>>().CurrentValue,
+        }.Distinct().ToArray();
+        var before = settings.Select(o => o.Stdio.AllowedEnvironment).ToArray();
+        foreach (var options in settings)
+        {
+            options.Stdio.AllowedEnvironment = [.. names];
+        }
+
+        return new Restore(() =>
+        {
+            for (var i = 0; i < settings.Length; i++)
+            {
+                settings[i].Stdio.AllowedEnvironment = before[i];
+            }
+        });
+    }
+
     /// <summary>The MCP timeouts under <see cref="ShortMcpTimeouts"/> (the messages the tests expect say "3 s").</summary>
     public static readonly TimeSpan ShortMcpTimeout = TimeSpan.FromSeconds(3);
 

@@ -27,4 +27,20 @@ public sealed class RedactionTests
     [InlineData("config GH=ghp_Zq8Rw2 and more", "config GH=ghp_Zq8Rw2 and more")] // not where the text was cut: no secret there
     public void A_text_cut_before_it_was_scrubbed_loses_the_part_of_a_secret_that_ran_past_the_cut(string cut, string expected)
         => Assert.Equal(expected, Redaction.ScrubCut(cut, ["ghp_Zq8Rw2Lm5Nx7"]));
+
+    [Fact]
+    public void A_result_loses_the_secrets_it_repeats_also_as_json_escapes_them_and_keeps_what_only_looks_like_a_credential()
+    {
+        const string text = """
+            def login(password: str, token = None): ...
+            X-Api-Key: k+ey<9f3c2a
+            {"X-Api-Key":"k\u002Bey\u003C9f3c2a"}
+            """;
+
+        Assert.Equal("""
+            def login(password: str, token = None): ...
+            X-Api-Key: ***
+            {"X-Api-Key":"***"}
+            """, Redaction.ScrubSecrets(text, ["k+ey<9f3c2a"]));
+    }
 }

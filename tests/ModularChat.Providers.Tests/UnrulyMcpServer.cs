@@ -99,6 +99,7 @@ internal static class UnrulyMcpServer
                 // A server that names the key it was sent in its error, as some do ("unknown workspace key ...").
                 "tools/list" when mode == "echo-key" => Error(id, -32000, $"unknown workspace key {context.Request.Headers["X-Api-Key"]}"),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
+                "tools/call" when mode == "echo-headers" => Result(id, EchoHeaders(context.Request.Headers)),
                 "tools/call" when mode == "leaky" => Result(id, new JsonObject
                 {
                     ["isError"] = true,
@@ -185,6 +186,31 @@ internal static class UnrulyMcpServer
         ["serverInfo"] = new JsonObject { ["name"] = "unruly-" + mode, ["version"] = "0.1" },
     });
 
+    /// <summary>
+    /// A successful result that repeats the request's headers, as debugging tools do: as text, as an embedded resource
+    /// holding them as JSON (which escapes some characters), and as structured content.
+    /// </summary>
+    private static JsonObject EchoHeaders(IHeaderDictionary headers)
+    {
+        var json = new JsonObject();
+        foreach (var (name, value) in headers)
+        {
+            json[name] = value.ToString();
+        }
+
+        return new JsonObject
+        {
+            ["content"] = new JsonArray(
+                new JsonObject { ["type"] = "text", ["text"] = string.Join("\n", headers.Select(h => $"{h.Key}: {h.Value}")) },
+                new JsonObject
+                {
+                    ["type"] = "resource",
+                    ["resource"] = new JsonObject { ["uri"] = "echo://headers", ["mimeType"] = "application/json", ["text"] = json.ToJsonString() },
+                }),
+            ["structuredContent"] = new JsonObject { ["headers"] = json },
+        };
+    }
+
     private static JsonObject ToolPage(string mode, string? cursor) => mode switch
     {
         // 300 tools, 100 a page.
@@ -196,6 +222,7 @@ internal static class UnrulyMcpServer
         "loop" => Page([Tool("loop_" + (cursor ?? "start"))], cursor == "a" ? "b" : "a"),
         "error" => Page([Tool("explode")], null),
         "leaky" => Page([Tool("leak")], null),
+        "echo-headers" => Page([Tool("headers")], null),
         "flood-call" => Page([Tool("flood")], null),
         "hang" => Page([Tool("sleepy")], null),
         "odd" => Page(

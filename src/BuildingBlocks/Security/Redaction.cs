@@ -1,3 +1,5 @@
+using System.Text.Encodings.Web;
+using System.Text.Json;
 using System.Text.RegularExpressions;
 
 namespace ModularChat.BuildingBlocks.Security;
@@ -28,6 +30,32 @@ public static partial class Redaction
         text = Bearer().Replace(text, "$1 " + Mask);
         text = OpenAiKey().Replace(text, "sk-" + Mask);
         return Credential().Replace(text, "$1$2" + Mask);
+    }
+
+    /// <summary>
+    /// Masks the given <paramref name="secrets"/> only, nothing else: for texts that are answers rather than errors (a tool's
+    /// result), where masking everything credential-shaped would also mask ordinary words (<c>password: str</c> in code).
+    /// A secret is also masked as JSON writes it inside a string (escaped), since such a text may be JSON that repeats it.
+    /// </summary>
+    public static string ScrubSecrets(string? text, IEnumerable<string?>? secrets)
+    {
+        if (string.IsNullOrEmpty(text))
+        {
+            return text ?? "";
+        }
+
+        var known = Scrubbed(secrets);
+        var forms = known
+            .Concat(known.Select(s => JsonEncodedText.Encode(s).Value))
+            .Concat(known.Select(s => JsonEncodedText.Encode(s, JavaScriptEncoder.UnsafeRelaxedJsonEscaping).Value))
+            .Distinct(StringComparer.Ordinal)
+            .OrderByDescending(s => s.Length);
+        foreach (var secret in forms)
+        {
+            text = text.Replace(secret, Mask, StringComparison.Ordinal);
+        }
+
+        return text;
     }
 
     /// <summary>

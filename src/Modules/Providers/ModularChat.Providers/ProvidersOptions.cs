@@ -1,5 +1,6 @@
 using System.Net;
 using FluentValidation;
+using ModularChat.Providers.Features.McpServers;
 using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers;
@@ -270,6 +271,13 @@ public sealed class McpStdioOptions
 
     /// <summary>Commands tenants may run, compared exactly (use full paths).</summary>
     public List<string> AllowedCommands { get; set; } = [];
+
+    /// <summary>
+    /// The environment variables tenants may give stdio programs (plain or secret): names, or prefixes ending in '*'
+    /// (<c>GITHUB_*</c>), compared exactly. Empty (the default): any name but those refused as changing what runs, which
+    /// are refused whatever this lists.
+    /// </summary>
+    public List<string> AllowedEnvironment { get; set; } = [];
 }
 
 internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
@@ -292,5 +300,8 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
         RuleFor(o => o.MaxToolsPerTurn).InclusiveBetween(0, 10_000);
         RuleFor(o => o.UnreachableRetryAfter).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
         RuleForEach(o => o.Stdio.AllowedCommands).NotEmpty().OverridePropertyName("Stdio.AllowedCommands");
+        RuleForEach(o => o.Stdio.AllowedEnvironment).Must(e => e is not null && McpServerRules.AllowedEnvironmentEntry().IsMatch(e))
+            .OverridePropertyName("Stdio.AllowedEnvironment")
+            .WithMessage("Mcp:Stdio:AllowedEnvironment entries are variable names (letters, digits, '_'), or their start followed by '*' (was '{PropertyValue}').");
     }
 }

@@ -3,6 +3,7 @@ using System.ClientModel;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Http;
 using ModularChat.BuildingBlocks.Security;
+using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers.Clients;
 
@@ -70,7 +71,7 @@ internal sealed class ModelCallException(int status, string title, string detail
                     $"{FirstLine(Redaction.Scrub(Describe(unreadable), secrets))}.", null);
             default:
                 var socket = Inner<SocketException>(error);
-                var detail = socket?.SocketErrorCode switch
+                var detail = Inner<OutboundRefusedException>(error) is { } rule ? rule.Message : socket?.SocketErrorCode switch
                 {
                     SocketError.ConnectionRefused => $"the connection to {provider.Endpoint.Authority} was refused.",
                     SocketError.HostNotFound or SocketError.NoData => $"the host {provider.Endpoint.Host} was not found.",

@@ -92,9 +92,15 @@ internal sealed class McpConnector(
             }
 
             // Refused when stored since; a server stored before keeps its settings but does not run with them.
-            if (server.Environment.Keys.Concat(server.SecretEnvironment.Keys).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } loader)
+            var names = server.Environment.Keys.Concat(server.SecretEnvironment.Keys).ToList();
+            if (names.FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } loader)
             {
-                throw new McpConnectException($"The environment variable {loader} is not allowed for stdio programs: it changes which code the program loads. Remove it (PUT /api/mcp-servers/{{id}}).");
+                throw new McpConnectException($"The environment variable {loader} is not allowed for stdio programs: it changes which code the program loads or which programs it runs. Remove it (PUT /api/mcp-servers/{{id}}).");
+            }
+
+            if (names.FirstOrDefault(n => !McpServerRules.AllowedByOperator(n, settings.Stdio.AllowedEnvironment)) is { } notAllowed)
+            {
+                throw new McpConnectException($"The environment variable {notAllowed} is not one stdio programs may be given here (Mcp:Stdio:AllowedEnvironment). Remove it (PUT /api/mcp-servers/{{id}}).");
             }
 
             // A minimal environment (PATH, HOME, ...) plus the server's own variables: never this service's configuration and keys.
@@ -144,6 +150,7 @@ internal sealed class McpConnector(
             _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
             McpListException listing => $"{where} did not list its tools: {listing.Message}",
             OperationCanceledException or TimeoutException => $"No answer from {where} within {timeout.TotalSeconds:0.#} s (Mcp:ConnectTimeout).",
+            _ when Inner<OutboundRefusedException>(error) is { } rule => $"Could not connect to {where}: {rule.Message}",
             _ when Inner<SocketException>(error) is { } socket => socket.SocketErrorCode switch
             {
                 SocketError.ConnectionRefused => $"The connection to {where} was refused: nothing is listening there.",

@@ -321,8 +321,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     text = string.Join("\n", result.Content.Select(Describe));
                     ok = result.IsError != true;
                     // The server's own words, as with a JSON-RPC error below: free of our secrets and of anything credential-shaped
-                    // before they reach the model, the turn's answer and the stored conversation.
-                    text = ok ? text : "The tool reported an error: " + Redaction.Scrub(text, session._connector.SecretValues(server));
+                    // before they reach the model, the turn's answer and the stored conversation. A result is free of the secrets
+                    // this server was given too (a tool that echoes its request's headers, or its environment), but keeps
+                    // what is only credential-shaped: that is the tool's answer ('password: str' in code it read).
+                    text = ok
+                        ? Redaction.ScrubSecrets(text, session._connector.SecretValues(server))
+                        : "The tool reported an error: " + Redaction.Scrub(text, session._connector.SecretValues(server));
                 }
                 catch (McpProtocolException e)
                 {

@@ -257,6 +257,7 @@ internal sealed partial class OutboundNetwork : IDisposable
         var host = context.DnsEndPoint.Host;
         var target = context.InitialRequestMessage.RequestUri;
         IPAddress[] addresses;
+        var skippedPrivate = false;
         if (proxy is not null && string.Equals(host, proxy.DnsSafeHost, StringComparison.OrdinalIgnoreCase) && context.DnsEndPoint.Port == proxy.Port)
         {
             // The operator's proxy, wherever it is. Every request's target was judged before it was sent (ProxiedTargets),
@@ -269,17 +270,20 @@ internal sealed partial class OutboundNetwork : IDisposable
             // turned off must not go on sending its key in clear text.
             if (!_options.CurrentValue.AllowHttp && target?.Scheme == Uri.UriSchemeHttp)
             {
-                throw new HttpRequestException(HttpRefused(host));
+                throw new OutboundRefusedException(HttpRefused(host));
             }
 
             addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancellationToken);
             if (!_options.CurrentValue.AllowPrivateNetworks)
             {
+                var all = addresses.Length;
                 addresses = addresses.Where(IsPublic).ToArray();
                 if (addresses.Length == 0)
                 {
-                    throw new HttpRequestException(PrivateRefused(host));
+                    throw new OutboundRefusedException(PrivateRefused(host));
                 }
+
+                skippedPrivate = addresses.Length < all;
             }
         }
 
@@ -289,12 +293,29 @@ internal sealed partial class OutboundNetwork : IDisposable
             await socket.ConnectAsync(addresses, context.DnsEndPoint.Port, cancellationToken);
             return new NetworkStream(socket, ownsSocket: true);
         }
+        catch (SocketException e) when (skippedPrivate)
+        {
+            // A name with private addresses too (a machine's own name: loopback and its interface's): "refused" alone would
+            // hide why the server listening on one of those was never tried.
+            socket.Dispose();
+            throw new OutboundRefusedException(
+                $"Connection to '{host}' failed at the public addresses of its name ({Reason(e)}); its loopback or private-network " +
+                "addresses were not tried (OutboundNetwork:AllowPrivateNetworks is off).", e);
+        }
         catch
         {
             socket.Dispose();
             throw;
         }
     }
+
+    private static string Reason(SocketException e) => e.SocketErrorCode switch
+    {
+        SocketError.ConnectionRefused => "the connection was refused",
+        SocketError.TimedOut => "connecting timed out",
+        SocketError.NetworkUnreachable or SocketError.HostUnreachable => "unreachable from here",
+        _ => e.SocketErrorCode.ToString(),
+    };
 
     public void Dispose()
     {
@@ -325,7 +346,7 @@ internal sealed partial class OutboundNetwork : IDisposable
         {
             if (request.RequestUri is { } target && await network.RefusalAsync(target, cancellationToken) is { } refusal)
             {
-                throw new HttpRequestException(refusal);
+                throw new OutboundRefusedException(refusal);
             }
 
             return await base.SendAsync(request, cancellationToken);
@@ -352,3 +373,9 @@ internal sealed partial class OutboundNetwork : IDisposable
         }
     }
 }
+
+/// <summary>
+/// A connection the address rules refused (or, where they left out a name's private addresses, that failed at the rest):
+/// its message is the rule's reason, which callers report as it is rather than what the socket said.
+/// </summary>
+internal sealed class OutboundRefusedException(string message, Exception? inner = null) : HttpRequestException(message, inner);

@@ -91,23 +91,77 @@ internal static partial class McpServerRules
            || name.Equals("allow", StringComparison.OrdinalIgnoreCase);
 
     /// <summary>
-    /// Variables a tenant may not give a stdio program: they change which code the program, its runtime or its package
-    /// manager loads (a preloaded library, a startup hook, a module path, a package index), which would turn an
+    /// Variables a tenant may not give a stdio program: they change which code the program, its runtime, its package
+    /// manager or a program it starts loads or runs (a preloaded library, a startup hook, a module path, a package index,
+    /// a shell, an editor or pager, git's settings, a configuration file or directory of its choice), which would turn an
     /// allowlisted command into any program. A program that needs one gets it from a wrapper script the allowlist names.
+    /// Names are compared ignoring case.
     /// </summary>
-    public static bool ChangesWhatRuns(string name) => LoaderVariable().IsMatch(name);
+    public static bool ChangesWhatRuns(string name)
+        => LoaderNames.Contains(name)
+           || LoaderPrefixes.Any(p => name.StartsWith(p, StringComparison.OrdinalIgnoreCase))
+           || LoaderSuffixes.Any(s => name.EndsWith(s, StringComparison.OrdinalIgnoreCase));
 
-    [GeneratedRegex("(?i)^(LD_|DYLD_|DOTNET_|CORECLR_|COREHOST_|COMPLUS_|PYTHON|PERL5|PERLLIB$|RUBY|GEM_|BUNDLE_|NODE_|NPM_CONFIG_|YARN_|UV_|PIP_|JAVA_TOOL_OPTIONS$|_JAVA_OPTIONS$|JDK_JAVA_OPTIONS$|CLASSPATH$|BASH_ENV$|ENV$|SHELLOPTS$|PS4$|PATH$|GCONV_PATH$|GLIBC_TUNABLES$|MALLOC_)")]
-    private static partial Regex LoaderVariable();
+    private static readonly string[] LoaderPrefixes =
+    [
+        // The dynamic linker and the C library: preloaded libraries, audit modules, tunables.
+        "LD_", "DYLD_", "GLIBC_", "MALLOC_",
+        // .NET, Node.js and other JavaScript runtimes, their package managers and build tools.
+        "DOTNET_", "CORECLR_", "COREHOST_", "COMPLUS_", "MSBUILD", "NUGET_",
+        "NODE_", "NPM_CONFIG_", "YARN_", "PNPM_", "COREPACK_", "BUN_", "DENO_", "ELECTRON_",
+        // Python and its package managers; Perl, Ruby, PHP, Lua, Tcl, R, Julia, Erlang, Guile.
+        "PYTHON", "PIP_", "PIPX_", "UV_", "POETRY_", "CONDA", "PYENV",
+        "PERL", "RUBY", "GEM_", "BUNDLE_", "RBENV_", "PHP", "COMPOSER_", "LUA_", "TCL", "R_LIBS", "R_PROFILE", "R_ENVIRON",
+        "JULIA_", "ERL_", "GUILE_",
+        // The JVM and its build tools; Go's, Rust's and C's toolchains.
+        "JAVA_", "JDK_JAVA_", "MAVEN_", "GRADLE_", "SBT_", "ANT_", "CGO_", "CARGO_", "RUSTC", "RUSTUP_", "RUSTFLAGS", "RUSTDOCFLAGS",
+        // Shells; git (its settings in variables: GIT_CONFIG_COUNT/KEY_n/VALUE_n, GIT_SSH_COMMAND, ...) and other version control.
+        "BASH", "GIT_", "HGRC", "SVN_", "RSYNC_",
+        // OpenSSL's configuration and modules; configuration directories; libraries' plugin paths.
+        "OPENSSL_", "XDG_", "GTK_", "GST_", "GIO_", "QT_", "ODBC", "LIBGL_", "SANE_",
+    ];
+
+    private static readonly HashSet<string> LoaderNames = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "PATH", "CLASSPATH", "GCONV_PATH", "LOCPATH", "NLSPATH", "HOSTALIASES", "GI_TYPELIB_PATH",
+        // Shells: the one programs run commands with, their start-up files and prompts (expanded, so they run commands).
+        "SHELL", "COMSPEC", "ENV", "SHELLOPTS", "ZDOTDIR", "PS0", "PS1", "PS2", "PS3", "PS4", "IFS", "CDPATH", "FPATH", "INPUTRC",
+        // The home directory (and Windows' equivalents): where programs read their own settings, git's and ssh's among them.
+        "HOME", "USERPROFILE", "APPDATA", "LOCALAPPDATA",
+        // Programs that programs start: a browser, a terminal, an editor (VISUAL and FCEDIT; *EDITOR below), less's helpers.
+        "BROWSER", "TERMINAL", "VISUAL", "FCEDIT", "LESS", "LESSOPEN", "LESSCLOSE", "LESSKEY", "LESSKEYIN", "LESSKEY_SYSTEM",
+        "LESSKEYIN_SYSTEM", "LESSEDIT", "LESSSECURE", "MANOPT", "MANPATH", "MANROFFOPT",
+        "EXINIT", "VIMINIT", "GVIMINIT", "MYVIMRC", "VIMRUNTIME", "EMACSLOADPATH",
+        // Tools' options and configuration files that can name commands to run.
+        "ZIPOPT", "UNZIP", "UNZIPOPT", "ZIPINFO", "ZIPINFOOPT", "WGETRC", "SYSTEM_WGETRC", "CURL_HOME", "CVS_RSH",
+        "KUBECONFIG", "AWS_CONFIG_FILE", "DOCKER_CONFIG", "CLOUDSDK_CONFIG", "KRB5_CONFIG", "GNUPGHOME",
+        "GOFLAGS", "GOENV", "GOROOT", "GOPATH", "GOBIN", "GOPROXY", "GONOPROXY", "GOPRIVATE", "GOSUMDB", "GONOSUMDB",
+        "GONOSUMCHECK", "GOINSECURE", "GOTOOLCHAIN", "GOEXPERIMENT", "GOCACHE", "GOMODCACHE",
+        "CC", "CXX", "CPP", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LDFLAGS", "VIRTUAL_ENV",
+        // Not code, but it hands the program's TLS keys to a file of the tenant's choosing.
+        "SSLKEYLOGFILE",
+    };
+
+    /// <summary>What many programs call the variable naming a program they start, or options that can name one.</summary>
+    private static readonly string[] LoaderSuffixes =
+    [
+        "EDITOR", "PAGER", "ASKPASS", "_COMMAND", "_CMD", "_PROG", "_PROGRAM", "_EXECUTABLE", "_EXECUTABLE_PATH", "_BIN", "_BINARY",
+        "_HOOK", "_HOOKS", "_OPTS", "_OPTIONS",
+    ];
 
     /// <summary>
-    /// Variables that send a program's network traffic elsewhere (proxies) or make it trust other servers (certificate
-    /// files, git's settings): changing them changes who receives what the program sends.
+    /// Whether the operator lets tenants give stdio programs the variable <paramref name="name"/>: always when
+    /// <paramref name="allowed"/> (<c>Mcp:Stdio:AllowedEnvironment</c>) is empty, else when it lists the name or a prefix of
+    /// it ending in '*', compared exactly (a program sees <c>Foo</c> and <c>FOO</c> as two variables).
     /// </summary>
-    public static bool RoutesTraffic(string name) => TrafficVariable().IsMatch(name);
+    public static bool AllowedByOperator(string name, IReadOnlyCollection<string> allowed)
+        => allowed.Count == 0 || allowed.Any(a => a.EndsWith('*')
+            ? name.StartsWith(a[..^1], StringComparison.Ordinal)
+            : name.Equals(a, StringComparison.Ordinal));
 
-    [GeneratedRegex("(?i)^(HTTPS?_PROXY|ALL_PROXY|NO_PROXY|FTP_PROXY|SSL_CERT_FILE|SSL_CERT_DIR|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|GIT_.*)$")]
-    private static partial Regex TrafficVariable();
+    /// <summary>What an entry of <c>Mcp:Stdio:AllowedEnvironment</c> looks like: a variable name, or its start followed by '*'.</summary>
+    [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*\*?$")]
+    public static partial Regex AllowedEnvironmentEntry();
 
     [GeneratedRegex("(?i)(auth|key|token|secret|password|passwd|credential|session|signature)")]
     private static partial Regex SecretName();
@@ -165,8 +219,8 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
                 .WithMessage($"'arguments' may each be at most {o.MaxArgumentLength} characters (Mcp:MaxArgumentLength).").AsLimit();
             RuleFor(r => r.Body).Must(b => Names(b.Environment, b.SecretEnvironment).Count() <= o.MaxEnvironmentVariables).OverridePropertyName("environment")
                 .WithMessage($"'environment' and 'secretEnvironment' may have at most {o.MaxEnvironmentVariables} entries together (Mcp:MaxEnvironmentVariables).").AsLimit();
-            EnvironmentRules(r => r.Body.Environment, "environment", o.MaxValueLength);
-            EnvironmentRules(r => r.Body.SecretEnvironment, "secretEnvironment", o.MaxValueLength);
+            EnvironmentRules(r => r.Body.Environment, "environment", o.MaxValueLength, o.Stdio);
+            EnvironmentRules(r => r.Body.SecretEnvironment, "secretEnvironment", o.MaxValueLength, o.Stdio);
             RuleFor(r => r.Body.Url).Empty().OverridePropertyName("url").WithMessage("'url' is for the sse and streamable-http transports, not stdio.");
             // Settings of the other transports were dropped without a word; refused as 'url' is (empty ones are what a GET shows).
             RuleFor(r => r.Body.Headers).Must(h => h is not { Count: > 0 }).OverridePropertyName("headers")
@@ -213,7 +267,7 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
     }
 
     /// <summary>The rules of one dictionary of a stdio program's variables, its errors named by <paramref name="field"/>.</summary>
-    private void EnvironmentRules(Expression<Func<T, Dictionary<string, string>?>> variables, string field, int maxValueLength)
+    private void EnvironmentRules(Expression<Func<T, Dictionary<string, string>?>> variables, string field, int maxValueLength, McpStdioOptions stdio)
     {
         RuleFor(variables).Must(e => Fits(e, maxValueLength)).OverridePropertyName(field)
             .WithMessage($"'{field}' names and values may be at most {maxValueLength} characters (Mcp:MaxValueLength).").AsLimit();
@@ -224,8 +278,15 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
             if (Keys(e).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } name)
             {
                 context.AddFailure(field,
-                    $"'{field}' may not set {name}: it changes which code the program loads (LD_*, DOTNET_*, NODE_*, PYTHON*, PATH, package " +
-                    "indexes, ...). Set it in a wrapper script and allowlist that script instead.");
+                    $"'{field}' may not set {name}: it changes which code the program loads or which programs it runs (LD_*, DOTNET_*, " +
+                    "NODE_*, PYTHON*, GIT_*, PATH, HOME, SHELL, editors, pagers, package indexes, ...). Set it in a wrapper script and " +
+                    "allowlist that script instead.");
+            }
+            else if (Keys(e).FirstOrDefault(n => !McpServerRules.AllowedByOperator(n, stdio.AllowedEnvironment)) is { } other)
+            {
+                context.AddFailure(field,
+                    $"'{field}' may not set {other}: stdio programs here may only be given {string.Join(", ", stdio.AllowedEnvironment)} " +
+                    "(Mcp:Stdio:AllowedEnvironment; names compared exactly, '*' ends a prefix).");
             }
         });
         RuleFor(variables).Must(e => e is null || e.Values.All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal))).OverridePropertyName(field)

@@ -18,7 +18,7 @@ internal sealed record UpdateMcpServer(Guid Id, McpServerRequest Body) : IComman
 /// <summary>
 /// Replaces an MCP server's settings. Secret values are write-only, so a client cannot send them back: leaving
 /// <c>secretHeaders</c> / <c>secretEnvironment</c> out keeps the stored ones (unless the transport changes, which drops
-/// them with the rest of the old transport's settings; for another host, program or arguments they must be sent again),
+/// them with the rest of the old transport's settings; for another host, program, arguments or plain environment they must be sent again),
 /// an object replaces them all (<c>{}</c> removes them).
 /// </summary>
 internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options)
@@ -92,8 +92,8 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
 
     /// <summary>
     /// Refuses to keep stored secrets for another server: headers for a URL on another host, variables for another
-    /// program or other arguments (a stdio server is whatever its command line runs). They are never returned, and
-    /// pointing the settings elsewhere must not read them either.
+    /// program, other arguments or another plain environment (a stdio server is whatever its command line and its
+    /// variables make it). They are never returned, and pointing the settings elsewhere must not read them either.
     /// </summary>
     private static void EnsureSameServer(McpServerConnection server, McpServerRequest body, bool stdio)
     {
@@ -111,20 +111,24 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
                 "to the program they were given for. Send {} to remove them.");
         }
 
-        if (stdio && Traffic(server.Environment) != Traffic(body.Environment))
+        if (stdio && !SameEnvironment(server.Environment, body.Environment))
         {
-            // Through a proxy of one's own, or trusting one's own certificate authority, the same program would hand its
-            // secrets to whoever changed the plain variables.
+            // A plain variable can tell the same program where to send what it holds (API_BASE_URL, OPENAI_BASE_URL,
+            // GITHUB_HOST, a proxy, a certificate file): no list of such names is complete, so any change counts.
             throw new BadRequestException("secretEnvironment",
-                "'secretEnvironment' must be sent again when a variable that routes or trusts the program's network traffic changes " +
-                "(proxies such as HTTPS_PROXY, certificate files such as SSL_CERT_FILE): stored secret variables are only given to the " +
-                "program as it was set up when they were sent. Send {} to remove them.");
+                "'secretEnvironment' must be sent again when 'environment' changes (a variable added, removed or given another value): " +
+                "a plain variable can tell the program where to connect (API_BASE_URL, a proxy, a certificate file), so stored secret " +
+                "variables are only given to the program as it was set up when they were sent. Send {} to remove them.");
         }
     }
 
-    private static string Traffic(IReadOnlyDictionary<string, string>? environment)
-        => string.Join('\n', (environment ?? new Dictionary<string, string>()).Where(e => McpServerRules.RoutesTraffic(e.Key))
-            .OrderBy(e => e.Key, StringComparer.Ordinal).Select(e => $"{e.Key}={e.Value}"));
+    /// <summary>
+    /// Whether <paramref name="sent"/> is the stored plain environment as it is: the same names with the same values. A
+    /// name that looks secret is never among the stored plain ones, so sending one is a change too (a new secret value).
+    /// </summary>
+    private static bool SameEnvironment(IReadOnlyDictionary<string, string> stored, IReadOnlyDictionary<string, string>? sent)
+        => (sent?.Count ?? 0) == stored.Count
+           && (sent ?? new Dictionary<string, string>()).All(e => stored.TryGetValue(e.Key, out var value) && string.Equals(value, e.Value, StringComparison.Ordinal));
 
     /// <summary>What decides which server is reached and how (secret values by their cipher, which changes whenever one is sent).</summary>
     private static string Connection(McpServerConnection s) => string.Join('\n',
@@ -146,7 +150,7 @@ internal static class UpdateMcpServerEndpoint
             .WithSummary("Replace an MCP server's settings")
             .WithDescription("Leave 'secretHeaders' / 'secretEnvironment' out to keep the stored secret values (they are never returned), " +
                 "send {} to remove them. They are kept for the same server only: a 'url' on another scheme, host or port, or another " +
-                "'command' or 'arguments', needs them sent again (400 otherwise). Changing what the server is or how it is reached " +
+                "'command', 'arguments' or plain 'environment' (a variable added, removed or changed), needs them sent again (400 otherwise). Changing what the server is or how it is reached " +
                 "clears its tool list until the next test.")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)
