@@ -5,7 +5,7 @@ namespace ModularChat.McpTestServer;
 /// <summary>The tools the test MCP servers offer (the stdio program and the HTTP servers the tests start).</summary>
 public static class TestTools
 {
-    /// <param name="environment">Also offer <c>get_env</c> (the stdio program: to see which environment it was given).</param>
+    /// <param name="environment">Also offer <c>get_env</c> and <c>get_cwd</c> (the stdio program: to see which environment and directory it was given).</param>
     public static IReadOnlyList<McpServerTool> Create(bool environment = false)
     {
         List<McpServerTool> tools =
@@ -19,6 +19,8 @@ public static class TestTools
         {
             tools.Add(McpServerTool.Create((string name) => Environment.GetEnvironmentVariable(name) ?? "(unset)",
                 new McpServerToolCreateOptions { Name = "get_env", Description = "Returns the value of an environment variable of the server process." }));
+            tools.Add(McpServerTool.Create(string () => $"{Environment.CurrentDirectory} ({Directory.EnumerateFileSystemEntries(Environment.CurrentDirectory).Count()} entries)",
+                new McpServerToolCreateOptions { Name = "get_cwd", Description = "Returns the server process's working directory and how many entries it holds." }));
         }
 
         return tools;

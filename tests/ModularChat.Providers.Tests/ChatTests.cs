@@ -771,6 +771,31 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_stdio_tool_runs_in_an_empty_directory_of_its_own_that_goes_when_it_ends()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "local", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder, new FakeToolCall("c1", "get_cwd", "{}"));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} where?");
+
+        // It used to run in the service's working directory, where its settings files are.
+        var answer = Assert.Single(turn.ToolCalls).Result;
+        Assert.EndsWith(" (0 entries)", answer, StringComparison.Ordinal);
+        var directory = answer[..answer.LastIndexOf(" (", StringComparison.Ordinal)];
+        Assert.NotEqual(Path.GetFullPath(Environment.CurrentDirectory), Path.GetFullPath(directory));
+        Assert.StartsWith(Path.GetFullPath(Path.GetTempPath()), Path.GetFullPath(directory), StringComparison.Ordinal);
+        await Eventually.Until(() => Task.FromResult(Directory.Exists(directory)), exists => !exists, seconds: 15,
+            what: "The program's directory was not removed when its connection ended");
+    }
+
+    [Fact]
     public async Task A_streamed_answer_arrives_as_server_sent_events_and_is_stored_when_the_stream_ends()
     {
         using var client = app.Client(ModularChatApp.NewUser());

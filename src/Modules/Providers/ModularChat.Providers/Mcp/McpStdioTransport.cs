@@ -18,9 +18,10 @@ internal sealed class McpStdioException(string message) : IOException(message);
 /// ever writing a newline would make this service read them into memory until it dies; here a line longer than
 /// <c>OutboundNetwork:MaxResponseBytes</c> fails the connection and the program is killed at once. stderr is drained (a
 /// program blocked on a full pipe would hang) and only its last lines are kept, each cut, for the error of a program that
-/// ended. The program is started as the SDK did (no shell, its arguments as given, the working directory of this service, the
-/// environment given and nothing else) and tracked by <see cref="McpStdioProcesses"/>; when the connection ends, it is
-/// killed with everything it started, without the SDK's wait for it to exit by itself first.
+/// ended. The program is started as the SDK did (no shell, its arguments as given, the environment given and nothing else)
+/// but in an empty directory of its own, not this service's working directory (where its settings files are), and
+/// tracked by <see cref="McpStdioProcesses"/>; when the connection ends, it is killed with everything it started, without
+/// the SDK's wait for it to exit by itself first, and its directory is removed with what it wrote there.
 /// </summary>
 internal sealed class McpStdioTransport(
     McpStdioProcesses processes, string name, string command, IReadOnlyList<string> arguments, IDictionary<string, string?> environment, long maxMessageBytes,
@@ -41,7 +42,8 @@ internal sealed class McpStdioTransport(
             RedirectStandardError = true,
             UseShellExecute = false,
             CreateNoWindow = true,
-            WorkingDirectory = Environment.CurrentDirectory,
+            // Created for the owner alone (0700): a program sees no file of the service's, nor another connection's.
+            WorkingDirectory = Directory.CreateTempSubdirectory("modularchat-mcp-").FullName,
             StandardInputEncoding = Utf8,
             StandardOutputEncoding = Utf8,
             StandardErrorEncoding = Utf8,
@@ -57,8 +59,18 @@ internal sealed class McpStdioTransport(
             start.Environment[key] = value;
         }
 
-        var process = processes.Start(start);
-        var session = new Session(processes, process, command, maxMessageBytes, secrets);
+        Process process;
+        try
+        {
+            process = processes.Start(start);
+        }
+        catch
+        {
+            Session.RemoveDirectory(start.WorkingDirectory);
+            throw;
+        }
+
+        var session = new Session(processes, process, command, maxMessageBytes, secrets, start.WorkingDirectory);
         try
         {
             var output = new LineLimitedStream(process.StandardOutput.BaseStream, maxMessageBytes, session.TooLong, session.EndedAsync);
@@ -87,8 +99,11 @@ internal sealed class McpStdioTransport(
         private readonly Task _stderr;
         private int _closed;
 
-        public Session(McpStdioProcesses processes, Process process, string command, long maxMessageBytes, IReadOnlyList<string> secrets)
+        private readonly string _directory;
+
+        public Session(McpStdioProcesses processes, Process process, string command, long maxMessageBytes, IReadOnlyList<string> secrets, string directory)
         {
+            _directory = directory;
             _secrets = secrets;
             _processes = processes;
             _process = process;
@@ -160,6 +175,20 @@ internal sealed class McpStdioTransport(
             }
 
             _process.Dispose();
+            RemoveDirectory(_directory);
+        }
+
+        /// <summary>Removes a program's working directory with what it wrote there (what cannot be removed is left to the temporary folder's clean-up).</summary>
+        internal static void RemoveDirectory(string directory)
+        {
+            try
+            {
+                Directory.Delete(directory, recursive: true);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                // Something it started still writes there, or made a file it may not delete.
+            }
         }
 
         private void Close()
