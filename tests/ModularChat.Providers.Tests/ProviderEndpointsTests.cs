@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Headers;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Providers.Domain;
@@ -406,6 +407,50 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         Assert.Null(result.Error!.ProviderStatus);
         Assert.Contains("answered with something that is not an OpenAI-compatible response", result.Error.Message, StringComparison.Ordinal);
         Assert.Contains(why, result.Error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task With_a_settings_role_only_callers_with_it_change_or_test_providers_and_MCP_servers_and_the_others_still_read_them()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Auth:SettingsRole"] = "admin" });
+        var tenant = ModularChatApp.NewUser("settings-role");
+        HttpClient Caller(params string[] roles)
+        {
+            var client = node.Server.CreateClient();
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser(), tenant, roles));
+            return client;
+        }
+
+        using var admin = Caller("admin");
+        using var member = Caller();
+        var provider = await admin.AddProviderAsync(app.Model.BaseUrl);
+        var server = await (await admin.PostJson("/api/mcp-servers", new { name = "calc", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+        // Without the role: every change and test answers 403 naming it, and nothing changes.
+        var refused = new[]
+        {
+            await member.PostJson("/api/providers", new { name = "other", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "m", apiKey = "sk-member-1234567890" }),
+            await member.PutJson($"/api/providers/{provider.Id}", new { name = "renamed", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "m" }),
+            await member.PostAsync($"/api/providers/{provider.Id}/test", null),
+            await member.DeleteAsync($"/api/providers/{provider.Id}"),
+            await member.PostJson("/api/mcp-servers", new { name = "mine", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }),
+            await member.PutJson($"/api/mcp-servers/{server.Id}", new { name = "calc", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl + "?x=1" }),
+            await member.PostAsync($"/api/mcp-servers/{server.Id}/test", null),
+            await member.DeleteAsync($"/api/mcp-servers/{server.Id}"),
+        };
+        foreach (var response in refused)
+        {
+            var problem = await response.ShouldBeProblem(403);
+            Assert.Contains("'admin'", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        }
+
+        // Reading needs no role, and what is read is as the admin left it.
+        var providers = await (await member.GetAsync("/api/providers")).ReadAs<List<ProviderDto>>(HttpStatusCode.OK);
+        Assert.Equal([(provider.Id, provider.Name)], providers.Select(p => (p.Id, p.Name)));
+        var servers = await (await member.GetAsync("/api/mcp-servers")).ReadAs<List<McpServerDto>>(HttpStatusCode.OK);
+        Assert.Equal([(server.Id, "calc")], servers.Select(s => (s.Id, s.Name)));
+        Assert.Equal(HttpStatusCode.OK, (await admin.PostAsync($"/api/providers/{provider.Id}/test", null)).StatusCode);
     }
 
     [Fact]

@@ -14,4 +14,10 @@ public static class Policies
     /// concerns every tenant (the encryption key, the search read model, summary sweeps over any tenant).
     /// </summary>
     public const string Operator = "operator";
+
+    /// <summary>
+    /// Callers who may add, change, delete and test their tenant's provider and MCP server settings: those with the role
+    /// Auth:SettingsRole names, or, when it names none (the default), every caller of the tenant.
+    /// </summary>
+    public const string TenantSettings = "tenant-settings";
 }

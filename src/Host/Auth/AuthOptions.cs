@@ -40,6 +40,13 @@ public sealed class AuthOptions
     public string OperatorRole { get; set; } = "operator";
 
     /// <summary>
+    /// The role a caller needs to add, change, delete or test its tenant's providers and MCP servers (which hold the API
+    /// keys and secrets its chat turns use, and run stdio programs), e.g. the admin role; empty (the default): any caller
+    /// of the tenant. Reading them (secrets masked) and chatting need no role.
+    /// </summary>
+    public string? SettingsRole { get; set; }
+
+    /// <summary>
     /// The claim that names the caller's tenant. Identity providers name it differently (Entra ID: <c>tid</c>; Auth0 and
     /// Keycloak: whatever claim a mapper adds); its value becomes the tenant id.
     /// </summary>

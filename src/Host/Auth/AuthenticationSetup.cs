@@ -35,6 +35,14 @@ internal static class AuthenticationSetup
             options.FallbackPolicy = new AuthorizationPolicyBuilder().RequireAuthenticatedUser().Build();
             options.AddPolicy(Policies.Admin, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.AdminRole));
             options.AddPolicy(Policies.Operator, p => p.RequireAuthenticatedUser().RequireRole(auth.Value.OperatorRole));
+            options.AddPolicy(Policies.TenantSettings, p =>
+            {
+                p.RequireAuthenticatedUser();
+                if (auth.Value.SettingsRole?.Trim() is { Length: > 0 } role)
+                {
+                    p.RequireRole(role);
+                }
+            });
         }
     }
 

@@ -8,6 +8,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.BuildingBlocks.Options;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Contracts;
 using ModularChat.Providers.Domain;
@@ -81,18 +82,23 @@ public static class ProvidersModule
     /// <summary>The module's REST endpoints: <c>/api/providers</c>, <c>/api/mcp-servers</c>, the chat endpoint and key rotation.</summary>
     public static IEndpointRouteBuilder MapProvidersEndpoints(this IEndpointRouteBuilder app)
     {
+        // Reading is any caller's of the tenant; adding, changing, deleting and testing (which calls out with the stored
+        // secrets) may need a role (Auth:SettingsRole).
         var providers = app.MapGroup("/api/providers").WithTags("Providers").RequireAuthorization();
-        providers.MapCreateProvider();
         providers.MapReadProviders();
-        providers.MapUpdateProvider();
-        providers.MapDeleteProvider();
-        providers.MapTestProvider();
+        var providerChanges = providers.MapGroup("").RequireAuthorization(Policies.TenantSettings);
+        providerChanges.MapCreateProvider();
+        providerChanges.MapUpdateProvider();
+        providerChanges.MapDeleteProvider();
+        providerChanges.MapTestProvider();
 
         var mcp = app.MapGroup("/api/mcp-servers").WithTags("MCP servers").RequireAuthorization();
-        mcp.MapCreateMcpServer();
-        mcp.MapUpdateMcpServer();
         mcp.MapReadMcpServers();
-        mcp.MapTestMcpServer();
+        var mcpChanges = mcp.MapGroup("").RequireAuthorization(Policies.TenantSettings);
+        mcpChanges.MapCreateMcpServer();
+        mcpChanges.MapUpdateMcpServer();
+        mcpChanges.MapDeleteMcpServer();
+        mcpChanges.MapTestMcpServer();
 
         app.MapGroup("/api/conversations").WithTags("Chat").RequireAuthorization().MapChat();
         app.MapRotateSecrets();

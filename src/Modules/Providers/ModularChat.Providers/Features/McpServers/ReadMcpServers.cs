@@ -63,6 +63,10 @@ internal static class ReadMcpServersEndpoints
             .WithName("GetMcpServer")
             .WithSummary("Get an MCP server")
             .ProducesProblem(StatusCodes.Status404NotFound);
+    }
+
+    public static void MapDeleteMcpServer(this IEndpointRouteBuilder group)
+    {
         group.MapDelete("/{id}", async Task<NoContent> (Guid id, ISender sender, CancellationToken ct) =>
             {
                 await sender.Send(new DeleteMcpServer(id), ct);
