@@ -366,20 +366,7 @@ public sealed class ChatTests(ProvidersApp app)
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "no such tool", app.Model.Responder, new FakeToolCall("call_n", "delete_everything", """{"really":true}"""));
 
-        ChatTurnDto turn;
-        if (streamed)
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} go") };
-            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
-            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-            var events = ParseEvents(await response.Content.ReadAsStringAsync());
-            Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
-            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
-        }
-        else
-        {
-            turn = await client.ChatAsync(conversation, $"{marker} go");
-        }
+        var turn = await TurnWithOneFailedToolCallAsync(client, conversation, $"{marker} go", streamed);
 
         // It used to be reported and stored as a call that did not fail, with the result "Error: Requested function ... not found.".
         var call = Assert.Single(turn.ToolCalls);
@@ -405,20 +392,7 @@ public sealed class ChatTests(ProvidersApp app)
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "nothing to call", app.Model.Responder, new FakeToolCall("call_z", "search_web", """{"q":"x"}"""));
 
-        ChatTurnDto turn;
-        if (streamed)
-        {
-            using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} go") };
-            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
-            using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-            var events = ParseEvents(await response.Content.ReadAsStringAsync());
-            Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
-            turn = events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
-        }
-        else
-        {
-            turn = await client.ChatAsync(conversation, $"{marker} go");
-        }
+        var turn = await TurnWithOneFailedToolCallAsync(client, conversation, $"{marker} go", streamed);
 
         Assert.Empty(app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
         var call = Assert.Single(turn.ToolCalls);
@@ -1285,6 +1259,22 @@ public sealed class ChatTests(ProvidersApp app)
     internal static Func<RecordedRequest, FakeReply> CallsThenAnswer(
         string marker, string answer, Func<RecordedRequest, FakeReply> fallback, params FakeToolCall[] calls)
         => Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool") ? FakeReply.Text(answer) : FakeReply.Calls(calls), fallback);
+
+    /// <summary>A chat turn, plain or streamed; streamed, its one <c>tool-result</c> event must say the call failed.</summary>
+    private static async Task<ChatTurnDto> TurnWithOneFailedToolCallAsync(HttpClient client, Guid conversation, string content, bool streamed)
+    {
+        if (!streamed)
+        {
+            return await client.ChatAsync(conversation, content);
+        }
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent(content) };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+        Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
+        return events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+    }
 
     private static StringContent JsonContent(string content)
         => new(JsonSerializer.Serialize(new { content }), Encoding.UTF8, "application/json");
