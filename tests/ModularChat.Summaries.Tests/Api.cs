@@ -80,6 +80,8 @@ internal sealed record SummaryDto(
     double DurationMs,
     DateTimeOffset RevisedAt,
     long? MessageCount,
-    long? PendingMessages);
+    long? PendingMessages,
+    int? BasedOnRevision = null,
+    long? ReadFromSequence = null);
 
 internal sealed record SummaryRequestedDto(Guid ConversationId, long UpToSequence, long CoveredTo, bool Queued);

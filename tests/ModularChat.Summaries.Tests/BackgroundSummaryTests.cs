@@ -27,6 +27,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         var summary = await client.SummaryCovering(id, 10);
 
         Assert.Equal((1, 1L, 10L), (summary.Revision, summary.FromSequence, summary.ToSequence));
+        Assert.Equal(((int?)null, (long?)1), (summary.BasedOnRevision, summary.ReadFromSequence)); // from the messages alone
         Assert.Equal("milestone:10", summary.Reason);
         Assert.Equal(("extractive", "textrank-mmr", "extractive-v2", "default"), (summary.Summarizer, summary.Model, summary.PromptVersion, summary.Variant));
         Assert.True(summary.InputTokens > 0 && summary.OutputTokens > 0);
@@ -80,6 +81,8 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         var second = await client.SummaryCovering(id, 25);
 
         Assert.Equal((2, 1L, 25L, "milestone:25"), (second.Revision, second.FromSequence, second.ToSequence, second.Reason));
+        // What it added, and to what: messages 11-25 merged into revision 1.
+        Assert.Equal(((int?)1, (long?)11), (second.BasedOnRevision, second.ReadFromSequence));
         Assert.Contains("concert", second.Text, StringComparison.Ordinal);
         Assert.Contains("trip", second.Text, StringComparison.Ordinal);
         var history = await client.History(id);

@@ -47,6 +47,7 @@ public sealed class ResummarizeAfterRetentionTests(SummariesApp app)
         Assert.Equal((1L, 0L), (result.Finished, result.Unfinished));
         var rebuilt = (await client.CurrentSummary(id))!;
         Assert.Equal((2, "resummarize", 1L, 12L), (rebuilt.Revision, rebuilt.Reason, rebuilt.FromSequence, rebuilt.ToSequence));
+        Assert.Equal(((int?)1, (long?)8), (rebuilt.BasedOnRevision, rebuilt.ReadFromSequence)); // revision 1's text, then 8-12 read again
         // Facts 1-7 exist nowhere but in revision 1: the rebuild kept them.
         Assert.All(Words, w => Assert.Contains(w, rebuilt.Text, StringComparison.Ordinal));
     }

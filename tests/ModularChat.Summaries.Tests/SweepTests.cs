@@ -245,6 +245,7 @@ public sealed class SweepTests(SummariesApp app)
         {
             var current = (await client.CurrentSummary(id))!;
             Assert.Equal(("resummarize", 1L, 12L), (current.Reason, current.FromSequence, current.ToSequence));
+            Assert.Equal(((int?)null, (long?)1), (current.BasedOnRevision, current.ReadFromSequence)); // from the first message
         }
     }
 

@@ -19,6 +19,15 @@ namespace ModularChat.Summaries.Contracts;
 /// <param name="OutputTokens">Tokens of <paramref name="Text"/>.</param>
 /// <param name="Duration">How long summarizing took.</param>
 /// <param name="RevisedAt">When the revision was stored.</param>
+/// <param name="BasedOnRevision">
+/// The revision whose text this one merged the messages it read into: the previous one, or on a rebuild after retention
+/// deleted messages the one that covered them; null when written from the messages alone (the first summary, a rebuild
+/// from the first message), and on revisions stored before 2026-12-06.
+/// </param>
+/// <param name="ReadFromSequence">
+/// The first message this revision read (it read on through <paramref name="ToSequence"/>); null when it read none (a
+/// rebuild that restates the revision covering deleted messages) and on revisions stored before 2026-12-06.
+/// </param>
 public sealed record SummaryRevised(
     Guid ConversationId,
     int Revision,
@@ -33,4 +42,6 @@ public sealed record SummaryRevised(
     int InputTokens,
     int OutputTokens,
     TimeSpan Duration,
-    DateTimeOffset RevisedAt);
+    DateTimeOffset RevisedAt,
+    int? BasedOnRevision = null,
+    long? ReadFromSequence = null);

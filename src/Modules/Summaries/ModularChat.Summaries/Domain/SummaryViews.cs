@@ -36,6 +36,12 @@ public sealed record SummaryView
 
     public DateTimeOffset RevisedAt { get; init; }
 
+    /// <inheritdoc cref="SummaryRevised.BasedOnRevision"/>
+    public int? BasedOnRevision { get; init; }
+
+    /// <inheritdoc cref="SummaryRevised.ReadFromSequence"/>
+    public long? ReadFromSequence { get; init; }
+
     public static SummaryView From(SummaryRevised e) => new()
     {
         Id = e.ConversationId,
@@ -52,6 +58,8 @@ public sealed record SummaryView
         OutputTokens = e.OutputTokens,
         Duration = e.Duration,
         RevisedAt = e.RevisedAt,
+        BasedOnRevision = e.BasedOnRevision,
+        ReadFromSequence = e.ReadFromSequence,
     };
 }
 

@@ -10,6 +10,8 @@ namespace ModularChat.Summaries.Features;
 /// <param name="Reason">Why it was written: "milestone:N", "tokens", "manual" or "resummarize".</param>
 /// <param name="InputTokens">Tokens read over all merge steps (previous summary and new messages, or the model's reported prompt tokens).</param>
 /// <param name="OutputTokens">Tokens written over all merge steps.</param>
+/// <param name="BasedOnRevision">The revision whose text this one merged new messages into (null: written from the messages alone, or stored before 2026-12-06).</param>
+/// <param name="ReadFromSequence">The first message this revision read, through <paramref name="ToSequence"/> (null: it read none, or was stored before 2026-12-06).</param>
 public record SummaryResponse(
     Guid ConversationId,
     int Revision,
@@ -25,11 +27,13 @@ public record SummaryResponse(
     int InputTokens,
     int OutputTokens,
     double DurationMs,
-    DateTimeOffset RevisedAt)
+    DateTimeOffset RevisedAt,
+    int? BasedOnRevision,
+    long? ReadFromSequence)
 {
     internal static SummaryResponse From(SummaryView v, ITokenCounter tokens)
         => new(v.Id, v.Revision, v.Text, v.FromSequence, v.ToSequence, tokens.Count(v.Text), v.Reason, v.Summarizer, v.Model, v.PromptVersion,
-            v.Variant, v.InputTokens, v.OutputTokens, Math.Round(v.Duration.TotalMilliseconds, 1), v.RevisedAt);
+            v.Variant, v.InputTokens, v.OutputTokens, Math.Round(v.Duration.TotalMilliseconds, 1), v.RevisedAt, v.BasedOnRevision, v.ReadFromSequence);
 }
 
 /// <summary>The current summary and how far behind the conversation it is.</summary>

@@ -122,7 +122,7 @@ public sealed partial class SummaryWriter(
         var current = await currentRead;
         // A rebuild's continuation goes on from the revision its first part stored, as an incremental revision does.
         var restart = rebuild && !job.Continues;
-        var (from, text, restated) = await BaseAsync(session, conversation, current, coveredTo, restart, cancellationToken);
+        var (from, text, restated, basedOn) = await BaseAsync(session, conversation, current, coveredTo, restart, cancellationToken);
         if (conversation.MessageCount <= from && !restated)
         {
             if (rebuild && progress is not null)
@@ -167,6 +167,7 @@ public sealed partial class SummaryWriter(
         IConversationSummarizer summarizer = null!;
         var started = Stopwatch.GetTimestamp();
         long covered = from, read = 0, messageTokens = 0;
+        long? readFrom = null;
         int inputTokens = 0, outputTokens = 0, chunks = 0;
         string? stoppedBy = null;
         try
@@ -178,6 +179,7 @@ public sealed partial class SummaryWriter(
             span?.SetTag("modularchat.summary.model", summarizer.Model);
             await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
             {
+                readFrom ??= chunk[0].Sequence;
                 var merged = await summarizer.MergeAsync(new SummaryMergeInput(text, covered, chunk, settings), cancellationToken);
                 text = merged.Text;
                 inputTokens += merged.InputTokens;
@@ -228,7 +230,7 @@ public sealed partial class SummaryWriter(
         var duration = Stopwatch.GetElapsedTime(started);
         var revisedAt = clock.GetUtcNow();
         var revised = new SummaryRevised(id, revision, text, 1, covered, reason, summarizer.Name, summarizer.Model,
-            summarizer.PromptVersion, settings.Variant, inputTokens, outputTokens, duration, revisedAt);
+            summarizer.PromptVersion, settings.Variant, inputTokens, outputTokens, duration, revisedAt, basedOn, readFrom);
         var stream = SummaryStreams.For(id);
         if (revision == 1)
         {
@@ -357,18 +359,18 @@ public sealed partial class SummaryWriter(
     /// messages nobody can read any more, and every later job failed on them. Such a job goes on from the newest revision
     /// of the history that covers them instead.
     /// </remarks>
-    private async Task<(long From, string? Text, bool Restated)> BaseAsync(
+    private async Task<(long From, string? Text, bool Restated, int? BasedOn)> BaseAsync(
         IDocumentSession session, ConversationInfo conversation, SummaryView? current, long coveredTo, bool restart, CancellationToken cancellationToken)
     {
         var deletedThrough = conversation.Retained.Where(r => r.Action == RetentionAction.Deleted).Select(r => r.ToSequence).DefaultIfEmpty(0).Max();
         if (deletedThrough <= (restart ? 0 : coveredTo))
         {
-            return restart ? (0, null, false) : (coveredTo, current?.Text, false);
+            return restart ? (0, null, false, null) : (coveredTo, current?.Text, false, current?.Revision);
         }
 
         if (current is not null && current.ToSequence >= deletedThrough)
         {
-            return (deletedThrough, current.Text, false);
+            return (deletedThrough, current.Text, false, current.Revision);
         }
 
         var covering = await session.Query<SummaryRevisionView>()
@@ -377,12 +379,12 @@ public sealed partial class SummaryWriter(
             .FirstOrDefaultAsync(cancellationToken);
         if (covering is null)
         {
-            return restart ? (0, null, false) : (coveredTo, current?.Text, false); // nothing covers them: the read fails on the gap, as before
+            return restart ? (0, null, false, null) : (coveredTo, current?.Text, false, current?.Revision); // nothing covers them: the read fails on the gap, as before
         }
 
         // Stored again even with nothing after it to read: the current summary must stand for them again.
         LogShortCoverage(logger, conversation.ConversationId, session.TenantId, current?.ToSequence ?? 0, deletedThrough, covering.Revision);
-        return (deletedThrough, covering.Summary.Text, true);
+        return (deletedThrough, covering.Summary.Text, true, covering.Revision);
     }
 
     /// <summary>
