@@ -32,23 +32,21 @@ internal sealed class StreamedErrorPolicy : PipelinePolicy
     public override void Process(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
     {
         ProcessNext(message, pipeline, currentIndex);
-        if (PlainAnswerToAStream(message) is { } response)
-        {
-            response.BufferContent();
-        }
-
-        Watch(message);
+        var plain = PlainAnswerToAStream(message);
+        plain?.BufferContent();
+        Watch(message, read: message.BufferResponse || plain is not null);
     }
 
     public override async ValueTask ProcessAsync(PipelineMessage message, IReadOnlyList<PipelinePolicy> pipeline, int currentIndex)
     {
         await ProcessNextAsync(message, pipeline, currentIndex).ConfigureAwait(false);
-        if (PlainAnswerToAStream(message) is { } response)
+        var plain = PlainAnswerToAStream(message);
+        if (plain is not null)
         {
-            await response.BufferContentAsync(message.CancellationToken).ConfigureAwait(false);
+            await plain.BufferContentAsync(message.CancellationToken).ConfigureAwait(false);
         }
 
-        Watch(message);
+        Watch(message, read: message.BufferResponse || plain is not null);
     }
 
     /// <summary>
@@ -61,16 +59,17 @@ internal sealed class StreamedErrorPolicy : PipelinePolicy
             ? response
             : null;
 
-    private static void Watch(PipelineMessage message)
+    /// <param name="read">Whether the whole answer has been read (a plain call, or a plain answer to a stream request).</param>
+    private static void Watch(PipelineMessage message, bool read)
     {
         if (message.Response is not { IsError: false } response)
         {
             return;
         }
 
-        if (message.BufferResponse || PlainAnswerToAStream(message) is not null)
+        if (read)
         {
-            // The whole answer has been read: only one that names "error" is parsed.
+            // Only an answer that names "error" is parsed.
             var body = response.Content.ToMemory().Span;
             if (body.IndexOf(StreamedErrorWatcher.ErrorName) >= 0 && StreamedErrorWatcher.Error(body, streamed: false) is { } error)
             {

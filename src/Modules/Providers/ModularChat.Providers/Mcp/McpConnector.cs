@@ -92,15 +92,12 @@ internal sealed class McpConnector(
             }
 
             // Refused when stored since; a server stored before keeps its settings but does not run with them.
-            var names = server.Environment.Keys.Concat(server.SecretEnvironment.Keys).ToList();
-            if (names.FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } loader)
+            switch (McpServerRules.FirstRefused(server.Environment.Keys.Concat(server.SecretEnvironment.Keys), settings.Stdio.AllowedEnvironment))
             {
-                throw new McpConnectException($"The environment variable {loader} is not allowed for stdio programs: it changes which code the program loads or which programs it runs. Remove it (PUT /api/mcp-servers/{{id}}).");
-            }
-
-            if (names.FirstOrDefault(n => !McpServerRules.AllowedByOperator(n, settings.Stdio.AllowedEnvironment)) is { } notAllowed)
-            {
-                throw new McpConnectException($"The environment variable {notAllowed} is not one stdio programs may be given here (Mcp:Stdio:AllowedEnvironment). Remove it (PUT /api/mcp-servers/{{id}}).");
+                case ({ } loader, true):
+                    throw new McpConnectException($"The environment variable {loader} is not allowed for stdio programs: it changes which code the program loads or which programs it runs. Remove it (PUT /api/mcp-servers/{{id}}).");
+                case ({ } notAllowed, false):
+                    throw new McpConnectException($"The environment variable {notAllowed} is not one stdio programs may be given here (Mcp:Stdio:AllowedEnvironment). Remove it (PUT /api/mcp-servers/{{id}}).");
             }
 
             // A minimal environment (PATH, HOME, ...) plus the server's own variables: never this service's configuration and keys.

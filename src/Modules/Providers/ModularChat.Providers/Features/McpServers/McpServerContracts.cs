@@ -159,6 +159,19 @@ internal static partial class McpServerRules
             ? name.StartsWith(a[..^1], StringComparison.Ordinal)
             : name.Equals(a, StringComparison.Ordinal));
 
+    /// <summary>
+    /// The first of <paramref name="names"/> a stdio program may not be given, and why: one that changes what runs (checked
+    /// first: refused whatever the operator allows), else one <paramref name="allowed"/> does not list. Null when all may be.
+    /// The same judgement when a server is stored and when it is run.
+    /// </summary>
+    public static (string Name, bool ChangesWhatRuns)? FirstRefused(IEnumerable<string> names, IReadOnlyCollection<string> allowed)
+    {
+        var list = names as IReadOnlyCollection<string> ?? names.ToList();
+        return list.FirstOrDefault(ChangesWhatRuns) is { } loader ? (loader, true)
+            : list.FirstOrDefault(n => !AllowedByOperator(n, allowed)) is { } other ? (other, false)
+            : null;
+    }
+
     /// <summary>What an entry of <c>Mcp:Stdio:AllowedEnvironment</c> looks like: a variable name, or its start followed by '*'.</summary>
     [GeneratedRegex(@"^[A-Za-z_][A-Za-z0-9_]*\*?$")]
     public static partial Regex AllowedEnvironmentEntry();
@@ -275,18 +288,19 @@ internal abstract class McpServerRequestValidator<T> : AbstractValidator<T>
             .WithMessage($"'{field}' names must be letters, digits and underscores, not starting with a digit.");
         RuleFor(variables).Custom((e, context) =>
         {
-            if (Keys(e).FirstOrDefault(McpServerRules.ChangesWhatRuns) is { } name)
+            switch (McpServerRules.FirstRefused(Keys(e), stdio.AllowedEnvironment))
             {
-                context.AddFailure(field,
-                    $"'{field}' may not set {name}: it changes which code the program loads or which programs it runs (LD_*, DOTNET_*, " +
-                    "NODE_*, PYTHON*, GIT_*, PATH, HOME, SHELL, editors, pagers, package indexes, ...). Set it in a wrapper script and " +
-                    "allowlist that script instead.");
-            }
-            else if (Keys(e).FirstOrDefault(n => !McpServerRules.AllowedByOperator(n, stdio.AllowedEnvironment)) is { } other)
-            {
-                context.AddFailure(field,
-                    $"'{field}' may not set {other}: stdio programs here may only be given {string.Join(", ", stdio.AllowedEnvironment)} " +
-                    "(Mcp:Stdio:AllowedEnvironment; names compared exactly, '*' ends a prefix).");
+                case ({ } name, true):
+                    context.AddFailure(field,
+                        $"'{field}' may not set {name}: it changes which code the program loads or which programs it runs (LD_*, DOTNET_*, " +
+                        "NODE_*, PYTHON*, GIT_*, PATH, HOME, SHELL, editors, pagers, package indexes, ...). Set it in a wrapper script and " +
+                        "allowlist that script instead.");
+                    break;
+                case ({ } other, false):
+                    context.AddFailure(field,
+                        $"'{field}' may not set {other}: stdio programs here may only be given {string.Join(", ", stdio.AllowedEnvironment)} " +
+                        "(Mcp:Stdio:AllowedEnvironment; names compared exactly, '*' ends a prefix).");
+                    break;
             }
         });
         RuleFor(variables).Must(e => e is null || e.Values.All(v => v is not null && !v.Contains('\0', StringComparison.Ordinal))).OverridePropertyName(field)
