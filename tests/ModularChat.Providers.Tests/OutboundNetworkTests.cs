@@ -111,16 +111,17 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     [Fact]
     public async Task Through_the_configured_proxy_providers_and_MCP_servers_are_reached_and_the_address_rules_judge_the_servers_named()
     {
-        // Public addresses (documentation range) that only the proxy reaches: it routes them to the loopback fakes.
+        // Public addresses that only the proxy reaches (it routes them to the loopback fakes; nothing connects to them).
         var modelPort = app.Model.BaseUrl.Port;
         const string password = "pr0xy-pa55-9d4e7c";
         using var proxy = ForwardProxy.Start(
-            new Dictionary<string, int> { ["203.0.113.7:80"] = modelPort, ["203.0.113.8:80"] = app.Mcp.BaseUrl.Port, ["203.0.113.9:443"] = modelPort },
+            new Dictionary<string, int> { ["1.2.3.7:80"] = modelPort, ["1.2.3.8:80"] = app.Mcp.BaseUrl.Port, ["1.2.3.9:443"] = modelPort },
             credentials: ("egress", password));
         var user = ModularChatApp.NewUser();
         using var allowed = app.Client(user);
         var privateKey = $"sk-private-{Guid.NewGuid():N}";
         var toPrivate = await allowed.AddProviderAsync(new Uri("http://10.0.0.5/v1"), privateKey, name: "in-house"); // stored where allowed
+        var toDocumentation = await allowed.AddProviderAsync(new Uri("http://192.0.2.2/v1"), $"sk-doc-{Guid.NewGuid():N}", name: "documentation");
 
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
@@ -131,25 +132,25 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
 
         var key = $"sk-proxied-{Guid.NewGuid():N}";
-        var provider = await client.AddProviderAsync(new Uri($"http://203.0.113.7{app.Model.BaseUrl.AbsolutePath}"), key, name: "proxied");
+        var provider = await client.AddProviderAsync(new Uri($"http://1.2.3.7{app.Model.BaseUrl.AbsolutePath}"), key, name: "proxied");
         var tested = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
         Assert.True(tested.Success, tested.Error?.Message);
         Assert.True(app.Model.RequestsWith(key) > 0);
-        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://203.0.113.7/", StringComparison.Ordinal));
+        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://1.2.3.7/", StringComparison.Ordinal));
         Assert.True(proxy.Challenged > 0); // it asked for credentials, and they were given
 
-        var server = await client.AddMcpServerAsync("calculator", $"http://203.0.113.8{new Uri(app.Mcp.StreamableHttpUrl).AbsolutePath}");
+        var server = await client.AddMcpServerAsync("calculator", $"http://1.2.3.8{new Uri(app.Mcp.StreamableHttpUrl).AbsolutePath}");
         var listed = await (await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null)).ReadAs<McpTestDto>(HttpStatusCode.OK);
         Assert.True(listed.Success, listed.Error);
         Assert.NotEmpty(listed.Tools);
-        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://203.0.113.8/", StringComparison.Ordinal));
+        Assert.Contains(proxy.Served, r => r.StartsWith("POST http://1.2.3.8/", StringComparison.Ordinal));
 
         // https goes through a tunnel (CONNECT): the fake speaks plain http, so the handshake fails and no key is sent.
         var tlsKey = $"sk-tunnel-{Guid.NewGuid():N}";
-        var tunnelled = await client.AddProviderAsync(new Uri($"https://203.0.113.9{app.Model.BaseUrl.AbsolutePath}"), tlsKey, name: "tunnelled");
+        var tunnelled = await client.AddProviderAsync(new Uri($"https://1.2.3.9{app.Model.BaseUrl.AbsolutePath}"), tlsKey, name: "tunnelled");
         var overTls = await (await client.PostAsync($"/api/providers/{tunnelled.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
         Assert.False(overTls.Success);
-        Assert.Contains("CONNECT 203.0.113.9:443", proxy.Served);
+        Assert.Contains("CONNECT 1.2.3.9:443", proxy.Served);
         Assert.Equal(0, app.Model.RequestsWith(tlsKey));
 
         // A private target is refused here, before the proxy (which would reach it) sees the request.
@@ -157,6 +158,12 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         Assert.False(refused.Success);
         Assert.Contains("private-network", refused.Error!.Message, StringComparison.Ordinal);
         Assert.DoesNotContain(proxy.Served, r => r.Contains("10.0.0.5", StringComparison.Ordinal));
+
+        // So is a documentation address (never routed on the internet: someone's own network, or this machine's interface).
+        var refusedToo = await (await client.PostAsync($"/api/providers/{toDocumentation.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+        Assert.False(refusedToo.Success);
+        Assert.Contains("private-network", refusedToo.Error!.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(proxy.Served, r => r.Contains("192.0.2.2", StringComparison.Ordinal));
 
         Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(password, StringComparison.Ordinal));
     }
@@ -258,6 +265,15 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     [InlineData("::a00:1", false)] // IPv4-compatible 10.0.0.1
     [InlineData("::ffff:0:7f00:1", false)] // IPv4-translated
     [InlineData("2001:db8::1", false)] // documentation
+    [InlineData("3fff:fff::1", false)] // documentation (RFC 9637)
+    [InlineData("192.0.2.2", false)] // documentation (TEST-NET-1), this machine's own interface on some hosts
+    [InlineData("198.51.100.7", false)] // documentation (TEST-NET-2)
+    [InlineData("203.0.113.7", false)] // documentation (TEST-NET-3)
+    [InlineData("::ffff:203.0.113.7", false)]
+    [InlineData("64:ff9b::c000:202", false)] // NAT64 of 192.0.2.2
+    [InlineData("192.0.3.1", true)]
+    [InlineData("203.0.114.1", true)]
+    [InlineData("4000::1", true)]
     [InlineData("100::1", false)] // discard-only
     [InlineData("8.8.8.8", true)]
     [InlineData("2606:4700:4700::1111", true)]

@@ -116,8 +116,9 @@ internal sealed partial class OutboundNetwork : IDisposable
     /// public as the address they carry: IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96), IPv4-compatible
     /// (::/96), NAT64 (64:ff9b::/96), 6to4 (2002::/16, the address in bits 16-48) and Teredo (2001::/32: the server's
     /// address in bits 32-64 and the client's, inverted, in the last 32 bits; both must be public). Local-use NAT64
-    /// (64:ff9b:1::/48) is a site's own translator and never public, nor are documentation (2001:db8::/32) and
-    /// discard-only (100::/64) addresses.
+    /// (64:ff9b:1::/48) is a site's own translator and never public, nor are documentation (2001:db8::/32, 3fff::/20;
+    /// IPv4's 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24: never routed on the internet, so an address of theirs is
+    /// always someone's own network, this machine's interface sometimes) and discard-only (100::/64) addresses.
     /// </remarks>
     public static bool IsPublic(IPAddress address)
     {
@@ -141,6 +142,7 @@ internal sealed partial class OutboundNetwork : IDisposable
             || (v6[0] & 0xFE) == 0xFC // unique local fc00::/7
             || StartsWith(v6, 0x00, 0x64, 0xFF, 0x9B, 0x00, 0x01) // local-use NAT64 64:ff9b:1::/48
             || StartsWith(v6, 0x20, 0x01, 0x0D, 0xB8) // documentation 2001:db8::/32
+            || (v6[0] == 0x3F && (v6[1] & 0xF0) == 0xF0) // documentation 3fff::/20
             || StartsWith(v6, 0x01, 0x00, 0, 0, 0, 0, 0, 0)) // discard-only 100::/64
         {
             return false;
@@ -175,7 +177,9 @@ internal sealed partial class OutboundNetwork : IDisposable
             || (b[0] == 169 && b[1] == 254) // link-local, cloud metadata services
             || (b[0] == 172 && b[1] >= 16 && b[1] <= 31)
             || (b[0] == 192 && b[1] == 168)
-            || (b[0] == 192 && b[1] == 0 && b[2] == 0)
+            || (b[0] == 192 && b[1] == 0 && (b[2] == 0 || b[2] == 2)) // IETF protocol assignments, documentation (TEST-NET-1)
+            || (b[0] == 198 && b[1] == 51 && b[2] == 100) // documentation (TEST-NET-2)
+            || (b[0] == 203 && b[1] == 0 && b[2] == 113) // documentation (TEST-NET-3)
             || (b[0] == 198 && (b[1] == 18 || b[1] == 19)) // benchmarking
             || b[0] >= 224); // multicast, reserved and broadcast
 
