@@ -85,3 +85,8 @@ internal sealed record SummaryDto(
     long? ReadFromSequence = null);
 
 internal sealed record SummaryRequestedDto(Guid ConversationId, long UpToSequence, long CoveredTo, bool Queued);
+
+internal sealed record RetentionRangeDto(long FromSequence, long ToSequence);
+
+/// <summary>What retention took out of a conversation (<c>GET /api/conversations/{id}/retention</c>).</summary>
+internal sealed record RetentionDto(List<RetentionRangeDto> Archived, List<RetentionRangeDto> Deleted);

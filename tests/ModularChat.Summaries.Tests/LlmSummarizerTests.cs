@@ -92,6 +92,40 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
     }
 
     [Fact]
+    public async Task A_rebuild_after_deleting_tells_the_model_which_kept_messages_its_summary_already_stands_for()
+    {
+        // Revision 1 covers 1-12; retention deletes 1-7. The rebuild can only start from revision 1's text (the one record
+        // of 1-7) and reads 8-12 again: folded in as new messages, what they say would be in the summary twice.
+        app.Llm.Responder = SummaryThroughLastMessage;
+        var topic = $"reread-{Guid.NewGuid():N}";
+        using var client = app.Client(app.LlmDeleteTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 12, topic));
+        Assert.Equal("Summary through 12.", (await client.SummaryCovering(id, 12)).Text);
+        await Eventually.Until(
+            async () => await (await client.GetAsync($"/api/conversations/{id}/retention")).ReadAs<RetentionDto>(HttpStatusCode.OK),
+            v => v.Deleted.Any(r => r.ToSequence == 7), what: "retention");
+
+        var swept = await app.Host.Services.GetRequiredService<SummarySweep>()
+            .RunAsync(new SweepRequest(Resummarize: true, TenantId: app.LlmDeleteTenant), null, CancellationToken.None);
+
+        Assert.Equal((1L, 0L), (swept.Finished, swept.Unfinished));
+        var rebuilt = (await client.CurrentSummary(id))!;
+        Assert.Equal((2, "resummarize", (int?)1, (long?)8), (rebuilt.Revision, rebuilt.Reason, rebuilt.BasedOnRevision, rebuilt.ReadFromSequence));
+        var prompt = UserText(RequestsAbout(topic).Last());
+        Assert.Contains("Current summary (it already stands for every message up to 12):\nSummary through 12.", prompt, StringComparison.Ordinal);
+        Assert.Contains("Next messages (8 to 12). Messages 8 to 12 are already in the current summary and are given again only for their details", prompt, StringComparison.Ordinal);
+        Assert.DoesNotContain("Turn 7 about", prompt, StringComparison.Ordinal);
+
+        // The next revision reads only what came after: no such note.
+        await client.AppendEach(id, Api.Turns(13, 25, topic));
+        await client.SummaryCovering(id, 25);
+        var next = UserText(RequestsAbout(topic).Last());
+        Assert.Contains("Current summary:\nSummary through 12.", next, StringComparison.Ordinal);
+        Assert.DoesNotContain("already", next, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_revision_is_merged_chunk_by_chunk_never_sending_more_than_a_chunk_of_messages()
     {
         app.Llm.Responder = SummaryThroughLastMessage;

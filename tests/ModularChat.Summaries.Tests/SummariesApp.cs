@@ -63,6 +63,9 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant due by tokens only (as <see cref="TokensTenant"/>) whose covered messages are archived, all but the last 5.</summary>
     public string TokensArchiveTenant { get; } = NewUser("tokens-archive");
 
+    /// <summary>A tenant on the <c>llm</c> variant whose covered messages are deleted, all but the last 5.</summary>
+    public string LlmDeleteTenant { get; } = NewUser("llm-delete");
+
     /// <summary>The key of the global summary model (<c>Summaries:Llm:ApiKey</c>).</summary>
     public const string GlobalKey = "global-key-5f1c9a";
 
@@ -98,6 +101,9 @@ public sealed class SummariesApp : ModularChatApp
         [$"Summaries:TenantVariants:{TokensTenant}"] = "tokens",
         [$"Summaries:TenantVariants:{PatientTenant}"] = "patient",
         [$"Summaries:TenantVariants:{TokensArchiveTenant}"] = "tokens",
+        [$"Summaries:TenantVariants:{LlmDeleteTenant}"] = "llm",
+        [$"Retention:Tenants:{LlmDeleteTenant}:Policy"] = "delete-after-summary",
+        [$"Retention:Tenants:{LlmDeleteTenant}:KeepLast"] = "5",
         [$"Retention:Tenants:{ArchiveTenant}:Policy"] = "archive-after-summary",
         [$"Retention:Tenants:{ArchiveTenant}:KeepLast"] = "5",
         [$"Retention:Tenants:{DeleteTenant}:Policy"] = "delete-after-summary",

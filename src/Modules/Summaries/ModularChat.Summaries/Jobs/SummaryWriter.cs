@@ -122,7 +122,7 @@ public sealed partial class SummaryWriter(
         var current = await currentRead;
         // A rebuild's continuation goes on from the revision its first part stored, as an incremental revision does.
         var restart = rebuild && !job.Continues;
-        var (from, text, restated, basedOn) = await BaseAsync(session, conversation, current, coveredTo, restart, cancellationToken);
+        var (from, text, restated, basedOn, baseCoversTo) = await BaseAsync(session, conversation, current, coveredTo, restart, cancellationToken);
         if (conversation.MessageCount <= from && !restated)
         {
             if (rebuild && progress is not null)
@@ -180,7 +180,10 @@ public sealed partial class SummaryWriter(
             await foreach (var chunk in ReadMessagesAsync(tenant, id, from, conversation.MessageCount, settings.ChunkSize, cancellationToken))
             {
                 readFrom ??= chunk[0].Sequence;
-                var merged = await summarizer.MergeAsync(new SummaryMergeInput(text, covered, chunk, settings), cancellationToken);
+                // After deletions the base text may stand for some of the kept messages read again (see BaseAsync).
+                var repeatedThrough = chunk[0].Sequence <= baseCoversTo ? Math.Min(baseCoversTo, chunk[^1].Sequence) : 0;
+                var merged = await summarizer.MergeAsync(
+                    new SummaryMergeInput(text, Math.Max(covered, repeatedThrough), chunk, settings, repeatedThrough), cancellationToken);
                 text = merged.Text;
                 inputTokens += merged.InputTokens;
                 outputTokens += merged.OutputTokens;
@@ -359,18 +362,20 @@ public sealed partial class SummaryWriter(
     /// messages nobody can read any more, and every later job failed on them. Such a job goes on from the newest revision
     /// of the history that covers them instead.
     /// </remarks>
-    private async Task<(long From, string? Text, bool Restated, int? BasedOn)> BaseAsync(
+    private async Task<(long From, string? Text, bool Restated, int? BasedOn, long TextCoversTo)> BaseAsync(
         IDocumentSession session, ConversationInfo conversation, SummaryView? current, long coveredTo, bool restart, CancellationToken cancellationToken)
     {
         var deletedThrough = conversation.Retained.Where(r => r.Action == RetentionAction.Deleted).Select(r => r.ToSequence).DefaultIfEmpty(0).Max();
         if (deletedThrough <= (restart ? 0 : coveredTo))
         {
-            return restart ? (0, null, false, null) : (coveredTo, current?.Text, false, current?.Revision);
+            return restart ? (0, null, false, null, 0) : (coveredTo, current?.Text, false, current?.Revision, coveredTo);
         }
 
+        // Read again from the first kept message on top of a text that may also stand for some of the kept ones (KeepLast,
+        // or messages that came after the summary retention decided on): the merge is told which (TextCoversTo).
         if (current is not null && current.ToSequence >= deletedThrough)
         {
-            return (deletedThrough, current.Text, false, current.Revision);
+            return (deletedThrough, current.Text, false, current.Revision, current.ToSequence);
         }
 
         var covering = await session.Query<SummaryRevisionView>()
@@ -379,12 +384,12 @@ public sealed partial class SummaryWriter(
             .FirstOrDefaultAsync(cancellationToken);
         if (covering is null)
         {
-            return restart ? (0, null, false, null) : (coveredTo, current?.Text, false, current?.Revision); // nothing covers them: the read fails on the gap, as before
+            return restart ? (0, null, false, null, 0) : (coveredTo, current?.Text, false, current?.Revision, coveredTo); // nothing covers them: the read fails on the gap, as before
         }
 
         // Stored again even with nothing after it to read: the current summary must stand for them again.
         LogShortCoverage(logger, conversation.ConversationId, session.TenantId, current?.ToSequence ?? 0, deletedThrough, covering.Revision);
-        return (deletedThrough, covering.Summary.Text, true, covering.Revision);
+        return (deletedThrough, covering.Summary.Text, true, covering.Revision, covering.Summary.ToSequence);
     }
 
     /// <summary>

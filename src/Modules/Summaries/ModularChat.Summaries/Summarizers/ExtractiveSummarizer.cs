@@ -456,7 +456,7 @@ internal sealed partial class ExtractiveSummarizer(ITokenCounter tokens, int par
         var newIndices = Enumerable.Range(oldCount, units.Count - oldCount).ToList();
         if (oldCount > 0 && newIndices.Count > 0)
         {
-            var newMessages = (double)input.Messages.Count;
+            var newMessages = (double)input.NewMessageCount; // messages read again are already the previous lines' share
             var share = Math.Min(newMessages / (newMessages + Math.Max(1, input.PreviouslyCoveredMessages)), MaxNewShare);
             used = Pick(newIndices, (int)(budget * share), used);
             used = Pick(oldIndices, used + (int)(budget * (1 - share)), used);

@@ -7,11 +7,21 @@ namespace ModularChat.Summaries.Summarizers;
 /// <param name="PreviousSummary">The summary so far (null for the first chunk of a first summary or a rebuild).</param>
 /// <param name="PreviouslyCoveredMessages">How many messages the previous summary stands for.</param>
 /// <param name="Messages">The next messages, oldest first.</param>
+/// <param name="RepeatedThrough">
+/// The last sequence of <see cref="Messages"/> that <see cref="PreviousSummary"/> already stands for (0: none). Only when
+/// retention deleted the messages before them: the previous summary is then the one text left of the deleted ones, and a
+/// rebuild reads the kept messages it also covers again, for their details, which must not be counted twice.
+/// </param>
 public sealed record SummaryMergeInput(
     string? PreviousSummary,
     long PreviouslyCoveredMessages,
     IReadOnlyList<ConversationMessage> Messages,
-    SummarySettings Settings);
+    SummarySettings Settings,
+    long RepeatedThrough = 0)
+{
+    /// <summary>How many of <see cref="Messages"/> the previous summary does not stand for yet.</summary>
+    public int NewMessageCount => RepeatedThrough <= 0 ? Messages.Count : Messages.Count(m => m.Sequence > RepeatedThrough);
+}
 
 /// <summary>The merged summary and what it cost.</summary>
 public sealed record SummaryMergeResult(string Text, int InputTokens, int OutputTokens);

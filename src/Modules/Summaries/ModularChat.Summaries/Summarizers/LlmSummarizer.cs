@@ -65,12 +65,28 @@ internal sealed class LlmSummarizer(IChatClient client, string model, TimeSpan t
     private static string Transcript(SummaryMergeInput input)
     {
         var text = new StringBuilder();
-        text.Append("Current summary:\n")
+        var repeated = input.Messages.Count > 0 && input.RepeatedThrough >= input.Messages[0].Sequence && !string.IsNullOrWhiteSpace(input.PreviousSummary);
+        text.Append("Current summary");
+        if (repeated)
+        {
+            text.Append(CultureInfo.InvariantCulture, $" (it already stands for every message up to {input.RepeatedThrough})");
+        }
+
+        text.Append(":\n")
             .Append(string.IsNullOrWhiteSpace(input.PreviousSummary) ? "(none yet)" : input.PreviousSummary.Trim())
             .Append("\n\nNext messages");
         if (input.Messages.Count > 0)
         {
             text.Append(CultureInfo.InvariantCulture, $" ({input.Messages[0].Sequence} to {input.Messages[^1].Sequence})");
+        }
+
+        if (repeated)
+        {
+            // Retention deleted the messages before these: the summary is all that is left of them, and the kept ones it
+            // covers too are read again for their details. Folded in as new, what they say would be in the summary twice.
+            var last = Math.Min(input.RepeatedThrough, input.Messages[^1].Sequence);
+            text.Append(CultureInfo.InvariantCulture,
+                $". Messages {input.Messages[0].Sequence} to {last} are already in the current summary and are given again only for their details: rewrite the summary with them, without counting or repeating what they say twice");
         }
 
         text.Append(":\n");
