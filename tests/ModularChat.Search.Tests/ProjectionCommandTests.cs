@@ -25,4 +25,25 @@ public sealed class ProjectionCommandTests(SearchApp app)
         Assert.True(listed == 0, list);
         Assert.Contains("SearchEntries", list, StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData("resources", "clear")]
+    [InlineData("resources", "--timeout", "60", "Teardown")]
+    public async Task Emptying_or_dropping_the_schema_is_refused_while_nodes_run_and_what_they_stored_stays(params string[] args)
+    {
+        using var client = app.Client(ModularChatApp.NewUser("before-refused-clear"));
+        await client.StartConversation("kept", Message("the ferryman counted the oars"));
+        await Eventually.Until(() => client.KeywordMatches("ferryman"), n => n == 1, what: "indexing");
+
+        var (exit, output) = await app.RunHostCommandAsync(null, args);
+
+        // It used to empty every table under the running node (every tenant's conversations, summaries, queued jobs).
+        Assert.True(exit == 1, output);
+        Assert.Contains("node(s) of this deployment are running", output, StringComparison.Ordinal);
+        Assert.Contains("Stop the service first", output, StringComparison.Ordinal);
+        Assert.Equal(1, await client.KeywordMatches("ferryman"));
+        Assert.Single((await (await client.GetAsync("/api/conversations")).ReadAs<ConversationsPage>(System.Net.HttpStatusCode.OK)).Items);
+    }
+
+    private sealed record ConversationsPage(List<object> Items);
 }
