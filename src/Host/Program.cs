@@ -102,7 +102,7 @@ if (args.Length == 0)
     return 0;
 }
 
-if (await ProjectionsCommandGuard.RefusalAsync(app.Services, args) is { } refusal)
+if (await CommandGuard.RefusalAsync(app.Services, args) is { } refusal)
 {
     await Console.Error.WriteLineAsync(refusal);
     return 1;

@@ -29,6 +29,8 @@ public sealed class ProjectionCommandTests(SearchApp app)
     [Theory]
     [InlineData("resources", "clear")]
     [InlineData("resources", "--timeout", "60", "Teardown")]
+    [InlineData("storage", "clear")]
+    [InlineData("clear-handled")]
     public async Task Emptying_or_dropping_the_schema_is_refused_while_nodes_run_and_what_they_stored_stays(params string[] args)
     {
         using var client = app.Client(ModularChatApp.NewUser("before-refused-clear"));
@@ -43,6 +45,18 @@ public sealed class ProjectionCommandTests(SearchApp app)
         Assert.Contains("Stop the service first", output, StringComparison.Ordinal);
         Assert.Equal(1, await client.KeywordMatches("ferryman"));
         Assert.Single((await (await client.GetAsync("/api/conversations")).ReadAs<ConversationsPage>(System.Net.HttpStatusCode.OK)).Items);
+    }
+
+    [Fact]
+    public async Task Describe_is_not_offered_because_it_prints_the_keys()
+    {
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string> { ["Summaries__Llm__ApiKey"] = "sk-describe-7c1e93" }, "describe");
+
+        // It printed the whole configuration, keys and connection strings included, and then failed part way.
+        Assert.True(exit == 1, output);
+        Assert.Contains("'describe' is not offered", output, StringComparison.Ordinal);
+        Assert.DoesNotContain("sk-describe-7c1e93", output, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.MasterKey[..16], output, StringComparison.Ordinal);
     }
 
     private sealed record ConversationsPage(List<object> Items);
