@@ -463,6 +463,48 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_bearer_token_a_server_repeats_without_its_scheme_reaches_neither_the_model_nor_the_answer_nor_the_conversation()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        await McpServerTests.AddTokenServerAsync(client, app, "token", "token");
+        // The model repeats what the tools said, as models do.
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("The tools said: " + string.Join(" / ", request.Messages.Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"])))
+            : FakeReply.Calls(new FakeToolCall("call_w", "whoami", "{}"), new FakeToolCall("call_e", "expired", "{}")), app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} who am I?" });
+        var body = await response.Content.ReadAsStringAsync();
+        var turn = await response.ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        // A result ("authenticated with token ..."), a JSON-RPC error ("Token ... has expired") and the description of whoami
+        // (which shows the Authorization header, offered to the model) each carried the bare token.
+        Assert.Equal("authenticated with token ***", turn.ToolCalls[0].Result);
+        Assert.EndsWith("Token *** has expired", turn.ToolCalls[1].Result, StringComparison.Ordinal);
+        Assert.DoesNotContain(McpServerTests.BareToken, body, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Where(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToList();
+        Assert.Contains(sent, r => r.ToolNames.Contains("whoami"));
+        Assert.All(sent, r => Assert.DoesNotContain(McpServerTests.BareToken, r.Body.ToJsonString(), StringComparison.Ordinal));
+        Assert.All(await client.MessagesAsync(conversation), m => Assert.DoesNotContain(McpServerTests.BareToken, m.Content, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_server_left_out_for_a_handshake_error_that_names_its_bearer_token_is_logged_without_the_token()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var name = "refusing-" + Marker();
+        await McpServerTests.AddTokenServerAsync(client, app, name, "token-refused");
+
+        await client.ChatAsync(conversation, $"{Marker()} hello");
+
+        var line = await Eventually.Until(() => Task.FromResult(app.Logs.Lines.FirstOrDefault(l => l.Contains($"MCP server {name} is left out", StringComparison.Ordinal))),
+            l => l is not null, what: "No line about the server left out");
+        Assert.Contains("Token *** has expired", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(McpServerTests.BareToken, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_server_left_out_for_an_error_that_repeats_its_secret_is_logged_without_the_secret()
     {
         using var client = app.Client(ModularChatApp.NewUser());

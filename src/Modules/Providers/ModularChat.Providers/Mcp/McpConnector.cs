@@ -56,10 +56,14 @@ internal sealed class McpConnector(
         }
     }
 
-    /// <summary>The decrypted secret values of <paramref name="server"/> (to scrub them from error texts).</summary>
+    /// <summary>
+    /// The decrypted secret values of <paramref name="server"/>, to scrub them from what it answers and from error texts
+    /// about it (results, errors, tool lists, logs): each value, and the credentials a <c>scheme credentials</c> value carries
+    /// (the token of <c>Authorization: Bearer TOKEN</c>), which a server repeats without the scheme.
+    /// </summary>
     /// <exception cref="ConflictException">A secret cannot be decrypted.</exception>
     public IReadOnlyList<string> SecretValues(McpServerConnection server)
-        => server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList();
+        => Redaction.WithCredentialParts(server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList());
 
     /// <summary>
     /// The secret values of <paramref name="server"/> to scrub from an error text about it: none when they cannot be

@@ -127,7 +127,11 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
     }
 
-    /// <summary>What the model is offered: the servers' tools in order, each under a name unique in the turn, at most <see cref="McpOptions.MaxToolsPerTurn"/>.</summary>
+    /// <summary>
+    /// What the model is offered: the servers' tools in order, each under a name unique in the turn, at most
+    /// <see cref="McpOptions.MaxToolsPerTurn"/>; their descriptions and schemas without the server's secrets (a list stored
+    /// before lists were stored without them still holds them).
+    /// </summary>
     private void Offer(IReadOnlyList<McpServerConnection> servers, List<McpToolInfo>?[] lists, McpOptions options, ILogger logger)
     {
         for (var i = 0; i < servers.Count; i++)
@@ -138,7 +142,8 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 continue;
             }
 
-            foreach (var tool in tools)
+            var secretValues = _connector.SecretValuesToScrub(server);
+            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)))
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
@@ -180,7 +185,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         try
         {
             client = await _connector.ConnectAsync(server, deadline);
-            var listing = await McpToolCatalog.ListAsync(client, _options, deadline);
+            var listing = await McpToolCatalog.ListAsync(client, _options, _connector.SecretValues(server), deadline);
             lock (_gate)
             {
                 _clients[server.Id] = Task.FromResult(client);
