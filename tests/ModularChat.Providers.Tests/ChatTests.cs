@@ -628,10 +628,12 @@ public sealed class ChatTests(ProvidersApp app)
 
         var turn = await client.ChatAsync(conversation, $"{marker} flood me");
 
-        // 9 MiB against OutboundNetwork:MaxResponseBytes = 8 MiB: never read into memory whole, nor stored, nor sent on.
+        // 9 MiB against OutboundNetwork:MaxResponseBytes = 8 MiB: never read into memory whole, nor stored, nor sent on; the
+        // model is told which limit the answer passed.
         var call = Assert.Single(turn.ToolCalls);
         Assert.True(call.Failed);
-        Assert.True(call.Result.Length < 100, call.Result);
+        Assert.True(call.Result.Length < 300, call.Result);
+        Assert.Contains("is larger than 8,388,608 bytes (OutboundNetwork:MaxResponseBytes)", call.Result, StringComparison.Ordinal);
         Assert.Equal("too much", turn.Answer.Content);
     }
 
@@ -651,6 +653,62 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.True(call.Failed);
         Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout under ShortMcpTimeouts
         Assert.Equal("it slept", turn.Answer.Content);
+    }
+
+    [Fact]
+    public async Task A_tool_whose_server_drops_the_connection_tells_the_model_which_server_failed_and_the_turn_is_answered()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var name = "fragile-" + Marker();
+        await client.AddMcpServerAsync(name, app.Mcp.UnrulyUrl("drop"));
+        var marker = Marker();
+        // The model tries again, round after round, more often than the client allows errors in a row (3).
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") < 4
+            ? FakeReply.Calls(new FakeToolCall("call_" + request.Messages.Count, "fragile", "{}"))
+            : FakeReply.Text("it keeps failing"), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try hard");
+
+        // It used to answer 502 "The model provider could not be reached." (each call an exception, "Function failed" to the model).
+        Assert.Equal("it keeps failing", turn.Answer.Content);
+        Assert.Equal(4, turn.ToolCalls.Count);
+        Assert.All(turn.ToolCalls, call =>
+        {
+            Assert.True(call.Failed);
+            Assert.StartsWith($"The tool fragile of MCP server '{name}' could not be called: ", call.Result, StringComparison.Ordinal);
+        });
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Equal(turn.ToolCalls.Select(c => c.Result), sent.Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"]!.ToString()));
+        Assert.Contains(app.Logs.Lines, l => l.Contains($"MCP server {name}'s tool fragile could not be called", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_stdio_program_that_dies_during_a_turn_is_started_again_for_the_next_call()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "mortal", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "crash", "{}")),
+            1 => FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":2,"b":3}""")),
+            _ => FakeReply.Text("done"),
+        }, app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} crash, then add");
+
+        var (crash, add) = (turn.ToolCalls[0], turn.ToolCalls[1]);
+        // The next call used to go to the dead program's connection ("Function failed").
+        Assert.Equal(("5", false), (add.Result, add.Failed));
+        Assert.True(crash.Failed);
+        Assert.StartsWith("The tool crash of MCP server 'mortal' could not be called: ", crash.Result, StringComparison.Ordinal);
+        Assert.Equal("done", turn.Answer.Content);
     }
 
     [Fact]

@@ -168,6 +168,28 @@ internal sealed class McpConnector(
         return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;
     }
 
+    /// <summary>
+    /// A clear, secret-free sentence for a tool call that failed below the protocol: the connection could not be made or
+    /// was lost, the program ended, the answer was too large (a JSON-RPC error answer is the server's own and said as such).
+    /// </summary>
+    public static string DescribeCallFailure(Exception error, McpServerConnection server, IEnumerable<string> secretValues)
+    {
+        var where = server.Transport == McpTransports.Stdio ? $"the program '{server.Command}'" : $"{server.Url}";
+        var message = error switch
+        {
+            McpConnectException known => known.Message,
+            ConflictException conflict => conflict.Message, // its secrets cannot be decrypted
+            _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
+            ClientTransportClosedException { Details.Exception: { } closed } when Inner<McpStdioException>(closed) is { } stdio => stdio.Message,
+            _ when Inner<HttpRequestException>(error) is { StatusCode: { } status } => $"{where} answered HTTP {(int)status} ({status}).",
+            _ when Inner<HttpRequestException>(error) is { } http => $"The request to {where} failed: {http.Message}",
+            _ when Inner<IOException>(error) is { } io => $"The connection to {where} was lost: {io.Message}",
+            _ => $"{where} failed: {Innermost(error).Message}",
+        };
+        message = Redaction.Scrub(message, secretValues);
+        return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;
+    }
+
     private static T? Inner<T>(Exception? e)
         where T : Exception
     {
