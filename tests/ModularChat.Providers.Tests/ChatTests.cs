@@ -711,6 +711,31 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("done", turn.Answer.Content);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_call_whose_arguments_are_not_json_is_not_made_and_the_model_is_told_and_the_call_stored_as_failed(bool streamed)
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        await client.AddMcpServerAsync("recording", app.Mcp.UnrulyUrl("recording-" + marker));
+        app.Model.Responder = CallsThenAnswer(marker, "bad arguments", app.Model.Responder, new FakeToolCall("call_j", "echo", "this is {not json"));
+
+        var turn = await TurnWithOneFailedToolCallAsync(client, conversation, $"{marker} echo", streamed);
+
+        // The tool used to be called with no arguments ({}), and the call reported and stored as one that did not fail.
+        Assert.Empty(UnrulyMcpServer.CallsReceived(marker));
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The arguments of this call of the tool 'echo' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.", call.Result);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Contains(sent, m => m?["role"]?.ToString() == "tool" && m["content"]!.ToString() == call.Result);
+        var result = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(("true", call.Result), (result.Metadata!["failed"], result.Content));
+        Assert.Equal("bad arguments", turn.Answer.Content);
+    }
+
     [Fact]
     public async Task Servers_never_listed_are_listed_at_once_and_those_that_do_not_answer_are_left_out_for_a_while()
     {

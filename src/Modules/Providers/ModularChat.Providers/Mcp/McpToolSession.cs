@@ -81,9 +81,25 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string NotOffered(FunctionCallContent call)
     {
         Record(call, ok: false);
-        var name = call.Name.Length > McpToolCatalog.MaxNameLength ? StorableText.Prefix(call.Name, McpToolCatalog.MaxNameLength) + "..." : call.Name;
-        name = string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
-        return $"The tool '{name}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+        return $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+    }
+
+    /// <summary>
+    /// What the model is told when it calls <paramref name="call"/> with arguments that are not JSON: nothing was called (the
+    /// client would have called the tool without any), and the call is marked failed.
+    /// </summary>
+    public string ArgumentsNotJson(FunctionCallContent call)
+    {
+        Record(call, ok: false);
+        return $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
+    }
+
+    /// <summary>A name of the model's making, as a sentence to it quotes it: bounded and without control characters.</summary>
+    private static string Shown(string name)
+    {
+        name = name.Length > McpToolCatalog.MaxNameLength ? StorableText.Prefix(name, McpToolCatalog.MaxNameLength) + "..." : name;
+        return string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
     }
 
     private void Record(FunctionCallContent call, bool ok)
@@ -394,14 +410,14 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 {
                     text = $"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.";
                 }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    text = session.CallFailed(server, tool.Name, e);
+                }
 
                 if (FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)
                 {
                     session.Record(call, ok);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    text = session.CallFailed(server, tool.Name, e);
                 }
 
                 return text.Length > session._maxResultLength ? StorableText.Prefix(text, session._maxResultLength) + " [cut]" : text;
