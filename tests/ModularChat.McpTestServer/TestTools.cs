@@ -5,7 +5,10 @@ namespace ModularChat.McpTestServer;
 /// <summary>The tools the test MCP servers offer (the stdio program and the HTTP servers the tests start).</summary>
 public static class TestTools
 {
-    /// <param name="environment">Also offer <c>get_env</c> and <c>get_cwd</c> (the stdio program: to see which environment and directory it was given).</param>
+    /// <param name="environment">
+    /// Also offer <c>get_env</c> and <c>get_cwd</c> (the stdio program: to see which environment and directory it was
+    /// given), and <c>crash</c>, which ends the program at once without answering, as a server that crashes does.
+    /// </param>
     public static IReadOnlyList<McpServerTool> Create(bool environment = false)
     {
         List<McpServerTool> tools =
@@ -21,6 +24,12 @@ public static class TestTools
                 new McpServerToolCreateOptions { Name = "get_env", Description = "Returns the value of an environment variable of the server process." }));
             tools.Add(McpServerTool.Create(string () => $"{Environment.CurrentDirectory} ({Directory.EnumerateFileSystemEntries(Environment.CurrentDirectory).Count()} entries)",
                 new McpServerToolCreateOptions { Name = "get_cwd", Description = "Returns the server process's working directory and how many entries it holds." }));
+            tools.Add(McpServerTool.Create(string () =>
+                {
+                    System.Diagnostics.Process.GetCurrentProcess().Kill();
+                    return "never answered";
+                },
+                new McpServerToolCreateOptions { Name = "crash", Description = "Ends the server process at once, without answering." }));
         }
 
         return tools;

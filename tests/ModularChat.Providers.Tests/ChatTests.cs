@@ -463,6 +463,48 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_bearer_token_a_server_repeats_without_its_scheme_reaches_neither_the_model_nor_the_answer_nor_the_conversation()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        await McpServerTests.AddTokenServerAsync(client, app, "token", "token");
+        // The model repeats what the tools said, as models do.
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("The tools said: " + string.Join(" / ", request.Messages.Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"])))
+            : FakeReply.Calls(new FakeToolCall("call_w", "whoami", "{}"), new FakeToolCall("call_e", "expired", "{}")), app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} who am I?" });
+        var body = await response.Content.ReadAsStringAsync();
+        var turn = await response.ReadAs<ChatTurnDto>(HttpStatusCode.OK);
+
+        // A result ("authenticated with token ..."), a JSON-RPC error ("Token ... has expired") and the description of whoami
+        // (which shows the Authorization header, offered to the model) each carried the bare token.
+        Assert.Equal("authenticated with token ***", turn.ToolCalls[0].Result);
+        Assert.EndsWith("Token *** has expired", turn.ToolCalls[1].Result, StringComparison.Ordinal);
+        Assert.DoesNotContain(McpServerTests.BareToken, body, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Where(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToList();
+        Assert.Contains(sent, r => r.ToolNames.Contains("whoami"));
+        Assert.All(sent, r => Assert.DoesNotContain(McpServerTests.BareToken, r.Body.ToJsonString(), StringComparison.Ordinal));
+        Assert.All(await client.MessagesAsync(conversation), m => Assert.DoesNotContain(McpServerTests.BareToken, m.Content, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_server_left_out_for_a_handshake_error_that_names_its_bearer_token_is_logged_without_the_token()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var name = "refusing-" + Marker();
+        await McpServerTests.AddTokenServerAsync(client, app, name, "token-refused");
+
+        await client.ChatAsync(conversation, $"{Marker()} hello");
+
+        var line = await Eventually.Until(() => Task.FromResult(app.Logs.Lines.FirstOrDefault(l => l.Contains($"MCP server {name} is left out", StringComparison.Ordinal))),
+            l => l is not null, what: "No line about the server left out");
+        Assert.Contains("Token *** has expired", line, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(McpServerTests.BareToken, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_server_left_out_for_an_error_that_repeats_its_secret_is_logged_without_the_secret()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -586,10 +628,12 @@ public sealed class ChatTests(ProvidersApp app)
 
         var turn = await client.ChatAsync(conversation, $"{marker} flood me");
 
-        // 9 MiB against OutboundNetwork:MaxResponseBytes = 8 MiB: never read into memory whole, nor stored, nor sent on.
+        // 9 MiB against OutboundNetwork:MaxResponseBytes = 8 MiB: never read into memory whole, nor stored, nor sent on; the
+        // model is told which limit the answer passed.
         var call = Assert.Single(turn.ToolCalls);
         Assert.True(call.Failed);
-        Assert.True(call.Result.Length < 100, call.Result);
+        Assert.True(call.Result.Length < 300, call.Result);
+        Assert.Contains("is larger than 8,388,608 bytes (OutboundNetwork:MaxResponseBytes)", call.Result, StringComparison.Ordinal);
         Assert.Equal("too much", turn.Answer.Content);
     }
 
@@ -609,6 +653,87 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.True(call.Failed);
         Assert.Equal("The tool sleepy did not answer within 3 s.", call.Result); // Mcp:ToolCallTimeout under ShortMcpTimeouts
         Assert.Equal("it slept", turn.Answer.Content);
+    }
+
+    [Fact]
+    public async Task A_tool_whose_server_drops_the_connection_tells_the_model_which_server_failed_and_the_turn_is_answered()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var name = "fragile-" + Marker();
+        await client.AddMcpServerAsync(name, app.Mcp.UnrulyUrl("drop"));
+        var marker = Marker();
+        // The model tries again, round after round, more often than the client allows errors in a row (3).
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") < 4
+            ? FakeReply.Calls(new FakeToolCall("call_" + request.Messages.Count, "fragile", "{}"))
+            : FakeReply.Text("it keeps failing"), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try hard");
+
+        // It used to answer 502 "The model provider could not be reached." (each call an exception, "Function failed" to the model).
+        Assert.Equal("it keeps failing", turn.Answer.Content);
+        Assert.Equal(4, turn.ToolCalls.Count);
+        Assert.All(turn.ToolCalls, call =>
+        {
+            Assert.True(call.Failed);
+            Assert.StartsWith($"The tool fragile of MCP server '{name}' could not be called: ", call.Result, StringComparison.Ordinal);
+        });
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Equal(turn.ToolCalls.Select(c => c.Result), sent.Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"]!.ToString()));
+        Assert.Contains(app.Logs.Lines, l => l.Contains($"MCP server {name}'s tool fragile could not be called", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_stdio_program_that_dies_during_a_turn_is_started_again_for_the_next_call()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await (await client.PostJson("/api/mcp-servers", new
+        {
+            name = "mortal", transport = "stdio", command = ProvidersApp.Dotnet, arguments = new[] { ProvidersApp.StdioServerDll },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "crash", "{}")),
+            1 => FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":2,"b":3}""")),
+            _ => FakeReply.Text("done"),
+        }, app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} crash, then add");
+
+        var (crash, add) = (turn.ToolCalls[0], turn.ToolCalls[1]);
+        // The next call used to go to the dead program's connection ("Function failed").
+        Assert.Equal(("5", false), (add.Result, add.Failed));
+        Assert.True(crash.Failed);
+        Assert.StartsWith("The tool crash of MCP server 'mortal' could not be called: ", crash.Result, StringComparison.Ordinal);
+        Assert.Equal("done", turn.Answer.Content);
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_call_whose_arguments_are_not_json_is_not_made_and_the_model_is_told_and_the_call_stored_as_failed(bool streamed)
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        await client.AddMcpServerAsync("recording", app.Mcp.UnrulyUrl("recording-" + marker));
+        app.Model.Responder = CallsThenAnswer(marker, "bad arguments", app.Model.Responder, new FakeToolCall("call_j", "echo", "this is {not json"));
+
+        var turn = await TurnWithOneFailedToolCallAsync(client, conversation, $"{marker} echo", streamed);
+
+        // The tool used to be called with no arguments ({}), and the call reported and stored as one that did not fail.
+        Assert.Empty(UnrulyMcpServer.CallsReceived(marker));
+        var call = Assert.Single(turn.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The arguments of this call of the tool 'echo' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.", call.Result);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Contains(sent, m => m?["role"]?.ToString() == "tool" && m["content"]!.ToString() == call.Result);
+        var result = (await client.MessagesAsync(conversation)).Single(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result");
+        Assert.Equal(("true", call.Result), (result.Metadata!["failed"], result.Content));
+        Assert.Equal("bad arguments", turn.Answer.Content);
     }
 
     [Fact]

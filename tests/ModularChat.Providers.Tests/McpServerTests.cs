@@ -279,6 +279,67 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(wrong, StringComparison.Ordinal) || l.Contains("tok-abcdef123456", StringComparison.Ordinal));
     }
 
+    /// <summary>The bare token of the <c>Authorization: Bearer ...</c> header the token tests store: no shape the general scrubbing knows.</summary>
+    internal const string BareToken = "a9f3c2e7b1d54f08";
+
+    /// <summary>An X-Api-Key the token tests store: JSON escapes its '+' and '&lt;'.</summary>
+    internal const string ApiKey = "wk+9f3c2a7e1d5b<6x";
+
+    /// <summary>Adds a server of <see cref="UnrulyMcpServer"/> in <paramref name="mode"/> with the secret headers of the token tests.</summary>
+    internal static async Task<McpServerDto> AddTokenServerAsync(HttpClient client, ProvidersApp app, string name, string mode)
+        => await (await client.PostJson("/api/mcp-servers", new
+        {
+            name, transport = "streamable-http", url = app.Mcp.UnrulyUrl(mode),
+            secretHeaders = new Dictionary<string, string> { ["Authorization"] = "Bearer " + BareToken, ["X-Api-Key"] = ApiKey },
+        })).ReadAs<McpServerDto>(HttpStatusCode.Created);
+
+    [Fact]
+    public async Task A_handshake_error_that_names_the_bare_bearer_token_is_answered_and_logged_without_it()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await AddTokenServerAsync(client, app, "refusing", "token-refused");
+
+        var response = await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        var body = await response.Content.ReadAsStringAsync();
+        var result = await response.ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // Only the whole header value was a secret: "Token a9f3... has expired" went on as the server wrote it.
+        Assert.False(result.Success);
+        Assert.Contains("Token *** has expired", result.Error, StringComparison.Ordinal);
+        Assert.DoesNotContain(BareToken, body, StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(BareToken, StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Tool_descriptions_and_schemas_that_repeat_the_servers_secrets_are_answered_and_stored_without_them()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var server = await AddTokenServerAsync(client, app, "describes", "token");
+
+        var response = await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        var tested = await response.Content.ReadAsStringAsync();
+        var result = await response.ReadAs<McpTestDto>(HttpStatusCode.OK);
+        var read = await client.GetStringAsync($"/api/mcp-servers/{server.Id}");
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var select = new NpgsqlCommand("select data::text from modularchat.mt_doc_mcpserverconnection where id = @id", connection);
+        select.Parameters.AddWithValue("id", server.Id);
+        var stored = (string)(await select.ExecuteScalarAsync())!;
+
+        Assert.True(result.Success, result.Error);
+        var whoami = result.Tools.Single(t => t.Name == "whoami");
+        Assert.Equal("Says who the caller is. Send the header Authorization: ***", whoami.Description); // the rest of it is kept
+        Assert.Equal("An API key, e.g. ***", whoami.InputSchema.GetProperty("properties").GetProperty("key").GetProperty("description").GetString());
+        // As JSON writes them, escaped or not (the document stores the schema as a string inside JSON: escaped twice).
+        string[] leaks = [BareToken, ApiKey, "wk\\u002B9f3c2a7e1d5b", "wk\\\\u002B9f3c2a7e1d5b", "wk+9f3c2a7e1d5b"];
+        foreach (var leak in leaks)
+        {
+            Assert.DoesNotContain(leak, tested, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain(leak, read, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain(leak, stored, StringComparison.OrdinalIgnoreCase);
+        }
+    }
+
     [Fact]
     public async Task A_refused_connection_gives_a_clear_result()
     {

@@ -43,4 +43,26 @@ public sealed class RedactionTests
             {"X-Api-Key":"***"}
             """, Redaction.ScrubSecrets(text, ["k+ey<9f3c2a"]));
     }
+
+    [Fact]
+    public void The_credentials_after_a_scheme_are_secrets_of_their_own_and_for_basic_the_user_and_password_they_encode()
+    {
+        var basic = "Basic " + Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("svc-user:pa55w0rd-x"));
+
+        var secrets = Redaction.WithCredentialParts(["Bearer tok-7d1e4c9a", "Token abcdef123456", basic, "plain-secret-value"]);
+
+        Assert.Equal(
+            ["Bearer tok-7d1e4c9a", "tok-7d1e4c9a", "Token abcdef123456", "abcdef123456", basic, basic[6..], "svc-user:pa55w0rd-x", "pa55w0rd-x", "plain-secret-value"],
+            secrets);
+        Assert.Equal("Token *** has expired; login as *** (password ***)",
+            Redaction.Scrub("Token tok-7d1e4c9a has expired; login as svc-user:pa55w0rd-x (password pa55w0rd-x)", secrets));
+    }
+
+    [Theory]
+    // Credentials shorter than 6 characters, masked wherever they occur, would mask ordinary words.
+    [InlineData("Bearer abc12", new[] { "Bearer abc12" })]
+    [InlineData("Basic dTpwdw==", new[] { "Basic dTpwdw==", "dTpwdw==" })] // u:pw
+    [InlineData("Basic not-base64!", new[] { "Basic not-base64!", "not-base64!" })] // nothing to decode
+    public void Parts_shorter_than_six_characters_and_basic_credentials_that_do_not_decode_add_nothing_more(string value, string[] expected)
+        => Assert.Equal(expected, Redaction.WithCredentialParts([value]));
 }

@@ -11,12 +11,18 @@ namespace ModularChat.Providers.Tests;
 /// <summary>
 /// An MCP server over streamable HTTP (JSON answers) written by hand, so that it can answer what the SDK's server never
 /// would: tool lists with unusable entries, thousands of tools, endless or looping pages, JSON-RPC errors from a tool, an
-/// error result that quotes a credential, a tool list larger than a response may be (also over the legacy SSE transport).
+/// error result that quotes a credential, a tool list larger than a response may be (also over the legacy SSE transport),
+/// a server that repeats the bare token of its Authorization header, one that drops the connection of a tool call.
 /// Mapped at <c>/unruly/{mode}</c> and <c>/unruly-sse/{mode}</c> beside <see cref="McpHttpServer"/>'s well-behaved endpoints.
 /// </summary>
 internal static class UnrulyMcpServer
 {
     private static readonly ConcurrentDictionary<string, (TaskCompletionSource Listing, TaskCompletionSource Release)> Gates = new();
+
+    private static readonly ConcurrentDictionary<string, ConcurrentQueue<string>> Received = new();
+
+    /// <summary>The arguments of each tools/call the server of mode <c>recording-{key}</c> received (as JSON), in order.</summary>
+    public static IReadOnlyList<string> CallsReceived(string key) => Received.TryGetValue(key, out var calls) ? [.. calls] : [];
 
     /// <summary>The replies each open SSE stream (<c>/unruly-sse/{mode}</c>) has yet to send, by its session.</summary>
     private static readonly ConcurrentDictionary<string, Channel<JsonObject>> SseSessions = new();
@@ -35,6 +41,13 @@ internal static class UnrulyMcpServer
     /// <summary>What the tool of mode <c>leaky</c> puts in the error result it answers with: a credential, as careless servers do.</summary>
     public const string LeakedCredential = "Bearer abcdefghijklmnopqrstuvwxyz123456";
 
+    /// <summary>
+    /// The tools of mode <c>token</c>, each of which repeats what it was sent: <c>whoami</c> describes itself with the
+    /// request's Authorization header and answers with the bare token of it, its schema shows the X-Api-Key header as an
+    /// example; <c>expired</c> answers with a JSON-RPC error that names the bare token.
+    /// </summary>
+    public static readonly string[] TokenTools = ["whoami", "expired"];
+
     /// <summary>The tools of mode <c>odd</c> that are fit to keep (the rest of its list is not).</summary>
     public static readonly string[] OddKeeps = ["lookup", "verbose", "bare"];
 
@@ -51,6 +64,23 @@ internal static class UnrulyMcpServer
 
             var method = request["method"]?.GetValue<string>();
             var parameters = request["params"] as JsonObject;
+            // The credentials of "Authorization: Bearer TOKEN", as a server that names the token it was sent quotes it.
+            var authorization = context.Request.Headers.Authorization.ToString();
+            var token = authorization[(authorization.IndexOf(' ', StringComparison.Ordinal) + 1)..];
+            if (mode.StartsWith("recording-", StringComparison.Ordinal) && method == "tools/call")
+            {
+                Received.GetOrAdd(mode["recording-".Length..], _ => new()).Enqueue(parameters?["arguments"]?.ToJsonString() ?? "null");
+                return Results.Text(Result(id, new JsonObject
+                {
+                    ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = "noted" }),
+                }).ToJsonString(), "application/json");
+            }
+
+            if (mode == "drop" && method == "tools/call")
+            {
+                context.Abort(); // the connection goes, with no answer
+                return Results.Empty;
+            }
             if (mode == "flood" && method == "tools/list" || mode == "flood-call" && method == "tools/call")
             {
                 // More than OutboundNetwork:MaxResponseBytes (8 MiB in the tests): the list streamed without a length,
@@ -95,10 +125,17 @@ internal static class UnrulyMcpServer
 
             var answer = method switch
             {
+                "initialize" when mode == "token-refused" => Error(id, -32001, $"Token {token} has expired"),
                 "initialize" => Initialize(id, mode, parameters),
                 // A server that names the key it was sent in its error, as some do ("unknown workspace key ...").
                 "tools/list" when mode == "echo-key" => Error(id, -32000, $"unknown workspace key {context.Request.Headers["X-Api-Key"]}"),
+                "tools/list" when mode == "token" => Result(id, Page([TokenTool(authorization, context.Request.Headers["X-Api-Key"].ToString()), Tool("expired")], null)),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
+                "tools/call" when mode == "token" && parameters?["name"]?.GetValue<string>() == "whoami" => Result(id, new JsonObject
+                {
+                    ["content"] = new JsonArray(new JsonObject { ["type"] = "text", ["text"] = $"authenticated with token {token}" }),
+                }),
+                "tools/call" when mode == "token" => Error(id, -32000, $"Token {token} has expired"),
                 "tools/call" when mode == "echo-headers" => Result(id, EchoHeaders(context.Request.Headers)),
                 "tools/call" when mode == "leaky" => Result(id, new JsonObject
                 {
@@ -225,6 +262,7 @@ internal static class UnrulyMcpServer
         "echo-headers" => Page([Tool("headers")], null),
         "flood-call" => Page([Tool("flood")], null),
         "hang" => Page([Tool("sleepy")], null),
+        "drop" => Page([Tool("fragile")], null),
         "odd" => Page(
         [
             Tool("lookup"),
@@ -248,6 +286,18 @@ internal static class UnrulyMcpServer
             new JsonObject { ["name"] = "bare" }, // no inputSchema: taken as an object without properties
         ], null),
         _ => Page([Tool("echo")], null),
+    };
+
+    /// <summary>The tool <c>whoami</c> of mode <c>token</c>: its description and its schema repeat the request's headers.</summary>
+    private static JsonObject TokenTool(string authorization, string apiKey) => new()
+    {
+        ["name"] = "whoami",
+        ["description"] = $"Says who the caller is. Send the header Authorization: {authorization}",
+        ["inputSchema"] = new JsonObject
+        {
+            ["type"] = "object",
+            ["properties"] = new JsonObject { ["key"] = new JsonObject { ["type"] = "string", ["description"] = $"An API key, e.g. {apiKey}" } },
+        },
     };
 
     private static JsonObject Tool(string name, string? description = null) => new()

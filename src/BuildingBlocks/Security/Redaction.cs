@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.RegularExpressions;
@@ -81,11 +82,79 @@ public static partial class Redaction
         return text;
     }
 
+    /// <summary>
+    /// <paramref name="secrets"/> with the credentials they carry. A header value written <c>scheme credentials</c>
+    /// (<c>Bearer TOKEN</c>, <c>Token TOKEN</c>, <c>Basic ...</c>) is sent whole, but a server that repeats it rarely quotes it
+    /// whole ("authenticated with token TOKEN", "Token TOKEN has expired"): the credentials after the scheme are a secret of
+    /// their own, and for <c>Basic</c> also the <c>user:password</c> they encode and the password alone. A part shorter than
+    /// <see cref="MinPartLength"/> is left out: masked wherever it occurs, a short password would mask ordinary words.
+    /// </summary>
+    public static IReadOnlyList<string> WithCredentialParts(IEnumerable<string> secrets)
+    {
+        var all = new List<string>();
+        foreach (var secret in secrets)
+        {
+            all.Add(secret);
+            if (SchemeAndCredentials().Match(secret) is not { Success: true } match)
+            {
+                continue;
+            }
+
+            var credentials = match.Groups[2].Value;
+            AddPart(credentials);
+            if (match.Groups[1].Value.Equals("Basic", StringComparison.OrdinalIgnoreCase) && DecodedBasic(credentials) is { } userPassword)
+            {
+                AddPart(userPassword);
+                AddPart(userPassword[(userPassword.IndexOf(':', StringComparison.Ordinal) + 1)..]);
+            }
+        }
+
+        return all.Distinct(StringComparer.Ordinal).ToList();
+
+        void AddPart(string part)
+        {
+            if (part.Length >= MinPartLength)
+            {
+                all.Add(part);
+            }
+        }
+    }
+
+    /// <summary>The <c>user:password</c> of Basic credentials; null when they are not Base64 of UTF-8 text with a colon.</summary>
+    private static string? DecodedBasic(string credentials)
+    {
+        var bytes = new byte[credentials.Length];
+        if (!Convert.TryFromBase64String(credentials, bytes, out var written))
+        {
+            return null;
+        }
+
+        try
+        {
+            var text = new UTF8Encoding(false, throwOnInvalidBytes: true).GetString(bytes, 0, written);
+            return text.Contains(':', StringComparison.Ordinal) && !text.Any(char.IsControl) ? text : null;
+        }
+        catch (DecoderFallbackException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Shorter secrets are not looked for: they would mask ordinary words.</summary>
     private const int MinLength = 4;
 
+    /// <summary>
+    /// The shortest part of a secret (<see cref="WithCredentialParts"/>) looked for on its own: as long as the shortest token
+    /// the general scrubbing takes for one after <c>Bearer</c>.
+    /// </summary>
+    private const int MinPartLength = 6;
+
     private static List<string> Scrubbed(IEnumerable<string?>? secrets)
         => (secrets ?? []).OfType<string>().Where(s => s.Length >= MinLength).Distinct(StringComparer.Ordinal).OrderByDescending(s => s.Length).ToList();
+
+    /// <summary>One word (the scheme), white space, then the credentials (trimmed): as an Authorization header is written.</summary>
+    [GeneratedRegex(@"^\s*([A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]*) +(\S(?:.*\S)?)\s*$", RegexOptions.Singleline)]
+    private static partial Regex SchemeAndCredentials();
 
     [GeneratedRegex(@"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{6,}")]
     private static partial Regex Bearer();

@@ -56,10 +56,14 @@ internal sealed class McpConnector(
         }
     }
 
-    /// <summary>The decrypted secret values of <paramref name="server"/> (to scrub them from error texts).</summary>
+    /// <summary>
+    /// The decrypted secret values of <paramref name="server"/>, to scrub them from what it answers and from error texts
+    /// about it (results, errors, tool lists, logs): each value, and the credentials a <c>scheme credentials</c> value carries
+    /// (the token of <c>Authorization: Bearer TOKEN</c>), which a server repeats without the scheme.
+    /// </summary>
     /// <exception cref="ConflictException">A secret cannot be decrypted.</exception>
     public IReadOnlyList<string> SecretValues(McpServerConnection server)
-        => server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList();
+        => Redaction.WithCredentialParts(server.AllSecrets().Select(s => secrets.Unprotect(server.TenantId, s.Cipher, "MCP secret")).ToList());
 
     /// <summary>
     /// The secret values of <paramref name="server"/> to scrub from an error text about it: none when they cannot be
@@ -159,6 +163,28 @@ internal sealed class McpConnector(
             _ when Inner<HttpRequestException>(error) is { } http => $"Could not connect to {where}: {http.Message}",
             McpException mcp => $"{where} failed the MCP handshake: {mcp.Message}",
             _ => $"Could not connect to {where}: {Innermost(error).Message}",
+        };
+        message = Redaction.Scrub(message, secretValues);
+        return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;
+    }
+
+    /// <summary>
+    /// A clear, secret-free sentence for a tool call that failed below the protocol: the connection could not be made or
+    /// was lost, the program ended, the answer was too large (a JSON-RPC error answer is the server's own and said as such).
+    /// </summary>
+    public static string DescribeCallFailure(Exception error, McpServerConnection server, IEnumerable<string> secretValues)
+    {
+        var where = server.Transport == McpTransports.Stdio ? $"the program '{server.Command}'" : $"{server.Url}";
+        var message = error switch
+        {
+            McpConnectException known => known.Message,
+            ConflictException conflict => conflict.Message, // its secrets cannot be decrypted
+            _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
+            ClientTransportClosedException { Details.Exception: { } closed } when Inner<McpStdioException>(closed) is { } stdio => stdio.Message,
+            _ when Inner<HttpRequestException>(error) is { StatusCode: { } status } => $"{where} answered HTTP {(int)status} ({status}).",
+            _ when Inner<HttpRequestException>(error) is { } http => $"The request to {where} failed: {http.Message}",
+            _ when Inner<IOException>(error) is { } io => $"The connection to {where} was lost: {io.Message}",
+            _ => $"{where} failed: {Innermost(error).Message}",
         };
         message = Redaction.Scrub(message, secretValues);
         return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;

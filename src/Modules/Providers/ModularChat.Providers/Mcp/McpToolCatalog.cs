@@ -1,8 +1,10 @@
 using System.Globalization;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
+using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
 
@@ -19,7 +21,9 @@ internal sealed record McpToolListing(IReadOnlyList<McpToolInfo> Tools, IReadOnl
 /// wrong: an entry without a usable name or an object schema, a name that cannot be stored, a description or schema
 /// too large for a model request, or thousands of tools. Each such entry is left out with a warning instead of failing
 /// the whole server (the SDK's own listing refuses the list at the first bad schema), and the list is bounded: at most
-/// <see cref="McpOptions.MaxToolsPerServer"/> tools from at most <see cref="McpOptions.MaxToolListPages"/> pages.
+/// <see cref="McpOptions.MaxToolsPerServer"/> tools from at most <see cref="McpOptions.MaxToolListPages"/> pages. A
+/// description or schema that repeats the server's own secrets (a description that shows its Authorization header as an
+/// example) is kept without them: it is stored, answered by the API and sent to the model on every turn.
 /// </summary>
 internal static class McpToolCatalog
 {
@@ -29,11 +33,12 @@ internal static class McpToolCatalog
     private const int MaxWarnings = 20;
 
     /// <exception cref="McpListException">The server answered tools/list with an error or with something else than a list.</exception>
-    public static async Task<McpToolListing> ListAsync(McpClient client, McpOptions options, CancellationToken cancellationToken)
+    /// <param name="secretValues">The server's secret values (<see cref="McpConnector.SecretValues"/>), masked in the descriptions and schemas kept.</param>
+    public static async Task<McpToolListing> ListAsync(McpClient client, McpOptions options, IReadOnlyList<string> secretValues, CancellationToken cancellationToken)
     {
         try
         {
-            return await ListPagesAsync(client, options, cancellationToken);
+            return await ListPagesAsync(client, options, secretValues, cancellationToken);
         }
         catch (McpException e)
         {
@@ -41,9 +46,9 @@ internal static class McpToolCatalog
         }
     }
 
-    private static async Task<McpToolListing> ListPagesAsync(McpClient client, McpOptions options, CancellationToken cancellationToken)
+    private static async Task<McpToolListing> ListPagesAsync(McpClient client, McpOptions options, IReadOnlyList<string> secretValues, CancellationToken cancellationToken)
     {
-        var listing = new Listing(options);
+        var listing = new Listing(options, secretValues);
         string? cursor = null;
         var cursors = new HashSet<string>(StringComparer.Ordinal);
         for (var page = 1; ; page++)
@@ -109,7 +114,42 @@ internal static class McpToolCatalog
         return text.Length <= max ? shown : shown + "...";
     }
 
-    private sealed class Listing(McpOptions options)
+    /// <summary>
+    /// <paramref name="tool"/> without <paramref name="secretValues"/> in its description and schema (a list stored before
+    /// lists were scrubbed, as the model is offered it). A schema that would not be JSON without them is replaced by an
+    /// object schema without properties.
+    /// </summary>
+    public static McpToolInfo Scrubbed(McpToolInfo tool, IReadOnlyList<string> secretValues) => new()
+    {
+        Name = tool.Name,
+        Description = tool.Description is null ? null : Redaction.ScrubSecrets(tool.Description, secretValues),
+        InputSchema = ScrubbedSchema(tool.InputSchema, secretValues) ?? """{"type":"object"}""",
+    };
+
+    /// <summary>
+    /// A schema's JSON text without the secrets it repeats (in a property's description, a default, an example), or null when
+    /// masking them left no JSON object: the secrets are masked as JSON writes them inside a string, so a secret that spans a
+    /// string's end is the only way to get there.
+    /// </summary>
+    private static string? ScrubbedSchema(string schema, IReadOnlyList<string> secretValues)
+    {
+        var scrubbed = Redaction.ScrubSecrets(schema, secretValues);
+        if (scrubbed == schema)
+        {
+            return schema;
+        }
+
+        try
+        {
+            return JsonNode.Parse(scrubbed) is JsonObject ? scrubbed : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
+    private sealed class Listing(McpOptions options, IReadOnlyList<string> secretValues)
     {
         private readonly List<McpToolInfo> _tools = [];
         private readonly List<string> _warnings = [];
@@ -162,14 +202,21 @@ internal static class McpToolCatalog
                 return;
             }
 
-            var schemaText = schema.ToJsonString();
+            if (ScrubbedSchema(schema.ToJsonString(), secretValues) is not { } schemaText)
+            {
+                Warn($"The tool '{shown}' is left out: its inputSchema repeats the server's secrets in a way that cannot be masked.");
+                return;
+            }
+
             if (schemaText.Length > options.MaxToolSchemaLength)
             {
                 Warn($"The tool '{shown}' is left out: its inputSchema has {schemaText.Length.ToString("N0", CultureInfo.InvariantCulture)} characters, more than {options.MaxToolSchemaLength.ToString("N0", CultureInfo.InvariantCulture)} (Mcp:MaxToolSchemaLength).");
                 return;
             }
 
-            var description = tool["description"] is JsonValue d && d.TryGetValue<string>(out var text) ? StorableText.WithoutNul(text) : null;
+            var description = tool["description"] is JsonValue d && d.TryGetValue<string>(out var text)
+                ? Redaction.ScrubSecrets(StorableText.WithoutNul(text), secretValues)
+                : null;
             if (description?.Length > options.MaxToolDescriptionLength)
             {
                 description = StorableText.Prefix(description, options.MaxToolDescriptionLength);

@@ -21,7 +21,9 @@ internal sealed record ToolOrigin(string Server, string Tool);
 
 /// <summary>
 /// The MCP tools of one chat turn. The model sees each server's cached tool list (refreshed by a test); a server is
-/// connected only when the model calls one of its tools, once per turn, and every connection ends with the turn.
+/// connected only when the model calls one of its tools, once per turn, and every connection ends with the turn. A
+/// connection that ends during the turn (a stdio program that died, a session the server closed) is made again once, at
+/// the next call of one of its tools; one that ends again is not, until the next turn.
 /// </summary>
 internal sealed partial class McpToolSession : IAsyncDisposable
 {
@@ -35,9 +37,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
     private readonly HashSet<FunctionCallContent> _failed = new(ReferenceEqualityComparer.Instance);
     private readonly Dictionary<string, bool> _latestFailed = new(StringComparer.Ordinal);
+    private readonly Dictionary<Guid, int> _lost = [];
+    private readonly ILogger _logger;
 
-    private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength)
+    private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength, ILogger logger)
     {
+        _logger = logger;
         _connector = connector;
         _metrics = metrics;
         _options = options;
@@ -76,9 +81,25 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string NotOffered(FunctionCallContent call)
     {
         Record(call, ok: false);
-        var name = call.Name.Length > McpToolCatalog.MaxNameLength ? StorableText.Prefix(call.Name, McpToolCatalog.MaxNameLength) + "..." : call.Name;
-        name = string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
-        return $"The tool '{name}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+        return $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+    }
+
+    /// <summary>
+    /// What the model is told when it calls <paramref name="call"/> with arguments that are not JSON: nothing was called (the
+    /// client would have called the tool without any), and the call is marked failed.
+    /// </summary>
+    public string ArgumentsNotJson(FunctionCallContent call)
+    {
+        Record(call, ok: false);
+        return $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
+    }
+
+    /// <summary>A name of the model's making, as a sentence to it quotes it: bounded and without control characters.</summary>
+    private static string Shown(string name)
+    {
+        name = name.Length > McpToolCatalog.MaxNameLength ? StorableText.Prefix(name, McpToolCatalog.MaxNameLength) + "..." : name;
+        return string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
     }
 
     private void Record(FunctionCallContent call, bool ok)
@@ -103,7 +124,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         IReadOnlyList<McpServerConnection> servers, McpConnector connector, IDocumentStore store, ProvidersMetrics metrics,
         McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
-        var session = new McpToolSession(connector, metrics, options, maxResultLength);
+        var session = new McpToolSession(connector, metrics, options, maxResultLength, logger);
         try
         {
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -127,7 +148,11 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
     }
 
-    /// <summary>What the model is offered: the servers' tools in order, each under a name unique in the turn, at most <see cref="McpOptions.MaxToolsPerTurn"/>.</summary>
+    /// <summary>
+    /// What the model is offered: the servers' tools in order, each under a name unique in the turn, at most
+    /// <see cref="McpOptions.MaxToolsPerTurn"/>; their descriptions and schemas without the server's secrets (a list stored
+    /// before lists were stored without them still holds them).
+    /// </summary>
     private void Offer(IReadOnlyList<McpServerConnection> servers, List<McpToolInfo>?[] lists, McpOptions options, ILogger logger)
     {
         for (var i = 0; i < servers.Count; i++)
@@ -138,7 +163,8 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 continue;
             }
 
-            foreach (var tool in tools)
+            var secretValues = _connector.SecretValuesToScrub(server);
+            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)))
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
@@ -180,7 +206,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         try
         {
             client = await _connector.ConnectAsync(server, deadline);
-            var listing = await McpToolCatalog.ListAsync(client, _options, deadline);
+            var listing = await McpToolCatalog.ListAsync(client, _options, _connector.SecretValues(server), deadline);
             lock (_gate)
             {
                 _clients[server.Id] = Task.FromResult(client);
@@ -236,19 +262,48 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         await ProviderStore.TrySaveUnchangedAsync(write, cancellationToken);
     }
 
-    private Task<McpClient> ClientAsync(McpServerConnection server, CancellationToken cancellationToken)
+    /// <summary>
+    /// The turn's connection to <paramref name="server"/>, made at its first call. A connection that has ended since (its
+    /// program died, the server closed the session) is disposed and made again, once per turn: a server that keeps dying is
+    /// not started again for every call the model makes.
+    /// </summary>
+    /// <exception cref="McpConnectException">It could not be reached, or its connection ended again.</exception>
+    private async Task<McpClient> ClientAsync(McpServerConnection server, CancellationToken cancellationToken)
     {
+        Task<McpClient> client;
+        McpClient? ended = null;
         lock (_gate)
         {
-            if (!_clients.TryGetValue(server.Id, out var client) || client.IsFaulted || client.IsCanceled)
+            if (_clients.TryGetValue(server.Id, out client!) && client.IsCompletedSuccessfully && client.Result.Completion.IsCompleted)
             {
-                // Not bound to the first caller's token: a later tool call of the same turn may reuse the connection.
-                client = _connector.ConnectAsync(server, CancellationToken.None);
-                _clients[server.Id] = client;
+                ended = client.Result;
+                _clients.Remove(server.Id);
+                _lost[server.Id] = _lost.GetValueOrDefault(server.Id) + 1;
             }
 
-            return client.WaitAsync(cancellationToken);
+            if (!_clients.TryGetValue(server.Id, out client!) || client.IsFaulted || client.IsCanceled)
+            {
+                if (_lost.GetValueOrDefault(server.Id) > 1)
+                {
+                    client = Task.FromException<McpClient>(new McpConnectException(
+                        $"The connection to MCP server '{server.Name}' ended twice in this turn; it is not made again before the next turn."));
+                }
+                else
+                {
+                    // Not bound to the first caller's token: a later tool call of the same turn may reuse the connection.
+                    client = _connector.ConnectAsync(server, CancellationToken.None);
+                }
+
+                _clients[server.Id] = client;
+            }
         }
+
+        if (ended is not null)
+        {
+            await AbandonAsync(ended); // a stdio program's process and directory go now, not with the turn
+        }
+
+        return await client.WaitAsync(cancellationToken);
     }
 
     /// <summary>OpenAI function names: letters, digits, '_' and '-', at most 64.</summary>
@@ -279,6 +334,20 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// What the model is told when a call of <paramref name="tool"/> failed below the protocol (the server could not be
+    /// reached, the connection was lost, the program died, the answer was too large): a sentence naming the server and what
+    /// failed, as for a JSON-RPC error or a timeout, rather than an exception, which the client reports as "Function failed"
+    /// and counts towards the errors after which it fails the whole turn (blamed on the model provider). Logged with the
+    /// server and the tool; both texts without the server's secrets.
+    /// </summary>
+    private string CallFailed(McpServerConnection server, string tool, Exception error)
+    {
+        var reason = McpConnector.DescribeCallFailure(error, server, _connector.SecretValuesToScrub(server));
+        LogToolCallFailed(_logger, server.Name, tool, reason);
+        return $"The tool {tool} of MCP server '{server.Name}' could not be called: {reason}";
+    }
+
     [GeneratedRegex("[^A-Za-z0-9_-]")]
     private static partial Regex UnsafeNameCharacters();
 
@@ -287,6 +356,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "This chat turn offers the model {Max} tools (Mcp:MaxToolsPerTurn); the rest, from MCP server {Server} on, are left out")]
     private static partial void LogToolsLeftOut(ILogger logger, int max, string server);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "MCP server {Server}'s tool {Tool} could not be called: {Reason}")]
+    private static partial void LogToolCallFailed(ILogger logger, string server, string tool, string reason);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "MCP server {Server} is left out of this chat turn: {Reason}")]
     private static partial void LogServerSkipped(ILogger logger, string server, string reason);
@@ -311,12 +383,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             var ok = false;
             try
             {
-                var client = await session.ClientAsync(server, cancellationToken);
                 using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-                deadline.CancelAfter(session._options.ToolCallTimeout);
                 string text;
                 try
                 {
+                    var client = await session.ClientAsync(server, cancellationToken);
+                    deadline.CancelAfter(session._options.ToolCallTimeout);
                     var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
                     text = string.Join("\n", result.Content.Select(Describe));
                     ok = result.IsError != true;
@@ -337,6 +409,10 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                 {
                     text = $"The tool {tool.Name} did not answer within {session._options.ToolCallTimeout.TotalSeconds:0.#} s.";
+                }
+                catch (Exception e) when (e is not OperationCanceledException)
+                {
+                    text = session.CallFailed(server, tool.Name, e);
                 }
 
                 if (FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)

@@ -9,9 +9,17 @@ namespace ModularChat.Providers.Features.Chat;
 /// stored as a call that did not fail; here the model is told in a sentence that nothing was called, and the call is
 /// marked failed in <paramref name="tools"/> (reported and stored as failed, as a tool that reported an error). No
 /// exception is attached to the result: the client counts those towards the errors after which it gives up the turn.
+/// Nor is a call whose arguments are not JSON made: the client would call the tool without arguments (what the model
+/// sent is then lost: <see cref="FunctionCallContent.Exception"/> says why, its arguments are null) and report it as a
+/// success; the model is told instead, and the call marked failed.
 /// </summary>
 internal sealed class TurnFunctionInvocation(IChatClient inner, McpToolSession tools) : FunctionInvokingChatClient(inner)
 {
+    protected override ValueTask<object?> InvokeFunctionAsync(FunctionInvocationContext context, CancellationToken cancellationToken)
+        => context.CallContent.Exception is null
+            ? base.InvokeFunctionAsync(context, cancellationToken)
+            : ValueTask.FromResult<object?>(tools.ArgumentsNotJson(context.CallContent));
+
     protected override IList<ChatMessage> CreateResponseMessages(ReadOnlySpan<FunctionInvocationResult> results)
     {
         var messages = base.CreateResponseMessages(results);

@@ -47,7 +47,7 @@ internal sealed partial class TestMcpServerHandler(
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             deadline.CancelAfter(timeout);
             await using var client = await connector.ConnectAsync(server, deadline.Token);
-            var listing = await McpToolCatalog.ListAsync(client, options.Value, deadline.Token);
+            var listing = await McpToolCatalog.ListAsync(client, options.Value, connector.SecretValues(server), deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started);
 
             server.Tools = [.. listing.Tools];
