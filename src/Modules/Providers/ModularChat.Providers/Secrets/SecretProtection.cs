@@ -1,6 +1,7 @@
 using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Options;
 using Marten;
@@ -15,6 +16,9 @@ internal static class SecretProtection
         services.AddValidatedOptions<DataProtectionSettings, DataProtectionSettingsValidator>(DataProtectionSettings.Section);
         services.AddSingleton<IValidateOptions<DataProtectionSettings>, MasterKeyRequired>();
         services.AddDataProtection().SetApplicationName("ModularChat");
+        // Data Protection's own key manager, behind one whose cached key ring can be given up (keys made by other nodes).
+        services.AddSingleton(sp => new RefreshableKeyManager(ActivatorUtilities.CreateInstance<XmlKeyManager>(sp)));
+        services.Replace(ServiceDescriptor.Singleton<IKeyManager>(sp => sp.GetRequiredService<RefreshableKeyManager>()));
         services.AddSingleton<IConfigureOptions<KeyManagementOptions>, KeyRingInPostgres>();
         services.AddSingleton<SecretBox>();
         return services;
