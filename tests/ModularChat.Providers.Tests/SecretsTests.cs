@@ -255,6 +255,36 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_rotation_with_another_master_key_is_refused_before_it_adds_a_key()
+    {
+        // A database of its own: the refused run must not leave a key the fixture's nodes cannot read in theirs.
+        var database = await app.DatabaseOfItsOwnAsync("rotation_master_key");
+        var onIt = new Dictionary<string, string> { ["ConnectionStrings__Postgres"] = database };
+        var (made, madeOutput) = await app.RunHostCommandAsync(onIt, "rotate-keys");
+        Assert.True(made == 0, madeOutput);
+        var before = await KeysIn(database);
+        Assert.True(before > 0);
+
+        var otherMasterKey = Convert.ToBase64String(System.Security.Cryptography.RandomNumberGenerator.GetBytes(32));
+        var (exit, output) = await app.RunHostCommandAsync(
+            new Dictionary<string, string>(onIt) { ["DataProtection__MasterKey"] = otherMasterKey }, "rotate-keys");
+
+        // It added a key encrypted with the other master key, which every node configured right then failed to read.
+        Assert.True(exit == 1, output);
+        Assert.Contains("DataProtection:MasterKey is not the one", output, StringComparison.Ordinal);
+        Assert.DoesNotContain(otherMasterKey, output, StringComparison.Ordinal);
+        Assert.Equal(before, await KeysIn(database));
+
+        static async Task<long> KeysIn(string connectionString)
+        {
+            await using var connection = new NpgsqlConnection(connectionString);
+            await connection.OpenAsync();
+            await using var count = new NpgsqlCommand("select count(*) from mt_doc_dataprotectionkeydocument", connection);
+            return (long)(await count.ExecuteScalarAsync())!;
+        }
+    }
+
+    [Fact]
     public async Task A_key_changed_while_a_rotation_rewrites_it_is_kept_and_ends_up_under_the_new_key()
     {
         var user = ModularChatApp.NewUser();
