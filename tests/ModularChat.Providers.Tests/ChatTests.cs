@@ -172,6 +172,31 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Turns_sent_at_once_on_one_conversation_each_answer_their_own_message()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        // A slow model that answers the last user message it was given.
+        app.Model.Responder = Answer(marker, r => new FakeReply(
+            "Answering: " + r.Messages.Last(m => m?["role"]?.ToString() == "user")!["content"], Delay: TimeSpan.FromMilliseconds(300)), app.Model.Responder);
+
+        var turns = await Task.WhenAll(Enumerable.Range(1, 5).Select(async i =>
+            (Content: $"{marker} question {i}", Turn: await client.ChatAsync(conversation, $"{marker} question {i}"))));
+
+        // Each turn's context used to be the conversation's latest: a turn whose message another turn's followed answered
+        // that one (stored as the answer to its own), so one message was answered twice and another never.
+        var messages = (await client.MessagesAsync(conversation)).ToDictionary(m => m.Sequence);
+        Assert.All(turns, t =>
+        {
+            Assert.Equal("Answering: " + t.Content, t.Turn.Answer.Content);
+            Assert.Equal(t.Content, messages[t.Turn.UserMessage.Sequence].Content);
+            Assert.Equal(t.Turn.UserMessage.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                messages[t.Turn.Answer.Sequence].Metadata!["replyTo"]);
+        });
+        Assert.Equal(5, turns.Select(t => t.Turn.UserMessage.Sequence).Distinct().Count());
+    }
+
+    [Fact]
     public async Task A_failed_turn_retried_after_the_conversation_went_on_answers_409_instead_of_answering_another_message()
     {
         var (client, conversation, marker) = await ChattingAsync();

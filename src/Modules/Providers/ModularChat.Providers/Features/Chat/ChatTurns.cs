@@ -174,7 +174,8 @@ internal sealed partial class ChatTurns(
                 new Dictionary<string, object?> { ["messageSequence"] = user.Sequence, ["latestSequence"] = latest });
         }
 
-        var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken);
+        // Up to the turn's own message: another turn of the conversation running at once may have appended its message since.
+        var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken, user.Sequence);
         var tools = await McpToolSession.OpenAsync(servers, connector, store, metrics, mcpOptions.CurrentValue,
             chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
         return new ChatTurn(this, tenantId, conversationId, provider, model, modelClient, user, context, tools, streamed);
