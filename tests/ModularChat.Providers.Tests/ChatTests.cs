@@ -1103,6 +1103,33 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_provider_that_never_answers_answers_504_after_one_request_timeout_without_a_retry()
+    {
+        // Retries on (the default, 1), a short timeout.
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Providers:RequestTimeout"] = "00:00:02",
+            ["Providers:MaxRetries"] = "1",
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("far too late", Delay: TimeSpan.FromSeconds(30)), app.Model.Responder);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hello?" })).ShouldBeProblem(504);
+
+        // It used to try again after the timeout, then answer 502 "could not be reached" after twice the timeout.
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(3.5));
+        Assert.Equal("The model provider did not answer in time.", problem.GetProperty("title").GetString());
+        Assert.Contains("Providers:RequestTimeout", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, app.Model.RequestsAbout(marker));
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
     public async Task The_context_holds_the_latest_messages_within_the_token_budget_and_leaves_tool_messages_out()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -19,7 +19,10 @@ public sealed class ProvidersOptions
     /// <summary>Timeout of one model call (one request to the provider).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(100);
 
-    /// <summary>Retries of a model call on 429/5xx/network errors (the OpenAI client's backoff).</summary>
+    /// <summary>
+    /// Retries of a model call on 429/5xx/network errors (the OpenAI client's backoff); never of a call that timed out
+    /// (<see cref="RequestTimeout"/> is how long a caller waits, not how long each try may take).
+    /// </summary>
     public int MaxRetries { get; set; } = 1;
 
     /// <summary>Timeout of <c>POST /api/providers/{id}/test</c>.</summary>

@@ -251,10 +251,10 @@ internal sealed partial class ChatTurns(
             {
                 throw Failed(failure);
             }
-            catch (OperationCanceledException)
+            catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
             {
                 owner.Metrics.ChatTurn("cancelled", streamed);
-                throw;
+                throw Cancelled(e, cancellationToken);
             }
 
             return await CompleteAsync(response.Messages, response.Usage, cancellationToken);
@@ -283,11 +283,11 @@ internal sealed partial class ChatTurns(
                     {
                         throw Failed(failure);
                     }
-                    catch (OperationCanceledException)
+                    catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
                     {
                         owner.Metrics.ChatTurn("cancelled", streamed);
                         LogCancelled(owner.Logger, conversationId);
-                        throw;
+                        throw Cancelled(e, cancellationToken);
                     }
 
                     if (!moved)
@@ -496,6 +496,14 @@ internal sealed partial class ChatTurns(
             LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
             return failure;
         }
+
+        /// <summary>
+        /// The turn's cancellation (its client left, the node stops) as an <see cref="OperationCanceledException"/>, which
+        /// the endpoint answers (503 when the node stops), also when the client's retries wrapped it with an earlier try's
+        /// error in an <see cref="AggregateException"/>.
+        /// </summary>
+        private static OperationCanceledException Cancelled(Exception error, CancellationToken cancellationToken)
+            => error as OperationCanceledException ?? new OperationCanceledException("The chat turn was cancelled.", error, cancellationToken);
 
         private static int LatestUnanswered(
             List<(FunctionCallContent Call, int CallIndex)> calls, List<(FunctionResultContent? Result, int Index)> results, string callId)
