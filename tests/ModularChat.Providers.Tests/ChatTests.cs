@@ -998,6 +998,34 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    /// <summary>Streams that end before the model finished: cut short (no finish reason, no [DONE]), or with an error event longer than a line is kept (64 KiB).</summary>
+    [Theory]
+    [InlineData(false, "ended its stream before the model finished")]
+    [InlineData(true, "reported an error in its stream (server_error): The model crashed halfway.")]
+    public async Task A_stream_that_ends_before_the_model_finished_fails_the_turn_with_an_error_event_and_stores_nothing_but_the_user_message(bool longError, string why)
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        string[] end = longError
+            ? [$$$"""{"error":{"message":"The model crashed halfway.","type":"server_error","param":null,"details":"{{{new string('x', 70_000)}}}"}}"""]
+            : [];
+        app.Model.Responder = Answer(marker, _ => new FakeReply("The first half of", StreamEnd: end), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+
+        // It used to end with "done", "The first half of" stored as the answer (the same answer unstreamed is a 502).
+        var error = events.Last();
+        Assert.Equal("error", error.Name);
+        Assert.Equal(502, error.Data.GetProperty("status").GetInt32());
+        Assert.Equal("The model provider failed while answering.", error.Data.GetProperty("title").GetString());
+        Assert.Contains(why, error.Data.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(events, e => e.Name == "done");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
     /// <summary>Chat completions that are JSON but cannot be read: a lone surrogate, no choices at all, a count past 32 bits.</summary>
     public static TheoryData<string, string> UnreadableCompletions => new()
     {

@@ -270,6 +270,7 @@ internal sealed partial class ChatTurns(
 
             var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
             var any = false;
+            var finished = false; // whether the model's latest round ended with a finish reason
             try
             {
                 while (true)
@@ -301,11 +302,31 @@ internal sealed partial class ChatTurns(
                                 null));
                         }
 
+                        if (!finished)
+                        {
+                            // Some of the answer came, then the connection closed without a finish reason (nor [DONE]): the
+                            // model did not finish, and what came is no answer, as the same answer cut short unstreamed is not.
+                            throw Failed(new ModelCallException(StatusCodes.Status502BadGateway, "The model provider failed while answering.",
+                                $"Provider '{provider.Name}' (model '{model}') ended its stream before the model finished (no finish reason came): " +
+                                "the answer is incomplete.",
+                                null));
+                        }
+
                         yield break;
                     }
 
                     any = true;
-                    yield return updates.Current;
+                    var update = updates.Current;
+                    if (update.FinishReason is not null)
+                    {
+                        finished = true;
+                    }
+                    else if (update.Contents.Any(c => c is FunctionResultContent))
+                    {
+                        finished = false; // the tools answered: the model's next round must finish in its turn
+                    }
+
+                    yield return update;
                 }
             }
             finally
