@@ -727,6 +727,34 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Tool_calls_beyond_the_turns_limit_are_not_run_the_model_is_told_and_the_turn_is_stored()
+    {
+        // A batch of 41 messages: a turn may run (41 - 1) / 2 = 20 calls (Chat:MaxToolCalls, 64, is taken as that).
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxBatchSize"] = "41" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        var calls = Enumerable.Range(1, 30).Select(i => new FakeToolCall($"call_{i}", "add", $$"""{"a":{{i}},"b":1000}""")).ToArray();
+        app.Model.Responder = CallsThenAnswer(marker, "Done adding.", app.Model.Responder, calls);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add them all");
+
+        // It used to run all 30, then refuse to store the 61 messages of the turn (422): the answer and the results lost.
+        Assert.Equal("Done adding.", turn.Answer.Content);
+        Assert.Equal(Enumerable.Range(1, 20).Select(i => $"call_{i}"), turn.ToolCalls.Select(c => c.CallId));
+        Assert.Equal(Enumerable.Range(1, 20).Select(i => (i + 1000).ToString(System.Globalization.CultureInfo.InvariantCulture)), turn.ToolCalls.Select(c => c.Result));
+        var results = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) && r.Messages.Any(m => m?["role"]?.ToString() == "tool")).Messages
+            .Where(m => m!["role"]!.ToString() == "tool").Select(m => (Id: m!["tool_call_id"]!.ToString(), Content: m["content"]!.ToString())).ToList();
+        Assert.Equal(calls.Select(c => c.Id), results.Select(r => r.Id)); // every call answered, as the provider requires
+        Assert.All(results.Skip(20), r => Assert.Contains("Not called: at most 20 tool calls per turn", r.Content, StringComparison.Ordinal));
+        Assert.DoesNotContain(results.Take(20), r => r.Content.Contains("Not called", StringComparison.Ordinal));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(1 + 40 + 1, messages.Count);
+        Assert.Equal("10", messages[^1].Metadata!["toolCallsNotRun"]);
+    }
+
+    [Fact]
     public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

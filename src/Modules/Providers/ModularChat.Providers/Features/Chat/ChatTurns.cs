@@ -81,7 +81,8 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 
 /// <summary>
 /// Runs chat turns: appends the user's message, assembles the context, calls the model with the tenant's MCP tools
-/// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds), then appends the tool calls, their
+/// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds and <see cref="ChatTurnOptions.MaxToolCalls"/>
+/// calls), then appends the tool calls, their
 /// results and the answer in one transaction. A failed model call appends nothing more than the user's message.
 /// Conversations are read and written through <see cref="IConversationMessages"/> only.
 /// </summary>
@@ -213,6 +214,7 @@ internal sealed partial class ChatTurns(
     {
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
+        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls);
 
         /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
         public static string AnswerId(AppendedConversationMessage user) => $"chat:{user.MessageId:N}:answer";
@@ -352,6 +354,7 @@ internal sealed partial class ChatTurns(
             var results = new List<(FunctionResultContent? Result, int Index)>();
             var answerParts = new List<string>();
             var callNumber = 0;
+            var notRun = 0;
             var resultNumber = 0; // results count on their own: two calls of one round must not share an external id (the second would be a duplicate)
             foreach (var message in produced)
             {
@@ -359,6 +362,12 @@ internal sealed partial class ChatTurns(
                 {
                     switch (content)
                     {
+                        case FunctionCallContent call when _limit.Refused(call):
+                            // Beyond the turn's limit: not run, and not stored (nor its result); the answer counts them.
+                            calls.Add((call, NotStored));
+                            results.Add((null, -1));
+                            notRun++;
+                            break;
                         case FunctionCallContent call:
                             var origin = tools.Origins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
                             calls.Add((call, toStore.Count));
@@ -384,6 +393,12 @@ internal sealed partial class ChatTurns(
                             var fullResult = ResultText(result);
                             var resultText = Cut(fullResult, settings.MaxStoredToolResultLength);
                             var answered = LatestUnanswered(calls, results, result.CallId);
+                            if (answered >= 0 && calls[answered].CallIndex == NotStored)
+                            {
+                                results[answered] = (result, NotStored);
+                                break;
+                            }
+
                             var called = answered >= 0 ? calls[answered].Call : null;
                             var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
                             if (answered >= 0)
@@ -434,6 +449,11 @@ internal sealed partial class ChatTurns(
                 answer = StorableText.Prefix(answer, settings.MaxContentLength);
             }
 
+            if (notRun > 0)
+            {
+                metadata["toolCallsNotRun"] = notRun.ToString(CultureInfo.InvariantCulture);
+            }
+
             if (usage?.InputTokenCount is { } input)
             {
                 metadata["inputTokens"] = input.ToString(CultureInfo.InvariantCulture);
@@ -472,8 +492,9 @@ internal sealed partial class ChatTurns(
                 return Replayed(conversationId, user, first);
             }
 
-            var toolCalls = calls.Select((c, i) =>
+            var toolCalls = calls.Select((c, i) => (Call: c, Index: i)).Where(c => c.Call.CallIndex != NotStored).Select(entry =>
             {
+                var (c, i) = entry;
                 var result = results[i];
                 var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
                 return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
@@ -490,18 +511,22 @@ internal sealed partial class ChatTurns(
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
 
+        /// <summary>Where <see cref="CompleteAsync"/> keeps a call beyond the turn's limit, which is not stored.</summary>
+        private const int NotStored = -1;
+
         public IReadOnlyDictionary<string, ToolOrigin> ToolOrigins => tools.Origins;
 
-        /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, or no answer in time).</summary>
-        public bool ToolFailed(string callId) => tools.LatestFailed(callId);
+        /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, no answer in time, or not run: over the turn's limit).</summary>
+        public bool ToolFailed(string callId) => tools.LatestFailed(callId) || _limit.LatestRefused(callId);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
-            .Use(inner => new TurnFunctionInvocation(inner, tools)
+            .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)
             {
                 MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds,
                 IncludeDetailedErrors = false, // exception messages could carry connection details into the model's context
                 AllowConcurrentInvocation = false,
             })
+            .Use(inner => new ToolCallCounting(inner, _limit))
             .Build();
 
         private Microsoft.Extensions.AI.ChatOptions Options() => new()

@@ -9,9 +9,13 @@ namespace ModularChat.Providers.Features.Chat;
 /// stored as a call that did not fail; here the model is told in a sentence that nothing was called, and the call is
 /// marked failed in <paramref name="tools"/> (reported and stored as failed, as a tool that reported an error). No
 /// exception is attached to the result: the client counts those towards the errors after which it gives up the turn.
+/// A call beyond the turn's <see cref="ToolCallLimit"/> is not run either: its result tells the model so.
 /// </summary>
-internal sealed class TurnFunctionInvocation(IChatClient inner, McpToolSession tools) : FunctionInvokingChatClient(inner)
+internal sealed class TurnFunctionInvocation(IChatClient inner, McpToolSession tools, ToolCallLimit limit) : FunctionInvokingChatClient(inner)
 {
+    protected override ValueTask<object?> InvokeFunctionAsync(FunctionInvocationContext context, CancellationToken cancellationToken)
+        => limit.Refused(context.CallContent) ? ValueTask.FromResult<object?>(limit.Refusal) : base.InvokeFunctionAsync(context, cancellationToken);
+
     protected override IList<ChatMessage> CreateResponseMessages(ReadOnlySpan<FunctionInvocationResult> results)
     {
         var messages = base.CreateResponseMessages(results);
