@@ -308,6 +308,9 @@ public sealed class ChatTests(ProvidersApp app)
         var last = events[^1];
         Assert.Equal("error", last.Name);
         Assert.Equal(404, last.Data.GetProperty("status").GetInt32());
+        // Like every other ProblemDetails (it used to come without them).
+        Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.5.5", last.Data.GetProperty("type").GetString());
+        Assert.False(string.IsNullOrEmpty(last.Data.GetProperty("traceId").GetString()));
     }
 
     [Fact]
