@@ -758,6 +758,27 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_call_the_model_asks_after_its_last_tool_round_is_neither_run_nor_stored_without_a_result()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        // A model that asks for a call in every round, also in the last one, which offers no tools.
+        app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add forever");
+
+        // The last call used to be stored as a tool_call that no result answers.
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(["tool_call", "tool_result"], messages[1..3].Select(m => m.Metadata!["kind"]));
+        Assert.Equal("1", messages[^1].Metadata!["toolCallsNotRun"]);
+        Assert.Equal("3", Assert.Single(turn.ToolCalls).Result);
+    }
+
+    [Fact]
     public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -355,6 +355,7 @@ internal sealed partial class ChatTurns(
             var answerParts = new List<string>();
             var callNumber = 0;
             var notRun = 0;
+            var unanswered = Unanswered(produced);
             var resultNumber = 0; // results count on their own: two calls of one round must not share an external id (the second would be a duplicate)
             foreach (var message in produced)
             {
@@ -362,8 +363,10 @@ internal sealed partial class ChatTurns(
                 {
                     switch (content)
                     {
-                        case FunctionCallContent call when _limit.Refused(call):
-                            // Beyond the turn's limit: not run, and not stored (nor its result); the answer counts them.
+                        case FunctionCallContent call when _limit.Refused(call) || unanswered.Contains(call):
+                            // Beyond the turn's limit: not run, and not stored (nor its result); the answer counts them. So is a
+                            // call the model asked in the last round, which offers no tools (Chat:MaxToolRounds used up): it was
+                            // never run, and stored without a result it would be a call cut in half (never replayed, never answered).
                             calls.Add((call, NotStored));
                             results.Add((null, -1));
                             notRun++;
@@ -550,6 +553,25 @@ internal sealed partial class ChatTurns(
         /// </summary>
         private static OperationCanceledException Cancelled(Exception error, CancellationToken cancellationToken)
             => error as OperationCanceledException ?? new OperationCanceledException("The chat turn was cancelled.", error, cancellationToken);
+
+        /// <summary>The calls among <paramref name="produced"/> that no result answers (paired as <see cref="CompleteAsync"/> pairs them).</summary>
+        private static HashSet<FunctionCallContent> Unanswered(IList<ChatMessage> produced)
+        {
+            var open = new List<FunctionCallContent>();
+            foreach (var content in produced.SelectMany(m => m.Contents))
+            {
+                if (content is FunctionCallContent call)
+                {
+                    open.Add(call);
+                }
+                else if (content is FunctionResultContent result && open.FindLastIndex(c => string.Equals(c.CallId, result.CallId, StringComparison.Ordinal)) is var i and >= 0)
+                {
+                    open.RemoveAt(i);
+                }
+            }
+
+            return new HashSet<FunctionCallContent>(open, ReferenceEqualityComparer.Instance);
+        }
 
         private static int LatestUnanswered(
             List<(FunctionCallContent Call, int CallIndex)> calls, List<(FunctionResultContent? Result, int Index)> results, string callId)
