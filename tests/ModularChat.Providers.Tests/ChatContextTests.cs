@@ -74,4 +74,47 @@ public sealed class ChatContextTests(ProvidersApp app)
         Assert.Equal("system", context.Messages[0].Role.Value);
         Assert.Equal("Small talk number 12.", context.Messages[^1].Text);
     }
+
+    [Fact]
+    public async Task A_turns_context_ends_with_its_own_message_and_leaves_out_the_messages_appended_after_it()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var conversation = await client.StartConversationAsync();
+        var messages = Enumerable.Range(1, 9).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+
+        await using var scope = app.Host.Services.CreateAsyncScope();
+        var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()
+            .AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None, throughSequence: 5);
+
+        // Messages 6 to 9 came after the turn's message (5): another turn's, which this turn's model must not answer.
+        Assert.Equal(Enumerable.Range(1, 5).Select(i => $"message {i}"), context.Messages.Skip(1).Select(m => m.Text));
+        Assert.Equal(5, context.MessageCount);
+    }
+
+    [Fact]
+    public async Task A_context_cut_at_the_turns_message_is_filled_with_the_messages_before_it_up_to_the_budget()
+    {
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var conversation = await client.StartConversationAsync();
+        var messages = Enumerable.Range(1, 40).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} talks about the weather." }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+
+        await using var scope = app.Host.Services.CreateAsyncScope();
+        var assembler = scope.ServiceProvider.GetRequiredService<ChatContextAssembler>();
+        _ = await assembler.AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None); // the latest context, cached
+        var context = await assembler.AssembleAsync(tenant, conversation, "fake-model", CancellationToken.None, throughSequence: 30);
+
+        // Cut at 30, the cached window (the latest messages) leaves room: the messages before it are read, as many as fit.
+        var budget = scope.ServiceProvider.GetRequiredService<Microsoft.Extensions.Options.IOptions<ChatTurnOptions>>().Value.ContextTokenBudget;
+        var texts = context.Messages.Select(m => m.Text).ToList();
+        Assert.Equal("Message 30 talks about the weather.", texts[^1]);
+        var verbatim = texts.Where(t => t.StartsWith("Message ", StringComparison.Ordinal)).ToList(); // (a summary may be written meanwhile)
+        Assert.Equal(Enumerable.Range(31 - verbatim.Count, verbatim.Count).Select(i => $"Message {i} talks about the weather."), verbatim);
+        Assert.DoesNotContain(texts, t => t.Contains("Message 31 ", StringComparison.Ordinal) || t.Contains("Message 40 ", StringComparison.Ordinal));
+        Assert.InRange(context.MessageCount, 2, 29); // the budget is full: not all 30 fit
+        Assert.InRange(context.Tokens, budget - 40, budget);
+    }
 }

@@ -172,6 +172,31 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Turns_sent_at_once_on_one_conversation_each_answer_their_own_message()
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        // A slow model that answers the last user message it was given.
+        app.Model.Responder = Answer(marker, r => new FakeReply(
+            "Answering: " + r.Messages.Last(m => m?["role"]?.ToString() == "user")!["content"], Delay: TimeSpan.FromMilliseconds(300)), app.Model.Responder);
+
+        var turns = await Task.WhenAll(Enumerable.Range(1, 5).Select(async i =>
+            (Content: $"{marker} question {i}", Turn: await client.ChatAsync(conversation, $"{marker} question {i}"))));
+
+        // Each turn's context used to be the conversation's latest: a turn whose message another turn's followed answered
+        // that one (stored as the answer to its own), so one message was answered twice and another never.
+        var messages = (await client.MessagesAsync(conversation)).ToDictionary(m => m.Sequence);
+        Assert.All(turns, t =>
+        {
+            Assert.Equal("Answering: " + t.Content, t.Turn.Answer.Content);
+            Assert.Equal(t.Content, messages[t.Turn.UserMessage.Sequence].Content);
+            Assert.Equal(t.Turn.UserMessage.Sequence.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                messages[t.Turn.Answer.Sequence].Metadata!["replyTo"]);
+        });
+        Assert.Equal(5, turns.Select(t => t.Turn.UserMessage.Sequence).Distinct().Count());
+    }
+
+    [Fact]
     public async Task A_failed_turn_retried_after_the_conversation_went_on_answers_409_instead_of_answering_another_message()
     {
         var (client, conversation, marker) = await ChattingAsync();
@@ -283,6 +308,9 @@ public sealed class ChatTests(ProvidersApp app)
         var last = events[^1];
         Assert.Equal("error", last.Name);
         Assert.Equal(404, last.Data.GetProperty("status").GetInt32());
+        // Like every other ProblemDetails (it used to come without them).
+        Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.5.5", last.Data.GetProperty("type").GetString());
+        Assert.False(string.IsNullOrEmpty(last.Data.GetProperty("traceId").GetString()));
     }
 
     [Fact]
@@ -827,6 +855,55 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Tool_calls_beyond_the_turns_limit_are_not_run_the_model_is_told_and_the_turn_is_stored()
+    {
+        // A batch of 41 messages: a turn may run (41 - 1) / 2 = 20 calls (Chat:MaxToolCalls, 64, is taken as that).
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxBatchSize"] = "41" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        var calls = Enumerable.Range(1, 30).Select(i => new FakeToolCall($"call_{i}", "add", $$"""{"a":{{i}},"b":1000}""")).ToArray();
+        app.Model.Responder = CallsThenAnswer(marker, "Done adding.", app.Model.Responder, calls);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add them all");
+
+        // It used to run all 30, then refuse to store the 61 messages of the turn (422): the answer and the results lost.
+        Assert.Equal("Done adding.", turn.Answer.Content);
+        Assert.Equal(Enumerable.Range(1, 20).Select(i => $"call_{i}"), turn.ToolCalls.Select(c => c.CallId));
+        Assert.Equal(Enumerable.Range(1, 20).Select(i => (i + 1000).ToString(System.Globalization.CultureInfo.InvariantCulture)), turn.ToolCalls.Select(c => c.Result));
+        var results = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal) && r.Messages.Any(m => m?["role"]?.ToString() == "tool")).Messages
+            .Where(m => m!["role"]!.ToString() == "tool").Select(m => (Id: m!["tool_call_id"]!.ToString(), Content: m["content"]!.ToString())).ToList();
+        Assert.Equal(calls.Select(c => c.Id), results.Select(r => r.Id)); // every call answered, as the provider requires
+        Assert.All(results.Skip(20), r => Assert.Contains("Not called: at most 20 tool calls per turn", r.Content, StringComparison.Ordinal));
+        Assert.DoesNotContain(results.Take(20), r => r.Content.Contains("Not called", StringComparison.Ordinal));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(1 + 40 + 1, messages.Count);
+        Assert.Equal("10", messages[^1].Metadata!["toolCallsNotRun"]);
+    }
+
+    [Fact]
+    public async Task A_tool_call_the_model_asks_after_its_last_tool_round_is_neither_run_nor_stored_without_a_result()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        // A model that asks for a call in every round, also in the last one, which offers no tools.
+        app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add forever");
+
+        // The last call used to be stored as a tool_call that no result answers.
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal(["tool_call", "tool_result"], messages[1..3].Select(m => m.Metadata!["kind"]));
+        Assert.Equal("1", messages[^1].Metadata!["toolCallsNotRun"]);
+        Assert.Equal("3", Assert.Single(turn.ToolCalls).Result);
+    }
+
+    [Fact]
     public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -1098,6 +1175,34 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    /// <summary>Streams that end before the model finished: cut short (no finish reason, no [DONE]), or with an error event longer than a line is kept (64 KiB).</summary>
+    [Theory]
+    [InlineData(false, "ended its stream before the model finished")]
+    [InlineData(true, "reported an error in its stream (server_error): The model crashed halfway.")]
+    public async Task A_stream_that_ends_before_the_model_finished_fails_the_turn_with_an_error_event_and_stores_nothing_but_the_user_message(bool longError, string why)
+    {
+        var (client, conversation, marker) = await ChattingAsync();
+        using var _ = client;
+        string[] end = longError
+            ? [$$$"""{"error":{"message":"The model crashed halfway.","type":"server_error","param":null,"details":"{{{new string('x', 70_000)}}}"}}"""]
+            : [];
+        app.Model.Responder = Answer(marker, _ => new FakeReply("The first half of", StreamEnd: end), app.Model.Responder);
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} talk") };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+
+        // It used to end with "done", "The first half of" stored as the answer (the same answer unstreamed is a 502).
+        var error = events.Last();
+        Assert.Equal("error", error.Name);
+        Assert.Equal(502, error.Data.GetProperty("status").GetInt32());
+        Assert.Equal("The model provider failed while answering.", error.Data.GetProperty("title").GetString());
+        Assert.Contains(why, error.Data.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(events, e => e.Name == "done");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
     /// <summary>Chat completions that are JSON but cannot be read: a lone surrogate, no choices at all, a count past 32 bits.</summary>
     public static TheoryData<string, string> UnreadableCompletions => new()
     {
@@ -1199,6 +1304,33 @@ public sealed class ChatTests(ProvidersApp app)
         app.Model.Responder = Answer(marker, _ => new FakeReply("late", Delay: TimeSpan.FromSeconds(8)), app.Model.Responder);
 
         await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" })).ShouldBeProblem(504);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_provider_that_never_answers_answers_504_after_one_request_timeout_without_a_retry()
+    {
+        // Retries on (the default, 1), a short timeout.
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Providers:RequestTimeout"] = "00:00:02",
+            ["Providers:MaxRetries"] = "1",
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("far too late", Delay: TimeSpan.FromSeconds(30)), app.Model.Responder);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var problem = await (await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hello?" })).ShouldBeProblem(504);
+
+        // It used to try again after the timeout, then answer 502 "could not be reached" after twice the timeout.
+        Assert.InRange(clock.Elapsed, TimeSpan.FromSeconds(2), TimeSpan.FromSeconds(3.5));
+        Assert.Equal("The model provider did not answer in time.", problem.GetProperty("title").GetString());
+        Assert.Contains("Providers:RequestTimeout", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(1, app.Model.RequestsAbout(marker));
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 

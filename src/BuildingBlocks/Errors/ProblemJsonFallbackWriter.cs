@@ -25,6 +25,10 @@ public sealed class ProblemJsonFallbackWriter(IOptions<ProblemDetailsOptions> op
         [500] = "15.6.1", [502] = "15.6.3", [503] = "15.6.4", [504] = "15.6.5",
     };
 
+    /// <summary>The <c>type</c> a ProblemDetails of <paramref name="status"/> gets (the RFC 9110 section), null for a status without one.</summary>
+    public static string? TypeFor(int status)
+        => Sections.TryGetValue(status, out var section) ? $"https://tools.ietf.org/html/rfc9110#section-{section}" : null;
+
     public bool CanWrite(ProblemDetailsContext context) => true;
 
     public ValueTask WriteAsync(ProblemDetailsContext context)
@@ -32,10 +36,7 @@ public sealed class ProblemJsonFallbackWriter(IOptions<ProblemDetailsOptions> op
         var response = context.HttpContext.Response;
         var problem = context.ProblemDetails;
         var status = problem.Status ??= response.StatusCode;
-        if (Sections.TryGetValue(status, out var section))
-        {
-            problem.Type ??= $"https://tools.ietf.org/html/rfc9110#section-{section}";
-        }
+        problem.Type ??= TypeFor(status);
 
         problem.Title ??= ReasonPhrases.GetReasonPhrase(status);
         options.Value.CustomizeProblemDetails?.Invoke(context);

@@ -11,16 +11,19 @@ internal static class CrossModuleSettings
     /// A chat turn stores the user's message, its tool calls and results and the answer as conversation messages, so
     /// none may be longer than a message may be (<c>Conversations:MaxContentLength</c>): one longer would be refused after
     /// the model was paid for, and the whole turn with it. <c>Chat:MaxContentLength</c> and
-    /// <c>Chat:MaxStoredToolResultLength</c> are therefore taken as at most that limit.
+    /// <c>Chat:MaxStoredToolResultLength</c> are therefore taken as at most that limit. The turn stores its tool calls,
+    /// their results and the answer in one append, which holds at most <c>Conversations:MaxBatchSize</c> messages:
+    /// <c>Chat:MaxToolCalls</c> is taken as at most (that - 1) / 2, so that a turn's own store is never refused for its size
+    /// after every tool has run.
     /// </summary>
     public static IServiceCollection AddCrossModuleSettings(this IServiceCollection services)
     {
         services.AddOptions<ChatTurnOptions>().PostConfigure<IOptions<ConversationsOptions>>((chat, conversations) =>
         {
-            int max;
+            int max, batch;
             try
             {
-                max = conversations.Value.MaxContentLength;
+                (max, batch) = (conversations.Value.MaxContentLength, conversations.Value.MaxBatchSize);
             }
             catch (OptionsValidationException)
             {
@@ -29,6 +32,7 @@ internal static class CrossModuleSettings
 
             chat.MaxContentLength = Math.Min(chat.MaxContentLength, max);
             chat.MaxStoredToolResultLength = Math.Min(chat.MaxStoredToolResultLength, max);
+            chat.MaxToolCalls = Math.Min(chat.MaxToolCalls, (batch - 1) / 2); // a call and its result each, and the answer
         });
         return services;
     }

@@ -19,7 +19,10 @@ public sealed class ProvidersOptions
     /// <summary>Timeout of one model call (one request to the provider).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(100);
 
-    /// <summary>Retries of a model call on 429/5xx/network errors (the OpenAI client's backoff).</summary>
+    /// <summary>
+    /// Retries of a model call on 429/5xx/network errors (the OpenAI client's backoff); never of a call that timed out
+    /// (<see cref="RequestTimeout"/> is how long a caller waits, not how long each try may take).
+    /// </summary>
     public int MaxRetries { get; set; } = 1;
 
     /// <summary>Timeout of <c>POST /api/providers/{id}/test</c>.</summary>
@@ -147,6 +150,13 @@ public sealed class ChatTurnOptions
     /// <summary>Most model rounds of tool calls in one turn before the model must answer.</summary>
     public int MaxToolRounds { get; set; } = 8;
 
+    /// <summary>
+    /// Most tool calls run in one turn, over all its rounds: the model's calls beyond are not run (it is told so) nor
+    /// stored. Calls run one after another, each up to Mcp:ToolCallTimeout, and the turn stores two messages per call in
+    /// one append, so at most (Conversations:MaxBatchSize - 1) / 2: a larger value is taken as that (the host sees to it).
+    /// </summary>
+    public int MaxToolCalls { get; set; } = 64;
+
     /// <summary>Token budget of the context sent to the model (summary + recent messages), unless a model has its own.</summary>
     public int ContextTokenBudget { get; set; } = 8000;
 
@@ -191,6 +201,7 @@ internal sealed class ChatTurnOptionsValidator : AbstractValidator<ChatTurnOptio
     public ChatTurnOptionsValidator()
     {
         RuleFor(o => o.MaxToolRounds).InclusiveBetween(1, 100);
+        RuleFor(o => o.MaxToolCalls).InclusiveBetween(1, 10_000);
         RuleFor(o => o.ContextTokenBudget).InclusiveBetween(100, 10_000_000);
         RuleForEach(o => o.ModelContextBudgets).Must(b => b.Value is >= 100 and <= 10_000_000).WithMessage("budgets must be between 100 and 10,000,000 tokens");
         RuleFor(o => o.MaxStoredToolResultLength).InclusiveBetween(100, 10_000_000);

@@ -23,6 +23,7 @@ internal sealed class ModelCallException(int status, string title, string detail
     /// </summary>
     public static ModelCallException? From(Exception error, ResolvedProvider provider, string model, CancellationToken callerToken)
     {
+        error = LastTry(error);
         if (error is OperationCanceledException && callerToken.IsCancellationRequested)
         {
             return null;
@@ -81,6 +82,21 @@ internal sealed class ModelCallException(int status, string title, string detail
                 return new ModelCallException(StatusCodes.Status502BadGateway, "The model provider could not be reached.",
                     $"Provider '{provider.Name}' (model '{model}') could not be reached: {detail}", null);
         }
+    }
+
+    /// <summary>
+    /// What a call that the client tried more than once failed with. The client's retry policy throws an
+    /// <see cref="AggregateException"/> of every try's error ("Retry failed after 2 tries"), which says nothing by its own
+    /// type: a timeout or a cancellation in any try is what the call ended with (it is never retried), else the last try's error.
+    /// </summary>
+    internal static Exception LastTry(Exception error)
+    {
+        if (error is not AggregateException { InnerExceptions.Count: > 0 } tries)
+        {
+            return error;
+        }
+
+        return LastTry(tries.InnerExceptions.LastOrDefault(e => e is OperationCanceledException or TimeoutException) ?? tries.InnerExceptions[^1]);
     }
 
     private static ModelCallException NotTheProtocol(ResolvedProvider provider, string model, string what) => new(

@@ -50,7 +50,7 @@ internal sealed class ModelClients(OutboundNetwork network, IOptionsMonitor<Prov
             Endpoint = ApiRoot(provider),
             Transport = new HttpClientPipelineTransport(network.Client),
             NetworkTimeout = timeout ?? settings.RequestTimeout,
-            RetryPolicy = new ClientRetryPolicy(settings.MaxRetries),
+            RetryPolicy = new NoRetryAfterTimeout(settings.MaxRetries),
             UserAgentApplicationId = "modularchat",
         };
         if (provider.Kind == ProviderKinds.AzureOpenAi)
@@ -62,6 +62,31 @@ internal sealed class ModelClients(OutboundNetwork network, IOptionsMonitor<Prov
         clientOptions.AddPolicy(new StreamedErrorPolicy(), PipelinePosition.BeforeTransport);
 
         return clientOptions;
+    }
+
+    /// <summary>
+    /// The client's retries (429, 5xx, a connection that failed), except of a request that got no answer within
+    /// Providers:RequestTimeout: its caller has already waited that long, a retry would make it twice as long (and the
+    /// backoff on top) for a provider that is most likely still busy, and the caller would hear 504 only then.
+    /// </summary>
+    private sealed class NoRetryAfterTimeout(int maxRetries) : ClientRetryPolicy(maxRetries)
+    {
+        protected override bool ShouldRetry(PipelineMessage message, Exception? exception)
+            => !TimedOut(exception, message.CancellationToken) && base.ShouldRetry(message, exception);
+
+        /// <summary>A cancellation the caller did not ask for is the client's network timeout.</summary>
+        private static bool TimedOut(Exception? exception, CancellationToken callerToken)
+        {
+            for (var e = exception; e is not null; e = e.InnerException)
+            {
+                if (e is TimeoutException || (e is OperationCanceledException && !callerToken.IsCancellationRequested))
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
     }
 
     /// <summary>Azure OpenAI takes the key as <c>api-key</c>, not as a bearer token.</summary>

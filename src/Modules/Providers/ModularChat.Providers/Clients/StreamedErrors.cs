@@ -91,6 +91,8 @@ internal sealed class StreamedErrorPolicy : PipelinePolicy
 /// Passes a server-sent event stream through unchanged, reading its lines as they go by; a <c>data:</c> line holding a
 /// JSON object with an <c>error</c> property throws <see cref="ModelReportedErrorException"/>. Only lines that hold the
 /// bytes <c>"error"</c> are parsed, and a line is kept only up to <see cref="MaxLine"/> bytes (an error event is short).
+/// A longer line that begins as an error (<c>{"error":</c>, its first property) is an error all the same, read as far as
+/// it was kept: skipped, it let the text streamed before it pass as the whole answer.
 /// </summary>
 internal sealed class StreamedErrorWatcher(Stream inner) : Stream
 {
@@ -101,6 +103,7 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
 
     private readonly MemoryStream _line = new();
     private bool _lineTooLong;
+    private long _lineLength;
 
     public override bool CanRead => true;
 
@@ -148,12 +151,15 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
         {
             var end = bytes.IndexOfAny((byte)'\n', (byte)'\r');
             var part = end < 0 ? bytes : bytes[..end];
+            _lineLength += part.Length;
             if (!_lineTooLong && _line.Length + part.Length <= MaxLine)
             {
                 _line.Write(part);
             }
             else
             {
+                // The line's start is kept (up to MaxLine), for an error that begins it.
+                _line.Write(part[..(int)Math.Min(part.Length, Math.Max(0, MaxLine - _line.Length))]);
                 _lineTooLong = true;
             }
 
@@ -170,18 +176,20 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
     private void EndLine()
     {
         var tooLong = _lineTooLong;
+        var length = _lineLength;
         var line = _line.GetBuffer().AsSpan(0, (int)_line.Length);
         _lineTooLong = false;
+        _lineLength = 0;
         try
         {
-            if (tooLong || !line.StartsWith(DataField) || line.IndexOf(ErrorName) < 0)
+            if (!line.StartsWith(DataField) || line.IndexOf(ErrorName) < 0)
             {
                 return;
             }
 
             var data = line[DataField.Length..];
             data = data.StartsWith(" "u8) ? data[1..] : data;
-            if (Error(data, streamed: true) is { } error)
+            if ((tooLong ? LongError(data, length) : Error(data, streamed: true)) is { } error)
             {
                 throw error;
             }
@@ -222,6 +230,70 @@ internal sealed class StreamedErrorWatcher(Stream inner) : Stream
                 _ => new ModelReportedErrorException(error.GetRawText(), null, streamed),
             };
         }
+    }
+
+    /// <summary>
+    /// The error that a data line longer than <see cref="MaxLine"/> reports, read from its <paramref name="start"/>: when it
+    /// begins as a JSON object whose first property is <c>error</c> (not null or false), with the <c>message</c> and
+    /// <c>type</c> (or <c>code</c>) found in that start. Null when it begins as anything else (a long chunk of the answer).
+    /// </summary>
+    internal static ModelReportedErrorException? LongError(ReadOnlySpan<byte> start, long length)
+    {
+        var reader = new Utf8JsonReader(start, isFinalBlock: false, state: default);
+        string? message = null, type = null, code = null;
+        try
+        {
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject
+                || !reader.Read() || reader.TokenType != JsonTokenType.PropertyName || !reader.ValueTextEquals("error"u8)
+                || !reader.Read())
+            {
+                return null;
+            }
+
+            switch (reader.TokenType)
+            {
+                case JsonTokenType.Null or JsonTokenType.False:
+                    return null;
+                case JsonTokenType.String:
+                    message = reader.GetString();
+                    break;
+                case JsonTokenType.StartObject:
+                    while (reader.Read() && !(reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == 1))
+                    {
+                        if (reader.TokenType != JsonTokenType.PropertyName || reader.CurrentDepth != 2)
+                        {
+                            continue;
+                        }
+
+                        var name = reader.GetString();
+                        if (!reader.Read())
+                        {
+                            break;
+                        }
+
+                        if (reader.TokenType == JsonTokenType.String)
+                        {
+                            var value = reader.GetString();
+                            (message, type, code) = name switch
+                            {
+                                "message" => (value, type, code),
+                                "type" => (message, value, code),
+                                "code" => (message, type, value),
+                                _ => (message, type, code),
+                            };
+                        }
+                    }
+
+                    break;
+            }
+        }
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
+        {
+            // Not JSON past some point, or a string that is no text: what was read says enough.
+        }
+
+        return new ModelReportedErrorException(
+            message ?? $"an error event too long to read ({length} bytes)", type ?? code, streamed: true);
     }
 
     private static string? Text(JsonElement element, string? property = null)

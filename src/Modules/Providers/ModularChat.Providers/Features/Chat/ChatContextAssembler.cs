@@ -15,7 +15,11 @@ internal sealed record ChatContext(IReadOnlyList<ChatMessage> Messages, long? Su
 /// <summary>
 /// A turn's context: the system prompt, then the conversation's context within the model's token budget
 /// (<see cref="IConversationContexts"/>: the current summary and the most recent messages, cached across nodes).
-/// The latest message (the user's new one) is always included, even when the budget is too small for it.
+/// The context ends with the turn's own message (<c>throughSequence</c>), which is always included, even when the budget
+/// is too small for it: messages appended after it (by turns of the same conversation running at once, or by other
+/// clients) are left out, so that each turn's model answers its own message, not the one another turn brought.
+/// The cached context (the conversation's latest) is cut at that message, and when that leaves room in the budget the
+/// messages before the window are read to fill it, as the context would have held them.
 /// With <see cref="ChatTurnOptions.ReplayToolCalls"/> (the default) the tool calls and results of earlier turns that
 /// are in the window are given to the model as function calls and results, so it remembers what its tools returned;
 /// only whole call/result pairs are (<see cref="ToolCallReplay"/>), because providers refuse a pair cut in half.
@@ -27,13 +31,18 @@ internal sealed class ChatContextAssembler(
 {
     private const int ToolMessagesChunk = 256;
 
+    /// <summary>Messages read at a time when the window cut at the turn's message is filled from the database.</summary>
+    private const int FillChunk = 64;
+
     /// <remarks>
     /// The conversation's share of the budget is the model's budget less the system prompt. What the turn then sends
     /// costs a little more than the conversation context it was given (the system prompt's framing, the summary's
     /// heading, replayed calls' function names): when that runs over the budget, the context is asked again for that
     /// much less (at most twice), so what is sent stays within the budget.
     /// </remarks>
-    public async Task<ChatContext> AssembleAsync(string tenantId, Guid conversationId, string model, CancellationToken cancellationToken)
+    /// <param name="throughSequence">The turn's own message, the last one the model is given (null: the latest message).</param>
+    public async Task<ChatContext> AssembleAsync(
+        string tenantId, Guid conversationId, string model, CancellationToken cancellationToken, long? throughSequence = null)
     {
         var settings = options.CurrentValue;
         var budget = settings.BudgetFor(model);
@@ -41,11 +50,11 @@ internal sealed class ChatContextAssembler(
         var conversationBudget = Math.Max(1, budget - systemTokens);
         for (var attempt = 1; ; attempt++)
         {
-            var assembled = await AssembleWithinAsync(tenantId, conversationId, settings, systemTokens, conversationBudget, cancellationToken);
+            var assembled = await AssembleWithinAsync(tenantId, conversationId, settings, systemTokens, conversationBudget, throughSequence, cancellationToken);
             var over = assembled.Tokens - budget;
             if (over <= 0 || attempt == 3 || conversationBudget == 1)
             {
-                return assembled; // (only the latest message, when it alone is over the budget, can still run over: it is always sent)
+                return assembled; // (only the turn's message, when it alone is over the budget, can still run over: it is always sent)
             }
 
             conversationBudget = Math.Max(1, conversationBudget - over);
@@ -53,7 +62,8 @@ internal sealed class ChatContextAssembler(
     }
 
     private async Task<ChatContext> AssembleWithinAsync(
-        string tenantId, Guid conversationId, ChatTurnOptions settings, int systemTokens, int budget, CancellationToken cancellationToken)
+        string tenantId, Guid conversationId, ChatTurnOptions settings, int systemTokens, int budget, long? throughSequence,
+        CancellationToken cancellationToken)
     {
         var parts = new List<ContextPart>();
         if (systemTokens > 0)
@@ -63,33 +73,99 @@ internal sealed class ChatContextAssembler(
 
         var context = await contexts.GetAsync(tenantId, conversationId, budget, cancellationToken: cancellationToken)
             ?? throw new NotFoundException("Conversation", conversationId);
-        if (context.Summary is { } summary)
+        var through = throughSequence ?? context.Coverage.MessageCount;
+        var framing = Framing(context);
+        // A summary written since the turn's message was appended may tell of later messages: it is left out then.
+        var summary = context.Summary is { } current && current.ToSequence <= through ? current : null;
+        if (summary is not null)
         {
             var text = $"Summary of the conversation so far (messages 1 to {summary.ToSequence}):\n{summary.Text}";
             parts.Add(new ContextPart(new ChatMessage(ChatRole.System, text), tokens.Count(text), 0));
         }
 
-        var window = context.Messages.ToList();
-        if (context.Coverage.MessageCount > 0 && context.Coverage.MessagesTo != context.Coverage.MessageCount)
-        {
-            // The turn's own message must reach the model even when it alone is over the budget; retention may have taken
-            // it out meanwhile (a summary covers it and none is kept), after a failed attempt that a client now retries.
-            var latest = (await conversations.ReadLatestAsync(tenantId, conversationId, 1, cancellationToken: cancellationToken)).SingleOrDefault()
-                ?? throw new ConflictException(
-                    $"Message {context.Coverage.MessageCount}, the one this turn answers, has been taken out of the conversation by retention (a summary " +
-                    "covers it), so the model would not see it. Ask again as a new turn (another externalId).",
-                    new Dictionary<string, object?> { ["messageSequence"] = context.Coverage.MessageCount });
-            window.Add(new ContextMessage(latest.Sequence, latest.Role, latest.Content, latest.TokenCount, latest.CreatedAt, latest.ExternalId));
-        }
-
+        var window = await WindowThroughAsync(tenantId, conversationId, context, summary, through, budget, framing, cancellationToken);
         var toolMessages = settings.ReplayToolCalls
             ? await ToolMessagesAsync(tenantId, conversationId, window, cancellationToken)
             : new Dictionary<long, ConversationMessage>();
         parts.AddRange(ToolCallReplay.Replay(window, toolMessages, tokens));
-        var framing = Framing(context);
         return new ChatContext(
-            parts.Select(p => p.Message).ToList(), context.Summary?.ToSequence, parts.Sum(p => p.ConversationMessages), parts.Sum(p => p.Tokens + framing));
+            parts.Select(p => p.Message).ToList(), summary?.ToSequence, parts.Sum(p => p.ConversationMessages), parts.Sum(p => p.Tokens + framing));
     }
+
+    /// <summary>
+    /// The latest messages up to and including <paramref name="through"/> that fit in <paramref name="budget"/> beside the
+    /// summary, oldest first; <paramref name="through"/> itself always. The cached context's messages are used as they are
+    /// when they end there (the usual turn, alone on its conversation); messages after it are dropped, and the room they
+    /// leave is filled with the ones before the window, newest first while they fit, as the context service picks them.
+    /// </summary>
+    private async Task<List<ContextMessage>> WindowThroughAsync(
+        string tenantId, Guid conversationId, ConversationContext context, ContextSummary? summary, long through, int budget, int framing,
+        CancellationToken cancellationToken)
+    {
+        var window = context.Messages.Where(m => m.Sequence <= through).ToList();
+        var trimmed = window.Count < context.Messages.Count || !ReferenceEquals(summary, context.Summary);
+        if (window.Count == 0 || window[^1].Sequence != through)
+        {
+            // The turn's message is not in the window: alone over the budget, or behind the messages that came after it.
+            // The window is read again from it, back.
+            window.Clear();
+        }
+        else if (!trimmed)
+        {
+            return window;
+        }
+
+        var used = (summary is null ? 0 : summary.TokenCount + framing) + window.Sum(m => m.TokenCount + framing);
+        var before = window.Count > 0 ? window[0].Sequence : through + 1;
+        var older = new List<ContextMessage>();
+        var full = false;
+        while (!full && before > 1)
+        {
+            var page = await conversations.ReadLatestAsync(tenantId, conversationId, FillChunk, before, cancellationToken);
+            for (var i = page.Count - 1; i >= 0; i--)
+            {
+                var message = page[i];
+                var cost = message.TokenCount + framing;
+                var own = window.Count == 0 && older.Count == 0;
+                if (own && message.Sequence != through)
+                {
+                    // The turn's own message must reach the model even when it alone is over the budget; retention may have
+                    // taken it out meanwhile (a summary covers it and none is kept), after a failed attempt a client now retries.
+                    throw TakenOut(through);
+                }
+
+                if (!own && used + cost > budget)
+                {
+                    full = true;
+                    break;
+                }
+
+                older.Add(new ContextMessage(message.Sequence, message.Role, message.Content, message.TokenCount, message.CreatedAt, message.ExternalId));
+                used += cost;
+            }
+
+            if (page.Count < FillChunk)
+            {
+                break;
+            }
+
+            before = page[0].Sequence;
+        }
+
+        if (window.Count == 0 && older.Count == 0)
+        {
+            throw TakenOut(through);
+        }
+
+        older.Reverse();
+        older.AddRange(window);
+        return older;
+    }
+
+    private static ConflictException TakenOut(long sequence) => new(
+        $"Message {sequence}, the one this turn answers, has been taken out of the conversation by retention (a summary " +
+        "covers it), so the model would not see it. Ask again as a new turn (another externalId).",
+        new Dictionary<string, object?> { ["messageSequence"] = sequence });
 
     /// <summary>The window's tool messages as stored, with the metadata that says what they are, by sequence.</summary>
     private async Task<IReadOnlyDictionary<long, ConversationMessage>> ToolMessagesAsync(

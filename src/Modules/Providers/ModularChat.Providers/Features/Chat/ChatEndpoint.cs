@@ -126,6 +126,9 @@ internal static class ChatEndpoint
             // client gets an error event it can act on, not a stream cut short; the exception is logged as the handler would.
             var problem = ProblemDetailsExceptionHandler.Map(e);
             problem.Instance = http.Request.Path;
+            // As the other error events and every ProblemDetails answered over HTTP: a type, and the traceId to quote.
+            problem.Type ??= ProblemJsonFallbackWriter.TypeFor(problem.Status ?? StatusCodes.Status500InternalServerError);
+            problem.Extensions["traceId"] = System.Diagnostics.Activity.Current?.TraceId.ToString() ?? http.TraceIdentifier;
             http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(ChatEndpoint))
                 .Log(problem.Status >= 500 ? LogLevel.Error : LogLevel.Information, e, "A streamed chat turn's answer could not be stored ({Status})", problem.Status);
             await WriteAsync(http, "error", problem, json, CancellationToken.None);

@@ -81,7 +81,8 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 
 /// <summary>
 /// Runs chat turns: appends the user's message, assembles the context, calls the model with the tenant's MCP tools
-/// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds), then appends the tool calls, their
+/// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds and <see cref="ChatTurnOptions.MaxToolCalls"/>
+/// calls), then appends the tool calls, their
 /// results and the answer in one transaction. A failed model call appends nothing more than the user's message.
 /// Conversations are read and written through <see cref="IConversationMessages"/> only.
 /// </summary>
@@ -174,7 +175,8 @@ internal sealed partial class ChatTurns(
                 new Dictionary<string, object?> { ["messageSequence"] = user.Sequence, ["latestSequence"] = latest });
         }
 
-        var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken);
+        // Up to the turn's own message: another turn of the conversation running at once may have appended its message since.
+        var context = await contexts.AssembleAsync(tenantId, conversationId, model, cancellationToken, user.Sequence);
         var tools = await McpToolSession.OpenAsync(servers, connector, store, metrics, mcpOptions.CurrentValue,
             chatOptions.CurrentValue.MaxToolResultLength, clock, logger, cancellationToken);
         return new ChatTurn(this, tenantId, conversationId, provider, model, modelClient, user, context, tools, streamed);
@@ -212,6 +214,7 @@ internal sealed partial class ChatTurns(
     {
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
+        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls);
 
         /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
         public static string AnswerId(AppendedConversationMessage user) => $"chat:{user.MessageId:N}:answer";
@@ -250,10 +253,10 @@ internal sealed partial class ChatTurns(
             {
                 throw Failed(failure);
             }
-            catch (OperationCanceledException)
+            catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
             {
                 owner.Metrics.ChatTurn("cancelled", streamed);
-                throw;
+                throw Cancelled(e, cancellationToken);
             }
 
             return await CompleteAsync(response.Messages, response.Usage, cancellationToken);
@@ -269,6 +272,7 @@ internal sealed partial class ChatTurns(
 
             var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
             var any = false;
+            var finished = false; // whether the model's latest round ended with a finish reason
             try
             {
                 while (true)
@@ -282,11 +286,11 @@ internal sealed partial class ChatTurns(
                     {
                         throw Failed(failure);
                     }
-                    catch (OperationCanceledException)
+                    catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
                     {
                         owner.Metrics.ChatTurn("cancelled", streamed);
                         LogCancelled(owner.Logger, conversationId);
-                        throw;
+                        throw Cancelled(e, cancellationToken);
                     }
 
                     if (!moved)
@@ -300,11 +304,31 @@ internal sealed partial class ChatTurns(
                                 null));
                         }
 
+                        if (!finished)
+                        {
+                            // Some of the answer came, then the connection closed without a finish reason (nor [DONE]): the
+                            // model did not finish, and what came is no answer, as the same answer cut short unstreamed is not.
+                            throw Failed(new ModelCallException(StatusCodes.Status502BadGateway, "The model provider failed while answering.",
+                                $"Provider '{provider.Name}' (model '{model}') ended its stream before the model finished (no finish reason came): " +
+                                "the answer is incomplete.",
+                                null));
+                        }
+
                         yield break;
                     }
 
                     any = true;
-                    yield return updates.Current;
+                    var update = updates.Current;
+                    if (update.FinishReason is not null)
+                    {
+                        finished = true;
+                    }
+                    else if (update.Contents.Any(c => c is FunctionResultContent))
+                    {
+                        finished = false; // the tools answered: the model's next round must finish in its turn
+                    }
+
+                    yield return update;
                 }
             }
             finally
@@ -330,6 +354,8 @@ internal sealed partial class ChatTurns(
             var results = new List<(FunctionResultContent? Result, int Index)>();
             var answerParts = new List<string>();
             var callNumber = 0;
+            var notRun = 0;
+            var unanswered = Unanswered(produced);
             var resultNumber = 0; // results count on their own: two calls of one round must not share an external id (the second would be a duplicate)
             foreach (var message in produced)
             {
@@ -337,6 +363,14 @@ internal sealed partial class ChatTurns(
                 {
                     switch (content)
                     {
+                        case FunctionCallContent call when _limit.Refused(call) || unanswered.Contains(call):
+                            // Beyond the turn's limit: not run, and not stored (nor its result); the answer counts them. So is a
+                            // call the model asked in the last round, which offers no tools (Chat:MaxToolRounds used up): it was
+                            // never run, and stored without a result it would be a call cut in half (never replayed, never answered).
+                            calls.Add((call, NotStored));
+                            results.Add((null, -1));
+                            notRun++;
+                            break;
                         case FunctionCallContent call:
                             var origin = tools.Origins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
                             calls.Add((call, toStore.Count));
@@ -362,6 +396,12 @@ internal sealed partial class ChatTurns(
                             var fullResult = ResultText(result);
                             var resultText = Cut(fullResult, settings.MaxStoredToolResultLength);
                             var answered = LatestUnanswered(calls, results, result.CallId);
+                            if (answered >= 0 && calls[answered].CallIndex == NotStored)
+                            {
+                                results[answered] = (result, NotStored);
+                                break;
+                            }
+
                             var called = answered >= 0 ? calls[answered].Call : null;
                             var from = called is null ? new ToolOrigin("", "") : tools.Origins.GetValueOrDefault(called.Name) ?? new ToolOrigin("", called.Name);
                             if (answered >= 0)
@@ -412,6 +452,11 @@ internal sealed partial class ChatTurns(
                 answer = StorableText.Prefix(answer, settings.MaxContentLength);
             }
 
+            if (notRun > 0)
+            {
+                metadata["toolCallsNotRun"] = notRun.ToString(CultureInfo.InvariantCulture);
+            }
+
             if (usage?.InputTokenCount is { } input)
             {
                 metadata["inputTokens"] = input.ToString(CultureInfo.InvariantCulture);
@@ -450,8 +495,9 @@ internal sealed partial class ChatTurns(
                 return Replayed(conversationId, user, first);
             }
 
-            var toolCalls = calls.Select((c, i) =>
+            var toolCalls = calls.Select((c, i) => (Call: c, Index: i)).Where(c => c.Call.CallIndex != NotStored).Select(entry =>
             {
+                var (c, i) = entry;
                 var result = results[i];
                 var origin = tools.Origins.GetValueOrDefault(c.Call.Name) ?? new ToolOrigin("", c.Call.Name);
                 return new ChatToolCall(c.Call.CallId, origin.Server, origin.Tool, JsonSerializer.Serialize(c.Call.Arguments),
@@ -468,18 +514,22 @@ internal sealed partial class ChatTurns(
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
 
+        /// <summary>Where <see cref="CompleteAsync"/> keeps a call beyond the turn's limit, which is not stored.</summary>
+        private const int NotStored = -1;
+
         public IReadOnlyDictionary<string, ToolOrigin> ToolOrigins => tools.Origins;
 
-        /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, or no answer in time).</summary>
-        public bool ToolFailed(string callId) => tools.LatestFailed(callId);
+        /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, no answer in time, or not run: over the turn's limit).</summary>
+        public bool ToolFailed(string callId) => tools.LatestFailed(callId) || _limit.LatestRefused(callId);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
-            .Use(inner => new TurnFunctionInvocation(inner, tools)
+            .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)
             {
                 MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds,
                 IncludeDetailedErrors = false, // exception messages could carry connection details into the model's context
                 AllowConcurrentInvocation = false,
             })
+            .Use(inner => new ToolCallCounting(inner, _limit))
             .Build();
 
         private Microsoft.Extensions.AI.ChatOptions Options() => new()
@@ -494,6 +544,33 @@ internal sealed partial class ChatTurns(
             _activity?.SetStatus(ActivityStatusCode.Error, failure.ProviderStatus?.ToString(CultureInfo.InvariantCulture) ?? failure.Title);
             LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
             return failure;
+        }
+
+        /// <summary>
+        /// The turn's cancellation (its client left, the node stops) as an <see cref="OperationCanceledException"/>, which
+        /// the endpoint answers (503 when the node stops), also when the client's retries wrapped it with an earlier try's
+        /// error in an <see cref="AggregateException"/>.
+        /// </summary>
+        private static OperationCanceledException Cancelled(Exception error, CancellationToken cancellationToken)
+            => error as OperationCanceledException ?? new OperationCanceledException("The chat turn was cancelled.", error, cancellationToken);
+
+        /// <summary>The calls among <paramref name="produced"/> that no result answers (paired as <see cref="CompleteAsync"/> pairs them).</summary>
+        private static HashSet<FunctionCallContent> Unanswered(IList<ChatMessage> produced)
+        {
+            var open = new List<FunctionCallContent>();
+            foreach (var content in produced.SelectMany(m => m.Contents))
+            {
+                if (content is FunctionCallContent call)
+                {
+                    open.Add(call);
+                }
+                else if (content is FunctionResultContent result && open.FindLastIndex(c => string.Equals(c.CallId, result.CallId, StringComparison.Ordinal)) is var i and >= 0)
+                {
+                    open.RemoveAt(i);
+                }
+            }
+
+            return new HashSet<FunctionCallContent>(open, ReferenceEqualityComparer.Instance);
         }
 
         private static int LatestUnanswered(

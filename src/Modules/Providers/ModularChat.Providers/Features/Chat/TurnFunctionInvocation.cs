@@ -11,14 +11,15 @@ namespace ModularChat.Providers.Features.Chat;
 /// exception is attached to the result: the client counts those towards the errors after which it gives up the turn.
 /// Nor is a call whose arguments are not JSON made: the client would call the tool without arguments (what the model
 /// sent is then lost: <see cref="FunctionCallContent.Exception"/> says why, its arguments are null) and report it as a
-/// success; the model is told instead, and the call marked failed.
+/// success; the model is told instead, and the call marked failed. A call beyond the turn's <see cref="ToolCallLimit"/>
+/// is not run either: its result tells the model so.
 /// </summary>
-internal sealed class TurnFunctionInvocation(IChatClient inner, McpToolSession tools) : FunctionInvokingChatClient(inner)
+internal sealed class TurnFunctionInvocation(IChatClient inner, McpToolSession tools, ToolCallLimit limit) : FunctionInvokingChatClient(inner)
 {
     protected override ValueTask<object?> InvokeFunctionAsync(FunctionInvocationContext context, CancellationToken cancellationToken)
-        => context.CallContent.Exception is null
-            ? base.InvokeFunctionAsync(context, cancellationToken)
-            : ValueTask.FromResult<object?>(tools.ArgumentsNotJson(context.CallContent));
+        => limit.Refused(context.CallContent) ? ValueTask.FromResult<object?>(limit.Refusal)
+            : context.CallContent.Exception is not null ? ValueTask.FromResult<object?>(tools.ArgumentsNotJson(context.CallContent))
+            : base.InvokeFunctionAsync(context, cancellationToken);
 
     protected override IList<ChatMessage> CreateResponseMessages(ReadOnlySpan<FunctionInvocationResult> results)
     {

@@ -1,0 +1,90 @@
+using Microsoft.Extensions.AI;
+
+namespace ModularChat.Providers.Features.Chat;
+
+/// <summary>
+/// The tool calls one turn may run (<see cref="ChatTurnOptions.MaxToolCalls"/>): the first that many the model asks, over
+/// all rounds, offered or not. A model can ask hundreds of calls in one round; run one after another, each up to
+/// Mcp:ToolCallTimeout, they kept the turn going for hours, and stored with the answer they made an append larger than a
+/// batch may be, refused after every tool had run. The calls beyond are not run: the model is told so in their results,
+/// and they are not stored (the answer's metadata counts them, <c>toolCallsNotRun</c>).
+/// </summary>
+internal sealed class ToolCallLimit(int max)
+{
+    private readonly Lock _gate = new();
+    private readonly HashSet<FunctionCallContent> _seen = new(ReferenceEqualityComparer.Instance);
+    private readonly HashSet<FunctionCallContent> _refused = new(ReferenceEqualityComparer.Instance);
+    private readonly Dictionary<string, bool> _latestRefused = new(StringComparer.Ordinal);
+
+    public int Max => max;
+
+    /// <summary>What the model is told instead of the result of a call beyond the limit.</summary>
+    public string Refusal => $"Not called: at most {max} tool calls per turn. Answer with what the tools have returned so far.";
+
+    /// <summary>Counts the calls among <paramref name="contents"/>, in the order the model asked them (each once).</summary>
+    public void Count(IEnumerable<AIContent> contents)
+    {
+        lock (_gate)
+        {
+            foreach (var call in contents.OfType<FunctionCallContent>())
+            {
+                if (!_seen.Add(call))
+                {
+                    continue;
+                }
+
+                var over = _seen.Count > max;
+                _latestRefused[call.CallId] = over;
+                if (over)
+                {
+                    _refused.Add(call);
+                }
+            }
+        }
+    }
+
+    /// <summary>Whether <paramref name="call"/> is beyond the limit (not run, not stored).</summary>
+    public bool Refused(FunctionCallContent call)
+    {
+        lock (_gate)
+        {
+            return _refused.Contains(call);
+        }
+    }
+
+    /// <summary>Whether the latest call with <paramref name="callId"/> was beyond the limit (for a result streamed as it comes).</summary>
+    public bool LatestRefused(string callId)
+    {
+        lock (_gate)
+        {
+            return _latestRefused.GetValueOrDefault(callId);
+        }
+    }
+}
+
+/// <summary>
+/// Counts the model's tool calls for <see cref="ToolCallLimit"/> as its answers arrive, below the function invocation
+/// that runs them, so that every call is counted in the order asked, also one of a tool that was not offered (which is
+/// never run, but stored like any other).
+/// </summary>
+internal sealed class ToolCallCounting(IChatClient inner, ToolCallLimit limit) : DelegatingChatClient(inner)
+{
+    public override async Task<ChatResponse> GetResponseAsync(
+        IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    {
+        var response = await base.GetResponseAsync(messages, options, cancellationToken);
+        limit.Count(response.Messages.SelectMany(m => m.Contents));
+        return response;
+    }
+
+    public override async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(
+        IEnumerable<ChatMessage> messages, ChatOptions? options = null,
+        [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
+    {
+        await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
+        {
+            limit.Count(update.Contents);
+            yield return update;
+        }
+    }
+}
