@@ -1363,13 +1363,16 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(sent.Count - 1, turn.Context.Messages);
     }
 
-    [Fact]
-    public async Task Turns_still_waiting_for_their_model_when_the_node_stops_answer_503_in_time_and_keep_the_users_message()
+    [Theory]
+    [InlineData("00:00:01")]
+    [InlineData("00:00:32")] // longer than the host's default shutdown timeout (30 s), which then dropped them unanswered
+    public async Task Turns_still_waiting_for_their_model_when_the_node_stops_answer_503_in_time_and_keep_the_users_message(string grace)
     {
-        // A real process with Kestrel, stopped with SIGTERM: the host then waits up to 30 s for requests, then drops them.
+        // A real process with Kestrel, stopped with SIGTERM: the host then waits for requests up to its shutdown timeout,
+        // then drops them.
         await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>
         {
-            ["Chat__ShutdownGrace"] = "00:00:01",
+            ["Chat__ShutdownGrace"] = grace,
             ["OutboundNetwork__AllowPrivateNetworks"] = "true",
         });
         var user = ModularChatApp.NewUser();
@@ -1390,11 +1393,12 @@ public sealed class ChatTests(ProvidersApp app)
 
         node.Terminate();
 
-        using var refused = await plain.WaitAsync(TimeSpan.FromSeconds(25));
+        var wait = TimeSpan.Parse(grace, System.Globalization.CultureInfo.InvariantCulture) + TimeSpan.FromSeconds(25);
+        using var refused = await plain.WaitAsync(wait);
         var problem = await refused.ShouldBeProblem(503);
         Assert.Contains("shutting down", problem.GetProperty("title").GetString(), StringComparison.Ordinal);
         Assert.NotNull(refused.Headers.RetryAfter);
-        var (name, data) = ParseEvents(await started.Content.ReadAsStringAsync().WaitAsync(TimeSpan.FromSeconds(25)))[^1];
+        var (name, data) = ParseEvents(await started.Content.ReadAsStringAsync().WaitAsync(wait))[^1];
         Assert.Equal("error", name);
         Assert.Equal(503, data.GetProperty("status").GetInt32());
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));

@@ -7,6 +7,8 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
@@ -51,6 +53,10 @@ public static class ProvidersModule
         services.AddScoped<ChatContextAssembler>();
         services.AddScoped<ChatTurns>();
         services.AddSingleton<ChatShutdown>();
+        // The host drops the requests still running at its shutdown timeout (30 s unless configured): a turn given a longer
+        // grace would have had no answer at all, not the 503 the grace is there for.
+        services.AddOptions<HostOptions>().Configure<IOptions<ChatTurnOptions>>((host, chat) =>
+            host.ShutdownTimeout = TimeSpan.FromTicks(Math.Max(host.ShutdownTimeout.Ticks, (chat.Value.ShutdownGrace + ChatShutdown.AnswerTime).Ticks)));
         return services;
     }
 

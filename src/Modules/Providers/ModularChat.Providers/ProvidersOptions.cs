@@ -188,8 +188,9 @@ public sealed class ChatTurnOptions
     public int MaxContentLength { get; set; } = 100_000;
 
     /// <summary>
-    /// When the node stops, how long a turn still waiting for its model may go on before it answers 503 (keep it under
-    /// the host's shutdown timeout, 30 s by default, so the answer reaches the client).
+    /// When the node stops, how long a turn still waiting for its model may go on before it answers 503. The host's
+    /// shutdown timeout (30 s by default) is raised to at least this plus <see cref="Features.Chat.ChatShutdown.AnswerTime"/>,
+    /// so the answer reaches the client.
     /// </summary>
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(20);
 

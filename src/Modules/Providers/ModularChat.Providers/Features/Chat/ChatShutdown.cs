@@ -13,6 +13,12 @@ namespace ModularChat.Providers.Features.Chat;
 /// </summary>
 internal sealed class ChatShutdown : IDisposable
 {
+    /// <summary>
+    /// What the host's shutdown timeout keeps beyond <see cref="ChatTurnOptions.ShutdownGrace"/> (it is raised to at least
+    /// their sum): the time for the stopped turns' 503s to be written and their requests to end.
+    /// </summary>
+    public static readonly TimeSpan AnswerTime = TimeSpan.FromSeconds(10);
+
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenRegistration _registration;
 
