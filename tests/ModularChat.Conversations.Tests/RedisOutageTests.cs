@@ -104,6 +104,36 @@ public sealed class RedisOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_Redis_that_goes_away_is_logged_once_requests_still_succeed_and_its_return_is_logged()
+    {
+        await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}" });
+        var redis = node.Services.GetRequiredService<RedisAvailability>();
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("redis-gone")));
+        var conversation = await client.NewConversation("while Redis is gone");
+        int Said(string text) => app.Logs.Entries.Count(e => e.Category == typeof(RedisAvailability).FullName && e.Message.StartsWith(text, StringComparison.Ordinal));
+        var (failing, back) = (Said("Redis is failing"), Said("Redis answers again"));
+
+        proxy.Cut(); // the server went away: connections reset, new ones refused
+
+        // Nothing was logged: no command runs on a connection that is known to be down, so none failed.
+        await Eventually.Until(() => Task.FromResult(Said("Redis is failing")), n => n == failing + 1, seconds: 10, what: "no warning that Redis failed");
+        Assert.False(redis.Usable);
+        for (var i = 0; i < 3; i++)
+        {
+            await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = $"during {i}" }))
+                .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+            await (await client.GetAsync($"/api/conversations/{conversation.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
+        }
+
+        Assert.Equal(failing + 1, Said("Redis is failing")); // once, not per request
+        proxy.Restore();
+        await Eventually.Until(() => Task.FromResult(Said("Redis answers again")), n => n == back + 1, seconds: 20, what: "no line that Redis is back");
+        await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 10, what: "Redis is not used again");
+    }
+
+    [Fact]
     public async Task A_node_that_stops_before_Redis_answers_again_warns_about_the_invalidations_it_could_not_make()
     {
         await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);

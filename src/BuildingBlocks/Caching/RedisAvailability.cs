@@ -22,6 +22,25 @@ public sealed partial class RedisAvailability
         RetryInterval = retryInterval;
         _logger = logger;
         _clock = clock ?? TimeProvider.System;
+        if (redis is not null)
+        {
+            // A Redis that went away (stopped, unreachable) closes the connection: no command runs then (not Usable), so
+            // without these nothing would say that it failed, nor that it came back.
+            redis.ConnectionFailed += (_, e) =>
+            {
+                if (e.ConnectionType == ConnectionType.Interactive && Interlocked.Exchange(ref _failing, 1) == 0)
+                {
+                    LogFailing(_logger, RetryInterval, e.Exception);
+                }
+            };
+            redis.ConnectionRestored += (_, e) =>
+            {
+                if (e.ConnectionType == ConnectionType.Interactive)
+                {
+                    Succeeded();
+                }
+            };
+        }
     }
 
     /// <summary>The configured Redis, if any.</summary>
@@ -147,7 +166,7 @@ public sealed partial class RedisAvailability
 
     [LoggerMessage(Level = LogLevel.Warning,
         Message = "Redis is failing: this node caches in process only and keeps cache generations to itself, trying Redis again every {RetryInterval}")]
-    private static partial void LogFailing(ILogger logger, TimeSpan retryInterval, Exception exception);
+    private static partial void LogFailing(ILogger logger, TimeSpan retryInterval, Exception? exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Redis answers again: cache generations are shared across nodes")]
     private static partial void LogBack(ILogger logger);
