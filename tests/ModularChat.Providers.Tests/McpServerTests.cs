@@ -702,6 +702,18 @@ public sealed class McpServerTests(ProvidersApp app)
                 && e.Message.Contains("GITHUB-*", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("python3")] // README: full paths; a bare name ran whatever the service's PATH found first
+    [InlineData("bin/server")]
+    public async Task An_allowed_command_that_is_no_full_path_stops_the_start_naming_it(string command)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Mcp:Stdio:AllowedCommands:1"] = command }));
+
+        Assert.Contains(Exceptions.Flatten(error),
+            e => e is Microsoft.Extensions.Options.OptionsValidationException && e.Message.Contains("Mcp:Stdio:AllowedCommands", StringComparison.Ordinal)
+                && e.Message.Contains($"'{command}'", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Settings_of_another_transport_are_refused_naming_the_field_and_nothing_is_stored()
     {

@@ -169,6 +169,12 @@ internal static class PersistenceSetup
         // Handled messages carry message content; they are kept only briefly (local queues need no long
         // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
+        if (options.Durability.KeepAfterMessageHandling < TimeSpan.Zero)
+        {
+            throw new InvalidOperationException(
+                $"Configuration 'Messaging:KeepHandledMessagesFor' must not be negative (was {options.Durability.KeepAfterMessageHandling}); 0 deletes handled messages at the next clean-up.");
+        }
+
         options.Durability.HandledMessageCleanupPollingTime = Positive(configuration, "Messaging:HandledMessageCleanupInterval", TimeSpan.FromSeconds(10));
         // Nodes check in and the leader assigns the projections (search indexing) at this interval; after a start, a node's
         // projections begin at about its second check (~13 s with Wolverine's default of 10 s, ~5 s with 2 s).

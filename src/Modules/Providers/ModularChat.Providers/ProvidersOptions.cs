@@ -311,7 +311,9 @@ internal sealed class McpOptionsValidator : AbstractValidator<McpOptions>
         RuleFor(o => o.MaxToolSchemaLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxToolsPerTurn).InclusiveBetween(0, 10_000);
         RuleFor(o => o.UnreachableRetryAfter).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromDays(1));
-        RuleForEach(o => o.Stdio.AllowedCommands).NotEmpty().OverridePropertyName("Stdio.AllowedCommands");
+        RuleForEach(o => o.Stdio.AllowedCommands).Must(c => !string.IsNullOrEmpty(c) && Path.IsPathFullyQualified(c))
+            .OverridePropertyName("Stdio.AllowedCommands")
+            .WithMessage("Mcp:Stdio:AllowedCommands entries are full paths of programs (was '{PropertyValue}'): a bare name is looked up in the service's PATH when it runs.");
         RuleForEach(o => o.Stdio.AllowedEnvironment).Must(e => e is not null && McpServerRules.AllowedEnvironmentEntry().IsMatch(e))
             .OverridePropertyName("Stdio.AllowedEnvironment")
             .WithMessage("Mcp:Stdio:AllowedEnvironment entries are variable names (letters, digits, '_'), or their start followed by '*' (was '{PropertyValue}').");
