@@ -356,7 +356,11 @@ case "$cmd" in
     local_servers=""
     [[ "$LOCAL_PG" == "1" ]] && local_servers="PostgreSQL"
     [[ "$LOCAL_REDIS" == "1" ]] && local_servers="${local_servers:+$local_servers and }Redis"
-    log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json)${local_servers:+; ./build.sh stop stops its $local_servers in .local}"
+    if [[ $# -eq 0 ]]; then
+      log "ModularChat on $ASPNETCORE_URLS (API page: /scalar, OpenAPI: /openapi/v1.json)${local_servers:+; ./build.sh stop stops its $local_servers in .local}"
+    else
+      log "ModularChat command: $*${local_servers:+ (./build.sh stop stops its $local_servers in .local)}"
+    fi
     exec dotnet run --no-launch-profile --project "$HOST_PROJECT" -c Release -- "$@" ;;
   token)
     ensure_feed; ensure_dev_key
