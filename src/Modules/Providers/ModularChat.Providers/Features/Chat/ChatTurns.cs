@@ -167,11 +167,11 @@ internal sealed partial class ChatTurns(
 
         if (user.Duplicate && (await conversations.FindAsync(tenantId, conversationId, cancellationToken))?.MessageCount is { } latest && latest > user.Sequence)
         {
-            // A retry of a turn that was not answered (the model failed), after the conversation went on: the context ends
-            // with the latest message, so the model would answer that one, not the message retried.
+            // A retry of a turn that was not answered (the model failed), after the conversation went on: its answer would be
+            // stored after the later messages (and their answers), where it reads as an answer to them.
             throw new ConflictException(
                 $"The turn of message {user.Sequence} (externalId '{request.ExternalId}') was not answered, and the conversation went on since " +
-                $"(message {latest}): a retry would answer the latest message instead. Ask again as a new turn (another externalId).",
+                $"(message {latest}): its answer would come after the later messages. Ask again as a new turn (another externalId).",
                 new Dictionary<string, object?> { ["messageSequence"] = user.Sequence, ["latestSequence"] = latest });
         }
 
