@@ -79,6 +79,37 @@ public sealed class TelemetryExportTests(ConversationsApp app)
         Assert.Empty(exports.Where(e => e.Contains(apiKey)).Select(e => e.Path));
     }
 
+    [Fact]
+    public async Task An_idle_node_exports_no_spans_of_its_background_database_polling_and_a_request_keeps_its_database_spans()
+    {
+        await using var collector = await FakeOtlpCollector.StartAsync(grpc: false);
+        var serviceName = "modularchat-idle-" + Guid.NewGuid().ToString("N")[..8];
+        await using var host = await app.StartHostProcessAsync(new Dictionary<string, string>
+        {
+            ["OpenTelemetry__OtlpEndpoint"] = collector.BaseUrl.ToString(),
+            ["OpenTelemetry__OtlpProtocol"] = "http/protobuf",
+            ["OpenTelemetry__ServiceName"] = serviceName,
+            ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
+        });
+        var traces = collector.SignalPaths()[0];
+        using var client = host.Client(app.Token(ModularChatApp.NewUser()));
+        var conversation = await client.NewConversation();
+        Assert.Equal(HttpStatusCode.Created, (await client.PostJson($"/api/conversations/{conversation.Id}/messages",
+            new { role = "user", content = "hello" })).StatusCode);
+        // The request's database commands are spans of its trace.
+        await Eventually.Until(() => Task.FromResult(collector.Exports.ToList()),
+            received => received.Any(e => e.Path == traces && e.Contains("POST /api/conversations/{id}/messages") && e.Contains("postgresql")),
+            seconds: 20, what: "the append's trace with its database spans");
+
+        // Then nothing happens for a while: what the node's background work sends to the database is no trace of its own
+        // (the embedding queue's claim every 0.5 s and the event store's poll sent ~100 KB of spans every 30 s).
+        await Task.Delay(TimeSpan.FromSeconds(4)); // the append's own background handling is done
+        var before = collector.Exports.Count;
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        var idle = collector.Exports.Skip(before).Where(e => e.Path == traces).ToList();
+        Assert.DoesNotContain(idle, e => e.Contains("postgresql"));
+    }
+
     private static bool Has(List<OtlpExport> exports, string path, params string[] texts)
         => texts.All(text => exports.Any(e => e.Path == path && e.Contains(text)));
 }

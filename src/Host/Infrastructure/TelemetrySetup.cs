@@ -61,11 +61,19 @@ internal static class TelemetrySetup
         // on every request. Tests and tools can still listen to the same ActivitySources directly.
         if (exporting || builder.Configuration.GetValue<bool>("OpenTelemetry:AlwaysTrace"))
         {
-            otel.WithTracing(t => t
-                .AddAspNetCoreInstrumentation(o => o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health"))
-                .AddHttpClientInstrumentation()
-                .AddNpgsql()
-                .AddSource(TraceSources));
+            var traceBackground = builder.Configuration.GetValue<bool>("OpenTelemetry:TraceBackgroundCalls")
+                || !string.IsNullOrWhiteSpace(builder.Configuration["OTEL_TRACES_SAMPLER"]);
+            otel.WithTracing(t =>
+            {
+                t.AddAspNetCoreInstrumentation(o => o.Filter = ctx => !ctx.Request.Path.StartsWithSegments("/health"))
+                    .AddHttpClientInstrumentation()
+                    .AddNpgsql()
+                    .AddSource(TraceSources);
+                if (!traceBackground)
+                {
+                    t.SetSampler(new ParentBasedSampler(new BackgroundClientCallSampler()));
+                }
+            });
         }
 
         if (exporting)
