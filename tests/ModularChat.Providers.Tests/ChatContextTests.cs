@@ -12,10 +12,8 @@ public sealed class ChatContextTests(ProvidersApp app)
     {
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
-        var conversation = await client.StartConversationAsync();
         // Nine messages: below the first summary milestone (10), so no summary is written meanwhile.
-        var messages = Enumerable.Range(1, 9).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
-        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        var conversation = await ConversationOfAsync(client, 9, i => $"message {i}");
 
         await using var scope = app.Host.Services.CreateAsyncScope();
         var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()
@@ -33,9 +31,7 @@ public sealed class ChatContextTests(ProvidersApp app)
     {
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
-        var conversation = await client.StartConversationAsync();
-        var messages = Enumerable.Range(1, 40).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} talks about the weather." }).ToList();
-        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        var conversation = await ConversationOfAsync(client, 40, i => $"Message {i} talks about the weather.");
         await client.WaitForSummary(conversation);
 
         await using var scope = app.Host.Services.CreateAsyncScope();
@@ -80,9 +76,7 @@ public sealed class ChatContextTests(ProvidersApp app)
     {
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
-        var conversation = await client.StartConversationAsync();
-        var messages = Enumerable.Range(1, 9).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"message {i}" }).ToList();
-        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        var conversation = await ConversationOfAsync(client, 9, i => $"message {i}");
 
         await using var scope = app.Host.Services.CreateAsyncScope();
         var context = await scope.ServiceProvider.GetRequiredService<ChatContextAssembler>()
@@ -98,9 +92,7 @@ public sealed class ChatContextTests(ProvidersApp app)
     {
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
-        var conversation = await client.StartConversationAsync();
-        var messages = Enumerable.Range(1, 40).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} talks about the weather." }).ToList();
-        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        var conversation = await ConversationOfAsync(client, 40, i => $"Message {i} talks about the weather.");
 
         await using var scope = app.Host.Services.CreateAsyncScope();
         var assembler = scope.ServiceProvider.GetRequiredService<ChatContextAssembler>();
@@ -116,5 +108,14 @@ public sealed class ChatContextTests(ProvidersApp app)
         Assert.DoesNotContain(texts, t => t.Contains("Message 31 ", StringComparison.Ordinal) || t.Contains("Message 40 ", StringComparison.Ordinal));
         Assert.InRange(context.MessageCount, 2, 29); // the budget is full: not all 30 fit
         Assert.InRange(context.Tokens, budget - 40, budget);
+    }
+
+    /// <summary>A new conversation of <paramref name="count"/> messages (user, assistant, ...), appended in one batch.</summary>
+    private static async Task<Guid> ConversationOfAsync(HttpClient client, int count, Func<int, string> content)
+    {
+        var conversation = await client.StartConversationAsync();
+        var messages = Enumerable.Range(1, count).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = content(i) }).ToList();
+        (await client.PostJson($"/api/conversations/{conversation}/messages/batch", new { messages })).EnsureSuccessStatusCode();
+        return conversation;
     }
 }
