@@ -255,7 +255,7 @@ public sealed class SecretsTests(ProvidersApp app)
     }
 
     [Fact]
-    public async Task A_rotation_with_another_master_key_is_refused_before_it_adds_a_key()
+    public async Task A_rotation_or_a_node_with_another_master_key_is_refused_before_it_adds_a_key()
     {
         // A database of its own: the refused run must not leave a key the fixture's nodes cannot read in theirs.
         var database = await app.DatabaseOfItsOwnAsync("rotation_master_key");
@@ -273,6 +273,17 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.True(exit == 1, output);
         Assert.Contains("DataProtection:MasterKey is not the one", output, StringComparison.Ordinal);
         Assert.DoesNotContain(otherMasterKey, output, StringComparison.Ordinal);
+        Assert.Equal(before, await KeysIn(database));
+
+        // A node started with it does not start: it served every stored secret as 409 and made a key of its own at the
+        // first secret it protected or decrypted, which the nodes configured right could not read.
+        var startError = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = database, ["DataProtection:MasterKey"] = otherMasterKey,
+        }));
+        Assert.Contains(Exceptions.Flatten(startError), e => e is InvalidOperationException
+            && e.Message.Contains("DataProtection:MasterKey is not the one", StringComparison.Ordinal));
+        Assert.DoesNotContain(otherMasterKey, startError.ToString(), StringComparison.Ordinal);
         Assert.Equal(before, await KeysIn(database));
 
         static async Task<long> KeysIn(string connectionString)

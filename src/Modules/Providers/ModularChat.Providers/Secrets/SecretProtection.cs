@@ -2,6 +2,7 @@ using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Options;
 using Marten;
@@ -21,6 +22,18 @@ internal static class SecretProtection
         services.Replace(ServiceDescriptor.Singleton<IKeyManager>(sp => sp.GetRequiredService<RefreshableKeyManager>()));
         services.AddSingleton<IConfigureOptions<KeyManagementOptions>, KeyRingInPostgres>();
         services.AddSingleton<SecretBox>();
+        // Before Data Protection's own start, which loads the key ring and, finding no key it can read, makes one.
+        var check = ServiceDescriptor.Singleton<IHostedService, KeyRingCheck.AtStart>();
+        var dataProtectionStart = services.ToList().FindIndex(d => d.ServiceType == typeof(IHostedService)
+            && d.ImplementationType?.Name == "DataProtectionHostedService");
+        if (dataProtectionStart >= 0)
+        {
+            services.Insert(dataProtectionStart, check);
+        }
+        else
+        {
+            services.Add(check);
+        }
         return services;
     }
 

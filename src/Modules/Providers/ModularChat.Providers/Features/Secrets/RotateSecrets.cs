@@ -125,32 +125,14 @@ internal sealed partial class SecretRotation(
     private const int MaxAttemptsPerTenant = 5;
 
     /// <summary>
-    /// Refuses the rotation when the key ring holds keys and none of them can be read here: this node (or the command line)
-    /// runs with another master key than the one the ring was written with. The key it made would be encrypted with that
-    /// master key, which the nodes configured right cannot read (they logged errors about it at every key-ring read), and it
-    /// would re-encrypt nothing.
+    /// Refuses the rotation when the key ring holds keys and none of them can be read here (<see cref="KeyRingCheck"/>): the
+    /// key it made would be encrypted with the wrong master key, and it would re-encrypt nothing.
     /// </summary>
     private void EnsureKeyRingReadable()
     {
-        var stored = keys.GetAllKeys();
-        if (stored.Count > 0 && !stored.Any(Readable))
+        if (KeyRingCheck.Unreadable(keys) is { } why)
         {
-            throw new ConflictException(
-                $"None of the {stored.Count} keys of the key ring can be read with this configuration: its DataProtection:MasterKey is not the one " +
-                "they were written with (nor one of DataProtection:PreviousMasterKeys). No key was created and nothing was re-encrypted; run the " +
-                "rotation with the service's master key.");
-        }
-
-        static bool Readable(IKey key)
-        {
-            try
-            {
-                return key.CreateEncryptor() is not null;
-            }
-            catch (Exception e) when (e is System.Security.Cryptography.CryptographicException or InvalidOperationException or FormatException)
-            {
-                return false;
-            }
+            throw new ConflictException(why + " No key was created and nothing was re-encrypted; run the rotation with the service's master key.");
         }
     }
 
