@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Chat;
 using ModularChat.Providers.Features.Providers;
 using ModularChat.BuildingBlocks.Validation;
 
@@ -35,8 +36,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly List<AITool> _tools = [];
     private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
-    private readonly HashSet<FunctionCallContent> _failed = new(ReferenceEqualityComparer.Instance);
-    private readonly Dictionary<string, bool> _latestFailed = new(StringComparer.Ordinal);
+    private readonly CallMarks _failed = new();
     private readonly Dictionary<Guid, int> _lost = [];
     private readonly ILogger _logger;
 
@@ -57,22 +57,10 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// Whether <paramref name="call"/> failed although it answered the model: the tool reported an error (a result marked
     /// isError, or a JSON-RPC error) or did not answer in time. A call that threw is marked by its result's exception.
     /// </summary>
-    public bool Failed(FunctionCallContent call)
-    {
-        lock (_gate)
-        {
-            return _failed.Contains(call);
-        }
-    }
+    public bool Failed(FunctionCallContent call) => _failed.Contains(call);
 
     /// <summary>Whether the latest call with <paramref name="callId"/> failed that way (for a result streamed as it comes).</summary>
-    public bool LatestFailed(string callId)
-    {
-        lock (_gate)
-        {
-            return _latestFailed.GetValueOrDefault(callId);
-        }
-    }
+    public bool LatestFailed(string callId) => _failed.Latest(callId);
 
     /// <summary>
     /// What the model is told when it calls <paramref name="call"/>, a tool it was not offered (a name of its own making, or
@@ -102,17 +90,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         return string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
     }
 
-    private void Record(FunctionCallContent call, bool ok)
-    {
-        lock (_gate)
-        {
-            _latestFailed[call.CallId] = !ok;
-            if (!ok)
-            {
-                _failed.Add(call);
-            }
-        }
-    }
+    private void Record(FunctionCallContent call, bool ok) => _failed.Set(call, !ok);
 
     /// <summary>
     /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once and

@@ -13,8 +13,7 @@ internal sealed class ToolCallLimit(int max)
 {
     private readonly Lock _gate = new();
     private readonly HashSet<FunctionCallContent> _seen = new(ReferenceEqualityComparer.Instance);
-    private readonly HashSet<FunctionCallContent> _refused = new(ReferenceEqualityComparer.Instance);
-    private readonly Dictionary<string, bool> _latestRefused = new(StringComparer.Ordinal);
+    private readonly CallMarks _refused = new();
 
     public int Max => max;
 
@@ -33,33 +32,16 @@ internal sealed class ToolCallLimit(int max)
                     continue;
                 }
 
-                var over = _seen.Count > max;
-                _latestRefused[call.CallId] = over;
-                if (over)
-                {
-                    _refused.Add(call);
-                }
+                _refused.Set(call, _seen.Count > max);
             }
         }
     }
 
     /// <summary>Whether <paramref name="call"/> is beyond the limit (not run, not stored).</summary>
-    public bool Refused(FunctionCallContent call)
-    {
-        lock (_gate)
-        {
-            return _refused.Contains(call);
-        }
-    }
+    public bool Refused(FunctionCallContent call) => _refused.Contains(call);
 
     /// <summary>Whether the latest call with <paramref name="callId"/> was beyond the limit (for a result streamed as it comes).</summary>
-    public bool LatestRefused(string callId)
-    {
-        lock (_gate)
-        {
-            return _latestRefused.GetValueOrDefault(callId);
-        }
-    }
+    public bool LatestRefused(string callId) => _refused.Latest(callId);
 }
 
 /// <summary>
