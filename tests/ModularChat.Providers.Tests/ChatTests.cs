@@ -925,6 +925,35 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["5", "9"], [messages[2].Content, messages[4].Content]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Two_calls_of_one_round_with_the_same_id_each_get_an_id_of_their_own_and_their_own_result(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "5 and 9", app.Model.Responder,
+            new FakeToolCall("dup", "add", """{"a":2,"b":3}"""), new FakeToolCall("dup", "add", """{"a":4,"b":5}"""));
+
+        var turn = streamed
+            ? (await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3 and 4 + 5?")).Turn
+            : await client.ChatAsync(conversation, $"{marker} 2 + 3 and 4 + 5?");
+
+        // Each result used to be paired with the other call (the latest unanswered one with its id): 2 + 3 reported and
+        // stored with 9, 4 + 5 with 5.
+        Assert.Equal([("dup", 2, "5"), ("dup_2", 4, "9")],
+            turn.ToolCalls.Select(c => (c.CallId, JsonDocument.Parse(c.Arguments).RootElement.GetProperty("a").GetInt32(), c.Result)));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["dup", "dup_2", "dup", "dup_2"], messages[1..5].Select(m => m.Metadata!["callId"]));
+        Assert.Equal(["5", "9"], messages[3..5].Select(m => m.Content));
+        // The model is given the calls under their ids, each answered once.
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Equal(["dup", "dup_2"], sent.Single(m => m?["tool_calls"] is not null)!["tool_calls"]!.AsArray().Select(c => c!["id"]!.ToString()));
+        Assert.Equal([("dup", "5"), ("dup_2", "9")], sent.Where(m => m?["role"]?.ToString() == "tool")
+            .Select(m => (m!["tool_call_id"]!.ToString(), m["content"]!.ToString())));
+    }
+
     [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
@@ -1535,6 +1564,18 @@ public sealed class ChatTests(ProvidersApp app)
         var events = ParseEvents(await response.Content.ReadAsStringAsync());
         Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
         return events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+    }
+
+    /// <summary>A streamed chat turn that must succeed: its events, and its <c>done</c> event's turn.</summary>
+    private static async Task<(List<(string Name, JsonElement Data)> Events, ChatTurnDto Turn)> StreamedTurnAsync(HttpClient client, Guid conversation, string content)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent(content) };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+        Assert.Equal("done", events[^1].Name);
+        return (events, events[^1].Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!);
     }
 
     private static StringContent JsonContent(string content)
