@@ -1088,6 +1088,33 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    [Fact]
+    public async Task A_provider_error_that_repeats_the_credentials_its_key_carries_answers_and_is_logged_without_them()
+    {
+        // A key written as a header value ("Basic base64(user:password)"): a server that repeats what it was sent quotes its
+        // parts on their own, which only the whole key was scrubbed of.
+        const string password = "correct-horse-battery-42";
+        var credentials = Convert.ToBase64String(Encoding.UTF8.GetBytes("alice:" + password));
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "Basic " + credentials);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker,
+            _ => FakeReply.Error(401, $"user alice:{password} may not use this model (credentials {credentials}; the password {password} expired)"),
+            app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" });
+        var body = await response.Content.ReadAsStringAsync();
+        var problem = await response.ShouldBeProblem(502);
+
+        Assert.Contains("may not use this model", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        foreach (var part in new[] { password, credentials })
+        {
+            Assert.DoesNotContain(part, body, StringComparison.Ordinal);
+            Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(part, StringComparison.Ordinal));
+        }
+    }
+
     [Theory]
     [InlineData(401, "Incorrect API key provided: sk-leaky-key-55556666.")]
     [InlineData(500, "The server had an error while processing your request (key sk-leaky-key-55556666).")]
