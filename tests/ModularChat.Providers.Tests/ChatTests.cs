@@ -955,6 +955,37 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Streamed_calls_that_are_not_run_say_so_and_why_as_the_stored_turn_does()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolCalls"] = "2" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
+            new FakeToolCall("c1", "add", """{"a":2,"b":3}"""), new FakeToolCall("c2", "echo", "this is {not json"), new FakeToolCall("c3", "add", """{"a":1,"b":1}"""));
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} three calls");
+
+        // They used to stream as ordinary calls: c2 with an ordinary tool-call event, c3 as if it had run and been stored.
+        const string notJson = "The arguments of this call of the tool 'echo' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
+        const string beyond = "Not called: at most 2 tool calls per turn. Answer with what the tools have returned so far.";
+        (string Id, bool Run, string? Reason, bool Stored) Said(JsonElement e)
+            => (e.GetProperty("callId").GetString()!, e.GetProperty("run").GetBoolean(), e.GetProperty("notRunReason").GetString(), e.GetProperty("stored").GetBoolean());
+        Assert.Equal([("c1", true, null, true), ("c2", false, notJson, true), ("c3", false, beyond, false)],
+            events.Where(e => e.Name == "tool-call").Select(e => Said(e.Data)));
+        var results = events.Where(e => e.Name == "tool-result").ToList();
+        Assert.Equal([("c1", true, null, true), ("c2", false, notJson, true), ("c3", false, beyond, false)], results.Select(e => Said(e.Data)));
+        Assert.Equal([false, true, true], results.Select(e => e.Data.GetProperty("failed").GetBoolean()));
+        // What is stored: c1, and c2 failed with the same words; c3 only counted.
+        Assert.Equal([("c1", false, "5"), ("c2", true, notJson)], turn.ToolCalls.Select(c => (c.CallId, c.Failed, c.Result)));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(("true", notJson), (messages[4].Metadata!["failed"], messages[4].Content));
+        Assert.Equal("1", messages[^1].Metadata!["toolCallsNotRun"]);
+    }
+
+    [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
         using var client = app.Client(ModularChatApp.NewUser());

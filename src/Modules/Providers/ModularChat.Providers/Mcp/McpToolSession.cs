@@ -69,8 +69,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string NotOffered(FunctionCallContent call)
     {
         Record(call, ok: false);
-        return $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+        return NotOfferedSentence(call);
     }
+
+    /// <summary>What <see cref="NotOffered"/> tells the model, without marking the call.</summary>
+    public static string NotOfferedSentence(FunctionCallContent call)
+        => $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
 
     /// <summary>
     /// What the model is told when it calls <paramref name="call"/> with arguments that are not JSON: nothing was called (the
@@ -79,9 +83,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string ArgumentsNotJson(FunctionCallContent call)
     {
         Record(call, ok: false);
-        return $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
-            "Call it again with its arguments as a JSON object.";
+        return ArgumentsNotJsonSentence(call);
     }
+
+    /// <summary>What <see cref="ArgumentsNotJson"/> tells the model, without marking the call.</summary>
+    public static string ArgumentsNotJsonSentence(FunctionCallContent call)
+        => $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
 
     /// <summary>A name of the model's making, as a sentence to it quotes it: bounded and without control characters.</summary>
     private static string Shown(string name)

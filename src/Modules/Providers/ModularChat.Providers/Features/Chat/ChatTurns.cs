@@ -522,6 +522,20 @@ internal sealed partial class ChatTurns(
         /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, no answer in time, or not run: over the turn's limit).</summary>
         public bool ToolFailed(string callId) => tools.LatestFailed(callId) || _limit.LatestRefused(callId);
 
+        /// <summary>
+        /// Why <paramref name="call"/> is not run, in the words its result gives the model, or null when it is run (as far as
+        /// is known when the call arrives: it is counted then). A call beyond the turn's limit is not stored either; one of a
+        /// tool that was not offered, or with arguments that are not JSON, is stored as a failed call with that result.
+        /// </summary>
+        public string? NotRun(FunctionCallContent call)
+            => _limit.Refused(call) ? _limit.Refusal
+                : !tools.Origins.ContainsKey(call.Name) ? McpToolSession.NotOfferedSentence(call)
+                : call.Exception is not null ? McpToolSession.ArgumentsNotJsonSentence(call)
+                : null;
+
+        /// <summary>Whether <paramref name="call"/> is beyond the turn's limit: not run, and not stored.</summary>
+        public bool BeyondLimit(FunctionCallContent call) => _limit.Refused(call);
+
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
             .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)
             {
