@@ -712,6 +712,39 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Tool_failures_name_the_server_by_its_name_only_and_a_servers_error_comes_without_the_clients_prefix()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("dropping", app.Mcp.UnrulyUrl("drop"));
+        await client.AddMcpServerAsync("exploding", app.Mcp.UnrulyUrl("error"));
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "both failed", app.Model.Responder,
+            new FakeToolCall("c1", "fragile", "{}"), new FakeToolCall("c2", "explode", """{"text":"now"}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try both");
+
+        // The server's JSON-RPC error came as "Request failed (remote): explode exploded: ...", and the lost connection was
+        // told with the server's URL.
+        Assert.Equal("The tool reported an error: explode exploded: the disk is full", turn.ToolCalls.Single(c => c.Tool == "explode").Result);
+        var dropped = turn.ToolCalls.Single(c => c.Tool == "fragile").Result;
+        Assert.StartsWith("The tool fragile of MCP server 'dropping' could not be called: ", dropped, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages
+            .Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"]!.ToString()).ToList();
+        var stored = (await client.MessagesAsync(conversation)).Where(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result").Select(m => m.Content).ToList();
+        Assert.Equal(2, sent.Count);
+        Assert.Equal(2, stored.Count);
+        var server = new Uri(app.Mcp.UnrulyUrl("drop"));
+        foreach (var text in sent.Concat(stored))
+        {
+            Assert.DoesNotContain("Request failed", text, StringComparison.Ordinal);
+            Assert.DoesNotContain(server.Authority, text, StringComparison.Ordinal);
+            Assert.DoesNotContain("/unruly/", text, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task A_stdio_program_that_dies_during_a_turn_is_started_again_for_the_next_call()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -42,7 +42,7 @@ internal static class McpToolCatalog
         }
         catch (McpException e)
         {
-            throw new McpListException(e.Message);
+            throw new McpListException(McpConnector.ServerWords(e));
         }
     }
 

@@ -325,13 +325,14 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// reached, the connection was lost, the program died, the answer was too large): a sentence naming the server and what
     /// failed, as for a JSON-RPC error or a timeout, rather than an exception, which the client reports as "Function failed"
     /// and counts towards the errors after which it fails the whole turn (blamed on the model provider). Logged with the
-    /// server and the tool; both texts without the server's secrets.
+    /// server and the tool; both texts without the server's secrets. The model's names the server by its name only (the
+    /// log says where it is).
     /// </summary>
     private string CallFailed(McpServerConnection server, string tool, Exception error)
     {
         var reason = McpConnector.DescribeCallFailure(error, server, _connector.SecretValuesToScrub(server));
         LogToolCallFailed(_logger, server.Name, tool, reason);
-        return $"The tool {tool} of MCP server '{server.Name}' could not be called: {reason}";
+        return $"The tool {tool} of MCP server '{server.Name}' could not be called: {McpConnector.ForModel(reason, server)}";
     }
 
     [GeneratedRegex("[^A-Za-z0-9_-]")]
@@ -390,7 +391,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 {
                     // The server's own JSON-RPC error answer: the model gets its words (free of our secrets), as with a result
                     // marked isError, rather than the bare "Function failed" of an exception.
-                    text = "The tool reported an error: " + Redaction.Scrub(e.Message, session._connector.SecretValues(server));
+                    text = "The tool reported an error: " + Redaction.Scrub(McpConnector.ServerWords(e), session._connector.SecretValues(server));
                 }
                 catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                 {
