@@ -150,7 +150,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             }
 
             var secretValues = _connector.SecretValuesToScrub(server);
-            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)))
+            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)).OfType<McpToolInfo>())
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
