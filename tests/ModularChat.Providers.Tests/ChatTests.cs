@@ -1118,6 +1118,37 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user", "tool", "tool", "assistant"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task What_the_model_writes_before_its_tool_calls_is_part_of_the_answer_as_it_streamed(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("It is 5.")
+            : new FakeReply("Let me add that.", [new FakeToolCall("call_1", "add", """{"a":2,"b":3}""")]), app.Model.Responder);
+
+        string answer;
+        if (streamed)
+        {
+            var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3?");
+            // The deltas used to say "Let me add that.It is 5." and the answer only "It is 5.".
+            Assert.Equal("Let me add that.\n\nIt is 5.", string.Concat(events.Where(e => e.Name == "delta").Select(e => e.Data.GetProperty("text").GetString())));
+            answer = turn.Answer.Content;
+        }
+        else
+        {
+            answer = (await client.ChatAsync(conversation, $"{marker} 2 + 3?")).Answer.Content;
+        }
+
+        Assert.Equal("Let me add that.\n\nIt is 5.", answer);
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("Let me add that.\n\nIt is 5.", messages[^1].Content);
+    }
+
     [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
