@@ -712,6 +712,39 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Tool_failures_name_the_server_by_its_name_only_and_a_servers_error_comes_without_the_clients_prefix()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("dropping", app.Mcp.UnrulyUrl("drop"));
+        await client.AddMcpServerAsync("exploding", app.Mcp.UnrulyUrl("error"));
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "both failed", app.Model.Responder,
+            new FakeToolCall("c1", "fragile", "{}"), new FakeToolCall("c2", "explode", """{"text":"now"}"""));
+
+        var turn = await client.ChatAsync(conversation, $"{marker} try both");
+
+        // The server's JSON-RPC error came as "Request failed (remote): explode exploded: ...", and the lost connection was
+        // told with the server's URL.
+        Assert.Equal("The tool reported an error: explode exploded: the disk is full", turn.ToolCalls.Single(c => c.Tool == "explode").Result);
+        var dropped = turn.ToolCalls.Single(c => c.Tool == "fragile").Result;
+        Assert.StartsWith("The tool fragile of MCP server 'dropping' could not be called: ", dropped, StringComparison.Ordinal);
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages
+            .Where(m => m?["role"]?.ToString() == "tool").Select(m => m!["content"]!.ToString()).ToList();
+        var stored = (await client.MessagesAsync(conversation)).Where(m => m.Metadata?.GetValueOrDefault("kind") == "tool_result").Select(m => m.Content).ToList();
+        Assert.Equal(2, sent.Count);
+        Assert.Equal(2, stored.Count);
+        var server = new Uri(app.Mcp.UnrulyUrl("drop"));
+        foreach (var text in sent.Concat(stored))
+        {
+            Assert.DoesNotContain("Request failed", text, StringComparison.Ordinal);
+            Assert.DoesNotContain(server.Authority, text, StringComparison.Ordinal);
+            Assert.DoesNotContain("/unruly/", text, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task A_stdio_program_that_dies_during_a_turn_is_started_again_for_the_next_call()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -925,6 +958,66 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["5", "9"], [messages[2].Content, messages[4].Content]);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Two_calls_of_one_round_with_the_same_id_each_get_an_id_of_their_own_and_their_own_result(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "5 and 9", app.Model.Responder,
+            new FakeToolCall("dup", "add", """{"a":2,"b":3}"""), new FakeToolCall("dup", "add", """{"a":4,"b":5}"""));
+
+        var turn = streamed
+            ? (await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3 and 4 + 5?")).Turn
+            : await client.ChatAsync(conversation, $"{marker} 2 + 3 and 4 + 5?");
+
+        // Each result used to be paired with the other call (the latest unanswered one with its id): 2 + 3 reported and
+        // stored with 9, 4 + 5 with 5.
+        Assert.Equal([("dup", 2, "5"), ("dup_2", 4, "9")],
+            turn.ToolCalls.Select(c => (c.CallId, JsonDocument.Parse(c.Arguments).RootElement.GetProperty("a").GetInt32(), c.Result)));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["dup", "dup_2", "dup", "dup_2"], messages[1..5].Select(m => m.Metadata!["callId"]));
+        Assert.Equal(["5", "9"], messages[3..5].Select(m => m.Content));
+        // The model is given the calls under their ids, each answered once.
+        var sent = app.Model.Requests.Last(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).Messages;
+        Assert.Equal(["dup", "dup_2"], sent.Single(m => m?["tool_calls"] is not null)!["tool_calls"]!.AsArray().Select(c => c!["id"]!.ToString()));
+        Assert.Equal([("dup", "5"), ("dup_2", "9")], sent.Where(m => m?["role"]?.ToString() == "tool")
+            .Select(m => (m!["tool_call_id"]!.ToString(), m["content"]!.ToString())));
+    }
+
+    [Fact]
+    public async Task Streamed_calls_that_are_not_run_say_so_and_why_as_the_stored_turn_does()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolCalls"] = "2" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
+            new FakeToolCall("c1", "add", """{"a":2,"b":3}"""), new FakeToolCall("c2", "echo", "this is {not json"), new FakeToolCall("c3", "add", """{"a":1,"b":1}"""));
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} three calls");
+
+        // They used to stream as ordinary calls: c2 with an ordinary tool-call event, c3 as if it had run and been stored.
+        const string notJson = "The arguments of this call of the tool 'echo' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
+        const string beyond = "Not called: at most 2 tool calls per turn. Answer with what the tools have returned so far.";
+        (string Id, bool Run, string? Reason, bool Stored) Said(JsonElement e)
+            => (e.GetProperty("callId").GetString()!, e.GetProperty("run").GetBoolean(), e.GetProperty("notRunReason").GetString(), e.GetProperty("stored").GetBoolean());
+        Assert.Equal([("c1", true, null, true), ("c2", false, notJson, true), ("c3", false, beyond, false)],
+            events.Where(e => e.Name == "tool-call").Select(e => Said(e.Data)));
+        var results = events.Where(e => e.Name == "tool-result").ToList();
+        Assert.Equal([("c1", true, null, true), ("c2", false, notJson, true), ("c3", false, beyond, false)], results.Select(e => Said(e.Data)));
+        Assert.Equal([false, true, true], results.Select(e => e.Data.GetProperty("failed").GetBoolean()));
+        // What is stored: c1, and c2 failed with the same words; c3 only counted.
+        Assert.Equal([("c1", false, "5"), ("c2", true, notJson)], turn.ToolCalls.Select(c => (c.CallId, c.Failed, c.Result)));
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(("true", notJson), (messages[4].Metadata!["failed"], messages[4].Content));
+        Assert.Equal("1", messages[^1].Metadata!["toolCallsNotRun"]);
+    }
+
     [Fact]
     public async Task A_stdio_tool_gets_its_own_environment_and_never_the_services()
     {
@@ -1025,6 +1118,37 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user", "tool", "tool", "assistant"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task What_the_model_writes_before_its_tool_calls_is_part_of_the_answer_as_it_streamed(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Any(m => m?["role"]?.ToString() == "tool")
+            ? FakeReply.Text("It is 5.")
+            : new FakeReply("Let me add that.", [new FakeToolCall("call_1", "add", """{"a":2,"b":3}""")]), app.Model.Responder);
+
+        string answer;
+        if (streamed)
+        {
+            var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3?");
+            // The deltas used to say "Let me add that.It is 5." and the answer only "It is 5.".
+            Assert.Equal("Let me add that.\n\nIt is 5.", string.Concat(events.Where(e => e.Name == "delta").Select(e => e.Data.GetProperty("text").GetString())));
+            answer = turn.Answer.Content;
+        }
+        else
+        {
+            answer = (await client.ChatAsync(conversation, $"{marker} 2 + 3?")).Answer.Content;
+        }
+
+        Assert.Equal("Let me add that.\n\nIt is 5.", answer);
+        var messages = await client.MessagesAsync(conversation);
+        Assert.Equal(["user", "tool", "tool", "assistant"], messages.Select(m => m.Role));
+        Assert.Equal("Let me add that.\n\nIt is 5.", messages[^1].Content);
+    }
+
     [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
@@ -1057,6 +1181,33 @@ public sealed class ChatTests(ProvidersApp app)
         await Eventually.Until(() => Task.FromResult(StreamedTurnsEnded()), ended => ended > turnsEndedBefore, seconds: 8,
             what: "The chat turn did not end");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_provider_error_that_repeats_the_credentials_its_key_carries_answers_and_is_logged_without_them()
+    {
+        // A key written as a header value ("Basic base64(user:password)"): a server that repeats what it was sent quotes its
+        // parts on their own, which only the whole key was scrubbed of.
+        const string password = "correct-horse-battery-42";
+        var credentials = Convert.ToBase64String(Encoding.UTF8.GetBytes("alice:" + password));
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl, "Basic " + credentials);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker,
+            _ => FakeReply.Error(401, $"user alice:{password} may not use this model (credentials {credentials}; the password {password} expired)"),
+            app.Model.Responder);
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} hi" });
+        var body = await response.Content.ReadAsStringAsync();
+        var problem = await response.ShouldBeProblem(502);
+
+        Assert.Contains("may not use this model", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        foreach (var part in new[] { password, credentials })
+        {
+            Assert.DoesNotContain(part, body, StringComparison.Ordinal);
+            Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(part, StringComparison.Ordinal));
+        }
     }
 
     [Theory]
@@ -1535,6 +1686,18 @@ public sealed class ChatTests(ProvidersApp app)
         var events = ParseEvents(await response.Content.ReadAsStringAsync());
         Assert.True(events.Single(e => e.Name == "tool-result").Data.GetProperty("failed").GetBoolean());
         return events.Last().Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+    }
+
+    /// <summary>A streamed chat turn that must succeed: its events, and its <c>done</c> event's turn.</summary>
+    private static async Task<(List<(string Name, JsonElement Data)> Events, ChatTurnDto Turn)> StreamedTurnAsync(HttpClient client, Guid conversation, string content)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent(content) };
+        request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var events = ParseEvents(await response.Content.ReadAsStringAsync());
+        Assert.Equal("done", events[^1].Name);
+        return (events, events[^1].Data.Deserialize<ChatTurnDto>(new JsonSerializerOptions(JsonSerializerDefaults.Web))!);
     }
 
     private static StringContent JsonContent(string content)

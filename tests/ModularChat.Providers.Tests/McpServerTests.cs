@@ -341,6 +341,42 @@ public sealed class McpServerTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_whose_name_holds_the_servers_secret_is_left_out_of_its_list_and_of_what_the_model_is_offered()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var server = await AddTokenServerAsync(client, app, "names", "token-name");
+
+        var response = await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        var tested = await response.Content.ReadAsStringAsync();
+        var result = await response.ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        // It used to be kept, answered, stored and offered to the model as "whoami_<the bare token>".
+        Assert.True(result.Success, result.Error);
+        Assert.Equal(["expired"], result.Tools.Select(t => t.Name));
+        Assert.Contains("A tool is left out: its name holds one of the server's secrets.", result.Warnings);
+        Assert.DoesNotContain(BareToken, tested, StringComparison.Ordinal);
+        Assert.DoesNotContain(BareToken, await client.GetStringAsync($"/api/mcp-servers/{server.Id}"), StringComparison.Ordinal);
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(BareToken, StringComparison.Ordinal));
+
+        // A list stored before tool names were looked at still holds it: the model is not offered it.
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            var stored = (await session.LoadAsync<McpServerConnection>(server.Id))!;
+            stored.Tools = [new McpToolInfo { Name = "whoami_" + BareToken, InputSchema = """{"type":"object"}""" }, .. stored.Tools!];
+            session.Store(stored);
+            await session.SaveChangesAsync();
+        }
+
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = ChatTests.Marker();
+        app.Model.Responder = ChatTests.Answer(marker, _ => ModularChat.Testing.Fakes.FakeReply.Text("ok"), app.Model.Responder);
+        await client.ChatAsync(conversation, $"{marker} which tools?");
+        Assert.Equal(["expired"], app.Model.Requests.First(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal)).ToolNames);
+    }
+
+    [Fact]
     public async Task A_refused_connection_gives_a_clear_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

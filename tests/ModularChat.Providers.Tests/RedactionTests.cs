@@ -65,4 +65,16 @@ public sealed class RedactionTests
     [InlineData("Basic not-base64!", new[] { "Basic not-base64!", "not-base64!" })] // nothing to decode
     public void Parts_shorter_than_six_characters_and_basic_credentials_that_do_not_decode_add_nothing_more(string value, string[] expected)
         => Assert.Equal(expected, Redaction.WithCredentialParts([value]));
+
+    [Fact]
+    public void A_model_servers_failure_loses_the_credentials_its_key_carries()
+    {
+        // Summaries:Llm and Search:Embeddings keys, as a tenant provider's: "Basic base64(user:password)" is quoted in parts.
+        var credentials = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes("alice:correct-horse-battery-42"));
+
+        var failure = ModelFailures.Scrubbed("Basic " + credentials)(
+            new InvalidOperationException($"user alice:correct-horse-battery-42 refused (credentials {credentials})"), CancellationToken.None);
+
+        Assert.Equal("user *** refused (credentials ***)", failure!.Message);
+    }
 }

@@ -130,6 +130,8 @@ internal static class UnrulyMcpServer
                 // A server that names the key it was sent in its error, as some do ("unknown workspace key ...").
                 "tools/list" when mode == "echo-key" => Error(id, -32000, $"unknown workspace key {context.Request.Headers["X-Api-Key"]}"),
                 "tools/list" when mode == "token" => Result(id, Page([TokenTool(authorization, context.Request.Headers["X-Api-Key"].ToString()), Tool("expired")], null)),
+                // A server that names a tool with the token it was sent (a tenant's workspace in the name).
+                "tools/list" when mode == "token-name" => Result(id, Page([Tool("whoami_" + token), Tool("expired")], null)),
                 "tools/list" => Result(id, ToolPage(mode, parameters?["cursor"]?.GetValue<string>())),
                 "tools/call" when mode == "token" && parameters?["name"]?.GetValue<string>() == "whoami" => Result(id, new JsonObject
                 {

@@ -85,12 +85,15 @@ public static class ModelFailures
     /// <summary>
     /// For a model server configured for the whole service (<c>Summaries:Llm</c>, <c>Search:Embeddings</c>): any failure
     /// but a cancellation (the caller's, or its timeout) becomes a <see cref="ModelServerException"/> scrubbed of
-    /// <paramref name="apiKey"/>.
+    /// <paramref name="apiKey"/> and of the credentials it carries (<see cref="Redaction.WithCredentialParts"/>).
     /// </summary>
     public static Func<Exception, CancellationToken, Exception?> Scrubbed(string? apiKey)
-        => (e, _) => e is OperationCanceledException
+    {
+        var secrets = Redaction.WithCredentialParts(apiKey is { Length: > 0 } ? [apiKey] : []);
+        return (e, _) => e is OperationCanceledException
             ? null
-            : new ModelServerException(Redaction.Scrub(e.Message, [apiKey]), e is ClientResultException { Status: > 0 } result ? result.Status : null);
+            : new ModelServerException(Redaction.Scrub(e.Message, secrets), e is ClientResultException { Status: > 0 } result ? result.Status : null);
+    }
 
     /// <summary>
     /// Whether the model server refused the request for what it was asked (HTTP 400, 413 or 422: an input longer than the

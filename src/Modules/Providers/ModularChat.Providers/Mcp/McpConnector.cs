@@ -161,7 +161,7 @@ internal sealed class McpConnector(
             },
             _ when Inner<HttpRequestException>(error) is { StatusCode: { } status } => $"{where} answered HTTP {(int)status} ({status}) instead of speaking MCP.",
             _ when Inner<HttpRequestException>(error) is { } http => $"Could not connect to {where}: {http.Message}",
-            McpException mcp => $"{where} failed the MCP handshake: {mcp.Message}",
+            McpException mcp => $"{where} failed the MCP handshake: {ServerWords(mcp)}",
             _ => $"Could not connect to {where}: {Innermost(error).Message}",
         };
         message = Redaction.Scrub(message, secretValues);
@@ -188,6 +188,40 @@ internal sealed class McpConnector(
         };
         message = Redaction.Scrub(message, secretValues);
         return message.Length > 1000 ? StorableText.Prefix(message, 1000) + "..." : message;
+    }
+
+    /// <summary>The MCP client's words before a server's own JSON-RPC error message, which say nothing to a reader of it.</summary>
+    private const string RemoteErrorPrefix = "Request failed (remote): ";
+
+    /// <summary>What the server said in <paramref name="error"/>: its JSON-RPC error message, without the MCP client's prefix.</summary>
+    public static string ServerWords(McpException error)
+        => error.Message.StartsWith(RemoteErrorPrefix, StringComparison.Ordinal) ? error.Message[RemoteErrorPrefix.Length..] : error.Message;
+
+    /// <summary>
+    /// <paramref name="text"/>, a sentence about <paramref name="server"/>, as the model is told it: the server named by its
+    /// configured name, not by its URL (host and port) or its program's command, which are the tenant's settings and say
+    /// nothing the model can act on.
+    /// </summary>
+    public static string ForModel(string text, McpServerConnection server)
+    {
+        var named = $"MCP server '{server.Name}'";
+        var places = new List<string>();
+        if (server.Transport == McpTransports.Stdio)
+        {
+            places.Add($"the program '{server.Command}'");
+            places.Add(server.Command ?? "");
+        }
+        else if (Uri.TryCreate(server.Url, UriKind.Absolute, out var url))
+        {
+            places.AddRange([server.Url!, url.ToString(), url.GetLeftPart(UriPartial.Path), url.Authority, url.Host]);
+        }
+
+        foreach (var place in places.Where(p => p.Length >= 4).Distinct(StringComparer.Ordinal).OrderByDescending(p => p.Length))
+        {
+            text = text.Replace(place, named, StringComparison.Ordinal);
+        }
+
+        return text;
     }
 
     private static T? Inner<T>(Exception? e)

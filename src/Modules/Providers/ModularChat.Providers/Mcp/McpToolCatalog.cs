@@ -23,7 +23,8 @@ internal sealed record McpToolListing(IReadOnlyList<McpToolInfo> Tools, IReadOnl
 /// the whole server (the SDK's own listing refuses the list at the first bad schema), and the list is bounded: at most
 /// <see cref="McpOptions.MaxToolsPerServer"/> tools from at most <see cref="McpOptions.MaxToolListPages"/> pages. A
 /// description or schema that repeats the server's own secrets (a description that shows its Authorization header as an
-/// example) is kept without them: it is stored, answered by the API and sent to the model on every turn.
+/// example) is kept without them: it is stored, answered by the API and sent to the model on every turn. A tool whose
+/// name holds one of them is left out (the name is what the server is called with).
 /// </summary>
 internal static class McpToolCatalog
 {
@@ -42,7 +43,7 @@ internal static class McpToolCatalog
         }
         catch (McpException e)
         {
-            throw new McpListException(e.Message);
+            throw new McpListException(McpConnector.ServerWords(e));
         }
     }
 
@@ -117,14 +118,21 @@ internal static class McpToolCatalog
     /// <summary>
     /// <paramref name="tool"/> without <paramref name="secretValues"/> in its description and schema (a list stored before
     /// lists were scrubbed, as the model is offered it). A schema that would not be JSON without them is replaced by an
-    /// object schema without properties.
+    /// object schema without properties. Null for a tool whose name holds one of them (<see cref="HoldsSecret"/>).
     /// </summary>
-    public static McpToolInfo Scrubbed(McpToolInfo tool, IReadOnlyList<string> secretValues) => new()
+    public static McpToolInfo? Scrubbed(McpToolInfo tool, IReadOnlyList<string> secretValues) => HoldsSecret(tool.Name, secretValues) ? null : new()
     {
         Name = tool.Name,
         Description = tool.Description is null ? null : Redaction.ScrubSecrets(tool.Description, secretValues),
         InputSchema = ScrubbedSchema(tool.InputSchema, secretValues) ?? """{"type":"object"}""",
     };
+
+    /// <summary>
+    /// Whether a tool's <paramref name="name"/> holds one of the server's <paramref name="secretValues"/>. Such a tool is left
+    /// out rather than kept under a masked name: the name is what the server must be called with, and it would be stored,
+    /// answered by the API, offered to the model, and stored with every call of it.
+    /// </summary>
+    private static bool HoldsSecret(string name, IReadOnlyList<string> secretValues) => Redaction.ScrubSecrets(name, secretValues) != name;
 
     /// <summary>
     /// A schema's JSON text without the secrets it repeats (in a property's description, a default, an example), or null when
@@ -175,6 +183,13 @@ internal static class McpToolCatalog
             if (string.IsNullOrWhiteSpace(name))
             {
                 Warn("A tool without a name is left out.");
+                return;
+            }
+
+            if (HoldsSecret(name, secretValues))
+            {
+                // Not quoted: the warning is logged and answered by a test.
+                Warn("A tool is left out: its name holds one of the server's secrets.");
                 return;
             }
 

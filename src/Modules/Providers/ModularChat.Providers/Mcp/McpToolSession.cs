@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Chat;
 using ModularChat.Providers.Features.Providers;
 using ModularChat.BuildingBlocks.Validation;
 
@@ -35,8 +36,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly Lock _gate = new();
     private readonly List<AITool> _tools = [];
     private readonly Dictionary<string, ToolOrigin> _origins = new(StringComparer.Ordinal);
-    private readonly HashSet<FunctionCallContent> _failed = new(ReferenceEqualityComparer.Instance);
-    private readonly Dictionary<string, bool> _latestFailed = new(StringComparer.Ordinal);
+    private readonly CallMarks _failed = new();
     private readonly Dictionary<Guid, int> _lost = [];
     private readonly ILogger _logger;
 
@@ -57,22 +57,10 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// Whether <paramref name="call"/> failed although it answered the model: the tool reported an error (a result marked
     /// isError, or a JSON-RPC error) or did not answer in time. A call that threw is marked by its result's exception.
     /// </summary>
-    public bool Failed(FunctionCallContent call)
-    {
-        lock (_gate)
-        {
-            return _failed.Contains(call);
-        }
-    }
+    public bool Failed(FunctionCallContent call) => _failed.Contains(call);
 
     /// <summary>Whether the latest call with <paramref name="callId"/> failed that way (for a result streamed as it comes).</summary>
-    public bool LatestFailed(string callId)
-    {
-        lock (_gate)
-        {
-            return _latestFailed.GetValueOrDefault(callId);
-        }
-    }
+    public bool LatestFailed(string callId) => _failed.Latest(callId);
 
     /// <summary>
     /// What the model is told when it calls <paramref name="call"/>, a tool it was not offered (a name of its own making, or
@@ -81,8 +69,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string NotOffered(FunctionCallContent call)
     {
         Record(call, ok: false);
-        return $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
+        return NotOfferedSentence(call);
     }
+
+    /// <summary>What <see cref="NotOffered"/> tells the model, without marking the call.</summary>
+    public static string NotOfferedSentence(FunctionCallContent call)
+        => $"The tool '{Shown(call.Name)}' is not one of the tools offered in this conversation, so nothing was called. Call only the tools offered.";
 
     /// <summary>
     /// What the model is told when it calls <paramref name="call"/> with arguments that are not JSON: nothing was called (the
@@ -91,9 +83,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public string ArgumentsNotJson(FunctionCallContent call)
     {
         Record(call, ok: false);
-        return $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
-            "Call it again with its arguments as a JSON object.";
+        return ArgumentsNotJsonSentence(call);
     }
+
+    /// <summary>What <see cref="ArgumentsNotJson"/> tells the model, without marking the call.</summary>
+    public static string ArgumentsNotJsonSentence(FunctionCallContent call)
+        => $"The arguments of this call of the tool '{Shown(call.Name)}' are not a valid JSON object, so the tool was not called. " +
+            "Call it again with its arguments as a JSON object.";
 
     /// <summary>A name of the model's making, as a sentence to it quotes it: bounded and without control characters.</summary>
     private static string Shown(string name)
@@ -102,17 +98,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         return string.Concat(name.Select(c => char.IsControl(c) ? '?' : c));
     }
 
-    private void Record(FunctionCallContent call, bool ok)
-    {
-        lock (_gate)
-        {
-            _latestFailed[call.CallId] = !ok;
-            if (!ok)
-            {
-                _failed.Add(call);
-            }
-        }
-    }
+    private void Record(FunctionCallContent call, bool ok) => _failed.Set(call, !ok);
 
     /// <summary>
     /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once and
@@ -164,7 +150,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             }
 
             var secretValues = _connector.SecretValuesToScrub(server);
-            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)))
+            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)).OfType<McpToolInfo>())
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
@@ -339,13 +325,14 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// reached, the connection was lost, the program died, the answer was too large): a sentence naming the server and what
     /// failed, as for a JSON-RPC error or a timeout, rather than an exception, which the client reports as "Function failed"
     /// and counts towards the errors after which it fails the whole turn (blamed on the model provider). Logged with the
-    /// server and the tool; both texts without the server's secrets.
+    /// server and the tool; both texts without the server's secrets. The model's names the server by its name only (the
+    /// log says where it is).
     /// </summary>
     private string CallFailed(McpServerConnection server, string tool, Exception error)
     {
         var reason = McpConnector.DescribeCallFailure(error, server, _connector.SecretValuesToScrub(server));
         LogToolCallFailed(_logger, server.Name, tool, reason);
-        return $"The tool {tool} of MCP server '{server.Name}' could not be called: {reason}";
+        return $"The tool {tool} of MCP server '{server.Name}' could not be called: {McpConnector.ForModel(reason, server)}";
     }
 
     [GeneratedRegex("[^A-Za-z0-9_-]")]
@@ -404,7 +391,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 {
                     // The server's own JSON-RPC error answer: the model gets its words (free of our secrets), as with a result
                     // marked isError, rather than the bare "Function failed" of an exception.
-                    text = "The tool reported an error: " + Redaction.Scrub(e.Message, session._connector.SecretValues(server));
+                    text = "The tool reported an error: " + Redaction.Scrub(McpConnector.ServerWords(e), session._connector.SecretValues(server));
                 }
                 catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
                 {

@@ -70,6 +70,11 @@ internal static class ChatEndpoint
     {
         var json = http.RequestServices.GetRequiredService<IOptions<HttpJsonOptions>>().Value.SerializerOptions;
         var updates = new List<ChatResponseUpdate>();
+        // Why the latest call of each id is not run (null: it is) and whether it is stored, for its result: a result carries
+        // only its call's id.
+        var calls = new Dictionary<string, (string? NotRun, bool Stored)>(StringComparer.Ordinal);
+        var said = false; // whether the model's text has streamed (more than white space)
+        var nextRound = false; // whether tools answered since the model's text last streamed
         var started = false;
         try
         {
@@ -87,14 +92,36 @@ internal static class ChatEndpoint
                     switch (content)
                     {
                         case TextContent { Text.Length: > 0 } text when update.Role != ChatRole.Tool:
+                            // Every round's text is the answer's, one round's from the next's apart as the answer has them.
+                            if (said && nextRound && !string.IsNullOrWhiteSpace(text.Text))
+                            {
+                                await WriteAsync(http, "delta", new { text = ChatTurns.ChatTurn.RoundSeparator }, json, ct);
+                                nextRound = false;
+                            }
+
+                            said |= !string.IsNullOrWhiteSpace(text.Text);
                             await WriteAsync(http, "delta", new { text = text.Text }, json, ct);
                             break;
                         case FunctionCallContent call:
+                            // A call that is not run says so, and why, as the stored turn does (a failed call with that
+                            // result, or, beyond Chat:MaxToolCalls, no call at all: stored false).
                             var origin = turn.ToolOrigins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
-                            await WriteAsync(http, "tool-call", new { callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments }, json, ct);
+                            var (why, stored) = calls[call.CallId] = (turn.NotRun(call), !turn.BeyondLimit(call));
+                            await WriteAsync(http, "tool-call", new
+                            {
+                                callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments,
+                                run = why is null, notRunReason = why, stored,
+                            }, json, ct);
                             break;
                         case FunctionResultContent toolResult:
-                            await WriteAsync(http, "tool-result", new { callId = toolResult.CallId, failed = toolResult.Exception is not null || turn.ToolFailed(toolResult.CallId) }, json, ct);
+                            nextRound = true;
+                            var called = calls.GetValueOrDefault(toolResult.CallId, (null, true));
+                            await WriteAsync(http, "tool-result", new
+                            {
+                                callId = toolResult.CallId,
+                                failed = called.NotRun is not null || toolResult.Exception is not null || turn.ToolFailed(toolResult.CallId),
+                                run = called.NotRun is null, notRunReason = called.NotRun, stored = called.Stored,
+                            }, json, ct);
                             break;
                     }
                 }

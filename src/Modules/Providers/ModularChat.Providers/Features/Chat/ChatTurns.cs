@@ -433,7 +433,9 @@ internal sealed partial class ChatTurns(
                 }
             }
 
-            var answer = answerParts.Count > 0 ? answerParts[^1].Trim() : "(the model returned no text)";
+            // Every round's text, as it streamed: what a model writes before its tool calls ("Let me look that up.") is part of
+            // the answer, not lost (it used to be streamed as deltas and left out of the answer, which kept the last round's).
+            var answer = answerParts.Count > 0 ? string.Join(RoundSeparator, answerParts.Select(p => p.Trim())) : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -514,6 +516,12 @@ internal sealed partial class ChatTurns(
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
 
+        /// <summary>
+        /// Between the texts of two rounds of the model in the answer, and in the streamed deltas: a client that joins the
+        /// deltas has the answer (apart from white space at the ends of a round's text, which the answer leaves out).
+        /// </summary>
+        public const string RoundSeparator = "\n\n";
+
         /// <summary>Where <see cref="CompleteAsync"/> keeps a call beyond the turn's limit, which is not stored.</summary>
         private const int NotStored = -1;
 
@@ -521,6 +529,20 @@ internal sealed partial class ChatTurns(
 
         /// <summary>Whether the latest call with <paramref name="callId"/> failed (an error the tool reported, no answer in time, or not run: over the turn's limit).</summary>
         public bool ToolFailed(string callId) => tools.LatestFailed(callId) || _limit.LatestRefused(callId);
+
+        /// <summary>
+        /// Why <paramref name="call"/> is not run, in the words its result gives the model, or null when it is run (as far as
+        /// is known when the call arrives: it is counted then). A call beyond the turn's limit is not stored either; one of a
+        /// tool that was not offered, or with arguments that are not JSON, is stored as a failed call with that result.
+        /// </summary>
+        public string? NotRun(FunctionCallContent call)
+            => _limit.Refused(call) ? _limit.Refusal
+                : !tools.Origins.ContainsKey(call.Name) ? McpToolSession.NotOfferedSentence(call)
+                : call.Exception is not null ? McpToolSession.ArgumentsNotJsonSentence(call)
+                : null;
+
+        /// <summary>Whether <paramref name="call"/> is beyond the turn's limit: not run, and not stored.</summary>
+        public bool BeyondLimit(FunctionCallContent call) => _limit.Refused(call);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
             .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)

@@ -13,8 +13,7 @@ internal sealed class ToolCallLimit(int max)
 {
     private readonly Lock _gate = new();
     private readonly HashSet<FunctionCallContent> _seen = new(ReferenceEqualityComparer.Instance);
-    private readonly HashSet<FunctionCallContent> _refused = new(ReferenceEqualityComparer.Instance);
-    private readonly Dictionary<string, bool> _latestRefused = new(StringComparer.Ordinal);
+    private readonly CallMarks _refused = new();
 
     public int Max => max;
 
@@ -33,39 +32,29 @@ internal sealed class ToolCallLimit(int max)
                     continue;
                 }
 
-                var over = _seen.Count > max;
-                _latestRefused[call.CallId] = over;
-                if (over)
-                {
-                    _refused.Add(call);
-                }
+                _refused.Set(call, _seen.Count > max);
             }
         }
     }
 
     /// <summary>Whether <paramref name="call"/> is beyond the limit (not run, not stored).</summary>
-    public bool Refused(FunctionCallContent call)
-    {
-        lock (_gate)
-        {
-            return _refused.Contains(call);
-        }
-    }
+    public bool Refused(FunctionCallContent call) => _refused.Contains(call);
 
     /// <summary>Whether the latest call with <paramref name="callId"/> was beyond the limit (for a result streamed as it comes).</summary>
-    public bool LatestRefused(string callId)
-    {
-        lock (_gate)
-        {
-            return _latestRefused.GetValueOrDefault(callId);
-        }
-    }
+    public bool LatestRefused(string callId) => _refused.Latest(callId);
 }
 
 /// <summary>
 /// Counts the model's tool calls for <see cref="ToolCallLimit"/> as its answers arrive, below the function invocation
 /// that runs them, so that every call is counted in the order asked, also one of a tool that was not offered (which is
 /// never run, but stored like any other).
+/// <para>
+/// A call whose id another call of the same answer (round) already has gets an id of its own first: the id with
+/// <c>_2</c>, <c>_3</c>, ... appended, the first not taken in the round. Results find their call by its id, so two calls
+/// of one id had their results attached to each other's call (reported and stored that way), and the provider was sent
+/// one id twice in the next round. The model sees the new id in the history it is sent, and the turn stores it.
+/// (An id used again in a later round is a provider numbering its calls per round, and is left as it is.)
+/// </para>
 /// </summary>
 internal sealed class ToolCallCounting(IChatClient inner, ToolCallLimit limit) : DelegatingChatClient(inner)
 {
@@ -73,6 +62,12 @@ internal sealed class ToolCallCounting(IChatClient inner, ToolCallLimit limit) :
         IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var response = await base.GetResponseAsync(messages, options, cancellationToken);
+        var ids = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var message in response.Messages)
+        {
+            GiveUniqueIds(message.Contents, ids);
+        }
+
         limit.Count(response.Messages.SelectMany(m => m.Contents));
         return response;
     }
@@ -81,10 +76,38 @@ internal sealed class ToolCallCounting(IChatClient inner, ToolCallLimit limit) :
         IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
+        var ids = new HashSet<string>(StringComparer.Ordinal);
         await foreach (var update in base.GetStreamingResponseAsync(messages, options, cancellationToken))
         {
+            GiveUniqueIds(update.Contents, ids);
             limit.Count(update.Contents);
             yield return update;
+        }
+    }
+
+    /// <summary>Replaces each call among <paramref name="contents"/> whose id is in <paramref name="ids"/> (the round's so far) by one with an id of its own.</summary>
+    private static void GiveUniqueIds(IList<AIContent> contents, HashSet<string> ids)
+    {
+        for (var i = 0; i < contents.Count; i++)
+        {
+            if (contents[i] is not FunctionCallContent call || ids.Add(call.CallId))
+            {
+                continue;
+            }
+
+            var id = call.CallId;
+            for (var n = 2; !ids.Add(id = $"{call.CallId}_{n}"); n++)
+            {
+            }
+
+            contents[i] = new FunctionCallContent(id, call.Name, call.Arguments)
+            {
+                Exception = call.Exception,
+                InformationalOnly = call.InformationalOnly,
+                RawRepresentation = call.RawRepresentation,
+                AdditionalProperties = call.AdditionalProperties,
+                Annotations = call.Annotations,
+            };
         }
     }
 }
