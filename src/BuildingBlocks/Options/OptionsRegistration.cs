@@ -1,5 +1,7 @@
 using FluentValidation;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Security;
 
@@ -21,6 +23,26 @@ public static class OptionsRegistration
             .BindConfiguration(section, o => o.ErrorOnUnknownConfiguration = false)
             .ValidateOnStart();
     }
+
+    /// <summary>
+    /// Adds <typeparamref name="TCheck"/> to the checks made when the node starts, before anything starts (see
+    /// <see cref="IStartCheck"/>), in the order of registration.
+    /// </summary>
+    public static IServiceCollection AddStartCheck<TCheck>(this IServiceCollection services)
+        where TCheck : class, IStartCheck
+    {
+        services.AddSingleton<IStartCheck, TCheck>();
+        services.TryAddSingleton<StartChecks>();
+        // The host resolves its hosted services as one list: a factory keeps the checks one instance, which the Host runs too.
+        if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationFactory?.Method.ReturnType == typeof(StartChecks)))
+        {
+            services.AddSingleton<IHostedService>(StartChecksOf);
+        }
+
+        return services;
+    }
+
+    private static StartChecks StartChecksOf(IServiceProvider services) => services.GetRequiredService<StartChecks>();
 
     private sealed class FluentValidateOptions<TOptions>(string section, IValidator<TOptions> validator) : IValidateOptions<TOptions>
         where TOptions : class

@@ -1,0 +1,54 @@
+using System.Text.RegularExpressions;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// The Host as its own process, as an operator and a process manager see it: how it ends when its start is refused.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed partial class ProcessStartTests(ConversationsApp app)
+{
+    [Theory]
+    [InlineData("Conversations__MaxTitleLength", "0", "Configuration 'Conversations:MaxTitleLength'")] // a validated option
+    [InlineData("Limits__MaxRequestBodyBytes", "0", "Configuration 'Limits:MaxRequestBodyBytes'")] // read before the host is built
+    public async Task A_refused_setting_ends_the_process_with_exit_code_1_and_its_message_once(string variable, string value, string message)
+    {
+        // Before, the refusal escaped the entry point: logged once, printed again by the runtime with its stack trace, and
+        // the process aborted (SIGABRT, exit code 134).
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            [variable] = value,
+            // A node of its own cluster: on the processes' database, should it start (see StartHostProcessAsync).
+            ["ConnectionStrings__Postgres"] = await app.ProcessDatabaseAsync(),
+            ["ASPNETCORE_URLS"] = "http://127.0.0.1:0",
+        });
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        Assert.True(Occurrences(output, message) == 1, $"'{message}' is not in the output exactly once:\n{output}");
+        Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(StackFrame(), output);
+    }
+
+    [Fact]
+    public async Task An_unreachable_database_ends_the_process_with_exit_code_1_and_one_line_naming_where_it_is_and_no_password()
+    {
+        const string password = "Pg-Never-Printed-7";
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = $"Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat;Password={password}",
+            ["ASPNETCORE_URLS"] = "http://127.0.0.1:0",
+        });
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        Assert.True(Occurrences(output, "PostgreSQL at 127.0.0.1:1 could not be reached: ") == 1, output);
+        Assert.DoesNotContain(password, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(StackFrame(), output);
+    }
+
+    private static int Occurrences(string text, string value)
+        => Regex.Count(text, Regex.Escape(value));
+
+    [GeneratedRegex(@"^\s+at \S+\(", RegexOptions.Multiline)]
+    private static partial Regex StackFrame();
+}
