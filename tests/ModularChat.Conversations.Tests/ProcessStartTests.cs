@@ -11,6 +11,7 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
     [Theory]
     [InlineData("Conversations__MaxTitleLength", "0", "Configuration 'Conversations:MaxTitleLength'")] // a validated option
     [InlineData("Limits__MaxRequestBodyBytes", "0", "Configuration 'Limits:MaxRequestBodyBytes'")] // read before the host is built
+    [InlineData("Search__Language", "klingon", "Configuration 'Search:Language'")] // a start check against the database
     public async Task A_refused_setting_ends_the_process_with_exit_code_1_and_its_message_once(string variable, string value, string message)
     {
         // Before, the refusal escaped the entry point: logged once, printed again by the runtime with its stack trace, and
@@ -44,6 +45,51 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
         Assert.DoesNotContain(password, output, StringComparison.Ordinal);
         Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
         Assert.DoesNotMatch(StackFrame(), output);
+    }
+
+    [Fact]
+    public async Task A_node_whose_search_language_the_database_lacks_is_refused_before_it_registers_itself()
+    {
+        var database = await app.ProcessDatabaseAsync();
+        var before = await NodeIdsAsync(database);
+
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            ["Search__Language"] = "klingon",
+            ["ConnectionStrings__Postgres"] = database,
+            ["ASPNETCORE_URLS"] = "http://127.0.0.1:0",
+        });
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        Assert.Contains("Configuration 'Search:Language': 'klingon' is not a PostgreSQL text-search configuration", output, StringComparison.Ordinal);
+        // Before, the check ran among the hosted services, after Wolverine's and the node list's: the refused node stayed
+        // in both for a minute (and the running nodes warned about its settings).
+        Assert.Empty((await NodeIdsAsync(database)).Except(before));
+    }
+
+    /// <summary>The nodes recorded in <paramref name="database"/>: the service's node list and Wolverine's own.</summary>
+    private static async Task<HashSet<string>> NodeIdsAsync(string database)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(database);
+        await connection.OpenAsync();
+        var ids = new HashSet<string>();
+        foreach (var table in new[] { "modularchat.mc_nodes", "modularchat.wolverine_nodes" })
+        {
+            await using var exists = new Npgsql.NpgsqlCommand($"select to_regclass('{table}') is not null", connection);
+            if (!(bool)(await exists.ExecuteScalarAsync())!)
+            {
+                continue; // no node ever started on this database
+            }
+
+            await using var read = new Npgsql.NpgsqlCommand($"select id::text from {table}", connection);
+            await using var reader = await read.ExecuteReaderAsync();
+            while (await reader.ReadAsync())
+            {
+                ids.Add($"{table}:{reader.GetString(0)}");
+            }
+        }
+
+        return ids;
     }
 
     private static int Occurrences(string text, string value)
