@@ -1,9 +1,11 @@
+using System.Globalization;
 using System.Text.RegularExpressions;
 
 namespace ModularChat.Conversations.Tests;
 
 /// <summary>
-/// The Host as its own process, as an operator and a process manager see it: how it ends when its start is refused.
+/// The Host as its own process, as an operator and a process manager see it: how it ends when its start is refused, and
+/// what its console lines look like.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed partial class ProcessStartTests(ConversationsApp app)
@@ -67,6 +69,22 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
         Assert.Empty((await NodeIdsAsync(database)).Except(before));
     }
 
+    [Fact]
+    public async Task Console_log_entries_start_with_a_UTC_timestamp()
+    {
+        await using var node = await app.StartHostProcessAsync();
+
+        var output = await Eventually.Until(() => Task.FromResult(node.Output), o => o.Contains("Content root path:", StringComparison.Ordinal), what: "No content root logged");
+
+        // An entry's first line; the lines of its message are indented under it.
+        var entries = output.Split('\n').Where(line => line.Length > 0 && !char.IsWhiteSpace(line[0])).ToList();
+        Assert.NotEmpty(entries);
+        Assert.All(entries, line => Assert.Matches(TimestampedEntry(), line));
+        var first = DateTimeOffset.ParseExact(TimestampedEntry().Match(entries[0]).Groups["at"].Value, "yyyy-MM-dd'T'HH:mm:ss.fff'Z'",
+            CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal);
+        Assert.InRange(first, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddMinutes(1)); // UTC, not the machine's zone
+    }
+
     /// <summary>The nodes recorded in <paramref name="database"/>: the service's node list and Wolverine's own.</summary>
     private static async Task<HashSet<string>> NodeIdsAsync(string database)
     {
@@ -97,4 +115,7 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
 
     [GeneratedRegex(@"^\s+at \S+\(", RegexOptions.Multiline)]
     private static partial Regex StackFrame();
+
+    [GeneratedRegex(@"^(?<at>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z) (trce|dbug|info|warn|fail|crit): ")]
+    private static partial Regex TimestampedEntry();
 }
