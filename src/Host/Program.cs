@@ -18,97 +18,137 @@ using ModularChat.Summaries;
 using Scalar.AspNetCore;
 using Wolverine;
 
-var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = ContentRoot.For(args) });
-var limits = HostLimits.From(builder.Configuration);
-builder.WebHost.ConfigureKestrel(k => limits.ApplyTo(k.Limits));
-
-builder.AddModularChatTelemetry();
-builder.Services.AddSingleton(TimeProvider.System);
-builder.Services.AddHttpContextAccessor();
-builder.Services.AddScoped<TenantContext>();
-builder.Services.AddScoped<TenantSessions>();
-builder.Services.AddSingleton<ITokenCounter, O200kTokenCounter>();
-
-// HTTP surface: ProblemDetails for every error, JSON with string enums, malformed input surfaces as exceptions we map.
-builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx =>
+// Every start refusal of the process ends here, printed once (HostStart). Not under a host factory (the tests' in-memory
+// hosts, the OpenAPI document's generation at build, which stops the entry point with HostAbortedException): it reports
+// what the entry point throws as the reason its host failed.
+WebApplication? app = null;
+try
 {
-    ctx.ProblemDetails.Instance ??= ctx.HttpContext.Request.Path;
-    StatusCodeProblems.AddDetail(ctx);
-    ctx.ProblemDetails.Extensions["traceId"] = Activity.Current?.TraceId.ToString() ?? ctx.HttpContext.TraceIdentifier;
-});
-// After AddProblemDetails: for requests whose Accept names no JSON type, which the framework's writer declines.
-builder.Services.AddSingleton<IProblemDetailsWriter, ProblemJsonFallbackWriter>();
-builder.Services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
-builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
-builder.Services.Configure<JsonOptions>(o =>
-{
-    o.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase));
-    o.SerializerOptions.Converters.Add(new StorableTextJsonConverter());
-});
-builder.Services.AddModularChatOpenApi();
-builder.Services.AddModularChatAuthentication();
+    var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = ContentRoot.For(args) });
+    var limits = HostLimits.From(builder.Configuration);
+    builder.WebHost.ConfigureKestrel(k => limits.ApplyTo(k.Limits));
 
-// Application: Mediator (source-generated here, the only generator in the app) with validation first.
-builder.Services.AddMediator(o =>
-{
-    o.ServiceLifetime = ServiceLifetime.Scoped;
-    o.GenerateTypesAsInternal = true;
-    o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule), typeof(SearchModule), typeof(SummariesModule)];
-    o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
-});
+    builder.AddModularChatTelemetry();
+    builder.Services.AddSingleton(TimeProvider.System);
+    builder.Services.AddHttpContextAccessor();
+    builder.Services.AddScoped<TenantContext>();
+    builder.Services.AddScoped<TenantSessions>();
+    builder.Services.AddSingleton<ITokenCounter, O200kTokenCounter>();
 
-// Infrastructure.
-builder.Services.AddModularChatPersistence(builder.Configuration);
-builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration));
-builder.Services.AddModularChatCaching(builder.Configuration);
-builder.Services.AddModularChatHealth(builder.Configuration);
-builder.Services.AddModularChatNodes();
-builder.Services.AddRequestEncodings();
+    // HTTP surface: ProblemDetails for every error, JSON with string enums, malformed input surfaces as exceptions we map.
+    builder.Services.AddProblemDetails(o => o.CustomizeProblemDetails = ctx =>
+    {
+        ctx.ProblemDetails.Instance ??= ctx.HttpContext.Request.Path;
+        StatusCodeProblems.AddDetail(ctx);
+        ctx.ProblemDetails.Extensions["traceId"] = Activity.Current?.TraceId.ToString() ?? ctx.HttpContext.TraceIdentifier;
+    });
+    // After AddProblemDetails: for requests whose Accept names no JSON type, which the framework's writer declines.
+    builder.Services.AddSingleton<IProblemDetailsWriter, ProblemJsonFallbackWriter>();
+    builder.Services.AddExceptionHandler<ProblemDetailsExceptionHandler>();
+    builder.Services.Configure<RouteHandlerOptions>(o => o.ThrowOnBadRequest = true);
+    builder.Services.Configure<JsonOptions>(o =>
+    {
+        o.SerializerOptions.Converters.Add(new JsonStringEnumConverter(JsonNamingPolicy.CamelCase));
+        o.SerializerOptions.Converters.Add(new StorableTextJsonConverter());
+    });
+    builder.Services.AddModularChatOpenApi();
+    builder.Services.AddModularChatAuthentication();
 
-// Modules.
-builder.Services.AddConversationsModule();
-builder.Services.AddProvidersModule();
-builder.Services.AddSearchModule();
-builder.Services.AddSummariesModule();
-builder.Services.AddCrossModuleSettings();
+    // Application: Mediator (source-generated here, the only generator in the app) with validation first.
+    builder.Services.AddMediator(o =>
+    {
+        o.ServiceLifetime = ServiceLifetime.Scoped;
+        o.GenerateTypesAsInternal = true;
+        o.Assemblies = [typeof(ConversationsModule), typeof(ProvidersModule), typeof(SearchModule), typeof(SummariesModule)];
+        o.PipelineBehaviors = [typeof(ValidationBehavior<,>)];
+    });
 
-var app = builder.Build();
+    // Infrastructure.
+    builder.Services.AddModularChatPersistence(builder.Configuration);
+    builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration));
+    builder.Services.AddModularChatCaching(builder.Configuration);
+    builder.Services.AddModularChatHealth(builder.Configuration);
+    builder.Services.AddModularChatNodes();
+    builder.Services.AddRequestEncodings();
 
-app.UseExceptionHandler();
-app.UseStatusCodePages();
-app.UseRequestEncodings(); // before the limit: it counts what a compressed body decompresses to
-app.UseRequestBodyLimit(limits.MaxRequestBodyBytes);
-app.UseJsonCharsetCheck();
-app.UseAuthentication();
-app.UseAuthorization();
+    // Modules.
+    builder.Services.AddConversationsModule();
+    builder.Services.AddProvidersModule();
+    builder.Services.AddSearchModule();
+    builder.Services.AddSummariesModule();
+    builder.Services.AddCrossModuleSettings();
 
-app.MapModularChatHealth();
-app.MapModularChatNodes();
-// The one document there is, at a fixed path: the default pattern (/openapi/{documentName}.json) answered any other name
-// with its own 404 in text/plain instead of a ProblemDetails.
-app.MapOpenApi("/openapi/v1.json").AllowAnonymous();
-app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
-app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
-var modules = app.MapGroup("").RefuseRepeatedQueryValues();
-modules.MapConversationsEndpoints();
-modules.MapProvidersEndpoints();
-modules.MapSearchEndpoints();
-modules.MapSummariesEndpoints();
+    app = builder.Build();
 
-// No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
-if (args.Length == 0)
-{
-    await app.RunAsync();
-    return 0;
+    app.UseExceptionHandler();
+    app.UseStatusCodePages();
+    app.UseRequestEncodings(); // before the limit: it counts what a compressed body decompresses to
+    app.UseRequestBodyLimit(limits.MaxRequestBodyBytes);
+    app.UseJsonCharsetCheck();
+    app.UseAuthentication();
+    app.UseAuthorization();
+
+    app.MapModularChatHealth();
+    app.MapModularChatNodes();
+    // The one document there is, at a fixed path: the default pattern (/openapi/{documentName}.json) answered any other name
+    // with its own 404 in text/plain instead of a ProblemDetails.
+    app.MapOpenApi("/openapi/v1.json").AllowAnonymous();
+    app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
+    app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
+    var modules = app.MapGroup("").RefuseRepeatedQueryValues();
+    modules.MapConversationsEndpoints();
+    modules.MapProvidersEndpoints();
+    modules.MapSearchEndpoints();
+    modules.MapSummariesEndpoints();
+
+    // No arguments: serve. Otherwise the JasperFx command line: token, projections, resources, describe, help, ...
+    if (args.Length == 0)
+    {
+        try
+        {
+            // What refuses the start is checked before anything starts (a refusal then ends in its message alone, once).
+            await HostStart.CheckAsync(app.Services);
+        }
+        catch when (!HostStart.OwnsTheProcess)
+        {
+            await app.DisposeAsync(); // as a failed start disposes the host; the host factory reports the exception
+            throw;
+        }
+
+        // What app.RunAsync() does, but for the exit code of a failed start.
+        try
+        {
+            await app.StartAsync();
+        }
+        catch
+        {
+            // The host reported it, with its stack trace (a fault of its own start, not a refusal).
+            await app.DisposeAsync();
+            if (!HostStart.OwnsTheProcess)
+            {
+                throw;
+            }
+
+            return 1;
+        }
+
+        await app.WaitForShutdownAsync();
+        await app.DisposeAsync();
+        return 0;
+    }
+
+    if (await CommandGuard.RefusalAsync(app.Services, args) is { } refusal)
+    {
+        await Console.Error.WriteLineAsync(refusal);
+        return 1;
+    }
+
+    return await app.RunJasperFxCommands(TokenCommand.MergeRepeatedRoles(args));
 }
-
-if (await CommandGuard.RefusalAsync(app.Services, args) is { } refusal)
+catch (Exception e) when (e is not HostAbortedException && HostStart.OwnsTheProcess)
 {
-    await Console.Error.WriteLineAsync(refusal);
-    return 1;
+    return await HostStart.FailedAsync(e, app);
 }
-
-return await app.RunJasperFxCommands(TokenCommand.MergeRepeatedRoles(args));
 
 /// <summary>The entry point, visible to integration tests.</summary>
 public partial class Program;

@@ -887,6 +887,21 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal([4L, 5L], turn.ToolCalls.Select(c => c.ResultSequence));
     }
 
+    [Theory]
+    [InlineData("1")]
+    [InlineData("2")]
+    public async Task A_batch_too_small_for_one_tool_call_refuses_the_start_naming_both_settings(string batch)
+    {
+        // Chat:MaxToolCalls is taken as at most (Conversations:MaxBatchSize - 1) / 2: 0 here. The start was refused naming only
+        // Chat:MaxToolCalls, "You entered 0", a value nobody had set.
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxBatchSize"] = batch }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is Microsoft.Extensions.Options.OptionsValidationException
+            && e.Message.Contains($"Configuration 'Conversations:MaxBatchSize' must be at least 3 for chat to run a tool (was {batch})", StringComparison.Ordinal)
+            && e.Message.Contains("Chat:MaxToolCalls", StringComparison.Ordinal));
+        Assert.DoesNotContain(Exceptions.Flatten(error), e => e.Message.Contains("'Max Tool Calls' must be between", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Tool_calls_beyond_the_turns_limit_are_not_run_the_model_is_told_and_the_turn_is_stored()
     {

@@ -450,7 +450,7 @@ public sealed class SecretsTests(ProvidersApp app)
 
         Assert.NotNull(error);
         Assert.Contains("DataProtection:MasterKey", error.ToString(), StringComparison.Ordinal);
-        Assert.Contains("DataProtection:PreviousMasterKeys[0]", error.ToString(), StringComparison.Ordinal);
+        Assert.Contains("DataProtection:PreviousMasterKeys:0", error.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain(hexKey, error.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain(previous, error.ToString(), StringComparison.Ordinal);
         Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(hexKey, StringComparison.Ordinal) || l.Contains(previous, StringComparison.Ordinal));

@@ -239,4 +239,20 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         Assert.Contains("Summaries:Milestones", all, StringComparison.Ordinal);
         Assert.Contains(Exceptions.Flatten(error), e => e is OptionsValidationException);
     }
+
+    [Theory]
+    [InlineData("Summaries:Llm:Endpoint", "notaurl")] // read 'Summaries:Llm.Endpoint'
+    [InlineData("Summaries:Variants:premium:Summarizer", "gpt")] // read 'Summaries:Variants[0].Value.Summarizer', without the variant's name
+    [InlineData("Summaries:TenantVariants:acme", "nosuch")] // read 'Summaries:TenantVariants[0]'
+    public async Task A_refused_nested_setting_is_named_by_its_configuration_key(string setting, string value)
+    {
+        var error = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Summaries:Variants:basic:Summarizer"] = "extractive", // a valid variant before the refused one: its name, not its position
+            [setting] = value,
+        }));
+
+        Assert.Contains(Exceptions.Flatten(error), e => e is OptionsValidationException
+            && e.Message.Contains($"Configuration '{setting}': ", StringComparison.Ordinal));
+    }
 }

@@ -1,5 +1,7 @@
 using FluentValidation;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Security;
 
@@ -22,6 +24,26 @@ public static class OptionsRegistration
             .ValidateOnStart();
     }
 
+    /// <summary>
+    /// Adds <typeparamref name="TCheck"/> to the checks made when the node starts, before anything starts (see
+    /// <see cref="IStartCheck"/>), in the order of registration.
+    /// </summary>
+    public static IServiceCollection AddStartCheck<TCheck>(this IServiceCollection services)
+        where TCheck : class, IStartCheck
+    {
+        services.AddSingleton<IStartCheck, TCheck>();
+        services.TryAddSingleton<StartChecks>();
+        // The host resolves its hosted services as one list: a factory keeps the checks one instance, which the Host runs too.
+        if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationFactory?.Method.ReturnType == typeof(StartChecks)))
+        {
+            services.AddSingleton<IHostedService>(StartChecksOf);
+        }
+
+        return services;
+    }
+
+    private static StartChecks StartChecksOf(IServiceProvider services) => services.GetRequiredService<StartChecks>();
+
     private sealed class FluentValidateOptions<TOptions>(string section, IValidator<TOptions> validator) : IValidateOptions<TOptions>
         where TOptions : class
     {
@@ -30,17 +52,27 @@ public static class OptionsRegistration
             var result = validator.Validate(options);
             return result.IsValid
                 ? ValidateOptionsResult.Success
-                : ValidateOptionsResult.Fail(result.Errors.Select(e => $"Configuration '{section}:{e.PropertyName}': {e.ErrorMessage}{Was(e)}."));
+                : ValidateOptionsResult.Fail(result.Errors.Select(e => Describe(options, e)));
+        }
+
+        /// <summary>
+        /// The failure, naming the setting by its configuration key (<see cref="ConfigurationKeys"/>: before, nested settings
+        /// read <c>Summaries:Llm.Endpoint</c> and a variant's <c>Summaries:Variants[0].Value.Summarizer</c>, without its name).
+        /// </summary>
+        private string Describe(TOptions options, FluentValidation.Results.ValidationFailure failure)
+        {
+            var key = ConfigurationKeys.Of(options, failure.PropertyName) is { Length: > 0 } path ? $"{section}:{path}" : section;
+            return $"Configuration '{key}': {failure.ErrorMessage}{Was(key, failure)}.";
         }
 
         /// <summary>
         /// The value refused, for the operator to see what was read; never a secret's (a failed start is printed, to the
         /// console and the logs), and a URL without its user information and query.
         /// </summary>
-        private string Was(FluentValidation.Results.ValidationFailure failure)
+        private static string Was(string key, FluentValidation.Results.ValidationFailure failure)
             => failure.AttemptedValue is TOptions
                 ? "" // a rule over several settings: no one value to show (it printed the options class's name)
-                : SecretSettings.IsSecretPath($"{section}:{failure.PropertyName}")
+                : SecretSettings.IsSecretPath(key)
                 ? " (the value is not shown: it is a secret)"
                 : $" (was '{SecretSettings.Scrubbed(Convert.ToString(failure.AttemptedValue, System.Globalization.CultureInfo.InvariantCulture) ?? "")}')";
     }

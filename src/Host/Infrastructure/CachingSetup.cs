@@ -3,6 +3,7 @@ using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Caching;
+using ModularChat.BuildingBlocks.Options;
 using StackExchange.Redis;
 
 namespace ModularChat.Host.Infrastructure;
@@ -31,7 +32,7 @@ internal static partial class CachingSetup
             catch (ArgumentException e)
             {
                 // The value is not repeated: it may hold the password.
-                throw new InvalidOperationException(
+                throw new StartRefusedException(
                     $"Configuration 'ConnectionStrings:Redis' is not a valid Redis connection string (host:port, then options such as password=...): {e.Message}", e);
             }
 
@@ -56,7 +57,7 @@ internal static partial class CachingSetup
         var retryInterval = configuration.GetValue("Cache:RedisRetryInterval", TimeSpan.FromSeconds(5));
         if (retryInterval <= TimeSpan.Zero)
         {
-            throw new InvalidOperationException($"Cache:RedisRetryInterval must be positive, not {retryInterval}.");
+            throw new StartRefusedException($"Configuration 'Cache:RedisRetryInterval' must be positive (was {retryInterval}).");
         }
 
         services.AddSingleton(sp => new RedisAvailability(
@@ -66,7 +67,7 @@ internal static partial class CachingSetup
         var maxEntryBytes = configuration.GetValue("Cache:MaxEntryBytes", 16L * 1024 * 1024);
         if (maxEntryBytes is < 64 * 1024 or > 1024L * 1024 * 1024)
         {
-            throw new InvalidOperationException($"Configuration 'Cache:MaxEntryBytes' must be between 65536 (64 KiB) and 1073741824 (1 GiB), not {maxEntryBytes}.");
+            throw new StartRefusedException($"Configuration 'Cache:MaxEntryBytes' must be between 65536 (64 KiB) and 1073741824 (1 GiB), not {maxEntryBytes}.");
         }
 
         services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
@@ -87,7 +88,7 @@ internal static partial class CachingSetup
         var prefix = configuration["Cache:RedisKeyPrefix"] ?? CacheGenerations.DefaultKeyPrefix;
         if (prefix.Length is 0 or > 64 || !prefix.All(c => char.IsAsciiLetterOrDigit(c) || c is ':' or '_' or '-' or '.'))
         {
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 $"Configuration 'Cache:RedisKeyPrefix' must be 1 to 64 ASCII letters, digits or ':', '_', '-', '.', not \"{prefix}\".");
         }
 

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using ModularChat.BuildingBlocks.Options;
 
 namespace ModularChat.Host.Infrastructure;
 
@@ -50,19 +51,19 @@ public sealed class HostLimits
                           && !int.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)
                 ? nameof(MaxRequestLineBytes)
                 : nameof(MaxRequestBodyBytes);
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 $"Configuration '{Section}:{setting}' must be a whole number of bytes (was '{configuration[$"{Section}:{setting}"]}').", e);
         }
 
         if (limits.MaxRequestBodyBytes is < MinRequestBodyBytes or > MaxRequestBodyBytesLimit)
         {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+            throw new StartRefusedException(string.Create(CultureInfo.InvariantCulture,
                 $"Configuration '{Section}:{nameof(MaxRequestBodyBytes)}' must be between {MinRequestBodyBytes:N0} and {MaxRequestBodyBytesLimit:N0} bytes (was '{limits.MaxRequestBodyBytes}')."));
         }
 
         if (limits.MaxRequestLineBytes is < MinRequestLineBytes or > MaxRequestLineBytesLimit)
         {
-            throw new InvalidOperationException(string.Create(CultureInfo.InvariantCulture,
+            throw new StartRefusedException(string.Create(CultureInfo.InvariantCulture,
                 $"Configuration '{Section}:{nameof(MaxRequestLineBytes)}' must be between {MinRequestLineBytes:N0} and {MaxRequestLineBytesLimit:N0} bytes (was '{limits.MaxRequestLineBytes}')."));
         }
 

@@ -6,6 +6,7 @@ using JasperFx.Events;
 using Marten;
 using Npgsql;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Options;
 using ModularChat.Conversations;
 using ModularChat.Host.Nodes;
 using ModularChat.Providers;
@@ -30,7 +31,7 @@ internal static class PersistenceSetup
     {
         if (configuration.GetConnectionString("Postgres") is not { Length: > 0 } cs)
         {
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 "ConnectionStrings:Postgres is not set. Run ./build.sh run (it starts a local PostgreSQL), or set ConnectionStrings__Postgres.");
         }
 
@@ -42,7 +43,7 @@ internal static class PersistenceSetup
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             // Npgsql names only its keyword ("Couldn't set port (Parameter 'port')"); the value is not repeated (it may hold the password).
-            throw new InvalidOperationException($"Configuration 'ConnectionStrings:Postgres' is not a valid PostgreSQL connection string: {e.Message}", e);
+            throw new StartRefusedException($"Configuration 'ConnectionStrings:Postgres' is not a valid PostgreSQL connection string: {e.Message}", e);
         }
     }
 
@@ -144,7 +145,37 @@ internal static class PersistenceSetup
             options.Logger(new ConcurrencyConflictsBelowError(options.Logger(), sp.GetRequiredService<ILogger<IDocumentStore>>()));
             return built;
         });
+        // The first check at start: the others, and everything the node starts, need the database.
+        services.AddStartCheck<DatabaseReachable>();
         return services;
+    }
+
+    /// <summary>
+    /// Refuses the start in one line when PostgreSQL cannot be reached (or refuses the connection) as configured: the first
+    /// hosted service to use it failed instead, with its stack trace and Marten's or Wolverine's words. It does not wait for
+    /// the database: a process manager restarts the node.
+    /// </summary>
+    private sealed class DatabaseReachable(IConfiguration configuration) : IStartCheck
+    {
+        public async Task CheckAsync(CancellationToken cancellationToken)
+        {
+            var connectionString = configuration.PostgresConnectionString();
+            var settings = new NpgsqlConnectionStringBuilder(connectionString);
+            try
+            {
+                await using var connection = new NpgsqlConnection(connectionString);
+                await connection.OpenAsync(cancellationToken);
+            }
+            catch (Exception e) when (e is NpgsqlException or TimeoutException && !cancellationToken.IsCancellationRequested)
+            {
+                // Npgsql's messages name the host, the user and the database, never the password.
+                var why = e.InnerException is { } inner && !e.Message.Contains(inner.Message, StringComparison.Ordinal)
+                    ? $"{e.Message.TrimEnd('.')}: {inner.Message}"
+                    : e.Message;
+                throw new StartRefusedException(
+                    $"PostgreSQL at {settings.Host}:{settings.Port} could not be reached: {why.TrimEnd('.')}. Check ConnectionStrings:Postgres and that the database runs.", e);
+            }
+        }
     }
 
     /// <summary>The expiry of a dead letter kept until it is replayed (<c>Messaging:DeadLetterRetention</c> 0).</summary>
@@ -159,7 +190,7 @@ internal static class PersistenceSetup
         var value = configuration.GetValue(setting, fallback);
         return value > TimeSpan.Zero
             ? value
-            : throw new InvalidOperationException($"Configuration '{setting}' must be a positive time span such as 00:00:10 (was {value}).");
+            : throw new StartRefusedException($"Configuration '{setting}' must be a positive time span such as 00:00:10 (was {value}).");
     }
 
     /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
@@ -171,7 +202,7 @@ internal static class PersistenceSetup
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));
         if (options.Durability.KeepAfterMessageHandling < TimeSpan.Zero)
         {
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 $"Configuration 'Messaging:KeepHandledMessagesFor' must not be negative (was {options.Durability.KeepAfterMessageHandling}); 0 deletes handled messages at the next clean-up.");
         }
 
@@ -185,7 +216,7 @@ internal static class PersistenceSetup
         options.Durability.StaleNodeTimeout = configuration.GetValue("Messaging:StaleNodeTimeout", options.Durability.StaleNodeTimeout);
         if (options.Durability.StaleNodeTimeout < 2 * options.Durability.HealthCheckPollingTime)
         {
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 $"Configuration 'Messaging:StaleNodeTimeout' must be at least twice Messaging:HealthCheckInterval ({options.Durability.HealthCheckPollingTime}), " +
                 $"or a node that is only slow to check in is taken for dead (was {options.Durability.StaleNodeTimeout}).");
         }
@@ -197,7 +228,7 @@ internal static class PersistenceSetup
         var deadLetterRetention = configuration.GetValue("Messaging:DeadLetterRetention", TimeSpan.Zero);
         if (deadLetterRetention < TimeSpan.Zero)
         {
-            throw new InvalidOperationException($"Configuration 'Messaging:DeadLetterRetention' must not be negative (was {deadLetterRetention}); 0 keeps dead letters until they are replayed.");
+            throw new StartRefusedException($"Configuration 'Messaging:DeadLetterRetention' must not be negative (was {deadLetterRetention}); 0 keeps dead letters until they are replayed.");
         }
 
         options.Durability.DeadLetterQueueExpirationEnabled = true;
@@ -221,7 +252,7 @@ internal static class PersistenceSetup
         var maxAttemptsWhileUp = configuration.GetValue("Messaging:MaxAttemptsWhileDatabaseAnswers", DatabaseOutages.MaxAttemptsWhileUp);
         if (maxAttemptsWhileUp < 1)
         {
-            throw new InvalidOperationException($"Configuration 'Messaging:MaxAttemptsWhileDatabaseAnswers' must be at least 1 (was {maxAttemptsWhileUp}).");
+            throw new StartRefusedException($"Configuration 'Messaging:MaxAttemptsWhileDatabaseAnswers' must be at least 1 (was {maxAttemptsWhileUp}).");
         }
 
         options.WaitForTheDatabase(maxAttemptsWhileUp);

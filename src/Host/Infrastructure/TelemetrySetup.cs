@@ -1,3 +1,4 @@
+using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Telemetry;
 using Npgsql;
 using OpenTelemetry;
@@ -102,7 +103,7 @@ internal static class TelemetrySetup
 
         return Uri.TryCreate(value.Trim(), UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
             ? uri
-            : throw new InvalidOperationException(
+            : throw new StartRefusedException(
                 $"Configuration '{setting}' must be an absolute http or https URL of an OTLP collector, e.g. http://localhost:4317 (was '{value}').");
     }
 
@@ -117,7 +118,7 @@ internal static class TelemetrySetup
         {
             null or "grpc" => OtlpExportProtocol.Grpc,
             "http/protobuf" => OtlpExportProtocol.HttpProtobuf,
-            _ => throw new InvalidOperationException(
+            _ => throw new StartRefusedException(
                 $"Configuration '{setting}' must be grpc or http/protobuf, the OTLP protocols the exporter speaks (was '{value}')."),
         };
     }

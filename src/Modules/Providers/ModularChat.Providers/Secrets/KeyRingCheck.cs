@@ -1,5 +1,5 @@
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
-using Microsoft.Extensions.Hosting;
+using ModularChat.BuildingBlocks.Options;
 
 namespace ModularChat.Providers.Secrets;
 
@@ -33,14 +33,15 @@ internal static class KeyRingCheck
         }
     }
 
-    /// <summary>Stops a node's start when it cannot read the key ring, before it serves or writes anything under a key of its own.</summary>
-    internal sealed class AtStart(IKeyManager keys) : IHostedService
+    /// <summary>
+    /// Stops a node's start when it cannot read the key ring, before it serves or writes anything under a key of its own
+    /// (a check before anything starts, Data Protection's own start included: see <see cref="IStartCheck"/>).
+    /// </summary>
+    internal sealed class AtStart(IKeyManager keys) : IStartCheck
     {
-        public Task StartAsync(CancellationToken cancellationToken)
+        public Task CheckAsync(CancellationToken cancellationToken)
             => Unreadable(keys) is { } why
-                ? throw new InvalidOperationException(why + " The node does not start: give it the service's master key.")
+                ? throw new StartRefusedException(why + " Give the node the service's master key.")
                 : Task.CompletedTask;
-
-        public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
 }

@@ -2,7 +2,6 @@ using Microsoft.AspNetCore.DataProtection;
 using Microsoft.AspNetCore.DataProtection.KeyManagement;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Options;
 using Marten;
@@ -22,18 +21,9 @@ internal static class SecretProtection
         services.Replace(ServiceDescriptor.Singleton<IKeyManager>(sp => sp.GetRequiredService<RefreshableKeyManager>()));
         services.AddSingleton<IConfigureOptions<KeyManagementOptions>, KeyRingInPostgres>();
         services.AddSingleton<SecretBox>();
-        // Before Data Protection's own start, which loads the key ring and, finding no key it can read, makes one.
-        var check = ServiceDescriptor.Singleton<IHostedService, KeyRingCheck.AtStart>();
-        var dataProtectionStart = services.ToList().FindIndex(d => d.ServiceType == typeof(IHostedService)
-            && d.ImplementationType?.Name == "DataProtectionHostedService");
-        if (dataProtectionStart >= 0)
-        {
-            services.Insert(dataProtectionStart, check);
-        }
-        else
-        {
-            services.Add(check);
-        }
+        // Before Data Protection's own start, which loads the key ring and, finding no key it can read, makes one (start
+        // checks run before every hosted service starts).
+        services.AddStartCheck<KeyRingCheck.AtStart>();
         return services;
     }
 

@@ -1,16 +1,18 @@
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Options;
 using Npgsql;
 
 namespace ModularChat.Search.Storage;
 
 /// <summary>
 /// Stops the start when <see cref="SearchOptions.Language"/> is not a text-search configuration of the database:
-/// otherwise every projected message would fail and search indexing would stall.
+/// otherwise every projected message would fail and search indexing would stall. A check made before the node starts
+/// anything (<see cref="IStartCheck"/>): a hosted service of its own ran after the node had registered itself in the node
+/// list, where the refused node stayed for a minute and the running nodes warned about its settings.
 /// </summary>
-internal sealed class LanguageCheck(SearchDatabase database, IOptions<SearchOptions> options) : IHostedService
+internal sealed class LanguageCheck(SearchDatabase database, IOptions<SearchOptions> options) : IStartCheck
 {
-    public async Task StartAsync(CancellationToken cancellationToken)
+    public async Task CheckAsync(CancellationToken cancellationToken)
     {
         var language = options.Value.Language;
         await using var connection = await database.OpenAsync(cancellationToken);
@@ -21,10 +23,8 @@ internal sealed class LanguageCheck(SearchDatabase database, IOptions<SearchOpti
         await reader.ReadAsync(cancellationToken);
         if (!reader.GetBoolean(0))
         {
-            throw new InvalidOperationException(
+            throw new StartRefusedException(
                 $"Configuration 'Search:Language': '{language}' is not a PostgreSQL text-search configuration. Available: {reader.GetString(1)}.");
         }
     }
-
-    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 }

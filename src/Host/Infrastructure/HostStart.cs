@@ -1,0 +1,70 @@
+using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Options;
+
+namespace ModularChat.Host.Infrastructure;
+
+/// <summary>
+/// How the Host's process starts and how it ends when it cannot: a start refused for a known reason (a setting, an
+/// unreachable database: <see cref="StartRefusedException.Reasons"/>) is printed once, as its message alone, and the process
+/// ends with exit code 1 for its manager to see. Before, every refusal escaped the entry point: the runtime printed it a
+/// second time with its stack trace and aborted the process (SIGABRT, exit code 134).
+/// </summary>
+internal static partial class HostStart
+{
+    /// <summary>
+    /// Whether the Host is the process's entry point, rather than run by a host factory (the tests' in-memory hosts, the
+    /// OpenAPI document's generation at build), which takes what the entry point throws as the reason its host failed.
+    /// </summary>
+    public static bool OwnsTheProcess { get; } = System.Reflection.Assembly.GetEntryAssembly() == typeof(HostStart).Assembly;
+
+    /// <summary>
+    /// The settings (validated options) and the start checks (<see cref="IStartCheck"/>), made before the host starts: the
+    /// host's own start reports a failure with its stack trace (a fault; a refusal has none to show).
+    /// </summary>
+    public static async Task CheckAsync(IServiceProvider services)
+    {
+        services.GetService<IStartupValidator>()?.Validate();
+        if (services.GetService<StartChecks>() is { } checks)
+        {
+            await checks.RunAsync(CancellationToken.None);
+        }
+    }
+
+    /// <summary>
+    /// Reports <paramref name="error"/>, which stopped the start before the host started (the host reports what fails in
+    /// its own start), once: a refusal as its reasons, anything else with its stack trace. Through the Host's logging when
+    /// <paramref name="app"/> was built (disposed then, which writes out what its console logger holds), else to stderr.
+    /// </summary>
+    /// <returns>The process's exit code.</returns>
+    public static async Task<int> FailedAsync(Exception error, WebApplication? app)
+    {
+        var reasons = StartRefusedException.Reasons(error);
+        if (app is null)
+        {
+            await Console.Error.WriteLineAsync(reasons is null ? $"The node could not start: {error}" : string.Join(Environment.NewLine, reasons));
+            return 1;
+        }
+
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HostStart).FullName!);
+        if (reasons is null)
+        {
+            LogFailed(logger, error);
+        }
+        else
+        {
+            foreach (var reason in reasons)
+            {
+                LogRefused(logger, reason);
+            }
+        }
+
+        await app.DisposeAsync();
+        return 1;
+    }
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The node does not start: {Reason}")]
+    private static partial void LogRefused(ILogger logger, string reason);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The node could not start")]
+    private static partial void LogFailed(ILogger logger, Exception exception);
+}
