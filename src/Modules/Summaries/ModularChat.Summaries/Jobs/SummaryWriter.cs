@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using JasperFx;
 using Marten;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -29,10 +30,17 @@ public sealed partial class SummaryWriter(
     AppendBursts bursts,
     TenantJobShares shares,
     IOptions<SummariesOptions> options,
+    IHostApplicationLifetime lifetime,
     ILogger<SummaryWriter> logger)
 {
     /// <summary>How long the claim a rebuild takes only to mark itself done holds: until its job has committed (milliseconds).</summary>
     private static readonly TimeSpan MarkClaimHold = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// When a job that came to a stopping node is due again: about one poll of Wolverine's scheduled jobs (5 s), so another
+    /// node takes it soon, and the stopping node, should its poller take it back meanwhile, puts it off again rarely.
+    /// </summary>
+    internal static readonly TimeSpan StoppingHandOver = TimeSpan.FromSeconds(5);
 
     public async Task<OutgoingMessages> RunAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
     {
@@ -44,6 +52,19 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.conversation.id", id);
         span?.SetTag("modularchat.summary.reason", job.Reason);
         span?.SetTag("modularchat.summary.variant", settings.Variant);
+
+        // The node is stopping (it drains its requests first, for up to the shutdown timeout): a job that starts now delays
+        // the stop, and one cut by the timeout is done again elsewhere. Jobs that run finish; one not started yet is stored
+        // again as scheduled, owned by no node, for another node (or this one's next start) to take, before it reads anything.
+        if (lifetime.ApplicationStopping.IsCancellationRequested)
+        {
+            var at = clock.GetUtcNow() + StoppingHandOver;
+            outgoing.Add(job.ScheduledAt(at));
+            KeepPending(session, id, job.UpToSequence, at);
+            metrics.Deferred(settings.Variant, "node_stopping");
+            LogStoppingDeferred(logger, id, tenant);
+            return outgoing;
+        }
 
         // A bulk import is on (ADR 0008): an automatic summary can wait, at most Background:MaxYieldLag after what made it
         // due. Decided before any read: during a long import each due conversation's job comes back every recheck.
@@ -527,6 +548,9 @@ public sealed partial class SummaryWriter(
     [LoggerMessage(Level = LogLevel.Warning,
         Message = "The claim on the summary of conversation {ConversationId} of tenant {TenantId} could not be released: it lapses after Summaries:JobTimeout")]
     private static partial void LogClaimNotReleased(ILogger logger, Exception exception, Guid conversationId, string tenantId);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: this node is stopping, another node or its next start takes it")]
+    private static partial void LogStoppingDeferred(ILogger logger, Guid conversationId, string tenantId);
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
     private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);
