@@ -1,4 +1,6 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using ModularChat.BuildingBlocks.Messaging;
+using Wolverine;
 using Wolverine.Runtime;
 
 namespace ModularChat.Host.Infrastructure;
@@ -9,7 +11,8 @@ namespace ModularChat.Host.Infrastructure;
 /// in its code, and a logging filter can only drop a category's entries, not one event's or lower its level. A retry is
 /// a warning here (an error is what an operator has to act on: the dead-lettering that ends the retries, which stays an
 /// error). The service's logger factory wraps Wolverine's runtime logger and writes that one event at Warning, to every
-/// provider and through the usual filters.
+/// provider and through the usual filters. Both entries, the retry's and the dead-lettering's, go to Debug for an attempt
+/// whose handler logged its failure itself (<see cref="HandlerFailureLog"/>).
 /// </summary>
 internal sealed class WolverineRetryLogLevel(LoggerFactory inner) : ILoggerFactory
 {
@@ -45,11 +48,22 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner) : ILoggerFacto
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
-            var level = eventId.Id == WolverineRuntime.RescheduledEventId && logLevel == LogLevel.Error ? LogLevel.Warning : logLevel;
+            var level = eventId.Id switch
+            {
+                // The handler logged this attempt's failure itself, once (HandlerFailureLog).
+                WolverineRuntime.RescheduledEventId or WolverineRuntime.MovedToErrorQueueId when LoggedByHandler(state) => LogLevel.Debug,
+                WolverineRuntime.RescheduledEventId when logLevel == LogLevel.Error => LogLevel.Warning,
+                _ => logLevel,
+            };
             if (inner.IsEnabled(level))
             {
                 inner.Log(level, eventId, state, exception, formatter);
             }
         }
+
+        /// <summary>Whether the entry's envelope (both events carry it) says its handler logged the failure.</summary>
+        private static bool LoggedByHandler<TState>(TState state)
+            => state is IReadOnlyList<KeyValuePair<string, object?>> values
+               && values.Any(v => v.Value is Envelope envelope && HandlerFailureLog.WasLogged(envelope));
     }
 }

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Contracts;
@@ -43,6 +44,34 @@ public sealed partial class SummaryWriter(
     internal static readonly TimeSpan StoppingHandOver = TimeSpan.FromSeconds(5);
 
     public async Task<OutgoingMessages> RunAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
+    {
+        // A mark of an earlier life of the job (a replayed dead letter's) says nothing about this attempt.
+        envelope.Headers.Remove(HandlerFailureLog.Header);
+        try
+        {
+            return await AttemptAsync(job, session, envelope, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // The one entry of the failed attempt, whatever failed in it: Wolverine's own for it stay below Warning
+            // (HandlerFailureLog, and the job's FailureLogLevel). The last one, which dead-letters the job, is the error.
+            var final = envelope.Attempts > RetryCount();
+            metrics.Failed(settingsResolver.For(session.TenantId).Variant, e.GetType().Name, final);
+            if (final)
+            {
+                LogDeadLettered(logger, e, job.ConversationId, session.TenantId, envelope.Attempts, e.Message);
+            }
+            else
+            {
+                LogFailed(logger, e, job.ConversationId, session.TenantId, envelope.Attempts);
+            }
+
+            HandlerFailureLog.MarkLogged(envelope);
+            throw;
+        }
+    }
+
+    private async Task<OutgoingMessages> AttemptAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
         var tenant = session.TenantId;
@@ -229,19 +258,9 @@ public sealed partial class SummaryWriter(
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            var final = envelope.Attempts > RetryCount();
-            metrics.Failed(settings.Variant, e.GetType().Name, final);
             span?.SetStatus(ActivityStatusCode.Error, e.Message);
-            if (final)
-            {
-                LogDeadLettered(logger, e, id, tenant, envelope.Attempts);
-            }
-            else
-            {
-                LogFailed(logger, e, id, tenant, envelope.Attempts);
-            }
-
-            // Until this job's retry, another job for the revision may try the model (as a duplicate did before claims).
+            // Logged and counted by RunAsync, with the failures of the rest of the attempt. Until this job's retry, another
+            // job for the revision may try the model (as a duplicate did before claims).
             await ReleaseClaimAsync(session, id, envelope.Id);
             throw;
         }
@@ -571,6 +590,6 @@ public sealed partial class SummaryWriter(
     private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}, the last: dead-lettered (an admin can replay it)")]
-    private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
+        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}, the last: dead-lettered (an admin can replay it): {Error}")]
+    private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt, string error);
 }
