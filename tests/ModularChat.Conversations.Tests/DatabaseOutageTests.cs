@@ -1,6 +1,8 @@
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
 using Npgsql;
 
@@ -251,6 +253,41 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
             ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
             ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
         });
+    }
+
+    [Fact]
+    public async Task A_database_outage_is_logged_when_it_starts_and_ends_not_by_each_of_Wolverine_s_retries_and_other_errors_still_are()
+    {
+        var logs = new CapturedLogs(); // this node's only
+        await using var proxy = PostgresProxy();
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString },
+            services => services.AddSingleton<ILoggerProvider>(logs));
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        // Longer than one line's interval (30 s): Wolverine's durability agents, listeners and leader election retry meanwhile.
+        await Task.Delay(TimeSpan.FromSeconds(35));
+        // An error of Wolverine's that is not the outage is written as it is, during the outage too.
+        node.Services.GetRequiredService<ILoggerFactory>().CreateLogger("Wolverine.Runtime.Agents.SomeAgent")
+            .LogError(new InvalidOperationException("not the database"), "Something else failed");
+        await Task.Delay(TimeSpan.FromSeconds(5));
+        var written = logs.Entries.Skip(before).Where(e => e.Level is >= LogLevel.Warning and < LogLevel.None).ToList();
+        proxy.Restore();
+
+        var wolverine = written.Where(e => e.Category.StartsWith("Wolverine", StringComparison.Ordinal) || e.Category.StartsWith("JasperFx", StringComparison.Ordinal)).ToList();
+        var aboutTheOutage = wolverine.Count(e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception));
+        Assert.True(aboutTheOutage == 0, $"Wolverine's loggers wrote {aboutTheOutage} entries about the outage at Warning or above");
+        Assert.Contains(wolverine, e => e.Level == LogLevel.Error && e.Exception?.Message == "not the database");
+        await Eventually.Until(() => Task.FromResult(OutageEntries().Count(e => e.Message.StartsWith("PostgreSQL answers again", StringComparison.Ordinal))),
+            n => n == 1, seconds: 30, what: "The end of the outage was not logged");
+        var outage = OutageEntries().Where(e => e.Level >= LogLevel.Warning).ToList();
+        Assert.StartsWith("PostgreSQL is unreachable", outage[0].Message, StringComparison.Ordinal);
+        Assert.InRange(outage.Count, 1, 2); // when it started, and at most one line per 30 s while it lasted (40 s here)
+        Assert.All(outage.Skip(1), e => Assert.StartsWith("PostgreSQL is still unreachable", e.Message, StringComparison.Ordinal));
+
+        List<LogEntry> OutageEntries() => logs.Entries.Where(e => e.Category == "ModularChat.Host.Infrastructure.DatabaseOutageLog").ToList();
     }
 
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>

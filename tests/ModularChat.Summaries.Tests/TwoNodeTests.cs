@@ -1,5 +1,8 @@
 using System.Net.Http.Headers;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using ModularChat.Summaries.Features.Sweep;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 
@@ -109,6 +112,87 @@ public sealed class TwoNodeTests(SummariesApp app)
         finally
         {
             app.Llm.Responder = previous;
+        }
+    }
+
+    [Fact]
+    public async Task A_stopping_node_starts_no_summary_job_or_sweep_and_the_node_that_remains_does_its_jobs()
+    {
+        var marker = $"stopping{Guid.NewGuid():N}";
+        var previous = app.Llm.Responder;
+        // A slow model, and a node that runs one job at a time with a key of its own: its model calls can be told apart.
+        app.Llm.Responder = SlowAbout(marker, previous);
+        var stoppingKey = $"stopping-node-key-{Guid.NewGuid():N}";
+        try
+        {
+            var conversations = new List<Guid>();
+            // Stopped first (registered last), as Kestrel is, and as slowly as its requests drain: until the test lets it go.
+            var draining = new RequestsDraining();
+            var stopping = await app.StartHostAsync(
+                new Dictionary<string, string?> { ["Summaries:JobParallelism"] = "1", ["Summaries:Llm:ApiKey"] = stoppingKey },
+                services => services.AddHostedService(_ => draining));
+            try
+            {
+                using var client = stopping.Server.CreateClient();
+                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
+                for (var c = 0; c < 4; c++)
+                {
+                    var id = await client.NewConversation();
+                    conversations.Add(id);
+                    await client.AppendEach(id, Api.Turns(1, 10, $"{marker}c{c}"));
+                }
+
+                await Eventually.Until(() => Task.FromResult(app.Llm.RequestsWith(stoppingKey)), n => n >= 1, Eventually.BackgroundSeconds,
+                    "the stopping node's first job did not call the model");
+
+                // SIGTERM: the node stops starting background work, but runs on while its requests drain.
+                var sweeps = stopping.Services.GetRequiredService<SummarySweepService>();
+                stopping.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+                await draining.Began.WaitAsync(TimeSpan.FromSeconds(10));
+
+                // Its first job ends after 3 s; each of the three queued behind it would have called the model 3 s later.
+                await Task.Delay(TimeSpan.FromSeconds(10));
+                Assert.Equal(1, app.Llm.RequestsWith(stoppingKey));
+                // The sweep service (waiting for a requested sweep here) ended with the stop: it starts no other sweep.
+                Assert.True(sweeps.ExecuteTask?.IsCompleted, "the stopping node still sweeps");
+            }
+            finally
+            {
+                draining.Release();
+                await stopping.DisposeAsync();
+            }
+
+            // The remaining node (it saw none of these appends) takes the jobs the stopping node left durable.
+            using var remaining = app.Client(app.LlmTenant);
+            foreach (var id in conversations)
+            {
+                await remaining.SummaryCovering(id, 10, seconds: 90);
+            }
+
+            Assert.Equal(1, app.Llm.RequestsWith(stoppingKey));
+        }
+        finally
+        {
+            app.Llm.Responder = previous;
+        }
+    }
+
+    /// <summary>Stands for Kestrel draining its requests when the host stops: its stop ends when the test releases it (or the host's shutdown timeout).</summary>
+    private sealed class RequestsDraining : IHostedService
+    {
+        private readonly TaskCompletionSource _began = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public Task Began => _began.Task;
+
+        public void Release() => _released.TrySetResult();
+
+        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+        public async Task StopAsync(CancellationToken cancellationToken)
+        {
+            _began.TrySetResult();
+            await _released.Task.WaitAsync(cancellationToken);
         }
     }
 

@@ -1,4 +1,6 @@
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using ModularChat.BuildingBlocks.Messaging;
+using Wolverine;
 using Wolverine.Runtime;
 
 namespace ModularChat.Host.Infrastructure;
@@ -9,24 +11,38 @@ namespace ModularChat.Host.Infrastructure;
 /// in its code, and a logging filter can only drop a category's entries, not one event's or lower its level. A retry is
 /// a warning here (an error is what an operator has to act on: the dead-lettering that ends the retries, which stays an
 /// error). The service's logger factory wraps Wolverine's runtime logger and writes that one event at Warning, to every
-/// provider and through the usual filters.
+/// provider and through the usual filters. Both entries, the retry's and the dead-lettering's, go to Debug for an attempt
+/// whose handler logged its failure itself (<see cref="HandlerFailureLog"/>). And while PostgreSQL is away, the entries of
+/// Wolverine's and JasperFx's loggers about it go to Debug, the outage logged once instead (<see cref="DatabaseOutageLog"/>).
 /// </summary>
-internal sealed class WolverineRetryLogLevel(LoggerFactory inner) : ILoggerFactory
+internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock) : ILoggerFactory
 {
     /// <summary>The category of Wolverine's runtime logger.</summary>
     public static readonly string Category = typeof(WolverineRuntime).FullName!;
+
+    /// <summary>Where a database outage is logged once instead of by each of Wolverine's loggers at each retry.</summary>
+    private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock);
 
     /// <summary>Makes the service's <see cref="ILoggerFactory"/> this one, over the factory it would have had.</summary>
     public static void Register(IServiceCollection services)
     {
         services.TryAddSingleton<LoggerFactory>();
-        services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(sp => new WolverineRetryLogLevel(sp.GetRequiredService<LoggerFactory>())));
+        services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(sp => new WolverineRetryLogLevel(sp.GetRequiredService<LoggerFactory>(), sp.GetRequiredService<TimeProvider>())));
+        services.AddSingleton(sp => ((WolverineRetryLogLevel)sp.GetRequiredService<ILoggerFactory>())._outages);
+        services.AddHostedService<DatabaseOutageLog.Probe>();
     }
 
     public ILogger CreateLogger(string categoryName)
     {
         var logger = inner.CreateLogger(categoryName);
-        return string.Equals(categoryName, Category, StringComparison.Ordinal) ? new RetriesAsWarnings(logger) : logger;
+        if (string.Equals(categoryName, Category, StringComparison.Ordinal))
+        {
+            logger = new RetriesAsWarnings(logger);
+        }
+
+        return categoryName.StartsWith("Wolverine", StringComparison.Ordinal) || categoryName.StartsWith("JasperFx", StringComparison.Ordinal)
+            ? new OutageOnce(logger, _outages)
+            : logger;
     }
 
     public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
@@ -34,6 +50,24 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner) : ILoggerFacto
     public void Dispose()
     {
         // The container disposes the inner factory, which it created.
+    }
+
+    /// <summary>Writes an entry about the database being away at Debug (<see cref="DatabaseOutageLog"/> logs the outage).</summary>
+    private sealed class OutageOnce(ILogger inner, DatabaseOutageLog outages) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => inner.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(logLevel);
+
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            var level = logLevel is >= LogLevel.Warning and < LogLevel.None && outages.Holds(exception) ? LogLevel.Debug : logLevel;
+            if (inner.IsEnabled(level))
+            {
+                inner.Log(level, eventId, state, exception, formatter);
+            }
+        }
     }
 
     private sealed class RetriesAsWarnings(ILogger inner) : ILogger
@@ -45,11 +79,22 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner) : ILoggerFacto
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
-            var level = eventId.Id == WolverineRuntime.RescheduledEventId && logLevel == LogLevel.Error ? LogLevel.Warning : logLevel;
+            var level = eventId.Id switch
+            {
+                // The handler logged this attempt's failure itself, once (HandlerFailureLog).
+                WolverineRuntime.RescheduledEventId or WolverineRuntime.MovedToErrorQueueId when LoggedByHandler(state) => LogLevel.Debug,
+                WolverineRuntime.RescheduledEventId when logLevel == LogLevel.Error => LogLevel.Warning,
+                _ => logLevel,
+            };
             if (inner.IsEnabled(level))
             {
                 inner.Log(level, eventId, state, exception, formatter);
             }
         }
+
+        /// <summary>Whether the entry's envelope (both events carry it) says its handler logged the failure.</summary>
+        private static bool LoggedByHandler<TState>(TState state)
+            => state is IReadOnlyList<KeyValuePair<string, object?>> values
+               && values.Any(v => v.Value is Envelope envelope && HandlerFailureLog.WasLogged(envelope));
     }
 }

@@ -73,9 +73,10 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                 if (chain.MessageType == typeof(SummarizeConversation))
                 {
                     chain.ExecutionTimeoutInSeconds = (int)Math.Ceiling(timeout.TotalSeconds);
-                    // A failed attempt is expected (a model's 429 or 503) and retried: Wolverine's own entry for it is a warning,
-                    // and the writer logs the last attempt, the one that dead-letters the job, as the error it is.
-                    chain.FailureLogLevel = LogLevel.Warning;
+                    // The writer logs each failed attempt once, naming the conversation (a warning; the last one, which
+                    // dead-letters the job, an error): Wolverine's own entry for it, with the same stack trace, is a debug one.
+                    // A lost race at the commit, retried at once below, is routine.
+                    chain.FailureLogLevel = LogLevel.Debug;
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
                     // The database away included (unlike other handlers, DatabaseOutages): each attempt may call the model
                     // again, so a job does not do so every 30 s for as long as the database stays away or slow; the sweep

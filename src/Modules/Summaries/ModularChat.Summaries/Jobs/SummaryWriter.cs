@@ -2,9 +2,11 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using JasperFx;
 using Marten;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Contracts;
@@ -29,12 +31,47 @@ public sealed partial class SummaryWriter(
     AppendBursts bursts,
     TenantJobShares shares,
     IOptions<SummariesOptions> options,
+    IHostApplicationLifetime lifetime,
     ILogger<SummaryWriter> logger)
 {
     /// <summary>How long the claim a rebuild takes only to mark itself done holds: until its job has committed (milliseconds).</summary>
     private static readonly TimeSpan MarkClaimHold = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// When a job that came to a stopping node is due again: about one poll of Wolverine's scheduled jobs (5 s), so another
+    /// node takes it soon, and the stopping node, should its poller take it back meanwhile, puts it off again rarely.
+    /// </summary>
+    internal static readonly TimeSpan StoppingHandOver = TimeSpan.FromSeconds(5);
+
     public async Task<OutgoingMessages> RunAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
+    {
+        // A mark of an earlier life of the job (a replayed dead letter's) says nothing about this attempt.
+        envelope.Headers.Remove(HandlerFailureLog.Header);
+        try
+        {
+            return await AttemptAsync(job, session, envelope, cancellationToken);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            // The one entry of the failed attempt, whatever failed in it: Wolverine's own for it stay below Warning
+            // (HandlerFailureLog, and the job's FailureLogLevel). The last one, which dead-letters the job, is the error.
+            var final = envelope.Attempts > RetryCount();
+            metrics.Failed(settingsResolver.For(session.TenantId).Variant, e.GetType().Name, final);
+            if (final)
+            {
+                LogDeadLettered(logger, e, job.ConversationId, session.TenantId, envelope.Attempts, e.Message);
+            }
+            else
+            {
+                LogFailed(logger, e, job.ConversationId, session.TenantId, envelope.Attempts);
+            }
+
+            HandlerFailureLog.MarkLogged(envelope);
+            throw;
+        }
+    }
+
+    private async Task<OutgoingMessages> AttemptAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
     {
         var outgoing = new OutgoingMessages();
         var tenant = session.TenantId;
@@ -44,6 +81,19 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.conversation.id", id);
         span?.SetTag("modularchat.summary.reason", job.Reason);
         span?.SetTag("modularchat.summary.variant", settings.Variant);
+
+        // The node is stopping (it drains its requests first, for up to the shutdown timeout): a job that starts now delays
+        // the stop, and one cut by the timeout is done again elsewhere. Jobs that run finish; one not started yet is stored
+        // again as scheduled, owned by no node, for another node (or this one's next start) to take, before it reads anything.
+        if (lifetime.ApplicationStopping.IsCancellationRequested)
+        {
+            var at = clock.GetUtcNow() + StoppingHandOver;
+            outgoing.Add(job.ScheduledAt(at));
+            KeepPending(session, id, job.UpToSequence, at);
+            metrics.Deferred(settings.Variant, "node_stopping");
+            LogStoppingDeferred(logger, id, tenant);
+            return outgoing;
+        }
 
         // A bulk import is on (ADR 0008): an automatic summary can wait, at most Background:MaxYieldLag after what made it
         // due. Decided before any read: during a long import each due conversation's job comes back every recheck.
@@ -208,19 +258,9 @@ public sealed partial class SummaryWriter(
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            var final = envelope.Attempts > RetryCount();
-            metrics.Failed(settings.Variant, e.GetType().Name, final);
             span?.SetStatus(ActivityStatusCode.Error, e.Message);
-            if (final)
-            {
-                LogDeadLettered(logger, e, id, tenant, envelope.Attempts);
-            }
-            else
-            {
-                LogFailed(logger, e, id, tenant, envelope.Attempts);
-            }
-
-            // Until this job's retry, another job for the revision may try the model (as a duplicate did before claims).
+            // Logged and counted by RunAsync, with the failures of the rest of the attempt. Until this job's retry, another
+            // job for the revision may try the model (as a duplicate did before claims).
             await ReleaseClaimAsync(session, id, envelope.Id);
             throw;
         }
@@ -528,6 +568,9 @@ public sealed partial class SummaryWriter(
         Message = "The claim on the summary of conversation {ConversationId} of tenant {TenantId} could not be released: it lapses after Summaries:JobTimeout")]
     private static partial void LogClaimNotReleased(ILogger logger, Exception exception, Guid conversationId, string tenantId);
 
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: this node is stopping, another node or its next start takes it")]
+    private static partial void LogStoppingDeferred(ILogger logger, Guid conversationId, string tenantId);
+
     [LoggerMessage(Level = LogLevel.Debug, Message = "Summary of conversation {ConversationId} of tenant {TenantId} put off: a burst of appends is on")]
     private static partial void LogDeferred(ILogger logger, Guid conversationId, string tenantId);
 
@@ -547,6 +590,6 @@ public sealed partial class SummaryWriter(
     private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}, the last: dead-lettered (an admin can replay it)")]
-    private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
+        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}, the last: dead-lettered (an admin can replay it): {Error}")]
+    private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt, string error);
 }

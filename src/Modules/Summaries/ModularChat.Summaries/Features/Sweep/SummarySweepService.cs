@@ -19,12 +19,15 @@ public sealed class SummarySweepRecord
 /// <summary>
 /// Runs sweeps in the background on this node: on the configured schedule (skipped when any node swept within half an
 /// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
+/// A stopping node starts no sweep (it drains its requests, for up to the shutdown timeout, before this service is stopped):
+/// a sweep that runs then finishes, the next one is another node's.
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
     IDocumentStore store,
     IOptions<SummariesOptions> options,
     TimeProvider clock,
+    IHostApplicationLifetime lifetime,
     ILogger<SummarySweepService> logger) : BackgroundService
 {
     /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
@@ -48,14 +51,15 @@ public sealed partial class SummarySweepService(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        while (!stoppingToken.IsCancellationRequested)
+        var stopping = lifetime.ApplicationStopping;
+        while (!stoppingToken.IsCancellationRequested && !stopping.IsCancellationRequested)
         {
             var interval = options.Value.Sweep.Interval;
             SweepRequest request;
             var scheduled = false;
             try
             {
-                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, stopping);
                 if (interval > TimeSpan.Zero)
                 {
                     wait.CancelAfter(interval);
@@ -63,12 +67,17 @@ public sealed partial class SummarySweepService(
 
                 request = await _requests.Reader.ReadAsync(wait.Token);
             }
-            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested && !stopping.IsCancellationRequested)
             {
                 request = new SweepRequest();
                 scheduled = true;
             }
             catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            if (stopping.IsCancellationRequested)
             {
                 return;
             }
@@ -82,7 +91,7 @@ public sealed partial class SummarySweepService(
                 }
 
                 var result = await sweep.RunAsync(request, report: null, stoppingToken);
-                while (!result.Ran && !scheduled)
+                while (!result.Ran && !scheduled && !stopping.IsCancellationRequested)
                 {
                     // Another node is sweeping. A scheduled sweep is done by it; a requested one (a rebuild, one tenant)
                     // may be another sweep altogether, so it runs after it instead of being dropped after its 202.

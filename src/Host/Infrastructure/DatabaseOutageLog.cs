@@ -1,0 +1,133 @@
+using Marten;
+using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Persistence;
+using Npgsql;
+
+namespace ModularChat.Host.Infrastructure;
+
+/// <summary>
+/// What Wolverine's and JasperFx's own loggers write while PostgreSQL is away. Their durability agents, listeners and
+/// leader election each retry on their own schedule and log every failure, with its stack trace: a 45 s outage wrote
+/// ~1,700 lines. The outage is logged here instead: once when it starts (a warning), then at most one line per
+/// <see cref="Interval"/> while it lasts (how many entries were held back), and once when PostgreSQL answers again. Their
+/// entries whose exception is the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>) are written at
+/// Debug meanwhile; every other entry of theirs, an error that is not the outage included, is written as it was.
+/// </summary>
+internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logger, TimeProvider clock)
+{
+    /// <summary>The shortest time between two lines about one outage.</summary>
+    public static readonly TimeSpan Interval = TimeSpan.FromSeconds(30);
+
+    private readonly Lock _lock = new();
+    private bool _away;
+    private DateTimeOffset _since;
+    private DateTimeOffset _lastLine;
+    private long _held;
+    private long _heldInAll;
+
+    /// <summary>Whether an outage is on (logged, not yet seen to end).</summary>
+    public bool Away
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _away;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Whether an entry of Wolverine's or JasperFx's with <paramref name="exception"/> is about the database being away: then
+    /// the outage is logged (when it starts, or at most every <see cref="Interval"/>) and the entry is to be written at Debug.
+    /// </summary>
+    public bool Holds(Exception? exception)
+    {
+        if (exception is null || !DatabaseOutages.IsDatabaseAway(exception))
+        {
+            return false;
+        }
+
+        var now = clock.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_away)
+            {
+                (_away, _since, _lastLine, _held, _heldInAll) = (true, now, now, 0, 0);
+                LogStarted(logger, exception.GetType().Name, exception.Message, Interval.TotalSeconds);
+                return true;
+            }
+
+            _held++;
+            _heldInAll++;
+            if (now - _lastLine >= Interval)
+            {
+                LogLasting(logger, (long)(now - _since).TotalSeconds, _held, exception.Message);
+                (_lastLine, _held) = (now, 0);
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>PostgreSQL answered: the outage, if one was on, is over (logged once).</summary>
+    public void Answered()
+    {
+        var now = clock.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_away)
+            {
+                return;
+            }
+
+            _away = false;
+            LogEnded(logger, (long)(now - _since).TotalSeconds, _heldInAll);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "PostgreSQL is unreachable ({ErrorType}: {Error}): Wolverine's entries about it are written at Debug while it lasts; a line every {Seconds} s says it goes on")]
+    private static partial void LogStarted(ILogger logger, string errorType, string error, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PostgreSQL is still unreachable after {Seconds} s ({Held} entries of Wolverine's about it held back since the last line; {Error})")]
+    private static partial void LogLasting(ILogger logger, long seconds, long held, string error);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "PostgreSQL answers again after an outage of about {Seconds} s ({Held} entries of Wolverine's about it written at Debug)")]
+    private static partial void LogEnded(ILogger logger, long seconds, long held);
+
+    /// <summary>While an outage is on, asks PostgreSQL <c>select 1</c> every few seconds, to log its end.</summary>
+    internal sealed class Probe(DatabaseOutageLog outages, IDocumentStore store, TimeProvider clock) : BackgroundService
+    {
+        private static readonly TimeSpan Every = TimeSpan.FromSeconds(2);
+
+        protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+        {
+            using var timer = new PeriodicTimer(Every, clock);
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                if (outages.Away && await AnswersAsync(stoppingToken))
+                {
+                    outages.Answered();
+                }
+            }
+        }
+
+        private async Task<bool> AnswersAsync(CancellationToken stoppingToken)
+        {
+            try
+            {
+                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                timeout.CancelAfter(DatabaseOutages.ProbeTimeout);
+                await using var connection = await store.OpenConnectionAsync(timeout.Token);
+                await using var command = new NpgsqlCommand("select 1", connection);
+                await command.ExecuteScalarAsync(timeout.Token);
+                return true;
+            }
+            catch (Exception e) when (e is NpgsqlException or OperationCanceledException or TimeoutException or IOException or System.Net.Sockets.SocketException)
+            {
+                return false;
+            }
+        }
+    }
+}
