@@ -147,7 +147,7 @@ try
 }
 catch (Exception e) when (e is not HostAbortedException && HostStart.OwnsTheProcess)
 {
-    return await HostStart.FailedAsync(e, app);
+    return await HostStart.FailedAsync(e, app, args.Length == 0 ? null : args[0]);
 }
 
 /// <summary>The entry point, visible to integration tests.</summary>

@@ -50,6 +50,23 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_command_that_fails_says_the_command_failed_not_that_the_node_could_not_start()
+    {
+        // `resources clear` first asks the database which nodes run (CommandGuard): here it cannot be reached.
+        const string password = "Pg-Never-Printed-8";
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = $"Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat;Password={password}",
+        }, "resources", "clear");
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        Assert.True(Occurrences(output, "The command 'resources' failed") == 1, output);
+        Assert.DoesNotContain("The node could not start", output, StringComparison.Ordinal);
+        Assert.DoesNotContain(password, output, StringComparison.Ordinal);
+        Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task A_node_whose_search_language_the_database_lacks_is_refused_before_it_registers_itself()
     {
         var database = await app.ProcessDatabaseAsync();

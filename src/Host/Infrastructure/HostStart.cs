@@ -35,26 +35,42 @@ internal static partial class HostStart
     /// its own start), once: a refusal as its reasons, anything else with its stack trace. Through the Host's logging when
     /// <paramref name="app"/> was built (disposed then, which writes out what its console logger holds), else to stderr.
     /// </summary>
+    /// <param name="command">The command the process was run for (<c>rotate-keys</c>, ...), or null when it was to serve.</param>
     /// <returns>The process's exit code.</returns>
-    public static async Task<int> FailedAsync(Exception error, WebApplication? app)
+    public static async Task<int> FailedAsync(Exception error, WebApplication? app, string? command = null)
     {
         var reasons = StartRefusedException.Reasons(error);
         if (app is null)
         {
-            await Console.Error.WriteLineAsync(reasons is null ? $"The node could not start: {error}" : string.Join(Environment.NewLine, reasons));
+            var what = command is null ? "The node could not start" : $"The command '{command}' failed";
+            await Console.Error.WriteLineAsync(reasons is null ? $"{what}: {error}" : string.Join(Environment.NewLine, reasons));
             return 1;
         }
 
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HostStart).FullName!);
         if (reasons is null)
         {
-            LogFailed(logger, error);
+            if (command is null)
+            {
+                LogFailed(logger, error);
+            }
+            else
+            {
+                LogCommandFailed(logger, error, command);
+            }
         }
         else
         {
             foreach (var reason in reasons)
             {
-                LogRefused(logger, reason);
+                if (command is null)
+                {
+                    LogRefused(logger, reason);
+                }
+                else
+                {
+                    LogCommandRefused(logger, command, reason);
+                }
             }
         }
 
@@ -67,4 +83,10 @@ internal static partial class HostStart
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "The node could not start")]
     private static partial void LogFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The command '{Command}' is refused: {Reason}")]
+    private static partial void LogCommandRefused(ILogger logger, string command, string reason);
+
+    [LoggerMessage(Level = LogLevel.Critical, Message = "The command '{Command}' failed")]
+    private static partial void LogCommandFailed(ILogger logger, Exception exception, string command);
 }
