@@ -43,7 +43,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     /// </summary>
     public bool Holds(Exception? exception)
     {
-        if (exception is null || !DatabaseOutages.IsDatabaseAway(exception))
+        if (exception is null || !DatabaseOutages.IsDatabaseAway(exception) || RolledBack(exception))
         {
             return false;
         }
@@ -69,6 +69,18 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
 
         return true;
     }
+
+    /// <summary>
+    /// A deadlock or a serialization failure (SQLSTATE class 40): transient for the retry rules, but PostgreSQL answered.
+    /// Written as itself: taken for an outage it was logged as "PostgreSQL is unreachable", then "answers again" 2 s later.
+    /// </summary>
+    private static bool RolledBack(Exception exception) => exception switch
+    {
+        PostgresException postgres => postgres.SqlState.StartsWith("40", StringComparison.Ordinal),
+        AggregateException aggregate => aggregate.InnerExceptions.Any(RolledBack),
+        { InnerException: { } inner } => RolledBack(inner),
+        _ => false,
+    };
 
     /// <summary>PostgreSQL answered: the outage, if one was on, is over (logged once).</summary>
     public void Answered()
