@@ -1,3 +1,4 @@
+using Alba;
 using System.Net.Http.Headers;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -83,14 +84,7 @@ public sealed class TwoNodeTests(SummariesApp app)
             var stopping = await app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:JobParallelism"] = "1" });
             try
             {
-                using var client = stopping.Server.CreateClient();
-                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
-                for (var c = 0; c < 4; c++)
-                {
-                    var id = await client.NewConversation();
-                    conversations.Add(id);
-                    await client.AppendEach(id, Api.Turns(1, 10, $"{marker}c{c}"));
-                }
+                conversations.AddRange(await FourConversationsAsync(stopping, marker));
 
                 // Its first job is calling the model; the other three wait behind it.
                 await Eventually.Until(() => Task.FromResult(app.Llm.Requests.Count(r => UserText(r).Contains(marker, StringComparison.Ordinal))),
@@ -133,14 +127,7 @@ public sealed class TwoNodeTests(SummariesApp app)
                 services => services.AddHostedService(_ => draining));
             try
             {
-                using var client = stopping.Server.CreateClient();
-                client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
-                for (var c = 0; c < 4; c++)
-                {
-                    var id = await client.NewConversation();
-                    conversations.Add(id);
-                    await client.AppendEach(id, Api.Turns(1, 10, $"{marker}c{c}"));
-                }
+                conversations.AddRange(await FourConversationsAsync(stopping, marker));
 
                 await Eventually.Until(() => Task.FromResult(app.Llm.RequestsWith(stoppingKey)), n => n >= 1, Eventually.BackgroundSeconds,
                     "the stopping node's first job did not call the model");
@@ -194,6 +181,22 @@ public sealed class TwoNodeTests(SummariesApp app)
             _began.TrySetResult();
             await _released.Task.WaitAsync(cancellationToken);
         }
+    }
+
+    /// <summary>Four conversations of the LLM tenant on <paramref name="node"/>, ten turns each (due for a summary).</summary>
+    private async Task<List<Guid>> FourConversationsAsync(IAlbaHost node, string marker)
+    {
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(app.LlmTenant));
+        var conversations = new List<Guid>();
+        for (var c = 0; c < 4; c++)
+        {
+            var id = await client.NewConversation();
+            conversations.Add(id);
+            await client.AppendEach(id, Api.Turns(1, 10, $"{marker}c{c}"));
+        }
+
+        return conversations;
     }
 
     /// <summary>A model that answers requests about <paramref name="marker"/> after 3 s, and the rest as <paramref name="previous"/> does.</summary>
