@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Conversations.Tests;
@@ -90,20 +91,33 @@ public sealed class TelemetryExportTests(ConversationsApp app)
             ["OpenTelemetry__OtlpProtocol"] = "http/protobuf",
             ["OpenTelemetry__ServiceName"] = serviceName,
             ["OTEL_BSP_SCHEDULE_DELAY"] = "200",
+            // Alone on its database: the shared one may hold messages of another test's node, which this one would recover
+            // and handle while it should be idle.
+            ["ConnectionStrings__Postgres"] = await app.DatabaseOfItsOwnAsync("telemetry_idle"),
         });
         var traces = collector.SignalPaths()[0];
-        using var client = host.Client(app.Token(ModularChatApp.NewUser()));
+        var user = ModularChatApp.NewUser();
+        using var client = host.Client(app.Token(user));
         var conversation = await client.NewConversation();
         Assert.Equal(HttpStatusCode.Created, (await client.PostJson($"/api/conversations/{conversation.Id}/messages",
             new { role = "user", content = "hello" })).StatusCode);
-        // The request's database commands are spans of its trace.
+        // The request's database commands are spans of its trace (Marten's carry the tenant). They end before the request's
+        // own span, so they may come in an earlier export than it.
         await Eventually.Until(() => Task.FromResult(collector.Exports.ToList()),
-            received => received.Any(e => e.Path == traces && e.Contains("POST /api/conversations/{id}/messages") && e.Contains("postgresql")),
+            received => received.Any(e => e.Path == traces && e.Contains("POST /api/conversations/{id}/messages"))
+                        && received.Any(e => e.Path == traces && e.Contains("postgresql") && e.Contains(user)),
             seconds: 20, what: "the append's trace with its database spans");
 
         // Then nothing happens for a while: what the node's background work sends to the database is no trace of its own
         // (the embedding queue's claim every 0.5 s and the event store's poll sent ~100 KB of spans every 30 s).
-        await Task.Delay(TimeSpan.FromSeconds(4)); // the append's own background handling is done
+        // First the append's own background handling ends: the node's projections start once its agents are assigned (10-20 s
+        // after a start) and index the message, the embedding worker embeds it (each its own trace). A fixed 4 s ended
+        // before the projections began, so the window saw neither their work nor their polling (Marten's high-water mark,
+        // a span of its own every second with its commands under it, which the node then exported for as long as it ran).
+        await Eventually.Until(async () => JsonDocument.Parse(await client.GetStringAsync("/api/search/status")).RootElement,
+            status => status.GetProperty("upToDate").GetBoolean() && status.GetProperty("embedded").GetInt64() >= 1,
+            seconds: 60, what: "the message indexed and embedded");
+        await Task.Delay(TimeSpan.FromSeconds(2));
         var before = collector.Exports.Count;
         await Task.Delay(TimeSpan.FromSeconds(5));
         var idle = collector.Exports.Skip(before).Where(e => e.Path == traces).ToList();
