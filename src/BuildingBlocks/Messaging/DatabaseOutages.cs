@@ -100,13 +100,17 @@ public static class DatabaseOutages
     }
 
     /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws).</summary>
-    private static async Task<bool> AnswersAsync(IWolverineRuntime runtime)
+    private static Task<bool> AnswersAsync(IWolverineRuntime runtime)
+        => AnswersAsync(runtime.Services.GetRequiredService<IDocumentStore>(), runtime.Cancellation);
+
+    /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/>.</summary>
+    public static async Task<bool> AnswersAsync(IDocumentStore store, CancellationToken cancellationToken)
     {
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(runtime.Cancellation);
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(ProbeTimeout);
-            await using var connection = await runtime.Services.GetRequiredService<IDocumentStore>().OpenConnectionAsync(timeout.Token);
+            await using var connection = await store.OpenConnectionAsync(timeout.Token);
             await using var command = new NpgsqlCommand("select 1", connection);
             await command.ExecuteScalarAsync(timeout.Token);
             return true;

@@ -1,6 +1,5 @@
 using Marten;
 using ModularChat.BuildingBlocks.Messaging;
-using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
 namespace ModularChat.Host.Infrastructure;
@@ -118,27 +117,10 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
             using var timer = new PeriodicTimer(Every, clock);
             while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                if (outages.Away && await AnswersAsync(stoppingToken))
+                if (outages.Away && await DatabaseOutages.AnswersAsync(store, stoppingToken))
                 {
                     outages.Answered();
                 }
-            }
-        }
-
-        private async Task<bool> AnswersAsync(CancellationToken stoppingToken)
-        {
-            try
-            {
-                using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-                timeout.CancelAfter(DatabaseOutages.ProbeTimeout);
-                await using var connection = await store.OpenConnectionAsync(timeout.Token);
-                await using var command = new NpgsqlCommand("select 1", connection);
-                await command.ExecuteScalarAsync(timeout.Token);
-                return true;
-            }
-            catch (Exception e) when (e is NpgsqlException or OperationCanceledException or TimeoutException or IOException or System.Net.Sockets.SocketException)
-            {
-                return false;
             }
         }
     }
