@@ -15,7 +15,6 @@ using ModularChat.Host.Nodes;
 using ModularChat.Providers;
 using ModularChat.Search;
 using ModularChat.Summaries;
-using Scalar.AspNetCore;
 using Wolverine;
 
 // Every start refusal of the process ends here, printed once (HostStart). Not under a host factory (the tests' in-memory
@@ -90,11 +89,7 @@ try
 
     app.MapModularChatHealth();
     app.MapModularChatNodes();
-    // The one document there is, at a fixed path: the default pattern (/openapi/{documentName}.json) answered any other name
-    // with its own 404 in text/plain instead of a ProblemDetails.
-    app.MapOpenApi("/openapi/v1.json").AllowAnonymous();
-    app.MapScalarApiReference(o => o.WithTitle("ModularChat API")).AllowAnonymous();
-    app.MapGet("/", () => Results.Redirect("/scalar")).AllowAnonymous().ExcludeFromDescription();
+    app.MapApiDocument();
     var modules = app.MapGroup("").RefuseRepeatedQueryValues();
     modules.MapConversationsEndpoints();
     modules.MapProvidersEndpoints();

@@ -372,6 +372,36 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task An_operator_can_turn_the_openapi_document_and_the_api_page_off()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["OpenApi:Enabled"] = "false" });
+        // Like any path the service does not serve: 401 without a token, 404 with one.
+        using var anonymous = node.Server.CreateClient();
+        var user = ModularChatApp.NewUser();
+        using var authenticated = node.Server.CreateClient();
+        authenticated.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", app.Token(user));
+        foreach (var path in new[] { "/openapi/v1.json", "/scalar/", "/" })
+        {
+            Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync(path)).StatusCode);
+            var response = await authenticated.GetAsync(path);
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        }
+
+        // The API itself is served as before.
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
+        await node.Scenario(s =>
+        {
+            s.WithRequestHeader("Authorization", $"Bearer {app.Token(user)}");
+            s.Post.Json(new { title = "Documented elsewhere" }).ToUrl("/api/conversations");
+            s.StatusCodeShouldBe(HttpStatusCode.Created);
+        });
+
+        var refused = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["OpenApi:Enabled"] = "sometimes" }));
+        Assert.Contains("Configuration 'OpenApi:Enabled' must be true or false (was 'sometimes').", refused.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Health_endpoints_answer_without_a_token_and_report_postgres_and_redis()
     {
         using var anonymous = app.Host.Server.CreateClient();
