@@ -347,6 +347,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             ExternalIds.Clear();
             Metadata.Clear();
             CreatedAt.Clear();
+            CreatedOffsets.Clear();
             Contents.Clear();
         }
     }
