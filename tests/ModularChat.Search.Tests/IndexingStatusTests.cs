@@ -24,6 +24,26 @@ public sealed class IndexingStatusTests(NoDaemonSearchApp app) : IClassFixture<N
         Assert.True(status.IndexingLag >= 2, $"lag {status.IndexingLag}");
         Assert.False(status.UpToDate);
     }
+
+    [Fact]
+    public async Task Another_tenants_unread_events_do_not_count_in_the_callers_lag_and_its_own_do()
+    {
+        using var quiet = app.Client(ModularChatApp.NewUser("quiet"));
+        using var importer = app.Client(ModularChatApp.NewUser("importer"));
+        var mine = await quiet.StartConversation("mine", Message("nobody indexes this"));
+        var before = await quiet.SearchStatus();
+
+        await importer.StartConversation("history", [.. Enumerable.Range(0, 40).Select(i => Message($"imported turn {i}"))]);
+        var whileImporting = await quiet.SearchStatus();
+        await (await quiet.PostJson($"/api/conversations/{mine}/messages", Message("nor this"))).ReadAs<System.Text.Json.JsonElement>(System.Net.HttpStatusCode.Created);
+        var afterOwnAppend = await quiet.SearchStatus();
+
+        Assert.True(before.IndexingLag >= 2, $"lag {before.IndexingLag}"); // the conversation's start and its message
+        Assert.Equal(before.IndexingLag, whileImporting.IndexingLag);
+        Assert.Equal(before.IndexingLag + 1, afterOwnAppend.IndexingLag);
+        Assert.False(afterOwnAppend.UpToDate);
+        Assert.True((await importer.SearchStatus()).IndexingLag >= 40);
+    }
 }
 
 /// <summary>The status of a node whose daemon runs: up to date once the projection has caught up.</summary>

@@ -1,5 +1,6 @@
 using ModularChat.Search.Embeddings;
 using ModularChat.Search.Features.Status;
+using ModularChat.Search.Projection;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
 using NpgsqlTypes;
@@ -46,7 +47,7 @@ public sealed class SearchPlanTests(SearchApp app)
     {
         await using var connection = await app.OpenConnectionAsync();
         await using var copy = await ResidentsAsync(connection, "mc_search_pending", "mc_search_models");
-        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), app.Store.Options.Events.DatabaseSchemaName, "newcomer", "m");
+        await using var command = GetSearchStatusHandler.Command(new SearchSchema(copy.Schema), app.Store.Options.Events.DatabaseSchemaName, "newcomer", "m", 10_000);
 
         var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
         var visible = await connection.ExplainAsync(command.CommandText.Replace(SearchSchema.TenantParameter(1), "$1", StringComparison.Ordinal), command.Parameters);
@@ -54,6 +55,65 @@ public sealed class SearchPlanTests(SearchApp app)
         // With the tenant visible, each vector was looked for among all of the tenant's entries (100 s for 20,000 of them).
         Assert.Contains(visible, l => l.Contains("Join Filter: (v.entry_id = e.id)", StringComparison.Ordinal));
         Assert.DoesNotContain(plan, l => l.Contains("Join Filter", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task The_search_status_counts_a_tenants_unread_events_from_its_own_part_of_the_event_index_up_to_the_cap()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        await using var search = await ScratchTables.CreateAsync(connection, "mc_search_entries", "mc_search_vectors", "mc_search_pending", "mc_search_models");
+        await using var events = await ScratchTables.CreateAsync(connection, "mt_events", "mt_event_progression");
+        // 20 tenants' 200,000 events analyzed and read by the projection; then another tenant imports 50,000, among which
+        // resident-3 appends 5.
+        var mtEvents = $"{events.Schema}.mt_events";
+        await connection.ExecuteAsync($"""
+            insert into {mtEvents} (seq_id, id, stream_id, version, data, type, tenant_id)
+                select g, gen_random_uuid(), md5('s' || (g % 2000))::uuid, g / 2000 + 1, '"x"', 'message_appended', 'resident-' || (g % 20)
+                from generate_series(1, 200000) g;
+            analyze {mtEvents};
+            insert into {events.Schema}.mt_event_progression (name, last_seq_id) values ('{SearchEntriesProjection.ProjectionName}:All', 200000);
+            insert into {mtEvents} (seq_id, id, stream_id, version, data, type, tenant_id)
+                select g, gen_random_uuid(), md5('i' || (g % 100))::uuid, g, '"x"', 'message_appended', case when g % 10000 = 0 then 'resident-3' else 'importer' end
+                from generate_series(200001, 250000) g;
+            """);
+
+        // As first planned, and as planned once for all executions (Npgsql prepares statements it runs often).
+        foreach (var (mode, tenant) in from mode in new[] { "force_custom_plan", "force_generic_plan" }
+                                       from tenant in new[] { "resident-3", "importer", "newcomer" }
+                                       select (mode, tenant))
+        {
+            await connection.ExecuteAsync($"set plan_cache_mode = {mode}");
+            await using var command = GetSearchStatusHandler.Command(new SearchSchema(search.Schema), events.Schema, tenant, "m", 1000);
+            var plan = await connection.ExplainAsync(command.CommandText, command.Parameters);
+
+            // One ordered walk of the tenant's part of the (tenant, sequence) index, from the progression on, that stops at the cap.
+            Assert.True(plan.Exists(l => l.Contains(" Scan using mt_events_tenant_id_seq_id", StringComparison.Ordinal)), string.Join('\n', plan));
+            Assert.Contains(plan, l => l.Contains("Index Cond: ((ROW(tenant_id, seq_id) > ROW(", StringComparison.Ordinal));
+            Assert.DoesNotContain(plan, l => l.Contains("mt_events", StringComparison.Ordinal)
+                && (l.Contains("Bitmap", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal) || l.Contains("pkey", StringComparison.Ordinal)));
+        }
+
+        await connection.ExecuteAsync("reset plan_cache_mode");
+        // The plain statement walks every tenant's unread events from the progression on (the primary key) and filters them.
+        var plain = await connection.ExplainAsync($"""
+            select count(*) from (select 1 from {mtEvents} where tenant_id = $1
+                and seq_id > coalesce((select last_seq_id from {events.Schema}.mt_event_progression where name = $2), 0) limit 1000) unread
+            """, "resident-3", $"{SearchEntriesProjection.ProjectionName}:All");
+        Assert.Contains(plain, l => l.Contains("Filter: ((tenant_id)::text = 'resident-3'::text)", StringComparison.Ordinal));
+
+        Assert.Equal(5, await LagAsync("resident-3"));
+        Assert.Equal(1000, await LagAsync("importer")); // 49,995 unread, counted up to the cap
+        Assert.Equal(0, await LagAsync("newcomer"));
+        Assert.Equal(0, await LagAsync("resident-4"));
+
+        async Task<long> LagAsync(string tenant)
+        {
+            await using var command = GetSearchStatusHandler.Command(new SearchSchema(search.Schema), events.Schema, tenant, "m", 1000);
+            command.Connection = connection;
+            await using var reader = await command.ExecuteReaderAsync();
+            await reader.ReadAsync();
+            return reader.GetInt64(4);
+        }
     }
 
     [Fact]

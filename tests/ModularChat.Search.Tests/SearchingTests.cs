@@ -40,6 +40,43 @@ public sealed class SearchingTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_hit_gives_a_messages_time_as_the_messages_api_does_and_time_filters_compare_instants_across_offsets()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var written = new DateTimeOffset(2026, 3, 1, 10, 0, 0, TimeSpan.FromHours(2)); // 08:00 UTC
+        var id = await client.StartConversation("offsets",
+            Message("the lighthouse keeper wrote at ten", createdAt: written),
+            Message("a later lighthouse note", "assistant", createdAt: written.AddHours(1)));
+        await client.WaitForIndexing(2);
+
+        var first = (await (await client.GetAsync($"/api/conversations/{id}/messages/1")).ReadAs<JsonElement>(HttpStatusCode.OK)).GetProperty("createdAt").GetString();
+        var second = (await (await client.GetAsync($"/api/conversations/{id}/messages/2")).ReadAs<JsonElement>(HttpStatusCode.OK)).GetProperty("createdAt").GetString();
+        var hits = (await (await client.GetAsync("/api/search?q=lighthouse&mode=keyword&context=1")).ReadAs<JsonElement>(HttpStatusCode.OK))
+            .GetProperty("hits").EnumerateArray().ToDictionary(h => h.GetProperty("sequence").GetInt64());
+
+        // The same text as the messages API writes, offset included, in the hits and in their neighbouring turns.
+        Assert.Equal(first, hits[1].GetProperty("createdAt").GetString());
+        Assert.Equal(second, hits[2].GetProperty("createdAt").GetString());
+        Assert.Equal(first, hits[2].GetProperty("before")[0].GetProperty("createdAt").GetString());
+        Assert.Equal(second, hits[1].GetProperty("after")[0].GetProperty("createdAt").GetString());
+
+        // Filters compare instants, whatever offset they or the messages were written with (+ is %2B in a query string),
+        // in both lists.
+        foreach (var mode in new[] { "keyword", "semantic" })
+        {
+            Assert.Equal(new long[] { 1, 2 }, await Sequences(mode, "from=2026-03-01T09:00:00%2B02:00"));
+            Assert.Equal(new long[] { 2 }, await Sequences(mode, "from=2026-03-01T10:00:01%2B02:00"));
+            Assert.Equal(new long[] { 2 }, await Sequences(mode, "from=2026-03-01T08:30:00Z"));
+            Assert.Equal(new long[] { 1 }, await Sequences(mode, "to=2026-03-01T10:00:00%2B02:00"));
+            Assert.Equal(new long[] { 1 }, await Sequences(mode, "to=2026-03-01T03:30:00-04:30"));
+            Assert.Empty(await Sequences(mode, "to=2026-03-01T07:59:59Z"));
+        }
+
+        async Task<long[]> Sequences(string mode, string filter)
+            => [.. (await client.Search($"lighthouse&mode={mode}&conversationId={id}&{filter}")).Hits.Select(h => h.Sequence!.Value).Order()];
+    }
+
+    [Fact]
     public async Task Highlight_markers_in_a_message_do_not_highlight_its_words()
     {
         using var client = app.Client(ModularChatApp.NewUser());

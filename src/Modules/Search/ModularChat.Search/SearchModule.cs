@@ -64,6 +64,9 @@ public static class SearchModule
             options.Storage.ExtendedSchemaObjects.Add(table);
         }
 
+        options.Storage.Add(new EventsByTenantIndexFeature(options.Events.DatabaseSchemaName, options.Advanced.Migrator));
+        options.Events.IgnoreIndex(EventsByTenantIndex.Name);
+
         options.Projections.Add(new SearchEntriesProjection(schema, search.Language, search.SpeakerKeys, services.GetRequiredService<IConversationMessages>,
             services.GetRequiredService<AppendBursts>()), JasperFx.Events.Projections.ProjectionLifecycle.Async);
         return options;

@@ -26,6 +26,13 @@ public sealed class SearchOptions
     /// </summary>
     public long MaxOnlineRebuildEvents { get; set; } = 1_000_000;
 
+    /// <summary>
+    /// The most unread events of the caller's tenant <c>GET /api/search/status</c> counts as its <c>indexingLag</c>: a
+    /// larger lag is reported as this figure. Every status call reads up to this many entries of an index, so a client
+    /// polling while its tenant imports a long history does not make each call read the whole backlog.
+    /// </summary>
+    public int MaxCountedIndexingLag { get; set; } = 10_000;
+
     /// <summary>Hits returned when the request gives no k.</summary>
     public int DefaultResults { get; set; } = 10;
 
@@ -204,6 +211,7 @@ internal sealed class SearchOptionsValidator : AbstractValidator<SearchOptions>
         RuleFor(o => o.DefaultResults).GreaterThan(0).LessThanOrEqualTo(o => o.MaxResults).WithMessage("must be between 1 and MaxResults.");
         RuleFor(o => o.MaxQueryLength).InclusiveBetween(1, 100_000);
         RuleFor(o => o.MaxFilteredConversations).InclusiveBetween(1, 1_000_000);
+        RuleFor(o => o.MaxCountedIndexingLag).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.CandidatesPerList).InclusiveBetween(1, 10_000);
         RuleFor(o => o.MaxKeywordCandidates).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.KeywordWeight).InclusiveBetween(0, 100);

@@ -221,7 +221,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             operations.TenantId, _language,
             batch.Ids.ToArray(), batch.Conversations.ToArray(), batch.Kinds.ToArray(), batch.Sequences.ToArray(),
             batch.FromSequences.ToArray(), batch.Revisions.ToArray(), batch.RoleValues.ToArray(), batch.Speakers.ToArray(),
-            batch.ExternalIds.ToArray(), batch.Metadata.ToArray(), batch.CreatedAt.ToArray(), batch.Contents.ToArray());
+            batch.ExternalIds.ToArray(), batch.Metadata.ToArray(), batch.CreatedAt.ToArray(), batch.CreatedOffsets.ToArray(), batch.Contents.ToArray());
         batch.Clear();
     }
 
@@ -232,8 +232,9 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         with params as (select ^::varchar as tenant_id, ^::regconfig as config),
         input as (
             select * from unnest(^::uuid[], ^::uuid[], ^::smallint[], ^::bigint[], ^::bigint[], ^::integer[], ^::varchar[], ^::varchar[],
-                                 ^::varchar[], ^::text[], ^::timestamptz[], ^::text[])
-                as x(id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id, metadata, created_at, content)
+                                 ^::varchar[], ^::text[], ^::timestamptz[], ^::smallint[], ^::text[])
+                as x(id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id, metadata, created_at,
+                     created_offset, content)
         ),
         doc as (
             -- Angle brackets are hidden from the parser, which would otherwise drop "<...>" as an XML tag (see HitDetails).
@@ -247,9 +248,9 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         ),
         inserted as (
             insert into {s.Entries} as e (tenant_id, id, conversation_id, kind, sequence, from_sequence, revision, role, speaker, external_id,
-                                          metadata, created_at, content, search_vector, lexeme_count)
+                                          metadata, created_at, created_offset, content, search_vector, lexeme_count)
             select p.tenant_id, d.id, d.conversation_id, d.kind, d.sequence, d.from_sequence, d.revision, d.role, d.speaker, d.external_id,
-                   d.metadata::jsonb, d.created_at, d.content, d.search_vector, length(d.search_vector)
+                   d.metadata::jsonb, d.created_at, d.created_offset, d.content, d.search_vector, length(d.search_vector)
             from doc d cross join params p
             on conflict (tenant_id, id) do nothing
             returning e.id, e.conversation_id, e.kind, e.lexeme_count, e.search_vector
@@ -295,6 +296,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         public List<string?> ExternalIds { get; } = [];
         public List<string?> Metadata { get; } = [];
         public List<DateTimeOffset> CreatedAt { get; } = [];
+        public List<short> CreatedOffsets { get; } = [];
         public List<string> Contents { get; } = [];
 
         public int Count => Ids.Count;
@@ -313,6 +315,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             ExternalIds.Add(WithoutNul(externalId));
             Metadata.Add(metadata);
             CreatedAt.Add(createdAt.ToUniversalTime());
+            CreatedOffsets.Add((short)createdAt.Offset.TotalMinutes);
             Contents.Add(WithoutNul(content));
         }
 
@@ -344,6 +347,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
             ExternalIds.Clear();
             Metadata.Clear();
             CreatedAt.Clear();
+            CreatedOffsets.Clear();
             Contents.Clear();
         }
     }

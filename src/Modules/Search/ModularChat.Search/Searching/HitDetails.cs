@@ -10,7 +10,7 @@ namespace ModularChat.Search.Searching;
 /// <summary>A span of a snippet that matched the query.</summary>
 public sealed record Highlight(int Start, int Length);
 
-/// <summary>A neighbouring turn returned with a hit.</summary>
+/// <summary>A neighbouring turn returned with a hit; <c>CreatedAt</c> with the offset it was written with, as the hit's.</summary>
 public sealed record ContextTurn(long Sequence, string? Role, string? Speaker, string? ExternalId, DateTimeOffset CreatedAt, string Content);
 
 /// <summary>What a hit shows besides its rank.</summary>
@@ -77,7 +77,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
                 from unnest(to_tsvector($2::regconfig, $3)) t
             )
             select e.id, e.conversation_id, e.kind, e.sequence, e.from_sequence, e.revision, e.role, e.speaker, e.external_id, e.metadata::text,
-                   e.created_at,
+                   e.created_at, e.created_offset,
                    case when btrim(coalesce(h.headline, '')) = '' then left(translate(e.content, $6, $7), {WholeTextLength}) else h.headline end
             from {database.Schema.EntriesById(1, 4)} cross join q
             cross join lateral (
@@ -100,7 +100,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            var (snippet, highlights, html) = Mark(reader.GetString(11));
+            var (snippet, highlights, html) = Mark(reader.GetString(12));
             var details = new EntryDetails(
                 reader.GetGuid(0),
                 reader.GetGuid(1),
@@ -112,7 +112,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
                 reader.IsDBNull(7) ? null : reader.GetString(7),
                 reader.IsDBNull(8) ? null : reader.GetString(8),
                 reader.IsDBNull(9) ? null : JsonSerializer.Deserialize<Dictionary<string, string>>(reader.GetString(9)),
-                reader.GetFieldValue<DateTimeOffset>(10),
+                WrittenAt(reader, 10),
                 snippet,
                 highlights,
                 html);
@@ -135,7 +135,7 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
 
         await using var connection = await database.OpenAsync(cancellationToken);
         await using var command = new NpgsqlCommand($"""
-            select h.id, h.sequence, e.sequence, e.role, e.speaker, e.external_id, e.created_at, left(e.content, {MaxContextCharacters})
+            select h.id, h.sequence, e.sequence, e.role, e.speaker, e.external_id, e.created_at, e.created_offset, left(e.content, {MaxContextCharacters})
             from unnest($2::uuid[], $3::uuid[], $4::bigint[]) as h(id, conversation_id, sequence)
             join {database.Schema.Entries} e
               on e.tenant_id = $1 and e.conversation_id = h.conversation_id and e.kind = 0
@@ -157,11 +157,29 @@ internal sealed class HitDetails(SearchDatabase database, IOptions<SearchOptions
             }
 
             var turn = new ContextTurn(reader.GetInt64(2), reader.IsDBNull(3) ? null : reader.GetString(3), reader.IsDBNull(4) ? null : reader.GetString(4),
-                reader.IsDBNull(5) ? null : reader.GetString(5), reader.GetFieldValue<DateTimeOffset>(6), reader.GetString(7));
+                reader.IsDBNull(5) ? null : reader.GetString(5), WrittenAt(reader, 6), reader.GetString(8));
             (turn.Sequence < reader.GetInt64(1) ? lists.Before : lists.After).Add(turn);
         }
 
         return result;
+    }
+
+    /// <summary>
+    /// The time of an entry (column <paramref name="column"/>, its offset in minutes the next one) with the offset it was
+    /// written with, as <c>GET /api/conversations/{id}/messages</c> gives it: the same instant, the same text. UTC for an
+    /// entry indexed before the offset was kept, or one that the offset would take out of .NET's range.
+    /// </summary>
+    private static DateTimeOffset WrittenAt(NpgsqlDataReader reader, int column)
+    {
+        var utc = reader.GetFieldValue<DateTimeOffset>(column);
+        if (reader.IsDBNull(column + 1))
+        {
+            return utc;
+        }
+
+        var offset = TimeSpan.FromMinutes(reader.GetInt16(column + 1));
+        var local = utc.UtcTicks + offset.Ticks;
+        return local < DateTime.MinValue.Ticks || local > DateTime.MaxValue.Ticks ? utc : utc.ToOffset(offset);
     }
 
     /// <summary>Turns ts_headline's markers into a plain snippet with highlight offsets, and an HTML-escaped copy with &lt;mark&gt; tags.</summary>

@@ -98,6 +98,9 @@ internal sealed class SearchSchema(string schemaName)
         entries.AddColumn("external_id", "varchar");
         entries.AddColumn("metadata", "jsonb");
         entries.AddColumn("created_at", "timestamp with time zone").NotNull();
+        // The offset from UTC, in minutes, that the time was written with: hits give it as the messages API does (a
+        // timestamptz keeps the instant only). Null for entries indexed before it was kept: their time reads as UTC.
+        entries.AddColumn("created_offset", "smallint");
         entries.AddColumn("content", "text").NotNull();
         entries.AddColumn("search_vector", "tsvector").NotNull();
         entries.AddColumn("lexeme_count", "integer").NotNull();

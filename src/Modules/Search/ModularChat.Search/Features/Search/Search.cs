@@ -22,6 +22,10 @@ public sealed record SemanticStatus(string? Model, bool Available, string? Probl
 /// <param name="Id">The entry's id: the message id for a message, a stable id for a summary revision.</param>
 /// <param name="Kind">"message" or "summary".</param>
 /// <param name="Sequence">The message's sequence in its conversation (null for a summary).</param>
+/// <param name="CreatedAt">
+/// When the message was written (a summary: when it was revised), with the offset it was written with, as
+/// <c>GET /api/conversations/{id}/messages</c> gives it (UTC for entries indexed before offsets were kept).
+/// </param>
 /// <param name="Snippet">The best fragments of the text, plain.</param>
 /// <param name="Highlights">Where the query's words are in <paramref name="Snippet"/>.</param>
 /// <param name="HighlightedSnippet">The snippet HTML-escaped, with the query's words in &lt;mark&gt; tags.</param>
