@@ -21,9 +21,11 @@ using Wolverine;
 // hosts, the OpenAPI document's generation at build, which stops the entry point with HostAbortedException): it reports
 // what the entry point throws as the reason its host failed.
 WebApplication? app = null;
+IConfiguration? configuration = null; // a refusal before the host is built is logged as the host would have
 try
 {
     var builder = WebApplication.CreateBuilder(new WebApplicationOptions { Args = args, ContentRootPath = ContentRoot.For(args) });
+    configuration = builder.Configuration;
     var limits = HostLimits.From(builder.Configuration);
     builder.WebHost.ConfigureKestrel(k => limits.ApplyTo(k.Limits));
 
@@ -142,7 +144,7 @@ try
 }
 catch (Exception e) when (e is not HostAbortedException && HostStart.OwnsTheProcess)
 {
-    return await HostStart.FailedAsync(e, app, args.Length == 0 ? null : args[0]);
+    return await HostStart.FailedAsync(e, app, configuration, args.Length == 0 ? null : args[0]);
 }
 
 /// <summary>The entry point, visible to integration tests.</summary>

@@ -13,11 +13,13 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
     [Theory]
     [InlineData("Conversations__MaxTitleLength", "0", "Configuration 'Conversations:MaxTitleLength'")] // a validated option
     [InlineData("Limits__MaxRequestBodyBytes", "0", "Configuration 'Limits:MaxRequestBodyBytes'")] // read before the host is built
+    [InlineData("Cache__MaxEntryBytes", "1", "Configuration 'Cache:MaxEntryBytes'")] // read before the host is built
     [InlineData("Search__Language", "klingon", "Configuration 'Search:Language'")] // a start check against the database
-    public async Task A_refused_setting_ends_the_process_with_exit_code_1_and_its_message_once(string variable, string value, string message)
+    public async Task A_refused_setting_ends_the_process_with_exit_code_1_and_its_message_once_in_a_timestamped_entry(string variable, string value, string message)
     {
         // Before, the refusal escaped the entry point: logged once, printed again by the runtime with its stack trace, and
-        // the process aborted (SIGABRT, exit code 134).
+        // the process aborted (SIGABRT, exit code 134). Later, a setting read before the host was built was a bare line on
+        // stderr, without the UTC timestamp every other entry has.
         var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
         {
             [variable] = value,
@@ -30,6 +32,10 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
         Assert.True(Occurrences(output, message) == 1, $"'{message}' is not in the output exactly once:\n{output}");
         Assert.DoesNotContain("Unhandled exception", output, StringComparison.Ordinal);
         Assert.DoesNotMatch(StackFrame(), output);
+        var entries = output.Split('\n').Where(line => line.Length > 0 && !char.IsWhiteSpace(line[0])).ToList();
+        Assert.NotEmpty(entries);
+        Assert.All(entries, line => Assert.Matches(TimestampedEntry(), line));
+        Assert.Contains(entries, line => line.Contains(" crit: ", StringComparison.Ordinal));
     }
 
     [Fact]

@@ -70,6 +70,72 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
         }
     }
 
+    [Fact]
+    public async Task A_stopping_node_claims_no_entries_and_leaves_them_queued_for_another_node()
+    {
+        // The main node's embedding of the tenant's first message is held by its model: the tenant is in flight there, so the
+        // main node claims none of the tenant's other entries meanwhile, and a second node is the only one that can.
+        var user = ModularChatApp.NewUser();
+        var marker = "m" + Guid.NewGuid().ToString("N")[..12];
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var held = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        app.OpenAi.BeforeEmbedding = async r =>
+        {
+            if (r.Body["input"]?.ToJsonString().Contains($"held {marker}", StringComparison.Ordinal) == true)
+            {
+                held.TrySetResult();
+                await answer.Task;
+            }
+        };
+        await app.Providers.UseAsync(user, "fake-embed-3");
+        var draining = new RequestsDraining();
+        Alba.IAlbaHost? second = null;
+        try
+        {
+            using var client = app.Client(user);
+            await client.StartConversation("held", Message($"The lighthouse keeper wrote in his diary. held {marker}"));
+            await held.Task.WaitAsync(TimeSpan.FromSeconds(30));
+
+            // Stopped first (registered last), as Kestrel is, and as slowly as its requests drain: until the test lets it go.
+            second = await app.StartHostAsync(services: services => services.AddHostedService(_ => draining));
+            var worker = second.Services.GetRequiredService<ModularChat.Search.Embeddings.EmbeddingWorker>();
+
+            // While it runs, the second node embeds the tenant's entries.
+            await client.StartConversation("before", Message($"The ferry left at dawn. before {marker}"));
+            await Eventually.Until(() => Task.FromResult(EmbeddingRequestsAbout($"before {marker}")), n => n >= 1, what: "the second node embedding the tenant's entry");
+
+            // SIGTERM: it runs on while its requests drain, but claims nothing more.
+            second.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>().StopApplication();
+            await draining.Began.WaitAsync(TimeSpan.FromSeconds(10));
+            await client.StartConversation("after", Message($"The storm closed the harbour. after {marker}"));
+            const string afterRow = "select p.attempts from modularchat.mc_search_pending p join modularchat.mc_search_entries e " +
+                                    "on e.tenant_id = p.tenant_id and e.id = p.entry_id where p.tenant_id = $1 and e.content like $2 and p.not_before <= now()";
+            await Eventually.Until(() => QueryAsync<int>(afterRow, user, $"%after {marker}%"), rows => rows.Count == 1, what: "the entry appended after the stop, queued and due");
+
+            // Ten of its polls later the entry is still queued, due, with no attempt: the stopping node left it alone.
+            await Task.Delay(TimeSpan.FromSeconds(1));
+            Assert.Equal(0, EmbeddingRequestsAbout($"after {marker}"));
+            Assert.Equal([0], await QueryAsync<int>(afterRow, user, $"%after {marker}%"));
+            Assert.True(worker.ExecuteTask?.IsCompleted, "the stopping node's embedding worker still runs");
+
+            // Once the main node's model answers, it embeds the rest of the tenant's entries.
+            answer.SetResult();
+            Assert.Equal(3, (await client.WaitForIndexing(3)).Embedded);
+            Assert.Equal(1, EmbeddingRequestsAbout($"after {marker}"));
+        }
+        finally
+        {
+            answer.TrySetResult();
+            draining.Release();
+            if (second is not null)
+            {
+                await second.DisposeAsync();
+            }
+
+            await app.Providers.UseAsync(user, null);
+        }
+    }
+
     [Theory]
     [InlineData("semantic")]
     [InlineData("hybrid")]
@@ -447,6 +513,9 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
             await app.Providers.UseAsync(user, null);
         }
     }
+
+    private int EmbeddingRequestsAbout(string text)
+        => app.OpenAi.Requests.Count(r => r.Path == "/v1/embeddings" && r.Body["input"]?.ToJsonString().Contains(text, StringComparison.Ordinal) == true);
 
     private int CarEmbeddingRequests() => app.OpenAi.Requests.Count(r => r.Path == "/v1/embeddings" && r.Body.ToJsonString().Contains("bought a car", StringComparison.Ordinal));
 

@@ -164,22 +164,34 @@ public sealed class TwoNodeTests(SummariesApp app)
         }
     }
 
-    /// <summary>Stands for Kestrel draining its requests when the host stops: its stop ends when the test releases it (or the host's shutdown timeout).</summary>
-    private sealed class RequestsDraining : IHostedService
+    [Fact]
+    public async Task A_sweep_requested_from_a_stopping_node_answers_503_with_Retry_After_and_starts_nothing()
     {
-        private readonly TaskCompletionSource _began = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        private readonly TaskCompletionSource _released = new(TaskCreationOptions.RunContinuationsAsynchronously);
-
-        public Task Began => _began.Task;
-
-        public void Release() => _released.TrySetResult();
-
-        public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
-        public async Task StopAsync(CancellationToken cancellationToken)
+        var draining = new RequestsDraining();
+        var stopping = await app.StartHostAsync(services: services => services.AddHostedService(_ => draining));
+        try
         {
-            _began.TrySetResult();
-            await _released.Task.WaitAsync(cancellationToken);
+            using var admin = stopping.Server.CreateClient();
+            admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+            var sweeps = stopping.Services.GetRequiredService<SummarySweepService>();
+
+            // SIGTERM: the node runs on while its requests drain, but its sweep service has ended.
+            stopping.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+            await draining.Began.WaitAsync(TimeSpan.FromSeconds(10));
+
+            var response = await admin.PostJson("/api/admin/summaries/sweep", new { tenant = app.PatientTenant });
+
+            var problem = await response.ShouldBeProblem(503);
+            Assert.Contains("stopping", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+            Assert.Equal(TimeSpan.FromSeconds(5), response.Headers.RetryAfter?.Delta);
+            // Nothing was queued either: the service holds one request, and would refuse a second one.
+            Assert.False(sweeps.Running);
+            Assert.True(sweeps.TryRequest(new SweepRequest()), "the refused request was queued on the stopping node");
+        }
+        finally
+        {
+            draining.Release();
+            await stopping.DisposeAsync();
         }
     }
 

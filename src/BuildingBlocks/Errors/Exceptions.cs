@@ -28,3 +28,9 @@ public sealed class BadRequestException(string field, string message) : Exceptio
 {
     public string Field { get; } = field;
 }
+
+/// <summary>
+/// This node is stopping and does not take the work asked of it (503 with Retry-After): another node, or this one after
+/// its restart, takes the request sent again.
+/// </summary>
+public sealed class NodeStoppingException(string message) : Exception(message);

@@ -31,7 +31,12 @@ public sealed partial class ProblemDetailsExceptionHandler(
         }
 
         var problem = Map(exception);
-        if (problem.Status == StatusCodes.Status503ServiceUnavailable)
+        if (exception is NodeStoppingException)
+        {
+            httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            LogNodeStopping(logger, httpContext.Request.Method, httpContext.Request.Path);
+        }
+        else if (problem.Status == StatusCodes.Status503ServiceUnavailable)
         {
             httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
             LogDatabaseUnavailable(logger, httpContext.Request.Method, httpContext.Request.Path,
@@ -56,6 +61,12 @@ public sealed partial class ProblemDetailsExceptionHandler(
     {
         ValidationException validation => FromValidation(validation),
         BadRequestException bad => Invalid(bad.Field, bad.Message),
+        NodeStoppingException stopping => new ProblemDetails
+        {
+            Status = StatusCodes.Status503ServiceUnavailable,
+            Title = "This node is stopping.",
+            Detail = stopping.Message,
+        },
         NotFoundException notFound => new ProblemDetails
         {
             Status = StatusCodes.Status404NotFound,
@@ -319,6 +330,9 @@ public sealed partial class ProblemDetailsExceptionHandler(
 
     private static string ToCamelCase(string propertyName)
         => string.Join('.', propertyName.Split('.').Select(p => p.Length == 0 ? p : char.ToLowerInvariant(p[0]) + p[1..]));
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Method} {Path} answered 503: this node is stopping")]
+    private static partial void LogNodeStopping(ILogger logger, string method, string path);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Method} {Path} answered 503: the database {Failure} ({Reason})")]
     private static partial void LogDatabaseUnavailable(ILogger logger, string method, string path, string failure, string reason);

@@ -1,6 +1,5 @@
 using FluentValidation;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Security;
@@ -32,17 +31,16 @@ public static class OptionsRegistration
         where TCheck : class, IStartCheck
     {
         services.AddSingleton<IStartCheck, TCheck>();
-        services.TryAddSingleton<StartChecks>();
-        // The host resolves its hosted services as one list: a factory keeps the checks one instance, which the Host runs too.
-        if (!services.Any(d => d.ServiceType == typeof(IHostedService) && d.ImplementationFactory?.Method.ReturnType == typeof(StartChecks)))
+        // The first check registers the runner, once, both as itself (the Host runs it too) and as a hosted service resolved
+        // to that same instance (the host resolves its hosted services as one list, which would make a second one).
+        if (!services.Any(d => d.ServiceType == typeof(StartChecks)))
         {
-            services.AddSingleton<IHostedService>(StartChecksOf);
+            services.AddSingleton<StartChecks>();
+            services.AddSingleton<IHostedService>(s => s.GetRequiredService<StartChecks>());
         }
 
         return services;
     }
-
-    private static StartChecks StartChecksOf(IServiceProvider services) => services.GetRequiredService<StartChecks>();
 
     private sealed class FluentValidateOptions<TOptions>(string section, IValidator<TOptions> validator) : IValidateOptions<TOptions>
         where TOptions : class

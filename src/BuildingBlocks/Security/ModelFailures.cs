@@ -85,11 +85,11 @@ public static class ModelFailures
     /// <summary>
     /// For a model server configured for the whole service (<c>Summaries:Llm</c>, <c>Search:Embeddings</c>): any failure
     /// but a cancellation (the caller's, or its timeout) becomes a <see cref="ModelServerException"/> scrubbed of
-    /// <paramref name="apiKey"/> and of the credentials it carries (<see cref="Redaction.WithCredentialParts"/>).
+    /// <paramref name="apiKey"/> and of the credentials it carries (<see cref="Redaction.WithCredentialParts(string)"/>).
     /// </summary>
     public static Func<Exception, CancellationToken, Exception?> Scrubbed(string? apiKey)
     {
-        var secrets = Redaction.WithCredentialParts(apiKey is { Length: > 0 } ? [apiKey] : []);
+        var secrets = Redaction.WithCredentialParts(apiKey);
         return (e, _) => e is OperationCanceledException
             ? null
             : new ModelServerException(Redaction.Scrub(e.Message, secrets), e is ClientResultException { Status: > 0 } result ? result.Status : null);

@@ -83,6 +83,13 @@ public static partial class Redaction
     }
 
     /// <summary>
+    /// A provider's key with the credentials it carries (<see cref="WithCredentialParts(IEnumerable{string})"/>); none for no key
+    /// (null or empty: the provider is called without one).
+    /// </summary>
+    public static IReadOnlyList<string> WithCredentialParts(string? key)
+        => WithCredentialParts(key is { Length: > 0 } ? [key] : []);
+
+    /// <summary>
     /// <paramref name="secrets"/> with the credentials they carry. A header value written <c>scheme credentials</c>
     /// (<c>Bearer TOKEN</c>, <c>Token TOKEN</c>, <c>Basic ...</c>) is sent whole, but a server that repeats it rarely quotes it
     /// whole ("authenticated with token TOKEN", "Token TOKEN has expired"): the credentials after the scheme are a secret of
@@ -144,7 +151,7 @@ public static partial class Redaction
     private const int MinLength = 4;
 
     /// <summary>
-    /// The shortest part of a secret (<see cref="WithCredentialParts"/>) looked for on its own: as long as the shortest token
+    /// The shortest part of a secret (<see cref="WithCredentialParts(IEnumerable{string})"/>) looked for on its own: as long as the shortest token
     /// the general scrubbing takes for one after <c>Bearer</c>.
     /// </summary>
     private const int MinPartLength = 6;

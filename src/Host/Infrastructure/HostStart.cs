@@ -33,21 +33,30 @@ internal static partial class HostStart
     /// <summary>
     /// Reports <paramref name="error"/>, which stopped the start before the host started (the host reports what fails in
     /// its own start), once: a refusal as its reasons, anything else with its stack trace. Through the Host's logging when
-    /// <paramref name="app"/> was built (disposed then, which writes out what its console logger holds), else to stderr.
+    /// <paramref name="app"/> was built (disposed then, which writes out what its console logger holds); before that (a
+    /// setting read while the host is configured: <c>Limits</c>, <c>Cache</c>, <c>Messaging</c>, the connection strings),
+    /// through a console logger configured from <paramref name="configuration"/>'s <c>Logging</c> section as the host's is,
+    /// so that it reads as every other entry (before, it was a bare line on stderr, without the UTC timestamp); to stderr
+    /// only when not even the configuration was read.
     /// </summary>
+    /// <param name="configuration">The host's configuration, once read.</param>
     /// <param name="command">The command the process was run for (<c>rotate-keys</c>, ...), or null when it was to serve.</param>
     /// <returns>The process's exit code.</returns>
-    public static async Task<int> FailedAsync(Exception error, WebApplication? app, string? command = null)
+    public static async Task<int> FailedAsync(Exception error, WebApplication? app, IConfiguration? configuration, string? command = null)
     {
         var reasons = StartRefusedException.Reasons(error);
-        if (app is null)
+        if (app is null && configuration is null)
         {
             var what = command is null ? "The node could not start" : $"The command '{command}' failed";
             await Console.Error.WriteLineAsync(reasons is null ? $"{what}: {error}" : string.Join(Environment.NewLine, reasons));
             return 1;
         }
 
-        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(HostStart).FullName!);
+        // Disposed last: the console logger writes out what it holds.
+        using var logging = app is null
+            ? LoggerFactory.Create(l => l.AddConfiguration(configuration!.GetSection("Logging")).AddConsole())
+            : null;
+        var logger = (logging ?? app!.Services.GetRequiredService<ILoggerFactory>()).CreateLogger(typeof(HostStart).FullName!);
         if (reasons is null)
         {
             if (command is null)
@@ -74,7 +83,11 @@ internal static partial class HostStart
             }
         }
 
-        await app.DisposeAsync();
+        if (app is not null)
+        {
+            await app.DisposeAsync();
+        }
+
         return 1;
     }
 

@@ -9,6 +9,13 @@ namespace ModularChat.Host.Nodes;
 /// takes such a node for dead after that long. After each refresh it compares the live nodes with this one
 /// (<see cref="PeerSettingsLog"/>).
 /// </summary>
+/// <remarks>
+/// It goes on while the node stops (SIGTERM: the node drains its requests and finishes the work it started) and says
+/// nothing of the stop until the host stops it: the node is alive and answers until then, and nothing hands it work by
+/// its row (the stopping services refuse new work themselves, see <see cref="ModularChat.BuildingBlocks.Background.SharedBackgroundWork"/>).
+/// A row left to go stale during a drain longer than <c>Messaging:StaleNodeTimeout</c> would have the other nodes
+/// drop it while it still runs; its removal when the host stops it is what tells them it is gone.
+/// </remarks>
 internal sealed partial class NodeHeartbeat(
     LocalNode local, NodeDirectory directory, PeerSettingsLog peers, IWolverineRuntime runtime, ILogger<NodeHeartbeat> logger) : BackgroundService
 {

@@ -11,7 +11,8 @@ namespace ModularChat.Conversations;
 /// Samples how fast the whole cluster appends, once a second, from the event store's sequence (every event takes the
 /// next number, whichever node appends it), and tells <see cref="AppendBursts"/>: background work on this node steps aside
 /// for an import that another node serves, as it does for one served here. One cheap read a second per node; nothing
-/// when yielding is off.
+/// when yielding is off. It goes on while the node stops, until the host stops it: it claims nothing, and the work this
+/// node still finishes meanwhile (a running summary job, an embedding) asks <see cref="AppendBursts"/> whether to step aside.
 /// </summary>
 internal sealed partial class ClusterAppendRate(
     IDocumentStore store, AppendBursts bursts, IOptions<BackgroundOptions> options, TimeProvider clock, ILogger<ClusterAppendRate> logger)

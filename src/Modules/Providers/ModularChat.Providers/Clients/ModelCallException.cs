@@ -31,7 +31,7 @@ internal sealed class ModelCallException(int status, string title, string detail
 
         // The key and the credentials it carries (a key written "Basic dXNlcjpwYXNz" or "Token abc...": the part after the
         // scheme, and Basic's user:password and password), which a server that repeats what it was sent quotes on their own.
-        var secrets = Redaction.WithCredentialParts(provider.ApiKey is { Length: > 0 } key ? [key] : []);
+        var secrets = Redaction.WithCredentialParts(provider.ApiKey);
         switch (error)
         {
             case ModelCallException known:

@@ -24,6 +24,9 @@ namespace ModularChat.Search.Embeddings;
 /// at a time, so one tenant's slow model or large backlog does not hold back the others. Failures
 /// are retried with exponential back-off. Every <see cref="SearchEmbeddingOptions.ModelCheckInterval"/>, and when a
 /// search notices a tenant's model for the first time, tenants whose model changed get all their entries queued again.
+/// A stopping node claims nothing more and checks no model (<see cref="SharedBackgroundWork"/>): the rows stay queued for
+/// the other nodes. Claimed rows it has not begun to embed are given back at once, due and with no attempt counted; those
+/// it is embedding are stored, or given back the same way if the host stops the worker first.
 /// </summary>
 internal sealed partial class EmbeddingWorker(
     SearchDatabase database,
@@ -33,7 +36,8 @@ internal sealed partial class EmbeddingWorker(
     AppendBursts bursts,
     ITokenCounter tokens,
     TimeProvider clock,
-    ILogger<EmbeddingWorker> logger) : BackgroundService
+    IHostApplicationLifetime lifetime,
+    ILogger<EmbeddingWorker> logger) : SharedBackgroundWork(lifetime)
 {
     private static readonly TimeSpan Lease = TimeSpan.FromMinutes(5);
 
@@ -82,7 +86,7 @@ internal sealed partial class EmbeddingWorker(
         }
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
         if (!_options.WorkerEnabled)
         {
@@ -97,26 +101,27 @@ internal sealed partial class EmbeddingWorker(
         // hundred rows.
         long? foundNothingAt = null;
         var failedRounds = 0; // rounds in a row that failed (the database away): the worker waits longer and logs less
-        while (!stoppingToken.IsCancellationRequested)
+        while (!newWork.IsCancellationRequested)
         {
             running.RemoveWhere(t => t.IsCompleted);
             var full = false;
             var wait = _options.PollInterval;
             try
             {
-                await YieldToBurstAsync(stoppingToken);
-                await CheckModelsAsync(stoppingToken);
+                await YieldToBurstAsync(newWork);
+                await CheckModelsAsync(newWork);
                 var leftOut = _inFlight.Keys.ToArray();
                 var mayClaim = leftOut.Length < _options.MaxConcurrentTenants
                     && (leftOut.Length == 0 || foundNothingAt is not { } at || clock.GetElapsedTime(at) >= _options.PollInterval);
-                if (mayClaim)
+                if (mayClaim && !newWork.IsCancellationRequested)
                 {
+                    // Not cut by the stop once begun: rows leased by a commit whose answer was lost would wait out their lease.
                     var (groups, rows) = await ClaimAsync(leftOut, stoppingToken);
                     foundNothingAt = rows == 0 && leftOut.Length > 0 ? clock.GetTimestamp() : null;
                     full = rows == _options.BatchSize * 4;
                     foreach (var group in groups)
                     {
-                        running.Add(EmbedTenantAsync(group.Key, [.. group], stoppingToken));
+                        running.Add(EmbedTenantAsync(group.Key, [.. group], newWork, stoppingToken));
                     }
                 }
 
@@ -126,7 +131,7 @@ internal sealed partial class EmbeddingWorker(
                     failedRounds = 0;
                 }
             }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            catch (OperationCanceledException) when (newWork.IsCancellationRequested)
             {
                 break;
             }
@@ -154,7 +159,7 @@ internal sealed partial class EmbeddingWorker(
                 // ends wakes the worker, as do searches noticing a new model.
                 try
                 {
-                    await _wake.WaitAsync(wait, stoppingToken);
+                    await _wake.WaitAsync(wait, newWork);
                 }
                 catch (OperationCanceledException)
                 {
@@ -163,7 +168,7 @@ internal sealed partial class EmbeddingWorker(
             }
         }
 
-        // Stopping: the tenants' embeddings end on the same token; what they had not stored stays queued (their leases expire).
+        // Stopping: the tenants' embeddings under way finish (until the host stops the worker); each gives back what it does not store.
         try
         {
             await Task.WhenAll(running);
@@ -237,16 +242,17 @@ internal sealed partial class EmbeddingWorker(
 
     /// <summary>
     /// Embeds one tenant's claimed rows, beside the other tenants' (each call waits on that tenant's own model), and puts
-    /// back what it could not embed; then lets the worker claim that tenant's next rows.
+    /// back what it could not embed; then lets the worker claim that tenant's next rows. Rows still waiting for a place when
+    /// the node begins to stop (<paramref name="newWork"/>), or not stored when the host stops the worker, are given back.
     /// </summary>
-    private async Task EmbedTenantAsync(string tenantId, Claim[] claims, CancellationToken cancellationToken)
+    private async Task EmbedTenantAsync(string tenantId, Claim[] claims, CancellationToken newWork, CancellationToken cancellationToken)
     {
         var placed = false;
         try
         {
             // Off the worker's loop at once: the loop goes on claiming for other tenants while this one waits on its model.
             await Task.Yield();
-            await _places!.WaitAsync(cancellationToken);
+            await _places!.WaitAsync(newWork);
             placed = true;
             var (notEmbedded, refused) = await EmbedAsync(tenantId, claims, cancellationToken);
             // An entry the model has refused on its own at its last allowed attempt is given up; the others wait for their next.
@@ -260,6 +266,12 @@ internal sealed partial class EmbeddingWorker(
             {
                 await DeferAsync([.. notEmbedded.Except(givenUp)], CancellationToken.None);
             }
+        }
+        catch (OperationCanceledException) when (!placed ? newWork.IsCancellationRequested : cancellationToken.IsCancellationRequested)
+        {
+            // The node stops: another node embeds them (the model's call, or the place, was not this node's to finish).
+            using var timeout = new CancellationTokenSource(ReleaseTimeout);
+            await PutBackAsync(claims, ReleaseSql(database.Schema), null, timeout.Token);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -341,6 +353,12 @@ internal sealed partial class EmbeddingWorker(
     /// <summary>Puts the claimed rows that are still leased back, due after $4, one attempt more.</summary>
     internal static string DeferSql(SearchSchema schema)
         => $"update {schema.Pending} set attempts = attempts + 1, not_before = now() + $4::interval where {StillLeased}";
+
+    /// <summary>Gives the claimed rows that are still leased back, due now, with no attempt counted (the node stops).</summary>
+    internal static string ReleaseSql(SearchSchema schema) => $"update {schema.Pending} set not_before = now() where {StillLeased}";
+
+    /// <summary>How long a stopping worker tries to give its claimed rows back (their leases expire on their own otherwise).</summary>
+    private static readonly TimeSpan ReleaseTimeout = TimeSpan.FromSeconds(5);
 
     /// <summary>
     /// Leaves the claimed rows that are still leased on the queue, one attempt more, never due (until queued again): PostgreSQL

@@ -1,39 +1,35 @@
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using Npgsql;
 
 namespace ModularChat.Search.Storage;
 
 /// <summary>
 /// Removes the tombstones of deleted conversations (and the logged ranges of deleted messages) once <see cref="SearchOptions.TombstoneLifetime"/> has passed, so that
-/// in the end nothing of a deleted conversation remains in the database. Every node runs it; the delete is idempotent.
+/// in the end nothing of a deleted conversation remains in the database. Every node runs it; the delete is idempotent. A
+/// stopping node starts no round (the other nodes' rounds do the same delete); one that runs finishes.
 /// </summary>
-internal sealed partial class TombstoneCleanup(SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, ILogger<TombstoneCleanup> logger)
-    : BackgroundService
+internal sealed partial class TombstoneCleanup(
+    SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, IHostApplicationLifetime lifetime, ILogger<TombstoneCleanup> logger)
+    : SharedBackgroundWork(lifetime)
 {
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
-        var lifetime = options.Value.TombstoneLifetime;
-        var interval = TimeSpan.FromTicks(Math.Clamp(lifetime.Ticks / 2, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(5).Ticks));
+        var tombstoneLifetime = options.Value.TombstoneLifetime;
+        var interval = TimeSpan.FromTicks(Math.Clamp(tombstoneLifetime.Ticks / 2, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(5).Ticks));
         using var timer = new PeriodicTimer(interval, clock);
-        try
+        while (await timer.WaitForNextTickAsync(newWork))
         {
-            while (await timer.WaitForNextTickAsync(stoppingToken))
+            try
             {
-                try
-                {
-                    await RemoveExpiredAsync(lifetime, stoppingToken);
-                }
-                catch (Exception e) when (e is not OperationCanceledException)
-                {
-                    LogCleanupFailed(logger, e);
-                }
+                await RemoveExpiredAsync(tombstoneLifetime, stoppingToken);
             }
-        }
-        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-        {
-            // Stopping.
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                LogCleanupFailed(logger, e);
+            }
         }
     }
 

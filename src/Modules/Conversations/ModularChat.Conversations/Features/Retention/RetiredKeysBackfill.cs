@@ -1,6 +1,7 @@
 using Marten;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Domain;
 using Npgsql;
@@ -21,17 +22,19 @@ namespace ModularChat.Conversations.Features.Retention;
 /// was written. So a start no longer scans an archive that only grows, and rows an older build archives during a
 /// rolling upgrade are still found by the next start. Several nodes starting at once write the same keys (a store is
 /// an upsert) and each its own mark, any of which is safe. A conversation deleted while its keys are written may keep a
-/// few orphan keys (small rows nothing reads).
+/// few orphan keys (small rows nothing reads). A node that stops during a pass reads no further page (the page it is
+/// writing is stored) and records no mark: the next start of any node reads on from the last complete pass.
 /// </remarks>
-internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<RetiredKeysBackfill> logger) : BackgroundService
+internal sealed partial class RetiredKeysBackfill(IDocumentStore store, IHostApplicationLifetime lifetime, ILogger<RetiredKeysBackfill> logger)
+    : SharedBackgroundWork(lifetime)
 {
     private const int Page = 1000;
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
         try
         {
-            var recorded = await RunAsync(stoppingToken);
+            var recorded = await RunAsync(stoppingToken, newWork);
             if (recorded > 0)
             {
                 LogRecorded(logger, recorded);
@@ -51,7 +54,9 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
     internal static readonly TimeSpan Overlap = TimeSpan.FromHours(1);
 
     /// <summary>Records the missing keys of the rows archived since the last complete pass, a page at a time; returns how many.</summary>
-    public async Task<int> RunAsync(CancellationToken cancellationToken)
+    /// <param name="cancellationToken">Ends the pass where it is.</param>
+    /// <param name="newWork">Ends the pass before its next page (the node stops).</param>
+    public async Task<int> RunAsync(CancellationToken cancellationToken, CancellationToken newWork = default)
     {
         RetiredKeysBackfillMark? mark;
         await using (var session = store.QuerySession())
@@ -80,6 +85,7 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, ILogger<
         var recorded = 0;
         while (true)
         {
+            newWork.ThrowIfCancellationRequested();
             var missing = new List<(string Tenant, RetiredExternalId Key)>();
             await using (var connection = await store.OpenConnectionAsync(cancellationToken))
             await using (var command = new NpgsqlCommand(sql, connection))

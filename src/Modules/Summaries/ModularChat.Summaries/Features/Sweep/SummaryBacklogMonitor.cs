@@ -7,7 +7,12 @@ using Npgsql;
 
 namespace ModularChat.Summaries.Features.Sweep;
 
-/// <summary>Counts, every <see cref="SummariesOptions.BacklogRefreshInterval"/>, the conversations with a summary queued and not yet written (the backlog gauge).</summary>
+/// <summary>
+/// Counts, every <see cref="SummariesOptions.BacklogRefreshInterval"/>, the conversations with a summary queued and not yet
+/// written (the backlog gauge). It goes on while the node stops, until the host stops it: it claims nothing and calls no
+/// model (one count), and this node's metrics are exported until then; a gauge frozen at SIGTERM would show the backlog
+/// of before the deploy while the other nodes take over the stopping node's jobs.
+/// </summary>
 public sealed partial class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
     : BackgroundService
 {

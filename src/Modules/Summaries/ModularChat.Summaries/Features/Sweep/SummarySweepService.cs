@@ -3,6 +3,7 @@ using Marten;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 
 namespace ModularChat.Summaries.Features.Sweep;
 
@@ -20,7 +21,8 @@ public sealed class SummarySweepRecord
 /// Runs sweeps in the background on this node: on the configured schedule (skipped when any node swept within half an
 /// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
 /// A stopping node starts no sweep (it drains its requests, for up to the shutdown timeout, before this service is stopped):
-/// a sweep that runs then finishes, the next one is another node's.
+/// a sweep that runs then finishes, the next one is another node's, and a sweep requested then is refused
+/// (<see cref="SharedBackgroundWork.NodeStopping"/>).
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
@@ -28,7 +30,7 @@ public sealed partial class SummarySweepService(
     IOptions<SummariesOptions> options,
     TimeProvider clock,
     IHostApplicationLifetime lifetime,
-    ILogger<SummarySweepService> logger) : BackgroundService
+    ILogger<SummarySweepService> logger) : SharedBackgroundWork(lifetime)
 {
     /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
     internal static readonly TimeSpan BusyRetryInterval = TimeSpan.FromSeconds(2);
@@ -49,17 +51,16 @@ public sealed partial class SummarySweepService(
         return (await session.LoadAsync<SummarySweepRecord>(SummarySweepRecord.Key, cancellationToken))?.Last;
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
-        var stopping = lifetime.ApplicationStopping;
-        while (!stoppingToken.IsCancellationRequested && !stopping.IsCancellationRequested)
+        while (!newWork.IsCancellationRequested)
         {
             var interval = options.Value.Sweep.Interval;
             SweepRequest request;
             var scheduled = false;
             try
             {
-                using var wait = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, stopping);
+                using var wait = CancellationTokenSource.CreateLinkedTokenSource(newWork);
                 if (interval > TimeSpan.Zero)
                 {
                     wait.CancelAfter(interval);
@@ -67,7 +68,7 @@ public sealed partial class SummarySweepService(
 
                 request = await _requests.Reader.ReadAsync(wait.Token);
             }
-            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested && !stopping.IsCancellationRequested)
+            catch (OperationCanceledException) when (!newWork.IsCancellationRequested)
             {
                 request = new SweepRequest();
                 scheduled = true;
@@ -77,7 +78,7 @@ public sealed partial class SummarySweepService(
                 return;
             }
 
-            if (stopping.IsCancellationRequested)
+            if (newWork.IsCancellationRequested)
             {
                 return;
             }
@@ -91,7 +92,7 @@ public sealed partial class SummarySweepService(
                 }
 
                 var result = await sweep.RunAsync(request, report: null, stoppingToken);
-                while (!result.Ran && !scheduled && !stopping.IsCancellationRequested)
+                while (!result.Ran && !scheduled && !newWork.IsCancellationRequested)
                 {
                     // Another node is sweeping. A scheduled sweep is done by it; a requested one (a rebuild, one tenant)
                     // may be another sweep altogether, so it runs after it instead of being dropped after its 202.

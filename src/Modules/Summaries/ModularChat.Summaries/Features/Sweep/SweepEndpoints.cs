@@ -35,6 +35,12 @@ internal sealed class StartSweepHandler(SummarySweepService sweeps) : ICommandHa
 {
     public async ValueTask<SweepStatus> Handle(StartSweep command, CancellationToken cancellationToken)
     {
+        if (sweeps.NodeStopping)
+        {
+            // Accepted, it would never run: the stopping node's sweep service starts nothing more.
+            throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
+        }
+
         if (!sweeps.TryRequest(new SweepRequest(command.Resummarize, command.Tenant?.Trim())))
         {
             throw new ConflictException("A summary sweep is already running on this node: wait for it to finish (GET /api/admin/summaries/sweep).");
@@ -60,9 +66,11 @@ internal static class SweepEndpoints
                 => TypedResults.Accepted("/api/admin/summaries/sweep", await sender.Send(new StartSweep(body?.Resummarize ?? false, body?.Tenant), ct)))
             .WithName("StartSummarySweep")
             .WithSummary("Find conversations whose summary is missing or stale and queue them (resummarize=true rebuilds every summary)")
-            .WithDescription("Runs in the background on this node, one node at a time; GET the same path for its progress and last result.")
+            .WithDescription("Runs in the background on this node, one node at a time; GET the same path for its progress and last result. " +
+                             "A node that is stopping answers 503 with Retry-After and starts nothing.")
             .ProducesValidationProblem()
-            .ProducesProblem(StatusCodes.Status409Conflict);
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
 
         admin.MapGet("/sweep", async Task<Ok<SweepStatus>> (ISender sender, CancellationToken ct)
                 => TypedResults.Ok(await sender.Send(new GetSweepStatus(), ct)))
