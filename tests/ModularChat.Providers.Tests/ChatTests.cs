@@ -1247,6 +1247,75 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_and_answers_504_naming_the_setting(bool streamed)
+    {
+        // Far shorter than the tool's own bound (Mcp:ToolCallTimeout, 30 s here), which the turn used to wait for.
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:TurnTimeout"] = "00:00:02" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} wake it") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        using var response = await client.SendAsync(request);
+        JsonElement problem;
+        if (streamed)
+        {
+            // The stream began with the model's call: the turn ends with its error event, as a model that fails mid-turn.
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.Equal(["tool-call", "error"], events.Select(e => e.Name));
+            problem = events[^1].Data;
+            Assert.Equal(504, problem.GetProperty("status").GetInt32());
+        }
+        else
+        {
+            problem = await response.ShouldBeProblem(504);
+        }
+
+        Assert.Equal("The chat turn did not finish in time.", problem.GetProperty("title").GetString());
+        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.6.5", problem.GetProperty("type").GetString());
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_and_the_turn_answers_504_naming_the_setting()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Chat:TurnTimeout"] = "00:00:02",
+            ["Providers:RequestTimeout"] = "00:01:00", // the model call's own bound, which the turn used to wait for
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var never = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("too late", Hold: never.Task), app.Model.Responder);
+        var abortedBefore = app.Model.AbortedRequests;
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
+        var problem = await response.ShouldBeProblem(504);
+
+        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
+            what: "The model call was not cancelled");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        never.SetResult();
+    }
+
     [Fact]
     public async Task A_provider_error_before_the_first_token_of_a_stream_still_answers_a_problem()
     {

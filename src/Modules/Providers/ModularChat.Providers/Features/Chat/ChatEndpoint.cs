@@ -52,7 +52,8 @@ internal static class ChatEndpoint
                 "Appends the user's message, assembles the context (summary + recent messages within the model's budget), calls the tenant's " +
                 "provider with its MCP tools, appends tool calls, tool results and the answer, and returns the answer. With 'Accept: text/event-stream' " +
                 "the answer streams as server-sent events (delta, tool-call, tool-result, then done with this response, or error); a client that " +
-                "disconnects cancels the model call. Provider failures answer 502/504 and store nothing but the user's message; without a provider, 409.")
+                "disconnects cancels the model call. Provider failures answer 502/504 and store nothing but the user's message, and so does a turn " +
+                "still running after Chat:TurnTimeout (504); without a provider, 409.")
             .Produces<ChatTurnResponse>(StatusCodes.Status200OK, "application/json", "text/event-stream")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)

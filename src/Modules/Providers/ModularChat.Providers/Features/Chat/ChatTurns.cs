@@ -83,7 +83,8 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 /// Runs chat turns: appends the user's message, assembles the context, calls the model with the tenant's MCP tools
 /// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds and <see cref="ChatTurnOptions.MaxToolCalls"/>
 /// calls), then appends the tool calls, their
-/// results and the answer in one transaction. A failed model call appends nothing more than the user's message.
+/// results and the answer in one transaction. A failed model call, or a turn past <see cref="ChatTurnOptions.TurnTimeout"/>, appends
+/// nothing more than the user's message.
 /// Conversations are read and written through <see cref="IConversationMessages"/> only.
 /// </summary>
 internal sealed partial class ChatTurns(
@@ -215,6 +216,7 @@ internal sealed partial class ChatTurns(
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
         private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls);
+        private readonly TimeSpan _timeout = owner.ChatOptions.CurrentValue.TurnTimeout;
 
         /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
         public static string AnswerId(AppendedConversationMessage user) => $"chat:{user.MessageId:N}:answer";
@@ -245,9 +247,14 @@ internal sealed partial class ChatTurns(
             }
 
             ChatResponse response;
+            using var deadline = Deadline(cancellationToken);
             try
             {
-                response = await Pipeline().GetResponseAsync(context.Messages, Options(), cancellationToken);
+                response = await Pipeline().GetResponseAsync(context.Messages, Options(), deadline.Token);
+            }
+            catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
+            {
+                throw late;
             }
             catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
             {
@@ -270,7 +277,8 @@ internal sealed partial class ChatTurns(
                 yield break; // nothing streams: the stored turn is the "done" event
             }
 
-            var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
+            using var deadline = Deadline(cancellationToken);
+            var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), deadline.Token).GetAsyncEnumerator(deadline.Token);
             var any = false;
             var finished = false; // whether the model's latest round ended with a finish reason
             try
@@ -281,6 +289,10 @@ internal sealed partial class ChatTurns(
                     try
                     {
                         moved = await updates.MoveNextAsync();
+                    }
+                    catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
+                    {
+                        throw late;
                     }
                     catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
                     {
@@ -559,6 +571,31 @@ internal sealed partial class ChatTurns(
             ModelId = model,
             Tools = tools.Tools.Count > 0 ? [.. tools.Tools] : null,
         };
+
+        /// <summary>
+        /// The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now, for its model and tool calls together;
+        /// also cancelled with <paramref name="cancellationToken"/> (the client left, the node stops).
+        /// </summary>
+        private CancellationTokenSource Deadline(CancellationToken cancellationToken)
+        {
+            var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(_timeout);
+            return deadline;
+        }
+
+        /// <summary>
+        /// The failure of a turn whose <paramref name="deadline"/> passed while its caller still waits (the model or tool
+        /// call in flight cancelled by it): a 504 as a model call that timed out, naming the setting; null otherwise. As
+        /// any model call that fails mid-turn, it stores nothing but the user's message.
+        /// </summary>
+        private ModelCallException? TimedOut(CancellationTokenSource deadline, CancellationToken cancellationToken)
+            => deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+                ? Failed(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
+                    $"The turn did not finish within {_timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
+                    $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
+                    "the user's message is stored.",
+                    null))
+                : null;
 
         private ModelCallException Failed(ModelCallException failure)
         {
