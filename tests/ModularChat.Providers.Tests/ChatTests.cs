@@ -772,6 +772,77 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("done", turn.Answer.Content);
     }
 
+    [Fact]
+    public async Task A_streamable_http_server_that_restarts_during_a_turn_gets_a_new_session_at_the_next_call_and_the_next_turn()
+    {
+        await using var server = await RestartableMcpServer.StartAsync();
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("restartable", server.Url);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "add", """{"a":2,"b":3}""")),
+            1 => Restarted(server, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
+            2 => FakeReply.Calls(new FakeToolCall("c3", "add", """{"a":6,"b":7}""")),
+            _ => FakeReply.Text("done"),
+        }, app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add thrice");
+
+        // The server forgot the session between the first and the second call: the second fails, saying so; the third
+        // is made in a new session.
+        Assert.Equal(["5", "13"], new[] { turn.ToolCalls[0], turn.ToolCalls[2] }.Select(c => c.Result));
+        var lost = turn.ToolCalls[1];
+        Assert.True(lost.Failed);
+        Assert.StartsWith("The tool add of MCP server 'restartable' could not be called: ", lost.Result, StringComparison.Ordinal);
+        Assert.Contains("no longer knows this session", lost.Result, StringComparison.Ordinal);
+        Assert.False(turn.ToolCalls[2].Failed);
+
+        // And a later turn, after another restart, works from its first call.
+        await server.RestartAsync();
+        var next = Marker();
+        app.Model.Responder = CallsThenAnswer(next, "added", app.Model.Responder, new FakeToolCall("c4", "add", """{"a":1,"b":1}"""));
+        var later = await client.ChatAsync(await client.StartConversationAsync(), $"{next} add once"); // no replayed tool results
+        Assert.Equal(("2", false), (Assert.Single(later.ToolCalls).Result, later.ToolCalls[0].Failed));
+    }
+
+    [Fact]
+    public async Task A_call_whose_connection_drops_mid_request_fails_and_the_next_call_opens_a_new_session()
+    {
+        await using var server = await RestartableMcpServer.StartAsync();
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("restartable", server.Url);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "restart", "{}")),
+            1 => After(server.Restarted, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
+            _ => FakeReply.Text("done"),
+        }, app.Model.Responder);
+
+        var turn = await client.ChatAsync(conversation, $"{marker} restart, then add");
+
+        // The call in flight when the server restarted fails; the next one used to be sent in the old session (404).
+        var (cut, add) = (turn.ToolCalls[0], turn.ToolCalls[1]);
+        Assert.True(cut.Failed);
+        Assert.StartsWith("The tool restart of MCP server 'restartable' could not be called: ", cut.Result, StringComparison.Ordinal);
+        Assert.Equal(("9", false), (add.Result, add.Failed));
+    }
+
+    /// <summary><paramref name="reply"/>, once <paramref name="server"/> has restarted (the model answers meanwhile).</summary>
+    private static FakeReply Restarted(RestartableMcpServer server, FakeReply reply) => After(server.RestartAsync(), reply);
+
+    /// <summary><paramref name="reply"/>, once <paramref name="done"/> is (the model answers meanwhile).</summary>
+    private static FakeReply After(Task done, FakeReply reply)
+    {
+        done.GetAwaiter().GetResult();
+        return reply;
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
