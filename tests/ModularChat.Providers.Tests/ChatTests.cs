@@ -1023,6 +1023,29 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task Streamed_calls_of_the_last_round_say_they_are_not_run_and_why_as_they_stream()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        // A model that asks for a call in every round, also in the last one, which runs no tools.
+        app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} add forever");
+
+        // The last round's call used to stream with run true, and no tool-result ever came for it.
+        const string lastRound = "Not called: the turn's last round runs no tools (at most 1 rounds of tool calls per turn, Chat:MaxToolRounds).";
+        (string Name, bool Run, string? Reason, bool Stored) Said((string Name, JsonElement Data) e)
+            => (e.Name, e.Data.GetProperty("run").GetBoolean(), e.Data.GetProperty("notRunReason").GetString(), e.Data.GetProperty("stored").GetBoolean());
+        Assert.Equal([("tool-call", true, null, true), ("tool-result", true, null, true), ("tool-call", false, lastRound, false)],
+            events.Where(e => e.Name is "tool-call" or "tool-result").Select(Said));
+        Assert.Equal("3", Assert.Single(turn.ToolCalls).Result);
+        Assert.Equal("1", (await client.MessagesAsync(conversation))[^1].Metadata!["toolCallsNotRun"]);
+    }
+
+    [Fact]
     public async Task A_call_id_that_comes_back_in_a_later_round_is_paired_with_its_own_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -105,9 +105,9 @@ internal static class ChatEndpoint
                             break;
                         case FunctionCallContent call:
                             // A call that is not run says so, and why, as the stored turn does (a failed call with that
-                            // result, or, beyond Chat:MaxToolCalls, no call at all: stored false).
+                            // result, or, beyond Chat:MaxToolCalls or in the last round, no call at all: stored false).
                             var origin = turn.ToolOrigins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
-                            var (why, stored) = calls[call.CallId] = (turn.NotRun(call), !turn.BeyondLimit(call));
+                            var (why, stored) = calls[call.CallId] = (turn.NotRun(call), turn.Stored(call));
                             await WriteAsync(http, "tool-call", new
                             {
                                 callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments,

@@ -215,7 +215,7 @@ internal sealed partial class ChatTurns(
     {
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
-        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls);
+        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls, owner.ChatOptions.CurrentValue.MaxToolRounds);
         private readonly TimeSpan _timeout = owner.ChatOptions.CurrentValue.TurnTimeout;
 
         /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
@@ -544,22 +544,24 @@ internal sealed partial class ChatTurns(
 
         /// <summary>
         /// Why <paramref name="call"/> is not run, in the words its result gives the model, or null when it is run (as far as
-        /// is known when the call arrives: it is counted then). A call beyond the turn's limit is not stored either; one of a
-        /// tool that was not offered, or with arguments that are not JSON, is stored as a failed call with that result.
+        /// is known when the call arrives: it is counted then). A call of the turn's last round (Chat:MaxToolRounds used up)
+        /// or beyond the turn's limit is not stored either (the last round's gets no result at all); one of a tool that was
+        /// not offered, or with arguments that are not JSON, is stored as a failed call with that result.
         /// </summary>
         public string? NotRun(FunctionCallContent call)
-            => _limit.Refused(call) ? _limit.Refusal
+            => _limit.InLastRound(call) ? _limit.LastRoundReason
+                : _limit.Refused(call) ? _limit.Refusal
                 : !tools.Origins.ContainsKey(call.Name) ? McpToolSession.NotOfferedSentence(call)
                 : call.Exception is not null ? McpToolSession.ArgumentsNotJsonSentence(call)
                 : null;
 
-        /// <summary>Whether <paramref name="call"/> is beyond the turn's limit: not run, and not stored.</summary>
-        public bool BeyondLimit(FunctionCallContent call) => _limit.Refused(call);
+        /// <summary>Whether <paramref name="call"/> is stored: not when it is of the last round or beyond the turn's limit.</summary>
+        public bool Stored(FunctionCallContent call) => !_limit.InLastRound(call) && !_limit.Refused(call);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
             .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)
             {
-                MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds,
+                MaximumIterationsPerRequest = _limit.MaxRounds,
                 IncludeDetailedErrors = false, // exception messages could carry connection details into the model's context
                 AllowConcurrentInvocation = false,
             })
