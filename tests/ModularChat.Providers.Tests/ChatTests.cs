@@ -776,18 +776,14 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task A_streamable_http_server_that_restarts_during_a_turn_gets_a_new_session_at_the_next_call_and_the_next_turn()
     {
         await using var server = await RestartableMcpServer.StartAsync();
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("restartable", server.Url);
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        var (client, conversation, marker) = await WithRestartableAsync(server, toolResults => toolResults switch
         {
             0 => FakeReply.Calls(new FakeToolCall("c1", "add", """{"a":2,"b":3}""")),
             1 => Restarted(server, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
             2 => FakeReply.Calls(new FakeToolCall("c3", "add", """{"a":6,"b":7}""")),
             _ => FakeReply.Text("done"),
-        }, app.Model.Responder);
+        });
+        using var _ = client;
 
         var turn = await client.ChatAsync(conversation, $"{marker} add thrice");
 
@@ -812,17 +808,13 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task A_call_whose_connection_drops_mid_request_fails_and_the_next_call_opens_a_new_session()
     {
         await using var server = await RestartableMcpServer.StartAsync();
-        using var client = app.Client(ModularChatApp.NewUser());
-        await client.AddProviderAsync(app.Model.BaseUrl);
-        await client.AddMcpServerAsync("restartable", server.Url);
-        var conversation = await client.StartConversationAsync();
-        var marker = Marker();
-        app.Model.Responder = Answer(marker, request => request.Messages.Count(m => m?["role"]?.ToString() == "tool") switch
+        var (client, conversation, marker) = await WithRestartableAsync(server, toolResults => toolResults switch
         {
             0 => FakeReply.Calls(new FakeToolCall("c1", "restart", "{}")),
             1 => After(server.Restarted, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
             _ => FakeReply.Text("done"),
-        }, app.Model.Responder);
+        });
+        using var _ = client;
 
         var turn = await client.ChatAsync(conversation, $"{marker} restart, then add");
 
@@ -831,6 +823,20 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.True(cut.Failed);
         Assert.StartsWith("The tool restart of MCP server 'restartable' could not be called: ", cut.Result, StringComparison.Ordinal);
         Assert.Equal(("9", false), (add.Result, add.Failed));
+    }
+
+    /// <summary>
+    /// A client of a new tenant with the fake model and <paramref name="server"/> (as 'restartable'), a conversation, and a
+    /// marker whose requests the model answers by how many tool results they hold, with <paramref name="round"/>.
+    /// </summary>
+    private async Task<(HttpClient Client, Guid Conversation, string Marker)> WithRestartableAsync(RestartableMcpServer server, Func<int, FakeReply> round)
+    {
+        var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("restartable", server.Url);
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => round(request.Messages.Count(m => m?["role"]?.ToString() == "tool")), app.Model.Responder);
+        return (client, await client.StartConversationAsync(), marker);
     }
 
     /// <summary><paramref name="reply"/>, once <paramref name="server"/> has restarted (the model answers meanwhile).</summary>
