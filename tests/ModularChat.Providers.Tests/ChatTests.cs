@@ -1265,6 +1265,22 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task The_deltas_of_a_turn_whose_first_round_only_calls_a_tool_join_to_the_answer()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "It is 5.", app.Model.Responder, new FakeToolCall("call_1", "add", """{"a":2,"b":3}"""));
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3?");
+
+        // A blank line used to stream after the answer's first word ("It\n\n is 5."): the round that ended was taken to
+        // end only when a separator was sent, and none is sent before the first text.
+        Assert.Equal("It is 5.", string.Concat(events.Where(e => e.Name == "delta").Select(e => e.Data.GetProperty("text").GetString())));
+        Assert.Equal("It is 5.", turn.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
         using var client = app.Client(ModularChatApp.NewUser());

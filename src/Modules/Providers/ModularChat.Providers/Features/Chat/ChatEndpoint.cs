@@ -74,8 +74,7 @@ internal static class ChatEndpoint
         // Why the latest call of each id is not run (null: it is) and whether it is stored, for its result: a result carries
         // only its call's id.
         var calls = new Dictionary<string, (string? NotRun, bool Stored)>(StringComparer.Ordinal);
-        var said = false; // whether the model's text has streamed (more than white space)
-        var nextRound = false; // whether tools answered since the model's text last streamed
+        var rounds = new AnswerRounds();
         var started = false;
         try
         {
@@ -94,13 +93,11 @@ internal static class ChatEndpoint
                     {
                         case TextContent { Text.Length: > 0 } text when update.Role != ChatRole.Tool:
                             // Every round's text is the answer's, one round's from the next's apart as the answer has them.
-                            if (said && nextRound && !string.IsNullOrWhiteSpace(text.Text))
+                            if (rounds.Before(text.Text) is { } separator)
                             {
-                                await WriteAsync(http, "delta", new { text = ChatTurns.ChatTurn.RoundSeparator }, json, ct);
-                                nextRound = false;
+                                await WriteAsync(http, "delta", new { text = separator }, json, ct);
                             }
 
-                            said |= !string.IsNullOrWhiteSpace(text.Text);
                             await WriteAsync(http, "delta", new { text = text.Text }, json, ct);
                             break;
                         case FunctionCallContent call:
@@ -115,7 +112,7 @@ internal static class ChatEndpoint
                             }, json, ct);
                             break;
                         case FunctionResultContent toolResult:
-                            nextRound = true;
+                            rounds.RoundEnded();
                             var called = calls.GetValueOrDefault(toolResult.CallId, (null, true));
                             await WriteAsync(http, "tool-result", new
                             {

@@ -447,7 +447,7 @@ internal sealed partial class ChatTurns(
 
             // Every round's text, as it streamed: what a model writes before its tool calls ("Let me look that up.") is part of
             // the answer, not lost (it used to be streamed as deltas and left out of the answer, which kept the last round's).
-            var answer = answerParts.Count > 0 ? string.Join(RoundSeparator, answerParts.Select(p => p.Trim())) : "(the model returned no text)";
+            var answer = answerParts.Count > 0 ? AnswerRounds.Join(answerParts) : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -527,12 +527,6 @@ internal sealed partial class ChatTurns(
                 new ChatUsage(usage?.InputTokenCount, usage?.OutputTokenCount, usage?.TotalTokenCount),
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
-
-        /// <summary>
-        /// Between the texts of two rounds of the model in the answer, and in the streamed deltas: a client that joins the
-        /// deltas has the answer (apart from white space at the ends of a round's text, which the answer leaves out).
-        /// </summary>
-        public const string RoundSeparator = "\n\n";
 
         /// <summary>Where <see cref="CompleteAsync"/> keeps a call beyond the turn's limit, which is not stored.</summary>
         private const int NotStored = -1;
