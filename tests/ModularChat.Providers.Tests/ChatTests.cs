@@ -772,6 +772,83 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("done", turn.Answer.Content);
     }
 
+    [Fact]
+    public async Task A_streamable_http_server_that_restarts_during_a_turn_gets_a_new_session_at_the_next_call_and_the_next_turn()
+    {
+        await using var server = await RestartableMcpServer.StartAsync();
+        var (client, conversation, marker) = await WithRestartableAsync(server, toolResults => toolResults switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "add", """{"a":2,"b":3}""")),
+            1 => Restarted(server, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
+            2 => FakeReply.Calls(new FakeToolCall("c3", "add", """{"a":6,"b":7}""")),
+            _ => FakeReply.Text("done"),
+        });
+        using var _ = client;
+
+        var turn = await client.ChatAsync(conversation, $"{marker} add thrice");
+
+        // The server forgot the session between the first and the second call: the second fails, saying so; the third
+        // is made in a new session.
+        Assert.Equal(["5", "13"], new[] { turn.ToolCalls[0], turn.ToolCalls[2] }.Select(c => c.Result));
+        var lost = turn.ToolCalls[1];
+        Assert.True(lost.Failed);
+        Assert.StartsWith("The tool add of MCP server 'restartable' could not be called: ", lost.Result, StringComparison.Ordinal);
+        Assert.Contains("no longer knows this session", lost.Result, StringComparison.Ordinal);
+        Assert.False(turn.ToolCalls[2].Failed);
+
+        // And a later turn, after another restart, works from its first call.
+        await server.RestartAsync();
+        var next = Marker();
+        app.Model.Responder = CallsThenAnswer(next, "added", app.Model.Responder, new FakeToolCall("c4", "add", """{"a":1,"b":1}"""));
+        var later = await client.ChatAsync(await client.StartConversationAsync(), $"{next} add once"); // no replayed tool results
+        Assert.Equal(("2", false), (Assert.Single(later.ToolCalls).Result, later.ToolCalls[0].Failed));
+    }
+
+    [Fact]
+    public async Task A_call_whose_connection_drops_mid_request_fails_and_the_next_call_opens_a_new_session()
+    {
+        await using var server = await RestartableMcpServer.StartAsync();
+        var (client, conversation, marker) = await WithRestartableAsync(server, toolResults => toolResults switch
+        {
+            0 => FakeReply.Calls(new FakeToolCall("c1", "restart", "{}")),
+            1 => After(server.Restarted, FakeReply.Calls(new FakeToolCall("c2", "add", """{"a":4,"b":5}"""))),
+            _ => FakeReply.Text("done"),
+        });
+        using var _ = client;
+
+        var turn = await client.ChatAsync(conversation, $"{marker} restart, then add");
+
+        // The call in flight when the server restarted fails; the next one used to be sent in the old session (404).
+        var (cut, add) = (turn.ToolCalls[0], turn.ToolCalls[1]);
+        Assert.True(cut.Failed);
+        Assert.StartsWith("The tool restart of MCP server 'restartable' could not be called: ", cut.Result, StringComparison.Ordinal);
+        Assert.Equal(("9", false), (add.Result, add.Failed));
+    }
+
+    /// <summary>
+    /// A client of a new tenant with the fake model and <paramref name="server"/> (as 'restartable'), a conversation, and a
+    /// marker whose requests the model answers by how many tool results they hold, with <paramref name="round"/>.
+    /// </summary>
+    private async Task<(HttpClient Client, Guid Conversation, string Marker)> WithRestartableAsync(RestartableMcpServer server, Func<int, FakeReply> round)
+    {
+        var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        await client.AddMcpServerAsync("restartable", server.Url);
+        var marker = Marker();
+        app.Model.Responder = Answer(marker, request => round(request.Messages.Count(m => m?["role"]?.ToString() == "tool")), app.Model.Responder);
+        return (client, await client.StartConversationAsync(), marker);
+    }
+
+    /// <summary><paramref name="reply"/>, once <paramref name="server"/> has restarted (the model answers meanwhile).</summary>
+    private static FakeReply Restarted(RestartableMcpServer server, FakeReply reply) => After(server.RestartAsync(), reply);
+
+    /// <summary><paramref name="reply"/>, once <paramref name="done"/> is (the model answers meanwhile).</summary>
+    private static FakeReply After(Task done, FakeReply reply)
+    {
+        done.GetAwaiter().GetResult();
+        return reply;
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -949,6 +1026,29 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(["tool_call", "tool_result"], messages[1..3].Select(m => m.Metadata!["kind"]));
         Assert.Equal("1", messages[^1].Metadata!["toolCallsNotRun"]);
         Assert.Equal("3", Assert.Single(turn.ToolCalls).Result);
+    }
+
+    [Fact]
+    public async Task Streamed_calls_of_the_last_round_say_they_are_not_run_and_why_as_they_stream()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        // A model that asks for a call in every round, also in the last one, which runs no tools.
+        app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} add forever");
+
+        // The last round's call used to stream with run true, and no tool-result ever came for it.
+        const string lastRound = "Not called: the turn's last round runs no tools (at most 1 rounds of tool calls per turn, Chat:MaxToolRounds).";
+        (string Name, bool Run, string? Reason, bool Stored) Said((string Name, JsonElement Data) e)
+            => (e.Name, e.Data.GetProperty("run").GetBoolean(), e.Data.GetProperty("notRunReason").GetString(), e.Data.GetProperty("stored").GetBoolean());
+        Assert.Equal([("tool-call", true, null, true), ("tool-result", true, null, true), ("tool-call", false, lastRound, false)],
+            events.Where(e => e.Name is "tool-call" or "tool-result").Select(Said));
+        Assert.Equal("3", Assert.Single(turn.ToolCalls).Result);
+        Assert.Equal("1", (await client.MessagesAsync(conversation))[^1].Metadata!["toolCallsNotRun"]);
     }
 
     [Fact]
@@ -1165,6 +1265,22 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task The_deltas_of_a_turn_whose_first_round_only_calls_a_tool_join_to_the_answer()
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "It is 5.", app.Model.Responder, new FakeToolCall("call_1", "add", """{"a":2,"b":3}"""));
+
+        var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} 2 + 3?");
+
+        // A blank line used to stream after the answer's first word ("It\n\n is 5."): the round that ended was taken to
+        // end only when a separator was sent, and none is sent before the first text.
+        Assert.Equal("It is 5.", string.Concat(events.Where(e => e.Name == "delta").Select(e => e.Data.GetProperty("text").GetString())));
+        Assert.Equal("It is 5.", turn.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -1245,6 +1361,75 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.DoesNotContain("sk-leaky-key-55556666", body, StringComparison.Ordinal);
         Assert.DoesNotContain(app.Logs.Lines, l => l.Contains("sk-leaky-key-55556666", StringComparison.Ordinal));
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_and_answers_504_naming_the_setting(bool streamed)
+    {
+        // Far shorter than the tool's own bound (Mcp:ToolCallTimeout, 30 s here), which the turn used to wait for.
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:TurnTimeout"] = "00:00:02" });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var conversation = await app.StartWithCalculatorAsync(client);
+        await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
+
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} wake it") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        using var response = await client.SendAsync(request);
+        JsonElement problem;
+        if (streamed)
+        {
+            // The stream began with the model's call: the turn ends with its error event, as a model that fails mid-turn.
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var events = ParseEvents(await response.Content.ReadAsStringAsync());
+            Assert.Equal(["tool-call", "error"], events.Select(e => e.Name));
+            problem = events[^1].Data;
+            Assert.Equal(504, problem.GetProperty("status").GetInt32());
+        }
+        else
+        {
+            problem = await response.ShouldBeProblem(504);
+        }
+
+        Assert.Equal("The chat turn did not finish in time.", problem.GetProperty("title").GetString());
+        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.6.5", problem.GetProperty("type").GetString());
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+    }
+
+    [Fact]
+    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_and_the_turn_answers_504_naming_the_setting()
+    {
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["Chat:TurnTimeout"] = "00:00:02",
+            ["Providers:RequestTimeout"] = "00:01:00", // the model call's own bound, which the turn used to wait for
+        });
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var never = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ => new FakeReply("too late", Hold: never.Task), app.Model.Responder);
+        var abortedBefore = app.Model.AbortedRequests;
+
+        var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
+        var problem = await response.ShouldBeProblem(504);
+
+        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
+            what: "The model call was not cancelled");
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        never.SetResult();
     }
 
     [Fact]

@@ -4,11 +4,13 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModelContextProtocol.Protocol;
+using ModelContextProtocol.Server;
 using ModularChat.McpTestServer;
 using ModularChat.Testing.Fakes;
 
@@ -280,6 +282,74 @@ public sealed class McpHttpServer : IAsyncDisposable
     {
         await _app.StopAsync();
         await _app.DisposeAsync();
+    }
+}
+
+/// <summary>
+/// A real MCP server over streamable HTTP (ModelContextProtocol.AspNetCore, stateful, the calculator's tools) that a test
+/// stops and starts again on the same port: a server that restarts, forgetting its sessions (it then answers a request
+/// with an unknown Mcp-Session-Id with 404, as the MCP specification says). Its tool <c>restart</c> restarts it while the
+/// call is in flight: the call's connection drops mid-request.
+/// </summary>
+public sealed class RestartableMcpServer : IAsyncDisposable
+{
+    private WebApplication _app = null!;
+    private int _port;
+
+    private RestartableMcpServer()
+    {
+    }
+
+    public string Url => $"http://127.0.0.1:{_port.ToString(CultureInfo.InvariantCulture)}/mcp";
+
+    /// <summary>The latest restart its tool <c>restart</c> began (done when the server answers again).</summary>
+    public Task Restarted { get; private set; } = Task.CompletedTask;
+
+    public static async Task<RestartableMcpServer> StartAsync()
+    {
+        var server = new RestartableMcpServer();
+        server._app = server.Build();
+        server._port = new Uri(await LoopbackServer.StartAsync(server._app)).Port;
+        return server;
+    }
+
+    /// <summary>Stops the server (its open streams are cut) and starts a new one on the same port, with no sessions.</summary>
+    public async Task RestartAsync()
+    {
+        await StopAsync();
+        _app = Build();
+        await _app.StartAsync();
+    }
+
+    private async Task StopAsync()
+    {
+        // Bounded: the client's open streams would otherwise hold the stop for the host's whole shutdown timeout.
+        using var cut = new CancellationTokenSource(TimeSpan.FromSeconds(2));
+        await _app.StopAsync(cut.Token);
+        await _app.DisposeAsync();
+    }
+
+    private WebApplication Build()
+    {
+        var builder = LoopbackServer.CreateBuilder();
+        builder.WebHost.UseUrls($"http://127.0.0.1:{_port.ToString(CultureInfo.InvariantCulture)}");
+        builder.Services.AddMcpServer(o => o.ServerInfo = new Implementation { Name = "modularchat-test-restartable", Version = "1.0.0" })
+            .WithHttpTransport(o => o.Stateless = false)
+            .WithTools([.. TestTools.Create(), McpServerTool.Create(async (CancellationToken cancellationToken) =>
+            {
+                Restarted = Task.Run(RestartAsync, CancellationToken.None);
+                await Task.Delay(Timeout.Infinite, cancellationToken); // never answers: the restart cuts the call's connection
+                return "never answered";
+            }, new McpServerToolCreateOptions { Name = "restart", Description = "Restarts the server while this call is in flight." })]);
+        var app = builder.Build();
+        app.MapMcp("/mcp");
+        return app;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Restarted;
+        await StopAsync();
     }
 }
 

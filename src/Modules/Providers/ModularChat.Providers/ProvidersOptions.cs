@@ -194,6 +194,14 @@ public sealed class ChatTurnOptions
     /// </summary>
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(20);
 
+    /// <summary>
+    /// How long a turn's model calls and tool calls may take together, from the model's first call: each has its own
+    /// bound (Providers:RequestTimeout, Mcp:ToolCallTimeout), but a turn of <see cref="MaxToolRounds"/> rounds and
+    /// <see cref="MaxToolCalls"/> calls held its request for tens of minutes. Past it, the call in flight is cancelled and
+    /// the turn fails as a model call that fails mid-turn does (504, only the user's message stored).
+    /// </summary>
+    public TimeSpan TurnTimeout { get; set; } = TimeSpan.FromMinutes(5);
+
     public int BudgetFor(string model) => ModelContextBudgets.TryGetValue(model, out var budget) ? budget : ContextTokenBudget;
 }
 
@@ -209,6 +217,7 @@ internal sealed class ChatTurnOptionsValidator : AbstractValidator<ChatTurnOptio
         RuleFor(o => o.MaxToolResultLength).InclusiveBetween(100, 10_000_000);
         RuleFor(o => o.MaxContentLength).InclusiveBetween(1, 10_000_000);
         RuleFor(o => o.ShutdownGrace).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromMinutes(10));
+        RuleFor(o => o.TurnTimeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromHours(2));
     }
 }
 

@@ -7,7 +7,10 @@ using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers.Clients;
 
-/// <summary>A call to a model provider failed: 502 (the provider failed or refused) or 504 (it did not answer in time).</summary>
+/// <summary>
+/// A call to a model provider failed: 502 (the provider failed or refused) or 504 (it did not answer in time); also a chat
+/// turn whose own deadline (Chat:TurnTimeout) passed, which ends as a model call that timed out.
+/// </summary>
 internal sealed class ModelCallException(int status, string title, string detail, int? providerStatus) : Exception(detail), IModelCallFailure
 {
     public int Status { get; } = status;

@@ -181,6 +181,9 @@ internal sealed class McpConnector(
             ConflictException conflict => conflict.Message, // its secrets cannot be decrypted
             _ when Inner<McpStdioException>(error) is { } stdio => stdio.Message,
             ClientTransportClosedException { Details.Exception: { } closed } when Inner<McpStdioException>(closed) is { } stdio => stdio.Message,
+            // The MCP specification's answer to a session id the server does not know: it restarted, or ended the session.
+            _ when Inner<HttpRequestException>(error) is { StatusCode: System.Net.HttpStatusCode.NotFound } =>
+                $"{where} no longer knows this session (HTTP 404: it restarted or ended the session).",
             _ when Inner<HttpRequestException>(error) is { StatusCode: { } status } => $"{where} answered HTTP {(int)status} ({status}).",
             _ when Inner<HttpRequestException>(error) is { } http => $"The request to {where} failed: {http.Message}",
             _ when Inner<IOException>(error) is { } io => $"The connection to {where} was lost: {io.Message}",

@@ -23,8 +23,11 @@ internal sealed record ToolOrigin(string Server, string Tool);
 /// <summary>
 /// The MCP tools of one chat turn. The model sees each server's cached tool list (refreshed by a test); a server is
 /// connected only when the model calls one of its tools, once per turn, and every connection ends with the turn. A
-/// connection that ends during the turn (a stdio program that died, a session the server closed) is made again once, at
-/// the next call of one of its tools; one that ends again is not, until the next turn.
+/// connection that ends during the turn (a stdio program that died, a session the server closed or forgot) is made again
+/// once, at the next call of one of its tools; one that ends again is not, until the next turn. So is one whose call
+/// failed below the protocol (the connection dropped mid-request, HTTP 404 for a session the server no longer knows):
+/// that call fails (a tool call may not be repeated safely), and the next one opens a new session rather than sending
+/// the old session's id again.
 /// </summary>
 internal sealed partial class McpToolSession : IAsyncDisposable
 {
@@ -262,9 +265,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         {
             if (_clients.TryGetValue(server.Id, out client!) && client.IsCompletedSuccessfully && client.Result.Completion.IsCompleted)
             {
-                ended = client.Result;
-                _clients.Remove(server.Id);
-                _lost[server.Id] = _lost.GetValueOrDefault(server.Id) + 1;
+                ended = Lose(server.Id);
             }
 
             if (!_clients.TryGetValue(server.Id, out client!) || client.IsFaulted || client.IsCanceled)
@@ -290,6 +291,35 @@ internal sealed partial class McpToolSession : IAsyncDisposable
         }
 
         return await client.WaitAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Drops <paramref name="client"/>, the turn's connection to <paramref name="server"/>, after one of its calls failed
+    /// below the protocol: the session is in doubt (a server that restarted answers its id with 404; after a connection
+    /// that dropped mid-request, it may have), so the next call makes a new one, as after a connection that ended.
+    /// </summary>
+    private async Task DropAsync(McpServerConnection server, McpClient client)
+    {
+        lock (_gate)
+        {
+            if (!_clients.TryGetValue(server.Id, out var cached) || !cached.IsCompletedSuccessfully || cached.Result != client)
+            {
+                return; // another call dropped it already
+            }
+
+            Lose(server.Id);
+        }
+
+        await AbandonAsync(client);
+    }
+
+    /// <summary>Forgets the connection to server <paramref name="id"/> (held under the gate) and counts it lost; returns it.</summary>
+    private McpClient Lose(Guid id)
+    {
+        var lost = _clients[id].Result;
+        _clients.Remove(id);
+        _lost[id] = _lost.GetValueOrDefault(id) + 1;
+        return lost;
     }
 
     /// <summary>OpenAI function names: letters, digits, '_' and '-', at most 64.</summary>
@@ -372,9 +402,10 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             {
                 using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 string text;
+                McpClient? client = null;
                 try
                 {
-                    var client = await session.ClientAsync(server, cancellationToken);
+                    client = await session.ClientAsync(server, cancellationToken);
                     deadline.CancelAfter(session._options.ToolCallTimeout);
                     var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
                     text = string.Join("\n", result.Content.Select(Describe));
@@ -400,6 +431,10 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
                     text = session.CallFailed(server, tool.Name, e);
+                    if (client is not null)
+                    {
+                        await session.DropAsync(server, client);
+                    }
                 }
 
                 if (FunctionInvokingChatClient.CurrentContext?.CallContent is { } call)

@@ -52,7 +52,8 @@ internal static class ChatEndpoint
                 "Appends the user's message, assembles the context (summary + recent messages within the model's budget), calls the tenant's " +
                 "provider with its MCP tools, appends tool calls, tool results and the answer, and returns the answer. With 'Accept: text/event-stream' " +
                 "the answer streams as server-sent events (delta, tool-call, tool-result, then done with this response, or error); a client that " +
-                "disconnects cancels the model call. Provider failures answer 502/504 and store nothing but the user's message; without a provider, 409.")
+                "disconnects cancels the model call. Provider failures answer 502/504 and store nothing but the user's message, and so does a turn " +
+                "still running after Chat:TurnTimeout (504); without a provider, 409.")
             .Produces<ChatTurnResponse>(StatusCodes.Status200OK, "application/json", "text/event-stream")
             .ProducesValidationProblem()
             .ProducesProblem(StatusCodes.Status404NotFound)
@@ -73,8 +74,7 @@ internal static class ChatEndpoint
         // Why the latest call of each id is not run (null: it is) and whether it is stored, for its result: a result carries
         // only its call's id.
         var calls = new Dictionary<string, (string? NotRun, bool Stored)>(StringComparer.Ordinal);
-        var said = false; // whether the model's text has streamed (more than white space)
-        var nextRound = false; // whether tools answered since the model's text last streamed
+        var rounds = new AnswerRounds();
         var started = false;
         try
         {
@@ -93,20 +93,18 @@ internal static class ChatEndpoint
                     {
                         case TextContent { Text.Length: > 0 } text when update.Role != ChatRole.Tool:
                             // Every round's text is the answer's, one round's from the next's apart as the answer has them.
-                            if (said && nextRound && !string.IsNullOrWhiteSpace(text.Text))
+                            if (rounds.Before(text.Text) is { } separator)
                             {
-                                await WriteAsync(http, "delta", new { text = ChatTurns.ChatTurn.RoundSeparator }, json, ct);
-                                nextRound = false;
+                                await WriteAsync(http, "delta", new { text = separator }, json, ct);
                             }
 
-                            said |= !string.IsNullOrWhiteSpace(text.Text);
                             await WriteAsync(http, "delta", new { text = text.Text }, json, ct);
                             break;
                         case FunctionCallContent call:
                             // A call that is not run says so, and why, as the stored turn does (a failed call with that
-                            // result, or, beyond Chat:MaxToolCalls, no call at all: stored false).
+                            // result, or, beyond Chat:MaxToolCalls or in the last round, no call at all: stored false).
                             var origin = turn.ToolOrigins.GetValueOrDefault(call.Name) ?? new ToolOrigin("", call.Name);
-                            var (why, stored) = calls[call.CallId] = (turn.NotRun(call), !turn.BeyondLimit(call));
+                            var (why, stored) = calls[call.CallId] = (turn.NotRun(call), turn.Stored(call));
                             await WriteAsync(http, "tool-call", new
                             {
                                 callId = call.CallId, server = origin.Server, tool = origin.Tool, arguments = call.Arguments,
@@ -114,7 +112,7 @@ internal static class ChatEndpoint
                             }, json, ct);
                             break;
                         case FunctionResultContent toolResult:
-                            nextRound = true;
+                            rounds.RoundEnded();
                             var called = calls.GetValueOrDefault(toolResult.CallId, (null, true));
                             await WriteAsync(http, "tool-result", new
                             {

@@ -83,7 +83,8 @@ internal sealed class ChatRequestValidator : AbstractValidator<ChatRequest>
 /// Runs chat turns: appends the user's message, assembles the context, calls the model with the tenant's MCP tools
 /// (function invocation up to <see cref="ChatTurnOptions.MaxToolRounds"/> rounds and <see cref="ChatTurnOptions.MaxToolCalls"/>
 /// calls), then appends the tool calls, their
-/// results and the answer in one transaction. A failed model call appends nothing more than the user's message.
+/// results and the answer in one transaction. A failed model call, or a turn past <see cref="ChatTurnOptions.TurnTimeout"/>, appends
+/// nothing more than the user's message.
 /// Conversations are read and written through <see cref="IConversationMessages"/> only.
 /// </summary>
 internal sealed partial class ChatTurns(
@@ -214,7 +215,8 @@ internal sealed partial class ChatTurns(
     {
         private readonly long _started = Stopwatch.GetTimestamp();
         private readonly Activity? _activity = StartActivity(provider, model, streamed);
-        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls);
+        private readonly ToolCallLimit _limit = new(owner.ChatOptions.CurrentValue.MaxToolCalls, owner.ChatOptions.CurrentValue.MaxToolRounds);
+        private readonly TimeSpan _timeout = owner.ChatOptions.CurrentValue.TurnTimeout;
 
         /// <summary>The external id of the answer to <paramref name="user"/>'s message.</summary>
         public static string AnswerId(AppendedConversationMessage user) => $"chat:{user.MessageId:N}:answer";
@@ -245,9 +247,14 @@ internal sealed partial class ChatTurns(
             }
 
             ChatResponse response;
+            using var deadline = Deadline(cancellationToken);
             try
             {
-                response = await Pipeline().GetResponseAsync(context.Messages, Options(), cancellationToken);
+                response = await Pipeline().GetResponseAsync(context.Messages, Options(), deadline.Token);
+            }
+            catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
+            {
+                throw late;
             }
             catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
             {
@@ -270,7 +277,8 @@ internal sealed partial class ChatTurns(
                 yield break; // nothing streams: the stored turn is the "done" event
             }
 
-            var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), cancellationToken).GetAsyncEnumerator(cancellationToken);
+            using var deadline = Deadline(cancellationToken);
+            var updates = Pipeline().GetStreamingResponseAsync(context.Messages, Options(), deadline.Token).GetAsyncEnumerator(deadline.Token);
             var any = false;
             var finished = false; // whether the model's latest round ended with a finish reason
             try
@@ -281,6 +289,10 @@ internal sealed partial class ChatTurns(
                     try
                     {
                         moved = await updates.MoveNextAsync();
+                    }
+                    catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
+                    {
+                        throw late;
                     }
                     catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
                     {
@@ -435,7 +447,7 @@ internal sealed partial class ChatTurns(
 
             // Every round's text, as it streamed: what a model writes before its tool calls ("Let me look that up.") is part of
             // the answer, not lost (it used to be streamed as deltas and left out of the answer, which kept the last round's).
-            var answer = answerParts.Count > 0 ? string.Join(RoundSeparator, answerParts.Select(p => p.Trim())) : "(the model returned no text)";
+            var answer = answerParts.Count > 0 ? AnswerRounds.Join(answerParts) : "(the model returned no text)";
             var duration = Stopwatch.GetElapsedTime(_started);
             var metadata = new Dictionary<string, string>
             {
@@ -516,12 +528,6 @@ internal sealed partial class ChatTurns(
                 new ChatContextInfo(context.MessageCount, context.Tokens, context.SummaryThroughSequence), duration.TotalMilliseconds);
         }
 
-        /// <summary>
-        /// Between the texts of two rounds of the model in the answer, and in the streamed deltas: a client that joins the
-        /// deltas has the answer (apart from white space at the ends of a round's text, which the answer leaves out).
-        /// </summary>
-        public const string RoundSeparator = "\n\n";
-
         /// <summary>Where <see cref="CompleteAsync"/> keeps a call beyond the turn's limit, which is not stored.</summary>
         private const int NotStored = -1;
 
@@ -532,22 +538,24 @@ internal sealed partial class ChatTurns(
 
         /// <summary>
         /// Why <paramref name="call"/> is not run, in the words its result gives the model, or null when it is run (as far as
-        /// is known when the call arrives: it is counted then). A call beyond the turn's limit is not stored either; one of a
-        /// tool that was not offered, or with arguments that are not JSON, is stored as a failed call with that result.
+        /// is known when the call arrives: it is counted then). A call of the turn's last round (Chat:MaxToolRounds used up)
+        /// or beyond the turn's limit is not stored either (the last round's gets no result at all); one of a tool that was
+        /// not offered, or with arguments that are not JSON, is stored as a failed call with that result.
         /// </summary>
         public string? NotRun(FunctionCallContent call)
-            => _limit.Refused(call) ? _limit.Refusal
+            => _limit.InLastRound(call) ? _limit.LastRoundReason
+                : _limit.Refused(call) ? _limit.Refusal
                 : !tools.Origins.ContainsKey(call.Name) ? McpToolSession.NotOfferedSentence(call)
                 : call.Exception is not null ? McpToolSession.ArgumentsNotJsonSentence(call)
                 : null;
 
-        /// <summary>Whether <paramref name="call"/> is beyond the turn's limit: not run, and not stored.</summary>
-        public bool BeyondLimit(FunctionCallContent call) => _limit.Refused(call);
+        /// <summary>Whether <paramref name="call"/> is stored: not when it is of the last round or beyond the turn's limit.</summary>
+        public bool Stored(FunctionCallContent call) => !_limit.InLastRound(call) && !_limit.Refused(call);
 
         private IChatClient Pipeline() => new ChatClientBuilder(modelClient)
             .Use(inner => new TurnFunctionInvocation(inner, tools, _limit)
             {
-                MaximumIterationsPerRequest = owner.ChatOptions.CurrentValue.MaxToolRounds,
+                MaximumIterationsPerRequest = _limit.MaxRounds,
                 IncludeDetailedErrors = false, // exception messages could carry connection details into the model's context
                 AllowConcurrentInvocation = false,
             })
@@ -559,6 +567,31 @@ internal sealed partial class ChatTurns(
             ModelId = model,
             Tools = tools.Tools.Count > 0 ? [.. tools.Tools] : null,
         };
+
+        /// <summary>
+        /// The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now, for its model and tool calls together;
+        /// also cancelled with <paramref name="cancellationToken"/> (the client left, the node stops).
+        /// </summary>
+        private CancellationTokenSource Deadline(CancellationToken cancellationToken)
+        {
+            var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(_timeout);
+            return deadline;
+        }
+
+        /// <summary>
+        /// The failure of a turn whose <paramref name="deadline"/> passed while its caller still waits (the model or tool
+        /// call in flight cancelled by it): a 504 as a model call that timed out, naming the setting; null otherwise. As
+        /// any model call that fails mid-turn, it stores nothing but the user's message.
+        /// </summary>
+        private ModelCallException? TimedOut(CancellationTokenSource deadline, CancellationToken cancellationToken)
+            => deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested
+                ? Failed(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
+                    $"The turn did not finish within {_timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
+                    $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
+                    "the user's message is stored.",
+                    null))
+                : null;
 
         private ModelCallException Failed(ModelCallException failure)
         {
