@@ -1007,16 +1007,36 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("10", messages[^1].Metadata!["toolCallsNotRun"]);
     }
 
-    [Fact]
-    public async Task A_tool_call_the_model_asks_after_its_last_tool_round_is_neither_run_nor_stored_without_a_result()
+    /// <summary>
+    /// A host that allows one round of tool calls (<c>Chat:MaxToolRounds</c> 1), a client of a new tenant, a conversation
+    /// with the calculator, and a model that asks for a call in every round of a message that holds the marker, the last
+    /// round (which runs no tools) too.
+    /// </summary>
+    private async Task<OneToolRound> OneToolRoundAsync()
     {
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
-        using var client = node.Server.CreateClient();
+        var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
+        var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
-        // A model that asks for a call in every round, also in the last one, which offers no tools.
         app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+        return new OneToolRound(node, client, conversation, marker);
+    }
+
+    private sealed record OneToolRound(Alba.IAlbaHost Node, HttpClient Client, Guid Conversation, string Marker) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            Client.Dispose();
+            await Node.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_tool_call_the_model_asks_after_its_last_tool_round_is_neither_run_nor_stored_without_a_result()
+    {
+        await using var round = await OneToolRoundAsync();
+        var (client, conversation, marker) = (round.Client, round.Conversation, round.Marker);
 
         var turn = await client.ChatAsync(conversation, $"{marker} add forever");
 
@@ -1031,18 +1051,13 @@ public sealed class ChatTests(ProvidersApp app)
     [Fact]
     public async Task Streamed_calls_of_the_last_round_say_they_are_not_run_and_why_as_they_stream()
     {
-        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
-        var conversation = await app.StartWithCalculatorAsync(client);
-        var marker = Marker();
-        // A model that asks for a call in every round, also in the last one, which runs no tools.
-        app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
+        await using var round = await OneToolRoundAsync();
+        var (client, conversation, marker) = (round.Client, round.Conversation, round.Marker);
 
         var (events, turn) = await StreamedTurnAsync(client, conversation, $"{marker} add forever");
 
         // The last round's call used to stream with run true, and no tool-result ever came for it.
-        const string lastRound = "Not called: the turn's last round runs no tools (at most 1 rounds of tool calls per turn, Chat:MaxToolRounds).";
+        const string lastRound = "Not called: the turn's last round runs no tools (at most 1 round of tool calls per turn, Chat:MaxToolRounds).";
         (string Name, bool Run, string? Reason, bool Stored) Said((string Name, JsonElement Data) e)
             => (e.Name, e.Data.GetProperty("run").GetBoolean(), e.Data.GetProperty("notRunReason").GetString(), e.Data.GetProperty("stored").GetBoolean());
         Assert.Equal([("tool-call", true, null, true), ("tool-result", true, null, true), ("tool-call", false, lastRound, false)],

@@ -28,10 +28,10 @@ internal sealed class ToolCallLimit(int max, int maxRounds)
     public int MaxRounds => maxRounds;
 
     /// <summary>What the model is told instead of the result of a call beyond the limit.</summary>
-    public string Refusal => $"Not called: at most {max} tool calls per turn. Answer with what the tools have returned so far.";
+    public string Refusal => $"Not called: at most {max} tool call{(max == 1 ? "" : "s")} per turn. Answer with what the tools have returned so far.";
 
     /// <summary>Why a call of the last round is not run.</summary>
-    public string LastRoundReason => $"Not called: the turn's last round runs no tools (at most {maxRounds} rounds of tool calls per turn, Chat:MaxToolRounds).";
+    public string LastRoundReason => $"Not called: the turn's last round runs no tools (at most {maxRounds} round{(maxRounds == 1 ? "" : "s")} of tool calls per turn, Chat:MaxToolRounds).";
 
     /// <summary>Counts a request to the model (a round); true for the last, after <see cref="MaxRounds"/> rounds of tool calls.</summary>
     public bool NextRound() => Interlocked.Increment(ref _rounds) > maxRounds;
