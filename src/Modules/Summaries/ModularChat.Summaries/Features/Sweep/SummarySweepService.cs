@@ -1,6 +1,5 @@
 using System.Threading.Channels;
 using Marten;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -22,15 +21,15 @@ public sealed class SummarySweepRecord
 /// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
 /// A stopping node starts no sweep (it drains its requests, for up to the shutdown timeout, before this service is stopped):
 /// a sweep that runs then finishes, the next one is another node's, and a sweep requested then is refused
-/// (<see cref="SharedBackgroundWork.NodeStopping"/>).
+/// (<see cref="NodeStopping"/>).
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
     IDocumentStore store,
     IOptions<SummariesOptions> options,
     TimeProvider clock,
-    IHostApplicationLifetime lifetime,
-    ILogger<SummarySweepService> logger) : SharedBackgroundWork(lifetime)
+    NodeStopping nodeStopping,
+    ILogger<SummarySweepService> logger) : SharedBackgroundWork(nodeStopping)
 {
     /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
     internal static readonly TimeSpan BusyRetryInterval = TimeSpan.FromSeconds(2);

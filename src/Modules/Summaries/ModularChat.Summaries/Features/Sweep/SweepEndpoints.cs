@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tenancy;
 
@@ -31,11 +32,11 @@ internal sealed class StartSweepValidator : AbstractValidator<StartSweep>
     }
 }
 
-internal sealed class StartSweepHandler(SummarySweepService sweeps) : ICommandHandler<StartSweep, SweepStatus>
+internal sealed class StartSweepHandler(SummarySweepService sweeps, NodeStopping nodeStopping) : ICommandHandler<StartSweep, SweepStatus>
 {
     public async ValueTask<SweepStatus> Handle(StartSweep command, CancellationToken cancellationToken)
     {
-        if (sweeps.NodeStopping)
+        if (nodeStopping.Begun)
         {
             // Accepted, it would never run: the stopping node's sweep service starts nothing more.
             throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
