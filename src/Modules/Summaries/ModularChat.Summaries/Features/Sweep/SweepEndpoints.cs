@@ -4,7 +4,6 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
-using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Tenancy;
 
@@ -32,19 +31,17 @@ internal sealed class StartSweepValidator : AbstractValidator<StartSweep>
     }
 }
 
-internal sealed class StartSweepHandler(SummarySweepService sweeps, NodeStopping nodeStopping) : ICommandHandler<StartSweep, SweepStatus>
+internal sealed class StartSweepHandler(SummarySweepService sweeps) : ICommandHandler<StartSweep, SweepStatus>
 {
     public async ValueTask<SweepStatus> Handle(StartSweep command, CancellationToken cancellationToken)
     {
-        if (nodeStopping.Begun)
+        switch (await sweeps.RequestAsync(new SweepRequest(command.Resummarize, command.Tenant?.Trim()), cancellationToken))
         {
-            // Accepted, it would never run: the stopping node's sweep service starts nothing more.
-            throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
-        }
-
-        if (!sweeps.TryRequest(new SweepRequest(command.Resummarize, command.Tenant?.Trim())))
-        {
-            throw new ConflictException("A summary sweep is already running on this node: wait for it to finish (GET /api/admin/summaries/sweep).");
+            case SweepHandover.NodeStopping:
+                // Accepted, it would never run: the stopping node's sweep service starts nothing more.
+                throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
+            case SweepHandover.Busy:
+                throw new ConflictException("A summary sweep is already running on this node: wait for it to finish (GET /api/admin/summaries/sweep).");
         }
 
         return new SweepStatus(true, await sweeps.LastAsync(cancellationToken));
