@@ -29,6 +29,7 @@ try
     var limits = HostLimits.From(builder.Configuration);
     builder.WebHost.ConfigureKestrel(k => limits.ApplyTo(k.Limits));
 
+    builder.Logging.UseTimestampFormatsPerFormatter();
     builder.AddModularChatTelemetry();
     builder.Services.AddSingleton(TimeProvider.System);
     builder.Services.AddHttpContextAccessor();

@@ -402,6 +402,16 @@ public sealed class ConversationEndpointsTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_setting_refused_with_FluentValidations_own_message_reads_as_one_sentence()
+    {
+        var refused = await Assert.ThrowsAnyAsync<Exception>(() => app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:DefaultPageSize"] = "0" }));
+
+        // FluentValidation's message ends in a period, and the refusal adds its own after the value.
+        Assert.Contains("Configuration 'Conversations:DefaultPageSize': 'Default Page Size' must be greater than '0' (was '0').", refused.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(". (was", refused.ToString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Health_endpoints_answer_without_a_token_and_report_postgres_and_redis()
     {
         using var anonymous = app.Host.Server.CreateClient();

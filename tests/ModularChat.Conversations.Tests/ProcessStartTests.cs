@@ -108,6 +108,27 @@ public sealed partial class ProcessStartTests(ConversationsApp app)
         Assert.InRange(first, DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddMinutes(1)); // UTC, not the machine's zone
     }
 
+    [Theory]
+    [InlineData("Limits__MaxRequestBodyBytes")] // refused before the host is built: logged through a console logger of its own
+    [InlineData("Conversations__MaxTitleLength")] // refused by the host's options: logged through the host's logging
+    public async Task The_json_console_formatter_writes_timestamps_without_the_simple_formatters_trailing_space(string variable)
+    {
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            [variable] = "0",
+            ["Logging__Console__FormatterName"] = "json",
+            ["ConnectionStrings__Postgres"] = await app.ProcessDatabaseAsync(),
+            ["ASPNETCORE_URLS"] = "http://127.0.0.1:0",
+        });
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        var entries = output.Split('\n').Select(line => line.Trim()).Where(line => line.StartsWith('{')).ToList();
+        Assert.NotEmpty(entries);
+        // The shared format ends in the space the simple formatter writes before the level: it ended every JSON timestamp.
+        Assert.All(entries, line => Assert.Matches(
+            @"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$", System.Text.Json.JsonDocument.Parse(line).RootElement.GetProperty("Timestamp").GetString()));
+    }
+
     /// <summary>The nodes recorded in <paramref name="database"/>: the service's node list and Wolverine's own.</summary>
     private static async Task<HashSet<string>> NodeIdsAsync(string database)
     {

@@ -366,6 +366,28 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
     }
 
     [Fact]
+    public async Task The_failure_metric_tells_the_attempts_that_are_retried_from_the_job_given_up()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        var topic = $"given-up-{Guid.NewGuid():N}";
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal)
+            ? FakeReply.Error(500, "Model crashed.")
+            : SummaryThroughLastMessage(r);
+        using var client = app.Client(app.GivenUpTenant);
+        using var admin = app.Client(ModularChatApp.NewUser("admin"), app.GivenUpTenant, "admin");
+
+        var (_, failure) = await DeadLetteredAsync(client, admin, topic);
+
+        // Three failed attempts (the first and the two configured retries), one job given up: the sum counts attempts,
+        // outcome=dead_letter the jobs that failed for good.
+        Assert.Equal(3, failure.Attempts);
+        var ofJob = failures.GetMeasurementSnapshot().Where(m => Equals(m.Tags["variant"], "llm-given-up")).ToList();
+        Assert.Equal(["retry", "retry", "dead_letter"], ofJob.Select(m => m.Tags["outcome"] as string));
+        Assert.All(ofJob, m => Assert.Equal((1L, "ModelServerException"), (m.Value, m.Tags["error"] as string)));
+    }
+
+    [Fact]
     public async Task A_tenant_whose_provider_cannot_be_used_has_its_failed_attempts_logged_and_the_last_one_as_an_error()
     {
         using var client = app.Client(app.BrokenProviderTenant);

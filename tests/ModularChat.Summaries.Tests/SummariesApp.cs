@@ -66,6 +66,9 @@ public sealed class SummariesApp : ModularChatApp
     /// <summary>A tenant on the <c>llm</c> variant whose covered messages are deleted, all but the last 5.</summary>
     public string LlmDeleteTenant { get; } = NewUser("llm-delete");
 
+    /// <summary>A tenant on the <c>llm-given-up</c> variant (the <c>llm</c> summarizer): its jobs' metrics are told apart by the variant.</summary>
+    public string GivenUpTenant { get; } = NewUser("given-up");
+
     /// <summary>The key of the global summary model (<c>Summaries:Llm:ApiKey</c>).</summary>
     public const string GlobalKey = "global-key-5f1c9a";
 
@@ -96,7 +99,9 @@ public sealed class SummariesApp : ModularChatApp
         ["Summaries:Variants:tokens:Milestones"] = "100000",
         ["Summaries:Variants:tokens:TokenThreshold"] = "60",
         ["Summaries:Variants:patient:MinInterval"] = "01:00:00",
+        ["Summaries:Variants:llm-given-up:Summarizer"] = "llm",
         [$"Summaries:TenantVariants:{LlmTenant}"] = "llm",
+        [$"Summaries:TenantVariants:{GivenUpTenant}"] = "llm-given-up",
         [$"Summaries:TenantVariants:{ChunkedLlmTenant}"] = "llm-chunks",
         [$"Summaries:TenantVariants:{TokensTenant}"] = "tokens",
         [$"Summaries:TenantVariants:{PatientTenant}"] = "patient",

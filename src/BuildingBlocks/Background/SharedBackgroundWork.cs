@@ -4,25 +4,17 @@ namespace ModularChat.BuildingBlocks.Background;
 
 /// <summary>
 /// A background service doing work that any node could do (it claims queued work, sweeps or cleans what all nodes share)
-/// or that calls a model: a node that is stopping starts no more of it. From <c>ApplicationStopping</c> (SIGTERM) the host
-/// drains its requests, for up to its shutdown timeout, before it stops its background services: work started meanwhile
-/// only delays the stop, and what the timeout cuts is done again elsewhere. So the service gets two tokens: it starts new
-/// work only until <c>newWork</c> is cancelled (the node begins to stop), and what it has started (a claim taken, a page
-/// read) runs on <c>stoppingToken</c> until it finishes or the host stops the service, when it gives back what it
-/// claimed. Work only this node can do for itself (its heartbeat, its own gauges) stays a plain
-/// <see cref="BackgroundService"/> and runs until the host stops it.
+/// or that calls a model: a node that is stopping starts no more of it (<see cref="Background.NodeStopping"/>). So the
+/// service gets two tokens: it starts new work only until <c>newWork</c> is cancelled (the node begins to stop), and what
+/// it has started (a claim taken, a page read) runs on <c>stoppingToken</c> until it finishes or the host stops the
+/// service, when it gives back what it claimed. Work only this node can do for itself (its heartbeat, its own gauges)
+/// stays a plain <see cref="BackgroundService"/> and runs until the host stops it.
 /// </summary>
-public abstract class SharedBackgroundWork(IHostApplicationLifetime lifetime) : BackgroundService
+public abstract class SharedBackgroundWork(NodeStopping nodeStopping) : BackgroundService
 {
-    /// <summary>
-    /// Whether the node is stopping: the service starts no new work, so what asks it for some (an admin's request) is to be
-    /// refused, not accepted and never done.
-    /// </summary>
-    public bool NodeStopping => lifetime.ApplicationStopping.IsCancellationRequested;
-
     protected sealed override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var newWork = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, lifetime.ApplicationStopping);
+        using var newWork = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, nodeStopping.Token);
         try
         {
             await ExecuteAsync(newWork.Token, stoppingToken);

@@ -60,8 +60,16 @@ public static class OptionsRegistration
         private string Describe(TOptions options, FluentValidation.Results.ValidationFailure failure)
         {
             var key = ConfigurationKeys.Of(options, failure.PropertyName) is { Length: > 0 } path ? $"{section}:{path}" : section;
-            return $"Configuration '{key}': {failure.ErrorMessage}{Was(key, failure)}.";
+            return $"Configuration '{key}': {WithoutFinalPeriod(failure.ErrorMessage)}{Was(key, failure)}.";
         }
+
+        /// <summary>
+        /// FluentValidation's default messages are sentences (<c>'Default Page Size' must be greater than '0'.</c>), as are
+        /// some of ours. The refusal ends in one period of its own, after the value, so the message loses its: it read
+        /// "must be greater than '0'. (was '0')."
+        /// </summary>
+        private static string WithoutFinalPeriod(string message)
+            => message.EndsWith('.') && !message.EndsWith("..", StringComparison.Ordinal) ? message[..^1] : message;
 
         /// <summary>
         /// The value refused, for the operator to see what was read; never a secret's (a failed start is printed, to the

@@ -54,7 +54,7 @@ internal static partial class HostStart
 
         // Disposed last: the console logger writes out what it holds.
         using var logging = app is null
-            ? LoggerFactory.Create(l => l.AddConfiguration(configuration!.GetSection("Logging")).AddConsole())
+            ? LoggerFactory.Create(l => l.AddConfiguration(configuration!.GetSection("Logging")).AddConsole().UseTimestampFormatsPerFormatter())
             : null;
         var logger = (logging ?? app!.Services.GetRequiredService<ILoggerFactory>()).CreateLogger(typeof(HostStart).FullName!);
         if (reasons is null)

@@ -32,6 +32,7 @@ public static class ConversationsModule
         services.AddValidatorsFromAssemblyContaining<ConversationsOptionsValidator>(ServiceLifetime.Singleton, includeInternalTypes: true);
         services.AddSingleton<ConversationsMetrics>();
         services.AddAppendBursts();
+        services.AddNodeStopping();
         services.AddHostedService<ClusterAppendRate>();
         services.AddSingleton<RetiredKeysBackfill>();
         services.AddHostedService(sp => sp.GetRequiredService<RetiredKeysBackfill>());

@@ -36,6 +36,7 @@ public static class SearchModule
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
         services.AddSingleton<SearchDatabase>();
         services.AddAppendBursts();
+        services.AddNodeStopping();
         services.AddStartCheck<LanguageCheck>();
         services.AddHostedService<TombstoneCleanup>();
         services.AddSingleton(sp => new HashedEmbedder(sp.GetRequiredService<IOptions<SearchOptions>>().Value.Embeddings.BuiltInDimensions));

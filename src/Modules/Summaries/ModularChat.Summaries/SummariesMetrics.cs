@@ -20,7 +20,7 @@ public sealed class SummariesMetrics
         var meter = meters.Create(ModularChatTelemetry.SourceName);
         _duration = meter.CreateHistogram<double>(MetricNames.SummaryDuration, "s", "Time to write one summary revision");
         _generated = meter.CreateCounter<long>(MetricNames.SummariesGenerated, "{summary}", "Summary revisions written");
-        _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry or dead_letter)");
+        _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry, or dead_letter for the last one, which gives the job up: one per dead-lettered job)");
         _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
             "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
         _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",

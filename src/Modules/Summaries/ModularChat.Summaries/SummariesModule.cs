@@ -37,6 +37,7 @@ public static class SummariesModule
         // Without the Providers module no tenant has a provider: summaries use the configured summarizer.
         services.TryAddSingleton<ITenantAiClients, NoTenantAiClients>();
         services.AddAppendBursts();
+        services.AddNodeStopping();
         services.AddSingleton<SummariesMetrics>();
         services.AddSingleton<SummarySettingsResolver>();
         services.AddSingleton<SummarizerSelector>();

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Numerics;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -36,8 +35,8 @@ internal sealed partial class EmbeddingWorker(
     AppendBursts bursts,
     ITokenCounter tokens,
     TimeProvider clock,
-    IHostApplicationLifetime lifetime,
-    ILogger<EmbeddingWorker> logger) : SharedBackgroundWork(lifetime)
+    NodeStopping nodeStopping,
+    ILogger<EmbeddingWorker> logger) : SharedBackgroundWork(nodeStopping)
 {
     private static readonly TimeSpan Lease = TimeSpan.FromMinutes(5);
 

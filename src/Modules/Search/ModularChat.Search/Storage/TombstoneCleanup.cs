@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -12,8 +11,8 @@ namespace ModularChat.Search.Storage;
 /// stopping node starts no round (the other nodes' rounds do the same delete); one that runs finishes.
 /// </summary>
 internal sealed partial class TombstoneCleanup(
-    SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, IHostApplicationLifetime lifetime, ILogger<TombstoneCleanup> logger)
-    : SharedBackgroundWork(lifetime)
+    SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, NodeStopping nodeStopping, ILogger<TombstoneCleanup> logger)
+    : SharedBackgroundWork(nodeStopping)
 {
     protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {

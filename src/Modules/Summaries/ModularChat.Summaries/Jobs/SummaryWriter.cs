@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using JasperFx;
 using Marten;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -31,7 +30,7 @@ public sealed partial class SummaryWriter(
     AppendBursts bursts,
     TenantJobShares shares,
     IOptions<SummariesOptions> options,
-    IHostApplicationLifetime lifetime,
+    NodeStopping nodeStopping,
     ILogger<SummaryWriter> logger)
 {
     /// <summary>How long the claim a rebuild takes only to mark itself done holds: until its job has committed (milliseconds).</summary>
@@ -82,10 +81,9 @@ public sealed partial class SummaryWriter(
         span?.SetTag("modularchat.summary.reason", job.Reason);
         span?.SetTag("modularchat.summary.variant", settings.Variant);
 
-        // The node is stopping (it drains its requests first, for up to the shutdown timeout): a job that starts now delays
-        // the stop, and one cut by the timeout is done again elsewhere. Jobs that run finish; one not started yet is stored
-        // again as scheduled, owned by no node, for another node (or this one's next start) to take, before it reads anything.
-        if (lifetime.ApplicationStopping.IsCancellationRequested)
+        // The node is stopping (NodeStopping): jobs that run finish; one not started yet is stored again as scheduled, owned by
+        // no node, for another node (or this one's next start) to take, before it reads anything.
+        if (nodeStopping.Begun)
         {
             var at = clock.GetUtcNow() + StoppingHandOver;
             outgoing.Add(job.ScheduledAt(at));

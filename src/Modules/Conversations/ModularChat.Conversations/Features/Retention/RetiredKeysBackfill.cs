@@ -1,5 +1,4 @@
 using Marten;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Persistence;
@@ -25,8 +24,8 @@ namespace ModularChat.Conversations.Features.Retention;
 /// few orphan keys (small rows nothing reads). A node that stops during a pass reads no further page (the page it is
 /// writing is stored) and records no mark: the next start of any node reads on from the last complete pass.
 /// </remarks>
-internal sealed partial class RetiredKeysBackfill(IDocumentStore store, IHostApplicationLifetime lifetime, ILogger<RetiredKeysBackfill> logger)
-    : SharedBackgroundWork(lifetime)
+internal sealed partial class RetiredKeysBackfill(IDocumentStore store, NodeStopping nodeStopping, ILogger<RetiredKeysBackfill> logger)
+    : SharedBackgroundWork(nodeStopping)
 {
     private const int Page = 1000;
 

@@ -1,11 +1,23 @@
 using System.Threading.Channels;
 using Marten;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
 
 namespace ModularChat.Summaries.Features.Sweep;
+
+/// <summary>What became of a sweep request handed to this node's sweep service.</summary>
+public enum SweepHandover
+{
+    /// <summary>The loop took it: it runs now (after another node's sweep, should one run).</summary>
+    Taken,
+
+    /// <summary>A sweep runs or waits on this node: nothing was queued.</summary>
+    Busy,
+
+    /// <summary>The node is stopping and starts no sweep: nothing was queued (another node takes the request).</summary>
+    NodeStopping,
+}
 
 /// <summary>The last sweep of any node (a single document of the default tenant).</summary>
 public sealed class SummarySweepRecord
@@ -22,27 +34,55 @@ public sealed class SummarySweepRecord
 /// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
 /// A stopping node starts no sweep (it drains its requests, for up to the shutdown timeout, before this service is stopped):
 /// a sweep that runs then finishes, the next one is another node's, and a sweep requested then is refused
-/// (<see cref="SharedBackgroundWork.NodeStopping"/>).
+/// (<see cref="NodeStopping"/>): the hand-over itself says so (<see cref="RequestAsync"/>).
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
     IDocumentStore store,
     IOptions<SummariesOptions> options,
     TimeProvider clock,
-    IHostApplicationLifetime lifetime,
-    ILogger<SummarySweepService> logger) : SharedBackgroundWork(lifetime)
+    NodeStopping nodeStopping,
+    ILogger<SummarySweepService> logger) : SharedBackgroundWork(nodeStopping)
 {
     /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
     internal static readonly TimeSpan BusyRetryInterval = TimeSpan.FromSeconds(2);
 
-    private readonly Channel<SweepRequest> _requests = Channel.CreateBounded<SweepRequest>(1);
+    /// <summary>At most one request handed over and not yet answered by the loop.</summary>
+    private readonly Channel<PendingSweep> _requests = Channel.CreateBounded<PendingSweep>(1);
+
+    /// <summary>Orders the hand-over against the loop's taking a request, starting a sweep and ending with the node's stop.</summary>
+    private readonly Lock _gate = new();
+    private bool _closed;
     private volatile bool _running;
 
     /// <summary>True while this node sweeps.</summary>
     public bool Running => _running;
 
-    /// <summary>Asks for a sweep now; false when one is already running or waiting on this node.</summary>
-    public bool TryRequest(SweepRequest request) => !_running && _requests.Writer.TryWrite(request);
+    /// <summary>
+    /// Hands a sweep request to this node's loop and says what became of it. <see cref="SweepHandover.Taken"/> only once the
+    /// loop has taken it to run, so an accepted request is never left behind: checking that the node is not stopping and
+    /// then queueing the request let the loop end with the stop in between, and the request was answered 202 and never run.
+    /// The loop is waiting for it when nothing runs here, so the answer comes at once.
+    /// </summary>
+    public async Task<SweepHandover> RequestAsync(SweepRequest request, CancellationToken cancellationToken)
+    {
+        var pending = new PendingSweep(request);
+        lock (_gate)
+        {
+            if (_closed)
+            {
+                return SweepHandover.NodeStopping;
+            }
+
+            if (_running || !_requests.Writer.TryWrite(pending))
+            {
+                return SweepHandover.Busy;
+            }
+        }
+
+        // Answered by the loop: taken, or refused when the node began to stop before the loop took it.
+        return await pending.Answer.Task.WaitAsync(cancellationToken);
+    }
 
     /// <summary>The last sweep of any node.</summary>
     public async Task<SweepResult?> LastAsync(CancellationToken cancellationToken)
@@ -53,11 +93,30 @@ public sealed partial class SummarySweepService(
 
     protected override async Task ExecuteAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
+        try
+        {
+            await SweepUntilStoppingAsync(newWork, stoppingToken);
+        }
+        finally
+        {
+            // The node stops (newWork): nothing more is taken, and a request handed over meanwhile is refused, not left behind.
+            lock (_gate)
+            {
+                _closed = true;
+                while (_requests.Reader.TryRead(out var left))
+                {
+                    left.Answer.TrySetResult(SweepHandover.NodeStopping);
+                }
+            }
+        }
+    }
+
+    private async Task SweepUntilStoppingAsync(CancellationToken newWork, CancellationToken stoppingToken)
+    {
         while (!newWork.IsCancellationRequested)
         {
             var interval = options.Value.Sweep.Interval;
-            SweepRequest request;
-            var scheduled = false;
+            PendingSweep? pending = null;
             try
             {
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(newWork);
@@ -66,24 +125,36 @@ public sealed partial class SummarySweepService(
                     wait.CancelAfter(interval);
                 }
 
-                request = await _requests.Reader.ReadAsync(wait.Token);
+                pending = await _requests.Reader.ReadAsync(wait.Token);
             }
             catch (OperationCanceledException) when (!newWork.IsCancellationRequested)
             {
-                request = new SweepRequest();
-                scheduled = true;
+                // The schedule's time.
             }
             catch (OperationCanceledException)
             {
                 return;
             }
 
-            if (newWork.IsCancellationRequested)
+            lock (_gate)
             {
-                return;
+                if (newWork.IsCancellationRequested)
+                {
+                    pending?.Answer.TrySetResult(SweepHandover.NodeStopping);
+                    return;
+                }
+
+                // A request that came as the schedule's time did runs instead (the schedule comes round again).
+                if (pending is not null || _requests.Reader.TryRead(out pending))
+                {
+                    pending.Answer.TrySetResult(SweepHandover.Taken);
+                }
+
+                _running = true;
             }
 
-            _running = true;
+            var scheduled = pending is null;
+            var request = pending?.Request ?? new SweepRequest();
             try
             {
                 if (scheduled && await SweptRecentlyAsync(interval / 2, stoppingToken))
@@ -125,6 +196,14 @@ public sealed partial class SummarySweepService(
 
     private async Task<bool> SweptRecentlyAsync(TimeSpan within, CancellationToken cancellationToken)
         => await LastAsync(cancellationToken) is { } last && last.StartedAt + last.Duration > clock.GetUtcNow() - within;
+
+    /// <summary>A request handed over, and the loop's answer to it.</summary>
+    private sealed class PendingSweep(SweepRequest request)
+    {
+        public SweepRequest Request { get; } = request;
+
+        public TaskCompletionSource<SweepHandover> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "The requested summary sweep waits for another node's sweep to end (trying again every {Seconds} s)")]
     private static partial void LogRequestWaits(ILogger logger, double seconds);

@@ -35,15 +35,13 @@ internal sealed class StartSweepHandler(SummarySweepService sweeps) : ICommandHa
 {
     public async ValueTask<SweepStatus> Handle(StartSweep command, CancellationToken cancellationToken)
     {
-        if (sweeps.NodeStopping)
+        switch (await sweeps.RequestAsync(new SweepRequest(command.Resummarize, command.Tenant?.Trim()), cancellationToken))
         {
-            // Accepted, it would never run: the stopping node's sweep service starts nothing more.
-            throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
-        }
-
-        if (!sweeps.TryRequest(new SweepRequest(command.Resummarize, command.Tenant?.Trim())))
-        {
-            throw new ConflictException("A summary sweep is already running on this node: wait for it to finish (GET /api/admin/summaries/sweep).");
+            case SweepHandover.NodeStopping:
+                // Accepted, it would never run: the stopping node's sweep service starts nothing more.
+                throw new NodeStoppingException("This node is stopping and runs no more sweeps: nothing was started. Send the request again (another node takes it).");
+            case SweepHandover.Busy:
+                throw new ConflictException("A summary sweep is already running on this node: wait for it to finish (GET /api/admin/summaries/sweep).");
         }
 
         return new SweepStatus(true, await sweeps.LastAsync(cancellationToken));
