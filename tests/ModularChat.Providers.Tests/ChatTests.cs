@@ -4,6 +4,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using ModularChat.Providers.Domain;
 using ModularChat.Testing.Fakes;
 
@@ -1381,14 +1382,14 @@ public sealed class ChatTests(ProvidersApp app)
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_and_answers_504_naming_the_setting(bool streamed)
+    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_answers_504_naming_the_setting_and_logs_the_tool(bool streamed)
     {
         // Far shorter than the tool's own bound (Mcp:ToolCallTimeout, 30 s here), which the turn used to wait for.
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:TurnTimeout"] = "00:00:02" });
         using var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
         var conversation = await app.StartWithCalculatorAsync(client);
-        await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        var sleepy = await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
 
@@ -1418,10 +1419,16 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.6.5", problem.GetProperty("type").GetString());
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        // The log says the turn ran out of time in the tool call, not that the provider failed (it used to).
+        var logged = TurnLogEntries(conversation);
+        Assert.Contains(logged, e => e.Level == LogLevel.Warning
+            && e.Message.Contains("ran past Chat:TurnTimeout (00:00:02)", StringComparison.Ordinal)
+            && e.Message.Contains($"tool sleepy of MCP server sleepy ({sleepy.Id})", StringComparison.Ordinal));
+        Assert.DoesNotContain(logged, e => e.Message.Contains("failed at provider", StringComparison.Ordinal));
     }
 
     [Fact]
-    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_and_the_turn_answers_504_naming_the_setting()
+    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_answers_504_naming_the_setting_and_logs_the_model_call()
     {
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
@@ -1444,8 +1451,17 @@ public sealed class ChatTests(ProvidersApp app)
         await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
             what: "The model call was not cancelled");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        var logged = TurnLogEntries(conversation);
+        Assert.Contains(logged, e => e.Level == LogLevel.Warning
+            && e.Message.Contains("ran past Chat:TurnTimeout (00:00:02)", StringComparison.Ordinal)
+            && e.Message.Contains("the model call (provider fake, model fake-model)", StringComparison.Ordinal));
+        Assert.DoesNotContain(logged, e => e.Message.Contains("failed at provider", StringComparison.Ordinal));
         never.SetResult();
     }
+
+    /// <summary>What the hosts logged about the turns of <paramref name="conversation"/>.</summary>
+    private List<LogEntry> TurnLogEntries(Guid conversation)
+        => [.. app.Logs.Entries.Where(e => e.Message.Contains($"conversation {conversation}", StringComparison.Ordinal))];
 
     [Fact]
     public async Task A_provider_error_before_the_first_token_of_a_stream_still_answers_a_problem()

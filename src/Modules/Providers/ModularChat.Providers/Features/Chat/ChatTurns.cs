@@ -582,22 +582,44 @@ internal sealed partial class ChatTurns(
         /// <summary>
         /// The failure of a turn whose <paramref name="deadline"/> passed while its caller still waits (the model or tool
         /// call in flight cancelled by it): a 504 as a model call that timed out, naming the setting; null otherwise. As
-        /// any model call that fails mid-turn, it stores nothing but the user's message.
+        /// any model call that fails mid-turn, it stores nothing but the user's message. Logged as a turn out of time, with
+        /// the call it was waiting for (a hanging tool is no failure of the provider), not as the provider's failure.
         /// </summary>
         private ModelCallException? TimedOut(CancellationTokenSource deadline, CancellationToken cancellationToken)
-            => deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested
-                ? Failed(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
-                    $"The turn did not finish within {_timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
-                    $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
-                    "the user's message is stored.",
-                    null))
-                : null;
+        {
+            if (!deadline.IsCancellationRequested || cancellationToken.IsCancellationRequested)
+            {
+                return null;
+            }
+
+            var failure = Counted(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
+                $"The turn did not finish within {_timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
+                $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
+                "the user's message is stored.",
+                null));
+            if (tools.InFlight is { } call)
+            {
+                LogTimedOutInToolCall(owner.Logger, conversationId, _timeout, call.Tool, call.Server, call.ServerId);
+            }
+            else
+            {
+                LogTimedOutInModelCall(owner.Logger, conversationId, _timeout, provider.Name, model);
+            }
+
+            return failure;
+        }
 
         private ModelCallException Failed(ModelCallException failure)
         {
+            LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
+            return Counted(failure);
+        }
+
+        /// <summary>Counts the failed turn (by its status) and marks its activity failed.</summary>
+        private ModelCallException Counted(ModelCallException failure)
+        {
             owner.Metrics.ChatTurn(failure.Status == 504 ? "timeout" : "provider_error", streamed);
             _activity?.SetStatus(ActivityStatusCode.Error, failure.ProviderStatus?.ToString(CultureInfo.InvariantCulture) ?? failure.Title);
-            LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
             return failure;
         }
 
@@ -687,6 +709,14 @@ internal sealed partial class ChatTurns(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} failed at provider {Provider} (model {Model}): {Status} {Reason}")]
     private static partial void LogFailed(ILogger logger, Guid conversationId, string provider, string model, int status, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} ran past Chat:TurnTimeout ({TurnTimeout}) " +
+        "while it waited for the model call (provider {Provider}, model {Model}): that call was cancelled")]
+    private static partial void LogTimedOutInModelCall(ILogger logger, Guid conversationId, TimeSpan turnTimeout, string provider, string model);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} ran past Chat:TurnTimeout ({TurnTimeout}) " +
+        "while it waited for tool {Tool} of MCP server {Server} ({ServerId}): that call was cancelled")]
+    private static partial void LogTimedOutInToolCall(ILogger logger, Guid conversationId, TimeSpan turnTimeout, string tool, string server, Guid serverId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Chat turn in conversation {ConversationId} cancelled: the client went away")]
     private static partial void LogCancelled(ILogger logger, Guid conversationId);
