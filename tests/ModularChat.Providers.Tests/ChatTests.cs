@@ -5,7 +5,9 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Chat;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -1456,6 +1458,41 @@ public sealed class ChatTests(ProvidersApp app)
             && e.Message.Contains("ran past Chat:TurnTimeout (00:00:02)", StringComparison.Ordinal)
             && e.Message.Contains("the model call (provider fake, model fake-model)", StringComparison.Ordinal));
         Assert.DoesNotContain(logged, e => e.Message.Contains("failed at provider", StringComparison.Ordinal));
+        never.SetResult();
+    }
+
+    [Fact]
+    public async Task The_turns_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the chat turns only: the deadline passes when it says so, not ten minutes later.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["Chat:TurnTimeout"] = "00:10:00",
+                ["Providers:RequestTimeout"] = "00:00:05", // on the wall clock: what ends the turn when its deadline does not
+            },
+            services => services.AddScoped(sp => ActivatorUtilities.CreateInstance<ChatTurns>(sp, (TimeProvider)clock)));
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = new TaskCompletionSource();
+        var never = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ =>
+        {
+            asked.TrySetResult();
+            return new FakeReply("too late", Hold: never.Task);
+        }, app.Model.Responder);
+
+        var turn = client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
+        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        clock.Advance(TimeSpan.FromMinutes(10));
+        var problem = await (await turn).ShouldBeProblem(504);
+
+        Assert.StartsWith("The turn did not finish within 600 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
         never.SetResult();
     }
 
