@@ -987,8 +987,7 @@ public sealed class ChatTests(ProvidersApp app)
     {
         // A batch of 41 messages: a turn may run (41 - 1) / 2 = 20 calls (Chat:MaxToolCalls, 64, is taken as that).
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxBatchSize"] = "41" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         var calls = Enumerable.Range(1, 30).Select(i => new FakeToolCall($"call_{i}", "add", $$"""{"a":{{i}},"b":1000}""")).ToArray();
@@ -1018,8 +1017,7 @@ public sealed class ChatTests(ProvidersApp app)
     private async Task<OneToolRound> OneToolRoundAsync()
     {
         var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
-        var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
@@ -1124,8 +1122,7 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task Streamed_calls_that_are_not_run_say_so_and_why_as_the_stored_turn_does()
     {
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolCalls"] = "2" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
@@ -1388,8 +1385,7 @@ public sealed class ChatTests(ProvidersApp app)
     {
         // Far shorter than the tool's own bound (Mcp:ToolCallTimeout, 30 s here), which the turn used to wait for.
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:TurnTimeout"] = "00:00:02" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var sleepy = await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
         var marker = Marker();
@@ -1437,8 +1433,7 @@ public sealed class ChatTests(ProvidersApp app)
             ["Chat:TurnTimeout"] = "00:00:02",
             ["Providers:RequestTimeout"] = "00:01:00", // the model call's own bound, which the turn used to wait for
         });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
@@ -1473,8 +1468,7 @@ public sealed class ChatTests(ProvidersApp app)
                 ["Providers:RequestTimeout"] = "00:00:05", // on the wall clock: what ends the turn when its deadline does not
             },
             services => services.AddScoped(sp => ActivatorUtilities.CreateInstance<ChatTurns>(sp, (TimeProvider)clock)));
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
@@ -1494,6 +1488,17 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.StartsWith("The turn did not finish within 600 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
         never.SetResult();
+    }
+
+    /// <summary>
+    /// A client on <paramref name="node"/>, a host the test started with settings of its own, authenticated as
+    /// <paramref name="user"/> (a new user when not given), as <c>app.Client</c> is on the shared host.
+    /// </summary>
+    private HttpClient ClientOn(Alba.IAlbaHost node, string? user = null)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user ?? ModularChatApp.NewUser()));
+        return client;
     }
 
     /// <summary>What the hosts logged about the turns of <paramref name="conversation"/>.</summary>
@@ -1692,8 +1697,7 @@ public sealed class ChatTests(ProvidersApp app)
         // Chat:MaxContentLength and MaxStoredToolResultLength keep their defaults (100,000 and 20,000); messages hold 3,000.
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxContentLength"] = "3000" });
         var user = ModularChatApp.NewUser();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        using var client = ClientOn(node, user);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         var longAnswer = string.Concat(Enumerable.Repeat("All work and no play. ", 200)).Trim();
@@ -1735,8 +1739,7 @@ public sealed class ChatTests(ProvidersApp app)
             ["Providers:RequestTimeout"] = "00:00:02",
             ["Providers:MaxRetries"] = "1",
         });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
@@ -1823,8 +1826,7 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         // The process ran on a database of its own (see StartHostProcessAsync): read what it kept through a node on that one.
         await using var reader = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = await app.ProcessDatabaseAsync() });
-        using var readerClient = reader.Server.CreateClient();
-        readerClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        using var readerClient = ClientOn(reader, user);
         var messages = await readerClient.MessagesAsync(conversation);
         Assert.Equal(["user", "user"], messages.Select(m => m.Role)); // the questions are kept; no answer was stored
     }
