@@ -4,7 +4,10 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Time.Testing;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Features.Chat;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Providers.Tests;
@@ -984,8 +987,7 @@ public sealed class ChatTests(ProvidersApp app)
     {
         // A batch of 41 messages: a turn may run (41 - 1) / 2 = 20 calls (Chat:MaxToolCalls, 64, is taken as that).
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxBatchSize"] = "41" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         var calls = Enumerable.Range(1, 30).Select(i => new FakeToolCall($"call_{i}", "add", $$"""{"a":{{i}},"b":1000}""")).ToArray();
@@ -1015,8 +1017,7 @@ public sealed class ChatTests(ProvidersApp app)
     private async Task<OneToolRound> OneToolRoundAsync()
     {
         var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolRounds"] = "1" });
-        var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = Answer(marker, r => FakeReply.Calls(new FakeToolCall($"call_{r.Messages.Count}", "add", """{"a":1,"b":2}""")), app.Model.Responder);
@@ -1121,8 +1122,7 @@ public sealed class ChatTests(ProvidersApp app)
     public async Task Streamed_calls_that_are_not_run_say_so_and_why_as_the_stored_turn_does()
     {
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:MaxToolCalls"] = "2" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "done", app.Model.Responder,
@@ -1381,14 +1381,13 @@ public sealed class ChatTests(ProvidersApp app)
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
-    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_and_answers_504_naming_the_setting(bool streamed)
+    public async Task A_turn_still_running_at_its_deadline_cancels_the_tool_call_answers_504_naming_the_setting_and_logs_the_tool(bool streamed)
     {
         // Far shorter than the tool's own bound (Mcp:ToolCallTimeout, 30 s here), which the turn used to wait for.
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Chat:TurnTimeout"] = "00:00:02" });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         var conversation = await app.StartWithCalculatorAsync(client);
-        await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
+        var sleepy = await client.AddMcpServerAsync("sleepy", app.Mcp.UnrulyUrl("hang"));
         var marker = Marker();
         app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_s", "sleepy", "{}"));
 
@@ -1418,18 +1417,23 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.6.5", problem.GetProperty("type").GetString());
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        // The log says the turn ran out of time in the tool call, not that the provider failed (it used to).
+        var logged = TurnLogEntries(conversation);
+        Assert.Contains(logged, e => e.Level == LogLevel.Warning
+            && e.Message.Contains("ran past Chat:TurnTimeout (00:00:02)", StringComparison.Ordinal)
+            && e.Message.Contains($"tool sleepy of MCP server sleepy ({sleepy.Id})", StringComparison.Ordinal));
+        Assert.DoesNotContain(logged, e => e.Message.Contains("failed at provider", StringComparison.Ordinal));
     }
 
     [Fact]
-    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_and_the_turn_answers_504_naming_the_setting()
+    public async Task A_model_still_answering_at_the_turns_deadline_is_cancelled_answers_504_naming_the_setting_and_logs_the_model_call()
     {
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
             ["Chat:TurnTimeout"] = "00:00:02",
             ["Providers:RequestTimeout"] = "00:01:00", // the model call's own bound, which the turn used to wait for
         });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
@@ -1444,8 +1448,62 @@ public sealed class ChatTests(ProvidersApp app)
         await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
             what: "The model call was not cancelled");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        var logged = TurnLogEntries(conversation);
+        Assert.Contains(logged, e => e.Level == LogLevel.Warning
+            && e.Message.Contains("ran past Chat:TurnTimeout (00:00:02)", StringComparison.Ordinal)
+            && e.Message.Contains("the model call (provider fake, model fake-model)", StringComparison.Ordinal));
+        Assert.DoesNotContain(logged, e => e.Message.Contains("failed at provider", StringComparison.Ordinal));
         never.SetResult();
     }
+
+    [Fact]
+    public async Task The_turns_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the chat turns only: the deadline passes when it says so, not ten minutes later.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["Chat:TurnTimeout"] = "00:10:00",
+                ["Providers:RequestTimeout"] = "00:00:05", // on the wall clock: what ends the turn when its deadline does not
+            },
+            services => services.AddScoped(sp => ActivatorUtilities.CreateInstance<ChatTurns>(sp, (TimeProvider)clock)));
+        using var client = ClientOn(node);
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = new TaskCompletionSource();
+        var never = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ =>
+        {
+            asked.TrySetResult();
+            return new FakeReply("too late", Hold: never.Task);
+        }, app.Model.Responder);
+
+        var turn = client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
+        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        clock.Advance(TimeSpan.FromMinutes(10));
+        var problem = await (await turn).ShouldBeProblem(504);
+
+        Assert.StartsWith("The turn did not finish within 600 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
+        never.SetResult();
+    }
+
+    /// <summary>
+    /// A client on <paramref name="node"/>, a host the test started with settings of its own, authenticated as
+    /// <paramref name="user"/> (a new user when not given), as <c>app.Client</c> is on the shared host.
+    /// </summary>
+    private HttpClient ClientOn(Alba.IAlbaHost node, string? user = null)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user ?? ModularChatApp.NewUser()));
+        return client;
+    }
+
+    /// <summary>What the hosts logged about the turns of <paramref name="conversation"/>.</summary>
+    private List<LogEntry> TurnLogEntries(Guid conversation)
+        => [.. app.Logs.Entries.Where(e => e.Message.Contains($"conversation {conversation}", StringComparison.Ordinal))];
 
     [Fact]
     public async Task A_provider_error_before_the_first_token_of_a_stream_still_answers_a_problem()
@@ -1639,8 +1697,7 @@ public sealed class ChatTests(ProvidersApp app)
         // Chat:MaxContentLength and MaxStoredToolResultLength keep their defaults (100,000 and 20,000); messages hold 3,000.
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Conversations:MaxContentLength"] = "3000" });
         var user = ModularChatApp.NewUser();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        using var client = ClientOn(node, user);
         var conversation = await app.StartWithCalculatorAsync(client);
         var marker = Marker();
         var longAnswer = string.Concat(Enumerable.Repeat("All work and no play. ", 200)).Trim();
@@ -1682,8 +1739,7 @@ public sealed class ChatTests(ProvidersApp app)
             ["Providers:RequestTimeout"] = "00:00:02",
             ["Providers:MaxRetries"] = "1",
         });
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        using var client = ClientOn(node);
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
@@ -1770,8 +1826,7 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
         // The process ran on a database of its own (see StartHostProcessAsync): read what it kept through a node on that one.
         await using var reader = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = await app.ProcessDatabaseAsync() });
-        using var readerClient = reader.Server.CreateClient();
-        readerClient.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+        using var readerClient = ClientOn(reader, user);
         var messages = await readerClient.MessagesAsync(conversation);
         Assert.Equal(["user", "user"], messages.Select(m => m.Role)); // the questions are kept; no answer was stored
     }

@@ -31,16 +31,11 @@ public sealed partial class ProblemDetailsExceptionHandler(
         }
 
         var problem = Map(exception);
-        if (exception is NodeStoppingException)
+        if (problem.Status == StatusCodes.Status503ServiceUnavailable)
         {
+            // Every 503 asks the client to come back (another node, or the database back); only the log line differs.
             httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            LogNodeStopping(logger, httpContext.Request.Method, httpContext.Request.Path);
-        }
-        else if (problem.Status == StatusCodes.Status503ServiceUnavailable)
-        {
-            httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            LogDatabaseUnavailable(logger, httpContext.Request.Method, httpContext.Request.Path,
-                IsDatabaseTimeout(exception) ? "did not answer in time" : "cannot be reached", exception.GetBaseException().Message);
+            LogUnavailable(exception, httpContext.Request);
         }
         else if (problem.Status >= 500)
         {
@@ -54,6 +49,23 @@ public sealed partial class ProblemDetailsExceptionHandler(
             ProblemDetails = problem,
             Exception = exception,
         });
+    }
+
+    /// <summary>
+    /// Logs why a request answered 503: a stopping node at Information (a deploy, nothing wrong), the database that cannot
+    /// be reached or did not answer in time at Warning, with its reason.
+    /// </summary>
+    private void LogUnavailable(Exception exception, HttpRequest request)
+    {
+        if (exception is NodeStoppingException)
+        {
+            LogNodeStopping(logger, request.Method, request.Path);
+        }
+        else
+        {
+            LogDatabaseUnavailable(logger, request.Method, request.Path,
+                IsDatabaseTimeout(exception) ? "did not answer in time" : "cannot be reached", exception.GetBaseException().Message);
+        }
     }
 
     /// <summary>The ProblemDetails for an exception (public for tests of the mapping).</summary>

@@ -20,6 +20,9 @@ namespace ModularChat.Providers.Mcp;
 /// <summary>Where a tool offered to the model comes from.</summary>
 internal sealed record ToolOrigin(string Server, string Tool);
 
+/// <summary>A tool call under way: the tool, and the MCP server it was sent to (by name and id).</summary>
+internal sealed record ToolCallInFlight(string Tool, string Server, Guid ServerId);
+
 /// <summary>
 /// The MCP tools of one chat turn. The model sees each server's cached tool list (refreshed by a test); a server is
 /// connected only when the model calls one of its tools, once per turn, and every connection ends with the turn. A
@@ -42,6 +45,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly CallMarks _failed = new();
     private readonly Dictionary<Guid, int> _lost = [];
     private readonly ILogger _logger;
+    private volatile ToolCallInFlight? _inFlight;
 
     private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength, ILogger logger)
     {
@@ -55,6 +59,12 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     public IReadOnlyList<AITool> Tools => _tools;
 
     public IReadOnlyDictionary<string, ToolOrigin> Origins => _origins;
+
+    /// <summary>
+    /// The tool call running now, null while none runs. A call that the turn's cancellation cut short (its deadline, the
+    /// client leaving) stays here, so that the turn can say what it was waiting for when it ended.
+    /// </summary>
+    public ToolCallInFlight? InFlight => _inFlight;
 
     /// <summary>
     /// Whether <paramref name="call"/> failed although it answered the model: the tool reported an error (a result marked
@@ -398,6 +408,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             activity?.SetTag("mcp.tool", tool.Name);
             var started = Stopwatch.GetTimestamp();
             var ok = false;
+            session._inFlight = new ToolCallInFlight(tool.Name, server.Name, server.Id);
             try
             {
                 using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -446,6 +457,11 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             }
             finally
             {
+                if (!cancellationToken.IsCancellationRequested)
+                {
+                    session._inFlight = null;
+                }
+
                 session._metrics.ToolCall(server.Name, tool.Name, ok, Stopwatch.GetElapsedTime(started));
                 if (!ok)
                 {

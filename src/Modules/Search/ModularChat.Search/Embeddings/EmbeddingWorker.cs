@@ -266,11 +266,15 @@ internal sealed partial class EmbeddingWorker(
                 await DeferAsync([.. notEmbedded.Except(givenUp)], CancellationToken.None);
             }
         }
-        catch (OperationCanceledException) when (!placed ? newWork.IsCancellationRequested : cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (!placed && newWork.IsCancellationRequested)
         {
-            // The node stops: another node embeds them (the model's call, or the place, was not this node's to finish).
-            using var timeout = new CancellationTokenSource(ReleaseTimeout);
-            await PutBackAsync(claims, ReleaseSql(database.Schema), null, timeout.Token);
+            // The node began to stop while they waited for a place: another node embeds them.
+            await ReleaseAsync(claims);
+        }
+        catch (OperationCanceledException) when (placed && cancellationToken.IsCancellationRequested)
+        {
+            // The host stopped the worker while they were being embedded: that was not this node's to finish, another node embeds them.
+            await ReleaseAsync(claims);
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -625,6 +629,13 @@ internal sealed partial class EmbeddingWorker(
 
     /// <summary>Whether an entry the model refused on its own at <paramref name="attempt"/> is given up.</summary>
     private bool GivesUp(int attempt) => attempt >= _options.MaxRefusedAttempts;
+
+    /// <summary>Gives <paramref name="claims"/> back to the queue for any node, within <see cref="ReleaseTimeout"/>, as the node stops.</summary>
+    private async Task ReleaseAsync(Claim[] claims)
+    {
+        using var timeout = new CancellationTokenSource(ReleaseTimeout);
+        await PutBackAsync(claims, ReleaseSql(database.Schema), null, timeout.Token);
+    }
 
     /// <summary>Puts claimed rows back for later, after the back-off of their next attempt.</summary>
     private Task DeferAsync(Claim[] claims, CancellationToken cancellationToken)

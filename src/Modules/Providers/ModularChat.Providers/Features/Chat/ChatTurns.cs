@@ -109,6 +109,8 @@ internal sealed partial class ChatTurns(
 
     private IConversationMessages Conversations => conversations;
 
+    private TimeProvider Clock => clock;
+
     /// <summary>Everything before the model call. Errors here are the caller's (400, 404, 409, 422).</summary>
     public async Task<ChatTurn> BeginAsync(string tenantId, Guid conversationId, ChatRequest request, bool streamed, CancellationToken cancellationToken)
     {
@@ -246,26 +248,9 @@ internal sealed partial class ChatTurns(
                 return replay;
             }
 
-            ChatResponse response;
             using var deadline = Deadline(cancellationToken);
-            try
-            {
-                response = await Pipeline().GetResponseAsync(context.Messages, Options(), deadline.Token);
-            }
-            catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
-            {
-                throw late;
-            }
-            catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
-            {
-                throw Failed(failure);
-            }
-            catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
-            {
-                owner.Metrics.ChatTurn("cancelled", streamed);
-                throw Cancelled(e, cancellationToken);
-            }
-
+            var response = await UnderDeadlineAsync(
+                async () => await Pipeline().GetResponseAsync(context.Messages, Options(), deadline.Token), deadline, cancellationToken);
             return await CompleteAsync(response.Messages, response.Usage, cancellationToken);
         }
 
@@ -285,27 +270,7 @@ internal sealed partial class ChatTurns(
             {
                 while (true)
                 {
-                    bool moved;
-                    try
-                    {
-                        moved = await updates.MoveNextAsync();
-                    }
-                    catch (Exception) when (TimedOut(deadline, cancellationToken) is { } late)
-                    {
-                        throw late;
-                    }
-                    catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
-                    {
-                        throw Failed(failure);
-                    }
-                    catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
-                    {
-                        owner.Metrics.ChatTurn("cancelled", streamed);
-                        LogCancelled(owner.Logger, conversationId);
-                        throw Cancelled(e, cancellationToken);
-                    }
-
-                    if (!moved)
+                    if (!await UnderDeadlineAsync(updates.MoveNextAsync, deadline, cancellationToken))
                     {
                         if (!any)
                         {
@@ -568,36 +533,82 @@ internal sealed partial class ChatTurns(
             Tools = tools.Tools.Count > 0 ? [.. tools.Tools] : null,
         };
 
+        /// <summary>The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now on the host's clock.</summary>
+        private TurnDeadline Deadline(CancellationToken cancellationToken) => new(_timeout, owner.Clock, cancellationToken);
+
         /// <summary>
-        /// The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now, for its model and tool calls together;
-        /// also cancelled with <paramref name="cancellationToken"/> (the client left, the node stops).
+        /// One step of the model pipeline (the whole answer, or a stream's next update) under the turn's
+        /// <paramref name="deadline"/>, its failures made the turn's, in this order: past the deadline, a 504 naming it; a
+        /// failure of the model call, as the provider's; the turn cancelled (logged when streamed: the client left mid-stream).
+        /// Both ways of answering take every step through here, so the rules are said once.
         /// </summary>
-        private CancellationTokenSource Deadline(CancellationToken cancellationToken)
+        private async ValueTask<T> UnderDeadlineAsync<T>(Func<ValueTask<T>> step, TurnDeadline deadline, CancellationToken cancellationToken)
         {
-            var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            deadline.CancelAfter(_timeout);
-            return deadline;
+            try
+            {
+                return await step();
+            }
+            catch (Exception) when (TimedOut(deadline) is { } late)
+            {
+                throw late;
+            }
+            catch (Exception e) when (ModelCallException.From(e, provider, model, cancellationToken) is { } failure)
+            {
+                throw Failed(failure);
+            }
+            catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
+            {
+                owner.Metrics.ChatTurn("cancelled", streamed);
+                if (streamed)
+                {
+                    LogCancelled(owner.Logger, conversationId);
+                }
+
+                throw Cancelled(e, cancellationToken);
+            }
         }
 
         /// <summary>
         /// The failure of a turn whose <paramref name="deadline"/> passed while its caller still waits (the model or tool
         /// call in flight cancelled by it): a 504 as a model call that timed out, naming the setting; null otherwise. As
-        /// any model call that fails mid-turn, it stores nothing but the user's message.
+        /// any model call that fails mid-turn, it stores nothing but the user's message. Logged as a turn out of time, with
+        /// the call it was waiting for (a hanging tool is no failure of the provider), not as the provider's failure.
         /// </summary>
-        private ModelCallException? TimedOut(CancellationTokenSource deadline, CancellationToken cancellationToken)
-            => deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested
-                ? Failed(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
-                    $"The turn did not finish within {_timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
-                    $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
-                    "the user's message is stored.",
-                    null))
-                : null;
+        private ModelCallException? TimedOut(TurnDeadline deadline)
+        {
+            if (!deadline.Passed)
+            {
+                return null;
+            }
+
+            var failure = Counted(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
+                $"The turn did not finish within {deadline.Timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
+                $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
+                "the user's message is stored.",
+                null));
+            if (tools.InFlight is { } call)
+            {
+                LogTimedOutInToolCall(owner.Logger, conversationId, deadline.Timeout, call.Tool, call.Server, call.ServerId);
+            }
+            else
+            {
+                LogTimedOutInModelCall(owner.Logger, conversationId, deadline.Timeout, provider.Name, model);
+            }
+
+            return failure;
+        }
 
         private ModelCallException Failed(ModelCallException failure)
         {
+            LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
+            return Counted(failure);
+        }
+
+        /// <summary>Counts the failed turn (by its status) and marks its activity failed.</summary>
+        private ModelCallException Counted(ModelCallException failure)
+        {
             owner.Metrics.ChatTurn(failure.Status == 504 ? "timeout" : "provider_error", streamed);
             _activity?.SetStatus(ActivityStatusCode.Error, failure.ProviderStatus?.ToString(CultureInfo.InvariantCulture) ?? failure.Title);
-            LogFailed(owner.Logger, conversationId, provider.Name, model, failure.Status, failure.Message);
             return failure;
         }
 
@@ -687,6 +698,14 @@ internal sealed partial class ChatTurns(
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} failed at provider {Provider} (model {Model}): {Status} {Reason}")]
     private static partial void LogFailed(ILogger logger, Guid conversationId, string provider, string model, int status, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} ran past Chat:TurnTimeout ({TurnTimeout}) " +
+        "while it waited for the model call (provider {Provider}, model {Model}): that call was cancelled")]
+    private static partial void LogTimedOutInModelCall(ILogger logger, Guid conversationId, TimeSpan turnTimeout, string provider, string model);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Chat turn in conversation {ConversationId} ran past Chat:TurnTimeout ({TurnTimeout}) " +
+        "while it waited for tool {Tool} of MCP server {Server} ({ServerId}): that call was cancelled")]
+    private static partial void LogTimedOutInToolCall(ILogger logger, Guid conversationId, TimeSpan turnTimeout, string tool, string server, Guid serverId);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Chat turn in conversation {ConversationId} cancelled: the client went away")]
     private static partial void LogCancelled(ILogger logger, Guid conversationId);
