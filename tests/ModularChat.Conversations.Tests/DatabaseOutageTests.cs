@@ -2,8 +2,10 @@ using System.Net;
 using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
+using Marten;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.Host.Infrastructure;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -245,14 +247,43 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     /// <summary>A node on <paramref name="database"/> whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
-    private Task<IAlbaHost> StartImpatientNodeAsync(string database)
+    private Task<IAlbaHost> StartImpatientNodeAsync(string database, Action<IServiceCollection>? services = null)
     {
         var shortTimeout = new NpgsqlConnectionStringBuilder(database) { CommandTimeout = 3 };
-        return app.StartHostAsync(new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
-            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
-        });
+        return app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
+                ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
+            },
+            services);
+    }
+
+    [Fact]
+    public async Task A_statement_timing_out_on_a_row_another_connection_holds_is_logged_as_itself_not_as_PostgreSQL_unreachable()
+    {
+        // PostgreSQL answers throughout; the notice's handler waits on the held row past the node's command timeout (3 s),
+        // twice, and Wolverine logs the dead-lettering with that timeout. Before, the outage log took it for an outage:
+        // "PostgreSQL is unreachable", and Wolverine's entry went to Debug.
+        var logs = new CapturedLogs(); // this node's only
+        var database = await app.DatabaseOfItsOwnAsync("locked_rows");
+        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "locked", database);
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
+        await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
+
+        // Replayed once the row is let go (nothing left behind on the database); meanwhile the outage log's probe (every 2 s)
+        // asked PostgreSQL, which answered.
+        await holding.RollbackAsync();
+        await conversation.Scalar(ReplaySql);
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
+
+        Assert.Contains(logs.Entries, e => e.Category.StartsWith("Wolverine", StringComparison.Ordinal) && e.Level == LogLevel.Error
+            && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception));
+        var outage = logs.Entries.Where(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Level >= LogLevel.Warning).ToList();
+        Assert.True(outage.Count == 0, $"The outage log wrote: {string.Join(" | ", outage.Select(e => e.Message))}");
+        Assert.False(node.Services.GetRequiredService<DatabaseOutageLog>().Away);
     }
 
     [Fact]
@@ -288,6 +319,39 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.All(outage.Skip(1), e => Assert.StartsWith("PostgreSQL is still unreachable", e.Message, StringComparison.Ordinal));
 
         List<LogEntry> OutageEntries() => logs.Entries.Where(e => e.Category == "ModularChat.Host.Infrastructure.DatabaseOutageLog").ToList();
+    }
+
+    [Fact]
+    public async Task A_timeout_starts_the_outage_only_once_PostgreSQL_does_not_answer_the_probe_either()
+    {
+        await using var proxy = PostgresProxy();
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        using var store = DocumentStore.For(throughProxy.ConnectionString);
+        var logs = new CapturedLogs();
+        using var loggers = LoggerFactory.Create(logging => logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
+        var outages = new DatabaseOutageLog(loggers.CreateLogger<DatabaseOutageLog>(), TimeProvider.System);
+        var probe = new DatabaseOutageLog.Probe(outages, store, TimeProvider.System);
+        var timeout = new NpgsqlException("Exception while reading from stream", new TimeoutException("Timeout during reading attempt"));
+
+        // PostgreSQL answers select 1: the timeout was a slow statement, written as itself, and no outage.
+        Assert.False(outages.Holds(timeout));
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.False(outages.Suspected);
+        Assert.False(outages.Away);
+
+        // PostgreSQL stops answering (the relay holds every byte): the probe's select 1 gets no answer either, and the
+        // timeout starts the outage; what follows is held while it lasts.
+        proxy.Stall();
+        Assert.False(outages.Holds(timeout));
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.True(outages.Away);
+        Assert.True(outages.Holds(timeout));
+        var started = Assert.Single(logs.Entries, e => e.Level >= LogLevel.Warning);
+        Assert.StartsWith("PostgreSQL is unreachable (NpgsqlException: Exception while reading from stream)", started.Message, StringComparison.Ordinal);
+
+        proxy.Restore();
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.False(outages.Away);
     }
 
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>
