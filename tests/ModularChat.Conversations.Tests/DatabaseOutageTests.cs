@@ -170,6 +170,44 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
     }
 
+    [Fact]
+    public async Task A_dead_lettered_message_is_not_marked_handled_afterwards_so_a_replay_that_comes_back_first_still_runs()
+    {
+        // The move to the dead-letter store takes the message's row out of the inbox; a replay puts it back (same id, same
+        // queue) at the durability agent's next round, which can come at once. Before, completing the failed attempt wrote
+        // "handled" for that id afterwards, in the background: a replay back first was marked handled before any node
+        // claimed it and never ran (the earlier test's replayed clean-up, once in CI). Here a trigger keeps the row in the
+        // inbox, as a replay back at once would have put it, so a late mark shows on it.
+        var database = await app.DatabaseOfItsOwnAsync("dead_letter_race");
+        await using var node = await StartImpatientNodeAsync(database);
+        await using var conversation = await CountedConversationAsync(node, "race", database);
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
+        // Summaries' clean-up of the conversation (each module handles the deletion in a queue of its own).
+        const string Queue = "received_at like '%summarycleanuphandler%' and message_type like '%ConversationDeleted'";
+        var cleanUp = $"modularchat.wolverine_incoming_envelopes where {Queue} and position(convert_to('{conversation.Id}', 'UTF8') in body) > 0";
+        await conversation.Scalar("create or replace function modularchat.keep_in_the_inbox() returns trigger language plpgsql as $$ begin return null; end $$");
+        await conversation.Scalar($"create trigger keep_in_the_inbox before delete on modularchat.wolverine_incoming_envelopes for each row when (old.received_at like '%summarycleanuphandler%' and old.message_type like '%ConversationDeleted' and position(convert_to('{conversation.Id}', 'UTF8') in old.body) > 0) execute function modularchat.keep_in_the_inbox()");
+        try
+        {
+            var holding = await conversation.HoldActivityAsync();
+            Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+            await Eventually.Until(() => conversation.Scalar(DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
+                seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
+            await holding.RollbackAsync();
+
+            // The receiver's completion of the failed attempt (before: a "handled" mark within milliseconds) has long run.
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            Assert.Equal(1, await conversation.Scalar($"select count(*) from {cleanUp}"));
+            Assert.Equal(0, await conversation.Scalar($"select count(*) from {cleanUp} and status = 'Handled'"));
+        }
+        finally
+        {
+            await conversation.Scalar("drop trigger keep_in_the_inbox on modularchat.wolverine_incoming_envelopes");
+            await conversation.Scalar($"delete from {cleanUp}");
+        }
+    }
+
     /// <summary>Sessions waiting for a lock on a row of the activity table (a handler behind the held row).</summary>
     private const string WaitingOnTheActivitySql =
         "select count(*) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()";
