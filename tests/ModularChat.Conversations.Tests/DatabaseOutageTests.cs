@@ -2,8 +2,10 @@ using System.Net;
 using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
+using Marten;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.Host.Infrastructure;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -162,11 +164,58 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await conversation.Scalar(ReplaySql);
         await Eventually.Until(() => conversation.Scalar(CleanUpDeadLetteredSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The dead letter was not replayed");
         await Eventually.Until(() => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not run");
-        await Eventually.Until(() => conversation.Scalar(WaitingOnTheActivitySql), n => n == 0, seconds: 10, what: "The replayed clean-up's first attempt did not time out");
+        // Its first attempt timed out and it is tried again (its attempts in the inbox), not dead-lettered. Not read from the
+        // lock waits: the next attempt waits again 0.25 s later, a gap a busy machine's polling missed (then the second
+        // attempt timed out too, and the replay was dead-lettered again).
+        await Eventually.Until(() => conversation.Scalar(ReplayedCleanUpAttemptsSql), n => n >= 1, seconds: Eventually.BackgroundSeconds,
+            what: "The replayed clean-up's first attempt did not fail");
+        Assert.Equal(0, await conversation.Scalar(CleanUpDeadLetteredSql));
         await holding.RollbackAsync();
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The replayed clean-up did not remove the activity");
         Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
     }
+
+    [Fact]
+    public async Task A_dead_lettered_message_is_not_marked_handled_afterwards_so_a_replay_that_comes_back_first_still_runs()
+    {
+        // The move to the dead-letter store takes the message's row out of the inbox; a replay puts it back (same id, same
+        // queue) at the durability agent's next round, which can come at once. Before, completing the failed attempt wrote
+        // "handled" for that id afterwards, in the background: a replay back first was marked handled before any node
+        // claimed it and never ran (the earlier test's replayed clean-up, once in CI). Here a trigger keeps the row in the
+        // inbox, as a replay back at once would have put it, so a late mark shows on it.
+        var database = await app.DatabaseOfItsOwnAsync("dead_letter_race");
+        await using var node = await StartImpatientNodeAsync(database);
+        await using var conversation = await CountedConversationAsync(node, "race", database);
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
+        // Summaries' clean-up of the conversation (each module handles the deletion in a queue of its own).
+        const string Queue = "received_at like '%summarycleanuphandler%' and message_type like '%ConversationDeleted'";
+        var cleanUp = $"modularchat.wolverine_incoming_envelopes where {Queue} and position(convert_to('{conversation.Id}', 'UTF8') in body) > 0";
+        await conversation.Scalar("create or replace function modularchat.keep_in_the_inbox() returns trigger language plpgsql as $$ begin return null; end $$");
+        await conversation.Scalar($"create trigger keep_in_the_inbox before delete on modularchat.wolverine_incoming_envelopes for each row when (old.received_at like '%summarycleanuphandler%' and old.message_type like '%ConversationDeleted' and position(convert_to('{conversation.Id}', 'UTF8') in old.body) > 0) execute function modularchat.keep_in_the_inbox()");
+        try
+        {
+            var holding = await conversation.HoldActivityAsync();
+            Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+            await Eventually.Until(() => conversation.Scalar(DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
+                seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
+            await holding.RollbackAsync();
+
+            // The receiver's completion of the failed attempt (before: a "handled" mark within milliseconds) has long run.
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            Assert.Equal(1, await conversation.Scalar($"select count(*) from {cleanUp}"));
+            Assert.Equal(0, await conversation.Scalar($"select count(*) from {cleanUp} and status = 'Handled'"));
+        }
+        finally
+        {
+            await conversation.Scalar("drop trigger keep_in_the_inbox on modularchat.wolverine_incoming_envelopes");
+            await conversation.Scalar($"delete from {cleanUp}");
+        }
+    }
+
+    /// <summary>The attempts Wolverine's inbox records for Summaries' clean-up of the conversation (0 for none).</summary>
+    private const string ReplayedCleanUpAttemptsSql =
+        "select coalesce(max(attempts), 0)::bigint from modularchat.wolverine_incoming_envelopes where received_at like '%summarycleanuphandler%' and message_type like '%ConversationDeleted' and position(convert_to(@id::text, 'UTF8') in body) > 0";
 
     /// <summary>Sessions waiting for a lock on a row of the activity table (a handler behind the held row).</summary>
     private const string WaitingOnTheActivitySql =
@@ -245,14 +294,43 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     /// <summary>A node on <paramref name="database"/> whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
-    private Task<IAlbaHost> StartImpatientNodeAsync(string database)
+    private Task<IAlbaHost> StartImpatientNodeAsync(string database, Action<IServiceCollection>? services = null)
     {
         var shortTimeout = new NpgsqlConnectionStringBuilder(database) { CommandTimeout = 3 };
-        return app.StartHostAsync(new Dictionary<string, string?>
-        {
-            ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
-            ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
-        });
+        return app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["ConnectionStrings:Postgres"] = shortTimeout.ConnectionString,
+                ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "2",
+            },
+            services);
+    }
+
+    [Fact]
+    public async Task A_statement_timing_out_on_a_row_another_connection_holds_is_logged_as_itself_not_as_PostgreSQL_unreachable()
+    {
+        // PostgreSQL answers throughout; the notice's handler waits on the held row past the node's command timeout (3 s),
+        // twice, and Wolverine logs the dead-lettering with that timeout. Before, the outage log took it for an outage:
+        // "PostgreSQL is unreachable", and Wolverine's entry went to Debug.
+        var logs = new CapturedLogs(); // this node's only
+        var database = await app.DatabaseOfItsOwnAsync("locked_rows");
+        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "locked", database);
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
+        await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
+
+        // Replayed once the row is let go (nothing left behind on the database); meanwhile the outage log's probe (every 2 s)
+        // asked PostgreSQL, which answered.
+        await holding.RollbackAsync();
+        await conversation.Scalar(ReplaySql);
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
+
+        Assert.Contains(logs.Entries, e => e.Category.StartsWith("Wolverine", StringComparison.Ordinal) && e.Level == LogLevel.Error
+            && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception));
+        var outage = logs.Entries.Where(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Level >= LogLevel.Warning).ToList();
+        Assert.True(outage.Count == 0, $"The outage log wrote: {string.Join(" | ", outage.Select(e => e.Message))}");
+        Assert.False(node.Services.GetRequiredService<DatabaseOutageLog>().Away);
     }
 
     [Fact]
@@ -288,6 +366,39 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.All(outage.Skip(1), e => Assert.StartsWith("PostgreSQL is still unreachable", e.Message, StringComparison.Ordinal));
 
         List<LogEntry> OutageEntries() => logs.Entries.Where(e => e.Category == "ModularChat.Host.Infrastructure.DatabaseOutageLog").ToList();
+    }
+
+    [Fact]
+    public async Task A_timeout_starts_the_outage_only_once_PostgreSQL_does_not_answer_the_probe_either()
+    {
+        await using var proxy = PostgresProxy();
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        using var store = DocumentStore.For(throughProxy.ConnectionString);
+        var logs = new CapturedLogs();
+        using var loggers = LoggerFactory.Create(logging => logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug));
+        var outages = new DatabaseOutageLog(loggers.CreateLogger<DatabaseOutageLog>(), TimeProvider.System);
+        var probe = new DatabaseOutageLog.Probe(outages, store, TimeProvider.System);
+        var timeout = new NpgsqlException("Exception while reading from stream", new TimeoutException("Timeout during reading attempt"));
+
+        // PostgreSQL answers select 1: the timeout was a slow statement, written as itself, and no outage.
+        Assert.False(outages.Holds(timeout));
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.False(outages.Suspected);
+        Assert.False(outages.Away);
+
+        // PostgreSQL stops answering (the relay holds every byte): the probe's select 1 gets no answer either, and the
+        // timeout starts the outage; what follows is held while it lasts.
+        proxy.Stall();
+        Assert.False(outages.Holds(timeout));
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.True(outages.Away);
+        Assert.True(outages.Holds(timeout));
+        var started = Assert.Single(logs.Entries, e => e.Level >= LogLevel.Warning);
+        Assert.StartsWith("PostgreSQL is unreachable (NpgsqlException: Exception while reading from stream)", started.Message, StringComparison.Ordinal);
+
+        proxy.Restore();
+        await probe.CheckAsync(CancellationToken.None);
+        Assert.False(outages.Away);
     }
 
     /// <summary>A relay in front of the test database, to take it away from a node and give it back.</summary>

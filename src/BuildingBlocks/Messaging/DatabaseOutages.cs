@@ -80,6 +80,7 @@ public static class DatabaseOutages
                 // What Wolverine's own "move to the error queue" does: store it there, settle it with its receiver (a batch's
                 // pending count included), and count and log it as dead-lettered (its wolverine-dead-letter-queue metric).
                 await lifecycle.MoveToDeadLetterQueueAsync(exception);
+                SettledInTheInbox(envelope);
                 await lifecycle.CompleteAsync();
                 runtime.MessageTracking.MessageFailed(envelope, exception);
                 runtime.MessageTracking.MovedToErrorQueue(envelope, exception);
@@ -98,6 +99,14 @@ public static class DatabaseOutages
             await lifecycle.DeferAsync();
         }, "wait for the database, then try again");
     }
+
+    /// <summary>
+    /// Marks a dead-lettered envelope as already settled in the inbox: the move to the dead-letter store took its row out.
+    /// Without it, completing it with a durable receiver wrote "handled" for its id afterwards, in the background: replayed
+    /// meanwhile (its row back in the inbox, same id and queue), the message was marked handled before any node claimed it
+    /// and never ran, silently. A batch's messages are Wolverine's own (not reachable here): they keep that late mark.
+    /// </summary>
+    private static void SettledInTheInbox(Envelope envelope) => envelope.Status = EnvelopeStatus.Handled;
 
     /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws).</summary>
     private static Task<bool> AnswersAsync(IWolverineRuntime runtime)

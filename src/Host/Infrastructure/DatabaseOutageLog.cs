@@ -12,6 +12,13 @@ namespace ModularChat.Host.Infrastructure;
 /// entries whose exception is the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>) are written at
 /// Debug meanwhile; every other entry of theirs, an error that is not the outage included, is written as it was.
 /// </summary>
+/// <remarks>
+/// A refused or broken connection, or a server shutting down, starts the outage at once. A timeout does not by itself: a
+/// statement that waited on a lock past its command timeout times out on a PostgreSQL that answers (taken for an outage, it
+/// was logged as "PostgreSQL is unreachable", then "answers again" 2 s later). Unless an outage is already on, a timeout is
+/// written as itself and the <see cref="Probe"/> asks PostgreSQL <c>select 1</c> (off the logging thread: <see cref="Holds"/>
+/// is called synchronously by a logger); only if that gets no answer does the outage start.
+/// </remarks>
 internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logger, TimeProvider clock)
 {
     /// <summary>The shortest time between two lines about one outage.</summary>
@@ -23,6 +30,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     private DateTimeOffset _lastLine;
     private long _held;
     private long _heldInAll;
+    private Exception? _suspect;
 
     /// <summary>Whether an outage is on (logged, not yet seen to end).</summary>
     public bool Away
@@ -36,13 +44,26 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         }
     }
 
+    /// <summary>Whether a timeout, with no outage on, waits for the <see cref="Probe"/> to tell whether PostgreSQL answers.</summary>
+    public bool Suspected
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _suspect is not null;
+            }
+        }
+    }
+
     /// <summary>
     /// Whether an entry of Wolverine's or JasperFx's with <paramref name="exception"/> is about the database being away: then
     /// the outage is logged (when it starts, or at most every <see cref="Interval"/>) and the entry is to be written at Debug.
+    /// A timeout with no outage on is not (yet): the <see cref="Probe"/> tells.
     /// </summary>
     public bool Holds(Exception? exception)
     {
-        if (exception is null || !DatabaseOutages.IsDatabaseAway(exception) || RolledBack(exception))
+        if (exception is null || !DatabaseOutages.IsDatabaseAway(exception) || PostgresAnswered(exception))
         {
             return false;
         }
@@ -52,8 +73,13 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         {
             if (!_away)
             {
-                (_away, _since, _lastLine, _held, _heldInAll) = (true, now, now, 0, 0);
-                LogStarted(logger, exception.GetType().Name, exception.Message, Interval.TotalSeconds);
+                if (TimedOut(exception))
+                {
+                    _suspect ??= exception;
+                    return false;
+                }
+
+                Start(exception, now);
                 return true;
             }
 
@@ -69,24 +95,57 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         return true;
     }
 
-    /// <summary>
-    /// A deadlock or a serialization failure (SQLSTATE class 40): transient for the retry rules, but PostgreSQL answered.
-    /// Written as itself: taken for an outage it was logged as "PostgreSQL is unreachable", then "answers again" 2 s later.
-    /// </summary>
-    private static bool RolledBack(Exception exception) => exception switch
+    private void Start(Exception exception, DateTimeOffset now)
     {
-        PostgresException postgres => postgres.SqlState.StartsWith("40", StringComparison.Ordinal),
-        AggregateException aggregate => aggregate.InnerExceptions.Any(RolledBack),
-        { InnerException: { } inner } => RolledBack(inner),
+        (_away, _since, _lastLine, _held, _heldInAll, _suspect) = (true, now, now, 0, 0, null);
+        LogStarted(logger, exception.GetType().Name, exception.Message, Interval.TotalSeconds);
+    }
+
+    /// <summary>
+    /// A deadlock or a serialization failure (SQLSTATE class 40), a lock not available (class 55: a lock timeout, an object in
+    /// use): transient for the retry rules, but PostgreSQL answered. Written as itself: taken for an outage it was logged as
+    /// "PostgreSQL is unreachable", then "answers again" 2 s later.
+    /// </summary>
+    private static bool PostgresAnswered(Exception exception) => exception switch
+    {
+        PostgresException postgres => postgres.SqlState.StartsWith("40", StringComparison.Ordinal) || postgres.SqlState.StartsWith("55", StringComparison.Ordinal),
+        AggregateException aggregate => aggregate.InnerExceptions.Any(PostgresAnswered),
+        { InnerException: { } inner } => PostgresAnswered(inner),
         _ => false,
     };
 
-    /// <summary>PostgreSQL answered: the outage, if one was on, is over (logged once).</summary>
+    /// <summary>
+    /// Npgsql's command or connection timeout (its <see cref="NpgsqlException"/> over a <see cref="TimeoutException"/>): a
+    /// statement that waited on a lock, or a server that does not answer; only <c>select 1</c> tells which.
+    /// </summary>
+    private static bool TimedOut(Exception exception) => exception switch
+    {
+        TimeoutException => true,
+        AggregateException aggregate => aggregate.InnerExceptions.Any(TimedOut),
+        { InnerException: { } inner } => TimedOut(inner),
+        _ => false,
+    };
+
+    /// <summary>PostgreSQL did not answer the <see cref="Probe"/>: a timeout seen meanwhile was the outage's start.</summary>
+    public void Unanswered()
+    {
+        var now = clock.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_away && _suspect is { } timeout)
+            {
+                Start(timeout, now);
+            }
+        }
+    }
+
+    /// <summary>PostgreSQL answered: the outage, if one was on, is over (logged once); a timeout seen meanwhile was not one.</summary>
     public void Answered()
     {
         var now = clock.GetUtcNow();
         lock (_lock)
         {
+            _suspect = null;
             if (!_away)
             {
                 return;
@@ -107,20 +166,38 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     [LoggerMessage(Level = LogLevel.Information, Message = "PostgreSQL answers again after an outage of about {Seconds} s ({Held} entries of Wolverine's about it written at Debug)")]
     private static partial void LogEnded(ILogger logger, long seconds, long held);
 
-    /// <summary>While an outage is on, asks PostgreSQL <c>select 1</c> every few seconds, to log its end.</summary>
+    /// <summary>
+    /// While an outage is on, or a timeout has been seen, asks PostgreSQL <c>select 1</c> every few seconds: to log the
+    /// outage's end, or to tell whether the timeout was its start.
+    /// </summary>
     internal sealed class Probe(DatabaseOutageLog outages, IDocumentStore store, TimeProvider clock) : BackgroundService
     {
         private static readonly TimeSpan Every = TimeSpan.FromSeconds(2);
+
+        /// <summary>One probe, if one is wanted.</summary>
+        internal async Task CheckAsync(CancellationToken cancellationToken)
+        {
+            if (!outages.Away && !outages.Suspected)
+            {
+                return;
+            }
+
+            if (await DatabaseOutages.AnswersAsync(store, cancellationToken))
+            {
+                outages.Answered();
+            }
+            else if (!cancellationToken.IsCancellationRequested)
+            {
+                outages.Unanswered();
+            }
+        }
 
         protected override async Task ExecuteAsync(CancellationToken stoppingToken)
         {
             using var timer = new PeriodicTimer(Every, clock);
             while (await timer.WaitForNextTickAsync(stoppingToken))
             {
-                if (outages.Away && await DatabaseOutages.AnswersAsync(store, stoppingToken))
-                {
-                    outages.Answered();
-                }
+                await CheckAsync(stoppingToken);
             }
         }
     }
