@@ -1414,7 +1414,8 @@ public sealed class ChatTests(ProvidersApp app)
         }
 
         Assert.Equal("The chat turn did not finish in time.", problem.GetProperty("title").GetString());
-        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal("The turn did not finish within 2 s (Chat:TurnTimeout): the call to tool 'sleepy' of MCP server 'sleepy', still " +
+            "running then, was cancelled, and nothing but the user's message is stored.", problem.GetProperty("detail").GetString());
         Assert.Equal("https://tools.ietf.org/html/rfc9110#section-15.6.5", problem.GetProperty("type").GetString());
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
         // The log says the turn ran out of time in the tool call, not that the provider failed (it used to).
@@ -1444,7 +1445,8 @@ public sealed class ChatTests(ProvidersApp app)
         var response = await client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
         var problem = await response.ShouldBeProblem(504);
 
-        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout)", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout): the call to provider 'fake' (model 'fake-model'), still running then, was cancelled",
+            problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
         await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
             what: "The model call was not cancelled");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));

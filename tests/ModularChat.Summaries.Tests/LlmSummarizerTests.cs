@@ -233,6 +233,34 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
     }
 
     [Fact]
+    public async Task An_attempt_cut_at_the_job_timeout_is_logged_and_counted_naming_the_setting()
+    {
+        // The model needs 8 s for the one chunk, the node's jobs have 5 s: Wolverine cancels the attempt. It was a bare
+        // "A task was canceled." that the writer neither logged nor counted (Wolverine's own entry for it is at Debug): an
+        // attempt, and a job, that ran out of time failed silently. The retry (on whichever node) gets its answer at once.
+        var topic = $"timeout-{Guid.NewGuid():N}";
+        var calls = 0;
+        app.Llm.Responder = r => UserText(r).Contains(topic, StringComparison.Ordinal) && Interlocked.Increment(ref calls) == 1
+            ? SummaryThroughLastMessage(r) with { Delay = TimeSpan.FromSeconds(8) }
+            : SummaryThroughLastMessage(r);
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["Summaries:JobTimeout"] = "00:00:05" });
+        using var failures = new MetricCollector<long>(
+            node.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        using var client = ClientOf(node, app.LlmTenant);
+        var id = await client.NewConversation();
+
+        await client.AppendBatch(id, Api.Turns(1, 10, topic));
+
+        Assert.Equal("Summary through 10.", (await client.SummaryCovering(id, 10, seconds: 90)).Text);
+        var entry = Assert.Single(WriterEntriesAbout(id));
+        Assert.Equal(LogLevel.Warning, entry.Level);
+        Assert.Contains("failed on attempt 1", entry.Message, StringComparison.Ordinal);
+        Assert.Contains("ran past Summaries:JobTimeout (00:00:05)", Assert.IsType<TimeoutException>(entry.Exception).Message, StringComparison.Ordinal);
+        var measured = Assert.Single(failures.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "llm"));
+        Assert.Equal(("TimeoutException", "retry"), (measured.Tags["error"] as string, measured.Tags["outcome"] as string));
+    }
+
+    [Fact]
     public async Task A_reply_over_the_length_limit_is_cut_back_to_whole_sentences()
     {
         var rambling = string.Join(' ', Enumerable.Range(1, 80).Select(i => $"Fact {i} about the trip is worth remembering."));

@@ -50,25 +50,43 @@ public sealed partial class SummaryWriter(
         {
             return await AttemptAsync(job, session, envelope, cancellationToken);
         }
-        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested || !nodeStopping.Begun)
         {
             // The one entry of the failed attempt, whatever failed in it: Wolverine's own for it stay below Warning
             // (HandlerFailureLog, and the job's FailureLogLevel). The last one, which dead-letters the job, is the error.
+            var failure = TimedOut(e, cancellationToken) ?? e;
             var final = envelope.Attempts > RetryCount();
-            metrics.Failed(settingsResolver.For(session.TenantId).Variant, e.GetType().Name, final);
+            metrics.Failed(settingsResolver.For(session.TenantId).Variant, failure.GetType().Name, final);
             if (final)
             {
-                LogDeadLettered(logger, e, job.ConversationId, session.TenantId, envelope.Attempts, e.Message);
+                LogDeadLettered(logger, failure, job.ConversationId, session.TenantId, envelope.Attempts, failure.Message);
             }
             else
             {
-                LogFailed(logger, e, job.ConversationId, session.TenantId, envelope.Attempts);
+                LogFailed(logger, failure, job.ConversationId, session.TenantId, envelope.Attempts);
             }
 
             HandlerFailureLog.MarkLogged(envelope);
-            throw;
+            if (ReferenceEquals(failure, e))
+            {
+                throw;
+            }
+
+            throw failure;
         }
     }
+
+    /// <summary>
+    /// The attempt's failure when Wolverine cut it at <see cref="SummariesOptions.JobTimeout"/> (the handler's token
+    /// cancelled while the node is not stopping), named so: it was a bare "A task was canceled." that the writer neither
+    /// logged nor counted (Wolverine's own entry for it is at Debug), so an attempt, and a job, that ran out of time failed
+    /// silently, and the dead-letter store said only that a task was cancelled. Null for any other failure.
+    /// </summary>
+    private TimeoutException? TimedOut(Exception e, CancellationToken cancellationToken)
+        => e is OperationCanceledException && cancellationToken.IsCancellationRequested
+            ? new TimeoutException($"The attempt ran past Summaries:JobTimeout ({options.Value.JobTimeout}) and was cancelled; " +
+                                   "what it had not stored is read again by the next attempt.", e)
+            : null;
 
     private async Task<OutgoingMessages> AttemptAsync(SummarizeConversation job, IDocumentSession session, Envelope envelope, CancellationToken cancellationToken)
     {

@@ -581,12 +581,15 @@ internal sealed partial class ChatTurns(
                 return null;
             }
 
+            var inFlight = tools.InFlight;
+            var waitedFor = inFlight is { } tool
+                ? $"the call to tool '{tool.Tool}' of MCP server '{tool.Server}'"
+                : $"the call to provider '{provider.Name}' (model '{model}')";
             var failure = Counted(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
-                $"The turn did not finish within {deadline.Timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): the call " +
-                $"still running then (to provider '{provider.Name}', model '{model}', or to one of its tools) was cancelled, and nothing but " +
-                "the user's message is stored.",
+                $"The turn did not finish within {deadline.Timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): {waitedFor}, still running " +
+                "then, was cancelled, and nothing but the user's message is stored.",
                 null));
-            if (tools.InFlight is { } call)
+            if (inFlight is { } call)
             {
                 LogTimedOutInToolCall(owner.Logger, conversationId, deadline.Timeout, call.Tool, call.Server, call.ServerId);
             }
