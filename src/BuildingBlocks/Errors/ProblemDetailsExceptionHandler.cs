@@ -91,7 +91,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
             Title = "The request conflicts with the current state.",
             Detail = conflict.Message,
         }, conflict.Extensions),
-        _ when InChain(exception, e => e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException) => new ProblemDetails
+        _ when exception.InChain(e => e is ConcurrencyException or EventStreamUnexpectedMaxEventIdException) => new ProblemDetails
         {
             Status = StatusCodes.Status409Conflict,
             Title = "The resource was changed by another request.",
@@ -106,7 +106,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
         // A body that is not the JSON an endpoint takes arrives wrapped (the framework's binding); a bare JsonException
         // comes from the service reading its own data (a stored or cached document), which is no fault of the request.
         BadHttpRequestException bad => FromBadHttpRequest(bad),
-        _ when InChain(exception, e => e is PostgresException { SqlState: PostgresErrorCodes.UntranslatableCharacter or PostgresErrorCodes.CharacterNotInRepertoire }) => new ProblemDetails
+        _ when exception.InChain(e => e is PostgresException { SqlState: PostgresErrorCodes.UntranslatableCharacter or PostgresErrorCodes.CharacterNotInRepertoire }) => new ProblemDetails
         {
             // What the request body's check (StorableTextJsonConverter) cannot see, e.g. a query-string value.
             Status = StatusCodes.Status400BadRequest,
@@ -130,7 +130,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
     };
 
     /// <summary>A database command that ran past its timeout (Npgsql's <c>Command Timeout</c>), at any depth.</summary>
-    private static bool IsDatabaseTimeout(Exception exception) => InChain(exception, e => e is TimeoutException);
+    private static bool IsDatabaseTimeout(Exception exception) => exception.InChain(e => e is TimeoutException);
 
     /// <summary>Seconds a client is asked to wait before retrying a 503.</summary>
     public const int RetryAfterSeconds = 5;
@@ -140,26 +140,7 @@ public sealed partial class ProblemDetailsExceptionHandler(
     /// exhausted, the server shutting down or out of connections, a command past its timeout (Npgsql marks these
     /// transient), at any depth (Marten and Wolverine wrap them).
     /// </summary>
-    private static bool IsDatabaseUnavailable(Exception exception) => InChain(exception, e => e is NpgsqlException { IsTransient: true });
-
-    /// <summary>Whether <paramref name="exception"/> or one it wraps (inner exceptions, aggregates) matches.</summary>
-    private static bool InChain(Exception exception, Func<Exception, bool> match)
-    {
-        for (Exception? e = exception; e is not null; e = e.InnerException)
-        {
-            if (match(e))
-            {
-                return true;
-            }
-
-            if (e is AggregateException aggregate)
-            {
-                return aggregate.InnerExceptions.Any(inner => InChain(inner, match));
-            }
-        }
-
-        return false;
-    }
+    private static bool IsDatabaseUnavailable(Exception exception) => exception.InChain(e => e is NpgsqlException { IsTransient: true });
 
     private static ProblemDetails FromValidation(ValidationException validation)
     {

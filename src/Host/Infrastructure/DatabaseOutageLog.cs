@@ -1,4 +1,5 @@
 using Marten;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Messaging;
 using Npgsql;
 
@@ -106,25 +107,15 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     /// use): transient for the retry rules, but PostgreSQL answered. Written as itself: taken for an outage it was logged as
     /// "PostgreSQL is unreachable", then "answers again" 2 s later.
     /// </summary>
-    private static bool PostgresAnswered(Exception exception) => exception switch
-    {
-        PostgresException postgres => postgres.SqlState.StartsWith("40", StringComparison.Ordinal) || postgres.SqlState.StartsWith("55", StringComparison.Ordinal),
-        AggregateException aggregate => aggregate.InnerExceptions.Any(PostgresAnswered),
-        { InnerException: { } inner } => PostgresAnswered(inner),
-        _ => false,
-    };
+    private static bool PostgresAnswered(Exception exception)
+        => exception.InChain(e => e is PostgresException postgres
+            && (postgres.SqlState.StartsWith("40", StringComparison.Ordinal) || postgres.SqlState.StartsWith("55", StringComparison.Ordinal)));
 
     /// <summary>
     /// Npgsql's command or connection timeout (its <see cref="NpgsqlException"/> over a <see cref="TimeoutException"/>): a
     /// statement that waited on a lock, or a server that does not answer; only <c>select 1</c> tells which.
     /// </summary>
-    private static bool TimedOut(Exception exception) => exception switch
-    {
-        TimeoutException => true,
-        AggregateException aggregate => aggregate.InnerExceptions.Any(TimedOut),
-        { InnerException: { } inner } => TimedOut(inner),
-        _ => false,
-    };
+    private static bool TimedOut(Exception exception) => exception.InChain(e => e is TimeoutException);
 
     /// <summary>PostgreSQL did not answer the <see cref="Probe"/>: a timeout seen meanwhile was the outage's start.</summary>
     public void Unanswered()

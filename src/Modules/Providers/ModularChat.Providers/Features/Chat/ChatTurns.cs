@@ -581,24 +581,22 @@ internal sealed partial class ChatTurns(
                 return null;
             }
 
-            var inFlight = tools.InFlight;
-            var waitedFor = inFlight is { } tool
-                ? $"the call to tool '{tool.Tool}' of MCP server '{tool.Server}'"
-                : $"the call to provider '{provider.Name}' (model '{model}')";
-            var failure = Counted(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
-                $"The turn did not finish within {deadline.Timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): {waitedFor}, still running " +
-                "then, was cancelled, and nothing but the user's message is stored.",
-                null));
-            if (inFlight is { } call)
+            string waitedFor;
+            if (tools.InFlight is { } call)
             {
+                waitedFor = $"the call to tool '{call.Tool}' of MCP server '{call.Server}'";
                 LogTimedOutInToolCall(owner.Logger, conversationId, deadline.Timeout, call.Tool, call.Server, call.ServerId);
             }
             else
             {
+                waitedFor = $"the call to provider '{provider.Name}' (model '{model}')";
                 LogTimedOutInModelCall(owner.Logger, conversationId, deadline.Timeout, provider.Name, model);
             }
 
-            return failure;
+            return Counted(new ModelCallException(StatusCodes.Status504GatewayTimeout, "The chat turn did not finish in time.",
+                $"The turn did not finish within {deadline.Timeout.TotalSeconds:0.#} s (Chat:TurnTimeout): {waitedFor}, still running " +
+                "then, was cancelled, and nothing but the user's message is stored.",
+                null));
         }
 
         private ModelCallException Failed(ModelCallException failure)
