@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.RegularExpressions;
 using Npgsql;
 using static ModularChat.Search.Tests.Api;
 
@@ -44,5 +45,31 @@ public sealed class ProjectionOutageTests(SearchApp app)
         await Eventually.Until(() => client.KeywordMatches("navigator"), n => n == 1, seconds: 90, what: "Indexing did not resume after the outage");
         Assert.Equal(1, await client.KeywordMatches("quartermaster"));
         Assert.DoesNotContain("ProgressionProgressOutOfOrderException", node.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task While_the_database_is_away_the_projection_daemon_does_not_log_an_error_at_each_poll_the_outage_is_logged_once()
+    {
+        // A node of its own cluster that runs the projections (the daemon), as above.
+        var database = new NpgsqlConnectionStringBuilder(await app.ProcessDatabaseAsync());
+        await using var proxy = new TcpProxy(database.Host!, database.Port);
+        var throughProxy = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string> { ["ConnectionStrings__Postgres"] = throughProxy.ConnectionString });
+        using var client = node.Client(app.Token(ModularChatApp.NewUser("daemon")));
+        await client.StartConversation("daemon", Message("the cooper hooped the cask"));
+        await Eventually.Until(() => client.KeywordMatches("cooper"), n => n == 1, seconds: 90, what: "The node's daemon did not index before the outage");
+        var before = node.Output.Length;
+
+        // 10 s away: the daemon logged "Failed while trying to detect high water statistics" at Error, with its stack trace,
+        // every ~1.4 s (13 in 18 s).
+        proxy.Cut();
+        await Task.Delay(TimeSpan.FromSeconds(10));
+        var duringOutage = node.Output[before..];
+        proxy.Restore();
+
+        Assert.Empty(Regex.Matches(duringOutage, @"(warn|fail|crit): Marten\.Events\.Daemon"));
+        Assert.Single(Regex.Matches(duringOutage, "PostgreSQL is unreachable"));
+        await Eventually.Until(() => Task.FromResult(node.Output[before..].Contains("PostgreSQL answers again", StringComparison.Ordinal)), found => found,
+            seconds: 60, what: "The node did not log that PostgreSQL answers again");
     }
 }

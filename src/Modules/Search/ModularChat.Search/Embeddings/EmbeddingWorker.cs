@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
-using System.Numerics;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -41,6 +40,7 @@ internal sealed partial class EmbeddingWorker(
     private static readonly TimeSpan Lease = TimeSpan.FromMinutes(5);
 
     private readonly SearchEmbeddingOptions _options = options.Value.Embeddings;
+    private readonly RepeatedFailures _failures = new(logger, "The search embedding worker", options.Value.Embeddings.PollInterval);
     private readonly VectorPrecision _precision = options.Value.VectorIndex.Precision;
     private readonly ConcurrentQueue<string> _modelChecks = new();
     private readonly ConcurrentDictionary<string, string> _seenModels = new(StringComparer.Ordinal);
@@ -99,12 +99,11 @@ internal sealed partial class EmbeddingWorker(
         // out walks the due rows of the tenants left out (an import's backlog), and a tenant's embedding ends every few
         // hundred rows.
         long? foundNothingAt = null;
-        var failedRounds = 0; // rounds in a row that failed (the database away): the worker waits longer and logs less
         while (!newWork.IsCancellationRequested)
         {
             running.RemoveWhere(t => t.IsCompleted);
             var full = false;
-            var wait = _options.PollInterval;
+            var failed = false;
             try
             {
                 await YieldToBurstAsync(newWork);
@@ -124,11 +123,7 @@ internal sealed partial class EmbeddingWorker(
                     }
                 }
 
-                if (failedRounds > 0)
-                {
-                    LogWorkerRecovered(logger, failedRounds);
-                    failedRounds = 0;
-                }
+                _failures.Succeeded();
             }
             catch (OperationCanceledException) when (newWork.IsCancellationRequested)
             {
@@ -137,22 +132,13 @@ internal sealed partial class EmbeddingWorker(
             catch (Exception e)
             {
                 // Never let an unexpected error stop the host; the queue is durable, the next round retries. A failure that
-                // repeats (the database away) is logged once with its exception, then at each doubling of the count, and the
-                // rounds draw apart (doubling, at most MaxFailedRoundWait): one warning a poll flooded the log in an outage.
-                failedRounds++;
-                if (failedRounds == 1)
-                {
-                    LogWorkerFailed(logger, e);
-                }
-                else if (BitOperations.IsPow2(failedRounds))
-                {
-                    LogWorkerStillFailing(logger, failedRounds, e.GetType().Name, e.Message);
-                }
-
-                wait = TimeSpan.FromTicks(Math.Min(MaxFailedRoundWait.Ticks, _options.PollInterval.Ticks << Math.Min(failedRounds, 20)));
+                // repeats (the database away) is logged once, and the rounds draw apart (RepeatedFailures).
+                _failures.Failed(e);
+                failed = true;
             }
 
-            if (!full || failedRounds > 0)
+            var wait = failed ? _failures.Wait : _options.PollInterval;
+            if (!full || failed)
             {
                 // Nothing more due for a tenant not already being embedded, or every place taken: a tenant's embedding that
                 // ends wakes the worker, as do searches noticing a new model.
@@ -303,9 +289,6 @@ internal sealed partial class EmbeddingWorker(
         from {schema.EntriesById(1, 2)}
         left join {schema.Vectors} v on v.tenant_id = e.tenant_id and v.entry_id = e.id
         """;
-
-    /// <summary>The longest wait between two rounds of the worker while they keep failing.</summary>
-    internal static readonly TimeSpan MaxFailedRoundWait = TimeSpan.FromSeconds(30);
 
     /// <summary>A queue row this worker leased: where it is (ctid), whose entry, and until when.</summary>
     internal readonly record struct Claim(NpgsqlTid Row, string Tenant, Guid Entry, int Attempts, DateTime Lease);
@@ -675,8 +658,9 @@ internal sealed partial class EmbeddingWorker(
         }
         catch (NpgsqlException e)
         {
-            // The lease expires on its own: the rows come back due then.
-            LogWorkerFailed(logger, e);
+            // The lease expires on its own: the rows come back due then. Met by the worker's rounds too while the database is
+            // away: one series of failures, so the outage is one warning, whichever meets it first.
+            _failures.Failed(e);
         }
     }
 
@@ -751,15 +735,6 @@ internal sealed partial class EmbeddingWorker(
     private sealed record Work(
         Guid Id, Guid ConversationId, EntryKind Kind, long Sequence, int? Revision, string? Role, DateTime CreatedAt, string Text, long Fingerprint,
         float[]? Floats);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker failed; it tries again shortly")]
-    private static partial void LogWorkerFailed(ILogger logger, Exception exception);
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "The search embedding worker has failed {Rounds} rounds in a row ({ErrorType}: {Error}); it tries again less often, at most every 30 s")]
-    private static partial void LogWorkerStillFailing(ILogger logger, int rounds, string errorType, string error);
-
-    [LoggerMessage(Level = LogLevel.Information, Message = "The search embedding worker works again after {Rounds} failed rounds")]
-    private static partial void LogWorkerRecovered(ILogger logger, int rounds);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Embedding {Count} search entries of tenant {TenantId} failed (attempt {Attempts}, {ErrorType}: {Error}); they are retried later")]
     private static partial void LogEmbeddingFailed(ILogger logger, string tenantId, int count, int attempts, string errorType, string error);

@@ -8,9 +8,11 @@ namespace ModularChat.Search.Storage;
 /// <summary>
 /// Removes the tombstones of deleted conversations (and the logged ranges of deleted messages) once <see cref="SearchOptions.TombstoneLifetime"/> has passed, so that
 /// in the end nothing of a deleted conversation remains in the database. Every node runs it; the delete is idempotent. A
-/// stopping node starts no round (the other nodes' rounds do the same delete); one that runs finishes.
+/// stopping node starts no round (the other nodes' rounds do the same delete); one that runs finishes. While the database
+/// is away its rounds fail: the first failure is logged, then less and less, and the rounds draw apart
+/// (<see cref="RepeatedFailures"/>); a warning every round (every second with a short lifetime) flooded the log.
 /// </summary>
-internal sealed partial class TombstoneCleanup(
+internal sealed class TombstoneCleanup(
     SearchDatabase database, IOptions<SearchOptions> options, TimeProvider clock, NodeStopping nodeStopping, ILogger<TombstoneCleanup> logger)
     : SharedBackgroundWork(nodeStopping)
 {
@@ -18,16 +20,18 @@ internal sealed partial class TombstoneCleanup(
     {
         var tombstoneLifetime = options.Value.TombstoneLifetime;
         var interval = TimeSpan.FromTicks(Math.Clamp(tombstoneLifetime.Ticks / 2, TimeSpan.FromMilliseconds(100).Ticks, TimeSpan.FromMinutes(5).Ticks));
-        using var timer = new PeriodicTimer(interval, clock);
-        while (await timer.WaitForNextTickAsync(newWork))
+        var failures = new RepeatedFailures(logger, "The search tombstone clean-up", interval);
+        while (true)
         {
+            await Task.Delay(failures.Wait, clock, newWork);
             try
             {
                 await RemoveExpiredAsync(tombstoneLifetime, stoppingToken);
+                failures.Succeeded();
             }
             catch (Exception e) when (e is not OperationCanceledException)
             {
-                LogCleanupFailed(logger, e);
+                failures.Failed(e);
             }
         }
     }
@@ -44,7 +48,4 @@ internal sealed partial class TombstoneCleanup(
         command.Parameters.Add(new NpgsqlParameter { Value = (clock.GetUtcNow() - lifetime).UtcDateTime });
         return (int)(long)(await command.ExecuteScalarAsync(cancellationToken))!;
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Removing expired search tombstones failed; the next round retries")]
-    private static partial void LogCleanupFailed(ILogger logger, Exception exception);
 }
