@@ -369,6 +369,41 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task While_the_database_is_away_the_node_s_heartbeat_and_the_summary_backlog_count_each_log_one_warning_then_say_they_work_again()
+    {
+        // Both check every second here and keep that pace through the outage; each failed check logged a warning with its
+        // stack trace (6 s away: ~6 each).
+        var logs = new CapturedLogs(); // this node's only
+        await using var proxy = PostgresProxy();
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString,
+                ["Messaging:HealthCheckInterval"] = "00:00:01",
+                ["Summaries:BacklogRefreshInterval"] = "00:00:01",
+            },
+            services => services.AddSingleton<ILoggerProvider>(logs));
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        await Task.Delay(TimeSpan.FromSeconds(6));
+        proxy.Restore();
+
+        string[] workers = ["ModularChat.Host.Nodes.NodeHeartbeat", "ModularChat.Summaries.Features.Sweep.SummaryBacklogMonitor"];
+        await Eventually.Until(() => Task.FromResult(workers.Count(w => Entries(w).Any(e => e.Message.Contains("works again", StringComparison.Ordinal)))),
+            n => n == workers.Length, seconds: 30, what: "The heartbeat and the backlog count did not both say they work again");
+        foreach (var worker in workers)
+        {
+            var warnings = Entries(worker).Where(e => e.Level == LogLevel.Warning).ToList();
+            Assert.Single(warnings, e => e.Exception is not null); // the first failure, with its exception
+            Assert.InRange(warnings.Count, 1, 3); // then one line at 2 and at 4 failures in a row, without it
+        }
+
+        List<LogEntry> Entries(string category) => logs.Entries.Skip(before).Where(e => e.Category == category).ToList();
+    }
+
+    [Fact]
     public async Task A_timeout_starts_the_outage_only_once_PostgreSQL_does_not_answer_the_probe_either()
     {
         await using var proxy = PostgresProxy();

@@ -8,7 +8,9 @@ namespace ModularChat.BuildingBlocks.Background;
 /// PostgreSQL is away (a restart, a failover, the network) every round fails the same way: one warning with its stack trace
 /// a round flooded the log (the embedding worker wrote 82 in a 40 s outage, the tombstone clean-up one a second in tests).
 /// The first failure is logged with its exception, then one line, without it, at each doubling of their count (2, 4, 8,
-/// ...), and one at Information when the work succeeds again; <see cref="Wait"/> draws the rounds apart meanwhile.
+/// ...), and one at Information when the work succeeds again; <see cref="Wait"/> draws the rounds apart meanwhile, unless the
+/// work keeps its pace while it fails (<c>drawApart</c> false: a node's heartbeat, a gauge, whose next round after the
+/// outage must not come late).
 /// </summary>
 /// <remarks>
 /// Thread-safe: work a worker does beside its rounds (giving claimed rows back) counts its failures in the same series, so
@@ -16,7 +18,8 @@ namespace ModularChat.BuildingBlocks.Background;
 /// </remarks>
 /// <param name="work">What fails, as the log lines' subject ("The search embedding worker").</param>
 /// <param name="interval">The wait between two rounds while none fails.</param>
-public sealed partial class RepeatedFailures(ILogger logger, string work, TimeSpan interval)
+/// <param name="drawApart">Whether rounds draw apart while they fail (<see cref="Wait"/>); if not, the log lines say the work keeps its pace.</param>
+public sealed partial class RepeatedFailures(ILogger logger, string work, TimeSpan interval, bool drawApart = true)
 {
     /// <summary>The longest wait between two rounds while they keep failing (unless <c>interval</c> itself is longer).</summary>
     public static readonly TimeSpan MaxWait = TimeSpan.FromSeconds(30);
@@ -38,14 +41,14 @@ public sealed partial class RepeatedFailures(ILogger logger, string work, TimeSp
 
     /// <summary>
     /// The wait before the next round: the interval while nothing fails, then doubling with each failure in a row, at most
-    /// <see cref="MaxWait"/> (or the interval, if it is longer).
+    /// <see cref="MaxWait"/> (or the interval, if it is longer); always the interval when rounds do not draw apart.
     /// </summary>
     public TimeSpan Wait
     {
         get
         {
             var count = Count;
-            return count == 0 || interval >= MaxWait ? interval : TimeSpan.FromTicks(Math.Min(MaxWait.Ticks, interval.Ticks << Math.Min(count, 20)));
+            return count == 0 || !drawApart || interval >= MaxWait ? interval : TimeSpan.FromTicks(Math.Min(MaxWait.Ticks, interval.Ticks << Math.Min(count, 20)));
         }
     }
 
@@ -62,9 +65,13 @@ public sealed partial class RepeatedFailures(ILogger logger, string work, TimeSp
         {
             LogFailed(logger, exception, work);
         }
-        else if (BitOperations.IsPow2(count))
+        else if (BitOperations.IsPow2(count) && drawApart)
         {
             LogStillFailing(logger, work, count, exception.GetType().Name, exception.Message, (interval > MaxWait ? interval : MaxWait).TotalSeconds);
+        }
+        else if (BitOperations.IsPow2(count))
+        {
+            LogStillFailingAtPace(logger, work, count, exception.GetType().Name, exception.Message, interval.TotalSeconds);
         }
     }
 
@@ -88,6 +95,9 @@ public sealed partial class RepeatedFailures(ILogger logger, string work, TimeSp
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "{Work} has failed {Failures} times in a row ({ErrorType}: {Error}); it tries again less often, at most every {Seconds} s")]
     private static partial void LogStillFailing(ILogger logger, string work, int failures, string errorType, string error, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "{Work} has failed {Failures} times in a row ({ErrorType}: {Error}); it tries again every {Seconds} s")]
+    private static partial void LogStillFailingAtPace(ILogger logger, string work, int failures, string errorType, string error, double seconds);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "{Work} works again after {Failures} failures in a row")]
     private static partial void LogWorksAgain(ILogger logger, string work, int failures);

@@ -1,3 +1,4 @@
+using ModularChat.BuildingBlocks.Background;
 using Wolverine.Runtime;
 
 namespace ModularChat.Host.Nodes;
@@ -26,6 +27,9 @@ internal sealed partial class NodeHeartbeat(
     {
         var durability = runtime.Options.Durability;
         using var timer = new PeriodicTimer(durability.HealthCheckPollingTime);
+        // While PostgreSQL is away every check fails the same way: logged once, not once a check (the outage log says the
+        // rest). The checks keep their pace: the row's first refresh after the outage must not come late.
+        var failures = new RepeatedFailures(logger, "Recording this node in the node list", durability.HealthCheckPollingTime, drawApart: false);
         try
         {
             do
@@ -34,10 +38,11 @@ internal sealed partial class NodeHeartbeat(
                 {
                     var self = local.Describe();
                     peers.Observe(self, await directory.RefreshAsync(self, durability.StaleNodeTimeout, stoppingToken), durability.StaleNodeTimeout);
+                    failures.Succeeded();
                 }
                 catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    LogRefreshFailed(logger, e);
+                    failures.Failed(e);
                 }
             }
             while (await timer.WaitForNextTickAsync(stoppingToken));
@@ -62,9 +67,6 @@ internal sealed partial class NodeHeartbeat(
             LogRemoveFailed(logger, e, runtime.Options.Durability.StaleNodeTimeout);
         }
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Recording this node in the node list failed; the next check retries")]
-    private static partial void LogRefreshFailed(ILogger logger, Exception exception);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Removing this node from the node list failed; the other nodes drop it after {StaleAfter}")]
     private static partial void LogRemoveFailed(ILogger logger, Exception exception, TimeSpan staleAfter);

@@ -2,6 +2,7 @@ using Marten;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.Summaries.Domain;
 using Npgsql;
 
@@ -13,7 +14,7 @@ namespace ModularChat.Summaries.Features.Sweep;
 /// model (one count), and this node's metrics are exported until then; a gauge frozen at SIGTERM would show the backlog
 /// of before the deploy while the other nodes take over the stopping node's jobs.
 /// </summary>
-public sealed partial class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
+public sealed class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
     : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -22,6 +23,9 @@ public sealed partial class SummaryBacklogMonitor(IDocumentStore store, Summarie
         var progress = store.Options.Schema.For<SummaryProgress>();
         var sql = $"select count(*) from {activity} a left join {progress} p on p.id = a.id and p.tenant_id = a.tenant_id " +
                   "where a.pending_up_to > coalesce(p.covered_to, 0)";
+        // While PostgreSQL is away every count fails the same way: logged once, not once a round. The rounds keep their pace,
+        // so the gauge is current again one interval after the outage.
+        var failures = new RepeatedFailures(logger, "Counting the summary backlog", options.Value.BacklogRefreshInterval, drawApart: false);
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -30,6 +34,7 @@ public sealed partial class SummaryBacklogMonitor(IDocumentStore store, Summarie
                 await connection.OpenAsync(stoppingToken);
                 await using var command = new NpgsqlCommand(sql, connection);
                 metrics.BacklogCounted(Convert.ToInt64(await command.ExecuteScalarAsync(stoppingToken), System.Globalization.CultureInfo.InvariantCulture));
+                failures.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -37,7 +42,7 @@ public sealed partial class SummaryBacklogMonitor(IDocumentStore store, Summarie
             }
             catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
             {
-                LogCountFailed(logger, e);
+                failures.Failed(e);
             }
 
             try
@@ -50,7 +55,4 @@ public sealed partial class SummaryBacklogMonitor(IDocumentStore store, Summarie
             }
         }
     }
-
-    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not count the summary backlog")]
-    private static partial void LogCountFailed(ILogger logger, Exception exception);
 }
