@@ -687,6 +687,34 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_calls_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the chat turns, whose tool calls take it: Mcp:ToolCallTimeout passes when it says so, not
+        // ten minutes later (the tool holds its answer for two).
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["Mcp:ToolCallTimeout"] = "00:10:00", ["Chat:TurnTimeout"] = "01:00:00" },
+            services => services.AddScoped(sp => ActivatorUtilities.CreateInstance<ChatTurns>(sp, (TimeProvider)clock)));
+        using var client = ClientOn(node);
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var key = Marker();
+        await client.AddMcpServerAsync("held", app.Mcp.UnrulyUrl("held-" + key));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_h", "held", "{}"));
+
+        var turn = client.ChatAsync(conversation, $"{marker} wake it");
+        await UnrulyMcpServer.Held(key).WaitAsync(TimeSpan.FromSeconds(60));
+        clock.Advance(TimeSpan.FromMinutes(10));
+        // Bounded below the two minutes the tool holds its answer: on the wall clock the call would still be waiting.
+        var answered = await turn.WaitAsync(TimeSpan.FromSeconds(60));
+
+        var call = Assert.Single(answered.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The tool held did not answer within 600 s.", call.Result);
+        Assert.Equal("it slept", answered.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_tool_whose_server_drops_the_connection_tells_the_model_which_server_failed_and_the_turn_is_answered()
     {
         using var client = app.Client(ModularChatApp.NewUser());

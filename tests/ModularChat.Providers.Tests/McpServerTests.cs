@@ -3,7 +3,9 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Mcp;
 using Npgsql;
 
 namespace ModularChat.Providers.Tests;
@@ -406,6 +408,30 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Contains("within 3 s", result.Error, StringComparison.Ordinal);
         // Bounded by Mcp:ConnectTimeout (3 s here), not a hang; generous slack for a busy machine.
         Assert.InRange(result.LatencyMs, 2500, 30_000);
+    }
+
+    [Fact]
+    public async Task The_connect_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the MCP connections: Mcp:ConnectTimeout passes when it says so, not five minutes later.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["Mcp:ConnectTimeout"] = "00:05:00" },
+            services => services.AddSingleton(sp => ActivatorUtilities.CreateInstance<McpConnector>(sp, (TimeProvider)clock)));
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "silent", transport = "streamable-http", url = app.Silent.Url }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var accepted = app.Silent.Accepted;
+
+        var test = client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        await Eventually.Until(() => Task.FromResult(app.Silent.Accepted), a => a > accepted, what: "The test never connected to the silent server");
+        clock.Advance(TimeSpan.FromMinutes(5));
+        // Bounded far below the five minutes: on the wall clock the test would still be waiting.
+        var result = await (await test.WaitAsync(TimeSpan.FromSeconds(60))).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Equal($"No answer from {app.Silent.Url} within 300 s (Mcp:ConnectTimeout).", result.Error);
     }
 
     [Fact]

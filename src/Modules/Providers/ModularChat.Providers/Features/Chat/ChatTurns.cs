@@ -534,7 +534,7 @@ internal sealed partial class ChatTurns(
         };
 
         /// <summary>The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now on the host's clock.</summary>
-        private TurnDeadline Deadline(CancellationToken cancellationToken) => new(_timeout, owner.Clock, cancellationToken);
+        private ClockDeadline Deadline(CancellationToken cancellationToken) => new(_timeout, owner.Clock, cancellationToken);
 
         /// <summary>
         /// One step of the model pipeline (the whole answer, or a stream's next update) under the turn's
@@ -542,7 +542,7 @@ internal sealed partial class ChatTurns(
         /// failure of the model call, as the provider's; the turn cancelled (logged when streamed: the client left mid-stream).
         /// Both ways of answering take every step through here, so the rules are said once.
         /// </summary>
-        private async ValueTask<T> UnderDeadlineAsync<T>(Func<ValueTask<T>> step, TurnDeadline deadline, CancellationToken cancellationToken)
+        private async ValueTask<T> UnderDeadlineAsync<T>(Func<ValueTask<T>> step, ClockDeadline deadline, CancellationToken cancellationToken)
         {
             try
             {
@@ -574,7 +574,7 @@ internal sealed partial class ChatTurns(
         /// any model call that fails mid-turn, it stores nothing but the user's message. Logged as a turn out of time, with
         /// the call it was waiting for (a hanging tool is no failure of the provider), not as the provider's failure.
         /// </summary>
-        private ModelCallException? TimedOut(TurnDeadline deadline)
+        private ModelCallException? TimedOut(ClockDeadline deadline)
         {
             if (!deadline.Passed)
             {
