@@ -1323,6 +1323,48 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("It is 5.", turn.Answer.Content);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_turn_whose_client_goes_away_while_the_model_answers_is_logged_as_cancelled_whichever_way_it_answers(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var asked = new TaskCompletionSource();
+        var never = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ =>
+        {
+            asked.TrySetResult();
+            return new FakeReply("too late", Hold: never.Task);
+        }, app.Model.Responder);
+
+        using var cancel = new CancellationTokenSource();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} take your time") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        var sent = client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await cancel.CancelAsync(); // the client goes away while the model is still answering
+        try
+        {
+            (await sent).Dispose(); // whatever the test server makes of a request it aborted: nobody reads it
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        // Logged either way (answered as JSON, the turn used to end without a word of why).
+        await Eventually.Until(() => Task.FromResult(TurnLogEntries(conversation)), logged => logged.Any(e => e.Level == LogLevel.Information
+            && e.Message == $"Chat turn in conversation {conversation} cancelled: the client went away"), seconds: 30,
+            what: "The cancelled turn was not logged");
+        never.SetResult();
+    }
+
     [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
