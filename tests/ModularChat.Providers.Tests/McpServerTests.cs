@@ -379,6 +379,38 @@ public sealed class McpServerTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_stored_list_from_before_tool_names_were_looked_at_is_answered_without_a_tool_whose_name_holds_the_servers_secret()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var server = await AddTokenServerAsync(client, app, "stored-names", "token-name");
+        // Stored as an older version stored a test's list: the tool named with the server's bearer token kept.
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            var stored = (await session.LoadAsync<McpServerConnection>(server.Id))!;
+            stored.Tools =
+            [
+                new McpToolInfo { Name = "whoami_" + BareToken, InputSchema = """{"type":"object"}""" },
+                new McpToolInfo { Name = "expired", InputSchema = """{"type":"object"}""" },
+            ];
+            stored.ToolsRefreshedAt = DateTimeOffset.UtcNow;
+            session.Store(stored);
+            await session.SaveChangesAsync();
+        }
+
+        var one = await client.GetStringAsync($"/api/mcp-servers/{server.Id}");
+        var all = await client.GetStringAsync("/api/mcp-servers");
+
+        // It used to be answered as stored, until the server's next test replaced the list.
+        Assert.DoesNotContain(BareToken, one, StringComparison.Ordinal);
+        Assert.DoesNotContain(BareToken, all, StringComparison.Ordinal);
+        Assert.Equal(["expired"], (await client.GetFromJsonAsync<McpServerDto>($"/api/mcp-servers/{server.Id}"))!.Tools!.Select(t => t.Name));
+        Assert.Contains(app.Logs.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning
+            && e.Message.Contains($"The stored tool list of MCP server stored-names ({server.Id}) holds 1 tool(s) whose name holds one of its secrets", StringComparison.Ordinal));
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(BareToken, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_refused_connection_gives_a_clear_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());

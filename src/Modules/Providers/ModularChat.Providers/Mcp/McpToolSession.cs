@@ -150,8 +150,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
 
     /// <summary>
     /// What the model is offered: the servers' tools in order, each under a name unique in the turn, at most
-    /// <see cref="McpOptions.MaxToolsPerTurn"/>; their descriptions and schemas without the server's secrets (a list stored
-    /// before lists were stored without them still holds them).
+    /// <see cref="McpOptions.MaxToolsPerTurn"/>; as a stored list is read (<see cref="McpToolCatalog.Readable"/>): their
+    /// descriptions and schemas without the server's secrets, a tool whose name holds one left out (a list stored before
+    /// lists were stored without them still holds them).
     /// </summary>
     private void Offer(IReadOnlyList<McpServerConnection> servers, List<McpToolInfo>?[] lists, McpOptions options, ILogger logger)
     {
@@ -163,8 +164,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 continue;
             }
 
-            var secretValues = _connector.SecretValuesToScrub(server);
-            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)).OfType<McpToolInfo>())
+            foreach (var tool in McpToolCatalog.Readable(server, tools, _connector.SecretValuesToScrub(server), logger))
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
