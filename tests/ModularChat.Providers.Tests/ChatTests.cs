@@ -1332,13 +1332,7 @@ public sealed class ChatTests(ProvidersApp app)
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        var asked = new TaskCompletionSource();
-        var never = new TaskCompletionSource();
-        app.Model.Responder = Answer(marker, _ =>
-        {
-            asked.TrySetResult();
-            return new FakeReply("too late", Hold: never.Task);
-        }, app.Model.Responder);
+        var (asked, never) = HoldTheModel(marker);
 
         using var cancel = new CancellationTokenSource();
         using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} take your time") };
@@ -1348,7 +1342,7 @@ public sealed class ChatTests(ProvidersApp app)
         }
 
         var sent = client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
-        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await asked.WaitAsync(TimeSpan.FromSeconds(30));
         await cancel.CancelAsync(); // the client goes away while the model is still answering
         try
         {
@@ -1544,16 +1538,10 @@ public sealed class ChatTests(ProvidersApp app)
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        var asked = new TaskCompletionSource();
-        var never = new TaskCompletionSource();
-        app.Model.Responder = Answer(marker, _ =>
-        {
-            asked.TrySetResult();
-            return new FakeReply("too late", Hold: never.Task);
-        }, app.Model.Responder);
+        var (asked, never) = HoldTheModel(marker);
 
         var turn = client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
-        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await asked.WaitAsync(TimeSpan.FromSeconds(30));
         clock.Advance(TimeSpan.FromMinutes(10));
         var problem = await (await turn).ShouldBeProblem(504);
 
@@ -1571,6 +1559,22 @@ public sealed class ChatTests(ProvidersApp app)
         var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user ?? ModularChatApp.NewUser()));
         return client;
+    }
+
+    /// <summary>
+    /// Makes the fake model hold its answer to the requests of <paramref name="marker"/> until <c>Release</c> is completed;
+    /// <c>Asked</c> completes when it was asked.
+    /// </summary>
+    private (Task Asked, TaskCompletionSource Release) HoldTheModel(string marker)
+    {
+        var asked = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ =>
+        {
+            asked.TrySetResult();
+            return new FakeReply("too late", Hold: release.Task);
+        }, app.Model.Responder);
+        return (asked.Task, release);
     }
 
     /// <summary>What the hosts logged about the turns of <paramref name="conversation"/>.</summary>
