@@ -687,6 +687,34 @@ public sealed class ChatTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_tool_calls_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the chat turns, whose tool calls take it: Mcp:ToolCallTimeout passes when it says so, not
+        // ten minutes later (the tool holds its answer for two).
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["Mcp:ToolCallTimeout"] = "00:10:00", ["Chat:TurnTimeout"] = "01:00:00" },
+            services => services.AddScoped(sp => ActivatorUtilities.CreateInstance<ChatTurns>(sp, (TimeProvider)clock)));
+        using var client = ClientOn(node);
+        var conversation = await app.StartWithCalculatorAsync(client);
+        var key = Marker();
+        await client.AddMcpServerAsync("held", app.Mcp.UnrulyUrl("held-" + key));
+        var marker = Marker();
+        app.Model.Responder = CallsThenAnswer(marker, "it slept", app.Model.Responder, new FakeToolCall("call_h", "held", "{}"));
+
+        var turn = client.ChatAsync(conversation, $"{marker} wake it");
+        await UnrulyMcpServer.Held(key).WaitAsync(TimeSpan.FromSeconds(60));
+        clock.Advance(TimeSpan.FromMinutes(10));
+        // Bounded below the two minutes the tool holds its answer: on the wall clock the call would still be waiting.
+        var answered = await turn.WaitAsync(TimeSpan.FromSeconds(60));
+
+        var call = Assert.Single(answered.ToolCalls);
+        Assert.True(call.Failed);
+        Assert.Equal("The tool held did not answer within 600 s.", call.Result);
+        Assert.Equal("it slept", answered.Answer.Content);
+    }
+
+    [Fact]
     public async Task A_tool_whose_server_drops_the_connection_tells_the_model_which_server_failed_and_the_turn_is_answered()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -1295,6 +1323,42 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("It is 5.", turn.Answer.Content);
     }
 
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_turn_whose_client_goes_away_while_the_model_answers_is_logged_as_cancelled_whichever_way_it_answers(bool streamed)
+    {
+        using var client = app.Client(ModularChatApp.NewUser());
+        await client.AddProviderAsync(app.Model.BaseUrl);
+        var conversation = await client.StartConversationAsync();
+        var marker = Marker();
+        var (asked, never) = HoldTheModel(marker);
+
+        using var cancel = new CancellationTokenSource();
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/api/conversations/{conversation}/chat") { Content = JsonContent($"{marker} take your time") };
+        if (streamed)
+        {
+            request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
+        }
+
+        var sent = client.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel.Token);
+        await asked.WaitAsync(TimeSpan.FromSeconds(30));
+        await cancel.CancelAsync(); // the client goes away while the model is still answering
+        try
+        {
+            (await sent).Dispose(); // whatever the test server makes of a request it aborted: nobody reads it
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        // Logged either way (answered as JSON, the turn used to end without a word of why).
+        await Eventually.Until(() => Task.FromResult(TurnLogEntries(conversation)), logged => logged.Any(e => e.Level == LogLevel.Information
+            && e.Message == $"Chat turn in conversation {conversation} cancelled: the client went away"), seconds: 30,
+            what: "The cancelled turn was not logged");
+        never.SetResult();
+    }
+
     [Fact]
     public async Task A_client_that_disconnects_cancels_the_model_call_and_only_the_user_message_stays()
     {
@@ -1474,16 +1538,10 @@ public sealed class ChatTests(ProvidersApp app)
         await client.AddProviderAsync(app.Model.BaseUrl);
         var conversation = await client.StartConversationAsync();
         var marker = Marker();
-        var asked = new TaskCompletionSource();
-        var never = new TaskCompletionSource();
-        app.Model.Responder = Answer(marker, _ =>
-        {
-            asked.TrySetResult();
-            return new FakeReply("too late", Hold: never.Task);
-        }, app.Model.Responder);
+        var (asked, never) = HoldTheModel(marker);
 
         var turn = client.PostJson($"/api/conversations/{conversation}/chat", new { content = $"{marker} take your time" });
-        await asked.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await asked.WaitAsync(TimeSpan.FromSeconds(30));
         clock.Advance(TimeSpan.FromMinutes(10));
         var problem = await (await turn).ShouldBeProblem(504);
 
@@ -1501,6 +1559,22 @@ public sealed class ChatTests(ProvidersApp app)
         var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user ?? ModularChatApp.NewUser()));
         return client;
+    }
+
+    /// <summary>
+    /// Makes the fake model hold its answer to the requests of <paramref name="marker"/> until <c>Release</c> is completed;
+    /// <c>Asked</c> completes when it was asked.
+    /// </summary>
+    private (Task Asked, TaskCompletionSource Release) HoldTheModel(string marker)
+    {
+        var asked = new TaskCompletionSource();
+        var release = new TaskCompletionSource();
+        app.Model.Responder = Answer(marker, _ =>
+        {
+            asked.TrySetResult();
+            return new FakeReply("too late", Hold: release.Task);
+        }, app.Model.Responder);
+        return (asked.Task, release);
     }
 
     /// <summary>What the hosts logged about the turns of <paramref name="conversation"/>.</summary>

@@ -3,7 +3,9 @@ using System.Net.Http.Json;
 using System.Net.Sockets;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Time.Testing;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Mcp;
 using Npgsql;
 
 namespace ModularChat.Providers.Tests;
@@ -377,6 +379,38 @@ public sealed class McpServerTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_stored_list_from_before_tool_names_were_looked_at_is_answered_without_a_tool_whose_name_holds_the_servers_secret()
+    {
+        var user = ModularChatApp.NewUser();
+        using var client = app.Client(user);
+        var server = await AddTokenServerAsync(client, app, "stored-names", "token-name");
+        // Stored as an older version stored a test's list: the tool named with the server's bearer token kept.
+        await using (var session = app.Host.Services.GetRequiredService<IDocumentStore>().LightweightSession(user))
+        {
+            var stored = (await session.LoadAsync<McpServerConnection>(server.Id))!;
+            stored.Tools =
+            [
+                new McpToolInfo { Name = "whoami_" + BareToken, InputSchema = """{"type":"object"}""" },
+                new McpToolInfo { Name = "expired", InputSchema = """{"type":"object"}""" },
+            ];
+            stored.ToolsRefreshedAt = DateTimeOffset.UtcNow;
+            session.Store(stored);
+            await session.SaveChangesAsync();
+        }
+
+        var one = await client.GetStringAsync($"/api/mcp-servers/{server.Id}");
+        var all = await client.GetStringAsync("/api/mcp-servers");
+
+        // It used to be answered as stored, until the server's next test replaced the list.
+        Assert.DoesNotContain(BareToken, one, StringComparison.Ordinal);
+        Assert.DoesNotContain(BareToken, all, StringComparison.Ordinal);
+        Assert.Equal(["expired"], (await client.GetFromJsonAsync<McpServerDto>($"/api/mcp-servers/{server.Id}"))!.Tools!.Select(t => t.Name));
+        Assert.Contains(app.Logs.Entries, e => e.Level == Microsoft.Extensions.Logging.LogLevel.Warning
+            && e.Message.Contains($"The stored tool list of MCP server stored-names ({server.Id}) holds 1 tool(s) whose name holds one of its secrets", StringComparison.Ordinal));
+        Assert.DoesNotContain(app.Logs.Lines, l => l.Contains(BareToken, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_refused_connection_gives_a_clear_result()
     {
         using var client = app.Client(ModularChatApp.NewUser());
@@ -406,6 +440,30 @@ public sealed class McpServerTests(ProvidersApp app)
         Assert.Contains("within 3 s", result.Error, StringComparison.Ordinal);
         // Bounded by Mcp:ConnectTimeout (3 s here), not a hang; generous slack for a busy machine.
         Assert.InRange(result.LatencyMs, 2500, 30_000);
+    }
+
+    [Fact]
+    public async Task The_connect_deadline_runs_on_the_clock_the_host_gives_it()
+    {
+        // A clock of the test's own for the MCP connections: Mcp:ConnectTimeout passes when it says so, not five minutes later.
+        var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["Mcp:ConnectTimeout"] = "00:05:00" },
+            services => services.AddSingleton(sp => ActivatorUtilities.CreateInstance<McpConnector>(sp, (TimeProvider)clock)));
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser()));
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = "silent", transport = "streamable-http", url = app.Silent.Url }))
+            .ReadAs<McpServerDto>(HttpStatusCode.Created);
+        var accepted = app.Silent.Accepted;
+
+        var test = client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
+        await Eventually.Until(() => Task.FromResult(app.Silent.Accepted), a => a > accepted, what: "The test never connected to the silent server");
+        clock.Advance(TimeSpan.FromMinutes(5));
+        // Bounded far below the five minutes: on the wall clock the test would still be waiting.
+        var result = await (await test.WaitAsync(TimeSpan.FromSeconds(60))).ReadAs<McpTestDto>(HttpStatusCode.OK);
+
+        Assert.False(result.Success);
+        Assert.Equal($"No answer from {app.Silent.Url} within 300 s (Mcp:ConnectTimeout).", result.Error);
     }
 
     [Fact]

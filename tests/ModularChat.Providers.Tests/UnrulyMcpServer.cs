@@ -21,6 +21,14 @@ internal static class UnrulyMcpServer
 
     private static readonly ConcurrentDictionary<string, ConcurrentQueue<string>> Received = new();
 
+    private static readonly ConcurrentDictionary<string, TaskCompletionSource> Holds = new();
+
+    /// <summary>
+    /// Completes when the tool <c>held</c> of mode <c>held-{key}</c> was called: the call is held unanswered until its client
+    /// gives up on it (at most two minutes), so that a test knows when to move its clock past the call's deadline.
+    /// </summary>
+    public static Task Held(string key) => Holds.GetOrAdd(key, _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).Task;
+
     /// <summary>The arguments of each tools/call the server of mode <c>recording-{key}</c> received (as JSON), in order.</summary>
     public static IReadOnlyList<string> CallsReceived(string key) => Received.TryGetValue(key, out var calls) ? [.. calls] : [];
 
@@ -108,6 +116,20 @@ internal static class UnrulyMcpServer
             {
                 gate.Listing.TrySetResult();
                 await gate.Release.Task.WaitAsync(TimeSpan.FromSeconds(10), context.RequestAborted);
+            }
+
+            if (mode.StartsWith("held-", StringComparison.Ordinal) && method == "tools/call")
+            {
+                Holds.GetOrAdd(mode["held-".Length..], _ => new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously)).TrySetResult();
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMinutes(2), context.RequestAborted);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+
+                return Results.Empty;
             }
 
             if (mode == "hang" && method == "tools/call")
@@ -264,6 +286,7 @@ internal static class UnrulyMcpServer
         "echo-headers" => Page([Tool("headers")], null),
         "flood-call" => Page([Tool("flood")], null),
         "hang" => Page([Tool("sleepy")], null),
+        _ when mode.StartsWith("held-", StringComparison.Ordinal) => Page([Tool("held")], null),
         "drop" => Page([Tool("fragile")], null),
         "odd" => Page(
         [

@@ -26,10 +26,10 @@ internal sealed class McpConnectException(string message) : Exception(message);
 /// </summary>
 internal sealed class McpConnector(
     OutboundNetwork network, SecretBox secrets, McpStdioProcesses processes, IOptionsMonitor<McpOptions> options,
-    IOptionsMonitor<OutboundNetworkOptions> networkOptions)
+    IOptionsMonitor<OutboundNetworkOptions> networkOptions, TimeProvider clock)
 {
     /// <summary>
-    /// Connects and completes the MCP handshake, within <see cref="McpOptions.ConnectTimeout"/>. A caller that goes on
+    /// Connects and completes the MCP handshake, within <see cref="McpOptions.ConnectTimeout"/> on the host's clock. A caller that goes on
     /// with the connection under the same bound (a test, a listing) passes its own deadline as
     /// <paramref name="cancellationToken"/>: then its end is not told apart here, it ends the call as it is.
     /// </summary>
@@ -38,8 +38,7 @@ internal sealed class McpConnector(
     {
         var settings = options.CurrentValue;
         var secretValues = SecretValues(server);
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(settings.ConnectTimeout);
+        using var deadline = new ClockDeadline(settings.ConnectTimeout, clock, cancellationToken);
         try
         {
             var transport = Transport(server, settings, secretValues);

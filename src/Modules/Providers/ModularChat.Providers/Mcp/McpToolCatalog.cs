@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.Extensions.Logging;
 using ModelContextProtocol;
 using ModelContextProtocol.Client;
 using ModelContextProtocol.Protocol;
@@ -26,7 +27,7 @@ internal sealed record McpToolListing(IReadOnlyList<McpToolInfo> Tools, IReadOnl
 /// example) is kept without them: it is stored, answered by the API and sent to the model on every turn. A tool whose
 /// name holds one of them is left out (the name is what the server is called with).
 /// </summary>
-internal static class McpToolCatalog
+internal static partial class McpToolCatalog
 {
     /// <summary>The MCP specification's longest tool name.</summary>
     public const int MaxNameLength = 128;
@@ -120,12 +121,29 @@ internal static class McpToolCatalog
     /// lists were scrubbed, as the model is offered it). A schema that would not be JSON without them is replaced by an
     /// object schema without properties. Null for a tool whose name holds one of them (<see cref="HoldsSecret"/>).
     /// </summary>
-    public static McpToolInfo? Scrubbed(McpToolInfo tool, IReadOnlyList<string> secretValues) => HoldsSecret(tool.Name, secretValues) ? null : new()
+    private static McpToolInfo? Scrubbed(McpToolInfo tool, IReadOnlyList<string> secretValues) => HoldsSecret(tool.Name, secretValues) ? null : new()
     {
         Name = tool.Name,
         Description = tool.Description is null ? null : Redaction.ScrubSecrets(tool.Description, secretValues),
         InputSchema = ScrubbedSchema(tool.InputSchema, secretValues) ?? """{"type":"object"}""",
     };
+
+    /// <summary>
+    /// <paramref name="server"/>'s stored tool list as it is read, answered by <c>GET /api/mcp-servers</c> or offered to the
+    /// model: each tool <see cref="Scrubbed"/>. A list stored before tool names were looked at may hold a tool whose name
+    /// holds one of <paramref name="secretValues"/> until the server's next test stores its list again: it is left out
+    /// here too, with a warning that does not quote it.
+    /// </summary>
+    public static List<McpToolInfo> Readable(McpServerConnection server, IReadOnlyList<McpToolInfo> tools, IReadOnlyList<string> secretValues, ILogger logger)
+    {
+        var readable = tools.Select(t => Scrubbed(t, secretValues)).OfType<McpToolInfo>().ToList();
+        if (readable.Count < tools.Count)
+        {
+            LogStoredSecretNames(logger, server.Name, server.Id, tools.Count - readable.Count);
+        }
+
+        return readable;
+    }
 
     /// <summary>
     /// Whether a tool's <paramref name="name"/> holds one of the server's <paramref name="secretValues"/>. Such a tool is left
@@ -262,4 +280,7 @@ internal static class McpToolCatalog
             return new McpToolListing(_tools, _warnings);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The stored tool list of MCP server {Server} ({ServerId}) holds {Count} tool(s) whose name holds one of its secrets: left out (a test of the server stores its list again)")]
+    private static partial void LogStoredSecretNames(ILogger logger, string server, Guid serverId, int count);
 }

@@ -45,11 +45,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     private readonly CallMarks _failed = new();
     private readonly Dictionary<Guid, int> _lost = [];
     private readonly ILogger _logger;
+    private readonly TimeProvider _clock;
     private volatile ToolCallInFlight? _inFlight;
 
-    private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength, ILogger logger)
+    private McpToolSession(McpConnector connector, ProvidersMetrics metrics, McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger)
     {
         _logger = logger;
+        _clock = clock;
         _connector = connector;
         _metrics = metrics;
         _options = options;
@@ -117,17 +119,16 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// The tools of <paramref name="servers"/>. The servers that were never listed are listed now, all at once and
     /// under one deadline, <see cref="McpOptions.ConnectTimeout"/> from now, for the handshake and the listing together
     /// (a turn waits for the slowest, not for their sum), and their lists stored; one that cannot be reached is left out
-    /// of the turn rather than failing it.
+    /// of the turn rather than failing it. Its deadlines, and its tool calls', run on <paramref name="clock"/>, the turn's.
     /// </summary>
     public static async Task<McpToolSession> OpenAsync(
         IReadOnlyList<McpServerConnection> servers, McpConnector connector, IDocumentStore store, ProvidersMetrics metrics,
         McpOptions options, int maxResultLength, TimeProvider clock, ILogger logger, CancellationToken cancellationToken)
     {
-        var session = new McpToolSession(connector, metrics, options, maxResultLength, logger);
+        var session = new McpToolSession(connector, metrics, options, maxResultLength, clock, logger);
         try
         {
-            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            deadline.CancelAfter(options.ConnectTimeout);
+            using var deadline = new ClockDeadline(options.ConnectTimeout, clock, cancellationToken);
             var lists = await Task.WhenAll(servers.Select(server => server switch
             {
                 { Tools: { } known } => Task.FromResult<List<McpToolInfo>?>(known),
@@ -135,7 +136,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                     => LeftOutUntil(logger, server, failed + options.UnreachableRetryAfter),
                 // On the thread pool: what a connection does before its first wait (starting a program, decrypting its
                 // secrets) does not hold up the next server's.
-                _ => Task.Run(() => session.ListAsync(server, store, clock, logger, deadline.Token, cancellationToken), CancellationToken.None),
+                _ => Task.Run(() => session.ListAsync(server, store, logger, deadline.Token, cancellationToken), CancellationToken.None),
             }));
             session.Offer(servers, lists, options, logger);
             return session;
@@ -149,8 +150,9 @@ internal sealed partial class McpToolSession : IAsyncDisposable
 
     /// <summary>
     /// What the model is offered: the servers' tools in order, each under a name unique in the turn, at most
-    /// <see cref="McpOptions.MaxToolsPerTurn"/>; their descriptions and schemas without the server's secrets (a list stored
-    /// before lists were stored without them still holds them).
+    /// <see cref="McpOptions.MaxToolsPerTurn"/>; as a stored list is read (<see cref="McpToolCatalog.Readable"/>): their
+    /// descriptions and schemas without the server's secrets, a tool whose name holds one left out (a list stored before
+    /// lists were stored without them still holds them).
     /// </summary>
     private void Offer(IReadOnlyList<McpServerConnection> servers, List<McpToolInfo>?[] lists, McpOptions options, ILogger logger)
     {
@@ -162,8 +164,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
                 continue;
             }
 
-            var secretValues = _connector.SecretValuesToScrub(server);
-            foreach (var tool in tools.Select(t => McpToolCatalog.Scrubbed(t, secretValues)).OfType<McpToolInfo>())
+            foreach (var tool in McpToolCatalog.Readable(server, tools, _connector.SecretValuesToScrub(server), logger))
             {
                 if (_tools.Count >= options.MaxToolsPerTurn)
                 {
@@ -198,7 +199,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
     /// with the turn, which may go on waiting for its model for minutes.
     /// </summary>
     private async Task<List<McpToolInfo>?> ListAsync(
-        McpServerConnection server, IDocumentStore store, TimeProvider clock, ILogger logger, CancellationToken deadline,
+        McpServerConnection server, IDocumentStore store, ILogger logger, CancellationToken deadline,
         CancellationToken cancellationToken)
     {
         McpClient? client = null;
@@ -218,7 +219,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             }
 
             server.Tools = [.. listing.Tools];
-            server.ToolsRefreshedAt = clock.GetUtcNow();
+            server.ToolsRefreshedAt = _clock.GetUtcNow();
             await SaveIfUnchangedAsync(server, store, cancellationToken); // if it changed meanwhile, the next turn lists it again
             return server.Tools;
         }
@@ -227,7 +228,7 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             await AbandonAsync(client);
             // The secrets too: a server's error may repeat what it was sent (the connect step scrubs them the same way).
             LogServerSkipped(logger, server.Name, McpConnector.Describe(e, server, _options.ConnectTimeout, _connector.SecretValuesToScrub(server)));
-            server.ListingFailedAt = clock.GetUtcNow();
+            server.ListingFailedAt = _clock.GetUtcNow();
             await SaveIfUnchangedAsync(server, store, cancellationToken);
             return null;
         }
@@ -411,13 +412,13 @@ internal sealed partial class McpToolSession : IAsyncDisposable
             session._inFlight = new ToolCallInFlight(tool.Name, server.Name, server.Id);
             try
             {
-                using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
                 string text;
                 McpClient? client = null;
                 try
                 {
                     client = await session.ClientAsync(server, cancellationToken);
-                    deadline.CancelAfter(session._options.ToolCallTimeout);
+                    // Mcp:ToolCallTimeout from the call on the turn's clock, after the connection (which has its own bound).
+                    using var deadline = new ClockDeadline(session._options.ToolCallTimeout, session._clock, cancellationToken);
                     var result = await client.CallToolAsync(tool.Name, arguments.ToDictionary(a => a.Key, a => a.Value), cancellationToken: deadline.Token);
                     text = string.Join("\n", result.Content.Select(Describe));
                     ok = result.IsError != true;

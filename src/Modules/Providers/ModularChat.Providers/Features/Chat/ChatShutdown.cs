@@ -21,21 +21,13 @@ internal sealed class ChatShutdown : IDisposable
 
     private readonly CancellationTokenSource _stopping = new();
     private readonly CancellationTokenRegistration _registration;
+    private ITimer? _grace;
 
-    public ChatShutdown(IHostApplicationLifetime lifetime, IOptions<ChatTurnOptions> options)
+    public ChatShutdown(IHostApplicationLifetime lifetime, IOptions<ChatTurnOptions> options, TimeProvider clock)
     {
         var grace = options.Value.ShutdownGrace;
-        _registration = lifetime.ApplicationStopping.Register(() =>
-        {
-            try
-            {
-                _stopping.CancelAfter(grace);
-            }
-            catch (ObjectDisposedException)
-            {
-                // Disposed with the container while stopping: nothing is left to stop.
-            }
-        });
+        // The grace runs on the host's clock, as the turns' own deadlines do (CancelAfter would run it on the wall clock).
+        _registration = lifetime.ApplicationStopping.Register(() => _grace ??= clock.CreateTimer(_ => Stop(), null, grace, Timeout.InfiniteTimeSpan));
     }
 
     /// <summary>Cancelled <see cref="ChatTurnOptions.ShutdownGrace"/> after the node began to stop.</summary>
@@ -47,7 +39,20 @@ internal sealed class ChatShutdown : IDisposable
 
     public void Dispose()
     {
-        _registration.Dispose();
+        _registration.Dispose(); // waits for its callback: no timer is made after this
+        _grace?.Dispose();
         _stopping.Dispose();
+    }
+
+    private void Stop()
+    {
+        try
+        {
+            _stopping.Cancel();
+        }
+        catch (ObjectDisposedException)
+        {
+            // Disposed with the container while stopping: nothing is left to stop.
+        }
     }
 }

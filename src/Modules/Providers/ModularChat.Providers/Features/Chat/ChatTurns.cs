@@ -534,15 +534,15 @@ internal sealed partial class ChatTurns(
         };
 
         /// <summary>The turn's deadline, <see cref="ChatTurnOptions.TurnTimeout"/> from now on the host's clock.</summary>
-        private TurnDeadline Deadline(CancellationToken cancellationToken) => new(_timeout, owner.Clock, cancellationToken);
+        private ClockDeadline Deadline(CancellationToken cancellationToken) => new(_timeout, owner.Clock, cancellationToken);
 
         /// <summary>
         /// One step of the model pipeline (the whole answer, or a stream's next update) under the turn's
         /// <paramref name="deadline"/>, its failures made the turn's, in this order: past the deadline, a 504 naming it; a
-        /// failure of the model call, as the provider's; the turn cancelled (logged when streamed: the client left mid-stream).
-        /// Both ways of answering take every step through here, so the rules are said once.
+        /// failure of the model call, as the provider's; the turn cancelled (logged, answered as JSON or streamed: the client
+        /// left mid-turn). Both ways of answering take every step through here, so the rules are said once.
         /// </summary>
-        private async ValueTask<T> UnderDeadlineAsync<T>(Func<ValueTask<T>> step, TurnDeadline deadline, CancellationToken cancellationToken)
+        private async ValueTask<T> UnderDeadlineAsync<T>(Func<ValueTask<T>> step, ClockDeadline deadline, CancellationToken cancellationToken)
         {
             try
             {
@@ -559,11 +559,7 @@ internal sealed partial class ChatTurns(
             catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
             {
                 owner.Metrics.ChatTurn("cancelled", streamed);
-                if (streamed)
-                {
-                    LogCancelled(owner.Logger, conversationId);
-                }
-
+                LogCancelled(owner.Logger, conversationId);
                 throw Cancelled(e, cancellationToken);
             }
         }
@@ -574,7 +570,7 @@ internal sealed partial class ChatTurns(
         /// any model call that fails mid-turn, it stores nothing but the user's message. Logged as a turn out of time, with
         /// the call it was waiting for (a hanging tool is no failure of the provider), not as the provider's failure.
         /// </summary>
-        private ModelCallException? TimedOut(TurnDeadline deadline)
+        private ModelCallException? TimedOut(ClockDeadline deadline)
         {
             if (!deadline.Passed)
             {

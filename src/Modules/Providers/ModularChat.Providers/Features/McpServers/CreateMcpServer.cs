@@ -4,18 +4,21 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Mcp;
 using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Features.McpServers;
 
 internal sealed record CreateMcpServer(McpServerRequest Body) : ICommand<McpServerResponse>, IMcpServerCommand;
 
-internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options, TimeProvider clock)
+internal sealed class CreateMcpServerHandler(
+    TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options, TimeProvider clock, McpConnector connector, ILogger<CreateMcpServerHandler> logger)
     : ICommandHandler<CreateMcpServer, McpServerResponse>
 {
     public async ValueTask<McpServerResponse> Handle(CreateMcpServer command, CancellationToken cancellationToken)
@@ -49,7 +52,7 @@ internal sealed class CreateMcpServerHandler(TenantSessions sessions, SecretBox 
             throw Duplicate(name);
         }
 
-        return McpServerResponse.From(server);
+        return McpServerResponse.From(server, connector, logger);
     }
 
     internal static ConflictException Duplicate(string name)

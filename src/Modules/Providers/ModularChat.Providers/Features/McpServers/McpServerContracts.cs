@@ -2,9 +2,11 @@ using System.Linq.Expressions;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using FluentValidation;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Providers.Domain;
+using ModularChat.Providers.Mcp;
 using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers.Features.McpServers;
@@ -61,11 +63,16 @@ public sealed record McpServerResponse(
     DateTimeOffset CreatedAt,
     DateTimeOffset? ListingFailedAt)
 {
-    internal static McpServerResponse From(McpServerConnection s) => new(
+    /// <summary>
+    /// <paramref name="s"/> as the API shows it: its stored tools as they are read (<see cref="McpToolCatalog.Readable"/>,
+    /// logged to <paramref name="logger"/>), without the server's secrets, which <paramref name="connector"/> decrypts.
+    /// </summary>
+    internal static McpServerResponse From(McpServerConnection s, McpConnector connector, ILogger logger) => new(
         s.Id, s.Name, s.Transport, s.Command, s.Arguments, s.Environment,
         s.SecretEnvironment.ToDictionary(e => e.Key, e => e.Value.Hint), s.Url, s.Headers,
         s.SecretHeaders.ToDictionary(h => h.Key, h => h.Value.Hint),
-        s.Tools?.Select(McpToolResponse.From).ToList(), s.ToolsRefreshedAt, s.ProtocolVersion, s.ServerName, s.CreatedAt, s.ListingFailedAt);
+        s.Tools is null ? null : McpToolCatalog.Readable(s, s.Tools, connector.SecretValuesToScrub(s), logger).Select(McpToolResponse.From).ToList(),
+        s.ToolsRefreshedAt, s.ProtocolVersion, s.ServerName, s.CreatedAt, s.ListingFailedAt);
 }
 
 internal static partial class McpServerRules

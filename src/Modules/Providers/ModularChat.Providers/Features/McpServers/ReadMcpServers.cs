@@ -4,10 +4,12 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Mcp;
 
 namespace ModularChat.Providers.Features.McpServers;
 
@@ -15,23 +17,23 @@ internal sealed record ListMcpServers : IQuery<IReadOnlyList<McpServerResponse>>
 
 internal sealed record GetMcpServer(Guid Id) : IQuery<McpServerResponse>;
 
-internal sealed class ListMcpServersHandler(TenantSessions sessions) : IQueryHandler<ListMcpServers, IReadOnlyList<McpServerResponse>>
+internal sealed class ListMcpServersHandler(TenantSessions sessions, McpConnector connector, ILogger<ListMcpServersHandler> logger) : IQueryHandler<ListMcpServers, IReadOnlyList<McpServerResponse>>
 {
     public async ValueTask<IReadOnlyList<McpServerResponse>> Handle(ListMcpServers query, CancellationToken cancellationToken)
     {
         await using var session = sessions.Query();
         var all = await session.Query<McpServerConnection>().OrderBy(s => s.CreatedAt).ToListAsync(cancellationToken);
-        return all.Select(McpServerResponse.From).ToList();
+        return all.Select(s => McpServerResponse.From(s, connector, logger)).ToList();
     }
 }
 
-internal sealed class GetMcpServerHandler(TenantSessions sessions) : IQueryHandler<GetMcpServer, McpServerResponse>
+internal sealed class GetMcpServerHandler(TenantSessions sessions, McpConnector connector, ILogger<GetMcpServerHandler> logger) : IQueryHandler<GetMcpServer, McpServerResponse>
 {
     public async ValueTask<McpServerResponse> Handle(GetMcpServer query, CancellationToken cancellationToken)
     {
         await using var session = sessions.Query();
         var server = await session.LoadAsync<McpServerConnection>(query.Id, cancellationToken) ?? throw new NotFoundException("MCP server", query.Id);
-        return McpServerResponse.From(server);
+        return McpServerResponse.From(server, connector, logger);
     }
 }
 

@@ -44,8 +44,7 @@ internal sealed partial class TestMcpServerHandler(
         try
         {
             // One deadline for the handshake and the listing together: the test answers within Mcp:ConnectTimeout, as it says.
-            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            deadline.CancelAfter(timeout);
+            using var deadline = new ClockDeadline(timeout, clock, cancellationToken);
             await using var client = await connector.ConnectAsync(server, deadline.Token);
             var listing = await McpToolCatalog.ListAsync(client, options.Value, connector.SecretValues(server), deadline.Token);
             var latency = Stopwatch.GetElapsedTime(started);

@@ -4,11 +4,13 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Features.Providers;
+using ModularChat.Providers.Mcp;
 using ModularChat.Providers.Secrets;
 
 namespace ModularChat.Providers.Features.McpServers;
@@ -21,7 +23,8 @@ internal sealed record UpdateMcpServer(Guid Id, McpServerRequest Body) : IComman
 /// them with the rest of the old transport's settings; for another host, program, arguments or plain environment they must be sent again),
 /// an object replaces them all (<c>{}</c> removes them).
 /// </summary>
-internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options)
+internal sealed class UpdateMcpServerHandler(
+    TenantSessions sessions, SecretBox secrets, IOptions<McpOptions> options, McpConnector connector, ILogger<UpdateMcpServerHandler> logger)
     : ICommandHandler<UpdateMcpServer, McpServerResponse>
 {
     public async ValueTask<McpServerResponse> Handle(UpdateMcpServer command, CancellationToken cancellationToken)
@@ -87,7 +90,7 @@ internal sealed class UpdateMcpServerHandler(TenantSessions sessions, SecretBox 
                 "list): nothing was changed. Send the update again.");
         }
 
-        return McpServerResponse.From(server);
+        return McpServerResponse.From(server, connector, logger);
     }
 
     /// <summary>

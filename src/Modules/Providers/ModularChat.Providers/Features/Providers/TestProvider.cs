@@ -27,7 +27,8 @@ public sealed record ProviderTestError(int? ProviderStatus, string Message);
 internal sealed record TestProvider(Guid Id) : ICommand<ProviderTestResult>;
 
 internal sealed partial class TestProviderHandler(
-    TenantSessions sessions, ProviderDirectory directory, ModelClients clients, IOptions<ProvidersOptions> options, ILogger<TestProviderHandler> logger)
+    TenantSessions sessions, ProviderDirectory directory, ModelClients clients, IOptions<ProvidersOptions> options, TimeProvider clock,
+    ILogger<TestProviderHandler> logger)
     : ICommandHandler<TestProvider, ProviderTestResult>
 {
     public async ValueTask<ProviderTestResult> Handle(TestProvider command, CancellationToken cancellationToken)
@@ -38,8 +39,7 @@ internal sealed partial class TestProviderHandler(
         var timeout = options.Value.TestTimeout;
         using var activity = ModularChatTelemetry.ActivitySource.StartActivity("provider test");
         activity?.SetTag("modularchat.provider", ModelClients.Label(provider));
-        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        deadline.CancelAfter(timeout);
+        using var deadline = new ClockDeadline(timeout, clock, cancellationToken);
         var started = Stopwatch.GetTimestamp();
         try
         {
