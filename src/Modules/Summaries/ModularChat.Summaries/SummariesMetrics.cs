@@ -26,7 +26,8 @@ public sealed class SummariesMetrics
         _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
             "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
         _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",
-            "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import)");
+            "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import, " +
+            "node_stopping when the node had begun to stop)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -55,7 +56,7 @@ public sealed class SummariesMetrics
     /// <summary>A job stored its revision part way and queued the rest (<paramref name="stoppedBy"/>: max_chunks or job_time).</summary>
     public void StoppedPartWay(string variant, string stoppedBy) => _parts.Add(1, new TagList { { "variant", variant }, { "stopped_by", stoppedBy } });
 
-    /// <summary>A job put itself off before reading anything (<paramref name="reason"/>: tenant_share or burst).</summary>
+    /// <summary>A job put itself off before reading anything (<paramref name="reason"/>: tenant_share, burst or node_stopping).</summary>
     public void Deferred(string variant, string reason) => _deferrals.Add(1, new TagList { { "variant", variant }, { "reason", reason } });
 
     /// <summary>The <c>outcome</c> of a failed attempt that is retried later.</summary>
