@@ -1,6 +1,8 @@
 using System.Net;
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Summaries.Contracts;
@@ -199,6 +201,90 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         Assert.Contains(generated.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && Equals(m.Tags["reason"], "tokens"));
         Assert.Contains(duration.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && m.Value >= 0);
         Assert.Contains(lag.GetMeasurementSnapshot(), m => Equals(m.Tags["variant"], "tokens") && m.Value >= 0);
+    }
+
+    [Fact]
+    public async Task An_attempt_that_fails_at_the_commit_is_logged_and_counted_as_the_writers_own_failures_are()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        // PostgreSQL refuses the first commit of the conversation's summary (as when the database goes away at that moment):
+        // the writer has returned by then, and Wolverine commits.
+        var progress = app.Host.Services.GetRequiredService<IDocumentStore>().Options.Schema.For<SummaryProgress>();
+        var refused = $"summary commit refused ({id:N})";
+        await using (await RefuseFirstWriteAsync(progress, $"new.id = '{id}'", $"raise exception '{refused}'"))
+        {
+            await client.AppendEach(id, Api.Turns(1, 10));
+
+            // The retry stores it.
+            Assert.Equal(1, (await client.SummaryCovering(id, 10)).Revision);
+        }
+
+        // It failed without a word from the writer and was not counted: Wolverine's entry for it is at Debug.
+        var entry = Assert.Single(WriterEntriesAbout(id, LogLevel.Warning));
+        Assert.Equal(LogLevel.Warning, entry.Level);
+        Assert.Contains("failed on attempt 1", entry.Message, StringComparison.Ordinal);
+        Assert.Contains(Exceptions.Flatten(entry.Exception!), e => e is Npgsql.PostgresException && e.Message.Contains(refused, StringComparison.Ordinal));
+        var measured = Assert.Single(failures.GetMeasurementSnapshot(), m => Equals(m.Tags["error"], entry.Exception!.GetType().Name));
+        Assert.Equal(("default", "retry"), (measured.Tags["variant"] as string, measured.Tags["outcome"] as string));
+    }
+
+    [Fact]
+    public async Task An_attempt_whose_commit_loses_a_race_with_another_writer_is_counted_as_a_conflict_not_a_failure_to_retry()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        using var client = app.Client(ModularChatApp.NewUser());
+        var id = await client.NewConversation();
+        // The summary stream's first commit finds it at another version than expected, as Marten's append says when another
+        // writer of the revision got there first (the retry, at once, then usually finds the revision written; here it writes it).
+        await using (await RefuseFirstWriteAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'",
+                         "raise exception 'Stream version mismatch on ''%'': expected 0, actual 1', new.id using errcode = 'MT003'"))
+        {
+            await client.AppendEach(id, Api.Turns(1, 10));
+
+            Assert.Equal(1, (await client.SummaryCovering(id, 10)).Revision);
+        }
+
+        var entry = Assert.Single(WriterEntriesAbout(id, LogLevel.Information));
+        Assert.Equal(LogLevel.Information, entry.Level);
+        Assert.Contains("lost a race at the commit on attempt 1", entry.Message, StringComparison.Ordinal);
+        var measured = Assert.Single(failures.GetMeasurementSnapshot(), m => Equals(m.Tags["error"], entry.Exception!.GetType().Name));
+        Assert.Equal(("default", "conflict"), (measured.Tags["variant"] as string, measured.Tags["outcome"] as string));
+    }
+
+    /// <summary>What the summary writer logged at <paramref name="least"/> or above about conversation <paramref name="id"/>'s jobs.</summary>
+    private List<LogEntry> WriterEntriesAbout(Guid id, LogLevel least)
+        => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummaryWriter", StringComparison.Ordinal) && e.Level >= least && e.Level < LogLevel.None
+            && e.Message.Contains($"Summarizing conversation {id}", StringComparison.Ordinal)).ToList();
+
+    /// <summary>
+    /// Makes PostgreSQL refuse the first insert or update of the rows of <paramref name="table"/> that match <paramref name="when"/>
+    /// with <paramref name="raise"/> (a trigger, dropped when disposed). A sequence counts the writes: the refused transaction
+    /// takes back what it wrote, but not a sequence's step.
+    /// </summary>
+    private async Task<IAsyncDisposable> RefuseFirstWriteAsync(string table, string when, string raise)
+    {
+        var name = $"refuse_first_{Guid.NewGuid():N}";
+        await Sql($"create sequence modularchat.{name}");
+        await Sql($"create function modularchat.{name}() returns trigger language plpgsql as $$ begin if nextval('modularchat.{name}') = 1 then {raise}; end if; return new; end $$");
+        await Sql($"create trigger {name} before insert or update on {table} for each row when ({when}) execute function modularchat.{name}()");
+        return new Dropped(() => Sql($"drop trigger {name} on {table}; drop function modularchat.{name}(); drop sequence modularchat.{name}"));
+    }
+
+    private async Task Sql(string sql)
+    {
+        await using var connection = new Npgsql.NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
+    }
+
+    private sealed class Dropped(Func<Task> drop) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync() => await drop();
     }
 
     [Fact]

@@ -5,7 +5,6 @@ using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Jobs;
 using ModularChat.Summaries.Features.Sweep;
-using Npgsql;
 using Wolverine;
 
 namespace ModularChat.Summaries.Tests;
@@ -303,22 +302,10 @@ public sealed class SweepTests(SummariesApp app)
     [Fact]
     public async Task Only_one_node_sweeps_at_a_time()
     {
-        // Another node's sweep: a session of its own holding the sweep lock. It unlocks explicitly when done: closing the
-        // connection would release the lock too, but only once the server has ended that session, which can come after
-        // the next attempt.
-        await using var otherNode = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Pooling = false }.ConnectionString);
-        await otherNode.OpenAsync();
-        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SummarySweep.LockKey})", otherNode))
-        {
-            await take.ExecuteScalarAsync();
-        }
+        await using var otherNode = await OtherNodesSweep.StartAsync(app.PostgresConnectionString);
 
         var whileLocked = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
-        await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode))
-        {
-            Assert.Equal(true, await release.ExecuteScalarAsync());
-        }
-
+        await otherNode.EndAsync();
         var afterwards = await Sweep.RunAsync(new SweepRequest(TenantId: "nobody"), null, CancellationToken.None);
 
         Assert.False(whileLocked.Ran);
@@ -328,44 +315,21 @@ public sealed class SweepTests(SummariesApp app)
     [Fact]
     public async Task A_requested_sweep_waits_for_another_nodes_sweep_and_then_runs()
     {
-        await using var otherNode = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Pooling = false }.ConnectionString);
-        await otherNode.OpenAsync();
-        await using (var take = new NpgsqlCommand($"select pg_advisory_lock({SummarySweep.LockKey})", otherNode))
-        {
-            await take.ExecuteScalarAsync();
-        }
-
+        await using var otherNode = await OtherNodesSweep.StartAsync(app.PostgresConnectionString);
         using var admin = app.Client(ModularChatApp.NewUser("operator"), null, "operator");
         var tenant = ModularChatApp.NewUser("requested");
-        bool unlocked = false;
-        try
-        {
-            var requested = DateTimeOffset.UtcNow;
-            Assert.Equal(HttpStatusCode.Accepted, (await admin.PostJson("/api/admin/summaries/sweep", new { resummarize = true, tenant })).StatusCode);
+        var requested = DateTimeOffset.UtcNow;
+        Assert.Equal(HttpStatusCode.Accepted, (await admin.PostJson("/api/admin/summaries/sweep", new { resummarize = true, tenant })).StatusCode);
 
-            // While the other node sweeps, the request waits (it used to be dropped: 202, then nothing).
-            await Task.Delay(TimeSpan.FromSeconds(4)); // two retries (every 2 s)
-            Assert.True((await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK)).Running);
+        // While the other node sweeps, the request waits (it used to be dropped: 202, then nothing).
+        await Task.Delay(TimeSpan.FromSeconds(4)); // two retries (every 2 s)
+        Assert.True((await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK)).Running);
+        await otherNode.EndAsync();
 
-            await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode))
-            {
-                Assert.Equal(true, await release.ExecuteScalarAsync());
-                unlocked = true;
-            }
-
-            var status = await Eventually.Until(
-                async () => await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK),
-                s => !s.Running && s.Last is { Resummarize: true, Ran: true } last && last.StartedAt > requested, what: "The requested sweep did not run");
-            Assert.True(status.Last!.StartedAt > requested.AddSeconds(2)); // after the other node's, not at once
-        }
-        finally
-        {
-            if (!unlocked)
-            {
-                await using var release = new NpgsqlCommand($"select pg_advisory_unlock({SummarySweep.LockKey})", otherNode);
-                await release.ExecuteScalarAsync();
-            }
-        }
+        var status = await Eventually.Until(
+            async () => await (await admin.GetAsync("/api/admin/summaries/sweep")).ReadAs<SweepStatusDto>(HttpStatusCode.OK),
+            s => !s.Running && s.Last is { Resummarize: true, Ran: true } last && last.StartedAt > requested, what: "The requested sweep did not run");
+        Assert.True(status.Last!.StartedAt > requested.AddSeconds(2)); // after the other node's, not at once
     }
 
     private async Task<ConversationActivity?> Activity(string tenant, Guid id)

@@ -171,8 +171,7 @@ public sealed class TwoNodeTests(SummariesApp app)
         var stopping = await app.StartHostAsync(services: services => services.AddHostedService(_ => draining));
         try
         {
-            using var admin = stopping.Server.CreateClient();
-            admin.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+            using var admin = OperatorOf(stopping);
             var sweeps = stopping.Services.GetRequiredService<SummarySweepService>();
 
             // SIGTERM: the node runs on while its requests drain, but its sweep service has ended.
@@ -218,6 +217,49 @@ public sealed class TwoNodeTests(SummariesApp app)
             draining.Release();
             await stopping.DisposeAsync();
         }
+    }
+
+    [Fact]
+    public async Task A_requested_sweep_waiting_for_another_nodes_sweep_when_its_node_stops_runs_on_the_node_that_remains()
+    {
+        await using var otherSweep = await OtherNodesSweep.StartAsync(app.PostgresConnectionString);
+        var tenant = ModularChatApp.NewUser("handed-on");
+        var draining = new RequestsDraining();
+        var stopping = await app.StartHostAsync(services: services => services.AddHostedService(_ => draining));
+        try
+        {
+            using var admin = OperatorOf(stopping);
+            var sweeps = stopping.Services.GetRequiredService<SummarySweepService>();
+
+            // Accepted and taken: it waits behind the other node's sweep.
+            Assert.Equal(System.Net.HttpStatusCode.Accepted, (await admin.PostJson("/api/admin/summaries/sweep", new { resummarize = true, tenant })).StatusCode);
+            Assert.True(sweeps.Running);
+
+            // SIGTERM meanwhile: the node starts no sweep any more, and its sweep service ends. The request used to end with it.
+            stopping.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+            await draining.Began.WaitAsync(TimeSpan.FromSeconds(10));
+            await sweeps.ExecuteTask!.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        finally
+        {
+            draining.Release();
+            await stopping.DisposeAsync();
+        }
+
+        // The other node's sweep ends: the node that remains runs the request after it.
+        await otherSweep.EndAsync();
+        await Eventually.Until(
+            () => Task.FromResult(app.Logs.Entries.Count(e => e.Category.EndsWith(".SummarySweep", StringComparison.Ordinal)
+                && e.Message.Contains($"started (resummarize: True, tenants: {tenant})", StringComparison.Ordinal))),
+            n => n >= 1, Eventually.BackgroundSeconds, "the sweep requested from the node that stopped did not run");
+    }
+
+    /// <summary>A client of <paramref name="node"/> as one of the service's operators.</summary>
+    private HttpClient OperatorOf(IAlbaHost node)
+    {
+        var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+        return client;
     }
 
     /// <summary>Four conversations of the LLM tenant on <paramref name="node"/>, ten turns each (due for a summary).</summary>

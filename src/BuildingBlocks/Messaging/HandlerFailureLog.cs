@@ -7,7 +7,8 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// A handler that logs its own failed attempts (naming what it was about, once, with the exception) marks the attempt on the
 /// envelope, and Wolverine's entries for the same attempt (its retry "was rescheduled" and its "moved to the error queue",
 /// which carry the envelope) go below Warning: an operator reads one entry per failed attempt, not three, two of them with
-/// the same stack trace. A failure the handler did not see (the transaction's commit after it returned) keeps Wolverine's.
+/// the same stack trace. A failure the handler did not see (the transaction's commit after it returned) keeps Wolverine's,
+/// unless the handler's retry policy hands it to the handler's log first (the summary jobs': SummariesMessaging).
 /// </summary>
 public static class HandlerFailureLog
 {

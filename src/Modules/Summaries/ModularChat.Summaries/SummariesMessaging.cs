@@ -1,13 +1,17 @@
+using System.Diagnostics;
 using JasperFx;
 using JasperFx.CodeGeneration;
 using Marten.Exceptions;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
+using Wolverine.Runtime;
 using Wolverine.Runtime.Handlers;
 
 namespace ModularChat.Summaries;
@@ -78,10 +82,12 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // A lost race at the commit, retried at once below, is routine.
                     chain.FailureLogLevel = LogLevel.Debug;
                     chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
+                    UnseenByWriter.Before(chain.Failures.Last(), _ => SummariesMetrics.Conflict);
                     // The database away included (unlike other handlers, DatabaseOutages): each attempt may call the model
                     // again, so a job does not do so every 30 s for as long as the database stays away or slow; the sweep
                     // and a replay from the dead-letter store bring it back.
                     chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
+                    UnseenByWriter.Before(chain.Failures.Last(), attempt => attempt > delays.Length ? SummariesMetrics.DeadLetter : SummariesMetrics.Retry);
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {
@@ -90,6 +96,41 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // batch to the dead-letter store and logs that as an error.
                     chain.FailureLogLevel = LogLevel.Warning;
                     chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
+                }
+            }
+        }
+
+        /// <summary>
+        /// The writer logs and counts the failures of its attempts, but the commit of the job's transaction (Wolverine's,
+        /// after the writer returned: a lost race, the database going away) failed without a word from it and was not
+        /// counted. Each step of the job's retries first hands such a failure to the writer (<see cref="SummaryWriter.FailedAtCommit"/>),
+        /// which logs and counts it as its own, with <paramref name="outcome"/>'s answer for the attempt; Wolverine's entries
+        /// for it then stay below Warning (<see cref="HandlerFailureLog"/>), as for the failures the writer sees.
+        /// </summary>
+        private sealed class UnseenByWriter(string outcome) : IContinuationSource
+        {
+            public string Description => $"log and count a failure the summary writer did not see ({outcome})";
+
+            public static void Before(FailureRule rule, Func<int, string> outcome)
+            {
+                foreach (var slot in rule)
+                {
+                    slot.InsertSourceAtTop(new UnseenByWriter(outcome(slot.Attempt)));
+                }
+            }
+
+            public IContinuation Build(Exception ex, Envelope envelope) => new Reported(ex, outcome);
+
+            private sealed class Reported(Exception exception, string outcome) : IContinuation
+            {
+                public ValueTask ExecuteAsync(IEnvelopeLifecycle lifecycle, IWolverineRuntime runtime, DateTimeOffset now, Activity? activity)
+                {
+                    if (lifecycle.Envelope is { } envelope && !HandlerFailureLog.WasLogged(envelope))
+                    {
+                        runtime.Services.GetRequiredService<SummaryWriter>().FailedAtCommit(envelope, exception, outcome);
+                    }
+
+                    return ValueTask.CompletedTask;
                 }
             }
         }

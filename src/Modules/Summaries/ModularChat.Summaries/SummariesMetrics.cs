@@ -20,11 +20,14 @@ public sealed class SummariesMetrics
         var meter = meters.Create(ModularChatTelemetry.SourceName);
         _duration = meter.CreateHistogram<double>(MetricNames.SummaryDuration, "s", "Time to write one summary revision");
         _generated = meter.CreateCounter<long>(MetricNames.SummariesGenerated, "{summary}", "Summary revisions written");
-        _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}", "Failed summarization attempts (outcome: retry, or dead_letter for the last one, which gives the job up: one per dead-lettered job)");
+        _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}",
+            "Failed summarization attempts (outcome: retry, or dead_letter for the last one, which gives the job up: one per dead-lettered job; " +
+            "conflict for a commit that lost a race with another writer of the same revision, retried at once)");
         _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
             "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
         _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",
-            "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import)");
+            "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import, " +
+            "node_stopping when the node had begun to stop)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -53,11 +56,21 @@ public sealed class SummariesMetrics
     /// <summary>A job stored its revision part way and queued the rest (<paramref name="stoppedBy"/>: max_chunks or job_time).</summary>
     public void StoppedPartWay(string variant, string stoppedBy) => _parts.Add(1, new TagList { { "variant", variant }, { "stopped_by", stoppedBy } });
 
-    /// <summary>A job put itself off before reading anything (<paramref name="reason"/>: tenant_share or burst).</summary>
+    /// <summary>A job put itself off before reading anything (<paramref name="reason"/>: tenant_share, burst or node_stopping).</summary>
     public void Deferred(string variant, string reason) => _deferrals.Add(1, new TagList { { "variant", variant }, { "reason", reason } });
 
-    public void Failed(string variant, string error, bool final)
-        => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", final ? "dead_letter" : "retry" } });
+    /// <summary>The <c>outcome</c> of a failed attempt that is retried later.</summary>
+    public const string Retry = "retry";
+
+    /// <summary>The <c>outcome</c> of the last failed attempt, which dead-letters the job.</summary>
+    public const string DeadLetter = "dead_letter";
+
+    /// <summary>The <c>outcome</c> of an attempt whose commit lost a race with another writer of the same revision (retried at once, which finds it written).</summary>
+    public const string Conflict = "conflict";
+
+    /// <summary>A failed attempt (<paramref name="outcome"/>: <see cref="Retry"/>, <see cref="DeadLetter"/> or <see cref="Conflict"/>).</summary>
+    public void Failed(string variant, string error, string outcome)
+        => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", outcome } });
 
     public void BacklogCounted(long conversations) => Volatile.Write(ref _backlog, conversations);
 

@@ -56,7 +56,7 @@ public sealed partial class SummaryWriter(
             // (HandlerFailureLog, and the job's FailureLogLevel). The last one, which dead-letters the job, is the error.
             var failure = TimedOut(e, cancellationToken) ?? e;
             var final = envelope.Attempts > RetryCount();
-            metrics.Failed(settingsResolver.For(session.TenantId).Variant, failure.GetType().Name, final);
+            metrics.Failed(settingsResolver.For(session.TenantId).Variant, failure.GetType().Name, final ? SummariesMetrics.DeadLetter : SummariesMetrics.Retry);
             if (final)
             {
                 LogDeadLettered(logger, failure, job.ConversationId, session.TenantId, envelope.Attempts, failure.Message);
@@ -74,6 +74,33 @@ public sealed partial class SummaryWriter(
 
             throw failure;
         }
+    }
+
+    /// <summary>
+    /// Logs and counts, as <see cref="RunAsync"/> does the failures it sees, an attempt that failed after the writer returned:
+    /// at the commit of the job's transaction (the revision, the progress and the queued messages, stored by Wolverine once
+    /// the handler is done), e.g. the database going away or a lost race with another writer of the same revision. Called by
+    /// the job's retry policy (SummariesMessaging) before Wolverine's own step, with that step's <paramref name="outcome"/>.
+    /// </summary>
+    internal void FailedAtCommit(Envelope envelope, Exception exception, string outcome)
+    {
+        var tenant = envelope.TenantId ?? StorageConstants.DefaultTenantId;
+        var id = (envelope.Message as SummarizeConversation)?.ConversationId ?? Guid.Empty;
+        metrics.Failed(settingsResolver.For(tenant).Variant, exception.GetType().Name, outcome);
+        switch (outcome)
+        {
+            case SummariesMetrics.Conflict:
+                LogLostRace(logger, exception, id, tenant, envelope.Attempts);
+                break;
+            case SummariesMetrics.DeadLetter:
+                LogDeadLettered(logger, exception, id, tenant, envelope.Attempts, exception.Message);
+                break;
+            default:
+                LogFailed(logger, exception, id, tenant, envelope.Attempts);
+                break;
+        }
+
+        HandlerFailureLog.MarkLogged(envelope);
     }
 
     /// <summary>
@@ -601,6 +628,10 @@ public sealed partial class SummaryWriter(
 
     [LoggerMessage(Level = LogLevel.Debug, Message = "Conversation {ConversationId} of tenant {TenantId} no longer exists: nothing to summarize")]
     private static partial void LogConversationGone(ILogger logger, Guid conversationId, string tenantId);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Summarizing conversation {ConversationId} of tenant {TenantId} lost a race at the commit on attempt {Attempt} (another job stored the revision first): retried at once")]
+    private static partial void LogLostRace(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Summarizing conversation {ConversationId} of tenant {TenantId} failed on attempt {Attempt}: will retry")]
     private static partial void LogFailed(ILogger logger, Exception exception, Guid conversationId, string tenantId, int attempt);

@@ -1,15 +1,20 @@
 using System.Threading.Channels;
 using Marten;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using Wolverine;
 
 namespace ModularChat.Summaries.Features.Sweep;
 
 /// <summary>What became of a sweep request handed to this node's sweep service.</summary>
 public enum SweepHandover
 {
-    /// <summary>The loop took it: it runs now (after another node's sweep, should one run).</summary>
+    /// <summary>
+    /// The loop took it: it runs now (after another node's sweep, should one run; should this node begin to stop while it
+    /// waits for that one, it is handed on to another node: <see cref="HandedOnSweep"/>).
+    /// </summary>
     Taken,
 
     /// <summary>A sweep runs or waits on this node: nothing was queued.</summary>
@@ -34,11 +39,14 @@ public sealed class SummarySweepRecord
 /// interval) and on request (admin endpoint). Sweeps of several nodes never overlap (see <see cref="SummarySweep"/>).
 /// A stopping node starts no sweep (it drains its requests, for up to the shutdown timeout, before this service is stopped):
 /// a sweep that runs then finishes, the next one is another node's, and a sweep requested then is refused
-/// (<see cref="NodeStopping"/>): the hand-over itself says so (<see cref="RequestAsync"/>).
+/// (<see cref="NodeStopping"/>): the hand-over itself says so (<see cref="RequestAsync"/>). A requested sweep taken before
+/// and still waiting for another node's sweep is stored as a durable message for any node (<see cref="HandedOnSweep"/>):
+/// it was accepted (202), and nothing accepted is lost.
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
     IDocumentStore store,
+    IServiceScopeFactory scopes,
     IOptions<SummariesOptions> options,
     TimeProvider clock,
     NodeStopping nodeStopping,
@@ -46,6 +54,12 @@ public sealed partial class SummarySweepService(
 {
     /// <summary>How often a requested sweep tries again while another node sweeps.</summary>
     internal static readonly TimeSpan BusyRetryInterval = TimeSpan.FromSeconds(2);
+
+    /// <summary>
+    /// When a handed-on sweep is due (again): about one poll of Wolverine's scheduled messages, so a node that runs on takes it
+    /// soon, and one that cannot take it yet (sweeping, or stopping too) does not look at it more often.
+    /// </summary>
+    internal static readonly TimeSpan HandOnDelay = TimeSpan.FromSeconds(5);
 
     /// <summary>At most one request handed over and not yet answered by the loop.</summary>
     private readonly Channel<PendingSweep> _requests = Channel.CreateBounded<PendingSweep>(1);
@@ -163,16 +177,20 @@ public sealed partial class SummarySweepService(
                 }
 
                 var result = await sweep.RunAsync(request, report: null, stoppingToken);
-                while (!result.Ran && !scheduled && !newWork.IsCancellationRequested)
+                while (!result.Ran && !scheduled && await WaitForOtherSweepAsync(newWork))
                 {
                     // Another node is sweeping. A scheduled sweep is done by it; a requested one (a rebuild, one tenant)
                     // may be another sweep altogether, so it runs after it instead of being dropped after its 202.
-                    LogRequestWaits(logger, BusyRetryInterval.TotalSeconds);
-                    await Task.Delay(BusyRetryInterval, clock, stoppingToken);
                     result = await sweep.RunAsync(request, report: null, stoppingToken);
                 }
 
-                if (result.Ran)
+                if (!result.Ran && !scheduled)
+                {
+                    // The node began to stop while the request waited: it was answered 202, so another node runs it (the
+                    // node still drains its requests, and its messaging runs: this is the moment, not the service's stop).
+                    await HandOnAsync(request);
+                }
+                else if (result.Ran)
                 {
                     await using var session = store.LightweightSession();
                     session.Store(new SummarySweepRecord { Last = result });
@@ -194,6 +212,45 @@ public sealed partial class SummarySweepService(
         }
     }
 
+    /// <summary>
+    /// Stores a requested sweep this node accepted and will not run as a durable message, scheduled for any node (this one's
+    /// next start included), which hands it to its own sweep service (<see cref="HandedOnSweepHandler"/>). The node is
+    /// draining: its messaging still runs.
+    /// </summary>
+    private async Task HandOnAsync(SweepRequest request)
+    {
+        try
+        {
+            await using var scope = scopes.CreateAsyncScope();
+            await scope.ServiceProvider.GetRequiredService<IMessageBus>().ScheduleAsync(new HandedOnSweep(request), HandOnDelay);
+            LogHandedOn(logger, request.Resummarize, request.TenantId ?? "all");
+        }
+        catch (Exception e)
+        {
+            LogHandOnFailed(logger, e, request.Resummarize, request.TenantId ?? "all");
+        }
+    }
+
+    /// <summary>Waits before a requested sweep tries again to start after another node's; false at once when the node begins to stop.</summary>
+    private async Task<bool> WaitForOtherSweepAsync(CancellationToken newWork)
+    {
+        if (newWork.IsCancellationRequested)
+        {
+            return false;
+        }
+
+        LogRequestWaits(logger, BusyRetryInterval.TotalSeconds);
+        try
+        {
+            await Task.Delay(BusyRetryInterval, clock, newWork);
+            return true;
+        }
+        catch (OperationCanceledException) when (newWork.IsCancellationRequested)
+        {
+            return false;
+        }
+    }
+
     private async Task<bool> SweptRecentlyAsync(TimeSpan within, CancellationToken cancellationToken)
         => await LastAsync(cancellationToken) is { } last && last.StartedAt + last.Duration > clock.GetUtcNow() - within;
 
@@ -207,6 +264,14 @@ public sealed partial class SummarySweepService(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "The requested summary sweep waits for another node's sweep to end (trying again every {Seconds} s)")]
     private static partial void LogRequestWaits(ILogger logger, double seconds);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "This node is stopping before the requested summary sweep (resummarize: {Resummarize}, tenants: {Tenant}) could run: handed on to another node")]
+    private static partial void LogHandedOn(ILogger logger, bool resummarize, string tenant);
+
+    [LoggerMessage(Level = LogLevel.Error,
+        Message = "This node is stopping before the requested summary sweep (resummarize: {Resummarize}, tenants: {Tenant}) could run, and it could not be handed on: request it again")]
+    private static partial void LogHandOnFailed(ILogger logger, Exception exception, bool resummarize, string tenant);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "Summary sweep failed")]
     private static partial void LogSweepFailed(ILogger logger, Exception exception);
