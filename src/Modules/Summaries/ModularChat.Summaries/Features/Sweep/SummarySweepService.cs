@@ -158,13 +158,15 @@ public sealed partial class SummarySweepService(
                     return;
                 }
 
+                // Running before the answer: whoever hears "taken" sees this node's sweep running (read without the lock), not
+                // about to run.
+                _running = true;
+
                 // A request that came as the schedule's time did runs instead (the schedule comes round again).
                 if (pending is not null || _requests.Reader.TryRead(out pending))
                 {
                     pending.Answer.TrySetResult(SweepHandover.Taken);
                 }
-
-                _running = true;
             }
 
             var scheduled = pending is null;
