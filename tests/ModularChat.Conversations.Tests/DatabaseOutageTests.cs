@@ -338,10 +338,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     {
         var logs = new CapturedLogs(); // this node's only
         await using var proxy = PostgresProxy();
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostAsync(
-            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString },
-            services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var node = await StartNodeAsync(proxy, services: services => services.AddSingleton<ILoggerProvider>(logs));
         var before = logs.Entries.Count();
 
         proxy.Cut();
@@ -375,14 +372,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // stack trace (6 s away: ~6 each).
         var logs = new CapturedLogs(); // this node's only
         await using var proxy = PostgresProxy();
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostAsync(
-            new Dictionary<string, string?>
-            {
-                ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString,
-                ["Messaging:HealthCheckInterval"] = "00:00:01",
-                ["Summaries:BacklogRefreshInterval"] = "00:00:01",
-            },
+        await using var node = await StartNodeAsync(
+            proxy,
+            new Dictionary<string, string?> { ["Messaging:HealthCheckInterval"] = "00:00:01", ["Summaries:BacklogRefreshInterval"] = "00:00:01" },
             services => services.AddSingleton<ILoggerProvider>(logs));
         var before = logs.Entries.Count();
 
@@ -444,10 +436,10 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>.</summary>
-    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy, Dictionary<string, string?>? settings = null)
+    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy, Dictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
     {
         var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString });
+        return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString }, services);
     }
 
     private HttpClient Client(IAlbaHost node, string user)
