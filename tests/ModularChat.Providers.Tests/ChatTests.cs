@@ -1900,6 +1900,9 @@ public sealed class ChatTests(ProvidersApp app)
         Assert.Equal("error", name);
         Assert.Equal(503, data.GetProperty("status").GetInt32());
         Assert.Equal(0, await node.WaitForExitAsync(TimeSpan.FromSeconds(60)));
+        // Logged as stopped with the node, not as clients that went away (both were still there, and were answered 503).
+        Assert.Equal(2, node.Output.Split("stopped: the node is stopping and Chat:ShutdownGrace has passed").Length - 1);
+        Assert.DoesNotContain("the client went away", node.Output, StringComparison.Ordinal);
         // The process ran on a database of its own (see StartHostProcessAsync): read what it kept through a node on that one.
         await using var reader = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = await app.ProcessDatabaseAsync() });
         using var readerClient = ClientOn(reader, user);

@@ -99,9 +99,12 @@ internal sealed partial class ChatTurns(
     IOptionsMonitor<McpOptions> mcpOptions,
     ProvidersMetrics metrics,
     TimeProvider clock,
+    ChatShutdown shutdown,
     ILogger<ChatTurns> logger)
 {
     private ProvidersMetrics Metrics => metrics;
+
+    private ChatShutdown Shutdown => shutdown;
 
     private ILogger Logger => logger;
 
@@ -559,7 +562,16 @@ internal sealed partial class ChatTurns(
             catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
             {
                 owner.Metrics.ChatTurn("cancelled", streamed);
-                LogCancelled(owner.Logger, conversationId);
+                if (owner.Shutdown.Token.IsCancellationRequested)
+                {
+                    // The node stops and Chat:ShutdownGrace has passed: the client is answered 503 (ChatEndpoint), it did not leave.
+                    LogStoppedWithNode(owner.Logger, conversationId);
+                }
+                else
+                {
+                    LogCancelled(owner.Logger, conversationId);
+                }
+
                 throw Cancelled(e, cancellationToken);
             }
         }
@@ -706,4 +718,8 @@ internal sealed partial class ChatTurns(
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Chat turn in conversation {ConversationId} cancelled: the client went away")]
     private static partial void LogCancelled(ILogger logger, Guid conversationId);
+
+    [LoggerMessage(Level = LogLevel.Information,
+        Message = "Chat turn in conversation {ConversationId} stopped: the node is stopping and Chat:ShutdownGrace has passed (answered 503; its user message is kept)")]
+    private static partial void LogStoppedWithNode(ILogger logger, Guid conversationId);
 }
