@@ -55,18 +55,8 @@ public sealed partial class SummaryWriter(
             // The one entry of the failed attempt, whatever failed in it: Wolverine's own for it stay below Warning
             // (HandlerFailureLog, and the job's FailureLogLevel). The last one, which dead-letters the job, is the error.
             var failure = TimedOut(e, cancellationToken) ?? e;
-            var final = envelope.Attempts > RetryCount();
-            metrics.Failed(settingsResolver.For(session.TenantId).Variant, failure.GetType().Name, final ? SummariesMetrics.DeadLetter : SummariesMetrics.Retry);
-            if (final)
-            {
-                LogDeadLettered(logger, failure, job.ConversationId, session.TenantId, envelope.Attempts, failure.Message);
-            }
-            else
-            {
-                LogFailed(logger, failure, job.ConversationId, session.TenantId, envelope.Attempts);
-            }
-
-            HandlerFailureLog.MarkLogged(envelope);
+            Report(envelope, failure, session.TenantId, job.ConversationId,
+                envelope.Attempts > RetryCount() ? SummariesMetrics.DeadLetter : SummariesMetrics.Retry);
             if (ReferenceEquals(failure, e))
             {
                 throw;
@@ -83,20 +73,27 @@ public sealed partial class SummaryWriter(
     /// the job's retry policy (SummariesMessaging) before Wolverine's own step, with that step's <paramref name="outcome"/>.
     /// </summary>
     internal void FailedAtCommit(Envelope envelope, Exception exception, string outcome)
+        => Report(envelope, exception, envelope.TenantId ?? StorageConstants.DefaultTenantId,
+            (envelope.Message as SummarizeConversation)?.ConversationId ?? Guid.Empty, outcome);
+
+    /// <summary>
+    /// The one entry and count of a failed attempt, by its <paramref name="outcome"/>: a lost race at Information, a retry
+    /// at Warning, the last attempt (the job dead-lettered) at Error. Marks the envelope so Wolverine's own entry for the
+    /// same failure stays below Warning (HandlerFailureLog).
+    /// </summary>
+    private void Report(Envelope envelope, Exception failure, string tenant, Guid conversationId, string outcome)
     {
-        var tenant = envelope.TenantId ?? StorageConstants.DefaultTenantId;
-        var id = (envelope.Message as SummarizeConversation)?.ConversationId ?? Guid.Empty;
-        metrics.Failed(settingsResolver.For(tenant).Variant, exception.GetType().Name, outcome);
+        metrics.Failed(settingsResolver.For(tenant).Variant, failure.GetType().Name, outcome);
         switch (outcome)
         {
             case SummariesMetrics.Conflict:
-                LogLostRace(logger, exception, id, tenant, envelope.Attempts);
+                LogLostRace(logger, failure, conversationId, tenant, envelope.Attempts);
                 break;
             case SummariesMetrics.DeadLetter:
-                LogDeadLettered(logger, exception, id, tenant, envelope.Attempts, exception.Message);
+                LogDeadLettered(logger, failure, conversationId, tenant, envelope.Attempts, failure.Message);
                 break;
             default:
-                LogFailed(logger, exception, id, tenant, envelope.Attempts);
+                LogFailed(logger, failure, conversationId, tenant, envelope.Attempts);
                 break;
         }
 
