@@ -33,9 +33,12 @@ internal sealed class ChatShutdown : IDisposable
     /// <summary>Cancelled <see cref="ChatTurnOptions.ShutdownGrace"/> after the node began to stop.</summary>
     public CancellationToken Token => _stopping.Token;
 
+    /// <summary>Whether the node is stopping and <see cref="ChatTurnOptions.ShutdownGrace"/> has passed: turns still running are stopped.</summary>
+    public bool HasStopped => _stopping.IsCancellationRequested;
+
     /// <summary>Whether <paramref name="error"/> is a turn stopped by the node stopping (its client is still there).</summary>
     public bool Stopped(Exception error, CancellationToken clientGone)
-        => error is OperationCanceledException && _stopping.IsCancellationRequested && !clientGone.IsCancellationRequested;
+        => error is OperationCanceledException && HasStopped && !clientGone.IsCancellationRequested;
 
     public void Dispose()
     {

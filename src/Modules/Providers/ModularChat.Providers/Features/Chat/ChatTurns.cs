@@ -562,9 +562,9 @@ internal sealed partial class ChatTurns(
             catch (Exception e) when (e is OperationCanceledException || cancellationToken.IsCancellationRequested)
             {
                 owner.Metrics.ChatTurn("cancelled", streamed);
-                if (owner.Shutdown.Token.IsCancellationRequested)
+                if (owner.Shutdown.HasStopped)
                 {
-                    // The node stops and Chat:ShutdownGrace has passed: the client is answered 503 (ChatEndpoint), it did not leave.
+                    // The client is answered 503 (ChatEndpoint, ChatShutdown.Stopped): it did not leave.
                     LogStoppedWithNode(owner.Logger, conversationId);
                 }
                 else
