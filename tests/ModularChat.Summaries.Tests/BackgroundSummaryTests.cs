@@ -7,6 +7,7 @@ using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Summaries.Contracts;
 using ModularChat.Summaries.Domain;
+using ModularChat.Summaries.Jobs;
 using ModularChat.Testing.Fakes;
 
 namespace ModularChat.Summaries.Tests;
@@ -214,7 +215,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         // the writer has returned by then, and Wolverine commits.
         var progress = app.Host.Services.GetRequiredService<IDocumentStore>().Options.Schema.For<SummaryProgress>();
         var refused = $"summary commit refused ({id:N})";
-        await using (await RefuseFirstWriteAsync(progress, $"new.id = '{id}'", $"raise exception '{refused}'"))
+        await using (await RefuseFirstWritesAsync(progress, $"new.id = '{id}'", $"raise exception '{refused}'"))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
 
@@ -240,8 +241,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         var id = await client.NewConversation();
         // The summary stream's first commit finds it at another version than expected, as Marten's append says when another
         // writer of the revision got there first (the retry, at once, then usually finds the revision written; here it writes it).
-        await using (await RefuseFirstWriteAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'",
-                         "raise exception 'Stream version mismatch on ''%'': expected 0, actual 1', new.id using errcode = 'MT003'"))
+        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
 
@@ -255,21 +255,98 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         Assert.Equal(("default", "conflict"), (measured.Tags["variant"] as string, measured.Tags["outcome"] as string));
     }
 
+    [Fact]
+    public async Task A_job_whose_commit_loses_the_race_four_times_in_a_row_is_dead_lettered_logged_and_counted_as_such_once()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        // The first commit and its three retries at once all lose the race: the 4th in a row is one more than the rule for
+        // lost races has retries for.
+        SummaryFailure failure;
+        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace, LostRace, LostRace, LostRace))
+        {
+            await client.AppendEach(id, Api.Turns(1, 10));
+            failure = await DeadLetteredAsync(tenant, id);
+        }
+
+        Assert.Equal(4, failure.Attempts);
+        AssertDeadLetteredOnce(id, failure, failures, lostRaces: 3);
+    }
+
+    [Fact]
+    public async Task A_job_that_fails_at_the_commit_after_lost_races_used_up_its_attempts_is_dead_lettered_logged_and_counted_as_such_once()
+    {
+        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
+        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
+        var tenant = ModularChatApp.NewUser();
+        using var client = app.Client(tenant);
+        var id = await client.NewConversation();
+        // Three lost races (retried at once), then the commit refused otherwise: the 4th attempt is past the retry delays'
+        // steps (two here, then the dead-letter store at the 3rd attempt), as attempts count across both rules.
+        var refused = $"summary commit refused ({id:N})";
+        SummaryFailure failure;
+        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'",
+                         LostRace, LostRace, LostRace, $"raise exception '{refused}'"))
+        {
+            await client.AppendEach(id, Api.Turns(1, 10));
+            failure = await DeadLetteredAsync(tenant, id);
+        }
+
+        Assert.Equal(4, failure.Attempts);
+        Assert.Contains(refused, failure.ExceptionMessage, StringComparison.Ordinal);
+        AssertDeadLetteredOnce(id, failure, failures, lostRaces: 3);
+    }
+
+    /// <summary>What PostgreSQL answers a commit of the summary stream's first revision that lost the race (Marten's MT003).</summary>
+    private const string LostRace = "raise exception 'Stream version mismatch on ''%'': expected 0, actual 1', new.id using errcode = 'MT003'";
+
+    /// <summary>The tenant's job for conversation <paramref name="id"/> once it is in the dead-letter store.</summary>
+    private async Task<SummaryFailure> DeadLetteredAsync(string tenant, Guid id)
+        => (await Eventually.Until(
+            async () => (await app.Host.Services.GetRequiredService<SummaryFailures>().ListAsync(tenant, null, 100, CancellationToken.None)).Items
+                .FirstOrDefault(f => f.ConversationId == id),
+            f => f is not null, what: $"the summary job of conversation {id} in the dead-letter store"))!;
+
+    /// <summary>
+    /// Each failed attempt of the job of conversation <paramref name="id"/> logged by the writer and counted once, in order: the
+    /// <paramref name="lostRaces"/> first as lost races (<c>conflict</c>, at Information), the last one, which dead-lettered
+    /// the job, as <c>dead_letter</c> at Error: the one error about the job in the log (Wolverine's own entry for the move is
+    /// below it; Marten's for a command that failed otherwise than by a lost race are about the command, ConcurrencyLogTests).
+    /// </summary>
+    private void AssertDeadLetteredOnce(Guid id, SummaryFailure failure, MetricCollector<long> failures, int lostRaces)
+    {
+        var entries = WriterEntriesAbout(id, LogLevel.Information);
+        string[] expected = [.. Enumerable.Range(1, lostRaces).Select(a => $"lost a race at the commit on attempt {a} "), $"failed on attempt {lostRaces + 1}, the last: dead-lettered"];
+        Assert.Equal(expected, entries.Select((e, i) => i < expected.Length && e.Message.Contains(expected[i], StringComparison.Ordinal) ? expected[i] : e.Message));
+        Assert.Equal(LogLevel.Error, entries[^1].Level);
+        var errors = app.Logs.Entries.Where(e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
+            && (e.Message.Contains(id.ToString(), StringComparison.Ordinal) || e.Message.Contains(failure.Id.ToString(), StringComparison.Ordinal))).ToList();
+        Assert.Equal(entries[^1], Assert.Single(errors));
+        var errorTypes = entries.Select(e => e.Exception!.GetType().Name).ToHashSet();
+        var counted = failures.GetMeasurementSnapshot().Where(m => errorTypes.Contains((string)m.Tags["error"]!)).ToList();
+        Assert.Equal([.. Enumerable.Repeat(SummariesMetrics.Conflict, lostRaces), SummariesMetrics.DeadLetter], counted.Select(m => m.Tags["outcome"] as string));
+        Assert.All(counted, m => Assert.Equal((1L, "default"), (m.Value, m.Tags["variant"] as string)));
+    }
+
     /// <summary>What the summary writer logged at <paramref name="least"/> or above about conversation <paramref name="id"/>'s jobs.</summary>
     private List<LogEntry> WriterEntriesAbout(Guid id, LogLevel least)
         => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummaryWriter", StringComparison.Ordinal) && e.Level >= least && e.Level < LogLevel.None
             && e.Message.Contains($"Summarizing conversation {id}", StringComparison.Ordinal)).ToList();
 
     /// <summary>
-    /// Makes PostgreSQL refuse the first insert or update of the rows of <paramref name="table"/> that match <paramref name="when"/>
-    /// with <paramref name="raise"/> (a trigger, dropped when disposed). A sequence counts the writes: the refused transaction
-    /// takes back what it wrote, but not a sequence's step.
+    /// Makes PostgreSQL refuse the first inserts or updates of the rows of <paramref name="table"/> that match <paramref name="when"/>,
+    /// one for each of <paramref name="raises"/>, the n-th with the n-th of them (a trigger, dropped when disposed). A sequence
+    /// counts the writes: the refused transaction takes back what it wrote, but not a sequence's step.
     /// </summary>
-    private async Task<IAsyncDisposable> RefuseFirstWriteAsync(string table, string when, string raise)
+    private async Task<IAsyncDisposable> RefuseFirstWritesAsync(string table, string when, params string[] raises)
     {
         var name = $"refuse_first_{Guid.NewGuid():N}";
+        var refusals = string.Concat(raises.Select((raise, i) => $"when {i + 1} then {raise}; "));
         await Sql($"create sequence modularchat.{name}");
-        await Sql($"create function modularchat.{name}() returns trigger language plpgsql as $$ begin if nextval('modularchat.{name}') = 1 then {raise}; end if; return new; end $$");
+        await Sql($"create function modularchat.{name}() returns trigger language plpgsql as $$ begin case nextval('modularchat.{name}') {refusals}else null; end case; return new; end $$");
         await Sql($"create trigger {name} before insert or update on {table} for each row when ({when}) execute function modularchat.{name}()");
         return new Dropped(() => Sql($"drop trigger {name} on {table}; drop function modularchat.{name}(); drop sequence modularchat.{name}"));
     }

@@ -11,6 +11,7 @@ using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
+using Wolverine.ErrorHandling.Matches;
 using Wolverine.Runtime;
 using Wolverine.Runtime.Handlers;
 
@@ -67,7 +68,10 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         wolverine.Policies.Add(new SummaryFailurePolicy(delays, o.JobTimeout));
     }
 
-    /// <summary>Retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and finds nothing to do).</summary>
+    /// <summary>
+    /// Retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and finds
+    /// nothing to do), three times in a row at most, then the dead-letter store too.
+    /// </summary>
     private sealed class SummaryFailurePolicy(TimeSpan[] delays, TimeSpan timeout) : IHandlerPolicy
     {
         public void Apply(IReadOnlyList<HandlerChain> chains, GenerationRules rules, IServiceContainer container)
@@ -81,13 +85,12 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // dead-letters the job, an error): Wolverine's own entry for it, with the same stack trace, is a debug one.
                     // A lost race at the commit, retried at once below, is routine.
                     chain.FailureLogLevel = LogLevel.Debug;
-                    chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3);
-                    UnseenByWriter.Before(chain.Failures.Last(), _ => SummariesMetrics.Conflict);
+                    // Attempts count across both rules: lost races retried at once use up attempts of the retry delays.
+                    UnseenByWriter.Around(chain, chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3), SummariesMetrics.Conflict);
                     // The database away included (unlike other handlers, DatabaseOutages): each attempt may call the model
                     // again, so a job does not do so every 30 s for as long as the database stays away or slow; the sweep
                     // and a replay from the dead-letter store bring it back.
-                    chain.OnException<Exception>().ScheduleRetry(delays).Then.MoveToErrorQueue();
-                    UnseenByWriter.Before(chain.Failures.Last(), attempt => attempt > delays.Length ? SummariesMetrics.DeadLetter : SummariesMetrics.Retry);
+                    UnseenByWriter.Around(chain, chain.OnException<Exception>().ScheduleRetry(delays), SummariesMetrics.Retry);
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {
@@ -104,34 +107,63 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         /// The writer logs and counts the failures of its attempts, but the commit of the job's transaction (Wolverine's,
         /// after the writer returned: a lost race, the database going away) failed without a word from it and was not
         /// counted. Each step of the job's retries first hands such a failure to the writer (<see cref="SummaryWriter.FailedAtCommit"/>),
-        /// which logs and counts it as its own, with <paramref name="outcome"/>'s answer for the attempt; Wolverine's entries
-        /// for it then stay below Warning (<see cref="HandlerFailureLog"/>), as for the failures the writer sees.
+        /// which logs and counts it as its own, with the step's outcome; Wolverine's entries for it then stay below Warning
+        /// (<see cref="HandlerFailureLog"/>), as for the failures the writer sees.
         /// </summary>
-        private sealed class UnseenByWriter(string outcome) : IContinuationSource
+        private sealed class UnseenByWriter(string outcome, bool deadLetters = false) : IContinuationSource
         {
-            public string Description => $"log and count a failure the summary writer did not see ({outcome})";
+            /// <summary>
+            /// What a failure rule answers for an attempt it has no step for: Wolverine's own move to the dead-letter store
+            /// (FailureRule.TryCreateContinuation; its MoveToErrorQueue is internal), asked here of a rule with no step.
+            /// </summary>
+            private static readonly FailureRule NoStep = new(new AnyFailure());
 
-            public static void Before(FailureRule rule, Func<int, string> outcome)
+            public string Description => deadLetters
+                ? $"log and count a failure the summary writer did not see ({outcome}), then move the job to the dead-letter store"
+                : $"log and count a failure the summary writer did not see ({outcome})";
+
+            /// <summary>
+            /// Hands the failure at each step of <paramref name="retries"/> (the chain's last rule) to the writer first, with
+            /// <paramref name="outcome"/>, then ends the rule: the attempt after its last step, and any later one, dead-letters
+            /// the job, the failure reported as the job's last (<see cref="SummariesMetrics.DeadLetter"/>, at Error). Past a
+            /// rule's last step Wolverine dead-lettered the job itself, and the writer neither logged nor counted it: a 4th lost
+            /// race in a row, or a failure at an attempt beyond the retry delays' steps because lost races had used up attempts.
+            /// </summary>
+            public static void Around(HandlerChain chain, IAdditionalActions retries, string outcome)
             {
-                foreach (var slot in rule)
+                foreach (var step in chain.Failures.Last())
                 {
-                    slot.InsertSourceAtTop(new UnseenByWriter(outcome(slot.Attempt)));
+                    step.InsertSourceAtTop(new UnseenByWriter(outcome));
                 }
+
+                retries.Then.ContinueWith(new UnseenByWriter(SummariesMetrics.DeadLetter, deadLetters: true));
             }
 
-            public IContinuation Build(Exception ex, Envelope envelope) => new Reported(ex, outcome);
+            public IContinuation Build(Exception ex, Envelope envelope)
+                => new Reported(ex, outcome, deadLetters && NoStep.TryCreateContinuation(ex, envelope, out var move) ? move : null);
 
-            private sealed class Reported(Exception exception, string outcome) : IContinuation
+            /// <summary>The writer's report of the failure (unless it logged it itself), then <paramref name="then"/>, if any.</summary>
+            private sealed class Reported(Exception exception, string outcome, IContinuation? then) : IContinuation
             {
-                public ValueTask ExecuteAsync(IEnvelopeLifecycle lifecycle, IWolverineRuntime runtime, DateTimeOffset now, Activity? activity)
+                public async ValueTask ExecuteAsync(IEnvelopeLifecycle lifecycle, IWolverineRuntime runtime, DateTimeOffset now, Activity? activity)
                 {
                     if (lifecycle.Envelope is { } envelope && !HandlerFailureLog.WasLogged(envelope))
                     {
                         runtime.Services.GetRequiredService<SummaryWriter>().FailedAtCommit(envelope, exception, outcome);
                     }
 
-                    return ValueTask.CompletedTask;
+                    if (then is not null)
+                    {
+                        await then.ExecuteAsync(lifecycle, runtime, now, activity);
+                    }
                 }
+            }
+
+            private sealed class AnyFailure : IExceptionMatch
+            {
+                public string Description => "any exception";
+
+                public bool Matches(Exception ex) => true;
             }
         }
 

@@ -22,7 +22,7 @@ public sealed class SummariesMetrics
         _generated = meter.CreateCounter<long>(MetricNames.SummariesGenerated, "{summary}", "Summary revisions written");
         _failures = meter.CreateCounter<long>(MetricNames.SummaryFailures, "{failure}",
             "Failed summarization attempts (outcome: retry, or dead_letter for the last one, which gives the job up: one per dead-lettered job; " +
-            "conflict for a commit that lost a race with another writer of the same revision, retried at once)");
+            "conflict for a commit that lost a race with another writer of the same revision, retried at once, 3 times in a row at most: a 4th is the job's dead_letter)");
         _parts = meter.CreateCounter<long>(MetricNames.SummaryParts, "{revision}",
             "Revisions stored part way through a backlog, the rest queued (stopped_by: max_chunks, or job_time when half the job timeout had gone)");
         _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",
