@@ -6,6 +6,7 @@ using Marten;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Host.Infrastructure;
+using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
@@ -396,6 +397,58 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task While_the_database_is_away_the_summary_sweep_logs_one_warning_not_an_error_each_time_then_says_it_works_again_and_other_failures_stay_errors()
+    {
+        // A sweep every second: each one failed while PostgreSQL was away, an error with its stack trace each time. The node
+        // is alone on its database, so its sweeps queue nothing of the other tests' conversations.
+        var logs = new CapturedLogs(); // this node's only
+        var database = await app.DatabaseOfItsOwnAsync("sweep_outage");
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(
+            proxy, new() { ["Summaries:Sweep:Interval"] = "00:00:01" }, services => services.AddSingleton<ILoggerProvider>(logs), database);
+        await Eventually.Until(() => Task.FromResult(logs.Entries.Count(e => e.Category == typeof(SummarySweep).FullName && e.Message.Contains(" finished: ", StringComparison.Ordinal))),
+            n => n > 0, seconds: Eventually.BackgroundSeconds, what: "No sweep ran before the outage");
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        await Task.Delay(TimeSpan.FromSeconds(8));
+        var duringTheOutage = Sweep(before);
+        proxy.Restore();
+
+        var errors = duringTheOutage.Count(e => e.Level >= LogLevel.Error);
+        Assert.True(errors == 0, $"The sweep service logged {errors} errors while the database was away");
+        var warnings = duringTheOutage.Where(e => e.Level == LogLevel.Warning).ToList();
+        Assert.Single(warnings, e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)); // the first failure, with its exception
+        Assert.InRange(warnings.Count, 1, 3); // then one line at 2 and at 4 failures in a row, without it (the sweeps draw apart: 1, 2, 4 s)
+        await Eventually.Until(() => Task.FromResult(Sweep(before).Count(e => e.Level == LogLevel.Information && e.Message.Contains("works again", StringComparison.Ordinal))),
+            n => n == 1, seconds: 60, what: "The sweep did not say it works again");
+
+        // A failure that is not the database being away (here its table of the last sweep gone) is an error, each time.
+        var afterTheOutage = logs.Entries.Count();
+        await using (var direct = new NpgsqlConnection(database))
+        {
+            await direct.OpenAsync();
+            await using var rename = new NpgsqlCommand("alter table modularchat.mt_doc_summarysweeprecord rename to mt_doc_summarysweeprecord_away", direct);
+            await rename.ExecuteNonQueryAsync();
+            try
+            {
+                await Eventually.Until(() => Task.FromResult(Sweep(afterTheOutage).Count(e => e.Level == LogLevel.Error
+                        && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable })),
+                    n => n >= 2, seconds: Eventually.BackgroundSeconds, what: "The sweep's failures with its table gone were not logged as errors");
+            }
+            finally
+            {
+                await using var back = new NpgsqlCommand("alter table modularchat.mt_doc_summarysweeprecord_away rename to mt_doc_summarysweeprecord", direct);
+                await back.ExecuteNonQueryAsync();
+            }
+        }
+
+        Assert.DoesNotContain(Sweep(afterTheOutage), e => e.Level == LogLevel.Warning);
+
+        List<LogEntry> Sweep(int skip = 0) => logs.Entries.Skip(skip).Where(e => e.Category == typeof(SummarySweepService).FullName).ToList();
+    }
+
+    [Fact]
     public async Task A_timeout_starts_the_outage_only_once_PostgreSQL_does_not_answer_the_probe_either()
     {
         await using var proxy = PostgresProxy();
@@ -435,10 +488,11 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         return new TcpProxy(database.Host!, database.Port);
     }
 
-    /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>.</summary>
-    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy, Dictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>, on <paramref name="database"/> (this fixture's unless given).</summary>
+    private Task<IAlbaHost> StartNodeAsync(
+        TcpProxy proxy, Dictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null, string? database = null)
     {
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        var throughProxy = new NpgsqlConnectionStringBuilder(database ?? app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
         return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString }, services);
     }
 
