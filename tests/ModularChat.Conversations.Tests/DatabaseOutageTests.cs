@@ -3,6 +3,7 @@ using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
 using Marten;
+using Marten.Services;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Host.Infrastructure;
@@ -394,6 +395,54 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         }
 
         List<LogEntry> Entries(string category) => logs.Entries.Skip(before).Where(e => e.Category == category).ToList();
+    }
+
+    [Fact]
+    public async Task While_the_database_is_away_Marten_s_failed_commands_are_written_at_Debug_and_its_other_errors_still_are_errors()
+    {
+        // Marten's command log (Marten.IDocumentStore) wrote an error with its stack trace for each command sent on a connection
+        // the outage broke: the pool's connections, the batch of a commit. Its entries at every level, to see them.
+        var logs = new CapturedLogs(); // this node's only
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy, new() { ["Logging:LogLevel:Marten"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
+        var store = node.Services.GetRequiredService<IDocumentStore>();
+        await using var throughProxy = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port }.ConnectionString);
+        await throughProxy.OpenAsync();
+        using var client = Client(node, "marten-outage");
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "before the outage" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        // A commit on a connection opened before the outage: the database is gone when its batch is sent.
+        await using (var session = store.LightweightSession(SessionOptions.ForConnection(throughProxy)))
+        {
+            session.Store(new SummarySweepRecord { Id = $"outage-{Guid.NewGuid():N}" });
+            var refused = await Assert.ThrowsAnyAsync<Exception>(() => session.SaveChangesAsync());
+            Assert.True(DatabaseOutages.IsDatabaseAway(refused), refused.ToString());
+        }
+
+        await (await client.PostJson(messages, new { role = "user", content = "during the outage" })).ShouldBeProblem(503);
+        await (await client.GetAsync(messages)).ShouldBeProblem(503);
+        // A command that fails for another reason, on a connection of its own to PostgreSQL, is an error as before.
+        await using (var direct = new NpgsqlConnection(app.PostgresConnectionString))
+        {
+            await direct.OpenAsync();
+            await using var session = store.QuerySession(SessionOptions.ForConnection(direct));
+            await Assert.ThrowsAnyAsync<Exception>(() => session.QueryAsync<int>("select 1 / 0"));
+        }
+
+        var written = logs.Entries.Skip(before).Where(e => e.Category == "Marten.IDocumentStore").ToList();
+        proxy.Restore();
+
+        var aboutTheOutage = written.Where(e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)).ToList();
+        Assert.True(aboutTheOutage.All(e => e.Level < LogLevel.Warning),
+            $"Marten's command log wrote {aboutTheOutage.Count(e => e.Level >= LogLevel.Warning)} entries about the outage at Warning or above");
+        Assert.Contains(aboutTheOutage, e => e.Level == LogLevel.Debug); // the commit's batch at least
+        Assert.Contains(written, e => e.Level == LogLevel.Error && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.DivisionByZero });
+        await Eventually.Until(() => Task.FromResult(logs.Entries.Count(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Message.StartsWith("PostgreSQL answers again", StringComparison.Ordinal))),
+            n => n == 1, seconds: 30, what: "The end of the outage was not logged");
     }
 
     [Fact]

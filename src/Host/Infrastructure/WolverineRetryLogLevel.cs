@@ -13,8 +13,8 @@ namespace ModularChat.Host.Infrastructure;
 /// error). The service's logger factory wraps Wolverine's runtime logger and writes that one event at Warning, to every
 /// provider and through the usual filters. Both entries, the retry's and the dead-lettering's, go to Debug for an attempt
 /// whose handler logged its failure itself (<see cref="HandlerFailureLog"/>). And while PostgreSQL is away, the entries of
-/// Wolverine's, JasperFx's and Marten's projection daemon's loggers about it go to Debug, the outage logged once instead
-/// (<see cref="DatabaseOutageLog"/>).
+/// Wolverine's, JasperFx's and Marten's (its projection daemon's, its command log's) loggers about it go to Debug, the outage
+/// logged once instead (<see cref="DatabaseOutageLog"/>).
 /// </summary>
 internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock) : ILoggerFactory
 {
@@ -23,11 +23,14 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
 
     /// <summary>
     /// The categories (prefixes) whose entries about the database being away go to Debug while it lasts, for the outage is
-    /// logged once instead: Wolverine's and JasperFx's (durability agents, listeners, leader election), and Marten's
-    /// projection daemon's, which logged an error with its stack trace at each poll of the event store's high-water mark
-    /// (every ~1.4 s: 13 in an 18 s outage).
+    /// logged once instead: Wolverine's and JasperFx's (durability agents, listeners, leader election), Marten's projection
+    /// daemon's, which logged an error with its stack trace at each poll of the event store's high-water mark (every ~1.4 s:
+    /// 13 in an 18 s outage), and Marten's command log (<c>Marten.IDocumentStore</c>), which logged an error with its stack
+    /// trace for each command sent on a connection the outage broke (the pool's connections, a commit's batch). A command
+    /// that fails otherwise (a constraint, a bug) is still an error there; a lost concurrency race is Debug anyway
+    /// (<see cref="ConcurrencyConflictsBelowError"/>).
     /// </summary>
-    private static readonly string[] OutageCategories = ["Wolverine", "JasperFx", "Marten.Events.Daemon"];
+    private static readonly string[] OutageCategories = ["Wolverine", "JasperFx", "Marten.Events.Daemon", "Marten.IDocumentStore"];
 
     /// <summary>Where a database outage is logged once instead of by each of those loggers at each retry.</summary>
     private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock);
