@@ -9,6 +9,7 @@ using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
+using Wolverine.Runtime;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -95,8 +96,13 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_notice_whose_handler_meets_the_database_away_waits_for_it_and_is_handled_once_it_is_back()
     {
         await using var proxy = PostgresProxy();
-        // Failures while the database answers are bounded; those while it is away (three here) must not count.
-        await using var node = await StartNodeAsync(proxy, new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3" });
+        // Failures while the database answers are bounded; those while it is away (three here) must not count. Wolverine's
+        // entries at every level, to see its retries' lines.
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartNodeAsync(
+            proxy,
+            new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3", ["Logging:LogLevel:Wolverine"] = "Debug" },
+            services => services.AddSingleton<ILoggerProvider>(logs));
         await using var conversation = await CountedConversationAsync(node, "away");
 
         // The next notice's handler waits on that row (another session holds it) when the database goes away.
@@ -105,6 +111,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(
             () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
             what: "The second notice's handler did not reach the held row");
+        var before = logs.Entries.Count();
         proxy.Cut();
         await holding.RollbackAsync();
         // Longer than Wolverine's default took to give up (three attempts at once).
@@ -114,6 +121,14 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // The notice was tried again once the database was back: nothing went to the dead-letter store.
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
         Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
+
+        // Each time it was put back to wait, Wolverine's "was rescheduled to queue" (a warning, without an exception) went to
+        // Debug while the outage log knew of the outage (it says the outage once): the first one, 0.25 s after the first
+        // failure, may come before any entry has told the outage log.
+        var rescheduled = logs.Entries.Skip(before).Where(e => e.Category == WolverineRetryLogLevel.Category && e.EventId.Id == WolverineRuntime.RescheduledEventId).ToList();
+        var warnings = rescheduled.Count(e => e.Level >= LogLevel.Warning);
+        Assert.True(warnings <= 1, $"Wolverine wrote {warnings} retries at Warning or above");
+        Assert.Contains(rescheduled, e => e.Level == LogLevel.Debug);
     }
 
     [Fact]

@@ -13,7 +13,8 @@ namespace ModularChat.Host.Infrastructure;
 /// outage is logged here instead: once when it starts (a warning), then at most one line per
 /// <see cref="Interval"/> while it lasts (how many entries were held back), and once when PostgreSQL answers again. Their
 /// entries whose exception is the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>) are written at
-/// Debug meanwhile; every other entry of theirs, an error that is not the outage included, is written as it was.
+/// Debug meanwhile, as is Wolverine's line for each message put back to wait for the database (<see cref="HoldsWait"/>);
+/// every other entry of theirs, an error that is not the outage included, is written as it was.
 /// </summary>
 /// <remarks>
 /// A refused or broken connection, or a server shutting down, starts the outage at once. A timeout does not by itself: a
@@ -27,8 +28,16 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     /// <summary>The shortest time between two lines about one outage.</summary>
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long after an outage's end a message put back during it may still be logged as put back: the rule asked
+    /// PostgreSQL (within <see cref="DatabaseOutages.ProbeTimeout"/>), got no answer, then paused (at most
+    /// <see cref="DatabaseOutages.MaxPause"/>) before it put the message back.
+    /// </summary>
+    public static readonly TimeSpan WaitsOutlast = DatabaseOutages.MaxPause + DatabaseOutages.ProbeTimeout;
+
     private readonly Lock _lock = new();
     private bool _away;
+    private DateTimeOffset? _ended;
     private DateTimeOffset _since;
     private DateTimeOffset _lastLine;
     private long _held;
@@ -98,6 +107,27 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         return true;
     }
 
+    /// <summary>
+    /// Whether Wolverine's line for a message put back to wait for a database that did not answer (it carries no exception)
+    /// is held: while an outage is on (counted with the entries held back), and for <see cref="WaitsOutlast"/> after it
+    /// ended, when a message put back during it may still come; otherwise it is written as it is.
+    /// </summary>
+    public bool HoldsWait()
+    {
+        var now = clock.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_away)
+            {
+                return _ended is { } ended && now - ended <= WaitsOutlast;
+            }
+
+            _held++;
+            _heldInAll++;
+            return true;
+        }
+    }
+
     private void Start(Exception exception, DateTimeOffset now)
     {
         (_away, _since, _lastLine, _held, _heldInAll, _suspect) = (true, now, now, 0, 0, null);
@@ -144,7 +174,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
                 return;
             }
 
-            _away = false;
+            (_away, _ended) = (false, now);
             LogEnded(logger, (long)(now - _since).TotalSeconds, _heldInAll);
         }
     }
