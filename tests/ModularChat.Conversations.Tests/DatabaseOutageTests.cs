@@ -3,10 +3,13 @@ using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
 using Marten;
+using Marten.Services;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Host.Infrastructure;
+using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
+using Wolverine.Runtime;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -93,8 +96,13 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_notice_whose_handler_meets_the_database_away_waits_for_it_and_is_handled_once_it_is_back()
     {
         await using var proxy = PostgresProxy();
-        // Failures while the database answers are bounded; those while it is away (three here) must not count.
-        await using var node = await StartNodeAsync(proxy, new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3" });
+        // Failures while the database answers are bounded; those while it is away (three here) must not count. Wolverine's
+        // entries at every level, to see its retries' lines.
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartNodeAsync(
+            proxy,
+            new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3", ["Logging:LogLevel:Wolverine"] = "Debug" },
+            services => services.AddSingleton<ILoggerProvider>(logs));
         await using var conversation = await CountedConversationAsync(node, "away");
 
         // The next notice's handler waits on that row (another session holds it) when the database goes away.
@@ -103,6 +111,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(
             () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
             what: "The second notice's handler did not reach the held row");
+        var before = logs.Entries.Count();
         proxy.Cut();
         await holding.RollbackAsync();
         // Longer than Wolverine's default took to give up (three attempts at once).
@@ -112,6 +121,14 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // The notice was tried again once the database was back: nothing went to the dead-letter store.
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The second notice was lost");
         Assert.Equal(0, await conversation.Scalar(DeadLetteredSql));
+
+        // Each time it was put back to wait, Wolverine's "was rescheduled to queue" (a warning, without an exception) went to
+        // Debug while the outage log knew of the outage (it says the outage once): the first one, 0.25 s after the first
+        // failure, may come before any entry has told the outage log.
+        var rescheduled = logs.Entries.Skip(before).Where(e => e.Category == WolverineRetryLogLevel.Category && e.EventId.Id == WolverineRuntime.RescheduledEventId).ToList();
+        var warnings = rescheduled.Count(e => e.Level >= LogLevel.Warning);
+        Assert.True(warnings <= 1, $"Wolverine wrote {warnings} retries at Warning or above");
+        Assert.Contains(rescheduled, e => e.Level == LogLevel.Debug);
     }
 
     [Fact]
@@ -396,6 +413,106 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task While_the_database_is_away_Marten_s_failed_commands_are_written_at_Debug_and_its_other_errors_still_are_errors()
+    {
+        // Marten's command log (Marten.IDocumentStore) wrote an error with its stack trace for each command sent on a connection
+        // the outage broke: the pool's connections, the batch of a commit. Its entries at every level, to see them.
+        var logs = new CapturedLogs(); // this node's only
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy, new() { ["Logging:LogLevel:Marten"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
+        var store = node.Services.GetRequiredService<IDocumentStore>();
+        await using var throughProxy = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port }.ConnectionString);
+        await throughProxy.OpenAsync();
+        using var client = Client(node, "marten-outage");
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "before the outage" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        // A commit on a connection opened before the outage: the database is gone when its batch is sent.
+        await using (var session = store.LightweightSession(SessionOptions.ForConnection(throughProxy)))
+        {
+            session.Store(new SummarySweepRecord { Id = $"outage-{Guid.NewGuid():N}" });
+            var refused = await Assert.ThrowsAnyAsync<Exception>(() => session.SaveChangesAsync());
+            Assert.True(DatabaseOutages.IsDatabaseAway(refused), refused.ToString());
+        }
+
+        await (await client.PostJson(messages, new { role = "user", content = "during the outage" })).ShouldBeProblem(503);
+        await (await client.GetAsync(messages)).ShouldBeProblem(503);
+        // A command that fails for another reason, on a connection of its own to PostgreSQL, is an error as before.
+        await using (var direct = new NpgsqlConnection(app.PostgresConnectionString))
+        {
+            await direct.OpenAsync();
+            await using var session = store.QuerySession(SessionOptions.ForConnection(direct));
+            await Assert.ThrowsAnyAsync<Exception>(() => session.QueryAsync<int>("select 1 / 0"));
+        }
+
+        var written = logs.Entries.Skip(before).Where(e => e.Category == "Marten.IDocumentStore").ToList();
+        proxy.Restore();
+
+        var aboutTheOutage = written.Where(e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)).ToList();
+        Assert.True(aboutTheOutage.All(e => e.Level < LogLevel.Warning),
+            $"Marten's command log wrote {aboutTheOutage.Count(e => e.Level >= LogLevel.Warning)} entries about the outage at Warning or above");
+        Assert.Contains(aboutTheOutage, e => e.Level == LogLevel.Debug); // the commit's batch at least
+        Assert.Contains(written, e => e.Level == LogLevel.Error && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.DivisionByZero });
+        await Eventually.Until(() => Task.FromResult(logs.Entries.Count(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Message.StartsWith("PostgreSQL answers again", StringComparison.Ordinal))),
+            n => n == 1, seconds: 30, what: "The end of the outage was not logged");
+    }
+
+    [Fact]
+    public async Task While_the_database_is_away_the_summary_sweep_logs_one_warning_not_an_error_each_time_then_says_it_works_again_and_other_failures_stay_errors()
+    {
+        // A sweep every second: each one failed while PostgreSQL was away, an error with its stack trace each time. The node
+        // is alone on its database, so its sweeps queue nothing of the other tests' conversations.
+        var logs = new CapturedLogs(); // this node's only
+        var database = await app.DatabaseOfItsOwnAsync("sweep_outage");
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(
+            proxy, new() { ["Summaries:Sweep:Interval"] = "00:00:01" }, services => services.AddSingleton<ILoggerProvider>(logs), database);
+        await Eventually.Until(() => Task.FromResult(logs.Entries.Count(e => e.Category == typeof(SummarySweep).FullName && e.Message.Contains(" finished: ", StringComparison.Ordinal))),
+            n => n > 0, seconds: Eventually.BackgroundSeconds, what: "No sweep ran before the outage");
+        var before = logs.Entries.Count();
+
+        proxy.Cut();
+        await Task.Delay(TimeSpan.FromSeconds(8));
+        var duringTheOutage = Sweep(before);
+        proxy.Restore();
+
+        var errors = duringTheOutage.Count(e => e.Level >= LogLevel.Error);
+        Assert.True(errors == 0, $"The sweep service logged {errors} errors while the database was away");
+        var warnings = duringTheOutage.Where(e => e.Level == LogLevel.Warning).ToList();
+        Assert.Single(warnings, e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)); // the first failure, with its exception
+        Assert.InRange(warnings.Count, 1, 3); // then one line at 2 and at 4 failures in a row, without it (the sweeps draw apart: 1, 2, 4 s)
+        await Eventually.Until(() => Task.FromResult(Sweep(before).Count(e => e.Level == LogLevel.Information && e.Message.Contains("works again", StringComparison.Ordinal))),
+            n => n == 1, seconds: 60, what: "The sweep did not say it works again");
+
+        // A failure that is not the database being away (here its table of the last sweep gone) is an error, each time.
+        var afterTheOutage = logs.Entries.Count();
+        await using (var direct = new NpgsqlConnection(database))
+        {
+            await direct.OpenAsync();
+            await using var rename = new NpgsqlCommand("alter table modularchat.mt_doc_summarysweeprecord rename to mt_doc_summarysweeprecord_away", direct);
+            await rename.ExecuteNonQueryAsync();
+            try
+            {
+                await Eventually.Until(() => Task.FromResult(Sweep(afterTheOutage).Count(e => e.Level == LogLevel.Error
+                        && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable })),
+                    n => n >= 2, seconds: Eventually.BackgroundSeconds, what: "The sweep's failures with its table gone were not logged as errors");
+            }
+            finally
+            {
+                await using var back = new NpgsqlCommand("alter table modularchat.mt_doc_summarysweeprecord_away rename to mt_doc_summarysweeprecord", direct);
+                await back.ExecuteNonQueryAsync();
+            }
+        }
+
+        Assert.DoesNotContain(Sweep(afterTheOutage), e => e.Level == LogLevel.Warning);
+
+        List<LogEntry> Sweep(int skip = 0) => logs.Entries.Skip(skip).Where(e => e.Category == typeof(SummarySweepService).FullName).ToList();
+    }
+
+    [Fact]
     public async Task A_timeout_starts_the_outage_only_once_PostgreSQL_does_not_answer_the_probe_either()
     {
         await using var proxy = PostgresProxy();
@@ -435,10 +552,11 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         return new TcpProxy(database.Host!, database.Port);
     }
 
-    /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>.</summary>
-    private Task<IAlbaHost> StartNodeAsync(TcpProxy proxy, Dictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null)
+    /// <summary>A node of its own that reaches PostgreSQL through <paramref name="proxy"/>, on <paramref name="database"/> (this fixture's unless given).</summary>
+    private Task<IAlbaHost> StartNodeAsync(
+        TcpProxy proxy, Dictionary<string, string?>? settings = null, Action<IServiceCollection>? services = null, string? database = null)
     {
-        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
+        var throughProxy = new NpgsqlConnectionStringBuilder(database ?? app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
         return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString }, services);
     }
 

@@ -40,6 +40,9 @@ public static class DatabaseOutages
     /// <summary>The envelope header counting a message's failures while the database answered (on this node, since it claimed the message).</summary>
     public const string FailuresWhileUpHeader = "modularchat-database-failures-while-up";
 
+    /// <summary>The envelope header that holds the attempt after which the message waits because the database did not answer.</summary>
+    public const string WaitsForTheDatabaseHeader = "modularchat-waits-for-the-database";
+
     /// <summary>
     /// A failure that another attempt may not meet: Npgsql's transient errors (the connection refused, broken or timed
     /// out; a deadlock or serialization failure), also when Marten or Wolverine wrapped them.
@@ -71,12 +74,16 @@ public static class DatabaseOutages
         ArgumentOutOfRangeException.ThrowIfLessThan(maxAttemptsWhileUp, 1);
         options.Policies.OnException(IsDatabaseAway).CustomActionIndefinitely(async (runtime, lifecycle, exception) =>
         {
-            if (lifecycle.Envelope is { } envelope && await AnswersAsync(runtime) && CountFailureWhileUp(envelope) >= maxAttemptsWhileUp)
+            var envelope = lifecycle.Envelope;
+            var answers = envelope is not null && await AnswersAsync(runtime);
+            if (envelope is not null && answers && CountFailureWhileUp(envelope) >= maxAttemptsWhileUp)
             {
                 runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
                     exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
                     envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
-                envelope.Headers.Remove(FailuresWhileUpHeader); // stored with the message: a replay starts counting afresh
+                // Stored with the message: a replay starts counting afresh.
+                envelope.Headers.Remove(FailuresWhileUpHeader);
+                envelope.Headers.Remove(WaitsForTheDatabaseHeader);
                 // What Wolverine's own "move to the error queue" does: store it there, settle it with its receiver (a batch's
                 // pending count included), and count and log it as dead-lettered (its wolverine-dead-letter-queue metric).
                 await lifecycle.MoveToDeadLetterQueueAsync(exception);
@@ -89,11 +96,18 @@ public static class DatabaseOutages
 
             try
             {
-                await Task.Delay(PauseAfter(lifecycle.Envelope?.Attempts ?? 1), runtime.Cancellation);
+                await Task.Delay(PauseAfter(envelope?.Attempts ?? 1), runtime.Cancellation);
             }
             catch (OperationCanceledException)
             {
                 return; // the node stops: the message stays in the inbox, for the next node that starts
+            }
+
+            if (envelope is not null && !answers)
+            {
+                // Wolverine logs the deferral below ("was rescheduled to queue", with the envelope) at each attempt: while an
+                // outage is on, the outage log holds it (it says the outage once), as it holds the other entries about it.
+                envelope.Headers[WaitsForTheDatabaseHeader] = envelope.Attempts.ToString(CultureInfo.InvariantCulture);
             }
 
             await lifecycle.DeferAsync();
@@ -129,6 +143,13 @@ public static class DatabaseOutages
             return false;
         }
     }
+
+    /// <summary>
+    /// Whether <paramref name="envelope"/> is put back, after its current attempt, to wait for a database that did not
+    /// answer <c>select 1</c> (not for one that answered: a timeout, a deadlock).
+    /// </summary>
+    public static bool WaitsForTheDatabase(Envelope envelope)
+        => envelope.Headers.TryGetValue(WaitsForTheDatabaseHeader, out var attempt) && attempt == envelope.Attempts.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>Counts one more failure of <paramref name="envelope"/> while the database answered, in its headers (kept while the node holds it).</summary>
     private static int CountFailureWhileUp(Envelope envelope)

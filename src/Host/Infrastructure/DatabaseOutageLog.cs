@@ -6,13 +6,15 @@ using Npgsql;
 namespace ModularChat.Host.Infrastructure;
 
 /// <summary>
-/// What Wolverine's, JasperFx's and Marten's projection daemon's own loggers write while PostgreSQL is away. Their
-/// durability agents, listeners and leader election each retry on their own schedule and log every failure, with its stack
-/// trace: a 45 s outage wrote ~1,700 lines; the daemon logged an error at each poll of the event store's high-water mark
-/// (every ~1.4 s). The outage is logged here instead: once when it starts (a warning), then at most one line per
+/// What Wolverine's, JasperFx's and Marten's (its projection daemon's, its command log's) own loggers write while PostgreSQL
+/// is away. Their durability agents, listeners and leader election each retry on their own schedule and log every failure,
+/// with its stack trace: a 45 s outage wrote ~1,700 lines; the daemon logged an error at each poll of the event store's
+/// high-water mark (every ~1.4 s), and Marten's command log one for each command on a connection the outage broke. The
+/// outage is logged here instead: once when it starts (a warning), then at most one line per
 /// <see cref="Interval"/> while it lasts (how many entries were held back), and once when PostgreSQL answers again. Their
 /// entries whose exception is the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>) are written at
-/// Debug meanwhile; every other entry of theirs, an error that is not the outage included, is written as it was.
+/// Debug meanwhile, as is Wolverine's line for each message put back to wait for the database (<see cref="HoldsWait"/>);
+/// every other entry of theirs, an error that is not the outage included, is written as it was.
 /// </summary>
 /// <remarks>
 /// A refused or broken connection, or a server shutting down, starts the outage at once. A timeout does not by itself: a
@@ -26,8 +28,16 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     /// <summary>The shortest time between two lines about one outage.</summary>
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long after an outage's end a message put back during it may still be logged as put back: the rule asked
+    /// PostgreSQL (within <see cref="DatabaseOutages.ProbeTimeout"/>), got no answer, then paused (at most
+    /// <see cref="DatabaseOutages.MaxPause"/>) before it put the message back.
+    /// </summary>
+    public static readonly TimeSpan WaitsOutlast = DatabaseOutages.MaxPause + DatabaseOutages.ProbeTimeout;
+
     private readonly Lock _lock = new();
     private bool _away;
+    private DateTimeOffset? _ended;
     private DateTimeOffset _since;
     private DateTimeOffset _lastLine;
     private long _held;
@@ -59,7 +69,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     }
 
     /// <summary>
-    /// Whether an entry of Wolverine's, JasperFx's or the daemon's with <paramref name="exception"/> is about the database being away: then
+    /// Whether an entry of Wolverine's, JasperFx's or Marten's with <paramref name="exception"/> is about the database being away: then
     /// the outage is logged (when it starts, or at most every <see cref="Interval"/>) and the entry is to be written at Debug.
     /// A timeout with no outage on is not (yet): the <see cref="Probe"/> tells.
     /// </summary>
@@ -95,6 +105,27 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         }
 
         return true;
+    }
+
+    /// <summary>
+    /// Whether Wolverine's line for a message put back to wait for a database that did not answer (it carries no exception)
+    /// is held: while an outage is on (counted with the entries held back), and for <see cref="WaitsOutlast"/> after it
+    /// ended, when a message put back during it may still come; otherwise it is written as it is.
+    /// </summary>
+    public bool HoldsWait()
+    {
+        var now = clock.GetUtcNow();
+        lock (_lock)
+        {
+            if (!_away)
+            {
+                return _ended is { } ended && now - ended <= WaitsOutlast;
+            }
+
+            _held++;
+            _heldInAll++;
+            return true;
+        }
     }
 
     private void Start(Exception exception, DateTimeOffset now)
@@ -143,19 +174,19 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
                 return;
             }
 
-            _away = false;
+            (_away, _ended) = (false, now);
             LogEnded(logger, (long)(now - _since).TotalSeconds, _heldInAll);
         }
     }
 
     [LoggerMessage(Level = LogLevel.Warning,
-        Message = "PostgreSQL is unreachable ({ErrorType}: {Error}): the entries of Wolverine and of Marten's projection daemon about it are written at Debug while it lasts; a line every {Seconds} s says it goes on")]
+        Message = "PostgreSQL is unreachable ({ErrorType}: {Error}): the entries of Wolverine and of Marten about it are written at Debug while it lasts; a line every {Seconds} s says it goes on")]
     private static partial void LogStarted(ILogger logger, string errorType, string error, double seconds);
 
-    [LoggerMessage(Level = LogLevel.Warning, Message = "PostgreSQL is still unreachable after {Seconds} s ({Held} entries of Wolverine's and the projection daemon's about it held back since the last line; {Error})")]
+    [LoggerMessage(Level = LogLevel.Warning, Message = "PostgreSQL is still unreachable after {Seconds} s ({Held} entries of Wolverine's and Marten's about it held back since the last line; {Error})")]
     private static partial void LogLasting(ILogger logger, long seconds, long held, string error);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "PostgreSQL answers again after an outage of about {Seconds} s ({Held} entries of Wolverine's and the projection daemon's about it written at Debug)")]
+    [LoggerMessage(Level = LogLevel.Information, Message = "PostgreSQL answers again after an outage of about {Seconds} s ({Held} entries of Wolverine's and Marten's about it written at Debug)")]
     private static partial void LogEnded(ILogger logger, long seconds, long held);
 
     /// <summary>

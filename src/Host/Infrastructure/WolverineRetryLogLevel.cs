@@ -13,8 +13,9 @@ namespace ModularChat.Host.Infrastructure;
 /// error). The service's logger factory wraps Wolverine's runtime logger and writes that one event at Warning, to every
 /// provider and through the usual filters. Both entries, the retry's and the dead-lettering's, go to Debug for an attempt
 /// whose handler logged its failure itself (<see cref="HandlerFailureLog"/>). And while PostgreSQL is away, the entries of
-/// Wolverine's, JasperFx's and Marten's projection daemon's loggers about it go to Debug, the outage logged once instead
-/// (<see cref="DatabaseOutageLog"/>).
+/// Wolverine's, JasperFx's and Marten's (its projection daemon's, its command log's) loggers about it go to Debug, the outage
+/// logged once instead (<see cref="DatabaseOutageLog"/>); so does the retry entry of a message put back to wait for the
+/// database (<see cref="DatabaseOutages.WaitsForTheDatabase"/>), which carries no exception.
 /// </summary>
 internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock) : ILoggerFactory
 {
@@ -23,11 +24,14 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
 
     /// <summary>
     /// The categories (prefixes) whose entries about the database being away go to Debug while it lasts, for the outage is
-    /// logged once instead: Wolverine's and JasperFx's (durability agents, listeners, leader election), and Marten's
-    /// projection daemon's, which logged an error with its stack trace at each poll of the event store's high-water mark
-    /// (every ~1.4 s: 13 in an 18 s outage).
+    /// logged once instead: Wolverine's and JasperFx's (durability agents, listeners, leader election), Marten's projection
+    /// daemon's, which logged an error with its stack trace at each poll of the event store's high-water mark (every ~1.4 s:
+    /// 13 in an 18 s outage), and Marten's command log (<c>Marten.IDocumentStore</c>), which logged an error with its stack
+    /// trace for each command sent on a connection the outage broke (the pool's connections, a commit's batch). A command
+    /// that fails otherwise (a constraint, a bug) is still an error there; a lost concurrency race is Debug anyway
+    /// (<see cref="ConcurrencyConflictsBelowError"/>).
     /// </summary>
-    private static readonly string[] OutageCategories = ["Wolverine", "JasperFx", "Marten.Events.Daemon"];
+    private static readonly string[] OutageCategories = ["Wolverine", "JasperFx", "Marten.Events.Daemon", "Marten.IDocumentStore"];
 
     /// <summary>Where a database outage is logged once instead of by each of those loggers at each retry.</summary>
     private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock);
@@ -46,7 +50,7 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
         var logger = inner.CreateLogger(categoryName);
         if (string.Equals(categoryName, Category, StringComparison.Ordinal))
         {
-            logger = new RetriesAsWarnings(logger);
+            logger = new RetriesAsWarnings(logger, _outages);
         }
 
         return OutageCategories.Any(c => categoryName.StartsWith(c, StringComparison.Ordinal)) ? new OutageOnce(logger, _outages) : logger;
@@ -77,7 +81,7 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
         }
     }
 
-    private sealed class RetriesAsWarnings(ILogger inner) : ILogger
+    private sealed class RetriesAsWarnings(ILogger inner, DatabaseOutageLog outages) : ILogger
     {
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => inner.BeginScope(state);
@@ -90,6 +94,9 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
             {
                 // The handler logged this attempt's failure itself, once (HandlerFailureLog).
                 WolverineRuntime.RescheduledEventId or WolverineRuntime.MovedToErrorQueueId when LoggedByHandler(state) => LogLevel.Debug,
+                // A message put back to wait for the database, which did not answer (DatabaseOutages), while the outage is on
+                // (or just ended: the message was put back after a pause).
+                WolverineRuntime.RescheduledEventId when WaitsForTheDatabase(state) && outages.HoldsWait() => LogLevel.Debug,
                 WolverineRuntime.RescheduledEventId when logLevel == LogLevel.Error => LogLevel.Warning,
                 _ => logLevel,
             };
@@ -100,8 +107,12 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
         }
 
         /// <summary>Whether the entry's envelope (both events carry it) says its handler logged the failure.</summary>
-        private static bool LoggedByHandler<TState>(TState state)
-            => state is IReadOnlyList<KeyValuePair<string, object?>> values
-               && values.Any(v => v.Value is Envelope envelope && HandlerFailureLog.WasLogged(envelope));
+        private static bool LoggedByHandler<TState>(TState state) => Carries(state, HandlerFailureLog.WasLogged);
+
+        /// <summary>Whether the entry's envelope waits for a database that did not answer after its attempt failed.</summary>
+        private static bool WaitsForTheDatabase<TState>(TState state) => Carries(state, DatabaseOutages.WaitsForTheDatabase);
+
+        private static bool Carries<TState>(TState state, Func<Envelope, bool> envelopeSays)
+            => state is IReadOnlyList<KeyValuePair<string, object?>> values && values.Any(v => v.Value is Envelope envelope && envelopeSays(envelope));
     }
 }

@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using Wolverine;
 
 namespace ModularChat.Summaries.Features.Sweep;
@@ -42,6 +43,10 @@ public sealed class SummarySweepRecord
 /// (<see cref="NodeStopping"/>): the hand-over itself says so (<see cref="RequestAsync"/>). A requested sweep taken before
 /// and still waiting for another node's sweep is stored as a durable message for any node (<see cref="HandedOnSweep"/>):
 /// it was accepted (202), and nothing accepted is lost.
+/// While PostgreSQL is away every sweep fails the same way: the first failure is logged with its exception, then less and
+/// less, and the scheduled sweeps draw apart (<see cref="RepeatedFailures"/>); an error with its stack trace at every
+/// interval flooded the log. A failure that is not the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>)
+/// is an error, each time.
 /// </summary>
 public sealed partial class SummarySweepService(
     SummarySweep sweep,
@@ -127,16 +132,17 @@ public sealed partial class SummarySweepService(
 
     private async Task SweepUntilStoppingAsync(CancellationToken newWork, CancellationToken stoppingToken)
     {
+        var interval = options.Value.Sweep.Interval;
+        var failures = new RepeatedFailures(logger, "The summary sweep", interval);
         while (!newWork.IsCancellationRequested)
         {
-            var interval = options.Value.Sweep.Interval;
             PendingSweep? pending = null;
             try
             {
                 using var wait = CancellationTokenSource.CreateLinkedTokenSource(newWork);
                 if (interval > TimeSpan.Zero)
                 {
-                    wait.CancelAfter(interval);
+                    wait.CancelAfter(failures.Wait);
                 }
 
                 pending = await _requests.Reader.ReadAsync(wait.Token);
@@ -175,6 +181,7 @@ public sealed partial class SummarySweepService(
             {
                 if (scheduled && await SweptRecentlyAsync(interval / 2, stoppingToken))
                 {
+                    failures.Succeeded();
                     continue;
                 }
 
@@ -198,10 +205,16 @@ public sealed partial class SummarySweepService(
                     session.Store(new SummarySweepRecord { Last = result });
                     await session.SaveChangesAsync(stoppingToken);
                 }
+
+                failures.Succeeded();
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
                 return;
+            }
+            catch (Exception e) when (DatabaseOutages.IsDatabaseAway(e))
+            {
+                failures.Failed(e);
             }
             catch (Exception e)
             {
