@@ -242,9 +242,10 @@ public class ModularChatApp : IAsyncLifetime
     /// </para>
     /// </summary>
     /// <param name="workingDirectory">Where the process starts (the build's directory unless given).</param>
-    public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null, string? workingDirectory = null)
+    /// <param name="database">The connection string of the database it runs on (<see cref="ProcessDatabaseAsync"/> unless given).</param>
+    public async Task<HostProcess> StartHostProcessAsync(IDictionary<string, string>? environment = null, string? workingDirectory = null, string? database = null)
     {
-        var database = await ProcessDatabaseAsync();
+        database ??= await ProcessDatabaseAsync();
         var port = HostProcess.FreePort();
         var start = new ProcessStartInfo("dotnet", [Path.Combine(AppContext.BaseDirectory, "ModularChat.Host.dll")])
         {

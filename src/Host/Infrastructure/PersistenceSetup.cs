@@ -13,6 +13,8 @@ using ModularChat.Providers;
 using ModularChat.Search;
 using ModularChat.Summaries;
 using Weasel.Core;
+using Weasel.Core.Migrations;
+using Weasel.Postgresql;
 using Wolverine;
 using Wolverine.Marten;
 
@@ -145,9 +147,47 @@ internal static class PersistenceSetup
             options.Logger(new ConcurrencyConflictsBelowError(options.Logger(), sp.GetRequiredService<ILogger<IDocumentStore>>()));
             return built;
         });
-        // The first check at start: the others, and everything the node starts, need the database.
+        // The first checks at start: the others, and everything the node starts, need the database and its schema.
         services.AddStartCheck<DatabaseReachable>();
+        services.AddStartCheck<SchemaApplied>();
         return services;
+    }
+
+    /// <summary>
+    /// Applies Marten's schema (every module's tables and functions, the node list) before the start checks that read it
+    /// (the key ring's), under the advisory lock that Marten's own apply at start (<c>ApplyAllDatabaseChangesOnStartup</c>,
+    /// which then finds nothing to change) takes for it, <see cref="StoreOptions.ApplyChangesLockId"/>: one node at a time.
+    /// </summary>
+    /// <remarks>
+    /// Before, the key ring's check was the first to read a document table, which Marten then created on its own, outside
+    /// that lock: two nodes started at once on a new database both created it, and one of them failed to start
+    /// ("duplicate key value violates unique constraint pg_type_typname_nsp_index"; FirstStartTests). A node that finds
+    /// the lock taken waits for the other's apply (<see cref="StoreOptions.ApplyChangesLockTimeout"/>), then applies what
+    /// is left, which is nothing.
+    /// </remarks>
+    private sealed class SchemaApplied(IDocumentStore store, StoreOptions options, TimeProvider clock) : IStartCheck, IGlobalLock<NpgsqlConnection>
+    {
+        private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(250);
+
+        public Task CheckAsync(CancellationToken cancellationToken)
+            => ((DatabaseBase<NpgsqlConnection>)store.Storage.Database).ApplyAllConfiguredChangesToDatabaseAsync(this, ct: cancellationToken);
+
+        public async Task<AttainLockResult> TryAttainLock(NpgsqlConnection conn, CancellationToken ct = default)
+        {
+            var started = clock.GetTimestamp();
+            while (true)
+            {
+                var result = await conn.TryGetGlobalLock(options.ApplyChangesLockId, ct);
+                if (result.Succeeded || result.ShouldReconnect || clock.GetElapsedTime(started) >= options.ApplyChangesLockTimeout)
+                {
+                    return result;
+                }
+
+                await Task.Delay(Poll, clock, ct);
+            }
+        }
+
+        public Task ReleaseLock(NpgsqlConnection conn, CancellationToken ct = default) => conn.ReleaseGlobalLock(options.ApplyChangesLockId, ct);
     }
 
     /// <summary>
