@@ -1,8 +1,10 @@
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
+using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Options;
 using ModularChat.Testing.Fakes;
 using Npgsql;
 
@@ -95,6 +97,47 @@ public sealed class FirstStartTests(ProvidersApp app)
                     await started.Result.DisposeAsync();
                 }
             }
+        });
+
+    /// <summary>
+    /// Another session holds the schema lock, as a node applying a slow migration does: a starting node waits for it up to
+    /// Messaging:SchemaLockTimeout, then is refused in one line naming the setting; one that waits long enough starts when
+    /// the lock is let go.
+    /// </summary>
+    [Fact]
+    public async Task A_node_waits_for_the_schema_lock_up_to_Messaging_SchemaLockTimeout_then_is_refused_naming_it()
+        => await OnAnEmptyDatabaseAsync(async connectionString =>
+        {
+            var lockId = app.Host.Services.GetRequiredService<StoreOptions>().ApplyChangesLockId;
+            await using var holder = new NpgsqlConnection(connectionString);
+            await holder.OpenAsync();
+            await using (var take = new NpgsqlCommand($"select pg_advisory_lock({lockId}::bigint)", holder))
+            {
+                await take.ExecuteNonQueryAsync();
+            }
+
+            var failed = await Assert.ThrowsAnyAsync<Exception>(() => StartAsync("00:00:02"));
+            var reason = Assert.Single(StartRefusedException.Reasons(failed) ?? [$"not a start refusal: {failed}"]);
+            Assert.Contains("Messaging:SchemaLockTimeout (00:00:02)", reason, StringComparison.Ordinal);
+            Assert.Contains($"advisory lock {lockId}", reason, StringComparison.Ordinal);
+
+            var patient = Task.Run(() => StartAsync("00:02:00"));
+            await Task.Delay(TimeSpan.FromSeconds(3));
+            Assert.False(patient.IsCompleted, "a node started (or failed) while another session held the schema lock");
+            await using (var release = new NpgsqlCommand($"select pg_advisory_unlock({lockId}::bigint)", holder))
+            {
+                await release.ExecuteNonQueryAsync();
+            }
+
+            await using var node = await patient;
+            using var client = node.Server.CreateClient();
+            Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/health/ready")).StatusCode);
+
+            Task<IAlbaHost> StartAsync(string timeout) => app.StartHostAsync(new Dictionary<string, string?>
+            {
+                ["ConnectionStrings:Postgres"] = connectionString,
+                ["Messaging:SchemaLockTimeout"] = timeout,
+            });
         });
 
     /// <summary>Runs <paramref name="test"/> on a new database of its own, dropped after it.</summary>

@@ -94,6 +94,9 @@ internal static class PersistenceSetup
                 options.DatabaseSchemaName = Schema;
                 options.UseSystemTextJsonForSerialization(EnumStorage.AsString, Casing.Default);
                 options.AutoCreateSchemaObjects = AutoCreate.CreateOrUpdate;
+                // How long a starting node waits for another node that applies the schema (SchemaApplied): Marten's 10 s
+                // failed a node's start behind a slow migration (a new index on a large table) with a stack trace.
+                options.ApplyChangesLockTimeout = Positive(configuration, SchemaLockTimeoutSetting, TimeSpan.FromMinutes(1));
 
                 // Tenant = the caller's JWT tenant; a session for one tenant never sees another's rows.
                 options.Events.TenancyStyle = TenancyStyle.Conjoined;
@@ -153,6 +156,9 @@ internal static class PersistenceSetup
         return services;
     }
 
+    /// <summary>How long a starting node waits for the schema lock another node holds (SchemaApplied).</summary>
+    internal const string SchemaLockTimeoutSetting = "Messaging:SchemaLockTimeout";
+
     /// <summary>
     /// Applies Marten's schema (every module's tables and functions, the node list) before the start checks that read it
     /// (the key ring's), under the advisory lock that Marten's own apply at start (<c>ApplyAllDatabaseChangesOnStartup</c>,
@@ -162,8 +168,9 @@ internal static class PersistenceSetup
     /// Before, the key ring's check was the first to read a document table, which Marten then created on its own, outside
     /// that lock: two nodes started at once on a new database both created it, and one of them failed to start
     /// ("duplicate key value violates unique constraint pg_type_typname_nsp_index"; FirstStartTests). A node that finds
-    /// the lock taken waits for the other's apply (<see cref="StoreOptions.ApplyChangesLockTimeout"/>), then applies what
-    /// is left, which is nothing.
+    /// the lock taken waits for the other's apply (<c>Messaging:SchemaLockTimeout</c>, <see cref="StoreOptions.ApplyChangesLockTimeout"/>),
+    /// then applies what is left, which is nothing; one that waits longer is refused in one line naming the setting (Weasel
+    /// threw "Unable to attain the global lock in time", with its stack trace).
     /// </remarks>
     private sealed class SchemaApplied(IDocumentStore store, StoreOptions options, TimeProvider clock) : IStartCheck, IGlobalLock<NpgsqlConnection>
     {
@@ -178,9 +185,18 @@ internal static class PersistenceSetup
             while (true)
             {
                 var result = await conn.TryGetGlobalLock(options.ApplyChangesLockId, ct);
-                if (result.Succeeded || result.ShouldReconnect || clock.GetElapsedTime(started) >= options.ApplyChangesLockTimeout)
+                if (result.Succeeded || result.ShouldReconnect)
                 {
                     return result;
+                }
+
+                if (clock.GetElapsedTime(started) >= options.ApplyChangesLockTimeout)
+                {
+                    throw new StartRefusedException(
+                        $"Another session has held the schema lock (PostgreSQL advisory lock {options.ApplyChangesLockId}) for longer than " +
+                        $"{SchemaLockTimeoutSetting} ({options.ApplyChangesLockTimeout}): usually another node applying a slow migration. " +
+                        $"Start this node again when it is done, or raise {SchemaLockTimeoutSetting}; " +
+                        $"'select pid from pg_locks where locktype = 'advisory' and objid = {options.ApplyChangesLockId}' names the session.");
                 }
 
                 await Task.Delay(Poll, clock, ct);
