@@ -257,47 +257,41 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
 
     [Fact]
     public async Task A_job_whose_commit_loses_the_race_four_times_in_a_row_is_dead_lettered_logged_and_counted_as_such_once()
-    {
-        var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
-        using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
-        var tenant = ModularChatApp.NewUser();
-        using var client = app.Client(tenant);
-        var id = await client.NewConversation();
-        // The first commit and its three retries at once all lose the race: the 4th in a row is one more than the rule for
-        // lost races has retries for.
-        SummaryFailure failure;
-        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace, LostRace, LostRace, LostRace))
-        {
-            await client.AppendEach(id, Api.Turns(1, 10));
-            failure = await DeadLetteredAsync(tenant, id);
-        }
-
-        Assert.Equal(4, failure.Attempts);
-        AssertDeadLetteredOnce(id, failure, failures, lostRaces: 3);
-    }
+        // The 4th lost race in a row is one more than the rule for lost races has retries for.
+        => await DeadLetteredAfterThreeLostRacesAndAsync(_ => LostRace);
 
     [Fact]
     public async Task A_job_that_fails_at_the_commit_after_lost_races_used_up_its_attempts_is_dead_lettered_logged_and_counted_as_such_once()
     {
+        // The 4th attempt is past the retry delays' steps (two here, then the dead-letter store at the 3rd attempt), as
+        // attempts count across both rules.
+        var failure = await DeadLetteredAfterThreeLostRacesAndAsync(id => $"raise exception 'summary commit refused ({id:N})'");
+
+        Assert.Contains($"summary commit refused ({failure.ConversationId:N})", failure.ExceptionMessage, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A new conversation's summary job whose first commit and its three retries at once lose the race and whose 4th commit
+    /// PostgreSQL answers with <paramref name="fourthCommit"/> (given the conversation's id): it is in the dead-letter store
+    /// after 4 attempts, logged and counted once as such (<see cref="AssertDeadLetteredOnce"/>).
+    /// </summary>
+    private async Task<SummaryFailure> DeadLetteredAfterThreeLostRacesAndAsync(Func<Guid, string> fourthCommit)
+    {
         var meters = app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>();
         using var failures = new MetricCollector<long>(meters, ModularChatTelemetry.SourceName, MetricNames.SummaryFailures);
         var tenant = ModularChatApp.NewUser();
         using var client = app.Client(tenant);
         var id = await client.NewConversation();
-        // Three lost races (retried at once), then the commit refused otherwise: the 4th attempt is past the retry delays'
-        // steps (two here, then the dead-letter store at the 3rd attempt), as attempts count across both rules.
-        var refused = $"summary commit refused ({id:N})";
         SummaryFailure failure;
-        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'",
-                         LostRace, LostRace, LostRace, $"raise exception '{refused}'"))
+        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace, LostRace, LostRace, fourthCommit(id)))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
             failure = await DeadLetteredAsync(tenant, id);
         }
 
         Assert.Equal(4, failure.Attempts);
-        Assert.Contains(refused, failure.ExceptionMessage, StringComparison.Ordinal);
         AssertDeadLetteredOnce(id, failure, failures, lostRaces: 3);
+        return failure;
     }
 
     /// <summary>What PostgreSQL answers a commit of the summary stream's first revision that lost the race (Marten's MT003).</summary>
