@@ -8,7 +8,8 @@ namespace ModularChat.Benchmarks;
 
 /// <summary>
 /// Appends through the HTTP API against raw single-row INSERTs of the same payloads, with the same
-/// concurrency, into a plain table on the same PostgreSQL: the baseline is measured in the same run.
+/// concurrency, into a plain table on the same PostgreSQL: the baseline is measured in the same run. A second baseline,
+/// an append's database work done by hand (<see cref="AppendWorkByHandAsync"/>), is measured beside it.
 /// </summary>
 internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results)
 {
@@ -41,6 +42,7 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         // The baseline first, while the host is idle: measured last, it shared the machine with the indexing of
         // everything the batch phase had just appended and came out two to four times too low.
         var raw = await RawInsertsAsync();
+        var appendWork = await AppendWorkByHandAsync();
         // The host gets a longer warm-up than the rest (AppendWarmUp): its JIT tiers, connection pool and PostgreSQL's
         // per-connection prepared statements settle under load.
         var (appendRate, appendLatencies) = await SingleAppendsAsync();
@@ -53,6 +55,8 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         results.Add("raw_insert_per_second", raw);
         results.Add("append_vs_raw_insert_ratio", appendRate / raw);
         results.Add("batch_vs_raw_insert_ratio", batchRate / raw);
+        results.Add("append_work_per_second", appendWork);
+        results.Add("append_vs_append_work_ratio", appendRate / appendWork);
     }
 
     private async Task<double> RawInsertsAsync()
@@ -84,6 +88,75 @@ internal sealed class AppendBenchmark(BenchEnvironment env, Measurements results
         }
 
         return rate;
+    }
+
+    /// <summary>
+    /// A second baseline, for the decision ADR 0011 asks of the team (issue 2's ratio is against <see cref="RawInsertsAsync"/>,
+    /// one row per transaction): the database work of an append done by hand, with the same payloads and concurrency, each
+    /// client on a conversation of its own. One transaction per message, sent as one batch: the stream's version raised,
+    /// the event row (unique on stream and version), the message's document and the conversation's snapshot upserted,
+    /// all JSONB as Marten stores them. Less than an append does (no lock-and-read round trip before the write, no
+    /// external-id check, no notice envelope, no Redis, no HTTP, no token count): a floor of the database part only.
+    /// </summary>
+    private async Task<double> AppendWorkByHandAsync()
+    {
+        var builder = new NpgsqlConnectionStringBuilder(env.PostgresConnectionString) { MaxPoolSize = Clients + 4 };
+        await using var dataSource = NpgsqlDataSource.Create(builder.ConnectionString);
+        const string Tables = "bench_work_streams, bench_work_events, bench_work_documents, bench_work_snapshots";
+        await using (var setup = dataSource.CreateCommand($"""
+            drop table if exists {Tables};
+            create table bench_work_streams (id uuid primary key, version bigint not null);
+            create table bench_work_events (seq_id bigserial primary key, stream_id uuid not null references bench_work_streams (id),
+                version bigint not null, type text not null, data jsonb not null, timestamp timestamptz not null, unique (stream_id, version));
+            create table bench_work_documents (id uuid primary key, data jsonb not null);
+            create table bench_work_snapshots (id uuid primary key, data jsonb not null);
+            """))
+        {
+            await setup.ExecuteNonQueryAsync();
+        }
+
+        var conversations = Enumerable.Range(0, Clients).Select(_ => Guid.NewGuid()).ToArray();
+        await using (var streams = dataSource.CreateCommand("insert into bench_work_streams (id, version) select unnest($1), 0"))
+        {
+            streams.Parameters.Add(new NpgsqlParameter { Value = conversations });
+            await streams.ExecuteNonQueryAsync();
+        }
+
+        var counters = new int[Clients];
+        var (rate, _) = await Load.RunAsync(Clients, WarmUp, Measure, async client =>
+        {
+            var conversation = conversations[client];
+            var sequence = ++counters[client];
+            var message = JsonSerializer.Serialize(new { conversation, sequence, role = "user", content = Payload(client, sequence), tokens = 60, createdAt = DateTimeOffset.UtcNow });
+            var snapshot = JsonSerializer.Serialize(new { id = conversation, title = "bench", messageCount = sequence, tokens = 60L * sequence, lastActivityAt = DateTimeOffset.UtcNow });
+            await using var batch = dataSource.CreateBatch();
+            batch.BatchCommands.Add(Statement("update bench_work_streams set version = $2 where id = $1", conversation, (long)sequence));
+            batch.BatchCommands.Add(Statement(
+                "insert into bench_work_events (stream_id, version, type, data, timestamp) values ($1, $2, 'message_appended', $3::jsonb, now())",
+                conversation, (long)sequence, message));
+            batch.BatchCommands.Add(Statement("insert into bench_work_documents (id, data) values ($1, $2::jsonb)", Guid.CreateVersion7(), message));
+            batch.BatchCommands.Add(Statement(
+                "insert into bench_work_snapshots (id, data) values ($1, $2::jsonb) on conflict (id) do update set data = excluded.data", conversation, snapshot));
+            await batch.ExecuteNonQueryAsync();
+            return 1;
+        });
+        await using (var drop = dataSource.CreateCommand($"drop table {Tables}"))
+        {
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        return rate;
+    }
+
+    private static NpgsqlBatchCommand Statement(string sql, params object[] values)
+    {
+        var command = new NpgsqlBatchCommand(sql);
+        foreach (var value in values)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = value });
+        }
+
+        return command;
     }
 
     private async Task<(double, Latencies)> SingleAppendsAsync()
