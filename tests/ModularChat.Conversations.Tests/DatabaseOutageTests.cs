@@ -6,6 +6,7 @@ using Marten;
 using Marten.Services;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.Conversations.Contracts;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Summaries.Features.Sweep;
 using Npgsql;
@@ -97,11 +98,16 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     {
         await using var proxy = PostgresProxy();
         // Failures while the database answers are bounded; those while it is away (three here) must not count. Wolverine's
-        // entries at every level, to see its retries' lines.
+        // entries at every level, to see its retries' lines, and those of its executors' loggers (a message type's category).
         var logs = new CapturedLogs(); // this node's only
         await using var node = await StartNodeAsync(
             proxy,
-            new() { ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3", ["Logging:LogLevel:Wolverine"] = "Debug" },
+            new()
+            {
+                ["Messaging:MaxAttemptsWhileDatabaseAnswers"] = "3",
+                ["Logging:LogLevel:Wolverine"] = "Debug",
+                ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug",
+            },
             services => services.AddSingleton<ILoggerProvider>(logs));
         await using var conversation = await CountedConversationAsync(node, "away");
 
@@ -129,6 +135,45 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var warnings = rescheduled.Count(e => e.Level >= LogLevel.Warning);
         Assert.True(warnings <= 1, $"Wolverine wrote {warnings} retries at Warning or above");
         Assert.Contains(rescheduled, e => e.Level == LogLevel.Debug);
+
+        // Wolverine's "Failed to process message" for each failed attempt (event 105, with its stack trace; at Warning for
+        // the append notices' batches), under the message type's category: at Debug while the outage log knows of the outage.
+        var failed = logs.Entries.Skip(before).Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
+            && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)).ToList();
+        var failedAtWarning = failed.Count(e => e.Level is >= LogLevel.Warning and < LogLevel.None);
+        Assert.True(failedAtWarning == 0, $"Wolverine wrote {failedAtWarning} 'Failed to process message' entries about the outage at Warning or above");
+        Assert.Contains(failed, e => e.Level == LogLevel.Debug && e.Category == typeof(AppendsCommitted[]).FullName);
+    }
+
+    [Fact]
+    public async Task A_handler_failure_that_is_not_the_database_away_is_still_written_by_Wolverine_at_the_handler_s_level()
+    {
+        // The append notices' handler meets its activity table gone (42P01): Wolverine's "Failed to process message" stays at
+        // the batch's level (Warning), as does every failure that is not the outage. The node is alone on its database.
+        var logs = new CapturedLogs(); // this node's only
+        var database = await app.DatabaseOfItsOwnAsync("handler_failure");
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "handler-failure", database);
+
+        await conversation.Scalar("alter table modularchat.mt_doc_conversationactivity rename to mt_doc_conversationactivity_away");
+        try
+        {
+            await conversation.AppendAsync("second");
+            await Eventually.Until(
+                () => Task.FromResult(logs.Entries.Count(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
+                    && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable })),
+                n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The notice's handler did not fail");
+        }
+        finally
+        {
+            await conversation.Scalar("alter table modularchat.mt_doc_conversationactivity_away rename to mt_doc_conversationactivity");
+        }
+
+        var failed = logs.Entries.Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
+            && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable }).ToList();
+        Assert.All(failed, e => Assert.Equal((LogLevel.Warning, typeof(AppendsCommitted[]).FullName), (e.Level, e.Category)));
+        Assert.False(node.Services.GetRequiredService<DatabaseOutageLog>().Away);
     }
 
     [Fact]

@@ -1,4 +1,6 @@
+using System.Collections.Frozen;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging.Abstractions;
 using ModularChat.BuildingBlocks.Messaging;
 using Wolverine;
 using Wolverine.Runtime;
@@ -14,8 +16,10 @@ namespace ModularChat.Host.Infrastructure;
 /// provider and through the usual filters. Both entries, the retry's and the dead-lettering's, go to Debug for an attempt
 /// whose handler logged its failure itself (<see cref="HandlerFailureLog"/>). And while PostgreSQL is away, the entries of
 /// Wolverine's, JasperFx's and Marten's (its projection daemon's, its command log's) loggers about it go to Debug, the outage
-/// logged once instead (<see cref="DatabaseOutageLog"/>); so does the retry entry of a message put back to wait for the
-/// database (<see cref="DatabaseOutages.WaitsForTheDatabase"/>), which carries no exception.
+/// logged once instead (<see cref="DatabaseOutageLog"/>); so do Wolverine's "Failed to process message" of a handler the
+/// database being away failed (<see cref="MessageFailedEventId"/>, under the message type's category), and the retry entry
+/// of a message put back to wait for the database (<see cref="DatabaseOutages.WaitsForTheDatabase"/>), which carries no
+/// exception.
 /// </summary>
 internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock) : ILoggerFactory
 {
@@ -33,8 +37,24 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
     /// </summary>
     private static readonly string[] OutageCategories = ["Wolverine", "JasperFx", "Marten.Events.Daemon", "Marten.IDocumentStore"];
 
+    /// <summary>
+    /// Wolverine's "Failed to process message" (<c>Wolverine.Runtime.Handlers.Executor.MessageFailedEventId</c>, internal),
+    /// with the exception, at the handler's <c>FailureLogLevel</c> (Error unless set: Warning for Summaries' append notices),
+    /// once per failed attempt. Its executor writes it to a logger of the message type's category (<c>CreateLogger(Type)</c>:
+    /// <c>ModularChat.Conversations.Contracts.AppendsCommitted[]</c>), out of reach of <see cref="OutageCategories"/>: a
+    /// handler the database being away failed logged it with its stack trace at each attempt while the outage lasted.
+    /// </summary>
+    public const int MessageFailedEventId = 105;
+
     /// <summary>Where a database outage is logged once instead of by each of those loggers at each retry.</summary>
     private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock);
+
+    /// <summary>
+    /// The categories of Wolverine's executors' loggers, the only ones that write <see cref="MessageFailedEventId"/>: the names
+    /// of the message types it handles, known once it has discovered its handlers (before it builds any executor). Only
+    /// those loggers are wrapped, not every logger of the service (each wrapper is one more call on each of its entries).
+    /// </summary>
+    private volatile FrozenSet<string> _messageTypeCategories = FrozenSet<string>.Empty;
 
     /// <summary>Makes the service's <see cref="ILoggerFactory"/> this one, over the factory it would have had.</summary>
     public static void Register(IServiceCollection services)
@@ -42,6 +62,7 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
         services.TryAddSingleton<LoggerFactory>();
         services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(sp => new WolverineRetryLogLevel(sp.GetRequiredService<LoggerFactory>(), sp.GetRequiredService<TimeProvider>())));
         services.AddSingleton(sp => ((WolverineRetryLogLevel)sp.GetRequiredService<ILoggerFactory>())._outages);
+        services.AddSingleton<IWolverineExtension>(sp => new MessageTypeCategories((WolverineRetryLogLevel)sp.GetRequiredService<ILoggerFactory>()));
         services.AddHostedService<DatabaseOutageLog.Probe>();
     }
 
@@ -53,7 +74,12 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
             logger = new RetriesAsWarnings(logger, _outages);
         }
 
-        return OutageCategories.Any(c => categoryName.StartsWith(c, StringComparison.Ordinal)) ? new OutageOnce(logger, _outages) : logger;
+        if (OutageCategories.Any(c => categoryName.StartsWith(c, StringComparison.Ordinal)))
+        {
+            return new OutageOnce(logger, _outages); // every entry, event 105 of Wolverine's own messages included
+        }
+
+        return _messageTypeCategories.Contains(categoryName) ? new OutageOnce(logger, _outages, MessageFailedEventId) : logger;
     }
 
     public void AddProvider(ILoggerProvider provider) => inner.AddProvider(provider);
@@ -63,8 +89,12 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
         // The container disposes the inner factory, which it created.
     }
 
-    /// <summary>Writes an entry about the database being away at Debug (<see cref="DatabaseOutageLog"/> logs the outage).</summary>
-    private sealed class OutageOnce(ILogger inner, DatabaseOutageLog outages) : ILogger
+    /// <summary>
+    /// Writes an entry about the database being away at Debug (<see cref="DatabaseOutageLog"/> logs the outage): any entry, or
+    /// only those of event <paramref name="onlyEvent"/> (a message type's category is also the category of its handler's own
+    /// logger, whose entries stay as the handler writes them).
+    /// </summary>
+    private sealed class OutageOnce(ILogger inner, DatabaseOutageLog outages, int? onlyEvent = null) : ILogger
     {
         public IDisposable? BeginScope<TState>(TState state)
             where TState : notnull => inner.BeginScope(state);
@@ -73,7 +103,9 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
 
         public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
         {
-            var level = logLevel is >= LogLevel.Warning and < LogLevel.None && outages.Holds(exception) ? LogLevel.Debug : logLevel;
+            var level = logLevel is >= LogLevel.Warning and < LogLevel.None && (onlyEvent is not { } only || eventId.Id == only) && outages.Holds(exception)
+                ? LogLevel.Debug
+                : logLevel;
             if (inner.IsEnabled(level))
             {
                 inner.Log(level, eventId, state, exception, formatter);
@@ -114,5 +146,43 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
 
         private static bool Carries<TState>(TState state, Func<Envelope, bool> envelopeSays)
             => state is IReadOnlyList<KeyValuePair<string, object?>> values && values.Any(v => v.Value is Envelope envelope && envelopeSays(envelope));
+    }
+
+    /// <summary>
+    /// Tells the factory the categories of Wolverine's executors' loggers once Wolverine has discovered its handlers. Internal,
+    /// not private: JasperFx's source generator lists the assembly's Wolverine extensions by name.
+    /// </summary>
+    internal sealed class MessageTypeCategories(WolverineRetryLogLevel factory) : IWolverineExtension
+    {
+        public void Configure(WolverineOptions options)
+            => options.OnHandlersDiscovered(handlers => factory._messageTypeCategories = handlers.MessageTypes.Select(CategoryOf).ToFrozenSet(StringComparer.Ordinal));
+
+        /// <summary>
+        /// The category <see cref="LoggerFactoryExtensions.CreateLogger(ILoggerFactory, Type)"/>, which the executor calls,
+        /// gives <paramref name="messageType"/> (its naming, of arrays, nested and generic types, is not public).
+        /// </summary>
+        private static string CategoryOf(Type messageType)
+        {
+            var capture = new CategoryCapture();
+            capture.CreateLogger(messageType);
+            return capture.Category!;
+        }
+
+        private sealed class CategoryCapture : ILoggerFactory
+        {
+            public string? Category { get; private set; }
+
+            public ILogger CreateLogger(string categoryName)
+            {
+                Category = categoryName;
+                return NullLogger.Instance;
+            }
+
+            public void AddProvider(ILoggerProvider provider) => throw new NotSupportedException();
+
+            public void Dispose()
+            {
+            }
+        }
     }
 }
