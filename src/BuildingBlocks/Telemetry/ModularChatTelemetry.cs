@@ -50,4 +50,5 @@ public static class MetricNames
     public const string SummaryLag = "modularchat.summaries.lag";
     public const string SummaryBacklog = "modularchat.summaries.backlog";
     public const string SummaryDeferrals = "modularchat.summaries.deferrals";
+    public const string SummaryNoticeFailures = "modularchat.summaries.notice_failures";
 }

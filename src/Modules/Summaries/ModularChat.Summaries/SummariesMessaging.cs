@@ -69,8 +69,10 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
     }
 
     /// <summary>
-    /// Retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and finds
-    /// nothing to do), three times in a row at most, then the dead-letter store too.
+    /// Jobs: retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and
+    /// finds nothing to do), three times in a row at most, then the dead-letter store too. Batches of append notices: the same
+    /// shape, with five lost races in a row and <see cref="NoticeBatchFailures.RetryDelays"/>, the database away left to
+    /// <see cref="DatabaseOutages"/>.
     /// </summary>
     private sealed class SummaryFailurePolicy(TimeSpan[] delays, TimeSpan timeout) : IHandlerPolicy
     {
@@ -86,31 +88,50 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     // A lost race at the commit, retried at once below, is routine.
                     chain.FailureLogLevel = LogLevel.Debug;
                     // Attempts count across both rules: lost races retried at once use up attempts of the retry delays.
-                    UnseenByWriter.Around(chain, chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3), SummariesMetrics.Conflict);
+                    ReportedFirst.Around(chain, chain.OnException(IsConcurrentWrite, "another writer got there first").RetryTimes(3), SummariesMetrics.Conflict, ToWriter);
                     // The database away included (unlike other handlers, DatabaseOutages): each attempt may call the model
                     // again, so a job does not do so every 30 s for as long as the database stays away or slow; the sweep
                     // and a replay from the dead-letter store bring it back.
-                    UnseenByWriter.Around(chain, chain.OnException<Exception>().ScheduleRetry(delays), SummariesMetrics.Retry);
+                    ReportedFirst.Around(chain, chain.OnException<Exception>().ScheduleRetry(delays), SummariesMetrics.Retry, ToWriter);
                 }
                 else if (chain.MessageType == typeof(AppendsCommitted[]))
                 {
+                    // Each attempt's failure is one entry of the module's, naming the tenant and the conversations
+                    // (NoticeBatchFailures): Wolverine's own, with the message type only and a stack trace, is a debug one.
+                    chain.FailureLogLevel = LogLevel.Debug;
                     // Each node follows its own appends, so two nodes update the same conversation's activity now and then: the
-                    // loser retries at once, a routine race logged as a warning. Should every retry lose, Wolverine moves the
-                    // batch to the dead-letter store and logs that as an error.
-                    chain.FailureLogLevel = LogLevel.Warning;
-                    chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(5);
+                    // loser retries at once (and finds the row the other wrote), a routine race logged in one line.
+                    ReportedFirst.Around(chain, chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(NoticeBatchFailures.RaceRetries),
+                        SummariesMetrics.Conflict, ToNoticeLog);
+                    // Anything else but the database away (left to DatabaseOutages, which waits for it): a few pauses (Wolverine
+                    // holds the batch in memory meanwhile), then the dead-letter store; without this rule the first such failure
+                    // dead-lettered the batch. Attempts count across both rules, as for the jobs: lost races use up the pauses.
+                    ReportedFirst.Around(chain, chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "not the database away").ScheduleRetry(NoticeBatchFailures.RetryDelays),
+                        SummariesMetrics.Retry, ToNoticeLog);
                 }
             }
         }
+
+        /// <summary>Logs and counts a failed attempt, with the step's outcome, and marks the envelope (<see cref="HandlerFailureLog"/>).</summary>
+        private delegate void FailureReport(IServiceProvider services, Envelope envelope, Exception exception, string outcome);
+
+        /// <summary>The summary writer logs and counts a job's failure it did not see (<see cref="SummaryWriter.FailedAtCommit"/>).</summary>
+        private static void ToWriter(IServiceProvider services, Envelope envelope, Exception exception, string outcome)
+            => services.GetRequiredService<SummaryWriter>().FailedAtCommit(envelope, exception, outcome);
+
+        /// <summary>The module logs and counts a failed attempt of a batch of append notices (<see cref="NoticeBatchFailures"/>).</summary>
+        private static void ToNoticeLog(IServiceProvider services, Envelope envelope, Exception exception, string outcome)
+            => services.GetRequiredService<NoticeBatchFailures>().Report(envelope, exception, outcome);
 
         /// <summary>
         /// The writer logs and counts the failures of its attempts, but the commit of the job's transaction (Wolverine's,
         /// after the writer returned: a lost race, the database going away) failed without a word from it and was not
         /// counted. Each step of the job's retries first hands such a failure to the writer (<see cref="SummaryWriter.FailedAtCommit"/>),
         /// which logs and counts it as its own, with the step's outcome; Wolverine's entries for it then stay below Warning
-        /// (<see cref="HandlerFailureLog"/>), as for the failures the writer sees.
+        /// (<see cref="HandlerFailureLog"/>), as for the failures the writer sees. A batch of append notices hands each failure
+        /// to <see cref="NoticeBatchFailures"/> the same way (the scheduler logs none itself).
         /// </summary>
-        private sealed class UnseenByWriter(string outcome, bool deadLetters = false) : IContinuationSource
+        private sealed class ReportedFirst(string outcome, FailureReport report, bool deadLetters = false) : IContinuationSource
         {
             /// <summary>
             /// What a failure rule answers for an attempt it has no step for: Wolverine's own move to the dead-letter store
@@ -119,37 +140,37 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
             private static readonly FailureRule NoStep = new(new AnyFailure());
 
             public string Description => deadLetters
-                ? $"log and count a failure the summary writer did not see ({outcome}), then move the job to the dead-letter store"
-                : $"log and count a failure the summary writer did not see ({outcome})";
+                ? $"log and count the failure ({outcome}), then move the message to the dead-letter store"
+                : $"log and count the failure ({outcome})";
 
             /// <summary>
-            /// Hands the failure at each step of <paramref name="retries"/> (the chain's last rule) to the writer first, with
-            /// <paramref name="outcome"/>, then ends the rule: the attempt after its last step, and any later one, dead-letters
-            /// the job, the failure reported as the job's last (<see cref="SummariesMetrics.DeadLetter"/>, at Error). Past a
-            /// rule's last step Wolverine dead-lettered the job itself, and the writer neither logged nor counted it: a 4th lost
+            /// Hands the failure at each step of <paramref name="retries"/> (the chain's last rule) to <paramref name="report"/>
+            /// first, with <paramref name="outcome"/>, then ends the rule: the attempt after its last step, and any later one,
+            /// dead-letters the message, the failure reported as its last (<see cref="SummariesMetrics.DeadLetter"/>, at Error).
+            /// Past a rule's last step Wolverine dead-lettered the message itself, and nobody logged nor counted it: a 4th lost
             /// race in a row, or a failure at an attempt beyond the retry delays' steps because lost races had used up attempts.
             /// </summary>
-            public static void Around(HandlerChain chain, IAdditionalActions retries, string outcome)
+            public static void Around(HandlerChain chain, IAdditionalActions retries, string outcome, FailureReport report)
             {
                 foreach (var step in chain.Failures.Last())
                 {
-                    step.InsertSourceAtTop(new UnseenByWriter(outcome));
+                    step.InsertSourceAtTop(new ReportedFirst(outcome, report));
                 }
 
-                retries.Then.ContinueWith(new UnseenByWriter(SummariesMetrics.DeadLetter, deadLetters: true));
+                retries.Then.ContinueWith(new ReportedFirst(SummariesMetrics.DeadLetter, report, deadLetters: true));
             }
 
             public IContinuation Build(Exception ex, Envelope envelope)
-                => new Reported(ex, outcome, deadLetters && NoStep.TryCreateContinuation(ex, envelope, out var move) ? move : null);
+                => new Reported(ex, outcome, report, deadLetters && NoStep.TryCreateContinuation(ex, envelope, out var move) ? move : null);
 
-            /// <summary>The writer's report of the failure (unless it logged it itself), then <paramref name="then"/>, if any.</summary>
-            private sealed class Reported(Exception exception, string outcome, IContinuation? then) : IContinuation
+            /// <summary>The report of the failure (unless the handler logged it itself), then <paramref name="then"/>, if any.</summary>
+            private sealed class Reported(Exception exception, string outcome, FailureReport report, IContinuation? then) : IContinuation
             {
                 public async ValueTask ExecuteAsync(IEnvelopeLifecycle lifecycle, IWolverineRuntime runtime, DateTimeOffset now, Activity? activity)
                 {
                     if (lifecycle.Envelope is { } envelope && !HandlerFailureLog.WasLogged(envelope))
                     {
-                        runtime.Services.GetRequiredService<SummaryWriter>().FailedAtCommit(envelope, exception, outcome);
+                        report(runtime.Services, envelope, exception, outcome);
                     }
 
                     if (then is not null)

@@ -13,6 +13,7 @@ public sealed class SummariesMetrics
     private readonly Histogram<double> _lag;
     private readonly Counter<long> _parts;
     private readonly Counter<long> _deferrals;
+    private readonly Counter<long> _noticeFailures;
     private long _backlog = -1;
 
     public SummariesMetrics(IMeterFactory meters)
@@ -28,6 +29,10 @@ public sealed class SummariesMetrics
         _deferrals = meter.CreateCounter<long>(MetricNames.SummaryDeferrals, "{job}",
             "Jobs put off before they read anything (reason: tenant_share when the tenant ran its share of the node's job slots, burst during a bulk import, " +
             "node_stopping when the node had begun to stop)");
+        _noticeFailures = meter.CreateCounter<long>(MetricNames.SummaryNoticeFailures, "{attempt}",
+            "Failed attempts of a batch of append notices (one transaction per batch and tenant) to update the conversations' activity " +
+            "(outcome: conflict for a lost race with another node, retried at once, 5 times in a row at most; retry for any other failure " +
+            "but the database away, retried after a pause; dead_letter for the last one, which gives the batch up: one per dead-lettered batch)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -71,6 +76,14 @@ public sealed class SummariesMetrics
     /// <summary>A failed attempt (<paramref name="outcome"/>: <see cref="Retry"/>, <see cref="DeadLetter"/> or <see cref="Conflict"/>).</summary>
     public void Failed(string variant, string error, string outcome)
         => _failures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", outcome } });
+
+    /// <summary>
+    /// A failed attempt of a batch of append notices (<paramref name="outcome"/>: <see cref="Conflict"/>, <see cref="Retry"/> or
+    /// <see cref="DeadLetter"/>). Not a summarization failure: a dead-lettered batch leaves no job to replay, the sweep
+    /// catches its conversations' activity up, so it is counted apart from <see cref="Failed"/>.
+    /// </summary>
+    public void NoticeBatchFailed(string variant, string error, string outcome)
+        => _noticeFailures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", outcome } });
 
     public void BacklogCounted(long conversations) => Volatile.Write(ref _backlog, conversations);
 

@@ -44,6 +44,7 @@ public static class SummariesModule
         services.AddSingleton<SummaryScheduler>();
         services.AddSingleton<TenantJobShares>();
         services.AddSingleton<SummaryWriter>();
+        services.AddSingleton<NoticeBatchFailures>();
         services.AddSingleton<SummaryFailures>();
         services.AddSingleton<SummarySweep>();
         services.AddSingleton<SummarySweepService>();
