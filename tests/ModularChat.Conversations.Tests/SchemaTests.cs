@@ -5,7 +5,7 @@ using Npgsql;
 namespace ModularChat.Conversations.Tests;
 
 /// <summary>
-/// The service creates its whole database schema when it starts (ApplyAllDatabaseChangesOnStartup), so no request runs
+/// The service creates its whole database schema when it starts (the SchemaApplied start check), so no request runs
 /// DDL: a document type Marten only meets on first use would get its table created by that request, racing other
 /// requests that meet it too, and failing outright where the service's database user may not change the schema.
 /// </summary>
