@@ -148,22 +148,26 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     [Fact]
     public async Task A_handler_failure_that_is_not_the_database_away_is_still_written_by_Wolverine_at_the_handler_s_level()
     {
-        // The append notices' handler meets its activity table gone (42P01): Wolverine's "Failed to process message" stays at
-        // the batch's level (Warning), as does every failure that is not the outage. The node is alone on its database.
+        // Summaries' clean-up after a deletion meets the activity table gone (42P01): Wolverine's "Failed to process message"
+        // stays at the handler's level (Error), as does every failure that is not the outage. Not the append notices'
+        // handler: its failures are the module's to log (NoticeBatchFailures), Wolverine's entry for them is Debug anyway.
+        // The node is alone on its database.
         var logs = new CapturedLogs(); // this node's only
         var database = await app.DatabaseOfItsOwnAsync("handler_failure");
         await using var node = await app.StartHostAsync(
             new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
         await using var conversation = await CountedConversationAsync(node, "handler-failure", database);
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
 
         await conversation.Scalar("alter table modularchat.mt_doc_conversationactivity rename to mt_doc_conversationactivity_away");
         try
         {
-            await conversation.AppendAsync("second");
+            Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
             await Eventually.Until(
                 () => Task.FromResult(logs.Entries.Count(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
                     && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable })),
-                n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The notice's handler did not fail");
+                n => n > 0, seconds: Eventually.BackgroundSeconds, what: "The clean-up's handler did not fail");
         }
         finally
         {
@@ -172,7 +176,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
 
         var failed = logs.Entries.Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
             && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.UndefinedTable }).ToList();
-        Assert.All(failed, e => Assert.Equal((LogLevel.Warning, typeof(AppendsCommitted[]).FullName), (e.Level, e.Category)));
+        Assert.All(failed, e => Assert.Equal((LogLevel.Error, typeof(ConversationDeleted).FullName), (e.Level, e.Category)));
         Assert.False(node.Services.GetRequiredService<DatabaseOutageLog>().Away);
     }
 
