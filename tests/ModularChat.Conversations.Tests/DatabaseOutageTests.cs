@@ -136,13 +136,45 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.True(warnings <= 1, $"Wolverine wrote {warnings} retries at Warning or above");
         Assert.Contains(rescheduled, e => e.Level == LogLevel.Debug);
 
-        // Wolverine's "Failed to process message" for each failed attempt (event 105, with its stack trace; at Warning for
-        // the append notices' batches), under the message type's category: at Debug while the outage log knows of the outage.
+        // Wolverine's "Failed to process message" for each failed attempt (event 105, with its stack trace), under the message
+        // type's category: at Debug (for the append notices' batches, whose failures the module logs, always; for other
+        // handlers while the outage log knows of the outage: the next test).
         var failed = logs.Entries.Skip(before).Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
             && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)).ToList();
         var failedAtWarning = failed.Count(e => e.Level is >= LogLevel.Warning and < LogLevel.None);
         Assert.True(failedAtWarning == 0, $"Wolverine wrote {failedAtWarning} 'Failed to process message' entries about the outage at Warning or above");
         Assert.Contains(failed, e => e.Level == LogLevel.Debug && e.Category == typeof(AppendsCommitted[]).FullName);
+    }
+
+    [Fact]
+    public async Task A_handler_that_meets_the_database_away_is_not_written_by_Wolverine_at_Error_while_the_outage_is_logged()
+    {
+        // Summaries' clean-up after a deletion (Wolverine writes its failures at Error) waits on the conversation's activity
+        // row, which another session holds, when the database goes away.
+        await using var proxy = PostgresProxy();
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartNodeAsync(
+            proxy, new() { ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "away-cleanup");
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
+        var holding = await conversation.HoldActivityAsync();
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(
+            () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
+            what: "The clean-up's handler did not reach the held row");
+        proxy.Cut();
+        await holding.RollbackAsync();
+        await Task.Delay(TimeSpan.FromSeconds(3));
+        proxy.Restore();
+
+        // Handled once the database is back.
+        await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 0, seconds: Eventually.BackgroundSeconds, what: "The clean-up was lost");
+        var failed = logs.Entries.Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId
+            && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception)).ToList();
+        Assert.Contains(failed, e => e.Level == LogLevel.Debug && e.Category == typeof(ConversationDeleted).FullName);
+        var failedAtWarning = failed.Count(e => e.Level is >= LogLevel.Warning and < LogLevel.None);
+        Assert.True(failedAtWarning == 0, $"Wolverine wrote {failedAtWarning} 'Failed to process message' entries about the outage at Warning or above");
     }
 
     [Fact]

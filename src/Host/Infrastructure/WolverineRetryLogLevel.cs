@@ -39,10 +39,11 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
 
     /// <summary>
     /// Wolverine's "Failed to process message" (<c>Wolverine.Runtime.Handlers.Executor.MessageFailedEventId</c>, internal),
-    /// with the exception, at the handler's <c>FailureLogLevel</c> (Error unless set: Warning for Summaries' append notices),
-    /// once per failed attempt. Its executor writes it to a logger of the message type's category (<c>CreateLogger(Type)</c>:
-    /// <c>ModularChat.Conversations.Contracts.AppendsCommitted[]</c>), out of reach of <see cref="OutageCategories"/>: a
-    /// handler the database being away failed logged it with its stack trace at each attempt while the outage lasted.
+    /// with the exception, at the handler's <c>FailureLogLevel</c> (Error unless set: Debug for Summaries' jobs and batches of
+    /// append notices, whose failures the module logs), once per failed attempt. Its executor writes it to a logger of the
+    /// message type's category (<c>CreateLogger(Type)</c>: <c>ModularChat.Conversations.Contracts.ConversationDeleted</c>),
+    /// out of reach of <see cref="OutageCategories"/>: a handler the database being away failed logged it with its stack
+    /// trace at each attempt while the outage lasted.
     /// </summary>
     public const int MessageFailedEventId = 105;
 
