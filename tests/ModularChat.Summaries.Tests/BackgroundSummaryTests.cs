@@ -215,7 +215,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         // the writer has returned by then, and Wolverine commits.
         var progress = app.Host.Services.GetRequiredService<IDocumentStore>().Options.Schema.For<SummaryProgress>();
         var refused = $"summary commit refused ({id:N})";
-        await using (await RefuseFirstWritesAsync(progress, $"new.id = '{id}'", $"raise exception '{refused}'"))
+        await using (await app.RefuseFirstWritesAsync(progress, $"new.id = '{id}'", $"raise exception '{refused}'"))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
 
@@ -241,7 +241,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         var id = await client.NewConversation();
         // The summary stream's first commit finds it at another version than expected, as Marten's append says when another
         // writer of the revision got there first (the retry, at once, then usually finds the revision written; here it writes it).
-        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace))
+        await using (await app.RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
 
@@ -283,7 +283,7 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
         using var client = app.Client(tenant);
         var id = await client.NewConversation();
         SummaryFailure failure;
-        await using (await RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace, LostRace, LostRace, fourthCommit(id)))
+        await using (await app.RefuseFirstWritesAsync("modularchat.mt_streams", $"new.id = '{SummaryStreams.For(id)}'", LostRace, LostRace, LostRace, fourthCommit(id)))
         {
             await client.AppendEach(id, Api.Turns(1, 10));
             failure = await DeadLetteredAsync(tenant, id);
@@ -329,34 +329,6 @@ public sealed class BackgroundSummaryTests(SummariesApp app) : IDisposable
     private List<LogEntry> WriterEntriesAbout(Guid id, LogLevel least)
         => app.Logs.Entries.Where(e => e.Category.EndsWith(".SummaryWriter", StringComparison.Ordinal) && e.Level >= least && e.Level < LogLevel.None
             && e.Message.Contains($"Summarizing conversation {id}", StringComparison.Ordinal)).ToList();
-
-    /// <summary>
-    /// Makes PostgreSQL refuse the first inserts or updates of the rows of <paramref name="table"/> that match <paramref name="when"/>,
-    /// one for each of <paramref name="raises"/>, the n-th with the n-th of them (a trigger, dropped when disposed). A sequence
-    /// counts the writes: the refused transaction takes back what it wrote, but not a sequence's step.
-    /// </summary>
-    private async Task<IAsyncDisposable> RefuseFirstWritesAsync(string table, string when, params string[] raises)
-    {
-        var name = $"refuse_first_{Guid.NewGuid():N}";
-        var refusals = string.Concat(raises.Select((raise, i) => $"when {i + 1} then {raise}; "));
-        await Sql($"create sequence modularchat.{name}");
-        await Sql($"create function modularchat.{name}() returns trigger language plpgsql as $$ begin case nextval('modularchat.{name}') {refusals}else null; end case; return new; end $$");
-        await Sql($"create trigger {name} before insert or update on {table} for each row when ({when}) execute function modularchat.{name}()");
-        return new Dropped(() => Sql($"drop trigger {name} on {table}; drop function modularchat.{name}(); drop sequence modularchat.{name}"));
-    }
-
-    private async Task Sql(string sql)
-    {
-        await using var connection = new Npgsql.NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    private sealed class Dropped(Func<Task> drop) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync() => await drop();
-    }
 
     [Fact]
     public async Task Automatic_summaries_wait_for_the_minimum_interval_and_count_as_backlog_meanwhile()

@@ -25,7 +25,7 @@ public sealed class NoticeBatchFailureTests(SummariesApp app)
         var entriesBefore = app.Logs.Entries.Count();
         // Another node inserted the conversation's activity first, at each of the batch's six attempts: the first and its
         // five retries at once all lose the race.
-        await using (await RefuseFirstWritesAsync(ActivityTable(), $"new.id = '{id}'", [.. Enumerable.Repeat(LostRace, 6)]))
+        await using (await app.RefuseFirstWritesAsync(ActivityTable(), $"new.id = '{id}'", [.. Enumerable.Repeat(LostRace, 6)]))
         {
             await client.AppendBatch(id, Api.Turns(1, 2));
             await Eventually.Until(() => Task.FromResult(ErrorsAbout(id, entriesBefore).Count), n => n > 0, 60, $"an error naming conversation {id}");
@@ -64,7 +64,7 @@ public sealed class NoticeBatchFailureTests(SummariesApp app)
         // PostgreSQL refuses the batch's first two writes of the conversation's activity (neither a lost race nor the
         // database away: it answers), then lets the third attempt through.
         var refused = $"activity write refused ({id:N})";
-        await using (await RefuseFirstWritesAsync(ActivityTable(), $"new.id = '{id}'", $"raise exception '{refused}'", $"raise exception '{refused}'"))
+        await using (await app.RefuseFirstWritesAsync(ActivityTable(), $"new.id = '{id}'", $"raise exception '{refused}'", $"raise exception '{refused}'"))
         {
             // Ten messages in one append: the first milestone, so the notice queues the first summary.
             await client.AppendBatch(id, Api.Turns(1, 10));
@@ -111,32 +111,4 @@ public sealed class NoticeBatchFailureTests(SummariesApp app)
     private List<LogEntry> ErrorsAbout(Guid id, int before)
         => NewEntries(before).Where(e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
             && e.Message.Contains(id.ToString(), StringComparison.Ordinal)).ToList();
-
-    /// <summary>
-    /// Makes PostgreSQL refuse the first inserts or updates of the rows of <paramref name="table"/> that match <paramref name="when"/>,
-    /// one for each of <paramref name="raises"/>, the n-th with the n-th of them (a trigger, dropped when disposed). A sequence
-    /// counts the writes: the refused transaction takes back what it wrote, but not a sequence's step.
-    /// </summary>
-    private async Task<IAsyncDisposable> RefuseFirstWritesAsync(string table, string when, params string[] raises)
-    {
-        var name = $"refuse_first_{Guid.NewGuid():N}";
-        var refusals = string.Concat(raises.Select((raise, i) => $"when {i + 1} then {raise}; "));
-        await Sql($"create sequence modularchat.{name}");
-        await Sql($"create function modularchat.{name}() returns trigger language plpgsql as $$ begin case nextval('modularchat.{name}') {refusals}else null; end case; return new; end $$");
-        await Sql($"create trigger {name} before insert or update on {table} for each row when ({when}) execute function modularchat.{name}()");
-        return new Dropped(() => Sql($"drop trigger {name} on {table}; drop function modularchat.{name}(); drop sequence modularchat.{name}"));
-    }
-
-    private async Task Sql(string sql)
-    {
-        await using var connection = new Npgsql.NpgsqlConnection(app.PostgresConnectionString);
-        await connection.OpenAsync();
-        await using var command = new Npgsql.NpgsqlCommand(sql, connection);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    private sealed class Dropped(Func<Task> drop) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync() => await drop();
-    }
 }
