@@ -196,6 +196,34 @@ public sealed class SweepTests(SummariesApp app)
         Assert.Equal((5L, tokens, 5L, 0), (activity.LastSequence, activity.TotalTokens, activity.CountedTo, activity.CountedAhead.Count));
     }
 
+    [Fact]
+    public async Task A_sweep_counts_the_messages_of_a_gap_given_up_when_notices_left_too_many_gaps()
+    {
+        using var client = app.Client(app.PatientTenant);
+        var id = await client.NewConversation();
+        await client.AppendBatch(id, Api.Turns(1, 36));
+        var tokens = (await Eventually.Until(() => Activity(app.PatientTenant, id), a => a?.LastSequence == 36))!.TotalTokens;
+        // As if only message 1's notice had come, then those of every odd message from 3 (one token each): the 17th gap
+        // gives up the lowest (message 2, its notice lost). Then every other gap closes: the row looks complete, 2 missing.
+        await Rewrite(app.PatientTenant, id, a =>
+        {
+            a.TotalTokens = 1;
+            a.CountedTo = 1;
+            a.CountedAhead = [];
+        });
+        var now = DateTimeOffset.UtcNow;
+        AppendCommitted Notice(long sequence) => new(id, sequence, sequence, 1, 1, now);
+        await Track(app.PatientTenant, [.. Enumerable.Range(1, 17).Select(i => Notice(1 + (2 * i)))]);
+        await Track(app.PatientTenant, [.. Enumerable.Range(2, 17).Select(i => Notice(2 * i))]);
+        var complete = (await Activity(app.PatientTenant, id))!;
+        Assert.Equal((36L, 0, 35L), (complete.CountedTo, complete.CountedAhead.Count, complete.TotalTokens));
+
+        await Sweep.RunAsync(new SweepRequest(TenantId: app.PatientTenant), null, CancellationToken.None);
+
+        var activity = (await Activity(app.PatientTenant, id))!;
+        Assert.Equal((36L, tokens, 36L, 0L), (activity.LastSequence, activity.TotalTokens, activity.CountedTo, activity.GapGivenUpTo));
+    }
+
     [Theory]
     [InlineData(300, "longer than 256")]
     [InlineData(0, "control characters")]

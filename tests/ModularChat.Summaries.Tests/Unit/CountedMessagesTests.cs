@@ -93,6 +93,10 @@ public sealed class CountedMessagesTests
         // The lost message 2's notice, if it comes after all, is taken for a repeat; the next gap's is still counted.
         Assert.Equal([false, true], Count(activity, (2, 2), (4, 4)));
         Assert.Equal(5L, activity.CountedTo);
+        // The given-up gap stays marked for the sweep, which counts from the conversation's own figures.
+        Assert.Equal(2L, activity.GapGivenUpTo);
+        activity.CountedUpTo(40);
+        Assert.Equal((0L, 40L, 0), (activity.GapGivenUpTo, activity.CountedTo, activity.CountedAhead.Count));
     }
 
     [Fact]

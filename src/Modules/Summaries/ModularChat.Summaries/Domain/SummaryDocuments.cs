@@ -45,6 +45,14 @@ public sealed class ConversationActivity : ITenanted, IVersioned
     public const int MaxCountedAhead = 16;
 
     /// <summary>
+    /// The last message of the highest gap given up as counted (<see cref="MaxCountedAhead"/>), 0 when none: its messages'
+    /// tokens may be missing from <see cref="TotalTokens"/> (a late notice about them is taken for a repeat) until a sweep
+    /// brings the row up to the conversation's own counts, which clears it. Without it, once the other gaps closed the row
+    /// would look complete and the sweep would pass it by.
+    /// </summary>
+    public long GapGivenUpTo { get; set; }
+
+    /// <summary>
     /// Records that the messages <paramref name="from"/>..<paramref name="to"/> (one append transaction's) are counted;
     /// false when they were already, so the caller adds their tokens only on true. Transactions store disjoint ranges and
     /// a notice is wholly counted or not at all, so containment is the test.
@@ -85,6 +93,7 @@ public sealed class ConversationActivity : ITenanted, IVersioned
 
         while (merged.Count > MaxCountedAhead)
         {
+            GapGivenUpTo = Math.Max(GapGivenUpTo, merged[0].From - 1);
             CountedTo = merged[0].To;
             merged.RemoveAt(0);
         }
@@ -98,6 +107,11 @@ public sealed class ConversationActivity : ITenanted, IVersioned
     public void CountedUpTo(long messageCount)
     {
         CountedTo = Math.Max(CountedTo, messageCount);
+        if (messageCount >= GapGivenUpTo)
+        {
+            GapGivenUpTo = 0;
+        }
+
         AbsorbAhead();
     }
 

@@ -177,11 +177,12 @@ public sealed partial class SummarySweep(
 
     /// <summary>
     /// Whether a conversation's activity misses some of its <paramref name="messageCount"/> messages: notices of the last ones
-    /// never came, or a gap below ranges counted ahead never closed (a notice lost in the middle; the sweep looks only at
-    /// conversations quiet for <see cref="SummarySweepOptions.NoticeSettle"/>, so a notice still on its way is not taken for lost).
+    /// never came, a gap below ranges counted ahead never closed (a notice lost in the middle; the sweep looks only at
+    /// conversations quiet for <see cref="SummarySweepOptions.NoticeSettle"/>, so a notice still on its way is not taken for lost),
+    /// or a gap was given up as counted when there were too many (<see cref="ConversationActivity.GapGivenUpTo"/>).
     /// </summary>
     private static bool IsBehind(ConversationActivity activity, long messageCount)
-        => activity.LastSequence < messageCount || activity.CountedAhead.Count > 0;
+        => activity.LastSequence < messageCount || activity.CountedAhead.Count > 0 || activity.GapGivenUpTo > 0;
 
     /// <summary>Writes one conversation's activity as its counts say (false: it was up to date by the time it looked again).</summary>
     private async Task<bool> CatchUpAsync(ConversationTally tally, CancellationToken cancellationToken)
