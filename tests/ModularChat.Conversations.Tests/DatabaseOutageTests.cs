@@ -1,11 +1,14 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Marten;
 using Marten.Services;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Summaries.Features.Sweep;
@@ -216,7 +219,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
     {
         var database = await app.DatabaseOfItsOwnAsync("impatient");
-        await using var node = await StartImpatientNodeAsync(database);
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var noticeFailures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryNoticeFailures);
         await using var conversation = await CountedConversationAsync(node, "stuck", database);
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
@@ -227,6 +232,18 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
         await holding.RollbackAsync();
         Assert.Equal(1, await conversation.Scalar(CountedSql));
+
+        // Its batch is given up in Summaries' one error, naming the conversation and what brings its activity back (not the
+        // database rule's, which named only the message type and the envelope), and counted as the batch's dead_letter.
+        // (Marten's own entries for the timed-out command, with its parameters, are about the command.)
+        var error = Assert.Single(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
+            && e.Message.Contains(conversation.Id.ToString(), StringComparison.Ordinal));
+        Assert.Equal("ModularChat.Summaries.Jobs.NoticeBatchFailures", error.Category);
+        Assert.Contains("sweep", error.Message, StringComparison.Ordinal);
+        Assert.True(error.Exception is not null && DatabaseOutages.IsDatabaseAway(error.Exception), error.ToString());
+        Assert.DoesNotContain(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && e.Category == typeof(DatabaseOutages).FullName);
+        var counted = Assert.Single(noticeFailures.GetMeasurementSnapshot());
+        Assert.Equal(("dead_letter", error.Exception!.GetType().Name), (counted.Tags["outcome"] as string, counted.Tags["error"] as string));
         // It is kept for Messaging:DeadLetterRetention (3 days in this fixture), then Wolverine deletes it.
         Assert.InRange(await conversation.Scalar(ExpiresInSecondsSql), TimeSpan.FromDays(3).TotalSeconds - 120, TimeSpan.FromDays(3).TotalSeconds);
 
@@ -408,8 +425,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_statement_timing_out_on_a_row_another_connection_holds_is_logged_as_itself_not_as_PostgreSQL_unreachable()
     {
         // PostgreSQL answers throughout; the notice's handler waits on the held row past the node's command timeout (3 s),
-        // twice, and Wolverine logs the dead-lettering with that timeout. Before, the outage log took it for an outage:
-        // "PostgreSQL is unreachable", and Wolverine's entry went to Debug.
+        // twice, and the dead-lettering of its batch is logged with that timeout (by Summaries, which names its conversations;
+        // Wolverine's own entry for it is Debug). Before, the outage log took it for an outage: "PostgreSQL is unreachable".
         var logs = new CapturedLogs(); // this node's only
         var database = await app.DatabaseOfItsOwnAsync("locked_rows");
         await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
@@ -424,7 +441,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await conversation.Scalar(ReplaySql);
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
 
-        Assert.Contains(logs.Entries, e => e.Category.StartsWith("Wolverine", StringComparison.Ordinal) && e.Level == LogLevel.Error
+        Assert.Contains(logs.Entries, e => e.Category == "ModularChat.Summaries.Jobs.NoticeBatchFailures" && e.Level == LogLevel.Error
             && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception));
         var outage = logs.Entries.Where(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Level >= LogLevel.Warning).ToList();
         Assert.True(outage.Count == 0, $"The outage log wrote: {string.Join(" | ", outage.Select(e => e.Message))}");

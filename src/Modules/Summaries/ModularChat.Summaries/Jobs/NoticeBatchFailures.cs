@@ -14,10 +14,13 @@ namespace ModularChat.Summaries.Jobs;
 /// the batch updates. Wolverine's own entries named only the message type and the envelope: after six lost races a batch
 /// was dead-lettered with six warnings and an error, none saying which conversations' activity was lost, nor that the
 /// summary sweep makes it good. Marks the envelope so Wolverine's entries for the same attempt stay below Warning
-/// (<see cref="HandlerFailureLog"/>).
+/// (<see cref="HandlerFailureLog"/>). Also reports a batch that <see cref="DatabaseOutages"/> dead-letters after failing
+/// while the database answered (<see cref="IDeadLetterReport"/>): its generic error named only the message type and the
+/// envelope, and the batch was not counted.
 /// </summary>
 public sealed partial class NoticeBatchFailures(
     SummariesMetrics metrics, SummarySettingsResolver settingsResolver, IOptions<SummariesOptions> options, ILogger<NoticeBatchFailures> logger)
+    : IDeadLetterReport
 {
     /// <summary>
     /// The pauses before a batch that failed otherwise than by a lost race or the database away is tried again (a transient
@@ -68,6 +71,12 @@ public sealed partial class NoticeBatchFailures(
 
         HandlerFailureLog.MarkLogged(envelope);
     }
+
+    /// <inheritdoc />
+    Type IDeadLetterReport.MessageType => typeof(AppendsCommitted[]);
+
+    /// <summary>A batch <see cref="DatabaseOutages"/> gives up: the same one error and count as a batch given up here.</summary>
+    public void DeadLettered(Envelope envelope, Exception exception) => Report(envelope, exception, SummariesMetrics.DeadLetter);
 
     /// <summary>The first <see cref="NamedConversations"/> ids, and how many more there are.</summary>
     internal static string Named(IReadOnlyList<Guid> ids)
