@@ -150,6 +150,60 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_notice_batch_that_waited_for_the_database_still_gets_its_retries_for_another_failure_afterwards()
+    {
+        // Wolverine's attempts count the batch's put-backs while the database was away: its retries after another failure
+        // (1 s, 5 s, 30 s) went by attempt, so a batch put back three times was dead-lettered at its first failure after the
+        // outage. The message type's entries at Debug, to see each failed attempt (Wolverine's 'Failed to process message').
+        await using var proxy = PostgresProxy();
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartNodeAsync(
+            proxy, new() { ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "away-then-refused");
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
+        await Eventually.Until(
+            () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
+            what: "The second notice's handler did not reach the held row");
+        var before = logs.Entries.Count();
+        proxy.Cut();
+        // The handler's session, cut off from its node, would still write the row once it is let go (and then be rolled back).
+        await conversation.Scalar("select count(pg_terminate_backend(pid)) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()");
+        await holding.RollbackAsync();
+        // PostgreSQL refuses the batch's first write of the conversation's activity once it is back (neither a lost race nor the database away).
+        var refused = $"activity write refused ({conversation.Id:N})";
+        var trigger = $"refuse_once_{conversation.Id:N}";
+        await conversation.Scalar($"create sequence modularchat.{trigger}");
+        await conversation.Scalar($"create function modularchat.{trigger}() returns trigger language plpgsql as $$ begin if nextval('modularchat.{trigger}') = 1 then raise exception '{refused}'; end if; return new; end $$");
+        await conversation.Scalar($"create trigger {trigger} before insert or update on modularchat.mt_doc_conversationactivity for each row when (new.id = '{conversation.Id}') execute function modularchat.{trigger}()");
+        try
+        {
+            // Three attempts failed with the database away (put back after 0.25 s, 1 s, then 5 s): the next one is the 4th.
+            await Eventually.Until(() => Task.FromResult(FailedAttempts().Count(e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception))),
+                n => n >= 3, seconds: Eventually.BackgroundSeconds, what: "The batch did not fail three times with the database away");
+            proxy.Restore();
+
+            // Refused once the database is back, retried after 1 s (its first pause), and handled: not dead-lettered.
+            var (counted, deadLettered) = await Eventually.Until(
+                async () => (await conversation.Scalar(CountedSql), await conversation.Scalar(DeadLetteredSql)),
+                v => v.Item1 == 2 || v.Item2 > 0, seconds: Eventually.BackgroundSeconds, what: "The second notice was neither handled nor dead-lettered");
+            Assert.Equal((2, 0), (counted, deadLettered));
+        }
+        finally
+        {
+            await conversation.Scalar($"drop trigger {trigger} on modularchat.mt_doc_conversationactivity; drop function modularchat.{trigger}(); drop sequence modularchat.{trigger}");
+        }
+
+        Assert.Contains(FailedAttempts(), e => e.Exception is not null && Exceptions.Flatten(e.Exception).Any(x => x.Message.Contains(refused, StringComparison.Ordinal)));
+        var retry = Assert.Single(logs.Entries.Skip(before), e => e.Level >= LogLevel.Warning && e.Category == "ModularChat.Summaries.Jobs.NoticeBatchFailures");
+        Assert.Contains(conversation.Id.ToString(), retry.Message, StringComparison.Ordinal);
+        Assert.Contains("retried in 1 s", retry.Message, StringComparison.Ordinal);
+
+        List<LogEntry> FailedAttempts() => logs.Entries.Skip(before)
+            .Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId && e.Category == typeof(AppendsCommitted[]).FullName).ToList();
+    }
+
+    [Fact]
     public async Task A_handler_that_meets_the_database_away_is_not_written_by_Wolverine_at_Error_while_the_outage_is_logged()
     {
         // Summaries' clean-up after a deletion (Wolverine writes its failures at Error) waits on the conversation's activity
