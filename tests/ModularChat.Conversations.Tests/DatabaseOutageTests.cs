@@ -1,11 +1,14 @@
+using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Marten;
 using Marten.Services;
 using Microsoft.Extensions.Logging;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Summaries.Features.Sweep;
@@ -147,6 +150,60 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     [Fact]
+    public async Task A_notice_batch_that_waited_for_the_database_still_gets_its_retries_for_another_failure_afterwards()
+    {
+        // Wolverine's attempts count the batch's put-backs while the database was away: its retries after another failure
+        // (1 s, 5 s, 30 s) went by attempt, so a batch put back three times was dead-lettered at its first failure after the
+        // outage. The message type's entries at Debug, to see each failed attempt (Wolverine's 'Failed to process message').
+        await using var proxy = PostgresProxy();
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartNodeAsync(
+            proxy, new() { ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(node, "away-then-refused");
+        var holding = await conversation.HoldActivityAsync();
+        await conversation.AppendAsync("second");
+        await Eventually.Until(
+            () => conversation.Scalar(WaitingOnTheActivitySql), n => n > 0, seconds: Eventually.BackgroundSeconds,
+            what: "The second notice's handler did not reach the held row");
+        var before = logs.Entries.Count();
+        proxy.Cut();
+        // The handler's session, cut off from its node, would still write the row once it is let go (and then be rolled back).
+        await conversation.Scalar("select count(pg_terminate_backend(pid)) from pg_stat_activity where wait_event_type = 'Lock' and query like '%conversationactivity%' and pid <> pg_backend_pid()");
+        await holding.RollbackAsync();
+        // PostgreSQL refuses the batch's first write of the conversation's activity once it is back (neither a lost race nor the database away).
+        var refused = $"activity write refused ({conversation.Id:N})";
+        var trigger = $"refuse_once_{conversation.Id:N}";
+        await conversation.Scalar($"create sequence modularchat.{trigger}");
+        await conversation.Scalar($"create function modularchat.{trigger}() returns trigger language plpgsql as $$ begin if nextval('modularchat.{trigger}') = 1 then raise exception '{refused}'; end if; return new; end $$");
+        await conversation.Scalar($"create trigger {trigger} before insert or update on modularchat.mt_doc_conversationactivity for each row when (new.id = '{conversation.Id}') execute function modularchat.{trigger}()");
+        try
+        {
+            // Three attempts failed with the database away (put back after 0.25 s, 1 s, then 5 s): the next one is the 4th.
+            await Eventually.Until(() => Task.FromResult(FailedAttempts().Count(e => e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception))),
+                n => n >= 3, seconds: Eventually.BackgroundSeconds, what: "The batch did not fail three times with the database away");
+            proxy.Restore();
+
+            // Refused once the database is back, retried after 1 s (its first pause), and handled: not dead-lettered.
+            var (counted, deadLettered) = await Eventually.Until(
+                async () => (await conversation.Scalar(CountedSql), await conversation.Scalar(DeadLetteredSql)),
+                v => v.Item1 == 2 || v.Item2 > 0, seconds: Eventually.BackgroundSeconds, what: "The second notice was neither handled nor dead-lettered");
+            Assert.Equal((2, 0), (counted, deadLettered));
+        }
+        finally
+        {
+            await conversation.Scalar($"drop trigger {trigger} on modularchat.mt_doc_conversationactivity; drop function modularchat.{trigger}(); drop sequence modularchat.{trigger}");
+        }
+
+        Assert.Contains(FailedAttempts(), e => e.Exception is not null && Exceptions.Flatten(e.Exception).Any(x => x.Message.Contains(refused, StringComparison.Ordinal)));
+        var retry = Assert.Single(logs.Entries.Skip(before), e => e.Level >= LogLevel.Warning && e.Category == "ModularChat.Summaries.Jobs.NoticeBatchFailures");
+        Assert.Contains(conversation.Id.ToString(), retry.Message, StringComparison.Ordinal);
+        Assert.Contains("retried in 1 s", retry.Message, StringComparison.Ordinal);
+
+        List<LogEntry> FailedAttempts() => logs.Entries.Skip(before)
+            .Where(e => e.EventId.Id == WolverineRetryLogLevel.MessageFailedEventId && e.Category == typeof(AppendsCommitted[]).FullName).ToList();
+    }
+
+    [Fact]
     public async Task A_handler_that_meets_the_database_away_is_not_written_by_Wolverine_at_Error_while_the_outage_is_logged()
     {
         // Summaries' clean-up after a deletion (Wolverine writes its failures at Error) waits on the conversation's activity
@@ -216,7 +273,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_notice_that_keeps_timing_out_while_the_database_answers_goes_to_the_dead_letter_store_and_can_be_replayed()
     {
         var database = await app.DatabaseOfItsOwnAsync("impatient");
-        await using var node = await StartImpatientNodeAsync(database);
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var noticeFailures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryNoticeFailures);
         await using var conversation = await CountedConversationAsync(node, "stuck", database);
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
@@ -227,6 +286,18 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
         await holding.RollbackAsync();
         Assert.Equal(1, await conversation.Scalar(CountedSql));
+
+        // Its batch is given up in Summaries' one error, naming the conversation and what brings its activity back (not the
+        // database rule's, which named only the message type and the envelope), and counted as the batch's dead_letter.
+        // (Marten's own entries for the timed-out command, with its parameters, are about the command.)
+        var error = Assert.Single(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
+            && e.Message.Contains(conversation.Id.ToString(), StringComparison.Ordinal));
+        Assert.Equal("ModularChat.Summaries.Jobs.NoticeBatchFailures", error.Category);
+        Assert.Contains("sweep", error.Message, StringComparison.Ordinal);
+        Assert.True(error.Exception is not null && DatabaseOutages.IsDatabaseAway(error.Exception), error.ToString());
+        Assert.DoesNotContain(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && e.Category == typeof(DatabaseOutages).FullName);
+        var counted = Assert.Single(noticeFailures.GetMeasurementSnapshot());
+        Assert.Equal(("dead_letter", error.Exception!.GetType().Name), (counted.Tags["outcome"] as string, counted.Tags["error"] as string));
         // It is kept for Messaging:DeadLetterRetention (3 days in this fixture), then Wolverine deletes it.
         Assert.InRange(await conversation.Scalar(ExpiresInSecondsSql), TimeSpan.FromDays(3).TotalSeconds - 120, TimeSpan.FromDays(3).TotalSeconds);
 
@@ -408,8 +479,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     public async Task A_statement_timing_out_on_a_row_another_connection_holds_is_logged_as_itself_not_as_PostgreSQL_unreachable()
     {
         // PostgreSQL answers throughout; the notice's handler waits on the held row past the node's command timeout (3 s),
-        // twice, and Wolverine logs the dead-lettering with that timeout. Before, the outage log took it for an outage:
-        // "PostgreSQL is unreachable", and Wolverine's entry went to Debug.
+        // twice, and the dead-lettering of its batch is logged with that timeout (by Summaries, which names its conversations;
+        // Wolverine's own entry for it is Debug). Before, the outage log took it for an outage: "PostgreSQL is unreachable".
         var logs = new CapturedLogs(); // this node's only
         var database = await app.DatabaseOfItsOwnAsync("locked_rows");
         await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
@@ -424,7 +495,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         await conversation.Scalar(ReplaySql);
         await Eventually.Until(() => conversation.Scalar(CountedSql), n => n == 2, seconds: Eventually.BackgroundSeconds, what: "The replayed notice was not handled");
 
-        Assert.Contains(logs.Entries, e => e.Category.StartsWith("Wolverine", StringComparison.Ordinal) && e.Level == LogLevel.Error
+        Assert.Contains(logs.Entries, e => e.Category == "ModularChat.Summaries.Jobs.NoticeBatchFailures" && e.Level == LogLevel.Error
             && e.Exception is not null && DatabaseOutages.IsDatabaseAway(e.Exception));
         var outage = logs.Entries.Where(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Level >= LogLevel.Warning).ToList();
         Assert.True(outage.Count == 0, $"The outage log wrote: {string.Join(" | ", outage.Select(e => e.Message))}");

@@ -24,7 +24,8 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// runaway query), a deadlock. Those may be the message's own doing and would otherwise be tried every 30 s forever, so
 /// after each failure the database is asked <c>select 1</c>: a failure while it answers counts, and the
 /// <see cref="MaxAttemptsWhileUp"/>-th sends the message to the dead-letter store like any other failure (an error in the
-/// log; replayable). Failures while it does not answer never count.
+/// log, the module's own for a message type it reports, <see cref="IDeadLetterReport"/>; replayable). Failures while it does
+/// not answer never count.
 /// </remarks>
 public static class DatabaseOutages
 {
@@ -78,9 +79,19 @@ public static class DatabaseOutages
             var answers = envelope is not null && await AnswersAsync(runtime);
             if (envelope is not null && answers && CountFailureWhileUp(envelope) >= maxAttemptsWhileUp)
             {
-                runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
-                    exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
-                    envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
+                // The module that knows what the message was about says so in its own entry (IDeadLetterReport), instead of this one.
+                var messageType = envelope.Message?.GetType();
+                if (runtime.Services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.MessageType == messageType) is { } report)
+                {
+                    report.DeadLettered(envelope, exception);
+                }
+                else
+                {
+                    runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
+                        exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
+                        envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
+                }
+
                 // Stored with the message: a replay starts counting afresh.
                 envelope.Headers.Remove(FailuresWhileUpHeader);
                 envelope.Headers.Remove(WaitsForTheDatabaseHeader);

@@ -69,10 +69,27 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
     }
 
     /// <summary>
+    /// What a failure rule answers for an attempt it has no step for: Wolverine's own move to the dead-letter store
+    /// (FailureRule.TryCreateContinuation; its MoveToErrorQueue is internal), asked here of a rule with no step.
+    /// </summary>
+    private static readonly FailureRule NoStep = new(new AnyFailure());
+
+    /// <summary>Wolverine's own move of <paramref name="envelope"/> to the dead-letter store, for <paramref name="exception"/>.</summary>
+    internal static IContinuation MoveToDeadLetterStore(Exception exception, Envelope envelope)
+        => NoStep.TryCreateContinuation(exception, envelope, out var move) ? move : throw new UnreachableException();
+
+    private sealed class AnyFailure : IExceptionMatch
+    {
+        public string Description => "any exception";
+
+        public bool Matches(Exception ex) => true;
+    }
+
+    /// <summary>
     /// Jobs: retries with growing delays, then the dead-letter store; a lost race with another writer retries at once (and
     /// finds nothing to do), three times in a row at most, then the dead-letter store too. Batches of append notices: the same
-    /// shape, with five lost races in a row and <see cref="NoticeBatchFailures.RetryDelays"/>, the database away left to
-    /// <see cref="DatabaseOutages"/>.
+    /// shape, with five lost races and <see cref="NoticeBatchFailures.RetryDelays"/>, each kind counting its own failures
+    /// (<see cref="NoticeBatchFailures.Retries"/>), the database away left to <see cref="DatabaseOutages"/>.
     /// </summary>
     private sealed class SummaryFailurePolicy(TimeSpan[] delays, TimeSpan timeout) : IHandlerPolicy
     {
@@ -101,13 +118,11 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                     chain.FailureLogLevel = LogLevel.Debug;
                     // Each node follows its own appends, so two nodes update the same conversation's activity now and then: the
                     // loser retries at once (and finds the row the other wrote), a routine race logged in one line.
-                    ReportedFirst.Around(chain, chain.OnException(IsConcurrentWrite, "another node updated the same conversation").RetryTimes(NoticeBatchFailures.RaceRetries),
-                        SummariesMetrics.Conflict, ToNoticeLog);
+                    chain.OnException(IsConcurrentWrite, "another node updated the same conversation").ContinueWith(new NoticeBatchFailures.Retries(race: true));
                     // Anything else but the database away (left to DatabaseOutages, which waits for it): a few pauses (Wolverine
                     // holds the batch in memory meanwhile), then the dead-letter store; without this rule the first such failure
-                    // dead-lettered the batch. Attempts count across both rules, as for the jobs: lost races use up the pauses.
-                    ReportedFirst.Around(chain, chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "not the database away").ScheduleRetry(NoticeBatchFailures.RetryDelays),
-                        SummariesMetrics.Retry, ToNoticeLog);
+                    // dead-lettered the batch. Each rule counts its own failures: not the other's, nor the outage's put-backs.
+                    chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "not the database away").ContinueWith(new NoticeBatchFailures.Retries(race: false));
                 }
             }
         }
@@ -119,26 +134,15 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         private static void ToWriter(IServiceProvider services, Envelope envelope, Exception exception, string outcome)
             => services.GetRequiredService<SummaryWriter>().FailedAtCommit(envelope, exception, outcome);
 
-        /// <summary>The module logs and counts a failed attempt of a batch of append notices (<see cref="NoticeBatchFailures"/>).</summary>
-        private static void ToNoticeLog(IServiceProvider services, Envelope envelope, Exception exception, string outcome)
-            => services.GetRequiredService<NoticeBatchFailures>().Report(envelope, exception, outcome);
-
         /// <summary>
         /// The writer logs and counts the failures of its attempts, but the commit of the job's transaction (Wolverine's,
         /// after the writer returned: a lost race, the database going away) failed without a word from it and was not
         /// counted. Each step of the job's retries first hands such a failure to the writer (<see cref="SummaryWriter.FailedAtCommit"/>),
         /// which logs and counts it as its own, with the step's outcome; Wolverine's entries for it then stay below Warning
-        /// (<see cref="HandlerFailureLog"/>), as for the failures the writer sees. A batch of append notices hands each failure
-        /// to <see cref="NoticeBatchFailures"/> the same way (the scheduler logs none itself).
+        /// (<see cref="HandlerFailureLog"/>), as for the failures the writer sees.
         /// </summary>
         private sealed class ReportedFirst(string outcome, FailureReport report, bool deadLetters = false) : IContinuationSource
         {
-            /// <summary>
-            /// What a failure rule answers for an attempt it has no step for: Wolverine's own move to the dead-letter store
-            /// (FailureRule.TryCreateContinuation; its MoveToErrorQueue is internal), asked here of a rule with no step.
-            /// </summary>
-            private static readonly FailureRule NoStep = new(new AnyFailure());
-
             public string Description => deadLetters
                 ? $"log and count the failure ({outcome}), then move the message to the dead-letter store"
                 : $"log and count the failure ({outcome})";
@@ -161,7 +165,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
             }
 
             public IContinuation Build(Exception ex, Envelope envelope)
-                => new Reported(ex, outcome, report, deadLetters && NoStep.TryCreateContinuation(ex, envelope, out var move) ? move : null);
+                => new Reported(ex, outcome, report, deadLetters ? MoveToDeadLetterStore(ex, envelope) : null);
 
             /// <summary>The report of the failure (unless the handler logged it itself), then <paramref name="then"/>, if any.</summary>
             private sealed class Reported(Exception exception, string outcome, FailureReport report, IContinuation? then) : IContinuation
@@ -178,13 +182,6 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
                         await then.ExecuteAsync(lifecycle, runtime, now, activity);
                     }
                 }
-            }
-
-            private sealed class AnyFailure : IExceptionMatch
-            {
-                public string Description => "any exception";
-
-                public bool Matches(Exception ex) => true;
             }
         }
 

@@ -31,7 +31,7 @@ public sealed class SummariesMetrics
             "node_stopping when the node had begun to stop)");
         _noticeFailures = meter.CreateCounter<long>(MetricNames.SummaryNoticeFailures, "{attempt}",
             "Failed attempts of a batch of append notices (one transaction per batch and tenant) to update the conversations' activity " +
-            "(outcome: conflict for a lost race with another node, retried at once, 5 times in a row at most; retry for any other failure " +
+            "(outcome: conflict for a lost race with another node, retried at once, 5 times at most; retry for any other failure " +
             "but the database away, retried after a pause; dead_letter for the last one, which gives the batch up: one per dead-lettered batch)");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),

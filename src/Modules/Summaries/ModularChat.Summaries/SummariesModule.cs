@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Contracts;
@@ -45,6 +46,7 @@ public static class SummariesModule
         services.AddSingleton<TenantJobShares>();
         services.AddSingleton<SummaryWriter>();
         services.AddSingleton<NoticeBatchFailures>();
+        services.AddSingleton<IDeadLetterReport>(sp => sp.GetRequiredService<NoticeBatchFailures>());
         services.AddSingleton<SummaryFailures>();
         services.AddSingleton<SummarySweep>();
         services.AddSingleton<SummarySweepService>();
