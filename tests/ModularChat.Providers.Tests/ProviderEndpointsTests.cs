@@ -29,6 +29,45 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task A_provider_added_changed_or_deleted_through_one_node_is_seen_so_by_another_at_once()
+    {
+        // Two nodes of one deployment. Node B caches the tenant's providers (for Providers:CacheDuration, 30 s) as it tests one.
+        await using var nodeB = await app.StartHostAsync();
+        var tenant = ModularChatApp.NewUser("nodes");
+        using var throughA = app.Client(tenant);
+        using var throughB = nodeB.Server.CreateClient();
+        throughB.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(tenant));
+        var firstKey = $"sk-nodes-first-{Guid.NewGuid():N}";
+        var secondKey = $"sk-nodes-second-{Guid.NewGuid():N}";
+        using var first = app.Model.AnswerFor(firstKey, FakeReply.Text("OK"));
+        using var second = app.Model.AnswerFor(secondKey, FakeReply.Text("OK"));
+        var provider = await throughA.AddProviderAsync(app.Model.BaseUrl, firstKey, name: "first");
+        Assert.True((await TestAsync(throughB, provider.Id)).Success);
+
+        // Added through node A: node B finds it.
+        var added = await throughA.AddProviderAsync(app.Model.BaseUrl, secondKey, name: "second");
+        Assert.True((await TestAsync(throughB, added.Id)).Success);
+
+        // Its key replaced through node A: node B calls the model with the new one.
+        var thirdKey = $"sk-nodes-third-{Guid.NewGuid():N}";
+        using var third = app.Model.AnswerFor(thirdKey, FakeReply.Text("OK"));
+        (await throughA.PutJson($"/api/providers/{provider.Id}", new
+        {
+            name = "first", kind = "openai-compatible", endpoint = app.Model.BaseUrl.ToString(), chatModel = "fake-model", apiKey = thirdKey,
+        })).EnsureSuccessStatusCode();
+        Assert.True((await TestAsync(throughB, provider.Id)).Success);
+        Assert.Equal((1, 1), (app.Model.RequestsWith(firstKey), app.Model.RequestsWith(thirdKey)));
+
+        // Deleted through node A: gone for node B.
+        Assert.Equal(HttpStatusCode.NoContent, (await throughA.DeleteAsync($"/api/providers/{added.Id}")).StatusCode);
+        await (await throughB.PostAsync($"/api/providers/{added.Id}/test", null)).ShouldBeProblem(404);
+        Assert.Equal(1, app.Model.RequestsWith(secondKey));
+
+        static async Task<ProviderTestDto> TestAsync(HttpClient client, Guid id)
+            => await (await client.PostAsync($"/api/providers/{id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+    }
+
+    [Fact]
     public async Task The_first_provider_is_the_default_and_a_new_default_replaces_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -7,6 +7,7 @@ using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
+using ModularChat.BuildingBlocks.Caching;
 using ModularChat.BuildingBlocks.Security;
 using ModularChat.Providers.Clients;
 using ModularChat.Providers.Contracts;
@@ -480,7 +481,7 @@ public sealed class SecretsTests(ProvidersApp app)
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
         var options = new TestOptionsMonitor<ProvidersOptions>(new ProvidersOptions { CacheDuration = TimeSpan.FromSeconds(30) });
         using var directory = new ProviderDirectory(app.Host.Services.GetRequiredService<IDocumentStore>(),
-            app.Host.Services.GetRequiredService<SecretBox>(), options, clock);
+            app.Host.Services.GetRequiredService<SecretBox>(), app.Host.Services.GetRequiredService<CacheGenerations>(), options, clock);
 
         var provider = await directory.FindAsync(tenant, null, CancellationToken.None);
         Assert.Equal("sk-short-lived-0123456789", provider!.ApiKey);

@@ -11,8 +11,9 @@ public sealed class ProvidersOptions
     public const string Section = "Providers";
 
     /// <summary>
-    /// How long a tenant's provider settings (with their decrypted keys) stay in this process's memory. Changes made
-    /// through this node drop them at once; other nodes see a change when their copy expires, so keep this short.
+    /// How long a tenant's provider settings (their keys encrypted as stored) stay in this process's memory. A change
+    /// bumps the tenant's providers' cache generation, so every node reads them again at its next use; without Redis other
+    /// nodes see a change when their copy expires, so keep this short.
     /// </summary>
     public TimeSpan CacheDuration { get; set; } = TimeSpan.FromSeconds(30);
 

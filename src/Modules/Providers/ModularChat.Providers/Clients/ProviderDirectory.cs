@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Marten;
 using Microsoft.Extensions.Options;
+using ModularChat.BuildingBlocks.Caching;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.Providers.Domain;
 using ModularChat.Providers.Secrets;
@@ -65,24 +66,29 @@ internal sealed class ResolvedProvider(ProviderSettings settings, SecretBox? sec
 
 /// <summary>
 /// Tenants' provider settings, cached in process memory for <see cref="ProvidersOptions.CacheDuration"/> (never in
-/// Redis) with their keys encrypted as stored (<see cref="ResolvedProvider.ApiKey"/> decrypts on each use). A change
-/// made through this node drops the tenant's entry at once; other nodes see it when their entry expires. Expired entries
-/// are swept by a timer.
+/// Redis) with their keys encrypted as stored (<see cref="ResolvedProvider.ApiKey"/> decrypts on each use). Each entry
+/// is kept with the tenant's providers' cache generation (<see cref="CacheGenerations"/>, shared by the nodes through
+/// Redis), which a change bumps once it is committed: every node reads the settings again at its next use, as the node
+/// that made the change does (a provider added through one node answered 404 on another, and a deleted one or a
+/// replaced key was still used there, until its entry expired). Without Redis the generations are each node's own, and
+/// other nodes see a change when their entry expires. Expired entries are swept by a timer.
 /// </summary>
 internal sealed class ProviderDirectory : IDisposable
 {
     private readonly ConcurrentDictionary<string, Entry> _entries = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, long> _generations = new(StringComparer.Ordinal);
     private readonly IDocumentStore _store;
     private readonly SecretBox _secrets;
+    private readonly CacheGenerations _generations;
     private readonly IOptionsMonitor<ProvidersOptions> _options;
     private readonly TimeProvider _clock;
     private readonly ITimer _sweeper;
 
-    public ProviderDirectory(IDocumentStore store, SecretBox secrets, IOptionsMonitor<ProvidersOptions> options, TimeProvider clock)
+    public ProviderDirectory(
+        IDocumentStore store, SecretBox secrets, CacheGenerations generations, IOptionsMonitor<ProvidersOptions> options, TimeProvider clock)
     {
         _store = store;
         _secrets = secrets;
+        _generations = generations;
         _options = options;
         _clock = clock;
         var period = TimeSpan.FromTicks(Math.Clamp(options.CurrentValue.CacheDuration.Ticks / 4, TimeSpan.FromMilliseconds(250).Ticks, TimeSpan.FromSeconds(15).Ticks));
@@ -94,13 +100,14 @@ internal sealed class ProviderDirectory : IDisposable
 
     public async Task<IReadOnlyList<ResolvedProvider>> GetAllAsync(string tenantId, CancellationToken cancellationToken)
     {
+        // Read before the settings: a change committed after this read bumps past it, so what is cached under it is not used again.
+        var generation = await _generations.CurrentAsync(Scope(tenantId));
         var now = _clock.GetUtcNow();
-        if (_entries.TryGetValue(tenantId, out var entry) && entry.ExpiresAt > now)
+        if (_entries.TryGetValue(tenantId, out var entry) && entry.ExpiresAt > now && entry.Generation == generation)
         {
             return entry.Providers;
         }
 
-        var generation = _generations.GetValueOrDefault(tenantId);
         IReadOnlyList<ProviderSettings> stored;
         await using (var session = _store.QuerySession(tenantId))
         {
@@ -109,14 +116,14 @@ internal sealed class ProviderDirectory : IDisposable
 
         var providers = stored.Select(Resolve).ToList();
         var duration = _options.CurrentValue.CacheDuration;
-        if (duration > TimeSpan.Zero)
+        if (duration > TimeSpan.Zero && generation is not null)
         {
-            _entries[tenantId] = new Entry(providers, now + duration);
-            // A change on this node while we were reading wins: drop what we just cached.
-            if (_generations.GetValueOrDefault(tenantId) != generation)
-            {
-                _entries.TryRemove(tenantId, out _);
-            }
+            _entries[tenantId] = new Entry(providers, now + duration, generation);
+        }
+        else
+        {
+            // Not cached: with no generation, a change of this node's is not in Redis yet (the next read tries again).
+            _entries.TryRemove(tenantId, out _);
         }
 
         return providers;
@@ -152,21 +159,24 @@ internal sealed class ProviderDirectory : IDisposable
         };
     }
 
-    /// <summary>Drops the tenant's cached providers (after a change on this node).</summary>
-    public void Invalidate(string tenantId)
+    /// <summary>
+    /// After a change of the tenant's providers (committed or not: a failed save costs a read): bumps their generation, so
+    /// that no node uses what it cached before, and drops this node's entry.
+    /// </summary>
+    public async Task ChangedAsync(string tenantId)
     {
-        _generations.AddOrUpdate(tenantId, 1, (_, g) => g + 1);
+        await _generations.BumpAsync(Scope(tenantId));
         _entries.TryRemove(tenantId, out _);
     }
 
-    /// <summary>Drops everything (after a key rotation).</summary>
-    public void Clear()
-    {
-        foreach (var tenant in _entries.Keys)
-        {
-            Invalidate(tenant);
-        }
-    }
+    /// <summary>
+    /// Drops this node's entries (after a key rotation: they hold the keys encrypted under the previous key, which still
+    /// decrypt, so other nodes' entries need not go).
+    /// </summary>
+    public void Clear() => _entries.Clear();
+
+    /// <summary>The cache scope of a tenant's providers.</summary>
+    private static string Scope(string tenantId) => "providers:" + tenantId;
 
     private ResolvedProvider Resolve(ProviderSettings settings) => new(settings, _secrets);
 
@@ -184,5 +194,5 @@ internal sealed class ProviderDirectory : IDisposable
 
     public void Dispose() => _sweeper.Dispose();
 
-    private sealed record Entry(IReadOnlyList<ResolvedProvider> Providers, DateTimeOffset ExpiresAt);
+    private sealed record Entry(IReadOnlyList<ResolvedProvider> Providers, DateTimeOffset ExpiresAt, long? Generation);
 }

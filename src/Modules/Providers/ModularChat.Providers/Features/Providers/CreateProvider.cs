@@ -90,7 +90,7 @@ internal sealed class CreateProviderHandler(
         }
         finally
         {
-            directory.Invalidate(tenant);
+            await directory.ChangedAsync(tenant);
         }
 
         return ProviderResponse.From(provider);

@@ -35,7 +35,7 @@ internal sealed class DeleteProviderHandler(TenantSessions sessions, ProviderDir
         }
         finally
         {
-            directory.Invalidate(tenant);
+            await directory.ChangedAsync(tenant);
         }
 
         return Unit.Value;

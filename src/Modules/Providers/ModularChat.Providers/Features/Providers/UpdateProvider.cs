@@ -98,7 +98,7 @@ internal sealed class UpdateProviderHandler(TenantSessions sessions, SecretBox s
         }
         finally
         {
-            directory.Invalidate(tenant);
+            await directory.ChangedAsync(tenant);
         }
 
         return ProviderResponse.From(provider);
