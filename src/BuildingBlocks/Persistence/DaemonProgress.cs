@@ -25,16 +25,22 @@ public static class DaemonProgress
     }
 
     /// <summary>
-    /// Removes a stream (its events and its row) of tenant <paramref name="tenantId"/> once the high-water mark has passed its
-    /// last event, or unread once <paramref name="maxWait"/> has passed since <paramref name="since"/>; otherwise removes
-    /// nothing and answers <see cref="StreamRemoval.Wait"/>.
+    /// Removes a stream (its events and its row) of tenant <paramref name="tenantId"/> once every asynchronous projection has
+    /// read its last event, or unread once <paramref name="maxWait"/> has passed since <paramref name="since"/>; otherwise
+    /// removes nothing and answers <see cref="StreamRemoval.Wait"/>.
     /// </summary>
     /// <remarks>
+    /// The slowest projection, not the high-water mark (which it never passes): a projection behind the mark (search
+    /// indexing steps aside for append bursts, ADR 0008) would read the stream's last appends, index them once the search
+    /// tombstone of the deleted conversation had expired, and never read the deletion that takes them out again, removed
+    /// with the stream.
+    /// <para>
     /// One transaction that locks the stream's row before it reads the last event: an append in flight holds that row (its
     /// events' foreign key, or the version update) until it commits, so its events are counted; one that starts later
     /// waits for the removal and then fails on the missing stream. Reading the last event first and deleting afterwards
     /// (as this did before) removed a revision committed in between, above the high-water mark: the daemon stood still on
     /// the hole for its stale-gap time, then skipped it.
+    /// </para>
     /// </remarks>
     public static async Task<StreamRemoval> RemoveStreamAsync(
         IDocumentStore store, string tenantId, Guid streamId, DateTimeOffset since, TimeSpan maxWait, TimeProvider clock, CancellationToken cancellationToken)
@@ -47,14 +53,14 @@ public static class DaemonProgress
         // Separate statements: the read must see what a writer it waited for committed (a new snapshot).
         if (await ScalarAsync(connection, $"select 1 from {streams} where id = @stream and tenant_id = @tenant for update", streamId, tenantId, cancellationToken) is null)
         {
-            return new StreamRemoval(Wait: false, Unread: false, Found: false, LastEvent: 0, HighWaterMark: 0, clock.GetUtcNow() - since);
+            return new StreamRemoval(Wait: false, Unread: false, Found: false, LastEvent: 0, SlowestProjection: 0, clock.GetUtcNow() - since);
         }
 
         var last = (long)(await ScalarAsync(connection, $"select coalesce(max(seq_id), 0) from {events} where stream_id = @stream and tenant_id = @tenant", streamId, tenantId, cancellationToken))!;
-        var (highWater, _) = await ReadAsync(store, cancellationToken);
+        var (_, slowest) = await ReadAsync(store, cancellationToken);
         var waited = clock.GetUtcNow() - since;
-        var unread = highWater < last;
-        var removal = new StreamRemoval(Wait: unread && waited < maxWait, Unread: unread, Found: true, last, highWater, waited);
+        var unread = slowest < last;
+        var removal = new StreamRemoval(Wait: unread && waited < maxWait, Unread: unread, Found: true, last, slowest, waited);
         if (removal.Wait)
         {
             return removal; // the transaction rolls back, releasing the row
@@ -81,6 +87,7 @@ public static class DaemonProgress
 
 /// <summary>What <see cref="DaemonProgress.RemoveStreamAsync"/> found (and did).</summary>
 /// <param name="Wait">Nothing was removed: put the removal off (<see cref="DaemonProgress.RecheckDelay"/>).</param>
-/// <param name="Unread">The daemon has not read the stream's last event (when not waiting: it goes anyway, worth a warning).</param>
+/// <param name="Unread">A projection has not read the stream's last event (when not waiting: it goes anyway, worth a warning).</param>
 /// <param name="Found">The stream was there (false: removed already, nothing done).</param>
-public sealed record StreamRemoval(bool Wait, bool Unread, bool Found, long LastEvent, long HighWaterMark, TimeSpan Waited);
+/// <param name="SlowestProjection">The lowest sequence every asynchronous projection has processed.</param>
+public sealed record StreamRemoval(bool Wait, bool Unread, bool Found, long LastEvent, long SlowestProjection, TimeSpan Waited);

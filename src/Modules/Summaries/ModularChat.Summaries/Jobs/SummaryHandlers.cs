@@ -59,8 +59,8 @@ public static class SummaryCleanupHandler
         else if (check.Unread)
         {
             logger.LogWarning(
-                "Removed the summary stream of deleted conversation {ConversationId} after {Waited} although the daemon's high-water mark ({HighWater}) had not reached its last event ({Last})",
-                purge.ConversationId, check.Waited, check.HighWaterMark, check.LastEvent);
+                "Removed the summary stream of deleted conversation {ConversationId} after {Waited} although the slowest asynchronous projection ({Slowest}) had not read its last event ({Last})",
+                purge.ConversationId, check.Waited, check.SlowestProjection, check.LastEvent);
         }
     }
 

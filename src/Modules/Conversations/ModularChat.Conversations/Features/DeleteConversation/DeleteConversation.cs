@@ -60,8 +60,8 @@ internal static class DeleteConversationEndpoint
 }
 
 /// <summary>
-/// A deleted conversation's event stream, waiting to be removed from the database until the asynchronous projections'
-/// high-water mark has passed its last event.
+/// A deleted conversation's event stream, waiting to be removed from the database until every asynchronous projection
+/// has read its last event.
 /// </summary>
 public sealed record PurgeDeletedConversation(Guid ConversationId, string TenantId, DateTimeOffset DeletedAt, int Attempt);
 
@@ -71,8 +71,8 @@ public sealed record PurgeDeletedConversation(Guid ConversationId, string Tenant
 /// </summary>
 /// <remarks>
 /// Not at once: the deletion's own event (and any appends just before it) may not be read yet by Marten's asynchronous
-/// daemon (<see cref="DaemonProgress"/>). So the purge waits, re-checking with a growing delay, until the high-water mark
-/// has passed the stream's last event, or at most <see cref="ConversationsOptions.PurgeMaxWait"/> (then the daemon skips
+/// daemon (<see cref="DaemonProgress"/>). So the purge waits, re-checking with a growing delay, until every asynchronous
+/// projection has read the stream's last event, or at most <see cref="ConversationsOptions.PurgeMaxWait"/> (then the daemon skips
 /// the gap, once).
 /// </remarks>
 public static class PurgeDeletedConversationHandler
@@ -98,8 +98,8 @@ public static class PurgeDeletedConversationHandler
         else if (check.Unread)
         {
             logger.LogWarning(
-                "Purged deleted conversation {ConversationId} after {Waited} although the asynchronous projections' high-water mark ({HighWater}) had not reached its last event ({Last}): the daemon will pause on the gap before it skips it",
-                purge.ConversationId, check.Waited, check.HighWaterMark, check.LastEvent);
+                "Purged deleted conversation {ConversationId} after {Waited} although the slowest asynchronous projection ({Slowest}) had not read its last event ({Last}): the daemon may pause on the gap before it skips it",
+                purge.ConversationId, check.Waited, check.SlowestProjection, check.LastEvent);
         }
     }
 }
