@@ -113,6 +113,18 @@ public sealed class RetentionCollection : ICollectionFixture<RetentionApp>
     public const string Name = "conversations-retention";
 }
 
+/// <summary>
+/// The fixture of the tests that run the Host only as processes (<see cref="TelemetryExportTests"/>,
+/// <see cref="ProcessStartTests"/>): their collection runs beside <see cref="AppCollection"/> instead of inside it.
+/// </summary>
+public sealed class ConversationsProcessesApp() : ProcessesApp(TestDatabase("conversations_processes"));
+
+[CollectionDefinition(Name)]
+public sealed class ProcessesCollection : ICollectionFixture<ConversationsProcessesApp>
+{
+    public const string Name = "conversations-processes";
+}
+
 /// <summary>A downstream subscriber, as another module would be: it only sees Contracts events and the envelope's tenant.</summary>
 public static class IntegrationEventProbe
 {

@@ -7,8 +7,8 @@ namespace ModularChat.Conversations.Tests;
 /// The Host as its own process, as an operator and a process manager see it: how it ends when its start is refused, and
 /// what its console lines look like.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed partial class ProcessStartTests(ConversationsApp app)
+[Collection(ProcessesCollection.Name)]
+public sealed partial class ProcessStartTests(ConversationsProcessesApp app)
 {
     [Theory]
     [InlineData("Conversations__MaxTitleLength", "0", "Configuration 'Conversations:MaxTitleLength'")] // a validated option

@@ -9,8 +9,8 @@ namespace ModularChat.Conversations.Tests;
 /// OTLP collector on loopback: over the protocol configured, to each signal's path under the endpoint, with the headers of
 /// OTEL_EXPORTER_OTLP_HEADERS, and without the secrets of the requests it served.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class TelemetryExportTests(ConversationsApp app)
+[Collection(ProcessesCollection.Name)]
+public sealed class TelemetryExportTests(ConversationsProcessesApp app)
 {
     private const string CollectorAuthorization = "Bearer collector-secret";
 

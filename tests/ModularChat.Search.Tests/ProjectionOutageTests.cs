@@ -10,8 +10,8 @@ namespace ModularChat.Search.Tests;
 /// longer than a node may stay silent, and gets it back: indexing resumes by itself, without a restart, and nothing
 /// appended before or after the outage is missing from the index.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class ProjectionOutageTests(SearchApp app)
+[Collection(ProcessesCollection.Name)]
+public sealed class ProjectionOutageTests(SearchProcessesApp app)
 {
     [Fact]
     public async Task Search_indexing_resumes_without_a_restart_after_the_database_was_away_longer_than_the_stale_node_timeout()

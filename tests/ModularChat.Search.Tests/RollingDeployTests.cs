@@ -7,8 +7,8 @@ namespace ModularChat.Search.Tests;
 /// started and stopped one after the other, so the search projection moves from node to node. It must run on exactly
 /// one node at a time (two daemons on one database stop each other's indexing) and never stop for good.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class RollingDeployTests(SearchApp app)
+[Collection(ProcessesCollection.Name)]
+public sealed class RollingDeployTests(SearchProcessesApp app)
 {
     [Fact]
     public async Task Search_indexing_follows_the_projection_from_node_to_node_as_each_is_replaced()

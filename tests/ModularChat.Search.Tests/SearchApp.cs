@@ -157,3 +157,15 @@ public sealed class AppCollection : ICollectionFixture<SearchApp>
 {
     public const string Name = "search";
 }
+
+/// <summary>
+/// The fixture of the tests that run the Host only as processes (<see cref="ProjectionOutageTests"/>,
+/// <see cref="RollingDeployTests"/>): their collection runs beside <see cref="AppCollection"/> instead of inside it.
+/// </summary>
+public sealed class SearchProcessesApp() : ProcessesApp(TestDatabase("search_processes"));
+
+[CollectionDefinition(Name)]
+public sealed class ProcessesCollection : ICollectionFixture<SearchProcessesApp>
+{
+    public const string Name = "search-processes";
+}

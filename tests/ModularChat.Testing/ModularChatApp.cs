@@ -74,11 +74,20 @@ public class ModularChatApp : IAsyncLifetime
     {
     }
 
+    /// <summary>
+    /// Whether <see cref="InitializeAsync"/> starts a host in this process; not for <see cref="ProcessesApp"/>, whose tests
+    /// never call one (it would only poll the database beside them). <see cref="Host"/> stays null then.
+    /// </summary>
+    protected virtual bool StartsHost => true;
+
     public virtual async Task InitializeAsync()
     {
         PostgresConnectionString = await TestInfrastructure.PostgresAsync(_databaseName);
         RedisConnectionString = await TestInfrastructure.RedisAsync();
-        Host = await StartHostAsync();
+        if (StartsHost)
+        {
+            Host = await StartHostAsync();
+        }
     }
 
     /// <summary>
