@@ -77,7 +77,7 @@ public static class DatabaseOutages
         {
             var envelope = lifecycle.Envelope;
             var answers = envelope is not null && await AnswersAsync(runtime);
-            if (envelope is not null && answers && CountFailureWhileUp(envelope) >= maxAttemptsWhileUp)
+            if (envelope is not null && answers && EnvelopeCounters.Increment(envelope, FailuresWhileUpHeader) >= maxAttemptsWhileUp)
             {
                 // The module that knows what the message was about says so in its own entry (IDeadLetterReport), instead of this one.
                 var messageType = envelope.Message?.GetType();
@@ -161,13 +161,4 @@ public static class DatabaseOutages
     /// </summary>
     public static bool WaitsForTheDatabase(Envelope envelope)
         => envelope.Headers.TryGetValue(WaitsForTheDatabaseHeader, out var attempt) && attempt == envelope.Attempts.ToString(CultureInfo.InvariantCulture);
-
-    /// <summary>Counts one more failure of <paramref name="envelope"/> while the database answered, in its headers (kept while the node holds it).</summary>
-    private static int CountFailureWhileUp(Envelope envelope)
-    {
-        var failures = envelope.Headers.TryGetValue(FailuresWhileUpHeader, out var value)
-            && int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var counted) ? counted + 1 : 1;
-        envelope.Headers[FailuresWhileUpHeader] = failures.ToString(CultureInfo.InvariantCulture);
-        return failures;
-    }
 }

@@ -96,15 +96,6 @@ public sealed partial class NoticeBatchFailures(
         Report(envelope, exception, SummariesMetrics.DeadLetter);
     }
 
-    /// <summary>Counts one more failure of <paramref name="envelope"/> in its <paramref name="header"/>.</summary>
-    private static int CountFailure(Envelope envelope, string header)
-    {
-        var failures = envelope.Headers.TryGetValue(header, out var value)
-            && int.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var counted) ? counted + 1 : 1;
-        envelope.Headers[header] = failures.ToString(CultureInfo.InvariantCulture);
-        return failures;
-    }
-
     /// <summary>The first <see cref="NamedConversations"/> ids, and how many more there are.</summary>
     internal static string Named(IReadOnlyList<Guid> ids)
         => ids.Count <= NamedConversations
@@ -133,7 +124,7 @@ public sealed partial class NoticeBatchFailures(
             {
                 var envelope = lifecycle.Envelope!;
                 var failures = runtime.Services.GetRequiredService<NoticeBatchFailures>();
-                var count = CountFailure(envelope, race ? LostRacesHeader : FailuresHeader);
+                var count = EnvelopeCounters.Increment(envelope, race ? LostRacesHeader : FailuresHeader);
                 if (race && count <= RaceRetries)
                 {
                     // What Wolverine's RetryTimes does.
