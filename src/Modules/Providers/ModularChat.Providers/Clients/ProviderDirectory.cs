@@ -118,7 +118,7 @@ internal sealed class ProviderDirectory : IDisposable
         var duration = _options.CurrentValue.CacheDuration;
         if (duration > TimeSpan.Zero && generation is not null)
         {
-            _entries[tenantId] = new Entry(providers, now + duration, generation);
+            _entries[tenantId] = new Entry(providers, now + duration, generation.Value);
         }
         else
         {
@@ -194,5 +194,5 @@ internal sealed class ProviderDirectory : IDisposable
 
     public void Dispose() => _sweeper.Dispose();
 
-    private sealed record Entry(IReadOnlyList<ResolvedProvider> Providers, DateTimeOffset ExpiresAt, long? Generation);
+    private sealed record Entry(IReadOnlyList<ResolvedProvider> Providers, DateTimeOffset ExpiresAt, long Generation);
 }
