@@ -30,7 +30,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     {
         await using var proxy = PostgresProxy();
         await using var node = await StartNodeAsync(proxy);
-        using var client = Client(node, "outage");
+        using var client = Client(app, node, "outage");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
         await (await client.PostJson(messages, new { role = "user", content = "before the outage", externalId = "m1" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -112,7 +112,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
                 ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug",
             },
             services => services.AddSingleton<ILoggerProvider>(logs));
-        await using var conversation = await CountedConversationAsync(node, "away");
+        await using var conversation = await CountedConversationAsync(app, node, "away");
 
         // The next notice's handler waits on that row (another session holds it) when the database goes away.
         var holding = await conversation.HoldActivityAsync();
@@ -159,7 +159,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var logs = new CapturedLogs(); // this node's only
         await using var node = await StartNodeAsync(
             proxy, new() { ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
-        await using var conversation = await CountedConversationAsync(node, "away-then-refused");
+        await using var conversation = await CountedConversationAsync(app, node, "away-then-refused");
         var holding = await conversation.HoldActivityAsync();
         await conversation.AppendAsync("second");
         await Eventually.Until(
@@ -212,7 +212,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var logs = new CapturedLogs(); // this node's only
         await using var node = await StartNodeAsync(
             proxy, new() { ["Logging:LogLevel:ModularChat.Conversations.Contracts"] = "Debug" }, services => services.AddSingleton<ILoggerProvider>(logs));
-        await using var conversation = await CountedConversationAsync(node, "away-cleanup");
+        await using var conversation = await CountedConversationAsync(app, node, "away-cleanup");
         await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id]), n => n == 0, seconds: Eventually.BackgroundSeconds,
             what: "Messages about the conversation still queued");
         var holding = await conversation.HoldActivityAsync();
@@ -245,7 +245,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var database = await app.DatabaseOfItsOwnAsync("handler_failure");
         await using var node = await app.StartHostAsync(
             new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
-        await using var conversation = await CountedConversationAsync(node, "handler-failure", database);
+        await using var conversation = await CountedConversationAsync(app, node, "handler-failure", database);
         await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
             what: "Messages about the conversation still queued");
 
@@ -274,9 +274,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     {
         var database = await app.DatabaseOfItsOwnAsync("impatient");
         var logs = new CapturedLogs(); // this node's only
-        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var node = await StartImpatientNodeAsync(app, database, services => services.AddSingleton<ILoggerProvider>(logs));
         using var noticeFailures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryNoticeFailures);
-        await using var conversation = await CountedConversationAsync(node, "stuck", database);
+        await using var conversation = await CountedConversationAsync(app, node, "stuck", database);
 
         // The activity row stays locked by another session: every attempt of the next notice's handler times out.
         var holding = await conversation.HoldActivityAsync();
@@ -315,8 +315,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // stored with it in the dead-letter store.
         // The node is alone on its database, so the replay is its to handle (with its bound and its command timeout).
         var database = await app.DatabaseOfItsOwnAsync("impatient");
-        await using var node = await StartImpatientNodeAsync(database);
-        await using var conversation = await CountedConversationAsync(node, "stuck-cleanup", database);
+        await using var node = await StartImpatientNodeAsync(app, database);
+        await using var conversation = await CountedConversationAsync(app, node, "stuck-cleanup", database);
         // The check Summaries sends after its first write for a conversation would delete the row too, once the
         // conversation is gone: it must be done before the row is held.
         await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
@@ -353,8 +353,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // claimed it and never ran (the earlier test's replayed clean-up, once in CI). Here a trigger keeps the row in the
         // inbox, as a replay back at once would have put it, so a late mark shows on it.
         var database = await app.DatabaseOfItsOwnAsync("dead_letter_race");
-        await using var node = await StartImpatientNodeAsync(database);
-        await using var conversation = await CountedConversationAsync(node, "race", database);
+        await using var node = await StartImpatientNodeAsync(app, database);
+        await using var conversation = await CountedConversationAsync(app, node, "race", database);
         await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
             what: "Messages about the conversation still queued");
         // Summaries' clean-up of the conversation (each module handles the deletion in a queue of its own).
@@ -398,7 +398,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         "select extract(epoch from min(expires) - now())::bigint from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
 
     /// <summary>Dead-lettered messages about the conversation.</summary>
-    private const string DeadLetteredSql = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
+    internal const string DeadLetteredSql = "select count(*) from modularchat.wolverine_dead_letters where encode(body, 'escape') like '%' || @id::text || '%'";
 
     /// <summary>Marks the dead-lettered messages about the conversation for replay, as an operator would (README).</summary>
     private const string ReplaySql = "update modularchat.wolverine_dead_letters set replayable = true where encode(body, 'escape') like '%' || @id::text || '%'";
@@ -407,9 +407,9 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     /// A new conversation of <paramref name="user"/> on <paramref name="node"/> whose first message Summaries' activity
     /// counts (its notice handled), watched directly on the node's <paramref name="database"/> (this fixture's unless given).
     /// </summary>
-    private async Task<WatchedConversation> CountedConversationAsync(IAlbaHost node, string user, string? database = null)
+    internal static async Task<WatchedConversation> CountedConversationAsync(ConversationsApp app, IAlbaHost node, string user, string? database = null)
     {
-        var client = Client(node, user);
+        var client = Client(app, node, user);
         var created = await (await client.PostJson("/api/conversations", new { title = user })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         database ??= app.PostgresConnectionString;
         var conversation = new WatchedConversation(client, created.Id, await OpenAsync(database), await OpenAsync(database));
@@ -418,7 +418,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         return conversation;
     }
 
-    private static async Task<NpgsqlConnection> OpenAsync(string database)
+    internal static async Task<NpgsqlConnection> OpenAsync(string database)
     {
         var connection = new NpgsqlConnection(database);
         await connection.OpenAsync();
@@ -429,7 +429,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     /// A conversation with its client, a connection that reads the database and one that holds its activity row (so the
     /// reads stay outside the holding transaction: pg_stat_activity is read once per transaction).
     /// </summary>
-    private sealed class WatchedConversation(HttpClient client, Guid id, NpgsqlConnection observer, NpgsqlConnection holder) : IAsyncDisposable
+    internal sealed class WatchedConversation(HttpClient client, Guid id, NpgsqlConnection observer, NpgsqlConnection holder) : IAsyncDisposable
     {
         public HttpClient Client => client;
 
@@ -463,7 +463,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
     }
 
     /// <summary>A node on <paramref name="database"/> whose commands time out after 3 s and whose messages may fail twice while the database answers.</summary>
-    private Task<IAlbaHost> StartImpatientNodeAsync(string database, Action<IServiceCollection>? services = null)
+    internal static Task<IAlbaHost> StartImpatientNodeAsync(ConversationsApp app, string database, Action<IServiceCollection>? services = null)
     {
         var shortTimeout = new NpgsqlConnectionStringBuilder(database) { CommandTimeout = 3 };
         return app.StartHostAsync(
@@ -483,8 +483,8 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // Wolverine's own entry for it is Debug). Before, the outage log took it for an outage: "PostgreSQL is unreachable".
         var logs = new CapturedLogs(); // this node's only
         var database = await app.DatabaseOfItsOwnAsync("locked_rows");
-        await using var node = await StartImpatientNodeAsync(database, services => services.AddSingleton<ILoggerProvider>(logs));
-        await using var conversation = await CountedConversationAsync(node, "locked", database);
+        await using var node = await StartImpatientNodeAsync(app, database, services => services.AddSingleton<ILoggerProvider>(logs));
+        await using var conversation = await CountedConversationAsync(app, node, "locked", database);
         var holding = await conversation.HoldActivityAsync();
         await conversation.AppendAsync("second");
         await Eventually.Until(() => conversation.Scalar(DeadLetteredSql), n => n == 1, seconds: Eventually.BackgroundSeconds, what: "The stuck notice was not dead-lettered");
@@ -575,7 +575,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         var store = node.Services.GetRequiredService<IDocumentStore>();
         await using var throughProxy = new NpgsqlConnection(new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port }.ConnectionString);
         await throughProxy.OpenAsync();
-        using var client = Client(node, "marten-outage");
+        using var client = Client(app, node, "marten-outage");
         var conversation = await (await client.PostJson("/api/conversations", new { title = "outage" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         var messages = $"/api/conversations/{conversation.Id}/messages";
         await (await client.PostJson(messages, new { role = "user", content = "before the outage" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
@@ -712,7 +712,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString }, services);
     }
 
-    private HttpClient Client(IAlbaHost node, string user)
+    private static HttpClient Client(ConversationsApp app, IAlbaHost node, string user)
     {
         var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser(user)));

@@ -1,4 +1,5 @@
 using System.Globalization;
+using JasperFx;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -80,16 +81,15 @@ public static class DatabaseOutages
             if (envelope is not null && answers && EnvelopeCounters.Increment(envelope, FailuresWhileUpHeader) >= maxAttemptsWhileUp)
             {
                 // The module that knows what the message was about says so in its own entry (IDeadLetterReport), instead of this one.
-                var messageType = envelope.Message?.GetType();
-                if (runtime.Services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.MessageType == messageType) is { } report)
+                if (runtime.Services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.Reports(envelope)) is { } report)
                 {
                     report.DeadLettered(envelope, exception);
                 }
                 else
                 {
                     runtime.LoggerFactory.CreateLogger(typeof(DatabaseOutages)).LogError(
-                        exception, "{MessageType} {EnvelopeId} failed {Failures} times while the database answered; moved to the dead-letter store",
-                        envelope.MessageType, envelope.Id, maxAttemptsWhileUp);
+                        exception, "{MessageType} {EnvelopeId} of tenant {TenantId} failed {Failures} times while the database answered; moved to the dead-letter store",
+                        envelope.MessageType, envelope.Id, envelope.TenantId ?? StorageConstants.DefaultTenantId, maxAttemptsWhileUp);
                 }
 
                 // Stored with the message: a replay starts counting afresh.

@@ -22,6 +22,7 @@ public static class MetricNames
     public const string CacheLookups = "modularchat.cache.lookups";
     public const string RetentionMessages = "modularchat.retention.messages";
     public const string RetentionBytes = "modularchat.retention.bytes";
+    public const string ConversationsBackgroundFailures = "modularchat.conversations.background_failures";
     public const string AppendRate = "modularchat.messages.append_rate";
     public const string ClusterAppendRate = "modularchat.events.cluster_append_rate";
     public const string BackgroundYield = "modularchat.background.yield.duration";
@@ -43,6 +44,7 @@ public static class MetricNames
     public const string SearchEmbeddingsGivenUp = "modularchat.search.embedding.given_up";
     public const string SearchIndexVectors = "modularchat.search.index.vectors";
     public const string SearchIndexBytes = "modularchat.search.index.bytes";
+    public const string SearchCleanupFailures = "modularchat.search.cleanup_failures";
     public const string SummaryDuration = "modularchat.summaries.duration";
     public const string SummariesGenerated = "modularchat.summaries.generated";
     public const string SummaryFailures = "modularchat.summaries.failures";
@@ -51,4 +53,5 @@ public static class MetricNames
     public const string SummaryBacklog = "modularchat.summaries.backlog";
     public const string SummaryDeferrals = "modularchat.summaries.deferrals";
     public const string SummaryNoticeFailures = "modularchat.summaries.notice_failures";
+    public const string SummaryCleanupFailures = "modularchat.summaries.cleanup_failures";
 }

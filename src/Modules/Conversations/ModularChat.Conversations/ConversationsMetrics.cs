@@ -15,6 +15,7 @@ public sealed class ConversationsMetrics
     private readonly Counter<long> _retainedBytes;
     private readonly Histogram<int> _appendGroups;
     private readonly UpDownCounter<int> _appendQueue;
+    private readonly Counter<long> _backgroundFailures;
 
     public ConversationsMetrics(IMeterFactory meters)
     {
@@ -26,6 +27,9 @@ public sealed class ConversationsMetrics
         _retainedBytes = meter.CreateCounter<long>(MetricNames.RetentionBytes, "By", "Content bytes archived or deleted by retention, by action and policy");
         _appendGroups = meter.CreateHistogram<int>(MetricNames.AppendGroupSize, "{request}", "Append requests written by one transaction (group commit)");
         _appendQueue = meter.CreateUpDownCounter<int>(MetricNames.AppendGroupQueued, "{request}", "Append requests waiting for a transaction (group commit)");
+        _backgroundFailures = meter.CreateCounter<long>(MetricNames.ConversationsBackgroundFailures, "{message}",
+            "Background messages given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered), " +
+            "by work (retention: a retention step; purge: a deleted conversation's stream) and error (the exception's type)");
     }
 
     internal void RetentionApplied(RetentionApplied applied)
@@ -34,6 +38,14 @@ public sealed class ConversationsMetrics
         _retainedMessages.Add(applied.Messages, tags);
         _retainedBytes.Add(applied.Bytes, tags);
     }
+
+    /// <summary>The outcome of a background message given up: the dead-letter store.</summary>
+    internal const string DeadLetter = "dead_letter";
+
+    /// <summary>A background message of <paramref name="work"/> (retention, purge) dead-lettered after <paramref name="error"/>.</summary>
+    internal void BackgroundFailed(string work, string error)
+        => _backgroundFailures.Add(1, new KeyValuePair<string, object?>("work", work), new KeyValuePair<string, object?>("error", error),
+            new KeyValuePair<string, object?>("outcome", DeadLetter));
 
     internal void CacheLookup(string cache, bool hit)
         => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));

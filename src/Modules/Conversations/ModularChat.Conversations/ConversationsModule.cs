@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
@@ -42,6 +43,10 @@ public static class ConversationsModule
         services.AddSingleton<IConversationContexts, ConversationContexts>();
         services.AddValidatedOptions<RetentionOptions, RetentionOptionsValidator>(RetentionOptions.Section);
         services.AddSingleton<RetentionExecutor>();
+        // The module's own entries and counts for its messages DatabaseOutages dead-letters.
+        services.AddSingleton<IDeadLetterReport, RetentionDeadLetters>();
+        services.AddSingleton<IDeadLetterReport, PurgeDeadLetters.OnDeletion>();
+        services.AddSingleton<IDeadLetterReport, PurgeDeadLetters.OnRecheck>();
         return services;
     }
 

@@ -13,6 +13,7 @@ internal sealed class SearchMetrics
     private readonly Histogram<double> _embeddingDuration;
     private readonly Counter<long> _embeddingFailures;
     private readonly Counter<long> _givenUp;
+    private readonly Counter<long> _cleanupFailures;
 
     public SearchMetrics(IMeterFactory meters, IVectorIndex index)
     {
@@ -24,6 +25,9 @@ internal sealed class SearchMetrics
         _embeddingFailures = meter.CreateCounter<long>(MetricNames.SearchEmbeddingFailures, "{batch}", "Embedding batches that failed and were deferred");
         _givenUp = meter.CreateCounter<long>(
             MetricNames.SearchEmbeddingsGivenUp, "{entry}", "Entries whose text the embedding model kept refusing, left out of semantic search");
+        _cleanupFailures = meter.CreateCounter<long>(MetricNames.SearchCleanupFailures, "{message}",
+            "Clean-ups of the search read model after a deletion or a retention step given up (outcome: dead_letter, after " +
+            "Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered), by event (deletion, retention) and error (the exception's type)");
         meter.CreateObservableGauge(MetricNames.SearchIndexVectors, () => index.Statistics().Vectors, "{vector}", "Vectors held in memory for search on this node");
         meter.CreateObservableGauge(MetricNames.SearchIndexBytes, () => index.Statistics().Bytes, "By", "Approximate memory of the in-memory vector index on this node");
     }
@@ -45,4 +49,9 @@ internal sealed class SearchMetrics
     public void EmbeddingFailed() => _embeddingFailures.Add(1);
 
     public void EmbeddingsGivenUp(int count) => _givenUp.Add(count);
+
+    /// <summary>A clean-up after <paramref name="event"/> (deletion, retention) dead-lettered after <paramref name="error"/>.</summary>
+    public void CleanupFailed(string @event, string error)
+        => _cleanupFailures.Add(1, new KeyValuePair<string, object?>("event", @event), new KeyValuePair<string, object?>("error", error),
+            new KeyValuePair<string, object?>("outcome", "dead_letter"));
 }

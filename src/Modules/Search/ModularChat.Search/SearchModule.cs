@@ -7,6 +7,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Providers.Contracts;
@@ -43,6 +44,9 @@ public static class SearchModule
         services.AddSingleton<TenantEmbedders>();
         services.AddSingleton<IVectorIndex, InMemoryVectorIndex>();
         services.AddSingleton<SearchMetrics>();
+        // The module's own entries and counts for the clean-ups DatabaseOutages dead-letters.
+        services.AddSingleton<IDeadLetterReport, SearchCleanupDeadLetters.OnDeletion>();
+        services.AddSingleton<IDeadLetterReport, SearchCleanupDeadLetters.OnRetention>();
         services.AddSingleton<EmbeddingWorker>();
         services.AddHostedService(sp => sp.GetRequiredService<EmbeddingWorker>());
         services.AddSingleton<KeywordSearch>();

@@ -14,6 +14,7 @@ public sealed class SummariesMetrics
     private readonly Counter<long> _parts;
     private readonly Counter<long> _deferrals;
     private readonly Counter<long> _noticeFailures;
+    private readonly Counter<long> _cleanupFailures;
     private long _backlog = -1;
 
     public SummariesMetrics(IMeterFactory meters)
@@ -33,6 +34,9 @@ public sealed class SummariesMetrics
             "Failed attempts of a batch of append notices (one transaction per batch and tenant) to update the conversations' activity " +
             "(outcome: conflict for a lost race with another node, retried at once, 5 times at most; retry for any other failure " +
             "but the database away, retried after a pause; dead_letter for the last one, which gives the batch up: one per dead-lettered batch)");
+        _cleanupFailures = meter.CreateCounter<long>(MetricNames.SummaryCleanupFailures, "{message}",
+            "Clean-ups of a deleted conversation's summaries given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors " +
+            "while the database answered), by work (deletion: its rows; verify: the check that it still exists; purge: its summary stream) and error");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");
@@ -84,6 +88,10 @@ public sealed class SummariesMetrics
     /// </summary>
     public void NoticeBatchFailed(string variant, string error, string outcome)
         => _noticeFailures.Add(1, new TagList { { "variant", variant }, { "error", error }, { "outcome", outcome } });
+
+    /// <summary>A clean-up of <paramref name="work"/> (deletion, verify, purge) dead-lettered after <paramref name="error"/>.</summary>
+    public void CleanupFailed(string work, string error)
+        => _cleanupFailures.Add(1, new TagList { { "work", work }, { "error", error }, { "outcome", DeadLetter } });
 
     public void BacklogCounted(long conversations) => Volatile.Write(ref _backlog, conversations);
 

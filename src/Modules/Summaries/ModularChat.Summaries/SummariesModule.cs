@@ -47,6 +47,9 @@ public static class SummariesModule
         services.AddSingleton<SummaryWriter>();
         services.AddSingleton<NoticeBatchFailures>();
         services.AddSingleton<IDeadLetterReport>(sp => sp.GetRequiredService<NoticeBatchFailures>());
+        services.AddSingleton<IDeadLetterReport, CleanupDeadLetters.OnDeletion>();
+        services.AddSingleton<IDeadLetterReport, CleanupDeadLetters.OnVerify>();
+        services.AddSingleton<IDeadLetterReport, CleanupDeadLetters.OnPurge>();
         services.AddSingleton<SummaryFailures>();
         services.AddSingleton<SummarySweep>();
         services.AddSingleton<SummarySweepService>();

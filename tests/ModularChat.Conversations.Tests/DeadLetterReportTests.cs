@@ -1,0 +1,115 @@
+using System.Diagnostics.Metrics;
+using System.Net;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Telemetry;
+using ModularChat.Conversations.Features.Retention;
+using Npgsql;
+using Wolverine;
+
+namespace ModularChat.Conversations.Tests;
+
+/// <summary>
+/// A message that <see cref="DatabaseOutages"/> dead-letters after failing while the database answered (a statement timing
+/// out on data another connection holds, on a node whose commands time out after 3 s and whose messages may fail twice)
+/// is logged by its module's own error, naming its tenant and conversation and what stays undone, and counted there, not
+/// by the rule's generic error. An event that several modules handle is reported by the module whose handler failed.
+/// </summary>
+[Collection(AppCollection.Name)]
+public sealed class DeadLetterReportTests(ConversationsApp app)
+{
+    [Fact]
+    public async Task A_retention_step_dead_lettered_is_reported_by_Conversations_naming_its_tenant_and_conversation_and_counted()
+    {
+        var database = await app.DatabaseOfItsOwnAsync("dead_retention");
+        var logs = new CapturedLogs(); // this node's only
+        await using var node = await DatabaseOutageTests.StartImpatientNodeAsync(app, database, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(
+            node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ConversationsBackgroundFailures);
+        var conversationId = Guid.NewGuid();
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        await using var holder = await DatabaseOutageTests.OpenAsync(database);
+
+        // A step first reads the conversation's current summary: with the table held, each attempt times out.
+        await using (var holding = await holder.BeginTransactionAsync())
+        {
+            await ScalarAsync(holder, "lock table modularchat.mt_doc_summaryview in access exclusive mode", conversationId);
+            await node.Services.GetRequiredService<IMessageBus>().PublishAsync(
+                new ApplyRetention(conversationId), new DeliveryOptions { TenantId = RetentionTenants.Delete });
+            await Eventually.Until(() => ScalarAsync(observer, DatabaseOutageTests.DeadLetteredSql, conversationId), n => n == 1,
+                seconds: Eventually.BackgroundSeconds, what: "The stuck retention step was not dead-lettered");
+            await holding.RollbackAsync();
+        }
+
+        var error = AssertReported(logs, conversationId, RetentionTenants.Delete, "ModularChat.Conversations.Features.Retention.RetentionDeadLetters");
+        Assert.Contains("messages past the retention policy were not archived or deleted", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("work", "retention"));
+    }
+
+    [Fact]
+    public async Task A_clean_up_after_a_deletion_dead_lettered_is_reported_by_the_module_whose_handler_failed_naming_its_tenant_and_conversation_and_counted()
+    {
+        // Summaries' clean-up of the deletion waits on the conversation's activity row, held; Conversations' purge and
+        // Search's clean-up handle the same event in queues of their own, and have reports of their own for it.
+        var database = await app.DatabaseOfItsOwnAsync("dead_cleanup");
+        var logs = new CapturedLogs();
+        await using var node = await DatabaseOutageTests.StartImpatientNodeAsync(app, database, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryCleanupFailures);
+        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-cleanup", database);
+        await Eventually.Until(() => app.PendingEnvelopesAbout([conversation.Id], database), n => n == 0, seconds: Eventually.BackgroundSeconds,
+            what: "Messages about the conversation still queued");
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        var tenant = await TenantOfAsync(observer, conversation.Id);
+
+        var holding = await conversation.HoldActivityAsync();
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
+            seconds: Eventually.BackgroundSeconds, what: "The stuck clean-up was not dead-lettered");
+        await holding.RollbackAsync();
+
+        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Summaries.Jobs.CleanupDeadLetters.OnDeletion");
+        Assert.Contains("its summaries, activity and failed jobs remain", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("work", "deletion"));
+    }
+
+    /// <summary>
+    /// The one error about the conversation (Marten's own entries for the timed-out command are about the command), from
+    /// <paramref name="category"/>, naming the tenant, with the database error; none from the rule's generic entry.
+    /// </summary>
+    private static LogEntry AssertReported(CapturedLogs logs, Guid conversationId, string tenant, string category)
+    {
+        Assert.DoesNotContain(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && e.Category == typeof(DatabaseOutages).FullName);
+        var error = Assert.Single(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
+            && e.Message.Contains(conversationId.ToString(), StringComparison.Ordinal));
+        Assert.Equal(category, error.Category);
+        Assert.Contains($"of tenant {tenant}", error.Message, StringComparison.Ordinal);
+        Assert.Contains("replaying the dead letter", error.Message, StringComparison.Ordinal);
+        Assert.True(error.Exception is not null && DatabaseOutages.IsDatabaseAway(error.Exception), error.ToString());
+        return error;
+    }
+
+    /// <summary>One count of the dead letter, tagged with its outcome, the error's type and <paramref name="work"/>.</summary>
+    private static void AssertCounted(MetricCollector<long> failures, LogEntry error, (string Key, string Value) work)
+    {
+        var counted = Assert.Single(failures.GetMeasurementSnapshot());
+        Assert.Equal(("dead_letter", error.Exception!.GetType().Name, work.Value),
+            (counted.Tags["outcome"] as string, counted.Tags["error"] as string, counted.Tags[work.Key] as string));
+    }
+
+    private static async Task<string> TenantOfAsync(NpgsqlConnection connection, Guid conversationId)
+    {
+        await using var command = new NpgsqlCommand("select tenant_id from modularchat.mt_streams where id = @id", connection);
+        command.Parameters.AddWithValue("id", conversationId);
+        return (string)(await command.ExecuteScalarAsync())!;
+    }
+
+    /// <summary>The bigint <paramref name="sql"/> returns with <c>@id</c> = <paramref name="conversationId"/> (0 for none).</summary>
+    private static async Task<long> ScalarAsync(NpgsqlConnection connection, string sql, Guid conversationId)
+    {
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.AddWithValue("id", conversationId);
+        return await command.ExecuteScalarAsync() is long value ? value : 0;
+    }
+}
