@@ -14,8 +14,8 @@ namespace ModularChat.Providers.Tests;
 /// A first deployment of two replicas: both nodes start at the same time on a new, empty database, where each applies
 /// Marten's schema, creates Wolverine's tables and finds no data-protection key.
 /// </summary>
-[Collection(AppCollection.Name)]
-public sealed class FirstStartTests(ProvidersApp app)
+[Collection(ChatCollection.Name)]
+public sealed class FirstStartTests(ProvidersChatApp app)
 {
     /// <summary>A race may not show on the first try: a fresh database each round.</summary>
     private const int Rounds = 3;

@@ -10,8 +10,8 @@ using Npgsql;
 
 namespace ModularChat.Providers.Tests;
 
-[Collection(AppCollection.Name)]
-public sealed class McpServerTests(ProvidersApp app)
+[Collection(McpCollection.Name)]
+public sealed class McpServerTests(ProvidersMcpApp app)
 {
     [Fact]
     public async Task Testing_a_streamable_http_server_reports_protocol_server_tools_and_latency_and_caches_the_tools()

@@ -4,8 +4,8 @@ using ModularChat.Providers.Network;
 
 namespace ModularChat.Providers.Tests;
 
-[Collection(AppCollection.Name)]
-public sealed class OutboundNetworkTests(ProvidersApp app)
+[Collection(McpCollection.Name)]
+public sealed class OutboundNetworkTests(ProvidersMcpApp app)
 {
     [Fact]
     public async Task Without_private_networks_allowed_loopback_targets_are_refused_when_stored_and_when_connecting()
@@ -80,32 +80,6 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
         Assert.False(result.Success);
         Assert.Contains("OutboundNetwork:AllowHttp", result.Error!.Message, StringComparison.Ordinal);
         Assert.Equal(0, app.Model.RequestsWith(key)); // the key never went out in clear text
-    }
-
-    [Fact]
-    public async Task Outbound_calls_do_not_go_through_a_system_proxy_where_the_address_rules_would_judge_the_proxy()
-    {
-        using var proxy = SilentServer.Start();
-        var previous = HttpClient.DefaultProxy;
-        HttpClient.DefaultProxy = new EveryRequest(new Uri(proxy.Url).GetLeftPart(UriPartial.Authority));
-        try
-        {
-            // A node started now (its outbound client is made after the proxy is set, as with HTTP_PROXY in its environment).
-            await using var node = await app.StartHostAsync();
-            var user = ModularChatApp.NewUser();
-            using var client = node.Server.CreateClient();
-            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
-            var provider = await client.AddProviderAsync(app.Model.BaseUrl);
-
-            var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
-
-            Assert.True(result.Success, result.Error?.Message);
-            Assert.Equal(0, proxy.Accepted);
-        }
-        finally
-        {
-            HttpClient.DefaultProxy = previous;
-        }
     }
 
     [Fact]
@@ -233,16 +207,6 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
             && e.Message.Contains("ProxyBypass", StringComparison.Ordinal) && e.Message.Contains("'10.0.0.0/33'", StringComparison.Ordinal));
     }
 
-    /// <summary>A proxy for every request, loopback ones included (WebProxy leaves those out).</summary>
-    private sealed class EveryRequest(string proxy) : IWebProxy
-    {
-        public ICredentials? Credentials { get; set; }
-
-        public Uri GetProxy(Uri destination) => new(proxy);
-
-        public bool IsBypassed(Uri host) => false;
-    }
-
     [Theory]
     [InlineData("127.0.0.1", false)]
     [InlineData("10.1.2.3", false)]
@@ -282,4 +246,48 @@ public sealed class OutboundNetworkTests(ProvidersApp app)
     [InlineData("2001:0:4136:e378:8000:63bf:f7f7:f7f7", true)] // Teredo, server 65.54.227.120, client 8.8.8.8
     public void Only_public_addresses_count_as_public(string address, bool isPublic)
         => Assert.Equal(isPublic, OutboundNetwork.IsPublic(IPAddress.Parse(address)));
+}
+
+/// <summary>
+/// Outbound calls and a system proxy: the test sets the process-wide <see cref="HttpClient.DefaultProxy"/>, so it runs in a
+/// collection that runs alone (<see cref="SystemProxyCollection"/>), where no other test's calls go through that proxy.
+/// </summary>
+[Collection(SystemProxyCollection.Name)]
+public sealed class SystemProxyTests(SystemProxyApp app)
+{
+    [Fact]
+    public async Task Outbound_calls_do_not_go_through_a_system_proxy_where_the_address_rules_would_judge_the_proxy()
+    {
+        using var proxy = SilentServer.Start();
+        var previous = HttpClient.DefaultProxy;
+        HttpClient.DefaultProxy = new EveryRequest(new Uri(proxy.Url).GetLeftPart(UriPartial.Authority));
+        try
+        {
+            // A node started now (its outbound client is made after the proxy is set, as with HTTP_PROXY in its environment).
+            await using var node = await app.StartHostAsync();
+            var user = ModularChatApp.NewUser();
+            using var client = node.Server.CreateClient();
+            client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(user));
+            var provider = await client.AddProviderAsync(app.Model.BaseUrl);
+
+            var result = await (await client.PostAsync($"/api/providers/{provider.Id}/test", null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK);
+
+            Assert.True(result.Success, result.Error?.Message);
+            Assert.Equal(0, proxy.Accepted);
+        }
+        finally
+        {
+            HttpClient.DefaultProxy = previous;
+        }
+    }
+
+    /// <summary>A proxy for every request, loopback ones included (WebProxy leaves those out).</summary>
+    private sealed class EveryRequest(string proxy) : IWebProxy
+    {
+        public ICredentials? Credentials { get; set; }
+
+        public Uri GetProxy(Uri destination) => new(proxy);
+
+        public bool IsBypassed(Uri host) => false;
+    }
 }

@@ -20,10 +20,21 @@ namespace ModularChat.Providers.Tests;
 /// The shared host of this assembly, and the real servers it talks to on loopback: an OpenAI-compatible model server,
 /// MCP servers over streamable HTTP and SSE (ModelContextProtocol.AspNetCore), the stdio MCP test program, and a
 /// listener that accepts connections and never answers. Every log line and every span the host produces is captured,
-/// so tests can look for secrets in them.
+/// so tests can look for secrets in them. The assembly's collections each have one, on a database of its own
+/// (<see cref="ProvidersChatApp"/>, <see cref="ProvidersMcpApp"/>, <see cref="SystemProxyApp"/>).
 /// </summary>
-public sealed class ProvidersApp : ModularChatApp
+public class ProvidersApp : ModularChatApp
 {
+    public ProvidersApp()
+    {
+    }
+
+    /// <param name="databaseName">The fixture's database, for the collections beside the main one.</param>
+    protected ProvidersApp(string databaseName)
+        : base(databaseName)
+    {
+    }
+
     /// <summary>The value the MCP HTTP server requires in X-Api-Key.</summary>
     public const string McpApiKey = "mcp-secret-7f3a9c2e1b";
 
@@ -210,6 +221,44 @@ public sealed class ProvidersApp : ModularChatApp
 public sealed class AppCollection : ICollectionFixture<ProvidersApp>
 {
     public const string Name = "providers";
+}
+
+/// <summary>The fixture of the chat tests' collection (<see cref="ChatCollection"/>): a host and servers of its own.</summary>
+public sealed class ProvidersChatApp() : ProvidersApp(TestDatabase("providers_chat"));
+
+/// <summary>
+/// The chat tests, beside the main collection: the assembly's tests were one collection (~9 min, among the longest
+/// projects); each of its three collections now runs a third of them on a host of its own.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class ChatCollection : ICollectionFixture<ProvidersChatApp>
+{
+    public const string Name = "providers-chat";
+}
+
+/// <summary>The fixture of the MCP servers' and outbound network's collection (<see cref="McpCollection"/>).</summary>
+public sealed class ProvidersMcpApp() : ProvidersApp(TestDatabase("providers_mcp"));
+
+/// <summary>The MCP servers' tests (stdio and HTTP) and the outbound network's, beside the main collection.</summary>
+[CollectionDefinition(Name)]
+public sealed class McpCollection : ICollectionFixture<ProvidersMcpApp>
+{
+    public const string Name = "providers-mcp";
+}
+
+/// <summary>The fixture of <see cref="SystemProxyCollection"/>.</summary>
+public sealed class SystemProxyApp() : ProvidersApp(TestDatabase("providers_system_proxy"));
+
+/// <summary>
+/// The test that sets the process-wide <see cref="HttpClient.DefaultProxy"/> (a system proxy, as HTTP_PROXY gives one)
+/// to show that the outbound calls do not go through it: run alone, after the other collections (xunit runs a collection
+/// that disables parallelization by itself), so that no other test's calls go through that proxy meanwhile. When the
+/// assembly's tests were one collection it was alone by that; it kept them from being split.
+/// </summary>
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class SystemProxyCollection : ICollectionFixture<SystemProxyApp>
+{
+    public const string Name = "providers-system-proxy";
 }
 
 /// <summary>

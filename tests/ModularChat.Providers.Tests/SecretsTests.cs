@@ -526,7 +526,9 @@ public sealed class SecretsTests(ProvidersApp app)
         using var client = app.Client(ModularChatApp.NewUser());
         var model = $"fake-model-{Guid.NewGuid():N}"; // a model of this test's own: the measurements of other tenants' calls are not counted
         await client.AddProviderAsync(app.Model.BaseUrl, chatModel: model);
-        var server = await (await client.PostJson("/api/mcp-servers", new { name = "calc", transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
+        // A server name of its own too: spans are the process's, other collections' tests call the calculator's add as well.
+        var serverName = $"calc-{Guid.NewGuid():N}"[..13];
+        var server = await (await client.PostJson("/api/mcp-servers", new { name = serverName, transport = "streamable-http", url = app.Mcp.StreamableHttpUrl }))
             .ReadAs<McpServerDto>(HttpStatusCode.Created);
         await client.PostAsync($"/api/mcp-servers/{server.Id}/test", null);
         var conversation = await client.StartConversationAsync();
@@ -544,10 +546,11 @@ public sealed class SecretsTests(ProvidersApp app)
         Assert.Equal(20 + 30, measured.Where(m => (string?)m.Tags["direction"] == "input").Sum(m => m.Value)); // both rounds of the turn
         Assert.Equal(5 + 3, measured.Where(m => (string?)m.Tags["direction"] == "output").Sum(m => m.Value));
         Assert.Contains(duration.GetMeasurementSnapshot(), m => (string?)m.Tags["provider"] == provider && (string?)m.Tags["outcome"] == "ok");
-        Assert.Contains(toolCalls.GetMeasurementSnapshot(), m => (string?)m.Tags["server"] == "calc" && (string?)m.Tags["tool"] == "add" && (string?)m.Tags["outcome"] == "ok");
+        Assert.Contains(toolCalls.GetMeasurementSnapshot(), m => (string?)m.Tags["server"] == serverName && (string?)m.Tags["tool"] == "add" && (string?)m.Tags["outcome"] == "ok");
         Assert.Contains(mcpTests.GetMeasurementSnapshot(), m => (string?)m.Tags["transport"] == "streamable-http" && (string?)m.Tags["outcome"] == "ok");
-        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal));
-        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | mcp tool call", StringComparison.Ordinal) && t.Contains("mcp.tool=add", StringComparison.Ordinal));
+        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | chat turn", StringComparison.Ordinal) && t.Contains($"gen_ai.request.model={model}", StringComparison.Ordinal));
+        Assert.Contains(app.Traces, t => t.StartsWith("ModularChat | mcp tool call", StringComparison.Ordinal) && t.Contains($"mcp.server={serverName}", StringComparison.Ordinal)
+            && t.Contains("mcp.tool=add", StringComparison.Ordinal));
     }
 
     /// <summary>The advisory lock of key rotations (SecretRotation.LockKey, "KEYROTAT"), spelled out as another node would.</summary>

@@ -114,16 +114,27 @@ public sealed class TwoNodeTests(SummariesApp app)
     {
         var marker = $"stopping{Guid.NewGuid():N}";
         var previous = app.Llm.Responder;
-        // A slow model, and a node that runs one job at a time with a key of its own: its model calls can be told apart.
-        app.Llm.Responder = SlowAbout(marker, previous);
+        // A model held back until the test lets it answer, and a node that runs one job at a time with a key of its own: its
+        // model calls can be told apart. Held rather than slow (3 s, as before): under load the node's stop came more than
+        // 3 s after its first call, once its second job had called the model, before the node was stopping.
+        var firstCall = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        app.Llm.Responder = r => UserText(r).Contains(marker, StringComparison.Ordinal)
+            ? new FakeReply($"Maria and Tomas planned the trip to Lisbon ({marker}).", Hold: firstCall.Task)
+            : previous(r);
         var stoppingKey = $"stopping-node-key-{Guid.NewGuid():N}";
         try
         {
             var conversations = new List<Guid>();
             // Stopped first (registered last), as Kestrel is, and as slowly as its requests drain: until the test lets it go.
+            // Its model calls time out after a minute (the tests' 8 s could end the held call in a retry, a second call).
             var draining = new RequestsDraining();
             var stopping = await app.StartHostAsync(
-                new Dictionary<string, string?> { ["Summaries:JobParallelism"] = "1", ["Summaries:Llm:ApiKey"] = stoppingKey },
+                new Dictionary<string, string?>
+                {
+                    ["Summaries:JobParallelism"] = "1",
+                    ["Summaries:Llm:ApiKey"] = stoppingKey,
+                    ["Summaries:Llm:Timeout"] = "00:01:00",
+                },
                 services => services.AddHostedService(_ => draining));
             try
             {
@@ -137,7 +148,9 @@ public sealed class TwoNodeTests(SummariesApp app)
                 stopping.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
                 await draining.Began.WaitAsync(TimeSpan.FromSeconds(10));
 
-                // Its first job ends after 3 s; each of the three queued behind it would have called the model 3 s later.
+                // Its first job ends now; each of the three queued behind it would call the model at once.
+                Assert.Equal(1, app.Llm.RequestsWith(stoppingKey));
+                firstCall.SetResult();
                 await Task.Delay(TimeSpan.FromSeconds(10));
                 Assert.Equal(1, app.Llm.RequestsWith(stoppingKey));
                 // The sweep service (waiting for a requested sweep here) ended with the stop: it starts no other sweep.
@@ -145,6 +158,7 @@ public sealed class TwoNodeTests(SummariesApp app)
             }
             finally
             {
+                firstCall.TrySetResult();
                 draining.Release();
                 await stopping.DisposeAsync();
             }

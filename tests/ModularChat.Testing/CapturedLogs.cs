@@ -7,6 +7,9 @@ namespace ModularChat.Testing;
 /// <param name="Mark">The <see cref="CapturedLogs.Mark"/> of the code that logged it, if it ran under one.</param>
 public sealed record LogEntry(LogLevel Level, string Category, EventId EventId, string Message, Exception? Exception, string? Mark = null)
 {
+    /// <summary>When it was logged: when the host decided what it logs, for tests that bound that time.</summary>
+    public DateTimeOffset At { get; } = DateTimeOffset.UtcNow;
+
     public override string ToString() => $"{Level} {Category}: {Message} {Exception}";
 }
 

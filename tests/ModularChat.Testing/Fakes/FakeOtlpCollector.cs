@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json.Serialization;
@@ -19,6 +20,104 @@ public sealed record OtlpExport(string Path, string? Authorization, [property: J
     /// their raw UTF-8 bytes, so this finds them without decoding the message.
     /// </summary>
     public bool Contains(string text) => Body.AsSpan().IndexOf(Encoding.UTF8.GetBytes(text)) >= 0;
+
+    /// <summary>
+    /// The spans of a traces export. Reads the few protobuf fields it needs (ExportTraceServiceRequest.resource_spans,
+    /// ResourceSpans.scope_spans, ScopeSpans.scope and spans, InstrumentationScope.name, Span.parent_span_id, name and
+    /// start_time_unix_nano) and skips the others.
+    /// </summary>
+    public IEnumerable<OtlpSpan> Spans()
+    {
+        var request = Path.Contains("/opentelemetry.proto", StringComparison.Ordinal) ? Body.AsMemory(5) : Body.AsMemory();
+        foreach (var resourceSpans in Fields(request, 1))
+        {
+            foreach (var scopeSpans in Fields(resourceSpans.Bytes, 2))
+            {
+                var scope = Fields(scopeSpans.Bytes, 1).SelectMany(s => Fields(s.Bytes, 1)).Select(n => Text(n.Bytes)).FirstOrDefault() ?? "";
+                foreach (var span in Fields(scopeSpans.Bytes, 2))
+                {
+                    yield return new OtlpSpan(
+                        scope,
+                        Fields(span.Bytes, 5).Select(n => Text(n.Bytes)).FirstOrDefault() ?? "",
+                        !Fields(span.Bytes, 4).Any(parent => parent.Bytes.Length > 0),
+                        DateTimeOffset.UnixEpoch.AddTicks((long)(Fields(span.Bytes, 7).Select(t => t.Value).FirstOrDefault() / 100)),
+                        span.Bytes.ToArray());
+                }
+            }
+        }
+    }
+
+    private static string Text(ReadOnlyMemory<byte> bytes) => Encoding.UTF8.GetString(bytes.Span);
+
+    /// <summary>The fields numbered <paramref name="number"/> of a protobuf message: a length-delimited one's bytes, or a number's value.</summary>
+    private static List<(ReadOnlyMemory<byte> Bytes, ulong Value)> Fields(ReadOnlyMemory<byte> message, int number)
+    {
+        var found = new List<(ReadOnlyMemory<byte>, ulong)>();
+        var position = 0;
+        while (position < message.Length)
+        {
+            var key = Varint(message.Span, ref position);
+            var bytes = ReadOnlyMemory<byte>.Empty;
+            ulong value;
+            switch (key & 7)
+            {
+                case 0:
+                    value = Varint(message.Span, ref position);
+                    break;
+                case 1:
+                    value = BinaryPrimitives.ReadUInt64LittleEndian(message.Span.Slice(position, 8));
+                    position += 8;
+                    break;
+                case 5:
+                    value = BinaryPrimitives.ReadUInt32LittleEndian(message.Span.Slice(position, 4));
+                    position += 4;
+                    break;
+                case 2:
+                    value = Varint(message.Span, ref position);
+                    bytes = message.Slice(position, (int)value);
+                    position += (int)value;
+                    break;
+                default:
+                    return found; // groups, which OTLP does not use
+            }
+
+            if ((int)(key >> 3) == number)
+            {
+                found.Add((bytes, value));
+            }
+        }
+
+        return found;
+    }
+
+    private static ulong Varint(ReadOnlySpan<byte> bytes, ref int position)
+    {
+        ulong value = 0;
+        for (var shift = 0; position < bytes.Length; shift += 7)
+        {
+            var b = bytes[position++];
+            value |= (ulong)(b & 0x7F) << shift;
+            if (b < 0x80)
+            {
+                break;
+            }
+        }
+
+        return value;
+    }
+}
+
+/// <summary>One span of a traces export (<see cref="OtlpExport.Spans"/>).</summary>
+/// <param name="Scope">Its instrumentation scope (the ActivitySource), e.g. <c>Npgsql</c>.</param>
+/// <param name="Root">Whether it has no parent.</param>
+/// <param name="Start">When it started, by the exporting node's clock.</param>
+/// <param name="Body">Its protobuf message, attributes and all.</param>
+public sealed record OtlpSpan(string Scope, string Name, bool Root, DateTimeOffset Start, [property: JsonIgnore] byte[] Body)
+{
+    /// <summary>Whether the span holds <paramref name="text"/> (its name, an attribute's value), as <see cref="OtlpExport.Contains"/>.</summary>
+    public bool Contains(string text) => Body.AsSpan().IndexOf(Encoding.UTF8.GetBytes(text)) >= 0;
+
+    public override string ToString() => $"{Scope}: {Name}{(Root ? " (root)" : "")} at {Start:HH:mm:ss.fff}";
 }
 
 /// <summary>
