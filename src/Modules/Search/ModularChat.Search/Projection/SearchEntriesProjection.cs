@@ -15,7 +15,8 @@ namespace ModularChat.Search.Projection;
 /// The search read model, built asynchronously from the conversation and summary event streams: one entry per
 /// message and one per summary revision, with a weighted tsvector (content, then speaker), BM25 statistics and a
 /// queue row for the embedding worker. A deleted conversation loses its entries, vectors and statistics and leaves a
-/// tombstone, so a late event (a summary finishing after the delete) cannot bring it back.
+/// tombstone, so a late event (a summary finishing after the delete) cannot bring it back; past the tombstone's lifetime,
+/// a summary revision of a conversation that no longer exists is not indexed either.
 /// </summary>
 /// <remarks>
 /// Each tenant's slice of an event page becomes a few set-based statements (unnest of arrays), not one statement
@@ -79,6 +80,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
 
         // Events of one tenant, in order. Inserts are gathered until a deletion, so order is kept where it matters.
         var batch = new EntryBatch();
+        var existing = new Dictionary<Guid, bool>();
         foreach (var e in events)
         {
             switch (e.Data)
@@ -86,7 +88,7 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
                 case MessageAppended m:
                     AddMessage(batch, m.MessageId, m.ConversationId, m.Sequence, m.Role, m.ExternalId, m.Metadata, m.CreatedAt, m.Content);
                     break;
-                case SummaryRevised s:
+                case SummaryRevised s when await ExistsAsync(operations, existing, s.ConversationId, cancellation):
                     batch.Add(SummaryEntryId(s.ConversationId, s.Revision), s.ConversationId, EntryKind.Summary, s.ToSequence, s.FromSequence,
                         s.Revision, null, null, null, null, s.RevisedAt, s.Text);
                     break;
@@ -108,6 +110,23 @@ internal sealed class SearchEntriesProjection : ProjectionBase, IProjection
         }
 
         Flush(operations, batch);
+    }
+
+    /// <summary>
+    /// Whether the conversation of a summary revision still exists (once per page and conversation). A summary job that read
+    /// the conversation before its deletion can store its revision after it, in the summary stream, later than the deletion
+    /// in the event order: the tombstone keeps it out only for <c>Search:TombstoneLifetime</c>, and indexing can read it
+    /// later than that (it steps aside for append bursts, ADR 0008, and nothing bounds its lag), when no event would take
+    /// the entry out again. A revision stored before the deletion is indexed, then removed with the deletion's event.
+    /// </summary>
+    private async Task<bool> ExistsAsync(IDocumentOperations operations, Dictionary<Guid, bool> existing, Guid conversationId, CancellationToken cancellation)
+    {
+        if (!existing.TryGetValue(conversationId, out var exists))
+        {
+            exists = existing[conversationId] = await _messages().FindAsync(operations.TenantId, conversationId, cancellation) is not null;
+        }
+
+        return exists;
     }
 
     /// <summary>
