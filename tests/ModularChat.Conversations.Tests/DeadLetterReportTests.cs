@@ -74,11 +74,45 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         AssertCounted(failures, error, ("work", "deletion"));
     }
 
+    [Fact]
+    public async Task A_search_clean_up_its_own_retries_give_up_is_reported_by_Search_naming_its_tenant_and_conversation_and_counted()
+    {
+        // A trigger refuses the conversation's search tombstone: a database error while the database answers, which the
+        // clean-up's own rule retries (100 ms, 1 s, 5 s), then dead-letters. On a database of its own: search indexing, which
+        // writes the same tombstone when it reads the deletion, meets the same refusal.
+        var database = await app.DatabaseOfItsOwnAsync("dead_search_cleanup");
+        var logs = new CapturedLogs();
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SearchCleanupFailures);
+        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-search-cleanup", database);
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        var tenant = await TenantOfAsync(observer, conversation.Id);
+        await ScalarAsync(observer, $"""
+            create or replace function modularchat.refuse_tombstone() returns trigger language plpgsql as $$
+            begin
+                if new.conversation_id = '{conversation.Id}' then raise exception 'tombstone refused by the test'; end if;
+                return new;
+            end $$;
+            drop trigger if exists refuse_tombstone on modularchat.mc_search_deletions;
+            create trigger refuse_tombstone before insert on modularchat.mc_search_deletions for each row execute function modularchat.refuse_tombstone();
+            """, conversation.Id);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
+            seconds: Eventually.BackgroundSeconds, what: "The refused clean-up was not dead-lettered");
+
+        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Search.Projection.SearchCleanupDeadLetters.OnDeletion", databaseAway: false);
+        Assert.Contains("search entries of a deleted conversation remain", error.Message, StringComparison.Ordinal);
+        Assert.Contains("tombstone refused by the test", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("event", "deletion"));
+    }
+
     /// <summary>
     /// The one error about the conversation (Marten's own entries for the timed-out command are about the command), from
     /// <paramref name="category"/>, naming the tenant, with the database error; none from the rule's generic entry.
     /// </summary>
-    private static LogEntry AssertReported(CapturedLogs logs, Guid conversationId, string tenant, string category)
+    private static LogEntry AssertReported(CapturedLogs logs, Guid conversationId, string tenant, string category, bool databaseAway = true)
     {
         Assert.DoesNotContain(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && e.Category == typeof(DatabaseOutages).FullName);
         var error = Assert.Single(logs.Entries, e => e.Level is >= LogLevel.Error and < LogLevel.None && !e.Category.StartsWith("Marten", StringComparison.Ordinal)
@@ -86,7 +120,7 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         Assert.Equal(category, error.Category);
         Assert.Contains($"of tenant {tenant}", error.Message, StringComparison.Ordinal);
         Assert.Contains("replaying the dead letter", error.Message, StringComparison.Ordinal);
-        Assert.True(error.Exception is not null && DatabaseOutages.IsDatabaseAway(error.Exception), error.ToString());
+        Assert.True(error.Exception is not null && DatabaseOutages.IsDatabaseAway(error.Exception) == databaseAway, error.ToString());
         return error;
     }
 

@@ -81,7 +81,7 @@ public static class DatabaseOutages
             if (envelope is not null && answers && EnvelopeCounters.Increment(envelope, FailuresWhileUpHeader) >= maxAttemptsWhileUp)
             {
                 // The module that knows what the message was about says so in its own entry (IDeadLetterReport), instead of this one.
-                if (runtime.Services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.Reports(envelope)) is { } report)
+                if (ReportedDeadLetters.ReportFor(runtime.Services, envelope) is { } report)
                 {
                     report.DeadLettered(envelope, exception);
                 }

@@ -28,7 +28,8 @@ public sealed class ConversationsMetrics
         _appendGroups = meter.CreateHistogram<int>(MetricNames.AppendGroupSize, "{request}", "Append requests written by one transaction (group commit)");
         _appendQueue = meter.CreateUpDownCounter<int>(MetricNames.AppendGroupQueued, "{request}", "Append requests waiting for a transaction (group commit)");
         _backgroundFailures = meter.CreateCounter<long>(MetricNames.ConversationsBackgroundFailures, "{message}",
-            "Background messages given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered), " +
+            "Background messages given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered, " +
+            "or a retention step's retries of any other failure), " +
             "by work (retention: a retention step; purge: a deleted conversation's stream) and error (the exception's type)");
     }
 

@@ -11,7 +11,6 @@ using ModularChat.Summaries.Jobs;
 using Wolverine;
 using Wolverine.Configuration;
 using Wolverine.ErrorHandling;
-using Wolverine.ErrorHandling.Matches;
 using Wolverine.Runtime;
 using Wolverine.Runtime.Handlers;
 
@@ -66,23 +65,6 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
         }
         SummariesOptions.TryParseDelays(o.RetryDelays, out var delays);
         wolverine.Policies.Add(new SummaryFailurePolicy(delays, o.JobTimeout));
-    }
-
-    /// <summary>
-    /// What a failure rule answers for an attempt it has no step for: Wolverine's own move to the dead-letter store
-    /// (FailureRule.TryCreateContinuation; its MoveToErrorQueue is internal), asked here of a rule with no step.
-    /// </summary>
-    private static readonly FailureRule NoStep = new(new AnyFailure());
-
-    /// <summary>Wolverine's own move of <paramref name="envelope"/> to the dead-letter store, for <paramref name="exception"/>.</summary>
-    internal static IContinuation MoveToDeadLetterStore(Exception exception, Envelope envelope)
-        => NoStep.TryCreateContinuation(exception, envelope, out var move) ? move : throw new UnreachableException();
-
-    private sealed class AnyFailure : IExceptionMatch
-    {
-        public string Description => "any exception";
-
-        public bool Matches(Exception ex) => true;
     }
 
     /// <summary>
@@ -165,7 +147,7 @@ internal sealed class SummariesMessaging(IOptions<SummariesOptions> options) : I
             }
 
             public IContinuation Build(Exception ex, Envelope envelope)
-                => new Reported(ex, outcome, report, deadLetters ? MoveToDeadLetterStore(ex, envelope) : null);
+                => new Reported(ex, outcome, report, deadLetters ? ReportedDeadLetters.Move(ex, envelope) : null);
 
             /// <summary>The report of the failure (unless the handler logged it itself), then <paramref name="then"/>, if any.</summary>
             private sealed class Reported(Exception exception, string outcome, FailureReport report, IContinuation? then) : IContinuation

@@ -5,8 +5,8 @@ using ModularChat.Conversations.Contracts;
 namespace ModularChat.Search.Projection;
 
 /// <summary>
-/// A clean-up of <see cref="SearchCleanupHandler"/> that <see cref="DatabaseOutages"/> dead-lettered (database errors while
-/// the database answered): one error naming the tenant and the conversation, saying which search entries remain and what
+/// A clean-up of <see cref="SearchCleanupHandler"/> dead-lettered, by <see cref="DatabaseOutages"/> (database errors while
+/// the database answered) or by the handler's own rule past its retries (another database error): one error naming the tenant and the conversation, saying which search entries remain and what
 /// takes them out, counted by its event. The search projection applies the same removals when it reads the event: it does
 /// for a deletion as long as the conversation's stream is not purged first (the purge waits for it, at most
 /// Conversations:PurgeMaxWait), and for a retention step (the step's event stays in the stream).
@@ -35,14 +35,14 @@ internal static partial class SearchCleanupDeadLetters
     }
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Removing the search entries of deleted conversation {ConversationId} of tenant {TenantId} kept failing while the database answered and is dead-lettered: " +
+        Message = "Removing the search entries of deleted conversation {ConversationId} of tenant {TenantId} kept failing and is dead-lettered: " +
                   "search entries of a deleted conversation remain until search indexing reads the deletion (it removes them too, unless the stream was purged " +
                   "first, after Conversations:PurgeMaxWait); replaying the dead letter removes them now: {Error}")]
     private static partial void LogDeletion(ILogger logger, Exception exception, Guid conversationId, string tenantId, string error);
 
     [LoggerMessage(Level = LogLevel.Error,
         Message = "Removing the search entries of messages {FromSequence}-{ToSequence} of conversation {ConversationId} of tenant {TenantId}, deleted by retention, " +
-                  "kept failing while the database answered and is dead-lettered: they remain searchable until search indexing reads the retention step " +
+                  "kept failing and is dead-lettered: they remain searchable until search indexing reads the retention step " +
                   "(it removes them too); replaying the dead letter removes them now: {Error}")]
     private static partial void LogRetention(
         ILogger logger, Exception exception, Guid conversationId, string tenantId, long fromSequence, long toSequence, string error);

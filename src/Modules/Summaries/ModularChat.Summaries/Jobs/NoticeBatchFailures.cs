@@ -143,7 +143,7 @@ public sealed partial class NoticeBatchFailures(
                 else
                 {
                     failures.DeadLettered(envelope, exception);
-                    await SummariesMessaging.MoveToDeadLetterStore(exception, envelope).ExecuteAsync(lifecycle, runtime, now, activity);
+                    await ReportedDeadLetters.Move(exception, envelope).ExecuteAsync(lifecycle, runtime, now, activity);
                 }
             }
         }

@@ -32,7 +32,7 @@ public static class ApplyRetentionHandler
     public static void Configure(HandlerChain chain)
         => chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "retention failed") // the database away: DatabaseOutages
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
-            .Then.MoveToErrorQueue();
+            .MoveToErrorQueueReported();
 
     public static async Task Handle(
         ApplyRetention command, IDocumentSession session, IMessageContext context, RetentionExecutor executor, TimeProvider clock,
