@@ -2,6 +2,7 @@ using Marten;
 using Npgsql;
 using Wolverine.ErrorHandling;
 using Wolverine.Runtime.Handlers;
+using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Storage;
@@ -17,13 +18,14 @@ namespace ModularChat.Search.Projection;
 public static class SearchCleanupHandler
 {
     /// <summary>
-    /// Another database error (Marten wraps it: <see cref="IsDatabaseError"/>): retry, then keep the message in the dead-letter
+    /// Another database error (looked for inside Marten's exception around it: matched on the exception itself, the rule
+    /// never applied, and the first failure went to the dead-letter store, unreported): retry, then keep the message in the dead-letter
     /// store rather than lose it, reported by <see cref="SearchCleanupDeadLetters"/>. (A deadlock or serialization failure,
     /// and the database away, are retried for as long as it takes: <see cref="DatabaseOutages"/>. The projection, which may
     /// write the same rows at that moment, is waited for: <see cref="SearchRemovals.LockTenantTerms"/>.)
     /// </summary>
     public static void Configure(HandlerChain chain)
-        => chain.OnException(e => IsDatabaseError(e) && !DatabaseOutages.IsDatabaseAway(e), "a database error")
+        => chain.OnException(e => e.InChain(x => x is NpgsqlException) && !DatabaseOutages.IsDatabaseAway(e), "a database error")
             .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
             .MoveToErrorQueueReported();
 
@@ -42,12 +44,6 @@ public static class SearchCleanupHandler
             Removals(session).Messages(session, applied.ConversationId, applied.FromSequence, applied.ToSequence);
         }
     }
-
-    /// <summary>
-    /// An error of the database's, also as Marten throws it (a <c>MartenCommandException</c> around it): matched on the
-    /// exception itself only, the rule never applied, and the first failure went to the dead-letter store, unreported.
-    /// </summary>
-    private static bool IsDatabaseError(Exception e) => e is NpgsqlException || (e.InnerException is { } inner && IsDatabaseError(inner));
 
     private static SearchRemovals Removals(IDocumentSession session) => new(new SearchSchema(session.DocumentStore.Options.DatabaseSchemaName));
 }
