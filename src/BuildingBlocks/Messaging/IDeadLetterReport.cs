@@ -12,6 +12,9 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// </summary>
 public interface IDeadLetterReport
 {
+    /// <summary>The <c>outcome</c> tag value with which every module counts a message it gave up to the dead-letter store.</summary>
+    public const string Outcome = "dead_letter";
+
     /// <summary>The type of the envelope's message this reports (exactly: a batch's is the array type).</summary>
     Type MessageType { get; }
 

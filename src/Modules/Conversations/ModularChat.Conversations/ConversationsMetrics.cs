@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Domain;
@@ -40,13 +41,10 @@ public sealed class ConversationsMetrics
         _retainedBytes.Add(applied.Bytes, tags);
     }
 
-    /// <summary>The outcome of a background message given up: the dead-letter store.</summary>
-    internal const string DeadLetter = "dead_letter";
-
     /// <summary>A background message of <paramref name="work"/> (retention, purge) dead-lettered after <paramref name="error"/>.</summary>
     internal void BackgroundFailed(string work, string error)
         => _backgroundFailures.Add(1, new KeyValuePair<string, object?>("work", work), new KeyValuePair<string, object?>("error", error),
-            new KeyValuePair<string, object?>("outcome", DeadLetter));
+            new KeyValuePair<string, object?>("outcome", IDeadLetterReport.Outcome));
 
     internal void CacheLookup(string cache, bool hit)
         => _cacheLookups.Add(1, new KeyValuePair<string, object?>("cache", cache), new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));

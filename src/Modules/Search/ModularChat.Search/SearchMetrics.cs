@@ -1,4 +1,5 @@
 using System.Diagnostics.Metrics;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Search.Vectors;
 
@@ -54,5 +55,5 @@ internal sealed class SearchMetrics
     /// <summary>A clean-up after <paramref name="event"/> (deletion, retention) dead-lettered after <paramref name="error"/>.</summary>
     public void CleanupFailed(string @event, string error)
         => _cleanupFailures.Add(1, new KeyValuePair<string, object?>("event", @event), new KeyValuePair<string, object?>("error", error),
-            new KeyValuePair<string, object?>("outcome", "dead_letter"));
+            new KeyValuePair<string, object?>("outcome", IDeadLetterReport.Outcome));
 }

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
+using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Telemetry;
 
 namespace ModularChat.Summaries;
@@ -72,7 +73,7 @@ public sealed class SummariesMetrics
     public const string Retry = "retry";
 
     /// <summary>The <c>outcome</c> of the last failed attempt, which dead-letters the job.</summary>
-    public const string DeadLetter = "dead_letter";
+    public const string DeadLetter = IDeadLetterReport.Outcome;
 
     /// <summary>The <c>outcome</c> of an attempt whose commit lost a race with another writer of the same revision (retried at once, which finds it written).</summary>
     public const string Conflict = "conflict";
