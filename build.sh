@@ -267,12 +267,13 @@ stop_started() {
 # The tests' hosts write their warnings and errors to one file per test assembly in $MODULARCHAT_TEST_LOGS
 # (tests/ModularChat.Testing/TestLogs.cs), as the test console shows none of them. Print the entries that are bugs
 # whether or not a test noticed (the first 10, 60 lines each): each unhandled exception answered a request with a 500,
-# and Wolverine only warns when it drops a message a handler enqueued after its transaction had committed.
+# and Wolverine only warns when it drops a message a handler enqueued after its transaction had committed. A test that
+# makes a request fail on purpose says "(staged by a test)" in its exception's message.
 report_unhandled() {
   local found
   found="$(awk '
     function flush() {
-      if (entry ~ /Unhandled exception for|will not be sent/ && ++n <= 10) printf "--- %s\n%s", file, entry
+      if (entry ~ /Unhandled exception for|will not be sent/ && entry !~ /\(staged by a test\)/ && ++n <= 10) printf "--- %s\n%s", file, entry
       entry = ""; lines = 0
     }
     FNR == 1 { flush(); file = FILENAME }
@@ -283,6 +284,18 @@ report_unhandled() {
   [[ -z "$found" ]] && return 0
   log "the service answered 500 (an unhandled exception) or dropped a message during the tests; from the hosts' logs in $MODULARCHAT_TEST_LOGS:"
   printf '%s\n' "$found" >&2
+}
+
+# The last lines of a test run: the failed tests (each "Failed <name> [<time>]" line dotnet test printed), then each
+# project's result line.
+report_results() {
+  local failed
+  failed="$(grep -E '^\s+Failed [A-Za-z_.]+' "$1" | sed -E 's/^\s+//' || true)"
+  if [[ -n "$failed" ]]; then
+    log "failed tests (their errors are above, and in .local/test-output.log):"
+    printf '%s\n' "$failed" >&2
+  fi
+  grep -E '^(Passed|Failed)!' "$1" >&2 || true
 }
 
 # A development signing key, generated once per clone and never committed.
@@ -378,8 +391,11 @@ case "$cmd" in
     # node, and on a 2-core machine the default (2) ran them two at a time, so the shorter projects queued behind each other
     # while the tests, which mostly wait (for processes, background work, the outages they stage), left the cores mostly idle
     # (a run took ~6.5 min of CPU in 20.5 min).
-    dotnet test "$ROOT/ModularChat.sln" -c Release -m:8 "$@" || status=$?
+    # The output is also kept in .local/test-output.log, and the run ends with the failed tests' names and each project's
+    # result line: CI shows only the end of what a run printed.
+    dotnet test "$ROOT/ModularChat.sln" -c Release -m:8 "$@" 2>&1 | tee "$STATE/test-output.log" || status=$?
     report_unhandled
+    report_results "$STATE/test-output.log"
     exit "$status" ;;
   bench|eval-search)
     trap stop_started EXIT

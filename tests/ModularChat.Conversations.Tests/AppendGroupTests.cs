@@ -191,7 +191,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         {
             clock.Advance(TimeSpan.FromSeconds(5));
             return Task.FromResult(queued[^1].IsCompleted);
-        }, done => done, seconds: 30, what: "The last batch was not written once its group's wait had passed");
+        }, done => done, seconds: 60, what: "The last batch was not written once its group's wait had passed");
         await (await queued[^1]).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
         var stored = await (await client.GetAsync($"/api/conversations/{target.Id}")).ReadAs<ConversationDto>(HttpStatusCode.OK);
         Assert.Equal(batches * perBatch, stored.MessageCount);
@@ -245,7 +245,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
             if (!Failed && commit.GetEvents().Any(e => e.StreamId == conversationId && e.Data is ModularChat.Conversations.Contracts.MessageAppended))
             {
                 Failed = true;
-                throw new InvalidOperationException("The outbox's delivery failed after the commit.");
+                throw new InvalidOperationException("The outbox's delivery failed after the commit (staged by a test).");
             }
 
             return Task.CompletedTask;
@@ -282,7 +282,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
     private static async Task Queue(AppendGroups groups, string user, List<Task<HttpResponseMessage>> queued, Task<HttpResponseMessage> request)
     {
         queued.Add(request);
-        await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 10);
+        await Eventually.Until(() => Task.FromResult(groups.QueuedFor(user)), n => n == queued.Count, seconds: 60);
     }
 
     /// <summary>Holds a conversation stream's row lock until disposed (rolled back).</summary>

@@ -39,7 +39,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         // generation, so such a late copy is never read; these test keys do not.)
         var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
         await Eventually.Until(() => redis.KeyExistsAsync("modularchat:" + changed + ":entry"), stored => stored,
-            seconds: 10, what: "Node two's entry never reached Redis");
+            seconds: 60, what: "Node two's entry never reached Redis");
 
         await one.BumpAsync(changed);
 
@@ -50,7 +50,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         // The broadcast drops node two's copy: its factory runs again. The other scope's entry is still served.
         await Eventually.Until(
             async () => await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("after")),
-            value => value == "after", seconds: 10, what: "Node two still serves the entry of the changed scope");
+            value => value == "after", seconds: 60, what: "Node two still serves the entry of the changed scope");
         Assert.Equal("kept", await cacheOnTwo.GetOrCreateAsync(untouched + ":entry", _ => ValueTask.FromResult("rebuilt")));
     }
 
@@ -68,7 +68,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         Assert.False(two.Shared); // it could not subscribe when it started
 
         proxy.Restore();
-        await Eventually.Until(() => Task.FromResult(two.Shared), shared => shared, seconds: 30, what: "Node two never reconnected to Redis");
+        await Eventually.Until(() => Task.FromResult(two.Shared), shared => shared, seconds: 60, what: "Node two never reconnected to Redis");
 
         var cacheOnTwo = second.Services.GetRequiredService<HybridCache>();
         var changed = "test:" + Guid.NewGuid().ToString("N");
@@ -76,7 +76,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         await two.TrackAsync(changed, changed + ":entry", TimeSpan.FromMinutes(5));
         var redis = app.Host.Services.GetRequiredService<IConnectionMultiplexer>().GetDatabase();
         await Eventually.Until(() => redis.KeyExistsAsync("modularchat:" + changed + ":entry"), stored => stored,
-            seconds: 10, what: "Node two's entry never reached Redis");
+            seconds: 60, what: "Node two's entry never reached Redis");
 
         // The multiplexer reports itself connected once its command connection is back; the subscription has a
         // connection of its own and is renewed after that one reconnects. A bump published in between reaches no one
@@ -89,7 +89,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
                 await Task.Delay(200);
                 return await cacheOnTwo.GetOrCreateAsync(changed + ":entry", _ => ValueTask.FromResult("after"));
             },
-            value => value == "after", seconds: 30, what: "Node two never got a broadcast: it still serves the entry of the changed scope");
+            value => value == "after", seconds: 60, what: "Node two never got a broadcast: it still serves the entry of the changed scope");
     }
 
     [Fact]
@@ -125,7 +125,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         var cacheOnCopy = staging.Services.GetRequiredService<HybridCache>();
         Assert.Equal("staging data", await cacheOnCopy.GetOrCreateAsync(scope + ":entry", _ => ValueTask.FromResult("staging data")));
         await Eventually.Until(() => redis.KeyExistsAsync("staging:" + scope + ":entry"), stored => stored,
-            seconds: 10, what: "The staging entry never reached Redis");
+            seconds: 60, what: "The staging entry never reached Redis");
         Assert.False(await redis.KeyExistsAsync("modularchat:" + scope + ":entry"));
 
         // A change in production moves production's generation and is broadcast on production's channel only.
@@ -136,13 +136,13 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         var productionAfter = await production.CurrentAsync(scope);
         var copyFirst = await copy.CurrentAsync(scope);
         Assert.NotEqual(productionAfter, copyFirst);
-        await Eventually.Until(() => Task.FromResult(published.Count), count => count == 1, seconds: 10, what: "Production's bump was not broadcast");
+        await Eventually.Until(() => Task.FromResult(published.Count), count => count == 1, seconds: 60, what: "Production's bump was not broadcast");
 
         await copy.BumpAsync(scope);
         await copy.BumpAsync(scope);
         Assert.Equal(copyFirst + 2, await copy.CurrentAsync(scope));
         Assert.Equal(productionAfter, await production.CurrentAsync(scope));
-        var all = await Eventually.Until(() => Task.FromResult(published.ToArray()), seen => seen.Length >= 3, seconds: 10, what: "Staging's bumps were not broadcast");
+        var all = await Eventually.Until(() => Task.FromResult(published.ToArray()), seen => seen.Length >= 3, seconds: 60, what: "Staging's bumps were not broadcast");
         Assert.Equal([$"modularchat:cache-invalidations={scope}", $"staging:cache-invalidations={scope}", $"staging:cache-invalidations={scope}"], all);
     }
 
@@ -161,7 +161,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         var generationTtl = await redis.KeyTimeToLiveAsync("modularchat:gen:" + scope);
         Assert.InRange(generationTtl!.Value, CacheGenerations.GenerationLifetime - TimeSpan.FromMinutes(1), CacheGenerations.GenerationLifetime);
         var trackedTtl = await Eventually.Until(() => redis.KeyTimeToLiveAsync("modularchat:gen-keys:" + scope), ttl => ttl is not null,
-            seconds: 10, what: "The tracked keys were not stored with a lifetime");
+            seconds: 60, what: "The tracked keys were not stored with a lifetime");
         Assert.InRange(trackedTtl!.Value, TimeSpan.FromMinutes(4), TimeSpan.FromMinutes(5));
         Assert.Equal([scope + ":entry"], (await redis.SetMembersAsync("modularchat:gen-keys:" + scope)).Select(m => m.ToString()));
 

@@ -65,7 +65,7 @@ public class ConversationsApp : ModularChatApp
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(
             "select count(*) from pg_stat_activity where datname = current_database() and wait_event_type = 'Lock'", connection);
-        await Eventually.Until(async () => (long)(await command.ExecuteScalarAsync())!, waiters => waiters >= count, seconds: 10,
+        await Eventually.Until(async () => (long)(await command.ExecuteScalarAsync())!, waiters => waiters >= count, seconds: 60,
             what: $"{count} sessions waiting for a lock");
     }
 

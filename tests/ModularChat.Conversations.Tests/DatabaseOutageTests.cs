@@ -56,7 +56,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         // A client retrying the refused append (same externalId) gets it stored once the database answers again.
         var status = await Eventually.Until(
             async () => (await client.PostJson(messages, new { role = "user", content = "during the outage", externalId = "m2" })).StatusCode,
-            code => code != HttpStatusCode.ServiceUnavailable, seconds: 30, what: "The node still answers 503");
+            code => code != HttpStatusCode.ServiceUnavailable, seconds: 60, what: "The node still answers 503");
         Assert.Equal(HttpStatusCode.Created, status);
         Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/ready")).StatusCode);
         var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
@@ -525,7 +525,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.True(aboutTheOutage == 0, $"Wolverine's loggers wrote {aboutTheOutage} entries about the outage at Warning or above");
         Assert.Contains(wolverine, e => e.Level == LogLevel.Error && e.Exception?.Message == "not the database");
         await Eventually.Until(() => Task.FromResult(OutageEntries().Count(e => e.Message.StartsWith("PostgreSQL answers again", StringComparison.Ordinal))),
-            n => n == 1, seconds: 30, what: "The end of the outage was not logged");
+            n => n == 1, seconds: 60, what: "The end of the outage was not logged");
         var outage = OutageEntries().Where(e => e.Level >= LogLevel.Warning).ToList();
         Assert.StartsWith("PostgreSQL is unreachable", outage[0].Message, StringComparison.Ordinal);
         Assert.InRange(outage.Count, 1, 2); // when it started, and at most one line per 30 s while it lasted (40 s here)
@@ -553,7 +553,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
 
         string[] workers = ["ModularChat.Host.Nodes.NodeHeartbeat", "ModularChat.Summaries.Features.Sweep.SummaryBacklogMonitor"];
         await Eventually.Until(() => Task.FromResult(workers.Count(w => Entries(w).Any(e => e.Message.Contains("works again", StringComparison.Ordinal)))),
-            n => n == workers.Length, seconds: 30, what: "The heartbeat and the backlog count did not both say they work again");
+            n => n == workers.Length, seconds: 60, what: "The heartbeat and the backlog count did not both say they work again");
         foreach (var worker in workers)
         {
             var warnings = Entries(worker).Where(e => e.Level == LogLevel.Warning).ToList();
@@ -609,7 +609,7 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.Contains(aboutTheOutage, e => e.Level == LogLevel.Debug); // the commit's batch at least
         Assert.Contains(written, e => e.Level == LogLevel.Error && e.Exception?.GetBaseException() is PostgresException { SqlState: PostgresErrorCodes.DivisionByZero });
         await Eventually.Until(() => Task.FromResult(logs.Entries.Count(e => e.Category == typeof(DatabaseOutageLog).FullName && e.Message.StartsWith("PostgreSQL answers again", StringComparison.Ordinal))),
-            n => n == 1, seconds: 30, what: "The end of the outage was not logged");
+            n => n == 1, seconds: 60, what: "The end of the outage was not logged");
     }
 
     [Fact]

@@ -117,7 +117,7 @@ public sealed class DeletionCascadeTests(RetentionApp app)
             if (!Failed && session.TenantId == tenant && commit.GetEvents().Any(e => e.Data is ModularChat.Conversations.Contracts.ConversationDeleted))
             {
                 Failed = true;
-                throw new OperationCanceledException("The client left after the commit.");
+                throw new OperationCanceledException("The client left after the commit (staged by a test).");
             }
 
             return Task.CompletedTask;

@@ -157,7 +157,7 @@ public sealed class IdentityProviderTests(IdentityProviderApp app) : IClassFixtu
         // so the new key is accepted at once after that, not after the next scheduled refresh (12 hours).
         var status = await Eventually.Until(
             async () => (await Client(node, TokenOfProvider()).GetAsync("/api/conversations")).StatusCode,
-            s => s == HttpStatusCode.OK, seconds: 10, what: "a token signed with the new key accepted");
+            s => s == HttpStatusCode.OK, seconds: 60, what: "a token signed with the new key accepted");
         Assert.Equal(HttpStatusCode.OK, status);
         Assert.True(provider.KeyRequests > fetched);
     }

@@ -50,10 +50,10 @@ public sealed class RedisOutageTests(ConversationsApp app)
         await (await client.GetAsync($"/api/conversations/{gone.Id}")).ShouldBeProblem(404);
 
         proxy.Restore();
-        await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 10, what: "Redis is not tried again");
+        await Eventually.Until(() => Task.FromResult(redis.Usable), usable => usable, seconds: 60, what: "Redis is not tried again");
         // The bump the stalled append could not make is made in Redis once it answers (one past the generation of "before"):
         // only then is what the node caches next under the generation every node reads.
-        await Eventually.Until(() => GenerationInRedis(user, kept.Id), g => g > generationBefore, seconds: 10, what: "The missed bump was not made in Redis");
+        await Eventually.Until(() => GenerationInRedis(user, kept.Id), g => g > generationBefore, seconds: 60, what: "The missed bump was not made in Redis");
         var cachedBefore = await ContextKeysInRedis(user, kept.Id);
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "user", content = "after" }))
@@ -71,7 +71,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
                 Assert.Equal(["before", "during", "after"], context.Messages.Select(m => m.Content));
                 return (await ContextKeysInRedis(user, kept.Id)).Except(cachedBefore).ToList();
             },
-            added => added.Count > 0, seconds: 30, what: "The context read after Redis came back never reached Redis");
+            added => added.Count > 0, seconds: 60, what: "The context read after Redis came back never reached Redis");
         using var lookups = new CacheLookupRecorder(app.Host);
         using var other = app.Client(user);
         var fromRedis = await (await other.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
@@ -118,7 +118,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
         proxy.Cut(); // the server went away: connections reset, new ones refused
 
         // Nothing was logged: no command runs on a connection that is known to be down, so none failed.
-        await Eventually.Until(() => Task.FromResult(Said("Redis is failing")), n => n == failing + 1, seconds: 10, what: "no warning that Redis failed");
+        await Eventually.Until(() => Task.FromResult(Said("Redis is failing")), n => n == failing + 1, seconds: 60, what: "no warning that Redis failed");
         Assert.False(redis.Usable);
         for (var i = 0; i < 3; i++)
         {

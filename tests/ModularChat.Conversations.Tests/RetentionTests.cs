@@ -371,7 +371,7 @@ public sealed class RetentionTests(RetentionApp app)
         // Node one builds the context and puts it in Redis, node two reads it from there; then each serves it from memory.
         using var lookups = new CacheLookupRecorder(app.Host, second);
         Assert.Equal(Sequences(8, 15), await ContextSequences(client, id));
-        await Eventually.Until(() => ContextKeysInRedis(tenant, id), keys => keys > 0, seconds: 30, what: "The context never reached Redis");
+        await Eventually.Until(() => ContextKeysInRedis(tenant, id), keys => keys > 0, seconds: 60, what: "The context never reached Redis");
         Assert.Equal(Sequences(8, 15), await ContextSequences(other, id));
         Assert.Equal(Sequences(8, 15), await ContextSequences(client, id));
         Assert.Equal(Sequences(8, 15), await ContextSequences(other, id));

@@ -72,7 +72,7 @@ public sealed class TelemetryExportTests(ConversationsProcessesApp app)
                 Has(received, paths[0], serviceName, "POST /api/conversations/{id}/messages", "chat turn")
                 && Has(received, paths[1], serviceName, "modularchat.messages.appended")
                 && Has(received, paths[2], serviceName, "Application started"),
-            seconds: 20, what: $"Traces, metrics and logs at {string.Join(", ", paths)}");
+            seconds: Eventually.BackgroundSeconds, what: $"Traces, metrics and logs at {string.Join(", ", paths)}");
 
         Assert.All(exports, e => Assert.Contains(e.Path, paths));
         Assert.All(exports, e => Assert.Equal(CollectorAuthorization, e.Authorization));
@@ -107,7 +107,7 @@ public sealed class TelemetryExportTests(ConversationsProcessesApp app)
         await Eventually.Until(() => Task.FromResult(collector.Exports.ToList()),
             received => received.Any(e => e.Path == traces && e.Contains("POST /api/conversations/{id}/messages"))
                         && received.Any(e => e.Path == traces && e.Contains("postgresql") && e.Contains(user)),
-            seconds: 20, what: "the append's trace with its database spans");
+            seconds: Eventually.BackgroundSeconds, what: "the append's trace with its database spans");
 
         // Then nothing happens for a while: what the node's background work sends to the database is no trace of its own
         // (the embedding queue's claim every 0.5 s and the event store's poll sent ~100 KB of spans every 30 s).

@@ -302,7 +302,7 @@ public sealed class ChatTests(ProvidersChatApp app)
         request.Headers.Accept.Add(new MediaTypeWithQualityHeaderValue("text/event-stream"));
         var streaming = client.SendAsync(request);
         await Eventually.Until(() => Task.FromResult(app.Model.Requests.Any(r => r.Messages.ToJsonString().Contains(marker, StringComparison.Ordinal))), asked => asked,
-            seconds: 10, what: "the model asked");
+            seconds: 60, what: "the model asked");
         (await client.DeleteAsync($"/api/conversations/{conversation}")).EnsureSuccessStatusCode();
 
         using var response = await streaming;
@@ -1218,7 +1218,7 @@ public sealed class ChatTests(ProvidersChatApp app)
         var directory = answer[..answer.LastIndexOf(" (", StringComparison.Ordinal)];
         Assert.NotEqual(Path.GetFullPath(Environment.CurrentDirectory), Path.GetFullPath(directory));
         Assert.StartsWith(Path.GetFullPath(Path.GetTempPath()), Path.GetFullPath(directory), StringComparison.Ordinal);
-        await Eventually.Until(() => Task.FromResult(Directory.Exists(directory)), exists => !exists, seconds: 15,
+        await Eventually.Until(() => Task.FromResult(Directory.Exists(directory)), exists => !exists, seconds: 60,
             what: "The program's directory was not removed when its connection ended");
     }
 
@@ -1354,7 +1354,7 @@ public sealed class ChatTests(ProvidersChatApp app)
 
         // Logged either way (answered as JSON, the turn used to end without a word of why).
         await Eventually.Until(() => Task.FromResult(TurnLogEntries(conversation)), logged => logged.Any(e => e.Level == LogLevel.Information
-            && e.Message == $"Chat turn in conversation {conversation} cancelled: the client went away"), seconds: 30,
+            && e.Message == $"Chat turn in conversation {conversation} cancelled: the client went away"), seconds: 60,
             what: "The cancelled turn was not logged");
         never.SetResult();
     }
@@ -1389,7 +1389,7 @@ public sealed class ChatTests(ProvidersChatApp app)
             what: "The model call was not cancelled");
         // The turn has stored whatever it was going to store once its span ends (it ends when the turn is disposed, after
         // any append).
-        await Eventually.Until(() => Task.FromResult(StreamedTurnsEnded(model)), ended => ended > 0, seconds: 8,
+        await Eventually.Until(() => Task.FromResult(StreamedTurnsEnded(model)), ended => ended > 0, seconds: 60,
             what: "The chat turn did not end");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
     }
@@ -1512,7 +1512,7 @@ public sealed class ChatTests(ProvidersChatApp app)
 
         Assert.StartsWith("The turn did not finish within 2 s (Chat:TurnTimeout): the call to provider 'fake' (model 'fake-model'), still running then, was cancelled",
             problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
-        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 8,
+        await Eventually.Until(() => Task.FromResult(app.Model.AbortedRequests), aborted => aborted > abortedBefore, seconds: 60,
             what: "The model call was not cancelled");
         Assert.Equal(["user"], (await client.MessagesAsync(conversation)).Select(m => m.Role));
         var logged = TurnLogEntries(conversation);

@@ -287,7 +287,7 @@ public sealed class McpStdioTests(ProvidersMcpApp app)
     private static async Task<int> PidAsync(string pidFile)
         => int.Parse(await Eventually.Until(
             async () => File.Exists(pidFile) ? await File.ReadAllTextAsync(pidFile) : "",
-            text => text.Length > 0, seconds: 30, what: "The program wrote no process id"), CultureInfo.InvariantCulture);
+            text => text.Length > 0, seconds: 60, what: "The program wrote no process id"), CultureInfo.InvariantCulture);
 
     private static Task GoneAsync(int pid)
         => Eventually.Until(() => Task.FromResult(Gone(pid, TimeSpan.Zero)), gone => gone, seconds: 10, what: $"Process {pid} still runs");

@@ -48,7 +48,7 @@ internal static class Api
     public static Task<Status> WaitForIndexing(this HttpClient client, int entries)
         => Eventually.Until(
             client.SearchStatus,
-            status => status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0, seconds: 60, what: "Indexing did not finish");
+            status => status.Entries >= entries && status.Embedded >= status.Entries && status.Pending == 0, seconds: Eventually.BackgroundSeconds, what: "Indexing did not finish");
 
 }
 

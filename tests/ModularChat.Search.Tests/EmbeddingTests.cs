@@ -436,7 +436,7 @@ public sealed class EmbeddingTests(SearchApp app) : IDisposable
         Assert.Equal((2L, 2L), (status.Entries, status.Embedded));
         // The node's in-memory vectors follow the stored ones within a moment.
         await Eventually.Until(async () => await (await client.GetAsync("/api/search?q=automobile&mode=semantic")).ReadAs<SearchResult>(HttpStatusCode.OK),
-            r => r.Hits.Count > 0 && r.Hits[0].Snippet.Contains("car", StringComparison.Ordinal), seconds: 20, what: "Semantic search did not find the first entry");
+            r => r.Hits.Count > 0 && r.Hits[0].Snippet.Contains("car", StringComparison.Ordinal), seconds: 60, what: "Semantic search did not find the first entry");
     }
 
     [Fact]

@@ -33,7 +33,7 @@ public sealed class ProjectionOutageTests(SearchProcessesApp app)
         proxy.Cut();
         await Eventually.Until(
             async () => (await client.GetAsync("/health/ready")).StatusCode, status => status == HttpStatusCode.ServiceUnavailable,
-            seconds: 30, what: "The node did not notice the outage");
+            seconds: 60, what: "The node did not notice the outage");
         await Task.Delay(TimeSpan.FromSeconds(8)); // twice the stale-node timeout: the node's own record is stale when it is back
         proxy.Restore();
 

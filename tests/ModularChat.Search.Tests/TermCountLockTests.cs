@@ -37,7 +37,7 @@ public sealed class TermCountLockTests(SearchApp app)
         var mark = $"term-lock-{Guid.NewGuid():N}";
         using var marked = CapturedLogs.Mark(mark);
         var page = app.ApplyPageAsync(tenant, projection, [Appended(other, "bravo mike"), Deleted(deleted)]);
-        await Eventually.Until(() => observer.ScalarAsync(WaitingOnTermsSql), n => n == 1, 30, "the page did not reach the held word");
+        await Eventually.Until(() => observer.ScalarAsync(WaitingOnTermsSql), n => n == 1, 60, "the page did not reach the held word");
         // Meanwhile the cleanup handler removes the same conversation (it took "alpha" first, before waiting on "bravo").
         var cleanup = Task.Run(async () =>
         {
@@ -45,7 +45,7 @@ public sealed class TermCountLockTests(SearchApp app)
             SearchCleanupHandler.Handle(new ConversationDeleted(deleted, DateTimeOffset.UtcNow), session);
             await session.SaveChangesAsync();
         });
-        await Eventually.Until(() => observer.ScalarAsync(WaitingOnTermsSql), n => n == 2, 30, "the removal did not wait");
+        await Eventually.Until(() => observer.ScalarAsync(WaitingOnTermsSql), n => n == 2, 60, "the removal did not wait");
 
         // Let go: the page goes on to remove the conversation itself, which needs "alpha".
         await holding.RollbackAsync();
