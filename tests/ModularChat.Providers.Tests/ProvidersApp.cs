@@ -76,7 +76,7 @@ public class ProvidersApp : ModularChatApp
         ["Providers:MaxRetries"] = "0",
         ["Providers:RequestTimeout"] = "00:00:04",
         ["Providers:TestTimeout"] = "00:00:04",
-        // Generous: a stdio program is a new dotnet process, and on a busy machine (CI runs every test assembly at once on
+        // Generous: a stdio program is a new dotnet process, and on a busy machine (CI runs several test assemblies at once on
         // two cores) starting it, or answering a tool call, took more than the 3 s these were once, failing tests about
         // anything but the timeout. A test of what happens at the deadline shortens it with ShortMcpTimeouts.
         ["Mcp:ConnectTimeout"] = "00:00:30",

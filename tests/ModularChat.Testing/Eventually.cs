@@ -9,14 +9,14 @@ public static class Eventually
     /// <summary>
     /// The deadline for what a request sets off through Wolverine's queues and Marten's daemon, in one step or several (a
     /// summary, the retention step after it, search indexing, the purges after a deletion). Passing tests never wait it
-    /// out. With every test assembly at once on two busy cores (as CI runs them) a summary came 42 s after its append:
+    /// out. With every test assembly at once on two busy cores (as CI once ran them) a summary came 42 s after its append:
     /// extractive merges run at the lowest CPU priority (LowPriorityCpu, nice 19), which is what they get least of then.
     /// </summary>
     public const int BackgroundSeconds = 120;
 
     /// <param name="seconds">
     /// How long to wait before failing. Where the wait is no bound of the behaviour under test, be generous: a passing test
-    /// never waits it out, and on a busy CI machine (every test project at once on two cores, other jobs besides) work
+    /// never waits it out, and on a busy CI machine (several test projects at once on two cores, other jobs besides) work
     /// that takes a second here took 20 s and more; the TelemetryExportTests' 20 s and Search's 60 s for indexing failed
     /// there. A bound that is part of the behaviour (a cancellation before the model would have answered) stays tight.
     /// </param>

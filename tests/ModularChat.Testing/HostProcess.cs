@@ -89,7 +89,7 @@ public sealed class HostProcess : IAsyncDisposable
             catch (TaskCanceledException) when (!_process.HasExited)
             {
                 // Listening, but not answering within the attempt's 5 s: a host still starting on a busy machine (CI runs
-                // every test assembly at once on two cores). Ask again until the deadline.
+                // several test assemblies at once on two cores). Ask again until the deadline.
             }
 
             if (DateTime.UtcNow > deadline)

@@ -277,7 +277,7 @@ public class ModularChatApp : IAsyncLifetime
         var host = new HostProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}"));
         try
         {
-            await host.WaitUntilLiveAsync(TimeSpan.FromMinutes(2));
+            await host.WaitUntilLiveAsync(TimeSpan.FromMinutes(3)); // 2 min ran out once, under heavy load
             return host;
         }
         catch
