@@ -75,10 +75,10 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
     }
 
     [Fact]
-    public async Task A_search_clean_up_its_own_retries_give_up_is_reported_by_Search_naming_its_tenant_and_conversation_and_counted()
+    public async Task A_search_clean_up_whose_retries_give_up_is_reported_by_Search_naming_its_tenant_and_conversation_and_counted()
     {
         // A trigger refuses the conversation's search tombstone: a database error while the database answers, which the
-        // clean-up's own rule retries (100 ms, 1 s, 5 s), then dead-letters. On a database of its own: search indexing, which
+        // rule for other failures retries (100 ms, 1 s, 5 s), then dead-letters (ReportedDeadLetters.RetryOtherFailures). On a database of its own: search indexing, which
         // writes the same tombstone when it reads the deletion, meets the same refusal.
         var database = await app.DatabaseOfItsOwnAsync("dead_search_cleanup");
         var logs = new CapturedLogs();
@@ -106,6 +106,47 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         Assert.Contains("search entries of a deleted conversation remain", error.Message, StringComparison.Ordinal);
         Assert.Contains("tombstone refused by the test", error.Message, StringComparison.Ordinal);
         AssertCounted(failures, error, ("event", "deletion"));
+    }
+
+    [Fact]
+    public async Task A_clean_up_that_fails_otherwise_than_by_the_database_away_is_retried_three_times_then_reported_by_its_module()
+    {
+        // Summaries' clean-up has no failure rule of its own: a trigger refusing the removal of the conversation's activity
+        // (an error while the database answers, not a timeout) used to dead-letter the deletion at its first failure, with
+        // Wolverine's entry alone. The global rule (ReportedDeadLetters.RetryOtherFailures) retries it, then reports it. Each
+        // attempt takes a number from a sequence, which a rolled-back transaction does not give back.
+        var database = await app.DatabaseOfItsOwnAsync("dead_refused_cleanup");
+        var logs = new CapturedLogs();
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryCleanupFailures);
+        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-cleanup", database);
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        var tenant = await TenantOfAsync(observer, conversation.Id);
+        await ScalarAsync(observer, $"""
+            drop sequence if exists modularchat.refused_removals;
+            create sequence modularchat.refused_removals;
+            create or replace function modularchat.refuse_removal() returns trigger language plpgsql as $$
+            begin
+                if old.id = '{conversation.Id}' then
+                    perform nextval('modularchat.refused_removals');
+                    raise exception 'removal refused by the test';
+                end if;
+                return old;
+            end $$;
+            drop trigger if exists refuse_removal on modularchat.mt_doc_conversationactivity;
+            create trigger refuse_removal before delete on modularchat.mt_doc_conversationactivity for each row execute function modularchat.refuse_removal();
+            """, conversation.Id);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
+            seconds: Eventually.BackgroundSeconds, what: "The refused clean-up was not dead-lettered");
+
+        Assert.Equal(4, await conversation.Scalar("select last_value from modularchat.refused_removals")); // the first attempt and 3 retries
+        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Summaries.Jobs.CleanupDeadLetters.OnDeletion", databaseAway: false);
+        Assert.Contains("its summaries, activity and failed jobs remain", error.Message, StringComparison.Ordinal);
+        Assert.Contains("removal refused by the test", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("work", "deletion"));
     }
 
     /// <summary>

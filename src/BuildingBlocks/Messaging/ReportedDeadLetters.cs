@@ -9,7 +9,8 @@ namespace ModularChat.BuildingBlocks.Messaging;
 
 /// <summary>
 /// Moves to the dead-letter store with the module's own entry and count (<see cref="IDeadLetterReport"/>): the reports are
-/// asked by <see cref="DatabaseOutages"/> and by a handler's own failure rule that ends in <see cref="MoveToErrorQueueReported"/>,
+/// asked by <see cref="DatabaseOutages"/> and by a failure rule that ends in <see cref="MoveToErrorQueueReported"/> (every handler's
+/// last, <see cref="RetryOtherFailures"/>),
 /// in place of Wolverine's <c>MoveToErrorQueue()</c>, whose entry names only the message type and the envelope.
 /// </summary>
 public static class ReportedDeadLetters
@@ -27,6 +28,20 @@ public static class ReportedDeadLetters
     /// <summary>The report registered for <paramref name="envelope"/>'s message (and handler), if any.</summary>
     public static IDeadLetterReport? ReportFor(IServiceProvider services, Envelope envelope)
         => services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.Reports(envelope));
+
+    /// <summary>The pauses before the retries of <see cref="RetryOtherFailures"/>, as the handlers' own rules have them.</summary>
+    public static readonly TimeSpan[] OtherFailureRetries = [TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5)];
+
+    /// <summary>
+    /// The rule for every handler whose own rules do not take a failure, and that is not the database away
+    /// (<see cref="DatabaseOutages"/>, registered before this one): three retries (<see cref="OtherFailureRetries"/>),
+    /// then the dead-letter store, reported by the message's <see cref="IDeadLetterReport"/>. Without it Wolverine
+    /// dead-lettered such a message at its first failure (it retries only when told to), and said no more than its type:
+    /// the purges, Summaries' clean-ups and the check that a conversation still exists. A handler's own rule that matches
+    /// takes the failure whatever its attempts (Wolverine's FailureRule), so this one never adds to its retries.
+    /// </summary>
+    public static void RetryOtherFailures(this WolverineOptions options)
+        => options.Policies.OnAnyException().RetryWithCooldown(OtherFailureRetries).MoveToErrorQueueReported();
 
     /// <summary>
     /// Ends a handler's failure rule: past its retries, the message's report (if one is registered for it) logs and counts

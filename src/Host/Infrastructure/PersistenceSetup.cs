@@ -318,6 +318,9 @@ internal static class PersistenceSetup
         }
 
         options.WaitForTheDatabase(maxAttemptsWhileUp);
+        // Anything else that a handler's own rules leave: a few retries, then the dead-letter store, named and counted by the
+        // module that knows what the message was about (ReportedDeadLetters). After WaitForTheDatabase: rules apply in order.
+        options.RetryOtherFailures();
         options.ConfigureConversations();
         options.ConfigureProviders();
         options.ConfigureSearch();

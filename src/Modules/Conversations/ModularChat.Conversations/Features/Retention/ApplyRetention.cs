@@ -4,8 +4,6 @@ using Wolverine;
 using ModularChat.BuildingBlocks.Messaging;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Summaries.Contracts;
-using Wolverine.ErrorHandling;
-using Wolverine.Runtime.Handlers;
 
 namespace ModularChat.Conversations.Features.Retention;
 
@@ -25,15 +23,12 @@ public static class RetentionAfterSummaryHandler
 /// Runs retention off the request path, on Wolverine's durable local queue. When the conversation moved on while a run
 /// worked without its lock (appends, another node's retention) and the policy allows another step, it queues itself again,
 /// in the step's own transaction: the executor commits the step itself (its cache invalidation must follow the commit),
-/// and Wolverine drops a message cascaded from a handler whose session has already committed.
+/// and Wolverine drops a message cascaded from a handler whose session has already committed. A failure other than the
+/// database away is retried three times, then the message goes to the dead-letter store, reported by
+/// <see cref="RetentionDeadLetters"/> (<see cref="ReportedDeadLetters.RetryOtherFailures"/>).
 /// </summary>
 public static class ApplyRetentionHandler
 {
-    public static void Configure(HandlerChain chain)
-        => chain.OnException(e => !DatabaseOutages.IsDatabaseAway(e), "retention failed") // the database away: DatabaseOutages
-            .RetryWithCooldown(TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5))
-            .MoveToErrorQueueReported();
-
     public static async Task Handle(
         ApplyRetention command, IDocumentSession session, IMessageContext context, RetentionExecutor executor, TimeProvider clock,
         CancellationToken cancellationToken)
