@@ -29,8 +29,8 @@ public static class ReportedDeadLetters
     public static IDeadLetterReport? ReportFor(IServiceProvider services, Envelope envelope)
         => services.GetServices<IDeadLetterReport>().FirstOrDefault(r => r.Reports(envelope));
 
-    /// <summary>The pauses before the retries of <see cref="RetryOtherFailures"/>, as the handlers' own rules have them.</summary>
-    public static readonly TimeSpan[] OtherFailureRetries = [TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5)];
+    /// <summary>The pauses before the retries of <see cref="RetryOtherFailures"/>.</summary>
+    private static readonly TimeSpan[] OtherFailureRetries = [TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(1), TimeSpan.FromSeconds(5)];
 
     /// <summary>
     /// The rule for every handler whose own rules do not take a failure, and that is not the database away
