@@ -149,6 +149,52 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         AssertCounted(failures, error, ("work", "deletion"));
     }
 
+    [Fact]
+    public async Task A_purge_refused_by_the_database_is_retried_three_times_then_reported_by_Conversations()
+    {
+        // A trigger refuses the removal of the deleted conversation's stream row: the purge (at the deletion, or at a
+        // re-check while the daemon had not read the stream) fails while the database answers, and nothing else purges it.
+        var database = await app.DatabaseOfItsOwnAsync("dead_refused_purge");
+        var logs = new CapturedLogs();
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?>
+            {
+                ["ConnectionStrings:Postgres"] = database,
+                // A node that has just started may not run its daemon yet: the purge would wait for it (5 min by default).
+                ["Conversations:PurgeMaxWait"] = "00:00:02",
+            },
+            services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(
+            node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ConversationsBackgroundFailures);
+        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-purge", database);
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        var tenant = await TenantOfAsync(observer, conversation.Id);
+        await ScalarAsync(observer, $"""
+            drop sequence if exists modularchat.refused_purges;
+            create sequence modularchat.refused_purges;
+            create or replace function modularchat.refuse_purge() returns trigger language plpgsql as $$
+            begin
+                if old.id = '{conversation.Id}' then
+                    perform nextval('modularchat.refused_purges');
+                    raise exception 'purge refused by the test';
+                end if;
+                return old;
+            end $$;
+            drop trigger if exists refuse_purge on modularchat.mt_streams;
+            create trigger refuse_purge before delete on modularchat.mt_streams for each row execute function modularchat.refuse_purge();
+            """, conversation.Id);
+
+        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
+        await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql), n => n == 1,
+            seconds: Eventually.BackgroundSeconds, what: "The refused purge was not dead-lettered");
+
+        Assert.Equal(4, await conversation.Scalar("select last_value from modularchat.refused_purges")); // the first attempt and 3 retries
+        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Conversations.Features.DeleteConversation.PurgeDeletedConversation", databaseAway: false);
+        Assert.Contains("the conversation's events stay in the database", error.Message, StringComparison.Ordinal);
+        Assert.Contains("purge refused by the test", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("work", "purge"));
+    }
+
     /// <summary>
     /// The one error about the conversation (Marten's own entries for the timed-out command are about the command), from
     /// <paramref name="category"/>, naming the tenant, with the database error; none from the rule's generic entry.
