@@ -109,90 +109,64 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
     }
 
     [Fact]
-    public async Task A_clean_up_that_fails_otherwise_than_by_the_database_away_is_retried_three_times_then_reported_by_its_module()
+    public Task A_clean_up_that_fails_otherwise_than_by_the_database_away_is_retried_three_times_then_reported_by_its_module()
+        // Summaries' clean-up has no failure rule of its own: a refused removal of the conversation's activity used to
+        // dead-letter the deletion at its first failure, with Wolverine's entry alone.
+        => AssertRefusedRemovalRetriedThenReportedAsync(
+            "cleanup", "mt_doc_conversationactivity", MetricNames.SummaryCleanupFailures, "ModularChat.Summaries.Jobs.CleanupDeadLetters.OnDeletion",
+            "its summaries, activity and failed jobs remain", ("work", "deletion"));
+
+    [Fact]
+    public Task A_purge_refused_by_the_database_is_retried_three_times_then_reported_by_Conversations()
+        // The purge of the stream (at the deletion, or at a re-check while the daemon had not read the stream); nothing else
+        // purges it. A node that has just started may not run its daemon yet: the purge would wait for it (5 min by default).
+        => AssertRefusedRemovalRetriedThenReportedAsync(
+            "purge", "mt_streams", MetricNames.ConversationsBackgroundFailures, "ModularChat.Conversations.Features.DeleteConversation.PurgeDeletedConversation",
+            "the conversation's events stay in the database", ("work", "purge"), new() { ["Conversations:PurgeMaxWait"] = "00:00:02" });
+
+    /// <summary>
+    /// Deletes a conversation on a node of its own whose database refuses, by a trigger, to remove the conversation's row of
+    /// <paramref name="table"/> (an error while the database answers, not a timeout): the work is tried 4 times (the rule
+    /// for other failures, ReportedDeadLetters.RetryOtherFailures; each attempt takes a number from a sequence, which a
+    /// rolled-back transaction does not give back), then dead-lettered and reported by the module named by
+    /// <paramref name="category"/>, saying what stays <paramref name="undone"/>, and counted with <paramref name="work"/>.
+    /// </summary>
+    private async Task AssertRefusedRemovalRetriedThenReportedAsync(
+        string name, string table, string metric, string category, string undone, (string Key, string Value) work,
+        Dictionary<string, string?>? settings = null)
     {
-        // Summaries' clean-up has no failure rule of its own: a trigger refusing the removal of the conversation's activity
-        // (an error while the database answers, not a timeout) used to dead-letter the deletion at its first failure, with
-        // Wolverine's entry alone. The global rule (ReportedDeadLetters.RetryOtherFailures) retries it, then reports it. Each
-        // attempt takes a number from a sequence, which a rolled-back transaction does not give back.
-        var database = await app.DatabaseOfItsOwnAsync("dead_refused_cleanup");
+        var database = await app.DatabaseOfItsOwnAsync("dead_refused_" + name);
         var logs = new CapturedLogs();
-        await using var node = await app.StartHostAsync(
-            new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database }, services => services.AddSingleton<ILoggerProvider>(logs));
-        using var failures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.SummaryCleanupFailures);
-        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-cleanup", database);
+        var configuration = new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = database };
+        await using var node = await app.StartHostAsync(configuration, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, metric);
+        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-" + name, database);
         await using var observer = await DatabaseOutageTests.OpenAsync(database);
         var tenant = await TenantOfAsync(observer, conversation.Id);
         await ScalarAsync(observer, $"""
-            drop sequence if exists modularchat.refused_removals;
-            create sequence modularchat.refused_removals;
+            drop sequence if exists modularchat.refused_attempts;
+            create sequence modularchat.refused_attempts;
             create or replace function modularchat.refuse_removal() returns trigger language plpgsql as $$
             begin
                 if old.id = '{conversation.Id}' then
-                    perform nextval('modularchat.refused_removals');
+                    perform nextval('modularchat.refused_attempts');
                     raise exception 'removal refused by the test';
                 end if;
                 return old;
             end $$;
-            drop trigger if exists refuse_removal on modularchat.mt_doc_conversationactivity;
-            create trigger refuse_removal before delete on modularchat.mt_doc_conversationactivity for each row execute function modularchat.refuse_removal();
-            """, conversation.Id);
-
-        Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
-        await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql + " and message_type like '%ConversationDeleted'"), n => n == 1,
-            seconds: Eventually.BackgroundSeconds, what: "The refused clean-up was not dead-lettered");
-
-        Assert.Equal(4, await conversation.Scalar("select last_value from modularchat.refused_removals")); // the first attempt and 3 retries
-        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Summaries.Jobs.CleanupDeadLetters.OnDeletion", databaseAway: false);
-        Assert.Contains("its summaries, activity and failed jobs remain", error.Message, StringComparison.Ordinal);
-        Assert.Contains("removal refused by the test", error.Message, StringComparison.Ordinal);
-        AssertCounted(failures, error, ("work", "deletion"));
-    }
-
-    [Fact]
-    public async Task A_purge_refused_by_the_database_is_retried_three_times_then_reported_by_Conversations()
-    {
-        // A trigger refuses the removal of the deleted conversation's stream row: the purge (at the deletion, or at a
-        // re-check while the daemon had not read the stream) fails while the database answers, and nothing else purges it.
-        var database = await app.DatabaseOfItsOwnAsync("dead_refused_purge");
-        var logs = new CapturedLogs();
-        await using var node = await app.StartHostAsync(
-            new Dictionary<string, string?>
-            {
-                ["ConnectionStrings:Postgres"] = database,
-                // A node that has just started may not run its daemon yet: the purge would wait for it (5 min by default).
-                ["Conversations:PurgeMaxWait"] = "00:00:02",
-            },
-            services => services.AddSingleton<ILoggerProvider>(logs));
-        using var failures = new MetricCollector<long>(
-            node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ConversationsBackgroundFailures);
-        await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-purge", database);
-        await using var observer = await DatabaseOutageTests.OpenAsync(database);
-        var tenant = await TenantOfAsync(observer, conversation.Id);
-        await ScalarAsync(observer, $"""
-            drop sequence if exists modularchat.refused_purges;
-            create sequence modularchat.refused_purges;
-            create or replace function modularchat.refuse_purge() returns trigger language plpgsql as $$
-            begin
-                if old.id = '{conversation.Id}' then
-                    perform nextval('modularchat.refused_purges');
-                    raise exception 'purge refused by the test';
-                end if;
-                return old;
-            end $$;
-            drop trigger if exists refuse_purge on modularchat.mt_streams;
-            create trigger refuse_purge before delete on modularchat.mt_streams for each row execute function modularchat.refuse_purge();
+            drop trigger if exists refuse_removal on modularchat.{table};
+            create trigger refuse_removal before delete on modularchat.{table} for each row execute function modularchat.refuse_removal();
             """, conversation.Id);
 
         Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
         await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql), n => n == 1,
-            seconds: Eventually.BackgroundSeconds, what: "The refused purge was not dead-lettered");
+            seconds: Eventually.BackgroundSeconds, what: "The refused work was not dead-lettered");
 
-        Assert.Equal(4, await conversation.Scalar("select last_value from modularchat.refused_purges")); // the first attempt and 3 retries
-        var error = AssertReported(logs, conversation.Id, tenant, "ModularChat.Conversations.Features.DeleteConversation.PurgeDeletedConversation", databaseAway: false);
-        Assert.Contains("the conversation's events stay in the database", error.Message, StringComparison.Ordinal);
-        Assert.Contains("purge refused by the test", error.Message, StringComparison.Ordinal);
-        AssertCounted(failures, error, ("work", "purge"));
+        Assert.Equal(4, await conversation.Scalar("select last_value from modularchat.refused_attempts")); // the first attempt and 3 retries
+        var error = AssertReported(logs, conversation.Id, tenant, category, databaseAway: false);
+        Assert.Contains(undone, error.Message, StringComparison.Ordinal);
+        Assert.Contains("removal refused by the test", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, work);
     }
 
     /// <summary>
