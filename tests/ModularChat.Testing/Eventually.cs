@@ -17,8 +17,9 @@ public static class Eventually
     /// <param name="seconds">
     /// How long to wait before failing. Where the wait is no bound of the behaviour under test, be generous: a passing test
     /// never waits it out, and on a busy CI machine (several test projects at once on two cores, other jobs besides) work
-    /// that takes a second here took 20 s and more; the TelemetryExportTests' 20 s and Search's 60 s for indexing failed
-    /// there. A bound that is part of the behaviour (a cancellation before the model would have answered) stays tight.
+    /// that takes a second here took 20 s and more: TelemetryExportTests' 20 s failed there, and Search's 60 s for
+    /// indexing failed here under heavy load. A bound that is part of the behaviour (a cancellation before the model would
+    /// have answered) stays tight.
     /// </param>
     /// <param name="what">What is awaited, for the failure message.</param>
     public static async Task<T> Until<T>(Func<Task<T>> read, Func<T, bool> done, int seconds = BackgroundSeconds, string? what = null)

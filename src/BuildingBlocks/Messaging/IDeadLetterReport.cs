@@ -4,7 +4,8 @@ namespace ModularChat.BuildingBlocks.Messaging;
 
 /// <summary>
 /// A module's own entry and count for a message of <see cref="MessageType"/> that <see cref="DatabaseOutages"/> moves to the
-/// dead-letter store after <c>Messaging:MaxAttemptsWhileDatabaseAnswers</c> failures while the database answered, in place
+/// dead-letter store after <c>Messaging:MaxAttemptsWhileDatabaseAnswers</c> failures while the database answered, or that
+/// <see cref="ReportedDeadLetters.RetryOtherFailures"/> moves there after its retries of any other failure, in place
 /// of the rule's generic error, which names only the message type, the envelope and the tenant: the module knows what the message was
 /// about (a tenant, conversations), what brings it back, and counts it with the messages it gives up itself. Registered in
 /// the services as a singleton, at most one per message type and handler (<see cref="Reports"/>); a message type without

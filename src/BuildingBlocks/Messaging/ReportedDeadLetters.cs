@@ -9,9 +9,9 @@ namespace ModularChat.BuildingBlocks.Messaging;
 
 /// <summary>
 /// Moves to the dead-letter store with the module's own entry and count (<see cref="IDeadLetterReport"/>): the reports are
-/// asked by <see cref="DatabaseOutages"/> and by a failure rule that ends in <see cref="MoveToErrorQueueReported"/> (every handler's
-/// last, <see cref="RetryOtherFailures"/>),
-/// in place of Wolverine's <c>MoveToErrorQueue()</c>, whose entry names only the message type and the envelope.
+/// asked by <see cref="DatabaseOutages"/> and by a failure rule that ends in <see cref="MoveToErrorQueueReported"/> (every
+/// handler's last, <see cref="RetryOtherFailures"/>), in place of Wolverine's <c>MoveToErrorQueue()</c>, whose entry names
+/// only the message type and the envelope.
 /// </summary>
 public static class ReportedDeadLetters
 {

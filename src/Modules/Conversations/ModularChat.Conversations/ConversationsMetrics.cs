@@ -30,7 +30,7 @@ public sealed class ConversationsMetrics
         _appendQueue = meter.CreateUpDownCounter<int>(MetricNames.AppendGroupQueued, "{request}", "Append requests waiting for a transaction (group commit)");
         _backgroundFailures = meter.CreateCounter<long>(MetricNames.ConversationsBackgroundFailures, "{message}",
             "Background messages given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered, " +
-            "or a retention step's retries of any other failure), " +
+            "or the retries of any other failure), " +
             "by work (retention: a retention step; purge: a deleted conversation's stream) and error (the exception's type)");
     }
 

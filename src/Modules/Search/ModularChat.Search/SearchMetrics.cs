@@ -28,7 +28,7 @@ internal sealed class SearchMetrics
             MetricNames.SearchEmbeddingsGivenUp, "{entry}", "Entries whose text the embedding model kept refusing, left out of semantic search");
         _cleanupFailures = meter.CreateCounter<long>(MetricNames.SearchCleanupFailures, "{message}",
             "Clean-ups of the search read model after a deletion or a retention step given up (outcome: dead_letter, after " +
-            "Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered, or the handler's retries of another database error), " +
+            "Messaging:MaxAttemptsWhileDatabaseAnswers database errors while the database answered, or the retries of any other failure), " +
             "by event (deletion, retention) and error (the exception's type)");
         meter.CreateObservableGauge(MetricNames.SearchIndexVectors, () => index.Statistics().Vectors, "{vector}", "Vectors held in memory for search on this node");
         meter.CreateObservableGauge(MetricNames.SearchIndexBytes, () => index.Statistics().Bytes, "By", "Approximate memory of the in-memory vector index on this node");

@@ -37,7 +37,7 @@ public sealed class SummariesMetrics
             "but the database away, retried after a pause; dead_letter for the last one, which gives the batch up: one per dead-lettered batch)");
         _cleanupFailures = meter.CreateCounter<long>(MetricNames.SummaryCleanupFailures, "{message}",
             "Clean-ups of a deleted conversation's summaries given up (outcome: dead_letter, after Messaging:MaxAttemptsWhileDatabaseAnswers database errors " +
-            "while the database answered), by work (deletion: its rows; verify: the check that it still exists; purge: its summary stream) and error");
+            "while the database answered, or the retries of any other failure), by work (deletion: its rows; verify: the check that it still exists; purge: its summary stream) and error");
         _lag = meter.CreateHistogram<double>(MetricNames.SummaryLag, "s", "From the commit of the message that made a summary due to the revision that covers it");
         meter.CreateObservableGauge(MetricNames.SummaryBacklog, () => Volatile.Read(ref _backlog) is var b and >= 0 ? [new Measurement<long>(b)] : Array.Empty<Measurement<long>>(),
             "{conversation}", "Conversations with a summary queued and not yet written");

@@ -6,8 +6,8 @@ namespace ModularChat.Search.Projection;
 
 /// <summary>
 /// A clean-up of <see cref="SearchCleanupHandler"/> dead-lettered, by <see cref="DatabaseOutages"/> (database errors while
-/// the database answered) or by the rule for any other failure past its retries (<see cref="ReportedDeadLetters.RetryOtherFailures"/>): one error naming the tenant and the conversation, saying which search entries remain and what
-/// takes them out, counted by its event. The search projection applies the same removals when it reads the event: it does
+/// the database answered) or after the retries of any other failure (<see cref="ReportedDeadLetters.RetryOtherFailures"/>):
+/// one error naming the tenant and the conversation, saying which search entries remain and what takes them out, counted by its event. The search projection applies the same removals when it reads the event: it does
 /// for a deletion as long as the conversation's stream is not purged first (the purge waits for it, at most
 /// Conversations:PurgeMaxWait), and for a retention step (the step's event stays in the stream).
 /// </summary>

@@ -10,10 +10,10 @@ namespace ModularChat.Search.Projection;
 /// without waiting for the asynchronous projection: Conversations purges a deleted conversation's event stream, and
 /// retention compacts deleted messages out of it, so the projection may never read those events. The projection applies
 /// the same removals when it does read them; both are idempotent. The database away (a deadlock or serialization failure
-/// included) is retried for as long as it takes (<see cref="DatabaseOutages"/>), any
-/// other failure three times, then the message is kept in the dead-letter store, reported by
-/// <see cref="SearchCleanupDeadLetters"/> (<see cref="ReportedDeadLetters.RetryOtherFailures"/>).
-/// The projection, which may write the same rows at that moment, is waited for: <see cref="SearchRemovals.LockTenantTerms"/>.
+/// included) is retried for as long as it takes (<see cref="DatabaseOutages"/>), any other failure three times, then the
+/// message is kept in the dead-letter store, reported by <see cref="SearchCleanupDeadLetters"/>
+/// (<see cref="ReportedDeadLetters.RetryOtherFailures"/>). The projection, which may write the same rows at that moment, is
+/// waited for: <see cref="SearchRemovals.LockTenantTerms"/>.
 /// </summary>
 public static class SearchCleanupHandler
 {

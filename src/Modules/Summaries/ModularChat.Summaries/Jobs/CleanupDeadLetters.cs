@@ -5,8 +5,8 @@ using ModularChat.Conversations.Contracts;
 namespace ModularChat.Summaries.Jobs;
 
 /// <summary>
-/// A clean-up of <see cref="SummaryCleanupHandler"/> that <see cref="DatabaseOutages"/> dead-lettered (database errors while
-/// the database answered): one error naming the tenant and the conversation, saying what of the deleted conversation stays,
+/// A clean-up of <see cref="SummaryCleanupHandler"/> dead-lettered, by <see cref="DatabaseOutages"/> (database errors while
+/// the database answered) or after the retries of any other failure (<see cref="ReportedDeadLetters.RetryOtherFailures"/>): one error naming the tenant and the conversation, saying what of the deleted conversation stays,
 /// counted by its work. Nothing else removes it (the summary sweep follows the conversations that exist): replaying the
 /// dead letter does.
 /// </summary>
@@ -44,17 +44,17 @@ internal static partial class CleanupDeadLetters
     }
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Removing the summaries of deleted conversation {ConversationId} of tenant {TenantId} kept failing while the database answered and is dead-lettered: " +
+        Message = "Removing the summaries of deleted conversation {ConversationId} of tenant {TenantId} kept failing and is dead-lettered: " +
                   "its summaries, activity and failed jobs remain and its summary stream is not purged; replaying the dead letter removes them: {Error}")]
     private static partial void LogRows(ILogger logger, Exception exception, Guid conversationId, string tenantId, string error);
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Checking that conversation {ConversationId} of tenant {TenantId} still exists kept failing while the database answered and is dead-lettered: " +
+        Message = "Checking that conversation {ConversationId} of tenant {TenantId} still exists kept failing and is dead-lettered: " +
                   "if it was deleted, its summaries and activity remain; replaying the dead letter checks it again: {Error}")]
     private static partial void LogVerify(ILogger logger, Exception exception, Guid conversationId, string tenantId, string error);
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Purging the summary stream of deleted conversation {ConversationId} of tenant {TenantId} kept failing while the database answered and is dead-lettered: " +
+        Message = "Purging the summary stream of deleted conversation {ConversationId} of tenant {TenantId} kept failing and is dead-lettered: " +
                   "its summary events remain in the database; replaying the dead letter purges them: {Error}")]
     private static partial void LogPurge(ILogger logger, Exception exception, Guid conversationId, string tenantId, string error);
 }

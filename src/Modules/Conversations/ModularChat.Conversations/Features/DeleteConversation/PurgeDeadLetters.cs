@@ -5,8 +5,8 @@ using ModularChat.Conversations.Contracts;
 namespace ModularChat.Conversations.Features.DeleteConversation;
 
 /// <summary>
-/// The purge of a deleted conversation's event stream that <see cref="DatabaseOutages"/> dead-lettered (database errors while
-/// the database answered), at its start (<see cref="ConversationDeleted"/>, in <see cref="PurgeDeletedConversationHandler"/>'s
+/// The purge of a deleted conversation's event stream dead-lettered, by <see cref="DatabaseOutages"/> (database errors while
+/// the database answered) or after the retries of any other failure (<see cref="ReportedDeadLetters.RetryOtherFailures"/>), at its start (<see cref="ConversationDeleted"/>, in <see cref="PurgeDeletedConversationHandler"/>'s
 /// queue) or at a re-check (<see cref="PurgeDeletedConversation"/>): one error naming the tenant and the conversation,
 /// saying that its events stay in the database, which nothing else removes, counted as <c>work=purge</c>.
 /// </summary>
@@ -35,7 +35,7 @@ internal static partial class PurgeDeadLetters
     }
 
     [LoggerMessage(Level = LogLevel.Error,
-        Message = "Purging the event stream of deleted conversation {ConversationId} of tenant {TenantId} kept failing while the database answered and is dead-lettered: " +
+        Message = "Purging the event stream of deleted conversation {ConversationId} of tenant {TenantId} kept failing and is dead-lettered: " +
                   "the conversation's events stay in the database (nothing else removes them); replaying the dead letter purges them: {Error}")]
     private static partial void LogDeadLettered(ILogger logger, Exception exception, Guid conversationId, string tenantId, string error);
 }

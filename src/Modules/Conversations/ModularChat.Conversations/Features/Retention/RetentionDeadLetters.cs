@@ -4,8 +4,8 @@ using ModularChat.BuildingBlocks.Messaging;
 namespace ModularChat.Conversations.Features.Retention;
 
 /// <summary>
-/// A retention step dead-lettered, by <see cref="DatabaseOutages"/> (database errors while the database answered) or by the
-/// rule for any other failure past its retries (<see cref="ReportedDeadLetters.RetryOtherFailures"/>): one error naming the tenant and the
+/// A retention step dead-lettered, by <see cref="DatabaseOutages"/> (database errors while the database answered) or after the
+/// retries of any other failure (<see cref="ReportedDeadLetters.RetryOtherFailures"/>): one error naming the tenant and the
 /// conversation, saying that its messages past the policy stay and what runs it again, counted as <c>work=retention</c>.
 /// The generic entries named only the message type and the envelope.
 /// </summary>
