@@ -66,11 +66,12 @@ try
     });
 
     // Infrastructure.
-    builder.Services.AddModularChatPersistence(builder.Configuration);
-    builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration));
+    var role = HostRoles.Of(args);
+    builder.Services.AddModularChatPersistence(builder.Configuration, role);
+    builder.Host.UseWolverine(opts => opts.ConfigureModularChatMessaging(builder.Configuration, role));
     builder.Services.AddModularChatCaching(builder.Configuration);
     builder.Services.AddModularChatHealth(builder.Configuration);
-    builder.Services.AddModularChatNodes();
+    builder.Services.AddModularChatNodes(role);
     builder.Services.AddRequestEncodings();
 
     // Modules.

@@ -167,6 +167,78 @@ public sealed class RetentionTests(RetentionApp app)
     }
 
     [Fact]
+    public async Task The_retention_command_neither_leads_the_nodes_nor_takes_their_work_while_it_runs()
+    {
+        // A command that starts the host (retention, summaries) checks in with Wolverine's cluster while it runs. It used to
+        // be a node like the others: with no other node in the cluster (this fixture's host runs everything itself, in solo
+        // mode, outside it), it took the lead at its first check and started every projection next to the host's own. Two
+        // daemons on one projection: one of them failed (ProgressionProgressOutOfOrderException, which Wolverine does not
+        // restart), and the fixture's search indexing and the retention waiting for it stopped for the rest of the run.
+        var tenant = ModularChatApp.NewUser("retention-beside");
+        using var client = app.Client(ModularChatApp.NewUser("operator"), tenant);
+        var id = await ConversationWith(client, 12);
+        await client.WaitForSummary(id);
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, what: "the messages indexed for search");
+
+        // The test holds the conversation's stream row: the command waits for it, running and checking in, until released.
+        await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
+        await holder.OpenAsync();
+        await using var hold = await holder.BeginTransactionAsync();
+        Assert.Equal(1, await holder.ScalarAsync("select 1 from modularchat.mt_streams where id = $1 for update", id));
+        var before = await NowAsync(holder);
+        var run = app.RunHostCommandAsync(
+            new Dictionary<string, string>
+            {
+                ["Messaging__HealthCheckInterval"] = "00:00:00.200",
+                [$"Retention__Tenants__{tenant}__Policy"] = "delete-after-summary",
+                [$"Retention__Tenants__{tenant}__KeepLast"] = "5",
+            },
+            "retention", "--tenant", tenant);
+
+        // Its node has checked in for 8 s since it started (the first check at 3 s, then every 0.2 s: about 25 checks), each
+        // a chance to take the lead.
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        var node = await Eventually.Until(() => CommandNodeAsync(connection, before), n => n is { } x && x.LastCheck - x.Started >= TimeSpan.FromSeconds(8),
+            what: "the command's node checking in for 8 s");
+        Assert.False(run.IsCompleted, "The command did not wait for the conversation the test holds");
+
+        Assert.DoesNotContain(node!.Value.Capabilities, c => c.StartsWith("event-subscriptions:", StringComparison.Ordinal)); // it offers to run no projection
+        Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.wolverine_node_assignments"));
+        Assert.Equal(0, await connection.ScalarAsync(
+            "select count(*) from modularchat.wolverine_node_records where node_number = $1 and event_name <> 'NodeStarted'", node.Value.Number));
+        Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.mc_nodes where wolverine_node_number = $1", node.Value.Number)); // not listed as a node
+
+        await hold.CommitAsync();
+        var (exit, output) = await run;
+        Assert.True(exit == 0, output);
+        Assert.Contains("1 changed", output, StringComparison.Ordinal);
+        Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.wolverine_node_assignments"));
+    }
+
+    private static async Task<DateTimeOffset> NowAsync(NpgsqlConnection connection)
+    {
+        await using var command = new NpgsqlCommand("select now()", connection);
+        return new DateTimeOffset((DateTime)(await command.ExecuteScalarAsync())!); // timestamptz: a UTC DateTime
+    }
+
+    /// <summary>
+    /// The Wolverine node a command process registered on this fixture's database since <paramref name="since"/> (the
+    /// fixture's host, in solo mode, registers none).
+    /// </summary>
+    private static async Task<(int Number, DateTimeOffset Started, DateTimeOffset LastCheck, string[] Capabilities)?> CommandNodeAsync(NpgsqlConnection connection, DateTimeOffset since)
+    {
+        await using var command = new NpgsqlCommand(
+            "select node_number, started, health_check, coalesce(capabilities, '{}') from modularchat.wolverine_nodes where started >= $1 order by started desc limit 1",
+            connection);
+        command.Parameters.Add(new NpgsqlParameter { Value = since });
+        await using var reader = await command.ExecuteReaderAsync();
+        return await reader.ReadAsync()
+            ? (reader.GetInt32(0), reader.GetFieldValue<DateTimeOffset>(1), reader.GetFieldValue<DateTimeOffset>(2), reader.GetFieldValue<string[]>(3))
+            : null;
+    }
+
+    [Fact]
     public async Task Archive_after_summary_moves_covered_messages_out_of_the_stream_but_keeps_them_readable()
     {
         using var client = app.Client(ModularChatApp.NewUser("archiver"), RetentionTenants.Archive);

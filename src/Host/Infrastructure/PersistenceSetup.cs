@@ -3,6 +3,7 @@ using JasperFx.CodeGeneration;
 using JasperFx.MultiTenancy;
 using JasperFx.OpenTelemetry;
 using JasperFx.Events;
+using JasperFx.Events.Daemon;
 using Marten;
 using Npgsql;
 using ModularChat.BuildingBlocks.Messaging;
@@ -84,8 +85,11 @@ internal static class PersistenceSetup
         return builder.ConnectionString;
     }
 
-    /// <summary>Marten on PostgreSQL: conjoined tenancy, every module's streams and projections.</summary>
-    public static IServiceCollection AddModularChatPersistence(this IServiceCollection services, IConfiguration configuration)
+    /// <summary>
+    /// Marten on PostgreSQL: conjoined tenancy, every module's streams and projections, which a node (<paramref name="role"/>)
+    /// runs as the cluster's leader assigns them, and a command never.
+    /// </summary>
+    public static IServiceCollection AddModularChatPersistence(this IServiceCollection services, IConfiguration configuration, HostRole role)
     {
         services.AddMarten(sp =>
             {
@@ -112,6 +116,13 @@ internal static class PersistenceSetup
                 // the removal and fails before taking any. Appends to conversations hold that lock already.
                 options.Events.UseExclusiveLockOnConcurrentAppends = true;
 
+                if (role == HostRole.Command)
+                {
+                    // The nodes run the asynchronous projections, not a command: said so, Marten does not warn at every
+                    // command that they "will not be executed" (what Wolverine's distribution sets on the nodes).
+                    options.Projections.AsyncMode = DaemonMode.ExternallyManaged;
+                }
+
                 // Failures in projections are loud, never silently skipped.
                 options.Projections.Errors.SkipApplyErrors = false;
                 options.Projections.Errors.SkipSerializationErrors = false;
@@ -137,8 +148,10 @@ internal static class PersistenceSetup
             {
                 // Appended events go through Wolverine's outbox in the append's own transaction.
                 integration.UseFastEventForwarding = true;
-                // Async projections and subscriptions are spread over nodes by Wolverine (never Marten's HotCold here).
-                integration.UseWolverineManagedEventSubscriptionDistribution = true;
+                // Async projections and subscriptions are spread over nodes by Wolverine (never Marten's HotCold here). Not
+                // over commands: without the family of those agents, a command's node offers to run none of them, so the
+                // leader never assigns it one (HostRole.Command).
+                integration.UseWolverineManagedEventSubscriptionDistribution = role == HostRole.Node;
             });
 
         // Marten's own command log (set up by AddMarten when the store is built), with a lost concurrency race below Error.
@@ -256,9 +269,19 @@ internal static class PersistenceSetup
     }
 
     /// <summary>Wolverine: durable local queues and outbox on the same PostgreSQL.</summary>
-    public static void ConfigureModularChatMessaging(this WolverineOptions options, IConfiguration configuration)
+    public static void ConfigureModularChatMessaging(this WolverineOptions options, IConfiguration configuration, HostRole role)
     {
         options.ServiceName = "modularchat";
+        if (role == HostRole.Command)
+        {
+            // A command checks in as a node of the cluster (Balanced, as the service: the messages it queues are its own,
+            // and what it leaves unhandled when it stops goes back to the nodes), but it never leads the cluster, so it
+            // never assigns work, to itself or to others, and it offers to run no projection (AddModularChatPersistence).
+            // See HostRole.Command. Its durability agent stays enabled: with it off, Wolverine 6.62 neither creates its
+            // tables (a command on a new database failed: "wolverine_nodes does not exist") nor records node events.
+            options.Durability.LeadershipEligible = false;
+        }
+
         // Handled messages carry message content; they are kept only briefly (local queues need no long
         // idempotency window), so content deleted by a user or by retention does not linger in the inbox.
         options.Durability.KeepAfterMessageHandling = configuration.GetValue("Messaging:KeepHandledMessagesFor", TimeSpan.FromSeconds(30));

@@ -22,12 +22,16 @@ internal static class NodesSetup
 {
     public const string Path = "/api/admin/nodes";
 
-    public static IServiceCollection AddModularChatNodes(this IServiceCollection services)
+    public static IServiceCollection AddModularChatNodes(this IServiceCollection services, HostRole role)
     {
         services.AddSingleton<LocalNode>();
         services.AddSingleton<NodeDirectory>();
         services.AddSingleton<PeerSettingsLog>();
-        services.AddHostedService<NodeHeartbeat>();
+        if (role == HostRole.Node)
+        {
+            services.AddHostedService<NodeHeartbeat>(); // a command is no node of the list (HostRole.Command)
+        }
+
         return services;
     }
 

@@ -1,0 +1,38 @@
+namespace ModularChat.Host.Nodes;
+
+/// <summary>What a process of the Host is to the deployment: a node, or a command-line command run next to the nodes.</summary>
+internal enum HostRole
+{
+    /// <summary>
+    /// The service (started without arguments): a node of the deployment's cluster. It may lead the cluster, and it runs the
+    /// work the leader assigns it: the asynchronous projections (search indexing) and the recovery of the nodes' messages.
+    /// It is in the node list (<c>GET /api/admin/nodes</c>).
+    /// </summary>
+    Node,
+
+    /// <summary>
+    /// A command (<c>retention</c>, <c>summaries</c>, <c>projections</c>, ...). A command that starts the host handles its own
+    /// messages (the jobs it queues, through the same durable queues and outbox) and checks in with Wolverine, but it never
+    /// leads the cluster (so it assigns no work, to itself or to others), it offers to run no projection, and it is not in
+    /// the node list: it leaves the nodes' work to them.
+    /// Before, it was a node like the others for as long as it ran: the leader could move a projection to it (and back when
+    /// it stopped), and with no other node in Wolverine's cluster it took the lead at its first check and started every
+    /// projection. Beside a host that runs its projections by itself (Wolverine's solo mode: the tests' hosts) that ran
+    /// them twice, and two daemons on one projection make one of them fail for good (ProgressionProgressOutOfOrderException,
+    /// which Wolverine does not restart): the host's search indexing stopped, and retention waited for it.
+    /// </summary>
+    Command,
+}
+
+internal static class HostRoles
+{
+    /// <summary>
+    /// The role of a process of the Host started with <paramref name="args"/>: a command when they name one, else a node.
+    /// A node without arguments, with options alone (<c>--urls ...</c>, and the arguments a test's host factory passes:
+    /// <c>--environment=...</c>, <c>--contentRoot=...</c>), or with <c>run</c>: JasperFx's command that serves.
+    /// </summary>
+    public static HostRole Of(string[] args)
+        => args.Length == 0 || args[0].StartsWith('-') || string.Equals(args[0], "run", StringComparison.OrdinalIgnoreCase)
+            ? HostRole.Node
+            : HostRole.Command;
+}
