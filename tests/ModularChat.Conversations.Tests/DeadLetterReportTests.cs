@@ -1,5 +1,7 @@
 using System.Diagnostics.Metrics;
 using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Microsoft.Extensions.Logging;
@@ -124,6 +126,61 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
             "purge", "mt_streams", MetricNames.ConversationsBackgroundFailures, "ModularChat.Conversations.Features.DeleteConversation.PurgeDeletedConversation",
             "the conversation's events stay in the database", ("work", "purge"), new() { ["Conversations:PurgeMaxWait"] = "00:00:02" });
 
+    [Fact]
+    public async Task A_retention_step_the_database_refuses_is_retried_three_times_then_reported_by_Conversations()
+    {
+        // The step removes the messages its summary covers (delete-after-summary, KeepLast 5: 1-5 of 10); the database
+        // refuses their removal (an error while it answers, not a timeout), and the rule for other failures retries it.
+        var database = await app.DatabaseOfItsOwnAsync("dead_refused_retention");
+        var logs = new CapturedLogs();
+        // A node started beside the fixture's runs no projections: its step goes without waiting for them.
+        var settings = new Dictionary<string, string?> { ["ConnectionStrings:Postgres"] = database, ["Retention:MaxProjectionWait"] = "00:00:00" };
+        await using var node = await app.StartHostAsync(settings, services => services.AddSingleton<ILoggerProvider>(logs));
+        using var failures = new MetricCollector<long>(
+            node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ConversationsBackgroundFailures);
+        using var client = node.Server.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
+            "Bearer", app.Token(ModularChatApp.NewUser("dead-refused-retention"), RetentionTenants.Delete));
+        var created = await (await client.PostJson("/api/conversations", new { title = "refused retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        await using var observer = await DatabaseOutageTests.OpenAsync(database);
+        await RefuseRemovalAsync(observer, "mt_doc_storedmessage", created.Id, "old.data::text like '%' || @id::text || '%'");
+
+        // 10 messages: the summary at the first milestone covers them all, and retention follows it.
+        var batch = new { messages = Enumerable.Range(1, 10).Select(i => new { role = i % 2 == 1 ? "user" : "assistant", content = $"Message {i} of a refused retention." }) };
+        await (await client.PostJson($"/api/conversations/{created.Id}/messages/batch", batch)).ReadAs<BatchResponseDto>(HttpStatusCode.Created);
+        await Eventually.Until(() => ScalarAsync(observer, DatabaseOutageTests.DeadLetteredSql, created.Id), n => n == 1,
+            seconds: Eventually.BackgroundSeconds, what: "The refused retention step was not dead-lettered");
+
+        Assert.Equal(4, await ScalarAsync(observer, "select last_value from modularchat.refused_attempts", created.Id)); // the first attempt and 3 retries
+        var error = AssertReported(logs, created.Id, RetentionTenants.Delete, "ModularChat.Conversations.Features.Retention.RetentionDeadLetters", databaseAway: false);
+        Assert.Contains("messages past the retention policy were not archived or deleted", error.Message, StringComparison.Ordinal);
+        Assert.Contains("removal refused by the test", error.Message, StringComparison.Ordinal);
+        AssertCounted(failures, error, ("work", "retention"));
+        var messages = await (await client.GetAsync($"/api/conversations/{created.Id}/messages?limit=100")).ReadAs<JsonElement>(HttpStatusCode.OK);
+        Assert.Equal(10, messages.GetProperty("items").GetArrayLength()); // nothing was removed
+    }
+
+    /// <summary>
+    /// A trigger on <paramref name="table"/> that refuses to remove the rows matching <paramref name="condition"/> (in which
+    /// <c>@id</c> is <paramref name="conversationId"/>), counting each refused statement in <c>modularchat.refused_attempts</c>
+    /// (a sequence: a rolled-back transaction does not give its numbers back).
+    /// </summary>
+    private static Task RefuseRemovalAsync(NpgsqlConnection connection, string table, Guid conversationId, string condition)
+        => ScalarAsync(connection, $"""
+            drop sequence if exists modularchat.refused_attempts;
+            create sequence modularchat.refused_attempts;
+            create or replace function modularchat.refuse_removal() returns trigger language plpgsql as $$
+            begin
+                if {condition.Replace("@id", $"'{conversationId}'", StringComparison.Ordinal)} then
+                    perform nextval('modularchat.refused_attempts');
+                    raise exception 'removal refused by the test';
+                end if;
+                return old;
+            end $$;
+            drop trigger if exists refuse_removal on modularchat.{table};
+            create trigger refuse_removal before delete on modularchat.{table} for each row execute function modularchat.refuse_removal();
+            """, conversationId);
+
     /// <summary>
     /// Deletes a conversation on a node of its own whose database refuses, by a trigger, to remove the conversation's row of
     /// <paramref name="table"/> (an error while the database answers, not a timeout): the work is tried 4 times (the rule
@@ -143,20 +200,7 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         await using var conversation = await DatabaseOutageTests.CountedConversationAsync(app, node, "dead-refused-" + name, database);
         await using var observer = await DatabaseOutageTests.OpenAsync(database);
         var tenant = await TenantOfAsync(observer, conversation.Id);
-        await ScalarAsync(observer, $"""
-            drop sequence if exists modularchat.refused_attempts;
-            create sequence modularchat.refused_attempts;
-            create or replace function modularchat.refuse_removal() returns trigger language plpgsql as $$
-            begin
-                if old.id = '{conversation.Id}' then
-                    perform nextval('modularchat.refused_attempts');
-                    raise exception 'removal refused by the test';
-                end if;
-                return old;
-            end $$;
-            drop trigger if exists refuse_removal on modularchat.{table};
-            create trigger refuse_removal before delete on modularchat.{table} for each row execute function modularchat.refuse_removal();
-            """, conversation.Id);
+        await RefuseRemovalAsync(observer, table, conversation.Id, "old.id = @id");
 
         Assert.Equal(HttpStatusCode.NoContent, (await conversation.Client.DeleteAsync($"/api/conversations/{conversation.Id}")).StatusCode);
         await Eventually.Until(() => conversation.Scalar(DatabaseOutageTests.DeadLetteredSql), n => n == 1,
