@@ -142,6 +142,11 @@ try
         return 1;
     }
 
+    if (HostRoles.ChecksFirst(args))
+    {
+        await HostStart.CheckAsync(app.Services); // a refusal is reported below, once
+    }
+
     return await app.RunJasperFxCommands(TokenCommand.MergeRepeatedRoles(args));
 }
 catch (Exception e) when (e is not HostAbortedException && HostStart.OwnsTheProcess)

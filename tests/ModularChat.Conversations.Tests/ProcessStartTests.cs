@@ -55,6 +55,27 @@ public sealed partial class ProcessStartTests(ConversationsProcessesApp app)
         Assert.DoesNotMatch(StackFrame(), output);
     }
 
+    [Theory]
+    [InlineData("retention")]
+    [InlineData("summaries")]
+    [InlineData("rotate-keys")]
+    public async Task A_command_on_the_services_data_refused_at_its_start_says_why_once_without_a_stack_trace(string command)
+    {
+        // Before, retention and summaries failed in their host's start, which reported the refusal with its stack trace,
+        // and JasperFx printed it again (~100 lines); rotate-keys failed on its first query with Npgsql's stack trace.
+        const string password = "Pg-Never-Printed-9";
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = $"Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat;Password={password}",
+        }, command);
+
+        Assert.True(exit == 1, $"exit code {exit}:\n{output}");
+        Assert.True(Occurrences(output, $"The command '{command}' is refused: PostgreSQL at 127.0.0.1:1 could not be reached: ") == 1, output);
+        Assert.DoesNotContain("ERROR:", output, StringComparison.Ordinal);
+        Assert.DoesNotContain(password, output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(StackFrame(), output);
+    }
+
     [Fact]
     public async Task A_command_that_fails_says_the_command_failed_not_that_the_node_could_not_start()
     {

@@ -27,6 +27,22 @@ internal enum HostRole
 internal static class HostRoles
 {
     /// <summary>
+    /// The commands that work on the service's data with the service's settings: they make the start checks first, as the
+    /// service does (<see cref="ChecksFirst"/>).
+    /// </summary>
+    private static readonly HashSet<string> CommandsOnTheData = new(StringComparer.OrdinalIgnoreCase) { "retention", "summaries", "rotate-keys" };
+
+    /// <summary>
+    /// Whether the command in <paramref name="args"/> makes the start checks (the settings, the database, its schema, the key
+    /// ring, the search language) before it runs, so that a refusal is printed once, as its reasons, as the service's is.
+    /// Before, <c>retention</c> and <c>summaries</c> failed in the host's start, which reported the refusal with its stack
+    /// trace, and JasperFx printed it again ("ERROR:", ~100 lines); <c>rotate-keys</c>, which starts no host, failed on
+    /// its first query with Npgsql's stack trace. Not the schema commands (<c>db-apply</c>, <c>resources</c>, ...): the
+    /// checks apply the schema, which is their work to do or to report.
+    /// </summary>
+    public static bool ChecksFirst(string[] args) => args.Length > 0 && CommandsOnTheData.Contains(args[0]);
+
+    /// <summary>
     /// The role of a process of the Host started with <paramref name="args"/>: a command when they name one, else a node.
     /// A node without arguments, with options alone (<c>--urls ...</c>, and the arguments a test's host factory passes:
     /// <c>--environment=...</c>, <c>--contentRoot=...</c>), or with <c>run</c>: JasperFx's command that serves.
