@@ -3,6 +3,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using JasperFx;
 using Microsoft.AspNetCore.Http.Json;
+using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Tenancy;
@@ -72,6 +73,7 @@ try
     builder.Services.AddModularChatCaching(builder.Configuration);
     builder.Services.AddModularChatHealth(builder.Configuration);
     builder.Services.AddModularChatNodes(role);
+    builder.Services.AddNodeStopping(runsSharedWork: role == HostRole.Node); // before the modules': a command does none of the nodes' work
     builder.Services.AddRequestEncodings();
 
     // Modules.

@@ -169,8 +169,8 @@ public sealed class RetentionTests(RetentionApp app)
     [Fact]
     public async Task The_retention_command_neither_leads_the_nodes_nor_takes_their_work_while_it_runs()
     {
-        // A command that starts the host (retention, summaries) checks in with Wolverine's cluster while it runs. It used to
-        // be a node like the others: with no other node in the cluster (this fixture's host runs everything itself, in solo
+        // A command that starts the host (retention, summaries) checks in with Wolverine's cluster while it runs, and does its
+        // own work, not the nodes'. It used to be a node like the others: with no other node in the cluster (this fixture's host runs everything itself, in solo
         // mode, outside it), it took the lead at its first check and started every projection next to the host's own. Two
         // daemons on one projection: one of them failed (ProgressionProgressOutOfOrderException, which Wolverine does not
         // restart), and the fixture's search indexing and the retention waiting for it stopped for the rest of the run.
@@ -190,6 +190,7 @@ public sealed class RetentionTests(RetentionApp app)
             new Dictionary<string, string>
             {
                 ["Messaging__HealthCheckInterval"] = "00:00:00.200",
+                ["Summaries__Sweep__Interval"] = "00:00:01", // the nodes' scheduled sweep, were it to run in the command
                 [$"Retention__Tenants__{tenant}__Policy"] = "delete-after-summary",
                 [$"Retention__Tenants__{tenant}__KeepLast"] = "5",
             },
@@ -208,6 +209,8 @@ public sealed class RetentionTests(RetentionApp app)
         Assert.Equal(0, await connection.ScalarAsync(
             "select count(*) from modularchat.wolverine_node_records where node_number = $1 and event_name <> 'NodeStarted'", node.Value.Number));
         Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.mc_nodes where wolverine_node_number = $1", node.Value.Number)); // not listed as a node
+        // Nor does it do the work any node could do (the embeddings, the clean-ups, the sweeps): no sweep since it started.
+        Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.mt_doc_summarysweeprecord where mt_last_modified >= $1", before));
 
         await hold.CommitAsync();
         var (exit, output) = await run;

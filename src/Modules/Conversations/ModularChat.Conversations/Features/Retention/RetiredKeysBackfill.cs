@@ -57,6 +57,7 @@ internal sealed partial class RetiredKeysBackfill(IDocumentStore store, NodeStop
     /// <param name="newWork">Ends the pass before its next page (the node stops).</param>
     public async Task<int> RunAsync(CancellationToken cancellationToken, CancellationToken newWork = default)
     {
+        newWork.ThrowIfCancellationRequested(); // a command beside the nodes (NodeStopping.RunsSharedWork) reads nothing
         RetiredKeysBackfillMark? mark;
         await using (var session = store.QuerySession())
         {
