@@ -144,12 +144,8 @@ public sealed class RetentionTests(RetentionApp app)
     public async Task The_retention_command_applies_a_policy_given_to_it_in_development_as_in_production()
     {
         // The service runs this tenant under keep-all; the command is given delete-after-summary (KeepLast 5).
-        var tenant = ModularChatApp.NewUser("retention-command");
-        using var client = app.Client(ModularChatApp.NewUser("operator"), tenant);
-        var id = await ConversationWith(client, 12);
-        await client.WaitForSummary(id);
-        Assert.Equal(12, await SummaryThrough(client, id));
-        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, seconds: Eventually.BackgroundSeconds, what: "the messages indexed for search");
+        var (tenant, client, id) = await SummarizedAndIndexedAsync("retention-command");
+        using var _ = client;
 
         var (exit, output) = await app.RunHostCommandAsync(
             new Dictionary<string, string>
@@ -169,16 +165,14 @@ public sealed class RetentionTests(RetentionApp app)
     [Fact]
     public async Task The_retention_command_neither_leads_the_nodes_nor_takes_their_work_while_it_runs()
     {
-        // A command that starts the host (retention, summaries) checks in with Wolverine's cluster while it runs, and does its
-        // own work, not the nodes'. It used to be a node like the others: with no other node in the cluster (this fixture's host runs everything itself, in solo
-        // mode, outside it), it took the lead at its first check and started every projection next to the host's own. Two
-        // daemons on one projection: one of them failed (ProgressionProgressOutOfOrderException, which Wolverine does not
-        // restart), and the fixture's search indexing and the retention waiting for it stopped for the rest of the run.
-        var tenant = ModularChatApp.NewUser("retention-beside");
-        using var client = app.Client(ModularChatApp.NewUser("operator"), tenant);
-        var id = await ConversationWith(client, 12);
-        await client.WaitForSummary(id);
-        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, what: "the messages indexed for search");
+        // A command that starts the host (retention, summaries) checks in with Wolverine's cluster while it runs, and does
+        // its own work, not the nodes'. It used to be a node like the others: with no other node in the cluster (this
+        // fixture's host runs everything itself, in solo mode, outside it), it took the lead at its first check and started
+        // every projection next to the host's own. Two daemons on one projection: one of them failed
+        // (ProgressionProgressOutOfOrderException, which Wolverine does not restart), and the fixture's search indexing
+        // and the retention waiting for it stopped for the rest of the run.
+        var (tenant, client, id) = await SummarizedAndIndexedAsync("retention-beside");
+        using var _ = client;
 
         // The test holds the conversation's stream row: the command waits for it, running and checking in, until released.
         await using var holder = new NpgsqlConnection(app.PostgresConnectionString);
@@ -217,6 +211,21 @@ public sealed class RetentionTests(RetentionApp app)
         Assert.True(exit == 0, output);
         Assert.Contains("1 changed", output, StringComparison.Ordinal);
         Assert.Equal(0, await connection.ScalarAsync("select count(*) from modularchat.wolverine_node_assignments"));
+    }
+
+    /// <summary>
+    /// A conversation of 12 messages of a new tenant (kept whole by the service), summarized through 12 and indexed for
+    /// search: what a retention command given a policy for the tenant acts on.
+    /// </summary>
+    private async Task<(string Tenant, HttpClient Client, Guid Id)> SummarizedAndIndexedAsync(string name)
+    {
+        var tenant = ModularChatApp.NewUser(name);
+        var client = app.Client(ModularChatApp.NewUser("operator"), tenant);
+        var id = await ConversationWith(client, 12);
+        await client.WaitForSummary(id);
+        Assert.Equal(12, await SummaryThrough(client, id));
+        await Eventually.Until(() => SearchEntrySequences(id), s => s.Count == 12, what: "the messages indexed for search");
+        return (tenant, client, id);
     }
 
     private static async Task<DateTimeOffset> NowAsync(NpgsqlConnection connection)
