@@ -15,7 +15,9 @@ internal enum HostRole
     /// messages (the jobs it queues, through the same durable queues and outbox) and checks in with Wolverine, but it never
     /// leads the cluster (so it assigns no work, to itself or to others), it offers to run no projection, its background
     /// services start none of the work any node could do (NodeStopping.RunsSharedWork: embeddings, sweeps, clean-ups), and
-    /// it is not in the node list: it leaves the nodes' work to them.
+    /// it is not in the node list: it leaves the nodes' work to them. One exception: it offers to run the recovery of the
+    /// database's queued messages (Wolverine's durability agent, which must stay enabled: see ConfigureModularChatMessaging),
+    /// so a leader balancing its agents may hand it that while it runs, and it then handles what it recovers as a node would.
     /// Before, it was a node like the others for as long as it ran: the leader could move a projection to it (and back when
     /// it stopped), and with no other node in Wolverine's cluster it took the lead at its first check and started every
     /// projection. Beside a host that runs its projections by itself (Wolverine's solo mode: the tests' hosts) that ran
