@@ -74,6 +74,10 @@ try
     builder.Services.AddModularChatHealth(builder.Configuration);
     builder.Services.AddModularChatNodes(role);
     builder.Services.AddNodeStopping(runsSharedWork: role == HostRole.Node); // before the modules': a command does none of the nodes' work
+    if (role == HostRole.Node)
+    {
+        builder.Services.AddProjectionLagMonitor(builder.Configuration);
+    }
     builder.Services.AddRequestEncodings();
 
     // Modules.

@@ -14,6 +14,7 @@ public sealed partial class ProcessStartTests(ConversationsProcessesApp app)
     [InlineData("Conversations__MaxTitleLength", "0", "Configuration 'Conversations:MaxTitleLength'")] // a validated option
     [InlineData("Limits__MaxRequestBodyBytes", "0", "Configuration 'Limits:MaxRequestBodyBytes'")] // read before the host is built
     [InlineData("Cache__MaxEntryBytes", "1", "Configuration 'Cache:MaxEntryBytes'")] // read before the host is built
+    [InlineData("Messaging__ProjectionStallWarning", "0", "Configuration 'Messaging:ProjectionStallWarning'")] // read before the host is built
     [InlineData("Search__Language", "klingon", "Configuration 'Search:Language'")] // a start check against the database
     public async Task A_refused_setting_ends_the_process_with_exit_code_1_and_its_message_once_in_a_timestamped_entry(string variable, string value, string message)
     {
