@@ -712,10 +712,5 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         return app.StartHostAsync(new Dictionary<string, string?>(settings ?? []) { ["ConnectionStrings:Postgres"] = throughProxy.ConnectionString }, services);
     }
 
-    private static HttpClient Client(ConversationsApp app, IAlbaHost node, string user)
-    {
-        var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser(user)));
-        return client;
-    }
+    private static HttpClient Client(ConversationsApp app, IAlbaHost node, string user) => app.Client(node, ModularChatApp.NewUser(user));
 }

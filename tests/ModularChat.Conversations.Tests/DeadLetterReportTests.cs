@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using System.Net;
-using System.Net.Http.Headers;
 using System.Text.Json;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
@@ -138,9 +137,7 @@ public sealed class DeadLetterReportTests(ConversationsApp app)
         await using var node = await app.StartHostAsync(settings, services => services.AddSingleton<ILoggerProvider>(logs));
         using var failures = new MetricCollector<long>(
             node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ConversationsBackgroundFailures);
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
-            "Bearer", app.Token(ModularChatApp.NewUser("dead-refused-retention"), RetentionTenants.Delete));
+        using var client = app.Client(node, ModularChatApp.NewUser("dead-refused-retention"), RetentionTenants.Delete);
         var created = await (await client.PostJson("/api/conversations", new { title = "refused retention" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         await using var observer = await DatabaseOutageTests.OpenAsync(database);
         await RefuseRemovalAsync(observer, "mt_doc_storedmessage", created.Id, "old.data::text like '%' || @id::text || '%'");

@@ -1,6 +1,5 @@
 using System.Diagnostics.Metrics;
 using System.Net;
-using System.Net.Http.Headers;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
@@ -35,8 +34,7 @@ public sealed class ProjectionLagTests(ConversationsApp app)
             },
             services => services.AddSingleton<ILoggerProvider>(logs));
         using var lag = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.ProjectionLag);
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", app.Token(ModularChatApp.NewUser("projection-lag")));
+        using var client = app.Client(node, ModularChatApp.NewUser("projection-lag"));
         var created = await (await client.PostJson("/api/conversations", new { title = "lag" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
         await (await client.PostJson($"/api/conversations/{created.Id}/messages", new { role = "user", content = "unread" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
 

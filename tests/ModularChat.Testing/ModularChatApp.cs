@@ -201,9 +201,12 @@ public class ModularChatApp : IAsyncLifetime
         => DevelopmentTokens.Create(Auth, subject, tenant, roles);
 
     /// <summary>An HttpClient on the in-memory server, authenticated as <paramref name="subject"/>.</summary>
-    public HttpClient Client(string subject, string? tenant = null, params string[] roles)
+    public HttpClient Client(string subject, string? tenant = null, params string[] roles) => Client(Host, subject, tenant, roles);
+
+    /// <summary>An HttpClient on <paramref name="node"/> (a host of <see cref="StartHostAsync"/>), authenticated as <paramref name="subject"/>.</summary>
+    public HttpClient Client(IAlbaHost node, string subject, string? tenant = null, params string[] roles)
     {
-        var client = Host.Server.CreateClient();
+        var client = node.Server.CreateClient();
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token(subject, tenant, roles));
         return client;
     }

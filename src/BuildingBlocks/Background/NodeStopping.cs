@@ -13,18 +13,14 @@ namespace ModularChat.BuildingBlocks.Background;
 /// cannot be one, asks it before it begins. A process that is no node of the deployment (a command run beside it) starts
 /// none of that work at all (<see cref="RunsSharedWork"/>).
 /// </summary>
-public sealed class NodeStopping(IHostApplicationLifetime lifetime)
+/// <param name="runsSharedWork">False in a command run beside the nodes (<see cref="RunsSharedWork"/>).</param>
+public sealed class NodeStopping(IHostApplicationLifetime lifetime, bool runsSharedWork = true)
 {
-    /// <summary>For a process that is a node (<paramref name="runsSharedWork"/>) or a command run beside the nodes (false).</summary>
-    public NodeStopping(IHostApplicationLifetime lifetime, bool runsSharedWork)
-        : this(lifetime)
-        => RunsSharedWork = runsSharedWork;
-
     /// <summary>
     /// Whether this process does the work any node could do: a node does, a command (<c>retention</c>, <c>summaries</c>)
     /// does not. It does its own work and leaves the nodes' to them: their background services do nothing in it.
     /// </summary>
-    public bool RunsSharedWork { get; } = true;
+    public bool RunsSharedWork => runsSharedWork;
 
     /// <summary>Whether the node has begun to stop: start no new shared work, and refuse what asks for some.</summary>
     public bool Begun => lifetime.ApplicationStopping.IsCancellationRequested;

@@ -17,11 +17,17 @@ public static class DaemonProgress
     /// sequence that every asynchronous projection has processed (0 while one has not started).</summary>
     public static async Task<(long HighWaterMark, long SlowestProjection)> ReadAsync(IDocumentStore store, CancellationToken cancellationToken)
     {
+        var (highWater, projections) = await ReadEachAsync(store, cancellationToken);
+        return (highWater, projections.Count == 0 ? highWater : projections.Values.Min());
+    }
+
+    /// <summary>The daemon's high-water mark and the sequence each asynchronous projection (shard) has processed (0 while it has not started).</summary>
+    public static async Task<(long HighWaterMark, IReadOnlyDictionary<string, long> Projections)> ReadEachAsync(IDocumentStore store, CancellationToken cancellationToken)
+    {
         var progress = (await store.Advanced.AllProjectionProgress(token: cancellationToken)).ToDictionary(p => p.ShardName, p => p.Sequence);
-        var highWater = progress.GetValueOrDefault(ShardState.HighWaterMark);
-        var shards = ((StoreOptions)store.Options).Projections.AllShards();
-        var slowest = shards.Count == 0 ? highWater : shards.Min(s => progress.GetValueOrDefault(s.Name.Identity));
-        return (highWater, slowest);
+        var projections = ((StoreOptions)store.Options).Projections.AllShards()
+            .ToDictionary(s => s.Name.Identity, s => progress.GetValueOrDefault(s.Name.Identity), StringComparer.Ordinal);
+        return (progress.GetValueOrDefault(ShardState.HighWaterMark), projections);
     }
 
     /// <summary>

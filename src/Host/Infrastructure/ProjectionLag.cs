@@ -3,6 +3,7 @@ using System.Diagnostics.Metrics;
 using Marten;
 using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Options;
+using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Telemetry;
 using Npgsql;
 
@@ -110,7 +111,7 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
 
     private async Task LookAsync(CancellationToken cancellationToken)
     {
-        var progress = (await _store.Advanced.AllProjectionProgress(token: cancellationToken)).ToDictionary(p => p.ShardName, p => p.Sequence);
+        var (_, projections) = await DaemonProgress.ReadEachAsync(_store, cancellationToken);
         long lastEvent;
         await using (var connection = _store.Storage.Database.CreateConnection())
         {
@@ -121,9 +122,8 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
 
         var now = _clock.GetTimestamp();
         var lags = new Dictionary<string, long>(StringComparer.Ordinal);
-        foreach (var name in ((StoreOptions)_store.Options).Projections.AllShards().Select(s => s.Name.Identity))
+        foreach (var (name, read) in projections)
         {
-            var read = progress.GetValueOrDefault(name);
             var lag = Math.Max(0, lastEvent - read);
             lags[name] = lag;
             if (!_shards.TryGetValue(name, out var shard) || shard.Read != read || lag == 0)
