@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using System.Net;
+using System.Text.Json;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
@@ -10,7 +11,7 @@ namespace ModularChat.Conversations.Tests;
 
 /// <summary>
 /// Each node looks at how far the asynchronous projections are behind the event store: a gauge, one warning when one
-/// behind stands still, one line when it moves again.
+/// behind stands still, one line when it moves again; its readiness is Degraded while one stands still.
 /// </summary>
 [Collection(AppCollection.Name)]
 public sealed class ProjectionLagTests(ConversationsApp app)
@@ -19,11 +20,12 @@ public sealed class ProjectionLagTests(ConversationsApp app)
     private const string Category = "ModularChat.Host.Infrastructure.ProjectionLagMonitor";
 
     [Fact]
-    public async Task A_projection_behind_that_stands_still_is_warned_about_once_counted_and_said_to_move_again_when_it_does()
+    public async Task A_projection_behind_that_stands_still_is_warned_about_once_counted_degrades_readiness_and_is_said_to_move_again_when_it_does()
     {
         // A node started beside the fixture's runs no projections: on a database of its own, nothing reads its events (as
-        // when the daemon running search indexing failed for good, or no node runs it).
-        var database = await app.DatabaseOfItsOwnAsync("projection_lag");
+        // when the daemon running search indexing failed for good, or no node runs it). Empty: the figures below count every
+        // event in it.
+        var database = await app.EmptyDatabaseOfItsOwnAsync("projection_lag");
         var logs = new CapturedLogs();
         await using var node = await app.StartHostAsync(
             new Dictionary<string, string?>
@@ -46,6 +48,15 @@ public sealed class ProjectionLagTests(ConversationsApp app)
         Assert.Contains("Messaging:ProjectionStallWarning", warning.Message, StringComparison.Ordinal);
         Assert.Equal(2, await Eventually.Until(() => Task.FromResult(SearchLag(lag)), l => l == 2, what: "the gauge of the projection's lag"));
 
+        // Readiness says so too: Degraded (still 200: a load balancer keeps the node), naming the projection.
+        using var anonymous = node.Server.CreateClient();
+        var (status, readiness) = await ReadinessAsync(anonymous);
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal("Degraded", readiness.GetProperty("status").GetString());
+        var projections = readiness.GetProperty("checks").GetProperty("projections");
+        Assert.Equal("Degraded", projections.GetProperty("status").GetString());
+        Assert.Contains(Search, projections.GetProperty("description").GetString(), StringComparison.Ordinal);
+
         // The projection runs (a daemon of the test's on the node's store): the node says so, once, and the gauge falls to 0.
         var store = node.Services.GetRequiredService<IDocumentStore>();
         using var daemon = await store.BuildProjectionDaemonAsync();
@@ -54,6 +65,9 @@ public sealed class ProjectionLagTests(ConversationsApp app)
         {
             await Eventually.Until(() => Task.FromResult(MovedAgain(logs)), n => n > 0, what: "the line saying the projection moves again");
             Assert.Equal(0, await Eventually.Until(() => Task.FromResult(SearchLag(lag)), l => l == 0, what: "the gauge back at 0"));
+            (status, readiness) = await ReadinessAsync(anonymous);
+            Assert.Equal(HttpStatusCode.OK, status);
+            Assert.Equal("Healthy", readiness.GetProperty("checks").GetProperty("projections").GetProperty("status").GetString());
         }
         finally
         {
@@ -71,6 +85,12 @@ public sealed class ProjectionLagTests(ConversationsApp app)
 
     private static int MovedAgain(CapturedLogs logs)
         => logs.Entries.Count(e => e.Category == Category && e.Level == LogLevel.Information && e.Message.StartsWith($"The asynchronous projection {Search} moves again", StringComparison.Ordinal));
+
+    private static async Task<(HttpStatusCode Status, JsonElement Body)> ReadinessAsync(HttpClient anonymous)
+    {
+        using var response = await anonymous.GetAsync("/health/ready");
+        return (response.StatusCode, JsonSerializer.Deserialize<JsonElement>(await response.Content.ReadAsStringAsync()));
+    }
 
     /// <summary>The search projection's lag at the gauge's next reading (-1 when it has none yet).</summary>
     private static long SearchLag(MetricCollector<long> lag)

@@ -304,6 +304,9 @@ public class ModularChatApp : IAsyncLifetime
     /// </summary>
     public Task<string> DatabaseOfItsOwnAsync(string suffix) => TestInfrastructure.PostgresAsync($"{_databaseName}_{suffix}");
 
+    /// <summary>As <see cref="DatabaseOfItsOwnAsync"/>, emptied first of what an earlier run left there.</summary>
+    public Task<string> EmptyDatabaseOfItsOwnAsync(string suffix) => TestInfrastructure.EmptyPostgresAsync($"{_databaseName}_{suffix}");
+
     /// <summary>A fresh subject (and so a fresh tenant) for one test.</summary>
     public static string NewUser(string prefix = "user") => $"{prefix}-{Guid.NewGuid():N}";
 

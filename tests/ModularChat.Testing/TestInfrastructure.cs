@@ -51,6 +51,24 @@ public static class TestInfrastructure
         return new NpgsqlConnectionStringBuilder(server) { Database = databaseName }.ConnectionString;
     }
 
+    /// <summary>
+    /// A connection string to an empty database for <paramref name="databaseName"/>: one left by an earlier run is dropped first
+    /// (with force, closing what connections it still has), for a test whose figures count everything in its database.
+    /// </summary>
+    public static async Task<string> EmptyPostgresAsync(string databaseName)
+    {
+        var database = await PostgresAsync(databaseName);
+        var admin = new NpgsqlConnectionStringBuilder(database) { Database = "postgres", Pooling = false };
+        await using (var connection = new NpgsqlConnection(admin.ConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var drop = new NpgsqlCommand($"drop database if exists \"{databaseName}\" with (force)", connection);
+            await drop.ExecuteNonQueryAsync();
+        }
+
+        return await PostgresAsync(databaseName);
+    }
+
     /// <summary>A Redis connection string, or null when neither the environment nor Docker provides one.</summary>
     public static async Task<string> RedisAsync()
     {

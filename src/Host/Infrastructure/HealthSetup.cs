@@ -7,7 +7,8 @@ namespace ModularChat.Host.Infrastructure;
 
 internal static class HealthSetup
 {
-    private const string Ready = "ready";
+    /// <summary>The tag of the checks that <c>/health/ready</c> runs.</summary>
+    internal const string Ready = "ready";
 
     public static IServiceCollection AddModularChatHealth(this IServiceCollection services, IConfiguration configuration)
     {
@@ -37,13 +38,19 @@ internal static class HealthSetup
     /// <summary>
     /// What the anonymous health answer says about a check. Never the exception's own text: a client library's message
     /// carries addresses, ports and its internals (StackExchange.Redis: thread-pool counts, client name, version), which
-    /// an unauthenticated caller should not learn. The health check service logs the exception itself.
+    /// an unauthenticated caller should not learn. The health check service logs the exception itself. The service's own
+    /// checks (<c>projections</c>) say what they found in words of their own, made for that answer.
     /// </summary>
     private static string? Describe(string name, HealthReportEntry entry)
     {
         if (entry.Status == HealthStatus.Healthy)
         {
             return null;
+        }
+
+        if (name == ProjectionStallHealthCheck.Name)
+        {
+            return entry.Description;
         }
 
         var what = name switch

@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using System.Diagnostics.Metrics;
 using Marten;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using ModularChat.BuildingBlocks.Background;
 using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Persistence;
@@ -11,11 +12,17 @@ namespace ModularChat.Host.Infrastructure;
 
 internal static class ProjectionLagSetup
 {
-    /// <summary>The projections' lag gauge and stall warning of a node (<see cref="ProjectionLagMonitor"/>).</summary>
+    /// <summary>
+    /// The projections' lag gauge, stall warning and readiness check of a node (<see cref="ProjectionLagMonitor"/>,
+    /// <see cref="ProjectionStallHealthCheck"/>).
+    /// </summary>
     public static IServiceCollection AddProjectionLagMonitor(this IServiceCollection services, IConfiguration configuration)
     {
         services.AddSingleton(ProjectionLagSettings.From(configuration));
-        services.AddHostedService<ProjectionLagMonitor>();
+        services.AddSingleton<ProjectionLagMonitor>();
+        services.AddHostedService(sp => sp.GetRequiredService<ProjectionLagMonitor>());
+        services.AddHealthChecks().AddCheck<ProjectionStallHealthCheck>(
+            ProjectionStallHealthCheck.Name, failureStatus: HealthStatus.Degraded, tags: [HealthSetup.Ready]);
         return services;
     }
 }
@@ -53,6 +60,8 @@ internal sealed record ProjectionLagSettings(TimeSpan Interval, TimeSpan StallWa
 /// only as search results that stayed behind and retention steps that waited for it.
 /// </summary>
 /// <remarks>
+/// While one stands still, the node's readiness (<c>/health/ready</c>) is Degraded (<see cref="ProjectionStallHealthCheck"/>):
+/// still 200, so that no load balancer takes nodes out of service because search indexing stopped.
 /// Behind means below the last event committed (not the daemon's high-water mark, which stops too when no daemon runs).
 /// Each node looks for itself: the figures are the database's, the same on every node. It reads two small things (the
 /// projections' progress rows and the largest event sequence) and goes on while the node stops, as the node's other gauges.
@@ -65,6 +74,7 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
     private readonly ILogger<ProjectionLagMonitor> _logger;
     private readonly Dictionary<string, Shard> _shards = new(StringComparer.Ordinal);
     private FrozenDictionary<string, long> _lags = FrozenDictionary<string, long>.Empty;
+    private FrozenSet<string> _stalled = FrozenSet<string>.Empty;
 
     public ProjectionLagMonitor(IDocumentStore store, ProjectionLagSettings settings, IMeterFactory meters, TimeProvider clock, ILogger<ProjectionLagMonitor> logger)
     {
@@ -78,6 +88,9 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
             unit: "{event}",
             description: "Events appended that the asynchronous projection (search indexing) has not read yet, by projection");
     }
+
+    /// <summary>The projections behind that have stood still for <c>Messaging:ProjectionStallWarning</c> at the last look.</summary>
+    public IReadOnlySet<string> Stalled => Volatile.Read(ref _stalled);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -146,6 +159,7 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
         }
 
         Volatile.Write(ref _lags, lags.ToFrozenDictionary(StringComparer.Ordinal));
+        Volatile.Write(ref _stalled, _shards.Where(s => s.Value.Reported && lags.ContainsKey(s.Key)).Select(s => s.Key).ToFrozenSet(StringComparer.Ordinal));
     }
 
     /// <summary>What a projection had read at the last look, since when it has stood there, and whether that was reported.</summary>
@@ -160,4 +174,23 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
 
     [LoggerMessage(Level = LogLevel.Information, Message = "The asynchronous projection {Projection} moves again (at event {Read}, {Lag} behind)")]
     private static partial void LogMovedAgain(ILogger logger, string projection, long read, long lag);
+}
+
+/// <summary>
+/// The readiness check <c>projections</c>: Degraded while an asynchronous projection behind stands still
+/// (<see cref="ProjectionLagMonitor.Stalled"/>), Healthy otherwise. It reads the monitor's last look, no database.
+/// </summary>
+internal sealed class ProjectionStallHealthCheck(ProjectionLagMonitor monitor) : IHealthCheck
+{
+    public const string Name = "projections";
+
+    public Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var stalled = monitor.Stalled;
+        return Task.FromResult(stalled.Count == 0
+            ? HealthCheckResult.Healthy()
+            : new HealthCheckResult(context.Registration.FailureStatus,
+                $"Asynchronous projections behind have not moved for Messaging:ProjectionStallWarning ({string.Join(", ", stalled.Order(StringComparer.Ordinal))}): " +
+                "search indexing stands still; see the service's log."));
+    }
 }
