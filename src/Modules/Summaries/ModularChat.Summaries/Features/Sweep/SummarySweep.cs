@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using JasperFx;
-using Marten.Linq.MatchesSql;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
@@ -9,6 +8,8 @@ using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Summaries.Domain;
 using ModularChat.Summaries.Jobs;
+using Npgsql;
+using NpgsqlTypes;
 using Wolverine;
 
 namespace ModularChat.Summaries.Features.Sweep;
@@ -85,7 +86,7 @@ public sealed partial class SummarySweep(
             LogCaughtUp(logger, sweepId, caughtUp);
         }
 
-        Guid? after = null;
+        (string, Guid)? after = null;
         while (true)
         {
             var page = await ReadPageAsync(request.TenantId, after, sweep.BatchSize, cancellationToken);
@@ -94,7 +95,7 @@ public sealed partial class SummarySweep(
                 break;
             }
 
-            after = page[^1].Activity.Id;
+            after = (page[^1].Activity.TenantId!, page[^1].Activity.Id);
             examined += page.Count;
             var now = clock.GetUtcNow();
             foreach (var (activity, progress) in page)
@@ -254,31 +255,69 @@ public sealed partial class SummarySweep(
             : null;
     }
 
+    /// <summary>
+    /// The statement that reads a page of activity rows after the key (<c>@afterTenant</c>, <c>@afterId</c>) in their primary
+    /// key's order (tenant, id), the tenant's alone with <paramref name="oneTenant"/> (<c>@tenant</c>), each with its
+    /// conversation's summary progress, at most <c>@limit</c>. Each page is a range of the primary key and a probe of the
+    /// progress' per row: a sweep reads each row once. Before, pages were ordered by id alone across tenants, which no
+    /// index serves, and the progress was looked up by id alone: each page sorted the whole table and scanned the
+    /// progress' (about 50 ms and 70 ms a page at 200,000 conversations), so a sweep's work grew with the square of the
+    /// conversations (about 2 min at 200,000, longer than the 15 min between sweeps by a million).
+    /// </summary>
+    internal static string PageSql(string activityTable, string progressTable, bool oneTenant) => $"""
+        select a.tenant_id, a.data, (select p.data from {progressTable} p where p.tenant_id = a.tenant_id and p.id = a.id)
+        from {activityTable} a
+        where (a.tenant_id, a.id) > (@afterTenant, @afterId){(oneTenant ? " and a.tenant_id = @tenant" : "")}
+        order by a.tenant_id, a.id
+        limit @limit
+        """;
+
+    /// <summary>
+    /// The statement that tells, for each (tenant, conversation) of <c>@tenants</c> and <c>@ids</c> (arrays of the same length),
+    /// whether its activity row is still there and its summary progress: probes of both primary keys.
+    /// </summary>
+    internal static string SettleSql(string activityTable, string progressTable) => $"""
+        select k.tenant_id, k.id,
+               exists (select 1 from {activityTable} a where a.tenant_id = k.tenant_id and a.id = k.id),
+               (select p.data from {progressTable} p where p.tenant_id = k.tenant_id and p.id = k.id)
+        from unnest(@tenants::varchar[], @ids::uuid[]) as k(tenant_id, id)
+        """;
+
     private async Task<List<(ConversationActivity Activity, SummaryProgress? Progress)>> ReadPageAsync(
-        string? tenantId, Guid? after, int size, CancellationToken cancellationToken)
+        string? tenantId, (string Tenant, Guid Id)? after, int size, CancellationToken cancellationToken)
     {
-        await using var session = store.QuerySession();
-        var query = session.Query<ConversationActivity>().Where(a => a.AnyTenant());
+        var sql = PageSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>(), tenantId is not null);
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(sql, connection);
+        // The first page starts after ("", the empty id): below every tenant's rows.
+        command.Parameters.Add(new NpgsqlParameter("afterTenant", NpgsqlDbType.Varchar) { Value = after?.Tenant ?? "" });
+        command.Parameters.Add(new NpgsqlParameter("afterId", NpgsqlDbType.Uuid) { Value = after?.Id ?? Guid.Empty });
+        command.Parameters.Add(new NpgsqlParameter("limit", NpgsqlDbType.Integer) { Value = size });
         if (tenantId is not null)
         {
-            query = query.Where(a => a.TenantIsOneOf(tenantId));
+            command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Varchar) { Value = tenantId });
         }
 
-        if (after is { } last)
+        var serializer = store.Options.Serializer();
+        var page = new List<(ConversationActivity, SummaryProgress?)>(size);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
         {
-            query = query.Where(a => a.MatchesSql("d.id > ?", last));
+            var tenant = reader.GetString(0);
+            var activity = await serializer.FromJsonAsync<ConversationActivity>(reader, 1, cancellationToken);
+            activity.TenantId = tenant;
+            SummaryProgress? progress = null;
+            if (!await reader.IsDBNullAsync(2, cancellationToken))
+            {
+                progress = await serializer.FromJsonAsync<SummaryProgress>(reader, 2, cancellationToken);
+                progress.TenantId = tenant;
+            }
+
+            page.Add((activity, progress));
         }
 
-        var activities = await query.OrderBy(a => a.Id).Take(size).ToListAsync(cancellationToken);
-        if (activities.Count == 0)
-        {
-            return [];
-        }
-
-        var ids = activities.Select(a => a.Id).ToArray();
-        var progress = (await session.Query<SummaryProgress>().Where(p => p.AnyTenant() && p.Id.IsOneOf(ids)).ToListAsync(cancellationToken))
-            .ToDictionary(p => (p.TenantId, p.Id));
-        return activities.Select(a => (a, progress.GetValueOrDefault((a.TenantId, a.Id)))).ToList();
+        return page;
     }
 
     /// <summary>Drops the jobs seen done (or gone, or past their wait) from <paramref name="inFlight"/>; waits a little when none is.</summary>
@@ -289,13 +328,7 @@ public sealed partial class SummarySweep(
         var reportAt = clock.GetUtcNow() + TimeSpan.FromTicks(Math.Min(MaxReportInterval.Ticks, options.Value.Sweep.JobWait.Ticks / 2));
         while (true)
         {
-            var ids = inFlight.Keys.Select(k => k.Id).Distinct().ToArray();
-            await using var session = store.QuerySession();
-            var progress = (await session.Query<SummaryProgress>().Where(p => p.AnyTenant() && p.Id.IsOneOf(ids)).ToListAsync(cancellationToken))
-                .ToDictionary(p => (p.TenantId!, p.Id));
-            var existing = (await session.Query<ConversationActivity>().Where(a => a.AnyTenant() && a.Id.IsOneOf(ids)).Select(a => new { a.TenantId, a.Id })
-                    .ToListAsync(cancellationToken))
-                .Select(a => (a.TenantId!, a.Id)).ToHashSet();
+            var (progress, existing) = await ReadInFlightAsync(inFlight.Keys, cancellationToken);
             int done = 0, late = 0;
             var now = clock.GetUtcNow();
             foreach (var (key, (job, deadline)) in inFlight.ToList())
@@ -324,6 +357,39 @@ public sealed partial class SummarySweep(
 
             await Task.Delay(PollInterval, clock, cancellationToken);
         }
+    }
+
+    /// <summary>Of the conversations in <paramref name="keys"/>: their summary progress, and which still have an activity row.</summary>
+    private async Task<(Dictionary<(string, Guid), SummaryProgress> Progress, HashSet<(string, Guid)> Existing)> ReadInFlightAsync(
+        IReadOnlyCollection<(string Tenant, Guid Id)> keys, CancellationToken cancellationToken)
+    {
+        var sql = SettleSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>());
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.Add(new NpgsqlParameter("tenants", NpgsqlDbType.Array | NpgsqlDbType.Varchar) { Value = keys.Select(k => k.Tenant).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = keys.Select(k => k.Id).ToArray() });
+        var serializer = store.Options.Serializer();
+        var progress = new Dictionary<(string, Guid), SummaryProgress>();
+        var existing = new HashSet<(string, Guid)>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            var key = (reader.GetString(0), reader.GetGuid(1));
+            if (reader.GetBoolean(2))
+            {
+                existing.Add(key);
+            }
+
+            if (!await reader.IsDBNullAsync(3, cancellationToken))
+            {
+                var p = await serializer.FromJsonAsync<SummaryProgress>(reader, 3, cancellationToken);
+                p.TenantId = key.Item1;
+                progress[key] = p;
+            }
+        }
+
+        return (progress, existing);
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Summary sweep skipped: another node is sweeping")]
