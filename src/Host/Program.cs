@@ -142,6 +142,11 @@ try
         return 0;
     }
 
+    if (HostRoles.ReachesTheDatabaseFirst(args))
+    {
+        await HostStart.CheckDatabaseAsync(app.Services); // a refusal is reported below, once
+    }
+
     if (await CommandGuard.RefusalAsync(app.Services, args) is { } refusal)
     {
         await Console.Error.WriteLineAsync(refusal);

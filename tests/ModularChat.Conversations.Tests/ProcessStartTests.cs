@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using Npgsql;
 
 namespace ModularChat.Conversations.Tests;
 
@@ -60,15 +61,21 @@ public sealed partial class ProcessStartTests(ConversationsProcessesApp app)
     [InlineData("retention")]
     [InlineData("summaries")]
     [InlineData("rotate-keys")]
-    public async Task A_command_on_the_services_data_refused_at_its_start_says_why_once_without_a_stack_trace(string command)
+    [InlineData("db-apply")]
+    [InlineData("projections")]
+    [InlineData("resources")]
+    [InlineData("storage", "counts")]
+    [InlineData("event-query")]
+    public async Task A_command_on_the_services_data_refused_at_its_start_says_why_once_without_a_stack_trace(string command, params string[] arguments)
     {
         // Before, retention and summaries failed in their host's start, which reported the refusal with its stack trace,
-        // and JasperFx printed it again (~100 lines); rotate-keys failed on its first query with Npgsql's stack trace.
+        // and JasperFx printed it again (~100 lines); rotate-keys failed on its first query with Npgsql's stack trace, and
+        // the database commands of JasperFx, Marten and Wolverine with JasperFx's "ERROR:" and the stack trace.
         const string password = "Pg-Never-Printed-9";
         var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
         {
             ["ConnectionStrings__Postgres"] = $"Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat;Password={password}",
-        }, command);
+        }, [command, .. arguments]);
 
         Assert.True(exit == 1, $"exit code {exit}:\n{output}");
         Assert.True(Occurrences(output, $"The command '{command}' is refused: PostgreSQL at 127.0.0.1:1 could not be reached: ") == 1, output);
@@ -77,14 +84,37 @@ public sealed partial class ProcessStartTests(ConversationsProcessesApp app)
         Assert.DoesNotMatch(StackFrame(), output);
     }
 
+    [Theory]
+    [InlineData("projections", "list")]
+    [InlineData("resources", "list")]
+    [InlineData("db-list")]
+    public async Task A_command_that_reads_the_configuration_alone_runs_without_the_database(string command, params string[] arguments)
+    {
+        var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
+        {
+            ["ConnectionStrings__Postgres"] = "Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat",
+        }, [command, .. arguments]);
+
+        Assert.True(exit == 0, $"exit code {exit}:\n{output}");
+        Assert.DoesNotContain("could not be reached", output, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_command_that_fails_says_the_command_failed_not_that_the_node_could_not_start()
     {
-        // `resources clear` first asks the database which nodes run (CommandGuard): here it cannot be reached.
+        // `resources clear` first asks the database which nodes run (CommandGuard): here the node list is a table it cannot read.
         const string password = "Pg-Never-Printed-8";
+        var database = new NpgsqlConnectionStringBuilder(await app.EmptyDatabaseOfItsOwnAsync("unreadable_nodes")) { Password = password };
+        await using (var connection = new NpgsqlConnection(database.ConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var create = new NpgsqlCommand("create schema modularchat; create table modularchat.mc_nodes (unexpected int)", connection);
+            await create.ExecuteNonQueryAsync();
+        }
+
         var (exit, output) = await app.RunHostCommandAsync(new Dictionary<string, string>
         {
-            ["ConnectionStrings__Postgres"] = $"Host=127.0.0.1;Port=1;Database=modularchat;Username=modularchat;Password={password}",
+            ["ConnectionStrings__Postgres"] = database.ConnectionString,
         }, "resources", "clear");
 
         Assert.True(exit == 1, $"exit code {exit}:\n{output}");

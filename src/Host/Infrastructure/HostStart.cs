@@ -31,6 +31,14 @@ internal static partial class HostStart
     }
 
     /// <summary>
+    /// The start check that PostgreSQL answers as configured, alone: before a command that works on the database without the
+    /// service's other checks (<see cref="Nodes.HostRoles.ReachesTheDatabaseFirst"/>), so that an unreachable database refuses
+    /// it in one line.
+    /// </summary>
+    public static Task CheckDatabaseAsync(IServiceProvider services)
+        => new PersistenceSetup.DatabaseReachable(services.GetRequiredService<IConfiguration>()).CheckAsync(CancellationToken.None);
+
+    /// <summary>
     /// Reports <paramref name="error"/>, which stopped the start before the host started (the host reports what fails in
     /// its own start), once: a refusal as its reasons, anything else with its stack trace. Through the Host's logging when
     /// <paramref name="app"/> was built (disposed then, which writes out what its console logger holds); before that (a

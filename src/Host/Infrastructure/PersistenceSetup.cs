@@ -230,7 +230,7 @@ internal static class PersistenceSetup
     /// hosted service to use it failed instead, with its stack trace and Marten's or Wolverine's words. It does not wait for
     /// the database: a process manager restarts the node.
     /// </summary>
-    private sealed class DatabaseReachable(IConfiguration configuration) : IStartCheck
+    internal sealed class DatabaseReachable(IConfiguration configuration) : IStartCheck
     {
         public async Task CheckAsync(CancellationToken cancellationToken)
         {

@@ -45,6 +45,26 @@ internal static class HostRoles
     /// </summary>
     public static bool ChecksFirst(string[] args) => args.Length > 0 && CommandsOnTheData.Contains(args[0]);
 
+    /// <summary>The commands of JasperFx, Marten and Wolverine that read or write the database (<see cref="ReachesTheDatabaseFirst"/>).</summary>
+    private static readonly HashSet<string> CommandsOnTheDatabase = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "clear-handled", "db-apply", "db-assert", "db-patch", "event-query", "marten", "projection-run", "projections", "resources",
+        "storage", "stream-query",
+    };
+
+    /// <summary>
+    /// Whether the command in <paramref name="args"/> first checks that PostgreSQL answers, and is refused in one line naming
+    /// where it looked when it does not. These commands work on the database but make none of the service's other start
+    /// checks (<see cref="ChecksFirst"/>: the schema is theirs to apply or report). Before, an unreachable database ended
+    /// them in Npgsql's exception and its stack trace, printed by JasperFx ("ERROR:") or by the Host. Not their <c>list</c>
+    /// action (<c>projections list</c>, <c>resources list</c>), which reads the configuration alone, nor <c>db-list</c>,
+    /// <c>db-dump</c> (the DDL the configuration makes), <c>check-env</c> (it reports each check it makes), <c>help</c>,
+    /// <c>token</c> or <c>codegen</c>.
+    /// </summary>
+    public static bool ReachesTheDatabaseFirst(string[] args)
+        => args.Length > 0 && CommandsOnTheDatabase.Contains(args[0])
+           && !args.Skip(1).Contains("list", StringComparer.OrdinalIgnoreCase);
+
     /// <summary>
     /// The role of a process of the Host started with <paramref name="args"/>: a command when they name one, else a node.
     /// A node without arguments, with options alone (<c>--urls ...</c>, and the arguments a test's host factory passes:
