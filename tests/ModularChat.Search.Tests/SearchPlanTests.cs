@@ -3,6 +3,7 @@ using ModularChat.Search.Features.Status;
 using ModularChat.Search.Projection;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
+using Npgsql;
 using NpgsqlTypes;
 
 namespace ModularChat.Search.Tests;
@@ -202,6 +203,39 @@ public sealed class SearchPlanTests(SearchApp app)
         {
             await using var explain = new Npgsql.NpgsqlCommand($"explain (costs off) execute {statement}(256, '5 minutes', '{{u}}')", connection);
             return await explain.ReadStringsAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_metadata_filter_reads_the_tenants_matches_alone_from_one_index()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        // 20 tenants of 2,000 entries that all carry {"app": "web"}, and a tenant of 20,000 that carry it too, 10 of them with
+        // {"user": "b7"}: filtered on the pair every tenant has, or on one of its own.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries");
+        var entries = $"{copy.Schema}.mc_search_entries";
+        await connection.ExecuteAsync($"""
+            insert into {entries} (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count, metadata)
+                select 'resident-' || (g % 20), gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1,
+                       jsonb_build_object('app', 'web', 'user', 'u' || (g % 50))
+                from generate_series(1, 40000) g;
+            insert into {entries} (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count, metadata)
+                select 'big', gen_random_uuid(), gen_random_uuid(), 0, g, now(), 'text', to_tsvector('simple', 'text'), 1,
+                       jsonb_build_object('app', 'web', 'user', 'b' || (g % 2000))
+                from generate_series(1, 20000) g;
+            analyze {entries};
+            """);
+
+        foreach (var (tenant, pairs) in new[] { ("big", """{"user": "b7"}"""), ("big", """{"app": "web", "user": "b7"}""") })
+        {
+            IEnumerable<NpgsqlParameter> values = [new() { Value = tenant }, new() { Value = pairs, NpgsqlDbType = NpgsqlDbType.Jsonb }];
+            var plan = await connection.ExplainAsync(KeywordSearch.WithMetadataSql(new SearchSchema(copy.Schema)), values);
+
+            // The tenant and the pairs in one index condition: before, the index held the metadata alone, and a filter read
+            // every tenant's entries with those pairs (or the tenant's entries) and kept the matches.
+            Assert.True(plan.Exists(l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("tenant_id", StringComparison.Ordinal)
+                && l.Contains("metadata @>", StringComparison.Ordinal)), string.Join('\n', plan));
+            Assert.DoesNotContain(plan, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
         }
     }
 

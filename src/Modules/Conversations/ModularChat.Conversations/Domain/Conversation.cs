@@ -54,14 +54,21 @@ public sealed partial record Conversation
     /// <summary>
     /// Marten's hook for the document's storage: the list reads a tenant's conversations newest activity
     /// first, keyset-paged on (last activity, id), which the first index serves; filtered by metadata, it matches by
-    /// containment, which the second (GIN, <c>jsonb_path_ops</c>, over the metadata alone) serves.
+    /// containment, which the second serves: GIN over the tenant (<c>btree_gin</c>) and the metadata (<c>jsonb_path_ops</c>),
+    /// so one scan finds exactly the tenant's matches. Until 2026-12-07 it was over the metadata alone: a pair common in
+    /// other tenants (an app name, say) made every filter on it read every tenant's matches, then keep the caller's.
     /// </summary>
     public static void ConfigureMarten(DocumentMapping mapping)
     {
         mapping.DuplicateField(nameof(LastActivityAt), notNull: true);
         mapping.AddIndex("tenant_id", "last_activity_at", "id").Name = "ix_conversation_activity";
-        mapping.AddGinIndexToDataMember([typeof(Conversation).GetProperty(nameof(Metadata))!]).Name = "ix_conversation_metadata";
+        var metadata = mapping.AddIndex("tenant_id", MetadataExpression);
+        metadata.Name = "ix_conversation_metadata";
+        metadata.ToGinWithJsonbPathOps();
     }
+
+    /// <summary>The metadata in the document's JSON, as the metadata filter reads it (<see cref="ConversationMetadataFilter"/>).</summary>
+    internal const string MetadataExpression = "(data -> 'Metadata')";
 
     public static Conversation Create(ConversationStarted e) => new()
     {

@@ -261,11 +261,14 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
     /// <summary>The query's lexemes with their document counts in the tenant, and the tenant's and the searched scope's sizes.</summary>
     internal sealed record TermStatistics(List<(string Lexeme, long Documents)> Lexemes, long Documents, double AverageLength, long ScopeDocuments);
 
+    /// <summary>The tenant's (<c>$1</c>) entries whose metadata contains <c>$2</c>: one scan of the (tenant, metadata) GIN index.</summary>
+    internal static string WithMetadataSql(SearchSchema schema) => $"select id from {schema.Entries} where tenant_id = $1 and metadata @> $2";
+
     /// <summary>Ids of the tenant's entries whose metadata contains every given pair (for filtering vector hits).</summary>
     public async Task<HashSet<Guid>> WithMetadataAsync(string tenantId, IReadOnlyDictionary<string, string> metadata, CancellationToken cancellationToken)
     {
         await using var connection = await database.OpenAsync(cancellationToken);
-        await using var command = new NpgsqlCommand($"select id from {database.Schema.Entries} where tenant_id = $1 and metadata @> $2", connection);
+        await using var command = new NpgsqlCommand(WithMetadataSql(database.Schema), connection);
         command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
         command.Parameters.Add(new NpgsqlParameter { Value = JsonSerializer.Serialize(metadata), NpgsqlDbType = NpgsqlDbType.Jsonb });
         var ids = new HashSet<Guid>();
