@@ -56,7 +56,9 @@ public sealed partial record Conversation
     /// first, keyset-paged on (last activity, id), which the first index serves; filtered by metadata, it matches by
     /// containment, which the second serves: GIN over the tenant (<c>btree_gin</c>) and the metadata (<c>jsonb_path_ops</c>),
     /// so one scan finds exactly the tenant's matches. Until 2026-12-07 it was over the metadata alone: a pair common in
-    /// other tenants (an app name, say) made every filter on it read every tenant's matches, then keep the caller's.
+    /// other tenants (an app name, say) made every filter on it read every tenant's matches, then keep the caller's. The
+    /// <c>btree_gin</c> extension is created by the Search module's schema objects, which Marten applies before the
+    /// documents' tables (SchemaTests starts a node on an empty database).
     /// </summary>
     public static void ConfigureMarten(DocumentMapping mapping)
     {
