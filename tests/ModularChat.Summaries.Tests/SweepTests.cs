@@ -118,8 +118,8 @@ public sealed class SweepTests(SummariesApp app)
         var bus = app.Host.Services.GetRequiredService<IMessageBus>();
         await bus.PublishAsync(new SummarizeConversation(id, 11, "milestone:10"), new DeliveryOptions { TenantId = tenant });
 
-        // The job finds nothing due (10 is covered) and lowers the mark it was queued with: the conversation waits for nothing.
-        await Eventually.Until(() => Activity(tenant, id), a => a?.PendingUpTo == 10, what: "The pending mark stayed above the coverage");
+        // The job finds nothing due (10 is covered) and clears the mark it was queued with: the conversation waits for nothing.
+        await Eventually.Until(() => Activity(tenant, id), a => a?.PendingUpTo == 0, what: "The pending mark stayed above the coverage");
         Assert.Equal(1, (await client.SummaryCovering(id, 10)).Revision);
     }
 

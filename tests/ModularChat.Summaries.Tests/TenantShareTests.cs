@@ -220,7 +220,7 @@ public sealed class TenantShareTests(SummariesShareApp app) : IClassFixture<Summ
         await using var session = app.Host.Services.GetRequiredService<Marten.IDocumentStore>().QuerySession(app.SlowTenant);
         foreach (var activity in await session.LoadManyAsync<Domain.ConversationActivity>(putOff))
         {
-            Assert.Equal(10, activity.PendingUpTo);
+            Assert.Equal(0, activity.PendingUpTo); // cleared by the revision that covered it
             Assert.True(activity.PendingAt >= activity.LastAppendedAt + TimeSpan.FromMilliseconds(500),
                 $"pending since {activity.PendingAt:O}, last append {activity.LastAppendedAt:O}");
         }

@@ -23,7 +23,10 @@ public sealed class ConversationActivity : ITenanted, IVersioned
 
     public DateTimeOffset LastAppendedAt { get; set; }
 
-    /// <summary>The sequence the last queued job was asked to cover; a job is pending while the coverage is below it.</summary>
+    /// <summary>
+    /// The sequence the last queued job was asked to cover; a job is pending while the coverage is below it. 0 once a
+    /// revision covers it or its job found nothing due (no job pending).
+    /// </summary>
     public long PendingUpTo { get; set; }
 
     /// <summary>When that job was due to start (later than it was queued when it waits for the minimum interval).</summary>

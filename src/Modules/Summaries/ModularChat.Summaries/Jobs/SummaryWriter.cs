@@ -339,6 +339,7 @@ public sealed partial class SummaryWriter(
             // A rebuild is done (a sweep waits for this mark) when its last part is stored.
             RebuildId = stoppedBy is not null ? progress?.RebuildId : job.RebuildId ?? progress?.RebuildId,
         });
+        ClearCoveredPending(session, id, covered);
 
         var lag = job.TriggeredAt is { } triggered ? revisedAt - triggered : (TimeSpan?)null;
         metrics.Generated(settings.Variant, summarizer.Name, summarizer.Model, reason, duration, lag);
@@ -544,7 +545,7 @@ public sealed partial class SummaryWriter(
     }
 
     /// <summary>
-    /// Lowers the conversation's pending mark to its coverage when it is still the one this job was queued with. A notice
+    /// Clears the conversation's pending mark (0: no job pending) when it is still the one this job was queued with. A notice
     /// that came while the previous job ran (an assistant's answer right after the message that reached a milestone)
     /// queued this one with its own mark; finding nothing due, it left the mark above the coverage until the next
     /// revision, and the backlog gauge counted the conversation as waiting for a summary all that time. A mark a later
@@ -555,9 +556,27 @@ public sealed partial class SummaryWriter(
     {
         var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
         session.QueueSqlCommand(
-            $"update {table} set pending_up_to = ?, data = jsonb_set(data, '{{PendingUpTo}}', to_jsonb(?::bigint)) " +
+            $"update {table} set pending_up_to = 0, data = jsonb_set(data, '{{PendingUpTo}}', '0') " +
             "where tenant_id = ? and id = ? and pending_up_to = ? and pending_up_to > ?",
-            coveredTo, coveredTo, session.TenantId, id, jobMark, coveredTo);
+            session.TenantId, id, jobMark, coveredTo);
+    }
+
+    /// <summary>
+    /// Clears the conversation's pending mark (0: no job pending) once the revision being stored covers it. A mark at or
+    /// below the coverage counts for nothing (every reader compares it with the coverage); at 0 it is also out of the
+    /// range that the backlog count reads from its index (<see cref="Features.Sweep.SummaryBacklogMonitor"/>). Before
+    /// 2026-12-07 covered marks stayed, so the count read every conversation's activity and progress every
+    /// <c>Summaries:BacklogRefreshInterval</c> on every node. A mark above the coverage (a later job's) is left alone; as
+    /// <see cref="ReleasePending"/>, a notice's batch that read the row before may store its view again, which is at or
+    /// below the coverage too.
+    /// </summary>
+    private static void ClearCoveredPending(IDocumentSession session, Guid id, long covered)
+    {
+        var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
+        session.QueueSqlCommand(
+            $"update {table} set pending_up_to = 0, data = jsonb_set(data, '{{PendingUpTo}}', '0') " +
+            "where tenant_id = ? and id = ? and pending_up_to > 0 and pending_up_to <= ?",
+            session.TenantId, id, covered);
     }
 
     /// <summary>

@@ -17,12 +17,21 @@ namespace ModularChat.Summaries.Features.Sweep;
 public sealed class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
     : BackgroundService
 {
+    /// <summary>
+    /// The conversations with a job pending above their coverage. It reads the activity rows with a pending mark (0 once
+    /// covered: SummaryWriter clears it) from the mark's index, each with a probe of its progress: the backlog, not every
+    /// conversation. Until 2026-12-07 covered marks stayed, and the count joined both whole tables (about 0.5 s at 200,000
+    /// conversations, every 30 s on every node). Marks left by older builds go as their conversations are summarized again.
+    /// </summary>
+    internal static string CountSql(string activityTable, string progressTable) => $"""
+        select count(*) from {activityTable} a
+        where a.pending_up_to > 0
+          and a.pending_up_to > coalesce((select p.covered_to from {progressTable} p where p.tenant_id = a.tenant_id and p.id = a.id), 0)
+        """;
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var activity = store.Options.Schema.For<ConversationActivity>();
-        var progress = store.Options.Schema.For<SummaryProgress>();
-        var sql = $"select count(*) from {activity} a left join {progress} p on p.id = a.id and p.tenant_id = a.tenant_id " +
-                  "where a.pending_up_to > coalesce(p.covered_to, 0)";
+        var sql = CountSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>());
         // While PostgreSQL is away every count fails the same way: logged once, not once a round. The rounds keep their pace,
         // so the gauge is current again one interval after the outage.
         var failures = new RepeatedFailures(logger, "Counting the summary backlog", options.Value.BacklogRefreshInterval, drawApart: false);
