@@ -262,14 +262,14 @@ internal sealed class AppendGroups(
 
             // An event of the group, to tell a save that failed after its commit (the outbox's delivery, a listener) from one
             // that stored nothing: written again, the group's appends without an external id would be stored twice.
-            var marker = session.PendingChanges.Streams().SelectMany(s => s.Events).Select(e => e.Id).FirstOrDefault();
+            var (markerStream, marker) = session.PendingChanges.Streams().SelectMany(s => s.Events.Select(e => (s.Id, e.Id))).FirstOrDefault();
             try
             {
                 await session.SaveChangesAsync(CancellationToken.None);
             }
             catch (Exception e) when (marker != Guid.Empty)
             {
-                if (!await StoredAsync(session.DocumentStore, tenantId, marker))
+                if (!await StoredAsync(session.DocumentStore, tenantId, markerStream, marker))
                 {
                     throw;
                 }
@@ -303,13 +303,17 @@ internal sealed class AppendGroups(
         _ = AnswerAsync(tenantId, written, outcomes);
     }
 
-    /// <summary>Whether the event <paramref name="eventId"/> was stored (false also when that cannot be told: the group is then written again, as before).</summary>
-    private async Task<bool> StoredAsync(IDocumentStore store, string tenantId, Guid eventId)
+    /// <summary>
+    /// Whether the event <paramref name="eventId"/> of <paramref name="streamId"/> was stored (false also when that cannot be
+    /// told: the group is then written again, as before). Looked for among its stream's events (the event table's index on
+    /// tenant, stream and version): no index has the event's id, and by the id alone it read every event of the tenant.
+    /// </summary>
+    private async Task<bool> StoredAsync(IDocumentStore store, string tenantId, Guid streamId, Guid eventId)
     {
         try
         {
             await using var query = store.QuerySession(tenantId);
-            return await query.Events.QueryAllRawEvents().AnyAsync(e => e.Id == eventId);
+            return await query.Events.QueryAllRawEvents().AnyAsync(e => e.StreamId == streamId && e.Id == eventId);
         }
         catch (Exception e)
         {
