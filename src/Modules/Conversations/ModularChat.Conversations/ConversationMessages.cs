@@ -38,25 +38,52 @@ internal sealed class ConversationMessages(IDocumentStore store, IServiceScopeFa
             .ToListAsync(cancellationToken);
     }
 
-    public async Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(
-        string? tenantId, (string TenantId, Guid ConversationId)? after, int limit, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// The statement that reads a page of conversations with messages across tenants (<c>@tenant</c>'s alone with
+    /// <paramref name="oneTenant"/>), in the primary key's order (tenant, id), after <c>(@afterTenant, @afterId)</c> with
+    /// <paramref name="afterKey"/>: a range of the primary key, under any plan. Each condition is in the text only when it
+    /// applies; before, <c>@p is null or ...</c> made the range an index condition only in plans made for the values, and
+    /// a plan made once for all executions (Npgsql prepares statements it runs often) would scan the whole table.
+    /// </summary>
+    internal static string TalliesSql(string table, bool oneTenant, bool afterKey)
     {
-        // Across tenants, so plain SQL over the documents' table, in its primary key's order (tenant, id).
-        var table = store.Options.Schema.For<Conversation>();
-        var sql = $"""
+        var where = new List<string> { "(data ->> 'MessageCount')::bigint > 0" };
+        if (oneTenant)
+        {
+            where.Add("tenant_id = @tenant");
+        }
+
+        if (afterKey)
+        {
+            where.Add("(tenant_id, id) > (@afterTenant, @afterId)");
+        }
+
+        return $"""
             select tenant_id, id, (data ->> 'MessageCount')::bigint, (data ->> 'TotalTokens')::bigint, (data ->> 'LastActivityAt')::timestamptz
             from {table}
-            where (data ->> 'MessageCount')::bigint > 0
-              and (@tenant::varchar is null or tenant_id = @tenant)
-              and (@afterTenant::varchar is null or (tenant_id, id) > (@afterTenant, @afterId))
+            where {string.Join(" and ", where)}
             order by tenant_id, id
             limit @limit
             """;
+    }
+
+    public async Task<IReadOnlyList<ConversationTally>> ListTalliesAsync(
+        string? tenantId, (string TenantId, Guid ConversationId)? after, int limit, CancellationToken cancellationToken = default)
+    {
+        var sql = TalliesSql(store.Options.Schema.For<Conversation>(), tenantId is not null, after is not null);
         await using var connection = await store.OpenConnectionAsync(cancellationToken);
         await using var command = new NpgsqlCommand(sql, connection);
-        command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Varchar) { Value = (object?)tenantId ?? DBNull.Value });
-        command.Parameters.Add(new NpgsqlParameter("afterTenant", NpgsqlDbType.Varchar) { Value = (object?)after?.TenantId ?? DBNull.Value });
-        command.Parameters.Add(new NpgsqlParameter("afterId", NpgsqlDbType.Uuid) { Value = after?.ConversationId ?? Guid.Empty });
+        if (tenantId is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter("tenant", NpgsqlDbType.Varchar) { Value = tenantId });
+        }
+
+        if (after is { } last)
+        {
+            command.Parameters.Add(new NpgsqlParameter("afterTenant", NpgsqlDbType.Varchar) { Value = last.TenantId });
+            command.Parameters.Add(new NpgsqlParameter("afterId", NpgsqlDbType.Uuid) { Value = last.ConversationId });
+        }
+
         command.Parameters.AddWithValue("limit", limit);
         var tallies = new List<ConversationTally>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);

@@ -6,11 +6,12 @@ using Npgsql;
 namespace ModularChat.Conversations.Tests;
 
 /// <summary>
-/// The conversation list filtered by metadata finds the tenant's matching conversations in one scan of the (tenant,
-/// metadata) GIN index, however many other tenants' conversations carry the same pairs.
+/// What PostgreSQL does with the conversations' statements that could grow with every tenant's data: the list filtered
+/// by metadata finds the tenant's matching conversations in one scan of the (tenant, metadata) GIN index, however many
+/// other tenants' conversations carry the same pairs; the sweep's tallies read a range of the primary key.
 /// </summary>
 [Collection(AppCollection.Name)]
-public sealed class MetadataFilterPlanTests(ConversationsApp app)
+public sealed class ConversationQueryPlanTests(ConversationsApp app)
 {
     [Fact]
     public async Task The_list_filtered_by_metadata_reads_the_tenants_matches_alone_from_one_index()
@@ -51,5 +52,41 @@ public sealed class MetadataFilterPlanTests(ConversationsApp app)
                 && l.Contains("'Metadata'::text) @>", StringComparison.Ordinal)), string.Join('\n', plan));
             Assert.DoesNotContain(plan, l => l.Contains("Filter", StringComparison.Ordinal) || l.Contains("Seq Scan", StringComparison.Ordinal));
         }
+    }
+
+    [Fact]
+    public async Task The_tallies_a_sweep_reads_are_a_range_of_the_primary_key_under_any_plan()
+    {
+        await using var connection = new NpgsqlConnection(app.PostgresConnectionString);
+        await connection.OpenAsync();
+        await using var copy = await ScratchTables.CreateAsync(connection, "mt_doc_conversation");
+        var table = $"{copy.Schema}.mt_doc_conversation";
+        await connection.ExecuteAsync($"""
+            insert into {table} (tenant_id, id, data, last_activity_at)
+                select 'tenant-' || (g % 400), gen_random_uuid(), jsonb_build_object('MessageCount', 5, 'TotalTokens', 50, 'LastActivityAt', now()), now()
+                from generate_series(1, 40000) g;
+            analyze {table};
+            """);
+
+        // As first planned, and as planned once for all executions (Npgsql prepares statements it runs often).
+        foreach (var mode in new[] { "force_custom_plan", "force_generic_plan" })
+        {
+            await connection.ExecuteAsync($"set plan_cache_mode = {mode}");
+            IEnumerable<NpgsqlParameter> after = [new("afterTenant", "tenant-200"), new("afterId", Guid.NewGuid()), new("limit", 200)];
+            var everyTenant = await connection.ExplainAsync(ConversationMessages.TalliesSql(table, oneTenant: false, afterKey: true), after);
+            var oneTenant = await connection.ExplainAsync(ConversationMessages.TalliesSql(table, oneTenant: true, afterKey: true),
+                after.Append(new NpgsqlParameter("tenant", "tenant-200")));
+
+            foreach (var plan in new[] { everyTenant, oneTenant })
+            {
+                Assert.True(plan.Exists(l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("ROW((tenant_id)::text, id) >", StringComparison.Ordinal)),
+                    $"{mode}:\n{string.Join('\n', plan)}");
+                Assert.DoesNotContain(plan, l => l.Contains("Seq Scan", StringComparison.Ordinal));
+            }
+
+            Assert.DoesNotContain(everyTenant, l => l.Contains("Sort", StringComparison.Ordinal));
+        }
+
+        await connection.ExecuteAsync("reset plan_cache_mode");
     }
 }
