@@ -69,8 +69,11 @@ public sealed partial record Conversation
         metadata.ToGinWithJsonbPathOps();
     }
 
-    /// <summary>The metadata in the document's JSON, as the metadata filter reads it (<see cref="ConversationMetadataFilter"/>).</summary>
-    internal const string MetadataExpression = "(data -> 'Metadata')";
+    /// <summary>
+    /// The metadata in the document's JSON: the expression the metadata filter compares (<see cref="ConversationMetadataFilter"/>),
+    /// which the planner matches with the index's.
+    /// </summary>
+    private const string MetadataExpression = "(data -> 'Metadata')";
 
     public static Conversation Create(ConversationStarted e) => new()
     {
