@@ -124,6 +124,38 @@ public sealed class SweepTests(SummariesApp app)
     }
 
     [Fact]
+    public async Task A_sweep_clears_the_pending_marks_that_summaries_cover_and_leaves_those_above_them()
+    {
+        var tenant = ModularChatApp.NewUser("marks");
+        using var client = app.Client(tenant);
+        var left = await client.NewConversation();
+        var pending = await client.NewConversation();
+        foreach (var id in new[] { left, pending })
+        {
+            await client.AppendEach(id, Api.Turns(1, 10));
+            await client.SummaryCovering(id, 10);
+            await Eventually.Until(() => Activity(tenant, id), a => a is { LastSequence: 10, PendingUpTo: 0 }, what: "the mark cleared by the revision");
+        }
+
+        await client.AppendEach(pending, Api.Turns(11, 12));
+        await Eventually.Until(() => Activity(tenant, pending), a => a?.LastSequence == 12, what: "the activity of messages 11 and 12");
+
+        // One mark at the coverage, as builds before 2026-12-07 left them after a revision; one above it, a job on its way.
+        await Rewrite(tenant, left, a => a.PendingUpTo = 10);
+        await Rewrite(tenant, pending, a =>
+        {
+            a.PendingUpTo = 12;
+            a.PendingAt = DateTimeOffset.UtcNow;
+        });
+
+        var result = await Sweep.RunAsync(new SweepRequest(TenantId: tenant), null, CancellationToken.None);
+
+        Assert.Equal((2L, 0L), (result.Examined, result.Queued));
+        Assert.Equal(0, (await Activity(tenant, left))!.PendingUpTo);
+        Assert.Equal(12, (await Activity(tenant, pending))!.PendingUpTo);
+    }
+
+    [Fact]
     public async Task A_notice_that_arrives_after_a_sweep_counted_its_messages_does_not_count_their_tokens_again()
     {
         using var client = app.Client(app.PatientTenant);

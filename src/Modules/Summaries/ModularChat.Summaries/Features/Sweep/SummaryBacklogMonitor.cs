@@ -21,7 +21,7 @@ public sealed class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics
     /// The conversations with a job pending above their coverage. It reads the activity rows with a pending mark (0 once
     /// covered: SummaryWriter clears it) from the mark's index, each with a probe of its progress: the backlog, not every
     /// conversation. Until 2026-12-07 covered marks stayed, and the count joined both whole tables (about 0.5 s at 200,000
-    /// conversations, every 30 s on every node). Marks left by older builds go as their conversations are summarized again.
+    /// conversations, every 30 s on every node). Marks left covered by older builds are cleared by the next sweep (SummarySweep).
     /// </summary>
     internal static string CountSql(string activityTable, string progressTable) => $"""
         select count(*) from {activityTable} a

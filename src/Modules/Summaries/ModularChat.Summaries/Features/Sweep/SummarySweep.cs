@@ -97,6 +97,7 @@ public sealed partial class SummarySweep(
 
             after = (page[^1].Activity.TenantId!, page[^1].Activity.Id);
             examined += page.Count;
+            await ClearCoveredMarksAsync(page, cancellationToken);
             var now = clock.GetUtcNow();
             foreach (var (activity, progress) in page)
             {
@@ -357,6 +358,41 @@ public sealed partial class SummarySweep(
 
             await Task.Delay(PollInterval, clock, cancellationToken);
         }
+    }
+
+    /// <summary>
+    /// The statement that clears the pending marks (<c>@tenants</c>, <c>@ids</c>, <c>@marks</c>) that their summary covers:
+    /// each only if it is still that mark and still covered when the statement runs.
+    /// </summary>
+    internal static string ClearCoveredMarksSql(string activityTable, string progressTable) => $$"""
+        update {{activityTable}} a set pending_up_to = 0, data = jsonb_set(a.data, '{PendingUpTo}', '0')
+        from unnest(@tenants::varchar[], @ids::uuid[], @marks::bigint[]) as k(tenant_id, id, mark)
+        where a.tenant_id = k.tenant_id and a.id = k.id and a.pending_up_to = k.mark
+          and a.pending_up_to <= coalesce((select p.covered_to from {{progressTable}} p where p.tenant_id = a.tenant_id and p.id = a.id), 0)
+        """;
+
+    /// <summary>
+    /// Clears the page's pending marks that their summary covers (0: no job pending), as a revision has done since
+    /// 2026-12-07 (SummaryWriter): a mark left covered by an older build counted for nothing, but kept its conversation in
+    /// the range that the backlog count reads from its index (<see cref="SummaryBacklogMonitor.CountSql"/>). A sweep after
+    /// an upgrade brings them all to 0.
+    /// </summary>
+    private async Task ClearCoveredMarksAsync(List<(ConversationActivity Activity, SummaryProgress? Progress)> page, CancellationToken cancellationToken)
+    {
+        var covered = page.Where(p => p.Activity.PendingUpTo > 0 && p.Activity.PendingUpTo <= (p.Progress?.CoveredTo ?? 0)).Select(p => p.Activity).ToList();
+        if (covered.Count == 0)
+        {
+            return;
+        }
+
+        var sql = ClearCoveredMarksSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>());
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(sql, connection);
+        command.Parameters.Add(new NpgsqlParameter("tenants", NpgsqlDbType.Array | NpgsqlDbType.Varchar) { Value = covered.Select(a => a.TenantId!).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter("ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid) { Value = covered.Select(a => a.Id).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter("marks", NpgsqlDbType.Array | NpgsqlDbType.Bigint) { Value = covered.Select(a => a.PendingUpTo).ToArray() });
+        await command.ExecuteNonQueryAsync(cancellationToken);
     }
 
     /// <summary>Of the conversations in <paramref name="keys"/>: their summary progress, and which still have an activity row.</summary>
