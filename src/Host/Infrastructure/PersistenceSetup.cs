@@ -260,7 +260,7 @@ internal static class PersistenceSetup
     /// An interval of <paramref name="setting"/> (<paramref name="fallback"/> when not set); zero or negative stops the start
     /// naming it (a timer of that period threw from a background service, naming only its parameter).
     /// </summary>
-    private static TimeSpan Positive(IConfiguration configuration, string setting, TimeSpan fallback)
+    internal static TimeSpan Positive(IConfiguration configuration, string setting, TimeSpan fallback)
     {
         var value = configuration.GetValue(setting, fallback);
         return value > TimeSpan.Zero

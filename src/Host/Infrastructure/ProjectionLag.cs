@@ -3,7 +3,6 @@ using System.Diagnostics.Metrics;
 using Marten;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using ModularChat.BuildingBlocks.Background;
-using ModularChat.BuildingBlocks.Options;
 using ModularChat.BuildingBlocks.Persistence;
 using ModularChat.BuildingBlocks.Telemetry;
 using Npgsql;
@@ -34,20 +33,9 @@ internal sealed record ProjectionLagSettings(TimeSpan Interval, TimeSpan StallWa
     public const string StallWarningSetting = "Messaging:ProjectionStallWarning";
 
     /// <summary>The settings from <paramref name="configuration"/>: a zero or negative one refuses the start, naming it.</summary>
-    public static ProjectionLagSettings From(IConfiguration configuration)
-    {
-        var interval = configuration.GetValue(IntervalSetting, TimeSpan.FromSeconds(30));
-        var stall = configuration.GetValue(StallWarningSetting, TimeSpan.FromMinutes(5));
-        foreach (var (setting, value) in new[] { (IntervalSetting, interval), (StallWarningSetting, stall) })
-        {
-            if (value <= TimeSpan.Zero)
-            {
-                throw new StartRefusedException($"Configuration '{setting}' must be a positive time span such as 00:00:30 (was {value}).");
-            }
-        }
-
-        return new ProjectionLagSettings(interval, stall);
-    }
+    public static ProjectionLagSettings From(IConfiguration configuration) => new(
+        PersistenceSetup.Positive(configuration, IntervalSetting, TimeSpan.FromSeconds(30)),
+        PersistenceSetup.Positive(configuration, StallWarningSetting, TimeSpan.FromMinutes(5)));
 }
 
 /// <summary>

@@ -544,6 +544,9 @@ public sealed partial class SummaryWriter(
         return decision.NotBefore is { } at ? job.ScheduledAt(at) : job;
     }
 
+    /// <summary>The set clause of an update of the activity table that clears a pending mark (0: no job pending), in its column and its JSON.</summary>
+    internal const string ClearPendingMark = "set pending_up_to = 0, data = jsonb_set(data, '{PendingUpTo}', '0')";
+
     /// <summary>
     /// Clears the conversation's pending mark (0: no job pending) when it is still the one this job was queued with. A notice
     /// that came while the previous job ran (an assistant's answer right after the message that reached a milestone)
@@ -556,8 +559,7 @@ public sealed partial class SummaryWriter(
     {
         var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
         session.QueueSqlCommand(
-            $"update {table} set pending_up_to = 0, data = jsonb_set(data, '{{PendingUpTo}}', '0') " +
-            "where tenant_id = ? and id = ? and pending_up_to = ? and pending_up_to > ?",
+            $"update {table} {ClearPendingMark} where tenant_id = ? and id = ? and pending_up_to = ? and pending_up_to > ?",
             session.TenantId, id, jobMark, coveredTo);
     }
 
@@ -574,8 +576,7 @@ public sealed partial class SummaryWriter(
     {
         var table = session.DocumentStore.Options.Schema.For<ConversationActivity>();
         session.QueueSqlCommand(
-            $"update {table} set pending_up_to = 0, data = jsonb_set(data, '{{PendingUpTo}}', '0') " +
-            "where tenant_id = ? and id = ? and pending_up_to > 0 and pending_up_to <= ?",
+            $"update {table} {ClearPendingMark} where tenant_id = ? and id = ? and pending_up_to > 0 and pending_up_to <= ?",
             session.TenantId, id, covered);
     }
 

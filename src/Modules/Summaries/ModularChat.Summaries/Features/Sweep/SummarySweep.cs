@@ -365,7 +365,7 @@ public sealed partial class SummarySweep(
     /// each only if it is still that mark and still covered when the statement runs.
     /// </summary>
     internal static string ClearCoveredMarksSql(string activityTable, string progressTable) => $$"""
-        update {{activityTable}} a set pending_up_to = 0, data = jsonb_set(a.data, '{PendingUpTo}', '0')
+        update {{activityTable}} a {{SummaryWriter.ClearPendingMark}}
         from unnest(@tenants::varchar[], @ids::uuid[], @marks::bigint[]) as k(tenant_id, id, mark)
         where a.tenant_id = k.tenant_id and a.id = k.id and a.pending_up_to = k.mark
           and a.pending_up_to <= coalesce((select p.covered_to from {{progressTable}} p where p.tenant_id = a.tenant_id and p.id = a.id), 0)
