@@ -23,6 +23,8 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("Cache:MaxEntryBytes", "1000")]
     [InlineData("Cache:RedisKeyPrefix", "my app:")]
     [InlineData("Cache:RedisKeyPrefix", "{app}:")] // a Redis Cluster hash tag: every key on one shard
+    [InlineData("Cache:BumpWait", "00:00:00")] // every change would count as missed in Redis
+    [InlineData("Cache:BumpWait", "00:01:00")]
     [InlineData("Messaging:StaleNodeTimeout", "00:00:05")] // under two health checks (7 s in this fixture): live nodes would be ejected
     [InlineData("Messaging:DeadLetterRetention", "-1.00:00:00")]
     [InlineData("Messaging:HealthCheckInterval", "00:00:00")] // the node heartbeat's timer threw, naming only its 'period'

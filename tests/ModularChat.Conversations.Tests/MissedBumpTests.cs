@@ -1,7 +1,9 @@
 using System.Net;
 using Microsoft.Extensions.Caching.Hybrid;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 using ModularChat.BuildingBlocks.Caching;
 using StackExchange.Redis;
@@ -18,6 +20,7 @@ public sealed class MissedBumpTests : IAsyncLifetime
 {
     private readonly FakeTimeProvider _clock = new(DateTimeOffset.UtcNow);
     private readonly string _scope = "test:" + Guid.NewGuid().ToString("N");
+    private readonly FakeLogger<CacheGenerations> _logs = new();
     private TcpProxy _proxy = null!;
     private ConnectionMultiplexer _node = null!;
     private ConnectionMultiplexer _redis = null!;
@@ -36,7 +39,31 @@ public sealed class MissedBumpTests : IAsyncLifetime
         _services = new ServiceCollection().AddHybridCache().Services.BuildServiceProvider();
         _generations = new CacheGenerations(
             new RedisAvailability(_node, TimeSpan.FromSeconds(5), NullLogger<RedisAvailability>.Instance, _clock),
-            _services.GetRequiredService<HybridCache>(), _clock, firstGeneration: () => 0); // counted from 0: these tests count increments
+            _services.GetRequiredService<HybridCache>(), _clock, logger: _logs, firstGeneration: () => 0); // counted from 0: these tests count increments
+    }
+
+    [Fact]
+    public async Task A_spell_of_missed_bumps_is_logged_once_naming_a_scope_and_its_end_once_every_one_is_made()
+    {
+        // Two changes Redis does not answer, then a third while bumps are not tried (within a second of the failure).
+        var other = "test:" + Guid.NewGuid().ToString("N");
+        await MissWhileRedisDoesNotAnswer(_scope, other);
+        await _generations.BumpAsync(_scope);
+        var warning = Assert.Single(_logs.Collector.GetSnapshot(), l => l.Level == LogLevel.Warning);
+        Assert.Contains(new[] { _scope, other }, scope => warning.Message.Contains($"invalidation of {scope} did not reach Redis", StringComparison.Ordinal));
+        Assert.Contains($"Redis did not answer within {_generations.BumpWait.TotalMilliseconds:0} ms", warning.Message, StringComparison.Ordinal);
+
+        // One made (by a read of its scope): the spell goes on. Both made: its end, once.
+        _clock.Advance(CacheGenerations.MissedBumpInterval);
+        await _generations.CurrentAsync(_scope);
+        Assert.DoesNotContain(_logs.Collector.GetSnapshot(), l => l.Level == LogLevel.Information);
+        await _generations.CurrentAsync(other);
+        var made = Assert.Single(_logs.Collector.GetSnapshot(), l => l.Level == LogLevel.Information);
+        Assert.Equal("Every cache invalidation that had not reached Redis is made there now", made.Message);
+
+        // A new spell is logged again.
+        await MissWhileRedisDoesNotAnswer(other);
+        Assert.Equal(2, _logs.Collector.GetSnapshot().Count(l => l.Level == LogLevel.Warning));
     }
 
     [Fact]
@@ -137,9 +164,9 @@ public sealed class MissedBumpTests : IAsyncLifetime
     {
         _proxy.Stall();
         var missed = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
+        _clock.Advance(_generations.BumpWait / 2);
         var onItsWay = _generations.BumpAsync(_scope);
-        _clock.Advance(CacheGenerations.BumpWait / 2);
+        _clock.Advance(_generations.BumpWait / 2);
         await missed;
         Assert.False(onItsWay.IsCompleted);
         _proxy.Restore();
@@ -154,7 +181,7 @@ public sealed class MissedBumpTests : IAsyncLifetime
     {
         _proxy.Stall();
         var bumps = scopes.Select(_generations.BumpAsync).ToList();
-        _clock.Advance(CacheGenerations.BumpWait);
+        _clock.Advance(_generations.BumpWait);
         await Task.WhenAll(bumps);
         _proxy.Restore();
     }

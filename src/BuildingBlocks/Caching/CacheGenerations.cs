@@ -80,6 +80,8 @@ public sealed partial class CacheGenerations : IHostedService
     // the one a bump still on its way had seen.)
     private readonly ConcurrentDictionary<string, long> _missedBumps = new(StringComparer.Ordinal);
     private long _lastMissStamp;
+    // 1 from the miss that was logged until every miss is made (one warning per spell of misses, not one per change).
+    private int _missesReported;
     private ITimer? _missedBumpTimer;
     private int _sharingMissedBumps;
     private long _bumpsFailingUntilTicks;
@@ -100,8 +102,17 @@ public sealed partial class CacheGenerations : IHostedService
     /// <summary>How often this node tries to make in Redis the bumps it could not make while Redis was away.</summary>
     public static readonly TimeSpan MissedBumpInterval = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// How long a request waits for its bump unless <c>Cache:BumpWait</c> says otherwise. It was 250 ms, short enough for a
+    /// pause of a busy node to outlast a bump Redis answered at once; a bump waited out also keeps the node's bumps of the
+    /// next second from being tried (<see cref="MissedBumpInterval"/>), and other nodes serve what they cached before those
+    /// changes until they are made (the likely cause of a provider added through one node answering 404 on another, seen
+    /// once in CI on two busy cores).
+    /// </summary>
+    public static readonly TimeSpan DefaultBumpWait = TimeSpan.FromSeconds(1);
+
     /// <summary>How long a request waits for its bump while Redis is slow (then it is made later, as a missed one).</summary>
-    public static readonly TimeSpan BumpWait = TimeSpan.FromMilliseconds(250);
+    public TimeSpan BumpWait { get; }
 
     /// <summary>How often this node clears its registries of expired keys and unused generations.</summary>
     public static readonly TimeSpan PruneInterval = TimeSpan.FromMinutes(1);
@@ -111,10 +122,12 @@ public sealed partial class CacheGenerations : IHostedService
     /// different prefixes (a staging copy of production's database has the same conversation ids).
     /// </param>
     /// <param name="firstGeneration">Where a scope's generation starts in Redis (a random number unless a test says otherwise).</param>
+    /// <param name="bumpWait">How long a request waits for its bump (<see cref="DefaultBumpWait"/> unless given).</param>
     public CacheGenerations(
         RedisAvailability redis, HybridCache cache, TimeProvider? clock = null, string keyPrefix = DefaultKeyPrefix, ILogger<CacheGenerations>? logger = null,
-        Func<long>? firstGeneration = null)
+        Func<long>? firstGeneration = null, TimeSpan? bumpWait = null)
     {
+        BumpWait = bumpWait ?? DefaultBumpWait;
         _firstGeneration = firstGeneration ?? RandomFirstGeneration;
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _clock = clock ?? TimeProvider.System;
@@ -216,9 +229,10 @@ public sealed partial class CacheGenerations : IHostedService
                 BumpWait).ConfigureAwait(false);
         if (shared)
         {
-            if (missedBefore)
+            if (missedBefore && _missedBumps.TryRemove(KeyValuePair.Create(scope, lastMiss)) && _missedBumps.IsEmpty
+                && Interlocked.Exchange(ref _missesReported, 0) == 1)
             {
-                _missedBumps.TryRemove(KeyValuePair.Create(scope, lastMiss));
+                LogMissedBumpsMade(_logger);
             }
 
             return true;
@@ -227,6 +241,12 @@ public sealed partial class CacheGenerations : IHostedService
         if (change)
         {
             _missedBumps[scope] = Interlocked.Increment(ref _lastMissStamp);
+            if (Interlocked.Exchange(ref _missesReported, 1) == 0)
+            {
+                LogBumpMissed(_logger, scope, !_redis.Redis.IsConnected ? "Redis is not connected"
+                    : attempt ? $"Redis did not answer within {BumpWait.TotalMilliseconds:0} ms"
+                    : "no bump is tried within a second of one that failed");
+            }
         }
 
         if (attempt && _redis.Redis.IsConnected)
@@ -351,6 +371,13 @@ public sealed partial class CacheGenerations : IHostedService
             LogMissedBumpsLost(_logger, _missedBumps.Count);
         }
     }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "The cache invalidation of {Scope} did not reach Redis ({Reason}): until it does, other nodes may serve what they cached before this change. This node makes it once Redis answers (tried every second) and reads that scope without the cache meanwhile; further misses are not logged until every one is made")]
+    private static partial void LogBumpMissed(ILogger logger, string scope, string reason);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Every cache invalidation that had not reached Redis is made there now")]
+    private static partial void LogMissedBumpsMade(ILogger logger);
 
     [LoggerMessage(Level = LogLevel.Warning,
         Message = "This node stops with {Count} cache invalidations it could not make in Redis (it did not answer): once Redis answers again, other nodes may serve cached contexts from before those changes until the entries expire (Context:CacheExpiration); flush the deployment's Redis keys to be sure")]

@@ -70,10 +70,16 @@ internal static partial class CachingSetup
             throw new StartRefusedException($"Configuration 'Cache:MaxEntryBytes' must be between 65536 (64 KiB) and 1073741824 (1 GiB), not {maxEntryBytes}.");
         }
 
+        var bumpWait = configuration.GetValue("Cache:BumpWait", CacheGenerations.DefaultBumpWait);
+        if (bumpWait <= TimeSpan.Zero || bumpWait > TimeSpan.FromSeconds(30))
+        {
+            throw new StartRefusedException($"Configuration 'Cache:BumpWait' must be more than 0 and at most 30 s (was {bumpWait}).");
+        }
+
         services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
         services.AddSingleton(sp => new CacheGenerations(
             sp.GetRequiredService<RedisAvailability>(), sp.GetRequiredService<HybridCache>(), keyPrefix: keyPrefix,
-            logger: sp.GetRequiredService<ILogger<CacheGenerations>>()));
+            logger: sp.GetRequiredService<ILogger<CacheGenerations>>(), bumpWait: bumpWait));
         services.AddHostedService(sp => sp.GetRequiredService<CacheGenerations>());
         services.AddHostedService(sp => new ReportCacheMode(sp, keyPrefix, sp.GetRequiredService<ILogger<ReportCacheMode>>()));
         return services;
