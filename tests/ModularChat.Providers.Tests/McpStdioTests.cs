@@ -130,10 +130,12 @@ public sealed class McpStdioTests(ProvidersMcpApp app)
     public async Task A_stdio_program_still_running_when_the_service_stops_is_stopped_with_it()
     {
         // The Host as its own process, stopped with SIGTERM as a deployment stops it. Its listing waits long (Mcp:ConnectTimeout
-        // 2 min), so the program still runs when the host stops; the host waits 3 s for the request, not 30.
+        // 2 min), so the program still runs when the host stops; the turn is stopped 1 s after, not 20 (Chat:ShutdownGrace),
+        // and the host waits 11 s for the request (the grace and ChatShutdown.AnswerTime), not 30.
         await using var host = await app.StartHostProcessAsync(new Dictionary<string, string>
         {
             ["Mcp__ConnectTimeout"] = "00:02:00",
+            ["Chat__ShutdownGrace"] = "00:00:01",
             ["Mcp__Stdio__Enabled"] = "true",
             ["Mcp__Stdio__AllowedCommands__0"] = ProvidersApp.Dotnet,
             ["OutboundNetwork__AllowPrivateNetworks"] = "true",

@@ -501,8 +501,11 @@ public sealed partial class LlmSummarizerTests(SummariesApp app) : IDisposable
         using var aliceAdmin = app.Client(ModularChatApp.NewUser("admin"), app.LlmTenant, "admin");
         using var bob = app.Client(app.ChunkedLlmTenant);
         using var bobAdmin = app.Client(ModularChatApp.NewUser("admin"), app.ChunkedLlmTenant, "admin");
-        var (aliceId, _) = await DeadLetteredAsync(alice, aliceAdmin, aliceTopic);
-        var (bobId, bobFailure) = await DeadLetteredAsync(bob, bobAdmin, bobTopic);
+        // At once: each job's retries wait seconds.
+        var aliceDeadLettered = DeadLetteredAsync(alice, aliceAdmin, aliceTopic);
+        var bobDeadLettered = DeadLetteredAsync(bob, bobAdmin, bobTopic);
+        var (aliceId, _) = await aliceDeadLettered;
+        var (bobId, bobFailure) = await bobDeadLettered;
 
         var aliceSees = await FailuresAsync(aliceAdmin);
         var bobSees = await FailuresAsync(bobAdmin);
