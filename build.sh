@@ -280,25 +280,42 @@ report_unhandled() {
     /^[0-9][0-9]:[0-9][0-9]:[0-9][0-9]\.[0-9][0-9][0-9] / { flush() }
     { if (++lines <= 60) entry = entry $0 "\n" }
     END { flush(); if (n > 10) printf "... and %d more\n", n - 10 }
-  ' "$MODULARCHAT_TEST_LOGS"/*.log 2>/dev/null || true)"
+  ' "$MODULARCHAT_TEST_LOGS"/*.log "$MODULARCHAT_TEST_LOGS"/*/*.log 2>/dev/null || true)"
   [[ -z "$found" ]] && return 0
   log "the service answered 500 (an unhandled exception) or dropped a message during the tests; from the hosts' logs in $MODULARCHAT_TEST_LOGS:"
   printf '%s\n' "$found" >&2
 }
 
-# The test projects in two lanes at once: the longest (Conversations, ~8-12 min) in one, the others one after another in
-# the other (~12 min together). dotnet test's own scheduling (one project per core) ran them two at a time as well, but
-# left Conversations for last, alone: ~24 min on two cores. All five at once (-m:8, 0ca0875) took ~15 min and passed on
-# this machine, but failed 4 tests on CI's two cores (5d59c19): with every project's collections running too, work the
-# tests wait for took longer than they waited. Each lane's output goes to the console as it comes and to a file of its
-# own; .local/test-output.log gets both. Arguments (e.g. --filter) go to every project's dotnet test.
+# The test projects in two lanes at once: Conversations, the longest (~10 min), in one, the others one after another in
+# the other. dotnet test's own scheduling (one project per core) ran them two at a time as well, but left Conversations
+# for last, alone: ~24 min on two cores. All five at once (-m:8, 0ca0875) took ~15 min and passed on this machine, but
+# failed 4 tests on CI's two cores (5d59c19): with every project's collections running too, work the tests wait for took
+# longer than they waited. The others together take longer than Conversations (~14 against ~10 min, measured 2026-12-07:
+# Providers ~5, Search ~4, Summaries ~5), so without a --filter of the caller's the Summaries tests are split in two:
+# LlmSummarizerTests (~2 min) run after Conversations, the rest in the other lane (~12 min each). The two Summaries runs
+# overlap, so the first has databases and a log folder of its own (see test_lane). Each lane's output goes to the console
+# as it comes and to a file of its own; .local/test-output.log gets both. Arguments (e.g. --filter) go to every run.
 run_tests() {
-  local first="$ROOT/tests/ModularChat.Conversations.Tests/ModularChat.Conversations.Tests.csproj" rest=() project status=0
-  for project in "$ROOT"/tests/*.Tests/*.Tests.csproj; do
-    [[ "$project" == "$first" ]] || rest+=("$project")
+  local tests="$ROOT/tests" first=() rest=() project status=0 split=1 argument
+  local conversations="$tests/ModularChat.Conversations.Tests/ModularChat.Conversations.Tests.csproj"
+  local summaries="$tests/ModularChat.Summaries.Tests/ModularChat.Summaries.Tests.csproj"
+  local llm="FullyQualifiedName~.LlmSummarizerTests."
+  for argument in "$@"; do
+    [[ "$argument" == --filter* ]] && split=0
+  done
+  first=("$conversations")
+  for project in "$tests"/*.Tests/*.Tests.csproj; do
+    if [[ "$project" == "$conversations" ]]; then
+      continue
+    elif [[ "$project" == "$summaries" && "$split" == 1 ]]; then
+      first+=("$project::$llm::llm")
+      rest+=("$project::${llm/\~/!~}")
+    else
+      rest+=("$project")
+    fi
   done
   dotnet build "$ROOT/ModularChat.sln" -c Release -nologo -v q || return
-  test_lane "$STATE/test-output-1.log" "$first" -- "$@" &
+  test_lane "$STATE/test-output-1.log" "${first[@]}" -- "$@" &
   local one=$!
   test_lane "$STATE/test-output-2.log" "${rest[@]}" -- "$@" &
   local two=$!
@@ -309,15 +326,31 @@ run_tests() {
   return "$status"
 }
 
-# test_lane LOG PROJECT... -- ARGUMENTS...: the projects one after another; fails when any of them failed.
+# test_lane LOG RUN... -- ARGUMENTS...: the runs one after another; fails when any of them failed. A run is a test
+# project, or PROJECT::FILTER (its tests that FILTER selects), or PROJECT::FILTER::PART: a run that may overlap another
+# run of the same project, so its databases are named with PART too (MODULARCHAT_TEST_DB_PREFIX) and its hosts' logs go
+# to the folder PART inside MODULARCHAT_TEST_LOGS.
 test_lane() {
-  local log="$1" projects=() status=0 project
+  local log="$1" runs=() status=0 run project selection part filter environment
   shift
-  while [[ $# -gt 0 && "$1" != "--" ]]; do projects+=("$1"); shift; done
+  while [[ $# -gt 0 && "$1" != "--" ]]; do runs+=("$1"); shift; done
   shift
   : >"$log"
-  for project in "${projects[@]}"; do
-    dotnet test "$project" -c Release --no-build "$@" 2>&1 | tee -a "$log" || status=1
+  for run in "${runs[@]}"; do
+    project="${run%%::*}" filter=() environment=()
+    if [[ "$run" == *::* ]]; then
+      selection="${run#*::}"
+      if [[ "$selection" == *::* ]]; then
+        part="${selection#*::}" selection="${selection%%::*}"
+        environment=("MODULARCHAT_TEST_DB_PREFIX=${MODULARCHAT_TEST_DB_PREFIX:-mc_}${part}_")
+        if [[ -n "${MODULARCHAT_TEST_LOGS:-}" ]]; then
+          mkdir -p "$MODULARCHAT_TEST_LOGS/$part"
+          environment+=("MODULARCHAT_TEST_LOGS=$MODULARCHAT_TEST_LOGS/$part")
+        fi
+      fi
+      filter=(--filter "$selection")
+    fi
+    env "${environment[@]}" dotnet test "$project" -c Release --no-build "${filter[@]}" "$@" 2>&1 | tee -a "$log" || status=1
   done
   return "$status"
 }
@@ -421,7 +454,7 @@ case "$cmd" in
     trap stop_started EXIT
     ensure_feed; ensure_postgres; ensure_redis
     export MODULARCHAT_TEST_LOGS="${MODULARCHAT_TEST_LOGS:-$STATE/test-logs}"
-    mkdir -p "$MODULARCHAT_TEST_LOGS" && rm -f "$MODULARCHAT_TEST_LOGS"/*.log
+    mkdir -p "$MODULARCHAT_TEST_LOGS" && rm -f "$MODULARCHAT_TEST_LOGS"/*.log "$MODULARCHAT_TEST_LOGS"/*/*.log
     status=0
     run_tests "$@" || status=$?
     report_unhandled
