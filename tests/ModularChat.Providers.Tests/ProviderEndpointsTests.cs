@@ -68,6 +68,33 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
     }
 
     [Fact]
+    public async Task While_Redis_is_away_a_provider_deleted_through_one_node_is_gone_for_another_once_its_local_only_copy_expires()
+    {
+        // Two nodes whose Redis (a relay in front of the real one) goes away: each counts its cache generations alone, so
+        // node B learns of node A's change only when its copy of the tenant's providers expires.
+        await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
+        var throughRelay = new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}" };
+        await using var nodeA = await app.StartHostAsync(throughRelay);
+        await using var nodeB = await app.StartHostAsync(throughRelay);
+        var token = app.Token(ModularChatApp.NewUser("redis-away"));
+        using var throughA = nodeA.Server.CreateClient();
+        using var throughB = nodeB.Server.CreateClient();
+        throughA.DefaultRequestHeaders.Authorization = throughB.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        var key = $"sk-redis-away-{Guid.NewGuid():N}";
+        using var answers = app.Model.AnswerFor(key, FakeReply.Text("OK"));
+        proxy.Cut();
+
+        var provider = await throughA.AddProviderAsync(app.Model.BaseUrl, key);
+        var test = $"/api/providers/{provider.Id}/test";
+        await (await throughB.PostAsync(test, null)).ReadAs<ProviderTestDto>(HttpStatusCode.OK); // node B keeps its copy
+        Assert.Equal(HttpStatusCode.NoContent, (await throughA.DeleteAsync($"/api/providers/{provider.Id}")).StatusCode);
+
+        // Gone for node B within Providers:LocalOnlyCacheDuration (2 s); it used to be Providers:CacheDuration (30 s).
+        await Eventually.Until(async () => (await throughB.PostAsync(test, null)).StatusCode, status => status == HttpStatusCode.NotFound,
+            seconds: 15, what: "Node B still used the provider deleted through node A");
+    }
+
+    [Fact]
     public async Task The_first_provider_is_the_default_and_a_new_default_replaces_it()
     {
         using var client = app.Client(ModularChatApp.NewUser());

@@ -479,7 +479,7 @@ public sealed class SecretsTests(ProvidersApp app)
         using var tenantClient = app.Client(tenant);
         await tenantClient.AddProviderAsync(app.Model.BaseUrl, "sk-short-lived-0123456789");
         var clock = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        var options = new TestOptionsMonitor<ProvidersOptions>(new ProvidersOptions { CacheDuration = TimeSpan.FromSeconds(30) });
+        var options = new TestOptionsMonitor<ProvidersOptions>(new ProvidersOptions { CacheDuration = TimeSpan.FromSeconds(30), LocalOnlyCacheDuration = TimeSpan.FromSeconds(30) });
         using var directory = new ProviderDirectory(app.Host.Services.GetRequiredService<IDocumentStore>(),
             app.Host.Services.GetRequiredService<SecretBox>(), app.Host.Services.GetRequiredService<CacheGenerations>(), options, clock);
 

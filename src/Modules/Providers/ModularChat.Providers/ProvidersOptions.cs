@@ -17,6 +17,13 @@ public sealed class ProvidersOptions
     /// </summary>
     public TimeSpan CacheDuration { get; set; } = TimeSpan.FromSeconds(30);
 
+    /// <summary>
+    /// How long they stay in memory while the nodes do not share cache generations (Redis not configured, down or not
+    /// answering), at most <see cref="CacheDuration"/>: then another node's change (a provider deleted, a key replaced or
+    /// revoked) is seen here only when the copy expires, as contexts are kept only <c>Context:LocalOnlyExpiration</c>.
+    /// </summary>
+    public TimeSpan LocalOnlyCacheDuration { get; set; } = TimeSpan.FromSeconds(2);
+
     /// <summary>Timeout of one model call (one request to the provider).</summary>
     public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(100);
 
@@ -47,6 +54,7 @@ internal sealed class ProvidersOptionsValidator : AbstractValidator<ProvidersOpt
     public ProvidersOptionsValidator()
     {
         RuleFor(o => o.CacheDuration).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromHours(1));
+        RuleFor(o => o.LocalOnlyCacheDuration).InclusiveBetween(TimeSpan.Zero, TimeSpan.FromHours(1));
         RuleFor(o => o.RequestTimeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(30));
         RuleFor(o => o.TestTimeout).InclusiveBetween(TimeSpan.FromSeconds(1), TimeSpan.FromMinutes(10));
         RuleFor(o => o.MaxRetries).InclusiveBetween(0, 10);

@@ -70,8 +70,9 @@ internal sealed class ResolvedProvider(ProviderSettings settings, SecretBox? sec
 /// is kept with the tenant's providers' cache generation (<see cref="CacheGenerations"/>, shared by the nodes through
 /// Redis), which a change bumps once it is committed: every node reads the settings again at its next use, as the node
 /// that made the change does (a provider added through one node answered 404 on another, and a deleted one or a
-/// replaced key was still used there, until its entry expired). Without Redis the generations are each node's own, and
-/// other nodes see a change when their entry expires. Expired entries are swept by a timer.
+/// replaced key was still used there, until its entry expired). Without Redis (not configured, down or not answering) the
+/// generations are each node's own, other nodes see a change when their entry expires, and entries are kept only
+/// <see cref="ProvidersOptions.LocalOnlyCacheDuration"/>. Expired entries are swept by a timer.
 /// </summary>
 internal sealed class ProviderDirectory : IDisposable
 {
@@ -115,7 +116,9 @@ internal sealed class ProviderDirectory : IDisposable
         }
 
         var providers = stored.Select(Resolve).ToList();
-        var duration = _options.CurrentValue.CacheDuration;
+        var options = _options.CurrentValue;
+        // Generated here alone (no Redis to share them through): other nodes' changes reach this node only by expiry.
+        var duration = _generations.Shared ? options.CacheDuration : TimeSpan.FromTicks(Math.Min(options.CacheDuration.Ticks, options.LocalOnlyCacheDuration.Ticks));
         if (duration > TimeSpan.Zero && generation is not null)
         {
             _entries[tenantId] = new Entry(providers, now + duration, generation.Value);
