@@ -117,7 +117,7 @@ internal sealed class ProviderDirectory : IDisposable
 
         var providers = stored.Select(Resolve).ToList();
         var options = _options.CurrentValue;
-        // Generated here alone (no Redis to share them through): other nodes' changes reach this node only by expiry.
+        // Generations not shared (no Redis to share them through): other nodes' changes reach this node only by expiry.
         var duration = _generations.Shared ? options.CacheDuration : TimeSpan.FromTicks(Math.Min(options.CacheDuration.Ticks, options.LocalOnlyCacheDuration.Ticks));
         if (duration > TimeSpan.Zero && generation is not null)
         {
