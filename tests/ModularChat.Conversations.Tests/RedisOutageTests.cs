@@ -20,7 +20,9 @@ public sealed class RedisOutageTests(ConversationsApp app)
         await using var node = await app.StartHostAsync(new Dictionary<string, string?>
         {
             ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}",
-            ["Cache:RedisRetryInterval"] = "00:00:01",
+            // Longer than the stalled append's waits after its first failed command (its bump's Cache:BumpWait, 1 s): at
+            // 1 s the node could use Redis again by the time the append answered.
+            ["Cache:RedisRetryInterval"] = "00:00:05",
         });
         var redis = node.Services.GetRequiredService<RedisAvailability>();
         var user = ModularChatApp.NewUser("stalled-redis");
@@ -42,7 +44,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
 
         await (await client.PostJson($"/api/conversations/{kept.Id}/messages", new { role = "assistant", content = "during" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);
-        // The append's cache invalidation timed out: the node leaves Redis alone for a while.
+        // A Redis command of the append timed out: the node leaves Redis alone for a while.
         Assert.False(redis.Usable, $"Redis still counted as usable after a stalled append (connected: {redis.Redis?.IsConnected})");
         var context = await (await client.GetAsync($"/api/conversations/{kept.Id}/context?maxTokens=1000")).ReadAs<ContextDto>(HttpStatusCode.OK);
         Assert.Equal(["before", "during"], context.Messages.Select(m => m.Content));
