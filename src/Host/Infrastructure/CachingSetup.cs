@@ -54,11 +54,7 @@ internal static partial class CachingSetup
                 sp.GetRequiredService<RedisCache>(), sp.GetRequiredService<RedisAvailability>()));
         }
 
-        var retryInterval = configuration.GetValue("Cache:RedisRetryInterval", TimeSpan.FromSeconds(5));
-        if (retryInterval <= TimeSpan.Zero)
-        {
-            throw new StartRefusedException($"Configuration 'Cache:RedisRetryInterval' must be positive (was {retryInterval}).");
-        }
+        var retryInterval = PersistenceSetup.Positive(configuration, "Cache:RedisRetryInterval", TimeSpan.FromSeconds(5));
 
         services.AddSingleton(sp => new RedisAvailability(
             sp.GetService<IConnectionMultiplexer>(), retryInterval, sp.GetRequiredService<ILogger<RedisAvailability>>()));
@@ -70,10 +66,10 @@ internal static partial class CachingSetup
             throw new StartRefusedException($"Configuration 'Cache:MaxEntryBytes' must be between 65536 (64 KiB) and 1073741824 (1 GiB), not {maxEntryBytes}.");
         }
 
-        var bumpWait = configuration.GetValue("Cache:BumpWait", CacheGenerations.DefaultBumpWait);
-        if (bumpWait <= TimeSpan.Zero || bumpWait > TimeSpan.FromSeconds(30))
+        var bumpWait = PersistenceSetup.Positive(configuration, "Cache:BumpWait", CacheGenerations.DefaultBumpWait);
+        if (bumpWait > TimeSpan.FromSeconds(30))
         {
-            throw new StartRefusedException($"Configuration 'Cache:BumpWait' must be more than 0 and at most 30 s (was {bumpWait}).");
+            throw new StartRefusedException($"Configuration 'Cache:BumpWait' must be at most 30 s (was {bumpWait}).");
         }
 
         services.AddHybridCache(o => o.MaximumPayloadBytes = maxEntryBytes);
