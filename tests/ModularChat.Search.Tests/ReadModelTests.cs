@@ -312,6 +312,7 @@ public sealed class ReadModelTests(SearchApp app)
                                  created_at, content, search_vector::text, lexeme_count) as row
                 from modularchat.mc_search_entries where tenant_id = $1
                 union all select concat_ws('|', 'stats', conversation_id, kind, documents, lexemes) from modularchat.mc_search_stats where tenant_id = $1
+                union all select concat_ws('|', 'totals', kind, documents, lexemes) from modularchat.mc_search_totals where tenant_id = $1
                 union all select concat_ws('|', 'term', lexeme, documents) from modularchat.mc_search_terms where tenant_id = $1 and documents > 0
                 union all select concat_ws('|', 'vector', entry_id, model, dimensions, md5(vector), text_hash) from modularchat.mc_search_vectors where tenant_id = $1
                 union all select concat_ws('|', 'deleted', conversation_id) from modularchat.mc_search_deletions where tenant_id = $1

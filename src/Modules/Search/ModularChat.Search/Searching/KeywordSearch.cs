@@ -229,20 +229,7 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
         lexemes.Parameters.Add(new NpgsqlParameter { Value = options.Value.Language });
         lexemes.Parameters.Add(new NpgsqlParameter { Value = query });
         batch.BatchCommands.Add(lexemes);
-        var totals = new NpgsqlBatchCommand($"""
-            select coalesce(sum(documents), 0)::bigint, coalesce(sum(lexemes), 0)::bigint,
-                   coalesce(sum(documents) filter (where ($2::uuid is null or conversation_id = $2) and ($3::smallint is null or kind = $3)
-                                                   and ($4::uuid[] is null or conversation_id = any($4))), 0)::bigint
-            from {schema.Stats} where tenant_id = $1
-            """);
-        totals.Parameters.Add(new NpgsqlParameter { Value = tenantId });
-        totals.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.ConversationId ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Uuid });
-        totals.Parameters.Add(new NpgsqlParameter { Value = filter.Kind is { } k ? (short)k : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Smallint });
-        totals.Parameters.Add(new NpgsqlParameter
-        {
-            Value = filter.ConversationIds?.ToArray() ?? (object)DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid,
-        });
-        batch.BatchCommands.Add(totals);
+        batch.BatchCommands.Add(TotalsCommand(schema, tenantId, filter));
 
         var found = new List<(string Lexeme, long Documents)>();
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken);
@@ -256,6 +243,39 @@ internal sealed class KeywordSearch(SearchDatabase database, IOptions<SearchOpti
         var documents = reader.GetInt64(0);
         var average = documents == 0 ? 1 : Math.Max(1, reader.GetInt64(1) / (double)documents);
         return new TermStatistics(found, documents, average, reader.GetInt64(2));
+    }
+
+    /// <summary>
+    /// The tenant's entry count and lexeme total, and the entry count of the scope searched, from the tenant's totals
+    /// (<see cref="SearchSchema.Totals"/>: one probe per kind) and, when the search is within some conversations, from
+    /// those conversations' statistics alone (probes of the primary key). The tenant's other conversations are not read.
+    /// </summary>
+    internal static NpgsqlBatchCommand TotalsCommand(SearchSchema schema, string tenantId, SearchFilter filter)
+    {
+        var conversations = filter.ConversationIds?.ToArray();
+        if (filter.ConversationId is { } only)
+        {
+            conversations = conversations is null || conversations.Contains(only) ? [only] : [];
+        }
+
+        var scope = conversations is null
+            ? "coalesce(sum(documents) filter (where $2::smallint is null or kind = $2), 0)::bigint"
+            : $"""
+              (select coalesce(sum(documents), 0)::bigint from {schema.Stats}
+               where tenant_id = $1 and conversation_id = any($3) and ($2::smallint is null or kind = $2))
+              """;
+        var command = new NpgsqlBatchCommand($"""
+            select coalesce(sum(documents), 0)::bigint, coalesce(sum(lexemes), 0)::bigint, {scope}
+            from {schema.Totals} where tenant_id = $1
+            """);
+        command.Parameters.Add(new NpgsqlParameter { Value = tenantId });
+        command.Parameters.Add(new NpgsqlParameter { Value = filter.Kind is { } k ? (short)k : DBNull.Value, NpgsqlDbType = NpgsqlDbType.Smallint });
+        if (conversations is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = conversations, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Uuid });
+        }
+
+        return command;
     }
 
     /// <summary>The query's lexemes with their document counts in the tenant, and the tenant's and the searched scope's sizes.</summary>

@@ -38,6 +38,12 @@ internal sealed class SearchSchema(string schemaName)
     /// <summary>Entry counts and lexeme totals per conversation and kind: BM25's collection statistics.</summary>
     public string Stats => $"{Schema}.mc_search_stats";
 
+    /// <summary>
+    /// Per tenant and kind, the sums of <see cref="Stats"/>, kept by triggers on it (<see cref="SearchTotals"/>): what a
+    /// keyword search over all of a tenant's conversations reads instead of adding up one row per conversation.
+    /// </summary>
+    public string Totals => $"{Schema}.mc_search_totals";
+
     /// <summary>Per tenant and lexeme, how many entries contain it: BM25's document frequencies, and what keeps common words from flooding the candidates.</summary>
     public string Terms => $"{Schema}.mc_search_terms";
 
@@ -50,8 +56,11 @@ internal sealed class SearchSchema(string schemaName)
     /// <summary>A single row: the deployment's last rebuild of the read model through the API (its status and heartbeat).</summary>
     public string Rebuilds => $"{Schema}.mc_search_rebuilds";
 
-    /// <summary>Tables that a projection rebuild empties before replaying the events (vectors and tombstones survive).</summary>
-    public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats, Terms];
+    /// <summary>
+    /// Tables that a projection rebuild empties before replaying the events, in this order (vectors and tombstones
+    /// survive): the statistics' triggers take their rows off the totals, which are then empty anyway.
+    /// </summary>
+    public IEnumerable<string> RebuiltTables => [Entries, Pending, Stats, Terms, Totals];
 
     /// <summary>
     /// The tenant parameter <c>$<paramref name="parameter"/></c> as a value the planner cannot read:
@@ -173,6 +182,7 @@ internal sealed class SearchSchema(string schemaName)
         // without a new index entry per update and the bloat a full page leaves behind.
         stats.WithFillFactor(HotCounterFillFactor);
         yield return stats;
+        yield return new SearchTotals(this, HotCounterFillFactor);
 
         var terms = new Table(new PostgresqlObjectName(Schema, "mc_search_terms", SchemaUtils.IdentifierUsage.General));
         terms.AddColumn("tenant_id", "varchar").NotNull().AsPrimaryKey();
