@@ -1,11 +1,15 @@
 using System.Net;
+using Microsoft.Extensions.Caching.Distributed;
 using Microsoft.Extensions.Caching.Hybrid;
+using Microsoft.Extensions.Caching.StackExchangeRedis;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 using ModularChat.BuildingBlocks.Caching;
+using ModularChat.Host.Infrastructure;
 using StackExchange.Redis;
 
 namespace ModularChat.Conversations.Tests;
@@ -22,6 +26,7 @@ public sealed class MissedBumpTests : IAsyncLifetime
     private readonly string _scope = "test:" + Guid.NewGuid().ToString("N");
     private readonly FakeLogger<CacheGenerations> _logs = new();
     private TcpProxy _proxy = null!;
+    private ConfigurationOptions _relayed = null!;
     private ConnectionMultiplexer _node = null!;
     private ConnectionMultiplexer _redis = null!;
     private ServiceProvider _services = null!;
@@ -34,6 +39,7 @@ public sealed class MissedBumpTests : IAsyncLifetime
         var relayed = ConfigurationOptions.Parse(redis);
         relayed.EndPoints.Clear();
         relayed.EndPoints.Add(IPAddress.Loopback, _proxy.Port);
+        _relayed = relayed;
         _node = await ConnectionMultiplexer.ConnectAsync(relayed);
         _redis = await ConnectionMultiplexer.ConnectAsync(redis); // the test's own view of Redis, not relayed
         _services = new ServiceCollection().AddHybridCache().Services.BuildServiceProvider();
@@ -153,6 +159,51 @@ public sealed class MissedBumpTests : IAsyncLifetime
         // interval started it again: a node read every second or more often would never have tried.
         _clock.Advance(CacheGenerations.MissedBumpInterval / 5);
         Assert.Equal(2, await _generations.CurrentAsync(_scope));
+    }
+
+    [Fact]
+    public async Task A_bump_while_Redis_does_not_answer_waits_for_the_removal_of_its_entries_from_Redis_no_longer_than_for_itself()
+    {
+        // A node whose HybridCache keeps entries in Redis too, behind the relay, as the service's does (through
+        // ConnectedOnlyDistributedCache); its Redis commands time out after a minute.
+        var options = _relayed.Clone();
+        options.AsyncTimeout = options.SyncTimeout = 60_000;
+        await using var slow = await ConnectionMultiplexer.ConnectAsync(options);
+        var availability = new RedisAvailability(slow, TimeSpan.FromSeconds(5), NullLogger<RedisAvailability>.Instance, _clock);
+        var prefix = $"test-l2:{Guid.NewGuid():N}:";
+        var l2 = new RedisCache(Options.Create(new RedisCacheOptions
+        {
+            ConnectionMultiplexerFactory = () => Task.FromResult<IConnectionMultiplexer>(slow),
+            InstanceName = prefix,
+        }));
+        await using var services = new ServiceCollection()
+            .AddSingleton<IDistributedCache>(new ConnectedOnlyDistributedCache(l2, availability))
+            .AddHybridCache().Services.BuildServiceProvider();
+        var cache = services.GetRequiredService<HybridCache>();
+        var generations = new CacheGenerations(availability, cache, _clock, firstGeneration: () => 0);
+        var keys = Enumerable.Range(0, 3).Select(i => $"entry-{i}").ToList();
+        foreach (var key in keys)
+        {
+            await cache.SetAsync(key, "cached");
+            await generations.TrackAsync(_scope, key, TimeSpan.FromMinutes(5));
+        }
+
+        Assert.All(keys, key => Assert.True(_redis.GetDatabase().KeyExists(prefix + key), $"{key} is not in Redis"));
+
+        _proxy.Stall();
+        var bump = generations.BumpAsync(_scope);
+        _clock.Advance(generations.BumpWait);
+
+        // The bump's wait is over (it is made later, as a missed one): the request goes on while the entries' removal from
+        // Redis still waits. Before, the request waited for each entry's removal in turn (each a command's timeout), then
+        // for its bump.
+        await bump.WaitAsync(TimeSpan.FromSeconds(20));
+
+        // The removals were not given up: once Redis answers, the entries are gone from it.
+        _proxy.Restore();
+        await Eventually.Until(() => Task.FromResult(keys.Count(key => _redis.GetDatabase().KeyExists(prefix + key))), n => n == 0, seconds: 90,
+            what: "The entries were not removed from Redis once it answered");
+        await generations.StopAsync(CancellationToken.None);
     }
 
     /// <summary>
