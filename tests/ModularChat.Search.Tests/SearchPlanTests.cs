@@ -302,6 +302,38 @@ public sealed class SearchPlanTests(SearchApp app)
     }
 
     [Fact]
+    public async Task A_deleted_conversation_takes_its_entries_off_the_embedding_queue_without_reading_the_tenants_whole_queue()
+    {
+        await using var connection = await app.OpenConnectionAsync();
+        // 20 tenants of 2,000 entries (100 conversations each), every one waiting for its vector (an embedding model away),
+        // and 200,000 more queued rows of other tenants.
+        await using var copy = await ScratchTables.CreateAsync(connection, "mc_search_entries", "mc_search_pending");
+        var scratch = copy.Schema;
+        await connection.ExecuteAsync($"""
+            insert into {scratch}.mc_search_entries (tenant_id, id, conversation_id, kind, sequence, created_at, content, search_vector, lexeme_count)
+                select 'resident-' || (g % 20), gen_random_uuid(), md5('c' || (g % 2000))::uuid, 0, g / 2000 + 1, now(), 'text', to_tsvector('simple', 'text'), 1
+                from generate_series(0, 39999) g;
+            insert into {scratch}.mc_search_pending (tenant_id, entry_id, conversation_id)
+                select tenant_id, id, conversation_id from {scratch}.mc_search_entries;
+            insert into {scratch}.mc_search_pending (tenant_id, entry_id, conversation_id)
+                select 'importer-' || (g % 5), gen_random_uuid(), md5('i' || (g % 1000))::uuid from generate_series(1, 200000) g;
+            analyze {scratch}.mc_search_entries;
+            analyze {scratch}.mc_search_pending;
+            """);
+        var placeholder = 0;
+        var sql = System.Text.RegularExpressions.Regex.Replace(SearchRemovals.ConversationPendingSql(new SearchSchema(scratch)), @"\^", _ => $"${++placeholder}");
+
+        var conversation = Guid.Parse(Convert.ToHexString(System.Security.Cryptography.MD5.HashData("c3"u8))); // md5('c3')::uuid, of resident-3
+
+        var plan = await connection.ExplainAsync(sql, "resident-3", conversation);
+
+        // The conversation's entries from their index, then a probe of the queue's primary key each. Before, the tenant's
+        // part of the queue (by the primary key's tenant prefix), filtered by conversation.
+        Assert.Contains(plan, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("entry_id = e.id", StringComparison.Ordinal));
+        Assert.DoesNotContain(plan, l => l.Contains("Seq Scan", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Keyword_matches_are_fetched_from_the_tenants_part_of_the_text_index()
     {
         await using var connection = await app.OpenConnectionAsync();

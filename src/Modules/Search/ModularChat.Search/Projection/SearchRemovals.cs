@@ -24,9 +24,9 @@ internal sealed class SearchRemovals
         _conversationSql =
         [
             TermsDecrement(s, "e.tenant_id = ^ and e.conversation_id = ^"),
+            ConversationPendingSql(s),
             $"delete from {s.Entries} where tenant_id = ^ and conversation_id = ^",
             $"delete from {s.Vectors} where tenant_id = ^ and conversation_id = ^",
-            $"delete from {s.Pending} where tenant_id = ^ and conversation_id = ^",
             $"delete from {s.Stats} where tenant_id = ^ and conversation_id = ^",
         ];
 
@@ -50,6 +50,18 @@ internal sealed class SearchRemovals
             $"insert into {s.RemovedRanges} (tenant_id, conversation_id, from_sequence, to_sequence) values (^, ^, ^, ^) on conflict do nothing",
         ];
     }
+
+    /// <summary>
+    /// The embedding queue's rows of a conversation's entries (placeholders: tenant, conversation), found through the
+    /// entries (the index of a conversation's entries, then the queue's primary key), so it runs before they are deleted.
+    /// Until 2026-12-07 by the queue's own conversation column, which no index covers: each deleted conversation read the
+    /// tenant's whole part of the queue (by the primary key's tenant prefix), every entry of the tenant waiting for its
+    /// vector (hundreds of thousands during an import, or while its embedding model is away), in the transaction that
+    /// holds the tenant's term lock. A row queued for an entry already gone is left to the embedding
+    /// worker, which takes it off the queue when it finds no entry.
+    /// </summary>
+    internal static string ConversationPendingSql(SearchSchema s)
+        => $"delete from {s.Pending} p using {s.Entries} e where p.tenant_id = e.tenant_id and p.entry_id = e.id and e.tenant_id = ^ and e.conversation_id = ^";
 
     /// <summary>
     /// Takes the entries' lexemes (those of <paramref name="entries"/>, a condition on alias <c>e</c>) off the tenant's
