@@ -98,6 +98,14 @@ public sealed class SearchApp : ModularChatApp
     internal SearchEntriesProjection Projection(Func<IConversationMessages> archive)
         => new(new SearchSchema("modularchat"), "english", [], archive, Host.Services.GetRequiredService<AppendBursts>());
 
+    /// <summary>A user's message appended to a conversation, as an event for <see cref="ApplyPageAsync"/>.</summary>
+    internal static IEvent Appended(Guid conversationId, string content, long sequence = 1)
+        => new Event<MessageAppended>(new MessageAppended(conversationId, Guid.NewGuid(), sequence, MessageRole.User, content, null, null,
+            DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, 2));
+
+    /// <summary>A conversation deleted, as an event for <see cref="ApplyPageAsync"/>.</summary>
+    internal static IEvent Deleted(Guid conversationId) => new Event<ConversationDeleted>(new ConversationDeleted(conversationId, DateTimeOffset.UtcNow));
+
     /// <summary>Applies <paramref name="events"/> as one page of the projection for <paramref name="tenant"/>, in one transaction, as the daemon would.</summary>
     internal async Task ApplyPageAsync(string tenant, SearchEntriesProjection projection, IReadOnlyList<IEvent> events)
     {

@@ -4,6 +4,7 @@ using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Searching;
 using ModularChat.Search.Storage;
 using Npgsql;
+using static ModularChat.Search.Tests.SearchApp;
 
 namespace ModularChat.Search.Tests;
 
@@ -22,7 +23,7 @@ public sealed class SearchTotalsTests(SearchApp app)
         var projection = app.Projection(app.Host.Services.GetRequiredService<IConversationMessages>);
         Guid first = Guid.NewGuid(), second = Guid.NewGuid();
         await app.ApplyPageAsync(tenant, projection,
-            [Appended(first, 1, "alpha bravo charlie"), Appended(first, 2, "delta echo"), Appended(second, 1, "foxtrot golf")]);
+            [Appended(first, "alpha bravo charlie"), Appended(first, "delta echo", 2), Appended(second, "foxtrot golf")]);
 
         var indexed = await EntriesAsync(tenant);
         Assert.Equal(3, indexed.Documents);
@@ -156,12 +157,6 @@ public sealed class SearchTotalsTests(SearchApp app)
         Assert.Contains(scoped, l => l.Contains("Index Cond", StringComparison.Ordinal) && l.Contains("conversation_id = ANY", StringComparison.Ordinal));
         Assert.DoesNotContain(scoped, l => l.Contains("Seq Scan on mc_search_stats", StringComparison.Ordinal));
     }
-
-    private static IEvent Appended(Guid conversationId, long sequence, string content)
-        => new Event<MessageAppended>(new MessageAppended(conversationId, Guid.NewGuid(), sequence, MessageRole.User, content, null, null,
-            DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, 2));
-
-    private static IEvent Deleted(Guid conversationId) => new Event<ConversationDeleted>(new ConversationDeleted(conversationId, DateTimeOffset.UtcNow));
 
     /// <summary>The tenant's message entries counted from the entries themselves: how many, and their lexemes.</summary>
     private async Task<(long Documents, long Lexemes)> EntriesAsync(string tenant)

@@ -1,8 +1,8 @@
-using JasperFx.Events;
 using Microsoft.Extensions.DependencyInjection;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Search.Projection;
 using Npgsql;
+using static ModularChat.Search.Tests.SearchApp;
 
 namespace ModularChat.Search.Tests;
 
@@ -73,12 +73,6 @@ public sealed class TermCountLockTests(SearchApp app)
         // A name or a number said only there does not stay behind in the database (it used to, with a count of 0).
         Assert.Equal([("harbour", 1L)], await Words());
     }
-
-    private static IEvent Appended(Guid conversationId, string content)
-        => new Event<MessageAppended>(new MessageAppended(conversationId, Guid.NewGuid(), 1, MessageRole.User, content, null, null,
-            DateTimeOffset.UtcNow, DateTimeOffset.UtcNow, 2));
-
-    private static IEvent Deleted(Guid conversationId) => new Event<ConversationDeleted>(new ConversationDeleted(conversationId, DateTimeOffset.UtcNow));
 
     /// <summary>The tenant's words and how many entries hold each.</summary>
     private async Task<List<(string Lexeme, long Documents)>> TermsAsync(string tenant)
