@@ -156,8 +156,7 @@ public sealed class AppendGroupTests(ConversationsApp app)
         settings.AppendGroupWait = TimeSpan.FromSeconds(5);
         var groups = node.Services.GetRequiredService<AppendGroups>();
         var user = ModularChatApp.NewUser();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var client = app.Client(node, user);
         var blocked = await client.NewConversation("held");
         var target = await client.NewConversation("batches");
         var maxMessages = settings.AppendGroupMaxMessages;

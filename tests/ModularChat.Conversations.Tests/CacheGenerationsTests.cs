@@ -181,8 +181,7 @@ public sealed class CacheGenerationsTests(ConversationsApp app)
         await using var second = await app.StartHostAsync();
         var user = ModularChatApp.NewUser();
         using var one = app.Client(user);
-        using var two = second.Server.CreateClient();
-        two.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var two = app.Client(second, user);
         var conversation = await one.NewConversation("restart");
         await (await one.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "message 1" }))
             .ReadAs<AppendResponseDto>(HttpStatusCode.Created);

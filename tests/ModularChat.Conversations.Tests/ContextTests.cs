@@ -231,8 +231,7 @@ public sealed class ContextTests(ConversationsApp app)
         // A node whose Redis is unreachable (nothing listens on port 1).
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = "127.0.0.1:1,connectTimeout=200" });
         var user = ModularChatApp.NewUser();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var client = app.Client(node, user);
         var (id, _) = await ConversationWith(client, 2);
 
         Assert.Equal(2, (await Context(client, id, 5000)).Messages.Count);
@@ -359,8 +358,7 @@ public sealed class ContextTests(ConversationsApp app)
         redis.EndPoints.Add("127.0.0.1", proxy.Port);
         await using var nodeA = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = redis.ToString() });
         var user = ModularChatApp.NewUser();
-        using var a = nodeA.Server.CreateClient();
-        a.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var a = app.Client(nodeA, user);
         using var b = app.Client(user);
         var (id, _) = await ConversationWith(a, 2);
         Assert.Equal(2, (await Context(a, id, 5000)).Messages.Count); // cached in Redis under the current generation
@@ -398,8 +396,7 @@ public sealed class ContextTests(ConversationsApp app)
     /// <summary>A client of another node of the fixture's database, signed in as <paramref name="user"/>.</summary>
     private HttpClient ClientOf(Alba.IAlbaHost node, string user)
     {
-        var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        var client = app.Client(node, user);
         return client;
     }
 

@@ -26,8 +26,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
         });
         var redis = node.Services.GetRequiredService<RedisAvailability>();
         var user = ModularChatApp.NewUser("stalled-redis");
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var client = app.Client(node, user);
         var kept = await client.NewConversation("kept");
         var gone = await client.NewConversation("gone");
         foreach (var conversation in new[] { kept, gone })
@@ -114,8 +113,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
         await using var proxy = TcpProxy.InFrontOfRedis(app.RedisConnectionString);
         await using var node = await app.StartHostAsync(new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}" });
         var redis = node.Services.GetRequiredService<RedisAvailability>();
-        using var client = node.Server.CreateClient();
-        client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("redis-gone")));
+        using var client = app.Client(node, ModularChatApp.NewUser("redis-gone"));
         var conversation = await client.NewConversation("while Redis is gone");
         int Said(string text) => app.Logs.Entries.Count(e => e.Category == typeof(RedisAvailability).FullName && e.Message.StartsWith(text, StringComparison.Ordinal));
         var (failing, back) = (Said("Redis is failing"), Said("Redis answers again"));
@@ -150,8 +148,7 @@ public sealed class RedisOutageTests(ConversationsApp app)
         var mark = $"stopping-{Guid.NewGuid():N}";
         try
         {
-            using var client = node.Server.CreateClient();
-            client.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("stopping-without-redis")));
+            using var client = app.Client(node, ModularChatApp.NewUser("stopping-without-redis"));
             var conversation = await client.NewConversation("changed while Redis is away");
             proxy.Stall();
             await (await client.PostJson($"/api/conversations/{conversation.Id}/messages", new { role = "user", content = "during" }))

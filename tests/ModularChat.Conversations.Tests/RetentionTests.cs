@@ -443,8 +443,7 @@ public sealed class RetentionTests(RetentionApp app)
         var user = ModularChatApp.NewUser("cached");
         await using var second = await app.StartHostAsync();
         using var client = app.Client(user, tenant);
-        using var other = second.Server.CreateClient();
-        other.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user, tenant));
+        using var other = app.Client(second, user, tenant);
         var id = await ConversationWith(client, 12);
         await WaitForRetention(client, id, v => v.Deleted is [{ ToSequence: 7 }]);
         await Append(client, id, 13, 15); // the policy may go up to 10 now

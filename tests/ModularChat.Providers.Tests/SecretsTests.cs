@@ -305,15 +305,13 @@ public sealed class SecretsTests(ProvidersApp app)
         // On a node of its own, the owner replaces the key just before the rotation writes the provider it read earlier.
         var change = new ChangeBeforeTheRotationWrites(provider.Id);
         await using var node = await app.StartHostAsync(services: s => s.ConfigureMarten(o => o.Listeners.Add(change)));
-        using var owner = node.Server.CreateClient();
-        owner.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(user));
+        using var owner = app.Client(node, user);
         change.Change = async () => await (await owner.PutJson($"/api/providers/{provider.Id}", new
         {
             name = provider.Name, kind = provider.Kind, endpoint = provider.Endpoint, chatModel = provider.ChatModel,
             embeddingModel = provider.EmbeddingModel, apiKey = "sk-changed-during-rotation-4567",
         })).ReadAs<ProviderDto>(HttpStatusCode.OK);
-        using var operatorClient = node.Server.CreateClient();
-        operatorClient.DefaultRequestHeaders.Authorization = new("Bearer", app.Token(ModularChatApp.NewUser("operator"), null, "operator"));
+        using var operatorClient = app.Client(node, ModularChatApp.NewUser("operator"), null, "operator");
 
         var rotation = await (await operatorClient.PostAsync("/api/admin/secrets/rotate", null)).ReadAs<RotationDto>(HttpStatusCode.OK);
 
