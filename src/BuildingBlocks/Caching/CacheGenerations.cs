@@ -201,7 +201,8 @@ public sealed partial class CacheGenerations : IHostedService
         // for it and then for its bump: ~3-4 s for the first change after Redis stalled. Now both run at once and the
         // request waits for the removal no longer than for its bump (BumpWait); the rest goes on in the background (a
         // failed removal is a no-op: ConnectedOnlyDistributedCache).
-        var dropping = DropLocalAsync(scope).WaitAsync(BumpWait, _clock);
+        var drop = DropLocalAsync(scope);
+        var dropping = drop.WaitAsync(BumpWait, _clock);
         await ShareBumpAsync(scope, change: true).ConfigureAwait(false);
         try
         {
@@ -209,7 +210,10 @@ public sealed partial class CacheGenerations : IHostedService
         }
         catch (TimeoutException)
         {
-            // Still removing from Redis: the entries are not read again whenever that ends.
+            // Still removing from Redis: the entries are not read again whenever that ends, and nobody waits for it (its
+            // failure, such as a multiplexer disposed as the node stops, is observed here rather than left unobserved).
+            _ = drop.ContinueWith(static t => _ = t.Exception, CancellationToken.None,
+                TaskContinuationOptions.OnlyOnFaulted | TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
     }
 
