@@ -13,8 +13,8 @@ namespace ModularChat.Search.Storage;
 /// <remarks>
 /// <para>
 /// A keyword search needs the tenant's entry count and average length. Added up from the per-conversation rows, that
-/// read every conversation's row per search (~75-80 ms at 100,000 conversations); this is one probe per kind. The
-/// per-conversation rows stay: a search within some conversations reads theirs.
+/// read every conversation's row per search (~20-80 ms at 100,000 conversations, by the machine's load); this is one
+/// probe per kind. The per-conversation rows stay: a search within some conversations reads theirs.
 /// </para>
 /// <para>
 /// Triggers rather than one more statement beside each writer: a node of an older build in a rolling upgrade writes the
