@@ -13,7 +13,8 @@ namespace ModularChat.Benchmarks;
 internal sealed class SearchBenchmark(BenchEnvironment env, Measurements results)
 {
     private static readonly int Messages = int.TryParse(Environment.GetEnvironmentVariable("BENCH_SEARCH_MESSAGES"), out var m) ? m : 50_000;
-    private const int Conversations = 100;
+    // More conversations (BENCH_SEARCH_CONVERSATIONS) for the same messages: what a tenant's count of conversations costs a search.
+    private static readonly int Conversations = int.TryParse(Environment.GetEnvironmentVariable("BENCH_SEARCH_CONVERSATIONS"), out var c) ? c : 100;
     private static readonly int Queries = int.TryParse(Environment.GetEnvironmentVariable("BENCH_SEARCH_QUERIES"), out var q) ? q : 300;
     private const int WarmUpQueries = 40;
 
@@ -55,6 +56,7 @@ internal sealed class SearchBenchmark(BenchEnvironment env, Measurements results
         var latencies = await MeasureAsync(http, queries, ["hybrid", "keyword", "semantic"]);
         var (hybrid, keyword, semantic) = (latencies["hybrid"], latencies["keyword"], latencies["semantic"]);
         results.Add("search_messages", Messages);
+        results.Add("search_conversations", Conversations);
         results.Add("search_hybrid_p50_ms", hybrid.Percentile(50));
         results.Add("search_hybrid_p95_ms", hybrid.Percentile(95));
         results.Add("search_keyword_p50_ms", keyword.Percentile(50));
@@ -89,10 +91,17 @@ internal sealed class SearchBenchmark(BenchEnvironment env, Measurements results
 
     private static async Task<List<string>> ImportAsync(HttpClient http, Random random, string[] topics)
     {
-        var ids = await AppendBenchmark.CreateConversationsAsync(http, Conversations);
+        if (Conversations < 1 || Messages < Conversations)
+        {
+            throw new ArgumentException($"BENCH_SEARCH_CONVERSATIONS ({Conversations}) must be between 1 and BENCH_SEARCH_MESSAGES ({Messages}).");
+        }
+
         var perConversation = Messages / Conversations;
         var texts = new List<string>(Messages);
         var start = DateTimeOffset.UtcNow.AddDays(-365);
+        // Within the last year whatever the count (5000 minutes apart at the default 100).
+        var apart = Math.Min(5000, 500_000 / Conversations);
+        var conversations = new List<List<object>>(Conversations);
         for (var c = 0; c < Conversations; c++)
         {
             // Each conversation dwells on a handful of topics, as real ones do.
@@ -106,17 +115,25 @@ internal sealed class SearchBenchmark(BenchEnvironment env, Measurements results
                 {
                     role = i % 2 == 0 ? "user" : "assistant",
                     content = text,
-                    createdAt = start.AddMinutes(c * 5000 + i * 7),
+                    createdAt = start.AddMinutes(c * apart + i * 7),
                     metadata = new Dictionary<string, string> { ["speaker"] = i % 2 == 0 ? "Sam" : "Alex" },
                 });
             }
 
+            conversations.Add(messages);
+        }
+
+        // Made up in order above (the same texts on every run), sent by 8 clients at once: thousands of conversations one
+        // request at a time took minutes.
+        await Parallel.ForEachAsync(conversations, new ParallelOptions { MaxDegreeOfParallelism = 8 }, async (messages, cancellationToken) =>
+        {
+            var id = (await AppendBenchmark.CreateConversationsAsync(http, 1))[0];
             foreach (var batch in messages.Chunk(500))
             {
-                using var response = await http.PostAsJsonAsync($"/api/conversations/{ids[c]}/messages/batch", new { messages = batch });
+                using var response = await http.PostAsJsonAsync($"/api/conversations/{id}/messages/batch", new { messages = batch }, cancellationToken);
                 response.EnsureSuccessStatusCode();
             }
-        }
+        });
 
         return texts;
     }
