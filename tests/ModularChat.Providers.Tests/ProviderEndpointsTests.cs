@@ -76,10 +76,9 @@ public sealed class ProviderEndpointsTests(ProvidersApp app)
         var throughRelay = new Dictionary<string, string?> { ["ConnectionStrings:Redis"] = $"127.0.0.1:{proxy.Port}" };
         await using var nodeA = await app.StartHostAsync(throughRelay);
         await using var nodeB = await app.StartHostAsync(throughRelay);
-        var token = app.Token(ModularChatApp.NewUser("redis-away"));
-        using var throughA = nodeA.Server.CreateClient();
-        using var throughB = nodeB.Server.CreateClient();
-        throughA.DefaultRequestHeaders.Authorization = throughB.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", token);
+        var user = ModularChatApp.NewUser("redis-away");
+        using var throughA = app.Client(nodeA, user);
+        using var throughB = app.Client(nodeB, user);
         var key = $"sk-redis-away-{Guid.NewGuid():N}";
         using var answers = app.Model.AnswerFor(key, FakeReply.Text("OK"));
         proxy.Cut();

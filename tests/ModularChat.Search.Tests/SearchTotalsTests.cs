@@ -159,19 +159,20 @@ public sealed class SearchTotalsTests(SearchApp app)
     }
 
     /// <summary>The tenant's message entries counted from the entries themselves: how many, and their lexemes.</summary>
-    private async Task<(long Documents, long Lexemes)> EntriesAsync(string tenant)
-    {
-        await using var connection = await app.OpenConnectionAsync();
-        return (await connection.ScalarAsync("select count(*) from modularchat.mc_search_entries where tenant_id = $1 and kind = 0", tenant),
-            await connection.ScalarAsync("select coalesce(sum(lexeme_count), 0) from modularchat.mc_search_entries where tenant_id = $1 and kind = 0", tenant));
-    }
+    private Task<(long Documents, long Lexemes)> EntriesAsync(string tenant) => PairAsync(
+        "select count(*), coalesce(sum(lexeme_count), 0)::bigint from modularchat.mc_search_entries where tenant_id = $1 and kind = 0", tenant);
 
     /// <summary>The tenant's message totals (0 when it has no row).</summary>
-    private async Task<(long Documents, long Lexemes)> TotalsAsync(string tenant)
+    private Task<(long Documents, long Lexemes)> TotalsAsync(string tenant) => PairAsync(
+        "select coalesce(sum(documents), 0)::bigint, coalesce(sum(lexemes), 0)::bigint from modularchat.mc_search_totals where tenant_id = $1 and kind = 0", tenant);
+
+    private async Task<(long, long)> PairAsync(string sql, string tenant)
     {
         await using var connection = await app.OpenConnectionAsync();
-        return (await connection.ScalarAsync("select coalesce(sum(documents), 0) from modularchat.mc_search_totals where tenant_id = $1 and kind = 0", tenant),
-            await connection.ScalarAsync("select coalesce(sum(lexemes), 0) from modularchat.mc_search_totals where tenant_id = $1 and kind = 0", tenant));
+        await using var command = new NpgsqlCommand(sql, connection) { Parameters = { new NpgsqlParameter { Value = tenant } } };
+        await using var reader = await command.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        return (reader.GetInt64(0), reader.GetInt64(1));
     }
 
     /// <summary>What a keyword search reads of the tenant's statistics: its entries, their lexemes, and the entries in the filter's scope.</summary>

@@ -118,7 +118,7 @@ internal sealed class ProviderDirectory : IDisposable
         var providers = stored.Select(Resolve).ToList();
         var options = _options.CurrentValue;
         // Generations not shared (no Redis to share them through): other nodes' changes reach this node only by expiry.
-        var duration = _generations.Shared ? options.CacheDuration : TimeSpan.FromTicks(Math.Min(options.CacheDuration.Ticks, options.LocalOnlyCacheDuration.Ticks));
+        var duration = _generations.Shared || options.CacheDuration <= options.LocalOnlyCacheDuration ? options.CacheDuration : options.LocalOnlyCacheDuration;
         if (duration > TimeSpan.Zero && generation is not null)
         {
             _entries[tenantId] = new Entry(providers, now + duration, generation.Value);

@@ -36,7 +36,14 @@ internal sealed class SearchTotals(SearchSchema schema, int fillFactor) : ISchem
     public const string Version = "mc_search_totals v1";
 
     private const string TableName = "mc_search_totals";
-    private static readonly string[] Triggers = ["mc_search_totals_added", "mc_search_totals_changed", "mc_search_totals_removed", "mc_search_totals_truncated"];
+    // Each trigger runs the function of its name, after each statement of its event on the statistics.
+    private static readonly (string Name, string Event, string TransitionTables)[] Triggers =
+    [
+        ("mc_search_totals_added", "insert", "referencing new table as added_rows"),
+        ("mc_search_totals_changed", "update", "referencing old table as old_rows new table as new_rows"),
+        ("mc_search_totals_removed", "delete", "referencing old table as removed_rows"),
+        ("mc_search_totals_truncated", "truncate", ""),
+    ];
 
     public DbObjectName Identifier { get; } = new PostgresqlObjectName(schema.Schema, TableName, SchemaUtils.IdentifierUsage.General);
 
@@ -49,6 +56,10 @@ internal sealed class SearchTotals(SearchSchema schema, int fillFactor) : ISchem
         var (stats, totals) = (schema.Stats, schema.Totals);
         const string Sums = "sum(documents)::bigint as documents, sum(lexemes)::bigint as lexemes";
         const string Add = "documents = t.documents + excluded.documents, lexemes = t.lexemes + excluded.lexemes";
+        var triggers = string.Join('\n', Triggers.Select(t => $"""
+              drop trigger if exists {t.Name} on {stats};
+              create trigger {t.Name} after {t.Event} on {stats} {t.TransitionTables} for each statement execute function {s}.{t.Name}();
+            """));
         return $$"""
             do $mc_totals$
             begin
@@ -99,18 +110,7 @@ internal sealed class SearchTotals(SearchSchema schema, int fillFactor) : ISchem
                 return null;
               end $f$;
 
-              drop trigger if exists mc_search_totals_added on {{stats}};
-              drop trigger if exists mc_search_totals_changed on {{stats}};
-              drop trigger if exists mc_search_totals_removed on {{stats}};
-              drop trigger if exists mc_search_totals_truncated on {{stats}};
-              create trigger mc_search_totals_added after insert on {{stats}}
-                referencing new table as added_rows for each statement execute function {{s}}.mc_search_totals_added();
-              create trigger mc_search_totals_changed after update on {{stats}}
-                referencing old table as old_rows new table as new_rows for each statement execute function {{s}}.mc_search_totals_changed();
-              create trigger mc_search_totals_removed after delete on {{stats}}
-                referencing old table as removed_rows for each statement execute function {{s}}.mc_search_totals_removed();
-              create trigger mc_search_totals_truncated after truncate on {{stats}}
-                for each statement execute function {{s}}.mc_search_totals_truncated();
+            {{triggers}}
 
               delete from {{totals}};
               insert into {{totals}} (tenant_id, kind, documents, lexemes)
@@ -123,10 +123,10 @@ internal sealed class SearchTotals(SearchSchema schema, int fillFactor) : ISchem
 
     public void WriteDropStatement(Migrator rules, TextWriter writer)
     {
-        foreach (var trigger in Triggers)
+        foreach (var (name, _, _) in Triggers)
         {
-            writer.WriteLine($"drop trigger if exists {trigger} on {schema.Stats};");
-            writer.WriteLine($"drop function if exists {schema.Schema}.{trigger}();");
+            writer.WriteLine($"drop trigger if exists {name} on {schema.Stats};");
+            writer.WriteLine($"drop function if exists {schema.Schema}.{name}();");
         }
 
         writer.WriteLine($"drop table if exists {schema.Totals};");
@@ -142,7 +142,7 @@ internal sealed class SearchTotals(SearchSchema schema, int fillFactor) : ISchem
         builder.Append(" and (select count(*) from pg_trigger where tgrelid = to_regclass(");
         builder.AppendParameter(schema.Stats);
         builder.Append(") and tgname = any(");
-        builder.AppendParameter(Triggers);
+        builder.AppendParameter(Triggers.Select(t => t.Name).ToArray());
         builder.Append($")) = {Triggers.Length};");
     }
 
