@@ -1,5 +1,5 @@
 using Marten;
-using Npgsql;
+using ModularChat.BuildingBlocks.Messaging;
 using Wolverine.Persistence.Durability;
 using Wolverine.Persistence.Durability.DeadLetterManagement;
 using Wolverine.Runtime;
@@ -117,22 +117,8 @@ public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore st
     /// among them, and the job) contains <paramref name="text"/>: a superset of those it names, read at one moment.
     /// </summary>
     private async Task<Guid[]> NamingAsync(string text, CancellationToken cancellationToken)
-    {
-        await using var connection = store.Storage.Database.CreateConnection();
-        await connection.OpenAsync(cancellationToken);
-        await using var command = new NpgsqlCommand(
-            $"select id from {store.Options.DatabaseSchemaName}.wolverine_dead_letters where message_type = $1 and position($2 in body) > 0", connection);
-        command.Parameters.Add(new NpgsqlParameter { Value = SummarizeConversation.Identity });
-        command.Parameters.Add(new NpgsqlParameter { Value = System.Text.Encoding.UTF8.GetBytes(text) });
-        var ids = new List<Guid>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            ids.Add(reader.GetGuid(0));
-        }
-
-        return [.. ids];
-    }
+        => [.. (await DeadLetterRows.FindAsync(store, new DeadLetterCriteria(SummarizeConversation.Identity, BodyContains: text), null, null, cancellationToken))
+            .Select(p => p.Id)];
 
     /// <summary>
     /// Every failed summarization job of the tenant: those whose envelope names it, found by PostgreSQL in one statement (so a
