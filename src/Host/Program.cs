@@ -11,6 +11,7 @@ using ModularChat.BuildingBlocks.Tokenization;
 using ModularChat.BuildingBlocks.Validation;
 using ModularChat.Conversations;
 using ModularChat.Host.Auth;
+using ModularChat.Host.DeadLetters;
 using ModularChat.Host.Infrastructure;
 using ModularChat.Host.Nodes;
 using ModularChat.Providers;
@@ -73,6 +74,7 @@ try
     builder.Services.AddModularChatCaching(builder.Configuration);
     builder.Services.AddModularChatHealth(builder.Configuration);
     builder.Services.AddModularChatNodes(role);
+    builder.Services.AddModularChatDeadLetters();
     builder.Services.AddNodeStopping(runsSharedWork: role == HostRole.Node); // before the modules': a command does none of the nodes' work
     if (role == HostRole.Node)
     {
@@ -99,6 +101,7 @@ try
 
     app.MapModularChatHealth();
     app.MapModularChatNodes();
+    app.MapModularChatDeadLetters();
     app.MapApiDocument();
     var modules = app.MapGroup("").RefuseRepeatedQueryValues();
     modules.MapConversationsEndpoints();
