@@ -7,11 +7,12 @@ namespace ModularChat.BuildingBlocks.Messaging;
 /// <summary>What chooses rows of Wolverine's dead-letter table; null matches any.</summary>
 /// <param name="MessageType">Wolverine's name of the message type (its full .NET name here), exactly.</param>
 /// <param name="ExceptionType">The full .NET name of the exception that made it fail, exactly.</param>
+/// <param name="Tenant">The tenant the message was sent for (the envelope's tenant header), exactly.</param>
 /// <param name="BodyContains">
-/// Text the stored envelope contains (UTF-8): its headers (the tenant's id among them) and the serialized message. A
-/// superset of the letters it names: the caller reads those and checks them.
+/// Text the stored envelope contains (UTF-8): its headers and the serialized message. A superset of the letters it names:
+/// the caller reads those and checks them.
 /// </param>
-public sealed record DeadLetterCriteria(string? MessageType = null, string? ExceptionType = null, string? BodyContains = null);
+public sealed record DeadLetterCriteria(string? MessageType = null, string? ExceptionType = null, string? Tenant = null, string? BodyContains = null);
 
 /// <summary>Where a dead letter stands in failure order: when it failed (else when it was sent), then its id.</summary>
 public readonly record struct DeadLetterPosition(DateTimeOffset At, Guid Id);
@@ -42,6 +43,7 @@ public static class DeadLetterRows
             where ($1::varchar is null or message_type = $1)
               and ($2::varchar is null or exception_type = $2)
               and ($3::bytea is null or position($3 in body) > 0)
+              and ($7::bytea is null or position($7 in body) > 0)
               and ($4::timestamptz is null or (at, id) > ($4, $5))
             order by at, id
             limit $6
@@ -56,6 +58,7 @@ public static class DeadLetterRows
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.TimestampTz, Value = after is { } a ? a.At : DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Uuid, Value = after is { } b ? b.Id : DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bigint, Value = limit is { } l ? (long)l : DBNull.Value });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bytea, Value = criteria.Tenant is { } t ? TenantHeader(t) : DBNull.Value });
         var found = new List<DeadLetterPosition>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
@@ -64,5 +67,24 @@ public static class DeadLetterRows
         }
 
         return found;
+    }
+
+    /// <summary>
+    /// The bytes of an envelope's tenant header as Wolverine stores it (its EnvelopeSerializer writes each header as its key
+    /// and its value, each a length-prefixed string of <see cref="BinaryWriter"/>): the value's length prefix makes the match
+    /// exact (another tenant whose id starts with this one's does not match), and a serialized message (JSON text, whose
+    /// control characters are escaped) cannot hold the key's length byte. The tests would notice a change of the format
+    /// (their letters are written by Wolverine): a tenant's letters would no longer be found.
+    /// </summary>
+    public static byte[] TenantHeader(string tenant)
+    {
+        using var stream = new MemoryStream();
+        using (var writer = new BinaryWriter(stream, System.Text.Encoding.UTF8, leaveOpen: true))
+        {
+            writer.Write(Wolverine.EnvelopeConstants.TenantIdKey);
+            writer.Write(tenant);
+        }
+
+        return stream.ToArray();
     }
 }

@@ -30,8 +30,9 @@ public sealed record DeadLetterView(
 /// <summary>
 /// Every tenant's dead letters, for the service's operators: list them, replay them (each goes back to its queue and is
 /// handled as new, as the <c>replayable</c> flag does by hand), discard them. Tenants' administrators have their summary
-/// jobs' alone (<c>/api/admin/summaries/failures</c>). The table has no tenant column: a tenant filter first finds the
-/// letters whose stored envelope contains the tenant's id, then keeps those whose envelope is the tenant's.
+/// jobs' alone (<c>/api/admin/summaries/failures</c>). The table has no tenant column: a tenant filter finds the letters
+/// whose stored envelope holds the tenant's header (<see cref="DeadLetterRows.TenantHeader"/>), and keeps those whose
+/// envelope, read, is the tenant's.
 /// </summary>
 internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore store)
 {
@@ -54,10 +55,10 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
         var from = after;
         while (page.Count <= limit)
         {
-            // With a tenant some candidates are another tenant's (their envelope merely contains the id): read on until
-            // the page is full or nothing is left.
+            // A letter found may be gone when it is read (replayed or discarded meanwhile): read on until the page is full or
+            // nothing is left.
             var wanted = limit + 1 - page.Count;
-            var rows = await DeadLetterRows.FindAsync(store, criteria with { BodyContains = tenant }, from, wanted, cancellationToken);
+            var rows = await DeadLetterRows.FindAsync(store, criteria with { Tenant = tenant }, from, wanted, cancellationToken);
             page.AddRange(await ReadAsync(rows, tenant, cancellationToken));
             if (rows.Count < wanted)
             {
@@ -115,7 +116,7 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
 
     private async Task<Guid[]> ChosenAsync(DeadLetterCriteria criteria, string? tenant, CancellationToken cancellationToken)
     {
-        var rows = await DeadLetterRows.FindAsync(store, criteria with { BodyContains = tenant }, null, null, cancellationToken);
+        var rows = await DeadLetterRows.FindAsync(store, criteria with { Tenant = tenant }, null, null, cancellationToken);
         if (tenant is null)
         {
             return [.. rows.Select(r => r.Id)];

@@ -28,8 +28,8 @@ public sealed record SummaryFailure(
 /// <summary>
 /// The summarization jobs in Wolverine's durable dead-letter store, one tenant's at a time: list, replay, and discard a
 /// conversation's. The store is shared by every tenant (one database) and has no tenant column, so PostgreSQL first finds
-/// the jobs whose stored envelope holds the tenant's id (or the conversation's) as text, and only those are read and
-/// checked (their envelope's tenant, their job) before they are listed, replayed or discarded.
+/// the jobs whose stored envelope holds the tenant's header (or the conversation's id as text), and only those are read
+/// and checked (their envelope's tenant, their job) before they are listed, replayed or discarded.
 /// </summary>
 public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore store)
 {
@@ -110,25 +110,26 @@ public sealed class SummaryFailures(IWolverineRuntime runtime, IDocumentStore st
     }
 
     /// <summary>The ids of the summarization jobs in the dead-letter store whose stored body contains the conversation's id.</summary>
-    private Task<Guid[]> NamingAsync(Guid conversationId, CancellationToken cancellationToken) => NamingAsync(conversationId.ToString(), cancellationToken);
+    private Task<Guid[]> NamingAsync(Guid conversationId, CancellationToken cancellationToken)
+        => IdsAsync(new DeadLetterCriteria(SummarizeConversation.Identity, BodyContains: conversationId.ToString()), cancellationToken);
+
+    /// <summary>The ids of the summarization jobs in the dead-letter store sent for <paramref name="tenantId"/>.</summary>
+    private Task<Guid[]> OfTenantIdsAsync(string tenantId, CancellationToken cancellationToken)
+        => IdsAsync(new DeadLetterCriteria(SummarizeConversation.Identity, Tenant: tenantId), cancellationToken);
+
+    /// <summary>The ids of the letters <paramref name="criteria"/> choose, read at one moment.</summary>
+    private async Task<Guid[]> IdsAsync(DeadLetterCriteria criteria, CancellationToken cancellationToken)
+        => [.. (await DeadLetterRows.FindAsync(store, criteria, null, null, cancellationToken)).Select(p => p.Id)];
 
     /// <summary>
-    /// The ids of the summarization jobs in the dead-letter store whose stored body (the envelope: its headers, the tenant's
-    /// among them, and the job) contains <paramref name="text"/>: a superset of those it names, read at one moment.
-    /// </summary>
-    private async Task<Guid[]> NamingAsync(string text, CancellationToken cancellationToken)
-        => [.. (await DeadLetterRows.FindAsync(store, new DeadLetterCriteria(SummarizeConversation.Identity, BodyContains: text), null, null, cancellationToken))
-            .Select(p => p.Id)];
-
-    /// <summary>
-    /// Every failed summarization job of the tenant: those whose envelope names it, found by PostgreSQL in one statement (so a
-    /// replay that takes letters out meanwhile cannot make the scan skip one, as paging by offset could), read 500 at a time
-    /// and kept when their envelope is the tenant's (another tenant's id may contain this one's).
+    /// Every failed summarization job of the tenant: those whose envelope's tenant header names it, found by PostgreSQL in one
+    /// statement (so a replay that takes letters out meanwhile cannot make the scan skip one, as paging by offset could), read
+    /// 500 at a time and kept when their envelope is the tenant's and their job can be read.
     /// </summary>
     private async Task<List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>> OfTenantAsync(string tenantId, CancellationToken cancellationToken)
     {
         var found = new List<(DeadLetterEnvelope Letter, SummarizeConversation Job)>();
-        foreach (var chunk in (await NamingAsync(tenantId, cancellationToken)).Chunk(ScanPageSize))
+        foreach (var chunk in (await OfTenantIdsAsync(tenantId, cancellationToken)).Chunk(ScanPageSize))
         {
             var results = await DeadLetters.QueryAsync(new DeadLetterEnvelopeQuery(chunk) { PageSize = chunk.Length }, cancellationToken);
             foreach (var letter in results.Envelopes)
