@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using ModularChat.BuildingBlocks.Errors;
@@ -48,6 +49,25 @@ public static class Cursor
             ? fields[1..]
             : throw new BadRequestException(parameterName,
                 $"'{parameterName}' was issued for another list (another conversation, or other filters): send it with the same parameters as the page it came from, or start again without it.");
+    }
+
+    /// <summary>
+    /// The cursor of a list ordered by a moment, then an id (keyset): <paramref name="at"/> in UTC ticks and
+    /// <paramref name="id"/>, those of the page's last item.
+    /// </summary>
+    public static string EncodeMoment(string kind, CursorScope scope, DateTimeOffset at, Guid id)
+        => Encode(kind, scope, at.UtcTicks.ToString(CultureInfo.InvariantCulture), id.ToString("N"));
+
+    /// <summary>The moment and id of a cursor made by <see cref="EncodeMoment"/>.</summary>
+    /// <exception cref="BadRequestException">The cursor is not one of this list, or its fields do not read.</exception>
+    public static (DateTimeOffset At, Guid Id) DecodeMoment(string cursor, string kind, CursorScope scope)
+    {
+        var fields = Decode(cursor, kind, scope, 2);
+        return long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
+               && ticks <= DateTimeOffset.MaxValue.UtcTicks
+               && Guid.TryParseExact(fields[1], "N", out var id)
+            ? (new DateTimeOffset(ticks, TimeSpan.Zero), id)
+            : throw Invalid();
     }
 
     /// <summary>The error for a cursor that does not decode.</summary>

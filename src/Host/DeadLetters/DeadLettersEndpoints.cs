@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.AspNetCore.Http.HttpResults;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Messaging;
@@ -59,11 +58,9 @@ internal static class DeadLettersEndpoints
                     }
 
                     var scope = CursorScope.Of(("messageType", messageType ?? ""), ("exceptionType", exceptionType ?? ""), ("tenant", tenant ?? ""));
-                    var after = cursor is null ? (DeadLetterPosition?)null : Decode(cursor, scope);
+                    var after = cursor is null ? (DeadLetterPosition?)null : Position(Cursor.DecodeMoment(cursor, CursorKind, scope));
                     var (items, next) = await admin.ListAsync(criteria, tenant, after, size, ct);
-                    return TypedResults.Ok(new DeadLetterPage(items, next is { } n
-                        ? Cursor.Encode(CursorKind, scope, n.At.UtcTicks.ToString(CultureInfo.InvariantCulture), n.Id.ToString("N"))
-                        : null));
+                    return TypedResults.Ok(new DeadLetterPage(items, next is { } n ? Cursor.EncodeMoment(CursorKind, scope, n.At, n.Id) : null));
                 })
             .WithName("ListDeadLetters")
             .WithSummary("List every tenant's dead-lettered background messages (operator role)")
@@ -151,13 +148,5 @@ internal static class DeadLettersEndpoints
         }
     }
 
-    private static DeadLetterPosition Decode(string cursor, CursorScope scope)
-    {
-        var fields = Cursor.Decode(cursor, CursorKind, scope, 2);
-        return long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
-               && ticks <= DateTimeOffset.MaxValue.UtcTicks
-               && Guid.TryParseExact(fields[1], "N", out var id)
-            ? new DeadLetterPosition(new DateTimeOffset(ticks, TimeSpan.Zero), id)
-            : throw Cursor.Invalid();
-    }
+    private static DeadLetterPosition Position((DateTimeOffset At, Guid Id) moment) => new(moment.At, moment.Id);
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using FluentValidation;
 using Marten;
 using Marten.Linq.MatchesSql;
@@ -45,7 +44,7 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
         var scope = CursorScope.Of([.. (query.Metadata ?? []).Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).Select(f => ("metadata", f))]);
         if (query.Cursor is not null)
         {
-            var (activity, id) = DecodeCursor(query.Cursor, scope);
+            var (activity, id) = Cursor.DecodeMoment(query.Cursor, CursorKind, scope);
             conversations = conversations.Where(c => c.MatchesSql("(d.last_activity_at, d.id) < (?, ?)", activity, id));
         }
 
@@ -59,23 +58,10 @@ internal sealed class ListConversationsHandler(TenantSessions sessions, IOptions
         {
             items = items.Take(limit).ToList();
             var last = items[^1];
-            next = Cursor.Encode(CursorKind, scope, last.LastActivityAt.UtcTicks.ToString(CultureInfo.InvariantCulture), last.Id.ToString("N"));
+            next = Cursor.EncodeMoment(CursorKind, scope, last.LastActivityAt, last.Id);
         }
 
         return new Page<ConversationResponse>(items.Select(ConversationResponse.From).ToList(), next);
-    }
-
-    private static (DateTimeOffset Activity, Guid Id) DecodeCursor(string cursor, CursorScope scope)
-    {
-        var fields = Cursor.Decode(cursor, CursorKind, scope, 2);
-        if (!long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
-            || ticks < DateTimeOffset.MinValue.UtcTicks || ticks > DateTimeOffset.MaxValue.UtcTicks
-            || !Guid.TryParseExact(fields[1], "N", out var id))
-        {
-            throw Cursor.Invalid();
-        }
-
-        return (new DateTimeOffset(ticks, TimeSpan.Zero), id);
     }
 }
 

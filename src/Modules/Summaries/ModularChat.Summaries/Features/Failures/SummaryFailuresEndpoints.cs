@@ -1,4 +1,3 @@
-using System.Globalization;
 using FluentValidation;
 using Mediator;
 using Microsoft.AspNetCore.Builder;
@@ -43,23 +42,13 @@ internal sealed class ListSummaryFailuresHandler(SummaryFailures failures, Tenan
 
     public async ValueTask<SummaryFailuresPage> Handle(ListSummaryFailures query, CancellationToken cancellationToken)
     {
-        var after = query.Cursor is null ? ((DateTimeOffset, Guid)?)null : DecodeCursor(query.Cursor);
+        var after = query.Cursor is null ? ((DateTimeOffset, Guid)?)null : Cursor.DecodeMoment(query.Cursor, CursorKind, CursorScope.None);
         var limit = query.Limit ?? options.Value.DefaultPageSize;
         var (items, total, more) = await failures.ListAsync(tenant.TenantId, after, limit, cancellationToken);
         var next = more && items.Count > 0 && SummaryFailures.PageKey(items[^1]) is var (failedAt, id)
-            ? Cursor.Encode(CursorKind, CursorScope.None, failedAt.UtcTicks.ToString(CultureInfo.InvariantCulture), id.ToString("N"))
+            ? Cursor.EncodeMoment(CursorKind, CursorScope.None, failedAt, id)
             : null;
         return new SummaryFailuresPage(items, total, next);
-    }
-
-    private static (DateTimeOffset, Guid) DecodeCursor(string cursor)
-    {
-        var fields = Cursor.Decode(cursor, CursorKind, CursorScope.None, 2);
-        return long.TryParse(fields[0], NumberStyles.None, CultureInfo.InvariantCulture, out var ticks)
-               && ticks <= DateTimeOffset.MaxValue.UtcTicks
-               && Guid.TryParseExact(fields[1], "N", out var id)
-            ? (new DateTimeOffset(ticks, TimeSpan.Zero), id)
-            : throw Cursor.Invalid();
     }
 }
 
