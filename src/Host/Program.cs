@@ -79,6 +79,7 @@ try
     if (role == HostRole.Node)
     {
         builder.Services.AddProjectionLagMonitor(builder.Configuration);
+        DeadLetterGauge.AddDeadLetterGauge(builder.Services, builder.Configuration);
     }
     builder.Services.AddRequestEncodings();
 

@@ -1,5 +1,9 @@
+using System.Diagnostics.Metrics;
 using System.Net;
+using Alba;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using ModularChat.BuildingBlocks.Telemetry;
 using ModularChat.Conversations.Contracts;
 using ModularChat.Conversations.Features.Retention;
 using Npgsql;
@@ -120,13 +124,50 @@ public sealed class DeadLetterAdminTests(ConversationsApp app)
         Assert.Equal(HttpStatusCode.Unauthorized, (await app.Host.Server.CreateClient().GetAsync(Path)).StatusCode);
     }
 
+    [Fact]
+    public async Task The_gauge_counts_the_letters_waiting_by_message_type_down_to_0_once_they_are_replayed_or_discarded()
+    {
+        // A node on a database of its own: the figures are its letters alone.
+        var database = await app.EmptyDatabaseOfItsOwnAsync("dead_letter_gauge");
+        await using var node = await app.StartHostAsync(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:Postgres"] = database,
+            ["Messaging:DeadLetterCountInterval"] = "00:00:00.200",
+        });
+        using var gauge = new MetricCollector<long>(node.Services.GetRequiredService<IMeterFactory>(), ModularChatTelemetry.SourceName, MetricNames.DeadLetters);
+        var tenant = ModularChatApp.NewUser("dead");
+        var replayed = await StageAsync(new ApplyRetention(Guid.NewGuid()), tenant, "replayed", node);
+        await StageAsync(new ApplyRetention(Guid.NewGuid()), tenant, "waiting", node);
+        var discarded = await StageAsync(new ConversationDeleted(Guid.NewGuid(), DateTimeOffset.UtcNow), tenant, "discarded", node);
+
+        await GaugeAsync(gauge, (RetentionType, 2), (DeletedType, 1));
+
+        using var client = app.Client(node, ModularChatApp.NewUser("operator"), roles: "operator");
+        (await client.PostJson($"{Path}/replay", new { ids = new[] { replayed } })).EnsureSuccessStatusCode();
+        (await client.PostJson($"{Path}/discard", new { ids = new[] { discarded } })).EnsureSuccessStatusCode();
+        await GaugeAsync(gauge, (RetentionType, 1), (DeletedType, 0));
+    }
+
+    /// <summary>Waits until the gauge's last reading is <paramref name="expected"/> (message type, count), those types alone.</summary>
+    private static Task GaugeAsync(MetricCollector<long> gauge, params (string Type, long Count)[] expected)
+    {
+        var want = string.Join(", ", expected.OrderBy(e => e.Type, StringComparer.Ordinal).Select(e => $"{e.Type}={e.Count}"));
+        return Eventually.Until(() =>
+            {
+                gauge.Clear();
+                gauge.RecordObservableInstruments();
+                return Task.FromResult(string.Join(", ", gauge.GetMeasurementSnapshot()
+                    .Select(m => $"{m.Tags["message_type"]}={m.Value}").Order(StringComparer.Ordinal)));
+            }, reading => reading == want, seconds: 30, what: $"the dead-letter gauge at {want}");
+    }
+
     /// <summary>
     /// Puts <paramref name="message"/> of <paramref name="tenant"/> into the dead-letter store as Wolverine's failure rules do
     /// (its inbox's move, for the queue its handler listens on), after three attempts; answers the letter's id.
     /// </summary>
-    private async Task<Guid> StageAsync(object message, string tenant, string failure)
+    private async Task<Guid> StageAsync(object message, string tenant, string failure, IAlbaHost? node = null)
     {
-        var runtime = app.Host.Services.GetRequiredService<IWolverineRuntime>();
+        var runtime = (node ?? app.Host).Services.GetRequiredService<IWolverineRuntime>();
         var envelope = runtime.RoutingFor(message.GetType()).RouteForPublish(message, new DeliveryOptions { TenantId = tenant })[0];
         envelope.Serializer ??= runtime.Options.DefaultSerializer;
         envelope.ContentType ??= envelope.Serializer.ContentType;

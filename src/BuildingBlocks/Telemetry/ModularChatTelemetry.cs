@@ -27,6 +27,7 @@ public static class MetricNames
     public const string ClusterAppendRate = "modularchat.events.cluster_append_rate";
     public const string BackgroundYield = "modularchat.background.yield.duration";
     public const string ProjectionLag = "modularchat.projections.lag";
+    public const string DeadLetters = "modularchat.dead_letters";
 
     // Providers: LLM calls, MCP tools, chat turns.
     public const string LlmCallDuration = "modularchat.llm.call.duration";
