@@ -14,7 +14,7 @@ namespace ModularChat.Host.DeadLetters;
 /// modules' failure counters say when letters arrive, not how many wait). A type once seen stays at 0 when its letters are
 /// gone, so an alert on it resolves. Each node looks for itself: the figures are the database's, the same on every node.
 /// </summary>
-internal sealed class DeadLetterGauge : BackgroundService
+internal sealed class DeadLetterGauge : PeriodicLook
 {
     public const string IntervalSetting = "Messaging:DeadLetterCountInterval";
 
@@ -26,17 +26,12 @@ internal sealed class DeadLetterGauge : BackgroundService
     }
 
     private readonly IDocumentStore _store;
-    private readonly TimeSpan _interval;
-    private readonly TimeProvider _clock;
-    private readonly ILogger<DeadLetterGauge> _logger;
     private FrozenDictionary<string, long> _counts = FrozenDictionary<string, long>.Empty;
 
     public DeadLetterGauge(IDocumentStore store, TimeSpan interval, IMeterFactory meters, TimeProvider clock, ILogger<DeadLetterGauge> logger)
+        : base(interval, clock, logger, "Counting the dead letters")
     {
         _store = store;
-        _interval = interval;
-        _clock = clock;
-        _logger = logger;
         meters.Create(ModularChatTelemetry.SourceName).CreateObservableGauge(
             MetricNames.DeadLetters,
             () => Volatile.Read(ref _counts).Select(c => new Measurement<long>(c.Value, new KeyValuePair<string, object?>("message_type", c.Key))),
@@ -44,37 +39,7 @@ internal sealed class DeadLetterGauge : BackgroundService
             description: "Messages waiting in the dead-letter store (failed for good, no replay requested), by message type");
     }
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        var failures = new RepeatedFailures(_logger, "Counting the dead letters", _interval, drawApart: false);
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await CountAsync(stoppingToken);
-                failures.Succeeded();
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
-            {
-                failures.Failed(e);
-            }
-
-            try
-            {
-                await Task.Delay(_interval, _clock, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
-    }
-
-    private async Task CountAsync(CancellationToken cancellationToken)
+    protected override async Task LookAsync(CancellationToken cancellationToken)
     {
         await using var connection = _store.Storage.Database.CreateConnection();
         await connection.OpenAsync(cancellationToken);

@@ -54,7 +54,7 @@ internal sealed record ProjectionLagSettings(TimeSpan Interval, TimeSpan StallWa
 /// Each node looks for itself: the figures are the database's, the same on every node. It reads two small things (the
 /// projections' progress rows and the largest event sequence) and goes on while the node stops, as the node's other gauges.
 /// </remarks>
-internal sealed partial class ProjectionLagMonitor : BackgroundService
+internal sealed partial class ProjectionLagMonitor : PeriodicLook
 {
     private readonly IDocumentStore _store;
     private readonly ProjectionLagSettings _settings;
@@ -65,6 +65,7 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
     private FrozenSet<string> _stalled = FrozenSet<string>.Empty;
 
     public ProjectionLagMonitor(IDocumentStore store, ProjectionLagSettings settings, IMeterFactory meters, TimeProvider clock, ILogger<ProjectionLagMonitor> logger)
+        : base(settings.Interval, clock, logger, "Reading the projections' progress")
     {
         _store = store;
         _settings = settings;
@@ -80,37 +81,7 @@ internal sealed partial class ProjectionLagMonitor : BackgroundService
     /// <summary>The projections behind that have stood still for <c>Messaging:ProjectionStallWarning</c> at the last look.</summary>
     public IReadOnlySet<string> Stalled => Volatile.Read(ref _stalled);
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
-    {
-        var failures = new RepeatedFailures(_logger, "Reading the projections' progress", _settings.Interval, drawApart: false);
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await LookAsync(stoppingToken);
-                failures.Succeeded();
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e) when (e is NpgsqlException or InvalidOperationException or Marten.Exceptions.MartenCommandException)
-            {
-                failures.Failed(e);
-            }
-
-            try
-            {
-                await Task.Delay(_settings.Interval, _clock, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
-    }
-
-    private async Task LookAsync(CancellationToken cancellationToken)
+    protected override async Task LookAsync(CancellationToken cancellationToken)
     {
         var (_, projections) = await DaemonProgress.ReadEachAsync(_store, cancellationToken);
         long lastEvent;

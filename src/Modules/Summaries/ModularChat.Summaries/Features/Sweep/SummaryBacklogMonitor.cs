@@ -1,5 +1,4 @@
 using Marten;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using ModularChat.BuildingBlocks.Background;
@@ -15,8 +14,10 @@ namespace ModularChat.Summaries.Features.Sweep;
 /// of before the deploy while the other nodes take over the stopping node's jobs.
 /// </summary>
 public sealed class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics metrics, IOptions<SummariesOptions> options, TimeProvider clock, ILogger<SummaryBacklogMonitor> logger)
-    : BackgroundService
+    : PeriodicLook(options.Value.BacklogRefreshInterval, clock, logger, "Counting the summary backlog")
 {
+    private readonly string _sql = CountSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>());
+
     /// <summary>
     /// The conversations with a job pending above their coverage. It reads the activity rows with a pending mark (0 once
     /// covered: SummaryWriter clears it) from the mark's index, each with a probe of its progress: the backlog, not every
@@ -29,39 +30,11 @@ public sealed class SummaryBacklogMonitor(IDocumentStore store, SummariesMetrics
           and a.pending_up_to > coalesce((select p.covered_to from {progressTable} p where p.tenant_id = a.tenant_id and p.id = a.id), 0)
         """;
 
-    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    protected override async Task LookAsync(CancellationToken cancellationToken)
     {
-        var sql = CountSql(store.Options.Schema.For<ConversationActivity>(), store.Options.Schema.For<SummaryProgress>());
-        // While PostgreSQL is away every count fails the same way: logged once, not once a round. The rounds keep their pace,
-        // so the gauge is current again one interval after the outage.
-        var failures = new RepeatedFailures(logger, "Counting the summary backlog", options.Value.BacklogRefreshInterval, drawApart: false);
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await using var connection = store.Storage.Database.CreateConnection();
-                await connection.OpenAsync(stoppingToken);
-                await using var command = new NpgsqlCommand(sql, connection);
-                metrics.BacklogCounted(Convert.ToInt64(await command.ExecuteScalarAsync(stoppingToken), System.Globalization.CultureInfo.InvariantCulture));
-                failures.Succeeded();
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (Exception e) when (e is NpgsqlException or InvalidOperationException)
-            {
-                failures.Failed(e);
-            }
-
-            try
-            {
-                await Task.Delay(options.Value.BacklogRefreshInterval, clock, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                return;
-            }
-        }
+        await using var connection = store.Storage.Database.CreateConnection();
+        await connection.OpenAsync(cancellationToken);
+        await using var command = new NpgsqlCommand(_sql, connection);
+        metrics.BacklogCounted(Convert.ToInt64(await command.ExecuteScalarAsync(cancellationToken), System.Globalization.CultureInfo.InvariantCulture));
     }
 }
