@@ -315,6 +315,9 @@ run_tests() {
     fi
   done
   dotnet build "$ROOT/ModularChat.sln" -c Release -nologo -v q || return
+  # dotnet test gives a test host 90 s to start and answer; with both lanes busy on two cores (and anything else the
+  # machine runs) a host started late once took longer, and the whole project's run was aborted without a test run.
+  export VSTEST_CONNECTION_TIMEOUT="${VSTEST_CONNECTION_TIMEOUT:-600}"
   test_lane "$STATE/test-output-1.log" "${first[@]}" -- "$@" &
   local one=$!
   test_lane "$STATE/test-output-2.log" "${rest[@]}" -- "$@" &
