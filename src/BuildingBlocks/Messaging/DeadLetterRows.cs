@@ -43,10 +43,10 @@ public static class DeadLetterRows
             where ($1::varchar is null or message_type = $1)
               and ($2::varchar is null or exception_type = $2)
               and ($3::bytea is null or position($3 in body) > 0)
-              and ($7::bytea is null or position($7 in body) > 0)
-              and ($4::timestamptz is null or (at, id) > ($4, $5))
+              and ($4::bytea is null or position($4 in body) > 0)
+              and ($5::timestamptz is null or (at, id) > ($5, $6))
             order by at, id
-            limit $6
+            limit $7
             """, connection);
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Varchar, Value = (object?)criteria.MessageType ?? DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Varchar, Value = (object?)criteria.ExceptionType ?? DBNull.Value });
@@ -55,10 +55,10 @@ public static class DeadLetterRows
             NpgsqlDbType = NpgsqlDbType.Bytea,
             Value = criteria.BodyContains is { } text ? System.Text.Encoding.UTF8.GetBytes(text) : DBNull.Value,
         });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bytea, Value = criteria.Tenant is { } t ? TenantHeader(t) : DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.TimestampTz, Value = after is { } a ? a.At : DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Uuid, Value = after is { } b ? b.Id : DBNull.Value });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bigint, Value = limit is { } l ? (long)l : DBNull.Value });
-        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Bytea, Value = criteria.Tenant is { } t ? TenantHeader(t) : DBNull.Value });
         var found = new List<DeadLetterPosition>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))

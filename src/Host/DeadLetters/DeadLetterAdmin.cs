@@ -45,11 +45,11 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
     private IDeadLetters DeadLetters => runtime.Storage.DeadLetters;
 
     /// <summary>
-    /// One page of the letters <paramref name="criteria"/> and <paramref name="tenant"/> choose, oldest failure first, those
-    /// after <paramref name="after"/> when given; the position of the page's last letter when more follow.
+    /// One page of the letters <paramref name="criteria"/> choose, oldest failure first, those after <paramref name="after"/>
+    /// when given; the position of the page's last letter when more follow.
     /// </summary>
     public async Task<(IReadOnlyList<DeadLetterView> Items, DeadLetterPosition? Next)> ListAsync(
-        DeadLetterCriteria criteria, string? tenant, DeadLetterPosition? after, int limit, CancellationToken cancellationToken)
+        DeadLetterCriteria criteria, DeadLetterPosition? after, int limit, CancellationToken cancellationToken)
     {
         var page = new List<(DeadLetterPosition Position, DeadLetterEnvelope Letter)>();
         var from = after;
@@ -58,8 +58,8 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
             // A letter found may be gone when it is read (replayed or discarded meanwhile): read on until the page is full or
             // nothing is left.
             var wanted = limit + 1 - page.Count;
-            var rows = await DeadLetterRows.FindAsync(store, criteria with { Tenant = tenant }, from, wanted, cancellationToken);
-            page.AddRange(await ReadAsync(rows, tenant, cancellationToken));
+            var rows = await DeadLetterRows.FindAsync(store, criteria, from, wanted, cancellationToken);
+            page.AddRange(await ReadAsync(rows, criteria.Tenant, cancellationToken));
             if (rows.Count < wanted)
             {
                 break;
@@ -74,13 +74,12 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
 
     /// <summary>
     /// Queues letters again: those of <paramref name="ids"/> that are in the store (none for an empty list), or, when it
-    /// is null, every letter <paramref name="criteria"/> and <paramref name="tenant"/> choose; answers how many.
+    /// is null, every letter <paramref name="criteria"/> choose; answers how many.
     /// </summary>
-    public async Task<int> ReplayAsync(
-        IReadOnlyCollection<Guid>? ids, DeadLetterCriteria criteria, string? tenant, CancellationToken cancellationToken)
+    public async Task<int> ReplayAsync(IReadOnlyCollection<Guid>? ids, DeadLetterCriteria criteria, CancellationToken cancellationToken)
     {
         var chosen = ids is null
-            ? await ChosenAsync(criteria, tenant, cancellationToken)
+            ? await ChosenAsync(criteria, cancellationToken)
             : await ExistingAsync(ids, cancellationToken);
         // Never with an empty list: Wolverine reads no ids as no criterion, and would replay every letter.
         foreach (var chunk in chosen.Chunk(MaxPageSize))
@@ -114,10 +113,10 @@ internal sealed class DeadLetterAdmin(IWolverineRuntime runtime, IDocumentStore 
         return [.. found.Envelopes.Select(e => e.Id)];
     }
 
-    private async Task<Guid[]> ChosenAsync(DeadLetterCriteria criteria, string? tenant, CancellationToken cancellationToken)
+    private async Task<Guid[]> ChosenAsync(DeadLetterCriteria criteria, CancellationToken cancellationToken)
     {
-        var rows = await DeadLetterRows.FindAsync(store, criteria with { Tenant = tenant }, null, null, cancellationToken);
-        if (tenant is null)
+        var rows = await DeadLetterRows.FindAsync(store, criteria, null, null, cancellationToken);
+        if (criteria.Tenant is not { } tenant)
         {
             return [.. rows.Select(r => r.Id)];
         }

@@ -49,8 +49,7 @@ internal static class DeadLettersEndpoints
         group.MapGet("", async Task<Ok<DeadLetterPage>> (
                     string? messageType, string? exceptionType, string? tenant, string? cursor, int? limit, DeadLetterAdmin admin, CancellationToken ct) =>
                 {
-                    var criteria = Criteria(messageType, exceptionType);
-                    CheckFilter("tenant", tenant);
+                    var criteria = Criteria(messageType, exceptionType, tenant);
                     var size = limit ?? DeadLetterAdmin.DefaultPageSize;
                     if (size is < 1 or > DeadLetterAdmin.MaxPageSize)
                     {
@@ -59,7 +58,7 @@ internal static class DeadLettersEndpoints
 
                     var scope = CursorScope.Of(("messageType", messageType ?? ""), ("exceptionType", exceptionType ?? ""), ("tenant", tenant ?? ""));
                     var after = cursor is null ? (DeadLetterPosition?)null : Position(Cursor.DecodeMoment(cursor, CursorKind, scope));
-                    var (items, next) = await admin.ListAsync(criteria, tenant, after, size, ct);
+                    var (items, next) = await admin.ListAsync(criteria, after, size, ct);
                     return TypedResults.Ok(new DeadLetterPage(items, next is { } n ? Cursor.EncodeMoment(CursorKind, scope, n.At, n.Id) : null));
                 })
             .WithName("ListDeadLetters")
@@ -72,18 +71,17 @@ internal static class DeadLettersEndpoints
 
         group.MapPost("/replay", async Task<Accepted<DeadLettersReplayed>> (ReplayDeadLettersRequest? body, DeadLetterAdmin admin, CancellationToken ct) =>
                 {
-                    var criteria = Criteria(body?.MessageType, body?.ExceptionType);
-                    CheckFilter("tenant", body?.Tenant);
+                    var criteria = Criteria(body?.MessageType, body?.ExceptionType, body?.Tenant);
                     if (body?.Ids is { } ids)
                     {
                         CheckIds(ids);
-                        if (criteria != new DeadLetterCriteria() || body.Tenant is not null)
+                        if (criteria != new DeadLetterCriteria())
                         {
                             throw new BadRequestException("ids", "Send either 'ids' or filters (messageType, exceptionType, tenant), not both.");
                         }
                     }
 
-                    var replayed = await admin.ReplayAsync(body?.Ids?.Distinct().ToList(), criteria, body?.Tenant, ct);
+                    var replayed = await admin.ReplayAsync(body?.Ids?.Distinct().ToList(), criteria, ct);
                     return TypedResults.Accepted(Path, new DeadLettersReplayed(replayed));
                 })
             .WithName("ReplayDeadLetters")
@@ -115,11 +113,12 @@ internal static class DeadLettersEndpoints
             .ProducesProblem(StatusCodes.Status403Forbidden);
     }
 
-    private static DeadLetterCriteria Criteria(string? messageType, string? exceptionType)
+    private static DeadLetterCriteria Criteria(string? messageType, string? exceptionType, string? tenant)
     {
         CheckFilter("messageType", messageType);
         CheckFilter("exceptionType", exceptionType);
-        return new DeadLetterCriteria(messageType, exceptionType);
+        CheckFilter("tenant", tenant);
+        return new DeadLetterCriteria(messageType, exceptionType, tenant);
     }
 
     private static void CheckFilter(string name, string? value)
