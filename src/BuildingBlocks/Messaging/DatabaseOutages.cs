@@ -3,7 +3,6 @@ using JasperFx;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
-using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 using Wolverine;
 using Wolverine.ErrorHandling;
@@ -137,23 +136,13 @@ public static class DatabaseOutages
     private static Task<bool> AnswersAsync(IWolverineRuntime runtime)
         => AnswersAsync(runtime.Services.GetRequiredService<IDocumentStore>(), runtime.Cancellation);
 
-    /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/>.</summary>
-    public static async Task<bool> AnswersAsync(IDocumentStore store, CancellationToken cancellationToken)
-    {
-        try
-        {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(ProbeTimeout);
-            await using var connection = await store.OpenConnectionAsync(timeout.Token);
-            await using var command = new NpgsqlCommand("select 1", connection);
-            await command.ExecuteScalarAsync(timeout.Token);
-            return true;
-        }
-        catch (Exception e) when (e is NpgsqlException or OperationCanceledException or TimeoutException or IOException or System.Net.Sockets.SocketException)
-        {
-            return false;
-        }
-    }
+    /// <summary>
+    /// Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws). Callers that ask at once
+    /// share one question, and none waits past the limit, even while Npgsql waits on a server that does not answer
+    /// (<see cref="DatabaseProbe"/>).
+    /// </summary>
+    public static Task<bool> AnswersAsync(IDocumentStore store, CancellationToken cancellationToken)
+        => DatabaseProbe.For(store).AnswersAsync(ProbeTimeout, cancellationToken);
 
     /// <summary>
     /// Whether <paramref name="envelope"/> is put back, after its current attempt, to wait for a database that did not
