@@ -64,6 +64,35 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         Assert.Equal([(1L, "m1"), (2L, "m2")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
     }
 
+    /// <summary>
+    /// A PostgreSQL that takes connections but does not answer (stalled, or behind a proxy that is): readiness says so within
+    /// its check's 3 s, as for one that refuses connections. Npgsql's cancellation of the check's select 1 waits for the
+    /// server to drop the cancel request's connection (authentication_timeout, 60 s): a load balancer's probe with a
+    /// timeout of its own saw nothing for a minute, and an operator's curl hung as long.
+    /// </summary>
+    [Fact]
+    public async Task Readiness_answers_503_in_time_while_PostgreSQL_takes_connections_but_does_not_answer()
+    {
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy);
+        using var anonymous = node.Server.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/ready")).StatusCode);
+
+        proxy.Stall();
+        var asked = Stopwatch.StartNew();
+        using var ready = await anonymous.GetAsync("/health/ready");
+        var elapsed = asked.Elapsed;
+        var readiness = await ready.Content.ReadAsStringAsync();
+        proxy.Restore();
+
+        Assert.True(elapsed < TimeSpan.FromSeconds(30), $"Readiness answered after {elapsed}");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        Assert.Contains("PostgreSQL did not answer in time", readiness, StringComparison.Ordinal);
+        Assert.DoesNotContain(proxy.Port.ToString(System.Globalization.CultureInfo.InvariantCulture), readiness, StringComparison.Ordinal);
+        await Eventually.Until(async () => (await anonymous.GetAsync("/health/ready")).StatusCode, code => code == HttpStatusCode.OK,
+            seconds: 60, what: "Readiness did not come back once PostgreSQL answered again");
+    }
+
     [Fact]
     public async Task A_database_that_does_not_answer_in_time_gives_503_saying_so_and_the_retry_is_stored_once()
     {

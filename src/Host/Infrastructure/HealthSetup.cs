@@ -12,8 +12,8 @@ internal static class HealthSetup
 
     public static IServiceCollection AddModularChatHealth(this IServiceCollection services, IConfiguration configuration)
     {
-        var checks = services.AddHealthChecks()
-            .AddNpgSql(sp => sp.GetRequiredService<IConfiguration>().PostgresConnectionString(), name: "postgresql", tags: [Ready], timeout: TimeSpan.FromSeconds(3));
+        services.AddSingleton<PostgresReadiness>();
+        var checks = services.AddHealthChecks().AddCheck<PostgresReadiness>("postgresql", tags: [Ready]);
         if (!string.IsNullOrWhiteSpace(configuration.GetConnectionString("Redis")))
         {
             // Redis is an accelerator: without it we still serve (from L1 and PostgreSQL), so it only degrades readiness.
