@@ -44,6 +44,33 @@ public sealed class ClusterAppendRateTests(ClusterRateApp app) : IClassFixture<C
         Assert.False(bursts.Bursting);
     }
 
+    /// <summary>
+    /// A node stopping while PostgreSQL takes connections but does not answer: the sample on its way fails after the stop
+    /// began (Npgsql's connect waits out its own timeout, whatever the token says), and the sampler ends quietly. It
+    /// let that failure out, and the host logged "BackgroundService failed" at Error and a Critical "the IHost instance is
+    /// stopping" for a node that was stopping anyway.
+    /// </summary>
+    [Fact]
+    public async Task A_sample_that_fails_while_the_node_stops_ends_the_sampler_quietly()
+    {
+        var database = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString);
+        await using var proxy = new TcpProxy(database.Host!, database.Port);
+        var throughProxy = new NpgsqlConnectionStringBuilder(app.PostgresConnectionString) { Host = "127.0.0.1", Port = proxy.Port, Timeout = 3 };
+        using var store = DocumentStore.For(throughProxy.ConnectionString);
+        var options = Options.Create(new BackgroundOptions { YieldAboveMessagesPerSecond = 5000 });
+        var bursts = new AppendBursts(TimeProvider.System, options, app.Host.Services.GetRequiredService<System.Diagnostics.Metrics.IMeterFactory>());
+        using var sampler = new ClusterAppendRate(store, bursts, options, TimeProvider.System, NullLogger<ClusterAppendRate>.Instance);
+
+        proxy.Stall();
+        await sampler.StartAsync(CancellationToken.None);
+        await Task.Delay(TimeSpan.FromSeconds(1.5)); // the first sample (after 1 s) waits for an answer
+        await sampler.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        proxy.Restore();
+
+        Assert.True(sampler.ExecuteTask!.IsCompleted, "The sampler did not end within 30 s of the stop");
+        Assert.False(sampler.ExecuteTask.IsFaulted, $"The sampler ended with {sampler.ExecuteTask.Exception?.InnerException?.GetType().Name}");
+    }
+
     private static async Task TakeSequenceNumbersAsync(IDocumentStore store, int count)
     {
         await using var connection = store.Storage.Database.CreateConnection();
