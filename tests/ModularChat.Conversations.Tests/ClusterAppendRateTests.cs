@@ -64,7 +64,8 @@ public sealed class ClusterAppendRateTests(ClusterRateApp app) : IClassFixture<C
         proxy.Stall();
         await sampler.StartAsync(CancellationToken.None);
         await Task.Delay(TimeSpan.FromSeconds(1.5)); // the first sample (after 1 s) waits for an answer
-        await sampler.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        using var stopWait = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        await sampler.StopAsync(stopWait.Token);
         proxy.Restore();
 
         Assert.True(sampler.ExecuteTask!.IsCompleted, "The sampler did not end within 30 s of the stop");
