@@ -3,6 +3,7 @@ using JasperFx;
 using Marten;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 using Wolverine;
 using Wolverine.ErrorHandling;

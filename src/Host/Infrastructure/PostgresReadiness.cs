@@ -1,5 +1,5 @@
 using Microsoft.Extensions.Diagnostics.HealthChecks;
-using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
 namespace ModularChat.Host.Infrastructure;

@@ -1,9 +1,8 @@
 using System.Runtime.CompilerServices;
 using Marten;
-using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
-namespace ModularChat.BuildingBlocks.Messaging;
+namespace ModularChat.BuildingBlocks.Persistence;
 
 /// <summary>
 /// Asks a database <c>select 1</c> and tells within a time limit whether it answered, whatever Npgsql does meanwhile.
