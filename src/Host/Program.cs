@@ -99,6 +99,7 @@ try
     app.UseJsonCharsetCheck();
     app.UseAuthentication();
     app.UseAuthorization();
+    app.UseDatabaseAwayGate(limits);
 
     app.MapModularChatHealth();
     app.MapModularChatNodes();

@@ -93,6 +93,101 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
             seconds: 60, what: "Readiness did not come back once PostgreSQL answered again");
     }
 
+    /// <summary>
+    /// A PostgreSQL that takes connections but does not answer: each request waited about a minute (its command timeout, then
+    /// Npgsql's cancel request, which waits for the server to drop it), holding a thread meanwhile. Once the node's check has
+    /// found the server not answering (here made to look by readiness, as a load balancer's probes would), API requests answer
+    /// 503 at once, untried; they are taken again once it answers, and nothing is lost.
+    /// </summary>
+    [Fact]
+    public async Task While_PostgreSQL_takes_connections_but_does_not_answer_API_requests_answer_503_at_once_and_are_taken_again_once_it_answers()
+    {
+        var logs = new CapturedLogs(); // this node's only
+        await using var proxy = PostgresProxy();
+        await using var node = await StartNodeAsync(proxy, services: services => services.AddSingleton<ILoggerProvider>(logs));
+        using var client = Client(app, node, "stalled");
+        using var anonymous = node.Server.CreateClient();
+        var conversation = await (await client.PostJson("/api/conversations", new { title = "stalled" })).ReadAs<ConversationDto>(HttpStatusCode.Created);
+        var messages = $"/api/conversations/{conversation.Id}/messages";
+        await (await client.PostJson(messages, new { role = "user", content = "before the stall", externalId = "m1" })).ReadAs<AppendResponseDto>(HttpStatusCode.Created);
+        var outages = node.Services.GetRequiredService<DatabaseOutageLog>();
+        Assert.Null(outages.StalledSince);
+
+        proxy.Stall();
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await anonymous.GetAsync("/health/ready")).StatusCode);
+        // Readiness told the check (within its 3 s; nothing else of the node's times out that soon: connecting waits 15 s).
+        Assert.True(outages.Suspected || outages.Away, "Readiness found PostgreSQL not answering but the node's check was not told");
+        await Eventually.Until(() => Task.FromResult(outages.StalledSince), since => since is not null, seconds: 30,
+            what: "The node's check did not find PostgreSQL stalled after readiness did");
+
+        var asked = Stopwatch.StartNew();
+        using var append = await client.PostJson(messages, new { role = "user", content = "during the stall", externalId = "m2" });
+        var elapsed = asked.Elapsed;
+        var problem = await append.ShouldBeProblem(503);
+        Assert.True(elapsed < TimeSpan.FromSeconds(5), $"The append answered after {elapsed}"); // untried: 15 s or more otherwise
+        Assert.Contains("has not answered this node's check", problem.GetProperty("detail").GetString(), StringComparison.Ordinal);
+        Assert.Equal(TimeSpan.FromSeconds(5), append.Headers.RetryAfter?.Delta);
+        await (await client.GetAsync(messages)).ShouldBeProblem(503);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync(messages)).StatusCode); // no token: told so first
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/health/live")).StatusCode);
+        Assert.Single(logs.Entries, e => e.Category == typeof(DatabaseAwayGate).FullName && e.Level == LogLevel.Warning);
+
+        proxy.Restore();
+        var status = await Eventually.Until(
+            async () => (await client.PostJson(messages, new { role = "user", content = "during the stall", externalId = "m2" })).StatusCode,
+            code => code != HttpStatusCode.ServiceUnavailable, seconds: 60, what: "The node still answers 503");
+        Assert.Equal(HttpStatusCode.Created, status);
+        Assert.Null(outages.StalledSince);
+        var page = await (await client.GetAsync(messages)).ReadAs<PageDto<MessageDto>>(HttpStatusCode.OK);
+        Assert.Equal([(1L, "m1"), (2L, "m2")], page.Items.Select(m => (m.Sequence, m.ExternalId)));
+    }
+
+    /// <summary>
+    /// The gate follows the check's last answer alone (the check itself is left out here, so that nothing answers behind the
+    /// test's back), and <c>Limits:RefuseRequestsWhileDatabaseAway=false</c> turns it off. A refused connection does not
+    /// close it: statements fail at once then, and what needs no database is still served.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task API_requests_are_refused_untried_only_while_the_check_finds_PostgreSQL_stalled_and_only_when_configured(bool refuse)
+    {
+        await using var node = await app.StartHostAsync(
+            new Dictionary<string, string?> { ["Limits:RefuseRequestsWhileDatabaseAway"] = refuse ? null : "false" },
+            services =>
+            {
+                foreach (var probe in services.Where(d => d.ImplementationType == typeof(DatabaseOutageLog.Probe)).ToList())
+                {
+                    services.Remove(probe);
+                }
+            });
+        using var client = Client(app, node, "gate");
+        var outages = node.Services.GetRequiredService<DatabaseOutageLog>();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/conversations")).StatusCode);
+
+        outages.Suspect(new NpgsqlException("Exception while reading from stream (staged by a test)", new TimeoutException("Timeout during reading attempt")));
+        outages.Unanswered(new TimeoutException("The database did not answer select 1 within 5 s (staged by a test)."));
+        Assert.NotNull(outages.StalledSince);
+        var stalled = await client.GetAsync("/api/conversations");
+        if (refuse)
+        {
+            await stalled.ShouldBeProblem(503);
+        }
+        else
+        {
+            Assert.Equal(HttpStatusCode.OK, stalled.StatusCode);
+        }
+
+        outages.Unanswered(new NpgsqlException("Failed to connect (staged by a test)", new System.Net.Sockets.SocketException(111)));
+        Assert.Null(outages.StalledSince);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/conversations")).StatusCode);
+
+        outages.Unanswered(new TimeoutException("The database did not answer select 1 within 5 s (staged by a test)."));
+        outages.Answered();
+        Assert.Null(outages.StalledSince);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/conversations")).StatusCode);
+    }
+
     [Fact]
     public async Task A_database_that_does_not_answer_in_time_gives_503_saying_so_and_the_retry_is_stored_once()
     {

@@ -1,6 +1,7 @@
 using Marten;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Messaging;
+using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
 namespace ModularChat.Host.Infrastructure;
@@ -43,6 +44,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     private long _held;
     private long _heldInAll;
     private Exception? _suspect;
+    private long _stalledSinceTicks; // UTC ticks, 0 when not stalled; read without the lock (by every request)
 
     /// <summary>Whether an outage is on (logged, not yet seen to end).</summary>
     public bool Away
@@ -64,6 +66,37 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
             lock (_lock)
             {
                 return _suspect is not null;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Since when PostgreSQL has left the <see cref="Probe"/>'s <c>select 1</c> without an answer in time (a server that takes
+    /// connections but does not answer, or no connection to be had), with no answer since; null while it answers, refuses
+    /// connections (then every statement fails at once anyway) or nothing made the probe look. Requests to the API are
+    /// refused at once meanwhile (<see cref="DatabaseAwayGate"/>): each waited a minute (its command timeout, then Npgsql's
+    /// cancel request) and held a thread of the pool for it.
+    /// </summary>
+    public DateTimeOffset? StalledSince
+        => Volatile.Read(ref _stalledSinceTicks) is var ticks and not 0 ? new DateTimeOffset(ticks, TimeSpan.Zero) : null;
+
+    /// <summary>
+    /// Something outside Wolverine's, JasperFx's and Marten's logs met PostgreSQL not answering (readiness's <c>select 1</c>, a
+    /// request's statement): unless an outage is on already, the <see cref="Probe"/> asks it and only its answer tells.
+    /// Failures PostgreSQL answered (a deadlock, a lock not available) and cancellations are no suspicion.
+    /// </summary>
+    public void Suspect(Exception failure)
+    {
+        if (failure is OperationCanceledException || PostgresAnswered(failure))
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_away)
+            {
+                _suspect ??= failure;
             }
         }
     }
@@ -149,12 +182,21 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     /// </summary>
     private static bool TimedOut(Exception exception) => exception.InChain(e => e is TimeoutException);
 
-    /// <summary>PostgreSQL did not answer the <see cref="Probe"/>: a timeout seen meanwhile was the outage's start.</summary>
-    public void Unanswered()
+    /// <summary>
+    /// PostgreSQL did not answer the <see cref="Probe"/> (<paramref name="failure"/> says why): a timeout seen meanwhile was the
+    /// outage's start; <see cref="StalledSince"/> holds while no answer comes in time, and ends when it answers or refuses.
+    /// </summary>
+    public void Unanswered(Exception failure)
     {
         var now = clock.GetUtcNow();
+        var stalled = TimedOut(failure);
         lock (_lock)
         {
+            if (!stalled || _stalledSinceTicks == 0)
+            {
+                Volatile.Write(ref _stalledSinceTicks, stalled ? now.UtcTicks : 0);
+            }
+
             if (!_away && _suspect is { } timeout)
             {
                 Start(timeout, now);
@@ -162,13 +204,17 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
         }
     }
 
-    /// <summary>PostgreSQL answered: the outage, if one was on, is over (logged once); a timeout seen meanwhile was not one.</summary>
+    /// <summary>
+    /// PostgreSQL answered: the outage, if one was on, is over (logged once); a timeout seen meanwhile was not one; requests
+    /// are taken again.
+    /// </summary>
     public void Answered()
     {
         var now = clock.GetUtcNow();
         lock (_lock)
         {
             _suspect = null;
+            Volatile.Write(ref _stalledSinceTicks, 0);
             if (!_away)
             {
                 return;
@@ -205,13 +251,13 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
                 return;
             }
 
-            if (await DatabaseOutages.AnswersAsync(store, cancellationToken))
+            if (await DatabaseProbe.For(store).FailureAsync(DatabaseOutages.ProbeTimeout, cancellationToken) is not { } failure)
             {
                 outages.Answered();
             }
             else if (!cancellationToken.IsCancellationRequested)
             {
-                outages.Unanswered();
+                outages.Unanswered(failure);
             }
         }
 

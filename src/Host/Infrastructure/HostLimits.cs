@@ -34,6 +34,12 @@ public sealed class HostLimits
     public int MaxRequestLineBytes { get; set; } = 64 * 1024;
 
     /// <summary>
+    /// Whether API requests answer 503 at once, untried, while PostgreSQL does not answer the node's check
+    /// (<see cref="DatabaseAwayGate"/>). Default true.
+    /// </summary>
+    public bool RefuseRequestsWhileDatabaseAway { get; set; } = true;
+
+    /// <summary>
     /// The limits from <paramref name="configuration"/>. They are read before the service container exists (the web
     /// server is configured with them), so they are checked here rather than by the options validation at start, with
     /// a message as clear: a bad value stops the start naming the setting.

@@ -18,18 +18,31 @@ internal sealed class PostgresReadiness : IHealthCheck, IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly DatabaseProbe _probe;
 
-    public PostgresReadiness(IConfiguration configuration, TimeProvider clock)
+    private readonly DatabaseOutageLog _outages;
+
+    public PostgresReadiness(IConfiguration configuration, DatabaseOutageLog outages, TimeProvider clock)
     {
+        _outages = outages;
         // A few connections: one held by a question Npgsql is still cancelling must not keep the next check from its own.
         var connection = new NpgsqlConnectionStringBuilder(configuration.PostgresConnectionString()) { MaxPoolSize = 4 };
         _dataSource = NpgsqlDataSource.Create(connection);
         _probe = new DatabaseProbe(OpenAsync, clock);
     }
 
+    /// <summary>
+    /// Healthy when PostgreSQL answered in time; otherwise unhealthy, and the node's outage check is told, so that it asks too
+    /// (a load balancer's readiness probes find a stalled server within seconds, long before a statement's timeout does).
+    /// </summary>
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
-        => await _probe.FailureAsync(Limit, cancellationToken) is { } failure
-            ? new HealthCheckResult(context.Registration.FailureStatus, exception: failure)
-            : HealthCheckResult.Healthy();
+    {
+        if (await _probe.FailureAsync(Limit, cancellationToken) is not { } failure)
+        {
+            return HealthCheckResult.Healthy();
+        }
+
+        _outages.Suspect(failure);
+        return new HealthCheckResult(context.Registration.FailureStatus, exception: failure);
+    }
 
     public ValueTask DisposeAsync() => _dataSource.DisposeAsync();
 
