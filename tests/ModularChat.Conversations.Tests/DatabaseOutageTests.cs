@@ -3,6 +3,7 @@ using System.Diagnostics.Metrics;
 using System.Net;
 using System.Net.Http.Headers;
 using Alba;
+using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using Marten;
@@ -186,6 +187,36 @@ public sealed class DatabaseOutageTests(ConversationsApp app)
         outages.Answered();
         Assert.Null(outages.StalledSince);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/api/conversations")).StatusCode);
+    }
+
+    /// <summary>
+    /// A request whose statement met PostgreSQL not answering makes the node's check ask (the request's exception goes on to
+    /// its 503 unchanged); a failure PostgreSQL answered (a deadlock) or one that is not the database's does not.
+    /// </summary>
+    [Fact]
+    public async Task A_request_that_meets_PostgreSQL_not_answering_makes_the_check_ask_and_its_exception_goes_on_unchanged()
+    {
+        using var loggers = LoggerFactory.Create(_ => { });
+        var timeout = new NpgsqlException("Exception while reading from stream", new TimeoutException("Timeout during reading attempt"));
+        var deadlock = new PostgresException("deadlock detected", "ERROR", "ERROR", PostgresErrorCodes.DeadlockDetected);
+        var other = new InvalidOperationException("not the database");
+
+        Assert.Equal((timeout, true), await Failed(timeout, "/api/conversations"));
+        Assert.Equal((deadlock, false), await Failed(deadlock, "/api/conversations"));
+        Assert.Equal((other, false), await Failed(other, "/api/conversations"));
+        Assert.Equal((timeout, false), await Failed(timeout, "/health/ready")); // not a request the gate looks at
+
+        // What the request failed with, and whether the node's check was then to ask PostgreSQL.
+        async Task<(Exception Thrown, bool Suspected)> Failed(Exception failure, string path)
+        {
+            var outages = new DatabaseOutageLog(loggers.CreateLogger<DatabaseOutageLog>(), TimeProvider.System);
+            var gate = new DatabaseAwayGate(_ => throw failure, outages, null!, TimeProvider.System, loggers.CreateLogger<DatabaseAwayGate>());
+            var context = new DefaultHttpContext();
+            context.Request.Path = path;
+            context.SetEndpoint(new Endpoint(_ => Task.CompletedTask, null, "test"));
+            var thrown = await Assert.ThrowsAnyAsync<Exception>(() => gate.InvokeAsync(context));
+            return (thrown, outages.Suspected);
+        }
     }
 
     [Fact]
