@@ -292,14 +292,15 @@ report_unhandled() {
 # failed 4 tests on CI's two cores (5d59c19): with every project's collections running too, work the tests wait for took
 # longer than they waited. The others together take longer than Conversations (~12.5 against ~9.5 min, measured
 # 2026-12-07: Providers ~5, Search ~4, Summaries ~3.5), so without a --filter of the caller's the Summaries tests are split
-# in two: the classes of first_summaries (~2.5 min) run after Conversations, the rest in the other lane (~12 min each).
+# in two: the classes of first_summaries (~2.5 min) run after Conversations, the rest in the other lane (~12 min each;
+# two fresh-clone runs on 2026-12-07 still ended lane 2 ~1.3 min after lane 1, so DeletionTests, ~40 s, moved over).
 # The two Summaries runs overlap, so the first has databases and a log folder of its own (see test_lane). Each lane's
 # output goes to the console as it comes and to a file of its own; .local/test-output.log gets both. Arguments (e.g. --filter) go to every run.
 run_tests() {
   local tests="$ROOT/tests" first=() rest=() project status=0 split=1 argument
   local conversations="$tests/ModularChat.Conversations.Tests/ModularChat.Conversations.Tests.csproj"
   local summaries="$tests/ModularChat.Summaries.Tests/ModularChat.Summaries.Tests.csproj"
-  local first_summaries=(LlmSummarizerTests TenantShareTests BurstTests) class chosen="" others=""
+  local first_summaries=(LlmSummarizerTests TenantShareTests BurstTests DeletionTests) class chosen="" others=""
   for class in "${first_summaries[@]}"; do
     chosen+="${chosen:+|}FullyQualifiedName~.$class." others+="${others:+&}FullyQualifiedName!~.$class."
   done
