@@ -32,6 +32,7 @@ public sealed class HostSettingsTests(ConversationsApp app)
     [InlineData("Messaging:HandledMessageCleanupInterval", "00:00:00")]
     [InlineData("Messaging:KeepHandledMessagesFor", "-00:00:05")]
     [InlineData("Messaging:DeadLetterCountInterval", "00:00:00")]
+    [InlineData("Messaging:OutageLogInterval", "00:00:00")]
     [InlineData("Conversations:MaxExternalIdLength", "1000")] // longer than the unique index's rows can be (non-ASCII ids answered 500)
     public async Task A_bad_value_stops_the_start_naming_the_setting(string setting, string value)
     {

@@ -12,7 +12,7 @@ namespace ModularChat.Host.Infrastructure;
 /// with its stack trace: a 45 s outage wrote ~1,700 lines; the daemon logged an error at each poll of the event store's
 /// high-water mark (every ~1.4 s), and Marten's command log one for each command on a connection the outage broke. The
 /// outage is logged here instead: once when it starts (a warning), then at most one line per
-/// <see cref="Interval"/> while it lasts (how many entries were held back), and once when PostgreSQL answers again. Their
+/// interval (<see cref="IntervalSetting"/>) while it lasts (how many entries were held back), and once when PostgreSQL answers again. Their
 /// entries whose exception is the database being away (<see cref="DatabaseOutages.IsDatabaseAway"/>) are written at
 /// Debug meanwhile, as is Wolverine's line for each message put back to wait for the database (<see cref="HoldsWait"/>);
 /// every other entry of theirs, an error that is not the outage included, is written as it was.
@@ -24,10 +24,16 @@ namespace ModularChat.Host.Infrastructure;
 /// written as itself and the <see cref="Probe"/> asks PostgreSQL <c>select 1</c> (off the logging thread: <see cref="Holds"/>
 /// is called synchronously by a logger); only if that gets no answer does the outage start.
 /// </remarks>
-internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logger, TimeProvider clock)
+/// <param name="interval">The shortest time between two lines about one outage (<see cref="IntervalSetting"/>, 30 s unless given).</param>
+internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logger, TimeProvider clock, TimeSpan? interval = null)
 {
-    /// <summary>The shortest time between two lines about one outage.</summary>
-    public static readonly TimeSpan Interval = TimeSpan.FromSeconds(30);
+    /// <summary>The setting of the shortest time between two lines about one outage.</summary>
+    public const string IntervalSetting = "Messaging:OutageLogInterval";
+
+    /// <summary>Its default.</summary>
+    public static readonly TimeSpan DefaultInterval = TimeSpan.FromSeconds(30);
+
+    private readonly TimeSpan _interval = interval ?? DefaultInterval;
 
     /// <summary>
     /// How long after an outage's end a message put back during it may still be logged as put back: the rule asked
@@ -103,7 +109,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
 
     /// <summary>
     /// Whether an entry of Wolverine's, JasperFx's or Marten's with <paramref name="exception"/> is about the database being away: then
-    /// the outage is logged (when it starts, or at most every <see cref="Interval"/>) and the entry is to be written at Debug.
+    /// the outage is logged (when it starts, or at most once per interval) and the entry is to be written at Debug.
     /// A timeout with no outage on is not (yet): the <see cref="Probe"/> tells.
     /// </summary>
     public bool Holds(Exception? exception)
@@ -130,7 +136,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
 
             _held++;
             _heldInAll++;
-            if (now - _lastLine >= Interval)
+            if (now - _lastLine >= _interval)
             {
                 LogLasting(logger, (long)(now - _since).TotalSeconds, _held, exception.Message);
                 (_lastLine, _held) = (now, 0);
@@ -164,7 +170,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
     private void Start(Exception exception, DateTimeOffset now)
     {
         (_away, _since, _lastLine, _held, _heldInAll, _suspect) = (true, now, now, 0, 0, null);
-        LogStarted(logger, exception.GetType().Name, exception.Message, Interval.TotalSeconds);
+        LogStarted(logger, exception.GetType().Name, exception.Message, _interval.TotalSeconds);
     }
 
     /// <summary>

@@ -47,7 +47,7 @@ internal static class TelemetrySetup
             o.IncludeScopes = true;
             o.IncludeFormattedMessage = true;
         });
-        WolverineRetryLogLevel.Register(builder.Services); // Wolverine's retries at Warning, not Error
+        WolverineRetryLogLevel.Register(builder.Services, builder.Configuration); // Wolverine's retries at Warning, not Error
 
         var exporting = otlpEndpoint is not null;
         var otel = builder.Services.AddOpenTelemetry()

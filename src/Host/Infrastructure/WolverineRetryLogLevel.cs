@@ -21,7 +21,7 @@ namespace ModularChat.Host.Infrastructure;
 /// of a message put back to wait for the database (<see cref="DatabaseOutages.WaitsForTheDatabase"/>), which carries no
 /// exception.
 /// </summary>
-internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock) : ILoggerFactory
+internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider clock, TimeSpan outageLogInterval) : ILoggerFactory
 {
     /// <summary>The category of Wolverine's runtime logger.</summary>
     public static readonly string Category = typeof(WolverineRuntime).FullName!;
@@ -48,7 +48,7 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
     public const int MessageFailedEventId = 105;
 
     /// <summary>Where a database outage is logged once instead of by each of those loggers at each retry.</summary>
-    private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock);
+    private readonly DatabaseOutageLog _outages = new(inner.CreateLogger<DatabaseOutageLog>(), clock, outageLogInterval);
 
     /// <summary>
     /// The categories of Wolverine's executors' loggers, the only ones that write <see cref="MessageFailedEventId"/>: the names
@@ -57,11 +57,16 @@ internal sealed class WolverineRetryLogLevel(LoggerFactory inner, TimeProvider c
     /// </summary>
     private volatile FrozenSet<string> _messageTypeCategories = FrozenSet<string>.Empty;
 
-    /// <summary>Makes the service's <see cref="ILoggerFactory"/> this one, over the factory it would have had.</summary>
-    public static void Register(IServiceCollection services)
+    /// <summary>
+    /// Makes the service's <see cref="ILoggerFactory"/> this one, over the factory it would have had; the outage log's interval
+    /// read now (a zero or negative one refuses the start, naming it).
+    /// </summary>
+    public static void Register(IServiceCollection services, IConfiguration configuration)
     {
+        var outageLogInterval = PersistenceSetup.Positive(configuration, DatabaseOutageLog.IntervalSetting, DatabaseOutageLog.DefaultInterval);
         services.TryAddSingleton<LoggerFactory>();
-        services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(sp => new WolverineRetryLogLevel(sp.GetRequiredService<LoggerFactory>(), sp.GetRequiredService<TimeProvider>())));
+        services.Replace(ServiceDescriptor.Singleton<ILoggerFactory>(
+            sp => new WolverineRetryLogLevel(sp.GetRequiredService<LoggerFactory>(), sp.GetRequiredService<TimeProvider>(), outageLogInterval)));
         services.AddSingleton(sp => ((WolverineRetryLogLevel)sp.GetRequiredService<ILoggerFactory>())._outages);
         services.AddSingleton<IWolverineExtension>(sp => new MessageTypeCategories((WolverineRetryLogLevel)sp.GetRequiredService<ILoggerFactory>()));
         services.AddHostedService<DatabaseOutageLog.Probe>();
