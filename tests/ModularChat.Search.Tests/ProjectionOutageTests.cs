@@ -50,11 +50,15 @@ public sealed class ProjectionOutageTests(SearchProcessesApp app)
     [Fact]
     public async Task While_the_database_is_away_the_projection_daemon_does_not_log_an_error_at_each_poll_the_outage_is_logged_once()
     {
-        // A node of its own cluster that runs the projections (the daemon), as above.
+        // A node of its own cluster that runs the projections (the daemon), as above, as fast to check in: its daemon started
+        // indexing after ~18 s with the default settings, ~4 s with these.
         var database = new NpgsqlConnectionStringBuilder(await app.ProcessDatabaseAsync());
         await using var proxy = new TcpProxy(database.Host!, database.Port);
         var throughProxy = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Host = "127.0.0.1", Port = proxy.Port };
-        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string> { ["ConnectionStrings__Postgres"] = throughProxy.ConnectionString });
+        await using var node = await app.StartHostProcessAsync(new Dictionary<string, string>(FastCluster())
+        {
+            ["ConnectionStrings__Postgres"] = throughProxy.ConnectionString,
+        });
         using var client = node.Client(app.Token(ModularChatApp.NewUser("daemon")));
         await client.StartConversation("daemon", Message("the cooper hooped the cask"));
         await Eventually.Until(() => client.KeywordMatches("cooper"), n => n == 1, seconds: 90, what: "The node's daemon did not index before the outage");
