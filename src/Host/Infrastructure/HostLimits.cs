@@ -34,8 +34,8 @@ public sealed class HostLimits
     public int MaxRequestLineBytes { get; set; } = 64 * 1024;
 
     /// <summary>
-    /// Whether API requests answer 503 at once, untried, while PostgreSQL does not answer the node's check
-    /// (<see cref="DatabaseAwayGate"/>). Default true.
+    /// Whether API requests answer 503 at once, untried, while PostgreSQL takes connections but does not answer the node's
+    /// check in time (<see cref="DatabaseAwayGate"/>). Default true.
     /// </summary>
     public bool RefuseRequestsWhileDatabaseAway { get; set; } = true;
 

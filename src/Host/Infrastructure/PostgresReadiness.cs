@@ -17,7 +17,6 @@ internal sealed class PostgresReadiness : IHealthCheck, IAsyncDisposable
 
     private readonly NpgsqlDataSource _dataSource;
     private readonly DatabaseProbe _probe;
-
     private readonly DatabaseOutageLog _outages;
 
     public PostgresReadiness(IConfiguration configuration, DatabaseOutageLog outages, TimeProvider clock)
