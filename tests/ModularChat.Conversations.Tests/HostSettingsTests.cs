@@ -42,6 +42,17 @@ public sealed class HostSettingsTests(ConversationsApp app)
             && e.Message.Contains($"'{setting}'", StringComparison.Ordinal) && e.Message.Contains(value, StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task A_gate_switch_that_is_not_true_or_false_stops_the_start_naming_it_not_a_byte_limit()
+    {
+        // The limits' binding fails as a whole: its refusal named Limits:MaxRequestBodyBytes, "(was '')".
+        var error = await Assert.ThrowsAnyAsync<Exception>(
+            () => app.StartHostAsync(new Dictionary<string, string?> { ["Limits:RefuseRequestsWhileDatabaseAway"] = "maybe" }));
+
+        var refusal = Assert.Single(Exceptions.Flatten(error).OfType<ModularChat.BuildingBlocks.Options.StartRefusedException>());
+        Assert.Equal("Configuration 'Limits:RefuseRequestsWhileDatabaseAway' must be true or false (was 'maybe').", refusal.Message);
+    }
+
     [Theory]
     [InlineData("ConnectionStrings:Postgres", "Host=127.0.0.1;Port=abc;Password=pg-secret-1")] // Npgsql said "Couldn't set port"
     [InlineData("ConnectionStrings:Redis", "127.0.0.1:notaport,password=redis-secret-1")] // StackExchange.Redis said "No endpoints specified"

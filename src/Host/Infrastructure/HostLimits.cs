@@ -53,6 +53,12 @@ public sealed class HostLimits
         }
         catch (InvalidOperationException e)
         {
+            if (configuration[$"{Section}:{nameof(RefuseRequestsWhileDatabaseAway)}"] is { } refuse && !bool.TryParse(refuse, out _))
+            {
+                throw new StartRefusedException(
+                    $"Configuration '{Section}:{nameof(RefuseRequestsWhileDatabaseAway)}' must be true or false (was '{refuse}').", e);
+            }
+
             var setting = configuration[$"{Section}:{nameof(MaxRequestLineBytes)}"] is { } line
                           && !int.TryParse(line, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)
                 ? nameof(MaxRequestLineBytes)
