@@ -134,16 +134,16 @@ public static class DatabaseOutages
     private static void SettledInTheInbox(Envelope envelope) => envelope.Status = EnvelopeStatus.Handled;
 
     /// <summary>Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws).</summary>
-    private static Task<bool> AnswersAsync(IWolverineRuntime runtime)
-        => AnswersAsync(runtime.Services.GetRequiredService<IDocumentStore>(), runtime.Cancellation);
+    private static async Task<bool> AnswersAsync(IWolverineRuntime runtime)
+        => await FailureAsync(runtime.Services.GetRequiredService<IDocumentStore>(), runtime.Cancellation) is null;
 
     /// <summary>
-    /// Whether the database answers <c>select 1</c> within <see cref="ProbeTimeout"/> (never throws). Callers that ask at once
-    /// share one question, and none waits past the limit, even while Npgsql waits on a server that does not answer
-    /// (<see cref="DatabaseProbe"/>).
+    /// Null when the database answers <c>select 1</c> within <see cref="ProbeTimeout"/>, else why not (never throws). Callers
+    /// that ask at once share one question, and none waits past the limit, even while Npgsql waits on a server that does not
+    /// answer (<see cref="DatabaseProbe"/>).
     /// </summary>
-    public static Task<bool> AnswersAsync(IDocumentStore store, CancellationToken cancellationToken)
-        => DatabaseProbe.For(store).AnswersAsync(ProbeTimeout, cancellationToken);
+    public static Task<Exception?> FailureAsync(IDocumentStore store, CancellationToken cancellationToken)
+        => DatabaseProbe.For(store).FailureAsync(ProbeTimeout, cancellationToken);
 
     /// <summary>
     /// Whether <paramref name="envelope"/> is put back, after its current attempt, to wait for a database that did not

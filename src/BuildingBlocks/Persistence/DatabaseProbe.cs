@@ -30,10 +30,6 @@ public sealed class DatabaseProbe(Func<CancellationToken, Task<NpgsqlConnection>
     public static DatabaseProbe For(IDocumentStore store)
         => Probes.GetValue(store, static s => new DatabaseProbe(s.OpenConnectionAsync, TimeProvider.System));
 
-    /// <summary>Whether the database answers <c>select 1</c> within <paramref name="limit"/> (never throws).</summary>
-    public async Task<bool> AnswersAsync(TimeSpan limit, CancellationToken cancellationToken)
-        => await FailureAsync(limit, cancellationToken).ConfigureAwait(false) is null;
-
     /// <summary>
     /// Null when the database answered <c>select 1</c> within <paramref name="limit"/>; else why not: what the question
     /// failed with, a <see cref="TimeoutException"/> when no answer came in time, or the caller's cancellation (never throws).

@@ -1,7 +1,6 @@
 using Marten;
 using ModularChat.BuildingBlocks.Errors;
 using ModularChat.BuildingBlocks.Messaging;
-using ModularChat.BuildingBlocks.Persistence;
 using Npgsql;
 
 namespace ModularChat.Host.Infrastructure;
@@ -257,7 +256,7 @@ internal sealed partial class DatabaseOutageLog(ILogger<DatabaseOutageLog> logge
                 return;
             }
 
-            if (await DatabaseProbe.For(store).FailureAsync(DatabaseOutages.ProbeTimeout, cancellationToken) is not { } failure)
+            if (await DatabaseOutages.FailureAsync(store, cancellationToken) is not { } failure)
             {
                 outages.Answered();
             }
